@@ -1,0 +1,49 @@
+// The output queue of one connection: response bytes and pinned value slices, in order.
+//
+// Small values are copied from the segment mapping into the byte stream; values at or above
+// the sendfile threshold are queued as pinned slices and sent with sendfile(2) from the
+// segment file (the slice keeps the segment alive until the send completes).
+//
+// Thread affinity: owned by one connection actor; used only on that connection's loop thread.
+#pragma once
+
+#include "storage/pinned_slice.hpp"
+
+#include <cstddef>
+#include <deque>
+#include <string>
+#include <string_view>
+
+namespace bifrost::actors {
+
+class out_queue {
+public:
+  struct chunk {
+    std::string bytes;            // used when !slice
+    storage::pinned_slice slice;  // a value to sendfile
+    size_t sent = 0;              // bytes of this chunk already written
+  };
+
+  explicit out_queue(size_t sendfile_threshold = 16 * 1024) : threshold_(sendfile_threshold) {}
+
+  /// Appends response bytes (coalesced with the previous byte chunk).
+  void bytes(std::string_view b);
+  /// Appends a value: copied when smaller than the threshold, else queued for sendfile.
+  void value(const storage::pinned_slice& v);
+  /// Appends raw bytes of a value that is already in memory.
+  void value(std::string_view v) { bytes(v); }
+
+  bool empty() const noexcept { return chunks_.empty(); }
+  size_t pending_bytes() const noexcept { return pending_; }
+  std::deque<chunk>& chunks() noexcept { return chunks_; }
+  /// Marks `n` bytes of the front chunk written; pops it when complete.
+  void advance(size_t n);
+  size_t threshold() const noexcept { return threshold_; }
+
+private:
+  std::deque<chunk> chunks_;
+  size_t pending_ = 0;
+  size_t threshold_;
+};
+
+} // namespace bifrost::actors

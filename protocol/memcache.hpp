@@ -1,0 +1,112 @@
+// memcached text and meta protocol: a pure, incremental request parser.
+//
+// No I/O, no allocation in steady state (a `request` is reused; its key vector keeps its
+// capacity), no exceptions. Views in a parsed `request` point into the caller's buffer and
+// are valid until the caller discards or moves those bytes.
+//
+// Contract of parse():
+// - ok:         `req` holds one whole request (command line and, for storage commands, its
+//               data block); `consumed` bytes of the input belong to it.
+// - incomplete: more bytes are needed; nothing is consumed and `req` is unspecified. `need`
+//               is the minimum total input length that can complete the request when known
+//               (a storage command waiting for its data block), else 0. Feeding the same
+//               bytes plus more later gives the same result as feeding them all at once.
+// - error:      the request is malformed; `error` is the exact response line to send, without
+//               "\r\n" (e.g. "CLIENT_ERROR bad command line format", "ERROR",
+//               "CLIENT_ERROR bad data chunk", "SERVER_ERROR object too large for cache").
+//               Drop `consumed` bytes, then discard `swallow` more bytes as they arrive
+//               (the data block of an oversized item), then continue parsing.
+//               `req.command`/`req.keys` are set when known (a too-large `set` must also
+//               remove the key's old value, as memcached does).
+// - close:      unrecoverable (a line of more than 2048 bytes without a newline that is
+//               not a get-family command): the connection must be closed.
+// Limits follow memcached 1.6: keys of at most 250 bytes without control characters or
+// spaces; data length a non-negative 32-bit integer; `max_item_size` bounds the data block.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+namespace bifrost::proto {
+
+inline constexpr size_t max_key_length = 250;
+inline constexpr size_t max_line_length = 2048;
+
+enum class command : uint8_t {
+  none,
+  // classic text
+  get, gets, gat, gats,
+  set, add, replace, append, prepend, cas,
+  delete_, incr, decr, touch,
+  flush_all, version, verbosity, stats, quit,
+  // meta
+  mg, ms, md, ma, mn, me,
+};
+
+/// Meta command flags: one bit per flag letter, and the token that followed the letter.
+struct meta_flags {
+  uint64_t present = 0;                    // bit flag_index(c) set when flag c was given
+  std::array<std::string_view, 52> token;  // token after the letter (may be empty)
+
+  static constexpr int index(char c) noexcept {
+    return (c >= 'A' && c <= 'Z') ? c - 'A' : (c >= 'a' && c <= 'z') ? 26 + (c - 'a') : -1;
+  }
+  bool has(char c) const noexcept {
+    int i = index(c);
+    return i >= 0 && (present >> i) & 1;
+  }
+  std::string_view get(char c) const noexcept {
+    int i = index(c);
+    return i >= 0 ? token[static_cast<size_t>(i)] : std::string_view{};
+  }
+  /// The flags in the order they appeared, as written (for echoing O, k, b... back).
+  std::string_view raw;
+};
+
+struct request {
+  command cmd = command::none;
+  std::vector<std::string_view> keys;  // get/gets/gat/gats: all keys; others: keys[0]
+  std::string_view data;               // storage commands / ms: the data block (no \r\n)
+  uint32_t flags = 0;                  // set-family client flags
+  int64_t exptime = 0;                 // set-family, touch, gat(s): raw exptime
+  uint64_t cas_unique = 0;             // cas
+  uint64_t delta = 0;                  // incr/decr
+  int64_t delay = 0;                   // flush_all [delay]; verbosity level
+  bool has_delay = false;              // flush_all had an explicit delay argument
+  bool noreply = false;                // text: trailing "noreply"
+  std::string_view stats_arg;          // stats <arg> (e.g. "settings"); empty for general
+  meta_flags meta;                     // meta commands
+  std::string_view line;               // the whole command line without \r\n (forwarding)
+
+  void clear() noexcept;
+};
+
+enum class parse_status : uint8_t { ok, incomplete, error, close };
+
+struct parse_result {
+  parse_status status = parse_status::incomplete;
+  size_t consumed = 0;
+  size_t need = 0;
+  size_t swallow = 0;
+  std::string_view error;  // static string; valid forever
+};
+
+struct parser_config {
+  uint64_t max_item_size = 1ull << 20;  // data blocks above this: SERVER_ERROR object too large
+};
+
+/// Parses the first request in `in`. Pure: the same input always gives the same output.
+parse_result parse(std::string_view in, request& req, const parser_config& cfg = {}) noexcept;
+
+/// True when `key` is a valid memcached key (1..250 bytes, no control chars or space).
+bool valid_key(std::string_view key) noexcept;
+
+/// Decodes base64 (meta `b` flag). Returns false on malformed input.
+bool base64_decode(std::string_view in, std::string& out);
+/// Encodes base64 into `out` (appending).
+void base64_encode(std::string_view in, std::string& out);
+
+} // namespace bifrost::proto

@@ -1,0 +1,95 @@
+// The storage operations a shard executes, and their results.
+//
+// These are plain values (no sockets, no protocol text): the connection actor translates a
+// parsed memcached request (text or meta) into one `op`, the shard executes it against its
+// items, and the connection composes the protocol response from the `result`. All memcached
+// semantics that concern items (store modes, CAS, arithmetic, TTL, meta's vivify / recache /
+// stale / win tokens) live in the shard; all protocol spelling lives in the connection.
+//
+// Time: `ttl` fields carry memcached's raw exptime convention (0 = never; 1..2592000 =
+// seconds from now; larger = absolute unix time; negative = already expired). The shard
+// converts with its clock. Results carry absolute unix seconds (`exptime`, 0 = never).
+#pragma once
+
+#include "storage/pinned_slice.hpp"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bifrost::storage {
+
+enum class op_kind : uint8_t {
+  get,       // read; see get_* fields
+  store,     // write; see store_mode
+  remove,    // delete (or mark stale with `invalidate`)
+  arith,     // incr / decr
+  touch,     // update TTL only
+  flush,     // flush_all: every item stored before `ttl` (raw exptime; 0 = now) becomes invalid
+};
+
+enum class store_mode : uint8_t { set, add, replace, append, prepend, cas };
+
+enum class status : uint8_t {
+  hit,          // get/touch/arith found the item
+  miss,         // not found (NOT_FOUND / END / EN)
+  stored,       // STORED / HD
+  not_stored,   // NOT_STORED / NS (add on existing, replace/append/prepend on missing)
+  exists,       // EXISTS / EX (CAS mismatch)
+  not_found,    // NOT_FOUND / NF (cas, delete, arith, touch on missing)
+  deleted,      // DELETED / HD
+  too_large,    // value above the max item size: SERVER_ERROR object too large for cache
+  no_memory,    // could not make room: SERVER_ERROR out of memory storing object
+  non_numeric,  // arith on a value that is not a decimal uint64
+  ok,           // flush
+};
+
+struct op {
+  op_kind kind = op_kind::get;
+  std::string key;    // raw key bytes (already base64-decoded by the connection)
+  std::string value;  // store: the data block (without the trailing \r\n)
+
+  // -- store --
+  store_mode mode = store_mode::set;
+  uint32_t flags = 0;
+  int64_t ttl = 0;            // store/touch/flush/arith(vivify): raw memcached exptime
+  uint64_t compare_cas = 0;   // store(cas)/remove/arith: 0 = no CAS check
+  bool invalidate = false;    // meta I flag: ms → if CAS older, store as stale; md → mark stale
+  uint64_t explicit_cas = 0;  // meta E flag: use this CAS value instead of a new one (0 = new)
+
+  // -- get --
+  bool get_value = true;      // false: metadata only (mg without v) - no slice is pinned
+  bool get_touch = false;     // gat/gats, mg T: set TTL to `ttl` on hit
+  bool get_bump = true;       // count as an access (last-access time, fetched flag)
+  bool vivify = false;        // mg N / ma N: on miss create an empty item with TTL `vivify_ttl`
+  int64_t vivify_ttl = 0;
+  bool recache = false;       // mg R: if remaining TTL < `recache_ttl`, hand out a win token
+  int64_t recache_ttl = 0;
+
+  // -- arith --
+  bool incr = true;           // false: decr (floors at 0); incr wraps at 2^64
+  uint64_t delta = 1;
+  uint64_t initial = 0;       // ma J: value created by vivify (N)
+};
+
+struct result {
+  status st = status::miss;
+  // Item metadata (valid for hit / stored / deleted when the item exists afterwards).
+  uint32_t flags = 0;
+  uint64_t cas = 0;
+  uint32_t exptime = 0;       // absolute unix seconds, 0 = never
+  uint32_t last_access = 0;   // absolute unix seconds of the previous access
+  bool fetched = false;       // the item had been read before this op (mg h)
+  bool win = false;           // meta W: this client won the right to recache
+  bool stale = false;         // meta X: item is marked stale
+  bool already_won = false;   // meta Z: a win token was already handed out
+  uint32_t value_size = 0;    // size of the value in bytes (also when get_value is false)
+  uint64_t number = 0;        // arith: the new value
+  pinned_slice value;         // get with get_value: the value bytes
+};
+
+/// A batch of ops for one shard; results come back in the same order.
+using op_batch = std::vector<op>;
+using result_batch = std::vector<result>;
+
+} // namespace bifrost::storage

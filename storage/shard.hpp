@@ -1,0 +1,104 @@
+// A storage shard: the items of one slice of the key space, in append-only segments.
+//
+// Design (after Segcache, Yang et al., NSDI '21, simplified):
+// - Values live in segments (storage/segment.hpp): fixed-size append-only files, memfd by
+//   default or files under a data directory. An item is a record: header (magic, lengths,
+//   flags, CAS, expiry, checksum) + key + value, written once and never modified except for the
+//   header's mutable words (expiry on touch, the "dead" mark on overwrite/delete).
+// - The index maps key -> (segment, offset) and is compact (no per-item heap node); metadata
+//   lives in the record header, so a million small items cost little beyond their bytes.
+// - Overwrites append a new record (copy-on-write). A pinned_slice handed out earlier keeps
+//   the old segment mapped until the send finishes.
+// - Memory limit: the sum of segment sizes (including retired segments still pinned) stays
+//   within `memory_limit`. When a new segment is needed at the limit, the oldest segment is
+//   evicted whole: its live items leave the index (counted in `evictions`), and its memory
+//   returns when the last pin drops.
+// - Expiry is lazy (checked on access) plus `sweep()`, which the owning actor calls
+//   periodically to reclaim expired items and fully dead segments.
+// - With a data directory, `open()` rebuilds the index from the segment files; a torn or corrupt
+//   record is skipped and counted (`recovery_skipped`), never served.
+//
+// Thread affinity: a shard is single-threaded. It is owned by exactly one storage shard actor
+// (actors/storage_shard.hpp) and only ever touched from inside that actor's handlers.
+#pragma once
+
+#include "storage/ops.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace bifrost::storage {
+
+struct shard_config {
+  uint32_t id = 0;                       // shard number; names files in the data directory
+  uint64_t memory_limit = 64ull << 20;   // bytes of segments this shard may hold
+  uint32_t segment_size = 1u << 20;      // bytes per segment; a larger item gets its own
+  uint64_t max_item_size = 1ull << 20;   // max value bytes (memcached -I)
+  std::string data_dir;                  // empty: memfd segments, nothing survives a restart
+};
+
+/// Per-shard counters; plain struct so that the node can sum shards with +=.
+struct shard_stats {
+  uint64_t curr_items = 0;        // live items in the index
+  uint64_t total_items = 0;       // items ever stored
+  uint64_t bytes = 0;             // bytes of live records (header + key + value)
+  uint64_t evictions = 0;         // live items removed to make room
+  uint64_t expired_unfetched = 0;
+  uint64_t evicted_unfetched = 0;
+  uint64_t reclaimed = 0;         // expired items reclaimed (lazy or sweep)
+  uint64_t segments = 0;          // segments currently held (active + retired-pinned)
+  uint64_t segment_bytes = 0;     // bytes of those segments
+  uint64_t get_hits = 0, get_misses = 0, get_expired = 0, get_flushed = 0;
+  uint64_t cmd_set = 0, cmd_touch = 0, touch_hits = 0, touch_misses = 0;
+  uint64_t delete_hits = 0, delete_misses = 0;
+  uint64_t incr_hits = 0, incr_misses = 0, decr_hits = 0, decr_misses = 0;
+  uint64_t cas_hits = 0, cas_misses = 0, cas_badval = 0;
+  uint64_t recovered_items = 0;   // items rebuilt from the data directory at open()
+  uint64_t recovery_skipped = 0;  // torn or corrupt records skipped at open()
+
+  shard_stats& operator+=(const shard_stats& o);
+};
+
+/// Clock in unix seconds; injectable so tests control expiry.
+using clock_fn = std::function<uint32_t()>;
+uint32_t system_clock_seconds();
+
+/// CAS values are unique across all shards of a process.
+uint64_t next_cas();
+/// After recovery: make sure next_cas() returns values above `seen`.
+void observe_cas(uint64_t seen);
+
+class shard {
+public:
+  /// Opens the shard: creates the first segment, or with a data directory recovers every
+  /// segment file of this shard id found there. Errors (unwritable dir, memfd_create failing)
+  /// are returned as a message naming the path/syscall; never thrown.
+  static std::unique_ptr<shard> open(const shard_config& cfg, clock_fn clock, std::string& error);
+
+  ~shard();
+  shard(const shard&) = delete;
+  shard& operator=(const shard&) = delete;
+
+  /// Executes one op. Never throws; storage failures come back as status::no_memory.
+  result execute(op& o);
+
+  /// Reclaims expired items and dead segments; bounded work (`max_items` index slots visited).
+  /// Returns the number of items reclaimed.
+  size_t sweep(size_t max_items = 4096);
+
+  const shard_stats& stats() const;
+  const shard_config& config() const;
+
+  struct impl;
+private:
+  explicit shard(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+/// Converts memcached's raw exptime to absolute unix seconds (0 = never); negative -> 1 (past).
+uint32_t absolute_exptime(int64_t raw, uint32_t now);
+
+} // namespace bifrost::storage
