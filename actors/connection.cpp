@@ -1,0 +1,507 @@
+#include "actors/connection.hpp"
+
+#include "actors/route_table.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/send.hpp>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace bifrost::actors {
+
+namespace {
+
+constexpr size_t read_chunk = 16 * 1024;       // minimum free space before a read
+constexpr size_t max_pending = 4096;           // requests waiting for replies: pause input
+constexpr size_t max_output = 8u << 20;        // bytes queued for the socket: pause input
+constexpr size_t max_get_line = 1u << 20;      // a get-family line may be long, not endless
+
+bool is_get_family(proto::command c) {
+  using proto::command;
+  return c == command::get || c == command::gets || c == command::gat || c == command::gats;
+}
+
+bool is_storage(proto::command c) {
+  using proto::command;
+  switch (c) {
+    case command::set:
+    case command::add:
+    case command::replace:
+    case command::append:
+    case command::prepend:
+    case command::cas:
+    case command::ms:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_meta(proto::command c) {
+  using proto::command;
+  return c == command::mg || c == command::ms || c == command::md || c == command::ma ||
+         c == command::mn || c == command::me;
+}
+
+// Re-points every view of `req` that lies inside [old, old+len) to the same offset in `nu`.
+void rebase(proto::request& req, const char* old, size_t len, const char* nu) {
+  auto fix = [&](std::string_view& v) {
+    if (v.data() >= old && v.data() + v.size() <= old + len)
+      v = std::string_view(nu + (v.data() - old), v.size());
+    else
+      v = {};
+  };
+  for (auto& k : req.keys)
+    fix(k);
+  for (auto& t : req.meta.token)
+    fix(t);
+  fix(req.meta.raw);
+  fix(req.stats_arg);
+  fix(req.line);
+  req.data = {};
+}
+
+} // namespace
+
+connection::connection(caf::actor_config& cfg, io_loop& loop, loop_context& ctx, int fd)
+  : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), writer_(fd) {
+  poll_.data = this;
+  pcfg_.max_item_size = ctx.node->cfg.max_item_size;
+  out_ = out_queue(ctx.node->cfg.sendfile_threshold);
+}
+
+connection::~connection() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+caf::behavior connection::make_behavior() {
+  self_ref_ = caf::actor_cast<caf::actor>(this);
+  ctx_.conns.insert(this);
+  rbuf_.resize(read_chunk);
+  if (uv_poll_init(loop().uv(), &poll_, fd_) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+    ctx_.conns.erase(this);
+    ctx_.counters->add(ctx_.counters->curr_connections, static_cast<uint64_t>(-1));
+    ctx_.node->connections.fetch_sub(1, std::memory_order_relaxed);
+    self_ref_ = nullptr;
+    quit();
+    return {};
+  }
+  poll_.data = this;
+  poll_open_ = true;
+  update_poll();
+  return {
+    [this](result_atom, uint64_t tag, storage::result_batch& results) {
+      on_results(tag, results);
+    },
+    [this](stats_atom, uint64_t seq, const storage::shard_stats& st) { on_stats(seq, st); },
+    [this](close_atom) { quit(); },
+  };
+}
+
+// -- socket events ------------------------------------------------------------------------------
+
+void connection::on_poll(uv_poll_t* h, int status, int events) {
+  auto* self = static_cast<connection*>(h->data);
+  if (status < 0) {
+    self->close_now();
+    return;
+  }
+  if (events & UV_WRITABLE) {
+    self->want_write_ = false;
+    self->write_out();
+    if (self->closing_)
+      return;
+  }
+  if (events & UV_READABLE)
+    self->on_readable();
+}
+
+void connection::on_readable() {
+  if (closing_ || read_closed_ || input_paused_)
+    return;
+  // Make room: compact consumed bytes, then grow when the free space is short.
+  if (rpos_ > 0 && (rpos_ == rend_ || rbuf_.size() - rend_ < read_chunk)) {
+    std::memmove(rbuf_.data(), rbuf_.data() + rpos_, rend_ - rpos_);
+    rend_ -= rpos_;
+    rpos_ = 0;
+  }
+  if (rbuf_.size() - rend_ < read_chunk)
+    rbuf_.resize(std::max(rbuf_.size() * 2, rend_ + read_chunk));
+  ssize_t n = ::read(fd_, rbuf_.data() + rend_, rbuf_.size() - rend_);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return;
+    close_now();
+    return;
+  }
+  if (n == 0) {
+    // Peer finished sending: answer what was asked, then close.
+    read_closed_ = true;
+    process_input();
+    if (!closing_ && pending_.empty() && out_.empty())
+      close_now();
+    else if (!closing_)
+      update_poll();
+    return;
+  }
+  ctx_.counters->add(ctx_.counters->bytes_read, static_cast<uint64_t>(n));
+  rend_ += static_cast<size_t>(n);
+  process_input();
+}
+
+// -- requests -----------------------------------------------------------------------------------
+
+void connection::process_input() {
+  if (!ctx_.routes)
+    return;  // no route table yet: keep the bytes
+  const auto& shards = ctx_.routes->local_shards();
+  if (out_batches_.size() != shards.size()) {
+    out_batches_.assign(shards.size(), {});
+    out_refs_.assign(shards.size(), {});
+  }
+  while (!closing_ && rpos_ < rend_) {
+    if (swallow_ > 0) {
+      size_t take = std::min(swallow_, rend_ - rpos_);
+      rpos_ += take;
+      swallow_ -= take;
+      continue;
+    }
+    if (pending_.size() >= max_pending || out_.pending_bytes() >= max_output) {
+      input_paused_ = true;
+      break;
+    }
+    std::string_view in(rbuf_.data() + rpos_, rend_ - rpos_);
+    auto r = proto::parse(in, req_, pcfg_);
+    if (r.status == proto::parse_status::incomplete) {
+      // A get line may legitimately be long, but not endless.
+      if (r.need == 0 && in.size() > max_get_line + proto::max_line_length) {
+        ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
+        close_now();
+        return;
+      }
+      if (r.need > rbuf_.size() - rpos_) {
+        // Make the buffer big enough for the whole data block at once.
+        std::memmove(rbuf_.data(), rbuf_.data() + rpos_, rend_ - rpos_);
+        rend_ -= rpos_;
+        rpos_ = 0;
+        if (r.need > rbuf_.size())
+          rbuf_.resize(r.need + read_chunk);
+      }
+      break;
+    }
+    if (r.status == proto::parse_status::close) {
+      ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
+      close_now();
+      return;
+    }
+    if (r.status == proto::parse_status::error) {
+      ctx_.counters->add(ctx_.counters->protocol_errors);
+      auto& p = push_pending(pending_kind::immediate);
+      p.reply.assign(r.error.data(), r.error.size());
+      p.reply.append("\r\n");
+      // memcached drops the old value of a key whose `set` was refused as too large.
+      if (req_.cmd == proto::command::set && r.swallow > 0 && !req_.keys.empty()) {
+        storage::op o;
+        o.kind = storage::op_kind::remove;
+        o.key.assign(req_.keys[0].data(), req_.keys[0].size());
+        storage::op_batch b;
+        b.push_back(std::move(o));
+        size_t shard = ctx_.routes->lookup(b[0].key).shard_index(b[0].key);
+        // Fire and forget: the reply (an unmatched tag) is ignored.
+        send(shards[shard], exec_atom::value, uint64_t{0}, std::move(b));
+      }
+      rpos_ += r.consumed;
+      swallow_ = r.swallow;
+      continue;
+    }
+    handle_request(r.consumed);
+  }
+  send_batches();
+  complete_ready();
+}
+
+connection::pending& connection::push_pending(pending_kind k) {
+  auto& p = pending_.emplace_back();
+  p.kind = k;
+  return p;
+}
+
+void connection::adopt_line(pending& p) {
+  std::swap(p.req, req_);
+  p.line.assign(p.req.line.data(), p.req.line.size());
+  rebase(p.req, p.req.line.data(), p.req.line.size(), p.line.data());
+}
+
+void connection::handle_request(size_t consumed) {
+  auto& counters = *ctx_.counters;
+  auto cmd = req_.cmd;
+  if (is_get_family(cmd))
+    counters.add(counters.cmd_get, req_.keys.size());
+  else if (is_storage(cmd))
+    counters.add(counters.cmd_set);
+  else if (cmd == proto::command::touch)
+    counters.add(counters.cmd_touch);
+  if (is_meta(cmd)) {
+    counters.add(counters.cmd_meta);
+    if (cmd == proto::command::mg)
+      counters.add(counters.cmd_get);
+  }
+
+  auto& p = push_pending(pending_kind::exec);
+  uint64_t seq = base_seq_ + pending_.size() - 1;
+  auto pr = plan(req_, p.ops);  // copies keys and the data block out of the read buffer
+  rpos_ += consumed;
+  adopt_line(p);
+  switch (pr.k) {
+    case plan_result::kind::error:
+      counters.add(counters.protocol_errors);
+      p.kind = pending_kind::immediate;
+      p.reply = std::move(pr.error);
+      p.reply.append("\r\n");
+      p.ops.clear();
+      return;
+    case plan_result::kind::local:
+      handle_local(p);
+      return;
+    case plan_result::kind::ops:
+      break;
+  }
+  p.results.resize(p.ops.size());
+  p.outstanding = static_cast<uint32_t>(p.ops.size());
+  for (uint32_t i = 0; i < p.ops.size(); ++i)
+    route_op(seq, i, ctx_.routes->lookup(p.ops[i].key).shard_index(p.ops[i].key));
+}
+
+void connection::route_op(uint64_t seq, uint32_t index, size_t shard) {
+  auto& p = pending_[seq - base_seq_];
+  auto& o = p.ops[index];
+  // The shard gets the op (value moved, not copied); compose() keeps needing the key.
+  out_batches_[shard].push_back(std::move(o));
+  o.key = out_batches_[shard].back().key;
+  out_refs_[shard].push_back({seq, index});
+}
+
+void connection::handle_local(pending& p) {
+  using proto::command;
+  auto& req = p.req;
+  uint64_t seq = base_seq_ + pending_.size() - 1;
+  p.kind = pending_kind::immediate;
+  switch (req.cmd) {
+    case command::version:
+      p.reply = "VERSION " + ctx_.node->version + "\r\n";
+      break;
+    case command::verbosity:
+      if (!req.noreply)
+        p.reply = "OK\r\n";
+      break;
+    case command::mn:
+      p.reply = "MN\r\n";
+      break;
+    case command::quit:
+      p.close_after = true;
+      read_closed_ = true;
+      break;
+    case command::flush_all: {
+      ctx_.counters->add(ctx_.counters->cmd_flush);
+      const auto& shards = ctx_.routes->local_shards();
+      p.kind = pending_kind::flush;
+      p.ops.clear();
+      p.ops.resize(shards.size());
+      p.results.resize(shards.size());
+      p.outstanding = static_cast<uint32_t>(shards.size());
+      for (uint32_t i = 0; i < shards.size(); ++i) {
+        p.ops[i].kind = storage::op_kind::flush;
+        p.ops[i].ttl = req.has_delay ? req.delay : 0;
+        route_op(seq, i, i);
+      }
+      break;
+    }
+    case command::stats:
+      if (req.stats_arg.empty()) {
+        const auto& shards = ctx_.routes->local_shards();
+        p.kind = pending_kind::stats;
+        p.outstanding = static_cast<uint32_t>(shards.size());
+        for (auto& s : shards)
+          send(s, stats_atom::value, seq);
+      } else if (req.stats_arg == "settings") {
+        compose_stats_settings(*ctx_.node, p.reply);
+      } else {
+        // Slab/item introspection does not exist in a segment store.
+        p.reply = "ERROR\r\n";
+      }
+      break;
+    default:
+      p.reply = "ERROR\r\n";
+      break;
+  }
+}
+
+void connection::send_batches() {
+  const auto& shards = ctx_.routes->local_shards();
+  for (size_t s = 0; s < out_batches_.size(); ++s) {
+    if (out_batches_[s].empty())
+      continue;
+    uint64_t tag = next_tag_++;
+    inflight_.emplace(tag, std::move(out_refs_[s]));
+    out_refs_[s].clear();
+    send(shards[s], exec_atom::value, tag, std::move(out_batches_[s]));
+    out_batches_[s] = storage::op_batch{};
+  }
+}
+
+void connection::on_results(uint64_t tag, storage::result_batch& results) {
+  auto it = inflight_.find(tag);
+  if (it == inflight_.end())
+    return;  // fire-and-forget op (tag 0) or a connection that was reset
+  auto refs = std::move(it->second);
+  inflight_.erase(it);
+  for (size_t i = 0; i < refs.size() && i < results.size(); ++i) {
+    auto& p = pending_[refs[i].seq - base_seq_];
+    p.results[refs[i].op] = std::move(results[i]);
+    --p.outstanding;
+  }
+  complete_ready();
+}
+
+void connection::on_stats(uint64_t seq, const storage::shard_stats& st) {
+  if (seq < base_seq_ || seq - base_seq_ >= pending_.size())
+    return;
+  auto& p = pending_[seq - base_seq_];
+  if (p.kind != pending_kind::stats || p.outstanding == 0)
+    return;
+  p.stats += st;
+  --p.outstanding;
+  complete_ready();
+}
+
+void connection::complete_ready() {
+  while (!pending_.empty() && pending_.front().outstanding == 0) {
+    auto& p = pending_.front();
+    switch (p.kind) {
+      case pending_kind::exec:
+        compose(p.req, p.ops, p.results, out_);
+        break;
+      case pending_kind::flush:
+        if (!p.req.noreply)
+          out_.bytes("OK\r\n");
+        break;
+      case pending_kind::stats: {
+        std::string s;
+        compose_stats(*ctx_.node, p.stats, s);
+        out_.bytes(s);
+        break;
+      }
+      case pending_kind::immediate:
+        out_.bytes(p.reply);
+        break;
+    }
+    bool close_after = p.close_after;
+    pending_.pop_front();
+    ++base_seq_;
+    if (close_after) {
+      pending_.clear();
+      read_closed_ = true;
+      break;
+    }
+  }
+  write_out();
+}
+
+// -- output -------------------------------------------------------------------------------------
+
+void connection::write_out() {
+  if (closing_)
+    return;
+  if (!out_.empty() && !want_write_) {
+    write_stats st;
+    auto status = writer_.flush(out_, st);
+    auto& c = *ctx_.counters;
+    c.add(c.bytes_written, st.bytes);
+    if (st.sendfile_bytes)
+      c.add(c.sendfile_bytes, st.sendfile_bytes);
+    if (st.fallbacks)
+      c.add(c.sendfile_fallbacks, st.fallbacks);
+    if (status == socket_writer::status::error) {
+      close_now();
+      return;
+    }
+    want_write_ = status == socket_writer::status::blocked;
+  }
+  if (read_closed_ && pending_.empty() && out_.empty()) {
+    close_now();
+    return;
+  }
+  if (input_paused_ && pending_.size() < max_pending / 2 && out_.pending_bytes() < max_output / 2) {
+    input_paused_ = false;
+    process_input();  // bytes already buffered may hold more requests
+    if (closing_)
+      return;
+  }
+  update_poll();
+}
+
+void connection::update_poll() {
+  if (!poll_open_ || closing_)
+    return;
+  int events = 0;
+  if (!read_closed_ && !input_paused_)
+    events |= UV_READABLE;
+  if (want_write_)
+    events |= UV_WRITABLE;
+  if (events == poll_events_)
+    return;
+  poll_events_ = events;
+  if (events == 0)
+    uv_poll_stop(&poll_);
+  else
+    uv_poll_start(&poll_, events, &connection::on_poll);
+}
+
+// -- teardown -----------------------------------------------------------------------------------
+
+void connection::close_when_idle() {
+  read_closed_ = true;
+  if (pending_.empty() && out_.empty())
+    close_now();
+  else
+    update_poll();
+}
+
+void connection::close_now() {
+  if (closing_)
+    return;
+  closing_ = true;
+  ctx_.conns.erase(this);
+  ctx_.counters->add(ctx_.counters->curr_connections, static_cast<uint64_t>(-1));
+  ctx_.node->connections.fetch_sub(1, std::memory_order_relaxed);
+  pending_.clear();
+  inflight_.clear();
+  if (poll_open_) {
+    uv_poll_stop(&poll_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &connection::on_closed);
+  } else {
+    on_closed(reinterpret_cast<uv_handle_t*>(&poll_));
+  }
+}
+
+void connection::on_closed(uv_handle_t* h) {
+  auto* self = static_cast<connection*>(h->data);
+  self->poll_open_ = false;
+  if (self->fd_ >= 0) {
+    ::close(self->fd_);
+    self->fd_ = -1;
+  }
+  // Drop the self reference last: the close message keeps the actor alive until it quits.
+  auto me = std::move(self->self_ref_);
+  caf::anon_send(me, close_atom::value);
+}
+
+} // namespace bifrost::actors

@@ -1,0 +1,163 @@
+#include "actors/listener.hpp"
+
+#include "actors/route_table.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/send.hpp>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace bifrost::actors {
+
+namespace {
+constexpr int max_accepts_per_wakeup = 64;
+constexpr std::string_view too_many = "ERROR Too many open connections\r\n";
+} // namespace
+
+listener::listener(caf::actor_config& cfg, io_loop& loop, loop_context& ctx, int fd,
+                   caf::actor route_table)
+  : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), route_table_(std::move(route_table)) {
+  poll_.data = this;
+}
+
+listener::~listener() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+int listener::bind_socket(const std::string& host, uint16_t port, std::string& error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  auto service = std::to_string(port);
+  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
+  if (rc != 0) {
+    error = "cannot resolve listen address '" + host + "': " + gai_strerror(rc);
+    return -1;
+  }
+  int fd = -1;
+  std::string last;
+  for (auto* ai = res; ai != nullptr; ai = ai->ai_next) {
+    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      last = std::strerror(errno);
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 1024) == 0)
+      break;
+    last = std::strerror(errno);
+    ::close(fd);
+    fd = -1;
+  }
+  ::freeaddrinfo(res);
+  if (fd < 0)
+    error = "cannot listen on " + host + ":" + service + ": " + last;
+  return fd;
+}
+
+uint16_t listener::local_port(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    return 0;
+  if (ss.ss_family == AF_INET)
+    return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  if (ss.ss_family == AF_INET6)
+    return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
+}
+
+caf::behavior listener::make_behavior() {
+  self_ref_ = caf::actor_cast<caf::actor>(this);
+  send(route_table_, subscribe_atom::value, caf::actor_cast<caf::actor>(this));
+  return {
+    [this](routes_atom, route_snapshot_ptr& snap) {
+      ctx_.routes = std::move(snap);
+      if (!polling_ && !stopped_ && uv_poll_init(loop().uv(), &poll_, fd_) == 0) {
+        polling_ = true;
+        uv_poll_start(&poll_, UV_READABLE, &listener::on_accept);
+      }
+      // Connections waiting for their first snapshot may hold complete requests.
+    },
+    [this](close_atom) {
+      if (stopped_ && fd_ < 0)
+        quit();  // the listening handle is closed (see on_closed)
+      else
+        stop();
+    },
+  };
+}
+
+void listener::on_accept(uv_poll_t* h, int status, int) {
+  auto* self = static_cast<listener*>(h->data);
+  if (status >= 0)
+    self->accept_all();
+}
+
+void listener::accept_all() {
+  auto& node = *ctx_.node;
+  for (int i = 0; i < max_accepts_per_wakeup && !stopped_; ++i) {
+    int cfd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (cfd < 0)
+      return;  // EAGAIN, or a transient error (EMFILE, ECONNABORTED): try on the next wakeup
+    int one = 1;
+    ::setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (node.connections.load(std::memory_order_relaxed) >= node.cfg.max_connections) {
+      // Best effort, like memcached: the reply fits any socket buffer.
+      ssize_t ignored = ::send(cfd, too_many.data(), too_many.size(), MSG_NOSIGNAL);
+      (void) ignored;
+      ::close(cfd);
+      ctx_.counters->add(ctx_.counters->rejected_connections);
+      continue;
+    }
+    node.connections.fetch_add(1, std::memory_order_relaxed);
+    ctx_.counters->add(ctx_.counters->curr_connections);
+    ctx_.counters->add(ctx_.counters->total_connections);
+    system().spawn<connection>(loop(), ctx_, cfd);
+  }
+}
+
+void listener::stop() {
+  if (stopped_)
+    return;
+  stopped_ = true;
+  ctx_.draining = true;
+  std::vector<connection*> conns(ctx_.conns.begin(), ctx_.conns.end());
+  for (auto* c : conns)
+    c->close_when_idle();
+  if (polling_) {
+    uv_poll_stop(&poll_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &listener::on_closed);
+  } else {
+    on_closed(reinterpret_cast<uv_handle_t*>(&poll_));
+  }
+}
+
+void listener::on_closed(uv_handle_t* h) {
+  auto* self = static_cast<listener*>(h->data);
+  self->polling_ = false;
+  if (self->fd_ >= 0) {
+    ::close(self->fd_);
+    self->fd_ = -1;
+  }
+  self->route_table_ = nullptr;
+  auto me = std::move(self->self_ref_);
+  caf::anon_send(me, close_atom::value);
+}
+
+} // namespace bifrost::actors

@@ -1,0 +1,57 @@
+// The listener actor: accepts memcached clients on one I/O loop.
+//
+// Every loop has its own listener bound to the same address with SO_REUSEPORT, so the kernel
+// spreads connections over loops and no accept hand-off crosses threads. The node creates and
+// binds the sockets up front (bind errors surface at start-up, before any thread runs) and
+// hands each listener its fd.
+//
+// It subscribes to the route table and publishes each snapshot to its loop's connections
+// (loop_context::routes); it starts accepting once the first snapshot is there. Beyond
+// `max_connections` open connections (node-wide) a new client is told
+// "ERROR Too many open connections" and closed, as memcached does.
+//
+// Interface: (routes_atom, route_snapshot_ptr) from the route table; (close_atom) stops
+// accepting and closes the loop's connections once their pending replies are written.
+// Thread affinity: its loop thread only. Owns the listening fd.
+#pragma once
+
+#include "actors/connection.hpp"
+#include "actors/loop_actor.hpp"
+
+#include <caf/actor.hpp>
+
+#include <uv.h>
+
+namespace bifrost::actors {
+
+class listener : public loop_actor {
+public:
+  listener(caf::actor_config& cfg, io_loop& loop, loop_context& ctx, int fd,
+           caf::actor route_table);
+  ~listener() override;
+
+  caf::behavior make_behavior() override;
+  const char* name() const override { return "listener"; }
+
+  /// Creates a non-blocking TCP socket bound to host:port with SO_REUSEPORT and listening.
+  /// Returns the fd, or -1 with `error` set (names the address and the errno text).
+  static int bind_socket(const std::string& host, uint16_t port, std::string& error);
+  /// The port a bound socket listens on.
+  static uint16_t local_port(int fd);
+
+private:
+  static void on_accept(uv_poll_t* h, int status, int events);
+  static void on_closed(uv_handle_t* h);
+  void accept_all();
+  void stop();
+
+  loop_context& ctx_;
+  int fd_;
+  uv_poll_t poll_;
+  bool polling_ = false;
+  bool stopped_ = false;
+  caf::actor route_table_;
+  caf::actor self_ref_;
+};
+
+} // namespace bifrost::actors

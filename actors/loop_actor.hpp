@@ -1,0 +1,43 @@
+// Base class of actors hosted on an I/O loop (listeners, connections).
+//
+// A loop_actor is an ordinary CAF event_based_actor (normal mailbox, behaviours, monitors;
+// a request to it after it finished fails at once with request_receiver_down) whose
+// scheduling goes to its io_loop instead of the CAF scheduler: it always runs on that loop's
+// thread, so it may own uv handles and sockets of that loop directly.
+//
+// Thread affinity: constructed on any thread (spawn); make_behavior(), every handler and every
+// uv callback of its handles run on loop().thread. Socket callbacks run outside CAF's resume
+// but on the same thread, so they may touch actor state and send messages (context is the
+// loop's guest unit); they must not call quit() — send close_atom to self instead.
+#pragma once
+
+#include "actors/io_loop.hpp"
+
+#include <caf/event_based_actor.hpp>
+
+namespace bifrost::actors {
+
+class loop_actor : public caf::event_based_actor {
+public:
+  loop_actor(caf::actor_config& cfg, io_loop& loop) : caf::event_based_actor(cfg), loop_(loop) {
+    loop_.hosted_add(1);
+  }
+  ~loop_actor() override { loop_.hosted_add(-1); }
+
+  using caf::event_based_actor::enqueue;
+
+  void enqueue(caf::mailbox_element_ptr ptr, caf::execution_unit*) override {
+    caf::event_based_actor::enqueue(std::move(ptr), &loop_.home());
+  }
+
+  void launch(caf::execution_unit*, bool lazy, bool hide) override {
+    caf::event_based_actor::launch(&loop_.home(), lazy, hide);
+  }
+
+  io_loop& loop() noexcept { return loop_; }
+
+private:
+  io_loop& loop_;
+};
+
+} // namespace bifrost::actors

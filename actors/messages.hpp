@@ -1,0 +1,52 @@
+// Every atom and message type of the Bifrost actor system, in one place.
+//
+// Messages between actors of one process never leave the process (node-to-node traffic is
+// Cap'n Proto, see cluster/), so batch types are passed by value without serializers
+// (CAF_ALLOW_UNSAFE_MESSAGE_TYPE): CAF moves them, never copies them across a wire.
+#pragma once
+
+#include "storage/ops.hpp"
+#include "storage/shard.hpp"
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace bifrost::actors {
+
+// -- storage shard (actors/storage_shard.hpp) -------------------------------------------------
+/// (exec_atom, uint64_t tag, op_batch) -> sender receives (result_atom, tag, result_batch)
+using exec_atom = caf::atom_constant<caf::atom("exec")>;
+/// reply to exec_atom: (result_atom, uint64_t tag, result_batch)
+using result_atom = caf::atom_constant<caf::atom("result")>;
+/// (stats_atom) -> storage::shard_stats (request/response);
+/// (stats_atom, uint64_t tag) -> sender receives (stats_atom, tag, shard_stats)
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+/// (sweep_atom): internal timer of a shard; reclaims expired items
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+
+// -- route table (actors/route_table.hpp) ------------------------------------------------------
+/// (subscribe_atom, actor) -> the subscriber receives (routes_atom, route_snapshot_ptr) now
+/// and after every change
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+/// (routes_atom, route_snapshot_ptr): a new immutable route table snapshot
+using routes_atom = caf::atom_constant<caf::atom("routes")>;
+
+// -- connections and listeners (actors/connection.hpp, actors/listener.hpp) -------------------
+/// (close_atom): a loop-hosted actor finishes (socket closed, or node shutting down)
+using close_atom = caf::atom_constant<caf::atom("close")>;
+
+} // namespace bifrost::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(bifrost::storage::op_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(bifrost::storage::result_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(bifrost::storage::shard_stats)
+
+namespace bifrost::actors {
+struct route_snapshot;  // actors/route_table.hpp
+using route_snapshot_ptr = std::shared_ptr<const route_snapshot>;
+} // namespace bifrost::actors
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(bifrost::actors::route_snapshot_ptr)

@@ -1,0 +1,27 @@
+// Settings of one node, as the daemon's flags and config file resolve them (cli/config.hpp).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace bifrost::actors {
+
+struct node_config {
+  std::string listen = "127.0.0.1";       // -l: address of the memcached listener
+  uint16_t port = 11211;                  // -p: 0 picks a free port (printed at start)
+  uint32_t threads = 0;                   // -t: I/O loops; 0 = one per core
+  uint32_t scheduler_threads = 0;         // CAF scheduler workers; 0 = one per core
+  uint32_t shards = 0;                    // storage shards; 0 = 2 x scheduler threads
+  uint64_t memory_limit = 64ull << 20;    // -m: bytes of storage over all shards
+  uint32_t max_connections = 1024;        // -c
+  uint64_t max_item_size = 1ull << 20;    // -I: max value bytes
+  uint32_t segment_size = 1u << 20;       // bytes per storage segment
+  uint64_t sendfile_threshold = 16 * 1024;  // values >= this many bytes go out with sendfile
+  std::string data_dir;                   // --data-dir: empty = memfd (no persistence)
+  int verbosity = 0;                      // -v count
+  std::chrono::milliseconds sweep_interval{1000};  // expiry sweep period per shard
+  std::chrono::milliseconds drain_timeout{5000};   // shutdown: wait for connections to close
+};
+
+} // namespace bifrost::actors

@@ -1,0 +1,56 @@
+// Node-wide counters kept by connections and listeners, and the `stats` response.
+//
+// Thread affinity: one `loop_counters` per I/O loop, written only by that loop's thread
+// (relaxed atomics so that a `stats` request on another loop can read them without a hop).
+#pragma once
+
+#include "actors/node_config.hpp"
+#include "storage/shard.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bifrost::actors {
+
+struct loop_counters {
+  std::atomic<uint64_t> curr_connections{0};
+  std::atomic<uint64_t> total_connections{0};
+  std::atomic<uint64_t> rejected_connections{0};
+  std::atomic<uint64_t> cmd_get{0};       // keys requested by get-family commands
+  std::atomic<uint64_t> cmd_set{0};       // storage commands
+  std::atomic<uint64_t> cmd_flush{0};
+  std::atomic<uint64_t> cmd_touch{0};
+  std::atomic<uint64_t> cmd_meta{0};
+  std::atomic<uint64_t> bytes_read{0};
+  std::atomic<uint64_t> bytes_written{0};
+  std::atomic<uint64_t> sendfile_bytes{0};  // value bytes sent with sendfile(2)
+  std::atomic<uint64_t> sendfile_fallbacks{0};  // sendfile refused (EINVAL/ENOSYS): copied
+  std::atomic<uint64_t> protocol_errors{0};
+  std::atomic<uint64_t> conn_closed_line_too_long{0};
+
+  void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+
+/// Shared by every actor of a node; outlives them (owned by the node).
+struct node_shared {
+  node_config cfg;
+  std::vector<loop_counters> loops;     // one per I/O loop (indexed by io_loop::index())
+  std::atomic<uint64_t> connections{0}; // open client connections, all loops (for -c)
+  uint32_t started_at = 0;              // unix seconds
+  std::string version = "1.6.21-bifrost-0.1.0";
+
+  explicit node_shared(node_config c, size_t nloops)
+    : cfg(std::move(c)), loops(nloops) {}
+};
+
+/// Appends memcached's `stats` (general) response, "STAT name value\r\n"... "END\r\n".
+void compose_stats(const node_shared& node, const storage::shard_stats& shards,
+                   std::string& out);
+/// Appends `stats settings`.
+void compose_stats_settings(const node_shared& node, std::string& out);
+
+} // namespace bifrost::actors

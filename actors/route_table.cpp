@@ -1,0 +1,48 @@
+#include "actors/route_table.hpp"
+
+#include <algorithm>
+
+namespace bifrost::actors {
+
+uint64_t key_hash(std::string_view key) noexcept {
+  // FNV-1a 64 with a final avalanche (splitmix64) so that `% n` spreads well.
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h;
+}
+
+const route_target& route_snapshot::lookup(std::string_view key) const noexcept {
+  for (auto& r : routes)
+    if (key.substr(0, r.prefix.size()) == r.prefix)
+      return r.target;
+  return fallback;
+}
+
+route_table::route_table(caf::actor_config& cfg, route_snapshot initial)
+  : caf::event_based_actor(cfg),
+    current_(std::make_shared<const route_snapshot>(std::move(initial))) {}
+
+caf::behavior route_table::make_behavior() {
+  set_down_handler([this](caf::down_msg& dm) {
+    subscribers_.erase(std::remove_if(subscribers_.begin(), subscribers_.end(),
+                                      [&](const caf::actor& a) { return a.address() == dm.source; }),
+                       subscribers_.end());
+  });
+  return {
+    [this](subscribe_atom, caf::actor& who) {
+      monitor(who);
+      send(who, routes_atom::value, current_);
+      subscribers_.push_back(std::move(who));
+    },
+  };
+}
+
+} // namespace bifrost::actors

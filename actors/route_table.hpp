@@ -1,0 +1,67 @@
+// The route table: which target serves a key.
+//
+// The route table actor owns the table and publishes immutable snapshots. Subscribers (one
+// listener per I/O loop) receive every snapshot and hand it to their connections by pointer,
+// so routing a request costs a hash and a lookup, never an extra actor hop.
+// Today the table has one route, "every key -> local storage" (keys hashed over the shard
+// actors); the cluster and proxy issues add targets (ring, memcached pools) as new route kinds.
+//
+// Interface (atoms in actors/messages.hpp):
+//   (subscribe_atom, actor)  the actor receives (routes_atom, route_snapshot_ptr) now and on
+//                            every change; it is unsubscribed when it terminates.
+// Thread affinity: snapshots are immutable and shared across threads (shared_ptr<const>).
+#pragma once
+
+#include "actors/messages.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/event_based_actor.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bifrost::actors {
+
+/// 64-bit hash of a key used for shard placement (stable across processes and versions).
+uint64_t key_hash(std::string_view key) noexcept;
+
+struct route_target {
+  enum class kind : uint8_t { local };
+  kind k = kind::local;
+  std::vector<caf::actor> shards;  // local: the storage shard actors
+
+  /// Index into `shards` for a key.
+  size_t shard_index(std::string_view key) const noexcept {
+    return shards.size() <= 1 ? 0 : static_cast<size_t>(key_hash(key) % shards.size());
+  }
+};
+
+struct route {
+  std::string prefix;  // keys starting with this prefix take this route
+  route_target target;
+};
+
+struct route_snapshot {
+  uint64_t version = 0;
+  std::vector<route> routes;   // first match wins
+  route_target fallback;       // the default route
+
+  const route_target& lookup(std::string_view key) const noexcept;
+  /// Every distinct local shard (for broadcasts: flush_all, stats).
+  const std::vector<caf::actor>& local_shards() const noexcept { return fallback.shards; }
+};
+
+class route_table : public caf::event_based_actor {
+public:
+  route_table(caf::actor_config& cfg, route_snapshot initial);
+  caf::behavior make_behavior() override;
+  const char* name() const override { return "route_table"; }
+
+private:
+  route_snapshot_ptr current_;
+  std::vector<caf::actor> subscribers_;
+};
+
+} // namespace bifrost::actors

@@ -1,0 +1,37 @@
+#include "actors/storage_shard.hpp"
+
+#include "actors/messages.hpp"
+
+#include <caf/actor_cast.hpp>
+
+namespace bifrost::actors {
+
+storage_shard::storage_shard(caf::actor_config& cfg, std::unique_ptr<storage::shard> shard,
+                             std::chrono::milliseconds sweep_interval)
+  : caf::event_based_actor(cfg), shard_(std::move(shard)), sweep_interval_(sweep_interval) {}
+
+caf::behavior storage_shard::make_behavior() {
+  if (sweep_interval_.count() > 0)
+    delayed_send(this, sweep_interval_, sweep_atom::value);
+  return {
+    [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
+      storage::result_batch results;
+      results.reserve(ops.size());
+      for (auto& o : ops)
+        results.push_back(shard_->execute(o));
+      send(caf::actor_cast<caf::actor>(current_sender()), result_atom::value, tag,
+           std::move(results));
+    },
+    [this](stats_atom) -> storage::shard_stats { return shard_->stats(); },
+    [this](stats_atom, uint64_t tag) {
+      send(caf::actor_cast<caf::actor>(current_sender()), stats_atom::value, tag,
+           shard_->stats());
+    },
+    [this](sweep_atom) {
+      shard_->sweep();
+      delayed_send(this, sweep_interval_, sweep_atom::value);
+    },
+  };
+}
+
+} // namespace bifrost::actors

@@ -1,0 +1,289 @@
+#include "cli/config.hpp"
+
+#include <CLI/CLI.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include <cctype>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+namespace bifrost::cli {
+
+namespace {
+
+constexpr uint64_t min_item_size = 1024;
+constexpr uint64_t max_item_size_limit = 1024ull << 20;
+
+std::string lower(std::string_view s) {
+  std::string r(s);
+  for (auto& c : r)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return r;
+}
+
+// Validation shared by flags and file; returns "" or the problem.
+std::string check_port(int64_t v) {
+  return v < 0 || v > 65535 ? "must be a port number 0..65535" : "";
+}
+
+struct field_error {
+  std::string field;
+  std::string problem;
+};
+
+} // namespace
+
+std::optional<uint64_t> parse_size(std::string_view s) {
+  if (s.empty())
+    return std::nullopt;
+  auto t = lower(s);
+  if (t.back() == 'b')
+    t.pop_back();
+  uint64_t mult = 1;
+  if (!t.empty()) {
+    switch (t.back()) {
+      case 'k': mult = 1ull << 10; t.pop_back(); break;
+      case 'm': mult = 1ull << 20; t.pop_back(); break;
+      case 'g': mult = 1ull << 30; t.pop_back(); break;
+      default: break;
+    }
+  }
+  if (t.empty() || t.size() > 19)
+    return std::nullopt;
+  uint64_t v = 0;
+  for (char c : t) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (v > std::numeric_limits<uint64_t>::max() / mult)
+    return std::nullopt;
+  return v * mult;
+}
+
+std::string describe_defaults() {
+  actors::node_config d;
+  std::ostringstream o;
+  o << "listen: " << d.listen << "\n"
+    << "port: " << d.port << "\n"
+    << "threads: 0 (one per core)\n"
+    << "memory_mb: " << (d.memory_limit >> 20) << "\n"
+    << "max_connections: " << d.max_connections << "\n"
+    << "max_item_size: " << d.max_item_size << "\n"
+    << "sendfile_threshold: " << d.sendfile_threshold << "\n"
+    << "shards: 0 (two per scheduler thread)\n"
+    << "scheduler_threads: 0 (one per core)\n"
+    << "data_dir: \"\" (memfd segments, nothing survives a restart)\n"
+    << "verbosity: 0\n";
+  return o.str();
+}
+
+std::string load_yaml_text(const std::string& text, const std::string& origin,
+                           actors::node_config& cfg) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return "config error: " + origin + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg;
+  }
+  if (root.IsNull())
+    return "";
+  if (!root.IsMap())
+    return "config error: " + origin + ":" + std::to_string(root.Mark().line + 1) +
+           ": the top level must be a mapping of field: value";
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    std::string key = it->first.as<std::string>("");
+    const YAML::Node& v = it->second;
+    auto where = [&](const std::string& problem) {
+      return "config error: " + origin + ":" + std::to_string(v.Mark().line + 1) + ": field '" +
+             key + "': " + problem;
+    };
+    auto scalar = [&]() -> std::optional<std::string> {
+      if (!v.IsScalar())
+        return std::nullopt;
+      return v.Scalar();
+    };
+    auto integer = [&](int64_t lo, int64_t hi) -> std::optional<int64_t> {
+      auto s = scalar();
+      if (!s || s->empty())
+        return std::nullopt;
+      try {
+        size_t pos = 0;
+        long long n = std::stoll(*s, &pos, 10);
+        if (pos != s->size() || n < lo || n > hi)
+          return std::nullopt;
+        return n;
+      } catch (...) {
+        return std::nullopt;
+      }
+    };
+    auto range = [](int64_t lo, int64_t hi) {
+      return "must be an integer " + std::to_string(lo) + ".." + std::to_string(hi);
+    };
+    if (key == "listen") {
+      auto s = scalar();
+      if (!s || s->empty())
+        return where("must be an address such as 127.0.0.1");
+      cfg.listen = *s;
+    } else if (key == "port") {
+      auto n = integer(0, 65535);
+      if (!n)
+        return where(range(0, 65535));
+      cfg.port = static_cast<uint16_t>(*n);
+    } else if (key == "threads") {
+      auto n = integer(0, 256);
+      if (!n)
+        return where(range(0, 256));
+      cfg.threads = static_cast<uint32_t>(*n);
+    } else if (key == "scheduler_threads") {
+      auto n = integer(0, 256);
+      if (!n)
+        return where(range(0, 256));
+      cfg.scheduler_threads = static_cast<uint32_t>(*n);
+    } else if (key == "shards") {
+      auto n = integer(0, 1024);
+      if (!n)
+        return where(range(0, 1024));
+      cfg.shards = static_cast<uint32_t>(*n);
+    } else if (key == "memory_mb") {
+      auto n = integer(1, 1 << 20);
+      if (!n)
+        return where(range(1, 1 << 20));
+      cfg.memory_limit = static_cast<uint64_t>(*n) << 20;
+    } else if (key == "max_connections") {
+      auto n = integer(1, 1 << 20);
+      if (!n)
+        return where(range(1, 1 << 20));
+      cfg.max_connections = static_cast<uint32_t>(*n);
+    } else if (key == "max_item_size") {
+      auto s = scalar();
+      auto n = s ? parse_size(*s) : std::nullopt;
+      if (!n || *n < min_item_size || *n > max_item_size_limit)
+        return where("must be a size between 1k and 1024m (e.g. 1m, 512k)");
+      cfg.max_item_size = *n;
+    } else if (key == "sendfile_threshold") {
+      auto s = scalar();
+      auto n = s ? parse_size(*s) : std::nullopt;
+      if (!n)
+        return where("must be a size in bytes (e.g. 16k)");
+      cfg.sendfile_threshold = *n;
+    } else if (key == "data_dir") {
+      auto s = scalar();
+      if (!s)
+        return where("must be a directory path");
+      cfg.data_dir = *s;
+    } else if (key == "verbosity") {
+      auto n = integer(0, 3);
+      if (!n)
+        return where(range(0, 3));
+      cfg.verbosity = static_cast<int>(*n);
+    } else {
+      return "config error: " + origin + ":" + std::to_string(it->first.Mark().line + 1) +
+             ": unknown field '" + key + "'";
+    }
+  }
+  return "";
+}
+
+std::string load_yaml_file(const std::string& path, actors::node_config& cfg) {
+  std::ifstream in(path);
+  if (!in)
+    return "config error: field 'config': cannot read file '" + path + "'";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return load_yaml_text(ss.str(), path, cfg);
+}
+
+parse_outcome parse_args(int argc, const char* const* argv, actors::node_config& cfg) {
+  CLI::App app{"bifrostd: a Bifrost cache node (memcached text and meta protocol)", "bifrostd"};
+  std::string config_file, listen, memory, item_size, sendfile_threshold, data_dir;
+  int64_t port = 0, threads = 0, conns = 0, shards = 0;
+  app.set_version_flag("--version", "bifrostd 0.1.0");
+  app.add_option("--config", config_file, "YAML config file (flags override it)");
+  app.add_option("-p,--port", port, "TCP port to listen on (default 11211; 0 = any free port)");
+  app.add_option("-l,--listen", listen, "interface to listen on (default 127.0.0.1)");
+  app.add_option("-m,--memory-limit", memory, "item memory in megabytes (default 64)");
+  app.add_option("-t,--threads", threads, "I/O threads (default: one per core)");
+  app.add_option("-c,--conn-limit", conns, "max simultaneous connections (default 1024)");
+  app.add_option("-I,--max-item-size", item_size,
+                 "max value size, 1k..1024m (default 1m)");
+  auto* verbose = app.add_flag("-v,--verbose", "verbose logging (repeat for more)");
+  app.add_option("--data-dir", data_dir, "keep segments as files here: a restart keeps the cache");
+  app.add_option("--sendfile-threshold", sendfile_threshold,
+                 "values of at least this size are sent with sendfile(2) (default 16k)");
+  app.add_option("--shards", shards, "storage shards (default: two per scheduler thread)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    return {parse_outcome::action::exit, 0, app.help()};
+  } catch (const CLI::CallForVersion&) {
+    return {parse_outcome::action::exit, 0, "bifrostd 0.1.0\n"};
+  } catch (const CLI::ParseError& e) {
+    return {parse_outcome::action::exit, 2, std::string("bifrostd: ") + e.what() + "\n"};
+  }
+  auto fail = [](const std::string& field, const std::string& problem) {
+    return parse_outcome{parse_outcome::action::exit, 2,
+                         "bifrostd: invalid value for " + field + ": " + problem + "\n"};
+  };
+  if (!config_file.empty()) {
+    auto err = load_yaml_file(config_file, cfg);
+    if (!err.empty())
+      return {parse_outcome::action::exit, 2, "bifrostd: " + err + "\n"};
+  }
+  if (app.count("--port")) {
+    if (!check_port(port).empty())
+      return fail("-p/--port", check_port(port));
+    cfg.port = static_cast<uint16_t>(port);
+  }
+  if (app.count("--listen")) {
+    if (listen.empty())
+      return fail("-l/--listen", "must be an address such as 127.0.0.1");
+    cfg.listen = listen;
+  }
+  if (app.count("--memory-limit")) {
+    auto n = parse_size(memory);  // plain numbers are megabytes, as in memcached
+    if (!n || *n == 0)
+      return fail("-m/--memory-limit", "must be a positive number of megabytes");
+    bool has_unit = std::isalpha(static_cast<unsigned char>(memory.back()));
+    cfg.memory_limit = has_unit ? *n : (*n << 20);
+    if (cfg.memory_limit < (1u << 20))
+      return fail("-m/--memory-limit", "must be at least 1 megabyte");
+  }
+  if (app.count("--threads")) {
+    if (threads < 1 || threads > 256)
+      return fail("-t/--threads", "must be 1..256");
+    cfg.threads = static_cast<uint32_t>(threads);
+  }
+  if (app.count("--conn-limit")) {
+    if (conns < 1 || conns > (1 << 20))
+      return fail("-c/--conn-limit", "must be 1..1048576");
+    cfg.max_connections = static_cast<uint32_t>(conns);
+  }
+  if (app.count("--max-item-size")) {
+    auto n = parse_size(item_size);
+    if (!n || *n < min_item_size || *n > max_item_size_limit)
+      return fail("-I/--max-item-size", "must be a size between 1k and 1024m (e.g. 1m, 512k)");
+    cfg.max_item_size = *n;
+  }
+  if (app.count("--sendfile-threshold")) {
+    auto n = parse_size(sendfile_threshold);
+    if (!n)
+      return fail("--sendfile-threshold", "must be a size in bytes (e.g. 16k)");
+    cfg.sendfile_threshold = *n;
+  }
+  if (app.count("--shards")) {
+    if (shards < 1 || shards > 1024)
+      return fail("--shards", "must be 1..1024");
+    cfg.shards = static_cast<uint32_t>(shards);
+  }
+  if (app.count("--data-dir"))
+    cfg.data_dir = data_dir;
+  if (verbose->count() > 0)
+    cfg.verbosity = static_cast<int>(verbose->count());
+  if (cfg.max_item_size > cfg.memory_limit)
+    return fail("-I/--max-item-size", "must not exceed the memory limit (-m)");
+  return {};
+}
+
+} // namespace bifrost::cli

@@ -1,0 +1,40 @@
+// bifrostd's command line and YAML configuration.
+//
+// Precedence: built-in defaults < the YAML file given by --config < flags on the command line.
+// memcached's flags keep their meaning (-p -l -m -t -c -I -v). Every error names the field
+// (and, for the file, the line) and makes bifrostd exit with status 2.
+#pragma once
+
+#include "actors/node_config.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace bifrost::cli {
+
+struct parse_outcome {
+  enum class action { run, exit } what = action::run;
+  int exit_code = 0;       // with action::exit: 0 for --help/--version, 2 for errors
+  std::string message;     // printed by the caller (stdout for 0, stderr for 2)
+};
+
+/// Parses bifrostd's arguments (argv[0] is the program name) into `cfg`.
+parse_outcome parse_args(int argc, const char* const* argv, actors::node_config& cfg);
+
+/// Applies a YAML config file to `cfg`. Returns an error message naming file, line and field,
+/// or an empty string.
+std::string load_yaml_file(const std::string& path, actors::node_config& cfg);
+/// Same, from YAML text (`origin` names it in messages).
+std::string load_yaml_text(const std::string& text, const std::string& origin,
+                           actors::node_config& cfg);
+
+/// Parses a size with an optional unit: "1048576", "512k", "1m", "1g" (binary units,
+/// case-insensitive, optional trailing 'b'). nullopt when malformed or overflowing.
+std::optional<uint64_t> parse_size(std::string_view s);
+
+/// Every option with its default, one per line (bifrostd --help lists the same).
+std::string describe_defaults();
+
+} // namespace bifrost::cli
