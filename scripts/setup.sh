@@ -26,7 +26,7 @@ done
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 echo "setup: installing ${missing[*]}"
-$SUDO apt-get update -qq
+[ "${BIFROST_APT_UPDATED:-}" = 1 ] || $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts memcached/nutcracker as services on install; tests start their own on free ports.
 for svc in memcached nutcracker; do

@@ -1,0 +1,154 @@
+// Hosting CAF actors on a libuv loop: where actors run, what a dead loop actor answers, and
+// that the documented shutdown order does not hang.
+#include "actors/io_loop.hpp"
+#include "actors/loop_actor.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <thread>
+
+using namespace bifrost::actors;
+
+namespace {
+
+using where_atom = caf::atom_constant<caf::atom("where")>;
+using relay_atom = caf::atom_constant<caf::atom("relay")>;
+
+// Answers with the id of the thread it runs on.
+class probe_on_loop : public loop_actor {
+public:
+  probe_on_loop(caf::actor_config& cfg, io_loop& l) : loop_actor(cfg, l) {}
+  caf::behavior make_behavior() override {
+    return {
+      [](where_atom) { return std::hash<std::thread::id>{}(std::this_thread::get_id()); },
+      // Asks a scheduler actor where *it* runs and forwards the answer.
+      [this](relay_atom, caf::actor& other) -> caf::result<size_t> {
+        auto rp = make_response_promise<size_t>();
+        request(other, caf::infinite, where_atom::value).then([rp](size_t id) mutable {
+          rp.deliver(id);
+        });
+        return rp;
+      },
+    };
+  }
+};
+
+caf::behavior probe_on_scheduler(caf::event_based_actor*) {
+  return {[](where_atom) { return std::hash<std::thread::id>{}(std::this_thread::get_id()); }};
+}
+
+struct fixture {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  fixture() {
+    cfg.set("scheduler.max-threads", size_t{2});
+    cfg.set("work-stealing.moderate-poll-attempts", size_t{0});
+    sys = std::make_unique<caf::actor_system>(cfg);
+  }
+};
+
+size_t loop_thread_id(io_loop& l) {
+  std::atomic<size_t> id{0};
+  l.post([&] { id = std::hash<std::thread::id>{}(std::this_thread::get_id()); });
+  while (id == 0)
+    std::this_thread::yield();
+  return id;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(io_loop_hosting)
+
+BOOST_FIXTURE_TEST_CASE(loop_actor_runs_on_its_loop_thread, fixture) {
+  io_loop loop(*sys, 0);
+  loop.start();
+  size_t loop_id = loop_thread_id(loop);
+  {
+    auto a = sys->spawn<probe_on_loop>(loop);
+    caf::scoped_actor self{*sys};
+    for (int i = 0; i < 100; ++i) {
+      self->request(a, std::chrono::seconds(5), where_atom::value)
+        .receive([&](size_t id) { BOOST_CHECK_EQUAL(id, loop_id); },
+                 [&](caf::error& e) { BOOST_FAIL("request failed: " + sys->render(e)); });
+    }
+    self->send_exit(a, caf::exit_reason::user_shutdown);
+  }
+  BOOST_CHECK(loop.hosted() >= 0);
+  for (int i = 0; i < 1000 && loop.hosted() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  BOOST_CHECK_EQUAL(loop.hosted(), 0);
+  loop.stop();
+}
+
+BOOST_FIXTURE_TEST_CASE(scheduler_actor_woken_by_loop_actor_stays_off_the_loop, fixture) {
+  io_loop loop(*sys, 0);
+  loop.start();
+  size_t loop_id = loop_thread_id(loop);
+  {
+    auto a = sys->spawn<probe_on_loop>(loop);
+    auto s = sys->spawn(probe_on_scheduler);
+    caf::scoped_actor self{*sys};
+    for (int i = 0; i < 200; ++i) {
+      self->request(a, std::chrono::seconds(5), relay_atom::value, s)
+        .receive([&](size_t id) { BOOST_CHECK_NE(id, loop_id); },
+                 [&](caf::error& e) { BOOST_FAIL("relay failed: " + sys->render(e)); });
+    }
+    self->send_exit(a, caf::exit_reason::user_shutdown);
+    self->send_exit(s, caf::exit_reason::user_shutdown);
+  }
+  for (int i = 0; i < 1000 && loop.hosted() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  loop.stop();
+}
+
+BOOST_FIXTURE_TEST_CASE(request_to_finished_loop_actor_fails_at_once, fixture) {
+  io_loop loop(*sys, 0);
+  loop.start();
+  {
+    auto a = sys->spawn<probe_on_loop>(loop);
+    caf::scoped_actor self{*sys};
+    self->monitor(a);
+    self->send_exit(a, caf::exit_reason::user_shutdown);
+    self->receive([](caf::down_msg&) {});
+    auto t0 = std::chrono::steady_clock::now();
+    bool failed = false;
+    self->request(a, std::chrono::seconds(10), where_atom::value)
+      .receive([](size_t) {}, [&](caf::error& e) {
+        failed = true;
+        BOOST_CHECK(e == caf::sec::request_receiver_down);
+      });
+    BOOST_CHECK(failed);
+    BOOST_CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+  }
+  for (int i = 0; i < 1000 && loop.hosted() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  loop.stop();
+}
+
+BOOST_FIXTURE_TEST_CASE(post_runs_in_order_on_the_loop, fixture) {
+  io_loop loop(*sys, 0);
+  loop.start();
+  std::vector<int> seen;
+  std::atomic<bool> done{false};
+  for (int i = 0; i < 1000; ++i)
+    loop.post([&, i] {
+      BOOST_CHECK(loop.on_loop_thread());
+      seen.push_back(i);
+      if (i == 999)
+        done = true;
+    });
+  while (!done)
+    std::this_thread::yield();
+  loop.stop();
+  BOOST_REQUIRE_EQUAL(seen.size(), 1000u);
+  for (int i = 0; i < 1000; ++i)
+    BOOST_CHECK_EQUAL(seen[static_cast<size_t>(i)], i);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

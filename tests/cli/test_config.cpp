@@ -1,0 +1,154 @@
+// bifrostd's flags and YAML config: defaults, precedence, and errors that name the field.
+#include "cli/config.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using bifrost::actors::node_config;
+using namespace bifrost::cli;
+
+namespace {
+
+parse_outcome run(std::vector<std::string> args, node_config& cfg) {
+  args.insert(args.begin(), "bifrostd");
+  std::vector<const char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.c_str());
+  return parse_args(static_cast<int>(argv.size()), argv.data(), cfg);
+}
+
+std::string temp_file(const std::string& content) {
+  char path[] = "/tmp/bifrost-config-XXXXXX";
+  int fd = mkstemp(path);
+  BOOST_REQUIRE(fd >= 0);
+  ::close(fd);
+  std::ofstream(path) << content;
+  return path;
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(config)
+
+BOOST_AUTO_TEST_CASE(sizes) {
+  BOOST_CHECK_EQUAL(*parse_size("1048576"), 1048576u);
+  BOOST_CHECK_EQUAL(*parse_size("1m"), 1u << 20);
+  BOOST_CHECK_EQUAL(*parse_size("512K"), 512u << 10);
+  BOOST_CHECK_EQUAL(*parse_size("2g"), 2ull << 30);
+  BOOST_CHECK_EQUAL(*parse_size("16kb"), 16u << 10);
+  BOOST_CHECK(!parse_size(""));
+  BOOST_CHECK(!parse_size("m"));
+  BOOST_CHECK(!parse_size("-1"));
+  BOOST_CHECK(!parse_size("1.5m"));
+  BOOST_CHECK(!parse_size("99999999999999999999"));
+  BOOST_CHECK(!parse_size("18446744073709551615g"));
+}
+
+BOOST_AUTO_TEST_CASE(no_arguments_gives_the_embedded_default) {
+  node_config cfg;
+  auto r = run({}, cfg);
+  BOOST_CHECK(r.what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(cfg.listen, "127.0.0.1");
+  BOOST_CHECK_EQUAL(cfg.port, 11211);
+  BOOST_CHECK_EQUAL(cfg.memory_limit, 64ull << 20);
+  BOOST_CHECK_EQUAL(cfg.max_item_size, 1ull << 20);
+  BOOST_CHECK(cfg.data_dir.empty());
+}
+
+BOOST_AUTO_TEST_CASE(memcached_flags) {
+  node_config cfg;
+  auto r = run({"-p", "22122", "-l", "127.0.0.2", "-m", "128", "-t", "3", "-c", "50", "-I",
+                "2m", "-v", "-v", "--data-dir", "/tmp/x", "--sendfile-threshold", "64k"},
+               cfg);
+  BOOST_REQUIRE(r.what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(cfg.port, 22122);
+  BOOST_CHECK_EQUAL(cfg.listen, "127.0.0.2");
+  BOOST_CHECK_EQUAL(cfg.memory_limit, 128ull << 20);
+  BOOST_CHECK_EQUAL(cfg.threads, 3u);
+  BOOST_CHECK_EQUAL(cfg.max_connections, 50u);
+  BOOST_CHECK_EQUAL(cfg.max_item_size, 2ull << 20);
+  BOOST_CHECK_EQUAL(cfg.verbosity, 2);
+  BOOST_CHECK_EQUAL(cfg.data_dir, "/tmp/x");
+  BOOST_CHECK_EQUAL(cfg.sendfile_threshold, 64u << 10);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_flags_exit_2_naming_the_field) {
+  struct bad {
+    std::vector<std::string> args;
+    std::string field;
+  };
+  for (auto& b : std::vector<bad>{{{"-p", "70000"}, "-p/--port"},
+                                  {{"-p", "abc"}, "port"},
+                                  {{"-m", "0"}, "-m/--memory-limit"},
+                                  {{"-m", "lots"}, "-m/--memory-limit"},
+                                  {{"-t", "0"}, "-t/--threads"},
+                                  {{"-c", "0"}, "-c/--conn-limit"},
+                                  {{"-I", "100"}, "-I/--max-item-size"},
+                                  {{"-I", "2g"}, "-I/--max-item-size"},
+                                  {{"-m", "1", "-I", "2m"}, "-I/--max-item-size"},
+                                  {{"--sendfile-threshold", "x"}, "--sendfile-threshold"},
+                                  {{"--no-such-flag"}, "no-such-flag"}}) {
+    node_config cfg;
+    auto r = run(b.args, cfg);
+    BOOST_CHECK(r.what == parse_outcome::action::exit);
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK_MESSAGE(contains(r.message, b.field), r.message << " should name " << b.field);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(yaml_file_and_flag_precedence) {
+  auto path = temp_file("# node config\nport: 23000\nmemory_mb: 32\nmax_item_size: 512k\n"
+                        "listen: 127.0.0.3\n");
+  node_config cfg;
+  auto r = run({"--config", path, "-p", "23001"}, cfg);
+  BOOST_REQUIRE(r.what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(cfg.port, 23001);  // the flag wins
+  BOOST_CHECK_EQUAL(cfg.memory_limit, 32ull << 20);
+  BOOST_CHECK_EQUAL(cfg.max_item_size, 512u << 10);
+  BOOST_CHECK_EQUAL(cfg.listen, "127.0.0.3");
+  std::remove(path.c_str());
+}
+
+BOOST_AUTO_TEST_CASE(yaml_errors_name_field_and_line) {
+  struct bad {
+    std::string text;
+    std::string expect;
+  };
+  for (auto& b : std::vector<bad>{
+         {"port: 1\nmemory_mb: -5\n", ":2: field 'memory_mb'"},
+         {"port: http\n", ":1: field 'port'"},
+         {"\n\nmax_item_size: huge\n", ":3: field 'max_item_size'"},
+         {"threads: [1, 2]\n", ":1: field 'threads'"},
+         {"colour: blue\n", ":1: unknown field 'colour'"},
+         {"port: [1\n", "config error"},
+         {"- a\n- b\n", "mapping"},
+       }) {
+    node_config cfg;
+    auto err = load_yaml_text(b.text, "node.yaml", cfg);
+    BOOST_CHECK_MESSAGE(contains(err, b.expect), "'" << err << "' should contain " << b.expect);
+  }
+  node_config cfg;
+  auto r = run({"--config", "/nonexistent/bifrost.yaml"}, cfg);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK(contains(r.message, "config"));
+}
+
+BOOST_AUTO_TEST_CASE(help_exits_0) {
+  node_config cfg;
+  auto r = run({"--help"}, cfg);
+  BOOST_CHECK(r.what == parse_outcome::action::exit);
+  BOOST_CHECK_EQUAL(r.exit_code, 0);
+  BOOST_CHECK(contains(r.message, "--data-dir"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
