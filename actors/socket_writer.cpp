@@ -16,6 +16,10 @@ constexpr size_t max_iov = 64;
 constexpr size_t max_sendfile = 1u << 30;
 
 bool would_block(int e) { return e == EAGAIN || e == EWOULDBLOCK; }
+
+// The socket is full: push out what is corked. A corked partial frame smaller than the MSS
+// would otherwise wait for the cork timer (and with a small send buffer, stall the sender).
+constexpr auto blocked = socket_writer::status::blocked;
 } // namespace
 
 socket_writer::socket_writer(int fd, sendfile_fn sf)
@@ -54,7 +58,10 @@ socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
       if (w < 0) {
         if (errno == EINTR)
           continue;
-        return would_block(errno) ? status::blocked : status::error;
+        if (!would_block(errno))
+          return status::error;
+        cork(false);
+        return blocked;
       }
       q.advance(static_cast<size_t>(w));
       st.bytes += static_cast<uint64_t>(w);
@@ -73,8 +80,10 @@ socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
       if (w < 0) {
         if (errno == EINTR)
           continue;
-        if (would_block(errno))
-          return status::blocked;
+        if (would_block(errno)) {
+          cork(false);
+          return blocked;
+        }
         if (errno == EINVAL || errno == ENOSYS) {
           no_sendfile_ = true;
           ++st.fallbacks;
@@ -94,7 +103,10 @@ socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
     if (w < 0) {
       if (errno == EINTR)
         continue;
-      return would_block(errno) ? status::blocked : status::error;
+      if (!would_block(errno))
+        return status::error;
+      cork(false);
+      return blocked;
     }
     q.advance(static_cast<size_t>(w));
     st.bytes += static_cast<uint64_t>(w);

@@ -1,7 +1,8 @@
 // Writes an out_queue to a non-blocking socket: byte chunks with sendmsg (MSG_MORE while
 // more follows), pinned value slices with sendfile(2) from the segment file, the whole
 // response batch corked (TCP_CORK) when it contains a sendfile so that header, value and
-// trailer leave in full segments.
+// trailer leave in full segments. When the socket is full the cork is released at once
+// (a corked sub-MSS frame would otherwise wait for the kernel's cork timer).
 //
 // sendfile is a fast path with a fallback: EINVAL/ENOSYS switch this writer to copying from
 // the segment mapping (counted); EAGAIN returns `blocked` (wait for writable, then call
