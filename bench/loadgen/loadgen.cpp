@@ -102,7 +102,8 @@ struct Req {
 struct Shared {
   Options opt;
   int key_width = 1;
-  std::string value;  // value bytes (B)
+  std::string value;       // value bytes (B)
+  std::string set_suffix;  // " 0 0 <B>\r\n"
   uint64_t t_measure_start = 0, t_end = 0, t_grace_end = 0, t_preload_deadline = 0;
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> measured_ops{0};  // used only with --max-ops
@@ -113,6 +114,7 @@ struct Stats {
   uint64_t gets = 0, sets = 0, hits = 0, misses = 0, ops = 0;
   uint64_t errors = 0;           // all errors during warmup/measure/drain
   uint64_t desyncs = 0;          // connections closed on a protocol desync / unexpected EOF
+  uint64_t timeouts = 0;         // requests still unanswered at the end of the grace period
   uint64_t preload_stored = 0, preload_errors = 0;
   std::vector<uint32_t> lat;     // 100 ns units
 };
@@ -230,6 +232,10 @@ class Worker {
         if (!c.closed && (evs[i].events & EPOLLOUT)) flush(c);
       }
     }
+    if (ph == Phase::Load) {  // replies still missing after the grace period count as errors
+      stats.timeouts += in_flight();
+      stats.errors += in_flight();
+    }
   }
 
   Stats stats;
@@ -270,9 +276,10 @@ class Worker {
   }
 
   void append_key(std::string& s, uint64_t k) {
-    char buf[32];
-    int n = snprintf(buf, sizeof buf, "key:%0*" PRIu64, sh_.key_width, k);
-    s.append(buf, size_t(n));
+    char buf[32] = {'k', 'e', 'y', ':'};
+    int w = sh_.key_width;
+    for (int i = w - 1; i >= 0; i--, k /= 10) buf[4 + i] = char('0' + k % 10);
+    s.append(buf, size_t(4 + w));
   }
 
   void issue(Conn& c, ReqType t, uint64_t k, uint64_t now) {
@@ -283,9 +290,7 @@ class Worker {
     } else {
       c.out.append("set ", 4);
       append_key(c.out, k);
-      c.out.append(" 0 0 ");
-      c.out.append(std::to_string(o_.value_size));
-      c.out.append("\r\n", 2);
+      c.out.append(sh_.set_suffix);
       c.out.append(sh_.value);
       c.out.append("\r\n", 2);
     }
@@ -724,6 +729,7 @@ int main(int argc, char** argv) {
     while (m >= 10) m /= 10, w++;
     sh->key_width = w;
   }
+  sh->set_suffix = " 0 0 " + std::to_string(o.value_size) + "\r\n";
   sh->value.resize(size_t(o.value_size));
   for (size_t i = 0; i < sh->value.size(); i++) sh->value[i] = char('a' + (i * 7 + i / 26) % 26);
 
@@ -796,7 +802,7 @@ int main(int argc, char** argv) {
   for (auto& w : workers) {
     Stats& s = w->stats;
     tot.gets += s.gets, tot.sets += s.sets, tot.hits += s.hits, tot.misses += s.misses, tot.ops += s.ops;
-    tot.errors += s.errors, tot.desyncs += s.desyncs;
+    tot.errors += s.errors, tot.desyncs += s.desyncs, tot.timeouts += s.timeouts;
     tot.lat.insert(tot.lat.end(), s.lat.begin(), s.lat.end());
     std::vector<uint32_t>().swap(s.lat);
   }
@@ -820,6 +826,7 @@ int main(int argc, char** argv) {
         {"misses", tot.misses},
         {"errors", tot.errors},
         {"closed_connections", tot.desyncs},
+        {"timeouts", tot.timeouts},
         {"measured_seconds", measured_s},
         {"latency_us", {{"p50", p50}, {"p90", p90}, {"p99", p99}, {"p99_9", p999}, {"max", pmax}}},
         {"preload", jpre},
