@@ -11,28 +11,42 @@
 // loop's guest unit); they must not call quit() — send close_atom to self instead.
 #pragma once
 
+#include "actors/actor_host.hpp"
 #include "actors/io_loop.hpp"
 
 #include <caf/event_based_actor.hpp>
 
 namespace bifrost::actors {
 
-class loop_actor : public caf::event_based_actor {
+/// An actor hosted on any actor_host (a libuv loop or the KJ thread).
+class hosted_actor : public caf::event_based_actor {
 public:
-  loop_actor(caf::actor_config& cfg, io_loop& loop) : caf::event_based_actor(cfg), loop_(loop) {
-    loop_.hosted_add(1);
+  hosted_actor(caf::actor_config& cfg, actor_host& host)
+    : caf::event_based_actor(cfg), host_(host) {
+    host_.hosted_add(1);
   }
-  ~loop_actor() override { loop_.hosted_add(-1); }
+  ~hosted_actor() override { host_.hosted_add(-1); }
 
   using caf::event_based_actor::enqueue;
 
   void enqueue(caf::mailbox_element_ptr ptr, caf::execution_unit*) override {
-    caf::event_based_actor::enqueue(std::move(ptr), &loop_.home());
+    caf::event_based_actor::enqueue(std::move(ptr), &host_.home());
   }
 
   void launch(caf::execution_unit*, bool lazy, bool hide) override {
-    caf::event_based_actor::launch(&loop_.home(), lazy, hide);
+    caf::event_based_actor::launch(&host_.home(), lazy, hide);
   }
+
+  actor_host& host() noexcept { return host_; }
+
+private:
+  actor_host& host_;
+};
+
+/// An actor hosted on a libuv I/O loop: may own uv handles of that loop.
+class loop_actor : public hosted_actor {
+public:
+  loop_actor(caf::actor_config& cfg, io_loop& loop) : hosted_actor(cfg, loop), loop_(loop) {}
 
   io_loop& loop() noexcept { return loop_; }
 

@@ -1,0 +1,85 @@
+#include "actors/actor_host.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/scheduler/abstract_coordinator.hpp>
+
+namespace bifrost::actors {
+
+namespace {
+// Messages an actor may handle per resume before the host serves its other events again.
+constexpr size_t host_max_throughput = 64;
+} // namespace
+
+actor_host::actor_host(caf::actor_system& sys) : sys_(sys), home_(&sys, this), guest_(&sys) {}
+
+actor_host::~actor_host() = default;
+
+void actor_host::post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> g(mtx_);
+    if (stopping_)
+      return;
+    posted_.push_back(std::move(fn));
+  }
+  wake();
+}
+
+void actor_host::home_unit::exec_later(caf::resumable* ptr) {
+  {
+    std::lock_guard<std::mutex> g(host->mtx_);
+    if (host->stopping_) {
+      caf::intrusive_ptr_release(ptr);
+      return;
+    }
+    host->ready_.push_back(ptr);
+  }
+  host->wake();
+}
+
+void actor_host::guest_unit::exec_later(caf::resumable* ptr) {
+  // Not ours: a scheduler actor woken by a hosted actor runs on the scheduler.
+  system().scheduler().enqueue(ptr);
+}
+
+void actor_host::drain() {
+  std::vector<caf::resumable*> ready;
+  std::vector<std::function<void()>> posted;
+  {
+    std::lock_guard<std::mutex> g(mtx_);
+    ready.swap(ready_);
+    posted.swap(posted_);
+  }
+  for (auto& fn : posted)
+    fn();
+  for (auto* r : ready) {
+    resumes_.fetch_add(1, std::memory_order_relaxed);
+    switch (r->resume(&guest_, host_max_throughput)) {
+      case caf::resumable::resume_later:
+        home_.exec_later(r);  // keeps the reference
+        break;
+      case caf::resumable::done:
+      case caf::resumable::awaiting_message:
+      case caf::resumable::shutdown_execution_unit:
+        caf::intrusive_ptr_release(r);
+        break;
+    }
+  }
+}
+
+void actor_host::begin_stopping() {
+  std::lock_guard<std::mutex> g(mtx_);
+  stopping_ = true;
+}
+
+void actor_host::release_leftovers() {
+  std::vector<caf::resumable*> ready;
+  {
+    std::lock_guard<std::mutex> g(mtx_);
+    ready.swap(ready_);
+    posted_.clear();
+  }
+  for (auto* r : ready)
+    caf::intrusive_ptr_release(r);
+}
+
+} // namespace bifrost::actors
