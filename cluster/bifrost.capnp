@@ -1,0 +1,139 @@
+# Bifrost's one RPC schema: node-to-node traffic (membership, data, replication, warming)
+# and bifrostctl's queries and admin calls. Bump `schemaVersion` on any incompatible change:
+# `hello` refuses a peer whose version differs, with a message naming both versions.
+@0xd1a3d9794dd75523;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("bifrost::cluster::rpc");
+
+const schemaVersion :UInt32 = 1;
+
+enum MemberState {
+  alive @0;
+  suspect @1;
+  dead @2;
+  left @3;
+}
+
+struct MemberInfo {
+  name @0 :Text;            # unique node name
+  rpcAddress @1 :Text;      # host:port of this schema's server
+  clientAddress @2 :Text;   # host:port of the memcached listener
+  incarnation @3 :UInt64;
+  state @4 :MemberState;
+  weight @5 :UInt32;
+}
+
+# One SWIM protocol message (cluster/membership.hpp). Updates are piggybacked gossip.
+struct SwimMessage {
+  kind @0 :Kind;
+  enum Kind {
+    ping @0;
+    pingReq @1;   # please ping `target` for me
+    ack @2;
+    join @3;
+    joinReply @4; # `members` holds the full list
+    leave @5;
+    nack @6;      # indirect probe could not reach the target
+  }
+  from @1 :Text;
+  target @2 :Text;
+  targetAddress @3 :Text;
+  seq @4 :UInt64;
+  updates @5 :List(MemberInfo);
+  members @6 :List(MemberInfo);
+}
+
+# storage/ops.hpp, field for field.
+enum OpKind { get @0; store @1; remove @2; arith @3; touch @4; flush @5; }
+enum StoreMode { set @0; add @1; replace @2; append @3; prepend @4; cas @5; }
+enum Status {
+  hit @0; miss @1; stored @2; notStored @3; exists @4; notFound @5; deleted @6;
+  tooLarge @7; noMemory @8; nonNumeric @9; ok @10; unavailable @11;
+}
+
+struct Op {
+  kind @0 :OpKind;
+  key @1 :Data;
+  value @2 :Data;
+  mode @3 :StoreMode;
+  flags @4 :UInt32;
+  ttl @5 :Int64;
+  compareCas @6 :UInt64;
+  invalidate @7 :Bool;
+  explicitCas @8 :UInt64;
+  getValue @9 :Bool;
+  getTouch @10 :Bool;
+  getBump @11 :Bool;
+  vivify @12 :Bool;
+  vivifyTtl @13 :Int64;
+  recache @14 :Bool;
+  recacheTtl @15 :Int64;
+  incr @16 :Bool;
+  delta @17 :UInt64;
+  initial @18 :UInt64;
+}
+
+struct Result {
+  status @0 :Status;
+  flags @1 :UInt32;
+  cas @2 :UInt64;
+  exptime @3 :UInt32;
+  lastAccess @4 :UInt32;
+  fetched @5 :Bool;
+  win @6 :Bool;
+  stale @7 :Bool;
+  alreadyWon @8 :Bool;
+  valueSize @9 :UInt32;
+  number @10 :UInt64;
+  value @11 :Data;          # inline when small; empty with `streamed` when sent via a sink
+  streamed @12 :Bool;
+}
+
+# Why a node executes ops on behalf of another.
+enum Origin {
+  client @0;    # forwarded client request: execute as the primary, then replicate
+  replica @1;   # replication from the primary: apply, do not replicate further
+  warm @2;      # write-on-miss warming: read without counting an access
+}
+
+# Large values cross nodes in chunks (`-> stream` keeps flow control per call).
+interface ValueSink {
+  write @0 (index :UInt32, chunk :Data) -> stream;
+  finish @1 () -> (results :List(Result));
+}
+
+struct Stat {
+  name @0 :Text;
+  value @1 :Text;
+}
+
+struct MemberStatus {
+  info @0 :MemberInfo;
+  ringShare @1 :Float64;    # fraction of the key space this member owns as primary
+  items @2 :UInt64;
+  bytes @3 :UInt64;
+}
+
+interface Node {
+  # Handshake: refused (an exception naming both versions) when the schema versions differ.
+  hello @0 (version :UInt32, from :MemberInfo) -> (version :UInt32, self :MemberInfo);
+
+  # Membership.
+  swim @1 (msg :SwimMessage) -> (reply :SwimMessage);
+
+  # Data. Values larger than the inline limit are streamed through `sink` (get results) or
+  # uploaded through the sink returned by `upload` (stores).
+  execute @2 (ops :List(Op), origin :Origin, sink :ValueSink) -> (results :List(Result));
+  upload @3 (ops :List(Op), origin :Origin) -> (sink :ValueSink);
+
+  # Queries (bifrostctl and peers).
+  status @4 () -> (self :MemberStatus, version :Text, uptime :UInt64);
+  members @5 () -> (members :List(MemberStatus));
+  ring @6 (key :Data) -> (owners :List(MemberInfo), epoch :UInt64);
+  stats @7 () -> (stats :List(Stat));
+
+  # Admin.
+  drain @8 () -> ();
+  leave @9 () -> ();
+}
