@@ -32,6 +32,7 @@ public:
   explicit operator bool() const noexcept { return seg_ != nullptr; }
 
   /// The segment's file descriptor, for sendfile(2). Owned by the segment; never close it.
+  /// -1 for an empty (default-constructed) slice.
   int fd() const noexcept;
   /// Offset of the first byte within the segment file.
   uint64_t offset() const noexcept { return offset_; }

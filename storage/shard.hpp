@@ -19,7 +19,35 @@
 //   record is skipped and counted (`recovery_skipped`), never served.
 //
 // Thread affinity: a shard is single-threaded. It is owned by exactly one storage shard actor
-// (actors/storage_shard.hpp) and only ever touched from inside that actor's handlers.
+// (actors/storage_shard.hpp) and only ever touched from inside that actor's handlers. The
+// pinned_slices it hands out may be moved to and dropped on any thread; a slice may also
+// outlive the shard (the segment and its accounting are reference-counted).
+//
+// Implementation notes (storage/shard.cpp):
+// - Index entry: 16 bytes (storage/index.hpp) holding hash, segment slot, offset, last access
+//   and the "fetched" and "win token handed out" bits. "Stale" is a bit in the record header's
+//   mutable state byte (set when the stale record is written), so it survives a restart.
+// - Second chance: when the oldest segment is evicted to make room for a new one, its items
+//   that were read since they were stored are re-appended to the new segment (at most half a
+//   segment per eviction) instead of being evicted; their "fetched" bit is cleared.
+// - flush_all: when it takes effect (at once, or at the first op/sweep at or after the delayed
+//   time) every segment is released and the index emptied, so exactly the items stored
+//   before that moment are gone; items stored later (even within the same second) live. The
+//   segment files leave the data directory, so a restart does not resurrect flushed items.
+//   Deviation: memcached's delayed flush compares the item's last-access time, we compare
+//   store order. get_flushed therefore stays 0 (flushed items are gone, not lazily found).
+// - Meta semantics follow memcached's proto_text.c: mg N on a miss creates an empty item and
+//   returns status::miss with win = true and the new item's metadata (memcached itself then
+//   answers "VA 0 ... W" / "HD W"); later readers get already_won (Z) until the item is
+//   replaced. mg R wins when the remaining TTL is below recache_ttl and no token was handed
+//   out. A stale item (md I, or ms I with an older CAS) reports stale, and its first reader
+//   wins. A CAS value on ms set/replace makes it a CAS store; ms I with a CAS lower than the
+//   item's stores the value as stale keeping TTL and token; md I keeps the item as stale with a
+//   new CAS (and a new TTL when `ttl` != 0). ma N creates the item with `initial` (TTL from
+//   vivify_ttl, else ttl) and returns hit with number = initial.
+// - Arithmetic always appends a new record with the exact decimal value and a new CAS.
+// - Keys must be 1..250 bytes (the connection validates; otherwise gets miss, stores
+//   not_stored, deletes/arith/touch not_found).
 #pragma once
 
 #include "storage/ops.hpp"
@@ -51,6 +79,7 @@ struct shard_stats {
   uint64_t reclaimed = 0;         // expired items reclaimed (lazy or sweep)
   uint64_t segments = 0;          // segments currently held (active + retired-pinned)
   uint64_t segment_bytes = 0;     // bytes of those segments
+  uint64_t index_bytes = 0;       // bytes of the item index (memcached's hash_bytes)
   uint64_t get_hits = 0, get_misses = 0, get_expired = 0, get_flushed = 0;
   uint64_t cmd_set = 0, cmd_touch = 0, touch_hits = 0, touch_misses = 0;
   uint64_t delete_hits = 0, delete_misses = 0;
@@ -85,8 +114,10 @@ public:
   /// Executes one op. Never throws; storage failures come back as status::no_memory.
   result execute(op& o);
 
-  /// Reclaims expired items and dead segments; bounded work (`max_items` index slots visited).
-  /// Returns the number of items reclaimed.
+  /// Reclaims expired items (fully dead segments are released as soon as their last item
+  /// dies); bounded work (`max_items` index slots visited, resuming where the last call
+  /// stopped). Also applies a delayed flush_all whose time has come. Returns the number of
+  /// items reclaimed.
   size_t sweep(size_t max_items = 4096);
 
   const shard_stats& stats() const;

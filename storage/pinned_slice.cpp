@@ -1,0 +1,14 @@
+#include "storage/pinned_slice.hpp"
+
+#include "storage/segment.hpp"
+
+namespace bifrost::storage {
+
+int pinned_slice::fd() const noexcept { return seg_ ? seg_->fd() : -1; }
+
+std::string_view pinned_slice::view() const noexcept {
+  if (!seg_) return {};
+  return {seg_->data() + offset_, length_};
+}
+
+} // namespace bifrost::storage

@@ -1,0 +1,1040 @@
+// shard: items in segments, an item_index over them, memcached semantics on top.
+// Design notes live in storage/shard.hpp; formats in storage/record.hpp and storage/index.hpp.
+#include "storage/shard.hpp"
+
+#include "storage/index.hpp"
+#include "storage/record.hpp"
+#include "storage/segment.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cinttypes>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <dirent.h>
+#include <filesystem>
+#include <new>
+#include <string_view>
+#include <system_error>
+#include <unistd.h>
+#include <vector>
+
+namespace bifrost::storage {
+
+// ---------------------------------------------------------------------------------------------
+// Process-wide helpers
+
+namespace {
+std::atomic<uint64_t> g_cas{0};
+constexpr int64_t k_relative_exptime_max = 60 * 60 * 24 * 30;  // memcached REALTIME_MAXDELTA
+} // namespace
+
+uint64_t next_cas() { return g_cas.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+void observe_cas(uint64_t seen) {
+  uint64_t cur = g_cas.load(std::memory_order_relaxed);
+  while (cur < seen && !g_cas.compare_exchange_weak(cur, seen, std::memory_order_relaxed)) {
+  }
+}
+
+uint32_t system_clock_seconds() { return static_cast<uint32_t>(::time(nullptr)); }
+
+uint32_t absolute_exptime(int64_t raw, uint32_t now) {
+  if (raw == 0) return 0;
+  if (raw < 0) return 1;
+  if (raw > k_relative_exptime_max) return raw > int64_t(UINT32_MAX) ? UINT32_MAX : uint32_t(raw);
+  const uint64_t t = uint64_t(now) + uint64_t(raw);
+  return t > UINT32_MAX ? UINT32_MAX : uint32_t(t);
+}
+
+shard_stats& shard_stats::operator+=(const shard_stats& o) {
+  curr_items += o.curr_items;
+  total_items += o.total_items;
+  bytes += o.bytes;
+  evictions += o.evictions;
+  expired_unfetched += o.expired_unfetched;
+  evicted_unfetched += o.evicted_unfetched;
+  reclaimed += o.reclaimed;
+  segments += o.segments;
+  segment_bytes += o.segment_bytes;
+  index_bytes += o.index_bytes;
+  get_hits += o.get_hits;
+  get_misses += o.get_misses;
+  get_expired += o.get_expired;
+  get_flushed += o.get_flushed;
+  cmd_set += o.cmd_set;
+  cmd_touch += o.cmd_touch;
+  touch_hits += o.touch_hits;
+  touch_misses += o.touch_misses;
+  delete_hits += o.delete_hits;
+  delete_misses += o.delete_misses;
+  incr_hits += o.incr_hits;
+  incr_misses += o.incr_misses;
+  decr_hits += o.decr_hits;
+  decr_misses += o.decr_misses;
+  cas_hits += o.cas_hits;
+  cas_misses += o.cas_misses;
+  cas_badval += o.cas_badval;
+  recovered_items += o.recovered_items;
+  recovery_skipped += o.recovery_skipped;
+  return *this;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internals
+
+namespace {
+
+using entry = item_index::entry;
+constexpr size_t npos = item_index::npos;
+constexpr uint64_t k_hdr = sizeof(record_header);
+
+uint32_t key_hash(std::string_view key) noexcept {
+  return static_cast<uint32_t>(static_cast<uint64_t>(std::hash<std::string_view>{}(key)) >> 32);
+}
+
+bool valid_key(std::string_view key) noexcept {
+  return !key.empty() && key.size() <= k_max_key_len;
+}
+
+bool is_space(char c) noexcept {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/// memcached's safe_strtoull on an item value: leading whitespace and a sign are accepted
+/// (strtoull), at least one digit, the number must end the value or be followed by
+/// whitespace, overflow fails, and a '-' that yields a number >= 2^63 fails.
+bool parse_counter(std::string_view s, uint64_t& out) noexcept {
+  size_t i = 0;
+  while (i < s.size() && is_space(s[i])) ++i;
+  bool neg = false;
+  if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
+    neg = s[i] == '-';
+    ++i;
+  }
+  const size_t first = i;
+  uint64_t v = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+    const uint64_t d = uint64_t(s[i] - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;  // ERANGE
+    v = v * 10 + d;
+    ++i;
+  }
+  if (i == first) return false;
+  if (i < s.size() && !is_space(s[i])) return false;
+  if (neg) {
+    v = uint64_t(0) - v;
+    if (static_cast<int64_t>(v) < 0) return false;
+  }
+  out = v;
+  return true;
+}
+
+bool all_zero(const char* p, uint64_t n) noexcept {
+  for (uint64_t i = 0; i < n; ++i)
+    if (p[i] != 0) return false;
+  return true;
+}
+
+uint64_t round_up(uint64_t v, uint64_t to) noexcept { return (v + to - 1) / to * to; }
+
+struct seg_slot {
+  std::shared_ptr<segment> seg;  // null: free slot
+  uint64_t used = 0;             // bytes appended (next record offset)
+  uint64_t live_items = 0;       // index entries pointing into this segment
+};
+
+/// A record saved from an evicted segment for re-append (second chance).
+struct rescued_record {
+  std::string bytes;
+  uint32_t atime;
+  bool token;
+};
+
+/// What to write for one item.
+struct item_spec {
+  std::string_view key;
+  uint32_t hash;
+  std::string_view value;
+  uint32_t flags = 0;
+  uint32_t exptime = 0;
+  uint64_t cas = 0;
+  uint8_t state = 0;
+  bool fetched = false;
+  bool token = false;
+  uint32_t atime = 0;
+};
+
+} // namespace
+
+struct shard::impl {
+  shard_config cfg;
+  clock_fn clock;
+  uint32_t now = 0;
+  shard_stats st;
+  std::shared_ptr<segment_accounting> acct = std::make_shared<segment_accounting>();
+
+  std::vector<seg_slot> segs;
+  std::vector<uint32_t> free_slots;
+  std::deque<uint32_t> fifo;  // live segments, oldest first
+  int64_t active = -1;        // slot of the segment small records are appended to
+  uint64_t next_seq = 1;
+  uint64_t live_seg_bytes = 0;  // bytes of segments in `segs` (the rest of acct is pinned)
+  uint64_t limit = 0;
+  uint64_t seg_size = 0;
+  uint64_t page = 4096;
+  uint64_t max_value = 0;
+  bool second_chance = true;
+
+  item_index idx;
+  uint32_t flush_at = 0;  // pending delayed flush_all (absolute seconds), 0 = none
+  size_t sweep_cursor = 0;
+  std::string dir;  // shard directory; empty: memfd segments
+  std::string last_error;
+
+  // -- record access ---------------------------------------------------------------------------
+
+  record_header* hdr(uint32_t slot, uint64_t off) const noexcept {
+    return reinterpret_cast<record_header*>(segs[slot].seg->data() + off);
+  }
+  record_header* hdr(const entry& e) const noexcept { return hdr(e.slot(), e.offset()); }
+
+  bool expired(const record_header* r) const noexcept { return r->exptime != 0 && r->exptime <= now; }
+
+  size_t find(std::string_view key, uint32_t h) const {
+    return idx.find(h, [&](const entry& e) {
+      const record_header* r = hdr(e);
+      return r->key_len == key.size() && std::memcmp(r->key(), key.data(), key.size()) == 0;
+    });
+  }
+
+  pinned_slice value_slice(const entry& e, const record_header* r) const {
+    return pinned_slice(segs[e.slot()].seg, e.offset() + k_hdr + r->key_len, r->value_len);
+  }
+
+  static void fill_meta(result& res, const entry& e, const record_header* r) {
+    res.flags = r->flags;
+    res.cas = r->cas;
+    res.exptime = r->exptime;
+    res.value_size = r->value_len;
+    res.stale = r->stale();
+    res.last_access = e.atime;
+    res.fetched = e.fetched();
+  }
+
+  // -- segment lifecycle -----------------------------------------------------------------------
+
+  std::string segment_path(uint64_t seq) const {
+    if (dir.empty()) return {};
+    char name[48];
+    std::snprintf(name, sizeof name, "/seg-%016" PRIu64 ".dat", seq);
+    return dir + name;
+  }
+
+  uint32_t take_slot() {
+    if (free_slots.empty()) {
+      segs.emplace_back();
+      free_slots.reserve(segs.size());  // release() must not allocate
+      return static_cast<uint32_t>(segs.size() - 1);
+    }
+    const uint32_t s = free_slots.back();
+    free_slots.pop_back();
+    return s;
+  }
+
+  /// Drops the shard's reference to a segment with no index entries left: the file leaves the
+  /// data directory now; the memory goes when the last pinned_slice drops.
+  void release(uint32_t slot) noexcept {
+    seg_slot& s = segs[slot];
+    s.seg->unlink_file();
+    live_seg_bytes -= s.seg->size();
+    s = seg_slot{};
+    auto it = std::find(fifo.begin(), fifo.end(), slot);
+    if (it != fifo.end()) fifo.erase(it);
+    free_slots.push_back(slot);  // capacity reserved in take_slot()
+    if (active == int64_t(slot)) active = -1;
+  }
+
+  /// The record behind `e` is no longer referenced by the index (already erased/replaced).
+  void kill_record(const entry& e) noexcept {
+    record_header* r = hdr(e);
+    r->state |= k_state_dead;
+    st.bytes -= record_bytes(r->key_len, r->value_len);
+    seg_slot& s = segs[e.slot()];
+    if (--s.live_items == 0 && int64_t(e.slot()) != active) release(e.slot());
+  }
+
+  void remove_at(size_t pos) noexcept {
+    const entry e = idx.at(pos);
+    idx.erase(pos);
+    kill_record(e);
+  }
+
+  void reclaim_expired(size_t pos) noexcept {
+    ++st.reclaimed;
+    if (!idx.at(pos).fetched()) ++st.expired_unfetched;
+    remove_at(pos);
+  }
+
+  /// Erases every index entry still pointing into `slot` (safety net; normally none).
+  void purge_slot(uint32_t slot) noexcept {
+    for (size_t i = 0; i < idx.capacity();) {
+      const entry& e = idx.at(i);
+      if (!e.empty() && e.slot() == slot) {
+        const record_header* r = hdr(e);
+        st.bytes -= record_bytes(r->key_len, r->value_len);
+        ++st.evictions;
+        idx.erase(i);  // a follower may have moved into i: look again
+      } else {
+        ++i;
+      }
+    }
+  }
+
+  /// Evicts the oldest segment whole. Live items leave the index (evictions); items read since
+  /// they were written are copied to `keep` while `budget` lasts (second chance).
+  void evict_oldest(std::vector<rescued_record>* keep, uint64_t& budget) {
+    const uint32_t slot = fifo.front();
+    seg_slot& s = segs[slot];
+    char* base = s.seg->data();
+    uint64_t off = 0;
+    uint64_t removed = 0;
+    while (off + k_hdr <= s.used) {
+      auto* r = reinterpret_cast<record_header*>(base + off);
+      if (r->magic != k_record_magic) break;
+      const uint64_t rs = record_size(r->key_len, r->value_len);
+      if (off + rs > s.used) break;
+      if (!r->dead()) {
+        const size_t pos = idx.find(key_hash(r->key_view()), [&](const entry& e) {
+          return e.slot() == slot && e.offset() == off;
+        });
+        if (pos != npos) {
+          const entry e = idx.at(pos);
+          if (expired(r)) {
+            ++st.reclaimed;
+            if (!e.fetched()) ++st.expired_unfetched;
+          } else if (keep && e.fetched() && rs <= budget) {
+            keep->push_back(rescued_record{std::string(base + off, rs), e.atime, e.token()});
+            budget -= rs;
+          } else {
+            ++st.evictions;
+            if (!e.fetched()) ++st.evicted_unfetched;
+          }
+          idx.erase(pos);
+          st.bytes -= record_bytes(r->key_len, r->value_len);
+          ++removed;
+        }
+        r->state |= k_state_dead;
+      }
+      off += rs;
+    }
+    if (removed < s.live_items) purge_slot(slot);
+    release(slot);
+  }
+
+  /// A new segment of `size` bytes, evicting old ones as the memory limit requires. With
+  /// `rescue_budget` > 0, fetched items of evicted segments are re-appended to it first.
+  /// Returns the slot, or -1 (limit unreachable because of pins, or the syscall failed).
+  int64_t new_segment(uint64_t size, uint64_t rescue_budget) {
+    if (size > limit) {
+      last_error = "segment larger than the memory limit";
+      return -1;
+    }
+    std::vector<rescued_record> keep;
+    const bool rescue = second_chance && rescue_budget > 0;
+    while (acct->bytes.load(std::memory_order_relaxed) + size > limit && !fifo.empty())
+      evict_oldest(rescue ? &keep : nullptr, rescue_budget);
+    if (acct->bytes.load(std::memory_order_relaxed) + size > limit) {
+      st.evictions += keep.size();
+      last_error = "memory limit reached (pinned segments)";
+      return -1;
+    }
+    const uint32_t slot = take_slot();
+    std::string err;
+    auto seg = segment::create(next_seq, size, segment_path(next_seq), acct, err);
+    if (!seg) {
+      free_slots.push_back(slot);
+      st.evictions += keep.size();
+      last_error = err;
+      return -1;
+    }
+    ++next_seq;
+    segs[slot].seg = std::move(seg);
+    segs[slot].used = 0;
+    segs[slot].live_items = 0;
+    fifo.push_back(slot);
+    live_seg_bytes += size;
+    for (const rescued_record& k : keep) {
+      const auto* src = reinterpret_cast<const record_header*>(k.bytes.data());
+      const uint64_t off = segs[slot].used;
+      copy_record(segs[slot].seg->data() + off, src);
+      segs[slot].used += k.bytes.size();
+      ++segs[slot].live_items;
+      st.bytes += record_bytes(src->key_len, src->value_len);
+      entry e;
+      e.hash = key_hash(src->key_view());
+      e.set_location(slot, off);
+      e.atime = k.atime;
+      e.set_token(k.token);
+      idx.insert(e);  // these entries were erased above: no growth needed
+    }
+    return slot;
+  }
+
+  /// Space for a record of `rs` bytes: in the active segment, a new one, or a dedicated one.
+  bool allocate(uint64_t rs, uint32_t& slot, uint64_t& off) {
+    if (rs > seg_size) {
+      const int64_t s = new_segment(round_up(rs, page), 0);
+      if (s < 0) return false;
+      segs[s].used = rs;
+      slot = uint32_t(s);
+      off = 0;
+      return true;
+    }
+    if (active >= 0 && segs[active].used + rs <= segs[active].seg->size()) {
+      slot = uint32_t(active);
+      off = segs[active].used;
+      segs[active].used += rs;
+      return true;
+    }
+    if (active >= 0) {  // seal the full active segment
+      const auto a = uint32_t(active);
+      active = -1;
+      if (segs[a].live_items == 0) release(a);
+    }
+    const int64_t s = new_segment(seg_size, std::min(seg_size / 2, seg_size - rs));
+    if (s < 0) return false;
+    active = s;
+    slot = uint32_t(s);
+    off = segs[s].used;
+    segs[s].used += rs;
+    return true;
+  }
+
+  /// Appends a record for `it` and points the index at it (replacing and killing any current
+  /// record for the key). Returns the index position, or npos when no memory could be found.
+  size_t commit(const item_spec& it) {
+    idx.reserve_one();  // may throw bad_alloc: nothing changed yet
+    const uint64_t rs = record_size(it.key.size(), it.value.size());
+    uint32_t slot;
+    uint64_t off;
+    if (!allocate(rs, slot, off)) return npos;
+    write_record(segs[slot].seg->data() + off, it.key, it.value, it.flags, it.exptime, it.cas,
+                 it.state);
+    ++segs[slot].live_items;
+    st.bytes += record_bytes(it.key.size(), it.value.size());
+    ++st.total_items;
+    entry ne;
+    ne.hash = it.hash;
+    ne.set_location(slot, off);
+    ne.set_fetched(it.fetched);
+    ne.set_token(it.token);
+    ne.atime = it.atime;
+    // Positions found before allocate() are stale (eviction erases entries): look again.
+    size_t pos = find(it.key, it.hash);
+    if (pos != npos) {
+      const entry old = idx.at(pos);
+      idx.at(pos) = ne;
+      kill_record(old);
+    } else {
+      pos = idx.insert(ne);
+    }
+    return pos;
+  }
+
+  /// Position of the live item for `key`, or npos; an expired item is reclaimed on the way.
+  size_t lookup(std::string_view key, uint32_t h, bool* was_expired = nullptr) {
+    const size_t pos = find(key, h);
+    if (pos == npos) return npos;
+    if (expired(hdr(idx.at(pos)))) {
+      reclaim_expired(pos);
+      if (was_expired) *was_expired = true;
+      return npos;
+    }
+    return pos;
+  }
+
+  void remove_key(std::string_view key, uint32_t h) {
+    const size_t pos = find(key, h);
+    if (pos != npos) remove_at(pos);
+  }
+
+  // -- flush -----------------------------------------------------------------------------------
+
+  /// flush_all taking effect: every item stored so far becomes invalid. All current segments
+  /// are released at once (files unlinked, so a restart does not resurrect them) and the index
+  /// is emptied; items stored afterwards go to fresh segments.
+  void flush_now() noexcept {
+    while (!fifo.empty()) release(fifo.front());
+    active = -1;
+    idx.clear();
+    st.bytes = 0;
+  }
+
+  void apply_pending_flush() noexcept {
+    if (flush_at != 0 && now >= flush_at) {
+      flush_at = 0;
+      flush_now();
+    }
+  }
+
+  // -- ops -------------------------------------------------------------------------------------
+
+  result do_get(const op& o) {
+    result res;
+    const bool touch = o.get_touch;
+    if (touch) ++st.cmd_touch;
+    auto count_miss = [&] {
+      if (touch) ++st.touch_misses; else ++st.get_misses;
+    };
+    if (!valid_key(o.key)) {
+      count_miss();
+      return res;
+    }
+    const uint32_t h = key_hash(o.key);
+    bool was_expired = false;
+    const size_t pos = lookup(o.key, h, &was_expired);
+    if (pos == npos) {
+      if (was_expired) ++st.get_expired;
+      count_miss();
+      res.st = status::miss;
+      if (o.vivify) {
+        // mg N: create an empty item; this client wins the right to fill it, later readers
+        // see it with the token already handed out (Z).
+        item_spec s;
+        s.key = o.key;
+        s.hash = h;
+        s.exptime = absolute_exptime(o.vivify_ttl, now);
+        s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+        s.token = true;
+        s.atime = now;
+        const size_t p = commit(s);
+        if (p != npos) {
+          const entry& e = idx.at(p);
+          const record_header* r = hdr(e);
+          fill_meta(res, e, r);
+          res.win = true;
+          if (o.get_value) res.value = value_slice(e, r);
+        }
+      }
+      return res;
+    }
+    entry& e = idx.at(pos);
+    record_header* r = hdr(e);
+    if (touch) {
+      r->exptime = absolute_exptime(o.ttl, now);
+      ++st.touch_hits;
+    } else {
+      ++st.get_hits;
+    }
+    fill_meta(res, e, r);  // last_access / fetched: as before this access
+    res.st = status::hit;
+    bool won = false;
+    if (o.recache && !e.token() && r->exptime != 0) {
+      const uint32_t threshold = absolute_exptime(o.recache_ttl, now);
+      if (r->exptime < threshold) won = true;
+    }
+    if (e.token()) res.already_won = true;
+    if (r->stale() && !e.token()) won = true;
+    if (won) {
+      res.win = true;
+      e.set_token(true);
+    }
+    if (o.get_bump) {
+      e.atime = now;
+      e.set_fetched(true);
+    }
+    if (o.get_value) res.value = value_slice(e, r);
+    return res;
+  }
+
+  result do_store(const op& o) {
+    result res;
+    ++st.cmd_set;
+    if (!valid_key(o.key)) {
+      res.st = status::not_stored;
+      return res;
+    }
+    const uint32_t h = key_hash(o.key);
+    store_mode mode = o.mode;
+    // meta ms: a CAS value upgrades set and replace to a CAS store (memcached process_mset).
+    if (o.compare_cas != 0 && (mode == store_mode::set || mode == store_mode::replace))
+      mode = store_mode::cas;
+    if (o.value.size() > max_value) {
+      res.st = status::too_large;
+      if (mode == store_mode::set) remove_key(o.key, h);  // memcached: no stale data on SET
+      return res;
+    }
+    const size_t pos = lookup(o.key, h);
+    const entry* e = pos != npos ? &idx.at(pos) : nullptr;
+    const record_header* old = e ? hdr(*e) : nullptr;
+
+    item_spec s;
+    s.key = o.key;
+    s.hash = h;
+    s.value = o.value;
+    s.flags = o.flags;
+    s.exptime = absolute_exptime(o.ttl, now);
+    s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+    s.atime = now;
+    std::string combined;
+
+    switch (mode) {
+      case store_mode::set:
+        break;
+      case store_mode::add:
+        if (old) {
+          res.st = status::not_stored;
+          return res;
+        }
+        break;
+      case store_mode::replace:
+        if (!old) {
+          res.st = status::not_stored;
+          return res;
+        }
+        break;
+      case store_mode::append:
+      case store_mode::prepend:
+        if (!old) {
+          if (o.vivify) {  // meta ms MA/MP with N: create the item
+            s.exptime = absolute_exptime(o.vivify_ttl, now);
+            break;
+          }
+          res.st = status::not_stored;
+          return res;
+        }
+        if (o.compare_cas != 0 && o.compare_cas != old->cas) {
+          res.st = status::exists;
+          return res;
+        }
+        if (uint64_t(old->value_len) + o.value.size() > max_value) {
+          res.st = status::too_large;
+          return res;
+        }
+        combined.reserve(old->value_len + o.value.size());
+        if (mode == store_mode::append) {
+          combined.append(old->value(), old->value_len);
+          combined.append(o.value);
+        } else {
+          combined.append(o.value);
+          combined.append(old->value(), old->value_len);
+        }
+        s.value = combined;
+        s.flags = old->flags;      // append/prepend keep flags and TTL
+        s.exptime = old->exptime;
+        break;
+      case store_mode::cas:
+        if (!old) {
+          ++st.cas_misses;
+          res.st = status::not_found;
+          return res;
+        }
+        if (o.compare_cas != old->cas) {
+          if (o.invalidate && o.compare_cas < old->cas) {
+            // ms I with an older CAS: store, but as stale, keeping TTL and a handed-out token
+            // (memcached CAS_STALE).
+            s.exptime = old->exptime;
+            s.state = k_state_stale;
+            s.token = e->token();
+          } else {
+            ++st.cas_badval;
+            res.st = status::exists;
+            return res;
+          }
+        }
+        ++st.cas_hits;
+        break;
+    }
+
+    const size_t p = commit(s);
+    if (p == npos) {
+      res.st = status::no_memory;
+      if (mode == store_mode::set) remove_key(o.key, h);
+      return res;
+    }
+    const entry& ne = idx.at(p);
+    fill_meta(res, ne, hdr(ne));
+    res.st = status::stored;
+    return res;
+  }
+
+  result do_remove(const op& o) {
+    result res;
+    if (!valid_key(o.key)) {
+      ++st.delete_misses;
+      res.st = status::not_found;
+      return res;
+    }
+    const uint32_t h = key_hash(o.key);
+    const size_t pos = lookup(o.key, h);
+    if (pos == npos) {
+      ++st.delete_misses;
+      res.st = status::not_found;
+      return res;
+    }
+    const entry e = idx.at(pos);
+    const record_header* r = hdr(e);
+    if (o.compare_cas != 0 && o.compare_cas != r->cas) {
+      res.st = status::exists;
+      return res;
+    }
+    if (o.invalidate) {
+      // md I: keep the item but mark it stale with a new CAS (a new record, since the CAS is
+      // checksummed); the token is cleared so the next reader wins. `ttl` != 0 sets a new TTL.
+      const std::string value(r->value(), r->value_len);
+      item_spec s;
+      s.key = o.key;
+      s.hash = h;
+      s.value = value;
+      s.flags = r->flags;
+      s.exptime = o.ttl != 0 ? absolute_exptime(o.ttl, now) : r->exptime;
+      s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+      s.state = k_state_stale;
+      s.fetched = e.fetched();
+      s.atime = e.atime;
+      const size_t p = commit(s);
+      if (p == npos) {
+        res.st = status::no_memory;
+        return res;
+      }
+      --st.total_items;  // not a new item
+      ++st.delete_hits;
+      const entry& ne = idx.at(p);
+      fill_meta(res, ne, hdr(ne));
+      res.st = status::deleted;
+      return res;
+    }
+    remove_at(pos);
+    ++st.delete_hits;
+    res.st = status::deleted;
+    return res;
+  }
+
+  result do_arith(const op& o) {
+    result res;
+    uint64_t& hits = o.incr ? st.incr_hits : st.decr_hits;
+    uint64_t& misses = o.incr ? st.incr_misses : st.decr_misses;
+    if (!valid_key(o.key)) {
+      ++misses;
+      res.st = status::not_found;
+      return res;
+    }
+    const uint32_t h = key_hash(o.key);
+    const size_t pos = lookup(o.key, h);
+    if (pos == npos) {
+      ++misses;
+      if (!o.vivify) {
+        res.st = status::not_found;
+        return res;
+      }
+      // ma N: create the counter with `initial` (returned as is, not incremented).
+      const std::string v = std::to_string(o.initial);
+      item_spec s;
+      s.key = o.key;
+      s.hash = h;
+      s.value = v;
+      s.exptime = absolute_exptime(o.vivify_ttl != 0 ? o.vivify_ttl : o.ttl, now);
+      s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+      s.atime = now;
+      const size_t p = commit(s);
+      if (p == npos) {
+        res.st = status::no_memory;
+        return res;
+      }
+      const entry& ne = idx.at(p);
+      fill_meta(res, ne, hdr(ne));
+      res.number = o.initial;
+      res.st = status::hit;
+      return res;
+    }
+    const entry e = idx.at(pos);
+    const record_header* r = hdr(e);
+    if (o.compare_cas != 0 && o.compare_cas != r->cas) {
+      res.st = status::exists;
+      return res;
+    }
+    uint64_t v;
+    if (!parse_counter(r->value_view(), v)) {
+      res.st = status::non_numeric;
+      return res;
+    }
+    if (o.incr) v += o.delta;  // wraps mod 2^64
+    else v = o.delta > v ? 0 : v - o.delta;
+    // Always a new record with the exact decimal (memcached may pad in place with spaces).
+    const std::string nv = std::to_string(v);
+    item_spec s;
+    s.key = o.key;
+    s.hash = h;
+    s.value = nv;
+    s.flags = r->flags;
+    s.exptime = r->exptime;
+    s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+    s.fetched = true;
+    s.atime = now;
+    const size_t p = commit(s);
+    if (p == npos) {
+      res.st = status::no_memory;
+      return res;
+    }
+    --st.total_items;
+    ++hits;
+    const entry& ne = idx.at(p);
+    fill_meta(res, ne, hdr(ne));
+    res.last_access = e.atime;
+    res.fetched = e.fetched();
+    res.number = v;
+    res.st = status::hit;
+    return res;
+  }
+
+  result do_touch(const op& o) {
+    result res;
+    ++st.cmd_touch;
+    const size_t pos = valid_key(o.key) ? lookup(o.key, key_hash(o.key)) : npos;
+    if (pos == npos) {
+      ++st.touch_misses;
+      res.st = status::not_found;
+      return res;
+    }
+    entry& e = idx.at(pos);
+    record_header* r = hdr(e);
+    r->exptime = absolute_exptime(o.ttl, now);
+    ++st.touch_hits;
+    fill_meta(res, e, r);
+    e.atime = now;
+    e.set_fetched(true);
+    res.st = status::hit;
+    return res;
+  }
+
+  result do_flush(const op& o) {
+    result res;
+    const uint32_t at = o.ttl > 0 ? absolute_exptime(o.ttl, now) : 0;
+    if (at == 0 || at <= now) {
+      flush_at = 0;
+      flush_now();
+    } else {
+      flush_at = at;  // replaces an earlier pending flush, like memcached's oldest_live
+    }
+    res.st = status::ok;
+    return res;
+  }
+
+  // -- recovery --------------------------------------------------------------------------------
+
+  /// Rebuilds the index from one segment file's records; returns where the scan stopped.
+  uint64_t recover_segment(uint32_t slot, uint64_t& max_cas) {
+    char* base = segs[slot].seg->data();
+    const uint64_t size = segs[slot].seg->size();
+    uint64_t off = 0;
+    while (off < size) {
+      auto* r = reinterpret_cast<record_header*>(base + off);
+      if (size - off < k_hdr || r->magic != k_record_magic) {
+        // Unwritten tail (all zero), or a torn / foreign record: stop here.
+        if (!all_zero(base + off, size - off)) ++st.recovery_skipped;
+        break;
+      }
+      if (r->version != k_record_version || r->key_len == 0 || r->key_len > k_max_key_len) {
+        ++st.recovery_skipped;
+        break;
+      }
+      const uint64_t rs = record_size(r->key_len, r->value_len);
+      if (rs > size - off) {
+        ++st.recovery_skipped;
+        break;
+      }
+      const uint32_t sum = record_checksum(r->key_len, r->value_len, r->flags, r->cas,
+                                           r->key_view(), r->value_view());
+      if (sum != r->checksum) {
+        ++st.recovery_skipped;
+        r->state |= k_state_dead;
+        off += rs;
+        continue;
+      }
+      if (r->dead() || expired(r)) {
+        r->state |= k_state_dead;
+        off += rs;
+        continue;
+      }
+      max_cas = std::max(max_cas, r->cas);
+      const std::string_view key = r->key_view();
+      const uint32_t h = key_hash(key);
+      idx.reserve_one();
+      entry ne;
+      ne.hash = h;
+      ne.set_location(slot, off);
+      ne.atime = now;
+      const size_t pos = find(key, h);
+      if (pos != npos) {  // a later record for the same key wins
+        const entry old = idx.at(pos);
+        idx.at(pos) = ne;
+        record_header* orec = hdr(old);
+        orec->state |= k_state_dead;
+        st.bytes -= record_bytes(orec->key_len, orec->value_len);
+        --segs[old.slot()].live_items;
+      } else {
+        idx.insert(ne);
+      }
+      ++segs[slot].live_items;
+      st.bytes += record_bytes(r->key_len, r->value_len);
+      off += rs;
+    }
+    return off;
+  }
+
+  bool recover(std::string& error) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      error = "cannot create data directory " + dir + ": " + ec.message();
+      return false;
+    }
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) {
+      error = "cannot open data directory " + dir + ": " + std::strerror(errno);
+      return false;
+    }
+    std::vector<std::pair<uint64_t, std::string>> files;
+    while (dirent* de = ::readdir(d)) {
+      const std::string_view name = de->d_name;
+      if (name.size() < 9 || name.substr(0, 4) != "seg-" || name.substr(name.size() - 4) != ".dat")
+        continue;
+      const std::string_view digits = name.substr(4, name.size() - 8);
+      if (digits.empty() || digits.size() > 19) continue;
+      uint64_t seq = 0;
+      bool ok = true;
+      for (char c : digits) {
+        if (c < '0' || c > '9') { ok = false; break; }
+        seq = seq * 10 + uint64_t(c - '0');
+      }
+      if (ok) files.emplace_back(seq, dir + "/" + std::string(name));
+    }
+    ::closedir(d);
+    std::sort(files.begin(), files.end());
+
+    uint64_t max_cas = 0;
+    for (const auto& [seq, path] : files) {
+      next_seq = std::max(next_seq, seq + 1);
+      std::string err;
+      auto seg = segment::open_file(seq, path, acct, err);
+      if (!seg || seg->size() > item_index::k_max_offset) {
+        ++st.recovery_skipped;  // unusable file (empty, not regular, too large)
+        ::unlink(path.c_str());
+        continue;
+      }
+      const uint32_t slot = take_slot();
+      segs[slot].seg = std::move(seg);
+      segs[slot].live_items = 0;
+      fifo.push_back(slot);
+      live_seg_bytes += segs[slot].seg->size();
+      segs[slot].used = recover_segment(slot, max_cas);
+    }
+    // Segments left without live items are deleted; the rest stay, sealed.
+    std::vector<uint32_t> empty;
+    for (uint32_t slot : fifo)
+      if (segs[slot].live_items == 0) empty.push_back(slot);
+    for (uint32_t slot : empty) release(slot);
+    observe_cas(max_cas);
+    // Honor the memory limit (it may have shrunk since the files were written).
+    uint64_t no_budget = 0;
+    while (acct->bytes.load(std::memory_order_relaxed) + seg_size > limit && !fifo.empty())
+      evict_oldest(nullptr, no_budget);
+    st.recovered_items = idx.size();
+    return true;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// shard
+
+shard::shard(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+shard::~shard() = default;
+
+std::unique_ptr<shard> shard::open(const shard_config& cfg, clock_fn clock, std::string& error) {
+  try {
+    auto p = std::make_unique<impl>();
+    p->cfg = cfg;
+    p->clock = clock ? std::move(clock) : clock_fn(system_clock_seconds);
+    const long pg = ::sysconf(_SC_PAGESIZE);
+    p->page = pg > 0 ? uint64_t(pg) : 4096;
+    uint64_t seg = std::max<uint64_t>(cfg.segment_size, p->page);
+    seg = std::min<uint64_t>(round_up(seg, p->page), 1ull << 32);
+    p->seg_size = seg;
+    p->limit = std::max<uint64_t>(cfg.memory_limit, 2 * seg);
+    p->max_value = std::min<uint64_t>(cfg.max_item_size, UINT32_MAX - 4096);
+    p->now = p->clock();
+    if (!cfg.data_dir.empty()) {
+      p->dir = cfg.data_dir + "/shard-" + std::to_string(cfg.id);
+      if (!p->recover(error)) return nullptr;
+    }
+    const int64_t slot = p->new_segment(p->seg_size, 0);
+    if (slot < 0) {
+      error = "cannot create the first segment: " + p->last_error;
+      return nullptr;
+    }
+    p->active = slot;
+    return std::unique_ptr<shard>(new shard(std::move(p)));
+  } catch (const std::bad_alloc&) {
+    error = "out of memory opening shard " + std::to_string(cfg.id);
+    return nullptr;
+  } catch (const std::exception& ex) {
+    error = std::string("opening shard: ") + ex.what();
+    return nullptr;
+  }
+}
+
+result shard::execute(op& o) {
+  impl& m = *impl_;
+  try {
+    m.now = m.clock();
+    m.apply_pending_flush();
+    switch (o.kind) {
+      case op_kind::get: return m.do_get(o);
+      case op_kind::store: return m.do_store(o);
+      case op_kind::remove: return m.do_remove(o);
+      case op_kind::arith: return m.do_arith(o);
+      case op_kind::touch: return m.do_touch(o);
+      case op_kind::flush: return m.do_flush(o);
+    }
+  } catch (...) {  // std::bad_alloc (index growth, temporary strings)
+  }
+  result res;
+  res.st = status::no_memory;
+  return res;
+}
+
+size_t shard::sweep(size_t max_items) {
+  impl& m = *impl_;
+  m.now = m.clock();
+  m.apply_pending_flush();
+  size_t reclaimed = 0;
+  for (size_t visited = 0; visited < max_items && m.idx.size() > 0; ++visited) {
+    if (m.sweep_cursor >= m.idx.capacity()) m.sweep_cursor = 0;
+    const entry& e = m.idx.at(m.sweep_cursor);
+    if (!e.empty() && m.expired(m.hdr(e))) {
+      m.reclaim_expired(m.sweep_cursor);  // a follower may move into this slot: look again
+      ++reclaimed;
+      continue;
+    }
+    ++m.sweep_cursor;
+  }
+  return reclaimed;
+}
+
+const shard_stats& shard::stats() const {
+  impl& m = *impl_;
+  m.st.curr_items = m.idx.size();
+  m.st.segments = m.acct->count.load(std::memory_order_relaxed);
+  m.st.segment_bytes = m.acct->bytes.load(std::memory_order_relaxed);
+  m.st.index_bytes = m.idx.memory_bytes();
+  return m.st;
+}
+
+const shard_config& shard::config() const { return impl_->cfg; }
+
+} // namespace bifrost::storage

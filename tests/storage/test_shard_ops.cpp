@@ -1,0 +1,557 @@
+// memcached semantics of shard ops: store modes, CAS, arithmetic, expiry, flush, meta flags.
+#include "storage_test_util.hpp"
+
+using namespace bifrost::storage;
+using namespace bifrost::storage::test;
+
+BOOST_AUTO_TEST_SUITE(storage_ops)
+
+BOOST_AUTO_TEST_CASE(absolute_exptime_conventions) {
+  BOOST_CHECK_EQUAL(absolute_exptime(0, k_t0), 0u);
+  BOOST_CHECK_EQUAL(absolute_exptime(10, k_t0), k_t0 + 10);
+  BOOST_CHECK_EQUAL(absolute_exptime(2592000, k_t0), k_t0 + 2592000);  // still relative
+  BOOST_CHECK_EQUAL(absolute_exptime(2592001, k_t0), 2592001u);        // absolute (past)
+  BOOST_CHECK_EQUAL(absolute_exptime(int64_t(k_t0) + 50, k_t0), k_t0 + 50);
+  BOOST_CHECK_EQUAL(absolute_exptime(-1, k_t0), 1u);
+  BOOST_CHECK_EQUAL(absolute_exptime(int64_t(1) << 40, k_t0), UINT32_MAX);
+}
+
+BOOST_AUTO_TEST_CASE(set_get_delete_and_counters) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  result r = do_set(*s, "k", "hello", 0, 42);
+  BOOST_CHECK_EQUAL(r.st, status::stored);
+  BOOST_CHECK(r.cas != 0);
+  r = do_get(*s, "k");
+  BOOST_REQUIRE_EQUAL(r.st, status::hit);
+  BOOST_CHECK_EQUAL(r.value.view(), "hello");
+  BOOST_CHECK_EQUAL(r.value.size(), 5u);
+  BOOST_CHECK_EQUAL(r.value_size, 5u);
+  BOOST_CHECK_EQUAL(r.flags, 42u);
+  BOOST_CHECK_EQUAL(r.exptime, 0u);
+  BOOST_CHECK_EQUAL(do_get(*s, "nope").st, status::miss);
+  BOOST_CHECK_EQUAL(do_delete(*s, "k").st, status::deleted);
+  BOOST_CHECK_EQUAL(do_delete(*s, "k").st, status::not_found);
+  BOOST_CHECK_EQUAL(do_get(*s, "k").st, status::miss);
+  const shard_stats& st = s->stats();
+  BOOST_CHECK_EQUAL(st.cmd_set, 1u);
+  BOOST_CHECK_EQUAL(st.total_items, 1u);
+  BOOST_CHECK_EQUAL(st.get_hits, 1u);
+  BOOST_CHECK_EQUAL(st.get_misses, 2u);
+  BOOST_CHECK_EQUAL(st.delete_hits, 1u);
+  BOOST_CHECK_EQUAL(st.delete_misses, 1u);
+  BOOST_CHECK_EQUAL(st.curr_items, 0u);
+  BOOST_CHECK_EQUAL(st.bytes, 0u);
+}
+
+BOOST_AUTO_TEST_CASE(overwrite_keeps_one_item_and_counts_bytes) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  for (int i = 0; i < 100; ++i) do_set(*s, "k", "value-" + std::to_string(i));
+  BOOST_CHECK_EQUAL(value_of(*s, "k"), "value-99");
+  BOOST_CHECK_EQUAL(s->stats().curr_items, 1u);
+  BOOST_CHECK_EQUAL(s->stats().bytes, 32u + 1 + 8);
+}
+
+BOOST_AUTO_TEST_CASE(zero_length_value) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  BOOST_CHECK_EQUAL(do_set(*s, "empty", "").st, status::stored);
+  result r = do_get(*s, "empty");
+  BOOST_REQUIRE_EQUAL(r.st, status::hit);
+  BOOST_CHECK(static_cast<bool>(r.value));  // a zero-length value still has a segment
+  BOOST_CHECK_EQUAL(r.value.size(), 0u);
+  BOOST_CHECK_EQUAL(r.value_size, 0u);
+  BOOST_CHECK(r.value.view().empty());
+  BOOST_CHECK(r.value.fd() >= 0);
+  BOOST_CHECK_EQUAL(do_store(*s, "empty", "x", store_mode::append).st, status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "empty"), "x");
+}
+
+BOOST_AUTO_TEST_CASE(add_replace_append_prepend) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  BOOST_CHECK_EQUAL(do_store(*s, "a", "1", store_mode::add).st, status::stored);
+  BOOST_CHECK_EQUAL(do_store(*s, "a", "2", store_mode::add).st, status::not_stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "a"), "1");
+  BOOST_CHECK_EQUAL(do_store(*s, "r", "1", store_mode::replace).st, status::not_stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "r"), "<miss>");
+  BOOST_CHECK_EQUAL(do_store(*s, "a", "3", store_mode::replace).st, status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "a"), "3");
+  BOOST_CHECK_EQUAL(do_store(*s, "m", "x", store_mode::append).st, status::not_stored);
+  BOOST_CHECK_EQUAL(do_store(*s, "m", "x", store_mode::prepend).st, status::not_stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "m"), "<miss>");
+
+  // append/prepend keep flags and TTL of the existing item.
+  do_store(*s, "m", "mid", store_mode::set, 100, 7);
+  result r = do_store(*s, "m", ">>", store_mode::append, 0, 99);
+  BOOST_CHECK_EQUAL(r.st, status::stored);
+  r = do_store(*s, "m", "<<", store_mode::prepend, 5000, 1);
+  BOOST_CHECK_EQUAL(r.st, status::stored);
+  r = do_get(*s, "m");
+  BOOST_CHECK_EQUAL(r.value.view(), "<<mid>>");
+  BOOST_CHECK_EQUAL(r.flags, 7u);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 100);
+}
+
+BOOST_AUTO_TEST_CASE(add_on_expired_item_succeeds) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "k", "old", 10);
+  clk.advance(10);
+  BOOST_CHECK_EQUAL(do_store(*s, "k", "new", store_mode::add).st, status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "k"), "new");
+  BOOST_CHECK_EQUAL(do_store(*s, "k2", "x", store_mode::set, -1).st, status::stored);
+  BOOST_CHECK_EQUAL(do_store(*s, "k2", "y", store_mode::replace).st, status::not_stored);
+}
+
+BOOST_AUTO_TEST_CASE(cas_cases) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  BOOST_CHECK_EQUAL(do_store(*s, "c", "v", store_mode::cas, 0, 0, 12345).st, status::not_found);
+  const uint64_t c1 = do_set(*s, "c", "v1").cas;
+  BOOST_CHECK_EQUAL(do_get(*s, "c").cas, c1);
+  BOOST_CHECK_EQUAL(do_store(*s, "c", "v2", store_mode::cas, 0, 0, c1 + 1000).st, status::exists);
+  BOOST_CHECK_EQUAL(value_of(*s, "c"), "v1");
+  result r = do_store(*s, "c", "v2", store_mode::cas, 0, 3, c1);
+  BOOST_CHECK_EQUAL(r.st, status::stored);
+  BOOST_CHECK(r.cas != c1);
+  BOOST_CHECK_EQUAL(value_of(*s, "c"), "v2");
+  // The old CAS no longer matches.
+  BOOST_CHECK_EQUAL(do_store(*s, "c", "v3", store_mode::cas, 0, 0, c1).st, status::exists);
+  const shard_stats& st = s->stats();
+  BOOST_CHECK_EQUAL(st.cas_misses, 1u);
+  BOOST_CHECK_EQUAL(st.cas_badval, 2u);
+  BOOST_CHECK_EQUAL(st.cas_hits, 1u);
+
+  // meta: a CAS on set/replace makes it a CAS store; append checks it too.
+  const uint64_t c2 = do_get(*s, "c").cas;
+  BOOST_CHECK_EQUAL(do_store(*s, "c", "x", store_mode::set, 0, 0, c2 + 1).st, status::exists);
+  BOOST_CHECK_EQUAL(do_store(*s, "c", "x", store_mode::replace, 0, 0, c2 + 1).st, status::exists);
+  BOOST_CHECK_EQUAL(do_store(*s, "c", "x", store_mode::append, 0, 0, c2 + 1).st, status::exists);
+  BOOST_CHECK_EQUAL(do_store(*s, "c", "+", store_mode::append, 0, 0, c2).st, status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "c"), "v2+");
+  BOOST_CHECK_EQUAL(do_store(*s, "nokey", "x", store_mode::set, 0, 0, 5).st, status::not_found);
+
+  // delete with CAS.
+  const uint64_t c3 = do_get(*s, "c").cas;
+  BOOST_CHECK_EQUAL(do_delete(*s, "c", c3 + 1).st, status::exists);
+  BOOST_CHECK_EQUAL(do_delete(*s, "c", c3).st, status::deleted);
+
+  // explicit CAS (meta E).
+  op o;
+  o.kind = op_kind::store;
+  o.key = "e";
+  o.value = "v";
+  o.explicit_cas = 777777;
+  BOOST_CHECK_EQUAL(s->execute(o).cas, 777777u);
+  BOOST_CHECK_EQUAL(do_get(*s, "e").cas, 777777u);
+}
+
+BOOST_AUTO_TEST_CASE(cas_values_are_unique_and_increasing) {
+  const uint64_t a = next_cas();
+  const uint64_t b = next_cas();
+  BOOST_CHECK(b > a);
+  observe_cas(b + 1000);
+  BOOST_CHECK(next_cas() > b + 1000);
+  observe_cas(5);  // never goes back
+  BOOST_CHECK(next_cas() > b + 1000);
+}
+
+BOOST_AUTO_TEST_CASE(too_large_values) {
+  fake_clock clk;
+  shard_config cfg = small_config();
+  cfg.max_item_size = 1000;
+  auto s = open_shard(cfg, clk);
+  do_set(*s, "k", "small");
+  BOOST_CHECK_EQUAL(do_set(*s, "k", std::string(1001, 'x')).st, status::too_large);
+  // memcached drops the old value when a SET fails, so no stale data is served.
+  BOOST_CHECK_EQUAL(value_of(*s, "k"), "<miss>");
+  BOOST_CHECK_EQUAL(do_set(*s, "k", std::string(1000, 'x')).st, status::stored);
+  BOOST_CHECK_EQUAL(do_store(*s, "k", "y", store_mode::append).st, status::too_large);
+  BOOST_CHECK_EQUAL(value_of(*s, "k"), std::string(1000, 'x'));
+}
+
+BOOST_AUTO_TEST_CASE(invalid_keys) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  BOOST_CHECK_EQUAL(do_set(*s, "", "v").st, status::not_stored);
+  BOOST_CHECK_EQUAL(do_set(*s, std::string(251, 'k'), "v").st, status::not_stored);
+  BOOST_CHECK_EQUAL(do_set(*s, std::string(250, 'k'), "v").st, status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, std::string(250, 'k')), "v");
+  BOOST_CHECK_EQUAL(do_get(*s, "").st, status::miss);
+}
+
+BOOST_AUTO_TEST_CASE(arithmetic) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", true, 1).st, status::not_found);
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", false, 1).st, status::not_found);
+  const result set_r = do_set(*s, "n", "10", 100, 5);
+  result r = do_arith(*s, "n", true, 5);
+  BOOST_CHECK_EQUAL(r.st, status::hit);
+  BOOST_CHECK_EQUAL(r.number, 15u);
+  BOOST_CHECK(r.cas != set_r.cas);
+  r = do_get(*s, "n");
+  BOOST_CHECK_EQUAL(r.value.view(), "15");
+  BOOST_CHECK_EQUAL(r.flags, 5u);                // kept
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 100);      // kept
+  // decr floors at 0
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", false, 20).number, 0u);
+  BOOST_CHECK_EQUAL(value_of(*s, "n"), "0");
+  // a shorter number is stored exactly (no padding)
+  do_set(*s, "n", "100");
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", false, 1).number, 99u);
+  BOOST_CHECK_EQUAL(value_of(*s, "n"), "99");
+  // incr wraps at 2^64
+  do_set(*s, "n", "18446744073709551615");
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", true, 1).number, 0u);
+  do_set(*s, "n", "18446744073709551610");
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", true, 10).number, 4u);
+  // 20 digits, largest value
+  do_set(*s, "n", "18446744073709551615");
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", false, 1).number, 18446744073709551614u);
+  BOOST_CHECK_EQUAL(value_of(*s, "n"), "18446744073709551614");
+  // leading whitespace / trailing whitespace accepted (strtoull), leading zeros too
+  do_set(*s, "n", "  7");
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", true, 1).number, 8u);
+  do_set(*s, "n", "7 ");
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", true, 1).number, 8u);
+  do_set(*s, "n", "0000000000000000000000042");
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", true, 1).number, 43u);
+  // non-numeric
+  for (const char* bad : {"", "abc", "12abc", "18446744073709551616", "99999999999999999999999",
+                          "-5", " ", "1.5", "0x10"}) {
+    do_set(*s, "n", bad);
+    BOOST_CHECK_MESSAGE(do_arith(*s, "n", true, 1).st == status::non_numeric, "value " << bad);
+    BOOST_CHECK_EQUAL(value_of(*s, "n"), bad);
+  }
+  // CAS on arith
+  const uint64_t c = do_set(*s, "n", "1").cas;
+  op o;
+  o.kind = op_kind::arith;
+  o.key = "n";
+  o.delta = 1;
+  o.compare_cas = c + 1;
+  BOOST_CHECK_EQUAL(s->execute(o).st, status::exists);
+  o.compare_cas = c;
+  BOOST_CHECK_EQUAL(s->execute(o).number, 2u);
+  const shard_stats& st = s->stats();
+  BOOST_CHECK_EQUAL(st.incr_misses, 1u);
+  BOOST_CHECK_EQUAL(st.decr_misses, 1u);
+  BOOST_CHECK(st.incr_hits >= 6u);
+  BOOST_CHECK_EQUAL(st.curr_items, 1u);
+}
+
+BOOST_AUTO_TEST_CASE(arithmetic_vivify) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  op o;
+  o.kind = op_kind::arith;
+  o.key = "ctr";
+  o.vivify = true;
+  o.vivify_ttl = 60;
+  o.initial = 42;
+  result r = s->execute(o);
+  BOOST_CHECK_EQUAL(r.st, status::hit);
+  BOOST_CHECK_EQUAL(r.number, 42u);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 60);
+  BOOST_CHECK_EQUAL(value_of(*s, "ctr"), "42");
+  r = s->execute(o);
+  BOOST_CHECK_EQUAL(r.number, 43u);
+}
+
+BOOST_AUTO_TEST_CASE(expiry_relative_absolute_negative) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "rel", "v", 10);
+  do_set(*s, "abs", "v", int64_t(k_t0) + 20);
+  do_set(*s, "neg", "v", -1);
+  do_set(*s, "past", "v", 2592001);  // absolute, in 1970
+  do_set(*s, "never", "v", 0);
+  BOOST_CHECK_EQUAL(do_get(*s, "rel").exptime, k_t0 + 10);
+  BOOST_CHECK_EQUAL(do_get(*s, "abs").exptime, k_t0 + 20);
+  BOOST_CHECK_EQUAL(value_of(*s, "neg"), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, "past"), "<miss>");
+  clk.advance(9);
+  BOOST_CHECK_EQUAL(value_of(*s, "rel"), "v");
+  clk.advance(1);
+  BOOST_CHECK_EQUAL(value_of(*s, "rel"), "<miss>");  // exptime <= now: gone
+  BOOST_CHECK_EQUAL(value_of(*s, "abs"), "v");
+  clk.advance(10);
+  BOOST_CHECK_EQUAL(value_of(*s, "abs"), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, "never"), "v");
+  const shard_stats& st = s->stats();
+  BOOST_CHECK_EQUAL(st.get_expired, 4u);
+  BOOST_CHECK_EQUAL(st.reclaimed, 4u);
+  BOOST_CHECK_EQUAL(st.curr_items, 1u);
+}
+
+BOOST_AUTO_TEST_CASE(touch_and_gat) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "k", "v", 10);
+  clk.advance(5);
+  result r = do_touch(*s, "k", 20);
+  BOOST_CHECK_EQUAL(r.st, status::hit);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 25);
+  clk.advance(15);  // t0+20: would have expired at t0+10
+  BOOST_CHECK_EQUAL(value_of(*s, "k"), "v");
+  BOOST_CHECK_EQUAL(do_touch(*s, "missing", 20).st, status::not_found);
+
+  // gat: get and set TTL
+  op o;
+  o.kind = op_kind::get;
+  o.key = "k";
+  o.get_touch = true;
+  o.ttl = 100;
+  r = s->execute(o);
+  BOOST_CHECK_EQUAL(r.st, status::hit);
+  BOOST_CHECK_EQUAL(r.exptime, clk.now() + 100);
+  BOOST_CHECK_EQUAL(r.value.view(), "v");
+  clk.advance(99);
+  BOOST_CHECK_EQUAL(value_of(*s, "k"), "v");
+  // touch with a negative TTL expires it
+  BOOST_CHECK_EQUAL(do_touch(*s, "k", -1).st, status::hit);
+  BOOST_CHECK_EQUAL(value_of(*s, "k"), "<miss>");
+  o.key = "missing";
+  BOOST_CHECK_EQUAL(s->execute(o).st, status::miss);
+  const shard_stats& st = s->stats();
+  BOOST_CHECK_EQUAL(st.cmd_touch, 5u);
+  BOOST_CHECK_EQUAL(st.touch_hits, 3u);
+  BOOST_CHECK_EQUAL(st.touch_misses, 2u);
+}
+
+BOOST_AUTO_TEST_CASE(sweep_reclaims_expired_with_bounded_work) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  for (int i = 0; i < 500; ++i) do_set(*s, "short" + std::to_string(i), "v", 5);
+  for (int i = 0; i < 500; ++i) do_set(*s, "long" + std::to_string(i), "v", 0);
+  BOOST_CHECK_EQUAL(s->sweep(100000), 0u);
+  clk.advance(6);
+  const size_t first = s->sweep(10);
+  BOOST_CHECK(first <= 10u);
+  size_t total = first;
+  for (int i = 0; i < 1000 && s->stats().curr_items > 500; ++i) total += s->sweep(64);
+  BOOST_CHECK_EQUAL(total, 500u);
+  BOOST_CHECK_EQUAL(s->stats().curr_items, 500u);
+  BOOST_CHECK_EQUAL(s->stats().reclaimed, 500u);
+  BOOST_CHECK_EQUAL(s->stats().expired_unfetched, 500u);
+  BOOST_CHECK_EQUAL(value_of(*s, "long499"), "v");
+  BOOST_CHECK_EQUAL(value_of(*s, "short0"), "<miss>");
+}
+
+BOOST_AUTO_TEST_CASE(flush_immediate) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  for (int i = 0; i < 2000; ++i) do_set(*s, "k" + std::to_string(i), std::string(100, 'x'));
+  BOOST_CHECK(s->stats().segments > 1u);
+  BOOST_CHECK_EQUAL(do_flush(*s, 0).st, status::ok);
+  BOOST_CHECK_EQUAL(s->stats().curr_items, 0u);
+  BOOST_CHECK_EQUAL(s->stats().segments, 0u);
+  BOOST_CHECK_EQUAL(value_of(*s, "k1"), "<miss>");
+  do_set(*s, "after", "v");
+  BOOST_CHECK_EQUAL(value_of(*s, "after"), "v");  // stored after the flush: lives
+  BOOST_CHECK_EQUAL(s->stats().curr_items, 1u);
+}
+
+BOOST_AUTO_TEST_CASE(flush_with_delay) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "a", "1");
+  BOOST_CHECK_EQUAL(do_flush(*s, 10).st, status::ok);  // relative: at t0+10
+  clk.advance(5);
+  BOOST_CHECK_EQUAL(value_of(*s, "a"), "1");
+  do_set(*s, "b", "2");  // stored before the flush time: also invalidated
+  clk.advance(4);        // t0+9
+  BOOST_CHECK_EQUAL(value_of(*s, "b"), "2");
+  clk.advance(1);        // t0+10: flush takes effect
+  do_set(*s, "c", "3");  // stored at the flush time: lives
+  BOOST_CHECK_EQUAL(value_of(*s, "a"), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, "b"), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, "c"), "3");
+
+  // absolute flush time, applied by sweep() without any other op
+  do_flush(*s, int64_t(clk.now()) + 3);
+  clk.advance(3);
+  s->sweep(1);
+  BOOST_CHECK_EQUAL(s->stats().curr_items, 0u);
+
+  // an immediate flush cancels a pending delayed one
+  do_set(*s, "d", "4");
+  do_flush(*s, 100);
+  do_flush(*s, 0);
+  do_set(*s, "e", "5");
+  clk.advance(200);
+  BOOST_CHECK_EQUAL(value_of(*s, "e"), "5");
+}
+
+BOOST_AUTO_TEST_CASE(meta_fetched_and_last_access) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "k", "v");
+  clk.advance(5);
+  result r = do_get(*s, "k");
+  BOOST_CHECK(!r.fetched);
+  BOOST_CHECK_EQUAL(r.last_access, k_t0);
+  clk.advance(2);
+  r = do_get(*s, "k");
+  BOOST_CHECK(r.fetched);
+  BOOST_CHECK_EQUAL(r.last_access, k_t0 + 5);
+  // no bump (mg u): does not update last access
+  op o;
+  o.kind = op_kind::get;
+  o.key = "k";
+  o.get_bump = false;
+  clk.advance(3);
+  s->execute(o);
+  r = do_get(*s, "k");
+  BOOST_CHECK_EQUAL(r.last_access, k_t0 + 7);
+  // metadata only: no pin, but the size is known
+  o.get_value = false;
+  r = s->execute(o);
+  BOOST_CHECK_EQUAL(r.st, status::hit);
+  BOOST_CHECK(!r.value);
+  BOOST_CHECK_EQUAL(r.value_size, 1u);
+}
+
+BOOST_AUTO_TEST_CASE(meta_vivify_win_and_already_won) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  op o;
+  o.kind = op_kind::get;
+  o.key = "lease";
+  o.vivify = true;
+  o.vivify_ttl = 30;
+  result r = s->execute(o);
+  BOOST_CHECK_EQUAL(r.st, status::miss);
+  BOOST_CHECK(r.win);
+  BOOST_CHECK(!r.already_won);
+  BOOST_CHECK_EQUAL(r.value_size, 0u);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 30);
+  BOOST_CHECK(r.cas != 0);
+  // second client: the empty item exists, the token was already handed out
+  r = s->execute(o);
+  BOOST_CHECK_EQUAL(r.st, status::hit);
+  BOOST_CHECK(!r.win);
+  BOOST_CHECK(r.already_won);
+  BOOST_CHECK_EQUAL(r.value_size, 0u);
+  // the winner fills it with CAS; afterwards no W/Z
+  const uint64_t cas = r.cas;
+  BOOST_CHECK_EQUAL(do_store(*s, "lease", "data", store_mode::set, 120, 0, cas + 1).st,
+                    status::exists);
+  BOOST_CHECK_EQUAL(do_store(*s, "lease", "data", store_mode::set, 120, 0, cas).st,
+                    status::stored);
+  r = s->execute(o);
+  BOOST_CHECK_EQUAL(r.st, status::hit);
+  BOOST_CHECK(!r.win);
+  BOOST_CHECK(!r.already_won);
+  BOOST_CHECK_EQUAL(r.value.view(), "data");
+}
+
+BOOST_AUTO_TEST_CASE(meta_recache) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "k", "v", 100);
+  op o;
+  o.kind = op_kind::get;
+  o.key = "k";
+  o.recache = true;
+  o.recache_ttl = 30;
+  result r = s->execute(o);
+  BOOST_CHECK(!r.win && !r.already_won);  // 100 s left
+  clk.advance(80);                          // 20 s left < 30
+  r = s->execute(o);
+  BOOST_CHECK(r.win);
+  BOOST_CHECK(!r.already_won);
+  r = s->execute(o);
+  BOOST_CHECK(!r.win);
+  BOOST_CHECK(r.already_won);
+  // a plain get also reports Z while the token is out
+  r = do_get(*s, "k");
+  BOOST_CHECK(r.already_won);
+  // recache never triggers on items without TTL
+  do_set(*s, "forever", "v");
+  o.key = "forever";
+  BOOST_CHECK(!s->execute(o).win);
+  // a new value clears the token
+  do_set(*s, "k", "v2", 100);
+  o.key = "k";
+  r = s->execute(o);
+  BOOST_CHECK(!r.win && !r.already_won);
+}
+
+BOOST_AUTO_TEST_CASE(meta_stale_via_invalidate) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "toinv", "moo");
+  result r = do_get(*s, "toinv");
+  BOOST_CHECK(!r.stale && !r.win && !r.already_won);
+  const uint64_t cas0 = r.cas;
+
+  op md;
+  md.kind = op_kind::remove;
+  md.key = "toinv";
+  md.invalidate = true;
+  md.ttl = 30;
+  r = s->execute(md);
+  BOOST_CHECK_EQUAL(r.st, status::deleted);
+
+  r = do_get(*s, "toinv");
+  BOOST_CHECK_EQUAL(r.st, status::hit);
+  BOOST_CHECK(r.stale);
+  BOOST_CHECK(r.win);  // first reader of a stale item wins
+  BOOST_CHECK(!r.already_won);
+  BOOST_CHECK(r.cas != cas0);  // invalidation bumps CAS
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 30);
+  BOOST_CHECK_EQUAL(r.value.view(), "moo");
+  const uint64_t cas1 = r.cas;
+
+  r = do_get(*s, "toinv");
+  BOOST_CHECK(r.stale && !r.win && r.already_won);
+
+  // ms with a CAS that does not match and without I: EXISTS
+  BOOST_CHECK_EQUAL(do_store(*s, "toinv", "f", store_mode::set, 90, 0, 1).st, status::exists);
+  // ms I with an older CAS: stored, but stays stale with the old TTL and the token out
+  op ms;
+  ms.kind = op_kind::store;
+  ms.key = "toinv";
+  ms.value = "f";
+  ms.ttl = 90;
+  ms.compare_cas = 1;
+  ms.invalidate = true;
+  BOOST_CHECK_EQUAL(s->execute(ms).st, status::stored);
+  r = do_get(*s, "toinv");
+  BOOST_CHECK_EQUAL(r.value.view(), "f");
+  BOOST_CHECK(r.stale && r.already_won && !r.win);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 30);
+  BOOST_CHECK(r.cas != cas1);
+
+  // a valid CAS store clears stale, token and sets the new TTL
+  BOOST_CHECK_EQUAL(do_store(*s, "toinv", "g", store_mode::set, 90, 0, r.cas).st, status::stored);
+  r = do_get(*s, "toinv");
+  BOOST_CHECK(!r.stale && !r.win && !r.already_won);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 90);
+  BOOST_CHECK_EQUAL(r.value.view(), "g");
+
+  // md I on a missing key
+  md.key = "absent";
+  BOOST_CHECK_EQUAL(s->execute(md).st, status::not_found);
+}
+
+BOOST_AUTO_TEST_CASE(stats_sum) {
+  shard_stats a, b;
+  a.curr_items = 1;
+  a.recovery_skipped = 2;
+  a.index_bytes = 3;
+  b.curr_items = 10;
+  b.recovery_skipped = 20;
+  b.cas_badval = 7;
+  a += b;
+  BOOST_CHECK_EQUAL(a.curr_items, 11u);
+  BOOST_CHECK_EQUAL(a.recovery_skipped, 22u);
+  BOOST_CHECK_EQUAL(a.cas_badval, 7u);
+  BOOST_CHECK_EQUAL(a.index_bytes, 3u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

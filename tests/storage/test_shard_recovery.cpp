@@ -1,0 +1,361 @@
+// Data-directory recovery: restart, kill -9 (with torn and corrupt records), garbage files.
+#include "storage_test_util.hpp"
+
+#include "storage/record.hpp"
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <random>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace bifrost::storage;
+using namespace bifrost::storage::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+shard_config disk_config(const std::string& dir) {
+  shard_config c = small_config();
+  c.data_dir = dir;
+  c.id = 3;
+  return c;
+}
+
+std::string shard_dir(const shard_config& c) { return c.data_dir + "/shard-" + std::to_string(c.id); }
+
+std::vector<std::string> segment_files(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind("seg-", 0) == 0) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+/// Offset just past the last valid-magic record of a segment file image.
+size_t records_end(const std::string& img) {
+  size_t off = 0;
+  while (off + sizeof(record_header) <= img.size()) {
+    record_header h;
+    std::memcpy(&h, img.data() + off, sizeof h);
+    if (h.magic != k_record_magic) break;
+    off += record_size(h.key_len, h.value_len);
+  }
+  return off;
+}
+
+/// Finds the live record of `key` in the segment files: (path, offset) or ("", 0).
+std::pair<std::string, size_t> find_record(const std::string& dir, const std::string& key) {
+  for (const auto& path : segment_files(dir)) {
+    const std::string img = read_file(path);
+    size_t off = 0;
+    while (off + sizeof(record_header) <= img.size()) {
+      record_header h;
+      std::memcpy(&h, img.data() + off, sizeof h);
+      if (h.magic != k_record_magic) break;
+      if (!h.dead() && img.compare(off + sizeof h, h.key_len, key) == 0 && h.key_len == key.size())
+        return {path, off};
+      off += record_size(h.key_len, h.value_len);
+    }
+  }
+  return {"", 0};
+}
+
+std::string record_image(std::string_view key, std::string_view value, uint64_t cas = 1000,
+                         uint32_t exptime = 0) {
+  std::string buf(record_size(key.size(), value.size()), '\0');
+  write_record(buf.data(), key, value, 0, exptime, cas, 0);
+  return buf;
+}
+
+std::string val(int i) { return "value-" + std::to_string(i) + std::string(size_t(i % 300), '.'); }
+std::string new_val(int i) { return "new-" + std::to_string(i); }
+std::string key(int i) { return "key-" + std::to_string(i); }
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(storage_recovery)
+
+BOOST_AUTO_TEST_CASE(restart_rebuilds_index) {
+  temp_dir tmp;
+  fake_clock clk;
+  const shard_config cfg = disk_config(tmp.path);
+  const int n = 3000;
+  uint64_t max_cas = 0;
+  {
+    auto s = open_shard(cfg, clk);
+    for (int i = 0; i < n; ++i) max_cas = std::max(max_cas, do_set(*s, key(i), val(i), 0, i).cas);
+    for (int i = 0; i < n; i += 7) do_delete(*s, key(i));
+    for (int i = 0; i < n; i += 5) max_cas = std::max(max_cas, do_set(*s, key(i), new_val(i)).cas);
+    do_set(*s, "ttl", "short", 100);
+    BOOST_CHECK(s->stats().segments > 5u);
+  }
+  BOOST_CHECK(!segment_files(shard_dir(cfg)).empty());
+  {
+    auto s = open_shard(cfg, clk);
+    const shard_stats& st = s->stats();
+    BOOST_CHECK_EQUAL(st.recovery_skipped, 0u);
+    int expected = 1;  // "ttl"
+    for (int i = 0; i < n; ++i) {
+      const std::string v = value_of(*s, key(i));
+      if (i % 5 == 0) {
+        BOOST_REQUIRE_EQUAL(v, new_val(i));
+      } else if (i % 7 == 0) {
+        BOOST_REQUIRE_EQUAL(v, "<miss>");
+        continue;
+      } else {
+        BOOST_REQUIRE_EQUAL(v, val(i));
+        BOOST_REQUIRE_EQUAL(do_get(*s, key(i)).flags, uint32_t(i));
+      }
+      ++expected;
+    }
+    BOOST_CHECK_EQUAL(st.recovered_items, uint64_t(expected));
+    BOOST_CHECK_EQUAL(value_of(*s, "ttl"), "short");
+    BOOST_CHECK(next_cas() > max_cas);
+    // appending resumes in a fresh segment, and new data survives the next restart too
+    do_set(*s, "post", "restart");
+  }
+  clk.advance(200);  // "ttl" has expired by the next start
+  {
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(value_of(*s, "post"), "restart");
+    BOOST_CHECK_EQUAL(value_of(*s, "ttl"), "<miss>");
+    BOOST_CHECK_EQUAL(value_of(*s, key(1)), val(1));
+    // flush removes the files: nothing comes back
+    do_flush(*s, 0);
+  }
+  {
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(s->stats().recovered_items, 0u);
+    BOOST_CHECK_EQUAL(value_of(*s, key(1)), "<miss>");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(kill9_with_torn_and_corrupt_records) {
+  temp_dir tmp;
+  fake_clock clk;
+  const shard_config cfg = disk_config(tmp.path);
+  const int n = 2000;
+  const pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // Child: no Boost.Test here; failures are exit codes.
+    std::string err;
+    auto s = shard::open(cfg, clk.fn(), err);
+    if (!s) ::_exit(2);
+    for (int i = 0; i < n; ++i)
+      if (do_set(*s, key(i), val(i)).st != status::stored) ::_exit(3);
+    for (int i = 0; i < n; i += 7)
+      if (do_delete(*s, key(i)).st != status::deleted) ::_exit(4);
+    for (int i = 0; i < n; i += 5)
+      if (do_set(*s, key(i), new_val(i)).st != status::stored) ::_exit(5);
+    // Corrupt an acknowledged record's value (a bad checksum with plausible lengths).
+    const auto [cpath, coff] = find_record(shard_dir(cfg), key(1));
+    if (cpath.empty()) ::_exit(6);
+    int fd = ::open(cpath.c_str(), O_RDWR);
+    const char flip = 'X';
+    if (::pwrite(fd, &flip, 1, off_t(coff + sizeof(record_header) + key(1).size() + 2)) != 1)
+      ::_exit(7);
+    ::close(fd);
+    // A torn last record: header and part of the key written, magic never published.
+    const std::string last = segment_files(shard_dir(cfg)).back();
+    const std::string img = read_file(last);
+    const size_t end = records_end(img);
+    std::string torn = record_image("torn-key", std::string(500, 't'));
+    std::memset(torn.data(), 0, 4);
+    torn.resize(sizeof(record_header) + 4);
+    fd = ::open(last.c_str(), O_RDWR);
+    if (::pwrite(fd, torn.data(), torn.size(), off_t(end)) != ssize_t(torn.size())) ::_exit(8);
+    ::close(fd);
+    ::raise(SIGKILL);
+    ::_exit(9);
+  }
+  int wstatus = 0;
+  BOOST_REQUIRE_EQUAL(::waitpid(pid, &wstatus, 0), pid);
+  BOOST_REQUIRE_MESSAGE(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL,
+                        "child exit status " << (WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1));
+
+  auto s = open_shard(cfg, clk);
+  const shard_stats& st = s->stats();
+  BOOST_CHECK_EQUAL(st.recovery_skipped, 2u);  // the corrupt record and the torn tail
+  uint64_t max_cas = 0;
+  for (int i = 0; i < n; ++i) {
+    const result r = do_get(*s, key(i));
+    const std::string v = r.st == status::hit ? std::string(r.value.view()) : "<miss>";
+    max_cas = std::max(max_cas, r.cas);
+    if (i == 1) BOOST_CHECK_EQUAL(v, "<miss>");  // never served corrupt
+    else if (i % 5 == 0) BOOST_REQUIRE_EQUAL(v, new_val(i));
+    else if (i % 7 == 0) BOOST_REQUIRE_EQUAL(v, "<miss>");
+    else BOOST_REQUIRE_EQUAL(v, val(i));
+  }
+  BOOST_CHECK_EQUAL(value_of(*s, "torn-key"), "<miss>");
+  BOOST_CHECK(next_cas() > max_cas);
+  // the shard keeps working, and a second restart is clean
+  do_set(*s, key(1), "rewritten");
+  s.reset();
+  s = open_shard(cfg, clk);
+  BOOST_CHECK_EQUAL(value_of(*s, key(1)), "rewritten");
+  BOOST_CHECK_EQUAL(value_of(*s, key(2)), val(2));
+}
+
+BOOST_AUTO_TEST_CASE(kill9_mid_stream_keeps_acknowledged_items) {
+  temp_dir tmp;
+  fake_clock clk;
+  const shard_config cfg = disk_config(tmp.path);
+  int fds[2];
+  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string err;
+    auto s = shard::open(cfg, clk.fn(), err);
+    if (!s) ::_exit(2);
+    for (int i = 0; i < 20000; ++i) {
+      if (do_set(*s, key(i), val(i)).st != status::stored) ::_exit(3);
+      if (::write(fds[1], &i, sizeof i) != sizeof i) ::_exit(4);  // acknowledged
+    }
+    for (;;) ::pause();
+  }
+  ::close(fds[1]);
+  int last = -1, i = 0;
+  while (last < 3000 && ::read(fds[0], &i, sizeof i) == sizeof i) last = i;
+  ::kill(pid, SIGKILL);
+  while (::read(fds[0], &i, sizeof i) == sizeof i) last = i;  // acks sent before the kill
+  ::close(fds[0]);
+  int wstatus = 0;
+  BOOST_REQUIRE_EQUAL(::waitpid(pid, &wstatus, 0), pid);
+  BOOST_REQUIRE(WIFSIGNALED(wstatus));
+  BOOST_REQUIRE(last >= 3000);
+
+  auto s = open_shard(cfg, clk);
+  BOOST_CHECK_LE(s->stats().recovery_skipped, 1u);
+  for (int k = 0; k <= last; ++k) BOOST_REQUIRE_EQUAL(value_of(*s, key(k)), val(k));
+  BOOST_CHECK(s->stats().recovered_items >= uint64_t(last + 1));
+}
+
+BOOST_AUTO_TEST_CASE(garbage_files_are_skipped) {
+  temp_dir tmp;
+  fake_clock clk;
+  shard_config cfg = disk_config(tmp.path);
+  const std::string dir = shard_dir(cfg);
+  fs::create_directories(dir);
+  std::mt19937_64 rng(42);
+  auto random_bytes = [&](size_t n) {
+    std::string s(n, '\0');
+    for (auto& c : s) c = char(rng());
+    return s;
+  };
+  write_file(dir + "/seg-1.dat", random_bytes(64 << 10));
+  std::string trunc = record_image("trunc", std::string(1000, 'x'));
+  trunc.resize(500);
+  write_file(dir + "/seg-2.dat", record_image("a", "1") + trunc);  // "a" survives
+  write_file(dir + "/seg-3.dat", "");
+  fs::create_directories(dir + "/seg-4.dat");
+  {
+    std::string huge = record_image("huge", "v");
+    record_header h;
+    std::memcpy(&h, huge.data(), sizeof h);
+    h.value_len = 0x7fffffff;
+    std::memcpy(huge.data(), &h, sizeof h);
+    write_file(dir + "/seg-5.dat", huge);
+  }
+  write_file(dir + "/seg-6.dat", record_image("good", "good value") + random_bytes(3000));
+  {
+    std::string zero_key = record_image("z", "v");
+    zero_key[6] = 0;  // key_len 0
+    write_file(dir + "/seg-7.dat", zero_key);
+  }
+  write_file(dir + "/seg-8.dat", "short junk");
+  write_file(dir + "/seg-999999999999999999999999.dat", random_bytes(100));
+  write_file(dir + "/notes.txt", "not a segment");
+  {
+    std::string expired = record_image("expired", "v", 5, k_t0 - 10);
+    std::string bad_version = record_image("badver", "v");
+    bad_version[4] = 9;
+    write_file(dir + "/seg-9.dat", expired + bad_version);
+  }
+
+  auto s = open_shard(cfg, clk);
+  const shard_stats& st = s->stats();
+  BOOST_CHECK_EQUAL(value_of(*s, "good"), "good value");
+  BOOST_CHECK_EQUAL(value_of(*s, "a"), "1");
+  BOOST_CHECK_EQUAL(value_of(*s, "expired"), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, "badver"), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, "huge"), "<miss>");
+  BOOST_CHECK_EQUAL(st.recovered_items, 2u);
+  // seg-1 random, seg-2 torn tail, seg-3 empty, seg-4 dir, seg-5 huge, seg-6 garbage tail,
+  // seg-7 zero key, seg-8 junk, seg-9 bad version
+  BOOST_CHECK_EQUAL(st.recovery_skipped, 9u);
+  BOOST_CHECK_EQUAL(do_set(*s, "new", "works").st, status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "new"), "works");
+  BOOST_CHECK(next_cas() > 1000u);
+}
+
+BOOST_AUTO_TEST_CASE(random_and_mutated_files_never_crash) {
+  std::mt19937_64 rng(7);
+  fake_clock clk;
+  for (int iter = 0; iter < 300; ++iter) {
+    temp_dir tmp;
+    shard_config cfg = disk_config(tmp.path);
+    const std::string dir = shard_dir(cfg);
+    fs::create_directories(dir);
+    const int files = 1 + int(rng() % 3);
+    for (int f = 0; f < files; ++f) {
+      std::string img;
+      const int records = int(rng() % 20);
+      for (int r = 0; r < records; ++r)
+        img += record_image("k" + std::to_string(rng() % 10), std::string(rng() % 300, 'v'),
+                            rng() % 100000 + 1);
+      img.resize(img.size() + rng() % 2000, '\0');
+      const int flips = int(rng() % 8);
+      for (int k = 0; k < flips && !img.empty(); ++k) img[rng() % img.size()] = char(rng());
+      if (rng() % 4 == 0 && !img.empty()) img.resize(rng() % img.size());
+      if (rng() % 8 == 0) {  // pure noise with sprinkled magics
+        img.assign(rng() % 8192, '\0');
+        for (auto& c : img) c = char(rng());
+        for (size_t off = 0; off + 8 <= img.size(); off += 8)
+          if (rng() % 3 == 0) {
+            const uint32_t m = k_record_magic;
+            std::memcpy(img.data() + off, &m, 4);
+            img[off + 4] = char(k_record_version);
+          }
+      }
+      write_file(dir + "/seg-" + std::to_string(f + 1) + ".dat", img);
+    }
+    std::string err;
+    auto s = shard::open(cfg, clk.fn(), err);
+    BOOST_REQUIRE_MESSAGE(s != nullptr, err);
+    for (int k = 0; k < 10; ++k) do_get(*s, "k" + std::to_string(k));  // whatever survived
+    BOOST_REQUIRE_EQUAL(do_set(*s, "fresh", "v").st, status::stored);
+    BOOST_REQUIRE_EQUAL(value_of(*s, "fresh"), "v");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(open_reports_errors) {
+  fake_clock clk;
+  shard_config cfg = small_config();
+  cfg.data_dir = "/proc/self/definitely/not/writable";
+  std::string err;
+  auto s = shard::open(cfg, clk.fn(), err);
+  BOOST_CHECK(s == nullptr);
+  BOOST_CHECK(!err.empty());
+  BOOST_TEST_MESSAGE("open error: " << err);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
