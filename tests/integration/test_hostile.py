@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Hostile and malformed input: the cases in hostile/, plus long lines, NUL bytes, garbage.
+After each, the server must still serve other connections (and must not crash)."""
+
+import os
+import random
+import socket
+import sys
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import HOSTILE_DIR, ServerTestCase  # noqa: E402
+
+
+def load_cases():
+    cases = []
+    for name in sorted(os.listdir(HOSTILE_DIR)):
+        if not name.endswith(".send"):
+            continue
+        base = name[: -len(".send")]
+        with open(os.path.join(HOSTILE_DIR, name), "rb") as f:
+            send = f.read()
+        reply_path = os.path.join(HOSTILE_DIR, base + ".reply")
+        closed_path = os.path.join(HOSTILE_DIR, base + ".closed")
+        if os.path.exists(reply_path) == os.path.exists(closed_path):
+            raise RuntimeError("hostile case %s needs exactly one of .reply / .closed" % base)
+        closed = os.path.exists(closed_path)
+        with open(closed_path if closed else reply_path, "rb") as f:
+            reply = f.read()
+        cases.append((base, send, reply, closed))
+    return cases
+
+
+def send_ignoring_close(c, data):
+    """Send; the server may hang up on us half-way (that is what some cases expect)."""
+    try:
+        c.send(data)
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+
+
+class HostileFilesTest(ServerTestCase):
+    def test_cases(self):
+        cases = load_cases()
+        self.assertGreater(len(cases), 20)
+        watcher = self.client()  # a connection open throughout: must keep working
+        for name, send, reply, closed in cases:
+            with self.subTest(case=name):
+                with self.server.client(timeout=5) as c:
+                    send_ignoring_close(c, send)
+                    if closed:
+                        self.assertEqual(c.expect_closed(timeout=5), reply)
+                    else:
+                        got = c.recv_exact(len(reply)) if reply else b""
+                        self.assertEqual(got, reply)
+                        self.assertTrue(c.call(b"version\r\n").startswith(b"VERSION "))
+                        self.assertEqual(c.recv_idle(0.02), b"")
+                self.assertTrue(self.server.alive(), "server died on %s" % name)
+                self.assertTrue(watcher.call(b"version\r\n").startswith(b"VERSION "))
+
+
+class BadInputTest(ServerTestCase):
+    def test_long_multiget_line_works(self):
+        """100 keys of 200 bytes: a ~20 KB get line is not a hostile line."""
+        c = self.client()
+        keys = [(b"%03d" % i) * 67 for i in range(100)]
+        keys = [k[:200] for k in keys]
+        for i, k in enumerate(keys):
+            if i % 3 == 0:
+                self.assertEqual(c.call(b"set %s 0 0 3\r\n%03d\r\n" % (k, i)), b"STORED\r\n")
+        want = b"".join(b"VALUE %s 0 3\r\n%03d\r\n" % (k, i) for i, k in enumerate(keys) if i % 3 == 0)
+        self.assertEqual(c.call(b"get " + b" ".join(keys) + b"\r\n", b"END\r\n"), want + b"END\r\n")
+        c.send(b"gets " + b" ".join(keys) + b"\r\n")
+        got = c.recv_until(b"END\r\n")
+        self.assertEqual(got.count(b"VALUE "), 34)
+
+    def test_get_with_thousands_of_keys(self):
+        c = self.client()
+        k = self.key()
+        c.call(b"set %s 0 0 1\r\nA\r\n" % k)
+        c.send(b"get" + (b" " + k) * 3000 + b"\r\n")
+        want = b"VALUE %s 0 1\r\nA\r\n" % k * 3000 + b"END\r\n"
+        self.assertEqual(c.recv_exact(len(want), timeout=10), want)
+
+    def test_line_of_2049_bytes_closes_only_that_connection(self):
+        other = self.client()
+        k = self.key()
+        other.call(b"set %s 0 0 1\r\nA\r\n" % k)
+        c = self.client()
+        t0 = time.monotonic()
+        send_ignoring_close(c, b"y" * 2049)
+        self.assertEqual(c.expect_closed(timeout=5), b"")
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(other.get_value(k), b"A")
+
+    def test_long_line_trickled_closes(self):
+        """The 2048-byte limit counts bytes across reads, not per read."""
+        c = self.client()
+        for _ in range(40):  # 40 x 100 bytes with pauses; the server hangs up half-way
+            if not send_ignoring_close(c, b"z" * 100):
+                break
+            time.sleep(0.005)
+        self.assertEqual(c.expect_closed(timeout=5), b"")
+        self.assertAlive()
+
+    def test_line_under_limit_trickled_is_answered(self):
+        c = self.client()
+        line = b"bogus" + b" a" * 900 + b"\r\n"  # 1807 bytes
+        for i in range(0, len(line), 100):
+            c.send(line[i:i + 100])
+            time.sleep(0.002)
+        self.assertEqual(c.line(), b"ERROR\r\n")
+
+    def test_nul_in_key(self):
+        """memcached parses the line as a C string, so it stops at the NUL ("get a" -> miss);
+        refusing the key is allowed too (see README)."""
+        c = self.client()
+        k = self.key()
+        c.call(b"set %s 0 0 1\r\nA\r\n" % k)
+        r = c.call(b"get %s\x00zz\r\n" % k)
+        self.assertIn(r, (b"END\r\n", b"VALUE %s 0 1\r\n" % k, b"CLIENT_ERROR bad command line format\r\n"))
+        c.recv_idle(0.1)
+        self.assertEqual(c.get_value(k), b"A")
+
+    def test_half_close_still_answered(self):
+        c = self.client()
+        k = self.key()
+        c.send(b"set %s 0 0 1\r\nA\r\nget %s\r\n" % (k, k))
+        c.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(c.expect_closed(), b"STORED\r\nVALUE %s 0 1\r\nA\r\nEND\r\n" % k)
+
+    def test_abrupt_close_mid_value(self):
+        c = self.server.client()
+        k = self.key()
+        c.send(b"set %s 0 0 100\r\n" % k + b"x" * 50)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()  # RST
+        self.assertAlive()
+        with self.server.client() as d:
+            self.assertIsNone(d.get_value(k))
+
+    def test_garbage_does_not_crash(self):
+        rng = random.Random(1234)
+        alphabet = b"getsadmnciorpl 0123456789\r\n\x00\xff-vkqbOTNC"
+        for round_ in range(20):
+            n = rng.randrange(1, 4000)
+            data = bytes(rng.choice(alphabet) for _ in range(n))
+            with self.server.client(timeout=2) as c:
+                if send_ignoring_close(c, data):
+                    try:
+                        c.recv_idle(0.05)
+                    except (ConnectionError, OSError):
+                        pass
+            self.assertTrue(self.server.alive(), "died on garbage round %d" % round_)
+        self.assertAlive()
+
+    def test_many_connections_open_and_close(self):
+        for _ in range(50):
+            with self.server.client() as c:
+                c.send(b"mn\r\n")
+        self.assertAlive()
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,473 @@
+#!/usr/bin/env python3
+"""Meta commands: mg ms md ma mn me, their flags, quiet mode, opaque, base64 keys."""
+
+import base64
+import os
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import ServerTestCase  # noqa: E402
+
+
+def b64(k):
+    return base64.b64encode(k)
+
+
+class MetaTest(ServerTestCase):
+    def ms(self, c, key, value, flags=b""):
+        r = c.call(b"ms %s %d%s\r\n%s\r\n" % (key, len(value), b" " + flags if flags else b"", value))
+        return r
+
+    def cas_of(self, c, key):
+        r = c.call(b"mg %s c\r\n" % key)
+        self.assertTrue(r.startswith(b"HD c"), r)
+        return int(r[4:-2])
+
+    def split_head(self, head):
+        """'VA 2 c5 t30 W\\r\\n' -> ('VA', ['2', 'c5', 't30', 'W'])"""
+        parts = head.rstrip(b"\r\n").split(b" ")
+        return parts[0], parts[1:]
+
+    def ttl_ok(self, token, want, slack=2):
+        self.assertEqual(token[:1], b"t")
+        self.assertTrue(want - slack <= int(token[1:]) <= want, token)
+
+    # ----------------------------------------------------------------- mn, me
+
+    def test_mn(self):
+        c = self.client()
+        self.assertEqual(c.call(b"mn\r\n"), b"MN\r\n")
+
+    def test_me(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"me %s\r\n" % k), b"EN\r\n")
+        self.ms(c, k, b"hi")
+        # the debug line's fields are implementation specific (see README)
+        self.assertTrue(c.call(b"me %s\r\n" % k).startswith(b"ME %s " % k))
+
+    # ----------------------------------------------------------------- mg
+
+    def test_mg_miss_and_hit(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"mg %s v\r\n" % k), b"EN\r\n")
+        self.assertEqual(c.call(b"mg %s\r\n" % k), b"EN\r\n")
+        self.assertEqual(self.ms(c, k, b"hi", b"T0 F5"), b"HD\r\n")
+        self.assertEqual(c.call(b"mg %s\r\n" % k), b"HD\r\n")
+        self.assertEqual(c.call(b"mg %s v\r\n" % k, b"hi\r\n"), b"VA 2\r\nhi\r\n")
+
+    def test_mg_flags_in_request_order(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hello", b"F77")
+        cas = self.cas_of(c, k)
+        self.assertEqual(
+            c.call(b"mg %s v f c k s t\r\n" % k, b"hello\r\n"),
+            b"VA 5 f77 c%d k%s s5 t-1\r\nhello\r\n" % (cas, k),
+        )
+        self.assertEqual(
+            c.call(b"mg %s t s k f c\r\n" % k), b"HD t-1 s5 k%s f77 c%d\r\n" % (k, cas)
+        )
+        # gets and mg agree on the cas value
+        c.send(b"gets %s\r\n" % k)
+        self.assertEqual(c.line(), b"VALUE %s 77 5 %d\r\n" % (k, cas))
+        c.recv_until(b"END\r\n")
+
+    def test_mg_T_updates_ttl(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi")
+        code, flags = self.split_head(c.call(b"mg %s T30 t v\r\n" % k))
+        self.assertEqual(code, b"VA")
+        self.ttl_ok(flags[1], 30)
+        self.assertEqual(c.recv_exact(4), b"hi\r\n")
+        code, flags = self.split_head(c.call(b"mg %s t\r\n" % k))
+        self.ttl_ok(flags[0], 30)
+
+    def test_mg_N_vivify(self):
+        c = self.client()
+        k = self.key()
+        code, flags = self.split_head(c.call(b"mg %s N30 v t\r\n" % k))
+        self.assertEqual((code, flags[0], flags[-1]), (b"VA", b"0", b"W"), flags)
+        self.ttl_ok(flags[1], 30)
+        self.assertEqual(c.recv_exact(2), b"\r\n")
+        code, flags = self.split_head(c.call(b"mg %s N30 v t\r\n" % k))
+        self.assertEqual((code, flags[0], flags[-1]), (b"VA", b"0", b"Z"), flags)
+        self.assertEqual(c.recv_exact(2), b"\r\n")
+        # the winner fills it in; then it is an ordinary hit
+        self.assertEqual(self.ms(c, k, b"filled"), b"HD\r\n")
+        self.assertEqual(c.call(b"mg %s v\r\n" % k, b"filled\r\n"), b"VA 6\r\nfilled\r\n")
+
+    def test_mg_R_recache(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi", b"T2")
+        code, flags = self.split_head(c.call(b"mg %s R30 v\r\n" % k))
+        self.assertEqual((code, flags), (b"VA", [b"2", b"W"]))
+        c.recv_exact(4)
+        code, flags = self.split_head(c.call(b"mg %s R30 v\r\n" % k))
+        self.assertEqual((code, flags), (b"VA", [b"2", b"Z"]))
+        c.recv_exact(4)
+        # a TTL above the threshold: no recache token
+        k2 = self.key("long")
+        self.ms(c, k2, b"hi", b"T100")
+        self.assertEqual(c.call(b"mg %s R30 v\r\n" % k2, b"hi\r\n"), b"VA 2\r\nhi\r\n")
+
+    def test_mg_quiet(self):
+        c = self.client()
+        k, miss = self.key(), self.key("miss")
+        self.ms(c, k, b"hi")
+        c.send(b"mg %s v q\r\nmg %s v q k\r\nmg %s v q O5\r\nmn\r\n" % (miss, k, miss))
+        self.assertEqual(c.recv_until(b"MN\r\n"), b"VA 2 k%s\r\nhi\r\nMN\r\n" % k)
+        self.assertEqual(c.recv_idle(0.05), b"")
+
+    def test_mg_opaque_and_key(self):
+        c = self.client()
+        k, miss = self.key(), self.key("miss")
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"mg %s v O123 k\r\n" % k, b"hi\r\n"), b"VA 2 O123 k%s\r\nhi\r\n" % k)
+        self.assertEqual(c.call(b"mg %s k Oabc\r\n" % k), b"HD k%s Oabc\r\n" % k)
+        self.assertEqual(c.call(b"mg %s v O9 k\r\n" % miss), b"EN O9 k%s\r\n" % miss)
+
+    def test_mg_P_L_ignored(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"mg %s v P L\r\n" % k, b"hi\r\n"), b"VA 2\r\nhi\r\n")
+        self.assertEqual(c.call(b"mg %s P L s\r\n" % k), b"HD s2\r\n")
+
+    def test_mg_b_base64_key(self):
+        c = self.client()
+        raw = b"\x00\x01 \r\n\xff key"
+        k = b64(raw)
+        self.assertEqual(c.call(b"mg %s b v\r\n" % k), b"EN\r\n")
+        self.assertEqual(self.ms(c, k, b"bin", b"b"), b"HD\r\n")
+        self.assertEqual(c.call(b"mg %s b k v\r\n" % k, b"bin\r\n"), b"VA 3 k%s b\r\nbin\r\n" % k)
+        # without b the base64 text is an ordinary, different key
+        self.assertEqual(c.call(b"mg %s v\r\n" % k), b"EN\r\n")
+
+    def test_mg_b_plain_key_visible_to_text_commands(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(self.ms(c, b64(k), b"abc", b"b"), b"HD\r\n")
+        self.assertEqual(c.get_value(k), b"abc")
+        self.assertEqual(c.call(b"mg %s s v\r\n" % k, b"abc\r\n"), b"VA 3 s3\r\nabc\r\n")
+
+    # ----------------------------------------------------------------- ms
+
+    def test_ms_basic_flags(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(self.ms(c, k, b"hi", b"T100 F9"), b"HD\r\n")
+        code, flags = self.split_head(c.call(b"mg %s f t v\r\n" % k))
+        self.assertEqual(flags[:2], [b"2", b"f9"])
+        self.ttl_ok(flags[2], 100)
+        c.recv_exact(4)
+        self.assertEqual(c.get_value(k), b"hi")
+        c.send(b"get %s\r\n" % k)
+        self.assertEqual(c.line(), b"VALUE %s 9 2\r\n" % k)
+        c.recv_until(b"END\r\n")
+
+    def test_ms_returns_cas_key_opaque(self):
+        c = self.client()
+        k = self.key()
+        r = self.ms(c, k, b"hi", b"c")
+        self.assertTrue(r.startswith(b"HD c"), r)
+        cas = int(r[4:-2])
+        self.assertEqual(self.cas_of(c, k), cas)
+        self.assertEqual(self.ms(c, k, b"hi", b"O5 k"), b"HD O5 k%s\r\n" % k)
+
+    def test_ms_cas(self):
+        c = self.client()
+        k, miss = self.key(), self.key("miss")
+        self.ms(c, k, b"v1")
+        cas = self.cas_of(c, k)
+        self.assertEqual(self.ms(c, k, b"v2", b"C%d" % (cas + 1000)), b"EX\r\n")
+        self.assertEqual(self.ms(c, k, b"v2", b"C%d" % cas), b"HD\r\n")
+        self.assertEqual(self.ms(c, k, b"v3", b"C%d" % cas), b"EX\r\n")
+        self.assertEqual(self.ms(c, miss, b"v", b"C%d" % cas), b"NF\r\n")
+        self.assertEqual(c.get_value(k), b"v2")
+
+    def test_ms_modes(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(self.ms(c, k, b"a", b"MR"), b"NS\r\n")  # replace: missing
+        self.assertEqual(self.ms(c, k, b"a", b"MA"), b"NS\r\n")  # append: missing
+        self.assertEqual(self.ms(c, k, b"a", b"MP"), b"NS\r\n")  # prepend: missing
+        self.assertEqual(self.ms(c, k, b"mid", b"ME"), b"HD\r\n")  # add
+        self.assertEqual(self.ms(c, k, b"x", b"ME"), b"NS\r\n")
+        self.assertEqual(self.ms(c, k, b"-end", b"MA"), b"HD\r\n")
+        self.assertEqual(self.ms(c, k, b"start-", b"MP"), b"HD\r\n")
+        self.assertEqual(c.get_value(k), b"start-mid-end")
+        self.assertEqual(self.ms(c, k, b"R", b"MR"), b"HD\r\n")
+        self.assertEqual(c.get_value(k), b"R")
+        self.assertEqual(self.ms(c, k, b"S", b"MS"), b"HD\r\n")
+        self.assertEqual(c.get_value(k), b"S")
+
+    def test_ms_quiet(self):
+        c = self.client()
+        k = self.key()
+        c.send(
+            b"ms %s 1 q\r\nA\r\nms %s 1 q O1 k\r\nB\r\nms %s 1 q ME O2\r\nC\r\nmn\r\n" % (k, k, k)
+        )
+        self.assertEqual(c.recv_until(b"MN\r\n"), b"NS O2\r\nMN\r\n")
+        self.assertEqual(c.get_value(k), b"B")
+
+    def test_ms_invalidate(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"md %s I T30\r\n" % k), b"HD\r\n")
+        code, flags = self.split_head(c.call(b"mg %s v\r\n" % k))
+        self.assertEqual((code, flags[0], sorted(flags[1:])), (b"VA", b"2", [b"W", b"X"]))
+        c.recv_exact(4)
+        code, flags = self.split_head(c.call(b"mg %s v\r\n" % k))
+        self.assertEqual((code, flags[0], sorted(flags[1:])), (b"VA", b"2", [b"X", b"Z"]))
+        c.recv_exact(4)
+        self.assertEqual(self.ms(c, k, b"new", b"I"), b"HD\r\n")
+        self.assertEqual(c.call(b"mg %s v\r\n" % k, b"new\r\n"), b"VA 3\r\nnew\r\n")
+
+    def test_ms_base64_key(self):
+        c = self.client()
+        k = b64(b"\xfe\xed" + self.key())
+        self.assertEqual(self.ms(c, k, b"yo", b"b k O1"), b"HD k%s b O1\r\n" % k)
+        self.assertEqual(c.call(b"mg %s b v\r\n" % k, b"yo\r\n"), b"VA 2\r\nyo\r\n")
+
+    def test_ms_P_L_ignored(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(self.ms(c, k, b"hi", b"P L"), b"HD\r\n")
+        self.assertEqual(c.get_value(k), b"hi")
+
+    def test_ms_binary_value(self):
+        c = self.client()
+        k = self.key()
+        v = bytes(range(256)) + b"\r\n"
+        self.assertEqual(self.ms(c, k, v), b"HD\r\n")
+        self.assertEqual(c.call(b"mg %s v\r\n" % k, b"\r\n"), b"VA 258\r\n")
+        self.assertEqual(c.recv_exact(len(v) + 2), v + b"\r\n")
+
+    def test_ms_zero_length(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"ms %s 0\r\n\r\n" % k), b"HD\r\n")
+        self.assertEqual(c.call(b"mg %s v s\r\n" % k, b"\r\n"), b"VA 0 s0\r\n")
+        self.assertEqual(c.recv_exact(2), b"\r\n")
+
+    # ----------------------------------------------------------------- md
+
+    def test_md(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"md %s\r\n" % k), b"NF\r\n")
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"md %s\r\n" % k), b"HD\r\n")
+        self.assertEqual(c.call(b"md %s\r\n" % k), b"NF\r\n")
+        self.assertIsNone(c.get_value(k))
+
+    def test_md_cas(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi")
+        cas = self.cas_of(c, k)
+        self.assertEqual(c.call(b"md %s C%d\r\n" % (k, cas + 1000)), b"EX\r\n")
+        self.assertEqual(c.get_value(k), b"hi")
+        self.assertEqual(c.call(b"md %s C%d\r\n" % (k, cas)), b"HD\r\n")
+        self.assertIsNone(c.get_value(k))
+
+    def test_md_opaque_key_base64(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"md %s O9 k\r\n" % k), b"HD O9 k%s\r\n" % k)
+        self.assertEqual(c.call(b"md %s O8 k\r\n" % k), b"NF O8 k%s\r\n" % k)
+        bk = b64(b"\x00" + k)
+        self.ms(c, bk, b"hi", b"b")
+        self.assertEqual(c.call(b"md %s b k O7\r\n" % bk), b"HD k%s b O7\r\n" % bk)
+        self.assertEqual(c.call(b"mg %s b v\r\n" % bk), b"EN\r\n")
+
+    def test_md_quiet(self):
+        c = self.client()
+        k, miss = self.key(), self.key("miss")
+        self.ms(c, k, b"hi")
+        c.send(b"md %s q\r\nmn\r\n" % k)
+        self.assertEqual(c.recv_until(b"MN\r\n"), b"MN\r\n")  # HD hidden
+        self.assertIsNone(c.get_value(k))
+        c.send(b"md %s q\r\nmn\r\n" % miss)
+        # memcached 1.6.18 shows NF in quiet mode; protocol.txt says q hides it (README)
+        self.assertIn(c.recv_until(b"MN\r\n"), (b"NF\r\nMN\r\n", b"MN\r\n"))
+
+    def test_md_invalidate(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"md %s I T30\r\n" % k), b"HD\r\n")
+        code, flags = self.split_head(c.call(b"mg %s t v\r\n" % k))
+        self.assertEqual(code, b"VA")
+        self.ttl_ok(flags[1], 30)
+        self.assertEqual(sorted(flags[2:]), [b"W", b"X"])
+        c.recv_exact(4)
+        # the stale value is still served to text get
+        self.assertEqual(c.get_value(k), b"hi")
+
+    def test_md_P_L_ignored(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"md %s P L\r\n" % k), b"HD\r\n")
+
+    # ----------------------------------------------------------------- ma
+
+    def test_ma_basic(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"ma %s\r\n" % k), b"NF\r\n")
+        self.ms(c, k, b"5")
+        self.assertEqual(c.call(b"ma %s\r\n" % k), b"HD\r\n")
+        self.assertEqual(c.call(b"ma %s v\r\n" % k, b"\r\n"), b"VA 1\r\n")
+        self.assertEqual(c.line(), b"7\r\n")
+        self.assertEqual(c.get_value(k), b"7")
+
+    def test_ma_modes_and_delta(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"10")
+        for cmd, want in (
+            (b"D5", b"15"),
+            (b"MI D5", b"20"),
+            (b"M+", b"21"),
+            (b"MD D3", b"18"),
+            (b"M- D2", b"16"),
+            (b"MD D100", b"0"),
+        ):
+            r = c.call(b"ma %s %s v\r\n" % (k, cmd), b"\r\n")
+            self.assertEqual(r, b"VA %d\r\n" % len(want), cmd)
+            self.assertEqual(c.line(), want + b"\r\n", cmd)
+
+    def test_ma_wraps(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"18446744073709551615")
+        self.assertEqual(c.call(b"ma %s v\r\n" % k, b"\r\n"), b"VA 1\r\n")
+        self.assertEqual(c.line(), b"0\r\n")
+
+    def test_ma_vivify(self):
+        c = self.client()
+        k, k2 = self.key(), self.key("2")
+        code, flags = self.split_head(c.call(b"ma %s N30 J13 v t\r\n" % k))
+        self.assertEqual((code, flags[0]), (b"VA", b"2"))
+        self.ttl_ok(flags[1], 30)
+        self.assertEqual(c.line(), b"13\r\n")  # the initial value, not incremented
+        self.assertEqual(c.call(b"ma %s v\r\n" % k, b"\r\n"), b"VA 2\r\n")
+        self.assertEqual(c.line(), b"14\r\n")
+        self.assertEqual(c.call(b"ma %s N0\r\n" % k2), b"HD\r\n")  # J defaults to 0
+        self.assertEqual(c.get_value(k2), b"0")
+
+    def test_ma_T_c_t(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"1")
+        code, flags = self.split_head(c.call(b"ma %s T100 v t\r\n" % k))
+        self.assertEqual((code, flags[0]), (b"VA", b"1"))
+        self.ttl_ok(flags[1], 100)
+        self.assertEqual(c.line(), b"2\r\n")
+        code, flags = self.split_head(c.call(b"ma %s v c\r\n" % k))
+        self.assertEqual(c.line(), b"3\r\n")
+        self.assertEqual(flags[1], b"c%d" % self.cas_of(c, k))
+
+    def test_ma_cas(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"1")
+        cas = self.cas_of(c, k)
+        self.assertEqual(c.call(b"ma %s C%d v\r\n" % (k, cas + 1000)), b"EX\r\n")
+        self.assertEqual(c.call(b"ma %s C%d v\r\n" % (k, cas), b"\r\n"), b"VA 1\r\n")
+        self.assertEqual(c.line(), b"2\r\n")
+
+    def test_ma_quiet_opaque_key(self):
+        c = self.client()
+        k, miss = self.key(), self.key("miss")
+        self.ms(c, k, b"1")
+        self.assertEqual(c.call(b"ma %s O7 k\r\n" % k), b"HD O7 k%s\r\n" % k)
+        c.send(b"ma %s q\r\nmn\r\n" % k)
+        self.assertEqual(c.recv_until(b"MN\r\n"), b"MN\r\n")  # HD hidden
+        self.assertEqual(c.get_value(k), b"3")
+        c.send(b"ma %s q\r\nmn\r\n" % miss)
+        # memcached 1.6.18 shows NF in quiet mode; protocol.txt says q hides it (README)
+        self.assertIn(c.recv_until(b"MN\r\n"), (b"NF\r\nMN\r\n", b"MN\r\n"))
+
+    def test_ma_non_numeric(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"abc")
+        self.assertEqual(
+            c.call(b"ma %s v\r\n" % k), b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        )
+
+    # ----------------------------------------------------------------- mixed
+
+    def test_quiet_pipeline_with_mn(self):
+        c = self.client()
+        p = self.key()
+        keys = [b"%s_%d" % (p, i) for i in range(20)]
+        req = b""
+        for i, k in enumerate(keys):
+            if i % 2 == 0:
+                req += b"ms %s 2 q\r\n%02d\r\n" % (k, i)
+        for k in keys:
+            req += b"mg %s v k q\r\n" % k
+        req += b"mn\r\n"
+        c.send(req)
+        want = b"".join(b"VA 2 k%s\r\n%02d\r\n" % (k, i) for i, k in enumerate(keys) if i % 2 == 0)
+        self.assertEqual(c.recv_until(b"MN\r\n"), want + b"MN\r\n")
+        self.assertEqual(c.recv_idle(0.05), b"")
+
+    def test_meta_and_text_share_items(self):
+        c = self.client()
+        k = self.key()
+        c.call(b"set %s 3 0 2\r\nhi\r\n" % k)
+        self.assertEqual(c.call(b"mg %s f v\r\n" % k, b"hi\r\n"), b"VA 2 f3\r\nhi\r\n")
+        self.ms(c, k, b"yo", b"F4")
+        c.send(b"get %s\r\n" % k)
+        self.assertEqual(c.recv_until(b"END\r\n"), b"VALUE %s 4 2\r\nyo\r\nEND\r\n" % k)
+
+    def test_meta_errors(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"mg\r\n"), b"ERROR\r\n")
+        self.assertEqual(c.call(b"mg %s v\r\n" % (b"a" * 251)), b"CLIENT_ERROR bad command line format\r\n")
+        self.assertEqual(c.call(b"mg %s zz\r\n" % k), b"CLIENT_ERROR invalid flag\r\n")
+        self.assertEqual(c.call(b"mg %s v v\r\n" % k), b"CLIENT_ERROR duplicate flag\r\n")
+        self.assertEqual(c.call(b"mg ab!c b v\r\n"), b"CLIENT_ERROR error decoding key\r\n")
+        self.assertEqual(c.call(b"ms %s\r\n" % k), b"CLIENT_ERROR bad command line format\r\n")
+        self.assertEqual(c.call(b"ms %s abc\r\n" % k), b"CLIENT_ERROR bad command line format\r\n")
+        self.assertEqual(c.call(b"ms %s -1\r\n" % k), b"CLIENT_ERROR bad command line format\r\n")
+        # errors after the length is known: the data block is swallowed
+        self.assertEqual(c.call(b"ms %s 1 Mz\r\nx\r\n" % k), b"CLIENT_ERROR invalid mode for ms M token\r\n")
+        self.assertEqual(c.call(b"ms %s 2 zz\r\nhi\r\n" % k), b"CLIENT_ERROR invalid flag\r\n")
+        self.assertEqual(c.call(b"ms ab!c 2 b\r\nhi\r\n"), b"CLIENT_ERROR error decoding key\r\n")
+        self.assertEqual(c.call(b"ma %s Mz\r\n" % k), b"CLIENT_ERROR invalid mode for ma M token\r\n")
+        self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
+
+    def test_ms_bad_data_chunk_keeps_old_value(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"old")
+        self.assertEqual(c.call(b"ms %s 2\r\nhiXY" % k), b"CLIENT_ERROR bad data chunk\r\n")
+        self.assertEqual(c.get_value(k), b"old")
+
+    def test_ms_too_large(self):
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"old")
+        v = b"x" * (1024 * 1024 + 1)
+        c.send(b"ms %s %d\r\n" % (k, len(v)) + v + b"\r\nmg %s v\r\n" % k)
+        self.assertEqual(c.line(timeout=10), b"SERVER_ERROR object too large for cache\r\n")
+        self.assertEqual(c.line(), b"EN\r\n")
+
+
+if __name__ == "__main__":
+    harness.main()

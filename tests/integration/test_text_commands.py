@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""Classic text protocol: every command, through pymemcache and as exact bytes."""
+
+import os
+import sys
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import ServerTestCase, raw_stats  # noqa: E402
+
+from pymemcache.exceptions import MemcacheClientError  # noqa: E402
+
+U64_MAX = 2**64 - 1
+
+
+class PymemcacheCommandsTest(ServerTestCase):
+    """A real client library (pymemcache, bytes in and out) over every ordinary command."""
+
+    def mc(self):
+        return self.pymc(default_noreply=False)
+
+    def test_set_get(self):
+        mc = self.mc()
+        k = self.key()
+        self.assertIsNone(mc.get(k))
+        self.assertTrue(mc.set(k, b"value"))
+        self.assertEqual(mc.get(k), b"value")
+        self.assertTrue(mc.set(k, b"other"))
+        self.assertEqual(mc.get(k), b"other")
+
+    def test_get_many_hits_and_misses(self):
+        mc = self.mc()
+        keys = [self.key(str(i)) for i in range(40)]
+        for i, k in enumerate(keys):
+            if i % 3 == 0:
+                self.assertTrue(mc.set(k, b"v%d" % i))
+        got = mc.get_many(keys)
+        want = {k: b"v%d" % i for i, k in enumerate(keys) if i % 3 == 0}
+        self.assertEqual(got, want)
+
+    def test_gets_many_and_cas(self):
+        mc = self.mc()
+        a, b, miss = self.key("a"), self.key("b"), self.key("miss")
+        mc.set(a, b"1")
+        mc.set(b, b"2")
+        got = mc.gets_many([a, b, miss])
+        self.assertEqual(set(got), {a, b})
+        self.assertEqual(got[a][0], b"1")
+        self.assertNotEqual(got[a][1], got[b][1])
+        value, cas = mc.gets(a)
+        self.assertEqual(value, b"1")
+        self.assertTrue(mc.cas(a, b"new", cas))
+        self.assertFalse(mc.cas(a, b"again", cas))  # EXISTS: cas changed
+        self.assertEqual(mc.get(a), b"new")
+        self.assertIsNone(mc.cas(miss, b"x", cas))  # NOT_FOUND
+        self.assertEqual(mc.gets(miss), (None, None))
+
+    def test_add_replace(self):
+        mc = self.mc()
+        k = self.key()
+        self.assertFalse(mc.replace(k, b"r"))
+        self.assertTrue(mc.add(k, b"a"))
+        self.assertFalse(mc.add(k, b"b"))
+        self.assertEqual(mc.get(k), b"a")
+        self.assertTrue(mc.replace(k, b"r"))
+        self.assertEqual(mc.get(k), b"r")
+
+    def test_append_prepend(self):
+        mc = self.mc()
+        k = self.key()
+        self.assertFalse(mc.append(k, b"x"))
+        self.assertFalse(mc.prepend(k, b"x"))
+        self.assertIsNone(mc.get(k))
+        mc.set(k, b"mid")
+        self.assertTrue(mc.append(k, b"-end"))
+        self.assertTrue(mc.prepend(k, b"start-"))
+        self.assertEqual(mc.get(k), b"start-mid-end")
+
+    def test_delete(self):
+        mc = self.mc()
+        k = self.key()
+        self.assertFalse(mc.delete(k))
+        mc.set(k, b"v")
+        self.assertTrue(mc.delete(k))
+        self.assertIsNone(mc.get(k))
+        self.assertFalse(mc.delete(k))
+
+    def test_incr_decr(self):
+        mc = self.mc()
+        k = self.key()
+        self.assertIsNone(mc.incr(k, 1))
+        self.assertIsNone(mc.decr(k, 1))
+        mc.set(k, b"10")
+        self.assertEqual(mc.incr(k, 5), 15)
+        self.assertEqual(mc.decr(k, 3), 12)
+        self.assertEqual(mc.decr(k, 100), 0)  # floor at 0
+        mc.set(k, str(U64_MAX).encode())
+        self.assertEqual(mc.incr(k, 1), 0)  # wraps at 2^64
+        self.assertEqual(mc.incr(k, 1), 1)
+
+    def test_incr_non_numeric(self):
+        mc = self.mc()
+        k = self.key()
+        mc.set(k, b"abc")
+        with self.assertRaises(MemcacheClientError) as cm:
+            mc.incr(k, 1)
+        self.assertIn(b"cannot increment or decrement non-numeric value", cm.exception.args[0])
+        self.assertEqual(mc.get(k), b"abc")
+
+    def test_touch(self):
+        mc = self.mc()
+        k = self.key()
+        self.assertFalse(mc.touch(k, 100))
+        mc.set(k, b"v")
+        self.assertTrue(mc.touch(k, 100))
+        self.assertEqual(mc.get(k), b"v")
+
+    def test_version_and_stats(self):
+        mc = self.mc()
+        self.assertTrue(mc.version())
+        st = mc.stats()
+        for name in (b"pid", b"uptime", b"curr_items", b"cmd_get"):
+            self.assertIn(name, st)
+        self.assertEqual(int(st[b"pid"]), self.server.pid)
+
+
+class TextExactBytesTest(ServerTestCase):
+    """Exact reply bytes of the classic commands over a raw socket."""
+
+    def test_storage_replies(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"set %s 0 0 1\r\nA\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.call(b"add %s 0 0 1\r\nB\r\n" % k), b"NOT_STORED\r\n")
+        self.assertEqual(c.call(b"replace %s 0 0 1\r\nC\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.call(b"append %s 0 0 1\r\nD\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.call(b"prepend %s 0 0 1\r\nE\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.call(b"get %s\r\n" % k, b"END\r\n"), b"VALUE %s 0 3\r\nECD\r\nEND\r\n" % k)
+        m = self.key("missing")
+        self.assertEqual(c.call(b"replace %s 0 0 1\r\nC\r\n" % m), b"NOT_STORED\r\n")
+        self.assertEqual(c.call(b"append %s 0 0 1\r\nC\r\n" % m), b"NOT_STORED\r\n")
+        self.assertEqual(c.call(b"prepend %s 0 0 1\r\nC\r\n" % m), b"NOT_STORED\r\n")
+        self.assertEqual(c.call(b"add %s 0 0 1\r\nC\r\n" % m), b"STORED\r\n")
+        self.assertEqual(c.call(b"delete %s\r\n" % m), b"DELETED\r\n")
+        self.assertEqual(c.call(b"delete %s\r\n" % m), b"NOT_FOUND\r\n")
+        self.assertEqual(c.call(b"touch %s 10\r\n" % m), b"NOT_FOUND\r\n")
+        self.assertEqual(c.call(b"touch %s 10\r\n" % k), b"TOUCHED\r\n")
+
+    def test_append_keeps_flags(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"set %s 7 0 1\r\nA\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.call(b"append %s 99 0 1\r\nB\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.call(b"get %s\r\n" % k, b"END\r\n"), b"VALUE %s 7 2\r\nAB\r\nEND\r\n" % k)
+
+    def test_flags_roundtrip(self):
+        c = self.client()
+        for flags in (0, 1, 65535, 4294967295):
+            k = self.key(str(flags))
+            self.assertEqual(c.call(b"set %s %d 0 2\r\nab\r\n" % (k, flags)), b"STORED\r\n")
+            self.assertEqual(
+                c.call(b"get %s\r\n" % k, b"END\r\n"), b"VALUE %s %d 2\r\nab\r\nEND\r\n" % (k, flags)
+            )
+
+    def test_get_many_keys_mixed(self):
+        c = self.client()
+        keys = [self.key(str(i)) for i in range(50)]
+        for i, k in enumerate(keys):
+            if i % 2:
+                self.assertEqual(c.call(b"set %s %d 0 %d\r\n%s\r\n" % (k, i, len(k), k)), b"STORED\r\n")
+        want = b"".join(
+            b"VALUE %s %d %d\r\n%s\r\n" % (k, i, len(k), k) for i, k in enumerate(keys) if i % 2
+        ) + b"END\r\n"
+        self.assertEqual(c.call(b"get " + b" ".join(keys) + b"\r\n", b"END\r\n"), want)
+        # a key asked twice is answered twice
+        k = keys[1]
+        self.assertEqual(
+            c.call(b"get %s %s\r\n" % (k, k), b"END\r\n"),
+            (b"VALUE %s 1 %d\r\n%s\r\n" % (k, len(k), k)) * 2 + b"END\r\n",
+        )
+
+    def _gets_cas(self, c, k):
+        head = c.line()
+        parts = head.split()
+        self.assertEqual(parts[0], b"VALUE", head)
+        self.assertEqual(parts[1], k)
+        n = int(parts[3])
+        c.recv_exact(n + 2)
+        return int(parts[4])
+
+    def test_gets_many_keys_and_cas_commands(self):
+        c = self.client()
+        a, b, miss = self.key("a"), self.key("b"), self.key("miss")
+        c.call(b"set %s 0 0 1\r\n1\r\n" % a)
+        c.call(b"set %s 0 0 1\r\n2\r\n" % b)
+        c.send(b"gets %s %s %s\r\n" % (a, miss, b))
+        cas_a = self._gets_cas(c, a)
+        cas_b = self._gets_cas(c, b)
+        self.assertEqual(c.line(), b"END\r\n")
+        self.assertNotEqual(cas_a, cas_b)
+        self.assertEqual(c.call(b"cas %s 0 0 1 %d\r\nX\r\n" % (a, cas_a + 1000)), b"EXISTS\r\n")
+        self.assertEqual(c.call(b"cas %s 0 0 1 %d\r\nX\r\n" % (a, cas_a)), b"STORED\r\n")
+        self.assertEqual(c.call(b"cas %s 0 0 1 %d\r\nY\r\n" % (a, cas_a)), b"EXISTS\r\n")
+        self.assertEqual(c.call(b"cas %s 0 0 1 %d\r\nX\r\n" % (miss, cas_a)), b"NOT_FOUND\r\n")
+        self.assertEqual(c.get_value(a), b"X")
+        c.send(b"gets %s\r\n" % a)
+        cas_a2 = self._gets_cas(c, a)
+        self.assertEqual(c.line(), b"END\r\n")
+        self.assertNotEqual(cas_a2, cas_a)
+
+    def test_gat_gats(self):
+        c = self.client()
+        a, b, miss = self.key("a"), self.key("b"), self.key("miss")
+        c.call(b"set %s 3 0 2\r\naa\r\n" % a)
+        c.call(b"set %s 4 0 2\r\nbb\r\n" % b)
+        self.assertEqual(
+            c.call(b"gat 100 %s %s %s\r\n" % (a, miss, b), b"END\r\n"),
+            b"VALUE %s 3 2\r\naa\r\nVALUE %s 4 2\r\nbb\r\nEND\r\n" % (a, b),
+        )
+        self.assertEqual(c.call(b"gat 100 %s\r\n" % miss, b"END\r\n"), b"END\r\n")
+        c.send(b"gats 200 %s %s\r\n" % (miss, a))
+        head = c.line().split()
+        self.assertEqual(head[:4], [b"VALUE", a, b"3", b"2"])
+        self.assertEqual(len(head), 5)
+        int(head[4])
+        self.assertEqual(c.recv_exact(4), b"aa\r\n")
+        self.assertEqual(c.line(), b"END\r\n")
+        # the TTL was updated (meta get shows the remaining TTL)
+        ttl = int(c.call(b"mg %s t\r\n" % a).split()[1][1:])
+        self.assertTrue(190 <= ttl <= 200, ttl)
+        # gat 0 removes the TTL again
+        c.call(b"gat 0 %s\r\n" % a, b"END\r\n")
+        self.assertEqual(c.call(b"mg %s t\r\n" % a), b"HD t-1\r\n")
+
+    def test_incr_decr_exact(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"NOT_FOUND\r\n")
+        self.assertEqual(c.call(b"decr %s 1\r\n" % k), b"NOT_FOUND\r\n")
+        c.call(b"set %s 5 0 2\r\n99\r\n" % k)
+        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"100\r\n")  # length grows 2 -> 3
+        self.assertEqual(c.call(b"get %s\r\n" % k, b"END\r\n"), b"VALUE %s 5 3\r\n100\r\nEND\r\n" % k)
+        self.assertEqual(c.call(b"incr %s 18446744073709551515\r\n" % k), b"18446744073709551615\r\n")
+        self.assertEqual(c.call(b"incr %s 2\r\n" % k), b"1\r\n")  # wraps at 2^64
+        self.assertEqual(c.call(b"decr %s 7\r\n" % k), b"0\r\n")  # floor at 0
+        self.assertEqual(c.call(b"decr %s 1\r\n" % k), b"0\r\n")
+        # a shorter number: memcached pads the old length with spaces (see README)
+        self.assertEqual(c.get_value(k).rstrip(b" "), b"0")
+        c.call(b"set %s 0 0 22\r\n0000000000000000000001\r\n" % k)
+        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"2\r\n")
+        self.assertEqual(c.get_value(k).rstrip(b" "), b"2")
+
+    def test_decr_shrinking_length(self):
+        c = self.client()
+        k = self.key()
+        c.call(b"set %s 0 0 3\r\n100\r\n" % k)
+        self.assertEqual(c.call(b"decr %s 1\r\n" % k), b"99\r\n")
+        # memcached rewrites the number in place and pads with spaces ("99 "): allowed both
+        self.assertIn(c.get_value(k), (b"99", b"99 "))
+        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"100\r\n")
+        self.assertEqual(c.get_value(k), b"100")
+
+    def test_incr_errors(self):
+        c = self.client()
+        k = self.key()
+        c.call(b"set %s 0 0 3\r\nabc\r\n" % k)
+        self.assertEqual(
+            c.call(b"incr %s 1\r\n" % k),
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        )
+        self.assertEqual(
+            c.call(b"decr %s 1\r\n" % k),
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        )
+        c.call(b"set %s 0 0 2\r\n-1\r\n" % k)
+        self.assertEqual(
+            c.call(b"incr %s 1\r\n" % k),
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        )
+        for delta in (b"abc", b"-1", b"18446744073709551616"):
+            self.assertEqual(
+                c.call(b"incr %s %s\r\n" % (k, delta)), b"CLIENT_ERROR invalid numeric delta argument\r\n"
+            )
+        self.assertEqual(c.get_value(k), b"-1")
+
+    def test_key_of_250_bytes(self):
+        c = self.client()
+        k = b"k" * 250
+        self.assertEqual(c.call(b"set %s 0 0 1\r\nx\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.get_value(k), b"x")
+        self.assertEqual(c.call(b"delete %s\r\n" % k), b"DELETED\r\n")
+
+    def test_version(self):
+        c = self.client()
+        r = c.call(b"version\r\n")
+        self.assertTrue(r.startswith(b"VERSION ") and r.endswith(b"\r\n") and len(r) > 10, r)
+        self.assertNotIn(b" ", r[8:-2])
+
+    def test_verbosity(self):
+        c = self.client()
+        self.assertEqual(c.call(b"verbosity 1\r\n"), b"OK\r\n")
+        self.assertEqual(c.call(b"verbosity 0\r\n"), b"OK\r\n")
+        c.send(b"verbosity 1 noreply\r\nverbosity 0 noreply\r\n")
+        self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
+
+    def test_delete_legacy_zero_time(self):
+        c = self.client()
+        k = self.key()
+        c.call(b"set %s 0 0 1\r\nx\r\n" % k)
+        self.assertEqual(c.call(b"delete %s 0\r\n" % k), b"DELETED\r\n")
+        self.assertEqual(
+            c.call(b"delete %s 5\r\n" % k),
+            b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
+        )
+
+    def test_bare_newline_terminator(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"set %s 0 0 2\nhi\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.call(b"get %s\n" % k, b"END\r\n"), b"VALUE %s 0 2\r\nhi\r\nEND\r\n" % k)
+
+    def test_extra_spaces(self):
+        c = self.client()
+        k = self.key()
+        c.call(b"set %s 0 0 1\r\nx\r\n" % k)
+        self.assertEqual(c.call(b"get  %s  \r\n" % k, b"END\r\n"), b"VALUE %s 0 1\r\nx\r\nEND\r\n" % k)
+
+    def test_quit(self):
+        c = self.client()
+        k = self.key()
+        c.send(b"get %s\r\nquit\r\nget %s\r\n" % (k, k))
+        self.assertEqual(c.expect_closed(), b"END\r\n")
+        self.assertAlive()
+
+    def test_quit_pymemcache(self):
+        mc = self.pymc(default_noreply=False)
+        mc.set(self.key(), b"v")
+        mc.quit()
+        self.assertAlive()
+
+
+class StatsTest(ServerTestCase):
+    NAMES = (
+        "pid uptime time version curr_connections total_connections cmd_get cmd_set get_hits "
+        "get_misses curr_items total_items bytes evictions limit_maxbytes threads"
+    ).split()
+
+    def test_names_and_values(self):
+        c = self.client()
+        st = raw_stats(c)
+        for name in self.NAMES:
+            self.assertIn(name, st)
+        self.assertEqual(int(st["pid"]), self.server.pid)
+        self.assertEqual(int(st["threads"]), 2)
+        self.assertEqual(int(st["limit_maxbytes"]), 64 * 1024 * 1024)
+        self.assertLess(abs(int(st["time"]) - time.time()), 5)
+        self.assertTrue(0 <= int(st["uptime"]) < 3600)
+        self.assertGreaterEqual(int(st["curr_connections"]), 1)
+        for name in self.NAMES:
+            if name != "version":
+                int(st[name])
+
+    def test_counters_change(self):
+        c = self.client()
+        a, b, miss = self.key("a"), self.key("b"), self.key("miss")
+        before = {k: int(v) for k, v in raw_stats(c).items() if v.isdigit()}
+        c.call(b"set %s 0 0 1\r\n1\r\n" % a)
+        c.call(b"set %s 0 0 1\r\n2\r\n" % b)
+        c.call(b"get %s %s %s\r\n" % (a, b, miss), b"END\r\n")
+        c.call(b"get %s\r\n" % miss, b"END\r\n")
+        after = {k: int(v) for k, v in raw_stats(c).items() if v.isdigit()}
+        d = {k: after[k] - before[k] for k in before if k in after}
+        self.assertEqual(d["cmd_get"], 4)
+        self.assertEqual(d["get_hits"], 2)
+        self.assertEqual(d["get_misses"], 2)
+        self.assertEqual(d["cmd_set"], 2)
+        self.assertEqual(d["curr_items"], 2)
+        self.assertEqual(d["total_items"], 2)
+        self.assertGreater(d["bytes"], 0)
+        c.call(b"delete %s\r\n" % a)
+        self.assertEqual(int(raw_stats(c)["curr_items"]), after["curr_items"] - 1)
+
+    def test_connections_counted(self):
+        c = self.client()
+        before = raw_stats(c)
+        extra = [self.client() for _ in range(3)]
+        for e in extra:
+            e.call(b"version\r\n")
+        after = raw_stats(c)
+        self.assertGreaterEqual(int(after["curr_connections"]), int(before["curr_connections"]) + 3)
+        self.assertGreaterEqual(int(after["total_connections"]), int(before["total_connections"]) + 3)
+
+    def test_stats_settings(self):
+        c = self.client()
+        st = raw_stats(c, b"settings")
+        for name in ("maxbytes", "maxconns", "tcpport", "item_size_max", "num_threads"):
+            self.assertIn(name, st)
+        self.assertEqual(int(st["maxbytes"]), 64 * 1024 * 1024)
+        self.assertEqual(int(st["tcpport"]), self.server.port)
+        self.assertEqual(int(st["num_threads"]), 2)
+        self.assertEqual(int(st["item_size_max"]), 1024 * 1024)
+        self.assertGreater(int(st["maxconns"]), 0)
+
+    def test_unknown_stats_group(self):
+        c = self.client()
+        self.assertEqual(c.call(b"stats nonsense_group\r\n"), b"ERROR\r\n")
+
+
+class FlushTest(ServerTestCase):
+    def _fill(self, c, n=5):
+        keys = [self.key(str(i)) for i in range(n)]
+        for k in keys:
+            self.assertEqual(c.call(b"set %s 0 0 1\r\nx\r\n" % k), b"STORED\r\n")
+        return keys
+
+    def test_flush_all(self):
+        c = self.client()
+        keys = self._fill(c)
+        self.assertEqual(c.call(b"flush_all\r\n"), b"OK\r\n")
+        self.assertEqual(c.call(b"get " + b" ".join(keys) + b"\r\n"), b"END\r\n")
+        # storing works again right after
+        self.assertEqual(c.call(b"set %s 0 0 1\r\ny\r\n" % keys[0]), b"STORED\r\n")
+        self.assertEqual(c.get_value(keys[0]), b"y")
+
+    def test_flush_all_zero(self):
+        c = self.client()
+        keys = self._fill(c)
+        self.assertEqual(c.call(b"flush_all 0\r\n"), b"OK\r\n")
+        self.assertEqual(c.call(b"get " + b" ".join(keys) + b"\r\n"), b"END\r\n")
+
+    def test_flush_all_noreply(self):
+        c = self.client()
+        keys = self._fill(c)
+        c.send(b"flush_all noreply\r\n")
+        self.assertEqual(c.call(b"get " + b" ".join(keys) + b"\r\n"), b"END\r\n")
+        self.assertEqual(c.recv_idle(0.1), b"")
+
+    def test_flush_all_pymemcache(self):
+        mc = self.pymc(default_noreply=False)
+        mc.set(self.key(), b"v")
+        self.assertTrue(mc.flush_all())
+        self.assertIsNone(mc.get(self.key()))
+
+    def test_flush_all_bad_delay(self):
+        c = self.client()
+        self.assertEqual(c.call(b"flush_all abc\r\n"), b"CLIENT_ERROR invalid exptime argument\r\n")
+
+
+if __name__ == "__main__":
+    harness.main()
