@@ -413,6 +413,11 @@ class Worker {
     stats.lat.push_back(units >= 4294967295.0 ? 0xffffffffu : uint32_t(units));
   }
 
+  void report_error_reply(Conn& c, const char* p, size_t n) {
+    if (error_reports_++ < 5)
+      fprintf(stderr, "loadgen: connection %" PRIu64 ": error reply: %.*s\n", c.id, int(std::min<size_t>(n, 200)), p);
+  }
+
   static bool line_is(const char* p, size_t n, const char* lit) {
     size_t l = strlen(lit);
     return n == l && memcmp(p, lit, l) == 0;
@@ -480,6 +485,7 @@ class Worker {
               complete(c, now, 0);
             } else if (line_is(start, n, "NOT_STORED") || line_is(start, n, "EXISTS") ||
                        line_is(start, n, "NOT_FOUND") || is_error_line(start, n)) {
+              report_error_reply(c, start, n);
               complete(c, now, 3);
             } else {
               error(c, true, "unexpected reply to set");
@@ -499,6 +505,7 @@ class Worker {
               c.data_off = 0;
               c.ps = Conn::PS::Data;
             } else if (is_error_line(start, n)) {
+              report_error_reply(c, start, n);
               complete(c, now, 3);
             } else {
               error(c, true, "unexpected reply to get");
@@ -545,6 +552,7 @@ class Worker {
   uint64_t next_preload_key_ = 0;
   size_t preload_depth_ = 1;
   int desync_reports_ = 0;
+  int error_reports_ = 0;
   std::vector<std::unique_ptr<Conn>> conns_;
 };
 
