@@ -32,8 +32,13 @@ plan_result plan(const proto::request& req, std::vector<storage::op>& ops);
 
 /// Writes the response to `req` given the results of its ops (same order as planned).
 /// Honors noreply (text) and q (meta: suppress EN/HD/NF, keep errors) and the O/k/b echo.
+/// Only the ops' keys and scalar fields are read (their `value` may have been moved out).
+/// Relative times (mg t/l, ma t, me exp/la) are computed against the wall clock.
 void compose(const proto::request& req, const std::vector<storage::op>& ops,
              const std::vector<storage::result>& results, out_queue& out);
+/// Same, with an explicit "now" in unix seconds (tests; a connection with an injected clock).
+void compose(const proto::request& req, const std::vector<storage::op>& ops,
+             const std::vector<storage::result>& results, out_queue& out, uint32_t now);
 
 /// Response line for a storage failure status that maps to an error (too_large, no_memory).
 std::string_view error_line(storage::status st) noexcept;
