@@ -22,6 +22,35 @@
 //               not a get-family command): the connection must be closed.
 // Limits follow memcached 1.6: keys of at most 250 bytes without control characters or
 // spaces; data length a non-negative 32-bit integer; `max_item_size` bounds the data block.
+//
+// Exact memcached 1.6.18 behaviours mirrored (verified against the real server; see
+// tests/protocol/test_memcache.cpp for the probe transcripts):
+// - Lines end at "\n"; one "\r" before it is stripped. Tokens are separated by spaces only
+//   (a tab is part of a token). The line is cut at its first NUL byte (memcached strlen()s it).
+// - The text protocol does NOT reject control characters in keys (memcached stores
+//   "a\x01b"); only the length (<= 250) is checked. `valid_key` is the stricter helper.
+// - Numbers are read like memcached's safe_strtol/strtoul/strtoull on 64-bit Linux,
+//   including their quirks: values wrap to 32 bits ("set k 4294967296 0 1" stores flags 0,
+//   a length of 4294967297 means 1), "+5" and "5\t" are accepted, "-1" is rejected for
+//   unsigned fields, and 2^64 overflows.
+// - noreply on an error: memcached's out_string() honours noreply, so when parse() returns
+//   an error with `req.noreply` set (classic commands only: "set k 0 0 noreply", a bad data
+//   chunk after "set ... noreply", a too-large "set ... noreply"), memcached sends nothing.
+//   Meta errors are always sent (req.noreply stays false; the `q` flag is in req.meta).
+// - Meta flags are validated like memcached's _meta_flag_preparse(): unknown flag
+//   ("CLIENT_ERROR invalid flag"), duplicate flag or a flag byte >= 127 ("CLIENT_ERROR
+//   duplicate flag"), bad numeric tokens, M token length, base64 key (`b`), opaque length,
+//   and the ms/ma mode letter, with memcached's per-command error strings; an ms with a
+//   parseable length swallows its data block after such errors, exactly like memcached.
+//   Semantic use of the tokens (TTL, CAS compare, ...) is the caller's.
+// - Deliberate differences: (1) a non-get line is closed as soon as 2049 bytes precede its
+//   "\n" even if the "\n" arrived in the same read (memcached only closes when its buffer
+//   holds > 2048 bytes without any "\n", which depends on packet boundaries; this keeps
+//   parsing independent of fragmentation); (2) "too large" compares the data length with
+//   `max_item_size` (memcached compares the whole item including its ~50-byte header and key);
+//   (3) admin commands bifrost does not implement (slabs, lru, lru_crawler, watch,
+//   cache_memlimit, extstore) answer "ERROR"; "shutdown" answers memcached's default
+//   "ERROR: shutdown not enabled"; the legacy "bget" parses as get.
 #pragma once
 
 #include <array>
@@ -34,6 +63,9 @@ namespace bifrost::proto {
 
 inline constexpr size_t max_key_length = 250;
 inline constexpr size_t max_line_length = 2048;
+inline constexpr size_t max_tokens = 24;            // memcached MAX_TOKENS (incl. terminal)
+inline constexpr size_t max_meta_tokens = 20;       // memcached MFLAG_MAX_OPT_LENGTH
+inline constexpr size_t max_opaque_length = 32;     // O token incl. the 'O' (MFLAG_MAX_OPAQUE_LENGTH)
 
 enum class command : uint8_t {
   none,
@@ -49,7 +81,8 @@ enum class command : uint8_t {
 /// Meta command flags: one bit per flag letter, and the token that followed the letter.
 struct meta_flags {
   uint64_t present = 0;                    // bit flag_index(c) set when flag c was given
-  std::array<std::string_view, 52> token;  // token after the letter (may be empty)
+  std::array<std::string_view, 52> token;  // token after the letter (may be empty); only
+                                           // meaningful when the flag is present
 
   static constexpr int index(char c) noexcept {
     return (c >= 'A' && c <= 'Z') ? c - 'A' : (c >= 'a' && c <= 'z') ? 26 + (c - 'a') : -1;
@@ -64,11 +97,15 @@ struct meta_flags {
   }
   /// The flags in the order they appeared, as written (for echoing O, k, b... back).
   std::string_view raw;
+
+  void clear() noexcept;
 };
 
 struct request {
   command cmd = command::none;
   std::vector<std::string_view> keys;  // get/gets/gat/gats: all keys; others: keys[0]
+                                       // (gat/gats may have none: "gat 10" answers "END";
+                                       // meta with `b`: the key as sent, still base64)
   std::string_view data;               // storage commands / ms: the data block (no \r\n)
   uint32_t flags = 0;                  // set-family client flags
   int64_t exptime = 0;                 // set-family, touch, gat(s): raw exptime
@@ -77,7 +114,8 @@ struct request {
   int64_t delay = 0;                   // flush_all [delay]; verbosity level
   bool has_delay = false;              // flush_all had an explicit delay argument
   bool noreply = false;                // text: trailing "noreply"
-  std::string_view stats_arg;          // stats <arg> (e.g. "settings"); empty for general
+  std::string_view stats_arg;          // stats <arg> (e.g. "settings"); empty for general;
+                                       // everything after "stats", trimmed ("detail on")
   meta_flags meta;                     // meta commands
   std::string_view line;               // the whole command line without \r\n (forwarding)
 
@@ -104,9 +142,24 @@ parse_result parse(std::string_view in, request& req, const parser_config& cfg =
 /// True when `key` is a valid memcached key (1..250 bytes, no control chars or space).
 bool valid_key(std::string_view key) noexcept;
 
-/// Decodes base64 (meta `b` flag). Returns false on malformed input.
+/// Decodes base64 (meta `b` flag) exactly like memcached's base64_decode(): characters
+/// outside the alphabet are skipped, the alphabet characters must come in groups of four,
+/// decoding stops after the first padded group. Replaces `out`. Returns false on malformed
+/// input or an empty result (memcached treats both as "error decoding key").
 bool base64_decode(std::string_view in, std::string& out);
+/// Allocation-free variant: writes at most `in.size()` bytes to `out`; returns the decoded
+/// length, 0 on failure.
+size_t base64_decode(std::string_view in, char* out) noexcept;
 /// Encodes base64 into `out` (appending).
 void base64_encode(std::string_view in, std::string& out);
+
+/// memcached's number readers (util.c safe_strtol/safe_strtoul/safe_strtoull on LP64), for
+/// callers that interpret meta tokens: leading whitespace and a sign are accepted, the
+/// digits must be followed by whitespace or the end of the token, results wrap to the
+/// output width (strtol/strtoul produce 64-bit values that are then truncated), and the
+/// unsigned readers reject a '-' only when the 64-bit value looks negative.
+bool safe_strtol(std::string_view tok, int32_t& out) noexcept;
+bool safe_strtoul(std::string_view tok, uint32_t& out) noexcept;
+bool safe_strtoull(std::string_view tok, uint64_t& out) noexcept;
 
 } // namespace bifrost::proto

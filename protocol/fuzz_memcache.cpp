@@ -1,0 +1,135 @@
+// libFuzzer target for the memcached request parser.
+//
+// 1. Parses the input repeatedly like a connection (consume, continue, swallow after errors,
+//    stop on close) and checks the parse() contract on every call: consumed <= size,
+//    progress on ok/error, incomplete consumes nothing, `need` lies beyond the input,
+//    every view lies inside the consumed bytes, parse() is pure (same input, same output).
+// 2. Feeds the same input split at a few points (derived from the input) and in small
+//    chunks, and requires the identical sequence of results.
+// 3. base64: decode(encode(x)) == x, and decoding arbitrary input never overruns.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/memcache.hpp"
+#include "protocol/memcache_testing.hpp"
+
+using namespace bifrost::proto;
+
+namespace {
+
+[[noreturn]] void die(const char* what, const std::string& detail = {}) {
+  std::fprintf(stderr, "fuzz_memcache invariant violated: %s %s\n", what, detail.c_str());
+  std::abort();
+}
+
+bool inside(std::string_view in, std::string_view v) {
+  return v.empty() ||
+         (v.data() >= in.data() && v.data() + v.size() <= in.data() + in.size());
+}
+
+void check_one(std::string_view in, const parser_config& cfg, request& req, request& req2) {
+  size_t pos = 0;
+  for (int guard = 0; guard < 1 << 20; ++guard) {
+    std::string_view rest = in.substr(pos);
+    parse_result r = parse(rest, req, cfg);
+    parse_result r2 = parse(rest, req2, cfg);
+    if (testing::describe(r, req) != testing::describe(r2, req2) || r.need != r2.need)
+      die("parse() is not pure");
+    switch (r.status) {
+      case parse_status::incomplete:
+        if (r.consumed != 0 || r.swallow != 0) die("incomplete consumed");
+        if (r.need != 0 && r.need <= rest.size()) die("need within the input");
+        return;
+      case parse_status::close:
+        if (rest.size() <= max_line_length) die("close on a short input");
+        return;
+      case parse_status::ok:
+      case parse_status::error: {
+        if (r.consumed == 0) die("no progress");
+        if (r.consumed > rest.size()) die("consumed > size");
+        std::string_view used = rest.substr(0, r.consumed);
+        if (!inside(used, req.line) || !inside(used, req.data) || !inside(used, req.stats_arg) ||
+            !inside(used, req.meta.raw))
+          die("view outside the input");
+        for (auto k : req.keys) {
+          if (!inside(used, k)) die("key outside the input");
+          if (k.empty()) die("empty key");
+          if (r.status == parse_status::ok && k.size() > max_key_length) die("long key accepted");
+        }
+        for (char c = 'A'; c <= 'z'; ++c)
+          if (meta_flags::index(c) >= 0 && req.meta.has(c) && !inside(used, req.meta.get(c)))
+            die("meta token outside the input");
+        if (r.status == parse_status::error && r.error.empty()) die("error without text");
+        if (r.status == parse_status::ok && req.cmd == command::none) die("ok without command");
+        if (r.status == parse_status::ok && !req.data.empty() &&
+            (req.data.size() > cfg.max_item_size))
+          die("data larger than max_item_size");
+        pos += r.consumed;
+        if (r.swallow) {
+          if (r.swallow >= rest.size() - r.consumed) return;
+          pos += r.swallow;
+        }
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view in(reinterpret_cast<const char*>(data), size);
+  static request req, req2;
+  // A small max item size too, so that "too large" and swallowing get exercised.
+  parser_config big{};
+  parser_config small{};
+  small.max_item_size = 16;
+  check_one(in, big, req, req2);
+  check_one(in, small, req, req2);
+
+  // Split invariance.
+  for (const parser_config& cfg : {big, small}) {
+    std::string v;
+    auto whole = testing::run_chunks(in, 0, cfg, &v);
+    if (!v.empty()) die("stream contract:", v);
+    std::vector<size_t> at;
+    if (size) {
+      at.push_back(data[0] % (size + 1));
+      at.push_back(size / 3);
+      at.push_back(size / 2);
+      at.push_back(size - (size > 0 ? data[size - 1] % (size) : 0));
+    }
+    std::vector<size_t> sorted;
+    for (size_t a : at)
+      if (sorted.empty() || a >= sorted.back()) sorted.push_back(a);
+    auto split = testing::run_splits(in, sorted, cfg, &v);
+    if (!v.empty()) die("stream contract (split):", v);
+    if (split != whole) die("split changed the result");
+    if (size <= 4096) {
+      for (size_t chunk : {1, 2, 7}) {
+        auto c = testing::run_chunks(in, chunk, cfg, &v);
+        if (!v.empty()) die("stream contract (chunks):", v);
+        if (c != whole) {
+          std::string d = "chunk=" + std::to_string(chunk);
+          die("chunking changed the result", d);
+        }
+      }
+    }
+  }
+
+  // base64 round trip and hostile decoding.
+  std::string enc, dec;
+  std::string_view raw = in.substr(0, 300);
+  base64_encode(raw, enc);
+  if (!raw.empty()) {
+    if (!base64_decode(enc, dec) || dec != raw) die("base64 round trip");
+  }
+  std::vector<char> out(raw.size() + 1);
+  size_t n = base64_decode(raw, out.data());
+  if (n > raw.size()) die("base64 decode overrun");
+  return 0;
+}
