@@ -204,20 +204,14 @@ void connection::process_input() {
     }
     if (r.status == proto::parse_status::error) {
       ctx_.counters->add(ctx_.counters->protocol_errors);
-      auto& p = push_pending(pending_kind::immediate);
-      p.reply.assign(r.error.data(), r.error.size());
-      p.reply.append("\r\n");
-      // memcached drops the old value of a key whose `set` was refused as too large.
-      if (req_.cmd == proto::command::set && r.swallow > 0 && !req_.keys.empty()) {
-        storage::op o;
-        o.kind = storage::op_kind::remove;
-        o.key.assign(req_.keys[0].data(), req_.keys[0].size());
-        storage::op_batch b;
-        b.push_back(std::move(o));
-        size_t shard = ctx_.routes->lookup(b[0].key).shard_index(b[0].key);
-        // Fire and forget: the reply (an unmatched tag) is ignored.
-        send(shards[shard], exec_atom::value, uint64_t{0}, std::move(b));
+      // Text `noreply` silences even errors (memcached); meta `q` never does.
+      if (!req_.noreply) {
+        auto& p = push_pending(pending_kind::immediate);
+        p.reply.assign(r.error.data(), r.error.size());
+        p.reply.append("\r\n");
       }
+      if (r.swallow > 0)
+        drop_refused_value(shards);
       rpos_ += r.consumed;
       swallow_ = r.swallow;
       continue;
@@ -226,6 +220,29 @@ void connection::process_input() {
   }
   send_batches();
   complete_ready();
+}
+
+void connection::drop_refused_value(const std::vector<caf::actor>& shards) {
+  // memcached unlinks the old value of a key whose `set` (or `ms` in set mode) was refused
+  // as too large, so that a stale value does not outlive a failed overwrite.
+  bool set_mode = req_.cmd == proto::command::set ||
+                  (req_.cmd == proto::command::ms &&
+                   (!req_.meta.has('M') || req_.meta.get('M') == "S"));
+  if (!set_mode || req_.keys.empty())
+    return;
+  storage::op o;
+  o.kind = storage::op_kind::remove;
+  if (req_.cmd == proto::command::ms && req_.meta.has('b')) {
+    if (!proto::base64_decode(req_.keys[0], o.key))
+      return;
+  } else {
+    o.key.assign(req_.keys[0].data(), req_.keys[0].size());
+  }
+  size_t shard = ctx_.routes->lookup(o.key).shard_index(o.key);
+  storage::op_batch b;
+  b.push_back(std::move(o));
+  // Fire and forget: the reply carries tag 0, which no batch uses.
+  send(shards[shard], exec_atom::value, uint64_t{0}, std::move(b));
 }
 
 connection::pending& connection::push_pending(pending_kind k) {

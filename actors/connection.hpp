@@ -85,6 +85,7 @@ private:
   void on_readable();
   void process_input();
   void handle_request(size_t consumed);
+  void drop_refused_value(const std::vector<caf::actor>& shards);
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
   void send_batches();
