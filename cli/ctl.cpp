@@ -1,0 +1,791 @@
+// bifrostctl: argument parsing, the RPC session, one handler per command, table/JSON output.
+// See cli/ctl.hpp for the contract.
+#include "cli/ctl.hpp"
+
+#include <CLI/CLI.hpp>
+#include <capnp/rpc-twoparty.h>
+#include <capnp/message.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace bifrost::ctl {
+
+using json = nlohmann::json;
+
+namespace {
+
+// -- small helpers ------------------------------------------------------------------------------
+
+std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+
+capnp::Data::Reader as_data(const std::string& s) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
+// Names, addresses and values come from the network: never let invalid UTF-8 throw.
+void print_json(std::ostream& out, const json& j) {
+  out << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+}
+
+std::string percent(double fraction) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", fraction * 100.0);
+  return buf;
+}
+
+std::string describe(const kj::Exception& e) { return e.getDescription().cStr(); }
+
+// "HOST:PORT" with a numeric port 1..65535 (HOST may be "[v6]").
+bool valid_address(const std::string& a) {
+  auto colon = a.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == a.size())
+    return false;
+  unsigned port = 0;
+  auto first = a.data() + colon + 1, last = a.data() + a.size();
+  auto [end, ec] = std::from_chars(first, last, port);
+  return ec == std::errc() && end == last && port >= 1 && port <= 65535;
+}
+
+std::string human_uptime(uint64_t s) {
+  char buf[64];
+  if (s >= 86400)
+    std::snprintf(buf, sizeof buf, "%llud%02lluh%02llum", (unsigned long long)(s / 86400),
+                  (unsigned long long)(s % 86400 / 3600), (unsigned long long)(s % 3600 / 60));
+  else
+    std::snprintf(buf, sizeof buf, "%lluh%02llum%02llus", (unsigned long long)(s / 3600),
+                  (unsigned long long)(s % 3600 / 60), (unsigned long long)(s % 60));
+  return buf;
+}
+
+json info_json(rpc::MemberInfo::Reader i) {
+  return json{{"name", text(i.getName())},
+              {"address", text(i.getClientAddress())},
+              {"rpc_address", text(i.getRpcAddress())},
+              {"state", state_name(i.getState())},
+              {"incarnation", i.getIncarnation()},
+              {"weight", i.getWeight()}};
+}
+
+json member_json(rpc::MemberStatus::Reader m) {
+  json j = info_json(m.getInfo());
+  j["ring_share"] = m.getRingShare();
+  j["items"] = m.getItems();
+  j["bytes"] = m.getBytes();
+  return j;
+}
+
+// -- stat values: numeric ones are summed by `stats --all` -----------------------------------------
+
+struct stat_value {
+  enum class kind { uint, real, text } k = kind::text;
+  uint64_t u = 0;
+  double d = 0;
+  std::string s;
+};
+
+stat_value classify(const std::string& s) {
+  stat_value v;
+  v.s = s;
+  const char* first = s.data();
+  const char* last = s.data() + s.size();
+  if (s.empty())
+    return v;
+  if (auto [end, ec] = std::from_chars(first, last, v.u); ec == std::errc() && end == last) {
+    v.k = stat_value::kind::uint;
+    return v;
+  }
+  char* end = nullptr;
+  double d = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() + s.size() && std::isfinite(d) && !std::isspace((unsigned char)s[0])) {
+    v.k = stat_value::kind::real;
+    v.d = d;
+  }
+  return v;
+}
+
+std::string format_real(double d) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f", d);
+  std::string s = buf;
+  while (s.size() > 1 && s.back() == '0')
+    s.pop_back();
+  if (s.back() == '.')
+    s.pop_back();
+  return s;
+}
+
+json stat_json(const stat_value& v) {
+  switch (v.k) {
+    case stat_value::kind::uint: return v.u;
+    case stat_value::kind::real: return v.d;
+    case stat_value::kind::text: break;
+  }
+  return v.s;
+}
+
+std::string stat_text(const stat_value& v) {
+  switch (v.k) {
+    case stat_value::kind::uint: return std::to_string(v.u);
+    case stat_value::kind::real: return format_real(v.d);
+    case stat_value::kind::text: break;
+  }
+  return v.s;
+}
+
+// Numeric, but meaningless as a cluster sum: `stats --all` shows the first node's value.
+bool per_node_stat(const std::string& name) {
+  static const std::set<std::string> names = {"pid", "uptime", "time", "pointer_size"};
+  return names.count(name) != 0;
+}
+
+// Sums stats across nodes, in the first node's order (names first seen later are appended).
+class stat_sum {
+public:
+  void add(capnp::List<rpc::Stat>::Reader stats) {
+    ++nodes_;
+    for (auto st : stats) {
+      auto name = text(st.getName());
+      auto v = classify(text(st.getValue()));
+      auto it = index_.find(name);
+      if (it == index_.end()) {
+        index_.emplace(name, entries_.size());
+        entries_.push_back({name, v});
+        continue;
+      }
+      auto& acc = entries_[it->second].second;
+      if (per_node_stat(name) || acc.k == stat_value::kind::text)
+        continue;
+      if (v.k == stat_value::kind::text) {
+        acc.k = stat_value::kind::text;  // mixed: keep the first node's text
+        continue;
+      }
+      if (acc.k == stat_value::kind::uint && v.k == stat_value::kind::uint) {
+        acc.u += v.u;
+      } else {
+        double a = acc.k == stat_value::kind::uint ? double(acc.u) : acc.d;
+        acc.d = a + (v.k == stat_value::kind::uint ? double(v.u) : v.d);
+        acc.k = stat_value::kind::real;
+      }
+    }
+  }
+  const std::vector<std::pair<std::string, stat_value>>& entries() const { return entries_; }
+
+private:
+  int nodes_ = 0;
+  std::map<std::string, size_t> index_;
+  std::vector<std::pair<std::string, stat_value>> entries_;
+};
+
+// -- ValueSink for `get`: chunks go straight to the output stream -------------------------------
+//
+// Chunks are written in arrival order: calls on one capability are delivered in order
+// (E-order), so they are also in `index` order. The command ends when `valueSize` bytes have
+// arrived or the node calls finish().
+
+struct sink_state {
+  std::ostream* out = nullptr;    // null once the command has returned
+  session* s = nullptr;           // ditto
+  uint64_t received = 0;
+  bool finished = false;
+  kj::Maybe<uint64_t> expected;   // set when execute's result says `streamed`
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> done;
+
+  void check_done() {
+    bool complete = finished;
+    KJ_IF_MAYBE(e, expected) { complete = complete || received >= *e; }
+    if (!complete)
+      return;
+    KJ_IF_MAYBE(f, done) { (*f)->fulfill(); }
+    done = nullptr;
+  }
+};
+
+class output_sink final : public rpc::ValueSink::Server {
+public:
+  explicit output_sink(std::shared_ptr<sink_state> state) : state_(std::move(state)) {}
+
+protected:
+  kj::Promise<void> write(WriteContext context) override {
+    auto chunk = context.getParams().getChunk();
+    if (state_->out)
+      state_->out->write(reinterpret_cast<const char*>(chunk.begin()),
+                         static_cast<std::streamsize>(chunk.size()));
+    state_->received += chunk.size();
+    if (state_->s)
+      state_->s->note_progress();
+    state_->check_done();
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> finish(FinishContext context) override {
+    context.getResults().initResults(0);
+    state_->finished = true;
+    state_->check_done();
+    return kj::READY_NOW;
+  }
+
+private:
+  std::shared_ptr<sink_state> state_;
+};
+
+// -- commands ---------------------------------------------------------------------------------
+
+struct context {
+  session& s;
+  rpc::Node::Client& node;
+  const options& opts;
+  std::ostream& out;
+  std::ostream& err;
+};
+
+int cmd_status(context& c) {
+  auto r = c.s.wait(c.node.statusRequest().send(), c.opts.node, "status");
+  auto self = r.getSelf();
+  auto info = self.getInfo();
+  if (c.opts.json) {
+    json j = member_json(self);
+    j["version"] = text(r.getVersion());
+    j["uptime"] = r.getUptime();
+    print_json(c.out, j);
+    return exit_ok;
+  }
+  print_table(c.out, {
+      {"name", text(info.getName())},
+      {"rpc_address", text(info.getRpcAddress())},
+      {"address", text(info.getClientAddress())},
+      {"state", state_name(info.getState())},
+      {"incarnation", std::to_string(info.getIncarnation())},
+      {"weight", std::to_string(info.getWeight())},
+      {"ring_share", percent(self.getRingShare()) + "%"},
+      {"items", std::to_string(self.getItems())},
+      {"bytes", std::to_string(self.getBytes())},
+      {"version", text(r.getVersion())},
+      {"uptime", std::to_string(r.getUptime()) + " s (" + human_uptime(r.getUptime()) + ")"},
+  });
+  return exit_ok;
+}
+
+int cmd_members(context& c) {
+  auto r = c.s.wait(c.node.membersRequest().send(), c.opts.node, "members");
+  if (c.opts.json) {
+    json list = json::array();
+    for (auto m : r.getMembers())
+      list.push_back(member_json(m));
+    print_json(c.out, list);
+    return exit_ok;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "ADDRESS", "STATE", "INCARNATION", "SHARE%", "ITEMS", "BYTES"}};
+  for (auto m : r.getMembers()) {
+    auto i = m.getInfo();
+    rows.push_back({text(i.getName()), text(i.getClientAddress()), state_name(i.getState()),
+                    std::to_string(i.getIncarnation()), percent(m.getRingShare()),
+                    std::to_string(m.getItems()), std::to_string(m.getBytes())});
+  }
+  print_table(c.out, rows);
+  return exit_ok;
+}
+
+int cmd_ring(context& c) {
+  if (!c.opts.has_key) {
+    auto r = c.s.wait(c.node.membersRequest().send(), c.opts.node, "members");
+    if (c.opts.json) {
+      json list = json::array();
+      for (auto m : r.getMembers()) {
+        auto i = m.getInfo();
+        list.push_back({{"name", text(i.getName())},
+                        {"address", text(i.getClientAddress())},
+                        {"rpc_address", text(i.getRpcAddress())},
+                        {"state", state_name(i.getState())},
+                        {"ring_share", m.getRingShare()}});
+      }
+      print_json(c.out, list);
+      return exit_ok;
+    }
+    std::vector<std::vector<std::string>> rows = {{"NAME", "ADDRESS", "STATE", "SHARE%"}};
+    for (auto m : r.getMembers()) {
+      auto i = m.getInfo();
+      rows.push_back({text(i.getName()), text(i.getClientAddress()), state_name(i.getState()),
+                      percent(m.getRingShare())});
+    }
+    print_table(c.out, rows);
+    return exit_ok;
+  }
+  auto req = c.node.ringRequest();
+  req.setKey(as_data(c.opts.key));
+  auto r = c.s.wait(req.send(), c.opts.node, "ring");
+  if (c.opts.json) {
+    json owners = json::array();
+    bool first = true;
+    for (auto o : r.getOwners()) {
+      json j = info_json(o);
+      j["role"] = first ? "primary" : "replica";
+      owners.push_back(std::move(j));
+      first = false;
+    }
+    print_json(c.out, {{"key", c.opts.key}, {"epoch", r.getEpoch()}, {"owners", owners}});
+    return exit_ok;
+  }
+  c.out << "epoch " << r.getEpoch() << "\n";
+  std::vector<std::vector<std::string>> rows = {{"ROLE", "NAME", "ADDRESS", "RPC_ADDRESS", "STATE"}};
+  for (auto o : r.getOwners())
+    rows.push_back({rows.size() == 1 ? "primary" : "replica", text(o.getName()),
+                    text(o.getClientAddress()), text(o.getRpcAddress()), state_name(o.getState())});
+  print_table(c.out, rows);
+  return exit_ok;
+}
+
+void print_stats(context& c, const stat_sum& sum, json extra) {
+  if (c.opts.json) {
+    json stats = json::object();
+    for (auto& [name, v] : sum.entries())
+      stats[name] = stat_json(v);
+    extra["stats"] = std::move(stats);
+    print_json(c.out, extra);
+    return;
+  }
+  std::vector<std::vector<std::string>> rows = {{"NAME", "VALUE"}};
+  for (auto& [name, v] : sum.entries())
+    rows.push_back({name, stat_text(v)});
+  print_table(c.out, rows);
+}
+
+int cmd_stats(context& c) {
+  if (!c.opts.all) {
+    auto r = c.s.wait(c.node.statsRequest().send(), c.opts.node, "stats");
+    stat_sum one;
+    one.add(r.getStats());
+    print_stats(c, one, json{{"node", c.opts.node}});
+    return exit_ok;
+  }
+  struct target { std::string name, rpc_address; };
+  std::vector<target> targets;
+  {
+    auto r = c.s.wait(c.node.membersRequest().send(), c.opts.node, "members");
+    for (auto m : r.getMembers()) {
+      auto i = m.getInfo();
+      if (i.getState() == rpc::MemberState::ALIVE)
+        targets.push_back({text(i.getName()), text(i.getRpcAddress())});
+    }
+  }
+  stat_sum sum;
+  json failed = json::array();
+  int answered = 0;
+  for (auto& t : targets) {
+    std::string error;
+    try {
+      // The node we are connected to is asked over the existing connection.
+      auto node = t.rpc_address == c.opts.node ? c.node : c.s.connect(t.rpc_address);
+      auto r = c.s.wait(node.statsRequest().send(), t.rpc_address, "stats");
+      sum.add(r.getStats());
+      ++answered;
+      continue;
+    } catch (failure& f) {
+      error = f.message;
+    } catch (kj::Exception& e) {
+      error = describe(e);
+    }
+    c.err << "bifrostctl: member " << t.name << " (" << t.rpc_address << "): " << error << "\n";
+    failed.push_back({{"name", t.name}, {"rpc_address", t.rpc_address}, {"error", error}});
+  }
+  if (!c.opts.json)
+    c.out << answered << " of " << targets.size() << " alive members answered\n";
+  print_stats(c, sum, json{{"nodes_alive", targets.size()}, {"nodes_answered", answered},
+                           {"failed", failed}});
+  if (answered == 0) {
+    c.err << "bifrostctl: no member answered\n";
+    return exit_failed;
+  }
+  return exit_ok;
+}
+
+rpc::Result::Reader single_result(capnp::List<rpc::Result>::Reader results) {
+  if (results.size() != 1)
+    throw failure{exit_failed, "node answered " + std::to_string(results.size()) +
+                                   " results for 1 op"};
+  return results[0];
+}
+
+int cmd_get(context& c) {
+  auto state = std::make_shared<sink_state>();
+  state->out = &c.out;
+  state->s = &c.s;
+  // The sink may outlive this call (the node holds a reference): cut it off from our streams.
+  KJ_DEFER(state->out = nullptr; state->s = nullptr; state->done = nullptr);
+
+  auto req = c.node.executeRequest();
+  auto op = req.initOps(1)[0];
+  op.setKind(rpc::OpKind::GET);
+  op.setKey(as_data(c.opts.key));
+  op.setGetValue(true);
+  op.setGetBump(true);
+  req.setOrigin(rpc::Origin::CLIENT);
+  req.setSink(kj::heap<output_sink>(state));
+  auto r = c.s.wait(req.send(), c.opts.node, "get");
+  auto res = single_result(r.getResults());
+  switch (res.getStatus()) {
+    case rpc::Status::HIT: break;
+    case rpc::Status::MISS:
+    case rpc::Status::NOT_FOUND: c.err << "not found\n"; return exit_failed;
+    default: throw failure{exit_failed, std::string("get: ") + status_name(res.getStatus())};
+  }
+  if (!res.getStreamed()) {
+    auto v = res.getValue();
+    c.out.write(reinterpret_cast<const char*>(v.begin()), static_cast<std::streamsize>(v.size()));
+  } else {
+    uint64_t size = res.getValueSize();
+    state->expected = size;
+    if (state->received < size && !state->finished) {
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      state->done = kj::mv(paf.fulfiller);
+      c.s.wait(paf.promise.then([]() { return true; }), c.opts.node, "the value stream");
+    }
+    if (state->received != size)
+      throw failure{exit_failed, "get: the value stream ended after " +
+                                     std::to_string(state->received) + " of " +
+                                     std::to_string(size) + " bytes"};
+  }
+  c.out.flush();
+  if (!c.out)
+    throw failure{exit_failed, "get: cannot write the value to the output"};
+  return exit_ok;
+}
+
+int cmd_set(context& c) {
+  auto req = c.node.executeRequest();
+  auto op = req.initOps(1)[0];
+  op.setKind(rpc::OpKind::STORE);
+  op.setMode(rpc::StoreMode::SET);
+  op.setKey(as_data(c.opts.key));
+  // TODO(feature): values above the node's inline limit through Node.upload; a command-line
+  // argument is at most 128 KiB (MAX_ARG_STRLEN), so inline is enough for `set K V`.
+  op.setValue(as_data(c.opts.value));
+  op.setFlags(c.opts.flags);
+  op.setTtl(c.opts.ttl);
+  req.setOrigin(rpc::Origin::CLIENT);
+  auto r = c.s.wait(req.send(), c.opts.node, "set");
+  auto res = single_result(r.getResults());
+  bool stored = res.getStatus() == rpc::Status::STORED;
+  if (c.opts.json)
+    print_json(c.out, {{"status", status_name(res.getStatus())}, {"cas", res.getCas()}});
+  else
+    c.out << status_name(res.getStatus()) << "\n";
+  return stored ? exit_ok : exit_failed;
+}
+
+int cmd_delete(context& c) {
+  auto req = c.node.executeRequest();
+  auto op = req.initOps(1)[0];
+  op.setKind(rpc::OpKind::REMOVE);
+  op.setKey(as_data(c.opts.key));
+  req.setOrigin(rpc::Origin::CLIENT);
+  auto r = c.s.wait(req.send(), c.opts.node, "delete");
+  auto res = single_result(r.getResults());
+  if (c.opts.json)
+    print_json(c.out, {{"status", status_name(res.getStatus())}});
+  else
+    c.out << status_name(res.getStatus()) << "\n";
+  return res.getStatus() == rpc::Status::DELETED ? exit_ok : exit_failed;
+}
+
+int print_ok(context& c) {
+  if (c.opts.json)
+    print_json(c.out, {{"ok", true}});
+  else
+    c.out << "ok\n";
+  return exit_ok;
+}
+
+int cmd_drain(context& c) {
+  c.s.wait(c.node.drainRequest().send(), c.opts.node, "drain");
+  return print_ok(c);
+}
+
+int cmd_leave(context& c) {
+  c.s.wait(c.node.leaveRequest().send(), c.opts.node, "leave");
+  return print_ok(c);
+}
+
+// One entry per command: a new command is an entry, a handler and a test.
+struct command {
+  const char* name;
+  const char* help;
+  int (*handler)(context&);
+};
+
+const command commands[] = {
+    {"status", "this node: name, addresses, state, incarnation, ring share, items, bytes, "
+               "version, uptime", cmd_status},
+    {"members", "every member: NAME ADDRESS STATE INCARNATION SHARE% ITEMS BYTES", cmd_members},
+    {"ring", "the owners of --key (primary first) and the ring epoch; without --key every "
+             "member's share", cmd_ring},
+    {"stats", "the node's stats (NAME VALUE); --all: summed over every alive member", cmd_stats},
+    {"get", "print the value of KEY, raw, on stdout (exit 1 on a miss)", cmd_get},
+    {"set", "store KEY=VALUE; prints STORED or the status", cmd_set},
+    {"delete", "delete KEY; prints DELETED or NOT_FOUND", cmd_delete},
+    {"drain", "ask the node to drain (hand its keys over, stop taking new ones)", cmd_drain},
+    {"leave", "ask the node to leave the cluster", cmd_leave},
+};
+
+const char* const exit_status_help =
+    "Exit status: 0 ok; 1 RPC error, miss, not stored / not found, no member answered;\n"
+    "2 bad usage or node unreachable (lookup, connect, timeout); 3 schema version mismatch.\n";
+
+void build_app(CLI::App& app, options& opts) {
+  app.description("bifrostctl: query and administer a Bifrost cluster through one node's RPC "
+                  "port.");
+  app.footer(exit_status_help);
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags may also follow the command
+  app.add_option("--node", opts.node, "HOST:PORT of a node's RPC listener")
+      ->required()
+      ->check([](const std::string& a) -> std::string {
+        return valid_address(a) ? "" : "expected HOST:PORT, got '" + a + "'";
+      });
+  app.add_flag("--json", opts.json, "machine-readable output");
+  app.add_option("--timeout", opts.timeout_s,
+                 "seconds to wait for the node (per step, without progress)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  for (auto& cmd : commands) {
+    auto* sub = app.add_subcommand(cmd.name, cmd.help);
+    std::string name = cmd.name;
+    if (name == "ring") {
+      sub->add_option("--key", opts.key, "the key whose owners to show");
+    } else if (name == "stats") {
+      sub->add_flag("--all", opts.all, "sum over every alive member");
+    } else if (name == "get" || name == "delete") {
+      sub->add_option("key", opts.key, "the key")->required();
+    } else if (name == "set") {
+      sub->add_option("key", opts.key, "the key")->required();
+      sub->add_option("value", opts.value, "the value")->required();
+      sub->add_option("--ttl", opts.ttl, "memcached exptime: 0 never, seconds, or unix time")
+          ->capture_default_str();
+      sub->add_option("--flags", opts.flags, "client flags (uint32)")->capture_default_str();
+    }
+  }
+}
+
+} // namespace
+
+// -- public -----------------------------------------------------------------------------------
+
+std::string format_seconds(std::chrono::milliseconds d) {
+  return format_real(double(d.count()) / 1000.0) + " s";
+}
+
+const char* state_name(rpc::MemberState s) {
+  switch (s) {
+    case rpc::MemberState::ALIVE: return "alive";
+    case rpc::MemberState::SUSPECT: return "suspect";
+    case rpc::MemberState::DEAD: return "dead";
+    case rpc::MemberState::LEFT: return "left";
+  }
+  return "unknown";
+}
+
+const char* status_name(rpc::Status s) {
+  switch (s) {
+    case rpc::Status::HIT: return "HIT";
+    case rpc::Status::MISS: return "MISS";
+    case rpc::Status::STORED: return "STORED";
+    case rpc::Status::NOT_STORED: return "NOT_STORED";
+    case rpc::Status::EXISTS: return "EXISTS";
+    case rpc::Status::NOT_FOUND: return "NOT_FOUND";
+    case rpc::Status::DELETED: return "DELETED";
+    case rpc::Status::TOO_LARGE: return "TOO_LARGE";
+    case rpc::Status::NO_MEMORY: return "NO_MEMORY";
+    case rpc::Status::NON_NUMERIC: return "NON_NUMERIC";
+    case rpc::Status::OK: return "OK";
+    case rpc::Status::UNAVAILABLE: return "UNAVAILABLE";
+  }
+  return "UNKNOWN";
+}
+
+void print_table(std::ostream& out, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (width.size() <= i)
+        width.push_back(0);
+      width[i] = std::max(width[i], row[i].size());
+    }
+  for (auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size())
+        line.append(width[i] - row[i].size() + 2, ' ');
+    }
+    out << line << "\n";
+  }
+}
+
+std::string usage() {
+  options opts;
+  CLI::App app{"", "bifrostctl"};
+  build_app(app, opts);
+  return app.help();
+}
+
+parse_result parse_args(int argc, const char* const* argv, options& opts, std::ostream& out,
+                        std::ostream& err) {
+  CLI::App app{"", "bifrostctl"};
+  build_app(app, opts);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) {
+      app.exit(e, out, err);
+      return {false, exit_ok};
+    }
+    err << "bifrostctl: " << e.what() << "\n";
+    err << "Run with --help for more information.\n";
+    return {false, exit_unreachable};
+  }
+  auto subs = app.get_subcommands();
+  opts.command = subs.front()->get_name();
+  opts.has_key = opts.command != "ring" || subs.front()->count("--key") > 0;
+  return {true, exit_ok};
+}
+
+// -- session ----------------------------------------------------------------------------------
+
+// One TCP connection and its two-party RPC system. Members are destroyed in reverse order:
+// the RPC system before the network before the stream.
+struct session::connection {
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> system;
+
+  static capnp::ReaderOptions reader_options() {
+    capnp::ReaderOptions o;
+    // Results may carry values of up to 1 GiB inline: do not limit what we read.
+    o.traversalLimitInWords = kj::maxValue;
+    return o;
+  }
+
+  explicit connection(kj::Own<kj::AsyncIoStream> s)
+      : stream(kj::mv(s)),
+        network(*stream, capnp::rpc::twoparty::Side::CLIENT, reader_options()),
+        system(capnp::makeRpcClient(network)) {}
+
+  rpc::Node::Client bootstrap() {
+    capnp::MallocMessageBuilder message(16);
+    auto vat = message.initRoot<capnp::rpc::twoparty::VatId>();
+    vat.setSide(capnp::rpc::twoparty::Side::SERVER);
+    return system.bootstrap(vat).castAs<rpc::Node>();
+  }
+};
+
+session::session(kj::AsyncIoContext& io, std::chrono::milliseconds timeout)
+    : io_(io), timeout_(std::max(timeout, std::chrono::milliseconds(1))) {}
+
+session::~session() = default;
+
+kj::Promise<void> session::watchdog(uint64_t seen) {
+  return io_.provider->getTimer()
+      .afterDelay(timeout_.count() * kj::MILLISECONDS)
+      .then([this, seen]() -> kj::Promise<void> {
+        if (progress_ != seen)
+          return watchdog(progress_);
+        return kj::READY_NOW;
+      });
+}
+
+rpc::Node::Client session::connect(const std::string& address) {
+  if (!valid_address(address))
+    throw failure{exit_unreachable,
+                  "cannot reach node " + address + ": not a HOST:PORT address"};
+  kj::Own<kj::AsyncIoStream> stream;
+  try {
+    auto addr = wait(io_.provider->getNetwork().parseAddress(address), address,
+                     "the address lookup");
+    stream = wait(addr->connect(), address, "connect");
+  } catch (kj::Exception& e) {
+    throw failure{exit_unreachable, "cannot reach node " + address + ": " + describe(e)};
+  }
+  auto conn = kj::heap<connection>(kj::mv(stream));
+  auto node = conn->bootstrap();
+  connections_.push_back(kj::mv(conn));
+
+  auto req = node.helloRequest();
+  req.setVersion(rpc::SCHEMA_VERSION);
+  req.initFrom().setName("bifrostctl");
+  const std::string ours = std::to_string(rpc::SCHEMA_VERSION);
+  try {
+    auto r = wait(req.send(), address, "hello");
+    if (r.getVersion() != rpc::SCHEMA_VERSION)
+      throw failure{exit_version_mismatch,
+                    "schema version mismatch: bifrostctl speaks version " + ours + ", node " +
+                        address + " speaks version " + std::to_string(r.getVersion())};
+  } catch (kj::Exception& e) {
+    // hello's only documented refusal is a version mismatch, described with both versions.
+    auto d = describe(e);
+    if (e.getType() == kj::Exception::Type::FAILED && d.find("version") != std::string::npos)
+      throw failure{exit_version_mismatch, "schema version mismatch: bifrostctl speaks version " +
+                                               ours + ", node " + address +
+                                               " refused hello: " + d};
+    throw failure{exit_failed, "hello to " + address + " failed: " + d};
+  }
+  return node;
+}
+
+// -- entry points -----------------------------------------------------------------------------
+
+int run_command(session& s, rpc::Node::Client node, const options& opts, std::ostream& out,
+                std::ostream& err) {
+  context c{s, node, opts, out, err};
+  for (auto& cmd : commands) {
+    if (opts.command != cmd.name)
+      continue;
+    try {
+      return cmd.handler(c);
+    } catch (failure& f) {
+      err << "bifrostctl: " << f.message << "\n";
+      return f.code;
+    } catch (kj::Exception& e) {
+      err << "bifrostctl: " << opts.command << ": " << describe(e) << "\n";
+      return exit_failed;
+    }
+  }
+  err << "bifrostctl: unknown command '" << opts.command << "'\n";
+  return exit_unreachable;
+}
+
+int run(kj::AsyncIoContext& io, const options& opts, std::ostream& out, std::ostream& err) {
+  session s(io, std::chrono::milliseconds(std::llround(opts.timeout_s * 1000.0)));
+  try {
+    auto node = s.connect(opts.node);
+    return run_command(s, node, opts, out, err);
+  } catch (failure& f) {
+    err << "bifrostctl: " << f.message << "\n";
+    return f.code;
+  } catch (kj::Exception& e) {
+    err << "bifrostctl: " << describe(e) << "\n";
+    return exit_failed;
+  }
+}
+
+int main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  options opts;
+  auto parsed = parse_args(argc, argv, opts, out, err);
+  if (!parsed.run)
+    return parsed.exit_code;
+  try {
+    auto io = kj::setupAsyncIo();
+    return run(io, opts, out, err);
+  } catch (kj::Exception& e) {
+    err << "bifrostctl: " << describe(e) << "\n";
+    return exit_failed;
+  }
+}
+
+} // namespace bifrost::ctl

@@ -1,0 +1,166 @@
+// bifrostctl: the cluster's command-line client, a Cap'n Proto RPC client of `Node`
+// (cluster/bifrost.capnp). This library holds all of it; cli/bifrostctl.cpp only calls main().
+//
+//   bifrostctl --node HOST:PORT [--json] [--timeout SECONDS] <command>
+//
+// Commands and the RPCs they make (every connection first calls `hello(schemaVersion,
+// MemberInfo{name "bifrostctl"})`):
+//   status                      Node.status
+//   members                     Node.members
+//   ring [--key K]              Node.ring(K) with --key; Node.members without
+//   stats [--all]               Node.stats; with --all: Node.members, then Node.stats on every
+//                               alive member's rpc address (a connection of its own each)
+//   get K                       Node.execute([get K], client, sink): value bytes raw on stdout
+//   set K V [--ttl N] [--flags F]  Node.execute([store/set K V], client, null)
+//   delete K                    Node.execute([remove K], client, null)
+//   drain, leave                Node.drain / Node.leave
+//
+// Exit statuses (`exit_code`): 0 success; 1 an RPC error, a miss (get), a store that did not
+// store (set), NOT_FOUND (delete), or no node answered (stats --all); 2 bad usage, or the node
+// cannot be reached (bad address, DNS failure, connection refused or lost, no answer within
+// --timeout); 3 the node speaks another schema version (the message names both).
+//
+// Time bounds: every wait (address lookup, connect, each call) ends after --timeout seconds
+// without progress. A streamed value counts as progress chunk by chunk, so a 1 GiB `get` is
+// bounded by stalls, not by its total transfer time.
+//
+// Threading: single-threaded. Everything runs on the calling thread's KJ event loop; a
+// `session` and the clients it hands out belong to that thread and to that loop.
+#pragma once
+
+#include "cluster/bifrost.capnp.h"
+
+#include <kj/async-io.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace bifrost::ctl {
+
+namespace rpc = bifrost::cluster::rpc;
+
+enum exit_code : int {
+  exit_ok = 0,
+  exit_failed = 1,            // RPC error, miss, not stored / not found
+  exit_unreachable = 2,       // also bad usage (CLI11's errors)
+  exit_version_mismatch = 3,
+};
+
+struct options {
+  std::string node;               // HOST:PORT of the node's RPC listener ([v6]:port works)
+  bool json = false;
+  double timeout_s = 5.0;         // per wait, see "Time bounds" above
+  std::string command;            // status members ring stats get set delete drain leave
+  std::string key;                // ring --key, get, set, delete
+  bool has_key = false;           // ring: --key was given
+  std::string value;              // set
+  int64_t ttl = 0;                // set: raw memcached exptime (storage/ops.hpp)
+  uint32_t flags = 0;             // set
+  bool all = false;               // stats --all
+};
+
+struct parse_result {
+  bool run = false;               // false: exit with `exit_code` (help printed, or an error)
+  int exit_code = exit_ok;
+};
+
+/// Parses bifrostctl's arguments (argv[0] is the program name) into `opts`. --help goes to
+/// `out` (exit 0); a usage error goes to `err` with CLI11's message (exit 2).
+parse_result parse_args(int argc, const char* const* argv, options& opts, std::ostream& out,
+                        std::ostream& err);
+
+/// The usage text (what --help prints).
+std::string usage();
+
+/// Connections to nodes, and bounded waits on the calling thread's KJ loop.
+///
+/// Failures are thrown as `ctl::failure` (exit status + message without the "bifrostctl: "
+/// prefix); run() and main() turn them into exit statuses. Connections live as long as the
+/// session; destroy the session before the AsyncIoContext.
+class session {
+public:
+  session(kj::AsyncIoContext& io, std::chrono::milliseconds timeout);
+  ~session();
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  /// Connects to `address` (HOST:PORT) and says hello. Throws failure: exit_unreachable
+  /// (lookup, connect, disconnect, timeout), exit_version_mismatch (refused or answered
+  /// another version), exit_failed (any other hello error).
+  rpc::Node::Client connect(const std::string& address);
+
+  /// Waits for `promise` on the loop, at most `timeout` without progress. A timeout, or a
+  /// DISCONNECTED exception, throws failure{exit_unreachable, "cannot reach node <address>:
+  /// ..."}; other kj exceptions propagate unchanged.
+  template <typename T>
+  T wait(kj::Promise<T>&& promise, const std::string& address, const char* what);
+
+  /// Counts progress (a received chunk): restarts the current wait's timeout.
+  void note_progress() noexcept { ++progress_; }
+
+  kj::AsyncIoContext& io() noexcept { return io_; }
+  std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+
+private:
+  struct connection;
+  kj::Promise<void> watchdog(uint64_t seen);
+
+  kj::AsyncIoContext& io_;
+  std::chrono::milliseconds timeout_;
+  uint64_t progress_ = 0;
+  std::vector<kj::Own<connection>> connections_;
+};
+
+/// An error that ends the command with `code`; `message` has no "bifrostctl: " prefix.
+struct failure {
+  int code;
+  std::string message;
+};
+
+/// Runs `opts.command` against `node` (connected to `opts.node`, already greeted). Results go
+/// to `out` (for `get`: the raw value bytes), diagnostics to `err`. Returns the exit status.
+int run_command(session& s, rpc::Node::Client node, const options& opts, std::ostream& out,
+                std::ostream& err);
+
+/// Connects to `opts.node` on `io`, says hello and runs the command. Returns the exit status.
+int run(kj::AsyncIoContext& io, const options& opts, std::ostream& out, std::ostream& err);
+
+/// The whole program: parses `argv`, sets up a KJ loop on this thread, runs. What main() calls.
+int main(int argc, const char* const* argv, std::ostream& out, std::ostream& err);
+
+/// "5 s", "1.5 s".
+std::string format_seconds(std::chrono::milliseconds d);
+
+/// Text names used in tables and JSON.
+const char* state_name(rpc::MemberState s);   // alive suspect dead left
+const char* status_name(rpc::Status s);       // STORED NOT_STORED EXISTS NOT_FOUND DELETED ...
+
+/// Formats rows as space-aligned columns (two spaces between, last column unpadded).
+void print_table(std::ostream& out, const std::vector<std::vector<std::string>>& rows);
+
+// -- implementation ---------------------------------------------------------------------------
+
+template <typename T>
+T session::wait(kj::Promise<T>&& promise, const std::string& address, const char* what) {
+  auto raced = promise.then([](T&& value) { return kj::Maybe<T>(kj::mv(value)); })
+                   .exclusiveJoin(watchdog(progress_).then([]() { return kj::Maybe<T>(nullptr); }));
+  kj::Maybe<T> result = nullptr;
+  try {
+    result = raced.wait(io_.waitScope);
+  } catch (kj::Exception& e) {
+    if (e.getType() != kj::Exception::Type::DISCONNECTED)
+      throw;
+    throw failure{exit_unreachable, "cannot reach node " + address + ": " +
+                                        std::string(e.getDescription().cStr())};
+  }
+  KJ_IF_MAYBE(value, result) { return kj::mv(*value); }
+  throw failure{exit_unreachable, "cannot reach node " + address + ": no answer to " + what +
+                                      " within " + format_seconds(timeout_)};
+}
+
+} // namespace bifrost::ctl

@@ -1,0 +1,596 @@
+// bifrostctl against an in-process fake node: a `Node::Server` with canned members, stats and
+// ring, a key/value map behind execute (large values streamed through the caller's sink),
+// served on a real loopback TCP port by a KJ loop on a background thread. The client side is
+// the real entry point (ctl::main) on the test thread, with its own KJ loop.
+#include "cli/ctl.hpp"
+
+#include <capnp/rpc-twoparty.h>
+#include <nlohmann/json.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <future>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace rpc = bifrost::cluster::rpc;
+namespace ctl = bifrost::ctl;
+
+namespace {
+
+constexpr size_t inline_limit = 64 * 1024;  // the fake streams values larger than this
+constexpr size_t chunk_size = 64 * 1024;
+
+struct fake_member {
+  std::string name, rpc_address, client_address;
+  rpc::MemberState state;
+  double share;
+  uint64_t items, bytes;
+};
+
+// What a fake node answers; shared between the test thread (setup, checks) and the KJ thread.
+struct fake_config {
+  std::mutex mu;
+  std::string name = "n1";
+  uint32_t version = rpc::SCHEMA_VERSION;
+  bool refuse_hello = false;      // throw, naming both versions, like a real node
+  bool fail_stats = false;
+  bool finish_streams = true;     // call sink.finish() after the last chunk
+  std::vector<fake_member> members;
+  std::vector<std::pair<std::string, std::string>> stats;
+  std::map<std::string, std::string> store;
+  std::map<std::string, uint32_t> flags;
+  std::map<std::string, int64_t> ttls;
+  std::string hello_from, ring_key;
+  int drains = 0, leaves = 0;
+};
+
+std::string to_string(capnp::Data::Reader d) {
+  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+}
+capnp::Data::Reader as_data(const std::string& s) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
+void fill_info(rpc::MemberInfo::Builder b, const fake_member& m, uint64_t incarnation) {
+  b.setName(m.name);
+  b.setRpcAddress(m.rpc_address);
+  b.setClientAddress(m.client_address);
+  b.setState(m.state);
+  b.setIncarnation(incarnation);
+  b.setWeight(100);
+}
+
+kj::Promise<void> stream_value(rpc::ValueSink::Client sink, std::shared_ptr<std::string> value,
+                               size_t offset, uint32_t index, bool finish) {
+  if (offset >= value->size()) {
+    if (!finish)
+      return kj::READY_NOW;
+    return sink.finishRequest().send().ignoreResult();
+  }
+  size_t n = std::min(chunk_size, value->size() - offset);
+  auto req = sink.writeRequest();
+  req.setIndex(index);
+  req.setChunk(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(value->data() + offset), n));
+  return req.send().then([sink, value, offset, n, index, finish]() mutable {
+    return stream_value(kj::mv(sink), value, offset + n, index + 1, finish);
+  });
+}
+
+class fake_node final : public rpc::Node::Server {
+public:
+  explicit fake_node(fake_config& cfg) : cfg_(cfg) {}
+
+protected:
+  kj::Promise<void> hello(HelloContext context) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    auto peer = context.getParams().getVersion();
+    cfg_.hello_from = context.getParams().getFrom().getName();
+    if (cfg_.refuse_hello)
+      kj::throwFatalException(KJ_EXCEPTION(FAILED, kj::str("schema version mismatch: this node "
+                                                           "speaks version ", cfg_.version,
+                                                           ", the peer speaks version ", peer)));
+    auto r = context.getResults();
+    r.setVersion(cfg_.version);
+    r.initSelf().setName(cfg_.name);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> status(StatusContext context) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    auto r = context.getResults();
+    auto self = r.initSelf();
+    fill_info(self.initInfo(), cfg_.members.at(0), 7);
+    self.setRingShare(cfg_.members.at(0).share);
+    self.setItems(cfg_.members.at(0).items);
+    self.setBytes(cfg_.members.at(0).bytes);
+    r.setVersion("0.1.0-fake");
+    r.setUptime(3725);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> members(MembersContext context) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    auto list = context.getResults().initMembers(cfg_.members.size());
+    for (size_t i = 0; i < cfg_.members.size(); ++i) {
+      auto& m = cfg_.members[i];
+      fill_info(list[i].initInfo(), m, i + 1);
+      list[i].setRingShare(m.share);
+      list[i].setItems(m.items);
+      list[i].setBytes(m.bytes);
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> ring(RingContext context) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    cfg_.ring_key = to_string(context.getParams().getKey());
+    auto r = context.getResults();
+    r.setEpoch(42);
+    auto owners = r.initOwners(2);
+    fill_info(owners[0], cfg_.members.at(1), 2);
+    fill_info(owners[1], cfg_.members.at(0), 1);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> stats(StatsContext context) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    if (cfg_.fail_stats)
+      kj::throwFatalException(KJ_EXCEPTION(FAILED, "stats exploded"));
+    auto list = context.getResults().initStats(cfg_.stats.size());
+    for (size_t i = 0; i < cfg_.stats.size(); ++i) {
+      list[i].setName(cfg_.stats[i].first);
+      list[i].setValue(cfg_.stats[i].second);
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> execute(ExecuteContext context) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    auto params = context.getParams();
+    auto ops = params.getOps();
+    auto results = context.getResults().initResults(ops.size());
+    kj::Promise<void> streaming = kj::READY_NOW;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      auto op = ops[i];
+      auto key = to_string(op.getKey());
+      auto res = results[i];
+      switch (op.getKind()) {
+        case rpc::OpKind::GET: {
+          auto it = cfg_.store.find(key);
+          if (it == cfg_.store.end()) {
+            res.setStatus(rpc::Status::MISS);
+            break;
+          }
+          res.setStatus(rpc::Status::HIT);
+          res.setFlags(cfg_.flags[key]);
+          res.setValueSize(it->second.size());
+          if (it->second.size() <= inline_limit || !params.hasSink()) {
+            res.setValue(as_data(it->second));
+          } else {
+            res.setStreamed(true);
+            streaming = stream_value(params.getSink(), std::make_shared<std::string>(it->second),
+                                     0, 0, cfg_.finish_streams);
+          }
+          break;
+        }
+        case rpc::OpKind::STORE:
+          if (key == "readonly") {
+            res.setStatus(rpc::Status::NOT_STORED);
+            break;
+          }
+          cfg_.store[key] = to_string(op.getValue());
+          cfg_.flags[key] = op.getFlags();
+          cfg_.ttls[key] = op.getTtl();
+          res.setStatus(rpc::Status::STORED);
+          res.setCas(99);
+          break;
+        case rpc::OpKind::REMOVE:
+          res.setStatus(cfg_.store.erase(key) ? rpc::Status::DELETED : rpc::Status::NOT_FOUND);
+          break;
+        default:
+          res.setStatus(rpc::Status::UNAVAILABLE);
+      }
+    }
+    // The results go back after the last chunk (or the finish call) has been delivered.
+    return streaming;
+  }
+
+  kj::Promise<void> drain(DrainContext) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    ++cfg_.drains;
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> leave(LeaveContext) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    ++cfg_.leaves;
+    return kj::READY_NOW;
+  }
+
+private:
+  fake_config& cfg_;
+};
+
+// A fake node served on 127.0.0.1:<free port> by a KJ loop on its own thread.
+class fake_server {
+public:
+  fake_server() {
+    std::promise<uint16_t> started;
+    thread_ = std::thread([this, &started] {
+      auto io = kj::setupAsyncIo();
+      auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
+      stop_ = kj::mv(stop.fulfiller);
+      auto addr = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
+      auto listener = addr->listen();
+      capnp::TwoPartyServer server(kj::heap<fake_node>(cfg));
+      auto serving = server.listen(*listener);
+      started.set_value(static_cast<uint16_t>(listener->getPort()));
+      stop.promise.exclusiveJoin(kj::mv(serving)).wait(io.waitScope);
+    });
+    port_ = started.get_future().get();
+  }
+  ~fake_server() {
+    stop_->fulfill();
+    thread_.join();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  fake_config cfg;
+
+private:
+  std::thread thread_;
+  uint16_t port_ = 0;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_;
+};
+
+// A TCP socket on 127.0.0.1:<free port>: listening (connections complete in the backlog but
+// are never answered) or merely bound (connections are refused).
+class raw_socket {
+public:
+  explicit raw_socket(bool listening) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    BOOST_REQUIRE(fd_ >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    if (listening)
+      BOOST_REQUIRE(::listen(fd_, 16) == 0);
+    socklen_t len = sizeof a;
+    BOOST_REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port_ = ntohs(a.sin_port);
+  }
+  ~raw_socket() { ::close(fd_); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+struct outcome {
+  int code;
+  std::string out, err;
+  double seconds;
+};
+
+outcome ctl_run(std::vector<std::string> args) {
+  args.insert(args.begin(), "bifrostctl");
+  std::vector<const char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  auto start = std::chrono::steady_clock::now();
+  int code = ctl::main(static_cast<int>(argv.size()), argv.data(), out, err);
+  std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  return {code, out.str(), err.str(), took.count()};
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+// A cluster of canned members: n1 (the fake itself), n2, n3 at `alive_but_down` (alive in the
+// member list, nobody listening), and one member in each other state.
+void set_members(fake_config& cfg, const std::string& self, const std::string& second,
+                 const std::string& alive_but_down) {
+  std::lock_guard<std::mutex> lock(cfg.mu);
+  cfg.members = {
+      {"n1", self, "127.0.0.1:11211", rpc::MemberState::ALIVE, 0.5, 10, 1000},
+      {"n2", second, "127.0.0.1:11212", rpc::MemberState::ALIVE, 0.25, 5, 500},
+      {"n3", alive_but_down, "127.0.0.1:11213", rpc::MemberState::ALIVE, 0.25, 0, 0},
+      {"n4", "127.0.0.1:1", "127.0.0.1:11214", rpc::MemberState::SUSPECT, 0, 1, 2},
+      {"n5", "127.0.0.1:1", "127.0.0.1:11215", rpc::MemberState::DEAD, 0, 0, 0},
+      {"n6", "127.0.0.1:1", "127.0.0.1:11216", rpc::MemberState::LEFT, 0, 0, 0},
+  };
+}
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> v;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);)
+    v.push_back(l);
+  return v;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(bifrostctl)
+
+BOOST_AUTO_TEST_CASE(usage_errors_exit_2_and_help_exits_0) {
+  auto no_command = ctl_run({"--node", "127.0.0.1:1"});
+  BOOST_TEST(no_command.code == 2);
+  BOOST_TEST(contains(no_command.err, "bifrostctl:"));
+  auto bad_node = ctl_run({"--node", "localhost", "status"});
+  BOOST_TEST(bad_node.code == 2);
+  BOOST_TEST(contains(bad_node.err, "HOST:PORT"));
+  auto no_node = ctl_run({"status"});
+  BOOST_TEST(no_node.code == 2);
+  BOOST_TEST(contains(no_node.err, "--node"));
+  auto missing_value = ctl_run({"--node", "127.0.0.1:1", "set", "k"});
+  BOOST_TEST(missing_value.code == 2);
+  auto bad_timeout = ctl_run({"--node", "127.0.0.1:1", "--timeout", "-1", "status"});
+  BOOST_TEST(bad_timeout.code == 2);
+  auto help = ctl_run({"--help"});
+  BOOST_TEST(help.code == 0);
+  BOOST_TEST(contains(help.out, "Usage"));
+  BOOST_TEST(contains(help.out, "members"));
+}
+
+BOOST_AUTO_TEST_CASE(hello_names_bifrostctl_and_status_prints_a_table) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  auto r = ctl_run({"--node", a.address(), "status"});
+  BOOST_TEST(r.code == 0, r.err);
+  BOOST_TEST(a.cfg.hello_from == "bifrostctl");
+  auto l = lines(r.out);
+  BOOST_REQUIRE(l.size() >= 11);
+  BOOST_TEST(l[0] == "name         n1");
+  BOOST_TEST(contains(r.out, "rpc_address  " + a.address()));
+  BOOST_TEST(contains(r.out, "address      127.0.0.1:11211"));
+  BOOST_TEST(contains(r.out, "state        alive"));
+  BOOST_TEST(contains(r.out, "incarnation  7"));
+  BOOST_TEST(contains(r.out, "ring_share   50.0%"));
+  BOOST_TEST(contains(r.out, "version      0.1.0-fake"));
+  BOOST_TEST(contains(r.out, "uptime       3725 s (1h02m05s)"));
+
+  auto j = ctl_run({"--node", a.address(), "--json", "status"});
+  BOOST_TEST(j.code == 0);
+  auto doc = nlohmann::json::parse(j.out);
+  BOOST_TEST(doc["name"] == "n1");
+  BOOST_TEST(doc["uptime"] == 3725);
+  BOOST_TEST(doc["version"] == "0.1.0-fake");
+}
+
+BOOST_AUTO_TEST_CASE(members_table_and_json) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  auto r = ctl_run({"--node", a.address(), "members"});
+  BOOST_TEST(r.code == 0, r.err);
+  auto l = lines(r.out);
+  BOOST_REQUIRE(l.size() == 7);
+  BOOST_TEST(l[0] == "NAME  ADDRESS          STATE    INCARNATION  SHARE%  ITEMS  BYTES");
+  BOOST_TEST(l[1] == "n1    127.0.0.1:11211  alive    1            50.0    10     1000");
+  BOOST_TEST(l[4] == "n4    127.0.0.1:11214  suspect  4            0.0     1      2");
+
+  // Global flags may follow the command too.
+  auto j = ctl_run({"--node", a.address(), "members", "--json"});
+  BOOST_TEST(j.code == 0, j.err);
+  auto doc = nlohmann::json::parse(j.out);
+  BOOST_REQUIRE(doc.is_array());
+  BOOST_REQUIRE(doc.size() == 6);
+  std::vector<std::string> states;
+  for (auto& m : doc) {
+    for (auto field : {"name", "address", "rpc_address", "state", "incarnation", "ring_share",
+                       "items", "bytes"})
+      BOOST_TEST(m.contains(field), "missing " << field);
+    states.push_back(m["state"]);
+  }
+  BOOST_TEST(doc[0]["address"] == "127.0.0.1:11211");
+  BOOST_TEST(doc[0]["rpc_address"] == a.address());
+  BOOST_TEST(doc[0]["ring_share"] == 0.5);
+  BOOST_TEST(doc[1]["bytes"] == 500);
+  std::vector<std::string> want = {"alive", "alive", "alive", "suspect", "dead", "left"};
+  BOOST_TEST(states == want, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(ring_with_and_without_key) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  auto r = ctl_run({"--node", a.address(), "ring", "--key", "user:42"});
+  BOOST_TEST(r.code == 0, r.err);
+  BOOST_TEST(a.cfg.ring_key == "user:42");
+  auto l = lines(r.out);
+  BOOST_REQUIRE(l.size() == 4);
+  BOOST_TEST(l[0] == "epoch 42");
+  // RPC_ADDRESS is as wide as the fake's own address (n1, the replica).
+  auto pad = std::string(a.address().size() - std::string("127.0.0.1:2").size(), ' ');
+  BOOST_TEST(l[1] == "ROLE     NAME  ADDRESS          RPC_ADDRESS" +
+                         std::string(a.address().size() - 11, ' ') + "  STATE");
+  BOOST_TEST(l[2] == "primary  n2    127.0.0.1:11212  127.0.0.1:2" + pad + "  alive");
+  BOOST_TEST(l[3] == "replica  n1    127.0.0.1:11211  " + a.address() + "  alive");
+
+  auto j = ctl_run({"--node", a.address(), "--json", "ring", "--key", "user:42"});
+  auto doc = nlohmann::json::parse(j.out);
+  BOOST_TEST(doc["epoch"] == 42);
+  BOOST_TEST(doc["owners"][0]["name"] == "n2");
+  BOOST_TEST(doc["owners"][0]["role"] == "primary");
+
+  auto all = ctl_run({"--node", a.address(), "ring"});
+  BOOST_TEST(all.code == 0, all.err);
+  auto la = lines(all.out);
+  BOOST_REQUIRE(la.size() == 7);
+  BOOST_TEST(la[0] == "NAME  ADDRESS          STATE    SHARE%");
+  BOOST_TEST(la[2] == "n2    127.0.0.1:11212  alive    25.0");
+}
+
+BOOST_AUTO_TEST_CASE(stats_table_json_and_rpc_error) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  a.cfg.stats = {{"pid", "100"}, {"curr_items", "10"}, {"version", "0.1.0"}};
+  auto r = ctl_run({"--node", a.address(), "stats"});
+  BOOST_TEST(r.code == 0, r.err);
+  auto l = lines(r.out);
+  BOOST_REQUIRE(l.size() == 4);
+  BOOST_TEST(l[0] == "NAME        VALUE");
+  BOOST_TEST(l[2] == "curr_items  10");
+
+  auto j = ctl_run({"--node", a.address(), "--json", "stats"});
+  auto doc = nlohmann::json::parse(j.out);
+  BOOST_TEST(doc["stats"]["curr_items"] == 10);
+  BOOST_TEST(doc["stats"]["version"] == "0.1.0");
+
+  a.cfg.fail_stats = true;
+  auto e = ctl_run({"--node", a.address(), "stats"});
+  BOOST_TEST(e.code == 1);
+  BOOST_TEST(contains(e.err, "stats exploded"), e.err);
+}
+
+BOOST_AUTO_TEST_CASE(stats_all_sums_over_alive_members) {
+  fake_server a, b;
+  raw_socket down(false);
+  set_members(a.cfg, a.address(), b.address(), down.address());
+  set_members(b.cfg, a.address(), b.address(), down.address());
+  a.cfg.stats = {{"pid", "100"}, {"curr_items", "10"}, {"rusage_user", "0.5"},
+                 {"version", "0.1.0"}, {"only_a", "1"}};
+  b.cfg.stats = {{"pid", "200"}, {"curr_items", "5"}, {"rusage_user", "0.25"},
+                 {"version", "0.2.0"}, {"only_b", "7"}};
+  auto r = ctl_run({"--node", a.address(), "--timeout", "2", "stats", "--all"});
+  BOOST_TEST(r.code == 0, r.err);
+  BOOST_TEST(contains(r.out, "2 of 3 alive members answered"), r.out);
+  BOOST_TEST(contains(r.out, "curr_items   15\n"), r.out);
+  BOOST_TEST(contains(r.out, "rusage_user  0.75\n"), r.out);
+  BOOST_TEST(contains(r.out, "pid          100\n"), r.out);
+  BOOST_TEST(contains(r.out, "version      0.1.0\n"), r.out);
+  BOOST_TEST(contains(r.out, "only_b       7\n"), r.out);
+  BOOST_TEST(contains(r.err, "member n3 (" + down.address() + "): cannot reach node"), r.err);
+
+  auto j = ctl_run({"--node", a.address(), "--json", "stats", "--all"});
+  auto doc = nlohmann::json::parse(j.out);
+  BOOST_TEST(doc["nodes_answered"] == 2);
+  BOOST_TEST(doc["nodes_alive"] == 3);
+  BOOST_TEST(doc["failed"][0]["name"] == "n3");
+  BOOST_TEST(doc["stats"]["curr_items"] == 15);
+}
+
+BOOST_AUTO_TEST_CASE(set_get_delete) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  auto s = ctl_run({"--node", a.address(), "set", "k", "hello world", "--ttl", "60", "--flags",
+                    "7"});
+  BOOST_TEST(s.code == 0, s.err);
+  BOOST_TEST(s.out == "STORED\n");
+  BOOST_TEST(a.cfg.store["k"] == "hello world");
+  BOOST_TEST(a.cfg.flags["k"] == 7u);
+  BOOST_TEST(a.cfg.ttls["k"] == 60);
+
+  auto g = ctl_run({"--node", a.address(), "get", "k"});
+  BOOST_TEST(g.code == 0, g.err);
+  BOOST_TEST(g.out == "hello world");  // raw: no newline added
+
+  auto ns = ctl_run({"--node", a.address(), "set", "readonly", "x"});
+  BOOST_TEST(ns.code == 1);
+  BOOST_TEST(ns.out == "NOT_STORED\n");
+
+  auto d = ctl_run({"--node", a.address(), "delete", "k"});
+  BOOST_TEST(d.code == 0);
+  BOOST_TEST(d.out == "DELETED\n");
+  auto d2 = ctl_run({"--node", a.address(), "delete", "k"});
+  BOOST_TEST(d2.code == 1);
+  BOOST_TEST(d2.out == "NOT_FOUND\n");
+
+  auto miss = ctl_run({"--node", a.address(), "get", "k"});
+  BOOST_TEST(miss.code == 1);
+  BOOST_TEST(miss.out.empty());
+  BOOST_TEST(contains(miss.err, "not found"));
+
+  auto sj = ctl_run({"--node", a.address(), "--json", "set", "j", "v"});
+  auto doc = nlohmann::json::parse(sj.out);
+  BOOST_TEST(doc["status"] == "STORED");
+  BOOST_TEST(doc["cas"] == 99);
+}
+
+BOOST_AUTO_TEST_CASE(get_streams_a_5_mib_value_exactly) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  std::string big(5 * 1024 * 1024 + 17, '\0');
+  std::mt19937_64 rng(1);
+  for (auto& c : big)
+    c = static_cast<char>(rng());
+  a.cfg.store["big"] = big;
+  auto g = ctl_run({"--node", a.address(), "get", "big"});
+  BOOST_TEST(g.code == 0, g.err);
+  BOOST_TEST(g.out.size() == big.size());
+  BOOST_TEST((g.out == big));
+
+  // A node that does not call finish(): the client stops at valueSize bytes.
+  a.cfg.finish_streams = false;
+  auto g2 = ctl_run({"--node", a.address(), "--timeout", "2", "get", "big"});
+  BOOST_TEST(g2.code == 0, g2.err);
+  BOOST_TEST((g2.out == big));
+}
+
+BOOST_AUTO_TEST_CASE(drain_and_leave_print_ok) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  auto d = ctl_run({"--node", a.address(), "drain"});
+  BOOST_TEST(d.code == 0);
+  BOOST_TEST(d.out == "ok\n");
+  auto l = ctl_run({"--node", a.address(), "leave"});
+  BOOST_TEST(l.code == 0);
+  BOOST_TEST(l.out == "ok\n");
+  BOOST_TEST(a.cfg.drains == 1);
+  BOOST_TEST(a.cfg.leaves == 1);
+}
+
+BOOST_AUTO_TEST_CASE(schema_version_mismatch_exits_3_naming_both_versions) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  a.cfg.version = rpc::SCHEMA_VERSION + 1;
+  const auto ours = "version " + std::to_string(rpc::SCHEMA_VERSION);
+  const auto theirs = "version " + std::to_string(rpc::SCHEMA_VERSION + 1);
+
+  auto answered = ctl_run({"--node", a.address(), "status"});  // the node answers its version
+  BOOST_TEST(answered.code == 3);
+  BOOST_TEST(answered.out.empty());
+  BOOST_TEST(contains(answered.err, ours), answered.err);
+  BOOST_TEST(contains(answered.err, theirs), answered.err);
+
+  a.cfg.refuse_hello = true;  // the node throws
+  auto refused = ctl_run({"--node", a.address(), "members"});
+  BOOST_TEST(refused.code == 3);
+  BOOST_TEST(contains(refused.err, ours), refused.err);
+  BOOST_TEST(contains(refused.err, theirs), refused.err);
+}
+
+BOOST_AUTO_TEST_CASE(unreachable_port_exits_2_promptly) {
+  raw_socket bound(false);  // bound, not listening: connections are refused
+  auto r = ctl_run({"--node", bound.address(), "--timeout", "2", "status"});
+  BOOST_TEST(r.code == 2);
+  BOOST_TEST(r.seconds < 2.0);
+  BOOST_TEST(contains(r.err, "bifrostctl: cannot reach node " + bound.address() + ": "), r.err);
+}
+
+BOOST_AUTO_TEST_CASE(timeout_bounds_a_silent_node) {
+  raw_socket silent(true);  // accepts (in the backlog) and never answers
+  auto r = ctl_run({"--node", silent.address(), "--timeout", "1", "members"});
+  BOOST_TEST(r.code == 2);
+  BOOST_TEST(r.seconds >= 0.9);
+  BOOST_TEST(r.seconds < 2.0);
+  BOOST_TEST(contains(r.err, "bifrostctl: cannot reach node " + silent.address() + ": "), r.err);
+  BOOST_TEST(contains(r.err, "within 1 s"), r.err);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
