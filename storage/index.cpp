@@ -19,6 +19,7 @@ void item_index::rehash(size_t new_cap) {
   std::unique_ptr<entry[]> fresh(new entry[new_cap]());
   std::unique_ptr<entry[]> old = std::move(slots_);
   const size_t old_cap = cap_;
+  ++generation_;
   slots_ = std::move(fresh);
   cap_ = new_cap;
   for (size_t i = 0; i < old_cap; ++i) {
@@ -41,6 +42,7 @@ size_t item_index::insert(const entry& e) noexcept {
 }
 
 void item_index::erase(size_t pos) noexcept {
+  ++generation_;
   size_t i = pos;
   size_t j = pos;
   for (;;) {
@@ -60,6 +62,7 @@ void item_index::erase(size_t pos) noexcept {
 }
 
 void item_index::clear() noexcept {
+  ++generation_;
   for (size_t i = 0; i < cap_; ++i) slots_[i] = entry{};
   count_ = 0;
 }

@@ -79,6 +79,10 @@ public:
   /// Removes every entry (keeps the capacity).
   void clear() noexcept;
 
+  /// Changes whenever entries may have moved (erase, rehash, clear): a position found earlier
+  /// is still valid while the generation is unchanged.
+  uint64_t generation() const noexcept { return generation_; }
+
   entry& at(size_t pos) noexcept { return slots_[pos]; }
   const entry& at(size_t pos) const noexcept { return slots_[pos]; }
 
@@ -89,6 +93,7 @@ private:
   std::unique_ptr<entry[]> slots_;
   size_t cap_ = 0;
   size_t count_ = 0;
+  uint64_t generation_ = 0;
 };
 
 } // namespace bifrost::storage

@@ -33,7 +33,7 @@ enum class store_mode : uint8_t { set, add, replace, append, prepend, cas };
 enum class status : uint8_t {
   hit,          // get/touch/arith found the item
   miss,         // not found (NOT_FOUND / END / EN)
-  stored,       // STORED / HD
+  stored,       // STORED / HD; also get with vivify that created the item (mg N: VA/HD + W)
   not_stored,   // NOT_STORED / NS (add on existing, replace/append/prepend on missing)
   exists,       // EXISTS / EX (CAS mismatch)
   not_found,    // NOT_FOUND / NF (cas, delete, arith, touch on missing)

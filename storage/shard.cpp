@@ -346,23 +346,40 @@ struct shard::impl {
     }
     std::vector<rescued_record> keep;
     const bool rescue = second_chance && rescue_budget > 0;
-    while (acct->bytes.load(std::memory_order_relaxed) + size > limit && !fifo.empty())
+    // An evicted memfd segment of the right size that nobody pins is reused as is: no munmap,
+    // no new mapping, no page faults (its old bytes are beyond `used` and never read).
+    std::shared_ptr<segment> reuse;
+    auto extra = [&] { return reuse ? 0 : size; };
+    while (acct->bytes.load(std::memory_order_relaxed) + extra() > limit && !fifo.empty()) {
+      std::shared_ptr<segment> victim;
+      if (!reuse && dir.empty() && segs[fifo.front()].seg->size() == size)
+        victim = segs[fifo.front()].seg;
       evict_oldest(rescue ? &keep : nullptr, rescue_budget);
-    if (acct->bytes.load(std::memory_order_relaxed) + size > limit) {
+      if (victim && victim.use_count() == 1) {
+        // Pairs with the release decrement of the last pinned_slice dropped on another thread:
+        // its reads of these bytes happen before our writes.
+        std::atomic_thread_fence(std::memory_order_acquire);
+        reuse = std::move(victim);
+      }
+    }
+    if (acct->bytes.load(std::memory_order_relaxed) + extra() > limit) {
       st.evictions += keep.size();
       last_error = "memory limit reached (pinned segments)";
       return -1;
     }
     const uint32_t slot = take_slot();
-    std::string err;
-    auto seg = segment::create(next_seq, size, segment_path(next_seq), acct, err);
+    std::shared_ptr<segment> seg = std::move(reuse);
     if (!seg) {
-      free_slots.push_back(slot);
-      st.evictions += keep.size();
-      last_error = err;
-      return -1;
+      std::string err;
+      seg = segment::create(next_seq, size, segment_path(next_seq), acct, err);
+      if (!seg) {
+        free_slots.push_back(slot);
+        st.evictions += keep.size();
+        last_error = err;
+        return -1;
+      }
+      ++next_seq;
     }
-    ++next_seq;
     segs[slot].seg = std::move(seg);
     segs[slot].used = 0;
     segs[slot].live_items = 0;
@@ -417,7 +434,9 @@ struct shard::impl {
 
   /// Appends a record for `it` and points the index at it (replacing and killing any current
   /// record for the key). Returns the index position, or npos when no memory could be found.
-  size_t commit(const item_spec& it) {
+  /// `known_pos` (the key's position, npos if absent) found at index generation `known_gen`
+  /// saves the second probe when nothing moved meanwhile.
+  size_t commit(const item_spec& it, size_t known_pos = npos, uint64_t known_gen = ~0ull) {
     idx.reserve_one();  // may throw bad_alloc: nothing changed yet
     const uint64_t rs = record_size(it.key.size(), it.value.size());
     uint32_t slot;
@@ -434,8 +453,9 @@ struct shard::impl {
     ne.set_fetched(it.fetched);
     ne.set_token(it.token);
     ne.atime = it.atime;
-    // Positions found before allocate() are stale (eviction erases entries): look again.
-    size_t pos = find(it.key, it.hash);
+    // Positions found before allocate() are stale if entries moved (eviction erases, growth
+    // rehashes): then look again.
+    size_t pos = idx.generation() == known_gen ? known_pos : find(it.key, it.hash);
     if (pos != npos) {
       const entry old = idx.at(pos);
       idx.at(pos) = ne;
@@ -500,11 +520,11 @@ struct shard::impl {
     const size_t pos = lookup(o.key, h, &was_expired);
     if (pos == npos) {
       if (was_expired) ++st.get_expired;
-      count_miss();
       res.st = status::miss;
       if (o.vivify) {
         // mg N: create an empty item; this client wins the right to fill it, later readers
-        // see it with the token already handed out (Z).
+        // see it with the token already handed out (Z). memcached answers this like a hit
+        // ("VA 0 ... W" / "HD W") and counts it as one (proto_text.c process_mget_cmd).
         item_spec s;
         s.key = o.key;
         s.hash = h;
@@ -518,9 +538,13 @@ struct shard::impl {
           const record_header* r = hdr(e);
           fill_meta(res, e, r);
           res.win = true;
+          res.st = status::stored;
           if (o.get_value) res.value = value_slice(e, r);
+          if (touch) ++st.touch_hits; else ++st.get_hits;
+          return res;
         }
       }
+      count_miss();
       return res;
     }
     entry& e = idx.at(pos);
@@ -570,6 +594,7 @@ struct shard::impl {
       return res;
     }
     const size_t pos = lookup(o.key, h);
+    const uint64_t gen = idx.generation();
     const entry* e = pos != npos ? &idx.at(pos) : nullptr;
     const record_header* old = e ? hdr(*e) : nullptr;
 
@@ -651,7 +676,7 @@ struct shard::impl {
         break;
     }
 
-    const size_t p = commit(s);
+    const size_t p = commit(s, pos, gen);
     if (p == npos) {
       res.st = status::no_memory;
       if (mode == store_mode::set) remove_key(o.key, h);
@@ -685,14 +710,15 @@ struct shard::impl {
     }
     if (o.invalidate) {
       // md I: keep the item but mark it stale with a new CAS (a new record, since the CAS is
-      // checksummed); the token is cleared so the next reader wins. `ttl` != 0 sets a new TTL.
+      // checksummed); the token is cleared so the next reader wins. md T (get_touch, or a
+      // nonzero ttl) sets a new TTL.
       const std::string value(r->value(), r->value_len);
       item_spec s;
       s.key = o.key;
       s.hash = h;
       s.value = value;
       s.flags = r->flags;
-      s.exptime = o.ttl != 0 ? absolute_exptime(o.ttl, now) : r->exptime;
+      s.exptime = (o.get_touch || o.ttl != 0) ? absolute_exptime(o.ttl, now) : r->exptime;
       s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
       s.state = k_state_stale;
       s.fetched = e.fetched();
@@ -772,7 +798,7 @@ struct shard::impl {
     s.hash = h;
     s.value = nv;
     s.flags = r->flags;
-    s.exptime = r->exptime;
+    s.exptime = o.get_touch ? absolute_exptime(o.ttl, now) : r->exptime;  // ma T
     s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
     s.fetched = true;
     s.atime = now;

@@ -36,15 +36,20 @@
 //   segment files leave the data directory, so a restart does not resurrect flushed items.
 //   Deviation: memcached's delayed flush compares the item's last-access time, we compare
 //   store order. get_flushed therefore stays 0 (flushed items are gone, not lazily found).
-// - Meta semantics follow memcached's proto_text.c: mg N on a miss creates an empty item and
-//   returns status::miss with win = true and the new item's metadata (memcached itself then
-//   answers "VA 0 ... W" / "HD W"); later readers get already_won (Z) until the item is
-//   replaced. mg R wins when the remaining TTL is below recache_ttl and no token was handed
-//   out. A stale item (md I, or ms I with an older CAS) reports stale, and its first reader
-//   wins. A CAS value on ms set/replace makes it a CAS store; ms I with a CAS lower than the
-//   item's stores the value as stale keeping TTL and token; md I keeps the item as stale with a
-//   new CAS (and a new TTL when `ttl` != 0). ma N creates the item with `initial` (TTL from
-//   vivify_ttl, else ttl) and returns hit with number = initial.
+// - Meta semantics follow memcached's proto_text.c:
+//   * mg N on a miss creates an empty item and returns status::stored ("created", not miss)
+//     with win = true, the new item's metadata and (with get_value) an empty slice, because
+//     memcached answers that like a hit ("VA 0 ... W" / "HD W") and counts it in get_hits. If
+//     it cannot be created the result is a plain miss. Later readers get already_won (Z)
+//     until the item is replaced.
+//   * mg R wins when the remaining TTL is below recache_ttl and no token was handed out.
+//   * A stale item (md I, or ms I with an older CAS) reports stale; its first reader wins.
+//   * A CAS value on ms set/replace makes it a CAS store; ms I with a CAS lower than the
+//     item's stores the value as stale, keeping TTL and token.
+//   * md I keeps the item as stale with a new CAS, the token cleared, and a new TTL from `ttl`
+//     when get_touch is set (md T) or ttl != 0.
+//   * ma N creates the item with `initial` (TTL from vivify_ttl, else ttl) and returns hit
+//     with number = initial; ma with get_touch (T) sets the TTL from `ttl` on success.
 // - Arithmetic always appends a new record with the exact decimal value and a new CAS.
 // - Keys must be 1..250 bytes (the connection validates; otherwise gets miss, stores
 //   not_stored, deletes/arith/touch not_found).

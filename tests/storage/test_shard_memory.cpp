@@ -5,7 +5,11 @@
 #include "storage/record.hpp"
 
 #include <cstdio>
+#include <atomic>
+#include <chrono>
 #include <fstream>
+#include <thread>
+#include <vector>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -106,6 +110,38 @@ BOOST_AUTO_TEST_CASE(pinned_slice_outlives_shard) {
   }
   BOOST_CHECK_EQUAL(keep.view(), "survives the shard");
   BOOST_CHECK_EQUAL(read_via_pread(keep), "survives the shard");
+}
+
+BOOST_AUTO_TEST_CASE(pins_dropped_on_other_threads) {
+  fake_clock clk;
+  const uint64_t limit = 256 << 10;
+  auto s = open_shard(tiny_config(limit), clk);
+  std::vector<std::thread> readers;
+  std::atomic<int> bad{0};
+  for (int round = 0; round < 8; ++round) {
+    const std::string expect(900, char('A' + round));
+    // With every segment pinned the store may fail (no_memory); pin only what was stored.
+    if (do_set(*s, "p" + std::to_string(round), expect).st != status::stored) continue;
+    result r = do_get(*s, "p" + std::to_string(round));
+    BOOST_REQUIRE_EQUAL(r.st, status::hit);
+    pinned_slice slice = std::move(r.value);
+    readers.emplace_back([slice = std::move(slice), expect, &bad]() mutable {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (slice.view() != expect) ++bad;
+      slice = pinned_slice{};  // dropped on this thread
+    });
+    for (int i = 0; i < 150; ++i) {  // evicts older (possibly pinned) segments meanwhile
+      do_set(*s, "f" + std::to_string(round) + "-" + std::to_string(i), std::string(1000, 'f'));
+      BOOST_REQUIRE_LE(s->stats().segment_bytes, limit);
+    }
+  }
+  for (auto& t : readers) t.join();
+  BOOST_CHECK(readers.size() >= 2u);
+  BOOST_CHECK_EQUAL(bad.load(), 0);
+  // all pins gone: only the shard's own segments remain
+  do_set(*s, "last", "x");
+  BOOST_CHECK_LE(s->stats().segment_bytes, limit);
+  BOOST_CHECK_LE(s->stats().segments, limit / (64 << 10));
 }
 
 BOOST_AUTO_TEST_CASE(eviction_under_memory_limit) {

@@ -259,6 +259,33 @@ BOOST_AUTO_TEST_CASE(arithmetic_vivify) {
   BOOST_CHECK_EQUAL(value_of(*s, "ctr"), "42");
   r = s->execute(o);
   BOOST_CHECK_EQUAL(r.number, 43u);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 60);
+  // ma T: the TTL changes on success
+  o.get_touch = true;
+  o.ttl = 500;
+  r = s->execute(o);
+  BOOST_CHECK_EQUAL(r.number, 44u);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 500);
+  BOOST_CHECK_EQUAL(do_get(*s, "ctr").exptime, k_t0 + 500);
+}
+
+BOOST_AUTO_TEST_CASE(invalidate_with_touch_flag_sets_ttl) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "k", "v", 100);
+  op md;
+  md.kind = op_kind::remove;
+  md.key = "k";
+  md.invalidate = true;
+  BOOST_CHECK_EQUAL(s->execute(md).st, status::deleted);
+  BOOST_CHECK_EQUAL(do_get(*s, "k").exptime, k_t0 + 100);  // no T: TTL kept
+  md.get_touch = true;
+  md.ttl = 0;  // md I T0: never expires
+  BOOST_CHECK_EQUAL(s->execute(md).st, status::deleted);
+  const result r = do_get(*s, "k");
+  BOOST_CHECK_EQUAL(r.exptime, 0u);
+  BOOST_CHECK(r.stale);
+  BOOST_CHECK_EQUAL(s->stats().curr_items, 1u);
 }
 
 BOOST_AUTO_TEST_CASE(expiry_relative_absolute_negative) {
@@ -424,8 +451,10 @@ BOOST_AUTO_TEST_CASE(meta_vivify_win_and_already_won) {
   o.vivify = true;
   o.vivify_ttl = 30;
   result r = s->execute(o);
-  BOOST_CHECK_EQUAL(r.st, status::miss);
+  BOOST_CHECK_EQUAL(r.st, status::stored);  // created; memcached answers "VA 0 ... W"
   BOOST_CHECK(r.win);
+  BOOST_CHECK(static_cast<bool>(r.value));
+  BOOST_CHECK(r.value.view().empty());
   BOOST_CHECK(!r.already_won);
   BOOST_CHECK_EQUAL(r.value_size, 0u);
   BOOST_CHECK_EQUAL(r.exptime, k_t0 + 30);
