@@ -1,0 +1,95 @@
+// Placement lookups: key -> R distinct owners on 3- and 50-member rings (160 points per
+// member), for 20-byte keys. The hot path (hash + owner_ids) must stay well under ~50 ns;
+// the allocating owners() form is measured alongside for comparison.
+#include "cluster/ring.hpp"
+
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+using namespace bifrost::cluster;
+
+namespace {
+
+std::vector<std::string> make_keys() {
+  std::vector<std::string> keys;
+  keys.reserve(4096);
+  for (size_t i = 0; i < 4096; ++i) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "user:%015zu", i * 7919);  // 20 bytes
+    keys.emplace_back(buf);
+  }
+  return keys;
+}
+
+ring make_ring(size_t members) {
+  std::vector<ring_member> m;
+  for (size_t i = 0; i < members; ++i)
+    m.push_back({"node-" + std::to_string(i), "10.0.0." + std::to_string(i) + ":7000", 1, true});
+  return ring(std::move(m));
+}
+
+// args: members, R
+void BM_owner_ids(benchmark::State& state) {
+  const ring r = make_ring(static_cast<size_t>(state.range(0)));
+  const size_t rr = static_cast<size_t>(state.range(1));
+  const auto keys = make_keys();
+  ring::member_id out[8];
+  size_t i = 0;
+  for (auto _ : state) {
+    const std::string& k = keys[i++ & 4095];
+    benchmark::DoNotOptimize(r.owner_ids(ring::key_hash(k), rr, out));
+    benchmark::DoNotOptimize(out[0]);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_owner_ids)->ArgNames({"members", "R"})->Args({3, 1})->Args({3, 2})
+    ->Args({50, 1})->Args({50, 2});
+
+void BM_live_owner_ids_one_dead(benchmark::State& state) {
+  std::vector<ring_member> m;
+  for (int64_t i = 0; i < state.range(0); ++i)
+    m.push_back({"node-" + std::to_string(i), "h:1", 1, i != 1});
+  const ring r(std::move(m));
+  const size_t rr = static_cast<size_t>(state.range(1));
+  const auto keys = make_keys();
+  ring::member_id out[8];
+  size_t i = 0;
+  for (auto _ : state) {
+    const std::string& k = keys[i++ & 4095];
+    benchmark::DoNotOptimize(r.live_owner_ids(ring::key_hash(k), rr, out));
+    benchmark::DoNotOptimize(out[0]);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_live_owner_ids_one_dead)->ArgNames({"members", "R"})->Args({3, 2})->Args({50, 2});
+
+// The convenience form: allocates the result vector.
+void BM_owners_vector(benchmark::State& state) {
+  const ring r = make_ring(static_cast<size_t>(state.range(0)));
+  const size_t rr = static_cast<size_t>(state.range(1));
+  const auto keys = make_keys();
+  size_t i = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(r.owners(keys[i++ & 4095], rr));
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_owners_vector)->ArgNames({"members", "R"})->Args({3, 1})->Args({3, 2})
+    ->Args({50, 1})->Args({50, 2});
+
+void BM_key_hash_20B(benchmark::State& state) {
+  const auto keys = make_keys();
+  size_t i = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(ring::key_hash(keys[i++ & 4095]));
+}
+BENCHMARK(BM_key_hash_20B);
+
+void BM_build(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(make_ring(static_cast<size_t>(state.range(0))));
+}
+BENCHMARK(BM_build)->Arg(3)->Arg(50)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,602 @@
+#include "cluster/membership.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <tuple>
+#include <utility>
+
+namespace bifrost::cluster {
+
+const char* to_string(member_state s) noexcept {
+  switch (s) {
+    case member_state::alive: return "alive";
+    case member_state::suspect: return "suspect";
+    case member_state::dead: return "dead";
+    case member_state::left: return "left";
+  }
+  return "?";
+}
+
+const char* to_string(message_kind k) noexcept {
+  switch (k) {
+    case message_kind::ping: return "ping";
+    case message_kind::ping_req: return "ping_req";
+    case message_kind::ack: return "ack";
+    case message_kind::join: return "join";
+    case message_kind::join_reply: return "join_reply";
+    case message_kind::leave: return "leave";
+    case message_kind::gossip: return "gossip";
+  }
+  return "?";
+}
+
+const char* to_string(event_kind k) noexcept {
+  switch (k) {
+    case event_kind::joined: return "joined";
+    case event_kind::alive_again: return "alive_again";
+    case event_kind::suspect: return "suspect";
+    case event_kind::dead: return "dead";
+    case event_kind::left: return "left";
+    case event_kind::updated: return "updated";
+  }
+  return "?";
+}
+
+namespace {
+
+// The order in which updates about one member override each other.
+inline std::pair<uint64_t, int> precedence(uint64_t incarnation, member_state s) noexcept {
+  return {incarnation, static_cast<int>(s)};
+}
+
+constexpr uint64_t k_never = std::numeric_limits<uint64_t>::max();
+
+}  // namespace
+
+membership::membership(local_member self, membership_config cfg, uint64_t now_ms)
+    : self_(std::move(self.name)), address_(std::move(self.address)), cfg_(cfg) {
+  rng_ = hash64(self_) ^ cfg_.seed;
+  if (cfg_.probe_interval_ms == 0) cfg_.probe_interval_ms = 1;
+  if (cfg_.gossip_interval_ms == 0) cfg_.gossip_interval_ms = 1;
+  record me;
+  me.info = member_info{self_, address_, std::move(self.client_address), self.weight, 0,
+                        member_state::alive, now_ms};
+  members_.emplace(self_, std::move(me));
+  // A random phase so that nodes started together do not probe in lockstep.
+  next_probe_ms_ = now_ms + rand_below(cfg_.probe_interval_ms);
+  next_gossip_ms_ = now_ms + cfg_.gossip_interval_ms;
+  next_sync_ms_ = now_ms + cfg_.sync_interval_ms + rand_below(cfg_.probe_interval_ms);
+  next_reconnect_ms_ = now_ms + cfg_.reconnect_interval_ms;
+  joined_ = true;
+}
+
+uint64_t membership::rand() noexcept {  // splitmix64
+  uint64_t z = (rng_ += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+size_t membership::rand_below(size_t n) noexcept { return n == 0 ? 0 : rand() % n; }
+
+uint64_t membership::incarnation() const noexcept {
+  return members_.find(self_)->second.info.incarnation;
+}
+
+member_update membership::to_update(const member_info& i) {
+  return member_update{i.name, i.address, i.client_address, i.weight, i.incarnation, i.state};
+}
+
+member_update membership::self_update() const {
+  return to_update(members_.find(self_)->second.info);
+}
+
+std::vector<member_update> membership::full_state() const {
+  std::vector<member_update> res;
+  res.reserve(members_.size());
+  for (const auto& [name, rec] : members_) res.push_back(to_update(rec.info));
+  return res;
+}
+
+message membership::make(message_kind k, const std::string& to) const {
+  message m;
+  m.kind = k;
+  m.from = self_;
+  m.from_address = address_;
+  m.to = to;
+  return m;
+}
+
+// ---- public calls ---------------------------------------------------------------------------
+
+output membership::join(const std::vector<std::string>& seeds, uint64_t now_ms) {
+  output out;
+  seeds_.clear();
+  for (const auto& s : seeds)
+    if (s != address_ && std::find(seeds_.begin(), seeds_.end(), s) == seeds_.end())
+      seeds_.push_back(s);
+  if (seeds_.empty() || leaving_) return out;
+  joined_ = false;
+  for (const auto& s : seeds_) {
+    message m = make(message_kind::join, {});
+    m.members = full_state();
+    send(out, s, std::move(m));
+  }
+  next_join_ms_ = now_ms + cfg_.join_retry_ms;
+  return out;
+}
+
+output membership::leave(uint64_t now_ms) {
+  output out;
+  if (leaving_) return out;
+  leaving_ = true;
+  auto& me = members_.find(self_)->second.info;
+  me.state = member_state::left;
+  me.state_since_ms = now_ms;
+  probe_.active = false;
+  relays_.clear();
+  enqueue(self_update());
+  // Tell everyone we know directly; gossip repeats it for those who miss this message.
+  for (const auto& [name, rec] : members_) {
+    if (name == self_ || !probe_eligible(rec.info.state)) continue;
+    send(out, rec.info.address, make(message_kind::leave, name), self_);
+  }
+  return out;
+}
+
+bool membership::done_leaving() const noexcept {
+  if (!leaving_) return false;
+  for (const auto& p : queue_)
+    if (p.update.name == self_) return false;
+  return true;
+}
+
+output membership::tick(uint64_t now_ms) {
+  output out;
+  if (leaving_) {
+    run_gossip(now_ms, out);
+    return out;
+  }
+  if (!joined_ && now_ms >= next_join_ms_) {
+    for (const auto& s : seeds_) {
+      message m = make(message_kind::join, {});
+      m.members = full_state();
+      send(out, s, std::move(m));
+    }
+    next_join_ms_ = now_ms + cfg_.join_retry_ms;
+  }
+  run_probe(now_ms, out);
+  run_suspicion(now_ms, out);
+  run_gossip(now_ms, out);
+  run_sync(now_ms, out);
+  for (auto it = relays_.begin(); it != relays_.end();)
+    it = now_ms >= it->second.expires_ms ? relays_.erase(it) : std::next(it);
+  return out;
+}
+
+uint64_t membership::next_tick_ms() const noexcept {
+  uint64_t t = k_never;
+  const bool pending_gossip = !queue_.empty();
+  if (pending_gossip) t = std::min(t, next_gossip_ms_);
+  if (leaving_) return t;
+  if (!joined_) t = std::min(t, next_join_ms_);
+  if (probe_.active) {
+    if (!probe_.ping_req_sent) t = std::min(t, probe_.start_ms + cfg_.ping_timeout_ms);
+    t = std::min(t, probe_.start_ms + cfg_.ping_timeout_ms + cfg_.indirect_timeout_ms);
+  } else if (!order_.empty()) {
+    t = std::min(t, next_probe_ms_);
+  }
+  for (const auto& [name, rec] : members_)
+    if (rec.info.state == member_state::suspect)
+      t = std::min(t, rec.info.state_since_ms + cfg_.suspicion_timeout_ms);
+  if (cfg_.sync_interval_ms) t = std::min(t, next_sync_ms_);
+  if (cfg_.reconnect_interval_ms) t = std::min(t, next_reconnect_ms_);
+  return t;
+}
+
+output membership::on_message(const message& m, uint64_t now_ms) {
+  output out;
+  ++stats_.messages_received;
+  if ((!m.to.empty() && m.to != self_) || m.from == self_) return out;
+  if (leaving_) {
+    // We are gone: answer anything that expects an answer with the announcement.
+    if (m.kind == message_kind::ping || m.kind == message_kind::ping_req ||
+        m.kind == message_kind::join) {
+      message g = make(message_kind::leave, m.from);
+      g.updates.push_back(self_update());
+      out.send.push_back({m.from_address, std::move(g)});
+      ++stats_.messages_sent;
+    }
+    return out;
+  }
+  const uint64_t refutations = stats_.refutations;
+  bool stale_about_us = false;
+  for (const auto* list : {&m.updates, &m.members}) {
+    for (const auto& u : *list) {
+      apply(u, now_ms, out);
+      stale_about_us |= u.name == self_ && u.state != member_state::alive;
+    }
+  }
+  if (stale_about_us && stats_.refutations == refutations) {
+    // The sender still holds an old suspicion (or death) of us that we refuted earlier, and
+    // our refutation may have run out of retransmissions before reaching it: answer it
+    // directly. (A fresh refutation above was already sent to every member.)
+    message g = make(message_kind::gossip, m.from);
+    g.updates.push_back(self_update());
+    out.send.push_back(envelope{m.from_address, std::move(g)});
+    ++stats_.messages_sent;
+  }
+
+  switch (m.kind) {
+    case message_kind::ping: {
+      message a = make(message_kind::ack, m.from);
+      a.target = self_;
+      a.seq = m.seq;
+      send(out, m.from_address, std::move(a), m.from);
+      break;
+    }
+    case message_kind::ping_req: {
+      if (m.target == self_) {  // odd, but the answer is obvious
+        message a = make(message_kind::ack, m.from);
+        a.target = self_;
+        a.seq = m.seq;
+        send(out, m.from_address, std::move(a), m.from);
+        break;
+      }
+      const uint64_t s = ++seq_;
+      relays_[s] = relay{m.from, m.from_address, m.seq, m.target,
+                         now_ms + cfg_.ping_timeout_ms + cfg_.indirect_timeout_ms};
+      message p = make(message_kind::ping, m.target);
+      p.seq = s;
+      send(out, m.target_address, std::move(p), m.target);
+      break;
+    }
+    case message_kind::ack: {
+      auto r = relays_.find(m.seq);
+      if (r != relays_.end() && r->second.target == m.from) {
+        message a = make(message_kind::ack, r->second.requester);
+        a.target = r->second.target;
+        a.seq = r->second.requester_seq;
+        const std::string to_address = r->second.requester_address;
+        const std::string about = r->second.requester;
+        relays_.erase(r);
+        send(out, to_address, std::move(a), about);
+      } else if (probe_.active && m.seq == probe_.seq && m.target == probe_.target) {
+        probe_.active = false;
+      }
+      break;
+    }
+    case message_kind::leave:
+    case message_kind::gossip:
+      break;
+    case message_kind::join: {
+      message r = make(message_kind::join_reply, m.from);
+      r.members = full_state();
+      send(out, m.from_address, std::move(r), m.from);
+      break;
+    }
+    case message_kind::join_reply:
+      joined_ = true;
+      break;
+  }
+  return out;
+}
+
+// ---- state changes --------------------------------------------------------------------------
+
+void membership::emit(event_kind k, const member_info& i, output& out) {
+  out.events.push_back(member_event{k, i});
+  ++version_;
+}
+
+void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
+  if (u.name.empty()) return;
+  if (u.name == self_) {
+    apply_self(u, now_ms, out);
+    return;
+  }
+  auto it = members_.find(u.name);
+  if (it == members_.end()) {
+    record r;
+    r.info = member_info{u.name,   u.address,     u.client_address,
+                         u.weight, u.incarnation, u.state, now_ms};
+    it = members_.emplace(u.name, std::move(r)).first;
+    if (probe_eligible(u.state)) {
+      order_insert(u.name);
+      emit(event_kind::joined, it->second.info, out);
+    }
+    // A tombstone for a member we never knew: kept (so stale alives lose), no event.
+    enqueue(u);
+    return;
+  }
+  member_info& c = it->second.info;
+  if (precedence(u.incarnation, u.state) <= precedence(c.incarnation, c.state)) return;
+  const member_info prev = c;
+  c.address = u.address;
+  c.client_address = u.client_address;
+  c.weight = u.weight;
+  c.incarnation = u.incarnation;
+  c.state = u.state;
+  c.state_since_ms = now_ms;
+  enqueue(u);
+  if (probe_eligible(prev.state) && !probe_eligible(c.state)) order_remove(c.name);
+  if (!probe_eligible(prev.state) && probe_eligible(c.state)) order_insert(c.name);
+  if (c.state != prev.state) {
+    switch (c.state) {
+      case member_state::alive: emit(event_kind::alive_again, c, out); break;
+      case member_state::suspect: emit(event_kind::suspect, c, out); break;
+      case member_state::dead: emit(event_kind::dead, c, out); break;
+      case member_state::left: emit(event_kind::left, c, out); break;
+    }
+  } else if (c.state == member_state::alive &&
+             (c.address != prev.address || c.client_address != prev.client_address ||
+              c.weight != prev.weight)) {
+    emit(event_kind::updated, c, out);
+  }
+}
+
+void membership::apply_self(const member_update& u, uint64_t now_ms, output& out) {
+  if (leaving_) return;
+  member_info& me = members_.find(self_)->second.info;
+  if (u.incarnation < me.incarnation) return;  // stale: our newer alive will win everywhere
+  if (u.state == member_state::alive && u.incarnation == me.incarnation &&
+      u.address == me.address && u.client_address == me.client_address && u.weight == me.weight)
+    return;  // agrees with us
+  // Someone holds a worse (suspect/dead/left) or foreign (other address: a previous instance)
+  // record of us at >= our incarnation: refute with a higher one.
+  me.incarnation = u.incarnation + 1;
+  me.state_since_ms = now_ms;
+  ++stats_.refutations;
+  const member_update alive = self_update();
+  enqueue(alive);
+  // A refutation races the suspicion timers of every member: tell each one directly, on top
+  // of (and without spending) the gossip budget.
+  for (const auto& [name, rec] : members_) {
+    if (name == self_ || !probe_eligible(rec.info.state)) continue;
+    message g = make(message_kind::gossip, name);
+    g.updates.push_back(alive);
+    out.send.push_back(envelope{rec.info.address, std::move(g)});
+    ++stats_.messages_sent;
+  }
+}
+
+// ---- dissemination --------------------------------------------------------------------------
+
+void membership::enqueue(const member_update& u) {
+  for (auto& p : queue_) {
+    if (p.update.name == u.name) {
+      p.update = u;
+      p.transmits = 0;
+      p.order = ++queue_order_;
+      return;
+    }
+  }
+  queue_.push_back(pending{u, 0, ++queue_order_});
+}
+
+uint32_t membership::retransmit_limit() const noexcept {
+  size_t n = 0;
+  for (const auto& [name, rec] : members_)
+    if (probe_eligible(rec.info.state)) ++n;
+  uint32_t log2n = 1;  // ceil(log2(n + 1)), at least 1
+  while ((size_t(1) << log2n) < n + 1) ++log2n;
+  return std::max<uint32_t>(1, cfg_.retransmit_mult) * log2n;
+}
+
+std::vector<member_update> membership::piggyback(std::string_view about) {
+  std::vector<member_update> res;
+  // Buddy system: a message to a suspect member carries the suspicion.
+  if (!about.empty()) {
+    auto it = members_.find(about);
+    if (it != members_.end() && it->second.info.state == member_state::suspect)
+      res.push_back(to_update(it->second.info));
+  }
+  if (queue_.empty() || cfg_.max_piggyback == 0) return res;
+  std::vector<size_t> idx(queue_.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  // Updates about the receiver first, then the least transmitted, then the newest.
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+    const pending& x = queue_[a];
+    const pending& y = queue_[b];
+    const bool xa = x.update.name == about, ya = y.update.name == about;
+    if (xa != ya) return xa;
+    if (x.transmits != y.transmits) return x.transmits < y.transmits;
+    return x.order > y.order;
+  });
+  const size_t take = std::min<size_t>(idx.size(), cfg_.max_piggyback);
+  const uint32_t limit = retransmit_limit();
+  for (size_t k = 0; k < take; ++k) {
+    pending& p = queue_[idx[k]];
+    if (res.empty() || !(res.front() == p.update)) res.push_back(p.update);
+    ++p.transmits;
+  }
+  queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
+                              [&](const pending& p) { return p.transmits >= limit; }),
+               queue_.end());
+  return res;
+}
+
+void membership::send(output& out, const std::string& address, message m,
+                      std::string_view about) {
+  m.updates = piggyback(about);
+  out.send.push_back(envelope{address, std::move(m)});
+  ++stats_.messages_sent;
+}
+
+// ---- probe order and random picks -----------------------------------------------------------
+
+void membership::order_insert(const std::string& name) {
+  if (std::find(order_.begin(), order_.end(), name) != order_.end()) return;
+  const size_t pos = rand_below(order_.size() + 1);
+  order_.insert(order_.begin() + static_cast<std::ptrdiff_t>(pos), name);
+  if (pos < order_pos_) ++order_pos_;
+}
+
+void membership::order_remove(const std::string& name) {
+  auto it = std::find(order_.begin(), order_.end(), name);
+  if (it == order_.end()) return;
+  const size_t pos = static_cast<size_t>(it - order_.begin());
+  order_.erase(it);
+  if (pos < order_pos_) --order_pos_;
+}
+
+const membership::record* membership::next_probe_target() {
+  for (size_t tries = 0; tries <= order_.size(); ++tries) {
+    if (order_.empty()) return nullptr;
+    if (order_pos_ >= order_.size()) {
+      order_pos_ = 0;
+      if (cfg_.reshuffle_each_round) {
+        for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rand_below(i)]);
+      }
+    }
+    auto it = members_.find(order_[order_pos_++]);
+    if (it != members_.end() && probe_eligible(it->second.info.state)) return &it->second;
+  }
+  return nullptr;
+}
+
+std::vector<const membership::record*> membership::random_members(size_t count,
+                                                                  std::string_view exclude,
+                                                                  bool gossip_targets,
+                                                                  uint64_t now_ms) {
+  std::vector<const record*> cand;
+  for (const auto& [name, rec] : members_) {
+    if (name == self_ || name == exclude) continue;
+    const member_state s = rec.info.state;
+    const bool ok =
+        s == member_state::alive ||
+        (gossip_targets && s == member_state::suspect) ||
+        (gossip_targets && s == member_state::dead &&
+         now_ms < rec.info.state_since_ms + cfg_.gossip_to_dead_ms);
+    if (ok) cand.push_back(&rec);
+  }
+  // Partial Fisher-Yates: the first `count` entries become a uniform random sample.
+  const size_t take = std::min(count, cand.size());
+  for (size_t i = 0; i < take; ++i) std::swap(cand[i], cand[i + rand_below(cand.size() - i)]);
+  cand.resize(take);
+  return cand;
+}
+
+// ---- timers ---------------------------------------------------------------------------------
+
+void membership::run_probe(uint64_t now_ms, output& out) {
+  if (probe_.active) {
+    auto it = members_.find(probe_.target);
+    if (it == members_.end() || !probe_eligible(it->second.info.state)) {
+      probe_.active = false;  // declared dead or left meanwhile: nothing left to find out
+    } else {
+      if (!probe_.ping_req_sent && now_ms >= probe_.start_ms + cfg_.ping_timeout_ms) {
+        probe_.ping_req_sent = true;
+        const member_info& t = it->second.info;
+        for (const record* r : random_members(cfg_.indirect_probes, t.name, false, now_ms)) {
+          message m = make(message_kind::ping_req, r->info.name);
+          m.target = t.name;
+          m.target_address = t.address;
+          m.seq = probe_.seq;
+          send(out, r->info.address, std::move(m), r->info.name);
+          ++stats_.ping_reqs;
+        }
+      }
+      if (now_ms >= probe_.start_ms + cfg_.ping_timeout_ms + cfg_.indirect_timeout_ms) {
+        probe_.active = false;
+        ++stats_.probe_failures;
+        member_update u = to_update(it->second.info);
+        if (u.state == member_state::alive) {
+          u.state = member_state::suspect;
+          apply(u, now_ms, out);
+        }
+      }
+    }
+  }
+  if (!probe_.active && now_ms >= next_probe_ms_) {
+    next_probe_ms_ += cfg_.probe_interval_ms;
+    if (next_probe_ms_ <= now_ms) next_probe_ms_ = now_ms + cfg_.probe_interval_ms;
+    if (const record* r = next_probe_target()) {
+      probe_ = probe_state{true, false, r->info.name, ++seq_, now_ms};
+      message m = make(message_kind::ping, r->info.name);
+      m.seq = probe_.seq;
+      send(out, r->info.address, std::move(m), r->info.name);
+      ++stats_.probes;
+    }
+  }
+}
+
+void membership::run_suspicion(uint64_t now_ms, output& out) {
+  std::vector<member_update> expired;
+  for (const auto& [name, rec] : members_) {
+    if (name != self_ && rec.info.state == member_state::suspect &&
+        now_ms >= rec.info.state_since_ms + cfg_.suspicion_timeout_ms) {
+      member_update u = to_update(rec.info);
+      u.state = member_state::dead;
+      expired.push_back(std::move(u));
+    }
+  }
+  for (const auto& u : expired) apply(u, now_ms, out);
+}
+
+void membership::run_gossip(uint64_t now_ms, output& out) {
+  if (now_ms < next_gossip_ms_) return;
+  next_gossip_ms_ += cfg_.gossip_interval_ms;
+  if (next_gossip_ms_ <= now_ms) next_gossip_ms_ = now_ms + cfg_.gossip_interval_ms;
+  if (queue_.empty()) return;
+  for (const record* r : random_members(cfg_.gossip_fanout, {}, true, now_ms)) {
+    if (queue_.empty()) break;
+    send(out, r->info.address, make(message_kind::gossip, r->info.name), r->info.name);
+  }
+}
+
+void membership::run_sync(uint64_t now_ms, output& out) {
+  if (cfg_.sync_interval_ms && now_ms >= next_sync_ms_) {
+    next_sync_ms_ = now_ms + cfg_.sync_interval_ms;
+    for (const record* r : random_members(1, {}, false, now_ms)) {
+      message m = make(message_kind::join, r->info.name);
+      m.members = full_state();
+      send(out, r->info.address, std::move(m), r->info.name);
+    }
+  }
+  if (cfg_.reconnect_interval_ms && now_ms >= next_reconnect_ms_) {
+    next_reconnect_ms_ = now_ms + cfg_.reconnect_interval_ms;
+    std::vector<const record*> dead;
+    for (const auto& [name, rec] : members_)
+      if (rec.info.state == member_state::dead) dead.push_back(&rec);
+    if (!dead.empty()) {
+      const record* r = dead[rand_below(dead.size())];
+      message m = make(message_kind::join, r->info.name);
+      m.members = full_state();
+      send(out, r->info.address, std::move(m), r->info.name);
+    }
+  }
+}
+
+// ---- views ----------------------------------------------------------------------------------
+
+std::vector<member_info> membership::members() const {
+  std::vector<member_info> res;
+  res.reserve(members_.size());
+  for (const auto& [name, rec] : members_) res.push_back(rec.info);
+  return res;
+}
+
+std::vector<std::string> membership::alive_names() const {
+  std::vector<std::string> res;
+  for (const auto& [name, rec] : members_)
+    if (rec.info.state == member_state::alive) res.push_back(name);
+  return res;
+}
+
+const member_info* membership::find(std::string_view name) const {
+  auto it = members_.find(name);
+  return it == members_.end() ? nullptr : &it->second.info;
+}
+
+std::vector<ring_member> membership::ring_members() const {
+  std::vector<ring_member> res;
+  for (const auto& [name, rec] : members_) {
+    const member_info& i = rec.info;
+    if (i.state == member_state::left) continue;
+    res.push_back(ring_member{i.name, i.address, i.weight, i.state != member_state::dead});
+  }
+  return res;
+}
+
+}  // namespace bifrost::cluster

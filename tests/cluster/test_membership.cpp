@@ -1,0 +1,700 @@
+// SWIM membership: the message handlers one by one, then whole clusters of membership
+// instances on a simulated network (virtual clock, latency, loss, partitions, crashes).
+#include "cluster/membership.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <functional>
+#include <ostream>
+#include <map>
+#include <memory>
+#include <queue>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace bifrost::cluster;
+
+namespace bifrost::cluster {  // printable in BOOST_TEST failures
+std::ostream& operator<<(std::ostream& o, member_state s) { return o << to_string(s); }
+std::ostream& operator<<(std::ostream& o, message_kind k) { return o << to_string(k); }
+std::ostream& operator<<(std::ostream& o, event_kind k) { return o << to_string(k); }
+}  // namespace bifrost::cluster
+
+namespace {
+
+// ---- a deterministic simulated network ------------------------------------------------------
+
+struct logged_event {
+  uint64_t at;
+  size_t observer;
+  event_kind kind;
+  std::string member;
+  uint64_t incarnation;
+
+  bool operator==(const logged_event& o) const {
+    return at == o.at && observer == o.observer && kind == o.kind && member == o.member &&
+           incarnation == o.incarnation;
+  }
+};
+
+// N membership instances exchanging messages through a virtual network. Time advances in
+// 1 ms steps; in each step the messages due are delivered (in send order), then every node
+// whose next_tick_ms() has come is ticked. Everything random comes from one seeded generator.
+class sim_net {
+public:
+  explicit sim_net(uint64_t seed, membership_config cfg = {}) : rng_(seed), cfg_(cfg) {
+    cfg_.seed = seed;
+  }
+
+  double loss = 0.0;         // probability that a message is dropped
+  uint32_t min_latency = 1;  // ms, inclusive
+  uint32_t max_latency = 2;
+  std::vector<logged_event> events;
+  uint64_t now = 0;
+  uint64_t delivered = 0, dropped = 0;
+
+  // Adds and starts a node; with `seeds` it joins through their addresses.
+  size_t add(const std::string& name, const std::vector<size_t>& seeds = {}) {
+    nodes_.push_back(node{name, name + ":7000", nullptr, false});
+    start(nodes_.size() - 1, seeds);
+    return nodes_.size() - 1;
+  }
+  // (Re)starts node i as a fresh instance (incarnation 0), optionally at a new address.
+  void start(size_t i, const std::vector<size_t>& seeds, std::string address = {}) {
+    node& n = nodes_[i];
+    if (!address.empty()) n.address = address;
+    n.m = std::make_unique<membership>(local_member{n.name, n.address, n.name + ":11211", 1},
+                                       cfg_, now);
+    n.up = true;
+    std::vector<std::string> seed_addresses;
+    for (size_t s : seeds) seed_addresses.push_back(nodes_[s].address);
+    handle(i, n.m->join(seed_addresses, now));
+  }
+  // A crash: the node stops ticking and every message to or from it is lost.
+  void kill(size_t i) { nodes_[i].up = false; }
+  void leave(size_t i) { handle(i, nodes_[i].m->leave(now)); }
+  // Drops all traffic between i and j (both directions) while blocked.
+  void block(size_t i, size_t j, bool on = true) {
+    if (on) {
+      blocked_.insert({i, j});
+      blocked_.insert({j, i});
+    } else {
+      blocked_.erase({i, j});
+      blocked_.erase({j, i});
+    }
+  }
+  void isolate(size_t i, bool on = true) {
+    for (size_t j = 0; j < nodes_.size(); ++j)
+      if (j != i) block(i, j, on);
+  }
+
+  membership& m(size_t i) { return *nodes_[i].m; }
+  bool up(size_t i) const { return nodes_[i].up; }
+  size_t size() const { return nodes_.size(); }
+  const std::string& name(size_t i) const { return nodes_[i].name; }
+  const std::string& address(size_t i) const { return nodes_[i].address; }
+
+  // Runs until `until` or until `done()` holds after a step; returns the time it stopped.
+  uint64_t run(uint64_t until, const std::function<bool()>& done = {}) {
+    while (now < until) {
+      ++now;
+      while (!queue_.empty() && queue_.top().at <= now) {
+        flight f = queue_.top();
+        queue_.pop();
+        deliver(f);
+      }
+      for (size_t i = 0; i < nodes_.size(); ++i)
+        if (nodes_[i].up && nodes_[i].m->next_tick_ms() <= now) handle(i, nodes_[i].m->tick(now));
+      if (done && done()) break;
+    }
+    return now;
+  }
+
+  // Every running node that has not left sees exactly the running, not-leaving nodes alive,
+  // and every stopped node it knows of as dead or left (not suspect).
+  bool views_agree() const {
+    std::vector<std::string> expect;
+    for (const auto& n : nodes_)
+      if (n.up && !n.m->leaving()) expect.push_back(n.name);
+    std::sort(expect.begin(), expect.end());
+    for (const auto& n : nodes_) {
+      if (!n.up || n.m->leaving()) continue;
+      if (n.m->alive_names() != expect) return false;
+      for (const auto& other : nodes_) {
+        if (other.up) continue;
+        const member_info* r = n.m->find(other.name);
+        if (r && r->state != member_state::dead && r->state != member_state::left) return false;
+      }
+    }
+    return true;
+  }
+
+  // First time >= after at which observer logged `kind` about member (0 = never).
+  uint64_t first_event(size_t observer, event_kind kind, const std::string& member,
+                       uint64_t after) const {
+    for (const auto& e : events)
+      if (e.observer == observer && e.kind == kind && e.member == member && e.at >= after)
+        return e.at;
+    return 0;
+  }
+  size_t count_events(event_kind kind, uint64_t after = 0) const {
+    return static_cast<size_t>(std::count_if(events.begin(), events.end(), [&](const auto& e) {
+      return e.kind == kind && e.at >= after;
+    }));
+  }
+
+private:
+  struct node {
+    std::string name;
+    std::string address;
+    std::unique_ptr<membership> m;
+    bool up;
+  };
+  struct flight {
+    uint64_t at;
+    uint64_t order;
+    size_t from;
+    std::string to_address;
+    message msg;
+    bool operator>(const flight& o) const {
+      return at != o.at ? at > o.at : order > o.order;
+    }
+  };
+
+  uint64_t next_rand() {  // splitmix64
+    uint64_t z = (rng_ += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return double(next_rand() >> 11) / double(uint64_t(1) << 53); }
+
+  void handle(size_t i, output out) {
+    for (const auto& e : out.events)
+      events.push_back({now, i, e.kind, e.member.name, e.member.incarnation});
+    if (!nodes_[i].up) return;
+    for (auto& env : out.send) {
+      if (loss > 0 && uniform() < loss) {
+        ++dropped;
+        continue;
+      }
+      const uint64_t lat = min_latency + next_rand() % (max_latency - min_latency + 1);
+      queue_.push(flight{now + lat, order_++, i, env.to_address, std::move(env.msg)});
+    }
+  }
+
+  void deliver(const flight& f) {
+    for (size_t j = 0; j < nodes_.size(); ++j) {
+      if (nodes_[j].address != f.to_address) continue;
+      if (!nodes_[j].up || !nodes_[f.from].up || blocked_.count({f.from, j})) {
+        ++dropped;
+        return;
+      }
+      ++delivered;
+      handle(j, nodes_[j].m->on_message(f.msg, now));
+      return;
+    }
+    ++dropped;  // nobody listens there
+  }
+
+  uint64_t rng_;
+  membership_config cfg_;
+  std::vector<node> nodes_;
+  std::priority_queue<flight, std::vector<flight>, std::greater<flight>> queue_;
+  uint64_t order_ = 0;
+  std::set<std::pair<size_t, size_t>> blocked_;
+};
+
+// How many seeds a simulation test runs: `dflt`, or $BIFROST_SIM_SEEDS for a longer
+// measurement (e.g. BIFROST_SIM_SEEDS=1000 test_cluster --run_test=membership_simulation).
+uint64_t sim_seeds(uint64_t dflt) {
+  const char* env = std::getenv("BIFROST_SIM_SEEDS");
+  return env && std::atoll(env) > 0 ? static_cast<uint64_t>(std::atoll(env)) : dflt;
+}
+
+// Starts n nodes at t=0, all joining through node 0.
+void start_cluster(sim_net& net, size_t n) {
+  net.add("node0");
+  for (size_t i = 1; i < n; ++i) net.add("node" + std::to_string(i), {0});
+}
+
+// ---- helpers for the handler tests ----------------------------------------------------------
+
+message msg(message_kind k, const std::string& from, const std::string& to) {
+  message m;
+  m.kind = k;
+  m.from = from;
+  m.from_address = from + ":7000";
+  m.to = to;
+  return m;
+}
+
+member_update upd(const std::string& name, uint64_t inc, member_state s) {
+  return member_update{name, name + ":7000", "", 1, inc, s};
+}
+
+message gossip_of(std::vector<member_update> u) {
+  message m = msg(message_kind::gossip, "x", "");
+  m.updates = std::move(u);
+  return m;
+}
+
+const envelope* find_send(const output& o, message_kind k) {
+  for (const auto& e : o.send)
+    if (e.msg.kind == k) return &e;
+  return nullptr;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(membership_handlers)
+
+BOOST_AUTO_TEST_CASE(updates_follow_incarnation_then_state_precedence) {
+  membership m(local_member{"self", "self:7000", "", 1});
+  auto state_of = [&](const char* n) { return m.find(n)->state; };
+
+  auto out = m.on_message(gossip_of({upd("b", 1, member_state::alive)}), 10);
+  BOOST_REQUIRE_EQUAL(out.events.size(), 1u);
+  BOOST_TEST(out.events[0].kind == event_kind::joined);
+
+  out = m.on_message(gossip_of({upd("b", 1, member_state::suspect)}), 20);
+  BOOST_TEST(state_of("b") == member_state::suspect);
+  BOOST_TEST(out.events.at(0).kind == event_kind::suspect);
+  // Same incarnation alive does not refute; a stale dead does not kill.
+  m.on_message(gossip_of({upd("b", 1, member_state::alive), upd("b", 0, member_state::dead)}), 30);
+  BOOST_TEST(state_of("b") == member_state::suspect);
+  // Only the member's own higher incarnation does.
+  out = m.on_message(gossip_of({upd("b", 2, member_state::alive)}), 40);
+  BOOST_TEST(state_of("b") == member_state::alive);
+  BOOST_TEST(out.events.at(0).kind == event_kind::alive_again);
+  // Dead at the current incarnation wins over alive; left wins over dead.
+  out = m.on_message(gossip_of({upd("b", 2, member_state::dead)}), 50);
+  BOOST_TEST(state_of("b") == member_state::dead);
+  out = m.on_message(gossip_of({upd("b", 2, member_state::left)}), 60);
+  BOOST_TEST(state_of("b") == member_state::left);
+  BOOST_TEST(out.events.at(0).kind == event_kind::left);
+  BOOST_TEST(m.find("b")->state_since_ms == 60u);
+  // A dead record for an unknown member is a silent tombstone that blocks stale alives.
+  out = m.on_message(gossip_of({upd("c", 3, member_state::dead)}), 70);
+  BOOST_TEST(out.events.empty());
+  m.on_message(gossip_of({upd("c", 3, member_state::alive)}), 80);
+  BOOST_TEST(state_of("c") == member_state::dead);
+  BOOST_TEST(m.alive_names() == std::vector<std::string>{"self"});
+}
+
+BOOST_AUTO_TEST_CASE(the_order_of_updates_does_not_change_the_result) {
+  std::vector<member_update> ups = {
+      upd("b", 0, member_state::alive), upd("b", 0, member_state::suspect),
+      upd("b", 1, member_state::alive), upd("b", 1, member_state::dead),
+      upd("c", 4, member_state::suspect), upd("c", 2, member_state::left)};
+  std::sort(ups.begin(), ups.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.name, a.incarnation, a.state) < std::tie(b.name, b.incarnation, b.state);
+  });
+  std::vector<member_info> first;
+  bool have_first = false;
+  do {
+    membership m(local_member{"self", "self:7000", "", 1});
+    for (const auto& u : ups) m.on_message(gossip_of({u}), 1);
+    auto got = m.members();
+    if (!have_first) {
+      first = got;
+      have_first = true;
+    }
+    BOOST_REQUIRE_EQUAL(got.size(), first.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      BOOST_REQUIRE(got[i].state == first[i].state);
+      BOOST_REQUIRE_EQUAL(got[i].incarnation, first[i].incarnation);
+    }
+  } while (std::next_permutation(ups.begin(), ups.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.name, a.incarnation, a.state) < std::tie(b.name, b.incarnation, b.state);
+  }));
+  BOOST_TEST(first[0].state == member_state::dead);  // b: dead at 1
+  BOOST_TEST(first[1].state == member_state::suspect);  // c: suspect at 4 beats left at 2
+}
+
+BOOST_AUTO_TEST_CASE(a_suspected_member_refutes_with_a_higher_incarnation) {
+  membership m(local_member{"self", "self:7000", "", 1});
+  m.on_message(gossip_of({upd("b", 0, member_state::alive)}), 1);
+  m.on_message(gossip_of({upd("self", 0, member_state::suspect)}), 2);
+  BOOST_TEST(m.incarnation() == 1u);
+  m.on_message(gossip_of({upd("self", 5, member_state::dead)}), 3);
+  BOOST_TEST(m.incarnation() == 6u);
+  m.on_message(gossip_of({upd("self", 2, member_state::dead)}), 4);  // stale
+  BOOST_TEST(m.incarnation() == 6u);
+  BOOST_TEST(m.stats().refutations == 2u);
+  BOOST_TEST(m.find("self")->state == member_state::alive);
+  // The refutation rides on the next message.
+  auto out = m.on_message(msg(message_kind::ping, "b", "self"), 5);
+  const envelope* ack = find_send(out, message_kind::ack);
+  BOOST_REQUIRE(ack);
+  bool carried = false;
+  for (const auto& u : ack->msg.updates)
+    carried |= u.name == "self" && u.incarnation == 6 && u.state == member_state::alive;
+  BOOST_TEST(carried);
+}
+
+BOOST_AUTO_TEST_CASE(ping_is_acked_and_messages_for_others_are_ignored) {
+  membership m(local_member{"self", "self:7000", "", 1});
+  message p = msg(message_kind::ping, "b", "self");
+  p.seq = 77;
+  auto out = m.on_message(p, 1);
+  BOOST_REQUIRE_EQUAL(out.send.size(), 1u);
+  BOOST_TEST(out.send[0].to_address == "b:7000");
+  BOOST_TEST(out.send[0].msg.kind == message_kind::ack);
+  BOOST_TEST(out.send[0].msg.seq == 77u);
+  BOOST_TEST(out.send[0].msg.target == "self");
+  BOOST_TEST(out.send[0].msg.to == "b");
+
+  p.to = "someone-else";  // e.g. a new node reusing a dead node's address
+  BOOST_TEST(m.on_message(p, 2).send.empty());
+}
+
+BOOST_AUTO_TEST_CASE(ping_req_pings_the_target_and_relays_its_ack) {
+  membership m(local_member{"relay", "relay:7000", "", 1});
+  message r = msg(message_kind::ping_req, "a", "relay");
+  r.target = "t";
+  r.target_address = "t:7000";
+  r.seq = 9;
+  auto out = m.on_message(r, 1);
+  const envelope* ping = find_send(out, message_kind::ping);
+  BOOST_REQUIRE(ping);
+  BOOST_TEST(ping->to_address == "t:7000");
+  BOOST_TEST(ping->msg.to == "t");
+
+  message ack = msg(message_kind::ack, "t", "relay");
+  ack.target = "t";
+  ack.seq = ping->msg.seq;
+  out = m.on_message(ack, 2);
+  const envelope* relayed = find_send(out, message_kind::ack);
+  BOOST_REQUIRE(relayed);
+  BOOST_TEST(relayed->to_address == "a:7000");
+  BOOST_TEST(relayed->msg.seq == 9u);
+  BOOST_TEST(relayed->msg.target == "t");
+  // A second ack is not relayed twice.
+  BOOST_TEST(!find_send(m.on_message(ack, 3), message_kind::ack));
+}
+
+BOOST_AUTO_TEST_CASE(probe_escalates_ping_then_ping_req_then_suspect_then_dead) {
+  membership_config cfg;
+  membership m(local_member{"self", "self:7000", "", 1}, cfg, 0);
+  m.on_message(gossip_of({upd("a", 0, member_state::alive), upd("b", 0, member_state::alive)}),
+               0);
+  // Find the first probe and answer nothing.
+  std::string target;
+  uint64_t t = 0, started = 0;
+  for (; t < 1000 && target.empty(); ++t) {
+    auto out = m.tick(t);
+    if (const envelope* p = find_send(out, message_kind::ping)) {
+      target = p->msg.to;
+      started = t;
+    }
+  }
+  BOOST_REQUIRE(!target.empty());
+  const std::string other = target == "a" ? "b" : "a";
+  bool ping_req = false, suspect = false, dead = false;
+  uint64_t ping_req_at = 0, suspect_at = 0, dead_at = 0;
+  for (; t < 3000 && !dead; ++t) {
+    auto out = m.tick(t);
+    for (const auto& e : out.send)
+      if (e.msg.kind == message_kind::ping_req && !ping_req) {
+        ping_req = true;
+        ping_req_at = t;
+        BOOST_TEST(e.msg.to == other);
+        BOOST_TEST(e.msg.target == target);
+      }
+    // The other member answers its own pings so that it stays alive.
+    for (const auto& e : out.send)
+      if (e.msg.kind == message_kind::ping && e.msg.to == other) {
+        message a = msg(message_kind::ack, other, "self");
+        a.target = other;
+        a.seq = e.msg.seq;
+        m.on_message(a, t);
+      }
+    for (const auto& ev : out.events) {
+      if (ev.member.name != target) continue;
+      if (ev.kind == event_kind::suspect && !suspect) {
+        suspect = true;
+        suspect_at = t;
+      }
+      if (ev.kind == event_kind::dead) {
+        dead = true;
+        dead_at = t;
+      }
+    }
+  }
+  BOOST_TEST(ping_req_at == started + cfg.ping_timeout_ms);
+  BOOST_TEST(suspect_at == started + cfg.ping_timeout_ms + cfg.indirect_timeout_ms);
+  BOOST_TEST(dead_at == suspect_at + cfg.suspicion_timeout_ms);
+  BOOST_TEST(m.find(other)->state == member_state::alive);
+}
+
+BOOST_AUTO_TEST_CASE(join_exchanges_full_state) {
+  membership seed(local_member{"seed", "seed:7000", "", 1});
+  seed.on_message(gossip_of({upd("b", 3, member_state::alive), upd("c", 1, member_state::dead)}),
+                  0);
+  membership joiner(local_member{"new", "new:7000", "", 1});
+  auto out = joiner.join({"seed:7000", "new:7000"}, 0);  // own address is skipped
+  BOOST_REQUIRE_EQUAL(out.send.size(), 1u);
+  BOOST_TEST(!joiner.joined());
+  BOOST_TEST(out.send[0].msg.kind == message_kind::join);
+  auto reply = seed.on_message(out.send[0].msg, 1);
+  BOOST_TEST(seed.find("new") != nullptr);
+  const envelope* r = find_send(reply, message_kind::join_reply);
+  BOOST_REQUIRE(r);
+  BOOST_TEST(r->to_address == "new:7000");
+  BOOST_TEST(r->msg.members.size() == 4u);  // seed, b, c (tombstone), new
+  joiner.on_message(r->msg, 2);
+  BOOST_TEST(joiner.joined());
+  BOOST_TEST((joiner.alive_names() == std::vector<std::string>{"b", "new", "seed"}));
+  BOOST_REQUIRE(joiner.find("c"));
+  BOOST_TEST(joiner.find("c")->state == member_state::dead);
+  // Until answered, the join is retried.
+  membership lonely(local_member{"l", "l:7000", "", 1});
+  lonely.join({"nobody:7000"}, 0);
+  BOOST_TEST(lonely.next_tick_ms() <= lonely.config().join_retry_ms);
+  BOOST_TEST(find_send(lonely.tick(lonely.config().join_retry_ms), message_kind::join));
+}
+
+BOOST_AUTO_TEST_CASE(ring_members_reflect_the_view) {
+  membership m(local_member{"self", "self:7000", "self:11211", 2});
+  m.on_message(gossip_of({upd("a", 0, member_state::suspect), upd("b", 0, member_state::dead),
+                          upd("c", 0, member_state::left)}),
+               0);
+  auto rm = m.ring_members();
+  BOOST_REQUIRE_EQUAL(rm.size(), 3u);  // a, b, self; left ones are omitted
+  BOOST_TEST(rm[0].name == "a");
+  BOOST_TEST(rm[0].alive);
+  BOOST_TEST(!rm[1].alive);
+  BOOST_TEST(rm[2].weight == 2u);
+  ring r(rm);
+  BOOST_TEST(r.live_size() == 2u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(membership_simulation)
+
+BOOST_AUTO_TEST_CASE(three_and_five_nodes_converge_from_one_seed) {
+  for (size_t n : {3, 5}) {
+    for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+      sim_net net(seed);
+      start_cluster(net, n);
+      const uint64_t t = net.run(10000, [&] { return net.views_agree(); });
+      BOOST_TEST_MESSAGE(n << " nodes, seed " << seed << ": converged at " << t << " ms");
+      BOOST_TEST(net.views_agree());
+      BOOST_TEST(t <= 1000u);
+      net.run(t + 5000);  // and they stay so
+      BOOST_TEST(net.views_agree());
+      BOOST_TEST(net.count_events(event_kind::suspect) == 0u);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_killed_node_is_dead_everywhere_within_two_seconds) {
+  uint64_t worst_detect = 0, worst_agree = 0, sum_detect = 0, samples = 0;
+  for (size_t n : {3, 5}) {
+    for (uint64_t seed = 1; seed <= sim_seeds(20); ++seed) {
+      sim_net net(seed);
+      start_cluster(net, n);
+      // Let the cluster settle, then kill at a seed-dependent phase of the probe cycle.
+      net.run(3000 + 37 * seed);
+      BOOST_REQUIRE(net.views_agree());
+      const size_t victim = seed % n;
+      const uint64_t killed = net.now;
+      net.kill(victim);
+      const uint64_t agreed = net.run(killed + 10000, [&] { return net.views_agree(); });
+      BOOST_REQUIRE(net.views_agree());
+      for (size_t i = 0; i < n; ++i) {
+        if (i == victim) continue;
+        const uint64_t d = net.first_event(i, event_kind::dead, net.name(victim), killed);
+        BOOST_REQUIRE(d != 0);
+        worst_detect = std::max(worst_detect, d - killed);
+        sum_detect += d - killed;
+        ++samples;
+        BOOST_TEST(d - killed < 2000u, n << " nodes, seed " << seed << ": node" << i
+                                          << " declared the victim dead after " << d - killed);
+      }
+      worst_agree = std::max(worst_agree, agreed - killed);
+      BOOST_TEST(agreed - killed < 3000u);
+      // Nobody else was ever declared dead.
+      size_t others_dead = 0;
+      for (const auto& e : net.events)
+        if (e.kind == event_kind::dead && e.member != net.name(victim)) ++others_dead;
+      BOOST_TEST(others_dead == 0u);
+    }
+  }
+  BOOST_TEST_MESSAGE("kill: detection mean " << sum_detect / samples << " ms, worst "
+                                             << worst_detect << " ms; views agree worst "
+                                             << worst_agree << " ms");
+}
+
+BOOST_AUTO_TEST_CASE(a_falsely_suspected_node_refutes_and_stays_alive) {
+  for (uint64_t seed = 1; seed <= sim_seeds(10); ++seed) {
+    sim_net net(seed);
+    start_cluster(net, 5);
+    net.run(3000);
+    BOOST_REQUIRE(net.views_agree());
+    const size_t x = 1 + seed % 4;
+    const std::string xn = net.name(x);
+    // Cut x off until someone suspects it, then heal at once.
+    net.isolate(x);
+    const uint64_t cut = net.now;
+    net.run(cut + 5000, [&] {
+      for (const auto& e : net.events)
+        if (e.kind == event_kind::suspect && e.member == xn && e.at >= cut) return true;
+      return false;
+    });
+    const uint64_t healed = net.now;
+    net.isolate(x, false);
+    const uint64_t agreed = net.run(healed + 5000, [&] {
+      if (!net.views_agree()) return false;
+      for (size_t i = 0; i < 5; ++i)
+        if (net.m(i).find(xn)->incarnation < 1) return false;
+      return true;
+    });
+    net.run(agreed + 3000);
+    BOOST_TEST_MESSAGE("seed " << seed << ": suspected after " << healed - cut
+                               << " ms cut, all agree on the refutation " << agreed - healed
+                               << " ms after healing");
+    BOOST_TEST(net.m(x).incarnation() >= 1u);
+    BOOST_TEST(net.m(x).stats().refutations >= 1u);
+    BOOST_TEST(net.count_events(event_kind::dead) == 0u);
+    BOOST_TEST(net.views_agree());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_graceful_leave_spreads_as_left) {
+  for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+    sim_net net(seed);
+    start_cluster(net, 5);
+    net.run(3000);
+    BOOST_REQUIRE(net.views_agree());
+    const size_t x = seed % 5;
+    const uint64_t t0 = net.now;
+    net.leave(x);
+    BOOST_TEST(net.m(x).leaving());
+    net.run(t0 + 5000, [&] { return net.m(x).done_leaving(); });
+    BOOST_TEST(net.m(x).done_leaving());
+    const uint64_t stopped = net.now;
+    net.kill(x);  // the process exits
+    net.run(stopped + 10000);
+    uint64_t worst = 0;
+    for (size_t i = 0; i < 5; ++i) {
+      if (i == x) continue;
+      BOOST_TEST(net.m(i).find(net.name(x))->state == member_state::left);
+      const uint64_t at = net.first_event(i, event_kind::left, net.name(x), t0);
+      BOOST_REQUIRE(at != 0);
+      worst = std::max(worst, at - t0);
+    }
+    BOOST_TEST_MESSAGE("seed " << seed << ": left everywhere after " << worst
+                               << " ms, announcement done after " << stopped - t0 << " ms");
+    BOOST_TEST(worst < 100u);
+    BOOST_TEST(net.count_events(event_kind::dead) == 0u);
+    BOOST_TEST(net.count_events(event_kind::suspect) == 0u);
+    BOOST_TEST(net.views_agree());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_restarted_node_rejoins_with_a_higher_incarnation) {
+  for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+    for (bool new_address : {false, true}) {
+      sim_net net(seed);
+      start_cluster(net, 5);
+      net.run(3000);
+      const size_t x = 1 + seed % 4;
+      const std::string xn = net.name(x);
+      net.kill(x);
+      net.run(net.now + 10000, [&] { return net.views_agree(); });
+      BOOST_REQUIRE(net.views_agree());
+      const uint64_t old_inc = net.m(0).find(xn)->incarnation;
+      const uint64_t t0 = net.now;
+      net.start(x, {0}, new_address ? xn + ":7001" : std::string{});
+      BOOST_TEST(net.m(x).incarnation() == 0u);
+      const uint64_t agreed = net.run(t0 + 10000, [&] { return net.views_agree(); });
+      BOOST_TEST(net.views_agree());
+      BOOST_TEST_MESSAGE("seed " << seed << (new_address ? " (new address)" : "")
+                                 << ": alive everywhere " << agreed - t0 << " ms after restart");
+      BOOST_TEST(agreed - t0 < 2000u);
+      BOOST_TEST(net.m(x).incarnation() > old_inc);
+      for (size_t i = 0; i < 5; ++i) {
+        const member_info* r = net.m(i).find(xn);
+        BOOST_TEST(r->state == member_state::alive);
+        BOOST_TEST(r->address == net.address(x));
+        if (i != x)
+          BOOST_TEST(net.first_event(i, event_kind::alive_again, xn, t0) != 0u);
+      }
+      net.run(net.now + 5000);
+      BOOST_TEST(net.views_agree());
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_healed_partition_merges_back) {
+  for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+    sim_net net(seed);
+    start_cluster(net, 5);
+    net.run(3000);
+    for (size_t a : {0, 1})
+      for (size_t b : {2, 3, 4}) net.block(a, b);
+    net.run(net.now + 5000);
+    BOOST_TEST((net.m(0).alive_names() == std::vector<std::string>{"node0", "node1"}));
+    BOOST_TEST((net.m(4).alive_names() == std::vector<std::string>{"node2", "node3", "node4"}));
+    for (size_t a : {0, 1})
+      for (size_t b : {2, 3, 4}) net.block(a, b, false);
+    const uint64_t healed = net.now;
+    const uint64_t agreed = net.run(healed + 20000, [&] { return net.views_agree(); });
+    BOOST_TEST(net.views_agree());
+    BOOST_TEST_MESSAGE("seed " << seed << ": merged " << agreed - healed << " ms after healing");
+    BOOST_TEST(agreed - healed < 5000u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(twenty_percent_loss_causes_no_false_dead_declaration) {
+  size_t total_suspects = 0, total_dead = 0;
+  uint64_t total_ms = 0;
+  for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+    sim_net net(seed);
+    start_cluster(net, 5);
+    net.run(3000);
+    BOOST_REQUIRE(net.views_agree());
+    net.loss = 0.2;
+    const uint64_t t0 = net.now;
+    net.run(t0 + 60000);
+    const size_t suspects = net.count_events(event_kind::suspect, t0);
+    const size_t dead = net.count_events(event_kind::dead, t0);
+    total_suspects += suspects;
+    total_dead += dead;
+    total_ms += 60000;
+    BOOST_TEST_MESSAGE("seed " << seed << ": 60 s at 20% loss: " << suspects
+                               << " suspect events, " << dead << " dead events, "
+                               << net.dropped << " of " << net.dropped + net.delivered
+                               << " messages dropped");
+    BOOST_TEST(dead == 0u);
+    net.loss = 0;
+    net.run(net.now + 3000);
+    BOOST_TEST(net.views_agree());
+  }
+  BOOST_TEST_MESSAGE("20% loss: " << total_suspects << " suspect events, " << total_dead
+                                  << " false dead events in " << total_ms / 1000
+                                  << " s of 5-node cluster time");
+}
+
+BOOST_AUTO_TEST_CASE(simulations_are_deterministic) {
+  auto run_once = [] {
+    sim_net net(7);
+    net.loss = 0.1;
+    start_cluster(net, 5);
+    net.run(3000);
+    net.kill(2);
+    net.run(8000);
+    return net.events;
+  };
+  auto a = run_once(), b = run_once();
+  BOOST_TEST(a.size() > 10u);
+  BOOST_TEST((a == b));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
