@@ -19,9 +19,12 @@
 //               `req.command`/`req.keys` are set when known (a too-large `set` must also
 //               remove the key's old value, as memcached does).
 // - close:      unrecoverable (a line of more than 2048 bytes without a newline that is
-//               not a get-family command): the connection must be closed.
-// Limits follow memcached 1.6: keys of at most 250 bytes without control characters or
-// spaces; data length a non-negative 32-bit integer; `max_item_size` bounds the data block.
+//               not a get-family command): the connection must be closed. Like memcached,
+//               only "get " / "gets " (after at most 100 spaces) may be longer; "gat"/"gats"
+//               lines are closed too.
+// Limits follow memcached 1.6: keys of at most 250 bytes (spaces cannot occur, they separate
+// tokens; control characters are accepted, see below); data length a non-negative 32-bit
+// integer; `max_item_size` bounds the data block.
 //
 // Exact memcached 1.6.18 behaviours mirrored (verified against the real server; see
 // tests/protocol/test_memcache.cpp for the probe transcripts):
@@ -56,6 +59,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
