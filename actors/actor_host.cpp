@@ -25,6 +25,17 @@ void actor_host::post(std::function<void()> fn) {
 }
 
 void actor_host::home_unit::exec_later(caf::resumable* ptr) {
+  if (host->on_host_thread()) {
+    if (host->stopping_) {  // written only on this thread: no lock needed to read it here
+      caf::intrusive_ptr_release(ptr);
+      return;
+    }
+    bool first = host->local_ready_.empty();
+    host->local_ready_.push_back(ptr);
+    if (first)
+      host->schedule_local();
+    return;
+  }
   {
     std::lock_guard<std::mutex> g(host->mtx_);
     if (host->stopping_) {
@@ -51,19 +62,39 @@ void actor_host::drain() {
   }
   for (auto& fn : posted)
     fn();
-  for (auto* r : ready) {
-    resumes_.fetch_add(1, std::memory_order_relaxed);
-    switch (r->resume(&guest_, host_max_throughput)) {
-      case caf::resumable::resume_later:
-        home_.exec_later(r);  // keeps the reference
+  // Actors readied from other threads, then those readied here (by each other, e.g. a
+  // connection and a shard ping-ponging a request), a bounded number of rounds so that the
+  // loop's sockets are served in between.
+  for (int round = 0; round < 8; ++round) {
+    if (round > 0) {
+      if (local_ready_.empty())
         break;
-      case caf::resumable::done:
-      case caf::resumable::awaiting_message:
-      case caf::resumable::shutdown_execution_unit:
-        caf::intrusive_ptr_release(r);
-        break;
+      ready.clear();
+    }
+    if (!local_ready_.empty()) {
+      if (ready.empty())
+        ready.swap(local_ready_);
+      else {
+        ready.insert(ready.end(), local_ready_.begin(), local_ready_.end());
+        local_ready_.clear();
+      }
+    }
+    for (auto* r : ready) {
+      resumes_.fetch_add(1, std::memory_order_relaxed);
+      switch (r->resume(&guest_, host_max_throughput)) {
+        case caf::resumable::resume_later:
+          home_.exec_later(r);  // keeps the reference
+          break;
+        case caf::resumable::done:
+        case caf::resumable::awaiting_message:
+        case caf::resumable::shutdown_execution_unit:
+          caf::intrusive_ptr_release(r);
+          break;
+      }
     }
   }
+  if (!local_ready_.empty())
+    schedule_local();
 }
 
 void actor_host::begin_stopping() {
@@ -78,6 +109,8 @@ void actor_host::release_leftovers() {
     ready.swap(ready_);
     posted_.clear();
   }
+  ready.insert(ready.end(), local_ready_.begin(), local_ready_.end());
+  local_ready_.clear();
   for (auto* r : ready)
     caf::intrusive_ptr_release(r);
 }

@@ -7,6 +7,10 @@
 // `guest` unit as context. `guest.exec_later()` hands every other actor to the CAF scheduler,
 // so a scheduler actor woken by a hosted actor never runs on the host thread.
 //
+// A message between two actors of the same host (a connection and a storage shard on one
+// loop) takes the same-thread path: no lock, no syscall, no context switch — the receiver
+// runs in the same loop iteration.
+//
 // Thread affinity: post(), home().exec_later() and hosted() are safe from any thread; drain()
 // runs on the host thread only. Shutdown order: quit hosted actors -> stop the host thread ->
 // destroy the actor system.
@@ -48,6 +52,11 @@ public:
 protected:
   /// Wakes the host thread so that it calls drain() soon. Any thread.
   virtual void wake() = 0;
+  /// Host thread: an actor became ready on the host thread itself; make sure drain() runs
+  /// before the thread blocks again (no syscall needed). Default: wake().
+  virtual void schedule_local() { wake(); }
+  /// True while actors readied on the host thread wait for drain().
+  bool has_local_work() const noexcept { return !local_ready_.empty(); }
   /// Host thread: runs posted functions, then resumes queued actors.
   void drain();
   /// Host thread, at stop: refuse new work from now on.
@@ -73,6 +82,7 @@ private:
   std::thread::id thread_id_;
   std::mutex mtx_;
   std::vector<caf::resumable*> ready_;         // guarded by mtx_
+  std::vector<caf::resumable*> local_ready_;   // host thread only: readied by the host itself
   std::vector<std::function<void()>> posted_;  // guarded by mtx_
   bool stopping_ = false;                      // guarded by mtx_
   std::atomic<uint64_t> resumes_{0};

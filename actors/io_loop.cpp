@@ -13,6 +13,8 @@ io_loop::io_loop(caf::actor_system& sys, int index) : actor_host(sys), index_(in
   }
   uv_async_init(&loop_, &wake_, &io_loop::on_wake);
   wake_.data = this;
+  uv_idle_init(&loop_, &idle_);
+  idle_.data = this;
 }
 
 io_loop::~io_loop() {
@@ -56,8 +58,22 @@ void io_loop::wake() {
   uv_async_send(&wake_);
 }
 
+void io_loop::schedule_local() {
+  if (!idle_on_) {
+    idle_on_ = true;
+    uv_idle_start(&idle_, &io_loop::on_idle);
+  }
+}
+
 void io_loop::on_wake(uv_async_t* h) {
   static_cast<io_loop*>(h->data)->drain();
+}
+
+void io_loop::on_idle(uv_idle_t* h) {
+  auto* self = static_cast<io_loop*>(h->data);
+  self->idle_on_ = false;
+  uv_idle_stop(h);
+  self->drain();  // calls schedule_local() again if work remains
 }
 
 } // namespace bifrost::actors

@@ -1,7 +1,8 @@
 // An I/O loop: one libuv loop on its own thread, hosting CAF actors (actors/actor_host.hpp)
 // that own sockets of this loop: listeners and connections.
 //
-// Wake-up: uv_async_send. Thread affinity: construct and destroy on the owning (main) thread;
+// Wake-up: uv_async_send from other threads; a uv_idle handle for work readied on the loop
+// thread itself (runs in the same iteration, no syscall). Thread affinity: construct and destroy on the owning (main) thread;
 // start() spawns the loop thread; uv handles are touched only on that thread (or before
 // start()). Shutdown order: quit hosted actors -> stop() -> destroy the actor system.
 #pragma once
@@ -31,13 +32,17 @@ public:
 
 protected:
   void wake() override;
+  void schedule_local() override;
 
 private:
   static void on_wake(uv_async_t* h);
+  static void on_idle(uv_idle_t* h);
 
   int index_;
   uv_loop_t loop_;
   uv_async_t wake_;
+  uv_idle_t idle_;      // active while same-thread work waits: the loop polls without blocking
+  bool idle_on_ = false;
   std::thread thread_;
 };
 

@@ -18,35 +18,40 @@
 
 namespace bifrost::actors {
 
-/// An actor hosted on any actor_host (a libuv loop or the KJ thread).
+/// An actor hosted on an actor_host (a libuv loop or the KJ thread); with no host (nullptr)
+/// it is an ordinary actor of the CAF scheduler.
 class hosted_actor : public caf::event_based_actor {
 public:
-  hosted_actor(caf::actor_config& cfg, actor_host& host)
+  hosted_actor(caf::actor_config& cfg, actor_host* host)
     : caf::event_based_actor(cfg), host_(host) {
-    host_.hosted_add(1);
+    if (host_)
+      host_->hosted_add(1);
   }
-  ~hosted_actor() override { host_.hosted_add(-1); }
+  ~hosted_actor() override {
+    if (host_)
+      host_->hosted_add(-1);
+  }
 
   using caf::event_based_actor::enqueue;
 
-  void enqueue(caf::mailbox_element_ptr ptr, caf::execution_unit*) override {
-    caf::event_based_actor::enqueue(std::move(ptr), &host_.home());
+  void enqueue(caf::mailbox_element_ptr ptr, caf::execution_unit* eu) override {
+    caf::event_based_actor::enqueue(std::move(ptr), host_ ? &host_->home() : eu);
   }
 
-  void launch(caf::execution_unit*, bool lazy, bool hide) override {
-    caf::event_based_actor::launch(&host_.home(), lazy, hide);
+  void launch(caf::execution_unit* eu, bool lazy, bool hide) override {
+    caf::event_based_actor::launch(host_ ? &host_->home() : eu, lazy, hide);
   }
 
-  actor_host& host() noexcept { return host_; }
+  actor_host* host() noexcept { return host_; }
 
 private:
-  actor_host& host_;
+  actor_host* host_;
 };
 
 /// An actor hosted on a libuv I/O loop: may own uv handles of that loop.
 class loop_actor : public hosted_actor {
 public:
-  loop_actor(caf::actor_config& cfg, io_loop& loop) : hosted_actor(cfg, loop), loop_(loop) {}
+  loop_actor(caf::actor_config& cfg, io_loop& loop) : hosted_actor(cfg, &loop), loop_(loop) {}
 
   io_loop& loop() noexcept { return loop_; }
 

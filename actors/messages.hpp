@@ -35,6 +35,19 @@ using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 /// (routes_atom, route_snapshot_ptr): a new immutable route table snapshot
 using routes_atom = caf::atom_constant<caf::atom("routes")>;
 
+// -- cluster (cluster/service.hpp, actors/cluster_view.hpp) ------------------------------------
+/// (ring_atom, cluster_view_ptr) to the route table: the cluster's placement changed; the route
+/// table publishes a snapshot whose default route is the ring.
+using ring_atom = caf::atom_constant<caf::atom("ring")>;
+/// (warm_atom, tag, op_batch) to a peer actor: execute on that node with origin `warm` (reads
+/// for write-on-miss warming, no access counted); reply (result_atom, tag, result_batch).
+using warm_atom = caf::atom_constant<caf::atom("warm")>;
+/// (replicate_atom, std::vector<std::string> keys) to the replicator: these keys were written
+/// on this node as their primary; copy their current state (or absence) to the other owners.
+using replicate_atom = caf::atom_constant<caf::atom("replicate")>;
+/// A peer actor receives (exec_atom, tag, op_batch) exactly like a storage shard and answers
+/// (result_atom, tag, result_batch); results of an unreachable node have status unavailable.
+
 // -- connections and listeners (actors/connection.hpp, actors/listener.hpp) -------------------
 /// (close_atom): a loop-hosted actor finishes (socket closed, or node shutting down)
 using close_atom = caf::atom_constant<caf::atom("close")>;
@@ -46,7 +59,10 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(bifrost::storage::result_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(bifrost::storage::shard_stats)
 
 namespace bifrost::actors {
+struct cluster_view;  // actors/cluster_view.hpp
+using cluster_view_ptr = std::shared_ptr<const cluster_view>;
 struct route_snapshot;  // actors/route_table.hpp
 using route_snapshot_ptr = std::shared_ptr<const route_snapshot>;
 } // namespace bifrost::actors
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(bifrost::actors::route_snapshot_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(bifrost::actors::cluster_view_ptr)

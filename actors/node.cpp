@@ -66,29 +66,28 @@ struct node::impl {
       caf::anon_send(l, close_atom::value);
     listeners.clear();
     wait_for([&] { return shared->connections.load() == 0; }, cfg.drain_timeout);
-    // 2. Whatever is still open after the drain timeout is closed now.
+    // 2. Whatever is still open after the drain timeout is closed now; loops forget routes.
     for (size_t i = 0; i < loops.size(); ++i) {
       auto* ctx = contexts[i].get();
       loops[i]->post([ctx] {
         std::vector<connection*> conns(ctx->conns.begin(), ctx->conns.end());
         for (auto* c : conns)
           c->close_now();
+        ctx->routes = nullptr;
       });
     }
-    // 3. Every loop-hosted actor gone (their handles would hang the system), then the loops.
-    for (auto& l : loops)
-      wait_for([&] { return l->hosted() == 0; }, std::chrono::milliseconds(3000));
-    for (auto& c : contexts)
-      c->routes = nullptr;  // loop threads are idle: safe to drop from here after stop()
-    for (auto& l : loops)
-      l->stop();
-    // 4. Scheduler actors.
+    // 3. The shards and the route table exit (shards may be hosted on the loops).
     for (auto& s : shards)
       caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
     if (routes)
       caf::anon_send_exit(routes, caf::exit_reason::user_shutdown);
     shards.clear();
     routes = nullptr;
+    // 4. Every loop-hosted actor gone (a live one would hang the system), then the loops.
+    for (auto& l : loops)
+      wait_for([&] { return l->hosted() == 0; }, std::chrono::milliseconds(3000));
+    for (auto& l : loops)
+      l->stop();
     system->await_all_actors_done();
     contexts.clear();
     loops.clear();
@@ -117,7 +116,7 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error) 
   if (cfg.scheduler_threads == 0)
     cfg.scheduler_threads = cores();
   if (cfg.shards == 0)
-    cfg.shards = 2 * cfg.scheduler_threads;
+    cfg.shards = cfg.shards_on_loops ? cfg.threads : 2 * cfg.scheduler_threads;
 
   // Measured in the prototype: without this, idle workers sleep ~50 us between polls and a
   // loop<->scheduler round trip costs 110-160 us; with it ~5 us.
@@ -131,7 +130,19 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error) 
   p->shared = std::make_unique<node_shared>(cfg, cfg.threads);
   p->shared->started_at = static_cast<uint32_t>(std::time(nullptr));
 
-  // Storage shards.
+  // I/O loops first: shard actors may live on them.
+  for (uint32_t i = 0; i < cfg.threads; ++i) {
+    auto loop = std::make_unique<io_loop>(sys, static_cast<int>(i));
+    auto ctx = std::make_unique<loop_context>();
+    ctx->loop = loop.get();
+    ctx->node = p->shared.get();
+    ctx->counters = &p->shared->loops[i];
+    loop->start();
+    p->loops.push_back(std::move(loop));
+    p->contexts.push_back(std::move(ctx));
+  }
+
+  // Storage shards, round robin over the loops (or on the scheduler).
   uint64_t per_shard = std::max<uint64_t>(cfg.memory_limit / cfg.shards, 1);
   uint32_t seg = static_cast<uint32_t>(
     std::clamp<uint64_t>(per_shard / 16, 64 * 1024, std::max<uint32_t>(cfg.segment_size, 64 * 1024)));
@@ -144,8 +155,9 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error) 
     sc.data_dir = cfg.data_dir;
     auto sh = storage::shard::open(sc, storage::system_clock_seconds, error);
     if (!sh)
-      return nullptr;  // impl's destructor stops the shards spawned so far
-    p->shards.push_back(sys.spawn<storage_shard>(std::move(sh), cfg.sweep_interval));
+      return nullptr;  // impl's destructor stops what was started so far
+    actor_host* host = cfg.shards_on_loops ? p->loops[i % p->loops.size()].get() : nullptr;
+    p->shards.push_back(sys.spawn<storage_shard>(host, std::move(sh), cfg.sweep_interval));
   }
   route_snapshot snap;
   snap.version = 1;
@@ -160,25 +172,15 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error) 
     if (fd < 0) {
       for (int f : fds)
         ::close(f);
-      return nullptr;  // impl's destructor stops the scheduler actors
+      return nullptr;
     }
     if (i == 0)
       p->port = listener::local_port(fd);
     fds.push_back(fd);
   }
   p->shared->cfg.port = p->port;
-
-  for (uint32_t i = 0; i < cfg.threads; ++i) {
-    auto loop = std::make_unique<io_loop>(sys, static_cast<int>(i));
-    auto ctx = std::make_unique<loop_context>();
-    ctx->loop = loop.get();
-    ctx->node = p->shared.get();
-    ctx->counters = &p->shared->loops[i];
-    loop->start();
-    p->listeners.push_back(sys.spawn<listener>(*loop, *ctx, fds[i], p->routes));
-    p->loops.push_back(std::move(loop));
-    p->contexts.push_back(std::move(ctx));
-  }
+  for (uint32_t i = 0; i < cfg.threads; ++i)
+    p->listeners.push_back(sys.spawn<listener>(*p->loops[i], *p->contexts[i], fds[i], p->routes));
   return std::unique_ptr<node>(new node(std::move(p)));
 }
 

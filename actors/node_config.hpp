@@ -12,7 +12,10 @@ struct node_config {
   uint16_t port = 11211;                  // -p: 0 picks a free port (printed at start)
   uint32_t threads = 0;                   // -t: I/O loops; 0 = one per core
   uint32_t scheduler_threads = 0;         // CAF scheduler workers; 0 = one per core
-  uint32_t shards = 0;                    // storage shards; 0 = 2 x scheduler threads
+  uint32_t shards = 0;                    // storage shards; 0 = one per I/O loop (loop
+                                          // placement) or 2 x scheduler threads
+  bool shards_on_loops = true;            // host shard actors on the I/O loops (round robin);
+                                          // false: on the CAF scheduler
   uint64_t memory_limit = 64ull << 20;    // -m: bytes of storage over all shards
   uint32_t max_connections = 1024;        // -c
   uint64_t max_item_size = 1ull << 20;    // -I: max value bytes

@@ -12,7 +12,7 @@ void out_queue::bytes(std::string_view b) {
 }
 
 void out_queue::value(const storage::pinned_slice& v) {
-  if (v.size() < threshold_) {
+  if (v.size() < threshold_ || v.fd() < 0) {
     bytes(v.view());
     return;
   }

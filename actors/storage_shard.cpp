@@ -6,9 +6,10 @@
 
 namespace bifrost::actors {
 
-storage_shard::storage_shard(caf::actor_config& cfg, std::unique_ptr<storage::shard> shard,
+storage_shard::storage_shard(caf::actor_config& cfg, actor_host* host,
+                             std::unique_ptr<storage::shard> shard,
                              std::chrono::milliseconds sweep_interval)
-  : caf::event_based_actor(cfg), shard_(std::move(shard)), sweep_interval_(sweep_interval) {}
+  : hosted_actor(cfg, host), shard_(std::move(shard)), sweep_interval_(sweep_interval) {}
 
 caf::behavior storage_shard::make_behavior() {
   if (sweep_interval_.count() > 0)

@@ -1,6 +1,7 @@
 // The storage shard actor: the only owner of one storage::shard (one slice of the key space).
 //
-// Runs on the CAF scheduler. Interface (atoms in actors/messages.hpp):
+// Placement: hosted on an I/O loop (default: a connection on the same loop reaches it without
+// a syscall or a thread switch) or, with no host, on the CAF scheduler. Interface (atoms in actors/messages.hpp):
 //   (exec_atom, tag, op_batch)  executes the ops in order; the sender receives
 //                               (result_atom, tag, result_batch), results in op order.
 //   (stats_atom)                -> storage::shard_stats (request/response)
@@ -12,16 +13,17 @@
 
 #include "storage/shard.hpp"
 
-#include <caf/event_based_actor.hpp>
+#include "actors/loop_actor.hpp"
 
 #include <chrono>
 #include <memory>
 
 namespace bifrost::actors {
 
-class storage_shard : public caf::event_based_actor {
+class storage_shard : public hosted_actor {
 public:
-  storage_shard(caf::actor_config& cfg, std::unique_ptr<storage::shard> shard,
+  /// `host` nullptr: the shard runs on the CAF scheduler.
+  storage_shard(caf::actor_config& cfg, actor_host* host, std::unique_ptr<storage::shard> shard,
                 std::chrono::milliseconds sweep_interval);
 
   caf::behavior make_behavior() override;

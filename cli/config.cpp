@@ -72,7 +72,8 @@ std::string describe_defaults() {
     << "max_connections: " << d.max_connections << "\n"
     << "max_item_size: " << d.max_item_size << "\n"
     << "sendfile_threshold: " << d.sendfile_threshold << "\n"
-    << "shards: 0 (two per scheduler thread)\n"
+    << "shards: 0 (one per I/O thread)\n"
+    << "shard_placement: loop\n"
     << "scheduler_threads: 0 (one per core)\n"
     << "data_dir: \"\" (memfd segments, nothing survives a restart)\n"
     << "verbosity: 0\n";
@@ -173,6 +174,11 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       if (!s)
         return where("must be a directory path");
       cfg.data_dir = *s;
+    } else if (key == "shard_placement") {
+      auto s = scalar();
+      if (!s || (*s != "loop" && *s != "scheduler"))
+        return where("must be 'loop' or 'scheduler'");
+      cfg.shards_on_loops = *s == "loop";
     } else if (key == "verbosity") {
       auto n = integer(0, 3);
       if (!n)
@@ -197,9 +203,11 @@ std::string load_yaml_file(const std::string& path, actors::node_config& cfg) {
 
 parse_outcome parse_args(int argc, const char* const* argv, actors::node_config& cfg) {
   CLI::App app{"bifrostd: a Bifrost cache node (memcached text and meta protocol)", "bifrostd"};
-  std::string config_file, listen, memory, item_size, sendfile_threshold, data_dir;
-  int64_t port = 0, threads = 0, conns = 0, shards = 0;
+  std::string config_file, listen, memory, item_size, sendfile_threshold, data_dir, placement;
+  int64_t port = 0, threads = 0, conns = 0, shards = 0, sched = 0;
   app.set_version_flag("--version", "bifrostd 0.1.0");
+  // As in memcached, a flag given twice takes its last value.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--config", config_file, "YAML config file (flags override it)");
   app.add_option("-p,--port", port, "TCP port to listen on (default 11211; 0 = any free port)");
   app.add_option("-l,--listen", listen, "interface to listen on (default 127.0.0.1)");
@@ -212,7 +220,10 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("--data-dir", data_dir, "keep segments as files here: a restart keeps the cache");
   app.add_option("--sendfile-threshold", sendfile_threshold,
                  "values of at least this size are sent with sendfile(2) (default 16k)");
-  app.add_option("--shards", shards, "storage shards (default: two per scheduler thread)");
+  app.add_option("--shards", shards, "storage shards (default: one per I/O thread)");
+  app.add_option("--shard-placement", placement,
+                 "where shard actors run: loop (on the I/O threads, default) or scheduler");
+  app.add_option("--scheduler-threads", sched, "CAF scheduler threads (default: one per core)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -276,6 +287,16 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     if (shards < 1 || shards > 1024)
       return fail("--shards", "must be 1..1024");
     cfg.shards = static_cast<uint32_t>(shards);
+  }
+  if (app.count("--shard-placement")) {
+    if (placement != "loop" && placement != "scheduler")
+      return fail("--shard-placement", "must be 'loop' or 'scheduler'");
+    cfg.shards_on_loops = placement == "loop";
+  }
+  if (app.count("--scheduler-threads")) {
+    if (sched < 1 || sched > 256)
+      return fail("--scheduler-threads", "must be 1..256");
+    cfg.scheduler_threads = static_cast<uint32_t>(sched);
   }
   if (app.count("--data-dir"))
     cfg.data_dir = data_dir;

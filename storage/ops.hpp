@@ -42,6 +42,7 @@ enum class status : uint8_t {
   no_memory,    // could not make room: SERVER_ERROR out of memory storing object
   non_numeric,  // arith on a value that is not a decimal uint64
   ok,           // flush
+  unavailable,  // the owning node could not be reached: SERVER_ERROR unavailable
 };
 
 struct op {

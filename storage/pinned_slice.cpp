@@ -7,6 +7,8 @@ namespace bifrost::storage {
 int pinned_slice::fd() const noexcept { return seg_ ? seg_->fd() : -1; }
 
 std::string_view pinned_slice::view() const noexcept {
+  if (mem_)
+    return {mem_->data(), mem_->size()};
   if (!seg_) return {};
   return {seg_->data() + offset_, length_};
 }

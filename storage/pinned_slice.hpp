@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 namespace bifrost::storage {
@@ -28,8 +29,17 @@ public:
   pinned_slice(std::shared_ptr<const segment> seg, uint64_t offset, uint32_t length) noexcept
     : seg_(std::move(seg)), offset_(offset), length_(length) {}
 
+  /// A value that lives in memory, not in a segment (e.g. received from another node):
+  /// fd() is -1, so it is always copied out, never sendfile'd.
+  static pinned_slice from_memory(std::shared_ptr<const std::string> bytes) noexcept {
+    pinned_slice s;
+    s.length_ = bytes ? static_cast<uint32_t>(bytes->size()) : 0;
+    s.mem_ = std::move(bytes);
+    return s;
+  }
+
   /// True when the slice refers to bytes (a zero-length value still has a segment).
-  explicit operator bool() const noexcept { return seg_ != nullptr; }
+  explicit operator bool() const noexcept { return seg_ != nullptr || mem_ != nullptr; }
 
   /// The segment's file descriptor, for sendfile(2). Owned by the segment; never close it.
   /// -1 for an empty (default-constructed) slice.
@@ -42,6 +52,7 @@ public:
 
 private:
   std::shared_ptr<const segment> seg_;
+  std::shared_ptr<const std::string> mem_;  // set instead of seg_ for in-memory values
   uint64_t offset_ = 0;
   uint32_t length_ = 0;
 };
