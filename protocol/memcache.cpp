@@ -700,8 +700,21 @@ parse_result parse(std::string_view in, request& req, const parser_config& cfg) 
         if (k.size() > max_key_length) return make_error(k_bad_format, consumed);
       return make_ok(consumed);
     }
-    case cmd_id::unknown:
+    case cmd_id::unknown: {
+      // memcached hangs up on an HTTP request line (last token "HTTP/x.y") instead of
+      // answering ERROR to each of its lines.
+      size_t e = line.find_last_not_of(' ');
+      if (e != std::string_view::npos) {
+        size_t b = line.find_last_of(' ', e);
+        std::string_view last = line.substr(b == std::string_view::npos ? 0 : b + 1, e + 1 - (b == std::string_view::npos ? 0 : b + 1));
+        if (last.size() >= 5 && last.substr(0, 5) == "HTTP/") {
+          parse_result r;
+          r.status = parse_status::close;
+          return r;
+        }
+      }
       return make_error(k_error, consumed);
+    }
     default:
       break;
   }

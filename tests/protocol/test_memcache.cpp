@@ -1061,3 +1061,30 @@ BOOST_AUTO_TEST_CASE(request_is_fully_reset) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// memcached hangs up on an HTTP request line rather than answering ERROR line by line.
+BOOST_AUTO_TEST_SUITE(http_request_line)
+
+BOOST_AUTO_TEST_CASE(http_request_line_closes_in_every_fragment_size) {
+  using namespace bifrost::proto;
+  for (std::string in : {"GET / HTTP/1.1\r\n", "PUT /x HTTP/1.0\r\nHost: a\r\n", "DELETE /k HTTP/2 \r\n"}) {
+    for (size_t chunk = 1; chunk <= in.size(); ++chunk) {
+      std::string buf;
+      request req;
+      parse_result r;
+      for (size_t pos = 0; pos < in.size(); pos += chunk) {
+        buf.append(in, pos, chunk);
+        r = parse(buf, req);
+        if (r.status != parse_status::incomplete)
+          break;
+      }
+      BOOST_CHECK(r.status == parse_status::close);
+    }
+  }
+  request req;
+  // A known command whose last token looks like HTTP is still that command.
+  BOOST_CHECK(parse("get HTTP/1.1\r\n", req).status == parse_status::ok);
+  BOOST_CHECK(parse("bogus thing\r\n", req).status == parse_status::error);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
