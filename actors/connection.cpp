@@ -1,5 +1,6 @@
 #include "actors/connection.hpp"
 
+#include "actors/dispatcher.hpp"
 #include "actors/route_table.hpp"
 
 #include <caf/actor_cast.hpp>
@@ -82,12 +83,13 @@ connection::~connection() {
 
 caf::behavior connection::make_behavior() {
   self_ref_ = caf::actor_cast<caf::actor>(this);
-  ctx_.conns.insert(this);
+  id_ = ctx_.next_conn_id++;
+  ctx_.by_id.emplace(id_, this);
   rbuf_.resize(read_chunk);
   if (uv_poll_init(loop().uv(), &poll_, fd_) != 0) {
     ::close(fd_);
     fd_ = -1;
-    ctx_.conns.erase(this);
+    ctx_.by_id.erase(id_);
     ctx_.counters->add(ctx_.counters->curr_connections, static_cast<uint64_t>(-1));
     ctx_.node->connections.fetch_sub(1, std::memory_order_relaxed);
     self_ref_ = nullptr;
@@ -97,10 +99,12 @@ caf::behavior connection::make_behavior() {
   poll_.data = this;
   poll_open_ = true;
   update_poll();
+  // A stray message must never cost the sender its life (CAF would answer it with an error
+  // that quits a shard): drop anything unexpected.
+  set_default_handler(caf::drop);
   return {
-    [this](result_atom, uint64_t tag, storage::result_batch& results) {
-      on_results(tag, results);
-    },
+    // Reply to a fire-and-forget op (tag 0, see drop_refused_value): nothing to do.
+    [](result_atom, uint64_t, storage::result_batch&) {},
     [this](stats_atom, uint64_t seq, const storage::shard_stats& st) { on_stats(seq, st); },
     [this](close_atom) { quit(); },
   };
@@ -163,10 +167,6 @@ void connection::process_input() {
   if (!ctx_.routes)
     return;  // no route table yet: keep the bytes
   const auto& shards = ctx_.routes->local_shards();
-  if (out_batches_.size() != shards.size()) {
-    out_batches_.assign(shards.size(), {});
-    out_refs_.assign(shards.size(), {});
-  }
   while (!closing_ && rpos_ < rend_) {
     if (swallow_ > 0) {
       size_t take = std::min(swallow_, rend_ - rpos_);
@@ -218,7 +218,6 @@ void connection::process_input() {
     }
     handle_request(r.consumed);
   }
-  send_batches();
   complete_ready();
 }
 
@@ -301,9 +300,19 @@ void connection::route_op(uint64_t seq, uint32_t index, size_t shard) {
   auto& p = pending_[seq - base_seq_];
   auto& o = p.ops[index];
   // The shard gets the op (value moved, not copied); compose() keeps needing the key.
-  out_batches_[shard].push_back(std::move(o));
-  o.key = out_batches_[shard].back().key;
-  out_refs_[shard].push_back({seq, index});
+  std::string key = o.key;
+  ctx_.dispatch->add(ctx_.routes->local_shards()[shard], id_, seq, index, std::move(o));
+  o.key = std::move(key);
+}
+
+void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
+  if (seq < base_seq_ || seq - base_seq_ >= pending_.size())
+    return;
+  auto& p = pending_[seq - base_seq_];
+  if (index >= p.results.size() || p.outstanding == 0)
+    return;
+  p.results[index] = std::move(r);
+  --p.outstanding;
 }
 
 void connection::handle_local(pending& p) {
@@ -359,33 +368,6 @@ void connection::handle_local(pending& p) {
       p.reply = "ERROR\r\n";
       break;
   }
-}
-
-void connection::send_batches() {
-  const auto& shards = ctx_.routes->local_shards();
-  for (size_t s = 0; s < out_batches_.size(); ++s) {
-    if (out_batches_[s].empty())
-      continue;
-    uint64_t tag = next_tag_++;
-    inflight_.emplace(tag, std::move(out_refs_[s]));
-    out_refs_[s].clear();
-    send(shards[s], exec_atom::value, tag, std::move(out_batches_[s]));
-    out_batches_[s] = storage::op_batch{};
-  }
-}
-
-void connection::on_results(uint64_t tag, storage::result_batch& results) {
-  auto it = inflight_.find(tag);
-  if (it == inflight_.end())
-    return;  // fire-and-forget op (tag 0) or a connection that was reset
-  auto refs = std::move(it->second);
-  inflight_.erase(it);
-  for (size_t i = 0; i < refs.size() && i < results.size(); ++i) {
-    auto& p = pending_[refs[i].seq - base_seq_];
-    p.results[refs[i].op] = std::move(results[i]);
-    --p.outstanding;
-  }
-  complete_ready();
 }
 
 void connection::on_stats(uint64_t seq, const storage::shard_stats& st) {
@@ -496,11 +478,10 @@ void connection::close_now() {
   if (closing_)
     return;
   closing_ = true;
-  ctx_.conns.erase(this);
+  ctx_.by_id.erase(id_);
   ctx_.counters->add(ctx_.counters->curr_connections, static_cast<uint64_t>(-1));
   ctx_.node->connections.fetch_sub(1, std::memory_order_relaxed);
   pending_.clear();
-  inflight_.clear();
   if (poll_open_) {
     uv_poll_stop(&poll_);
     uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &connection::on_closed);

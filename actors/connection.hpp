@@ -3,8 +3,8 @@
 // Hosted on the I/O loop that accepted the socket (actors/loop_actor.hpp). It reads, parses
 // every complete request in the buffer (pipelining), turns each into storage ops
 // (actors/memcache_exec.hpp), routes every key through the current route snapshot to its
-// shard, and sends one (exec_atom) batch per shard per read — so a single GET costs one
-// message to its shard and one back. Responses are written strictly in request order; values
+// shard, and hands each op to the loop's dispatcher (actors/dispatcher.hpp), which sends one
+// batch per shard per loop iteration for all connections of the loop. Responses are written strictly in request order; values
 // arrive as pinned slices and go out by copy or sendfile (actors/socket_writer.hpp).
 //
 // Backpressure: reading pauses while more than `max_pending` requests wait or more than
@@ -35,6 +35,7 @@
 namespace bifrost::actors {
 
 class connection;
+class dispatcher;
 
 /// What the actors of one I/O loop share. Owned by the node; touched only on that loop.
 struct loop_context {
@@ -42,7 +43,9 @@ struct loop_context {
   node_shared* node = nullptr;
   loop_counters* counters = nullptr;
   route_snapshot_ptr routes;               // replaced by the listener on every update
-  std::unordered_set<connection*> conns;   // live connections of this loop
+  dispatcher* dispatch = nullptr;          // the loop's op batcher (actors/dispatcher.hpp)
+  std::unordered_map<uint64_t, connection*> by_id;  // live connections of this loop
+  uint64_t next_conn_id = 1;
   bool draining = false;                   // shutting down: close idle connections
 };
 
@@ -59,6 +62,11 @@ public:
   /// Stops reading; closes once every pending reply is written.
   void close_when_idle();
 
+  /// From the dispatcher: result `index` of pending request `seq` (loop thread).
+  void deliver(uint64_t seq, uint32_t index, storage::result&& r);
+  /// Writes every request at the head of the queue whose results are all in.
+  void complete_ready();
+
 private:
   enum class pending_kind : uint8_t { exec, flush, stats, immediate };
 
@@ -74,11 +82,6 @@ private:
     storage::shard_stats stats;
   };
 
-  struct batch_ref {
-    uint64_t seq;
-    uint32_t op;
-  };
-
   static void on_poll(uv_poll_t* h, int status, int events);
   static void on_closed(uv_handle_t* h);
 
@@ -88,10 +91,7 @@ private:
   void drop_refused_value(const std::vector<caf::actor>& shards);
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
-  void send_batches();
-  void on_results(uint64_t tag, storage::result_batch& results);
   void on_stats(uint64_t seq, const storage::shard_stats& st);
-  void complete_ready();
   void write_out();
   void update_poll();
   pending& push_pending(pending_kind k);
@@ -116,10 +116,7 @@ private:
 
   std::deque<pending> pending_;
   uint64_t base_seq_ = 0;      // sequence number of pending_.front()
-  uint64_t next_tag_ = 1;
-  std::vector<storage::op_batch> out_batches_;           // per shard, reused
-  std::vector<std::vector<batch_ref>> out_refs_;         // per shard, reused
-  std::unordered_map<uint64_t, std::vector<batch_ref>> inflight_;
+  uint64_t id_ = 0;            // key in loop_context::by_id
 
   out_queue out_;
   socket_writer writer_;

@@ -15,6 +15,8 @@ io_loop::io_loop(caf::actor_system& sys, int index) : actor_host(sys), index_(in
   wake_.data = this;
   uv_idle_init(&loop_, &idle_);
   idle_.data = this;
+  uv_check_init(&loop_, &check_);
+  check_.data = this;
 }
 
 io_loop::~io_loop() {
@@ -67,6 +69,29 @@ void io_loop::schedule_local() {
 
 void io_loop::on_wake(uv_async_t* h) {
   static_cast<io_loop*>(h->data)->drain();
+}
+
+uint64_t io_loop::add_check_hook(std::function<void()> fn) {
+  if (check_hooks_.empty())
+    uv_check_start(&check_, &io_loop::on_check);
+  check_hooks_.emplace_back(next_hook_, std::move(fn));
+  return next_hook_++;
+}
+
+void io_loop::remove_check_hook(uint64_t id) {
+  for (auto it = check_hooks_.begin(); it != check_hooks_.end(); ++it)
+    if (it->first == id) {
+      check_hooks_.erase(it);
+      break;
+    }
+  if (check_hooks_.empty() && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&check_)))
+    uv_check_stop(&check_);
+}
+
+void io_loop::on_check(uv_check_t* h) {
+  auto* self = static_cast<io_loop*>(h->data);
+  for (size_t i = 0; i < self->check_hooks_.size(); ++i)
+    self->check_hooks_[i].second();
 }
 
 void io_loop::on_idle(uv_idle_t* h) {

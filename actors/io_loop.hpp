@@ -26,6 +26,13 @@ public:
   /// Runs `on_stop` on the loop thread, closes every remaining handle, joins the thread.
   void stop(std::function<void()> on_stop = {});
 
+  /// Loop thread: runs `fn` at the end of every loop iteration, after the socket callbacks
+  /// (uv_check), until remove_check_hook(id). Used to flush per-iteration batches.
+  uint64_t add_check_hook(std::function<void()> fn);
+  /// Loop thread: the next poll must not block (work is pending for the check hooks).
+  void keep_awake() { schedule_local(); }
+  void remove_check_hook(uint64_t id);
+
   uv_loop_t* uv() noexcept { return &loop_; }
   int index() const noexcept { return index_; }
   bool on_loop_thread() const noexcept { return on_host_thread(); }
@@ -37,12 +44,16 @@ protected:
 private:
   static void on_wake(uv_async_t* h);
   static void on_idle(uv_idle_t* h);
+  static void on_check(uv_check_t* h);
 
   int index_;
   uv_loop_t loop_;
   uv_async_t wake_;
   uv_idle_t idle_;      // active while same-thread work waits: the loop polls without blocking
   bool idle_on_ = false;
+  uv_check_t check_;
+  std::vector<std::pair<uint64_t, std::function<void()>>> check_hooks_;  // loop thread only
+  uint64_t next_hook_ = 1;
   std::thread thread_;
 };
 

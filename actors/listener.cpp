@@ -137,7 +137,9 @@ void listener::stop() {
     return;
   stopped_ = true;
   ctx_.draining = true;
-  std::vector<connection*> conns(ctx_.conns.begin(), ctx_.conns.end());
+  std::vector<connection*> conns;
+  for (auto& kv : ctx_.by_id)
+    conns.push_back(kv.second);
   for (auto* c : conns)
     c->close_when_idle();
   if (polling_) {

@@ -1,6 +1,7 @@
 #include "actors/node.hpp"
 
 #include "actors/connection.hpp"
+#include "actors/dispatcher.hpp"
 #include "actors/io_loop.hpp"
 #include "actors/listener.hpp"
 #include "actors/route_table.hpp"
@@ -52,6 +53,7 @@ struct node::impl {
   std::vector<caf::actor> shards;
   caf::actor routes;
   std::vector<caf::actor> listeners;
+  std::vector<caf::actor> dispatchers;
   uint16_t port = 0;
   bool stopped = false;
 
@@ -70,7 +72,9 @@ struct node::impl {
     for (size_t i = 0; i < loops.size(); ++i) {
       auto* ctx = contexts[i].get();
       loops[i]->post([ctx] {
-        std::vector<connection*> conns(ctx->conns.begin(), ctx->conns.end());
+        std::vector<connection*> conns;
+        for (auto& kv : ctx->by_id)
+          conns.push_back(kv.second);
         for (auto* c : conns)
           c->close_now();
         ctx->routes = nullptr;
@@ -79,6 +83,9 @@ struct node::impl {
     // 3. The shards and the route table exit (shards may be hosted on the loops).
     for (auto& s : shards)
       caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    for (auto& d : dispatchers)
+      caf::anon_send_exit(d, caf::exit_reason::user_shutdown);
+    dispatchers.clear();
     if (routes)
       caf::anon_send_exit(routes, caf::exit_reason::user_shutdown);
     shards.clear();
@@ -138,6 +145,10 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error) 
     ctx->node = p->shared.get();
     ctx->counters = &p->shared->loops[i];
     loop->start();
+    auto d = sys.spawn<dispatcher>(*loop, *ctx);
+    // Known before any connection exists (the listeners are spawned later).
+    ctx->dispatch = static_cast<dispatcher*>(caf::actor_cast<caf::abstract_actor*>(d));
+    p->dispatchers.push_back(std::move(d));
     p->loops.push_back(std::move(loop));
     p->contexts.push_back(std::move(ctx));
   }

@@ -12,6 +12,10 @@ storage_shard::storage_shard(caf::actor_config& cfg, actor_host* host,
   : hosted_actor(cfg, host), shard_(std::move(shard)), sweep_interval_(sweep_interval) {}
 
 caf::behavior storage_shard::make_behavior() {
+  // A shard outlives any confused peer: an error message (e.g. a reply that its receiver did
+  // not expect) or an unknown message is dropped, never a reason to quit.
+  set_error_handler([](caf::error&) {});
+  set_default_handler(caf::drop);
   if (sweep_interval_.count() > 0)
     delayed_send(this, sweep_interval_, sweep_atom::value);
   return {

@@ -1,0 +1,86 @@
+#include "actors/dispatcher.hpp"
+
+#include "actors/connection.hpp"
+
+#include <algorithm>
+
+namespace bifrost::actors {
+
+dispatcher::dispatcher(caf::actor_config& cfg, io_loop& loop, loop_context& ctx)
+  : loop_actor(cfg, loop), ctx_(ctx) {}
+
+caf::behavior dispatcher::make_behavior() {
+  set_error_handler([](caf::error&) {});
+  set_default_handler(caf::drop);
+  hook_ = loop().add_check_hook([this] { flush(); });
+  return {
+    [this](result_atom, uint64_t tag, storage::result_batch& results) {
+      on_results(tag, results);
+    },
+  };
+}
+
+void dispatcher::on_exit() {
+  if (hook_ != 0)
+    loop().remove_check_hook(hook_);
+  hook_ = 0;
+  if (ctx_.dispatch == this)
+    ctx_.dispatch = nullptr;
+  out_.clear();
+  inflight_.clear();
+}
+
+void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index,
+                     storage::op&& op) {
+  outgoing* o = nullptr;
+  for (auto& x : out_)
+    if (x.dest == dest) {
+      o = &x;
+      break;
+    }
+  if (o == nullptr) {
+    if (out_.empty())
+      loop().keep_awake();  // ops may be added outside the poll phase: flush without blocking
+    out_.push_back(outgoing{dest, {}, {}});
+    o = &out_.back();
+  }
+  o->ops.push_back(std::move(op));
+  o->refs.push_back({conn, seq, index});
+}
+
+void dispatcher::flush() {
+  for (auto& o : out_) {
+    if (o.ops.empty())
+      continue;
+    uint64_t tag = next_tag_++;
+    inflight_.emplace(tag, std::move(o.refs));
+    send(o.dest, exec_atom::value, tag, std::move(o.ops));
+  }
+  out_.clear();
+}
+
+void dispatcher::on_results(uint64_t tag, storage::result_batch& results) {
+  auto it = inflight_.find(tag);
+  if (it == inflight_.end())
+    return;
+  auto refs = std::move(it->second);
+  inflight_.erase(it);
+  touched_.clear();
+  for (size_t i = 0; i < refs.size() && i < results.size(); ++i) {
+    auto c = ctx_.by_id.find(refs[i].conn);
+    if (c == ctx_.by_id.end())
+      continue;  // closed meanwhile: the result (and any pinned value) is dropped
+    c->second->deliver(refs[i].seq, refs[i].index, std::move(results[i]));
+    if (touched_.empty() || touched_.back() != refs[i].conn)
+      touched_.push_back(refs[i].conn);
+  }
+  std::sort(touched_.begin(), touched_.end());
+  touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
+  for (auto id : touched_) {
+    auto c = ctx_.by_id.find(id);
+    if (c != ctx_.by_id.end())
+      c->second->complete_ready();
+  }
+}
+
+} // namespace bifrost::actors

@@ -1,0 +1,61 @@
+// The dispatcher of one I/O loop: batches the storage ops of every connection of the loop.
+//
+// Connections hand each op to their loop's dispatcher with a direct call (same thread). At the
+// end of the loop iteration (io_loop check hook) the dispatcher sends one
+// (exec_atom, tag, op_batch) per destination — a local storage shard, or a peer actor that
+// stands for another node — and scatters each (result_atom, tag, result_batch) back to the
+// connections that are still open. Under load one message pair serves every request that
+// arrived in the same iteration, instead of one pair per request (docs/ARCHITECTURE.md).
+//
+// Thread affinity: hosted on its loop; add() and the hook run on that loop's thread only.
+#pragma once
+
+#include "actors/loop_actor.hpp"
+#include "actors/messages.hpp"
+
+#include <caf/actor.hpp>
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+namespace bifrost::actors {
+
+struct loop_context;
+
+class dispatcher : public loop_actor {
+public:
+  dispatcher(caf::actor_config& cfg, io_loop& loop, loop_context& ctx);
+
+  caf::behavior make_behavior() override;
+  void on_exit() override;
+  const char* name() const override { return "dispatcher"; }
+
+  /// Queues `op` for `dest`; its result goes to connection `conn` (loop_context::by_id) as
+  /// result `index` of pending request `seq`.
+  void add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index, storage::op&& op);
+
+private:
+  struct ref {
+    uint64_t conn;
+    uint64_t seq;
+    uint32_t index;
+  };
+  struct outgoing {
+    caf::actor dest;
+    storage::op_batch ops;
+    std::vector<ref> refs;
+  };
+
+  void flush();
+  void on_results(uint64_t tag, storage::result_batch& results);
+
+  loop_context& ctx_;
+  uint64_t hook_ = 0;
+  uint64_t next_tag_ = 1;
+  std::vector<outgoing> out_;  // destinations with ops this iteration (few: linear search)
+  std::unordered_map<uint64_t, std::vector<ref>> inflight_;
+  std::vector<uint64_t> touched_;  // scratch: connections that got results
+};
+
+} // namespace bifrost::actors
