@@ -34,7 +34,8 @@ struct SwimMessage {
     join @3;
     joinReply @4; # `members` holds the full list
     leave @5;
-    nack @6;      # indirect probe could not reach the target
+    nack @6;      # indirect probe could not reach the target (unused: no Lifeguard LHA)
+    gossip @7;    # piggybacked updates only; no answer expected
   }
   from @1 :Text;
   target @2 :Text;
@@ -42,6 +43,8 @@ struct SwimMessage {
   seq @4 :UInt64;
   updates @5 :List(MemberInfo);
   members @6 :List(MemberInfo);
+  fromAddress @7 :Text;     # sender's RPC address: answers go there
+  to @8 :Text;              # receiver's name; empty when unknown (a join sent to a seed)
 }
 
 # storage/ops.hpp, field for field.
@@ -98,6 +101,15 @@ enum Origin {
 }
 
 # Large values cross nodes in chunks (`-> stream` keeps flow control per call).
+#
+# `index` is the index of the op within the execute (or upload) call that the chunk belongs
+# to; the chunks of one value arrive in order (E-order on one capability) and are appended.
+# - execute's sink (get results): the server streams the chunks of every value above the
+#   inline limit (64 KiB), in chunks of up to 256 KiB, then returns execute's results, where
+#   those values are empty with `streamed = true` and `valueSize` set. The server never calls
+#   `finish` on such a sink.
+# - upload's sink (large stores): the client writes the values of the ops that it sent
+#   without one, then calls `finish`, which executes the batch and returns its results.
 interface ValueSink {
   write @0 (index :UInt32, chunk :Data) -> stream;
   finish @1 () -> (results :List(Result));
@@ -113,13 +125,15 @@ struct MemberStatus {
   ringShare @1 :Float64;    # fraction of the key space this member owns as primary
   items @2 :UInt64;
   bytes @3 :UInt64;
+  draining @4 :Bool;        # Node.drain was called on this member
 }
 
 interface Node {
   # Handshake: refused (an exception naming both versions) when the schema versions differ.
   hello @0 (version :UInt32, from :MemberInfo) -> (version :UInt32, self :MemberInfo);
 
-  # Membership.
+  # Membership. `reply` is set when the receiver's first answer goes back to the caller (e.g.
+  # ack to a ping, joinReply to a join); other answers travel as swim calls of their own.
   swim @1 (msg :SwimMessage) -> (reply :SwimMessage);
 
   # Data. Values larger than the inline limit are streamed through `sink` (get results) or

@@ -1,0 +1,63 @@
+// Conversions between the in-process types (storage/ops.hpp, cluster/membership.hpp) and the
+// Cap'n Proto schema (cluster/bifrost.capnp), field for field.
+//
+// Thread affinity: none (pure functions); builders and readers belong to the KJ thread that
+// owns the message.
+#pragma once
+
+#include "cluster/bifrost.capnp.h"
+#include "cluster/membership.hpp"
+#include "storage/ops.hpp"
+
+#include <capnp/message.h>
+
+#include <string>
+#include <string_view>
+
+namespace bifrost::cluster {
+
+/// Values up to this size travel inline in Op.value / Result.value; larger ones are streamed.
+constexpr size_t inline_value_limit = 64 * 1024;
+/// Size of one ValueSink.write chunk.
+constexpr size_t stream_chunk_size = 256 * 1024;
+
+/// Reader options for every RPC connection: values of up to 1 GiB may travel inline in a
+/// batch, so the traversal limit is lifted (Cap'n Proto's default is 64 MiB).
+capnp::ReaderOptions rpc_reader_options();
+
+inline capnp::Data::Reader as_data(std::string_view s) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+inline std::string to_string(capnp::Data::Reader d) {
+  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+}
+inline std::string to_string(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+
+// -- ops and results ----------------------------------------------------------------------------
+
+/// Writes `o` into `b`; with `with_value` false the value is left out (sent through a sink).
+void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value = true);
+storage::op from_rpc(rpc::Op::Reader r);
+
+/// Writes `r` without its value (the caller decides inline or streamed).
+void to_rpc_meta(const storage::result& r, rpc::Result::Builder b);
+/// Reads a result; an inline value becomes an in-memory pinned slice.
+storage::result from_rpc(rpc::Result::Reader r);
+
+rpc::Status to_rpc(storage::status s);
+storage::status from_rpc(rpc::Status s);
+
+// -- membership ---------------------------------------------------------------------------------
+
+rpc::MemberState to_rpc(member_state s);
+member_state from_rpc(rpc::MemberState s);
+
+void to_rpc(const member_update& u, rpc::MemberInfo::Builder b);
+member_update from_rpc(rpc::MemberInfo::Reader r);
+void to_rpc(const member_info& i, rpc::MemberInfo::Builder b);
+
+void to_rpc(const message& m, rpc::SwimMessage::Builder b);
+/// False when the message has a kind this node does not understand (it is then dropped).
+bool from_rpc(rpc::SwimMessage::Reader r, message& out);
+
+} // namespace bifrost::cluster

@@ -1,0 +1,1209 @@
+// The cluster service (see cluster/service.hpp for the contract).
+//
+// Everything below `service` lives on the KJ thread: `service::impl` (the core) is created by
+// kj_loop's setup function and destroyed by its teardown function. The hosted actors (peers,
+// bridge, replicator) run on the same thread (kj_loop is their actor_host), so they call into
+// the core directly; they hold no KJ objects themselves (a CAF actor may be destroyed on any
+// thread when its last handle goes), only a pointer to the core, which is valid whenever they
+// run: they run only inside kj_loop's drain(), and the core is destroyed after the loop stopped
+// draining.
+#include "cluster/service.hpp"
+
+#include "actors/cluster_view.hpp"
+#include "actors/loop_actor.hpp"
+#include "actors/messages.hpp"
+#include "actors/route_table.hpp"
+#include "cluster/bifrost.capnp.h"
+#include "cluster/convert.hpp"
+#include "cluster/kj_loop.hpp"
+#include "cluster/ring.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <kj/debug.h>
+#include <kj/timer.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <future>
+#include <map>
+#include <thread>
+#include <unordered_map>
+
+namespace bifrost::cluster {
+
+namespace {
+
+using VatId = capnp::rpc::twoparty::VatId;
+
+uint64_t now_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+storage::result_batch unavailable(size_t n) {
+  storage::result_batch r(n);
+  for (auto& x : r)
+    x.st = storage::status::unavailable;
+  return r;
+}
+
+bool is_write(storage::op_kind k) {
+  return k == storage::op_kind::store || k == storage::op_kind::remove ||
+         k == storage::op_kind::arith || k == storage::op_kind::touch;
+}
+
+bool changed(const storage::result& r) {
+  switch (r.st) {
+    case storage::status::stored:
+    case storage::status::deleted:
+    case storage::status::hit:
+      return true;
+    default:
+      return false;
+  }
+}
+
+uint64_t stat_u64(const std::vector<std::pair<std::string, std::string>>& stats,
+                  std::string_view name) {
+  for (auto& [n, v] : stats)
+    if (n == name)
+      return std::strtoull(v.c_str(), nullptr, 10);
+  return 0;
+}
+
+// One value (or part of a batch) to stream through a ValueSink: chunk after chunk, each write
+// waiting for the stream's flow control.
+struct stream_job {
+  uint32_t index;
+  std::string_view bytes;
+};
+
+kj::Promise<void> stream_out(rpc::ValueSink::Client sink, std::shared_ptr<void> keepalive,
+                             std::shared_ptr<std::vector<stream_job>> jobs, size_t job,
+                             size_t offset, std::shared_ptr<uint64_t> progress) {
+  while (job < jobs->size() && offset >= (*jobs)[job].bytes.size()) {
+    ++job;
+    offset = 0;
+  }
+  if (job >= jobs->size())
+    return kj::READY_NOW;
+  auto& j = (*jobs)[job];
+  size_t n = std::min(stream_chunk_size, j.bytes.size() - offset);
+  auto req = sink.writeRequest();
+  req.setIndex(j.index);
+  req.setChunk(as_data(j.bytes.substr(offset, n)));
+  return req.send().then([sink, keepalive = std::move(keepalive), jobs = std::move(jobs), job,
+                          offset, n, progress = std::move(progress)]() mutable {
+    if (progress)
+      ++*progress;
+    return stream_out(std::move(sink), std::move(keepalive), std::move(jobs), job, offset + n,
+                      std::move(progress));
+  });
+}
+
+// Client side of execute's sink: collects the streamed values by op index.
+struct collect_state {
+  std::map<uint32_t, std::string> values;
+  std::map<uint32_t, uint64_t> expected;  // set once execute returned
+  std::shared_ptr<uint64_t> progress;
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> waiter;
+
+  bool complete() const {
+    for (auto& [i, size] : expected) {
+      auto it = values.find(i);
+      if ((it == values.end() ? 0 : it->second.size()) < size)
+        return false;
+    }
+    return true;
+  }
+  void check() {
+    if (!complete())
+      return;
+    KJ_IF_MAYBE (w, waiter) {
+      (*w)->fulfill();
+    }
+    waiter = nullptr;
+  }
+};
+
+class collect_sink final : public rpc::ValueSink::Server {
+public:
+  explicit collect_sink(std::shared_ptr<collect_state> st) : st_(std::move(st)) {}
+
+protected:
+  kj::Promise<void> write(WriteContext context) override {
+    auto p = context.getParams();
+    auto chunk = p.getChunk();
+    st_->values[p.getIndex()].append(reinterpret_cast<const char*>(chunk.begin()), chunk.size());
+    if (st_->progress)
+      ++*st_->progress;
+    st_->check();
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> finish(FinishContext context) override {
+    context.getResults().initResults(0);
+    return kj::READY_NOW;
+  }
+
+private:
+  std::shared_ptr<collect_state> st_;
+};
+
+} // namespace
+
+// -- the core -----------------------------------------------------------------------------------
+
+struct service::impl final : public kj::TaskSet::ErrorHandler {
+  impl(kj_loop& l, kj::AsyncIoContext& i, const service_config& c, std::string addr,
+       std::vector<caf::actor> sh, caf::actor rt, stats_fn st, kj::Own<kj::ConnectionReceiver> lis)
+    : loop(l), io(i), timer(i.provider->getTimer()), cfg(c), address(std::move(addr)),
+      shards(std::move(sh)), route_table(std::move(rt)), stats(std::move(st)),
+      started_ms(now_ms()),
+      members(local_member{c.node_name, address, c.client_address, c.weight}, c.swim, now_ms()),
+      listener(kj::mv(lis)), tasks(kj::heap<kj::TaskSet>(*this)) {}
+
+  ~impl() noexcept(false) = default;
+
+  void taskFailed(kj::Exception&& e) override {
+    if (e.getType() != kj::Exception::Type::DISCONNECTED)
+      std::fprintf(stderr, "bifrost cluster: task failed: %s\n", e.getDescription().cStr());
+  }
+
+  void start();
+  void shutdown();
+
+  // -- local execution (bridge) --
+  kj::Promise<storage::result_batch> local_execute(storage::op_batch ops);
+  void on_local_result(uint64_t tag, storage::result_batch&& r) {
+    auto it = pending.find(tag);
+    if (it == pending.end())
+      return;
+    auto f = kj::mv(it->second);
+    pending.erase(it);
+    f->fulfill(kj::mv(r));
+  }
+
+  // -- remote execution (peer actors, replicator) --
+  kj::Promise<rpc::Node::Client> get_conn(const std::string& address);
+  kj::Promise<storage::result_batch> remote_execute(const std::string& address,
+                                                    storage::op_batch ops, rpc::Origin origin);
+  void peer_call(const std::string& name, rpc::Origin origin, uint64_t tag, storage::op_batch ops,
+                 caf::actor sender, caf::actor self);
+  void finish_call(uint64_t id, storage::result_batch&& r);
+  void replicate(std::vector<std::string> keys);
+
+  template <typename T>
+  kj::Promise<T> bounded(kj::Promise<T> p, std::shared_ptr<uint64_t> progress,
+                         kj::Function<T()> fallback);
+  kj::Promise<void> watchdog(std::shared_ptr<uint64_t> progress, uint64_t seen);
+
+  // -- membership --
+  void handle(output&& out);
+  void send_swim(const std::string& address, message&& m);
+  void on_swim_reply(message&& m) { handle(members.on_message(m, now_ms())); }
+  kj::Promise<void> tick_loop();
+  void rebuild(bool force = false);
+  caf::actor peer_for(const std::string& name);
+  void begin_leave(std::shared_ptr<std::promise<void>> done);
+  kj::Promise<void> leave_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
+  void quit_actors();
+
+  kj::Promise<void> accept_loop();
+
+  uint32_t ring_self() const {
+    auto id = ring_ ? ring_->find(cfg.node_name) : std::nullopt;
+    return id ? *id : static_cast<uint32_t>(ring_ ? ring_->size() : 0);
+  }
+
+  kj_loop& loop;
+  kj::AsyncIoContext& io;
+  kj::Timer& timer;
+  service_config cfg;
+  std::string address;
+  std::vector<caf::actor> shards;
+  caf::actor route_table;
+  stats_fn stats;
+  uint64_t started_ms;
+  membership members;
+  bool draining = false;
+  bool stopping = false;
+
+  // placement
+  std::shared_ptr<const ring> ring_;
+  std::vector<caf::actor> peers_;
+  uint64_t epoch = 0;
+  std::map<std::string, caf::actor> peer_by_name;
+  caf::actor bridge;
+  caf::actor replicator;
+  std::atomic<int> actors_running{0};
+
+  // local execution
+  uint64_t next_tag = 1;
+  std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<storage::result_batch>>> pending;
+
+  // peer calls in flight (answered with unavailable at shutdown)
+  struct call_info {
+    caf::actor sender, self;
+    uint64_t tag;
+    size_t n;
+  };
+  uint64_t next_call = 1;
+  std::map<uint64_t, call_info> calls;
+
+  // outgoing connections, one per RPC address
+  struct client_conn;
+  struct backoff_state {
+    uint64_t delay_ms = 0;
+    uint64_t retry_at = 0;
+  };
+  std::map<std::string, kj::Own<client_conn>> pool;
+  std::map<std::string, backoff_state> backoff;
+  uint64_t next_conn_id = 1;
+  size_t swim_in_flight = 0;
+
+  kj::Own<kj::ConnectionReceiver> listener;
+  kj::Maybe<rpc::Node::Client> bootstrap;
+  kj::Own<kj::TaskSet> tasks;       // accept loop, server connections, calls, sends
+  kj::Promise<void> ticking = nullptr;
+};
+
+// -- hosted actors ------------------------------------------------------------------------------
+
+namespace {
+
+class core_actor : public actors::hosted_actor {
+public:
+  core_actor(caf::actor_config& cfg, kj_loop* host, service::impl* core)
+    : actors::hosted_actor(cfg, host), core_(core) {
+    core_->actors_running.fetch_add(1);
+  }
+  void on_exit() override {
+    if (core_)
+      core_->actors_running.fetch_sub(1);
+    core_ = nullptr;
+  }
+
+protected:
+  service::impl* core_;
+};
+
+// Stands for a remote node: like a storage shard, over RPC.
+class peer_actor final : public core_actor {
+public:
+  peer_actor(caf::actor_config& cfg, kj_loop* host, service::impl* core, std::string name)
+    : core_actor(cfg, host, core), name_(std::move(name)) {}
+  const char* name() const override { return "cluster_peer"; }
+
+  caf::behavior make_behavior() override {
+    return {
+      [this](actors::exec_atom, uint64_t tag, storage::op_batch& ops) {
+        call(rpc::Origin::CLIENT, tag, std::move(ops));
+      },
+      [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
+        call(rpc::Origin::WARM, tag, std::move(ops));
+      },
+    };
+  }
+
+private:
+  void call(rpc::Origin origin, uint64_t tag, storage::op_batch&& ops) {
+    auto sender = caf::actor_cast<caf::actor>(current_sender());
+    auto self = caf::actor_cast<caf::actor>(this);
+    size_t n = ops.size();
+    if (core_) {
+      KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                     core_->peer_call(name_, origin, tag, std::move(ops), sender, self);
+                   })) {
+        (void) e;
+      } else {
+        return;
+      }
+    }
+    if (sender)
+      send(sender, actors::result_atom::value, tag, unavailable(n));
+  }
+
+  std::string name_;
+};
+
+// Sends the RPC server's ops to the local shards and receives their results on the KJ thread.
+class bridge_actor final : public core_actor {
+public:
+  using core_actor::core_actor;
+  const char* name() const override { return "cluster_bridge"; }
+  caf::behavior make_behavior() override {
+    return {
+      [this](actors::result_atom, uint64_t tag, storage::result_batch& r) {
+        if (core_)
+          core_->on_local_result(tag, std::move(r));
+      },
+    };
+  }
+};
+
+class replicator_actor final : public core_actor {
+public:
+  using core_actor::core_actor;
+  const char* name() const override { return "cluster_replicator"; }
+  caf::behavior make_behavior() override {
+    return {
+      [this](actors::replicate_atom, std::vector<std::string>& keys) {
+        if (!core_)
+          return;
+        KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] { core_->replicate(std::move(keys)); })) {
+          std::fprintf(stderr, "bifrost cluster: replicate: %s\n", e->getDescription().cStr());
+        }
+      },
+    };
+  }
+};
+
+// -- RPC server ---------------------------------------------------------------------------------
+
+class upload_sink final : public rpc::ValueSink::Server {
+public:
+  upload_sink(service::impl& core, storage::op_batch ops, rpc::Origin origin)
+    : core_(core), ops_(std::move(ops)), origin_(origin) {}
+
+protected:
+  kj::Promise<void> write(WriteContext context) override {
+    KJ_REQUIRE(!finished_, "upload already finished");
+    auto p = context.getParams();
+    KJ_REQUIRE(p.getIndex() < ops_.size(), "chunk for an op index out of range", p.getIndex());
+    auto chunk = p.getChunk();
+    ops_[p.getIndex()].value.append(reinterpret_cast<const char*>(chunk.begin()), chunk.size());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> finish(FinishContext context) override;
+
+private:
+  service::impl& core_;
+  storage::op_batch ops_;
+  rpc::Origin origin_;
+  bool finished_ = false;
+};
+
+void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Builder list,
+                  bool can_stream, std::vector<stream_job>* jobs) {
+  for (size_t i = 0; i < rs.size(); ++i) {
+    auto b = list[static_cast<unsigned>(i)];
+    to_rpc_meta(rs[i], b);
+    if (!rs[i].value)
+      continue;
+    auto v = rs[i].value.view();
+    if (v.size() <= inline_value_limit || !can_stream) {
+      b.setValue(as_data(v));
+    } else {
+      b.setStreamed(true);
+      jobs->push_back({static_cast<uint32_t>(i), v});
+    }
+  }
+}
+
+void maybe_replicate(service::impl& core, const storage::op_batch& ops,
+                     const storage::result_batch& rs, rpc::Origin origin) {
+  if (origin != rpc::Origin::CLIENT || core.cfg.replicas <= 1 || !core.replicator)
+    return;
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < ops.size() && i < rs.size(); ++i)
+    if (is_write(ops[i].kind) && changed(rs[i]))
+      keys.push_back(ops[i].key);
+  if (!keys.empty())
+    caf::anon_send(core.replicator, actors::replicate_atom::value, std::move(keys));
+}
+
+kj::Promise<void> upload_sink::finish(FinishContext context) {
+  KJ_REQUIRE(!finished_, "upload already finished");
+  finished_ = true;
+  auto ops = std::make_shared<storage::op_batch>(ops_);  // keys for replication
+  return core_.local_execute(std::move(ops_)).then(
+      [this, context, ops](storage::result_batch rs) mutable {
+        auto list = context.getResults().initResults(static_cast<unsigned>(rs.size()));
+        fill_results(rs, list, false, nullptr);
+        maybe_replicate(core_, *ops, rs, origin_);
+      });
+}
+
+storage::op_batch read_ops(capnp::List<rpc::Op>::Reader list, rpc::Origin origin) {
+  storage::op_batch ops;
+  ops.reserve(list.size());
+  for (auto o : list) {
+    ops.push_back(from_rpc(o));
+    if (origin == rpc::Origin::WARM && ops.back().kind == storage::op_kind::get)
+      ops.back().get_bump = false;
+  }
+  return ops;
+}
+
+class node_server final : public rpc::Node::Server {
+public:
+  explicit node_server(service::impl& core) : core_(core) {}
+
+protected:
+  kj::Promise<void> hello(HelloContext context) override {
+    auto peer = context.getParams().getVersion();
+    if (peer != rpc::SCHEMA_VERSION)
+      kj::throwFatalException(KJ_EXCEPTION(
+          FAILED, kj::str("schema version mismatch: this node speaks version ",
+                          rpc::SCHEMA_VERSION, ", the peer speaks version ", peer)));
+    auto r = context.getResults();
+    r.setVersion(rpc::SCHEMA_VERSION);
+    self_info(r.initSelf());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> swim(SwimContext context) override {
+    message m;
+    if (!from_rpc(context.getParams().getMsg(), m) || core_.stopping)
+      return kj::READY_NOW;
+    auto out = core_.members.on_message(m, now_ms());
+    // The first answer to the caller travels back as the reply.
+    for (auto it = out.send.begin(); it != out.send.end(); ++it) {
+      if (!m.from_address.empty() && it->to_address == m.from_address) {
+        to_rpc(it->msg, context.getResults().initReply());
+        out.send.erase(it);
+        break;
+      }
+    }
+    core_.handle(std::move(out));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> execute(ExecuteContext context) override {
+    auto params = context.getParams();
+    auto origin = params.getOrigin();
+    auto ops = read_ops(params.getOps(), origin);
+    bool can_stream = params.hasSink();
+    rpc::ValueSink::Client sink = can_stream ? params.getSink() : rpc::ValueSink::Client(nullptr);
+    std::shared_ptr<storage::op_batch> keys;
+    if (origin == rpc::Origin::CLIENT && core_.cfg.replicas > 1)
+      keys = std::make_shared<storage::op_batch>(ops);
+    auto& core = core_;
+    return core_.local_execute(std::move(ops))
+        .then([context, can_stream, sink = kj::mv(sink), keys, origin,
+               &core](storage::result_batch rs) mutable -> kj::Promise<void> {
+          auto list = context.getResults().initResults(static_cast<unsigned>(rs.size()));
+          auto jobs = std::make_shared<std::vector<stream_job>>();
+          fill_results(rs, list, can_stream, jobs.get());
+          if (keys)
+            maybe_replicate(core, *keys, rs, origin);
+          if (jobs->empty())
+            return kj::READY_NOW;
+          // Values are streamed before the results return; the slices stay pinned meanwhile.
+          auto hold = std::make_shared<storage::result_batch>(std::move(rs));
+          return stream_out(kj::mv(sink), hold, jobs, 0, 0, nullptr);
+        });
+  }
+
+  kj::Promise<void> upload(UploadContext context) override {
+    auto params = context.getParams();
+    auto origin = params.getOrigin();
+    auto ops = read_ops(params.getOps(), origin);
+    context.getResults().setSink(kj::heap<upload_sink>(core_, std::move(ops), origin));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> status(StatusContext context) override {
+    auto r = context.getResults();
+    auto self = r.initSelf();
+    self_info(self.initInfo());
+    self.setRingShare(core_.ring_ ? core_.ring_->live_share(core_.cfg.node_name) : 0.0);
+    auto st = core_.stats ? core_.stats() : decltype(core_.stats())();
+    self.setItems(stat_u64(st, "curr_items"));
+    self.setBytes(stat_u64(st, "bytes"));
+    self.setDraining(core_.draining);
+    r.setVersion(kj::str("bifrost 0.1.0 (schema ", rpc::SCHEMA_VERSION, ")"));
+    r.setUptime((now_ms() - core_.started_ms) / 1000);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> members(MembersContext context) override {
+    auto all = core_.members.members();
+    // Items and bytes: ours from the stats callback, the others' from their status (bounded).
+    auto promises = kj::heapArrayBuilder<kj::Promise<std::pair<uint64_t, uint64_t>>>(all.size());
+    for (auto& m : all) {
+      if (m.name == core_.cfg.node_name) {
+        auto st = core_.stats ? core_.stats() : decltype(core_.stats())();
+        promises.add(std::make_pair(stat_u64(st, "curr_items"), stat_u64(st, "bytes")));
+        continue;
+      }
+      if (m.state != member_state::alive) {
+        promises.add(std::make_pair(uint64_t(0), uint64_t(0)));
+        continue;
+      }
+      auto p = core_.get_conn(m.address)
+                   .then([](rpc::Node::Client node) { return node.statusRequest().send(); })
+                   .then([](capnp::Response<rpc::Node::StatusResults>&& r) {
+                     auto s = r.getSelf();
+                     return std::make_pair(s.getItems(), s.getBytes());
+                   })
+                   .catch_([](kj::Exception&&) { return std::make_pair(uint64_t(0), uint64_t(0)); });
+      promises.add(p.exclusiveJoin(core_.timer.afterDelay(500 * kj::MILLISECONDS).then([] {
+        return std::make_pair(uint64_t(0), uint64_t(0));
+      })));
+    }
+    auto& core = core_;
+    return kj::joinPromises(promises.finish())
+        .then([context, all = std::move(all), &core](
+                  kj::Array<std::pair<uint64_t, uint64_t>> sizes) mutable {
+          auto list = context.getResults().initMembers(static_cast<unsigned>(all.size()));
+          for (size_t i = 0; i < all.size(); ++i) {
+            auto b = list[static_cast<unsigned>(i)];
+            to_rpc(all[i], b.initInfo());
+            b.setRingShare(core.ring_ ? core.ring_->live_share(all[i].name) : 0.0);
+            b.setItems(sizes[i].first);
+            b.setBytes(sizes[i].second);
+            if (all[i].name == core.cfg.node_name)
+              b.setDraining(core.draining);
+          }
+        });
+  }
+
+  kj::Promise<void> ring(RingContext context) override {
+    auto key = to_string(context.getParams().getKey());
+    auto r = context.getResults();
+    if (!core_.ring_) {
+      r.initOwners(0);
+      return kj::READY_NOW;
+    }
+    r.setEpoch(core_.ring_->epoch());
+    auto owners = core_.ring_->live_owners(key, std::max<uint32_t>(1, core_.cfg.replicas));
+    auto list = r.initOwners(static_cast<unsigned>(owners.size()));
+    for (size_t i = 0; i < owners.size(); ++i) {
+      auto b = list[static_cast<unsigned>(i)];
+      if (auto* m = core_.members.find(owners[i]->name)) {
+        to_rpc(*m, b);
+      } else {
+        b.setName(owners[i]->name);
+        b.setRpcAddress(owners[i]->address);
+        b.setWeight(owners[i]->weight);
+        b.setState(owners[i]->alive ? rpc::MemberState::ALIVE : rpc::MemberState::DEAD);
+      }
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> stats(StatsContext context) override {
+    auto st = core_.stats ? core_.stats() : decltype(core_.stats())();
+    auto list = context.getResults().initStats(static_cast<unsigned>(st.size()));
+    for (size_t i = 0; i < st.size(); ++i) {
+      list[static_cast<unsigned>(i)].setName(st[i].first);
+      list[static_cast<unsigned>(i)].setValue(st[i].second);
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> drain(DrainContext) override {
+    core_.draining = true;
+    if (core_.cfg.on_drain)
+      core_.cfg.on_drain();
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> leave(LeaveContext) override {
+    core_.handle(core_.members.leave(now_ms()));
+    core_.rebuild();  // we are `left`: our keys belong to the others now
+    if (core_.cfg.on_leave)
+      core_.cfg.on_leave();
+    return kj::READY_NOW;
+  }
+
+private:
+  void self_info(rpc::MemberInfo::Builder b) {
+    if (auto* m = core_.members.find(core_.cfg.node_name)) {
+      to_rpc(*m, b);
+    } else {
+      b.setName(core_.cfg.node_name);
+      b.setRpcAddress(core_.address);
+      b.setClientAddress(core_.cfg.client_address);
+      b.setWeight(core_.cfg.weight);
+    }
+  }
+
+  service::impl& core_;
+};
+
+struct server_conn {
+  server_conn(kj::Own<kj::AsyncIoStream> s, rpc::Node::Client boot)
+    : stream(kj::mv(s)), net(*stream, capnp::rpc::twoparty::Side::SERVER, rpc_reader_options()),
+      sys(capnp::makeRpcServer(net, kj::mv(boot))) {}
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork net;
+  capnp::RpcSystem<VatId> sys;
+};
+
+} // namespace
+
+// -- outgoing connections -----------------------------------------------------------------------
+
+struct service::impl::client_conn {
+  enum class state { connecting, ready, broken };
+
+  client_conn(impl& c, std::string a, uint64_t i) : core(c), address(std::move(a)), id(i) {}
+
+  void fail(const kj::Exception& e) {
+    if (st == state::broken)
+      return;
+    bool was_ready = st == state::ready;
+    st = state::broken;
+    for (auto& w : waiters)
+      w->reject(kj::cp(e));
+    waiters.clear();
+    auto& b = core.backoff[address];
+    b.delay_ms = was_ready ? 0 : std::min<uint64_t>(std::max<uint64_t>(b.delay_ms * 2, 50), 1000);
+    b.retry_at = now_ms() + b.delay_ms;
+  }
+
+  void start() {
+    auto hello_from = core.members.find(core.cfg.node_name);
+    member_info self;
+    if (hello_from)
+      self = *hello_from;
+    auto connecting =
+        core.io.provider->getNetwork()
+            .parseAddress(address)
+            .then([](kj::Own<kj::NetworkAddress> a) { return a->connect().attach(kj::mv(a)); })
+            .then([this, self](kj::Own<kj::AsyncIoStream> s) {
+              stream = kj::mv(s);
+              net = kj::heap<capnp::TwoPartyVatNetwork>(
+                  *stream, capnp::rpc::twoparty::Side::CLIENT, rpc_reader_options());
+              sys = kj::heap<capnp::RpcSystem<VatId>>(capnp::makeRpcClient(*net));
+              capnp::MallocMessageBuilder vat_msg(8);
+              auto vat = vat_msg.initRoot<VatId>();
+              vat.setSide(capnp::rpc::twoparty::Side::SERVER);
+              node = sys->bootstrap(vat).castAs<rpc::Node>();
+              auto req = node.helloRequest();
+              req.setVersion(rpc::SCHEMA_VERSION);
+              to_rpc(self, req.initFrom());
+              return req.send();
+            })
+            .then([](capnp::Response<rpc::Node::HelloResults>&& r) {
+              KJ_REQUIRE(r.getVersion() == rpc::SCHEMA_VERSION,
+                         "schema version mismatch: the peer answered another version",
+                         r.getVersion(), rpc::SCHEMA_VERSION);
+            });
+    auto limit = core.timer.afterDelay(core.cfg.rpc_timeout_ms * kj::MILLISECONDS)
+                     .then([this]() -> kj::Promise<void> {
+                       return KJ_EXCEPTION(DISCONNECTED, "connect timed out", address);
+                     });
+    task = connecting.exclusiveJoin(kj::mv(limit))
+               .then([this]() {
+                 st = state::ready;
+                 core.backoff[address] = backoff_state{};
+                 for (auto& w : waiters)
+                   w->fulfill(rpc::Node::Client(node));
+                 waiters.clear();
+                 return net->onDisconnect();
+               })
+               .then([this]() { fail(KJ_EXCEPTION(DISCONNECTED, "peer disconnected", address)); },
+                     [this](kj::Exception&& e) { fail(e); })
+               .eagerlyEvaluate(nullptr);
+  }
+
+  impl& core;
+  std::string address;
+  uint64_t id;
+  state st = state::connecting;
+  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::TwoPartyVatNetwork> net;
+  kj::Own<capnp::RpcSystem<VatId>> sys;
+  rpc::Node::Client node{nullptr};
+  std::vector<kj::Own<kj::PromiseFulfiller<rpc::Node::Client>>> waiters;
+  kj::Promise<void> task = nullptr;  // destroyed first: it refers to the members above
+};
+
+kj::Promise<rpc::Node::Client> service::impl::get_conn(const std::string& addr) {
+  if (stopping)
+    return KJ_EXCEPTION(DISCONNECTED, "cluster service stopping");
+  auto it = pool.find(addr);
+  if (it != pool.end()) {
+    auto& c = *it->second;
+    if (c.st == client_conn::state::ready)
+      return rpc::Node::Client(c.node);
+    if (c.st == client_conn::state::connecting) {
+      auto paf = kj::newPromiseAndFulfiller<rpc::Node::Client>();
+      c.waiters.push_back(kj::mv(paf.fulfiller));
+      return kj::mv(paf.promise);
+    }
+    auto b = backoff.find(addr);
+    if (b != backoff.end() && now_ms() < b->second.retry_at)
+      return KJ_EXCEPTION(DISCONNECTED, "peer unreachable (reconnect backing off)", addr);
+    // Destroy the broken connection outside of its own callbacks.
+    tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));
+    pool.erase(it);
+  }
+  auto c = kj::heap<client_conn>(*this, addr, next_conn_id++);
+  auto& ref = *c;
+  pool.emplace(addr, kj::mv(c));
+  auto paf = kj::newPromiseAndFulfiller<rpc::Node::Client>();
+  ref.waiters.push_back(kj::mv(paf.fulfiller));
+  ref.start();
+  return kj::mv(paf.promise);
+}
+
+kj::Promise<void> service::impl::watchdog(std::shared_ptr<uint64_t> progress, uint64_t seen) {
+  return timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS)
+      .then([this, progress, seen]() -> kj::Promise<void> {
+        if (*progress != seen)
+          return watchdog(progress, *progress);
+        return kj::READY_NOW;
+      });
+}
+
+template <typename T>
+kj::Promise<T> service::impl::bounded(kj::Promise<T> p, std::shared_ptr<uint64_t> progress,
+                                      kj::Function<T()> fallback) {
+  auto fb = kj::heap<kj::Function<T()>>(kj::mv(fallback));
+  auto& f = *fb;
+  return p.catch_([&f](kj::Exception&&) { return f(); })
+      .exclusiveJoin(watchdog(progress, *progress).then([&f]() { return f(); }))
+      .attach(kj::mv(fb));
+}
+
+kj::Promise<storage::result_batch> service::impl::remote_execute(const std::string& addr,
+                                                                 storage::op_batch ops,
+                                                                 rpc::Origin origin) {
+  size_t n = ops.size();
+  if (n == 0)
+    return storage::result_batch{};
+  bool large = false;
+  for (auto& o : ops)
+    large |= o.value.size() > inline_value_limit;
+  auto progress = std::make_shared<uint64_t>(0);
+  auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
+  auto call = get_conn(addr).then([shared_ops, origin, large, progress](
+                                      rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
+    auto& ops = *shared_ops;
+    if (!large) {
+      auto req = node.executeRequest();
+      auto list = req.initOps(static_cast<unsigned>(ops.size()));
+      for (size_t i = 0; i < ops.size(); ++i)
+        to_rpc(ops[i], list[static_cast<unsigned>(i)]);
+      req.setOrigin(origin);
+      auto st = std::make_shared<collect_state>();
+      st->progress = progress;
+      req.setSink(kj::heap<collect_sink>(st));
+      return req.send().then([st](capnp::Response<rpc::Node::ExecuteResults>&& r)
+                                 -> kj::Promise<storage::result_batch> {
+        auto list = r.getResults();
+        storage::result_batch rs;
+        rs.reserve(list.size());
+        for (auto x : list) {
+          rs.push_back(from_rpc(x));
+          if (x.getStreamed())
+            st->expected[static_cast<uint32_t>(rs.size() - 1)] = x.getValueSize();
+        }
+        auto assemble = [st, rs = std::move(rs)]() mutable {
+          for (auto& [i, size] : st->expected) {
+            auto it = st->values.find(i);
+            std::string v = it == st->values.end() ? std::string() : std::move(it->second);
+            rs[i].value = storage::pinned_slice::from_memory(
+                std::make_shared<const std::string>(std::move(v)));
+          }
+          return std::move(rs);
+        };
+        if (st->complete())
+          return assemble();
+        auto paf = kj::newPromiseAndFulfiller<void>();
+        st->waiter = kj::mv(paf.fulfiller);
+        return paf.promise.then(kj::mv(assemble));
+      });
+    }
+    // Large stores: the values that do not fit inline go through the upload sink.
+    auto req = node.uploadRequest();
+    auto list = req.initOps(static_cast<unsigned>(ops.size()));
+    auto jobs = std::make_shared<std::vector<stream_job>>();
+    for (size_t i = 0; i < ops.size(); ++i) {
+      bool big = ops[i].value.size() > inline_value_limit;
+      to_rpc(ops[i], list[static_cast<unsigned>(i)], !big);
+      if (big)
+        jobs->push_back({static_cast<uint32_t>(i), ops[i].value});
+    }
+    req.setOrigin(origin);
+    auto sent = req.send();
+    rpc::ValueSink::Client sink = sent.getSink();
+    return stream_out(sink, shared_ops, jobs, 0, 0, progress)
+        .then([sink]() mutable { return sink.finishRequest().send(); })
+        .then([](capnp::Response<rpc::ValueSink::FinishResults>&& r) {
+          storage::result_batch rs;
+          for (auto x : r.getResults())
+            rs.push_back(from_rpc(x));
+          return rs;
+        })
+        .attach(kj::mv(sent));
+  });
+  return bounded<storage::result_batch>(
+             kj::mv(call), progress, [n]() { return unavailable(n); })
+      .then([n](storage::result_batch rs) { return rs.size() == n ? kj::mv(rs) : unavailable(n); });
+}
+
+void service::impl::peer_call(const std::string& name, rpc::Origin origin, uint64_t tag,
+                              storage::op_batch ops, caf::actor sender, caf::actor self) {
+  size_t n = ops.size();
+  auto* m = members.find(name);
+  if (stopping || !m || m->state == member_state::dead || m->state == member_state::left ||
+      m->address.empty()) {
+    if (sender)
+      caf::send_as(self, sender, actors::result_atom::value, tag, unavailable(n));
+    return;
+  }
+  uint64_t id = next_call++;
+  calls.emplace(id, call_info{std::move(sender), std::move(self), tag, n});
+  tasks->add(remote_execute(m->address, std::move(ops), origin)
+                 .then([this, id](storage::result_batch rs) { finish_call(id, std::move(rs)); }));
+}
+
+void service::impl::finish_call(uint64_t id, storage::result_batch&& r) {
+  auto it = calls.find(id);
+  if (it == calls.end())
+    return;
+  auto c = std::move(it->second);
+  calls.erase(it);
+  if (c.sender)
+    caf::send_as(c.self, c.sender, actors::result_atom::value, c.tag, std::move(r));
+}
+
+// -- local execution ----------------------------------------------------------------------------
+
+kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batch ops) {
+  size_t n = ops.size();
+  if (n == 0)
+    return storage::result_batch{};
+  if (shards.empty() || stopping)
+    return unavailable(n);
+  struct group {
+    std::vector<size_t> idx;
+    storage::op_batch ops;
+  };
+  std::vector<group> groups(shards.size());
+  for (size_t i = 0; i < n; ++i) {
+    if (ops[i].kind == storage::op_kind::flush) {  // every shard flushes
+      for (auto& g : groups) {
+        g.idx.push_back(i);
+        g.ops.push_back(ops[i]);
+      }
+      continue;
+    }
+    auto& g = groups[shards.size() == 1 ? 0 : actors::key_hash(ops[i].key) % shards.size()];
+    g.idx.push_back(i);
+    g.ops.push_back(std::move(ops[i]));
+  }
+  auto idx = std::make_shared<std::vector<std::vector<size_t>>>();
+  auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(groups.size());
+  for (size_t s = 0; s < groups.size(); ++s) {
+    if (groups[s].ops.empty())
+      continue;
+    uint64_t tag = next_tag++;
+    size_t m = groups[s].ops.size();
+    auto paf = kj::newPromiseAndFulfiller<storage::result_batch>();
+    pending.emplace(tag, kj::mv(paf.fulfiller));
+    caf::send_as(bridge, shards[s], actors::exec_atom::value, tag, std::move(groups[s].ops));
+    idx->push_back(std::move(groups[s].idx));
+    auto limit = timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS).then([this, tag, m] {
+      pending.erase(tag);
+      return unavailable(m);
+    });
+    promises.add(paf.promise.exclusiveJoin(kj::mv(limit)));
+  }
+  return kj::joinPromises(promises.finish())
+      .then([n, idx](kj::Array<storage::result_batch> parts) {
+        storage::result_batch rs(n);
+        for (size_t g = 0; g < parts.size(); ++g) {
+          auto& ix = (*idx)[g];
+          for (size_t j = 0; j < ix.size(); ++j) {
+            if (j < parts[g].size())
+              rs[ix[j]] = std::move(parts[g][j]);
+            else
+              rs[ix[j]].st = storage::status::unavailable;
+          }
+        }
+        return rs;
+      });
+}
+
+// -- replication --------------------------------------------------------------------------------
+
+void service::impl::replicate(std::vector<std::string> keys) {
+  if (stopping || !ring_ || cfg.replicas <= 1 || keys.empty())
+    return;
+  storage::op_batch reads;
+  for (auto& k : keys) {
+    storage::op o;
+    o.kind = storage::op_kind::get;
+    o.key = k;
+    o.get_bump = false;
+    reads.push_back(std::move(o));
+  }
+  tasks->add(local_execute(std::move(reads))
+                 .then([this, keys = std::move(keys)](storage::result_batch rs) {
+                   if (stopping || !ring_)
+                     return;
+                   std::map<uint32_t, storage::op_batch> per_owner;
+                   std::vector<ring::member_id> owners(cfg.replicas);
+                   uint32_t self = ring_self();
+                   for (size_t i = 0; i < keys.size() && i < rs.size(); ++i) {
+                     size_t k = ring_->live_owner_ids(ring::key_hash(keys[i]), cfg.replicas,
+                                                      owners.data());
+                     storage::op o;
+                     o.key = keys[i];
+                     if (rs[i].st == storage::status::hit) {
+                       o.kind = storage::op_kind::store;
+                       o.mode = storage::store_mode::set;
+                       auto v = rs[i].value.view();
+                       o.value.assign(v.data(), v.size());
+                       o.flags = rs[i].flags;
+                       o.ttl = rs[i].exptime;  // absolute unix time (or 0 = never)
+                       o.explicit_cas = rs[i].cas;
+                     } else {
+                       o.kind = storage::op_kind::remove;
+                     }
+                     for (size_t j = 0; j < k; ++j)
+                       if (owners[j] != self)
+                         per_owner[owners[j]].push_back(o);
+                   }
+                   for (auto& [id, ops] : per_owner) {
+                     auto& addr = ring_->member(id).address;
+                     tasks->add(remote_execute(addr, std::move(ops), rpc::Origin::REPLICA)
+                                    .ignoreResult());
+                   }
+                 }));
+}
+
+// -- membership ---------------------------------------------------------------------------------
+
+void service::impl::handle(output&& out) {
+  if (stopping)
+    return;
+  for (auto& e : out.send)
+    send_swim(e.to_address, std::move(e.msg));
+  if (!out.events.empty())
+    rebuild();
+}
+
+void service::impl::send_swim(const std::string& addr, message&& m) {
+  if (addr.empty())
+    return;
+  ++swim_in_flight;
+  auto msg = std::make_shared<message>(std::move(m));
+  auto call = get_conn(addr)
+                  .then([msg](rpc::Node::Client node) {
+                    auto req = node.swimRequest();
+                    to_rpc(*msg, req.initMsg());
+                    return req.send();
+                  })
+                  .then([this](capnp::Response<rpc::Node::SwimResults>&& r) {
+                    if (!r.hasReply() || stopping)
+                      return;
+                    message reply;
+                    if (from_rpc(r.getReply(), reply))
+                      on_swim_reply(std::move(reply));
+                  })
+                  .catch_([](kj::Exception&&) {});  // SWIM tolerates loss
+  auto limit = timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS);
+  tasks->add(call.exclusiveJoin(kj::mv(limit)).then([this] { --swim_in_flight; }));
+}
+
+kj::Promise<void> service::impl::tick_loop() {
+  uint64_t now = now_ms();
+  uint64_t next = members.next_tick_ms();
+  uint64_t delay = next <= now ? 0 : std::min<uint64_t>(next - now, 10);
+  return timer.afterDelay(delay * kj::MILLISECONDS).then([this] {
+    handle(members.tick(now_ms()));
+    return tick_loop();
+  });
+}
+
+caf::actor service::impl::peer_for(const std::string& name) {
+  auto it = peer_by_name.find(name);
+  if (it != peer_by_name.end())
+    return it->second;
+  auto a = loop.system().spawn<peer_actor>(&loop, this, name);
+  peer_by_name.emplace(name, a);
+  return a;
+}
+
+void service::impl::rebuild(bool force) {
+  auto rm = members.ring_members();
+  std::sort(rm.begin(), rm.end(),
+            [](const ring_member& a, const ring_member& b) { return a.name < b.name; });
+  if (!force && ring_ && rm == ring_->members())
+    return;
+  auto next = ring::build(std::move(rm), ++epoch);
+  std::vector<caf::actor> peers(next->size());
+  for (ring::member_id id = 0; id < next->size(); ++id) {
+    auto& m = next->member(id);
+    if (m.name != cfg.node_name && m.alive)
+      peers[id] = peer_for(m.name);
+  }
+  auto view = std::make_shared<actors::cluster_view>();
+  view->ring = next;
+  view->peers = peers;
+  view->replicas = std::max<uint32_t>(1, cfg.replicas);
+  view->replicator = replicator;
+  if (ring_) {
+    view->previous = ring_;
+    view->previous_peers = peers_;
+    view->warm_until_ms = static_cast<int64_t>(now_ms() + cfg.warm_window_ms);
+  }
+  ring_ = next;
+  peers_ = std::move(peers);
+  view->self = ring_self();
+  if (route_table)
+    caf::anon_send(route_table, actors::ring_atom::value,
+                   actors::cluster_view_ptr(std::move(view)));
+}
+
+void service::impl::begin_leave(std::shared_ptr<std::promise<void>> done) {
+  handle(members.leave(now_ms()));
+  rebuild();
+  tasks->add(leave_watch(std::move(done), now_ms() + 1000));
+}
+
+kj::Promise<void> service::impl::leave_watch(std::shared_ptr<std::promise<void>> done,
+                                             uint64_t deadline) {
+  if ((members.done_leaving() && swim_in_flight == 0) || now_ms() >= deadline) {
+    done->set_value();
+    return kj::READY_NOW;
+  }
+  return timer.afterDelay(10 * kj::MILLISECONDS).then([this, done, deadline]() mutable {
+    return leave_watch(std::move(done), deadline);
+  });
+}
+
+void service::impl::quit_actors() {
+  for (auto& [name, a] : peer_by_name)
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  if (bridge)
+    caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
+  if (replicator)
+    caf::anon_send_exit(replicator, caf::exit_reason::user_shutdown);
+}
+
+// -- lifecycle ----------------------------------------------------------------------------------
+
+kj::Promise<void> service::impl::accept_loop() {
+  return listener->accept().then([this](kj::Own<kj::AsyncIoStream> s) {
+    KJ_IF_MAYBE (b, bootstrap) {
+      auto c = kj::heap<server_conn>(kj::mv(s), *b);
+      auto& net = c->net;
+      tasks->add(net.onDisconnect().attach(kj::mv(c)));
+    }
+    return accept_loop();
+  });
+}
+
+void service::impl::start() {
+  bootstrap = rpc::Node::Client(kj::heap<node_server>(*this));
+  bridge = loop.system().spawn<bridge_actor>(&loop, this);
+  if (cfg.replicas > 1)
+    replicator = loop.system().spawn<replicator_actor>(&loop, this);
+  tasks->add(accept_loop());
+  rebuild(true);  // a ring of this node alone
+  handle(members.join(cfg.join, now_ms()));
+  ticking = tick_loop().eagerlyEvaluate(
+      [](kj::Exception&& e) {
+        std::fprintf(stderr, "bifrost cluster: membership timer: %s\n", e.getDescription().cStr());
+      });
+}
+
+void service::impl::shutdown() {
+  stopping = true;
+  ticking = nullptr;
+  // Cancels the accept loop, the server connections (their RPC systems), sends and calls.
+  tasks = nullptr;
+  pool.clear();
+  for (auto& [id, c] : calls)
+    if (c.sender)
+      caf::send_as(c.self, c.sender, actors::result_atom::value, c.tag, unavailable(c.n));
+  calls.clear();
+  pending.clear();
+  listener = nullptr;
+  bootstrap = nullptr;
+  peer_by_name.clear();
+  peers_.clear();
+  bridge = nullptr;
+  replicator = nullptr;
+  route_table = nullptr;
+  shards.clear();
+}
+
+// -- service ------------------------------------------------------------------------------------
+
+service::service() = default;
+
+service::~service() { stop(); }
+
+std::unique_ptr<service> service::start(caf::actor_system& sys, const service_config& cfg,
+                                        std::vector<caf::actor> local_shards,
+                                        caf::actor route_table, stats_fn stats,
+                                        std::string& error) {
+  if (cfg.node_name.empty()) {
+    error = "cluster: the node name is empty";
+    return nullptr;
+  }
+  std::unique_ptr<service> svc(new service());
+  svc->loop_ = std::make_unique<kj_loop>(sys);
+  svc->name_ = cfg.node_name;
+  auto* s = svc.get();
+  auto err = svc->loop_->start([&, s](kj::AsyncIoContext& io) -> std::string {
+    auto addr = io.provider->getNetwork().parseAddress(cfg.rpc_host, cfg.rpc_port).wait(io.waitScope);
+    auto listener = addr->listen();
+    s->port_ = static_cast<uint16_t>(listener->getPort());
+    s->address_ = cfg.rpc_advertise.empty() ? cfg.rpc_host + ":" + std::to_string(s->port_)
+                                            : cfg.rpc_advertise;
+    s->impl_ = new impl(*s->loop_, io, cfg, s->address_, std::move(local_shards),
+                        std::move(route_table), std::move(stats), kj::mv(listener));
+    s->impl_->start();
+    return "";
+  });
+  if (!err.empty()) {
+    error = "cluster: cannot start the RPC server on " + cfg.rpc_host + ":" +
+            std::to_string(cfg.rpc_port) + ": " + err;
+    svc->stopped_ = true;
+    return nullptr;
+  }
+  return svc;
+}
+
+uint16_t service::rpc_port() const { return port_; }
+std::string service::node_name() const { return name_; }
+std::string service::rpc_address() const { return address_; }
+
+void service::stop() { shutdown(true); }
+void service::halt() { shutdown(false); }
+
+void service::shutdown(bool announce) {
+  if (stopped_)
+    return;
+  stopped_ = true;
+  auto* core = impl_;
+  if (!core)
+    return;
+  using namespace std::chrono_literals;
+  if (announce) {
+    auto done = std::make_shared<std::promise<void>>();
+    auto fut = done->get_future();
+    loop_->post([core, done] { core->begin_leave(done); });
+    fut.wait_for(1500ms);
+  }
+  loop_->post([core] { core->quit_actors(); });
+  auto deadline = std::chrono::steady_clock::now() + 1s;
+  while (core->actors_running.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  loop_->stop([core] {
+    KJ_DEFER(delete core);
+    core->shutdown();
+  });
+  impl_ = nullptr;
+}
+
+} // namespace bifrost::cluster

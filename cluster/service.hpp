@@ -1,0 +1,107 @@
+// The cluster service: this node's Cap'n Proto RPC server and client side, SWIM membership
+// driver, peer actors and replicator, all on one KJ thread (cluster/kj_loop.hpp).
+//
+// What runs where (every KJ object lives on the KJ thread only):
+//   - RPC server (`Node`, cluster/bifrost.capnp): hello (schema version check), swim
+//     (membership), execute/upload (ops on the local storage shards), status/members/ring/
+//     stats (queries), drain/leave (admin).
+//   - Membership driver: owns the `membership` state machine, ticks it on a KJ timer, sends its
+//     messages as `swim` calls (one cached connection per RPC address, reconnect with backoff;
+//     a failed send drops the message) and, when the ring's input changes, builds a new ring
+//     and sends (ring_atom, cluster_view_ptr) to the route table.
+//   - Peer actors (one per remote member, hosted on the KJ thread, reused across rebuilds):
+//     behave like a storage shard — (exec_atom | warm_atom, tag, op_batch) -> the sender gets
+//     (result_atom, tag, result_batch). Every RPC is bounded (`rpc_timeout_ms` without
+//     progress); an unreachable node gives status::unavailable for every op of the batch.
+//   - Bridge actor (hosted): sends exec_atom to the local shards for the RPC server and
+//     receives their result_atom on the KJ thread, where it fulfils a kj::PromiseFulfiller.
+//   - Replicator actor (hosted): (replicate_atom, keys) copies each key's current state (or its
+//     absence) from the local shards to the key's other live owners (origin replica).
+//
+// Connections: one multiplexed RPC connection per remote RPC address, shared by membership,
+// peer actors and the replicator; `hello` first. Values up to 64 KiB travel inline; larger get
+// results are streamed through the caller's ValueSink, larger stores go through Node.upload.
+//
+// Thread affinity: start/stop/accessors from any one owning thread. stop() must run before the
+// actor system is destroyed (the hosted actors must quit first).
+#pragma once
+
+#include "cluster/membership.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace bifrost::cluster {
+
+class kj_loop;
+
+struct service_config {
+  std::string node_name;            ///< unique in the cluster; default derived by the caller
+  std::string rpc_host = "127.0.0.1";
+  uint16_t rpc_port = 0;            ///< 0 = any free port
+  std::string rpc_advertise;        ///< "host:port" others reach us at; empty = host:bound port
+  std::string client_address;       ///< host:port of this node's memcached listener (advertised)
+  std::vector<std::string> join;    ///< seeds, "host:port" of their RPC listeners
+  uint32_t replicas = 1;            ///< R: owners per key
+  uint32_t weight = 1;              ///< ring weight
+  membership_config swim;
+  uint32_t rpc_timeout_ms = 2000;   ///< an RPC without progress for this long fails
+  uint32_t warm_window_ms = 30000;  ///< write-on-miss warming window after a ring change
+  std::function<void()> on_drain;   ///< Node.drain was called (run on the KJ thread)
+  std::function<void()> on_leave;   ///< Node.leave was called (run on the KJ thread)
+};
+
+class service {
+public:
+  using stats_fn = std::function<std::vector<std::pair<std::string, std::string>>()>;
+
+  /// Starts the KJ thread, binds the RPC server, spawns the hosted actors, publishes the first
+  /// view (a ring of this node alone) and joins the seeds. nullptr and `error` on failure.
+  /// `local_shards`: this node's storage shard actors (key -> local_shards[key_hash % n]).
+  /// `route_table`: receives (ring_atom, cluster_view_ptr) on every ring change.
+  /// `stats`: this node's memcached stats (Node.stats; curr_items/bytes for status/members);
+  /// called on the KJ thread, so it must not wait for actors hosted there.
+  static std::unique_ptr<service> start(caf::actor_system& sys, const service_config& cfg,
+                                        std::vector<caf::actor> local_shards,
+                                        caf::actor route_table, stats_fn stats,
+                                        std::string& error);
+
+  ~service();
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  uint16_t rpc_port() const;
+  std::string node_name() const;
+  /// "host:port" advertised to the other members.
+  std::string rpc_address() const;
+
+  /// Graceful: announce leave (bounded ~1 s), quit the hosted actors, then tear down on the
+  /// KJ thread (cancel task sets, destroy the RPC systems, drain the loop) and join the
+  /// thread. Idempotent.
+  void stop();
+  /// Like stop() without the leave announcement: the others find out by failure detection
+  /// (a crash, as far as the cluster can tell). For tests and fatal errors.
+  void halt();
+
+  struct impl;
+
+private:
+  service();
+  void shutdown(bool announce);
+
+  std::unique_ptr<kj_loop> loop_;
+  impl* impl_ = nullptr;  // lives on the KJ thread; destroyed by the teardown
+  std::string name_;
+  std::string address_;
+  uint16_t port_ = 0;
+  bool stopped_ = false;
+};
+
+} // namespace bifrost::cluster

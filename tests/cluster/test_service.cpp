@@ -1,0 +1,606 @@
+// The cluster service in-process: N nodes on 127.0.0.1 (one actor system each, real storage
+// shard actors, a recorder actor standing in for the route table), joined through one seed.
+// Checks convergence, data through peer actors (inline, uploaded and streamed values),
+// replication, failure detection, the RPC queries, hello's version check and teardown.
+// Every wait is bounded.
+#include "cluster/service.hpp"
+
+#include "actors/cluster_view.hpp"
+#include "actors/messages.hpp"
+#include "actors/route_table.hpp"
+#include "actors/storage_shard.hpp"
+#include "cluster/bifrost.capnp.h"
+#include "cluster/convert.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace bifrost;
+using namespace std::chrono_literals;
+namespace rpc = bifrost::cluster::rpc;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t) {
+  return std::chrono::duration<double>(clock_type::now() - t).count();
+}
+
+bool wait_until(std::function<bool()> pred, std::chrono::milliseconds limit) {
+  auto deadline = clock_type::now() + limit;
+  while (clock_type::now() < deadline) {
+    if (pred())
+      return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
+
+struct recorder_state {
+  std::mutex mu;
+  std::vector<actors::cluster_view_ptr> views;
+};
+
+caf::behavior recorder(caf::event_based_actor*, std::shared_ptr<recorder_state> st) {
+  return {
+    [st](actors::ring_atom, actors::cluster_view_ptr& v) {
+      std::lock_guard<std::mutex> g(st->mu);
+      st->views.push_back(std::move(v));
+    },
+  };
+}
+
+struct sys_config : caf::actor_system_config {
+  sys_config() {
+    set("scheduler.max-threads", size_t{2});
+    set("work-stealing.moderate-poll-attempts", size_t{0});
+  }
+};
+
+// One simulated node: an actor system, two storage shards, a recorder and the service.
+struct test_node {
+  explicit test_node(const std::string& name, std::vector<std::string> seeds = {},
+                     uint32_t replicas = 1) {
+    sys = std::make_unique<caf::actor_system>(cfg);
+    for (uint32_t i = 0; i < 2; ++i) {
+      storage::shard_config sc;
+      sc.id = i;
+      sc.memory_limit = 48ull << 20;
+      sc.max_item_size = 8ull << 20;
+      std::string err;
+      auto sh = storage::shard::open(sc, storage::system_clock_seconds, err);
+      BOOST_REQUIRE_MESSAGE(sh, err);
+      shards.push_back(sys->spawn<actors::storage_shard>(nullptr, std::move(sh), 1000ms));
+    }
+    rec = std::make_shared<recorder_state>();
+    route_table = sys->spawn(recorder, rec);
+    cluster::service_config sc;
+    sc.node_name = name;
+    sc.client_address = "127.0.0.1:11211";
+    sc.join = std::move(seeds);
+    sc.replicas = replicas;
+    std::string err;
+    svc = cluster::service::start(
+        *sys, sc, shards, route_table,
+        [name] {
+          return std::vector<std::pair<std::string, std::string>>{
+              {"curr_items", "7"}, {"bytes", "700"}, {"node", name}};
+        },
+        err);
+    BOOST_REQUIRE_MESSAGE(svc, err);
+  }
+
+  ~test_node() {
+    auto t = clock_type::now();
+    svc.reset();
+    teardown_s = seconds_since(t);
+    {
+      std::lock_guard<std::mutex> g(rec->mu);
+      rec->views.clear();
+    }
+    for (auto& s : shards)
+      caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(route_table, caf::exit_reason::user_shutdown);
+    shards.clear();
+    route_table = nullptr;
+    sys.reset();
+  }
+
+  actors::cluster_view_ptr view() {
+    std::lock_guard<std::mutex> g(rec->mu);
+    return rec->views.empty() ? nullptr : rec->views.back();
+  }
+  size_t view_count() {
+    std::lock_guard<std::mutex> g(rec->mu);
+    return rec->views.size();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(svc->rpc_port()); }
+
+  sys_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::vector<caf::actor> shards;
+  caf::actor route_table;
+  std::shared_ptr<recorder_state> rec;
+  std::unique_ptr<cluster::service> svc;
+  double teardown_s = 0;
+};
+
+// Member names of the live members of a view's ring.
+std::vector<std::string> live_names(const actors::cluster_view_ptr& v) {
+  std::vector<std::string> out;
+  if (!v)
+    return out;
+  for (auto& m : v->ring->members())
+    if (m.alive)
+      out.push_back(m.name);
+  return out;
+}
+
+bool converged(std::vector<test_node*> nodes, size_t n) {
+  std::vector<std::string> first;
+  for (auto* nd : nodes) {
+    auto names = live_names(nd->view());
+    if (names.size() != n)
+      return false;
+    if (first.empty())
+      first = names;
+    else if (names != first)
+      return false;
+  }
+  return true;
+}
+
+// A 3-node cluster joined through the first node.
+struct cluster3 {
+  explicit cluster3(uint32_t replicas = 1) {
+    auto t = clock_type::now();
+    nodes.push_back(std::make_unique<test_node>("n1", std::vector<std::string>{}, replicas));
+    auto seed = nodes[0]->address();
+    nodes.push_back(std::make_unique<test_node>("n2", std::vector<std::string>{seed}, replicas));
+    nodes.push_back(std::make_unique<test_node>("n3", std::vector<std::string>{seed}, replicas));
+    bool ok = wait_until([&] { return converged(all(), 3); }, 5000ms);
+    converge_s = seconds_since(t);
+    BOOST_REQUIRE_MESSAGE(ok, "3 nodes did not converge within 5 s");
+    BOOST_TEST_MESSAGE("3 nodes converged in " << converge_s << " s");
+  }
+  std::vector<test_node*> all() {
+    std::vector<test_node*> v;
+    for (auto& n : nodes)
+      if (n)
+        v.push_back(n.get());
+    return v;
+  }
+  std::vector<std::unique_ptr<test_node>> nodes;
+  double converge_s = 0;
+};
+
+struct exec_outcome {
+  bool answered = false;
+  storage::result_batch results;
+  double seconds = 0;
+};
+
+exec_outcome exec(caf::actor_system& sys, const caf::actor& target, storage::op_batch ops,
+                  bool warm = false, std::chrono::milliseconds limit = 10000ms) {
+  caf::scoped_actor self{sys};
+  static uint64_t next_tag = 100;
+  uint64_t tag = ++next_tag;
+  auto t = clock_type::now();
+  if (warm)
+    self->send(target, actors::warm_atom::value, tag, std::move(ops));
+  else
+    self->send(target, actors::exec_atom::value, tag, std::move(ops));
+  exec_outcome out;
+  self->receive(
+      [&](actors::result_atom, uint64_t got, storage::result_batch& r) {
+        out.answered = got == tag;
+        out.results = std::move(r);
+      },
+      caf::after(limit) >> [] {});
+  out.seconds = seconds_since(t);
+  return out;
+}
+
+storage::op set_op(const std::string& key, std::string value, uint32_t flags = 0) {
+  storage::op o;
+  o.kind = storage::op_kind::store;
+  o.mode = storage::store_mode::set;
+  o.key = key;
+  o.value = std::move(value);
+  o.flags = flags;
+  return o;
+}
+
+storage::op get_op(const std::string& key) {
+  storage::op o;
+  o.kind = storage::op_kind::get;
+  o.key = key;
+  return o;
+}
+
+// A key whose primary (in `v`) is not `v->self`; returns the primary's member id.
+std::string remote_key(const actors::cluster_view_ptr& v, const std::string& prefix,
+                       uint32_t& owner) {
+  for (int i = 0;; ++i) {
+    std::string k = prefix + std::to_string(i);
+    cluster::ring::member_id id;
+    BOOST_REQUIRE(v->ring->live_owner_ids(cluster::ring::key_hash(k), 1, &id) == 1);
+    if (id != v->self) {
+      owner = id;
+      return k;
+    }
+  }
+}
+
+std::string pattern(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i)
+    s[i] = static_cast<char>(seed + (i * 7 + i / 4096) % 61);
+  return s;
+}
+
+// A raw Cap'n Proto client (own KJ loop on the test thread), like bifrostctl.
+struct raw_client {
+  explicit raw_client(const std::string& address)
+    : io(kj::setupAsyncIo()),
+      stream(io.provider->getNetwork().parseAddress(address).wait(io.waitScope)->connect().wait(
+          io.waitScope)),
+      net(*stream, capnp::rpc::twoparty::Side::CLIENT, cluster::rpc_reader_options()),
+      sys(capnp::makeRpcClient(net)) {
+    capnp::MallocMessageBuilder msg(8);
+    auto vat = msg.initRoot<capnp::rpc::twoparty::VatId>();
+    vat.setSide(capnp::rpc::twoparty::Side::SERVER);
+    node = sys.bootstrap(vat).castAs<rpc::Node>();
+  }
+  kj::AsyncIoContext io;
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork net;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> sys;
+  rpc::Node::Client node{nullptr};
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(service)
+
+BOOST_AUTO_TEST_CASE(single_node_publishes_its_own_ring) {
+  test_node n("solo");
+  BOOST_REQUIRE(wait_until([&] { return n.view() != nullptr; }, 2000ms));
+  auto v = n.view();
+  BOOST_TEST(v->ring->size() == 1u);
+  BOOST_TEST(v->ring->member(v->self).name == "solo");
+  BOOST_TEST(v->peers.size() == 1u);
+  BOOST_TEST(!v->peers[0]);
+  BOOST_TEST(!v->previous);
+  BOOST_TEST(n.svc->node_name() == "solo");
+  BOOST_TEST(n.svc->rpc_port() != 0);
+}
+
+BOOST_AUTO_TEST_CASE(three_nodes_converge) {
+  cluster3 c;
+  auto ref = c.nodes[0]->view();
+  for (auto* n : c.all()) {
+    auto v = n->view();
+    BOOST_TEST(live_names(v) == (std::vector<std::string>{"n1", "n2", "n3"}));
+    BOOST_TEST(v->ring->member(v->self).name == n->svc->node_name());
+    // One peer actor per remote member, none for self.
+    for (cluster::ring::member_id id = 0; id < v->ring->size(); ++id)
+      BOOST_TEST(static_cast<bool>(v->peers[id]) == (id != v->self));
+    BOOST_TEST(v->previous != nullptr);
+    BOOST_TEST(v->warm_until_ms > 0);
+  }
+  // Peer actors are reused across rebuilds: n1's peer for n2 is the same in its last two views.
+  auto& rec = *c.nodes[0]->rec;
+  std::lock_guard<std::mutex> g(rec.mu);
+  BOOST_REQUIRE(rec.views.size() >= 2u);
+  auto& last = rec.views.back();
+  auto id = *last->ring->find("n2");
+  auto pid = last->previous ? last->previous->find("n2") : std::nullopt;
+  if (pid && last->previous_peers[*pid])
+    BOOST_TEST((last->previous_peers[*pid] == last->peers[id]));
+}
+
+BOOST_AUTO_TEST_CASE(exec_through_peer_actors) {
+  cluster3 c;
+  auto& n1 = *c.nodes[0];
+  auto v = n1.view();
+  uint32_t owner = 0;
+  auto key = remote_key(v, "small-", owner);
+  auto peer = v->peers[owner];
+  BOOST_REQUIRE(peer);
+
+  auto r = exec(*n1.sys, peer, {set_op(key, "hello world", 42)});
+  BOOST_REQUIRE(r.answered);
+  BOOST_REQUIRE(r.results.size() == 1u);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::stored));
+
+  r = exec(*n1.sys, peer, {get_op(key), get_op(key + "-missing")});
+  BOOST_REQUIRE(r.answered);
+  BOOST_REQUIRE(r.results.size() == 2u);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::hit));
+  BOOST_TEST(r.results[0].flags == 42u);
+  BOOST_TEST(std::string(r.results[0].value.view()) == "hello world");
+  BOOST_TEST(static_cast<int>(r.results[1].st) == static_cast<int>(storage::status::miss));
+  BOOST_TEST_MESSAGE("small set+get round trips: " << r.seconds * 1000 << " ms");
+
+  // The owner itself has it: ask its own node through another node's view of it.
+  auto owner_name = v->ring->member(owner).name;
+
+  // Empty value.
+  uint32_t eowner = 0;
+  auto ekey = remote_key(v, "empty-", eowner);
+  r = exec(*n1.sys, v->peers[eowner], {set_op(ekey, "")});
+  BOOST_REQUIRE(r.answered);
+  r = exec(*n1.sys, v->peers[eowner], {get_op(ekey)});
+  BOOST_REQUIRE(r.answered);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::hit));
+  BOOST_TEST(r.results[0].value.size() == 0u);
+
+  // 5 MiB: uploaded (store) and streamed (get).
+  auto big = pattern(5u << 20, 'a');
+  std::string bkey;
+  for (int i = 0; bkey.empty(); ++i) {  // a big key on the same owner as `key`
+    uint32_t o = 0;
+    auto k = remote_key(v, "big-" + std::to_string(i) + "-", o);
+    if (o == owner)
+      bkey = k;
+  }
+  auto t = clock_type::now();
+  r = exec(*n1.sys, v->peers[owner], {set_op(bkey, big, 7)});
+  BOOST_REQUIRE(r.answered);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::stored));
+  r = exec(*n1.sys, v->peers[owner], {get_op(bkey), get_op(key)});
+  BOOST_REQUIRE(r.answered);
+  BOOST_REQUIRE(r.results.size() == 2u);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::hit));
+  BOOST_TEST(r.results[0].flags == 7u);
+  BOOST_TEST(r.results[0].value.size() == big.size());
+  BOOST_TEST((r.results[0].value.view() == big));
+  BOOST_TEST(std::string(r.results[1].value.view()) == "hello world");
+  BOOST_TEST_MESSAGE("5 MiB set+get: " << seconds_since(t) * 1000 << " ms");
+
+  // warm_atom: a get that does not count as an access still hits.
+  r = exec(*n1.sys, v->peers[owner], {get_op(key)}, true);
+  BOOST_REQUIRE(r.answered);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::hit));
+  (void) owner_name;
+}
+
+BOOST_AUTO_TEST_CASE(replication_to_second_owner) {
+  cluster3 c(2);
+  auto& n1 = *c.nodes[0];
+  auto v = n1.view();
+  BOOST_TEST(v->replicas == 2u);
+  BOOST_TEST(static_cast<bool>(v->replicator));
+  uint32_t owner = 0;
+  auto key = remote_key(v, "rep-", owner);
+  cluster::ring::member_id owners[2];
+  BOOST_REQUIRE(v->ring->live_owner_ids(cluster::ring::key_hash(key), 2, owners) == 2);
+  auto r = exec(*n1.sys, v->peers[owners[0]], {set_op(key, "replicated", 3)});
+  BOOST_REQUIRE(r.answered);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::stored));
+  // The second owner gets a copy (origin replica) shortly after.
+  bool copied = false;
+  if (owners[1] == v->self) {
+    copied = wait_until([&] {
+      auto x = exec(*n1.sys, n1.shards[actors::key_hash(key) % n1.shards.size()], {get_op(key)});
+      return x.answered && x.results[0].st == storage::status::hit &&
+             std::string(x.results[0].value.view()) == "replicated";
+    }, 3000ms);
+  } else {
+    copied = wait_until([&] {
+      auto x = exec(*n1.sys, v->peers[owners[1]], {get_op(key)}, true);
+      return x.answered && x.results[0].st == storage::status::hit &&
+             std::string(x.results[0].value.view()) == "replicated" && x.results[0].flags == 3;
+    }, 3000ms);
+  }
+  BOOST_TEST(copied);
+}
+
+BOOST_AUTO_TEST_CASE(crashed_node_is_detected_and_unavailable) {
+  cluster3 c;
+  auto& n1 = *c.nodes[0];
+  auto v = n1.view();
+  auto id3 = *v->ring->find("n3");
+  auto peer3 = v->peers[id3];
+  BOOST_REQUIRE(peer3);
+
+  auto t = clock_type::now();
+  c.nodes[2]->svc->halt();  // no leave announcement: a crash as far as the others can tell
+  BOOST_TEST_MESSAGE("halt took " << seconds_since(t) << " s");
+
+  // Right away: the connection is refused -> unavailable, quickly.
+  auto r = exec(*n1.sys, peer3, {get_op("x"), get_op("y")});
+  BOOST_REQUIRE(r.answered);
+  BOOST_REQUIRE(r.results.size() == 2u);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::unavailable));
+  BOOST_TEST(static_cast<int>(r.results[1].st) == static_cast<int>(storage::status::unavailable));
+  BOOST_TEST(r.seconds < 2.5);
+  BOOST_TEST_MESSAGE("exec to a halted node answered unavailable in " << r.seconds * 1000 << " ms");
+
+  auto dead_everywhere = [&] {
+    for (int i = 0; i < 2; ++i) {
+      auto names = live_names(c.nodes[i]->view());
+      if (names != std::vector<std::string>{"n1", "n2"})
+        return false;
+    }
+    return true;
+  };
+  bool detected = wait_until(dead_everywhere, 5000ms);
+  double took = seconds_since(t);
+  BOOST_TEST(detected);
+  BOOST_TEST(took < 3.5);
+  BOOST_TEST_MESSAGE("crash detected by both survivors in " << took << " s");
+
+  // Dead in the view: no peer for it, and the old peer actor answers unavailable at once.
+  auto v2 = n1.view();
+  BOOST_TEST(!v2->peers[*v2->ring->find("n3")]);
+  r = exec(*n1.sys, peer3, {get_op("x")});
+  BOOST_REQUIRE(r.answered);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::unavailable));
+  BOOST_TEST(r.seconds < 0.5);
+}
+
+BOOST_AUTO_TEST_CASE(graceful_stop_is_seen_as_left) {
+  cluster3 c;
+  auto t = clock_type::now();
+  c.nodes[2]->svc->stop();
+  double stop_s = seconds_since(t);
+  bool gone = wait_until([&] {
+    for (int i = 0; i < 2; ++i)
+      if (live_names(c.nodes[i]->view()) != std::vector<std::string>{"n1", "n2"})
+        return false;
+    return true;
+  }, 3000ms);
+  BOOST_TEST(gone);
+  BOOST_TEST(stop_s < 2.5);
+  BOOST_TEST_MESSAGE("graceful stop took " << stop_s << " s; seen by both in "
+                                           << seconds_since(t) << " s");
+  // The leaver is `left` (omitted from the ring input), not dead.
+  auto v = c.nodes[0]->view();
+  BOOST_TEST(!v->ring->find("n3").has_value());
+  c.nodes[2]->svc->stop();  // idempotent
+}
+
+BOOST_AUTO_TEST_CASE(hello_checks_the_schema_version) {
+  test_node n("v1");
+  raw_client cl(n.address());
+  {
+    auto req = cl.node.helloRequest();
+    req.setVersion(rpc::SCHEMA_VERSION);
+    req.initFrom().setName("test");
+    auto r = req.send().wait(cl.io.waitScope);
+    BOOST_TEST(r.getVersion() == rpc::SCHEMA_VERSION);
+    BOOST_TEST(std::string(r.getSelf().getName().cStr()) == "v1");
+  }
+  auto req = cl.node.helloRequest();
+  req.setVersion(rpc::SCHEMA_VERSION + 41);
+  req.initFrom().setName("future");
+  std::string desc;
+  kj::Exception::Type type = kj::Exception::Type::OVERLOADED;
+  try {
+    req.send().wait(cl.io.waitScope);
+  } catch (kj::Exception& e) {
+    desc = e.getDescription().cStr();
+    type = e.getType();
+  }
+  BOOST_TEST_MESSAGE("refusal: " << desc);
+  BOOST_TEST((type == kj::Exception::Type::FAILED));
+  BOOST_TEST(desc.find("version") != std::string::npos);
+  BOOST_TEST(desc.find(std::to_string(rpc::SCHEMA_VERSION)) != std::string::npos);
+  BOOST_TEST(desc.find(std::to_string(rpc::SCHEMA_VERSION + 41)) != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(queries_answer) {
+  cluster3 c;
+  raw_client cl(c.nodes[1]->address());
+  auto& ws = cl.io.waitScope;
+
+  auto st = cl.node.statusRequest().send().wait(ws);
+  auto self = st.getSelf();
+  BOOST_TEST(std::string(self.getInfo().getName().cStr()) == "n2");
+  BOOST_TEST(std::string(self.getInfo().getRpcAddress().cStr()) == c.nodes[1]->address());
+  BOOST_TEST((self.getInfo().getState() == rpc::MemberState::ALIVE));
+  BOOST_TEST(self.getRingShare() > 0.1);
+  BOOST_TEST(self.getRingShare() < 0.6);
+  BOOST_TEST(self.getItems() == 7u);
+  BOOST_TEST(self.getBytes() == 700u);
+  BOOST_TEST(!self.getDraining());
+  BOOST_TEST(std::string(st.getVersion().cStr()).find("bifrost") != std::string::npos);
+
+  auto mem = cl.node.membersRequest().send().wait(ws);
+  BOOST_REQUIRE(mem.getMembers().size() == 3u);
+  double sum = 0;
+  for (auto m : mem.getMembers()) {
+    BOOST_TEST((m.getInfo().getState() == rpc::MemberState::ALIVE));
+    BOOST_TEST(m.getItems() == 7u);  // remote ones asked over RPC
+    sum += m.getRingShare();
+  }
+  BOOST_TEST(sum > 0.999);
+  BOOST_TEST(sum < 1.001);
+
+  auto req = cl.node.ringRequest();
+  req.setKey(cluster::as_data("some-key"));
+  auto rg = req.send().wait(ws);
+  BOOST_REQUIRE(rg.getOwners().size() == 1u);
+  auto expect = c.nodes[1]->view()->ring->live_primary("some-key")->name;
+  BOOST_TEST(std::string(rg.getOwners()[0].getName().cStr()) == expect);
+  BOOST_TEST(rg.getEpoch() == c.nodes[1]->view()->ring->epoch());
+
+  auto stats = cl.node.statsRequest().send().wait(ws);
+  BOOST_REQUIRE(stats.getStats().size() == 3u);
+  BOOST_TEST(std::string(stats.getStats()[2].getValue().cStr()) == "n2");
+
+  cl.node.drainRequest().send().wait(ws);
+  st = cl.node.statusRequest().send().wait(ws);
+  BOOST_TEST(st.getSelf().getDraining());
+
+  // execute through the raw client: a set inline, then a 300 KiB get streamed to our sink.
+  {
+    auto ex = cl.node.executeRequest();
+    auto op = ex.initOps(1)[0];
+    storage::op o = set_op("raw", pattern(300 << 10, 'k'));
+    cluster::to_rpc(o, op);
+    ex.setOrigin(rpc::Origin::CLIENT);
+    auto r = ex.send().wait(ws);
+    BOOST_TEST((r.getResults()[0].getStatus() == rpc::Status::STORED));
+  }
+
+  cl.node.leaveRequest().send().wait(ws);
+  bool left = wait_until([&] {
+    return live_names(c.nodes[0]->view()) == std::vector<std::string>{"n1", "n3"};
+  }, 3000ms);
+  BOOST_TEST(left);
+}
+
+BOOST_AUTO_TEST_CASE(teardown_is_bounded) {
+  auto t = clock_type::now();
+  {
+    cluster3 c;
+    // Traffic in flight while everything stops.
+    {
+      auto v = c.nodes[0]->view();
+      caf::scoped_actor self{*c.nodes[0]->sys};
+      for (uint32_t id = 0; id < v->ring->size(); ++id)
+        if (v->peers[id])
+          for (int i = 0; i < 50; ++i)
+            self->send(v->peers[id], actors::exec_atom::value, uint64_t(i),
+                       storage::op_batch{get_op("k" + std::to_string(i))});
+    }
+    c.nodes[1].reset();
+    c.nodes[0].reset();
+    c.nodes[2].reset();
+  }
+  BOOST_TEST(seconds_since(t) < 15.0);
+}
+
+BOOST_AUTO_TEST_CASE(port_in_use_is_an_error) {
+  test_node n("first");
+  sys_config cfg;
+  caf::actor_system sys(cfg);
+  cluster::service_config sc;
+  sc.node_name = "second";
+  sc.rpc_port = n.svc->rpc_port();
+  std::string err;
+  auto svc = cluster::service::start(sys, sc, {}, caf::actor(), {}, err);
+  BOOST_TEST(!svc);
+  BOOST_TEST(!err.empty());
+  BOOST_TEST_MESSAGE(err);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
