@@ -16,10 +16,6 @@ constexpr size_t max_iov = 64;
 constexpr size_t max_sendfile = 1u << 30;
 
 bool would_block(int e) { return e == EAGAIN || e == EWOULDBLOCK; }
-
-// The socket is full: push out what is corked. A corked partial frame smaller than the MSS
-// would otherwise wait for the cork timer (and with a small send buffer, stall the sender).
-constexpr auto blocked = socket_writer::status::blocked;
 } // namespace
 
 socket_writer::socket_writer(int fd, sendfile_fn sf)
@@ -34,6 +30,15 @@ void socket_writer::cork(bool on) {
   // Fails harmlessly on non-TCP sockets (tests use socketpairs too).
   ::setsockopt(fd_, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
   corked_ = on;
+}
+
+socket_writer::status socket_writer::on_failed_write() {
+  if (!would_block(errno))
+    return status::error;
+  // The socket is full: push out what is corked. A corked partial frame smaller than the MSS
+  // would otherwise wait for the cork timer (and with a small send buffer, stall the sender).
+  cork(false);
+  return status::blocked;
 }
 
 socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
@@ -58,10 +63,7 @@ socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
       if (w < 0) {
         if (errno == EINTR)
           continue;
-        if (!would_block(errno))
-          return status::error;
-        cork(false);
-        return blocked;
+        return on_failed_write();
       }
       q.advance(static_cast<size_t>(w));
       st.bytes += static_cast<uint64_t>(w);
@@ -80,16 +82,12 @@ socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
       if (w < 0) {
         if (errno == EINTR)
           continue;
-        if (would_block(errno)) {
-          cork(false);
-          return blocked;
-        }
         if (errno == EINVAL || errno == ENOSYS) {
           no_sendfile_ = true;
           ++st.fallbacks;
           continue;
         }
-        return status::error;
+        return on_failed_write();
       }
       if (w == 0)
         return status::error;  // the segment is shorter than the slice: never send garbage
@@ -103,10 +101,7 @@ socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
     if (w < 0) {
       if (errno == EINTR)
         continue;
-      if (!would_block(errno))
-        return status::error;
-      cork(false);
-      return blocked;
+      return on_failed_write();
     }
     q.advance(static_cast<size_t>(w));
     st.bytes += static_cast<uint64_t>(w);

@@ -40,6 +40,8 @@ public:
 
 private:
   void cork(bool on);
+  /// After a write failed with `errno` (not EINTR): blocked (uncorked) or error.
+  status on_failed_write();
 
   int fd_;
   sendfile_fn sendfile_;
