@@ -44,9 +44,13 @@ void check_one(std::string_view in, const parser_config& cfg, request& req, requ
         if (r.consumed != 0 || r.swallow != 0) die("incomplete consumed");
         if (r.need != 0 && r.need <= rest.size()) die("need within the input");
         return;
-      case parse_status::close:
-        if (rest.size() <= max_line_length) die("close on a short input");
+      case parse_status::close: {
+        // Legitimate only for a line of more than 2048 bytes or an HTTP request line.
+        std::string_view first = rest.substr(0, rest.find('\n'));
+        if (rest.size() <= max_line_length && first.find("HTTP/") == std::string_view::npos)
+          die("close on a short input");
         return;
+      }
       case parse_status::ok:
       case parse_status::error: {
         if (r.consumed == 0) die("no progress");
