@@ -1,5 +1,6 @@
 #include "actors/connection.hpp"
 
+#include "actors/cluster_view.hpp"
 #include "actors/dispatcher.hpp"
 #include "actors/route_table.hpp"
 
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 
@@ -292,8 +294,71 @@ void connection::handle_request(size_t consumed) {
   }
   p.results.resize(p.ops.size());
   p.outstanding = static_cast<uint32_t>(p.ops.size());
+  if (ctx_.routes->cluster)
+    p.routing.assign(p.ops.size(), op_route{});
   for (uint32_t i = 0; i < p.ops.size(); ++i)
-    route_op(seq, i, ctx_.routes->lookup(p.ops[i].key).shard_index(p.ops[i].key));
+    route_key_op(seq, i);
+}
+
+namespace {
+
+bool is_read(const storage::op& o) {
+  return o.kind == storage::op_kind::get && !o.get_touch && !o.vivify && !o.recache;
+}
+
+bool is_write_success(const storage::op& o, storage::status st) {
+  using storage::status;
+  switch (o.kind) {
+    case storage::op_kind::store:
+      return st == status::stored;
+    case storage::op_kind::remove:
+      return st == status::deleted;
+    case storage::op_kind::arith:
+    case storage::op_kind::touch:
+      return st == status::hit || st == status::stored;
+    case storage::op_kind::get:
+      return (o.get_touch || o.vivify || o.recache) && (st == status::hit || st == status::stored);
+    default:
+      return false;
+  }
+}
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace
+
+void connection::route_key_op(uint64_t seq, uint32_t index) {
+  auto& p = pending_[seq - base_seq_];
+  auto& o = p.ops[index];
+  const auto& snap = *ctx_.routes;
+  if (snap.cluster && snap.cluster->ring && !snap.cluster->ring->empty() &&
+      index < p.routing.size()) {
+    const auto& cv = *snap.cluster;
+    auto& rt = p.routing[index];
+    cluster::ring::member_id owners[16];
+    size_t want = std::min<size_t>(rt.tries + 1u, 16);
+    size_t n = cv.ring->live_owner_ids(cluster::ring::key_hash(o.key), want, owners);
+    if (n < want) {
+      // Every live owner was tried: the key is unavailable right now.
+      p.results[index].st = storage::status::unavailable;
+      --p.outstanding;
+      return;
+    }
+    auto id = owners[rt.tries];
+    if (id != cv.self && id < cv.peers.size() && cv.peers[id]) {
+      rt.local = false;
+      std::string key = o.key;
+      ctx_.dispatch->add(cv.peers[id], id_, seq, index, std::move(o));
+      o.key = std::move(key);
+      return;
+    }
+    rt.local = true;
+  }
+  route_op(seq, index, snap.lookup(o.key).shard_index(o.key));
 }
 
 void connection::route_op(uint64_t seq, uint32_t index, size_t shard) {
@@ -311,8 +376,62 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
   auto& p = pending_[seq - base_seq_];
   if (index >= p.results.size() || p.outstanding == 0)
     return;
+  if (index < p.routing.size() && ctx_.routes && ctx_.routes->cluster) {
+    const auto& cv = *ctx_.routes->cluster;
+    auto& rt = p.routing[index];
+    auto& o = p.ops[index];
+    if (rt.warming) {
+      // Answer of the previous owner: keep a hit here (side effect) and answer with it.
+      rt.warming = false;
+      if (r.st == storage::status::hit && r.value) {
+        storage::op keep;
+        keep.kind = storage::op_kind::store;
+        keep.key = o.key;
+        keep.value.assign(r.value.view().data(), r.value.view().size());
+        keep.flags = r.flags;
+        keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
+        keep.explicit_cas = r.cas;
+        storage::op_batch b;
+        b.push_back(std::move(keep));
+        size_t shard = ctx_.routes->lookup(o.key).shard_index(o.key);
+        send(ctx_.routes->local_shards()[shard], exec_atom::value, uint64_t{0}, std::move(b));
+      } else {
+        r.st = storage::status::miss;
+      }
+    } else if (r.st == storage::status::unavailable && is_read(o)) {
+      // Read failover: the next live owner.
+      ++rt.tries;
+      route_key_op(seq, index);
+      return;
+    } else if (r.st == storage::status::miss && rt.local && is_read(o) && cv.previous &&
+               steady_ms() < cv.warm_until_ms) {
+      // Write-on-miss warming: the key may still live on its owner before the ring changed.
+      cluster::ring::member_id prev[1];
+      if (cv.previous->live_owner_ids(cluster::ring::key_hash(o.key), 1, prev) == 1 &&
+          prev[0] < cv.previous_peers.size() && cv.previous_peers[prev[0]]) {
+        rt.warming = true;
+        storage::op w = o;
+        w.get_value = true;
+        w.get_bump = false;
+        ctx_.dispatch->add(cv.previous_peers[prev[0]], id_, seq, index, std::move(w), true);
+        return;
+      }
+    }
+  }
   p.results[index] = std::move(r);
   --p.outstanding;
+}
+
+void connection::report_writes(pending& p) {
+  const auto& cv = *ctx_.routes->cluster;
+  if (cv.replicas < 2 || !cv.replicator)
+    return;
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
+    if (p.routing[i].local && is_write_success(p.ops[i], p.results[i].st))
+      keys.push_back(p.ops[i].key);
+  if (!keys.empty())
+    send(cv.replicator, replicate_atom::value, std::move(keys));
 }
 
 void connection::handle_local(pending& p) {
@@ -385,9 +504,25 @@ void connection::complete_ready() {
   while (!pending_.empty() && pending_.front().outstanding == 0) {
     auto& p = pending_.front();
     switch (p.kind) {
-      case pending_kind::exec:
-        compose(p.req, p.ops, p.results, out_);
+      case pending_kind::exec: {
+        bool unavailable = false;
+        for (size_t i = 0; i < p.results.size(); ++i)
+          if (p.results[i].st == storage::status::unavailable) {
+            if (is_read(p.ops[i]))
+              p.results[i].st = storage::status::miss;  // a read nobody can serve: a miss
+            else
+              unavailable = true;
+          }
+        if (unavailable) {
+          if (!p.req.noreply)
+            out_.bytes("SERVER_ERROR unavailable\r\n");
+        } else {
+          compose(p.req, p.ops, p.results, out_);
+        }
+        if (!p.routing.empty() && ctx_.routes && ctx_.routes->cluster)
+          report_writes(p);
         break;
+      }
       case pending_kind::flush:
         if (!p.req.noreply)
           out_.bytes("OK\r\n");

@@ -70,8 +70,16 @@ public:
 private:
   enum class pending_kind : uint8_t { exec, flush, stats, immediate };
 
+  /// Where one op went (cluster mode): for failover, warming and replication.
+  struct op_route {
+    uint8_t tries = 0;     // owners already tried (read failover)
+    bool local = false;    // served by this node's shards (this node is the primary)
+    bool warming = false;  // the result in flight is a warm read from the previous owner
+  };
+
   struct pending {
     pending_kind kind = pending_kind::immediate;
+    std::vector<op_route> routing;  // per op, cluster mode only
     proto::request req;        // views point into `line`
     std::string line;          // owned copy of the command line
     std::vector<storage::op> ops;
@@ -91,6 +99,10 @@ private:
   void drop_refused_value(const std::vector<caf::actor>& shards);
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
+  /// Routes a key op: by the ring in a cluster (owner `tries`), else to its local shard.
+  void route_key_op(uint64_t seq, uint32_t index);
+  /// Sends the keys written here as their primary to the replicator (cluster, R > 1).
+  void report_writes(pending& p);
   void on_stats(uint64_t seq, const storage::shard_stats& st);
   void write_out();
   void update_poll();

@@ -31,17 +31,17 @@ void dispatcher::on_exit() {
 }
 
 void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index,
-                     storage::op&& op) {
+                     storage::op&& op, bool warm) {
   outgoing* o = nullptr;
   for (auto& x : out_)
-    if (x.dest == dest) {
+    if (x.dest == dest && x.warm == warm) {
       o = &x;
       break;
     }
   if (o == nullptr) {
     if (out_.empty())
       loop().keep_awake();  // ops may be added outside the poll phase: flush without blocking
-    out_.push_back(outgoing{dest, {}, {}});
+    out_.push_back(outgoing{dest, warm, {}, {}});
     o = &out_.back();
   }
   o->ops.push_back(std::move(op));
@@ -54,7 +54,10 @@ void dispatcher::flush() {
       continue;
     uint64_t tag = next_tag_++;
     inflight_.emplace(tag, std::move(o.refs));
-    send(o.dest, exec_atom::value, tag, std::move(o.ops));
+    if (o.warm)
+      send(o.dest, warm_atom::value, tag, std::move(o.ops));
+    else
+      send(o.dest, exec_atom::value, tag, std::move(o.ops));
   }
   out_.clear();
 }

@@ -32,8 +32,10 @@ public:
   const char* name() const override { return "dispatcher"; }
 
   /// Queues `op` for `dest`; its result goes to connection `conn` (loop_context::by_id) as
-  /// result `index` of pending request `seq`.
-  void add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index, storage::op&& op);
+  /// result `index` of pending request `seq`. `warm`: send as warm_atom (a read for
+  /// write-on-miss warming from a peer) instead of exec_atom.
+  void add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index, storage::op&& op,
+           bool warm = false);
 
 private:
   struct ref {
@@ -43,6 +45,7 @@ private:
   };
   struct outgoing {
     caf::actor dest;
+    bool warm;
     storage::op_batch ops;
     std::vector<ref> refs;
   };

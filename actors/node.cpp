@@ -4,6 +4,8 @@
 #include "actors/dispatcher.hpp"
 #include "actors/io_loop.hpp"
 #include "actors/listener.hpp"
+#include "actors/messages.hpp"
+#include "actors/node_stats.hpp"
 #include "actors/route_table.hpp"
 #include "actors/storage_shard.hpp"
 
@@ -59,15 +61,25 @@ struct node::impl {
 
   ~impl() { stop(); }
 
-  void stop() {
-    if (stopped || !system)
+  bool drained = false;
+
+  void drain() {
+    if (drained || !system)
       return;
-    stopped = true;
+    drained = true;
     // 1. Stop accepting; connections finish what they were asked, then close.
     for (auto& l : listeners)
       caf::anon_send(l, close_atom::value);
     listeners.clear();
-    wait_for([&] { return shared->connections.load() == 0; }, cfg.drain_timeout);
+    if (shared)
+      wait_for([&] { return shared->connections.load() == 0; }, cfg.drain_timeout);
+  }
+
+  void stop() {
+    if (stopped || !system)
+      return;
+    drain();
+    stopped = true;
     // 2. Whatever is still open after the drain timeout is closed now; loops forget routes.
     for (size_t i = 0; i < loops.size(); ++i) {
       auto* ctx = contexts[i].get();
@@ -112,6 +124,51 @@ uint16_t node::port() const {
 
 void node::stop() {
   impl_->stop();
+}
+
+void node::drain() {
+  impl_->drain();
+}
+
+caf::actor_system& node::system() {
+  return *impl_->system;
+}
+
+std::vector<caf::actor> node::shards() const {
+  return impl_->shards;
+}
+
+caf::actor node::route_table() const {
+  return impl_->routes;
+}
+
+std::vector<std::pair<std::string, std::string>>
+node::stats_snapshot(std::chrono::milliseconds timeout) {
+  storage::shard_stats sum;
+  {
+    caf::scoped_actor self{*impl_->system};
+    for (auto& s : impl_->shards)
+      self->request(s, timeout, stats_atom::value)
+        .receive([&](storage::shard_stats& st) { sum += st; }, [](caf::error&) {});
+  }
+  std::string text;
+  compose_stats(*impl_->shared, sum, text);
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find("\r\n", pos);
+    if (nl == std::string::npos)
+      break;
+    std::string_view line(text.data() + pos, nl - pos);
+    pos = nl + 2;
+    if (line.substr(0, 5) != "STAT ")
+      continue;
+    line.remove_prefix(5);
+    size_t sp = line.find(' ');
+    if (sp != std::string_view::npos)
+      out.emplace_back(std::string(line.substr(0, sp)), std::string(line.substr(sp + 1)));
+  }
+  return out;
 }
 
 std::unique_ptr<node> node::start(const node_config& given, std::string& error) {
@@ -174,7 +231,7 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error) 
   snap.version = 1;
   snap.fallback.k = route_target::kind::local;
   snap.fallback.shards = p->shards;
-  p->routes = sys.spawn<route_table>(std::move(snap));
+  p->routes = sys.spawn<actors::route_table>(std::move(snap));
 
   // Listening sockets: the first decides the port (when 0), the others share it.
   std::vector<int> fds;

@@ -13,7 +13,13 @@
 
 #include "actors/node_config.hpp"
 
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include <chrono>
 #include <memory>
+#include <utility>
+#include <vector>
 #include <string>
 
 namespace bifrost::actors {
@@ -26,8 +32,20 @@ public:
 
   /// The port the memcached listener is bound to (useful with port 0).
   uint16_t port() const;
+  /// Stops accepting and waits (bounded by drain_timeout) for open connections to finish;
+  /// closes what remains. Idempotent; stop() calls it first.
+  void drain();
   /// Graceful stop (idempotent): drain, then tear down in order.
   void stop();
+
+  // -- for the daemon's wiring (the cluster service) --------------------------------------
+  caf::actor_system& system();
+  /// The storage shard actors (a key lives on shards()[key_hash(key) % size]).
+  std::vector<caf::actor> shards() const;
+  caf::actor route_table() const;
+  /// memcached's general stats of this node as name/value pairs; asks every shard, bounded
+  /// by `timeout`. Any thread except an I/O loop's.
+  std::vector<std::pair<std::string, std::string>> stats_snapshot(std::chrono::milliseconds timeout);
 
   struct impl;
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bifrost::actors {
 
@@ -25,6 +26,14 @@ struct node_config {
   int verbosity = 0;                      // -v count
   std::chrono::milliseconds sweep_interval{1000};  // expiry sweep period per shard
   std::chrono::milliseconds drain_timeout{5000};   // shutdown: wait for connections to close
+
+  // Cluster (started by bifrostd next to the node: cluster/service.hpp).
+  bool rpc_enabled = true;                // serve the Node RPC (cluster and bifrostctl)
+  std::string rpc_listen;                 // --rpc-listen: default = `listen`
+  int32_t rpc_port = -1;                  // --rpc-port: -1 = memcached port + 1000 (0 if port 0)
+  std::string node_name;                  // --node-name: default "<listen>:<port>"
+  std::vector<std::string> join;          // --join host:port[,host:port...] (RPC addresses)
+  uint32_t replicas = 1;                  // --replicas R
 };
 
 } // namespace bifrost::actors

@@ -37,6 +37,14 @@ caf::behavior route_table::make_behavior() {
                        subscribers_.end());
   });
   return {
+    [this](ring_atom, cluster_view_ptr& view) {
+      auto next = std::make_shared<route_snapshot>(*current_);
+      next->version = current_->version + 1;
+      next->cluster = std::move(view);
+      current_ = std::move(next);
+      for (auto& s : subscribers_)
+        send(s, routes_atom::value, current_);
+    },
     [this](subscribe_atom, caf::actor& who) {
       monitor(who);
       send(who, routes_atom::value, current_);

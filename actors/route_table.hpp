@@ -9,9 +9,11 @@
 // Interface (atoms in actors/messages.hpp):
 //   (subscribe_atom, actor)  the actor receives (routes_atom, route_snapshot_ptr) now and on
 //                            every change; it is unsubscribed when it terminates.
+//   (ring_atom, cluster_view_ptr)  the cluster's placement changed: publish a new snapshot.
 // Thread affinity: snapshots are immutable and shared across threads (shared_ptr<const>).
 #pragma once
 
+#include "actors/cluster_view.hpp"
 #include "actors/messages.hpp"
 
 #include <caf/actor.hpp>
@@ -47,6 +49,9 @@ struct route_snapshot {
   uint64_t version = 0;
   std::vector<route> routes;   // first match wins
   route_target fallback;       // the default route
+  /// In a cluster: keys of the default route are placed by this ring (see cluster_view.hpp);
+  /// null for a standalone node.
+  cluster_view_ptr cluster;
 
   const route_target& lookup(std::string_view key) const noexcept;
   /// Every distinct local shard (for broadcasts: flush_all, stats).

@@ -1,11 +1,18 @@
-// bifrostd: wiring only. Parses the configuration, starts a node, waits for SIGINT/SIGTERM,
-// stops the node in order (see actors/node.hpp) and exits 0.
+// bifrostd: wiring only. Parses the configuration, starts a node and (unless --no-rpc) the
+// cluster service next to it, waits for SIGINT/SIGTERM (or a bifrostctl drain), then stops in
+// order: the node drains its clients, the service leaves the cluster and tears down the KJ
+// thread, the node tears down its actors and loops. Exit status 0.
+#include "actors/messages.hpp"
 #include "actors/node.hpp"
 #include "cli/config.hpp"
+#include "cluster/service.hpp"
+
+#include <caf/send.hpp>
 
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 int main(int argc, char** argv) {
   bifrost::actors::node_config cfg;
@@ -28,12 +35,53 @@ int main(int argc, char** argv) {
     std::cerr << "bifrostd: " << error << "\n";
     return 1;
   }
-  std::printf("bifrostd: serving memcached on %s:%u\n", cfg.listen.c_str(), node->port());
+  std::string listen = cfg.listen + ":" + std::to_string(node->port());
+
+  std::unique_ptr<bifrost::cluster::service> cluster;
+  if (cfg.rpc_enabled) {
+    bifrost::cluster::service_config sc;
+    sc.rpc_host = cfg.rpc_listen.empty() ? cfg.listen : cfg.rpc_listen;
+    if (cfg.rpc_port >= 0)
+      sc.rpc_port = static_cast<uint16_t>(cfg.rpc_port);
+    else
+      sc.rpc_port = node->port() == 0 || node->port() > 64535
+                      ? 0
+                      : static_cast<uint16_t>(node->port() + 1000);
+    sc.node_name = cfg.node_name.empty() ? listen : cfg.node_name;
+    sc.client_address = listen;
+    sc.join = cfg.join;
+    sc.replicas = cfg.replicas;
+    pthread_t main_thread = pthread_self();
+    // bifrostctl drain: the same graceful stop as SIGTERM.
+    sc.on_drain = [main_thread] { pthread_kill(main_thread, SIGTERM); };
+    auto* n = node.get();
+    cluster = bifrost::cluster::service::start(
+      n->system(), sc, n->shards(), n->route_table(),
+      [n] { return n->stats_snapshot(std::chrono::milliseconds(1000)); }, error);
+    if (!cluster) {
+      std::cerr << "bifrostd: --rpc-port: " << error << "\n";
+      node->stop();
+      return 1;
+    }
+    std::printf("bifrostd: serving memcached on %s, rpc on %s as node '%s'\n", listen.c_str(),
+                cluster->rpc_address().c_str(), cluster->node_name().c_str());
+  } else {
+    std::printf("bifrostd: serving memcached on %s\n", listen.c_str());
+  }
   std::fflush(stdout);
+
   int sig = 0;
   sigwait(&stop_signals, &sig);
   if (cfg.verbosity > 0)
     std::fprintf(stderr, "bifrostd: signal %d, draining\n", sig);
+  node->drain();
+  if (cluster) {
+    // Connections route no more keys through the cluster; then leave and tear down.
+    caf::anon_send(node->route_table(), bifrost::actors::ring_atom::value,
+                   bifrost::actors::cluster_view_ptr{});
+    cluster->stop();
+    cluster.reset();
+  }
   node->stop();
   return 0;
 }

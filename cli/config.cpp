@@ -179,6 +179,52 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       if (!s || (*s != "loop" && *s != "scheduler"))
         return where("must be 'loop' or 'scheduler'");
       cfg.shards_on_loops = *s == "loop";
+    } else if (key == "rpc_port") {
+      auto n = integer(0, 65535);
+      if (!n)
+        return where(range(0, 65535));
+      cfg.rpc_port = static_cast<int32_t>(*n);
+    } else if (key == "rpc_listen") {
+      auto s = scalar();
+      if (!s || s->empty())
+        return where("must be an address such as 127.0.0.1");
+      cfg.rpc_listen = *s;
+    } else if (key == "rpc") {
+      auto s = scalar();
+      if (!s || (*s != "on" && *s != "off" && *s != "true" && *s != "false"))
+        return where("must be on or off");
+      cfg.rpc_enabled = *s == "on" || *s == "true";
+    } else if (key == "node_name") {
+      auto s = scalar();
+      if (!s || s->empty())
+        return where("must be a non-empty name");
+      cfg.node_name = *s;
+    } else if (key == "replicas") {
+      auto n = integer(1, 16);
+      if (!n)
+        return where(range(1, 16));
+      cfg.replicas = static_cast<uint32_t>(*n);
+    } else if (key == "join") {
+      std::vector<std::string> seeds;
+      if (v.IsSequence()) {
+        for (const auto& e : v) {
+          if (!e.IsScalar() || e.Scalar().empty())
+            return where("must be a list of host:port");
+          seeds.push_back(e.Scalar());
+        }
+      } else if (auto s = scalar()) {
+        std::stringstream ss(*s);
+        std::string item;
+        while (std::getline(ss, item, ','))
+          if (!item.empty())
+            seeds.push_back(item);
+      } else {
+        return where("must be host:port[,host:port...] or a list");
+      }
+      for (auto& seed : seeds)
+        if (seed.rfind(':') == std::string::npos)
+          return where("'" + seed + "' is not host:port");
+      cfg.join = std::move(seeds);
     } else if (key == "verbosity") {
       auto n = integer(0, 3);
       if (!n)
@@ -204,7 +250,8 @@ std::string load_yaml_file(const std::string& path, actors::node_config& cfg) {
 parse_outcome parse_args(int argc, const char* const* argv, actors::node_config& cfg) {
   CLI::App app{"bifrostd: a Bifrost cache node (memcached text and meta protocol)", "bifrostd"};
   std::string config_file, listen, memory, item_size, sendfile_threshold, data_dir, placement;
-  int64_t port = 0, threads = 0, conns = 0, shards = 0, sched = 0;
+  std::string rpc_listen, node_name, join;
+  int64_t port = 0, threads = 0, conns = 0, shards = 0, sched = 0, rpc_port = 0, replicas = 0;
   app.set_version_flag("--version", "bifrostd 0.1.0");
   // As in memcached, a flag given twice takes its last value.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -224,6 +271,13 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("--shard-placement", placement,
                  "where shard actors run: loop (on the I/O threads, default) or scheduler");
   app.add_option("--scheduler-threads", sched, "CAF scheduler threads (default: one per core)");
+  app.add_option("--rpc-port", rpc_port,
+                 "cluster/bifrostctl RPC port (default: memcached port + 1000; 0 = any)");
+  app.add_option("--rpc-listen", rpc_listen, "RPC listen address (default: -l)");
+  auto* no_rpc = app.add_flag("--no-rpc", "do not serve the RPC port (no cluster, no bifrostctl)");
+  app.add_option("--node-name", node_name, "unique node name (default: <listen>:<port>)");
+  app.add_option("--join", join, "seed nodes' RPC addresses, host:port[,host:port...]");
+  app.add_option("--replicas", replicas, "owners per key in the cluster, 1..16 (default 1)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -298,6 +352,43 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
       return fail("--scheduler-threads", "must be 1..256");
     cfg.scheduler_threads = static_cast<uint32_t>(sched);
   }
+  if (app.count("--rpc-port")) {
+    if (rpc_port < 0 || rpc_port > 65535)
+      return fail("--rpc-port", "must be a port number 0..65535");
+    cfg.rpc_port = static_cast<int32_t>(rpc_port);
+  }
+  if (app.count("--rpc-listen")) {
+    if (rpc_listen.empty())
+      return fail("--rpc-listen", "must be an address such as 127.0.0.1");
+    cfg.rpc_listen = rpc_listen;
+  }
+  if (no_rpc->count() > 0)
+    cfg.rpc_enabled = false;
+  if (app.count("--node-name")) {
+    if (node_name.empty())
+      return fail("--node-name", "must not be empty");
+    cfg.node_name = node_name;
+  }
+  if (app.count("--join")) {
+    cfg.join.clear();
+    std::stringstream ss(join);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      if (item.empty())
+        continue;
+      auto colon = item.rfind(':');
+      if (colon == std::string::npos || colon + 1 == item.size())
+        return fail("--join", "'" + item + "' is not host:port");
+      cfg.join.push_back(item);
+    }
+  }
+  if (app.count("--replicas")) {
+    if (replicas < 1 || replicas > 16)
+      return fail("--replicas", "must be 1..16");
+    cfg.replicas = static_cast<uint32_t>(replicas);
+  }
+  if (!cfg.rpc_enabled && !cfg.join.empty())
+    return fail("--join", "needs the RPC port (drop --no-rpc)");
   if (app.count("--data-dir"))
     cfg.data_dir = data_dir;
   if (verbose->count() > 0)

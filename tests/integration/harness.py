@@ -70,7 +70,8 @@ def server_command(port, item_size=None, conns=None, extra=()):
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
     else:
-        cmd = [BIFROSTD, "-l", "127.0.0.1", "-p", str(port), "-t", "2", "-m", "64"]
+        # --rpc-port 0: the cluster/bifrostctl port on any free port (never port+1000 by chance taken)
+        cmd = [BIFROSTD, "-l", "127.0.0.1", "-p", str(port), "-t", "2", "-m", "64", "--rpc-port", "0"]
     if item_size is not None:
         cmd += ["-I", str(item_size)]
     if conns is not None:
