@@ -349,6 +349,7 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
       return;
     }
     auto id = owners[rt.tries];
+    rt.owner = id;
     if (id != cv.self && id < cv.peers.size() && cv.peers[id]) {
       rt.local = false;
       std::string key = o.key;
@@ -381,7 +382,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     auto& rt = p.routing[index];
     auto& o = p.ops[index];
     if (rt.warming) {
-      // Answer of the previous owner: keep a hit here (side effect) and answer with it.
+      // Answer of the previous owner: keep a hit at the current primary (a side effect the
+      // client does not wait for) and answer with it.
       rt.warming = false;
       if (r.st == storage::status::hit && r.value) {
         storage::op keep;
@@ -393,8 +395,14 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         keep.explicit_cas = r.cas;
         storage::op_batch b;
         b.push_back(std::move(keep));
-        size_t shard = ctx_.routes->lookup(o.key).shard_index(o.key);
-        send(ctx_.routes->local_shards()[shard], exec_atom::value, uint64_t{0}, std::move(b));
+        caf::actor dest;
+        if (rt.local) {
+          dest = ctx_.routes->local_shards()[ctx_.routes->lookup(o.key).shard_index(o.key)];
+        } else if (rt.owner < cv.peers.size()) {
+          dest = cv.peers[rt.owner];
+        }
+        if (dest)  // tag 0: the reply is ignored
+          send(dest, exec_atom::value, uint64_t{0}, std::move(b));
       } else {
         r.st = storage::status::miss;
       }
@@ -403,18 +411,29 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
       ++rt.tries;
       route_key_op(seq, index);
       return;
-    } else if (r.st == storage::status::miss && rt.local && is_read(o) && cv.previous &&
+    } else if (r.st == storage::status::miss && !rt.warmed && is_read(o) && cv.previous &&
                steady_ms() < cv.warm_until_ms) {
       // Write-on-miss warming: the key may still live on its owner before the ring changed.
+      rt.warmed = true;
       cluster::ring::member_id prev[1];
-      if (cv.previous->live_owner_ids(cluster::ring::key_hash(o.key), 1, prev) == 1 &&
-          prev[0] < cv.previous_peers.size() && cv.previous_peers[prev[0]]) {
-        rt.warming = true;
+      auto h = cluster::ring::key_hash(o.key);
+      if (cv.previous->live_owner_ids(h, 1, prev) == 1 &&
+          cv.previous->member(prev[0]).name != cv.ring->member(rt.local ? cv.self : rt.owner).name) {
         storage::op w = o;
         w.get_value = true;
         w.get_bump = false;
-        ctx_.dispatch->add(cv.previous_peers[prev[0]], id_, seq, index, std::move(w), true);
-        return;
+        if (prev[0] < cv.previous_peers.size() && cv.previous_peers[prev[0]]) {
+          rt.warming = true;
+          ctx_.dispatch->add(cv.previous_peers[prev[0]], id_, seq, index, std::move(w), true);
+          return;
+        }
+        if (cv.previous->member(prev[0]).name == cv.ring->member(cv.self).name) {
+          // This node owned the key before: read it from the local shards.
+          rt.warming = true;
+          auto shard = ctx_.routes->lookup(w.key).shard_index(w.key);
+          ctx_.dispatch->add(ctx_.routes->local_shards()[shard], id_, seq, index, std::move(w));
+          return;
+        }
       }
     }
   }

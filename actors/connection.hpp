@@ -75,6 +75,8 @@ private:
     uint8_t tries = 0;     // owners already tried (read failover)
     bool local = false;    // served by this node's shards (this node is the primary)
     bool warming = false;  // the result in flight is a warm read from the previous owner
+    bool warmed = false;   // warming was tried for this op (at most once)
+    uint32_t owner = 0;    // ring member id the op went to
   };
 
   struct pending {
