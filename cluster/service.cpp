@@ -162,9 +162,9 @@ private:
 // -- the core -----------------------------------------------------------------------------------
 
 struct service::impl final : public kj::TaskSet::ErrorHandler {
-  impl(kj_loop& l, kj::AsyncIoContext& i, const service_config& c, std::string addr,
+  impl(std::shared_ptr<kj_loop> l, kj::AsyncIoContext& i, const service_config& c, std::string addr,
        std::vector<caf::actor> sh, caf::actor rt, stats_fn st, kj::Own<kj::ConnectionReceiver> lis)
-    : loop(l), io(i), timer(i.provider->getTimer()), cfg(c), address(std::move(addr)),
+    : loop_ref(std::move(l)), loop(*loop_ref), io(i), timer(i.provider->getTimer()), cfg(c), address(std::move(addr)),
       shards(std::move(sh)), route_table(std::move(rt)), stats(std::move(st)),
       started_ms(now_ms()),
       members(local_member{c.node_name, address, c.client_address, c.weight}, c.swim, now_ms()),
@@ -223,6 +223,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     return id ? *id : static_cast<uint32_t>(ring_ ? ring_->size() : 0);
   }
 
+  std::shared_ptr<kj_loop> loop_ref;  // hosted actors keep the loop alive (see core_actor)
   kj_loop& loop;
   kj::AsyncIoContext& io;
   kj::Timer& timer;
@@ -279,10 +280,18 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
 namespace {
 
-class core_actor : public actors::hosted_actor {
+// hosted_actor's destructor reports to its host, and a handle (in a cluster_view held by the
+// route table, a connection...) may keep the actor alive after the service has stopped: every
+// hosted actor co-owns the kj_loop object. It is a base listed before hosted_actor, so it is
+// destroyed after ~hosted_actor ran.
+struct loop_keeper {
+  std::shared_ptr<kj_loop> kept_loop;
+};
+
+class core_actor : private loop_keeper, public actors::hosted_actor {
 public:
-  core_actor(caf::actor_config& cfg, kj_loop* host, service::impl* core)
-    : actors::hosted_actor(cfg, host), core_(core) {
+  core_actor(caf::actor_config& cfg, std::shared_ptr<kj_loop> host, service::impl* core)
+    : loop_keeper{std::move(host)}, actors::hosted_actor(cfg, kept_loop.get()), core_(core) {
     core_->actors_running.fetch_add(1);
   }
   void on_exit() override {
@@ -298,8 +307,9 @@ protected:
 // Stands for a remote node: like a storage shard, over RPC.
 class peer_actor final : public core_actor {
 public:
-  peer_actor(caf::actor_config& cfg, kj_loop* host, service::impl* core, std::string name)
-    : core_actor(cfg, host, core), name_(std::move(name)) {}
+  peer_actor(caf::actor_config& cfg, std::shared_ptr<kj_loop> host, service::impl* core,
+             std::string name)
+    : core_actor(cfg, std::move(host), core), name_(std::move(name)) {}
   const char* name() const override { return "cluster_peer"; }
 
   caf::behavior make_behavior() override {
@@ -1026,7 +1036,7 @@ caf::actor service::impl::peer_for(const std::string& name) {
   auto it = peer_by_name.find(name);
   if (it != peer_by_name.end())
     return it->second;
-  auto a = loop.system().spawn<peer_actor>(&loop, this, name);
+  auto a = loop.system().spawn<peer_actor>(loop_ref, this, name);
   peer_by_name.emplace(name, a);
   return a;
 }
@@ -1103,9 +1113,9 @@ kj::Promise<void> service::impl::accept_loop() {
 
 void service::impl::start() {
   bootstrap = rpc::Node::Client(kj::heap<node_server>(*this));
-  bridge = loop.system().spawn<bridge_actor>(&loop, this);
+  bridge = loop.system().spawn<bridge_actor>(loop_ref, this);
   if (cfg.replicas > 1)
-    replicator = loop.system().spawn<replicator_actor>(&loop, this);
+    replicator = loop.system().spawn<replicator_actor>(loop_ref, this);
   tasks->add(accept_loop());
   rebuild(true);  // a ring of this node alone
   handle(members.join(cfg.join, now_ms()));
@@ -1151,7 +1161,7 @@ std::unique_ptr<service> service::start(caf::actor_system& sys, const service_co
     return nullptr;
   }
   std::unique_ptr<service> svc(new service());
-  svc->loop_ = std::make_unique<kj_loop>(sys);
+  svc->loop_ = std::make_shared<kj_loop>(sys);
   svc->name_ = cfg.node_name;
   auto* s = svc.get();
   auto err = svc->loop_->start([&, s](kj::AsyncIoContext& io) -> std::string {
@@ -1160,7 +1170,7 @@ std::unique_ptr<service> service::start(caf::actor_system& sys, const service_co
     s->port_ = static_cast<uint16_t>(listener->getPort());
     s->address_ = cfg.rpc_advertise.empty() ? cfg.rpc_host + ":" + std::to_string(s->port_)
                                             : cfg.rpc_advertise;
-    s->impl_ = new impl(*s->loop_, io, cfg, s->address_, std::move(local_shards),
+    s->impl_ = new impl(s->loop_, io, cfg, s->address_, std::move(local_shards),
                         std::move(route_table), std::move(stats), kj::mv(listener));
     s->impl_->start();
     return "";

@@ -96,7 +96,7 @@ private:
   service();
   void shutdown(bool announce);
 
-  std::unique_ptr<kj_loop> loop_;
+  std::shared_ptr<kj_loop> loop_;  // co-owned by the hosted actors (their host must outlive them)
   impl* impl_ = nullptr;  // lives on the KJ thread; destroyed by the teardown
   std::string name_;
   std::string address_;
