@@ -1,0 +1,626 @@
+// Multi-node integration suite: real bifrostd processes (fork/exec) on 127.0.0.1, driven through
+// the memcached text protocol and bifrostctl. Every wait is a bounded poll.
+//
+// Run: test_integration_cluster --log_level=message   ($BIFROST_BIN_DIR overrides the binaries'
+// directory; $BIFROST_IT_KEEP keeps the nodes' stderr files in /tmp/bifrost-it-*).
+#include "cluster_harness.hpp"
+
+#include <boost/test/results_collector.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <exception>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+using namespace bifrost::it;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string fmt(double v, int prec = 3) {
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(prec) << v;
+  return o.str();
+}
+
+std::string value_for(const std::string& key) { return "val:" + key + ":0123456789abcdef"; }
+
+std::vector<std::string> make_keys(const std::string& prefix, size_t n) {
+  std::vector<std::string> v;
+  v.reserve(n);
+  for (size_t i = 0; i < n; ++i)
+    v.push_back(prefix + std::to_string(i));
+  return v;
+}
+
+// Sets every key (value_for) through `port`, pipelined in batches; returns how many were STORED.
+size_t set_all(int port, const std::vector<std::string>& keys, size_t batch = 200) {
+  mc_client c(port, 5s);
+  size_t stored = 0;
+  for (size_t i = 0; i < keys.size(); i += batch) {
+    std::vector<std::pair<std::string, std::string>> kv;
+    for (size_t j = i; j < std::min(keys.size(), i + batch); ++j)
+      kv.emplace_back(keys[j], value_for(keys[j]));
+    for (auto& r : c.set_pipelined(kv))
+      stored += (r == "STORED");
+  }
+  return stored;
+}
+
+struct read_result {
+  size_t hits = 0, misses = 0, wrong = 0;
+  std::vector<std::string> missed;  // first few
+};
+
+read_result read_all(int port, const std::vector<std::string>& keys, size_t batch = 200) {
+  mc_client c(port, 5s);
+  read_result r;
+  for (size_t i = 0; i < keys.size(); i += batch) {
+    std::vector<std::string> b(keys.begin() + static_cast<long>(i),
+                               keys.begin() + static_cast<long>(std::min(keys.size(), i + batch)));
+    auto got = c.get_pipelined(b);
+    for (size_t j = 0; j < b.size(); ++j) {
+      if (!got[j]) {
+        ++r.misses;
+        if (r.missed.size() < 5)
+          r.missed.push_back(b[j]);
+      } else if (*got[j] != value_for(b[j])) {
+        ++r.wrong;
+      } else {
+        ++r.hits;
+      }
+    }
+  }
+  return r;
+}
+
+long stat_of(const node& n, const std::string& name) {
+  auto s = node_stats(n.rpc_port);
+  auto it = s.find(name);
+  return it == s.end() ? -1 : std::stol(it->second);
+}
+
+long sum_items(const std::vector<node*>& ns) {
+  long sum = 0;
+  for (auto* n : ns) {
+    long v = stat_of(*n, "curr_items");
+    if (v < 0)
+      return -1;
+    sum += v;
+  }
+  return sum;
+}
+
+// Dumps the nodes' stderr when the current test case failed (or is unwinding).
+struct logs_on_failure {
+  cluster& c;
+  ~logs_on_failure() {
+    namespace ut = boost::unit_test;
+    bool failed = std::uncaught_exceptions() > 0 ||
+                  !ut::results_collector.results(ut::framework::current_test_case().p_id).passed();
+    if (failed)
+      c.dump_logs();
+  }
+};
+
+// Starts n nodes named n1..nN, each joining n1 (the given joins override), and waits until every
+// node sees all of them alive.
+std::vector<node*> start_cluster(cluster& c, int count, int replicas,
+                                 std::chrono::milliseconds converge = 5000ms) {
+  std::vector<node*> ns;
+  std::vector<std::string> names;
+  for (int i = 1; i <= count; ++i) {
+    std::string name = "n" + std::to_string(i);
+    std::vector<int> join;
+    if (i > 1)
+      join.push_back(ns[0]->rpc_port);
+    ns.push_back(&c.start(name, join, replicas));
+    names.push_back(name);
+  }
+  auto t0 = clock_type::now();
+  bool ok = wait_until([&] { return all_see_alive(ns, names); }, converge, 50ms);
+  report(std::to_string(count) + "-node cluster (R=" + std::to_string(replicas) +
+         ") converged: " + (ok ? "yes" : "NO") + " after " + fmt(seconds_since(t0)) + " s");
+  BOOST_REQUIRE_MESSAGE(ok, "membership did not converge on every node");
+  return ns;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(integration_cluster)
+
+// --------------------------------------------------------------------------------------------
+BOOST_AUTO_TEST_CASE(three_nodes_spread_and_serve_every_key) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 1);
+
+  auto keys = make_keys("spread-", 10000);
+  auto t0 = clock_type::now();
+  size_t stored = set_all(ns[0]->port, keys);
+  report("set 10000 keys through n1: " + std::to_string(stored) + " STORED in " +
+         fmt(seconds_since(t0)) + " s");
+  BOOST_REQUIRE_EQUAL(stored, keys.size());
+
+  for (auto* n : ns) {
+    auto t = clock_type::now();
+    auto r = read_all(n->port, keys);
+    report("read back through " + n->name + ": " + std::to_string(r.hits) + " hits, " +
+           std::to_string(r.misses) + " misses, " + std::to_string(r.wrong) + " wrong in " +
+           fmt(seconds_since(t)) + " s");
+    BOOST_CHECK_EQUAL(r.hits, keys.size());
+    BOOST_CHECK_EQUAL(r.misses, 0u);
+    BOOST_CHECK_EQUAL(r.wrong, 0u);
+  }
+
+  // Per-node items (each node's own stats), and what members reports.
+  std::vector<long> items;
+  for (auto* n : ns)
+    items.push_back(stat_of(*n, "curr_items"));
+  long sum = 0;
+  std::string line = "curr_items per node:";
+  for (size_t i = 0; i < ns.size(); ++i) {
+    sum += items[i];
+    line += " " + ns[i]->name + "=" + std::to_string(items[i]) + " (" +
+            fmt(100.0 * static_cast<double>(items[i]) / 10000.0, 1) + "%)";
+  }
+  report(line);
+  BOOST_CHECK_EQUAL(sum, 10000);
+  for (size_t i = 0; i < ns.size(); ++i) {
+    double share = static_cast<double>(items[i]) / 10000.0;
+    BOOST_CHECK_MESSAGE(std::abs(share - 1.0 / 3) <= 0.15 / 3,
+                        ns[i]->name << " holds " << share << " of the keys (want 1/3 +-15%)");
+  }
+  // members --json items (gossiped/queried; eventually equal to the local counts).
+  bool members_agree = wait_until(
+      [&] {
+        auto j = members(ns[1]->rpc_port);
+        if (!j)
+          return false;
+        long s = 0;
+        for (auto& m : *j)
+          s += m.value("items", 0L);
+        return s == 10000;
+      },
+      5000ms, 100ms);
+  BOOST_CHECK_MESSAGE(members_agree, "members --json items on n2 do not sum to 10000 within 5 s");
+
+  // A multi-key get spanning every node (and a miss) answers in request order.
+  std::vector<std::string> req;
+  for (int i = 0; i < 60; ++i)
+    req.push_back(keys[static_cast<size_t>((i * 7919) % 10000)]);
+  req.insert(req.begin() + 30, "spread-missing-key");
+  for (auto* n : ns) {
+    mc_client m(n->port);
+    auto got = m.multi_get(req);
+    std::vector<std::pair<std::string, std::string>> want;
+    for (auto& k : req)
+      if (k != "spread-missing-key")
+        want.emplace_back(k, value_for(k));
+    BOOST_CHECK_MESSAGE(got == want, "multi-get through " << n->name << " returned " << got.size()
+                                                         << " values, want " << want.size()
+                                                         << " in request order");
+  }
+}
+
+// --------------------------------------------------------------------------------------------
+BOOST_AUTO_TEST_CASE(kill9_detected_and_replicated_writes_survive) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 2);
+  auto keys = make_keys("rep-", 2000);
+  size_t stored = set_all(ns[0]->port, keys);
+  BOOST_REQUIRE_EQUAL(stored, keys.size());
+  auto t_rep = clock_type::now();
+  bool replicated = wait_until([&] { return sum_items(ns) >= 4000; }, 5000ms, 100ms);
+  report("replication: items sum " + std::to_string(sum_items(ns)) + " (want 4000) after " +
+         fmt(seconds_since(t_rep)) + " s");
+  BOOST_CHECK_MESSAGE(replicated, "2000 keys with R=2 did not reach 4000 items within 5 s");
+
+  // A client doing sets and gets through n1 during the kill.
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<clock_type::time_point> failures;
+  std::vector<std::string> failure_what;
+  std::atomic<long> ops{0};
+  std::thread loop([&] {
+    std::unique_ptr<mc_client> m;
+    long i = 0;
+    while (!stop) {
+      std::string k = "bg-" + std::to_string(i++ % 500);
+      std::string why;
+      try {
+        if (!m)
+          m = std::make_unique<mc_client>(ns[0]->port, 1000ms);
+        auto r = m->set(k, value_for(k));
+        if (r != "STORED")
+          why = "set " + k + ": " + r;
+        else {
+          auto g = m->get(k);
+          if (!g)
+            why = "get " + k + ": miss right after set";
+          else if (*g != value_for(k))
+            why = "get " + k + ": wrong value";
+        }
+      } catch (const std::exception& e) {
+        why = e.what();
+        m.reset();
+      }
+      if (!why.empty()) {
+        std::lock_guard<std::mutex> g(mu);
+        failures.push_back(clock_type::now());
+        failure_what.push_back(why);
+      }
+      ++ops;
+    }
+  });
+  std::this_thread::sleep_for(300ms);  // the loop is running before the kill
+
+  node& n3 = *ns[2];
+  c.kill9(n3);
+  auto t_kill = clock_type::now();
+  std::map<std::string, double> seen_dead;
+  while (seen_dead.size() < 2 && seconds_since(t_kill) < 10) {
+    for (auto* o : {ns[0], ns[1]}) {
+      if (seen_dead.count(o->name))
+        continue;
+      auto st = member_states(o->rpc_port);
+      if (st.count("n3") && st["n3"] == "dead")
+        seen_dead[o->name] = seconds_since(t_kill);
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  double detection = 0;
+  for (auto& [n, t] : seen_dead) {
+    detection = std::max(detection, t);
+    report("kill -9 n3: " + n + " declared it dead after " + fmt(t) + " s");
+  }
+  BOOST_REQUIRE_MESSAGE(seen_dead.size() == 2, "n3 not declared dead on every survivor in 10 s");
+  report("failure detection (max over survivors): " + fmt(detection) + " s");
+  BOOST_CHECK_LT(detection, 2.5);
+
+  // Keep the client going past detection + 1 s, then look at when it failed.
+  auto t_end = t_kill + std::chrono::milliseconds(static_cast<long>(detection * 1000) + 2000);
+  while (clock_type::now() < t_end)
+    std::this_thread::sleep_for(20ms);
+  long ops_at_stop = ops;
+  stop = true;
+  loop.join();
+  {
+    std::lock_guard<std::mutex> g(mu);
+    double last = -1;
+    size_t late = 0;
+    for (size_t i = 0; i < failures.size(); ++i) {
+      double at = std::chrono::duration<double>(failures[i] - t_kill).count();
+      last = std::max(last, at);
+      if (at > detection + 1.0) {
+        ++late;
+        if (late <= 5)
+          report("late failure at +" + fmt(at) + " s: " + failure_what[i]);
+      }
+    }
+    report("client loop: " + std::to_string(ops_at_stop) + " ops, " +
+           std::to_string(failures.size()) + " failures" +
+           (failures.empty() ? "" : ", last at +" + fmt(last) + " s after the kill") +
+           (failure_what.empty() ? "" : " (first: " + failure_what.front() + ")"));
+    BOOST_CHECK_MESSAGE(late == 0, late << " failed requests later than detection + 1 s");
+  }
+  BOOST_CHECK_GT(ops_at_stop, 50);
+
+  for (auto* n : {ns[0], ns[1]}) {
+    auto r = read_all(n->port, keys);
+    report("after the kill, read 2000 keys through " + n->name + ": " + std::to_string(r.hits) +
+           " hits, " + std::to_string(r.misses) + " misses, " + std::to_string(r.wrong) +
+           " wrong" + (r.missed.empty() ? "" : " (e.g. " + r.missed.front() + ")"));
+    BOOST_CHECK_EQUAL(r.hits, keys.size());
+  }
+}
+
+// --------------------------------------------------------------------------------------------
+BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 1);
+  auto keys = make_keys("warm-", 3000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+
+  // n3 joins: about a third of the keys now belong to a node that has none of them.
+  auto& n3 = c.start("n3", {ns[0]->rpc_port});
+  ns.push_back(&n3);
+  auto t_join = clock_type::now();
+  bool ok = wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms);
+  report("n3 joined; 3 alive everywhere after " + fmt(seconds_since(t_join)) + " s");
+  BOOST_REQUIRE(ok);
+  long n3_before = stat_of(n3, "curr_items");
+
+  auto t0 = clock_type::now();
+  double ratio = 0, first_ratio = -1, at = 0;
+  int passes = 0;
+  while (seconds_since(t0) < 10) {
+    auto r = read_all(ns[0]->port, keys);
+    ++passes;
+    ratio = static_cast<double>(r.hits) / static_cast<double>(keys.size());
+    if (first_ratio < 0)
+      first_ratio = ratio;
+    BOOST_CHECK_EQUAL(r.wrong, 0u);
+    if (ratio >= 0.9) {
+      at = seconds_since(t0);
+      break;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  report("warm-up through n1: first pass hit ratio " + fmt(first_ratio) + ", " +
+         std::to_string(passes) + " pass(es), last ratio " + fmt(ratio) + " after " +
+         fmt(seconds_since(t0)) + " s");
+  BOOST_CHECK_GE(ratio, 0.9);
+  (void)at;
+
+  // A second read is served (from n3 itself now), through every node.
+  for (auto* n : ns) {
+    auto r = read_all(n->port, keys);
+    double rr = static_cast<double>(r.hits) / static_cast<double>(keys.size());
+    report("second read through " + n->name + ": hit ratio " + fmt(rr));
+    BOOST_CHECK_GE(rr, 0.9);
+  }
+  long n3_after = stat_of(n3, "curr_items");
+  auto share = members(ns[0]->rpc_port);
+  std::string n3_share = "?";
+  if (share)
+    for (auto& m : *share)
+      if (m.value("name", "") == "n3")
+        n3_share = fmt(m.value("ring_share", 0.0));
+  report("n3 curr_items: " + std::to_string(n3_before) + " right after joining, " +
+         std::to_string(n3_after) + " after the reads (ring share " + n3_share + ")");
+  BOOST_CHECK_GT(n3_after, n3_before);
+  BOOST_CHECK_GT(n3_after, 0);
+
+  // And a graceful SIGTERM + restart with the same name and ports rejoins.
+  BOOST_CHECK_EQUAL(c.stop(n3), 0);
+  bool gone = wait_until(
+      [&] {
+        auto a = member_states(ns[0]->rpc_port), b = member_states(ns[1]->rpc_port);
+        return a["n3"] != "alive" && b["n3"] != "alive";
+      },
+      5000ms, 50ms);
+  BOOST_CHECK_MESSAGE(gone, "n1/n2 still show n3 alive 5 s after its SIGTERM");
+  c.restart(n3, {ns[0]->rpc_port});
+  auto t_rejoin = clock_type::now();
+  ok = wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms);
+  report("n3 restarted (same name and ports): 3 alive everywhere: " + std::string(ok ? "yes" : "NO") +
+         " after " + fmt(seconds_since(t_rejoin)) + " s");
+  BOOST_CHECK(ok);
+}
+
+// --------------------------------------------------------------------------------------------
+BOOST_AUTO_TEST_CASE(graceful_leave_and_drain_lose_no_request) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 2);
+  auto keys = make_keys("leave-", 1000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  bool replicated = wait_until([&] { return sum_items(ns) >= 2000; }, 5000ms, 100ms);
+  BOOST_CHECK_MESSAGE(replicated, "1000 keys with R=2 did not reach 2000 items within 5 s");
+
+  std::atomic<bool> stop{false};
+  std::atomic<long> ok_gets{0}, misses{0}, wrong{0};
+  std::mutex mu;
+  std::vector<std::string> errors;
+  std::thread loop([&] {
+    std::unique_ptr<mc_client> m;
+    size_t i = 0;
+    while (!stop) {
+      const std::string& k = keys[i++ % keys.size()];
+      try {
+        if (!m)
+          m = std::make_unique<mc_client>(ns[0]->port, 2000ms);
+        auto g = m->get(k);
+        if (!g)
+          ++misses;
+        else if (*g != value_for(k))
+          ++wrong;
+        else
+          ++ok_gets;
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> g(mu);
+        errors.push_back(k + ": " + e.what());
+        m.reset();
+      }
+    }
+  });
+  auto t0 = clock_type::now();
+  std::this_thread::sleep_for(500ms);
+  node& n3 = *ns[2];
+  auto r = run_ctl({"--node", n3.rpc(), "leave"}, 15s);
+  report("bifrostctl leave on n3: exit " + std::to_string(r.exit_code) + " in " + fmt(r.seconds) +
+         " s, stdout: " + r.out + (r.err.empty() ? "" : " stderr: " + r.err));
+  BOOST_CHECK_EQUAL(r.exit_code, 0);
+  auto t_leave = clock_type::now();
+  bool left = wait_until(
+      [&] {
+        auto a = member_states(ns[0]->rpc_port), b = member_states(ns[1]->rpc_port);
+        return a["n3"] == "left" && b["n3"] == "left";
+      },
+      10000ms, 50ms);
+  report("n3 shown as left on n1 and n2: " + std::string(left ? "yes" : "NO") + " after " +
+         fmt(seconds_since(t_leave)) + " s");
+  BOOST_CHECK(left);
+  // Then SIGTERM it (if leaving did not already end the process), the loop still running.
+  bool exited_by_itself = c.reap(n3);
+  int code = c.stop(n3);
+  report("n3 process after leave: " + std::string(exited_by_itself ? "had exited" : "still running") +
+         "; exit code " + std::to_string(code));
+  BOOST_CHECK_EQUAL(code, 0);
+  while (seconds_since(t0) < 3.0)
+    std::this_thread::sleep_for(20ms);
+  std::this_thread::sleep_for(300ms);
+  stop = true;
+  loop.join();
+  report("get loop through n1 during leave: " + std::to_string(ok_gets.load()) + " hits, " +
+         std::to_string(misses.load()) + " misses, " + std::to_string(wrong.load()) + " wrong, " +
+         std::to_string(errors.size()) + " errors/timeouts" +
+         (errors.empty() ? "" : " (first: " + errors.front() + ")"));
+  BOOST_CHECK_EQUAL(errors.size(), 0u);
+  BOOST_CHECK_EQUAL(wrong.load(), 0);
+  BOOST_CHECK_EQUAL(misses.load(), 0);  // R=2 and a graceful leave: nothing to lose
+  BOOST_CHECK_GT(ok_gets.load(), 100);
+}
+
+// --------------------------------------------------------------------------------------------
+BOOST_AUTO_TEST_CASE(five_nodes_converge) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto t_first = clock_type::now();
+  std::vector<node*> ns;
+  ns.push_back(&c.start("n1", std::vector<int>{}));
+  ns.push_back(&c.start("n2", {ns[0]->rpc_port}));
+  ns.push_back(&c.start("n3", {ns[0]->rpc_port}));
+  ns.push_back(&c.start("n4", {ns[1]->rpc_port}));
+  ns.push_back(&c.start("n5", {ns[1]->rpc_port, ns[0]->rpc_port}));
+  auto t_last = clock_type::now();
+  std::vector<std::string> names = {"n1", "n2", "n3", "n4", "n5"};
+  bool ok = wait_until([&] { return all_see_alive(ns, names); }, 5000ms, 50ms);
+  report("5 nodes: all 5 alive on every node: " + std::string(ok ? "yes" : "NO") + " " +
+         fmt(seconds_since(t_last)) + " s after the last ready line (" +
+         fmt(seconds_since(t_first)) + " s after the first start)");
+  BOOST_REQUIRE(ok);
+
+  for (int k = 0; k < 8; ++k) {
+    std::string key = "conv-" + std::to_string(k * 31);
+    std::set<std::string> answers;
+    std::string first;
+    for (auto* n : ns) {
+      auto r = run_ctl({"--node", n->rpc(), "ring", "--key", key, "--json"}, 5s);
+      BOOST_CHECK_EQUAL(r.exit_code, 0);
+      std::string owners;
+      try {
+        auto j = nlohmann::json::parse(r.out);
+        for (auto& o : j.at("owners"))
+          owners += o.value("role", "") + ":" + o.value("name", "") + " ";
+      } catch (const std::exception& e) {
+        owners = std::string("unparsable: ") + e.what();
+      }
+      if (first.empty())
+        first = owners;
+      answers.insert(owners);
+    }
+    BOOST_CHECK_MESSAGE(answers.size() == 1, "ring --key " << key << " differs across nodes");
+    if (k == 0)
+      report("ring --key " + key + " from every node: " + first);
+  }
+  // And the data agrees: a key set through one node reads through every other.
+  {
+    mc_client m(ns[3]->port);
+    BOOST_CHECK_EQUAL(m.set("conv-data", "x"), "STORED");
+  }
+  for (auto* n : ns) {
+    mc_client m(n->port);
+    auto g = m.get("conv-data");
+    BOOST_CHECK_MESSAGE(g && *g == "x", "conv-data through " << n->name);
+  }
+}
+
+// --------------------------------------------------------------------------------------------
+// The schema-version refusal itself (hello with another schema) is covered in-process by
+// tests/cluster (test_service.cpp) and tests/cli (test_ctl.cpp): a binary of another schema
+// cannot be started here. This case checks bifrostctl's behaviour against wrong peers.
+namespace {
+
+// Accepts on a loopback port; each connection gets `reply` (maybe empty) and is closed.
+struct fake_server {
+  explicit fake_server(std::string reply) : reply_(std::move(reply)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("fake server: bind/listen failed");
+    port = ntohs(a.sin_port);
+    th_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 50) <= 0)
+          continue;
+        int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0)
+          continue;
+        ++accepted;
+        if (!reply_.empty())
+          (void)::send(c, reply_.data(), reply_.size(), MSG_NOSIGNAL);
+        std::this_thread::sleep_for(20ms);
+        ::close(c);
+      }
+    });
+  }
+  ~fake_server() {
+    stop_ = true;
+    th_.join();
+    ::close(fd_);
+  }
+  int port = 0;
+  std::atomic<int> accepted{0};
+
+private:
+  std::string reply_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread th_;
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(incompatible_schema_refused) {
+  struct peer {
+    std::string what;
+    std::string reply;
+  };
+  std::string garbage = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+  for (int i = 0; i < 64; ++i)
+    garbage += static_cast<char>((i * 37 + 11) & 0xff);
+  for (const auto& p : {peer{"garbage-speaking server", garbage},
+                        peer{"accept-and-close server", ""},
+                        peer{"capnp-looking garbage", std::string("\x00\x00\x00\x00\xff\xff\xff\x7f", 8)}}) {
+    fake_server s(p.reply);
+    for (const char* cmd : {"members", "status"}) {
+      auto r = run_ctl({"--node", "127.0.0.1:" + std::to_string(s.port), "--timeout", "2", cmd},
+                       20s);
+      report(std::string("bifrostctl ") + cmd + " against a " + p.what + ": exit " +
+             std::to_string(r.exit_code) + " after " + fmt(r.seconds) + " s; stderr: " + r.err);
+      BOOST_CHECK_MESSAGE(!r.timed_out, "bifrostctl hung against a " << p.what);
+      BOOST_CHECK_NE(r.exit_code, 0);
+      BOOST_CHECK_MESSAGE(!r.err.empty(), "no message on stderr against a " << p.what);
+      BOOST_CHECK_LT(r.seconds, 8.0);
+    }
+    BOOST_CHECK_GT(s.accepted.load(), 0);
+  }
+
+  // Nobody listening: non-zero fast, with a message.
+  int dead = free_port();
+  auto r = run_ctl({"--node", "127.0.0.1:" + std::to_string(dead), "members", "--json"}, 10s);
+  report("bifrostctl members against a dead port: exit " + std::to_string(r.exit_code) + " after " +
+         fmt(r.seconds) + " s; stderr: " + r.err);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK(!r.err.empty());
+  BOOST_CHECK(r.out.empty());
+  BOOST_CHECK_LT(r.seconds, 2.0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
