@@ -389,7 +389,9 @@ class StatsTest(ServerTestCase):
         for e in extra:
             e.call(b"version\r\n")
         after = raw_stats(c)
-        self.assertGreaterEqual(int(after["curr_connections"]), int(before["curr_connections"]) + 3)
+        # curr_connections also drops as earlier tests' connections finish closing (memcached
+        # closes them asynchronously), so compare it with what is surely open: c and 3 extra.
+        self.assertGreaterEqual(int(after["curr_connections"]), 4)
         self.assertGreaterEqual(int(after["total_connections"]), int(before["total_connections"]) + 3)
 
     def test_stats_settings(self):
