@@ -376,8 +376,7 @@ node& cluster::spawn(node& n, const node_options& opt) {
         break;  // stdout closed: the process is gone
     }
     auto nl = got.find('\n');
-    if (nl != std::string::npos && got.compare(0, nl, "") != 0 &&
-        got.find("serving memcached") < nl)
+    if (nl != std::string::npos && got.find("serving memcached") < nl)
       ready = true;
     if (reap(n))
       break;
