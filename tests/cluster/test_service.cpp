@@ -21,6 +21,11 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -274,6 +279,27 @@ struct raw_client {
   rpc::Node::Client node{nullptr};
 };
 
+// A TCP socket listening on 127.0.0.1:<free port> that never accepts: connections complete in
+// the backlog and are never answered (a hung node).
+struct silent_listener {
+  silent_listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    BOOST_REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    BOOST_REQUIRE(::listen(fd, 64) == 0);
+    socklen_t len = sizeof a;
+    BOOST_REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port = ntohs(a.sin_port);
+  }
+  ~silent_listener() { ::close(fd); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
+  int fd = -1;
+  uint16_t port = 0;
+};
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(service)
@@ -475,6 +501,41 @@ BOOST_AUTO_TEST_CASE(graceful_stop_is_seen_as_left) {
   auto v = c.nodes[0]->view();
   BOOST_TEST(!v->ring->find("n3").has_value());
   c.nodes[2]->svc->stop();  // idempotent
+}
+
+BOOST_AUTO_TEST_CASE(hung_peer_times_out) {
+  test_node n("n1");
+  silent_listener ghost;
+  {
+    // A "ghost" member joins through a raw client, advertising an address that never answers.
+    raw_client cl(n.address());
+    auto req = cl.node.swimRequest();
+    auto m = req.initMsg();
+    m.setKind(rpc::SwimMessage::Kind::JOIN);
+    m.setFrom("ghost");
+    m.setFromAddress(ghost.address());
+    auto me = m.initMembers(1)[0];
+    me.setName("ghost");
+    me.setRpcAddress(ghost.address());
+    me.setState(rpc::MemberState::ALIVE);
+    me.setWeight(1);
+    auto r = req.send().wait(cl.io.waitScope);
+    BOOST_REQUIRE(r.hasReply());
+    BOOST_TEST((r.getReply().getKind() == rpc::SwimMessage::Kind::JOIN_REPLY));
+  }
+  BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
+  auto v = n.view();
+  auto peer = v->peers[*v->ring->find("ghost")];
+  BOOST_REQUIRE(peer);
+  auto r = exec(*n.sys, peer, {get_op("a"), set_op("b", "c")});
+  BOOST_REQUIRE(r.answered);
+  BOOST_REQUIRE(r.results.size() == 2u);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::unavailable));
+  BOOST_TEST(static_cast<int>(r.results[1].st) == static_cast<int>(storage::status::unavailable));
+  BOOST_TEST(r.seconds < 3.0);
+  BOOST_TEST_MESSAGE("exec to a hung peer answered unavailable in " << r.seconds << " s");
+  // Failure detection declares it dead (it never acks).
+  BOOST_TEST(wait_until([&] { return live_names(n.view()).size() == 1; }, 4000ms));
 }
 
 BOOST_AUTO_TEST_CASE(hello_checks_the_schema_version) {
