@@ -182,6 +182,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   // -- local execution (bridge) --
   kj::Promise<storage::result_batch> local_execute(storage::op_batch ops);
+  /// For callers that are not members (bifrostctl): each op goes to its key's live primary,
+  /// local shards or a peer over RPC (origin client); local writes are replicated.
+  kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops);
   void on_local_result(uint64_t tag, storage::result_batch&& r) {
     auto it = pending.find(tag);
     if (it == pending.end())
@@ -271,7 +274,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   size_t swim_in_flight = 0;
 
   kj::Own<kj::ConnectionReceiver> listener;
-  kj::Maybe<rpc::Node::Client> bootstrap;
+  bool serving = false;
   kj::Own<kj::TaskSet> tasks;       // accept loop, server connections, calls, sends
   kj::Promise<void> ticking = nullptr;
 };
@@ -454,6 +457,7 @@ storage::op_batch read_ops(capnp::List<rpc::Op>::Reader list, rpc::Origin origin
   return ops;
 }
 
+// One per server connection: `hello` tells a member (it sends its RPC address) from a tool.
 class node_server final : public rpc::Node::Server {
 public:
   explicit node_server(service::impl& core) : core_(core) {}
@@ -465,6 +469,8 @@ protected:
       kj::throwFatalException(KJ_EXCEPTION(
           FAILED, kj::str("schema version mismatch: this node speaks version ",
                           rpc::SCHEMA_VERSION, ", the peer speaks version ", peer)));
+    auto from = context.getParams().getFrom();
+    member_ = from.getName().size() > 0 && from.getRpcAddress().size() > 0;
     auto r = context.getResults();
     r.setVersion(rpc::SCHEMA_VERSION);
     self_info(r.initSelf());
@@ -494,11 +500,16 @@ protected:
     auto ops = read_ops(params.getOps(), origin);
     bool can_stream = params.hasSink();
     rpc::ValueSink::Client sink = can_stream ? params.getSink() : rpc::ValueSink::Client(nullptr);
+    // A member sent these ops to us as their owner; a tool (bifrostctl) sends any key to any
+    // node, so its ops are routed to their owners.
+    bool route = !member_ && origin == rpc::Origin::CLIENT;
     std::shared_ptr<storage::op_batch> keys;
-    if (origin == rpc::Origin::CLIENT && core_.cfg.replicas > 1)
+    if (!route && origin == rpc::Origin::CLIENT && core_.cfg.replicas > 1)
       keys = std::make_shared<storage::op_batch>(ops);
     auto& core = core_;
-    return core_.local_execute(std::move(ops))
+    auto results = route ? core_.routed_execute(std::move(ops))
+                         : core_.local_execute(std::move(ops));
+    return results
         .then([context, can_stream, sink = kj::mv(sink), keys, origin,
                &core](storage::result_batch rs) mutable -> kj::Promise<void> {
           auto list = context.getResults().initResults(static_cast<unsigned>(rs.size()));
@@ -640,6 +651,7 @@ private:
   }
 
   service::impl& core_;
+  bool member_ = false;  // hello came from a cluster member
 };
 
 struct server_conn {
@@ -988,6 +1000,56 @@ void service::impl::replicate(std::vector<std::string> keys) {
                  }));
 }
 
+kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_batch ops) {
+  size_t n = ops.size();
+  if (n == 0 || stopping)
+    return unavailable(n);
+  uint32_t self = ring_self();
+  struct group {
+    std::vector<size_t> idx;
+    storage::op_batch ops;
+  };
+  std::map<uint32_t, group> groups;  // by member id of ring_; `self` = the local shards
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t id = self;
+    ring::member_id owner;
+    if (ring_ && ops[i].kind != storage::op_kind::flush &&
+        ring_->live_owner_ids(ring::key_hash(ops[i].key), 1, &owner) == 1)
+      id = owner;
+    groups[id].idx.push_back(i);
+    groups[id].ops.push_back(std::move(ops[i]));
+  }
+  auto idx = std::make_shared<std::vector<std::vector<size_t>>>();
+  auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(groups.size());
+  for (auto& [id, g] : groups) {
+    idx->push_back(std::move(g.idx));
+    if (id == self) {
+      auto local = std::make_shared<storage::op_batch>(g.ops);
+      promises.add(local_execute(std::move(g.ops)).then([this, local](storage::result_batch rs) {
+        maybe_replicate(*this, *local, rs, rpc::Origin::CLIENT);
+        return rs;
+      }));
+    } else {
+      promises.add(remote_execute(ring_->member(id).address, std::move(g.ops),
+                                  rpc::Origin::CLIENT));
+    }
+  }
+  return kj::joinPromises(promises.finish())
+      .then([n, idx](kj::Array<storage::result_batch> parts) {
+        storage::result_batch rs(n);
+        for (size_t g = 0; g < parts.size(); ++g) {
+          auto& ix = (*idx)[g];
+          for (size_t j = 0; j < ix.size(); ++j) {
+            if (j < parts[g].size())
+              rs[ix[j]] = std::move(parts[g][j]);
+            else
+              rs[ix[j]].st = storage::status::unavailable;
+          }
+        }
+        return rs;
+      });
+}
+
 // -- membership ---------------------------------------------------------------------------------
 
 void service::impl::handle(output&& out) {
@@ -1102,8 +1164,8 @@ void service::impl::quit_actors() {
 
 kj::Promise<void> service::impl::accept_loop() {
   return listener->accept().then([this](kj::Own<kj::AsyncIoStream> s) {
-    KJ_IF_MAYBE (b, bootstrap) {
-      auto c = kj::heap<server_conn>(kj::mv(s), *b);
+    if (serving) {
+      auto c = kj::heap<server_conn>(kj::mv(s), kj::heap<node_server>(*this));
       auto& net = c->net;
       tasks->add(net.onDisconnect().attach(kj::mv(c)));
     }
@@ -1112,7 +1174,7 @@ kj::Promise<void> service::impl::accept_loop() {
 }
 
 void service::impl::start() {
-  bootstrap = rpc::Node::Client(kj::heap<node_server>(*this));
+  serving = true;
   bridge = loop.system().spawn<bridge_actor>(loop_ref, this);
   if (cfg.replicas > 1)
     replicator = loop.system().spawn<replicator_actor>(loop_ref, this);
@@ -1137,7 +1199,7 @@ void service::impl::shutdown() {
   calls.clear();
   pending.clear();
   listener = nullptr;
-  bootstrap = nullptr;
+  serving = false;
   peer_by_name.clear();
   peers_.clear();
   bridge = nullptr;

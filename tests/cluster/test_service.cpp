@@ -300,6 +300,33 @@ struct silent_listener {
   uint16_t port = 0;
 };
 
+// bifrostctl's sink: collects streamed chunks.
+struct sink_data {
+  std::string bytes;
+  uint32_t writes = 0;
+  bool finished = false;
+};
+class test_sink final : public rpc::ValueSink::Server {
+public:
+  explicit test_sink(std::shared_ptr<sink_data> d) : d_(std::move(d)) {}
+
+protected:
+  kj::Promise<void> write(WriteContext context) override {
+    auto c = context.getParams().getChunk();
+    d_->bytes.append(reinterpret_cast<const char*>(c.begin()), c.size());
+    ++d_->writes;
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> finish(FinishContext context) override {
+    d_->finished = true;
+    context.getResults().initResults(0);
+    return kj::READY_NOW;
+  }
+
+private:
+  std::shared_ptr<sink_data> d_;
+};
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(service)
@@ -536,6 +563,68 @@ BOOST_AUTO_TEST_CASE(hung_peer_times_out) {
   BOOST_TEST_MESSAGE("exec to a hung peer answered unavailable in " << r.seconds << " s");
   // Failure detection declares it dead (it never acks).
   BOOST_TEST(wait_until([&] { return live_names(n.view()).size() == 1; }, 4000ms));
+}
+
+BOOST_AUTO_TEST_CASE(tool_requests_are_routed_to_owners) {
+  cluster3 c;
+  // Like bifrostctl: hello as a tool, then set through one node and get through another.
+  auto hello = [](raw_client& cl) {
+    auto req = cl.node.helloRequest();
+    req.setVersion(rpc::SCHEMA_VERSION);
+    req.initFrom().setName("bifrostctl");
+    req.send().wait(cl.io.waitScope);
+  };
+  std::vector<std::string> keys;
+  for (int i = 0; i < 12; ++i)
+    keys.push_back("tool-" + std::to_string(i));
+  auto big = pattern(700 << 10, 'q');
+  {
+    raw_client a(c.nodes[0]->address());  // one KJ loop per thread: one client at a time
+    hello(a);
+    auto req = a.node.executeRequest();
+    auto ops = req.initOps(static_cast<unsigned>(keys.size()));
+    for (size_t i = 0; i < keys.size(); ++i)
+      cluster::to_rpc(set_op(keys[i], i == 3 ? big : "v" + std::to_string(i)),
+                      ops[static_cast<unsigned>(i)]);
+    req.setOrigin(rpc::Origin::CLIENT);
+    auto r = req.send().wait(a.io.waitScope);
+    BOOST_REQUIRE(r.getResults().size() == keys.size());
+    for (auto x : r.getResults())
+      BOOST_TEST((x.getStatus() == rpc::Status::STORED));
+  }
+  // Every key landed on its owner (checked through the owner's own shards).
+  auto v = c.nodes[0]->view();
+  for (auto& k : keys) {
+    auto owner = v->ring->live_primary(k)->name;
+    test_node* n = nullptr;
+    for (auto* x : c.all())
+      if (x->svc->node_name() == owner)
+        n = x;
+    BOOST_REQUIRE(n);
+    auto r = exec(*n->sys, n->shards[actors::key_hash(k) % n->shards.size()], {get_op(k)});
+    BOOST_TEST(r.answered);
+    BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::hit));
+  }
+  raw_client b(c.nodes[2]->address());
+  hello(b);
+  auto data = std::make_shared<sink_data>();
+  auto req = b.node.executeRequest();
+  auto ops = req.initOps(2);
+  cluster::to_rpc(get_op(keys[3]), ops[0]);
+  cluster::to_rpc(get_op(keys[5]), ops[1]);
+  req.setOrigin(rpc::Origin::CLIENT);
+  req.setSink(kj::heap<test_sink>(data));
+  auto r = req.send().wait(b.io.waitScope);
+  BOOST_REQUIRE(r.getResults().size() == 2u);
+  auto r0 = r.getResults()[0];
+  BOOST_TEST((r0.getStatus() == rpc::Status::HIT));
+  BOOST_TEST(r0.getStreamed());
+  BOOST_TEST(r0.getValueSize() == big.size());
+  BOOST_TEST(data->bytes.size() == big.size());
+  BOOST_TEST((data->bytes == big));
+  BOOST_TEST(data->writes == 3u);  // 700 KiB in 256 KiB chunks
+  BOOST_TEST(!data->finished);     // get sinks are never finished
+  BOOST_TEST(cluster::to_string(r.getResults()[1].getValue()) == "v5");
 }
 
 BOOST_AUTO_TEST_CASE(hello_checks_the_schema_version) {
