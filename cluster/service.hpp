@@ -18,6 +18,12 @@
 //   - Replicator actor (hosted): (replicate_atom, keys) copies each key's current state (or its
 //     absence) from the local shards to the key's other live owners (origin replica).
 //
+// Node.execute from a member (its hello carries an RPC address) runs on the local shards: the
+// member routed the ops here. From anyone else (bifrostctl) each op goes to its key's live
+// primary (local shards or a peer). Origin client writes are handed to the replicator (R > 1).
+// A node that left is not in its own ring: cluster_view.self is then ring->size() (no key's
+// owner), so every key goes to the others.
+//
 // Connections: one multiplexed RPC connection per remote RPC address, shared by membership,
 // peer actors and the replicator; `hello` first. Values up to 64 KiB travel inline; larger get
 // results are streamed through the caller's ValueSink, larger stores go through Node.upload.
