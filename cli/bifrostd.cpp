@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
     auto* n = node.get();
     cluster = bifrost::cluster::service::start(
       n->system(), sc, n->shards(), n->route_table(),
-      [n] { return n->stats_snapshot(std::chrono::milliseconds(1000)); }, error);
+      [n] { return n->stats_snapshot(std::chrono::milliseconds(250)); }, error);
     if (!cluster) {
       std::cerr << "bifrostd: --rpc-port: " << error << "\n";
       node->stop();
