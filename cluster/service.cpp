@@ -896,6 +896,24 @@ void service::impl::finish_call(uint64_t id, storage::result_batch&& r) {
 
 // -- local execution ----------------------------------------------------------------------------
 
+// Puts the results of per-destination groups back in request order: group g answered the
+// ops whose original indexes are idx[g]; a missing answer is `unavailable`.
+template <class Index>
+storage::result_batch scatter_results(size_t n, const Index& idx,
+                                      kj::Array<storage::result_batch>& parts) {
+  storage::result_batch rs(n);
+  for (size_t g = 0; g < parts.size(); ++g) {
+    auto& ix = idx[g];
+    for (size_t j = 0; j < ix.size(); ++j) {
+      if (j < parts[g].size())
+        rs[ix[j]] = std::move(parts[g][j]);
+      else
+        rs[ix[j]].st = storage::status::unavailable;
+    }
+  }
+  return rs;
+}
+
 kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batch ops) {
   size_t n = ops.size();
   if (n == 0)
@@ -938,17 +956,7 @@ kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batc
   }
   return kj::joinPromises(promises.finish())
       .then([n, idx](kj::Array<storage::result_batch> parts) {
-        storage::result_batch rs(n);
-        for (size_t g = 0; g < parts.size(); ++g) {
-          auto& ix = (*idx)[g];
-          for (size_t j = 0; j < ix.size(); ++j) {
-            if (j < parts[g].size())
-              rs[ix[j]] = std::move(parts[g][j]);
-            else
-              rs[ix[j]].st = storage::status::unavailable;
-          }
-        }
-        return rs;
+        return scatter_results(n, *idx, parts);
       });
 }
 
@@ -1036,17 +1044,7 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
   }
   return kj::joinPromises(promises.finish())
       .then([n, idx](kj::Array<storage::result_batch> parts) {
-        storage::result_batch rs(n);
-        for (size_t g = 0; g < parts.size(); ++g) {
-          auto& ix = (*idx)[g];
-          for (size_t j = 0; j < ix.size(); ++j) {
-            if (j < parts[g].size())
-              rs[ix[j]] = std::move(parts[g][j]);
-            else
-              rs[ix[j]].st = storage::status::unavailable;
-          }
-        }
-        return rs;
+        return scatter_results(n, *idx, parts);
       });
 }
 
