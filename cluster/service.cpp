@@ -938,7 +938,12 @@ kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batc
     g.ops.push_back(std::move(ops[i]));
   }
   auto idx = std::make_shared<std::vector<std::vector<size_t>>>();
-  auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(groups.size());
+  // Sized to the shards that got ops: a KJ array builder must be filled exactly (debug builds
+  // check it; release builds would silently return a shorter array).
+  size_t used = 0;
+  for (auto& g : groups)
+    used += g.ops.empty() ? 0 : 1;
+  auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(used);
   for (size_t s = 0; s < groups.size(); ++s) {
     if (groups[s].ops.empty())
       continue;

@@ -39,9 +39,15 @@ public:
   }
 };
 
-caf::behavior probe_on_scheduler(caf::event_based_actor*) {
-  return {[](where_atom) { return std::hash<std::thread::id>{}(std::this_thread::get_id()); }};
-}
+// A class, not a function: CAF 0.17 dereferences a null shared_ptr<tuple<>> when it spawns a
+// function-based actor without arguments (UBSan reports it in CAF's own header).
+class probe_on_scheduler : public caf::event_based_actor {
+public:
+  using caf::event_based_actor::event_based_actor;
+  caf::behavior make_behavior() override {
+    return {[](where_atom) { return std::hash<std::thread::id>{}(std::this_thread::get_id()); }};
+  }
+};
 
 struct fixture {
   caf::actor_system_config cfg;
@@ -92,7 +98,7 @@ BOOST_FIXTURE_TEST_CASE(scheduler_actor_woken_by_loop_actor_stays_off_the_loop, 
   size_t loop_id = loop_thread_id(loop);
   {
     auto a = sys->spawn<probe_on_loop>(loop);
-    auto s = sys->spawn(probe_on_scheduler);
+    auto s = sys->spawn<probe_on_scheduler>();
     caf::scoped_actor self{*sys};
     for (int i = 0; i < 200; ++i) {
       self->request(a, std::chrono::seconds(5), relay_atom::value, s)
