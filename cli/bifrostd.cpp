@@ -58,13 +58,17 @@ int main(int argc, char** argv) {
     cluster = bifrost::cluster::service::start(
       n->system(), sc, n->shards(), n->route_table(),
       [n] { return n->stats_snapshot(std::chrono::milliseconds(250)); }, error);
-    if (!cluster) {
+    if (!cluster && (cfg.rpc_port >= 0 || !cfg.join.empty())) {
       std::cerr << "bifrostd: --rpc-port: " << error << "\n";
       node->stop();
       return 1;
     }
-    std::printf("bifrostd: serving memcached on %s, rpc on %s as node '%s'\n", listen.c_str(),
-                cluster->rpc_address().c_str(), cluster->node_name().c_str());
+    if (cluster)
+      std::printf("bifrostd: serving memcached on %s, rpc on %s as node '%s'\n", listen.c_str(),
+                  cluster->rpc_address().c_str(), cluster->node_name().c_str());
+    else  // the default RPC port was taken: a standalone node still serves memcached
+      std::printf("bifrostd: serving memcached on %s (no rpc: %s; use --rpc-port)\n",
+                  listen.c_str(), error.c_str());
   } else {
     std::printf("bifrostd: serving memcached on %s\n", listen.c_str());
   }
