@@ -12,12 +12,14 @@ void out_queue::bytes(std::string_view b) {
 }
 
 void out_queue::value(const storage::pinned_slice& v) {
-  if (v.size() < threshold_ || v.fd() < 0) {
+  bool sendfile = v.fd() >= 0 && v.size() >= threshold_;
+  if (!sendfile && v.size() < inline_copy_max) {
     bytes(v.view());
     return;
   }
   chunk c;
   c.slice = v;
+  c.use_sendfile = sendfile;
   chunks_.push_back(std::move(c));
   pending_ += v.size();
 }

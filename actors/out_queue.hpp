@@ -1,8 +1,10 @@
 // The output queue of one connection: response bytes and pinned value slices, in order.
 //
-// Small values are copied from the segment mapping into the byte stream; values at or above
-// the sendfile threshold are queued as pinned slices and sent with sendfile(2) from the
-// segment file (the slice keeps the segment alive until the send completes).
+// Values at or above the sendfile threshold are queued as pinned slices and sent with
+// sendfile(2) from the segment file; below it, small values (< inline_copy_max) are copied
+// into the byte stream and the others queued as slices written with writev straight from the
+// segment mapping (no user-space copy). The slice keeps the segment alive until the send
+// completes.
 //
 // Thread affinity: owned by one connection actor; used only on that connection's loop thread.
 #pragma once
@@ -20,9 +22,13 @@ class out_queue {
 public:
   struct chunk {
     std::string bytes;            // used when !slice
-    storage::pinned_slice slice;  // a value to sendfile
+    storage::pinned_slice slice;  // a value written from its segment
+    bool use_sendfile = false;    // slice: sendfile(2) from the fd; else writev from the mapping
     size_t sent = 0;              // bytes of this chunk already written
   };
+
+  /// Values smaller than this are copied into the byte stream (cheaper than an iovec entry).
+  static constexpr size_t inline_copy_max = 2048;
 
   explicit out_queue(size_t sendfile_threshold = 16 * 1024) : threshold_(sendfile_threshold) {}
 

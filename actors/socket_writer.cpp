@@ -45,16 +45,18 @@ socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
   auto& chunks = q.chunks();
   while (!chunks.empty()) {
     auto& front = chunks.front();
-    if (!front.slice) {
+    if (!front.use_sendfile) {
+      // Response bytes and values written from their segment mapping, in one writev.
       iovec iov[max_iov];
       size_t n = 0;
       auto it = chunks.begin();
-      for (; it != chunks.end() && n < max_iov && !it->slice; ++it, ++n) {
-        iov[n].iov_base = const_cast<char*>(it->bytes.data() + it->sent);
-        iov[n].iov_len = it->bytes.size() - it->sent;
+      for (; it != chunks.end() && n < max_iov && !it->use_sendfile; ++it, ++n) {
+        std::string_view b = it->slice ? it->slice.view() : std::string_view(it->bytes);
+        iov[n].iov_base = const_cast<char*>(b.data() + it->sent);
+        iov[n].iov_len = b.size() - it->sent;
       }
       bool more = it != chunks.end();
-      if (more && it->slice)
+      if (more && it->use_sendfile)
         cork(true);
       msghdr msg{};
       msg.msg_iov = iov;

@@ -138,6 +138,26 @@ BOOST_AUTO_TEST_CASE(small_values_are_copied_not_sendfiled) {
   BOOST_CHECK_EQUAL(st.sendfile_bytes, 0u);
 }
 
+BOOST_AUTO_TEST_CASE(mid_size_values_are_written_from_the_mapping_without_a_copy) {
+  tcp_pair p;
+  auto mid = pattern(16 * 1024, 5);
+  auto seg = make_segment(mid);
+  out_queue q(1u << 20);  // sendfile only from 1 MiB
+  q.bytes("VALUE k 0 16384\r\n");
+  q.value(storage::pinned_slice(seg, 4096, static_cast<uint32_t>(mid.size())));
+  q.bytes("\r\nEND\r\n");
+  // Not copied into the byte stream: queued as a slice that is not sent with sendfile.
+  BOOST_REQUIRE_EQUAL(q.chunks().size(), 3u);
+  BOOST_CHECK(q.chunks()[1].slice);
+  BOOST_CHECK(!q.chunks()[1].use_sendfile);
+  socket_writer wr(p.w);
+  write_stats st;
+  std::string expect = "VALUE k 0 16384\r\n" + mid + "\r\nEND\r\n";
+  auto got = drain(wr, q, p, st, expect.size());
+  BOOST_CHECK(got == expect);
+  BOOST_CHECK_EQUAL(st.sendfile_bytes, 0u);
+}
+
 BOOST_AUTO_TEST_CASE(einval_and_enosys_fall_back_to_copy) {
   for (int e : {EINVAL, ENOSYS}) {
     tcp_pair p;
