@@ -92,70 +92,10 @@ void each_token(std::string_view s, F&& f) {
   }
 }
 
-constexpr bool c_isspace(char c) noexcept {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
-}
-
-/// strtol/strtoull (base 10) plus memcached's end-of-token check: leading whitespace, an
-/// optional sign and at least one digit; what follows must be nothing or whitespace.
-/// `overflow` reports a magnitude above 2^64-1 (ERANGE for both flavours).
-bool scan_number(std::string_view s, bool& neg, uint64_t& mag, bool& overflow) noexcept {
-  size_t i = 0;
-  while (i < s.size() && c_isspace(s[i]))
-    ++i;
-  neg = false;
-  if (i < s.size() && (s[i] == '+' || s[i] == '-'))
-    neg = s[i++] == '-';
-  size_t start = i;
-  mag = 0;
-  overflow = false;
-  while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
-    unsigned d = static_cast<unsigned>(s[i] - '0');
-    if (mag > (UINT64_MAX - d) / 10)
-      overflow = true;
-    else
-      mag = mag * 10 + d;
-    ++i;
-  }
-  if (i == start)
-    return false;
-  return i == s.size() || c_isspace(s[i]);
-}
-
-/// memcached 1.6.18 safe_strtol: a 64-bit strtol, truncated to int32 (no range check).
-bool safe_strtol(std::string_view s, int32_t& out) noexcept {
-  bool neg, ovf;
-  uint64_t mag;
-  if (!scan_number(s, neg, mag, ovf) || ovf)
-    return false;
-  if (neg ? mag > (uint64_t{1} << 63) : mag > static_cast<uint64_t>(INT64_MAX))
-    return false;  // ERANGE
-  uint64_t l = neg ? 0 - mag : mag;
-  out = static_cast<int32_t>(static_cast<uint32_t>(l));
-  return true;
-}
-
-/// memcached safe_strtoull: negative input is accepted unless it wraps to a "negative" value.
-bool safe_strtoull(std::string_view s, uint64_t& out) noexcept {
-  bool neg, ovf;
-  uint64_t mag;
-  if (!scan_number(s, neg, mag, ovf) || ovf)
-    return false;
-  uint64_t l = neg ? 0 - mag : mag;
-  if (static_cast<int64_t>(l) < 0 && neg)
-    return false;
-  out = l;
-  return true;
-}
-
-/// memcached safe_strtoul (64-bit unsigned long, then truncated to uint32).
-bool safe_strtoul(std::string_view s, uint32_t& out) noexcept {
-  uint64_t l;
-  if (!safe_strtoull(s, l))
-    return false;
-  out = static_cast<uint32_t>(l);
-  return true;
-}
+// Tokens are read with memcached's own number readers: proto::safe_strtol/strtoul/strtoull.
+using proto::safe_strtol;
+using proto::safe_strtoul;
+using proto::safe_strtoull;
 
 // -- meta flags -----------------------------------------------------------------------------
 
