@@ -168,7 +168,6 @@ void connection::on_readable() {
 void connection::process_input() {
   if (!ctx_.routes)
     return;  // no route table yet: keep the bytes
-  const auto& shards = ctx_.routes->local_shards();
   while (!closing_ && rpos_ < rend_) {
     if (swallow_ > 0) {
       size_t take = std::min(swallow_, rend_ - rpos_);
@@ -213,7 +212,7 @@ void connection::process_input() {
         p.reply.append("\r\n");
       }
       if (r.swallow > 0)
-        drop_refused_value(shards);
+        drop_refused_value();
       rpos_ += r.consumed;
       swallow_ = r.swallow;
       continue;
@@ -223,7 +222,18 @@ void connection::process_input() {
   complete_ready();
 }
 
-void connection::drop_refused_value(const std::vector<caf::actor>& shards) {
+const caf::actor& connection::local_shard_for(const std::string& key) const {
+  return ctx_.routes->local_shards()[ctx_.routes->lookup(key).shard_index(key)];
+}
+
+void connection::send_side_effect(const caf::actor& dest, storage::op o) {
+  storage::op_batch b;
+  b.push_back(std::move(o));
+  // Fire and forget: the reply carries tag 0, which no batch uses (and is dropped).
+  send(dest, exec_atom::value, uint64_t{0}, std::move(b));
+}
+
+void connection::drop_refused_value() {
   // memcached unlinks the old value of a key whose `set` (or `ms` in set mode) was refused
   // as too large, so that a stale value does not outlive a failed overwrite.
   bool set_mode = req_.cmd == proto::command::set ||
@@ -239,11 +249,8 @@ void connection::drop_refused_value(const std::vector<caf::actor>& shards) {
   } else {
     o.key.assign(req_.keys[0].data(), req_.keys[0].size());
   }
-  size_t shard = ctx_.routes->lookup(o.key).shard_index(o.key);
-  storage::op_batch b;
-  b.push_back(std::move(o));
-  // Fire and forget: the reply carries tag 0, which no batch uses.
-  send(shards[shard], exec_atom::value, uint64_t{0}, std::move(b));
+  const auto& dest = local_shard_for(o.key);  // before `o` is moved from
+  send_side_effect(dest, std::move(o));
 }
 
 connection::pending& connection::push_pending(pending_kind k) {
@@ -393,16 +400,10 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         keep.flags = r.flags;
         keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
         keep.explicit_cas = r.cas;
-        storage::op_batch b;
-        b.push_back(std::move(keep));
-        caf::actor dest;
-        if (rt.local) {
-          dest = ctx_.routes->local_shards()[ctx_.routes->lookup(o.key).shard_index(o.key)];
-        } else if (rt.owner < cv.peers.size()) {
-          dest = cv.peers[rt.owner];
-        }
-        if (dest)  // tag 0: the reply is ignored
-          send(dest, exec_atom::value, uint64_t{0}, std::move(b));
+        if (rt.local)
+          send_side_effect(local_shard_for(o.key), std::move(keep));
+        else if (rt.owner < cv.peers.size() && cv.peers[rt.owner])
+          send_side_effect(cv.peers[rt.owner], std::move(keep));
       } else {
         r.st = storage::status::miss;
       }
@@ -430,8 +431,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         if (cv.previous->member(prev[0]).name == cv.ring->member(cv.self).name) {
           // This node owned the key before: read it from the local shards.
           rt.warming = true;
-          auto shard = ctx_.routes->lookup(w.key).shard_index(w.key);
-          ctx_.dispatch->add(ctx_.routes->local_shards()[shard], id_, seq, index, std::move(w));
+          const auto& shard = local_shard_for(w.key);
+          ctx_.dispatch->add(shard, id_, seq, index, std::move(w));
           return;
         }
       }

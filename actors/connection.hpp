@@ -98,7 +98,11 @@ private:
   void on_readable();
   void process_input();
   void handle_request(size_t consumed);
-  void drop_refused_value(const std::vector<caf::actor>& shards);
+  void drop_refused_value();
+  /// The local storage shard actor that holds `key`.
+  const caf::actor& local_shard_for(const std::string& key) const;
+  /// Sends one op whose reply nobody waits for (a side effect of a request).
+  void send_side_effect(const caf::actor& dest, storage::op o);
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
   /// Routes a key op: by the ring in a cluster (owner `tries`), else to its local shard.
