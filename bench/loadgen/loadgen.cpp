@@ -6,6 +6,9 @@
 // desync closes the connection and counts an error. Every latency sample of the measured window is
 // kept (per thread), merged and sorted, so the percentiles are exact.
 //
+// Several servers (--ports P1,P2,... or --port with a comma list): connection i goes to port
+// i % n; in a cluster any node accepts any key, so the preload may go through any of them.
+//
 // Bounded in time: warmup + duration (+ --grace seconds to drain in-flight replies), preload has
 // its own timeout. Exit codes: 0 ok, 1 usage / cannot connect, 2 preload failed.
 #include <arpa/inet.h>
@@ -39,7 +42,8 @@ namespace {
 
 struct Options {
   std::string host = "127.0.0.1";
-  int port = 11211;
+  int port = 11211;          // the first of ports
+  std::vector<int> ports;    // connection i goes to ports[i % ports.size()]
   int connections = 50;
   int threads = 1;
   int pipeline = 1;
@@ -560,7 +564,9 @@ void usage(FILE* f) {
   fprintf(f,
           "usage: loadgen --duration S [options]\n"
           "  --host H            server address, loopback only (default 127.0.0.1)\n"
-          "  --port P            server port (default 11211)\n"
+          "  --port P[,P2,...]   server port (default 11211); with a comma list, connection i\n"
+          "                      goes to port i %% n (a cluster: any node accepts any key)\n"
+          "  --ports P1,P2,...   the same as --port with a list\n"
           "  --connections C     connections (default 50)\n"
           "  --threads T         event-loop threads (default 1)\n"
           "  --pipeline D        requests in flight per connection (default 1)\n"
@@ -624,12 +630,13 @@ int main(int argc, char** argv) {
   auto sh = std::make_unique<Shared>();
   Options& o = sh->opt;
   enum {
-    OHost = 1000, OPort, OConn, OThreads, OPipe, OKeys, OVsize, OGetRatio, OPreload, OPreloadTimeout,
+    OHost = 1000, OPort, OPorts, OConn, OThreads, OPipe, OKeys, OVsize, OGetRatio, OPreload, OPreloadTimeout,
     OWarmup, ODuration, OMaxOps, OGrace, OJson, OSeed, OVerify, OHelp
   };
   static const option longopts[] = {
       {"host", required_argument, nullptr, OHost},
       {"port", required_argument, nullptr, OPort},
+      {"ports", required_argument, nullptr, OPorts},
       {"connections", required_argument, nullptr, OConn},
       {"threads", required_argument, nullptr, OThreads},
       {"pipeline", required_argument, nullptr, OPipe},
@@ -659,9 +666,24 @@ int main(int argc, char** argv) {
     switch (ch) {
       case OHost: o.host = optarg; break;
       case OPort:
-        if (!parse_u64(optarg, u) || u == 0 || u > 65535) bad("--port");
-        o.port = int(u);
+      case OPorts: {
+        const char* what = ch == OPort ? "--port" : "--ports";
+        std::vector<int> ps;
+        std::string arg = optarg, item;
+        size_t start = 0;
+        for (;;) {
+          size_t comma = arg.find(',', start);
+          item = arg.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+          if (!parse_u64(item.c_str(), u) || u == 0 || u > 65535) bad(what);
+          ps.push_back(int(u));
+          if (comma == std::string::npos) break;
+          start = comma + 1;
+        }
+        if (ps.size() > 1024) bad(what);
+        o.ports = ps;
+        o.port = ps[0];
         break;
+      }
       case OConn:
         if (!parse_u64(optarg, u) || u == 0 || u > 10000) bad("--connections");
         o.connections = int(u);
@@ -721,6 +743,7 @@ int main(int argc, char** argv) {
   if (o.duration < 0) bad("--duration: it is required");
   if (o.threads > o.connections) o.threads = o.connections;
 
+  if (o.ports.empty()) o.ports.push_back(o.port);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(uint16_t(o.port));
@@ -741,13 +764,15 @@ int main(int argc, char** argv) {
   sh->value.resize(size_t(o.value_size));
   for (size_t i = 0; i < sh->value.size(); i++) sh->value[i] = char('a' + (i * 7 + i / 26) % 26);
 
-  // Connect everything up front.
+  // Connect everything up front; connection i goes to ports[i % n].
   std::vector<std::unique_ptr<Worker>> workers;
   for (int t = 0; t < o.threads; t++) workers.push_back(std::make_unique<Worker>(*sh, t));
   for (int i = 0; i < o.connections; i++) {
+    int port = o.ports[size_t(i) % o.ports.size()];
+    sa.sin_port = htons(uint16_t(port));
     int fd = connect_one(sa);
     if (fd < 0) {
-      fprintf(stderr, "loadgen: cannot connect to %s:%d (connection %d): %s\n", o.host.c_str(), o.port, i,
+      fprintf(stderr, "loadgen: cannot connect to %s:%d (connection %d): %s\n", o.host.c_str(), port, i,
               strerror(errno));
       return 1;
     }
@@ -839,7 +864,7 @@ int main(int argc, char** argv) {
         {"latency_us", {{"p50", p50}, {"p90", p90}, {"p99", p99}, {"p99_9", p999}, {"max", pmax}}},
         {"preload", jpre},
         {"config",
-         {{"host", o.host}, {"port", o.port}, {"connections", o.connections}, {"threads", o.threads},
+         {{"host", o.host}, {"port", o.port}, {"ports", o.ports}, {"connections", o.connections}, {"threads", o.threads},
           {"pipeline", o.pipeline}, {"keys", o.keys}, {"value_size", o.value_size}, {"get_ratio", o.get_ratio},
           {"warmup", o.warmup}, {"duration", o.duration}, {"max_ops", o.max_ops}, {"seed", o.seed}}}};
     fprintf(stderr, "%s\n", line);
