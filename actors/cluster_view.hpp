@@ -6,7 +6,8 @@
 //
 // Routing a key (connection): owners = ring->live_owner_ids(hash, replicas). If owners[0] is
 // `self`, the key is served by the local shards (and writes are then reported to `replicator`
-// when replicas > 1); else the ops go to peers[owners[0]], an actor that behaves like a
+// when replicas > 1; with `wait_replicas` the client's reply waits for the replicator's
+// (replicated_atom) answer, else it goes out at once); else the ops go to peers[owners[0]], an actor that behaves like a
 // storage shard (exec_atom -> result_atom). A read whose result is `unavailable` is retried on
 // the next owner. Write-on-miss warming: while now < warm_until_ms, a get that misses at its
 // primary (this node) asks the primary of `previous` (if another node) with warm_atom, stores a
@@ -29,6 +30,7 @@ struct cluster_view {
   std::vector<caf::actor> peers;                  // by member id of `ring`; null for self/dead
   uint32_t replicas = 1;                          // R: owners per key
   caf::actor replicator;                          // replication side-effect actor (may be null)
+  bool wait_replicas = false;                     // writes answer after every live owner stored them
   std::shared_ptr<const cluster::ring> previous;  // placement before the last change, or null
   std::vector<caf::actor> previous_peers;         // by member id of `previous`
   int64_t warm_until_ms = 0;                      // steady-clock ms; warming window end

@@ -108,6 +108,7 @@ caf::behavior connection::make_behavior() {
     // Reply to a fire-and-forget op (tag 0, see drop_refused_value): nothing to do.
     [](result_atom, uint64_t, storage::result_batch&) {},
     [this](stats_atom, uint64_t seq, const storage::shard_stats& st) { on_stats(seq, st); },
+    [this](replicated_atom, uint64_t seq, bool ok) { on_replicated(seq, ok); },
     [this](close_atom) { quit(); },
   };
 }
@@ -248,6 +249,24 @@ void connection::drop_refused_value() {
       return;
   } else {
     o.key.assign(req_.keys[0].data(), req_.keys[0].size());
+  }
+  // In a cluster the key's primary holds it (a peer, or this node), and its replicas follow.
+  const auto& snap = *ctx_.routes;
+  if (snap.cluster && snap.cluster->ring && !snap.cluster->ring->empty()) {
+    const auto& cv = *snap.cluster;
+    cluster::ring::member_id owner;
+    if (cv.ring->live_owner_ids(cluster::ring::key_hash(o.key), 1, &owner) != 1)
+      return;
+    if (owner != cv.self) {
+      if (owner < cv.peers.size() && cv.peers[owner])
+        send_side_effect(cv.peers[owner], std::move(o));  // executed there as a client write
+      return;
+    }
+    std::string key = o.key;
+    send_side_effect(local_shard_for(key), std::move(o));
+    if (cv.replicas > 1 && cv.replicator)
+      send(cv.replicator, replicate_atom::value, std::vector<std::string>{std::move(key)});
+    return;
   }
   const auto& dest = local_shard_for(o.key);  // before `o` is moved from
   send_side_effect(dest, std::move(o));
@@ -439,19 +458,57 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     }
   }
   p.results[index] = std::move(r);
-  --p.outstanding;
+  if (--p.outstanding == 0 && !p.routing.empty())
+    await_replicas(seq, p);
 }
 
-void connection::report_writes(pending& p) {
-  const auto& cv = *ctx_.routes->cluster;
-  if (cv.replicas < 2 || !cv.replicator)
-    return;
+std::vector<std::string> connection::primary_writes(const pending& p) const {
   std::vector<std::string> keys;
   for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
     if (p.routing[i].local && is_write_success(p.ops[i], p.results[i].st))
       keys.push_back(p.ops[i].key);
+  return keys;
+}
+
+void connection::report_writes(pending& p) {
+  const auto& cv = *ctx_.routes->cluster;
+  if (cv.replicas < 2 || !cv.replicator || p.replicated)
+    return;
+  auto keys = primary_writes(p);
   if (!keys.empty())
     send(cv.replicator, replicate_atom::value, std::move(keys));
+}
+
+void connection::await_replicas(uint64_t seq, pending& p) {
+  if (!ctx_.routes || !ctx_.routes->cluster)
+    return;
+  const auto& cv = *ctx_.routes->cluster;
+  if (!cv.wait_replicas || cv.replicas < 2 || !cv.replicator || p.replicated)
+    return;
+  auto keys = primary_writes(p);
+  if (keys.empty())
+    return;
+  p.replicated = true;
+  p.outstanding = 1;  // the replicator's answer
+  send(cv.replicator, replicate_atom::value, std::move(keys), seq);
+}
+
+void connection::on_replicated(uint64_t seq, bool ok) {
+  if (seq < base_seq_ || seq - base_seq_ >= pending_.size())
+    return;
+  auto& p = pending_[seq - base_seq_];
+  if (!p.replicated || p.outstanding != 1)
+    return;
+  if (!ok) {
+    // Stored on the primary, but not on every live owner: the client must not count on it.
+    for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
+      if (p.routing[i].local && is_write_success(p.ops[i], p.results[i].st)) {
+        p.results[i].st = storage::status::unavailable;
+        p.results[i].value = {};
+      }
+  }
+  p.outstanding = 0;
+  complete_ready();
 }
 
 void connection::handle_local(pending& p) {

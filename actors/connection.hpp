@@ -89,6 +89,7 @@ private:
     uint32_t outstanding = 0;
     std::string reply;         // immediate / error reply bytes
     bool close_after = false;  // quit
+    bool replicated = false;   // writes already handed to the replicator (wait_replicas)
     storage::shard_stats stats;
   };
 
@@ -107,8 +108,14 @@ private:
   void route_op(uint64_t seq, uint32_t index, size_t shard);
   /// Routes a key op: by the ring in a cluster (owner `tries`), else to its local shard.
   void route_key_op(uint64_t seq, uint32_t index);
+  /// Keys of `p` this node wrote as their primary (cluster).
+  std::vector<std::string> primary_writes(const pending& p) const;
   /// Sends the keys written here as their primary to the replicator (cluster, R > 1).
   void report_writes(pending& p);
+  /// With wait_replicas: once every op of `p` is done, holds its reply until the replicator
+  /// answers (replicated_atom) for the keys written here as their primary.
+  void await_replicas(uint64_t seq, pending& p);
+  void on_replicated(uint64_t seq, bool ok);
   void on_stats(uint64_t seq, const storage::shard_stats& st);
   void write_out();
   void update_poll();

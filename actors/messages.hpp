@@ -43,8 +43,12 @@ using ring_atom = caf::atom_constant<caf::atom("ring")>;
 /// for write-on-miss warming, no access counted); reply (result_atom, tag, result_batch).
 using warm_atom = caf::atom_constant<caf::atom("warm")>;
 /// (replicate_atom, std::vector<std::string> keys) to the replicator: these keys were written
-/// on this node as their primary; copy their current state (or absence) to the other owners.
+/// on this node as their primary; copy their current state (or absence) to the other owners
+/// (in the background; a batch an owner did not take is retried a few times).
+/// (replicate_atom, keys, uint64_t tag): the same, once, and the sender then receives
+/// (replicated_atom, tag, bool all_acknowledged) — for writes that wait for every replica.
 using replicate_atom = caf::atom_constant<caf::atom("replicate")>;
+using replicated_atom = caf::atom_constant<caf::atom("replicated")>;
 /// A peer actor receives (exec_atom, tag, op_batch) exactly like a storage shard and answers
 /// (result_atom, tag, result_batch); results of an unreachable node have status unavailable.
 

@@ -36,6 +36,7 @@ struct node_config {
   std::string node_name;                  // --node-name: default "<listen>:<port>"
   std::vector<std::string> join;          // --join host:port[,host:port...] (RPC addresses)
   uint32_t replicas = 1;                  // --replicas R
+  bool wait_replicas = false;             // --replication-ack all (default primary)
 };
 
 } // namespace bifrost::actors

@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
     sc.client_address = listen;
     sc.join = cfg.join;
     sc.replicas = cfg.replicas;
+    sc.wait_replicas = cfg.wait_replicas;
     pthread_t main_thread = pthread_self();
     // bifrostctl drain: the same graceful stop as SIGTERM.
     sc.on_drain = [main_thread] { pthread_kill(main_thread, SIGTERM); };

@@ -204,6 +204,11 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       if (!n)
         return where(range(1, 16));
       cfg.replicas = static_cast<uint32_t>(*n);
+    } else if (key == "replication_ack") {
+      auto s = scalar();
+      if (!s || (*s != "primary" && *s != "all"))
+        return where("must be primary or all");
+      cfg.wait_replicas = *s == "all";
     } else if (key == "join") {
       std::vector<std::string> seeds;
       if (v.IsSequence()) {
@@ -278,6 +283,10 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("--node-name", node_name, "unique node name (default: <listen>:<port>)");
   app.add_option("--join", join, "seed nodes' RPC addresses, host:port[,host:port...]");
   app.add_option("--replicas", replicas, "owners per key in the cluster, 1..16 (default 1)");
+  std::string ack;
+  app.add_option("--replication-ack", ack,
+                 "when a write answers: primary (after the primary stored it, default) or all "
+                 "(after every live owner stored it)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -381,6 +390,11 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
         return fail("--join", "'" + item + "' is not host:port");
       cfg.join.push_back(item);
     }
+  }
+  if (app.count("--replication-ack")) {
+    if (ack != "primary" && ack != "all")
+      return fail("--replication-ack", "must be primary or all");
+    cfg.wait_replicas = ack == "all";
   }
   if (app.count("--replicas")) {
     if (replicas < 1 || replicas > 16)

@@ -138,8 +138,12 @@ interface Node {
 
   # Data. Values larger than the inline limit are streamed through `sink` (get results) or
   # uploaded through the sink returned by `upload` (stores).
-  execute @2 (ops :List(Op), origin :Origin, sink :ValueSink) -> (results :List(Result));
-  upload @3 (ops :List(Op), origin :Origin) -> (sink :ValueSink);
+  # `waitReplicas` (origin client only): answer a write after every live owner of its key has
+  # stored it, not after the primary alone; a write some owner did not acknowledge answers
+  # `unavailable` (it is stored on the primary and on the owners that did acknowledge).
+  execute @2 (ops :List(Op), origin :Origin, sink :ValueSink, waitReplicas :Bool)
+      -> (results :List(Result));
+  upload @3 (ops :List(Op), origin :Origin, waitReplicas :Bool) -> (sink :ValueSink);
 
   # Queries (bifrostctl and peers).
   status @4 () -> (self :MemberStatus, version :Text, uptime :UInt64);

@@ -42,6 +42,11 @@ namespace {
 
 using VatId = capnp::rpc::twoparty::VatId;
 
+// Background replication: a batch an owner did not take is sent again this many times, after
+// 200, 600 and 1800 ms (by then failure detection has usually moved the key to a live owner).
+constexpr unsigned replicate_retries = 3;
+constexpr uint64_t replicate_backoff_ms = 200;
+
 uint64_t now_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
@@ -55,9 +60,19 @@ storage::result_batch unavailable(size_t n) {
   return r;
 }
 
-bool is_write(storage::op_kind k) {
-  return k == storage::op_kind::store || k == storage::op_kind::remove ||
-         k == storage::op_kind::arith || k == storage::op_kind::touch;
+// Ops that change the item (a get that touches, vivifies or recaches does too).
+bool is_write(const storage::op& o) {
+  switch (o.kind) {
+    case storage::op_kind::store:
+    case storage::op_kind::remove:
+    case storage::op_kind::arith:
+    case storage::op_kind::touch:
+      return true;
+    case storage::op_kind::get:
+      return o.get_touch || o.vivify || o.recache;
+    default:
+      return false;
+  }
 }
 
 bool changed(const storage::result& r) {
@@ -197,11 +212,18 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // -- remote execution (peer actors, replicator) --
   kj::Promise<rpc::Node::Client> get_conn(const std::string& address);
   kj::Promise<storage::result_batch> remote_execute(const std::string& address,
-                                                    storage::op_batch ops, rpc::Origin origin);
+                                                    storage::op_batch ops, rpc::Origin origin,
+                                                    bool wait_replicas = false);
   void peer_call(const std::string& name, rpc::Origin origin, uint64_t tag, storage::op_batch ops,
                  caf::actor sender, caf::actor self);
   void finish_call(uint64_t id, storage::result_batch&& r);
-  void replicate(std::vector<std::string> keys);
+  /// Copies each key's current local state (or absence) to its other live owners; true when
+  /// every owner acknowledged. A batch an owner did not take is retried `retries` times after
+  /// a backoff (state and owners read again).
+  kj::Promise<bool> replicate(std::vector<std::string> keys, unsigned retries);
+  /// (replicate_atom, keys, tag) from `sender`: replicate once, answer (replicated_atom, tag, ok).
+  void replicate_for(std::vector<std::string> keys, uint64_t tag, caf::actor sender,
+                     caf::actor self);
 
   template <typename T>
   kj::Promise<T> bounded(kj::Promise<T> p, std::shared_ptr<uint64_t> progress,
@@ -261,6 +283,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   };
   uint64_t next_call = 1;
   std::map<uint64_t, call_info> calls;
+  // replications a connection waits for (answered `false` at shutdown)
+  struct repl_wait {
+    caf::actor sender, self;
+    uint64_t tag;
+  };
+  std::map<uint64_t, repl_wait> repl_waits;
 
   // outgoing connections, one per RPC address
   struct client_conn;
@@ -371,9 +399,27 @@ public:
       [this](actors::replicate_atom, std::vector<std::string>& keys) {
         if (!core_)
           return;
-        KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] { core_->replicate(std::move(keys)); })) {
+        KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                       core_->tasks->add(
+                         core_->replicate(std::move(keys), replicate_retries).ignoreResult());
+                     })) {
           std::fprintf(stderr, "bifrost cluster: replicate: %s\n", e->getDescription().cStr());
         }
+      },
+      [this](actors::replicate_atom, std::vector<std::string>& keys, uint64_t tag) {
+        auto sender = caf::actor_cast<caf::actor>(current_sender());
+        auto self = caf::actor_cast<caf::actor>(this);
+        if (core_) {
+          KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                         core_->replicate_for(std::move(keys), tag, sender, self);
+                       })) {
+            std::fprintf(stderr, "bifrost cluster: replicate: %s\n", e->getDescription().cStr());
+          } else {
+            return;
+          }
+        }
+        if (sender)
+          send(sender, actors::replicated_atom::value, tag, false);
       },
     };
   }
@@ -383,8 +429,8 @@ public:
 
 class upload_sink final : public rpc::ValueSink::Server {
 public:
-  upload_sink(service::impl& core, storage::op_batch ops, rpc::Origin origin)
-    : core_(core), ops_(std::move(ops)), origin_(origin) {}
+  upload_sink(service::impl& core, storage::op_batch ops, rpc::Origin origin, bool wait)
+    : core_(core), ops_(std::move(ops)), origin_(origin), wait_(wait) {}
 
 protected:
   kj::Promise<void> write(WriteContext context) override {
@@ -402,6 +448,7 @@ private:
   service::impl& core_;
   storage::op_batch ops_;
   rpc::Origin origin_;
+  bool wait_;  // answer after every replica stored the writes
   bool finished_ = false;
 };
 
@@ -422,27 +469,51 @@ void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Bui
   }
 }
 
-void maybe_replicate(service::impl& core, const storage::op_batch& ops,
-                     const storage::result_batch& rs, rpc::Origin origin) {
+// After this node executed `ops` as their primary for a client (origin client), the keys it
+// changed go to their other owners: in the background (the replicator actor), or with `wait`
+// before the results return — a write some live owner did not acknowledge then answers
+// `unavailable` (it stays stored on the primary and on the owners that took it).
+kj::Promise<storage::result_batch> replicate_results(service::impl& core,
+                                                     const storage::op_batch& ops,
+                                                     storage::result_batch rs,
+                                                     rpc::Origin origin, bool wait) {
   if (origin != rpc::Origin::CLIENT || core.cfg.replicas <= 1 || !core.replicator)
-    return;
+    return kj::mv(rs);
   std::vector<std::string> keys;
+  std::vector<size_t> idx;
   for (size_t i = 0; i < ops.size() && i < rs.size(); ++i)
-    if (is_write(ops[i].kind) && changed(rs[i]))
+    if (is_write(ops[i]) && changed(rs[i])) {
       keys.push_back(ops[i].key);
-  if (!keys.empty())
+      idx.push_back(i);
+    }
+  if (keys.empty())
+    return kj::mv(rs);
+  if (!wait) {
     caf::anon_send(core.replicator, actors::replicate_atom::value, std::move(keys));
+    return kj::mv(rs);
+  }
+  return core.replicate(std::move(keys), 0)
+      .then([rs = std::move(rs), idx = std::move(idx)](bool ok) mutable {
+        if (!ok)
+          for (auto i : idx) {
+            rs[i].st = storage::status::unavailable;
+            rs[i].value = {};
+          }
+        return std::move(rs);
+      });
 }
 
 kj::Promise<void> upload_sink::finish(FinishContext context) {
   KJ_REQUIRE(!finished_, "upload already finished");
   finished_ = true;
   auto ops = std::make_shared<storage::op_batch>(ops_);  // keys for replication
-  return core_.local_execute(std::move(ops_)).then(
-      [this, context, ops](storage::result_batch rs) mutable {
+  return core_.local_execute(std::move(ops_))
+      .then([this, ops](storage::result_batch rs) {
+        return replicate_results(core_, *ops, std::move(rs), origin_, wait_);
+      })
+      .then([context](storage::result_batch rs) mutable {
         auto list = context.getResults().initResults(static_cast<unsigned>(rs.size()));
         fill_results(rs, list, false, nullptr);
-        maybe_replicate(core_, *ops, rs, origin_);
       });
 }
 
@@ -509,14 +580,17 @@ protected:
     auto& core = core_;
     auto results = route ? core_.routed_execute(std::move(ops))
                          : core_.local_execute(std::move(ops));
+    if (keys)
+      results = results.then([&core, keys, origin,
+                              wait = params.getWaitReplicas()](storage::result_batch rs) {
+        return replicate_results(core, *keys, std::move(rs), origin, wait);
+      });
     return results
-        .then([context, can_stream, sink = kj::mv(sink), keys, origin,
-               &core](storage::result_batch rs) mutable -> kj::Promise<void> {
+        .then([context, can_stream,
+               sink = kj::mv(sink)](storage::result_batch rs) mutable -> kj::Promise<void> {
           auto list = context.getResults().initResults(static_cast<unsigned>(rs.size()));
           auto jobs = std::make_shared<std::vector<stream_job>>();
           fill_results(rs, list, can_stream, jobs.get());
-          if (keys)
-            maybe_replicate(core, *keys, rs, origin);
           if (jobs->empty())
             return kj::READY_NOW;
           // Values are streamed before the results return; the slices stay pinned meanwhile.
@@ -529,7 +603,8 @@ protected:
     auto params = context.getParams();
     auto origin = params.getOrigin();
     auto ops = read_ops(params.getOps(), origin);
-    context.getResults().setSink(kj::heap<upload_sink>(core_, std::move(ops), origin));
+    context.getResults().setSink(
+      kj::heap<upload_sink>(core_, std::move(ops), origin, params.getWaitReplicas()));
     return kj::READY_NOW;
   }
 
@@ -793,7 +868,8 @@ kj::Promise<T> service::impl::bounded(kj::Promise<T> p, std::shared_ptr<uint64_t
 
 kj::Promise<storage::result_batch> service::impl::remote_execute(const std::string& addr,
                                                                  storage::op_batch ops,
-                                                                 rpc::Origin origin) {
+                                                                 rpc::Origin origin,
+                                                                 bool wait_replicas) {
   size_t n = ops.size();
   if (n == 0)
     return storage::result_batch{};
@@ -802,7 +878,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
     large |= o.value.size() > inline_value_limit;
   auto progress = std::make_shared<uint64_t>(0);
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
-  auto call = get_conn(addr).then([shared_ops, origin, large, progress](
+  auto call = get_conn(addr).then([shared_ops, origin, large, progress, wait_replicas](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
     auto& ops = *shared_ops;
     if (!large) {
@@ -811,6 +887,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
       for (size_t i = 0; i < ops.size(); ++i)
         to_rpc(ops[i], list[static_cast<unsigned>(i)]);
       req.setOrigin(origin);
+      req.setWaitReplicas(wait_replicas);
       auto st = std::make_shared<collect_state>();
       st->progress = progress;
       req.setSink(kj::heap<collect_sink>(st));
@@ -851,6 +928,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
         jobs->push_back({static_cast<uint32_t>(i), ops[i].value});
     }
     req.setOrigin(origin);
+    req.setWaitReplicas(wait_replicas);
     auto sent = req.send();
     rpc::ValueSink::Client sink = sent.getSink();
     return stream_out(sink, shared_ops, jobs, 0, 0, progress)
@@ -880,7 +958,8 @@ void service::impl::peer_call(const std::string& name, rpc::Origin origin, uint6
   }
   uint64_t id = next_call++;
   calls.emplace(id, call_info{std::move(sender), std::move(self), tag, n});
-  tasks->add(remote_execute(m->address, std::move(ops), origin)
+  tasks->add(remote_execute(m->address, std::move(ops), origin,
+                            origin == rpc::Origin::CLIENT && cfg.wait_replicas)
                  .then([this, id](storage::result_batch rs) { finish_call(id, std::move(rs)); }));
 }
 
@@ -967,9 +1046,11 @@ kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batc
 
 // -- replication --------------------------------------------------------------------------------
 
-void service::impl::replicate(std::vector<std::string> keys) {
-  if (stopping || !ring_ || cfg.replicas <= 1 || keys.empty())
-    return;
+kj::Promise<bool> service::impl::replicate(std::vector<std::string> keys, unsigned retries) {
+  if (stopping)
+    return false;
+  if (!ring_ || cfg.replicas <= 1 || keys.empty())
+    return true;
   storage::op_batch reads;
   for (auto& k : keys) {
     storage::op o;
@@ -978,39 +1059,93 @@ void service::impl::replicate(std::vector<std::string> keys) {
     o.get_bump = false;
     reads.push_back(std::move(o));
   }
-  tasks->add(local_execute(std::move(reads))
-                 .then([this, keys = std::move(keys)](storage::result_batch rs) {
-                   if (stopping || !ring_)
-                     return;
-                   std::map<uint32_t, storage::op_batch> per_owner;
-                   std::vector<ring::member_id> owners(cfg.replicas);
-                   uint32_t self = ring_self();
-                   for (size_t i = 0; i < keys.size() && i < rs.size(); ++i) {
-                     size_t k = ring_->live_owner_ids(ring::key_hash(keys[i]), cfg.replicas,
-                                                      owners.data());
-                     storage::op o;
-                     o.key = keys[i];
-                     if (rs[i].st == storage::status::hit) {
-                       o.kind = storage::op_kind::store;
-                       o.mode = storage::store_mode::set;
-                       auto v = rs[i].value.view();
-                       o.value.assign(v.data(), v.size());
-                       o.flags = rs[i].flags;
-                       o.ttl = rs[i].exptime;  // absolute unix time (or 0 = never)
-                       o.explicit_cas = rs[i].cas;
-                     } else {
-                       o.kind = storage::op_kind::remove;
-                     }
-                     for (size_t j = 0; j < k; ++j)
-                       if (owners[j] != self)
-                         per_owner[owners[j]].push_back(o);
-                   }
-                   for (auto& [id, ops] : per_owner) {
-                     auto& addr = ring_->member(id).address;
-                     tasks->add(remote_execute(addr, std::move(ops), rpc::Origin::REPLICA)
-                                    .ignoreResult());
-                   }
-                 }));
+  return local_execute(std::move(reads))
+      .then([this, keys = std::move(keys), retries](storage::result_batch rs)
+                -> kj::Promise<bool> {
+        if (stopping || !ring_)
+          return false;
+        struct batch {
+          storage::op_batch ops;
+          std::vector<size_t> key_index;  // into `keys`
+        };
+        std::map<uint32_t, batch> per_owner;
+        std::vector<ring::member_id> owners(cfg.replicas);
+        uint32_t self = ring_self();
+        for (size_t i = 0; i < keys.size() && i < rs.size(); ++i) {
+          size_t k = ring_->live_owner_ids(ring::key_hash(keys[i]), cfg.replicas, owners.data());
+          storage::op o;
+          o.key = keys[i];
+          if (rs[i].st == storage::status::hit) {
+            o.kind = storage::op_kind::store;
+            o.mode = storage::store_mode::set;
+            auto v = rs[i].value.view();
+            o.value.assign(v.data(), v.size());
+            o.flags = rs[i].flags;
+            o.ttl = rs[i].exptime;  // absolute unix time (or 0 = never)
+            o.explicit_cas = rs[i].cas;
+          } else {
+            o.kind = storage::op_kind::remove;
+          }
+          for (size_t j = 0; j < k; ++j)
+            if (owners[j] != self) {
+              auto& b = per_owner[owners[j]];
+              b.ops.push_back(o);
+              b.key_index.push_back(i);
+            }
+        }
+        if (per_owner.empty())
+          return true;
+        auto sent = kj::heapArrayBuilder<kj::Promise<std::vector<size_t>>>(per_owner.size());
+        for (auto& [id, b] : per_owner) {
+          auto& addr = ring_->member(id).address;
+          sent.add(remote_execute(addr, std::move(b.ops), rpc::Origin::REPLICA)
+                       .then([index = std::move(b.key_index)](storage::result_batch r) {
+                         std::vector<size_t> failed;  // keys this owner did not take
+                         for (size_t i = 0; i < index.size(); ++i)
+                           if (i >= r.size() || r[i].st == storage::status::unavailable)
+                             failed.push_back(index[i]);
+                         return failed;
+                       }));
+        }
+        return kj::joinPromises(sent.finish())
+            .then([this, keys, retries](kj::Array<std::vector<size_t>> failed)
+                      -> kj::Promise<bool> {
+              std::vector<size_t> again;
+              for (auto& f : failed)
+                again.insert(again.end(), f.begin(), f.end());
+              if (again.empty())
+                return true;
+              if (retries == 0 || stopping)
+                return false;
+              std::sort(again.begin(), again.end());
+              again.erase(std::unique(again.begin(), again.end()), again.end());
+              std::vector<std::string> retry;
+              for (auto i : again)
+                retry.push_back(keys[i]);
+              uint64_t delay = replicate_backoff_ms;
+              for (unsigned a = retries; a < replicate_retries; ++a)
+                delay *= 3;
+              return timer.afterDelay(delay * kj::MILLISECONDS)
+                  .then([this, retry = std::move(retry), retries]() mutable {
+                    return replicate(std::move(retry), retries - 1);
+                  });
+            });
+      });
+}
+
+void service::impl::replicate_for(std::vector<std::string> keys, uint64_t tag,
+                                  caf::actor sender, caf::actor self) {
+  uint64_t id = next_call++;
+  repl_waits.emplace(id, repl_wait{std::move(sender), std::move(self), tag});
+  tasks->add(replicate(std::move(keys), 0).then([this, id](bool ok) {
+    auto it = repl_waits.find(id);
+    if (it == repl_waits.end())
+      return;
+    auto w = std::move(it->second);
+    repl_waits.erase(it);
+    if (w.sender)
+      caf::send_as(w.self, w.sender, actors::replicated_atom::value, w.tag, ok);
+  }));
 }
 
 kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_batch ops) {
@@ -1039,12 +1174,12 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
     if (id == self) {
       auto local = std::make_shared<storage::op_batch>(g.ops);
       promises.add(local_execute(std::move(g.ops)).then([this, local](storage::result_batch rs) {
-        maybe_replicate(*this, *local, rs, rpc::Origin::CLIENT);
-        return rs;
+        return replicate_results(*this, *local, std::move(rs), rpc::Origin::CLIENT,
+                                 cfg.wait_replicas);
       }));
     } else {
       promises.add(remote_execute(ring_->member(id).address, std::move(g.ops),
-                                  rpc::Origin::CLIENT));
+                                  rpc::Origin::CLIENT, cfg.wait_replicas));
     }
   }
   return kj::joinPromises(promises.finish())
@@ -1124,6 +1259,7 @@ void service::impl::rebuild(bool force) {
   view->peers = peers;
   view->replicas = std::max<uint32_t>(1, cfg.replicas);
   view->replicator = replicator;
+  view->wait_replicas = cfg.wait_replicas;
   if (ring_) {
     view->previous = ring_;
     view->previous_peers = peers_;
@@ -1200,6 +1336,10 @@ void service::impl::shutdown() {
     if (c.sender)
       caf::send_as(c.self, c.sender, actors::result_atom::value, c.tag, unavailable(c.n));
   calls.clear();
+  for (auto& [id, w] : repl_waits)
+    if (w.sender)
+      caf::send_as(w.self, w.sender, actors::replicated_atom::value, w.tag, false);
+  repl_waits.clear();
   pending.clear();
   listener = nullptr;
   serving = false;

@@ -16,7 +16,10 @@
 //   - Bridge actor (hosted): sends exec_atom to the local shards for the RPC server and
 //     receives their result_atom on the KJ thread, where it fulfils a kj::PromiseFulfiller.
 //   - Replicator actor (hosted): (replicate_atom, keys) copies each key's current state (or its
-//     absence) from the local shards to the key's other live owners (origin replica).
+//     absence) from the local shards to the key's other live owners (origin replica); a batch
+//     an owner did not take is retried (backoff 0.2/0.6/1.8 s, re-reading the state and the
+//     owners). (replicate_atom, keys, tag) does it once and answers (replicated_atom, tag, ok):
+//     how a connection waits for every replica (`wait_replicas`).
 //
 // Node.execute from a member (its hello carries an RPC address) runs on the local shards: the
 // member routed the ops here. From anyone else (bifrostctl) each op goes to its key's live
@@ -56,6 +59,9 @@ struct service_config {
   std::string client_address;       ///< host:port of this node's memcached listener (advertised)
   std::vector<std::string> join;    ///< seeds, "host:port" of their RPC listeners
   uint32_t replicas = 1;            ///< R: owners per key
+  /// Writes answer after every live owner stored them (else after the primary; the other
+  /// owners are written in the background, with retries).
+  bool wait_replicas = false;
   uint32_t weight = 1;              ///< ring weight
   membership_config swim;
   uint32_t rpc_timeout_ms = 2000;   ///< an RPC without progress for this long fails

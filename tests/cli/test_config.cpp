@@ -143,6 +143,29 @@ BOOST_AUTO_TEST_CASE(yaml_errors_name_field_and_line) {
   BOOST_CHECK(contains(r.message, "config"));
 }
 
+BOOST_AUTO_TEST_CASE(replication_ack) {
+  node_config cfg;
+  BOOST_CHECK(!cfg.wait_replicas);  // default: answer after the primary
+  auto r = run({"--replicas", "2", "--replication-ack", "all"}, cfg);
+  BOOST_REQUIRE(r.what == parse_outcome::action::run);
+  BOOST_CHECK(cfg.wait_replicas);
+  BOOST_CHECK_EQUAL(cfg.replicas, 2u);
+  node_config back;
+  r = run({"--replication-ack", "all", "--replication-ack", "primary"}, back);  // last wins
+  BOOST_REQUIRE(r.what == parse_outcome::action::run);
+  BOOST_CHECK(!back.wait_replicas);
+  node_config bad;
+  r = run({"--replication-ack", "some"}, bad);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "--replication-ack"), r.message);
+  node_config y;
+  BOOST_CHECK_EQUAL(load_yaml_text("replicas: 3\nreplication_ack: all\n", "n.yaml", y), "");
+  BOOST_CHECK(y.wait_replicas);
+  node_config ybad;
+  auto err = load_yaml_text("replicas: 3\nreplication_ack: quorum\n", "n.yaml", ybad);
+  BOOST_CHECK_MESSAGE(contains(err, ":2: field 'replication_ack'"), err);
+}
+
 BOOST_AUTO_TEST_CASE(help_exits_0) {
   node_config cfg;
   auto r = run({"--help"}, cfg);

@@ -28,6 +28,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -80,7 +81,7 @@ struct sys_config : caf::actor_system_config {
 // One simulated node: an actor system, two storage shards, a recorder and the service.
 struct test_node {
   explicit test_node(const std::string& name, std::vector<std::string> seeds = {},
-                     uint32_t replicas = 1) {
+                     uint32_t replicas = 1, bool wait_replicas = false) {
     sys = std::make_unique<caf::actor_system>(cfg);
     for (uint32_t i = 0; i < 2; ++i) {
       storage::shard_config sc;
@@ -99,6 +100,7 @@ struct test_node {
     sc.client_address = "127.0.0.1:11211";
     sc.join = std::move(seeds);
     sc.replicas = replicas;
+    sc.wait_replicas = wait_replicas;
     std::string err;
     svc = cluster::service::start(
         *sys, sc, shards, route_table,
@@ -172,12 +174,14 @@ bool converged(std::vector<test_node*> nodes, size_t n) {
 
 // A 3-node cluster joined through the first node.
 struct cluster3 {
-  explicit cluster3(uint32_t replicas = 1) {
+  explicit cluster3(uint32_t replicas = 1, bool wait = false) {
     auto t = clock_type::now();
-    nodes.push_back(std::make_unique<test_node>("n1", std::vector<std::string>{}, replicas));
+    nodes.push_back(std::make_unique<test_node>("n1", std::vector<std::string>{}, replicas, wait));
     auto seed = nodes[0]->address();
-    nodes.push_back(std::make_unique<test_node>("n2", std::vector<std::string>{seed}, replicas));
-    nodes.push_back(std::make_unique<test_node>("n3", std::vector<std::string>{seed}, replicas));
+    nodes.push_back(
+      std::make_unique<test_node>("n2", std::vector<std::string>{seed}, replicas, wait));
+    nodes.push_back(
+      std::make_unique<test_node>("n3", std::vector<std::string>{seed}, replicas, wait));
     bool ok = wait_until([&] { return converged(all(), 3); }, 5000ms);
     converge_s = seconds_since(t);
     BOOST_REQUIRE_MESSAGE(ok, "3 nodes did not converge within 5 s");
@@ -463,6 +467,116 @@ BOOST_AUTO_TEST_CASE(replication_to_second_owner) {
     }, 3000ms);
   }
   BOOST_TEST(copied);
+}
+
+// Reads `key` on ring member `id` of n1's view without counting an access: the local shard
+// when it is n1 itself, else through the peer actor (origin warm).
+exec_outcome read_on(test_node& n1, uint32_t id, const std::string& key) {
+  auto v = n1.view();
+  if (id == v->self)
+    return exec(*n1.sys, n1.shards[actors::key_hash(key) % n1.shards.size()], {get_op(key)});
+  return exec(*n1.sys, v->peers[id], {get_op(key)}, true);
+}
+
+// (replicate_atom, keys, tag) to the replicator; the (replicated_atom, tag, ok) answer.
+std::optional<bool> replicate_and_wait(test_node& n, std::vector<std::string> keys,
+                                       std::chrono::milliseconds limit = 10000ms) {
+  caf::scoped_actor self{*n.sys};
+  uint64_t tag = 4242;
+  self->send(n.view()->replicator, actors::replicate_atom::value, std::move(keys), tag);
+  std::optional<bool> out;
+  self->receive([&](actors::replicated_atom, uint64_t got, bool ok) {
+                  if (got == tag)
+                    out = ok;
+                },
+                caf::after(limit) >> [] {});
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(wait_replicas_answers_after_every_owner) {
+  cluster3 c(2, true);
+  auto& n1 = *c.nodes[0];
+  auto v = n1.view();
+  BOOST_REQUIRE(v->wait_replicas);
+  // A write forwarded to its (remote) primary answers only once the second owner has it:
+  // read it there at once, no waiting.
+  for (int i = 0; i < 20; ++i) {
+    uint32_t owner = 0;
+    auto key = remote_key(v, "wait-" + std::to_string(i) + "-", owner);
+    cluster::ring::member_id owners[2];
+    BOOST_REQUIRE(v->ring->live_owner_ids(cluster::ring::key_hash(key), 2, owners) == 2);
+    auto r = exec(*n1.sys, v->peers[owners[0]], {set_op(key, "all-" + key, 9)});
+    BOOST_REQUIRE(r.answered);
+    BOOST_REQUIRE(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::stored));
+    auto x = read_on(n1, owners[1], key);
+    BOOST_REQUIRE(x.answered);
+    BOOST_TEST(static_cast<int>(x.results[0].st) == static_cast<int>(storage::status::hit));
+    BOOST_TEST(std::string(x.results[0].value.view()) == "all-" + key);
+    BOOST_TEST(x.results[0].flags == 9u);
+  }
+  // A key n1 is primary of (what a connection does): store locally, then the replicator's
+  // answer comes after the other owner stored it.
+  std::string key;
+  cluster::ring::member_id owners[2];
+  for (int i = 0;; ++i) {
+    key = "local-" + std::to_string(i);
+    BOOST_REQUIRE(v->ring->live_owner_ids(cluster::ring::key_hash(key), 2, owners) == 2);
+    if (owners[0] == v->self)
+      break;
+  }
+  auto& shard = n1.shards[actors::key_hash(key) % n1.shards.size()];
+  auto w = exec(*n1.sys, shard, {set_op(key, "primary-copy", 4)});
+  BOOST_REQUIRE(w.answered);
+  auto ok = replicate_and_wait(n1, {key});
+  BOOST_REQUIRE(ok.has_value());
+  BOOST_TEST(*ok);
+  auto x = read_on(n1, owners[1], key);
+  BOOST_REQUIRE(x.answered);
+  BOOST_TEST(static_cast<int>(x.results[0].st) == static_cast<int>(storage::status::hit));
+  BOOST_TEST(std::string(x.results[0].value.view()) == "primary-copy");
+  // A delete replicates its absence the same way.
+  auto d = exec(*n1.sys, shard, {[&] {
+                  storage::op o;
+                  o.kind = storage::op_kind::remove;
+                  o.key = key;
+                  return o;
+                }()});
+  BOOST_REQUIRE(d.answered);
+  ok = replicate_and_wait(n1, {key});
+  BOOST_REQUIRE(ok.has_value());
+  BOOST_TEST(*ok);
+  x = read_on(n1, owners[1], key);
+  BOOST_REQUIRE(x.answered);
+  BOOST_TEST(static_cast<int>(x.results[0].st) == static_cast<int>(storage::status::miss));
+}
+
+BOOST_AUTO_TEST_CASE(wait_replicas_reports_an_owner_that_did_not_take_it) {
+  // n1 and a "ghost" member that never answers: with R=2 the ghost owns every key too.
+  test_node n("n1", {}, 2, true);
+  silent_listener ghost;
+  {
+    raw_client cl(n.address());
+    auto req = cl.node.swimRequest();
+    auto m = req.initMsg();
+    m.setKind(rpc::SwimMessage::Kind::JOIN);
+    m.setFrom("ghost");
+    m.setFromAddress(ghost.address());
+    auto me = m.initMembers(1)[0];
+    me.setName("ghost");
+    me.setRpcAddress(ghost.address());
+    me.setState(rpc::MemberState::ALIVE);
+    me.setWeight(1);
+    req.send().wait(cl.io.waitScope);
+  }
+  BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
+  auto& shard = n.shards[actors::key_hash("k") % n.shards.size()];
+  BOOST_REQUIRE(exec(*n.sys, shard, {set_op("k", "v")}).answered);
+  auto t = clock_type::now();
+  auto ok = replicate_and_wait(n, {"k"});
+  BOOST_REQUIRE(ok.has_value());  // answered, bounded by the RPC timeout
+  BOOST_TEST(!*ok);
+  BOOST_TEST(seconds_since(t) < 4.0);
+  BOOST_TEST_MESSAGE("replication to a hung owner answered false in " << seconds_since(t) << " s");
 }
 
 BOOST_AUTO_TEST_CASE(crashed_node_is_detected_and_unavailable) {

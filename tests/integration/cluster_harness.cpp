@@ -336,6 +336,7 @@ node& cluster::spawn(node& n, const node_options& opt) {
     args.push_back("--replicas");
     args.push_back(std::to_string(opt.replicas));
   }
+  args.insert(args.end(), opt.extra_args.begin(), opt.extra_args.end());
   n.last_args = args;
   auto argv = to_argv(args);
   int out[2];

@@ -89,6 +89,7 @@ struct node_options {
   int replicas = 1;
   int port = 0;      // 0: pick a free one
   int rpc_port = 0;  // 0: pick a free one
+  std::vector<std::string> extra_args;  // appended to bifrostd's command line
   std::chrono::milliseconds ready_timeout{10000};
 };
 

@@ -121,15 +121,18 @@ struct logs_on_failure {
 // Starts n nodes named n1..nN, each joining n1 (the given joins override), and waits until every
 // node sees all of them alive.
 std::vector<node*> start_cluster(cluster& c, int count, int replicas,
-                                 std::chrono::milliseconds converge = 5000ms) {
+                                 std::chrono::milliseconds converge = 5000ms,
+                                 std::vector<std::string> extra_args = {}) {
   std::vector<node*> ns;
   std::vector<std::string> names;
   for (int i = 1; i <= count; ++i) {
     std::string name = "n" + std::to_string(i);
-    std::vector<int> join;
+    node_options o;
     if (i > 1)
-      join.push_back(ns[0]->rpc_port);
-    ns.push_back(&c.start(name, join, replicas));
+      o.join.push_back(ns[0]->rpc_port);
+    o.replicas = replicas;
+    o.extra_args = extra_args;
+    ns.push_back(&c.start(name, o));
     names.push_back(name);
   }
   auto t0 = clock_type::now();
@@ -339,6 +342,61 @@ BOOST_AUTO_TEST_CASE(kill9_detected_and_replicated_writes_survive) {
            " wrong" + (r.missed.empty() ? "" : " (e.g. " + r.missed.front() + ")"));
     BOOST_CHECK_EQUAL(r.hits, keys.size());
   }
+}
+
+// --------------------------------------------------------------------------------------------
+// --replication-ack all: a STORED write is on every live owner when it is answered, and a write
+// an owner cannot take (it was just killed, not yet declared dead) is not acknowledged.
+BOOST_AUTO_TEST_CASE(replication_ack_all_waits_for_every_owner) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 2, 5000ms, {"--replication-ack", "all"});
+  auto keys = make_keys("all-", 1000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  long items = sum_items(ns);  // right away: no waiting for background copies
+  report("replication-ack all: items on the 3 nodes right after 1000 STORED: " +
+         std::to_string(items));
+  BOOST_CHECK_EQUAL(items, 2000);
+
+  // Keys whose primary is n1 or n2 and whose second owner is n3.
+  std::vector<std::string> via_n3;
+  for (int i = 0; i < 60 && via_n3.size() < 8; ++i) {
+    std::string k = "late-" + std::to_string(i);
+    auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", k, "--json"});
+    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+    auto j = nlohmann::json::parse(r.out);
+    auto& owners = j.at("owners");
+    if (owners.size() == 2 && owners[0].at("name") != "n3" && owners[1].at("name") == "n3")
+      via_n3.push_back(k);
+  }
+  BOOST_REQUIRE_GE(via_n3.size(), 3u);
+  c.kill9(*ns[2]);
+  auto t_kill = clock_type::now();
+  size_t refused = 0;
+  {
+    mc_client m(ns[0]->port, 5s);
+    for (auto& k : via_n3) {
+      auto r = m.set(k, value_for(k));
+      if (seconds_since(t_kill) > 0.8)
+        break;  // failure detection may have moved the key to a live owner by now
+      BOOST_CHECK_MESSAGE(r == "SERVER_ERROR unavailable", k << ": " << r);
+      refused += r == "SERVER_ERROR unavailable";
+    }
+  }
+  report("replication-ack all: " + std::to_string(refused) +
+         " writes with the killed n3 as second owner answered SERVER_ERROR unavailable within " +
+         fmt(seconds_since(t_kill)) + " s of the kill");
+  BOOST_CHECK_GT(refused, 0u);
+  // Once n3 is dead, the same keys have a live second owner again: acknowledged, and readable
+  // through n2 (whichever owner serves them).
+  BOOST_REQUIRE(wait_until(
+    [&] {
+      return member_states(ns[0]->rpc_port)["n3"] == "dead" &&
+             member_states(ns[1]->rpc_port)["n3"] == "dead";
+    },
+    5000ms, 50ms));
+  BOOST_CHECK_EQUAL(set_all(ns[0]->port, via_n3), via_n3.size());
+  BOOST_CHECK_EQUAL(read_all(ns[1]->port, via_n3).hits, via_n3.size());
 }
 
 // --------------------------------------------------------------------------------------------
