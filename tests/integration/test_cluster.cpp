@@ -400,6 +400,31 @@ BOOST_AUTO_TEST_CASE(replication_ack_all_waits_for_every_owner) {
 }
 
 // --------------------------------------------------------------------------------------------
+// memcached unlinks the old value of a key whose set is refused as too large; in a cluster that
+// must happen where the key lives (its primary, and from there its replica), whichever node
+// took the request.
+BOOST_AUTO_TEST_CASE(too_large_set_removes_the_old_value_everywhere) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 2);
+  auto keys = make_keys("big-", 30);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  BOOST_REQUIRE(wait_until([&] { return sum_items(ns) == 60; }, 5000ms, 50ms));
+  std::string huge(2u << 20, 'x');  // over the default 1 MiB item limit
+  {
+    mc_client m(ns[1]->port, 5s);
+    for (auto& k : keys)
+      BOOST_CHECK_EQUAL(m.set(k, huge), "SERVER_ERROR object too large for cache");
+  }
+  auto r = read_all(ns[2]->port, keys);
+  BOOST_CHECK_EQUAL(r.misses, keys.size());
+  bool gone = wait_until([&] { return sum_items(ns) == 0; }, 5000ms, 50ms);
+  report("too-large sets through n2: " + std::to_string(r.misses) + "/30 misses through n3, " +
+         "items left on the nodes: " + std::to_string(sum_items(ns)));
+  BOOST_CHECK_MESSAGE(gone, "the old values (and their replicas) were not all removed");
+}
+
+// --------------------------------------------------------------------------------------------
 BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
   cluster c;
   logs_on_failure guard{c};
