@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <cstring>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -397,6 +398,47 @@ BOOST_AUTO_TEST_CASE(replication_ack_all_waits_for_every_owner) {
     5000ms, 50ms));
   BOOST_CHECK_EQUAL(set_all(ns[0]->port, via_n3), via_n3.size());
   BOOST_CHECK_EQUAL(read_all(ns[1]->port, via_n3).hits, via_n3.size());
+}
+
+// --------------------------------------------------------------------------------------------
+// A 100 MiB item crosses nodes: stored through a node that does not own it (uploaded to the
+// owner in chunks) and read back through both (streamed from the owner in chunks).
+BOOST_AUTO_TEST_CASE(hundred_mib_item_crosses_nodes) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 1, 5000ms, {"-m", "512", "-I", "128m"});
+  std::string key;
+  for (int i = 0; i < 100 && key.empty(); ++i) {
+    std::string k = "huge-" + std::to_string(i);
+    auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", k, "--json"});
+    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+    if (nlohmann::json::parse(r.out).at("owners").at(0).at("name") == "n2")
+      key = k;
+  }
+  BOOST_REQUIRE(!key.empty());
+  std::string value(100u << 20, '\0');
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  for (size_t i = 0; i < value.size(); i += 8) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    std::memcpy(&value[i], &x, 8);
+  }
+  auto t = clock_type::now();
+  {
+    mc_client m(ns[0]->port, 60s);
+    BOOST_REQUIRE_EQUAL(m.set(key, value, 77), "STORED");
+  }
+  report("100 MiB set through n1, owned by n2: " + fmt(seconds_since(t)) + " s");
+  for (auto* n : {ns[0], ns[1]}) {
+    t = clock_type::now();
+    mc_client m(n->port, 60s);
+    auto got = m.get(key);
+    BOOST_REQUIRE(got.has_value());
+    BOOST_CHECK(got->size() == value.size());
+    BOOST_CHECK(*got == value);
+    report("100 MiB get through " + n->name + ": " + fmt(seconds_since(t)) + " s");
+  }
+  BOOST_CHECK_EQUAL(stat_of(*ns[1], "curr_items"), 1);
+  BOOST_CHECK_EQUAL(stat_of(*ns[0], "curr_items"), 0);
 }
 
 // --------------------------------------------------------------------------------------------
