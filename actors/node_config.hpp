@@ -1,6 +1,8 @@
 // Settings of one node, as the daemon's flags and config file resolve them (cli/config.hpp).
 #pragma once
 
+#include "cluster/tls_options.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -37,6 +39,7 @@ struct node_config {
   std::vector<std::string> join;          // --join host:port[,host:port...] (RPC addresses)
   uint32_t replicas = 1;                  // --replicas R
   bool wait_replicas = false;             // --replication-ack all (default primary)
+  cluster::tls_options rpc_tls;           // --rpc-tls-cert/-key/-ca/-name: mutual TLS
 };
 
 } // namespace bifrost::actors

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
     sc.join = cfg.join;
     sc.replicas = cfg.replicas;
     sc.wait_replicas = cfg.wait_replicas;
+    sc.tls = cfg.rpc_tls;
     pthread_t main_thread = pthread_self();
     // bifrostctl drain: the same graceful stop as SIGTERM.
     sc.on_drain = [main_thread] { pthread_kill(main_thread, SIGTERM); };

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <tuple>
 
 namespace bifrost::cli {
 
@@ -204,6 +205,16 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       if (!n)
         return where(range(1, 16));
       cfg.replicas = static_cast<uint32_t>(*n);
+    } else if (key == "rpc_tls_cert" || key == "rpc_tls_key" || key == "rpc_tls_ca" ||
+               key == "rpc_tls_name") {
+      auto s = scalar();
+      if (!s || s->empty())
+        return where(key == "rpc_tls_name" ? "must be a host name" : "must be a file path");
+      auto& t = cfg.rpc_tls;
+      (key == "rpc_tls_cert" ? t.cert_file
+       : key == "rpc_tls_key" ? t.key_file
+       : key == "rpc_tls_ca"  ? t.ca_file
+                              : t.peer_name) = *s;
     } else if (key == "replication_ack") {
       auto s = scalar();
       if (!s || (*s != "primary" && *s != "all"))
@@ -283,6 +294,15 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("--node-name", node_name, "unique node name (default: <listen>:<port>)");
   app.add_option("--join", join, "seed nodes' RPC addresses, host:port[,host:port...]");
   app.add_option("--replicas", replicas, "owners per key in the cluster, 1..16 (default 1)");
+  cluster::tls_options tls;
+  app.add_option("--rpc-tls-cert", tls.cert_file,
+                 "mutual TLS on the RPC port: this node's certificate (PEM)");
+  app.add_option("--rpc-tls-key", tls.key_file, "mutual TLS: this node's private key (PEM)");
+  app.add_option("--rpc-tls-ca", tls.ca_file,
+                 "mutual TLS: the CA that signs every node's and bifrostctl's certificate (PEM)");
+  app.add_option("--rpc-tls-name", tls.peer_name,
+                 "mutual TLS: the DNS name every node's certificate carries (default: the host "
+                 "of the address dialled)");
   std::string ack;
   app.add_option("--replication-ack", ack,
                  "when a write answers: primary (after the primary stored it, default) or all "
@@ -391,6 +411,19 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
       cfg.join.push_back(item);
     }
   }
+  for (auto [flag, field, value] :
+       {std::tuple{"--rpc-tls-cert", &cfg.rpc_tls.cert_file, &tls.cert_file},
+        std::tuple{"--rpc-tls-key", &cfg.rpc_tls.key_file, &tls.key_file},
+        std::tuple{"--rpc-tls-ca", &cfg.rpc_tls.ca_file, &tls.ca_file},
+        std::tuple{"--rpc-tls-name", &cfg.rpc_tls.peer_name, &tls.peer_name}}) {
+    if (!app.count(flag))
+      continue;
+    if (value->empty())
+      return fail(flag, "must not be empty");
+    *field = *value;
+  }
+  if (auto problem = cluster::check_tls_options(cfg.rpc_tls); !problem.empty())
+    return fail("--rpc-tls-cert/--rpc-tls-key/--rpc-tls-ca", problem);
   if (app.count("--replication-ack")) {
     if (ack != "primary" && ack != "all")
       return fail("--replication-ack", "must be primary or all");

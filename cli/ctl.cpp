@@ -2,6 +2,8 @@
 // See cli/ctl.hpp for the contract.
 #include "cli/ctl.hpp"
 
+#include "cluster/tls.hpp"
+
 #include <CLI/CLI.hpp>
 #include <capnp/rpc-twoparty.h>
 #include <capnp/message.h>
@@ -550,6 +552,13 @@ void build_app(CLI::App& app, options& opts) {
         return valid_address(a) ? "" : "expected HOST:PORT, got '" + a + "'";
       });
   app.add_flag("--json", opts.json, "machine-readable output");
+  app.add_option("--tls-cert", opts.tls.cert_file,
+                 "mutual TLS (nodes started with --rpc-tls-*): this client's certificate (PEM)");
+  app.add_option("--tls-key", opts.tls.key_file, "mutual TLS: this client's private key (PEM)");
+  app.add_option("--tls-ca", opts.tls.ca_file, "mutual TLS: the cluster's CA (PEM)");
+  app.add_option("--tls-name", opts.tls.peer_name,
+                 "mutual TLS: the DNS name the nodes' certificates carry (default: the host "
+                 "of --node)");
   app.add_option("--timeout", opts.timeout_s,
                  "seconds to wait for the node (per step, without progress)")
       ->check(CLI::PositiveNumber)
@@ -685,8 +694,16 @@ struct session::connection {
   }
 };
 
-session::session(kj::AsyncIoContext& io, std::chrono::milliseconds timeout)
-    : io_(io), timeout_(std::max(timeout, std::chrono::milliseconds(1))) {}
+session::session(kj::AsyncIoContext& io, std::chrono::milliseconds timeout,
+                 const cluster::tls_options& tls)
+    : io_(io), timeout_(std::max(timeout, std::chrono::milliseconds(1))) {
+  if (tls.enabled()) {
+    std::string error;
+    tls_ = cluster::tls_context::load(tls, nullptr, error);
+    if (!tls_)
+      throw failure{exit_unreachable, error};
+  }
+}
 
 session::~session() = default;
 
@@ -709,6 +726,8 @@ rpc::Node::Client session::connect(const std::string& address) {
     auto addr = wait(io_.provider->getNetwork().parseAddress(address), address,
                      "the address lookup");
     stream = wait(addr->connect(), address, "connect");
+    if (tls_)
+      stream = wait(tls_->wrap_client(kj::mv(stream), address), address, "the TLS handshake");
   } catch (kj::Exception& e) {
     throw failure{exit_unreachable, "cannot reach node " + address + ": " + describe(e)};
   }
@@ -726,6 +745,12 @@ rpc::Node::Client session::connect(const std::string& address) {
       throw failure{exit_version_mismatch,
                     "schema version mismatch: bifrostctl speaks version " + ours + ", node " +
                         address + " speaks version " + std::to_string(r.getVersion())};
+  } catch (failure& f) {
+    // Connected, then dropped before hello's answer: what a TLS node does to a plain client.
+    if (!tls_ && f.code == exit_unreachable)
+      f.message += " (a node started with --rpc-tls-* drops clients without a certificate: "
+                   "pass --tls-cert, --tls-key and --tls-ca)";
+    throw;
   } catch (kj::Exception& e) {
     // hello's only documented refusal is a version mismatch, described with both versions.
     auto d = describe(e);
@@ -761,7 +786,15 @@ int run_command(session& s, rpc::Node::Client node, const options& opts, std::os
 }
 
 int run(kj::AsyncIoContext& io, const options& opts, std::ostream& out, std::ostream& err) {
-  session s(io, std::chrono::milliseconds(std::llround(opts.timeout_s * 1000.0)));
+  std::unique_ptr<session> owned;
+  try {
+    owned = std::make_unique<session>(
+      io, std::chrono::milliseconds(std::llround(opts.timeout_s * 1000.0)), opts.tls);
+  } catch (failure& f) {
+    err << "bifrostctl: " << f.message << "\n";
+    return f.code;
+  }
+  auto& s = *owned;
   try {
     auto node = s.connect(opts.node);
     return run_command(s, node, opts, out, err);

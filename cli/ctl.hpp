@@ -29,6 +29,7 @@
 #pragma once
 
 #include "cluster/bifrost.capnp.h"
+#include "cluster/tls_options.hpp"
 
 #include <kj/async-io.h>
 
@@ -39,6 +40,10 @@
 #include <ostream>
 #include <string>
 #include <vector>
+
+namespace bifrost::cluster {
+class tls_context;
+}
 
 namespace bifrost::ctl {
 
@@ -62,6 +67,7 @@ struct options {
   int64_t ttl = 0;                // set: raw memcached exptime (storage/ops.hpp)
   uint32_t flags = 0;             // set
   bool all = false;               // stats --all
+  cluster::tls_options tls;       // --tls-cert/--tls-key/--tls-ca/--tls-name: mutual TLS
 };
 
 struct parse_result {
@@ -84,7 +90,10 @@ std::string usage();
 /// session; destroy the session before the AsyncIoContext.
 class session {
 public:
-  session(kj::AsyncIoContext& io, std::chrono::milliseconds timeout);
+  /// `tls` (optional, cluster/tls.hpp): every connection is mutual TLS. Throws failure
+  /// {exit_unreachable, ...} when its files cannot be read or parsed.
+  session(kj::AsyncIoContext& io, std::chrono::milliseconds timeout,
+          const cluster::tls_options& tls = {});
   ~session();
   session(const session&) = delete;
   session& operator=(const session&) = delete;
@@ -112,6 +121,7 @@ private:
 
   kj::AsyncIoContext& io_;
   std::chrono::milliseconds timeout_;
+  std::unique_ptr<cluster::tls_context> tls_;
   uint64_t progress_ = 0;
   std::vector<kj::Own<connection>> connections_;
 };

@@ -17,6 +17,7 @@
 #include "cluster/convert.hpp"
 #include "cluster/kj_loop.hpp"
 #include "cluster/ring.hpp"
+#include "cluster/tls.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
@@ -242,6 +243,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void quit_actors();
 
   kj::Promise<void> accept_loop();
+  void serve(kj::Own<kj::AsyncIoStream> s);
 
   uint32_t ring_self() const {
     auto id = ring_ ? ring_->find(cfg.node_name) : std::nullopt;
@@ -253,6 +255,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   kj::AsyncIoContext& io;
   kj::Timer& timer;
   service_config cfg;
+  std::unique_ptr<tls_context> tls;  // mutual TLS (cfg.tls); outlives every connection
+  uint64_t tls_refused_logged_ms = 0;
   std::string address;
   std::vector<caf::actor> shards;
   caf::actor route_table;
@@ -769,6 +773,11 @@ struct service::impl::client_conn {
         core.io.provider->getNetwork()
             .parseAddress(address)
             .then([](kj::Own<kj::NetworkAddress> a) { return a->connect().attach(kj::mv(a)); })
+            .then([this](kj::Own<kj::AsyncIoStream> s) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+              if (core.tls)
+                return core.tls->wrap_client(kj::mv(s), address);
+              return kj::mv(s);
+            })
             .then([this, self](kj::Own<kj::AsyncIoStream> s) {
               stream = kj::mv(s);
               net = kj::heap<capnp::TwoPartyVatNetwork>(
@@ -1301,12 +1310,32 @@ void service::impl::quit_actors() {
 
 // -- lifecycle ----------------------------------------------------------------------------------
 
+void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
+  if (!serving)
+    return;
+  auto c = kj::heap<server_conn>(kj::mv(s), kj::heap<node_server>(*this));
+  auto& net = c->net;
+  tasks->add(net.onDisconnect().attach(kj::mv(c)));
+}
+
 kj::Promise<void> service::impl::accept_loop() {
   return listener->accept().then([this](kj::Own<kj::AsyncIoStream> s) {
-    if (serving) {
-      auto c = kj::heap<server_conn>(kj::mv(s), kj::heap<node_server>(*this));
-      auto& net = c->net;
-      tasks->add(net.onDisconnect().attach(kj::mv(c)));
+    if (serving && tls) {
+      // The handshake runs beside the accept loop; a client without a certificate from our
+      // CA is dropped (logged at most every 10 s: a misconfigured peer retries often).
+      tasks->add(tls->wrap_server(kj::mv(s))
+                     .then([this](kj::Own<kj::AsyncIoStream> s) { serve(kj::mv(s)); },
+                           [this](kj::Exception&& e) {
+                             if (now_ms() - tls_refused_logged_ms < 10000)
+                               return;
+                             tls_refused_logged_ms = now_ms();
+                             std::fprintf(stderr,
+                                          "bifrost cluster: refused an RPC connection: TLS "
+                                          "handshake failed: %s\n",
+                                          e.getDescription().cStr());
+                           }));
+    } else if (serving) {
+      serve(kj::mv(s));
     }
     return accept_loop();
   });
@@ -1370,6 +1399,13 @@ std::unique_ptr<service> service::start(caf::actor_system& sys, const service_co
   svc->name_ = cfg.node_name;
   auto* s = svc.get();
   auto err = svc->loop_->start([&, s](kj::AsyncIoContext& io) -> std::string {
+    std::unique_ptr<tls_context> tls;
+    if (cfg.tls.enabled()) {
+      std::string tls_error;
+      tls = tls_context::load(cfg.tls, &io.provider->getTimer(), tls_error);
+      if (!tls)
+        return tls_error;
+    }
     auto addr = io.provider->getNetwork().parseAddress(cfg.rpc_host, cfg.rpc_port).wait(io.waitScope);
     auto listener = addr->listen();
     s->port_ = static_cast<uint16_t>(listener->getPort());
@@ -1377,6 +1413,7 @@ std::unique_ptr<service> service::start(caf::actor_system& sys, const service_co
                                             : cfg.rpc_advertise;
     s->impl_ = new impl(s->loop_, io, cfg, s->address_, std::move(local_shards),
                         std::move(route_table), std::move(stats), kj::mv(listener));
+    s->impl_->tls = std::move(tls);
     s->impl_->start();
     return "";
   });

@@ -36,6 +36,7 @@
 #pragma once
 
 #include "cluster/membership.hpp"
+#include "cluster/tls_options.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
@@ -62,6 +63,8 @@ struct service_config {
   /// Writes answer after every live owner stored them (else after the primary; the other
   /// owners are written in the background, with retries).
   bool wait_replicas = false;
+  /// Mutual TLS on every RPC connection, in and out (cluster/tls.hpp); off when empty.
+  tls_options tls;
   uint32_t weight = 1;              ///< ring weight
   membership_config swim;
   uint32_t rpc_timeout_ms = 2000;   ///< an RPC without progress for this long fails

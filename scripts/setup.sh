@@ -13,6 +13,8 @@ PKGS=(
   clang libclang-rt-14-dev
   # real peers used by tests and benchmarks
   memcached libmemcached-tools python3-pymemcache nutcracker
+  # the TLS tests make their certificates with the openssl command
+  openssl
 )
 
 missing=()

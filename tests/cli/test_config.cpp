@@ -166,6 +166,35 @@ BOOST_AUTO_TEST_CASE(replication_ack) {
   BOOST_CHECK_MESSAGE(contains(err, ":2: field 'replication_ack'"), err);
 }
 
+BOOST_AUTO_TEST_CASE(rpc_tls_files_go_together) {
+  node_config cfg;
+  auto r = run({"--rpc-tls-cert", "/c.pem", "--rpc-tls-key", "/k.pem", "--rpc-tls-ca", "/ca.pem",
+                "--rpc-tls-name", "node.example"},
+               cfg);
+  BOOST_REQUIRE(r.what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(cfg.rpc_tls.cert_file, "/c.pem");
+  BOOST_CHECK_EQUAL(cfg.rpc_tls.key_file, "/k.pem");
+  BOOST_CHECK_EQUAL(cfg.rpc_tls.ca_file, "/ca.pem");
+  BOOST_CHECK_EQUAL(cfg.rpc_tls.peer_name, "node.example");
+  node_config half;
+  r = run({"--rpc-tls-cert", "/c.pem"}, half);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "go together"), r.message);
+  node_config empty;
+  r = run({"--rpc-tls-ca", ""}, empty);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "--rpc-tls-ca"), r.message);
+  node_config y;
+  BOOST_CHECK_EQUAL(load_yaml_text("rpc_tls_cert: /c.pem\nrpc_tls_key: /k.pem\n"
+                                   "rpc_tls_ca: /ca.pem\n",
+                                   "n.yaml", y),
+                    "");
+  BOOST_CHECK_EQUAL(y.rpc_tls.ca_file, "/ca.pem");
+  node_config ybad;
+  auto err = load_yaml_text("rpc_tls_key: [a]\n", "n.yaml", ybad);
+  BOOST_CHECK_MESSAGE(contains(err, ":1: field 'rpc_tls_key'"), err);
+}
+
 BOOST_AUTO_TEST_CASE(help_exits_0) {
   node_config cfg;
   auto r = run({"--help"}, cfg);

@@ -4,6 +4,7 @@
 // replication, failure detection, the RPC queries, hello's version check and teardown.
 // Every wait is bounded.
 #include "cluster/service.hpp"
+#include "test_pki.hpp"
 
 #include "actors/cluster_view.hpp"
 #include "actors/messages.hpp"
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <memory>
@@ -81,7 +83,8 @@ struct sys_config : caf::actor_system_config {
 // One simulated node: an actor system, two storage shards, a recorder and the service.
 struct test_node {
   explicit test_node(const std::string& name, std::vector<std::string> seeds = {},
-                     uint32_t replicas = 1, bool wait_replicas = false) {
+                     uint32_t replicas = 1, bool wait_replicas = false,
+                     cluster::tls_options tls = {}) {
     sys = std::make_unique<caf::actor_system>(cfg);
     for (uint32_t i = 0; i < 2; ++i) {
       storage::shard_config sc;
@@ -101,6 +104,7 @@ struct test_node {
     sc.join = std::move(seeds);
     sc.replicas = replicas;
     sc.wait_replicas = wait_replicas;
+    sc.tls = std::move(tls);
     std::string err;
     svc = cluster::service::start(
         *sys, sc, shards, route_table,
@@ -577,6 +581,77 @@ BOOST_AUTO_TEST_CASE(wait_replicas_reports_an_owner_that_did_not_take_it) {
   BOOST_TEST(!*ok);
   BOOST_TEST(seconds_since(t) < 4.0);
   BOOST_TEST_MESSAGE("replication to a hung owner answered false in " << seconds_since(t) << " s");
+}
+
+BOOST_AUTO_TEST_CASE(mutual_tls_members_converge_and_outsiders_are_refused) {
+  test::test_pki pki;
+  const std::string name = test::test_pki::name;
+  cluster::tls_options good{pki.cert("node"), pki.key("node"), pki.ca("good"), name};
+  test_node n1("n1", {}, 1, false, good);
+  test_node n2("n2", {n1.address()}, 1, false, good);
+  BOOST_REQUIRE(wait_until([&] { return converged({&n1, &n2}, 2); }, 5000ms));
+  // Data crosses the TLS connection.
+  auto v = n1.view();
+  uint32_t owner = 0;
+  auto key = remote_key(v, "tls-", owner);
+  auto w = exec(*n1.sys, v->peers[owner], {set_op(key, "over tls", 5)});
+  BOOST_REQUIRE(w.answered);
+  BOOST_TEST(static_cast<int>(w.results[0].st) == static_cast<int>(storage::status::stored));
+  auto r = exec(*n1.sys, v->peers[owner], {get_op(key)});
+  BOOST_REQUIRE(r.answered);
+  BOOST_TEST(std::string(r.results[0].value.view()) == "over tls");
+  // Outsiders: a certificate from another CA (trusting either CA), and no TLS at all.
+  test_node evil("evil", {n1.address()}, 1, false,
+                 {pki.cert("intruder"), pki.key("intruder"), pki.ca("evil"), name});
+  test_node mixed("mixed", {n1.address()}, 1, false,
+                  {pki.cert("intruder"), pki.key("intruder"), pki.ca("good"), name});
+  test_node plain("plain", {n1.address()});
+  // A good certificate that does not carry the name the others expect.
+  test_node misnamed("misnamed", {n1.address()}, 1, false,
+                     {pki.cert("node"), pki.key("node"), pki.ca("good"), "other.name"});
+  std::this_thread::sleep_for(1500ms);  // joins are retried every 500 ms
+  BOOST_TEST(live_names(n1.view()) == (std::vector<std::string>{"n1", "n2"}));
+  BOOST_TEST(live_names(n2.view()) == (std::vector<std::string>{"n1", "n2"}));
+  for (auto* outsider : {&evil, &mixed, &plain, &misnamed})
+    BOOST_TEST(live_names(outsider->view()).size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(tls_configuration_errors_name_the_file) {
+  test::test_pki pki;
+  auto start_error = [](cluster::tls_options tls) {
+    sys_config cfg;
+    caf::actor_system sys{cfg};
+    cluster::service_config sc;
+    sc.node_name = "n";
+    sc.tls = std::move(tls);
+    std::string err;
+    auto svc = cluster::service::start(sys, sc, {}, nullptr, nullptr, err);
+    if (svc)
+      svc->stop();
+    return svc ? std::string() : err;
+  };
+  auto garbage = pki.dir() + "/garbage.pem";
+  std::ofstream(garbage) << "-----BEGIN CERTIFICATE-----\nnot base64 at all\n";
+  struct bad {
+    cluster::tls_options tls;
+    std::string expect;
+  };
+  for (auto& b : std::vector<bad>{
+         {{"/nonexistent/cert.pem", pki.key("node"), pki.ca("good"), ""},
+          "cannot read the TLS certificate file '/nonexistent/cert.pem'"},
+         {{pki.cert("node"), "/nonexistent/key.pem", pki.ca("good"), ""},
+          "cannot read the TLS key file '/nonexistent/key.pem'"},
+         {{garbage, pki.key("node"), pki.ca("good"), ""},
+          "invalid TLS certificate file '" + garbage + "'"},
+         {{pki.cert("node"), pki.key("node"), garbage, ""}, "invalid TLS CA file"},
+         {{pki.cert("node"), pki.cert("node"), pki.ca("good"), ""}, "invalid TLS key file"},
+         {{pki.cert("node"), pki.key("intruder"), pki.ca("good"), ""}, "certificate and key"},
+         {{pki.cert("node"), "", "", ""}, "go together"},
+       }) {
+    auto err = start_error(b.tls);
+    BOOST_TEST(err.find(b.expect) != std::string::npos, "'" << err << "' should contain '"
+                                                             << b.expect << "'");
+  }
 }
 
 BOOST_AUTO_TEST_CASE(crashed_node_is_detected_and_unavailable) {

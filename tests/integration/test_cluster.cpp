@@ -4,6 +4,7 @@
 // Run: test_integration_cluster --log_level=message   ($BIFROST_BIN_DIR overrides the binaries'
 // directory; $BIFROST_IT_KEEP keeps the nodes' stderr files in /tmp/bifrost-it-*).
 #include "cluster_harness.hpp"
+#include "test_pki.hpp"
 
 #include <boost/test/results_collector.hpp>
 #include <boost/test/unit_test.hpp>
@@ -439,6 +440,67 @@ BOOST_AUTO_TEST_CASE(hundred_mib_item_crosses_nodes) {
   }
   BOOST_CHECK_EQUAL(stat_of(*ns[1], "curr_items"), 1);
   BOOST_CHECK_EQUAL(stat_of(*ns[0], "curr_items"), 0);
+}
+
+// --------------------------------------------------------------------------------------------
+// Mutual TLS: nodes started with --rpc-tls-* form a cluster and forward keys; bifrostctl needs
+// a certificate from the same CA.
+BOOST_AUTO_TEST_CASE(mutual_tls_cluster_and_bifrostctl) {
+  bifrost::test::test_pki pki;
+  cluster c;
+  logs_on_failure guard{c};
+  std::vector<std::string> node_tls = {"--rpc-tls-cert", pki.cert("node"), "--rpc-tls-key",
+                                       pki.key("node"), "--rpc-tls-ca", pki.ca("good"),
+                                       "--rpc-tls-name", bifrost::test::test_pki::name};
+  node_options o1;
+  o1.extra_args = node_tls;
+  auto& n1 = c.start("n1", o1);
+  node_options o2 = o1;
+  o2.join = {n1.rpc_port};
+  auto& n2 = c.start("n2", o2);
+  std::vector<std::string> ctl_tls = {"--tls-cert", pki.cert("client"), "--tls-key",
+                                      pki.key("client"), "--tls-ca", pki.ca("good"),
+                                      "--tls-name", bifrost::test::test_pki::name};
+  auto ctl = [&](node& n, std::vector<std::string> tls, std::vector<std::string> args) {
+    std::vector<std::string> all = {"--node", n.rpc()};
+    all.insert(all.end(), tls.begin(), tls.end());
+    all.insert(all.end(), args.begin(), args.end());
+    return run_ctl(all);
+  };
+  bool converged = wait_until(
+    [&] {
+      for (auto* n : {&n1, &n2}) {
+        auto r = ctl(*n, ctl_tls, {"members", "--json"});
+        if (r.exit_code != 0)
+          return false;
+        auto j = nlohmann::json::parse(r.out, nullptr, false);
+        size_t alive = 0;
+        for (auto& m : j)
+          alive += m.value("state", "") == "alive";
+        if (alive != 2)
+          return false;
+      }
+      return true;
+    },
+    5000ms, 100ms);
+  BOOST_REQUIRE_MESSAGE(converged, "two TLS nodes did not converge");
+  auto keys = make_keys("tls-", 300);
+  BOOST_REQUIRE_EQUAL(set_all(n1.port, keys), keys.size());
+  BOOST_CHECK_EQUAL(read_all(n2.port, keys).hits, keys.size());
+  auto ok = ctl(n2, ctl_tls, {"get", "tls-7"});
+  BOOST_CHECK_EQUAL(ok.exit_code, 0);
+  BOOST_CHECK(ok.out.find(value_for("tls-7")) != std::string::npos);
+  auto plain = ctl(n1, {}, {"status"});
+  BOOST_CHECK_EQUAL(plain.exit_code, 2);
+  BOOST_CHECK_MESSAGE(plain.err.find("--tls-cert") != std::string::npos, plain.err);
+  auto intruder = ctl(n1,
+                      {"--tls-cert", pki.cert("intruder"), "--tls-key", pki.key("intruder"),
+                       "--tls-ca", pki.ca("good"), "--tls-name", bifrost::test::test_pki::name},
+                      {"status"});
+  BOOST_CHECK_EQUAL(intruder.exit_code, 2);
+  report("TLS: 300 keys through n1 read through n2; bifrostctl without a certificate: " +
+         plain.err.substr(0, plain.err.find('\n')) + "; with another CA's: " +
+         intruder.err.substr(0, intruder.err.find('\n')));
 }
 
 // --------------------------------------------------------------------------------------------
