@@ -27,10 +27,13 @@
 // size) and the bytes of the first (and last) value; a mismatch or a 5 s timeout stops the
 // benchmark with an error.
 //
-// Expectation (docs/ARCHITECTURE: ~16 us per loopback RPC round trip, ~5 us per actor message
-// round trip, quiet machine): a forwarded GET crosses 6 threads (caller, KJ A, KJ B, shard
-// worker, KJ B, KJ A, caller) and 4 RPC messages (call, return, finish, sink release), so
-// ~30-50 us quiet; batching amortises it (/64 should exceed 10x the GETs/s of /1).
+// Expectation: forwarding should cost about one RPC round trip (the architecture notes quote ~16 us
+// on loopback, quiet machine) plus one local exec (~5 us per actor message round trip). The
+// path crosses 6 thread hand-offs (caller -> KJ A -> KJ B -> shard worker -> KJ B -> KJ A ->
+// caller) and 4 RPC messages (call, return, finish, release of the per-call sink), so it is
+// several times BM_local_shard_get; batching must amortise it (/64 >> 10x the GETs/s of /1).
+// Results, per-op system calls and a profile: bench/RESULTS.md, "Forwarded GET".
+
 #include "cluster/service.hpp"
 
 #include "actors/cluster_view.hpp"
