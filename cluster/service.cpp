@@ -464,11 +464,14 @@ void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Bui
     if (!rs[i].value)
       continue;
     auto v = rs[i].value.view();
-    if (v.size() <= inline_value_limit || !can_stream) {
+    if (v.size() <= inline_value_limit) {
       b.setValue(as_data(v));
     } else {
+      // Streamed through the caller's sink; without one the caller asks again with a sink
+      // (streamed, no value: see remote_execute).
       b.setStreamed(true);
-      jobs->push_back({static_cast<uint32_t>(i), v});
+      if (can_stream && jobs)
+        jobs->push_back({static_cast<uint32_t>(i), v});
     }
   }
 }
@@ -875,6 +878,60 @@ kj::Promise<T> service::impl::bounded(kj::Promise<T> p, std::shared_ptr<uint64_t
       .attach(kj::mv(fb));
 }
 
+namespace {
+
+// A get that may run twice (the second time with a sink, for a large value): no touch, no
+// vivify/recache side effect.
+bool repeatable(const storage::op& o) {
+  return o.kind != storage::op_kind::get || (!o.get_touch && !o.vivify && !o.recache);
+}
+
+// One Node.execute of `ops` (values inline); with `with_sink`, values over the inline limit
+// are streamed to a collect_sink and assembled before the promise resolves. Without, such a
+// result comes back `streamed` with an empty value.
+kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
+                                                const storage::op_batch& ops, rpc::Origin origin,
+                                                bool wait_replicas, bool with_sink,
+                                                std::shared_ptr<uint64_t> progress) {
+  auto req = node.executeRequest();
+  auto list = req.initOps(static_cast<unsigned>(ops.size()));
+  for (size_t i = 0; i < ops.size(); ++i)
+    to_rpc(ops[i], list[static_cast<unsigned>(i)]);
+  req.setOrigin(origin);
+  req.setWaitReplicas(wait_replicas);
+  auto st = std::make_shared<collect_state>();
+  st->progress = progress;
+  if (with_sink)
+    req.setSink(kj::heap<collect_sink>(st));
+  return req.send().then([st, with_sink](capnp::Response<rpc::Node::ExecuteResults>&& r)
+                             -> kj::Promise<storage::result_batch> {
+    auto list = r.getResults();
+    storage::result_batch rs;
+    rs.reserve(list.size());
+    for (auto x : list) {
+      rs.push_back(from_rpc(x));
+      if (x.getStreamed() && with_sink)
+        st->expected[static_cast<uint32_t>(rs.size() - 1)] = x.getValueSize();
+    }
+    auto assemble = [st, rs = std::move(rs)]() mutable {
+      for (auto& [i, size] : st->expected) {
+        auto it = st->values.find(i);
+        std::string v = it == st->values.end() ? std::string() : std::move(it->second);
+        rs[i].value = storage::pinned_slice::from_memory(
+            std::make_shared<const std::string>(std::move(v)));
+      }
+      return std::move(rs);
+    };
+    if (st->complete())
+      return assemble();
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    st->waiter = kj::mv(paf.fulfiller);
+    return paf.promise.then(kj::mv(assemble));
+  });
+}
+
+} // namespace
+
 kj::Promise<storage::result_batch> service::impl::remote_execute(const std::string& addr,
                                                                  storage::op_batch ops,
                                                                  rpc::Origin origin,
@@ -891,39 +948,34 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
     auto& ops = *shared_ops;
     if (!large) {
-      auto req = node.executeRequest();
-      auto list = req.initOps(static_cast<unsigned>(ops.size()));
-      for (size_t i = 0; i < ops.size(); ++i)
-        to_rpc(ops[i], list[static_cast<unsigned>(i)]);
-      req.setOrigin(origin);
-      req.setWaitReplicas(wait_replicas);
-      auto st = std::make_shared<collect_state>();
-      st->progress = progress;
-      req.setSink(kj::heap<collect_sink>(st));
-      return req.send().then([st](capnp::Response<rpc::Node::ExecuteResults>&& r)
-                                 -> kj::Promise<storage::result_batch> {
-        auto list = r.getResults();
-        storage::result_batch rs;
-        rs.reserve(list.size());
-        for (auto x : list) {
-          rs.push_back(from_rpc(x));
-          if (x.getStreamed())
-            st->expected[static_cast<uint32_t>(rs.size() - 1)] = x.getValueSize();
-        }
-        auto assemble = [st, rs = std::move(rs)]() mutable {
-          for (auto& [i, size] : st->expected) {
-            auto it = st->values.find(i);
-            std::string v = it == st->values.end() ? std::string() : std::move(it->second);
-            rs[i].value = storage::pinned_slice::from_memory(
-                std::make_shared<const std::string>(std::move(v)));
-          }
-          return std::move(rs);
-        };
-        if (st->complete())
-          return assemble();
-        auto paf = kj::newPromiseAndFulfiller<void>();
-        st->waiter = kj::mv(paf.fulfiller);
-        return paf.promise.then(kj::mv(assemble));
+      // A sink costs a capability per call (its own messages): attach one only when a value
+      // may be larger than the inline limit AND the op may not simply be sent again. Plain
+      // reads go without; a value too large to inline then comes back `streamed` and empty,
+      // and those reads are repeated with a sink.
+      bool need_sink = false;
+      for (auto& o : ops)
+        need_sink |= o.kind == storage::op_kind::get && o.get_value && !repeatable(o);
+      auto first = execute_call(node, ops, origin, wait_replicas, need_sink, progress);
+      if (need_sink)
+        return first;
+      return first.then([node, shared_ops, origin, wait_replicas, progress](
+                            storage::result_batch rs) mutable -> kj::Promise<storage::result_batch> {
+        std::vector<size_t> again;
+        for (size_t i = 0; i < rs.size(); ++i)
+          if (rs[i].st == storage::status::hit && (*shared_ops)[i].get_value &&
+              rs[i].value_size > inline_value_limit && !rs[i].value)
+            again.push_back(i);
+        if (again.empty())
+          return kj::mv(rs);
+        storage::op_batch reads;
+        for (auto i : again)
+          reads.push_back((*shared_ops)[i]);
+        return execute_call(node, reads, origin, wait_replicas, true, progress)
+            .then([rs = kj::mv(rs), again = std::move(again)](storage::result_batch big) mutable {
+              for (size_t j = 0; j < again.size() && j < big.size(); ++j)
+                rs[again[j]] = std::move(big[j]);
+              return kj::mv(rs);
+            });
       });
     }
     // Large stores: the values that do not fit inline go through the upload sink.
