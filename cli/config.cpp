@@ -96,7 +96,7 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
            ": the top level must be a mapping of field: value";
   for (auto it = root.begin(); it != root.end(); ++it) {
     std::string key = it->first.as<std::string>("");
-    const YAML::Node& v = it->second;
+    const YAML::Node v = it->second;  // a handle: it->second is a temporary proxy
     auto where = [&](const std::string& problem) {
       return "config error: " + origin + ":" + std::to_string(v.Mark().line + 1) + ": field '" +
              key + "': " + problem;
