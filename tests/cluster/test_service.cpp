@@ -309,6 +309,24 @@ struct silent_listener {
 };
 
 // bifrostctl's sink: collects streamed chunks.
+// A "ghost" member joins `n` through a raw client, advertising `ghost`'s address, which
+// accepts connections and never answers. True when `n` answered the join with its member list.
+bool join_ghost(test_node& n, silent_listener& ghost) {
+  raw_client cl(n.address());
+  auto req = cl.node.swimRequest();
+  auto m = req.initMsg();
+  m.setKind(rpc::SwimMessage::Kind::JOIN);
+  m.setFrom("ghost");
+  m.setFromAddress(ghost.address());
+  auto me = m.initMembers(1)[0];
+  me.setName("ghost");
+  me.setRpcAddress(ghost.address());
+  me.setState(rpc::MemberState::ALIVE);
+  me.setWeight(1);
+  auto r = req.send().wait(cl.io.waitScope);
+  return r.hasReply() && r.getReply().getKind() == rpc::SwimMessage::Kind::JOIN_REPLY;
+}
+
 struct sink_data {
   std::string bytes;
   uint32_t writes = 0;
@@ -558,20 +576,7 @@ BOOST_AUTO_TEST_CASE(wait_replicas_reports_an_owner_that_did_not_take_it) {
   // n1 and a "ghost" member that never answers: with R=2 the ghost owns every key too.
   test_node n("n1", {}, 2, true);
   silent_listener ghost;
-  {
-    raw_client cl(n.address());
-    auto req = cl.node.swimRequest();
-    auto m = req.initMsg();
-    m.setKind(rpc::SwimMessage::Kind::JOIN);
-    m.setFrom("ghost");
-    m.setFromAddress(ghost.address());
-    auto me = m.initMembers(1)[0];
-    me.setName("ghost");
-    me.setRpcAddress(ghost.address());
-    me.setState(rpc::MemberState::ALIVE);
-    me.setWeight(1);
-    req.send().wait(cl.io.waitScope);
-  }
+  BOOST_REQUIRE(join_ghost(n, ghost));
   BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
   auto& shard = n.shards[actors::key_hash("k") % n.shards.size()];
   BOOST_REQUIRE(exec(*n.sys, shard, {set_op("k", "v")}).answered);
@@ -722,23 +727,7 @@ BOOST_AUTO_TEST_CASE(graceful_stop_is_seen_as_left) {
 BOOST_AUTO_TEST_CASE(hung_peer_times_out) {
   test_node n("n1");
   silent_listener ghost;
-  {
-    // A "ghost" member joins through a raw client, advertising an address that never answers.
-    raw_client cl(n.address());
-    auto req = cl.node.swimRequest();
-    auto m = req.initMsg();
-    m.setKind(rpc::SwimMessage::Kind::JOIN);
-    m.setFrom("ghost");
-    m.setFromAddress(ghost.address());
-    auto me = m.initMembers(1)[0];
-    me.setName("ghost");
-    me.setRpcAddress(ghost.address());
-    me.setState(rpc::MemberState::ALIVE);
-    me.setWeight(1);
-    auto r = req.send().wait(cl.io.waitScope);
-    BOOST_REQUIRE(r.hasReply());
-    BOOST_TEST((r.getReply().getKind() == rpc::SwimMessage::Kind::JOIN_REPLY));
-  }
+  BOOST_REQUIRE(join_ghost(n, ghost));
   BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
   auto v = n.view();
   auto peer = v->peers[*v->ring->find("ghost")];
