@@ -40,6 +40,16 @@ struct node_config {
   uint32_t replicas = 1;                  // --replicas R
   bool wait_replicas = false;             // --replication-ack all (default primary)
   cluster::tls_options rpc_tls;           // --rpc-tls-cert/-key/-ca/-name: mutual TLS
+  // Cluster timings; -1 = the built-in default (cluster/membership.hpp, cluster/service.hpp).
+  struct cluster_timings {
+    int64_t probe_interval_ms = -1;     // --swim-probe-interval
+    int64_t ping_timeout_ms = -1;       // --swim-ping-timeout
+    int64_t indirect_timeout_ms = -1;   // --swim-indirect-timeout
+    int64_t indirect_probes = -1;       // --swim-indirect-probes
+    int64_t suspicion_timeout_ms = -1;  // --swim-suspicion-timeout
+    int64_t rpc_timeout_ms = -1;        // --rpc-timeout
+    int64_t warm_window_ms = -1;        // --warm-window
+  } timings;
 };
 
 } // namespace bifrost::actors

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <iostream>
 #include <thread>
+#include <type_traits>
 
 int main(int argc, char** argv) {
   bifrost::actors::node_config cfg;
@@ -53,6 +54,18 @@ int main(int argc, char** argv) {
     sc.replicas = cfg.replicas;
     sc.wait_replicas = cfg.wait_replicas;
     sc.tls = cfg.rpc_tls;
+    const auto& t = cfg.timings;
+    auto set = [](auto& field, int64_t v) {
+      if (v >= 0)
+        field = static_cast<std::remove_reference_t<decltype(field)>>(v);
+    };
+    set(sc.swim.probe_interval_ms, t.probe_interval_ms);
+    set(sc.swim.ping_timeout_ms, t.ping_timeout_ms);
+    set(sc.swim.indirect_timeout_ms, t.indirect_timeout_ms);
+    set(sc.swim.indirect_probes, t.indirect_probes);
+    set(sc.swim.suspicion_timeout_ms, t.suspicion_timeout_ms);
+    set(sc.rpc_timeout_ms, t.rpc_timeout_ms);
+    set(sc.warm_window_ms, t.warm_window_ms);
     pthread_t main_thread = pthread_self();
     // bifrostctl drain: the same graceful stop as SIGTERM.
     sc.on_drain = [main_thread] { pthread_kill(main_thread, SIGTERM); };

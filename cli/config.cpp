@@ -1,8 +1,11 @@
 #include "cli/config.hpp"
 
+#include "cluster/membership.hpp"
+
 #include <CLI/CLI.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <limits>
@@ -32,6 +35,42 @@ struct field_error {
   std::string field;
   std::string problem;
 };
+
+// Cluster timings: YAML key, flag, the field, its bounds, help.
+struct timing_setting {
+  const char* yaml;
+  const char* flag;
+  int64_t actors::node_config::cluster_timings::*field;
+  int64_t lo, hi;
+  const char* help;
+};
+using timings = actors::node_config::cluster_timings;
+const timing_setting timing_settings[] = {
+  {"swim_probe_interval_ms", "--swim-probe-interval", &timings::probe_interval_ms, 10, 60000,
+   "failure detection: ms between probes (default 200)"},
+  {"swim_ping_timeout_ms", "--swim-ping-timeout", &timings::ping_timeout_ms, 1, 60000,
+   "ms a direct ping may stay unanswered before indirect probes (default 80)"},
+  {"swim_indirect_timeout_ms", "--swim-indirect-timeout", &timings::indirect_timeout_ms, 1, 60000,
+   "ms for an indirect probe's ack before suspicion (default 80)"},
+  {"swim_indirect_probes", "--swim-indirect-probes", &timings::indirect_probes, 0, 16,
+   "members asked to probe indirectly, 0..16 (default 3)"},
+  {"swim_suspicion_timeout_ms", "--swim-suspicion-timeout", &timings::suspicion_timeout_ms, 10,
+   600000, "ms a suspect has to refute before it is declared dead (default 800)"},
+  {"rpc_timeout_ms", "--rpc-timeout", &timings::rpc_timeout_ms, 10, 600000,
+   "ms an RPC to a peer may make no progress before it fails (default 2000)"},
+  {"warm_window_ms", "--warm-window", &timings::warm_window_ms, 0, 86400000,
+   "ms after a ring change during which a miss asks the previous owner (default 30000)"},
+};
+
+// The probe period must leave room for a direct and an indirect round (SWIM's protocol period).
+std::string check_timings(const timings& t) {
+  cluster::membership_config d;
+  auto eff = [](int64_t v, uint32_t dflt) { return v >= 0 ? v : static_cast<int64_t>(dflt); };
+  if (eff(t.probe_interval_ms, d.probe_interval_ms) <
+      eff(t.ping_timeout_ms, d.ping_timeout_ms) + eff(t.indirect_timeout_ms, d.indirect_timeout_ms))
+    return "must be at least the ping timeout plus the indirect timeout";
+  return "";
+}
 
 } // namespace
 
@@ -215,6 +254,13 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
        : key == "rpc_tls_key" ? t.key_file
        : key == "rpc_tls_ca"  ? t.ca_file
                               : t.peer_name) = *s;
+    } else if (auto ts = std::find_if(std::begin(timing_settings), std::end(timing_settings),
+                                      [&](const timing_setting& t) { return key == t.yaml; });
+               ts != std::end(timing_settings)) {
+      auto n = integer(ts->lo, ts->hi);
+      if (!n)
+        return where(range(ts->lo, ts->hi));
+      cfg.timings.*(ts->field) = *n;
     } else if (key == "replication_ack") {
       auto s = scalar();
       if (!s || (*s != "primary" && *s != "all"))
@@ -294,6 +340,9 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("--node-name", node_name, "unique node name (default: <listen>:<port>)");
   app.add_option("--join", join, "seed nodes' RPC addresses, host:port[,host:port...]");
   app.add_option("--replicas", replicas, "owners per key in the cluster, 1..16 (default 1)");
+  timings flag_timings;
+  for (auto& t : timing_settings)
+    app.add_option(t.flag, flag_timings.*(t.field), t.help);
   cluster::tls_options tls;
   app.add_option("--rpc-tls-cert", tls.cert_file,
                  "mutual TLS on the RPC port: this node's certificate (PEM)");
@@ -424,6 +473,16 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   }
   if (auto problem = cluster::check_tls_options(cfg.rpc_tls); !problem.empty())
     return fail("--rpc-tls-cert/--rpc-tls-key/--rpc-tls-ca", problem);
+  for (auto& t : timing_settings) {
+    if (!app.count(t.flag))
+      continue;
+    int64_t v = flag_timings.*(t.field);
+    if (v < t.lo || v > t.hi)
+      return fail(t.flag, "must be " + std::to_string(t.lo) + ".." + std::to_string(t.hi));
+    cfg.timings.*(t.field) = v;
+  }
+  if (auto problem = check_timings(cfg.timings); !problem.empty())
+    return fail("--swim-probe-interval", problem);
   if (app.count("--replication-ack")) {
     if (ack != "primary" && ack != "all")
       return fail("--replication-ack", "must be primary or all");

@@ -195,6 +195,46 @@ BOOST_AUTO_TEST_CASE(rpc_tls_files_go_together) {
   BOOST_CHECK_MESSAGE(contains(err, ":1: field 'rpc_tls_key'"), err);
 }
 
+BOOST_AUTO_TEST_CASE(cluster_timings) {
+  node_config dflt;
+  BOOST_CHECK_EQUAL(dflt.timings.probe_interval_ms, -1);  // built-in defaults
+  node_config cfg;
+  auto r = run({"--swim-probe-interval", "500", "--swim-ping-timeout", "100",
+                "--swim-indirect-timeout", "150", "--swim-indirect-probes", "0",
+                "--swim-suspicion-timeout", "3000", "--rpc-timeout", "4000", "--warm-window", "0"},
+               cfg);
+  BOOST_REQUIRE(r.what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(cfg.timings.probe_interval_ms, 500);
+  BOOST_CHECK_EQUAL(cfg.timings.ping_timeout_ms, 100);
+  BOOST_CHECK_EQUAL(cfg.timings.indirect_timeout_ms, 150);
+  BOOST_CHECK_EQUAL(cfg.timings.indirect_probes, 0);
+  BOOST_CHECK_EQUAL(cfg.timings.suspicion_timeout_ms, 3000);
+  BOOST_CHECK_EQUAL(cfg.timings.rpc_timeout_ms, 4000);
+  BOOST_CHECK_EQUAL(cfg.timings.warm_window_ms, 0);
+  struct bad {
+    std::vector<std::string> args;
+    std::string field;
+  };
+  for (auto& b : std::vector<bad>{{{"--swim-probe-interval", "5"}, "--swim-probe-interval"},
+                                  {{"--swim-indirect-probes", "17"}, "--swim-indirect-probes"},
+                                  {{"--rpc-timeout", "x"}, "--rpc-timeout"},
+                                  {{"--swim-probe-interval", "100", "--swim-ping-timeout", "90"},
+                                   "ping timeout plus the indirect timeout"}}) {
+    node_config c;
+    auto e = run(b.args, c);
+    BOOST_CHECK_EQUAL(e.exit_code, 2);
+    BOOST_CHECK_MESSAGE(contains(e.message, b.field), e.message << " should name " << b.field);
+  }
+  node_config y;
+  BOOST_CHECK_EQUAL(
+    load_yaml_text("swim_suspicion_timeout_ms: 1500\nrpc_timeout_ms: 900\n", "n.yaml", y), "");
+  BOOST_CHECK_EQUAL(y.timings.suspicion_timeout_ms, 1500);
+  BOOST_CHECK_EQUAL(y.timings.rpc_timeout_ms, 900);
+  node_config ybad;
+  auto err = load_yaml_text("port: 1\nswim_probe_interval_ms: 0\n", "n.yaml", ybad);
+  BOOST_CHECK_MESSAGE(contains(err, ":2: field 'swim_probe_interval_ms'"), err);
+}
+
 BOOST_AUTO_TEST_CASE(help_exits_0) {
   node_config cfg;
   auto r = run({"--help"}, cfg);

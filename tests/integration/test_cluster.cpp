@@ -504,6 +504,32 @@ BOOST_AUTO_TEST_CASE(mutual_tls_cluster_and_bifrostctl) {
 }
 
 // --------------------------------------------------------------------------------------------
+// Failure-detection timings are the user's: a longer suspicion timeout holds a killed node in
+// suspicion that long (the default declares it dead in ~1.2 s).
+BOOST_AUTO_TEST_CASE(swim_timings_are_configurable) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 1, 5000ms, {"--swim-suspicion-timeout", "2500"});
+  c.kill9(*ns[1]);
+  auto t_kill = clock_type::now();
+  std::string at_1500;
+  double dead_at = -1;
+  while (seconds_since(t_kill) < 6 && dead_at < 0) {
+    auto st = member_states(ns[0]->rpc_port)["n2"];
+    if (seconds_since(t_kill) < 1.5)
+      at_1500 = st;
+    if (st == "dead")
+      dead_at = seconds_since(t_kill);
+    std::this_thread::sleep_for(20ms);
+  }
+  report("--swim-suspicion-timeout 2500: n2 was '" + at_1500 + "' at 1.5 s, dead after " +
+         fmt(dead_at) + " s");
+  BOOST_CHECK(at_1500 == "alive" || at_1500 == "suspect");
+  BOOST_CHECK_GE(dead_at, 2.5);
+  BOOST_CHECK_LT(dead_at, 5.0);
+}
+
+// --------------------------------------------------------------------------------------------
 // memcached unlinks the old value of a key whose set is refused as too large; in a cluster that
 // must happen where the key lives (its primary, and from there its replica), whichever node
 // took the request.
