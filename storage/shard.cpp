@@ -1079,6 +1079,34 @@ std::unique_ptr<shard> shard::open(const shard_config& cfg, clock_fn clock, std:
   }
 }
 
+void shard::execute(op_batch& ops, result_batch& out) {
+  impl& m = *impl_;
+  out.reserve(out.size() + ops.size());
+  constexpr size_t k_window = 32;  // ops whose misses overlap (bounded stack, lines in flight)
+  uint32_t hashes[k_window];
+  for (size_t base = 0; base < ops.size(); base += k_window) {
+    const size_t n = std::min(k_window, ops.size() - base);
+    if (n > 1) {
+      for (size_t i = 0; i < n; ++i) {
+        const std::string& key = ops[base + i].key;
+        if (!valid_key(key)) continue;
+        hashes[i] = key_hash(key);
+        m.idx.prefetch(hashes[i]);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        const std::string& key = ops[base + i].key;
+        if (!valid_key(key)) continue;
+        const entry* e = m.idx.first_with_hash(hashes[i]);
+        if (e == nullptr) continue;
+        const char* r = reinterpret_cast<const char*>(m.hdr(*e));
+        __builtin_prefetch(r);                          // header (and usually the key)
+        __builtin_prefetch(r + k_hdr + key.size() - 1);  // the key's last byte
+      }
+    }
+    for (size_t i = 0; i < n; ++i) out.push_back(execute(ops[base + i]));
+  }
+}
+
 result shard::execute(op& o) {
   impl& m = *impl_;
   try {

@@ -126,6 +126,11 @@ public:
   /// Executes one op. Never throws; storage failures come back as status::no_memory.
   result execute(op& o);
 
+  /// Executes a batch in order (results in op order), as execute() one by one, but first
+  /// prefetches the index slots and then the record headers the ops will look at, so that a
+  /// batch waits for its cache misses in parallel instead of one after another.
+  void execute(op_batch& ops, result_batch& out);
+
   /// Reclaims expired items (fully dead segments are released as soon as their last item
   /// dies); bounded work (`max_items` index slots visited, resuming where the last call
   /// stopped). Also applies a delayed flush_all whose time has come. Returns the number of
