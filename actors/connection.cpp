@@ -112,6 +112,51 @@ caf::behavior connection::make_behavior() {
   };
 }
 
+// -- pending requests ---------------------------------------------------------------------------
+
+void connection::pending::reset() noexcept {
+  constexpr size_t keep = 64;  // larger buffers (a long multi-get) are not kept per connection
+  kind = pending_kind::immediate;
+  routing.clear();
+  req.clear();
+  line.clear();
+  if (ops.capacity() > keep) std::vector<storage::op>().swap(ops); else ops.clear();
+  if (results.capacity() > keep)
+    std::vector<storage::result>().swap(results);
+  else
+    results.clear();
+  outstanding = 0;
+  if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
+  close_after = false;
+  stats = storage::shard_stats{};
+}
+
+connection::pending& connection::pending_ring::emplace_back() {
+  if (size_ == slots_.size()) {
+    std::vector<std::unique_ptr<pending>> grown(std::max<size_t>(4, slots_.size() * 2));
+    for (size_t i = 0; i < size_; ++i)
+      grown[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
+    slots_ = std::move(grown);
+    head_ = 0;
+  }
+  auto& slot = slots_[(head_ + size_) & (slots_.size() - 1)];
+  if (!slot)
+    slot = std::make_unique<pending>();
+  ++size_;
+  return *slot;
+}
+
+void connection::pending_ring::pop_front() noexcept {
+  front().reset();
+  head_ = (head_ + 1) & (slots_.size() - 1);
+  --size_;
+}
+
+void connection::pending_ring::clear() noexcept {
+  while (size_ > 0)
+    pop_front();
+}
+
 // -- socket events ------------------------------------------------------------------------------
 
 void connection::on_poll(uv_poll_t* h, int status, int events) {
