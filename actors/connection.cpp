@@ -61,8 +61,8 @@ void rebase(proto::request& req, const char* old, size_t len, const char* nu) {
   };
   for (auto& k : req.keys)
     fix(k);
-  for (auto& t : req.meta.token)
-    fix(t);
+  for (uint64_t bits = req.meta.present; bits != 0; bits &= bits - 1)
+    fix(req.meta.token[static_cast<size_t>(__builtin_ctzll(bits))]);  // absent tokens are empty
   fix(req.meta.raw);
   fix(req.stats_arg);
   fix(req.line);
@@ -111,6 +111,51 @@ caf::behavior connection::make_behavior() {
     [this](replicated_atom, uint64_t seq, bool ok) { on_replicated(seq, ok); },
     [this](close_atom) { quit(); },
   };
+}
+
+// -- pending requests ---------------------------------------------------------------------------
+
+void connection::pending::reset() noexcept {
+  constexpr size_t keep = 64;  // larger buffers (a long multi-get) are not kept per connection
+  kind = pending_kind::immediate;
+  routing.clear();
+  req.clear();
+  line.clear();
+  if (ops.capacity() > keep) std::vector<storage::op>().swap(ops); else ops.clear();
+  if (results.capacity() > keep)
+    std::vector<storage::result>().swap(results);
+  else
+    results.clear();
+  outstanding = 0;
+  if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
+  close_after = false;
+  stats = storage::shard_stats{};
+}
+
+connection::pending& connection::pending_ring::emplace_back() {
+  if (size_ == slots_.size()) {
+    std::vector<std::unique_ptr<pending>> grown(std::max<size_t>(4, slots_.size() * 2));
+    for (size_t i = 0; i < size_; ++i)
+      grown[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
+    slots_ = std::move(grown);
+    head_ = 0;
+  }
+  auto& slot = slots_[(head_ + size_) & (slots_.size() - 1)];
+  if (!slot)
+    slot = std::make_unique<pending>();
+  ++size_;
+  return *slot;
+}
+
+void connection::pending_ring::pop_front() noexcept {
+  front().reset();
+  head_ = (head_ + 1) & (slots_.size() - 1);
+  --size_;
+}
+
+void connection::pending_ring::clear() noexcept {
+  while (size_ > 0)
+    pop_front();
 }
 
 // -- socket events ------------------------------------------------------------------------------
@@ -279,7 +324,29 @@ connection::pending& connection::push_pending(pending_kind k) {
 }
 
 void connection::adopt_line(pending& p) {
-  std::swap(p.req, req_);
+  // Field by field rather than std::swap: a request is over 1 KiB, almost all of it the 52
+  // meta tokens, of which only the present ones are set (proto::meta_flags).
+  auto& d = p.req;
+  const auto& s = req_;
+  d.cmd = s.cmd;
+  d.keys.swap(req_.keys);
+  d.data = s.data;
+  d.flags = s.flags;
+  d.exptime = s.exptime;
+  d.cas_unique = s.cas_unique;
+  d.delta = s.delta;
+  d.delay = s.delay;
+  d.has_delay = s.has_delay;
+  d.noreply = s.noreply;
+  d.stats_arg = s.stats_arg;
+  d.meta.clear();
+  d.meta.present = s.meta.present;
+  for (uint64_t bits = s.meta.present; bits != 0; bits &= bits - 1) {
+    const auto i = static_cast<size_t>(__builtin_ctzll(bits));
+    d.meta.token[i] = s.meta.token[i];
+  }
+  d.meta.raw = s.meta.raw;
+  d.line = s.line;
   p.line.assign(p.req.line.data(), p.req.line.size());
   rebase(p.req, p.req.line.data(), p.req.line.size(), p.line.data());
 }

@@ -91,6 +91,30 @@ private:
     bool close_after = false;  // quit
     bool replicated = false;   // writes already handed to the replicator (wait_replicas)
     storage::shard_stats stats;
+
+    /// Back to a fresh state for reuse; keeps small buffers' capacity, drops pinned values.
+    void reset() noexcept;
+  };
+
+  /// The requests waiting for their replies, oldest first: a ring of reused `pending`
+  /// objects (a request is over 1 KiB with its meta tokens; std::deque allocated and freed
+  /// one node per request). Elements never move (the ring holds pointers), so views of a
+  /// request into its own `line` stay valid, and references stay valid across pushes.
+  class pending_ring {
+  public:
+    bool empty() const noexcept { return size_ == 0; }
+    size_t size() const noexcept { return size_; }
+    pending& operator[](size_t i) noexcept { return *slots_[(head_ + i) & (slots_.size() - 1)]; }
+    pending& front() noexcept { return (*this)[0]; }
+    pending& emplace_back();
+    /// Resets and recycles the oldest request (its pinned values are released now).
+    void pop_front() noexcept;
+    void clear() noexcept;
+
+  private:
+    std::vector<std::unique_ptr<pending>> slots_;  // size: 0 or a power of two
+    size_t head_ = 0;
+    size_t size_ = 0;
   };
 
   static void on_poll(uv_poll_t* h, int status, int events);
@@ -139,7 +163,7 @@ private:
   proto::request req_;
   proto::parser_config pcfg_;
 
-  std::deque<pending> pending_;
+  pending_ring pending_;
   uint64_t base_seq_ = 0;      // sequence number of pending_.front()
   uint64_t id_ = 0;            // key in loop_context::by_id
 

@@ -21,9 +21,7 @@ caf::behavior storage_shard::make_behavior() {
   return {
     [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
       storage::result_batch results;
-      results.reserve(ops.size());
-      for (auto& o : ops)
-        results.push_back(shard_->execute(o));
+      shard_->execute(ops, results);
       send(caf::actor_cast<caf::actor>(current_sender()), result_atom::value, tag,
            std::move(results));
     },

@@ -83,6 +83,8 @@ enum class command : uint8_t {
 };
 
 /// Meta command flags: one bit per flag letter, and the token that followed the letter.
+// actors/connection.cpp (adopt_line) copies meta_flags and request field by field: keep it in
+// step with new fields.
 struct meta_flags {
   uint64_t present = 0;                    // bit flag_index(c) set when flag c was given
   std::array<std::string_view, 52> token;  // token after the letter (may be empty); only

@@ -70,6 +70,20 @@ public:
     }
   }
 
+  /// Prefetches the cache line of `hash`'s home slot (the start of its probe sequence).
+  void prefetch(uint32_t hash) const noexcept { __builtin_prefetch(&slots_[home(hash)]); }
+
+  /// The first entry with this hash (the likely match), or nullptr. Reads only the index.
+  const entry* first_with_hash(uint32_t hash) const noexcept {
+    size_t i = home(hash);
+    for (;;) {
+      const entry& e = slots_[i];
+      if (e.empty()) return nullptr;
+      if (e.hash == hash) return &e;
+      if (++i == cap_) i = 0;
+    }
+  }
+
   /// Makes room for one more entry (may rehash: positions become invalid). Throws bad_alloc.
   void reserve_one();
   /// Inserts an entry whose key is not present. Call reserve_one() first. Returns its position.

@@ -146,6 +146,7 @@ struct seg_slot {
   std::shared_ptr<segment> seg;  // null: free slot
   uint64_t used = 0;             // bytes appended (next record offset)
   uint64_t live_items = 0;       // index entries pointing into this segment
+  uint64_t live_bytes = 0;       // padded bytes of those entries' records
 };
 
 /// A record saved from an evicted segment for re-append (second chance).
@@ -265,6 +266,7 @@ struct shard::impl {
     r->state |= k_state_dead;
     st.bytes -= record_bytes(r->key_len, r->value_len);
     seg_slot& s = segs[e.slot()];
+    s.live_bytes -= record_size(r->key_len, r->value_len);
     if (--s.live_items == 0 && int64_t(e.slot()) != active) release(e.slot());
   }
 
@@ -383,6 +385,7 @@ struct shard::impl {
     segs[slot].seg = std::move(seg);
     segs[slot].used = 0;
     segs[slot].live_items = 0;
+    segs[slot].live_bytes = 0;
     fifo.push_back(slot);
     live_seg_bytes += size;
     for (const rescued_record& k : keep) {
@@ -391,6 +394,7 @@ struct shard::impl {
       copy_record(segs[slot].seg->data() + off, src);
       segs[slot].used += k.bytes.size();
       ++segs[slot].live_items;
+      segs[slot].live_bytes += k.bytes.size();
       st.bytes += record_bytes(src->key_len, src->value_len);
       entry e;
       e.hash = key_hash(src->key_view());
@@ -400,6 +404,62 @@ struct shard::impl {
       idx.insert(e);  // these entries were erased above: no growth needed
     }
     return slot;
+  }
+
+  /// Recycles the sparsest sealed segment in place instead of taking a new one: when its live
+  /// records fill at most `max_live` bytes, they slide to its start (their index entries
+  /// follow; positions in the index do not change), and the rest of the segment, whose pages
+  /// are already mapped, takes new records. The segment moves to the back of the eviction
+  /// FIFO (its items get a second life, as with second chance). Only memfd segments of the
+  /// regular size that no pinned_slice references (a send in flight reads the old bytes).
+  /// Looks at the oldest `k_compact_scan` segments. Returns the slot (with at least `need`
+  /// bytes free), or -1.
+  static constexpr size_t k_compact_scan = 256;
+  int64_t compact_sparsest(uint64_t max_live, uint64_t need) {
+    if (!dir.empty()) return -1;
+    int64_t best = -1;
+    uint64_t best_live = max_live;
+    size_t looked = 0;
+    for (uint32_t slot : fifo) {
+      if (++looked > k_compact_scan) break;
+      const seg_slot& c = segs[slot];
+      if (int64_t(slot) == active || c.seg->size() != seg_size || c.live_bytes > best_live ||
+          c.seg.use_count() != 1)
+        continue;
+      best = slot;
+      best_live = c.live_bytes;
+    }
+    if (best < 0) return -1;
+    // Pairs with the release decrement of the last pinned_slice dropped on another thread:
+    // its reads of these bytes happen before our writes.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    const auto slot = uint32_t(best);
+    seg_slot& s = segs[slot];
+    char* base = s.seg->data();
+    uint64_t off = 0;
+    uint64_t dst = 0;
+    while (off + k_hdr <= s.used) {
+      auto* r = reinterpret_cast<record_header*>(base + off);
+      if (r->magic != k_record_magic) break;
+      const uint64_t rs = record_size(r->key_len, r->value_len);
+      if (off + rs > s.used) break;
+      if (!r->dead()) {
+        const size_t pos = idx.find(key_hash(r->key_view()), [&](const entry& e) {
+          return e.slot() == slot && e.offset() == off;
+        });
+        if (pos != npos) {
+          if (dst != off) std::memmove(base + dst, base + off, rs);
+          idx.at(pos).set_location(slot, dst);
+          dst += rs;
+        }
+      }
+      off += rs;
+    }
+    s.used = dst;
+    fifo.erase(std::find(fifo.begin(), fifo.end(), slot));
+    fifo.push_back(slot);
+    if (s.used + need > s.seg->size()) return -1;  // (live_bytes was off) sealed, still valid
+    return best;
   }
 
   /// Space for a record of `rs` bytes: in the active segment, a new one, or a dedicated one.
@@ -423,7 +483,8 @@ struct shard::impl {
       active = -1;
       if (segs[a].live_items == 0) release(a);
     }
-    const int64_t s = new_segment(seg_size, std::min(seg_size / 2, seg_size - rs));
+    int64_t s = compact_sparsest(std::min(seg_size / 2, seg_size - rs), rs);
+    if (s < 0) s = new_segment(seg_size, std::min(seg_size / 2, seg_size - rs));
     if (s < 0) return false;
     active = s;
     slot = uint32_t(s);
@@ -445,6 +506,7 @@ struct shard::impl {
     write_record(segs[slot].seg->data() + off, it.key, it.value, it.flags, it.exptime, it.cas,
                  it.state);
     ++segs[slot].live_items;
+    segs[slot].live_bytes += rs;
     st.bytes += record_bytes(it.key.size(), it.value.size());
     ++st.total_items;
     entry ne;
@@ -903,10 +965,12 @@ struct shard::impl {
         orec->state |= k_state_dead;
         st.bytes -= record_bytes(orec->key_len, orec->value_len);
         --segs[old.slot()].live_items;
+        segs[old.slot()].live_bytes -= record_size(orec->key_len, orec->value_len);
       } else {
         idx.insert(ne);
       }
       ++segs[slot].live_items;
+      segs[slot].live_bytes += rs;
       st.bytes += record_bytes(r->key_len, r->value_len);
       off += rs;
     }
@@ -956,6 +1020,7 @@ struct shard::impl {
       const uint32_t slot = take_slot();
       segs[slot].seg = std::move(seg);
       segs[slot].live_items = 0;
+      segs[slot].live_bytes = 0;
       fifo.push_back(slot);
       live_seg_bytes += segs[slot].seg->size();
       segs[slot].used = recover_segment(slot, max_cas);
@@ -1011,6 +1076,34 @@ std::unique_ptr<shard> shard::open(const shard_config& cfg, clock_fn clock, std:
   } catch (const std::exception& ex) {
     error = std::string("opening shard: ") + ex.what();
     return nullptr;
+  }
+}
+
+void shard::execute(op_batch& ops, result_batch& out) {
+  impl& m = *impl_;
+  out.reserve(out.size() + ops.size());
+  constexpr size_t k_window = 32;  // ops whose misses overlap (bounded stack, lines in flight)
+  uint32_t hashes[k_window];
+  for (size_t base = 0; base < ops.size(); base += k_window) {
+    const size_t n = std::min(k_window, ops.size() - base);
+    if (n > 1) {
+      for (size_t i = 0; i < n; ++i) {
+        const std::string& key = ops[base + i].key;
+        if (!valid_key(key)) continue;
+        hashes[i] = key_hash(key);
+        m.idx.prefetch(hashes[i]);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        const std::string& key = ops[base + i].key;
+        if (!valid_key(key)) continue;
+        const entry* e = m.idx.first_with_hash(hashes[i]);
+        if (e == nullptr) continue;
+        const char* r = reinterpret_cast<const char*>(m.hdr(*e));
+        __builtin_prefetch(r);                          // header (and usually the key)
+        __builtin_prefetch(r + k_hdr + key.size() - 1);  // the key's last byte
+      }
+    }
+    for (size_t i = 0; i < n; ++i) out.push_back(execute(ops[base + i]));
   }
 }
 

@@ -13,6 +13,13 @@
 //   within `memory_limit`. When a new segment is needed at the limit, the oldest segment is
 //   evicted whole: its live items leave the index (counted in `evictions`), and its memory
 //   returns when the last pin drops.
+// - Space reuse before growth (memfd segments): when the active segment is full, the sparsest
+//   of the oldest sealed segments whose live records fill at most half of it (and leave room
+//   for the new record), and that no pinned_slice references, is compacted in place instead of
+//   taking a new segment: its live records slide to its start, their index entries follow, and
+//   it becomes the active segment (moving to the back of the eviction FIFO). Its pages are
+//   already mapped, so a workload that overwrites its keys does not fault in fresh memory for
+//   every write (memcached reuses freed item memory the same way).
 // - Expiry is lazy (checked on access) plus `sweep()`, which the owning actor calls
 //   periodically to reclaim expired items and fully dead segments.
 // - With a data directory, `open()` rebuilds the index from the segment files; a torn or corrupt
@@ -118,6 +125,11 @@ public:
 
   /// Executes one op. Never throws; storage failures come back as status::no_memory.
   result execute(op& o);
+
+  /// Executes a batch in order (results in op order), as execute() one by one, but first
+  /// prefetches the index slots and then the record headers the ops will look at, so that a
+  /// batch waits for its cache misses in parallel instead of one after another.
+  void execute(op_batch& ops, result_batch& out);
 
   /// Reclaims expired items (fully dead segments are released as soon as their last item
   /// dies); bounded work (`max_items` index slots visited, resuming where the last call

@@ -583,4 +583,48 @@ BOOST_AUTO_TEST_CASE(stats_sum) {
   BOOST_CHECK_EQUAL(a.index_bytes, 3u);
 }
 
+BOOST_AUTO_TEST_CASE(batch_execute_equals_one_by_one) {
+  // The batch form prefetches, then executes in order: same results as op by op, including
+  // ops on one key inside a batch, invalid keys, and batches longer than the prefetch window.
+  fake_clock clk;
+  auto a = open_shard(small_config(), clk);
+  auto b = open_shard(small_config(), clk);
+  op_batch ops;
+  auto add = [&](op_kind k, const std::string& key, const std::string& value = {}) {
+    op o;
+    o.kind = k;
+    o.key = key;
+    o.value = value;
+    ops.push_back(std::move(o));
+  };
+  for (int i = 0; i < 50; ++i) add(op_kind::store, "k" + std::to_string(i), std::to_string(i));
+  for (int i = 0; i < 50; ++i) {
+    add(op_kind::get, "k" + std::to_string(i % 60));  // k50..k59 miss
+    if (i % 7 == 0) add(op_kind::store, "k" + std::to_string(i), "new" + std::to_string(i));
+    if (i % 11 == 0) add(op_kind::remove, "k" + std::to_string(i + 1));
+  }
+  add(op_kind::get, "");                      // invalid key
+  add(op_kind::get, std::string(300, 'x'));   // invalid key
+  for (int i = 0; i < 50; ++i) add(op_kind::get, "k" + std::to_string(i));
+  op_batch copy = ops;
+  result_batch batch;
+  a->execute(ops, batch);
+  BOOST_REQUIRE_EQUAL(batch.size(), copy.size());
+  for (size_t i = 0; i < copy.size(); ++i) {
+    result one = b->execute(copy[i]);
+    BOOST_REQUIRE_MESSAGE(batch[i].st == one.st, "op " << i);
+    BOOST_REQUIRE_EQUAL(batch[i].flags, one.flags);
+    BOOST_REQUIRE_EQUAL(batch[i].value_size, one.value_size);
+    BOOST_REQUIRE(batch[i].value.view() == one.value.view());
+  }
+  result_batch single;
+  op_batch one_op(1);
+  one_op[0].kind = op_kind::get;
+  one_op[0].key = "k14";
+  a->execute(one_op, single);
+  BOOST_REQUIRE_EQUAL(single.size(), 1u);
+  BOOST_CHECK_EQUAL(single[0].st, status::hit);
+  BOOST_CHECK(single[0].value.view() == "new14");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
