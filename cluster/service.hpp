@@ -30,6 +30,9 @@
 // Connections: one multiplexed RPC connection per remote RPC address, shared by membership,
 // peer actors and the replicator; `hello` first. Values up to 64 KiB travel inline; larger get
 // results are streamed through the caller's ValueSink, larger stores go through Node.upload.
+// A peer attaches a sink only to a batch with a get that must not run twice (touch, vivify,
+// recache): a plain read whose value is too large to inline comes back `streamed` and empty
+// and is asked again with a sink (a sink per call costs messages: bench/RESULTS.md).
 //
 // Thread affinity: start/stop/accessors from any one owning thread. stop() must run before the
 // actor system is destroyed (the hosted actors must quit first).
