@@ -1132,7 +1132,12 @@ kj::Promise<bool> service::impl::replicate(std::vector<std::string> keys, unsign
         std::map<uint32_t, batch> per_owner;
         std::vector<ring::member_id> owners(cfg.replicas);
         uint32_t self = ring_self();
-        for (size_t i = 0; i < keys.size() && i < rs.size(); ++i) {
+        std::vector<size_t> unread;  // the local state could not be read: nothing is sent
+        for (size_t i = 0; i < keys.size(); ++i) {
+          if (i >= rs.size() || rs[i].st == storage::status::unavailable) {
+            unread.push_back(i);  // never mistake it for an absence (that would delete)
+            continue;
+          }
           size_t k = ring_->live_owner_ids(ring::key_hash(keys[i]), cfg.replicas, owners.data());
           storage::op o;
           o.key = keys[i];
@@ -1154,9 +1159,10 @@ kj::Promise<bool> service::impl::replicate(std::vector<std::string> keys, unsign
               b.key_index.push_back(i);
             }
         }
-        if (per_owner.empty())
+        if (per_owner.empty() && unread.empty())
           return true;
-        auto sent = kj::heapArrayBuilder<kj::Promise<std::vector<size_t>>>(per_owner.size());
+        auto sent = kj::heapArrayBuilder<kj::Promise<std::vector<size_t>>>(per_owner.size() + 1);
+        sent.add(kj::mv(unread));
         for (auto& [id, b] : per_owner) {
           auto& addr = ring_->member(id).address;
           sent.add(remote_execute(addr, std::move(b.ops), rpc::Origin::REPLICA)
