@@ -129,6 +129,7 @@ void connection::pending::reset() noexcept {
   outstanding = 0;
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
   close_after = false;
+  replicated = false;
   stats = storage::shard_stats{};
 }
 
