@@ -1161,8 +1161,7 @@ kj::Promise<bool> service::impl::replicate(std::vector<std::string> keys, unsign
         }
         if (per_owner.empty() && unread.empty())
           return true;
-        auto sent = kj::heapArrayBuilder<kj::Promise<std::vector<size_t>>>(per_owner.size() + 1);
-        sent.add(kj::mv(unread));
+        auto sent = kj::heapArrayBuilder<kj::Promise<std::vector<size_t>>>(per_owner.size());
         for (auto& [id, b] : per_owner) {
           auto& addr = ring_->member(id).address;
           sent.add(remote_execute(addr, std::move(b.ops), rpc::Origin::REPLICA)
@@ -1175,9 +1174,9 @@ kj::Promise<bool> service::impl::replicate(std::vector<std::string> keys, unsign
                        }));
         }
         return kj::joinPromises(sent.finish())
-            .then([this, keys, retries](kj::Array<std::vector<size_t>> failed)
-                      -> kj::Promise<bool> {
-              std::vector<size_t> again;
+            .then([this, keys, retries, unread = std::move(unread)](
+                      kj::Array<std::vector<size_t>> failed) -> kj::Promise<bool> {
+              std::vector<size_t> again = unread;
               for (auto& f : failed)
                 again.insert(again.end(), f.begin(), f.end());
               if (again.empty())
