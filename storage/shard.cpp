@@ -297,14 +297,14 @@ struct shard::impl {
     }
   }
 
-  /// Evicts the oldest segment whole. Live items leave the index (evictions); items read since
-  /// they were written are copied to `keep` while `budget` lasts (second chance).
-  void evict_oldest(std::vector<rescued_record>* keep, uint64_t& budget) {
-    const uint32_t slot = fifo.front();
+  /// Calls fn(record, offset, size, index position or npos) for each record of `slot` not
+  /// marked dead, in order, up to the first unwritten or torn record. fn may move the record
+  /// to a lower offset (the walk has already read its size).
+  template <typename Fn>
+  void for_each_live_record(uint32_t slot, Fn&& fn) {
     seg_slot& s = segs[slot];
     char* base = s.seg->data();
     uint64_t off = 0;
-    uint64_t removed = 0;
     while (off + k_hdr <= s.used) {
       auto* r = reinterpret_cast<record_header*>(base + off);
       if (r->magic != k_record_magic) break;
@@ -314,26 +314,38 @@ struct shard::impl {
         const size_t pos = idx.find(key_hash(r->key_view()), [&](const entry& e) {
           return e.slot() == slot && e.offset() == off;
         });
-        if (pos != npos) {
-          const entry e = idx.at(pos);
-          if (expired(r)) {
-            ++st.reclaimed;
-            if (!e.fetched()) ++st.expired_unfetched;
-          } else if (keep && e.fetched() && rs <= budget) {
-            keep->push_back(rescued_record{std::string(base + off, rs), e.atime, e.token()});
-            budget -= rs;
-          } else {
-            ++st.evictions;
-            if (!e.fetched()) ++st.evicted_unfetched;
-          }
-          idx.erase(pos);
-          st.bytes -= record_bytes(r->key_len, r->value_len);
-          ++removed;
-        }
-        r->state |= k_state_dead;
+        fn(r, off, rs, pos);
       }
       off += rs;
     }
+  }
+
+  /// Evicts the oldest segment whole. Live items leave the index (evictions); items read since
+  /// they were written are copied to `keep` while `budget` lasts (second chance).
+  void evict_oldest(std::vector<rescued_record>* keep, uint64_t& budget) {
+    const uint32_t slot = fifo.front();
+    seg_slot& s = segs[slot];
+    char* base = s.seg->data();
+    uint64_t removed = 0;
+    for_each_live_record(slot, [&](record_header* r, uint64_t off, uint64_t rs, size_t pos) {
+      if (pos != npos) {
+        const entry e = idx.at(pos);
+        if (expired(r)) {
+          ++st.reclaimed;
+          if (!e.fetched()) ++st.expired_unfetched;
+        } else if (keep && e.fetched() && rs <= budget) {
+          keep->push_back(rescued_record{std::string(base + off, rs), e.atime, e.token()});
+          budget -= rs;
+        } else {
+          ++st.evictions;
+          if (!e.fetched()) ++st.evicted_unfetched;
+        }
+        idx.erase(pos);
+        st.bytes -= record_bytes(r->key_len, r->value_len);
+        ++removed;
+      }
+      r->state |= k_state_dead;
+    });
     if (removed < s.live_items) purge_slot(slot);
     release(slot);
   }
@@ -436,25 +448,13 @@ struct shard::impl {
     const auto slot = uint32_t(best);
     seg_slot& s = segs[slot];
     char* base = s.seg->data();
-    uint64_t off = 0;
     uint64_t dst = 0;
-    while (off + k_hdr <= s.used) {
-      auto* r = reinterpret_cast<record_header*>(base + off);
-      if (r->magic != k_record_magic) break;
-      const uint64_t rs = record_size(r->key_len, r->value_len);
-      if (off + rs > s.used) break;
-      if (!r->dead()) {
-        const size_t pos = idx.find(key_hash(r->key_view()), [&](const entry& e) {
-          return e.slot() == slot && e.offset() == off;
-        });
-        if (pos != npos) {
-          if (dst != off) std::memmove(base + dst, base + off, rs);
-          idx.at(pos).set_location(slot, dst);
-          dst += rs;
-        }
-      }
-      off += rs;
-    }
+    for_each_live_record(slot, [&](record_header*, uint64_t off, uint64_t rs, size_t pos) {
+      if (pos == npos) return;
+      if (dst != off) std::memmove(base + dst, base + off, rs);
+      idx.at(pos).set_location(slot, dst);
+      dst += rs;
+    });
     s.used = dst;
     fifo.erase(std::find(fifo.begin(), fifo.end(), slot));
     fifo.push_back(slot);
