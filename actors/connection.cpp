@@ -130,6 +130,7 @@ void connection::pending::reset() noexcept {
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
   close_after = false;
   replicated = false;
+  refused_store = false;
   stats = storage::shard_stats{};
 }
 
@@ -253,13 +254,27 @@ void connection::process_input() {
     if (r.status == proto::parse_status::error) {
       ctx_.counters->add(ctx_.counters->protocol_errors);
       // Text `noreply` silences even errors (memcached); meta `q` never does.
+      auto removal = r.swallow > 0 ? refused_value_removal() : std::nullopt;
       if (!req_.noreply) {
         auto& p = push_pending(pending_kind::immediate);
         p.reply.assign(r.error.data(), r.error.size());
         p.reply.append("\r\n");
+        if (removal) {
+          // memcached unlinks the old value before it answers: the error waits for the
+          // removal (at the key's primary in a cluster, replicated like any delete).
+          uint64_t seq = base_seq_ + pending_.size() - 1;
+          p.kind = pending_kind::exec;
+          p.refused_store = true;
+          p.ops.push_back(std::move(*removal));
+          p.results.resize(1);
+          p.outstanding = 1;
+          if (ctx_.routes->cluster)
+            p.routing.assign(1, op_route{});
+          route_key_op(seq, 0);
+        }
+      } else if (removal) {
+        drop_refused_value(std::move(*removal));
       }
-      if (r.swallow > 0)
-        drop_refused_value();
       rpos_ += r.consumed;
       swallow_ = r.swallow;
       continue;
@@ -280,22 +295,26 @@ void connection::send_side_effect(const caf::actor& dest, storage::op o) {
   send(dest, exec_atom::value, uint64_t{0}, std::move(b));
 }
 
-void connection::drop_refused_value() {
+std::optional<storage::op> connection::refused_value_removal() const {
   // memcached unlinks the old value of a key whose `set` (or `ms` in set mode) was refused
   // as too large, so that a stale value does not outlive a failed overwrite.
   bool set_mode = req_.cmd == proto::command::set ||
                   (req_.cmd == proto::command::ms &&
                    (!req_.meta.has('M') || req_.meta.get('M') == "S"));
   if (!set_mode || req_.keys.empty())
-    return;
+    return std::nullopt;
   storage::op o;
   o.kind = storage::op_kind::remove;
   if (req_.cmd == proto::command::ms && req_.meta.has('b')) {
     if (!proto::base64_decode(req_.keys[0], o.key))
-      return;
+      return std::nullopt;
   } else {
     o.key.assign(req_.keys[0].data(), req_.keys[0].size());
   }
+  return o;
+}
+
+void connection::drop_refused_value(storage::op o) {
   // In a cluster the key's primary holds it (a peer, or this node), and its replicas follow.
   const auto& snap = *ctx_.routes;
   if (snap.cluster && snap.cluster->ring && !snap.cluster->ring->empty()) {
@@ -650,6 +669,12 @@ void connection::complete_ready() {
     auto& p = pending_.front();
     switch (p.kind) {
       case pending_kind::exec: {
+        if (p.refused_store) {  // the old value is gone (or could not be reached): the error
+          out_.bytes(p.reply);
+          if (!p.routing.empty() && ctx_.routes && ctx_.routes->cluster)
+            report_writes(p);
+          break;
+        }
         bool unavailable = false;
         for (size_t i = 0; i < p.results.size(); ++i)
           if (p.results[i].st == storage::status::unavailable) {

@@ -27,6 +27,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -90,6 +91,7 @@ private:
     std::string reply;         // immediate / error reply bytes
     bool close_after = false;  // quit
     bool replicated = false;   // writes already handed to the replicator (wait_replicas)
+    bool refused_store = false;  // a too-large set: `reply` after its old value's removal
     storage::shard_stats stats;
 
     /// Back to a fresh state for reuse; keeps small buffers' capacity, drops pinned values.
@@ -123,7 +125,10 @@ private:
   void on_readable();
   void process_input();
   void handle_request(size_t consumed);
-  void drop_refused_value();
+  /// The removal of the old value a refused too-large set (or `ms`) owes, if any.
+  std::optional<storage::op> refused_value_removal() const;
+  /// Sends that removal without waiting (noreply): to the key's primary in a cluster.
+  void drop_refused_value(storage::op o);
   /// The local storage shard actor that holds `key`.
   const caf::actor& local_shard_for(const std::string& key) const;
   /// Sends one op whose reply nobody waits for (a side effect of a request).
