@@ -105,7 +105,7 @@ caf::behavior connection::make_behavior() {
   // that quits a shard): drop anything unexpected.
   set_default_handler(caf::drop);
   return {
-    // Reply to a fire-and-forget op (tag 0, see drop_refused_value): nothing to do.
+    // Reply to a fire-and-forget op (tag 0, see send_side_effect): nothing to do.
     [](result_atom, uint64_t, storage::result_batch&) {},
     [this](stats_atom, uint64_t seq, const storage::shard_stats& st) { on_stats(seq, st); },
     [this](replicated_atom, uint64_t seq, bool ok) { on_replicated(seq, ok); },
@@ -130,7 +130,6 @@ void connection::pending::reset() noexcept {
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
   close_after = false;
   replicated = false;
-  refused_store = false;
   stats = storage::shard_stats{};
 }
 
@@ -255,25 +254,22 @@ void connection::process_input() {
       ctx_.counters->add(ctx_.counters->protocol_errors);
       // Text `noreply` silences even errors (memcached); meta `q` never does.
       auto removal = r.swallow > 0 ? refused_value_removal() : std::nullopt;
-      if (!req_.noreply) {
+      if (removal) {
+        // memcached unlinks the old value before it answers: the error (if any) waits for
+        // the removal, routed like any delete (to the key's primary, then replicated).
+        auto& p = push_pending(pending_kind::refused);
+        if (!req_.noreply)
+          p.reply.assign(r.error.data(), r.error.size()).append("\r\n");
+        p.ops.push_back(std::move(*removal));
+        p.results.resize(1);
+        p.outstanding = 1;
+        if (ctx_.routes->cluster)
+          p.routing.assign(1, op_route{});
+        route_key_op(base_seq_ + pending_.size() - 1, 0);
+      } else if (!req_.noreply) {
         auto& p = push_pending(pending_kind::immediate);
         p.reply.assign(r.error.data(), r.error.size());
         p.reply.append("\r\n");
-        if (removal) {
-          // memcached unlinks the old value before it answers: the error waits for the
-          // removal (at the key's primary in a cluster, replicated like any delete).
-          uint64_t seq = base_seq_ + pending_.size() - 1;
-          p.kind = pending_kind::exec;
-          p.refused_store = true;
-          p.ops.push_back(std::move(*removal));
-          p.results.resize(1);
-          p.outstanding = 1;
-          if (ctx_.routes->cluster)
-            p.routing.assign(1, op_route{});
-          route_key_op(seq, 0);
-        }
-      } else if (removal) {
-        drop_refused_value(std::move(*removal));
       }
       rpos_ += r.consumed;
       swallow_ = r.swallow;
@@ -312,29 +308,6 @@ std::optional<storage::op> connection::refused_value_removal() const {
     o.key.assign(req_.keys[0].data(), req_.keys[0].size());
   }
   return o;
-}
-
-void connection::drop_refused_value(storage::op o) {
-  // In a cluster the key's primary holds it (a peer, or this node), and its replicas follow.
-  const auto& snap = *ctx_.routes;
-  if (snap.cluster && snap.cluster->ring && !snap.cluster->ring->empty()) {
-    const auto& cv = *snap.cluster;
-    cluster::ring::member_id owner;
-    if (cv.ring->live_owner_ids(cluster::ring::key_hash(o.key), 1, &owner) != 1)
-      return;
-    if (owner != cv.self) {
-      if (owner < cv.peers.size() && cv.peers[owner])
-        send_side_effect(cv.peers[owner], std::move(o));  // executed there as a client write
-      return;
-    }
-    std::string key = o.key;
-    send_side_effect(local_shard_for(key), std::move(o));
-    if (cv.replicas > 1 && cv.replicator)
-      send(cv.replicator, replicate_atom::value, std::vector<std::string>{std::move(key)});
-    return;
-  }
-  const auto& dest = local_shard_for(o.key);  // before `o` is moved from
-  send_side_effect(dest, std::move(o));
 }
 
 connection::pending& connection::push_pending(pending_kind k) {
@@ -549,10 +522,15 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     await_replicas(seq, p);
 }
 
+bool connection::primary_write(const pending& p, size_t i) {
+  return i < p.ops.size() && i < p.routing.size() && p.routing[i].local &&
+         is_write_success(p.ops[i], p.results[i].st);
+}
+
 std::vector<std::string> connection::primary_writes(const pending& p) const {
   std::vector<std::string> keys;
-  for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
-    if (p.routing[i].local && is_write_success(p.ops[i], p.results[i].st))
+  for (size_t i = 0; i < p.ops.size(); ++i)
+    if (primary_write(p, i))
       keys.push_back(p.ops[i].key);
   return keys;
 }
@@ -588,8 +566,8 @@ void connection::on_replicated(uint64_t seq, bool ok) {
     return;
   if (!ok) {
     // Stored on the primary, but not on every live owner: the client must not count on it.
-    for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
-      if (p.routing[i].local && is_write_success(p.ops[i], p.results[i].st)) {
+    for (size_t i = 0; i < p.ops.size(); ++i)
+      if (primary_write(p, i)) {
         p.results[i].st = storage::status::unavailable;
         p.results[i].value = {};
       }
@@ -668,13 +646,12 @@ void connection::complete_ready() {
   while (!pending_.empty() && pending_.front().outstanding == 0) {
     auto& p = pending_.front();
     switch (p.kind) {
+      case pending_kind::refused:  // the old value is gone (or unreachable): the error, if any
+        out_.bytes(p.reply);
+        if (!p.routing.empty() && ctx_.routes && ctx_.routes->cluster)
+          report_writes(p);
+        break;
       case pending_kind::exec: {
-        if (p.refused_store) {  // the old value is gone (or could not be reached): the error
-          out_.bytes(p.reply);
-          if (!p.routing.empty() && ctx_.routes && ctx_.routes->cluster)
-            report_writes(p);
-          break;
-        }
         bool unavailable = false;
         for (size_t i = 0; i < p.results.size(); ++i)
           if (p.results[i].st == storage::status::unavailable) {

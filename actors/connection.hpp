@@ -69,7 +69,9 @@ public:
   void complete_ready();
 
 private:
-  enum class pending_kind : uint8_t { exec, flush, stats, immediate };
+  // refused: a too-large set; its error (`reply`, empty with noreply) goes out once the old
+  // value's removal (ops[0]) is done.
+  enum class pending_kind : uint8_t { exec, flush, stats, immediate, refused };
 
   /// Where one op went (cluster mode): for failover, warming and replication.
   struct op_route {
@@ -91,7 +93,6 @@ private:
     std::string reply;         // immediate / error reply bytes
     bool close_after = false;  // quit
     bool replicated = false;   // writes already handed to the replicator (wait_replicas)
-    bool refused_store = false;  // a too-large set: `reply` after its old value's removal
     storage::shard_stats stats;
 
     /// Back to a fresh state for reuse; keeps small buffers' capacity, drops pinned values.
@@ -127,8 +128,6 @@ private:
   void handle_request(size_t consumed);
   /// The removal of the old value a refused too-large set (or `ms`) owes, if any.
   std::optional<storage::op> refused_value_removal() const;
-  /// Sends that removal without waiting (noreply): to the key's primary in a cluster.
-  void drop_refused_value(storage::op o);
   /// The local storage shard actor that holds `key`.
   const caf::actor& local_shard_for(const std::string& key) const;
   /// Sends one op whose reply nobody waits for (a side effect of a request).
@@ -137,6 +136,8 @@ private:
   void route_op(uint64_t seq, uint32_t index, size_t shard);
   /// Routes a key op: by the ring in a cluster (owner `tries`), else to its local shard.
   void route_key_op(uint64_t seq, uint32_t index);
+  /// Op `i` of `p` is a successful write this node made as the key's primary (cluster).
+  static bool primary_write(const pending& p, size_t i);
   /// Keys of `p` this node wrote as their primary (cluster).
   std::vector<std::string> primary_writes(const pending& p) const;
   /// Sends the keys written here as their primary to the replicator (cluster, R > 1).
