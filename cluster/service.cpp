@@ -880,12 +880,6 @@ kj::Promise<T> service::impl::bounded(kj::Promise<T> p, std::shared_ptr<uint64_t
 
 namespace {
 
-// A get that may run twice (the second time with a sink, for a large value): no touch, no
-// vivify/recache side effect.
-bool repeatable(const storage::op& o) {
-  return o.kind != storage::op_kind::get || (!o.get_touch && !o.vivify && !o.recache);
-}
-
 // One Node.execute of `ops` (values inline); with `with_sink`, values over the inline limit
 // are streamed to a collect_sink and assembled before the promise resolves. Without, such a
 // result comes back `streamed` with an empty value.
@@ -949,12 +943,12 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
     auto& ops = *shared_ops;
     if (!large) {
       // A sink costs a capability per call (its own messages): attach one only when a value
-      // may be larger than the inline limit AND the op may not simply be sent again. Plain
-      // reads go without; a value too large to inline then comes back `streamed` and empty,
-      // and those reads are repeated with a sink.
+      // may be larger than the inline limit AND the op may not simply be sent again (a get
+      // that writes: touch, vivify, recache). Plain reads go without; a value too large to
+      // inline then comes back `streamed` and empty, and those reads are repeated with a sink.
       bool need_sink = false;
       for (auto& o : ops)
-        need_sink |= o.kind == storage::op_kind::get && o.get_value && !repeatable(o);
+        need_sink |= o.kind == storage::op_kind::get && o.get_value && is_write(o);
       auto first = execute_call(node, ops, origin, wait_replicas, need_sink, progress);
       if (need_sink)
         return first;
