@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace bifrost::actors {
@@ -27,6 +28,7 @@ namespace bifrost::actors {
 struct cluster_view {
   std::shared_ptr<const cluster::ring> ring;      // current placement
   uint32_t self = 0;                              // this node's member id in `ring`
+  std::string self_name;                          // this node's name (also when not in `ring`)
   std::vector<caf::actor> peers;                  // by member id of `ring`; null for self/dead
   uint32_t replicas = 1;                          // R: owners per key
   caf::actor replicator;                          // replication side-effect actor (may be null)

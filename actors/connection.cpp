@@ -425,25 +425,20 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
       index < p.routing.size()) {
     const auto& cv = *snap.cluster;
     auto& rt = p.routing[index];
-    cluster::ring::member_id owners[16];
-    size_t want = std::min<size_t>(rt.tries + 1u, 16);
-    size_t n = cv.ring->live_owner_ids(cluster::ring::key_hash(o.key), want, owners);
-    if (n < want) {
-      // Every live owner was tried: the key is unavailable right now.
-      p.results[index].st = storage::status::unavailable;
-      --p.outstanding;
-      return;
+    switch (place(cv, cluster::ring::key_hash(o.key), rt)) {
+      case placement::unavailable:  // every live owner was tried
+        p.results[index].st = storage::status::unavailable;
+        --p.outstanding;
+        return;
+      case placement::peer: {
+        std::string key = o.key;
+        ctx_.dispatch->add(cv.peers[rt.owner], id_, seq, index, std::move(o));
+        o.key = std::move(key);
+        return;
+      }
+      case placement::local:
+        break;
     }
-    auto id = owners[rt.tries];
-    rt.owner = id;
-    if (id != cv.self && id < cv.peers.size() && cv.peers[id]) {
-      rt.local = false;
-      std::string key = o.key;
-      ctx_.dispatch->add(cv.peers[id], id_, seq, index, std::move(o));
-      o.key = std::move(key);
-      return;
-    }
-    rt.local = true;
   }
   route_op(seq, index, snap.lookup(o.key).shard_index(o.key));
 }
@@ -468,8 +463,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     auto& rt = p.routing[index];
     auto& o = p.ops[index];
     if (rt.warming) {
-      // Answer of the previous owner: keep a hit at the current primary (a side effect the
-      // client does not wait for) and answer with it.
+      // Answer of the previous owner: keep a hit at the owner that missed (a side effect the
+      // client does not wait for; skipped if the ring changed meanwhile) and answer with it.
       rt.warming = false;
       if (r.st == storage::status::hit && r.value) {
         storage::op keep;
@@ -481,37 +476,33 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         keep.explicit_cas = r.cas;
         if (rt.local)
           send_side_effect(local_shard_for(o.key), std::move(keep));
-        else if (rt.owner < cv.peers.size() && cv.peers[rt.owner])
+        else if (same_ring(cv, rt) && rt.owner < cv.peers.size() && cv.peers[rt.owner])
           send_side_effect(cv.peers[rt.owner], std::move(keep));
       } else {
         r.st = storage::status::miss;
       }
-    } else if (r.st == storage::status::unavailable && is_read(o)) {
-      // Read failover: the next live owner.
-      ++rt.tries;
-      route_key_op(seq, index);
-      return;
-    } else if (r.st == storage::status::miss && !rt.warmed && is_read(o) && cv.previous &&
-               steady_ms() < cv.warm_until_ms) {
-      // Write-on-miss warming: the key may still live on its owner before the ring changed.
-      rt.warmed = true;
-      cluster::ring::member_id prev[1];
-      auto h = cluster::ring::key_hash(o.key);
-      if (cv.previous->live_owner_ids(h, 1, prev) == 1 &&
-          cv.previous->member(prev[0]).name != cv.ring->member(rt.local ? cv.self : rt.owner).name) {
-        storage::op w = o;
-        w.get_value = true;
-        w.get_bump = false;
-        if (prev[0] < cv.previous_peers.size() && cv.previous_peers[prev[0]]) {
-          rt.warming = true;
-          ctx_.dispatch->add(cv.previous_peers[prev[0]], id_, seq, index, std::move(w), true);
+    } else {
+      bool intact = o.kind != storage::op_kind::store;  // a store's value went with it
+      switch (after_result(cv, rt, r.st, is_read(o), intact, steady_ms())) {
+        case next_step::accept:
+          break;
+        case next_step::place:
+          route_key_op(seq, index);
           return;
-        }
-        if (cv.previous->member(prev[0]).name == cv.ring->member(cv.self).name) {
-          // This node owned the key before: read it from the local shards.
+        case next_step::warm: {
+          // Write-on-miss warming: the key may still live on its owner before the ring changed.
+          rt.warmed = true;
+          auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt);
+          if (from.where == placement::unavailable)
+            break;
+          storage::op w = o;
+          w.get_value = true;
+          w.get_bump = false;
           rt.warming = true;
-          const auto& shard = local_shard_for(w.key);
-          ctx_.dispatch->add(shard, id_, seq, index, std::move(w));
+          if (from.where == placement::peer)
+            ctx_.dispatch->add(cv.previous_peers[from.id], id_, seq, index, std::move(w), true);
+          else
+            ctx_.dispatch->add(local_shard_for(w.key), id_, seq, index, std::move(w));
           return;
         }
       }

@@ -13,6 +13,7 @@
 // itself until the handle is closed, then quits. Thread affinity: the loop thread only.
 #pragma once
 
+#include "actors/cluster_route.hpp"
 #include "actors/loop_actor.hpp"
 #include "actors/memcache_exec.hpp"
 #include "actors/messages.hpp"
@@ -72,15 +73,6 @@ private:
   // refused: a too-large set; its error (`reply`, empty with noreply) goes out once the old
   // value's removal (ops[0]) is done.
   enum class pending_kind : uint8_t { exec, flush, stats, immediate, refused };
-
-  /// Where one op went (cluster mode): for failover, warming and replication.
-  struct op_route {
-    uint8_t tries = 0;     // owners already tried (read failover)
-    bool local = false;    // served by this node's shards (this node is the primary)
-    bool warming = false;  // the result in flight is a warm read from the previous owner
-    bool warmed = false;   // warming was tried for this op (at most once)
-    uint32_t owner = 0;    // ring member id the op went to
-  };
 
   struct pending {
     pending_kind kind = pending_kind::immediate;

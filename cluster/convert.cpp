@@ -78,6 +78,7 @@ rpc::Status to_rpc(storage::status s) {
     case storage::status::non_numeric: return rpc::Status::NON_NUMERIC;
     case storage::status::ok: return rpc::Status::OK;
     case storage::status::unavailable: return rpc::Status::UNAVAILABLE;
+    case storage::status::not_sent: return rpc::Status::UNAVAILABLE;  // never crosses nodes
   }
   return rpc::Status::UNAVAILABLE;
 }

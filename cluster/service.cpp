@@ -54,10 +54,10 @@ uint64_t now_ms() {
                                    .count());
 }
 
-storage::result_batch unavailable(size_t n) {
+storage::result_batch unavailable(size_t n, storage::status st = storage::status::unavailable) {
   storage::result_batch r(n);
   for (auto& x : r)
-    x.st = storage::status::unavailable;
+    x.st = st;
   return r;
 }
 
@@ -1007,8 +1007,11 @@ void service::impl::peer_call(const std::string& name, rpc::Origin origin, uint6
   auto* m = members.find(name);
   if (stopping || !m || m->state == member_state::dead || m->state == member_state::left ||
       m->address.empty()) {
+    // Nothing was sent: the connection may place the ops again once its ring catches up
+    // with this membership change (actors/cluster_route.hpp).
     if (sender)
-      caf::send_as(self, sender, actors::result_atom::value, tag, unavailable(n));
+      caf::send_as(self, sender, actors::result_atom::value, tag,
+                   unavailable(n, storage::status::not_sent));
     return;
   }
   uint64_t id = next_call++;
@@ -1328,6 +1331,7 @@ void service::impl::rebuild(bool force) {
   ring_ = next;
   peers_ = std::move(peers);
   view->self = ring_self();
+  view->self_name = cfg.node_name;
   if (route_table)
     caf::anon_send(route_table, actors::ring_atom::value,
                    actors::cluster_view_ptr(std::move(view)));

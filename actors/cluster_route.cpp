@@ -1,0 +1,67 @@
+#include "actors/cluster_route.hpp"
+
+#include <algorithm>
+
+namespace bifrost::actors {
+
+placement place(const cluster_view& cv, uint64_t hash, op_route& rt) noexcept {
+  cluster::ring::member_id owners[16];
+  size_t want = std::min<size_t>(rt.tries + 1u, 16);
+  size_t n = cv.ring ? cv.ring->live_owner_ids(hash, want, owners) : 0;
+  rt.epoch = cv.ring ? cv.ring->epoch() : 0;
+  if (n < want)
+    return placement::unavailable;
+  rt.owner = owners[rt.tries];
+  if (rt.owner != cv.self && rt.owner < cv.peers.size() && cv.peers[rt.owner]) {
+    rt.local = false;
+    return placement::peer;
+  }
+  rt.local = true;
+  return placement::local;
+}
+
+next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st, bool read,
+                       bool intact, int64_t now_ms) noexcept {
+  using storage::status;
+  bool moved = !same_ring(cv, rt);
+  if (st == status::not_sent) {
+    if (moved && intact) {
+      rt.tries = 0;
+      return next_step::place;
+    }
+    st = status::unavailable;
+  }
+  if (st == status::unavailable && read) {
+    rt.tries = moved ? 0 : static_cast<uint8_t>(rt.tries + 1);
+    return next_step::place;
+  }
+  if (st == status::miss && read && !rt.warmed && cv.previous && now_ms < cv.warm_until_ms) {
+    if (moved) {
+      rt.tries = 0;
+      return next_step::place;
+    }
+    return next_step::warm;
+  }
+  return next_step::accept;
+}
+
+warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt) noexcept {
+  warm_from w;
+  if (!cv.previous || !same_ring(cv, rt))
+    return w;
+  cluster::ring::member_id prev[1];
+  if (cv.previous->live_owner_ids(hash, 1, prev) != 1)
+    return w;
+  uint32_t at = rt.local ? cv.self : rt.owner;
+  const auto& source = cv.previous->member(prev[0]).name;
+  if (at < cv.ring->size() && source == cv.ring->member(at).name)
+    return w;  // the node that missed is the one that owned it before
+  w.id = prev[0];
+  if (prev[0] < cv.previous_peers.size() && cv.previous_peers[prev[0]])
+    w.where = placement::peer;
+  else if (source == cv.self_name)
+    w.where = placement::local;  // this node owned the key before: its own shards
+  return w;
+}
+
+} // namespace bifrost::actors

@@ -1,0 +1,78 @@
+// Per-op placement in a cluster: where an op's next attempt goes, and what a result means
+// for it (read failover, placing again after a ring change, write-on-miss warming).
+//
+// Pure functions over an immutable cluster_view (actors/cluster_view.hpp): no actor, no
+// clock, no I/O, so every decision is unit-tested (tests/actors/test_cluster_route.cpp). The
+// connection keeps one op_route per op of a request and calls these on its loop thread.
+//
+// Ring changes. Member ids are indexes into one ring: an op_route remembers the epoch of the
+// ring its `owner` and `tries` refer to. A result that comes back after the node switched to a
+// newer ring is judged in the newer ring: the op starts over at that ring's first live owner
+// instead of counting tries against a list it was never tried on. (A read sent to an owner that
+// just left came back `unavailable`; counting it as a failed try of the new ring sent it to the
+// new ring's second owner, which did not hold the key yet: a miss during a graceful leave.)
+#pragma once
+
+#include "actors/cluster_view.hpp"
+#include "storage/ops.hpp"
+
+#include <cstdint>
+
+namespace bifrost::actors {
+
+/// Where one op went (owned by the connection, one per op of a pending request).
+struct op_route {
+  uint64_t epoch = 0;    // epoch of the ring `owner` and `tries` refer to
+  uint32_t owner = 0;    // ring member id the op went to (peer or this node)
+  uint8_t tries = 0;     // live owners of that ring already tried (read failover)
+  bool local = false;    // served by this node's shards (this node is the primary)
+  bool warming = false;  // the result in flight is a warm read from the previous owner
+  bool warmed = false;   // warming was tried for this op (at most once)
+};
+
+enum class placement : uint8_t {
+  local,        // this node's shards
+  peer,         // cv.peers[rt.owner]
+  unavailable,  // every live owner was tried: the key cannot be served right now
+};
+
+/// Places the op's next attempt in cv's ring: its `rt.tries`-th live owner (primary first).
+/// Sets rt.epoch, rt.owner and rt.local. `hash` is cluster::ring::key_hash(key).
+placement place(const cluster_view& cv, uint64_t hash, op_route& rt) noexcept;
+
+/// What the connection does with a result.
+enum class next_step : uint8_t {
+  accept,  // the result stands (it may have been rewritten: see after_result)
+  place,   // route the op again: place() then send
+  warm,    // ask warm_source() for the key before answering
+};
+
+/// Judges result `st` of an op whose route is `rt` (not a warm read: rt.warming is false).
+/// `read`: a plain get, safe to repeat after it reached a node. `intact`: the connection still
+/// holds the whole op (a store's value went with it, so a store is not). `now_ms`: the clock
+/// warm_until_ms is measured on.
+///  - not_sent (the op never left this node: its owner is gone): placed again if the ring
+///    changed since and the op is intact, else it becomes `unavailable` and is judged as such.
+///  - unavailable, for a read: the next live owner (of the current ring, from its first owner
+///    when the ring changed since).
+///  - miss, for a read, inside the warming window and not yet warmed: placed again when the
+///    ring changed since (the new owner may hold it), else `warm`.
+next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st, bool read,
+                       bool intact, int64_t now_ms) noexcept;
+
+struct warm_from {
+  placement where = placement::unavailable;  // peer: cv.previous_peers[id]; local: own shards
+  uint32_t id = 0;                           // member id in cv.previous
+};
+
+/// Where a read that missed at rt.owner (in cv's ring) may still find its key: the previous
+/// ring's live primary when that is another node than rt.owner. `unavailable` when there is
+/// no such source (no previous ring, the same node, or a node with no peer actor).
+warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt) noexcept;
+
+/// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).
+inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {
+  return cv.ring && cv.ring->epoch() == rt.epoch;
+}
+
+} // namespace bifrost::actors

@@ -1,0 +1,285 @@
+// Per-op placement in a cluster (actors/cluster_route.hpp): first placement, read failover,
+// placing again after a ring change, and the write-on-miss warming source.
+#include "actors/cluster_route.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace bifrost;
+using namespace bifrost::actors;
+using storage::status;
+
+namespace {
+
+caf::behavior idle(caf::event_based_actor*) {
+  return {[](int) {}};
+}
+
+// A node's view as the cluster service builds it: members sorted by name, self by name, a peer
+// actor for every other alive member, `previous` the view before (when given).
+struct views {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::vector<caf::actor> actors;  // one stand-in peer actor per name (kept alive here)
+
+  views() { sys = std::make_unique<caf::actor_system>(cfg); }
+
+  caf::actor actor_for(const std::string&) {
+    actors.push_back(sys->spawn(idle));
+    return actors.back();
+  }
+
+  std::shared_ptr<cluster_view> make(const std::string& self,
+                                     std::vector<std::string> alive_names, uint64_t epoch,
+                                     const std::shared_ptr<cluster_view>& before = nullptr,
+                                     int64_t warm_until = 0) {
+    std::vector<cluster::ring_member> ms;
+    int port = 7000;
+    for (auto& n : alive_names)
+      ms.push_back({n, "127.0.0.1:" + std::to_string(port++), 1, true});
+    auto v = std::make_shared<cluster_view>();
+    v->ring = cluster::ring::build(ms, epoch);
+    v->self = static_cast<uint32_t>(v->ring->size());  // a node that left is not in its ring
+    v->peers.resize(v->ring->size());
+    for (uint32_t id = 0; id < v->ring->size(); ++id) {
+      if (v->ring->member(id).name == self)
+        v->self = id;
+      else
+        v->peers[id] = actor_for(v->ring->member(id).name);
+    }
+    v->replicas = 2;
+    v->self_name = self;
+    if (before) {
+      v->previous = before->ring;
+      v->previous_peers = before->peers;
+      v->warm_until_ms = warm_until;
+    }
+    return v;
+  }
+};
+
+std::string name_of(const cluster_view& v, uint32_t id) {
+  return id < v.ring->size() ? v.ring->member(id).name : std::string("?");
+}
+
+std::vector<std::string> owners(const cluster_view& v, const std::string& key) {
+  std::vector<std::string> out;
+  for (auto* m : v.ring->live_owners(key, 2))
+    out.push_back(m->name);
+  return out;
+}
+
+// A key whose owners in `v` are exactly `want` (primary first).
+std::string key_owned_by(const cluster_view& v, const std::vector<std::string>& want) {
+  for (int i = 0; i < 100000; ++i) {
+    std::string k = "key-" + std::to_string(i);
+    if (owners(v, k) == want)
+      return k;
+  }
+  BOOST_FAIL("no key with the wanted owners");
+  return {};
+}
+
+uint64_t h(const std::string& k) {
+  return cluster::ring::key_hash(k);
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(cluster_route_tests)
+
+BOOST_AUTO_TEST_CASE(first_placement_is_the_primary) {
+  views vs;
+  auto v = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto remote = key_owned_by(*v, {"n3", "n1"});
+  op_route rt;
+  BOOST_CHECK(place(*v, h(remote), rt) == placement::peer);
+  BOOST_CHECK_EQUAL(name_of(*v, rt.owner), "n3");
+  BOOST_CHECK(!rt.local);
+  BOOST_CHECK_EQUAL(rt.epoch, 1u);
+
+  auto local = key_owned_by(*v, {"n1", "n2"});
+  op_route rl;
+  BOOST_CHECK(place(*v, h(local), rl) == placement::local);
+  BOOST_CHECK(rl.local);
+  BOOST_CHECK_EQUAL(rl.owner, v->self);
+}
+
+BOOST_AUTO_TEST_CASE(read_failover_in_the_same_ring_tries_the_next_owner) {
+  views vs;
+  auto v = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto k = key_owned_by(*v, {"n3", "n2"});
+  op_route rt;
+  BOOST_REQUIRE(place(*v, h(k), rt) == placement::peer);
+  auto st = status::unavailable;
+  BOOST_CHECK(after_result(*v, rt, st, true, true, 0) == next_step::place);
+  BOOST_CHECK(place(*v, h(k), rt) == placement::peer);
+  BOOST_CHECK_EQUAL(name_of(*v, rt.owner), "n2");
+  // Then every other live node, this one last here; then nobody is left (the connection
+  // answers a miss).
+  st = status::unavailable;
+  BOOST_CHECK(after_result(*v, rt, st, true, true, 0) == next_step::place);
+  BOOST_CHECK(place(*v, h(k), rt) == placement::local);
+  st = status::unavailable;
+  BOOST_CHECK(after_result(*v, rt, st, true, true, 0) == next_step::place);
+  BOOST_CHECK(place(*v, h(k), rt) == placement::unavailable);
+}
+
+BOOST_AUTO_TEST_CASE(a_write_that_reached_a_node_is_not_repeated) {
+  views vs;
+  auto v = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto k = key_owned_by(*v, {"n3", "n2"});
+  op_route rt;
+  BOOST_REQUIRE(place(*v, h(k), rt) == placement::peer);
+  auto st = status::unavailable;  // timed out: it may have been applied
+  BOOST_CHECK(after_result(*v, rt, st, false, true, 0) == next_step::accept);
+  BOOST_CHECK(st == status::unavailable);
+}
+
+// The graceful-leave miss: n1 still routes with the ring where n3 is the primary, n3 has just
+// left (the RPC side refuses to send: not_sent, or a read answered unavailable), and the ring
+// without n3 arrives before the result. The read must go to the new ring's primary (n1, which
+// held the replica), not to the new ring's second owner (n2, which never held the key).
+BOOST_AUTO_TEST_CASE(a_result_from_an_older_ring_starts_over_in_the_new_one) {
+  views vs;
+  auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto k = key_owned_by(*v1, {"n3", "n1"});
+  auto v2 = vs.make("n1", {"n1", "n2"}, 2, v1, 1000);
+  BOOST_REQUIRE((owners(*v2, k) == std::vector<std::string>{"n1", "n2"}));
+
+  for (auto first : {status::unavailable, status::not_sent}) {
+    op_route rt;
+    BOOST_REQUIRE(place(*v1, h(k), rt) == placement::peer);
+    auto st = first;
+    BOOST_CHECK(after_result(*v2, rt, st, true, true, 0) == next_step::place);
+    BOOST_CHECK(place(*v2, h(k), rt) == placement::local);
+    BOOST_CHECK_EQUAL(name_of(*v2, rt.owner), "n1");
+    BOOST_CHECK_EQUAL(rt.epoch, 2u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(not_sent_is_placed_again_only_when_intact_and_the_ring_moved) {
+  views vs;
+  auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto k = key_owned_by(*v1, {"n3", "n2"});
+  auto v2 = vs.make("n1", {"n1", "n2"}, 2, v1);
+  {
+    // A delete never sent to n3, which has left: it goes to the new primary.
+    op_route rt;
+    place(*v1, h(k), rt);
+    auto st = status::not_sent;
+    BOOST_CHECK(after_result(*v2, rt, st, false, true, 0) == next_step::place);
+    BOOST_CHECK(place(*v2, h(k), rt) == placement::peer);
+    BOOST_CHECK_EQUAL(name_of(*v2, rt.owner), "n2");
+  }
+  {
+    // A store's value went with it: it cannot be sent again; the client hears unavailable.
+    op_route rt;
+    place(*v1, h(k), rt);
+    auto st = status::not_sent;
+    BOOST_CHECK(after_result(*v2, rt, st, false, false, 0) == next_step::accept);
+    BOOST_CHECK(st == status::unavailable);
+  }
+  {
+    // Same ring (the node has not switched yet): an ordinary unavailable; a read fails over.
+    op_route rt;
+    place(*v1, h(k), rt);
+    auto st = status::not_sent;
+    BOOST_CHECK(after_result(*v1, rt, st, true, true, 0) == next_step::place);
+    BOOST_CHECK(st == status::unavailable);
+    BOOST_CHECK(place(*v1, h(k), rt) == placement::peer);
+    BOOST_CHECK_EQUAL(name_of(*v1, rt.owner), "n2");
+    st = status::not_sent;
+    BOOST_CHECK(after_result(*v1, rt, st, false, true, 0) == next_step::accept);
+    BOOST_CHECK(st == status::unavailable);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
+  views vs;
+  // n4 joins: a key n2 owned is now n4's; n4 misses it and asks n2.
+  auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto v2 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 2, v1, 1000);
+  std::string k;
+  for (int i = 0; i < 100000 && k.empty(); ++i) {
+    std::string c = "key-" + std::to_string(i);
+    if (owners(*v1, c).front() == "n2" && owners(*v2, c).front() == "n4")
+      k = c;
+  }
+  BOOST_REQUIRE(!k.empty());
+  op_route rt;
+  BOOST_REQUIRE(place(*v2, h(k), rt) == placement::peer);
+  auto st = status::miss;
+  BOOST_CHECK(after_result(*v2, rt, st, true, true, 999) == next_step::warm);
+  auto w = warm_source(*v2, h(k), rt);
+  BOOST_CHECK(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(v1->ring->member(w.id).name, "n2");
+  BOOST_CHECK(v2->previous_peers[w.id] == v1->peers[w.id]);
+
+  // After the window, or for a write, the miss stands.
+  st = status::miss;
+  BOOST_CHECK(after_result(*v2, rt, st, true, true, 1000) == next_step::accept);
+  st = status::miss;
+  BOOST_CHECK(after_result(*v2, rt, st, false, true, 999) == next_step::accept);
+  // Once warmed, never again.
+  rt.warmed = true;
+  st = status::miss;
+  BOOST_CHECK(after_result(*v2, rt, st, true, true, 999) == next_step::accept);
+}
+
+BOOST_AUTO_TEST_CASE(warming_sources) {
+  views vs;
+  auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto v2 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 2, v1, 1000);
+  // The node that missed owned the key before too: nothing to ask.
+  auto same = key_owned_by(*v2, {"n2", "n3"});
+  BOOST_REQUIRE(owners(*v1, same).front() == "n2");
+  op_route rt;
+  place(*v2, h(same), rt);
+  BOOST_CHECK(warm_source(*v2, h(same), rt).where == placement::unavailable);
+
+  // This node owned it before and n4 owns it now: read from the own shards.
+  std::string mine;
+  for (int i = 0; i < 100000 && mine.empty(); ++i) {
+    std::string c = "key-" + std::to_string(i);
+    if (owners(*v1, c).front() == "n1" && owners(*v2, c).front() == "n4")
+      mine = c;
+  }
+  BOOST_REQUIRE(!mine.empty());
+  op_route rm;
+  place(*v2, h(mine), rm);
+  auto w = warm_source(*v2, h(mine), rm);
+  BOOST_CHECK(w.where == placement::local);
+
+  // A result from an older ring is never warmed from (its owner id means nothing here).
+  op_route old;
+  place(*v1, h(mine), old);
+  BOOST_CHECK(warm_source(*v2, h(mine), old).where == placement::unavailable);
+  auto st = status::miss;
+  BOOST_CHECK(after_result(*v2, old, st, true, true, 0) == next_step::place);
+}
+
+BOOST_AUTO_TEST_CASE(a_node_that_left_routes_everything_to_the_others) {
+  views vs;
+  auto v1 = vs.make("n3", {"n1", "n2", "n3"}, 1);
+  auto k = key_owned_by(*v1, {"n3", "n1"});
+  auto v2 = vs.make("n3", {"n1", "n2"}, 2, v1, 1000);
+  BOOST_CHECK_EQUAL(v2->self, v2->ring->size());
+  op_route rt;
+  BOOST_CHECK(place(*v2, h(k), rt) == placement::peer);
+  BOOST_CHECK_EQUAL(name_of(*v2, rt.owner), "n1");
+  // n1 misses (say it lost the replica): n3 held it before and asks its own shards.
+  auto st = status::miss;
+  BOOST_CHECK(after_result(*v2, rt, st, true, true, 0) == next_step::warm);
+  auto w = warm_source(*v2, h(k), rt);
+  BOOST_CHECK(w.where == placement::local);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
