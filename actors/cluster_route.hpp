@@ -49,7 +49,8 @@ enum class next_step : uint8_t {
 
 /// Judges result `st` of an op whose route is `rt` (not a warm read: rt.warming is false).
 /// `read`: a plain get, safe to repeat after it reached a node. `intact`: the connection still
-/// holds the whole op (a store's value went with it, so a store is not). `now_ms`: the clock
+/// holds the whole op (a store's value goes with the op; it is whole again only when the
+/// value came back with a not_sent result). `now_ms`: the clock
 /// warm_until_ms is measured on.
 ///  - not_sent (the op never left this node: its owner is gone): placed again if the ring
 ///    changed since and the op is intact, else it becomes `unavailable` and is judged as such.

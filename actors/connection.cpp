@@ -482,7 +482,11 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         r.st = storage::status::miss;
       }
     } else {
-      bool intact = o.kind != storage::op_kind::store;  // a store's value went with it
+      bool intact = o.kind != storage::op_kind::store;  // a store's value went with it...
+      if (!intact && r.st == storage::status::not_sent && r.value) {
+        o.value.assign(r.value.view());  // ...unless it came back unsent
+        intact = true;
+      }
       switch (after_result(cv, rt, r.st, is_read(o), intact, steady_ms())) {
         case next_step::accept:
           break;

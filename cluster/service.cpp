@@ -1008,10 +1008,16 @@ void service::impl::peer_call(const std::string& name, rpc::Origin origin, uint6
   if (stopping || !m || m->state == member_state::dead || m->state == member_state::left ||
       m->address.empty()) {
     // Nothing was sent: the connection may place the ops again once its ring catches up
-    // with this membership change (actors/cluster_route.hpp).
-    if (sender)
-      caf::send_as(self, sender, actors::result_atom::value, tag,
-                   unavailable(n, storage::status::not_sent));
+    // with this membership change (actors/cluster_route.hpp). A store's value rides back so
+    // that the op can be sent again whole.
+    if (sender) {
+      auto rs = unavailable(n, storage::status::not_sent);
+      for (size_t i = 0; i < n; ++i)
+        if (ops[i].kind == storage::op_kind::store)
+          rs[i].value = storage::pinned_slice::from_memory(
+            std::make_shared<const std::string>(std::move(ops[i].value)));
+      caf::send_as(self, sender, actors::result_atom::value, tag, std::move(rs));
+    }
     return;
   }
   uint64_t id = next_call++;

@@ -180,7 +180,8 @@ BOOST_AUTO_TEST_CASE(not_sent_is_placed_again_only_when_intact_and_the_ring_move
     BOOST_CHECK_EQUAL(name_of(*v2, rt.owner), "n2");
   }
   {
-    // A store's value went with it: it cannot be sent again; the client hears unavailable.
+    // A store whose value did not come back cannot be sent again: the client hears
+    // unavailable.
     op_route rt;
     place(*v1, h(k), rt);
     auto st = status::not_sent;

@@ -701,6 +701,13 @@ BOOST_AUTO_TEST_CASE(crashed_node_is_detected_and_unavailable) {
   r = exec(*n1.sys, peer3, {get_op("x")});
   BOOST_REQUIRE(r.answered);
   BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::not_sent));
+  // A store's value comes back with it, so that it can be placed again whole.
+  r = exec(*n1.sys, peer3, {set_op("x", "the value"), get_op("x")});
+  BOOST_REQUIRE(r.answered);
+  BOOST_REQUIRE(r.results.size() == 2u);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::not_sent));
+  BOOST_TEST(r.results[0].value.view() == "the value");
+  BOOST_TEST(!r.results[1].value);
   BOOST_TEST(r.seconds < 0.5);
 }
 

@@ -676,6 +676,31 @@ BOOST_AUTO_TEST_CASE(graceful_leave_and_drain_lose_no_request) {
       }
     }
   });
+  // Writes through n2 meanwhile: each must be acknowledged (STORED) and readable afterwards.
+  std::atomic<long> stored{0};
+  std::vector<std::string> acked;  // keys whose set answered STORED (writer thread, then main)
+  std::thread writer([&] {
+    std::unique_ptr<mc_client> m;
+    for (size_t i = 0; !stop; ++i) {
+      std::string k = "leave-w-" + std::to_string(i);
+      try {
+        if (!m)
+          m = std::make_unique<mc_client>(ns[1]->port, 2000ms);
+        auto reply = m->set(k, value_for(k));
+        if (reply == "STORED") {
+          acked.push_back(k);
+          ++stored;
+        } else {
+          std::lock_guard<std::mutex> g(mu);
+          errors.push_back("set " + k + ": " + reply);
+        }
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> g(mu);
+        errors.push_back("set " + k + ": " + e.what());
+        m.reset();
+      }
+    }
+  });
   auto t0 = clock_type::now();
   std::this_thread::sleep_for(500ms);
   node& n3 = *ns[2];
@@ -704,14 +729,26 @@ BOOST_AUTO_TEST_CASE(graceful_leave_and_drain_lose_no_request) {
   std::this_thread::sleep_for(300ms);
   stop = true;
   loop.join();
-  report("get loop through n1 during leave: " + std::to_string(ok_gets.load()) + " hits, " +
-         std::to_string(misses.load()) + " misses, " + std::to_string(wrong.load()) + " wrong, " +
+  writer.join();
+  report("during leave: get loop through n1: " + std::to_string(ok_gets.load()) + " hits, " +
+         std::to_string(misses.load()) + " misses, " + std::to_string(wrong.load()) +
+         " wrong; set loop through n2: " + std::to_string(stored.load()) + " stored; " +
          std::to_string(errors.size()) + " errors/timeouts" +
          (errors.empty() ? "" : " (first: " + errors.front() + ")"));
   BOOST_CHECK_EQUAL(errors.size(), 0u);
   BOOST_CHECK_EQUAL(wrong.load(), 0);
   BOOST_CHECK_EQUAL(misses.load(), 0);  // R=2 and a graceful leave: nothing to lose
   BOOST_CHECK_GT(ok_gets.load(), 100);
+  BOOST_CHECK_GT(stored.load(), 100);
+  // Every acknowledged write reads back through both remaining nodes.
+  for (auto* n : {ns[0], ns[1]}) {
+    auto back = read_all(n->port, acked);
+    report("acknowledged sets read through port " + std::to_string(n->port) + ": " +
+           std::to_string(back.hits) + "/" + std::to_string(acked.size()) + " hits, " +
+           std::to_string(back.wrong) + " wrong");
+    BOOST_CHECK_EQUAL(back.hits, acked.size());
+    BOOST_CHECK_EQUAL(back.wrong, 0u);
+  }
 }
 
 // --------------------------------------------------------------------------------------------
