@@ -31,7 +31,10 @@ void io_loop::start() {
   thread_ = std::thread([this, &running] {
     set_host_thread();
     running.set_value();
-    uv_run(&loop_, UV_RUN_DEFAULT);
+    if (driver_)
+      driver_();
+    else
+      uv_run(&loop_, UV_RUN_DEFAULT);
   });
   fut.wait();
 }
@@ -64,6 +67,8 @@ void io_loop::schedule_local() {
   if (!idle_on_) {
     idle_on_ = true;
     uv_idle_start(&idle_, &io_loop::on_idle);
+    if (poke_)
+      poke_();
   }
 }
 

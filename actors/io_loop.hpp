@@ -21,6 +21,19 @@ public:
   io_loop(caf::actor_system& sys, int index);
   ~io_loop() override;
 
+  /// Before start(): the loop thread runs `driver` instead of uv_run(UV_RUN_DEFAULT). The
+  /// driver runs this loop itself (uv_run with UV_RUN_NOWAIT between waits of its own) and
+  /// returns once uv_run reports no active handles (after stop()). Used to run the KJ event
+  /// loop of the cluster RPC on this thread (cluster/kj_loop.hpp, attach()).
+  /// `poke` is called on the loop thread whenever work becomes ready on the loop thread itself
+  /// (schedule_local), so that a driver blocked in its own wait (called back from there) does
+  /// not sleep through it.
+  void set_driver(std::function<void()> driver, std::function<void()> poke) {
+    driver_ = std::move(driver);
+    poke_ = std::move(poke);
+  }
+  /// Loop thread: no more pokes (the driver's waiting side is gone).
+  void clear_poke() { poke_ = nullptr; }
   /// Starts the loop thread. Returns once the loop runs.
   void start();
   /// Runs `on_stop` on the loop thread, closes every remaining handle, joins the thread.
@@ -54,6 +67,8 @@ private:
   uv_check_t check_;
   std::vector<std::pair<uint64_t, std::function<void()>>> check_hooks_;  // loop thread only
   uint64_t next_hook_ = 1;
+  std::function<void()> driver_;
+  std::function<void()> poke_;
   std::thread thread_;
 };
 

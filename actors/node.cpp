@@ -11,6 +11,7 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
@@ -142,18 +143,13 @@ caf::actor node::route_table() const {
   return impl_->routes;
 }
 
-std::vector<std::pair<std::string, std::string>>
-node::stats_snapshot(std::chrono::milliseconds timeout) {
-  storage::shard_stats sum;
-  {
-    caf::scoped_actor self{*impl_->system};
-    for (auto& s : impl_->shards)
-      self->request(s, timeout, stats_atom::value)
-        .receive([&](storage::shard_stats& st) { sum += st; }, [](caf::error&) {});
-  }
+namespace {
+
+// memcached's general stats of the node as name/value pairs.
+stat_list stat_pairs(const node_shared& shared, const storage::shard_stats& sum) {
   std::string text;
-  compose_stats(*impl_->shared, sum, text);
-  std::vector<std::pair<std::string, std::string>> out;
+  compose_stats(shared, sum, text);
+  stat_list out;
   size_t pos = 0;
   while (pos < text.size()) {
     size_t nl = text.find("\r\n", pos);
@@ -171,7 +167,52 @@ node::stats_snapshot(std::chrono::milliseconds timeout) {
   return out;
 }
 
-std::unique_ptr<node> node::start(const node_config& given, std::string& error) {
+} // namespace
+
+stat_list node::stats_snapshot(std::chrono::milliseconds timeout) {
+  storage::shard_stats sum;
+  {
+    caf::scoped_actor self{*impl_->system};
+    for (auto& s : impl_->shards)
+      self->request(s, timeout, stats_atom::value)
+        .receive([&](storage::shard_stats& st) { sum += st; }, [](caf::error&) {});
+  }
+  return stat_pairs(*impl_->shared, sum);
+}
+
+void node::stats_async(std::chrono::milliseconds timeout, std::function<void(stat_list)> done) {
+  struct gather {
+    storage::shard_stats sum;
+    size_t left = 0;
+    std::function<void(stat_list)> done;
+  };
+  auto g = std::make_shared<gather>();
+  g->left = impl_->shards.size();
+  g->done = std::move(done);
+  const node_shared* shared = impl_->shared.get();
+  if (g->left == 0) {
+    g->done(stat_pairs(*shared, g->sum));
+    return;
+  }
+  impl_->system->spawn([g, shared, timeout, shards = impl_->shards](caf::event_based_actor* self) {
+    auto one_done = [g, shared, self] {
+      if (--g->left == 0) {
+        g->done(stat_pairs(*shared, g->sum));
+        self->quit();
+      }
+    };
+    for (auto& s : shards)
+      self->request(s, timeout, stats_atom::value)
+        .then([g, one_done](storage::shard_stats& st) {
+                g->sum += st;
+                one_done();
+              },
+              [one_done](caf::error&) { one_done(); });
+  });
+}
+
+std::unique_ptr<node> node::start(const node_config& given, std::string& error,
+                                  std::function<void(io_loop&)> before_first_loop) {
   auto p = std::make_unique<impl>();
   auto& cfg = p->cfg;
   cfg = given;
@@ -201,6 +242,8 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error) 
     ctx->loop = loop.get();
     ctx->node = p->shared.get();
     ctx->counters = &p->shared->loops[i];
+    if (i == 0 && before_first_loop)
+      before_first_loop(*loop);
     loop->start();
     auto d = sys.spawn<dispatcher>(*loop, *ctx);
     // Known before any connection exists (the listeners are spawned later).

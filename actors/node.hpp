@@ -17,6 +17,7 @@
 #include <caf/fwd.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -24,10 +25,16 @@
 
 namespace bifrost::actors {
 
+class io_loop;
+using stat_list = std::vector<std::pair<std::string, std::string>>;
+
 class node {
 public:
   /// Starts a node; nullptr with `error` set when it cannot (bind, data dir, memfd...).
-  static std::unique_ptr<node> start(const node_config& cfg, std::string& error);
+  /// `before_first_loop`: called with the first I/O loop before its thread starts (the
+  /// daemon attaches the cluster's KJ loop there: cluster/kj_loop.hpp).
+  static std::unique_ptr<node> start(const node_config& cfg, std::string& error,
+                                     std::function<void(io_loop&)> before_first_loop = {});
   ~node();
 
   /// The port the memcached listener is bound to (useful with port 0).
@@ -45,7 +52,10 @@ public:
   caf::actor route_table() const;
   /// memcached's general stats of this node as name/value pairs; asks every shard, bounded
   /// by `timeout`. Any thread except an I/O loop's.
-  std::vector<std::pair<std::string, std::string>> stats_snapshot(std::chrono::milliseconds timeout);
+  stat_list stats_snapshot(std::chrono::milliseconds timeout);
+  /// The same without waiting: asks every shard (bounded by `timeout`) and calls `done` with
+  /// the sum, on a scheduler thread. Any thread, the I/O loops' and the RPC's included.
+  void stats_async(std::chrono::milliseconds timeout, std::function<void(stat_list)> done);
 
   struct impl;
 

@@ -123,7 +123,7 @@ struct bench_node {
     c.join = std::move(seeds);
     svc = cluster::service::start(
         *sys, c, {shard}, route_table,
-        [] { return std::vector<std::pair<std::string, std::string>>{}; }, err);
+        [](auto reply) { reply(cluster::service::stat_list{}); }, err);
     return svc != nullptr;
   }
 

@@ -3,8 +3,10 @@
 // order: the node drains its clients, the service leaves the cluster and tears down the KJ
 // thread, the node tears down its actors and loops. Exit status 0.
 #include "actors/messages.hpp"
+#include "actors/io_loop.hpp"
 #include "actors/node.hpp"
 #include "cli/config.hpp"
+#include "cluster/kj_loop.hpp"
 #include "cluster/service.hpp"
 
 #include <caf/send.hpp>
@@ -31,7 +33,15 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   std::string error;
-  auto node = bifrost::actors::node::start(cfg, error);
+  // The cluster RPC's KJ loop runs on the first I/O loop's thread (docs/ARCHITECTURE.md, "RPC
+  // on the I/O loop"), unless --rpc-thread own.
+  std::shared_ptr<bifrost::cluster::kj_loop> rpc_host;
+  auto node = bifrost::actors::node::start(cfg, error, [&](bifrost::actors::io_loop& l) {
+    if (cfg.rpc_enabled && cfg.rpc_on_loop) {
+      rpc_host = std::make_shared<bifrost::cluster::kj_loop>(l.system());
+      rpc_host->attach(l);
+    }
+  });
   if (!node) {
     std::cerr << "bifrostd: " << error << "\n";
     return 1;
@@ -72,7 +82,8 @@ int main(int argc, char** argv) {
     auto* n = node.get();
     cluster = bifrost::cluster::service::start(
       n->system(), sc, n->shards(), n->route_table(),
-      [n] { return n->stats_snapshot(std::chrono::milliseconds(250)); }, error);
+      [n](auto reply) { n->stats_async(std::chrono::milliseconds(250), std::move(reply)); },
+      error, rpc_host);
     if (!cluster && (cfg.rpc_port >= 0 || !cfg.join.empty())) {
       std::cerr << "bifrostd: --rpc-port: " << error << "\n";
       node->stop();
@@ -101,6 +112,7 @@ int main(int argc, char** argv) {
     cluster->stop();
     cluster.reset();
   }
+  rpc_host.reset();  // the KJ side has ended (or never started); the I/O loop goes on
   node->stop();
   return 0;
 }

@@ -261,6 +261,11 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       if (!n)
         return where(range(ts->lo, ts->hi));
       cfg.timings.*(ts->field) = *n;
+    } else if (key == "rpc_thread") {
+      auto s = scalar();
+      if (!s || (*s != "loop" && *s != "own"))
+        return where("must be loop or own");
+      cfg.rpc_on_loop = *s == "loop";
     } else if (key == "replication_ack") {
       auto s = scalar();
       if (!s || (*s != "primary" && *s != "all"))
@@ -352,6 +357,10 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("--rpc-tls-name", tls.peer_name,
                  "mutual TLS: the DNS name every node's certificate carries (default: the host "
                  "of the address dialled)");
+  std::string rpc_thread;
+  app.add_option("--rpc-thread", rpc_thread,
+                 "where the cluster RPC (KJ event loop) runs: loop (on the first I/O loop's "
+                 "thread, default) or own (a thread of its own)");
   std::string ack;
   app.add_option("--replication-ack", ack,
                  "when a write answers: primary (after the primary stored it, default) or all "
@@ -483,6 +492,11 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   }
   if (auto problem = check_timings(cfg.timings); !problem.empty())
     return fail("--swim-probe-interval", problem);
+  if (app.count("--rpc-thread")) {
+    if (rpc_thread != "loop" && rpc_thread != "own")
+      return fail("--rpc-thread", "must be loop or own");
+    cfg.rpc_on_loop = rpc_thread == "loop";
+  }
   if (app.count("--replication-ack")) {
     if (ack != "primary" && ack != "all")
       return fail("--replication-ack", "must be primary or all");

@@ -198,6 +198,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   // -- local execution (bridge) --
   kj::Promise<storage::result_batch> local_execute(storage::op_batch ops);
+  /// This node's stats from the stats callback into `out`, without blocking the loop (left
+  /// empty if no answer came within 1 s).
+  kj::Promise<void> local_stats(std::shared_ptr<service::stat_list> out);
   /// For callers that are not members (bifrostctl): each op goes to its key's live primary,
   /// local shards or a peer over RPC (origin client); local writes are replicated.
   kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops);
@@ -620,13 +623,15 @@ protected:
     auto self = r.initSelf();
     self_info(self.initInfo());
     self.setRingShare(core_.ring_ ? core_.ring_->live_share(core_.cfg.node_name) : 0.0);
-    auto st = core_.stats ? core_.stats() : decltype(core_.stats())();
-    self.setItems(stat_u64(st, "curr_items"));
-    self.setBytes(stat_u64(st, "bytes"));
     self.setDraining(core_.draining);
     r.setVersion(kj::str("bifrost 0.1.0 (schema ", rpc::SCHEMA_VERSION, ")"));
     r.setUptime((now_ms() - core_.started_ms) / 1000);
-    return kj::READY_NOW;
+    auto st = std::make_shared<service::stat_list>();
+    return core_.local_stats(st).then([context, st]() mutable {
+      auto self = context.getResults().getSelf();
+      self.setItems(stat_u64(*st, "curr_items"));
+      self.setBytes(stat_u64(*st, "bytes"));
+    });
   }
 
   kj::Promise<void> members(MembersContext context) override {
@@ -635,8 +640,10 @@ protected:
     auto promises = kj::heapArrayBuilder<kj::Promise<std::pair<uint64_t, uint64_t>>>(all.size());
     for (auto& m : all) {
       if (m.name == core_.cfg.node_name) {
-        auto st = core_.stats ? core_.stats() : decltype(core_.stats())();
-        promises.add(std::make_pair(stat_u64(st, "curr_items"), stat_u64(st, "bytes")));
+        auto st = std::make_shared<service::stat_list>();
+        promises.add(core_.local_stats(st).then([st] {
+          return std::make_pair(stat_u64(*st, "curr_items"), stat_u64(*st, "bytes"));
+        }));
         continue;
       }
       if (m.state != member_state::alive) {
@@ -696,13 +703,14 @@ protected:
   }
 
   kj::Promise<void> stats(StatsContext context) override {
-    auto st = core_.stats ? core_.stats() : decltype(core_.stats())();
-    auto list = context.getResults().initStats(static_cast<unsigned>(st.size()));
-    for (size_t i = 0; i < st.size(); ++i) {
-      list[static_cast<unsigned>(i)].setName(st[i].first);
-      list[static_cast<unsigned>(i)].setValue(st[i].second);
-    }
-    return kj::READY_NOW;
+    auto st = std::make_shared<service::stat_list>();
+    return core_.local_stats(st).then([context, st]() mutable {
+      auto list = context.getResults().initStats(static_cast<unsigned>(st->size()));
+      for (size_t i = 0; i < st->size(); ++i) {
+        list[static_cast<unsigned>(i)].setName((*st)[i].first);
+        list[static_cast<unsigned>(i)].setValue((*st)[i].second);
+      }
+    });
   }
 
   kj::Promise<void> drain(DrainContext) override {
@@ -1055,6 +1063,24 @@ storage::result_batch scatter_results(size_t n, const Index& idx,
     }
   }
   return rs;
+}
+
+kj::Promise<void> service::impl::local_stats(std::shared_ptr<service::stat_list> out) {
+  if (!stats)
+    return kj::READY_NOW;
+  // The answer is written by whatever thread calls `reply`, then handed over by the
+  // cross-thread fulfiller; `out` is written on this loop only, and only if it came in time.
+  auto got = std::make_shared<service::stat_list>();
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  auto reply =
+    std::make_shared<kj::Own<kj::CrossThreadPromiseFulfiller<void>>>(kj::mv(paf.fulfiller));
+  stats([reply, got](service::stat_list st) {
+    *got = std::move(st);
+    (*reply)->fulfill();
+  });
+  return paf.promise.then([got, out] { *out = std::move(*got); })
+    .exclusiveJoin(timer.afterDelay(1 * kj::SECONDS))
+    .catch_([](kj::Exception&&) {});
 }
 
 kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batch ops) {
@@ -1450,13 +1476,13 @@ service::~service() { stop(); }
 std::unique_ptr<service> service::start(caf::actor_system& sys, const service_config& cfg,
                                         std::vector<caf::actor> local_shards,
                                         caf::actor route_table, stats_fn stats,
-                                        std::string& error) {
+                                        std::string& error, std::shared_ptr<kj_loop> host) {
   if (cfg.node_name.empty()) {
     error = "cluster: the node name is empty";
     return nullptr;
   }
   std::unique_ptr<service> svc(new service());
-  svc->loop_ = std::make_shared<kj_loop>(sys);
+  svc->loop_ = host ? std::move(host) : std::make_shared<kj_loop>(sys);
   svc->name_ = cfg.node_name;
   auto* s = svc.get();
   auto err = svc->loop_->start([&, s](kj::AsyncIoContext& io) -> std::string {

@@ -78,18 +78,24 @@ struct service_config {
 
 class service {
 public:
-  using stats_fn = std::function<std::vector<std::pair<std::string, std::string>>()>;
+  using stat_list = std::vector<std::pair<std::string, std::string>>;
+  /// Asks for this node's stats; the answer may come later and from any thread.
+  using stats_fn = std::function<void(std::function<void(stat_list)> reply)>;
 
   /// Starts the KJ thread, binds the RPC server, spawns the hosted actors, publishes the first
   /// view (a ring of this node alone) and joins the seeds. nullptr and `error` on failure.
   /// `local_shards`: this node's storage shard actors (key -> local_shards[key_hash % n]).
   /// `route_table`: receives (ring_atom, cluster_view_ptr) on every ring change.
   /// `stats`: this node's memcached stats (Node.stats; curr_items/bytes for status/members);
-  /// called on the KJ thread, so it must not wait for actors hosted there.
+  /// called on the KJ loop, it must not wait there (the shards may share the thread); an
+  /// answer later than 1 s counts as empty.
+  /// `host`: the KJ loop to run on (attached to an I/O loop: cluster/kj_loop.hpp); null = a
+  /// KJ thread of the service's own.
   static std::unique_ptr<service> start(caf::actor_system& sys, const service_config& cfg,
                                         std::vector<caf::actor> local_shards,
                                         caf::actor route_table, stats_fn stats,
-                                        std::string& error);
+                                        std::string& error,
+                                        std::shared_ptr<kj_loop> host = nullptr);
 
   ~service();
   service(const service&) = delete;

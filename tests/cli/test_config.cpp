@@ -166,6 +166,24 @@ BOOST_AUTO_TEST_CASE(replication_ack) {
   BOOST_CHECK_MESSAGE(contains(err, ":2: field 'replication_ack'"), err);
 }
 
+BOOST_AUTO_TEST_CASE(rpc_thread) {
+  node_config cfg;
+  BOOST_CHECK(cfg.rpc_on_loop);  // default: the RPC shares the first I/O loop's thread
+  auto r = run({"--rpc-thread", "own"}, cfg);
+  BOOST_REQUIRE(r.what == parse_outcome::action::run);
+  BOOST_CHECK(!cfg.rpc_on_loop);
+  node_config bad;
+  r = run({"--rpc-thread", "kj"}, bad);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "--rpc-thread"), r.message);
+  node_config y;
+  BOOST_CHECK_EQUAL(load_yaml_text("rpc_thread: own\n", "n.yaml", y), "");
+  BOOST_CHECK(!y.rpc_on_loop);
+  node_config ybad;
+  auto err = load_yaml_text("replicas: 2\nrpc_thread: [loop]\n", "n.yaml", ybad);
+  BOOST_CHECK_MESSAGE(contains(err, ":2: field 'rpc_thread'"), err);
+}
+
 BOOST_AUTO_TEST_CASE(rpc_tls_files_go_together) {
   node_config cfg;
   auto r = run({"--rpc-tls-cert", "/c.pem", "--rpc-tls-key", "/k.pem", "--rpc-tls-ca", "/ca.pem",

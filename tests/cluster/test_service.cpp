@@ -108,9 +108,8 @@ struct test_node {
     std::string err;
     svc = cluster::service::start(
         *sys, sc, shards, route_table,
-        [name] {
-          return std::vector<std::pair<std::string, std::string>>{
-              {"curr_items", "7"}, {"bytes", "700"}, {"node", name}};
+        [name](auto reply) {
+          reply(cluster::service::stat_list{{"curr_items", "7"}, {"bytes", "700"}, {"node", name}});
         },
         err);
     BOOST_REQUIRE_MESSAGE(svc, err);
