@@ -459,6 +459,30 @@ private:
   bool finished_ = false;
 };
 
+// Message size hints (words): the first segment is allocated to fit, instead of capnp's
+// default 8 KiB segment per message (calloc + memset + free were ~9 % of a node's CPU in a
+// forwarding profile).
+constexpr uint64_t words(size_t bytes) {
+  return (bytes + 7) / 8;
+}
+
+capnp::MessageSize results_size(const storage::result_batch& rs) {
+  uint64_t w = 16;
+  for (auto& r : rs) {
+    w += capnp::sizeInWords<rpc::Result>();
+    if (r.value && r.value.size() <= inline_value_limit)
+      w += words(r.value.size());
+  }
+  return {w, 1};
+}
+
+capnp::MessageSize ops_size(const storage::op_batch& ops) {
+  uint64_t w = 16;
+  for (auto& o : ops)
+    w += capnp::sizeInWords<rpc::Op>() + words(o.key.size()) + words(o.value.size()) + 1;
+  return {w, 1};
+}
+
 void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Builder list,
                   bool can_stream, std::vector<stream_job>* jobs) {
   for (size_t i = 0; i < rs.size(); ++i) {
@@ -522,7 +546,7 @@ kj::Promise<void> upload_sink::finish(FinishContext context) {
         return replicate_results(core_, *ops, std::move(rs), origin_, wait_);
       })
       .then([context](storage::result_batch rs) mutable {
-        auto list = context.getResults().initResults(static_cast<unsigned>(rs.size()));
+        auto list = context.getResults(results_size(rs)).initResults(static_cast<unsigned>(rs.size()));
         fill_results(rs, list, false, nullptr);
       });
 }
@@ -598,7 +622,8 @@ protected:
     return results
         .then([context, can_stream,
                sink = kj::mv(sink)](storage::result_batch rs) mutable -> kj::Promise<void> {
-          auto list = context.getResults().initResults(static_cast<unsigned>(rs.size()));
+          auto list =
+            context.getResults(results_size(rs)).initResults(static_cast<unsigned>(rs.size()));
           auto jobs = std::make_shared<std::vector<stream_job>>();
           fill_results(rs, list, can_stream, jobs.get());
           if (jobs->empty())
@@ -895,7 +920,7 @@ kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
                                                 const storage::op_batch& ops, rpc::Origin origin,
                                                 bool wait_replicas, bool with_sink,
                                                 std::shared_ptr<uint64_t> progress) {
-  auto req = node.executeRequest();
+  auto req = node.executeRequest(ops_size(ops));
   auto list = req.initOps(static_cast<unsigned>(ops.size()));
   for (size_t i = 0; i < ops.size(); ++i)
     to_rpc(ops[i], list[static_cast<unsigned>(i)]);
