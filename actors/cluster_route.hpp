@@ -8,9 +8,10 @@
 // Ring changes. Member ids are indexes into one ring: an op_route remembers the epoch of the
 // ring its `owner` and `tries` refer to. A result that comes back after the node switched to a
 // newer ring is judged in the newer ring: the op starts over at that ring's first live owner
-// instead of counting tries against a list it was never tried on. (A read sent to an owner that
-// just left came back `unavailable`; counting it as a failed try of the new ring sent it to the
-// new ring's second owner, which did not hold the key yet: a miss during a graceful leave.)
+// instead of counting tries against a list it was never tried on. (A read refused because its
+// owner had just left came back `unavailable`; counting it as a failed try of the new ring sent
+// it to the new ring's second owner, which did not hold the key yet: a miss during a graceful
+// leave. A leaver is now also still sent to until it exits: cluster/service.cpp, peer_call.)
 #pragma once
 
 #include "actors/cluster_view.hpp"

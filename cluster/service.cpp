@@ -1039,8 +1039,10 @@ void service::impl::peer_call(const std::string& name, rpc::Origin origin, uint6
                               storage::op_batch ops, caf::actor sender, caf::actor self) {
   size_t n = ops.size();
   auto* m = members.find(name);
-  if (stopping || !m || m->state == member_state::dead || m->state == member_state::left ||
-      m->address.empty()) {
+  // A member that left gracefully still serves until it exits (a connection may route with
+  // the ring from before its leave for a moment): it executes the ops, and replicates writes
+  // to the owners of its own ring, which no longer holds it. A dead member is not tried.
+  if (stopping || !m || m->state == member_state::dead || m->address.empty()) {
     // Nothing was sent: the connection may place the ops again once its ring catches up
     // with this membership change (actors/cluster_route.hpp). A store's value rides back so
     // that the op can be sent again whole.

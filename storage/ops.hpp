@@ -43,7 +43,7 @@ enum class status : uint8_t {
   non_numeric,  // arith on a value that is not a decimal uint64
   ok,           // flush
   unavailable,  // the owning node could not be reached: SERVER_ERROR unavailable
-  not_sent,     // cluster-internal: the op never left this node (its owner had left or died);
+  not_sent,     // cluster-internal: the op never left this node (its owner was declared dead);
                 // the connection places it again on a newer ring, else reports `unavailable`
 };
 

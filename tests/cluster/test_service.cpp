@@ -903,6 +903,28 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
   BOOST_TEST(left);
 }
 
+// A connection may still route with the ring from before a graceful leave for a moment: the
+// leaver serves until it exits, so ops sent to it then are executed, not refused.
+BOOST_AUTO_TEST_CASE(a_member_that_left_still_serves_until_it_exits) {
+  cluster3 c;
+  auto& n1 = *c.nodes[0];
+  auto v = n1.view();
+  auto peer2 = v->peers[*v->ring->find("n2")];
+  BOOST_REQUIRE(peer2);
+  raw_client cl(c.nodes[1]->address());
+  cl.node.leaveRequest().send().wait(cl.io.waitScope);
+  bool left = wait_until([&] {
+    return live_names(n1.view()) == std::vector<std::string>{"n1", "n3"};
+  }, 3000ms);
+  BOOST_REQUIRE(left);
+  auto r = exec(*n1.sys, peer2, {set_op("late", "still here"), get_op("late")});
+  BOOST_REQUIRE(r.answered);
+  BOOST_REQUIRE(r.results.size() == 2u);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::stored));
+  BOOST_TEST(static_cast<int>(r.results[1].st) == static_cast<int>(storage::status::hit));
+  BOOST_TEST(r.results[1].value.view() == "still here");
+}
+
 BOOST_AUTO_TEST_CASE(teardown_is_bounded) {
   auto t = clock_type::now();
   {
