@@ -87,6 +87,18 @@ std::string key_owned_by(const cluster_view& v, const std::vector<std::string>& 
   return {};
 }
 
+// A key whose primary was `before` in `a` and is `after` in `b`.
+std::string key_moved(const cluster_view& a, const std::string& before, const cluster_view& b,
+                      const std::string& after) {
+  for (int i = 0; i < 100000; ++i) {
+    std::string k = "key-" + std::to_string(i);
+    if (owners(a, k).front() == before && owners(b, k).front() == after)
+      return k;
+  }
+  BOOST_FAIL("no key moved from " << before << " to " << after);
+  return {};
+}
+
 uint64_t h(const std::string& k) {
   return cluster::ring::key_hash(k);
 }
@@ -208,13 +220,7 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
   // n4 joins: a key n2 owned is now n4's; n4 misses it and asks n2.
   auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
   auto v2 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 2, v1, 1000);
-  std::string k;
-  for (int i = 0; i < 100000 && k.empty(); ++i) {
-    std::string c = "key-" + std::to_string(i);
-    if (owners(*v1, c).front() == "n2" && owners(*v2, c).front() == "n4")
-      k = c;
-  }
-  BOOST_REQUIRE(!k.empty());
+  auto k = key_moved(*v1, "n2", *v2, "n4");
   op_route rt;
   BOOST_REQUIRE(place(*v2, h(k), rt) == placement::peer);
   auto st = status::miss;
@@ -247,13 +253,7 @@ BOOST_AUTO_TEST_CASE(warming_sources) {
   BOOST_CHECK(warm_source(*v2, h(same), rt).where == placement::unavailable);
 
   // This node owned it before and n4 owns it now: read from the own shards.
-  std::string mine;
-  for (int i = 0; i < 100000 && mine.empty(); ++i) {
-    std::string c = "key-" + std::to_string(i);
-    if (owners(*v1, c).front() == "n1" && owners(*v2, c).front() == "n4")
-      mine = c;
-  }
-  BOOST_REQUIRE(!mine.empty());
+  auto mine = key_moved(*v1, "n1", *v2, "n4");
   op_route rm;
   place(*v2, h(mine), rm);
   auto w = warm_source(*v2, h(mine), rm);
