@@ -20,12 +20,25 @@ io_loop::io_loop(caf::actor_system& sys, int index) : actor_host(sys), index_(in
 }
 
 io_loop::~io_loop() {
-  if (thread_.joinable())
+  if (thread_.joinable()) {
     stop();
+  } else if (!started_) {
+    // Never started: close the handles made by the constructor here (no loop thread exists),
+    // or uv_loop_close would fail and leak the loop's memory.
+    uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h))
+          uv_close(h, nullptr);
+      },
+      nullptr);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+  }
   uv_loop_close(&loop_);
 }
 
 void io_loop::start() {
+  started_ = true;
   std::promise<void> running;
   auto fut = running.get_future();
   thread_ = std::thread([this, &running] {

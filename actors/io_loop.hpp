@@ -67,6 +67,7 @@ private:
   uv_check_t check_;
   std::vector<std::pair<uint64_t, std::function<void()>>> check_hooks_;  // loop thread only
   uint64_t next_hook_ = 1;
+  bool started_ = false;  // owning thread
   std::function<void()> driver_;
   std::function<void()> poke_;
   std::thread thread_;

@@ -180,35 +180,56 @@ stat_list node::stats_snapshot(std::chrono::milliseconds timeout) {
   return stat_pairs(*impl_->shared, sum);
 }
 
+namespace {
+
+// Gathers every shard's stats for node::stats_async, then quits. (A class, not a function:
+// CAF 0.17 dereferences a null shared_ptr<tuple<>> when it spawns a function-based actor
+// without arguments.)
+class stats_gatherer : public caf::event_based_actor {
+public:
+  stats_gatherer(caf::actor_config& cfg, std::vector<caf::actor> shards, const node_shared* shared,
+                 std::chrono::milliseconds timeout, std::function<void(stat_list)> done)
+    : caf::event_based_actor(cfg), shards_(std::move(shards)), shared_(shared),
+      timeout_(timeout), done_(std::move(done)), left_(shards_.size()) {}
+
+  caf::behavior make_behavior() override {
+    for (auto& s : shards_)
+      request(s, timeout_, stats_atom::value)
+        .then(
+          [this](storage::shard_stats& st) {
+            sum_ += st;
+            one_done();
+          },
+          [this](caf::error&) { one_done(); });
+    return {[](int) {}};
+  }
+  const char* name() const override { return "stats_gatherer"; }
+
+private:
+  void one_done() {
+    if (--left_ == 0) {
+      done_(stat_pairs(*shared_, sum_));
+      quit();
+    }
+  }
+
+  std::vector<caf::actor> shards_;
+  const node_shared* shared_;
+  std::chrono::milliseconds timeout_;
+  std::function<void(stat_list)> done_;
+  size_t left_;
+  storage::shard_stats sum_;
+};
+
+} // namespace
+
 void node::stats_async(std::chrono::milliseconds timeout, std::function<void(stat_list)> done) {
-  struct gather {
-    storage::shard_stats sum;
-    size_t left = 0;
-    std::function<void(stat_list)> done;
-  };
-  auto g = std::make_shared<gather>();
-  g->left = impl_->shards.size();
-  g->done = std::move(done);
-  const node_shared* shared = impl_->shared.get();
-  if (g->left == 0) {
-    g->done(stat_pairs(*shared, g->sum));
+  if (impl_->shards.empty()) {
+    done(stat_pairs(*impl_->shared, storage::shard_stats{}));
     return;
   }
-  impl_->system->spawn([g, shared, timeout, shards = impl_->shards](caf::event_based_actor* self) {
-    auto one_done = [g, shared, self] {
-      if (--g->left == 0) {
-        g->done(stat_pairs(*shared, g->sum));
-        self->quit();
-      }
-    };
-    for (auto& s : shards)
-      self->request(s, timeout, stats_atom::value)
-        .then([g, one_done](storage::shard_stats& st) {
-                g->sum += st;
-                one_done();
-              },
-              [one_done](caf::error&) { one_done(); });
-  });
+  impl_->system->spawn<stats_gatherer>(impl_->shards, impl_->shared.get(), timeout,
+                                       std::move(done));
 }
 
 std::unique_ptr<node> node::start(const node_config& given, std::string& error,

@@ -18,9 +18,13 @@ using storage::status;
 
 namespace {
 
-caf::behavior idle(caf::event_based_actor*) {
-  return {[](int) {}};
-}
+// A class, not a function: CAF 0.17 dereferences a null shared_ptr<tuple<>> when it spawns a
+// function-based actor without arguments (UBSan reports it in CAF's own header).
+class idle : public caf::event_based_actor {
+public:
+  using caf::event_based_actor::event_based_actor;
+  caf::behavior make_behavior() override { return {[](int) {}}; }
+};
 
 // A node's view as the cluster service builds it: members sorted by name, self by name, a peer
 // actor for every other alive member, `previous` the view before (when given).
@@ -32,7 +36,7 @@ struct views {
   views() { sys = std::make_unique<caf::actor_system>(cfg); }
 
   caf::actor actor_for(const std::string&) {
-    actors.push_back(sys->spawn(idle));
+    actors.push_back(sys->spawn<idle>());
     return actors.back();
   }
 
