@@ -150,6 +150,58 @@ std::vector<node*> start_cluster(cluster& c, int count, int replicas,
 BOOST_AUTO_TEST_SUITE(integration_cluster)
 
 // --------------------------------------------------------------------------------------------
+// Two I/O loops per node (the KJ loop attached to loop 0: connections of loop 1 reach the RPC
+// through its doorbell), and one node with the RPC on a thread of its own: every key set
+// through any node, over many connections (the kernel spreads them over the loops), reads
+// back through every node.
+BOOST_AUTO_TEST_CASE(two_loops_and_both_rpc_placements_serve_every_key) {
+  cluster c;
+  logs_on_failure guard{c};
+  std::vector<node*> ns;
+  for (int i = 1; i <= 3; ++i) {
+    node_options o;
+    if (i > 1)
+      o.join.push_back(ns[0]->rpc_port);
+    o.replicas = 2;
+    o.extra_args = {"-t", "2"};
+    if (i == 2) {
+      o.extra_args.push_back("--rpc-thread");
+      o.extra_args.push_back("own");
+    }
+    ns.push_back(&c.start("n" + std::to_string(i), o));
+  }
+  bool ok = wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms);
+  BOOST_REQUIRE_MESSAGE(ok, "membership did not converge on every node");
+  auto keys = make_keys("loops-", 3000);
+  size_t stored = 0;
+  const size_t parts = 12;  // 12 connections, 4 per node
+  for (size_t part = 0; part < parts; ++part) {
+    std::vector<std::string> sub;
+    for (size_t i = part; i < keys.size(); i += parts)
+      sub.push_back(keys[i]);
+    stored += set_all(ns[part % ns.size()]->port, sub, 50);
+  }
+  BOOST_REQUIRE_EQUAL(stored, keys.size());
+  for (auto* n : ns) {
+    size_t hits = 0, wrong = 0;
+    for (size_t part = 0; part < 4; ++part) {
+      std::vector<std::string> sub;
+      for (size_t i = part; i < keys.size(); i += 4)
+        sub.push_back(keys[i]);
+      auto r = read_all(n->port, sub, 50);
+      hits += r.hits;
+      wrong += r.wrong;
+    }
+    report("-t 2 nodes (n2 --rpc-thread own), read through " + n->name + " over 4 connections: " +
+           std::to_string(hits) + "/" + std::to_string(keys.size()) + " hits");
+    BOOST_CHECK_EQUAL(hits, keys.size());
+    BOOST_CHECK_EQUAL(wrong, 0u);
+  }
+  bool replicated = wait_until([&] { return sum_items(ns) >= 6000; }, 5000ms, 100ms);
+  BOOST_CHECK_MESSAGE(replicated, "R=2: 3000 keys did not reach 6000 items");
+}
+
+// --------------------------------------------------------------------------------------------
 BOOST_AUTO_TEST_CASE(three_nodes_spread_and_serve_every_key) {
   cluster c;
   logs_on_failure guard{c};
