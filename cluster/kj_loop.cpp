@@ -181,8 +181,10 @@ void kj_loop::run_attached() {
         break;
       }
       if (w.bell.ready || has_local_work()) {
-        w.bell.ready = false;
-        ring_off();
+        if (w.bell.ready) {  // read the eventfd only when it rang (actors of this thread
+          w.bell.ready = false;  // readied by this thread do not ring it)
+          ring_off();
+        }
         drain();
       }
       io.waitScope.poll();
