@@ -6,6 +6,21 @@
 
 namespace bifrost::actors {
 
+namespace {
+
+// Closes every handle of `loop` that is not closing yet (uv_run then returns once they are).
+void close_all(uv_loop_t* loop) {
+  uv_walk(
+    loop,
+    [](uv_handle_t* h, void*) {
+      if (!uv_is_closing(h))
+        uv_close(h, nullptr);
+    },
+    nullptr);
+}
+
+} // namespace
+
 io_loop::io_loop(caf::actor_system& sys, int index) : actor_host(sys), index_(index) {
   if (uv_loop_init(&loop_) != 0) {
     std::fprintf(stderr, "uv_loop_init failed\n");
@@ -25,13 +40,7 @@ io_loop::~io_loop() {
   } else if (!started_) {
     // Never started: close the handles made by the constructor here (no loop thread exists),
     // or uv_loop_close would fail and leak the loop's memory.
-    uv_walk(
-      &loop_,
-      [](uv_handle_t* h, void*) {
-        if (!uv_is_closing(h))
-          uv_close(h, nullptr);
-      },
-      nullptr);
+    close_all(&loop_);
     uv_run(&loop_, UV_RUN_DEFAULT);
   }
   uv_loop_close(&loop_);
@@ -60,13 +69,7 @@ void io_loop::stop(std::function<void()> on_stop) {
       on_stop();
     begin_stopping();
     // Close every handle still open (the wake handle too) so that uv_run returns.
-    uv_walk(
-      &loop_,
-      [](uv_handle_t* h, void*) {
-        if (!uv_is_closing(h))
-          uv_close(h, nullptr);
-      },
-      nullptr);
+    close_all(&loop_);
   });
   thread_.join();
   release_leftovers();
