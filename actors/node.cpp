@@ -13,7 +13,6 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/exit_reason.hpp>
-#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
 #include <unistd.h>
@@ -166,21 +165,6 @@ stat_list stat_pairs(const node_shared& shared, const storage::shard_stats& sum)
   }
   return out;
 }
-
-} // namespace
-
-stat_list node::stats_snapshot(std::chrono::milliseconds timeout) {
-  storage::shard_stats sum;
-  {
-    caf::scoped_actor self{*impl_->system};
-    for (auto& s : impl_->shards)
-      self->request(s, timeout, stats_atom::value)
-        .receive([&](storage::shard_stats& st) { sum += st; }, [](caf::error&) {});
-  }
-  return stat_pairs(*impl_->shared, sum);
-}
-
-namespace {
 
 // Gathers every shard's stats for node::stats_async, then quits. (A class, not a function:
 // CAF 0.17 dereferences a null shared_ptr<tuple<>> when it spawns a function-based actor

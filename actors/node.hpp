@@ -50,11 +50,9 @@ public:
   /// The storage shard actors (a key lives on shards()[key_hash(key) % size]).
   std::vector<caf::actor> shards() const;
   caf::actor route_table() const;
-  /// memcached's general stats of this node as name/value pairs; asks every shard, bounded
-  /// by `timeout`. Any thread except an I/O loop's.
-  stat_list stats_snapshot(std::chrono::milliseconds timeout);
-  /// The same without waiting: asks every shard (bounded by `timeout`) and calls `done` with
-  /// the sum, on a scheduler thread. Any thread, the I/O loops' and the RPC's included.
+  /// memcached's general stats of this node as name/value pairs, without waiting: asks every
+  /// shard (bounded by `timeout`) and calls `done` with the sum, on a scheduler thread. Any
+  /// thread, the I/O loops' and the RPC's included.
   void stats_async(std::chrono::milliseconds timeout, std::function<void(stat_list)> done);
 
   struct impl;
