@@ -389,7 +389,7 @@ void connection::handle_request(size_t consumed) {
 namespace {
 
 bool is_read(const storage::op& o) {
-  return o.kind == storage::op_kind::get && !o.get_touch && !o.vivify && !o.recache;
+  return o.kind == storage::op_kind::get && !storage::changes_item(o);
 }
 
 bool is_write_success(const storage::op& o, storage::status st) {
@@ -403,7 +403,7 @@ bool is_write_success(const storage::op& o, storage::status st) {
     case storage::op_kind::touch:
       return st == status::hit || st == status::stored;
     case storage::op_kind::get:
-      return (o.get_touch || o.vivify || o.recache) && (st == status::hit || st == status::stored);
+      return storage::changes_item(o) && (st == status::hit || st == status::stored);
     default:
       return false;
   }

@@ -62,21 +62,6 @@ storage::result_batch unavailable(size_t n, storage::status st = storage::status
   return r;
 }
 
-// Ops that change the item (a get that touches, vivifies or recaches does too).
-bool is_write(const storage::op& o) {
-  switch (o.kind) {
-    case storage::op_kind::store:
-    case storage::op_kind::remove:
-    case storage::op_kind::arith:
-    case storage::op_kind::touch:
-      return true;
-    case storage::op_kind::get:
-      return o.get_touch || o.vivify || o.recache;
-    default:
-      return false;
-  }
-}
-
 bool changed(const storage::result& r) {
   switch (r.st) {
     case storage::status::stored:
@@ -517,7 +502,7 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
   std::vector<std::string> keys;
   std::vector<size_t> idx;
   for (size_t i = 0; i < ops.size() && i < rs.size(); ++i)
-    if (is_write(ops[i]) && changed(rs[i])) {
+    if (storage::changes_item(ops[i]) && changed(rs[i])) {
       keys.push_back(ops[i].key);
       idx.push_back(i);
     }
@@ -982,7 +967,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
       // inline then comes back `streamed` and empty, and those reads are repeated with a sink.
       bool need_sink = false;
       for (auto& o : ops)
-        need_sink |= o.kind == storage::op_kind::get && o.get_value && is_write(o);
+        need_sink |= o.kind == storage::op_kind::get && o.get_value && storage::changes_item(o);
       auto first = execute_call(node, ops, origin, wait_replicas, need_sink, progress);
       if (need_sink)
         return first;

@@ -75,6 +75,22 @@ struct op {
   uint64_t initial = 0;       // ma J: value created by vivify (N)
 };
 
+/// True for an op that changes the item: store, remove, arith, touch, and a get that touches,
+/// vivifies or recaches (a plain get only reads; flush is not about one item).
+inline bool changes_item(const op& o) noexcept {
+  switch (o.kind) {
+    case op_kind::store:
+    case op_kind::remove:
+    case op_kind::arith:
+    case op_kind::touch:
+      return true;
+    case op_kind::get:
+      return o.get_touch || o.vivify || o.recache;
+    default:
+      return false;
+  }
+}
+
 struct result {
   status st = status::miss;
   // Item metadata (valid for hit / stored / deleted when the item exists afterwards).
