@@ -531,6 +531,8 @@ std::vector<std::string> connection::primary_writes(const pending& p) const {
 }
 
 void connection::report_writes(pending& p) {
+  if (p.routing.empty() || !ctx_.routes || !ctx_.routes->cluster)
+    return;
   const auto& cv = *ctx_.routes->cluster;
   if (cv.replicas < 2 || !cv.replicator || p.replicated)
     return;
@@ -643,8 +645,7 @@ void connection::complete_ready() {
     switch (p.kind) {
       case pending_kind::refused:  // the old value is gone (or unreachable): the error, if any
         out_.bytes(p.reply);
-        if (!p.routing.empty() && ctx_.routes && ctx_.routes->cluster)
-          report_writes(p);
+        report_writes(p);
         break;
       case pending_kind::exec: {
         bool unavailable = false;
@@ -661,8 +662,7 @@ void connection::complete_ready() {
         } else {
           compose(p.req, p.ops, p.results, out_);
         }
-        if (!p.routing.empty() && ctx_.routes && ctx_.routes->cluster)
-          report_writes(p);
+        report_writes(p);
         break;
       }
       case pending_kind::flush:

@@ -132,7 +132,8 @@ private:
   static bool primary_write(const pending& p, size_t i);
   /// Keys of `p` this node wrote as their primary (cluster).
   std::vector<std::string> primary_writes(const pending& p) const;
-  /// Sends the keys written here as their primary to the replicator (cluster, R > 1).
+  /// Sends the keys written here as their primary to the replicator (cluster, R > 1; a
+  /// no-op otherwise).
   void report_writes(pending& p);
   /// With wait_replicas: once every op of `p` is done, holds its reply until the replicator
   /// answers (replicated_atom) for the keys written here as their primary.
