@@ -159,6 +159,10 @@ void kj_loop::run(std::function<std::string(kj::AsyncIoContext&)> setup,
 
 void kj_loop::run_attached() {
   driver_started_ = true;
+  // The KJ host now lives on the I/O loop's thread: a loop actor that readies a KJ-hosted
+  // actor (the dispatcher sending to the bridge) takes the same-thread path, with no lock and
+  // no doorbell write, as between two actors of one loop.
+  set_host_thread();
   auto finished = finished_;
   uv_loop_t* uv = attached_->uv();
   int uv_fd = uv_backend_fd(uv);
