@@ -3,13 +3,16 @@
 #include <algorithm>
 #include <cstring>
 
+#include <kj/debug.h>
+#include <kj/vector.h>
+
 namespace bifrost::cluster {
 
 namespace {
 
-class read_buffered_stream final : public kj::AsyncIoStream {
+class buffered_stream final : public kj::AsyncIoStream {
 public:
-  read_buffered_stream(kj::Own<kj::AsyncIoStream> inner, size_t capacity)
+  buffered_stream(kj::Own<kj::AsyncIoStream> inner, size_t capacity)
     : inner_(kj::mv(inner)), buf_(kj::heapArray<kj::byte>(std::max<size_t>(capacity, 64))) {}
 
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
@@ -21,13 +24,49 @@ public:
   }
 
   kj::Promise<void> write(const void* buffer, size_t size) override {
-    return inner_->write(buffer, size);
+    kj::ArrayPtr<const kj::byte> one(static_cast<const kj::byte*>(buffer), size);
+    return write(kj::arrayPtr(&one, 1));
   }
+
+  // Small pieces are copied into the queue and reported written at once; a large piece is
+  // queued by reference and its promise resolves once it is on the socket (the caller keeps
+  // it alive until then, as for any write). Everything queued goes out in one writev at the
+  // end of the KJ turn (evalLast), or right after the write in progress.
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    return inner_->write(pieces);
+    KJ_IF_MAYBE (e, failed_) {
+      return kj::cp(*e);
+    }
+    if (shut_)
+      return KJ_EXCEPTION(DISCONNECTED, "write after shutdownWrite");
+    bool borrowed = false;
+    for (auto& p : pieces) {
+      if (p.size() == 0)
+        continue;
+      if (p.size() >= borrow_min) {
+        queue_.add(piece{p.begin(), 0, p.size()});
+        borrowed = true;
+      } else {
+        size_t at = copied_.size();
+        copied_.addAll(p);
+        queue_.add(piece{nullptr, at, p.size()});
+      }
+    }
+    schedule();
+    if (!borrowed && copied_.size() < high_water)
+      return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();  // until this batch is on the socket
+    waiters_.add(kj::mv(paf.fulfiller));
+    return kj::mv(paf.promise);
   }
+
   kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
-  void shutdownWrite() override { inner_->shutdownWrite(); }
+
+  void shutdownWrite() override {
+    shut_ = true;
+    if (!flushing_)
+      inner_->shutdownWrite();
+    // else: the flush shuts the inner stream down once the queue is written
+  }
   void abortRead() override { inner_->abortRead(); }
   void getsockopt(int level, int option, void* value, uint* length) override {
     inner_->getsockopt(level, option, value, length);
@@ -43,6 +82,64 @@ public:
   }
 
 private:
+  // A queued piece: borrowed (ptr set) or at `offset` in `copied_`.
+  struct piece {
+    const kj::byte* ptr;
+    size_t offset;
+    size_t size;
+  };
+  static constexpr size_t borrow_min = 16 * 1024;   // larger pieces are not copied
+  static constexpr size_t high_water = 256 * 1024;  // copied bytes before writers wait
+
+  struct flush_errors : kj::TaskSet::ErrorHandler {
+    buffered_stream& self;
+    explicit flush_errors(buffered_stream& s) : self(s) {}
+    void taskFailed(kj::Exception&& e) override { self.fail(kj::mv(e)); }
+  };
+
+  void schedule() {
+    if (flushing_ || queue_.empty())
+      return;
+    flushing_ = true;
+    flushes_.add(kj::evalLast([this] { return flush(); }));
+  }
+
+  kj::Promise<void> flush() {
+    if (queue_.empty()) {
+      flushing_ = false;
+      if (shut_)
+        inner_->shutdownWrite();
+      return kj::READY_NOW;
+    }
+    auto bytes = copied_.releaseAsArray();
+    auto out = kj::heapArrayBuilder<kj::ArrayPtr<const kj::byte>>(queue_.size());
+    for (auto& p : queue_)
+      out.add(p.ptr ? p.ptr : bytes.begin() + p.offset, p.size);
+    queue_.clear();
+    in_flight_ = kj::mv(waiters_);
+    waiters_ = kj::Vector<kj::Own<kj::PromiseFulfiller<void>>>();
+    auto list = out.finish();
+    auto writing = inner_->write(list);
+    return writing.attach(kj::mv(bytes), kj::mv(list)).then([this]() {
+      for (auto& w : in_flight_)
+        w->fulfill();
+      in_flight_.clear();
+      return flush();  // what was queued meanwhile
+    });
+  }
+
+  void fail(kj::Exception&& e) {
+    flushing_ = false;
+    for (auto* list : {&in_flight_, &waiters_}) {
+      for (auto& w : *list)
+        w->reject(kj::cp(e));
+      list->clear();
+    }
+    queue_.clear();
+    copied_.clear();
+    failed_ = kj::mv(e);
+  }
+
   size_t take(kj::byte* out, size_t max) {
     size_t n = std::min(end_ - pos_, max);
     if (n > 0)
@@ -76,12 +173,22 @@ private:
   kj::Array<kj::byte> buf_;
   size_t pos_ = 0;  // next unread byte
   size_t end_ = 0;  // end of the buffered bytes
+
+  kj::Vector<kj::byte> copied_;  // small pieces queued since the last flush
+  kj::Vector<piece> queue_;      // every queued piece, in write order
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiters_;    // queued writes not reported done
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> in_flight_;  // those in the write under way
+  kj::Maybe<kj::Exception> failed_;  // a flush failed: every later write fails with this
+  bool flushing_ = false;            // a flush is scheduled or writing
+  bool shut_ = false;                // shutdownWrite was asked for
+  flush_errors on_error_{*this};
+  kj::TaskSet flushes_{on_error_};   // declared last: cancelled before the rest goes
 };
 
 } // namespace
 
-kj::Own<kj::AsyncIoStream> read_buffered(kj::Own<kj::AsyncIoStream> inner, size_t capacity) {
-  return kj::heap<read_buffered_stream>(kj::mv(inner), capacity);
+kj::Own<kj::AsyncIoStream> buffered(kj::Own<kj::AsyncIoStream> inner, size_t capacity) {
+  return kj::heap<buffered_stream>(kj::mv(inner), capacity);
 }
 
 } // namespace bifrost::cluster

@@ -1,11 +1,19 @@
-// A read-buffering wrapper for the RPC connections' byte streams.
+// A buffering wrapper for the RPC connections' byte streams, both directions.
 //
-// Cap'n Proto 0.9 reads every message with at least two reads — its 8-byte segment table,
-// then the body (`capnp::AsyncMessageReader`) — and KJ's socket stream turns each into a
-// read(2). Under load several messages wait in the socket; this wrapper reads whatever is
+// Reads: Cap'n Proto 0.9 reads every message with at least two reads — its 8-byte segment
+// table, then the body (`capnp::AsyncMessageReader`) — and KJ's socket stream turns each into
+// a read(2). Under load several messages wait in the socket; this wrapper reads whatever is
 // there (up to its capacity) with one read(2) and serves the message reader from memory.
-// Reads larger than the buffer go straight to the inner stream (no extra copy); writes pass
-// through untouched.
+// Reads larger than the buffer go straight to the inner stream (no extra copy).
+//
+// Writes: Cap'n Proto 0.9 writes every message (call, return, finish) with its own writev(2)
+// as soon as it is sent. This wrapper queues them and writes everything queued in one turn of
+// the KJ loop with one writev at the end of that turn (`kj::evalLast`), or, while a write is
+// under way, right after it. Pieces under 16 KiB are copied and their write reports done at
+// once; larger pieces are written from the caller's memory and their write reports done when
+// they are on the socket. Past 256 KiB of copied bytes, writes wait (backpressure). After a
+// failed write every later write fails with the same error; shutdownWrite waits for the
+// queue.
 //
 // Thread affinity: a KJ object — created, used and destroyed on its KJ loop's thread.
 #pragma once
@@ -16,8 +24,9 @@
 
 namespace bifrost::cluster {
 
-/// Wraps `inner` (a socket, or a TLS stream over one) with a read buffer of `capacity` bytes.
-kj::Own<kj::AsyncIoStream> read_buffered(kj::Own<kj::AsyncIoStream> inner,
+/// Wraps `inner` (a socket, or a TLS stream over one) with a read buffer of `capacity` bytes
+/// and a write queue.
+kj::Own<kj::AsyncIoStream> buffered(kj::Own<kj::AsyncIoStream> inner,
                                          size_t capacity = 32 * 1024);
 
 } // namespace bifrost::cluster

@@ -801,7 +801,7 @@ struct service::impl::client_conn {
               return kj::mv(s);
             })
             .then([this, self](kj::Own<kj::AsyncIoStream> s) {
-              stream = read_buffered(kj::mv(s));
+              stream = buffered(kj::mv(s));
               net = kj::heap<capnp::TwoPartyVatNetwork>(
                   *stream, capnp::rpc::twoparty::Side::CLIENT, rpc_reader_options());
               sys = kj::heap<capnp::RpcSystem<VatId>>(capnp::makeRpcClient(*net));
@@ -1413,7 +1413,7 @@ void service::impl::quit_actors() {
 void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
   if (!serving)
     return;
-  auto c = kj::heap<server_conn>(read_buffered(kj::mv(s)), kj::heap<node_server>(*this));
+  auto c = kj::heap<server_conn>(buffered(kj::mv(s)), kj::heap<node_server>(*this));
   auto& net = c->net;
   tasks->add(net.onDisconnect().attach(kj::mv(c)));
 }

@@ -1,6 +1,8 @@
-// The RPC connections' read buffer (cluster/buffered_stream.hpp): every byte arrives once and
-// in order whatever the writer's chunking and the reader's (min, max), end of stream is
-// reported, and Cap'n Proto messages read through it are intact.
+// The RPC connections' stream buffer (cluster/buffered_stream.hpp). Reads: every byte arrives
+// once and in order whatever the writer's chunking and the reader's (min, max), end of stream
+// is reported, and Cap'n Proto messages read through it are intact. Writes: one turn's writes
+// reach the socket as one write, in order, large pieces uncopied; writers wait past the high
+// water mark; a failed write fails every later one; shutdownWrite waits for the queue.
 #include "cluster/buffered_stream.hpp"
 
 #include <capnp/message.h>
@@ -26,16 +28,156 @@ std::vector<kj::byte> pattern(size_t n, uint32_t seed) {
   return v;
 }
 
+// Passes writes on to `inner` and counts them (each would be one writev on a socket).
+class counting_stream final : public kj::AsyncIoStream {
+public:
+  explicit counting_stream(kj::Own<kj::AsyncIoStream> inner, size_t& writes)
+    : inner_(kj::mv(inner)), writes_(writes) {}
+  kj::Promise<size_t> tryRead(void* b, size_t min, size_t max) override {
+    return inner_->tryRead(b, min, max);
+  }
+  kj::Promise<void> write(const void* b, size_t n) override {
+    ++writes_;
+    return inner_->write(b, n);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    ++writes_;
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+
+private:
+  kj::Own<kj::AsyncIoStream> inner_;
+  size_t& writes_;
+};
+
+// Reads until end of stream.
+std::vector<kj::byte> read_all(kj::AsyncIoStream& in, kj::WaitScope& ws) {
+  std::vector<kj::byte> got;
+  kj::byte buf[4096];
+  for (;;) {
+    size_t n = in.tryRead(buf, 1, sizeof(buf)).wait(ws);
+    if (n == 0)
+      return got;
+    got.insert(got.end(), buf, buf + n);
+  }
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(buffered_stream)
+
+BOOST_AUTO_TEST_CASE(one_turns_writes_go_out_as_one_write_in_order) {
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  auto pipe = kj::newTwoWayPipe();
+  size_t inner_writes = 0;
+  auto out = cluster::buffered(kj::heap<counting_stream>(kj::mv(pipe.ends[0]), inner_writes));
+  // Small writes (copied), a 40 KiB one (written from our memory) between them, and pieces.
+  auto small = pattern(3000, 1), big = pattern(40 << 10, 2), tail = pattern(500, 3);
+  std::vector<kj::byte> expect;
+  kj::Vector<kj::Promise<void>> writes;
+  for (size_t i = 0; i < 10; ++i) {
+    writes.add(out->write(&small[i * 300], 300));
+    expect.insert(expect.end(), &small[i * 300], &small[i * 300] + 300);
+  }
+  writes.add(out->write(big.data(), big.size()));
+  expect.insert(expect.end(), big.begin(), big.end());
+  kj::ArrayPtr<const kj::byte> pieces[] = {{tail.data(), 200}, {tail.data() + 200, 300}};
+  writes.add(out->write(kj::arrayPtr(pieces, 2)));
+  expect.insert(expect.end(), tail.begin(), tail.end());
+  BOOST_TEST(inner_writes == 0u);  // nothing before the turn ends
+  out->shutdownWrite();            // waits for the queue
+  auto got = read_all(*pipe.ends[1], ws);
+  kj::joinPromises(writes.releaseAsArray()).wait(ws);
+  BOOST_TEST(inner_writes == 1u);
+  BOOST_REQUIRE_EQUAL(got.size(), expect.size());
+  BOOST_CHECK(got == expect);
+}
+
+BOOST_AUTO_TEST_CASE(bytes_arrive_in_order_across_turns_and_sizes) {
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  auto pipe = kj::newTwoWayPipe();
+  auto out = cluster::buffered(kj::mv(pipe.ends[0]));
+  auto data = pattern(3 << 20, 7);
+  std::mt19937 rng(11);
+  // A writer that sometimes waits for its write (a turn ends) and sometimes does not.
+  kj::Promise<void> chain = kj::READY_NOW;
+  size_t off = 0;
+  while (off < data.size()) {
+    size_t n = std::min<size_t>(data.size() - off, rng() % 3 == 0 ? 1 + rng() % 70000 : 1 + rng() % 900);
+    bool wait = rng() % 2 == 0;
+    chain = chain.then([&out, &data, off, n, wait]() -> kj::Promise<void> {
+      auto w = out->write(&data[off], n);
+      if (wait)
+        return w;
+      w.eagerlyEvaluate(nullptr).detach([](kj::Exception&&) {});
+      return kj::READY_NOW;
+    });
+    off += n;
+  }
+  chain = chain.then([&out] { out->shutdownWrite(); }).eagerlyEvaluate(nullptr);
+  auto got = read_all(*pipe.ends[1], ws);
+  chain.wait(ws);
+  BOOST_REQUIRE_EQUAL(got.size(), data.size());
+  BOOST_CHECK(got == data);
+}
+
+BOOST_AUTO_TEST_CASE(writers_wait_past_the_high_water_mark) {
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  auto pipe = kj::newTwoWayPipe();  // in memory: a write completes only as it is read
+  auto out = cluster::buffered(kj::mv(pipe.ends[0]));
+  auto chunk = pattern(1024, 5);
+  kj::Vector<kj::Promise<void>> writes;
+  for (int i = 0; i < 300; ++i)
+    writes.add(out->write(chunk.data(), chunk.size()));
+  BOOST_TEST(writes[0].poll(ws));     // under the mark: done at once
+  BOOST_TEST(!writes[299].poll(ws));  // 300 KiB queued, nobody reads: waits
+  kj::byte buf[64 << 10];
+  size_t read = 0;
+  while (!writes[299].poll(ws))
+    read += pipe.ends[1]->tryRead(buf, 1, sizeof(buf)).wait(ws);
+  kj::joinPromises(writes.releaseAsArray()).wait(ws);
+  BOOST_TEST(read == 300u * 1024u);
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_write_fails_every_later_write) {
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  auto pipe = kj::newTwoWayPipe();
+  auto out = cluster::buffered(kj::mv(pipe.ends[0]));
+  pipe.ends[1] = nullptr;  // the peer is gone
+  auto first = out->write("abc", 3);  // copied: reported done, the flush fails
+  first.wait(ws);
+  auto big = pattern(64 << 10, 9);
+  bool failed = false;
+  try {
+    out->write(big.data(), big.size()).wait(ws);
+    out->write("x", 1).wait(ws);
+  } catch (kj::Exception& e) {
+    failed = true;
+    BOOST_TEST_MESSAGE("write failed: " << e.getDescription().cStr());
+  }
+  BOOST_TEST(failed);
+  bool again = false;
+  try {
+    out->write("y", 1).wait(ws);
+  } catch (kj::Exception&) {
+    again = true;
+  }
+  BOOST_TEST(again);
+}
+
 
 BOOST_AUTO_TEST_CASE(bytes_arrive_once_and_in_order_for_every_chunking) {
   auto io = kj::setupAsyncIo();
   for (size_t capacity : {64u, 100u, 4096u}) {
     for (size_t chunk : {1u, 7u, 64u, 1000u, 50000u}) {
       auto pipe = kj::newTwoWayPipe();
-      auto reader = cluster::read_buffered(kj::mv(pipe.ends[0]), capacity);
+      auto reader = cluster::buffered(kj::mv(pipe.ends[0]), capacity);
       auto& writer = *pipe.ends[1];
       auto data = pattern(120000, static_cast<uint32_t>(capacity * 31 + chunk));
       // The writer sends in `chunk`-sized pieces, then ends the stream.
@@ -71,7 +213,7 @@ BOOST_AUTO_TEST_CASE(bytes_arrive_once_and_in_order_for_every_chunking) {
 BOOST_AUTO_TEST_CASE(capnp_messages_read_through_it_are_intact) {
   auto io = kj::setupAsyncIo();
   auto pipe = kj::newTwoWayPipe();
-  auto reader = cluster::read_buffered(kj::mv(pipe.ends[0]), 256);
+  auto reader = cluster::buffered(kj::mv(pipe.ends[0]), 256);
   auto& writer = *pipe.ends[1];
   // Messages of growing size, some larger than the buffer, written back to back.
   std::vector<kj::Own<capnp::MallocMessageBuilder>> sent;
