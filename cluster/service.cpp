@@ -276,6 +276,16 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   };
   uint64_t next_call = 1;
   std::map<uint64_t, call_info> calls;
+  // Data calls (Node.execute / Node.upload) sent to other nodes and served for them, with
+  // their ops: ops per call is how well forwarding batches. Reported by Node.stats. (A read
+  // whose value comes back streamed is asked again with a sink: only the server counts that.)
+  struct call_counts {
+    uint64_t calls = 0, ops = 0;
+    void add(size_t n) {
+      ++calls;
+      ops += n;
+    }
+  } sent, served;
   // replications a connection waits for (answered `false` at shutdown)
   struct repl_wait {
     caf::actor sender, self;
@@ -589,6 +599,7 @@ protected:
     auto params = context.getParams();
     auto origin = params.getOrigin();
     auto ops = read_ops(params.getOps(), origin);
+    core_.served.add(ops.size());
     bool can_stream = params.hasSink();
     rpc::ValueSink::Client sink = can_stream ? params.getSink() : rpc::ValueSink::Client(nullptr);
     // A member sent these ops to us as their owner; a tool (bifrostctl) sends any key to any
@@ -624,6 +635,7 @@ protected:
     auto params = context.getParams();
     auto origin = params.getOrigin();
     auto ops = read_ops(params.getOps(), origin);
+    core_.served.add(ops.size());
     context.getResults().setSink(
       kj::heap<upload_sink>(core_, std::move(ops), origin, params.getWaitReplicas()));
     return kj::READY_NOW;
@@ -715,7 +727,11 @@ protected:
 
   kj::Promise<void> stats(StatsContext context) override {
     auto st = std::make_shared<service::stat_list>();
-    return core_.local_stats(st).then([context, st]() mutable {
+    return core_.local_stats(st).then([this, context, st]() mutable {
+      st->emplace_back("cluster_calls_sent", std::to_string(core_.sent.calls));
+      st->emplace_back("cluster_ops_sent", std::to_string(core_.sent.ops));
+      st->emplace_back("cluster_calls_served", std::to_string(core_.served.calls));
+      st->emplace_back("cluster_ops_served", std::to_string(core_.served.ops));
       auto list = context.getResults().initStats(static_cast<unsigned>(st->size()));
       for (size_t i = 0; i < st->size(); ++i) {
         list[static_cast<unsigned>(i)].setName((*st)[i].first);
@@ -955,6 +971,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   bool large = false;
   for (auto& o : ops)
     large |= o.value.size() > inline_value_limit;
+  sent.add(n);
   auto progress = std::make_shared<uint64_t>(0);
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
   auto call = get_conn(addr).then([shared_ops, origin, large, progress, wait_replicas](

@@ -877,9 +877,21 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
   BOOST_TEST(std::string(rg.getOwners()[0].getName().cStr()) == expect);
   BOOST_TEST(rg.getEpoch() == c.nodes[1]->view()->ring->epoch());
 
+  // The node's own stats, then its data-call counters.
+  auto stat = [&](const std::string& name) -> std::string {
+    auto stats = cl.node.statsRequest().send().wait(ws);
+    for (auto s : stats.getStats())
+      if (name == s.getName().cStr())
+        return s.getValue().cStr();
+    return "(missing)";
+  };
   auto stats = cl.node.statsRequest().send().wait(ws);
-  BOOST_REQUIRE(stats.getStats().size() == 3u);
+  BOOST_REQUIRE(stats.getStats().size() == 7u);
   BOOST_TEST(std::string(stats.getStats()[2].getValue().cStr()) == "n2");
+  auto served_calls = std::stoull(stat("cluster_calls_served"));
+  auto served_ops = std::stoull(stat("cluster_ops_served"));
+  BOOST_TEST(stat("cluster_calls_sent") != "(missing)");
+  BOOST_TEST(stat("cluster_ops_sent") != "(missing)");
 
   cl.node.drainRequest().send().wait(ws);
   st = cl.node.statusRequest().send().wait(ws);
@@ -895,6 +907,19 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
     auto r = ex.send().wait(ws);
     BOOST_TEST((r.getResults()[0].getStatus() == rpc::Status::STORED));
   }
+  // That execute is one data call of one op served; a second of three ops follows.
+  BOOST_TEST(std::stoull(stat("cluster_calls_served")) == served_calls + 1);
+  BOOST_TEST(std::stoull(stat("cluster_ops_served")) == served_ops + 1);
+  {
+    auto ex = cl.node.executeRequest();
+    auto ops = ex.initOps(3);
+    for (unsigned i = 0; i < 3; ++i)
+      cluster::to_rpc(get_op("q" + std::to_string(i)), ops[i]);
+    ex.setOrigin(rpc::Origin::CLIENT);
+    BOOST_TEST(ex.send().wait(ws).getResults().size() == 3u);
+  }
+  BOOST_TEST(std::stoull(stat("cluster_calls_served")) == served_calls + 2);
+  BOOST_TEST(std::stoull(stat("cluster_ops_served")) == served_ops + 4);
 
   cl.node.leaveRequest().send().wait(ws);
   bool left = wait_until([&] {
