@@ -9,6 +9,7 @@ PKGS=(
   # libraries (see README "Dependencies")
   libcaf-dev libuv1-dev capnproto libcapnp-dev libssl-dev
   libboost-test-dev libbenchmark-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+  libgoogle-perftools-dev
   # fuzzing / sanitizers
   clang libclang-rt-14-dev
   # real peers used by tests and benchmarks
