@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include <kj/debug.h>
 #include <kj/vector.h>
@@ -111,19 +112,19 @@ private:
         inner_->shutdownWrite();
       return kj::READY_NOW;
     }
-    auto bytes = copied_.releaseAsArray();
-    auto out = kj::heapArrayBuilder<kj::ArrayPtr<const kj::byte>>(queue_.size());
+    // The bytes and the piece list under way stay in members until the write completes; the
+    // buffers swap roles, so their capacity is kept from one flush to the next.
+    std::swap(copied_, sending_);  // sending_ was emptied when the last write completed
+    pieces_.clear();
     for (auto& p : queue_)
-      out.add(p.ptr ? p.ptr : bytes.begin() + p.offset, p.size);
+      pieces_.add(p.ptr ? p.ptr : sending_.begin() + p.offset, p.size);
     queue_.clear();
-    in_flight_ = kj::mv(waiters_);
-    waiters_ = kj::Vector<kj::Own<kj::PromiseFulfiller<void>>>();
-    auto list = out.finish();
-    auto writing = inner_->write(list);
-    return writing.attach(kj::mv(bytes), kj::mv(list)).then([this]() {
+    std::swap(in_flight_, waiters_);  // in_flight_ was emptied likewise
+    return inner_->write(pieces_.asPtr()).then([this]() {
       for (auto& w : in_flight_)
         w->fulfill();
       in_flight_.clear();
+      sending_.clear();
       return flush();  // what was queued meanwhile
     });
   }
@@ -137,6 +138,7 @@ private:
     }
     queue_.clear();
     copied_.clear();
+    sending_.clear();
     failed_ = kj::mv(e);
   }
 
@@ -174,8 +176,10 @@ private:
   size_t pos_ = 0;  // next unread byte
   size_t end_ = 0;  // end of the buffered bytes
 
-  kj::Vector<kj::byte> copied_;  // small pieces queued since the last flush
-  kj::Vector<piece> queue_;      // every queued piece, in write order
+  kj::Vector<kj::byte> copied_;   // small pieces queued since the last flush
+  kj::Vector<kj::byte> sending_;  // the copied pieces of the write under way
+  kj::Vector<piece> queue_;       // every queued piece, in write order
+  kj::Vector<kj::ArrayPtr<const kj::byte>> pieces_;  // the write under way
   kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiters_;    // queued writes not reported done
   kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> in_flight_;  // those in the write under way
   kj::Maybe<kj::Exception> failed_;  // a flush failed: every later write fails with this
