@@ -24,6 +24,13 @@ public:
     return fill(out, have, minBytes, maxBytes);  // the buffer is empty now
   }
 
+  ~buffered_stream() noexcept(false) {
+    // Writes not yet on the socket end as a disconnect, not as a broken promise.
+    for (auto* list : {&in_flight_, &waiters_})
+      for (auto& w : *list)
+        w->reject(KJ_EXCEPTION(DISCONNECTED, "stream destroyed before the write went out"));
+  }
+
   kj::Promise<void> write(const void* buffer, size_t size) override {
     kj::ArrayPtr<const kj::byte> one(static_cast<const kj::byte*>(buffer), size);
     return write(kj::arrayPtr(&one, 1));
@@ -62,11 +69,17 @@ public:
 
   kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
 
+  // Starts writing the queue now rather than at the end of the turn: Cap'n Proto drops a
+  // connection right after shutting it down (its Abort message is in the queue), and a
+  // socket's write hands the bytes to the kernel during the call. The inner stream is shut
+  // down once the queue is written.
   void shutdownWrite() override {
+    if (shut_)
+      return;
     shut_ = true;
-    if (!flushing_)
-      inner_->shutdownWrite();
-    // else: the flush shuts the inner stream down once the queue is written
+    if (failed_ != nullptr || writing_)
+      return;  // failed: nothing more goes out; writing: the write under way ends with it
+    flushes_.add(kj::evalNow([this] { return flush(); }));
   }
   void abortRead() override { inner_->abortRead(); }
   void getsockopt(int level, int option, void* value, uint* length) override {
@@ -99,19 +112,31 @@ private:
   };
 
   void schedule() {
-    if (flushing_ || queue_.empty())
+    if (scheduled_ || writing_ || queue_.empty())
       return;
-    flushing_ = true;
-    flushes_.add(kj::evalLast([this] { return flush(); }));
+    scheduled_ = true;
+    flushes_.add(kj::evalLast([this]() -> kj::Promise<void> {
+      scheduled_ = false;
+      if (writing_)
+        return kj::READY_NOW;  // shutdownWrite started it meanwhile
+      return flush();
+    }));
   }
 
+  // Writes the queue, then what was queued meanwhile, until it is empty; then shuts the inner
+  // stream down if that was asked for. Runs only while no other write is under way.
   kj::Promise<void> flush() {
+    if (failed_ != nullptr)
+      return kj::READY_NOW;
     if (queue_.empty()) {
-      flushing_ = false;
-      if (shut_)
+      writing_ = false;
+      if (shut_ && !inner_shut_) {
+        inner_shut_ = true;
         inner_->shutdownWrite();
+      }
       return kj::READY_NOW;
     }
+    writing_ = true;
     // The bytes and the piece list under way stay in members until the write completes; the
     // buffers swap roles, so their capacity is kept from one flush to the next.
     std::swap(copied_, sending_);  // sending_ was emptied when the last write completed
@@ -130,7 +155,7 @@ private:
   }
 
   void fail(kj::Exception&& e) {
-    flushing_ = false;
+    writing_ = false;
     for (auto* list : {&in_flight_, &waiters_}) {
       for (auto& w : *list)
         w->reject(kj::cp(e));
@@ -140,6 +165,10 @@ private:
     copied_.clear();
     sending_.clear();
     failed_ = kj::mv(e);
+    if (shut_ && !inner_shut_) {  // best effort: the socket is likely gone already
+      inner_shut_ = true;
+      kj::runCatchingExceptions([this] { inner_->shutdownWrite(); });
+    }
   }
 
   size_t take(kj::byte* out, size_t max) {
@@ -183,8 +212,10 @@ private:
   kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiters_;    // queued writes not reported done
   kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> in_flight_;  // those in the write under way
   kj::Maybe<kj::Exception> failed_;  // a flush failed: every later write fails with this
-  bool flushing_ = false;            // a flush is scheduled or writing
+  bool scheduled_ = false;           // a flush waits for the end of the turn
+  bool writing_ = false;             // an inner write is under way
   bool shut_ = false;                // shutdownWrite was asked for
+  bool inner_shut_ = false;          // ... and passed on
   flush_errors on_error_{*this};
   kj::TaskSet flushes_{on_error_};   // declared last: cancelled before the rest goes
 };

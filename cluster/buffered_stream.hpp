@@ -12,8 +12,11 @@
 // under way, right after it. Pieces under 16 KiB are copied and their write reports done at
 // once; larger pieces are written from the caller's memory and their write reports done when
 // they are on the socket. Past 256 KiB of copied bytes, writes wait (backpressure). After a
-// failed write every later write fails with the same error; shutdownWrite waits for the
-// queue.
+// failed write every later write fails with the same error. shutdownWrite starts writing the
+// queue at once and shuts the inner stream down after it (a socket takes the bytes during the
+// write call, so they go out even if the connection is dropped right after, as Cap'n Proto
+// does after its Abort message). A caller that drops the promise of a large write must keep
+// its bytes until the stream is destroyed (Cap'n Proto does: its network owns both).
 //
 // Thread affinity: a KJ object — created, used and destroyed on its KJ loop's thread.
 #pragma once

@@ -83,11 +83,16 @@ BOOST_AUTO_TEST_CASE(one_turns_writes_go_out_as_one_write_in_order) {
     expect.insert(expect.end(), &small[i * 300], &small[i * 300] + 300);
   }
   writes.add(out->write(big.data(), big.size()));
+  size_t big_write = writes.size() - 1;
   expect.insert(expect.end(), big.begin(), big.end());
   kj::ArrayPtr<const kj::byte> pieces[] = {{tail.data(), 200}, {tail.data() + 200, 300}};
   writes.add(out->write(kj::arrayPtr(pieces, 2)));
   expect.insert(expect.end(), tail.begin(), tail.end());
   BOOST_TEST(inner_writes == 0u);  // nothing before the turn ends
+  BOOST_TEST(writes[0].poll(ws));   // copied: done at once
+  // Written from our memory: not done while the bytes wait in the (in-memory) pipe.
+  BOOST_TEST(!writes[big_write].poll(ws));
+  BOOST_TEST(inner_writes == 1u);  // the turn ended: everything went as one write
   out->shutdownWrite();            // waits for the queue
   auto got = read_all(*pipe.ends[1], ws);
   kj::joinPromises(writes.releaseAsArray()).wait(ws);
@@ -234,6 +239,50 @@ BOOST_AUTO_TEST_CASE(capnp_messages_read_through_it_are_intact) {
     BOOST_CHECK(text.size() == 0 || text[0] == static_cast<char>('a' + i % 26));
   }
   sending.wait(io.waitScope);
+}
+
+BOOST_AUTO_TEST_CASE(queued_bytes_go_out_when_the_stream_is_dropped_after_shutdown) {
+  // Cap'n Proto queues its Abort message, shuts the stream down and drops the connection in
+  // one go: what was queued must still reach the socket. A real socket pair (the kernel takes
+  // the bytes during the write call).
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  auto pipe = io.provider->newTwoWayPipe();
+  auto out = cluster::buffered(kj::mv(pipe.ends[0]));
+  auto data = pattern(5000, 13);
+  for (size_t off = 0; off < data.size(); off += 500)
+    out->write(&data[off], 500).wait(ws);  // copied: done at once, still queued
+  out->shutdownWrite();
+  out = nullptr;  // dropped before the turn ends
+  auto got = read_all(*pipe.ends[1], ws);
+  BOOST_REQUIRE_EQUAL(got.size(), data.size());
+  BOOST_CHECK(got == data);
+}
+
+BOOST_AUTO_TEST_CASE(writes_after_shutdown_or_destruction_fail_as_disconnects) {
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  auto pipe = kj::newTwoWayPipe();
+  auto out = cluster::buffered(kj::mv(pipe.ends[0]));
+  auto big = pattern(64 << 10, 17);
+  auto pending = out->write(big.data(), big.size());  // nobody reads: stays pending
+  BOOST_TEST(!pending.poll(ws));
+  out->shutdownWrite();
+  auto type = kj::Exception::Type::UNIMPLEMENTED;
+  try {
+    out->write("late", 4).wait(ws);
+  } catch (kj::Exception& e) {
+    type = e.getType();
+  }
+  BOOST_TEST((type == kj::Exception::Type::DISCONNECTED));
+  out = nullptr;  // the large write never went out
+  type = kj::Exception::Type::UNIMPLEMENTED;
+  try {
+    pending.wait(ws);
+  } catch (kj::Exception& e) {
+    type = e.getType();
+  }
+  BOOST_TEST((type == kj::Exception::Type::DISCONNECTED));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
