@@ -240,9 +240,16 @@ void kj_loop::stop(std::function<void()> teardown) {
     stop_requested_ = true;
   });
   if (attached_) {
+    if (driver_started_ && on_host_thread() &&
+        finished_future_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      // From the loop's own thread the wait below could never end, and the leftovers would be
+      // released under the running driver: a caller's bug (kj_loop.hpp), stopped loudly.
+      std::fprintf(stderr, "bifrost: kj_loop::stop called on the thread that runs it\n");
+      std::abort();
+    }
     if (!driver_started_) {
       begin_stopping();  // the I/O loop never ran: nothing to wait for
-    } else if (!on_host_thread()) {
+    } else {
       finished_future_.wait();
     }
   } else {
