@@ -971,12 +971,12 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   bool large = false;
   for (auto& o : ops)
     large |= o.value.size() > inline_value_limit;
-  sent.add(n);
   auto progress = std::make_shared<uint64_t>(0);
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
-  auto call = get_conn(addr).then([shared_ops, origin, large, progress, wait_replicas](
+  auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
     auto& ops = *shared_ops;
+    sent.add(ops.size());  // counted once there is a connection to send it on
     if (!large) {
       // A sink costs a capability per call (its own messages): attach one only when a value
       // may be larger than the inline limit AND the op may not simply be sent again (a get
