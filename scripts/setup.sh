@@ -10,8 +10,8 @@ PKGS=(
   libcaf-dev libuv1-dev capnproto libcapnp-dev libssl-dev
   libboost-test-dev libbenchmark-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   libgoogle-perftools-dev
-  # fuzzing / sanitizers
-  clang libclang-rt-14-dev
+  # fuzzing / sanitizers / instruction counts (bench/cg_cluster)
+  clang libclang-rt-14-dev valgrind
   # real peers used by tests and benchmarks
   memcached libmemcached-tools python3-pymemcache nutcracker
   # the TLS tests make their certificates with the openssl command
