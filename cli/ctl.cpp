@@ -2,6 +2,7 @@
 // See cli/ctl.hpp for the contract.
 #include "cli/ctl.hpp"
 
+#include "cluster/convert.hpp"
 #include "cluster/tls.hpp"
 
 #include <CLI/CLI.hpp>
@@ -674,16 +675,10 @@ struct session::connection {
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> system;
 
-  static capnp::ReaderOptions reader_options() {
-    capnp::ReaderOptions o;
-    // Results may carry values of up to 1 GiB inline: do not limit what we read.
-    o.traversalLimitInWords = kj::maxValue;
-    return o;
-  }
 
   explicit connection(kj::Own<kj::AsyncIoStream> s)
       : stream(kj::mv(s)),
-        network(*stream, capnp::rpc::twoparty::Side::CLIENT, reader_options()),
+        network(*stream, capnp::rpc::twoparty::Side::CLIENT, cluster::rpc_reader_options()),
         system(capnp::makeRpcClient(network)) {}
 
   rpc::Node::Client bootstrap() {

@@ -4,12 +4,6 @@
 
 namespace bifrost::cluster {
 
-capnp::ReaderOptions rpc_reader_options() {
-  capnp::ReaderOptions o;
-  o.traversalLimitInWords = kj::maxValue;
-  return o;
-}
-
 // -- ops and results ----------------------------------------------------------------------------
 
 namespace {

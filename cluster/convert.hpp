@@ -21,9 +21,19 @@ constexpr size_t inline_value_limit = 64 * 1024;
 /// Size of one ValueSink.write chunk.
 constexpr size_t stream_chunk_size = 256 * 1024;
 
-/// Reader options for every RPC connection: values of up to 1 GiB may travel inline in a
-/// batch, so the traversal limit is lifted (Cap'n Proto's default is 64 MiB).
-capnp::ReaderOptions rpc_reader_options();
+/// The largest RPC message a node or bifrostctl reads. Values over inline_value_limit are
+/// streamed in chunks and a data call carries at most 256 ops and 16 MiB inline (the service
+/// splits larger batches), so real messages stay far below this; a peer announcing a larger
+/// message (a broken or hostile one) is disconnected at its first 8 bytes, before anything is
+/// allocated for it.
+constexpr size_t rpc_message_limit = 128ull << 20;
+
+/// Reader options for every RPC connection (nodes and bifrostctl): rpc_message_limit.
+inline capnp::ReaderOptions rpc_reader_options() {
+  capnp::ReaderOptions o;
+  o.traversalLimitInWords = rpc_message_limit / sizeof(capnp::word);
+  return o;
+}
 
 inline capnp::Data::Reader as_data(std::string_view s) {
   return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());

@@ -44,6 +44,12 @@ namespace {
 
 using VatId = capnp::rpc::twoparty::VatId;
 
+// Every data call carries at most this many ops and this many bytes of inline keys and values,
+// so that calls and results stay far below the readers' message limit (rpc_reader_options):
+// results hold at most call_max_ops values of up to inline_value_limit each (16 MiB).
+constexpr size_t call_max_ops = 256;
+constexpr size_t call_max_bytes = 16 << 20;
+
 // Background replication: a batch an owner did not take is sent again this many times, after
 // 200, 600 and 1800 ms (by then failure detection has usually moved the key to a live owner).
 constexpr unsigned replicate_retries = 3;
@@ -969,8 +975,37 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   if (n == 0)
     return storage::result_batch{};
   bool large = false;
-  for (auto& o : ops)
+  size_t inline_bytes = 0;
+  for (auto& o : ops) {
     large |= o.value.size() > inline_value_limit;
+    inline_bytes += o.key.size() + (o.value.size() > inline_value_limit ? 0 : o.value.size());
+  }
+  if (n > call_max_ops || inline_bytes > call_max_bytes) {
+    // Split, so that no message (the call, or its results: at most call_max_ops values
+    // inline) comes near the readers' size limit (rpc_reader_options). In order.
+    auto parts = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(
+      n / call_max_ops + inline_bytes / call_max_bytes + 2);
+    storage::op_batch part;
+    size_t bytes = 0;
+    for (auto& o : ops) {
+      size_t b = o.key.size() + (o.value.size() > inline_value_limit ? 0 : o.value.size());
+      if (!part.empty() && (part.size() == call_max_ops || bytes + b > call_max_bytes)) {
+        parts.add(remote_execute(addr, std::move(part), origin, wait_replicas));
+        part = storage::op_batch();
+        bytes = 0;
+      }
+      bytes += b;
+      part.push_back(std::move(o));
+    }
+    parts.add(remote_execute(addr, std::move(part), origin, wait_replicas));
+    return kj::joinPromises(parts.finish()).then([](kj::Array<storage::result_batch> rss) {
+      storage::result_batch all;
+      for (auto& rs : rss)
+        all.insert(all.end(), std::make_move_iterator(rs.begin()),
+                   std::make_move_iterator(rs.end()));
+      return all;
+    });
+  }
   auto progress = std::make_shared<uint64_t>(0);
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
   auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas](

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -812,6 +813,80 @@ BOOST_AUTO_TEST_CASE(tool_requests_are_routed_to_owners) {
   BOOST_TEST(cluster::to_string(r.getResults()[1].getValue()) == "v5");
 }
 
+// Bytes that are not Cap'n Proto on the RPC port: the node drops that connection (or waits
+// for the rest of a message that never ends, until the peer closes) and goes on serving.
+BOOST_AUTO_TEST_CASE(hostile_bytes_on_the_rpc_port_leave_the_node_serving) {
+  test_node n("h");
+  auto connect_raw = [&]() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    BOOST_REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(n.svc->rpc_port()));
+    BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+  };
+  // Reads until the node closes; false if it did not within the receive timeout.
+  auto closed_by_node = [](int fd) {
+    char buf[4096];
+    for (;;) {
+      ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+      if (r == 0 || (r < 0 && errno == ECONNRESET))
+        return true;
+      if (r < 0)
+        return false;  // timed out
+    }
+  };
+  auto le32 = [](std::string& s, uint32_t v) {
+    for (int i = 0; i < 4; ++i)
+      s += static_cast<char>((v >> (8 * i)) & 0xff);
+  };
+  std::string random;
+  for (int i = 0; i < 65536; ++i)
+    random += static_cast<char>((i * 2654435761u) >> 24);
+  std::string many_segments, huge_segment, truncated;
+  le32(many_segments, 0xfffffffeu);  // segment count - 1
+  le32(many_segments, 1);
+  le32(huge_segment, 0);
+  le32(huge_segment, 1u << 27);  // one segment of 1 GiB
+  le32(truncated, 0);
+  le32(truncated, 100);  // 800 bytes announced, 5 sent
+  truncated += "abcde";
+  struct payload {
+    const char* what;
+    std::string bytes;
+    bool node_closes;  // else the node waits for the rest: we close our side first
+  };
+  // A connection that never says anything stays open beside all of this.
+  int idle = connect_raw();
+  for (auto& p : {payload{"random bytes", random, true},
+                  payload{"HTTP", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", true},
+                  payload{"2^32-1 segments", many_segments, true},
+                  payload{"a 1 GiB segment", huge_segment, true},
+                  payload{"a truncated message", truncated, false}}) {
+    int fd = connect_raw();
+    size_t off = 0;
+    while (off < p.bytes.size()) {
+      ssize_t w = ::send(fd, p.bytes.data() + off, p.bytes.size() - off, MSG_NOSIGNAL);
+      if (w <= 0)
+        break;  // the node may close before reading everything
+      off += static_cast<size_t>(w);
+    }
+    if (!p.node_closes)
+      ::shutdown(fd, SHUT_WR);
+    BOOST_CHECK_MESSAGE(closed_by_node(fd), p.what << ": the node kept the connection open");
+    ::close(fd);
+    // Still serving: a real client gets its answer.
+    raw_client cl(n.address());
+    auto st = cl.node.statusRequest().send().wait(cl.io.waitScope);
+    BOOST_TEST(std::string(st.getSelf().getInfo().getName().cStr()) == "h", p.what);
+  }
+  ::close(idle);
+}
+
 BOOST_AUTO_TEST_CASE(hello_checks_the_schema_version) {
   test_node n("v1");
   raw_client cl(n.address());
@@ -930,6 +1005,58 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
 
 // A connection may still route with the ring from before a graceful leave for a moment: the
 // leaver serves until it exits, so ops sent to it then are executed, not refused.
+// A batch larger than one data call may carry (256 ops, or 16 MiB of inline values) goes as
+// several calls, and its results come back whole and in order.
+BOOST_AUTO_TEST_CASE(large_batches_are_split_into_bounded_calls) {
+  cluster3 c;
+  auto& n1 = *c.nodes[0];
+  auto v = n1.view();
+  auto peer2 = v->peers[*v->ring->find("n2")];
+  BOOST_REQUIRE(peer2);
+  raw_client cl(n1.address());
+  auto calls_sent = [&] {
+    auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
+    for (auto st : stats.getStats())
+      if (std::string(st.getName().cStr()) == "cluster_calls_sent")
+        return std::stoull(st.getValue().cStr());
+    return 0ull;
+  };
+  auto before = calls_sent();
+  storage::op_batch sets, gets;
+  for (int i = 0; i < 600; ++i) {
+    sets.push_back(set_op("split-" + std::to_string(i), "v" + std::to_string(i)));
+    gets.push_back(get_op("split-" + std::to_string(i)));
+  }
+  auto r = exec(*n1.sys, peer2, std::move(sets));
+  BOOST_REQUIRE(r.answered);
+  BOOST_REQUIRE(r.results.size() == 600u);
+  for (auto& x : r.results)
+    BOOST_TEST(static_cast<int>(x.st) == static_cast<int>(storage::status::stored));
+  BOOST_TEST(calls_sent() == before + 3);  // 256 + 256 + 88
+  auto g = exec(*n1.sys, peer2, std::move(gets));
+  BOOST_REQUIRE(g.results.size() == 600u);
+  for (int i = 0; i < 600; ++i)
+    BOOST_TEST(g.results[static_cast<size_t>(i)].value.view() == "v" + std::to_string(i));
+  // By bytes: 256 values of 64 KiB (the largest that travel inline) fit the op count but not
+  // 16 MiB with their keys: two calls.
+  before = calls_sent();
+  auto value = [](int i) { return pattern(64 << 10, static_cast<char>('a' + i % 26)); };
+  storage::op_batch big, back;
+  for (int i = 0; i < 256; ++i) {
+    big.push_back(set_op("big-" + std::to_string(i), value(i)));
+    back.push_back(get_op("big-" + std::to_string(i)));
+  }
+  auto b = exec(*n1.sys, peer2, std::move(big));
+  BOOST_REQUIRE(b.results.size() == 256u);
+  for (auto& x : b.results)
+    BOOST_TEST(static_cast<int>(x.st) == static_cast<int>(storage::status::stored));
+  BOOST_TEST(calls_sent() == before + 2);
+  auto bb = exec(*n1.sys, peer2, std::move(back));
+  BOOST_REQUIRE(bb.results.size() == 256u);
+  for (int i = 0; i < 256; ++i)
+    BOOST_TEST(bb.results[static_cast<size_t>(i)].value.view() == value(i));
+}
+
 BOOST_AUTO_TEST_CASE(a_member_that_left_still_serves_until_it_exits) {
   cluster3 c;
   auto& n1 = *c.nodes[0];
