@@ -28,6 +28,7 @@
 #include <kj/async-io.h>
 #include <kj/debug.h>
 #include <kj/timer.h>
+#include <kj/vector.h>
 
 #include <algorithm>
 #include <atomic>
@@ -983,8 +984,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   if (n > call_max_ops || inline_bytes > call_max_bytes) {
     // Split, so that no message (the call, or its results: at most call_max_ops values
     // inline) comes near the readers' size limit (rpc_reader_options). In order.
-    auto parts = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(
-      n / call_max_ops + inline_bytes / call_max_bytes + 2);
+    kj::Vector<kj::Promise<storage::result_batch>> parts;
     storage::op_batch part;
     size_t bytes = 0;
     for (auto& o : ops) {
@@ -998,7 +998,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
       part.push_back(std::move(o));
     }
     parts.add(remote_execute(addr, std::move(part), origin, wait_replicas));
-    return kj::joinPromises(parts.finish()).then([](kj::Array<storage::result_batch> rss) {
+    return kj::joinPromises(parts.releaseAsArray()).then([](kj::Array<storage::result_batch> rss) {
       storage::result_batch all;
       for (auto& rs : rss)
         all.insert(all.end(), std::make_move_iterator(rs.begin()),
