@@ -202,6 +202,16 @@ struct cluster3 {
   double converge_s = 0;
 };
 
+// The peer actor through which `from` reaches member `name`.
+caf::actor peer_of(test_node& from, const std::string& name) {
+  auto v = from.view();
+  auto id = v->ring->find(name);
+  BOOST_REQUIRE(id);
+  auto peer = v->peers[*id];
+  BOOST_REQUIRE(peer);
+  return peer;
+}
+
 struct exec_outcome {
   bool answered = false;
   storage::result_batch results;
@@ -737,9 +747,7 @@ BOOST_AUTO_TEST_CASE(hung_peer_times_out) {
   silent_listener ghost;
   BOOST_REQUIRE(join_ghost(n, ghost));
   BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
-  auto v = n.view();
-  auto peer = v->peers[*v->ring->find("ghost")];
-  BOOST_REQUIRE(peer);
+  auto peer = peer_of(n, "ghost");
   auto r = exec(*n.sys, peer, {get_op("a"), set_op("b", "c")});
   BOOST_REQUIRE(r.answered);
   BOOST_REQUIRE(r.results.size() == 2u);
@@ -1010,9 +1018,7 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
 BOOST_AUTO_TEST_CASE(large_batches_are_split_into_bounded_calls) {
   cluster3 c;
   auto& n1 = *c.nodes[0];
-  auto v = n1.view();
-  auto peer2 = v->peers[*v->ring->find("n2")];
-  BOOST_REQUIRE(peer2);
+  auto peer2 = peer_of(n1, "n2");
   raw_client cl(n1.address());
   auto calls_sent = [&] {
     auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
@@ -1060,9 +1066,7 @@ BOOST_AUTO_TEST_CASE(large_batches_are_split_into_bounded_calls) {
 BOOST_AUTO_TEST_CASE(a_member_that_left_still_serves_until_it_exits) {
   cluster3 c;
   auto& n1 = *c.nodes[0];
-  auto v = n1.view();
-  auto peer2 = v->peers[*v->ring->find("n2")];
-  BOOST_REQUIRE(peer2);
+  auto peer2 = peer_of(n1, "n2");
   raw_client cl(c.nodes[1]->address());
   cl.node.leaveRequest().send().wait(cl.io.waitScope);
   bool left = wait_until([&] {
