@@ -26,9 +26,7 @@ public:
 
   ~buffered_stream() noexcept(false) {
     // Writes not yet on the socket end as a disconnect, not as a broken promise.
-    for (auto* list : {&in_flight_, &waiters_})
-      for (auto& w : *list)
-        w->reject(KJ_EXCEPTION(DISCONNECTED, "stream destroyed before the write went out"));
+    reject_writers(KJ_EXCEPTION(DISCONNECTED, "stream destroyed before the write went out"));
   }
 
   kj::Promise<void> write(const void* buffer, size_t size) override {
@@ -154,13 +152,18 @@ private:
     });
   }
 
-  void fail(kj::Exception&& e) {
-    writing_ = false;
+  // Every write not reported done yet (under way or queued) fails with `e`.
+  void reject_writers(const kj::Exception& e) {
     for (auto* list : {&in_flight_, &waiters_}) {
       for (auto& w : *list)
         w->reject(kj::cp(e));
       list->clear();
     }
+  }
+
+  void fail(kj::Exception&& e) {
+    writing_ = false;
+    reject_writers(e);
     queue_.clear();
     copied_.clear();
     sending_.clear();
