@@ -51,6 +51,11 @@ using VatId = capnp::rpc::twoparty::VatId;
 constexpr size_t call_max_ops = 256;
 constexpr size_t call_max_bytes = 16 << 20;
 
+// What `o` puts inline in a data call: its key, and its value unless that is streamed.
+size_t inline_bytes_of(const storage::op& o) {
+  return o.key.size() + (o.value.size() > inline_value_limit ? 0 : o.value.size());
+}
+
 // Background replication: a batch an owner did not take is sent again this many times, after
 // 200, 600 and 1800 ms (by then failure detection has usually moved the key to a live owner).
 constexpr unsigned replicate_retries = 3;
@@ -979,7 +984,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   size_t inline_bytes = 0;
   for (auto& o : ops) {
     large |= o.value.size() > inline_value_limit;
-    inline_bytes += o.key.size() + (o.value.size() > inline_value_limit ? 0 : o.value.size());
+    inline_bytes += inline_bytes_of(o);
   }
   if (n > call_max_ops || inline_bytes > call_max_bytes) {
     // Split, so that no message (the call, or its results: at most call_max_ops values
@@ -988,7 +993,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
     storage::op_batch part;
     size_t bytes = 0;
     for (auto& o : ops) {
-      size_t b = o.key.size() + (o.value.size() > inline_value_limit ? 0 : o.value.size());
+      size_t b = inline_bytes_of(o);
       if (!part.empty() && (part.size() == call_max_ops || bytes + b > call_max_bytes)) {
         parts.add(remote_execute(addr, std::move(part), origin, wait_replicas));
         part = storage::op_batch();
