@@ -675,7 +675,6 @@ struct session::connection {
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> system;
 
-
   explicit connection(kj::Own<kj::AsyncIoStream> s)
       : stream(kj::mv(s)),
         network(*stream, capnp::rpc::twoparty::Side::CLIENT, cluster::rpc_reader_options()),
