@@ -36,6 +36,28 @@ struct field_error {
   std::string problem;
 };
 
+// Two-valued cluster switches: YAML key, flag, the word that sets the field true, the word that
+// sets it false, the field, help.
+struct choice_setting {
+  const char* yaml;
+  const char* flag;
+  const char* yes;
+  const char* no;
+  bool actors::node_config::*field;
+  const char* help;
+};
+const choice_setting choice_settings[] = {
+  {"rpc_thread", "--rpc-thread", "loop", "own", &actors::node_config::rpc_on_loop,
+   "where the cluster RPC (KJ event loop) runs: loop (on the first I/O loop's thread, default) "
+   "or own (a thread of its own)"},
+  {"replication_ack", "--replication-ack", "all", "primary", &actors::node_config::wait_replicas,
+   "when a write answers: primary (after the primary stored it, default) or all (after every "
+   "live owner stored it)"},
+  {"cluster_links", "--cluster-links", "on", "off", &actors::node_config::cluster_links,
+   "forwarded ops travel on data links to the members' memcached ports (on, default) or only "
+   "by RPC (off); never with --rpc-tls-*"},
+};
+
 // Cluster timings: YAML key, flag, the field, its bounds, help.
 struct timing_setting {
   const char* yaml;
@@ -261,16 +283,13 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       if (!n)
         return where(range(ts->lo, ts->hi));
       cfg.timings.*(ts->field) = *n;
-    } else if (key == "rpc_thread") {
+    } else if (auto cs = std::find_if(std::begin(choice_settings), std::end(choice_settings),
+                                      [&](const choice_setting& c) { return key == c.yaml; });
+               cs != std::end(choice_settings)) {
       auto s = scalar();
-      if (!s || (*s != "loop" && *s != "own"))
-        return where("must be loop or own");
-      cfg.rpc_on_loop = *s == "loop";
-    } else if (key == "replication_ack") {
-      auto s = scalar();
-      if (!s || (*s != "primary" && *s != "all"))
-        return where("must be primary or all");
-      cfg.wait_replicas = *s == "all";
+      if (!s || (*s != cs->yes && *s != cs->no))
+        return where(std::string("must be ") + cs->yes + " or " + cs->no);
+      cfg.*(cs->field) = *s == cs->yes;
     } else if (key == "join") {
       std::vector<std::string> seeds;
       if (v.IsSequence()) {
@@ -357,14 +376,9 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("--rpc-tls-name", tls.peer_name,
                  "mutual TLS: the DNS name every node's certificate carries (default: the host "
                  "of the address dialled)");
-  std::string rpc_thread;
-  app.add_option("--rpc-thread", rpc_thread,
-                 "where the cluster RPC (KJ event loop) runs: loop (on the first I/O loop's "
-                 "thread, default) or own (a thread of its own)");
-  std::string ack;
-  app.add_option("--replication-ack", ack,
-                 "when a write answers: primary (after the primary stored it, default) or all "
-                 "(after every live owner stored it)");
+  std::vector<std::string> choices(std::size(choice_settings));
+  for (size_t i = 0; i < choices.size(); ++i)
+    app.add_option(choice_settings[i].flag, choices[i], choice_settings[i].help);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -492,15 +506,13 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   }
   if (auto problem = check_timings(cfg.timings); !problem.empty())
     return fail("--swim-probe-interval", problem);
-  if (app.count("--rpc-thread")) {
-    if (rpc_thread != "loop" && rpc_thread != "own")
-      return fail("--rpc-thread", "must be loop or own");
-    cfg.rpc_on_loop = rpc_thread == "loop";
-  }
-  if (app.count("--replication-ack")) {
-    if (ack != "primary" && ack != "all")
-      return fail("--replication-ack", "must be primary or all");
-    cfg.wait_replicas = ack == "all";
+  for (size_t i = 0; i < choices.size(); ++i) {
+    auto& c = choice_settings[i];
+    if (!app.count(c.flag))
+      continue;
+    if (choices[i] != c.yes && choices[i] != c.no)
+      return fail(c.flag, std::string("must be ") + c.yes + " or " + c.no);
+    cfg.*(c.field) = choices[i] == c.yes;
   }
   if (app.count("--replicas")) {
     if (replicas < 1 || replicas > 16)

@@ -143,45 +143,53 @@ BOOST_AUTO_TEST_CASE(yaml_errors_name_field_and_line) {
   BOOST_CHECK(contains(r.message, "config"));
 }
 
-BOOST_AUTO_TEST_CASE(replication_ack) {
-  node_config cfg;
-  BOOST_CHECK(!cfg.wait_replicas);  // default: answer after the primary
-  auto r = run({"--replicas", "2", "--replication-ack", "all"}, cfg);
-  BOOST_REQUIRE(r.what == parse_outcome::action::run);
-  BOOST_CHECK(cfg.wait_replicas);
-  BOOST_CHECK_EQUAL(cfg.replicas, 2u);
-  node_config back;
-  r = run({"--replication-ack", "all", "--replication-ack", "primary"}, back);  // last wins
-  BOOST_REQUIRE(r.what == parse_outcome::action::run);
-  BOOST_CHECK(!back.wait_replicas);
-  node_config bad;
-  r = run({"--replication-ack", "some"}, bad);
-  BOOST_CHECK_EQUAL(r.exit_code, 2);
-  BOOST_CHECK_MESSAGE(contains(r.message, "--replication-ack"), r.message);
-  node_config y;
-  BOOST_CHECK_EQUAL(load_yaml_text("replicas: 3\nreplication_ack: all\n", "n.yaml", y), "");
-  BOOST_CHECK(y.wait_replicas);
-  node_config ybad;
-  auto err = load_yaml_text("replicas: 3\nreplication_ack: quorum\n", "n.yaml", ybad);
-  BOOST_CHECK_MESSAGE(contains(err, ":2: field 'replication_ack'"), err);
-}
-
-BOOST_AUTO_TEST_CASE(rpc_thread) {
-  node_config cfg;
-  BOOST_CHECK(cfg.rpc_on_loop);  // default: the RPC shares the first I/O loop's thread
-  auto r = run({"--rpc-thread", "own"}, cfg);
-  BOOST_REQUIRE(r.what == parse_outcome::action::run);
-  BOOST_CHECK(!cfg.rpc_on_loop);
-  node_config bad;
-  r = run({"--rpc-thread", "kj"}, bad);
-  BOOST_CHECK_EQUAL(r.exit_code, 2);
-  BOOST_CHECK_MESSAGE(contains(r.message, "--rpc-thread"), r.message);
-  node_config y;
-  BOOST_CHECK_EQUAL(load_yaml_text("rpc_thread: own\n", "n.yaml", y), "");
-  BOOST_CHECK(!y.rpc_on_loop);
-  node_config ybad;
-  auto err = load_yaml_text("replicas: 2\nrpc_thread: [loop]\n", "n.yaml", ybad);
-  BOOST_CHECK_MESSAGE(contains(err, ":2: field 'rpc_thread'"), err);
+// The two-valued cluster switches: default, both words by flag (the last one wins) and by YAML,
+// and a clear error naming the flag, or the field and line.
+BOOST_AUTO_TEST_CASE(two_valued_switches) {
+  struct choice {
+    const char* flag;
+    const char* yaml;
+    const char* yes;
+    const char* no;
+    bool node_config::*field;
+    bool by_default;
+  };
+  for (const choice& c : {
+         choice{"--replication-ack", "replication_ack", "all", "primary",
+                &node_config::wait_replicas, false},  // default: answer after the primary
+         choice{"--rpc-thread", "rpc_thread", "loop", "own", &node_config::rpc_on_loop,
+                true},  // default: the RPC shares the first I/O loop's thread
+         choice{"--cluster-links", "cluster_links", "on", "off", &node_config::cluster_links,
+                true},  // default: forwarded ops travel on data links
+       }) {
+    BOOST_TEST_CONTEXT(c.flag) {
+      BOOST_CHECK_EQUAL(node_config{}.*(c.field), c.by_default);
+      for (bool want : {true, false}) {
+        node_config cfg;
+        const char* word = want ? c.yes : c.no;
+        auto r = run({c.flag, want ? c.no : c.yes, c.flag, word}, cfg);  // last wins
+        BOOST_REQUIRE(r.what == parse_outcome::action::run);
+        BOOST_CHECK_EQUAL(cfg.*(c.field), want);
+        node_config y;
+        BOOST_CHECK_EQUAL(
+          load_yaml_text("replicas: 2\n" + std::string(c.yaml) + ": " + word + "\n", "n.yaml", y),
+          "");
+        BOOST_CHECK_EQUAL(y.*(c.field), want);
+      }
+      node_config bad;
+      auto r = run({c.flag, "maybe"}, bad);
+      BOOST_CHECK_EQUAL(r.exit_code, 2);
+      BOOST_CHECK_MESSAGE(contains(r.message, c.flag), r.message);
+      BOOST_CHECK_MESSAGE(contains(r.message, std::string("must be ") + c.yes + " or " + c.no),
+                          r.message);
+      for (const char* v : {"maybe", "[on]"}) {
+        node_config ybad;
+        auto err = load_yaml_text("replicas: 2\n" + std::string(c.yaml) + ": " + v + "\n",
+                                  "n.yaml", ybad);
+        BOOST_CHECK_MESSAGE(contains(err, ":2: field '" + std::string(c.yaml) + "'"), err);
+      }
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(rpc_tls_files_go_together) {
