@@ -30,6 +30,7 @@ struct cluster_view {
   uint32_t self = 0;                              // this node's member id in `ring`
   std::string self_name;                          // this node's name (also when not in `ring`)
   std::vector<caf::actor> peers;                  // by member id of `ring`; null for self/dead
+  std::vector<std::string> clients;               // by member id: memcached "host:port" (links)
   uint32_t replicas = 1;                          // R: owners per key
   caf::actor replicator;                          // replication side-effect actor (may be null)
   bool wait_replicas = false;                     // writes answer after every live owner stored them

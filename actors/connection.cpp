@@ -227,6 +227,16 @@ void connection::process_input() {
       break;
     }
     std::string_view in(rbuf_.data() + rpos_, rend_ - rpos_);
+    if (!first_line_seen_) {
+      auto n = std::min(in.size(), link_hello_prefix.size());
+      if (ctx_.links && in.substr(0, n) == link_hello_prefix.substr(0, n)) {
+        if (n < link_hello_prefix.size() && !read_closed_)
+          break;  // could still be a data link hello
+        if (n == link_hello_prefix.size() && hand_to_link(in))
+          return;
+      }
+      first_line_seen_ = true;
+    }
     auto r = proto::parse(in, req_, pcfg_);
     if (r.status == proto::parse_status::incomplete) {
       // A get line may legitimately be long, but not endless.
@@ -392,22 +402,6 @@ bool is_read(const storage::op& o) {
   return o.kind == storage::op_kind::get && !storage::changes_item(o);
 }
 
-bool is_write_success(const storage::op& o, storage::status st) {
-  using storage::status;
-  switch (o.kind) {
-    case storage::op_kind::store:
-      return st == status::stored;
-    case storage::op_kind::remove:
-      return st == status::deleted;
-    case storage::op_kind::arith:
-    case storage::op_kind::touch:
-      return st == status::hit || st == status::stored;
-    case storage::op_kind::get:
-      return storage::changes_item(o) && (st == status::hit || st == status::stored);
-    default:
-      return false;
-  }
-}
 
 int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -432,7 +426,8 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
         return;
       case placement::peer: {
         std::string key = o.key;
-        ctx_.dispatch->add(cv.peers[rt.owner], id_, seq, index, std::move(o));
+        caf::actor link = ctx_.links ? ctx_.links->link_for(cv, rt.owner) : caf::actor();
+        ctx_.dispatch->add(link ? link : cv.peers[rt.owner], id_, seq, index, std::move(o));
         o.key = std::move(key);
         return;
       }
@@ -519,7 +514,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
 
 bool connection::primary_write(const pending& p, size_t i) {
   return i < p.ops.size() && i < p.routing.size() && p.routing[i].local &&
-         is_write_success(p.ops[i], p.results[i].st);
+         storage::changed_item(p.ops[i], p.results[i].st);
 }
 
 std::vector<std::string> connection::primary_writes(const pending& p) const {
@@ -742,6 +737,17 @@ void connection::update_poll() {
 }
 
 // -- teardown -----------------------------------------------------------------------------------
+
+bool connection::hand_to_link(std::string_view in) {
+  if (!pending_.empty() || !out_.empty() || fd_ < 0)
+    return false;
+  int fd = fd_;
+  std::string rest(in);
+  fd_ = -1;    // the link's session owns the socket now: close_now() must not close it
+  close_now(); // stops and closes the poll handle first (libuv allows one per socket)
+  ctx_.links->serve(fd, rest);
+  return true;
+}
 
 void connection::close_when_idle() {
   read_closed_ = true;

@@ -15,6 +15,7 @@
 
 #include "actors/cluster_route.hpp"
 #include "actors/loop_actor.hpp"
+#include "actors/loop_links.hpp"
 #include "actors/memcache_exec.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_stats.hpp"
@@ -49,6 +50,9 @@ struct loop_context {
   std::unordered_map<uint64_t, connection*> by_id;  // live connections of this loop
   uint64_t next_conn_id = 1;
   bool draining = false;                   // shutting down: close idle connections
+  /// The cluster's data links of this loop (actors/loop_links.hpp); null when the node is
+  /// not a cluster member or links are off.
+  std::unique_ptr<loop_links> links;
 };
 
 class connection : public loop_actor {
@@ -70,6 +74,9 @@ public:
   void complete_ready();
 
 private:
+  /// The connection opened with a data link hello: hands the socket and the unread bytes to
+  /// ctx_.links and closes without closing the socket. False (nothing done) otherwise.
+  bool hand_to_link(std::string_view in);
   // refused: a too-large set; its error (`reply`, empty with noreply) goes out once the old
   // value's removal (ops[0]) is done.
   enum class pending_kind : uint8_t { exec, flush, stats, immediate, refused };
@@ -151,6 +158,7 @@ private:
   int poll_events_ = 0;
   bool poll_open_ = false;
   bool closing_ = false;
+  bool first_line_seen_ = false;  // the first bytes were checked for a data link hello
   bool read_closed_ = false;   // EOF, quit, or draining: no more input
   bool input_paused_ = false;
   caf::actor self_ref_;        // keeps the actor alive until the handle is closed

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <future>
 #include <thread>
 
 namespace bifrost::actors {
@@ -84,6 +85,10 @@ struct node::impl {
     for (size_t i = 0; i < loops.size(); ++i) {
       auto* ctx = contexts[i].get();
       loops[i]->post([ctx] {
+        if (ctx->links) {
+          ctx->links->close_all();  // data links and sessions: their actors quit
+          ctx->links.reset();
+        }
         std::vector<connection*> conns;
         for (auto& kv : ctx->by_id)
           conns.push_back(kv.second);
@@ -140,6 +145,23 @@ std::vector<caf::actor> node::shards() const {
 
 caf::actor node::route_table() const {
   return impl_->routes;
+}
+
+void node::set_links(links_factory make) {
+  auto shared = std::make_shared<links_factory>(std::move(make));
+  std::vector<std::future<void>> installed;
+  for (size_t i = 0; i < impl_->loops.size(); ++i) {
+    auto* loop = impl_->loops[i].get();
+    auto* ctx = impl_->contexts[i].get();
+    auto done = std::make_shared<std::promise<void>>();
+    installed.push_back(done->get_future());
+    loop->post([loop, ctx, shared, done] {
+      ctx->links = (*shared)(*loop, *ctx);
+      done->set_value();
+    });
+  }
+  for (auto& f : installed)  // served before the caller goes on (e.g. joins a cluster)
+    f.wait();
 }
 
 namespace {

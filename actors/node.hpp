@@ -26,6 +26,8 @@
 namespace bifrost::actors {
 
 class io_loop;
+class loop_links;
+struct loop_context;
 using stat_list = std::vector<std::pair<std::string, std::string>>;
 
 class node {
@@ -54,6 +56,11 @@ public:
   /// shard (bounded by `timeout`) and calls `done` with the sum, on a scheduler thread. Any
   /// thread, the I/O loops' and the RPC's included.
   void stats_async(std::chrono::milliseconds timeout, std::function<void(stat_list)> done);
+
+  /// The cluster's data links (cluster/data_link.hpp): `make` runs once on each I/O loop's
+  /// thread and its result serves that loop (loop_context::links) until stop() closes it.
+  using links_factory = std::function<std::unique_ptr<loop_links>(io_loop&, loop_context&)>;
+  void set_links(links_factory make);
 
   struct impl;
 

@@ -90,6 +90,12 @@ void compose_stats(const node_shared& node, const storage::shard_stats& sh, std:
   stat(out, "recovered_items", sh.recovered_items);
   stat(out, "recovery_skipped", sh.recovery_skipped);
   stat(out, "sendfile_bytes", sum(node, &loop_counters::sendfile_bytes));
+  stat(out, "cluster_link_calls_sent", sum(node, &loop_counters::link_calls_sent));
+  stat(out, "cluster_link_ops_sent", sum(node, &loop_counters::link_ops_sent));
+  stat(out, "cluster_link_calls_served", sum(node, &loop_counters::link_calls_served));
+  stat(out, "cluster_link_ops_served", sum(node, &loop_counters::link_ops_served));
+  stat(out, "cluster_links_open", sum(node, &loop_counters::links_open));
+  stat(out, "cluster_link_sessions_open", sum(node, &loop_counters::link_sessions_open));
   stat(out, "sendfile_fallbacks", sum(node, &loop_counters::sendfile_fallbacks));
   stat(out, "protocol_errors", sum(node, &loop_counters::protocol_errors));
   out.append("END\r\n");

@@ -29,6 +29,14 @@ struct loop_counters {
   std::atomic<uint64_t> sendfile_fallbacks{0};  // sendfile refused (EINVAL/ENOSYS): copied
   std::atomic<uint64_t> protocol_errors{0};
   std::atomic<uint64_t> conn_closed_line_too_long{0};
+  // Data links (cluster/data_link.hpp): calls and ops this loop sent to other members, and
+  // served for them; links_open: client links connected and greeted, sessions_open: served.
+  std::atomic<uint64_t> link_calls_sent{0};
+  std::atomic<uint64_t> link_ops_sent{0};
+  std::atomic<uint64_t> link_calls_served{0};
+  std::atomic<uint64_t> link_ops_served{0};
+  std::atomic<uint64_t> links_open{0};
+  std::atomic<uint64_t> link_sessions_open{0};
 
   void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

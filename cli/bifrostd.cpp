@@ -6,6 +6,7 @@
 #include "actors/io_loop.hpp"
 #include "actors/node.hpp"
 #include "cli/config.hpp"
+#include "cluster/data_link.hpp"
 #include "cluster/kj_loop.hpp"
 #include "cluster/service.hpp"
 
@@ -88,6 +89,18 @@ int main(int argc, char** argv) {
     pthread_t main_thread = pthread_self();
     // bifrostctl drain: the same graceful stop as SIGTERM.
     sc.on_drain = [main_thread] { pthread_kill(main_thread, SIGTERM); };
+    if (cfg.cluster_links && !cfg.rpc_tls.enabled()) {
+      // Forwarded ops travel on data links (cluster/data_link.hpp); not with TLS, where they
+      // would cross the network in clear text. Served before the node joins: a member that
+      // learns of this node dials at once.
+      bifrost::cluster::link_settings ls;
+      ls.node_name = sc.node_name;
+      ls.rpc_timeout_ms = sc.rpc_timeout_ms;
+      ls.wait_replicas = sc.wait_replicas;
+      node->set_links([ls](bifrost::actors::io_loop& l, bifrost::actors::loop_context& ctx) {
+        return bifrost::cluster::make_loop_links(l, ctx, ls);
+      });
+    }
     auto* n = node.get();
     cluster = bifrost::cluster::service::start(
       n->system(), sc, n->shards(), n->route_table(),

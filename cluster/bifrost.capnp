@@ -100,6 +100,24 @@ enum Origin {
   warm @2;      # write-on-miss warming: read without counting an access
 }
 
+# Data links (cluster/link_wire.hpp): the fast path for forwarded ops. A member opens a TCP
+# connection to another member's memcached port, sends the line
+# "bifrost-link <schemaVersion> <its node name>\r\n", waits for "LINK <schemaVersion>\r\n",
+# then both sides exchange these structs as standard Cap'n Proto stream frames (segment table,
+# then segments): calls one way, replies the other, matched by `id` (replies may come in any
+# order). Only ops whose values fit inline travel here; a get result whose value is larger
+# than the inline limit comes back `streamed` and empty, like an execute without a sink.
+struct LinkCall {
+  id @0 :UInt64;
+  origin @1 :Origin;
+  ops @2 :List(Op);
+}
+
+struct LinkReply {
+  id @0 :UInt64;
+  results @1 :List(Result);
+}
+
 # Large values cross nodes in chunks (`-> stream` keeps flow control per call).
 #
 # `index` is the index of the op within the execute (or upload) call that the chunk belongs

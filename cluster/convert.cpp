@@ -142,6 +142,29 @@ storage::op from_rpc(rpc::Op::Reader r) {
   return o;
 }
 
+namespace {
+constexpr uint64_t words(size_t bytes) {
+  return (bytes + 7) / 8;
+}
+} // namespace
+
+capnp::MessageSize results_size(const storage::result_batch& rs) {
+  uint64_t w = 16;
+  for (auto& r : rs) {
+    w += capnp::sizeInWords<rpc::Result>();
+    if (r.value && r.value.size() <= inline_value_limit)
+      w += words(r.value.size());
+  }
+  return {w, 1};
+}
+
+capnp::MessageSize ops_size(const storage::op_batch& ops) {
+  uint64_t w = 16;
+  for (auto& o : ops)
+    w += capnp::sizeInWords<rpc::Op>() + words(o.key.size()) + words(o.value.size()) + 1;
+  return {w, 1};
+}
+
 void to_rpc_meta(const storage::result& r, rpc::Result::Builder b) {
   b.setStatus(to_rpc(r.st));
   b.setFlags(r.flags);

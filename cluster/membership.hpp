@@ -89,7 +89,7 @@ const char* to_string(member_state s) noexcept;
 struct member_update {
   std::string name;
   std::string address;         ///< "host:port" of the member's RPC endpoint
-  std::string client_address;  ///< "host:port" of its memcached listener (informational)
+  std::string client_address;  ///< "host:port" of its memcached listener (data links dial it)
   uint32_t weight = 1;         ///< ring weight, set by the member itself
   uint64_t incarnation = 0;
   member_state state = member_state::alive;
@@ -187,7 +187,7 @@ struct membership_config {
 struct local_member {
   std::string name;            ///< unique in the cluster; a restarted node keeps its name
   std::string address;         ///< "host:port" where its RPC server listens
-  std::string client_address;  ///< "host:port" of its memcached listener (informational)
+  std::string client_address;  ///< "host:port" of its memcached listener (data links dial it)
   uint32_t weight = 1;         ///< ring weight
 };
 

@@ -17,6 +17,7 @@
 #include "cluster/buffered_stream.hpp"
 #include "cluster/convert.hpp"
 #include "cluster/kj_loop.hpp"
+#include "cluster/link_wire.hpp"
 #include "cluster/ring.hpp"
 #include "cluster/tls.hpp"
 
@@ -45,17 +46,6 @@ namespace {
 
 using VatId = capnp::rpc::twoparty::VatId;
 
-// Every data call carries at most this many ops and this many bytes of inline keys and values,
-// so that calls and results stay far below the readers' message limit (rpc_reader_options):
-// results hold at most call_max_ops values of up to inline_value_limit each (16 MiB).
-constexpr size_t call_max_ops = 256;
-constexpr size_t call_max_bytes = 16 << 20;
-
-// What `o` puts inline in a data call: its key, and its value unless that is streamed.
-size_t inline_bytes_of(const storage::op& o) {
-  return o.key.size() + (o.value.size() > inline_value_limit ? 0 : o.value.size());
-}
-
 // Background replication: a batch an owner did not take is sent again this many times, after
 // 200, 600 and 1800 ms (by then failure detection has usually moved the key to a live owner).
 constexpr unsigned replicate_retries = 3;
@@ -74,16 +64,6 @@ storage::result_batch unavailable(size_t n, storage::status st = storage::status
   return r;
 }
 
-bool changed(const storage::result& r) {
-  switch (r.st) {
-    case storage::status::stored:
-    case storage::status::deleted:
-    case storage::status::hit:
-      return true;
-    default:
-      return false;
-  }
-}
 
 uint64_t stat_u64(const std::vector<std::pair<std::string, std::string>>& stats,
                   std::string_view name) {
@@ -467,30 +447,6 @@ private:
   bool finished_ = false;
 };
 
-// Message size hints (words): the first segment is allocated to fit, instead of capnp's
-// default 8 KiB segment per message (calloc + memset + free were ~9 % of a node's CPU in a
-// forwarding profile).
-constexpr uint64_t words(size_t bytes) {
-  return (bytes + 7) / 8;
-}
-
-capnp::MessageSize results_size(const storage::result_batch& rs) {
-  uint64_t w = 16;
-  for (auto& r : rs) {
-    w += capnp::sizeInWords<rpc::Result>();
-    if (r.value && r.value.size() <= inline_value_limit)
-      w += words(r.value.size());
-  }
-  return {w, 1};
-}
-
-capnp::MessageSize ops_size(const storage::op_batch& ops) {
-  uint64_t w = 16;
-  for (auto& o : ops)
-    w += capnp::sizeInWords<rpc::Op>() + words(o.key.size()) + words(o.value.size()) + 1;
-  return {w, 1};
-}
-
 void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Builder list,
                   bool can_stream, std::vector<stream_job>* jobs) {
   for (size_t i = 0; i < rs.size(); ++i) {
@@ -524,7 +480,7 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
   std::vector<std::string> keys;
   std::vector<size_t> idx;
   for (size_t i = 0; i < ops.size() && i < rs.size(); ++i)
-    if (storage::changes_item(ops[i]) && changed(rs[i])) {
+    if (storage::changed_item(ops[i], rs[i].st)) {
       keys.push_back(ops[i].key);
       idx.push_back(i);
     }
@@ -1414,14 +1370,19 @@ void service::impl::rebuild(bool force) {
     return;
   auto next = ring::build(std::move(rm), ++epoch);
   std::vector<caf::actor> peers(next->size());
+  std::vector<std::string> clients(next->size());
   for (ring::member_id id = 0; id < next->size(); ++id) {
     auto& m = next->member(id);
-    if (m.name != cfg.node_name && m.alive)
+    if (m.name != cfg.node_name && m.alive) {
       peers[id] = peer_for(m.name);
+      if (auto* info = members.find(m.name))
+        clients[id] = link_wire::dial_address(info->client_address, m.address);
+    }
   }
   auto view = std::make_shared<actors::cluster_view>();
   view->ring = next;
   view->peers = peers;
+  view->clients = std::move(clients);
   view->replicas = std::max<uint32_t>(1, cfg.replicas);
   view->replicator = replicator;
   view->wait_replicas = cfg.wait_replicas;

@@ -107,6 +107,24 @@ struct result {
   pinned_slice value;         // get with get_value: the value bytes
 };
 
+/// True when `st`, the result of `o`, says the item changed: the writes replication copies to
+/// a key's other owners.
+inline bool changed_item(const op& o, status st) noexcept {
+  switch (o.kind) {
+    case op_kind::store:
+      return st == status::stored;
+    case op_kind::remove:
+      return st == status::deleted;
+    case op_kind::arith:
+    case op_kind::touch:
+      return st == status::hit || st == status::stored;
+    case op_kind::get:
+      return changes_item(o) && (st == status::hit || st == status::stored);
+    default:
+      return false;
+  }
+}
+
 /// A batch of ops for one shard; results come back in the same order.
 using op_batch = std::vector<op>;
 using result_batch = std::vector<result>;

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cmath>
 #include <exception>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -855,6 +856,145 @@ BOOST_AUTO_TEST_CASE(five_nodes_converge) {
     auto g = m.get("conv-data");
     BOOST_CHECK_MESSAGE(g && *g == "x", "conv-data through " << n->name);
   }
+}
+
+// --------------------------------------------------------------------------------------------
+// Data links (cluster/data_link.hpp): forwarded ops travel on links between members' memcached
+// ports; a member that serves none (--cluster-links off) is reached by RPC; values too large
+// to inline and gets that write go by RPC too. (Order across the two transports, refusals,
+// lost connections and timeouts: tests/cluster/test_data_link.cpp, deterministically.)
+namespace {
+
+// Reads until the server closes the connection; false when it stays open past `limit`.
+bool closed_within(mc_client& m, std::chrono::milliseconds limit) {
+  auto t0 = clock_type::now();
+  try {
+    for (;;)
+      (void)m.read_exact(1);
+  } catch (const mc_error& e) {
+    return std::string(e.what()) == "connection closed by server" &&
+           clock_type::now() - t0 < limit;
+  }
+}
+
+std::string corpus_file(const std::string& name) {
+  std::ifstream f(std::string(BIFROST_SOURCE_DIR) + "/tests/cluster/corpus/fuzz_link_wire/" + name,
+                  std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(data_links_carry_forwarded_ops_and_fall_back_to_rpc) {
+  cluster c;
+  logs_on_failure guard{c};
+  // n3 serves no links: n1 and n2 must reach it by RPC.
+  auto ns = start_cluster(c, 2, 1);
+  node_options o;
+  o.join.push_back(ns[0]->rpc_port);
+  o.extra_args = {"--cluster-links", "off"};
+  ns.push_back(&c.start("n3", o));
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+
+  auto keys = make_keys("link-", 3000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  for (auto* n : ns) {
+    auto r = read_all(n->port, keys);
+    BOOST_CHECK_EQUAL(r.hits, keys.size());
+    BOOST_CHECK_EQUAL(r.wrong, 0u);
+  }
+  long sent1 = stat_of(*ns[0], "cluster_link_ops_sent");
+  long served2 = stat_of(*ns[1], "cluster_link_ops_served");
+  long sent3 = stat_of(*ns[2], "cluster_link_ops_sent");
+  long served3 = stat_of(*ns[2], "cluster_link_ops_served");
+  long rpc1 = stat_of(*ns[0], "cluster_ops_sent");
+  report("link ops: n1 sent " + std::to_string(sent1) + ", n2 served " + std::to_string(served2) +
+         ", n3 (links off) sent " + std::to_string(sent3) + " served " + std::to_string(served3) +
+         "; n1 RPC data ops sent " + std::to_string(rpc1));
+  // n1 set 3000 keys and read them: about a third of each belongs to n2, over the link.
+  BOOST_CHECK_GT(sent1, 1000);
+  BOOST_CHECK_GT(served2, 1000);
+  BOOST_CHECK_EQUAL(sent3, 0);
+  BOOST_CHECK_EQUAL(served3, 0);
+  BOOST_CHECK_GT(rpc1, 1000);  // n3's keys went by RPC
+  BOOST_CHECK_EQUAL(stat_of(*ns[0], "cluster_links_open"), 1);  // to n2 only
+
+  // Large values (streamed by RPC) and a get that touches (RPC) through every node.
+  mc_client m1(ns[0]->port);
+  std::string big(200 * 1024, 'B');
+  for (int i = 0; i < 12; ++i) {
+    std::string k = "link-big-" + std::to_string(i);
+    BOOST_REQUIRE_EQUAL(m1.set(k, big + std::to_string(i)), "STORED");
+    for (auto* n : ns) {
+      mc_client m(n->port);
+      auto v = m.get(k);
+      BOOST_CHECK_MESSAGE(v && *v == big + std::to_string(i), k << " through " << n->name);
+      m.send_all("gat 100 " + k + "\r\n");
+      auto line = m.read_line();
+      BOOST_CHECK_MESSAGE(line.rfind("VALUE " + k + " 0 ", 0) == 0, line);
+      (void)m.read_exact(big.size() + std::to_string(i).size() + 2);
+      BOOST_CHECK_EQUAL(m.read_line(), "END");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 1, 1);
+  int port = ns[0]->port;
+  {  // another version: refused in memcached's words, then closed
+    mc_client m(port);
+    m.send_all("bifrost-link 999 intruder\r\n");
+    auto line = m.read_line();
+    BOOST_CHECK_MESSAGE(line.rfind("SERVER_ERROR data link version mismatch", 0) == 0, line);
+    BOOST_CHECK(closed_within(m, 2000ms));
+  }
+  for (std::string bad : std::vector<std::string>{"bifrost-link 1\r\n", "bifrost-link x y\r\n",
+                          "bifrost-link 1 " + std::string(600, 'n') + "\r\n"}) {
+    mc_client m(port);
+    m.send_all(bad);
+    auto line = m.read_line();
+    BOOST_CHECK_MESSAGE(line.rfind("CLIENT_ERROR ", 0) == 0, line);
+    BOOST_CHECK(closed_within(m, 2000ms));
+  }
+  {  // a lookalike is a memcached command line, not a hello
+    mc_client m(port);
+    m.send_all("bifrost-linkage 1 x\r\n");
+    BOOST_CHECK_EQUAL(m.read_line(), "ERROR");
+  }
+  std::string hello = "bifrost-link 1 intruder\r\n";
+  for (std::string frame : {std::string("\xff\xff\xff\xff\x01\x00\x00\x00", 8),   // 2^32 segments
+                            std::string("\x00\x00\x00\x00\x00\x00\x00\x10", 8),   // 1 GiB
+                            corpus_file("replica_empty").substr(19)}) {           // origin replica
+    BOOST_REQUIRE(!frame.empty());
+    mc_client m(port);
+    m.send_all(hello + frame);
+    BOOST_CHECK_EQUAL(m.read_line(), "LINK 1");
+    BOOST_CHECK_MESSAGE(closed_within(m, 2000ms), "a hostile frame left the link open");
+  }
+  {  // a valid call is answered with a reply frame, and the link stays open
+    std::string call = corpus_file("get_one").substr(19);
+    BOOST_REQUIRE(!call.empty());
+    mc_client m(port);
+    m.send_all(hello + call);
+    BOOST_CHECK_EQUAL(m.read_line(), "LINK 1");
+    std::string head = m.read_exact(8);
+    uint32_t segs = 0, words = 0;
+    std::memcpy(&segs, head.data(), 4);
+    std::memcpy(&words, head.data() + 4, 4);
+    BOOST_CHECK_EQUAL(segs, 0u);  // one segment
+    BOOST_CHECK_GT(words, 0u);
+    BOOST_CHECK_LT(words, 64u);
+    (void)m.read_exact(words * 8);
+  }
+  // Still serving memcached clients, and counting the served link call.
+  mc_client m(port);
+  BOOST_CHECK_EQUAL(m.set("after-hostile", "ok"), "STORED");
+  BOOST_CHECK(m.get("after-hostile") == std::optional<std::string>("ok"));
+  BOOST_CHECK_EQUAL(stat_of(*ns[0], "cluster_link_calls_served"), 1);
 }
 
 // --------------------------------------------------------------------------------------------

@@ -1,0 +1,925 @@
+#include "cluster/data_link.hpp"
+
+#include "actors/connection.hpp"
+#include "actors/loop_actor.hpp"
+#include "actors/messages.hpp"
+#include "actors/node_stats.hpp"
+#include "actors/out_queue.hpp"
+#include "actors/route_table.hpp"
+#include "actors/socket_writer.hpp"
+#include "cluster/convert.hpp"
+#include "cluster/link_wire.hpp"
+
+#include <caf/actor_cast.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <unordered_map>
+#include <vector>
+
+namespace bifrost::cluster {
+
+namespace {
+
+using actors::exec_atom;
+using actors::result_atom;
+using actors::close_atom;
+
+constexpr size_t read_chunk = 64 * 1024;
+// A session stops reading while this many calls are executing or this many reply bytes wait.
+constexpr size_t session_max_calls = 1024;
+constexpr size_t session_max_output = 8 << 20;
+constexpr uint64_t backoff_first_ms = 100;
+constexpr uint64_t backoff_max_ms = 5000;
+constexpr uint64_t refused_backoff_ms = 30000;
+
+storage::result_batch unavailable(size_t n) {
+  storage::result_batch r(n);
+  for (auto& x : r)
+    x.st = storage::status::unavailable;
+  return r;
+}
+
+// A socket watched by a uv_poll on one loop. Heap-allocated: closing it frees it and closes
+// the fd in libuv's close callback, independent of the actor that used it.
+struct watched_socket {
+  uv_poll_t poll;
+  int fd = -1;
+  int events = 0;
+
+  // Takes `fd` (closed on failure).
+  static watched_socket* open(uv_loop_t* loop, int fd, void* owner) {
+    auto* s = new watched_socket;
+    s->fd = fd;
+    if (uv_poll_init(loop, &s->poll, fd) != 0) {
+      ::close(fd);
+      delete s;
+      return nullptr;
+    }
+    s->poll.data = owner;
+    return s;
+  }
+  void watch(int ev, uv_poll_cb cb) {
+    if (ev == events)
+      return;
+    events = ev;
+    if (ev == 0)
+      uv_poll_stop(&poll);
+    else
+      uv_poll_start(&poll, ev, cb);
+  }
+  // Frees this object: no callback reaches the owner afterwards.
+  void close() {
+    poll.data = this;
+    uv_poll_stop(&poll);
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll), [](uv_handle_t* h) {
+      auto* self = static_cast<watched_socket*>(h->data);
+      ::close(self->fd);
+      delete self;
+    });
+  }
+};
+
+// A repeating timer of a loop actor; heap-allocated and freed by its close callback.
+struct loop_timer {
+  uv_timer_t timer;
+  static loop_timer* start(uv_loop_t* loop, uint64_t every_ms, void* owner, uv_timer_cb cb) {
+    auto* t = new loop_timer;
+    uv_timer_init(loop, &t->timer);
+    t->timer.data = owner;
+    uv_timer_start(&t->timer, cb, every_ms, every_ms);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&t->timer));  // never keeps a stopping loop alive
+    return t;
+  }
+  void close() {
+    uv_timer_stop(&timer);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer),
+             [](uv_handle_t* h) { delete reinterpret_cast<loop_timer*>(h); });
+  }
+};
+
+// Reads what the socket holds into `in`: >0 bytes read, 0 nothing now, -1 closed or failed.
+ssize_t read_into(int fd, link_wire::frame_buffer& in) {
+  char* p = in.space(read_chunk);
+  ssize_t n = ::read(fd, p, in.space_size());
+  if (n > 0) {
+    in.commit(static_cast<size_t>(n));
+    return n;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return 0;
+  return -1;
+}
+
+void append_frame(actors::out_queue& out, const kj::Array<capnp::word>& frame) {
+  auto bytes = frame.asChars();
+  out.bytes(std::string_view(bytes.begin(), bytes.size()));
+}
+
+// The loop's sessions and links, shared with the actors so that a session can leave it when
+// it ends (the loop_links may be gone by then).
+struct registry {
+  std::unordered_map<uint64_t, caf::actor> sessions;
+  uint64_t next_session = 1;
+};
+
+// -- server side --------------------------------------------------------------------------------
+
+class link_session final : public actors::loop_actor {
+public:
+  link_session(caf::actor_config& cfg, actors::io_loop& loop, actors::loop_context& ctx, int fd,
+               std::string rest, std::shared_ptr<registry> reg)
+    : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), rest_(std::move(rest)), reg_(std::move(reg)),
+      writer_(fd) {}
+  const char* name() const override { return "link_session"; }
+
+  caf::behavior make_behavior() override {
+    set_default_handler(caf::drop);
+    set_error_handler([](caf::error&) {});
+    id_ = reg_->next_session++;
+    reg_->sessions.emplace(id_, caf::actor_cast<caf::actor>(this));
+    sock_ = watched_socket::open(loop().uv(), fd_, this);
+    if (!sock_) {
+      quit();
+      return {};
+    }
+    counters().add(counters().link_sessions_open);
+    counted_ = true;
+    in_.append(rest_);
+    std::string().swap(rest_);
+    process();
+    update_poll();
+    return {
+      [this](result_atom, uint64_t tag, storage::result_batch& rs) { on_shard_result(tag, rs); },
+      [this](close_atom) { quit(); },
+    };
+  }
+
+  void on_exit() override {
+    close_socket();
+    reg_->sessions.erase(id_);
+    calls_.clear();
+    groups_.clear();
+  }
+
+private:
+  struct running_call {
+    uint64_t id = 0;
+    link_wire::call call;
+    storage::result_batch results;
+    size_t outstanding = 0;  // shard groups not answered yet
+  };
+  struct group {
+    uint64_t call = 0;             // key of calls_
+    std::vector<uint32_t> index;   // the call's op indexes this shard batch answers
+  };
+
+  actors::loop_counters& counters() { return *ctx_.counters; }
+
+  static void on_poll(uv_poll_t* h, int status, int events) {
+    auto* self = static_cast<link_session*>(h->data);
+    if (status < 0) {
+      self->close_socket();
+      return;
+    }
+    if (events & UV_WRITABLE) {
+      self->want_write_ = false;
+      self->write_out();
+    }
+    if ((events & UV_READABLE) && self->sock_)
+      self->on_readable();
+  }
+
+  void on_readable() {
+    ssize_t n = read_into(sock_->fd, in_);
+    if (n < 0) {
+      close_socket();  // the member went away: the calls it waits for are dropped
+      return;
+    }
+    if (n > 0)
+      process();
+    update_poll();
+  }
+
+  // Refuses the link with one line (the peer reads it as the answer to its hello), then closes.
+  void refuse(const std::string& line) {
+    out_.bytes(line);
+    closing_ = true;
+    write_out();
+  }
+
+  void process() {
+    while (sock_ && !closing_) {
+      if (!greeted_) {
+        link_wire::hello h;
+        size_t used = 0;
+        std::string error;
+        switch (link_wire::parse_hello(in_.text(), h, used, error)) {
+          case link_wire::hello_status::incomplete:
+            return;
+          case link_wire::hello_status::not_hello:
+          case link_wire::hello_status::bad:
+            refuse("CLIENT_ERROR " + (error.empty() ? std::string("not a link hello") : error) +
+                   "\r\n");
+            return;
+          case link_wire::hello_status::ok:
+            break;
+        }
+        in_.consume(used);
+        if (h.version != rpc::SCHEMA_VERSION) {
+          refuse("SERVER_ERROR data link version mismatch: this node speaks version " +
+                 std::to_string(rpc::SCHEMA_VERSION) + ", the peer speaks version " +
+                 std::to_string(h.version) + "\r\n");
+          return;
+        }
+        peer_ = h.name;
+        greeted_ = true;
+        out_.bytes(link_wire::accept_line(rpc::SCHEMA_VERSION));
+        write_out();
+        continue;
+      }
+      if (calls_.size() >= session_max_calls || out_.pending_bytes() >= session_max_output)
+        return;  // resumed when replies went out
+      size_t size = 0, need = 0;
+      auto st = link_wire::frame_size(in_.text(), size, need, link_wire::frame_limit);
+      if (st == link_wire::frame_status::incomplete)
+        return;
+      std::string error;
+      running_call rc;
+      if (st == link_wire::frame_status::bad)
+        error = "frame too large or too many segments";
+      else if (!link_wire::decode_call(in_.frame(size), rc.call, error))
+        ;
+      else if (rc.call.origin != rpc::Origin::CLIENT && rc.call.origin != rpc::Origin::WARM)
+        error = "origin not allowed on a data link";
+      if (!error.empty()) {
+        std::fprintf(stderr, "bifrost cluster: data link from '%s': %s; closing it\n",
+                     peer_.c_str(), error.c_str());
+        close_socket();
+        return;
+      }
+      in_.consume(size);
+      execute(std::move(rc));
+    }
+  }
+
+  void execute(running_call rc) {
+    auto& c = counters();
+    c.add(c.link_calls_served);
+    c.add(c.link_ops_served, rc.call.ops.size());
+    size_t n = rc.call.ops.size();
+    rc.results.resize(n);
+    if (!ctx_.routes || n == 0) {  // shutting down (or an empty call): nothing runs here
+      if (n > 0)
+        rc.results = unavailable(n);
+      reply(rc);
+      return;
+    }
+    uint64_t key = next_call_++;
+    auto& shards = ctx_.routes->local_shards();
+    // One batch per local shard, in op order (a shard runs a batch in order).
+    std::unordered_map<size_t, std::pair<storage::op_batch, std::vector<uint32_t>>> by_shard;
+    for (uint32_t i = 0; i < n; ++i) {
+      auto& o = rc.call.ops[i];
+      if (rc.call.origin == rpc::Origin::WARM && o.kind == storage::op_kind::get)
+        o.get_bump = false;
+      size_t s = ctx_.routes->lookup(o.key).shard_index(o.key);
+      auto& g = by_shard[s];
+      // The shard gets the value; the op keeps its key and kind for replication afterwards.
+      std::string value = std::move(o.value);
+      g.first.push_back(o);
+      g.first.back().value = std::move(value);
+      g.second.push_back(i);
+    }
+    auto& r = calls_[key];
+    r = std::move(rc);
+    r.outstanding = by_shard.size();
+    for (auto& [s, g] : by_shard) {
+      uint64_t tag = next_tag_++;
+      groups_.emplace(tag, group{key, std::move(g.second)});
+      send(shards[s], exec_atom::value, tag, std::move(g.first));
+    }
+  }
+
+  void on_shard_result(uint64_t tag, storage::result_batch& rs) {
+    auto g = groups_.find(tag);
+    if (g == groups_.end())
+      return;
+    auto it = calls_.find(g->second.call);
+    if (it != calls_.end()) {
+      auto& r = it->second;
+      auto& idx = g->second.index;
+      for (size_t j = 0; j < idx.size(); ++j)
+        r.results[idx[j]] = j < rs.size() ? std::move(rs[j]) : unavailable(1)[0];
+      if (--r.outstanding == 0) {
+        replicate(r);
+        reply(r);
+        calls_.erase(it);
+      }
+    }
+    groups_.erase(g);
+    if (sock_ && !closing_ && calls_.size() < session_max_calls / 2)
+      process();  // input paused at the bound may continue
+    update_poll();
+  }
+
+  // Origin client: this node is the keys' primary; their other owners get the change in the
+  // background (the replicator actor), as after Node.execute.
+  void replicate(const running_call& r) {
+    if (r.call.origin != rpc::Origin::CLIENT || !ctx_.routes || !ctx_.routes->cluster)
+      return;
+    const auto& cv = *ctx_.routes->cluster;
+    if (cv.replicas < 2 || !cv.replicator)
+      return;
+    std::vector<std::string> keys;
+    for (size_t i = 0; i < r.call.ops.size(); ++i)
+      if (storage::changed_item(r.call.ops[i], r.results[i].st))
+        keys.push_back(r.call.ops[i].key);
+    if (!keys.empty())
+      send(cv.replicator, actors::replicate_atom::value, std::move(keys));
+  }
+
+  void reply(const running_call& r) {
+    if (!sock_)
+      return;
+    append_frame(out_, link_wire::encode_reply(r.call.id, r.results));
+    write_out();
+  }
+
+  void write_out() {
+    if (!sock_)
+      return;
+    if (!out_.empty() && !want_write_) {
+      actors::write_stats st;
+      auto status = writer_.flush(out_, st);
+      counters().add(counters().bytes_written, st.bytes);
+      if (status == actors::socket_writer::status::error) {
+        close_socket();
+        return;
+      }
+      want_write_ = status == actors::socket_writer::status::blocked;
+    }
+    if (closing_ && out_.empty()) {
+      close_socket();
+      return;
+    }
+    update_poll();
+  }
+
+  void update_poll() {
+    if (!sock_)
+      return;
+    int ev = want_write_ ? UV_WRITABLE : 0;
+    if (!closing_ && calls_.size() < session_max_calls && out_.pending_bytes() < session_max_output)
+      ev |= UV_READABLE;
+    sock_->watch(ev, &link_session::on_poll);
+  }
+
+  void close_socket() {
+    if (!sock_)
+      return;
+    sock_->close();
+    sock_ = nullptr;
+    if (counted_)
+      counters().add(counters().link_sessions_open, static_cast<uint64_t>(-1));
+    counted_ = false;
+    caf::anon_send(caf::actor_cast<caf::actor>(this), close_atom::value);
+  }
+
+  actors::loop_context& ctx_;
+  int fd_;
+  std::string rest_;
+  std::shared_ptr<registry> reg_;
+  uint64_t id_ = 0;
+  watched_socket* sock_ = nullptr;
+  bool counted_ = false;
+  actors::socket_writer writer_;
+  actors::out_queue out_{SIZE_MAX};  // bytes only: frames are copied in
+  link_wire::frame_buffer in_;
+  bool greeted_ = false;
+  bool closing_ = false;  // refused: close once the answer is out
+  bool want_write_ = false;
+  std::string peer_;
+  std::unordered_map<uint64_t, running_call> calls_;
+  std::unordered_map<uint64_t, group> groups_;
+  uint64_t next_call_ = 1;
+  uint64_t next_tag_ = 1;
+};
+
+// -- client side --------------------------------------------------------------------------------
+
+class data_link final : public actors::loop_actor {
+public:
+  data_link(caf::actor_config& cfg, actors::io_loop& loop, actors::loop_context& ctx,
+            link_settings settings, std::string address, std::string peer, caf::actor rpc_peer)
+    : loop_actor(cfg, loop), ctx_(ctx), settings_(std::move(settings)),
+      address_(std::move(address)), peer_(std::move(peer)), rpc_peer_(std::move(rpc_peer)) {}
+  const char* name() const override { return "data_link"; }
+
+  caf::behavior make_behavior() override {
+    set_default_handler(caf::drop);
+    set_error_handler([](caf::error&) {});
+    uint64_t every = std::clamp<uint64_t>(settings_.rpc_timeout_ms / 4, 10, 1000);
+    timer_ = loop_timer::start(loop().uv(), every, this, &data_link::on_timer);
+    return {
+      [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
+        auto sender = caf::actor_cast<caf::actor>(current_sender());
+        queue_.push_back(batch{std::move(sender), tag, std::move(ops)});
+        pump();
+      },
+      [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
+        // Warm reads are not sent on links; pass them on as they came.
+        caf::send_as(caf::actor_cast<caf::actor>(current_sender()), rpc_peer_,
+                     actors::warm_atom::value, tag, std::move(ops));
+      },
+      [this](result_atom, uint64_t tag, storage::result_batch& rs) { on_rpc_result(tag, rs); },
+    };
+  }
+
+  void on_exit() override {
+    if (timer_)
+      timer_->close();
+    timer_ = nullptr;
+    close_socket();
+    // Whatever was asked of this link gets an answer.
+    fail_sent();
+    for (auto& b : waiting_)
+      send_result(b.sender, b.tag, unavailable(b.ops.size()));
+    waiting_.clear();
+    for (auto& b : queue_)
+      send_result(b.sender, b.tag, unavailable(b.ops.size()));
+    queue_.clear();
+    for (auto& [t, c] : rpc_calls_)
+      send_result(c.sender, c.tag, c.rereads.empty() ? unavailable(c.n) : std::move(c.results));
+    rpc_calls_.clear();
+  }
+
+private:
+  enum class state { idle, connecting, greeting, ready, backoff };
+  struct batch {
+    caf::actor sender;
+    uint64_t tag = 0;
+    storage::op_batch ops;
+  };
+  struct rpc_call {
+    caf::actor sender;
+    uint64_t tag = 0;
+    size_t n = 0;
+    // A re-read of streamed values: the link call's results, waiting for these indexes.
+    storage::result_batch results;
+    std::vector<size_t> rereads;
+  };
+
+  actors::loop_counters& counters() { return *ctx_.counters; }
+  uint64_t now() { return uv_now(loop().uv()); }
+
+  void send_result(const caf::actor& to, uint64_t tag, storage::result_batch rs) {
+    if (to)
+      send(to, result_atom::value, tag, std::move(rs));
+  }
+
+  bool fits_link(const storage::op_batch& ops) const {
+    if (ops.empty() || ops.size() > call_max_ops)
+      return false;
+    size_t bytes = 0;
+    for (auto& o : ops) {
+      if (o.value.size() > inline_value_limit || o.kind == storage::op_kind::flush)
+        return false;
+      if (o.kind == storage::op_kind::get && o.get_value && storage::changes_item(o))
+        return false;  // may not run twice: a large value needs the RPC's sink
+      if (settings_.wait_replicas && storage::changes_item(o))
+        return false;
+      bytes += inline_bytes_of(o);
+    }
+    return bytes <= call_max_bytes;
+  }
+
+  bool link_usable() const { return state_ != state::backoff || now_cached_ >= retry_at_; }
+
+  // Issues queued batches in order, each on its transport, never overtaking a call in flight
+  // on the other transport.
+  void pump() {
+    now_cached_ = now();
+    while (!queue_.empty()) {
+      auto& b = queue_.front();
+      bool via_link = fits_link(b.ops) && link_usable();
+      if (via_link ? !rpc_calls_.empty() : in_flight_link() > 0)
+        return;
+      batch next = std::move(b);
+      queue_.pop_front();
+      if (via_link)
+        issue_link(std::move(next));
+      else
+        issue_rpc(std::move(next));
+    }
+  }
+
+  size_t in_flight_link() const { return sent_.size() + waiting_.size(); }
+
+  void issue_rpc(batch b) {
+    uint64_t t = next_rpc_tag_++;
+    rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, b.ops.size(), {}, {}});
+    send(rpc_peer_, exec_atom::value, t, std::move(b.ops));
+  }
+
+  void issue_link(batch b) {
+    if (state_ == state::ready) {
+      send_call(std::move(b));
+      return;
+    }
+    waiting_.push_back(std::move(b));
+    if (state_ == state::idle || state_ == state::backoff)
+      connect();
+  }
+
+  void send_call(batch b) {
+    uint64_t id = next_id_++;
+    auto& c = counters();
+    c.add(c.link_calls_sent);
+    c.add(c.link_ops_sent, b.ops.size());
+    append_frame(out_, link_wire::encode_call(id, rpc::Origin::CLIENT, b.ops));
+    if (sent_.empty())
+      progress_at_ = now();
+    sent_.emplace(id, std::move(b));
+    write_out();
+  }
+
+  // -- connection -------------------------------------------------------------------------
+
+  void connect() {
+    state_ = state::connecting;
+    progress_at_ = now();
+    std::string error;
+    int fd = open_socket(error);
+    if (fd < 0) {
+      fail("connect " + address_ + ": " + error, backoff_ms_);
+      return;
+    }
+    sock_ = watched_socket::open(loop().uv(), fd, this);
+    if (!sock_) {
+      fail("connect " + address_ + ": cannot watch the socket", backoff_ms_);
+      return;
+    }
+    writer_ = actors::socket_writer(fd);
+    sock_->watch(UV_WRITABLE, &data_link::on_poll);
+  }
+
+  int open_socket(std::string& error) {
+    auto c = address_.rfind(':');
+    if (c == std::string::npos) {
+      error = "not host:port";
+      return -1;
+    }
+    std::string host = address_.substr(0, c), port = address_.substr(c + 1);
+    if (host.size() >= 2 && host.front() == '[')
+      host = host.substr(1, host.size() - 2);
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    // Numeric hosts (the usual advertised address) resolve without a lookup; a host name is
+    // resolved here, on the loop thread, once per connection attempt.
+    if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0 || !res) {
+      error = gai_strerror(rc);
+      return -1;
+    }
+    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      error = std::strerror(errno);
+      freeaddrinfo(res);
+      return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    if (rc != 0 && errno != EINPROGRESS) {
+      error = std::strerror(errno);
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  static void on_poll(uv_poll_t* h, int status, int events) {
+    auto* self = static_cast<data_link*>(h->data);
+    if (status < 0) {
+      self->fail("connection to " + self->address_ + " failed", self->backoff_ms_);
+      return;
+    }
+    if (self->state_ == state::connecting) {
+      if (events & (UV_WRITABLE | UV_READABLE))
+        self->on_connected();
+      return;
+    }
+    if (events & UV_WRITABLE) {
+      self->want_write_ = false;
+      self->write_out();
+    }
+    if ((events & UV_READABLE) && self->sock_)
+      self->on_readable();
+  }
+
+  void on_connected() {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(sock_->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+      fail("connect " + address_ + ": " + std::strerror(err), backoff_ms_);
+      return;
+    }
+    state_ = state::greeting;
+    progress_at_ = now();
+    out_.bytes(link_wire::hello_line(rpc::SCHEMA_VERSION, settings_.node_name));
+    write_out();
+  }
+
+  void on_readable() {
+    ssize_t n = read_into(sock_->fd, in_);
+    if (n < 0) {
+      fail("connection to " + address_ + " closed", backoff_ms_);
+      return;
+    }
+    if (n == 0)
+      return;
+    progress_at_ = now();
+    if (state_ == state::greeting) {
+      size_t used = 0;
+      std::string error;
+      switch (link_wire::parse_answer(in_.text(), rpc::SCHEMA_VERSION, used, error)) {
+        case link_wire::answer_status::incomplete:
+          return;
+        case link_wire::answer_status::refused:
+          // Refused: an older node, links off there, or another version. RPC it is.
+          fail("refused by " + peer_ + " (" + error + ")", refused_backoff_ms, true);
+          return;
+        case link_wire::answer_status::ok:
+          break;
+      }
+      in_.consume(used);
+      state_ = state::ready;
+      backoff_ms_ = backoff_first_ms;
+      counters().add(counters().links_open);
+      open_counted_ = true;
+      auto w = std::move(waiting_);
+      waiting_.clear();
+      for (auto& b : w) {
+        if (state_ == state::ready)
+          send_call(std::move(b));
+        else
+          issue_rpc(std::move(b));  // the link failed on an earlier write: never sent
+      }
+      if (!sock_)
+        return;
+    }
+    read_replies();
+  }
+
+  void read_replies() {
+    while (sock_) {
+      size_t size = 0, need = 0;
+      auto st = link_wire::frame_size(in_.text(), size, need, link_wire::frame_limit);
+      if (st == link_wire::frame_status::incomplete)
+        return;
+      uint64_t id = 0;
+      storage::result_batch rs;
+      std::vector<bool> streamed;
+      std::string error;
+      if (st == link_wire::frame_status::bad ||
+          !link_wire::decode_reply(in_.frame(size), id, rs, streamed, error)) {
+        fail("bad reply from " + peer_ + (error.empty() ? "" : ": " + error), backoff_ms_);
+        return;
+      }
+      in_.consume(size);
+      auto it = sent_.find(id);
+      if (it == sent_.end())
+        continue;  // not ours (cannot happen with a sane peer): ignored
+      batch b = std::move(it->second);
+      sent_.erase(it);
+      if (rs.size() != b.ops.size()) {
+        send_result(b.sender, b.tag, unavailable(b.ops.size()));
+        continue;
+      }
+      // Values too large to travel inline: read again through RPC (with a sink).
+      std::vector<size_t> again;
+      for (size_t i = 0; i < rs.size(); ++i)
+        if (streamed[i] && rs[i].st == storage::status::hit && b.ops[i].get_value)
+          again.push_back(i);
+      if (again.empty()) {
+        send_result(b.sender, b.tag, std::move(rs));
+        continue;
+      }
+      storage::op_batch reads;
+      for (auto i : again)
+        reads.push_back(b.ops[i]);
+      uint64_t t = next_rpc_tag_++;
+      rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, rs.size(), std::move(rs),
+                                     std::move(again)});
+      send(rpc_peer_, exec_atom::value, t, std::move(reads));
+    }
+    pump();
+  }
+
+  void on_rpc_result(uint64_t t, storage::result_batch& rs) {
+    auto it = rpc_calls_.find(t);
+    if (it == rpc_calls_.end())
+      return;
+    auto c = std::move(it->second);
+    rpc_calls_.erase(it);
+    if (c.rereads.empty()) {
+      send_result(c.sender, c.tag, std::move(rs));
+    } else {
+      for (size_t j = 0; j < c.rereads.size(); ++j)
+        c.results[c.rereads[j]] = j < rs.size() ? std::move(rs[j]) : unavailable(1)[0];
+      send_result(c.sender, c.tag, std::move(c.results));
+    }
+    pump();
+  }
+
+  static void on_timer(uv_timer_t* h) {
+    auto* self = static_cast<data_link*>(h->data);
+    bool busy = self->state_ == state::connecting || self->state_ == state::greeting ||
+                !self->sent_.empty();
+    if (busy && self->now() - self->progress_at_ > self->settings_.rpc_timeout_ms)
+      self->fail("no answer from " + self->peer_ + " within " +
+                   std::to_string(self->settings_.rpc_timeout_ms) + " ms",
+                 self->backoff_ms_);
+    else if (!self->queue_.empty())
+      self->pump();  // a backoff may have run out
+  }
+
+  // -- output -----------------------------------------------------------------------------
+
+  void write_out() {
+    if (!sock_ || state_ == state::connecting)
+      return;
+    if (!out_.empty() && !want_write_) {
+      actors::write_stats st;
+      auto status = writer_.flush(out_, st);
+      if (status == actors::socket_writer::status::error) {
+        fail("write to " + address_ + " failed", backoff_ms_);
+        return;
+      }
+      want_write_ = status == actors::socket_writer::status::blocked;
+    }
+    sock_->watch(UV_READABLE | (want_write_ ? UV_WRITABLE : 0), &data_link::on_poll);
+  }
+
+  // -- failure ----------------------------------------------------------------------------
+
+  void close_socket() {
+    if (sock_)
+      sock_->close();
+    sock_ = nullptr;
+    out_ = actors::out_queue(SIZE_MAX);
+    in_ = link_wire::frame_buffer();
+    want_write_ = false;
+    if (open_counted_)
+      counters().add(counters().links_open, static_cast<uint64_t>(-1));
+    open_counted_ = false;
+  }
+
+  void fail_sent() {
+    for (auto& [id, b] : sent_)
+      send_result(b.sender, b.tag, unavailable(b.ops.size()));
+    sent_.clear();
+  }
+
+  // The connection failed (or was refused): calls in flight answer `unavailable`, batches
+  // that never left go through RPC, and the link rests for `wait_ms`.
+  void fail(const std::string& why, uint64_t wait_ms, bool always_log = false) {
+    if (always_log || state_ == state::ready)
+      std::fprintf(stderr, "bifrost cluster: data link to '%s': %s; using RPC for %.1f s\n",
+                   peer_.c_str(), why.c_str(), static_cast<double>(wait_ms) / 1000.0);
+    close_socket();
+    fail_sent();
+    state_ = state::backoff;
+    retry_at_ = now() + wait_ms;
+    backoff_ms_ = std::min(backoff_max_ms, backoff_ms_ * 2);
+    auto w = std::move(waiting_);
+    waiting_.clear();
+    for (auto& b : w)
+      issue_rpc(std::move(b));
+    pump();
+  }
+
+  actors::loop_context& ctx_;
+  link_settings settings_;
+  std::string address_;
+  std::string peer_;
+  caf::actor rpc_peer_;
+  state state_ = state::idle;
+  watched_socket* sock_ = nullptr;
+  loop_timer* timer_ = nullptr;
+  actors::socket_writer writer_{-1};
+  actors::out_queue out_{SIZE_MAX};
+  link_wire::frame_buffer in_;
+  bool want_write_ = false;
+  bool open_counted_ = false;
+  std::deque<batch> queue_;                      // not issued yet, in arrival order
+  std::vector<batch> waiting_;                   // on the link, before it is ready
+  std::unordered_map<uint64_t, batch> sent_;     // on the link, by call id
+  std::unordered_map<uint64_t, rpc_call> rpc_calls_;  // through RPC, by our tag
+  uint64_t next_id_ = 1;
+  uint64_t next_rpc_tag_ = 1;
+  uint64_t progress_at_ = 0;
+  uint64_t retry_at_ = 0;
+  uint64_t now_cached_ = 0;
+  uint64_t backoff_ms_ = backoff_first_ms;
+};
+
+// -- per loop -----------------------------------------------------------------------------------
+
+class links_impl final : public actors::loop_links {
+public:
+  links_impl(actors::io_loop& loop, actors::loop_context& ctx, link_settings s)
+    : loop_(loop), ctx_(ctx), settings_(std::move(s)), reg_(std::make_shared<registry>()) {}
+
+  ~links_impl() override { close_all(); }
+
+  caf::actor link_for(const actors::cluster_view& cv, uint32_t id) override {
+    if (closed_ || !cv.ring)
+      return {};
+    if (cv.ring->epoch() != epoch_ || by_id_.size() != cv.ring->size())
+      rebuild(cv);
+    return id < by_id_.size() ? by_id_[id] : caf::actor();
+  }
+
+  void serve(int fd, std::string_view rest) override {
+    if (closed_) {
+      ::close(fd);
+      return;
+    }
+    loop_.system().spawn<link_session>(loop_, ctx_, fd, std::string(rest), reg_);
+  }
+
+  void close_all() override {
+    closed_ = true;
+    for (auto& [k, a] : links_)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    links_.clear();
+    by_id_.clear();
+    for (auto& [id, a] : reg_->sessions)
+      caf::anon_send(a, close_atom::value);
+  }
+
+private:
+  // The links of this ring's members, spawned on first use; links to members no longer in
+  // the ring (or dead) end.
+  void rebuild(const actors::cluster_view& cv) {
+    epoch_ = cv.ring->epoch();
+    by_id_.assign(cv.ring->size(), caf::actor());
+    std::unordered_map<std::string, caf::actor> keep;
+    for (uint32_t id = 0; id < cv.ring->size(); ++id) {
+      if (id >= cv.peers.size() || !cv.peers[id] || id >= cv.clients.size() ||
+          cv.clients[id].empty())
+        continue;
+      const auto& name = cv.ring->member(id).name;
+      std::string key = name + "\n" + cv.clients[id];
+      auto it = links_.find(key);
+      caf::actor a;
+      if (it != links_.end()) {
+        a = it->second;
+        links_.erase(it);
+      } else {
+        a = loop_.system().spawn<data_link>(loop_, ctx_, settings_, cv.clients[id], name,
+                                            cv.peers[id]);
+      }
+      by_id_[id] = a;
+      keep.emplace(std::move(key), std::move(a));
+    }
+    for (auto& [k, a] : links_)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    links_ = std::move(keep);
+  }
+
+  actors::io_loop& loop_;
+  actors::loop_context& ctx_;
+  link_settings settings_;
+  std::shared_ptr<registry> reg_;
+  std::unordered_map<std::string, caf::actor> links_;  // by name + "\n" + address
+  std::vector<caf::actor> by_id_;
+  uint64_t epoch_ = 0;
+  bool closed_ = false;
+};
+
+} // namespace
+
+std::unique_ptr<actors::loop_links> make_loop_links(actors::io_loop& loop,
+                                                    actors::loop_context& ctx,
+                                                    link_settings settings) {
+  return std::make_unique<links_impl>(loop, ctx, std::move(settings));
+}
+
+} // namespace bifrost::cluster

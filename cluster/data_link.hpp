@@ -1,0 +1,64 @@
+// Data links: forwarded ops between members over plain sockets on the I/O loops, framed as
+// Cap'n Proto messages (cluster/link_wire.hpp), without the RPC's promise machinery.
+//
+// Why: a forwarded op through Cap'n Proto RPC cost ~45 000 instructions across the two nodes
+// (bench/cg_cluster: 58 % of a 3-node cluster's user time ran in KJ's event loop, capnp-rpc
+// and their allocations). The RPC stays for everything else: membership, admin, queries,
+// replication, warming, values over the inline limit (streamed) and bifrostctl.
+//
+// Client side — `data_link`, one loop actor per (I/O loop, member), spawned on first use by
+// that loop's loop_links (actors/loop_links.hpp). It behaves like a storage shard:
+// (exec_atom, tag, op_batch) -> the sender gets (result_atom, tag, result_batch).
+//   - A batch goes over the link when every op fits inline (no value over inline_value_limit,
+//     no get that writes — touch, vivify, recache — and, with wait_replicas, no write), it is
+//     within call_max_ops / call_max_bytes, and the link is not backing off. Any other batch
+//     goes to the member's RPC peer actor, which answers the link.
+//   - Order: a batch is issued on one transport only while no call is in flight on the other,
+//     so ops reach the member in the order they were sent (as on one RPC connection).
+//   - The link connects on first use (hello line, then frames). A connection or greeting
+//     failure sends the waiting batches through RPC and backs off (0.1 s doubling to 5 s); a
+//     refused hello (a member that serves no links) backs off 30 s. A connection lost with
+//     calls in flight answers them `unavailable` (they may have run: reads fail over, writes
+//     report an error), as a failed RPC does. A call without progress for rpc_timeout_ms
+//     fails the connection the same way.
+//   - A get result that came back `streamed` (value over the inline limit) is read again
+//     through RPC, with a sink, before the batch is answered.
+// Server side — `link_session`, a loop actor per accepted link: a connection on the memcached
+// port whose first bytes are a link hello is handed over (actors/connection.cpp). It executes
+// each call's ops on the local shards (origin client or warm only) and answers with a
+// LinkReply; writes of origin client are handed to the replicator (R > 1), as Node.execute
+// does. Sessions are not client connections: a drain leaves them open (members still
+// forward until this node has left); node shutdown closes them (close_all).
+//
+// Not used when the RPC runs over TLS: links would carry values in clear text (--cluster-links
+// off disables them too).
+//
+// Thread affinity: everything here runs on its I/O loop's thread; the loop_links of a loop
+// and the actors it spawns belong to that loop.
+#pragma once
+
+#include "actors/loop_links.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace bifrost::actors {
+class io_loop;
+struct loop_context;
+} // namespace bifrost::actors
+
+namespace bifrost::cluster {
+
+struct link_settings {
+  std::string node_name;          // sent in the hello
+  uint32_t rpc_timeout_ms = 2000; // a call without progress for this long fails its link
+  bool wait_replicas = false;     // writes wait for every replica: they go through RPC
+};
+
+/// The data links of one I/O loop (call on that loop's thread; it lives in ctx.links).
+std::unique_ptr<actors::loop_links> make_loop_links(actors::io_loop& loop,
+                                                    actors::loop_context& ctx,
+                                                    link_settings settings);
+
+} // namespace bifrost::cluster

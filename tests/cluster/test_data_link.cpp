@@ -1,0 +1,454 @@
+// The client side of a data link (cluster/data_link.hpp) against a scripted link server on a
+// loopback socket and a recording stand-in for the member's RPC peer actor: which transport a
+// batch takes, that no batch overtakes a call in flight on the other transport, and what
+// failures (refusal, lost connection, timeout) answer. The server side is covered by the
+// multi-node suite (tests/integration/test_cluster.cpp), which runs every scenario over links.
+#include "actors/connection.hpp"
+#include "actors/io_loop.hpp"
+#include "actors/messages.hpp"
+#include "actors/node_stats.hpp"
+#include "cluster/convert.hpp"
+#include "cluster/data_link.hpp"
+#include "cluster/link_wire.hpp"
+#include "cluster/ring.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
+
+using namespace bifrost;
+using namespace std::chrono_literals;
+namespace lw = bifrost::cluster::link_wire;
+using actors::exec_atom;
+using actors::result_atom;
+
+namespace {
+
+// Records what it was given, in order, and hands it to the test thread.
+template <class T>
+class inbox {
+public:
+  void put(T v) {
+    std::lock_guard<std::mutex> g(m_);
+    q_.push_back(std::move(v));
+    cv_.notify_all();
+  }
+  // The next item, or nothing within `limit`.
+  std::optional<T> take(std::chrono::milliseconds limit = 3000ms) {
+    std::unique_lock<std::mutex> g(m_);
+    if (!cv_.wait_for(g, limit, [&] { return !q_.empty(); }))
+      return std::nullopt;
+    T v = std::move(q_.front());
+    q_.pop_front();
+    return v;
+  }
+
+private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<T> q_;
+};
+
+struct rpc_batch {
+  caf::actor sender;
+  uint64_t tag;
+  storage::op_batch ops;
+};
+
+// Stands in for the member's RPC peer actor: records every batch; the test answers.
+class fake_rpc_peer : public caf::event_based_actor {
+public:
+  fake_rpc_peer(caf::actor_config& cfg, inbox<rpc_batch>* log)
+    : caf::event_based_actor(cfg), log_(log) {}
+  caf::behavior make_behavior() override {
+    return {[this](exec_atom, uint64_t tag, storage::op_batch& ops) {
+      log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops)});
+    }};
+  }
+
+private:
+  inbox<rpc_batch>* log_;
+};
+
+// A link server on a loopback port, one connection at a time: answers the hello with
+// `greeting`, records the calls; the test answers them (or closes the connection).
+class fake_link_server {
+public:
+  explicit fake_link_server(std::string greeting = lw::accept_line(cluster::rpc::SCHEMA_VERSION))
+    : greeting_(std::move(greeting)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 8) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("fake link server: bind/listen failed");
+    port = ntohs(a.sin_port);
+    th_ = std::thread([this] { run(); });
+  }
+  ~fake_link_server() {
+    stop_ = true;
+    th_.join();
+    drop();
+    ::close(fd_);
+  }
+
+  void reply(uint64_t id, const storage::result_batch& rs) {
+    auto frame = lw::encode_reply(id, rs);
+    auto bytes = frame.asChars();
+    std::lock_guard<std::mutex> g(m_);
+    if (conn_ >= 0)
+      (void)::send(conn_, bytes.begin(), bytes.size(), MSG_NOSIGNAL);
+  }
+  // Closes the current connection.
+  void drop() {
+    std::lock_guard<std::mutex> g(m_);
+    if (conn_ >= 0)
+      ::shutdown(conn_, SHUT_RDWR);
+  }
+
+  int port = 0;
+  inbox<lw::call> calls;
+  std::atomic<int> hellos{0};
+
+private:
+  void run() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0)
+        continue;
+      int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0)
+        continue;
+      {
+        std::lock_guard<std::mutex> g(m_);
+        conn_ = c;
+      }
+      serve(c);
+      std::lock_guard<std::mutex> g(m_);
+      ::close(c);
+      conn_ = -1;
+    }
+  }
+  void serve(int c) {
+    lw::frame_buffer in;
+    bool greeted = false;
+    while (!stop_) {
+      pollfd p{c, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0)
+        continue;
+      char* space = in.space(65536);
+      ssize_t n = ::read(c, space, in.space_size());
+      if (n <= 0)
+        return;
+      in.commit(static_cast<size_t>(n));
+      if (!greeted) {
+        lw::hello h;
+        size_t used = 0;
+        std::string error;
+        if (lw::parse_hello(in.text(), h, used, error) != lw::hello_status::ok)
+          continue;
+        in.consume(used);
+        ++hellos;
+        greeted = true;
+        (void)::send(c, greeting_.data(), greeting_.size(), MSG_NOSIGNAL);
+      }
+      for (;;) {
+        size_t size = 0, need = 0;
+        if (lw::frame_size(in.text(), size, need, lw::frame_limit) != lw::frame_status::ok)
+          break;
+        lw::call call;
+        std::string error;
+        if (!lw::decode_call(in.frame(size), call, error))
+          return;
+        in.consume(size);
+        calls.put(std::move(call));
+      }
+    }
+  }
+
+  std::string greeting_;
+  int fd_ = -1;
+  std::mutex m_;
+  int conn_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread th_;
+};
+
+storage::op_batch gets(std::initializer_list<const char*> keys) {
+  storage::op_batch ops;
+  for (auto* k : keys) {
+    ops.emplace_back();
+    ops.back().kind = storage::op_kind::get;
+    ops.back().key = k;
+    ops.back().get_value = true;
+  }
+  return ops;
+}
+
+storage::op_batch big_store(const char* key) {
+  storage::op_batch ops(1);
+  ops[0].kind = storage::op_kind::store;
+  ops[0].key = key;
+  ops[0].value = std::string(cluster::inline_value_limit + 1, 'v');
+  return ops;
+}
+
+storage::result_batch hits(size_t n, const std::string& value) {
+  storage::result_batch rs(n);
+  for (auto& r : rs) {
+    r.st = storage::status::hit;
+    r.value = storage::pinned_slice::from_memory(std::make_shared<const std::string>(value));
+  }
+  return rs;
+}
+
+struct fixture {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::unique_ptr<actors::io_loop> loop;
+  actors::loop_counters counters;
+  actors::loop_context ctx;
+  inbox<rpc_batch> rpc_log;
+  caf::actor rpc_peer;
+  std::unique_ptr<caf::scoped_actor> self;
+
+  fixture() {
+    cfg.set("scheduler.max-threads", size_t{2});
+    cfg.set("work-stealing.moderate-poll-attempts", size_t{0});
+    cfg.set("logger.console", caf::atom("none"));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    loop = std::make_unique<actors::io_loop>(*sys, 0);
+    loop->start();
+    ctx.loop = loop.get();
+    ctx.counters = &counters;
+    rpc_peer = sys->spawn<fake_rpc_peer>(&rpc_log);
+    self = std::make_unique<caf::scoped_actor>(*sys);
+  }
+  ~fixture() {
+    on_loop([&] {
+      if (ctx.links)
+        ctx.links->close_all();
+      ctx.links.reset();
+    });
+    for (int i = 0; i < 1000 && loop->hosted() > 0; ++i)
+      std::this_thread::sleep_for(2ms);
+    loop->stop();
+    (*self)->send_exit(rpc_peer, caf::exit_reason::user_shutdown);
+    self.reset();
+  }
+
+  void on_loop(std::function<void()> fn) {
+    std::promise<void> done;
+    loop->post([&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  // The loop's link to member "peer" dialling `port`.
+  caf::actor link_to(int port, uint32_t timeout_ms = 2000) {
+    cluster::link_settings s;
+    s.node_name = "self";
+    s.rpc_timeout_ms = timeout_ms;
+    auto ring = cluster::ring::build({{"peer", "127.0.0.1:1", 1, true}, {"self", "127.0.0.1:2", 1, true}}, 1);
+    actors::cluster_view cv;
+    cv.ring = ring;
+    cv.peers.resize(2);
+    cv.clients.resize(2);
+    uint32_t peer_id = ring->member(0).name == "peer" ? 0 : 1;
+    cv.self = 1 - peer_id;
+    cv.peers[peer_id] = rpc_peer;
+    cv.clients[peer_id] = "127.0.0.1:" + std::to_string(port);
+    caf::actor link;
+    on_loop([&] {
+      ctx.links = cluster::make_loop_links(*loop, ctx, s);
+      link = ctx.links->link_for(cv, peer_id);
+    });
+    BOOST_REQUIRE(link);
+    return link;
+  }
+
+  void send(const caf::actor& link, uint64_t tag, storage::op_batch ops) {
+    (*self)->send(link, exec_atom::value, tag, std::move(ops));
+  }
+
+  // The next result message to the test's sender.
+  std::pair<uint64_t, storage::result_batch> result(std::chrono::milliseconds limit = 3000ms) {
+    std::pair<uint64_t, storage::result_batch> out{0, {}};
+    (*self)->receive(
+      [&](result_atom, uint64_t tag, storage::result_batch& rs) { out = {tag, std::move(rs)}; },
+      caf::after(limit) >> [&] { BOOST_FAIL("no result within the limit"); });
+    return out;
+  }
+};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(data_link_client, fixture)
+
+BOOST_AUTO_TEST_CASE(small_batches_go_over_the_link) {
+  fake_link_server server;
+  auto link = link_to(server.port);
+  send(link, 7, gets({"a", "b"}));
+  auto call = server.calls.take();
+  BOOST_REQUIRE(call);
+  BOOST_CHECK(call->origin == cluster::rpc::Origin::CLIENT);
+  BOOST_REQUIRE_EQUAL(call->ops.size(), 2u);
+  BOOST_CHECK_EQUAL(call->ops[1].key, "b");
+  server.reply(call->id, hits(2, "value"));
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 7u);
+  BOOST_REQUIRE_EQUAL(rs.size(), 2u);
+  BOOST_CHECK_EQUAL(std::string(rs[1].value.view()), "value");
+  BOOST_CHECK(!rpc_log.take(50ms));  // nothing went by RPC
+  BOOST_CHECK_EQUAL(counters.link_calls_sent.load(), 1u);
+  BOOST_CHECK_EQUAL(counters.link_ops_sent.load(), 2u);
+  BOOST_CHECK_EQUAL(counters.links_open.load(), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(no_batch_overtakes_a_call_on_the_other_transport) {
+  fake_link_server server;
+  auto link = link_to(server.port);
+  // 1: too large for the link -> RPC, held there. 2: fits the link, but must wait for 1.
+  send(link, 1, big_store("big"));
+  auto first = rpc_log.take();
+  BOOST_REQUIRE(first);
+  send(link, 2, gets({"after-big"}));
+  BOOST_CHECK_MESSAGE(!server.calls.take(200ms), "a link call overtook an RPC call in flight");
+  caf::anon_send(first->sender, result_atom::value, first->tag,
+                 storage::result_batch(1, storage::result{storage::status::stored}));
+  auto call = server.calls.take();
+  BOOST_REQUIRE(call);
+  BOOST_CHECK_EQUAL(call->ops[0].key, "after-big");
+  // 3: on the link, held by the server. 4: RPC-only (a get that touches), must wait for 3.
+  send(link, 3, gets({"held"}));
+  auto held = server.calls.take();
+  BOOST_REQUIRE(held);
+  auto touch = gets({"touched"});
+  touch[0].get_touch = true;
+  send(link, 4, std::move(touch));
+  BOOST_CHECK_MESSAGE(!rpc_log.take(200ms), "an RPC call overtook a link call in flight");
+  server.reply(call->id, hits(1, "x"));
+  server.reply(held->id, hits(1, "y"));
+  auto fourth = rpc_log.take();
+  BOOST_REQUIRE(fourth);
+  BOOST_CHECK_EQUAL(fourth->ops[0].key, "touched");
+  caf::anon_send(fourth->sender, result_atom::value, fourth->tag, hits(1, "z"));
+  // Every batch answered once, with its own tag.
+  std::map<uint64_t, std::string> got;
+  for (int i = 0; i < 4; ++i) {
+    auto [tag, rs] = result();
+    got[tag] = rs.empty() || !rs[0].value ? std::string("-") : std::string(rs[0].value.view());
+  }
+  BOOST_CHECK_EQUAL(got.size(), 4u);
+  BOOST_CHECK_EQUAL(got[2], "x");
+  BOOST_CHECK_EQUAL(got[3], "y");
+  BOOST_CHECK_EQUAL(got[4], "z");
+}
+
+BOOST_AUTO_TEST_CASE(a_refused_hello_sends_the_batch_by_rpc) {
+  fake_link_server server("ERROR\r\n");  // a node that serves no links
+  auto link = link_to(server.port);
+  send(link, 9, gets({"k"}));
+  auto b = rpc_log.take();
+  BOOST_REQUIRE(b);
+  BOOST_CHECK_EQUAL(b->ops[0].key, "k");
+  caf::anon_send(b->sender, result_atom::value, b->tag, hits(1, "v"));
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 9u);
+  BOOST_CHECK_EQUAL(std::string(rs[0].value.view()), "v");
+  // It stays on RPC (no second hello) while it backs off.
+  send(link, 10, gets({"k2"}));
+  BOOST_REQUIRE(rpc_log.take());
+  BOOST_CHECK_EQUAL(server.hellos.load(), 1);
+  BOOST_CHECK(!server.calls.take(50ms));
+}
+
+BOOST_AUTO_TEST_CASE(no_server_sends_the_batch_by_rpc) {
+  int port = 0;
+  {
+    fake_link_server gone;  // a port nobody listens on any more
+    port = gone.port;
+  }
+  auto link = link_to(port);
+  send(link, 5, gets({"k"}));
+  auto b = rpc_log.take();
+  BOOST_REQUIRE(b);
+  BOOST_CHECK_EQUAL(b->tag != 0, true);
+}
+
+BOOST_AUTO_TEST_CASE(a_lost_connection_answers_calls_in_flight_unavailable) {
+  fake_link_server server;
+  auto link = link_to(server.port);
+  send(link, 11, gets({"a", "b", "c"}));
+  BOOST_REQUIRE(server.calls.take());
+  server.drop();
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 11u);
+  BOOST_REQUIRE_EQUAL(rs.size(), 3u);
+  for (auto& r : rs)
+    BOOST_CHECK(r.st == storage::status::unavailable);
+  // Backing off: the next batch goes by RPC.
+  send(link, 12, gets({"d"}));
+  BOOST_REQUIRE(rpc_log.take());
+  BOOST_CHECK_EQUAL(counters.links_open.load(), 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_call_without_progress_times_out_unavailable) {
+  fake_link_server server;
+  auto link = link_to(server.port, 200);
+  send(link, 13, gets({"slow"}));
+  BOOST_REQUIRE(server.calls.take());
+  auto t0 = std::chrono::steady_clock::now();
+  auto [tag, rs] = result(3000ms);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  BOOST_CHECK_EQUAL(tag, 13u);
+  BOOST_REQUIRE_EQUAL(rs.size(), 1u);
+  BOOST_CHECK(rs[0].st == storage::status::unavailable);
+  BOOST_CHECK(waited >= 150ms);
+  BOOST_CHECK(waited < 1500ms);
+}
+
+BOOST_AUTO_TEST_CASE(streamed_values_are_read_again_by_rpc) {
+  fake_link_server server;
+  auto link = link_to(server.port);
+  send(link, 14, gets({"small", "large"}));
+  auto call = server.calls.take();
+  BOOST_REQUIRE(call);
+  storage::result_batch rs = hits(2, "s");
+  rs[1].value = storage::pinned_slice::from_memory(
+    std::make_shared<const std::string>(std::string(cluster::inline_value_limit + 10, 'L')));
+  server.reply(call->id, rs);  // the large value travels as `streamed`, without its bytes
+  auto again = rpc_log.take();
+  BOOST_REQUIRE(again);
+  BOOST_REQUIRE_EQUAL(again->ops.size(), 1u);
+  BOOST_CHECK_EQUAL(again->ops[0].key, "large");
+  caf::anon_send(again->sender, result_atom::value, again->tag,
+                 hits(1, std::string(cluster::inline_value_limit + 10, 'L')));
+  auto [tag, got] = result();
+  BOOST_CHECK_EQUAL(tag, 14u);
+  BOOST_REQUIRE_EQUAL(got.size(), 2u);
+  BOOST_CHECK_EQUAL(std::string(got[0].value.view()), "s");
+  BOOST_CHECK_EQUAL(got[1].value.size(), cluster::inline_value_limit + 10);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

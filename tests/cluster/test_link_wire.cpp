@@ -1,0 +1,286 @@
+// The data link's wire (cluster/link_wire.hpp): hello and answer lines, frame sizes, the
+// aligned frame buffer, and calls/replies round-tripped — fed in every fragment size, and
+// hostile headers refused before anything is allocated for them.
+#include "cluster/convert.hpp"
+#include "cluster/link_wire.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace bifrost;
+using namespace bifrost::cluster;
+namespace lw = bifrost::cluster::link_wire;
+
+namespace {
+
+std::string as_string(const kj::Array<capnp::word>& frame) {
+  auto c = frame.asChars();
+  return std::string(c.begin(), c.size());
+}
+
+storage::op_batch sample_ops() {
+  storage::op_batch ops(4);
+  ops[0].kind = storage::op_kind::get;
+  ops[0].key = "alpha";
+  ops[0].get_value = true;
+  ops[1].kind = storage::op_kind::store;
+  ops[1].key = "beta";
+  ops[1].value = std::string(1000, 'b');
+  ops[1].mode = storage::store_mode::cas;
+  ops[1].flags = 77;
+  ops[1].ttl = 3600;
+  ops[1].compare_cas = 12345;
+  ops[2].kind = storage::op_kind::arith;
+  ops[2].key = "counter";
+  ops[2].incr = false;
+  ops[2].delta = 9;
+  ops[3].kind = storage::op_kind::remove;
+  ops[3].key = std::string(250, 'k');
+  return ops;
+}
+
+void check_same_ops(const storage::op_batch& a, const storage::op_batch& b) {
+  BOOST_REQUIRE_EQUAL(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    BOOST_CHECK(a[i].kind == b[i].kind);
+    BOOST_CHECK_EQUAL(a[i].key, b[i].key);
+    BOOST_CHECK_EQUAL(a[i].value, b[i].value);
+    BOOST_CHECK(a[i].mode == b[i].mode);
+    BOOST_CHECK_EQUAL(a[i].flags, b[i].flags);
+    BOOST_CHECK_EQUAL(a[i].ttl, b[i].ttl);
+    BOOST_CHECK_EQUAL(a[i].compare_cas, b[i].compare_cas);
+    BOOST_CHECK_EQUAL(a[i].get_value, b[i].get_value);
+    BOOST_CHECK_EQUAL(a[i].incr, b[i].incr);
+    BOOST_CHECK_EQUAL(a[i].delta, b[i].delta);
+  }
+}
+
+// Reads every whole frame out of `buf` as calls.
+std::vector<lw::call> drain_calls(lw::frame_buffer& buf) {
+  std::vector<lw::call> out;
+  for (;;) {
+    size_t size = 0, need = 0;
+    auto st = lw::frame_size(buf.text(), size, need, lw::frame_limit);
+    BOOST_REQUIRE(st != lw::frame_status::bad);
+    if (st == lw::frame_status::incomplete) {
+      BOOST_CHECK_GT(need, buf.size());
+      return out;
+    }
+    lw::call c;
+    std::string error;
+    BOOST_REQUIRE_MESSAGE(lw::decode_call(buf.frame(size), c, error), error);
+    buf.consume(size);
+    out.push_back(std::move(c));
+  }
+}
+
+std::string le32(uint32_t v) {
+  return std::string(reinterpret_cast<const char*>(&v), 4);
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(link_wire)
+
+BOOST_AUTO_TEST_CASE(hello_lines_parse_in_every_fragment) {
+  std::string line = lw::hello_line(rpc::SCHEMA_VERSION, "node-a");
+  BOOST_CHECK_EQUAL(line, "bifrost-link " + std::to_string(rpc::SCHEMA_VERSION) + " node-a\r\n");
+  std::string in = line + "XYZ";  // frames follow the line
+  for (size_t cut = 0; cut <= in.size(); ++cut) {
+    lw::hello h;
+    size_t used = 0;
+    std::string error;
+    auto st = lw::parse_hello(std::string_view(in).substr(0, cut), h, used, error);
+    if (cut < line.size()) {
+      BOOST_CHECK_MESSAGE(st == lw::hello_status::incomplete, "cut " << cut);
+    } else {
+      BOOST_REQUIRE(st == lw::hello_status::ok);
+      BOOST_CHECK_EQUAL(used, line.size());
+      BOOST_CHECK_EQUAL(h.version, rpc::SCHEMA_VERSION);
+      BOOST_CHECK_EQUAL(h.name, "node-a");
+    }
+  }
+  // Bare "\n" endings are accepted too.
+  lw::hello h;
+  size_t used = 0;
+  std::string error;
+  BOOST_CHECK(lw::parse_hello("bifrost-link 7 n\n", h, used, error) == lw::hello_status::ok);
+  BOOST_CHECK_EQUAL(h.version, 7u);
+  BOOST_CHECK_EQUAL(used, 17u);
+}
+
+BOOST_AUTO_TEST_CASE(other_first_lines_are_not_hellos_or_are_refused) {
+  lw::hello h;
+  size_t used = 0;
+  std::string error;
+  for (std::string s : std::vector<std::string>{"get foo\r\n", "g", "bifrost-lin\r\n", "bifrost-linkX 1 a\r\n", "set"})
+    BOOST_CHECK_MESSAGE(lw::parse_hello(s, h, used, error) == lw::hello_status::not_hello, s);
+  for (std::string s : std::vector<std::string>{"bifrost-link\r\n", "bifrost-link 1\r\n", "bifrost-link x a\r\n", "bifrost-link 1 \r\n",
+        "bifrost-link 1 a b\r\n", "bifrost-link -1 a\r\n", "bifrost-link 99999999999 a\r\n",
+        "bifrost-link " + std::string(600, '1') + " a\r\n"}) {
+    error.clear();
+    auto st = lw::parse_hello(s, h, used, error);
+    BOOST_CHECK_MESSAGE(st == lw::hello_status::bad || st == lw::hello_status::not_hello, s);
+    if (st == lw::hello_status::bad)
+      BOOST_CHECK(!error.empty());
+  }
+  // An endless line is refused once it passes the bound, not buffered for ever.
+  std::string endless = "bifrost-link 1 " + std::string(lw::max_hello_line, 'n');
+  BOOST_CHECK(lw::parse_hello(endless, h, used, error) == lw::hello_status::bad);
+}
+
+BOOST_AUTO_TEST_CASE(answers_accept_only_the_same_version) {
+  size_t used = 0;
+  std::string error;
+  std::string ok = lw::accept_line(3);
+  for (size_t cut = 0; cut < ok.size(); ++cut)
+    BOOST_CHECK(lw::parse_answer(ok.substr(0, cut), 3, used, error) ==
+                lw::answer_status::incomplete);
+  BOOST_CHECK(lw::parse_answer(ok + "frames", 3, used, error) == lw::answer_status::ok);
+  BOOST_CHECK_EQUAL(used, ok.size());
+  BOOST_CHECK(lw::parse_answer("LINK 4\r\n", 3, used, error) == lw::answer_status::refused);
+  BOOST_CHECK(lw::parse_answer("ERROR\r\n", 3, used, error) == lw::answer_status::refused);
+  BOOST_CHECK_EQUAL(error, "ERROR");
+  BOOST_CHECK(lw::parse_answer("SERVER_ERROR data link version mismatch\r\n", 3, used, error) ==
+              lw::answer_status::refused);
+  BOOST_CHECK(lw::parse_answer(std::string(1000, 'x'), 3, used, error) ==
+              lw::answer_status::refused);
+}
+
+BOOST_AUTO_TEST_CASE(dial_address_replaces_wildcard_hosts) {
+  BOOST_CHECK_EQUAL(lw::dial_address("10.0.0.5:11211", "10.0.0.5:12211"), "10.0.0.5:11211");
+  BOOST_CHECK_EQUAL(lw::dial_address("0.0.0.0:11211", "10.0.0.5:12211"), "10.0.0.5:11211");
+  BOOST_CHECK_EQUAL(lw::dial_address("[::]:11211", "[fd00::1]:12211"), "[fd00::1]:11211");
+  BOOST_CHECK_EQUAL(lw::dial_address(":11211", "host-b:12211"), "host-b:11211");
+  BOOST_CHECK_EQUAL(lw::dial_address("localhost:11211", "x:1"), "localhost:11211");
+  BOOST_CHECK_EQUAL(lw::dial_address("", "x:1"), "");
+  BOOST_CHECK_EQUAL(lw::dial_address("nohost", "x:1"), "");
+  BOOST_CHECK_EQUAL(lw::dial_address("0.0.0.0:1", "noport"), "");
+}
+
+BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
+  auto ops = sample_ops();
+  auto frame = lw::encode_call(42, rpc::Origin::WARM, ops);
+  lw::call c;
+  std::string error;
+  BOOST_REQUIRE(lw::decode_call(frame.asPtr(), c, error));
+  BOOST_CHECK_EQUAL(c.id, 42u);
+  BOOST_CHECK(c.origin == rpc::Origin::WARM);
+  check_same_ops(ops, c.ops);
+
+  storage::result_batch rs(3);
+  rs[0].st = storage::status::hit;
+  rs[0].flags = 5;
+  rs[0].cas = 99;
+  rs[0].value = storage::pinned_slice::from_memory(std::make_shared<const std::string>("v0"));
+  rs[1].st = storage::status::hit;  // too large to inline: streamed, empty, size kept
+  rs[1].value = storage::pinned_slice::from_memory(
+    std::make_shared<const std::string>(std::string(inline_value_limit + 1, 'z')));
+  rs[2].st = storage::status::not_found;
+  auto reply = lw::encode_reply(7, rs);
+  uint64_t id = 0;
+  storage::result_batch got;
+  std::vector<bool> streamed;
+  BOOST_REQUIRE(lw::decode_reply(reply.asPtr(), id, got, streamed, error));
+  BOOST_CHECK_EQUAL(id, 7u);
+  BOOST_REQUIRE_EQUAL(got.size(), 3u);
+  BOOST_CHECK(got[0].st == storage::status::hit);
+  BOOST_CHECK_EQUAL(got[0].flags, 5u);
+  BOOST_CHECK_EQUAL(got[0].cas, 99u);
+  BOOST_CHECK_EQUAL(std::string(got[0].value.view()), "v0");
+  BOOST_CHECK(!streamed[0]);
+  BOOST_CHECK(streamed[1]);
+  BOOST_CHECK(!got[1].value);
+  BOOST_CHECK_EQUAL(got[1].value_size, inline_value_limit + 1);
+  BOOST_CHECK(got[2].st == storage::status::not_found);
+
+  // A reply is not a call (and garbage is neither): refused with a reason, no throw.
+  lw::call wrong;
+  BOOST_CHECK(!lw::decode_call(kj::arrayPtr(reply.begin(), 1), wrong, error));
+  BOOST_CHECK(!error.empty());
+}
+
+BOOST_AUTO_TEST_CASE(frames_after_a_line_arrive_whole_in_every_fragment_size) {
+  // A text line first (as on a link: the answer line), then frames of many sizes.
+  std::mt19937 rng(7);
+  std::string stream = lw::accept_line(1);
+  std::vector<storage::op_batch> sent;
+  for (int i = 0; i < 12; ++i) {
+    storage::op_batch ops(1 + rng() % 5);
+    for (auto& o : ops) {
+      o.kind = storage::op_kind::store;
+      o.key = "k" + std::to_string(rng());
+      o.value = std::string(rng() % (i % 3 == 0 ? 70000 : 300), char('a' + i));
+    }
+    stream += as_string(lw::encode_call(static_cast<uint64_t>(i), rpc::Origin::CLIENT, ops));
+    sent.push_back(std::move(ops));
+  }
+  for (size_t step : {size_t(1), size_t(3), size_t(7), size_t(8), size_t(13), size_t(4096),
+                      size_t(65536), stream.size()}) {
+    lw::frame_buffer buf;
+    std::vector<lw::call> got;
+    bool line_done = false;
+    for (size_t pos = 0; pos < stream.size(); pos += step) {
+      buf.append(std::string_view(stream).substr(pos, step));
+      if (!line_done) {
+        size_t used = 0;
+        std::string error;
+        auto st = lw::parse_answer(buf.text(), 1, used, error);
+        if (st == lw::answer_status::incomplete)
+          continue;
+        BOOST_REQUIRE(st == lw::answer_status::ok);
+        buf.consume(used);
+        line_done = true;
+      }
+      for (auto& c : drain_calls(buf))
+        got.push_back(std::move(c));
+    }
+    BOOST_REQUIRE_EQUAL(got.size(), sent.size());
+    for (size_t i = 0; i < sent.size(); ++i) {
+      BOOST_CHECK_EQUAL(got[i].id, i);
+      check_same_ops(sent[i], got[i].ops);
+    }
+    BOOST_CHECK_EQUAL(buf.size(), 0u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(hostile_headers_are_refused_before_allocation) {
+  size_t size = 0, need = 0;
+  // 2^32 segments, 513 segments: refused at the first word.
+  BOOST_CHECK(lw::frame_size(le32(0xffffffffu) + le32(1), size, need, lw::frame_limit) ==
+              lw::frame_status::bad);
+  BOOST_CHECK(lw::frame_size(le32(512) + le32(1), size, need, lw::frame_limit) ==
+              lw::frame_status::bad);
+  // One segment announcing 1 GiB, and two that add up past the limit.
+  BOOST_CHECK(lw::frame_size(le32(0) + le32(1u << 27), size, need, lw::frame_limit) ==
+              lw::frame_status::bad);
+  std::string two = le32(1) + le32(1u << 21) + le32(1u << 21) + std::string(4, '\0');  // 2 x 16 MiB
+  BOOST_CHECK(lw::frame_size(two, size, need, lw::frame_limit) == lw::frame_status::bad);
+  // Within the limit: incomplete until every announced byte is there, `need` says how many.
+  std::string small = le32(0) + le32(2);
+  BOOST_CHECK(lw::frame_size(small, size, need, lw::frame_limit) ==
+              lw::frame_status::incomplete);
+  BOOST_CHECK_EQUAL(need, 24u);
+  small += std::string(16, '\0');
+  BOOST_CHECK(lw::frame_size(small, size, need, lw::frame_limit) == lw::frame_status::ok);
+  BOOST_CHECK_EQUAL(size, 24u);
+  // Whole but meaningless frames decode to an error, never a crash.
+  lw::call c;
+  std::string error;
+  std::mt19937 rng(3);
+  for (int i = 0; i < 2000; ++i) {
+    std::vector<capnp::word> words(1 + rng() % 16);
+    for (auto& w : words)
+      for (auto& b : reinterpret_cast<uint8_t(&)[8]>(w))
+        b = static_cast<uint8_t>(rng());
+    std::string_view bytes(reinterpret_cast<const char*>(words.data()), words.size() * 8);
+    if (lw::frame_size(bytes, size, need, lw::frame_limit) != lw::frame_status::ok)
+      continue;
+    (void) lw::decode_call(kj::arrayPtr(words.data(), size / 8), c, error);
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
