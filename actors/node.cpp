@@ -147,6 +147,12 @@ caf::actor node::route_table() const {
   return impl_->routes;
 }
 
+caf::actor node::link_for(size_t loop, const cluster_view& cv, uint32_t id) {
+  if (loop >= impl_->contexts.size() || !impl_->contexts[loop]->links)
+    return {};
+  return impl_->contexts[loop]->links->link_for(cv, id);
+}
+
 void node::set_links(links_factory make) {
   auto shared = std::make_shared<links_factory>(std::move(make));
   std::vector<std::future<void>> installed;

@@ -28,6 +28,7 @@ namespace bifrost::actors {
 class io_loop;
 class loop_links;
 struct loop_context;
+struct cluster_view;
 using stat_list = std::vector<std::pair<std::string, std::string>>;
 
 class node {
@@ -61,6 +62,9 @@ public:
   /// thread and its result serves that loop (loop_context::links) until stop() closes it.
   using links_factory = std::function<std::unique_ptr<loop_links>(io_loop&, loop_context&)>;
   void set_links(links_factory make);
+  /// Loop `loop`'s data link to member `id` of cv's ring (loop_links::link_for), or null.
+  /// On that loop's thread only.
+  caf::actor link_for(size_t loop, const cluster_view& cv, uint32_t id);
 
   struct impl;
 

@@ -44,10 +44,10 @@ constexpr uint64_t backoff_first_ms = 100;
 constexpr uint64_t backoff_max_ms = 5000;
 constexpr uint64_t refused_backoff_ms = 30000;
 
-storage::result_batch unavailable(size_t n) {
+storage::result_batch unavailable(size_t n, storage::status st = storage::status::unavailable) {
   storage::result_batch r(n);
   for (auto& x : r)
-    x.st = storage::status::unavailable;
+    x.st = st;
   return r;
 }
 
@@ -261,8 +261,9 @@ private:
         error = "frame too large or too many segments";
       else if (!link_wire::decode_call(in_.frame(size), rc.call, error))
         ;
-      else if (rc.call.origin != rpc::Origin::CLIENT && rc.call.origin != rpc::Origin::WARM)
-        error = "origin not allowed on a data link";
+      else if (rc.call.origin != rpc::Origin::CLIENT && rc.call.origin != rpc::Origin::WARM &&
+               rc.call.origin != rpc::Origin::REPLICA)
+        error = "unknown origin";
       if (!error.empty()) {
         std::fprintf(stderr, "bifrost cluster: data link from '%s': %s; closing it\n",
                      peer_.c_str(), error.c_str());
@@ -435,7 +436,12 @@ public:
     return {
       [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
         auto sender = caf::actor_cast<caf::actor>(current_sender());
-        queue_.push_back(batch{std::move(sender), tag, std::move(ops)});
+        queue_.push_back(batch{std::move(sender), tag, std::move(ops), rpc::Origin::CLIENT});
+        pump();
+      },
+      [this](actors::apply_atom, uint64_t tag, storage::op_batch& ops) {
+        auto sender = caf::actor_cast<caf::actor>(current_sender());
+        queue_.push_back(batch{std::move(sender), tag, std::move(ops), rpc::Origin::REPLICA});
         pump();
       },
       [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
@@ -471,6 +477,7 @@ private:
     caf::actor sender;
     uint64_t tag = 0;
     storage::op_batch ops;
+    rpc::Origin origin = rpc::Origin::CLIENT;  // or replica (apply_atom)
   };
   struct rpc_call {
     caf::actor sender;
@@ -489,7 +496,7 @@ private:
       send(to, result_atom::value, tag, std::move(rs));
   }
 
-  bool fits_link(const storage::op_batch& ops) const {
+  bool fits_link(const storage::op_batch& ops, rpc::Origin origin) const {
     if (ops.empty() || ops.size() > call_max_ops)
       return false;
     size_t bytes = 0;
@@ -498,7 +505,7 @@ private:
         return false;
       if (o.kind == storage::op_kind::get && o.get_value && storage::changes_item(o))
         return false;  // may not run twice: a large value needs the RPC's sink
-      if (settings_.wait_replicas && storage::changes_item(o))
+      if (origin == rpc::Origin::CLIENT && settings_.wait_replicas && storage::changes_item(o))
         return false;
       bytes += inline_bytes_of(o);
     }
@@ -513,7 +520,12 @@ private:
     now_cached_ = now();
     while (!queue_.empty()) {
       auto& b = queue_.front();
-      bool via_link = fits_link(b.ops) && link_usable();
+      bool via_link = fits_link(b.ops, b.origin) && link_usable();
+      if (!via_link && b.origin == rpc::Origin::REPLICA) {
+        issue_rpc(std::move(b));  // answered not_sent: the replicator uses RPC itself
+        queue_.pop_front();
+        continue;
+      }
       if (via_link ? !rpc_calls_.empty() : in_flight_link() > 0)
         return;
       batch next = std::move(b);
@@ -528,6 +540,10 @@ private:
   size_t in_flight_link() const { return sent_.size() + waiting_.size(); }
 
   void issue_rpc(batch b) {
+    if (b.origin == rpc::Origin::REPLICA) {
+      send_result(b.sender, b.tag, unavailable(b.ops.size(), storage::status::not_sent));
+      return;
+    }
     uint64_t t = next_rpc_tag_++;
     rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, b.ops.size(), {}, {}});
     send(rpc_peer_, exec_atom::value, t, std::move(b.ops));
@@ -548,7 +564,7 @@ private:
     auto& c = counters();
     c.add(c.link_calls_sent);
     c.add(c.link_ops_sent, b.ops.size());
-    append_frame(out_, link_wire::encode_call(id, rpc::Origin::CLIENT, b.ops));
+    append_frame(out_, link_wire::encode_call(id, b.origin, b.ops));
     if (sent_.empty())
       progress_at_ = now();
     sent_.emplace(id, std::move(b));
@@ -849,11 +865,19 @@ public:
   ~links_impl() override { close_all(); }
 
   caf::actor link_for(const actors::cluster_view& cv, uint32_t id) override {
-    if (closed_ || !cv.ring)
+    if (closed_ || !cv.ring || id >= cv.ring->size() || id >= cv.peers.size() ||
+        !cv.peers[id] || id >= cv.clients.size() || cv.clients[id].empty())
       return {};
-    if (cv.ring->epoch() != epoch_ || by_id_.size() != cv.ring->size())
-      rebuild(cv);
-    return id < by_id_.size() ? by_id_[id] : caf::actor();
+    uint64_t epoch = cv.ring->epoch();
+    if (epoch > epoch_) {  // a newer ring: forget the ids of the old one
+      epoch_ = epoch;
+      by_id_.assign(cv.ring->size(), caf::actor());
+    }
+    if (epoch < epoch_ || id >= by_id_.size())
+      return find_or_spawn(cv, id);  // a caller still on an older ring (another loop's view)
+    if (!by_id_[id])
+      by_id_[id] = find_or_spawn(cv, id);
+    return by_id_[id];
   }
 
   void serve(int fd, std::string_view rest) override {
@@ -875,33 +899,19 @@ public:
   }
 
 private:
-  // The links of this ring's members, spawned on first use; links to members no longer in
-  // the ring (or dead) end.
-  void rebuild(const actors::cluster_view& cv) {
-    epoch_ = cv.ring->epoch();
-    by_id_.assign(cv.ring->size(), caf::actor());
-    std::unordered_map<std::string, caf::actor> keep;
-    for (uint32_t id = 0; id < cv.ring->size(); ++id) {
-      if (id >= cv.peers.size() || !cv.peers[id] || id >= cv.clients.size() ||
-          cv.clients[id].empty())
-        continue;
-      const auto& name = cv.ring->member(id).name;
-      std::string key = name + "\n" + cv.clients[id];
-      auto it = links_.find(key);
-      caf::actor a;
-      if (it != links_.end()) {
-        a = it->second;
-        links_.erase(it);
-      } else {
-        a = loop_.system().spawn<data_link>(loop_, ctx_, settings_, cv.clients[id], name,
-                                            cv.peers[id]);
-      }
-      by_id_[id] = a;
-      keep.emplace(std::move(key), std::move(a));
-    }
-    for (auto& [k, a] : links_)
-      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-    links_ = std::move(keep);
+  // A member's link, by name and address, spawned on first use. Links are never ended on a
+  // ring change: a member that left still serves until it exits, and calls in flight to it
+  // must not fail; a link to a member that is gone only holds a closed socket's actor.
+  caf::actor find_or_spawn(const actors::cluster_view& cv, uint32_t id) {
+    const auto& name = cv.ring->member(id).name;
+    std::string key = name + "\n" + cv.clients[id];
+    auto it = links_.find(key);
+    if (it != links_.end())
+      return it->second;
+    auto a = loop_.system().spawn<data_link>(loop_, ctx_, settings_, cv.clients[id], name,
+                                             cv.peers[id]);
+    links_.emplace(std::move(key), a);
+    return a;
   }
 
   actors::io_loop& loop_;

@@ -23,11 +23,16 @@
 //     fails the connection the same way.
 //   - A get result that came back `streamed` (value over the inline limit) is read again
 //     through RPC, with a sink, before the batch is answered.
+//   - (apply_atom, tag, op_batch) from the replicator: replicated state (origin replica),
+//     on the link or, when the link cannot take it now, answered `not_sent` at once (the
+//     replicator then uses RPC; the RPC peer actor only takes client ops).
+//   - Links are spawned on first use and live until the node stops: a ring change does not
+//     end them (a member that left still serves until it exits).
 // Server side — `link_session`, a loop actor per accepted link: a connection on the memcached
 // port whose first bytes are a link hello is handed over (actors/connection.cpp). It executes
 // each call's ops on the local shards (origin client or warm only) and answers with a
 // LinkReply; writes of origin client are handed to the replicator (R > 1), as Node.execute
-// does. Sessions are not client connections: a drain leaves them open (members still
+// does; origin replica is applied without replicating further. Sessions are not client connections: a drain leaves them open (members still
 // forward until this node has left); node shutdown closes them (close_all).
 //
 // Not used when the RPC runs over TLS: links would carry values in clear text (--cluster-links

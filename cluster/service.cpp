@@ -182,6 +182,17 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// For callers that are not members (bifrostctl): each op goes to its key's live primary,
   /// local shards or a peer over RPC (origin client); local writes are replicated.
   kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops);
+  /// Replicated state for member `id` of ring_: through its data link when there is one that
+  /// takes it, else by RPC (origin replica).
+  kj::Promise<storage::result_batch> send_replica(uint32_t id, storage::op_batch ops);
+  void on_link_result(uint64_t tag, storage::result_batch&& r) {
+    auto it = link_waits.find(tag);
+    if (it == link_waits.end())
+      return;
+    auto f = kj::mv(it->second);
+    link_waits.erase(it);
+    f->fulfill(kj::mv(r));
+  }
   void on_local_result(uint64_t tag, storage::result_batch&& r) {
     auto it = pending.find(tag);
     if (it == pending.end())
@@ -203,6 +214,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// every owner acknowledged. A batch an owner did not take is retried `retries` times after
   /// a backoff (state and owners read again).
   kj::Promise<bool> replicate(std::vector<std::string> keys, unsigned retries);
+  /// Background replication of `keys` (replicate_atom from a connection or a link session):
+  /// the keys of every such message that arrives before the next KJ turn go as one batch
+  /// (one local read, one call per owner), each key once.
+  void queue_replication(std::vector<std::string> keys);
+  std::vector<std::string> repl_queue;
+  bool repl_flush_scheduled = false;
   /// (replicate_atom, keys, tag) from `sender`: replicate once, answer (replicated_atom, tag, ok).
   void replicate_for(std::vector<std::string> keys, uint64_t tag, caf::actor sender,
                      caf::actor self);
@@ -259,6 +276,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // local execution
   uint64_t next_tag = 1;
   std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<storage::result_batch>>> pending;
+  // replicated state sent through data links (apply_atom), by tag; answered to the replicator
+  std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<storage::result_batch>>> link_waits;
+  uint64_t next_link_tag = 1;
+  std::shared_ptr<const actors::cluster_view> view_;  // the last view built (replica links)
 
   // peer calls in flight (answered with unavailable at shutdown)
   struct call_info {
@@ -395,11 +416,14 @@ public:
         if (!core_)
           return;
         KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                       core_->tasks->add(
-                         core_->replicate(std::move(keys), replicate_retries).ignoreResult());
+                       core_->queue_replication(std::move(keys));
                      })) {
           std::fprintf(stderr, "bifrost cluster: replicate: %s\n", e->getDescription().cStr());
         }
+      },
+      [this](actors::result_atom, uint64_t tag, storage::result_batch& r) {
+        if (core_)
+          core_->on_link_result(tag, std::move(r));  // a data link took replicated state
       },
       [this](actors::replicate_atom, std::vector<std::string>& keys, uint64_t tag) {
         auto sender = caf::actor_cast<caf::actor>(current_sender());
@@ -1218,8 +1242,7 @@ kj::Promise<bool> service::impl::replicate(std::vector<std::string> keys, unsign
           return true;
         auto sent = kj::heapArrayBuilder<kj::Promise<std::vector<size_t>>>(per_owner.size());
         for (auto& [id, b] : per_owner) {
-          auto& addr = ring_->member(id).address;
-          sent.add(remote_execute(addr, std::move(b.ops), rpc::Origin::REPLICA)
+          sent.add(send_replica(id, std::move(b.ops))
                        .then([index = std::move(b.key_index)](storage::result_batch r) {
                          std::vector<size_t> failed;  // keys this owner did not take
                          for (size_t i = 0; i < index.size(); ++i)
@@ -1252,6 +1275,56 @@ kj::Promise<bool> service::impl::replicate(std::vector<std::string> keys, unsign
                   });
             });
       });
+}
+
+kj::Promise<storage::result_batch> service::impl::send_replica(uint32_t id,
+                                                               storage::op_batch ops) {
+  auto addr = ring_->member(id).address;
+  caf::actor link;
+  if (cfg.replica_link && view_ && view_->ring == ring_ && replicator)
+    link = cfg.replica_link(*view_, id);
+  if (!link)
+    return remote_execute(addr, std::move(ops), rpc::Origin::REPLICA);
+  uint64_t tag = next_link_tag++;
+  auto paf = kj::newPromiseAndFulfiller<storage::result_batch>();
+  link_waits.emplace(tag, kj::mv(paf.fulfiller));
+  auto shared = std::make_shared<storage::op_batch>(ops);  // kept for the RPC fallback
+  caf::send_as(replicator, link, actors::apply_atom::value, tag, std::move(ops));
+  size_t n = shared->size();
+  // The link answers within its own timeout; this bound only guards against a lost answer.
+  auto answered = paf.promise.exclusiveJoin(
+    timer.afterDelay((cfg.rpc_timeout_ms + 1000) * kj::MILLISECONDS).then([this, tag, n] {
+      link_waits.erase(tag);
+      return unavailable(n);
+    }));
+  return answered.then([this, addr = std::move(addr), shared](storage::result_batch rs)
+                         -> kj::Promise<storage::result_batch> {
+    bool refused = !rs.empty() && std::all_of(rs.begin(), rs.end(), [](const storage::result& r) {
+      return r.st == storage::status::not_sent;
+    });
+    if (!refused)
+      return kj::mv(rs);
+    return remote_execute(addr, std::move(*shared), rpc::Origin::REPLICA);  // the link is down
+  });
+}
+
+void service::impl::queue_replication(std::vector<std::string> keys) {
+  if (repl_queue.empty())
+    repl_queue = std::move(keys);
+  else
+    repl_queue.insert(repl_queue.end(), std::make_move_iterator(keys.begin()),
+                      std::make_move_iterator(keys.end()));
+  if (repl_flush_scheduled)
+    return;
+  repl_flush_scheduled = true;
+  tasks->add(kj::evalLater([this]() -> kj::Promise<void> {
+    repl_flush_scheduled = false;
+    auto batch = std::move(repl_queue);
+    repl_queue.clear();
+    std::sort(batch.begin(), batch.end());
+    batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
+    return replicate(std::move(batch), replicate_retries).ignoreResult();
+  }));
 }
 
 void service::impl::replicate_for(std::vector<std::string> keys, uint64_t tag,
@@ -1395,6 +1468,7 @@ void service::impl::rebuild(bool force) {
   peers_ = std::move(peers);
   view->self = ring_self();
   view->self_name = cfg.node_name;
+  view_ = view;
   if (route_table)
     caf::anon_send(route_table, actors::ring_atom::value,
                    actors::cluster_view_ptr(std::move(view)));

@@ -451,4 +451,43 @@ BOOST_AUTO_TEST_CASE(streamed_values_are_read_again_by_rpc) {
   BOOST_CHECK_EQUAL(got[1].value.size(), cluster::inline_value_limit + 10);
 }
 
+BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_comes_back_not_sent) {
+  fake_link_server server;
+  auto link = link_to(server.port);
+  storage::op_batch ops(1);
+  ops[0].kind = storage::op_kind::store;
+  ops[0].key = "r";
+  ops[0].value = "state";
+  (*self)->send(link, actors::apply_atom::value, uint64_t(20), ops);
+  auto call = server.calls.take();
+  BOOST_REQUIRE(call);
+  BOOST_CHECK(call->origin == cluster::rpc::Origin::REPLICA);
+  BOOST_CHECK_EQUAL(call->ops[0].value, "state");
+  server.reply(call->id, storage::result_batch(1, storage::result{storage::status::stored}));
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 20u);
+  BOOST_CHECK(rs[0].st == storage::status::stored);
+  // Too large for a link: refused at once as not_sent (the replicator sends it by RPC); the
+  // RPC peer actor is never asked (it only takes client ops).
+  (*self)->send(link, actors::apply_atom::value, uint64_t(21), big_store("r2"));
+  auto [tag2, rs2] = result();
+  BOOST_CHECK_EQUAL(tag2, 21u);
+  BOOST_REQUIRE_EQUAL(rs2.size(), 1u);
+  BOOST_CHECK(rs2[0].st == storage::status::not_sent);
+  BOOST_CHECK(!rpc_log.take(50ms));
+  // The link lost: replicated state in flight fails (the replicator retries), and new state
+  // is refused while the link backs off.
+  (*self)->send(link, actors::apply_atom::value, uint64_t(22), ops);
+  BOOST_REQUIRE(server.calls.take());
+  server.drop();
+  auto [tag3, rs3] = result();
+  BOOST_CHECK_EQUAL(tag3, 22u);
+  BOOST_CHECK(rs3[0].st == storage::status::unavailable);
+  (*self)->send(link, actors::apply_atom::value, uint64_t(23), ops);
+  auto [tag4, rs4] = result();
+  BOOST_CHECK_EQUAL(tag4, 23u);
+  BOOST_CHECK(rs4[0].st == storage::status::not_sent);
+  BOOST_CHECK(!rpc_log.take(50ms));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -968,7 +968,9 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
   std::string hello = "bifrost-link 1 intruder\r\n";
   for (std::string frame : {std::string("\xff\xff\xff\xff\x01\x00\x00\x00", 8),   // 2^32 segments
                             std::string("\x00\x00\x00\x00\x00\x00\x00\x10", 8),   // 1 GiB
-                            corpus_file("replica_empty").substr(19)}) {           // origin replica
+                            // one segment of one word: a far pointer into segment 5
+                            std::string("\x00\x00\x00\x00\x01\x00\x00\x00"
+                                        "\x02\x00\x00\x00\x05\x00\x00\x00", 16)}) {
     BOOST_REQUIRE(!frame.empty());
     mc_client m(port);
     m.send_all(hello + frame);
