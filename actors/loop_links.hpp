@@ -1,8 +1,8 @@
 // The seam between an I/O loop and the cluster's data links (cluster/data_link.hpp), which
 // live in the cluster library: a loop sees them only through this interface.
 //
-// Thread affinity: one loop_links per I/O loop, owned by its loop_context; every member is
-// called on that loop's thread only.
+// Thread affinity: one loop_links per I/O loop, owned by its loop_context; every member but
+// shared_link() is called on that loop's thread only.
 #pragma once
 
 #include "actors/cluster_view.hpp"
@@ -24,6 +24,8 @@ public:
   /// Where this loop sends a batch of ops for member `id` of cv's ring: the loop's data link
   /// to it, or null (then cv.peers[id], the RPC peer actor).
   virtual caf::actor link_for(const cluster_view& cv, uint32_t id) = 0;
+  /// The same link, from any thread (the replicator's): no per-ring cache, a lock instead.
+  virtual caf::actor shared_link(const cluster_view& cv, uint32_t id) = 0;
   /// A connection on the memcached port opened with a link hello (cluster/link_wire.hpp):
   /// serve it. Takes `fd`; `rest` is what was read after the hello line.
   virtual void serve(int fd, std::string_view rest) = 0;

@@ -150,7 +150,7 @@ caf::actor node::route_table() const {
 caf::actor node::link_for(size_t loop, const cluster_view& cv, uint32_t id) {
   if (loop >= impl_->contexts.size() || !impl_->contexts[loop]->links)
     return {};
-  return impl_->contexts[loop]->links->link_for(cv, id);
+  return impl_->contexts[loop]->links->shared_link(cv, id);
 }
 
 void node::set_links(links_factory make) {

@@ -62,8 +62,8 @@ public:
   /// thread and its result serves that loop (loop_context::links) until stop() closes it.
   using links_factory = std::function<std::unique_ptr<loop_links>(io_loop&, loop_context&)>;
   void set_links(links_factory make);
-  /// Loop `loop`'s data link to member `id` of cv's ring (loop_links::link_for), or null.
-  /// On that loop's thread only.
+  /// Loop `loop`'s data link to member `id` of cv's ring (loop_links::shared_link), or null.
+  /// Any thread, between set_links() and stop().
   caf::actor link_for(size_t loop, const cluster_view& cv, uint32_t id);
 
   struct impl;

@@ -100,13 +100,11 @@ int main(int argc, char** argv) {
       node->set_links([ls](bifrost::actors::io_loop& l, bifrost::actors::loop_context& ctx) {
         return bifrost::cluster::make_loop_links(l, ctx, ls);
       });
-      // Replication goes through the first loop's links: its thread is the KJ loop's.
-      if (rpc_host) {
-        auto* n = node.get();
-        sc.replica_link = [n](const bifrost::actors::cluster_view& cv, uint32_t id) {
-          return n->link_for(0, cv, id);
-        };
-      }
+      // The replicator sends replicated state through the first loop's links.
+      auto* n = node.get();
+      sc.replica_link = [n](const bifrost::actors::cluster_view& cv, uint32_t id) {
+        return n->link_for(0, cv, id);
+      };
     }
     auto* n = node.get();
     cluster = bifrost::cluster::service::start(

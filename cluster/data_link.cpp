@@ -21,10 +21,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -880,6 +882,13 @@ public:
     return by_id_[id];
   }
 
+  caf::actor shared_link(const actors::cluster_view& cv, uint32_t id) override {
+    if (closed_ || !cv.ring || id >= cv.ring->size() || id >= cv.peers.size() ||
+        !cv.peers[id] || id >= cv.clients.size() || cv.clients[id].empty())
+      return {};
+    return find_or_spawn(cv, id);
+  }
+
   void serve(int fd, std::string_view rest) override {
     if (closed_) {
       ::close(fd);
@@ -890,6 +899,7 @@ public:
 
   void close_all() override {
     closed_ = true;
+    std::lock_guard<std::mutex> guard(links_mutex_);
     for (auto& [k, a] : links_)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     links_.clear();
@@ -903,6 +913,9 @@ private:
   // ring change: a member that left still serves until it exits, and calls in flight to it
   // must not fail; a link to a member that is gone only holds a closed socket's actor.
   caf::actor find_or_spawn(const actors::cluster_view& cv, uint32_t id) {
+    std::lock_guard<std::mutex> guard(links_mutex_);  // shared_link() comes from any thread
+    if (closed_)
+      return {};  // close_all() ran: no link may start after it
     const auto& name = cv.ring->member(id).name;
     std::string key = name + "\n" + cv.clients[id];
     auto it = links_.find(key);
@@ -918,10 +931,11 @@ private:
   actors::loop_context& ctx_;
   link_settings settings_;
   std::shared_ptr<registry> reg_;
-  std::unordered_map<std::string, caf::actor> links_;  // by name + "\n" + address
+  std::mutex links_mutex_;
+  std::unordered_map<std::string, caf::actor> links_;  // by name + "\n" + address (mutex)
   std::vector<caf::actor> by_id_;
   uint64_t epoch_ = 0;
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};
 };
 
 } // namespace

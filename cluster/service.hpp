@@ -78,8 +78,7 @@ struct service_config {
   uint32_t warm_window_ms = 30000;  ///< write-on-miss warming window after a ring change
   /// The data link (cluster/data_link.hpp) to member `id` of `view`'s ring, or null: the
   /// replicator sends replicated state through it (apply_atom), RPC when it is null or
-  /// refuses. Called on the KJ thread; set only when the links it reaches live there (the KJ
-  /// loop attached to the first I/O loop).
+  /// refuses. Called on the KJ thread.
   std::function<caf::actor(const actors::cluster_view& view, uint32_t id)> replica_link;
   std::function<void()> on_drain;   ///< Node.drain was called (run on the KJ thread)
   std::function<void()> on_leave;   ///< Node.leave was called (run on the KJ thread)

@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -102,6 +103,8 @@ std::vector<char*> to_argv(std::vector<std::string>& args) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   signal(SIGPIPE, SIG_DFL);
+  // A node never outlives the test process (a test binary that dies cannot reap it).
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   int devnull = ::open("/dev/null", O_RDONLY);
   if (devnull >= 0)
     ::dup2(devnull, 0);
