@@ -27,13 +27,19 @@ test-asan: setup
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j 1
 
-# libFuzzer over every parser for FUZZ_SECONDS each (clang).
+# libFuzzer over every parser for FUZZ_SECONDS each (clang): the memcached parser and the data
+# link's wire, each from its corpus (tests/<suite>/corpus/<target>).
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = protocol/fuzz_memcache cluster/fuzz_link_wire
 fuzz: setup
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DBIFROST_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_memcache
-	mkdir -p build-fuzz/corpus && cp -n tests/protocol/corpus/fuzz_memcache/* build-fuzz/corpus/ 2>/dev/null || true
-	build-fuzz/bin/fuzz_memcache -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus
+	set -e; for t in $(FUZZ_TARGETS); do \
+	  suite=$${t%%/*}; name=$${t##*/}; \
+	  cmake --build build-fuzz -j $(JOBS) --target $$name; \
+	  mkdir -p build-fuzz/corpus/$$name; \
+	  cp -n tests/$$suite/corpus/$$name/* build-fuzz/corpus/$$name/ 2>/dev/null || true; \
+	  build-fuzz/bin/$$name -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus/$$name; \
+	done
 
 bench: build
 	bench/compare

@@ -1,5 +1,7 @@
 #include "cluster/convert.hpp"
 
+#include <kj/debug.h>
+
 #include <memory>
 
 namespace bifrost::cluster {
@@ -165,6 +167,15 @@ capnp::MessageSize ops_size(const storage::op_batch& ops) {
   return {w, 1};
 }
 
+storage::op_batch from_rpc(capnp::List<rpc::Op>::Reader list) {
+  KJ_REQUIRE(list.size() <= call_max_ops, "too many ops in one call", list.size());
+  storage::op_batch ops;
+  ops.reserve(list.size());
+  for (auto o : list)
+    ops.push_back(from_rpc(o));
+  return ops;
+}
+
 void to_rpc_meta(const storage::result& r, rpc::Result::Builder b) {
   b.setStatus(to_rpc(r.st));
   b.setFlags(r.flags);
@@ -299,6 +310,8 @@ bool from_rpc(rpc::SwimMessage::Reader r, message& m) {
   m.target = to_string(r.getTarget());
   m.target_address = to_string(r.getTargetAddress());
   m.seq = r.getSeq();
+  if (r.getUpdates().size() > max_swim_members || r.getMembers().size() > max_swim_members)
+    return false;  // a hostile list (empty structs cost nothing to send): dropped
   m.updates.clear();
   for (auto u : r.getUpdates())
     m.updates.push_back(from_rpc(u));

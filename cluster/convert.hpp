@@ -67,6 +67,14 @@ inline std::string to_string(capnp::Text::Reader t) { return std::string(t.cStr(
 void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value = true);
 storage::op from_rpc(rpc::Op::Reader r);
 
+/// The ops of a data call (Node.execute/upload, a link's LinkCall). Throws (KJ) for more than
+/// call_max_ops: a list of empty structs costs its sender nothing per element and passes the
+/// traversal limit, so it is refused before anything is allocated for its elements.
+storage::op_batch from_rpc(capnp::List<rpc::Op>::Reader list);
+
+/// A SWIM message listing more members than this (updates or the full list) is dropped.
+constexpr size_t max_swim_members = 65536;
+
 /// Writes `r` without its value (the caller decides inline or streamed).
 void to_rpc_meta(const storage::result& r, rpc::Result::Builder b);
 /// Reads a result; an inline value becomes an in-memory pinned slice.

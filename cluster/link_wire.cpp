@@ -4,6 +4,7 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <kj/debug.h>
 #include <kj/exception.h>
 
 #include <algorithm>
@@ -177,7 +178,8 @@ void frame_buffer::consume(size_t n) noexcept {
 kj::ArrayPtr<const capnp::word> frame_buffer::frame(size_t size) {
   if (begin_ % sizeof(capnp::word) != 0)
     compact();  // a text line before the frames left them unaligned
-  return {buf_.data() + begin_ / sizeof(capnp::word), size / sizeof(capnp::word)};
+  return {reinterpret_cast<const capnp::word*>(buf_.data()) + begin_ / sizeof(capnp::word),
+          size / sizeof(capnp::word)};
 }
 
 // -- messages -----------------------------------------------------------------------------------
@@ -218,11 +220,7 @@ bool decode_call(kj::ArrayPtr<const capnp::word> frame, call& out, std::string& 
                  auto c = reader.getRoot<rpc::LinkCall>();
                  out.id = c.getId();
                  out.origin = c.getOrigin();
-                 auto list = c.getOps();
-                 out.ops.clear();
-                 out.ops.reserve(list.size());
-                 for (auto o : list)
-                   out.ops.push_back(from_rpc(o));
+                 out.ops = from_rpc(c.getOps());  // at most call_max_ops (throws)
                })) {
     error = e->getDescription().cStr();
     return false;
@@ -237,6 +235,8 @@ bool decode_reply(kj::ArrayPtr<const capnp::word> frame, uint64_t& id,
                  auto r = reader.getRoot<rpc::LinkReply>();
                  id = r.getId();
                  auto list = r.getResults();
+                 KJ_REQUIRE(list.size() <= call_max_ops, "too many results in one reply",
+                            list.size());
                  out.clear();
                  out.reserve(list.size());
                  streamed.assign(list.size(), false);

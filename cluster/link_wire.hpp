@@ -105,10 +105,10 @@ public:
   kj::ArrayPtr<const capnp::word> frame(size_t size);
 
 private:
-  size_t cap_bytes() const noexcept { return buf_.size() * sizeof(capnp::word); }
+  size_t cap_bytes() const noexcept { return buf_.size() * sizeof(uint64_t); }
   void compact();
 
-  std::vector<capnp::word> buf_;
+  std::vector<uint64_t> buf_;  // words (capnp::word itself cannot be copied or moved)
   size_t begin_ = 0;  // bytes
   size_t end_ = 0;    // bytes
 };

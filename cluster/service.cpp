@@ -540,13 +540,11 @@ kj::Promise<void> upload_sink::finish(FinishContext context) {
 }
 
 storage::op_batch read_ops(capnp::List<rpc::Op>::Reader list, rpc::Origin origin) {
-  storage::op_batch ops;
-  ops.reserve(list.size());
-  for (auto o : list) {
-    ops.push_back(from_rpc(o));
-    if (origin == rpc::Origin::WARM && ops.back().kind == storage::op_kind::get)
-      ops.back().get_bump = false;
-  }
+  auto ops = from_rpc(list);  // at most call_max_ops (throws: the call fails)
+  if (origin == rpc::Origin::WARM)
+    for (auto& o : ops)
+      if (o.kind == storage::op_kind::get)
+        o.get_bump = false;
   return ops;
 }
 
@@ -924,9 +922,12 @@ kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
   st->progress = progress;
   if (with_sink)
     req.setSink(kj::heap<collect_sink>(st));
-  return req.send().then([st, with_sink](capnp::Response<rpc::Node::ExecuteResults>&& r)
+  size_t ops_n = ops.size();
+  return req.send().then([st, with_sink, ops_n](capnp::Response<rpc::Node::ExecuteResults>&& r)
                              -> kj::Promise<storage::result_batch> {
     auto list = r.getResults();
+    KJ_REQUIRE(list.size() == ops_n, "a data call's results do not match its ops", list.size(),
+               ops_n);
     storage::result_batch rs;
     rs.reserve(list.size());
     for (auto x : list) {

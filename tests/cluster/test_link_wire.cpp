@@ -4,6 +4,8 @@
 #include "cluster/convert.hpp"
 #include "cluster/link_wire.hpp"
 
+#include <capnp/serialize.h>
+
 #include <boost/test/unit_test.hpp>
 
 #include <random>
@@ -272,14 +274,77 @@ BOOST_AUTO_TEST_CASE(hostile_headers_are_refused_before_allocation) {
   std::string error;
   std::mt19937 rng(3);
   for (int i = 0; i < 2000; ++i) {
-    std::vector<capnp::word> words(1 + rng() % 16);
+    std::vector<uint64_t> words(1 + rng() % 16);
     for (auto& w : words)
       for (auto& b : reinterpret_cast<uint8_t(&)[8]>(w))
         b = static_cast<uint8_t>(rng());
     std::string_view bytes(reinterpret_cast<const char*>(words.data()), words.size() * 8);
     if (lw::frame_size(bytes, size, need, lw::frame_limit) != lw::frame_status::ok)
       continue;
-    (void) lw::decode_call(kj::arrayPtr(words.data(), size / 8), c, error);
+    (void) lw::decode_call(
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(words.data()), size / 8), c, error);
+  }
+}
+
+// A few bytes that announce a million empty ops (an inline-composite list of zero-sized
+// structs: Cap'n Proto charges its traversal limit one word per element, so the message
+// passes it) are refused before a million ops are allocated.
+BOOST_AUTO_TEST_CASE(an_amplified_op_list_is_refused) {
+  for (uint64_t count : {uint64_t(call_max_ops + 1), uint64_t(1) << 20}) {
+    std::vector<uint64_t> w = {
+      uint64_t(5) << 32,                           // segment table: 1 segment of 5 words
+      (uint64_t(2) << 32) | (uint64_t(1) << 48),   // root: struct, 2 data words, 1 pointer
+      7,                                           // id
+      0,                                           // origin client
+      1 | (uint64_t(7) << 32),                     // ops: inline-composite list, 0 words
+      count << 2,                                  // tag: `count` structs of 0 data, 0 ptrs
+    };
+    size_t size = 0, need = 0;
+    std::string_view bytes(reinterpret_cast<const char*>(w.data()), w.size() * 8);
+    BOOST_REQUIRE(lw::frame_size(bytes, size, need, lw::frame_limit) == lw::frame_status::ok);
+    lw::call c;
+    std::string error;
+    BOOST_CHECK(!lw::decode_call(
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(w.data()), size / 8), c, error));
+    BOOST_CHECK_MESSAGE(error.find("too many ops") != std::string::npos, error);
+    BOOST_CHECK(c.ops.empty());
+  }
+  // At the bound it is a valid call of empty ops (the session then runs them).
+  std::vector<uint64_t> w = {uint64_t(5) << 32, (uint64_t(2) << 32) | (uint64_t(1) << 48), 7, 0,
+                             1 | (uint64_t(7) << 32), uint64_t(call_max_ops) << 2};
+  lw::call c;
+  std::string error;
+  BOOST_CHECK_MESSAGE(
+    lw::decode_call(kj::arrayPtr(reinterpret_cast<const capnp::word*>(w.data()), w.size()), c,
+                    error),
+    error);
+  BOOST_CHECK_EQUAL(c.ops.size(), call_max_ops);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The same amplification on the RPC side: a SWIM message listing a million empty members is
+// dropped, and Node.execute's ops are read through the bounded from_rpc (above, via a link).
+BOOST_AUTO_TEST_SUITE(rpc_bounds)
+
+BOOST_AUTO_TEST_CASE(a_swim_message_with_an_amplified_member_list_is_dropped) {
+  for (uint64_t count : {uint64_t(3), uint64_t(1) << 20}) {
+    std::vector<uint64_t> w = {
+      uint64_t(11) << 32,                         // segment table: 1 segment of 11 words
+      (uint64_t(2) << 32) | (uint64_t(7) << 48),  // root: SwimMessage, 2 data words, 7 pointers
+      0,                                          // kind ping
+      1,                                          // seq
+      0, 0, 0,                                    // from, target, targetAddress
+      1 | (3 << 2) | (uint64_t(7) << 32),         // updates: inline-composite list, 0 words
+      0, 0, 0,                                    // members, fromAddress, to
+      count << 2,                                 // tag: `count` empty MemberInfo structs
+    };
+    capnp::FlatArrayMessageReader reader(
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(w.data()), w.size()), rpc_reader_options());
+    message m;
+    bool ok = from_rpc(reader.getRoot<rpc::SwimMessage>(), m);
+    BOOST_CHECK_EQUAL(ok, count <= max_swim_members);
+    BOOST_CHECK_LE(m.updates.size(), max_swim_members);
   }
 }
 
