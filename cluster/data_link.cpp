@@ -129,6 +129,59 @@ void append_frame(actors::out_queue& out, const kj::Array<capnp::word>& frame) {
   out.bytes(std::string_view(bytes.begin(), bytes.size()));
 }
 
+// The socket of one end of a link (a session or a client link): the watched socket, its
+// output queue and writer, and the frame buffer it reads into. Loop thread only.
+struct link_io {
+  watched_socket* sock = nullptr;
+  actors::socket_writer writer{-1};
+  actors::out_queue out{SIZE_MAX};  // bytes only: frames are copied in
+  link_wire::frame_buffer in;
+  bool want_write = false;
+
+  bool open() const noexcept { return sock != nullptr; }
+  // Takes `fd`, watched on `loop` for `owner`; false (fd closed) when libuv refuses it.
+  bool attach(uv_loop_t* loop, int fd, void* owner) {
+    sock = watched_socket::open(loop, fd, owner);
+    writer = actors::socket_writer(fd);
+    return sock != nullptr;
+  }
+  // Writes what the socket takes now; false when the peer is gone. `bytes`: how many.
+  bool flush(uint64_t& bytes) {
+    bytes = 0;
+    if (out.empty() || want_write)
+      return true;
+    actors::write_stats st;
+    auto status = writer.flush(out, st);
+    bytes = st.bytes;
+    want_write = status == actors::socket_writer::status::blocked;
+    return status != actors::socket_writer::status::error;
+  }
+  // Closes the socket (if open) and drops what was queued or read.
+  void close() {
+    if (sock)
+      sock->close();
+    sock = nullptr;
+    out = actors::out_queue(SIZE_MAX);
+    in = link_wire::frame_buffer();
+    want_write = false;
+  }
+};
+
+// Socket events of a link end: an error -> on_socket_error(), writable -> on_writable(),
+// readable -> on_readable() (while the socket is still open).
+template <class End>
+void on_link_events(uv_poll_t* h, int status, int events) {
+  auto* self = static_cast<End*>(h->data);
+  if (status < 0) {
+    self->on_socket_error();
+    return;
+  }
+  if (events & UV_WRITABLE)
+    self->on_writable();
+  if ((events & UV_READABLE) && self->io_.open())
+    self->on_readable();
+}
+
 // The loop's sessions and links, shared with the actors so that a session can leave it when
 // it ends (the loop_links may be gone by then).
 struct registry {
@@ -142,8 +195,7 @@ class link_session final : public actors::loop_actor {
 public:
   link_session(caf::actor_config& cfg, actors::io_loop& loop, actors::loop_context& ctx, int fd,
                std::string rest, std::shared_ptr<registry> reg)
-    : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), rest_(std::move(rest)), reg_(std::move(reg)),
-      writer_(fd) {}
+    : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), rest_(std::move(rest)), reg_(std::move(reg)) {}
   const char* name() const override { return "link_session"; }
 
   caf::behavior make_behavior() override {
@@ -151,14 +203,13 @@ public:
     set_error_handler([](caf::error&) {});
     id_ = reg_->next_session++;
     reg_->sessions.emplace(id_, caf::actor_cast<caf::actor>(this));
-    sock_ = watched_socket::open(loop().uv(), fd_, this);
-    if (!sock_) {
+    if (!io_.attach(loop().uv(), fd_, this)) {
       quit();
       return {};
     }
     counters().add(counters().link_sessions_open);
     counted_ = true;
-    in_.append(rest_);
+    io_.in.append(rest_);
     std::string().swap(rest_);
     process();
     update_poll();
@@ -189,22 +240,15 @@ private:
 
   actors::loop_counters& counters() { return *ctx_.counters; }
 
-  static void on_poll(uv_poll_t* h, int status, int events) {
-    auto* self = static_cast<link_session*>(h->data);
-    if (status < 0) {
-      self->close_socket();
-      return;
-    }
-    if (events & UV_WRITABLE) {
-      self->want_write_ = false;
-      self->write_out();
-    }
-    if ((events & UV_READABLE) && self->sock_)
-      self->on_readable();
+  friend void on_link_events<link_session>(uv_poll_t*, int, int);
+  void on_socket_error() { close_socket(); }
+  void on_writable() {
+    io_.want_write = false;
+    write_out();
   }
 
   void on_readable() {
-    ssize_t n = read_into(sock_->fd, in_);
+    ssize_t n = read_into(io_.sock->fd, io_.in);
     if (n < 0) {
       close_socket();  // the member went away: the calls it waits for are dropped
       return;
@@ -216,18 +260,18 @@ private:
 
   // Refuses the link with one line (the peer reads it as the answer to its hello), then closes.
   void refuse(const std::string& line) {
-    out_.bytes(line);
+    io_.out.bytes(line);
     closing_ = true;
     write_out();
   }
 
   void process() {
-    while (sock_ && !closing_) {
+    while (io_.open() && !closing_) {
       if (!greeted_) {
         link_wire::hello h;
         size_t used = 0;
         std::string error;
-        switch (link_wire::parse_hello(in_.text(), h, used, error)) {
+        switch (link_wire::parse_hello(io_.in.text(), h, used, error)) {
           case link_wire::hello_status::incomplete:
             return;
           case link_wire::hello_status::not_hello:
@@ -238,7 +282,7 @@ private:
           case link_wire::hello_status::ok:
             break;
         }
-        in_.consume(used);
+        io_.in.consume(used);
         if (h.version != rpc::SCHEMA_VERSION) {
           refuse("SERVER_ERROR data link version mismatch: this node speaks version " +
                  std::to_string(rpc::SCHEMA_VERSION) + ", the peer speaks version " +
@@ -247,21 +291,21 @@ private:
         }
         peer_ = h.name;
         greeted_ = true;
-        out_.bytes(link_wire::accept_line(rpc::SCHEMA_VERSION));
+        io_.out.bytes(link_wire::accept_line(rpc::SCHEMA_VERSION));
         write_out();
         continue;
       }
-      if (calls_.size() >= session_max_calls || out_.pending_bytes() >= session_max_output)
+      if (calls_.size() >= session_max_calls || io_.out.pending_bytes() >= session_max_output)
         return;  // resumed when replies went out
       size_t size = 0, need = 0;
-      auto st = link_wire::frame_size(in_.text(), size, need, link_wire::frame_limit);
+      auto st = link_wire::frame_size(io_.in.text(), size, need, link_wire::frame_limit);
       if (st == link_wire::frame_status::incomplete)
         return;
       std::string error;
       running_call rc;
       if (st == link_wire::frame_status::bad)
         error = "frame too large or too many segments";
-      else if (!link_wire::decode_call(in_.frame(size), rc.call, error))
+      else if (!link_wire::decode_call(io_.in.frame(size), rc.call, error))
         ;
       else if (rc.call.origin != rpc::Origin::CLIENT && rc.call.origin != rpc::Origin::WARM &&
                rc.call.origin != rpc::Origin::REPLICA)
@@ -272,7 +316,7 @@ private:
         close_socket();
         return;
       }
-      in_.consume(size);
+      io_.in.consume(size);
       execute(std::move(rc));
     }
   }
@@ -332,7 +376,7 @@ private:
       }
     }
     groups_.erase(g);
-    if (sock_ && !closing_ && calls_.size() < session_max_calls / 2)
+    if (io_.open() && !closing_ && calls_.size() < session_max_calls / 2)
       process();  // input paused at the bound may continue
     update_poll();
   }
@@ -354,26 +398,19 @@ private:
   }
 
   void reply(const running_call& r) {
-    if (!sock_)
+    if (!io_.open())
       return;
-    append_frame(out_, link_wire::encode_reply(r.call.id, r.results));
+    append_frame(io_.out, link_wire::encode_reply(r.call.id, r.results));
     write_out();
   }
 
   void write_out() {
-    if (!sock_)
+    if (!io_.open())
       return;
-    if (!out_.empty() && !want_write_) {
-      actors::write_stats st;
-      auto status = writer_.flush(out_, st);
-      counters().add(counters().bytes_written, st.bytes);
-      if (status == actors::socket_writer::status::error) {
-        close_socket();
-        return;
-      }
-      want_write_ = status == actors::socket_writer::status::blocked;
-    }
-    if (closing_ && out_.empty()) {
+    uint64_t bytes = 0;
+    bool ok = io_.flush(bytes);
+    counters().add(counters().bytes_written, bytes);
+    if (!ok || (closing_ && io_.out.empty())) {
       close_socket();
       return;
     }
@@ -381,19 +418,19 @@ private:
   }
 
   void update_poll() {
-    if (!sock_)
+    if (!io_.open())
       return;
-    int ev = want_write_ ? UV_WRITABLE : 0;
-    if (!closing_ && calls_.size() < session_max_calls && out_.pending_bytes() < session_max_output)
+    int ev = io_.want_write ? UV_WRITABLE : 0;
+    if (!closing_ && calls_.size() < session_max_calls &&
+        io_.out.pending_bytes() < session_max_output)
       ev |= UV_READABLE;
-    sock_->watch(ev, &link_session::on_poll);
+    io_.sock->watch(ev, &on_link_events<link_session>);
   }
 
   void close_socket() {
-    if (!sock_)
+    if (!io_.open())
       return;
-    sock_->close();
-    sock_ = nullptr;
+    io_.close();
     if (counted_)
       counters().add(counters().link_sessions_open, static_cast<uint64_t>(-1));
     counted_ = false;
@@ -405,14 +442,10 @@ private:
   std::string rest_;
   std::shared_ptr<registry> reg_;
   uint64_t id_ = 0;
-  watched_socket* sock_ = nullptr;
+  link_io io_;
   bool counted_ = false;
-  actors::socket_writer writer_;
-  actors::out_queue out_{SIZE_MAX};  // bytes only: frames are copied in
-  link_wire::frame_buffer in_;
   bool greeted_ = false;
   bool closing_ = false;  // refused: close once the answer is out
-  bool want_write_ = false;
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;
   std::unordered_map<uint64_t, group> groups_;
@@ -566,7 +599,7 @@ private:
     auto& c = counters();
     c.add(c.link_calls_sent);
     c.add(c.link_ops_sent, b.ops.size());
-    append_frame(out_, link_wire::encode_call(id, b.origin, b.ops));
+    append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops));
     if (sent_.empty())
       progress_at_ = now();
     sent_.emplace(id, std::move(b));
@@ -584,13 +617,11 @@ private:
       fail("connect " + address_ + ": " + error, backoff_ms_);
       return;
     }
-    sock_ = watched_socket::open(loop().uv(), fd, this);
-    if (!sock_) {
+    if (!io_.attach(loop().uv(), fd, this)) {
       fail("connect " + address_ + ": cannot watch the socket", backoff_ms_);
       return;
     }
-    writer_ = actors::socket_writer(fd);
-    sock_->watch(UV_WRITABLE, &data_link::on_poll);
+    io_.sock->watch(UV_WRITABLE, &on_link_events<data_link>);
   }
 
   int open_socket(std::string& error) {
@@ -630,41 +661,37 @@ private:
     return fd;
   }
 
-  static void on_poll(uv_poll_t* h, int status, int events) {
-    auto* self = static_cast<data_link*>(h->data);
-    if (status < 0) {
-      self->fail("connection to " + self->address_ + " failed", self->backoff_ms_);
+  friend void on_link_events<data_link>(uv_poll_t*, int, int);
+  void on_socket_error() { fail("connection to " + address_ + " failed", backoff_ms_); }
+  void on_writable() {
+    if (state_ == state::connecting) {
+      on_connected();
       return;
     }
-    if (self->state_ == state::connecting) {
-      if (events & (UV_WRITABLE | UV_READABLE))
-        self->on_connected();
-      return;
-    }
-    if (events & UV_WRITABLE) {
-      self->want_write_ = false;
-      self->write_out();
-    }
-    if ((events & UV_READABLE) && self->sock_)
-      self->on_readable();
+    io_.want_write = false;
+    write_out();
   }
 
   void on_connected() {
     int err = 0;
     socklen_t len = sizeof err;
-    getsockopt(sock_->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    getsockopt(io_.sock->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0) {
       fail("connect " + address_ + ": " + std::strerror(err), backoff_ms_);
       return;
     }
     state_ = state::greeting;
     progress_at_ = now();
-    out_.bytes(link_wire::hello_line(rpc::SCHEMA_VERSION, settings_.node_name));
+    io_.out.bytes(link_wire::hello_line(rpc::SCHEMA_VERSION, settings_.node_name));
     write_out();
   }
 
   void on_readable() {
-    ssize_t n = read_into(sock_->fd, in_);
+    if (state_ == state::connecting) {
+      on_connected();  // a failed connect may read as readable
+      return;
+    }
+    ssize_t n = read_into(io_.sock->fd, io_.in);
     if (n < 0) {
       fail("connection to " + address_ + " closed", backoff_ms_);
       return;
@@ -675,7 +702,7 @@ private:
     if (state_ == state::greeting) {
       size_t used = 0;
       std::string error;
-      switch (link_wire::parse_answer(in_.text(), rpc::SCHEMA_VERSION, used, error)) {
+      switch (link_wire::parse_answer(io_.in.text(), rpc::SCHEMA_VERSION, used, error)) {
         case link_wire::answer_status::incomplete:
           return;
         case link_wire::answer_status::refused:
@@ -685,7 +712,7 @@ private:
         case link_wire::answer_status::ok:
           break;
       }
-      in_.consume(used);
+      io_.in.consume(used);
       state_ = state::ready;
       backoff_ms_ = backoff_first_ms;
       counters().add(counters().links_open);
@@ -698,16 +725,16 @@ private:
         else
           issue_rpc(std::move(b));  // the link failed on an earlier write: never sent
       }
-      if (!sock_)
+      if (!io_.open())
         return;
     }
     read_replies();
   }
 
   void read_replies() {
-    while (sock_) {
+    while (io_.open()) {
       size_t size = 0, need = 0;
-      auto st = link_wire::frame_size(in_.text(), size, need, link_wire::frame_limit);
+      auto st = link_wire::frame_size(io_.in.text(), size, need, link_wire::frame_limit);
       if (st == link_wire::frame_status::incomplete)
         return;
       uint64_t id = 0;
@@ -715,11 +742,11 @@ private:
       std::vector<bool> streamed;
       std::string error;
       if (st == link_wire::frame_status::bad ||
-          !link_wire::decode_reply(in_.frame(size), id, rs, streamed, error)) {
+          !link_wire::decode_reply(io_.in.frame(size), id, rs, streamed, error)) {
         fail("bad reply from " + peer_ + (error.empty() ? "" : ": " + error), backoff_ms_);
         return;
       }
-      in_.consume(size);
+      io_.in.consume(size);
       auto it = sent_.find(id);
       if (it == sent_.end())
         continue;  // not ours (cannot happen with a sane peer): ignored
@@ -780,29 +807,20 @@ private:
   // -- output -----------------------------------------------------------------------------
 
   void write_out() {
-    if (!sock_ || state_ == state::connecting)
+    if (!io_.open() || state_ == state::connecting)
       return;
-    if (!out_.empty() && !want_write_) {
-      actors::write_stats st;
-      auto status = writer_.flush(out_, st);
-      if (status == actors::socket_writer::status::error) {
-        fail("write to " + address_ + " failed", backoff_ms_);
-        return;
-      }
-      want_write_ = status == actors::socket_writer::status::blocked;
+    uint64_t bytes = 0;
+    if (!io_.flush(bytes)) {
+      fail("write to " + address_ + " failed", backoff_ms_);
+      return;
     }
-    sock_->watch(UV_READABLE | (want_write_ ? UV_WRITABLE : 0), &data_link::on_poll);
+    io_.sock->watch(UV_READABLE | (io_.want_write ? UV_WRITABLE : 0), &on_link_events<data_link>);
   }
 
   // -- failure ----------------------------------------------------------------------------
 
   void close_socket() {
-    if (sock_)
-      sock_->close();
-    sock_ = nullptr;
-    out_ = actors::out_queue(SIZE_MAX);
-    in_ = link_wire::frame_buffer();
-    want_write_ = false;
+    io_.close();
     if (open_counted_)
       counters().add(counters().links_open, static_cast<uint64_t>(-1));
     open_counted_ = false;
@@ -838,12 +856,8 @@ private:
   std::string peer_;
   caf::actor rpc_peer_;
   state state_ = state::idle;
-  watched_socket* sock_ = nullptr;
+  link_io io_;
   loop_timer* timer_ = nullptr;
-  actors::socket_writer writer_{-1};
-  actors::out_queue out_{SIZE_MAX};
-  link_wire::frame_buffer in_;
-  bool want_write_ = false;
   bool open_counted_ = false;
   std::deque<batch> queue_;                      // not issued yet, in arrival order
   std::vector<batch> waiting_;                   // on the link, before it is ready

@@ -30,16 +30,16 @@
 //     end them (a member that left still serves until it exits).
 // Server side — `link_session`, a loop actor per accepted link: a connection on the memcached
 // port whose first bytes are a link hello is handed over (actors/connection.cpp). It executes
-// each call's ops on the local shards (origin client or warm only) and answers with a
-// LinkReply; writes of origin client are handed to the replicator (R > 1), as Node.execute
-// does; origin replica is applied without replicating further. Sessions are not client connections: a drain leaves them open (members still
-// forward until this node has left); node shutdown closes them (close_all).
+// each call's ops on the local shards and answers with a LinkReply; writes of origin client
+// are handed to the replicator (R > 1), as Node.execute does; origin replica is applied
+// without replicating further. Sessions are not client connections: a drain leaves them open
+// (members still forward until this node has left); node shutdown closes them (close_all).
 //
 // Not used when the RPC runs over TLS: links would carry values in clear text (--cluster-links
 // off disables them too).
 //
-// Thread affinity: everything here runs on its I/O loop's thread; the loop_links of a loop
-// and the actors it spawns belong to that loop.
+// Thread affinity: everything here runs on its I/O loop's thread (the loop_links of a loop
+// and the actors it spawns belong to that loop), except loop_links::shared_link().
 #pragma once
 
 #include "actors/loop_links.hpp"

@@ -21,14 +21,19 @@ uint32_t le32(const char* p) {
   return v;  // x86 and every platform Debian builds Cap'n Proto for here are little-endian
 }
 
-// One line ending in "\r\n" (or "\n") at the front of `in`: its length without the ending,
-// and the bytes it takes with it; npos when incomplete.
-size_t line_end(std::string_view in, size_t& taken) {
+// The line at the front of `in`, ending in "\r\n" (or "\n") within max_hello_line bytes:
+// `line` without its ending, `taken` with it.
+enum class line_state { ok, incomplete, too_long };
+line_state front_line(std::string_view in, std::string_view& line, size_t& taken) {
   auto nl = in.find('\n');
   if (nl == std::string_view::npos)
-    return std::string_view::npos;
+    return in.size() > max_hello_line ? line_state::too_long : line_state::incomplete;
+  size_t len = nl > 0 && in[nl - 1] == '\r' ? nl - 1 : nl;
+  if (len > max_hello_line)
+    return line_state::too_long;
+  line = in.substr(0, len);
   taken = nl + 1;
-  return nl > 0 && in[nl - 1] == '\r' ? nl - 1 : nl;
+  return line_state::ok;
 }
 
 bool parse_u32(std::string_view s, uint32_t& v) {
@@ -73,20 +78,19 @@ hello_status parse_hello(std::string_view in, hello& out, size_t& consumed, std:
   size_t n = std::min(in.size(), hello_prefix.size());
   if (in.substr(0, n) != hello_prefix.substr(0, n))
     return hello_status::not_hello;
+  std::string_view line;
   size_t taken = 0;
-  size_t len = line_end(in, taken);
-  if (len == std::string_view::npos) {
-    if (in.size() > max_hello_line) {
+  switch (front_line(in, line, taken)) {
+    case line_state::incomplete:
+      return hello_status::incomplete;
+    case line_state::too_long:
       error = "hello line too long";
       return hello_status::bad;
-    }
-    return hello_status::incomplete;
+    case line_state::ok:
+      break;
   }
-  if (len > max_hello_line) {
-    error = "hello line too long";
-    return hello_status::bad;
-  }
-  std::string_view rest = in.substr(hello_prefix.size(), len - hello_prefix.size());
+  // The prefix has no line ending, so a complete line holds all of it.
+  std::string_view rest = line.substr(std::min(line.size(), hello_prefix.size()));
   auto sp = rest.find(' ');
   std::string_view name = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
   if (sp == std::string_view::npos || !parse_u32(rest.substr(0, sp), out.version) ||
@@ -101,19 +105,21 @@ hello_status parse_hello(std::string_view in, hello& out, size_t& consumed, std:
 
 answer_status parse_answer(std::string_view in, uint32_t version, size_t& consumed,
                            std::string& error) {
+  std::string_view line;
   size_t taken = 0;
-  size_t len = line_end(in, taken);
-  if (len == std::string_view::npos) {
-    if (in.size() > max_hello_line) {
+  switch (front_line(in, line, taken)) {
+    case line_state::incomplete:
+      return answer_status::incomplete;
+    case line_state::too_long:
       error = "answer line too long";
       return answer_status::refused;
-    }
-    return answer_status::incomplete;
+    case line_state::ok:
+      break;
   }
   consumed = taken;
-  if (in.substr(0, len) == "LINK " + std::to_string(version))
+  if (line == "LINK " + std::to_string(version))
     return answer_status::ok;
-  error.assign(in.substr(0, std::min(len, max_hello_line)));
+  error.assign(line);
   return answer_status::refused;
 }
 

@@ -185,21 +185,22 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// Replicated state for member `id` of ring_: through its data link when there is one that
   /// takes it, else by RPC (origin replica).
   kj::Promise<storage::result_batch> send_replica(uint32_t id, storage::op_batch ops);
-  void on_link_result(uint64_t tag, storage::result_batch&& r) {
-    auto it = link_waits.find(tag);
-    if (it == link_waits.end())
+  using result_waits =
+    std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<storage::result_batch>>>;
+  /// Fulfils (and forgets) the promise waiting for `tag`, if it still waits.
+  static void answer(result_waits& waits, uint64_t tag, storage::result_batch&& r) {
+    auto it = waits.find(tag);
+    if (it == waits.end())
       return;
     auto f = kj::mv(it->second);
-    link_waits.erase(it);
+    waits.erase(it);
     f->fulfill(kj::mv(r));
   }
+  void on_link_result(uint64_t tag, storage::result_batch&& r) {
+    answer(link_waits, tag, kj::mv(r));
+  }
   void on_local_result(uint64_t tag, storage::result_batch&& r) {
-    auto it = pending.find(tag);
-    if (it == pending.end())
-      return;
-    auto f = kj::mv(it->second);
-    pending.erase(it);
-    f->fulfill(kj::mv(r));
+    answer(pending, tag, kj::mv(r));
   }
 
   // -- remote execution (peer actors, replicator) --
@@ -275,9 +276,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   // local execution
   uint64_t next_tag = 1;
-  std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<storage::result_batch>>> pending;
+  result_waits pending;
   // replicated state sent through data links (apply_atom), by tag; answered to the replicator
-  std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<storage::result_batch>>> link_waits;
+  result_waits link_waits;
   uint64_t next_link_tag = 1;
   std::shared_ptr<const actors::cluster_view> view_;  // the last view built (replica links)
 

@@ -269,7 +269,8 @@ struct fixture {
     cluster::link_settings s;
     s.node_name = "self";
     s.rpc_timeout_ms = timeout_ms;
-    auto ring = cluster::ring::build({{"peer", "127.0.0.1:1", 1, true}, {"self", "127.0.0.1:2", 1, true}}, 1);
+    auto ring = cluster::ring::build(
+      {{"peer", "127.0.0.1:1", 1, true}, {"self", "127.0.0.1:2", 1, true}}, 1);
     actors::cluster_view cv;
     cv.ring = ring;
     cv.peers.resize(2);
@@ -291,6 +292,15 @@ struct fixture {
     (*self)->send(link, exec_atom::value, tag, std::move(ops));
   }
 
+  // Sends `ops` as batch `tag` and returns the call the server received for it.
+  std::optional<lw::call> call_through(fake_link_server& server, const caf::actor& link,
+                                       uint64_t tag, storage::op_batch ops) {
+    send(link, tag, std::move(ops));
+    auto call = server.calls.take();
+    BOOST_REQUIRE(call);
+    return call;
+  }
+
   // The next result message to the test's sender.
   std::pair<uint64_t, storage::result_batch> result(std::chrono::milliseconds limit = 3000ms) {
     std::pair<uint64_t, storage::result_batch> out{0, {}};
@@ -308,9 +318,7 @@ BOOST_FIXTURE_TEST_SUITE(data_link_client, fixture)
 BOOST_AUTO_TEST_CASE(small_batches_go_over_the_link) {
   fake_link_server server;
   auto link = link_to(server.port);
-  send(link, 7, gets({"a", "b"}));
-  auto call = server.calls.take();
-  BOOST_REQUIRE(call);
+  auto call = call_through(server, link, 7, gets({"a", "b"}));
   BOOST_CHECK(call->origin == cluster::rpc::Origin::CLIENT);
   BOOST_REQUIRE_EQUAL(call->ops.size(), 2u);
   BOOST_CHECK_EQUAL(call->ops[1].key, "b");
@@ -340,9 +348,7 @@ BOOST_AUTO_TEST_CASE(no_batch_overtakes_a_call_on_the_other_transport) {
   BOOST_REQUIRE(call);
   BOOST_CHECK_EQUAL(call->ops[0].key, "after-big");
   // 3: on the link, held by the server. 4: RPC-only (a get that touches), must wait for 3.
-  send(link, 3, gets({"held"}));
-  auto held = server.calls.take();
-  BOOST_REQUIRE(held);
+  auto held = call_through(server, link, 3, gets({"held"}));
   auto touch = gets({"touched"});
   touch[0].get_touch = true;
   send(link, 4, std::move(touch));
@@ -431,9 +437,7 @@ BOOST_AUTO_TEST_CASE(a_call_without_progress_times_out_unavailable) {
 BOOST_AUTO_TEST_CASE(streamed_values_are_read_again_by_rpc) {
   fake_link_server server;
   auto link = link_to(server.port);
-  send(link, 14, gets({"small", "large"}));
-  auto call = server.calls.take();
-  BOOST_REQUIRE(call);
+  auto call = call_through(server, link, 14, gets({"small", "large"}));
   storage::result_batch rs = hits(2, "s");
   rs[1].value = storage::pinned_slice::from_memory(
     std::make_shared<const std::string>(std::string(cluster::inline_value_limit + 10, 'L')));

@@ -118,9 +118,11 @@ BOOST_AUTO_TEST_CASE(other_first_lines_are_not_hellos_or_are_refused) {
   lw::hello h;
   size_t used = 0;
   std::string error;
-  for (std::string s : std::vector<std::string>{"get foo\r\n", "g", "bifrost-lin\r\n", "bifrost-linkX 1 a\r\n", "set"})
+  for (std::string s : std::vector<std::string>{"get foo\r\n", "g", "bifrost-lin\r\n",
+                                                "bifrost-linkX 1 a\r\n", "set"})
     BOOST_CHECK_MESSAGE(lw::parse_hello(s, h, used, error) == lw::hello_status::not_hello, s);
-  for (std::string s : std::vector<std::string>{"bifrost-link\r\n", "bifrost-link 1\r\n", "bifrost-link x a\r\n", "bifrost-link 1 \r\n",
+  for (std::string s : std::vector<std::string>{
+         "bifrost-link\r\n", "bifrost-link 1\r\n", "bifrost-link x a\r\n", "bifrost-link 1 \r\n",
         "bifrost-link 1 a b\r\n", "bifrost-link -1 a\r\n", "bifrost-link 99999999999 a\r\n",
         "bifrost-link " + std::string(600, '1') + " a\r\n"}) {
     error.clear();
