@@ -27,7 +27,7 @@ public:
   /// The same link, from any thread (the replicator's): no per-ring cache, a lock instead.
   virtual caf::actor shared_link(const cluster_view& cv, uint32_t id) = 0;
   /// A connection on the memcached port opened with a link hello (cluster/link_wire.hpp):
-  /// serve it. Takes `fd`; `rest` is what was read after the hello line.
+  /// serve it. Takes `fd`; `rest` is everything read so far, the hello line included.
   virtual void serve(int fd, std::string_view rest) = 0;
   /// Closes every link and session of this loop (node shutdown): their actors quit.
   virtual void close_all() = 0;

@@ -28,6 +28,7 @@
 #include <deque>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace bifrost::cluster {
@@ -187,7 +188,14 @@ void on_link_events(uv_poll_t* h, int status, int events) {
 struct registry {
   std::unordered_map<uint64_t, caf::actor> sessions;
   uint64_t next_session = 1;
+  std::atomic<size_t> serving{0};  // sessions spawned and not destroyed (any thread may
+                                   // drop a session's last reference)
+  bool closed = false;  // close_all ran: a session that starts now ends at once
 };
+
+// Sessions one loop serves at once; more link hellos are refused (a member opens one per
+// loop, so this bounds what anyone reaching the memcached port can hold open).
+constexpr size_t max_sessions_per_loop = 256;
 
 // -- server side --------------------------------------------------------------------------------
 
@@ -195,15 +203,27 @@ class link_session final : public actors::loop_actor {
 public:
   link_session(caf::actor_config& cfg, actors::io_loop& loop, actors::loop_context& ctx, int fd,
                std::string rest, std::shared_ptr<registry> reg)
-    : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), rest_(std::move(rest)), reg_(std::move(reg)) {}
+    : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), rest_(std::move(rest)), reg_(std::move(reg)) {
+    ++reg_->serving;
+  }
+  ~link_session() override {
+    if (fd_ >= 0)
+      ::close(fd_);  // never launched (its loop was stopping): the socket was never attached
+    --reg_->serving;
+  }
   const char* name() const override { return "link_session"; }
 
   caf::behavior make_behavior() override {
     set_default_handler(caf::drop);
     set_error_handler([](caf::error&) {});
+    if (reg_->closed) {  // spawned before close_all ran, launched after it
+      quit();
+      return {};
+    }
     id_ = reg_->next_session++;
     reg_->sessions.emplace(id_, caf::actor_cast<caf::actor>(this));
-    if (!io_.attach(loop().uv(), fd_, this)) {
+    int fd = std::exchange(fd_, -1);  // io_ owns it now (closes it even if attaching fails)
+    if (!io_.attach(loop().uv(), fd, this)) {
       quit();
       return {};
     }
@@ -414,6 +434,14 @@ private:
       close_socket();
       return;
     }
+    // Calls already read may have waited for the output to drain: run them now (the peer may
+    // have nothing more to send, so no readable event would come for them).
+    if (greeted_ && !closing_ && io_.in.size() > 0 && !draining_input_ &&
+        io_.out.pending_bytes() < session_max_output && calls_.size() < session_max_calls) {
+      draining_input_ = true;
+      process();
+      draining_input_ = false;
+    }
     update_poll();
   }
 
@@ -446,6 +474,7 @@ private:
   bool counted_ = false;
   bool greeted_ = false;
   bool closing_ = false;  // refused: close once the answer is out
+  bool draining_input_ = false;  // process() runs from write_out (no re-entry)
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;
   std::unordered_map<uint64_t, group> groups_;
@@ -501,8 +530,15 @@ public:
     for (auto& b : queue_)
       send_result(b.sender, b.tag, unavailable(b.ops.size()));
     queue_.clear();
-    for (auto& [t, c] : rpc_calls_)
-      send_result(c.sender, c.tag, c.rereads.empty() ? unavailable(c.n) : std::move(c.results));
+    for (auto& [t, c] : rpc_calls_) {
+      if (c.rereads.empty()) {
+        send_result(c.sender, c.tag, unavailable(c.n));
+        continue;
+      }
+      for (auto i : c.rereads)  // a hit whose value never came is no hit
+        c.results[i] = unavailable(1)[0];
+      send_result(c.sender, c.tag, std::move(c.results));
+    }
     rpc_calls_.clear();
   }
 
@@ -513,6 +549,7 @@ private:
     uint64_t tag = 0;
     storage::op_batch ops;
     rpc::Origin origin = rpc::Origin::CLIENT;  // or replica (apply_atom)
+    uint64_t sent_at = 0;                      // loop ms the call was written (on the link)
   };
   struct rpc_call {
     caf::actor sender;
@@ -557,7 +594,11 @@ private:
       auto& b = queue_.front();
       bool via_link = fits_link(b.ops, b.origin) && link_usable();
       if (!via_link && b.origin == rpc::Origin::REPLICA) {
-        issue_rpc(std::move(b));  // answered not_sent: the replicator uses RPC itself
+        // Answered not_sent: the replicator then uses RPC itself — only once nothing of this
+        // link is in flight, or its RPC copy could overtake older state still on the link.
+        if (in_flight_link() > 0)
+          return;
+        issue_rpc(std::move(b));
         queue_.pop_front();
         continue;
       }
@@ -600,8 +641,7 @@ private:
     c.add(c.link_calls_sent);
     c.add(c.link_ops_sent, b.ops.size());
     append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops));
-    if (sent_.empty())
-      progress_at_ = now();
+    b.sent_at = now();
     sent_.emplace(id, std::move(b));
     write_out();
   }
@@ -717,13 +757,12 @@ private:
       backoff_ms_ = backoff_first_ms;
       counters().add(counters().links_open);
       open_counted_ = true;
-      auto w = std::move(waiting_);
-      waiting_.clear();
-      for (auto& b : w) {
-        if (state_ == state::ready)
-          send_call(std::move(b));
-        else
-          issue_rpc(std::move(b));  // the link failed on an earlier write: never sent
+      // One at a time: if a write fails, fail() sends what is left of waiting_ by RPC, in
+      // order, before anything queued behind it.
+      while (!waiting_.empty() && state_ == state::ready) {
+        batch b = std::move(waiting_.front());
+        waiting_.pop_front();
+        send_call(std::move(b));
       }
       if (!io_.open())
         return;
@@ -794,9 +833,14 @@ private:
 
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<data_link*>(h->data);
-    bool busy = self->state_ == state::connecting || self->state_ == state::greeting ||
-                !self->sent_.empty();
-    if (busy && self->now() - self->progress_at_ > self->settings_.rpc_timeout_ms)
+    // Connecting or greeting without progress, or any call unanswered, for the timeout.
+    uint64_t since = self->progress_at_;
+    bool busy = self->state_ == state::connecting || self->state_ == state::greeting;
+    for (auto& [id, b] : self->sent_) {
+      since = busy ? std::min(since, b.sent_at) : b.sent_at;
+      busy = true;
+    }
+    if (busy && self->now() - since > self->settings_.rpc_timeout_ms)
       self->fail("no answer from " + self->peer_ + " within " +
                    std::to_string(self->settings_.rpc_timeout_ms) + " ms",
                  self->backoff_ms_);
@@ -847,7 +891,11 @@ private:
     waiting_.clear();
     for (auto& b : w)
       issue_rpc(std::move(b));
-    pump();
+    if (!in_fail_) {
+      in_fail_ = true;
+      pump();
+      in_fail_ = false;
+    }
   }
 
   actors::loop_context& ctx_;
@@ -859,8 +907,9 @@ private:
   link_io io_;
   loop_timer* timer_ = nullptr;
   bool open_counted_ = false;
+  bool in_fail_ = false;  // fail() runs pump() once, not from inside itself
   std::deque<batch> queue_;                      // not issued yet, in arrival order
-  std::vector<batch> waiting_;                   // on the link, before it is ready
+  std::deque<batch> waiting_;                    // on the link, before it is ready
   std::unordered_map<uint64_t, batch> sent_;     // on the link, by call id
   std::unordered_map<uint64_t, rpc_call> rpc_calls_;  // through RPC, by our tag
   uint64_t next_id_ = 1;
@@ -908,6 +957,12 @@ public:
       ::close(fd);
       return;
     }
+    if (reg_->serving >= max_sessions_per_loop) {
+      static const char refusal[] = "SERVER_ERROR too many data links\r\n";
+      (void) ::send(fd, refusal, sizeof refusal - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::close(fd);
+      return;
+    }
     loop_.system().spawn<link_session>(loop_, ctx_, fd, std::string(rest), reg_);
   }
 
@@ -918,6 +973,7 @@ public:
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     links_.clear();
     by_id_.clear();
+    reg_->closed = true;
     for (auto& [id, a] : reg_->sessions)
       caf::anon_send(a, close_atom::value);
   }

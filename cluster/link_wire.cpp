@@ -177,8 +177,11 @@ void frame_buffer::append(std::string_view bytes) {
 
 void frame_buffer::consume(size_t n) noexcept {
   begin_ += std::min(n, end_ - begin_);
-  if (begin_ == end_)
+  if (begin_ == end_) {
     begin_ = end_ = 0;
+    if (cap_bytes() > keep_bytes)
+      std::vector<uint64_t>().swap(buf_);  // one large frame does not pin its buffer for life
+  }
 }
 
 kj::ArrayPtr<const capnp::word> frame_buffer::frame(size_t size) {

@@ -105,6 +105,7 @@ public:
   kj::ArrayPtr<const capnp::word> frame(size_t size);
 
 private:
+  static constexpr size_t keep_bytes = 1 << 20;  // an empty buffer larger than this is freed
   size_t cap_bytes() const noexcept { return buf_.size() * sizeof(uint64_t); }
   void compact();
 

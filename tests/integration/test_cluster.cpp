@@ -4,6 +4,7 @@
 // Run: test_integration_cluster --log_level=message   ($BIFROST_BIN_DIR overrides the binaries'
 // directory; $BIFROST_IT_KEEP keeps the nodes' stderr files in /tmp/bifrost-it-*).
 #include "cluster_harness.hpp"
+#include "cluster/link_wire.hpp"
 #include "test_pki.hpp"
 
 #include <boost/test/results_collector.hpp>
@@ -992,11 +993,57 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
     BOOST_CHECK_LT(words, 64u);
     (void)m.read_exact(words * 8);
   }
+  {  // a burst of calls larger than the session runs at once, with replies larger than it
+     // queues: every call is answered (the session resumes reading its buffered calls once
+     // the replies have left; the peer has nothing more to send that could wake it)
+    namespace lw = bifrost::cluster::link_wire;
+    mc_client setter(port);
+    BOOST_REQUIRE_EQUAL(setter.set("bp-big", std::string(64 * 1024 - 100, 'b')), "STORED");
+    bifrost::storage::op_batch get(1);
+    get[0].kind = bifrost::storage::op_kind::get;
+    get[0].key = "bp-big";
+    get[0].get_value = true;
+    const uint64_t calls = 1500;  // the session runs at most 1024 at once
+    std::string burst = hello;
+    for (uint64_t id = 1; id <= calls; ++id) {
+      auto f = lw::encode_call(id, bifrost::cluster::rpc::Origin::CLIENT, get);
+      burst.append(f.asChars().begin(), f.asChars().size());
+    }
+    mc_client m(port, 10000ms);
+    m.send_all(burst);
+    std::this_thread::sleep_for(500ms);  // replies pile up past the session's output bound
+    BOOST_CHECK_EQUAL(m.read_line(), "LINK 1");
+    lw::frame_buffer in;
+    std::set<uint64_t> answered;
+    try {
+      while (answered.size() < calls) {
+        size_t size = 0, need = 0;
+        auto st = lw::frame_size(in.text(), size, need, lw::frame_limit);
+        BOOST_REQUIRE(st != lw::frame_status::bad);
+        if (st == lw::frame_status::incomplete) {
+          in.append(m.read_exact(need - in.size()));
+          continue;
+        }
+        uint64_t id = 0;
+        bifrost::storage::result_batch rs;
+        std::vector<bool> streamed;
+        std::string error;
+        BOOST_REQUIRE_MESSAGE(lw::decode_reply(in.frame(size), id, rs, streamed, error), error);
+        in.consume(size);
+        BOOST_CHECK_EQUAL(rs.size(), 1u);
+        answered.insert(id);
+      }
+    } catch (const mc_error& e) {
+      BOOST_ERROR("after " << answered.size() << " of " << calls << " replies: " << e.what());
+    }
+    BOOST_CHECK_EQUAL(answered.size(), calls);
+  }
+
   // Still serving memcached clients, and counting the served link call.
   mc_client m(port);
   BOOST_CHECK_EQUAL(m.set("after-hostile", "ok"), "STORED");
   BOOST_CHECK(m.get("after-hostile") == std::optional<std::string>("ok"));
-  BOOST_CHECK_EQUAL(stat_of(*ns[0], "cluster_link_calls_served"), 1);
+  BOOST_CHECK_EQUAL(stat_of(*ns[0], "cluster_link_calls_served"), 1501);
 }
 
 // --------------------------------------------------------------------------------------------
