@@ -3,6 +3,7 @@
 #include "actors/connection.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 namespace bifrost::actors {
 
@@ -50,14 +51,35 @@ void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32
 
 void dispatcher::flush() {
   for (auto& o : out_) {
-    if (o.ops.empty())
-      continue;
-    uint64_t tag = next_tag_++;
-    inflight_.emplace(tag, std::move(o.refs));
-    if (o.warm)
-      send(o.dest, warm_atom::value, tag, std::move(o.ops));
-    else
-      send(o.dest, exec_atom::value, tag, std::move(o.ops));
+    size_t n = o.ops.size();
+    for (size_t first = 0; first < n;) {
+      // The next part: at most max_batch_ops ops and max_batch_bytes of keys and values (at
+      // least one op), in order.
+      size_t last = first, bytes = 0;
+      while (last < n && last - first < max_batch_ops &&
+             (last == first || bytes + o.ops[last].key.size() + o.ops[last].value.size() <=
+                                 max_batch_bytes)) {
+        bytes += o.ops[last].key.size() + o.ops[last].value.size();
+        ++last;
+      }
+      storage::op_batch ops;
+      std::vector<ref> refs;
+      if (first == 0 && last == n) {
+        ops = std::move(o.ops);
+        refs = std::move(o.refs);
+      } else {
+        ops.assign(std::make_move_iterator(o.ops.begin() + first),
+                   std::make_move_iterator(o.ops.begin() + last));
+        refs.assign(o.refs.begin() + first, o.refs.begin() + last);
+      }
+      uint64_t tag = next_tag_++;
+      inflight_.emplace(tag, std::move(refs));
+      if (o.warm)
+        send(o.dest, warm_atom::value, tag, std::move(ops));
+      else
+        send(o.dest, exec_atom::value, tag, std::move(ops));
+      first = last;
+    }
   }
   out_.clear();
 }

@@ -6,6 +6,9 @@
 // stands for another node — and scatters each (result_atom, tag, result_batch) back to the
 // connections that are still open. Under load one message pair serves every request that
 // arrived in the same iteration, instead of one pair per request (docs/ARCHITECTURE.md).
+// A batch is cut into messages of at most max_batch_ops ops and max_batch_bytes of keys and
+// values, in order: a data link carries at most 256 ops a call (cluster/convert.hpp,
+// call_max_ops), and a larger batch would otherwise leave the fast path exactly under load.
 //
 // Thread affinity: hosted on its loop; add() and the hook run on that loop's thread only.
 #pragma once
@@ -25,6 +28,9 @@ struct loop_context;
 
 class dispatcher : public loop_actor {
 public:
+  static constexpr size_t max_batch_ops = 256;
+  static constexpr size_t max_batch_bytes = 8 << 20;
+
   dispatcher(caf::actor_config& cfg, io_loop& loop, loop_context& ctx);
 
   caf::behavior make_behavior() override;

@@ -922,6 +922,21 @@ BOOST_AUTO_TEST_CASE(data_links_carry_forwarded_ops_and_fall_back_to_rpc) {
   BOOST_CHECK_GT(rpc1, 1000);  // n3's keys went by RPC
   BOOST_CHECK_EQUAL(stat_of(*ns[0], "cluster_links_open"), 1);  // to n2 only
 
+  // One multi-get of 1000 keys: n2's share (~330 ops, more than a link call carries) still
+  // goes over the link, cut into calls of at most 256 ops, and comes back in request order.
+  long link_before = stat_of(*ns[0], "cluster_link_ops_sent");
+  std::vector<std::string> many(keys.begin(), keys.begin() + 1000);
+  {
+    mc_client m(ns[0]->port);
+    auto got = m.multi_get(many);
+    BOOST_REQUIRE_EQUAL(got.size(), many.size());
+    for (size_t i = 0; i < many.size(); ++i)
+      BOOST_CHECK(got[i].first == many[i] && got[i].second == value_for(many[i]));
+  }
+  long link_ops = stat_of(*ns[0], "cluster_link_ops_sent") - link_before;
+  report("a 1000-key multi-get through n1: " + std::to_string(link_ops) + " ops over the link");
+  BOOST_CHECK_GT(link_ops, 256);
+
   // Large values (streamed by RPC) and a get that touches (RPC) through every node.
   mc_client m1(ns[0]->port);
   std::string big(200 * 1024, 'B');
