@@ -651,10 +651,80 @@ private:
   void connect() {
     state_ = state::connecting;
     progress_at_ = now();
-    std::string error;
-    int fd = open_socket(error);
+    auto c = address_.rfind(':');
+    if (c == std::string::npos) {
+      fail("connect " + address_ + ": not host:port", backoff_ms_);
+      return;
+    }
+    std::string host = address_.substr(0, c), port = address_.substr(c + 1);
+    if (host.size() >= 2 && host.front() == '[')
+      host = host.substr(1, host.size() - 2);
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_NUMERICHOST;
+    addrinfo* res = nullptr;
+    if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) == 0 && res) {
+      dial(res);  // a numeric address (the usual advertised one): no lookup
+      freeaddrinfo(res);
+      return;
+    }
+    // A host name: resolved on libuv's thread pool, so the loop never waits for DNS.
+    hints.ai_flags = AI_NUMERICSERV;
+    auto* l = new lookup{{}, this};
+    l->req.data = l;
+    int rc = uv_getaddrinfo(loop().uv(), &l->req, &data_link::on_resolved, host.c_str(),
+                            port.c_str(), &hints);
+    if (rc != 0) {
+      delete l;
+      fail("resolve " + address_ + ": " + uv_strerror(rc), backoff_ms_);
+      return;
+    }
+    lookup_ = l;
+  }
+
+  // A pending host-name lookup; freed by its callback. `owner` is cleared when the link stops
+  // waiting for it (failure, timeout, exit), and the answer is then dropped.
+  struct lookup {
+    uv_getaddrinfo_t req;
+    data_link* owner;
+  };
+
+  static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+    auto* l = static_cast<lookup*>(req->data);
+    data_link* self = l->owner;
+    delete l;
+    if (self) {
+      self->lookup_ = nullptr;
+      if (status == 0 && res)
+        self->dial(res);
+      else
+        self->fail("resolve " + self->address_ + ": " + uv_strerror(status), self->backoff_ms_);
+    }
+    if (res)
+      uv_freeaddrinfo(res);
+  }
+
+  void forget_lookup() {
+    if (!lookup_)
+      return;
+    lookup_->owner = nullptr;
+    uv_cancel(reinterpret_cast<uv_req_t*>(&lookup_->req));  // its callback still frees it
+    lookup_ = nullptr;
+  }
+
+  // Opens a non-blocking connection to the first address of `res`.
+  void dial(const addrinfo* res) {
+    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-      fail("connect " + address_ + ": " + error, backoff_ms_);
+      fail("connect " + address_ + ": " + std::strerror(errno), backoff_ms_);
+      return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (::connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      int err = errno;
+      ::close(fd);
+      fail("connect " + address_ + ": " + std::strerror(err), backoff_ms_);
       return;
     }
     if (!io_.attach(loop().uv(), fd, this)) {
@@ -662,43 +732,6 @@ private:
       return;
     }
     io_.sock->watch(UV_WRITABLE, &on_link_events<data_link>);
-  }
-
-  int open_socket(std::string& error) {
-    auto c = address_.rfind(':');
-    if (c == std::string::npos) {
-      error = "not host:port";
-      return -1;
-    }
-    std::string host = address_.substr(0, c), port = address_.substr(c + 1);
-    if (host.size() >= 2 && host.front() == '[')
-      host = host.substr(1, host.size() - 2);
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    // Numeric hosts (the usual advertised address) resolve without a lookup; a host name is
-    // resolved here, on the loop thread, once per connection attempt.
-    if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0 || !res) {
-      error = gai_strerror(rc);
-      return -1;
-    }
-    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      error = std::strerror(errno);
-      freeaddrinfo(res);
-      return -1;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    if (rc != 0 && errno != EINPROGRESS) {
-      error = std::strerror(errno);
-      ::close(fd);
-      return -1;
-    }
-    return fd;
   }
 
   friend void on_link_events<data_link>(uv_poll_t*, int, int);
@@ -864,6 +897,7 @@ private:
   // -- failure ----------------------------------------------------------------------------
 
   void close_socket() {
+    forget_lookup();
     io_.close();
     if (open_counted_)
       counters().add(counters().links_open, static_cast<uint64_t>(-1));
@@ -905,6 +939,7 @@ private:
   caf::actor rpc_peer_;
   state state_ = state::idle;
   link_io io_;
+  lookup* lookup_ = nullptr;  // a host-name lookup in flight (connecting)
   loop_timer* timer_ = nullptr;
   bool open_counted_ = false;
   bool in_fail_ = false;  // fail() runs pump() once, not from inside itself

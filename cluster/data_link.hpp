@@ -15,7 +15,8 @@
 //     goes to the member's RPC peer actor, which answers the link.
 //   - Order: a batch is issued on one transport only while no call is in flight on the other,
 //     so ops reach the member in the order they were sent (as on one RPC connection).
-//   - The link connects on first use (hello line, then frames). A connection or greeting
+//   - The link connects on first use (hello line, then frames); a host name in the address is
+//     resolved on libuv's thread pool, never on the loop thread. A connection or greeting
 //     failure sends the waiting batches through RPC and backs off (0.1 s doubling to 5 s); a
 //     refused hello (a member that serves no links) backs off 30 s. A connection lost with
 //     calls in flight answers them `unavailable` (they may have run: reads fail over, writes

@@ -20,6 +20,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -278,7 +279,7 @@ struct fixture {
   }
 
   // The loop's link to member "peer" dialling `port`.
-  caf::actor link_to(int port, uint32_t timeout_ms = 2000) {
+  caf::actor link_to(int port, uint32_t timeout_ms = 2000, const std::string& host = "127.0.0.1") {
     cluster::link_settings s;
     s.node_name = "self";
     s.rpc_timeout_ms = timeout_ms;
@@ -291,7 +292,7 @@ struct fixture {
     uint32_t peer_id = ring->member(0).name == "peer" ? 0 : 1;
     cv.self = 1 - peer_id;
     cv.peers[peer_id] = rpc_peer;
-    cv.clients[peer_id] = "127.0.0.1:" + std::to_string(port);
+    cv.clients[peer_id] = host + ":" + std::to_string(port);
     caf::actor link;
     on_loop([&] {
       ctx.links = cluster::make_loop_links(*loop, ctx, s);
@@ -344,6 +345,40 @@ BOOST_AUTO_TEST_CASE(small_batches_go_over_the_link) {
   BOOST_CHECK_EQUAL(counters.link_calls_sent.load(), 1u);
   BOOST_CHECK_EQUAL(counters.link_ops_sent.load(), 2u);
   BOOST_CHECK_EQUAL(counters.links_open.load(), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_host_name_is_resolved_off_the_loop) {
+  // The link dials the first address a name resolves to; the fake server listens on
+  // 127.0.0.1, so this needs "localhost" to resolve there first (it does on the CI image).
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  bool v4_first = getaddrinfo("localhost", "1", &hints, &res) == 0 && res &&
+                  res->ai_family == AF_INET &&
+                  reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr.s_addr ==
+                    htonl(INADDR_LOOPBACK);
+  if (res)
+    freeaddrinfo(res);
+  if (!v4_first) {
+    BOOST_TEST_MESSAGE("skipped: localhost does not resolve to 127.0.0.1 first here");
+    return;
+  }
+  fake_link_server server;
+  auto link = link_to(server.port, 2000, "localhost");
+  auto call = call_through(server, link, 30, gets({"by-name"}));
+  server.reply(call->id, hits(1, "v"));
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 30u);
+  BOOST_CHECK_EQUAL(std::string(rs[0].value.view()), "v");
+  BOOST_CHECK(!rpc_log.take(50ms));
+}
+
+BOOST_AUTO_TEST_CASE(an_unresolvable_host_sends_the_batch_by_rpc) {
+  auto link = link_to(1, 2000, "no-such-host.invalid");
+  send(link, 31, gets({"k"}));
+  auto b = rpc_log.take(5000ms);
+  BOOST_REQUIRE(b);
+  BOOST_CHECK_EQUAL(b->ops[0].key, "k");
 }
 
 BOOST_AUTO_TEST_CASE(no_batch_overtakes_a_call_on_the_other_transport) {
