@@ -36,6 +36,7 @@ struct cluster_view {
   bool wait_replicas = false;                     // writes answer after every live owner stored them
   std::shared_ptr<const cluster::ring> previous;  // placement before the last change, or null
   std::vector<caf::actor> previous_peers;         // by member id of `previous`
+  std::vector<std::string> previous_clients;      // by member id of `previous` (links)
   int64_t warm_until_ms = 0;                      // steady-clock ms; warming window end
 };
 

@@ -498,8 +498,11 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           w.get_value = true;
           w.get_bump = false;
           rt.warming = true;
-          if (from.where == placement::peer)
-            ctx_.dispatch->add(cv.previous_peers[from.id], id_, seq, index, std::move(w), true);
+          if (from.where == placement::peer) {
+            caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
+            ctx_.dispatch->add(link ? link : cv.previous_peers[from.id], id_, seq, index,
+                               std::move(w), true);
+          }
           else
             ctx_.dispatch->add(local_shard_for(w.key), id_, seq, index, std::move(w));
           return;

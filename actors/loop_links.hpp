@@ -26,6 +26,9 @@ public:
   virtual caf::actor link_for(const cluster_view& cv, uint32_t id) = 0;
   /// The same link, from any thread (the replicator's): no per-ring cache, a lock instead.
   virtual caf::actor shared_link(const cluster_view& cv, uint32_t id) = 0;
+  /// The link to member `id` of cv's *previous* ring (write-on-miss warming), or null (then
+  /// cv.previous_peers[id]).
+  virtual caf::actor previous_link(const cluster_view& cv, uint32_t id) = 0;
   /// A connection on the memcached port opened with a link hello (cluster/link_wire.hpp):
   /// serve it. Takes `fd`; `rest` is everything read so far, the hello line included.
   virtual void serve(int fd, std::string_view rest) = 0;

@@ -509,9 +509,9 @@ public:
         pump();
       },
       [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
-        // Warm reads are not sent on links; pass them on as they came.
-        caf::send_as(caf::actor_cast<caf::actor>(current_sender()), rpc_peer_,
-                     actors::warm_atom::value, tag, std::move(ops));
+        auto sender = caf::actor_cast<caf::actor>(current_sender());
+        queue_.push_back(batch{std::move(sender), tag, std::move(ops), rpc::Origin::WARM});
+        pump();
       },
       [this](result_atom, uint64_t tag, storage::result_batch& rs) { on_rpc_result(tag, rs); },
     };
@@ -548,7 +548,7 @@ private:
     caf::actor sender;
     uint64_t tag = 0;
     storage::op_batch ops;
-    rpc::Origin origin = rpc::Origin::CLIENT;  // or replica (apply_atom)
+    rpc::Origin origin = rpc::Origin::CLIENT;  // or warm (warm_atom), replica (apply_atom)
     uint64_t sent_at = 0;                      // loop ms the call was written (on the link)
   };
   struct rpc_call {
@@ -622,7 +622,15 @@ private:
     }
     uint64_t t = next_rpc_tag_++;
     rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, b.ops.size(), {}, {}});
-    send(rpc_peer_, exec_atom::value, t, std::move(b.ops));
+    to_peer(b.origin, t, std::move(b.ops));
+  }
+
+  // To the member's RPC peer actor, as a client or a warm read; it answers this link.
+  void to_peer(rpc::Origin origin, uint64_t tag, storage::op_batch ops) {
+    if (origin == rpc::Origin::WARM)
+      send(rpc_peer_, actors::warm_atom::value, tag, std::move(ops));
+    else
+      send(rpc_peer_, exec_atom::value, tag, std::move(ops));
   }
 
   void issue_link(batch b) {
@@ -843,7 +851,7 @@ private:
       uint64_t t = next_rpc_tag_++;
       rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, rs.size(), std::move(rs),
                                      std::move(again)});
-      send(rpc_peer_, exec_atom::value, t, std::move(reads));
+      to_peer(b.origin, t, std::move(reads));
     }
     pump();
   }
@@ -965,26 +973,30 @@ public:
   ~links_impl() override { close_all(); }
 
   caf::actor link_for(const actors::cluster_view& cv, uint32_t id) override {
-    if (closed_ || !cv.ring || id >= cv.ring->size() || id >= cv.peers.size() ||
-        !cv.peers[id] || id >= cv.clients.size() || cv.clients[id].empty())
+    if (closed_ || !linkable(cv.ring.get(), cv.peers, cv.clients, id))
       return {};
     uint64_t epoch = cv.ring->epoch();
     if (epoch > epoch_) {  // a newer ring: forget the ids of the old one
       epoch_ = epoch;
       by_id_.assign(cv.ring->size(), caf::actor());
     }
-    if (epoch < epoch_ || id >= by_id_.size())
-      return find_or_spawn(cv, id);  // a caller still on an older ring (another loop's view)
+    if (epoch < epoch_ || id >= by_id_.size())  // a caller still on an older ring
+      return find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
     if (!by_id_[id])
-      by_id_[id] = find_or_spawn(cv, id);
+      by_id_[id] = find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
     return by_id_[id];
   }
 
   caf::actor shared_link(const actors::cluster_view& cv, uint32_t id) override {
-    if (closed_ || !cv.ring || id >= cv.ring->size() || id >= cv.peers.size() ||
-        !cv.peers[id] || id >= cv.clients.size() || cv.clients[id].empty())
+    if (closed_ || !linkable(cv.ring.get(), cv.peers, cv.clients, id))
       return {};
-    return find_or_spawn(cv, id);
+    return find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
+  }
+
+  caf::actor previous_link(const actors::cluster_view& cv, uint32_t id) override {
+    if (closed_ || !linkable(cv.previous.get(), cv.previous_peers, cv.previous_clients, id))
+      return {};
+    return find_or_spawn(*cv.previous, cv.previous_peers, cv.previous_clients, id);
   }
 
   void serve(int fd, std::string_view rest) override {
@@ -1017,17 +1029,24 @@ private:
   // A member's link, by name and address, spawned on first use. Links are never ended on a
   // ring change: a member that left still serves until it exits, and calls in flight to it
   // must not fail; a link to a member that is gone only holds a closed socket's actor.
-  caf::actor find_or_spawn(const actors::cluster_view& cv, uint32_t id) {
+  // Member `id` of `ring` has a peer actor and a memcached address to dial.
+  static bool linkable(const cluster::ring* ring, const std::vector<caf::actor>& peers,
+                       const std::vector<std::string>& clients, uint32_t id) {
+    return ring && id < ring->size() && id < peers.size() && peers[id] && id < clients.size() &&
+           !clients[id].empty();
+  }
+
+  caf::actor find_or_spawn(const cluster::ring& ring, const std::vector<caf::actor>& peers,
+                           const std::vector<std::string>& clients, uint32_t id) {
     std::lock_guard<std::mutex> guard(links_mutex_);  // shared_link() comes from any thread
     if (closed_)
       return {};  // close_all() ran: no link may start after it
-    const auto& name = cv.ring->member(id).name;
-    std::string key = name + "\n" + cv.clients[id];
+    const auto& name = ring.member(id).name;
+    std::string key = name + "\n" + clients[id];
     auto it = links_.find(key);
     if (it != links_.end())
       return it->second;
-    auto a = loop_.system().spawn<data_link>(loop_, ctx_, settings_, cv.clients[id], name,
-                                             cv.peers[id]);
+    auto a = loop_.system().spawn<data_link>(loop_, ctx_, settings_, clients[id], name, peers[id]);
     links_.emplace(std::move(key), a);
     return a;
   }

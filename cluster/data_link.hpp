@@ -24,6 +24,9 @@
 //     fails the connection the same way.
 //   - A get result that came back `streamed` (value over the inline limit) is read again
 //     through RPC, with a sink, before the batch is answered.
+//   - (warm_atom, tag, op_batch): write-on-miss warming reads (origin warm), on the link of the
+//     member of the previous ring that may hold the key (loop_links::previous_link), with
+//     the same fallback to RPC.
 //   - (apply_atom, tag, op_batch) from the replicator: replicated state (origin replica),
 //     on the link or, when the link cannot take it now, answered `not_sent` at once (the
 //     replicator then uses RPC; the RPC peer actor only takes client ops).

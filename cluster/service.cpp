@@ -268,6 +268,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // placement
   std::shared_ptr<const ring> ring_;
   std::vector<caf::actor> peers_;
+  std::vector<std::string> clients_;  // memcached addresses by member id of ring_ (data links)
   uint64_t epoch = 0;
   std::map<std::string, caf::actor> peer_by_name;
   caf::actor bridge;
@@ -1457,17 +1458,19 @@ void service::impl::rebuild(bool force) {
   auto view = std::make_shared<actors::cluster_view>();
   view->ring = next;
   view->peers = peers;
-  view->clients = std::move(clients);
+  view->clients = clients;
   view->replicas = std::max<uint32_t>(1, cfg.replicas);
   view->replicator = replicator;
   view->wait_replicas = cfg.wait_replicas;
   if (ring_) {
     view->previous = ring_;
     view->previous_peers = peers_;
+    view->previous_clients = clients_;
     view->warm_until_ms = static_cast<int64_t>(now_ms() + cfg.warm_window_ms);
   }
   ring_ = next;
   peers_ = std::move(peers);
+  clients_ = std::move(clients);
   view->self = ring_self();
   view->self_name = cfg.node_name;
   view_ = view;

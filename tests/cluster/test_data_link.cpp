@@ -74,6 +74,7 @@ struct rpc_batch {
   caf::actor sender;
   uint64_t tag;
   storage::op_batch ops;
+  bool warm;  // came as warm_atom
 };
 
 // Stands in for the member's RPC peer actor: records every batch; the test answers.
@@ -82,9 +83,14 @@ public:
   fake_rpc_peer(caf::actor_config& cfg, inbox<rpc_batch>* log)
     : caf::event_based_actor(cfg), log_(log) {}
   caf::behavior make_behavior() override {
-    return {[this](exec_atom, uint64_t tag, storage::op_batch& ops) {
-      log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops)});
-    }};
+    return {
+      [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
+        log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops), false});
+      },
+      [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
+        log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops), true});
+      },
+    };
   }
 
 private:
@@ -506,6 +512,33 @@ BOOST_AUTO_TEST_CASE(streamed_values_are_read_again_by_rpc) {
   BOOST_REQUIRE_EQUAL(got.size(), 2u);
   BOOST_CHECK_EQUAL(std::string(got[0].value.view()), "s");
   BOOST_CHECK_EQUAL(got[1].value.size(), cluster::inline_value_limit + 10);
+}
+
+BOOST_AUTO_TEST_CASE(warm_reads_go_over_the_link_or_to_the_peer_as_warm_reads) {
+  fake_link_server server;
+  auto link = link_to(server.port);
+  auto warm = gets({"w"});
+  warm[0].get_bump = false;
+  (*self)->send(link, actors::warm_atom::value, uint64_t(40), warm);
+  auto call = server.calls.take();
+  BOOST_REQUIRE(call);
+  BOOST_CHECK(call->origin == cluster::rpc::Origin::WARM);
+  server.reply(call->id, hits(1, "warm"));
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 40u);
+  BOOST_CHECK_EQUAL(std::string(rs[0].value.view()), "warm");
+  // Lost link: the next warm read goes to the RPC peer, still as a warm read.
+  server.drop();
+  for (int i = 0; i < 100 && counters.links_open.load() != 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  (*self)->send(link, actors::warm_atom::value, uint64_t(41), warm);
+  auto b = rpc_log.take();
+  BOOST_REQUIRE(b);
+  BOOST_CHECK(b->warm);
+  caf::anon_send(b->sender, result_atom::value, b->tag, hits(1, "via-rpc"));
+  auto [tag2, rs2] = result();
+  BOOST_CHECK_EQUAL(tag2, 41u);
+  BOOST_CHECK_EQUAL(std::string(rs2[0].value.view()), "via-rpc");
 }
 
 BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_comes_back_not_sent) {
