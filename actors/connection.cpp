@@ -402,7 +402,6 @@ bool is_read(const storage::op& o) {
   return o.kind == storage::op_kind::get && !storage::changes_item(o);
 }
 
-
 int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
            std::chrono::steady_clock::now().time_since_epoch())
@@ -502,9 +501,9 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
             ctx_.dispatch->add(link ? link : cv.previous_peers[from.id], id_, seq, index,
                                std::move(w), true);
-          }
-          else
+          } else {
             ctx_.dispatch->add(local_shard_for(w.key), id_, seq, index, std::move(w));
+          }
           return;
         }
       }

@@ -40,6 +40,12 @@ inline size_t inline_bytes_of(const storage::op& o) {
   return o.key.size() + (o.value.size() > inline_value_limit ? 0 : o.value.size());
 }
 
+/// `n` results of status `st` (a batch that could not run, or was not sent).
+inline storage::result_batch unavailable(size_t n,
+                                         storage::status st = storage::status::unavailable) {
+  return storage::result_batch(n, storage::result{st});
+}
+
 /// Message size hints: the first segment is allocated to fit the ops or results, instead of
 /// capnp's default 8 KiB segment per message (calloc + memset + free were ~9 % of a node's
 /// CPU in a forwarding profile).

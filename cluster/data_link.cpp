@@ -47,13 +47,6 @@ constexpr uint64_t backoff_first_ms = 100;
 constexpr uint64_t backoff_max_ms = 5000;
 constexpr uint64_t refused_backoff_ms = 30000;
 
-storage::result_batch unavailable(size_t n, storage::status st = storage::status::unavailable) {
-  storage::result_batch r(n);
-  for (auto& x : r)
-    x.st = st;
-  return r;
-}
-
 // A socket watched by a uv_poll on one loop. Heap-allocated: closing it frees it and closes
 // the fd in libuv's close callback, independent of the actor that used it.
 struct watched_socket {
@@ -388,7 +381,7 @@ private:
       auto& r = it->second;
       auto& idx = g->second.index;
       for (size_t j = 0; j < idx.size(); ++j)
-        r.results[idx[j]] = j < rs.size() ? std::move(rs[j]) : unavailable(1)[0];
+        r.results[idx[j]] = j < rs.size() ? std::move(rs[j]) : storage::result{storage::status::unavailable};
       if (--r.outstanding == 0) {
         replicate(r);
         reply(r);
@@ -536,7 +529,7 @@ public:
         continue;
       }
       for (auto i : c.rereads)  // a hit whose value never came is no hit
-        c.results[i] = unavailable(1)[0];
+        c.results[i] = storage::result{storage::status::unavailable};
       send_result(c.sender, c.tag, std::move(c.results));
     }
     rpc_calls_.clear();
@@ -866,7 +859,7 @@ private:
       send_result(c.sender, c.tag, std::move(rs));
     } else {
       for (size_t j = 0; j < c.rereads.size(); ++j)
-        c.results[c.rereads[j]] = j < rs.size() ? std::move(rs[j]) : unavailable(1)[0];
+        c.results[c.rereads[j]] = j < rs.size() ? std::move(rs[j]) : storage::result{storage::status::unavailable};
       send_result(c.sender, c.tag, std::move(c.results));
     }
     pump();

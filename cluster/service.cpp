@@ -57,14 +57,6 @@ uint64_t now_ms() {
                                    .count());
 }
 
-storage::result_batch unavailable(size_t n, storage::status st = storage::status::unavailable) {
-  storage::result_batch r(n);
-  for (auto& x : r)
-    x.st = st;
-  return r;
-}
-
-
 uint64_t stat_u64(const std::vector<std::pair<std::string, std::string>>& stats,
                   std::string_view name) {
   for (auto& [n, v] : stats)
@@ -267,8 +259,6 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   // placement
   std::shared_ptr<const ring> ring_;
-  std::vector<caf::actor> peers_;
-  std::vector<std::string> clients_;  // memcached addresses by member id of ring_ (data links)
   uint64_t epoch = 0;
   std::map<std::string, caf::actor> peer_by_name;
   caf::actor bridge;
@@ -281,7 +271,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // replicated state sent through data links (apply_atom), by tag; answered to the replicator
   result_waits link_waits;
   uint64_t next_link_tag = 1;
-  std::shared_ptr<const actors::cluster_view> view_;  // the last view built (replica links)
+  // the last view built: ring_'s peers and data link addresses (the next view's previous ones)
+  std::shared_ptr<const actors::cluster_view> view_;
 
   // peer calls in flight (answered with unavailable at shutdown)
   struct call_info {
@@ -1284,7 +1275,7 @@ kj::Promise<storage::result_batch> service::impl::send_replica(uint32_t id,
                                                                storage::op_batch ops) {
   auto addr = ring_->member(id).address;
   caf::actor link;
-  if (cfg.replica_link && view_ && view_->ring == ring_ && replicator)
+  if (cfg.replica_link && view_ && replicator)
     link = cfg.replica_link(*view_, id);
   if (!link)
     return remote_execute(addr, std::move(ops), rpc::Origin::REPLICA);
@@ -1457,20 +1448,18 @@ void service::impl::rebuild(bool force) {
   }
   auto view = std::make_shared<actors::cluster_view>();
   view->ring = next;
-  view->peers = peers;
-  view->clients = clients;
+  view->peers = std::move(peers);
+  view->clients = std::move(clients);
   view->replicas = std::max<uint32_t>(1, cfg.replicas);
   view->replicator = replicator;
   view->wait_replicas = cfg.wait_replicas;
-  if (ring_) {
-    view->previous = ring_;
-    view->previous_peers = peers_;
-    view->previous_clients = clients_;
+  if (view_) {
+    view->previous = view_->ring;
+    view->previous_peers = view_->peers;
+    view->previous_clients = view_->clients;
     view->warm_until_ms = static_cast<int64_t>(now_ms() + cfg.warm_window_ms);
   }
   ring_ = next;
-  peers_ = std::move(peers);
-  clients_ = std::move(clients);
   view->self = ring_self();
   view->self_name = cfg.node_name;
   view_ = view;
@@ -1570,7 +1559,7 @@ void service::impl::shutdown() {
   listener = nullptr;
   serving = false;
   peer_by_name.clear();
-  peers_.clear();
+  view_.reset();  // drops the peer actor handles
   bridge = nullptr;
   replicator = nullptr;
   route_table = nullptr;
