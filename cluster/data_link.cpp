@@ -278,7 +278,17 @@ private:
     write_out();
   }
 
+  // Runs the hello and every whole call buffered, until a bound (calls running, replies
+  // queued) is reached. Not re-entrant: the write_out() it calls may ask for it again.
   void process() {
+    if (processing_)
+      return;
+    processing_ = true;
+    process_input();
+    processing_ = false;
+  }
+
+  void process_input() {
     while (io_.open() && !closing_) {
       if (!greeted_) {
         link_wire::hello h;
@@ -429,12 +439,8 @@ private:
     }
     // Calls already read may have waited for the output to drain: run them now (the peer may
     // have nothing more to send, so no readable event would come for them).
-    if (greeted_ && !closing_ && io_.in.size() > 0 && !draining_input_ &&
-        io_.out.pending_bytes() < session_max_output && calls_.size() < session_max_calls) {
-      draining_input_ = true;
-      process();
-      draining_input_ = false;
-    }
+    if (greeted_ && !closing_ && io_.in.size() > 0)
+      process();  // stops again at the bounds; does nothing when called from inside itself
     update_poll();
   }
 
@@ -467,7 +473,7 @@ private:
   bool counted_ = false;
   bool greeted_ = false;
   bool closing_ = false;  // refused: close once the answer is out
-  bool draining_input_ = false;  // process() runs from write_out (no re-entry)
+  bool processing_ = false;  // inside process(): its write_out must not start it again
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;
   std::unordered_map<uint64_t, group> groups_;
