@@ -42,10 +42,9 @@ using ring_atom = caf::atom_constant<caf::atom("ring")>;
 /// (warm_atom, tag, op_batch) to a peer actor: execute on that node with origin `warm` (reads
 /// for write-on-miss warming, no access counted); reply (result_atom, tag, result_batch).
 using warm_atom = caf::atom_constant<caf::atom("warm")>;
-/// (apply_atom, tag, op_batch) to a data link (cluster/data_link.hpp): replicated state for
-/// that member (origin replica: applied there, not replicated further); reply (result_atom,
-/// tag, result_batch), every result `not_sent` when the link cannot carry the batch now (the
-/// replicator then uses RPC).
+/// (apply_atom, tag, op_batch) to a data link (cluster/data_link.hpp) or a peer actor:
+/// replicated state for that member (origin replica: applied there, not replicated further);
+/// reply (result_atom, tag, result_batch).
 using apply_atom = caf::atom_constant<caf::atom("apply")>;
 /// (replicate_atom, std::vector<std::string> keys) to the replicator: these keys were written
 /// on this node as their primary; copy their current state (or absence) to the other owners

@@ -46,7 +46,9 @@ int main(int argc, char** argv) {
   // The cluster RPC's KJ loop runs on the first I/O loop's thread (docs/ARCHITECTURE.md, "RPC
   // on the I/O loop"), unless --rpc-thread own.
   std::shared_ptr<bifrost::cluster::kj_loop> rpc_host;
+  bifrost::actors::io_loop* first_loop = nullptr;
   auto node = bifrost::actors::node::start(cfg, error, [&](bifrost::actors::io_loop& l) {
+    first_loop = &l;
     if (cfg.rpc_enabled && cfg.rpc_on_loop) {
       rpc_host = std::make_shared<bifrost::cluster::kj_loop>(l.system());
       rpc_host->attach(l);
@@ -106,6 +108,9 @@ int main(int argc, char** argv) {
         return n->link_for(0, cv, id);
       };
     }
+    // The replicator runs on the first I/O loop, with that loop's shards and links: replication
+    // crosses no thread, whichever thread runs the RPC (cluster/replicator.hpp).
+    sc.replicator_host = first_loop;
     auto* n = node.get();
     cluster = bifrost::cluster::service::start(
       n->system(), sc, n->shards(), n->route_table(),

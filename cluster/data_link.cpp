@@ -592,15 +592,6 @@ private:
     while (!queue_.empty()) {
       auto& b = queue_.front();
       bool via_link = fits_link(b.ops, b.origin) && link_usable();
-      if (!via_link && b.origin == rpc::Origin::REPLICA) {
-        // Answered not_sent: the replicator then uses RPC itself — only once nothing of this
-        // link is in flight, or its RPC copy could overtake older state still on the link.
-        if (in_flight_link() > 0)
-          return;
-        issue_rpc(std::move(b));
-        queue_.pop_front();
-        continue;
-      }
       if (via_link ? !rpc_calls_.empty() : in_flight_link() > 0)
         return;
       batch next = std::move(b);
@@ -615,19 +606,17 @@ private:
   size_t in_flight_link() const { return sent_.size() + waiting_.size(); }
 
   void issue_rpc(batch b) {
-    if (b.origin == rpc::Origin::REPLICA) {
-      send_result(b.sender, b.tag, unavailable(b.ops.size(), storage::status::not_sent));
-      return;
-    }
     uint64_t t = next_rpc_tag_++;
     rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, b.ops.size(), {}, {}});
     to_peer(b.origin, t, std::move(b.ops));
   }
 
-  // To the member's RPC peer actor, as a client or a warm read; it answers this link.
+  // To the member's RPC peer actor, with the batch's origin; it answers this link.
   void to_peer(rpc::Origin origin, uint64_t tag, storage::op_batch ops) {
     if (origin == rpc::Origin::WARM)
       send(rpc_peer_, actors::warm_atom::value, tag, std::move(ops));
+    else if (origin == rpc::Origin::REPLICA)
+      send(rpc_peer_, actors::apply_atom::value, tag, std::move(ops));
     else
       send(rpc_peer_, exec_atom::value, tag, std::move(ops));
   }

@@ -28,8 +28,7 @@
 //     member of the previous ring that may hold the key (loop_links::previous_link), with
 //     the same fallback to RPC.
 //   - (apply_atom, tag, op_batch) from the replicator: replicated state (origin replica),
-//     on the link or, when the link cannot take it now, answered `not_sent` at once (the
-//     replicator then uses RPC; the RPC peer actor only takes client ops).
+//     with the same fallback to RPC (the peer actor takes apply_atom too).
 //   - Links are spawned on first use and live until the node stops: a ring change does not
 //     end them (a member that left still serves until it exits).
 // Server side — `link_session`, a loop actor per accepted link: a connection on the memcached

@@ -18,6 +18,7 @@
 #include "cluster/convert.hpp"
 #include "cluster/kj_loop.hpp"
 #include "cluster/link_wire.hpp"
+#include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
 #include "cluster/tls.hpp"
 
@@ -45,11 +46,6 @@ namespace bifrost::cluster {
 namespace {
 
 using VatId = capnp::rpc::twoparty::VatId;
-
-// Background replication: a batch an owner did not take is sent again this many times, after
-// 200, 600 and 1800 ms (by then failure detection has usually moved the key to a live owner).
-constexpr unsigned replicate_retries = 3;
-constexpr uint64_t replicate_backoff_ms = 200;
 
 uint64_t now_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -174,9 +170,6 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// For callers that are not members (bifrostctl): each op goes to its key's live primary,
   /// local shards or a peer over RPC (origin client); local writes are replicated.
   kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops);
-  /// Replicated state for member `id` of ring_: through its data link when there is one that
-  /// takes it, else by RPC (origin replica).
-  kj::Promise<storage::result_batch> send_replica(uint32_t id, storage::op_batch ops);
   using result_waits =
     std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<storage::result_batch>>>;
   /// Fulfils (and forgets) the promise waiting for `tag`, if it still waits.
@@ -188,9 +181,18 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     waits.erase(it);
     f->fulfill(kj::mv(r));
   }
-  void on_link_result(uint64_t tag, storage::result_batch&& r) {
-    answer(link_waits, tag, kj::mv(r));
+  /// The replicator's (replicated_atom) answer to a write that waits for every replica.
+  void on_replicated(uint64_t tag, bool ok) {
+    auto it = repl_pending.find(tag);
+    if (it == repl_pending.end())
+      return;
+    auto f = kj::mv(it->second);
+    repl_pending.erase(it);
+    f->fulfill(kj::mv(ok));
   }
+  /// Replicates `keys` once through the replicator (cluster/replicator.hpp); true when every
+  /// live owner took them.
+  kj::Promise<bool> replicate_once(std::vector<std::string> keys);
   void on_local_result(uint64_t tag, storage::result_batch&& r) {
     answer(pending, tag, kj::mv(r));
   }
@@ -203,19 +205,6 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void peer_call(const std::string& name, rpc::Origin origin, uint64_t tag, storage::op_batch ops,
                  caf::actor sender, caf::actor self);
   void finish_call(uint64_t id, storage::result_batch&& r);
-  /// Copies each key's current local state (or absence) to its other live owners; true when
-  /// every owner acknowledged. A batch an owner did not take is retried `retries` times after
-  /// a backoff (state and owners read again).
-  kj::Promise<bool> replicate(std::vector<std::string> keys, unsigned retries);
-  /// Background replication of `keys` (replicate_atom from a connection or a link session):
-  /// the keys of every such message that arrives before the next KJ turn go as one batch
-  /// (one local read, one call per owner), each key once.
-  void queue_replication(std::vector<std::string> keys);
-  std::vector<std::string> repl_queue;
-  bool repl_flush_scheduled = false;
-  /// (replicate_atom, keys, tag) from `sender`: replicate once, answer (replicated_atom, tag, ok).
-  void replicate_for(std::vector<std::string> keys, uint64_t tag, caf::actor sender,
-                     caf::actor self);
 
   template <typename T>
   kj::Promise<T> bounded(kj::Promise<T> p, std::shared_ptr<uint64_t> progress,
@@ -268,9 +257,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // local execution
   uint64_t next_tag = 1;
   result_waits pending;
-  // replicated state sent through data links (apply_atom), by tag; answered to the replicator
-  result_waits link_waits;
-  uint64_t next_link_tag = 1;
+  // writes waiting for every replica (replicate_once), by tag
+  std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<bool>>> repl_pending;
+  uint64_t next_repl_tag = 1;
   // the last view built: ring_'s peers and data link addresses (the next view's previous ones)
   std::shared_ptr<const actors::cluster_view> view_;
 
@@ -292,12 +281,6 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
       ops += n;
     }
   } sent, served;
-  // replications a connection waits for (answered `false` at shutdown)
-  struct repl_wait {
-    caf::actor sender, self;
-    uint64_t tag;
-  };
-  std::map<uint64_t, repl_wait> repl_waits;
 
   // outgoing connections, one per RPC address
   struct client_conn;
@@ -360,6 +343,9 @@ public:
       [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
         call(rpc::Origin::WARM, tag, std::move(ops));
       },
+      [this](actors::apply_atom, uint64_t tag, storage::op_batch& ops) {
+        call(rpc::Origin::REPLICA, tag, std::move(ops));  // from the replicator or a link
+      },
     };
   }
 
@@ -384,7 +370,8 @@ private:
   std::string name_;
 };
 
-// Sends the RPC server's ops to the local shards and receives their results on the KJ thread.
+// Sends the RPC server's ops to the local shards and receives their results on the KJ thread;
+// the same for the writes it asks the replicator to replicate before they answer.
 class bridge_actor final : public core_actor {
 public:
   using core_actor::core_actor;
@@ -395,43 +382,9 @@ public:
         if (core_)
           core_->on_local_result(tag, std::move(r));
       },
-    };
-  }
-};
-
-class replicator_actor final : public core_actor {
-public:
-  using core_actor::core_actor;
-  const char* name() const override { return "cluster_replicator"; }
-  caf::behavior make_behavior() override {
-    return {
-      [this](actors::replicate_atom, std::vector<std::string>& keys) {
-        if (!core_)
-          return;
-        KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                       core_->queue_replication(std::move(keys));
-                     })) {
-          std::fprintf(stderr, "bifrost cluster: replicate: %s\n", e->getDescription().cStr());
-        }
-      },
-      [this](actors::result_atom, uint64_t tag, storage::result_batch& r) {
+      [this](actors::replicated_atom, uint64_t tag, bool ok) {
         if (core_)
-          core_->on_link_result(tag, std::move(r));  // a data link took replicated state
-      },
-      [this](actors::replicate_atom, std::vector<std::string>& keys, uint64_t tag) {
-        auto sender = caf::actor_cast<caf::actor>(current_sender());
-        auto self = caf::actor_cast<caf::actor>(this);
-        if (core_) {
-          KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                         core_->replicate_for(std::move(keys), tag, sender, self);
-                       })) {
-            std::fprintf(stderr, "bifrost cluster: replicate: %s\n", e->getDescription().cStr());
-          } else {
-            return;
-          }
-        }
-        if (sender)
-          send(sender, actors::replicated_atom::value, tag, false);
+          core_->on_replicated(tag, ok);
       },
     };
   }
@@ -507,7 +460,7 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
     caf::anon_send(core.replicator, actors::replicate_atom::value, std::move(keys));
     return kj::mv(rs);
   }
-  return core.replicate(std::move(keys), 0)
+  return core.replicate_once(std::move(keys))
       .then([rs = std::move(rs), idx = std::move(idx)](bool ok) mutable {
         if (!ok)
           for (auto i : idx) {
@@ -1180,160 +1133,21 @@ kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batc
 
 // -- replication --------------------------------------------------------------------------------
 
-kj::Promise<bool> service::impl::replicate(std::vector<std::string> keys, unsigned retries) {
-  if (stopping)
+// -- replication --------------------------------------------------------------------------------
+
+kj::Promise<bool> service::impl::replicate_once(std::vector<std::string> keys) {
+  if (stopping || !replicator)
     return false;
-  if (!ring_ || cfg.replicas <= 1 || keys.empty())
-    return true;
-  storage::op_batch reads;
-  for (auto& k : keys) {
-    storage::op o;
-    o.kind = storage::op_kind::get;
-    o.key = k;
-    o.get_bump = false;
-    reads.push_back(std::move(o));
-  }
-  return local_execute(std::move(reads))
-      .then([this, keys = std::move(keys), retries](storage::result_batch rs)
-                -> kj::Promise<bool> {
-        if (stopping || !ring_)
-          return false;
-        struct batch {
-          storage::op_batch ops;
-          std::vector<size_t> key_index;  // into `keys`
-        };
-        std::map<uint32_t, batch> per_owner;
-        std::vector<ring::member_id> owners(cfg.replicas);
-        uint32_t self = ring_self();
-        std::vector<size_t> unread;  // the local state could not be read: nothing is sent
-        for (size_t i = 0; i < keys.size(); ++i) {
-          if (i >= rs.size() || rs[i].st == storage::status::unavailable) {
-            unread.push_back(i);  // never mistake it for an absence (that would delete)
-            continue;
-          }
-          size_t k = ring_->live_owner_ids(ring::key_hash(keys[i]), cfg.replicas, owners.data());
-          storage::op o;
-          o.key = keys[i];
-          if (rs[i].st == storage::status::hit) {
-            o.kind = storage::op_kind::store;
-            o.mode = storage::store_mode::set;
-            auto v = rs[i].value.view();
-            o.value.assign(v.data(), v.size());
-            o.flags = rs[i].flags;
-            o.ttl = rs[i].exptime;  // absolute unix time (or 0 = never)
-            o.explicit_cas = rs[i].cas;
-          } else {
-            o.kind = storage::op_kind::remove;
-          }
-          for (size_t j = 0; j < k; ++j)
-            if (owners[j] != self) {
-              auto& b = per_owner[owners[j]];
-              b.ops.push_back(o);
-              b.key_index.push_back(i);
-            }
-        }
-        if (per_owner.empty() && unread.empty())
-          return true;
-        auto sent = kj::heapArrayBuilder<kj::Promise<std::vector<size_t>>>(per_owner.size());
-        for (auto& [id, b] : per_owner) {
-          sent.add(send_replica(id, std::move(b.ops))
-                       .then([index = std::move(b.key_index)](storage::result_batch r) {
-                         std::vector<size_t> failed;  // keys this owner did not take
-                         for (size_t i = 0; i < index.size(); ++i)
-                           if (i >= r.size() || r[i].st == storage::status::unavailable)
-                             failed.push_back(index[i]);
-                         return failed;
-                       }));
-        }
-        return kj::joinPromises(sent.finish())
-            .then([this, keys, retries, unread = std::move(unread)](
-                      kj::Array<std::vector<size_t>> failed) -> kj::Promise<bool> {
-              std::vector<size_t> again = unread;
-              for (auto& f : failed)
-                again.insert(again.end(), f.begin(), f.end());
-              if (again.empty())
-                return true;
-              if (retries == 0 || stopping)
-                return false;
-              std::sort(again.begin(), again.end());
-              again.erase(std::unique(again.begin(), again.end()), again.end());
-              std::vector<std::string> retry;
-              for (auto i : again)
-                retry.push_back(keys[i]);
-              uint64_t delay = replicate_backoff_ms;
-              for (unsigned a = retries; a < replicate_retries; ++a)
-                delay *= 3;
-              return timer.afterDelay(delay * kj::MILLISECONDS)
-                  .then([this, retry = std::move(retry), retries]() mutable {
-                    return replicate(std::move(retry), retries - 1);
-                  });
-            });
-      });
-}
-
-kj::Promise<storage::result_batch> service::impl::send_replica(uint32_t id,
-                                                               storage::op_batch ops) {
-  auto addr = ring_->member(id).address;
-  caf::actor link;
-  if (cfg.replica_link && view_ && replicator)
-    link = cfg.replica_link(*view_, id);
-  if (!link)
-    return remote_execute(addr, std::move(ops), rpc::Origin::REPLICA);
-  uint64_t tag = next_link_tag++;
-  auto paf = kj::newPromiseAndFulfiller<storage::result_batch>();
-  link_waits.emplace(tag, kj::mv(paf.fulfiller));
-  auto shared = std::make_shared<storage::op_batch>(ops);  // kept for the RPC fallback
-  caf::send_as(replicator, link, actors::apply_atom::value, tag, std::move(ops));
-  size_t n = shared->size();
-  // The link answers within its own timeout; this bound only guards against a lost answer.
-  auto answered = paf.promise.exclusiveJoin(
-    timer.afterDelay((cfg.rpc_timeout_ms + 1000) * kj::MILLISECONDS).then([this, tag, n] {
-      link_waits.erase(tag);
-      return unavailable(n);
+  uint64_t tag = next_repl_tag++;
+  auto paf = kj::newPromiseAndFulfiller<bool>();
+  repl_pending.emplace(tag, kj::mv(paf.fulfiller));
+  caf::send_as(bridge, replicator, actors::replicate_atom::value, std::move(keys), tag);
+  // The replicator answers within two bounded phases; this only guards against a lost answer.
+  return paf.promise.exclusiveJoin(
+    timer.afterDelay((2 * cfg.rpc_timeout_ms + 3000) * kj::MILLISECONDS).then([this, tag] {
+      repl_pending.erase(tag);
+      return false;
     }));
-  return answered.then([this, addr = std::move(addr), shared](storage::result_batch rs)
-                         -> kj::Promise<storage::result_batch> {
-    bool refused = !rs.empty() && std::all_of(rs.begin(), rs.end(), [](const storage::result& r) {
-      return r.st == storage::status::not_sent;
-    });
-    if (!refused)
-      return kj::mv(rs);
-    return remote_execute(addr, std::move(*shared), rpc::Origin::REPLICA);  // the link is down
-  });
-}
-
-void service::impl::queue_replication(std::vector<std::string> keys) {
-  if (repl_queue.empty())
-    repl_queue = std::move(keys);
-  else
-    repl_queue.insert(repl_queue.end(), std::make_move_iterator(keys.begin()),
-                      std::make_move_iterator(keys.end()));
-  if (repl_flush_scheduled)
-    return;
-  repl_flush_scheduled = true;
-  tasks->add(kj::evalLater([this]() -> kj::Promise<void> {
-    repl_flush_scheduled = false;
-    auto batch = std::move(repl_queue);
-    repl_queue.clear();
-    std::sort(batch.begin(), batch.end());
-    batch.erase(std::unique(batch.begin(), batch.end()), batch.end());
-    return replicate(std::move(batch), replicate_retries).ignoreResult();
-  }));
-}
-
-void service::impl::replicate_for(std::vector<std::string> keys, uint64_t tag,
-                                  caf::actor sender, caf::actor self) {
-  uint64_t id = next_call++;
-  repl_waits.emplace(id, repl_wait{std::move(sender), std::move(self), tag});
-  tasks->add(replicate(std::move(keys), 0).then([this, id](bool ok) {
-    auto it = repl_waits.find(id);
-    if (it == repl_waits.end())
-      return;
-    auto w = std::move(it->second);
-    repl_waits.erase(it);
-    if (w.sender)
-      caf::send_as(w.self, w.sender, actors::replicated_atom::value, w.tag, ok);
-  }));
 }
 
 kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_batch ops) {
@@ -1463,6 +1277,8 @@ void service::impl::rebuild(bool force) {
   view->self = ring_self();
   view->self_name = cfg.node_name;
   view_ = view;
+  if (replicator)
+    caf::anon_send(replicator, actors::ring_atom::value, actors::cluster_view_ptr(view));
   if (route_table)
     caf::anon_send(route_table, actors::ring_atom::value,
                    actors::cluster_view_ptr(std::move(view)));
@@ -1530,8 +1346,18 @@ kj::Promise<void> service::impl::accept_loop() {
 void service::impl::start() {
   serving = true;
   bridge = loop.system().spawn<bridge_actor>(loop_ref, this);
-  if (cfg.replicas > 1)
-    replicator = loop.system().spawn<replicator_actor>(loop_ref, this);
+  if (cfg.replicas > 1) {
+    replicator_config rc;
+    rc.shards = shards;
+    rc.link = cfg.replica_link;
+    rc.timeout_ms = cfg.rpc_timeout_ms;
+    if (cfg.replicator_host) {
+      replicator = spawn_replicator(loop.system(), *cfg.replicator_host, std::move(rc));
+    } else {
+      rc.keep_host = loop_ref;
+      replicator = spawn_replicator(loop.system(), loop, std::move(rc));
+    }
+  }
   tasks->add(accept_loop());
   rebuild(true);  // a ring of this node alone
   handle(members.join(cfg.join, now_ms()));
@@ -1551,10 +1377,7 @@ void service::impl::shutdown() {
     if (c.sender)
       caf::send_as(c.self, c.sender, actors::result_atom::value, c.tag, unavailable(c.n));
   calls.clear();
-  for (auto& [id, w] : repl_waits)
-    if (w.sender)
-      caf::send_as(w.self, w.sender, actors::replicated_atom::value, w.tag, false);
-  repl_waits.clear();
+  repl_pending.clear();
   pending.clear();
   listener = nullptr;
   serving = false;

@@ -1,5 +1,5 @@
 // The cluster service: this node's Cap'n Proto RPC server and client side, SWIM membership
-// driver, peer actors and replicator, all on one KJ loop (cluster/kj_loop.hpp). Below, "the KJ
+// driver and peer actors, all on one KJ loop (cluster/kj_loop.hpp), and the replicator. Below, "the KJ
 // thread" is the thread that runs that loop: a thread of the service's own, or — attached,
 // bifrostd's default — the first I/O loop's thread, shared with that loop's connections and
 // shards (so nothing here may block: it would stall them too).
@@ -18,11 +18,13 @@
 //     progress); an unreachable node gives status::unavailable for every op of the batch.
 //   - Bridge actor (hosted): sends exec_atom to the local shards for the RPC server and
 //     receives their result_atom on the KJ thread, where it fulfils a kj::PromiseFulfiller.
-//   - Replicator actor (hosted): (replicate_atom, keys) copies each key's current state (or its
-//     absence) from the local shards to the key's other live owners (origin replica); a batch
-//     an owner did not take is retried (backoff 0.2/0.6/1.8 s, re-reading the state and the
-//     owners). (replicate_atom, keys, tag) does it once and answers (replicated_atom, tag, ok):
-//     how a connection waits for every replica (`wait_replicas`).
+//   - Peer actors also take (apply_atom, tag, op_batch): replicated state, sent with origin
+//     replica (from the replicator, or from a data link that cannot carry it).
+//   - Replicator (cluster/replicator.hpp, R > 1): spawned by the service on
+//     `replicator_host` (bifrostd: the first I/O loop) or else on the KJ loop; it gets every
+//     view the route table gets. (replicate_atom, keys) copies each key's current state to its
+//     other live owners, in the background; (replicate_atom, keys, tag) does it once and
+//     answers (replicated_atom, tag, ok): how a write waits for every replica.
 //
 // Node.execute from a member (its hello carries an RPC address) runs on the local shards: the
 // member routed the ops here. From anyone else (bifrostctl) each op goes to its key's live
@@ -30,8 +32,8 @@
 // A node that left is not in its own ring: cluster_view.self is then ring->size() (no key's
 // owner), so every key goes to the others.
 //
-// Connections: one multiplexed RPC connection per remote RPC address, shared by membership,
-// peer actors and the replicator; `hello` first. Values up to 64 KiB travel inline; larger get
+// Connections: one multiplexed RPC connection per remote RPC address, shared by membership
+// and the peer actors; `hello` first. Values up to 64 KiB travel inline; larger get
 // results are streamed through the caller's ValueSink, larger stores go through Node.upload.
 // A peer attaches a sink only to a batch with a get that must not run twice (touch, vivify,
 // recache): a plain read whose value is too large to inline comes back `streamed` and empty
@@ -55,6 +57,10 @@
 #include <utility>
 #include <vector>
 
+namespace bifrost::actors {
+class actor_host;
+}
+
 namespace bifrost::cluster {
 
 class kj_loop;
@@ -77,9 +83,12 @@ struct service_config {
   uint32_t rpc_timeout_ms = 2000;   ///< an RPC without progress for this long fails
   uint32_t warm_window_ms = 30000;  ///< write-on-miss warming window after a ring change
   /// The data link (cluster/data_link.hpp) to member `id` of `view`'s ring, or null: the
-  /// replicator sends replicated state through it (apply_atom), RPC when it is null or
-  /// refuses. Called on the KJ thread.
+  /// replicator sends replicated state through it (apply_atom), to the RPC peer actor when it
+  /// is null. Called on the replicator's host thread.
   std::function<caf::actor(const actors::cluster_view& view, uint32_t id)> replica_link;
+  /// Where the replicator runs (cluster/replicator.hpp): an I/O loop that outlives the
+  /// service, or null for the KJ loop.
+  actors::actor_host* replicator_host = nullptr;
   std::function<void()> on_drain;   ///< Node.drain was called (run on the KJ thread)
   std::function<void()> on_leave;   ///< Node.leave was called (run on the KJ thread)
 };

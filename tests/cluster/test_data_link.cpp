@@ -75,6 +75,7 @@ struct rpc_batch {
   uint64_t tag;
   storage::op_batch ops;
   bool warm;  // came as warm_atom
+  bool replica = false;  // came as apply_atom
 };
 
 // Stands in for the member's RPC peer actor: records every batch; the test answers.
@@ -89,6 +90,9 @@ public:
       },
       [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
         log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops), true});
+      },
+      [this](actors::apply_atom, uint64_t tag, storage::op_batch& ops) {
+        log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops), false, true});
       },
     };
   }
@@ -541,7 +545,7 @@ BOOST_AUTO_TEST_CASE(warm_reads_go_over_the_link_or_to_the_peer_as_warm_reads) {
   BOOST_CHECK_EQUAL(std::string(rs2[0].value.view()), "via-rpc");
 }
 
-BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_comes_back_not_sent) {
+BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_to_the_peer_as_replica) {
   fake_link_server server;
   auto link = link_to(server.port);
   storage::op_batch ops(1);
@@ -557,16 +561,21 @@ BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_comes_back_not_sent)
   auto [tag, rs] = result();
   BOOST_CHECK_EQUAL(tag, 20u);
   BOOST_CHECK(rs[0].st == storage::status::stored);
-  // Too large for a link: refused at once as not_sent (the replicator sends it by RPC); the
-  // RPC peer actor is never asked (it only takes client ops).
+  // Too large for a link: to the RPC peer actor, still as replicated state; its answer is
+  // the link's answer.
   (*self)->send(link, actors::apply_atom::value, uint64_t(21), big_store("r2"));
+  auto b = rpc_log.take();
+  BOOST_REQUIRE(b);
+  BOOST_CHECK(b->replica);
+  BOOST_CHECK_EQUAL(b->ops[0].key, "r2");
+  caf::anon_send(b->sender, result_atom::value, b->tag,
+                 storage::result_batch(1, storage::result{storage::status::stored}));
   auto [tag2, rs2] = result();
   BOOST_CHECK_EQUAL(tag2, 21u);
   BOOST_REQUIRE_EQUAL(rs2.size(), 1u);
-  BOOST_CHECK(rs2[0].st == storage::status::not_sent);
-  BOOST_CHECK(!rpc_log.take(50ms));
+  BOOST_CHECK(rs2[0].st == storage::status::stored);
   // The link lost: replicated state in flight fails (the replicator retries), and new state
-  // is refused while the link backs off.
+  // goes to the RPC peer while the link backs off.
   (*self)->send(link, actors::apply_atom::value, uint64_t(22), ops);
   BOOST_REQUIRE(server.calls.take());
   server.drop();
@@ -574,10 +583,15 @@ BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_comes_back_not_sent)
   BOOST_CHECK_EQUAL(tag3, 22u);
   BOOST_CHECK(rs3[0].st == storage::status::unavailable);
   (*self)->send(link, actors::apply_atom::value, uint64_t(23), ops);
+  auto b2 = rpc_log.take();
+  BOOST_REQUIRE(b2);
+  BOOST_CHECK(b2->replica);
+  BOOST_CHECK_EQUAL(b2->ops[0].value, "state");
+  caf::anon_send(b2->sender, result_atom::value, b2->tag,
+                 storage::result_batch(1, storage::result{storage::status::stored}));
   auto [tag4, rs4] = result();
   BOOST_CHECK_EQUAL(tag4, 23u);
-  BOOST_CHECK(rs4[0].st == storage::status::not_sent);
-  BOOST_CHECK(!rpc_log.take(50ms));
+  BOOST_CHECK(rs4[0].st == storage::status::stored);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,342 @@
+#include "cluster/replicator.hpp"
+
+#include "actors/messages.hpp"
+#include "actors/route_table.hpp"
+#include "cluster/ring.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+namespace bifrost::cluster {
+
+namespace {
+
+// Internal messages: (flush): replicate what was queued; (retry, keys, retries): a backoff
+// ended; (tick): look for phases that waited too long. One tick runs while jobs exist, instead
+// of a timeout message per phase: each delayed message wakes CAF's clock thread, which cost
+// ~0.3 context switches per client op under load.
+using flush_atom = caf::atom_constant<caf::atom("rflush")>;
+using retry_atom = caf::atom_constant<caf::atom("rretry")>;
+using tick_atom = caf::atom_constant<caf::atom("rtick")>;
+
+uint64_t now_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+// The host outlives the actor object: hosted_actor's destructor reports to it. A base listed
+// before hosted_actor, so it is destroyed after ~hosted_actor ran.
+struct host_keeper {
+  std::shared_ptr<void> kept;
+};
+
+class replicator final : private host_keeper, public actors::hosted_actor {
+public:
+  replicator(caf::actor_config& cfg, actors::actor_host& host, replicator_config rc)
+    : host_keeper{std::move(rc.keep_host)}, actors::hosted_actor(cfg, &host),
+      cfg_(std::move(rc)) {}
+
+  const char* name() const override { return "cluster_replicator"; }
+
+  caf::behavior make_behavior() override {
+    return {
+      [this](actors::ring_atom, actors::cluster_view_ptr& v) { view_ = std::move(v); },
+      [this](actors::replicate_atom, std::vector<std::string>& keys) {
+        if (queue_.empty())
+          queue_ = std::move(keys);
+        else
+          queue_.insert(queue_.end(), std::make_move_iterator(keys.begin()),
+                        std::make_move_iterator(keys.end()));
+        if (!flush_sent_) {  // after the mail that is already here
+          flush_sent_ = true;
+          send(this, flush_atom::value);
+        }
+      },
+      [this](flush_atom) {
+        flush_sent_ = false;
+        start(std::move(queue_), replicate_retries, {}, 0);
+        queue_.clear();
+      },
+      [this](actors::replicate_atom, std::vector<std::string>& keys, uint64_t tag) {
+        start(std::move(keys), 0, caf::actor_cast<caf::actor>(current_sender()), tag);
+      },
+      [this](retry_atom, std::vector<std::string>& keys, uint32_t retries) {
+        start(std::move(keys), retries, {}, 0);
+      },
+      [this](actors::result_atom, uint64_t tag, storage::result_batch& rs) {
+        on_result(tag, rs);
+      },
+      [this](tick_atom) { on_tick(); },
+    };
+  }
+
+  void on_exit() override {
+    for (auto& [id, j] : jobs_)
+      if (j.waiter)
+        send(j.waiter, actors::replicated_atom::value, j.waiter_tag, false);
+    jobs_.clear();
+    tags_.clear();
+    view_.reset();  // the view holds this actor: no cycle may outlive it
+    cfg_.shards.clear();
+    cfg_.link = nullptr;
+  }
+
+private:
+  enum class phase : uint32_t { reading, sending };
+
+  struct job {
+    std::vector<std::string> keys;  // sorted, each once
+    uint32_t retries = 0;
+    caf::actor waiter;  // answered (replicated_atom, waiter_tag, ok), or null
+    uint64_t waiter_tag = 0;
+    phase at = phase::reading;
+    uint64_t deadline_ms = 0;  // the current phase's answers are not awaited after this
+    storage::result_batch state;  // each key's local state (reading)
+    std::vector<char> failed;     // per key: not read, or not taken by some owner
+    std::vector<uint64_t> tags;   // answers this phase still waits for
+  };
+
+  // One answer awaited: a shard's reads or an owner's replicated state, for keys[index[i]].
+  struct awaited {
+    uint64_t job;
+    std::vector<size_t> index;
+  };
+
+  void start(std::vector<std::string> keys, uint32_t retries, caf::actor waiter, uint64_t tag) {
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    auto v = view_;
+    if (keys.empty() || !v || !v->ring || v->replicas <= 1) {
+      if (waiter)
+        send(waiter, actors::replicated_atom::value, tag, true);  // no other owner to wait for
+      return;
+    }
+    if (cfg_.shards.empty()) {
+      if (waiter)
+        send(waiter, actors::replicated_atom::value, tag, false);
+      return;
+    }
+    uint64_t id = next_job_++;
+    auto& j = jobs_[id];
+    j.keys = std::move(keys);
+    j.retries = retries;
+    j.waiter = std::move(waiter);
+    j.waiter_tag = tag;
+    j.state.resize(j.keys.size());
+    j.failed.assign(j.keys.size(), 0);
+    // One read per shard: gets that count no access and bump nothing.
+    size_t n = cfg_.shards.size();
+    std::vector<storage::op_batch> reads(n);
+    std::vector<std::vector<size_t>> index(n);
+    for (size_t i = 0; i < j.keys.size(); ++i) {
+      size_t s = n == 1 ? 0 : actors::key_hash(j.keys[i]) % n;
+      storage::op o;
+      o.kind = storage::op_kind::get;
+      o.key = j.keys[i];
+      o.get_bump = false;
+      reads[s].push_back(std::move(o));
+      index[s].push_back(i);
+    }
+    for (size_t s = 0; s < n; ++s)
+      if (!reads[s].empty())
+        await(id, j, cfg_.shards[s], actors::exec_atom::value, std::move(reads[s]),
+              std::move(index[s]));
+    arm(j);
+  }
+
+  template <class Atom>
+  void await(uint64_t id, job& j, const caf::actor& dest, Atom atom, storage::op_batch ops,
+             std::vector<size_t> index) {
+    uint64_t tag = next_tag_++;
+    tags_.emplace(tag, awaited{id, std::move(index)});
+    j.tags.push_back(tag);
+    send(dest, atom, tag, std::move(ops));
+  }
+
+  void arm(job& j) {
+    j.deadline_ms = now_ms() + cfg_.timeout_ms + 1000;
+    if (ticking_)
+      return;
+    ticking_ = true;
+    delayed_send(this, tick_every(), tick_atom::value);
+  }
+
+  std::chrono::milliseconds tick_every() const {
+    return std::chrono::milliseconds(std::clamp<uint32_t>(cfg_.timeout_ms / 4, 10, 1000));
+  }
+
+  void on_tick() {
+    uint64_t now = now_ms();
+    std::vector<uint64_t> late;
+    for (auto& [id, j] : jobs_)
+      if (j.deadline_ms <= now)
+        late.push_back(id);
+    for (auto id : late)
+      expire(id);
+    if (jobs_.empty()) {
+      ticking_ = false;
+      return;
+    }
+    delayed_send(this, tick_every(), tick_atom::value);
+  }
+
+  void on_result(uint64_t tag, storage::result_batch& rs) {
+    auto it = tags_.find(tag);
+    if (it == tags_.end())
+      return;  // expired
+    auto a = std::move(it->second);
+    tags_.erase(it);
+    auto jt = jobs_.find(a.job);
+    if (jt == jobs_.end())
+      return;
+    auto& j = jt->second;
+    j.tags.erase(std::find(j.tags.begin(), j.tags.end(), tag));
+    for (size_t i = 0; i < a.index.size(); ++i) {
+      bool answered = i < rs.size();
+      if (j.at == phase::reading) {
+        if (answered)
+          j.state[a.index[i]] = std::move(rs[i]);
+        else
+          j.state[a.index[i]].st = storage::status::unavailable;
+      } else if (!answered || rs[i].st == storage::status::unavailable ||
+                 rs[i].st == storage::status::not_sent) {
+        j.failed[a.index[i]] = 1;
+      }
+    }
+    if (j.tags.empty())
+      advance(a.job, j);
+  }
+
+  // The current phase of job `id` waited long enough: what did not answer counts as not read
+  // (reading) or not taken (sending).
+  void expire(uint64_t id) {
+    auto jt = jobs_.find(id);
+    if (jt == jobs_.end())
+      return;
+    auto& j = jt->second;
+    for (auto tag : j.tags) {
+      auto it = tags_.find(tag);
+      if (it == tags_.end())
+        continue;
+      for (auto i : it->second.index) {
+        j.failed[i] = 1;
+        j.state[i].st = storage::status::unavailable;
+      }
+      tags_.erase(it);
+    }
+    j.tags.clear();
+    advance(id, j);
+  }
+
+  // Every answer of the current phase is in (or expired).
+  void advance(uint64_t id, job& j) {
+    if (j.at == phase::reading)
+      send_state(id, j);
+    else
+      finish(id, j);
+  }
+
+  // Each key's state to its other live owners, one batch per owner.
+  void send_state(uint64_t id, job& j) {
+    j.at = phase::sending;
+    auto v = view_;
+    if (!v || !v->ring) {
+      finish(id, j);
+      return;
+    }
+    struct batch {
+      storage::op_batch ops;
+      std::vector<size_t> index;
+    };
+    std::unordered_map<uint32_t, batch> per_owner;
+    std::vector<ring::member_id> owners(v->replicas);
+    for (size_t i = 0; i < j.keys.size(); ++i) {
+      auto& r = j.state[i];
+      if (r.st == storage::status::unavailable) {
+        j.failed[i] = 1;  // never mistake an unread state for an absence (that would delete)
+        continue;
+      }
+      size_t k = v->ring->live_owner_ids(ring::key_hash(j.keys[i]), v->replicas, owners.data());
+      storage::op o;
+      o.key = j.keys[i];
+      if (r.st == storage::status::hit) {
+        o.kind = storage::op_kind::store;
+        o.mode = storage::store_mode::set;
+        auto val = r.value.view();
+        o.value.assign(val.data(), val.size());
+        o.flags = r.flags;
+        o.ttl = r.exptime;  // absolute unix time (or 0 = never)
+        o.explicit_cas = r.cas;
+      } else {
+        o.kind = storage::op_kind::remove;
+      }
+      r = {};  // the value is copied: release the pinned slice now
+      for (size_t m = 0; m < k; ++m)
+        if (owners[m] != v->self) {
+          auto& b = per_owner[owners[m]];
+          b.ops.push_back(o);
+          b.index.push_back(i);
+        }
+    }
+    for (auto& [owner, b] : per_owner) {
+      caf::actor dest;
+      if (cfg_.link)
+        dest = cfg_.link(*v, owner);
+      if (!dest && owner < v->peers.size())
+        dest = v->peers[owner];
+      if (!dest) {
+        for (auto i : b.index)
+          j.failed[i] = 1;
+        continue;
+      }
+      await(id, j, dest, actors::apply_atom::value, std::move(b.ops), std::move(b.index));
+    }
+    if (j.tags.empty())
+      finish(id, j);
+    else
+      arm(j);
+  }
+
+  void finish(uint64_t id, job& j) {
+    std::vector<std::string> again;
+    for (size_t i = 0; i < j.keys.size(); ++i)
+      if (j.failed[i])
+        again.push_back(std::move(j.keys[i]));
+    if (j.waiter)
+      send(j.waiter, actors::replicated_atom::value, j.waiter_tag, again.empty());
+    if (!again.empty() && j.retries > 0) {
+      uint64_t delay = replicate_backoff_ms;
+      for (unsigned a = j.retries; a < replicate_retries; ++a)
+        delay *= 3;
+      delayed_send(this, std::chrono::milliseconds(delay), retry_atom::value, std::move(again),
+                   j.retries - 1);
+    }
+    jobs_.erase(id);
+  }
+
+  replicator_config cfg_;
+  actors::cluster_view_ptr view_;
+  std::vector<std::string> queue_;  // background keys not yet started
+  bool flush_sent_ = false;
+  bool ticking_ = false;  // a tick_atom is on its way
+  uint64_t next_job_ = 1;
+  uint64_t next_tag_ = 1;
+  std::unordered_map<uint64_t, job> jobs_;
+  std::unordered_map<uint64_t, awaited> tags_;
+};
+
+} // namespace
+
+caf::actor spawn_replicator(caf::actor_system& sys, actors::actor_host& host,
+                            replicator_config cfg) {
+  return sys.spawn<replicator>(host, std::move(cfg));
+}
+
+} // namespace bifrost::cluster

@@ -1,0 +1,386 @@
+// The replicator (cluster/replicator.hpp), hosted on an I/O loop, against recording stand-ins
+// for the local shard, one member's data link and another member's RPC peer actor: what it
+// reads, what each owner gets, how background keys are batched, what is sent again, and what
+// a waiting writer is told.
+#include "actors/cluster_view.hpp"
+#include "actors/io_loop.hpp"
+#include "actors/messages.hpp"
+#include "cluster/replicator.hpp"
+#include "cluster/ring.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+using namespace bifrost;
+using namespace std::chrono_literals;
+using actors::result_atom;
+
+namespace {
+
+struct received {
+  caf::actor sender;
+  uint64_t tag = 0;
+  storage::op_batch ops;
+  bool apply = false;  // came as apply_atom (else exec_atom)
+};
+
+class inbox {
+public:
+  void put(received v) {
+    std::lock_guard<std::mutex> g(m_);
+    q_.push_back(std::move(v));
+    cv_.notify_all();
+  }
+  void clear() {
+    std::lock_guard<std::mutex> g(m_);
+    q_.clear();
+  }
+  std::optional<received> take(std::chrono::milliseconds limit = 3000ms) {
+    std::unique_lock<std::mutex> g(m_);
+    if (!cv_.wait_for(g, limit, [&] { return !q_.empty(); }))
+      return std::nullopt;
+    auto v = std::move(q_.front());
+    q_.pop_front();
+    return v;
+  }
+
+private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<received> q_;
+};
+
+// Stands for a storage shard, a data link or a peer actor: records; the test answers.
+class recorder : public caf::event_based_actor {
+public:
+  recorder(caf::actor_config& cfg, inbox* log) : caf::event_based_actor(cfg), log_(log) {}
+  caf::behavior make_behavior() override {
+    return {
+      [this](actors::exec_atom, uint64_t tag, storage::op_batch& ops) {
+        log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops), false});
+      },
+      [this](actors::apply_atom, uint64_t tag, storage::op_batch& ops) {
+        log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops), true});
+      },
+    };
+  }
+
+private:
+  inbox* log_;
+};
+
+storage::result hit(const std::string& v, uint32_t flags = 0, uint64_t cas = 1) {
+  storage::result r;
+  r.st = storage::status::hit;
+  r.value = storage::pinned_slice::from_memory(std::make_shared<const std::string>(v));
+  r.flags = flags;
+  r.cas = cas;
+  return r;
+}
+
+storage::result status_of(storage::status st) {
+  storage::result r;
+  r.st = st;
+  return r;
+}
+
+struct fixture {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::unique_ptr<actors::io_loop> loop;
+  inbox shard_log, link_log, peer_log;
+  caf::actor shard, link_a, peer_a, peer_b;
+  caf::actor repl;
+  actors::cluster_view_ptr view;
+  uint32_t id_a = 0, id_b = 0;
+  std::unique_ptr<caf::scoped_actor> self;
+
+  fixture() {
+    cfg.set("scheduler.max-threads", size_t{2});
+    cfg.set("logger.console", caf::atom("none"));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    loop = std::make_unique<actors::io_loop>(*sys, 0);
+    loop->start();
+    shard = sys->spawn<recorder>(&shard_log);
+    link_a = sys->spawn<recorder>(&link_log);
+    peer_a = sys->spawn<recorder>(&peer_log);  // never used: member a has a link
+    peer_b = sys->spawn<recorder>(&peer_log);
+    self = std::make_unique<caf::scoped_actor>(*sys);
+  }
+
+  ~fixture() {
+    if (repl)
+      (*self)->send_exit(repl, caf::exit_reason::user_shutdown);
+    repl = nullptr;
+    view.reset();
+    shard_log.clear();
+    link_log.clear();
+    peer_log.clear();
+    for (auto& a : {shard, link_a, peer_a, peer_b})
+      (*self)->send_exit(a, caf::exit_reason::user_shutdown);
+    self.reset();
+    for (int i = 0; i < 1000 && loop->hosted() > 0; ++i)
+      std::this_thread::sleep_for(2ms);
+    // The view it holds names the replicator itself: it must drop it when it exits.
+    BOOST_CHECK_MESSAGE(loop->hosted() == 0, "the replicator did not go away after its exit");
+    loop->stop();
+  }
+
+  // A replicator on the loop for a ring of self, a and b, every key owned by all three (R=3):
+  // member a is reached through its link, member b through its RPC peer actor.
+  void start(uint32_t timeout_ms = 2000, uint32_t replicas = 3) {
+    cluster::replicator_config rc;
+    rc.shards = {shard};
+    rc.timeout_ms = timeout_ms;
+    auto ring = cluster::ring::build({{"a", "127.0.0.1:1", 1, true},
+                                      {"b", "127.0.0.1:2", 1, true},
+                                      {"self", "127.0.0.1:3", 1, true}},
+                                     1);
+    auto v = std::make_shared<actors::cluster_view>();
+    v->ring = ring;
+    v->peers.resize(3);
+    for (uint32_t id = 0; id < 3; ++id) {
+      auto& name = ring->member(id).name;
+      if (name == "a")
+        id_a = id;
+      else if (name == "b")
+        id_b = id;
+      else
+        v->self = id;
+    }
+    v->peers[id_a] = peer_a;
+    v->peers[id_b] = peer_b;
+    v->replicas = replicas;
+    uint32_t a = id_a;
+    auto link = link_a;
+    rc.link = [a, link](const actors::cluster_view&, uint32_t id) {
+      return id == a ? link : caf::actor{};
+    };
+    repl = cluster::spawn_replicator(*sys, *loop, std::move(rc));
+    v->replicator = repl;
+    view = v;
+    (*self)->send(repl, actors::ring_atom::value, actors::cluster_view_ptr(view));
+  }
+
+  // Runs `fn` on the loop's thread and waits for it.
+  void on_loop(std::function<void()> fn) {
+    std::promise<void> done;
+    loop->post([&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  static std::vector<std::string> keys_of(const storage::op_batch& ops) {
+    std::vector<std::string> k;
+    for (auto& o : ops)
+      k.push_back(o.key);
+    return k;
+  }
+
+  std::optional<bool> replicated(uint64_t tag, std::chrono::milliseconds limit = 3000ms) {
+    std::optional<bool> out;
+    (*self)->receive(
+      [&](actors::replicated_atom, uint64_t got, bool ok) {
+        BOOST_CHECK_EQUAL(got, tag);
+        out = ok;
+      },
+      caf::after(limit) >> [] {});
+    return out;
+  }
+};
+
+using strings = std::vector<std::string>;
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(replicator, fixture)
+
+BOOST_AUTO_TEST_CASE(background_keys_are_read_once_and_sent_to_each_owner_as_state) {
+  start();
+  // Two messages in one go (posted on the loop, so both wait in the mailbox): one batch.
+  auto r = repl;
+  on_loop([r] {
+    caf::anon_send(r, actors::replicate_atom::value, strings{"k2", "k1"});
+    caf::anon_send(r, actors::replicate_atom::value, strings{"k3", "k2"});
+  });
+  auto read = shard_log.take();
+  BOOST_REQUIRE(read);
+  BOOST_CHECK(!read->apply);
+  BOOST_CHECK((keys_of(read->ops) == strings{"k1", "k2", "k3"}));
+  for (auto& o : read->ops) {
+    BOOST_CHECK(o.kind == storage::op_kind::get);
+    BOOST_CHECK(!o.get_bump);  // replication counts no access
+  }
+  BOOST_CHECK(!shard_log.take(100ms));  // one read for all
+  storage::result_batch state;
+  state.push_back(hit("one", 5, 77));
+  state.push_back(status_of(storage::status::miss));
+  state.push_back(hit("three"));
+  state[2].exptime = 2000000000;
+  caf::anon_send(read->sender, result_atom::value, read->tag, std::move(state));
+
+  for (auto* log : {&link_log, &peer_log}) {
+    auto got = log->take();
+    BOOST_REQUIRE(got);
+    BOOST_CHECK(got->apply);
+    BOOST_REQUIRE((keys_of(got->ops) == strings{"k1", "k2", "k3"}));
+    auto& o = got->ops;
+    BOOST_CHECK(o[0].kind == storage::op_kind::store && o[0].mode == storage::store_mode::set);
+    BOOST_CHECK_EQUAL(o[0].value, "one");
+    BOOST_CHECK_EQUAL(o[0].flags, 5u);
+    BOOST_CHECK_EQUAL(o[0].explicit_cas, 77u);
+    BOOST_CHECK(o[1].kind == storage::op_kind::remove);  // the absence is replicated too
+    BOOST_CHECK_EQUAL(o[2].value, "three");
+    BOOST_CHECK_EQUAL(o[2].ttl, 2000000000);  // absolute expiry, as read
+    caf::anon_send(got->sender, result_atom::value, got->tag,
+                   storage::result_batch(3, status_of(storage::status::stored)));
+  }
+  // Every owner took it: nothing is sent again.
+  BOOST_CHECK(!shard_log.take(400ms));
+}
+
+BOOST_AUTO_TEST_CASE(a_key_an_owner_did_not_take_is_read_again_and_sent_again) {
+  start();
+  (*self)->send(repl, actors::replicate_atom::value, strings{"k1", "k2"});
+  auto read = shard_log.take();
+  BOOST_REQUIRE(read);
+  caf::anon_send(read->sender, result_atom::value, read->tag,
+                 storage::result_batch{hit("old1"), hit("old2")});
+  auto at_a = link_log.take();
+  auto at_b = peer_log.take();
+  BOOST_REQUIRE(at_a && at_b);
+  storage::result_batch partly{status_of(storage::status::stored),
+                               status_of(storage::status::unavailable)};
+  caf::anon_send(at_a->sender, result_atom::value, at_a->tag, partly);
+  caf::anon_send(at_b->sender, result_atom::value, at_b->tag,
+                 storage::result_batch(2, status_of(storage::status::stored)));
+  // After the first backoff (0.2 s) only k2 is read again, and its new state goes out.
+  auto t0 = std::chrono::steady_clock::now();
+  auto again = shard_log.take(5000ms);
+  BOOST_REQUIRE(again);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  BOOST_CHECK(waited >= 150ms);
+  BOOST_CHECK((keys_of(again->ops) == strings{"k2"}));
+  caf::anon_send(again->sender, result_atom::value, again->tag,
+                 storage::result_batch{hit("new2")});
+  for (auto* log : {&link_log, &peer_log}) {
+    auto got = log->take();
+    BOOST_REQUIRE(got);
+    BOOST_REQUIRE((keys_of(got->ops) == strings{"k2"}));
+    BOOST_CHECK_EQUAL(got->ops[0].value, "new2");
+    caf::anon_send(got->sender, result_atom::value, got->tag,
+                   storage::result_batch(1, status_of(storage::status::stored)));
+  }
+  BOOST_CHECK(!shard_log.take(400ms));
+}
+
+BOOST_AUTO_TEST_CASE(an_unreadable_state_is_never_sent_as_an_absence) {
+  start();
+  (*self)->send(repl, actors::replicate_atom::value, strings{"k1", "k2"});
+  auto read = shard_log.take();
+  BOOST_REQUIRE(read);
+  caf::anon_send(read->sender, result_atom::value, read->tag,
+                 storage::result_batch{hit("v1"), status_of(storage::status::unavailable)});
+  for (auto* log : {&link_log, &peer_log}) {
+    auto got = log->take();
+    BOOST_REQUIRE(got);
+    BOOST_CHECK((keys_of(got->ops) == strings{"k1"}));  // no delete for k2
+    caf::anon_send(got->sender, result_atom::value, got->tag,
+                   storage::result_batch(1, status_of(storage::status::stored)));
+  }
+  auto again = shard_log.take(5000ms);  // k2 is read again later
+  BOOST_REQUIRE(again);
+  BOOST_CHECK((keys_of(again->ops) == strings{"k2"}));
+}
+
+BOOST_AUTO_TEST_CASE(a_waiting_write_is_told_whether_every_owner_took_it_and_not_retried) {
+  start();
+  (*self)->send(repl, actors::replicate_atom::value, strings{"w"}, uint64_t(7));
+  auto read = shard_log.take();
+  BOOST_REQUIRE(read);
+  caf::anon_send(read->sender, result_atom::value, read->tag, storage::result_batch{hit("x")});
+  auto at_a = link_log.take();
+  auto at_b = peer_log.take();
+  BOOST_REQUIRE(at_a && at_b);
+  caf::anon_send(at_a->sender, result_atom::value, at_a->tag,
+                 storage::result_batch{status_of(storage::status::stored)});
+  // not_sent (a member that is gone) counts as not taken, like unavailable.
+  caf::anon_send(at_b->sender, result_atom::value, at_b->tag,
+                 storage::result_batch{status_of(storage::status::not_sent)});
+  auto ok = replicated(7);
+  BOOST_REQUIRE(ok);
+  BOOST_CHECK(!*ok);
+  BOOST_CHECK(!shard_log.take(400ms));  // the writer was told: no background retry
+
+  (*self)->send(repl, actors::replicate_atom::value, strings{"w"}, uint64_t(8));
+  read = shard_log.take();
+  BOOST_REQUIRE(read);
+  caf::anon_send(read->sender, result_atom::value, read->tag,
+                 storage::result_batch{status_of(storage::status::miss)});
+  for (auto* log : {&link_log, &peer_log}) {
+    auto got = log->take();
+    BOOST_REQUIRE(got);
+    BOOST_CHECK(got->ops[0].kind == storage::op_kind::remove);
+    caf::anon_send(got->sender, result_atom::value, got->tag,
+                   storage::result_batch{status_of(storage::status::stored)});
+  }
+  ok = replicated(8);
+  BOOST_REQUIRE(ok);
+  BOOST_CHECK(*ok);
+}
+
+BOOST_AUTO_TEST_CASE(an_owner_that_never_answers_fails_the_phase_after_the_timeout) {
+  start(100);  // phases wait 1.1 s, looked at every 25 ms
+  auto t0 = std::chrono::steady_clock::now();
+  (*self)->send(repl, actors::replicate_atom::value, strings{"w"}, uint64_t(9));
+  auto read = shard_log.take();
+  BOOST_REQUIRE(read);
+  caf::anon_send(read->sender, result_atom::value, read->tag, storage::result_batch{hit("x")});
+  auto at_a = link_log.take();
+  BOOST_REQUIRE(at_a);
+  caf::anon_send(at_a->sender, result_atom::value, at_a->tag,
+                 storage::result_batch{status_of(storage::status::stored)});
+  BOOST_REQUIRE(peer_log.take());  // b never answers
+  auto ok = replicated(9, 5000ms);
+  auto took = std::chrono::steady_clock::now() - t0;
+  BOOST_REQUIRE(ok);
+  BOOST_CHECK(!*ok);
+  BOOST_CHECK(took >= 1000ms);
+  BOOST_CHECK(took < 3000ms);
+  BOOST_TEST_MESSAGE("silent owner failed the write after "
+                     << std::chrono::duration<double>(took).count() << " s");
+}
+
+BOOST_AUTO_TEST_CASE(without_other_owners_a_waiting_write_is_done_at_once) {
+  start(2000, 1);  // R=1: no other owner
+  (*self)->send(repl, actors::replicate_atom::value, strings{"w"}, uint64_t(3));
+  auto ok = replicated(3, 1000ms);
+  BOOST_REQUIRE(ok);
+  BOOST_CHECK(*ok);
+  BOOST_CHECK(!shard_log.take(100ms));
+}
+
+BOOST_AUTO_TEST_CASE(a_writer_still_waiting_when_the_replicator_stops_is_told_false) {
+  start();
+  (*self)->send(repl, actors::replicate_atom::value, strings{"w"}, uint64_t(4));
+  BOOST_REQUIRE(shard_log.take());  // the read is never answered
+  (*self)->send_exit(repl, caf::exit_reason::user_shutdown);
+  auto ok = replicated(4, 2000ms);
+  BOOST_REQUIRE(ok);
+  BOOST_CHECK(!*ok);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
