@@ -39,7 +39,7 @@ struct node_config {
   std::vector<std::string> join;          // --join host:port[,host:port...] (RPC addresses)
   uint32_t replicas = 1;                  // --replicas R
   bool wait_replicas = false;             // --replication-ack all (default primary)
-  bool rpc_on_loop = true;                // --rpc-thread loop (default) | own: where KJ runs
+  bool rpc_on_loop = false;               // --rpc-thread loop | own (default): where KJ runs
   bool cluster_links = true;              // --cluster-links on (default) | off: data links
   cluster::tls_options rpc_tls;           // --rpc-tls-cert/-key/-ca/-name: mutual TLS
   // Cluster timings; -1 = the built-in default (cluster/membership.hpp, cluster/service.hpp).

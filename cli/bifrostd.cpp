@@ -43,8 +43,8 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   std::string error;
-  // The cluster RPC's KJ loop runs on the first I/O loop's thread (docs/ARCHITECTURE.md, "RPC
-  // on the I/O loop"), unless --rpc-thread own.
+  // The cluster RPC's KJ loop runs on a thread of its own, or with --rpc-thread loop on the
+  // first I/O loop's thread (docs/ARCHITECTURE.md, "RPC on the I/O loop").
   std::shared_ptr<bifrost::cluster::kj_loop> rpc_host;
   bifrost::actors::io_loop* first_loop = nullptr;
   auto node = bifrost::actors::node::start(cfg, error, [&](bifrost::actors::io_loop& l) {

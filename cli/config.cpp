@@ -48,8 +48,8 @@ struct choice_setting {
 };
 const choice_setting choice_settings[] = {
   {"rpc_thread", "--rpc-thread", "loop", "own", &actors::node_config::rpc_on_loop,
-   "where the cluster RPC (KJ event loop) runs: loop (on the first I/O loop's thread, default) "
-   "or own (a thread of its own)"},
+   "where the cluster RPC (KJ event loop) runs: own (a thread of its own, default) or loop (on "
+   "the first I/O loop's thread)"},
   {"replication_ack", "--replication-ack", "all", "primary", &actors::node_config::wait_replicas,
    "when a write answers: primary (after the primary stored it, default) or all (after every "
    "live owner stored it)"},

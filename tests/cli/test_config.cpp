@@ -158,7 +158,7 @@ BOOST_AUTO_TEST_CASE(two_valued_switches) {
          choice{"--replication-ack", "replication_ack", "all", "primary",
                 &node_config::wait_replicas, false},  // default: answer after the primary
          choice{"--rpc-thread", "rpc_thread", "loop", "own", &node_config::rpc_on_loop,
-                true},  // default: the RPC shares the first I/O loop's thread
+                false},  // default: the RPC runs on a thread of its own
          choice{"--cluster-links", "cluster_links", "on", "off", &node_config::cluster_links,
                 true},  // default: forwarded ops travel on data links
        }) {

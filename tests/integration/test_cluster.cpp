@@ -152,9 +152,9 @@ std::vector<node*> start_cluster(cluster& c, int count, int replicas,
 BOOST_AUTO_TEST_SUITE(integration_cluster)
 
 // --------------------------------------------------------------------------------------------
-// Two I/O loops per node (the KJ loop attached to loop 0: connections of loop 1 reach the RPC
-// through its doorbell), and one node with the RPC on a thread of its own: every key set
-// through any node, over many connections (the kernel spreads them over the loops), reads
+// Two I/O loops per node (the RPC on a thread of its own), and one node with the KJ loop
+// attached to loop 0 (connections of loop 1 reach the RPC through its doorbell): every key
+// set through any node, over many connections (the kernel spreads them over the loops), reads
 // back through every node.
 BOOST_AUTO_TEST_CASE(two_loops_and_both_rpc_placements_serve_every_key) {
   cluster c;
@@ -168,7 +168,7 @@ BOOST_AUTO_TEST_CASE(two_loops_and_both_rpc_placements_serve_every_key) {
     o.extra_args = {"-t", "2"};
     if (i == 2) {
       o.extra_args.push_back("--rpc-thread");
-      o.extra_args.push_back("own");
+      o.extra_args.push_back("loop");
     }
     ns.push_back(&c.start("n" + std::to_string(i), o));
   }
@@ -194,7 +194,7 @@ BOOST_AUTO_TEST_CASE(two_loops_and_both_rpc_placements_serve_every_key) {
       hits += r.hits;
       wrong += r.wrong;
     }
-    report("-t 2 nodes (n2 --rpc-thread own), read through " + n->name + " over 4 connections: " +
+    report("-t 2 nodes (n2 --rpc-thread loop), read through " + n->name + " over 4 connections: " +
            std::to_string(hits) + "/" + std::to_string(keys.size()) + " hits");
     BOOST_CHECK_EQUAL(hits, keys.size());
     BOOST_CHECK_EQUAL(wrong, 0u);
