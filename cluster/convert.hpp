@@ -43,7 +43,7 @@ inline size_t inline_bytes_of(const storage::op& o) {
 /// `n` results of status `st` (a batch that could not run, or was not sent).
 inline storage::result_batch unavailable(size_t n,
                                          storage::status st = storage::status::unavailable) {
-  return storage::result_batch(n, storage::result{st});
+  return storage::result_batch(n, storage::result::of(st));
 }
 
 /// Message size hints: the first segment is allocated to fit the ops or results, instead of

@@ -391,7 +391,8 @@ private:
       auto& r = it->second;
       auto& idx = g->second.index;
       for (size_t j = 0; j < idx.size(); ++j)
-        r.results[idx[j]] = j < rs.size() ? std::move(rs[j]) : storage::result{storage::status::unavailable};
+        r.results[idx[j]] = j < rs.size() ? std::move(rs[j])
+                                          : storage::result::of(storage::status::unavailable);
       if (--r.outstanding == 0) {
         replicate(r);
         reply(r);
@@ -535,7 +536,7 @@ public:
         continue;
       }
       for (auto i : c.rereads)  // a hit whose value never came is no hit
-        c.results[i] = storage::result{storage::status::unavailable};
+        c.results[i] = storage::result::of(storage::status::unavailable);
       send_result(c.sender, c.tag, std::move(c.results));
     }
     rpc_calls_.clear();
@@ -854,7 +855,9 @@ private:
       send_result(c.sender, c.tag, std::move(rs));
     } else {
       for (size_t j = 0; j < c.rereads.size(); ++j)
-        c.results[c.rereads[j]] = j < rs.size() ? std::move(rs[j]) : storage::result{storage::status::unavailable};
+        c.results[c.rereads[j]] = j < rs.size()
+                                      ? std::move(rs[j])
+                                      : storage::result::of(storage::status::unavailable);
       send_result(c.sender, c.tag, std::move(c.results));
     }
     pump();

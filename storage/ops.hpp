@@ -105,6 +105,13 @@ struct result {
   uint32_t value_size = 0;    // size of the value in bytes (also when get_value is false)
   uint64_t number = 0;        // arith: the new value
   pinned_slice value;         // get with get_value: the value bytes
+
+  /// A result with status `s` and nothing else (an op that failed or did not run).
+  static result of(status s) {
+    result r;
+    r.st = s;
+    return r;
+  }
 };
 
 /// True when `st`, the result of `o`, says the item changed: the writes replication copies to

@@ -401,7 +401,7 @@ BOOST_AUTO_TEST_CASE(no_batch_overtakes_a_call_on_the_other_transport) {
   send(link, 2, gets({"after-big"}));
   BOOST_CHECK_MESSAGE(!server.calls.take(200ms), "a link call overtook an RPC call in flight");
   caf::anon_send(first->sender, result_atom::value, first->tag,
-                 storage::result_batch(1, storage::result{storage::status::stored}));
+                 storage::result_batch(1, storage::result::of(storage::status::stored)));
   auto call = server.calls.take();
   BOOST_REQUIRE(call);
   BOOST_CHECK_EQUAL(call->ops[0].key, "after-big");
@@ -557,7 +557,7 @@ BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_to_the_peer_as_repli
   BOOST_REQUIRE(call);
   BOOST_CHECK(call->origin == cluster::rpc::Origin::REPLICA);
   BOOST_CHECK_EQUAL(call->ops[0].value, "state");
-  server.reply(call->id, storage::result_batch(1, storage::result{storage::status::stored}));
+  server.reply(call->id, storage::result_batch(1, storage::result::of(storage::status::stored)));
   auto [tag, rs] = result();
   BOOST_CHECK_EQUAL(tag, 20u);
   BOOST_CHECK(rs[0].st == storage::status::stored);
@@ -569,7 +569,7 @@ BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_to_the_peer_as_repli
   BOOST_CHECK(b->replica);
   BOOST_CHECK_EQUAL(b->ops[0].key, "r2");
   caf::anon_send(b->sender, result_atom::value, b->tag,
-                 storage::result_batch(1, storage::result{storage::status::stored}));
+                 storage::result_batch(1, storage::result::of(storage::status::stored)));
   auto [tag2, rs2] = result();
   BOOST_CHECK_EQUAL(tag2, 21u);
   BOOST_REQUIRE_EQUAL(rs2.size(), 1u);
@@ -588,7 +588,7 @@ BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_to_the_peer_as_repli
   BOOST_CHECK(b2->replica);
   BOOST_CHECK_EQUAL(b2->ops[0].value, "state");
   caf::anon_send(b2->sender, result_atom::value, b2->tag,
-                 storage::result_batch(1, storage::result{storage::status::stored}));
+                 storage::result_batch(1, storage::result::of(storage::status::stored)));
   auto [tag4, rs4] = result();
   BOOST_CHECK_EQUAL(tag4, 23u);
   BOOST_CHECK(rs4[0].st == storage::status::stored);
