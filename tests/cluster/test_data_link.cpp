@@ -11,6 +11,7 @@
 #include "cluster/data_link.hpp"
 #include "cluster/link_wire.hpp"
 #include "cluster/ring.hpp"
+#include "cluster/test_inbox.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -42,33 +43,7 @@ using actors::result_atom;
 namespace {
 
 // Records what it was given, in order, and hands it to the test thread.
-template <class T>
-class inbox {
-public:
-  void put(T v) {
-    std::lock_guard<std::mutex> g(m_);
-    q_.push_back(std::move(v));
-    cv_.notify_all();
-  }
-  void clear() {
-    std::lock_guard<std::mutex> g(m_);
-    q_.clear();
-  }
-  // The next item, or nothing within `limit`.
-  std::optional<T> take(std::chrono::milliseconds limit = 3000ms) {
-    std::unique_lock<std::mutex> g(m_);
-    if (!cv_.wait_for(g, limit, [&] { return !q_.empty(); }))
-      return std::nullopt;
-    T v = std::move(q_.front());
-    q_.pop_front();
-    return v;
-  }
-
-private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::deque<T> q_;
-};
+using test::inbox;
 
 struct rpc_batch {
   caf::actor sender;

@@ -7,6 +7,7 @@
 #include "actors/messages.hpp"
 #include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
+#include "cluster/test_inbox.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -35,31 +36,7 @@ struct received {
   bool apply = false;  // came as apply_atom (else exec_atom)
 };
 
-class inbox {
-public:
-  void put(received v) {
-    std::lock_guard<std::mutex> g(m_);
-    q_.push_back(std::move(v));
-    cv_.notify_all();
-  }
-  void clear() {
-    std::lock_guard<std::mutex> g(m_);
-    q_.clear();
-  }
-  std::optional<received> take(std::chrono::milliseconds limit = 3000ms) {
-    std::unique_lock<std::mutex> g(m_);
-    if (!cv_.wait_for(g, limit, [&] { return !q_.empty(); }))
-      return std::nullopt;
-    auto v = std::move(q_.front());
-    q_.pop_front();
-    return v;
-  }
-
-private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::deque<received> q_;
-};
+using inbox = test::inbox<received>;
 
 // Stands for a storage shard, a data link or a peer actor: records; the test answers.
 class recorder : public caf::event_based_actor {
