@@ -235,7 +235,10 @@ public:
         flush_queued_ = false;
         write_out();
       },
-      [this](close_atom) { quit(); },
+      [this](close_atom) {
+        write_out();  // replies computed before the close (best effort: never blocks)
+        quit();
+      },
     };
   }
 
@@ -571,7 +574,8 @@ private:
     uint64_t tag = 0;
     storage::op_batch ops;
     rpc::Origin origin = rpc::Origin::CLIENT;  // or warm (warm_atom), replica (apply_atom)
-    uint64_t sent_at = 0;                      // loop ms the call was written (on the link)
+    uint64_t sent_at = 0;                      // loop ms the call was queued (on the link)
+    uint64_t frame_at = 0;  // offset of its frame in the socket's byte stream (see written_)
   };
   struct rpc_call {
     caf::actor sender;
@@ -659,6 +663,7 @@ private:
     auto& c = counters();
     c.add(c.link_calls_sent);
     c.add(c.link_ops_sent, b.ops.size());
+    b.frame_at = written_ + io_.out.pending_bytes();
     append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops));
     b.sent_at = now();
     sent_.emplace(id, std::move(b));
@@ -816,8 +821,8 @@ private:
       backoff_ms_ = backoff_first_ms;
       counters().add(counters().links_open);
       open_counted_ = true;
-      // One at a time: if a write fails, fail() sends what is left of waiting_ by RPC, in
-      // order, before anything queued behind it.
+      // Queued in order; if the write fails, fail() sends the calls it did not write by RPC,
+      // in order, before anything queued behind them.
       while (!waiting_.empty() && state_ == state::ready) {
         batch b = std::move(waiting_.front());
         waiting_.pop_front();
@@ -915,7 +920,9 @@ private:
     if (!io_.open() || state_ == state::connecting)
       return;
     uint64_t bytes = 0;
-    if (!io_.flush(bytes)) {
+    bool ok = io_.flush(bytes);
+    written_ += bytes;
+    if (!ok) {
       fail("write to " + address_ + " failed", backoff_ms_);
       return;
     }
@@ -927,6 +934,7 @@ private:
   void close_socket() {
     forget_lookup();
     io_.close();
+    written_ = 0;  // the next socket's stream starts at 0 (its queue starts empty)
     if (open_counted_)
       counters().add(counters().links_open, static_cast<uint64_t>(-1));
     open_counted_ = false;
@@ -938,17 +946,42 @@ private:
     sent_.clear();
   }
 
-  // The connection failed (or was refused): calls in flight answer `unavailable`, batches
-  // that never left go through RPC, and the link rests for `wait_ms`.
+  // Calls queued on the link of which not one byte reached the kernel, in call order: they
+  // cannot have run on the member, so they may go by RPC instead. Loop thread.
+  std::vector<batch> take_unwritten() {
+    std::vector<std::pair<uint64_t, batch>> unwritten;
+    for (auto it = sent_.begin(); it != sent_.end();) {
+      if (it->second.frame_at >= written_) {
+        unwritten.emplace_back(it->first, std::move(it->second));
+        it = sent_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::sort(unwritten.begin(), unwritten.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<batch> out;
+    out.reserve(unwritten.size());
+    for (auto& u : unwritten)
+      out.push_back(std::move(u.second));
+    return out;
+  }
+
+  // The connection failed (or was refused): calls that may have reached the member answer
+  // `unavailable`; calls never written and batches that never left go through RPC, in order;
+  // the link rests for `wait_ms`.
   void fail(const std::string& why, uint64_t wait_ms, bool always_log = false) {
     if (always_log || state_ == state::ready)
       std::fprintf(stderr, "bifrost cluster: data link to '%s': %s; using RPC for %.1f s\n",
                    peer_.c_str(), why.c_str(), static_cast<double>(wait_ms) / 1000.0);
+    auto unwritten = take_unwritten();
     close_socket();
     fail_sent();
     state_ = state::backoff;
     retry_at_ = now() + wait_ms;
     backoff_ms_ = std::min(backoff_max_ms, backoff_ms_ * 2);
+    for (auto& b : unwritten)
+      issue_rpc(std::move(b));
     auto w = std::move(waiting_);
     waiting_.clear();
     for (auto& b : w)
@@ -982,6 +1015,7 @@ private:
   uint64_t retry_at_ = 0;
   uint64_t now_cached_ = 0;
   uint64_t backoff_ms_ = backoff_first_ms;
+  uint64_t written_ = 0;  // bytes of this socket's stream handed to the kernel so far
 };
 
 // -- per loop -----------------------------------------------------------------------------------

@@ -119,6 +119,7 @@ public:
   int port = 0;
   inbox<lw::call> calls;
   std::atomic<int> hellos{0};
+  std::atomic<bool> deaf{false};  // reads nothing more: the link's writes back up
 
 private:
   void run() {
@@ -148,8 +149,11 @@ private:
     bool greeted = false;
     while (!stop_) {
       pollfd p{c, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0)
+      if (deaf || ::poll(&p, 1, 20) <= 0) {
+        if (deaf)
+          std::this_thread::sleep_for(20ms);
         continue;
+      }
       char* space = in.space(65536);
       ssize_t n = ::read(c, space, in.space_size());
       if (n <= 0)
@@ -455,6 +459,40 @@ BOOST_AUTO_TEST_CASE(a_lost_connection_answers_calls_in_flight_unavailable) {
   send(link, 12, gets({"d"}));
   BOOST_REQUIRE(rpc_log.take());
   BOOST_CHECK_EQUAL(counters.links_open.load(), 0u);
+}
+
+// A member that stops reading: the link's socket fills up. When the call in the socket times
+// out, it answers unavailable (it may have run there), but a call of which not one byte left
+// cannot have run: it goes by RPC.
+BOOST_AUTO_TEST_CASE(a_call_never_written_goes_by_rpc_when_the_link_fails) {
+  fake_link_server server;
+  auto link = link_to(server.port, 300);
+  auto first = call_through(server, link, 1, gets({"a"}));
+  server.reply(first->id, hits(1, "v"));
+  BOOST_CHECK_EQUAL(result().first, 1u);
+  server.deaf = true;
+  // More than loopback's socket buffers hold (a few MiB each way), within one link call.
+  storage::op_batch big(240);
+  for (size_t i = 0; i < big.size(); ++i) {
+    big[i].kind = storage::op_kind::store;
+    big[i].key = "big-" + std::to_string(i);
+    big[i].value = std::string(cluster::inline_value_limit, 'x');
+  }
+  send(link, 2, std::move(big));
+  send(link, 3, gets({"z"}));
+  auto [tag, rs] = result(3000ms);
+  BOOST_CHECK_EQUAL(tag, 2u);  // partly written: it may have run, so no second try
+  BOOST_REQUIRE_EQUAL(rs.size(), 240u);
+  BOOST_CHECK(rs[0].st == storage::status::unavailable);
+  auto b = rpc_log.take();
+  BOOST_REQUIRE(b);  // never written: by RPC
+  BOOST_REQUIRE_EQUAL(b->ops.size(), 1u);
+  BOOST_CHECK_EQUAL(b->ops[0].key, "z");
+  caf::anon_send(b->sender, result_atom::value, b->tag, hits(1, "by-rpc"));
+  auto [tag3, rs3] = result();
+  BOOST_CHECK_EQUAL(tag3, 3u);
+  BOOST_CHECK_EQUAL(std::string(rs3[0].value.view()), "by-rpc");
+  server.deaf = false;
 }
 
 BOOST_AUTO_TEST_CASE(a_call_without_progress_times_out_unavailable) {
