@@ -2,6 +2,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/route_table.hpp"
+#include "cluster/convert.hpp"
 #include "cluster/ring.hpp"
 
 #include <caf/actor_system.hpp>
@@ -169,7 +170,7 @@ private:
   }
 
   std::chrono::milliseconds tick_every() const {
-    return std::chrono::milliseconds(std::clamp<uint32_t>(cfg_.timeout_ms / 4, 10, 1000));
+    return std::chrono::milliseconds(replicate_tick_ms(cfg_.timeout_ms));
   }
 
   void on_tick() {
@@ -296,7 +297,22 @@ private:
           j.failed[i] = 1;
         continue;
       }
-      await(id, j, dest, actors::apply_atom::value, std::move(b.ops), std::move(b.index));
+      // In pieces a data link call carries (call_max_ops, call_max_bytes): a larger batch would
+      // leave the link for the RPC exactly under load. In order, to one destination.
+      for (size_t at = 0; at < b.ops.size();) {
+        storage::op_batch part;
+        std::vector<size_t> index;
+        size_t bytes = 0;
+        for (; at < b.ops.size() && part.size() < call_max_ops; ++at) {
+          size_t n = inline_bytes_of(b.ops[at]);
+          if (!part.empty() && bytes + n > call_max_bytes)
+            break;
+          bytes += n;
+          part.push_back(std::move(b.ops[at]));
+          index.push_back(b.index[at]);
+        }
+        await(id, j, dest, actors::apply_atom::value, std::move(part), std::move(index));
+      }
     }
     if (j.tags.empty())
       finish(id, j);

@@ -36,6 +36,7 @@
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -62,5 +63,15 @@ caf::actor spawn_replicator(caf::actor_system& sys, actors::actor_host& host,
 /// (tripled each time).
 constexpr unsigned replicate_retries = 3;
 constexpr uint64_t replicate_backoff_ms = 200;
+
+/// How often the replicator looks for phases past their deadline (timeout_ms / 4, 10 ms to
+/// 1 s), and the longest a waiting writer's (replicate_atom, keys, tag) can take to be
+/// answered: two phases of timeout_ms + 1 s, each noticed up to one tick late.
+inline uint64_t replicate_tick_ms(uint32_t timeout_ms) {
+  return std::clamp<uint64_t>(timeout_ms / 4, 10, 1000);
+}
+inline uint64_t replicate_bound_ms(uint32_t timeout_ms) {
+  return 2 * (uint64_t{timeout_ms} + 1000 + replicate_tick_ms(timeout_ms));
+}
 
 } // namespace bifrost::cluster

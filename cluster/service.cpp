@@ -1142,9 +1142,11 @@ kj::Promise<bool> service::impl::replicate_once(std::vector<std::string> keys) {
   auto paf = kj::newPromiseAndFulfiller<bool>();
   repl_pending.emplace(tag, kj::mv(paf.fulfiller));
   caf::send_as(bridge, replicator, actors::replicate_atom::value, std::move(keys), tag);
-  // The replicator answers within two bounded phases; this only guards against a lost answer.
+  // The replicator answers within two bounded phases; this only guards against a lost answer
+  // (a second more than the replicator's own bound, so that it never fires first).
+  uint64_t bound = replicate_bound_ms(cfg.rpc_timeout_ms) + 1000;
   return paf.promise.exclusiveJoin(
-    timer.afterDelay((2 * cfg.rpc_timeout_ms + 3000) * kj::MILLISECONDS).then([this, tag] {
+    timer.afterDelay(bound * kj::MILLISECONDS).then([this, tag] {
       repl_pending.erase(tag);
       return false;
     }));

@@ -5,6 +5,7 @@
 #include "actors/cluster_view.hpp"
 #include "actors/io_loop.hpp"
 #include "actors/messages.hpp"
+#include "cluster/convert.hpp"
 #include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
 #include "cluster/test_inbox.hpp"
@@ -16,6 +17,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -227,6 +229,51 @@ BOOST_AUTO_TEST_CASE(background_keys_are_read_once_and_sent_to_each_owner_as_sta
   }
   // Every owner took it: nothing is sent again.
   BOOST_CHECK(!shard_log.take(400ms));
+}
+
+// More keys than a data link call carries: each owner gets them in pieces of at most
+// call_max_ops, in order, and the job ends when every piece is answered.
+BOOST_AUTO_TEST_CASE(a_batch_larger_than_a_link_call_goes_in_pieces) {
+  start(2000, 2);  // R=2: a key's other owners are a, b or both
+  strings keys;
+  for (int i = 0; i < 600; ++i)
+    keys.push_back("key-" + std::to_string(1000 + i));  // sorted as numbers and as strings
+  (*self)->send(repl, actors::replicate_atom::value, keys);
+  auto read = shard_log.take();
+  BOOST_REQUIRE(read);
+  BOOST_REQUIRE_EQUAL(read->ops.size(), keys.size());  // the local read is not cut
+  storage::result_batch state;
+  for (size_t i = 0; i < keys.size(); ++i)
+    state.push_back(hit("v"));
+  caf::anon_send(read->sender, result_atom::value, read->tag, std::move(state));
+
+  size_t got_keys = 0, link_pieces = 0;
+  strings link_keys;
+  for (inbox* log : {&link_log, &peer_log}) {
+    while (auto piece = log->take(400ms)) {
+      BOOST_CHECK(piece->apply);
+      BOOST_CHECK_LE(piece->ops.size(), cluster::call_max_ops);
+      got_keys += piece->ops.size();
+      if (log == &link_log) {
+        ++link_pieces;
+        for (auto& o : piece->ops)
+          link_keys.push_back(o.key);
+      }
+      caf::anon_send(piece->sender, result_atom::value, piece->tag,
+                     storage::result_batch(piece->ops.size(), status_of(storage::status::stored)));
+    }
+  }
+  size_t want = 0;  // a copy per owner other than this node
+  std::vector<cluster::ring::member_id> owners(2);
+  for (auto& k : keys) {
+    size_t n = view->ring->live_owner_ids(cluster::ring::key_hash(k), 2, owners.data());
+    want += static_cast<size_t>(std::count_if(owners.begin(), owners.begin() + n,
+                                              [&](auto o) { return o != view->self; }));
+  }
+  BOOST_CHECK_EQUAL(got_keys, want);
+  BOOST_CHECK_GT(link_pieces, 1u);  // member a holds a copy of ~400 keys: more than one call
+  BOOST_CHECK(std::is_sorted(link_keys.begin(), link_keys.end()));  // pieces in order
+  BOOST_CHECK(!shard_log.take(400ms));  // all taken: nothing is read again
 }
 
 BOOST_AUTO_TEST_CASE(a_key_an_owner_did_not_take_is_read_again_and_sent_again) {
