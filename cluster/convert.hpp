@@ -13,6 +13,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace bifrost::cluster {
 
@@ -38,6 +39,27 @@ constexpr size_t call_max_bytes = 16 << 20;
 /// What `o` puts inline in a data call: its key, and its value unless that is streamed.
 inline size_t inline_bytes_of(const storage::op& o) {
   return o.key.size() + (o.value.size() > inline_value_limit ? 0 : o.value.size());
+}
+
+/// Where `ops` is cut into data calls: the end index of each part, in order. Every part holds
+/// at least one op, at most call_max_ops ops and at most call_max_bytes inline bytes (unless a
+/// single op is larger).
+inline std::vector<size_t> call_part_ends(const storage::op_batch& ops) {
+  std::vector<size_t> ends;
+  size_t count = 0, bytes = 0;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    size_t b = inline_bytes_of(ops[i]);
+    if (count > 0 && (count == call_max_ops || bytes + b > call_max_bytes)) {
+      ends.push_back(i);
+      count = 0;
+      bytes = 0;
+    }
+    ++count;
+    bytes += b;
+  }
+  if (count > 0)
+    ends.push_back(ops.size());
+  return ends;
 }
 
 /// `n` results of status `st` (a batch that could not run, or was not sent).

@@ -299,19 +299,13 @@ private:
       }
       // In pieces a data link call carries (call_max_ops, call_max_bytes): a larger batch would
       // leave the link for the RPC exactly under load. In order, to one destination.
-      for (size_t at = 0; at < b.ops.size();) {
-        storage::op_batch part;
-        std::vector<size_t> index;
-        size_t bytes = 0;
-        for (; at < b.ops.size() && part.size() < call_max_ops; ++at) {
-          size_t n = inline_bytes_of(b.ops[at]);
-          if (!part.empty() && bytes + n > call_max_bytes)
-            break;
-          bytes += n;
-          part.push_back(std::move(b.ops[at]));
-          index.push_back(b.index[at]);
-        }
+      size_t first = 0;
+      for (size_t end : call_part_ends(b.ops)) {
+        storage::op_batch part(std::make_move_iterator(b.ops.begin() + first),
+                               std::make_move_iterator(b.ops.begin() + end));
+        std::vector<size_t> index(b.index.begin() + first, b.index.begin() + end);
         await(id, j, dest, actors::apply_atom::value, std::move(part), std::move(index));
+        first = end;
       }
     }
     if (j.tags.empty())

@@ -917,19 +917,13 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
     // Split, so that no message (the call, or its results: at most call_max_ops values
     // inline) comes near the readers' size limit (rpc_reader_options). In order.
     kj::Vector<kj::Promise<storage::result_batch>> parts;
-    storage::op_batch part;
-    size_t bytes = 0;
-    for (auto& o : ops) {
-      size_t b = inline_bytes_of(o);
-      if (!part.empty() && (part.size() == call_max_ops || bytes + b > call_max_bytes)) {
-        parts.add(remote_execute(addr, std::move(part), origin, wait_replicas));
-        part = storage::op_batch();
-        bytes = 0;
-      }
-      bytes += b;
-      part.push_back(std::move(o));
+    size_t first = 0;
+    for (size_t end : call_part_ends(ops)) {
+      storage::op_batch part(std::make_move_iterator(ops.begin() + first),
+                             std::make_move_iterator(ops.begin() + end));
+      parts.add(remote_execute(addr, std::move(part), origin, wait_replicas));
+      first = end;
     }
-    parts.add(remote_execute(addr, std::move(part), origin, wait_replicas));
     return kj::joinPromises(parts.releaseAsArray()).then([](kj::Array<storage::result_batch> rss) {
       storage::result_batch all;
       for (auto& rs : rss)

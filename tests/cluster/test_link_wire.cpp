@@ -331,6 +331,28 @@ BOOST_AUTO_TEST_SUITE_END()
 // dropped, and Node.execute's ops are read through the bounded from_rpc (above, via a link).
 BOOST_AUTO_TEST_SUITE(rpc_bounds)
 
+// Batches larger than a data call are cut where call_part_ends says: by op count, by inline
+// bytes (streamed values do not count), never an empty part.
+BOOST_AUTO_TEST_CASE(batches_are_cut_into_calls_by_ops_and_inline_bytes) {
+  auto batch = [](size_t n, size_t value_size) {
+    storage::op_batch ops(n);
+    for (size_t i = 0; i < n; ++i) {
+      ops[i].kind = storage::op_kind::store;
+      ops[i].key = "k" + std::to_string(10000 + i);  // 6 bytes
+      ops[i].value = std::string(value_size, 'v');
+    }
+    return ops;
+  };
+  BOOST_CHECK(call_part_ends({}).empty());
+  BOOST_CHECK((call_part_ends(batch(1, 10)) == std::vector<size_t>{1}));
+  BOOST_CHECK((call_part_ends(batch(600, 10)) == std::vector<size_t>{256, 512, 600}));
+  // 16 MiB / (6 + 64 KiB) = 255.98: 255 ops of inline values fill a call.
+  BOOST_CHECK((call_part_ends(batch(300, inline_value_limit)) == std::vector<size_t>{255, 300}));
+  // Values over the inline limit are streamed: only their keys count.
+  BOOST_CHECK((call_part_ends(batch(300, inline_value_limit + 1)) ==
+               std::vector<size_t>{256, 300}));
+}
+
 BOOST_AUTO_TEST_CASE(a_swim_message_with_an_amplified_member_list_is_dropped) {
   for (uint64_t count : {uint64_t(3), uint64_t(1) << 20}) {
     std::vector<uint64_t> w = {
