@@ -170,10 +170,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// For callers that are not members (bifrostctl): each op goes to its key's live primary,
   /// local shards or a peer over RPC (origin client); local writes are replicated.
   kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops);
-  using result_waits =
-    std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<storage::result_batch>>>;
+  /// Promises waiting for an answer from an actor, by tag.
+  template <typename T>
+  using waits_for = std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<T>>>;
   /// Fulfils (and forgets) the promise waiting for `tag`, if it still waits.
-  static void answer(result_waits& waits, uint64_t tag, storage::result_batch&& r) {
+  template <typename T>
+  static void answer(waits_for<T>& waits, uint64_t tag, T&& r) {
     auto it = waits.find(tag);
     if (it == waits.end())
       return;
@@ -182,14 +184,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     f->fulfill(kj::mv(r));
   }
   /// The replicator's (replicated_atom) answer to a write that waits for every replica.
-  void on_replicated(uint64_t tag, bool ok) {
-    auto it = repl_pending.find(tag);
-    if (it == repl_pending.end())
-      return;
-    auto f = kj::mv(it->second);
-    repl_pending.erase(it);
-    f->fulfill(kj::mv(ok));
-  }
+  void on_replicated(uint64_t tag, bool ok) { answer(repl_pending, tag, kj::mv(ok)); }
   /// Replicates `keys` once through the replicator (cluster/replicator.hpp); true when every
   /// live owner took them.
   kj::Promise<bool> replicate_once(std::vector<std::string> keys);
@@ -256,9 +251,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   // local execution
   uint64_t next_tag = 1;
-  result_waits pending;
+  waits_for<storage::result_batch> pending;
   // writes waiting for every replica (replicate_once), by tag
-  std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<bool>>> repl_pending;
+  waits_for<bool> repl_pending;
   uint64_t next_repl_tag = 1;
   // the last view built: ring_'s peers and data link addresses (the next view's previous ones)
   std::shared_ptr<const actors::cluster_view> view_;
@@ -1124,8 +1119,6 @@ kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batc
         return scatter_results(n, *idx, parts);
       });
 }
-
-// -- replication --------------------------------------------------------------------------------
 
 // -- replication --------------------------------------------------------------------------------
 

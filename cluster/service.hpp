@@ -1,8 +1,8 @@
 // The cluster service: this node's Cap'n Proto RPC server and client side, SWIM membership
-// driver and peer actors, all on one KJ loop (cluster/kj_loop.hpp), and the replicator. Below, "the KJ
-// thread" is the thread that runs that loop: a thread of the service's own, or — attached,
-// bifrostd's default — the first I/O loop's thread, shared with that loop's connections and
-// shards (so nothing here may block: it would stall them too).
+// driver and peer actors, all on one KJ loop (cluster/kj_loop.hpp), and the replicator. Below,
+// "the KJ thread" is the thread that runs that loop: a thread of the service's own (bifrostd's
+// default), or — attached, `--rpc-thread loop` — the first I/O loop's thread, shared with that
+// loop's connections and shards (so nothing here may block: it would stall them too).
 //
 // What runs where (every KJ object lives on the KJ thread only):
 //   - RPC server (`Node`, cluster/bifrost.capnp): hello (schema version check), swim
