@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <utility>
@@ -947,23 +948,15 @@ private:
   }
 
   // Calls queued on the link of which not one byte reached the kernel, in call order: they
-  // cannot have run on the member, so they may go by RPC instead. Loop thread.
+  // cannot have run on the member, so they may go by RPC instead. Frames are queued in call
+  // order, so these are the last calls of sent_. Loop thread.
   std::vector<batch> take_unwritten() {
-    std::vector<std::pair<uint64_t, batch>> unwritten;
-    for (auto it = sent_.begin(); it != sent_.end();) {
-      if (it->second.frame_at >= written_) {
-        unwritten.emplace_back(it->first, std::move(it->second));
-        it = sent_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    std::sort(unwritten.begin(), unwritten.end(),
-              [](const auto& a, const auto& b) { return a.first < b.first; });
+    auto first = std::find_if(sent_.begin(), sent_.end(),
+                              [&](const auto& e) { return e.second.frame_at >= written_; });
     std::vector<batch> out;
-    out.reserve(unwritten.size());
-    for (auto& u : unwritten)
-      out.push_back(std::move(u.second));
+    for (auto it = first; it != sent_.end(); ++it)
+      out.push_back(std::move(it->second));
+    sent_.erase(first, sent_.end());
     return out;
   }
 
@@ -1007,7 +1000,7 @@ private:
   bool flush_queued_ = false;  // a link_flush_atom is in the mailbox
   std::deque<batch> queue_;                      // not issued yet, in arrival order
   std::deque<batch> waiting_;                    // on the link, before it is ready
-  std::unordered_map<uint64_t, batch> sent_;     // on the link, by call id
+  std::map<uint64_t, batch> sent_;               // on the link, by call id (= queue order)
   std::unordered_map<uint64_t, rpc_call> rpc_calls_;  // through RPC, by our tag
   uint64_t next_id_ = 1;
   uint64_t next_rpc_tag_ = 1;
