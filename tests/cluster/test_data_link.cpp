@@ -11,7 +11,7 @@
 #include "cluster/data_link.hpp"
 #include "cluster/link_wire.hpp"
 #include "cluster/ring.hpp"
-#include "cluster/test_inbox.hpp"
+#include "cluster/test_support.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -258,14 +258,7 @@ struct fixture {
     loop->stop();
   }
 
-  void on_loop(std::function<void()> fn) {
-    std::promise<void> done;
-    loop->post([&] {
-      fn();
-      done.set_value();
-    });
-    done.get_future().wait();
-  }
+  void on_loop(std::function<void()> fn) { test::on_loop(*loop, std::move(fn)); }
 
   // The loop's link to member "peer" dialling `port`.
   caf::actor link_to(int port, uint32_t timeout_ms = 2000, const std::string& host = "127.0.0.1") {

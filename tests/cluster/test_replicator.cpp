@@ -8,7 +8,7 @@
 #include "cluster/convert.hpp"
 #include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
-#include "cluster/test_inbox.hpp"
+#include "cluster/test_support.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -152,15 +152,7 @@ struct fixture {
     (*self)->send(repl, actors::ring_atom::value, actors::cluster_view_ptr(view));
   }
 
-  // Runs `fn` on the loop's thread and waits for it.
-  void on_loop(std::function<void()> fn) {
-    std::promise<void> done;
-    loop->post([&] {
-      fn();
-      done.set_value();
-    });
-    done.get_future().wait();
-  }
+  void on_loop(std::function<void()> fn) { test::on_loop(*loop, std::move(fn)); }
 
   static std::vector<std::string> keys_of(const storage::op_batch& ops) {
     std::vector<std::string> k;

@@ -1,15 +1,30 @@
-// A queue the test thread waits on: actors standing in for shards, links or peers put what
-// they were given (from their own threads), and the test takes it in order, with a time limit.
-// Thread affinity: put() from any thread; take() and clear() from the test thread.
+// Helpers of the cluster tests.
+// - inbox: a queue the test thread waits on: actors standing in for shards, links or peers put
+//   what they were given (from their own threads), and the test takes it in order, with a time
+//   limit. put() from any thread; take() and clear() from the test thread.
+// - on_loop: runs a function on an I/O loop's thread and waits for it (test thread).
 #pragma once
+
+#include "actors/io_loop.hpp"
 
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <optional>
 
 namespace bifrost::test {
+
+inline void on_loop(actors::io_loop& loop, std::function<void()> fn) {
+  std::promise<void> done;
+  loop.post([&] {
+    fn();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
 
 template <class T>
 class inbox {
