@@ -183,6 +183,8 @@ void on_link_events(uv_poll_t* h, int status, int events) {
 // The loop's sessions and links, shared with the actors so that a session can leave it when
 // it ends (the loop_links may be gone by then).
 struct registry {
+  explicit registry(std::string name) : node_name(std::move(name)) {}
+  const std::string node_name;  // this node's: a session's accept line names it
   std::unordered_map<uint64_t, caf::actor> sessions;
   uint64_t next_session = 1;
   std::atomic<size_t> serving{0};  // sessions spawned and not destroyed (any thread may
@@ -325,7 +327,7 @@ private:
         }
         peer_ = h.name;
         greeted_ = true;
-        io_.out.bytes(link_wire::accept_line(rpc::SCHEMA_VERSION));
+        io_.out.bytes(link_wire::accept_line(rpc::SCHEMA_VERSION, reg_->node_name));
         write_out();
         continue;
       }
@@ -807,11 +809,12 @@ private:
     if (state_ == state::greeting) {
       size_t used = 0;
       std::string error;
-      switch (link_wire::parse_answer(io_.in.text(), rpc::SCHEMA_VERSION, used, error)) {
+      switch (link_wire::parse_answer(io_.in.text(), rpc::SCHEMA_VERSION, peer_, used, error)) {
         case link_wire::answer_status::incomplete:
           return;
         case link_wire::answer_status::refused:
-          // Refused: an older node, links off there, or another version. RPC it is.
+          // Refused: an older node, links off there, another version, or another node now
+          // listening where this member's memcached port was (a stale address). RPC it is.
           fail("refused by " + peer_ + " (" + error + ")", refused_backoff_ms, true);
           return;
         case link_wire::answer_status::ok:
@@ -1016,7 +1019,8 @@ private:
 class links_impl final : public actors::loop_links {
 public:
   links_impl(actors::io_loop& loop, actors::loop_context& ctx, link_settings s)
-    : loop_(loop), ctx_(ctx), settings_(std::move(s)), reg_(std::make_shared<registry>()) {}
+    : loop_(loop), ctx_(ctx), settings_(std::move(s)),
+      reg_(std::make_shared<registry>(settings_.node_name)) {}
 
   ~links_impl() override { close_all(); }
 
@@ -1026,13 +1030,18 @@ public:
     uint64_t epoch = cv.ring->epoch();
     if (epoch > epoch_) {  // a newer ring: forget the ids of the old one
       epoch_ = epoch;
-      by_id_.assign(cv.ring->size(), caf::actor());
+      by_id_.assign(cv.ring->size(), cached{});
     }
     if (epoch < epoch_ || id >= by_id_.size())  // a caller still on an older ring
       return find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
-    if (!by_id_[id])
-      by_id_[id] = find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
-    return by_id_[id];
+    // The same ring may come with a member's new address (a view with only the addresses
+    // changed, cluster/service.cpp): the link to the old one is not that member's any more.
+    auto& c = by_id_[id];
+    if (!c.link || c.address != cv.clients[id]) {
+      c.link = find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
+      c.address = cv.clients[id];
+    }
+    return c.link;
   }
 
   caf::actor shared_link(const actors::cluster_view& cv, uint32_t id) override {
@@ -1105,7 +1114,11 @@ private:
   std::shared_ptr<registry> reg_;
   std::mutex links_mutex_;
   std::unordered_map<std::string, caf::actor> links_;  // by name + "\n" + address (mutex)
-  std::vector<caf::actor> by_id_;
+  struct cached {
+    caf::actor link;
+    std::string address;  // what it dials
+  };
+  std::vector<cached> by_id_;  // by member id of the ring of epoch_
   uint64_t epoch_ = 0;
   std::atomic<bool> closed_{false};
 };

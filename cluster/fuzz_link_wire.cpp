@@ -7,6 +7,9 @@
 // 2. frame_size's contract: an ok frame lies inside the input, is a multiple of 8 bytes and
 //    within the limit; `need` of an incomplete frame lies beyond the input.
 // 3. Every decoded call re-encodes to a frame that decodes to the same call.
+// 4. The client's side of the greeting, parse_answer: the input's every prefix is either
+//    undecided or decided as the whole input is, and an accepted answer consumed a line
+//    inside it.
 #include "cluster/link_wire.hpp"
 
 #include <cstdint>
@@ -96,6 +99,21 @@ std::vector<std::string> read_stream(std::string_view in, size_t step) {
   return events;
 }
 
+void check_answer(std::string_view in) {
+  size_t used = 0;
+  std::string error;
+  auto whole = lw::parse_answer(in, 1, "node", used, error);
+  if (whole == lw::answer_status::ok && (used == 0 || used > in.size()))
+    die("an accepted answer consumed nothing or too much");
+  size_t upto = std::min(in.size(), lw::max_hello_line + 8);
+  for (size_t cut = 0; cut < upto; ++cut) {
+    size_t u = 0;
+    auto st = lw::parse_answer(in.substr(0, cut), 1, "node", u, error);
+    if (st != lw::answer_status::incomplete && st != whole)
+      die("parse_answer decides a prefix otherwise than the whole input");
+  }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -105,5 +123,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t step : {size_t(1), size_t(7), 1 + seed % 64, size_t(4096)})
     if (read_stream(in, step) != whole)
       die("chunked reading differs from whole reading");
+  check_answer(in);
   return 0;
 }

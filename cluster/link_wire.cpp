@@ -70,8 +70,11 @@ std::string hello_line(uint32_t version, std::string_view node_name) {
   return s;
 }
 
-std::string accept_line(uint32_t version) {
-  return "LINK " + std::to_string(version) + "\r\n";
+std::string accept_line(uint32_t version, std::string_view node_name) {
+  std::string s = "LINK " + std::to_string(version) + " ";
+  s += node_name;
+  s += "\r\n";
+  return s;
 }
 
 hello_status parse_hello(std::string_view in, hello& out, size_t& consumed, std::string& error) {
@@ -103,8 +106,8 @@ hello_status parse_hello(std::string_view in, hello& out, size_t& consumed, std:
   return hello_status::ok;
 }
 
-answer_status parse_answer(std::string_view in, uint32_t version, size_t& consumed,
-                           std::string& error) {
+answer_status parse_answer(std::string_view in, uint32_t version, std::string_view expected_name,
+                           size_t& consumed, std::string& error) {
   std::string_view line;
   size_t taken = 0;
   switch (front_line(in, line, taken)) {
@@ -117,8 +120,15 @@ answer_status parse_answer(std::string_view in, uint32_t version, size_t& consum
       break;
   }
   consumed = taken;
-  if (line == "LINK " + std::to_string(version))
-    return answer_status::ok;
+  std::string head = "LINK " + std::to_string(version) + " ";
+  if (line.substr(0, std::min(line.size(), head.size())) == head) {
+    std::string_view name = line.substr(head.size());
+    if (name == expected_name)
+      return answer_status::ok;
+    error = "the node there is '" + std::string(name) + "', not '" + std::string(expected_name) +
+            "' (a stale address)";
+    return answer_status::refused;
+  }
   error.assign(line);
   return answer_status::refused;
 }

@@ -3,9 +3,10 @@
 //
 //   member A (client)                                   member B (server, its memcached port)
 //   "bifrost-link <schemaVersion> <A's name>\r\n"  ──►
-//                                                  ◄──  "LINK <schemaVersion>\r\n"
+//                                                  ◄──  "LINK <schemaVersion> <B's name>\r\n"
 //                                                       (or any other line, e.g. "ERROR" from
-//                                                        a node that serves no links: refused)
+//                                                        a node that serves no links, or
+//                                                        another name: refused)
 //   LinkCall frame, LinkCall frame, …              ──►
 //                                                  ◄──  LinkReply frames (by id, any order)
 //
@@ -53,8 +54,10 @@ std::string dial_address(std::string_view client_address, std::string_view rpc_a
 
 /// The client's first line.
 std::string hello_line(uint32_t version, std::string_view node_name);
-/// The server's answer to a hello of the same version.
-std::string accept_line(uint32_t version);
+/// The server's answer to a hello of the same version: "LINK <version> <its node name>". The
+/// name lets the client check that it reached the member it dialed, not whatever now listens
+/// on an address that member advertised once.
+std::string accept_line(uint32_t version, std::string_view node_name);
 
 enum class hello_status {
   incomplete,  // a prefix of a hello line: wait for more
@@ -70,10 +73,11 @@ struct hello {
 hello_status parse_hello(std::string_view in, hello& out, size_t& consumed, std::string& error);
 
 enum class answer_status { incomplete, ok, refused };
-/// Client side: the server's answer line. `refused`: any other complete line (or a line that
-/// is too long); `error` holds it (or says why).
-answer_status parse_answer(std::string_view in, uint32_t version, size_t& consumed,
-                           std::string& error);
+/// Client side: the server's answer line, from member `expected_name`. `refused`: any other
+/// complete line — another version, another node's name (a stale address), an error — or a
+/// line that is too long; `error` holds it (or says why).
+answer_status parse_answer(std::string_view in, uint32_t version, std::string_view expected_name,
+                           size_t& consumed, std::string& error);
 
 enum class frame_status {
   incomplete,  // need more bytes (`need`: the frame's size once the header is known)

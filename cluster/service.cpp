@@ -212,6 +212,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void on_swim_reply(message&& m) { handle(members.on_message(m, now_ms())); }
   kj::Promise<void> tick_loop();
   void rebuild(bool force = false);
+  /// By member id of `r`: the memcached address data links dial ("" for self and the dead).
+  std::vector<std::string> clients_of(const ring& r);
+  /// Hands `view` to the replicator and the route table.
+  void publish(std::shared_ptr<actors::cluster_view> view);
   caf::actor peer_for(const std::string& name);
   void begin_leave(std::shared_ptr<std::promise<void>> done);
   kj::Promise<void> leave_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
@@ -1236,23 +1240,29 @@ void service::impl::rebuild(bool force) {
   auto rm = members.ring_members();
   std::sort(rm.begin(), rm.end(),
             [](const ring_member& a, const ring_member& b) { return a.name < b.name; });
-  if (!force && ring_ && rm == ring_->members())
+  if (!force && ring_ && rm == ring_->members()) {
+    // The placement stands, but a member may now advertise another memcached address (it
+    // restarted with another -p before anyone declared it dead): the data links must dial
+    // the new one. Same ring, same warming window; only the addresses change.
+    auto clients = clients_of(*ring_);
+    if (!view_ || clients == view_->clients)
+      return;
+    auto view = std::make_shared<actors::cluster_view>(*view_);
+    view->clients = std::move(clients);
+    publish(std::move(view));
     return;
+  }
   auto next = ring::build(std::move(rm), ++epoch);
   std::vector<caf::actor> peers(next->size());
-  std::vector<std::string> clients(next->size());
   for (ring::member_id id = 0; id < next->size(); ++id) {
     auto& m = next->member(id);
-    if (m.name != cfg.node_name && m.alive) {
+    if (m.name != cfg.node_name && m.alive)
       peers[id] = peer_for(m.name);
-      if (auto* info = members.find(m.name))
-        clients[id] = link_wire::dial_address(info->client_address, m.address);
-    }
   }
   auto view = std::make_shared<actors::cluster_view>();
   view->ring = next;
   view->peers = std::move(peers);
-  view->clients = std::move(clients);
+  view->clients = clients_of(*next);
   view->replicas = std::max<uint32_t>(1, cfg.replicas);
   view->replicator = replicator;
   view->wait_replicas = cfg.wait_replicas;
@@ -1265,6 +1275,21 @@ void service::impl::rebuild(bool force) {
   ring_ = next;
   view->self = ring_self();
   view->self_name = cfg.node_name;
+  publish(std::move(view));
+}
+
+std::vector<std::string> service::impl::clients_of(const ring& r) {
+  std::vector<std::string> clients(r.size());
+  for (ring::member_id id = 0; id < r.size(); ++id) {
+    auto& m = r.member(id);
+    if (m.name != cfg.node_name && m.alive)
+      if (auto* info = members.find(m.name))
+        clients[id] = link_wire::dial_address(info->client_address, m.address);
+  }
+  return clients;
+}
+
+void service::impl::publish(std::shared_ptr<actors::cluster_view> view) {
   view_ = view;
   if (replicator)
     caf::anon_send(replicator, actors::ring_atom::value, actors::cluster_view_ptr(view));

@@ -80,7 +80,8 @@ private:
 // `greeting`, records the calls; the test answers them (or closes the connection).
 class fake_link_server {
 public:
-  explicit fake_link_server(std::string greeting = lw::accept_line(cluster::rpc::SCHEMA_VERSION))
+  explicit fake_link_server(
+    std::string greeting = lw::accept_line(cluster::rpc::SCHEMA_VERSION, "peer"))
     : greeting_(std::move(greeting)) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
@@ -260,21 +261,25 @@ struct fixture {
 
   void on_loop(std::function<void()> fn) { test::on_loop(*loop, std::move(fn)); }
 
+  // A view of the ring {peer, self} in which member "peer" has memcached address
+  // host:port; `peer_id` is its id.
+  actors::cluster_view view_with(int port, const std::string& host = "127.0.0.1") {
+    actors::cluster_view cv;
+    cv.ring = ring_;
+    cv.peers.resize(2);
+    cv.clients.resize(2);
+    cv.self = 1 - peer_id;
+    cv.peers[peer_id] = rpc_peer;
+    cv.clients[peer_id] = host + ":" + std::to_string(port);
+    return cv;
+  }
+
   // The loop's link to member "peer" dialling `port`.
   caf::actor link_to(int port, uint32_t timeout_ms = 2000, const std::string& host = "127.0.0.1") {
     cluster::link_settings s;
     s.node_name = "self";
     s.rpc_timeout_ms = timeout_ms;
-    auto ring = cluster::ring::build(
-      {{"peer", "127.0.0.1:1", 1, true}, {"self", "127.0.0.1:2", 1, true}}, 1);
-    actors::cluster_view cv;
-    cv.ring = ring;
-    cv.peers.resize(2);
-    cv.clients.resize(2);
-    uint32_t peer_id = ring->member(0).name == "peer" ? 0 : 1;
-    cv.self = 1 - peer_id;
-    cv.peers[peer_id] = rpc_peer;
-    cv.clients[peer_id] = host + ":" + std::to_string(port);
+    auto cv = view_with(port, host);
     caf::actor link;
     on_loop([&] {
       ctx.links = cluster::make_loop_links(*loop, ctx, s);
@@ -283,6 +288,10 @@ struct fixture {
     BOOST_REQUIRE(link);
     return link;
   }
+
+  std::shared_ptr<const cluster::ring> ring_ = cluster::ring::build(
+    {{"peer", "127.0.0.1:1", 1, true}, {"self", "127.0.0.1:2", 1, true}}, 1);
+  uint32_t peer_id = ring_->member(0).name == "peer" ? 0 : 1;
 
   void send(const caf::actor& link, uint64_t tag, storage::op_batch ops) {
     (*self)->send(link, exec_atom::value, tag, std::move(ops));
@@ -417,6 +426,49 @@ BOOST_AUTO_TEST_CASE(a_refused_hello_sends_the_batch_by_rpc) {
   BOOST_REQUIRE(rpc_log.take());
   BOOST_CHECK_EQUAL(server.hellos.load(), 1);
   BOOST_CHECK(!server.calls.take(50ms));
+}
+
+BOOST_AUTO_TEST_CASE(another_node_at_the_address_sends_the_batch_by_rpc) {
+  // Member "peer" advertised this port once; another member listens there now (it answers
+  // with its own name). Nothing may run there: the batch goes to peer's RPC actor.
+  fake_link_server other(lw::accept_line(cluster::rpc::SCHEMA_VERSION, "somebody-else"));
+  auto link = link_to(other.port);
+  send(link, 4, gets({"k"}));
+  auto b = rpc_log.take();
+  BOOST_REQUIRE(b);
+  BOOST_CHECK_EQUAL(b->ops[0].key, "k");
+  caf::anon_send(b->sender, result_atom::value, b->tag, hits(1, "from-peer"));
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 4u);
+  BOOST_CHECK_EQUAL(std::string(rs[0].value.view()), "from-peer");
+  BOOST_CHECK(!other.calls.take(50ms));
+  BOOST_CHECK_EQUAL(counters.links_open.load(), 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_new_address_on_the_same_ring_gets_a_link_of_its_own) {
+  // The member moved its memcached port; the ring (epoch) is the same.
+  fake_link_server before, after;
+  auto old_link = link_to(before.port);
+  auto b = call_through(before, old_link, 1, gets({"k"}));
+  before.reply(b->id, hits(1, "old"));
+  BOOST_CHECK_EQUAL(std::string(result().second[0].value.view()), "old");
+  auto cv = view_with(after.port);
+  caf::actor same, moved;
+  on_loop([&] {
+    same = ctx.links->link_for(view_with(before.port), peer_id);
+    moved = ctx.links->link_for(cv, peer_id);
+  });
+  BOOST_CHECK(same == old_link);
+  BOOST_REQUIRE(moved);
+  BOOST_CHECK(moved != old_link);
+  auto c = call_through(after, moved, 2, gets({"k"}));
+  after.reply(c->id, hits(1, "new"));
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 2u);
+  BOOST_CHECK_EQUAL(std::string(rs[0].value.view()), "new");
+  caf::actor again;
+  on_loop([&] { again = ctx.links->link_for(cv, peer_id); });
+  BOOST_CHECK(again == moved);
 }
 
 BOOST_AUTO_TEST_CASE(no_server_sends_the_batch_by_rpc) {

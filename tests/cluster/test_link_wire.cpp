@@ -138,21 +138,35 @@ BOOST_AUTO_TEST_CASE(other_first_lines_are_not_hellos_or_are_refused) {
   BOOST_CHECK(lw::parse_hello(endless, h, used, error) == lw::hello_status::bad);
 }
 
-BOOST_AUTO_TEST_CASE(answers_accept_only_the_same_version) {
+BOOST_AUTO_TEST_CASE(answers_accept_only_the_same_version_from_the_member_dialed) {
   size_t used = 0;
   std::string error;
-  std::string ok = lw::accept_line(3);
+  std::string ok = lw::accept_line(3, "node-b");
+  BOOST_CHECK_EQUAL(ok, "LINK 3 node-b\r\n");
   for (size_t cut = 0; cut < ok.size(); ++cut)
-    BOOST_CHECK(lw::parse_answer(ok.substr(0, cut), 3, used, error) ==
+    BOOST_CHECK(lw::parse_answer(ok.substr(0, cut), 3, "node-b", used, error) ==
                 lw::answer_status::incomplete);
-  BOOST_CHECK(lw::parse_answer(ok + "frames", 3, used, error) == lw::answer_status::ok);
+  BOOST_CHECK(lw::parse_answer(ok + "frames", 3, "node-b", used, error) == lw::answer_status::ok);
   BOOST_CHECK_EQUAL(used, ok.size());
-  BOOST_CHECK(lw::parse_answer("LINK 4\r\n", 3, used, error) == lw::answer_status::refused);
-  BOOST_CHECK(lw::parse_answer("ERROR\r\n", 3, used, error) == lw::answer_status::refused);
-  BOOST_CHECK_EQUAL(error, "ERROR");
-  BOOST_CHECK(lw::parse_answer("SERVER_ERROR data link version mismatch\r\n", 3, used, error) ==
+  // Another node answers where node-b's memcached port was: a stale address, refused.
+  BOOST_CHECK(lw::parse_answer(ok, 3, "node-c", used, error) == lw::answer_status::refused);
+  BOOST_CHECK_EQUAL(error, "the node there is 'node-b', not 'node-c' (a stale address)");
+  BOOST_CHECK(lw::parse_answer("LINK 3 node-bb\r\n", 3, "node-b", used, error) ==
               lw::answer_status::refused);
-  BOOST_CHECK(lw::parse_answer(std::string(1000, 'x'), 3, used, error) ==
+  BOOST_CHECK(lw::parse_answer("LINK 3 \r\n", 3, "node-b", used, error) ==
+              lw::answer_status::refused);
+  BOOST_CHECK(lw::parse_answer("LINK 3\r\n", 3, "node-b", used, error) ==
+              lw::answer_status::refused);  // an older node's answer, without a name
+  BOOST_CHECK(lw::parse_answer("LINK 4 node-b\r\n", 3, "node-b", used, error) ==
+              lw::answer_status::refused);
+  BOOST_CHECK(lw::parse_answer("LINK 33 node-b\r\n", 3, "node-b", used, error) ==
+              lw::answer_status::refused);
+  BOOST_CHECK(lw::parse_answer("ERROR\r\n", 3, "node-b", used, error) ==
+              lw::answer_status::refused);
+  BOOST_CHECK_EQUAL(error, "ERROR");
+  BOOST_CHECK(lw::parse_answer("SERVER_ERROR data link version mismatch\r\n", 3, "node-b", used,
+                               error) == lw::answer_status::refused);
+  BOOST_CHECK(lw::parse_answer(std::string(1000, 'x'), 3, "node-b", used, error) ==
               lw::answer_status::refused);
 }
 
@@ -212,7 +226,7 @@ BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
 BOOST_AUTO_TEST_CASE(frames_after_a_line_arrive_whole_in_every_fragment_size) {
   // A text line first (as on a link: the answer line), then frames of many sizes.
   std::mt19937 rng(7);
-  std::string stream = lw::accept_line(1);
+  std::string stream = lw::accept_line(1, "server");
   std::vector<storage::op_batch> sent;
   for (int i = 0; i < 12; ++i) {
     storage::op_batch ops(1 + rng() % 5);
@@ -234,7 +248,7 @@ BOOST_AUTO_TEST_CASE(frames_after_a_line_arrive_whole_in_every_fragment_size) {
       if (!line_done) {
         size_t used = 0;
         std::string error;
-        auto st = lw::parse_answer(buf.text(), 1, used, error);
+        auto st = lw::parse_answer(buf.text(), 1, "server", used, error);
         if (st == lw::answer_status::incomplete)
           continue;
         BOOST_REQUIRE(st == lw::answer_status::ok);

@@ -85,7 +85,8 @@ struct sys_config : caf::actor_system_config {
 struct test_node {
   explicit test_node(const std::string& name, std::vector<std::string> seeds = {},
                      uint32_t replicas = 1, bool wait_replicas = false,
-                     cluster::tls_options tls = {}) {
+                     cluster::tls_options tls = {}, uint16_t rpc_port = 0,
+                     std::string client_address = "127.0.0.1:11211") {
     sys = std::make_unique<caf::actor_system>(cfg);
     for (uint32_t i = 0; i < 2; ++i) {
       storage::shard_config sc;
@@ -101,7 +102,8 @@ struct test_node {
     route_table = sys->spawn(recorder, rec);
     cluster::service_config sc;
     sc.node_name = name;
-    sc.client_address = "127.0.0.1:11211";
+    sc.rpc_port = rpc_port;
+    sc.client_address = std::move(client_address);
     sc.join = std::move(seeds);
     sc.replicas = replicas;
     sc.wait_replicas = wait_replicas;
@@ -719,6 +721,36 @@ BOOST_AUTO_TEST_CASE(crashed_node_is_detected_and_unavailable) {
   BOOST_TEST(r.results[0].value.view() == "the value");
   BOOST_TEST(!r.results[1].value);
   BOOST_TEST(r.seconds < 0.5);
+}
+
+BOOST_AUTO_TEST_CASE(a_member_back_at_once_with_another_memcached_port_is_dialed_there) {
+  // n2 crashes and comes back at once on the same RPC port but another memcached port, before
+  // anyone could declare it dead: the ring stays the same, yet the data links must dial the
+  // new port (the old one may be another node's by now).
+  auto n1 = std::make_unique<test_node>("n1");
+  auto seeds = std::vector<std::string>{n1->address()};
+  auto n2 = std::make_unique<test_node>("n2", seeds, 1, false, cluster::tls_options{}, 0,
+                                        "127.0.0.1:11211");
+  BOOST_REQUIRE(wait_until([&] { return converged({n1.get(), n2.get()}, 2); }, 5000ms));
+  auto client_of_n2 = [&]() -> std::string {
+    auto v = n1->view();
+    auto id = v ? v->ring->find("n2") : std::nullopt;
+    return id && *id < v->clients.size() ? v->clients[*id] : std::string();
+  };
+  BOOST_TEST(client_of_n2() == "127.0.0.1:11211");
+  auto epoch = n1->view()->ring->epoch();
+  uint16_t rpc_port = n2->svc->rpc_port();
+  n2->svc->halt();
+  n2.reset();
+  n2 = std::make_unique<test_node>("n2", seeds, 1, false, cluster::tls_options{}, rpc_port,
+                                   "127.0.0.1:22122");
+  BOOST_TEST(wait_until([&] { return client_of_n2() == "127.0.0.1:22122"; }, 5000ms));
+  auto v = n1->view();
+  BOOST_TEST(live_names(v) == (std::vector<std::string>{"n1", "n2"}));
+  if (v->ring->epoch() == epoch)  // n2 was never seen dead: the same ring, new addresses
+    BOOST_TEST_MESSAGE("the address changed on the same ring");
+  else
+    BOOST_TEST_MESSAGE("n2 was declared dead meanwhile: the ring changed too");
 }
 
 BOOST_AUTO_TEST_CASE(graceful_stop_is_seen_as_left) {
