@@ -84,6 +84,7 @@ public:
         send(j.waiter, actors::replicated_atom::value, j.waiter_tag, false);
     jobs_.clear();
     tags_.clear();
+    routes_.clear();
     view_.reset();  // the view holds this actor: no cycle may outlive it
     cfg_.shards.clear();
     cfg_.link = nullptr;
@@ -108,6 +109,17 @@ private:
   struct awaited {
     uint64_t job;
     std::vector<size_t> index;
+    std::string owner;  // replicated state: the member it went to (else empty)
+  };
+
+  // Where replicated state to one member goes while some of it is still unanswered. Later
+  // state must not arrive before earlier state, and only one destination keeps them in order:
+  // a data link orders its own fallback to RPC, the peer actor is one RPC connection, but a
+  // link and the peer actor (or two links, before and after the member's address changed)
+  // race each other. So while state to a member is in flight, more goes the same way.
+  struct owner_route {
+    caf::actor dest;
+    size_t in_flight = 0;
   };
 
   void start(std::vector<std::string> keys, uint32_t retries, caf::actor waiter, uint64_t tag) {
@@ -154,11 +166,25 @@ private:
 
   template <class Atom>
   void await(uint64_t id, job& j, const caf::actor& dest, Atom atom, storage::op_batch ops,
-             std::vector<size_t> index) {
+             std::vector<size_t> index, std::string owner = {}) {
     uint64_t tag = next_tag_++;
-    tags_.emplace(tag, awaited{id, std::move(index)});
+    if (!owner.empty()) {
+      auto& r = routes_[owner];
+      r.dest = dest;
+      ++r.in_flight;
+    }
+    tags_.emplace(tag, awaited{id, std::move(index), std::move(owner)});
     j.tags.push_back(tag);
     send(dest, atom, tag, std::move(ops));
+  }
+
+  // An apply to `owner` was answered or given up on.
+  void settled(const std::string& owner) {
+    if (owner.empty())
+      return;
+    auto it = routes_.find(owner);
+    if (it != routes_.end() && --it->second.in_flight == 0)
+      routes_.erase(it);
   }
 
   void arm(job& j) {
@@ -194,6 +220,7 @@ private:
       return;  // expired
     auto a = std::move(it->second);
     tags_.erase(it);
+    settled(a.owner);
     auto jt = jobs_.find(a.job);
     if (jt == jobs_.end())
       return;
@@ -230,6 +257,7 @@ private:
         j.failed[i] = 1;
         j.state[i].st = storage::status::unavailable;
       }
+      settled(it->second.owner);
       tags_.erase(it);
     }
     j.tags.clear();
@@ -287,8 +315,11 @@ private:
         }
     }
     for (auto& [owner, b] : per_owner) {
+      const std::string& name = v->ring->member(owner).name;
       caf::actor dest;
-      if (cfg_.link)
+      if (auto r = routes_.find(name); r != routes_.end())
+        dest = r->second.dest;  // behind the state still in flight to it, in order
+      if (!dest && cfg_.link)
         dest = cfg_.link(*v, owner);
       if (!dest && owner < v->peers.size())
         dest = v->peers[owner];
@@ -304,7 +335,7 @@ private:
         storage::op_batch part(std::make_move_iterator(b.ops.begin() + first),
                                std::make_move_iterator(b.ops.begin() + end));
         std::vector<size_t> index(b.index.begin() + first, b.index.begin() + end);
-        await(id, j, dest, actors::apply_atom::value, std::move(part), std::move(index));
+        await(id, j, dest, actors::apply_atom::value, std::move(part), std::move(index), name);
         first = end;
       }
     }
@@ -340,6 +371,7 @@ private:
   uint64_t next_tag_ = 1;
   std::unordered_map<uint64_t, job> jobs_;
   std::unordered_map<uint64_t, awaited> tags_;
+  std::unordered_map<std::string, owner_route> routes_;  // by member name
 };
 
 } // namespace

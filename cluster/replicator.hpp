@@ -16,7 +16,9 @@
 // What an owner gets is the key's state as this node holds it now (a set with the value,
 // flags, absolute expiry and CAS, or a delete for an absent key), origin replica: the owner
 // applies it and replicates no further. Sending current state instead of the client's op makes
-// a retry, a reordering or a lost copy harmless: the last copy to arrive is the newest state.
+// a retry or a lost copy harmless, as long as copies to one owner arrive in the order they
+// were read: so while state to an owner is unanswered, the next goes the same way (the same
+// data link, or the same peer actor), never by another route that could overtake it.
 //
 // Where replicated state goes: the data link to the owner (cluster/data_link.hpp), which falls
 // back to the owner's RPC peer actor itself, or the RPC peer actor (cluster_view::peers) when

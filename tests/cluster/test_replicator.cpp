@@ -18,6 +18,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -78,7 +79,9 @@ struct fixture {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   std::unique_ptr<actors::io_loop> loop;
-  inbox shard_log, link_log, peer_log;
+  inbox shard_log, link_log, peer_log, peer_a_log;
+  // Whether member a's link exists (the link function returns it); read on the loop.
+  std::shared_ptr<std::atomic<bool>> link_up = std::make_shared<std::atomic<bool>>(true);
   caf::actor shard, link_a, peer_a, peer_b;
   caf::actor repl;
   actors::cluster_view_ptr view;
@@ -93,7 +96,7 @@ struct fixture {
     loop->start();
     shard = sys->spawn<recorder>(&shard_log);
     link_a = sys->spawn<recorder>(&link_log);
-    peer_a = sys->spawn<recorder>(&peer_log);  // never used: member a has a link
+    peer_a = sys->spawn<recorder>(&peer_a_log);  // used only while a has no link
     peer_b = sys->spawn<recorder>(&peer_log);
     self = std::make_unique<caf::scoped_actor>(*sys);
   }
@@ -106,6 +109,7 @@ struct fixture {
     shard_log.clear();
     link_log.clear();
     peer_log.clear();
+    peer_a_log.clear();
     for (auto& a : {shard, link_a, peer_a, peer_b})
       (*self)->send_exit(a, caf::exit_reason::user_shutdown);
     self.reset();
@@ -143,8 +147,9 @@ struct fixture {
     v->replicas = replicas;
     uint32_t a = id_a;
     auto link = link_a;
-    rc.link = [a, link](const actors::cluster_view&, uint32_t id) {
-      return id == a ? link : caf::actor{};
+    auto up = link_up;
+    rc.link = [a, link, up](const actors::cluster_view&, uint32_t id) {
+      return id == a && up->load() ? link : caf::actor{};
     };
     repl = cluster::spawn_replicator(*sys, *loop, std::move(rc));
     v->replicator = repl;
@@ -266,6 +271,54 @@ BOOST_AUTO_TEST_CASE(a_batch_larger_than_a_link_call_goes_in_pieces) {
   BOOST_CHECK_GT(link_pieces, 1u);  // member a holds a copy of ~400 keys: more than one call
   BOOST_CHECK(std::is_sorted(link_keys.begin(), link_keys.end()));  // pieces in order
   BOOST_CHECK(!shard_log.take(400ms));  // all taken: nothing is read again
+}
+
+// Member a's link goes away while state sent through it is unanswered: the next state for a
+// follows it through the link (which keeps its own order), not through a's peer actor, where
+// it could arrive first and be overwritten by the older state. Once nothing is in flight to
+// a, its peer actor is used.
+BOOST_AUTO_TEST_CASE(state_to_an_owner_never_overtakes_state_still_in_flight_to_it) {
+  start(2000, 3);
+  auto replicate = [&](const std::string& key, const std::string& value) {
+    (*self)->send(repl, actors::replicate_atom::value, strings{key});
+    auto read = shard_log.take();
+    BOOST_REQUIRE(read);
+    storage::result_batch state;
+    state.push_back(hit(value));
+    caf::anon_send(read->sender, result_atom::value, read->tag, std::move(state));
+  };
+  auto answer = [](const received& r) {
+    caf::anon_send(r.sender, result_atom::value, r.tag,
+                   storage::result_batch(r.ops.size(), status_of(storage::status::stored)));
+  };
+  replicate("k", "old");
+  auto first = link_log.take();
+  BOOST_REQUIRE(first);
+  BOOST_CHECK_EQUAL(first->ops[0].value, "old");
+  auto to_b = peer_log.take();
+  BOOST_REQUIRE(to_b);
+  answer(*to_b);
+  link_up->store(false);  // the link is gone; the first state is still unanswered
+  replicate("k", "new");
+  auto second = link_log.take();
+  BOOST_REQUIRE_MESSAGE(second, "the newer state did not follow the older one");
+  BOOST_CHECK_EQUAL(second->ops[0].value, "new");
+  BOOST_CHECK(!peer_a_log.take(100ms));
+  to_b = peer_log.take();
+  BOOST_REQUIRE(to_b);
+  answer(*to_b);
+  answer(*first);
+  answer(*second);
+  // Nothing in flight to a any more: its peer actor it is.
+  replicate("k", "newest");
+  auto third = peer_a_log.take();
+  BOOST_REQUIRE(third);
+  BOOST_CHECK_EQUAL(third->ops[0].value, "newest");
+  answer(*third);
+  to_b = peer_log.take();
+  BOOST_REQUIRE(to_b);
+  answer(*to_b);
+  BOOST_CHECK(!link_log.take(100ms));
 }
 
 BOOST_AUTO_TEST_CASE(a_key_an_owner_did_not_take_is_read_again_and_sent_again) {
