@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -99,6 +100,7 @@ private:
     caf::actor waiter;  // answered (replicated_atom, waiter_tag, ok), or null
     uint64_t waiter_tag = 0;
     phase at = phase::reading;
+    bool read_done = false;  // every read answered (or expired); sends once earlier jobs did
     uint64_t deadline_ms = 0;  // the current phase's answers are not awaited after this
     storage::result_batch state;  // each key's local state (reading)
     std::vector<char> failed;     // per key: not read, or not taken by some owner
@@ -266,10 +268,29 @@ private:
 
   // Every answer of the current phase is in (or expired).
   void advance(uint64_t id, job& j) {
-    if (j.at == phase::reading)
-      send_state(id, j);
-    else
+    if (j.at == phase::reading) {
+      j.read_done = true;
+      send_in_order();
+    } else {
       finish(id, j);
+    }
+  }
+
+  // Jobs send state in the order they read it (by id: a shard answers reads in the order they
+  // were sent), so that a later job's newer state of a key never leaves before an earlier
+  // job's older state of it, when the earlier one waited for another, slower shard. A job
+  // whose reads are in waits for the earlier ones still reading (at most until their phase's
+  // deadline, which comes first).
+  void send_in_order() {
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      auto cur = it++;
+      auto& j = cur->second;
+      if (j.at != phase::reading)
+        continue;
+      if (!j.read_done)
+        break;
+      send_state(cur->first, j);  // may end this job (erased), never another one
+    }
   }
 
   // Each key's state to its other live owners, one batch per owner.
@@ -369,7 +390,7 @@ private:
   bool ticking_ = false;  // a tick_atom is on its way
   uint64_t next_job_ = 1;
   uint64_t next_tag_ = 1;
-  std::unordered_map<uint64_t, job> jobs_;
+  std::map<uint64_t, job> jobs_;  // by id: the order they started (and read) in
   std::unordered_map<uint64_t, awaited> tags_;
   std::unordered_map<std::string, owner_route> routes_;  // by member name
 };

@@ -17,8 +17,11 @@
 // flags, absolute expiry and CAS, or a delete for an absent key), origin replica: the owner
 // applies it and replicates no further. Sending current state instead of the client's op makes
 // a retry or a lost copy harmless, as long as copies to one owner arrive in the order they
-// were read: so while state to an owner is unanswered, the next goes the same way (the same
-// data link, or the same peer actor), never by another route that could overtake it.
+// were read. So jobs send in the order they read (a job whose reads came back first waits for
+// earlier jobs still reading), and while state to an owner is unanswered the next goes the
+// same way (the same data link, or the same peer actor), not by a route that could overtake
+// it. Not covered: a copy given up on at its phase's deadline can still land after the retry
+// that follows it (the owner then holds the older state until the key's next write).
 //
 // Where replicated state goes: the data link to the owner (cluster/data_link.hpp), which falls
 // back to the owner's RPC peer actor itself, or the RPC peer actor (cluster_view::peers) when

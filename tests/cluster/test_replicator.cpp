@@ -321,6 +321,43 @@ BOOST_AUTO_TEST_CASE(state_to_an_owner_never_overtakes_state_still_in_flight_to_
   BOOST_CHECK(!link_log.take(100ms));
 }
 
+// Job 1 reads k (its read is slow: say it waits on another shard too); job 2, after a newer
+// write, reads k and is answered first. Job 2's newer state must not leave before job 1's.
+BOOST_AUTO_TEST_CASE(state_leaves_in_the_order_it_was_read) {
+  start(2000, 2);
+  std::string key;  // a key whose other owner is member a (reached through its link)
+  std::vector<cluster::ring::member_id> owners(2);
+  for (int i = 0; key.empty(); ++i) {
+    std::string k = "key-" + std::to_string(i);
+    size_t n = view->ring->live_owner_ids(cluster::ring::key_hash(k), 2, owners.data());
+    if (n == 2 && ((owners[0] == view->self && owners[1] == id_a) ||
+                   (owners[1] == view->self && owners[0] == id_a)))
+      key = k;
+  }
+  (*self)->send(repl, actors::replicate_atom::value, strings{key});
+  auto read1 = shard_log.take();
+  BOOST_REQUIRE(read1);
+  (*self)->send(repl, actors::replicate_atom::value, strings{key});
+  auto read2 = shard_log.take();
+  BOOST_REQUIRE(read2);
+  BOOST_REQUIRE(read1->tag != read2->tag);
+  storage::result_batch newer, older;
+  newer.push_back(hit("new"));
+  older.push_back(hit("old"));
+  caf::anon_send(read2->sender, result_atom::value, read2->tag, std::move(newer));
+  BOOST_CHECK_MESSAGE(!link_log.take(150ms), "the newer state left before the older one");
+  caf::anon_send(read1->sender, result_atom::value, read1->tag, std::move(older));
+  auto first = link_log.take();
+  auto second = link_log.take();
+  BOOST_REQUIRE(first && second);
+  BOOST_CHECK_EQUAL(first->ops[0].value, "old");
+  BOOST_CHECK_EQUAL(second->ops[0].value, "new");
+  for (auto* r : {&*first, &*second})
+    caf::anon_send(r->sender, result_atom::value, r->tag,
+                   storage::result_batch(1, status_of(storage::status::stored)));
+  BOOST_CHECK(!shard_log.take(300ms));  // both taken: nothing read again
+}
+
 BOOST_AUTO_TEST_CASE(a_key_an_owner_did_not_take_is_read_again_and_sent_again) {
   start();
   (*self)->send(repl, actors::replicate_atom::value, strings{"k1", "k2"});
