@@ -18,7 +18,9 @@
 //   - The link connects on first use (hello line, then frames); a host name in the address is
 //     resolved on libuv's thread pool, never on the loop thread. A connection or greeting
 //     failure sends the waiting batches through RPC and backs off (0.1 s doubling to 5 s); a
-//     refused hello (a member that serves no links) backs off 30 s. A connection lost with
+//     refused hello backs off 30 s: a member that serves no links, speaks another version,
+//     or answers with another node's name (another node listens where the member's
+//     memcached port was: a stale address; cluster/link_wire.hpp). A connection lost with
 //     calls in flight answers them `unavailable` (they may have run: reads fail over, writes
 //     report an error), as a failed RPC does. A call without progress for rpc_timeout_ms
 //     fails the connection the same way.

@@ -121,6 +121,8 @@ answer_status parse_answer(std::string_view in, uint32_t version, std::string_vi
   }
   consumed = taken;
   std::string head = "LINK " + std::to_string(version) + " ";
+  if (line == std::string_view(head).substr(0, head.size() - 1))
+    return answer_status::ok;  // a node from before answers named themselves: trusted as then
   if (line.substr(0, std::min(line.size(), head.size())) == head) {
     std::string_view name = line.substr(head.size());
     if (name == expected_name)

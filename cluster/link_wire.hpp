@@ -73,9 +73,11 @@ struct hello {
 hello_status parse_hello(std::string_view in, hello& out, size_t& consumed, std::string& error);
 
 enum class answer_status { incomplete, ok, refused };
-/// Client side: the server's answer line, from member `expected_name`. `refused`: any other
-/// complete line — another version, another node's name (a stale address), an error — or a
-/// line that is too long; `error` holds it (or says why).
+/// Client side: the server's answer line, from member `expected_name`. `ok`: "LINK <version>
+/// <expected_name>", or "LINK <version>" alone (a node from before answers named themselves,
+/// trusted as then). `refused`: any other complete line — another version, another node's
+/// name (a stale address), an error — or a line that is too long; `error` holds it (or says
+/// why).
 answer_status parse_answer(std::string_view in, uint32_t version, std::string_view expected_name,
                            size_t& consumed, std::string& error);
 

@@ -1249,6 +1249,8 @@ void service::impl::rebuild(bool force) {
       return;
     auto view = std::make_shared<actors::cluster_view>(*view_);
     view->clients = std::move(clients);
+    if (view->previous)  // warming reads dial the previous owners: by name, anew too
+      view->previous_clients = clients_of(*view->previous);
     publish(std::move(view));
     return;
   }
