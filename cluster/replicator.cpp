@@ -111,17 +111,22 @@ private:
   struct awaited {
     uint64_t job;
     std::vector<size_t> index;
-    std::string owner;  // replicated state: the member it went to (else empty)
+    std::string owner;  // replicated state: the member it goes to (else empty)
+    bool parked = false;      // held back (owner_route::parked); `held` is the apply
+    storage::op_batch held;
   };
 
   // Where replicated state to one member goes while some of it is still unanswered. Later
   // state must not arrive before earlier state, and only one destination keeps them in order:
   // a data link orders its own fallback to RPC, the peer actor is one RPC connection, but a
   // link and the peer actor (or two links, before and after the member's address changed)
-  // race each other. So while state to a member is in flight, more goes the same way.
+  // race each other. So when the member's destination changes while state is in flight to
+  // the old one, new state is held back (parked) until the old one has answered everything,
+  // then goes, in order, to the destination of that moment.
   struct owner_route {
     caf::actor dest;
     size_t in_flight = 0;
+    std::vector<uint64_t> parked;  // tags, in order
   };
 
   void start(std::vector<std::string> keys, uint32_t retries, caf::actor waiter, uint64_t tag) {
@@ -168,25 +173,72 @@ private:
 
   template <class Atom>
   void await(uint64_t id, job& j, const caf::actor& dest, Atom atom, storage::op_batch ops,
-             std::vector<size_t> index, std::string owner = {}) {
+             std::vector<size_t> index) {
     uint64_t tag = next_tag_++;
-    if (!owner.empty()) {
-      auto& r = routes_[owner];
-      r.dest = dest;
-      ++r.in_flight;
-    }
-    tags_.emplace(tag, awaited{id, std::move(index), std::move(owner)});
+    tags_.emplace(tag, awaited{id, std::move(index), {}, false, {}});
     j.tags.push_back(tag);
     send(dest, atom, tag, std::move(ops));
   }
 
-  // An apply to `owner` was answered or given up on.
-  void settled(const std::string& owner) {
-    if (owner.empty())
+  // Replicated state for member `owner`, whose destination now is `dest`: sent, or parked
+  // behind state still in flight to its previous destination.
+  void apply_to(uint64_t id, job& j, const std::string& owner, const caf::actor& dest,
+                storage::op_batch ops, std::vector<size_t> index) {
+    uint64_t tag = next_tag_++;
+    j.tags.push_back(tag);
+    auto& r = routes_[owner];
+    if (r.in_flight > 0 && (r.dest != dest || !r.parked.empty())) {
+      tags_.emplace(tag, awaited{id, std::move(index), owner, true, std::move(ops)});
+      r.parked.push_back(tag);
       return;
-    auto it = routes_.find(owner);
-    if (it != routes_.end() && --it->second.in_flight == 0)
+    }
+    tags_.emplace(tag, awaited{id, std::move(index), owner, false, {}});
+    r.dest = dest;
+    ++r.in_flight;
+    send(dest, actors::apply_atom::value, tag, std::move(ops));
+  }
+
+  // An apply to `a.owner` was answered or given up on. Once nothing is in flight to the
+  // member, what was parked goes to its destination of now, in order.
+  void settled(const awaited& a) {
+    if (a.owner.empty() || a.parked)
+      return;  // not replicated state, or never sent (the owner_route forgets it below)
+    auto it = routes_.find(a.owner);
+    if (it == routes_.end() || --it->second.in_flight > 0)
+      return;
+    auto& r = it->second;
+    auto parked = std::move(r.parked);
+    r.parked.clear();
+    caf::actor dest;
+    if (auto v = view_; v && v->ring)
+      if (auto id = v->ring->find(a.owner))
+        dest = destination(*v, *id);
+    for (auto tag : parked) {
+      auto t = tags_.find(tag);
+      if (t == tags_.end())
+        continue;  // its job gave up on it
+      t->second.parked = false;
+      if (!dest) {  // the member is gone: not taken (answered later, not from in here)
+        t->second.owner.clear();
+        send(this, actors::result_atom::value, tag, storage::result_batch{});
+        continue;
+      }
+      r.dest = dest;
+      ++r.in_flight;
+      send(dest, actors::apply_atom::value, tag, std::move(t->second.held));
+    }
+    if (r.in_flight == 0)
       routes_.erase(it);
+  }
+
+  // Member `id` of `v`'s ring: its data link, else its RPC peer actor (null: neither).
+  caf::actor destination(const actors::cluster_view& v, uint32_t id) {
+    caf::actor dest;
+    if (cfg_.link)
+      dest = cfg_.link(v, id);
+    if (!dest && id < v.peers.size())
+      dest = v.peers[id];
+    return dest;
   }
 
   void arm(job& j) {
@@ -222,7 +274,7 @@ private:
       return;  // expired
     auto a = std::move(it->second);
     tags_.erase(it);
-    settled(a.owner);
+    settled(a);
     auto jt = jobs_.find(a.job);
     if (jt == jobs_.end())
       return;
@@ -259,8 +311,9 @@ private:
         j.failed[i] = 1;
         j.state[i].st = storage::status::unavailable;
       }
-      settled(it->second.owner);
+      auto a = std::move(it->second);
       tags_.erase(it);
+      settled(a);
     }
     j.tags.clear();
     advance(id, j);
@@ -337,13 +390,7 @@ private:
     }
     for (auto& [owner, b] : per_owner) {
       const std::string& name = v->ring->member(owner).name;
-      caf::actor dest;
-      if (auto r = routes_.find(name); r != routes_.end())
-        dest = r->second.dest;  // behind the state still in flight to it, in order
-      if (!dest && cfg_.link)
-        dest = cfg_.link(*v, owner);
-      if (!dest && owner < v->peers.size())
-        dest = v->peers[owner];
+      caf::actor dest = destination(*v, owner);
       if (!dest) {
         for (auto i : b.index)
           j.failed[i] = 1;
@@ -356,7 +403,7 @@ private:
         storage::op_batch part(std::make_move_iterator(b.ops.begin() + first),
                                std::make_move_iterator(b.ops.begin() + end));
         std::vector<size_t> index(b.index.begin() + first, b.index.begin() + end);
-        await(id, j, dest, actors::apply_atom::value, std::move(part), std::move(index), name);
+        apply_to(id, j, name, dest, std::move(part), std::move(index));
         first = end;
       }
     }

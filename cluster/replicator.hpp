@@ -18,9 +18,10 @@
 // applies it and replicates no further. Sending current state instead of the client's op makes
 // a retry or a lost copy harmless, as long as copies to one owner arrive in the order they
 // were read. So jobs send in the order they read (a job whose reads came back first waits for
-// earlier jobs still reading), and while state to an owner is unanswered the next goes the
-// same way (the same data link, or the same peer actor), not by a route that could overtake
-// it. Not covered: a copy given up on at its phase's deadline can still land after the retry
+// earlier jobs still reading), and when an owner's destination changes (its link appears,
+// goes, or moves to a new address) while state sent the old way is unanswered, newer state is
+// held back until the old way has answered, then sent the new way in order — never by a route
+// that could overtake it, and never stuck on the old one under steady load. Not covered: a copy given up on at its phase's deadline can still land after the retry
 // that follows it (the owner then holds the older state until the key's next write).
 //
 // Where replicated state goes: the data link to the owner (cluster/data_link.hpp), which falls

@@ -273,11 +273,11 @@ BOOST_AUTO_TEST_CASE(a_batch_larger_than_a_link_call_goes_in_pieces) {
   BOOST_CHECK(!shard_log.take(400ms));  // all taken: nothing is read again
 }
 
-// Member a's link goes away while state sent through it is unanswered: the next state for a
-// follows it through the link (which keeps its own order), not through a's peer actor, where
-// it could arrive first and be overwritten by the older state. Once nothing is in flight to
-// a, its peer actor is used.
-BOOST_AUTO_TEST_CASE(state_to_an_owner_never_overtakes_state_still_in_flight_to_it) {
+// Member a's link goes away while state sent through it is unanswered: newer state for a may
+// not take a's peer actor yet (it could arrive first and be overwritten by the older state),
+// nor stay on the old link for good: it is held back until the link has answered, then goes
+// to the peer actor, in order. With nothing in flight, state goes the new way at once.
+BOOST_AUTO_TEST_CASE(state_to_an_owner_waits_for_its_old_route_to_drain_then_takes_the_new) {
   start(2000, 3);
   auto replicate = [&](const std::string& key, const std::string& value) {
     (*self)->send(repl, actors::replicate_atom::value, strings{key});
@@ -291,34 +291,39 @@ BOOST_AUTO_TEST_CASE(state_to_an_owner_never_overtakes_state_still_in_flight_to_
     caf::anon_send(r.sender, result_atom::value, r.tag,
                    storage::result_batch(r.ops.size(), status_of(storage::status::stored)));
   };
+  auto answer_b = [&] {
+    auto to_b = peer_log.take();
+    BOOST_REQUIRE(to_b);
+    answer(*to_b);
+  };
   replicate("k", "old");
   auto first = link_log.take();
   BOOST_REQUIRE(first);
   BOOST_CHECK_EQUAL(first->ops[0].value, "old");
-  auto to_b = peer_log.take();
-  BOOST_REQUIRE(to_b);
-  answer(*to_b);
+  answer_b();
   link_up->store(false);  // the link is gone; the first state is still unanswered
   replicate("k", "new");
-  auto second = link_log.take();
-  BOOST_REQUIRE_MESSAGE(second, "the newer state did not follow the older one");
-  BOOST_CHECK_EQUAL(second->ops[0].value, "new");
-  BOOST_CHECK(!peer_a_log.take(100ms));
-  to_b = peer_log.take();
-  BOOST_REQUIRE(to_b);
-  answer(*to_b);
-  answer(*first);
-  answer(*second);
-  // Nothing in flight to a any more: its peer actor it is.
-  replicate("k", "newest");
+  replicate("k", "newer");
+  answer_b();
+  answer_b();
+  BOOST_CHECK_MESSAGE(!peer_a_log.take(150ms), "newer state overtook the state in flight");
+  BOOST_CHECK(!link_log.take(10ms));
+  answer(*first);  // the old route drained: the held state goes the new way, in order
+  auto second = peer_a_log.take();
   auto third = peer_a_log.take();
-  BOOST_REQUIRE(third);
-  BOOST_CHECK_EQUAL(third->ops[0].value, "newest");
+  BOOST_REQUIRE(second && third);
+  BOOST_CHECK_EQUAL(second->ops[0].value, "new");
+  BOOST_CHECK_EQUAL(third->ops[0].value, "newer");
+  answer(*second);
   answer(*third);
-  to_b = peer_log.take();
-  BOOST_REQUIRE(to_b);
-  answer(*to_b);
+  replicate("k", "newest");  // nothing in flight to a: straight to its peer actor
+  auto fourth = peer_a_log.take();
+  BOOST_REQUIRE(fourth);
+  BOOST_CHECK_EQUAL(fourth->ops[0].value, "newest");
+  answer(*fourth);
+  answer_b();
   BOOST_CHECK(!link_log.take(100ms));
+  BOOST_CHECK(!shard_log.take(300ms));  // every copy was taken: nothing read again
 }
 
 // Job 1 reads k (its read is slow: say it waits on another shard too); job 2, after a newer
