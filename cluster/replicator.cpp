@@ -213,13 +213,16 @@ private:
     if (auto v = view_; v && v->ring)
       if (auto id = v->ring->find(a.owner))
         dest = destination(*v, *id);
+    uint64_t now = now_ms();
     for (auto tag : parked) {
       auto t = tags_.find(tag);
       if (t == tags_.end())
         continue;  // its job gave up on it
       t->second.parked = false;
-      if (!dest) {  // the member is gone: not taken (answered later, not from in here)
-        t->second.owner.clear();
+      auto jt = jobs_.find(t->second.job);
+      bool late = jt == jobs_.end() || jt->second.deadline_ms <= now;
+      if (!dest || late) {  // the member is gone, or its job is about to give up on it: not
+        t->second.owner.clear();  // taken (answered later, not from in here)
         send(this, actors::result_atom::value, tag, storage::result_batch{});
         continue;
       }
@@ -259,8 +262,13 @@ private:
     for (auto& [id, j] : jobs_)
       if (j.deadline_ms <= now)
         late.push_back(id);
-    for (auto id : late)
-      expire(id);
+    for (auto id : late) {
+      // Expiring one job may have moved another one on to its next phase, with a new
+      // deadline (a job waiting in send_in_order sends when the one before it is given up).
+      auto jt = jobs_.find(id);
+      if (jt != jobs_.end() && jt->second.deadline_ms <= now)
+        expire(id);
+    }
     if (jobs_.empty()) {
       ticking_ = false;
       return;

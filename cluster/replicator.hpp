@@ -20,9 +20,10 @@
 // were read. So jobs send in the order they read (a job whose reads came back first waits for
 // earlier jobs still reading), and when an owner's destination changes (its link appears,
 // goes, or moves to a new address) while state sent the old way is unanswered, newer state is
-// held back until the old way has answered, then sent the new way in order — never by a route
-// that could overtake it, and never stuck on the old one under steady load. Not covered: a copy given up on at its phase's deadline can still land after the retry
-// that follows it (the owner then holds the older state until the key's next write).
+// held back until the old way has answered (or its copies were given up on), then sent the
+// new way in order — never stuck on the old way under steady load. Not covered: a copy given
+// up on at its phase's deadline (RPC timeout + 1 s) can still land after newer state sent
+// once it was given up on; the owner then holds the older state until the key's next write.
 //
 // Where replicated state goes: the data link to the owner (cluster/data_link.hpp), which falls
 // back to the owner's RPC peer actor itself, or the RPC peer actor (cluster_view::peers) when

@@ -398,6 +398,31 @@ BOOST_AUTO_TEST_CASE(a_key_an_owner_did_not_take_is_read_again_and_sent_again) {
   BOOST_CHECK(!shard_log.take(400ms));
 }
 
+// A job whose reads are in waits behind an earlier job whose read never comes back. When that
+// one is given up on, the waiting job sends, with a deadline of its own: the tick that gave
+// up on the first must not give up on the second too (their first deadlines were the same
+// tick's, give or take milliseconds).
+BOOST_AUTO_TEST_CASE(a_job_sent_when_the_one_before_it_expired_gets_its_own_deadline) {
+  start(200);  // deadline 1.2 s, a tick every 50 ms
+  (*self)->send(repl, actors::replicate_atom::value, strings{"slow"});
+  auto stuck = shard_log.take();
+  BOOST_REQUIRE(stuck);  // never answered
+  (*self)->send(repl, actors::replicate_atom::value, strings{"w"}, uint64_t(9));
+  auto read = shard_log.take();
+  BOOST_REQUIRE(read);
+  caf::anon_send(read->sender, result_atom::value, read->tag, storage::result_batch{hit("x")});
+  BOOST_CHECK(!link_log.take(300ms));  // it waits for the job before it
+  auto at_a = link_log.take(3000ms);   // sent once that one was given up on
+  auto at_b = peer_log.take();
+  BOOST_REQUIRE(at_a && at_b);
+  for (auto* r : {&*at_a, &*at_b})
+    caf::anon_send(r->sender, result_atom::value, r->tag,
+                   storage::result_batch{status_of(storage::status::stored)});
+  auto ok = replicated(9);
+  BOOST_REQUIRE(ok);
+  BOOST_CHECK(*ok);  // both owners took it within its own deadline
+}
+
 BOOST_AUTO_TEST_CASE(an_unreadable_state_is_never_sent_as_an_absence) {
   start();
   (*self)->send(repl, actors::replicate_atom::value, strings{"k1", "k2"});
