@@ -29,6 +29,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -42,6 +43,10 @@ using actors::close_atom;
 /// (link_flush_atom) to a link end itself: write out what was queued since the last one. Frames
 /// queued while the actor runs a mailbox full of results or batches leave in one send.
 using link_flush_atom = caf::atom_constant<caf::atom("lflush")>;
+/// (link_retire_atom) from the loop's links: this link's member left the rings; quit once idle
+/// (data_link::retirable). (link_quit_atom) to itself: the timer found it retirable.
+using link_retire_atom = caf::atom_constant<caf::atom("lretire")>;
+using link_quit_atom = caf::atom_constant<caf::atom("lquit")>;
 
 constexpr size_t read_chunk = 64 * 1024;
 // A session stops reading while this many calls are executing or this many reply bytes wait.
@@ -523,19 +528,22 @@ public:
     timer_ = loop_timer::start(loop().uv(), every, this, &data_link::on_timer);
     return {
       [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
-        auto sender = caf::actor_cast<caf::actor>(current_sender());
-        queue_.push_back(batch{std::move(sender), tag, std::move(ops), rpc::Origin::CLIENT});
-        pump();
+        take(tag, ops, rpc::Origin::CLIENT);
       },
       [this](actors::apply_atom, uint64_t tag, storage::op_batch& ops) {
-        auto sender = caf::actor_cast<caf::actor>(current_sender());
-        queue_.push_back(batch{std::move(sender), tag, std::move(ops), rpc::Origin::REPLICA});
-        pump();
+        take(tag, ops, rpc::Origin::REPLICA);
       },
       [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
-        auto sender = caf::actor_cast<caf::actor>(current_sender());
-        queue_.push_back(batch{std::move(sender), tag, std::move(ops), rpc::Origin::WARM});
-        pump();
+        take(tag, ops, rpc::Origin::WARM);
+      },
+      [this](link_retire_atom) {
+        retiring_ = true;
+        used_at_ = now();
+      },
+      [this](link_quit_atom) {
+        quit_sent_ = false;
+        if (retirable())
+          quit();
       },
       [this](result_atom, uint64_t tag, storage::result_batch& rs) { on_rpc_result(tag, rs); },
       [this](link_flush_atom) {
@@ -591,6 +599,20 @@ private:
 
   actors::loop_counters& counters() { return *ctx_.counters; }
   uint64_t now() { return uv_now(loop().uv()); }
+
+  void take(uint64_t tag, storage::op_batch& ops, rpc::Origin origin) {
+    used_at_ = now();
+    auto sender = caf::actor_cast<caf::actor>(current_sender());
+    queue_.push_back(batch{std::move(sender), tag, std::move(ops), origin});
+    pump();
+  }
+
+  // Retired, nothing pending, and nothing asked for retire_idle_ms.
+  bool retirable() {
+    return retiring_ && queue_.empty() && waiting_.empty() && sent_.empty() &&
+           rpc_calls_.empty() && lookup_ == nullptr && state_ != state::connecting &&
+           state_ != state::greeting && now() - used_at_ >= settings_.retire_idle_ms;
+  }
 
   void send_result(const caf::actor& to, uint64_t tag, storage::result_batch rs) {
     if (to)
@@ -916,6 +938,10 @@ private:
                  self->backoff_ms_);
     else if (!self->queue_.empty())
       self->pump();  // a backoff may have run out
+    if (self->retirable() && !self->quit_sent_) {
+      self->quit_sent_ = true;  // a socket callback may not quit(): the handler does
+      self->send(self, link_quit_atom::value);
+    }
   }
 
   // -- output -----------------------------------------------------------------------------
@@ -997,6 +1023,9 @@ private:
   state state_ = state::idle;
   link_io io_;
   lookup* lookup_ = nullptr;  // a host-name lookup in flight (connecting)
+  bool retiring_ = false;     // link_retire_atom came: quit once retirable()
+  bool quit_sent_ = false;
+  uint64_t used_at_ = 0;      // loop ms of the last batch asked of this link
   loop_timer* timer_ = nullptr;
   bool open_counted_ = false;
   bool in_fail_ = false;  // fail() runs pump() once, not from inside itself
@@ -1025,13 +1054,16 @@ public:
   ~links_impl() override { close_all(); }
 
   caf::actor link_for(const actors::cluster_view& cv, uint32_t id) override {
-    if (closed_ || !linkable(cv.ring.get(), cv.peers, cv.clients, id))
+    if (closed_ || !cv.ring)
       return {};
     uint64_t epoch = cv.ring->epoch();
     if (epoch > epoch_) {  // a newer ring: forget the ids of the old one
       epoch_ = epoch;
       by_id_.assign(cv.ring->size(), cached{});
+      retire_absent(cv);
     }
+    if (!linkable(cv.ring.get(), cv.peers, cv.clients, id))
+      return {};
     if (epoch < epoch_ || id >= by_id_.size())  // a caller still on an older ring
       return find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
     // The same ring may come with a member's new address (a view with only the addresses
@@ -1076,6 +1108,10 @@ public:
     for (auto& [k, a] : links_)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     links_.clear();
+    for (auto& r : retired_)  // retired, not yet idle long enough to quit
+      if (auto a = caf::actor_cast<caf::actor>(r))
+        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    retired_.clear();
     by_id_.clear();
     reg_->closed = true;
     for (auto& [id, a] : reg_->sessions)
@@ -1083,10 +1119,43 @@ public:
   }
 
 private:
-  // A member's link, by name and address, spawned on first use. Links are never ended on a
-  // ring change: a member that left still serves until it exits, and calls in flight to it
-  // must not fail; a link to a member that is gone only holds a closed socket's actor.
-  // Member `id` of `ring` has a peer actor and a memcached address to dial.
+  // Links to a member (at an address) in neither this ring nor the previous one — it left, is
+  // dead, or moved, two ring changes ago — are retired: each quits once idle (data_link), and
+  // a later lookup spawns a new one.
+  void retire_absent(const actors::cluster_view& cv) {
+    std::unordered_set<std::string> keep;
+    auto add = [&](const cluster::ring* r, const std::vector<caf::actor>& peers,
+                   const std::vector<std::string>& clients) {
+      if (r)
+        for (uint32_t id = 0; id < r->size(); ++id)
+          if (linkable(r, peers, clients, id))
+            keep.insert(r->member(id).name + "\n" + clients[id]);
+    };
+    add(cv.ring.get(), cv.peers, cv.clients);
+    add(cv.previous.get(), cv.previous_peers, cv.previous_clients);
+    std::lock_guard<std::mutex> guard(links_mutex_);
+    // Retired links that quit meanwhile are forgotten (weak references).
+    retired_.erase(std::remove_if(retired_.begin(), retired_.end(),
+                                  [](const caf::actor_addr& a) {
+                                    return !caf::actor_cast<caf::actor>(a);
+                                  }),
+                   retired_.end());
+    for (auto it = links_.begin(); it != links_.end();) {
+      if (keep.count(it->first) != 0) {
+        ++it;
+        continue;
+      }
+      caf::anon_send(it->second, link_retire_atom::value);
+      retired_.push_back(it->second.address());
+      it = links_.erase(it);
+    }
+  }
+
+  // A member's link, by name and address, spawned on first use. A ring change does not end
+  // links: a member that left still serves until it exits, and calls in flight to it must not
+  // fail; only two ring changes without the member retire its link (retire_absent), and a
+  // retired link quits only when idle. Member `id` of `ring` has a peer actor and a memcached
+  // address to dial.
   static bool linkable(const cluster::ring* ring, const std::vector<caf::actor>& peers,
                        const std::vector<std::string>& clients, uint32_t id) {
     return ring && id < ring->size() && id < peers.size() && peers[id] && id < clients.size() &&
@@ -1114,6 +1183,7 @@ private:
   std::shared_ptr<registry> reg_;
   std::mutex links_mutex_;
   std::unordered_map<std::string, caf::actor> links_;  // by name + "\n" + address (mutex)
+  std::vector<caf::actor_addr> retired_;  // retired links, until they quit (mutex)
   struct cached {
     caf::actor link;
     std::string address;  // what it dials

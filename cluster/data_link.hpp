@@ -31,8 +31,11 @@
 //     the same fallback to RPC.
 //   - (apply_atom, tag, op_batch) from the replicator: replicated state (origin replica),
 //     with the same fallback to RPC (the peer actor takes apply_atom too).
-//   - Links are spawned on first use and live until the node stops: a ring change does not
-//     end them (a member that left still serves until it exits).
+//   - Links are spawned on first use. A ring change does not end them (a member that left
+//     still serves until it exits), but a link whose member (at that address) is in neither
+//     the new ring nor the one before it is retired: it quits once it has had nothing to do
+//     for retire_idle_ms (10 s) — so a cluster whose members come and go under new names or
+//     addresses does not keep one link per member it ever saw. A later lookup spawns anew.
 // Server side — `link_session`, a loop actor per accepted link: a connection on the memcached
 // port whose first bytes are a link hello is handed over (actors/connection.cpp). It executes
 // each call's ops on the local shards and answers with a LinkReply; writes of origin client
@@ -64,6 +67,9 @@ struct link_settings {
   std::string node_name;          // sent in the hello
   uint32_t rpc_timeout_ms = 2000; // a call without progress for this long fails its link
   bool wait_replicas = false;     // writes wait for every replica: they go through RPC
+  /// A retired link (its member in neither the current ring nor the previous one) quits once
+  /// nothing was asked of it for this long and nothing is pending.
+  uint32_t retire_idle_ms = 10000;
 };
 
 /// The data links of one I/O loop (call on that loop's thread; it lives in ctx.links).

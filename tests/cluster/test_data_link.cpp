@@ -275,10 +275,12 @@ struct fixture {
   }
 
   // The loop's link to member "peer" dialling `port`.
-  caf::actor link_to(int port, uint32_t timeout_ms = 2000, const std::string& host = "127.0.0.1") {
+  caf::actor link_to(int port, uint32_t timeout_ms = 2000, const std::string& host = "127.0.0.1",
+                     uint32_t retire_idle_ms = 10000) {
     cluster::link_settings s;
     s.node_name = "self";
     s.rpc_timeout_ms = timeout_ms;
+    s.retire_idle_ms = retire_idle_ms;
     auto cv = view_with(port, host);
     caf::actor link;
     on_loop([&] {
@@ -469,6 +471,61 @@ BOOST_AUTO_TEST_CASE(a_new_address_on_the_same_ring_gets_a_link_of_its_own) {
   caf::actor again;
   on_loop([&] { again = ctx.links->link_for(cv, peer_id); });
   BOOST_CHECK(again == moved);
+}
+
+// Member "peer" leaves: one ring later its link stays (warming may still dial the previous
+// ring's owners); two rings later it is retired, and quits once it has been idle for
+// retire_idle_ms, not while a call is unanswered. A lookup afterwards gets a new link.
+BOOST_AUTO_TEST_CASE(a_link_to_a_member_gone_for_two_rings_quits_once_idle) {
+  fake_link_server server;
+  auto link = link_to(server.port, 2000, "127.0.0.1", 100);
+  auto first = view_with(server.port);
+  auto ring_without = [](uint64_t epoch) {
+    return cluster::ring::build({{"other", "127.0.0.1:3", 1, true},
+                                 {"self", "127.0.0.1:2", 1, true}}, epoch);
+  };
+  actors::cluster_view second;  // peer gone; the previous ring still has it
+  second.ring = ring_without(2);
+  second.peers.resize(2);
+  second.clients.resize(2);
+  second.self = second.ring->member(0).name == "self" ? 0 : 1;
+  second.previous = first.ring;
+  second.previous_peers = first.peers;
+  second.previous_clients = first.clients;
+  actors::cluster_view third = second;  // peer in neither ring
+  third.ring = ring_without(3);
+  third.previous = second.ring;
+  third.previous_peers = second.peers;
+  third.previous_clients = second.clients;
+
+  (*self)->monitor(link);
+  auto gone_within = [&](std::chrono::milliseconds limit) {
+    bool down = false;
+    (*self)->receive([&](caf::down_msg& d) { down = d.source == link.address(); },
+                     caf::after(limit) >> [] {});
+    return down;
+  };
+  auto c0 = call_through(server, link, 7, gets({"k"}));
+  server.reply(c0->id, hits(1, "u"));
+  BOOST_CHECK_EQUAL(result().first, 7u);
+  on_loop([&] { ctx.links->link_for(second, 0); });
+  BOOST_CHECK(!gone_within(1200ms));  // idle, but its member is in the previous ring
+  send(link, 1, gets({"k"}));  // unanswered for now
+  auto call = server.calls.take();
+  BOOST_REQUIRE(call);
+  on_loop([&] { ctx.links->link_for(third, 0); });
+  BOOST_CHECK(!gone_within(1200ms));  // retired, but a call is unanswered
+  server.reply(call->id, hits(1, "v"));
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 1u);
+  BOOST_CHECK(gone_within(2000ms));  // idle for 100 ms: it quits
+  caf::actor again;  // a caller still on the first ring gets a new link, which works
+  on_loop([&] { again = ctx.links->link_for(first, peer_id); });
+  BOOST_REQUIRE(again);
+  BOOST_CHECK(again != link);
+  auto c2 = call_through(server, again, 2, gets({"k"}));
+  server.reply(c2->id, hits(1, "w"));
+  BOOST_CHECK_EQUAL(std::string(result().second[0].value.view()), "w");
 }
 
 BOOST_AUTO_TEST_CASE(no_server_sends_the_batch_by_rpc) {
