@@ -24,7 +24,9 @@ public:
   /// Where this loop sends a batch of ops for member `id` of cv's ring: the loop's data link
   /// to it, or null (then cv.peers[id], the RPC peer actor).
   virtual caf::actor link_for(const cluster_view& cv, uint32_t id) = 0;
-  /// The same link, from any thread (the replicator's): no per-ring cache, a lock instead.
+  /// The same link, from any thread (the replicator's): no per-ring cache, a lock instead. On
+  /// the loop's own thread it also takes note of a newer ring, as link_for does (retiring the
+  /// links of members gone from the last two rings).
   virtual caf::actor shared_link(const cluster_view& cv, uint32_t id) = 0;
   /// The link to member `id` of cv's *previous* ring (write-on-miss warming), or null (then
   /// cv.previous_peers[id]).

@@ -1056,12 +1056,8 @@ public:
   caf::actor link_for(const actors::cluster_view& cv, uint32_t id) override {
     if (closed_ || !cv.ring)
       return {};
+    note_ring(cv);
     uint64_t epoch = cv.ring->epoch();
-    if (epoch > epoch_) {  // a newer ring: forget the ids of the old one
-      epoch_ = epoch;
-      by_id_.assign(cv.ring->size(), cached{});
-      retire_absent(cv);
-    }
     if (!linkable(cv.ring.get(), cv.peers, cv.clients, id))
       return {};
     if (epoch < epoch_ || id >= by_id_.size())  // a caller still on an older ring
@@ -1077,12 +1073,16 @@ public:
   }
 
   caf::actor shared_link(const actors::cluster_view& cv, uint32_t id) override {
+    if (!closed_ && cv.ring && loop_.on_loop_thread())
+      note_ring(cv);  // a loop whose only lookups are the replicator's retires links too
     if (closed_ || !linkable(cv.ring.get(), cv.peers, cv.clients, id))
       return {};
     return find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
   }
 
   caf::actor previous_link(const actors::cluster_view& cv, uint32_t id) override {
+    if (!closed_ && cv.ring)
+      note_ring(cv);
     if (closed_ || !linkable(cv.previous.get(), cv.previous_peers, cv.previous_clients, id))
       return {};
     return find_or_spawn(*cv.previous, cv.previous_peers, cv.previous_clients, id);
@@ -1119,6 +1119,17 @@ public:
   }
 
 private:
+  // Loop thread: cv's ring is newer than any seen here: forget the ids of the old one, and
+  // retire the links of members it and its predecessor lack.
+  void note_ring(const actors::cluster_view& cv) {
+    uint64_t epoch = cv.ring->epoch();
+    if (epoch <= epoch_)
+      return;
+    epoch_ = epoch;
+    by_id_.assign(cv.ring->size(), cached{});
+    retire_absent(cv);
+  }
+
   // Links to a member (at an address) in neither this ring nor the previous one — it left, is
   // dead, or moved, two ring changes ago — are retired: each quits once idle (data_link), and
   // a later lookup spawns a new one.
