@@ -171,28 +171,35 @@ private:
     arm(j);
   }
 
+  // Registers answer `a` as awaited by its job `j`; returns its tag.
+  uint64_t expect(job& j, awaited a) {
+    uint64_t tag = next_tag_++;
+    tags_.emplace(tag, std::move(a));
+    j.tags.push_back(tag);
+    return tag;
+  }
+
   template <class Atom>
   void await(uint64_t id, job& j, const caf::actor& dest, Atom atom, storage::op_batch ops,
              std::vector<size_t> index) {
-    uint64_t tag = next_tag_++;
-    tags_.emplace(tag, awaited{id, std::move(index), {}, false, {}});
-    j.tags.push_back(tag);
-    send(dest, atom, tag, std::move(ops));
+    send(dest, atom, expect(j, awaited{id, std::move(index), {}, false, {}}), std::move(ops));
   }
 
   // Replicated state for member `owner`, whose destination now is `dest`: sent, or parked
   // behind state still in flight to its previous destination.
   void apply_to(uint64_t id, job& j, const std::string& owner, const caf::actor& dest,
                 storage::op_batch ops, std::vector<size_t> index) {
-    uint64_t tag = next_tag_++;
-    j.tags.push_back(tag);
     auto& r = routes_[owner];
     if (r.in_flight > 0 && (r.dest != dest || !r.parked.empty())) {
-      tags_.emplace(tag, awaited{id, std::move(index), owner, true, std::move(ops)});
-      r.parked.push_back(tag);
+      r.parked.push_back(expect(j, awaited{id, std::move(index), owner, true, std::move(ops)}));
       return;
     }
-    tags_.emplace(tag, awaited{id, std::move(index), owner, false, {}});
+    send_apply(r, dest, expect(j, awaited{id, std::move(index), owner, false, {}}),
+               std::move(ops));
+  }
+
+  // Sends an apply by route `r`, now to `dest`, and counts it in flight there.
+  void send_apply(owner_route& r, const caf::actor& dest, uint64_t tag, storage::op_batch ops) {
     r.dest = dest;
     ++r.in_flight;
     send(dest, actors::apply_atom::value, tag, std::move(ops));
@@ -226,9 +233,7 @@ private:
         send(this, actors::result_atom::value, tag, storage::result_batch{});
         continue;
       }
-      r.dest = dest;
-      ++r.in_flight;
-      send(dest, actors::apply_atom::value, tag, std::move(t->second.held));
+      send_apply(r, dest, tag, std::move(t->second.held));
     }
     if (r.in_flight == 0)
       routes_.erase(it);
