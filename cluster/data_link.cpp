@@ -865,7 +865,7 @@ private:
       size_t size = 0, need = 0;
       auto st = link_wire::frame_size(io_.in.text(), size, need, link_wire::frame_limit);
       if (st == link_wire::frame_status::incomplete)
-        return;
+        break;  // then pump(): a batch for the RPC may have waited for these replies
       uint64_t id = 0;
       storage::result_batch rs;
       std::vector<bool> streamed;

@@ -376,7 +376,9 @@ BOOST_AUTO_TEST_CASE(an_unresolvable_host_sends_the_batch_by_rpc) {
 
 BOOST_AUTO_TEST_CASE(no_batch_overtakes_a_call_on_the_other_transport) {
   fake_link_server server;
-  auto link = link_to(server.port);
+  // A long timeout: the link's timer (which also issues queued batches) ticks once a second,
+  // so a batch issued within 400 ms was issued by the replies themselves.
+  auto link = link_to(server.port, 60000);
   // 1: too large for the link -> RPC, held there. 2: fits the link, but must wait for 1.
   send(link, 1, big_store("big"));
   auto first = rpc_log.take();
@@ -396,8 +398,8 @@ BOOST_AUTO_TEST_CASE(no_batch_overtakes_a_call_on_the_other_transport) {
   BOOST_CHECK_MESSAGE(!rpc_log.take(200ms), "an RPC call overtook a link call in flight");
   server.reply(call->id, hits(1, "x"));
   server.reply(held->id, hits(1, "y"));
-  auto fourth = rpc_log.take();
-  BOOST_REQUIRE(fourth);
+  auto fourth = rpc_log.take(400ms);
+  BOOST_REQUIRE_MESSAGE(fourth, "the batch behind the link calls waited past their replies");
   BOOST_CHECK_EQUAL(fourth->ops[0].key, "touched");
   caf::anon_send(fourth->sender, result_atom::value, fourth->tag, hits(1, "z"));
   // Every batch answered once, with its own tag.
