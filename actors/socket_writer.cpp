@@ -79,6 +79,7 @@ socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
       continue;
     }
     if (!no_sendfile_) {
+      front.slice.note_spliced();  // the kernel may read these pages after the slice is gone
       off_t off = static_cast<off_t>(front.slice.offset() + front.sent);
       ssize_t w = sendfile_(fd_, front.slice.fd(), &off, std::min(remaining, max_sendfile));
       if (w < 0) {

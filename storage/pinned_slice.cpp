@@ -13,4 +13,8 @@ std::string_view pinned_slice::view() const noexcept {
   return {seg_->data() + offset_, length_};
 }
 
+void pinned_slice::note_spliced() const noexcept {
+  if (seg_) seg_->note_spliced();
+}
+
 } // namespace bifrost::storage

@@ -49,6 +49,9 @@ public:
   uint32_t size() const noexcept { return length_; }
   /// The same bytes through the segment's mapping (copy path and sendfile fallback).
   std::string_view view() const noexcept;
+  /// Call before sendfile(2) from fd(): the segment is then never rewritten in place
+  /// (segment::note_spliced). No-op for an in-memory slice.
+  void note_spliced() const noexcept;
 
 private:
   std::shared_ptr<const segment> seg_;

@@ -17,7 +17,7 @@
 // last pin drops.
 //
 // Thread affinity: created, appended to and retired on the owning shard's thread. The
-// destructor and the const accessors (fd, data, size) are safe on any thread.
+// destructor, the const accessors (fd, data, size) and note_spliced() are safe on any thread.
 #pragma once
 
 #include <atomic>
@@ -61,6 +61,16 @@ public:
   /// Removes the backing file from the data directory now (no-op for memfd segments).
   void unlink_file() noexcept;
 
+  /// Any thread holding a slice of this segment, before sendfile(2) from it: the kernel's
+  /// sendfile queues references to the file's pages (they are read when the data is sent,
+  /// retransmitted, or read by a loopback receiver), not copies, so these bytes may be read
+  /// after the last slice is gone. A spliced segment is never rewritten in place (no reuse,
+  /// no compaction); it is freed, and the pages live on as long as the kernel needs them.
+  void note_spliced() const noexcept { spliced_.store(true, std::memory_order_relaxed); }
+  /// Shard thread, after seeing use_count() == 1 and an acquire fence (the flag is set before
+  /// the last slice's release decrement).
+  bool spliced() const noexcept { return spliced_.load(std::memory_order_relaxed); }
+
 private:
   segment(int fd, char* base, uint64_t size, uint64_t seq, std::string path,
           std::shared_ptr<segment_accounting> acct) noexcept;
@@ -71,6 +81,7 @@ private:
   uint64_t seq_;
   std::string path_;
   bool unlinked_ = false;
+  mutable std::atomic<bool> spliced_{false};
   std::shared_ptr<segment_accounting> acct_;
 };
 

@@ -350,6 +350,17 @@ struct shard::impl {
     release(slot);
   }
 
+  /// May the bytes of `seg` (held `uses` times, the shard's own reference included) be
+  /// overwritten in place? Not while a pinned_slice refers to it, nor ever once sendfile(2)
+  /// read from it: the kernel may still read those pages (segment::note_spliced).
+  static bool rewritable(const segment& seg, long uses) noexcept {
+    if (uses != 1) return false;
+    // Pairs with the release decrement of the last pinned_slice dropped on another thread:
+    // its reads of these bytes, and its note_spliced(), happen before what follows.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return !seg.spliced();
+  }
+
   /// A new segment of `size` bytes, evicting old ones as the memory limit requires. With
   /// `rescue_budget` > 0, fetched items of evicted segments are re-appended to it first.
   /// Returns the slot, or -1 (limit unreachable because of pins, or the syscall failed).
@@ -369,12 +380,8 @@ struct shard::impl {
       if (!reuse && dir.empty() && segs[fifo.front()].seg->size() == size)
         victim = segs[fifo.front()].seg;
       evict_oldest(rescue ? &keep : nullptr, rescue_budget);
-      if (victim && victim.use_count() == 1) {
-        // Pairs with the release decrement of the last pinned_slice dropped on another thread:
-        // its reads of these bytes happen before our writes.
-        std::atomic_thread_fence(std::memory_order_acquire);
+      if (victim && rewritable(*victim, victim.use_count()))
         reuse = std::move(victim);
-      }
     }
     if (acct->bytes.load(std::memory_order_relaxed) + extra() > limit) {
       st.evictions += keep.size();
@@ -436,15 +443,12 @@ struct shard::impl {
       if (++looked > k_compact_scan) break;
       const seg_slot& c = segs[slot];
       if (int64_t(slot) == active || c.seg->size() != seg_size || c.live_bytes > best_live ||
-          c.seg.use_count() != 1)
+          !rewritable(*c.seg, c.seg.use_count()))
         continue;
       best = slot;
       best_live = c.live_bytes;
     }
     if (best < 0) return -1;
-    // Pairs with the release decrement of the last pinned_slice dropped on another thread:
-    // its reads of these bytes happen before our writes.
-    std::atomic_thread_fence(std::memory_order_acquire);
     const auto slot = uint32_t(best);
     seg_slot& s = segs[slot];
     char* base = s.seg->data();
