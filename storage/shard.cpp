@@ -33,12 +33,32 @@ std::atomic<uint64_t> g_cas{0};
 constexpr int64_t k_relative_exptime_max = 60 * 60 * 24 * 30;  // memcached REALTIME_MAXDELTA
 } // namespace
 
-uint64_t next_cas() { return g_cas.fetch_add(1, std::memory_order_relaxed) + 1; }
+uint64_t next_cas() {
+  uint64_t c = g_cas.fetch_add(1, std::memory_order_relaxed) + 1;
+  while (c == 0)  // wrapped (cannot happen from observe_cas's values): 0 is "no CAS"
+    c = g_cas.fetch_add(1, std::memory_order_relaxed) + 1;
+  return c;
+}
 
-void observe_cas(uint64_t seen) {
+namespace {
+constexpr uint64_t k_cas_observe_max = 1ull << 62;
+
+void raise_cas(uint64_t seen) {
   uint64_t cur = g_cas.load(std::memory_order_relaxed);
   while (cur < seen && !g_cas.compare_exchange_weak(cur, seen, std::memory_order_relaxed)) {
   }
+}
+} // namespace
+
+void observe_cas(uint64_t seen) {
+  if (seen < k_cas_observe_max) raise_cas(seen);
+}
+
+uint64_t restart_cas_floor() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  const uint64_t us = uint64_t(ts.tv_sec) * 1000000u + uint64_t(ts.tv_nsec) / 1000u;
+  return std::min(us << 8, k_cas_observe_max - 1);
 }
 
 uint32_t system_clock_seconds() { return static_cast<uint32_t>(::time(nullptr)); }
@@ -948,12 +968,12 @@ struct shard::impl {
         off += rs;
         continue;
       }
+      max_cas = std::max(max_cas, r->cas);  // dead ones too: a client may still hold theirs
       if (r->dead() || expired(r)) {
         r->state |= k_state_dead;
         off += rs;
         continue;
       }
-      max_cas = std::max(max_cas, r->cas);
       const std::string_view key = r->key_view();
       const uint32_t h = key_hash(key);
       idx.reserve_one();
@@ -1066,6 +1086,7 @@ std::unique_ptr<shard> shard::open(const shard_config& cfg, clock_fn clock, std:
     if (!cfg.data_dir.empty()) {
       p->dir = cfg.data_dir + "/shard-" + std::to_string(cfg.id);
       if (!p->recover(error)) return nullptr;
+      raise_cas(restart_cas_floor());
     }
     const int64_t slot = p->new_segment(p->seg_size, 0);
     if (slot < 0) {

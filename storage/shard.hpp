@@ -107,10 +107,17 @@ struct shard_stats {
 using clock_fn = std::function<uint32_t()>;
 uint32_t system_clock_seconds();
 
-/// CAS values are unique across all shards of a process.
+/// CAS values are unique across all shards of a process, and never 0 (0 means "no CAS").
 uint64_t next_cas();
-/// After recovery: make sure next_cas() returns values above `seen`.
+/// After recovery: make sure next_cas() returns values above `seen`. Values of 2^62 and more
+/// are ignored: the counter never gets there, so they were chosen by a client (meta `E`), and
+/// following them could wrap the counter.
 void observe_cas(uint64_t seen);
+/// With a data directory, CAS values must also stay above those a previous process handed out
+/// for items that are gone from disk (deleted, overwritten, flushed): open() raises the
+/// counter to the wall clock in microseconds times 256 (a previous process would have had to
+/// issue over 256 CAS values per microsecond of its life to get there). Exposed for tests.
+uint64_t restart_cas_floor();
 
 class shard {
 public:

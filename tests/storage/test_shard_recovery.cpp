@@ -249,6 +249,70 @@ BOOST_AUTO_TEST_CASE(kill9_mid_stream_keeps_acknowledged_items) {
   BOOST_CHECK(s->stats().recovered_items >= uint64_t(last + 1));
 }
 
+BOOST_AUTO_TEST_CASE(cas_values_after_a_restart_exceed_those_of_items_gone_from_disk) {
+  // A client may still hold the CAS of an item deleted or flushed before a restart; the
+  // restarted process must not hand that value to a new item (its `cas` would then succeed
+  // against data it never saw). A child process stands for the earlier run: its counter
+  // starts where this process's counter is, as a new process's would start from the disk.
+  temp_dir tmp;
+  fake_clock clk;
+  const shard_config cfg = disk_config(tmp.path);
+  int fds[2];
+  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string err;
+    auto s = shard::open(cfg, clk.fn(), err);
+    if (!s) ::_exit(2);
+    uint64_t top = 0;
+    for (int i = 0; i < 100; ++i) top = std::max(top, do_set(*s, key(i), val(i)).cas);
+    for (int i = 50; i < 100; ++i) do_delete(*s, key(i));
+    uint64_t flushed = do_set(*s, "flushed-later", "x").cas;
+    top = std::max(top, flushed);
+    if (::write(fds[1], &top, sizeof top) != sizeof top) ::_exit(4);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  uint64_t child_top = 0;
+  BOOST_REQUIRE_EQUAL(::read(fds[0], &child_top, sizeof child_top), ssize_t(sizeof child_top));
+  ::close(fds[0]);
+  int wstatus = 0;
+  BOOST_REQUIRE_EQUAL(::waitpid(pid, &wstatus, 0), pid);
+  BOOST_REQUIRE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+  {
+    auto s = open_shard(cfg, clk);
+    do_flush(*s, 0);  // every file goes: nothing on disk remembers the child's values
+  }
+  auto s = open_shard(cfg, clk);
+  const result r = do_set(*s, "new", "v");
+  BOOST_CHECK_MESSAGE(r.cas > child_top, "CAS " << r.cas << " after the restart, the earlier run "
+                                                  "handed out up to " << child_top);
+}
+
+BOOST_AUTO_TEST_CASE(a_recovered_client_chosen_cas_does_not_wrap_the_counter) {
+  // Meta `ms ... E<n>` stores a CAS the client chose; 2^64-1 on disk must not set the counter
+  // to its last value (the next CAS would wrap to 0, "no CAS", and then repeat old values).
+  temp_dir tmp;
+  fake_clock clk;
+  const shard_config cfg = disk_config(tmp.path);
+  uint64_t before = 0;
+  {
+    auto s = open_shard(cfg, clk);
+    before = do_set(*s, "plain", "v").cas;
+  }
+  fs::create_directories(shard_dir(cfg));
+  write_file(shard_dir(cfg) + "/seg-900.dat", record_image("chosen", "v", UINT64_MAX) +
+                                                 std::string(4096, '\0'));
+  auto s = open_shard(cfg, clk);
+  BOOST_CHECK_EQUAL(do_get(*s, "chosen").cas, UINT64_MAX);
+  const uint64_t after = do_set(*s, "next", "v").cas;
+  BOOST_CHECK_MESSAGE(after > before, "CAS " << after << " after recovering 2^64-1, " << before
+                                               << " before");
+  BOOST_CHECK(after < UINT64_MAX / 2);
+}
+
 BOOST_AUTO_TEST_CASE(garbage_files_are_skipped) {
   temp_dir tmp;
   fake_clock clk;
