@@ -197,6 +197,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   kj::Promise<storage::result_batch> remote_execute(const std::string& address,
                                                     storage::op_batch ops, rpc::Origin origin,
                                                     bool wait_replicas = false);
+  // remote_execute of runs[i], then of the runs after it, each once the one before answered;
+  // the results appended to `done`.
+  kj::Promise<storage::result_batch> run_in_order(const std::string& address,
+                                                  std::shared_ptr<std::vector<storage::op_batch>> runs,
+                                                  size_t i, rpc::Origin origin, bool wait_replicas,
+                                                  storage::result_batch done);
   void peer_call(const std::string& name, rpc::Origin origin, uint64_t tag, storage::op_batch ops,
                  caf::actor sender, caf::actor self);
   void finish_call(uint64_t id, storage::result_batch&& r);
@@ -906,11 +912,25 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   size_t n = ops.size();
   if (n == 0)
     return storage::result_batch{};
-  bool large = false;
+  bool large = false, reads = false;
   size_t inline_bytes = 0;
+  auto is_read = [](const storage::op& o) { return o.kind == storage::op_kind::get && o.get_value; };
   for (auto& o : ops) {
     large |= o.value.size() > inline_value_limit;
+    reads |= is_read(o);
     inline_bytes += inline_bytes_of(o);
+  }
+  if (large && reads) {
+    // A value too large to inline goes by upload, whose reads come back streamed and empty
+    // (only the execute path reads them again with a sink): the batch goes as consecutive
+    // calls, each either all value reads or none, one after the other (in order).
+    auto runs = std::make_shared<std::vector<storage::op_batch>>();
+    for (auto& o : ops) {
+      if (runs->empty() || is_read(runs->back().front()) != is_read(o))
+        runs->emplace_back();
+      runs->back().push_back(std::move(o));
+    }
+    return run_in_order(addr, runs, 0, origin, wait_replicas, {});
   }
   if (n > call_max_ops || inline_bytes > call_max_bytes) {
     // Split, so that no message (the call, or its results: at most call_max_ops values
@@ -995,6 +1015,20 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   return bounded<storage::result_batch>(
              kj::mv(call), progress, [n]() { return unavailable(n); })
       .then([n](storage::result_batch rs) { return rs.size() == n ? kj::mv(rs) : unavailable(n); });
+}
+
+kj::Promise<storage::result_batch> service::impl::run_in_order(
+    const std::string& addr, std::shared_ptr<std::vector<storage::op_batch>> runs, size_t i,
+    rpc::Origin origin, bool wait_replicas, storage::result_batch done) {
+  if (i == runs->size())
+    return kj::mv(done);
+  return remote_execute(addr, std::move((*runs)[i]), origin, wait_replicas)
+      .then([this, addr, runs, i, origin, wait_replicas,
+             done = std::move(done)](storage::result_batch rs) mutable {
+        done.insert(done.end(), std::make_move_iterator(rs.begin()),
+                    std::make_move_iterator(rs.end()));
+        return run_in_order(addr, runs, i + 1, origin, wait_replicas, std::move(done));
+      });
 }
 
 void service::impl::peer_call(const std::string& name, rpc::Origin origin, uint64_t tag,

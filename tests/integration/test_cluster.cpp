@@ -497,6 +497,67 @@ BOOST_AUTO_TEST_CASE(hundred_mib_item_crosses_nodes) {
 }
 
 // --------------------------------------------------------------------------------------------
+// One send through a node that does not own the keys: a store too large to inline (it goes
+// by upload) and reads of values too large to inline, to the same owner, in one batch. The
+// replies are byte for byte those of the owner (the reads once came back with empty bodies).
+BOOST_AUTO_TEST_CASE(large_stores_and_large_reads_in_one_pipeline_through_a_non_owner) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 1);
+  std::vector<std::string> keys;  // owned by n2
+  for (int i = 0; i < 200 && keys.size() < 2; ++i) {
+    std::string k = "pipe-" + std::to_string(i);
+    auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", k, "--json"});
+    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+    if (nlohmann::json::parse(r.out).at("owners").at(0).at("name") == "n2")
+      keys.push_back(k);
+  }
+  BOOST_REQUIRE_EQUAL(keys.size(), 2u);
+  const std::string a(70000, 'a'), b(90000, 'b'), small = "tiny";
+  {
+    mc_client m(ns[1]->port, 5s);
+    BOOST_REQUIRE_EQUAL(m.set(keys[1], b, 5), "STORED");
+  }
+  const std::string request = "set " + keys[0] + " 3 0 70000\r\n" + a + "\r\n" +
+                              "get " + keys[0] + " " + keys[1] + "\r\n" +
+                              "mg " + keys[1] + " s v f\r\n" +
+                              "set " + keys[1] + " 0 0 4\r\n" + small + "\r\n" +
+                              "gets " + keys[1] + "\r\n";
+  auto replies = [&](node& n) {
+    mc_client m(n.port, 5s);
+    m.send_all(request);
+    std::string out;
+    auto line = [&] { out += m.read_line() + "\n"; };  // one read after another, in order
+    auto body = [&](size_t len) { out += m.read_exact(len); };
+    line();             // STORED
+    line(), body(70002);  // VALUE k0 ... and its data block
+    line(), body(90002);  // VALUE k1 ...
+    line();             // END
+    line(), body(90002);  // VA 90000 s90000 f5
+    line();             // STORED
+    std::string v = m.read_line();  // VALUE k1 0 4 <cas>: the CAS differs by node
+    out += v.substr(0, v.rfind(' ')) + "\n";
+    body(6), line();    // tiny, END
+    return out;
+  };
+  const std::string through_n1 = replies(*ns[0]);
+  const std::string expect = "STORED\n"
+                             "VALUE " + keys[0] + " 3 70000\n" + a + "\r\n" +
+                             "VALUE " + keys[1] + " 5 90000\n" + b + "\r\n" +
+                             "END\n"
+                             "VA 90000 s90000 f5\n" + b + "\r\n" +
+                             "STORED\n"
+                             "VALUE " + keys[1] + " 0 4\n" + small + "\r\nEND\n";
+  BOOST_CHECK_MESSAGE(through_n1 == expect, "through the non-owner: " << through_n1.size()
+                                              << " bytes, expected " << expect.size());
+  {
+    mc_client m(ns[1]->port, 5s);
+    BOOST_REQUIRE_EQUAL(m.set(keys[1], b, 5), "STORED");
+  }
+  BOOST_CHECK(replies(*ns[1]) == expect);  // the owner answers the same
+}
+
+// --------------------------------------------------------------------------------------------
 // Mutual TLS: nodes started with --rpc-tls-* form a cluster and forward keys; bifrostctl needs
 // a certificate from the same CA.
 BOOST_AUTO_TEST_CASE(mutual_tls_cluster_and_bifrostctl) {
