@@ -54,6 +54,16 @@ void observe_cas(uint64_t seen) {
   if (seen < k_cas_observe_max) raise_cas(seen);
 }
 
+uint64_t cas_for(const op& o) {
+  if (o.explicit_cas == 0)
+    return next_cas();
+  // A copy from another node (replication, warming) or a client's meta `E`: new CAS values
+  // of this node stay above it, so that after a failover the new primary does not hand out
+  // a CAS a client may still hold from the old one.
+  observe_cas(o.explicit_cas);
+  return o.explicit_cas;
+}
+
 uint64_t restart_cas_floor() {
   timespec ts{};
   ::clock_gettime(CLOCK_REALTIME, &ts);
@@ -615,7 +625,7 @@ struct shard::impl {
         s.key = o.key;
         s.hash = h;
         s.exptime = absolute_exptime(o.vivify_ttl, now);
-        s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+        s.cas = cas_for(o);
         s.token = true;
         s.atime = now;
         const size_t p = commit(s);
@@ -690,7 +700,7 @@ struct shard::impl {
     s.value = o.value;
     s.flags = o.flags;
     s.exptime = absolute_exptime(o.ttl, now);
-    s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+    s.cas = cas_for(o);
     s.atime = now;
     std::string combined;
 
@@ -805,7 +815,7 @@ struct shard::impl {
       s.value = value;
       s.flags = r->flags;
       s.exptime = (o.get_touch || o.ttl != 0) ? absolute_exptime(o.ttl, now) : r->exptime;
-      s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+      s.cas = cas_for(o);
       s.state = k_state_stale;
       s.fetched = e.fetched();
       s.atime = e.atime;
@@ -851,7 +861,7 @@ struct shard::impl {
       s.hash = h;
       s.value = v;
       s.exptime = absolute_exptime(o.vivify_ttl != 0 ? o.vivify_ttl : o.ttl, now);
-      s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+      s.cas = cas_for(o);
       s.atime = now;
       const size_t p = commit(s);
       if (p == npos) {
@@ -885,7 +895,7 @@ struct shard::impl {
     s.value = nv;
     s.flags = r->flags;
     s.exptime = o.get_touch ? absolute_exptime(o.ttl, now) : r->exptime;  // ma T
-    s.cas = o.explicit_cas ? o.explicit_cas : next_cas();
+    s.cas = cas_for(o);
     s.fetched = true;
     s.atime = now;
     const size_t p = commit(s);

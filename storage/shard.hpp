@@ -113,6 +113,8 @@ uint64_t next_cas();
 /// are ignored: the counter never gets there, so they were chosen by a client (meta `E`), and
 /// following them could wrap the counter.
 void observe_cas(uint64_t seen);
+/// The CAS a write of `o` gets: its explicit one (observed, see observe_cas), else next_cas().
+uint64_t cas_for(const op& o);
 /// With a data directory, CAS values must also stay above those a previous process handed out
 /// for items that are gone from disk (deleted, overwritten, flushed): open() raises the
 /// counter to the wall clock in microseconds times 256 (a previous process would have had to

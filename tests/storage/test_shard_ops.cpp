@@ -158,6 +158,31 @@ BOOST_AUTO_TEST_CASE(cas_values_are_unique_and_increasing) {
   BOOST_CHECK(next_cas() > b + 1000);
 }
 
+BOOST_AUTO_TEST_CASE(a_copied_cas_keeps_later_cas_values_above_it) {
+  // A replica stores the primary's CAS (explicit_cas). Should it become the primary (the old
+  // one died), its next CAS values must be above the copies it holds: a client may still
+  // hold one of those, and its `cas` must not succeed against a newer value.
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  op o;
+  o.kind = op_kind::store;
+  o.key = "copied";
+  o.value = "v";
+  o.explicit_cas = next_cas() + 5000;
+  BOOST_REQUIRE_EQUAL(s->execute(o).cas, o.explicit_cas);
+  const result later = do_set(*s, "copied", "newer");
+  BOOST_CHECK_MESSAGE(later.cas > o.explicit_cas,
+                      "CAS " << later.cas << " after a copy with CAS " << o.explicit_cas);
+  BOOST_CHECK_EQUAL(do_set(*s, "other", "v").cas, later.cas + 1);
+}
+
+BOOST_AUTO_TEST_CASE(the_cas_counter_skips_zero_and_ignores_values_past_two_to_the_62) {
+  observe_cas(UINT64_MAX);  // a client's meta E: not followed
+  const uint64_t a = next_cas();
+  BOOST_CHECK(a != 0);
+  BOOST_CHECK(a < (1ull << 62));
+}
+
 BOOST_AUTO_TEST_CASE(too_large_values) {
   fake_clock clk;
   shard_config cfg = small_config();
