@@ -591,17 +591,37 @@ void connection::handle_local(pending& p) {
       read_closed_ = true;
       break;
     case command::flush_all: {
+      // Every shard of this node, and in a cluster every other live member (each flushes
+      // all of its shards: a flush op carries no key), as one flush_all on a single node.
       ctx_.counters->add(ctx_.counters->cmd_flush);
-      const auto& shards = ctx_.routes->local_shards();
+      const auto& snap = *ctx_.routes;
+      const auto& shards = snap.local_shards();
+      std::vector<caf::actor> members;
+      if (snap.cluster && snap.cluster->ring) {
+        const auto& cv = *snap.cluster;
+        for (uint32_t id = 0; id < cv.ring->size(); ++id) {
+          if (id == cv.self || !cv.ring->member(id).alive || id >= cv.peers.size() ||
+              !cv.peers[id])
+            continue;
+          caf::actor link = ctx_.links ? ctx_.links->link_for(cv, id) : caf::actor();
+          members.push_back(link ? link : cv.peers[id]);  // the link: in order with ops before
+        }
+      }
+      const size_t n = shards.size() + members.size();
       p.kind = pending_kind::flush;
       p.ops.clear();
-      p.ops.resize(shards.size());
-      p.results.resize(shards.size());
-      p.outstanding = static_cast<uint32_t>(shards.size());
-      for (uint32_t i = 0; i < shards.size(); ++i) {
-        p.ops[i].kind = storage::op_kind::flush;
-        p.ops[i].ttl = req.has_delay ? req.delay : 0;
+      p.ops.resize(n);
+      p.results.resize(n);
+      p.outstanding = static_cast<uint32_t>(n);
+      for (auto& o : p.ops) {
+        o.kind = storage::op_kind::flush;
+        o.ttl = req.has_delay ? req.delay : 0;
+      }
+      for (uint32_t i = 0; i < shards.size(); ++i)
         route_op(seq, i, i);
+      for (size_t j = 0; j < members.size(); ++j) {
+        const auto i = static_cast<uint32_t>(shards.size() + j);
+        ctx_.dispatch->add(members[j], id_, seq, i, storage::op(p.ops[i]));
       }
       break;
     }
@@ -662,10 +682,15 @@ void connection::complete_ready() {
         report_writes(p);
         break;
       }
-      case pending_kind::flush:
+      case pending_kind::flush: {
+        // A member that did not answer may still serve what it held: say so, as for a write.
+        bool unavailable = false;
+        for (auto& r : p.results)
+          unavailable |= r.st == storage::status::unavailable;
         if (!p.req.noreply)
-          out_.bytes("OK\r\n");
+          out_.bytes(unavailable ? "SERVER_ERROR unavailable\r\n" : "OK\r\n");
         break;
+      }
       case pending_kind::stats: {
         std::string s;
         compose_stats(*ctx_.node, p.stats, s);

@@ -497,6 +497,34 @@ BOOST_AUTO_TEST_CASE(hundred_mib_item_crosses_nodes) {
 }
 
 // --------------------------------------------------------------------------------------------
+// flush_all through any node empties the whole cluster (replicas too), as on a single node;
+// with a delay, nothing goes before it.
+BOOST_AUTO_TEST_CASE(flush_all_through_one_node_flushes_every_member) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 2);
+  auto keys = make_keys("flush-", 300);
+  auto flush = [](node& n, const std::string& cmd) {
+    mc_client m(n.port, 5s);
+    m.send_all(cmd + "\r\n");
+    return m.read_line();
+  };
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  BOOST_REQUIRE(wait_until([&] { return sum_items(ns) == 600; }, 5000ms, 50ms));
+  BOOST_REQUIRE_EQUAL(flush(*ns[1], "flush_all"), "OK");
+  for (auto* n : ns)
+    BOOST_CHECK_EQUAL(read_all(n->port, keys).misses, keys.size());
+  BOOST_CHECK_EQUAL(sum_items(ns), 0);
+  // Delayed: nothing goes before the delay, everything after it.
+  BOOST_REQUIRE_EQUAL(set_all(ns[2]->port, keys), keys.size());
+  BOOST_REQUIRE(wait_until([&] { return sum_items(ns) == 600; }, 5000ms, 50ms));
+  BOOST_REQUIRE_EQUAL(flush(*ns[2], "flush_all 2"), "OK");
+  BOOST_CHECK_EQUAL(read_all(ns[0]->port, keys).hits, keys.size());
+  BOOST_CHECK(wait_until([&] { return sum_items(ns) == 0; }, 6000ms, 100ms));
+  BOOST_CHECK_EQUAL(read_all(ns[1]->port, keys).misses, keys.size());
+}
+
+// --------------------------------------------------------------------------------------------
 // One send through a node that does not own the keys: a store too large to inline (it goes
 // by upload) and reads of values too large to inline, to the same owner, in one batch. The
 // replies are byte for byte those of the owner (the reads once came back with empty bodies).
