@@ -871,7 +871,7 @@ struct shard::impl {
       const entry& ne = idx.at(p);
       fill_meta(res, ne, hdr(ne));
       res.number = o.initial;
-      res.st = status::hit;
+      res.st = status::stored;  // created, not counted: meta q still answers (as memcached)
       return res;
     }
     const entry e = idx.at(pos);

@@ -365,6 +365,10 @@ class MetaTest(ServerTestCase):
         self.assertEqual(c.line(), b"14\r\n")
         self.assertEqual(c.call(b"ma %s N0\r\n" % k2), b"HD\r\n")  # J defaults to 0
         self.assertEqual(c.get_value(k2), b"0")
+        # q hides the answer for an existing counter only: one N just created is answered
+        k3, k4 = self.key("3"), self.key("4")
+        c.send(b"ma %s N0 J5 v q\r\nma %s N0 q\r\nma %s N0 q\r\nmn\r\n" % (k3, k4, k4))
+        self.assertEqual(c.recv_until(b"MN\r\n"), b"VA 1\r\n5\r\nHD\r\nMN\r\n")
 
     def test_ma_T_c_t(self):
         c = self.client()
