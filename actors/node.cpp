@@ -254,7 +254,7 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
   if (cfg.scheduler_threads == 0)
     cfg.scheduler_threads = cores();
   if (cfg.shards == 0)
-    cfg.shards = cfg.shards_on_loops ? cfg.threads : 2 * cfg.scheduler_threads;
+    cfg.shards = default_shards(cfg);
 
   // Measured in the prototype: without this, idle workers sleep ~50 us between polls and a
   // loop<->scheduler round trip costs 110-160 us; with it ~5 us.

@@ -3,6 +3,7 @@
 
 #include "cluster/tls_options.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -53,5 +54,22 @@ struct node_config {
     int64_t warm_window_ms = -1;        // --warm-window
   } timings;
 };
+
+/// The least memory one shard may get: twice the max item size and at least two 64 KiB
+/// segments (as memcached wants -I at most half of -m), or items near -I could never be
+/// stored, storing one would empty the shard, and the segments would exceed -m.
+inline uint64_t min_shard_memory(const node_config& c) {
+  return 2 * std::max<uint64_t>(c.max_item_size, 64 * 1024);
+}
+
+/// The shard count when --shards is not given (threads and scheduler_threads resolved): one
+/// per I/O loop (or two per scheduler thread), but not so many that a shard's share of -m
+/// falls below min_shard_memory (many cores, a small -m); fewer shards than loops is fine
+/// (shard j lives on loop j mod N).
+inline uint32_t default_shards(const node_config& c) {
+  const uint64_t wanted = c.shards_on_loops ? c.threads : 2ull * c.scheduler_threads;
+  const uint64_t most = std::max<uint64_t>(1, c.memory_limit / min_shard_memory(c));
+  return static_cast<uint32_t>(std::max<uint64_t>(1, std::min(wanted, most)));
+}
 
 } // namespace bifrost::actors

@@ -1,6 +1,7 @@
 #include "cli/config.hpp"
 
 #include "cluster/membership.hpp"
+#include "storage/shard.hpp"
 
 #include <CLI/CLI.hpp>
 #include <yaml-cpp/yaml.h>
@@ -527,6 +528,25 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     cfg.verbosity = static_cast<int>(verbose->count());
   if (cfg.max_item_size > cfg.memory_limit)
     return fail("-I/--max-item-size", "must not exceed the memory limit (-m)");
+  if (!cfg.data_dir.empty()) {
+    // Keys hash over the shards: a data directory must be reopened with its shard count.
+    if (uint32_t held = storage::data_dir_shards(cfg.data_dir); held > 0) {
+      if (cfg.shards == 0)
+        cfg.shards = held;  // the default (one per I/O thread) yields to what is on disk
+      else if (cfg.shards != held)
+        return fail("--shards", "the data directory " + cfg.data_dir + " holds " +
+                                    std::to_string(held) + " shards from an earlier run: start "
+                                    "with --shards " + std::to_string(held) +
+                                    " (or without --shards), or use an empty directory");
+    }
+  }
+  if (cfg.shards != 0 && cfg.memory_limit / cfg.shards < actors::min_shard_memory(cfg)) {
+    const uint64_t most = std::max<uint64_t>(1, cfg.memory_limit / actors::min_shard_memory(cfg));
+    return fail("--shards", std::to_string(cfg.shards) + " shards leave each less than twice "
+                                "the max item size (-I, and at least 128 KiB) of the memory "
+                                "limit (-m): use at most " + std::to_string(most) +
+                                " shards, or a larger -m");
+  }
   return {};
 }
 

@@ -71,6 +71,25 @@ uint64_t restart_cas_floor() {
   return std::min(us << 8, k_cas_observe_max - 1);
 }
 
+uint32_t data_dir_shards(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return 0;
+  uint64_t count = 0;
+  while (dirent* de = ::readdir(d)) {
+    const std::string_view name = de->d_name;
+    if (name.size() < 7 || name.size() > 12 || name.substr(0, 6) != "shard-") continue;
+    uint64_t id = 0;
+    bool ok = true;
+    for (char c : name.substr(6)) {
+      if (c < '0' || c > '9') { ok = false; break; }
+      id = id * 10 + uint64_t(c - '0');
+    }
+    if (ok) count = std::max(count, id + 1);
+  }
+  ::closedir(d);
+  return static_cast<uint32_t>(std::min<uint64_t>(count, UINT32_MAX));
+}
+
 uint32_t system_clock_seconds() { return static_cast<uint32_t>(::time(nullptr)); }
 
 uint32_t absolute_exptime(int64_t raw, uint32_t now) {

@@ -103,6 +103,13 @@ struct shard_stats {
   shard_stats& operator+=(const shard_stats& o);
 };
 
+/// Shards of a data directory (`<dir>/shard-<id>`, one per shard, made at open): 1 + the
+/// highest id found, or 0 when there are none (or `dir` does not exist). Keys are hashed over
+/// the shards, so a node must reopen a data directory with the same count: with another, the
+/// recovered items sit in shards their keys no longer hash to (misses, and old values back
+/// once the count is restored).
+uint32_t data_dir_shards(const std::string& dir);
+
 /// Clock in unix seconds; injectable so tests control expiry.
 using clock_fn = std::function<uint32_t()>;
 uint32_t system_clock_seconds();

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -104,6 +105,52 @@ BOOST_AUTO_TEST_CASE(invalid_flags_exit_2_naming_the_field) {
     BOOST_CHECK_EQUAL(r.exit_code, 2);
     BOOST_CHECK_MESSAGE(contains(r.message, b.field), r.message << " should name " << b.field);
   }
+}
+
+BOOST_AUTO_TEST_CASE(a_data_directory_keeps_its_shard_count) {
+  // Keys hash over the shards: reopening a data directory with another count would strand
+  // its items (misses now, old values back when the count returns).
+  char tmpl[] = "/tmp/bifrost-config-dir-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  node_config fresh;
+  BOOST_REQUIRE(run({"--data-dir", dir}, fresh).what != parse_outcome::action::exit);
+  BOOST_CHECK_EQUAL(fresh.shards, 0u);  // nothing there yet: the default
+  for (int i = 0; i < 3; ++i)
+    BOOST_REQUIRE(std::filesystem::create_directory(dir + "/shard-" + std::to_string(i)));
+  node_config cfg;
+  BOOST_REQUIRE(run({"--data-dir", dir, "-t", "1"}, cfg).what != parse_outcome::action::exit);
+  BOOST_CHECK_EQUAL(cfg.shards, 3u);  // not one per thread: what the directory holds
+  node_config same;
+  BOOST_REQUIRE(run({"--data-dir", dir, "--shards", "3"}, same).what != parse_outcome::action::exit);
+  node_config other;
+  auto r = run({"--data-dir", dir, "--shards", "2"}, other);
+  BOOST_CHECK(r.what == parse_outcome::action::exit);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "--shards") && contains(r.message, "holds 3 shards"),
+                      r.message);
+  std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(every_shard_gets_twice_the_max_item_size) {
+  // As memcached wants -I at most half of -m: per shard, or items near -I could never be
+  // stored (and storing one would empty its shard).
+  node_config cfg;
+  auto r = run({"-m", "64", "--shards", "64"}, cfg);  // 1 MiB each, -I 1m
+  BOOST_CHECK(r.what == parse_outcome::action::exit);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "--shards") && contains(r.message, "at most 32"), r.message);
+  node_config ok;
+  BOOST_CHECK(run({"-m", "64", "--shards", "32"}, ok).what != parse_outcome::action::exit);
+  // The default yields instead: 64 cores, -m 64 -> 32 shards; -m 1 -I 1k -> 8 (128 KiB each).
+  node_config many;
+  many.threads = 64;
+  many.scheduler_threads = 64;
+  BOOST_CHECK_EQUAL(bifrost::actors::default_shards(many), 32u);
+  many.memory_limit = 1u << 20;
+  many.max_item_size = 1024;
+  BOOST_CHECK_EQUAL(bifrost::actors::default_shards(many), 8u);
+  many.threads = 2;
+  BOOST_CHECK_EQUAL(bifrost::actors::default_shards(many), 2u);
 }
 
 BOOST_AUTO_TEST_CASE(yaml_file_and_flag_precedence) {
