@@ -74,15 +74,26 @@ std::shared_ptr<segment> segment::create(uint64_t seq, uint64_t size, const std:
 
 std::shared_ptr<segment> segment::open_file(uint64_t seq, const std::string& path,
                                             std::shared_ptr<segment_accounting> acct,
-                                            std::string& error) noexcept {
+                                            std::string& error, bool& unusable) noexcept {
+  unusable = false;
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
+    // Not a file we can hold data in (a directory, a dangling link, a device): the file's
+    // fault. Anything else (EMFILE, ENOMEM, EACCES, EIO…) is the system's.
+    unusable = errno == EISDIR || errno == ENOENT || errno == ELOOP || errno == ENXIO ||
+               errno == ENODEV || errno == ETXTBSY || errno == EINVAL;
     error = sys_error("open", path);
     return nullptr;
   }
   struct stat st{};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+  if (::fstat(fd, &st) != 0) {
+    error = sys_error("fstat", path);
+    ::close(fd);
+    return nullptr;
+  }
+  if (!S_ISREG(st.st_mode) || st.st_size <= 0) {
     error = "not a non-empty regular file: " + path;
+    unusable = true;
     ::close(fd);
     return nullptr;
   }

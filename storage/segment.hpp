@@ -42,9 +42,12 @@ public:
                                          std::string& error) noexcept;
 
   /// Maps an existing segment file (recovery). Its size is the file's size (must be > 0).
+  /// On failure `unusable` tells the file's fault (not a regular file, empty) from the
+  /// system's (open or mmap failed: too many files, no memory, permissions), after which the
+  /// file must be kept.
   static std::shared_ptr<segment> open_file(uint64_t seq, const std::string& path,
                                             std::shared_ptr<segment_accounting> acct,
-                                            std::string& error) noexcept;
+                                            std::string& error, bool& unusable) noexcept;
 
   ~segment();
   segment(const segment&) = delete;

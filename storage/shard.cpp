@@ -1064,7 +1064,14 @@ struct shard::impl {
     for (const auto& [seq, path] : files) {
       next_seq = std::max(next_seq, seq + 1);
       std::string err;
-      auto seg = segment::open_file(seq, path, acct, err);
+      bool unusable = false;
+      auto seg = segment::open_file(seq, path, acct, err, unusable);
+      if (!seg && !unusable) {
+        // The system's fault (too many open files, no memory, permissions): the data may be
+        // fine, so it stays, and the node does not start without it.
+        error = "cannot recover " + path + ": " + err;
+        return false;
+      }
       if (!seg || seg->size() > item_index::k_max_offset) {
         ++st.recovery_skipped;  // unusable file (empty, not regular, too large)
         ::unlink(path.c_str());

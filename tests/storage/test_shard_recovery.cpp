@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <fstream>
 #include <random>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -311,6 +312,37 @@ BOOST_AUTO_TEST_CASE(a_recovered_client_chosen_cas_does_not_wrap_the_counter) {
   BOOST_CHECK_MESSAGE(after > before, "CAS " << after << " after recovering 2^64-1, " << before
                                                << " before");
   BOOST_CHECK(after < UINT64_MAX / 2);
+}
+
+BOOST_AUTO_TEST_CASE(a_file_the_system_cannot_open_now_is_kept) {
+  // Too many open files (or no memory) is the system's fault, not the file's: recovery fails
+  // with an error naming the file and deletes nothing (once, such files were unlinked).
+  temp_dir tmp;
+  fake_clock clk;
+  const shard_config cfg = disk_config(tmp.path);
+  {
+    auto s = open_shard(cfg, clk);
+    for (int i = 0; i < 400; ++i) do_set(*s, key(i), std::string(1000, 'v'));  // > 2 segments
+  }
+  const auto files = segment_files(shard_dir(cfg));
+  BOOST_REQUIRE_GE(files.size(), 3u);
+  size_t open_fds = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++open_fds;
+  rlimit old{};
+  BOOST_REQUIRE_EQUAL(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = open_fds + 1;  // the directory listing, then one segment file: no more
+  BOOST_REQUIRE_EQUAL(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::string err;
+  auto s = shard::open(cfg, clk.fn(), err);
+  BOOST_REQUIRE_EQUAL(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  BOOST_CHECK(s == nullptr);
+  BOOST_CHECK_MESSAGE(err.find("cannot recover") != std::string::npos, err);
+  BOOST_CHECK(segment_files(shard_dir(cfg)) == files);  // every file still there
+  s.reset();
+  auto again = open_shard(cfg, clk);  // with file descriptors to spare, all comes back
+  BOOST_CHECK_EQUAL(value_of(*again, key(0)), std::string(1000, 'v'));
+  BOOST_CHECK_EQUAL(again->stats().recovery_skipped, 0u);
 }
 
 BOOST_AUTO_TEST_CASE(garbage_files_are_skipped) {
