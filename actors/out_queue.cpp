@@ -17,11 +17,19 @@ void out_queue::value(const storage::pinned_slice& v) {
     bytes(v.view());
     return;
   }
+  const uint64_t seg = v.segment_size();
+  const uint64_t pin = seg > 2 * uint64_t(v.size()) ? seg : 0;  // a small part of its segment
+  if (pin != 0 && pinned_ + pin > pin_budget) {
+    bytes(v.view());  // copied: the segment is not held by this queue
+    return;
+  }
   chunk c;
   c.slice = v;
   c.use_sendfile = sendfile;
+  c.pinned = pin;
   chunks_.push_back(std::move(c));
   pending_ += v.size();
+  pinned_ += pin;
 }
 
 void out_queue::advance(size_t n) {
@@ -33,8 +41,17 @@ void out_queue::advance(size_t n) {
     n -= take;
     pending_ -= take;
     if (c.sent == len)
-      chunks_.pop_front();
+      pop_front();
   }
+}
+
+void out_queue::pop_front() {
+  if (chunks_.empty())
+    return;
+  auto& c = chunks_.front();
+  pending_ -= (c.slice ? c.slice.size() : c.bytes.size()) - c.sent;
+  pinned_ -= c.pinned;
+  chunks_.pop_front();
 }
 
 } // namespace bifrost::actors

@@ -1,5 +1,11 @@
 // The output queue of one connection: response bytes and pinned value slices, in order.
 //
+// A slice keeps its whole segment (up to 1 MiB) from being reused or evicted-and-freed. A
+// value that fills less than half of its segment is therefore queued as a slice only while
+// the queue pins at most `pin_budget` bytes of such segments; past that it is copied, so a
+// client that does not read cannot make a few thousand small values hold the shard's memory
+// (its eviction would then find nothing to free and empty the shard).
+//
 // Values at or above the sendfile threshold are queued as pinned slices and sent with
 // sendfile(2) from the segment file; below it, small values (< inline_copy_max) are copied
 // into the byte stream and the others queued as slices written with writev straight from the
@@ -25,7 +31,11 @@ public:
     storage::pinned_slice slice;  // a value written from its segment
     bool use_sendfile = false;    // slice: sendfile(2) from the fd; else writev from the mapping
     size_t sent = 0;              // bytes of this chunk already written
+    uint64_t pinned = 0;          // segment bytes it counts against pin_budget
   };
+
+  /// Segment bytes the slices of values much smaller than their segment may pin at once.
+  static constexpr uint64_t pin_budget = 4u << 20;
 
   /// Values smaller than this are copied into the byte stream (cheaper than an iovec entry).
   static constexpr size_t inline_copy_max = 2048;
@@ -41,14 +51,18 @@ public:
 
   bool empty() const noexcept { return chunks_.empty(); }
   size_t pending_bytes() const noexcept { return pending_; }
+  uint64_t pinned_bytes() const noexcept { return pinned_; }
   std::deque<chunk>& chunks() noexcept { return chunks_; }
   /// Marks `n` bytes of the front chunk written; pops it when complete.
   void advance(size_t n);
+  /// Drops the front chunk (an empty slice: nothing to write).
+  void pop_front();
   size_t threshold() const noexcept { return threshold_; }
 
 private:
   std::deque<chunk> chunks_;
   size_t pending_ = 0;
+  uint64_t pinned_ = 0;
   size_t threshold_;
 };
 

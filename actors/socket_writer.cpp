@@ -74,8 +74,7 @@ socket_writer::status socket_writer::flush(out_queue& q, write_stats& st) {
     cork(true);
     size_t remaining = front.slice.size() - front.sent;
     if (remaining == 0) {
-      q.advance(0);
-      chunks.pop_front();
+      q.pop_front();
       continue;
     }
     if (!no_sendfile_) {

@@ -6,6 +6,8 @@ namespace bifrost::storage {
 
 int pinned_slice::fd() const noexcept { return seg_ ? seg_->fd() : -1; }
 
+uint64_t pinned_slice::segment_size() const noexcept { return seg_ ? seg_->size() : 0; }
+
 std::string_view pinned_slice::view() const noexcept {
   if (mem_)
     return {mem_->data(), mem_->size()};

@@ -47,6 +47,8 @@ public:
   /// Offset of the first byte within the segment file.
   uint64_t offset() const noexcept { return offset_; }
   uint32_t size() const noexcept { return length_; }
+  /// Bytes of the segment this slice keeps alive (0 for an in-memory value).
+  uint64_t segment_size() const noexcept;
   /// The same bytes through the segment's mapping (copy path and sendfile fallback).
   std::string_view view() const noexcept;
   /// Call before sendfile(2) from fd(): the segment is then never rewritten in place
