@@ -596,15 +596,15 @@ void connection::handle_local(pending& p) {
       ctx_.counters->add(ctx_.counters->cmd_flush);
       const auto& snap = *ctx_.routes;
       const auto& shards = snap.local_shards();
-      std::vector<caf::actor> members;
+      std::vector<caf::actor> members;  // null: alive, but no way to reach it
       if (snap.cluster && snap.cluster->ring) {
         const auto& cv = *snap.cluster;
         for (uint32_t id = 0; id < cv.ring->size(); ++id) {
-          if (id == cv.self || !cv.ring->member(id).alive || id >= cv.peers.size() ||
-              !cv.peers[id])
+          if (id == cv.self || !cv.ring->member(id).alive)
             continue;
-          caf::actor link = ctx_.links ? ctx_.links->link_for(cv, id) : caf::actor();
-          members.push_back(link ? link : cv.peers[id]);  // the link: in order with ops before
+          caf::actor peer = id < cv.peers.size() ? cv.peers[id] : caf::actor();
+          caf::actor link = peer && ctx_.links ? ctx_.links->link_for(cv, id) : caf::actor();
+          members.push_back(link ? link : peer);  // the link: in order with ops before
         }
       }
       const size_t n = shards.size() + members.size();
@@ -621,7 +621,12 @@ void connection::handle_local(pending& p) {
         route_op(seq, i, i);
       for (size_t j = 0; j < members.size(); ++j) {
         const auto i = static_cast<uint32_t>(shards.size() + j);
-        ctx_.dispatch->add(members[j], id_, seq, i, storage::op(p.ops[i]));
+        if (members[j]) {
+          ctx_.dispatch->add(members[j], id_, seq, i, storage::op(p.ops[i]));
+        } else {
+          p.results[i].st = storage::status::unavailable;
+          --p.outstanding;
+        }
       }
       break;
     }
@@ -684,9 +689,9 @@ void connection::complete_ready() {
       }
       case pending_kind::flush: {
         // A member that did not answer may still serve what it held: say so, as for a write.
-        bool unavailable = false;
+        bool unavailable = false;  // not_sent: the member was found dead as it went out
         for (auto& r : p.results)
-          unavailable |= r.st == storage::status::unavailable;
+          unavailable |= r.st == storage::status::unavailable || r.st == storage::status::not_sent;
         if (!p.req.noreply)
           out_.bytes(unavailable ? "SERVER_ERROR unavailable\r\n" : "OK\r\n");
         break;

@@ -528,6 +528,16 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     cfg.verbosity = static_cast<int>(verbose->count());
   if (cfg.max_item_size > cfg.memory_limit)
     return fail("-I/--max-item-size", "must not exceed the memory limit (-m)");
+  // Shard count given (flag or YAML): each must get min_shard_memory (one shard takes all of
+  // -m, which -I may not exceed). A count adopted from a data directory is not checked: the
+  // directory decides.
+  if (cfg.shards > 1 && cfg.memory_limit / cfg.shards < actors::min_shard_memory(cfg)) {
+    const uint64_t most = std::max<uint64_t>(1, cfg.memory_limit / actors::min_shard_memory(cfg));
+    return fail("--shards", std::to_string(cfg.shards) + " shards leave each less than twice "
+                                "the max item size (-I, and at least 128 KiB) of the memory "
+                                "limit (-m): use at most " + std::to_string(most) +
+                                " shards, or a larger -m");
+  }
   if (!cfg.data_dir.empty()) {
     // Keys hash over the shards: a data directory must be reopened with its shard count.
     if (uint32_t held = storage::data_dir_shards(cfg.data_dir); held > 0) {
@@ -539,13 +549,6 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
                                     "with --shards " + std::to_string(held) +
                                     " (or without --shards), or use an empty directory");
     }
-  }
-  if (cfg.shards != 0 && cfg.memory_limit / cfg.shards < actors::min_shard_memory(cfg)) {
-    const uint64_t most = std::max<uint64_t>(1, cfg.memory_limit / actors::min_shard_memory(cfg));
-    return fail("--shards", std::to_string(cfg.shards) + " shards leave each less than twice "
-                                "the max item size (-I, and at least 128 KiB) of the memory "
-                                "limit (-m): use at most " + std::to_string(most) +
-                                " shards, or a larger -m");
   }
   return {};
 }

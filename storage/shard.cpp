@@ -997,7 +997,9 @@ struct shard::impl {
         off += rs;
         continue;
       }
-      max_cas = std::max(max_cas, r->cas);  // dead ones too: a client may still hold theirs
+      // Dead ones too (a client may still hold theirs); not a client's meta E of 2^62 and
+      // more (observe_cas would ignore the whole maximum).
+      if (r->cas < k_cas_observe_max) max_cas = std::max(max_cas, r->cas);
       if (r->dead() || expired(r)) {
         r->state |= k_state_dead;
         off += rs;

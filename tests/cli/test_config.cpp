@@ -122,6 +122,9 @@ BOOST_AUTO_TEST_CASE(a_data_directory_keeps_its_shard_count) {
   BOOST_CHECK_EQUAL(cfg.shards, 3u);  // not one per thread: what the directory holds
   node_config same;
   BOOST_REQUIRE(run({"--data-dir", dir, "--shards", "3"}, same).what != parse_outcome::action::exit);
+  node_config small;  // adopted, not held to the memory rule: the directory decides
+  BOOST_CHECK(run({"--data-dir", dir, "-m", "1"}, small).what != parse_outcome::action::exit);
+  BOOST_CHECK_EQUAL(small.shards, 3u);
   node_config other;
   auto r = run({"--data-dir", dir, "--shards", "2"}, other);
   BOOST_CHECK(r.what == parse_outcome::action::exit);
@@ -141,6 +144,8 @@ BOOST_AUTO_TEST_CASE(every_shard_gets_twice_the_max_item_size) {
   BOOST_CHECK_MESSAGE(contains(r.message, "--shards") && contains(r.message, "at most 32"), r.message);
   node_config ok;
   BOOST_CHECK(run({"-m", "64", "--shards", "32"}, ok).what != parse_outcome::action::exit);
+  node_config one;  // one shard takes all of -m: only -I <= -m applies
+  BOOST_CHECK(run({"-m", "1", "--shards", "1"}, one).what != parse_outcome::action::exit);
   // The default yields instead: 64 cores, -m 64 -> 32 shards; -m 1 -I 1k -> 8 (128 KiB each).
   node_config many;
   many.threads = 64;
