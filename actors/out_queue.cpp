@@ -1,5 +1,7 @@
 #include "actors/out_queue.hpp"
 
+#include <algorithm>
+
 namespace bifrost::actors {
 
 void out_queue::bytes(std::string_view b) {
@@ -18,18 +20,39 @@ void out_queue::value(const storage::pinned_slice& v) {
     return;
   }
   const uint64_t seg = v.segment_size();
-  const uint64_t pin = seg > 2 * uint64_t(v.size()) ? seg : 0;  // a small part of its segment
-  if (pin != 0 && pinned_ + pin > pin_budget) {
-    bytes(v.view());  // copied: the segment is not held by this queue
-    return;
+  const bool small_part = seg > 2 * uint64_t(v.size());
+  if (small_part) {
+    auto it = std::find_if(held_.begin(), held_.end(),
+                           [&](const held_segment& h) { return h.id == v.segment_id(); });
+    if (it != held_.end()) {
+      ++it->chunks;
+    } else if (pinned_ + seg <= pin_budget) {
+      held_.push_back({v.segment_id(), seg, 1});
+      pinned_ += seg;
+    } else {
+      bytes(v.view());  // copied: the segment is not held by this queue
+      return;
+    }
   }
   chunk c;
   c.slice = v;
   c.use_sendfile = sendfile;
-  c.pinned = pin;
+  c.pinned = small_part;
   chunks_.push_back(std::move(c));
   pending_ += v.size();
-  pinned_ += pin;
+}
+
+void out_queue::unpin(const chunk& c) {
+  if (!c.pinned)
+    return;
+  for (auto it = held_.begin(); it != held_.end(); ++it)
+    if (it->id == c.slice.segment_id()) {
+      if (--it->chunks == 0) {
+        pinned_ -= it->size;
+        held_.erase(it);
+      }
+      return;
+    }
 }
 
 void out_queue::advance(size_t n) {
@@ -50,7 +73,7 @@ void out_queue::pop_front() {
     return;
   auto& c = chunks_.front();
   pending_ -= (c.slice ? c.slice.size() : c.bytes.size()) - c.sent;
-  pinned_ -= c.pinned;
+  unpin(c);
   chunks_.pop_front();
 }
 

@@ -2,9 +2,10 @@
 //
 // A slice keeps its whole segment (up to 1 MiB) from being reused or evicted-and-freed. A
 // value that fills less than half of its segment is therefore queued as a slice only while
-// the queue pins at most `pin_budget` bytes of such segments; past that it is copied, so a
-// client that does not read cannot make a few thousand small values hold the shard's memory
-// (its eviction would then find nothing to free and empty the shard).
+// the queue's slices of such values hold at most `pin_budget` bytes of distinct segments;
+// past that it is copied, so a client that does not read cannot make a few thousand small
+// values hold the shard's memory (its eviction would then find nothing to free and empty the
+// shard). Values from a segment the queue already holds cost nothing more.
 //
 // Values at or above the sendfile threshold are queued as pinned slices and sent with
 // sendfile(2) from the segment file; below it, small values (< inline_copy_max) are copied
@@ -21,6 +22,7 @@
 #include <deque>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace bifrost::actors {
 
@@ -31,7 +33,7 @@ public:
     storage::pinned_slice slice;  // a value written from its segment
     bool use_sendfile = false;    // slice: sendfile(2) from the fd; else writev from the mapping
     size_t sent = 0;              // bytes of this chunk already written
-    uint64_t pinned = 0;          // segment bytes it counts against pin_budget
+    bool pinned = false;          // a small part of its segment: counted in held_
   };
 
   /// Segment bytes the slices of values much smaller than their segment may pin at once.
@@ -51,6 +53,7 @@ public:
 
   bool empty() const noexcept { return chunks_.empty(); }
   size_t pending_bytes() const noexcept { return pending_; }
+  /// Bytes of the distinct segments held for values that fill a small part of them.
   uint64_t pinned_bytes() const noexcept { return pinned_; }
   std::deque<chunk>& chunks() noexcept { return chunks_; }
   /// Marks `n` bytes of the front chunk written; pops it when complete.
@@ -60,9 +63,17 @@ public:
   size_t threshold() const noexcept { return threshold_; }
 
 private:
+  struct held_segment {
+    const void* id;
+    uint64_t size;
+    uint32_t chunks;
+  };
+  void unpin(const chunk& c);
+
   std::deque<chunk> chunks_;
   size_t pending_ = 0;
   uint64_t pinned_ = 0;
+  std::vector<held_segment> held_;  // at most pin_budget / 64 KiB entries
   size_t threshold_;
 };
 

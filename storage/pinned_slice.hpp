@@ -49,6 +49,8 @@ public:
   uint32_t size() const noexcept { return length_; }
   /// Bytes of the segment this slice keeps alive (0 for an in-memory value).
   uint64_t segment_size() const noexcept;
+  /// Which segment (slices of one segment share it); null for an in-memory value.
+  const void* segment_id() const noexcept { return seg_.get(); }
   /// The same bytes through the segment's mapping (copy path and sendfile fallback).
   std::string_view view() const noexcept;
   /// Call before sendfile(2) from fd(): the segment is then never rewritten in place
