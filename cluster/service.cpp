@@ -194,9 +194,25 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   // -- remote execution (peer actors, replicator) --
   kj::Promise<rpc::Node::Client> get_conn(const std::string& address);
+  /// Runs `ops` on the member at `address`. Calls to one member leave in the order they are
+  /// asked for (Cap'n Proto delivers them in order), except that a batch with a value too
+  /// large to inline does not run on arrival (an upload runs at its finish; a split batch
+  /// runs part after part): calls asked for after it wait until it has answered.
   kj::Promise<storage::result_batch> remote_execute(const std::string& address,
                                                     storage::op_batch ops, rpc::Origin origin,
                                                     bool wait_replicas = false);
+  /// remote_execute without that wait: the call (or the parts of a split batch) goes now.
+  kj::Promise<storage::result_batch> send_execute(const std::string& address,
+                                                  storage::op_batch ops, rpc::Origin origin,
+                                                  bool wait_replicas);
+  // Per member address, while a batch of remote_execute waits or must be waited for: the
+  // point after which the next call may leave, and which call set it (send_orders is empty
+  // when nothing waits, so the common call costs a map lookup).
+  struct send_order {
+    kj::Maybe<kj::ForkedPromise<void>> tail;
+    uint64_t gen = 0;
+  };
+  std::map<std::string, send_order> send_orders;
   // remote_execute of runs[i], then of the runs after it, each once the one before answered;
   // the results appended to `done`.
   kj::Promise<storage::result_batch> run_in_order(const std::string& address,
@@ -909,6 +925,51 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
                                                                  storage::op_batch ops,
                                                                  rpc::Origin origin,
                                                                  bool wait_replicas) {
+  bool barrier = false;
+  for (auto& o : ops)
+    barrier |= o.value.size() > inline_value_limit;
+  auto it = send_orders.find(addr);
+  if (it == send_orders.end() && !barrier)
+    return send_execute(addr, std::move(ops), origin, wait_replicas);  // the common case
+  auto& order = send_orders[addr];
+  kj::Promise<void> before = kj::READY_NOW;
+  KJ_IF_MAYBE (tail, order.tail) {
+    before = tail->addBranch().catch_([](kj::Exception&&) {});
+  }
+  auto sent = kj::newPromiseAndFulfiller<void>();
+  kj::Promise<storage::result_batch> call =
+      before.then([this, addr, ops = std::move(ops), origin, wait_replicas,
+                   f = kj::mv(sent.fulfiller)]() mutable {
+        auto p = send_execute(addr, std::move(ops), origin, wait_replicas);
+        f->fulfill();
+        return p;
+      });
+  kj::Promise<void> next = nullptr;
+  if (barrier) {
+    // Later calls wait for this one's answer (an upload runs at its finish, a split batch
+    // part after part: a call sent meanwhile would run first).
+    auto answered = call.fork();
+    call = answered.addBranch();
+    next = answered.addBranch().then([](storage::result_batch&&) {}, [](kj::Exception&&) {});
+  } else {
+    next = kj::mv(sent.promise);  // queued behind a barrier: later calls follow it out
+  }
+  order.tail = next.fork();
+  uint64_t gen = ++order.gen;
+  KJ_IF_MAYBE (tail, order.tail) {
+    tasks->add(tail->addBranch().then([this, addr, gen] {
+      auto o = send_orders.find(addr);
+      if (o != send_orders.end() && o->second.gen == gen)
+        send_orders.erase(o);  // nothing queued behind it: calls go straight out again
+    }));
+  }
+  return call;
+}
+
+kj::Promise<storage::result_batch> service::impl::send_execute(const std::string& addr,
+                                                               storage::op_batch ops,
+                                                               rpc::Origin origin,
+                                                               bool wait_replicas) {
   size_t n = ops.size();
   if (n == 0)
     return storage::result_batch{};
@@ -934,13 +995,24 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   }
   if (n > call_max_ops || inline_bytes > call_max_bytes) {
     // Split, so that no message (the call, or its results: at most call_max_ops values
-    // inline) comes near the readers' size limit (rpc_reader_options). In order.
+    // inline) comes near the readers' size limit (rpc_reader_options). In order: calls that
+    // run on arrival may go together; with an upload among them, one after the other.
+    if (large) {
+      auto runs = std::make_shared<std::vector<storage::op_batch>>();
+      size_t first = 0;
+      for (size_t end : call_part_ends(ops)) {
+        runs->emplace_back(std::make_move_iterator(ops.begin() + first),
+                           std::make_move_iterator(ops.begin() + end));
+        first = end;
+      }
+      return run_in_order(addr, runs, 0, origin, wait_replicas, {});
+    }
     kj::Vector<kj::Promise<storage::result_batch>> parts;
     size_t first = 0;
     for (size_t end : call_part_ends(ops)) {
       storage::op_batch part(std::make_move_iterator(ops.begin() + first),
                              std::make_move_iterator(ops.begin() + end));
-      parts.add(remote_execute(addr, std::move(part), origin, wait_replicas));
+      parts.add(send_execute(addr, std::move(part), origin, wait_replicas));
       first = end;
     }
     return kj::joinPromises(parts.releaseAsArray()).then([](kj::Array<storage::result_batch> rss) {
@@ -1022,7 +1094,7 @@ kj::Promise<storage::result_batch> service::impl::run_in_order(
     rpc::Origin origin, bool wait_replicas, storage::result_batch done) {
   if (i == runs->size())
     return kj::mv(done);
-  return remote_execute(addr, std::move((*runs)[i]), origin, wait_replicas)
+  return send_execute(addr, std::move((*runs)[i]), origin, wait_replicas)
       .then([this, addr, runs, i, origin, wait_replicas,
              done = std::move(done)](storage::result_batch rs) mutable {
         done.insert(done.end(), std::make_move_iterator(rs.begin()),

@@ -497,6 +497,45 @@ BOOST_AUTO_TEST_CASE(hundred_mib_item_crosses_nodes) {
 }
 
 // --------------------------------------------------------------------------------------------
+// A large store goes by upload (it runs when its value has streamed) or, behind a read, as a
+// second call: a write the client sends after it, in a later batch, must not run first.
+// Links off: every forwarded op takes the RPC (as with TLS or --replication-ack all).
+BOOST_AUTO_TEST_CASE(a_write_after_a_large_store_is_not_overtaken_by_it) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 1, 5000ms, {"--cluster-links", "off", "-I", "8m", "-m", "128"});
+  std::string key;
+  for (int i = 0; i < 200 && key.empty(); ++i) {
+    std::string k = "order-" + std::to_string(i);
+    auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", k, "--json"});
+    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+    if (nlohmann::json::parse(r.out).at("owners").at(0).at("name") == "n2")
+      key = k;
+  }
+  BOOST_REQUIRE(!key.empty());
+  const std::string big(4u << 20, 'B');  // streams for a while
+  mc_client m(ns[0]->port, 10s);
+  for (int round = 0; round < 6; ++round) {
+    const std::string read_first = round % 2 ? "get " + key + "\r\n" : "";
+    m.send_all(read_first + "set " + key + " 0 0 " + std::to_string(big.size()) + "\r\n" + big +
+               "\r\n");
+    std::this_thread::sleep_for(5ms);  // a batch of its own, while the large one is under way
+    m.send_all("set " + key + " 0 0 1\r\nz\r\n");
+    if (!read_first.empty()) {
+      for (std::string l = m.read_line(); l != "END"; l = m.read_line())
+        if (l.rfind("VALUE", 0) == 0)
+          m.read_exact(std::stoul(l.substr(l.rfind(' ') + 1)) + 2);
+    }
+    BOOST_REQUIRE_EQUAL(m.read_line(), "STORED");
+    BOOST_REQUIRE_EQUAL(m.read_line(), "STORED");
+    auto got = m.get(key);
+    BOOST_REQUIRE(got.has_value());
+    BOOST_CHECK_MESSAGE(*got == "z", "round " << round << ": the value written last is lost ("
+                                              << got->size() << " bytes read back)");
+  }
+}
+
+// --------------------------------------------------------------------------------------------
 // flush_all through any node empties the whole cluster (replicas too), as on a single node;
 // with a delay, nothing goes before it.
 BOOST_AUTO_TEST_CASE(flush_all_through_one_node_flushes_every_member) {
