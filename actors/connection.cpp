@@ -263,7 +263,10 @@ void connection::process_input() {
     if (r.status == proto::parse_status::error) {
       ctx_.counters->add(ctx_.counters->protocol_errors);
       // Text `noreply` silences even errors (memcached); meta `q` never does.
-      auto removal = r.swallow > 0 ? refused_value_removal() : std::nullopt;
+      // Only a value too large is refused with the old one removed; a malformed request
+      // (bad flags, a bad token) leaves the item as it was, as in memcached.
+      auto removal = r.swallow > 0 && r.error == proto::too_large_error ? refused_value_removal()
+                                                                        : std::nullopt;
       if (removal) {
         // memcached unlinks the old value before it answers: the error (if any) waits for
         // the removal, routed like any delete (to the key's primary, then replicated).

@@ -158,6 +158,19 @@ class MetaTest(ServerTestCase):
 
     # ----------------------------------------------------------------- ms
 
+    def test_ms_malformed_keeps_the_old_value(self):
+        # Only a value too large removes the old one; a request with a bad flag or token
+        # leaves it (its data block is swallowed).
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"x")
+        for bad in (b"Z", b"Fabc", b"T1 T2", b"O" + b"o" * 40):
+            c.send(b"ms %s 1 %s\r\ny\r\nmg %s v\r\n" % (k, bad, k))
+            err = c.line()
+            self.assertTrue(err.startswith(b"CLIENT_ERROR"), (bad, err))
+            self.assertEqual(c.line(), b"VA 1\r\n", bad)
+            self.assertEqual(c.line(), b"x\r\n", bad)
+
     def test_ms_basic_flags(self):
         c = self.client()
         k = self.key()
