@@ -757,6 +757,7 @@ plan_result plan(const proto::request& req, std::vector<storage::op>& ops) {
         storage::op& o = ops.emplace_back();
         o.kind = op_kind::get;
         o.key.assign(k.data(), k.size());
+        o.classic = true;
         if (touch) {
           o.get_touch = true;
           o.ttl = req.exptime;

@@ -68,6 +68,8 @@ struct op {
   int64_t vivify_ttl = 0;
   bool recache = false;       // mg R: if remaining TTL < `recache_ttl`, hand out a win token
   int64_t recache_ttl = 0;
+  bool classic = false;       // get/gets/gat/gats: reads a stale item without taking its win
+                              // token (W), which stays for a meta reader (as in memcached)
 
   // -- arith --
   bool incr = true;           // false: decr (floors at 0); incr wraps at 2^64

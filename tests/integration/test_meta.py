@@ -326,6 +326,24 @@ class MetaTest(ServerTestCase):
         # the stale value is still served to text get
         self.assertEqual(c.get_value(k), b"hi")
 
+    def test_a_text_get_leaves_the_win_token_to_a_meta_reader(self):
+        # After md I, the first mg is told to refill (W); a text get/gets/gat in between
+        # reads the stale value without taking that token.
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"md %s I T30\r\n" % k), b"HD\r\n")
+        self.assertEqual(c.get_value(k), b"hi")
+        c.send(b"gets %s\r\ngat 100 %s\r\n" % (k, k))
+        self.assertEqual(c.recv_until(b"END\r\n").split(b"\r\n")[1], b"hi")
+        self.assertEqual(c.recv_until(b"END\r\n").split(b"\r\n")[1], b"hi")
+        code, flags = self.split_head(c.call(b"mg %s v\r\n" % k))
+        self.assertEqual((code, sorted(flags[1:])), (b"VA", [b"W", b"X"]))
+        c.recv_exact(4)
+        code, flags = self.split_head(c.call(b"mg %s v\r\n" % k))
+        self.assertEqual((code, sorted(flags[1:])), (b"VA", [b"X", b"Z"]))
+        c.recv_exact(4)
+
     def test_md_P_L_ignored(self):
         c = self.client()
         k = self.key()
