@@ -305,11 +305,9 @@ void connection::send_side_effect(const caf::actor& dest, storage::op o) {
 }
 
 std::optional<storage::op> connection::refused_value_removal() const {
-  // memcached unlinks the old value of a key whose `set` (or `ms` in set mode) was refused
-  // as too large, so that a stale value does not outlive a failed overwrite.
-  bool set_mode = req_.cmd == proto::command::set ||
-                  (req_.cmd == proto::command::ms &&
-                   (!req_.meta.has('M') || req_.meta.get('M') == "S"));
+  // memcached unlinks the old value of a key whose `set` (or `ms`, in any mode) was refused
+  // as too large, so that a stale value does not outlive a failed write.
+  bool set_mode = req_.cmd == proto::command::set || req_.cmd == proto::command::ms;
   if (!set_mode || req_.keys.empty())
     return std::nullopt;
   storage::op o;

@@ -757,7 +757,7 @@ plan_result plan(const proto::request& req, std::vector<storage::op>& ops) {
         storage::op& o = ops.emplace_back();
         o.kind = op_kind::get;
         o.key.assign(k.data(), k.size());
-        o.classic = true;
+        o.keep_token = true;
         if (touch) {
           o.get_touch = true;
           o.ttl = req.exptime;
@@ -820,6 +820,7 @@ plan_result plan(const proto::request& req, std::vector<storage::op>& ops) {
       o.kind = op_kind::get;
       o.get_value = false;
       o.get_bump = false;
+      o.keep_token = true;
       // memcached's `me` only looks at a "b" right after the key and ignores anything else.
       bool b = false;
       each_token(req.meta.raw, [&, first = true](std::string_view t) mutable {

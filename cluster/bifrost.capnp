@@ -75,7 +75,7 @@ struct Op {
   incr @16 :Bool;
   delta @17 :UInt64;
   initial @18 :UInt64;
-  classic @19 :Bool;  # a text get/gat: a stale item's win token stays (absent from old nodes)
+  keepToken @19 :Bool;  # a read that leaves a stale item's win token (false from old nodes)
 }
 
 struct Result {

@@ -115,7 +115,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setVivifyTtl(o.vivify_ttl);
   b.setRecache(o.recache);
   b.setRecacheTtl(o.recache_ttl);
-  b.setClassic(o.classic);
+  b.setKeepToken(o.keep_token);
   b.setIncr(o.incr);
   b.setDelta(o.delta);
   b.setInitial(o.initial);
@@ -139,7 +139,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.vivify_ttl = r.getVivifyTtl();
   o.recache = r.getRecache();
   o.recache_ttl = r.getRecacheTtl();
-  o.classic = r.getClassic();
+  o.keep_token = r.getKeepToken();
   o.incr = r.getIncr();
   o.delta = r.getDelta();
   o.initial = r.getInitial();

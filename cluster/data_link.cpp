@@ -914,10 +914,12 @@ private:
     if (c.rereads.empty()) {
       send_result(c.sender, c.tag, std::move(rs));
     } else {
-      for (size_t j = 0; j < c.rereads.size(); ++j)
-        c.results[c.rereads[j]] = j < rs.size()
-                                      ? std::move(rs[j])
-                                      : storage::result::of(storage::status::unavailable);
+      for (size_t j = 0; j < c.rereads.size(); ++j) {
+        if (j < rs.size())
+          storage::merge_reread(c.results[c.rereads[j]], std::move(rs[j]));
+        else
+          c.results[c.rereads[j]] = storage::result::of(storage::status::unavailable);
+      }
       send_result(c.sender, c.tag, std::move(c.results));
     }
     pump();

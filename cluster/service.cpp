@@ -933,8 +933,10 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
     return send_execute(addr, std::move(ops), origin, wait_replicas);  // the common case
   auto& order = send_orders[addr];
   kj::Promise<void> before = kj::READY_NOW;
+  kj::Promise<void> barrier_done = kj::READY_NOW;  // the same point, for `next` below
   KJ_IF_MAYBE (tail, order.tail) {
     before = tail->addBranch().catch_([](kj::Exception&&) {});
+    barrier_done = tail->addBranch().catch_([](kj::Exception&&) {});
   }
   auto sent = kj::newPromiseAndFulfiller<void>();
   kj::Promise<storage::result_batch> call =
@@ -952,7 +954,11 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
     call = answered.addBranch();
     next = answered.addBranch().then([](storage::result_batch&&) {}, [](kj::Exception&&) {});
   } else {
-    next = kj::mv(sent.promise);  // queued behind a barrier: later calls follow it out
+    // Queued behind a barrier: later calls follow it out, and still wait for the barrier
+    // should this call be dropped unsent (its fulfiller destroyed).
+    next = barrier_done.then([s = kj::mv(sent.promise)]() mutable {
+      return s.catch_([](kj::Exception&&) {});
+    });
   }
   order.tail = next.fork();
   uint64_t gen = ++order.gen;
@@ -1055,7 +1061,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         return execute_call(node, reads, origin, wait_replicas, true, progress)
             .then([rs = kj::mv(rs), again = std::move(again)](storage::result_batch big) mutable {
               for (size_t j = 0; j < again.size() && j < big.size(); ++j)
-                rs[again[j]] = std::move(big[j]);
+                storage::merge_reread(rs[again[j]], std::move(big[j]));
               return kj::mv(rs);
             });
       });
@@ -1494,6 +1500,7 @@ void service::impl::shutdown() {
   ticking = nullptr;
   // Cancels the accept loop, the server connections (their RPC systems), sends and calls.
   tasks = nullptr;
+  send_orders.clear();  // barriers' answers, which queued calls and uploads wait on
   pool.clear();
   for (auto& [id, c] : calls)
     if (c.sender)

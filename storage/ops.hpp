@@ -68,8 +68,9 @@ struct op {
   int64_t vivify_ttl = 0;
   bool recache = false;       // mg R: if remaining TTL < `recache_ttl`, hand out a win token
   int64_t recache_ttl = 0;
-  bool classic = false;       // get/gets/gat/gats: reads a stale item without taking its win
-                              // token (W), which stays for a meta reader (as in memcached)
+  bool keep_token = false;    // reads a stale item without taking its win token (W), which
+                              // stays for a meta reader: text get/gets/gat/gats, me, and the
+                              // replicator's reads (as in memcached, only mg hands it out)
 
   // -- arith --
   bool incr = true;           // false: decr (floors at 0); incr wraps at 2^64
@@ -131,6 +132,18 @@ inline bool changed_item(const op& o, status st) noexcept {
       return changes_item(o) && (st == status::hit || st == status::stored);
     default:
       return false;
+  }
+}
+
+/// A read repeated to fetch a value too large to travel inline (`again`) replaces the first
+/// answer, except for the win token: the first read took it (W) or found it taken (Z), and
+/// the repeat, which finds it taken by the first, must not turn a W into a Z.
+inline void merge_reread(result& first, result&& again) {
+  const bool win = first.win, already_won = first.already_won;
+  first = std::move(again);
+  if (first.st == status::hit) {
+    first.win = win;
+    first.already_won = already_won;
   }
 }
 

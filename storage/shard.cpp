@@ -678,7 +678,7 @@ struct shard::impl {
       if (r->exptime < threshold) won = true;
     }
     if (e.token()) res.already_won = true;
-    if (r->stale() && !e.token() && !o.classic) won = true;
+    if (r->stale() && !e.token() && !o.keep_token) won = true;
     if (won) {
       res.win = true;
       e.set_token(true);

@@ -199,6 +199,7 @@ BOOST_AUTO_TEST_CASE(background_keys_are_read_once_and_sent_to_each_owner_as_sta
   for (auto& o : read->ops) {
     BOOST_CHECK(o.kind == storage::op_kind::get);
     BOOST_CHECK(!o.get_bump);  // replication counts no access
+    BOOST_CHECK(o.keep_token);  // nor takes a stale item's win token
   }
   BOOST_CHECK(!shard_log.take(100ms));  // one read for all
   storage::result_batch state;

@@ -158,6 +158,16 @@ class MetaTest(ServerTestCase):
 
     # ----------------------------------------------------------------- ms
 
+    def test_ms_too_large_removes_the_old_value_in_every_mode(self):
+        c = self.client()
+        for mode in (b"", b" MS", b" MA", b" MP", b" ME", b" MR"):
+            k = self.key(mode.strip().decode() or "set")
+            self.ms(c, k, b"x")
+            big = 2 * 1024 * 1024
+            c.send(b"ms %s %d%s\r\n%s\r\nmg %s v\r\n" % (k, big, mode, b"y" * big, k))
+            self.assertEqual(c.line(), b"SERVER_ERROR object too large for cache\r\n", mode)
+            self.assertEqual(c.line(), b"EN\r\n", mode)
+
     def test_ms_malformed_keeps_the_old_value(self):
         # Only a value too large removes the old one; a request with a bad flag or token
         # leaves it (its data block is swallowed).
@@ -337,6 +347,7 @@ class MetaTest(ServerTestCase):
         c.send(b"gets %s\r\ngat 100 %s\r\n" % (k, k))
         self.assertEqual(c.recv_until(b"END\r\n").split(b"\r\n")[1], b"hi")
         self.assertEqual(c.recv_until(b"END\r\n").split(b"\r\n")[1], b"hi")
+        self.assertTrue(c.call(b"me %s\r\n" % k).startswith(b"ME "))  # me only looks
         code, flags = self.split_head(c.call(b"mg %s v\r\n" % k))
         self.assertEqual((code, sorted(flags[1:])), (b"VA", [b"W", b"X"]))
         c.recv_exact(4)
