@@ -99,6 +99,21 @@ long stat_of(const node& n, const std::string& name) {
   return it == s.end() ? -1 : std::stol(it->second);
 }
 
+// The first `n` keys "<prefix><i>" whose primary is member `owner`, as `via`'s ring says.
+std::vector<std::string> keys_owned_by(node& via, const std::string& owner,
+                                       const std::string& prefix, size_t n) {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 400 && keys.size() < n; ++i) {
+    std::string k = prefix + std::to_string(i);
+    auto r = run_ctl({"--node", via.rpc(), "ring", "--key", k, "--json"});
+    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+    if (nlohmann::json::parse(r.out).at("owners").at(0).at("name") == owner)
+      keys.push_back(k);
+  }
+  BOOST_REQUIRE_EQUAL(keys.size(), n);
+  return keys;
+}
+
 long sum_items(const std::vector<node*>& ns) {
   long sum = 0;
   for (auto* n : ns) {
@@ -462,15 +477,7 @@ BOOST_AUTO_TEST_CASE(hundred_mib_item_crosses_nodes) {
   cluster c;
   logs_on_failure guard{c};
   auto ns = start_cluster(c, 2, 1, 5000ms, {"-m", "512", "-I", "128m"});
-  std::string key;
-  for (int i = 0; i < 100 && key.empty(); ++i) {
-    std::string k = "huge-" + std::to_string(i);
-    auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", k, "--json"});
-    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
-    if (nlohmann::json::parse(r.out).at("owners").at(0).at("name") == "n2")
-      key = k;
-  }
-  BOOST_REQUIRE(!key.empty());
+  const std::string key = keys_owned_by(*ns[0], "n2", "huge-", 1).at(0);
   std::string value(100u << 20, '\0');
   uint64_t x = 0x9E3779B97F4A7C15ull;
   for (size_t i = 0; i < value.size(); i += 8) {
@@ -504,15 +511,7 @@ BOOST_AUTO_TEST_CASE(a_write_after_a_large_store_is_not_overtaken_by_it) {
   cluster c;
   logs_on_failure guard{c};
   auto ns = start_cluster(c, 2, 1, 5000ms, {"--cluster-links", "off", "-I", "8m", "-m", "128"});
-  std::string key;
-  for (int i = 0; i < 200 && key.empty(); ++i) {
-    std::string k = "order-" + std::to_string(i);
-    auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", k, "--json"});
-    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
-    if (nlohmann::json::parse(r.out).at("owners").at(0).at("name") == "n2")
-      key = k;
-  }
-  BOOST_REQUIRE(!key.empty());
+  const std::string key = keys_owned_by(*ns[0], "n2", "order-", 1).at(0);
   const std::string big(4u << 20, 'B');  // streams for a while
   mc_client m(ns[0]->port, 10s);
   for (int round = 0; round < 6; ++round) {
@@ -571,15 +570,7 @@ BOOST_AUTO_TEST_CASE(large_stores_and_large_reads_in_one_pipeline_through_a_non_
   cluster c;
   logs_on_failure guard{c};
   auto ns = start_cluster(c, 2, 1);
-  std::vector<std::string> keys;  // owned by n2
-  for (int i = 0; i < 200 && keys.size() < 2; ++i) {
-    std::string k = "pipe-" + std::to_string(i);
-    auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", k, "--json"});
-    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
-    if (nlohmann::json::parse(r.out).at("owners").at(0).at("name") == "n2")
-      keys.push_back(k);
-  }
-  BOOST_REQUIRE_EQUAL(keys.size(), 2u);
+  const auto keys = keys_owned_by(*ns[0], "n2", "pipe-", 2);
   const std::string a(70000, 'a'), b(90000, 'b'), small = "tiny";
   {
     mc_client m(ns[1]->port, 5s);
