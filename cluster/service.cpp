@@ -213,7 +213,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     uint64_t gen = 0;
   };
   std::map<std::string, send_order> send_orders;
-  // remote_execute of runs[i], then of the runs after it, each once the one before answered;
+  // send_execute of runs[i], then of the runs after it, each once the one before answered;
   // the results appended to `done`.
   kj::Promise<storage::result_batch> run_in_order(const std::string& address,
                                                   std::shared_ptr<std::vector<storage::op_batch>> runs,
