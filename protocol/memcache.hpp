@@ -131,7 +131,7 @@ struct request {
 enum class parse_status : uint8_t { ok, incomplete, error, close };
 
 /// The error of a data block over the max item size: the only refusal after which memcached
-/// removes the key's old value (a set, or ms in set mode), so no stale value outlives it.
+/// removes the key's old value (a set, or an ms in any mode), so no stale value outlives it.
 inline constexpr std::string_view too_large_error = "SERVER_ERROR object too large for cache";
 
 struct parse_result {

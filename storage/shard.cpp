@@ -71,20 +71,32 @@ uint64_t restart_cas_floor() {
   return std::min(us << 8, k_cas_observe_max - 1);
 }
 
+namespace {
+// The number in a data-directory name "<prefix><decimal><suffix>" (shard-3, seg-17.dat).
+std::optional<uint64_t> name_number(std::string_view name, std::string_view prefix,
+                                    std::string_view suffix) {
+  if (name.size() <= prefix.size() + suffix.size() || name.substr(0, prefix.size()) != prefix ||
+      name.substr(name.size() - suffix.size()) != suffix)
+    return std::nullopt;
+  const std::string_view digits =
+      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.size() > 19) return std::nullopt;
+  uint64_t n = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + uint64_t(c - '0');
+  }
+  return n;
+}
+} // namespace
+
 uint32_t data_dir_shards(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
   uint64_t count = 0;
   while (dirent* de = ::readdir(d)) {
-    const std::string_view name = de->d_name;
-    if (name.size() < 7 || name.size() > 12 || name.substr(0, 6) != "shard-") continue;
-    uint64_t id = 0;
-    bool ok = true;
-    for (char c : name.substr(6)) {
-      if (c < '0' || c > '9') { ok = false; break; }
-      id = id * 10 + uint64_t(c - '0');
-    }
-    if (ok) count = std::max(count, id + 1);
+    const auto id = name_number(de->d_name, "shard-", "");
+    if (id && *id < 1000000) count = std::max(count, *id + 1);  // shard-<1..6 digits>
   }
   ::closedir(d);
   return static_cast<uint32_t>(std::min<uint64_t>(count, UINT32_MAX));
@@ -399,15 +411,15 @@ struct shard::impl {
     release(slot);
   }
 
-  /// May the bytes of `seg` (held `uses` times, the shard's own reference included) be
+  /// May the bytes of `seg` (held once by the shard, and by every pinned_slice of it) be
   /// overwritten in place? Not while a pinned_slice refers to it, nor ever once sendfile(2)
   /// read from it: the kernel may still read those pages (segment::note_spliced).
-  static bool rewritable(const segment& seg, long uses) noexcept {
-    if (uses != 1) return false;
+  static bool rewritable(const std::shared_ptr<segment>& seg) noexcept {
+    if (seg.use_count() != 1) return false;
     // Pairs with the release decrement of the last pinned_slice dropped on another thread:
     // its reads of these bytes, and its note_spliced(), happen before what follows.
     std::atomic_thread_fence(std::memory_order_acquire);
-    return !seg.spliced();
+    return !seg->spliced();
   }
 
   /// A new segment of `size` bytes, evicting old ones as the memory limit requires. With
@@ -429,7 +441,7 @@ struct shard::impl {
       if (!reuse && dir.empty() && segs[fifo.front()].seg->size() == size)
         victim = segs[fifo.front()].seg;
       evict_oldest(rescue ? &keep : nullptr, rescue_budget);
-      if (victim && rewritable(*victim, victim.use_count()))
+      if (victim && rewritable(victim))
         reuse = std::move(victim);
     }
     if (acct->bytes.load(std::memory_order_relaxed) + extra() > limit) {
@@ -492,7 +504,7 @@ struct shard::impl {
       if (++looked > k_compact_scan) break;
       const seg_slot& c = segs[slot];
       if (int64_t(slot) == active || c.seg->size() != seg_size || c.live_bytes > best_live ||
-          !rewritable(*c.seg, c.seg.use_count()))
+          !rewritable(c.seg))
         continue;
       best = slot;
       best_live = c.live_bytes;
@@ -1047,17 +1059,8 @@ struct shard::impl {
     std::vector<std::pair<uint64_t, std::string>> files;
     while (dirent* de = ::readdir(d)) {
       const std::string_view name = de->d_name;
-      if (name.size() < 9 || name.substr(0, 4) != "seg-" || name.substr(name.size() - 4) != ".dat")
-        continue;
-      const std::string_view digits = name.substr(4, name.size() - 8);
-      if (digits.empty() || digits.size() > 19) continue;
-      uint64_t seq = 0;
-      bool ok = true;
-      for (char c : digits) {
-        if (c < '0' || c > '9') { ok = false; break; }
-        seq = seq * 10 + uint64_t(c - '0');
-      }
-      if (ok) files.emplace_back(seq, dir + "/" + std::string(name));
+      if (const auto seq = name_number(name, "seg-", ".dat"))
+        files.emplace_back(*seq, dir + "/" + std::string(name));
     }
     ::closedir(d);
     std::sort(files.begin(), files.end());
