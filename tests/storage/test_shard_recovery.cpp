@@ -84,6 +84,27 @@ std::string record_image(std::string_view key, std::string_view value, uint64_t 
   return buf;
 }
 
+// Forks a child (an earlier run of the node) that opens `cfg`'s shard and runs
+// `body(shard, fd)`, fd being the write end of a pipe; it exits 2 if the shard does not open,
+// else 0 when body returns. Returns the child's pid and the pipe's read end.
+template <class Body>
+std::pair<pid_t, int> fork_shard_child(const shard_config& cfg, const fake_clock& clk, Body body) {
+  int fds[2];
+  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string err;
+    auto s = shard::open(cfg, clk.fn(), err);
+    if (!s) ::_exit(2);
+    body(*s, fds[1]);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  return {pid, fds[0]};
+}
+
 std::string val(int i) { return "value-" + std::to_string(i) + std::string(size_t(i % 300), '.'); }
 std::string new_val(int i) { return "new-" + std::to_string(i); }
 std::string key(int i) { return "key-" + std::to_string(i); }
@@ -218,27 +239,18 @@ BOOST_AUTO_TEST_CASE(kill9_mid_stream_keeps_acknowledged_items) {
   temp_dir tmp;
   fake_clock clk;
   const shard_config cfg = disk_config(tmp.path);
-  int fds[2];
-  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
-  const pid_t pid = ::fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    std::string err;
-    auto s = shard::open(cfg, clk.fn(), err);
-    if (!s) ::_exit(2);
+  const auto [pid, acks] = fork_shard_child(cfg, clk, [](shard& s, int fd) {
     for (int i = 0; i < 20000; ++i) {
-      if (do_set(*s, key(i), val(i)).st != status::stored) ::_exit(3);
-      if (::write(fds[1], &i, sizeof i) != sizeof i) ::_exit(4);  // acknowledged
+      if (do_set(s, key(i), val(i)).st != status::stored) ::_exit(3);
+      if (::write(fd, &i, sizeof i) != sizeof i) ::_exit(4);  // acknowledged
     }
     for (;;) ::pause();
-  }
-  ::close(fds[1]);
+  });
   int last = -1, i = 0;
-  while (last < 3000 && ::read(fds[0], &i, sizeof i) == sizeof i) last = i;
+  while (last < 3000 && ::read(acks, &i, sizeof i) == sizeof i) last = i;
   ::kill(pid, SIGKILL);
-  while (::read(fds[0], &i, sizeof i) == sizeof i) last = i;  // acks sent before the kill
-  ::close(fds[0]);
+  while (::read(acks, &i, sizeof i) == sizeof i) last = i;  // acks sent before the kill
+  ::close(acks);
   int wstatus = 0;
   BOOST_REQUIRE_EQUAL(::waitpid(pid, &wstatus, 0), pid);
   BOOST_REQUIRE(WIFSIGNALED(wstatus));
@@ -258,27 +270,17 @@ BOOST_AUTO_TEST_CASE(cas_values_after_a_restart_exceed_those_of_items_gone_from_
   temp_dir tmp;
   fake_clock clk;
   const shard_config cfg = disk_config(tmp.path);
-  int fds[2];
-  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
-  const pid_t pid = ::fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    std::string err;
-    auto s = shard::open(cfg, clk.fn(), err);
-    if (!s) ::_exit(2);
+  const auto [pid, out] = fork_shard_child(cfg, clk, [](shard& s, int fd) {
     uint64_t top = 0;
-    for (int i = 0; i < 100; ++i) top = std::max(top, do_set(*s, key(i), val(i)).cas);
-    for (int i = 50; i < 100; ++i) do_delete(*s, key(i));
-    top = std::max(top, do_set(*s, "flushed-later", "x").cas);
-    do_flush(*s, 0);  // every file goes: nothing on disk remembers these values
-    if (::write(fds[1], &top, sizeof top) != sizeof top) ::_exit(4);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
+    for (int i = 0; i < 100; ++i) top = std::max(top, do_set(s, key(i), val(i)).cas);
+    for (int i = 50; i < 100; ++i) do_delete(s, key(i));
+    top = std::max(top, do_set(s, "flushed-later", "x").cas);
+    do_flush(s, 0);  // every file goes: nothing on disk remembers these values
+    if (::write(fd, &top, sizeof top) != sizeof top) ::_exit(4);
+  });
   uint64_t child_top = 0;
-  BOOST_REQUIRE_EQUAL(::read(fds[0], &child_top, sizeof child_top), ssize_t(sizeof child_top));
-  ::close(fds[0]);
+  BOOST_REQUIRE_EQUAL(::read(out, &child_top, sizeof child_top), ssize_t(sizeof child_top));
+  ::close(out);
   int wstatus = 0;
   BOOST_REQUIRE_EQUAL(::waitpid(pid, &wstatus, 0), pid);
   BOOST_REQUIRE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
