@@ -168,7 +168,8 @@ bool is_space(char c) noexcept {
 
 /// memcached's safe_strtoull on an item value: leading whitespace and a sign are accepted
 /// (strtoull), at least one digit, the number must end the value or be followed by
-/// whitespace, overflow fails, and a '-' that yields a number >= 2^63 fails.
+/// whitespace or a NUL (strtoull reads the value as a C string), overflow fails, and a '-'
+/// that yields a number >= 2^63 fails.
 bool parse_counter(std::string_view s, uint64_t& out) noexcept {
   size_t i = 0;
   while (i < s.size() && is_space(s[i])) ++i;
@@ -186,7 +187,7 @@ bool parse_counter(std::string_view s, uint64_t& out) noexcept {
     ++i;
   }
   if (i == first) return false;
-  if (i < s.size() && !is_space(s[i])) return false;
+  if (i < s.size() && !is_space(s[i]) && s[i] != '\0') return false;
   if (neg) {
     v = uint64_t(0) - v;
     if (static_cast<int64_t>(v) < 0) return false;
@@ -765,7 +766,9 @@ struct shard::impl {
           return res;
         }
         if (uint64_t(old->value_len) + o.value.size() > max_value) {
-          res.st = status::too_large;
+          // memcached: the combined item cannot be allocated, NOT_STORED (meta NS); the
+          // request's own size was checked against -I above.
+          res.st = status::not_stored;
           return res;
         }
         combined.reserve(old->value_len + o.value.size());

@@ -284,6 +284,15 @@ class TextExactBytesTest(ServerTestCase):
                 c.call(b"incr %s %s\r\n" % (k, delta)), b"CLIENT_ERROR invalid numeric delta argument\r\n"
             )
         self.assertEqual(c.get_value(k), b"-1")
+        # strtoull reads the value as a C string: digits up to a NUL count, as up to a space
+        for value, after in ((b"1\x00", b"2"), (b"7\x00x", b"8"), (b" 4 ", b"5")):
+            c.call(b"set %s 0 0 %d\r\n%s\r\n" % (k, len(value), value))
+            self.assertEqual(c.call(b"incr %s 1\r\n" % k), after + b"\r\n")
+        c.call(b"set %s 0 0 2\r\n\x001\r\n" % k)
+        self.assertEqual(
+            c.call(b"incr %s 1\r\n" % k),
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        )
 
     def test_key_of_250_bytes(self):
         c = self.client()

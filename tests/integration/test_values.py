@@ -150,9 +150,10 @@ class MaxItemSizeTest(ServerTestCase):
         self.assertEqual(c.call(b"set %s 0 0 %d\r\n" % (k, len(q)) + q + b"\r\n"), b"STORED\r\n")
         self.assertEqual(c.call(b"append %s 0 0 %d\r\n" % (k, len(q)) + q + b"\r\n"), b"STORED\r\n")
         big = b"b" * (MiB // 2 + MiB // 8)
-        r = c.call(b"append %s 0 0 %d\r\n" % (k, len(big)) + big + b"\r\n")
-        self.assertIn(r, (b"SERVER_ERROR out of memory storing object\r\n", b"NOT_STORED\r\n",
-                          b"SERVER_ERROR object too large for cache\r\n"))  # memcached: NOT_STORED
+        for cmd in (b"append", b"prepend"):
+            r = c.call(b"%s %s 0 0 %d\r\n" % (cmd, k, len(big)) + big + b"\r\n")
+            self.assertEqual(r, b"NOT_STORED\r\n")
+        self.assertEqual(c.call(b"ms %s %d MA\r\n" % (k, len(big)) + big + b"\r\n"), b"NS\r\n")
         self.assertEqual(c.get_value(k, timeout=10), q + q)
 
 

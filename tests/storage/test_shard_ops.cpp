@@ -193,7 +193,9 @@ BOOST_AUTO_TEST_CASE(too_large_values) {
   // memcached drops the old value when a SET fails, so no stale data is served.
   BOOST_CHECK_EQUAL(value_of(*s, "k"), "<miss>");
   BOOST_CHECK_EQUAL(do_set(*s, "k", std::string(1000, 'x')).st, status::stored);
-  BOOST_CHECK_EQUAL(do_store(*s, "k", "y", store_mode::append).st, status::too_large);
+  // Appending past the limit: memcached answers NOT_STORED and keeps the value.
+  BOOST_CHECK_EQUAL(do_store(*s, "k", "y", store_mode::append).st, status::not_stored);
+  BOOST_CHECK_EQUAL(do_store(*s, "k", "y", store_mode::prepend).st, status::not_stored);
   BOOST_CHECK_EQUAL(value_of(*s, "k"), std::string(1000, 'x'));
 }
 
@@ -244,6 +246,11 @@ BOOST_AUTO_TEST_CASE(arithmetic) {
   BOOST_CHECK_EQUAL(do_arith(*s, "n", true, 1).number, 8u);
   do_set(*s, "n", "0000000000000000000000042");
   BOOST_CHECK_EQUAL(do_arith(*s, "n", true, 1).number, 43u);
+  // a NUL ends the number as whitespace does (strtoull reads a C string)
+  do_set(*s, "n", std::string("5\0x", 3));
+  BOOST_CHECK_EQUAL(do_arith(*s, "n", true, 1).number, 6u);
+  do_set(*s, "n", std::string("\0" "1", 2));  // no digit before the NUL
+  BOOST_CHECK(do_arith(*s, "n", true, 1).st == status::non_numeric);
   // non-numeric
   for (const char* bad : {"", "abc", "12abc", "18446744073709551616", "99999999999999999999999",
                           "-5", " ", "1.5", "0x10"}) {
