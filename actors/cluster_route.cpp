@@ -5,10 +5,13 @@
 namespace bifrost::actors {
 
 placement place(const cluster_view& cv, uint64_t hash, op_route& rt) noexcept {
-  cluster::ring::member_id owners[16];
-  size_t want = std::min<size_t>(rt.tries + 1u, 16);
-  size_t n = cv.ring ? cv.ring->live_owner_ids(hash, want, owners) : 0;
+  constexpr size_t k_max_tries = 16;  // read failover gives up after this many live nodes
+  cluster::ring::member_id owners[k_max_tries];
   rt.epoch = cv.ring ? cv.ring->epoch() : 0;
+  if (rt.tries >= k_max_tries)
+    return placement::unavailable;
+  const size_t want = rt.tries + 1u;
+  const size_t n = cv.ring ? cv.ring->live_owner_ids(hash, want, owners) : 0;
   if (n < want)
     return placement::unavailable;
   rt.owner = owners[rt.tries];

@@ -8,6 +8,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -146,6 +147,29 @@ BOOST_AUTO_TEST_CASE(read_failover_in_the_same_ring_tries_the_next_owner) {
   st = status::unavailable;
   BOOST_CHECK(after_result(*v, rt, st, true, true, 0) == next_step::place);
   BOOST_CHECK(place(*v, h(k), rt) == placement::unavailable);
+}
+
+BOOST_AUTO_TEST_CASE(read_failover_stops_after_sixteen_nodes) {
+  // In a cluster of 20, a read whose owners all answer `unavailable` (links in backoff) is
+  // tried on at most 16 live nodes, then answered as a miss (placement::unavailable).
+  views vs;
+  std::vector<std::string> names;
+  for (int i = 0; i < 20; ++i) names.push_back("n" + std::to_string(100 + i));
+  auto v = vs.make("n100", names, 1);
+  const std::string k = "some-key";
+  op_route rt;
+  std::vector<uint32_t> tried;
+  for (int attempt = 0; attempt < 40; ++attempt) {
+    const placement p = place(*v, h(k), rt);
+    if (p == placement::unavailable) break;
+    tried.push_back(rt.owner);
+    auto st = status::unavailable;
+    BOOST_REQUIRE(after_result(*v, rt, st, true, true, 0) == next_step::place);
+  }
+  BOOST_CHECK_EQUAL(tried.size(), 16u);
+  std::sort(tried.begin(), tried.end());
+  BOOST_CHECK(std::unique(tried.begin(), tried.end()) == tried.end());  // 16 distinct nodes
+  for (uint32_t id : tried) BOOST_CHECK_LT(id, v->ring->size());
 }
 
 BOOST_AUTO_TEST_CASE(a_write_that_reached_a_node_is_not_repeated) {
