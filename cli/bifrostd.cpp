@@ -21,6 +21,26 @@
 #include <thread>
 #include <type_traits>
 
+#include <atomic>
+#include <chrono>
+#include <ctime>
+
+namespace {
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
+/// How long a node that left by `bifrostctl leave` keeps answering before it stops.
+constexpr int64_t k_leave_grace_ms = 2000;
+/// When that stop is due (steady ms), 0 while no leave was asked for. Set on the KJ thread,
+/// read by the main thread.
+std::atomic<int64_t> leave_stop_at_ms{0};
+
+} // namespace
+
 int main(int argc, char** argv) {
 #ifdef BIFROST_TCMALLOC
   // tcmalloc keeps freed pages mapped by default; the index's growth (its old arrays freed)
@@ -91,6 +111,13 @@ int main(int argc, char** argv) {
     pthread_t main_thread = pthread_self();
     // bifrostctl drain: the same graceful stop as SIGTERM.
     sc.on_drain = [main_thread] { pthread_kill(main_thread, SIGTERM); };
+    // bifrostctl leave: the node has announced that it left and stops following the cluster;
+    // it keeps answering for a grace period (members that have not heard yet still route to
+    // it), then stops as on SIGTERM.
+    sc.on_leave = [] {
+      int64_t none = 0;
+      leave_stop_at_ms.compare_exchange_strong(none, steady_ms() + k_leave_grace_ms);
+    };
     if (cfg.cluster_links && !cfg.rpc_tls.enabled()) {
       // Forwarded ops travel on data links (cluster/data_link.hpp); not with TLS, where they
       // would cross the network in clear text. Served before the node joins: a member that
@@ -133,9 +160,23 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int sig = 0;
-  sigwait(&stop_signals, &sig);
-  if (cfg.verbosity > 0)
-    std::fprintf(stderr, "bifrostd: signal %d, draining\n", sig);
+  for (;;) {  // a stop signal, or the end of a leave's grace period
+    const timespec tick{0, 100 * 1000 * 1000};
+    sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig > 0)
+      break;
+    const int64_t at = leave_stop_at_ms.load();
+    if (at != 0 && steady_ms() >= at) {
+      sig = 0;
+      break;
+    }
+  }
+  if (cfg.verbosity > 0) {
+    if (sig > 0)
+      std::fprintf(stderr, "bifrostd: signal %d, draining\n", sig);
+    else
+      std::fprintf(stderr, "bifrostd: left the cluster, draining\n");
+  }
   node->drain();
   if (cluster) {
     // Connections route no more keys through the cluster; then leave and tear down.
