@@ -53,6 +53,13 @@ constexpr uint64_t k_never = std::numeric_limits<uint64_t>::max();
 
 }  // namespace
 
+bool valid_update(const member_update& u) noexcept {
+  return !u.name.empty() && u.name.size() <= k_max_member_name &&
+         u.address.size() <= k_max_member_address &&
+         u.client_address.size() <= k_max_member_address && u.weight <= k_max_member_weight &&
+         u.incarnation <= k_max_incarnation;
+}
+
 membership::membership(local_member self, membership_config cfg, uint64_t now_ms)
     : self_(std::move(self.name)), address_(std::move(self.address)), cfg_(cfg) {
   rng_ = hash64(self_) ^ cfg_.seed;
@@ -198,6 +205,11 @@ output membership::on_message(const message& m, uint64_t now_ms) {
   output out;
   ++stats_.messages_received;
   if ((!m.to.empty() && m.to != self_) || m.from == self_) return out;
+  if (m.from.size() > k_max_member_name || m.from_address.size() > k_max_member_address ||
+      m.target.size() > k_max_member_name || m.target_address.size() > k_max_member_address) {
+    ++stats_.invalid_updates;
+    return out;
+  }
   if (leaving_) {
     // We are gone: answer anything that expects an answer with the announcement.
     if (m.kind == message_kind::ping || m.kind == message_kind::ping_req ||
@@ -209,6 +221,12 @@ output membership::on_message(const message& m, uint64_t now_ms) {
     }
     return out;
   }
+  // A member that talks to us but that we have never heard of (we restarted without seeds,
+  // e.g. the first node, while the others still hold our old record as alive): exchange full
+  // state with it now, instead of waiting for a sync that may take several sync intervals.
+  const bool sender_unknown = !m.from.empty() && !m.from_address.empty() &&
+                              m.kind != message_kind::join && m.kind != message_kind::join_reply &&
+                              members_.find(m.from) == members_.end();
   const uint64_t refutations = stats_.refutations;
   bool stale_about_us = false;
   for (const auto* list : {&m.updates, &m.members}) {
@@ -279,6 +297,13 @@ output membership::on_message(const message& m, uint64_t now_ms) {
       joined_ = true;
       break;
   }
+  // After the answer (the RPC returns the first message for the caller as its reply).
+  if (sender_unknown && now_ms >= next_unknown_sync_ms_) {
+    next_unknown_sync_ms_ = now_ms + cfg_.probe_interval_ms;
+    message j = make(message_kind::join, m.from);
+    j.members = full_state();
+    send(out, m.from_address, std::move(j), m.from);
+  }
   return out;
 }
 
@@ -290,7 +315,10 @@ void membership::emit(event_kind k, const member_info& i, output& out) {
 }
 
 void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
-  if (u.name.empty()) return;
+  if (!valid_update(u)) {
+    ++stats_.invalid_updates;
+    return;
+  }
   if (u.name == self_) {
     apply_self(u, now_ms, out);
     return;
@@ -328,9 +356,10 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
       case member_state::dead: emit(event_kind::dead, c, out); break;
       case member_state::left: emit(event_kind::left, c, out); break;
     }
-  } else if (c.state == member_state::alive &&
-             (c.address != prev.address || c.client_address != prev.client_address ||
-              c.weight != prev.weight)) {
+  } else if (c.address != prev.address || c.client_address != prev.client_address ||
+             c.weight != prev.weight) {
+    // Also for a suspect or dead record: the ring and the data links take addresses from the
+    // view, so a member that came back elsewhere must not stay at its old address.
     emit(event_kind::updated, c, out);
   }
 }

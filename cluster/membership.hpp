@@ -44,6 +44,9 @@
 //     (join / join_reply); the same exchange runs with one random member every
 //     sync_interval, and with one random dead member every reconnect_interval, so a healed
 //     partition or a restarted node whose seeds were not given finds its way back.
+//   - A message from a member we do not know (we restarted without seeds while the others
+//     still hold us alive) starts that full-state exchange at once (at most once per probe
+//     interval).
 //   - Refutations go straight to every member (besides gossip): they race suspicion timers.
 //   - Fixed probe order: SWIM reshuffles the list after every traversal, which lets the gap
 //     between two probes of the same member reach 2m - 1 periods (m = members to probe). We
@@ -100,6 +103,16 @@ struct member_update {
   }
 };
 
+/// Bounds on what a peer may tell us; an update outside them is ignored (a buggy or hostile
+/// peer on an unauthenticated RPC port must not wrap an incarnation, make the ring allocate
+/// terabytes, or store megabyte names).
+inline constexpr size_t k_max_member_name = 255;      ///< bytes of a member name
+inline constexpr size_t k_max_member_address = 300;   ///< bytes of "host:port"
+inline constexpr uint32_t k_max_member_weight = 64;   ///< ring weight (points = 160 × weight)
+inline constexpr uint64_t k_max_incarnation = uint64_t(1) << 62;  ///< refuting adds one: no wrap
+/// True if `u` is within those bounds (and names someone).
+bool valid_update(const member_update& u) noexcept;
+
 /// What this node believes about a member.
 struct member_info {
   std::string name;
@@ -150,7 +163,7 @@ enum class event_kind : uint8_t {
   suspect,
   dead,
   left,
-  updated,      ///< still alive, but its addresses or weight changed
+  updated,      ///< same state, but its addresses or weight changed
 };
 const char* to_string(event_kind k) noexcept;
 
@@ -199,6 +212,7 @@ struct membership_stats {
   uint64_t refutations = 0;      ///< times this node raised its incarnation
   uint64_t messages_sent = 0;
   uint64_t messages_received = 0;
+  uint64_t invalid_updates = 0;  ///< updates and messages ignored for breaking the bounds above
 };
 
 class membership {
@@ -315,6 +329,7 @@ private:
   uint64_t next_sync_ms_;
   uint64_t next_reconnect_ms_;
   uint64_t next_join_ms_ = 0;
+  uint64_t next_unknown_sync_ms_ = 0;  // full-state exchange with an unknown sender, rate-limited
   std::vector<std::string> seeds_;
   bool joined_ = false;
   bool leaving_ = false;

@@ -1334,7 +1334,11 @@ kj::Promise<void> service::impl::tick_loop() {
   uint64_t next = members.next_tick_ms();
   uint64_t delay = next <= now ? 0 : std::min<uint64_t>(next - now, 10);
   return timer.afterDelay(delay * kj::MILLISECONDS).then([this] {
-    handle(members.tick(now_ms()));
+    try {
+      handle(members.tick(now_ms()));
+    } catch (const std::exception& e) {  // e.g. bad_alloc building a ring: keep probing
+      std::fprintf(stderr, "bifrost cluster: membership tick: %s\n", e.what());
+    }
     return tick_loop();
   });
 }

@@ -4,6 +4,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <limits>
+
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
@@ -336,12 +338,97 @@ BOOST_AUTO_TEST_CASE(a_suspected_member_refutes_with_a_higher_incarnation) {
   BOOST_TEST(carried);
 }
 
+BOOST_AUTO_TEST_CASE(updates_out_of_bounds_are_ignored) {
+  membership m(local_member{"self", "self:7000", "", 1});
+  m.on_message(gossip_of({upd("b", 0, member_state::alive)}), 1);
+  // An incarnation at the top of the range would wrap our refutation to 0 (dead forever).
+  auto out = m.on_message(
+      gossip_of({upd("self", std::numeric_limits<uint64_t>::max(), member_state::dead)}), 2);
+  BOOST_TEST(m.incarnation() == 0u);
+  BOOST_TEST(m.stats().refutations == 0u);
+  BOOST_TEST(m.find("self")->state == member_state::alive);
+  // The largest one allowed is refuted without wrapping.
+  m.on_message(gossip_of({upd("self", k_max_incarnation, member_state::suspect)}), 3);
+  BOOST_TEST(m.incarnation() == k_max_incarnation + 1);
+  // Nor may an update evict a member for good, or ask the ring for billions of points.
+  m.on_message(gossip_of({upd("b", k_max_incarnation + 1, member_state::left)}), 4);
+  BOOST_TEST(m.find("b")->state == member_state::alive);
+  member_update heavy = upd("c", 1, member_state::alive);
+  heavy.weight = 4000000000u;
+  out = m.on_message(gossip_of({heavy}), 5);
+  BOOST_TEST(out.events.empty());
+  BOOST_TEST(!m.find("c"));
+  heavy.weight = k_max_member_weight;
+  out = m.on_message(gossip_of({heavy}), 6);
+  BOOST_TEST(out.events.size() == 1u);
+  // Names and addresses past their bounds.
+  out = m.on_message(gossip_of({upd(std::string(k_max_member_name + 1, 'n'), 1, member_state::alive)}), 7);
+  BOOST_TEST(out.events.empty());
+  member_update far = upd("d", 1, member_state::alive);
+  far.client_address = std::string(k_max_member_address + 1, 'a');
+  out = m.on_message(gossip_of({far}), 8);
+  BOOST_TEST(out.events.empty());
+  BOOST_TEST(m.stats().invalid_updates == 5u);
+  // A message whose sender fields are too long is dropped whole (nothing answered).
+  message p = msg(message_kind::ping, "b", "self");
+  p.from_address = std::string(k_max_member_address + 1, 'x');
+  out = m.on_message(p, 9);
+  BOOST_TEST(out.send.empty());
+  BOOST_TEST(m.stats().invalid_updates == 6u);
+}
+
+BOOST_AUTO_TEST_CASE(an_address_change_is_an_event_in_every_state) {
+  membership m(local_member{"self", "self:7000", "", 1});
+  m.on_message(gossip_of({upd("b", 3, member_state::alive)}), 1);
+  m.on_message(gossip_of({upd("b", 3, member_state::suspect)}), 2);
+  // b restarted elsewhere; a third member's suspicion at the new incarnation and address
+  // arrives before b's own refutation: the view (ring, links) must follow the address.
+  member_update moved = upd("b", 4, member_state::suspect);
+  moved.address = "b-new:7000";
+  moved.client_address = "b-new:11211";
+  auto out = m.on_message(gossip_of({moved}), 3);
+  BOOST_REQUIRE_EQUAL(out.events.size(), 1u);
+  BOOST_TEST(out.events[0].kind == event_kind::updated);
+  BOOST_TEST(out.events[0].member.address == "b-new:7000");
+  BOOST_TEST(m.find("b")->client_address == "b-new:11211");
+  // The same for a dead record.
+  m.on_message(gossip_of({upd("c", 1, member_state::dead)}), 4);
+  member_update c2 = upd("c", 2, member_state::dead);
+  c2.address = "c-new:7000";
+  out = m.on_message(gossip_of({c2}), 5);
+  BOOST_REQUIRE_EQUAL(out.events.size(), 1u);
+  BOOST_TEST(out.events[0].kind == event_kind::updated);
+}
+
+BOOST_AUTO_TEST_CASE(a_message_from_an_unknown_member_starts_a_full_state_exchange) {
+  // The first node restarted without seeds; the others still hold it alive and ping it.
+  membership m(local_member{"self", "self:7000", "", 1}, membership_config{}, 0);
+  auto out = m.on_message(msg(message_kind::ping, "b", "self"), 10);
+  const envelope* join = find_send(out, message_kind::join);
+  BOOST_REQUIRE(join);
+  BOOST_TEST(join->to_address == "b:7000");
+  BOOST_TEST(join->msg.members.size() == 1u);  // our full state: ourselves
+  BOOST_REQUIRE(!out.send.empty());
+  BOOST_TEST(out.send.front().msg.kind == message_kind::ack);  // the answer comes first
+  // At most once per probe interval, and not again once the sender is known.
+  out = m.on_message(msg(message_kind::ping, "b", "self"), 20);
+  BOOST_TEST(!find_send(out, message_kind::join));
+  message reply = msg(message_kind::join_reply, "b", "self");
+  reply.members = {upd("b", 0, member_state::alive), upd("c", 0, member_state::alive)};
+  m.on_message(reply, 30);
+  BOOST_TEST(m.alive_names() == (std::vector<std::string>{"b", "c", "self"}));
+  out = m.on_message(msg(message_kind::ping, "b", "self"), 1000);
+  BOOST_TEST(!find_send(out, message_kind::join));
+}
+
 BOOST_AUTO_TEST_CASE(ping_is_acked_and_messages_for_others_are_ignored) {
   membership m(local_member{"self", "self:7000", "", 1});
   message p = msg(message_kind::ping, "b", "self");
   p.seq = 77;
   auto out = m.on_message(p, 1);
-  BOOST_REQUIRE_EQUAL(out.send.size(), 1u);
+  // The ack first (the RPC's reply); then, as b is unknown to us, a full-state join to it.
+  BOOST_REQUIRE_EQUAL(out.send.size(), 2u);
+  BOOST_TEST(out.send[1].msg.kind == message_kind::join);
   BOOST_TEST(out.send[0].to_address == "b:7000");
   BOOST_TEST(out.send[0].msg.kind == message_kind::ack);
   BOOST_TEST(out.send[0].msg.seq == 77u);
