@@ -270,6 +270,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // placement
   std::shared_ptr<const ring> ring_;
   uint64_t epoch = 0;
+  bool seen_others = false;  // a view with another live member was built (rebuild)
   std::map<std::string, caf::actor> peer_by_name;
   caf::actor bridge;
   caf::actor replicator;
@@ -1370,6 +1371,23 @@ void service::impl::rebuild(bool force) {
     publish(std::move(view));
     return;
   }
+  // The first view with other live members (this node just joined, or restarted): until now
+  // the others served this node's keys without it, so the owners to warm from are this view's
+  // owners without this node, not the ring of this node alone it held before.
+  std::shared_ptr<const ring> joined_from;
+  if (!seen_others) {
+    bool others = false;
+    for (auto& m : rm)
+      others |= m.alive && m.name != cfg.node_name;
+    if (others) {
+      seen_others = true;
+      auto without_self = rm;
+      for (auto& m : without_self)
+        if (m.name == cfg.node_name)
+          m.alive = false;
+      joined_from = ring::build(std::move(without_self), ++epoch);
+    }
+  }
   auto next = ring::build(std::move(rm), ++epoch);
   std::vector<caf::actor> peers(next->size());
   for (ring::member_id id = 0; id < next->size(); ++id) {
@@ -1384,7 +1402,12 @@ void service::impl::rebuild(bool force) {
   view->replicas = std::max<uint32_t>(1, cfg.replicas);
   view->replicator = replicator;
   view->wait_replicas = cfg.wait_replicas;
-  if (view_) {
+  if (joined_from) {  // same members, same ids: the same peers and links
+    view->previous = joined_from;
+    view->previous_peers = view->peers;
+    view->previous_clients = view->clients;
+    view->warm_until_ms = static_cast<int64_t>(now_ms() + cfg.warm_window_ms);
+  } else if (view_) {
     view->previous = view_->ring;
     view->previous_peers = view_->peers;
     view->previous_clients = view_->clients;
