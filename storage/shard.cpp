@@ -3,6 +3,7 @@
 #include "storage/shard.hpp"
 
 #include "storage/index.hpp"
+#include "storage/keyed_hash.hpp"
 #include "storage/record.hpp"
 #include "storage/segment.hpp"
 
@@ -154,10 +155,6 @@ using entry = item_index::entry;
 constexpr size_t npos = item_index::npos;
 constexpr uint64_t k_hdr = sizeof(record_header);
 
-uint32_t key_hash(std::string_view key) noexcept {
-  return static_cast<uint32_t>(static_cast<uint64_t>(std::hash<std::string_view>{}(key)) >> 32);
-}
-
 bool valid_key(std::string_view key) noexcept {
   return !key.empty() && key.size() <= k_max_key_len;
 }
@@ -254,10 +251,16 @@ struct shard::impl {
   bool second_chance = true;
 
   item_index idx;
+  const hash_key index_key = hash_key::random();  // secret per shard: storage/keyed_hash.hpp
   uint32_t flush_at = 0;  // pending delayed flush_all (absolute seconds), 0 = none
   size_t sweep_cursor = 0;
   std::string dir;  // shard directory; empty: memfd segments
   std::string last_error;
+
+  /// The index's hash of a key (high 32 bits of its keyed SipHash-1-3).
+  uint32_t key_hash(std::string_view key) const noexcept {
+    return static_cast<uint32_t>(siphash<1, 3>(key, index_key) >> 32);
+  }
 
   // -- record access ---------------------------------------------------------------------------
 
@@ -1159,7 +1162,7 @@ void shard::execute(op_batch& ops, result_batch& out) {
       for (size_t i = 0; i < n; ++i) {
         const std::string& key = ops[base + i].key;
         if (!valid_key(key)) continue;
-        hashes[i] = key_hash(key);
+        hashes[i] = m.key_hash(key);
         m.idx.prefetch(hashes[i]);
       }
       for (size_t i = 0; i < n; ++i) {

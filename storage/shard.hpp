@@ -31,7 +31,8 @@
 // outlive the shard (the segment and its accounting are reference-counted).
 //
 // Implementation notes (storage/shard.cpp):
-// - Index entry: 16 bytes (storage/index.hpp) holding hash, segment slot, offset, last access
+// - Index entry: 16 bytes (storage/index.hpp) holding hash (keyed with a secret drawn per
+//   shard: storage/keyed_hash.hpp, against hash flooding), segment slot, offset, last access
 //   and the "fetched" and "win token handed out" bits. "Stale" is a bit in the record header's
 //   mutable state byte (set when the stale record is written), so it survives a restart.
 // - Second chance: when the oldest segment is evicted to make room for a new one, its items
