@@ -540,7 +540,11 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   }
   if (!cfg.data_dir.empty()) {
     // Keys hash over the shards: a data directory must be reopened with its shard count.
-    if (uint32_t held = storage::data_dir_shards(cfg.data_dir); held > 0) {
+    std::string bad;
+    const uint32_t held = storage::data_dir_shards(cfg.data_dir, bad);
+    if (!bad.empty())
+      return fail("--data-dir", bad);
+    if (held > 0) {
       if (cfg.shards == 0)
         cfg.shards = held;  // the default (one per I/O thread) yields to what is on disk
       else if (cfg.shards != held)

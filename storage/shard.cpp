@@ -17,6 +17,7 @@
 #include <ctime>
 #include <deque>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <filesystem>
 #include <new>
 #include <string_view>
@@ -91,16 +92,41 @@ std::optional<uint64_t> name_number(std::string_view name, std::string_view pref
 }
 } // namespace
 
-uint32_t data_dir_shards(const std::string& dir) {
+uint32_t data_dir_shards(const std::string& dir, std::string& error) {
+  error.clear();
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
-  uint64_t count = 0;
+  std::vector<uint64_t> ids;
+  std::string stray;
   while (dirent* de = ::readdir(d)) {
-    const auto id = name_number(de->d_name, "shard-", "");
-    if (id && *id < 1000000) count = std::max(count, *id + 1);  // shard-<1..6 digits>
+    const std::string_view name = de->d_name;
+    if (name.substr(0, 6) != "shard-") continue;
+    const auto id = name_number(name, "shard-", "");
+    struct stat st{};
+    const bool is_dir = ::fstatat(::dirfd(d), de->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
+    if (!id || !is_dir || *id >= k_max_data_dir_shards || name.size() > 6 + 4 ||
+        (name.size() > 7 && name[6] == '0')) {
+      if (stray.empty()) stray = std::string(name);
+      continue;
+    }
+    ids.push_back(*id);
   }
   ::closedir(d);
-  return static_cast<uint32_t>(std::min<uint64_t>(count, UINT32_MAX));
+  const std::string path = dir + "/";
+  if (!stray.empty()) {
+    error = path + stray + " is not a shard directory this node writes (shard-0 .. shard-" +
+            std::to_string(k_max_data_dir_shards - 1) + ", each a directory): remove it";
+    return 0;
+  }
+  std::sort(ids.begin(), ids.end());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] != i) {
+      error = path + "shard-" + std::to_string(ids[i]) + " is there but " + path + "shard-" +
+              std::to_string(i) + " is not: the shard directories must be shard-0 .. shard-<n-1>";
+      return 0;
+    }
+  }
+  return static_cast<uint32_t>(ids.size());
 }
 
 uint32_t system_clock_seconds() { return static_cast<uint32_t>(::time(nullptr)); }

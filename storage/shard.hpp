@@ -104,12 +104,17 @@ struct shard_stats {
   shard_stats& operator+=(const shard_stats& o);
 };
 
-/// Shards of a data directory (`<dir>/shard-<id>`, one per shard, made at open): 1 + the
-/// highest id found, or 0 when there are none (or `dir` does not exist). Keys are hashed over
-/// the shards, so a node must reopen a data directory with the same count: with another, the
+/// The most shard directories a data directory may hold (--shards is 1..1024).
+inline constexpr uint64_t k_max_data_dir_shards = 1024;
+
+/// Shards of a data directory (`<dir>/shard-<id>`, one per shard, made at open): their
+/// number, or 0 when there are none (or `dir` does not exist). Keys are hashed over the
+/// shards, so a node must reopen a data directory with the same count: with another, the
 /// recovered items sit in shards their keys no longer hash to (misses, and old values back
-/// once the count is restored).
-uint32_t data_dir_shards(const std::string& dir);
+/// once the count is restored). The directories must be exactly shard-0 .. shard-<n-1>: an
+/// entry named shard-* that is not one of them (a gap, a file, another spelling, an id past
+/// the limit) sets `error` (naming it) and returns 0, rather than change the count.
+uint32_t data_dir_shards(const std::string& dir, std::string& error);
 
 /// Clock in unix seconds; injectable so tests control expiry.
 using clock_fn = std::function<uint32_t()>;

@@ -134,6 +134,48 @@ BOOST_AUTO_TEST_CASE(a_data_directory_keeps_its_shard_count) {
   std::filesystem::remove_all(dir);
 }
 
+BOOST_AUTO_TEST_CASE(stray_shard_entries_in_a_data_directory_are_refused) {
+  // A gap (shard-5 beside shard-0..1) used to raise the count to 6 and strand most items; a
+  // huge id made the node create every directory up to it. Each is a config error naming it.
+  struct stray_case {
+    const char* name;
+    bool as_file;
+    const char* says;
+  };
+  for (const stray_case& c : {stray_case{"shard-5", false, "shard-2 is not"},
+                              stray_case{"shard-999999", false, "shard-999999 is not a shard"},
+                              stray_case{"shard-1024", false, "shard-1024 is not a shard"},
+                              stray_case{"shard-01", false, "shard-01 is not a shard"},
+                              stray_case{"shard-x", false, "shard-x is not a shard"},
+                              stray_case{"shard-2", true, "shard-2 is not a shard"}}) {
+    char tmpl[] = "/tmp/bifrost-config-dir-XXXXXX";
+    const std::string dir = ::mkdtemp(tmpl);
+    for (int i = 0; i < 2; ++i)
+      BOOST_REQUIRE(std::filesystem::create_directory(dir + "/shard-" + std::to_string(i)));
+    if (c.as_file)
+      std::ofstream(dir + "/" + c.name) << "x";
+    else
+      BOOST_REQUIRE(std::filesystem::create_directory(dir + "/" + c.name));
+    node_config cfg;
+    auto r = run({"--data-dir", dir}, cfg);
+    BOOST_CHECK_MESSAGE(r.what == parse_outcome::action::exit, c.name);
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK_MESSAGE(contains(r.message, "--data-dir") && contains(r.message, c.says),
+                        c.name << ": " << r.message);
+    std::filesystem::remove_all(dir);
+  }
+  // shard-0 .. shard-1023 is the most a directory may hold, and is accepted.
+  char tmpl[] = "/tmp/bifrost-config-dir-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  for (int i = 0; i < 1024; ++i)
+    BOOST_REQUIRE(std::filesystem::create_directory(dir + "/shard-" + std::to_string(i)));
+  node_config cfg;
+  auto r = run({"--data-dir", dir, "-m", "4096"}, cfg);
+  BOOST_CHECK_MESSAGE(r.what != parse_outcome::action::exit, r.message);
+  BOOST_CHECK_EQUAL(cfg.shards, 1024u);
+  std::filesystem::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_CASE(every_shard_gets_twice_the_max_item_size) {
   // As memcached wants -I at most half of -m: per shard, or items near -I could never be
   // stored (and storing one would empty its shard).
