@@ -95,10 +95,25 @@ caf::behavior listener::make_behavior() {
       // Connections waiting for their first snapshot may hold complete requests.
     },
     [this](close_atom) {
+      if (connections_kept_) {  // accepting stopped earlier: now close the connections too
+        connections_kept_ = false;
+        stop();
+        if (fd_ < 0) {  // else on_closed will
+          self_ref_ = nullptr;
+          quit();
+        }
+        return;
+      }
       if (stopped_ && fd_ < 0)
         quit();  // the listening handle is closed (see on_closed)
       else
         stop();
+    },
+    [this](close_atom, bool keep_connections) {
+      if (stopped_)
+        return;
+      connections_kept_ = keep_connections;
+      stop(!keep_connections);
     },
   };
 }
@@ -132,16 +147,18 @@ void listener::accept_all() {
   }
 }
 
-void listener::stop() {
+void listener::stop(bool close_connections) {
+  if (close_connections && !ctx_.draining) {
+    ctx_.draining = true;
+    std::vector<connection*> conns;
+    for (auto& kv : ctx_.by_id)
+      conns.push_back(kv.second);
+    for (auto* c : conns)
+      c->close_when_idle();
+  }
   if (stopped_)
     return;
   stopped_ = true;
-  ctx_.draining = true;
-  std::vector<connection*> conns;
-  for (auto& kv : ctx_.by_id)
-    conns.push_back(kv.second);
-  for (auto* c : conns)
-    c->close_when_idle();
   if (polling_) {
     uv_poll_stop(&poll_);
     uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &listener::on_closed);
@@ -158,6 +175,8 @@ void listener::on_closed(uv_handle_t* h) {
     self->fd_ = -1;
   }
   self->route_table_ = nullptr;
+  if (self->connections_kept_)
+    return;  // the node's close_atom ends it (and its connections) later
   auto me = std::move(self->self_ref_);
   caf::anon_send(me, close_atom::value);
 }

@@ -11,7 +11,9 @@
 // "ERROR Too many open connections" and closed, as memcached does.
 //
 // Interface: (routes_atom, route_snapshot_ptr) from the route table; (close_atom) stops
-// accepting and closes the loop's connections once their pending replies are written.
+// accepting and closes the loop's connections once their pending replies are written;
+// (close_atom, true) only stops accepting (a node that drains out of a cluster keeps serving
+// its open connections meanwhile).
 // Thread affinity: its loop thread only. Owns the listening fd.
 #pragma once
 
@@ -43,13 +45,14 @@ private:
   static void on_accept(uv_poll_t* h, int status, int events);
   static void on_closed(uv_handle_t* h);
   void accept_all();
-  void stop();
+  void stop(bool close_connections = true);
 
   loop_context& ctx_;
   int fd_;
   uv_poll_t poll_;
   bool polling_ = false;
   bool stopped_ = false;
+  bool connections_kept_ = false;  // stopped by (close_atom, true): connections stay open
   caf::actor route_table_;
   caf::actor self_ref_;
 };

@@ -64,6 +64,13 @@ struct node::impl {
 
   bool drained = false;
 
+  void stop_accepting() {
+    if (drained || !system)
+      return;
+    for (auto& l : listeners)
+      caf::anon_send(l, close_atom::value, true);
+  }
+
   void drain() {
     if (drained || !system)
       return;
@@ -129,6 +136,10 @@ uint16_t node::port() const {
 
 void node::stop() {
   impl_->stop();
+}
+
+void node::stop_accepting() {
+  impl_->stop_accepting();
 }
 
 void node::drain() {

@@ -42,6 +42,8 @@ public:
 
   /// The port the memcached listener is bound to (useful with port 0).
   uint16_t port() const;
+  /// Stops accepting new clients; open connections go on being served (until drain()).
+  void stop_accepting();
   /// Stops accepting and waits (bounded by drain_timeout) for open connections to finish;
   /// closes what remains. Idempotent; stop() calls it first.
   void drain();

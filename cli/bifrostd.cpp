@@ -21,6 +21,7 @@
 #include <thread>
 #include <type_traits>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <ctime>
@@ -33,7 +34,9 @@ int64_t steady_ms() {
     .count();
 }
 
-/// How long a node that left by `bifrostctl leave` keeps answering before it stops.
+/// The least time a node that left by `bifrostctl leave` or `drain` keeps answering before
+/// it stops (members that have not heard yet still route to it); it stays for the warming
+/// window when that is longer, so the others can warm its keys from it.
 constexpr int64_t k_leave_grace_ms = 2000;
 /// When that stop is due (steady ms), 0 while no leave was asked for. Set on the KJ thread,
 /// read by the main thread.
@@ -108,15 +111,21 @@ int main(int argc, char** argv) {
     set(sc.swim.suspicion_timeout_ms, t.suspicion_timeout_ms);
     set(sc.rpc_timeout_ms, t.rpc_timeout_ms);
     set(sc.warm_window_ms, t.warm_window_ms);
-    pthread_t main_thread = pthread_self();
-    // bifrostctl drain: the same graceful stop as SIGTERM.
-    sc.on_drain = [main_thread] { pthread_kill(main_thread, SIGTERM); };
-    // bifrostctl leave: the node has announced that it left and stops following the cluster;
-    // it keeps answering for a grace period (members that have not heard yet still route to
-    // it), then stops as on SIGTERM.
-    sc.on_leave = [] {
+    // bifrostctl leave: the node has announced that it left and stops following the cluster.
+    // It keeps answering for the linger (members that have not heard yet still route to it,
+    // and the new owners of its keys warm them from it as they are read), then stops as on
+    // SIGTERM. bifrostctl drain: the same, and it stops taking new clients at once.
+    const int64_t linger_ms =
+      std::max<int64_t>(k_leave_grace_ms, static_cast<int64_t>(sc.warm_window_ms));
+    auto* accepting = node.get();
+    sc.on_leave = [linger_ms] {
       int64_t none = 0;
-      leave_stop_at_ms.compare_exchange_strong(none, steady_ms() + k_leave_grace_ms);
+      leave_stop_at_ms.compare_exchange_strong(none, steady_ms() + linger_ms);
+    };
+    sc.on_drain = [linger_ms, accepting] {
+      accepting->stop_accepting();
+      int64_t none = 0;
+      leave_stop_at_ms.compare_exchange_strong(none, steady_ms() + linger_ms);
     };
     if (cfg.cluster_links && !cfg.rpc_tls.enabled()) {
       // Forwarded ops travel on data links (cluster/data_link.hpp); not with TLS, where they

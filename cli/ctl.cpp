@@ -533,8 +533,8 @@ const command commands[] = {
     {"get", "print the value of KEY, raw, on stdout (exit 1 on a miss)", cmd_get},
     {"set", "store KEY=VALUE; prints STORED or the status", cmd_set},
     {"delete", "delete KEY; prints DELETED or NOT_FOUND", cmd_delete},
-    {"drain", "ask the node to drain (hand its keys over, stop taking new ones)", cmd_drain},
-    {"leave", "ask the node to leave the cluster", cmd_leave},
+    {"drain", "leave, take no new clients, let the others warm its keys from it for the warming window, then stop", cmd_drain},
+    {"leave", "leave the cluster, serve the warming window out (its keys warm from it), then stop", cmd_leave},
 };
 
 const char* const exit_status_help =

@@ -699,21 +699,30 @@ protected:
   }
 
   kj::Promise<void> drain(DrainContext) override {
+    // Leave at once (the others take our keys and warm them from us), then the daemon stops
+    // taking clients and ends after its linger (cli/bifrostd.cpp).
     core_.draining = true;
+    begin_leave();
     if (core_.cfg.on_drain)
       core_.cfg.on_drain();
     return kj::READY_NOW;
   }
 
   kj::Promise<void> leave(LeaveContext) override {
-    core_.handle(core_.members.leave(now_ms()));
-    core_.rebuild();  // we are `left`: our keys belong to the others now
+    begin_leave();
     if (core_.cfg.on_leave)
       core_.cfg.on_leave();
     return kj::READY_NOW;
   }
 
 private:
+  void begin_leave() {
+    if (core_.members.leaving())
+      return;
+    core_.handle(core_.members.leave(now_ms()));
+    core_.rebuild();  // we are `left`: our keys belong to the others now
+  }
+
   void self_info(rpc::MemberInfo::Builder b) {
     if (auto* m = core_.members.find(core_.cfg.node_name)) {
       to_rpc(*m, b);

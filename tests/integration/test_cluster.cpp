@@ -828,7 +828,8 @@ BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
 BOOST_AUTO_TEST_CASE(graceful_leave_and_drain_lose_no_request) {
   cluster c;
   logs_on_failure guard{c};
-  auto ns = start_cluster(c, 3, 2);
+  // A node that leaves lingers for the warming window (here 3 s) before it stops.
+  auto ns = start_cluster(c, 3, 2, 5000ms, {"--warm-window", "3000"});
   auto keys = make_keys("leave-", 1000);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   bool replicated = wait_until([&] { return sum_items(ns) >= 2000; }, 5000ms, 100ms);
@@ -902,16 +903,16 @@ BOOST_AUTO_TEST_CASE(graceful_leave_and_drain_lose_no_request) {
   report("n3 shown as left on n1 and n2: " + std::string(left ? "yes" : "NO") + " after " +
          fmt(seconds_since(t_leave)) + " s");
   BOOST_CHECK(left);
-  // A node that left stops by itself after its grace period (2 s), the loops still running:
-  // it does not go on serving with a view of the cluster it no longer follows.
-  bool exited_by_itself = wait_until([&] { return c.reap(n3); }, 8000ms, 20ms);
+  // A node that left stops by itself after its linger (the 3 s warming window), the loops
+  // still running: it does not go on serving with a view of the cluster it no longer follows.
+  bool exited_by_itself = wait_until([&] { return c.reap(n3); }, 9000ms, 20ms);
   report("n3 process after leave: " + std::string(exited_by_itself ? "exited by itself" : "still running") +
          " " + fmt(seconds_since(t_leave)) + " s after the leave");
   BOOST_CHECK(exited_by_itself);
   int code = c.stop(n3);
   report("n3 exit code " + std::to_string(code));
   BOOST_CHECK_EQUAL(code, 0);
-  while (seconds_since(t0) < 3.0)
+  while (seconds_since(t0) < 4.0)
     std::this_thread::sleep_for(20ms);
   std::this_thread::sleep_for(300ms);
   stop = true;
@@ -936,6 +937,66 @@ BOOST_AUTO_TEST_CASE(graceful_leave_and_drain_lose_no_request) {
     BOOST_CHECK_EQUAL(back.hits, acked.size());
     BOOST_CHECK_EQUAL(back.wrong, 0u);
   }
+}
+
+// --------------------------------------------------------------------------------------------
+BOOST_AUTO_TEST_CASE(drain_hands_its_keys_over_and_stops) {
+  // R=1: a drained node's keys exist nowhere else. It leaves at once, takes no new clients,
+  // serves the open ones, and lingers for the warming window while the new owners warm its
+  // keys from it as they are read; then it exits 0.
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 1, 5000ms, {"--warm-window", "4000"});
+  auto keys = make_keys("drain-", 3000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  node& n3 = *ns[2];
+  const long held = stat_of(n3, "curr_items");
+  BOOST_REQUIRE_GT(held, 500);
+  mc_client open_before(n3.port, 5s);  // a client of n3's from before the drain
+  BOOST_REQUIRE_EQUAL(open_before.set("drain-open-0", "x"), "STORED");
+
+  auto r = run_ctl({"--node", n3.rpc(), "drain"}, 15s);
+  BOOST_CHECK_EQUAL(r.exit_code, 0);
+  auto t_drain = clock_type::now();
+  bool left = wait_until(
+      [&] {
+        auto a = member_states(ns[0]->rpc_port), b = member_states(ns[1]->rpc_port);
+        return a["n3"] == "left" && b["n3"] == "left";
+      },
+      3000ms, 20ms);
+  BOOST_CHECK(left);
+  // No new clients...
+  bool refused = wait_until(
+      [&] {
+        try {
+          mc_client fresh(n3.port, 500ms);
+          fresh.set("drain-new", "x");
+          return false;
+        } catch (const mc_error&) {
+          return true;
+        }
+      },
+      2000ms, 50ms);
+  BOOST_CHECK_MESSAGE(refused, "n3 still accepts new clients after drain");
+  // ...but the open one is served (its keys now forwarded to their new owners).
+  BOOST_CHECK(open_before.get("drain-open-0") == std::optional<std::string>("x"));
+  BOOST_CHECK_EQUAL(open_before.set("drain-open-1", "y"), "STORED");
+  // Every key reads through n1 while n3 lingers: n3's own keys warm from it.
+  auto back = read_all(ns[0]->port, keys);
+  report("drain: read through n1 " + fmt(seconds_since(t_drain)) + " s after the drain: " +
+         std::to_string(back.hits) + "/" + std::to_string(keys.size()) + " hits (n3 held " +
+         std::to_string(held) + ")");
+  BOOST_CHECK_EQUAL(back.hits, keys.size());
+  BOOST_CHECK_EQUAL(back.wrong, 0u);
+  bool exited = wait_until([&] { return c.reap(n3); }, 10000ms, 20ms);
+  report("n3 after drain: " + std::string(exited ? "exited by itself" : "still running") + " " +
+         fmt(seconds_since(t_drain)) + " s after the drain");
+  BOOST_CHECK(exited);
+  BOOST_CHECK_EQUAL(c.stop(n3), 0);
+  // The warmed copies stay with the new owners once n3 is gone.
+  back = read_all(ns[1]->port, keys);
+  BOOST_CHECK_EQUAL(back.hits, keys.size());
+  BOOST_CHECK(mc_client(ns[0]->port).get("drain-open-1") == std::optional<std::string>("y"));
 }
 
 // --------------------------------------------------------------------------------------------
