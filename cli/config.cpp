@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -19,6 +20,19 @@ namespace {
 
 constexpr uint64_t min_item_size = 1024;
 constexpr uint64_t max_item_size_limit = 1024ull << 20;
+
+// A node name travels in membership gossip and in the data link's hello line
+// (`bifrost-link <version> <name>`), which splits on whitespace.
+constexpr const char* k_node_name_rule =
+  "must be 1..255 bytes of printable characters without spaces";
+bool valid_node_name(const std::string& n) {
+  if (n.empty() || n.size() > 255)
+    return false;
+  for (unsigned char c : n)
+    if (c <= ' ' || c == 0x7f)
+      return false;
+  return true;
+}
 
 std::string lower(std::string_view s) {
   std::string r(s);
@@ -259,8 +273,8 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       cfg.rpc_enabled = *s == "on" || *s == "true";
     } else if (key == "node_name") {
       auto s = scalar();
-      if (!s || s->empty())
-        return where("must be a non-empty name");
+      if (!s || !valid_node_name(*s))
+        return where(k_node_name_rule);
       cfg.node_name = *s;
     } else if (key == "replicas") {
       auto n = integer(1, 16);
@@ -326,6 +340,9 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
 }
 
 std::string load_yaml_file(const std::string& path, actors::node_config& cfg) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    return "config error: field 'config': '" + path + "' is a directory, not a file";
   std::ifstream in(path);
   if (!in)
     return "config error: field 'config': cannot read file '" + path + "'";
@@ -467,8 +484,8 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   if (no_rpc->count() > 0)
     cfg.rpc_enabled = false;
   if (app.count("--node-name")) {
-    if (node_name.empty())
-      return fail("--node-name", "must not be empty");
+    if (!valid_node_name(node_name))
+      return fail("--node-name", k_node_name_rule);
     cfg.node_name = node_name;
   }
   if (app.count("--join")) {

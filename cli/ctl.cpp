@@ -541,6 +541,18 @@ const char* const exit_status_help =
     "Exit status: 0 ok; 1 RPC error, miss, not stored / not found, no member answered;\n"
     "2 bad usage or node unreachable (lookup, connect, timeout); 3 schema version mismatch.\n";
 
+// Keys as the memcached text protocol takes them (the only way most clients can read them
+// back): 1..250 bytes, no spaces or control characters.
+std::string check_key(const std::string& k) {
+  if (k.empty() || k.size() > 250)
+    return "KEY must be 1..250 bytes (got " + std::to_string(k.size()) + ")";
+  for (unsigned char c : k)
+    if (c <= ' ' || c == 0x7f)
+      return "KEY must not contain spaces or control characters (the memcached text protocol "
+             "could not address it)";
+  return "";
+}
+
 void build_app(CLI::App& app, options& opts) {
   app.description("bifrostctl: query and administer a Bifrost cluster through one node's RPC "
                   "port.");
@@ -568,15 +580,16 @@ void build_app(CLI::App& app, options& opts) {
     auto* sub = app.add_subcommand(cmd.name, cmd.help);
     std::string name = cmd.name;
     if (name == "ring") {
-      sub->add_option("--key", opts.key, "the key whose owners to show");
+      sub->add_option("--key", opts.key, "the key whose owners to show")->check(check_key);
     } else if (name == "stats") {
       sub->add_flag("--all", opts.all, "sum over every alive member");
     } else if (name == "get" || name == "delete") {
-      sub->add_option("key", opts.key, "the key")->required();
+      sub->add_option("key", opts.key, "the key")->required()->check(check_key);
     } else if (name == "set") {
-      sub->add_option("key", opts.key, "the key")->required();
+      sub->add_option("key", opts.key, "the key")->required()->check(check_key);
       sub->add_option("value", opts.value, "the value")->required();
       sub->add_option("--ttl", opts.ttl, "memcached exptime: 0 never, seconds, or unix time")
+          ->check(CLI::Range(int64_t(INT32_MIN), int64_t(INT32_MAX)))  // memcached's range
           ->capture_default_str();
       sub->add_option("--flags", opts.flags, "client flags (uint32)")->capture_default_str();
     }

@@ -98,6 +98,10 @@ BOOST_AUTO_TEST_CASE(invalid_flags_exit_2_naming_the_field) {
                                   {{"-I", "2g"}, "-I/--max-item-size"},
                                   {{"-m", "1", "-I", "2m"}, "-I/--max-item-size"},
                                   {{"--sendfile-threshold", "x"}, "--sendfile-threshold"},
+                                  {{"--node-name", "a b"}, "--node-name"},
+                                  {{"--node-name", "x\ny"}, "--node-name"},
+                                  {{"--node-name", std::string(256, 'n')}, "--node-name"},
+                                  {{"--node-name", ""}, "--node-name"},
                                   {{"--no-such-flag"}, "no-such-flag"}}) {
     node_config cfg;
     auto r = run(b.args, cfg);
@@ -226,6 +230,8 @@ BOOST_AUTO_TEST_CASE(yaml_errors_name_field_and_line) {
          {"colour: blue\n", ":1: unknown field 'colour'"},
          {"port: [1\n", "config error"},
          {"- a\n- b\n", "mapping"},
+         {"port: 1\nnode_name: \"x y\"\n", ":2: field 'node_name'"},
+         {"node_name: \"x\\ny\"\n", ":1: field 'node_name'"},
        }) {
     node_config cfg;
     auto err = load_yaml_text(b.text, "node.yaml", cfg);
@@ -235,6 +241,15 @@ BOOST_AUTO_TEST_CASE(yaml_errors_name_field_and_line) {
   auto r = run({"--config", "/nonexistent/bifrost.yaml"}, cfg);
   BOOST_CHECK_EQUAL(r.exit_code, 2);
   BOOST_CHECK(contains(r.message, "config"));
+  // A directory opens as a stream and reads as empty: it must not pass for an empty file.
+  r = run({"--config", "/tmp"}, cfg);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "field 'config'") && contains(r.message, "directory"),
+                      r.message);
+  node_config named;
+  BOOST_CHECK(run({"--node-name", "cache-3.internal:11211"}, named).what !=
+              parse_outcome::action::exit);
+  BOOST_CHECK_EQUAL(named.node_name, "cache-3.internal:11211");
 }
 
 // The two-valued cluster switches: default, both words by flag (the last one wins) and by YAML,

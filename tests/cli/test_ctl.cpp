@@ -343,6 +343,21 @@ BOOST_AUTO_TEST_CASE(usage_errors_exit_2_and_help_exits_0) {
   BOOST_TEST(missing_value.code == 2);
   auto bad_timeout = ctl_run({"--node", "127.0.0.1:1", "--timeout", "-1", "status"});
   BOOST_TEST(bad_timeout.code == 2);
+  // Keys the memcached text protocol could not address are usage errors, before any connect.
+  for (const std::string& key : {std::string(), std::string(251, 'k'), std::string("a b"),
+                                 std::string("a\nb"), std::string("a\x01")}) {
+    for (const char* cmd : {"get", "delete", "set"}) {
+      std::vector<std::string> args = {"--node", "127.0.0.1:1", cmd, key};
+      if (std::string(cmd) == "set") args.push_back("v");
+      auto r = ctl_run(args);
+      BOOST_TEST(r.code == 2, cmd << " '" << key << "': " << r.err);
+      BOOST_TEST(contains(r.err, "KEY"), r.err);
+    }
+  }
+  auto ring_key = ctl_run({"--node", "127.0.0.1:1", "ring", "--key", std::string(251, 'k')});
+  BOOST_TEST(ring_key.code == 2);
+  auto bad_ttl = ctl_run({"--node", "127.0.0.1:1", "set", "k", "v", "--ttl", "99999999999"});
+  BOOST_TEST(bad_ttl.code == 2);
   auto help = ctl_run({"--help"});
   BOOST_TEST(help.code == 0);
   BOOST_TEST(contains(help.out, "Usage"));
