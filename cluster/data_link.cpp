@@ -49,9 +49,25 @@ using link_retire_atom = caf::atom_constant<caf::atom("lretire")>;
 using link_quit_atom = caf::atom_constant<caf::atom("lquit")>;
 
 constexpr size_t read_chunk = 64 * 1024;
-// A session stops reading while this many calls are executing or this many reply bytes wait.
+// A session stops reading while this many calls are executing, or while the reply bytes
+// waiting plus those its running calls may still produce (each value read up to the inline
+// limit) reach session_max_output; one call always runs. So a peer that sends small calls
+// reading large values and never reads the replies holds at most about that much here (plus
+// one call's replies), not 1024 replies of up to 16 MiB.
 constexpr size_t session_max_calls = 1024;
 constexpr size_t session_max_output = 8 << 20;
+
+// The most reply bytes a call can produce: a value up to the inline limit for every op that
+// reads one, a result header for the others.
+size_t reply_reserve(const link_wire::call& c) {
+  size_t n = 64;
+  for (const auto& o : c.ops) {
+    n += 64 + o.key.size();
+    if (o.get_value && o.kind == storage::op_kind::get)
+      n += inline_value_limit;
+  }
+  return n;
+}
 constexpr uint64_t backoff_first_ms = 100;
 constexpr uint64_t backoff_max_ms = 5000;
 constexpr uint64_t refused_backoff_ms = 30000;
@@ -263,6 +279,7 @@ private:
     link_wire::call call;
     storage::result_batch results;
     size_t outstanding = 0;  // shard groups not answered yet
+    size_t reserve = 0;      // reply_reserve(call), counted in reserved_ until its reply
   };
   struct group {
     uint64_t call = 0;             // key of calls_
@@ -336,7 +353,7 @@ private:
         write_out();
         continue;
       }
-      if (calls_.size() >= session_max_calls || io_.out.pending_bytes() >= session_max_output)
+      if (input_paused())
         return;  // resumed when replies went out
       size_t size = 0, need = 0;
       auto st = link_wire::frame_size(io_.in.text(), size, need, link_wire::frame_limit);
@@ -375,6 +392,8 @@ private:
       return;
     }
     uint64_t key = next_call_++;
+    rc.reserve = reply_reserve(rc.call);
+    reserved_ += rc.reserve;
     auto& shards = ctx_.routes->local_shards();
     // One batch per local shard, in op order (a shard runs a batch in order).
     std::unordered_map<size_t, std::pair<storage::op_batch, std::vector<uint32_t>>> by_shard;
@@ -414,11 +433,12 @@ private:
       if (--r.outstanding == 0) {
         replicate(r);
         reply(r);
+        reserved_ -= r.reserve;
         calls_.erase(it);
       }
     }
     groups_.erase(g);
-    if (io_.open() && !closing_ && calls_.size() < session_max_calls / 2)
+    if (io_.open() && !closing_ && !input_paused())
       process();  // input paused at the bound may continue
     update_poll();
   }
@@ -477,8 +497,7 @@ private:
     if (!io_.open())
       return;
     int ev = io_.want_write ? UV_WRITABLE : 0;
-    if (!closing_ && calls_.size() < session_max_calls &&
-        io_.out.pending_bytes() < session_max_output)
+    if (!closing_ && !input_paused())
       ev |= UV_READABLE;
     io_.sock->watch(ev, &on_link_events<link_session>);
   }
@@ -509,6 +528,13 @@ private:
   std::unordered_map<uint64_t, group> groups_;
   uint64_t next_call_ = 1;
   uint64_t next_tag_ = 1;
+  size_t reserved_ = 0;  // reply bytes the running calls may still produce (reply_reserve)
+
+  bool input_paused() const {
+    return calls_.size() >= session_max_calls ||
+           (!calls_.empty() && reserved_ + io_.out.pending_bytes() >= session_max_output) ||
+           io_.out.pending_bytes() >= session_max_output;
+  }
 };
 
 // -- client side --------------------------------------------------------------------------------
