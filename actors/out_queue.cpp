@@ -11,11 +11,13 @@ void out_queue::bytes(std::string_view b) {
     chunks_.emplace_back();
   chunks_.back().bytes.append(b.data(), b.size());
   pending_ += b.size();
+  copied_ += b.size();
 }
 
 void out_queue::value(const storage::pinned_slice& v) {
   bool sendfile = v.fd() >= 0 && v.size() >= threshold_;
-  if (!sendfile && v.size() < inline_copy_max) {
+  const bool may_copy = copied_ < copy_budget;
+  if (!sendfile && v.size() < inline_copy_max && may_copy) {
     bytes(v.view());
     return;
   }
@@ -26,7 +28,9 @@ void out_queue::value(const storage::pinned_slice& v) {
                            [&](const held_segment& h) { return h.id == v.segment_id(); });
     if (it != held_.end()) {
       ++it->chunks;
-    } else if (pinned_ + seg <= pin_budget) {
+    } else if (pinned_ + seg <= pin_budget || !may_copy) {
+      // Past the copy budget the segment is held even beyond the pin budget: held segments
+      // count in the shard's memory (-m), copies would not count anywhere.
       held_.push_back({v.segment_id(), seg, 1});
       pinned_ += seg;
     } else {
@@ -63,6 +67,8 @@ void out_queue::advance(size_t n) {
     c.sent += take;
     n -= take;
     pending_ -= take;
+    if (!c.slice)
+      copied_ -= take;
     if (c.sent == len)
       pop_front();
   }
@@ -73,6 +79,8 @@ void out_queue::pop_front() {
     return;
   auto& c = chunks_.front();
   pending_ -= (c.slice ? c.slice.size() : c.bytes.size()) - c.sent;
+  if (!c.slice)
+    copied_ -= c.bytes.size() - c.sent;
   unpin(c);
   chunks_.pop_front();
 }

@@ -7,6 +7,13 @@
 // values hold the shard's memory (its eviction would then find nothing to free and empty the
 // shard). Values from a segment the queue already holds cost nothing more.
 //
+// Copies are bounded too: once the queue's byte chunks (copied values and reply lines) hold
+// `copy_budget` bytes, further values are queued as slices whatever they pin. A client that
+// asks for many large values and does not read (one get line may name 100 000 keys) then
+// holds segments, which count in the shard's memory (-m), instead of copies, which count
+// nowhere: at worst writes fail for lack of memory while it holds them (as memcached's item
+// references do), the process does not grow.
+//
 // Values at or above the sendfile threshold are queued as pinned slices and sent with
 // sendfile(2) from the segment file; below it, small values (< inline_copy_max) are copied
 // into the byte stream and the others queued as slices written with writev straight from the
@@ -42,6 +49,9 @@ public:
   /// Values smaller than this are copied into the byte stream (cheaper than an iovec entry).
   static constexpr size_t inline_copy_max = 2048;
 
+  /// Bytes the byte chunks may hold before values are no longer copied.
+  static constexpr size_t copy_budget = 4u << 20;
+
   explicit out_queue(size_t sendfile_threshold = 16 * 1024) : threshold_(sendfile_threshold) {}
 
   /// Appends response bytes (coalesced with the previous byte chunk).
@@ -55,6 +65,8 @@ public:
   size_t pending_bytes() const noexcept { return pending_; }
   /// Bytes of the distinct segments held for values that fill a small part of them.
   uint64_t pinned_bytes() const noexcept { return pinned_; }
+  /// Bytes of the byte chunks (copies and reply lines) not yet written.
+  size_t copied_bytes() const noexcept { return copied_; }
   std::deque<chunk>& chunks() noexcept { return chunks_; }
   /// Marks `n` bytes of the front chunk written; pops it when complete.
   void advance(size_t n);
@@ -72,6 +84,7 @@ private:
 
   std::deque<chunk> chunks_;
   size_t pending_ = 0;
+  size_t copied_ = 0;  // bytes of byte chunks not yet written
   uint64_t pinned_ = 0;
   std::vector<held_segment> held_;  // at most pin_budget / 64 KiB entries
   size_t threshold_;

@@ -194,6 +194,41 @@ BOOST_AUTO_TEST_CASE(a_queue_pins_few_segments_for_small_values) {
   BOOST_CHECK_EQUAL(q.pinned_bytes(), 0u);
 }
 
+BOOST_AUTO_TEST_CASE(a_queue_copies_at_most_its_copy_budget) {
+  // One get line may name 100 000 keys. A client that does not read must not make the node
+  // copy them all: past copy_budget bytes of copies, values are queued as slices (segments
+  // count in the shard's memory), small ones and those past the pin budget too.
+  tcp_pair p;
+  auto mid = pattern(16 * 1024, 5);
+  std::vector<std::shared_ptr<storage::segment>> segs;
+  for (int i = 0; i < 8; ++i) segs.push_back(make_segment(mid));  // 4 MiB each
+  out_queue q(1u << 20);
+  std::string expect;
+  const int n = 2000;  // 32 MiB of values over 8 segments: copies alone would hold ~28 MiB
+  for (int i = 0; i < n; ++i) {
+    q.bytes("VALUE k 0 16384\r\n");
+    q.value(storage::pinned_slice(segs[i % 8], 4096, static_cast<uint32_t>(mid.size())));
+    q.bytes("\r\n");
+    expect += "VALUE k 0 16384\r\n" + mid + "\r\n";
+  }
+  auto small = make_segment(std::string(100, 's'));
+  for (int i = 0; i < 100; ++i) {  // small values past the budget: slices too
+    q.value(storage::pinned_slice(small, 4096, 100));
+    expect += std::string(100, 's');
+  }
+  BOOST_CHECK_LE(q.copied_bytes(), out_queue::copy_budget + 64 * 1024);
+  BOOST_CHECK_GT(q.pinned_bytes(), out_queue::pin_budget);  // every segment held instead
+  BOOST_CHECK_EQUAL(small.use_count(), 101);
+  socket_writer wr(p.w);
+  write_stats st;
+  auto got = drain(wr, q, p, st, expect.size());
+  BOOST_CHECK(got == expect);  // copied or not, the same bytes in the same order
+  BOOST_CHECK(q.empty());
+  BOOST_CHECK_EQUAL(q.copied_bytes(), 0u);
+  BOOST_CHECK_EQUAL(q.pinned_bytes(), 0u);
+  for (auto& sg : segs) BOOST_CHECK_EQUAL(sg.use_count(), 1);
+}
+
 BOOST_AUTO_TEST_CASE(einval_and_enosys_fall_back_to_copy) {
   for (int e : {EINVAL, ENOSYS}) {
     tcp_pair p;

@@ -164,5 +164,50 @@ class BadInputTest(ServerTestCase):
         self.assertAlive()
 
 
+def rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return -1
+
+
+class UnreadRepliesTest(ServerTestCase):
+    """A client that asks for far more than it reads must not grow the server: memcached holds
+    item references, not copies, and so must the server under test."""
+
+    item_size = "2m"
+    extra = ("-m", "512")
+
+    def test_a_long_multiget_never_read_keeps_memory_bounded(self):
+        size = 400000
+        with self.server.client(timeout=10) as c:
+            for i in range(100):
+                c.send(b"set big%d 0 0 %d noreply\r\n" % (i, size) + os.urandom(size) + b"\r\n")
+            self.assertEqual(c.call(b"mn\r\n"), b"MN\r\n")
+        before = rss_mib(self.server.pid)
+        # 2000 values of 400 kB (800 MB) asked for in one 20 kB line; a small receive buffer
+        # and no reads.
+        line = b"get " + b" ".join(b"big%d" % (i % 100) for i in range(2000)) + b"\r\n"
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(5)
+            s.connect(("127.0.0.1", self.server.port))
+            s.sendall(line)
+            time.sleep(2)
+            held = rss_mib(self.server.pid)
+            # Other clients are served meanwhile.
+            with self.server.client() as d:
+                self.assertEqual(d.call(b"set other 0 0 2\r\nok\r\n"), b"STORED\r\n")
+                self.assertEqual(d.get_value(b"other"), b"ok")
+        finally:
+            s.close()
+        print("\n  RSS %d MiB after loading, %d MiB while the reply is held" % (before, held),
+              file=sys.stderr)
+        self.assertLess(held - before, 100, "the server copied the values it could not send")
+        self.assertAlive()
+
+
 if __name__ == "__main__":
     harness.main()
