@@ -180,14 +180,26 @@ void connection::on_poll(uv_poll_t* h, int status, int events) {
 void connection::on_readable() {
   if (closing_ || read_closed_ || input_paused_)
     return;
-  // Make room: compact consumed bytes, then grow when the free space is short.
+  // Make room: compact consumed bytes, then grow when the free space is short. An empty
+  // buffer that grew for a large value goes back to its first size (else every connection
+  // that ever sent a value of -I would keep -I bytes).
+  if (rpos_ == rend_ && rbuf_.size() > 4 * read_chunk) {
+    std::vector<char>(read_chunk).swap(rbuf_);
+    rpos_ = rend_ = 0;
+  }
   if (rpos_ > 0 && (rpos_ == rend_ || rbuf_.size() - rend_ < read_chunk)) {
     std::memmove(rbuf_.data(), rbuf_.data() + rpos_, rend_ - rpos_);
     rend_ -= rpos_;
     rpos_ = 0;
   }
-  if (rbuf_.size() - rend_ < read_chunk)
-    rbuf_.resize(std::max(rbuf_.size() * 2, rend_ + read_chunk));
+  if (rbuf_.size() - rend_ < read_chunk) {
+    // Doubling, but not past the data block a request header announced: memory follows the
+    // bytes that arrive, not a length a client claims.
+    size_t grow = std::max(rbuf_.size() * 2, rend_ + read_chunk);
+    if (want_ > 0)
+      grow = std::max(std::min(grow, rpos_ + want_ + read_chunk), rend_ + read_chunk);
+    rbuf_.resize(grow);
+  }
   ssize_t n = ::read(fd_, rbuf_.data() + rend_, rbuf_.size() - rend_);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -238,6 +250,8 @@ void connection::process_input() {
       first_line_seen_ = true;
     }
     auto r = proto::parse(in, req_, pcfg_);
+    if (r.status != proto::parse_status::incomplete)
+      want_ = 0;
     if (r.status == proto::parse_status::incomplete) {
       // A get line may legitimately be long, but not endless.
       if (r.need == 0 && in.size() > max_get_line + proto::max_line_length) {
@@ -245,13 +259,16 @@ void connection::process_input() {
         close_now();
         return;
       }
+      want_ = r.need;
       if (r.need > rbuf_.size() - rpos_) {
-        // Make the buffer big enough for the whole data block at once.
+        // Room for the data block, up to 1 MiB ahead of what has arrived (reading grows the
+        // rest as it comes: a bare `set k 0 0 <-I>` header must not reserve -I).
         std::memmove(rbuf_.data(), rbuf_.data() + rpos_, rend_ - rpos_);
         rend_ -= rpos_;
         rpos_ = 0;
-        if (r.need > rbuf_.size())
-          rbuf_.resize(r.need + read_chunk);
+        const size_t ahead = std::min<size_t>(r.need, rend_ + (size_t(1) << 20));
+        if (ahead > rbuf_.size())
+          rbuf_.resize(ahead + read_chunk);
       }
       break;
     }

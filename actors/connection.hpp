@@ -164,6 +164,7 @@ private:
   caf::actor self_ref_;        // keeps the actor alive until the handle is closed
 
   std::vector<char> rbuf_;
+  size_t want_ = 0;  // bytes from rpos_ the incomplete request needs (0: unknown)
   size_t rpos_ = 0;
   size_t rend_ = 0;
   size_t swallow_ = 0;

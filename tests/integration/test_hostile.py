@@ -209,5 +209,36 @@ class UnreadRepliesTest(ServerTestCase):
         self.assertAlive()
 
 
+class StalledLargeSetTest(ServerTestCase):
+    """Headers announcing values of -I whose data never comes must not reserve -I each."""
+
+    item_size = "16m"
+    extra = ("-m", "1024")
+
+    def test_stalled_set_headers_reserve_little(self):
+        before = rss_mib(self.server.pid)
+        socks = []
+        try:
+            for i in range(20):
+                s = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+                s.sendall(b"set stalled%d 0 0 %d\r\nx" % (i, 16 * 1024 * 1024))
+                socks.append(s)
+            time.sleep(1)
+            held = rss_mib(self.server.pid)
+            # A complete large value still goes through, next to them.
+            with self.server.client(timeout=10) as c:
+                v = b"v" * (8 * 1024 * 1024)
+                self.assertEqual(c.call(b"set real 0 0 %d\r\n" % len(v) + v + b"\r\n"), b"STORED\r\n")
+                self.assertEqual(c.get_value(b"real", timeout=10), v)
+        finally:
+            for s in socks:
+                s.close()
+        print("\n  RSS %d MiB before, %d MiB with 20 stalled 16 MiB sets" % (before, held),
+              file=sys.stderr)
+        # memory follows the bytes that arrive, not the length a header announces
+        self.assertLess(held - before, 64, "stalled headers reserved their announced size")
+        self.assertAlive()
+
+
 if __name__ == "__main__":
     harness.main()
