@@ -373,6 +373,8 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
     return;  // agrees with us
   // Someone holds a worse (suspect/dead/left) or foreign (other address: a previous instance)
   // record of us at >= our incarnation: refute with a higher one.
+  if (u.state == member_state::dead || u.state == member_state::left)
+    ++stats_.declared_gone;
   me.incarnation = u.incarnation + 1;
   me.state_since_ms = now_ms;
   ++stats_.refutations;

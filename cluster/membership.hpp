@@ -213,6 +213,9 @@ struct membership_stats {
   uint64_t messages_sent = 0;
   uint64_t messages_received = 0;
   uint64_t invalid_updates = 0;  ///< updates and messages ignored for breaking the bounds above
+  /// Times a member told us we were dead or had left (which we then refuted): the others
+  /// took our keys over meanwhile, so what this node still holds of them may be stale.
+  uint64_t declared_gone = 0;
 };
 
 class membership {

@@ -327,6 +327,7 @@ BOOST_AUTO_TEST_CASE(a_suspected_member_refutes_with_a_higher_incarnation) {
   m.on_message(gossip_of({upd("self", 2, member_state::dead)}), 4);  // stale
   BOOST_TEST(m.incarnation() == 6u);
   BOOST_TEST(m.stats().refutations == 2u);
+  BOOST_TEST(m.stats().declared_gone == 1u);  // the dead record, not the suspicion
   BOOST_TEST(m.find("self")->state == member_state::alive);
   // The refutation rides on the next message.
   auto out = m.on_message(msg(message_kind::ping, "b", "self"), 5);

@@ -320,6 +320,12 @@ node& cluster::restart(node& n, std::vector<int> join, int replicas) {
   return spawn(n, o);
 }
 
+node& cluster::restart(node& n, const node_options& opt) {
+  if (n.running())
+    throw std::runtime_error("node " + n.name + " still running");
+  return spawn(n, opt);
+}
+
 node& cluster::spawn(node& n, const node_options& opt) {
   std::vector<std::string> args = {bin_dir() + "/bifrostd",
                                    "-l", "127.0.0.1",

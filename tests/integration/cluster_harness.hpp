@@ -105,6 +105,7 @@ public:
   node& start(const std::string& name, std::vector<int> join, int replicas = 1);
   // Starts a stopped node again with the same name and ports.
   node& restart(node& n, std::vector<int> join, int replicas = 1);
+  node& restart(node& n, const node_options& opt);  // opt.port / rpc_port are n's
 
   // SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit code (or 128+signal).
   int stop(node& n, std::chrono::milliseconds grace = std::chrono::milliseconds(10000));

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cmath>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -822,6 +823,63 @@ BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
            fmt(static_cast<double>(r.hits) / static_cast<double>(keys.size())));
     BOOST_CHECK_EQUAL(r.wrong, 0u);
   }
+}
+
+// --------------------------------------------------------------------------------------------
+BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_serves_no_stale_values_from_its_data_dir) {
+  // R=1; n3 keeps its items in a data directory. While it is dead, its keys are written and
+  // deleted through n1 (their new owners). When it comes back with its old files, none of its
+  // old values may be served again: the cluster had it dead, so it drops what it recovered and
+  // warms the current values from the owners that served them.
+  cluster c;
+  logs_on_failure guard{c};
+  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  auto ns = start_cluster(c, 2, 1);
+  node_options o;
+  o.join = {ns[0]->rpc_port};
+  o.extra_args = {"--data-dir", dir};
+  node& n3 = c.start("n3", o);
+  ns.push_back(&n3);
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  auto keys = keys_owned_by(*ns[0], "n3", "back-", 40);
+  {
+    mc_client m(ns[0]->port);
+    for (auto& k : keys)
+      BOOST_REQUIRE_EQUAL(m.set(k, "OLD"), "STORED");
+  }
+  c.kill9(n3);
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        auto a = member_states(ns[0]->rpc_port), b = member_states(ns[1]->rpc_port);
+        return a["n3"] == "dead" && b["n3"] == "dead";
+      },
+      5000ms, 50ms));
+  {
+    mc_client m(ns[0]->port);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (i % 2 == 0)
+        BOOST_REQUIRE_EQUAL(m.set(keys[i], "NEW"), "STORED");
+      else
+        BOOST_REQUIRE_EQUAL(m.del(keys[i]), "NOT_FOUND");  // its new owner never had it
+    }
+  }
+  c.restart(n3, o);
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  for (node* via : {ns[0], &n3}) {
+    mc_client m(via->port);
+    size_t stale = 0, right = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto v = m.get(keys[i]);
+      const bool ok = i % 2 == 0 ? v == std::optional<std::string>("NEW") : !v.has_value();
+      (ok ? right : stale) += 1;
+    }
+    report("back from the dead, read through " + via->name + ": " + std::to_string(right) +
+           " current, " + std::to_string(stale) + " stale of " + std::to_string(keys.size()));
+    BOOST_CHECK_EQUAL(stale, 0u);
+  }
+  c.stop(n3);
+  std::filesystem::remove_all(dir);
 }
 
 // --------------------------------------------------------------------------------------------
