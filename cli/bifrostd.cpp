@@ -41,6 +41,8 @@ constexpr int64_t k_leave_grace_ms = 2000;
 /// When that stop is due (steady ms), 0 while no leave was asked for. Set on the KJ thread,
 /// read by the main thread.
 std::atomic<int64_t> leave_stop_at_ms{0};
+/// Exit status when the cluster service found that this node cannot take part (1), else 0.
+std::atomic<int> fatal_exit{0};
 
 } // namespace
 
@@ -122,6 +124,12 @@ int main(int argc, char** argv) {
       int64_t none = 0;
       leave_stop_at_ms.compare_exchange_strong(none, steady_ms() + linger_ms);
     };
+    sc.on_fatal = [](const std::string& why) {
+      std::fprintf(stderr, "bifrostd: %s\n", why.c_str());
+      fatal_exit = 1;
+      int64_t none = 0;
+      leave_stop_at_ms.compare_exchange_strong(none, steady_ms());
+    };
     sc.on_drain = [linger_ms, accepting] {
       accepting->stop_accepting();
       int64_t none = 0;
@@ -196,5 +204,5 @@ int main(int argc, char** argv) {
   }
   rpc_host.reset();  // the KJ side has ended (or never started); the I/O loop goes on
   node->stop();
-  return 0;
+  return fatal_exit.load();
 }

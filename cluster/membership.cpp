@@ -63,6 +63,7 @@ bool valid_update(const member_update& u) noexcept {
 membership::membership(local_member self, membership_config cfg, uint64_t now_ms)
     : self_(std::move(self.name)), address_(std::move(self.address)), cfg_(cfg) {
   rng_ = hash64(self_) ^ cfg_.seed;
+  name_check_until_ms_ = now_ms + k_name_check_window_ms;
   if (cfg_.probe_interval_ms == 0) cfg_.probe_interval_ms = 1;
   if (cfg_.gossip_interval_ms == 0) cfg_.gossip_interval_ms = 1;
   record me;
@@ -137,6 +138,7 @@ output membership::leave(uint64_t now_ms) {
   output out;
   if (leaving_) return out;
   leaving_ = true;
+  if (!duplicate_name_.empty()) return out;  // the name is another's: announce nothing
   auto& me = members_.find(self_)->second.info;
   me.state = member_state::left;
   me.state_since_ms = now_ms;
@@ -172,6 +174,14 @@ output membership::tick(uint64_t now_ms) {
     }
     next_join_ms_ = now_ms + cfg_.join_retry_ms;
   }
+  if (name_check_.active && now_ms >= name_check_.deadline_ms) {
+    // Nobody answered for our name: it was an earlier instance of us. Refute it now.
+    name_check_.active = false;
+    name_checked_ = true;
+    auto pending = std::move(name_check_.pending);
+    name_check_.pending.clear();
+    for (const auto& u : pending) apply_self(u, now_ms, out);
+  }
   run_probe(now_ms, out);
   run_suspicion(now_ms, out);
   run_gossip(now_ms, out);
@@ -187,6 +197,7 @@ uint64_t membership::next_tick_ms() const noexcept {
   if (pending_gossip) t = std::min(t, next_gossip_ms_);
   if (leaving_) return t;
   if (!joined_) t = std::min(t, next_join_ms_);
+  if (name_check_.active) t = std::min(t, name_check_.deadline_ms);
   if (probe_.active) {
     if (!probe_.ping_req_sent) t = std::min(t, probe_.start_ms + cfg_.ping_timeout_ms);
     t = std::min(t, probe_.start_ms + cfg_.ping_timeout_ms + cfg_.indirect_timeout_ms);
@@ -204,6 +215,23 @@ uint64_t membership::next_tick_ms() const noexcept {
 output membership::on_message(const message& m, uint64_t now_ms) {
   output out;
   ++stats_.messages_received;
+  if (m.from == self_ && !m.from_address.empty() && m.from_address != address_) {
+    // Another process with our name. A newcomer checking whether the name is taken pings the
+    // address the cluster holds for it: answer, so it learns that the name is in use.
+    ++stats_.name_conflicts;
+    if (m.kind == message_kind::ping && m.to == self_) {
+      message a = make(message_kind::ack, self_);
+      a.target = self_;
+      a.seq = m.seq;
+      out.send.push_back(envelope{m.from_address, std::move(a)});
+      ++stats_.messages_sent;
+    } else if (m.kind == message_kind::ack && name_check_.active &&
+               m.from_address == name_check_.address && m.seq == name_check_.seq) {
+      name_check_.active = false;
+      duplicate_name_ = m.from_address;
+    }
+    return out;
+  }
   if ((!m.to.empty() && m.to != self_) || m.from == self_) return out;
   if (m.from.size() > k_max_member_name || m.from_address.size() > k_max_member_address ||
       m.target.size() > k_max_member_name || m.target_address.size() > k_max_member_address) {
@@ -365,12 +393,32 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
 }
 
 void membership::apply_self(const member_update& u, uint64_t now_ms, output& out) {
-  if (leaving_) return;
+  if (leaving_ || !duplicate_name_.empty()) return;
   member_info& me = members_.find(self_)->second.info;
   if (u.incarnation < me.incarnation) return;  // stale: our newer alive will win everywhere
   if (u.state == member_state::alive && u.incarnation == me.incarnation &&
       u.address == me.address && u.client_address == me.client_address && u.weight == me.weight)
     return;  // agrees with us
+  if (!name_checked_ && now_ms < name_check_until_ms_ && u.address != address_ &&
+      !u.address.empty() &&
+      (u.state == member_state::alive || u.state == member_state::suspect)) {
+    // Just started, we find our name alive at another address: a previous instance of us that
+    // died (restarted elsewhere), or another live node given the same name. Ask it before
+    // taking the name over: no answer within a probe's timeouts, and we refute as usual.
+    if (!name_check_.active) {
+      name_check_.active = true;
+      name_check_.address = u.address;
+      name_check_.seq = ++seq_;
+      name_check_.deadline_ms = now_ms + cfg_.ping_timeout_ms + cfg_.indirect_timeout_ms;
+      message p = make(message_kind::ping, self_);
+      p.seq = name_check_.seq;
+      out.send.push_back(envelope{u.address, std::move(p)});
+      ++stats_.messages_sent;
+    }
+    if (name_check_.pending.empty() || !(name_check_.pending.back() == u))
+      name_check_.pending.push_back(u);
+    return;
+  }
   // Someone holds a worse (suspect/dead/left) or foreign (other address: a previous instance)
   // record of us at >= our incarnation: refute with a higher one.
   if (u.state == member_state::dead || u.state == member_state::left)

@@ -216,6 +216,8 @@ struct membership_stats {
   /// Times a member told us we were dead or had left (which we then refuted): the others
   /// took our keys over meanwhile, so what this node still holds of them may be stale.
   uint64_t declared_gone = 0;
+  /// Messages from another process that uses our name (a different address).
+  uint64_t name_conflicts = 0;
 };
 
 class membership {
@@ -246,6 +248,10 @@ public:
   const std::string& name() const noexcept { return self_; }
   uint64_t incarnation() const noexcept;
   bool joined() const noexcept { return joined_; }
+  /// Non-empty once a join found our name held by another live process: its RPC address.
+  /// The node must not take part (two processes cannot share a name: they would take the
+  /// name from each other by turns and split its keys); the owner stops it.
+  const std::string& duplicate_name() const noexcept { return duplicate_name_; }
   bool leaving() const noexcept { return leaving_; }
   /// Bumped on every event (a local view version, e.g. for the ring's epoch).
   uint64_t version() const noexcept { return version_; }
@@ -333,6 +339,19 @@ private:
   uint64_t next_reconnect_ms_;
   uint64_t next_join_ms_ = 0;
   uint64_t next_unknown_sync_ms_ = 0;  // full-state exchange with an unknown sender, rate-limited
+  struct name_check {  // joining: is the process that holds our name elsewhere alive?
+    bool active = false;
+    std::string address;
+    uint64_t seq = 0;
+    uint64_t deadline_ms = 0;
+    std::vector<member_update> pending;  // the records of us to refute if it is not
+  };
+  name_check name_check_;
+  bool name_checked_ = false;
+  // Only a node that has just started asks: one that has run for a while holds its name.
+  static constexpr uint64_t k_name_check_window_ms = 10000;
+  uint64_t name_check_until_ms_ = 0;
+  std::string duplicate_name_;
   std::vector<std::string> seeds_;
   bool joined_ = false;
   bool leaving_ = false;

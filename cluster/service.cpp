@@ -272,6 +272,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   uint64_t epoch = 0;
   bool seen_others = false;  // a view with another live member was built (rebuild)
   uint64_t declared_gone_seen = 0;  // members.stats().declared_gone when last handled
+  bool duplicate_reported = false;  // on_fatal called for a name held by another node
   std::map<std::string, caf::actor> peer_by_name;
   caf::actor bridge;
   caf::actor replicator;
@@ -1311,6 +1312,15 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
 void service::impl::handle(output&& out) {
   if (stopping)
     return;
+  if (!members.duplicate_name().empty() && !duplicate_reported) {
+    duplicate_reported = true;
+    const std::string msg = "the node name '" + cfg.node_name +
+                            "' is in use by a live member at " + members.duplicate_name() +
+                            ": give this node another --node-name";
+    std::fprintf(stderr, "bifrost cluster: %s\n", msg.c_str());
+    if (cfg.on_fatal)
+      cfg.on_fatal(msg);
+  }
   if (members.stats().declared_gone != declared_gone_seen) {
     // The cluster had us dead (or left) and served our keys without us: what the local shards
     // hold of them (recovered from --data-dir after a restart, or kept through a partition)

@@ -91,6 +91,9 @@ struct service_config {
   actors::actor_host* replicator_host = nullptr;
   std::function<void()> on_drain;   ///< Node.drain was called (run on the KJ thread)
   std::function<void()> on_leave;   ///< Node.leave was called (run on the KJ thread)
+  /// The node cannot take part (its name is held by another live node): the message says
+  /// why. Run once, on the KJ thread; the owner should stop the node.
+  std::function<void(const std::string&)> on_fatal;
 };
 
 class service {

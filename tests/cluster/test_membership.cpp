@@ -422,6 +422,56 @@ BOOST_AUTO_TEST_CASE(a_message_from_an_unknown_member_starts_a_full_state_exchan
   BOOST_TEST(!find_send(out, message_kind::join));
 }
 
+BOOST_AUTO_TEST_CASE(a_name_held_by_a_live_process_is_not_taken) {
+  // A newcomer started with the name of a live member (at another address) asks that address
+  // before refuting: the live holder answers, and the newcomer stands down.
+  membership newcomer(local_member{"n2", "new:7000", "", 1}, membership_config{}, 0);
+  newcomer.join({"seed:7000"}, 0);
+  message reply = msg(message_kind::join_reply, "seed", "n2");
+  reply.from_address = "seed:7000";
+  member_update held = upd("n2", 3, member_state::alive);
+  held.address = "old:7000";
+  reply.members = {upd("seed", 0, member_state::alive), held};
+  auto out = newcomer.on_message(reply, 10);
+  BOOST_TEST(newcomer.incarnation() == 0u);  // no refutation yet
+  const envelope* ask = find_send(out, message_kind::ping);
+  BOOST_REQUIRE(ask);
+  BOOST_TEST(ask->to_address == "old:7000");
+  BOOST_TEST(ask->msg.to == "n2");
+
+  membership holder(local_member{"n2", "old:7000", "", 1}, membership_config{}, 0);
+  auto answer = holder.on_message(ask->msg, 100000);  // long after its own start
+  BOOST_REQUIRE_EQUAL(answer.send.size(), 1u);
+  BOOST_TEST(answer.send[0].msg.kind == message_kind::ack);
+  BOOST_TEST(answer.send[0].to_address == "new:7000");
+  BOOST_TEST(holder.stats().name_conflicts == 1u);
+  BOOST_TEST(holder.incarnation() == 0u);  // the holder keeps its name
+
+  newcomer.on_message(answer.send[0].msg, 20);
+  BOOST_TEST(newcomer.duplicate_name() == "old:7000");
+  out = newcomer.tick(1000);
+  BOOST_TEST(newcomer.incarnation() == 0u);  // never refutes
+}
+
+BOOST_AUTO_TEST_CASE(a_name_whose_holder_is_gone_is_taken_over) {
+  // The same, but the earlier instance died (restarted on other ports): nobody answers, and
+  // after a probe's timeouts the newcomer refutes the old record.
+  membership newcomer(local_member{"n2", "new:7000", "", 1}, membership_config{}, 0);
+  newcomer.join({"seed:7000"}, 0);
+  message reply = msg(message_kind::join_reply, "seed", "n2");
+  reply.from_address = "seed:7000";
+  member_update held = upd("n2", 3, member_state::alive);
+  held.address = "old:7000";
+  reply.members = {upd("seed", 0, member_state::alive), held};
+  newcomer.on_message(reply, 10);
+  BOOST_TEST(newcomer.incarnation() == 0u);
+  BOOST_TEST(newcomer.next_tick_ms() <= 10u + 160u);
+  newcomer.tick(10 + 170);
+  BOOST_TEST(newcomer.incarnation() == 4u);
+  BOOST_TEST(newcomer.duplicate_name().empty());
+  BOOST_TEST(newcomer.find("n2")->address == "new:7000");
+}
+
 BOOST_AUTO_TEST_CASE(ping_is_acked_and_messages_for_others_are_ignored) {
   membership m(local_member{"self", "self:7000", "", 1});
   message p = msg(message_kind::ping, "b", "self");

@@ -883,6 +883,40 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_serves_no_stale_values_from_its_d
 }
 
 // --------------------------------------------------------------------------------------------
+BOOST_AUTO_TEST_CASE(a_second_node_with_a_taken_name_stops) {
+  // Two live processes cannot share a name: they would take it from each other by turns and
+  // split its keys. The newcomer asks the name's holder, learns it is alive, and exits 1.
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 1);
+  auto keys = make_keys("dup-", 300);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  node_options o;
+  o.join = {ns[0]->rpc_port};
+  o.extra_args = {"--node-name", "n2"};  // the last --node-name wins
+  node& dup = c.start("dup", o);
+  auto t0 = clock_type::now();
+  bool exited = wait_until([&] { return c.reap(dup); }, 5000ms, 20ms);
+  report("a second 'n2': " + std::string(exited ? "exited" : "still running") + " after " +
+         fmt(seconds_since(t0)) + " s");
+  BOOST_REQUIRE(exited);
+  BOOST_CHECK_EQUAL(c.stop(dup), 1);
+  std::ifstream err(dup.stderr_path);
+  std::string text((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  BOOST_CHECK_MESSAGE(text.find("is in use by a live member") != std::string::npos, text);
+  // The holder keeps its name, address and keys.
+  auto list = members(ns[0]->rpc_port);
+  BOOST_REQUIRE(list);
+  for (auto& m : *list)
+    if (m.value("name", "") == "n2") {
+      BOOST_CHECK_EQUAL(m.value("state", ""), "alive");
+      BOOST_CHECK_EQUAL(m.value("rpc_address", ""), ns[1]->rpc());
+    }
+  auto back = read_all(ns[0]->port, keys);
+  BOOST_CHECK_EQUAL(back.hits, keys.size());
+}
+
+// --------------------------------------------------------------------------------------------
 BOOST_AUTO_TEST_CASE(graceful_leave_and_drain_lose_no_request) {
   cluster c;
   logs_on_failure guard{c};
