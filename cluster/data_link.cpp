@@ -589,9 +589,11 @@ public:
     for (auto& b : waiting_)
       send_result(b.sender, b.tag, unavailable(b.ops.size()));
     waiting_.clear();
-    for (auto& b : queue_)
-      send_result(b.sender, b.tag, unavailable(b.ops.size()));
-    queue_.clear();
+    for (auto& q : queue_) {
+      for (auto& b : q)
+        send_result(b.sender, b.tag, unavailable(b.ops.size()));
+      q.clear();
+    }
     for (auto& [t, c] : rpc_calls_) {
       if (c.rereads.empty()) {
         send_result(c.sender, c.tag, unavailable(c.n));
@@ -602,6 +604,7 @@ public:
       send_result(c.sender, c.tag, std::move(c.results));
     }
     rpc_calls_.clear();
+    rpc_in_flight_[0] = rpc_in_flight_[1] = 0;
   }
 
 private:
@@ -621,6 +624,7 @@ private:
     // A re-read of streamed values: the link call's results, waiting for these indexes.
     storage::result_batch results;
     std::vector<size_t> rereads;
+    size_t stream = 0;  // stream_of(origin)
   };
 
   actors::loop_counters& counters() { return *ctx_.counters; }
@@ -629,13 +633,13 @@ private:
   void take(uint64_t tag, storage::op_batch& ops, rpc::Origin origin) {
     used_at_ = now();
     auto sender = caf::actor_cast<caf::actor>(current_sender());
-    queue_.push_back(batch{std::move(sender), tag, std::move(ops), origin});
+    queue_[stream_of(origin)].push_back(batch{std::move(sender), tag, std::move(ops), origin});
     pump();
   }
 
   // Retired, nothing pending, and nothing asked for retire_idle_ms.
   bool retirable() {
-    return retiring_ && queue_.empty() && waiting_.empty() && sent_.empty() &&
+    return retiring_ && !queued() && waiting_.empty() && sent_.empty() &&
            rpc_calls_.empty() && lookup_ == nullptr && state_ != state::connecting &&
            state_ != state::greeting && now() - used_at_ >= settings_.retire_idle_ms;
   }
@@ -663,29 +667,47 @@ private:
 
   bool link_usable() const { return state_ != state::backoff || now_cached_ >= retry_at_; }
 
-  // Issues queued batches in order, each on its transport, never overtaking a call in flight
-  // on the other transport.
+  // Two order streams share this link: the connections' batches (origin client and warm)
+  // and the replicator's copies (origin replica). Each keeps its own order across the two
+  // transports; neither waits for the other. They must not: with --replication-ack all a
+  // client write goes by RPC and its primary answers only once its own replicator's copies
+  // were acknowledged. Two members forwarding writes to each other then each held the copy
+  // the other's call waited for behind their own call, until the RPC timeout.
+  static size_t stream_of(rpc::Origin o) { return o == rpc::Origin::REPLICA ? 1 : 0; }
+
+  // Issues queued batches in order, each on its transport, never overtaking a call of its
+  // stream in flight on the other transport.
   void pump() {
     now_cached_ = now();
-    while (!queue_.empty()) {
-      auto& b = queue_.front();
-      bool via_link = fits_link(b.ops, b.origin) && link_usable();
-      if (via_link ? !rpc_calls_.empty() : in_flight_link() > 0)
-        return;
-      batch next = std::move(b);
-      queue_.pop_front();
-      if (via_link)
-        issue_link(std::move(next));
-      else
-        issue_rpc(std::move(next));
+    for (size_t s = 0; s < streams; ++s) {
+      while (!queue_[s].empty()) {
+        auto& b = queue_[s].front();
+        bool via_link = fits_link(b.ops, b.origin) && link_usable();
+        if (via_link ? rpc_in_flight_[s] > 0 : in_flight_link(s))
+          break;
+        batch next = std::move(b);
+        queue_[s].pop_front();
+        if (via_link)
+          issue_link(std::move(next));
+        else
+          issue_rpc(std::move(next));
+      }
     }
   }
 
-  size_t in_flight_link() const { return sent_.size() + waiting_.size(); }
+  bool in_flight_link(size_t s) const {
+    auto of = [s](const batch& b) { return stream_of(b.origin) == s; };
+    return std::any_of(sent_.begin(), sent_.end(), [&](const auto& e) { return of(e.second); }) ||
+           std::any_of(waiting_.begin(), waiting_.end(), of);
+  }
+
+  bool queued() const { return !queue_[0].empty() || !queue_[1].empty(); }
 
   void issue_rpc(batch b) {
     uint64_t t = next_rpc_tag_++;
-    rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, b.ops.size(), {}, {}});
+    size_t s = stream_of(b.origin);
+    rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, b.ops.size(), {}, {}, s});
+    ++rpc_in_flight_[s];
     to_peer(b.origin, t, std::move(b.ops));
   }
 
@@ -924,8 +946,10 @@ private:
       for (auto i : again)
         reads.push_back(b.ops[i]);
       uint64_t t = next_rpc_tag_++;
+      size_t s = stream_of(b.origin);
       rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, rs.size(), std::move(rs),
-                                     std::move(again)});
+                                     std::move(again), s});
+      ++rpc_in_flight_[s];
       to_peer(b.origin, t, std::move(reads));
     }
     pump();
@@ -937,6 +961,7 @@ private:
       return;
     auto c = std::move(it->second);
     rpc_calls_.erase(it);
+    --rpc_in_flight_[c.stream];
     if (c.rereads.empty()) {
       send_result(c.sender, c.tag, std::move(rs));
     } else {
@@ -964,7 +989,7 @@ private:
       self->fail("no answer from " + self->peer_ + " within " +
                    std::to_string(self->settings_.rpc_timeout_ms) + " ms",
                  self->backoff_ms_);
-    else if (!self->queue_.empty())
+    else if (self->queued())
       self->pump();  // a backoff may have run out
     if (self->retirable() && !self->quit_sent_) {
       self->quit_sent_ = true;  // a socket callback may not quit(): the handler does
@@ -1058,7 +1083,9 @@ private:
   bool open_counted_ = false;
   bool in_fail_ = false;  // fail() runs pump() once, not from inside itself
   bool flush_queued_ = false;  // a link_flush_atom is in the mailbox
-  std::deque<batch> queue_;                      // not issued yet, in arrival order
+  static constexpr size_t streams = 2;           // stream_of(): client and warm, replica
+  std::deque<batch> queue_[streams];             // not issued yet, in arrival order
+  size_t rpc_in_flight_[streams] = {};           // rpc_calls_ per stream
   std::deque<batch> waiting_;                    // on the link, before it is ready
   std::map<uint64_t, batch> sent_;               // on the link, by call id (= queue order)
   std::unordered_map<uint64_t, rpc_call> rpc_calls_;  // through RPC, by our tag

@@ -13,8 +13,12 @@
 //     no get that writes — touch, vivify, recache — and, with wait_replicas, no write), it is
 //     within call_max_ops / call_max_bytes, and the link is not backing off. Any other batch
 //     goes to the member's RPC peer actor, which answers the link.
-//   - Order: a batch is issued on one transport only while no call is in flight on the other,
-//     so ops reach the member in the order they were sent (as on one RPC connection).
+//   - Order: a batch is issued on one transport only while no call of its stream is in flight
+//     on the other, so ops reach the member in the order they were sent (as on one RPC
+//     connection). Connections' batches (client, warm) and the replicator's (replica) are two
+//     streams that never wait for each other: with --replication-ack all a forwarded write's
+//     RPC answers only after its primary's copies did, and two members forwarding writes to
+//     each other would each hold the copy the other waits for (a deadlock until rpc_timeout).
 //   - The link connects on first use (hello line, then frames); a host name in the address is
 //     resolved on libuv's thread pool, never on the loop thread. A connection or greeting
 //     failure sends the waiting batches through RPC and backs off (0.1 s doubling to 5 s); a

@@ -940,10 +940,15 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   bool barrier = false;
   for (auto& o : ops)
     barrier |= o.value.size() > inline_value_limit;
-  auto it = send_orders.find(addr);
+  // Replicated state keeps its own order, apart from forwarded client ops: with
+  // --replication-ack all a client write's call answers only after its primary's copies were
+  // acknowledged, so a copy queued behind such a call (an upload is a barrier) closes a cycle
+  // when two members forward large writes to each other, until the RPC timeout.
+  std::string key = origin == rpc::Origin::REPLICA ? addr + "\nreplica" : addr;
+  auto it = send_orders.find(key);
   if (it == send_orders.end() && !barrier)
     return send_execute(addr, std::move(ops), origin, wait_replicas);  // the common case
-  auto& order = send_orders[addr];
+  auto& order = send_orders[key];
   kj::Promise<void> before = kj::READY_NOW;
   kj::Promise<void> barrier_done = kj::READY_NOW;  // the same point, for `next` below
   KJ_IF_MAYBE (tail, order.tail) {
@@ -975,8 +980,8 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   order.tail = next.fork();
   uint64_t gen = ++order.gen;
   KJ_IF_MAYBE (tail, order.tail) {
-    tasks->add(tail->addBranch().then([this, addr, gen] {
-      auto o = send_orders.find(addr);
+    tasks->add(tail->addBranch().then([this, key, gen] {
+      auto o = send_orders.find(key);
       if (o != send_orders.end() && o->second.gen == gen)
         send_orders.erase(o);  // nothing queued behind it: calls go straight out again
     }));

@@ -32,6 +32,7 @@
 #include <deque>
 #include <future>
 #include <mutex>
+#include <set>
 #include <thread>
 
 using namespace bifrost;
@@ -410,6 +411,40 @@ BOOST_AUTO_TEST_CASE(no_batch_overtakes_a_call_on_the_other_transport) {
   BOOST_CHECK_EQUAL(got[2], "x");
   BOOST_CHECK_EQUAL(got[3], "y");
   BOOST_CHECK_EQUAL(got[4], "z");
+}
+
+BOOST_AUTO_TEST_CASE(replicated_state_does_not_wait_for_a_client_call_on_the_rpc) {
+  // With --replication-ack all a forwarded write goes by RPC and its primary answers only
+  // once its replicator's copies were acknowledged; two members forwarding writes to each
+  // other deadlocked until the RPC timeout when each one's copy waited behind its own call.
+  fake_link_server server;
+  auto link = link_to(server.port);
+  send(link, 1, big_store("client"));  // a client batch for the RPC, held there
+  auto client = rpc_log.take();
+  BOOST_REQUIRE(client);
+  storage::op_batch ops(1);
+  ops[0].kind = storage::op_kind::store;
+  ops[0].key = "r";
+  ops[0].value = "state";
+  (*self)->send(link, actors::apply_atom::value, uint64_t(2), ops);
+  auto call = server.calls.take();
+  BOOST_REQUIRE_MESSAGE(call, "replicated state waited for a client call on the RPC");
+  BOOST_CHECK(call->origin == cluster::rpc::Origin::REPLICA);
+  // Replicated state keeps its own order: state too large for the link waits for the copy
+  // on the link.
+  (*self)->send(link, actors::apply_atom::value, uint64_t(3), big_store("r2"));
+  BOOST_CHECK_MESSAGE(!rpc_log.take(200ms), "replicated state overtook a copy on the link");
+  server.reply(call->id, storage::result_batch(1, storage::result::of(storage::status::stored)));
+  auto b = rpc_log.take();
+  BOOST_REQUIRE(b);
+  BOOST_CHECK(b->replica);
+  for (auto* c : {&*client, &*b})
+    caf::anon_send(c->sender, result_atom::value, c->tag,
+                   storage::result_batch(1, storage::result::of(storage::status::stored)));
+  std::set<uint64_t> tags;
+  for (int i = 0; i < 3; ++i)
+    tags.insert(result().first);
+  BOOST_CHECK_EQUAL(tags.size(), 3u);
 }
 
 BOOST_AUTO_TEST_CASE(a_reply_issues_the_batch_queued_behind_it_at_once) {
