@@ -514,6 +514,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           storage::op w = o;
           w.get_value = true;
           w.get_bump = false;
+          w.counted = false;  // the client's read was counted where it missed
           rt.warming = true;
           if (from.where == placement::peer) {
             caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();

@@ -755,8 +755,10 @@ rpc::Node::Client session::connect(const std::string& address) {
   } catch (failure& f) {
     // Connected, then dropped before hello's answer: what a TLS node does to a plain client.
     if (!tls_ && f.code == exit_unreachable)
-      f.message += " (a node started with --rpc-tls-* drops clients without a certificate: "
-                   "pass --tls-cert, --tls-key and --tls-ca)";
+      f.message += " (is " + address + " a node's RPC port? The RPC port is the memcached port "
+                   "+ 1000 unless --rpc-port says otherwise; and a node started with "
+                   "--rpc-tls-* drops clients without a certificate: pass --tls-cert, --tls-key "
+                   "and --tls-ca)";
     throw;
   } catch (kj::Exception& e) {
     // hello's only documented refusal is a version mismatch, described with both versions.

@@ -399,8 +399,10 @@ private:
     std::unordered_map<size_t, std::pair<storage::op_batch, std::vector<uint32_t>>> by_shard;
     for (uint32_t i = 0; i < n; ++i) {
       auto& o = rc.call.ops[i];
-      if (rc.call.origin == rpc::Origin::WARM && o.kind == storage::op_kind::get)
+      if (rc.call.origin == rpc::Origin::WARM && o.kind == storage::op_kind::get) {
         o.get_bump = false;
+        o.counted = false;
+      }
       size_t s = ctx_.routes->lookup(o.key).shard_index(o.key);
       auto& g = by_shard[s];
       // The shard gets the value; the op keeps its key and kind for replication afterwards.

@@ -161,6 +161,7 @@ private:
       o.kind = storage::op_kind::get;
       o.key = j.keys[i];
       o.get_bump = false;
+      o.counted = false;
       o.keep_token = true;  // copying state hands out no win token
       reads[s].push_back(std::move(o));
       index[s].push_back(i);

@@ -513,8 +513,10 @@ storage::op_batch read_ops(capnp::List<rpc::Op>::Reader list, rpc::Origin origin
   auto ops = from_rpc(list);  // at most call_max_ops (throws: the call fails)
   if (origin == rpc::Origin::WARM)
     for (auto& o : ops)
-      if (o.kind == storage::op_kind::get)
+      if (o.kind == storage::op_kind::get) {
         o.get_bump = false;
+        o.counted = false;
+      }
   return ops;
 }
 

@@ -68,6 +68,8 @@ struct op {
   int64_t vivify_ttl = 0;
   bool recache = false;       // mg R: if remaining TTL < `recache_ttl`, hand out a win token
   int64_t recache_ttl = 0;
+  bool counted = true;        // counts in get_hits / get_misses; false for the cluster's own
+                              // reads (warming, replication), which a client did not ask for
   bool keep_token = false;    // reads a stale item without taking its win token (W), which
                               // stays for a meta reader: text get/gets/gat/gats, me, and the
                               // replicator's reads (as in memcached, only mg hands it out)

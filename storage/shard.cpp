@@ -666,7 +666,7 @@ struct shard::impl {
     const bool touch = o.get_touch;
     if (touch) ++st.cmd_touch;
     auto count_miss = [&] {
-      if (touch) ++st.touch_misses; else ++st.get_misses;
+      if (touch) ++st.touch_misses; else if (o.counted) ++st.get_misses;
     };
     if (!valid_key(o.key)) {
       count_miss();
@@ -676,7 +676,7 @@ struct shard::impl {
     bool was_expired = false;
     const size_t pos = lookup(o.key, h, &was_expired);
     if (pos == npos) {
-      if (was_expired) ++st.get_expired;
+      if (was_expired && o.counted) ++st.get_expired;
       res.st = status::miss;
       if (o.vivify) {
         // mg N: create an empty item; this client wins the right to fill it, later readers
@@ -709,7 +709,7 @@ struct shard::impl {
     if (touch) {
       r->exptime = absolute_exptime(o.ttl, now);
       ++st.touch_hits;
-    } else {
+    } else if (o.counted) {
       ++st.get_hits;
     }
     fill_meta(res, e, r);  // last_access / fetched: as before this access

@@ -291,6 +291,37 @@ BOOST_AUTO_TEST_CASE(three_nodes_spread_and_serve_every_key) {
                                                          << " values, want " << want.size()
                                                          << " in request order");
   }
+
+  // A get counts once in the cluster's get_hits / get_misses, also when it was forwarded and
+  // (the ring changed less than the warming window ago) warmed: 20 misses and 20 hits on keys
+  // n1 does not own, read through n1.
+  auto sum_stat = [&](const char* name) {
+    long sum = 0;
+    for (auto* n : ns)
+      sum += stat_of(*n, name);
+    return sum;
+  };
+  const long hits0 = sum_stat("get_hits"), misses0 = sum_stat("get_misses");
+  auto missing = keys_owned_by(*ns[0], "n3", "spread-absent-", 20);
+  std::vector<std::string> present;
+  for (auto& k : keys)
+    if (present.size() < 20 && k.size() > 0) {
+      auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", k, "--json"});
+      if (nlohmann::json::parse(r.out).at("owners").at(0).at("name") == "n2")
+        present.push_back(k);
+    }
+  {
+    mc_client m(ns[0]->port);
+    for (auto& k : missing)
+      BOOST_CHECK(!m.get(k));
+    for (auto& k : present)
+      BOOST_CHECK(m.get(k).has_value());
+  }
+  report("20 missing + 20 present keys read through n1: cluster get_misses +" +
+         std::to_string(sum_stat("get_misses") - misses0) + ", get_hits +" +
+         std::to_string(sum_stat("get_hits") - hits0));
+  BOOST_CHECK_EQUAL(sum_stat("get_misses") - misses0, 20);
+  BOOST_CHECK_EQUAL(sum_stat("get_hits") - hits0, 20);
 }
 
 // --------------------------------------------------------------------------------------------

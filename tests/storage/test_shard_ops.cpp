@@ -44,6 +44,27 @@ BOOST_AUTO_TEST_CASE(set_get_delete_and_counters) {
   BOOST_CHECK_EQUAL(st.bytes, 0u);
 }
 
+BOOST_AUTO_TEST_CASE(the_clusters_own_reads_are_not_counted_as_gets) {
+  // Warming and replication read through the shard; the client's get was counted where it
+  // was asked, so these must not count again (stats --all summed them twice).
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "k", "v");
+  for (const char* key : {"k", "nope"}) {
+    op o;
+    o.kind = op_kind::get;
+    o.key = key;
+    o.counted = false;
+    s->execute(o);
+  }
+  BOOST_CHECK_EQUAL(s->stats().get_hits, 0u);
+  BOOST_CHECK_EQUAL(s->stats().get_misses, 0u);
+  BOOST_CHECK_EQUAL(do_get(*s, "k").st, status::hit);
+  BOOST_CHECK_EQUAL(do_get(*s, "nope").st, status::miss);
+  BOOST_CHECK_EQUAL(s->stats().get_hits, 1u);
+  BOOST_CHECK_EQUAL(s->stats().get_misses, 1u);
+}
+
 BOOST_AUTO_TEST_CASE(overwrite_keeps_one_item_and_counts_bytes) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
