@@ -543,10 +543,11 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     cfg.data_dir = data_dir;
   if (verbose->count() > 0)
     cfg.verbosity = static_cast<int>(verbose->count());
-  if (cfg.max_item_size > cfg.memory_limit)
-    return fail("-I/--max-item-size", "must not exceed the memory limit (-m)");
+  if (cfg.max_item_size * 2 > cfg.memory_limit)  // memcached: "higher than 1/2 of memory max"
+    return fail("-I/--max-item-size", "must be at most half the memory limit (-m), as in "
+                                      "memcached: an item of -I could not be stored otherwise");
   // Shard count given (flag or YAML): each must get min_shard_memory (one shard takes all of
-  // -m, which -I may not exceed). A count adopted from a data directory is not checked: the
+  // -m, at least twice -I). A count adopted from a data directory is not checked: the
   // directory decides.
   if (cfg.shards > 1 && cfg.memory_limit / cfg.shards < actors::min_shard_memory(cfg)) {
     const uint64_t most = std::max<uint64_t>(1, cfg.memory_limit / actors::min_shard_memory(cfg));

@@ -97,6 +97,8 @@ BOOST_AUTO_TEST_CASE(invalid_flags_exit_2_naming_the_field) {
                                   {{"-I", "100"}, "-I/--max-item-size"},
                                   {{"-I", "2g"}, "-I/--max-item-size"},
                                   {{"-m", "1", "-I", "2m"}, "-I/--max-item-size"},
+                                  {{"-m", "4", "-I", "4m"}, "-I/--max-item-size"},
+                                  {{"-m", "4", "-I", "3m"}, "-I/--max-item-size"},
                                   {{"--sendfile-threshold", "x"}, "--sendfile-threshold"},
                                   {{"--node-name", "a b"}, "--node-name"},
                                   {{"--node-name", "x\ny"}, "--node-name"},
@@ -127,7 +129,7 @@ BOOST_AUTO_TEST_CASE(a_data_directory_keeps_its_shard_count) {
   node_config same;
   BOOST_REQUIRE(run({"--data-dir", dir, "--shards", "3"}, same).what != parse_outcome::action::exit);
   node_config small;  // adopted, not held to the memory rule: the directory decides
-  BOOST_CHECK(run({"--data-dir", dir, "-m", "1"}, small).what != parse_outcome::action::exit);
+  BOOST_CHECK(run({"--data-dir", dir, "-m", "2"}, small).what != parse_outcome::action::exit);
   BOOST_CHECK_EQUAL(small.shards, 3u);
   node_config other;
   auto r = run({"--data-dir", dir, "--shards", "2"}, other);
@@ -190,8 +192,10 @@ BOOST_AUTO_TEST_CASE(every_shard_gets_twice_the_max_item_size) {
   BOOST_CHECK_MESSAGE(contains(r.message, "--shards") && contains(r.message, "at most 32"), r.message);
   node_config ok;
   BOOST_CHECK(run({"-m", "64", "--shards", "32"}, ok).what != parse_outcome::action::exit);
-  node_config one;  // one shard takes all of -m: only -I <= -m applies
-  BOOST_CHECK(run({"-m", "1", "--shards", "1"}, one).what != parse_outcome::action::exit);
+  node_config one;  // one shard takes all of -m: only -I <= -m / 2 applies
+  BOOST_CHECK(run({"-m", "2", "--shards", "1"}, one).what != parse_outcome::action::exit);
+  node_config half;
+  BOOST_CHECK(run({"-m", "4", "-I", "2m"}, half).what != parse_outcome::action::exit);
   // The default yields instead: 64 cores, -m 64 -> 32 shards; -m 1 -I 1k -> 8 (128 KiB each).
   node_config many;
   many.threads = 64;
