@@ -95,7 +95,12 @@ int main(int argc, char** argv) {
       sc.rpc_port = node->port() == 0 || node->port() > 64535
                       ? 0
                       : static_cast<uint16_t>(node->port() + 1000);
-    sc.node_name = cfg.node_name.empty() ? listen : cfg.node_name;
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0)
+      host[0] = '\0';
+    sc.node_name = cfg.node_name.empty()
+                     ? bifrost::cli::default_node_name(cfg.listen, node->port(), host)
+                     : cfg.node_name;
     sc.client_address = listen;
     sc.join = cfg.join;
     sc.replicas = cfg.replicas;

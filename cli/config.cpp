@@ -351,6 +351,16 @@ std::string load_yaml_file(const std::string& path, actors::node_config& cfg) {
   return load_yaml_text(ss.str(), path, cfg);
 }
 
+std::string default_node_name(const std::string& listen, uint16_t port, const std::string& host) {
+  const std::string p = ":" + std::to_string(port);
+  if ((listen.empty() || listen == "0.0.0.0" || listen == "::") && !host.empty() &&
+      valid_node_name(host + p))
+    return host + p;
+  if (listen.find(':') != std::string::npos)
+    return "[" + listen + "]" + p;
+  return listen + p;
+}
+
 parse_outcome parse_args(int argc, const char* const* argv, actors::node_config& cfg) {
   CLI::App app{"bifrostd: a Bifrost cache node (memcached text and meta protocol)", "bifrostd"};
   std::string config_file, listen, memory, item_size, sendfile_threshold, data_dir, placement;
@@ -379,7 +389,7 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
                  "cluster/bifrostctl RPC port (default: memcached port + 1000; 0 = any)");
   app.add_option("--rpc-listen", rpc_listen, "RPC listen address (default: -l)");
   auto* no_rpc = app.add_flag("--no-rpc", "do not serve the RPC port (no cluster, no bifrostctl)");
-  app.add_option("--node-name", node_name, "unique node name (default: <listen>:<port>)");
+  app.add_option("--node-name", node_name, "unique node name (default: <listen>:<port>, or <host name>:<port> with a wildcard -l)");
   app.add_option("--join", join, "seed nodes' RPC addresses, host:port[,host:port...]");
   app.add_option("--replicas", replicas, "owners per key in the cluster, 1..16 (default 1)");
   timings flag_timings;

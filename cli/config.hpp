@@ -23,6 +23,12 @@ struct parse_outcome {
 /// Parses bifrostd's arguments (argv[0] is the program name) into `cfg`.
 parse_outcome parse_args(int argc, const char* const* argv, actors::node_config& cfg);
 
+/// The node name when --node-name is not given: "<listen>:<port>", unique among the nodes of
+/// one host; with a wildcard listen address (0.0.0.0, ::) "<host name>:<port>" instead, which
+/// is also unique across hosts (every host would otherwise be "0.0.0.0:11211"); an IPv6
+/// address in brackets.
+std::string default_node_name(const std::string& listen, uint16_t port, const std::string& host);
+
 /// Applies a YAML config file to `cfg`. Returns an error message naming file, line and field,
 /// or an empty string.
 std::string load_yaml_file(const std::string& path, actors::node_config& cfg);

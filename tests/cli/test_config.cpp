@@ -182,6 +182,17 @@ BOOST_AUTO_TEST_CASE(stray_shard_entries_in_a_data_directory_are_refused) {
   std::filesystem::remove_all(dir);
 }
 
+BOOST_AUTO_TEST_CASE(default_node_names) {
+  using bifrost::cli::default_node_name;
+  BOOST_CHECK_EQUAL(default_node_name("127.0.0.1", 11211, "cache-3"), "127.0.0.1:11211");
+  BOOST_CHECK_EQUAL(default_node_name("10.0.0.7", 11211, "cache-3"), "10.0.0.7:11211");
+  // A wildcard would give every host the same name: the host name tells them apart.
+  BOOST_CHECK_EQUAL(default_node_name("0.0.0.0", 11211, "cache-3"), "cache-3:11211");
+  BOOST_CHECK_EQUAL(default_node_name("::", 22122, "cache-3"), "cache-3:22122");
+  BOOST_CHECK_EQUAL(default_node_name("0.0.0.0", 11211, ""), "0.0.0.0:11211");  // no host name
+  BOOST_CHECK_EQUAL(default_node_name("::1", 11211, "cache-3"), "[::1]:11211");
+}
+
 BOOST_AUTO_TEST_CASE(every_shard_gets_twice_the_max_item_size) {
   // As memcached wants -I at most half of -m: per shard, or items near -I could never be
   // stored (and storing one would empty its shard).
