@@ -43,6 +43,8 @@ constexpr int64_t k_leave_grace_ms = 2000;
 std::atomic<int64_t> leave_stop_at_ms{0};
 /// Exit status when the cluster service found that this node cannot take part (1), else 0.
 std::atomic<int> fatal_exit{0};
+/// bifrostctl drain asked (on the KJ thread) that the node take no new clients.
+std::atomic<bool> stop_accepting_asked{false};
 
 } // namespace
 
@@ -124,7 +126,6 @@ int main(int argc, char** argv) {
     // SIGTERM. bifrostctl drain: the same, and it stops taking new clients at once.
     const int64_t linger_ms =
       std::max<int64_t>(k_leave_grace_ms, static_cast<int64_t>(sc.warm_window_ms));
-    auto* accepting = node.get();
     sc.on_leave = [linger_ms] {
       int64_t none = 0;
       leave_stop_at_ms.compare_exchange_strong(none, steady_ms() + linger_ms);
@@ -135,8 +136,8 @@ int main(int argc, char** argv) {
       int64_t none = 0;
       leave_stop_at_ms.compare_exchange_strong(none, steady_ms());
     };
-    sc.on_drain = [linger_ms, accepting] {
-      accepting->stop_accepting();
+    sc.on_drain = [linger_ms] {
+      stop_accepting_asked = true;  // the main thread closes the listeners (it owns the node)
       int64_t none = 0;
       leave_stop_at_ms.compare_exchange_strong(none, steady_ms() + linger_ms);
     };
@@ -187,6 +188,8 @@ int main(int argc, char** argv) {
     sig = sigtimedwait(&stop_signals, nullptr, &tick);
     if (sig > 0)
       break;
+    if (stop_accepting_asked.exchange(false))
+      node->stop_accepting();
     const int64_t at = leave_stop_at_ms.load();
     if (at != 0 && steady_ms() >= at) {
       sig = 0;

@@ -54,10 +54,11 @@ constexpr uint64_t k_never = std::numeric_limits<uint64_t>::max();
 }  // namespace
 
 bool valid_update(const member_update& u) noexcept {
+  // Below the bound (not at it): refuting adds one, and the refutation must pass it too.
   return !u.name.empty() && u.name.size() <= k_max_member_name &&
          u.address.size() <= k_max_member_address &&
          u.client_address.size() <= k_max_member_address && u.weight <= k_max_member_weight &&
-         u.incarnation <= k_max_incarnation;
+         u.incarnation < k_max_incarnation;
 }
 
 membership::membership(local_member self, membership_config cfg, uint64_t now_ms)
@@ -219,7 +220,7 @@ output membership::on_message(const message& m, uint64_t now_ms) {
     // Another process with our name. A newcomer checking whether the name is taken pings the
     // address the cluster holds for it: answer, so it learns that the name is in use.
     ++stats_.name_conflicts;
-    if (m.kind == message_kind::ping && m.to == self_) {
+    if (m.kind == message_kind::ping && m.to == self_ && !leaving_) {  // leaving: it is theirs
       message a = make(message_kind::ack, self_);
       a.target = self_;
       a.seq = m.seq;
@@ -421,8 +422,10 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
   }
   // Someone holds a worse (suspect/dead/left) or foreign (other address: a previous instance)
   // record of us at >= our incarnation: refute with a higher one.
-  if (u.state == member_state::dead || u.state == member_state::left)
+  if (u.state == member_state::dead || u.state == member_state::left) {
     ++stats_.declared_gone;
+    if (now_ms < name_check_until_ms_) ++stats_.declared_gone_at_start;
+  }
   me.incarnation = u.incarnation + 1;
   me.state_since_ms = now_ms;
   ++stats_.refutations;

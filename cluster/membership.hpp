@@ -109,7 +109,7 @@ struct member_update {
 inline constexpr size_t k_max_member_name = 255;      ///< bytes of a member name
 inline constexpr size_t k_max_member_address = 300;   ///< bytes of "host:port"
 inline constexpr uint32_t k_max_member_weight = 64;   ///< ring weight (points = 160 × weight)
-inline constexpr uint64_t k_max_incarnation = uint64_t(1) << 62;  ///< refuting adds one: no wrap
+inline constexpr uint64_t k_max_incarnation = uint64_t(1) << 62;  ///< exclusive; refuting adds one
 /// True if `u` is within those bounds (and names someone).
 bool valid_update(const member_update& u) noexcept;
 
@@ -216,6 +216,9 @@ struct membership_stats {
   /// Times a member told us we were dead or had left (which we then refuted): the others
   /// took our keys over meanwhile, so what this node still holds of them may be stale.
   uint64_t declared_gone = 0;
+  /// The same, within the first seconds after this node started (k_name_check_window_ms): it
+  /// restarted after the cluster had declared it dead or left.
+  uint64_t declared_gone_at_start = 0;
   /// Messages from another process that uses our name (a different address).
   uint64_t name_conflicts = 0;
 };

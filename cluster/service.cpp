@@ -271,7 +271,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   std::shared_ptr<const ring> ring_;
   uint64_t epoch = 0;
   bool seen_others = false;  // a view with another live member was built (rebuild)
-  uint64_t declared_gone_seen = 0;  // members.stats().declared_gone when last handled
+  uint64_t declared_gone_seen = 0;  // members.stats().declared_gone_at_start when handled
   bool duplicate_reported = false;  // on_fatal called for a name held by another node
   std::map<std::string, caf::actor> peer_by_name;
   caf::actor bridge;
@@ -1328,20 +1328,24 @@ void service::impl::handle(output&& out) {
     if (cfg.on_fatal)
       cfg.on_fatal(msg);
   }
-  if (members.stats().declared_gone != declared_gone_seen) {
-    // The cluster had us dead (or left) and served our keys without us: what the local shards
-    // hold of them (recovered from --data-dir after a restart, or kept through a partition)
-    // may be older than the others' copies, and deletes made meanwhile would come back.
-    // Drop it; reads warm the current values from the owners that served them.
-    declared_gone_seen = members.stats().declared_gone;
+  if (members.stats().declared_gone_at_start != declared_gone_seen) {
+    // We restarted, and the cluster had us dead (or left) and served our keys without us:
+    // what the local shards recovered from --data-dir may be older than the others' copies,
+    // and deletes made meanwhile would come back. Drop it; reads warm the current values from
+    // the owners that served them (the first view with others, see rebuild). A node that was
+    // declared dead while it ran (a pause, a partition) keeps its items: dropping them would
+    // lose its share of the cache on every flap, with nobody to warm them from; what was
+    // written elsewhere meanwhile may then read stale, as after an mcrouter failover.
+    declared_gone_seen = members.stats().declared_gone_at_start;
     storage::op flush;
     flush.kind = storage::op_kind::flush;
     storage::op_batch ops;
     ops.push_back(std::move(flush));
     tasks->add(local_execute(std::move(ops)).then([](storage::result_batch) {}));
     std::fprintf(stderr,
-                 "bifrost cluster: the cluster had declared this node dead or left: its local "
-                 "items were dropped (the other owners' copies are current)\n");
+                 "bifrost cluster: restarted after the cluster had declared this node dead or "
+                 "left: its recovered items were dropped (the other owners' copies are "
+                 "current)\n");
   }
   for (auto& e : out.send)
     send_swim(e.to_address, std::move(e.msg));

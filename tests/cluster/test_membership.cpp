@@ -348,11 +348,11 @@ BOOST_AUTO_TEST_CASE(updates_out_of_bounds_are_ignored) {
   BOOST_TEST(m.incarnation() == 0u);
   BOOST_TEST(m.stats().refutations == 0u);
   BOOST_TEST(m.find("self")->state == member_state::alive);
-  // The largest one allowed is refuted without wrapping.
-  m.on_message(gossip_of({upd("self", k_max_incarnation, member_state::suspect)}), 3);
-  BOOST_TEST(m.incarnation() == k_max_incarnation + 1);
+  // The largest one allowed is refuted without wrapping, by one the others accept.
+  m.on_message(gossip_of({upd("self", k_max_incarnation - 1, member_state::suspect)}), 3);
+  BOOST_TEST(m.incarnation() == k_max_incarnation);
   // Nor may an update evict a member for good, or ask the ring for billions of points.
-  m.on_message(gossip_of({upd("b", k_max_incarnation + 1, member_state::left)}), 4);
+  m.on_message(gossip_of({upd("b", k_max_incarnation, member_state::left)}), 4);
   BOOST_TEST(m.find("b")->state == member_state::alive);
   member_update heavy = upd("c", 1, member_state::alive);
   heavy.weight = 4000000000u;
@@ -446,6 +446,11 @@ BOOST_AUTO_TEST_CASE(a_name_held_by_a_live_process_is_not_taken) {
   BOOST_TEST(answer.send[0].to_address == "new:7000");
   BOOST_TEST(holder.stats().name_conflicts == 1u);
   BOOST_TEST(holder.incarnation() == 0u);  // the holder keeps its name
+
+  // A holder that is leaving gives the name up: it does not answer.
+  membership leaving(local_member{"n2", "old:7000", "", 1}, membership_config{}, 0);
+  leaving.leave(50000);
+  BOOST_TEST(leaving.on_message(ask->msg, 50001).send.empty());
 
   newcomer.on_message(answer.send[0].msg, 20);
   BOOST_TEST(newcomer.duplicate_name() == "old:7000");
