@@ -285,8 +285,13 @@ struct shard::impl {
 
   /// The index's hash of a key (high 32 bits of its keyed SipHash-1-3).
   uint32_t key_hash(std::string_view key) const noexcept {
+    if (key.data() == memo_key && key.size() == memo_len)
+      return memo_hash;  // the batch's prefetch pass hashed this very key (shard::execute)
     return static_cast<uint32_t>(siphash<1, 3>(key, index_key) >> 32);
   }
+  const char* memo_key = nullptr;  // the op's key the batch loop hashed already, and its hash
+  size_t memo_len = 0;
+  uint32_t memo_hash = 0;
 
   // -- record access ---------------------------------------------------------------------------
 
@@ -1201,7 +1206,15 @@ void shard::execute(op_batch& ops, result_batch& out) {
         __builtin_prefetch(r + k_hdr + key.size() - 1);  // the key's last byte
       }
     }
-    for (size_t i = 0; i < n; ++i) out.push_back(execute(ops[base + i]));
+    for (size_t i = 0; i < n; ++i) {
+      if (n > 1 && valid_key(ops[base + i].key)) {  // its hash is known: not computed again
+        m.memo_key = ops[base + i].key.data();
+        m.memo_len = ops[base + i].key.size();
+        m.memo_hash = hashes[i];
+      }
+      out.push_back(execute(ops[base + i]));
+      m.memo_key = nullptr;
+    }
   }
 }
 
