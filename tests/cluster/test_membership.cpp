@@ -422,17 +422,22 @@ BOOST_AUTO_TEST_CASE(a_message_from_an_unknown_member_starts_a_full_state_exchan
   BOOST_TEST(!find_send(out, message_kind::join));
 }
 
+// A seed's join_reply that holds member n2 alive (incarnation 3) at `address`.
+message join_reply_holding_n2_at(const std::string& address) {
+  message reply = msg(message_kind::join_reply, "seed", "n2");
+  reply.from_address = "seed:7000";
+  member_update held = upd("n2", 3, member_state::alive);
+  held.address = address;
+  reply.members = {upd("seed", 0, member_state::alive), held};
+  return reply;
+}
+
 BOOST_AUTO_TEST_CASE(a_name_held_by_a_live_process_is_not_taken) {
   // A newcomer started with the name of a live member (at another address) asks that address
   // before refuting: the live holder answers, and the newcomer stands down.
   membership newcomer(local_member{"n2", "new:7000", "", 1}, membership_config{}, 0);
   newcomer.join({"seed:7000"}, 0);
-  message reply = msg(message_kind::join_reply, "seed", "n2");
-  reply.from_address = "seed:7000";
-  member_update held = upd("n2", 3, member_state::alive);
-  held.address = "old:7000";
-  reply.members = {upd("seed", 0, member_state::alive), held};
-  auto out = newcomer.on_message(reply, 10);
+  auto out = newcomer.on_message(join_reply_holding_n2_at("old:7000"), 10);
   BOOST_TEST(newcomer.incarnation() == 0u);  // no refutation yet
   const envelope* ask = find_send(out, message_kind::ping);
   BOOST_REQUIRE(ask);
@@ -463,12 +468,7 @@ BOOST_AUTO_TEST_CASE(a_name_whose_holder_is_gone_is_taken_over) {
   // after a probe's timeouts the newcomer refutes the old record.
   membership newcomer(local_member{"n2", "new:7000", "", 1}, membership_config{}, 0);
   newcomer.join({"seed:7000"}, 0);
-  message reply = msg(message_kind::join_reply, "seed", "n2");
-  reply.from_address = "seed:7000";
-  member_update held = upd("n2", 3, member_state::alive);
-  held.address = "old:7000";
-  reply.members = {upd("seed", 0, member_state::alive), held};
-  newcomer.on_message(reply, 10);
+  newcomer.on_message(join_reply_holding_n2_at("old:7000"), 10);
   BOOST_TEST(newcomer.incarnation() == 0u);
   BOOST_TEST(newcomer.next_tick_ms() <= 10u + 160u);
   newcomer.tick(10 + 170);

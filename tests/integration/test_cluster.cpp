@@ -1213,7 +1213,36 @@ BOOST_AUTO_TEST_CASE(five_nodes_converge) {
 // lost connections and timeouts: tests/cluster/test_data_link.cpp, deterministically.)
 namespace {
 
-// Reads until the server closes the connection; false when it stays open past `limit`.
+// Reads data link reply frames (after the LINK line) until `calls` distinct call ids have
+// answered, each with `ops` results; the ids that answered.
+std::set<uint64_t> read_link_replies(mc_client& m, size_t calls, size_t ops) {
+  namespace lw = bifrost::cluster::link_wire;
+  lw::frame_buffer in;
+  std::set<uint64_t> answered;
+  try {
+    while (answered.size() < calls) {
+      size_t size = 0, need = 0;
+      auto st = lw::frame_size(in.text(), size, need, lw::frame_limit);
+      BOOST_REQUIRE(st != lw::frame_status::bad);
+      if (st == lw::frame_status::incomplete) {
+        in.append(m.read_exact(need - in.size()));
+        continue;
+      }
+      uint64_t id = 0;
+      bifrost::storage::result_batch rs;
+      std::vector<bool> streamed;
+      std::string error;
+      BOOST_REQUIRE_MESSAGE(lw::decode_reply(in.frame(size), id, rs, streamed, error), error);
+      in.consume(size);
+      BOOST_CHECK_EQUAL(rs.size(), ops);
+      answered.insert(id);
+    }
+  } catch (const mc_error& e) {
+    BOOST_ERROR("after " << answered.size() << " of " << calls << " replies: " << e.what());
+  }
+  return answered;
+}
+
 // A process's resident set (VmRSS of /proc/<pid>/status), in KiB; -1 if unreadable.
 long rss_kib(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -1224,6 +1253,7 @@ long rss_kib(pid_t pid) {
   return -1;
 }
 
+// Reads until the server closes the connection; false when it stays open past `limit`.
 bool closed_within(mc_client& m, std::chrono::milliseconds limit) {
   auto t0 = clock_type::now();
   try {
@@ -1385,29 +1415,7 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
     m.send_all(burst);
     std::this_thread::sleep_for(500ms);  // replies pile up past the session's output bound
     BOOST_CHECK_EQUAL(m.read_line(), "LINK 1 " + ns[0]->name);  // its name: no stale address
-    lw::frame_buffer in;
-    std::set<uint64_t> answered;
-    try {
-      while (answered.size() < calls) {
-        size_t size = 0, need = 0;
-        auto st = lw::frame_size(in.text(), size, need, lw::frame_limit);
-        BOOST_REQUIRE(st != lw::frame_status::bad);
-        if (st == lw::frame_status::incomplete) {
-          in.append(m.read_exact(need - in.size()));
-          continue;
-        }
-        uint64_t id = 0;
-        bifrost::storage::result_batch rs;
-        std::vector<bool> streamed;
-        std::string error;
-        BOOST_REQUIRE_MESSAGE(lw::decode_reply(in.frame(size), id, rs, streamed, error), error);
-        in.consume(size);
-        BOOST_CHECK_EQUAL(rs.size(), 1u);
-        answered.insert(id);
-      }
-    } catch (const mc_error& e) {
-      BOOST_ERROR("after " << answered.size() << " of " << calls << " replies: " << e.what());
-    }
+    auto answered = read_link_replies(m, calls, 1);
     BOOST_CHECK_EQUAL(answered.size(), calls);
   }
 
@@ -1436,30 +1444,8 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
            std::to_string(rss_held / 1024) + " MiB while held");
     BOOST_CHECK_LT(rss_held - rss_before, 30 * 1024);
     BOOST_CHECK_EQUAL(m.read_line(), "LINK 1 " + ns[0]->name);
-    lw::frame_buffer in;
-    uint64_t answered = 0;
-    try {
-      while (answered < calls) {
-        size_t size = 0, need = 0;
-        auto st = lw::frame_size(in.text(), size, need, lw::frame_limit);
-        BOOST_REQUIRE(st != lw::frame_status::bad);
-        if (st == lw::frame_status::incomplete) {
-          in.append(m.read_exact(need - in.size()));
-          continue;
-        }
-        uint64_t id = 0;
-        bifrost::storage::result_batch rs;
-        std::vector<bool> streamed;
-        std::string error;
-        BOOST_REQUIRE_MESSAGE(lw::decode_reply(in.frame(size), id, rs, streamed, error), error);
-        in.consume(size);
-        BOOST_CHECK_EQUAL(rs.size(), 16u);
-        ++answered;
-      }
-    } catch (const mc_error& e) {
-      BOOST_ERROR("after " << answered << " of " << calls << " replies: " << e.what());
-    }
-    BOOST_CHECK_EQUAL(answered, calls);
+    auto answered = read_link_replies(m, calls, 16);
+    BOOST_CHECK_EQUAL(answered.size(), calls);
   }
 
   // Still serving memcached clients, and counting the served link calls.
