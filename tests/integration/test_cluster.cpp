@@ -1442,7 +1442,9 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
     report("60 calls of 16 x 64 KiB reads (" + std::to_string(burst.size()) +
            " bytes), unread: node RSS " + std::to_string(rss_before / 1024) + " MiB before, " +
            std::to_string(rss_held / 1024) + " MiB while held");
+#ifndef __SANITIZE_ADDRESS__  // ASan's quarantine keeps freed replies resident: no bound there
     BOOST_CHECK_LT(rss_held - rss_before, 30 * 1024);
+#endif
     BOOST_CHECK_EQUAL(m.read_line(), "LINK 1 " + ns[0]->name);
     auto answered = read_link_replies(m, calls, 16);
     BOOST_CHECK_EQUAL(answered.size(), calls);
