@@ -1212,8 +1212,9 @@ void shard::execute(op_batch& ops, result_batch& out) {
         m.memo_len = ops[base + i].key.size();
         m.memo_hash = hashes[i];
       }
-      out.push_back(execute(ops[base + i]));
+      result r = execute(ops[base + i]);  // catches everything: the memo is always reset
       m.memo_key = nullptr;
+      out.push_back(std::move(r));
     }
   }
 }
