@@ -54,11 +54,10 @@ constexpr uint64_t k_never = std::numeric_limits<uint64_t>::max();
 }  // namespace
 
 bool valid_update(const member_update& u) noexcept {
-  // Below the bound (not at it): refuting adds one, and the refutation must pass it too.
   return !u.name.empty() && u.name.size() <= k_max_member_name &&
          u.address.size() <= k_max_member_address &&
          u.client_address.size() <= k_max_member_address && u.weight <= k_max_member_weight &&
-         u.incarnation < k_max_incarnation;
+         u.incarnation <= k_max_incarnation;
 }
 
 membership::membership(local_member self, membership_config cfg, uint64_t now_ms)
@@ -326,6 +325,12 @@ output membership::on_message(const message& m, uint64_t now_ms) {
       joined_ = true;
       break;
   }
+  if (!first_contact_)
+    for (const auto& [name, rec] : members_)
+      if (name != self_ && probe_eligible(rec.info.state)) {
+        first_contact_ = true;
+        break;
+      }
   // After the answer (the RPC returns the first message for the caller as its reply).
   if (sender_unknown && now_ms >= next_unknown_sync_ms_) {
     next_unknown_sync_ms_ = now_ms + cfg_.probe_interval_ms;
@@ -424,9 +429,13 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
   // record of us at >= our incarnation: refute with a higher one.
   if (u.state == member_state::dead || u.state == member_state::left) {
     ++stats_.declared_gone;
-    if (now_ms < name_check_until_ms_) ++stats_.declared_gone_at_start;
+    // Just started: in the first message that told us of other members (however late it
+    // came: seeds down, no --join), or within the first seconds.
+    if (!first_contact_ || now_ms < name_check_until_ms_) ++stats_.declared_gone_at_start;
   }
-  me.incarnation = u.incarnation + 1;
+  // At the bound the refutation stays there (the others accept it; it cannot beat a hostile
+  // dead record at the bound itself, which no member issues: incarnations grow by one).
+  me.incarnation = std::min(u.incarnation + 1, k_max_incarnation);
   me.state_since_ms = now_ms;
   ++stats_.refutations;
   const member_update alive = self_update();

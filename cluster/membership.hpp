@@ -109,7 +109,7 @@ struct member_update {
 inline constexpr size_t k_max_member_name = 255;      ///< bytes of a member name
 inline constexpr size_t k_max_member_address = 300;   ///< bytes of "host:port"
 inline constexpr uint32_t k_max_member_weight = 64;   ///< ring weight (points = 160 × weight)
-inline constexpr uint64_t k_max_incarnation = uint64_t(1) << 62;  ///< exclusive; refuting adds one
+inline constexpr uint64_t k_max_incarnation = uint64_t(1) << 62;  ///< a refutation stays at it
 /// True if `u` is within those bounds (and names someone).
 bool valid_update(const member_update& u) noexcept;
 
@@ -216,8 +216,9 @@ struct membership_stats {
   /// Times a member told us we were dead or had left (which we then refuted): the others
   /// took our keys over meanwhile, so what this node still holds of them may be stale.
   uint64_t declared_gone = 0;
-  /// The same, within the first seconds after this node started (k_name_check_window_ms): it
-  /// restarted after the cluster had declared it dead or left.
+  /// The same, while this node had just started (the first message that told it of other
+  /// members, or its first k_name_check_window_ms): it restarted after the cluster had
+  /// declared it dead or left.
   uint64_t declared_gone_at_start = 0;
   /// Messages from another process that uses our name (a different address).
   uint64_t name_conflicts = 0;
@@ -354,6 +355,7 @@ private:
   // Only a node that has just started asks: one that has run for a while holds its name.
   static constexpr uint64_t k_name_check_window_ms = 10000;
   uint64_t name_check_until_ms_ = 0;
+  bool first_contact_ = false;  // a message has told us of another live member
   std::string duplicate_name_;
   std::vector<std::string> seeds_;
   bool joined_ = false;

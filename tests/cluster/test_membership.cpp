@@ -349,10 +349,16 @@ BOOST_AUTO_TEST_CASE(updates_out_of_bounds_are_ignored) {
   BOOST_TEST(m.stats().refutations == 0u);
   BOOST_TEST(m.find("self")->state == member_state::alive);
   // The largest one allowed is refuted without wrapping, by one the others accept.
-  m.on_message(gossip_of({upd("self", k_max_incarnation - 1, member_state::suspect)}), 3);
+  auto refuted = m.on_message(gossip_of({upd("self", k_max_incarnation - 1, member_state::suspect)}), 3);
   BOOST_TEST(m.incarnation() == k_max_incarnation);
+  membership other(local_member{"other", "other:7000", "", 1});
+  other.on_message(gossip_of({upd("self", k_max_incarnation - 1, member_state::suspect)}), 3);
+  BOOST_REQUIRE(!refuted.send.empty());
+  other.on_message(gossip_of(refuted.send.front().msg.updates), 4);  // it went to b; the same here
+  BOOST_TEST(other.find("self")->state == member_state::alive);
+  BOOST_TEST(other.find("self")->incarnation == k_max_incarnation);
   // Nor may an update evict a member for good, or ask the ring for billions of points.
-  m.on_message(gossip_of({upd("b", k_max_incarnation, member_state::left)}), 4);
+  m.on_message(gossip_of({upd("b", k_max_incarnation + 1, member_state::left)}), 4);
   BOOST_TEST(m.find("b")->state == member_state::alive);
   member_update heavy = upd("c", 1, member_state::alive);
   heavy.weight = 4000000000u;
@@ -376,6 +382,22 @@ BOOST_AUTO_TEST_CASE(updates_out_of_bounds_are_ignored) {
   out = m.on_message(p, 9);
   BOOST_TEST(out.send.empty());
   BOOST_TEST(m.stats().invalid_updates == 6u);
+}
+
+BOOST_AUTO_TEST_CASE(a_restart_is_told_apart_from_a_flap) {
+  // Restarted without --join, this node hears of the cluster only when a member pushes its
+  // full state to it, maybe long after it started: that first contact still counts as "at
+  // start" (the service then drops what it recovered). A later dead record (a flap) does not.
+  membership m(local_member{"self", "self:7000", "", 1}, membership_config{}, 0);
+  message push = msg(message_kind::join, "b", "self");
+  push.members = {upd("b", 0, member_state::alive), upd("self", 2, member_state::dead)};
+  m.on_message(push, 60000);
+  BOOST_TEST(m.stats().declared_gone == 1u);
+  BOOST_TEST(m.stats().declared_gone_at_start == 1u);
+  BOOST_TEST(m.incarnation() == 3u);
+  m.on_message(gossip_of({upd("self", 3, member_state::dead)}), 70000);
+  BOOST_TEST(m.stats().declared_gone == 2u);
+  BOOST_TEST(m.stats().declared_gone_at_start == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(an_address_change_is_an_event_in_every_state) {
