@@ -1,6 +1,7 @@
 #include "cli/config.hpp"
 
 #include "cluster/membership.hpp"
+#include "protocol/memcache.hpp"
 #include "storage/shard.hpp"
 
 #include <CLI/CLI.hpp>
@@ -26,12 +27,7 @@ constexpr uint64_t max_item_size_limit = 1024ull << 20;
 constexpr const char* k_node_name_rule =
   "must be 1..255 bytes of printable characters without spaces";
 bool valid_node_name(const std::string& n) {
-  if (n.empty() || n.size() > 255)
-    return false;
-  for (unsigned char c : n)
-    if (c <= ' ' || c == 0x7f)
-      return false;
-  return true;
+  return n.size() <= cluster::k_max_member_name && proto::printable_token(n);
 }
 
 std::string lower(std::string_view s) {

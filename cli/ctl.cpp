@@ -4,6 +4,7 @@
 
 #include "cluster/convert.hpp"
 #include "cluster/tls.hpp"
+#include "protocol/memcache.hpp"
 
 #include <CLI/CLI.hpp>
 #include <capnp/rpc-twoparty.h>
@@ -544,12 +545,11 @@ const char* const exit_status_help =
 // Keys as the memcached text protocol takes them (the only way most clients can read them
 // back): 1..250 bytes, no spaces or control characters.
 std::string check_key(const std::string& k) {
-  if (k.empty() || k.size() > 250)
+  if (k.empty() || k.size() > proto::max_key_length)
     return "KEY must be 1..250 bytes (got " + std::to_string(k.size()) + ")";
-  for (unsigned char c : k)
-    if (c <= ' ' || c == 0x7f)
-      return "KEY must not contain spaces or control characters (the memcached text protocol "
-             "could not address it)";
+  if (!proto::valid_key(k))
+    return "KEY must not contain spaces or control characters (the memcached text protocol "
+           "could not address it)";
   return "";
 }
 

@@ -550,11 +550,15 @@ bool safe_strtol(std::string_view tok, int32_t& out) noexcept {
   return true;
 }
 
-bool valid_key(std::string_view key) noexcept {
-  if (key.empty() || key.size() > max_key_length) return false;
-  for (unsigned char c : key)
+bool printable_token(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (unsigned char c : s)
     if (c <= ' ' || c == 0x7f) return false;
   return true;
+}
+
+bool valid_key(std::string_view key) noexcept {
+  return key.size() <= max_key_length && printable_token(key);
 }
 
 // ---------------------------------------------------------------------------------------

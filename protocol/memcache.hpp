@@ -149,7 +149,11 @@ struct parser_config {
 /// Parses the first request in `in`. Pure: the same input always gives the same output.
 parse_result parse(std::string_view in, request& req, const parser_config& cfg = {}) noexcept;
 
-/// True when `key` is a valid memcached key (1..250 bytes, no control chars or space).
+/// True when `s` is non-empty and has no control character or space (memcached's key bytes;
+/// also what a node name must be).
+bool printable_token(std::string_view s) noexcept;
+
+/// True when `key` is a valid memcached key (1..250 bytes, a printable_token).
 bool valid_key(std::string_view key) noexcept;
 
 /// Decodes base64 (meta `b` flag) exactly like memcached's base64_decode(): characters
