@@ -206,13 +206,14 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
                                                   storage::op_batch ops, rpc::Origin origin,
                                                   bool wait_replicas);
   // Per member address, while a batch of remote_execute waits or must be waited for: the
-  // point after which the next call may leave, and which call set it (send_orders is empty
-  // when nothing waits, so the common call costs a map lookup).
+  // point after which the next call may leave, and which call set it (empty when nothing
+  // waits, so the common call costs a map lookup). Two order streams, as on a data link:
+  // [0] forwarded client ops, [1] replicated state (see remote_execute).
   struct send_order {
     kj::Maybe<kj::ForkedPromise<void>> tail;
     uint64_t gen = 0;
   };
-  std::map<std::string, send_order> send_orders;
+  std::map<std::string, send_order> send_orders[2];
   // send_execute of runs[i], then of the runs after it, each once the one before answered;
   // the results appended to `done`.
   kj::Promise<storage::result_batch> run_in_order(const std::string& address,
@@ -946,11 +947,11 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   // --replication-ack all a client write's call answers only after its primary's copies were
   // acknowledged, so a copy queued behind such a call (an upload is a barrier) closes a cycle
   // when two members forward large writes to each other, until the RPC timeout.
-  std::string key = origin == rpc::Origin::REPLICA ? addr + "\nreplica" : addr;
-  auto it = send_orders.find(key);
-  if (it == send_orders.end() && !barrier)
+  auto& orders = send_orders[origin == rpc::Origin::REPLICA ? 1 : 0];
+  auto it = orders.find(addr);
+  if (it == orders.end() && !barrier)
     return send_execute(addr, std::move(ops), origin, wait_replicas);  // the common case
-  auto& order = send_orders[key];
+  auto& order = orders[addr];
   kj::Promise<void> before = kj::READY_NOW;
   kj::Promise<void> barrier_done = kj::READY_NOW;  // the same point, for `next` below
   KJ_IF_MAYBE (tail, order.tail) {
@@ -982,10 +983,10 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   order.tail = next.fork();
   uint64_t gen = ++order.gen;
   KJ_IF_MAYBE (tail, order.tail) {
-    tasks->add(tail->addBranch().then([this, key, gen] {
-      auto o = send_orders.find(key);
-      if (o != send_orders.end() && o->second.gen == gen)
-        send_orders.erase(o);  // nothing queued behind it: calls go straight out again
+    tasks->add(tail->addBranch().then([&orders, addr, gen] {
+      auto o = orders.find(addr);
+      if (o != orders.end() && o->second.gen == gen)
+        orders.erase(o);  // nothing queued behind it: calls go straight out again
     }));
   }
   return call;
@@ -1573,7 +1574,8 @@ void service::impl::shutdown() {
   ticking = nullptr;
   // Cancels the accept loop, the server connections (their RPC systems), sends and calls.
   tasks = nullptr;
-  send_orders.clear();  // barriers' answers, which queued calls and uploads wait on
+  for (auto& orders : send_orders)
+    orders.clear();  // barriers' answers, which queued calls and uploads wait on
   pool.clear();
   for (auto& [id, c] : calls)
     if (c.sender)
