@@ -1023,24 +1023,18 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     // Split, so that no message (the call, or its results: at most call_max_ops values
     // inline) comes near the readers' size limit (rpc_reader_options). In order: calls that
     // run on arrival may go together; with an upload among them, one after the other.
-    if (large) {
-      auto runs = std::make_shared<std::vector<storage::op_batch>>();
-      size_t first = 0;
-      for (size_t end : call_part_ends(ops)) {
-        runs->emplace_back(std::make_move_iterator(ops.begin() + first),
-                           std::make_move_iterator(ops.begin() + end));
-        first = end;
-      }
-      return run_in_order(addr, runs, 0, origin, wait_replicas, {});
-    }
-    kj::Vector<kj::Promise<storage::result_batch>> parts;
+    auto runs = std::make_shared<std::vector<storage::op_batch>>();
     size_t first = 0;
     for (size_t end : call_part_ends(ops)) {
-      storage::op_batch part(std::make_move_iterator(ops.begin() + first),
-                             std::make_move_iterator(ops.begin() + end));
-      parts.add(send_execute(addr, std::move(part), origin, wait_replicas));
+      runs->emplace_back(std::make_move_iterator(ops.begin() + first),
+                         std::make_move_iterator(ops.begin() + end));
       first = end;
     }
+    if (large)
+      return run_in_order(addr, runs, 0, origin, wait_replicas, {});
+    kj::Vector<kj::Promise<storage::result_batch>> parts;
+    for (auto& part : *runs)
+      parts.add(send_execute(addr, std::move(part), origin, wait_replicas));
     return kj::joinPromises(parts.releaseAsArray()).then([](kj::Array<storage::result_batch> rss) {
       storage::result_batch all;
       for (auto& rs : rss)
