@@ -106,6 +106,13 @@ std::vector<member_update> membership::full_state() const {
   return res;
 }
 
+message membership::ack_of(const message& ping) const {
+  message a = make(message_kind::ack, ping.from);
+  a.target = self_;
+  a.seq = ping.seq;
+  return a;
+}
+
 message membership::make(message_kind k, const std::string& to) const {
   message m;
   m.kind = k;
@@ -220,10 +227,7 @@ output membership::on_message(const message& m, uint64_t now_ms) {
     // address the cluster holds for it: answer, so it learns that the name is in use.
     ++stats_.name_conflicts;
     if (m.kind == message_kind::ping && m.to == self_ && !leaving_) {  // leaving: it is theirs
-      message a = make(message_kind::ack, self_);
-      a.target = self_;
-      a.seq = m.seq;
-      out.send.push_back(envelope{m.from_address, std::move(a)});
+      out.send.push_back(envelope{m.from_address, ack_of(m)});
       ++stats_.messages_sent;
     } else if (m.kind == message_kind::ack && name_check_.active &&
                m.from_address == name_check_.address && m.seq == name_check_.seq) {
@@ -275,18 +279,12 @@ output membership::on_message(const message& m, uint64_t now_ms) {
 
   switch (m.kind) {
     case message_kind::ping: {
-      message a = make(message_kind::ack, m.from);
-      a.target = self_;
-      a.seq = m.seq;
-      send(out, m.from_address, std::move(a), m.from);
+      send(out, m.from_address, ack_of(m), m.from);
       break;
     }
     case message_kind::ping_req: {
       if (m.target == self_) {  // odd, but the answer is obvious
-        message a = make(message_kind::ack, m.from);
-        a.target = self_;
-        a.seq = m.seq;
-        send(out, m.from_address, std::move(a), m.from);
+        send(out, m.from_address, ack_of(m), m.from);
         break;
       }
       const uint64_t s = ++seq_;

@@ -309,6 +309,8 @@ private:
   std::vector<member_update> piggyback(std::string_view about);
   void send(output& out, const std::string& address, message m, std::string_view about = {});
   message make(message_kind k, const std::string& to) const;
+  /// Our ack of a ping addressed to us (or of a ping_req naming us as the target).
+  message ack_of(const message& ping) const;
   std::vector<member_update> full_state() const;
 
   static bool probe_eligible(member_state s) noexcept {
