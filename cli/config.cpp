@@ -216,9 +216,9 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
         return where(range(0, 256));
       cfg.scheduler_threads = static_cast<uint32_t>(*n);
     } else if (key == "shards") {
-      auto n = integer(0, 1024);
+      auto n = integer(0, storage::k_max_shards);
       if (!n)
-        return where(range(0, 1024));
+        return where(range(0, storage::k_max_shards));
       cfg.shards = static_cast<uint32_t>(*n);
     } else if (key == "memory_mb") {
       auto n = integer(1, 1 << 20);
@@ -463,8 +463,8 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     cfg.sendfile_threshold = *n;
   }
   if (app.count("--shards")) {
-    if (shards < 1 || shards > 1024)
-      return fail("--shards", "must be 1..1024");
+    if (shards < 1 || shards > storage::k_max_shards)
+      return fail("--shards", "must be 1.." + std::to_string(storage::k_max_shards));
     cfg.shards = static_cast<uint32_t>(shards);
   }
   if (app.count("--shard-placement")) {

@@ -104,8 +104,7 @@ uint32_t data_dir_shards(const std::string& dir, std::string& error) {
     const auto id = name_number(name, "shard-", "");
     struct stat st{};
     const bool is_dir = ::fstatat(::dirfd(d), de->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
-    if (!id || !is_dir || *id >= k_max_data_dir_shards || name.size() > 6 + 4 ||
-        (name.size() > 7 && name[6] == '0')) {
+    if (!id || !is_dir || *id >= k_max_shards || (name.size() > 7 && name[6] == '0')) {
       if (stray.empty()) stray = std::string(name);
       continue;
     }
@@ -115,7 +114,7 @@ uint32_t data_dir_shards(const std::string& dir, std::string& error) {
   const std::string path = dir + "/";
   if (!stray.empty()) {
     error = path + stray + " is not a shard directory this node writes (shard-0 .. shard-" +
-            std::to_string(k_max_data_dir_shards - 1) + ", each a directory): remove it";
+            std::to_string(k_max_shards - 1) + ", each a directory): remove it";
     return 0;
   }
   std::sort(ids.begin(), ids.end());

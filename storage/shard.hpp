@@ -104,8 +104,9 @@ struct shard_stats {
   shard_stats& operator+=(const shard_stats& o);
 };
 
-/// The most shard directories a data directory may hold (--shards is 1..1024).
-inline constexpr uint64_t k_max_data_dir_shards = 1024;
+/// The most shards a node runs (--shards 1..1024), so the most shard directories a data
+/// directory may hold.
+inline constexpr uint32_t k_max_shards = 1024;
 
 /// Shards of a data directory (`<dir>/shard-<id>`, one per shard, made at open): their
 /// number, or 0 when there are none (or `dir` does not exist). Keys are hashed over the
