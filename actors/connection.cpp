@@ -250,8 +250,7 @@ void connection::process_input() {
       first_line_seen_ = true;
     }
     auto r = proto::parse(in, req_, pcfg_);
-    if (r.status != proto::parse_status::incomplete)
-      want_ = 0;
+    want_ = r.status == proto::parse_status::incomplete ? r.need : 0;
     if (r.status == proto::parse_status::incomplete) {
       // A get line may legitimately be long, but not endless.
       if (r.need == 0 && in.size() > max_get_line + proto::max_line_length) {
@@ -259,7 +258,6 @@ void connection::process_input() {
         close_now();
         return;
       }
-      want_ = r.need;
       if (r.need > rbuf_.size() - rpos_) {
         // Room for the data block, up to 1 MiB ahead of what has arrived (reading grows the
         // rest as it comes: a bare `set k 0 0 <-I>` header must not reserve -I).
