@@ -648,7 +648,7 @@ void connection::handle_local(pending& p) {
       break;
     }
     case command::stats:
-      if (req.stats_arg.empty()) {
+      if (req.stats_arg.empty() || req.stats_arg == "reset") {
         const auto& shards = ctx_.routes->local_shards();
         p.kind = pending_kind::stats;
         p.outstanding = static_cast<uint32_t>(shards.size());
@@ -714,6 +714,11 @@ void connection::complete_ready() {
         break;
       }
       case pending_kind::stats: {
+        if (p.req.stats_arg == "reset") {
+          reset_stats(*ctx_.node, p.stats);
+          out_.bytes("RESET\r\n");
+          break;
+        }
         std::string s;
         compose_stats(*ctx_.node, p.stats, s);
         out_.bytes(s);

@@ -37,7 +37,25 @@ uint64_t sum(const node_shared& n, std::atomic<uint64_t> loop_counters::*field) 
 
 } // namespace
 
-void compose_stats(const node_shared& node, const storage::shard_stats& sh, std::string& out) {
+namespace {
+
+// The one list of general stats. A cumulative counter goes through `counter`, which either
+// reports it less its reset baseline, or (with `reset` set) makes its value the baseline.
+// Called with node.reset_mu held.
+void general_stats(const node_shared& node, const storage::shard_stats& sh, std::string& out,
+                   std::map<std::string, uint64_t, std::less<>>& base, bool reset) {
+  auto counter = [&](std::string_view name, uint64_t v) {
+    auto it = base.find(name);
+    if (reset) {
+      if (it == base.end())
+        base.emplace(std::string(name), v);
+      else
+        it->second = v;
+      return;
+    }
+    const uint64_t b = it == base.end() ? 0 : it->second;
+    stat(out, name, v >= b ? v - b : 0);
+  };
   auto now = static_cast<uint32_t>(std::time(nullptr));
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -50,55 +68,68 @@ void compose_stats(const node_shared& node, const storage::shard_stats& sh, std:
   stat(out, "rusage_system", seconds_dot_micros(ru.ru_stime));
   stat(out, "max_connections", node.cfg.max_connections);
   stat(out, "curr_connections", sum(node, &loop_counters::curr_connections));
-  stat(out, "total_connections", sum(node, &loop_counters::total_connections));
-  stat(out, "rejected_connections", sum(node, &loop_counters::rejected_connections));
-  stat(out, "cmd_get", sum(node, &loop_counters::cmd_get));
-  stat(out, "cmd_set", sum(node, &loop_counters::cmd_set));
-  stat(out, "cmd_flush", sum(node, &loop_counters::cmd_flush));
-  stat(out, "cmd_touch", sum(node, &loop_counters::cmd_touch));
-  stat(out, "cmd_meta", sum(node, &loop_counters::cmd_meta));
-  stat(out, "get_hits", sh.get_hits);
-  stat(out, "get_misses", sh.get_misses);
-  stat(out, "get_expired", sh.get_expired);
-  stat(out, "get_flushed", sh.get_flushed);
-  stat(out, "delete_misses", sh.delete_misses);
-  stat(out, "delete_hits", sh.delete_hits);
-  stat(out, "incr_misses", sh.incr_misses);
-  stat(out, "incr_hits", sh.incr_hits);
-  stat(out, "decr_misses", sh.decr_misses);
-  stat(out, "decr_hits", sh.decr_hits);
-  stat(out, "cas_misses", sh.cas_misses);
-  stat(out, "cas_hits", sh.cas_hits);
-  stat(out, "cas_badval", sh.cas_badval);
-  stat(out, "touch_hits", sh.touch_hits);
-  stat(out, "touch_misses", sh.touch_misses);
-  stat(out, "bytes_read", sum(node, &loop_counters::bytes_read));
-  stat(out, "bytes_written", sum(node, &loop_counters::bytes_written));
+  counter("total_connections", sum(node, &loop_counters::total_connections));
+  counter("rejected_connections", sum(node, &loop_counters::rejected_connections));
+  counter("cmd_get", sum(node, &loop_counters::cmd_get));
+  counter("cmd_set", sum(node, &loop_counters::cmd_set));
+  counter("cmd_flush", sum(node, &loop_counters::cmd_flush));
+  counter("cmd_touch", sum(node, &loop_counters::cmd_touch));
+  counter("cmd_meta", sum(node, &loop_counters::cmd_meta));
+  counter("get_hits", sh.get_hits);
+  counter("get_misses", sh.get_misses);
+  counter("get_expired", sh.get_expired);
+  counter("get_flushed", sh.get_flushed);
+  counter("delete_misses", sh.delete_misses);
+  counter("delete_hits", sh.delete_hits);
+  counter("incr_misses", sh.incr_misses);
+  counter("incr_hits", sh.incr_hits);
+  counter("decr_misses", sh.decr_misses);
+  counter("decr_hits", sh.decr_hits);
+  counter("cas_misses", sh.cas_misses);
+  counter("cas_hits", sh.cas_hits);
+  counter("cas_badval", sh.cas_badval);
+  counter("touch_hits", sh.touch_hits);
+  counter("touch_misses", sh.touch_misses);
+  counter("bytes_read", sum(node, &loop_counters::bytes_read));
+  counter("bytes_written", sum(node, &loop_counters::bytes_written));
   stat(out, "limit_maxbytes", node.cfg.memory_limit);
   stat(out, "accepting_conns", 1);
   stat(out, "threads", node.loops.size());
   stat(out, "bytes", sh.bytes);
   stat(out, "curr_items", sh.curr_items);
-  stat(out, "total_items", sh.total_items);
-  stat(out, "expired_unfetched", sh.expired_unfetched);
-  stat(out, "evicted_unfetched", sh.evicted_unfetched);
-  stat(out, "evictions", sh.evictions);
-  stat(out, "reclaimed", sh.reclaimed);
+  counter("total_items", sh.total_items);
+  counter("expired_unfetched", sh.expired_unfetched);
+  counter("evicted_unfetched", sh.evicted_unfetched);
+  counter("evictions", sh.evictions);
+  counter("reclaimed", sh.reclaimed);
   // Bifrost's own counters.
   stat(out, "storage_segments", sh.segments);
   stat(out, "storage_segment_bytes", sh.segment_bytes);
   stat(out, "recovered_items", sh.recovered_items);
   stat(out, "recovery_skipped", sh.recovery_skipped);
-  stat(out, "sendfile_bytes", sum(node, &loop_counters::sendfile_bytes));
-  stat(out, "cluster_link_calls_sent", sum(node, &loop_counters::link_calls_sent));
-  stat(out, "cluster_link_ops_sent", sum(node, &loop_counters::link_ops_sent));
-  stat(out, "cluster_link_calls_served", sum(node, &loop_counters::link_calls_served));
-  stat(out, "cluster_link_ops_served", sum(node, &loop_counters::link_ops_served));
+  counter("sendfile_bytes", sum(node, &loop_counters::sendfile_bytes));
+  counter("cluster_link_calls_sent", sum(node, &loop_counters::link_calls_sent));
+  counter("cluster_link_ops_sent", sum(node, &loop_counters::link_ops_sent));
+  counter("cluster_link_calls_served", sum(node, &loop_counters::link_calls_served));
+  counter("cluster_link_ops_served", sum(node, &loop_counters::link_ops_served));
   stat(out, "cluster_links_open", sum(node, &loop_counters::links_open));
   stat(out, "cluster_link_sessions_open", sum(node, &loop_counters::link_sessions_open));
-  stat(out, "sendfile_fallbacks", sum(node, &loop_counters::sendfile_fallbacks));
-  stat(out, "protocol_errors", sum(node, &loop_counters::protocol_errors));
+  counter("sendfile_fallbacks", sum(node, &loop_counters::sendfile_fallbacks));
+  counter("protocol_errors", sum(node, &loop_counters::protocol_errors));
   out.append("END\r\n");
+}
+
+} // namespace
+
+void compose_stats(const node_shared& node, const storage::shard_stats& sh, std::string& out) {
+  std::lock_guard<std::mutex> lock(node.reset_mu);
+  general_stats(node, sh, out, node.reset_base, false);
+}
+
+void reset_stats(const node_shared& node, const storage::shard_stats& sh) {
+  std::string unused;
+  std::lock_guard<std::mutex> lock(node.reset_mu);
+  general_stats(node, sh, unused, node.reset_base, true);
 }
 
 void compose_stats_settings(const node_shared& node, std::string& out) {

@@ -8,6 +8,8 @@
 #include "storage/shard.hpp"
 
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -50,14 +52,24 @@ struct node_shared {
   std::atomic<uint64_t> connections{0}; // open client connections, all loops (for -c)
   uint32_t started_at = 0;              // unix seconds
   std::string version = "1.6.21-bifrost-0.1.0";
+  // What `stats reset` zeroed: each cumulative counter's value at the last reset, taken away
+  // from what `stats` reports. (The counters themselves belong to the loops and shards that
+  // count them; a baseline resets them without writing across threads.) Any thread.
+  mutable std::mutex reset_mu;
+  mutable std::map<std::string, uint64_t, std::less<>> reset_base;  // guarded by reset_mu
 
   explicit node_shared(node_config c, size_t nloops)
     : cfg(std::move(c)), loops(nloops) {}
 };
 
 /// Appends memcached's `stats` (general) response, "STAT name value\r\n"... "END\r\n".
+/// Cumulative counters count from the last `stats reset`.
 void compose_stats(const node_shared& node, const storage::shard_stats& shards,
                    std::string& out);
+/// `stats reset`: the cumulative counters that `compose_stats` reports (as memcached: hits,
+/// misses, commands, bytes read and written, total items and connections, evictions...)
+/// start again from 0. Gauges (curr_items, bytes, curr_connections...) are not counters.
+void reset_stats(const node_shared& node, const storage::shard_stats& shards);
 /// Appends `stats settings`.
 void compose_stats_settings(const node_shared& node, std::string& out);
 

@@ -414,6 +414,27 @@ class StatsTest(ServerTestCase):
         self.assertEqual(int(st["item_size_max"]), 1024 * 1024)
         self.assertGreater(int(st["maxconns"]), 0)
 
+    def test_stats_reset_zeroes_counters_not_gauges(self):
+        c = self.client()
+        a, miss = self.key("r"), self.key("rmiss")
+        c.call(b"set %s 0 0 3\r\nabc\r\n" % a)
+        c.call(b"get %s %s\r\n" % (a, miss), b"END\r\n")
+        before = raw_stats(c)
+        self.assertGreater(int(before["get_hits"]), 0)
+        self.assertEqual(c.call(b"stats reset\r\n"), b"RESET\r\n")
+        st = raw_stats(c)
+        for name in ("get_hits", "get_misses", "cmd_get", "cmd_set", "total_items",
+                     "delete_hits", "cas_misses", "touch_hits", "evictions"):
+            self.assertEqual(int(st[name]), 0, name)
+        # Gauges stay: the item is still there, and so is its memory.
+        self.assertEqual(st["curr_items"], before["curr_items"])
+        self.assertEqual(st["bytes"], before["bytes"])
+        self.assertEqual(c.call(b"get %s\r\n" % a, b"END\r\n"),
+                         b"VALUE %s 0 3\r\nabc\r\nEND\r\n" % a)
+        st = raw_stats(c)
+        self.assertEqual((int(st["get_hits"]), int(st["cmd_get"]), int(st["get_misses"])),
+                         (1, 1, 0))
+
     def test_unknown_stats_group(self):
         c = self.client()
         self.assertEqual(c.call(b"stats nonsense_group\r\n"), b"ERROR\r\n")
