@@ -604,8 +604,11 @@ void connection::handle_local(pending& p) {
       p.reply = "MN\r\n";
       break;
     case command::quit:
+      // Nothing after quit is executed (memcached closes at once), even if it came in the
+      // same read.
       p.close_after = true;
       read_closed_ = true;
+      rpos_ = rend_;
       break;
     case command::flush_all: {
       // Every shard of this node, and in a cluster every other live member (each flushes

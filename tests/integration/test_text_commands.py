@@ -343,6 +343,14 @@ class TextExactBytesTest(ServerTestCase):
         self.assertEqual(c.expect_closed(), b"END\r\n")
         self.assertAlive()
 
+    def test_nothing_after_quit_runs(self):
+        # Commands pipelined behind quit in the same write are not executed.
+        c = self.client()
+        k = self.key()
+        c.send(b"version\r\nquit\r\nset %s 0 0 1\r\nx\r\n" % k)
+        self.assertTrue(c.expect_closed().startswith(b"VERSION "))
+        self.assertEqual(self.client().call(b"get %s\r\n" % k, b"END\r\n"), b"END\r\n")
+
     def test_quit_pymemcache(self):
         mc = self.pymc(default_noreply=False)
         mc.set(self.key(), b"v")
