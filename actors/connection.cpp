@@ -247,6 +247,17 @@ void connection::process_input() {
         if (n == link_hello_prefix.size() && hand_to_link(in))
           return;
       }
+      if (static_cast<unsigned char>(in[0]) == proto::binary_request_magic) {
+        if (in.size() < proto::binary_header_size && !read_closed_)
+          break;  // the rest of the header: its opcode and opaque go into the answer
+        ctx_.counters->add(ctx_.counters->protocol_errors);
+        auto& p = push_pending(pending_kind::immediate);
+        p.reply = proto::binary_not_supported(in);
+        p.close_after = true;
+        read_closed_ = true;
+        rpos_ = rend_;
+        break;
+      }
       first_line_seen_ = true;
     }
     auto r = proto::parse(in, req_, pcfg_);

@@ -95,6 +95,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check_one(in, big, req, req2);
   check_one(in, small, req, req2);
 
+  // The binary refusal: a well-formed header whatever the request bytes.
+  {
+    std::string b = binary_not_supported(in);
+    if (b.size() < binary_header_size || static_cast<unsigned char>(b[0]) != 0x81)
+      die("binary refusal:", "bad header");
+    size_t body = 0;
+    for (size_t i = 8; i < 12; ++i)
+      body = body << 8 | static_cast<unsigned char>(b[i]);
+    if (body != b.size() - binary_header_size || (size > 1 && b[1] != in[1]))
+      die("binary refusal:", "length or opcode");
+  }
+
   // Split invariance.
   for (const parser_config& cfg : {big, small}) {
     std::string v;

@@ -550,6 +550,25 @@ bool safe_strtol(std::string_view tok, int32_t& out) noexcept {
   return true;
 }
 
+std::string binary_not_supported(std::string_view in) {
+  static constexpr std::string_view body = "binary protocol not supported: use the text or meta protocol";
+  std::string r(binary_header_size, '\0');
+  auto at = [&](size_t i) { return i < in.size() ? in[i] : '\0'; };
+  r[0] = static_cast<char>(0x81);  // response magic
+  r[1] = at(1);                    // opcode
+  r[6] = 0x00;                     // status 0x0083: not supported
+  r[7] = static_cast<char>(0x83);
+  const auto len = static_cast<uint32_t>(body.size());  // total body length, big-endian
+  r[8] = static_cast<char>(len >> 24);
+  r[9] = static_cast<char>(len >> 16);
+  r[10] = static_cast<char>(len >> 8);
+  r[11] = static_cast<char>(len);
+  for (size_t i = 12; i < 16; ++i)  // opaque
+    r[i] = at(i);
+  r.append(body);
+  return r;
+}
+
 bool printable_token(std::string_view s) noexcept {
   if (s.empty()) return false;
   for (unsigned char c : s)

@@ -149,6 +149,18 @@ struct parser_config {
 /// Parses the first request in `in`. Pure: the same input always gives the same output.
 parse_result parse(std::string_view in, request& req, const parser_config& cfg = {}) noexcept;
 
+/// memcached's binary protocol is not served. A connection whose first byte is the binary
+/// request magic is answered once in that protocol and closed, so a binary client fails at
+/// once with "not supported" instead of waiting for a reply to a request the text parser
+/// would never see end.
+inline constexpr unsigned char binary_request_magic = 0x80;
+/// The 24-byte binary response header the binary protocol needs before it can be answered.
+inline constexpr size_t binary_header_size = 24;
+/// That answer to the binary request whose header begins `in` (at least binary_header_size
+/// bytes, or what arrived before the client stopped sending): status 0x83 "not supported",
+/// the request's opcode and opaque echoed, the reason as the body. Pure.
+std::string binary_not_supported(std::string_view in);
+
 /// True when `s` is non-empty and has no control character or space (memcached's key bytes;
 /// also what a node name must be).
 bool printable_token(std::string_view s) noexcept;

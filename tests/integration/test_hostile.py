@@ -11,7 +11,7 @@ import time
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import HOSTILE_DIR, ServerTestCase  # noqa: E402
+from harness import HOSTILE_DIR, ServerTestCase, is_bifrost  # noqa: E402
 
 
 def load_cases():
@@ -155,6 +155,28 @@ class BadInputTest(ServerTestCase):
                     except (ConnectionError, OSError):
                         pass
             self.assertTrue(self.server.alive(), "died on garbage round %d" % round_)
+        self.assertAlive()
+
+    def test_binary_protocol_gets_an_answer_in_its_own_words(self):
+        # A binary-protocol get (magic 0x80, opcode 0, key "bk", opaque 0xdeadbeef) is
+        # answered in the binary protocol: memcached serves it; Bifrost does not serve the
+        # binary protocol and says so (status 0x83, not supported), then closes. Neither
+        # leaves the client waiting for the end of a text line.
+        import struct
+        req = struct.pack(">BBHBBHIIQ", 0x80, 0x00, 2, 0, 0, 0, 2, 0xDEADBEEF, 0) + b"bk"
+        with self.server.client(timeout=3) as c:
+            c.send(req)
+            head = c.recv_exact(24)
+            magic, opcode, _, _, _, status, body_len, opaque, _ = struct.unpack(
+                ">BBHBBHIIQ", head[:24])
+            self.assertEqual((magic, opcode, opaque), (0x81, 0x00, 0xDEADBEEF))
+            if is_bifrost():
+                self.assertEqual(status, 0x83)
+                body = c.expect_closed()
+                self.assertEqual(len(body), body_len)
+                self.assertIn(b"not supported", body)
+            else:
+                self.assertEqual(status, 0x01)  # key not found
         self.assertAlive()
 
     def test_many_connections_open_and_close(self):

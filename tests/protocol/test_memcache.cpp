@@ -1088,3 +1088,34 @@ BOOST_AUTO_TEST_CASE(http_request_line_closes_in_every_fragment_size) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(binary_refusal)
+
+BOOST_AUTO_TEST_CASE(binary_not_supported_echoes_opcode_and_opaque) {
+  using namespace bifrost::proto;
+  // A binary "set" header (opcode 1) with opaque 01 02 03 04, then more bytes.
+  std::string req(24, '\0');
+  req[0] = static_cast<char>(binary_request_magic);
+  req[1] = 0x01;
+  req[12] = 1, req[13] = 2, req[14] = 3, req[15] = 4;
+  req += "rest of the request";
+  std::string r = binary_not_supported(req);
+  BOOST_REQUIRE_GE(r.size(), binary_header_size);
+  BOOST_CHECK_EQUAL(static_cast<unsigned char>(r[0]), 0x81);
+  BOOST_CHECK_EQUAL(r[1], 0x01);
+  BOOST_CHECK_EQUAL(static_cast<unsigned char>(r[6]) << 8 | static_cast<unsigned char>(r[7]), 0x83);
+  uint32_t body = 0;
+  for (int i = 8; i < 12; ++i)
+    body = body << 8 | static_cast<unsigned char>(r[i]);
+  BOOST_CHECK_EQUAL(body, r.size() - binary_header_size);
+  BOOST_CHECK(r.substr(12, 4) == std::string("\x01\x02\x03\x04", 4));
+  BOOST_CHECK_EQUAL(r.substr(16, 8), std::string(8, '\0'));  // cas 0
+  BOOST_CHECK(r.find("not supported") != std::string::npos);
+  // A client that stopped before the whole header: what it sent, the rest zero.
+  std::string shortr = binary_not_supported(req.substr(0, 2));
+  BOOST_CHECK_EQUAL(shortr.size(), r.size());
+  BOOST_CHECK_EQUAL(shortr[1], 0x01);
+  BOOST_CHECK(shortr.substr(12, 4) == std::string(4, '\0'));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
