@@ -23,9 +23,35 @@ placement place(const cluster_view& cv, uint64_t hash, op_route& rt) noexcept {
   return placement::local;
 }
 
-next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st, bool read,
-                       bool intact, int64_t now_ms) noexcept {
+warm_class classify(const storage::op& o) noexcept {
+  using storage::op_kind;
+  using storage::store_mode;
+  switch (o.kind) {
+    case op_kind::get:
+      return storage::changes_item(o) ? warm_class::update : warm_class::read;
+    case op_kind::store:
+      return o.mode == store_mode::set || o.mode == store_mode::add ? warm_class::blind
+                                                                    : warm_class::update;
+    case op_kind::remove:
+      return warm_class::remove;
+    case op_kind::arith:
+    case op_kind::touch:
+      return warm_class::update;
+    default:
+      return warm_class::blind;
+  }
+}
+
+bool may_run_again(const cluster_view& cv, const op_route& rt, const storage::op& o,
+                   int64_t now_ms) noexcept {
+  return o.kind == storage::op_kind::store && !rt.warmed && cv.previous &&
+         now_ms < cv.warm_until_ms && classify(o) == warm_class::update;
+}
+
+next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,
+                       warm_class cls, bool intact, int64_t now_ms) noexcept {
   using storage::status;
+  const bool read = cls == warm_class::read;
   bool moved = !same_ring(cv, rt);
   if (st == status::not_sent) {
     if (moved && intact) {
@@ -38,13 +64,18 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
     rt.tries = moved ? 0 : static_cast<uint8_t>(rt.tries + 1);
     return next_step::place;
   }
-  if (st == status::miss && read && !rt.warmed && cv.previous && now_ms < cv.warm_until_ms) {
+  if (rt.warmed || !cv.previous || now_ms >= cv.warm_until_ms)
+    return next_step::accept;
+  if ((read && st == status::miss) ||
+      (cls == warm_class::update && intact && found_nothing(st))) {
     if (moved) {
       rt.tries = 0;
       return next_step::place;
     }
     return next_step::warm;
   }
+  if (cls == warm_class::remove && !moved && (st == status::deleted || st == status::not_found))
+    return next_step::warm;
   return next_step::accept;
 }
 

@@ -21,15 +21,46 @@
 
 namespace bifrost::actors {
 
+/// What the result in flight for an op is (see "Warming" in docs/ARCHITECTURE.md).
+enum class warm_phase : uint8_t {
+  none,     // the op's own result, from the owner it was placed at
+  read,     // a warm read of the key at its previous owner
+  restore,  // the previous owner's item being added at the owner; the op runs again after it
+  erase,    // a delete's copy at the previous owner
+};
+
 /// Where one op went (owned by the connection, one per op of a pending request).
 struct op_route {
   uint64_t epoch = 0;    // epoch of the ring `owner` and `tries` refer to
   uint32_t owner = 0;    // ring member id the op went to (peer or this node)
   uint8_t tries = 0;     // live owners of that ring already tried (read failover)
   bool local = false;    // served by this node's shards (this node is the primary)
-  bool warming = false;  // the result in flight is a warm read from the previous owner
+  warm_phase phase = warm_phase::none;
   bool warmed = false;   // warming was tried for this op (at most once)
+  bool kept = false;     // a store whose value was copied, not moved: it can run again
 };
+
+/// How warming treats an op after a ring change, while the owner may not hold a key its
+/// previous owner still does.
+enum class warm_class : uint8_t {
+  read,    // a plain get: a miss is answered (and kept) with the previous owner's item
+  update,  // needs the item (touch, gat, mg T/R/N, incr/decr, ma, append, prepend, replace,
+           // cas): when it finds none, the previous owner's item is added first and the op
+           // runs again, so it acts on the item the client knew
+  remove,  // delete: done at the previous owner too, else a later miss warms the item back
+  blind,   // set, add, flush: they do not depend on an existing item
+};
+warm_class classify(const storage::op& o) noexcept;
+
+/// True when the result of an op of class `update` says it found no item to act on.
+inline bool found_nothing(storage::status st) noexcept {
+  return st == storage::status::miss || st == storage::status::not_found ||
+         st == storage::status::not_stored;
+}
+
+/// A store of class `update` must keep its value (send a copy) while it may run again.
+bool may_run_again(const cluster_view& cv, const op_route& rt, const storage::op& o,
+                   int64_t now_ms) noexcept;
 
 enum class placement : uint8_t {
   local,        // this node's shards
@@ -48,26 +79,28 @@ enum class next_step : uint8_t {
   warm,    // ask warm_source() for the key before answering
 };
 
-/// Judges result `st` of an op whose route is `rt` (not a warm read: rt.warming is false).
-/// `read`: a plain get, safe to repeat after it reached a node. `intact`: the connection still
-/// holds the whole op (a store's value goes with the op; it is whole again only when the
-/// value came back with a not_sent result). `now_ms`: the clock
+/// Judges result `st` of an op whose route is `rt` (its own result: rt.phase is none).
+/// `cls`: classify(op); a `read` is safe to repeat after it reached a node. `intact`: the
+/// connection still holds the whole op (a store's value goes with the op unless it was kept;
+/// it is whole again when the value came back with a not_sent result). `now_ms`: the clock
 /// warm_until_ms is measured on.
 ///  - not_sent (the op never left this node: its owner is gone): placed again if the ring
 ///    changed since and the op is intact, else it becomes `unavailable` and is judged as such.
 ///  - unavailable, for a read: the next live owner (of the current ring, from its first owner
 ///    when the ring changed since).
-///  - miss, for a read, inside the warming window and not yet warmed: placed again when the
-///    ring changed since (the new owner may hold it), else `warm`.
-next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st, bool read,
-                       bool intact, int64_t now_ms) noexcept;
+///  - inside the warming window, once per op: a read's miss, or an intact update that found
+///    nothing, is placed again when the ring changed since (the new owner may hold it), else
+///    `warm`; a delete that ran (deleted or not found) in the same ring is `warm` (the
+///    connection deletes at the previous owner too).
+next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,
+                       warm_class cls, bool intact, int64_t now_ms) noexcept;
 
 struct warm_from {
   placement where = placement::unavailable;  // peer: cv.previous_peers[id]; local: own shards
   uint32_t id = 0;                           // member id in cv.previous
 };
 
-/// Where a read that missed at rt.owner (in cv's ring) may still find its key: the previous
+/// Where an op that missed at rt.owner (in cv's ring) may still find its key: the previous
 /// ring's live primary when that is another node than rt.owner. `unavailable` when there is
 /// no such source (no previous ring, the same node, or a node with no peer actor).
 warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt) noexcept;

@@ -450,27 +450,39 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
         p.results[index].st = storage::status::unavailable;
         --p.outstanding;
         return;
-      case placement::peer: {
-        std::string key = o.key;
-        caf::actor link = ctx_.links ? ctx_.links->link_for(cv, rt.owner) : caf::actor();
-        ctx_.dispatch->add(link ? link : cv.peers[rt.owner], id_, seq, index, std::move(o));
-        o.key = std::move(key);
-        return;
-      }
+      case placement::peer:
       case placement::local:
         break;
     }
+    // A store that may have to run again after warming keeps its value (a copy goes out).
+    rt.kept = may_run_again(cv, rt, o, steady_ms());
+    send_to_owner(seq, index, cv, rt, rt.kept ? storage::op(o) : take_op(o));
+    return;
   }
   route_op(seq, index, snap.lookup(o.key).shard_index(o.key));
 }
 
+storage::op connection::take_op(storage::op& o) {
+  // The value goes with the op (moved, not copied); compose() keeps needing the key.
+  storage::op out = std::move(o);
+  o.key = out.key;
+  return out;
+}
+
+void connection::send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv,
+                               const op_route& rt, storage::op&& o) {
+  if (rt.local) {
+    const auto& shard = local_shard_for(o.key);
+    ctx_.dispatch->add(shard, id_, seq, index, std::move(o));
+    return;
+  }
+  caf::actor link = ctx_.links ? ctx_.links->link_for(cv, rt.owner) : caf::actor();
+  ctx_.dispatch->add(link ? link : cv.peers[rt.owner], id_, seq, index, std::move(o));
+}
+
 void connection::route_op(uint64_t seq, uint32_t index, size_t shard) {
-  auto& p = pending_[seq - base_seq_];
-  auto& o = p.ops[index];
-  // The shard gets the op (value moved, not copied); compose() keeps needing the key.
-  std::string key = o.key;
-  ctx_.dispatch->add(ctx_.routes->local_shards()[shard], id_, seq, index, std::move(o));
-  o.key = std::move(key);
+  auto& o = pending_[seq - base_seq_].ops[index];
+  ctx_.dispatch->add(ctx_.routes->local_shards()[shard], id_, seq, index, take_op(o));
 }
 
 void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
@@ -483,57 +495,108 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     const auto& cv = *ctx_.routes->cluster;
     auto& rt = p.routing[index];
     auto& o = p.ops[index];
-    if (rt.warming) {
-      // Answer of the previous owner: keep a hit at the owner that missed (a side effect the
-      // client does not wait for; skipped if the ring changed meanwhile) and answer with it.
-      rt.warming = false;
-      if (r.st == storage::status::hit && r.value) {
-        storage::op keep;
-        keep.kind = storage::op_kind::store;
-        keep.key = o.key;
-        keep.value.assign(r.value.view().data(), r.value.view().size());
-        keep.flags = r.flags;
-        keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
-        keep.explicit_cas = r.cas;
-        if (rt.local)
-          send_side_effect(local_shard_for(o.key), std::move(keep));
-        else if (same_ring(cv, rt) && rt.owner < cv.peers.size() && cv.peers[rt.owner])
-          send_side_effect(cv.peers[rt.owner], std::move(keep));
-      } else {
-        r.st = storage::status::miss;
-      }
-    } else {
-      bool intact = o.kind != storage::op_kind::store;  // a store's value went with it...
-      if (!intact && r.st == storage::status::not_sent && r.value) {
-        o.value.assign(r.value.view());  // ...unless it came back unsent
-        intact = true;
-      }
-      switch (after_result(cv, rt, r.st, is_read(o), intact, steady_ms())) {
-        case next_step::accept:
-          break;
-        case next_step::place:
-          route_key_op(seq, index);
-          return;
-        case next_step::warm: {
-          // Write-on-miss warming: the key may still live on its owner before the ring changed.
-          rt.warmed = true;
-          auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt);
-          if (from.where == placement::unavailable)
-            break;
-          storage::op w = o;
-          w.get_value = true;
-          w.get_bump = false;
-          w.counted = false;  // the client's read was counted where it missed
-          rt.warming = true;
-          if (from.where == placement::peer) {
-            caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
-            ctx_.dispatch->add(link ? link : cv.previous_peers[from.id], id_, seq, index,
-                               std::move(w), true);
-          } else {
-            ctx_.dispatch->add(local_shard_for(w.key), id_, seq, index, std::move(w));
+    const auto cls = classify(o);
+    const auto phase = rt.phase;
+    rt.phase = warm_phase::none;
+    switch (phase) {
+      case warm_phase::read:
+        // The previous owner's answer. For a read: answer with a hit, and keep it at the
+        // owner that missed (a side effect the client does not wait for). For an update:
+        // add the item at the owner first, then run the op again; with nothing to add, the
+        // op's own result stands.
+        if (r.st == storage::status::hit && r.value && same_ring(cv, rt) &&
+            (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]))) {
+          storage::op keep;
+          keep.kind = storage::op_kind::store;
+          keep.mode = storage::store_mode::add;  // never over a write that got there first
+          keep.key = o.key;
+          keep.value.assign(r.value.view().data(), r.value.view().size());
+          keep.flags = r.flags;
+          keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
+          keep.explicit_cas = r.cas;
+          if (cls != warm_class::read) {
+            rt.phase = warm_phase::restore;
+            send_to_owner(seq, index, cv, rt, std::move(keep));
+            return;
           }
+          // Sent as the client's writes to that owner are, so they stay in order with it.
+          if (rt.local) {
+            send_side_effect(local_shard_for(o.key), std::move(keep));
+          } else {
+            caf::actor link = ctx_.links ? ctx_.links->link_for(cv, rt.owner) : caf::actor();
+            send_side_effect(link ? link : cv.peers[rt.owner], std::move(keep));
+          }
+        } else if (cls == warm_class::read) {
+          if (r.st != storage::status::hit || !r.value)
+            r.st = storage::status::miss;
+        } else if (r.st == storage::status::hit && !same_ring(cv, rt)) {
+          route_key_op(seq, index);  // the ring changed meanwhile: run it where it goes now
           return;
+        } else {
+          r = std::move(p.results[index]);  // nothing to add: the op's own result
         }
+        break;
+      case warm_phase::restore:
+        // The previous owner's item is at the owner (or a newer write was): run the op
+        // again, wherever the ring places it now.
+        route_key_op(seq, index);
+        return;
+      case warm_phase::erase: {
+        // A delete at the owner and at the previous owner: deleted if either held it.
+        auto& own = p.results[index];
+        if (own.st == storage::status::deleted || !(r.st == storage::status::deleted ||
+                                                    r.st == storage::status::exists))
+          r = std::move(own);
+        break;
+      }
+      case warm_phase::none: {
+        bool intact = o.kind != storage::op_kind::store || rt.kept;  // a store's value went
+        if (!intact && r.st == storage::status::not_sent && r.value) {  // ...unless it came
+          o.value.assign(r.value.view());                               // back unsent
+          intact = true;
+        }
+        switch (after_result(cv, rt, r.st, cls, intact, steady_ms())) {
+          case next_step::accept:
+            break;
+          case next_step::place:
+            route_key_op(seq, index);
+            return;
+          case next_step::warm: {
+            // Write-on-miss warming: the key may still live on its owner before the ring
+            // changed. The op's own result waits in its slot.
+            rt.warmed = true;
+            auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt);
+            if (from.where == placement::unavailable)
+              break;
+            storage::op w = o;
+            if (cls == warm_class::remove) {
+              rt.phase = warm_phase::erase;
+              if (r.st == storage::status::deleted) {  // the owner's is the answer: the
+                w.compare_cas = 0;                     // previous copy just goes
+                w.invalidate = false;
+              }
+            } else {
+              rt.phase = warm_phase::read;
+              w.kind = storage::op_kind::get;
+              w.value.clear();
+              w.get_value = true;
+              w.get_touch = w.vivify = w.recache = false;
+              w.get_bump = false;
+              w.counted = false;  // the client's read was counted where it missed
+            }
+            p.results[index] = std::move(r);
+            if (from.where == placement::peer) {
+              caf::actor link =
+                ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
+              ctx_.dispatch->add(link ? link : cv.previous_peers[from.id], id_, seq, index,
+                                 std::move(w), true);
+            } else {
+              ctx_.dispatch->add(local_shard_for(w.key), id_, seq, index, std::move(w));
+            }
+            return;
+          }
+        }
+        break;
       }
     }
   }

@@ -133,6 +133,12 @@ private:
   void send_side_effect(const caf::actor& dest, storage::op o);
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
+  // The op to send, taken out of `o` (its value moves; `o` keeps the key for compose()).
+  static storage::op take_op(storage::op& o);
+  // Sends `o` for result `index` of request `seq` to rt's owner in cv's ring (this node's
+  // shard, else the member's data link, else its peer actor).
+  void send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv, const op_route& rt,
+                     storage::op&& o);
   /// Routes a key op: by the ring in a cluster (owner `tries`), else to its local shard.
   void route_key_op(uint64_t seq, uint32_t index);
   /// Op `i` of `p` is a successful write this node made as the key's primary (cluster).

@@ -136,16 +136,16 @@ BOOST_AUTO_TEST_CASE(read_failover_in_the_same_ring_tries_the_next_owner) {
   op_route rt;
   BOOST_REQUIRE(place(*v, h(k), rt) == placement::peer);
   auto st = status::unavailable;
-  BOOST_CHECK(after_result(*v, rt, st, true, true, 0) == next_step::place);
+  BOOST_CHECK(after_result(*v, rt, st, warm_class::read, true, 0) == next_step::place);
   BOOST_CHECK(place(*v, h(k), rt) == placement::peer);
   BOOST_CHECK_EQUAL(name_of(*v, rt.owner), "n2");
   // Then every other live node, this one last here; then nobody is left (the connection
   // answers a miss).
   st = status::unavailable;
-  BOOST_CHECK(after_result(*v, rt, st, true, true, 0) == next_step::place);
+  BOOST_CHECK(after_result(*v, rt, st, warm_class::read, true, 0) == next_step::place);
   BOOST_CHECK(place(*v, h(k), rt) == placement::local);
   st = status::unavailable;
-  BOOST_CHECK(after_result(*v, rt, st, true, true, 0) == next_step::place);
+  BOOST_CHECK(after_result(*v, rt, st, warm_class::read, true, 0) == next_step::place);
   BOOST_CHECK(place(*v, h(k), rt) == placement::unavailable);
 }
 
@@ -164,7 +164,7 @@ BOOST_AUTO_TEST_CASE(read_failover_stops_after_sixteen_nodes) {
     if (p == placement::unavailable) break;
     tried.push_back(rt.owner);
     auto st = status::unavailable;
-    BOOST_REQUIRE(after_result(*v, rt, st, true, true, 0) == next_step::place);
+    BOOST_REQUIRE(after_result(*v, rt, st, warm_class::read, true, 0) == next_step::place);
   }
   BOOST_CHECK_EQUAL(tried.size(), 16u);
   std::sort(tried.begin(), tried.end());
@@ -179,7 +179,7 @@ BOOST_AUTO_TEST_CASE(a_write_that_reached_a_node_is_not_repeated) {
   op_route rt;
   BOOST_REQUIRE(place(*v, h(k), rt) == placement::peer);
   auto st = status::unavailable;  // timed out: it may have been applied
-  BOOST_CHECK(after_result(*v, rt, st, false, true, 0) == next_step::accept);
+  BOOST_CHECK(after_result(*v, rt, st, warm_class::blind, true, 0) == next_step::accept);
   BOOST_CHECK(st == status::unavailable);
 }
 
@@ -198,7 +198,7 @@ BOOST_AUTO_TEST_CASE(a_result_from_an_older_ring_starts_over_in_the_new_one) {
     op_route rt;
     BOOST_REQUIRE(place(*v1, h(k), rt) == placement::peer);
     auto st = first;
-    BOOST_CHECK(after_result(*v2, rt, st, true, true, 0) == next_step::place);
+    BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 0) == next_step::place);
     BOOST_CHECK(place(*v2, h(k), rt) == placement::local);
     BOOST_CHECK_EQUAL(name_of(*v2, rt.owner), "n1");
     BOOST_CHECK_EQUAL(rt.epoch, 2u);
@@ -215,7 +215,7 @@ BOOST_AUTO_TEST_CASE(not_sent_is_placed_again_only_when_intact_and_the_ring_move
     op_route rt;
     place(*v1, h(k), rt);
     auto st = status::not_sent;
-    BOOST_CHECK(after_result(*v2, rt, st, false, true, 0) == next_step::place);
+    BOOST_CHECK(after_result(*v2, rt, st, warm_class::blind, true, 0) == next_step::place);
     BOOST_CHECK(place(*v2, h(k), rt) == placement::peer);
     BOOST_CHECK_EQUAL(name_of(*v2, rt.owner), "n2");
   }
@@ -225,7 +225,7 @@ BOOST_AUTO_TEST_CASE(not_sent_is_placed_again_only_when_intact_and_the_ring_move
     op_route rt;
     place(*v1, h(k), rt);
     auto st = status::not_sent;
-    BOOST_CHECK(after_result(*v2, rt, st, false, false, 0) == next_step::accept);
+    BOOST_CHECK(after_result(*v2, rt, st, warm_class::blind, false, 0) == next_step::accept);
     BOOST_CHECK(st == status::unavailable);
   }
   {
@@ -233,12 +233,12 @@ BOOST_AUTO_TEST_CASE(not_sent_is_placed_again_only_when_intact_and_the_ring_move
     op_route rt;
     place(*v1, h(k), rt);
     auto st = status::not_sent;
-    BOOST_CHECK(after_result(*v1, rt, st, true, true, 0) == next_step::place);
+    BOOST_CHECK(after_result(*v1, rt, st, warm_class::read, true, 0) == next_step::place);
     BOOST_CHECK(st == status::unavailable);
     BOOST_CHECK(place(*v1, h(k), rt) == placement::peer);
     BOOST_CHECK_EQUAL(name_of(*v1, rt.owner), "n2");
     st = status::not_sent;
-    BOOST_CHECK(after_result(*v1, rt, st, false, true, 0) == next_step::accept);
+    BOOST_CHECK(after_result(*v1, rt, st, warm_class::blind, true, 0) == next_step::accept);
     BOOST_CHECK(st == status::unavailable);
   }
 }
@@ -252,7 +252,7 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
   op_route rt;
   BOOST_REQUIRE(place(*v2, h(k), rt) == placement::peer);
   auto st = status::miss;
-  BOOST_CHECK(after_result(*v2, rt, st, true, true, 999) == next_step::warm);
+  BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999) == next_step::warm);
   auto w = warm_source(*v2, h(k), rt);
   BOOST_CHECK(w.where == placement::peer);
   BOOST_CHECK_EQUAL(v1->ring->member(w.id).name, "n2");
@@ -260,13 +260,13 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
 
   // After the window, or for a write, the miss stands.
   st = status::miss;
-  BOOST_CHECK(after_result(*v2, rt, st, true, true, 1000) == next_step::accept);
+  BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 1000) == next_step::accept);
   st = status::miss;
-  BOOST_CHECK(after_result(*v2, rt, st, false, true, 999) == next_step::accept);
+  BOOST_CHECK(after_result(*v2, rt, st, warm_class::blind, true, 999) == next_step::accept);
   // Once warmed, never again.
   rt.warmed = true;
   st = status::miss;
-  BOOST_CHECK(after_result(*v2, rt, st, true, true, 999) == next_step::accept);
+  BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999) == next_step::accept);
 }
 
 BOOST_AUTO_TEST_CASE(warming_sources) {
@@ -292,7 +292,7 @@ BOOST_AUTO_TEST_CASE(warming_sources) {
   place(*v1, h(mine), old);
   BOOST_CHECK(warm_source(*v2, h(mine), old).where == placement::unavailable);
   auto st = status::miss;
-  BOOST_CHECK(after_result(*v2, old, st, true, true, 0) == next_step::place);
+  BOOST_CHECK(after_result(*v2, old, st, warm_class::read, true, 0) == next_step::place);
 }
 
 BOOST_AUTO_TEST_CASE(a_node_that_left_routes_everything_to_the_others) {
@@ -306,9 +306,80 @@ BOOST_AUTO_TEST_CASE(a_node_that_left_routes_everything_to_the_others) {
   BOOST_CHECK_EQUAL(name_of(*v2, rt.owner), "n1");
   // n1 misses (say it lost the replica): n3 held it before and asks its own shards.
   auto st = status::miss;
-  BOOST_CHECK(after_result(*v2, rt, st, true, true, 0) == next_step::warm);
+  BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 0) == next_step::warm);
   auto w = warm_source(*v2, h(k), rt);
   BOOST_CHECK(w.where == placement::local);
+}
+
+BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
+  using storage::op_kind;
+  using storage::store_mode;
+  storage::op get, gat, incr, touch, del, set, add, append, cas, flush;
+  gat.get_touch = true;
+  incr.kind = op_kind::arith;
+  touch.kind = op_kind::touch;
+  del.kind = op_kind::remove;
+  set.kind = add.kind = append.kind = cas.kind = op_kind::store;
+  add.mode = store_mode::add;
+  append.mode = store_mode::append;
+  cas.mode = store_mode::cas;
+  flush.kind = op_kind::flush;
+  BOOST_CHECK(classify(get) == warm_class::read);
+  for (auto* o : {&gat, &incr, &touch, &append, &cas})
+    BOOST_CHECK(classify(*o) == warm_class::update);
+  BOOST_CHECK(classify(del) == warm_class::remove);
+  for (auto* o : {&set, &add, &flush})
+    BOOST_CHECK(classify(*o) == warm_class::blind);
+
+  views vs;
+  auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto v2 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 2, v1, 1000);
+  auto k = key_moved(*v1, "n2", *v2, "n4");
+  op_route rt;
+  BOOST_REQUIRE(place(*v2, h(k), rt) == placement::peer);
+  // Only an update store keeps its value, and only inside the window, before warming.
+  BOOST_CHECK(may_run_again(*v2, rt, append, 999));
+  BOOST_CHECK(!may_run_again(*v2, rt, append, 1000));
+  BOOST_CHECK(!may_run_again(*v2, rt, set, 999));
+  BOOST_CHECK(!may_run_again(*v2, rt, incr, 999));  // no value: always whole
+  for (auto st : {status::not_found, status::not_stored, status::miss}) {
+    op_route r = rt;
+    auto s = st;
+    BOOST_CHECK(after_result(*v2, r, s, warm_class::update, true, 999) == next_step::warm);
+    s = st;  // a store whose value went with it cannot run again
+    BOOST_CHECK(after_result(*v2, r, s, warm_class::update, false, 999) == next_step::accept);
+  }
+  // An update that found its item, a blind write, or anything after the window: as it is.
+  auto s = status::hit;
+  BOOST_CHECK(after_result(*v2, rt, s, warm_class::update, true, 999) == next_step::accept);
+  s = status::not_stored;  // add on an existing item
+  BOOST_CHECK(after_result(*v2, rt, s, warm_class::blind, true, 999) == next_step::accept);
+  s = status::not_found;
+  BOOST_CHECK(after_result(*v2, rt, s, warm_class::update, true, 1000) == next_step::accept);
+  // A delete that ran goes to the previous owner too, whatever it found; one refused (a CAS
+  // mismatch) does not.
+  for (auto st : {status::deleted, status::not_found}) {
+    op_route r = rt;
+    s = st;
+    BOOST_CHECK(after_result(*v2, r, s, warm_class::remove, true, 999) == next_step::warm);
+  }
+  s = status::exists;
+  BOOST_CHECK(after_result(*v2, rt, s, warm_class::remove, true, 999) == next_step::accept);
+  // A result from an older ring: an update that found nothing is placed again; a delete
+  // that ran is not repeated.
+  op_route old;
+  place(*v1, h(k), old);
+  s = status::not_found;
+  BOOST_CHECK(after_result(*v2, old, s, warm_class::update, true, 999) == next_step::place);
+  op_route old2;
+  place(*v1, h(k), old2);
+  s = status::deleted;
+  BOOST_CHECK(after_result(*v2, old2, s, warm_class::remove, true, 999) == next_step::accept);
+  // Once warmed, never again.
+  rt.warmed = true;
+  s = status::not_found;
+  BOOST_CHECK(after_result(*v2, rt, s, warm_class::update, true, 999) == next_step::accept);
+  BOOST_CHECK(!may_run_again(*v2, rt, append, 999));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

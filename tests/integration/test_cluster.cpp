@@ -887,6 +887,88 @@ BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
 }
 
 // --------------------------------------------------------------------------------------------
+// After a join, writes to keys the new owner has not warmed yet act on the item the client
+// knew, as reads do: a delete deletes it (and it does not warm back), touch/gat/incr/append
+// and cas find it (with its CAS), and a write made while a read warms the key is not
+// overwritten by the warmed copy. (Each once missed at the new owner: NOT_FOUND, NOT_STORED,
+// a deleted value served again, or the write lost to the copy.)
+BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 1);
+  auto keys = make_keys("wk-", 400);
+  auto one = [](node& n, const std::string& cmd) {
+    mc_client m(n.port, 5s);
+    m.send_all(cmd + "\r\n");
+    return m.read_line();
+  };
+  std::map<std::string, std::string> cas_of;
+  {
+    mc_client m(ns[0]->port, 5s);
+    for (auto& k : keys) {
+      m.send_all("set " + k + " 7 0 2\r\n10\r\ngets " + k + "\r\n");
+      BOOST_REQUIRE_EQUAL(m.read_line(), "STORED");
+      auto v = m.read_line();  // VALUE k 7 2 <cas>
+      BOOST_REQUIRE_EQUAL(v.rfind("VALUE " + k + " 7 2 ", 0), 0u);
+      cas_of[k] = v.substr(v.rfind(' ') + 1);
+      BOOST_REQUIRE_EQUAL(m.read_line(), "10");
+      BOOST_REQUIRE_EQUAL(m.read_line(), "END");
+    }
+  }
+  auto& n3 = c.start("n3", {ns[0]->rpc_port});
+  ns.push_back(&n3);
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  auto moved = keys_owned_by(n3, "n3", "wk-", 35);
+  auto group = [&](int g) {
+    return std::vector<std::string>(moved.begin() + g * 5, moved.begin() + g * 5 + 5);
+  };
+  for (auto& k : group(0))
+    BOOST_CHECK_EQUAL(one(*ns[0], "delete " + k), "DELETED");
+  for (auto& k : group(1))
+    BOOST_CHECK_EQUAL(one(*ns[1], "touch " + k + " 1000"), "TOUCHED");
+  for (auto& k : group(2))
+    BOOST_CHECK_EQUAL(one(*ns[0], "incr " + k + " 5"), "15");
+  for (auto& k : group(3))
+    BOOST_CHECK_EQUAL(one(*ns[1], "append " + k + " 0 0 2\r\nZZ"), "STORED");
+  for (auto& k : group(4))
+    BOOST_CHECK_EQUAL(one(n3, "gat 1000 " + k), "VALUE " + k + " 7 2");
+  for (auto& k : group(5))
+    BOOST_CHECK_EQUAL(one(*ns[0], "cas " + k + " 8 0 2 " + cas_of[k] + "\r\nCC"), "STORED");
+  // A read that warms the key and a write right behind it on the same connection.
+  for (auto& k : group(6)) {
+    mc_client m(ns[0]->port, 5s);
+    m.send_all("get " + k + "\r\nset " + k + " 9 0 2\r\nNW\r\n");
+    BOOST_CHECK_EQUAL(m.read_line(), "VALUE " + k + " 7 2");
+    BOOST_CHECK_EQUAL(m.read_line(), "10");
+    BOOST_CHECK_EQUAL(m.read_line(), "END");
+    BOOST_CHECK_EQUAL(m.read_line(), "STORED");
+  }
+  std::this_thread::sleep_for(100ms);  // the warmed copies' side effects land
+  for (auto* n : ns) {
+    mc_client m(n->port, 5s);
+    for (auto& k : group(0))
+      BOOST_CHECK_MESSAGE(!m.get(k), k << " was deleted, yet read through " << n->name);
+    for (auto& k : group(1)) {
+      m.send_all("mg " + k + " t\r\n");
+      auto line = m.read_line();
+      BOOST_CHECK_MESSAGE(line.rfind("HD t", 0) == 0 && std::stol(line.substr(4)) > 900,
+                          k << " through " << n->name << ": " << line);
+    }
+    for (auto& k : group(2))
+      BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "15");
+    for (auto& k : group(3))
+      BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "10ZZ");
+    for (auto& k : group(5))
+      BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "CC");
+    for (auto& k : group(6))
+      BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "NW");
+  }
+  // A deleted key stays deleted when asked for on its own again, through its old owner.
+  for (auto& k : group(0))
+    BOOST_CHECK_EQUAL(one(*ns[0], "delete " + k), "NOT_FOUND");
+}
+
+// --------------------------------------------------------------------------------------------
 BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_serves_no_stale_values_from_its_data_dir) {
   // R=1; n3 keeps its items in a data directory. While it is dead, its keys are written and
   // deleted through n1 (their new owners). When it comes back with its old files, none of its
