@@ -1163,8 +1163,8 @@ std::unique_ptr<shard> shard::open(const shard_config& cfg, clock_fn clock, std:
     if (!cfg.data_dir.empty()) {
       p->dir = cfg.data_dir + "/shard-" + std::to_string(cfg.id);
       if (!p->recover(error)) return nullptr;
-      raise_cas(restart_cas_floor());
     }
+    raise_cas(restart_cas_floor());
     const int64_t slot = p->new_segment(p->seg_size, 0);
     if (slot < 0) {
       error = "cannot create the first segment: " + p->last_error;

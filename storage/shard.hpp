@@ -129,10 +129,13 @@ uint64_t next_cas();
 void observe_cas(uint64_t seen);
 /// The CAS a write of `o` gets: its explicit one (observed, see observe_cas), else next_cas().
 uint64_t cas_for(const op& o);
-/// With a data directory, CAS values must also stay above those a previous process handed out
-/// for items that are gone from disk (deleted, overwritten, flushed): open() raises the
-/// counter to the wall clock in microseconds times 256 (a previous process would have had to
-/// issue over 256 CAS values per microsecond of its life to get there). Exposed for tests.
+/// CAS values must stay above those a previous process handed out (with a data directory,
+/// for items that are gone from disk: deleted, overwritten, flushed), and apart from those
+/// of the cluster's other nodes (a key whose owner changes without a copy, after a join or
+/// with R=1, must not get a CAS a client still holds for its old value): open() raises the
+/// counter to the wall clock in microseconds times 256 (a process started earlier would have
+/// had to issue over 256 CAS values per microsecond of head start to get there). Exposed
+/// for tests.
 uint64_t restart_cas_floor();
 
 class shard {

@@ -197,6 +197,17 @@ BOOST_AUTO_TEST_CASE(a_copied_cas_keeps_later_cas_values_above_it) {
   BOOST_CHECK_EQUAL(do_set(*s, "other", "v").cas, later.cas + 1);
 }
 
+BOOST_AUTO_TEST_CASE(cas_values_start_at_the_clock_floor_without_a_data_directory_too) {
+  // Cluster nodes without --data-dir must not all count from 1: a key whose owner changes
+  // without a copy (a join, R=1) would get CAS values a client still holds for its old value.
+  // (Run alone, this fails when only data-directory shards raise the counter.)
+  const uint64_t floor = restart_cas_floor();
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  const uint64_t c = do_set(*s, "floor", "v").cas;
+  BOOST_CHECK_MESSAGE(c > floor, "first CAS " << c << " below the clock floor " << floor);
+}
+
 BOOST_AUTO_TEST_CASE(the_cas_counter_skips_zero_and_ignores_values_past_two_to_the_62) {
   observe_cas(UINT64_MAX);  // a client's meta E: not followed
   const uint64_t a = next_cas();
