@@ -130,6 +130,7 @@ void connection::pending::reset() noexcept {
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
   close_after = false;
   replicated = false;
+  must_answer = 0;
   stats = storage::shard_stats{};
 }
 
@@ -687,10 +688,14 @@ void connection::handle_local(pending& p) {
     case command::flush_all: {
       // Every shard of this node, and in a cluster every other live member (each flushes
       // all of its shards: a flush op carries no key), as one flush_all on a single node.
+      // Inside the warming window also the previous ring's members that are no longer in
+      // the ring but still answer (a node that left lingers, serving warm reads): else
+      // their items would warm back after the flush. They may have exited: no error.
       ctx_.counters->add(ctx_.counters->cmd_flush);
       const auto& snap = *ctx_.routes;
       const auto& shards = snap.local_shards();
       std::vector<caf::actor> members;  // null: alive, but no way to reach it
+      size_t must_answer = 0;
       if (snap.cluster && snap.cluster->ring) {
         const auto& cv = *snap.cluster;
         for (uint32_t id = 0; id < cv.ring->size(); ++id) {
@@ -700,9 +705,19 @@ void connection::handle_local(pending& p) {
           caf::actor link = peer && ctx_.links ? ctx_.links->link_for(cv, id) : caf::actor();
           members.push_back(link ? link : peer);  // the link: in order with ops before
         }
+        must_answer = members.size();
+        if (cv.previous && steady_ms() < cv.warm_until_ms)
+          for (uint32_t id = 0; id < cv.previous->size() && id < cv.previous_peers.size(); ++id) {
+            const auto& name = cv.previous->member(id).name;
+            auto now = cv.ring->find(name);
+            if (name != cv.self_name && cv.previous_peers[id] &&
+                cv.previous->member(id).alive && (!now || !cv.ring->member(*now).alive))
+              members.push_back(cv.previous_peers[id]);
+          }
       }
       const size_t n = shards.size() + members.size();
       p.kind = pending_kind::flush;
+      p.must_answer = static_cast<uint32_t>(shards.size() + must_answer);
       p.ops.clear();
       p.ops.resize(n);
       p.results.resize(n);
@@ -784,8 +799,9 @@ void connection::complete_ready() {
       case pending_kind::flush: {
         // A member that did not answer may still serve what it held: say so, as for a write.
         bool unavailable = false;  // not_sent: the member was found dead as it went out
-        for (auto& r : p.results)
-          unavailable |= r.st == storage::status::unavailable || r.st == storage::status::not_sent;
+        for (size_t i = 0; i < p.results.size() && i < p.must_answer; ++i)
+          unavailable |= p.results[i].st == storage::status::unavailable ||
+                         p.results[i].st == storage::status::not_sent;
         if (!p.req.noreply)
           out_.bytes(unavailable ? "SERVER_ERROR unavailable\r\n" : "OK\r\n");
         break;

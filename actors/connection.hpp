@@ -92,6 +92,8 @@ private:
     std::string reply;         // immediate / error reply bytes
     bool close_after = false;  // quit
     bool replicated = false;   // writes already handed to the replicator (wait_replicas)
+    uint32_t must_answer = 0;  // flush: results past this many are from members on their
+                               // way out (left, lingering): their silence is no error
     storage::shard_stats stats;
 
     /// Back to a fresh state for reuse; keeps small buffers' capacity, drops pinned values.

@@ -622,6 +622,17 @@ BOOST_AUTO_TEST_CASE(flush_all_through_one_node_flushes_every_member) {
   BOOST_CHECK_EQUAL(read_all(ns[0]->port, keys).hits, keys.size());
   BOOST_CHECK(wait_until([&] { return sum_items(ns) == 0; }, 6000ms, 100ms));
   BOOST_CHECK_EQUAL(read_all(ns[1]->port, keys).misses, keys.size());
+
+  // A member that left lingers for the warming window, serving warm reads: the flush
+  // reaches it too, else its items warmed back (every key it owned read as a hit).
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  BOOST_REQUIRE(wait_until([&] { return sum_items(ns) == 600; }, 5000ms, 50ms));
+  BOOST_REQUIRE_EQUAL(run_ctl({"--node", ns[2]->rpc(), "leave"}).exit_code, 0);
+  BOOST_REQUIRE(wait_until([&] { return member_states(ns[0]->rpc_port)["n3"] == "left"; },
+                           5000ms, 50ms));
+  BOOST_REQUIRE_EQUAL(flush(*ns[0], "flush_all"), "OK");
+  for (int i = 0; i < 2; ++i)
+    BOOST_CHECK_EQUAL(read_all(ns[i]->port, keys).hits, 0u);
 }
 
 // --------------------------------------------------------------------------------------------
