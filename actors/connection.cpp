@@ -602,8 +602,12 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     }
   }
   p.results[index] = std::move(r);
-  if (--p.outstanding == 0 && !p.routing.empty())
+  if (--p.outstanding == 0 && !p.routing.empty()) {
+    // Replicated as soon as the request is done, not when its reply's turn comes: a client
+    // that closes while an earlier request waits must not leave the replicas behind.
     await_replicas(seq, p);
+    report_writes(p);
+  }
 }
 
 bool connection::primary_write(const pending& p, size_t i) {
@@ -626,6 +630,7 @@ void connection::report_writes(pending& p) {
   if (cv.replicas < 2 || !cv.replicator || p.replicated)
     return;
   auto keys = primary_writes(p);
+  p.replicated = true;  // once
   if (!keys.empty())
     send(cv.replicator, replicate_atom::value, std::move(keys));
 }

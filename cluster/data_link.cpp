@@ -261,7 +261,12 @@ public:
       },
       [this](close_atom) {
         write_out();  // replies computed before the close (best effort: never blocks)
-        quit();
+        // Calls still running in the shards may change items: stay for their results, so
+        // that what they changed is replicated (the replies have nowhere to go).
+        if (calls_.empty())
+          quit();
+        else
+          quit_when_done_ = true;
       },
     };
   }
@@ -440,6 +445,10 @@ private:
       }
     }
     groups_.erase(g);
+    if (quit_when_done_ && calls_.empty()) {
+      quit();
+      return;
+    }
     if (io_.open() && !closing_ && !input_paused())
       process();  // input paused at the bound may continue
     update_poll();
@@ -523,6 +532,7 @@ private:
   bool counted_ = false;
   bool greeted_ = false;
   bool closing_ = false;  // refused: close once the answer is out
+  bool quit_when_done_ = false;  // the socket closed: quit once the running calls are done
   bool processing_ = false;  // inside process(): its write_out must not start it again
   bool flush_queued_ = false;  // a link_flush_atom is in the mailbox
   std::string peer_;

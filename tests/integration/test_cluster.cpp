@@ -27,6 +27,7 @@
 #include <thread>
 
 #include <arpa/inet.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -530,6 +531,59 @@ BOOST_AUTO_TEST_CASE(replication_ack_all_waits_for_every_owner) {
     5000ms, 50ms));
   BOOST_CHECK_EQUAL(set_all(ns[0]->port, via_n3), via_n3.size());
   BOOST_CHECK_EQUAL(read_all(ns[1]->port, via_n3).hits, via_n3.size());
+}
+
+// --------------------------------------------------------------------------------------------
+// A write applied at its primary is replicated even when its client resets the connection
+// while an earlier request of the same pipeline still waits (here for a stopped member):
+// replication went out only when the write's reply had its turn, which never came, and the
+// replica kept the old value (read after the primary is killed).
+BOOST_AUTO_TEST_CASE(a_write_is_replicated_even_if_its_client_resets_before_its_reply) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 2, 5000ms,
+                          {"--swim-suspicion-timeout", "4000", "--rpc-timeout", "3000"});
+  // g: primary n3 (to be stopped); k: owners n1 then n2.
+  std::string g, k;
+  for (int i = 0; i < 200 && (g.empty() || k.empty()); ++i) {
+    std::string key = "rst-" + std::to_string(i);
+    auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", key, "--json"});
+    BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+    auto j = nlohmann::json::parse(r.out);
+    auto& owners = j.at("owners");
+    if (g.empty() && owners.at(0).at("name") == "n3")
+      g = key;
+    else if (k.empty() && owners.at(0).at("name") == "n1" && owners.at(1).at("name") == "n2")
+      k = key;
+  }
+  BOOST_REQUIRE(!g.empty() && !k.empty());
+  {
+    mc_client m(ns[0]->port, 5s);
+    BOOST_REQUIRE_EQUAL(m.set(k, "old"), "STORED");
+  }
+  BOOST_REQUIRE(wait_until([&] { return stat_of(*ns[1], "curr_items") == 1; }, 3000ms, 50ms));
+  BOOST_REQUIRE_EQUAL(::kill(ns[2]->pid, SIGSTOP), 0);
+  {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(ns[0]->port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE_EQUAL(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    std::string req = "get " + g + "\r\nset " + k + " 0 0 3 noreply\r\nnew\r\n";
+    BOOST_REQUIRE_EQUAL(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+    std::this_thread::sleep_for(300ms);  // the set is applied; the get waits for n3
+    linger lg{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    ::close(fd);  // RST
+  }
+  std::this_thread::sleep_for(300ms);
+  ::kill(ns[2]->pid, SIGCONT);
+  c.kill9(*ns[0]);
+  BOOST_REQUIRE(wait_until([&] { return member_states(ns[1]->rpc_port)["n1"] == "dead"; },
+                           8000ms, 50ms));
+  mc_client m(ns[1]->port, 5s);
+  BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "new");
 }
 
 // --------------------------------------------------------------------------------------------
