@@ -556,10 +556,18 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           o.value.assign(r.value.view());                               // back unsent
           intact = true;
         }
+        const auto first = r.st;
         switch (after_result(cv, rt, r.st, cls, intact, steady_ms())) {
           case next_step::accept:
             break;
           case next_step::place:
+            // A write that never left is placed in the new ring, unless a later request of
+            // this connection on its key went out meanwhile: it would land after that one.
+            if (first == storage::status::not_sent && storage::changes_item(o) &&
+                later_request_on(seq, o.key)) {
+              r.st = storage::status::unavailable;
+              break;
+            }
             route_key_op(seq, index);
             return;
           case next_step::warm: {
@@ -608,6 +616,14 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     await_replicas(seq, p);
     report_writes(p);
   }
+}
+
+bool connection::later_request_on(uint64_t seq, const std::string& key) const {
+  for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s)
+    for (const auto& o : pending_[s - base_seq_].ops)
+      if (o.key == key)
+        return true;
+  return false;
 }
 
 bool connection::primary_write(const pending& p, size_t i) {

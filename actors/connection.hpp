@@ -109,6 +109,9 @@ private:
     bool empty() const noexcept { return size_ == 0; }
     size_t size() const noexcept { return size_; }
     pending& operator[](size_t i) noexcept { return *slots_[(head_ + i) & (slots_.size() - 1)]; }
+    const pending& operator[](size_t i) const noexcept {
+      return *slots_[(head_ + i) & (slots_.size() - 1)];
+    }
     pending& front() noexcept { return (*this)[0]; }
     pending& emplace_back();
     /// Resets and recycles the oldest request (its pinned values are released now).
@@ -135,6 +138,8 @@ private:
   void send_side_effect(const caf::actor& dest, storage::op o);
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
+  // True when a request after `seq` has an op on `key` (it was routed when it was parsed).
+  bool later_request_on(uint64_t seq, const std::string& key) const;
   // The op to send, taken out of `o` (its value moves; `o` keeps the key for compose()).
   static storage::op take_op(storage::op& o);
   // Sends `o` for result `index` of request `seq` to rt's owner in cv's ring (this node's

@@ -587,6 +587,45 @@ BOOST_AUTO_TEST_CASE(a_write_is_replicated_even_if_its_client_resets_before_its_
 }
 
 // --------------------------------------------------------------------------------------------
+// A write held up behind a call to a member that stopped answering, and found never sent
+// once the member is declared dead, is not placed in the new ring after a later write of the
+// same connection to the same key (the older value overwrote the newer one): it answers
+// SERVER_ERROR unavailable instead.
+BOOST_AUTO_TEST_CASE(a_held_up_write_does_not_land_after_a_later_one) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 1, 5000ms, {"--rpc-timeout", "3000"});
+  auto on_n3 = keys_owned_by(*ns[0], "n3", "held-", 2);
+  const std::string& x = on_n3[0];
+  const std::string& k = on_n3[1];
+  BOOST_REQUIRE_EQUAL(::kill(ns[2]->pid, SIGSTOP), 0);
+  auto t0 = clock_type::now();
+  mc_client m(ns[0]->port, 10s);
+  // The get goes on n3's data link; the 100 KB set goes by RPC, queued behind it.
+  m.send_all("get " + x + "\r\nset " + k + " 0 0 100000\r\n" + std::string(100000, 'B') +
+             "\r\n");
+  bool dead = wait_until([&] { return member_states(ns[0]->rpc_port)["n3"] == "dead"; },
+                         2500ms, 20ms);
+  report("n3 (stopped) declared dead on n1 after " + fmt(seconds_since(t0)) + " s");
+  BOOST_REQUIRE(dead);
+  m.send_all("set " + k + " 0 0 2\r\nv3\r\n");  // placed in the new ring at once
+  std::string first = m.read_line();
+  if (first.rfind("VALUE", 0) == 0) {
+    m.read_line();
+    first = m.read_line();
+  }
+  std::string big = m.read_line(), small = m.read_line();
+  report("replies: get " + first + ", held-up set " + big + ", later set " + small + " after " +
+         fmt(seconds_since(t0)) + " s");
+  BOOST_CHECK_EQUAL(small, "STORED");
+  ::kill(ns[2]->pid, SIGCONT);
+  mc_client r(ns[1]->port, 5s);
+  auto v = r.get(k);
+  BOOST_CHECK_MESSAGE(v && *v == "v3", "k holds " << (v ? v->substr(0, 8) : "(miss)")
+                                                  << " after the later set of v3");
+}
+
+// --------------------------------------------------------------------------------------------
 // A 100 MiB item crosses nodes: stored through a node that does not own it (uploaded to the
 // owner in chunks) and read back through both (streamed from the owner in chunks).
 BOOST_AUTO_TEST_CASE(hundred_mib_item_crosses_nodes) {
