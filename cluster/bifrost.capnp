@@ -148,8 +148,10 @@ struct MemberStatus {
 }
 
 interface Node {
-  # Handshake: refused (an exception naming both versions) when the schema versions differ.
-  hello @0 (version :UInt32, from :MemberInfo) -> (version :UInt32, self :MemberInfo);
+  # Handshake: refused (an exception naming both versions) when the schema versions differ,
+  # and between members whose --replicas differ (0: not said, as by bifrostctl).
+  hello @0 (version :UInt32, from :MemberInfo, replicas :UInt32)
+      -> (version :UInt32, self :MemberInfo, replicas :UInt32);
 
   # Membership. `reply` is set when the receiver's first answer goes back to the caller (e.g.
   # ack to a ping, joinReply to a join); other answers travel as swim calls of their own.

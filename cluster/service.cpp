@@ -47,6 +47,10 @@ namespace {
 
 using VatId = capnp::rpc::twoparty::VatId;
 
+// The words of a refused hello between members whose --replicas differ (they are matched in
+// the exception's description, which Cap'n Proto carries across).
+constexpr const char* replicas_mismatch = "replicas mismatch";
+
 uint64_t now_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
@@ -274,6 +278,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   bool seen_others = false;  // a view with another live member was built (rebuild)
   uint64_t declared_gone_seen = 0;  // members.stats().declared_gone_at_start when handled
   bool duplicate_reported = false;  // on_fatal called for a name held by another node
+  bool mismatch_reported = false;   // on_fatal called for a peer with another --replicas
+  void on_replicas_mismatch(const std::string& address, const kj::Exception& e);
   std::map<std::string, caf::actor> peer_by_name;
   caf::actor bridge;
   caf::actor replicator;
@@ -535,8 +541,14 @@ protected:
                           rpc::SCHEMA_VERSION, ", the peer speaks version ", peer)));
     auto from = context.getParams().getFrom();
     member_ = from.getName().size() > 0 && from.getRpcAddress().size() > 0;
+    const uint32_t theirs = context.getParams().getReplicas();
+    if (member_ && theirs != 0 && theirs != core_.cfg.replicas)
+      kj::throwFatalException(KJ_EXCEPTION(
+        FAILED, kj::str(replicas_mismatch, ": ", core_.cfg.node_name, " keeps --replicas ",
+                        core_.cfg.replicas, ", ", from.getName(), " keeps ", theirs)));
     auto r = context.getResults();
     r.setVersion(rpc::SCHEMA_VERSION);
+    r.setReplicas(core_.cfg.replicas);
     self_info(r.initSelf());
     return kj::READY_NOW;
   }
@@ -764,6 +776,7 @@ struct service::impl::client_conn {
   void fail(const kj::Exception& e) {
     if (st == state::broken)
       return;
+    core.on_replicas_mismatch(address, e);
     bool was_ready = st == state::ready;
     st = state::broken;
     for (auto& w : waiters)
@@ -799,13 +812,19 @@ struct service::impl::client_conn {
               node = sys->bootstrap(vat).castAs<rpc::Node>();
               auto req = node.helloRequest();
               req.setVersion(rpc::SCHEMA_VERSION);
+              req.setReplicas(core.cfg.replicas);
               to_rpc(self, req.initFrom());
               return req.send();
             })
-            .then([](capnp::Response<rpc::Node::HelloResults>&& r) {
+            .then([this](capnp::Response<rpc::Node::HelloResults>&& r) {
               KJ_REQUIRE(r.getVersion() == rpc::SCHEMA_VERSION,
                          "schema version mismatch: the peer answered another version",
                          r.getVersion(), rpc::SCHEMA_VERSION);
+              if (r.getReplicas() != 0 && r.getReplicas() != core.cfg.replicas)
+                kj::throwFatalException(KJ_EXCEPTION(
+                  FAILED, kj::str(replicas_mismatch, ": ", r.getSelf().getName(),
+                                  " keeps --replicas ", r.getReplicas(), ", ",
+                                  core.cfg.node_name, " keeps ", core.cfg.replicas)));
             });
     auto limit = core.timer.afterDelay(core.cfg.rpc_timeout_ms * kj::MILLISECONDS)
                      .then([this]() -> kj::Promise<void> {
@@ -1310,6 +1329,22 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
 }
 
 // -- membership ---------------------------------------------------------------------------------
+
+void service::impl::on_replicas_mismatch(const std::string& address, const kj::Exception& e) {
+  // Members that keep different numbers of copies place keys differently (a key whose
+  // primary has R=1 is never replicated): a node that has not joined anyone yet refuses to
+  // join such a cluster and stops; one already in a cluster keeps it (the newcomer stops).
+  std::string_view why(e.getDescription().cStr());
+  if (why.find(replicas_mismatch) == std::string_view::npos || seen_others || mismatch_reported)
+    return;
+  mismatch_reported = true;
+  const std::string msg = "cannot join the member at " + address + ": " +
+                          std::string(why.substr(why.find(replicas_mismatch))) +
+                          "; every member needs the same --replicas";
+  std::fprintf(stderr, "bifrost cluster: %s\n", msg.c_str());
+  if (cfg.on_fatal)
+    cfg.on_fatal(msg);
+}
 
 void service::impl::handle(output&& out) {
   if (stopping)

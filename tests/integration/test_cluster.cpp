@@ -1164,6 +1164,31 @@ BOOST_AUTO_TEST_CASE(a_second_node_with_a_taken_name_stops) {
 }
 
 // --------------------------------------------------------------------------------------------
+// Members must keep the same number of copies (a key whose primary has R=1 is never
+// replicated): a node started with another --replicas is refused at the handshake, names
+// the difference, and exits 1; the cluster carries on without it. (It was accepted silently.)
+BOOST_AUTO_TEST_CASE(a_node_with_another_replicas_is_refused) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 2);
+  node& odd = c.start("odd", {ns[0]->rpc_port}, 1);
+  auto t0 = clock_type::now();
+  bool exited = wait_until([&] { return c.reap(odd); }, 5000ms, 20ms);
+  report("a node with --replicas 1 joining an R=2 cluster: " +
+         std::string(exited ? "exited" : "still running") + " after " +
+         fmt(seconds_since(t0)) + " s");
+  BOOST_REQUIRE(exited);
+  BOOST_CHECK_EQUAL(c.stop(odd), 1);
+  std::ifstream err(odd.stderr_path);
+  std::string text((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  BOOST_CHECK_MESSAGE(text.find("replicas mismatch: n1 keeps --replicas 2, odd keeps 1") !=
+                        std::string::npos, text);
+  auto states = member_states(ns[0]->rpc_port);
+  BOOST_CHECK(states.count("odd") == 0 || states["odd"] != "alive");
+  BOOST_CHECK(all_see_alive(ns, {"n1", "n2"}));
+}
+
+// --------------------------------------------------------------------------------------------
 BOOST_AUTO_TEST_CASE(graceful_leave_and_drain_lose_no_request) {
   cluster c;
   logs_on_failure guard{c};
