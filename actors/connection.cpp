@@ -456,7 +456,8 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
         break;
     }
     // A store that may have to run again after warming keeps its value (a copy goes out).
-    rt.kept = may_run_again(cv, rt, o, steady_ms());
+    rt.kept = o.kind == storage::op_kind::store && cv.previous &&  // (no clock read
+              may_run_again(cv, rt, o, steady_ms());                 // on the common path)
     send_to_owner(seq, index, cv, rt, rt.kept ? storage::op(o) : take_op(o));
     return;
   }
