@@ -734,6 +734,10 @@ struct shard::impl {
       e.set_fetched(true);
     }
     if (o.get_value) res.value = value_slice(e, r);
+    // The cluster's own reads (warming, replication) copy the item to a node that may not
+    // have this pending flush_all (it joined during the delay): the copy dies with it.
+    if (!o.counted && flush_at != 0 && (res.exptime == 0 || res.exptime > flush_at))
+      res.exptime = flush_at;
     return res;
   }
 

@@ -726,6 +726,24 @@ BOOST_AUTO_TEST_CASE(flush_all_through_one_node_flushes_every_member) {
   BOOST_REQUIRE_EQUAL(flush(*ns[0], "flush_all"), "OK");
   for (int i = 0; i < 2; ++i)
     BOOST_CHECK_EQUAL(read_all(ns[i]->port, keys).hits, 0u);
+
+  // A node that joins during a delayed flush's delay warms items the others will drop at
+  // the deadline: its copies die then too (they outlived it).
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  BOOST_REQUIRE_EQUAL(flush(*ns[1], "flush_all 3"), "OK");
+  auto t_flush = clock_type::now();
+  auto& n4 = c.start("n4", {ns[0]->rpc_port}, 2);
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive({ns[0], ns[1], &n4}, {"n1", "n2", "n4"}); },
+                           2500ms, 20ms));
+  auto warm = read_all(n4.port, keys);
+  report("joined during the flush delay: " + std::to_string(warm.hits) + " hits through n4 at " +
+         fmt(seconds_since(t_flush)) + " s");
+  BOOST_CHECK_EQUAL(warm.hits, keys.size());
+  BOOST_REQUIRE_GT(stat_of(n4, "curr_items"), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(
+    std::max<long>(0, 4100 - static_cast<long>(seconds_since(t_flush) * 1000))));
+  for (auto* n : {ns[0], ns[1], &n4})
+    BOOST_CHECK_EQUAL(read_all(n->port, keys).hits, 0u);
 }
 
 // --------------------------------------------------------------------------------------------

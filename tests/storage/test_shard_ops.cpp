@@ -447,6 +447,34 @@ BOOST_AUTO_TEST_CASE(flush_immediate) {
   BOOST_CHECK_EQUAL(s->stats().curr_items, 1u);
 }
 
+BOOST_AUTO_TEST_CASE(a_cluster_read_during_a_flush_delay_carries_the_flush_time) {
+  // A warm or replication read copies the item to a node that may not have this pending
+  // flush (it joined during the delay): the copy's expiry is the flush time. A client's read
+  // shows the item's own expiry, as memcached does.
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "never", "1");
+  do_set(*s, "late", "2", 100);     // expires at t0+100
+  do_set(*s, "soon", "3", 5);       // expires at t0+5, before the flush
+  const uint32_t t0 = clk.now();
+  do_flush(*s, 10);
+  auto cluster_read = [&](const std::string& k) {
+    op o;
+    o.key = k;
+    o.counted = false;
+    o.get_bump = false;
+    return s->execute(o);
+  };
+  BOOST_CHECK_EQUAL(cluster_read("never").exptime, t0 + 10);
+  BOOST_CHECK_EQUAL(cluster_read("late").exptime, t0 + 10);
+  BOOST_CHECK_EQUAL(cluster_read("soon").exptime, t0 + 5);
+  BOOST_CHECK_EQUAL(do_get(*s, "never").exptime, 0u);
+  BOOST_CHECK_EQUAL(do_get(*s, "late").exptime, t0 + 100);
+  do_flush(*s, 0);  // no pending flush: the item's own
+  do_set(*s, "after", "4");
+  BOOST_CHECK_EQUAL(cluster_read("after").exptime, 0u);
+}
+
 BOOST_AUTO_TEST_CASE(flush_with_delay) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
