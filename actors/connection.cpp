@@ -610,6 +610,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
       }
     }
   }
+  if (r.st == storage::status::not_sent)
+    r.st = storage::status::unavailable;  // (the node left its cluster view meanwhile)
   p.results[index] = std::move(r);
   if (--p.outstanding == 0 && !p.routing.empty()) {
     // Replicated as soon as the request is done, not when its reply's turn comes: a client
