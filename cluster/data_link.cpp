@@ -962,7 +962,9 @@ private:
       rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, rs.size(), std::move(rs),
                                      std::move(again), s});
       ++rpc_in_flight_[s];
-      to_peer(b.origin, t, std::move(reads));
+      // As a warm read: the member neither counts it nor takes it for an access (the first
+      // read was both; merge_reread keeps what that one saw).
+      to_peer(rpc::Origin::WARM, t, std::move(reads));
     }
     pump();
   }

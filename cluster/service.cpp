@@ -1091,7 +1091,9 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         storage::op_batch reads;
         for (auto i : again)
           reads.push_back((*shared_ops)[i]);
-        return execute_call(node, reads, origin, wait_replicas, true, progress)
+        // As a warm read: the member neither counts it nor takes it for an access (the first
+        // read was both; merge_reread keeps what that one saw).
+        return execute_call(node, reads, rpc::Origin::WARM, wait_replicas, true, progress)
             .then([rs = kj::mv(rs), again = std::move(again)](storage::result_batch big) mutable {
               for (size_t j = 0; j < again.size() && j < big.size(); ++j)
                 storage::merge_reread(rs[again[j]], std::move(big[j]));

@@ -138,14 +138,18 @@ inline bool changed_item(const op& o, status st) noexcept {
 }
 
 /// A read repeated to fetch a value too large to travel inline (`again`) replaces the first
-/// answer, except for the win token: the first read took it (W) or found it taken (Z), and
-/// the repeat, which finds it taken by the first, must not turn a W into a Z.
+/// answer, except for what the first read saw of the item's history: the win token (it took
+/// it, W, or found it taken, Z; the repeat finds it taken by the first) and the access
+/// before it (mg h, l: the repeat finds the first's access).
 inline void merge_reread(result& first, result&& again) {
-  const bool win = first.win, already_won = first.already_won;
+  const bool win = first.win, already_won = first.already_won, fetched = first.fetched;
+  const uint32_t last_access = first.last_access;
   first = std::move(again);
   if (first.st == status::hit) {
     first.win = win;
     first.already_won = already_won;
+    first.fetched = fetched;
+    first.last_access = last_access;
   }
 }
 

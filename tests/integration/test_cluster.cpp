@@ -797,6 +797,25 @@ BOOST_AUTO_TEST_CASE(large_stores_and_large_reads_in_one_pipeline_through_a_non_
     BOOST_REQUIRE_EQUAL(m.set(keys[1], b, 5), "STORED");
   }
   BOOST_CHECK(replies(*ns[1]) == expect);  // the owner answers the same
+
+  // A forwarded read of a value too large to inline is read again for its value; the repeat
+  // is neither an access nor a hit: mg h and l say what the first read found, and the owner
+  // counts one hit per read. (h1 on the first read, and three hits each, before.)
+  for (const char* links : {"on", "off"}) {
+    cluster c2;
+    logs_on_failure guard2{c2};
+    auto ms = start_cluster(c2, 2, 1, 5000ms, {"--cluster-links", links});
+    const auto big = keys_owned_by(*ms[0], "n2", "big-", 1)[0];
+    mc_client m(ms[0]->port, 5s);
+    BOOST_REQUIRE_EQUAL(m.set(big, a), "STORED");
+    const long hits0 = stat_of(*ms[1], "get_hits");
+    for (const char* h : {"h0", "h1"}) {
+      m.send_all("mg " + big + " v h\r\n");
+      BOOST_CHECK_EQUAL(m.read_line(), std::string("VA 70000 ") + h);
+      BOOST_CHECK_EQUAL(m.read_exact(70002), a + "\r\n");
+    }
+    BOOST_CHECK_EQUAL(stat_of(*ms[1], "get_hits") - hits0, 2);
+  }
 }
 
 // --------------------------------------------------------------------------------------------
