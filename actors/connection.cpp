@@ -458,17 +458,16 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     // A store that may have to run again after warming keeps its value (a copy goes out).
     rt.kept = o.kind == storage::op_kind::store && cv.previous &&  // (no clock read
               may_run_again(cv, rt, o, steady_ms());                 // on the common path)
-    send_to_owner(seq, index, cv, rt, rt.kept ? storage::op(o) : take_op(o));
+    if (rt.kept) {
+      send_to_owner(seq, index, cv, rt, storage::op(o));
+    } else {
+      std::string key = o.key;  // the value goes with the op; compose() needs the key
+      send_to_owner(seq, index, cv, rt, std::move(o));
+      o.key = std::move(key);
+    }
     return;
   }
   route_op(seq, index, snap.lookup(o.key).shard_index(o.key));
-}
-
-storage::op connection::take_op(storage::op& o) {
-  // The value goes with the op (moved, not copied); compose() keeps needing the key.
-  storage::op out = std::move(o);
-  o.key = out.key;
-  return out;
 }
 
 void connection::send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv,
@@ -484,7 +483,9 @@ void connection::send_to_owner(uint64_t seq, uint32_t index, const cluster_view&
 
 void connection::route_op(uint64_t seq, uint32_t index, size_t shard) {
   auto& o = pending_[seq - base_seq_].ops[index];
-  ctx_.dispatch->add(ctx_.routes->local_shards()[shard], id_, seq, index, take_op(o));
+  std::string key = o.key;  // the value goes with the op; compose() needs the key
+  ctx_.dispatch->add(ctx_.routes->local_shards()[shard], id_, seq, index, std::move(o));
+  o.key = std::move(key);
 }
 
 void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
@@ -580,17 +581,20 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
               break;
             storage::op w = o;
             if (cls == warm_class::remove) {
+              // The previous copy goes (md I's stale mark would not survive a warm copy).
               rt.phase = warm_phase::erase;
-              if (r.st == storage::status::deleted) {  // the owner's is the answer: the
-                w.compare_cas = 0;                     // previous copy just goes
-                w.invalidate = false;
-              }
+              w.invalidate = false;
+              if (r.st == storage::status::deleted)
+                w.compare_cas = 0;  // the owner's is the answer: nothing to compare
             } else {
               rt.phase = warm_phase::read;
-              w.kind = storage::op_kind::get;
-              w.value.clear();
-              w.get_value = true;
-              w.get_touch = w.vivify = w.recache = false;
+              if (cls == warm_class::update) {  // a read of the item, with no effect there
+                w.kind = storage::op_kind::get;
+                w.value.clear();
+                w.get_value = true;
+                w.get_touch = w.vivify = w.recache = false;
+                w.keep_token = true;
+              }
               w.get_bump = false;
               w.counted = false;  // the client's read was counted where it missed
             }
@@ -800,7 +804,6 @@ void connection::complete_ready() {
     switch (p.kind) {
       case pending_kind::refused:  // the old value is gone (or unreachable): the error, if any
         out_.bytes(p.reply);
-        report_writes(p);
         break;
       case pending_kind::exec: {
         bool unavailable = false;
@@ -817,8 +820,7 @@ void connection::complete_ready() {
         } else {
           compose(p.req, p.ops, p.results, out_);
         }
-        report_writes(p);
-        break;
+        break;  // (its writes went to the replicator when its last result came: deliver)
       }
       case pending_kind::flush: {
         // A member that did not answer may still serve what it held: say so, as for a write.

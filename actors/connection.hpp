@@ -140,8 +140,6 @@ private:
   void route_op(uint64_t seq, uint32_t index, size_t shard);
   // True when a request after `seq` has an op on `key` (it was routed when it was parsed).
   bool later_request_on(uint64_t seq, const std::string& key) const;
-  // The op to send, taken out of `o` (its value moves; `o` keeps the key for compose()).
-  static storage::op take_op(storage::op& o);
   // Sends `o` for result `index` of request `seq` to rt's owner in cv's ring (this node's
   // shard, else the member's data link, else its peer actor).
   void send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv, const op_route& rt,
