@@ -30,8 +30,9 @@ warm_class classify(const storage::op& o) noexcept {
     case op_kind::get:
       return storage::changes_item(o) ? warm_class::update : warm_class::read;
     case op_kind::store:
-      return o.mode == store_mode::set || o.mode == store_mode::add ? warm_class::blind
-                                                                    : warm_class::update;
+      return o.mode == store_mode::set   ? warm_class::blind
+             : o.mode == store_mode::add ? warm_class::insert
+                                         : warm_class::update;
     case op_kind::remove:
       return warm_class::remove;
     case op_kind::arith:
@@ -46,6 +47,12 @@ bool may_run_again(const cluster_view& cv, const op_route& rt, const storage::op
                    int64_t now_ms) noexcept {
   return o.kind == storage::op_kind::store && !rt.warmed && cv.previous &&
          now_ms < cv.warm_until_ms && classify(o) == warm_class::update;
+}
+
+bool warm_first(const cluster_view& cv, const op_route& rt, const storage::op& o,
+                int64_t now_ms) noexcept {
+  return !rt.warmed && cv.previous && now_ms < cv.warm_until_ms &&
+         classify(o) == warm_class::insert;
 }
 
 next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,

@@ -27,6 +27,7 @@ enum class warm_phase : uint8_t {
   read,     // a warm read of the key at its previous owner
   restore,  // the previous owner's item being added at the owner; the op runs again after it
   erase,    // a delete's copy at the previous owner
+  ahead,    // a warm read before the op runs (add): a hit is added at the owner first
 };
 
 /// Where one op went (owned by the connection, one per op of a pending request).
@@ -48,9 +49,16 @@ enum class warm_class : uint8_t {
            // cas): when it finds none, the previous owner's item is added first and the op
            // runs again, so it acts on the item the client knew
   remove,  // delete: done at the previous owner too, else a later miss warms the item back
-  blind,   // set, add, flush: they do not depend on an existing item
+  insert,  // add (and ms in mode E): stores only when there is no item, which it cannot
+           // undo once it did: the previous owner's item is added at the owner before it runs
+  blind,   // set, flush: they do not depend on an existing item
 };
 warm_class classify(const storage::op& o) noexcept;
+
+/// An op of class `insert` placed at rt.owner, inside the window and not yet warmed, asks
+/// warm_source() for its key before it runs.
+bool warm_first(const cluster_view& cv, const op_route& rt, const storage::op& o,
+                int64_t now_ms) noexcept;
 
 /// True when the result of an op of class `update` says it found no item to act on.
 inline bool found_nothing(storage::status st) noexcept {

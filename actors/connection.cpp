@@ -455,9 +455,19 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
       case placement::local:
         break;
     }
-    // A store that may have to run again after warming keeps its value (a copy goes out).
-    rt.kept = o.kind == storage::op_kind::store && cv.previous &&  // (no clock read
-              may_run_again(cv, rt, o, steady_ms());                 // on the common path)
+    // A store that may have to run again after warming keeps its value (a copy goes out);
+    // an add asks the previous owner first. (No clock read on the common path.)
+    const bool store_in_window = o.kind == storage::op_kind::store && cv.previous;
+    if (store_in_window && warm_first(cv, rt, o, steady_ms())) {
+      rt.warmed = true;
+      auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt);
+      if (from.where != placement::unavailable) {
+        rt.phase = warm_phase::ahead;
+        send_warm_read(seq, index, cv, from, o, true);
+        return;
+      }
+    }
+    rt.kept = store_in_window && may_run_again(cv, rt, o, steady_ms());
     if (rt.kept) {
       send_to_owner(seq, index, cv, rt, storage::op(o));
     } else {
@@ -479,6 +489,28 @@ void connection::send_to_owner(uint64_t seq, uint32_t index, const cluster_view&
   }
   caf::actor link = ctx_.links ? ctx_.links->link_for(cv, rt.owner) : caf::actor();
   ctx_.dispatch->add(link ? link : cv.peers[rt.owner], id_, seq, index, std::move(o));
+}
+
+void connection::send_warm_read(uint64_t seq, uint32_t index, const cluster_view& cv,
+                                const warm_from& from, const storage::op& o, bool quiet) {
+  storage::op w;
+  w.kind = storage::op_kind::get;
+  w.key = o.key;
+  if (!quiet) {  // a client's read: as it asked (meta flags, the win token of a stale item)
+    w = o;
+  } else {
+    w.keep_token = true;  // an update's or an add's look: no effect on the item there
+  }
+  w.get_value = true;
+  w.get_bump = false;
+  w.counted = false;  // the client's op was counted where it missed (or will be)
+  if (from.where == placement::peer) {
+    caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
+    ctx_.dispatch->add(link ? link : cv.previous_peers[from.id], id_, seq, index, std::move(w),
+                       true);
+  } else {
+    ctx_.dispatch->add(local_shard_for(w.key), id_, seq, index, std::move(w));
+  }
 }
 
 void connection::route_op(uint64_t seq, uint32_t index, size_t shard) {
@@ -509,14 +541,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // op's own result stands.
         if (r.st == storage::status::hit && r.value && same_ring(cv, rt) &&
             (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]))) {
-          storage::op keep;
-          keep.kind = storage::op_kind::store;
-          keep.mode = storage::store_mode::add;  // never over a write that got there first
-          keep.key = o.key;
-          keep.value.assign(r.value.view().data(), r.value.view().size());
-          keep.flags = r.flags;
-          keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
-          keep.explicit_cas = r.cas;
+          storage::op keep = warm_copy(o.key, r);
           if (cls != warm_class::read) {
             rt.phase = warm_phase::restore;
             send_to_owner(seq, index, cv, rt, std::move(keep));
@@ -539,6 +564,17 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           r = std::move(p.results[index]);  // nothing to add: the op's own result
         }
         break;
+      case warm_phase::ahead:
+        // The previous owner's answer for an add that has not run yet: its item goes to the
+        // owner first (the add then finds it), or, with none, the add runs at once.
+        if (r.st == storage::status::hit && r.value && same_ring(cv, rt) &&
+            (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]))) {
+          rt.phase = warm_phase::restore;
+          send_to_owner(seq, index, cv, rt, warm_copy(o.key, r));
+          return;
+        }
+        route_key_op(seq, index);
+        return;
       case warm_phase::restore:
         // The previous owner's item is at the owner (or a newer write was): run the op
         // again, wherever the ring places it now.
@@ -579,26 +615,18 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt);
             if (from.where == placement::unavailable)
               break;
-            storage::op w = o;
-            if (cls == warm_class::remove) {
-              // The previous copy goes (md I's stale mark would not survive a warm copy).
-              rt.phase = warm_phase::erase;
-              w.invalidate = false;
-              if (r.st == storage::status::deleted)
-                w.compare_cas = 0;  // the owner's is the answer: nothing to compare
-            } else {
-              rt.phase = warm_phase::read;
-              if (cls == warm_class::update) {  // a read of the item, with no effect there
-                w.kind = storage::op_kind::get;
-                w.value.clear();
-                w.get_value = true;
-                w.get_touch = w.vivify = w.recache = false;
-                w.keep_token = true;
-              }
-              w.get_bump = false;
-              w.counted = false;  // the client's read was counted where it missed
-            }
             p.results[index] = std::move(r);
+            if (cls != warm_class::remove) {
+              rt.phase = warm_phase::read;
+              send_warm_read(seq, index, cv, from, o, cls == warm_class::update);
+              return;
+            }
+            // The previous copy goes (md I's stale mark would not survive a warm copy).
+            storage::op w = o;
+            rt.phase = warm_phase::erase;
+            w.invalidate = false;
+            if (p.results[index].st == storage::status::deleted)
+              w.compare_cas = 0;  // the owner's is the answer: nothing to compare
             if (from.where == placement::peer) {
               caf::actor link =
                 ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
@@ -623,6 +651,18 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     await_replicas(seq, p);
     report_writes(p);
   }
+}
+
+storage::op connection::warm_copy(const std::string& key, const storage::result& r) {
+  storage::op keep;
+  keep.kind = storage::op_kind::store;
+  keep.mode = storage::store_mode::add;  // never over a write that got there first
+  keep.key = key;
+  keep.value.assign(r.value.view().data(), r.value.view().size());
+  keep.flags = r.flags;
+  keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
+  keep.explicit_cas = r.cas;
+  return keep;
 }
 
 bool connection::later_request_on(uint64_t seq, const std::string& key) const {

@@ -138,6 +138,13 @@ private:
   void send_side_effect(const caf::actor& dest, storage::op o);
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
+  // Asks the previous owner `from` for o's key (a warm read, no access, not counted): as the
+  // client's read `o` asked, or `quiet`ly (an update's or an add's look at the item).
+  void send_warm_read(uint64_t seq, uint32_t index, const cluster_view& cv,
+                      const warm_from& from, const storage::op& o, bool quiet);
+  // The store that keeps a warm read's hit `r` at the owner: an add, with its flags, expiry
+  // and CAS.
+  static storage::op warm_copy(const std::string& key, const storage::result& r);
   // True when a request after `seq` has an op on `key` (it was routed when it was parsed).
   bool later_request_on(uint64_t seq, const std::string& key) const;
   // Sends `o` for result `index` of request `seq` to rt's owner in cv's ring (this node's

@@ -328,7 +328,8 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   for (auto* o : {&gat, &incr, &touch, &append, &cas})
     BOOST_CHECK(classify(*o) == warm_class::update);
   BOOST_CHECK(classify(del) == warm_class::remove);
-  for (auto* o : {&set, &add, &flush})
+  BOOST_CHECK(classify(add) == warm_class::insert);
+  for (auto* o : {&set, &flush})
     BOOST_CHECK(classify(*o) == warm_class::blind);
 
   views vs;
@@ -342,6 +343,12 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   BOOST_CHECK(!may_run_again(*v2, rt, append, 1000));
   BOOST_CHECK(!may_run_again(*v2, rt, set, 999));
   BOOST_CHECK(!may_run_again(*v2, rt, incr, 999));  // no value: always whole
+  // An add looks at the previous owner before it runs (it cannot be undone after), once,
+  // inside the window; nothing else does.
+  BOOST_CHECK(warm_first(*v2, rt, add, 999));
+  BOOST_CHECK(!warm_first(*v2, rt, add, 1000));
+  for (auto* o : {&set, &append, &get, &del})
+    BOOST_CHECK(!warm_first(*v2, rt, *o, 999));
   for (auto st : {status::not_found, status::not_stored, status::miss}) {
     op_route r = rt;
     auto s = st;
@@ -380,6 +387,7 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   s = status::not_found;
   BOOST_CHECK(after_result(*v2, rt, s, warm_class::update, true, 999) == next_step::accept);
   BOOST_CHECK(!may_run_again(*v2, rt, append, 999));
+  BOOST_CHECK(!warm_first(*v2, rt, add, 999));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1030,9 +1030,10 @@ BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
 // --------------------------------------------------------------------------------------------
 // After a join, writes to keys the new owner has not warmed yet act on the item the client
 // knew, as reads do: a delete deletes it (and it does not warm back), touch/gat/incr/append
-// and cas find it (with its CAS), and a write made while a read warms the key is not
-// overwritten by the warmed copy. (Each once missed at the new owner: NOT_FOUND, NOT_STORED,
-// a deleted value served again, or the write lost to the copy.)
+// and cas find it (with its CAS), an add is refused, and a write made while a read warms the
+// key is not overwritten by the warmed copy. (Each once missed at the new owner: NOT_FOUND,
+// NOT_STORED, an add STORED over the item, a deleted value served again, or the write lost
+// to the copy.)
 BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
   cluster c;
   logs_on_failure guard{c};
@@ -1059,7 +1060,7 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
   auto& n3 = c.start("n3", {ns[0]->rpc_port});
   ns.push_back(&n3);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
-  auto moved = keys_owned_by(n3, "n3", "wk-", 35);
+  auto moved = keys_owned_by(n3, "n3", "wk-", 40);
   auto group = [&](int g) {
     return std::vector<std::string>(moved.begin() + g * 5, moved.begin() + g * 5 + 5);
   };
@@ -1075,6 +1076,8 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
     BOOST_CHECK_EQUAL(one(n3, "gat 1000 " + k), "VALUE " + k + " 7 2");
   for (auto& k : group(5))
     BOOST_CHECK_EQUAL(one(*ns[0], "cas " + k + " 8 0 2 " + cas_of[k] + "\r\nCC"), "STORED");
+  for (auto& k : group(7))  // the item exists: an add is refused, and leaves it as it was
+    BOOST_CHECK_EQUAL(one(*ns[1], "add " + k + " 0 0 1\r\nA"), "NOT_STORED");
   // A read that warms the key and a write right behind it on the same connection.
   for (auto& k : group(6)) {
     mc_client m(ns[0]->port, 5s);
@@ -1103,6 +1106,8 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
       BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "CC");
     for (auto& k : group(6))
       BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "NW");
+    for (auto& k : group(7))
+      BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "10");
   }
   // A deleted key stays deleted when asked for on its own again, through its old owner.
   for (auto& k : group(0))
