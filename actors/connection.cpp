@@ -539,8 +539,12 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // owner that missed (a side effect the client does not wait for). For an update:
         // add the item at the owner first, then run the op again; with nothing to add, the
         // op's own result stands.
+        // Not when a later request of this connection on the key went out meanwhile: the
+        // copy (and an update run again) would land after it (a delete undone, a set
+        // changed). The read still answers with the hit; an update, with its own result.
         if (r.st == storage::status::hit && r.value && same_ring(cv, rt) &&
-            (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]))) {
+            (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner])) &&
+            !later_request_on(seq, o.key)) {
           storage::op keep = warm_copy(o.key, r);
           if (cls != warm_class::read) {
             rt.phase = warm_phase::restore;
@@ -557,7 +561,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         } else if (cls == warm_class::read) {
           if (r.st != storage::status::hit || !r.value)
             r.st = storage::status::miss;
-        } else if (r.st == storage::status::hit && !same_ring(cv, rt)) {
+        } else if (r.st == storage::status::hit && !same_ring(cv, rt) &&
+                   !later_request_on(seq, o.key)) {
           route_key_op(seq, index);  // the ring changed meanwhile: run it where it goes now
           return;
         } else {
@@ -566,7 +571,13 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         break;
       case warm_phase::ahead:
         // The previous owner's answer for an add that has not run yet: its item goes to the
-        // owner first (the add then finds it), or, with none, the add runs at once.
+        // owner first (the add then finds it), or, with none, the add runs at once. A later
+        // request of this connection on the key already went out: the add would land after
+        // it, so it does not run (as a write to an unreachable owner).
+        if (later_request_on(seq, o.key)) {
+          r = storage::result::of(storage::status::unavailable);
+          break;
+        }
         if (r.st == storage::status::hit && r.value && same_ring(cv, rt) &&
             (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]))) {
           rt.phase = warm_phase::restore;
@@ -577,7 +588,16 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         return;
       case warm_phase::restore:
         // The previous owner's item is at the owner (or a newer write was): run the op
-        // again, wherever the ring places it now.
+        // again, wherever the ring places it now — unless a later request on the key went
+        // out meanwhile (see above): then an update answers its own first result, an add
+        // does not run.
+        if (later_request_on(seq, o.key)) {
+          if (cls == warm_class::insert)
+            r = storage::result::of(storage::status::unavailable);
+          else
+            r = std::move(p.results[index]);
+          break;
+        }
         route_key_op(seq, index);
         return;
       case warm_phase::erase: {
