@@ -148,10 +148,15 @@ struct MemberStatus {
 }
 
 interface Node {
-  # Handshake: refused (an exception naming both versions) when the schema versions differ,
-  # and between members whose --replicas differ (0: not said, as by bifrostctl).
-  hello @0 (version :UInt32, from :MemberInfo, replicas :UInt32)
-      -> (version :UInt32, self :MemberInfo, replicas :UInt32);
+  # Handshake: refused (an exception naming both versions) when the schema versions differ.
+  # Members also say their --replicas (0: not said, as by bifrostctl), whether they are in a
+  # cluster (have seen another live member) and when they started (unix ms): between members
+  # whose --replicas differ nothing more is exchanged, and the same rule on both sides picks
+  # the one that stops (cluster/service.cpp, replicas_conflict).
+  hello @0 (version :UInt32, from :MemberInfo, replicas :UInt32, inCluster :Bool,
+            startedAtMs :UInt64)
+      -> (version :UInt32, self :MemberInfo, replicas :UInt32, inCluster :Bool,
+          startedAtMs :UInt64);
 
   # Membership. `reply` is set when the receiver's first answer goes back to the caller (e.g.
   # ack to a ping, joinReply to a join); other answers travel as swim calls of their own.

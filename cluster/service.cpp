@@ -51,6 +51,12 @@ using VatId = capnp::rpc::twoparty::VatId;
 // the exception's description, which Cap'n Proto carries across).
 constexpr const char* replicas_mismatch = "replicas mismatch";
 
+uint64_t wall_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
 uint64_t now_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
@@ -279,7 +285,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   uint64_t declared_gone_seen = 0;  // members.stats().declared_gone_at_start when handled
   bool duplicate_reported = false;  // on_fatal called for a name held by another node
   bool mismatch_reported = false;   // on_fatal called for a peer with another --replicas
-  void on_replicas_mismatch(const std::string& address, const kj::Exception& e);
+  const uint64_t started_at_ms = wall_ms();  // for replicas_conflict
+  void replicas_conflict(const std::string& name, const std::string& address, uint32_t theirs,
+                         bool their_cluster, uint64_t their_start_ms);
   std::map<std::string, caf::actor> peer_by_name;
   caf::actor bridge;
   caf::actor replicator;
@@ -541,21 +549,27 @@ protected:
                           rpc::SCHEMA_VERSION, ", the peer speaks version ", peer)));
     auto from = context.getParams().getFrom();
     member_ = from.getName().size() > 0 && from.getRpcAddress().size() > 0;
-    const uint32_t theirs = context.getParams().getReplicas();
-    if (member_ && theirs != 0 && theirs != core_.cfg.replicas)
-      kj::throwFatalException(KJ_EXCEPTION(
-        FAILED, kj::str(replicas_mismatch, ": ", core_.cfg.node_name, " keeps --replicas ",
-                        core_.cfg.replicas, ", ", from.getName(), " keeps ", theirs)));
     auto r = context.getResults();
     r.setVersion(rpc::SCHEMA_VERSION);
     r.setReplicas(core_.cfg.replicas);
+    r.setInCluster(core_.seen_others);
+    r.setStartedAtMs(core_.started_at_ms);
     self_info(r.initSelf());
+    const uint32_t theirs = context.getParams().getReplicas();
+    if (member_ && theirs != 0 && theirs != core_.cfg.replicas) {
+      // Answered (so that the caller can apply the same rule), then nothing more from it.
+      member_ = false;
+      refused_ = true;
+      core_.replicas_conflict(from.getName().cStr(), from.getRpcAddress().cStr(), theirs,
+                              context.getParams().getInCluster(),
+                              context.getParams().getStartedAtMs());
+    }
     return kj::READY_NOW;
   }
 
   kj::Promise<void> swim(SwimContext context) override {
     message m;
-    if (!from_rpc(context.getParams().getMsg(), m) || core_.stopping)
+    if (refused_ || !from_rpc(context.getParams().getMsg(), m) || core_.stopping)
       return kj::READY_NOW;
     auto out = core_.members.on_message(m, now_ms());
     // The first answer to the caller travels back as the reply.
@@ -753,6 +767,7 @@ private:
 
   service::impl& core_;
   bool member_ = false;  // hello came from a cluster member
+  bool refused_ = false;  // ...whose --replicas differ: its membership messages are ignored
 };
 
 struct server_conn {
@@ -776,7 +791,6 @@ struct service::impl::client_conn {
   void fail(const kj::Exception& e) {
     if (st == state::broken)
       return;
-    core.on_replicas_mismatch(address, e);
     bool was_ready = st == state::ready;
     st = state::broken;
     for (auto& w : waiters)
@@ -813,6 +827,8 @@ struct service::impl::client_conn {
               auto req = node.helloRequest();
               req.setVersion(rpc::SCHEMA_VERSION);
               req.setReplicas(core.cfg.replicas);
+              req.setInCluster(core.seen_others);
+              req.setStartedAtMs(core.started_at_ms);
               to_rpc(self, req.initFrom());
               return req.send();
             })
@@ -820,11 +836,15 @@ struct service::impl::client_conn {
               KJ_REQUIRE(r.getVersion() == rpc::SCHEMA_VERSION,
                          "schema version mismatch: the peer answered another version",
                          r.getVersion(), rpc::SCHEMA_VERSION);
-              if (r.getReplicas() != 0 && r.getReplicas() != core.cfg.replicas)
+              if (r.getReplicas() != 0 && r.getReplicas() != core.cfg.replicas) {
+                auto peer = r.getSelf();
+                core.replicas_conflict(peer.getName().cStr(), address, r.getReplicas(),
+                                       r.getInCluster(), r.getStartedAtMs());
                 kj::throwFatalException(KJ_EXCEPTION(
-                  FAILED, kj::str(replicas_mismatch, ": ", r.getSelf().getName(),
+                  FAILED, kj::str(replicas_mismatch, ": ", peer.getName(),
                                   " keeps --replicas ", r.getReplicas(), ", ",
                                   core.cfg.node_name, " keeps ", core.cfg.replicas)));
+              }
             });
     auto limit = core.timer.afterDelay(core.cfg.rpc_timeout_ms * kj::MILLISECONDS)
                      .then([this]() -> kj::Promise<void> {
@@ -1332,17 +1352,33 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
 
 // -- membership ---------------------------------------------------------------------------------
 
-void service::impl::on_replicas_mismatch(const std::string& address, const kj::Exception& e) {
+void service::impl::replicas_conflict(const std::string& name, const std::string& address,
+                                      uint32_t theirs, bool their_cluster,
+                                      uint64_t their_start_ms) {
   // Members that keep different numbers of copies place keys differently (a key whose
-  // primary has R=1 is never replicated): a node that has not joined anyone yet refuses to
-  // join such a cluster and stops; one already in a cluster keeps it (the newcomer stops).
-  std::string_view why(e.getDescription().cStr());
-  if (why.find(replicas_mismatch) == std::string_view::npos || seen_others || mismatch_reported)
+  // primary has R=1 is never replicated), so they never form one cluster. Both sides apply
+  // this rule to the same facts, so one of them stops, or neither: a node in a cluster keeps
+  // running against one that is not (the newcomer stops); two nodes alone: the later started
+  // stops (by name on a tie); two clusters: both keep running, apart.
+  std::fprintf(stderr,
+               "bifrost cluster: refusing '%s' at %s: it keeps --replicas %u, this node %u; "
+               "every member needs the same --replicas\n",
+               name.c_str(), address.c_str(), theirs, cfg.replicas);
+  bool stop;
+  if (seen_others != their_cluster)
+    stop = !seen_others;
+  else if (seen_others)
+    stop = false;
+  else
+    stop = started_at_ms != their_start_ms ? started_at_ms > their_start_ms
+                                           : cfg.node_name > name;
+  if (!stop || mismatch_reported)
     return;
   mismatch_reported = true;
-  const std::string msg = "cannot join the member at " + address + ": " +
-                          std::string(why.substr(why.find(replicas_mismatch))) +
-                          "; every member needs the same --replicas";
+  const std::string msg = "cannot join '" + name + "' at " + address + ": " +
+                          std::string(replicas_mismatch) + ": " + name + " keeps --replicas " +
+                          std::to_string(theirs) + ", " + cfg.node_name + " keeps " +
+                          std::to_string(cfg.replicas) + "; every member needs the same --replicas";
   std::fprintf(stderr, "bifrost cluster: %s\n", msg.c_str());
   if (cfg.on_fatal)
     cfg.on_fatal(msg);

@@ -1240,7 +1240,8 @@ BOOST_AUTO_TEST_CASE(a_second_node_with_a_taken_name_stops) {
 // --------------------------------------------------------------------------------------------
 // Members must keep the same number of copies (a key whose primary has R=1 is never
 // replicated): a node started with another --replicas is refused at the handshake, names
-// the difference, and exits 1; the cluster carries on without it. (It was accepted silently.)
+// the difference, and exits 1; the cluster carries on without it. (It was accepted silently;
+// then, in a first version, a lone healthy node that met it stopped too.)
 BOOST_AUTO_TEST_CASE(a_node_with_another_replicas_is_refused) {
   cluster c;
   logs_on_failure guard{c};
@@ -1260,6 +1261,25 @@ BOOST_AUTO_TEST_CASE(a_node_with_another_replicas_is_refused) {
   auto states = member_states(ns[0]->rpc_port);
   BOOST_CHECK(states.count("odd") == 0 || states["odd"] != "alive");
   BOOST_CHECK(all_see_alive(ns, {"n1", "n2"}));
+
+  // Two nodes alone (the first one seeds itself with the second's address, and serves): the
+  // one started later stops, whichever dials; the first keeps serving. (Both stopped.)
+  node_options second;
+  second.rpc_port = free_port();
+  second.replicas = 1;
+  node_options first;
+  first.join = {second.rpc_port};
+  first.replicas = 2;
+  node& solo = c.start("solo", first);
+  std::this_thread::sleep_for(300ms);  // alone, dialling its seed in vain
+  second.join = {solo.rpc_port};
+  node& late = c.start("late", second);
+  BOOST_REQUIRE(wait_until([&] { return c.reap(late); }, 5000ms, 20ms));
+  BOOST_CHECK_EQUAL(c.stop(late), 1);
+  std::this_thread::sleep_for(700ms);  // the first hears of it too (its seed's next hello)
+  BOOST_CHECK_MESSAGE(!c.reap(solo), "the node started first stopped as well");
+  mc_client m(solo.port, 5s);
+  BOOST_CHECK_EQUAL(m.set("still-here", "yes"), "STORED");
 }
 
 // --------------------------------------------------------------------------------------------
