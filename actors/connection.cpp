@@ -799,8 +799,11 @@ void connection::handle_local(pending& p) {
             const auto& name = cv.previous->member(id).name;
             auto now = cv.ring->find(name);
             if (name != cv.self_name && cv.previous_peers[id] &&
-                cv.previous->member(id).alive && (!now || !cv.ring->member(*now).alive))
-              members.push_back(cv.previous_peers[id]);
+                cv.previous->member(id).alive && (!now || !cv.ring->member(*now).alive)) {
+              // The way warm reads go to it, so that one behind this flush finds it flushed.
+              caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, id) : caf::actor();
+              members.push_back(link ? link : cv.previous_peers[id]);
+            }
           }
       }
       const size_t n = shards.size() + members.size();

@@ -262,11 +262,14 @@ public:
       [this](close_atom) {
         write_out();  // replies computed before the close (best effort: never blocks)
         // Calls still running in the shards may change items: stay for their results, so
-        // that what they changed is replicated (the replies have nowhere to go).
-        if (calls_.empty())
+        // that what they changed is replicated (the replies have nowhere to go) — for at
+        // most a second: at shutdown a shard may be gone and never answer.
+        if (calls_.empty() || quit_when_done_) {
           quit();
-        else
+        } else {
           quit_when_done_ = true;
+          delayed_send(this, std::chrono::seconds(1), close_atom::value);
+        }
       },
     };
   }

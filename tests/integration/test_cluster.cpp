@@ -608,6 +608,9 @@ BOOST_AUTO_TEST_CASE(a_held_up_write_does_not_land_after_a_later_one) {
                          2500ms, 20ms);
   report("n3 (stopped) declared dead on n1 after " + fmt(seconds_since(t0)) + " s");
   BOOST_REQUIRE(dead);
+  // Sent before the held-up calls fail (--rpc-timeout 3 s after t0): the held-up set comes
+  // back not_sent after this one went out.
+  BOOST_REQUIRE_LT(seconds_since(t0), 2.8);
   m.send_all("set " + k + " 0 0 2\r\nv3\r\n");  // placed in the new ring at once
   std::string first = m.read_line();
   if (first.rfind("VALUE", 0) == 0) {
@@ -730,7 +733,10 @@ BOOST_AUTO_TEST_CASE(flush_all_through_one_node_flushes_every_member) {
   // A node that joins during a delayed flush's delay warms items the others will drop at
   // the deadline: its copies die then too (they outlived it).
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
-  BOOST_REQUIRE_EQUAL(flush(*ns[1], "flush_all 3"), "OK");
+  // The deadline is whole seconds: at the latest 5 s after `before` (+1 for the rounding),
+  // at the earliest 4 s after it; the join and the reads take well under a second.
+  const auto before = std::chrono::system_clock::now();
+  BOOST_REQUIRE_EQUAL(flush(*ns[1], "flush_all 5"), "OK");
   auto t_flush = clock_type::now();
   auto& n4 = c.start("n4", {ns[0]->rpc_port}, 2);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive({ns[0], ns[1], &n4}, {"n1", "n2", "n4"}); },
@@ -740,8 +746,8 @@ BOOST_AUTO_TEST_CASE(flush_all_through_one_node_flushes_every_member) {
          fmt(seconds_since(t_flush)) + " s");
   BOOST_CHECK_EQUAL(warm.hits, keys.size());
   BOOST_REQUIRE_GT(stat_of(n4, "curr_items"), 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(
-    std::max<long>(0, 4100 - static_cast<long>(seconds_since(t_flush) * 1000))));
+  BOOST_REQUIRE_LT(seconds_since(t_flush), 3.5);  // the reads were before the deadline
+  std::this_thread::sleep_until(before + 6200ms);
   for (auto* n : {ns[0], ns[1], &n4})
     BOOST_CHECK_EQUAL(read_all(n->port, keys).hits, 0u);
 }
