@@ -104,6 +104,16 @@ std::string key_moved(const cluster_view& a, const std::string& before, const cl
   return {};
 }
 
+// n4 joins n1..n3 (seen from n1, warming window until 1000): a key n2 owned is now n4's,
+// placed at n4 by `rt`.
+struct n4_joined {
+  views vs;
+  std::shared_ptr<cluster_view> v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  std::shared_ptr<cluster_view> v2 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 2, v1, 1000);
+  std::string k = key_moved(*v1, "n2", *v2, "n4");
+  op_route rt;
+};
+
 uint64_t h(const std::string& k) {
   return cluster::ring::key_hash(k);
 }
@@ -244,12 +254,11 @@ BOOST_AUTO_TEST_CASE(not_sent_is_placed_again_only_when_intact_and_the_ring_move
 }
 
 BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
-  views vs;
-  // n4 joins: a key n2 owned is now n4's; n4 misses it and asks n2.
-  auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
-  auto v2 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 2, v1, 1000);
-  auto k = key_moved(*v1, "n2", *v2, "n4");
-  op_route rt;
+  // n4 misses a key n2 owned and asks n2.
+  n4_joined j;
+  auto &v1 = j.v1, &v2 = j.v2;
+  auto& k = j.k;
+  auto& rt = j.rt;
   BOOST_REQUIRE(place(*v2, h(k), rt) == placement::peer);
   auto st = status::miss;
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999) == next_step::warm);
@@ -332,11 +341,10 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   for (auto* o : {&set, &flush})
     BOOST_CHECK(classify(*o) == warm_class::blind);
 
-  views vs;
-  auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
-  auto v2 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 2, v1, 1000);
-  auto k = key_moved(*v1, "n2", *v2, "n4");
-  op_route rt;
+  n4_joined j;
+  auto &v1 = j.v1, &v2 = j.v2;
+  auto& k = j.k;
+  auto& rt = j.rt;
   BOOST_REQUIRE(place(*v2, h(k), rt) == placement::peer);
   // Only an update store keeps its value, and only inside the window, before warming.
   BOOST_CHECK(may_run_again(*v2, rt, append, 999));

@@ -116,6 +116,13 @@ std::vector<std::string> keys_owned_by(node& via, const std::string& owner,
   return keys;
 }
 
+// One command line through `n`'s memcached port; its first reply line.
+std::string one_line(node& n, const std::string& cmd) {
+  mc_client m(n.port, 5s);
+  m.send_all(cmd + "\r\n");
+  return m.read_line();
+}
+
 long sum_items(const std::vector<node*>& ns) {
   long sum = 0;
   for (auto* n : ns) {
@@ -700,11 +707,7 @@ BOOST_AUTO_TEST_CASE(flush_all_through_one_node_flushes_every_member) {
   logs_on_failure guard{c};
   auto ns = start_cluster(c, 3, 2);
   auto keys = make_keys("flush-", 300);
-  auto flush = [](node& n, const std::string& cmd) {
-    mc_client m(n.port, 5s);
-    m.send_all(cmd + "\r\n");
-    return m.read_line();
-  };
+  auto& flush = one_line;
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   BOOST_REQUIRE(wait_until([&] { return sum_items(ns) == 600; }, 5000ms, 50ms));
   BOOST_REQUIRE_EQUAL(flush(*ns[1], "flush_all"), "OK");
@@ -1045,11 +1048,7 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
   logs_on_failure guard{c};
   auto ns = start_cluster(c, 2, 1);
   auto keys = make_keys("wk-", 400);
-  auto one = [](node& n, const std::string& cmd) {
-    mc_client m(n.port, 5s);
-    m.send_all(cmd + "\r\n");
-    return m.read_line();
-  };
+  auto& one = one_line;
   std::map<std::string, std::string> cas_of;
   {
     mc_client m(ns[0]->port, 5s);
