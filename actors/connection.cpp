@@ -458,7 +458,10 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     // A store that may have to run again after warming keeps its value (a copy goes out);
     // an add asks the previous owner first. (No clock read on the common path.)
     const bool store_in_window = o.kind == storage::op_kind::store && cv.previous;
-    if (store_in_window && warm_first(cv, rt, o, steady_ms())) {
+    // (Not while an earlier request of this connection on the key is still at work: its
+    // own warming, a delete's at the previous owner, would come after this look there.)
+    if (store_in_window && warm_first(cv, rt, o, steady_ms()) &&
+        !earlier_request_on(seq, o.key)) {
       rt.warmed = true;
       auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt);
       if (from.where != placement::unavailable) {
@@ -686,10 +689,28 @@ storage::op connection::warm_copy(const std::string& key, const storage::result&
 }
 
 bool connection::later_request_on(uint64_t seq, const std::string& key) const {
-  for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s)
-    for (const auto& o : pending_[s - base_seq_].ops)
+  for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s) {
+    const auto& p = pending_[s - base_seq_];
+    if (p.kind == pending_kind::flush)
+      return true;  // every key
+    for (const auto& o : p.ops)
+      if (o.key == key && storage::changes_item(o))
+        return true;
+  }
+  return false;
+}
+
+bool connection::earlier_request_on(uint64_t seq, const std::string& key) const {
+  for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
+    const auto& p = pending_[s - base_seq_];
+    if (p.outstanding == 0)
+      continue;  // done, with whatever warming it did
+    if (p.kind == pending_kind::flush)
+      return true;
+    for (const auto& o : p.ops)
       if (o.key == key)
         return true;
+  }
   return false;
 }
 

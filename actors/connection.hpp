@@ -145,8 +145,12 @@ private:
   // The store that keeps a warm read's hit `r` at the owner: an add, with its flags, expiry
   // and CAS.
   static storage::op warm_copy(const std::string& key, const storage::result& r);
-  // True when a request after `seq` has an op on `key` (it was routed when it was parsed).
+  // True when a request after `seq` changes `key` or is a flush_all (it was routed when it
+  // was parsed, so what is sent for `seq` now would land after it). Later reads do not
+  // count: they saw the state before, as they would have a moment earlier.
   bool later_request_on(uint64_t seq, const std::string& key) const;
+  // True when a request before `seq` on `key` (or a flush_all) is still waiting for results.
+  bool earlier_request_on(uint64_t seq, const std::string& key) const;
   // Sends `o` for result `index` of request `seq` to rt's owner in cv's ring (this node's
   // shard, else the member's data link, else its peer actor).
   void send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv, const op_route& rt,

@@ -1065,7 +1065,7 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
   auto& n3 = c.start("n3", {ns[0]->rpc_port});
   ns.push_back(&n3);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
-  auto moved = keys_owned_by(n3, "n3", "wk-", 60);
+  auto moved = keys_owned_by(n3, "n3", "wk-", 75);
   auto group = [&](int g) {
     return std::vector<std::string>(moved.begin() + g * 5, moved.begin() + g * 5 + 5);
   };
@@ -1119,6 +1119,18 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
     m.read_line();
     BOOST_CHECK_EQUAL(m.read_line(), "DELETED");
   }
+  for (auto& k : group(12)) {  // the add looks at the old owner after the delete did
+    mc_client m(ns[0]->port, 5s);
+    m.send_all("delete " + k + " noreply\r\nadd " + k + " 0 0 1\r\nx\r\n");
+    BOOST_CHECK_EQUAL(m.read_line(), "STORED");
+  }
+  for (auto& k : group(13)) {  // a read behind an add does not make it fail
+    mc_client m(ns[1]->port, 5s);
+    m.send_all("add " + k + " 0 0 1\r\ny\r\nget " + k + "\r\n");
+    BOOST_CHECK_EQUAL(m.read_line(), "NOT_STORED");
+    BOOST_CHECK_EQUAL(m.read_line(), "VALUE " + k + " 7 2");
+    m.read_line(), m.read_line();
+  }
   std::this_thread::sleep_for(100ms);  // the warmed copies' side effects land
   for (auto* n : ns) {
     mc_client m(n->port, 5s);
@@ -1145,10 +1157,29 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
         BOOST_CHECK_MESSAGE(!m.get(k), k << " was deleted last, yet read through " << n->name);
     for (auto& k : group(9))
       BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "100");
+    for (auto& k : group(12))
+      BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "x");
+    for (auto& k : group(13))
+      BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "10");
   }
   // A deleted key stays deleted when asked for on its own again, through its old owner.
   for (auto& k : group(0))
     BOOST_CHECK_EQUAL(one(*ns[0], "delete " + k), "NOT_FOUND");
+  // Last (it empties the cluster): a flush_all behind an add that warms; nothing the add's
+  // warming copied lands after the flush.
+  {
+    mc_client m(ns[0]->port, 5s);
+    std::string pipe;
+    for (auto& k : group(14))
+      pipe += "add " + k + " 0 0 1\r\nz\r\n";
+    m.send_all(pipe + "flush_all\r\n");
+    for (size_t i = 0; i <= group(14).size(); ++i)
+      m.read_line();
+  }
+  std::this_thread::sleep_for(100ms);
+  for (auto* n : ns)
+    for (auto& k : group(14))
+      BOOST_CHECK_MESSAGE(!mc_client(n->port, 5s).get(k), k << " outlived the flush_all");
 }
 
 // --------------------------------------------------------------------------------------------
