@@ -43,16 +43,22 @@ warm_class classify(const storage::op& o) noexcept {
   }
 }
 
+namespace {
+// Warming may still happen for this op: inside the window after a ring change, not yet done.
+bool may_warm(const cluster_view& cv, const op_route& rt, int64_t now_ms) noexcept {
+  return !rt.warmed && cv.previous && now_ms < cv.warm_until_ms;
+}
+} // namespace
+
 bool may_run_again(const cluster_view& cv, const op_route& rt, const storage::op& o,
                    int64_t now_ms) noexcept {
-  return o.kind == storage::op_kind::store && !rt.warmed && cv.previous &&
-         now_ms < cv.warm_until_ms && classify(o) == warm_class::update;
+  return o.kind == storage::op_kind::store && may_warm(cv, rt, now_ms) &&
+         classify(o) == warm_class::update;
 }
 
 bool warm_first(const cluster_view& cv, const op_route& rt, const storage::op& o,
                 int64_t now_ms) noexcept {
-  return !rt.warmed && cv.previous && now_ms < cv.warm_until_ms &&
-         classify(o) == warm_class::insert;
+  return may_warm(cv, rt, now_ms) && classify(o) == warm_class::insert;
 }
 
 next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,
@@ -71,7 +77,7 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
     rt.tries = moved ? 0 : static_cast<uint8_t>(rt.tries + 1);
     return next_step::place;
   }
-  if (rt.warmed || !cv.previous || now_ms >= cv.warm_until_ms)
+  if (!may_warm(cv, rt, now_ms))
     return next_step::accept;
   if ((read && st == status::miss) ||
       (cls == warm_class::update && intact && found_nothing(st))) {

@@ -483,37 +483,50 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
   route_op(seq, index, snap.lookup(o.key).shard_index(o.key));
 }
 
+caf::actor connection::owner_actor(const cluster_view& cv, const op_route& rt,
+                                   const std::string& key) {
+  if (rt.local)
+    return local_shard_for(key);
+  caf::actor link = ctx_.links ? ctx_.links->link_for(cv, rt.owner) : caf::actor();
+  return link ? link : cv.peers[rt.owner];
+}
+
 void connection::send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv,
                                const op_route& rt, storage::op&& o) {
-  if (rt.local) {
+  if (rt.local) {  // (by reference: no actor handle copied per local op)
     const auto& shard = local_shard_for(o.key);
     ctx_.dispatch->add(shard, id_, seq, index, std::move(o));
     return;
   }
-  caf::actor link = ctx_.links ? ctx_.links->link_for(cv, rt.owner) : caf::actor();
-  ctx_.dispatch->add(link ? link : cv.peers[rt.owner], id_, seq, index, std::move(o));
+  auto dest = owner_actor(cv, rt, o.key);
+  ctx_.dispatch->add(dest, id_, seq, index, std::move(o));
+}
+
+void connection::send_to_previous(uint64_t seq, uint32_t index, const cluster_view& cv,
+                                  const warm_from& from, storage::op&& o) {
+  if (from.where == placement::peer) {
+    caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
+    ctx_.dispatch->add(link ? link : cv.previous_peers[from.id], id_, seq, index, std::move(o),
+                       true);
+  } else {
+    ctx_.dispatch->add(local_shard_for(o.key), id_, seq, index, std::move(o));
+  }
 }
 
 void connection::send_warm_read(uint64_t seq, uint32_t index, const cluster_view& cv,
                                 const warm_from& from, const storage::op& o, bool quiet) {
   storage::op w;
-  w.kind = storage::op_kind::get;
-  w.key = o.key;
-  if (!quiet) {  // a client's read: as it asked (meta flags, the win token of a stale item)
+  if (quiet) {  // an update's or an add's look: a plain read, no effect on the item there
+    w.kind = storage::op_kind::get;
+    w.key = o.key;
+    w.keep_token = true;
+  } else {  // a client's read: as it asked (meta flags, the win token of a stale item)
     w = o;
-  } else {
-    w.keep_token = true;  // an update's or an add's look: no effect on the item there
   }
   w.get_value = true;
   w.get_bump = false;
   w.counted = false;  // the client's op was counted where it missed (or will be)
-  if (from.where == placement::peer) {
-    caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
-    ctx_.dispatch->add(link ? link : cv.previous_peers[from.id], id_, seq, index, std::move(w),
-                       true);
-  } else {
-    ctx_.dispatch->add(local_shard_for(w.key), id_, seq, index, std::move(w));
-  }
+  send_to_previous(seq, index, cv, from, std::move(w));
 }
 
 void connection::route_op(uint64_t seq, uint32_t index, size_t shard) {
@@ -545,9 +558,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // Not when a later request of this connection on the key went out meanwhile: the
         // copy (and an update run again) would land after it (a delete undone, a set
         // changed). The read still answers with the hit; an update, with its own result.
-        if (r.st == storage::status::hit && r.value && same_ring(cv, rt) &&
-            (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner])) &&
-            !later_request_on(seq, o.key)) {
+        if (keepable(cv, rt, r) && !later_request_on(seq, o.key)) {
           storage::op keep = warm_copy(o.key, r);
           if (cls != warm_class::read) {
             rt.phase = warm_phase::restore;
@@ -555,12 +566,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             return;
           }
           // Sent as the client's writes to that owner are, so they stay in order with it.
-          if (rt.local) {
-            send_side_effect(local_shard_for(o.key), std::move(keep));
-          } else {
-            caf::actor link = ctx_.links ? ctx_.links->link_for(cv, rt.owner) : caf::actor();
-            send_side_effect(link ? link : cv.peers[rt.owner], std::move(keep));
-          }
+          send_side_effect(owner_actor(cv, rt, o.key), std::move(keep));
         } else if (cls == warm_class::read) {
           if (r.st != storage::status::hit || !r.value)
             r.st = storage::status::miss;
@@ -581,8 +587,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           r = storage::result::of(storage::status::unavailable);
           break;
         }
-        if (r.st == storage::status::hit && r.value && same_ring(cv, rt) &&
-            (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]))) {
+        if (keepable(cv, rt, r)) {
           rt.phase = warm_phase::restore;
           send_to_owner(seq, index, cv, rt, warm_copy(o.key, r));
           return;
@@ -650,14 +655,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             w.invalidate = false;
             if (p.results[index].st == storage::status::deleted)
               w.compare_cas = 0;  // the owner's is the answer: nothing to compare
-            if (from.where == placement::peer) {
-              caf::actor link =
-                ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
-              ctx_.dispatch->add(link ? link : cv.previous_peers[from.id], id_, seq, index,
-                                 std::move(w), true);
-            } else {
-              ctx_.dispatch->add(local_shard_for(w.key), id_, seq, index, std::move(w));
-            }
+            send_to_previous(seq, index, cv, from, std::move(w));
             return;
           }
         }
@@ -674,6 +672,12 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     await_replicas(seq, p);
     report_writes(p);
   }
+}
+
+bool connection::keepable(const cluster_view& cv, const op_route& rt,
+                          const storage::result& r) {
+  return r.st == storage::status::hit && r.value && same_ring(cv, rt) &&
+         (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]));
 }
 
 storage::op connection::warm_copy(const std::string& key, const storage::result& r) {

@@ -138,6 +138,16 @@ private:
   void send_side_effect(const caf::actor& dest, storage::op o);
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
+  // Where an op for rt's owner in cv's ring goes: this node's shard for `key`, else the
+  // member's data link, else its peer actor.
+  caf::actor owner_actor(const cluster_view& cv, const op_route& rt, const std::string& key);
+  // Sends `o` for result `index` of request `seq` to the previous owner `from` (a member's
+  // previous link or peer actor, as a warm op, else this node's shard).
+  void send_to_previous(uint64_t seq, uint32_t index, const cluster_view& cv,
+                        const warm_from& from, storage::op&& o);
+  // A warm read's answer `r` can be kept at rt's owner: a hit with its value, in the ring
+  // the op was placed in, at an owner this node can reach.
+  static bool keepable(const cluster_view& cv, const op_route& rt, const storage::result& r);
   // Asks the previous owner `from` for o's key (a warm read, no access, not counted): as the
   // client's read `o` asked, or `quiet`ly (an update's or an add's look at the item).
   void send_warm_read(uint64_t seq, uint32_t index, const cluster_view& cv,
@@ -151,8 +161,7 @@ private:
   bool later_request_on(uint64_t seq, const std::string& key) const;
   // True when a request before `seq` on `key` (or a flush_all) is still waiting for results.
   bool earlier_request_on(uint64_t seq, const std::string& key) const;
-  // Sends `o` for result `index` of request `seq` to rt's owner in cv's ring (this node's
-  // shard, else the member's data link, else its peer actor).
+  // Sends `o` for result `index` of request `seq` to owner_actor().
   void send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv, const op_route& rt,
                      storage::op&& o);
   /// Routes a key op: by the ring in a cluster (owner `tries`), else to its local shard.

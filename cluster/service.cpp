@@ -47,8 +47,8 @@ namespace {
 
 using VatId = capnp::rpc::twoparty::VatId;
 
-// The words of a refused hello between members whose --replicas differ (they are matched in
-// the exception's description, which Cap'n Proto carries across).
+// The words that name a refused hello between members whose --replicas differ (in the log
+// and in the exception that breaks the connection).
 constexpr const char* replicas_mismatch = "replicas mismatch";
 
 uint64_t wall_ms() {
