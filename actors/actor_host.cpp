@@ -52,7 +52,15 @@ void actor_host::guest_unit::exec_later(caf::resumable* ptr) {
   system().scheduler().enqueue(ptr);
 }
 
+void actor_host::at_drain_end(drain_end_listener* l, caf::strong_actor_ptr keep) {
+  bool first = drain_end_.empty();
+  drain_end_.push_back({l, std::move(keep)});
+  if (first && !draining_)
+    schedule_local();  // outside a drain (a socket callback): make the next one come soon
+}
+
 void actor_host::drain() {
+  draining_ = true;
   std::vector<caf::resumable*> ready;
   std::vector<std::function<void()>> posted;
   {
@@ -93,6 +101,14 @@ void actor_host::drain() {
       }
     }
   }
+  draining_ = false;
+  if (!drain_end_.empty()) {
+    std::vector<drain_end_entry> due;
+    due.swap(drain_end_);
+    for (auto& e : due)
+      if (!stopping_)  // written only on this thread (begin_stopping): no lock to read it
+        e.listener->on_drain_end();  // may ask again: at_drain_end then schedules a drain
+  }
   if (!local_ready_.empty())
     schedule_local();
 }
@@ -111,6 +127,7 @@ void actor_host::release_leftovers() {
   }
   ready.insert(ready.end(), local_ready_.begin(), local_ready_.end());
   local_ready_.clear();
+  drain_end_.clear();
   for (auto* r : ready)
     caf::intrusive_ptr_release(r);
 }

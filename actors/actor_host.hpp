@@ -19,6 +19,7 @@
 #include <caf/execution_unit.hpp>
 #include <caf/fwd.hpp>
 #include <caf/resumable.hpp>
+#include <caf/actor_control_block.hpp>
 
 #include <atomic>
 #include <functional>
@@ -27,6 +28,16 @@
 #include <vector>
 
 namespace bifrost::actors {
+
+/// Something a hosted actor does once the host has run every actor that was ready (see
+/// actor_host::at_drain_end).
+class drain_end_listener {
+public:
+  virtual void on_drain_end() = 0;
+
+protected:
+  ~drain_end_listener() = default;
+};
 
 class actor_host {
 public:
@@ -46,6 +57,13 @@ public:
   /// Hosted actors alive (constructed and not yet destroyed).
   int hosted() const noexcept { return hosted_.load(std::memory_order_acquire); }
   void hosted_add(int d) noexcept { hosted_.fetch_add(d, std::memory_order_acq_rel); }
+  /// Host thread: `l->on_drain_end()` runs once, at the end of the drain that is running (or
+  /// of the next one), after every actor readied meanwhile has run; `keep` (the hosted actor
+  /// that `l` belongs to) stays alive until then. A link end writes out, in one send, the
+  /// frames that several of its handlers queued (no message to itself, no extra wake-up).
+  /// Not run once the host is stopping (the reference is released at stop).
+  void at_drain_end(drain_end_listener* l, caf::strong_actor_ptr keep);
+
   /// Actor resumptions so far (for stats and tests).
   uint64_t resumes() const noexcept { return resumes_.load(std::memory_order_relaxed); }
 
@@ -83,6 +101,12 @@ private:
   std::mutex mtx_;
   std::vector<caf::resumable*> ready_;         // guarded by mtx_
   std::vector<caf::resumable*> local_ready_;   // host thread only: readied by the host itself
+  struct drain_end_entry {
+    drain_end_listener* listener;
+    caf::strong_actor_ptr keep;
+  };
+  std::vector<drain_end_entry> drain_end_;     // host thread only
+  bool draining_ = false;                      // host thread only: inside drain()'s rounds
   std::vector<std::function<void()>> posted_;  // guarded by mtx_
   bool stopping_ = false;                      // guarded by mtx_
   std::atomic<uint64_t> resumes_{0};

@@ -44,6 +44,8 @@ void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32
       loop().keep_awake();  // ops may be added outside the poll phase: flush without blocking
     out_.push_back(outgoing{dest, warm, {}, {}});
     o = &out_.back();
+    o->ops.reserve(first_batch_capacity);  // no regrowth (moving whole ops) for most batches
+    o->refs.reserve(first_batch_capacity);
   }
   o->ops.push_back(std::move(op));
   o->refs.push_back({conn, seq, index});

@@ -29,6 +29,8 @@ struct loop_context;
 class dispatcher : public loop_actor {
 public:
   static constexpr size_t max_batch_ops = 256;
+  /// Ops a destination's batch holds before it grows (one allocation for most iterations).
+  static constexpr size_t first_batch_capacity = 16;
   static constexpr size_t max_batch_bytes = 8 << 20;
 
   dispatcher(caf::actor_config& cfg, io_loop& loop, loop_context& ctx);

@@ -40,9 +40,6 @@ namespace {
 using actors::exec_atom;
 using actors::result_atom;
 using actors::close_atom;
-/// (link_flush_atom) to a link end itself: write out what was queued since the last one. Frames
-/// queued while the actor runs a mailbox full of results or batches leave in one send.
-using link_flush_atom = caf::atom_constant<caf::atom("lflush")>;
 /// (link_retire_atom) from the loop's links: this link's member left the rings; quit once idle
 /// (data_link::retirable). (link_quit_atom) to itself: the timer found it retirable.
 using link_retire_atom = caf::atom_constant<caf::atom("lretire")>;
@@ -219,7 +216,7 @@ constexpr size_t max_sessions_per_loop = 256;
 
 // -- server side --------------------------------------------------------------------------------
 
-class link_session final : public actors::loop_actor {
+class link_session final : public actors::loop_actor, private actors::drain_end_listener {
 public:
   link_session(caf::actor_config& cfg, actors::io_loop& loop, actors::loop_context& ctx, int fd,
                std::string rest, std::shared_ptr<registry> reg)
@@ -255,10 +252,6 @@ public:
     update_poll();
     return {
       [this](result_atom, uint64_t tag, storage::result_batch& rs) { on_shard_result(tag, rs); },
-      [this](link_flush_atom) {
-        flush_queued_ = false;
-        write_out();
-      },
       [this](close_atom) {
         write_out();  // replies computed before the close (best effort: never blocks)
         // Calls still running in the shards may change items: stay for their results, so
@@ -288,10 +281,12 @@ private:
     storage::result_batch results;
     size_t outstanding = 0;  // shard groups not answered yet
     size_t reserve = 0;      // reply_reserve(call), counted in reserved_ until its reply
+    bool kept = false;       // call.ops still hold the ops (replicates(origin) at execute)
   };
   struct group {
     uint64_t call = 0;             // key of calls_
-    std::vector<uint32_t> index;   // the call's op indexes this shard batch answers
+    std::vector<uint32_t> index;   // the call's op indexes this shard batch answers (empty:
+                                   // all of them, in order: the node has one shard)
   };
 
   actors::loop_counters& counters() { return *ctx_.counters; }
@@ -402,27 +397,55 @@ private:
     uint64_t key = next_call_++;
     rc.reserve = reply_reserve(rc.call);
     reserved_ += rc.reserve;
-    auto& shards = ctx_.routes->local_shards();
-    // One batch per local shard, in op order (a shard runs a batch in order).
-    std::unordered_map<size_t, std::pair<storage::op_batch, std::vector<uint32_t>>> by_shard;
-    for (uint32_t i = 0; i < n; ++i) {
-      auto& o = rc.call.ops[i];
-      if (rc.call.origin == rpc::Origin::WARM && o.kind == storage::op_kind::get) {
-        o.get_bump = false;
-        o.counted = false;
-      }
-      size_t s = ctx_.routes->lookup(o.key).shard_index(o.key);
-      auto& g = by_shard[s];
-      // The shard gets the value; the op keeps its key and kind for replication afterwards.
+    if (rc.call.origin == rpc::Origin::WARM)
+      for (auto& o : rc.call.ops)
+        if (o.kind == storage::op_kind::get) {
+          o.get_bump = false;
+          o.counted = false;
+        }
+    // The call keeps its ops (without values) only when their changes are replicated
+    // afterwards; otherwise the shards take them whole.
+    rc.kept = replicates(rc.call.origin);
+    auto take = [kept = rc.kept](storage::op& o) {
+      if (!kept)
+        return std::move(o);
       std::string value = std::move(o.value);
-      g.first.push_back(o);
-      g.first.back().value = std::move(value);
-      g.second.push_back(i);
-    }
+      storage::op copy = o;
+      copy.value = std::move(value);
+      return copy;
+    };
+    auto& shards = ctx_.routes->local_shards();
     auto& r = calls_[key];
     r = std::move(rc);
-    r.outstanding = by_shard.size();
-    for (auto& [s, g] : by_shard) {
+    if (shards.size() == 1) {  // the whole call is one batch, in op order
+      storage::op_batch ops;
+      if (!r.kept) {
+        ops = std::move(r.call.ops);
+      } else {
+        ops.reserve(n);
+        for (auto& o : r.call.ops)
+          ops.push_back(take(o));
+      }
+      r.outstanding = 1;
+      uint64_t tag = next_tag_++;
+      groups_.emplace(tag, group{key, {}});
+      send(shards[0], exec_atom::value, tag, std::move(ops));
+      return;
+    }
+    // One batch per local shard, in op order (a shard runs a batch in order).
+    std::vector<std::pair<storage::op_batch, std::vector<uint32_t>>> by_shard(shards.size());
+    for (uint32_t i = 0; i < n; ++i) {
+      auto& o = r.call.ops[i];
+      auto& g = by_shard[ctx_.routes->lookup(o.key).shard_index(o.key)];
+      g.first.push_back(take(o));
+      g.second.push_back(i);
+    }
+    r.outstanding = 0;
+    for (size_t s = 0; s < by_shard.size(); ++s) {
+      auto& g = by_shard[s];
+      if (g.first.empty())
+        continue;
+      ++r.outstanding;
       uint64_t tag = next_tag_++;
       groups_.emplace(tag, group{key, std::move(g.second)});
       send(shards[s], exec_atom::value, tag, std::move(g.first));
@@ -437,9 +460,15 @@ private:
     if (it != calls_.end()) {
       auto& r = it->second;
       auto& idx = g->second.index;
-      for (size_t j = 0; j < idx.size(); ++j)
-        r.results[idx[j]] = j < rs.size() ? std::move(rs[j])
-                                          : storage::result::of(storage::status::unavailable);
+      if (idx.empty()) {  // the whole call
+        for (size_t j = 0; j < r.results.size(); ++j)
+          r.results[j] = j < rs.size() ? std::move(rs[j])
+                                       : storage::result::of(storage::status::unavailable);
+      } else {
+        for (size_t j = 0; j < idx.size(); ++j)
+          r.results[idx[j]] = j < rs.size() ? std::move(rs[j])
+                                            : storage::result::of(storage::status::unavailable);
+      }
       if (--r.outstanding == 0) {
         replicate(r);
         reply(r);
@@ -459,12 +488,16 @@ private:
 
   // Origin client: this node is the keys' primary; their other owners get the change in the
   // background (the replicator actor), as after Node.execute.
+  bool replicates(rpc::Origin origin) const {
+    if (origin != rpc::Origin::CLIENT || !ctx_.routes || !ctx_.routes->cluster)
+      return false;
+    const auto& cv = *ctx_.routes->cluster;
+    return cv.replicas >= 2 && cv.replicator;
+  }
   void replicate(const running_call& r) {
-    if (r.call.origin != rpc::Origin::CLIENT || !ctx_.routes || !ctx_.routes->cluster)
+    if (!r.kept || !replicates(r.call.origin))
       return;
     const auto& cv = *ctx_.routes->cluster;
-    if (cv.replicas < 2 || !cv.replicator)
-      return;
     std::vector<std::string> keys;
     for (size_t i = 0; i < r.call.ops.size(); ++i)
       if (storage::changed_item(r.call.ops[i], r.results[i].st))
@@ -473,9 +506,9 @@ private:
       send(cv.replicator, actors::replicate_atom::value, std::move(keys));
   }
 
-  // The reply leaves with the flush queued behind the results already in the mailbox: a read
-  // often holds several calls, and their replies then share one send (measured on the 3-node
-  // bench: one sendmsg per call was the most frequent syscall of a node).
+  // The reply leaves at the end of the loop's drain, after every shard result that was ready:
+  // a read often holds several calls, and their replies then share one send (measured on the
+  // 3-node bench: one sendmsg per call was the most frequent syscall of a node).
   void reply(const running_call& r) {
     if (!io_.open())
       return;
@@ -487,7 +520,11 @@ private:
     if (flush_queued_)
       return;
     flush_queued_ = true;
-    send(this, link_flush_atom::value);
+    loop().at_drain_end(this, caf::actor_cast<caf::strong_actor_ptr>(this));
+  }
+  void on_drain_end() override {
+    flush_queued_ = false;
+    write_out();
   }
 
   void write_out() {
@@ -537,7 +574,7 @@ private:
   bool closing_ = false;  // refused: close once the answer is out
   bool quit_when_done_ = false;  // the socket closed: quit once the running calls are done
   bool processing_ = false;  // inside process(): its write_out must not start it again
-  bool flush_queued_ = false;  // a link_flush_atom is in the mailbox
+  bool flush_queued_ = false;  // on_drain_end() is due
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;
   std::unordered_map<uint64_t, group> groups_;
@@ -554,7 +591,7 @@ private:
 
 // -- client side --------------------------------------------------------------------------------
 
-class data_link final : public actors::loop_actor {
+class data_link final : public actors::loop_actor, private actors::drain_end_listener {
 public:
   data_link(caf::actor_config& cfg, actors::io_loop& loop, actors::loop_context& ctx,
             link_settings settings, std::string address, std::string peer, caf::actor rpc_peer)
@@ -587,10 +624,6 @@ public:
           quit();
       },
       [this](result_atom, uint64_t tag, storage::result_batch& rs) { on_rpc_result(tag, rs); },
-      [this](link_flush_atom) {
-        flush_queued_ = false;
-        write_out();
-      },
     };
   }
 
@@ -755,14 +788,18 @@ private:
     append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops));
     b.sent_at = now();
     sent_.emplace(id, std::move(b));
-    queue_flush();  // batches of the replicator and the dispatcher, in one mailbox: one send
+    queue_flush();  // batches of the replicator and the dispatcher, in one drain: one send
   }
 
   void queue_flush() {
     if (flush_queued_)
       return;
     flush_queued_ = true;
-    send(this, link_flush_atom::value);
+    loop().at_drain_end(this, caf::actor_cast<caf::strong_actor_ptr>(this));
+  }
+  void on_drain_end() override {
+    flush_queued_ = false;
+    write_out();
   }
 
   // -- connection -------------------------------------------------------------------------
@@ -1099,7 +1136,7 @@ private:
   loop_timer* timer_ = nullptr;
   bool open_counted_ = false;
   bool in_fail_ = false;  // fail() runs pump() once, not from inside itself
-  bool flush_queued_ = false;  // a link_flush_atom is in the mailbox
+  bool flush_queued_ = false;  // on_drain_end() is due
   static constexpr size_t streams = 2;           // stream_of(): client and warm, replica
   std::deque<batch> queue_[streams];             // not issued yet, in arrival order
   size_t rpc_in_flight_[streams] = {};           // rpc_calls_ per stream

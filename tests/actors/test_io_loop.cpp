@@ -19,6 +19,8 @@ namespace {
 
 using where_atom = caf::atom_constant<caf::atom("where")>;
 using relay_atom = caf::atom_constant<caf::atom("relay")>;
+using note_atom = caf::atom_constant<caf::atom("note")>;
+using go_atom = caf::atom_constant<caf::atom("go")>;
 
 // Answers with the id of the thread it runs on.
 class probe_on_loop : public loop_actor {
@@ -46,6 +48,52 @@ public:
   using caf::event_based_actor::event_based_actor;
   caf::behavior make_behavior() override {
     return {[](where_atom) { return std::hash<std::thread::id>{}(std::this_thread::get_id()); }};
+  }
+};
+
+// Logs every note, and asks for one drain-end call per batch of notes (as a link end asks to
+// write out the frames its handlers queued); the call records how many notes it saw.
+struct drain_log {
+  std::vector<int> notes;
+  std::vector<size_t> flushes;  // notes.size() at each drain-end call
+  std::atomic<int> calls{0};
+};
+
+class collector : public loop_actor, private drain_end_listener {
+public:
+  collector(caf::actor_config& cfg, io_loop& l, drain_log& log) : loop_actor(cfg, l), log_(log) {}
+  caf::behavior make_behavior() override {
+    return {[this](note_atom, int i) {
+      log_.notes.push_back(i);
+      ask();
+    }};
+  }
+  void ask() {
+    if (queued_)
+      return;
+    queued_ = true;
+    loop().at_drain_end(this, caf::actor_cast<caf::strong_actor_ptr>(this));
+  }
+
+private:
+  void on_drain_end() override {
+    queued_ = false;
+    log_.flushes.push_back(log_.notes.size());
+    ++log_.calls;
+  }
+  drain_log& log_;
+  bool queued_ = false;
+};
+
+// On (go, n, to): sends n notes to `to`, from the loop itself.
+class sender_on_loop : public loop_actor {
+public:
+  sender_on_loop(caf::actor_config& cfg, io_loop& l) : loop_actor(cfg, l) {}
+  caf::behavior make_behavior() override {
+    return {[this](go_atom, int n, caf::actor& to) {
+      for (int i = 0; i < n; ++i)
+        send(to, note_atom::value, i);
+    }};
   }
 };
 
@@ -155,6 +203,75 @@ BOOST_FIXTURE_TEST_CASE(post_runs_in_order_on_the_loop, fixture) {
   BOOST_REQUIRE_EQUAL(seen.size(), 1000u);
   for (int i = 0; i < 1000; ++i)
     BOOST_CHECK_EQUAL(seen[static_cast<size_t>(i)], i);
+}
+
+BOOST_FIXTURE_TEST_CASE(drain_end_runs_once_after_every_ready_actor_ran, fixture) {
+  io_loop loop(*sys, 0);
+  loop.start();
+  drain_log log;
+  {
+    auto c = sys->spawn<collector>(loop, log);
+    auto s = sys->spawn<sender_on_loop>(loop);
+    // 200 notes: more than one resume of the collector takes (64), in one drain.
+    caf::anon_send(s, go_atom::value, 200, c);
+    for (int i = 0; i < 2000 && log.calls == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::vector<size_t> flushes;
+    size_t notes = 0;
+    std::atomic<bool> read{false};
+    loop.post([&] {
+      flushes = log.flushes;
+      notes = log.notes.size();
+      read = true;
+    });
+    while (!read)
+      std::this_thread::yield();
+    BOOST_CHECK_EQUAL(notes, 200u);
+    BOOST_REQUIRE_EQUAL(flushes.size(), 1u);
+    BOOST_CHECK_EQUAL(flushes[0], 200u);  // after every note, not after the first resume
+    caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+  }
+  for (int i = 0; i < 1000 && loop.hosted() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  loop.stop();
+}
+
+BOOST_FIXTURE_TEST_CASE(drain_end_asked_outside_a_drain_runs_without_another_event, fixture) {
+  io_loop loop(*sys, 0);
+  loop.start();
+  drain_log log;
+  {
+    auto c = sys->spawn<collector>(loop, log);
+    // From a check hook (the end of a loop iteration, outside any drain), once: nothing else
+    // wakes the loop afterwards, so the call must not wait for another event.
+    auto* raw = caf::actor_cast<caf::abstract_actor*>(c);
+    std::atomic<bool> hooked{false};
+    uint64_t hook = 0;
+    loop.post([&] {
+      hook = loop.add_check_hook([&] {
+        if (hooked.exchange(true))
+          return;
+        static_cast<collector*>(raw)->ask();
+      });
+    });
+    for (int i = 0; i < 5000 && log.calls == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    BOOST_CHECK(hooked);
+    BOOST_CHECK_EQUAL(log.calls.load(), 1);
+    std::atomic<bool> removed{false};
+    loop.post([&] {
+      loop.remove_check_hook(hook);
+      removed = true;
+    });
+    while (!removed)
+      std::this_thread::yield();
+    caf::anon_send_exit(c, caf::exit_reason::user_shutdown);
+  }
+  for (int i = 0; i < 1000 && loop.hosted() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  loop.stop();
 }
 
 BOOST_AUTO_TEST_SUITE_END()
