@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <tuple>
 
@@ -166,6 +167,9 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
   if (!root.IsMap())
     return "config error: " + origin + ":" + std::to_string(root.Mark().line + 1) +
            ": the top level must be a mapping of field: value";
+  // yaml-cpp keeps every entry of a mapping, and a field given twice would silently take
+  // one of its values (a second `port:` further down a long file): an error instead.
+  std::map<std::string, int> first_line;
   for (auto it = root.begin(); it != root.end(); ++it) {
     std::string key = it->first.as<std::string>("");
     const YAML::Node v = it->second;  // a handle: it->second is a temporary proxy
@@ -173,6 +177,11 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       return "config error: " + origin + ":" + std::to_string(v.Mark().line + 1) + ": field '" +
              key + "': " + problem;
     };
+    auto [seen, fresh] = first_line.emplace(key, it->first.Mark().line + 1);
+    if (!fresh)
+      return "config error: " + origin + ":" + std::to_string(it->first.Mark().line + 1) +
+             ": field '" + key + "' given twice (first on line " +
+             std::to_string(seen->second) + ")";
     auto scalar = [&]() -> std::optional<std::string> {
       if (!v.IsScalar())
         return std::nullopt;

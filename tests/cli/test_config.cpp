@@ -247,6 +247,8 @@ BOOST_AUTO_TEST_CASE(yaml_errors_name_field_and_line) {
          {"- a\n- b\n", "mapping"},
          {"port: 1\nnode_name: \"x y\"\n", ":2: field 'node_name'"},
          {"node_name: \"x\\ny\"\n", ":1: field 'node_name'"},
+         {"port: 1\nthreads: 2\nport: 2\n", ":3: field 'port' given twice (first on line 1)"},
+         {"join: a:1\njoin:\n  - b:2\n", ":2: field 'join' given twice (first on line 1)"},
        }) {
     node_config cfg;
     auto err = load_yaml_text(b.text, "node.yaml", cfg);
