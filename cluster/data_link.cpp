@@ -201,8 +201,11 @@ void on_link_events(uv_poll_t* h, int status, int events) {
 // The loop's sessions and links, shared with the actors so that a session can leave it when
 // it ends (the loop_links may be gone by then).
 struct registry {
-  explicit registry(std::string name) : node_name(std::move(name)) {}
+  registry(std::string name, uint64_t deadline_ms)
+    : node_name(std::move(name)), frame_deadline_ms(deadline_ms) {}
   const std::string node_name;  // this node's: a session's accept line names it
+  const uint64_t frame_deadline_ms;  // see link_session::on_timer
+  size_t buffered = 0;  // loop thread: input bytes the sessions hold (loop_max_buffered)
   std::unordered_map<uint64_t, caf::actor> sessions;
   uint64_t next_session = 1;
   std::atomic<size_t> serving{0};  // sessions spawned and not destroyed (any thread may
@@ -213,6 +216,11 @@ struct registry {
 // Sessions one loop serves at once; more link hellos are refused (a member opens one per
 // loop, so this bounds what anyone reaching the memcached port can hold open).
 constexpr size_t max_sessions_per_loop = 256;
+// Input the sessions of one loop may hold together: unfinished frames (up to frame_limit
+// each) and calls read but not run yet. A read that takes the total past it closes its
+// session. Without it anyone reaching the memcached port could hold 256 half-sent frames of
+// 17 MiB per loop; members send one call at a time per link, so four at their largest fit.
+constexpr size_t loop_max_buffered = 4 * link_wire::frame_limit;
 
 // -- server side --------------------------------------------------------------------------------
 
@@ -246,8 +254,11 @@ public:
     }
     counters().add(counters().link_sessions_open);
     counted_ = true;
+    frame_started_ = uv_now(loop().uv());
     io_.in.append(rest_);
     std::string().swap(rest_);
+    timer_ = loop_timer::start(loop().uv(), std::max<uint64_t>(reg_->frame_deadline_ms / 4, 50),
+                               this, &link_session::on_timer);
     process();
     update_poll();
     return {
@@ -299,6 +310,8 @@ private:
   }
 
   void on_readable() {
+    if (io_.in.size() == 0)
+      frame_started_ = uv_now(loop().uv());
     ssize_t n = read_into(io_.sock->fd, io_.in);
     if (n < 0) {
       close_socket();  // the member went away: the calls it waits for are dropped
@@ -306,7 +319,42 @@ private:
     }
     if (n > 0)
       process();
+    if (io_.open() && reg_->buffered > loop_max_buffered) {
+      std::fprintf(stderr,
+                   "bifrost cluster: data link from '%s': the loop's links hold %zu bytes of "
+                   "input (at most %zu); closing this one\n",
+                   peer_.empty() ? "(no hello yet)" : peer_.c_str(), reg_->buffered,
+                   loop_max_buffered);
+      close_socket();
+      return;
+    }
     update_poll();
+  }
+
+  // Keeps reg_->buffered equal to the input the loop's sessions hold.
+  void account() {
+    size_t now_held = io_.open() ? io_.in.size() : 0;
+    reg_->buffered = reg_->buffered - held_ + now_held;
+    held_ = now_held;
+  }
+
+  // A hello or frame that has been arriving for frame_deadline_ms (4 RPC timeouts) closes the
+  // session: the member that sends it has failed the call long before (its data_link gives up
+  // after one RPC timeout without an answer), so only a stalled or hostile peer is cut off.
+  // A session that stopped reading (input_paused) waits for its own calls, not for its peer.
+  static void on_timer(uv_timer_t* h) {
+    auto* self = static_cast<link_session*>(h->data);
+    if (!self->io_.open() || self->io_.in.size() == 0 || self->closing_ || self->input_paused())
+      return;
+    uint64_t now = uv_now(self->loop().uv());
+    if (now - self->frame_started_ <= self->reg_->frame_deadline_ms)
+      return;
+    std::fprintf(stderr,
+                 "bifrost cluster: data link from '%s': %s unfinished for %llu ms; closing it\n",
+                 self->peer_.empty() ? "(no hello yet)" : self->peer_.c_str(),
+                 self->greeted_ ? "a call" : "the hello",
+                 static_cast<unsigned long long>(now - self->frame_started_));
+    self->close_socket();
   }
 
   // Refuses the link with one line (the peer reads it as the answer to its hello), then closes.
@@ -324,6 +372,7 @@ private:
     processing_ = true;
     process_input();
     processing_ = false;
+    account();
   }
 
   void process_input() {
@@ -344,6 +393,7 @@ private:
             break;
         }
         io_.in.consume(used);
+        frame_started_ = uv_now(loop().uv());
         if (h.version != rpc::SCHEMA_VERSION) {
           refuse("SERVER_ERROR data link version mismatch: this node speaks version " +
                  std::to_string(rpc::SCHEMA_VERSION) + ", the peer speaks version " +
@@ -378,6 +428,7 @@ private:
         return;
       }
       io_.in.consume(size);
+      frame_started_ = uv_now(loop().uv());  // the next one starts now
       execute(std::move(rc));
     }
   }
@@ -554,9 +605,13 @@ private:
   }
 
   void close_socket() {
+    if (timer_)
+      timer_->close();
+    timer_ = nullptr;
     if (!io_.open())
       return;
     io_.close();
+    account();
     if (counted_)
       counters().add(counters().link_sessions_open, static_cast<uint64_t>(-1));
     counted_ = false;
@@ -575,6 +630,9 @@ private:
   bool quit_when_done_ = false;  // the socket closed: quit once the running calls are done
   bool processing_ = false;  // inside process(): its write_out must not start it again
   bool flush_queued_ = false;  // on_drain_end() is due
+  loop_timer* timer_ = nullptr;  // on_timer: the frame deadline
+  uint64_t frame_started_ = 0;   // loop ms: the front hello or frame began arriving
+  size_t held_ = 0;              // io_.in bytes counted in reg_->buffered
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;
   std::unordered_map<uint64_t, group> groups_;
@@ -1158,7 +1216,8 @@ class links_impl final : public actors::loop_links {
 public:
   links_impl(actors::io_loop& loop, actors::loop_context& ctx, link_settings s)
     : loop_(loop), ctx_(ctx), settings_(std::move(s)),
-      reg_(std::make_shared<registry>(settings_.node_name)) {}
+      reg_(std::make_shared<registry>(settings_.node_name,
+                                      uint64_t{4} * std::max<uint32_t>(settings_.rpc_timeout_ms, 1))) {}
 
   ~links_impl() override { close_all(); }
 

@@ -1796,6 +1796,86 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
   BOOST_CHECK_EQUAL(stat_of(*ns[0], "cluster_link_calls_served"), 1561);
 }
 
+// A hello or call frame that stops arriving holds its bytes only for 4 RPC timeouts, and the
+// sessions of a loop hold at most 4 frames' worth of input together: the data-link mode of
+// the memcached port is no way to pin memory (256 sessions x 17 MiB before).
+BOOST_AUTO_TEST_CASE(stalled_or_piled_up_data_link_input_is_cut_off) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 1, 1, 5000ms, {"-t", "1", "--rpc-timeout", "250"});  // 1 s
+  const int port = ns[0]->port;
+  const std::string hello = "bifrost-link 1 intruder\r\n";
+  const std::string call = corpus_file("get_one").substr(19);
+  BOOST_REQUIRE(!call.empty());
+  auto t0 = clock_type::now();
+  mc_client half_hello(port, 5000ms), half_frame(port, 5000ms), idle(port, 5000ms);
+  half_hello.send_all("bifrost-link 1 intr");
+  // A frame that announces 100 words and sends 40 bytes of them.
+  std::string head("\x00\x00\x00\x00\x64\x00\x00\x00", 8);
+  half_frame.send_all(hello + head + std::string(40, '\0'));
+  BOOST_CHECK_EQUAL(half_frame.read_line(), "LINK 1 " + ns[0]->name);
+  idle.send_all(hello + call);  // a whole call, answered; then nothing
+  BOOST_CHECK_EQUAL(idle.read_line(), "LINK 1 " + ns[0]->name);
+  auto answered = read_link_replies(idle, 1, 1);
+  BOOST_CHECK_EQUAL(answered.size(), 1u);
+  BOOST_CHECK_MESSAGE(closed_within(half_hello, 4000ms), "a half hello was kept");
+  BOOST_CHECK_MESSAGE(closed_within(half_frame, 4000ms), "a half frame was kept");
+  report("half hello and half frame closed after " + fmt(seconds_since(t0)) + " s");
+  BOOST_CHECK_GE(seconds_since(t0), 0.9);  // not before the deadline
+  // A session with nothing unfinished stays, however long it idles.
+  idle.send_all(call);
+  BOOST_CHECK_EQUAL(read_link_replies(idle, 1, 1).size(), 1u);
+}
+
+BOOST_AUTO_TEST_CASE(piled_up_data_link_input_is_cut_off_at_the_loop_budget) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 1, 1, 5000ms, {"-t", "1"});  // default RPC timeout: 8 s deadline
+  const int port = ns[0]->port;
+  const std::string hello = "bifrost-link 1 intruder\r\n";
+  const std::string call = corpus_file("get_one").substr(19);
+  BOOST_REQUIRE(!call.empty());
+  // Five sessions sending 15 MiB of 16 MiB frames: 75 MiB, past the loop's 68 MiB. The node
+  // closes the session whose read goes past it, at once, and the others stay.
+  mc_client fresh(port, 5000ms);
+  std::string big_head("\x00\x00\x00\x00\x00\x00\x20\x00", 8);  // 2 Mi words = 16 MiB
+  std::string part(15u << 20, '\0');
+  std::vector<std::unique_ptr<mc_client>> piles;
+  std::vector<bool> cut(5, false);
+  auto t0 = clock_type::now();
+  for (int i = 0; i < 5; ++i) {
+    piles.push_back(std::make_unique<mc_client>(port, 500ms));
+    try {
+      piles.back()->send_all(hello + big_head + part);
+    } catch (const mc_error&) {
+      cut[i] = true;  // closed while we were still sending
+    }
+  }
+  auto gone = [](mc_client& m) {  // closed (or reset) by the node, not merely quiet
+    try {
+      for (;;)
+        (void)m.read_exact(1);
+    } catch (const mc_error& e) {
+      return std::string(e.what()) != "recv timeout";
+    }
+  };
+  for (int i = 0; i < 5; ++i)
+    if (!cut[i] && gone(*piles[i]))
+      cut[i] = true;
+  int n = static_cast<int>(std::count(cut.begin(), cut.end(), true));
+  report("5 sessions of 15 MiB half frames: " + std::to_string(n) + " cut off, checked after " +
+         fmt(seconds_since(t0)) + " s");
+  BOOST_CHECK_EQUAL(n, 1);
+  BOOST_CHECK(cut[4]);  // the one that went past the budget
+  BOOST_CHECK_LT(seconds_since(t0), 7.0);  // the budget, not the 8 s deadline
+  piles.clear();
+  std::this_thread::sleep_for(200ms);  // the node sees the four close
+  // The budget is free again: a member's call goes through.
+  fresh.send_all(hello + call);
+  BOOST_CHECK_EQUAL(fresh.read_line(), "LINK 1 " + ns[0]->name);
+  BOOST_CHECK_EQUAL(read_link_replies(fresh, 1, 1).size(), 1u);
+}
+
 // --------------------------------------------------------------------------------------------
 // The schema-version refusal itself (hello with another schema) is covered in-process by
 // tests/cluster (test_service.cpp) and tests/cli (test_ctl.cpp): a binary of another schema
