@@ -146,6 +146,29 @@ struct logs_on_failure {
   }
 };
 
+// Stops `pid` and returns once every one of its threads is stopped. kill(SIGSTOP) returns
+// before that: the signal wakes one thread, which then stops the others, and under CPU
+// contention the rest of the process keeps running meanwhile (a loop thread answered a data
+// link's hello and a read, and ran or took a call, after kill() had returned).
+bool stop_node(pid_t pid) {
+  if (::kill(pid, SIGSTOP) != 0)
+    return false;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  return wait_until(
+    [&] {
+      std::error_code ec;
+      for (auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+        std::ifstream in(t.path() / "stat");
+        std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        auto close = stat.rfind(')');  // "tid (comm) S ...": comm may hold spaces and parens
+        if (close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'T')
+          return false;
+      }
+      return !ec;
+    },
+    5000ms, 1ms);
+}
+
 // Starts n nodes named n1..nN, each joining n1 (the given joins override), and waits until every
 // node sees all of them alive.
 std::vector<node*> start_cluster(cluster& c, int count, int replicas,
@@ -569,7 +592,7 @@ BOOST_AUTO_TEST_CASE(a_write_is_replicated_even_if_its_client_resets_before_its_
     BOOST_REQUIRE_EQUAL(m.set(k, "old"), "STORED");
   }
   BOOST_REQUIRE(wait_until([&] { return stat_of(*ns[1], "curr_items") == 1; }, 3000ms, 50ms));
-  BOOST_REQUIRE_EQUAL(::kill(ns[2]->pid, SIGSTOP), 0);
+  BOOST_REQUIRE(stop_node(ns[2]->pid));
   {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
@@ -605,7 +628,7 @@ BOOST_AUTO_TEST_CASE(a_held_up_write_does_not_land_after_a_later_one) {
   auto on_n3 = keys_owned_by(*ns[0], "n3", "held-", 2);
   const std::string& x = on_n3[0];
   const std::string& k = on_n3[1];
-  BOOST_REQUIRE_EQUAL(::kill(ns[2]->pid, SIGSTOP), 0);
+  BOOST_REQUIRE(stop_node(ns[2]->pid));
   auto t0 = clock_type::now();
   mc_client m(ns[0]->port, 10s);
   // The get goes on n3's data link; the 100 KB set goes by RPC, queued behind it.
