@@ -7,8 +7,10 @@ namespace bifrost::actors {
 void out_queue::bytes(std::string_view b) {
   if (b.empty())
     return;
-  if (chunks_.empty() || chunks_.back().slice || chunks_.back().sent != 0)
+  if (chunks_.empty() || chunks_.back().slice || chunks_.back().sent != 0) {
     chunks_.emplace_back();
+    chunks_.back().bytes.swap(spare_);
+  }
   chunks_.back().bytes.append(b.data(), b.size());
   pending_ += b.size();
   copied_ += b.size();
@@ -82,6 +84,10 @@ void out_queue::pop_front() {
   if (!c.slice)
     copied_ -= c.bytes.size() - c.sent;
   unpin(c);
+  if (!c.slice && c.bytes.capacity() <= spare_max && c.bytes.capacity() > spare_.capacity()) {
+    c.bytes.clear();
+    spare_.swap(c.bytes);
+  }
   chunks_.pop_front();
 }
 

@@ -52,6 +52,10 @@ public:
   /// Bytes the byte chunks may hold before values are no longer copied.
   static constexpr size_t copy_budget = 4u << 20;
 
+  /// A written byte chunk's buffer up to this capacity is kept for the next chunk: a reply
+  /// (or link frame) then costs no allocation; an idle queue holds at most this much.
+  static constexpr size_t spare_max = 1024;
+
   explicit out_queue(size_t sendfile_threshold = 16 * 1024) : threshold_(sendfile_threshold) {}
 
   /// Appends response bytes (coalesced with the previous byte chunk).
@@ -87,6 +91,7 @@ private:
   size_t copied_ = 0;  // bytes of byte chunks not yet written
   uint64_t pinned_ = 0;
   std::vector<held_segment> held_;  // at most pin_budget / 64 KiB entries
+  std::string spare_;                // empty; capacity <= spare_max (see bytes(), pop_front())
   size_t threshold_;
 };
 
