@@ -61,8 +61,12 @@ void actor_host::at_drain_end(drain_end_listener* l, caf::strong_actor_ptr keep)
 
 void actor_host::drain() {
   draining_ = true;
-  std::vector<caf::resumable*> ready;
-  std::vector<std::function<void()>> posted;
+  // Members, cleared and kept: their buffers pass back and forth with ready_, posted_ and
+  // local_ready_ (no allocation per drain). drain() is never re-entered.
+  auto& ready = ready_scratch_;
+  auto& posted = posted_scratch_;
+  ready.clear();
+  posted.clear();
   {
     std::lock_guard<std::mutex> g(mtx_);
     ready.swap(ready_);
@@ -102,12 +106,15 @@ void actor_host::drain() {
     }
   }
   draining_ = false;
+  ready.clear();
+  posted.clear();
   if (!drain_end_.empty()) {
-    std::vector<drain_end_entry> due;
+    auto& due = due_scratch_;
     due.swap(drain_end_);
     for (auto& e : due)
       if (!stopping_)  // written only on this thread (begin_stopping): no lock to read it
         e.listener->on_drain_end();  // may ask again: at_drain_end then schedules a drain
+    due.clear();
   }
   if (!local_ready_.empty())
     schedule_local();

@@ -106,6 +106,10 @@ private:
     caf::strong_actor_ptr keep;
   };
   std::vector<drain_end_entry> drain_end_;     // host thread only
+  // drain()'s working lists (host thread only), kept for their buffers.
+  std::vector<caf::resumable*> ready_scratch_;
+  std::vector<std::function<void()>> posted_scratch_;
+  std::vector<drain_end_entry> due_scratch_;
   bool draining_ = false;                      // host thread only: inside drain()'s rounds
   std::vector<std::function<void()>> posted_;  // guarded by mtx_
   bool stopping_ = false;                      // guarded by mtx_
