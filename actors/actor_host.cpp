@@ -53,6 +53,8 @@ void actor_host::guest_unit::exec_later(caf::resumable* ptr) {
 }
 
 void actor_host::at_drain_end(drain_end_listener* l, caf::strong_actor_ptr keep) {
+  if (stopping_)  // written only on this thread: no lock needed to read it here
+    return;       // (the reference goes now; nothing runs at a drain's end any more)
   bool first = drain_end_.empty();
   drain_end_.push_back({l, std::move(keep)});
   if (first && !draining_)

@@ -73,8 +73,8 @@ protected:
   /// Host thread: an actor became ready on the host thread itself; make sure drain() runs
   /// before the thread blocks again (no syscall needed). Default: wake().
   virtual void schedule_local() { wake(); }
-  /// True while actors readied on the host thread wait for drain().
-  bool has_local_work() const noexcept { return !local_ready_.empty(); }
+  /// True while actors readied on the host thread (or drain-end calls) wait for drain().
+  bool has_local_work() const noexcept { return !local_ready_.empty() || !drain_end_.empty(); }
   /// Host thread: runs posted functions, then resumes queued actors.
   void drain();
   /// Host thread, at stop: refuse new work from now on.

@@ -45,6 +45,8 @@ using actors::close_atom;
 /// (data_link::retirable). (link_quit_atom) to itself: the timer found it retirable.
 using link_retire_atom = caf::atom_constant<caf::atom("lretire")>;
 using link_quit_atom = caf::atom_constant<caf::atom("lquit")>;
+/// (link_budget_atom) to a session waiting for the loop's input budget: there is room again.
+using link_budget_atom = caf::atom_constant<caf::atom("lbudget")>;
 
 constexpr size_t read_chunk = 64 * 1024;
 // A session stops reading while this many calls are executing, or while the reply bytes
@@ -197,6 +199,8 @@ void on_link_events(uv_poll_t* h, int status, int events) {
     self->on_writable();
   if ((events & UV_READABLE) && self->io_.open())
     self->on_readable();
+  else if ((events & UV_DISCONNECT) && self->io_.open())
+    self->on_socket_error();  // asked for only while not reading: the peer hung up
 }
 
 // The loop's sessions and links, shared with the actors so that a session can leave it when
@@ -207,6 +211,7 @@ struct registry {
   const std::string node_name;  // this node's: a session's accept line names it
   const uint64_t frame_deadline_ms;  // see link_session::on_timer
   size_t buffered = 0;  // loop thread: input bytes the sessions hold (loop_max_buffered)
+  std::vector<uint64_t> budget_waiters;  // loop thread: sessions that stopped reading for it
   std::unordered_map<uint64_t, caf::actor> sessions;
   uint64_t next_session = 1;
   std::atomic<size_t> serving{0};  // sessions spawned and not destroyed (any thread may
@@ -217,10 +222,11 @@ struct registry {
 // Sessions one loop serves at once; more link hellos are refused (a member opens one per
 // loop, so this bounds what anyone reaching the memcached port can hold open).
 constexpr size_t max_sessions_per_loop = 256;
-// Input the sessions of one loop may hold together: unfinished frames (up to frame_limit
-// each) and calls read but not run yet. A read that takes the total past it closes its
-// session. Without it anyone reaching the memcached port could hold 256 half-sent frames of
-// 17 MiB per loop; members send one call at a time per link, so four at their largest fit.
+// Unread input the sessions of one loop may hold together: unfinished frames (up to
+// frame_limit each) and calls read but not run yet. Past it, a session does not read until
+// the total is below it again (the frame deadline closes sessions whose frames do not move),
+// so anyone reaching the memcached port cannot hold 256 half-sent frames of 17 MiB per
+// loop; members' calls wait for room instead of failing.
 constexpr size_t loop_max_buffered = 4 * link_wire::frame_limit;
 
 // -- server side --------------------------------------------------------------------------------
@@ -264,6 +270,10 @@ public:
     update_poll();
     return {
       [this](result_atom, uint64_t tag, storage::result_batch& rs) { on_shard_result(tag, rs); },
+      [this](link_budget_atom) {
+        budget_wait_ = false;  // reads again (and waits again if others took the room first)
+        update_poll();
+      },
       [this](close_atom) {
         write_out();  // replies computed before the close (best effort: never blocks)
         // Calls still running in the shards may change items: stay for their results, so
@@ -311,6 +321,10 @@ private:
   }
 
   void on_readable() {
+    if (wait_for_budget()) {
+      update_poll();
+      return;
+    }
     if (io_.in.size() == 0)
       frame_started_ = uv_now(loop().uv());
     ssize_t n = read_into(io_.sock->fd, io_.in);
@@ -320,23 +334,35 @@ private:
     }
     if (n > 0)
       process();
-    if (io_.open() && reg_->buffered > loop_max_buffered) {
-      std::fprintf(stderr,
-                   "bifrost cluster: data link from '%s': the loop's links hold %zu bytes of "
-                   "input (at most %zu); closing this one\n",
-                   peer_.empty() ? "(no hello yet)" : peer_.c_str(), reg_->buffered,
-                   loop_max_buffered);
-      close_socket();
-      return;
-    }
     update_poll();
   }
 
-  // Keeps reg_->buffered equal to the input the loop's sessions hold.
+  // True (and registered to be told when there is room) while the loop's sessions hold more
+  // unread input than loop_max_buffered: the session then reads nothing more (it still runs
+  // the whole calls it holds, which frees room).
+  bool wait_for_budget() {
+    if (budget_wait_)
+      return true;
+    if (reg_->buffered <= loop_max_buffered)
+      return false;
+    budget_wait_ = true;
+    reg_->budget_waiters.push_back(id_);
+    return true;
+  }
+
+  // Keeps reg_->buffered equal to the input the loop's sessions hold, and tells the sessions
+  // waiting for room once there is.
   void account() {
     size_t now_held = io_.open() ? io_.in.size() : 0;
     reg_->buffered = reg_->buffered - held_ + now_held;
     held_ = now_held;
+    if (reg_->buffered <= loop_max_buffered && !reg_->budget_waiters.empty()) {
+      auto waiters = std::move(reg_->budget_waiters);
+      reg_->budget_waiters.clear();
+      for (auto id : waiters)
+        if (auto it = reg_->sessions.find(id); it != reg_->sessions.end())
+          caf::anon_send(it->second, link_budget_atom::value);
+    }
   }
 
   // A hello or frame that has been arriving for frame_deadline_ms (4 RPC timeouts) closes the
@@ -345,9 +371,11 @@ private:
   // A session that stopped reading (input_paused) waits for its own calls, not for its peer.
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<link_session*>(h->data);
+    uint64_t now = uv_now(self->loop().uv());
+    if (self->input_paused())
+      self->frame_started_ = now;  // the peer's frame waits for us, not we for it
     if (!self->io_.open() || self->io_.in.size() == 0 || self->closing_ || self->input_paused())
       return;
-    uint64_t now = uv_now(self->loop().uv());
     if (now - self->frame_started_ <= self->reg_->frame_deadline_ms)
       return;
     std::fprintf(stderr,
@@ -600,8 +628,10 @@ private:
     if (!io_.open())
       return;
     int ev = io_.want_write ? UV_WRITABLE : 0;
-    if (!closing_ && !input_paused())
+    if (!closing_ && !input_paused() && !budget_wait_)
       ev |= UV_READABLE;
+    else if (budget_wait_)
+      ev |= UV_DISCONNECT;  // a holder that hangs up while waiting gives its room back
     io_.sock->watch(ev, &on_link_events<link_session>);
   }
 
@@ -634,6 +664,7 @@ private:
   loop_timer* timer_ = nullptr;  // on_timer: the frame deadline
   uint64_t frame_started_ = 0;   // loop ms: the front hello or frame began arriving
   size_t held_ = 0;              // io_.in bytes counted in reg_->buffered
+  bool budget_wait_ = false;     // in reg_->budget_waiters: reads nothing until told
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;
   std::unordered_map<uint64_t, group> groups_;
