@@ -223,11 +223,14 @@ struct registry {
 // loop, so this bounds what anyone reaching the memcached port can hold open).
 constexpr size_t max_sessions_per_loop = 256;
 // Unread input the sessions of one loop may hold together: unfinished frames (up to
-// frame_limit each) and calls read but not run yet. Past it, a session does not read until
-// the total is below it again (the frame deadline closes sessions whose frames do not move),
-// so anyone reaching the memcached port cannot hold 256 half-sent frames of 17 MiB per
-// loop; members' calls wait for room instead of failing.
+// frame_limit each) and calls read but not run yet. Past it, a session that holds
+// session_small_hold or more does not read until the total is below it again (the frame
+// deadline closes sessions whose frames do not move), so anyone reaching the memcached port
+// cannot hold 256 half-sent frames of 17 MiB per loop. Sessions holding less go on reading:
+// a member's ordinary calls (a few KiB) are not stalled by someone else's pile, and all of
+// them together add at most 256 x 256 KiB.
 constexpr size_t loop_max_buffered = 4 * link_wire::frame_limit;
+constexpr size_t session_small_hold = 256 * 1024;
 
 // -- server side --------------------------------------------------------------------------------
 
@@ -264,7 +267,7 @@ public:
     frame_started_ = uv_now(loop().uv());
     io_.in.append(rest_);
     std::string().swap(rest_);
-    timer_ = loop_timer::start(loop().uv(), std::max<uint64_t>(reg_->frame_deadline_ms / 4, 50),
+    timer_ = loop_timer::start(loop().uv(), std::max<uint64_t>(reg_->frame_deadline_ms / 16, 50),
                                this, &link_session::on_timer);
     process();
     update_poll();
@@ -338,12 +341,12 @@ private:
   }
 
   // True (and registered to be told when there is room) while the loop's sessions hold more
-  // unread input than loop_max_buffered: the session then reads nothing more (it still runs
-  // the whole calls it holds, which frees room).
+  // unread input than loop_max_buffered and this one holds session_small_hold or more: it
+  // then reads nothing more (it still runs the whole calls it holds, which frees room).
   bool wait_for_budget() {
     if (budget_wait_)
       return true;
-    if (reg_->buffered <= loop_max_buffered)
+    if (reg_->buffered <= loop_max_buffered || held_ < session_small_hold)
       return false;
     budget_wait_ = true;
     reg_->budget_waiters.push_back(id_);

@@ -1868,25 +1868,40 @@ BOOST_AUTO_TEST_CASE(data_link_input_past_the_loop_budget_waits_for_room) {
     piles.back()->send_all(hello + big_head + std::string(i < 4 ? 15u << 20 : 9u << 20, '\0'));
     BOOST_CHECK_EQUAL(piles.back()->read_line(), "LINK 1 " + ns[0]->name);
   }
-  // A member's call now waits: its hello (read by the memcached connection) is answered,
-  // but its session reads nothing more while the loop is over budget.
-  mc_client member(port, 1500ms);
-  member.send_all(hello);
+  // A member's small call is still answered: sessions holding little go on reading.
+  mc_client member(port, 3000ms);
+  member.send_all(hello + call);
   BOOST_CHECK_EQUAL(member.read_line(), "LINK 1 " + ns[0]->name);
-  member.send_all(call);
+  BOOST_CHECK_EQUAL(read_link_replies(member, 1, 1).size(), 1u);
+  // A large call (20 stores of 60 KiB: 1.2 MiB) waits: its session stops reading once it
+  // holds 256 KiB while the loop is over budget.
+  namespace lw = bifrost::cluster::link_wire;
+  bifrost::storage::op_batch stores(20);
+  for (size_t i = 0; i < stores.size(); ++i) {
+    stores[i].kind = bifrost::storage::op_kind::store;
+    stores[i].key = "budget-" + std::to_string(i);
+    stores[i].value = std::string(60 * 1024, 'v');
+  }
+  auto f = lw::encode_call(7, bifrost::cluster::rpc::Origin::CLIENT, stores);
+  mc_client large(port, 1500ms);
+  large.send_all(hello);
+  BOOST_CHECK_EQUAL(large.read_line(), "LINK 1 " + ns[0]->name);
+  large.send_all(std::string(f.asChars().begin(), f.asChars().size()));
   std::string waited;
   try {
-    (void)member.read_exact(8);
+    (void)large.read_exact(8);
   } catch (const mc_error& e) {
     waited = e.what();
   }
   BOOST_CHECK_EQUAL(waited, "recv timeout");
-  BOOST_CHECK_EQUAL(stat_of(*ns[0], "cluster_link_sessions_open"), 6);  // no one cut off
+  BOOST_CHECK_EQUAL(stat_of(*ns[0], "cluster_link_sessions_open"), 7);  // no one cut off
   // One holder goes: there is room, and the waiting call is answered.
   piles[0].reset();
   auto t0 = clock_type::now();
-  member.send_all(call);  // (a second one: mc_client's reads time out until it sends again)
-  BOOST_CHECK_EQUAL(read_link_replies(member, 1, 1).size(), 1u);
+  large.send_all("");  // (mc_client's reads time out until it sends again)
+  BOOST_CHECK_EQUAL(read_link_replies(large, 1, 20).size(), 1u);
+  mc_client check(port, 3000ms);
+  BOOST_CHECK(check.get("budget-19") == std::optional<std::string>(std::string(60 * 1024, 'v')));
   report("a call waiting for the loop's input budget answered " + fmt(seconds_since(t0)) +
          " s after a holder closed");
 }
