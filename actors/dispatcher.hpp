@@ -45,11 +45,6 @@ public:
   void add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index, storage::op&& op,
            bool warm = false);
 
-  /// Loop thread, from another actor of this loop (a data link that read the replies to a
-  /// batch of this dispatcher's): what a (result_atom, tag, results) message would do, at
-  /// once and without the message. Not from inside this dispatcher's own calls.
-  void results(uint64_t tag, storage::result_batch& rs) { on_results(tag, rs); }
-
 private:
   struct ref {
     uint64_t conn;

@@ -1,7 +1,6 @@
 #include "cluster/data_link.hpp"
 
 #include "actors/connection.hpp"
-#include "actors/dispatcher.hpp"
 #include "actors/loop_actor.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_stats.hpp"
@@ -790,18 +789,6 @@ private:
       send(to, result_atom::value, tag, std::move(rs));
   }
 
-  // A batch's results as they came off the socket: to this loop's dispatcher (the sender of
-  // the connections' batches) by a direct call, which saves a message per call on the
-  // forwarding path; to any other sender (the replicator, a test) as a message.
-  void deliver(batch& b, storage::result_batch& rs) {
-    auto* d = ctx_.dispatch;
-    if (d && caf::actor_cast<caf::abstract_actor*>(b.sender) == d) {
-      d->results(b.tag, rs);
-      return;
-    }
-    send_result(b.sender, b.tag, std::move(rs));
-  }
-
   bool fits_link(const storage::op_batch& ops, rpc::Origin origin) const {
     if (ops.empty() || ops.size() > call_max_ops)
       return false;
@@ -1096,7 +1083,7 @@ private:
         if (streamed[i] && rs[i].st == storage::status::hit && b.ops[i].get_value)
           again.push_back(i);
       if (again.empty()) {
-        deliver(b, rs);
+        send_result(b.sender, b.tag, std::move(rs));
         continue;
       }
       storage::op_batch reads;
