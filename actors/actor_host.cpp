@@ -55,6 +55,9 @@ void actor_host::guest_unit::exec_later(caf::resumable* ptr) {
 void actor_host::at_drain_end(drain_end_listener* l, caf::strong_actor_ptr keep) {
   if (stopping_)  // written only on this thread: no lock needed to read it here
     return;       // (the reference goes now; nothing runs at a drain's end any more)
+  if (l->drain_end_due_)
+    return;  // asked already: one call serves both
+  l->drain_end_due_ = true;
   bool first = drain_end_.empty();
   drain_end_.push_back({l, std::move(keep)});
   if (first && !draining_)
@@ -63,12 +66,11 @@ void actor_host::at_drain_end(drain_end_listener* l, caf::strong_actor_ptr keep)
 
 void actor_host::drain() {
   draining_ = true;
-  // Members, cleared and kept: their buffers pass back and forth with ready_, posted_ and
-  // local_ready_ (no allocation per drain). drain() is never re-entered.
+  // Members, empty between drains (cleared at its end) and kept: their buffers pass back and
+  // forth with ready_, posted_ and local_ready_ (no allocation per drain). drain() is never
+  // re-entered.
   auto& ready = ready_scratch_;
   auto& posted = posted_scratch_;
-  ready.clear();
-  posted.clear();
   {
     std::lock_guard<std::mutex> g(mtx_);
     ready.swap(ready_);
@@ -114,8 +116,10 @@ void actor_host::drain() {
     auto& due = due_scratch_;
     due.swap(drain_end_);
     for (auto& e : due)
-      if (!stopping_)  // written only on this thread (begin_stopping): no lock to read it
+      if (!stopping_) {  // written only on this thread (begin_stopping): no lock to read it
+        e.listener->drain_end_due_ = false;
         e.listener->on_drain_end();  // may ask again: at_drain_end then schedules a drain
+      }
     due.clear();
   }
   if (!local_ready_.empty())

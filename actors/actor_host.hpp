@@ -37,6 +37,10 @@ public:
 
 protected:
   ~drain_end_listener() = default;
+
+private:
+  friend class actor_host;
+  bool drain_end_due_ = false;  // host thread: queued in the host's drain_end_
 };
 
 class actor_host {
@@ -58,10 +62,11 @@ public:
   int hosted() const noexcept { return hosted_.load(std::memory_order_acquire); }
   void hosted_add(int d) noexcept { hosted_.fetch_add(d, std::memory_order_acq_rel); }
   /// Host thread: `l->on_drain_end()` runs once, at the end of the drain that is running (or
-  /// of the next one), after every actor readied meanwhile has run; `keep` (the hosted actor
-  /// that `l` belongs to) stays alive until then. A link end writes out, in one send, the
-  /// frames that several of its handlers queued (no message to itself, no extra wake-up).
-  /// Not run once the host is stopping (the reference is released at stop).
+  /// of the next one), after every actor readied meanwhile has run, however often it was
+  /// asked for until then; `keep` (the hosted actor that `l` belongs to) stays alive until
+  /// then. A link end asks for each frame it queues and writes them out in one send (no
+  /// message to itself, no extra wake-up). Not run once the host is stopping (the reference
+  /// is released at stop).
   void at_drain_end(drain_end_listener* l, caf::strong_actor_ptr keep);
 
   /// Actor resumptions so far (for stats and tests).

@@ -374,9 +374,11 @@ private:
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<link_session*>(h->data);
     uint64_t now = uv_now(self->loop().uv());
-    if (self->input_paused())
+    if (self->input_paused()) {
       self->frame_started_ = now;  // the peer's frame waits for us, not we for it
-    if (!self->io_.open() || self->io_.in.size() == 0 || self->closing_ || self->input_paused())
+      return;
+    }
+    if (!self->io_.open() || self->io_.in.size() == 0 || self->closing_)
       return;
     if (now - self->frame_started_ <= self->reg_->frame_deadline_ms)
       return;
@@ -541,16 +543,11 @@ private:
     auto it = calls_.find(g->second.call);
     if (it != calls_.end()) {
       auto& r = it->second;
-      auto& idx = g->second.index;
-      if (idx.empty()) {  // the whole call
-        for (size_t j = 0; j < r.results.size(); ++j)
-          r.results[j] = j < rs.size() ? std::move(rs[j])
-                                       : storage::result::of(storage::status::unavailable);
-      } else {
-        for (size_t j = 0; j < idx.size(); ++j)
-          r.results[idx[j]] = j < rs.size() ? std::move(rs[j])
-                                            : storage::result::of(storage::status::unavailable);
-      }
+      auto& idx = g->second.index;  // empty: the whole call, in order
+      const size_t answers = idx.empty() ? r.results.size() : idx.size();
+      for (size_t j = 0; j < answers; ++j)
+        r.results[idx.empty() ? j : idx[j]] =
+          j < rs.size() ? std::move(rs[j]) : storage::result::of(storage::status::unavailable);
       if (--r.outstanding == 0) {
         replicate(r);
         reply(r);
@@ -598,16 +595,8 @@ private:
     queue_flush();
   }
 
-  void queue_flush() {
-    if (flush_queued_)
-      return;
-    flush_queued_ = true;
-    loop().at_drain_end(this, caf::actor_cast<caf::strong_actor_ptr>(this));
-  }
-  void on_drain_end() override {
-    flush_queued_ = false;
-    write_out();
-  }
+  void queue_flush() { loop().at_drain_end(this, caf::actor_cast<caf::strong_actor_ptr>(this)); }
+  void on_drain_end() override { write_out(); }
 
   void write_out() {
     if (!io_.open())
@@ -662,7 +651,6 @@ private:
   bool closing_ = false;  // refused: close once the answer is out
   bool quit_when_done_ = false;  // the socket closed: quit once the running calls are done
   bool processing_ = false;  // inside process(): its write_out must not start it again
-  bool flush_queued_ = false;  // on_drain_end() is due
   loop_timer* timer_ = nullptr;  // on_timer: the frame deadline
   uint64_t frame_started_ = 0;   // loop ms: the front hello or frame began arriving
   size_t held_ = 0;              // io_.in bytes counted in reg_->buffered
@@ -883,16 +871,8 @@ private:
     queue_flush();  // batches of the replicator and the dispatcher, in one drain: one send
   }
 
-  void queue_flush() {
-    if (flush_queued_)
-      return;
-    flush_queued_ = true;
-    loop().at_drain_end(this, caf::actor_cast<caf::strong_actor_ptr>(this));
-  }
-  void on_drain_end() override {
-    flush_queued_ = false;
-    write_out();
-  }
+  void queue_flush() { loop().at_drain_end(this, caf::actor_cast<caf::strong_actor_ptr>(this)); }
+  void on_drain_end() override { write_out(); }
 
   // -- connection -------------------------------------------------------------------------
 
@@ -1228,7 +1208,6 @@ private:
   loop_timer* timer_ = nullptr;
   bool open_counted_ = false;
   bool in_fail_ = false;  // fail() runs pump() once, not from inside itself
-  bool flush_queued_ = false;  // on_drain_end() is due
   static constexpr size_t streams = 2;           // stream_of(): client and warm, replica
   std::deque<batch> queue_[streams];             // not issued yet, in arrival order
   size_t rpc_in_flight_[streams] = {};           // rpc_calls_ per stream

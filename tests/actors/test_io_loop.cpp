@@ -51,8 +51,8 @@ public:
   }
 };
 
-// Logs every note, and asks for one drain-end call per batch of notes (as a link end asks to
-// write out the frames its handlers queued); the call records how many notes it saw.
+// Logs every note, and asks for a drain-end call with each (as a link end asks to write out
+// each frame its handlers queue); the call records how many notes it saw.
 struct drain_log {
   std::vector<int> notes;
   std::vector<size_t> flushes;  // notes.size() at each drain-end call
@@ -68,21 +68,14 @@ public:
       ask();
     }};
   }
-  void ask() {
-    if (queued_)
-      return;
-    queued_ = true;
-    loop().at_drain_end(this, caf::actor_cast<caf::strong_actor_ptr>(this));
-  }
+  void ask() { loop().at_drain_end(this, caf::actor_cast<caf::strong_actor_ptr>(this)); }
 
 private:
   void on_drain_end() override {
-    queued_ = false;
     log_.flushes.push_back(log_.notes.size());
     ++log_.calls;
   }
   drain_log& log_;
-  bool queued_ = false;
 };
 
 // On (go, n, to): sends n notes to `to`, from the loop itself.
