@@ -39,6 +39,7 @@ struct op_route {
   warm_phase phase = warm_phase::none;
   bool warmed = false;   // warming was tried for this op (at most once)
   bool kept = false;     // a store whose value was copied, not moved: it can run again
+  bool done = false;     // its final result is in the request's results
 };
 
 /// How warming treats an op after a ring change, while the owner may not hold a key its

@@ -449,6 +449,7 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     switch (place(cv, cluster::ring::key_hash(o.key), rt)) {
       case placement::unavailable:  // every live owner was tried
         p.results[index].st = storage::status::unavailable;
+        rt.done = true;
         --p.outstanding;
         return;
       case placement::peer:
@@ -666,6 +667,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
   if (r.st == storage::status::not_sent)
     r.st = storage::status::unavailable;  // (the node left its cluster view meanwhile)
   p.results[index] = std::move(r);
+  if (index < p.routing.size())
+    p.routing[index].done = true;
   if (--p.outstanding == 0 && !p.routing.empty()) {
     // Replicated as soon as the request is done, not when its reply's turn comes: a client
     // that closes while an earlier request waits must not leave the replicas behind.
@@ -755,6 +758,53 @@ void connection::await_replicas(uint64_t seq, pending& p) {
   p.replicated = true;
   p.outstanding = 1;  // the replicator's answer
   send(cv.replicator, replicate_atom::value, std::move(keys), seq);
+}
+
+void connection::hand_over_writes() {
+  if (!ctx_.routes || !ctx_.routes->cluster || ctx_.dispatch == nullptr)
+    return;
+  const auto& cv = *ctx_.routes->cluster;
+  if (cv.replicas < 2 || !cv.replicator)
+    return;
+  std::vector<std::string> keys;
+  for (size_t s = 0; s < pending_.size(); ++s) {
+    auto& p = pending_[s];
+    if (p.routing.empty() || p.replicated || p.outstanding == 0)
+      continue;  // (done requests were handed over when their last result came)
+    for (uint32_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i) {
+      const auto& rt = p.routing[i];
+      const auto& o = p.ops[i];
+      if (!rt.local)
+        continue;  // a write to another primary is replicated there
+      if (rt.done || rt.phase == warm_phase::erase) {
+        // It ran here (a delete's own result waits in its slot while the previous owner
+        // deletes too).
+        if (storage::changed_item(o, p.results[i].st))
+          keys.push_back(o.key);
+        continue;
+      }
+      storage::op probe;  // what storage::changed_item reads of the op still running here
+      switch (rt.phase) {
+        case warm_phase::none:
+          if (!storage::changes_item(o))
+            continue;
+          probe.kind = o.kind;
+          probe.get_touch = o.get_touch;
+          probe.vivify = o.vivify;
+          probe.recache = o.recache;
+          break;
+        case warm_phase::restore:  // the previous owner's item, on its way to a local shard
+          probe.kind = storage::op_kind::store;
+          break;
+        default:  // a look at the previous owner: nothing ran here that changed the item
+          continue;
+      }
+      probe.key = o.key;
+      ctx_.dispatch->adopt(id_, base_seq_ + s, i, std::move(probe));
+    }
+  }
+  if (!keys.empty())
+    send(cv.replicator, replicate_atom::value, std::move(keys));
 }
 
 void connection::on_replicated(uint64_t seq, bool ok) {
@@ -1022,6 +1072,7 @@ void connection::close_now() {
   if (closing_)
     return;
   closing_ = true;
+  hand_over_writes();
   ctx_.by_id.erase(id_);
   ctx_.counters->add(ctx_.counters->curr_connections, static_cast<uint64_t>(-1));
   ctx_.node->connections.fetch_sub(1, std::memory_order_relaxed);

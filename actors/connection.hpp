@@ -176,6 +176,10 @@ private:
   /// With wait_replicas: once every op of `p` is done, holds its reply until the replicator
   /// answers (replicated_atom) for the keys written here as their primary.
   void await_replicas(uint64_t seq, pending& p);
+  /// On close, for the requests not yet done: the writes this node already applied as their
+  /// keys' primary go to the replicator now, and those still running at a local shard are
+  /// left to the dispatcher (dispatcher::adopt), which hands their keys on once they ran.
+  void hand_over_writes();
   void on_replicated(uint64_t seq, bool ok);
   void on_stats(uint64_t seq, const storage::shard_stats& st);
   void write_out();

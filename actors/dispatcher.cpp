@@ -1,6 +1,7 @@
 #include "actors/dispatcher.hpp"
 
 #include "actors/connection.hpp"
+#include "actors/route_table.hpp"
 
 #include <algorithm>
 #include <iterator>
@@ -29,6 +30,11 @@ void dispatcher::on_exit() {
     ctx_.dispatch = nullptr;
   out_.clear();
   inflight_.clear();
+  orphans_.clear();
+}
+
+void dispatcher::adopt(uint64_t conn, uint64_t seq, uint32_t index, storage::op&& probe) {
+  orphans_[conn].push_back(orphan{seq, index, std::move(probe)});
 }
 
 void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index,
@@ -95,11 +101,22 @@ void dispatcher::on_results(uint64_t tag, storage::result_batch& results) {
   touched_.clear();
   for (size_t i = 0; i < refs.size() && i < results.size(); ++i) {
     auto c = ctx_.by_id.find(refs[i].conn);
-    if (c == ctx_.by_id.end())
-      continue;  // closed meanwhile: the result (and any pinned value) is dropped
+    if (c == ctx_.by_id.end()) {
+      // Closed meanwhile: the result (and any pinned value) is dropped, after an adopted
+      // write's key is kept for the replicator.
+      if (!orphans_.empty())
+        on_orphan_result(refs[i], results[i].st);
+      continue;
+    }
     c->second->deliver(refs[i].seq, refs[i].index, std::move(results[i]));
     if (touched_.empty() || touched_.back() != refs[i].conn)
       touched_.push_back(refs[i].conn);
+  }
+  if (!orphan_keys_.empty()) {
+    const auto* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
+    if (cv != nullptr && cv->replicas >= 2 && cv->replicator)
+      send(cv->replicator, replicate_atom::value, std::move(orphan_keys_));
+    orphan_keys_.clear();
   }
   std::sort(touched_.begin(), touched_.end());
   touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
@@ -108,6 +125,24 @@ void dispatcher::on_results(uint64_t tag, storage::result_batch& results) {
     if (c != ctx_.by_id.end())
       c->second->complete_ready();
   }
+}
+
+void dispatcher::on_orphan_result(const ref& r, storage::status st) {
+  auto it = orphans_.find(r.conn);
+  if (it == orphans_.end())
+    return;
+  auto& list = it->second;
+  for (size_t j = 0; j < list.size(); ++j) {
+    if (list[j].seq != r.seq || list[j].index != r.index)
+      continue;
+    if (storage::changed_item(list[j].probe, st))
+      orphan_keys_.push_back(std::move(list[j].probe.key));
+    list[j] = std::move(list.back());
+    list.pop_back();
+    break;
+  }
+  if (list.empty())
+    orphans_.erase(it);
 }
 
 } // namespace bifrost::actors

@@ -4,7 +4,8 @@
 // end of the loop iteration (io_loop check hook) the dispatcher sends one
 // (exec_atom, tag, op_batch) per destination — a local storage shard, or a peer actor that
 // stands for another node — and scatters each (result_atom, tag, result_batch) back to the
-// connections that are still open. Under load one message pair serves every request that
+// connections that are still open (a closed connection's writes at a local shard are handed to
+// the replicator from here: see adopt()). Under load one message pair serves every request that
 // arrived in the same iteration, instead of one pair per request (docs/ARCHITECTURE.md).
 // A batch is cut into messages of at most max_batch_ops ops and max_batch_bytes of keys and
 // values, in order: a data link carries at most 256 ops a call (cluster/convert.hpp,
@@ -45,6 +46,14 @@ public:
   void add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index, storage::op&& op,
            bool warm = false);
 
+  /// For a connection that closes while its write `probe` (kind, key and the flags
+  /// storage::changed_item reads; no value) is still running at a local shard, as its key's
+  /// primary: once the result of (conn, seq, index) comes, and says the write changed the
+  /// item, the key goes to the cluster's replicator (background replication), as the
+  /// connection would have done. Nobody answers the client, but the write is applied all the
+  /// same, and its replicas must not stay behind.
+  void adopt(uint64_t conn, uint64_t seq, uint32_t index, storage::op&& probe);
+
 private:
   struct ref {
     uint64_t conn;
@@ -60,12 +69,22 @@ private:
 
   void flush();
   void on_results(uint64_t tag, storage::result_batch& results);
+  void on_orphan_result(const ref& r, storage::status st);
 
   loop_context& ctx_;
   uint64_t hook_ = 0;
   uint64_t next_tag_ = 1;
   std::vector<outgoing> out_;  // destinations with ops this iteration (few: linear search)
   std::unordered_map<uint64_t, std::vector<ref>> inflight_;
+  struct orphan {
+    uint64_t seq;
+    uint32_t index;
+    storage::op probe;
+  };
+  /// Closed connections' adopted writes, by connection id (see adopt()). An entry goes when
+  /// its result comes; local shards answer every batch.
+  std::unordered_map<uint64_t, std::vector<orphan>> orphans_;
+  std::vector<std::string> orphan_keys_;  // scratch: adopted writes that changed their item
   std::vector<uint64_t> touched_;  // scratch: connections that got results
 };
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -567,15 +568,17 @@ BOOST_AUTO_TEST_CASE(replication_ack_all_waits_for_every_owner) {
 // A write applied at its primary is replicated even when its client resets the connection
 // while an earlier request of the same pipeline still waits (here for a stopped member):
 // replication went out only when the write's reply had its turn, which never came, and the
-// replica kept the old value (read after the primary is killed).
+// replica kept the old value (read after the primary is killed). The same for a write that
+// is part of a request still waiting when the client resets: a gat of a key here and a key
+// on the stopped member touched the first at its primary, and the replica kept its old TTL.
 BOOST_AUTO_TEST_CASE(a_write_is_replicated_even_if_its_client_resets_before_its_reply) {
   cluster c;
   logs_on_failure guard{c};
   auto ns = start_cluster(c, 3, 2, 5000ms,
                           {"--swim-suspicion-timeout", "4000", "--rpc-timeout", "3000"});
-  // g: primary n3 (to be stopped); k: owners n1 then n2.
-  std::string g, k;
-  for (int i = 0; i < 200 && (g.empty() || k.empty()); ++i) {
+  // g: primary n3 (to be stopped); k and t: owners n1 then n2.
+  std::string g, k, t;
+  for (int i = 0; i < 400 && (g.empty() || k.empty() || t.empty()); ++i) {
     std::string key = "rst-" + std::to_string(i);
     auto r = run_ctl({"--node", ns[0]->rpc(), "ring", "--key", key, "--json"});
     BOOST_REQUIRE_EQUAL(r.exit_code, 0);
@@ -583,15 +586,16 @@ BOOST_AUTO_TEST_CASE(a_write_is_replicated_even_if_its_client_resets_before_its_
     auto& owners = j.at("owners");
     if (g.empty() && owners.at(0).at("name") == "n3")
       g = key;
-    else if (k.empty() && owners.at(0).at("name") == "n1" && owners.at(1).at("name") == "n2")
-      k = key;
+    else if (owners.at(0).at("name") == "n1" && owners.at(1).at("name") == "n2")
+      (k.empty() ? k : t) = key;
   }
-  BOOST_REQUIRE(!g.empty() && !k.empty());
+  BOOST_REQUIRE(!g.empty() && !k.empty() && !t.empty());
   {
     mc_client m(ns[0]->port, 5s);
     BOOST_REQUIRE_EQUAL(m.set(k, "old"), "STORED");
+    BOOST_REQUIRE_EQUAL(m.set(t, "ttl"), "STORED");  // no expiry
   }
-  BOOST_REQUIRE(wait_until([&] { return stat_of(*ns[1], "curr_items") == 1; }, 3000ms, 50ms));
+  BOOST_REQUIRE(wait_until([&] { return stat_of(*ns[1], "curr_items") == 2; }, 3000ms, 50ms));
   BOOST_REQUIRE(stop_node(ns[2]->pid));
   {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -600,9 +604,10 @@ BOOST_AUTO_TEST_CASE(a_write_is_replicated_even_if_its_client_resets_before_its_
     a.sin_port = htons(static_cast<uint16_t>(ns[0]->port));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     BOOST_REQUIRE_EQUAL(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    std::string req = "get " + g + "\r\nset " + k + " 0 0 3 noreply\r\nnew\r\n";
+    std::string req = "get " + g + "\r\nset " + k + " 0 0 3 noreply\r\nnew\r\ngat 1000 " + t +
+                      " " + g + "\r\n";
     BOOST_REQUIRE_EQUAL(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
-    std::this_thread::sleep_for(300ms);  // the set is applied; the get waits for n3
+    std::this_thread::sleep_for(300ms);  // the set and t's touch ran; the get and gat wait
     linger lg{1, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     ::close(fd);  // RST
@@ -614,6 +619,10 @@ BOOST_AUTO_TEST_CASE(a_write_is_replicated_even_if_its_client_resets_before_its_
                            8000ms, 50ms));
   mc_client m(ns[1]->port, 5s);
   BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "new");
+  auto ttl = one_line(*ns[1], "mg " + t + " t");  // HD t<seconds left>; t-1: no expiry
+  report("t through n2 after n1 died: " + ttl);
+  long left = ttl.rfind("HD t", 0) == 0 ? std::strtol(ttl.c_str() + 4, nullptr, 10) : -2;
+  BOOST_CHECK_MESSAGE(left > 900 && left <= 1000, "the replica kept t's old TTL: " << ttl);
 }
 
 // --------------------------------------------------------------------------------------------

@@ -1,0 +1,175 @@
+// The dispatcher's hand-over of a closed connection's writes (dispatcher::adopt): a write still
+// running at a local shard when its connection closed goes to the replicator once its result
+// says it changed the item, and only then.
+#include "actors/connection.hpp"
+#include "actors/dispatcher.hpp"
+#include "actors/io_loop.hpp"
+#include "actors/messages.hpp"
+#include "actors/route_table.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <map>
+#include <thread>
+
+using namespace bifrost;
+using namespace bifrost::actors;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Stands in for a storage shard: answers each batch with the status its key maps to (miss
+// for any other key).
+class fake_shard : public caf::event_based_actor {
+public:
+  fake_shard(caf::actor_config& cfg, std::map<std::string, storage::status> answers)
+    : caf::event_based_actor(cfg), answers_(std::move(answers)) {}
+  caf::behavior make_behavior() override {
+    return {
+      [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
+        storage::result_batch rs(ops.size());
+        for (size_t i = 0; i < ops.size(); ++i) {
+          auto it = answers_.find(ops[i].key);
+          rs[i].st = it == answers_.end() ? storage::status::miss : it->second;
+        }
+        send(caf::actor_cast<caf::actor>(current_sender()), result_atom::value, tag,
+             std::move(rs));
+      },
+    };
+  }
+
+private:
+  std::map<std::string, storage::status> answers_;
+};
+
+struct fixture {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::unique_ptr<io_loop> loop;
+  loop_counters counters;
+  loop_context ctx;
+  std::unique_ptr<caf::scoped_actor> replicator;  // the test thread stands in for it
+  caf::actor dispatch_handle;
+
+  fixture() {
+    cfg.set("scheduler.max-threads", size_t{2});
+    cfg.set("logger.console", caf::atom("none"));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    loop = std::make_unique<io_loop>(*sys, 0);
+    loop->start();
+    replicator = std::make_unique<caf::scoped_actor>(*sys);
+    auto cv = std::make_shared<cluster_view>();
+    cv->replicas = 2;
+    cv->replicator = caf::actor_cast<caf::actor>(*replicator);
+    auto snap = std::make_shared<route_snapshot>();
+    snap->cluster = cv;
+    ctx.loop = loop.get();
+    ctx.counters = &counters;
+    ctx.routes = snap;
+    dispatch_handle = sys->spawn<dispatcher>(*loop, ctx);
+    ctx.dispatch = static_cast<dispatcher*>(caf::actor_cast<caf::abstract_actor*>(dispatch_handle));
+  }
+  ~fixture() {
+    (*replicator)->send_exit(dispatch_handle, caf::exit_reason::user_shutdown);
+    dispatch_handle = nullptr;
+    for (int i = 0; i < 1000 && loop->hosted() > 0; ++i)
+      std::this_thread::sleep_for(2ms);
+    replicator.reset();
+    loop->stop();
+  }
+
+  void on_loop(std::function<void()> fn) {
+    std::promise<void> done;
+    loop->post([&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  static storage::op op_of(storage::op_kind kind, const std::string& key) {
+    storage::op o;
+    o.kind = kind;
+    o.key = key;
+    return o;
+  }
+
+  // The keys of the next replicate message, or none within `limit`.
+  std::optional<std::vector<std::string>> replicated(std::chrono::milliseconds limit) {
+    std::optional<std::vector<std::string>> out;
+    (*replicator)->receive(
+      [&](replicate_atom, std::vector<std::string>& keys) { out = std::move(keys); },
+      caf::after(limit) >> [] {});
+    return out;
+  }
+};
+
+} // namespace
+
+BOOST_FIXTURE_TEST_SUITE(dispatcher_hand_over, fixture)
+
+BOOST_AUTO_TEST_CASE(a_closed_connections_running_writes_reach_the_replicator_once_they_ran) {
+  using storage::op_kind;
+  using storage::status;
+  auto shard = sys->spawn<fake_shard>(std::map<std::string, status>{
+    {"set", status::stored}, {"add-lost", status::not_stored}, {"del", status::deleted},
+    {"gat", status::hit}, {"get", status::hit}, {"open", status::stored}});
+  // Connection 7 is closed (no entry in ctx.by_id): its writes were adopted. Connection 8's
+  // "open" was not: nobody adopted it, so it is dropped as before.
+  on_loop([&] {
+    auto& d = *ctx.dispatch;
+    d.add(shard, 7, 1, 0, op_of(op_kind::store, "set"));
+    d.add(shard, 7, 2, 0, op_of(op_kind::store, "add-lost"));
+    d.add(shard, 7, 3, 0, op_of(op_kind::remove, "del"));
+    auto gat = op_of(op_kind::get, "gat");
+    gat.get_touch = true;
+    d.add(shard, 7, 4, 0, storage::op(gat));
+    d.add(shard, 7, 5, 0, op_of(op_kind::get, "get"));
+    d.add(shard, 8, 1, 0, op_of(op_kind::store, "open"));
+    d.adopt(7, 1, 0, op_of(op_kind::store, "set"));
+    d.adopt(7, 2, 0, op_of(op_kind::store, "add-lost"));
+    d.adopt(7, 3, 0, op_of(op_kind::remove, "del"));
+    gat.value.clear();
+    d.adopt(7, 4, 0, std::move(gat));
+    d.adopt(7, 5, 0, op_of(op_kind::get, "get"));  // a plain read changes nothing
+  });
+  auto keys = replicated(3000ms);
+  BOOST_REQUIRE(keys);
+  BOOST_CHECK_EQUAL(keys->size(), 3u);
+  for (const char* k : {"set", "del", "gat"})
+    BOOST_CHECK_MESSAGE(std::find(keys->begin(), keys->end(), k) != keys->end(),
+                        k << " not handed to the replicator");
+  BOOST_CHECK(!replicated(200ms));  // nothing more, nothing twice
+  // A later result for the same request number (a connection id is never reused) finds no
+  // adopted write left.
+  on_loop([&] { ctx.dispatch->add(shard, 7, 1, 0, op_of(op_kind::store, "set")); });
+  BOOST_CHECK(!replicated(200ms));
+  (*replicator)->send_exit(shard, caf::exit_reason::user_shutdown);
+}
+
+BOOST_AUTO_TEST_CASE(without_replicas_nothing_is_handed_over) {
+  auto cv = std::make_shared<cluster_view>();
+  cv->replicas = 1;  // the cluster view changed to R = 1 after the write was adopted
+  cv->replicator = caf::actor_cast<caf::actor>(*replicator);
+  auto snap = std::make_shared<route_snapshot>();
+  snap->cluster = cv;
+  auto shard = sys->spawn<fake_shard>(
+    std::map<std::string, storage::status>{{"set", storage::status::stored}});
+  on_loop([&] {
+    ctx.routes = snap;
+    ctx.dispatch->add(shard, 3, 1, 0, op_of(storage::op_kind::store, "set"));
+    ctx.dispatch->adopt(3, 1, 0, op_of(storage::op_kind::store, "set"));
+  });
+  BOOST_CHECK(!replicated(300ms));
+  (*replicator)->send_exit(shard, caf::exit_reason::user_shutdown);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
