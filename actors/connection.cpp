@@ -567,7 +567,12 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             return;
           }
           // Sent as the client's writes to that owner are, so they stay in order with it.
-          send_side_effect(owner_actor(cv, rt, o.key), std::move(keep));
+          // Kept here as the key's primary, it is replicated once stored (the replicator
+          // reads the key after the copy ran); a remote primary replicates what it stores.
+          if (rt.local)
+            ctx_.dispatch->add_own_write(local_shard_for(o.key), std::move(keep));
+          else
+            send_side_effect(owner_actor(cv, rt, o.key), std::move(keep));
         } else if (cls == warm_class::read) {
           if (r.st != storage::status::hit || !r.value)
             r.st = storage::status::miss;
@@ -596,6 +601,10 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         route_key_op(seq, index);
         return;
       case warm_phase::restore:
+        // A copy of the previous owner's item stored here as the key's primary goes to the
+        // replicas too (the op run again may change nothing: an add, or none at all).
+        if (rt.local && r.st == storage::status::stored)
+          replicate({o.key});
         // The previous owner's item is at the owner (or a newer write was): run the op
         // again, wherever the ring places it now — unless a later request on the key went
         // out meanwhile (see above): then an update answers its own first result, an add
@@ -803,7 +812,14 @@ void connection::hand_over_writes() {
       ctx_.dispatch->adopt(id_, base_seq_ + s, i, std::move(probe));
     }
   }
-  if (!keys.empty())
+  replicate(std::move(keys));
+}
+
+void connection::replicate(std::vector<std::string> keys) {
+  if (keys.empty() || !ctx_.routes || !ctx_.routes->cluster)
+    return;
+  const auto& cv = *ctx_.routes->cluster;
+  if (cv.replicas >= 2 && cv.replicator)
     send(cv.replicator, replicate_atom::value, std::move(keys));
 }
 

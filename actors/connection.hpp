@@ -180,6 +180,9 @@ private:
   /// keys' primary go to the replicator now, and those still running at a local shard are
   /// left to the dispatcher (dispatcher::adopt), which hands their keys on once they ran.
   void hand_over_writes();
+  /// Background replication of keys written here as their primary (cluster, R > 1; a no-op
+  /// otherwise). The writes must have run: the replicator reads the keys' state now.
+  void replicate(std::vector<std::string> keys);
   void on_replicated(uint64_t seq, bool ok);
   void on_stats(uint64_t seq, const storage::shard_stats& st);
   void write_out();

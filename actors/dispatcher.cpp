@@ -37,6 +37,18 @@ void dispatcher::adopt(uint64_t conn, uint64_t seq, uint32_t index, storage::op&
   orphans_[conn].push_back(orphan{seq, index, std::move(probe)});
 }
 
+void dispatcher::add_own_write(const caf::actor& shard, storage::op&& op) {
+  const uint64_t seq = next_own_write_++;
+  const auto* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
+  if (cv != nullptr && cv->replicas >= 2 && cv->replicator) {
+    storage::op probe;
+    probe.kind = op.kind;
+    probe.key = op.key;
+    adopt(own_writes, seq, 0, std::move(probe));
+  }
+  add(shard, own_writes, seq, 0, std::move(op));
+}
+
 void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index,
                      storage::op&& op, bool warm) {
   outgoing* o = nullptr;

@@ -54,6 +54,11 @@ public:
   /// same, and its replicas must not stay behind.
   void adopt(uint64_t conn, uint64_t seq, uint32_t index, storage::op&& probe);
 
+  /// A write of the node's own at a local shard, for this node as the key's primary (a warm
+  /// copy of the previous owner's item): no connection waits for it; once the shard's result
+  /// says it changed the item, its key goes to the replicator as an adopted write's does.
+  void add_own_write(const caf::actor& shard, storage::op&& op);
+
 private:
   struct ref {
     uint64_t conn;
@@ -85,6 +90,10 @@ private:
   /// its result comes; local shards answer every batch.
   std::unordered_map<uint64_t, std::vector<orphan>> orphans_;
   std::vector<std::string> orphan_keys_;  // scratch: adopted writes that changed their item
+  /// add_own_write's: adopted under connection id 0, which no connection has
+  /// (loop_context::next_conn_id starts at 1), each under its own number.
+  static constexpr uint64_t own_writes = 0;
+  uint64_t next_own_write_ = 1;
   std::vector<uint64_t> touched_;  // scratch: connections that got results
 };
 

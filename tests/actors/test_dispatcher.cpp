@@ -1,6 +1,7 @@
-// The dispatcher's hand-over of a closed connection's writes (dispatcher::adopt): a write still
-// running at a local shard when its connection closed goes to the replicator once its result
-// says it changed the item, and only then.
+// The dispatcher's hand-over of writes no connection waits for: a write still running at a
+// local shard when its connection closed (dispatcher::adopt), and the node's own writes
+// (dispatcher::add_own_write), go to the replicator once their result says they changed the
+// item, and only then.
 #include "actors/connection.hpp"
 #include "actors/dispatcher.hpp"
 #include "actors/io_loop.hpp"
@@ -155,6 +156,27 @@ BOOST_AUTO_TEST_CASE(a_closed_connections_running_writes_reach_the_replicator_on
   (*replicator)->send_exit(shard, caf::exit_reason::user_shutdown);
 }
 
+BOOST_AUTO_TEST_CASE(the_nodes_own_writes_reach_the_replicator_once_stored) {
+  using storage::status;
+  auto shard = sys->spawn<fake_shard>(
+    std::map<std::string, status>{{"kept", status::stored}, {"there", status::not_stored}});
+  on_loop([&] {
+    auto keep = op_of(storage::op_kind::store, "kept");
+    keep.mode = storage::store_mode::add;
+    keep.value = "v";
+    ctx.dispatch->add_own_write(shard, std::move(keep));
+    auto refused = op_of(storage::op_kind::store, "there");  // a write got there first
+    refused.mode = storage::store_mode::add;
+    ctx.dispatch->add_own_write(shard, std::move(refused));
+  });
+  auto keys = replicated(3000ms);
+  BOOST_REQUIRE(keys);
+  BOOST_CHECK_EQUAL(keys->size(), 1u);
+  BOOST_CHECK_EQUAL(keys->at(0), "kept");
+  BOOST_CHECK(!replicated(200ms));
+  (*replicator)->send_exit(shard, caf::exit_reason::user_shutdown);
+}
+
 BOOST_AUTO_TEST_CASE(without_replicas_nothing_is_handed_over) {
   auto cv = std::make_shared<cluster_view>();
   cv->replicas = 1;  // the cluster view changed to R = 1 after the write was adopted
@@ -167,6 +189,7 @@ BOOST_AUTO_TEST_CASE(without_replicas_nothing_is_handed_over) {
     ctx.routes = snap;
     ctx.dispatch->add(shard, 3, 1, 0, op_of(storage::op_kind::store, "set"));
     ctx.dispatch->adopt(3, 1, 0, op_of(storage::op_kind::store, "set"));
+    ctx.dispatch->add_own_write(shard, op_of(storage::op_kind::store, "set"));
   });
   BOOST_CHECK(!replicated(300ms));
   (*replicator)->send_exit(shard, caf::exit_reason::user_shutdown);

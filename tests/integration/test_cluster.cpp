@@ -1205,6 +1205,36 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
 }
 
 // --------------------------------------------------------------------------------------------
+// A warm copy kept at its key's new primary goes to the key's other owners too (R = 2): each
+// read through a joined node that warms a key stores it once more at the key's second owner
+// (replicated state). It stayed at the primary alone: the others' total_items did not move.
+BOOST_AUTO_TEST_CASE(warm_copies_kept_at_a_new_primary_are_replicated) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 2);
+  auto keys = make_keys("wrep-", 300);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  BOOST_REQUIRE(wait_until(
+    [&] { return stat_of(*ns[0], "curr_items") == 300 && stat_of(*ns[1], "curr_items") == 300; },
+    3000ms, 50ms));
+  node_options o;
+  o.join.push_back(ns[0]->rpc_port);
+  o.replicas = 2;
+  auto& n3 = c.start("n3", o);
+  ns.push_back(&n3);
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  auto moved = keys_owned_by(n3, "n3", "wrep-", 40);
+  auto stores = [&] { return stat_of(*ns[0], "total_items") + stat_of(*ns[1], "total_items"); };
+  const long before = stores();
+  BOOST_REQUIRE_EQUAL(read_all(n3.port, moved).hits, moved.size());
+  BOOST_CHECK_EQUAL(stat_of(n3, "curr_items"), static_cast<long>(moved.size()));
+  bool replicated = wait_until([&] { return stores() - before >= 40; }, 3000ms, 50ms);
+  report("stores at n1 and n2 after 40 warming reads through n3: " +
+         std::to_string(stores() - before));
+  BOOST_CHECK_MESSAGE(replicated, "warm copies at n3 did not reach the second owners");
+}
+
+// --------------------------------------------------------------------------------------------
 BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_serves_no_stale_values_from_its_data_dir) {
   // R=1; n3 keeps its items in a data directory. While it is dead, its keys are written and
   // deleted through n1 (their new owners). When it comes back with its old files, none of its
