@@ -1078,7 +1078,11 @@ BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
 BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
   cluster c;
   logs_on_failure guard{c};
-  auto ns = start_cluster(c, 2, 1);
+  // Every check below runs inside the warming window, which each node opens when it sees n3
+  // join; finding the 75 moved keys alone takes ~225 bifrostctl runs (18 s under ASan on a
+  // quiet machine, 30-50 s on a loaded one), so the default 30 s window could close first.
+  const std::vector<std::string> window = {"--warm-window", "600000"};
+  auto ns = start_cluster(c, 2, 1, 5000ms, window);
   auto keys = make_keys("wk-", 400);
   auto& one = one_line;
   std::map<std::string, std::string> cas_of;
@@ -1094,10 +1098,17 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
       BOOST_REQUIRE_EQUAL(m.read_line(), "END");
     }
   }
-  auto& n3 = c.start("n3", {ns[0]->rpc_port});
+  node_options o3;
+  o3.join = {ns[0]->rpc_port};
+  o3.extra_args = window;
+  auto t_join = clock_type::now();
+  auto& n3 = c.start("n3", o3);
   ns.push_back(&n3);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
   auto moved = keys_owned_by(n3, "n3", "wk-", 75);
+  report("moved keys found " + fmt(seconds_since(t_join)) + " s after n3 started");
+  BOOST_REQUIRE_MESSAGE(seconds_since(t_join) < 300,
+                        "too slow: the warming window may close before the checks are done");
   auto group = [&](int g) {
     return std::vector<std::string>(moved.begin() + g * 5, moved.begin() + g * 5 + 5);
   };
