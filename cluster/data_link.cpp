@@ -44,7 +44,8 @@ using actors::close_atom;
 /// (data_link::retirable). (link_quit_atom) to itself: the timer found it retirable.
 using link_retire_atom = caf::atom_constant<caf::atom("lretire")>;
 using link_quit_atom = caf::atom_constant<caf::atom("lquit")>;
-/// (link_budget_atom) to a session waiting for the loop's input budget: there is room again.
+/// (link_budget_atom, bool output) to a session waiting for the loop's input budget (false) or
+/// output budget (true): there is room again.
 using link_budget_atom = caf::atom_constant<caf::atom("lbudget")>;
 
 constexpr size_t read_chunk = 64 * 1024;
@@ -211,6 +212,8 @@ struct registry {
   const uint64_t frame_deadline_ms;  // see link_session::on_timer
   size_t buffered = 0;  // loop thread: input bytes the sessions hold (loop_max_buffered)
   std::vector<uint64_t> budget_waiters;  // loop thread: sessions that stopped reading for it
+  size_t output = 0;    // loop thread: reply bytes queued or reserved (loop_max_output)
+  std::vector<uint64_t> output_waiters;  // loop thread: sessions that stopped for that
   std::unordered_map<uint64_t, caf::actor> sessions;
   uint64_t next_session = 1;
   std::atomic<size_t> serving{0};  // sessions spawned and not destroyed (any thread may
@@ -230,6 +233,14 @@ constexpr size_t max_sessions_per_loop = 256;
 // them together add at most 256 x 256 KiB.
 constexpr size_t loop_max_buffered = 4 * link_wire::frame_limit;
 constexpr size_t session_small_hold = 256 * 1024;
+// Reply bytes the sessions of one loop may hold together: queued and not yet written, plus
+// what their running calls may still produce (reply_reserve). Past it, a session starts a
+// call only if its hold with that call's reserve stays under session_small_hold, and reads
+// nothing meanwhile; and a session whose queued replies have not moved for the frame
+// deadline is closed. Else anyone reaching the memcached port could open 256 sessions per
+// loop that each read a 64 KiB value 256 times a call and never read the replies: about
+// 24 MiB each (session_max_output plus one call), 6 GiB per loop.
+constexpr size_t loop_max_output = 4 * link_wire::frame_limit;
 
 // -- server side --------------------------------------------------------------------------------
 
@@ -263,7 +274,7 @@ public:
     }
     counters().add(counters().link_sessions_open);
     counted_ = true;
-    frame_started_ = uv_now(loop().uv());
+    frame_started_ = out_moved_ = uv_now(loop().uv());
     io_.in.append(rest_);
     std::string().swap(rest_);
     timer_ = loop_timer::start(loop().uv(), std::max<uint64_t>(reg_->frame_deadline_ms / 16, 50),
@@ -272,8 +283,11 @@ public:
     update_poll();
     return {
       [this](result_atom, uint64_t tag, storage::result_batch& rs) { on_shard_result(tag, rs); },
-      [this](link_budget_atom) {
-        budget_wait_ = false;  // reads again (and waits again if others took the room first)
+      [this](link_budget_atom, bool output) {
+        // Reads (and runs calls) again, and waits again if others took the room first.
+        (output ? output_wait_ : budget_wait_) = false;
+        if (output && io_.open() && !closing_)
+          process();
         update_poll();
       },
       [this](close_atom) {
@@ -323,7 +337,7 @@ private:
   }
 
   void on_readable() {
-    if (wait_for_budget()) {
+    if (wait_for_budget() || output_wait_) {
       update_poll();
       return;
     }
@@ -352,19 +366,40 @@ private:
     return true;
   }
 
-  // Keeps reg_->buffered equal to the input the loop's sessions hold, and tells the sessions
-  // waiting for room once there is.
+  // True (and registered to be told when there is room) while the loop's sessions hold more
+  // reply bytes than loop_max_output and a call with `reserve` would take this session's to
+  // session_small_hold or more: the call does not start, and the session reads nothing, until
+  // then.
+  bool wait_for_output(size_t reserve) {
+    if (output_wait_)
+      return true;
+    if (reg_->output <= loop_max_output || out_held_ + reserve < session_small_hold)
+      return false;
+    output_wait_ = true;
+    reg_->output_waiters.push_back(id_);
+    return true;
+  }
+
+  // Keeps reg_->buffered and reg_->output equal to the input and the reply bytes the loop's
+  // sessions hold, and tells the sessions waiting for room once there is.
   void account() {
     size_t now_held = io_.open() ? io_.in.size() : 0;
     reg_->buffered = reg_->buffered - held_ + now_held;
     held_ = now_held;
-    if (reg_->buffered <= loop_max_buffered && !reg_->budget_waiters.empty()) {
-      auto waiters = std::move(reg_->budget_waiters);
-      reg_->budget_waiters.clear();
-      for (auto id : waiters)
-        if (auto it = reg_->sessions.find(id); it != reg_->sessions.end())
-          caf::anon_send(it->second, link_budget_atom::value);
-    }
+    size_t now_out = io_.open() ? io_.out.pending_bytes() + reserved_ : 0;
+    reg_->output = reg_->output - out_held_ + now_out;
+    out_held_ = now_out;
+    if (reg_->buffered <= loop_max_buffered && !reg_->budget_waiters.empty())
+      wake(reg_->budget_waiters, false);
+    if (reg_->output <= loop_max_output && !reg_->output_waiters.empty())
+      wake(reg_->output_waiters, true);
+  }
+  void wake(std::vector<uint64_t>& list, bool output) {
+    auto waiters = std::move(list);
+    list.clear();
+    for (auto id : waiters)
+      if (auto it = reg_->sessions.find(id); it != reg_->sessions.end())
+        caf::anon_send(it->second, link_budget_atom::value, output);
   }
 
   // A hello or frame that has been arriving for frame_deadline_ms (4 RPC timeouts) closes the
@@ -374,7 +409,19 @@ private:
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<link_session*>(h->data);
     uint64_t now = uv_now(self->loop().uv());
-    if (self->input_paused()) {
+    // Replies the peer has not taken for as long: a member reads them as they come (and gave
+    // up on the calls long before), so only a stalled or hostile peer holds them.
+    if (self->io_.open() && !self->io_.out.empty() && !self->closing_ &&
+        now - self->out_moved_ > self->reg_->frame_deadline_ms) {
+      std::fprintf(stderr,
+                   "bifrost cluster: data link from '%s': %zu reply bytes unread for %llu ms; "
+                   "closing it\n",
+                   self->peer_.c_str(), self->io_.out.pending_bytes(),
+                   static_cast<unsigned long long>(now - self->out_moved_));
+      self->close_socket();
+      return;
+    }
+    if (self->input_paused() || self->output_wait_) {
       self->frame_started_ = now;  // the peer's frame waits for us, not we for it
       return;
     }
@@ -460,9 +507,13 @@ private:
         close_socket();
         return;
       }
+      rc.reserve = reply_reserve(rc.call);
+      if (wait_for_output(rc.reserve))
+        return;  // decoded again once there is room (the frame stays in the buffer)
       io_.in.consume(size);
       frame_started_ = uv_now(loop().uv());  // the next one starts now
       execute(std::move(rc));
+      account();  // its reserve counts before the next call's turn
     }
   }
 
@@ -479,7 +530,8 @@ private:
       return;
     }
     uint64_t key = next_call_++;
-    rc.reserve = reply_reserve(rc.call);
+    if (rc.reserve == 0)  // (process_input weighed it already)
+      rc.reserve = reply_reserve(rc.call);
     reserved_ += rc.reserve;
     if (rc.call.origin == rpc::Origin::WARM)
       for (auto& o : rc.call.ops)
@@ -562,6 +614,8 @@ private:
     }
     if (io_.open() && !closing_ && !input_paused())
       process();  // input paused at the bound may continue
+    else
+      account();  // the reply's bytes for its reserve
     update_poll();
   }
 
@@ -591,6 +645,8 @@ private:
   void reply(const running_call& r) {
     if (!io_.open())
       return;
+    if (io_.out.empty())
+      out_moved_ = uv_now(loop().uv());  // the clock of unread replies starts now
     append_frame(io_.out, link_wire::encode_reply(r.call.id, r.results));
     queue_flush();
   }
@@ -608,10 +664,14 @@ private:
       close_socket();
       return;
     }
+    if (bytes > 0)
+      out_moved_ = uv_now(loop().uv());
     // Calls already read may have waited for the output to drain: run them now (the peer may
     // have nothing more to send, so no readable event would come for them).
     if (greeted_ && !closing_ && io_.in.size() > 0)
       process();  // stops again at the bounds; does nothing when called from inside itself
+    else if (bytes > 0)
+      account();
     update_poll();
   }
 
@@ -619,9 +679,9 @@ private:
     if (!io_.open())
       return;
     int ev = io_.want_write ? UV_WRITABLE : 0;
-    if (!closing_ && !input_paused() && !budget_wait_)
+    if (!closing_ && !input_paused() && !budget_wait_ && !output_wait_)
       ev |= UV_READABLE;
-    else if (budget_wait_)
+    else if (budget_wait_ || output_wait_)
       ev |= UV_DISCONNECT;  // a holder that hangs up while waiting gives its room back
     io_.sock->watch(ev, &on_link_events<link_session>);
   }
@@ -655,6 +715,9 @@ private:
   uint64_t frame_started_ = 0;   // loop ms: the front hello or frame began arriving
   size_t held_ = 0;              // io_.in bytes counted in reg_->buffered
   bool budget_wait_ = false;     // in reg_->budget_waiters: reads nothing until told
+  size_t out_held_ = 0;          // reply bytes (queued + reserved_) counted in reg_->output
+  bool output_wait_ = false;     // in reg_->output_waiters: reads and runs nothing until told
+  uint64_t out_moved_ = 0;       // loop ms: queued replies last moved (or began to wait)
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;
   std::unordered_map<uint64_t, group> groups_;
