@@ -297,6 +297,38 @@ int cmd_members(context& c) {
   return exit_ok;
 }
 
+// ring --key A --key B...: one lookup per key over the one connection; JSON: a list of what
+// `ring --key` prints for one key; text: one row per key.
+int ring_of_keys(context& c) {
+  json list = json::array();
+  std::vector<std::vector<std::string>> rows = {{"KEY", "EPOCH", "PRIMARY", "REPLICAS"}};
+  for (const auto& key : c.opts.keys) {
+    auto req = c.node.ringRequest();
+    req.setKey(as_data(key));
+    auto r = c.s.wait(req.send(), c.opts.node, "ring");
+    json owners = json::array();
+    std::string primary, replicas;
+    for (auto o : r.getOwners()) {
+      json j = info_json(o);
+      j["role"] = owners.empty() ? "primary" : "replica";
+      owners.push_back(std::move(j));
+      auto name = text(o.getName());
+      if (primary.empty())
+        primary = name;
+      else
+        replicas += (replicas.empty() ? "" : ",") + name;
+    }
+    list.push_back({{"key", key}, {"epoch", r.getEpoch()}, {"owners", std::move(owners)}});
+    rows.push_back({key, std::to_string(r.getEpoch()), primary.empty() ? "-" : primary,
+                    replicas.empty() ? "-" : replicas});
+  }
+  if (c.opts.json)
+    print_json(c.out, list);
+  else
+    print_table(c.out, rows);
+  return exit_ok;
+}
+
 int cmd_ring(context& c) {
   if (!c.opts.has_key) {
     auto r = c.s.wait(c.node.membersRequest().send(), c.opts.node, "members");
@@ -322,6 +354,8 @@ int cmd_ring(context& c) {
     print_table(c.out, rows);
     return exit_ok;
   }
+  if (c.opts.keys.size() > 1)
+    return ring_of_keys(c);
   auto req = c.node.ringRequest();
   req.setKey(as_data(c.opts.key));
   auto r = c.s.wait(req.send(), c.opts.node, "ring");
@@ -528,8 +562,8 @@ const command commands[] = {
     {"status", "this node: name, addresses, state, incarnation, ring share, items, bytes, "
                "version, uptime", cmd_status},
     {"members", "every member: NAME ADDRESS STATE INCARNATION SHARE% ITEMS BYTES", cmd_members},
-    {"ring", "the owners of --key (primary first) and the ring epoch; without --key every "
-             "member's share", cmd_ring},
+    {"ring", "the owners of --key (primary first) and the ring epoch (several --key: one row "
+             "each); without --key every member's share", cmd_ring},
     {"stats", "the node's stats (NAME VALUE); --all: summed over every alive member", cmd_stats},
     {"get", "print the value of KEY, raw, on stdout (exit 1 on a miss)", cmd_get},
     {"set", "store KEY=VALUE; prints STORED or the status", cmd_set},
@@ -580,7 +614,9 @@ void build_app(CLI::App& app, options& opts) {
     auto* sub = app.add_subcommand(cmd.name, cmd.help);
     std::string name = cmd.name;
     if (name == "ring") {
-      sub->add_option("--key", opts.key, "the key whose owners to show")->check(check_key);
+      sub->add_option("--key", opts.keys,
+                      "the key whose owners to show (repeatable: one row or object per key)")
+          ->check(check_key);
     } else if (name == "stats") {
       sub->add_flag("--all", opts.all, "sum over every alive member");
     } else if (name == "get" || name == "delete") {
@@ -675,7 +711,9 @@ parse_result parse_args(int argc, const char* const* argv, options& opts, std::o
   }
   auto subs = app.get_subcommands();
   opts.command = subs.front()->get_name();
-  opts.has_key = opts.command != "ring" || subs.front()->count("--key") > 0;
+  if (opts.command == "ring" && !opts.keys.empty())
+    opts.key = opts.keys.front();
+  opts.has_key = opts.command != "ring" || !opts.keys.empty();
   return {true, exit_ok};
 }
 

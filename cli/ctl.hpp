@@ -61,7 +61,8 @@ struct options {
   bool json = false;
   double timeout_s = 5.0;         // per wait, see "Time bounds" above
   std::string command;            // status members ring stats get set delete drain leave
-  std::string key;                // ring --key, get, set, delete
+  std::string key;                // get, set, delete; ring: the first --key
+  std::vector<std::string> keys;  // ring: every --key, in order (one RPC each)
   bool has_key = false;           // ring: --key was given
   std::string value;              // set
   int64_t ttl = 0;                // set: raw memcached exptime (storage/ops.hpp)

@@ -53,6 +53,7 @@ struct fake_config {
   std::map<std::string, uint32_t> flags;
   std::map<std::string, int64_t> ttls;
   std::string hello_from, ring_key;
+  std::vector<std::string> ring_keys;  // every key asked, in order
   int drains = 0, leaves = 0;
 };
 
@@ -136,6 +137,7 @@ protected:
   kj::Promise<void> ring(RingContext context) override {
     std::lock_guard<std::mutex> lock(cfg_.mu);
     cfg_.ring_key = to_string(context.getParams().getKey());
+    cfg_.ring_keys.push_back(cfg_.ring_key);
     auto r = context.getResults();
     r.setEpoch(42);
     auto owners = r.initOwners(2);
@@ -442,6 +444,30 @@ BOOST_AUTO_TEST_CASE(ring_with_and_without_key) {
   BOOST_TEST(doc["epoch"] == 42);
   BOOST_TEST(doc["owners"][0]["name"] == "n2");
   BOOST_TEST(doc["owners"][0]["role"] == "primary");
+
+  // Several keys: one lookup each, in order; a list in JSON, a row each in text.
+  a.cfg.ring_keys.clear();
+  auto jm = ctl_run({"--node", a.address(), "--json", "ring", "--key", "a", "--key", "b:2"});
+  BOOST_TEST(jm.code == 0, jm.err);
+  BOOST_TEST(a.cfg.ring_keys == (std::vector<std::string>{"a", "b:2"}));
+  auto list = nlohmann::json::parse(jm.out);
+  BOOST_REQUIRE(list.is_array());
+  BOOST_REQUIRE(list.size() == 2u);
+  BOOST_TEST(list[1]["key"] == "b:2");
+  BOOST_TEST(list[1]["epoch"] == 42);
+  BOOST_TEST(list[1]["owners"][0]["role"] == "primary");
+  BOOST_TEST(list[1]["owners"][1]["name"] == "n1");
+  auto tm = ctl_run({"--node", a.address(), "ring", "--key", "a", "--key", "b:2"});
+  BOOST_TEST(tm.code == 0, tm.err);
+  auto lm = lines(tm.out);
+  BOOST_REQUIRE(lm.size() == 3);
+  BOOST_TEST(lm[0] == "KEY  EPOCH  PRIMARY  REPLICAS");
+  BOOST_TEST(lm[2] == "b:2  42     n2       n1");
+  // A bad key among them is refused before anything is asked.
+  a.cfg.ring_keys.clear();
+  auto bad = ctl_run({"--node", a.address(), "ring", "--key", "a", "--key", "b c"});
+  BOOST_TEST(bad.code == 2);
+  BOOST_TEST(a.cfg.ring_keys.empty());
 
   auto all = ctl_run({"--node", a.address(), "ring"});
   BOOST_TEST(all.code == 0, all.err);
