@@ -450,7 +450,8 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
       case placement::unavailable:  // every live owner was tried
         p.results[index].st = storage::status::unavailable;
         rt.done = true;
-        --p.outstanding;
+        if (--p.outstanding == 0)
+          request_done(seq, p);  // (placed again from deliver(): its other writes ran)
         return;
       case placement::peer:
       case placement::local:
@@ -678,12 +679,17 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
   p.results[index] = std::move(r);
   if (index < p.routing.size())
     p.routing[index].done = true;
-  if (--p.outstanding == 0 && !p.routing.empty()) {
-    // Replicated as soon as the request is done, not when its reply's turn comes: a client
-    // that closes while an earlier request waits must not leave the replicas behind.
-    await_replicas(seq, p);
-    report_writes(p);
-  }
+  if (--p.outstanding == 0)
+    request_done(seq, p);
+}
+
+void connection::request_done(uint64_t seq, pending& p) {
+  // Replicated as soon as the request is done, not when its reply's turn comes: a client
+  // that closes while an earlier request waits must not leave the replicas behind.
+  if (p.routing.empty())
+    return;
+  await_replicas(seq, p);
+  report_writes(p);
 }
 
 bool connection::keepable(const cluster_view& cv, const op_route& rt,

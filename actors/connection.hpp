@@ -180,6 +180,9 @@ private:
   /// keys' primary go to the replicator now, and those still running at a local shard are
   /// left to the dispatcher (dispatcher::adopt), which hands their keys on once they ran.
   void hand_over_writes();
+  /// The last result of cluster request `seq` came: its writes here as their keys' primary
+  /// go to the replicator (or its reply waits for them, with wait_replicas).
+  void request_done(uint64_t seq, pending& p);
   /// Background replication of keys written here as their primary (cluster, R > 1; a no-op
   /// otherwise). The writes must have run: the replicator reads the keys' state now.
   void replicate(std::vector<std::string> keys);

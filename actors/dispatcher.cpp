@@ -34,7 +34,7 @@ void dispatcher::on_exit() {
 }
 
 void dispatcher::adopt(uint64_t conn, uint64_t seq, uint32_t index, storage::op&& probe) {
-  orphans_[conn].push_back(orphan{seq, index, std::move(probe)});
+  orphans_.insert_or_assign(orphan_id{conn, seq, index}, std::move(probe));
 }
 
 void dispatcher::add_own_write(const caf::actor& shard, storage::op&& op) {
@@ -140,21 +140,12 @@ void dispatcher::on_results(uint64_t tag, storage::result_batch& results) {
 }
 
 void dispatcher::on_orphan_result(const ref& r, storage::status st) {
-  auto it = orphans_.find(r.conn);
+  auto it = orphans_.find(orphan_id{r.conn, r.seq, r.index});
   if (it == orphans_.end())
     return;
-  auto& list = it->second;
-  for (size_t j = 0; j < list.size(); ++j) {
-    if (list[j].seq != r.seq || list[j].index != r.index)
-      continue;
-    if (storage::changed_item(list[j].probe, st))
-      orphan_keys_.push_back(std::move(list[j].probe.key));
-    list[j] = std::move(list.back());
-    list.pop_back();
-    break;
-  }
-  if (list.empty())
-    orphans_.erase(it);
+  if (storage::changed_item(it->second, st))
+    orphan_keys_.push_back(std::move(it->second.key));
+  orphans_.erase(it);
 }
 
 } // namespace bifrost::actors

@@ -20,6 +20,7 @@
 #include <caf/actor.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <unordered_map>
 #include <vector>
 
@@ -81,14 +82,21 @@ private:
   uint64_t next_tag_ = 1;
   std::vector<outgoing> out_;  // destinations with ops this iteration (few: linear search)
   std::unordered_map<uint64_t, std::vector<ref>> inflight_;
-  struct orphan {
-    uint64_t seq;
+  struct orphan_id {
+    uint64_t conn, seq;
     uint32_t index;
-    storage::op probe;
+    bool operator==(const orphan_id& o) const noexcept {
+      return conn == o.conn && seq == o.seq && index == o.index;
+    }
   };
-  /// Closed connections' adopted writes, by connection id (see adopt()). An entry goes when
-  /// its result comes; local shards answer every batch.
-  std::unordered_map<uint64_t, std::vector<orphan>> orphans_;
+  struct orphan_hash {
+    size_t operator()(const orphan_id& o) const noexcept {
+      return std::hash<uint64_t>{}(o.conn * 0x9e3779b97f4a7c15ULL ^ o.seq) ^ o.index;
+    }
+  };
+  /// Adopted writes (see adopt()), by the result they wait for: an entry goes when its
+  /// result comes (local shards answer every batch).
+  std::unordered_map<orphan_id, storage::op, orphan_hash> orphans_;
   std::vector<std::string> orphan_keys_;  // scratch: adopted writes that changed their item
   /// add_own_write's: adopted under connection id 0, which no connection has
   /// (loop_context::next_conn_id starts at 1), each under its own number.
