@@ -91,6 +91,13 @@ struct watched_socket {
     s->poll.data = owner;
     return s;
   }
+  // The next close resets the connection (RST) instead of sending what the kernel still
+  // holds: for a peer cut off for not reading, whose unread bytes would otherwise stay queued
+  // in the kernel until it read them.
+  void reset_on_close() const {
+    linger lg{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
   void watch(int ev, uv_poll_cb cb) {
     if (ev == events)
       return;
@@ -274,7 +281,7 @@ public:
     }
     counters().add(counters().link_sessions_open);
     counted_ = true;
-    frame_started_ = out_moved_ = uv_now(loop().uv());
+    frame_started_ = uv_now(loop().uv());
     io_.in.append(rest_);
     std::string().swap(rest_);
     timer_ = loop_timer::start(loop().uv(), std::max<uint64_t>(reg_->frame_deadline_ms / 16, 50),
@@ -409,17 +416,26 @@ private:
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<link_session*>(h->data);
     uint64_t now = uv_now(self->loop().uv());
-    // Replies the peer has not taken for as long: a member reads them as they come (and gave
-    // up on the calls long before), so only a stalled or hostile peer holds them.
-    if (self->io_.open() && !self->io_.out.empty() && !self->closing_ &&
-        now - self->out_moved_ > self->reg_->frame_deadline_ms) {
-      std::fprintf(stderr,
-                   "bifrost cluster: data link from '%s': %zu reply bytes unread for %llu ms; "
-                   "closing it\n",
-                   self->peer_.c_str(), self->io_.out.pending_bytes(),
-                   static_cast<unsigned long long>(now - self->out_moved_));
-      self->close_socket();
-      return;
+    // A reply the peer has not taken whole for as long: a member reads replies as they come
+    // (and gave up on the call long before), so only a stalled, hostile or trickling peer
+    // holds one that long. (The oldest reply's age, not the last progress: a peer reading a
+    // little now and then must not hold the loop's reply budget.)
+    if (self->reply_late(now)) {
+      if (self->io_.want_write) {  // our own loop may have stalled: take what the socket takes
+        self->io_.want_write = false;
+        self->write_out();
+      }
+      if (self->reply_late(now)) {
+        std::fprintf(stderr,
+                     "bifrost cluster: data link from '%s': a reply unread for %llu ms (%zu "
+                     "bytes queued); closing it\n",
+                     self->peer_.c_str(),
+                     static_cast<unsigned long long>(now - self->reply_frames_.front().second),
+                     self->io_.out.pending_bytes());
+        self->io_.sock->reset_on_close();
+        self->close_socket();
+        return;
+      }
     }
     if (self->input_paused() || self->output_wait_) {
       self->frame_started_ = now;  // the peer's frame waits for us, not we for it
@@ -645,9 +661,8 @@ private:
   void reply(const running_call& r) {
     if (!io_.open())
       return;
-    if (io_.out.empty())
-      out_moved_ = uv_now(loop().uv());  // the clock of unread replies starts now
     append_frame(io_.out, link_wire::encode_reply(r.call.id, r.results));
+    reply_frames_.emplace_back(out_written_ + io_.out.pending_bytes(), uv_now(loop().uv()));
     queue_flush();
   }
 
@@ -664,8 +679,9 @@ private:
       close_socket();
       return;
     }
-    if (bytes > 0)
-      out_moved_ = uv_now(loop().uv());
+    out_written_ += bytes;
+    while (!reply_frames_.empty() && reply_frames_.front().first <= out_written_)
+      reply_frames_.pop_front();
     // Calls already read may have waited for the output to drain: run them now (the peer may
     // have nothing more to send, so no readable event would come for them).
     if (greeted_ && !closing_ && io_.in.size() > 0)
@@ -693,6 +709,7 @@ private:
     if (!io_.open())
       return;
     io_.close();
+    reply_frames_.clear();
     account();
     if (counted_)
       counters().add(counters().link_sessions_open, static_cast<uint64_t>(-1));
@@ -717,7 +734,15 @@ private:
   bool budget_wait_ = false;     // in reg_->budget_waiters: reads nothing until told
   size_t out_held_ = 0;          // reply bytes (queued + reserved_) counted in reg_->output
   bool output_wait_ = false;     // in reg_->output_waiters: reads and runs nothing until told
-  uint64_t out_moved_ = 0;       // loop ms: queued replies last moved (or began to wait)
+  uint64_t out_written_ = 0;     // bytes written to the socket so far
+  // Replies not yet written whole, oldest first: (their end in the byte stream, loop ms
+  // queued). on_timer closes the session when the front one is older than the frame deadline.
+  std::deque<std::pair<uint64_t, uint64_t>> reply_frames_;
+
+  bool reply_late(uint64_t now) const {
+    return io_.open() && !closing_ && !reply_frames_.empty() &&
+           now - reply_frames_.front().second > reg_->frame_deadline_ms;
+  }
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;
   std::unordered_map<uint64_t, group> groups_;

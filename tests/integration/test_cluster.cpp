@@ -1242,7 +1242,8 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
 BOOST_AUTO_TEST_CASE(warm_copies_kept_at_a_new_primary_are_replicated) {
   cluster c;
   logs_on_failure guard{c};
-  auto ns = start_cluster(c, 2, 2);
+  const std::vector<std::string> window = {"--warm-window", "600000"};  // (see writes_after_a_join)
+  auto ns = start_cluster(c, 2, 2, 5000ms, window);
   auto keys = make_keys("wrep-", 300);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   BOOST_REQUIRE(wait_until(
@@ -1251,6 +1252,7 @@ BOOST_AUTO_TEST_CASE(warm_copies_kept_at_a_new_primary_are_replicated) {
   node_options o;
   o.join.push_back(ns[0]->rpc_port);
   o.replicas = 2;
+  o.extra_args = window;
   auto& n3 = c.start("n3", o);
   ns.push_back(&n3);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
@@ -1977,13 +1979,14 @@ BOOST_AUTO_TEST_CASE(data_link_input_past_the_loop_budget_waits_for_room) {
 }
 
 // --------------------------------------------------------------------------------------------
-// Replies nobody reads: 24 sessions on the memcached port each send a call of 256 gets of a
-// 60 KiB value (a 15 MiB reply) and never read. The loop's sessions hold at most 68 MiB of
-// replies (queued or reserved) between them: the rest of the calls wait, and the node's RSS
-// grows by well under what 24 replies would take (each ran before: about 11 MiB per session
-// left after the socket buffers, 270 MiB in all). A member's small call is answered
-// meanwhile, and the holders are closed once their replies have not moved for the frame
-// deadline (4 x --rpc-timeout), after which the waiting calls run (and are cut off in turn).
+// Replies nobody takes: 24 sessions on the memcached port each send a call of 256 gets of a
+// 60 KiB value (a 15 MiB reply); 12 never read, 12 read 128 KiB every 250 ms. The loop's
+// sessions hold at most 68 MiB of replies (queued or reserved) between them: the rest of the
+// calls wait, and the node's RSS grows by well under what 24 replies would take (each ran
+// before: about 11 MiB per session left after the socket buffers, 270 MiB in all). A member's
+// small call is answered meanwhile, and the holders, tricklers too, are closed once their
+// oldest reply has waited for the frame deadline (4 x --rpc-timeout), after which the waiting
+// calls run (and are cut off in turn).
 BOOST_AUTO_TEST_CASE(unread_data_link_replies_are_bounded_and_cut_off) {
   cluster c;
   logs_on_failure guard{c};
@@ -2007,14 +2010,61 @@ BOOST_AUTO_TEST_CASE(unread_data_link_replies_are_bounded_and_cut_off) {
   const long rss0 = rss_kib(ns[0]->pid);
   const long hits0 = stat_of(*ns[0], "get_hits");
   std::vector<std::unique_ptr<mc_client>> sessions;
-  for (int i = 0; i < 24; ++i) {
+  for (int i = 0; i < 12; ++i) {
     sessions.push_back(std::make_unique<mc_client>(port, 3000ms));
     sessions.back()->send_all(hello + call);
   }
+  // The tricklers: raw sockets read by a thread, which notes when the node closed each.
+  std::vector<int> trickle;
+  for (int i = 0; i < 12; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE_EQUAL(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    std::string req = hello + call;
+    BOOST_REQUIRE_EQUAL(::send(fd, req.data(), req.size(), MSG_NOSIGNAL),
+                        static_cast<ssize_t>(req.size()));
+    trickle.push_back(fd);
+  }
+  std::atomic<int> trickle_closed{0};
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    std::vector<char> buf(128 * 1024);
+    std::vector<bool> closed(trickle.size(), false);
+    auto t = clock_type::now();
+    while (!stop && trickle_closed < static_cast<int>(trickle.size()) && seconds_since(t) < 60) {
+      for (size_t i = 0; i < trickle.size(); ++i) {
+        if (closed[i])
+          continue;
+        // Closed by the node: its FIN (POLLRDHUP) shows before the data ahead of it is read.
+        pollfd p{trickle[i], POLLRDHUP, 0};
+        if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+          closed[i] = true;
+          ++trickle_closed;
+          continue;
+        }
+        (void)::recv(trickle[i], buf.data(), buf.size(), MSG_DONTWAIT);
+      }
+      std::this_thread::sleep_for(250ms);
+    }
+  });
+  struct join_reader {
+    std::thread& t;
+    std::atomic<bool>& stop;
+    std::vector<int>& fds;
+    ~join_reader() {
+      stop = true;
+      t.join();
+      for (int fd : fds)
+        ::close(fd);
+    }
+  } joiner{reader, stop, trickle};
   auto t0 = clock_type::now();
   // Every session was read (its hello answered, unread with the replies).
   BOOST_REQUIRE(wait_until(
-    [&] { return stat_of(*ns[0], "cluster_link_sessions_open") == 24; }, 3000ms, 20ms));
+    [&] { return stat_of(*ns[0], "cluster_link_sessions_open") == 24; }, 10000ms, 20ms));
   std::this_thread::sleep_for(500ms);  // the calls that may run, ran
   const long grew_mib = (rss_kib(ns[0]->pid) - rss0) / 1024;
   // (A node whose loop is busy for over a second answers the stats without its shards': no
@@ -2030,7 +2080,7 @@ BOOST_AUTO_TEST_CASE(unread_data_link_replies_are_bounded_and_cut_off) {
     },
     20000ms, 100ms));
   const long ran = (hits - hits0) / 256;
-  report("24 sessions not reading 15 MiB replies: " + std::to_string(ran) +
+  report("24 sessions not taking 15 MiB replies: " + std::to_string(ran) +
          " calls ran, RSS +" + std::to_string(grew_mib) + " MiB");
   BOOST_CHECK_LT(ran, 16);
 #ifndef BIFROST_TEST_ASAN  // (ASan's quarantine keeps freed memory in the RSS)
@@ -2047,13 +2097,19 @@ BOOST_AUTO_TEST_CASE(unread_data_link_replies_are_bounded_and_cut_off) {
     BOOST_CHECK_EQUAL(member.read_line(), "LINK 1 " + ns[0]->name);
     BOOST_CHECK_EQUAL(read_link_replies(member, 1, 1).size(), 1u);
   }
-  // The holders are cut off after 4 s without progress; then the waiting calls run.
+  // The holders are cut off 4 s after their reply was queued; then the waiting calls run,
+  // and the tricklers are cut off like the others.
   BOOST_CHECK(wait_until([&] { return stat_of(*ns[0], "cluster_link_sessions_open") < 24; },
-                         8000ms, 50ms));
+                         12000ms, 50ms));
   report("first holders closed after " + fmt(seconds_since(t0)) + " s");
   BOOST_CHECK_GE(seconds_since(t0), 3.5);
   BOOST_CHECK(wait_until(
-    [&] { return (stat_of(*ns[0], "get_hits") - hits0) / 256 >= 24; }, 20000ms, 100ms));
+    [&] { return (stat_of(*ns[0], "get_hits") - hits0) / 256 >= 24; }, 40000ms, 100ms));
+  report("every call ran after " + fmt(seconds_since(t0)) + " s");
+  // (Each within a deadline of its call's reply: a trickle of reads no longer keeps it.)
+  BOOST_CHECK(wait_until([&] { return trickle_closed == 12; }, 10000ms, 100ms));
+  report("tricklers closed: " + std::to_string(trickle_closed.load()) + " of 12 after " +
+         fmt(seconds_since(t0)) + " s");
   sessions.clear();
 }
 
