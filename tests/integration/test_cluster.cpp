@@ -1678,6 +1678,19 @@ std::set<uint64_t> read_link_replies(mc_client& m, size_t calls, size_t ops) {
 }
 
 // A process's resident set (VmRSS of /proc/<pid>/status), in KiB; -1 if unreadable.
+// A data link call frame (origin client): `n` gets of `key`, with their values.
+std::string link_gets(uint64_t id, const std::string& key, size_t n) {
+  namespace lw = bifrost::cluster::link_wire;
+  bifrost::storage::op_batch gets(n);
+  for (auto& o : gets) {
+    o.kind = bifrost::storage::op_kind::get;
+    o.key = key;
+    o.get_value = true;
+  }
+  auto f = lw::encode_call(id, bifrost::cluster::rpc::Origin::CLIENT, gets);
+  return std::string(f.asChars().begin(), f.asChars().size());
+}
+
 long rss_kib(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
@@ -1855,19 +1868,10 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
 
   {  // small calls (~1 KB) that each read 16 values of 64 KiB (1 MiB of reply), never read:
      // the session holds about its output bound (8 MiB), not every reply (60 MiB before)
-    namespace lw = bifrost::cluster::link_wire;
-    bifrost::storage::op_batch gets(16);
-    for (auto& o : gets) {
-      o.kind = bifrost::storage::op_kind::get;
-      o.key = "bp-big";
-      o.get_value = true;
-    }
     const uint64_t calls = 60;
     std::string burst = hello;
-    for (uint64_t id = 1; id <= calls; ++id) {
-      auto f = lw::encode_call(id, bifrost::cluster::rpc::Origin::CLIENT, gets);
-      burst.append(f.asChars().begin(), f.asChars().size());
-    }
+    for (uint64_t id = 1; id <= calls; ++id)
+      burst += link_gets(id, "bp-big", 16);
     const long rss_before = rss_kib(ns[0]->pid);
     mc_client m(port, 20000ms);
     m.send_all(burst);
@@ -1997,15 +2001,7 @@ BOOST_AUTO_TEST_CASE(unread_data_link_replies_are_bounded_and_cut_off) {
     mc_client m(port, 3000ms);
     BOOST_REQUIRE_EQUAL(m.set("unread", value), "STORED");
   }
-  namespace lw = bifrost::cluster::link_wire;
-  bifrost::storage::op_batch gets(256);
-  for (auto& o : gets) {
-    o.kind = bifrost::storage::op_kind::get;
-    o.key = "unread";
-    o.get_value = true;
-  }
-  auto f = lw::encode_call(1, bifrost::cluster::rpc::Origin::CLIENT, gets);
-  const std::string call(f.asChars().begin(), f.asChars().size());
+  const std::string call = link_gets(1, "unread", 256);
   const std::string hello = "bifrost-link 1 intruder\r\n";
   const long rss0 = rss_kib(ns[0]->pid);
   const long hits0 = stat_of(*ns[0], "get_hits");
@@ -2088,12 +2084,8 @@ BOOST_AUTO_TEST_CASE(unread_data_link_replies_are_bounded_and_cut_off) {
 #endif
   // A member's small call is answered meanwhile.
   {
-    bifrost::storage::op_batch one(1);
-    one[0].kind = bifrost::storage::op_kind::get;
-    one[0].key = "absent";
-    auto g = lw::encode_call(9, bifrost::cluster::rpc::Origin::CLIENT, one);
     mc_client member(port, 3000ms);
-    member.send_all(hello + std::string(g.asChars().begin(), g.asChars().size()));
+    member.send_all(hello + link_gets(9, "absent", 1));
     BOOST_CHECK_EQUAL(member.read_line(), "LINK 1 " + ns[0]->name);
     BOOST_CHECK_EQUAL(read_link_replies(member, 1, 1).size(), 1u);
   }
