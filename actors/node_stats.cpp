@@ -114,6 +114,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("cluster_link_ops_served", sum(node, &loop_counters::link_ops_served));
   stat(out, "cluster_links_open", sum(node, &loop_counters::links_open));
   stat(out, "cluster_link_sessions_open", sum(node, &loop_counters::link_sessions_open));
+  stat(out, "cluster_link_reply_bytes", sum(node, &loop_counters::link_reply_bytes));
   counter("sendfile_fallbacks", sum(node, &loop_counters::sendfile_fallbacks));
   counter("protocol_errors", sum(node, &loop_counters::protocol_errors));
   out.append("END\r\n");

@@ -39,6 +39,7 @@ struct loop_counters {
   std::atomic<uint64_t> link_ops_served{0};
   std::atomic<uint64_t> links_open{0};
   std::atomic<uint64_t> link_sessions_open{0};
+  std::atomic<uint64_t> link_reply_bytes{0};  // sessions' replies encoded, not yet written
 
   void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

@@ -240,14 +240,25 @@ constexpr size_t max_sessions_per_loop = 256;
 // them together add at most 256 x 256 KiB.
 constexpr size_t loop_max_buffered = 4 * link_wire::frame_limit;
 constexpr size_t session_small_hold = 256 * 1024;
-// Reply bytes the sessions of one loop may hold together: queued and not yet written, plus
-// what their running calls may still produce (reply_reserve). Past it, a session starts a
-// call only if its hold with that call's reserve stays under session_small_hold, and reads
-// nothing meanwhile; and a session whose queued replies have not moved for the frame
-// deadline is closed. Else anyone reaching the memcached port could open 256 sessions per
-// loop that each read a 64 KiB value 256 times a call and never read the replies: about
-// 24 MiB each (session_max_output plus one call), 6 GiB per loop.
+// Reply bytes the sessions of one loop may hold together, encoded and not yet written. Past
+// it, a finished call's reply is encoded only if it keeps its session's unwritten replies
+// under session_small_hold; else the call's results wait, pinned (no copy), until there is
+// room (registry::output_waiters); and a session with a reply that has waited, unencoded or
+// unwritten, for the frame deadline is reset. Else anyone reaching the memcached port could
+// open 256 sessions per loop that each read a 64 KiB value 256 times a call and never read
+// the replies: about 24 MiB each (session_max_output plus one call), 6 GiB per loop. The
+// gate weighs the reply's real size, not the call's reserve (64 KiB per get): a member's
+// calls of small values go on while someone holds the budget.
 constexpr size_t loop_max_output = 4 * link_wire::frame_limit;
+
+// About the bytes a reply frame takes: the values it carries inline, and a result header
+// each.
+size_t reply_bytes(const storage::result_batch& rs) {
+  size_t n = 64;
+  for (const auto& r : rs)
+    n += 64 + (r.value ? std::min<size_t>(r.value.size(), inline_value_limit) : 0);
+  return n;
+}
 
 // -- server side --------------------------------------------------------------------------------
 
@@ -291,10 +302,14 @@ public:
     return {
       [this](result_atom, uint64_t tag, storage::result_batch& rs) { on_shard_result(tag, rs); },
       [this](link_budget_atom, bool output) {
-        // Reads (and runs calls) again, and waits again if others took the room first.
+        // Reads again, or encodes the replies that waited; and waits again if others took
+        // the room first.
         (output ? output_wait_ : budget_wait_) = false;
-        if (output && io_.open() && !closing_)
-          process();
+        if (output) {
+          send_held();
+          if (io_.open() && !closing_ && !input_paused())
+            process();  // (the held replies kept their reserve: the input may have paused)
+        }
         update_poll();
       },
       [this](close_atom) {
@@ -344,7 +359,7 @@ private:
   }
 
   void on_readable() {
-    if (wait_for_budget() || output_wait_) {
+    if (wait_for_budget()) {
       update_poll();
       return;
     }
@@ -373,18 +388,38 @@ private:
     return true;
   }
 
-  // True (and registered to be told when there is room) while the loop's sessions hold more
-  // reply bytes than loop_max_output and a call with `reserve` would take this session's to
-  // session_small_hold or more: the call does not start, and the session reads nothing, until
-  // then.
-  bool wait_for_output(size_t reserve) {
-    if (output_wait_)
-      return true;
-    if (reg_->output <= loop_max_output || out_held_ + reserve < session_small_hold)
-      return false;
-    output_wait_ = true;
-    reg_->output_waiters.push_back(id_);
-    return true;
+  // True while a reply of `bytes` may be encoded now: the loop's sessions hold no more
+  // unwritten replies than loop_max_output, or it keeps this session's under
+  // session_small_hold.
+  bool room_for(size_t bytes) const {
+    return reg_->output <= loop_max_output || out_held_ + bytes < session_small_hold;
+  }
+  // Encodes the replies that waited for room, oldest first, as far as there is room; else
+  // waits (registered to be told) for more.
+  void send_held() {
+    while (!waiting_replies_.empty()) {
+      auto it = calls_.find(waiting_replies_.front().first);
+      if (it == calls_.end()) {
+        waiting_replies_.pop_front();
+        continue;
+      }
+      if (io_.open() && !room_for(reply_bytes(it->second.results))) {
+        if (!output_wait_) {
+          output_wait_ = true;
+          reg_->output_waiters.push_back(id_);
+        }
+        return;
+      }
+      waiting_replies_.pop_front();
+      finish(it);
+    }
+  }
+  // The call's reply goes out (unless the socket is gone) and the call ends.
+  void finish(std::unordered_map<uint64_t, running_call>::iterator it) {
+    reply(it->second);
+    reserved_ -= it->second.reserve;
+    calls_.erase(it);
+    account();
   }
 
   // Keeps reg_->buffered and reg_->output equal to the input and the reply bytes the loop's
@@ -393,7 +428,9 @@ private:
     size_t now_held = io_.open() ? io_.in.size() : 0;
     reg_->buffered = reg_->buffered - held_ + now_held;
     held_ = now_held;
-    size_t now_out = io_.open() ? io_.out.pending_bytes() + reserved_ : 0;
+    size_t now_out = io_.open() ? io_.out.pending_bytes() : 0;
+    if (now_out != out_held_)  // (a decrease wraps, as the gauge's other updates do)
+      counters().add(counters().link_reply_bytes, uint64_t{now_out} - out_held_);
     reg_->output = reg_->output - out_held_ + now_out;
     out_held_ = now_out;
     if (reg_->buffered <= loop_max_buffered && !reg_->budget_waiters.empty())
@@ -416,9 +453,9 @@ private:
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<link_session*>(h->data);
     uint64_t now = uv_now(self->loop().uv());
-    // A reply the peer has not taken whole for as long: a member reads replies as they come
-    // (and gave up on the call long before), so only a stalled, hostile or trickling peer
-    // holds one that long. (The oldest reply's age, not the last progress: a peer reading a
+    // A reply the peer has not taken whole for as long (queued, or waiting for room): a member
+    // reads replies as they come (and gave up on the call long before), so only a stalled,
+    // hostile or trickling peer holds one that long. (The oldest reply's age, not the last progress: a peer reading a
     // little now and then must not hold the loop's reply budget.)
     if (self->reply_late(now)) {
       if (self->io_.want_write) {  // our own loop may have stalled: take what the socket takes
@@ -427,17 +464,17 @@ private:
       }
       if (self->reply_late(now)) {
         std::fprintf(stderr,
-                     "bifrost cluster: data link from '%s': a reply unread for %llu ms (%zu "
-                     "bytes queued); closing it\n",
+                     "bifrost cluster: data link from '%s': a reply not taken for over %llu ms "
+                     "(%zu bytes queued, %zu replies waiting for room); closing it\n",
                      self->peer_.c_str(),
-                     static_cast<unsigned long long>(now - self->reply_frames_.front().second),
-                     self->io_.out.pending_bytes());
+                     static_cast<unsigned long long>(self->reg_->frame_deadline_ms),
+                     self->io_.out.pending_bytes(), self->waiting_replies_.size());
         self->io_.sock->reset_on_close();
         self->close_socket();
         return;
       }
     }
-    if (self->input_paused() || self->output_wait_) {
+    if (self->input_paused()) {
       self->frame_started_ = now;  // the peer's frame waits for us, not we for it
       return;
     }
@@ -523,13 +560,9 @@ private:
         close_socket();
         return;
       }
-      rc.reserve = reply_reserve(rc.call);
-      if (wait_for_output(rc.reserve))
-        return;  // decoded again once there is room (the frame stays in the buffer)
       io_.in.consume(size);
       frame_started_ = uv_now(loop().uv());  // the next one starts now
       execute(std::move(rc));
-      account();  // its reserve counts before the next call's turn
     }
   }
 
@@ -546,8 +579,7 @@ private:
       return;
     }
     uint64_t key = next_call_++;
-    if (rc.reserve == 0)  // (process_input weighed it already)
-      rc.reserve = reply_reserve(rc.call);
+    rc.reserve = reply_reserve(rc.call);
     reserved_ += rc.reserve;
     if (rc.call.origin == rpc::Origin::WARM)
       for (auto& o : rc.call.ops)
@@ -618,9 +650,13 @@ private:
           j < rs.size() ? std::move(rs[j]) : storage::result::of(storage::status::unavailable);
       if (--r.outstanding == 0) {
         replicate(r);
-        reply(r);
-        reserved_ -= r.reserve;
-        calls_.erase(it);
+        // Its reply waits (results pinned) behind earlier ones that wait, or for room.
+        if (waiting_replies_.empty() && (!io_.open() || room_for(reply_bytes(r.results)))) {
+          finish(it);
+        } else {
+          waiting_replies_.emplace_back(it->first, uv_now(loop().uv()));
+          send_held();
+        }
       }
     }
     groups_.erase(g);
@@ -630,8 +666,6 @@ private:
     }
     if (io_.open() && !closing_ && !input_paused())
       process();  // input paused at the bound may continue
-    else
-      account();  // the reply's bytes for its reserve
     update_poll();
   }
 
@@ -695,9 +729,9 @@ private:
     if (!io_.open())
       return;
     int ev = io_.want_write ? UV_WRITABLE : 0;
-    if (!closing_ && !input_paused() && !budget_wait_ && !output_wait_)
+    if (!closing_ && !input_paused() && !budget_wait_)
       ev |= UV_READABLE;
-    else if (budget_wait_ || output_wait_)
+    else if (budget_wait_ || !waiting_replies_.empty())
       ev |= UV_DISCONNECT;  // a holder that hangs up while waiting gives its room back
     io_.sock->watch(ev, &on_link_events<link_session>);
   }
@@ -710,6 +744,14 @@ private:
       return;
     io_.close();
     reply_frames_.clear();
+    // The replies that waited have nowhere to go: their calls end (their changes were
+    // replicated when they finished).
+    for (auto& h : waiting_replies_)
+      if (auto it = calls_.find(h.first); it != calls_.end()) {
+        reserved_ -= it->second.reserve;
+        calls_.erase(it);
+      }
+    waiting_replies_.clear();
     account();
     if (counted_)
       counters().add(counters().link_sessions_open, static_cast<uint64_t>(-1));
@@ -732,16 +774,22 @@ private:
   uint64_t frame_started_ = 0;   // loop ms: the front hello or frame began arriving
   size_t held_ = 0;              // io_.in bytes counted in reg_->buffered
   bool budget_wait_ = false;     // in reg_->budget_waiters: reads nothing until told
-  size_t out_held_ = 0;          // reply bytes (queued + reserved_) counted in reg_->output
-  bool output_wait_ = false;     // in reg_->output_waiters: reads and runs nothing until told
+  size_t out_held_ = 0;          // unwritten reply bytes counted in reg_->output
+  bool output_wait_ = false;     // in reg_->output_waiters: waiting_replies_ wait to be told of room
+  // Finished calls whose replies wait for room (results pinned), oldest first: (calls_ key,
+  // loop ms finished).
+  std::deque<std::pair<uint64_t, uint64_t>> waiting_replies_;
   uint64_t out_written_ = 0;     // bytes written to the socket so far
   // Replies not yet written whole, oldest first: (their end in the byte stream, loop ms
   // queued). on_timer closes the session when the front one is older than the frame deadline.
   std::deque<std::pair<uint64_t, uint64_t>> reply_frames_;
 
   bool reply_late(uint64_t now) const {
-    return io_.open() && !closing_ && !reply_frames_.empty() &&
-           now - reply_frames_.front().second > reg_->frame_deadline_ms;
+    if (!io_.open() || closing_)
+      return false;
+    const uint64_t limit = reg_->frame_deadline_ms;
+    return (!reply_frames_.empty() && now - reply_frames_.front().second > limit) ||
+           (!waiting_replies_.empty() && now - waiting_replies_.front().second > limit);
   }
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;
