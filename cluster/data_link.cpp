@@ -455,8 +455,8 @@ private:
     uint64_t now = uv_now(self->loop().uv());
     // A reply the peer has not taken whole for as long (queued, or waiting for room): a member
     // reads replies as they come (and gave up on the call long before), so only a stalled,
-    // hostile or trickling peer holds one that long. (The oldest reply's age, not the last progress: a peer reading a
-    // little now and then must not hold the loop's reply budget.)
+    // hostile or trickling peer holds one that long. (The oldest reply's age, not the last
+    // progress: a peer reading a little now and then must not hold the loop's reply budget.)
     if (self->reply_late(now)) {
       if (self->io_.want_write) {  // our own loop may have stalled: take what the socket takes
         self->io_.want_write = false;
@@ -775,7 +775,7 @@ private:
   size_t held_ = 0;              // io_.in bytes counted in reg_->buffered
   bool budget_wait_ = false;     // in reg_->budget_waiters: reads nothing until told
   size_t out_held_ = 0;          // unwritten reply bytes counted in reg_->output
-  bool output_wait_ = false;     // in reg_->output_waiters: waiting_replies_ wait to be told of room
+  bool output_wait_ = false;     // in reg_->output_waiters: waiting_replies_ wait for room
   // Finished calls whose replies wait for room (results pinned), oldest first: (calls_ key,
   // loop ms finished).
   std::deque<std::pair<uint64_t, uint64_t>> waiting_replies_;
