@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <list>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -219,7 +220,8 @@ struct registry {
   const uint64_t frame_deadline_ms;  // see link_session::on_timer
   size_t buffered = 0;  // loop thread: input bytes the sessions hold (loop_max_buffered)
   std::vector<uint64_t> budget_waiters;  // loop thread: sessions that stopped reading for it
-  size_t output = 0;    // loop thread: reply bytes queued or reserved (loop_max_output)
+  size_t output = 0;    // loop thread: reply bytes encoded, not yet written (loop_max_output)
+  uint64_t pinned = 0;  // loop thread: segment bytes waiting replies pin (loop_max_pinned)
   std::vector<uint64_t> output_waiters;  // loop thread: sessions that stopped for that
   std::unordered_map<uint64_t, caf::actor> sessions;
   uint64_t next_session = 1;
@@ -250,6 +252,11 @@ constexpr size_t session_small_hold = 256 * 1024;
 // gate weighs the reply's real size, not the call's reserve (64 KiB per get): a member's
 // calls of small values go on while someone holds the budget.
 constexpr size_t loop_max_output = 4 * link_wire::frame_limit;
+// Segment bytes the waiting replies of one loop's sessions may keep pinned together (a value
+// pins its whole segment, which the shard cannot reuse meanwhile: out_queue's pin budget
+// guards client connections the same way). A reply that would pin more answers its values
+// `unavailable` instead (the member's reads fail over) and waits without them.
+constexpr uint64_t loop_max_pinned = 64ull << 20;
 
 // About the bytes a reply frame takes: the values it carries inline, and a result header
 // each.
@@ -307,6 +314,10 @@ public:
         (output ? output_wait_ : budget_wait_) = false;
         if (output) {
           send_held();
+          if (quit_when_done_ && calls_.empty()) {
+            quit();
+            return;
+          }
           if (io_.open() && !closing_ && !input_paused())
             process();  // (the held replies kept their reserve: the input may have paused)
         }
@@ -394,25 +405,46 @@ private:
   bool room_for(size_t bytes) const {
     return reg_->output <= loop_max_output || out_held_ + bytes < session_small_hold;
   }
-  // Encodes the replies that waited for room, oldest first, as far as there is room; else
-  // waits (registered to be told) for more.
+  // Encodes the replies that waited, oldest first, each that has room (the peer matches
+  // replies by call id); waits (registered to be told) for room for the rest.
   void send_held() {
-    while (!waiting_replies_.empty()) {
-      auto it = calls_.find(waiting_replies_.front().first);
-      if (it == calls_.end()) {
-        waiting_replies_.pop_front();
+    bool blocked = false;
+    for (auto w = waiting_replies_.begin(); w != waiting_replies_.end();) {
+      auto it = calls_.find(w->call);
+      if (it != calls_.end() && io_.open() && !room_for(reply_bytes(it->second.results))) {
+        blocked = true;
+        ++w;
         continue;
       }
-      if (io_.open() && !room_for(reply_bytes(it->second.results))) {
-        if (!output_wait_) {
-          output_wait_ = true;
-          reg_->output_waiters.push_back(id_);
-        }
-        return;
-      }
-      waiting_replies_.pop_front();
-      finish(it);
+      reg_->pinned -= w->pinned;
+      w = waiting_replies_.erase(w);
+      if (it != calls_.end())
+        finish(it);
     }
+    if (blocked && !output_wait_) {
+      output_wait_ = true;
+      reg_->output_waiters.push_back(id_);
+    }
+  }
+  // A finished call whose reply has no room now waits; past the loop's pin budget, without
+  // the values it read (answered unavailable).
+  void hold(std::unordered_map<uint64_t, running_call>::iterator it) {
+    uint64_t pins = 0;  // each segment once (a call often reads one value many times)
+    std::vector<const void*> seen;
+    for (const auto& r : it->second.results)
+      if (r.value && r.value.segment_id() != nullptr &&
+          std::find(seen.begin(), seen.end(), r.value.segment_id()) == seen.end()) {
+        seen.push_back(r.value.segment_id());
+        pins += r.value.segment_size();
+      }
+    if (pins > 0 && reg_->pinned + pins > loop_max_pinned) {
+      for (auto& r : it->second.results)
+        if (r.value)
+          r = storage::result::of(storage::status::unavailable);
+      pins = 0;
+    }
+    reg_->pinned += pins;
+    waiting_replies_.push_back(waiting_reply{it->first, uv_now(loop().uv()), pins});
   }
   // The call's reply goes out (unless the socket is gone) and the call ends.
   void finish(std::unordered_map<uint64_t, running_call>::iterator it) {
@@ -650,12 +682,12 @@ private:
           j < rs.size() ? std::move(rs[j]) : storage::result::of(storage::status::unavailable);
       if (--r.outstanding == 0) {
         replicate(r);
-        // Its reply waits (results pinned) behind earlier ones that wait, or for room.
-        if (waiting_replies_.empty() && (!io_.open() || room_for(reply_bytes(r.results)))) {
+        // Its reply goes out now if there is room, else waits (results pinned) for it.
+        if (!io_.open() || room_for(reply_bytes(r.results))) {
           finish(it);
         } else {
-          waiting_replies_.emplace_back(it->first, uv_now(loop().uv()));
-          send_held();
+          hold(it);
+          send_held();  // (registers for room)
         }
       }
     }
@@ -722,6 +754,10 @@ private:
       process();  // stops again at the bounds; does nothing when called from inside itself
     else if (bytes > 0)
       account();
+    // A waiting reply may fit now that this session's own replies left (the loop-wide room
+    // is told by message, this session's is not).
+    if (bytes > 0 && !waiting_replies_.empty())
+      send_held();
     update_poll();
   }
 
@@ -746,11 +782,13 @@ private:
     reply_frames_.clear();
     // The replies that waited have nowhere to go: their calls end (their changes were
     // replicated when they finished).
-    for (auto& h : waiting_replies_)
-      if (auto it = calls_.find(h.first); it != calls_.end()) {
+    for (auto& w : waiting_replies_) {
+      reg_->pinned -= w.pinned;
+      if (auto it = calls_.find(w.call); it != calls_.end()) {
         reserved_ -= it->second.reserve;
         calls_.erase(it);
       }
+    }
     waiting_replies_.clear();
     account();
     if (counted_)
@@ -776,9 +814,13 @@ private:
   bool budget_wait_ = false;     // in reg_->budget_waiters: reads nothing until told
   size_t out_held_ = 0;          // unwritten reply bytes counted in reg_->output
   bool output_wait_ = false;     // in reg_->output_waiters: waiting_replies_ wait for room
-  // Finished calls whose replies wait for room (results pinned), oldest first: (calls_ key,
-  // loop ms finished).
-  std::deque<std::pair<uint64_t, uint64_t>> waiting_replies_;
+  // Finished calls whose replies wait for room (results pinned), oldest first.
+  struct waiting_reply {
+    uint64_t call;    // calls_ key
+    uint64_t since;   // loop ms it finished
+    uint64_t pinned;  // segment bytes its values pin (counted in reg_->pinned)
+  };
+  std::list<waiting_reply> waiting_replies_;
   uint64_t out_written_ = 0;     // bytes written to the socket so far
   // Replies not yet written whole, oldest first: (their end in the byte stream, loop ms
   // queued). on_timer closes the session when the front one is older than the frame deadline.
@@ -789,7 +831,7 @@ private:
       return false;
     const uint64_t limit = reg_->frame_deadline_ms;
     return (!reply_frames_.empty() && now - reply_frames_.front().second > limit) ||
-           (!waiting_replies_.empty() && now - waiting_replies_.front().second > limit);
+           (!waiting_replies_.empty() && now - waiting_replies_.front().since > limit);
   }
   std::string peer_;
   std::unordered_map<uint64_t, running_call> calls_;

@@ -1677,20 +1677,50 @@ std::set<uint64_t> read_link_replies(mc_client& m, size_t calls, size_t ops) {
   return answered;
 }
 
-// A process's resident set (VmRSS of /proc/<pid>/status), in KiB; -1 if unreadable.
-// A data link call frame (origin client): `n` gets of `key`, with their values.
-std::string link_gets(uint64_t id, const std::string& key, size_t n) {
+// A data link call frame (origin client): gets of `keys`, with their values.
+std::string link_gets(uint64_t id, const std::vector<std::string>& keys) {
   namespace lw = bifrost::cluster::link_wire;
-  bifrost::storage::op_batch gets(n);
-  for (auto& o : gets) {
-    o.kind = bifrost::storage::op_kind::get;
-    o.key = key;
-    o.get_value = true;
+  bifrost::storage::op_batch gets(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    gets[i].kind = bifrost::storage::op_kind::get;
+    gets[i].key = keys[i];
+    gets[i].get_value = true;
   }
   auto f = lw::encode_call(id, bifrost::cluster::rpc::Origin::CLIENT, gets);
   return std::string(f.asChars().begin(), f.asChars().size());
 }
+// The same: `n` gets of `key`.
+std::string link_gets(uint64_t id, const std::string& key, size_t n) {
+  return link_gets(id, std::vector<std::string>(n, key));
+}
 
+// The results of the next data link reply frame on `m` (after the LINK line); nullopt when
+// none comes before m's read deadline.
+std::optional<bifrost::storage::result_batch> read_link_reply(mc_client& m) {
+  namespace lw = bifrost::cluster::link_wire;
+  lw::frame_buffer in;
+  try {
+    for (;;) {
+      size_t size = 0, need = 0;
+      auto st = lw::frame_size(in.text(), size, need, lw::frame_limit);
+      BOOST_REQUIRE(st != lw::frame_status::bad);
+      if (st == lw::frame_status::incomplete) {
+        in.append(m.read_exact(need - in.size()));
+        continue;
+      }
+      uint64_t id = 0;
+      bifrost::storage::result_batch rs;
+      std::vector<bool> streamed;
+      std::string error;
+      BOOST_REQUIRE_MESSAGE(lw::decode_reply(in.frame(size), id, rs, streamed, error), error);
+      return rs;
+    }
+  } catch (const mc_error&) {
+    return std::nullopt;
+  }
+}
+
+// A process's resident set (VmRSS of /proc/<pid>/status), in KiB; -1 if unreadable.
 long rss_kib(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
@@ -2115,6 +2145,69 @@ BOOST_AUTO_TEST_CASE(unread_data_link_replies_are_bounded_and_cut_off) {
   BOOST_CHECK(wait_until([&] { return stat_of(*ns[0], "cluster_link_reply_bytes") == 0; },
                          10000ms, 100ms));
   sessions.clear();
+}
+
+// --------------------------------------------------------------------------------------------
+// Replies that wait for room keep the segments of the values they read pinned; together a
+// loop's waiting replies pin at most 64 MiB of them. Eight sessions that never read hold the
+// reply budget; then eight sessions each read 192 distinct 60 KiB values (about 12 segments
+// of 1 MiB each): about five of those replies wait, and the rest are answered at once with
+// their values unavailable (the reads fail over), pinning nothing. (Before, every one waited,
+// pinning what it read: anyone reaching the port could pin far more than -m.)
+BOOST_AUTO_TEST_CASE(waiting_data_link_replies_pin_a_bounded_number_of_segments) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 1, 1, 5000ms, {"-t", "1", "--rpc-timeout", "5000", "-m", "512"});
+  const int port = ns[0]->port;
+  const std::string value(60 * 1024, 'p');
+  auto keys = make_keys("pin-", 8 * 192);
+  {
+    mc_client m(port, 10000ms);
+    BOOST_REQUIRE_EQUAL(m.set("hold", value), "STORED");
+    for (size_t i = 0; i < keys.size(); i += 64) {
+      std::string batch;
+      for (size_t j = i; j < i + 64 && j < keys.size(); ++j)
+        batch += "set " + keys[j] + " 0 0 " + std::to_string(value.size()) + " noreply\r\n" +
+                 value + "\r\n";
+      m.send_all(batch);
+    }
+    m.send_all("mn\r\n");
+    BOOST_REQUIRE_EQUAL(m.read_line(), "MN");
+  }
+  const std::string hello = "bifrost-link 1 intruder\r\n";
+  std::vector<std::unique_ptr<mc_client>> holders;
+  for (int i = 0; i < 8; ++i) {
+    holders.push_back(std::make_unique<mc_client>(port, 3000ms));
+    holders.back()->send_all(hello + link_gets(1, "hold", 256));
+  }
+  BOOST_REQUIRE(wait_until(
+    [&] { return stat_of(*ns[0], "cluster_link_reply_bytes") > (68l << 20); }, 10000ms, 50ms));
+  std::vector<std::unique_ptr<mc_client>> readers;
+  for (size_t j = 0; j < 8; ++j) {
+    readers.push_back(std::make_unique<mc_client>(port, 1500ms));
+    std::vector<std::string> mine(keys.begin() + j * 192, keys.begin() + (j + 1) * 192);
+    readers.back()->send_all(hello + link_gets(1, mine));
+  }
+  size_t waited = 0, refused = 0;
+  for (auto& r : readers) {
+    BOOST_CHECK_EQUAL(r->read_line(), "LINK 1 " + ns[0]->name);
+    auto rs = read_link_reply(*r);
+    if (!rs) {
+      ++waited;
+      continue;
+    }
+    BOOST_CHECK_EQUAL(rs->size(), 192u);
+    size_t unavailable = 0;
+    for (auto& x : *rs)
+      unavailable += x.st == bifrost::storage::status::unavailable;
+    BOOST_CHECK_EQUAL(unavailable, rs->size());
+    ++refused;
+  }
+  report("8 readers of 192 distinct values while the reply budget is held: " +
+         std::to_string(waited) + " waited, " + std::to_string(refused) +
+         " answered unavailable at once");
+  BOOST_CHECK_GE(waited, 3u);   // about 5 x 12 MiB fit in the 64 MiB
+  BOOST_CHECK_GE(refused, 1u);  // the rest would pass it
 }
 
 // --------------------------------------------------------------------------------------------
