@@ -1647,36 +1647,6 @@ BOOST_AUTO_TEST_CASE(five_nodes_converge) {
 
 namespace {
 
-// Reads data link reply frames (after the LINK line) until `calls` distinct call ids have
-// answered, each with `ops` results; the ids that answered.
-std::set<uint64_t> read_link_replies(mc_client& m, size_t calls, size_t ops) {
-  namespace lw = bifrost::cluster::link_wire;
-  lw::frame_buffer in;
-  std::set<uint64_t> answered;
-  try {
-    while (answered.size() < calls) {
-      size_t size = 0, need = 0;
-      auto st = lw::frame_size(in.text(), size, need, lw::frame_limit);
-      BOOST_REQUIRE(st != lw::frame_status::bad);
-      if (st == lw::frame_status::incomplete) {
-        in.append(m.read_exact(need - in.size()));
-        continue;
-      }
-      uint64_t id = 0;
-      bifrost::storage::result_batch rs;
-      std::vector<bool> streamed;
-      std::string error;
-      BOOST_REQUIRE_MESSAGE(lw::decode_reply(in.frame(size), id, rs, streamed, error), error);
-      in.consume(size);
-      BOOST_CHECK_EQUAL(rs.size(), ops);
-      answered.insert(id);
-    }
-  } catch (const mc_error& e) {
-    BOOST_ERROR("after " << answered.size() << " of " << calls << " replies: " << e.what());
-  }
-  return answered;
-}
-
 // A data link call frame (origin client): gets of `keys`, with their values.
 std::string link_gets(uint64_t id, const std::vector<std::string>& keys) {
   namespace lw = bifrost::cluster::link_wire;
@@ -1694,9 +1664,10 @@ std::string link_gets(uint64_t id, const std::string& key, size_t n) {
   return link_gets(id, std::vector<std::string>(n, key));
 }
 
-// The results of the next data link reply frame on `m` (after the LINK line); nullopt when
-// none comes before m's read deadline.
-std::optional<bifrost::storage::result_batch> read_link_reply(mc_client& m) {
+// The results (and call id) of the next data link reply frame on `m` (after the LINK line);
+// nullopt when none comes before m's read deadline.
+std::optional<bifrost::storage::result_batch> read_link_reply(mc_client& m,
+                                                              uint64_t* id_out = nullptr) {
   namespace lw = bifrost::cluster::link_wire;
   lw::frame_buffer in;
   try {
@@ -1713,12 +1684,32 @@ std::optional<bifrost::storage::result_batch> read_link_reply(mc_client& m) {
       std::vector<bool> streamed;
       std::string error;
       BOOST_REQUIRE_MESSAGE(lw::decode_reply(in.frame(size), id, rs, streamed, error), error);
+      if (id_out != nullptr)
+        *id_out = id;
       return rs;
     }
   } catch (const mc_error&) {
     return std::nullopt;
   }
 }
+
+// Reads data link reply frames (after the LINK line) until `calls` distinct call ids have
+// answered, each with `ops` results; the ids that answered.
+std::set<uint64_t> read_link_replies(mc_client& m, size_t calls, size_t ops) {
+  std::set<uint64_t> answered;
+  while (answered.size() < calls) {
+    uint64_t id = 0;
+    auto rs = read_link_reply(m, &id);
+    if (!rs) {
+      BOOST_ERROR("after " << answered.size() << " of " << calls << " replies: none came");
+      break;
+    }
+    BOOST_CHECK_EQUAL(rs->size(), ops);
+    answered.insert(id);
+  }
+  return answered;
+}
+
 
 // A process's resident set (VmRSS of /proc/<pid>/status), in KiB; -1 if unreadable.
 long rss_kib(pid_t pid) {
