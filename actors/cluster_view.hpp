@@ -38,6 +38,9 @@ struct cluster_view {
   std::vector<caf::actor> previous_peers;         // by member id of `previous`
   std::vector<std::string> previous_clients;      // by member id of `previous` (links)
   int64_t warm_until_ms = 0;                      // steady-clock ms; warming window end
+
+  /// Writes served here as their keys' primary are copied to the other owners (R > 1).
+  bool replicating() const noexcept { return replicas >= 2 && replicator; }
 };
 
 } // namespace bifrost::actors

@@ -750,36 +750,26 @@ std::vector<std::string> connection::primary_writes(const pending& p) const {
 }
 
 void connection::report_writes(pending& p) {
-  if (p.routing.empty() || !ctx_.routes || !ctx_.routes->cluster)
+  if (p.routing.empty() || p.replicated || replicating_view(ctx_.routes) == nullptr)
     return;
-  const auto& cv = *ctx_.routes->cluster;
-  if (cv.replicas < 2 || !cv.replicator || p.replicated)
-    return;
-  auto keys = primary_writes(p);
   p.replicated = true;  // once
-  if (!keys.empty())
-    send(cv.replicator, replicate_atom::value, std::move(keys));
+  replicate(primary_writes(p));
 }
 
 void connection::await_replicas(uint64_t seq, pending& p) {
-  if (!ctx_.routes || !ctx_.routes->cluster)
-    return;
-  const auto& cv = *ctx_.routes->cluster;
-  if (!cv.wait_replicas || cv.replicas < 2 || !cv.replicator || p.replicated)
+  const auto* cv = replicating_view(ctx_.routes);
+  if (cv == nullptr || !cv->wait_replicas || p.replicated)
     return;
   auto keys = primary_writes(p);
   if (keys.empty())
     return;
   p.replicated = true;
   p.outstanding = 1;  // the replicator's answer
-  send(cv.replicator, replicate_atom::value, std::move(keys), seq);
+  send(cv->replicator, replicate_atom::value, std::move(keys), seq);
 }
 
 void connection::hand_over_writes() {
-  if (!ctx_.routes || !ctx_.routes->cluster || ctx_.dispatch == nullptr)
-    return;
-  const auto& cv = *ctx_.routes->cluster;
-  if (cv.replicas < 2 || !cv.replicator)
+  if (ctx_.dispatch == nullptr || replicating_view(ctx_.routes) == nullptr)
     return;
   std::vector<std::string> keys;
   for (size_t s = 0; s < pending_.size(); ++s) {
@@ -822,11 +812,8 @@ void connection::hand_over_writes() {
 }
 
 void connection::replicate(std::vector<std::string> keys) {
-  if (keys.empty() || !ctx_.routes || !ctx_.routes->cluster)
-    return;
-  const auto& cv = *ctx_.routes->cluster;
-  if (cv.replicas >= 2 && cv.replicator)
-    send(cv.replicator, replicate_atom::value, std::move(keys));
+  if (const auto* cv = replicating_view(ctx_.routes); cv != nullptr && !keys.empty())
+    send(cv->replicator, replicate_atom::value, std::move(keys));
 }
 
 void connection::on_replicated(uint64_t seq, bool ok) {

@@ -39,8 +39,7 @@ void dispatcher::adopt(uint64_t conn, uint64_t seq, uint32_t index, storage::op&
 
 void dispatcher::add_own_write(const caf::actor& shard, storage::op&& op) {
   const uint64_t seq = next_own_write_++;
-  const auto* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
-  if (cv != nullptr && cv->replicas >= 2 && cv->replicator) {
+  if (replicating_view(ctx_.routes) != nullptr) {
     storage::op probe;
     probe.kind = op.kind;
     probe.key = op.key;
@@ -125,8 +124,7 @@ void dispatcher::on_results(uint64_t tag, storage::result_batch& results) {
       touched_.push_back(refs[i].conn);
   }
   if (!orphan_keys_.empty()) {
-    const auto* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
-    if (cv != nullptr && cv->replicas >= 2 && cv->replicator)
+    if (const auto* cv = replicating_view(ctx_.routes))
       send(cv->replicator, replicate_atom::value, std::move(orphan_keys_));
     orphan_keys_.clear();
   }

@@ -58,6 +58,13 @@ struct route_snapshot {
   const std::vector<caf::actor>& local_shards() const noexcept { return fallback.shards; }
 };
 
+/// The cluster view of `routes` when writes served here are replicated
+/// (cluster_view::replicating), else null.
+inline const cluster_view* replicating_view(const route_snapshot_ptr& routes) noexcept {
+  return routes && routes->cluster && routes->cluster->replicating() ? routes->cluster.get()
+                                                                     : nullptr;
+}
+
 class route_table : public caf::event_based_actor {
 public:
   route_table(caf::actor_config& cfg, route_snapshot initial);

@@ -704,21 +704,18 @@ private:
   // Origin client: this node is the keys' primary; their other owners get the change in the
   // background (the replicator actor), as after Node.execute.
   bool replicates(rpc::Origin origin) const {
-    if (origin != rpc::Origin::CLIENT || !ctx_.routes || !ctx_.routes->cluster)
-      return false;
-    const auto& cv = *ctx_.routes->cluster;
-    return cv.replicas >= 2 && cv.replicator;
+    return origin == rpc::Origin::CLIENT && actors::replicating_view(ctx_.routes) != nullptr;
   }
   void replicate(const running_call& r) {
     if (!r.kept || !replicates(r.call.origin))
       return;
-    const auto& cv = *ctx_.routes->cluster;
+    const auto* cv = actors::replicating_view(ctx_.routes);
     std::vector<std::string> keys;
     for (size_t i = 0; i < r.call.ops.size(); ++i)
       if (storage::changed_item(r.call.ops[i], r.results[i].st))
         keys.push_back(r.call.ops[i].key);
     if (!keys.empty())
-      send(cv.replicator, actors::replicate_atom::value, std::move(keys));
+      send(cv->replicator, actors::replicate_atom::value, std::move(keys));
   }
 
   // The reply leaves at the end of the loop's drain, after every shard result that was ready:
