@@ -788,23 +788,15 @@ void connection::hand_over_writes() {
           keys.push_back(o.key);
         continue;
       }
-      storage::op probe;  // what storage::changed_item reads of the op still running here
-      switch (rt.phase) {
-        case warm_phase::none:
-          if (!storage::changes_item(o))
-            continue;
-          probe.kind = o.kind;
-          probe.get_touch = o.get_touch;
-          probe.vivify = o.vivify;
-          probe.recache = o.recache;
-          break;
-        case warm_phase::restore:  // the previous owner's item, on its way to a local shard
-          probe.kind = storage::op_kind::store;
-          break;
-        default:  // a look at the previous owner: nothing ran here that changed the item
-          continue;
+      storage::op probe;  // the op still running here
+      if (rt.phase == warm_phase::none && storage::changes_item(o)) {
+        probe = storage::change_probe(o);
+      } else if (rt.phase == warm_phase::restore) {  // the previous owner's item, on its way
+        probe.kind = storage::op_kind::store;        // to a local shard
+        probe.key = o.key;
+      } else {
+        continue;  // a look at the previous owner: nothing ran here that changed the item
       }
-      probe.key = o.key;
       ctx_.dispatch->adopt(id_, base_seq_ + s, i, std::move(probe));
     }
   }

@@ -39,12 +39,8 @@ void dispatcher::adopt(uint64_t conn, uint64_t seq, uint32_t index, storage::op&
 
 void dispatcher::add_own_write(const caf::actor& shard, storage::op&& op) {
   const uint64_t seq = next_own_write_++;
-  if (replicating_view(ctx_.routes) != nullptr) {
-    storage::op probe;
-    probe.kind = op.kind;
-    probe.key = op.key;
-    adopt(own_writes, seq, 0, std::move(probe));
-  }
+  if (replicating_view(ctx_.routes) != nullptr)
+    adopt(own_writes, seq, 0, storage::change_probe(op));
   add(shard, own_writes, seq, 0, std::move(op));
 }
 

@@ -137,6 +137,18 @@ inline bool changed_item(const op& o, status st) noexcept {
   }
 }
 
+/// What changed_item reads of `o` (kind, key, flags), without its value: kept to tell, once
+/// the result of `o` comes, whether it changed the item.
+inline op change_probe(const op& o) {
+  op p;
+  p.kind = o.kind;
+  p.key = o.key;
+  p.get_touch = o.get_touch;
+  p.vivify = o.vivify;
+  p.recache = o.recache;
+  return p;
+}
+
 /// A read repeated to fetch a value too large to travel inline (`again`) replaces the first
 /// answer, except for what the first read saw of the item's history: the win token (it took
 /// it, W, or found it taken, Z; the repeat finds it taken by the first) and the access
