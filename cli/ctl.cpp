@@ -297,6 +297,17 @@ int cmd_members(context& c) {
   return exit_ok;
 }
 
+// A key's owners as `ring --key --json` lists them: primary first, then the replicas.
+json owners_json(capnp::List<rpc::MemberInfo>::Reader owners) {
+  json list = json::array();
+  for (auto o : owners) {
+    json j = info_json(o);
+    j["role"] = list.empty() ? "primary" : "replica";
+    list.push_back(std::move(j));
+  }
+  return list;
+}
+
 // ring --key A --key B...: one lookup per key over the one connection; JSON: a list of what
 // `ring --key` prints for one key; text: one row per key.
 int ring_of_keys(context& c) {
@@ -306,19 +317,15 @@ int ring_of_keys(context& c) {
     auto req = c.node.ringRequest();
     req.setKey(as_data(key));
     auto r = c.s.wait(req.send(), c.opts.node, "ring");
-    json owners = json::array();
     std::string primary, replicas;
     for (auto o : r.getOwners()) {
-      json j = info_json(o);
-      j["role"] = owners.empty() ? "primary" : "replica";
-      owners.push_back(std::move(j));
       auto name = text(o.getName());
       if (primary.empty())
         primary = name;
       else
         replicas += (replicas.empty() ? "" : ",") + name;
     }
-    list.push_back({{"key", key}, {"epoch", r.getEpoch()}, {"owners", std::move(owners)}});
+    list.push_back({{"key", key}, {"epoch", r.getEpoch()}, {"owners", owners_json(r.getOwners())}});
     rows.push_back({key, std::to_string(r.getEpoch()), primary.empty() ? "-" : primary,
                     replicas.empty() ? "-" : replicas});
   }
@@ -360,15 +367,9 @@ int cmd_ring(context& c) {
   req.setKey(as_data(c.opts.key));
   auto r = c.s.wait(req.send(), c.opts.node, "ring");
   if (c.opts.json) {
-    json owners = json::array();
-    bool first = true;
-    for (auto o : r.getOwners()) {
-      json j = info_json(o);
-      j["role"] = first ? "primary" : "replica";
-      owners.push_back(std::move(j));
-      first = false;
-    }
-    print_json(c.out, {{"key", c.opts.key}, {"epoch", r.getEpoch()}, {"owners", owners}});
+    print_json(c.out, {{"key", c.opts.key},
+                       {"epoch", r.getEpoch()},
+                       {"owners", owners_json(r.getOwners())}});
     return exit_ok;
   }
   c.out << "epoch " << r.getEpoch() << "\n";
