@@ -46,7 +46,7 @@ warm_class classify(const storage::op& o) noexcept {
 namespace {
 // Warming may still happen for this op: inside the window after a ring change, not yet done.
 bool may_warm(const cluster_view& cv, const op_route& rt, int64_t now_ms) noexcept {
-  return !rt.warmed && cv.previous && now_ms < cv.warm_until_ms;
+  return !rt.warmed && cv.warming(now_ms);
 }
 } // namespace
 
@@ -92,23 +92,55 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
   return next_step::accept;
 }
 
-warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt) noexcept {
+namespace {
+// The name of `r`'s live primary for `hash`, or null with none.
+const std::string* primary_name(const cluster::ring& r, uint64_t hash,
+                                cluster::ring::member_id* id) noexcept {
+  cluster::ring::member_id first[1];
+  if (r.live_owner_ids(hash, 1, first) != 1)
+    return nullptr;
+  *id = first[0];
+  return &r.member(first[0]).name;
+}
+} // namespace
+
+warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
+                      int64_t now_ms) noexcept {
   warm_from w;
-  if (!cv.previous || !same_ring(cv, rt))
+  if (!same_ring(cv, rt))
     return w;
-  cluster::ring::member_id prev[1];
-  if (cv.previous->live_owner_ids(hash, 1, prev) != 1)
-    return w;
-  uint32_t at = rt.local ? cv.self : rt.owner;
-  const auto& source = cv.previous->member(prev[0]).name;
-  if (at < cv.ring->size() && source == cv.ring->member(at).name)
-    return w;  // the node that missed is the one that owned it before
-  w.id = prev[0];
-  if (prev[0] < cv.previous_peers.size() && cv.previous_peers[prev[0]])
-    w.where = placement::peer;
-  else if (source == cv.self_name)
-    w.where = placement::local;  // this node owned the key before: its own shards
-  return w;
+  const uint32_t at = rt.local ? cv.self : rt.owner;
+  const std::string* missed = at < cv.ring->size() ? &cv.ring->member(at).name : nullptr;
+  const size_t n = std::min(cv.past.size(), cluster_view::max_past);
+  for (size_t d = rt.warm_next; d < n; ++d) {
+    const auto& p = cv.past[d];
+    if (now_ms >= p.warm_until_ms)
+      break;  // older windows ended before this one
+    cluster::ring::member_id id = 0;
+    const std::string* source = p.ring ? primary_name(*p.ring, hash, &id) : nullptr;
+    if (!source || (missed && *source == *missed))
+      continue;  // the node that missed is the one that owned it then
+    bool newer = false;  // a newer past ring's primary: asked already (or unreachable)
+    for (size_t e = 0; e < d && !newer; ++e) {
+      cluster::ring::member_id unused = 0;
+      const std::string* s = cv.past[e].ring ? primary_name(*cv.past[e].ring, hash, &unused)
+                                             : nullptr;
+      newer = s && *s == *source;
+    }
+    if (newer)
+      continue;
+    w.depth = static_cast<uint8_t>(d);
+    w.id = id;
+    if (id < p.peers.size() && p.peers[id]) {
+      w.where = placement::peer;
+      return w;
+    }
+    if (*source == cv.self_name) {
+      w.where = placement::local;  // this node owned the key then: its own shards
+      return w;
+    }
+  }
+  return warm_from{};
 }
 
 } // namespace bifrost::actors

@@ -37,7 +37,8 @@ struct op_route {
   uint8_t tries = 0;     // live owners of that ring already tried (read failover)
   bool local = false;    // served by this node's shards (this node is the primary)
   warm_phase phase = warm_phase::none;
-  bool warmed = false;   // warming was tried for this op (at most once)
+  bool warmed = false;   // warming was started for this op (at most once)
+  uint8_t warm_next = 0; // cv.past rings before this index were asked (or skipped) already
   bool kept = false;     // a store whose value was copied, not moved: it can run again
   bool done = false;     // its final result is in the request's results
 };
@@ -105,14 +106,20 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
                        warm_class cls, bool intact, int64_t now_ms) noexcept;
 
 struct warm_from {
-  placement where = placement::unavailable;  // peer: cv.previous_peers[id]; local: own shards
-  uint32_t id = 0;                           // member id in cv.previous
+  placement where = placement::unavailable;  // peer: cv.past[depth].peers[id]; local: own shards
+  uint8_t depth = 0;                         // index in cv.past
+  uint32_t id = 0;                           // member id in cv.past[depth].ring
 };
 
-/// Where an op that missed at rt.owner (in cv's ring) may still find its key: the previous
-/// ring's live primary when that is another node than rt.owner. `unavailable` when there is
-/// no such source (no previous ring, the same node, or a node with no peer actor).
-warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt) noexcept;
+/// Where an op that missed at rt.owner (in cv's ring) may still find its key: the live
+/// primary of the newest past ring, from rt.warm_next on and inside its window, that is
+/// another node than rt.owner and than every newer past ring's primary (asked already, or
+/// about to be). The connection then sets rt.warm_next = depth + 1, and asks again after a
+/// miss there: a key moved by two ring changes inside the window (a rolling restart, two
+/// joins) is still found where it was. `unavailable` when no source is left, or the ring
+/// changed since the op was placed.
+warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
+                      int64_t now_ms) noexcept;
 
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).
 inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {

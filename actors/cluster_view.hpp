@@ -9,9 +9,9 @@
 // when replicas > 1; with `wait_replicas` the client's reply waits for the replicator's
 // (replicated_atom) answer, else it goes out at once); else the ops go to peers[owners[0]], an actor that behaves like a
 // storage shard (exec_atom -> result_atom). A read whose result is `unavailable` is retried on
-// the next owner. Write-on-miss warming: while now < warm_until_ms, a get that misses at its
-// primary (this node) asks the primary of `previous` (if another node) with warm_atom, stores a
-// hit locally, and answers the client with it.
+// the next owner. Write-on-miss warming: while now < warm_until_ms(), a get that misses at its
+// primary asks the primaries of the `past` rings in turn, newest first (each once, skipping
+// the node that missed), stores the first hit at the primary, and answers the client with it.
 #pragma once
 
 #include "cluster/ring.hpp"
@@ -25,7 +25,20 @@
 
 namespace bifrost::actors {
 
+/// A placement the cluster had before the current one, still warmed from (write-on-miss
+/// warming). Its window ends `--warm-window` after it was replaced.
+struct past_ring {
+  std::shared_ptr<const cluster::ring> ring;
+  std::vector<caf::actor> peers;     // by member id of `ring`
+  std::vector<std::string> clients;  // by member id of `ring` (links)
+  int64_t warm_until_ms = 0;         // steady-clock ms: end of its warming window
+};
+
 struct cluster_view {
+  /// At most this many past rings are kept (several ring changes inside one window: a
+  /// rolling restart, two joins at once, a flapping member).
+  static constexpr size_t max_past = 8;
+
   std::shared_ptr<const cluster::ring> ring;      // current placement
   uint32_t self = 0;                              // this node's member id in `ring`
   std::string self_name;                          // this node's name (also when not in `ring`)
@@ -34,10 +47,14 @@ struct cluster_view {
   uint32_t replicas = 1;                          // R: owners per key
   caf::actor replicator;                          // replication side-effect actor (may be null)
   bool wait_replicas = false;                     // writes answer after every live owner stored them
-  std::shared_ptr<const cluster::ring> previous;  // placement before the last change, or null
-  std::vector<caf::actor> previous_peers;         // by member id of `previous`
-  std::vector<std::string> previous_clients;      // by member id of `previous` (links)
-  int64_t warm_until_ms = 0;                      // steady-clock ms; warming window end
+  // Past placements inside their warming windows, newest first (so their window ends
+  // decrease): the previous ring, then the one before it, ...
+  std::vector<past_ring> past;
+
+  /// End of the newest past ring's window (steady-clock ms), 0 with none.
+  int64_t warm_until_ms() const noexcept { return past.empty() ? 0 : past.front().warm_until_ms; }
+  /// A ring change happened less than a warming window ago.
+  bool warming(int64_t now_ms) const noexcept { return now_ms < warm_until_ms(); }
 
   /// Writes served here as their keys' primary are copied to the other owners (R > 1).
   bool replicating() const noexcept { return replicas >= 2 && replicator; }

@@ -459,18 +459,14 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     }
     // A store that may have to run again after warming keeps its value (a copy goes out);
     // an add asks the previous owner first. (No clock read on the common path.)
-    const bool store_in_window = o.kind == storage::op_kind::store && cv.previous;
+    const bool store_in_window = o.kind == storage::op_kind::store && !cv.past.empty();
     // (Not while an earlier request of this connection on the key is still at work: its
     // own warming, a delete's at the previous owner, would come after this look there.)
     if (store_in_window && warm_first(cv, rt, o, steady_ms()) &&
         !earlier_request_on(seq, o.key)) {
       rt.warmed = true;
-      auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt);
-      if (from.where != placement::unavailable) {
-        rt.phase = warm_phase::ahead;
-        send_warm_read(seq, index, cv, from, o, true);
+      if (warm_next_source(seq, index, cv, warm_phase::ahead))
         return;
-      }
     }
     rt.kept = store_in_window && may_run_again(cv, rt, o, steady_ms());
     if (rt.kept) {
@@ -507,12 +503,39 @@ void connection::send_to_owner(uint64_t seq, uint32_t index, const cluster_view&
 void connection::send_to_previous(uint64_t seq, uint32_t index, const cluster_view& cv,
                                   const warm_from& from, storage::op&& o) {
   if (from.where == placement::peer) {
-    caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, from.id) : caf::actor();
-    ctx_.dispatch->add(link ? link : cv.previous_peers[from.id], id_, seq, index, std::move(o),
-                       true);
+    caf::actor link =
+        ctx_.links ? ctx_.links->previous_link(cv, from.depth, from.id) : caf::actor();
+    ctx_.dispatch->add(link ? link : cv.past[from.depth].peers[from.id], id_, seq, index,
+                       std::move(o), true);
   } else {
     ctx_.dispatch->add(local_shard_for(o.key), id_, seq, index, std::move(o));
   }
+}
+
+bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_view& cv,
+                                  warm_phase phase) {
+  auto& p = pending_[seq - base_seq_];
+  auto& rt = p.routing[index];
+  const auto& o = p.ops[index];
+  auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt, steady_ms());
+  if (from.where == placement::unavailable)
+    return false;
+  if (phase != warm_phase::erase && rt.warm_next > 0 && earlier_request_on(seq, o.key))
+    return false;
+  rt.warm_next = static_cast<uint8_t>(from.depth + 1);
+  rt.phase = phase;
+  if (phase != warm_phase::erase) {
+    send_warm_read(seq, index, cv, from, o, classify(o) != warm_class::read);
+    return true;
+  }
+  // The previous copy goes (md I's stale mark would not survive a warm copy). Once a
+  // delete removed the item somewhere, the answer is that one: nothing left to compare.
+  storage::op w = o;
+  w.invalidate = false;
+  if (p.results[index].st == storage::status::deleted)
+    w.compare_cas = 0;
+  send_to_previous(seq, index, cv, from, std::move(w));
+  return true;
 }
 
 void connection::send_warm_read(uint64_t seq, uint32_t index, const cluster_view& cv,
@@ -551,6 +574,10 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     const auto cls = classify(o);
     const auto phase = rt.phase;
     rt.phase = warm_phase::none;
+    // A previous owner without the item: the one before it (an older past ring) may hold it.
+    if ((phase == warm_phase::read || phase == warm_phase::ahead) &&
+        r.st != storage::status::hit && warm_next_source(seq, index, cv, phase))
+      return;
     switch (phase) {
       case warm_phase::read:
         // The previous owner's answer. For a read: answer with a hit, and keep it at the
@@ -620,11 +647,15 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         route_key_op(seq, index);
         return;
       case warm_phase::erase: {
-        // A delete at the owner and at the previous owner: deleted if either held it.
+        // A delete at the owner and at each previous owner in turn: deleted if any held it.
         auto& own = p.results[index];
         if (own.st == storage::status::deleted || !(r.st == storage::status::deleted ||
                                                     r.st == storage::status::exists))
           r = std::move(own);
+        own = std::move(r);
+        if (warm_next_source(seq, index, cv, warm_phase::erase))
+          return;
+        r = std::move(own);
         break;
       }
       case warm_phase::none: {
@@ -651,23 +682,13 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             // Write-on-miss warming: the key may still live on its owner before the ring
             // changed. The op's own result waits in its slot.
             rt.warmed = true;
-            auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt);
-            if (from.where == placement::unavailable)
-              break;
             p.results[index] = std::move(r);
-            if (cls != warm_class::remove) {
-              rt.phase = warm_phase::read;
-              send_warm_read(seq, index, cv, from, o, cls == warm_class::update);
+            if (warm_next_source(seq, index, cv,
+                                 cls == warm_class::remove ? warm_phase::erase
+                                                           : warm_phase::read))
               return;
-            }
-            // The previous copy goes (md I's stale mark would not survive a warm copy).
-            storage::op w = o;
-            rt.phase = warm_phase::erase;
-            w.invalidate = false;
-            if (p.results[index].st == storage::status::deleted)
-              w.compare_cas = 0;  // the owner's is the answer: nothing to compare
-            send_to_previous(seq, index, cv, from, std::move(w));
-            return;
+            r = std::move(p.results[index]);
+            break;
           }
         }
         break;
@@ -870,17 +891,24 @@ void connection::handle_local(pending& p) {
           members.push_back(link ? link : peer);  // the link: in order with ops before
         }
         must_answer = members.size();
-        if (cv.previous && steady_ms() < cv.warm_until_ms)
-          for (uint32_t id = 0; id < cv.previous->size() && id < cv.previous_peers.size(); ++id) {
-            const auto& name = cv.previous->member(id).name;
+        const int64_t now_ms = cv.past.empty() ? 0 : steady_ms();
+        std::vector<std::string_view> flushed;  // members of past rings, each once
+        for (size_t d = 0; d < cv.past.size() && now_ms < cv.past[d].warm_until_ms; ++d) {
+          const auto& past = cv.past[d];
+          for (uint32_t id = 0; id < past.ring->size() && id < past.peers.size(); ++id) {
+            const auto& name = past.ring->member(id).name;
             auto now = cv.ring->find(name);
-            if (name != cv.self_name && cv.previous_peers[id] &&
-                cv.previous->member(id).alive && (!now || !cv.ring->member(*now).alive)) {
+            if (name != cv.self_name && past.peers[id] && past.ring->member(id).alive &&
+                (!now || !cv.ring->member(*now).alive) &&
+                std::find(flushed.begin(), flushed.end(), name) == flushed.end()) {
               // The way warm reads go to it, so that one behind this flush finds it flushed.
-              caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, id) : caf::actor();
-              members.push_back(link ? link : cv.previous_peers[id]);
+              flushed.push_back(name);
+              caf::actor link =
+                  ctx_.links ? ctx_.links->previous_link(cv, d, id) : caf::actor();
+              members.push_back(link ? link : past.peers[id]);
             }
           }
+        }
       }
       const size_t n = shards.size() + members.size();
       p.kind = pending_kind::flush;

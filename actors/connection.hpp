@@ -145,6 +145,12 @@ private:
   // previous link or peer actor, as a warm op, else this node's shard).
   void send_to_previous(uint64_t seq, uint32_t index, const cluster_view& cv,
                         const warm_from& from, storage::op&& o);
+  // Sends op `index` of request `seq` to its next warm source (warm_source() from
+  // rt.warm_next on): a warm read for `phase` read or ahead, a delete for erase. Sets
+  // rt.phase and rt.warm_next. False (nothing sent) when no source is left, or when a source
+  // beyond the first would be asked for a read while an earlier request of this connection
+  // on the key is still at work (its delete may not have reached that one yet).
+  bool warm_next_source(uint64_t seq, uint32_t index, const cluster_view& cv, warm_phase phase);
   // A warm read's answer `r` can be kept at rt's owner: a hit with its value, in the ring
   // the op was placed in, at an owner this node can reach.
   static bool keepable(const cluster_view& cv, const op_route& rt, const storage::result& r);

@@ -26,11 +26,11 @@ public:
   virtual caf::actor link_for(const cluster_view& cv, uint32_t id) = 0;
   /// The same link, from any thread (the replicator's): no per-ring cache, a lock instead. On
   /// the loop's own thread it also takes note of a newer ring, as link_for does (retiring the
-  /// links of members gone from the last two rings).
+  /// links of members in neither the ring nor a past one).
   virtual caf::actor shared_link(const cluster_view& cv, uint32_t id) = 0;
-  /// The link to member `id` of cv's *previous* ring (write-on-miss warming), or null (then
-  /// cv.previous_peers[id]).
-  virtual caf::actor previous_link(const cluster_view& cv, uint32_t id) = 0;
+  /// The link to member `id` of cv.past[depth].ring, a past ring (write-on-miss warming), or
+  /// null (then cv.past[depth].peers[id]).
+  virtual caf::actor previous_link(const cluster_view& cv, size_t depth, uint32_t id) = 0;
   /// A connection on the memcached port opened with a link hello (cluster/link_wire.hpp):
   /// serve it. Takes `fd`; `rest` is everything read so far, the hello line included.
   virtual void serve(int fd, std::string_view rest) = 0;

@@ -1436,12 +1436,15 @@ public:
     return find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
   }
 
-  caf::actor previous_link(const actors::cluster_view& cv, uint32_t id) override {
+  caf::actor previous_link(const actors::cluster_view& cv, size_t depth, uint32_t id) override {
     if (!closed_ && cv.ring)
       note_ring(cv);
-    if (closed_ || !linkable(cv.previous.get(), cv.previous_peers, cv.previous_clients, id))
+    if (closed_ || depth >= cv.past.size())
       return {};
-    return find_or_spawn(*cv.previous, cv.previous_peers, cv.previous_clients, id);
+    const auto& past = cv.past[depth];
+    if (!linkable(past.ring.get(), past.peers, past.clients, id))
+      return {};
+    return find_or_spawn(*past.ring, past.peers, past.clients, id);
   }
 
   void serve(int fd, std::string_view rest) override {
@@ -1486,9 +1489,9 @@ private:
     retire_absent(cv);
   }
 
-  // Links to a member (at an address) in neither this ring nor the previous one — it left, is
-  // dead, or moved, two ring changes ago — are retired: each quits once idle (data_link), and
-  // a later lookup spawns a new one.
+  // Links to a member (at an address) in neither this ring nor a past one (cv.past: the
+  // rings warmed from) — it left, is dead, or moved, and its window ended — are retired: each
+  // quits once idle (data_link), and a later lookup spawns a new one.
   void retire_absent(const actors::cluster_view& cv) {
     std::unordered_set<std::string> keep;
     auto add = [&](const cluster::ring* r, const std::vector<caf::actor>& peers,
@@ -1499,7 +1502,8 @@ private:
             keep.insert(r->member(id).name + "\n" + clients[id]);
     };
     add(cv.ring.get(), cv.peers, cv.clients);
-    add(cv.previous.get(), cv.previous_peers, cv.previous_clients);
+    for (const auto& past : cv.past)
+      add(past.ring.get(), past.peers, past.clients);
     std::lock_guard<std::mutex> guard(links_mutex_);
     // Retired links that quit meanwhile are forgotten (weak references).
     retired_.erase(std::remove_if(retired_.begin(), retired_.end(),

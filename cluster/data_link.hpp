@@ -31,14 +31,14 @@
 //   - A get result that came back `streamed` (value over the inline limit) is read again
 //     through RPC, with a sink, before the batch is answered.
 //   - (warm_atom, tag, op_batch): write-on-miss warming reads (origin warm), on the link of the
-//     member of the previous ring that may hold the key (loop_links::previous_link), with
+//     member of a past ring that may hold the key (loop_links::previous_link), with
 //     the same fallback to RPC.
 //   - (apply_atom, tag, op_batch) from the replicator: replicated state (origin replica),
 //     with the same fallback to RPC (the peer actor takes apply_atom too).
 //   - Links are spawned on first use. A ring change does not end them (a member that left
 //     still serves until it exits), but a link whose member (at that address) is in neither
-//     the new ring nor the one before it is retired: it quits once it has had nothing to do
-//     for retire_idle_ms (10 s) — so a cluster whose members come and go under new names or
+//     the new ring nor a past one still warmed from (cluster_view::past) is retired: it
+//     quits once it has had nothing to do for retire_idle_ms (10 s) — so a cluster whose members come and go under new names or
 //     addresses does not keep one link per member it ever saw. A later lookup spawns anew.
 // Server side — `link_session`, a loop actor per accepted link: a connection on the memcached
 // port whose first bytes are a link hello is handed over (actors/connection.cpp). It executes
@@ -71,7 +71,7 @@ struct link_settings {
   std::string node_name;          // sent in the hello
   uint32_t rpc_timeout_ms = 2000; // a call without progress for this long fails its link
   bool wait_replicas = false;     // writes wait for every replica: they go through RPC
-  /// A retired link (its member in neither the current ring nor the previous one) quits once
+  /// A retired link (its member in neither the current ring nor a past one) quits once
   /// nothing was asked of it for this long and nothing is pending.
   uint32_t retire_idle_ms = 10000;
 };

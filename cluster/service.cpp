@@ -1480,8 +1480,8 @@ void service::impl::rebuild(bool force) {
       return;
     auto view = std::make_shared<actors::cluster_view>(*view_);
     view->clients = std::move(clients);
-    if (view->previous)  // warming reads dial the previous owners: by name, anew too
-      view->previous_clients = clients_of(*view->previous);
+    for (auto& past : view->past)  // warming reads dial the past owners: by name, anew too
+      past.clients = clients_of(*past.ring);
     publish(std::move(view));
     return;
   }
@@ -1516,16 +1516,18 @@ void service::impl::rebuild(bool force) {
   view->replicas = std::max<uint32_t>(1, cfg.replicas);
   view->replicator = replicator;
   view->wait_replicas = cfg.wait_replicas;
+  // The ring replaced now is warmed from for a window; so are the past rings whose windows
+  // still run (newest first), so that keys moved by several changes in a row (a rolling
+  // restart, two joins) are still found where they were.
+  const auto now = static_cast<int64_t>(now_ms());
+  const auto until = now + static_cast<int64_t>(cfg.warm_window_ms);
   if (joined_from) {  // same members, same ids: the same peers and links
-    view->previous = joined_from;
-    view->previous_peers = view->peers;
-    view->previous_clients = view->clients;
-    view->warm_until_ms = static_cast<int64_t>(now_ms() + cfg.warm_window_ms);
+    view->past.push_back({joined_from, view->peers, view->clients, until});
   } else if (view_) {
-    view->previous = view_->ring;
-    view->previous_peers = view_->peers;
-    view->previous_clients = view_->clients;
-    view->warm_until_ms = static_cast<int64_t>(now_ms() + cfg.warm_window_ms);
+    view->past.push_back({view_->ring, view_->peers, view_->clients, until});
+    for (const auto& past : view_->past)
+      if (now < past.warm_until_ms && view->past.size() < actors::cluster_view::max_past)
+        view->past.push_back(past);
   }
   ring_ = next;
   view->self = ring_self();

@@ -28,7 +28,8 @@ public:
 };
 
 // A node's view as the cluster service builds it: members sorted by name, self by name, a peer
-// actor for every other alive member, `previous` the view before (when given).
+// actor for every other alive member; its past rings: the view before (when given, its window
+// ending at `warm_until`), then that one's past rings.
 struct views {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
@@ -62,9 +63,8 @@ struct views {
     v->replicas = 2;
     v->self_name = self;
     if (before) {
-      v->previous = before->ring;
-      v->previous_peers = before->peers;
-      v->warm_until_ms = warm_until;
+      v->past.push_back({before->ring, before->peers, before->clients, warm_until});
+      v->past.insert(v->past.end(), before->past.begin(), before->past.end());
     }
     return v;
   }
@@ -262,10 +262,11 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
   BOOST_REQUIRE(place(*v2, h(k), rt) == placement::peer);
   auto st = status::miss;
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999) == next_step::warm);
-  auto w = warm_source(*v2, h(k), rt);
+  auto w = warm_source(*v2, h(k), rt, 999);
   BOOST_CHECK(w.where == placement::peer);
   BOOST_CHECK_EQUAL(v1->ring->member(w.id).name, "n2");
-  BOOST_CHECK(v2->previous_peers[w.id] == v1->peers[w.id]);
+  BOOST_CHECK_EQUAL(w.depth, 0u);
+  BOOST_CHECK(v2->past[w.depth].peers[w.id] == v1->peers[w.id]);
 
   // After the window, or for a write, the miss stands.
   st = status::miss;
@@ -287,21 +288,108 @@ BOOST_AUTO_TEST_CASE(warming_sources) {
   BOOST_REQUIRE(owners(*v1, same).front() == "n2");
   op_route rt;
   place(*v2, h(same), rt);
-  BOOST_CHECK(warm_source(*v2, h(same), rt).where == placement::unavailable);
+  BOOST_CHECK(warm_source(*v2, h(same), rt, 0).where == placement::unavailable);
 
   // This node owned it before and n4 owns it now: read from the own shards.
   auto mine = key_moved(*v1, "n1", *v2, "n4");
   op_route rm;
   place(*v2, h(mine), rm);
-  auto w = warm_source(*v2, h(mine), rm);
+  auto w = warm_source(*v2, h(mine), rm, 0);
   BOOST_CHECK(w.where == placement::local);
 
   // A result from an older ring is never warmed from (its owner id means nothing here).
   op_route old;
   place(*v1, h(mine), old);
-  BOOST_CHECK(warm_source(*v2, h(mine), old).where == placement::unavailable);
+  BOOST_CHECK(warm_source(*v2, h(mine), old, 0).where == placement::unavailable);
   auto st = status::miss;
   BOOST_CHECK(after_result(*v2, old, st, warm_class::read, true, 0) == next_step::place);
+}
+
+BOOST_AUTO_TEST_CASE(two_joins_inside_the_window_warm_from_each_past_primary_in_turn) {
+  // n3 joins n1, n2 (window until 1000), then n4 (window until 2000), seen from n1: a key
+  // n2 owned, then n3, now n4, is asked of n3 and then of n2; each inside its own window.
+  views vs;
+  auto v1 = vs.make("n1", {"n1", "n2"}, 1);
+  auto v2 = vs.make("n1", {"n1", "n2", "n3"}, 2, v1, 1000);
+  auto v3 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 3, v2, 2000);
+  BOOST_REQUIRE_EQUAL(v3->past.size(), 2u);
+  std::string k;
+  for (int i = 0; i < 100000 && k.empty(); ++i) {
+    std::string c = "key-" + std::to_string(i);
+    if (owners(*v1, c).front() == "n2" && owners(*v2, c).front() == "n3" &&
+        owners(*v3, c).front() == "n4")
+      k = c;
+  }
+  BOOST_REQUIRE(!k.empty());
+  op_route rt;
+  BOOST_REQUIRE(place(*v3, h(k), rt) == placement::peer);
+  auto st = status::miss;
+  BOOST_CHECK(after_result(*v3, rt, st, warm_class::read, true, 500) == next_step::warm);
+  auto w = warm_source(*v3, h(k), rt, 500);
+  BOOST_REQUIRE(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(w.depth, 0u);
+  BOOST_CHECK_EQUAL(v3->past[0].ring->member(w.id).name, "n3");
+  BOOST_CHECK(v3->past[0].peers[w.id] == v2->peers[w.id]);
+  rt.warm_next = static_cast<uint8_t>(w.depth + 1);  // n3 missed too
+  w = warm_source(*v3, h(k), rt, 500);
+  BOOST_REQUIRE(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(w.depth, 1u);
+  BOOST_CHECK_EQUAL(v3->past[1].ring->member(w.id).name, "n2");
+  rt.warm_next = static_cast<uint8_t>(w.depth + 1);
+  BOOST_CHECK(warm_source(*v3, h(k), rt, 500).where == placement::unavailable);
+  // Past the older window only the newer ring is asked.
+  rt.warm_next = 1;
+  BOOST_CHECK(warm_source(*v3, h(k), rt, 1000).where == placement::unavailable);
+  rt.warm_next = 0;
+  BOOST_CHECK_EQUAL(warm_source(*v3, h(k), rt, 1999).depth, 0u);
+  BOOST_CHECK(warm_source(*v3, h(k), rt, 2000).where == placement::unavailable);
+
+  // A key n2 owned through both joins (now n4's) is asked of n2 once, not twice.
+  std::string kept;
+  for (int i = 0; i < 100000 && kept.empty(); ++i) {
+    std::string c = "key-" + std::to_string(i);
+    if (owners(*v1, c).front() == "n2" && owners(*v2, c).front() == "n2" &&
+        owners(*v3, c).front() == "n4")
+      kept = c;
+  }
+  BOOST_REQUIRE(!kept.empty());
+  op_route rk;
+  place(*v3, h(kept), rk);
+  w = warm_source(*v3, h(kept), rk, 500);
+  BOOST_REQUIRE(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(w.depth, 0u);
+  rk.warm_next = 1;
+  BOOST_CHECK(warm_source(*v3, h(kept), rk, 500).where == placement::unavailable);
+}
+
+BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_from_where_the_key_was_while_the_node_was_away) {
+  // n1 was dead (n2, n3 served its keys), came back (n1 warms from them), then n2 died
+  // within the window: a key n3 held while n1 was away is n1's in the last two rings. n1
+  // misses it: the newest past ring names n1 itself, the one before it n3.
+  views vs;
+  auto all = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto away = vs.make("n1", {"n2", "n3"}, 2, all, 1000);
+  auto back = vs.make("n1", {"n1", "n2", "n3"}, 3, away, 2000);
+  auto last = vs.make("n1", {"n1", "n3"}, 4, back, 3000);
+  BOOST_REQUIRE_EQUAL(last->past.size(), 3u);
+  std::string k;
+  for (int i = 0; i < 100000 && k.empty(); ++i) {
+    std::string c = "key-" + std::to_string(i);
+    if (owners(*away, c).front() == "n3" && owners(*back, c).front() == "n1" &&
+        owners(*last, c).front() == "n1")
+      k = c;
+  }
+  BOOST_REQUIRE(!k.empty());
+  op_route rt;
+  BOOST_REQUIRE(place(*last, h(k), rt) == placement::local);
+  auto st = status::miss;
+  BOOST_CHECK(after_result(*last, rt, st, warm_class::read, true, 900) == next_step::warm);
+  auto w = warm_source(*last, h(k), rt, 900);
+  BOOST_REQUIRE(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(w.depth, 1u);
+  BOOST_CHECK_EQUAL(last->past[1].ring->member(w.id).name, "n3");
+  rt.warm_next = static_cast<uint8_t>(w.depth + 1);  // the oldest ring names n1 again
+  BOOST_CHECK(warm_source(*last, h(k), rt, 900).where == placement::unavailable);
 }
 
 BOOST_AUTO_TEST_CASE(a_node_that_left_routes_everything_to_the_others) {
@@ -316,7 +404,7 @@ BOOST_AUTO_TEST_CASE(a_node_that_left_routes_everything_to_the_others) {
   // n1 misses (say it lost the replica): n3 held it before and asks its own shards.
   auto st = status::miss;
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 0) == next_step::warm);
-  auto w = warm_source(*v2, h(k), rt);
+  auto w = warm_source(*v2, h(k), rt, 999);
   BOOST_CHECK(w.where == placement::local);
 }
 

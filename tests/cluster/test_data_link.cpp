@@ -546,14 +546,10 @@ BOOST_AUTO_TEST_CASE(a_link_to_a_member_gone_for_two_rings_quits_once_idle) {
   second.peers.resize(2);
   second.clients.resize(2);
   second.self = second.ring->member(0).name == "self" ? 0 : 1;
-  second.previous = first.ring;
-  second.previous_peers = first.peers;
-  second.previous_clients = first.clients;
-  actors::cluster_view third = second;  // peer in neither ring
+  second.past = {{first.ring, first.peers, first.clients, INT64_MAX}};
+  actors::cluster_view third = second;  // peer in neither ring (first's window ended)
   third.ring = ring_without(3);
-  third.previous = second.ring;
-  third.previous_peers = second.peers;
-  third.previous_clients = second.clients;
+  third.past = {{second.ring, second.peers, second.clients, INT64_MAX}};
 
   (*self)->monitor(link);
   auto gone_within = [&](std::chrono::milliseconds limit) {

@@ -380,7 +380,7 @@ BOOST_AUTO_TEST_CASE(single_node_publishes_its_own_ring) {
   BOOST_TEST(v->ring->member(v->self).name == "solo");
   BOOST_TEST(v->peers.size() == 1u);
   BOOST_TEST(!v->peers[0]);
-  BOOST_TEST(!v->previous);
+  BOOST_TEST(v->past.empty());
   BOOST_TEST(n.svc->node_name() == "solo");
   BOOST_TEST(n.svc->rpc_port() != 0);
 }
@@ -395,8 +395,8 @@ BOOST_AUTO_TEST_CASE(three_nodes_converge) {
     // One peer actor per remote member, none for self.
     for (cluster::ring::member_id id = 0; id < v->ring->size(); ++id)
       BOOST_TEST(static_cast<bool>(v->peers[id]) == (id != v->self));
-    BOOST_TEST(v->previous != nullptr);
-    BOOST_TEST(v->warm_until_ms > 0);
+    BOOST_TEST(!v->past.empty());
+    BOOST_TEST(v->warm_until_ms() > 0);
   }
   // Peer actors are reused across rebuilds: n1's peer for n2 is the same in its last two views.
   auto& rec = *c.nodes[0]->rec;
@@ -404,9 +404,24 @@ BOOST_AUTO_TEST_CASE(three_nodes_converge) {
   BOOST_REQUIRE(rec.views.size() >= 2u);
   auto& last = rec.views.back();
   auto id = *last->ring->find("n2");
-  auto pid = last->previous ? last->previous->find("n2") : std::nullopt;
-  if (pid && last->previous_peers[*pid])
-    BOOST_TEST((last->previous_peers[*pid] == last->peers[id]));
+  BOOST_REQUIRE(!last->past.empty());
+  auto pid = last->past.front().ring->find("n2");
+  if (pid && last->past.front().peers[*pid])
+    BOOST_TEST((last->past.front().peers[*pid] == last->peers[id]));
+  // Each view warms from the ring it replaced, then from that view's past rings (newest
+  // first), all inside the window here.
+  for (size_t i = 1; i < rec.views.size(); ++i) {
+    auto& before = rec.views[i - 1];
+    auto& v = rec.views[i];
+    if (v->ring == before->ring)
+      continue;  // the same ring (only an address changed)
+    BOOST_REQUIRE(!v->past.empty());
+    if (v->past.front().ring != before->ring)
+      continue;  // the first view with others warms from that view without itself
+    BOOST_TEST(v->past.size() == std::min(before->past.size() + 1, actors::cluster_view::max_past));
+    for (size_t d = 1; d < v->past.size(); ++d)
+      BOOST_TEST((v->past[d].ring == before->past[d - 1].ring));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(exec_through_peer_actors) {

@@ -1089,6 +1089,67 @@ BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
 }
 
 // --------------------------------------------------------------------------------------------
+// A rolling restart: n1 restarts (the others serve its keys meanwhile), and before its reads
+// warmed them back another member crashes. The keys n3 held while n1 was away are n1's in both
+// of the last two rings: n1 misses them, and its previous ring names n1 itself as their owner.
+// They are still found at n3, the owner of the ring before (warming asks each past ring within
+// the window in turn; it once asked only the previous one, and every such read missed).
+BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_across_two_ring_changes) {
+  cluster c;
+  logs_on_failure guard{c};
+  const std::vector<std::string> window = {"--warm-window", "600000"};  // (see writes_after_a_join)
+  auto ns = start_cluster(c, 3, 1, 5000ms, window);
+  auto& n1 = *ns[0];
+  auto& n2 = *ns[1];
+  auto& n3 = *ns[2];
+  BOOST_CHECK_EQUAL(c.stop(n1), 0);
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive({&n2, &n3}, {"n2", "n3"}); }, 5000ms, 50ms));
+  auto keys = make_keys("roll-", 600);
+  BOOST_REQUIRE_EQUAL(set_all(n2.port, keys), keys.size());
+  auto away = owners_of(n2, keys);  // where each key went while n1 was away
+
+  node_options o;
+  o.join.push_back(n2.rpc_port);
+  o.extra_args = window;
+  c.restart(n1, o);
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  auto back = owners_of(n2, keys);
+  std::vector<std::string> moved;  // held by n3 while n1 was away, n1's again now
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (away[i].at(0).at("name") == "n3" && back[i].at(0).at("name") == "n1")
+      moved.push_back(keys[i]);
+  report(std::to_string(moved.size()) + " of " + std::to_string(keys.size()) +
+         " keys went from n3 back to n1");
+  BOOST_REQUIRE_GE(moved.size(), 50u);
+
+  c.kill9(n2);  // n2 crashes before any of them was read through n1
+  auto t0 = clock_type::now();
+  bool dead = wait_until(
+      [&] {
+        return member_states(n1.rpc_port)["n2"] == "dead" &&
+               member_states(n3.rpc_port)["n2"] == "dead";
+      },
+      5000ms, 50ms);
+  report("n2 dead at n1 and n3 after " + fmt(seconds_since(t0)) + " s");
+  BOOST_REQUIRE(dead);
+  auto last = owners_of(n1, moved);
+  for (size_t i = 0; i < moved.size(); ++i)
+    BOOST_REQUIRE_EQUAL(last[i].at(0).at("name"), "n1");
+
+  const long n1_items = stat_of(n1, "curr_items");
+  auto r = read_all(n1.port, moved);
+  report("read through n1 after n2's crash: " + std::to_string(r.hits) + " of " +
+         std::to_string(moved.size()) + " hits");
+  BOOST_CHECK_EQUAL(r.wrong, 0u);
+  BOOST_CHECK_EQUAL(r.hits, moved.size());
+  // Kept at n1 (stored once the reads were answered), and served from there.
+  BOOST_CHECK(wait_until(
+      [&] { return stat_of(n1, "curr_items") - n1_items == static_cast<long>(r.hits); },
+      3000ms, 50ms));
+  BOOST_CHECK_EQUAL(read_all(n3.port, moved).hits, moved.size());
+}
+
+// --------------------------------------------------------------------------------------------
 // After a join, writes to keys the new owner has not warmed yet act on the item the client
 // knew, as reads do: a delete deletes it (and it does not warm back), touch/gat/incr/append
 // and cas find it (with its CAS), an add is refused, and a write made while a read warms the
