@@ -399,11 +399,11 @@ private:
     return true;
   }
 
-  // True while a reply of `bytes` may be encoded now: the loop's sessions hold no more
+  // True while the reply carrying `rs` may be encoded now: the loop's sessions hold no more
   // unwritten replies than loop_max_output, or it keeps this session's under
-  // session_small_hold.
-  bool room_for(size_t bytes) const {
-    return reg_->output <= loop_max_output || out_held_ + bytes < session_small_hold;
+  // session_small_hold. (The reply is weighed only when the loop is over its budget.)
+  bool room_for(const storage::result_batch& rs) const {
+    return reg_->output <= loop_max_output || out_held_ + reply_bytes(rs) < session_small_hold;
   }
   // Encodes the replies that waited, oldest first, each that has room (the peer matches
   // replies by call id); waits (registered to be told) for room for the rest.
@@ -411,7 +411,7 @@ private:
     bool blocked = false;
     for (auto w = waiting_replies_.begin(); w != waiting_replies_.end();) {
       auto it = calls_.find(w->call);
-      if (it != calls_.end() && io_.open() && !room_for(reply_bytes(it->second.results))) {
+      if (it != calls_.end() && io_.open() && !room_for(it->second.results)) {
         blocked = true;
         ++w;
         continue;
@@ -683,7 +683,7 @@ private:
       if (--r.outstanding == 0) {
         replicate(r);
         // Its reply goes out now if there is room, else waits (results pinned) for it.
-        if (!io_.open() || room_for(reply_bytes(r.results))) {
+        if (!io_.open() || room_for(r.results)) {
           finish(it);
         } else {
           hold(it);
