@@ -93,44 +93,65 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
 }
 
 namespace {
-// The name of `r`'s live primary for `hash`, or null with none.
-const std::string* primary_name(const cluster::ring& r, uint64_t hash,
-                                cluster::ring::member_id* id) noexcept {
-  cluster::ring::member_id first[1];
-  if (r.live_owner_ids(hash, 1, first) != 1)
+constexpr size_t ranks = past_ring::max_erase_ranks;
+
+// The name (and id) of `r`'s live owner number `rank` (0: the primary) for `hash`, or null.
+const std::string* owner_name(const cluster::ring& r, uint64_t hash, size_t rank,
+                              cluster::ring::member_id* id) noexcept {
+  cluster::ring::member_id owners[ranks];
+  if (rank >= ranks || r.live_owner_ids(hash, rank + 1, owners) != rank + 1)
     return nullptr;
-  *id = first[0];
-  return &r.member(first[0]).name;
+  *id = owners[rank];
+  return &r.member(owners[rank]).name;
+}
+
+// Position `pos` (past ring pos / ranks, its owner pos % ranks) names a source for this op.
+const std::string* source_at(const cluster_view& cv, uint64_t hash, size_t pos, bool erase,
+                             cluster::ring::member_id* id) noexcept {
+  const auto& p = cv.past[pos / ranks];
+  if (!p.ring || pos % ranks >= (erase ? std::max<size_t>(p.erase_ranks, 1) : 1))
+    return nullptr;
+  return owner_name(*p.ring, hash, pos % ranks, id);
+}
+
+// `name` is a member `r` has, and has dead.
+bool dead_in(const cluster::ring* r, const std::string& name) noexcept {
+  if (!r)
+    return false;
+  auto id = r->find(name);
+  return id && !r->member(*id).alive;
 }
 } // namespace
 
 warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
-                      int64_t now_ms) noexcept {
-  warm_from w;
+                      int64_t now_ms, bool erase) noexcept {
   if (!same_ring(cv, rt))
-    return w;
+    return {};
   const uint32_t at = rt.local ? cv.self : rt.owner;
   const std::string* missed = at < cv.ring->size() ? &cv.ring->member(at).name : nullptr;
-  const size_t n = std::min(cv.past.size(), cluster_view::max_past);
-  for (size_t d = rt.warm_next; d < n; ++d) {
+  const size_t end = std::min(cv.past.size(), cluster_view::max_past) * ranks;
+  for (size_t pos = rt.warm_next; pos < end; ++pos) {
+    const size_t d = pos / ranks;
     const auto& p = cv.past[d];
     if (now_ms >= p.warm_until_ms)
       break;  // older windows ended before this one
     cluster::ring::member_id id = 0;
-    const std::string* source = p.ring ? primary_name(*p.ring, hash, &id) : nullptr;
+    const std::string* source = source_at(cv, hash, pos, erase, &id);
     if (!source || (missed && *source == *missed))
       continue;  // the node that missed is the one that owned it then
-    bool newer = false;  // a newer past ring's primary: asked already (or unreachable)
-    for (size_t e = 0; e < d && !newer; ++e) {
+    bool skip = dead_in(cv.ring.get(), *source);
+    for (size_t e = 0; e < pos && !skip; ++e) {
       cluster::ring::member_id unused = 0;
-      const std::string* s = cv.past[e].ring ? primary_name(*cv.past[e].ring, hash, &unused)
-                                             : nullptr;
-      newer = s && *s == *source;
+      const std::string* named = source_at(cv, hash, e, erase, &unused);
+      skip = (named && *named == *source) ||
+             (e < d * ranks && e % ranks == 0 && dead_in(cv.past[e / ranks].ring.get(), *source));
     }
-    if (newer)
+    if (skip)
       continue;
+    warm_from w;
     w.depth = static_cast<uint8_t>(d);
     w.id = id;
+    w.next = static_cast<uint8_t>(pos + 1);
     if (id < p.peers.size() && p.peers[id]) {
       w.where = placement::peer;
       return w;
@@ -140,7 +161,7 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
       return w;
     }
   }
-  return warm_from{};
+  return {};
 }
 
 } // namespace bifrost::actors

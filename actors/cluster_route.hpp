@@ -38,7 +38,7 @@ struct op_route {
   bool local = false;    // served by this node's shards (this node is the primary)
   warm_phase phase = warm_phase::none;
   bool warmed = false;   // warming was started for this op (at most once)
-  uint8_t warm_next = 0; // cv.past rings before this index were asked (or skipped) already
+  uint8_t warm_next = 0; // warm_source positions before this one were asked (or skipped)
   bool kept = false;     // a store whose value was copied, not moved: it can run again
   bool done = false;     // its final result is in the request's results
 };
@@ -109,17 +109,23 @@ struct warm_from {
   placement where = placement::unavailable;  // peer: cv.past[depth].peers[id]; local: own shards
   uint8_t depth = 0;                         // index in cv.past
   uint32_t id = 0;                           // member id in cv.past[depth].ring
+  uint8_t next = 0;                          // the op_route::warm_next after asking it
 };
 
-/// Where an op that missed at rt.owner (in cv's ring) may still find its key: the live
-/// primary of the newest past ring, from rt.warm_next on and inside its window, that is
-/// another node than rt.owner and than every newer past ring's primary (asked already, or
-/// about to be). The connection then sets rt.warm_next = depth + 1, and asks again after a
-/// miss there: a key moved by two ring changes inside the window (a rolling restart, two
-/// joins) is still found where it was. `unavailable` when no source is left, or the ring
-/// changed since the op was placed.
+/// Where an op that missed at rt.owner (in cv's ring) may still find its key. The positions
+/// are cv.past's rings, newest first, each with its first live owner (for a delete, `erase`,
+/// also the next erase_ranks - 1 owners clockwise); from rt.warm_next on, inside the ring's
+/// window, the first whose node
+///  - is not the node that missed (rt.owner),
+///  - was not named at an earlier position (asked already, or about to be),
+///  - and is not dead in the current ring or a newer past one (a node declared dead since
+///    lost what it held, or missed the deletes meanwhile).
+/// The connection sets rt.warm_next = next and asks the next source after a miss there, so
+/// a key moved by several ring changes inside the window (a rolling restart, two joins) is
+/// still found where it was. `unavailable` when no source is left, or the ring changed since
+/// the op was placed.
 warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
-                      int64_t now_ms) noexcept;
+                      int64_t now_ms, bool erase = false) noexcept;
 
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).
 inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {

@@ -517,12 +517,13 @@ bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_vi
   auto& p = pending_[seq - base_seq_];
   auto& rt = p.routing[index];
   const auto& o = p.ops[index];
-  auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt, steady_ms());
+  const bool erase = phase == warm_phase::erase;
+  auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt, steady_ms(), erase);
   if (from.where == placement::unavailable)
     return false;
-  if (phase != warm_phase::erase && rt.warm_next > 0 && earlier_request_on(seq, o.key))
+  if (!erase && rt.warm_next > 0 && earlier_request_on(seq, o.key, true))
     return false;
-  rt.warm_next = static_cast<uint8_t>(from.depth + 1);
+  rt.warm_next = from.next;
   rt.phase = phase;
   if (phase != warm_phase::erase) {
     send_warm_read(seq, index, cv, from, o, classify(o) != warm_class::read);
@@ -574,9 +575,11 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     const auto cls = classify(o);
     const auto phase = rt.phase;
     rt.phase = warm_phase::none;
-    // A previous owner without the item: the one before it (an older past ring) may hold it.
+    // A previous owner that answered it has no such item: the one before it (an older past
+    // ring) may hold it. (Not after no answer: that one may have held a newer item, and the
+    // older owner the item it replaced.)
     if ((phase == warm_phase::read || phase == warm_phase::ahead) &&
-        r.st != storage::status::hit && warm_next_source(seq, index, cv, phase))
+        r.st == storage::status::miss && warm_next_source(seq, index, cv, phase))
       return;
     switch (phase) {
       case warm_phase::read:
@@ -647,13 +650,18 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         route_key_op(seq, index);
         return;
       case warm_phase::erase: {
-        // A delete at the owner and at each previous owner in turn: deleted if any held it.
+        // A delete at the owner and at each previous owner in turn, newest first: the first
+        // that held the item answers (deleted, or EXISTS for a CAS that does not match it,
+        // which ends the chain: the older copies are hidden by the newer one it kept), and
+        // the older copies go too.
         auto& own = p.results[index];
-        if (own.st == storage::status::deleted || !(r.st == storage::status::deleted ||
-                                                    r.st == storage::status::exists))
+        const bool decided =
+            own.st == storage::status::deleted || own.st == storage::status::exists;
+        if (decided || !(r.st == storage::status::deleted || r.st == storage::status::exists))
           r = std::move(own);
         own = std::move(r);
-        if (warm_next_source(seq, index, cv, warm_phase::erase))
+        if (own.st != storage::status::exists &&
+            warm_next_source(seq, index, cv, warm_phase::erase))
           return;
         r = std::move(own);
         break;
@@ -743,15 +751,18 @@ bool connection::later_request_on(uint64_t seq, const std::string& key) const {
   return false;
 }
 
-bool connection::earlier_request_on(uint64_t seq, const std::string& key) const {
+bool connection::earlier_request_on(uint64_t seq, const std::string& key,
+                                    bool changes_only) const {
   for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];
     if (p.outstanding == 0)
       continue;  // done, with whatever warming it did
     if (p.kind == pending_kind::flush)
       return true;
-    for (const auto& o : p.ops)
-      if (o.key == key)
+    for (size_t i = 0; i < p.ops.size(); ++i)
+      if (p.ops[i].key == key &&
+          (!changes_only || (storage::changes_item(p.ops[i]) &&
+                             !(i < p.routing.size() && p.routing[i].done))))
         return true;
   }
   return false;

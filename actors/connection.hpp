@@ -148,7 +148,7 @@ private:
   // Sends op `index` of request `seq` to its next warm source (warm_source() from
   // rt.warm_next on): a warm read for `phase` read or ahead, a delete for erase. Sets
   // rt.phase and rt.warm_next. False (nothing sent) when no source is left, or when a source
-  // beyond the first would be asked for a read while an earlier request of this connection
+  // beyond the first would be asked for a read while an earlier write of this connection
   // on the key is still at work (its delete may not have reached that one yet).
   bool warm_next_source(uint64_t seq, uint32_t index, const cluster_view& cv, warm_phase phase);
   // A warm read's answer `r` can be kept at rt's owner: a hit with its value, in the ring
@@ -165,8 +165,9 @@ private:
   // was parsed, so what is sent for `seq` now would land after it). Later reads do not
   // count: they saw the state before, as they would have a moment earlier.
   bool later_request_on(uint64_t seq, const std::string& key) const;
-  // True when a request before `seq` on `key` (or a flush_all) is still waiting for results.
-  bool earlier_request_on(uint64_t seq, const std::string& key) const;
+  // True when a request before `seq` on `key` (or a flush_all) is still waiting for results;
+  // `changes_only`: counting only its ops on `key` that change the item and are not done.
+  bool earlier_request_on(uint64_t seq, const std::string& key, bool changes_only = false) const;
   // Sends `o` for result `index` of request `seq` to owner_actor().
   void send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv, const op_route& rt,
                      storage::op&& o);

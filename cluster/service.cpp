@@ -1522,7 +1522,8 @@ void service::impl::rebuild(bool force) {
   const auto now = static_cast<int64_t>(now_ms());
   const auto until = now + static_cast<int64_t>(cfg.warm_window_ms);
   if (joined_from) {  // same members, same ids: the same peers and links
-    view->past.push_back({joined_from, view->peers, view->clients, until});
+    view->past.push_back({joined_from, view->peers, view->clients, until,
+                          actors::past_ring::max_erase_ranks});
   } else if (view_) {
     view->past.push_back({view_->ring, view_->peers, view_->clients, until});
     for (const auto& past : view_->past)

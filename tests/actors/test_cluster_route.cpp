@@ -330,15 +330,15 @@ BOOST_AUTO_TEST_CASE(two_joins_inside_the_window_warm_from_each_past_primary_in_
   BOOST_CHECK_EQUAL(w.depth, 0u);
   BOOST_CHECK_EQUAL(v3->past[0].ring->member(w.id).name, "n3");
   BOOST_CHECK(v3->past[0].peers[w.id] == v2->peers[w.id]);
-  rt.warm_next = static_cast<uint8_t>(w.depth + 1);  // n3 missed too
+  rt.warm_next = w.next;  // n3 missed too
   w = warm_source(*v3, h(k), rt, 500);
   BOOST_REQUIRE(w.where == placement::peer);
   BOOST_CHECK_EQUAL(w.depth, 1u);
   BOOST_CHECK_EQUAL(v3->past[1].ring->member(w.id).name, "n2");
-  rt.warm_next = static_cast<uint8_t>(w.depth + 1);
+  rt.warm_next = w.next;
   BOOST_CHECK(warm_source(*v3, h(k), rt, 500).where == placement::unavailable);
   // Past the older window only the newer ring is asked.
-  rt.warm_next = 1;
+  rt.warm_next = past_ring::max_erase_ranks;  // past the newer ring's positions
   BOOST_CHECK(warm_source(*v3, h(k), rt, 1000).where == placement::unavailable);
   rt.warm_next = 0;
   BOOST_CHECK_EQUAL(warm_source(*v3, h(k), rt, 1999).depth, 0u);
@@ -358,7 +358,7 @@ BOOST_AUTO_TEST_CASE(two_joins_inside_the_window_warm_from_each_past_primary_in_
   w = warm_source(*v3, h(kept), rk, 500);
   BOOST_REQUIRE(w.where == placement::peer);
   BOOST_CHECK_EQUAL(w.depth, 0u);
-  rk.warm_next = 1;
+  rk.warm_next = w.next;
   BOOST_CHECK(warm_source(*v3, h(kept), rk, 500).where == placement::unavailable);
 }
 
@@ -388,8 +388,88 @@ BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_from_where_the_key_was_while_the_no
   BOOST_REQUIRE(w.where == placement::peer);
   BOOST_CHECK_EQUAL(w.depth, 1u);
   BOOST_CHECK_EQUAL(last->past[1].ring->member(w.id).name, "n3");
-  rt.warm_next = static_cast<uint8_t>(w.depth + 1);  // the oldest ring names n1 again
+  rt.warm_next = w.next;  // the oldest ring names n1 again
   BOOST_CHECK(warm_source(*last, h(k), rt, 900).where == placement::unavailable);
+}
+
+BOOST_AUTO_TEST_CASE(a_node_dead_in_a_newer_ring_is_not_asked) {
+  // n2 died (ring 2), then n4 joined (ring 3), seen from n1: a key n2 owned in ring 1 went to
+  // n3 in ring 2 and is n4's now. n3 is asked; n2, which lost it (or missed the deletes
+  // meanwhile), is not, though ring 1 still names it.
+  views vs;
+  auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
+  auto v2 = vs.make("n1", {"n1", "n2", "n3"}, 2, v1, 1000);
+  auto v3 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 3, v2, 2000);
+  // make() builds rings of live members only: mark n2 dead in ring 2 and the current ring.
+  auto dead_n2 = [](const cluster_view& v, uint64_t epoch) {
+    auto ms = v.ring->members();
+    for (auto& m : ms)
+      m.alive = m.name != "n2";
+    return cluster::ring::build(ms, epoch);
+  };
+  v2->ring = dead_n2(*v2, 2);
+  v3->past[0].ring = v2->ring;
+  v3->ring = dead_n2(*v3, 3);
+  std::string k;
+  for (int i = 0; i < 100000 && k.empty(); ++i) {
+    std::string c = "key-" + std::to_string(i);
+    if (owners(*v1, c).front() == "n2" && owners(*v2, c).front() == "n3" &&
+        owners(*v3, c).front() == "n4")
+      k = c;
+  }
+  BOOST_REQUIRE(!k.empty());
+  op_route rt;
+  BOOST_REQUIRE(place(*v3, h(k), rt) == placement::peer);
+  auto w = warm_source(*v3, h(k), rt, 500);
+  BOOST_REQUIRE(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(v3->past[w.depth].ring->member(w.id).name, "n3");
+  rt.warm_next = w.next;
+  BOOST_CHECK(warm_source(*v3, h(k), rt, 500).where == placement::unavailable);
+  // A delete is not sent there either.
+  rt.warm_next = w.next;
+  BOOST_CHECK(warm_source(*v3, h(k), rt, 500, true).where == placement::unavailable);
+}
+
+BOOST_AUTO_TEST_CASE(a_joining_node_deletes_at_the_next_owners_of_its_first_ring_too) {
+  // n4 joins right after n3: its first ring (without itself) has n3, which may not have
+  // warmed the keys it took from n1/n2 yet. A read through n4 asks n3 only; a delete also
+  // goes to the next owner clockwise, the one before n3 joined.
+  views vs;
+  auto before = vs.make("n4", {"n1", "n2"}, 1);
+  auto joined = vs.make("n4", {"n1", "n2", "n3"}, 2);
+  auto now = vs.make("n4", {"n1", "n2", "n3", "n4"}, 3);
+  now->past.push_back({joined->ring, joined->peers, joined->clients, 1000,
+                       past_ring::max_erase_ranks});
+  std::string k;
+  for (int i = 0; i < 100000 && k.empty(); ++i) {
+    std::string c = "key-" + std::to_string(i);
+    if (owners(*before, c).front() == "n1" && owners(*joined, c).front() == "n3" &&
+        owners(*now, c).front() == "n4")
+      k = c;
+  }
+  BOOST_REQUIRE(!k.empty());
+  op_route rt;
+  BOOST_REQUIRE(place(*now, h(k), rt) == placement::local);
+  auto w = warm_source(*now, h(k), rt, 0);
+  BOOST_REQUIRE(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(now->past[0].ring->member(w.id).name, "n3");
+  rt.warm_next = w.next;
+  BOOST_CHECK(warm_source(*now, h(k), rt, 0).where == placement::unavailable);  // a read
+  rt.warm_next = 0;
+  std::vector<std::string> erased;
+  for (int hops = 0; hops < 8; ++hops) {
+    w = warm_source(*now, h(k), rt, 0, true);
+    if (w.where == placement::unavailable)
+      break;
+    erased.push_back(now->past[w.depth].ring->member(w.id).name);
+    rt.warm_next = w.next;
+  }
+  // n3, then n1 (the owner without n3), then the one after (the owner without both): each
+  // once; n4 itself is never asked.
+  BOOST_REQUIRE_EQUAL(erased.size(), 3u);
+  BOOST_CHECK_EQUAL(erased[0], "n3");
+  BOOST_CHECK_EQUAL(erased[1], "n1");
+  BOOST_CHECK_EQUAL(erased[2], "n2");
 }
 
 BOOST_AUTO_TEST_CASE(a_node_that_left_routes_everything_to_the_others) {

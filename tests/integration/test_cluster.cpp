@@ -1150,6 +1150,69 @@ BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_across_two_ring_changes) {
 }
 
 // --------------------------------------------------------------------------------------------
+// Two joins in a row: n3 joins n1, n2, and n4 joins right after (knowing n3 from the start).
+// A key n1 or n2 held, then n3's (not warmed there yet), is now n4's. A delete of it through n4
+// finds the item where it is (n4's first ring names n3, which has nothing yet; the next owner
+// clockwise, the one before n3 joined, has it) and deletes it there, so it answers DELETED
+// and no read through any node warms it back. (It once answered NOT_FOUND, and the older
+// members, which warm from both rings before, then served the deleted value again.)
+BOOST_AUTO_TEST_CASE(a_delete_through_the_second_of_two_joining_nodes_does_not_come_back) {
+  cluster c;
+  logs_on_failure guard{c};
+  const std::vector<std::string> window = {"--warm-window", "600000"};  // (see writes_after_a_join)
+  auto ns = start_cluster(c, 2, 1, 5000ms, window);
+  auto keys = make_keys("twojoin-", 2000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  auto first = owners_of(*ns[0], keys);
+  node_options o;
+  o.join.push_back(ns[0]->rpc_port);
+  o.extra_args = window;
+  ns.push_back(&c.start("n3", o));
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  auto second = owners_of(*ns[0], keys);
+  o.join = {ns[2]->rpc_port};
+  ns.push_back(&c.start("n4", o));
+  auto& n4 = *ns[3];
+  BOOST_REQUIRE(
+      wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3", "n4"}); }, 5000ms, 50ms));
+  auto last = owners_of(*ns[0], keys);
+  std::vector<std::string> moved;  // n1's or n2's, then n3's, now n4's
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (second[i].at(0).at("name") == "n3" && last[i].at(0).at("name") == "n4" &&
+        first[i].at(0).at("name") != "n3")
+      moved.push_back(keys[i]);
+  report(std::to_string(moved.size()) + " of " + std::to_string(keys.size()) +
+         " keys went to n3, then to n4");
+  BOOST_REQUIRE_GE(moved.size(), 20u);
+  const size_t deleted = moved.size() / 2;
+  {
+    mc_client m(n4.port, 5s);
+    size_t ok = 0;
+    for (size_t i = 0; i < deleted; ++i) {
+      m.send_all("delete " + moved[i] + "\r\n");
+      auto line = m.read_line();
+      ok += line == "DELETED";
+      if (line != "DELETED" && i < 3)
+        BOOST_TEST_MESSAGE("delete " << moved[i] << " through n4: " << line);
+    }
+    report("deletes through n4 that found the item: " + std::to_string(ok) + " of " +
+           std::to_string(deleted));
+    BOOST_CHECK_EQUAL(ok, deleted);
+  }
+  std::vector<std::string> gone(moved.begin(), moved.begin() + static_cast<long>(deleted));
+  for (auto* n : ns) {
+    auto r = read_all(n->port, gone);
+    BOOST_CHECK_MESSAGE(r.hits + r.wrong == 0, "through " << n->name << ": " << r.hits + r.wrong
+                                                          << " deleted keys read again");
+  }
+  // The others (not deleted) still warm through the older members.
+  std::vector<std::string> kept(moved.begin() + static_cast<long>(deleted), moved.end());
+  auto r = read_all(ns[0]->port, kept);
+  BOOST_CHECK_EQUAL(r.wrong, 0u);
+  BOOST_CHECK_EQUAL(r.hits, kept.size());
+}
+
+// --------------------------------------------------------------------------------------------
 // After a join, writes to keys the new owner has not warmed yet act on the item the client
 // knew, as reads do: a delete deletes it (and it does not warm back), touch/gat/incr/append
 // and cas find it (with its CAS), an add is refused, and a write made while a read warms the
