@@ -139,15 +139,22 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
     const std::string* source = source_at(cv, hash, pos, erase, &id);
     if (!source || (missed && *source == *missed))
       continue;  // the node that missed is the one that owned it then
-    bool skip = dead_in(cv.ring.get(), *source);
-    for (size_t e = 0; e < pos && !skip; ++e) {
+    bool named = false;  // asked already (or about to be)
+    for (size_t e = 0; e < pos && !named; ++e) {
       cluster::ring::member_id unused = 0;
-      const std::string* named = source_at(cv, hash, e, erase, &unused);
-      skip = (named && *named == *source) ||
-             (e < d * ranks && e % ranks == 0 && dead_in(cv.past[e / ranks].ring.get(), *source));
+      const std::string* n = source_at(cv, hash, e, erase, &unused);
+      named = n && *n == *source;
     }
-    if (skip)
+    if (named)
       continue;
+    bool dead = dead_in(cv.ring.get(), *source);
+    for (size_t e = 0; e < d && !dead; ++e)
+      dead = dead_in(cv.past[e].ring.get(), *source);
+    if (dead) {
+      if (erase)
+        continue;  // nothing to delete there (or nothing reachable): the older ones still
+      return {};   // what it held is lost; an older owner's copy may be older than it
+    }
     warm_from w;
     w.depth = static_cast<uint8_t>(d);
     w.id = id;

@@ -117,9 +117,10 @@ struct warm_from {
 /// also the next erase_ranks - 1 owners clockwise); from rt.warm_next on, inside the ring's
 /// window, the first whose node
 ///  - is not the node that missed (rt.owner),
-///  - was not named at an earlier position (asked already, or about to be),
-///  - and is not dead in the current ring or a newer past one (a node declared dead since
-///    lost what it held, or missed the deletes meanwhile).
+///  - and was not named at an earlier position (asked already, or about to be).
+/// A node dead in the current ring or a newer past one (declared dead since: it lost what it
+/// held, or missed the writes meanwhile) ends a read's search (an older owner's copy may be
+/// older than what it held); a delete skips it.
 /// The connection sets rt.warm_next = next and asks the next source after a miss there, so
 /// a key moved by several ring changes inside the window (a rolling restart, two joins) is
 /// still found where it was. `unavailable` when no source is left, or the ring changed since

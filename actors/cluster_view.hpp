@@ -33,11 +33,12 @@ struct past_ring {
   std::vector<std::string> clients;  // by member id of `ring` (links)
   int64_t warm_until_ms = 0;         // steady-clock ms: end of its warming window
   /// Live owners of a key (clockwise, first included) that a delete inside the window reaches
-  /// in this ring; reads ask only the first. 1, except in the ring a node took as its previous
-  /// one when it joined (max_erase_ranks): nodes that joined just before it may not have
-  /// warmed their keys yet, and would then owe them to the next owners clockwise, which this
-  /// node never knew as their owners. (Only deletes go there: with R = 1 such a node may also
-  /// hold a copy left from long before, which a delete since never reached.)
+  /// in this ring; reads ask only the first. R (each copy the ring placed: another member's
+  /// chain may name a replica as a primary), up to max_erase_ranks; that many in the ring a
+  /// node took as its previous one when it joined: nodes that joined just before it may not
+  /// have warmed their keys yet, and would then owe them to the next owners clockwise, which
+  /// this node never knew as their owners. (Only deletes go there: with R = 1 such a node may
+  /// also hold a copy left from long before, which a delete since never reached.)
   uint8_t erase_ranks = 1;
   static constexpr uint8_t max_erase_ranks = 4;
 };

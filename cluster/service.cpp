@@ -1521,11 +1521,15 @@ void service::impl::rebuild(bool force) {
   // restart, two joins) are still found where they were.
   const auto now = static_cast<int64_t>(now_ms());
   const auto until = now + static_cast<int64_t>(cfg.warm_window_ms);
+  // A delete inside the window reaches every copy a past ring placed (its first R owners),
+  // and in a joining node's first ring more (actors::past_ring::erase_ranks).
+  const auto copies = static_cast<uint8_t>(
+      std::min<uint32_t>(std::max<uint32_t>(cfg.replicas, 1), actors::past_ring::max_erase_ranks));
   if (joined_from) {  // same members, same ids: the same peers and links
     view->past.push_back({joined_from, view->peers, view->clients, until,
                           actors::past_ring::max_erase_ranks});
   } else if (view_) {
-    view->past.push_back({view_->ring, view_->peers, view_->clients, until});
+    view->past.push_back({view_->ring, view_->peers, view_->clients, until, copies});
     for (const auto& past : view_->past)
       if (now < past.warm_until_ms && view->past.size() < actors::cluster_view::max_past)
         view->past.push_back(past);

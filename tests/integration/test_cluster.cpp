@@ -1213,6 +1213,152 @@ BOOST_AUTO_TEST_CASE(a_delete_through_the_second_of_two_joining_nodes_does_not_c
 }
 
 // --------------------------------------------------------------------------------------------
+// Two joins in a row, and the newer previous owner does not answer: n3 joins, a client
+// overwrites keys that moved to n3, n4 joins and takes them, and n3 stops answering (SIGSTOP;
+// long SWIM timeouts keep it alive in every view). A read through n1 misses at n4 and asks n3,
+// which times out: it answers a miss, not the overwritten value the owner before n3 still holds.
+BOOST_AUTO_TEST_CASE(an_unanswered_warm_read_does_not_fall_back_to_an_older_value) {
+  cluster c;
+  logs_on_failure guard{c};
+  const std::vector<std::string> args = {"--warm-window", "600000", "--rpc-timeout", "300",
+                                         "--swim-suspicion-timeout", "20000"};
+  auto ns = start_cluster(c, 2, 1, 5000ms, args);
+  auto keys = make_keys("stale-", 2000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());  // the old values
+  node_options o;
+  o.join.push_back(ns[0]->rpc_port);
+  o.extra_args = args;
+  ns.push_back(&c.start("n3", o));
+  auto& n3 = *ns[2];
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  auto second = owners_of(*ns[0], keys);
+  std::vector<std::string> at_n3;
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (second[i].at(0).at("name") == "n3")
+      at_n3.push_back(keys[i]);
+  {
+    mc_client m(ns[0]->port, 5s);  // the new values, stored at n3
+    std::vector<std::pair<std::string, std::string>> kv;
+    for (auto& k : at_n3)
+      kv.emplace_back(k, "new-" + k);
+    for (auto& r : m.set_pipelined(kv))
+      BOOST_REQUIRE_EQUAL(r, "STORED");
+  }
+  ns.push_back(&c.start("n4", o));
+  BOOST_REQUIRE(
+      wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3", "n4"}); }, 5000ms, 50ms));
+  auto last = owners_of(*ns[0], at_n3);
+  std::vector<std::string> moved;  // overwritten at n3, now n4's (not warmed yet)
+  for (size_t i = 0; i < at_n3.size(); ++i)
+    if (last[i].at(0).at("name") == "n4")
+      moved.push_back(at_n3[i]);
+  report(std::to_string(moved.size()) + " overwritten keys went from n3 to n4");
+  BOOST_REQUIRE_GE(moved.size(), 10u);
+  moved.resize(std::min<size_t>(moved.size(), 20));
+
+  BOOST_REQUIRE(stop_node(n3.pid));
+  size_t old_values = 0, new_values = 0, misses = 0;
+  {
+    mc_client m(ns[0]->port, 10s);
+    for (auto& k : moved) {
+      m.send_all("get " + k + "\r\n");
+      auto line = m.read_line();
+      if (line == "END") {
+        ++misses;
+        continue;
+      }
+      auto value = m.read_line();
+      BOOST_REQUIRE_EQUAL(m.read_line(), "END");
+      (value == "new-" + k ? new_values : old_values) += 1;
+    }
+  }
+  ::kill(n3.pid, SIGCONT);
+  report("reads through n1 with n3 stopped: " + std::to_string(misses) + " misses, " +
+         std::to_string(old_values) + " old values, " + std::to_string(new_values) +
+         " new values");
+  BOOST_CHECK_EQUAL(old_values, 0u);
+  // Once n3 answers again, the new values are warmed from it.
+  auto r = wait_until(
+      [&] {
+        mc_client m(ns[0]->port, 5s);
+        auto got = m.get_pipelined(moved);
+        for (size_t i = 0; i < moved.size(); ++i)
+          if (!got[i] || *got[i] != "new-" + moved[i])
+            return false;
+        return true;
+      },
+      5000ms, 100ms);
+  BOOST_CHECK_MESSAGE(r, "the new values were not read back once n3 answered again");
+
+  // n3 crashes: what it held is lost, and the others' older copies are not served instead.
+  std::vector<std::string> rest;
+  for (size_t i = 0; i < at_n3.size(); ++i)
+    if (last[i].at(0).at("name") == "n4" &&
+        std::find(moved.begin(), moved.end(), at_n3[i]) == moved.end())
+      rest.push_back(at_n3[i]);
+  c.kill9(n3);
+  BOOST_REQUIRE(wait_until([&] { return member_states(ns[0]->rpc_port)["n3"] == "dead"; },
+                           30000ms, 50ms));
+  size_t stale = 0;
+  {
+    mc_client m(ns[0]->port, 10s);
+    auto got = m.get_pipelined(rest);
+    for (size_t i = 0; i < rest.size(); ++i)
+      stale += got[i] && *got[i] != "new-" + rest[i];
+  }
+  report("after n3's crash, " + std::to_string(stale) + " of " + std::to_string(rest.size()) +
+         " of its keys read as the older value");
+  BOOST_CHECK_EQUAL(stale, 0u);
+}
+
+// --------------------------------------------------------------------------------------------
+// R = 2: after a join, a key's old second owner (n1) is no longer an owner but keeps its copy.
+// A delete through n1 (at the primary, n2, replicated to the new second owner, n3) removes that
+// copy too, so a read that misses and warms from an earlier ring (n2's first ring, of n1
+// alone) finds nothing to bring back. (It came back once: the delete reached only the past
+// rings' primaries.)
+BOOST_AUTO_TEST_CASE(a_delete_inside_the_window_removes_every_copy_a_past_ring_placed) {
+  cluster c;
+  logs_on_failure guard{c};
+  const std::vector<std::string> window = {"--warm-window", "600000"};  // (see writes_after_a_join)
+  auto ns = start_cluster(c, 2, 2, 5000ms, window);
+  auto keys = make_keys("r2del-", 300);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  BOOST_REQUIRE(wait_until(
+    [&] { return stat_of(*ns[0], "curr_items") == 300 && stat_of(*ns[1], "curr_items") == 300; },
+    3000ms, 50ms));
+  node_options o;
+  o.join.push_back(ns[0]->rpc_port);
+  o.replicas = 2;
+  o.extra_args = window;
+  ns.push_back(&c.start("n3", o));
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  auto now = owners_of(*ns[0], keys);
+  std::vector<std::string> moved;  // owners n2, n3 now: n1 holds a copy it no longer owns
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (now[i].at(0).at("name") == "n2" && now[i].at(1).at("name") == "n3")
+      moved.push_back(keys[i]);
+  report(std::to_string(moved.size()) + " keys now owned by n2, n3");
+  BOOST_REQUIRE_GE(moved.size(), 10u);
+  const long n1_before = stat_of(*ns[0], "curr_items");
+  {
+    mc_client m(ns[0]->port, 5s);
+    for (auto& k : moved) {
+      m.send_all("delete " + k + "\r\n");
+      BOOST_CHECK_EQUAL(m.read_line(), "DELETED");
+    }
+  }
+  report("n1 curr_items " + std::to_string(n1_before) + " before the deletes, " +
+         std::to_string(stat_of(*ns[0], "curr_items")) + " after");
+  BOOST_CHECK_EQUAL(n1_before - stat_of(*ns[0], "curr_items"), static_cast<long>(moved.size()));
+  for (auto* n : ns) {
+    auto r = read_all(n->port, moved);
+    BOOST_CHECK_MESSAGE(r.hits + r.wrong == 0, "through " << n->name << ": " << r.hits + r.wrong
+                                                          << " deleted keys read again");
+  }
+}
+
+// --------------------------------------------------------------------------------------------
 // After a join, writes to keys the new owner has not warmed yet act on the item the client
 // knew, as reads do: a delete deletes it (and it does not warm back), touch/gat/incr/append
 // and cas find it (with its CAS), an add is refused, and a write made while a read warms the
