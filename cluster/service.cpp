@@ -1528,6 +1528,12 @@ void service::impl::rebuild(bool force) {
   if (joined_from) {  // same members, same ids: the same peers and links
     view->past.push_back({joined_from, view->peers, view->clients, until,
                           actors::past_ring::max_erase_ranks});
+    // Then the ring of this node alone it held before: a node that served alone (the first
+    // node of a cluster) and was joined keeps what it stored then, and the keys the newcomer
+    // took are found here. (A restarted node's own shards hold nothing older than the
+    // others': what it recovered is current, or was dropped when it learned it was dead.)
+    if (view_ && view_->ring)
+      view->past.push_back({view_->ring, view_->peers, view_->clients, until, copies});
   } else if (view_) {
     view->past.push_back({view_->ring, view_->peers, view_->clients, until, copies});
     for (const auto& past : view_->past)

@@ -1089,6 +1089,39 @@ BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
 }
 
 // --------------------------------------------------------------------------------------------
+// A node that served alone is joined by a second: the keys the newcomer took warm from the
+// first node through either node. (Through the first they missed once: its first view with
+// another member took as the ring before it that view without itself, the newcomer alone.)
+BOOST_AUTO_TEST_CASE(a_single_node_joined_by_a_second_warms_through_both) {
+  cluster c;
+  logs_on_failure guard{c};
+  const std::vector<std::string> window = {"--warm-window", "600000"};  // (see writes_after_a_join)
+  auto ns = start_cluster(c, 1, 1, 5000ms, window);
+  auto keys = make_keys("alone-", 1000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  node_options o;
+  o.join.push_back(ns[0]->rpc_port);
+  o.extra_args = window;
+  ns.push_back(&c.start("n2", o));
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2"}); }, 5000ms, 50ms));
+  auto owners = owners_of(*ns[0], keys);
+  std::vector<std::string> moved[2];  // read through n1, through n2
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (owners[i].at(0).at("name") == "n2")
+      moved[moved[0].size() <= moved[1].size() ? 0 : 1].push_back(keys[i]);
+  report(std::to_string(moved[0].size() + moved[1].size()) + " of " +
+         std::to_string(keys.size()) + " keys went to n2");
+  BOOST_REQUIRE_GE(moved[0].size(), 50u);
+  for (int i = 0; i < 2; ++i) {
+    auto r = read_all(ns[i]->port, moved[i]);
+    report("read through " + ns[i]->name + ": " + std::to_string(r.hits) + " of " +
+           std::to_string(moved[i].size()) + " hits");
+    BOOST_CHECK_EQUAL(r.wrong, 0u);
+    BOOST_CHECK_EQUAL(r.hits, moved[i].size());
+  }
+}
+
+// --------------------------------------------------------------------------------------------
 // A rolling restart: n1 restarts (the others serve its keys meanwhile), and before its reads
 // warmed them back another member crashes. The keys n3 held while n1 was away are n1's in both
 // of the last two rings: n1 misses them, and its previous ring names n1 itself as their owner.
