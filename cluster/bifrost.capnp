@@ -45,6 +45,16 @@ struct SwimMessage {
   members @6 :List(MemberInfo);
   fromAddress @7 :Text;     # sender's RPC address: answers go there
   to @8 :Text;              # receiver's name; empty when unknown (a join sent to a seed)
+  pastRings @9 :List(PastRing);  # joinReply: the sender's rings still warmed from, newest first
+}
+
+# A placement a member still warms from (actors/cluster_view.hpp, past_ring), as a join reply
+# hands it to the joining node: the members it was built from (state alive or dead), and how
+# long its warming window still runs at the sender.
+struct PastRing {
+  members @0 :List(MemberInfo);
+  remainingMs @1 :UInt64;
+  eraseRanks @2 :UInt8;
 }
 
 # storage/ops.hpp, field for field.

@@ -282,6 +282,16 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   std::shared_ptr<const ring> ring_;
   uint64_t epoch = 0;
   bool seen_others = false;  // a view with another live member was built (rebuild)
+  // The past rings a seed's join reply handed over (newest first), for this node's first
+  // view with others (rebuild): it warms from them as the seed does.
+  struct handed_ring {
+    std::vector<ring_member> members;
+    uint64_t until_ms = 0;
+    uint8_t erase_ranks = 1;
+  };
+  std::vector<handed_ring> handed_past;
+  void hand_past(rpc::SwimMessage::Builder reply) const;
+  void take_past(rpc::SwimMessage::Reader reply);
   uint64_t declared_gone_seen = 0;  // members.stats().declared_gone_at_start when handled
   bool duplicate_reported = false;  // on_fatal called for a name held by another node
   bool mismatch_reported = false;   // on_fatal called for a peer with another --replicas
@@ -572,10 +582,14 @@ protected:
     if (refused_ || !from_rpc(context.getParams().getMsg(), m) || core_.stopping)
       return kj::READY_NOW;
     auto out = core_.members.on_message(m, now_ms());
-    // The first answer to the caller travels back as the reply.
+    // The first answer to the caller travels back as the reply (a join's, with the rings this
+    // node still warms from).
     for (auto it = out.send.begin(); it != out.send.end(); ++it) {
       if (!m.from_address.empty() && it->to_address == m.from_address) {
-        to_rpc(it->msg, context.getResults().initReply());
+        auto reply = context.getResults().initReply();
+        to_rpc(it->msg, reply);
+        if (it->msg.kind == message_kind::join_reply)
+          core_.hand_past(reply);
         out.send.erase(it);
         break;
       }
@@ -1436,8 +1450,11 @@ void service::impl::send_swim(const std::string& addr, message&& m) {
                     if (!r.hasReply() || stopping)
                       return;
                     message reply;
-                    if (from_rpc(r.getReply(), reply))
+                    if (from_rpc(r.getReply(), reply)) {
+                      if (reply.kind == message_kind::join_reply)
+                        take_past(r.getReply());
                       on_swim_reply(std::move(reply));
+                    }
                   })
                   .catch_([](kj::Exception&&) {});  // SWIM tolerates loss
   auto limit = timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS);
@@ -1465,6 +1482,52 @@ caf::actor service::impl::peer_for(const std::string& name) {
   auto a = loop.system().spawn<peer_actor>(loop_ref, this, name);
   peer_by_name.emplace(name, a);
   return a;
+}
+
+void service::impl::hand_past(rpc::SwimMessage::Builder reply) const {
+  if (!view_ || view_->past.empty())
+    return;
+  const auto now = static_cast<int64_t>(now_ms());
+  size_t n = 0;
+  while (n < view_->past.size() && now < view_->past[n].warm_until_ms)
+    ++n;
+  auto list = reply.initPastRings(static_cast<unsigned>(n));
+  for (size_t i = 0; i < n; ++i) {
+    const auto& past = view_->past[i];
+    auto b = list[static_cast<unsigned>(i)];
+    b.setRemainingMs(static_cast<uint64_t>(past.warm_until_ms - now));
+    b.setEraseRanks(past.erase_ranks);
+    const auto& ms = past.ring->members();
+    auto members = b.initMembers(static_cast<unsigned>(ms.size()));
+    for (size_t j = 0; j < ms.size(); ++j) {
+      auto m = members[static_cast<unsigned>(j)];
+      m.setName(ms[j].name);
+      m.setRpcAddress(ms[j].address);
+      m.setWeight(ms[j].weight);
+      m.setState(ms[j].alive ? rpc::MemberState::ALIVE : rpc::MemberState::DEAD);
+    }
+  }
+}
+
+void service::impl::take_past(rpc::SwimMessage::Reader reply) {
+  if (seen_others || !reply.hasPastRings())
+    return;  // (only a node's first view with others takes them)
+  handed_past.clear();
+  const auto now = now_ms();
+  for (auto r : reply.getPastRings()) {
+    if (handed_past.size() >= actors::cluster_view::max_past)
+      break;
+    handed_ring h;
+    h.until_ms = now + std::min<uint64_t>(r.getRemainingMs(), cfg.warm_window_ms);
+    h.erase_ranks = static_cast<uint8_t>(
+        std::clamp<unsigned>(r.getEraseRanks(), 1, actors::past_ring::max_erase_ranks));
+    for (auto m : r.getMembers())
+      h.members.push_back(ring_member{m.getName(), m.getRpcAddress(), m.getWeight(),
+                                      m.getState() != rpc::MemberState::DEAD});
+    std::sort(h.members.begin(), h.members.end(),
+              [](const ring_member& a, const ring_member& b) { return a.name < b.name; });
+    handed_past.push_back(std::move(h));
+  }
 }
 
 void service::impl::rebuild(bool force) {
@@ -1532,8 +1595,25 @@ void service::impl::rebuild(bool force) {
     // node of a cluster) and was joined keeps what it stored then, and the keys the newcomer
     // took are found here. (A restarted node's own shards hold nothing older than the
     // others': what it recovered is current, or was dropped when it learned it was dead.)
-    if (view_ && view_->ring)
-      view->past.push_back({view_->ring, view_->peers, view_->clients, until, copies});
+    // The rings the seed still warms from (its join reply): the nodes that joined just before
+    // this one may not have warmed their keys yet, and their previous owners are named there.
+    for (auto& h : handed_past) {
+      if (static_cast<int64_t>(h.until_ms) <= now ||
+          view->past.size() + 1 >= actors::cluster_view::max_past)
+        continue;
+      auto r = ring::build(std::move(h.members), ++epoch);
+      std::vector<caf::actor> ps(r->size());
+      for (ring::member_id id = 0; id < r->size(); ++id)
+        if (r->member(id).name != cfg.node_name && r->member(id).alive)
+          ps[id] = peer_for(r->member(id).name);
+      auto cs = clients_of(*r);
+      view->past.push_back({std::move(r), std::move(ps), std::move(cs),
+                            static_cast<int64_t>(h.until_ms), h.erase_ranks});
+    }
+    handed_past.clear();
+    if (view_ && view_->ring)  // (windows end in chain order: no later than the one before)
+      view->past.push_back({view_->ring, view_->peers, view_->clients,
+                            std::min(until, view->past.back().warm_until_ms), copies});
   } else if (view_) {
     view->past.push_back({view_->ring, view_->peers, view_->clients, until, copies});
     for (const auto& past : view_->past)

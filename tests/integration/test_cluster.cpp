@@ -1184,11 +1184,13 @@ BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_across_two_ring_changes) {
 
 // --------------------------------------------------------------------------------------------
 // Two joins in a row: n3 joins n1, n2, and n4 joins right after (knowing n3 from the start).
-// A key n1 or n2 held, then n3's (not warmed there yet), is now n4's. A delete of it through n4
-// finds the item where it is (n4's first ring names n3, which has nothing yet; the next owner
-// clockwise, the one before n3 joined, has it) and deletes it there, so it answers DELETED
-// and no read through any node warms it back. (It once answered NOT_FOUND, and the older
-// members, which warm from both rings before, then served the deleted value again.)
+// A key n1 or n2 held, then n3's (not warmed there yet), is now n4's. Through n4 itself:
+//  - a delete finds the item where it is (n3 has nothing yet; the owner before n3 joined has
+//    it) and deletes it there, so it answers DELETED and no read through any node warms it
+//    back (it once answered NOT_FOUND, and the older members, which warm from both rings
+//    before, then served the deleted value again);
+//  - an add is refused and a read hits: n4's seed hands over the rings it warms from in its
+//    join reply (n4 once knew only the ring without itself, which names n3: both missed).
 BOOST_AUTO_TEST_CASE(a_delete_through_the_second_of_two_joining_nodes_does_not_come_back) {
   cluster c;
   logs_on_failure guard{c};
@@ -1238,9 +1240,23 @@ BOOST_AUTO_TEST_CASE(a_delete_through_the_second_of_two_joining_nodes_does_not_c
     BOOST_CHECK_MESSAGE(r.hits + r.wrong == 0, "through " << n->name << ": " << r.hits + r.wrong
                                                           << " deleted keys read again");
   }
-  // The others (not deleted) still warm through the older members.
+  // The others (not deleted): an add through n4 finds the item (NOT_STORED), and reads
+  // through n4 warm them (n4's first view came with the rings n3's seed warmed from).
   std::vector<std::string> kept(moved.begin() + static_cast<long>(deleted), moved.end());
-  auto r = read_all(ns[0]->port, kept);
+  {
+    mc_client m(n4.port, 5s);
+    size_t refused = 0;
+    for (size_t i = 0; i < kept.size(); i += 2) {
+      m.send_all("add " + kept[i] + " 0 0 1\r\nx\r\n");
+      refused += m.read_line() == "NOT_STORED";
+    }
+    report("adds through n4 refused: " + std::to_string(refused) + " of " +
+           std::to_string((kept.size() + 1) / 2));
+    BOOST_CHECK_EQUAL(refused, (kept.size() + 1) / 2);
+  }
+  auto r = read_all(n4.port, kept);
+  report("read through n4: " + std::to_string(r.hits) + " of " + std::to_string(kept.size()) +
+         " hits");
   BOOST_CHECK_EQUAL(r.wrong, 0u);
   BOOST_CHECK_EQUAL(r.hits, kept.size());
 }
