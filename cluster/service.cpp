@@ -1521,9 +1521,20 @@ void service::impl::take_past(rpc::SwimMessage::Reader reply) {
     h.until_ms = now + std::min<uint64_t>(r.getRemainingMs(), cfg.warm_window_ms);
     h.erase_ranks = static_cast<uint8_t>(
         std::clamp<unsigned>(r.getEraseRanks(), 1, actors::past_ring::max_erase_ranks));
-    for (auto m : r.getMembers())
+    // Checked as membership checks a member record (cluster/membership.hpp): a ring with a
+    // member it would refuse, or with more members than the reply itself lists, is not taken.
+    bool ok = r.getMembers().size() <= std::max<size_t>(reply.getMembers().size(), 1) + 64;
+    for (auto m : r.getMembers()) {
+      ok = ok && m.getName().size() > 0 && m.getName().size() <= k_max_member_name &&
+           m.getRpcAddress().size() <= k_max_member_address &&
+           m.getWeight() <= k_max_member_weight;
+      if (!ok)
+        break;
       h.members.push_back(ring_member{m.getName(), m.getRpcAddress(), m.getWeight(),
                                       m.getState() != rpc::MemberState::DEAD});
+    }
+    if (!ok)
+      continue;
     std::sort(h.members.begin(), h.members.end(),
               [](const ring_member& a, const ring_member& b) { return a.name < b.name; });
     handed_past.push_back(std::move(h));
