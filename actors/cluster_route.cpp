@@ -147,11 +147,10 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
     }
     if (named)
       continue;
-    // (Not this node: a joining node's first ring has it dead, for the others served its keys
-    // without it; its own shards are what it kept, read at no cost.)
-    bool dead = *source != cv.self_name && dead_in(cv.ring.get(), *source);
-    for (size_t e = 0; e < d && !dead && *source != cv.self_name; ++e)
-      dead = dead_in(cv.past[e].ring.get(), *source);
+    // (Not a member a ring has dead only because it was joining: past_ring::joining.)
+    bool dead = dead_in(cv.ring.get(), *source);
+    for (size_t e = 0; e < d && !dead; ++e)
+      dead = *source != cv.past[e].joining && dead_in(cv.past[e].ring.get(), *source);
     if (dead) {
       if (erase)
         continue;  // nothing to delete there (or nothing reachable): the older ones still

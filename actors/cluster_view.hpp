@@ -41,6 +41,9 @@ struct past_ring {
   /// also hold a copy left from long before, which a delete since never reached.)
   uint8_t erase_ranks = 1;
   static constexpr uint8_t max_erase_ranks = 4;
+  /// A member this ring has dead only because it was joining (a node's first ring with others
+  /// is the others' without itself): not taken for dead when an older ring names it.
+  std::string joining = {};
 };
 
 struct cluster_view {

@@ -55,6 +55,7 @@ struct PastRing {
   members @0 :List(MemberInfo);
   remainingMs @1 :UInt64;
   eraseRanks @2 :UInt8;
+  joining @3 :Text;         # a member it has dead only because it was joining (the sender)
 }
 
 # storage/ops.hpp, field for field.

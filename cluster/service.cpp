@@ -288,6 +288,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     std::vector<ring_member> members;
     uint64_t until_ms = 0;
     uint8_t erase_ranks = 1;
+    std::string joining;
   };
   std::vector<handed_ring> handed_past;
   void hand_past(rpc::SwimMessage::Builder reply) const;
@@ -1497,6 +1498,7 @@ void service::impl::hand_past(rpc::SwimMessage::Builder reply) const {
     auto b = list[static_cast<unsigned>(i)];
     b.setRemainingMs(static_cast<uint64_t>(past.warm_until_ms - now));
     b.setEraseRanks(past.erase_ranks);
+    b.setJoining(past.joining);
     const auto& ms = past.ring->members();
     auto members = b.initMembers(static_cast<unsigned>(ms.size()));
     for (size_t j = 0; j < ms.size(); ++j) {
@@ -1521,6 +1523,8 @@ void service::impl::take_past(rpc::SwimMessage::Reader reply) {
     h.until_ms = now + std::min<uint64_t>(r.getRemainingMs(), cfg.warm_window_ms);
     h.erase_ranks = static_cast<uint8_t>(
         std::clamp<unsigned>(r.getEraseRanks(), 1, actors::past_ring::max_erase_ranks));
+    if (r.getJoining().size() <= k_max_member_name)
+      h.joining = r.getJoining();
     // Checked as membership checks a member record (cluster/membership.hpp): a ring with a
     // member it would refuse, or with more members than the reply itself lists, is not taken.
     bool ok = r.getMembers().size() <= std::max<size_t>(reply.getMembers().size(), 1) + 64;
@@ -1601,11 +1605,7 @@ void service::impl::rebuild(bool force) {
       std::min<uint32_t>(std::max<uint32_t>(cfg.replicas, 1), actors::past_ring::max_erase_ranks));
   if (joined_from) {  // same members, same ids: the same peers and links
     view->past.push_back({joined_from, view->peers, view->clients, until,
-                          actors::past_ring::max_erase_ranks});
-    // Then the ring of this node alone it held before: a node that served alone (the first
-    // node of a cluster) and was joined keeps what it stored then, and the keys the newcomer
-    // took are found here. (A restarted node's own shards hold nothing older than the
-    // others': what it recovered is current, or was dropped when it learned it was dead.)
+                          actors::past_ring::max_erase_ranks, cfg.node_name});
     // The rings the seed still warms from (its join reply): the nodes that joined just before
     // this one may not have warmed their keys yet, and their previous owners are named there.
     for (auto& h : handed_past) {
@@ -1619,10 +1619,15 @@ void service::impl::rebuild(bool force) {
           ps[id] = peer_for(r->member(id).name);
       auto cs = clients_of(*r);
       view->past.push_back({std::move(r), std::move(ps), std::move(cs),
-                            static_cast<int64_t>(h.until_ms), h.erase_ranks});
+                            static_cast<int64_t>(h.until_ms), h.erase_ranks,
+                            std::move(h.joining)});
     }
     handed_past.clear();
-    if (view_ && view_->ring)  // (windows end in chain order: no later than the one before)
+    // Then, on the first node of a cluster (no --join: it served alone, and was joined), the
+    // ring of itself alone it held before: the keys the newcomer took are in its own shards.
+    // (Not on a node that joins: a restarted one may hold, from --data-dir, old copies of
+    // keys it does not own, which deletes at their owners never reached.)
+    if (cfg.join.empty() && view_ && view_->ring)  // (window: no later than the one before)
       view->past.push_back({view_->ring, view_->peers, view_->clients,
                             std::min(until, view->past.back().warm_until_ms), copies});
   } else if (view_) {

@@ -9,8 +9,10 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace bifrost;
@@ -92,16 +94,25 @@ std::string key_owned_by(const cluster_view& v, const std::vector<std::string>& 
   return {};
 }
 
+// A key whose primary in each view is the name given with it.
+std::string key_with_primaries(
+    std::initializer_list<std::pair<const cluster_view*, const char*>> steps) {
+  for (int i = 0; i < 100000; ++i) {
+    std::string k = "key-" + std::to_string(i);
+    bool all = true;
+    for (const auto& [v, name] : steps)
+      all = all && owners(*v, k).front() == name;
+    if (all)
+      return k;
+  }
+  BOOST_FAIL("no key with the wanted primaries");
+  return {};
+}
+
 // A key whose primary was `before` in `a` and is `after` in `b`.
 std::string key_moved(const cluster_view& a, const std::string& before, const cluster_view& b,
                       const std::string& after) {
-  for (int i = 0; i < 100000; ++i) {
-    std::string k = "key-" + std::to_string(i);
-    if (owners(a, k).front() == before && owners(b, k).front() == after)
-      return k;
-  }
-  BOOST_FAIL("no key moved from " << before << " to " << after);
-  return {};
+  return key_with_primaries({{&a, before.c_str()}, {&b, after.c_str()}});
 }
 
 // n4 joins n1..n3 (seen from n1, warming window until 1000): a key n2 owned is now n4's,
@@ -313,14 +324,7 @@ BOOST_AUTO_TEST_CASE(two_joins_inside_the_window_warm_from_each_past_primary_in_
   auto v2 = vs.make("n1", {"n1", "n2", "n3"}, 2, v1, 1000);
   auto v3 = vs.make("n1", {"n1", "n2", "n3", "n4"}, 3, v2, 2000);
   BOOST_REQUIRE_EQUAL(v3->past.size(), 2u);
-  std::string k;
-  for (int i = 0; i < 100000 && k.empty(); ++i) {
-    std::string c = "key-" + std::to_string(i);
-    if (owners(*v1, c).front() == "n2" && owners(*v2, c).front() == "n3" &&
-        owners(*v3, c).front() == "n4")
-      k = c;
-  }
-  BOOST_REQUIRE(!k.empty());
+  auto k = key_with_primaries({{v1.get(), "n2"}, {v2.get(), "n3"}, {v3.get(), "n4"}});
   op_route rt;
   BOOST_REQUIRE(place(*v3, h(k), rt) == placement::peer);
   auto st = status::miss;
@@ -345,14 +349,7 @@ BOOST_AUTO_TEST_CASE(two_joins_inside_the_window_warm_from_each_past_primary_in_
   BOOST_CHECK(warm_source(*v3, h(k), rt, 2000).where == placement::unavailable);
 
   // A key n2 owned through both joins (now n4's) is asked of n2 once, not twice.
-  std::string kept;
-  for (int i = 0; i < 100000 && kept.empty(); ++i) {
-    std::string c = "key-" + std::to_string(i);
-    if (owners(*v1, c).front() == "n2" && owners(*v2, c).front() == "n2" &&
-        owners(*v3, c).front() == "n4")
-      kept = c;
-  }
-  BOOST_REQUIRE(!kept.empty());
+  auto kept = key_with_primaries({{v1.get(), "n2"}, {v2.get(), "n2"}, {v3.get(), "n4"}});
   op_route rk;
   place(*v3, h(kept), rk);
   w = warm_source(*v3, h(kept), rk, 500);
@@ -372,14 +369,7 @@ BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_from_where_the_key_was_while_the_no
   auto back = vs.make("n1", {"n1", "n2", "n3"}, 3, away, 2000);
   auto last = vs.make("n1", {"n1", "n3"}, 4, back, 3000);
   BOOST_REQUIRE_EQUAL(last->past.size(), 3u);
-  std::string k;
-  for (int i = 0; i < 100000 && k.empty(); ++i) {
-    std::string c = "key-" + std::to_string(i);
-    if (owners(*away, c).front() == "n3" && owners(*back, c).front() == "n1" &&
-        owners(*last, c).front() == "n1")
-      k = c;
-  }
-  BOOST_REQUIRE(!k.empty());
+  auto k = key_with_primaries({{away.get(), "n3"}, {back.get(), "n1"}, {last.get(), "n1"}});
   op_route rt;
   BOOST_REQUIRE(place(*last, h(k), rt) == placement::local);
   auto st = status::miss;
@@ -410,14 +400,7 @@ BOOST_AUTO_TEST_CASE(a_node_dead_in_a_newer_ring_is_not_asked) {
   v2->ring = dead_n2(*v2, 2);
   v3->past[0].ring = v2->ring;
   v3->ring = dead_n2(*v3, 3);
-  std::string k;
-  for (int i = 0; i < 100000 && k.empty(); ++i) {
-    std::string c = "key-" + std::to_string(i);
-    if (owners(*v1, c).front() == "n2" && owners(*v2, c).front() == "n3" &&
-        owners(*v3, c).front() == "n4")
-      k = c;
-  }
-  BOOST_REQUIRE(!k.empty());
+  auto k = key_with_primaries({{v1.get(), "n2"}, {v2.get(), "n3"}, {v3.get(), "n4"}});
   op_route rt;
   BOOST_REQUIRE(place(*v3, h(k), rt) == placement::peer);
   auto w = warm_source(*v3, h(k), rt, 500);
@@ -443,14 +426,8 @@ BOOST_AUTO_TEST_CASE(a_read_does_not_look_past_a_newer_owner_that_died) {
   for (auto& m : ms)
     m.alive = m.name != "n3";
   v4->ring = cluster::ring::build(ms, 4);
-  std::string k;
-  for (int i = 0; i < 100000 && k.empty(); ++i) {
-    std::string c = "key-" + std::to_string(i);
-    if (owners(*v1, c).front() == "n1" && owners(*v2, c).front() == "n3" &&
-        owners(*v3, c).front() == "n4" && owners(*v4, c).front() == "n4")
-      k = c;
-  }
-  BOOST_REQUIRE(!k.empty());
+  auto k = key_with_primaries(
+      {{v1.get(), "n1"}, {v2.get(), "n3"}, {v3.get(), "n4"}, {v4.get(), "n4"}});
   op_route rt;
   BOOST_REQUIRE(place(*v4, h(k), rt) == placement::peer);
   // past: ring 3 (n4: the node that missed), ring 2 (n3: dead now), ring 1 (n1).
@@ -477,14 +454,7 @@ BOOST_AUTO_TEST_CASE(a_joining_node_deletes_at_the_next_owners_of_its_first_ring
   auto now = vs.make("n4", {"n1", "n2", "n3", "n4"}, 3);
   now->past.push_back({joined->ring, joined->peers, joined->clients, 1000,
                        past_ring::max_erase_ranks});
-  std::string k;
-  for (int i = 0; i < 100000 && k.empty(); ++i) {
-    std::string c = "key-" + std::to_string(i);
-    if (owners(*before, c).front() == "n1" && owners(*joined, c).front() == "n3" &&
-        owners(*now, c).front() == "n4")
-      k = c;
-  }
-  BOOST_REQUIRE(!k.empty());
+  auto k = key_with_primaries({{before.get(), "n1"}, {joined.get(), "n3"}, {now.get(), "n4"}});
   op_route rt;
   BOOST_REQUIRE(place(*now, h(k), rt) == placement::local);
   auto w = warm_source(*now, h(k), rt, 0);
