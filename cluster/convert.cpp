@@ -251,6 +251,13 @@ void to_rpc(const member_info& i, rpc::MemberInfo::Builder b) {
   b.setWeight(i.weight);
 }
 
+void to_rpc(const ring_member& m, rpc::MemberInfo::Builder b) {
+  b.setName(m.name);
+  b.setRpcAddress(m.address);
+  b.setWeight(m.weight);
+  b.setState(m.alive ? rpc::MemberState::ALIVE : rpc::MemberState::DEAD);
+}
+
 member_update from_rpc(rpc::MemberInfo::Reader r) {
   member_update u;
   u.name = to_string(r.getName());

@@ -7,6 +7,7 @@
 
 #include "cluster/bifrost.capnp.h"
 #include "cluster/membership.hpp"
+#include "cluster/ring.hpp"
 #include "storage/ops.hpp"
 
 #include <capnp/message.h>
@@ -119,6 +120,9 @@ member_state from_rpc(rpc::MemberState s);
 void to_rpc(const member_update& u, rpc::MemberInfo::Builder b);
 member_update from_rpc(rpc::MemberInfo::Reader r);
 void to_rpc(const member_info& i, rpc::MemberInfo::Builder b);
+/// A ring's member (name, RPC address, weight; state alive or dead), for a member record this
+/// node does not have (ring queries, a join reply's past rings).
+void to_rpc(const ring_member& m, rpc::MemberInfo::Builder b);
 
 void to_rpc(const message& m, rpc::SwimMessage::Builder b);
 /// False when the message has a kind this node does not understand (it is then dropped).

@@ -717,14 +717,10 @@ protected:
     auto list = r.initOwners(static_cast<unsigned>(owners.size()));
     for (size_t i = 0; i < owners.size(); ++i) {
       auto b = list[static_cast<unsigned>(i)];
-      if (auto* m = core_.members.find(owners[i]->name)) {
+      if (auto* m = core_.members.find(owners[i]->name))
         to_rpc(*m, b);
-      } else {
-        b.setName(owners[i]->name);
-        b.setRpcAddress(owners[i]->address);
-        b.setWeight(owners[i]->weight);
-        b.setState(owners[i]->alive ? rpc::MemberState::ALIVE : rpc::MemberState::DEAD);
-      }
+      else
+        to_rpc(*owners[i], b);
     }
     return kj::READY_NOW;
   }
@@ -1501,13 +1497,8 @@ void service::impl::hand_past(rpc::SwimMessage::Builder reply) const {
     b.setJoining(past.joining);
     const auto& ms = past.ring->members();
     auto members = b.initMembers(static_cast<unsigned>(ms.size()));
-    for (size_t j = 0; j < ms.size(); ++j) {
-      auto m = members[static_cast<unsigned>(j)];
-      m.setName(ms[j].name);
-      m.setRpcAddress(ms[j].address);
-      m.setWeight(ms[j].weight);
-      m.setState(ms[j].alive ? rpc::MemberState::ALIVE : rpc::MemberState::DEAD);
-    }
+    for (size_t j = 0; j < ms.size(); ++j)
+      to_rpc(ms[j], members[static_cast<unsigned>(j)]);
   }
 }
 
@@ -1525,17 +1516,16 @@ void service::impl::take_past(rpc::SwimMessage::Reader reply) {
         std::clamp<unsigned>(r.getEraseRanks(), 1, actors::past_ring::max_erase_ranks));
     if (r.getJoining().size() <= k_max_member_name)
       h.joining = r.getJoining();
-    // Checked as membership checks a member record (cluster/membership.hpp): a ring with a
-    // member it would refuse, or with more members than the reply itself lists, is not taken.
+    // Checked as membership checks a member record (valid_update): a ring with a member it
+    // would refuse, or with more members than the reply itself lists, is not taken.
     bool ok = r.getMembers().size() <= std::max<size_t>(reply.getMembers().size(), 1) + 64;
     for (auto m : r.getMembers()) {
-      ok = ok && m.getName().size() > 0 && m.getName().size() <= k_max_member_name &&
-           m.getRpcAddress().size() <= k_max_member_address &&
-           m.getWeight() <= k_max_member_weight;
+      auto u = from_rpc(m);
+      ok = ok && valid_update(u);
       if (!ok)
         break;
-      h.members.push_back(ring_member{m.getName(), m.getRpcAddress(), m.getWeight(),
-                                      m.getState() != rpc::MemberState::DEAD});
+      h.members.push_back(ring_member{std::move(u.name), std::move(u.address), u.weight,
+                                      u.state != member_state::dead});
     }
     if (!ok)
       continue;
