@@ -247,6 +247,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void rebuild(bool force = false);
   /// By member id of `r`: the memcached address data links dial ("" for self and the dead).
   std::vector<std::string> clients_of(const ring& r);
+  /// By member id of `r`: the peer actor of each live member (null for self and the dead).
+  std::vector<caf::actor> peers_of(const ring& r);
   /// Hands `view` to the replicator and the route table.
   void publish(std::shared_ptr<actors::cluster_view> view);
   caf::actor peer_for(const std::string& name);
@@ -1571,12 +1573,7 @@ void service::impl::rebuild(bool force) {
     }
   }
   auto next = ring::build(std::move(rm), ++epoch);
-  std::vector<caf::actor> peers(next->size());
-  for (ring::member_id id = 0; id < next->size(); ++id) {
-    auto& m = next->member(id);
-    if (m.name != cfg.node_name && m.alive)
-      peers[id] = peer_for(m.name);
-  }
+  auto peers = peers_of(*next);
   auto view = std::make_shared<actors::cluster_view>();
   view->ring = next;
   view->peers = std::move(peers);
@@ -1603,10 +1600,7 @@ void service::impl::rebuild(bool force) {
           view->past.size() + 1 >= actors::cluster_view::max_past)
         continue;
       auto r = ring::build(std::move(h.members), ++epoch);
-      std::vector<caf::actor> ps(r->size());
-      for (ring::member_id id = 0; id < r->size(); ++id)
-        if (r->member(id).name != cfg.node_name && r->member(id).alive)
-          ps[id] = peer_for(r->member(id).name);
+      auto ps = peers_of(*r);
       auto cs = clients_of(*r);
       view->past.push_back({std::move(r), std::move(ps), std::move(cs),
                             static_cast<int64_t>(h.until_ms), h.erase_ranks,
@@ -1630,6 +1624,16 @@ void service::impl::rebuild(bool force) {
   view->self = ring_self();
   view->self_name = cfg.node_name;
   publish(std::move(view));
+}
+
+std::vector<caf::actor> service::impl::peers_of(const ring& r) {
+  std::vector<caf::actor> peers(r.size());
+  for (ring::member_id id = 0; id < r.size(); ++id) {
+    auto& m = r.member(id);
+    if (m.name != cfg.node_name && m.alive)
+      peers[id] = peer_for(m.name);
+  }
+  return peers;
 }
 
 std::vector<std::string> service::impl::clients_of(const ring& r) {
