@@ -781,10 +781,8 @@ private:
     // replicated when they finished).
     for (auto& w : waiting_replies_) {
       reg_->pinned -= w.pinned;
-      if (auto it = calls_.find(w.call); it != calls_.end()) {
-        reserved_ -= it->second.reserve;
-        calls_.erase(it);
-      }
+      if (auto it = calls_.find(w.call); it != calls_.end())
+        finish(it);  // (no reply: the socket is closed)
     }
     waiting_replies_.clear();
     account();

@@ -38,8 +38,9 @@
 //   - Links are spawned on first use. A ring change does not end them (a member that left
 //     still serves until it exits), but a link whose member (at that address) is in neither
 //     the new ring nor a past one still warmed from (cluster_view::past) is retired: it
-//     quits once it has had nothing to do for retire_idle_ms (10 s) — so a cluster whose members come and go under new names or
-//     addresses does not keep one link per member it ever saw. A later lookup spawns anew.
+//     quits once it has had nothing to do for retire_idle_ms (10 s) — so a cluster whose
+//     members come and go under new names or addresses does not keep one link per member it
+//     ever saw. A later lookup spawns anew.
 // Server side — `link_session`, a loop actor per accepted link: a connection on the memcached
 // port whose first bytes are a link hello is handed over (actors/connection.cpp). It executes
 // each call's ops on the local shards and answers with a LinkReply; writes of origin client
