@@ -47,6 +47,11 @@ std::string fmt(double v, int prec = 3) {
 
 std::string value_for(const std::string& key) { return "val:" + key + ":0123456789abcdef"; }
 
+// --warm-window for the tests that check warming: their checks must run inside the window,
+// and on a loaded machine under ASan the default 30 s could close first (writes_after_a_join
+// once failed so, when finding its moved keys took 30-50 s, one bifrostctl run per key).
+const std::vector<std::string> long_warm_window = {"--warm-window", "600000"};
+
 std::vector<std::string> make_keys(const std::string& prefix, size_t n) {
   std::vector<std::string> v;
   v.reserve(n);
@@ -215,11 +220,10 @@ std::vector<node*> start_cluster(cluster& c, int count, int replicas,
   return ns;
 }
 
-// n1 and n2 with R = 2 and a long warming window (see writes_after_a_join), `keys` set through
+// n1 and n2 with R = 2 and a long warming window (long_warm_window), `keys` set through
 // n1 and stored on both, then n3 joins (the same flags): the three nodes.
 std::vector<node*> r2_pair_joined_by_n3(cluster& c, const std::vector<std::string>& keys) {
-  const std::vector<std::string> window = {"--warm-window", "600000"};
-  auto ns = start_cluster(c, 2, 2, 5000ms, window);
+  auto ns = start_cluster(c, 2, 2, 5000ms, long_warm_window);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   const long n = static_cast<long>(keys.size());
   BOOST_REQUIRE(wait_until(
@@ -228,7 +232,7 @@ std::vector<node*> r2_pair_joined_by_n3(cluster& c, const std::vector<std::strin
   node_options o;
   o.join.push_back(ns[0]->rpc_port);
   o.replicas = 2;
-  o.extra_args = window;
+  o.extra_args = long_warm_window;
   ns.push_back(&c.start("n3", o));
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
   return ns;
@@ -1117,13 +1121,12 @@ BOOST_AUTO_TEST_CASE(restart_rejoins_and_warms) {
 BOOST_AUTO_TEST_CASE(a_single_node_joined_by_a_second_warms_through_both) {
   cluster c;
   logs_on_failure guard{c};
-  const std::vector<std::string> window = {"--warm-window", "600000"};  // (see writes_after_a_join)
-  auto ns = start_cluster(c, 1, 1, 5000ms, window);
+  auto ns = start_cluster(c, 1, 1, 5000ms, long_warm_window);
   auto keys = make_keys("alone-", 1500);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   node_options o;
   o.join.push_back(ns[0]->rpc_port);
-  o.extra_args = window;
+  o.extra_args = long_warm_window;
   ns.push_back(&c.start("n2", o));
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2"}); }, 5000ms, 50ms));
   auto owners = owners_of(*ns[0], keys);
@@ -1166,8 +1169,7 @@ BOOST_AUTO_TEST_CASE(a_single_node_joined_by_a_second_warms_through_both) {
 BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_across_two_ring_changes) {
   cluster c;
   logs_on_failure guard{c};
-  const std::vector<std::string> window = {"--warm-window", "600000"};  // (see writes_after_a_join)
-  auto ns = start_cluster(c, 3, 1, 5000ms, window);
+  auto ns = start_cluster(c, 3, 1, 5000ms, long_warm_window);
   auto& n1 = *ns[0];
   auto& n2 = *ns[1];
   auto& n3 = *ns[2];
@@ -1179,7 +1181,7 @@ BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_across_two_ring_changes) {
 
   node_options o;
   o.join.push_back(n2.rpc_port);
-  o.extra_args = window;
+  o.extra_args = long_warm_window;
   c.restart(n1, o);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
   auto back = owners_of(n2, keys);
@@ -1230,14 +1232,13 @@ BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_across_two_ring_changes) {
 BOOST_AUTO_TEST_CASE(a_delete_through_the_second_of_two_joining_nodes_does_not_come_back) {
   cluster c;
   logs_on_failure guard{c};
-  const std::vector<std::string> window = {"--warm-window", "600000"};  // (see writes_after_a_join)
-  auto ns = start_cluster(c, 2, 1, 5000ms, window);
+  auto ns = start_cluster(c, 2, 1, 5000ms, long_warm_window);
   auto keys = make_keys("twojoin-", 2000);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   auto first = owners_of(*ns[0], keys);
   node_options o;
   o.join.push_back(ns[0]->rpc_port);
-  o.extra_args = window;
+  o.extra_args = long_warm_window;
   ns.push_back(&c.start("n3", o));
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
   auto second = owners_of(*ns[0], keys);
@@ -1305,8 +1306,8 @@ BOOST_AUTO_TEST_CASE(a_delete_through_the_second_of_two_joining_nodes_does_not_c
 BOOST_AUTO_TEST_CASE(an_unanswered_warm_read_does_not_fall_back_to_an_older_value) {
   cluster c;
   logs_on_failure guard{c};
-  const std::vector<std::string> args = {"--warm-window", "600000", "--rpc-timeout", "300",
-                                         "--swim-suspicion-timeout", "20000"};
+  auto args = long_warm_window;
+  args.insert(args.end(), {"--rpc-timeout", "300", "--swim-suspicion-timeout", "20000"});
   auto ns = start_cluster(c, 2, 1, 5000ms, args);
   auto keys = make_keys("stale-", 2000);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());  // the old values
@@ -1443,10 +1444,8 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
   cluster c;
   logs_on_failure guard{c};
   // Every check below runs inside the warming window, which each node opens when it sees n3
-  // join; finding the 75 moved keys alone takes ~225 bifrostctl runs (18 s under ASan on a
-  // quiet machine, 30-50 s on a loaded one), so the default 30 s window could close first.
-  const std::vector<std::string> window = {"--warm-window", "600000"};
-  auto ns = start_cluster(c, 2, 1, 5000ms, window);
+  // join (long_warm_window).
+  auto ns = start_cluster(c, 2, 1, 5000ms, long_warm_window);
   auto keys = make_keys("wk-", 400);
   auto& one = one_line;
   std::map<std::string, std::string> cas_of;
@@ -1464,7 +1463,7 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
   }
   node_options o3;
   o3.join = {ns[0]->rpc_port};
-  o3.extra_args = window;
+  o3.extra_args = long_warm_window;
   auto t_join = clock_type::now();
   auto& n3 = c.start("n3", o3);
   ns.push_back(&n3);
