@@ -220,6 +220,24 @@ std::vector<node*> start_cluster(cluster& c, int count, int replicas,
   return ns;
 }
 
+// Starts `name` (R = `replicas`, bifrostd flags `args`) joining `seed`, adds it to `ns`, and
+// waits until every node of `ns` sees all of them alive.
+node& join_node(cluster& c, std::vector<node*>& ns, const std::string& name, const node& seed,
+                const std::vector<std::string>& args, int replicas = 1) {
+  node_options o;
+  o.join.push_back(seed.rpc_port);
+  o.replicas = replicas;
+  o.extra_args = args;
+  ns.push_back(&c.start(name, o));
+  std::vector<std::string> names;
+  for (auto* n : ns)
+    names.push_back(n->name);
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return all_see_alive(ns, names); }, 5000ms, 50ms),
+                        name << " joined, but not every node sees all of " << ns.size()
+                             << " alive");
+  return *ns.back();
+}
+
 // n1 and n2 with R = 2 and a long warming window (long_warm_window), `keys` set through
 // n1 and stored on both, then n3 joins (the same flags): the three nodes.
 std::vector<node*> r2_pair_joined_by_n3(cluster& c, const std::vector<std::string>& keys) {
@@ -229,12 +247,7 @@ std::vector<node*> r2_pair_joined_by_n3(cluster& c, const std::vector<std::strin
   BOOST_REQUIRE(wait_until(
     [&] { return stat_of(*ns[0], "curr_items") == n && stat_of(*ns[1], "curr_items") == n; },
     3000ms, 50ms));
-  node_options o;
-  o.join.push_back(ns[0]->rpc_port);
-  o.replicas = 2;
-  o.extra_args = long_warm_window;
-  ns.push_back(&c.start("n3", o));
-  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  join_node(c, ns, "n3", *ns[0], long_warm_window, 2);
   return ns;
 }
 
@@ -1124,11 +1137,7 @@ BOOST_AUTO_TEST_CASE(a_single_node_joined_by_a_second_warms_through_both) {
   auto ns = start_cluster(c, 1, 1, 5000ms, long_warm_window);
   auto keys = make_keys("alone-", 1500);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
-  node_options o;
-  o.join.push_back(ns[0]->rpc_port);
-  o.extra_args = long_warm_window;
-  ns.push_back(&c.start("n2", o));
-  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2"}); }, 5000ms, 50ms));
+  join_node(c, ns, "n2", *ns[0], long_warm_window);
   auto owners = owners_of(*ns[0], keys);
   std::vector<std::string> moved[3];  // read through n1, through n2, not read
   size_t n = 0;
@@ -1145,8 +1154,7 @@ BOOST_AUTO_TEST_CASE(a_single_node_joined_by_a_second_warms_through_both) {
     BOOST_CHECK_EQUAL(r.hits, moved[i].size());
   }
 
-  ns.push_back(&c.start("n3", o));
-  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  join_node(c, ns, "n3", *ns[0], long_warm_window);
   auto now = owners_of(*ns[0], moved[2]);
   std::vector<std::string> third;  // n1's, then n2's (never warmed there), now n3's
   for (size_t i = 0; i < moved[2].size(); ++i)
@@ -1236,17 +1244,9 @@ BOOST_AUTO_TEST_CASE(a_delete_through_the_second_of_two_joining_nodes_does_not_c
   auto keys = make_keys("twojoin-", 2000);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   auto first = owners_of(*ns[0], keys);
-  node_options o;
-  o.join.push_back(ns[0]->rpc_port);
-  o.extra_args = long_warm_window;
-  ns.push_back(&c.start("n3", o));
-  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  join_node(c, ns, "n3", *ns[0], long_warm_window);
   auto second = owners_of(*ns[0], keys);
-  o.join = {ns[2]->rpc_port};
-  ns.push_back(&c.start("n4", o));
-  auto& n4 = *ns[3];
-  BOOST_REQUIRE(
-      wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3", "n4"}); }, 5000ms, 50ms));
+  auto& n4 = join_node(c, ns, "n4", *ns[2], long_warm_window);
   auto last = owners_of(*ns[0], keys);
   std::vector<std::string> moved;  // n1's or n2's, then n3's, now n4's
   for (size_t i = 0; i < keys.size(); ++i)
@@ -1311,12 +1311,7 @@ BOOST_AUTO_TEST_CASE(an_unanswered_warm_read_does_not_fall_back_to_an_older_valu
   auto ns = start_cluster(c, 2, 1, 5000ms, args);
   auto keys = make_keys("stale-", 2000);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());  // the old values
-  node_options o;
-  o.join.push_back(ns[0]->rpc_port);
-  o.extra_args = args;
-  ns.push_back(&c.start("n3", o));
-  auto& n3 = *ns[2];
-  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  auto& n3 = join_node(c, ns, "n3", *ns[0], args);
   auto second = owners_of(*ns[0], keys);
   std::vector<std::string> at_n3;
   for (size_t i = 0; i < keys.size(); ++i)
@@ -1330,9 +1325,7 @@ BOOST_AUTO_TEST_CASE(an_unanswered_warm_read_does_not_fall_back_to_an_older_valu
     for (auto& r : m.set_pipelined(kv))
       BOOST_REQUIRE_EQUAL(r, "STORED");
   }
-  ns.push_back(&c.start("n4", o));
-  BOOST_REQUIRE(
-      wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3", "n4"}); }, 5000ms, 50ms));
+  join_node(c, ns, "n4", *ns[0], args);
   auto last = owners_of(*ns[0], at_n3);
   std::vector<std::string> moved;  // overwritten at n3, now n4's (not warmed yet)
   for (size_t i = 0; i < at_n3.size(); ++i)
@@ -2080,11 +2073,7 @@ BOOST_AUTO_TEST_CASE(data_links_carry_forwarded_ops_and_fall_back_to_rpc) {
   logs_on_failure guard{c};
   // n3 serves no links: n1 and n2 must reach it by RPC.
   auto ns = start_cluster(c, 2, 1);
-  node_options o;
-  o.join.push_back(ns[0]->rpc_port);
-  o.extra_args = {"--cluster-links", "off"};
-  ns.push_back(&c.start("n3", o));
-  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  join_node(c, ns, "n3", *ns[0], {"--cluster-links", "off"});
 
   auto keys = make_keys("link-", 3000);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
