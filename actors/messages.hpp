@@ -27,6 +27,10 @@ using result_atom = caf::atom_constant<caf::atom("result")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 /// (sweep_atom): internal timer of a shard; reclaims expired items
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+/// (prune_atom, cluster_view_ptr) from the route table: with a view (a ring, no warming window
+/// left), drop in the background the items whose keys this node does not own in it; with
+/// null, stop dropping (a new ring: its warming reads the copies)
+using prune_atom = caf::atom_constant<caf::atom("prune")>;
 
 // -- route table (actors/route_table.hpp) ------------------------------------------------------
 /// (subscribe_atom, actor) -> the subscriber receives (routes_atom, route_snapshot_ptr) now

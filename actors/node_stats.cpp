@@ -107,6 +107,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   stat(out, "storage_segment_bytes", sh.segment_bytes);
   stat(out, "recovered_items", sh.recovered_items);
   stat(out, "recovery_skipped", sh.recovery_skipped);
+  counter("cluster_pruned_items", sh.pruned);
   counter("sendfile_bytes", sum(node, &loop_counters::sendfile_bytes));
   counter("cluster_link_calls_sent", sum(node, &loop_counters::link_calls_sent));
   counter("cluster_link_ops_sent", sum(node, &loop_counters::link_ops_sent));

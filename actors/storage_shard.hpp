@@ -7,6 +7,11 @@
 //   (stats_atom)                -> storage::shard_stats (request/response)
 //   (stats_atom, tag)           the sender receives (stats_atom, tag, shard_stats)
 //   (sweep_atom)                internal, every `sweep_interval`: bounded expiry sweep
+//   (prune_atom, cluster_view_ptr)  with a view: drops the items whose keys this node is not
+//                               among the first R live owners of in the view's ring, 4096
+//                               index slots per turn (other mail runs in between); with null:
+//                               stops. The route table sends it before the view's snapshot, so
+//                               every op routed by a newer view finds the drop stopped.
 // Ownership: the actor owns the shard; pinned slices in results keep segments alive on
 // whatever thread holds them.
 #pragma once
@@ -14,6 +19,7 @@
 #include "storage/shard.hpp"
 
 #include "actors/loop_actor.hpp"
+#include "cluster/ring.hpp"
 
 #include <chrono>
 #include <memory>
@@ -30,8 +36,17 @@ public:
   const char* name() const override { return "storage_shard"; }
 
 private:
+  static constexpr uint32_t max_prune_replicas = 16;  // --replicas is 1..16
+  void prune_step(uint64_t gen);
+
   std::unique_ptr<storage::shard> shard_;
   std::chrono::milliseconds sweep_interval_;
+  // The running prune: the ring it keeps the owned keys of, this node's id in it, R; a step
+  // message whose generation is not prune_gen_ belongs to a pass stopped or restarted since.
+  std::shared_ptr<const cluster::ring> prune_ring_;
+  cluster::ring::member_id prune_self_ = 0;
+  uint32_t prune_replicas_ = 1;
+  uint64_t prune_gen_ = 0;
 };
 
 } // namespace bifrost::actors

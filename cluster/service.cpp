@@ -245,6 +245,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void on_swim_reply(message&& m) { handle(members.on_message(m, now_ms())); }
   kj::Promise<void> tick_loop();
   void rebuild(bool force = false);
+  void end_windows();
   /// By member id of `r`: the memcached address data links dial ("" for self and the dead).
   std::vector<std::string> clients_of(const ring& r);
   /// By member id of `r`: the peer actor of each live member (null for self and the dead).
@@ -1467,6 +1468,7 @@ kj::Promise<void> service::impl::tick_loop() {
   return timer.afterDelay(delay * kj::MILLISECONDS).then([this] {
     try {
       handle(members.tick(now_ms()));
+      end_windows();
     } catch (const std::exception& e) {  // e.g. bad_alloc building a ring: keep probing
       std::fprintf(stderr, "bifrost cluster: membership tick: %s\n", e.what());
     }
@@ -1623,6 +1625,25 @@ void service::impl::rebuild(bool force) {
   ring_ = next;
   view->self = ring_self();
   view->self_name = cfg.node_name;
+  publish(std::move(view));
+}
+
+// A past ring whose warming window ended leaves the view: the view is published again without
+// it (checked at every membership tick). With none left, writes no longer delete copies at
+// past owners (actors/connection.cpp, drop_past_copies), data links to members of no ring
+// retire, and the shards drop the items of keys this node does not own (route_table.cpp).
+void service::impl::end_windows() {
+  if (!view_ || view_->past.empty())
+    return;
+  // From the first ended window on (warming stops there: actors::warm_source), so the rings
+  // kept stay at the positions ops in flight refer to.
+  const auto now = static_cast<int64_t>(now_ms());
+  auto first = std::find_if(view_->past.begin(), view_->past.end(),
+                            [now](const actors::past_ring& p) { return now >= p.warm_until_ms; });
+  if (first == view_->past.end())
+    return;
+  auto view = std::make_shared<actors::cluster_view>(*view_);
+  view->past.resize(static_cast<size_t>(first - view_->past.begin()));
   publish(std::move(view));
 }
 

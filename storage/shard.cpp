@@ -146,6 +146,7 @@ shard_stats& shard_stats::operator+=(const shard_stats& o) {
   expired_unfetched += o.expired_unfetched;
   evicted_unfetched += o.evicted_unfetched;
   reclaimed += o.reclaimed;
+  pruned += o.pruned;
   segments += o.segments;
   segment_bytes += o.segment_bytes;
   index_bytes += o.index_bytes;
@@ -279,6 +280,8 @@ struct shard::impl {
   const hash_key index_key = hash_key::random();  // secret per shard: storage/keyed_hash.hpp
   uint32_t flush_at = 0;  // pending delayed flush_all (absolute seconds), 0 = none
   size_t sweep_cursor = 0;
+  size_t prune_cursor = 0;    // next index slot prune() looks at
+  size_t prune_capacity = 0;  // the index capacity that cursor refers to
   std::string dir;  // shard directory; empty: memfd segments
   std::string last_error;
 
@@ -1258,6 +1261,36 @@ size_t shard::sweep(size_t max_items) {
     ++m.sweep_cursor;
   }
   return reclaimed;
+}
+
+void shard::begin_prune() {
+  impl_->prune_cursor = 0;
+  impl_->prune_capacity = impl_->idx.capacity();
+}
+
+shard::prune_progress shard::prune(const std::function<bool(std::string_view key)>& drop,
+                                   size_t max_slots) {
+  impl& m = *impl_;
+  prune_progress p;
+  if (m.prune_capacity != m.idx.capacity()) {  // resized since: entries moved, look at all
+    m.prune_cursor = 0;
+    m.prune_capacity = m.idx.capacity();
+  }
+  for (size_t visited = 0; visited < max_slots && m.prune_cursor < m.idx.capacity(); ++visited) {
+    const entry& e = m.idx.at(m.prune_cursor);
+    if (!e.empty()) {
+      const record_header* r = m.hdr(e);
+      if (drop(std::string_view(r->key(), r->key_len))) {
+        m.remove_at(m.prune_cursor);  // a follower may move into this slot: look again
+        ++m.st.pruned;
+        ++p.dropped;
+        continue;
+      }
+    }
+    ++m.prune_cursor;
+  }
+  p.done = m.prune_cursor >= m.idx.capacity();
+  return p;
 }
 
 const shard_stats& shard::stats() const {

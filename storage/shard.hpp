@@ -100,6 +100,7 @@ struct shard_stats {
   uint64_t cas_hits = 0, cas_misses = 0, cas_badval = 0;
   uint64_t recovered_items = 0;   // items rebuilt from the data directory at open()
   uint64_t recovery_skipped = 0;  // torn or corrupt records skipped at open()
+  uint64_t pruned = 0;            // items prune() dropped (keys a cluster node no longer owns)
 
   shard_stats& operator+=(const shard_stats& o);
 };
@@ -162,6 +163,20 @@ public:
   /// stopped). Also applies a delayed flush_all whose time has come. Returns the number of
   /// items reclaimed.
   size_t sweep(size_t max_items = 4096);
+
+  /// Drops, in bounded steps, the live items whose key `drop` selects (a cluster node's
+  /// copies of keys it no longer owns once its warming windows ended: actors/storage_shard.hpp).
+  /// begin_prune() starts a pass over the whole index; each prune() visits at most
+  /// `max_slots` index slots, resuming where the last call stopped (from the first slot again
+  /// when the index was resized meanwhile, which moves entries), and says when every slot was
+  /// visited. A dropped item is gone as a deleted one is (also from the data directory).
+  struct prune_progress {
+    size_t dropped = 0;
+    bool done = false;
+  };
+  void begin_prune();
+  prune_progress prune(const std::function<bool(std::string_view key)>& drop,
+                       size_t max_slots = 4096);
 
   const shard_stats& stats() const;
   const shard_config& config() const;

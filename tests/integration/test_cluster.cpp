@@ -1391,6 +1391,67 @@ BOOST_AUTO_TEST_CASE(an_unanswered_warm_read_does_not_fall_back_to_an_older_valu
 }
 
 // --------------------------------------------------------------------------------------------
+// Once the warming windows end, a node drops its copies of keys it no longer owns (nobody reads
+// them any more), so a later change of owners back to it cannot serve them: n3 joins (window
+// 1.5 s), the window ends, the moved keys are overwritten at n3 (no past owner is written to
+// now), and n3 crashes: n1 and n2 miss those keys instead of answering their older values.
+BOOST_AUTO_TEST_CASE(after_the_window_a_node_drops_the_keys_it_no_longer_owns) {
+  cluster c;
+  logs_on_failure guard{c};
+  const std::vector<std::string> args = {"--warm-window", "1500"};
+  auto ns = start_cluster(c, 2, 1, 5000ms, args);
+  auto keys = make_keys("drop-", 1500);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  auto& n3 = join_node(c, ns, "n3", *ns[0], args);
+  auto now = owners_of(*ns[0], keys);
+  std::vector<std::string> at_n3;
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (now[i].at(0).at("name") == "n3")
+      at_n3.push_back(keys[i]);
+  BOOST_REQUIRE_GE(at_n3.size(), 100u);
+  const long moved = static_cast<long>(at_n3.size());
+  auto pruned = [&] {
+    return stat_of(*ns[0], "cluster_pruned_items") + stat_of(*ns[1], "cluster_pruned_items");
+  };
+  bool dropped = wait_until([&] { return pruned() >= moved; }, 15000ms, 100ms);
+  report("after the window n1 and n2 dropped " + std::to_string(pruned()) + " copies of the " +
+         std::to_string(moved) + " keys n3 took; they hold " +
+         std::to_string(sum_items({ns[0], ns[1]})) + " items");
+  BOOST_CHECK(dropped);
+  BOOST_CHECK_EQUAL(pruned(), moved);  // no key they own
+  BOOST_CHECK_EQUAL(sum_items({ns[0], ns[1]}), static_cast<long>(keys.size()) - moved);
+  BOOST_CHECK_EQUAL(stat_of(n3, "cluster_pruned_items"), 0);
+  {
+    mc_client m(ns[0]->port, 5s);
+    std::vector<std::pair<std::string, std::string>> kv;
+    for (auto& k : at_n3)
+      kv.emplace_back(k, "new-" + k);
+    for (auto& r : m.set_pipelined(kv))
+      BOOST_REQUIRE_EQUAL(r, "STORED");
+  }
+  c.kill9(n3);
+  BOOST_REQUIRE(wait_until(
+    [&] {
+      return member_states(ns[0]->rpc_port)["n3"] == "dead" &&
+             member_states(ns[1]->rpc_port)["n3"] == "dead";
+    },
+    10000ms, 50ms));
+  for (node* via : {ns[0], ns[1]}) {
+    auto r = read_all(via->port, at_n3);
+    report("after n3's crash, through " + via->name + ": " + std::to_string(r.hits) +
+           " hits, " + std::to_string(r.wrong) + " wrong values");
+    BOOST_CHECK_EQUAL(r.hits + r.wrong, 0u);
+  }
+  // The keys they kept are still served.
+  std::vector<std::string> kept;
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (now[i].at(0).at("name") != "n3")
+      kept.push_back(keys[i]);
+  auto r = read_all(ns[0]->port, kept);
+  BOOST_CHECK_EQUAL(r.hits, kept.size());
+}
+
+// --------------------------------------------------------------------------------------------
 // R = 2: after a join, a key's old second owner (n1) is no longer an owner but keeps its copy.
 // A delete through n1 (at the primary, n2, replicated to the new second owner, n3) removes that
 // copy too, so a read that misses and warms from an earlier ring (n2's first ring, of n1

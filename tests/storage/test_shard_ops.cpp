@@ -433,6 +433,43 @@ BOOST_AUTO_TEST_CASE(sweep_reclaims_expired_with_bounded_work) {
   BOOST_CHECK_EQUAL(value_of(*s, "short0"), "<miss>");
 }
 
+BOOST_AUTO_TEST_CASE(prune_drops_what_it_is_told_in_bounded_steps_and_survives_index_growth) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  auto key = [](int i) { return "k" + std::to_string(i); };
+  for (int i = 0; i < 300; ++i) do_set(*s, key(i), "v" + std::to_string(i));
+  auto odd = [](std::string_view k) { return (k.back() - '0') % 2 == 1; };
+  s->begin_prune();
+  auto first = s->prune(odd, 16);
+  BOOST_CHECK(!first.done);
+  BOOST_CHECK(first.dropped <= 16u);
+  // The index grows between steps (its entries move): the pass starts over, misses none.
+  const size_t cap_before = s->stats().index_bytes;
+  for (int i = 300; i < 5000; ++i) do_set(*s, key(i), "v");
+  BOOST_REQUIRE(s->stats().index_bytes > cap_before);
+  size_t dropped = first.dropped;
+  int steps = 0;
+  for (bool done = false; !done && steps < 100000; ++steps) {
+    auto p = s->prune(odd, 64);
+    BOOST_REQUIRE(p.dropped <= 64u);
+    dropped += p.dropped;
+    done = p.done;
+  }
+  BOOST_CHECK(steps > 1);
+  BOOST_CHECK_EQUAL(dropped, 2500u);
+  BOOST_CHECK_EQUAL(s->stats().pruned, 2500u);
+  BOOST_CHECK_EQUAL(s->stats().curr_items, 2500u);
+  for (int i = 0; i < 5000; ++i)
+    BOOST_CHECK_EQUAL(value_of(*s, key(i)),
+                      i % 2 == 1 ? std::string("<miss>") : (i < 300 ? "v" + std::to_string(i) : "v"));
+  // A pass that selects nothing drops nothing; one that is done stays done.
+  s->begin_prune();
+  auto none = s->prune([](std::string_view) { return false; }, 1u << 20);
+  BOOST_CHECK(none.done);
+  BOOST_CHECK_EQUAL(none.dropped, 0u);
+  BOOST_CHECK(s->prune(odd, 64).done);
+}
+
 BOOST_AUTO_TEST_CASE(flush_immediate) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);

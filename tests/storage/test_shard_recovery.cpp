@@ -455,4 +455,22 @@ BOOST_AUTO_TEST_CASE(open_reports_errors) {
   BOOST_TEST_MESSAGE("open error: " << err);
 }
 
+BOOST_AUTO_TEST_CASE(pruned_items_do_not_come_back_after_a_restart) {
+  temp_dir d;
+  fake_clock clk;
+  const auto cfg = disk_config(d.path);
+  auto key = [](int i) { return "p" + std::to_string(i); };
+  {
+    auto s = open_shard(cfg, clk);
+    for (int i = 0; i < 400; ++i) do_set(*s, key(i), "v");
+    s->begin_prune();
+    while (!s->prune([](std::string_view k) { return k.back() == '7'; }, 50).done) {}
+    BOOST_CHECK_EQUAL(s->stats().pruned, 40u);
+  }
+  auto s = open_shard(cfg, clk);
+  BOOST_CHECK_EQUAL(s->stats().curr_items, 360u);
+  BOOST_CHECK_EQUAL(value_of(*s, key(17)), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, key(18)), "v");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
