@@ -172,4 +172,31 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
   return {};
 }
 
+size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
+                    cluster::ring::member_id* out) noexcept {
+  if (!cv.ring || cv.past.empty())
+    return 0;
+  constexpr size_t k_max_owners = 16;  // --replicas is 1..16
+  cluster::ring::member_id owners[k_max_owners];
+  const size_t r = std::clamp<size_t>(cv.replicas, 1, k_max_owners);
+  const size_t n_owners = cv.ring->live_owner_ids(hash, r, owners);
+  size_t n = 0;
+  for (size_t d = 0; d < cv.past.size() && d < cluster_view::max_past; ++d) {
+    const auto& p = cv.past[d];
+    if (now_ms >= p.warm_until_ms || !p.ring)
+      continue;
+    cluster::ring::member_id was[ranks];
+    const size_t k = p.ring->live_owner_ids(hash, std::min(r, ranks), was);
+    for (size_t i = 0; i < k && n < max_past_holders; ++i) {
+      auto id = cv.ring->find(p.ring->member(was[i]).name);
+      if (!id || !cv.ring->member(*id).alive ||
+          std::find(owners, owners + n_owners, *id) != owners + n_owners ||
+          std::find(out, out + n, *id) != out + n)
+        continue;
+      out[n++] = *id;
+    }
+  }
+  return n;
+}
+
 } // namespace bifrost::actors

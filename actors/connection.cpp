@@ -512,6 +512,39 @@ void connection::send_to_previous(uint64_t seq, uint32_t index, const cluster_vi
   }
 }
 
+// Without this, a key whose owners change back to a node that held it before (the new owner
+// dies or leaves inside the window) would be served from that node's copy: the value a write
+// at the new owner replaced. A delete reaches those copies through its erase chain already.
+// Only the connection that served the write sends these (a data link's or the replicator's
+// ops are some connection's writes, or copies of them).
+void connection::drop_past_copies(const cluster_view& cv, const storage::op& o,
+                                  storage::status st) {
+  if (cv.past.empty() || o.kind == storage::op_kind::remove || !storage::changed_item(o, st))
+    return;
+  const int64_t now = steady_ms();
+  if (!cv.warming(now))
+    return;
+  cluster::ring::member_id ids[max_past_holders];
+  const size_t n = past_holders(cv, cluster::ring::key_hash(o.key), now, ids);
+  for (size_t i = 0; i < n; ++i) {
+    storage::op d;
+    d.kind = storage::op_kind::remove;
+    d.key = o.key;
+    d.counted = false;
+    if (ids[i] == cv.self) {
+      ctx_.dispatch->add_side_effect(local_shard_for(o.key), std::move(d), false);
+      continue;
+    }
+    // As a warm op (origin warm there): the node is no owner of the key, and must not
+    // replicate the delete to those that are.
+    caf::actor link = ctx_.links ? ctx_.links->link_for(cv, ids[i]) : caf::actor();
+    if (link)
+      ctx_.dispatch->add_side_effect(link, std::move(d), true);
+    else if (ids[i] < cv.peers.size() && cv.peers[ids[i]])
+      ctx_.dispatch->add_side_effect(cv.peers[ids[i]], std::move(d), true);
+  }
+}
+
 bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_view& cv,
                                   warm_phase phase) {
   auto& p = pending_[seq - base_seq_];
@@ -706,8 +739,11 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
   if (r.st == storage::status::not_sent)
     r.st = storage::status::unavailable;  // (the node left its cluster view meanwhile)
   p.results[index] = std::move(r);
-  if (index < p.routing.size())
+  if (index < p.routing.size()) {
     p.routing[index].done = true;
+    if (ctx_.routes && ctx_.routes->cluster)
+      drop_past_copies(*ctx_.routes->cluster, p.ops[index], p.results[index].st);
+  }
   if (--p.outstanding == 0)
     request_done(seq, p);
 }

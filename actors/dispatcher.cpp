@@ -44,6 +44,10 @@ void dispatcher::add_own_write(const caf::actor& shard, storage::op&& op) {
   add(shard, own_writes, seq, 0, std::move(op));
 }
 
+void dispatcher::add_side_effect(const caf::actor& dest, storage::op&& op, bool warm) {
+  add(dest, own_writes, next_own_write_++, 0, std::move(op), warm);
+}
+
 void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index,
                      storage::op&& op, bool warm) {
   outgoing* o = nullptr;

@@ -60,6 +60,10 @@ public:
   /// says it changed the item, its key goes to the replicator as an adopted write's does.
   void add_own_write(const caf::actor& shard, storage::op&& op);
 
+  /// An op of the node's own for `dest` whose result nobody waits for (a delete of a copy
+  /// left on a past owner); `warm` as in add().
+  void add_side_effect(const caf::actor& dest, storage::op&& op, bool warm);
+
 private:
   struct ref {
     uint64_t conn;

@@ -573,4 +573,63 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   BOOST_CHECK(!warm_first(*v2, rt, add, 999));
 }
 
+// A write inside the window deletes the key at past_holders(): the past owners that may hold
+// an older copy and are not owners now, so that the key's owners changing back to one of them
+// does not bring the older value back.
+BOOST_AUTO_TEST_CASE(past_holders_are_the_past_owners_that_are_not_owners_now) {
+  views vs;
+  auto v1 = vs.make("n4", {"n1", "n2", "n3"}, 1);
+  auto v2 = vs.make("n4", {"n1", "n2", "n3", "n4"}, 2, v1, 1000);
+  cluster::ring::member_id out[max_past_holders];
+  auto named = [&](const cluster_view& v, const std::string& k, int64_t now) {
+    std::vector<std::string> names;
+    size_t n = past_holders(v, h(k), now, out);
+    for (size_t i = 0; i < n; ++i)
+      names.push_back(name_of(v, out[i]));
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  using names = std::vector<std::string>;
+  // R = 1: a key n2 owned and n4 owns now; n2 may still hold it.
+  v2->replicas = 1;
+  auto moved = key_moved(*v1, "n2", *v2, "n4");
+  BOOST_CHECK(named(*v2, moved, 0) == names{"n2"});
+  BOOST_CHECK(named(*v2, moved, 999) == names{"n2"});
+  BOOST_CHECK(named(*v2, moved, 1000).empty());  // the window ended
+  // A key that stayed where it was: nobody else holds it.
+  auto stayed = key_with_primaries({{v1.get(), "n3"}, {v2.get(), "n3"}});
+  BOOST_CHECK(named(*v2, stayed, 0).empty());
+  // Each past ring placed copies at its first R owners (not the further ones its deletes
+  // reach, erase_ranks).
+  v2->past[0].erase_ranks = 4;
+  auto two = key_owned_by(*v1, {"n2", "n3"});
+  BOOST_CHECK(named(*v2, two, 0) == (owners(*v2, two).front() == "n2" ? names{} : names{"n2"}));
+  // R = 2: both copies it placed; an owner now has the write (as a replica), and is not one.
+  v2->replicas = 2;
+  auto both = key_owned_by(*v1, {"n2", "n3"});
+  auto now_owners = owners(*v2, both);
+  names want;
+  for (const char* n : {"n2", "n3"})
+    if (std::find(now_owners.begin(), now_owners.end(), n) == now_owners.end())
+      want.push_back(n);
+  BOOST_CHECK(named(*v2, both, 0) == want);
+  auto moved2 = key_owned_by(*v2, {"n4", "n2"});
+  for (const auto& n : named(*v2, moved2, 0))
+    BOOST_CHECK(n != "n4" && n != "n2");
+  // A past owner that is no longer a live member (it left, or died) is not written to.
+  auto v3 = vs.make("n4", {"n1", "n3", "n4"}, 3, v2, 2000);
+  v3->replicas = 1;
+  auto gone = key_moved(*v1, "n2", *v3, "n4");
+  for (const auto& n : named(*v3, gone, 0))
+    BOOST_CHECK(n != "n2");
+  // This node is one when it held the key and does not own it now (a client wrote it here,
+  // and the write went to n4): its own copy goes too.
+  auto w1 = vs.make("n2", {"n1", "n2", "n3"}, 1);
+  auto w2 = vs.make("n2", {"n1", "n2", "n3", "n4"}, 2, w1, 1000);
+  w2->replicas = 1;
+  auto mine = key_moved(*w1, "n2", *w2, "n4");
+  BOOST_CHECK(named(*w2, mine, 0) == names{"n2"});
+  BOOST_CHECK_EQUAL(out[0], w2->self);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
