@@ -128,16 +128,18 @@ struct warm_from {
 warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
                       int64_t now_ms, bool erase = false) noexcept;
 
-/// Most nodes past_holders() names (each past ring's first erase_ranks owners).
+/// Most nodes past_holders() names (each past ring's first R owners, R up to max_erase_ranks).
 constexpr size_t max_past_holders = cluster_view::max_past * past_ring::max_erase_ranks;
 
 /// The nodes that may hold an older copy of a key once a write changed it at its owners: for
 /// each past ring inside its window, its first R live owners (the copies it placed; up to
 /// max_erase_ranks), as member ids of cv's current ring, each once, that are alive there and
-/// are not among the key's first R live owners there (those have the write). This node is one when it
-/// is such a past owner (cv.self). The connection that served the write deletes the key there,
-/// so that if the key's owners change back to one of them (the new owner dies, or leaves,
-/// inside the window) it does not serve the value the write replaced.
+/// are not among the key's first R live owners there (those have the write). This node is one
+/// when it is such a past owner (cv.self). The connection that served the write deletes the
+/// key there, so that if the key's owners change back to one of them (the new owner dies, or
+/// leaves, inside the window) it does not serve the value the write replaced. (Not the
+/// further owners a past ring's deletes reach, erase_ranks: copies left from before the
+/// rings in the view are dropped by the shards' prune, actors/storage_shard.hpp.)
 /// Writes `out` (room for max_past_holders); returns the count.
 size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
                     cluster::ring::member_id* out) noexcept;

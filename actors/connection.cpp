@@ -517,20 +517,35 @@ void connection::send_to_previous(uint64_t seq, uint32_t index, const cluster_vi
 // at the new owner replaced. A delete reaches those copies through its erase chain already.
 // Only the connection that served the write sends these (a data link's or the replicator's
 // ops are some connection's writes, or copies of them).
-void connection::drop_past_copies(const cluster_view& cv, const storage::op& o,
-                                  storage::status st) {
+void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
+                                  const storage::op& o, storage::status st) {
   if (cv.past.empty() || o.kind == storage::op_kind::remove || !storage::changed_item(o, st))
     return;
   const int64_t now = steady_ms();
   if (!cv.warming(now))
     return;
+  // The node the write ran at holds the new value: never one to delete at. In the ring it
+  // was placed in it is an owner; when the ring changed since, it may be a past owner now.
+  const std::string* ran_at = nullptr;
+  if (!same_ring(cv, rt)) {
+    if (rt.local)
+      ran_at = &cv.self_name;
+    else if (cv.past[0].ring && cv.past[0].ring->epoch() == rt.epoch &&
+             rt.owner < cv.past[0].ring->size())
+      ran_at = &cv.past[0].ring->member(rt.owner).name;
+    else
+      return;  // (several changes since: where it ran is not known here)
+  }
   cluster::ring::member_id ids[max_past_holders];
   const size_t n = past_holders(cv, cluster::ring::key_hash(o.key), now, ids);
   for (size_t i = 0; i < n; ++i) {
+    if (ran_at && cv.ring->member(ids[i]).name == *ran_at)
+      continue;
     storage::op d;
     d.kind = storage::op_kind::remove;
     d.key = o.key;
     d.counted = false;
+    ctx_.counters->add(ctx_.counters->past_copy_deletes);
     if (ids[i] == cv.self) {
       ctx_.dispatch->add_side_effect(local_shard_for(o.key), std::move(d), false);
       continue;
@@ -742,7 +757,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
   if (index < p.routing.size()) {
     p.routing[index].done = true;
     if (ctx_.routes && ctx_.routes->cluster)
-      drop_past_copies(*ctx_.routes->cluster, p.ops[index], p.results[index].st);
+      drop_past_copies(*ctx_.routes->cluster, p.routing[index], p.ops[index],
+                       p.results[index].st);
   }
   if (--p.outstanding == 0)
     request_done(seq, p);

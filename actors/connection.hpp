@@ -136,10 +136,11 @@ private:
   const caf::actor& local_shard_for(const std::string& key) const;
   /// Sends one op whose reply nobody waits for (a side effect of a request).
   void send_side_effect(const caf::actor& dest, storage::op o);
-  /// After op `o` changed its item at the key's owners (result `st`), inside a warming
-  /// window: deletes the copies that past rings placed on other nodes (past_holders in
-  /// actors/cluster_route.hpp), fire and forget, batched with the loop's other ops.
-  void drop_past_copies(const cluster_view& cv, const storage::op& o, storage::status st);
+  /// After op `o`, placed by `rt`, changed its item at the key's owners (result `st`), inside
+  /// a warming window: deletes the copies that past rings placed on other nodes (past_holders
+  /// in actors/cluster_route.hpp), fire and forget, batched with the loop's other ops.
+  void drop_past_copies(const cluster_view& cv, const op_route& rt, const storage::op& o,
+                        storage::status st);
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
   // Where an op for rt's owner in cv's ring goes: this node's shard for `key`, else the

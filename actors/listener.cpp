@@ -88,6 +88,10 @@ caf::behavior listener::make_behavior() {
   return {
     [this](routes_atom, route_snapshot_ptr& snap) {
       ctx_.routes = std::move(snap);
+      ctx_.counters->warm_rings.store(ctx_.routes && ctx_.routes->cluster
+                                          ? ctx_.routes->cluster->past.size()
+                                          : 0,
+                                      std::memory_order_relaxed);
       if (!polling_ && !stopped_ && uv_poll_init(loop().uv(), &poll_, fd_) == 0) {
         polling_ = true;
         uv_poll_start(&poll_, UV_READABLE, &listener::on_accept);

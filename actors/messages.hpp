@@ -27,9 +27,8 @@ using result_atom = caf::atom_constant<caf::atom("result")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 /// (sweep_atom): internal timer of a shard; reclaims expired items
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
-/// (prune_atom, cluster_view_ptr) from the route table: with a view (a ring, no warming window
-/// left), drop in the background the items whose keys this node does not own in it; with
-/// null, stop dropping (a new ring: its warming reads the copies)
+/// (prune_atom, cluster_view_ptr) from the route table: drop in the background the items whose
+/// keys this node owns in none of the view's rings (current and past); null: stop dropping
 using prune_atom = caf::atom_constant<caf::atom("prune")>;
 
 // -- route table (actors/route_table.hpp) ------------------------------------------------------

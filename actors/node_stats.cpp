@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
@@ -108,6 +109,12 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   stat(out, "recovered_items", sh.recovered_items);
   stat(out, "recovery_skipped", sh.recovery_skipped);
   counter("cluster_pruned_items", sh.pruned);
+  counter("cluster_past_copy_deletes", sum(node, &loop_counters::past_copy_deletes));
+  // (The loops take a new view one after another: the largest count, not their sum.)
+  uint64_t warm_rings = 0;
+  for (const auto& l : node.loops)
+    warm_rings = std::max(warm_rings, l.warm_rings.load(std::memory_order_relaxed));
+  stat(out, "cluster_warm_rings", warm_rings);
   counter("sendfile_bytes", sum(node, &loop_counters::sendfile_bytes));
   counter("cluster_link_calls_sent", sum(node, &loop_counters::link_calls_sent));
   counter("cluster_link_ops_sent", sum(node, &loop_counters::link_ops_sent));

@@ -40,6 +40,10 @@ struct loop_counters {
   std::atomic<uint64_t> links_open{0};
   std::atomic<uint64_t> link_sessions_open{0};
   std::atomic<uint64_t> link_reply_bytes{0};  // sessions' replies encoded, not yet written
+  // Warming (actors/cluster_view.hpp): past rings of the loop's current view (still warmed
+  // from), and deletes of older copies at past owners sent after writes inside a window.
+  std::atomic<uint64_t> warm_rings{0};
+  std::atomic<uint64_t> past_copy_deletes{0};
 
   void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

@@ -38,15 +38,15 @@ caf::behavior route_table::make_behavior() {
   });
   return {
     [this](ring_atom, cluster_view_ptr& view) {
-      // Once no warming window is left, nobody reads this node's copies of keys it does not
-      // own: the shards drop them (a key's owners may change back to this node later, and an
-      // old copy would then be served as current). A new ring stops that first: its warming
-      // reads them. Sent before the snapshot, so ops routed by it find the shards told.
-      if (view && view->ring) {
-        cluster_view_ptr prune = view->past.empty() ? view : nullptr;
+      // Copies of keys this node owns in none of the view's rings (the current one, and the
+      // past ones it still warms from) are read by nobody: the shards drop them (a key's
+      // owners may change back to this node later, and an old copy would then be served as
+      // current). Each view restarts that with its rings (a ring change keeps more, the end of
+      // a window fewer). Sent before the snapshot, so the node's ops routed by it find the
+      // shards told.
+      if (view && view->ring)
         for (auto& shard : current_->local_shards())
-          send(shard, prune_atom::value, prune);
-      }
+          send(shard, prune_atom::value, view);
       auto next = std::make_shared<route_snapshot>(*current_);
       next->version = current_->version + 1;
       next->cluster = std::move(view);

@@ -10,9 +10,8 @@
 //   (subscribe_atom, actor)  the actor receives (routes_atom, route_snapshot_ptr) now and on
 //                            every change; it is unsubscribed when it terminates.
 //   (ring_atom, cluster_view_ptr)  the cluster's placement changed: publish a new snapshot.
-//                            First each local shard gets (prune_atom, view) when the view has
-//                            no warming window left (drop the items of keys this node does not
-//                            own), else (prune_atom, null) (stop dropping).
+//                            First each local shard gets (prune_atom, view): drop the items of
+//                            keys this node owns in none of the view's rings.
 // Thread affinity: snapshots are immutable and shared across threads (shared_ptr<const>).
 #pragma once
 

@@ -11,6 +11,7 @@ namespace bifrost::actors {
 
 namespace {
 using prune_step_atom = caf::atom_constant<caf::atom("prunestep")>;
+using prune_again_atom = caf::atom_constant<caf::atom("pruneagain")>;
 constexpr size_t prune_slots_per_turn = 4096;
 } // namespace
 
@@ -44,37 +45,61 @@ caf::behavior storage_shard::make_behavior() {
     },
     [this](prune_atom, cluster_view_ptr& v) {
       ++prune_gen_;  // a step still on its way belongs to the pass before
-      prune_ring_.reset();
-      if (!v || !v->ring || v->ring->empty())
-        return;
-      auto self = v->ring->find(v->self_name);
-      if (!self)
+      prune_rings_.clear();
+      if (!v || !v->ring || v->ring->empty() || !v->ring->find(v->self_name))
         return;  // (not a member: nothing to go by)
-      prune_ring_ = v->ring;
-      prune_self_ = *self;
+      // The rings the node still reads from: the current one and those it warms from.
+      auto add = [&](const std::shared_ptr<const cluster::ring>& r) {
+        if (auto self = r ? r->find(v->self_name) : std::nullopt)
+          prune_rings_.push_back({r, *self});
+      };
+      add(v->ring);
+      for (const auto& p : v->past)
+        add(p.ring);
       prune_replicas_ = std::clamp<uint32_t>(v->replicas, 1, max_prune_replicas);
-      shard_->begin_prune();
-      send(this, prune_step_atom::value, prune_gen_);
+      start_prune();
     },
     [this](prune_step_atom, uint64_t gen) { prune_step(gen); },
+    [this](prune_again_atom, uint64_t gen) {
+      if (gen == prune_gen_ && !prune_rings_.empty())
+        start_prune();
+    },
   };
 }
 
+void storage_shard::start_prune() {
+  prune_since_ = storage::system_clock_seconds() - prune_untouched_s;
+  shard_->begin_prune();
+  send(this, prune_step_atom::value, prune_gen_);
+}
+
 void storage_shard::prune_step(uint64_t gen) {
-  if (gen != prune_gen_ || !prune_ring_)
+  if (gen != prune_gen_ || prune_rings_.empty())
     return;
-  const auto& ring = *prune_ring_;
   auto progress = shard_->prune(
     [&](std::string_view key) {
-      cluster::ring::member_id owners[max_prune_replicas];
-      size_t n = ring.live_owner_ids(cluster::ring::key_hash(key), prune_replicas_, owners);
-      return std::find(owners, owners + n, prune_self_) == owners + n;
+      const uint64_t h = cluster::ring::key_hash(key);
+      for (const auto& [ring, self] : prune_rings_) {
+        cluster::ring::member_id owners[max_prune_replicas];
+        size_t n = ring->live_owner_ids(h, prune_replicas_, owners);
+        if (std::find(owners, owners + n, self) != owners + n)
+          return false;  // an owner there
+      }
+      return true;
     },
-    prune_slots_per_turn);
-  if (progress.done)
-    prune_ring_.reset();
-  else
+    prune_since_, prune_slots_per_turn);
+  prune_recent_ += progress.recent;
+  if (!progress.done) {
     send(this, prune_step_atom::value, gen);  // after the mail already here
+    return;
+  }
+  // Items it would have dropped but were written or read lately (by a member whose view may
+  // be ahead of this node's) are looked at again once they are old enough.
+  if (prune_recent_ > 0)
+    delayed_send(this, std::chrono::seconds(prune_untouched_s), prune_again_atom::value, gen);
+  else
+    prune_rings_.clear();
+  prune_recent_ = 0;
 }
 
 } // namespace bifrost::actors

@@ -1629,9 +1629,9 @@ void service::impl::rebuild(bool force) {
 }
 
 // A past ring whose warming window ended leaves the view: the view is published again without
-// it (checked at every membership tick). With none left, writes no longer delete copies at
-// past owners (actors/connection.cpp, drop_past_copies), data links to members of no ring
-// retire, and the shards drop the items of keys this node does not own (route_table.cpp).
+// it (checked at every membership tick): writes no longer delete copies at its owners
+// (actors/connection.cpp, drop_past_copies), and the shards drop the items of keys this node
+// owns in none of the rings left (route_table.cpp).
 void service::impl::end_windows() {
   if (!view_ || view_->past.empty())
     return;

@@ -282,6 +282,7 @@ struct shard::impl {
   size_t sweep_cursor = 0;
   size_t prune_cursor = 0;    // next index slot prune() looks at
   size_t prune_capacity = 0;  // the index capacity that cursor refers to
+  uint64_t prune_generation = 0;  // the index generation when the last prune() returned
   std::string dir;  // shard directory; empty: memfd segments
   std::string last_error;
 
@@ -1266,29 +1267,41 @@ size_t shard::sweep(size_t max_items) {
 void shard::begin_prune() {
   impl_->prune_cursor = 0;
   impl_->prune_capacity = impl_->idx.capacity();
+  impl_->prune_generation = impl_->idx.generation();
 }
 
 shard::prune_progress shard::prune(const std::function<bool(std::string_view key)>& drop,
-                                   size_t max_slots) {
+                                   uint32_t untouched_since, size_t max_slots) {
   impl& m = *impl_;
   prune_progress p;
   if (m.prune_capacity != m.idx.capacity()) {  // resized since: entries moved, look at all
     m.prune_cursor = 0;
     m.prune_capacity = m.idx.capacity();
+  } else if (m.prune_generation != m.idx.generation()) {
+    // Erased since (deletes, expiry, eviction): an erase shifts the entries after it in its
+    // run back, possibly across the cursor; they stay inside the run, so its start is safe.
+    while (m.prune_cursor > 0 && m.prune_cursor <= m.idx.capacity() &&
+           !m.idx.at(m.prune_cursor - 1).empty())
+      --m.prune_cursor;
   }
   for (size_t visited = 0; visited < max_slots && m.prune_cursor < m.idx.capacity(); ++visited) {
     const entry& e = m.idx.at(m.prune_cursor);
     if (!e.empty()) {
       const record_header* r = m.hdr(e);
       if (drop(std::string_view(r->key(), r->key_len))) {
-        m.remove_at(m.prune_cursor);  // a follower may move into this slot: look again
-        ++m.st.pruned;
-        ++p.dropped;
-        continue;
+        if (e.atime >= untouched_since) {
+          ++p.recent;
+        } else {
+          m.remove_at(m.prune_cursor);  // a follower may move into this slot: look again
+          ++m.st.pruned;
+          ++p.dropped;
+          continue;
+        }
       }
     }
     ++m.prune_cursor;
   }
+  m.prune_generation = m.idx.generation();
   p.done = m.prune_cursor >= m.idx.capacity();
   return p;
 }

@@ -164,19 +164,24 @@ public:
   /// items reclaimed.
   size_t sweep(size_t max_items = 4096);
 
-  /// Drops, in bounded steps, the live items whose key `drop` selects (a cluster node's
-  /// copies of keys it no longer owns once its warming windows ended: actors/storage_shard.hpp).
-  /// begin_prune() starts a pass over the whole index; each prune() visits at most
-  /// `max_slots` index slots, resuming where the last call stopped (from the first slot again
-  /// when the index was resized meanwhile, which moves entries), and says when every slot was
-  /// visited. A dropped item is gone as a deleted one is (also from the data directory).
+  /// Drops, in bounded steps, the live items whose key `drop` selects and that were neither
+  /// stored nor read since `untouched_since` (unix seconds, the shard's clock): a cluster
+  /// node's copies of keys it owns in no ring it still knows (actors/storage_shard.hpp); a
+  /// recent write may come from a member whose view is ahead of this node's. begin_prune()
+  /// starts a pass over the whole index; each prune() visits at most `max_slots` index slots,
+  /// resuming where the last call stopped (from the first slot again when the index was
+  /// resized meanwhile; back to the start of the cursor's run of entries when entries were
+  /// erased meanwhile, which moves later entries back), and says when every slot was visited
+  /// and how many items `drop` selected but were too recent. A dropped item is gone as a
+  /// deleted one is (also from the data directory).
   struct prune_progress {
     size_t dropped = 0;
+    size_t recent = 0;  // selected, but stored or read since untouched_since: kept
     bool done = false;
   };
   void begin_prune();
   prune_progress prune(const std::function<bool(std::string_view key)>& drop,
-                       size_t max_slots = 4096);
+                       uint32_t untouched_since, size_t max_slots = 4096);
 
   const shard_stats& stats() const;
   const shard_config& config() const;
