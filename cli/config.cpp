@@ -93,7 +93,8 @@ const timing_setting timing_settings[] = {
   {"rpc_timeout_ms", "--rpc-timeout", &timings::rpc_timeout_ms, 10, 600000,
    "ms an RPC to a peer may make no progress before it fails (default 2000)"},
   {"warm_window_ms", "--warm-window", &timings::warm_window_ms, 0, 86400000,
-   "ms after a ring change during which a miss asks the owners before it (default 30000)"},
+   "ms after a ring change during which a miss asks the owners before it and a write deletes "
+   "their older copies; then a node drops the keys it no longer owns (default 30000)"},
 };
 
 // The probe period must leave room for a direct and an indirect round (SWIM's protocol period).
