@@ -545,18 +545,20 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
     d.kind = storage::op_kind::remove;
     d.key = o.key;
     d.counted = false;
-    ctx_.counters->add(ctx_.counters->past_copy_deletes);
+    bool sent = false;
     if (ids[i] == cv.self) {
-      ctx_.dispatch->add_side_effect(local_shard_for(o.key), std::move(d), false);
-      continue;
+      sent = ctx_.dispatch->add_side_effect(local_shard_for(o.key), std::move(d), false);
+    } else {
+      // As a warm op (origin warm there): the node is no owner of the key, and must not
+      // replicate the delete to those that are.
+      caf::actor link = ctx_.links ? ctx_.links->link_for(cv, ids[i]) : caf::actor();
+      if (link)
+        sent = ctx_.dispatch->add_side_effect(link, std::move(d), true);
+      else if (ids[i] < cv.peers.size() && cv.peers[ids[i]])
+        sent = ctx_.dispatch->add_side_effect(cv.peers[ids[i]], std::move(d), true);
     }
-    // As a warm op (origin warm there): the node is no owner of the key, and must not
-    // replicate the delete to those that are.
-    caf::actor link = ctx_.links ? ctx_.links->link_for(cv, ids[i]) : caf::actor();
-    if (link)
-      ctx_.dispatch->add_side_effect(link, std::move(d), true);
-    else if (ids[i] < cv.peers.size() && cv.peers[ids[i]])
-      ctx_.dispatch->add_side_effect(cv.peers[ids[i]], std::move(d), true);
+    ctx_.counters->add(sent ? ctx_.counters->past_copy_deletes
+                            : ctx_.counters->past_copy_deletes_skipped);
   }
 }
 

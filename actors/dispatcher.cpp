@@ -44,8 +44,12 @@ void dispatcher::add_own_write(const caf::actor& shard, storage::op&& op) {
   add(shard, own_writes, seq, 0, std::move(op));
 }
 
-void dispatcher::add_side_effect(const caf::actor& dest, storage::op&& op, bool warm) {
-  add(dest, own_writes, next_own_write_++, 0, std::move(op), warm);
+bool dispatcher::add_side_effect(const caf::actor& dest, storage::op&& op, bool warm) {
+  if (side_effects_in_flight_ >= max_side_effects)
+    return false;
+  ++side_effects_in_flight_;
+  add(dest, own_writes, side_effect_bit | next_side_effect_++, 0, std::move(op), warm);
+  return true;
 }
 
 void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index,
@@ -109,6 +113,9 @@ void dispatcher::on_results(uint64_t tag, storage::result_batch& results) {
     return;
   auto refs = std::move(it->second);
   inflight_.erase(it);
+  for (const auto& r : refs)
+    if (r.conn == own_writes && (r.seq & side_effect_bit) != 0 && side_effects_in_flight_ > 0)
+      --side_effects_in_flight_;
   touched_.clear();
   for (size_t i = 0; i < refs.size() && i < results.size(); ++i) {
     auto c = ctx_.by_id.find(refs[i].conn);

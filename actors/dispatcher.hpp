@@ -61,8 +61,11 @@ public:
   void add_own_write(const caf::actor& shard, storage::op&& op);
 
   /// An op of the node's own for `dest` whose result nobody waits for (a delete of a copy
-  /// left on a past owner); `warm` as in add().
-  void add_side_effect(const caf::actor& dest, storage::op&& op, bool warm);
+  /// left on a past owner); `warm` as in add(). Returns false, and drops the op, while
+  /// max_side_effects of them are unanswered (a member that stopped answering but is not
+  /// declared dead yet would otherwise pile them up without bound).
+  bool add_side_effect(const caf::actor& dest, storage::op&& op, bool warm);
+  static constexpr size_t max_side_effects = 16384;
 
 private:
   struct ref {
@@ -106,6 +109,10 @@ private:
   /// (loop_context::next_conn_id starts at 1), each under its own number.
   static constexpr uint64_t own_writes = 0;
   uint64_t next_own_write_ = 1;
+  /// add_side_effect's: under connection id 0 too, numbered with this bit set.
+  static constexpr uint64_t side_effect_bit = uint64_t{1} << 63;
+  uint64_t next_side_effect_ = 1;
+  size_t side_effects_in_flight_ = 0;
   std::vector<uint64_t> touched_;  // scratch: connections that got results
 };
 

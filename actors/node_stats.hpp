@@ -44,6 +44,7 @@ struct loop_counters {
   // from), and deletes of older copies at past owners sent after writes inside a window.
   std::atomic<uint64_t> warm_rings{0};
   std::atomic<uint64_t> past_copy_deletes{0};
+  std::atomic<uint64_t> past_copy_deletes_skipped{0};  // too many unanswered (dispatcher)
 
   void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

@@ -51,6 +51,34 @@ private:
   std::map<std::string, storage::status> answers_;
 };
 
+// Stands in for a member that stopped answering: keeps every batch (and its sender) unanswered
+// until it gets (close_atom), then answers them all `not_found`.
+class silent_member : public caf::event_based_actor {
+public:
+  using caf::event_based_actor::event_based_actor;
+  caf::behavior make_behavior() override {
+    return {
+      [this](warm_atom, uint64_t tag, storage::op_batch& ops) {
+        held_.push_back({caf::actor_cast<caf::actor>(current_sender()), tag, ops.size()});
+      },
+      [this](close_atom) {
+        for (auto& h : held_)
+          send(h.to, result_atom::value, h.tag,
+               storage::result_batch(h.ops, storage::result::of(storage::status::not_found)));
+        held_.clear();
+      },
+    };
+  }
+
+private:
+  struct held {
+    caf::actor to;
+    uint64_t tag;
+    size_t ops;
+  };
+  std::vector<held> held_;
+};
+
 struct fixture {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
@@ -193,6 +221,35 @@ BOOST_AUTO_TEST_CASE(without_replicas_nothing_is_handed_over) {
   });
   BOOST_CHECK(!replicated(300ms));
   (*replicator)->send_exit(shard, caf::exit_reason::user_shutdown);
+}
+
+// Deletes of past owners' copies (add_side_effect) to a member that stopped answering do not
+// pile up without bound: past max_side_effects unanswered ones, more are refused; answers
+// make room again. Nothing of theirs goes to the replicator.
+BOOST_AUTO_TEST_CASE(side_effects_a_member_does_not_answer_are_bounded) {
+  auto member = sys->spawn<silent_member>();
+  size_t taken = 0, refused = 0;
+  on_loop([&] {
+    for (size_t i = 0; i < dispatcher::max_side_effects + 100; ++i)
+      (ctx.dispatch->add_side_effect(member, op_of(storage::op_kind::remove, "k" + std::to_string(i)),
+                                     true)
+         ? taken
+         : refused) += 1;
+  });
+  BOOST_CHECK_EQUAL(taken, dispatcher::max_side_effects);
+  BOOST_CHECK_EQUAL(refused, 100u);
+  bool room = false;
+  for (int i = 0; i < 300 && !room; ++i) {
+    // It answers all it holds (the batches leave at the end of the loop's turn: asked again).
+    (*replicator)->send(member, close_atom::value);
+    std::this_thread::sleep_for(10ms);
+    on_loop([&] {
+      room = ctx.dispatch->add_side_effect(member, op_of(storage::op_kind::remove, "again"), true);
+    });
+  }
+  BOOST_CHECK(room);
+  BOOST_CHECK(!replicated(200ms));
+  (*replicator)->send_exit(member, caf::exit_reason::user_shutdown);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
