@@ -173,7 +173,7 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
 }
 
 size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
-                    cluster::ring::member_id* out) noexcept {
+                    past_holder* out) noexcept {
   if (!cv.ring || cv.past.empty())
     return 0;
   constexpr size_t k_max_owners = 16;  // --replicas is 1..16
@@ -188,12 +188,16 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
     cluster::ring::member_id was[ranks];
     const size_t k = p.ring->live_owner_ids(hash, std::min(r, ranks), was);
     for (size_t i = 0; i < k && n < max_past_holders; ++i) {
-      auto id = cv.ring->find(p.ring->member(was[i]).name);
-      if (!id || !cv.ring->member(*id).alive ||
-          std::find(owners, owners + n_owners, *id) != owners + n_owners ||
-          std::find(out, out + n, *id) != out + n)
-        continue;
-      out[n++] = *id;
+      const auto& name = p.ring->member(was[i]).name;
+      if (auto id = cv.ring->find(name);
+          id && (!cv.ring->member(*id).alive ||
+                 std::find(owners, owners + n_owners, *id) != owners + n_owners))
+        continue;  // dead now (nothing to reach), or an owner (it has the write)
+      bool named = false;
+      for (size_t j = 0; j < n && !named; ++j)
+        named = cv.past[out[j].depth].ring->member(out[j].id).name == name;
+      if (!named)
+        out[n++] = past_holder{static_cast<uint8_t>(d), was[i]};
     }
   }
   return n;

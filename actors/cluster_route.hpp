@@ -131,18 +131,26 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
 /// Most nodes past_holders() names (each past ring's first R owners, R up to max_erase_ranks).
 constexpr size_t max_past_holders = cluster_view::max_past * past_ring::max_erase_ranks;
 
+/// A node named by past_holders(): member `id` of cv.past[depth].ring.
+struct past_holder {
+  uint8_t depth = 0;
+  uint32_t id = 0;
+};
+
 /// The nodes that may hold an older copy of a key once a write changed it at its owners: for
 /// each past ring inside its window, its first R live owners (the copies it placed; up to
-/// max_erase_ranks), as member ids of cv's current ring, each once, that are alive there and
-/// are not among the key's first R live owners there (those have the write). This node is one
-/// when it is such a past owner (cv.self). The connection that served the write deletes the
-/// key there, so that if the key's owners change back to one of them (the new owner dies, or
-/// leaves, inside the window) it does not serve the value the write replaced. (Not the
-/// further owners a past ring's deletes reach, erase_ranks: copies left from before the
-/// rings in the view are dropped by the shards' prune, actors/storage_shard.hpp.)
+/// max_erase_ranks), each node once (by name, at the newest ring naming it), that are not
+/// among the key's first R live owners in cv's current ring (those have the write) and are
+/// not dead there. A node that left (no longer in the current ring) is one: it serves warm
+/// reads until it exits. This node is one when it is such a past owner. The connection that
+/// served the write deletes the key there, so that if the key's owners change back to one of
+/// them (the new owner dies, or leaves, inside the window), or a miss at the owner (an
+/// eviction, an expiry) warms from them, the value the write replaced does not come back.
+/// (Not the further owners a past ring's deletes reach, erase_ranks: copies left from before
+/// the rings in the view are dropped by the shards' prune, actors/storage_shard.hpp.)
 /// Writes `out` (room for max_past_holders); returns the count.
 size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
-                    cluster::ring::member_id* out) noexcept;
+                    past_holder* out) noexcept;
 
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).
 inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {

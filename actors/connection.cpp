@@ -536,26 +536,30 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
     else
       return;  // (several changes since: where it ran is not known here)
   }
-  cluster::ring::member_id ids[max_past_holders];
-  const size_t n = past_holders(cv, cluster::ring::key_hash(o.key), now, ids);
+  past_holder holders[max_past_holders];
+  const size_t n = past_holders(cv, cluster::ring::key_hash(o.key), now, holders);
   for (size_t i = 0; i < n; ++i) {
-    if (ran_at && cv.ring->member(ids[i]).name == *ran_at)
+    const auto& [depth, id] = holders[i];
+    const auto& past = cv.past[depth];
+    const std::string& name = past.ring->member(id).name;
+    if (ran_at && name == *ran_at)
       continue;
     storage::op d;
     d.kind = storage::op_kind::remove;
     d.key = o.key;
     d.counted = false;
     bool sent = false;
-    if (ids[i] == cv.self) {
+    if (name == cv.self_name) {
       sent = ctx_.dispatch->add_side_effect(local_shard_for(o.key), std::move(d), false);
     } else {
-      // As a warm op (origin warm there): the node is no owner of the key, and must not
-      // replicate the delete to those that are.
-      caf::actor link = ctx_.links ? ctx_.links->link_for(cv, ids[i]) : caf::actor();
+      // Where warm reads of that ring go (a node that left still serves them), as a warm op
+      // (origin warm there): the node is no owner of the key, and must not replicate the
+      // delete to those that are.
+      caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, depth, id) : caf::actor();
       if (link)
         sent = ctx_.dispatch->add_side_effect(link, std::move(d), true);
-      else if (ids[i] < cv.peers.size() && cv.peers[ids[i]])
-        sent = ctx_.dispatch->add_side_effect(cv.peers[ids[i]], std::move(d), true);
+      else if (id < past.peers.size() && past.peers[id])
+        sent = ctx_.dispatch->add_side_effect(past.peers[id], std::move(d), true);
     }
     ctx_.counters->add(sent ? ctx_.counters->past_copy_deletes
                             : ctx_.counters->past_copy_deletes_skipped);

@@ -1595,6 +1595,46 @@ BOOST_AUTO_TEST_CASE(a_window_that_ends_drops_its_copies_while_a_later_one_runs)
 }
 
 // --------------------------------------------------------------------------------------------
+// A node that leaves lingers for the window, serving warm reads of the keys it held. A write
+// through another node after the leave deletes its copy too: when the new value expires (or
+// is evicted) at the new owner, the miss must not warm the value it replaced back from the
+// leaver. (Before, 60 of 60 such keys read as the value before the write.)
+BOOST_AUTO_TEST_CASE(a_write_after_a_leave_is_not_undone_by_the_leavers_copy) {
+  cluster c;
+  logs_on_failure guard{c};
+  const std::vector<std::string> args = {"--warm-window", "12000"};
+  auto ns = start_cluster(c, 3, 1, 5000ms, args);
+  auto keys = keys_owned_by(*ns[0], "n3", "lv-", 60);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());  // the old values
+  auto r = run_ctl({"--node", ns[2]->rpc(), "leave"}, 15s);
+  BOOST_REQUIRE_EQUAL(r.exit_code, 0);
+  const auto t_leave = clock_type::now();
+  BOOST_REQUIRE(wait_until(
+    [&] {
+      auto a = member_states(ns[0]->rpc_port), b = member_states(ns[1]->rpc_port);
+      return a["n3"] == "left" && b["n3"] == "left";
+    },
+    5000ms, 50ms));
+  {
+    mc_client m(ns[0]->port, 5s);
+    for (auto& k : keys) {
+      m.send_all("set " + k + " 0 2 3\r\nnew\r\n");  // expires in 2 s
+      BOOST_REQUIRE_EQUAL(m.read_line(), "STORED");
+    }
+  }
+  std::this_thread::sleep_for(3s);
+  BOOST_REQUIRE_MESSAGE(seconds_since(t_leave) < 10, "too slow: n3 may have stopped already");
+  for (node* via : {ns[0], ns[1]}) {
+    auto got = read_all(via->port, keys);
+    report("after the new values expired, through " + via->name + ": " +
+           std::to_string(got.hits) + " values from before the write, " +
+           std::to_string(got.wrong) + " other values, " + std::to_string(got.misses) +
+           " misses of " + std::to_string(keys.size()));
+    BOOST_CHECK_EQUAL(got.hits + got.wrong, 0u);
+  }
+}
+
+// --------------------------------------------------------------------------------------------
 // R = 2: after a join, a key's old second owner (n1) is no longer an owner but keeps its copy.
 // A delete through n1 (at the primary, n2, replicated to the new second owner, n3) removes that
 // copy too, so a read that misses and warms from an earlier ring (n2's first ring, of n1
