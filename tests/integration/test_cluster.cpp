@@ -251,6 +251,63 @@ std::vector<node*> r2_pair_joined_by_n3(cluster& c, const std::vector<std::strin
   return ns;
 }
 
+// Of `keys`, those whose primary `owners` (owners_of's answer for them) names `name`.
+std::vector<std::string> with_primary(const std::vector<std::string>& keys,
+                                      const std::vector<nlohmann::json>& owners,
+                                      const std::string& name) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (owners[i].at(0).at("name") == name)
+      out.push_back(keys[i]);
+  return out;
+}
+
+// n1 and n2 (R = 1, bifrostd flags `args`), 1500 keys "<prefix><i>" set through n1, then n3
+// joins (the same flags): the nodes, the keys, their owners in the ring of three (owners_of
+// through n1), and the keys n3 took (at least 100).
+struct n3_joined {
+  std::vector<node*> ns;
+  std::vector<std::string> keys;
+  std::vector<nlohmann::json> owners;
+  std::vector<std::string> at_n3;
+};
+n3_joined pair_joined_by_n3(cluster& c, const std::string& prefix,
+                            const std::vector<std::string>& args) {
+  n3_joined j;
+  j.ns = start_cluster(c, 2, 1, 5000ms, args);
+  j.keys = make_keys(prefix, 1500);
+  BOOST_REQUIRE_EQUAL(set_all(j.ns[0]->port, j.keys), j.keys.size());
+  join_node(c, j.ns, "n3", *j.ns[0], args);
+  j.owners = owners_of(*j.ns[0], j.keys);
+  j.at_n3 = with_primary(j.keys, j.owners, "n3");
+  BOOST_REQUIRE_GE(j.at_n3.size(), 100u);
+  return j;
+}
+
+// Sets each of `keys` to "new-<key>" through `via`, pipelined; every one must be STORED.
+void set_new_values(const node& via, const std::vector<std::string>& keys) {
+  mc_client m(via.port, 5s);
+  std::vector<std::pair<std::string, std::string>> kv;
+  for (auto& k : keys)
+    kv.emplace_back(k, "new-" + k);
+  for (auto& r : m.set_pipelined(kv))
+    BOOST_REQUIRE_EQUAL(r, "STORED");
+}
+
+// kill -9 `victim`, then waits until each of `observers` has it dead.
+void kill9_until_dead(cluster& c, node& victim, const std::vector<node*>& observers) {
+  c.kill9(victim);
+  BOOST_REQUIRE_MESSAGE(wait_until(
+                          [&] {
+                            for (auto* o : observers)
+                              if (member_states(o->rpc_port)[victim.name] != "dead")
+                                return false;
+                            return true;
+                          },
+                          10000ms, 50ms),
+                        victim.name << " was not declared dead by every node");
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(integration_cluster)
@@ -1400,26 +1457,15 @@ BOOST_AUTO_TEST_CASE(an_unanswered_warm_read_does_not_fall_back_to_an_older_valu
 BOOST_AUTO_TEST_CASE(a_key_whose_new_owner_dies_inside_the_window_does_not_go_back_to_an_old_value) {
   cluster c;
   logs_on_failure guard{c};
-  auto ns = start_cluster(c, 2, 1, 5000ms, long_warm_window);
-  auto keys = make_keys("back-", 1500);
-  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());  // the old values
-  auto& n3 = join_node(c, ns, "n3", *ns[0], long_warm_window);
-  auto now = owners_of(*ns[0], keys);
+  auto j = pair_joined_by_n3(c, "back-", long_warm_window);  // the old values
+  auto& ns = j.ns;
+  auto& n3 = *ns[2];
   std::vector<std::string> written, untouched;  // of the keys n3 took
-  for (size_t i = 0; i < keys.size(); ++i)
-    if (now[i].at(0).at("name") == "n3")
-      (written.size() <= untouched.size() ? written : untouched).push_back(keys[i]);
-  report(std::to_string(written.size() + untouched.size()) + " keys went to n3");
-  BOOST_REQUIRE_GE(written.size(), 100u);
+  for (auto& k : j.at_n3)
+    (written.size() <= untouched.size() ? written : untouched).push_back(k);
+  report(std::to_string(j.at_n3.size()) + " keys went to n3");
   const long held_before = sum_items({ns[0], ns[1]});
-  {
-    mc_client m(ns[1]->port, 5s);  // the new values, stored at n3
-    std::vector<std::pair<std::string, std::string>> kv;
-    for (auto& k : written)
-      kv.emplace_back(k, "new-" + k);
-    for (auto& r : m.set_pipelined(kv))
-      BOOST_REQUIRE_EQUAL(r, "STORED");
-  }
+  set_new_values(*ns[1], written);  // stored at n3
   // Each written key's one old copy (R = 1: at n1 or n2) goes, in the background.
   const long want = held_before - static_cast<long>(written.size());
   bool dropped = wait_until([&] { return sum_items({ns[0], ns[1]}) <= want; }, 5000ms, 50ms);
@@ -1433,13 +1479,7 @@ BOOST_AUTO_TEST_CASE(a_key_whose_new_owner_dies_inside_the_window_does_not_go_ba
     deletes += stat_of(*n, "cluster_past_copy_deletes");
   BOOST_CHECK_GE(deletes, static_cast<long>(written.size()));
   BOOST_CHECK_GE(stat_of(*ns[0], "cluster_warm_rings"), 1);  // still inside the windows
-  c.kill9(n3);
-  BOOST_REQUIRE(wait_until(
-    [&] {
-      return member_states(ns[0]->rpc_port)["n3"] == "dead" &&
-             member_states(ns[1]->rpc_port)["n3"] == "dead";
-    },
-    10000ms, 50ms));
+  kill9_until_dead(c, n3, {ns[0], ns[1]});
   for (node* via : {ns[0], ns[1]}) {
     mc_client m(via->port, 10s);
     size_t older = 0, newer = 0;
@@ -1469,16 +1509,11 @@ BOOST_AUTO_TEST_CASE(after_the_window_a_node_drops_the_keys_it_no_longer_owns) {
   cluster c;
   logs_on_failure guard{c};
   const std::vector<std::string> args = {"--warm-window", "1500"};
-  auto ns = start_cluster(c, 2, 1, 5000ms, args);
-  auto keys = make_keys("drop-", 1500);
-  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
-  auto& n3 = join_node(c, ns, "n3", *ns[0], args);
-  auto now = owners_of(*ns[0], keys);
-  std::vector<std::string> at_n3;
-  for (size_t i = 0; i < keys.size(); ++i)
-    if (now[i].at(0).at("name") == "n3")
-      at_n3.push_back(keys[i]);
-  BOOST_REQUIRE_GE(at_n3.size(), 100u);
+  auto j = pair_joined_by_n3(c, "drop-", args);
+  auto& ns = j.ns;
+  auto& n3 = *ns[2];
+  const auto& keys = j.keys;
+  const auto& at_n3 = j.at_n3;
   const long moved = static_cast<long>(at_n3.size());
   auto pruned = [&] {
     return stat_of(*ns[0], "cluster_pruned_items") + stat_of(*ns[1], "cluster_pruned_items");
@@ -1493,21 +1528,8 @@ BOOST_AUTO_TEST_CASE(after_the_window_a_node_drops_the_keys_it_no_longer_owns) {
     BOOST_CHECK_EQUAL(stat_of(*n, "cluster_warm_rings"), 0);
   BOOST_CHECK_EQUAL(sum_items({ns[0], ns[1]}), static_cast<long>(keys.size()) - moved);
   BOOST_CHECK_EQUAL(stat_of(n3, "cluster_pruned_items"), 0);
-  {
-    mc_client m(ns[0]->port, 5s);
-    std::vector<std::pair<std::string, std::string>> kv;
-    for (auto& k : at_n3)
-      kv.emplace_back(k, "new-" + k);
-    for (auto& r : m.set_pipelined(kv))
-      BOOST_REQUIRE_EQUAL(r, "STORED");
-  }
-  c.kill9(n3);
-  BOOST_REQUIRE(wait_until(
-    [&] {
-      return member_states(ns[0]->rpc_port)["n3"] == "dead" &&
-             member_states(ns[1]->rpc_port)["n3"] == "dead";
-    },
-    10000ms, 50ms));
+  set_new_values(*ns[0], at_n3);
+  kill9_until_dead(c, n3, {ns[0], ns[1]});
   for (node* via : {ns[0], ns[1]}) {
     auto r = read_all(via->port, at_n3);
     report("after n3's crash, through " + via->name + ": " + std::to_string(r.hits) +
@@ -1515,10 +1537,9 @@ BOOST_AUTO_TEST_CASE(after_the_window_a_node_drops_the_keys_it_no_longer_owns) {
     BOOST_CHECK_EQUAL(r.hits + r.wrong, 0u);
   }
   // The keys they kept are still served.
-  std::vector<std::string> kept;
-  for (size_t i = 0; i < keys.size(); ++i)
-    if (now[i].at(0).at("name") != "n3")
-      kept.push_back(keys[i]);
+  auto kept = with_primary(keys, j.owners, "n1");
+  for (auto& k : with_primary(keys, j.owners, "n2"))
+    kept.push_back(k);
   auto r = read_all(ns[0]->port, kept);
   BOOST_CHECK_EQUAL(r.hits, kept.size());
 }
@@ -1534,17 +1555,11 @@ BOOST_AUTO_TEST_CASE(a_window_that_ends_drops_its_copies_while_a_later_one_runs)
   cluster c;
   logs_on_failure guard{c};
   const std::vector<std::string> args = {"--warm-window", "15000"};
-  auto ns = start_cluster(c, 2, 1, 5000ms, args);
-  auto keys = make_keys("roll-", 1500);
-  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
-  auto& n3 = join_node(c, ns, "n3", *ns[0], args);
-  const auto t_n3 = clock_type::now();
-  auto second = owners_of(*ns[0], keys);
-  std::vector<std::string> at_n3;
-  for (size_t i = 0; i < keys.size(); ++i)
-    if (second[i].at(0).at("name") == "n3")
-      at_n3.push_back(keys[i]);
-  BOOST_REQUIRE_GE(at_n3.size(), 100u);
+  auto j = pair_joined_by_n3(c, "roll-", args);
+  const auto t_n3 = clock_type::now();  // (n3 joined moments ago: its window ends by t_n3 + 15 s)
+  auto& ns = j.ns;
+  auto& n3 = *ns[2];
+  const auto& at_n3 = j.at_n3;
   std::this_thread::sleep_until(t_n3 + 9s);
   join_node(c, ns, "n4", *ns[0], args);
   auto pruned = [&] {
@@ -1565,27 +1580,10 @@ BOOST_AUTO_TEST_CASE(a_window_that_ends_drops_its_copies_while_a_later_one_runs)
   BOOST_CHECK(dropped);
   BOOST_CHECK_EQUAL(pruned(), want);
   BOOST_CHECK_GE(rings, 1);  // n4's window still runs
-  auto last = owners_of(*ns[0], at_n3);
-  std::vector<std::string> still;  // n3's in the ring of four too
-  for (size_t i = 0; i < at_n3.size(); ++i)
-    if (last[i].at(0).at("name") == "n3")
-      still.push_back(at_n3[i]);
+  auto still = with_primary(at_n3, owners_of(*ns[0], at_n3), "n3");  // in the ring of four too
   BOOST_REQUIRE_GE(still.size(), 50u);
-  {
-    mc_client m(ns[0]->port, 5s);
-    std::vector<std::pair<std::string, std::string>> kv;
-    for (auto& k : still)
-      kv.emplace_back(k, "new-" + k);
-    for (auto& r : m.set_pipelined(kv))
-      BOOST_REQUIRE_EQUAL(r, "STORED");
-  }
-  c.kill9(n3);
-  BOOST_REQUIRE(wait_until(
-    [&] {
-      return member_states(ns[0]->rpc_port)["n3"] == "dead" &&
-             member_states(ns[1]->rpc_port)["n3"] == "dead";
-    },
-    10000ms, 50ms));
+  set_new_values(*ns[0], still);
+  kill9_until_dead(c, n3, {ns[0], ns[1]});
   for (node* via : {ns[0], ns[1]}) {
     auto r = read_all(via->port, still);
     report("after n3's crash, through " + via->name + ": " + std::to_string(r.hits) +
