@@ -183,7 +183,7 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
   size_t n = 0;
   for (size_t d = 0; d < cv.past.size() && d < cluster_view::max_past; ++d) {
     const auto& p = cv.past[d];
-    if (now_ms >= p.warm_until_ms || !p.ring)
+    if (now_ms >= p.warm_until_ms + cluster_view::copies_kept_ms || !p.ring)
       continue;
     cluster::ring::member_id was[ranks];
     const size_t k = p.ring->live_owner_ids(hash, std::min(r, ranks), was);
@@ -193,6 +193,11 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
           id && (!cv.ring->member(*id).alive ||
                  std::find(owners, owners + n_owners, *id) != owners + n_owners))
         continue;  // dead now (nothing to reach), or an owner (it has the write)
+      bool dead = false;  // in a newer past ring (as warm_source counts it)
+      for (size_t e = 0; e < d && !dead; ++e)
+        dead = name != cv.past[e].joining && dead_in(cv.past[e].ring.get(), name);
+      if (dead)
+        continue;
       bool named = false;
       for (size_t j = 0; j < n && !named; ++j)
         named = cv.past[out[j].depth].ring->member(out[j].id).name == name;

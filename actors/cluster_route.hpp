@@ -138,10 +138,10 @@ struct past_holder {
 };
 
 /// The nodes that may hold an older copy of a key once a write changed it at its owners: for
-/// each past ring inside its window, its first R live owners (the copies it placed; up to
+/// each past ring inside its window or up to copies_kept_ms after it, its first R live owners (the copies it placed; up to
 /// max_erase_ranks), each node once (by name, at the newest ring naming it), that are not
 /// among the key's first R live owners in cv's current ring (those have the write) and are
-/// not dead there. A node that left (no longer in the current ring) is one: it serves warm
+/// not dead there or in a newer past ring (as warm_source counts it). A node that left (no longer in the current ring) is one: it serves warm
 /// reads until it exits. This node is one when it is such a past owner. The connection that
 /// served the write deletes the key there, so that if the key's owners change back to one of
 /// them (the new owner dies, or leaves, inside the window), or a miss at the owner (an

@@ -63,6 +63,12 @@ struct cluster_view {
   // decrease): the previous ring, then the one before it, ...
   std::vector<past_ring> past;
 
+  /// A past ring stays in the view this long after its window ended (warm reads stop at the
+  /// window's end): writes still delete the older copies its owners hold until the shards'
+  /// prune, which keeps what was written or read in the last copies_kept_ms (a member whose
+  /// view is ahead may have written it), can drop them (actors/storage_shard.hpp).
+  static constexpr int64_t copies_kept_ms = 10000;
+
   /// End of the newest past ring's window (steady-clock ms), 0 with none.
   int64_t warm_until_ms() const noexcept { return past.empty() ? 0 : past.front().warm_until_ms; }
   /// A ring change happened less than a warming window ago.

@@ -522,8 +522,6 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
   if (cv.past.empty() || o.kind == storage::op_kind::remove || !storage::changed_item(o, st))
     return;
   const int64_t now = steady_ms();
-  if (!cv.warming(now))
-    return;
   // The node the write ran at holds the new value: never one to delete at. In the ring it
   // was placed in it is an owner; when the ring changed since, it may be a past owner now.
   const std::string* ran_at = nullptr;

@@ -45,10 +45,24 @@ void dispatcher::add_own_write(const caf::actor& shard, storage::op&& op) {
 }
 
 bool dispatcher::add_side_effect(const caf::actor& dest, storage::op&& op, bool warm) {
-  if (side_effects_in_flight_ >= max_side_effects)
+  // A handful of destinations at a time (past owners): a linear search.
+  uint32_t n = 0, free_n = static_cast<uint32_t>(side_dests_.size());
+  for (; n < side_dests_.size(); ++n) {
+    if (side_dests_[n].in_flight > 0 && side_dests_[n].dest == dest.id())
+      break;
+    if (side_dests_[n].in_flight == 0 && free_n == side_dests_.size())
+      free_n = n;
+  }
+  if (n == side_dests_.size()) {
+    n = free_n;
+    if (n == side_dests_.size())
+      side_dests_.emplace_back();
+    side_dests_[n].dest = dest.id();
+  }
+  if (side_dests_[n].in_flight >= max_side_effects)
     return false;
-  ++side_effects_in_flight_;
-  add(dest, own_writes, side_effect_bit | next_side_effect_++, 0, std::move(op), warm);
+  ++side_dests_[n].in_flight;
+  add(dest, own_writes, side_effect_bit | next_side_effect_++, n, std::move(op), warm);
   return true;
 }
 
@@ -113,9 +127,11 @@ void dispatcher::on_results(uint64_t tag, storage::result_batch& results) {
     return;
   auto refs = std::move(it->second);
   inflight_.erase(it);
-  for (const auto& r : refs)
-    if (r.conn == own_writes && (r.seq & side_effect_bit) != 0 && side_effects_in_flight_ > 0)
-      --side_effects_in_flight_;
+  if (!side_dests_.empty())
+    for (const auto& r : refs)
+      if (r.conn == own_writes && (r.seq & side_effect_bit) != 0 &&
+          r.index < side_dests_.size() && side_dests_[r.index].in_flight > 0)
+        --side_dests_[r.index].in_flight;
   touched_.clear();
   for (size_t i = 0; i < refs.size() && i < results.size(); ++i) {
     auto c = ctx_.by_id.find(refs[i].conn);

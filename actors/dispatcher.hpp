@@ -62,8 +62,8 @@ public:
 
   /// An op of the node's own for `dest` whose result nobody waits for (a delete of a copy
   /// left on a past owner); `warm` as in add(). Returns false, and drops the op, while
-  /// max_side_effects of them are unanswered (a member that stopped answering but is not
-  /// declared dead yet would otherwise pile them up without bound).
+  /// max_side_effects of them to `dest` are unanswered (a member that stopped answering but
+  /// is not declared dead yet would otherwise pile them up without bound; the others' go on).
   bool add_side_effect(const caf::actor& dest, storage::op&& op, bool warm);
   static constexpr size_t max_side_effects = 16384;
 
@@ -109,10 +109,15 @@ private:
   /// (loop_context::next_conn_id starts at 1), each under its own number.
   static constexpr uint64_t own_writes = 0;
   uint64_t next_own_write_ = 1;
-  /// add_side_effect's: under connection id 0 too, numbered with this bit set.
+  /// add_side_effect's: under connection id 0 too, numbered with this bit set, their `index`
+  /// the number of their destination in side_dests_ (unanswered ones per destination).
   static constexpr uint64_t side_effect_bit = uint64_t{1} << 63;
   uint64_t next_side_effect_ = 1;
-  size_t side_effects_in_flight_ = 0;
+  struct side_dest {
+    caf::actor_id dest = 0;
+    size_t in_flight = 0;  // 0: a free number
+  };
+  std::vector<side_dest> side_dests_;
   std::vector<uint64_t> touched_;  // scratch: connections that got results
 };
 

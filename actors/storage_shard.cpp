@@ -68,6 +68,7 @@ caf::behavior storage_shard::make_behavior() {
 }
 
 void storage_shard::start_prune() {
+  prune_recent_ = 0;
   prune_since_ = storage::system_clock_seconds() - prune_untouched_s;
   shard_->begin_prune();
   send(this, prune_step_atom::value, prune_gen_);

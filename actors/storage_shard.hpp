@@ -23,6 +23,7 @@
 
 #include "storage/shard.hpp"
 
+#include "actors/cluster_view.hpp"
 #include "actors/loop_actor.hpp"
 #include "cluster/ring.hpp"
 
@@ -47,6 +48,8 @@ private:
   /// member whose view is ahead of this node's may have written it as its owner's: views
   /// agree within a few seconds), and looks at such items again this long after the pass.
   static constexpr uint32_t prune_untouched_s = 10;
+  static_assert(prune_untouched_s * 1000 == cluster_view::copies_kept_ms,
+                "writes delete past copies until the prune may drop them");
   void start_prune();
   void prune_step(uint64_t gen);
 

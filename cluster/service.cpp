@@ -1628,18 +1628,20 @@ void service::impl::rebuild(bool force) {
   publish(std::move(view));
 }
 
-// A past ring whose warming window ended leaves the view: the view is published again without
-// it (checked at every membership tick): writes no longer delete copies at its owners
-// (actors/connection.cpp, drop_past_copies), and the shards drop the items of keys this node
-// owns in none of the rings left (route_table.cpp).
+// A past ring leaves the view copies_kept_ms after its warming window ended (warm reads stop
+// at the end of the window): the view is published again without it (checked at every
+// membership tick); writes no longer delete copies at its owners (actors/connection.cpp,
+// drop_past_copies), and the shards drop the items of keys this node owns in none of the
+// rings left (route_table.cpp) once they were untouched for copies_kept_ms.
 void service::impl::end_windows() {
   if (!view_ || view_->past.empty())
     return;
   // From the first ended window on (warming stops there: actors::warm_source), so the rings
   // kept stay at the positions ops in flight refer to.
   const auto now = static_cast<int64_t>(now_ms());
-  auto first = std::find_if(view_->past.begin(), view_->past.end(),
-                            [now](const actors::past_ring& p) { return now >= p.warm_until_ms; });
+  auto first = std::find_if(view_->past.begin(), view_->past.end(), [now](const auto& p) {
+    return now >= p.warm_until_ms + actors::cluster_view::copies_kept_ms;
+  });
   if (first == view_->past.end())
     return;
   auto view = std::make_shared<actors::cluster_view>(*view_);

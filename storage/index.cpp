@@ -54,6 +54,8 @@ void item_index::erase(size_t pos) noexcept {
     const bool stays = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
     if (!stays) {
       slots_[i] = ej;
+      if (watch_ && i < j && i < *watch_ && j >= *watch_)
+        *watch_ = i;  // an unvisited entry moved behind the scan (a wrapped move never does)
       i = j;
     }
   }

@@ -97,6 +97,12 @@ public:
   /// is still valid while the generation is unchanged.
   uint64_t generation() const noexcept { return generation_; }
 
+  /// A scan cursor (slots below it visited) that erase() keeps exact: an entry it moves from
+  /// at or above the cursor to below it lowers the cursor to its new slot, so a scan that
+  /// pauses between erasures visits every entry. (A rehash moves everything: the scan starts
+  /// over.) Null: none. The pointee must outlive the index or be unset first.
+  void watch(size_t* cursor) noexcept { watch_ = cursor; }
+
   entry& at(size_t pos) noexcept { return slots_[pos]; }
   const entry& at(size_t pos) const noexcept { return slots_[pos]; }
 
@@ -108,6 +114,7 @@ private:
   size_t cap_ = 0;
   size_t count_ = 0;
   uint64_t generation_ = 0;
+  size_t* watch_ = nullptr;
 };
 
 } // namespace bifrost::storage

@@ -282,7 +282,6 @@ struct shard::impl {
   size_t sweep_cursor = 0;
   size_t prune_cursor = 0;    // next index slot prune() looks at
   size_t prune_capacity = 0;  // the index capacity that cursor refers to
-  uint64_t prune_generation = 0;  // the index generation when the last prune() returned
   std::string dir;  // shard directory; empty: memfd segments
   std::string last_error;
 
@@ -519,7 +518,9 @@ struct shard::impl {
       e.set_location(slot, off);
       e.atime = k.atime;
       e.set_token(k.token);
-      idx.insert(e);  // these entries were erased above: no growth needed
+      const size_t at = idx.insert(e);  // these entries were erased above: no growth needed
+      if (at < prune_cursor && prune_capacity == idx.capacity())
+        prune_cursor = at;  // an item a prune pass has not looked at yet may land behind it
     }
     return slot;
   }
@@ -1267,7 +1268,7 @@ size_t shard::sweep(size_t max_items) {
 void shard::begin_prune() {
   impl_->prune_cursor = 0;
   impl_->prune_capacity = impl_->idx.capacity();
-  impl_->prune_generation = impl_->idx.generation();
+  impl_->idx.watch(&impl_->prune_cursor);
 }
 
 shard::prune_progress shard::prune(const std::function<bool(std::string_view key)>& drop,
@@ -1277,13 +1278,7 @@ shard::prune_progress shard::prune(const std::function<bool(std::string_view key
   if (m.prune_capacity != m.idx.capacity()) {  // resized since: entries moved, look at all
     m.prune_cursor = 0;
     m.prune_capacity = m.idx.capacity();
-  } else if (m.prune_generation != m.idx.generation()) {
-    // Erased since (deletes, expiry, eviction): an erase shifts the entries after it in its
-    // run back, possibly across the cursor; they stay inside the run, so its start is safe.
-    while (m.prune_cursor > 0 && m.prune_cursor <= m.idx.capacity() &&
-           !m.idx.at(m.prune_cursor - 1).empty())
-      --m.prune_cursor;
-  }
+  }  // (erasures since lowered the cursor where they moved an entry behind it: watch())
   for (size_t visited = 0; visited < max_slots && m.prune_cursor < m.idx.capacity(); ++visited) {
     const entry& e = m.idx.at(m.prune_cursor);
     if (!e.empty()) {
@@ -1301,7 +1296,6 @@ shard::prune_progress shard::prune(const std::function<bool(std::string_view key
     }
     ++m.prune_cursor;
   }
-  m.prune_generation = m.idx.generation();
   p.done = m.prune_cursor >= m.idx.capacity();
   return p;
 }

@@ -170,10 +170,11 @@ public:
   /// recent write may come from a member whose view is ahead of this node's. begin_prune()
   /// starts a pass over the whole index; each prune() visits at most `max_slots` index slots,
   /// resuming where the last call stopped (from the first slot again when the index was
-  /// resized meanwhile; back to the start of the cursor's run of entries when entries were
-  /// erased meanwhile, which moves later entries back), and says when every slot was visited
-  /// and how many items `drop` selected but were too recent. A dropped item is gone as a
-  /// deleted one is (also from the data directory).
+  /// resized meanwhile; erasures meanwhile, which shift later entries back, and second
+  /// chance's re-inserts move the cursor back to where they put an entry it has not looked
+  /// at: item_index::watch), and says when every slot was visited and how many items `drop`
+  /// selected but were too recent. A dropped item is gone as a deleted one is (also from the
+  /// data directory).
   struct prune_progress {
     size_t dropped = 0;
     size_t recent = 0;  // selected, but stored or read since untouched_since: kept

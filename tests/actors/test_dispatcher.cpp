@@ -224,8 +224,8 @@ BOOST_AUTO_TEST_CASE(without_replicas_nothing_is_handed_over) {
 }
 
 // Deletes of past owners' copies (add_side_effect) to a member that stopped answering do not
-// pile up without bound: past max_side_effects unanswered ones, more are refused; answers
-// make room again. Nothing of theirs goes to the replicator.
+// pile up without bound: past max_side_effects unanswered ones, more to it are refused (to
+// others not); answers make room again. Nothing of theirs goes to the replicator.
 BOOST_AUTO_TEST_CASE(side_effects_a_member_does_not_answer_are_bounded) {
   auto member = sys->spawn<silent_member>();
   size_t taken = 0, refused = 0;
@@ -238,6 +238,13 @@ BOOST_AUTO_TEST_CASE(side_effects_a_member_does_not_answer_are_bounded) {
   });
   BOOST_CHECK_EQUAL(taken, dispatcher::max_side_effects);
   BOOST_CHECK_EQUAL(refused, 100u);
+  // Another member's go on meanwhile.
+  auto other = sys->spawn<fake_shard>(std::map<std::string, storage::status>{});
+  bool others = false;
+  on_loop([&] {
+    others = ctx.dispatch->add_side_effect(other, op_of(storage::op_kind::remove, "o"), false);
+  });
+  BOOST_CHECK(others);
   bool room = false;
   for (int i = 0; i < 300 && !room; ++i) {
     // It answers all it holds (the batches leave at the end of the loop's turn: asked again).
@@ -250,6 +257,7 @@ BOOST_AUTO_TEST_CASE(side_effects_a_member_does_not_answer_are_bounded) {
   BOOST_CHECK(room);
   BOOST_CHECK(!replicated(200ms));
   (*replicator)->send_exit(member, caf::exit_reason::user_shutdown);
+  (*replicator)->send_exit(other, caf::exit_reason::user_shutdown);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
