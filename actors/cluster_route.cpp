@@ -121,6 +121,15 @@ bool dead_in(const cluster::ring* r, const std::string& name) noexcept {
   auto id = r->find(name);
   return id && !r->member(*id).alive;
 }
+
+// `name`, named by past ring `d`, is dead in the current ring or in a newer past ring (not a
+// member a ring has dead only because it was joining: past_ring::joining).
+bool dead_since(const cluster_view& cv, size_t d, const std::string& name) noexcept {
+  bool dead = dead_in(cv.ring.get(), name);
+  for (size_t e = 0; e < d && !dead; ++e)
+    dead = name != cv.past[e].joining && dead_in(cv.past[e].ring.get(), name);
+  return dead;
+}
 } // namespace
 
 warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
@@ -147,11 +156,7 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
     }
     if (named)
       continue;
-    // (Not a member a ring has dead only because it was joining: past_ring::joining.)
-    bool dead = dead_in(cv.ring.get(), *source);
-    for (size_t e = 0; e < d && !dead; ++e)
-      dead = *source != cv.past[e].joining && dead_in(cv.past[e].ring.get(), *source);
-    if (dead) {
+    if (dead_since(cv, d, *source)) {
       if (erase)
         continue;  // nothing to delete there (or nothing reachable): the older ones still
       return {};   // what it held is lost; an older owner's copy may be older than it
@@ -176,9 +181,8 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
                     past_holder* out) noexcept {
   if (!cv.ring || cv.past.empty())
     return 0;
-  constexpr size_t k_max_owners = 16;  // --replicas is 1..16
-  cluster::ring::member_id owners[k_max_owners];
-  const size_t r = std::clamp<size_t>(cv.replicas, 1, k_max_owners);
+  cluster::ring::member_id owners[cluster_view::max_replicas];
+  const size_t r = std::clamp<size_t>(cv.replicas, 1, cluster_view::max_replicas);
   const size_t n_owners = cv.ring->live_owner_ids(hash, r, owners);
   size_t n = 0;
   for (size_t d = 0; d < cv.past.size() && d < cluster_view::max_past; ++d) {
@@ -190,14 +194,9 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
     for (size_t i = 0; i < k && n < max_past_holders; ++i) {
       const auto& name = p.ring->member(was[i]).name;
       if (auto id = cv.ring->find(name);
-          id && (!cv.ring->member(*id).alive ||
-                 std::find(owners, owners + n_owners, *id) != owners + n_owners))
-        continue;  // dead now (nothing to reach), or an owner (it has the write)
-      bool dead = false;  // in a newer past ring (as warm_source counts it)
-      for (size_t e = 0; e < d && !dead; ++e)
-        dead = name != cv.past[e].joining && dead_in(cv.past[e].ring.get(), name);
-      if (dead)
-        continue;
+          (id && std::find(owners, owners + n_owners, *id) != owners + n_owners) ||
+          dead_since(cv, d, name))
+        continue;  // an owner (it has the write), or dead since (nothing to reach)
       bool named = false;
       for (size_t j = 0; j < n && !named; ++j)
         named = cv.past[out[j].depth].ring->member(out[j].id).name == name;

@@ -50,6 +50,8 @@ struct cluster_view {
   /// At most this many past rings are kept (several ring changes inside one window: a
   /// rolling restart, two joins at once, a flapping member).
   static constexpr size_t max_past = 8;
+  /// The most owners a key has (--replicas is 1..16).
+  static constexpr uint32_t max_replicas = 16;
 
   std::shared_ptr<const cluster::ring> ring;      // current placement
   uint32_t self = 0;                              // this node's member id in `ring`

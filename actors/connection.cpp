@@ -500,12 +500,17 @@ void connection::send_to_owner(uint64_t seq, uint32_t index, const cluster_view&
   ctx_.dispatch->add(dest, id_, seq, index, std::move(o));
 }
 
+caf::actor connection::past_member_actor(const cluster_view& cv, size_t depth, uint32_t id) {
+  if (caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, depth, id) : caf::actor())
+    return link;
+  const auto& peers = cv.past[depth].peers;
+  return id < peers.size() ? peers[id] : caf::actor();
+}
+
 void connection::send_to_previous(uint64_t seq, uint32_t index, const cluster_view& cv,
                                   const warm_from& from, storage::op&& o) {
   if (from.where == placement::peer) {
-    caf::actor link =
-        ctx_.links ? ctx_.links->previous_link(cv, from.depth, from.id) : caf::actor();
-    ctx_.dispatch->add(link ? link : cv.past[from.depth].peers[from.id], id_, seq, index,
+    ctx_.dispatch->add(past_member_actor(cv, from.depth, from.id), id_, seq, index,
                        std::move(o), true);
   } else {
     ctx_.dispatch->add(local_shard_for(o.key), id_, seq, index, std::move(o));
@@ -553,11 +558,8 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
       // Where warm reads of that ring go (a node that left still serves them), as a warm op
       // (origin warm there): the node is no owner of the key, and must not replicate the
       // delete to those that are.
-      caf::actor link = ctx_.links ? ctx_.links->previous_link(cv, depth, id) : caf::actor();
-      if (link)
-        sent = ctx_.dispatch->add_side_effect(link, std::move(d), true);
-      else if (id < past.peers.size() && past.peers[id])
-        sent = ctx_.dispatch->add_side_effect(past.peers[id], std::move(d), true);
+      if (caf::actor dest = past_member_actor(cv, depth, id))
+        sent = ctx_.dispatch->add_side_effect(dest, std::move(d), true);
     }
     ctx_.counters->add(sent ? ctx_.counters->past_copy_deletes
                             : ctx_.counters->past_copy_deletes_skipped);
@@ -970,9 +972,7 @@ void connection::handle_local(pending& p) {
                 std::find(flushed.begin(), flushed.end(), name) == flushed.end()) {
               // The way warm reads go to it, so that one behind this flush finds it flushed.
               flushed.push_back(name);
-              caf::actor link =
-                  ctx_.links ? ctx_.links->previous_link(cv, d, id) : caf::actor();
-              members.push_back(link ? link : past.peers[id]);
+              members.push_back(past_member_actor(cv, d, id));
             }
           }
         }

@@ -146,6 +146,9 @@ private:
   // Where an op for rt's owner in cv's ring goes: this node's shard for `key`, else the
   // member's data link, else its peer actor.
   caf::actor owner_actor(const cluster_view& cv, const op_route& rt, const std::string& key);
+  // Where an op for member `id` of cv.past[depth]'s ring goes (warm reads, deletes and
+  // flushes of past owners): the member's previous link, else its peer actor (null: none).
+  caf::actor past_member_actor(const cluster_view& cv, size_t depth, uint32_t id);
   // Sends `o` for result `index` of request `seq` to the previous owner `from` (a member's
   // previous link or peer actor, as a warm op, else this node's shard).
   void send_to_previous(uint64_t seq, uint32_t index, const cluster_view& cv,

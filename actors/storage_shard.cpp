@@ -56,7 +56,7 @@ caf::behavior storage_shard::make_behavior() {
       add(v->ring);
       for (const auto& p : v->past)
         add(p.ring);
-      prune_replicas_ = std::clamp<uint32_t>(v->replicas, 1, max_prune_replicas);
+      prune_replicas_ = std::clamp<uint32_t>(v->replicas, 1, cluster_view::max_replicas);
       start_prune();
     },
     [this](prune_step_atom, uint64_t gen) { prune_step(gen); },
@@ -81,7 +81,7 @@ void storage_shard::prune_step(uint64_t gen) {
     [&](std::string_view key) {
       const uint64_t h = cluster::ring::key_hash(key);
       for (const auto& [ring, self] : prune_rings_) {
-        cluster::ring::member_id owners[max_prune_replicas];
+        cluster::ring::member_id owners[cluster_view::max_replicas];
         size_t n = ring->live_owner_ids(h, prune_replicas_, owners);
         if (std::find(owners, owners + n, self) != owners + n)
           return false;  // an owner there

@@ -43,7 +43,6 @@ public:
   const char* name() const override { return "storage_shard"; }
 
 private:
-  static constexpr uint32_t max_prune_replicas = 16;  // --replicas is 1..16
   /// A prune keeps what was written or read in this many seconds before its pass began (a
   /// member whose view is ahead of this node's may have written it as its owner's: views
   /// agree within a few seconds), and looks at such items again this long after the pass.
