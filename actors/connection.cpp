@@ -526,6 +526,38 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
                                   const storage::op& o, storage::status st) {
   if (cv.past.empty() || o.kind == storage::op_kind::remove || !storage::changed_item(o, st))
     return;
+  delete_past_copies(cv, rt, o.key);
+}
+
+// A client that closes (or resets) its connection while its requests are at work gets no
+// replies, but its ops run all the same: deliver() never sees their results, so the copies a
+// write (or a delete's erase chain) would have removed go now. An op still at its owner may
+// change nothing (an add that finds an item, a CAS that does not match): its key's past
+// copies go anyway, a later miss instead of a possibly older value. Ops that only looked at
+// a past owner (a warm read, an add's look ahead, a copy on its way to the owner) changed
+// nothing and will not run again.
+void connection::drop_past_copies_of_unfinished() {
+  if (ctx_.routes == nullptr || !ctx_.routes->cluster || ctx_.routes->cluster->past.empty())
+    return;
+  const auto& cv = *ctx_.routes->cluster;
+  for (size_t s = 0; s < pending_.size(); ++s) {
+    const auto& p = pending_[s];
+    if (p.outstanding == 0)
+      continue;
+    for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i) {
+      const auto& rt = p.routing[i];
+      const auto& o = p.ops[i];
+      if (rt.done)
+        continue;  // (its result came: deliver() did this)
+      if ((rt.phase == warm_phase::none && storage::changes_item(o)) ||
+          rt.phase == warm_phase::erase)
+        delete_past_copies(cv, rt, o.key);
+    }
+  }
+}
+
+void connection::delete_past_copies(const cluster_view& cv, const op_route& rt,
+                                    const std::string& key) {
   const int64_t now = steady_ms();
   // The node the write ran at holds the new value: never one to delete at. In the ring it
   // was placed in it is an owner; when the ring changed since, it may be a past owner now.
@@ -540,7 +572,7 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
       return;  // (several changes since: where it ran is not known here)
   }
   past_holder holders[max_past_holders];
-  const size_t n = past_holders(cv, cluster::ring::key_hash(o.key), now, holders);
+  const size_t n = past_holders(cv, cluster::ring::key_hash(key), now, holders);
   for (size_t i = 0; i < n; ++i) {
     const auto& [depth, id] = holders[i];
     const auto& past = cv.past[depth];
@@ -549,11 +581,11 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
       continue;
     storage::op d;
     d.kind = storage::op_kind::remove;
-    d.key = o.key;
+    d.key = key;
     d.counted = false;
     bool sent = false;
     if (name == cv.self_name) {
-      sent = ctx_.dispatch->add_side_effect(local_shard_for(o.key), std::move(d), false);
+      sent = ctx_.dispatch->add_side_effect(local_shard_for(key), std::move(d), false);
     } else {
       // Where warm reads of that ring go (a node that left still serves them), as a warm op
       // (origin warm there): the node is no owner of the key, and must not replicate the
@@ -1169,6 +1201,7 @@ void connection::close_now() {
     return;
   closing_ = true;
   hand_over_writes();
+  drop_past_copies_of_unfinished();
   ctx_.by_id.erase(id_);
   ctx_.counters->add(ctx_.counters->curr_connections, static_cast<uint64_t>(-1));
   ctx_.node->connections.fetch_sub(1, std::memory_order_relaxed);

@@ -141,6 +141,11 @@ private:
   /// in actors/cluster_route.hpp), fire and forget, batched with the loop's other ops.
   void drop_past_copies(const cluster_view& cv, const op_route& rt, const storage::op& o,
                         storage::status st);
+  /// The deletes of drop_past_copies for `key`, placed by `rt` (the node it ran at is spared).
+  void delete_past_copies(const cluster_view& cv, const op_route& rt, const std::string& key);
+  /// At close: the same for every op still at work that may change its item (or a delete's
+  /// erase chain under way), whose result deliver() will never see.
+  void drop_past_copies_of_unfinished();
   void handle_local(pending& p);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
   // Where an op for rt's owner in cv's ring goes: this node's shard for `key`, else the

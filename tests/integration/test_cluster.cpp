@@ -294,6 +294,29 @@ void set_new_values(const node& via, const std::vector<std::string>& keys) {
     BOOST_REQUIRE_EQUAL(r, "STORED");
 }
 
+// Connects to `port`, sends `bytes` and, after `wait`, closes with a reset (SO_LINGER 0),
+// reading no reply.
+void send_and_reset(int port, const std::string& bytes,
+                    std::chrono::milliseconds wait = std::chrono::milliseconds(0)) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  BOOST_REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE_EQUAL(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    BOOST_REQUIRE(n > 0);
+    off += static_cast<size_t>(n);
+  }
+  std::this_thread::sleep_for(wait);
+  linger lg{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  ::close(fd);  // RST
+}
+
 // kill -9 `victim`, then waits until each of `observers` has it dead.
 void kill9_until_dead(cluster& c, node& victim, const std::vector<node*>& observers) {
   c.kill9(victim);
@@ -710,21 +733,11 @@ BOOST_AUTO_TEST_CASE(a_write_is_replicated_even_if_its_client_resets_before_its_
   }
   BOOST_REQUIRE(wait_until([&] { return stat_of(*ns[1], "curr_items") == 2; }, 3000ms, 50ms));
   BOOST_REQUIRE(stop_node(ns[2]->pid));
-  {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(ns[0]->port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    BOOST_REQUIRE_EQUAL(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    std::string req = "get " + g + "\r\nset " + k + " 0 0 3 noreply\r\nnew\r\ngat 1000 " + t +
-                      " " + g + "\r\n";
-    BOOST_REQUIRE_EQUAL(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
-    std::this_thread::sleep_for(300ms);  // the set and t's touch ran; the get and gat wait
-    linger lg{1, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    ::close(fd);  // RST
-  }
+  // After 300 ms the set and t's touch ran; the get and gat wait.
+  send_and_reset(ns[0]->port,
+                 "get " + g + "\r\nset " + k + " 0 0 3 noreply\r\nnew\r\ngat 1000 " + t + " " +
+                   g + "\r\n",
+                 300ms);
   std::this_thread::sleep_for(300ms);
   ::kill(ns[2]->pid, SIGCONT);
   c.kill9(*ns[0]);
@@ -1495,6 +1508,71 @@ BOOST_AUTO_TEST_CASE(a_key_whose_new_owner_dies_inside_the_window_does_not_go_ba
            std::to_string(untouched.size()) + " hits");
     BOOST_CHECK_EQUAL(older, 0u);
     BOOST_CHECK_EQUAL(kept.hits, untouched.size());
+  }
+}
+
+// --------------------------------------------------------------------------------------------
+// The same with a client that resets its connection right after sending its writes (sets and
+// deletes): they run at n3, but the connection is gone before their results come, so no reply
+// is sent. The old copies must go all the same. (Before, every one of them stayed and read back after n3's
+// crash.)
+BOOST_AUTO_TEST_CASE(writes_of_a_client_that_resets_still_delete_the_old_copies) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto j = pair_joined_by_n3(c, "reset-", long_warm_window);
+  auto& ns = j.ns;
+  auto& n3 = *ns[2];
+  // Every third key is deleted (n3 misses it, and the delete goes on to its past owner), the
+  // others are set.
+  std::string req;
+  size_t deleted = 0;
+  for (size_t i = 0; i < j.at_n3.size(); ++i) {
+    const auto& k = j.at_n3[i];
+    const std::string v = "new-" + k;
+    if (i % 3 == 2) {
+      req += "delete " + k + "\r\n";
+      ++deleted;
+    } else {
+      req += "set " + k + " 0 0 " + std::to_string(v.size()) + "\r\n" + v + "\r\n";
+    }
+  }
+  // Half through n1, half through n2 (a past owner deletes its own copy, or the other's),
+  // while n3 is stopped for a moment (well inside failure detection): the writes wait on the
+  // data links, and each connection is reset before n3 answers.
+  const size_t half = req.find("\r\nset ", req.size() / 2) + 2;
+  BOOST_REQUIRE(stop_node(n3.pid));
+  send_and_reset(ns[0]->port, req.substr(0, half), 50ms);
+  send_and_reset(ns[1]->port, req.substr(half), 50ms);
+  std::this_thread::sleep_for(50ms);
+  ::kill(n3.pid, SIGCONT);
+  // Through `via`: how many of n3's keys read as their new value, and how many as another
+  // (an old value, or a deleted key back).
+  auto count = [&](node& via) {
+    mc_client m(via.port, 10s);
+    std::pair<size_t, size_t> newer_older{0, 0};
+    auto got = m.get_pipelined(j.at_n3);
+    for (size_t i = 0; i < j.at_n3.size(); ++i)
+      if (got[i])
+        (*got[i] == "new-" + j.at_n3[i] ? newer_older.first : newer_older.second) += 1;
+    return newer_older;
+  };
+  // The writes reached n3.
+  bool landed = wait_until([&] { return count(n3).first == j.at_n3.size() - deleted; }, 5000ms,
+                           100ms);
+  BOOST_REQUIRE_MESSAGE(landed, "the writes of the reset connections did not all reach n3");
+  // Their old copies go in the background.
+  const long want = static_cast<long>(j.keys.size() - j.at_n3.size());
+  bool dropped = wait_until([&] { return sum_items({ns[0], ns[1]}) <= want; }, 5000ms, 50ms);
+  report("old copies at n1 and n2 after the reset writes: " +
+         std::to_string(sum_items({ns[0], ns[1]}) - want) + " of " +
+         std::to_string(j.at_n3.size()) + " left");
+  BOOST_CHECK(dropped);
+  kill9_until_dead(c, n3, {ns[0], ns[1]});
+  for (node* via : {ns[0], ns[1]}) {
+    const size_t older = count(*via).second;
+    report("after n3's crash, through " + via->name + ": " + std::to_string(older) +
+           " older values of " + std::to_string(j.at_n3.size()) + " keys set or deleted");
+    BOOST_CHECK_EQUAL(older, 0u);
   }
 }
 
