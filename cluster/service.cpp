@@ -9,6 +9,7 @@
 // draining.
 #include "cluster/service.hpp"
 
+#include "actors/cluster_route.hpp"
 #include "actors/cluster_view.hpp"
 #include "actors/loop_actor.hpp"
 #include "actors/messages.hpp"
@@ -178,8 +179,28 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// empty if no answer came within 1 s).
   kj::Promise<void> local_stats(std::shared_ptr<service::stat_list> out);
   /// For callers that are not members (bifrostctl): each op goes to its key's live primary,
-  /// local shards or a peer over RPC (origin client); local writes are replicated.
+  /// local shards or a peer over RPC (origin client); local writes are replicated. Inside a
+  /// warming window, the results go through in_window() before they answer.
   kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops);
+  /// What routed_execute's ops looked like, and where the current ring placed them.
+  struct routed_ops {
+    uint64_t epoch = 0;               // of ring_ when they were placed
+    std::vector<storage::op> probes;  // each op without its value (storage::change_probe)
+    std::vector<uint32_t> owners;     // ring member id each op went to
+    storage::result_batch results;
+  };
+  /// A client's op does this through its connection (actors/connection.cpp): inside a
+  /// warming window, a read that missed at its owner asks the key's past owners in turn
+  /// (warm_source; the first hit answers, nothing is copied), and a write that changed its
+  /// item, or any delete, deletes the key at past_holders (a delete found there answers
+  /// DELETED), so that the value it replaced does not come back when the key's owners change
+  /// back (or from a later miss's warming). Not when the ring changed meanwhile.
+  kj::Promise<void> in_window(std::shared_ptr<routed_ops> r);
+  kj::Promise<void> warm_read(std::shared_ptr<const actors::cluster_view> view,
+                              std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
+  /// Runs `ops` at member `id` of `ring` (this node: the local shards), as a warm op.
+  kj::Promise<storage::result_batch> execute_at(const ring& in, uint32_t id,
+                                                storage::op_batch ops);
   /// Promises waiting for an answer from an actor, by tag.
   template <typename T>
   using waits_for = std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<T>>>;
@@ -1334,12 +1355,17 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
     storage::op_batch ops;
   };
   std::map<uint32_t, group> groups;  // by member id of ring_; `self` = the local shards
+  auto placed = std::make_shared<routed_ops>();
+  placed->epoch = ring_ ? ring_->epoch() : 0;
   for (size_t i = 0; i < n; ++i) {
     uint32_t id = self;
     ring::member_id owner;
     if (ring_ && ops[i].kind != storage::op_kind::flush &&
         ring_->live_owner_ids(ring::key_hash(ops[i].key), 1, &owner) == 1)
       id = owner;
+    placed->probes.push_back(storage::change_probe(ops[i]));
+    placed->probes.back().get_value = ops[i].get_value;
+    placed->owners.push_back(id);
     groups[id].idx.push_back(i);
     groups[id].ops.push_back(std::move(ops[i]));
   }
@@ -1359,9 +1385,93 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
     }
   }
   return kj::joinPromises(promises.finish())
-      .then([n, idx](kj::Array<storage::result_batch> parts) {
-        return scatter_results(n, *idx, parts);
+      .then([this, n, idx, placed](kj::Array<storage::result_batch> parts) {
+        placed->results = scatter_results(n, *idx, parts);
+        return in_window(placed).then([placed] { return std::move(placed->results); });
       });
+}
+
+kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
+  std::shared_ptr<const actors::cluster_view> view = view_;
+  if (!view || view->past.empty() || !view->ring || view->ring->epoch() != r->epoch ||
+      stopping)
+    return kj::READY_NOW;
+  const auto now = static_cast<int64_t>(now_ms());
+  kj::Vector<kj::Promise<void>> work;
+  for (size_t i = 0; i < r->probes.size(); ++i) {
+    const auto& o = r->probes[i];
+    if (o.kind == storage::op_kind::flush)
+      continue;
+    const auto st = r->results[i].st;
+    const uint64_t hash = ring::key_hash(o.key);
+    if (o.kind == storage::op_kind::get && !storage::changes_item(o)) {
+      if (st != storage::status::miss)
+        continue;
+      actors::op_route rt;
+      rt.epoch = r->epoch;
+      rt.owner = r->owners[i];
+      rt.local = r->owners[i] == view->self;
+      work.add(warm_read(view, r, i, rt));
+      continue;
+    }
+    if (o.kind != storage::op_kind::remove && !storage::changed_item(o, st))
+      continue;
+    actors::past_holder holders[actors::max_past_holders];
+    const size_t h = actors::past_holders(*view, hash, now, holders);
+    for (size_t k = 0; k < h; ++k) {
+      storage::op d;
+      d.kind = storage::op_kind::remove;
+      d.key = o.key;
+      d.counted = false;
+      storage::op_batch one;
+      one.push_back(std::move(d));
+      work.add(execute_at(*view->past[holders[k].depth].ring, holders[k].id, std::move(one))
+                 .then([r, i](storage::result_batch rs) {
+                   // A delete that found the item only at a past owner deleted it all the same.
+                   auto& own = r->results[i].st;
+                   if (r->probes[i].kind == storage::op_kind::remove && !rs.empty() &&
+                       rs[0].st == storage::status::deleted && own == storage::status::not_found)
+                     own = storage::status::deleted;
+                 }));
+    }
+  }
+  return kj::joinPromises(work.releaseAsArray());
+}
+
+kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster_view> view,
+                                           std::shared_ptr<routed_ops> r, size_t i,
+                                           actors::op_route rt) {
+  const auto& o = r->probes[i];
+  const auto from = actors::warm_source(*view, ring::key_hash(o.key), rt,
+                                        static_cast<int64_t>(now_ms()));
+  if (from.where == actors::placement::unavailable || stopping)
+    return kj::READY_NOW;
+  rt.warm_next = from.next;
+  storage::op w = o;
+  w.counted = false;
+  storage::op_batch one;
+  one.push_back(std::move(w));
+  return execute_at(*view->past[from.depth].ring, from.id, std::move(one))
+    .then([this, view, r, i, rt](storage::result_batch rs) -> kj::Promise<void> {
+      if (rs.empty())
+        return kj::READY_NOW;
+      if (rs[0].st == storage::status::hit) {
+        r->results[i] = std::move(rs[0]);
+        return kj::READY_NOW;
+      }
+      if (rs[0].st == storage::status::miss)  // (no answer ends it: see warm_source)
+        return warm_read(view, r, i, rt);
+      return kj::READY_NOW;
+    });
+}
+
+kj::Promise<storage::result_batch> service::impl::execute_at(const ring& in, uint32_t id,
+                                                             storage::op_batch ops) {
+  const auto& m = in.member(id);
+  auto done = m.name == cfg.node_name
+                ? local_execute(std::move(ops))
+                : remote_execute(m.address, std::move(ops), rpc::Origin::WARM);
+  return done.catch_([](kj::Exception&&) { return storage::result_batch{}; });
 }
 
 // -- membership ---------------------------------------------------------------------------------

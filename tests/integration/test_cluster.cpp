@@ -1577,6 +1577,53 @@ BOOST_AUTO_TEST_CASE(writes_of_a_client_that_resets_still_delete_the_old_copies)
 }
 
 // --------------------------------------------------------------------------------------------
+// bifrostctl's get, set and delete inside the window act as a client's do: n3 joined and
+// holds none of the keys it took yet. A get through n1 of such a key answers its value from
+// the past owner (before: not found); a delete answers DELETED and the key stays gone (before:
+// NOT_FOUND, and the next read warmed it back); a set deletes the old copy, so after n3's
+// crash the key does not read as its older value (before: it did).
+BOOST_AUTO_TEST_CASE(bifrostctl_inside_the_window_acts_as_a_client) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto j = pair_joined_by_n3(c, "ctl-", long_warm_window);
+  auto& ns = j.ns;
+  auto& n3 = *ns[2];
+  std::vector<std::string> got, set, deleted;
+  for (size_t i = 0; i < 24 && i < j.at_n3.size(); ++i)
+    (i % 3 == 0 ? got : i % 3 == 1 ? set : deleted).push_back(j.at_n3[i]);
+  size_t hits = 0, stored = 0, gone = 0;
+  for (auto& k : got) {
+    auto r = run_ctl({"--node", ns[0]->rpc(), "get", k});
+    hits += r.exit_code == 0 && r.out == value_for(k);
+  }
+  for (auto& k : set) {
+    auto r = run_ctl({"--node", ns[1]->rpc(), "set", k, "new-" + k});
+    stored += r.exit_code == 0 && r.out == "STORED\n";
+  }
+  for (auto& k : deleted) {
+    auto r = run_ctl({"--node", ns[0]->rpc(), "delete", k});
+    gone += r.exit_code == 0 && r.out == "DELETED\n";
+  }
+  auto back = read_all(ns[0]->port, deleted);  // through n3, which warms from the past owner
+  report("bifrostctl in the window: get " + std::to_string(hits) + " of " +
+         std::to_string(got.size()) + " hits, set " + std::to_string(stored) + " of " +
+         std::to_string(set.size()) + " stored, delete " + std::to_string(gone) + " of " +
+         std::to_string(deleted.size()) + " DELETED, " + std::to_string(back.hits) +
+         " deleted keys read back");
+  BOOST_CHECK_EQUAL(hits, got.size());
+  BOOST_CHECK_EQUAL(stored, set.size());
+  BOOST_CHECK_EQUAL(gone, deleted.size());
+  BOOST_CHECK_EQUAL(back.hits + back.wrong, 0u);
+  kill9_until_dead(c, n3, {ns[0], ns[1]});
+  for (node* via : {ns[0], ns[1]}) {
+    auto r = read_all(via->port, set);
+    report("after n3's crash, through " + via->name + ": " + std::to_string(r.hits) +
+           " keys set by bifrostctl read as their older value");
+    BOOST_CHECK_EQUAL(r.hits, 0u);
+  }
+}
+
+// --------------------------------------------------------------------------------------------
 // Once the warming windows end, a node drops its copies of keys it no longer owns (nobody reads
 // them any more), so a later change of owners back to it cannot serve them: n3 joins (window
 // 1.5 s), the window ends, the moved keys are overwritten at n3 (no past owner is written to
