@@ -34,10 +34,9 @@ caf::behavior storage_shard::make_behavior() {
       send(caf::actor_cast<caf::actor>(current_sender()), result_atom::value, tag,
            std::move(results));
     },
-    [this](stats_atom) -> storage::shard_stats { return shard_->stats(); },
+    [this](stats_atom) -> storage::shard_stats { return stats(); },
     [this](stats_atom, uint64_t tag) {
-      send(caf::actor_cast<caf::actor>(current_sender()), stats_atom::value, tag,
-           shard_->stats());
+      send(caf::actor_cast<caf::actor>(current_sender()), stats_atom::value, tag, stats());
     },
     [this](sweep_atom) {
       shard_->sweep();
@@ -46,8 +45,10 @@ caf::behavior storage_shard::make_behavior() {
     [this](prune_atom, cluster_view_ptr& v) {
       ++prune_gen_;  // a step still on its way belongs to the pass before
       prune_rings_.clear();
+      pass_ring_.reset();
       if (!v || !v->ring || v->ring->empty() || !v->ring->find(v->self_name))
         return;  // (not a member: nothing to go by)
+      note_comebacks(*v);
       // The rings the node still reads from: the current one and those it warms from.
       auto add = [&](const std::shared_ptr<const cluster::ring>& r) {
         if (auto self = r ? r->find(v->self_name) : std::nullopt)
@@ -57,6 +58,20 @@ caf::behavior storage_shard::make_behavior() {
       for (const auto& p : v->past)
         add(p.ring);
       prune_replicas_ = std::clamp<uint32_t>(v->replicas, 1, cluster_view::max_replicas);
+      // Where this pass's hand-backs go: members alive in this ring (else given up).
+      pass_ring_ = v->ring;
+      hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
+                                       [&](hand_back& h) {
+                                         auto id = v->ring->find(h.name);
+                                         if (!id || !v->ring->member(*id).alive ||
+                                             *id >= v->peers.size() || !v->peers[*id])
+                                           return true;
+                                         h.id = *id;
+                                         h.dest = v->peers[*id];
+                                         h.batch.clear();
+                                         return false;
+                                       }),
+                        hand_backs_.end());
       start_prune();
     },
     [this](prune_step_atom, uint64_t gen) { prune_step(gen); },
@@ -77,18 +92,42 @@ void storage_shard::start_prune() {
 void storage_shard::prune_step(uint64_t gen) {
   if (gen != prune_gen_ || prune_rings_.empty())
     return;
+  auto owns = [this](const cluster::ring& r, uint64_t h, cluster::ring::member_id who) {
+    cluster::ring::member_id owners[cluster_view::max_replicas];
+    size_t n = r.live_owner_ids(h, prune_replicas_, owners);
+    return std::find(owners, owners + n, who) != owners + n;
+  };
+  std::function<void(std::string_view, uint32_t)> hand_back_seen;
+  if (!hand_backs_.empty() && pass_ring_)
+    hand_back_seen = [&](std::string_view key, uint32_t touched) {
+      const uint64_t h = cluster::ring::key_hash(key);
+      for (auto& hb : hand_backs_) {
+        if (touched < hb.since || !owns(*hb.served_by, h, hb.self) || !owns(*pass_ring_, h, hb.id))
+          continue;
+        storage::op d;
+        d.kind = storage::op_kind::remove;
+        d.key.assign(key);
+        d.counted = false;
+        hb.batch.push_back(std::move(d));
+      }
+    };
   auto progress = shard_->prune(
     [&](std::string_view key) {
       const uint64_t h = cluster::ring::key_hash(key);
-      for (const auto& [ring, self] : prune_rings_) {
-        cluster::ring::member_id owners[cluster_view::max_replicas];
-        size_t n = ring->live_owner_ids(h, prune_replicas_, owners);
-        if (std::find(owners, owners + n, self) != owners + n)
+      for (const auto& [ring, self] : prune_rings_)
+        if (owns(*ring, h, self))
           return false;  // an owner there
-      }
       return true;
     },
-    prune_since_, prune_slots_per_turn);
+    prune_since_, prune_slots_per_turn, hand_back_seen);
+  for (auto& hb : hand_backs_)
+    if (!hb.batch.empty()) {
+      handed_back_ += hb.batch.size();
+      send(hb.dest, warm_atom::value, ++hand_back_tag_, std::move(hb.batch));
+      hb.batch = storage::op_batch{};
+    }
+  if (progress.done)
+    hand_backs_.clear();
   prune_recent_ += progress.recent;
   if (!progress.done) {
     send(this, prune_step_atom::value, gen);  // after the mail already here
@@ -101,6 +140,54 @@ void storage_shard::prune_step(uint64_t gen) {
   else
     prune_rings_.clear();
   prune_recent_ = 0;
+}
+
+storage::shard_stats storage_shard::stats() const {
+  auto st = shard_->stats();
+  st.handed_back = handed_back_;
+  return st;
+}
+
+void storage_shard::note_comebacks(const cluster_view& v) {
+  const uint32_t now = storage::system_clock_seconds();
+  const auto& ms = v.ring->members();
+  for (const auto& m : ms) {
+    if (m.name == v.self_name)
+      continue;
+    auto it = std::find_if(dead_since_.begin(), dead_since_.end(),
+                           [&](const auto& d) { return d.first == m.name; });
+    if (!m.alive) {
+      if (it != dead_since_.end())
+        continue;
+      if (dead_since_.size() >= max_dead_noted)  // (the longest dead go first)
+        dead_since_.erase(dead_since_.begin());
+      dead_since_.emplace_back(m.name, now);
+      continue;
+    }
+    if (it == dead_since_.end())
+      continue;
+    // Alive again. The ring before had it dead (or did not list it): the keys this node
+    // owned there and the member owns now may have been written here meanwhile.
+    const uint32_t since = it->second > prune_untouched_s ? it->second - prune_untouched_s : 0;
+    dead_since_.erase(it);
+    if (!last_ring_)
+      continue;
+    auto self = last_ring_->find(v.self_name);
+    auto before = last_ring_->find(m.name);
+    if (!self || !last_ring_->member(*self).alive ||
+        (before && last_ring_->member(*before).alive))
+      continue;
+    hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
+                                     [&](const hand_back& h) { return h.name == m.name; }),
+                      hand_backs_.end());
+    hand_back h;
+    h.name = m.name;
+    h.served_by = last_ring_;
+    h.self = *self;
+    h.since = since;
+    hand_backs_.push_back(std::move(h));
+  }
+  last_ring_ = v.ring;
 }
 
 } // namespace bifrost::actors

@@ -17,6 +17,16 @@
 //                               routed by that view find it; a member whose view is ahead
 //                               may write a key this view does not give this node, which the
 //                               recent-write rule keeps.
+//                               The same pass hands deletes back to a member that is alive
+//                               again after this shard's views had it dead (a pause, a
+//                               partition: it kept its items, and missed the writes made
+//                               here meanwhile): for every item stored or read since it was
+//                               seen dead (less prune_untouched_s) whose key this node owned
+//                               in the ring before (the member dead there) and the member
+//                               owns now, a delete, sent as a warm op to the member's peer
+//                               actor (one batch per turn; its answer is dropped). The member
+//                               then misses those keys and warms them from here (its view
+//                               warms from the ring without it: cluster/service.cpp).
 // Ownership: the actor owns the shard; pinned slices in results keep segments alive on
 // whatever thread holds them.
 #pragma once
@@ -66,6 +76,31 @@ private:
   uint64_t prune_gen_ = 0;
   uint32_t prune_since_ = 0;   // unix seconds: items touched since are kept this pass
   size_t prune_recent_ = 0;    // items of this pass kept for that
+
+  /// Notes who the view `v` has dead, and who is alive again since the view before: their
+  /// hand-backs join hand_backs_ (they outlive a pass that a later view restarts).
+  void note_comebacks(const cluster_view& v);
+  // Members the views had dead (not alive in a view since), and since when (unix seconds),
+  // oldest first; at most max_dead_noted.
+  static constexpr size_t max_dead_noted = 256;
+  std::vector<std::pair<std::string, uint32_t>> dead_since_;
+  std::shared_ptr<const cluster::ring> last_ring_;  // the ring of the view before
+  struct hand_back {
+    std::string name;                                // the member back from the dead
+    std::shared_ptr<const cluster::ring> served_by;  // a ring that had it dead
+    cluster::ring::member_id self = 0;               // this node's id in served_by
+    uint32_t since = 0;                              // items touched since may be newer
+    // Resolved for the running pass: its id in the view's ring, where deletes go, the next.
+    cluster::ring::member_id id = 0;
+    caf::actor dest;
+    storage::op_batch batch;
+  };
+  std::vector<hand_back> hand_backs_;
+  std::shared_ptr<const cluster::ring> pass_ring_;  // the view's ring, for hand-backs
+  uint64_t hand_back_tag_ = 0;
+  uint64_t handed_back_ = 0;  // deletes sent (stat cluster_handed_back_deletes)
+
+  storage::shard_stats stats() const;
 };
 
 } // namespace bifrost::actors

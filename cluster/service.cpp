@@ -318,6 +318,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void hand_past(rpc::SwimMessage::Builder reply) const;
   void take_past(rpc::SwimMessage::Reader reply);
   uint64_t declared_gone_seen = 0;  // members.stats().declared_gone_at_start when handled
+  uint64_t declared_gone_all = 0;   // members.stats().declared_gone when handled
+  // Told it was dead (or had left) while it ran, and refuted: the next view warms from the
+  // ring without this node (rebuild), which the others served its keys by meanwhile.
+  bool came_back = false;
   bool duplicate_reported = false;  // on_fatal called for a name held by another node
   bool mismatch_reported = false;   // on_fatal called for a peer with another --replicas
   const uint64_t started_at_ms = wall_ms();  // for replicas_conflict
@@ -1520,14 +1524,20 @@ void service::impl::handle(output&& out) {
     if (cfg.on_fatal)
       cfg.on_fatal(msg);
   }
+  if (members.stats().declared_gone != declared_gone_all) {
+    declared_gone_all = members.stats().declared_gone;
+    if (members.stats().declared_gone_at_start == declared_gone_seen && seen_others)
+      came_back = true;  // (a restart is handled below: its items go)
+  }
   if (members.stats().declared_gone_at_start != declared_gone_seen) {
     // We restarted, and the cluster had us dead (or left) and served our keys without us:
     // what the local shards recovered from --data-dir may be older than the others' copies,
     // and deletes made meanwhile would come back. Drop it; reads warm the current values from
     // the owners that served them (the first view with others, see rebuild). A node that was
     // declared dead while it ran (a pause, a partition) keeps its items: dropping them would
-    // lose its share of the cache on every flap, with nobody to warm them from; what was
-    // written elsewhere meanwhile may then read stale, as after an mcrouter failover.
+    // lose its share of the cache on every flap, with nobody to warm them from. The others
+    // hand it deletes of what they wrote meanwhile (actors/storage_shard.hpp), and it warms
+    // those keys from them (came_back).
     declared_gone_seen = members.stats().declared_gone_at_start;
     storage::op flush;
     flush.kind = storage::op_kind::flush;
@@ -1541,8 +1551,8 @@ void service::impl::handle(output&& out) {
   }
   for (auto& e : out.send)
     send_swim(e.to_address, std::move(e.msg));
-  if (!out.events.empty())
-    rebuild();
+  if (!out.events.empty() || came_back)
+    rebuild(came_back);
 }
 
 void service::impl::send_swim(const std::string& addr, message&& m) {
@@ -1684,6 +1694,20 @@ void service::impl::rebuild(bool force) {
       joined_from = ring::build(std::move(without_self), ++epoch);
     }
   }
+  // Back from the dead while it ran (a pause, a partition; another member told it so and it
+  // refuted): the others served its keys without it meanwhile, and a write there made its
+  // copy old. Their owners hand this node deletes of the keys they wrote meanwhile
+  // (actors/storage_shard.hpp), so it misses them, and warms them from the ring without it,
+  // as after a join. (Its own ring may not even have changed: it never saw itself dead.)
+  std::shared_ptr<const ring> served_without_me;
+  if (came_back && !joined_from) {
+    auto without_self = rm;
+    for (auto& m : without_self)
+      if (m.name == cfg.node_name)
+        m.alive = false;
+    served_without_me = ring::build(std::move(without_self), ++epoch);
+  }
+  came_back = false;
   auto next = ring::build(std::move(rm), ++epoch);
   auto peers = peers_of(*next);
   auto view = std::make_shared<actors::cluster_view>();
@@ -1727,6 +1751,8 @@ void service::impl::rebuild(bool force) {
       view->past.push_back({view_->ring, view_->peers, view_->clients,
                             std::min(until, view->past.back().warm_until_ms), copies});
   } else if (view_) {
+    if (served_without_me)  // (same members, same ids: the same peers and links)
+      view->past.push_back({served_without_me, view->peers, view->clients, until, copies});
     view->past.push_back({view_->ring, view_->peers, view_->clients, until, copies});
     for (const auto& past : view_->past)
       if (now < past.warm_until_ms && view->past.size() < actors::cluster_view::max_past)

@@ -147,6 +147,7 @@ shard_stats& shard_stats::operator+=(const shard_stats& o) {
   evicted_unfetched += o.evicted_unfetched;
   reclaimed += o.reclaimed;
   pruned += o.pruned;
+  handed_back += o.handed_back;
   segments += o.segments;
   segment_bytes += o.segment_bytes;
   index_bytes += o.index_bytes;
@@ -1271,8 +1272,9 @@ void shard::begin_prune() {
   impl_->idx.watch(&impl_->prune_cursor);
 }
 
-shard::prune_progress shard::prune(const std::function<bool(std::string_view key)>& drop,
-                                   uint32_t untouched_since, size_t max_slots) {
+shard::prune_progress shard::prune(
+  const std::function<bool(std::string_view key)>& drop, uint32_t untouched_since,
+  size_t max_slots, const std::function<void(std::string_view key, uint32_t touched)>& seen) {
   impl& m = *impl_;
   prune_progress p;
   if (m.prune_capacity != m.idx.capacity()) {  // resized since: entries moved, look at all
@@ -1283,7 +1285,8 @@ shard::prune_progress shard::prune(const std::function<bool(std::string_view key
     const entry& e = m.idx.at(m.prune_cursor);
     if (!e.empty()) {
       const record_header* r = m.hdr(e);
-      if (drop(std::string_view(r->key(), r->key_len))) {
+      const std::string_view key(r->key(), r->key_len);
+      if (drop(key)) {
         if (e.atime >= untouched_since) {
           ++p.recent;
         } else {
@@ -1293,6 +1296,8 @@ shard::prune_progress shard::prune(const std::function<bool(std::string_view key
           continue;
         }
       }
+      if (seen)
+        seen(key, e.atime);
     }
     ++m.prune_cursor;
   }

@@ -101,6 +101,8 @@ struct shard_stats {
   uint64_t recovered_items = 0;   // items rebuilt from the data directory at open()
   uint64_t recovery_skipped = 0;  // torn or corrupt records skipped at open()
   uint64_t pruned = 0;            // items prune() dropped (keys a cluster node no longer owns)
+  /// Deletes handed back to members alive again (counted by actors/storage_shard, not here).
+  uint64_t handed_back = 0;
 
   shard_stats& operator+=(const shard_stats& o);
 };
@@ -181,8 +183,12 @@ public:
     bool done = false;
   };
   void begin_prune();
+  /// `seen`, when given, is called with every live item the call visits and keeps: its key
+  /// and when it was last stored or read (unix seconds).
   prune_progress prune(const std::function<bool(std::string_view key)>& drop,
-                       uint32_t untouched_since, size_t max_slots = 4096);
+                       uint32_t untouched_since, size_t max_slots = 4096,
+                       const std::function<void(std::string_view key, uint32_t touched)>& seen =
+                         {});
 
   const shard_stats& stats() const;
   const shard_config& config() const;

@@ -490,6 +490,36 @@ BOOST_AUTO_TEST_CASE(prune_keeps_items_touched_since_the_given_time) {
   BOOST_CHECK_EQUAL(value_of(*s, "new49"), "v");
 }
 
+// `seen` gets every item the pass keeps (not those it drops), once, with when it was last
+// stored or read: the hand-back to a member alive again picks the ones touched since it died.
+BOOST_AUTO_TEST_CASE(prune_shows_each_kept_item_once_with_its_last_touch) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  for (int i = 0; i < 300; ++i) do_set(*s, "k" + std::to_string(i), "v");
+  const uint32_t before = clk.now();
+  clk.advance(30);
+  do_set(*s, "k3", "w");  // written later
+  do_get(*s, "k4");       // read later
+  std::map<std::string, uint32_t> seen;
+  size_t calls = 0;
+  s->begin_prune();
+  bool done = false;
+  while (!done) {
+    done = s->prune([](std::string_view k) { return k.back() == '0'; }, before + 1, 7,
+                    [&](std::string_view k, uint32_t touched) {
+                      ++calls;
+                      seen[std::string(k)] = touched;
+                    })
+             .done;
+  }
+  BOOST_CHECK_EQUAL(calls, seen.size());  // each once
+  BOOST_CHECK_EQUAL(seen.size(), 270u);   // the 30 ending in 0 went
+  BOOST_CHECK(seen.count("k10") == 0);
+  BOOST_CHECK_EQUAL(seen.at("k3"), before + 30);
+  BOOST_CHECK_EQUAL(seen.at("k4"), before + 30);
+  BOOST_CHECK_EQUAL(seen.at("k5"), before);
+}
+
 // Other erasures between two steps (deletes, expiry, eviction) shift entries back across the
 // cursor: none may escape the pass. Many shards (each keys its index hash afresh), the index
 // near its 80 % load (long runs of entries); without the cursor's step back 8 of 50 rounds'
