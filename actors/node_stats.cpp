@@ -110,6 +110,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   stat(out, "recovery_skipped", sh.recovery_skipped);
   counter("cluster_pruned_items", sh.pruned);
   counter("cluster_handed_back_deletes", sh.handed_back);
+  counter("cluster_handed_back_dropped", sh.hand_back_dropped);
   counter("cluster_past_copy_deletes", sum(node, &loop_counters::past_copy_deletes));
   counter("cluster_past_copy_deletes_skipped",
           sum(node, &loop_counters::past_copy_deletes_skipped));

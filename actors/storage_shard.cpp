@@ -31,6 +31,8 @@ caf::behavior storage_shard::make_behavior() {
     [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
       storage::result_batch results;
       shard_->execute(ops, results);
+      if (ring_has_dead_)
+        note_deletes(ops, results);
       send(caf::actor_cast<caf::actor>(current_sender()), result_atom::value, tag,
            std::move(results));
     },
@@ -46,8 +48,10 @@ caf::behavior storage_shard::make_behavior() {
       ++prune_gen_;  // a step still on its way belongs to the pass before
       prune_rings_.clear();
       pass_ring_.reset();
-      if (!v || !v->ring || v->ring->empty() || !v->ring->find(v->self_name))
+      if (!v || !v->ring || v->ring->empty() || !v->ring->find(v->self_name)) {
+        ring_has_dead_ = false;
         return;  // (not a member: nothing to go by)
+      }
       note_comebacks(*v);
       // The rings the node still reads from: the current one and those it warms from.
       auto add = [&](const std::shared_ptr<const cluster::ring>& r) {
@@ -58,6 +62,9 @@ caf::behavior storage_shard::make_behavior() {
       for (const auto& p : v->past)
         add(p.ring);
       prune_replicas_ = std::clamp<uint32_t>(v->replicas, 1, cluster_view::max_replicas);
+      self_ = *v->ring->find(v->self_name);
+      ring_has_dead_ = std::any_of(v->ring->members().begin(), v->ring->members().end(),
+                                   [](const auto& m) { return !m.alive && m.weight > 0; });
       // Where this pass's hand-backs go: members alive in this ring (else given up).
       pass_ring_ = v->ring;
       hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
@@ -142,9 +149,80 @@ void storage_shard::prune_step(uint64_t gen) {
   prune_recent_ = 0;
 }
 
+void storage_shard::note_deletes(const storage::op_batch& ops,
+                                 const storage::result_batch& results) {
+  for (size_t i = 0; i < ops.size() && i < results.size(); ++i) {
+    const auto& o = ops[i];
+    const auto st = results[i].st;
+    if (o.kind != storage::op_kind::remove ||
+        (st != storage::status::deleted && st != storage::status::not_found))
+      continue;
+    const uint64_t h = cluster::ring::key_hash(o.key);
+    cluster::ring::member_id all[cluster_view::max_replicas], live[cluster_view::max_replicas];
+    const size_t n = last_ring_->owner_ids(h, prune_replicas_, all);
+    const size_t l = last_ring_->live_owner_ids(h, prune_replicas_, live);
+    if (std::find(live, live + l, self_) == live + l)
+      continue;  // (not an owner here: a past copy's delete)
+    for (size_t j = 0; j < n; ++j) {
+      const auto& m = last_ring_->member(all[j]);
+      if (m.alive)
+        continue;
+      if (tombstone_count_ >= max_tombstones) {  // the longest list loses its oldest
+        auto most = std::max_element(
+          tombstones_.begin(), tombstones_.end(),
+          [](const auto& a, const auto& b) { return a.keys.size() < b.keys.size(); });
+        most->keys.pop_front();
+        --tombstone_count_;
+        ++tombstones_dropped_;
+        if (most->keys.empty())
+          tombstones_.erase(most);
+      }
+      auto t = std::find_if(tombstones_.begin(), tombstones_.end(),
+                            [&](const auto& x) { return x.member == m.name; });
+      if (t == tombstones_.end()) {
+        tombstones_.push_back({m.name, {}});
+        t = std::prev(tombstones_.end());
+      }
+      t->keys.push_back(o.key);
+      ++tombstone_count_;
+    }
+  }
+}
+
+void storage_shard::send_tombstones(const cluster_view& v, const std::string& name) {
+  auto t = std::find_if(tombstones_.begin(), tombstones_.end(),
+                        [&](const auto& x) { return x.member == name; });
+  if (t == tombstones_.end())
+    return;
+  auto id = v.ring->find(name);
+  caf::actor dest = id && *id < v.peers.size() ? v.peers[*id] : caf::actor();
+  if (dest) {
+    storage::op_batch batch;
+    auto flush = [&] {
+      handed_back_ += batch.size();
+      send(dest, warm_atom::value, ++hand_back_tag_, std::move(batch));
+      batch = storage::op_batch{};
+    };
+    for (auto& k : t->keys) {
+      storage::op d;
+      d.kind = storage::op_kind::remove;
+      d.key = std::move(k);
+      d.counted = false;
+      batch.push_back(std::move(d));
+      if (batch.size() == prune_slots_per_turn)
+        flush();
+    }
+    if (!batch.empty())
+      flush();
+  }
+  tombstone_count_ -= t->keys.size();
+  tombstones_.erase(t);
+}
+
 storage::shard_stats storage_shard::stats() const {
   auto st = shard_->stats();
   st.handed_back = handed_back_;
+  st.hand_back_dropped = tombstones_dropped_;
   return st;
 }
 
@@ -166,6 +244,7 @@ void storage_shard::note_comebacks(const cluster_view& v) {
     }
     if (it == dead_since_.end())
       continue;
+    send_tombstones(v, m.name);
     // Alive again. The ring before had it dead (or did not list it): the keys this node
     // owned there and the member owns now may have been written here meanwhile.
     const uint32_t since = it->second > prune_untouched_s ? it->second - prune_untouched_s : 0;

@@ -26,7 +26,9 @@
 //                               owns now, a delete, sent as a warm op to the member's peer
 //                               actor (one batch per turn; its answer is dropped). The member
 //                               then misses those keys and warms them from here (its view
-//                               warms from the ring without it: cluster/service.cpp).
+//                               warms from the ring without it: cluster/service.cpp). Keys
+//                               deleted here meanwhile (no item left) are kept for it from
+//                               the delete on (note_deletes) and sent when it is back.
 // Ownership: the actor owns the shard; pinned slices in results keep segments alive on
 // whatever thread holds them.
 #pragma once
@@ -38,6 +40,7 @@
 #include "cluster/ring.hpp"
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -101,6 +104,24 @@ private:
   uint64_t handed_back_ = 0;  // deletes sent (stat cluster_handed_back_deletes)
 
   storage::shard_stats stats() const;
+
+  // Keys deleted here, as one of their live owners, while a member that owns them by the ring
+  // with it alive was dead: it kept its copy, and a delete finds no item here to hand back in
+  // a pass. They go to it as deletes when it is alive again (send_tombstones, from
+  // note_comebacks). At most max_tombstones per shard: past that, the member with the most
+  // loses its oldest (counted: tombstones_dropped_).
+  static constexpr size_t max_tombstones = 65536;
+  struct tombstones {
+    std::string member;
+    std::deque<std::string> keys;  // oldest first
+  };
+  void note_deletes(const storage::op_batch& ops, const storage::result_batch& results);
+  void send_tombstones(const cluster_view& v, const std::string& name);
+  std::vector<tombstones> tombstones_;
+  size_t tombstone_count_ = 0;
+  uint64_t tombstones_dropped_ = 0;
+  bool ring_has_dead_ = false;  // the view's ring lists a dead member with points
+  cluster::ring::member_id self_ = 0;  // this node's id in last_ring_
 };
 
 } // namespace bifrost::actors

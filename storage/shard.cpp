@@ -148,6 +148,7 @@ shard_stats& shard_stats::operator+=(const shard_stats& o) {
   reclaimed += o.reclaimed;
   pruned += o.pruned;
   handed_back += o.handed_back;
+  hand_back_dropped += o.hand_back_dropped;
   segments += o.segments;
   segment_bytes += o.segment_bytes;
   index_bytes += o.index_bytes;

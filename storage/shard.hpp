@@ -103,6 +103,8 @@ struct shard_stats {
   uint64_t pruned = 0;            // items prune() dropped (keys a cluster node no longer owns)
   /// Deletes handed back to members alive again (counted by actors/storage_shard, not here).
   uint64_t handed_back = 0;
+  /// Deleted keys not kept for that, over the bound (actors/storage_shard).
+  uint64_t hand_back_dropped = 0;
 
   shard_stats& operator+=(const shard_stats& o);
 };

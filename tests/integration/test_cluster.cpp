@@ -1628,10 +1628,11 @@ BOOST_AUTO_TEST_CASE(bifrostctl_inside_the_window_acts_as_a_client) {
 // A node declared dead while it ran (stopped with SIGSTOP past failure detection, then
 // continued: a pause, a partition) keeps its items, but the others served its keys meanwhile,
 // and a write there made its copy old. Once it is back, its keys written meanwhile must not
-// read as their older values through any node: the nodes that wrote them hand it deletes of
-// those keys, and it warms them from them. The keys nobody wrote meanwhile still hit from its
-// own copies. (Before, every key written during the pause read back old through every node:
-// 135 of 400 in an audit's flaps.) R = 1 and R = 2.
+// read as their older values through any node, nor its keys deleted meanwhile come back: the
+// nodes that wrote or deleted them hand it deletes of those keys, and it warms the written
+// ones from them. The keys nobody touched meanwhile still hit from its own copies. (Before,
+// every key written or deleted during the pause read back old through every node: 135 of 400
+// in an audit's flaps.) R = 1 and R = 2.
 BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_does_not_serve_what_was_overwritten_meanwhile) {
   for (int replicas : {1, 2}) {
     cluster c;
@@ -1646,10 +1647,11 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_does_not_serve_what_was_overwritt
     BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
     auto at_n3 = with_primary(keys, owners_of(*ns[0], keys), "n3");
     BOOST_REQUIRE_GE(at_n3.size(), 100u);
-    std::vector<std::string> written, untouched;
-    for (auto& k : at_n3)
-      (written.size() <= untouched.size() ? written : untouched).push_back(k);
-    // n3 stops; n1 and n2 declare it dead and take its keys; half of them are written.
+    std::vector<std::string> written, deleted, untouched;
+    for (size_t i = 0; i < at_n3.size(); ++i)
+      (i % 3 == 0 ? written : i % 3 == 1 ? deleted : untouched).push_back(at_n3[i]);
+    // n3 stops; n1 and n2 declare it dead and take its keys; a third of them are written,
+    // a third deleted (a cache's invalidation).
     std::this_thread::sleep_until(paused_after);
     BOOST_REQUIRE(stop_node(n3.pid));
     BOOST_REQUIRE(wait_until(
@@ -1659,6 +1661,13 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_does_not_serve_what_was_overwritt
       },
       10000ms, 50ms));
     set_new_values(*ns[0], written);
+    {
+      mc_client m(ns[1]->port, 5s);
+      for (auto& k : deleted) {  // (R = 1: n1 and n2 hold no copy, NOT_FOUND)
+        const auto r = m.del(k);
+        BOOST_REQUIRE_MESSAGE(r == "DELETED" || r == "NOT_FOUND", r);
+      }
+    }
     ::kill(n3.pid, SIGCONT);
     BOOST_REQUIRE(wait_until(
       [&] {
@@ -1679,24 +1688,29 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_does_not_serve_what_was_overwritt
       return newer_older_miss;
     };
     // (The deletes come within a pass over the others' items: give them a moment.)
-    bool clean = wait_until([&] { return count(n3, written)[1] == 0; }, 5000ms, 100ms);
+    bool clean = wait_until(
+      [&] { return count(n3, written)[1] == 0 && read_all(n3.port, deleted).hits == 0; },
+      5000ms, 100ms);
     for (auto* via : ns) {
       auto w = count(*via, written);
+      auto d = read_all(via->port, deleted);
       auto u = read_all(via->port, untouched);
       report("R=" + std::to_string(replicas) + ", n3 back from the dead, through " + via->name +
              ": written meanwhile " + std::to_string(w[0]) + " new, " + std::to_string(w[1]) +
              " old, " + std::to_string(w[2]) + " misses of " + std::to_string(written.size()) +
-             "; untouched " + std::to_string(u.hits) + " hits of " +
-             std::to_string(untouched.size()));
+             "; deleted meanwhile " + std::to_string(d.hits) + " back of " +
+             std::to_string(deleted.size()) + "; untouched " + std::to_string(u.hits) +
+             " hits of " + std::to_string(untouched.size()));
       BOOST_CHECK_EQUAL(w[1], 0u);
       BOOST_CHECK_EQUAL(w[0], written.size());
+      BOOST_CHECK_EQUAL(d.hits, 0u);
       BOOST_CHECK_EQUAL(u.hits, untouched.size());
     }
     BOOST_CHECK(clean);
     const long handed = stat_of(*ns[0], "cluster_handed_back_deletes") +
                         stat_of(*ns[1], "cluster_handed_back_deletes");
     report("deletes handed back to n3: " + std::to_string(handed));
-    BOOST_CHECK_GE(handed, static_cast<long>(written.size()));
+    BOOST_CHECK_GE(handed, static_cast<long>(written.size() + deleted.size()));
   }
 }
 
