@@ -535,7 +535,8 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
 // change nothing (an add that finds an item, a CAS that does not match): its key's past
 // copies go anyway, a later miss instead of a possibly older value. Ops that only looked at
 // a past owner (a warm read, an add's look ahead, a copy on its way to the owner) changed
-// nothing and will not run again.
+// nothing and will not run again; nor do updates (touch, incr, append, cas…) of a key not
+// warmed yet: the owner most likely has no item for them to change (left: one that did).
 void connection::drop_past_copies_of_unfinished() {
   if (ctx_.routes == nullptr || !ctx_.routes->cluster || ctx_.routes->cluster->past.empty())
     return;
@@ -549,7 +550,10 @@ void connection::drop_past_copies_of_unfinished() {
       const auto& o = p.ops[i];
       if (rt.done)
         continue;  // (its result came: deliver() did this)
-      if ((rt.phase == warm_phase::none && storage::changes_item(o)) ||
+      // (Not an update that may find nothing at the owner, which has not warmed the key
+      // yet: it changes nothing, and the past owner's copy is the current item.)
+      if ((rt.phase == warm_phase::none && storage::changes_item(o) &&
+           (classify(o) != warm_class::update || rt.warmed)) ||
           rt.phase == warm_phase::erase)
         delete_past_copies(cv, rt, o.key);
     }

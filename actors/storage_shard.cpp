@@ -12,7 +12,9 @@ namespace bifrost::actors {
 namespace {
 using prune_step_atom = caf::atom_constant<caf::atom("prunestep")>;
 using prune_again_atom = caf::atom_constant<caf::atom("pruneagain")>;
+using hand_back_wait_atom = caf::atom_constant<caf::atom("hbwait")>;
 constexpr size_t prune_slots_per_turn = 4096;
+constexpr size_t max_hand_back_batches = 4;  // unanswered, per shard: the pass waits for them
 } // namespace
 
 storage_shard::storage_shard(caf::actor_config& cfg, actor_host* host,
@@ -42,12 +44,32 @@ caf::behavior storage_shard::make_behavior() {
     },
     [this](sweep_atom) {
       shard_->sweep();
+      sample_cas();
       delayed_send(this, sweep_interval_, sweep_atom::value);
+    },
+    // A member's answer to a batch of handed-back deletes (the only calls a shard makes).
+    [this](result_atom, uint64_t tag, storage::result_batch&) {
+      if (tag > hand_back_tag_ || hand_back_unanswered_ == 0)
+        return;
+      --hand_back_unanswered_;
+      if (hand_back_waits_ && hand_back_unanswered_ < max_hand_back_batches) {
+        hand_back_waits_ = false;
+        send(this, prune_step_atom::value, prune_gen_);
+      }
+    },
+    [this](hand_back_wait_atom, uint64_t gen, uint64_t tag) {
+      // Answers that never came (a member gone meanwhile): the pass goes on.
+      if (gen != prune_gen_ || !hand_back_waits_ || tag != hand_back_tag_)
+        return;
+      hand_back_unanswered_ = 0;
+      hand_back_waits_ = false;
+      send(this, prune_step_atom::value, prune_gen_);
     },
     [this](prune_atom, cluster_view_ptr& v) {
       ++prune_gen_;  // a step still on its way belongs to the pass before
       prune_rings_.clear();
       pass_ring_.reset();
+      hand_back_waits_ = false;
       if (!v || !v->ring || v->ring->empty() || !v->ring->find(v->self_name)) {
         ring_has_dead_ = false;
         return;  // (not a member: nothing to go by)
@@ -65,17 +87,21 @@ caf::behavior storage_shard::make_behavior() {
       self_ = *v->ring->find(v->self_name);
       ring_has_dead_ = std::any_of(v->ring->members().begin(), v->ring->members().end(),
                                    [](const auto& m) { return !m.alive && m.weight > 0; });
-      // Where this pass's hand-backs go: members alive in this ring (else given up).
+      // Where this pass's hand-backs go: members alive in this ring. One dead again waits
+      // (with what it is owed) until it is back; one the ring no longer lists is forgotten.
       pass_ring_ = v->ring;
       hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
                                        [&](hand_back& h) {
                                          auto id = v->ring->find(h.name);
-                                         if (!id || !v->ring->member(*id).alive ||
-                                             *id >= v->peers.size() || !v->peers[*id])
-                                           return true;
-                                         h.id = *id;
-                                         h.dest = v->peers[*id];
+                                         h.dest = caf::actor();
                                          h.batch.clear();
+                                         if (!id)
+                                           return true;
+                                         if (v->ring->member(*id).alive &&
+                                             *id < v->peers.size() && v->peers[*id]) {
+                                           h.id = *id;
+                                           h.dest = v->peers[*id];
+                                         }
                                          return false;
                                        }),
                         hand_backs_.end());
@@ -104,20 +130,31 @@ void storage_shard::prune_step(uint64_t gen) {
     size_t n = r.live_owner_ids(h, prune_replicas_, owners);
     return std::find(owners, owners + n, who) != owners + n;
   };
-  std::function<void(std::string_view, uint32_t)> hand_back_seen;
-  if (!hand_backs_.empty() && pass_ring_)
-    hand_back_seen = [&](std::string_view key, uint32_t touched) {
+  std::function<void(std::string_view, uint64_t)> hand_back_seen;
+  const bool handing_back =
+    pass_ring_ && std::any_of(hand_backs_.begin(), hand_backs_.end(),
+                              [](const hand_back& hb) { return static_cast<bool>(hb.dest); });
+  if (handing_back) {
+    if (hand_back_unanswered_ >= max_hand_back_batches) {  // wait for the member's answers
+      hand_back_waits_ = true;
+      delayed_send(this, std::chrono::seconds(10), hand_back_wait_atom::value, gen,
+                   hand_back_tag_);
+      return;
+    }
+    hand_back_seen = [&](std::string_view key, uint64_t cas) {
       const uint64_t h = cluster::ring::key_hash(key);
       for (auto& hb : hand_backs_) {
-        if (touched < hb.since || !owns(*hb.served_by, h, hb.self) || !owns(*pass_ring_, h, hb.id))
+        if (!hb.dest || cas <= hb.since_cas || !owns(*pass_ring_, h, hb.id))
           continue;
         storage::op d;
         d.kind = storage::op_kind::remove;
         d.key.assign(key);
         d.counted = false;
+        d.hand_back = true;
         hb.batch.push_back(std::move(d));
       }
     };
+  }
   auto progress = shard_->prune(
     [&](std::string_view key) {
       const uint64_t h = cluster::ring::key_hash(key);
@@ -130,11 +167,14 @@ void storage_shard::prune_step(uint64_t gen) {
   for (auto& hb : hand_backs_)
     if (!hb.batch.empty()) {
       handed_back_ += hb.batch.size();
+      ++hand_back_unanswered_;
       send(hb.dest, warm_atom::value, ++hand_back_tag_, std::move(hb.batch));
       hb.batch = storage::op_batch{};
     }
-  if (progress.done)
-    hand_backs_.clear();
+  if (progress.done)  // (those waiting for their member's return stay)
+    hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
+                                     [](const hand_back& hb) { return static_cast<bool>(hb.dest); }),
+                      hand_backs_.end());
   prune_recent_ += progress.recent;
   if (!progress.done) {
     send(this, prune_step_atom::value, gen);  // after the mail already here
@@ -208,6 +248,7 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
       d.kind = storage::op_kind::remove;
       d.key = std::move(k);
       d.counted = false;
+      d.hand_back = true;
       batch.push_back(std::move(d));
       if (batch.size() == prune_slots_per_turn)
         flush();
@@ -226,6 +267,24 @@ storage::shard_stats storage_shard::stats() const {
   return st;
 }
 
+void storage_shard::sample_cas() {
+  const uint32_t now = storage::system_clock_seconds();
+  cas_samples_.emplace_back(now, storage::current_cas());
+  // Kept: enough to look prune_untouched_s back, with room for a late sweep.
+  while (cas_samples_.size() > 2 && cas_samples_[1].first + 6 * prune_untouched_s < now)
+    cas_samples_.pop_front();
+}
+
+uint64_t storage_shard::cas_before(uint32_t t) const {
+  uint64_t cas = 0;  // (none that old: every item counts as later)
+  for (const auto& [when, c] : cas_samples_) {
+    if (when > t)
+      break;
+    cas = c;
+  }
+  return cas;
+}
+
 void storage_shard::note_comebacks(const cluster_view& v) {
   const uint32_t now = storage::system_clock_seconds();
   const auto& ms = v.ring->members();
@@ -239,33 +298,38 @@ void storage_shard::note_comebacks(const cluster_view& v) {
         continue;
       if (dead_since_.size() >= max_dead_noted)  // (the longest dead go first)
         dead_since_.erase(dead_since_.begin());
-      dead_since_.emplace_back(m.name, now);
+      // What was stored here before then stays: a member whose view was ahead of this
+      // node's may have written here for it a little earlier (views agree within seconds).
+      dead_since_.emplace_back(m.name, cas_before(now - std::min(now, prune_untouched_s)));
       continue;
     }
     if (it == dead_since_.end())
       continue;
+    // Alive again: what was stored here since it died, for keys it owns now, may be newer
+    // than its copies. (Its earlier hand-back, if it died again before it was done, joins.)
     send_tombstones(v, m.name);
-    // Alive again. The ring before had it dead (or did not list it): the keys this node
-    // owned there and the member owns now may have been written here meanwhile.
-    const uint32_t since = it->second > prune_untouched_s ? it->second - prune_untouched_s : 0;
+    const uint64_t since = it->second;
     dead_since_.erase(it);
-    if (!last_ring_)
+    auto h = std::find_if(hand_backs_.begin(), hand_backs_.end(),
+                          [&](const hand_back& x) { return x.name == m.name; });
+    if (h != hand_backs_.end()) {
+      h->since_cas = std::min(h->since_cas, since);
       continue;
-    auto self = last_ring_->find(v.self_name);
-    auto before = last_ring_->find(m.name);
-    if (!self || !last_ring_->member(*self).alive ||
-        (before && last_ring_->member(*before).alive))
-      continue;
-    hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
-                                     [&](const hand_back& h) { return h.name == m.name; }),
-                      hand_backs_.end());
-    hand_back h;
-    h.name = m.name;
-    h.served_by = last_ring_;
-    h.self = *self;
-    h.since = since;
-    hand_backs_.push_back(std::move(h));
+    }
+    hand_back nh;
+    nh.name = m.name;
+    nh.since_cas = since;
+    hand_backs_.push_back(std::move(nh));
   }
+  // Deleted keys kept for a member the ring no longer lists go (it left, or was dropped).
+  tombstones_.erase(std::remove_if(tombstones_.begin(), tombstones_.end(),
+                                   [&](const tombstones& t) {
+                                     if (v.ring->find(t.member))
+                                       return false;
+                                     tombstone_count_ -= t.keys.size();
+                                     return true;
+                                   }),
+                    tombstones_.end());
   last_ring_ = v.ring;
 }
 

@@ -20,15 +20,18 @@
 //                               The same pass hands deletes back to a member that is alive
 //                               again after this shard's views had it dead (a pause, a
 //                               partition: it kept its items, and missed the writes made
-//                               here meanwhile): for every item stored or read since it was
-//                               seen dead (less prune_untouched_s) whose key this node owned
-//                               in the ring before (the member dead there) and the member
-//                               owns now, a delete, sent as a warm op to the member's peer
-//                               actor (one batch per turn; its answer is dropped). The member
-//                               then misses those keys and warms them from here (its view
-//                               warms from the ring without it: cluster/service.cpp). Keys
-//                               deleted here meanwhile (no item left) are kept for it from
-//                               the delete on (note_deletes) and sent when it is back.
+//                               here meanwhile): for every item stored here since it was
+//                               seen dead (a CAS above the counter's value prune_untouched_s
+//                               before: sample_cas) whose key the member owns now, a delete
+//                               with `hand_back` set, sent as a warm op to the member's peer
+//                               actor, a batch per turn, at most max_hand_back_batches
+//                               unanswered (the pass waits). The member removes only items it
+//                               stored before it came back (storage::return_mark), then
+//                               misses those keys and warms them from here (its view warms
+//                               from the ring without it: cluster/service.cpp). Keys deleted
+//                               here meanwhile (no item left) are kept for it from the delete
+//                               on (note_deletes) and sent when it is back. A hand-back whose
+//                               member dies again before the pass is done waits for it.
 // Ownership: the actor owns the shard; pinned slices in results keep segments alive on
 // whatever thread holds them.
 #pragma once
@@ -81,19 +84,24 @@ private:
   size_t prune_recent_ = 0;    // items of this pass kept for that
 
   /// Notes who the view `v` has dead, and who is alive again since the view before: their
-  /// hand-backs join hand_backs_ (they outlive a pass that a later view restarts).
+  /// hand-backs join hand_backs_ (they outlive a pass that a later view restarts, and wait
+  /// while their member is dead again).
   void note_comebacks(const cluster_view& v);
-  // Members the views had dead (not alive in a view since), and since when (unix seconds),
-  // oldest first; at most max_dead_noted.
+  /// Every sweep: (now, storage::current_cas()), the last minute or so of them, oldest first.
+  void sample_cas();
+  /// The CAS counter at unix second `t` (the newest sample not after it; 0: none that old).
+  uint64_t cas_before(uint32_t t) const;
+  std::deque<std::pair<uint32_t, uint64_t>> cas_samples_;
+  // Members the views had dead (not alive in a view since), and the CAS counter when they
+  // died (less prune_untouched_s): what this node stored since has a higher CAS. Oldest
+  // first; at most max_dead_noted.
   static constexpr size_t max_dead_noted = 256;
-  std::vector<std::pair<std::string, uint32_t>> dead_since_;
-  std::shared_ptr<const cluster::ring> last_ring_;  // the ring of the view before
+  std::vector<std::pair<std::string, uint64_t>> dead_since_;
+  std::shared_ptr<const cluster::ring> last_ring_;  // the view's ring (note_deletes)
   struct hand_back {
-    std::string name;                                // the member back from the dead
-    std::shared_ptr<const cluster::ring> served_by;  // a ring that had it dead
-    cluster::ring::member_id self = 0;               // this node's id in served_by
-    uint32_t since = 0;                              // items touched since may be newer
-    // Resolved for the running pass: its id in the view's ring, where deletes go, the next.
+    std::string name;        // the member back from the dead
+    uint64_t since_cas = 0;  // items stored here with a higher CAS may be newer than its
+    // Resolved for the running pass (null dest: the member is dead again, it waits).
     cluster::ring::member_id id = 0;
     caf::actor dest;
     storage::op_batch batch;
@@ -101,6 +109,8 @@ private:
   std::vector<hand_back> hand_backs_;
   std::shared_ptr<const cluster::ring> pass_ring_;  // the view's ring, for hand-backs
   uint64_t hand_back_tag_ = 0;
+  size_t hand_back_unanswered_ = 0;  // batches sent, not answered (max_hand_back_batches)
+  bool hand_back_waits_ = false;     // the pass waits for answers
   uint64_t handed_back_ = 0;  // deletes sent (stat cluster_handed_back_deletes)
 
   storage::shard_stats stats() const;

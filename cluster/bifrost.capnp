@@ -87,6 +87,7 @@ struct Op {
   delta @17 :UInt64;
   initial @18 :UInt64;
   keepToken @19 :Bool;  # a read that leaves a stale item's win token (false from old nodes)
+  handBack @20 :Bool;   # remove: only an item stored before the node's return (storage/ops.hpp)
 }
 
 struct Result {

@@ -116,6 +116,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setRecache(o.recache);
   b.setRecacheTtl(o.recache_ttl);
   b.setKeepToken(o.keep_token);
+  b.setHandBack(o.hand_back);
   b.setIncr(o.incr);
   b.setDelta(o.delta);
   b.setInitial(o.initial);
@@ -138,6 +139,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.vivify = r.getVivify();
   o.vivify_ttl = r.getVivifyTtl();
   o.recache = r.getRecache();
+  o.hand_back = r.getHandBack();
   o.recache_ttl = r.getRecacheTtl();
   o.keep_token = r.getKeepToken();
   o.incr = r.getIncr();

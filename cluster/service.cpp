@@ -22,6 +22,7 @@
 #include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
 #include "cluster/tls.hpp"
+#include "storage/shard.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
@@ -319,6 +320,16 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void take_past(rpc::SwimMessage::Reader reply);
   uint64_t declared_gone_seen = 0;  // members.stats().declared_gone_at_start when handled
   uint64_t declared_gone_all = 0;   // members.stats().declared_gone when handled
+  uint64_t refutations_seen = 0;    // members.stats().refutations when handled
+  // A pause the others may have taken for a death: this loop's ticks stalled longer than
+  // they take to declare one (stalled_ms), and this node refuted something (refuted_ms)
+  // within k_return_match_ms of it, in either order. (A paused node often refutes only the
+  // suspicion a ping queued during the pause carried, never hearing of its death.)
+  static constexpr uint64_t k_return_match_ms = 5000;
+  uint64_t last_tick_ms = 0;
+  uint64_t stalled_ms = 0;
+  uint64_t refuted_ms = 0;
+  void note_return(const char* why);
   // Told it was dead (or had left) while it ran, and refuted: the next view warms from the
   // ring without this node (rebuild), which the others served its keys by meanwhile.
   bool came_back = false;
@@ -1451,8 +1462,10 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
   if (from.where == actors::placement::unavailable || stopping)
     return kj::READY_NOW;
   rt.warm_next = from.next;
-  storage::op w = o;
+  storage::op w = o;  // (a look: no access counted there, a stale item's token left)
   w.counted = false;
+  w.get_bump = false;
+  w.keep_token = true;
   storage::op_batch one;
   one.push_back(std::move(w));
   return execute_at(*view->past[from.depth].ring, from.id, std::move(one))
@@ -1524,10 +1537,24 @@ void service::impl::handle(output&& out) {
     if (cfg.on_fatal)
       cfg.on_fatal(msg);
   }
-  if (members.stats().declared_gone != declared_gone_all) {
-    declared_gone_all = members.stats().declared_gone;
-    if (members.stats().declared_gone_at_start == declared_gone_seen && seen_others)
-      came_back = true;  // (a restart is handled below: its items go)
+  {
+    const auto& st = members.stats();
+    const bool gone = st.declared_gone != declared_gone_all;
+    const bool refuted = st.refutations != refutations_seen;
+    declared_gone_all = st.declared_gone;
+    refutations_seen = st.refutations;
+    if (refuted) {
+      // Deletes others hand back can only follow a refutation: from now on what this node
+      // stores is newer than any of them (storage::return_mark). (Cheap: one store.)
+      storage::mark_return();
+      refuted_ms = now_ms();
+    }
+    if (st.declared_gone_at_start == declared_gone_seen) {  // (a restart: its items go, below)
+      if (gone)
+        note_return("the cluster had this node dead or left while it ran (a pause, a partition)");
+      else if (refuted && stalled_ms != 0 && refuted_ms - stalled_ms < k_return_match_ms)
+        note_return("this node stalled past failure detection and was suspected");
+    }
   }
   if (members.stats().declared_gone_at_start != declared_gone_seen) {
     // We restarted, and the cluster had us dead (or left) and served our keys without us:
@@ -1553,6 +1580,18 @@ void service::impl::handle(output&& out) {
     send_swim(e.to_address, std::move(e.msg));
   if (!out.events.empty() || came_back)
     rebuild(came_back);
+}
+
+void service::impl::note_return(const char* why) {
+  if (!seen_others || came_back)
+    return;
+  came_back = true;
+  stalled_ms = 0;
+  refuted_ms = 0;
+  std::fprintf(stderr,
+               "bifrost cluster: %s: it refuted, keeps its items, takes the deletes the others "
+               "hand back for what they wrote meanwhile, and warms those keys from them\n",
+               why);
 }
 
 void service::impl::send_swim(const std::string& addr, message&& m) {
@@ -1587,7 +1626,18 @@ kj::Promise<void> service::impl::tick_loop() {
   uint64_t delay = next <= now ? 0 : std::min<uint64_t>(next - now, 10);
   return timer.afterDelay(delay * kj::MILLISECONDS).then([this] {
     try {
-      handle(members.tick(now_ms()));
+      const uint64_t now = now_ms();
+      const auto& sw = cfg.swim;
+      const uint64_t stall_limit = uint64_t(sw.ping_timeout_ms) + sw.indirect_timeout_ms +
+                                   sw.suspicion_timeout_ms;
+      if (last_tick_ms != 0 && now - last_tick_ms > stall_limit) {
+        stalled_ms = now;
+        storage::mark_return();
+        if (refuted_ms != 0 && now - refuted_ms < k_return_match_ms)
+          note_return("this node stalled past failure detection and was suspected");
+      }
+      last_tick_ms = now;
+      handle(members.tick(now));
       end_windows();
     } catch (const std::exception& e) {  // e.g. bad_alloc building a ring: keep probing
       std::fprintf(stderr, "bifrost cluster: membership tick: %s\n", e.what());
@@ -1751,9 +1801,11 @@ void service::impl::rebuild(bool force) {
       view->past.push_back({view_->ring, view_->peers, view_->clients,
                             std::min(until, view->past.back().warm_until_ms), copies});
   } else if (view_) {
+    // (The ring before first: ops in flight were placed in it, connection::delete_past_copies.
+    // For a return it is this ring again; a miss here skips this node in it.)
+    view->past.push_back({view_->ring, view_->peers, view_->clients, until, copies});
     if (served_without_me)  // (same members, same ids: the same peers and links)
       view->past.push_back({served_without_me, view->peers, view->clients, until, copies});
-    view->past.push_back({view_->ring, view_->peers, view_->clients, until, copies});
     for (const auto& past : view_->past)
       if (now < past.warm_until_ms && view->past.size() < actors::cluster_view::max_past)
         view->past.push_back(past);
@@ -1876,6 +1928,9 @@ kj::Promise<void> service::impl::accept_loop() {
 
 void service::impl::start() {
   serving = true;
+  // What this node stored before it joined (recovered from --data-dir) may be older than what
+  // the others wrote meanwhile: deletes they hand back remove it (storage::return_mark).
+  storage::mark_return();
   bridge = loop.system().spawn<bridge_actor>(loop_ref, this);
   if (cfg.replicas > 1) {
     replicator_config rc;

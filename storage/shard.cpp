@@ -66,6 +66,15 @@ uint64_t cas_for(const op& o) {
   return o.explicit_cas;
 }
 
+uint64_t current_cas() { return g_cas.load(std::memory_order_relaxed); }
+
+namespace {
+std::atomic<uint64_t> g_return_mark{~uint64_t(0)};
+} // namespace
+
+void mark_return() { g_return_mark.store(current_cas(), std::memory_order_relaxed); }
+uint64_t return_mark() { return g_return_mark.load(std::memory_order_relaxed); }
+
 uint64_t restart_cas_floor() {
   timespec ts{};
   ::clock_gettime(CLOCK_REALTIME, &ts);
@@ -878,7 +887,8 @@ struct shard::impl {
     }
     const entry e = idx.at(pos);
     const record_header* r = hdr(e);
-    if (o.compare_cas != 0 && o.compare_cas != r->cas) {
+    if ((o.compare_cas != 0 && o.compare_cas != r->cas) ||
+        (o.hand_back && r->cas > return_mark())) {  // (stored since this node came back)
       res.st = status::exists;
       return res;
     }
@@ -1275,7 +1285,7 @@ void shard::begin_prune() {
 
 shard::prune_progress shard::prune(
   const std::function<bool(std::string_view key)>& drop, uint32_t untouched_since,
-  size_t max_slots, const std::function<void(std::string_view key, uint32_t touched)>& seen) {
+  size_t max_slots, const std::function<void(std::string_view key, uint64_t cas)>& seen) {
   impl& m = *impl_;
   prune_progress p;
   if (m.prune_capacity != m.idx.capacity()) {  // resized since: entries moved, look at all
@@ -1298,7 +1308,7 @@ shard::prune_progress shard::prune(
         }
       }
       if (seen)
-        seen(key, e.atime);
+        seen(key, r->cas);
     }
     ++m.prune_cursor;
   }

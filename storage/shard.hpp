@@ -142,6 +142,14 @@ uint64_t cas_for(const op& o);
 /// had to issue over 256 CAS values per microsecond of head start to get there). Exposed
 /// for tests.
 uint64_t restart_cas_floor();
+/// The last CAS value handed out or observed in this process (next_cas() returns more).
+uint64_t current_cas();
+/// A cluster node that (re)joins its cluster marks it: what it stores from now on gets a CAS
+/// above the mark, so a remove with `hand_back` set (a delete another node hands back for
+/// what it wrote while this node was away) removes only items stored before (see
+/// actors/storage_shard.hpp). Until the first mark, every item counts as before.
+void mark_return();
+uint64_t return_mark();
 
 class shard {
 public:
@@ -186,11 +194,10 @@ public:
   };
   void begin_prune();
   /// `seen`, when given, is called with every live item the call visits and keeps: its key
-  /// and when it was last stored or read (unix seconds).
+  /// and CAS (a pass may show an item twice when the index moved entries meanwhile).
   prune_progress prune(const std::function<bool(std::string_view key)>& drop,
                        uint32_t untouched_since, size_t max_slots = 4096,
-                       const std::function<void(std::string_view key, uint32_t touched)>& seen =
-                         {});
+                       const std::function<void(std::string_view key, uint64_t cas)>& seen = {});
 
   const shard_stats& stats() const;
   const shard_config& config() const;

@@ -1647,9 +1647,10 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_does_not_serve_what_was_overwritt
     BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
     auto at_n3 = with_primary(keys, owners_of(*ns[0], keys), "n3");
     BOOST_REQUIRE_GE(at_n3.size(), 100u);
-    std::vector<std::string> written, deleted, untouched;
+    std::vector<std::string> written, deleted, untouched, again;
     for (size_t i = 0; i < at_n3.size(); ++i)
-      (i % 3 == 0 ? written : i % 3 == 1 ? deleted : untouched).push_back(at_n3[i]);
+      (i % 4 == 0 ? written : i % 4 == 1 ? deleted : i % 4 == 2 ? untouched : again)
+        .push_back(at_n3[i]);
     // n3 stops; n1 and n2 declare it dead and take its keys; a third of them are written,
     // a third deleted (a cache's invalidation).
     std::this_thread::sleep_until(paused_after);
@@ -1661,6 +1662,7 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_does_not_serve_what_was_overwritt
       },
       10000ms, 50ms));
     set_new_values(*ns[0], written);
+    set_new_values(*ns[0], again);
     {
       mc_client m(ns[1]->port, 5s);
       for (auto& k : deleted) {  // (R = 1: n1 and n2 hold no copy, NOT_FOUND)
@@ -1678,6 +1680,18 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_does_not_serve_what_was_overwritt
         return true;
       },
       10000ms, 50ms));
+    // Written again at once, through n3 and n1, while the hand-backs may still be on their
+    // way: they must not remove these later writes.
+    {
+      std::vector<std::pair<std::string, std::string>> kv3, kv1;
+      for (size_t i = 0; i < again.size(); ++i)
+        (i % 2 ? kv1 : kv3).emplace_back(again[i], "again-" + again[i]);
+      mc_client m3(n3.port, 5s), m1(ns[0]->port, 5s);
+      for (auto& r : m3.set_pipelined(kv3))
+        BOOST_REQUIRE_EQUAL(r, "STORED");
+      for (auto& r : m1.set_pipelined(kv1))
+        BOOST_REQUIRE_EQUAL(r, "STORED");
+    }
     // Through every node, the written keys read new (warmed back to n3) or miss, never old.
     auto count = [&](node& via, const std::vector<std::string>& ks) {
       mc_client m(via.port, 10s);
@@ -1695,16 +1709,25 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_does_not_serve_what_was_overwritt
       auto w = count(*via, written);
       auto d = read_all(via->port, deleted);
       auto u = read_all(via->port, untouched);
+      size_t kept_again = 0;
+      {
+        mc_client m(via->port, 10s);
+        auto got = m.get_pipelined(again);
+        for (size_t i = 0; i < again.size(); ++i)
+          kept_again += got[i] && *got[i] == "again-" + again[i];
+      }
       report("R=" + std::to_string(replicas) + ", n3 back from the dead, through " + via->name +
              ": written meanwhile " + std::to_string(w[0]) + " new, " + std::to_string(w[1]) +
              " old, " + std::to_string(w[2]) + " misses of " + std::to_string(written.size()) +
              "; deleted meanwhile " + std::to_string(d.hits) + " back of " +
              std::to_string(deleted.size()) + "; untouched " + std::to_string(u.hits) +
-             " hits of " + std::to_string(untouched.size()));
+             " hits of " + std::to_string(untouched.size()) + "; written after the return " +
+             std::to_string(kept_again) + " of " + std::to_string(again.size()) + " kept");
       BOOST_CHECK_EQUAL(w[1], 0u);
       BOOST_CHECK_EQUAL(w[0], written.size());
       BOOST_CHECK_EQUAL(d.hits, 0u);
       BOOST_CHECK_EQUAL(u.hits, untouched.size());
+      BOOST_CHECK_EQUAL(kept_again, again.size());
     }
     BOOST_CHECK(clean);
     const long handed = stat_of(*ns[0], "cluster_handed_back_deletes") +

@@ -490,34 +490,66 @@ BOOST_AUTO_TEST_CASE(prune_keeps_items_touched_since_the_given_time) {
   BOOST_CHECK_EQUAL(value_of(*s, "new49"), "v");
 }
 
-// `seen` gets every item the pass keeps (not those it drops), once, with when it was last
-// stored or read: the hand-back to a member alive again picks the ones touched since it died.
-BOOST_AUTO_TEST_CASE(prune_shows_each_kept_item_once_with_its_last_touch) {
+// `seen` gets every item the pass keeps (not those it drops), once (the index does not move
+// here), with its CAS: the hand-back to a member alive again picks those stored since it died.
+BOOST_AUTO_TEST_CASE(prune_shows_each_kept_item_once_with_its_cas) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
   for (int i = 0; i < 300; ++i) do_set(*s, "k" + std::to_string(i), "v");
+  const uint64_t mark = current_cas();
   const uint32_t before = clk.now();
   clk.advance(30);
-  do_set(*s, "k3", "w");  // written later
-  do_get(*s, "k4");       // read later
-  std::map<std::string, uint32_t> seen;
+  do_set(*s, "k3", "w");  // stored later
+  do_get(*s, "k4");       // only read later
+  do_set(*s, "k10", "w"); // stored later, and pruned
+  std::map<std::string, uint64_t> seen;
   size_t calls = 0;
   s->begin_prune();
   bool done = false;
   while (!done) {
-    done = s->prune([](std::string_view k) { return k.back() == '0'; }, before + 1, 7,
-                    [&](std::string_view k, uint32_t touched) {
+    done = s->prune([](std::string_view k) { return k.back() == '0' && k != "k20"; },
+                    before + 1, 7,
+                    [&](std::string_view k, uint64_t cas) {
                       ++calls;
-                      seen[std::string(k)] = touched;
+                      seen[std::string(k)] = cas;
                     })
              .done;
   }
   BOOST_CHECK_EQUAL(calls, seen.size());  // each once
-  BOOST_CHECK_EQUAL(seen.size(), 270u);   // the 30 ending in 0 went
-  BOOST_CHECK(seen.count("k10") == 0);
-  BOOST_CHECK_EQUAL(seen.at("k3"), before + 30);
-  BOOST_CHECK_EQUAL(seen.at("k4"), before + 30);
-  BOOST_CHECK_EQUAL(seen.at("k5"), before);
+  BOOST_CHECK_EQUAL(seen.size(), 272u);   // 28 ending in 0 went; k10 (recent) and k20 stayed
+  BOOST_CHECK(seen.count("k30") == 0);
+  BOOST_CHECK_GT(seen.at("k3"), mark);
+  BOOST_CHECK_LE(seen.at("k4"), mark);
+  BOOST_CHECK_GT(seen.at("k10"), mark);  // kept for being recent, still shown
+  BOOST_CHECK_LE(seen.at("k5"), mark);
+}
+
+// A delete handed back by another node (what it wrote while this one was away) removes only
+// an item stored before this node's return (storage::mark_return), never one stored since.
+BOOST_AUTO_TEST_CASE(a_handed_back_delete_spares_what_was_stored_since_the_return) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "before", "v");
+  do_set(*s, "rewritten", "old");
+  mark_return();
+  do_set(*s, "rewritten", "new");
+  do_set(*s, "after", "v");
+  auto hand_back = [&](const std::string& k) {
+    op o;
+    o.kind = op_kind::remove;
+    o.key = k;
+    o.hand_back = true;
+    return s->execute(o).st;
+  };
+  BOOST_CHECK(hand_back("before") == status::deleted);
+  BOOST_CHECK(hand_back("rewritten") == status::exists);
+  BOOST_CHECK(hand_back("after") == status::exists);
+  BOOST_CHECK(hand_back("never") == status::not_found);
+  BOOST_CHECK_EQUAL(value_of(*s, "before"), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, "rewritten"), "new");
+  BOOST_CHECK_EQUAL(value_of(*s, "after"), "v");
+  // A plain delete is not held back.
+  BOOST_CHECK(do_delete(*s, "after").st == status::deleted);
 }
 
 // Other erasures between two steps (deletes, expiry, eviction) shift entries back across the
