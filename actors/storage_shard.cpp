@@ -172,9 +172,10 @@ void storage_shard::prune_step(uint64_t gen) {
       hb.batch = storage::op_batch{};
     }
   if (progress.done)  // (those waiting for their member's return stay)
-    hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
-                                     [](const hand_back& hb) { return static_cast<bool>(hb.dest); }),
-                      hand_backs_.end());
+    hand_backs_.erase(
+      std::remove_if(hand_backs_.begin(), hand_backs_.end(),
+                     [](const hand_back& hb) { return static_cast<bool>(hb.dest); }),
+      hand_backs_.end());
   prune_recent_ += progress.recent;
   if (!progress.done) {
     send(this, prune_step_atom::value, gen);  // after the mail already here

@@ -1515,8 +1515,8 @@ BOOST_AUTO_TEST_CASE(a_key_whose_new_owner_dies_inside_the_window_does_not_go_ba
 // --------------------------------------------------------------------------------------------
 // The same with a client that resets its connection right after sending its writes (sets and
 // deletes): they run at n3, but the connection is gone before their results come, so no reply
-// is sent. The old copies must go all the same. (Before, every one of them stayed and read back after n3's
-// crash.)
+// is sent. The old copies must go all the same. (Before, every one of them stayed and read
+// back after n3's crash.)
 BOOST_AUTO_TEST_CASE(writes_of_a_client_that_resets_still_delete_the_old_copies) {
   cluster c;
   logs_on_failure guard{c};
