@@ -553,7 +553,7 @@ void connection::drop_past_copies_of_unfinished() {
       // (Not an update that may find nothing at the owner, which has not warmed the key
       // yet: it changes nothing, and the past owner's copy is the current item.)
       if ((rt.phase == warm_phase::none && storage::changes_item(o) &&
-           (classify(o) != warm_class::update || rt.warmed)) ||
+           (classify(o) != warm_class::update || rt.warmed || o.vivify)) ||
           rt.phase == warm_phase::erase)
         delete_past_copies(cv, rt, o.key);
     }

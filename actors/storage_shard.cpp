@@ -15,6 +15,7 @@ using prune_again_atom = caf::atom_constant<caf::atom("pruneagain")>;
 using hand_back_wait_atom = caf::atom_constant<caf::atom("hbwait")>;
 constexpr size_t prune_slots_per_turn = 4096;
 constexpr size_t max_hand_back_batches = 4;  // unanswered, per shard: the pass waits for them
+constexpr uint64_t tombstone_tag_bit = uint64_t(1) << 63;  // batches of deleted keys
 } // namespace
 
 storage_shard::storage_shard(caf::actor_config& cfg, actor_host* host,
@@ -49,8 +50,8 @@ caf::behavior storage_shard::make_behavior() {
     },
     // A member's answer to a batch of handed-back deletes (the only calls a shard makes).
     [this](result_atom, uint64_t tag, storage::result_batch&) {
-      if (tag > hand_back_tag_ || hand_back_unanswered_ == 0)
-        return;
+      if ((tag & tombstone_tag_bit) != 0 || tag > hand_back_tag_ || hand_back_unanswered_ == 0)
+        return;  // (deleted keys' batches are not paced)
       --hand_back_unanswered_;
       if (hand_back_waits_ && hand_back_unanswered_ < max_hand_back_batches) {
         hand_back_waits_ = false;
@@ -142,15 +143,20 @@ void storage_shard::prune_step(uint64_t gen) {
       return;
     }
     hand_back_seen = [&](std::string_view key, uint64_t cas) {
-      const uint64_t h = cluster::ring::key_hash(key);
+      uint64_t h = 0;
       for (auto& hb : hand_backs_) {
-        if (!hb.dest || cas <= hb.since_cas || !owns(*pass_ring_, h, hb.id))
+        if (!hb.dest || cas <= hb.since_cas)
+          continue;
+        if (h == 0)
+          h = cluster::ring::key_hash(key);
+        if (!owns(*pass_ring_, h, hb.id))
           continue;
         storage::op d;
         d.kind = storage::op_kind::remove;
         d.key.assign(key);
         d.counted = false;
         d.hand_back = true;
+        d.explicit_cas = cas;  // (the member's copy of this very item stays)
         hb.batch.push_back(std::move(d));
       }
     };
@@ -171,11 +177,20 @@ void storage_shard::prune_step(uint64_t gen) {
       send(hb.dest, warm_atom::value, ++hand_back_tag_, std::move(hb.batch));
       hb.batch = storage::op_batch{};
     }
-  if (progress.done)  // (those waiting for their member's return stay)
-    hand_backs_.erase(
-      std::remove_if(hand_backs_.begin(), hand_backs_.end(),
-                     [](const hand_back& hb) { return static_cast<bool>(hb.dest); }),
-      hand_backs_.end());
+  // A hand-back takes two passes, the second prune_untouched_s after the first: members
+  // whose views still had the member dead wrote here for it meanwhile. (Those waiting for
+  // their member's return stay.)
+  bool again = false;
+  if (progress.done) {
+    for (auto& hb : hand_backs_)
+      if (hb.dest)
+        ++hb.passes;
+    hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
+                                     [](const hand_back& hb) { return hb.passes >= 2; }),
+                      hand_backs_.end());
+    again = std::any_of(hand_backs_.begin(), hand_backs_.end(),
+                        [](const hand_back& hb) { return static_cast<bool>(hb.dest); });
+  }
   prune_recent_ += progress.recent;
   if (!progress.done) {
     send(this, prune_step_atom::value, gen);  // after the mail already here
@@ -183,7 +198,7 @@ void storage_shard::prune_step(uint64_t gen) {
   }
   // Items it would have dropped but were written or read lately (by a member whose view may
   // be ahead of this node's) are looked at again once they are old enough.
-  if (prune_recent_ > 0)
+  if (prune_recent_ > 0 || again)
     delayed_send(this, std::chrono::seconds(prune_untouched_s), prune_again_atom::value, gen);
   else
     prune_rings_.clear();
@@ -195,7 +210,7 @@ void storage_shard::note_deletes(const storage::op_batch& ops,
   for (size_t i = 0; i < ops.size() && i < results.size(); ++i) {
     const auto& o = ops[i];
     const auto st = results[i].st;
-    if (o.kind != storage::op_kind::remove ||
+    if (o.kind != storage::op_kind::remove || o.hand_back ||
         (st != storage::status::deleted && st != storage::status::not_found))
       continue;
     const uint64_t h = cluster::ring::key_hash(o.key);
@@ -241,7 +256,7 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
     storage::op_batch batch;
     auto flush = [&] {
       handed_back_ += batch.size();
-      send(dest, warm_atom::value, ++hand_back_tag_, std::move(batch));
+      send(dest, warm_atom::value, tombstone_tag_bit | ++tombstone_tag_, std::move(batch));
       batch = storage::op_batch{};
     };
     for (auto& k : t->keys) {

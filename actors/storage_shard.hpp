@@ -7,6 +7,8 @@
 //   (stats_atom)                -> storage::shard_stats (request/response)
 //   (stats_atom, tag)           the sender receives (stats_atom, tag, shard_stats)
 //   (sweep_atom)                internal, every `sweep_interval`: bounded expiry sweep
+//   (result_atom, tag, result_batch), (hbwait): internal, a member's answer to handed-back
+//                               deletes (see below), and the pass's wait for them
 //   (prune_atom, cluster_view_ptr)  with a view: drops the items whose keys this node is not
 //                               among the first R live owners of in the view's ring nor in any
 //                               of its past rings (those it still warms from), 4096 index
@@ -20,13 +22,15 @@
 //                               The same pass hands deletes back to a member that is alive
 //                               again after this shard's views had it dead (a pause, a
 //                               partition: it kept its items, and missed the writes made
-//                               here meanwhile): for every item stored here since it was
-//                               seen dead (a CAS above the counter's value prune_untouched_s
-//                               before: sample_cas) whose key the member owns now, a delete
-//                               with `hand_back` set, sent as a warm op to the member's peer
-//                               actor, a batch per turn, at most max_hand_back_batches
-//                               unanswered (the pass waits). The member removes only items it
-//                               stored before it came back (storage::return_mark), then
+//                               here meanwhile): for every item the pass visits that was
+//                               stored here since it was seen dead (a CAS above the counter's
+//                               value prune_untouched_s before: sample_cas) whose key the
+//                               member owns now, a delete with `hand_back` set and the item's
+//                               CAS, sent as a warm op to the member's peer actor, a batch per
+//                               turn, at most max_hand_back_batches unanswered (the pass
+//                               waits), in two passes prune_untouched_s apart. The member
+//                               removes only items it stored before it came back
+//                               (storage::return_mark) other than a copy of this one, then
 //                               misses those keys and warms them from here (its view warms
 //                               from the ring without it: cluster/service.cpp). Keys deleted
 //                               here meanwhile (no item left) are kept for it from the delete
@@ -101,6 +105,7 @@ private:
   struct hand_back {
     std::string name;        // the member back from the dead
     uint64_t since_cas = 0;  // items stored here with a higher CAS may be newer than its
+    uint8_t passes = 0;      // passes done while it was alive (two: see prune_step)
     // Resolved for the running pass (null dest: the member is dead again, it waits).
     cluster::ring::member_id id = 0;
     caf::actor dest;
@@ -109,6 +114,7 @@ private:
   std::vector<hand_back> hand_backs_;
   std::shared_ptr<const cluster::ring> pass_ring_;  // the view's ring, for hand-backs
   uint64_t hand_back_tag_ = 0;
+  uint64_t tombstone_tag_ = 0;
   size_t hand_back_unanswered_ = 0;  // batches sent, not answered (max_hand_back_batches)
   bool hand_back_waits_ = false;     // the pass waits for answers
   uint64_t handed_back_ = 0;  // deletes sent (stat cluster_handed_back_deletes)

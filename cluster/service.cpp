@@ -1543,17 +1543,17 @@ void service::impl::handle(output&& out) {
     const bool refuted = st.refutations != refutations_seen;
     declared_gone_all = st.declared_gone;
     refutations_seen = st.refutations;
-    if (refuted) {
-      // Deletes others hand back can only follow a refutation: from now on what this node
-      // stores is newer than any of them (storage::return_mark). (Cheap: one store.)
-      storage::mark_return();
+    if (refuted)
       refuted_ms = now_ms();
-    }
     if (st.declared_gone_at_start == declared_gone_seen) {  // (a restart: its items go, below)
-      if (gone)
+      if (gone) {
+        // From now on what this node stores is newer than the deletes the others hand back
+        // (storage::return_mark; the mark is also set when its ticks stall: tick_loop).
+        storage::mark_return();
         note_return("the cluster had this node dead or left while it ran (a pause, a partition)");
-      else if (refuted && stalled_ms != 0 && refuted_ms - stalled_ms < k_return_match_ms)
+      } else if (refuted && stalled_ms != 0 && refuted_ms - stalled_ms < k_return_match_ms) {
         note_return("this node stalled past failure detection and was suspected");
+      }
     }
   }
   if (members.stats().declared_gone_at_start != declared_gone_seen) {
@@ -1566,6 +1566,7 @@ void service::impl::handle(output&& out) {
     // hand it deletes of what they wrote meanwhile (actors/storage_shard.hpp), and it warms
     // those keys from them (came_back).
     declared_gone_seen = members.stats().declared_gone_at_start;
+    storage::clear_return_mark();  // (nothing from before is left for a hand-back to remove)
     storage::op flush;
     flush.kind = storage::op_kind::flush;
     storage::op_batch ops;
@@ -1631,9 +1632,11 @@ kj::Promise<void> service::impl::tick_loop() {
       const uint64_t stall_limit = uint64_t(sw.ping_timeout_ms) + sw.indirect_timeout_ms +
                                    sw.suspicion_timeout_ms;
       if (last_tick_ms != 0 && now - last_tick_ms > stall_limit) {
+        // The others may have had it dead meanwhile: what it stores from now on is newer
+        // than the deletes they may hand back.
         stalled_ms = now;
         storage::mark_return();
-        if (refuted_ms != 0 && now - refuted_ms < k_return_match_ms)
+        if (refuted_ms >= last_tick_ms)  // (refuted on waking, before this tick)
           note_return("this node stalled past failure detection and was suspected");
       }
       last_tick_ms = now;

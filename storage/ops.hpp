@@ -60,7 +60,8 @@ struct op {
   bool invalidate = false;    // meta I flag: ms → if CAS older, store as stale; md → mark stale
   uint64_t explicit_cas = 0;  // meta E flag: use this CAS value instead of a new one (0 = new)
   bool hand_back = false;     // remove: only an item stored before this node's last return
-                              // to its cluster (storage::return_mark), else `exists`
+                              // to its cluster (storage::return_mark) and, with explicit_cas,
+                              // not a copy of the sender's item (that CAS), else `exists`
 
   // -- get --
   bool get_value = true;      // false: metadata only (mg without v) - no slice is pinned

@@ -73,6 +73,7 @@ std::atomic<uint64_t> g_return_mark{~uint64_t(0)};
 } // namespace
 
 void mark_return() { g_return_mark.store(current_cas(), std::memory_order_relaxed); }
+void clear_return_mark() { g_return_mark.store(0, std::memory_order_relaxed); }
 uint64_t return_mark() { return g_return_mark.load(std::memory_order_relaxed); }
 
 uint64_t restart_cas_floor() {
@@ -887,8 +888,12 @@ struct shard::impl {
     }
     const entry e = idx.at(pos);
     const record_header* r = hdr(e);
+    // A hand-back spares an item stored since this node came back, and a copy of the
+    // sender's very item (its CAS, explicit_cas; CAS values of two nodes do not say which
+    // is newer: each started its counter at its own start time).
     if ((o.compare_cas != 0 && o.compare_cas != r->cas) ||
-        (o.hand_back && r->cas > return_mark())) {  // (stored since this node came back)
+        (o.hand_back &&
+         (r->cas > return_mark() || (o.explicit_cas != 0 && r->cas == o.explicit_cas)))) {
       res.st = status::exists;
       return res;
     }
@@ -1297,6 +1302,8 @@ shard::prune_progress shard::prune(
     if (!e.empty()) {
       const record_header* r = m.hdr(e);
       const std::string_view key(r->key(), r->key_len);
+      if (seen)
+        seen(key, r->cas);
       if (drop(key)) {
         if (e.atime >= untouched_since) {
           ++p.recent;
@@ -1307,8 +1314,6 @@ shard::prune_progress shard::prune(
           continue;
         }
       }
-      if (seen)
-        seen(key, r->cas);
     }
     ++m.prune_cursor;
   }

@@ -149,6 +149,8 @@ uint64_t current_cas();
 /// what it wrote while this node was away) removes only items stored before (see
 /// actors/storage_shard.hpp). Until the first mark, every item counts as before.
 void mark_return();
+/// After a restart's flush nothing from before is left: no hand-back removes anything.
+void clear_return_mark();
 uint64_t return_mark();
 
 class shard {
@@ -193,8 +195,9 @@ public:
     bool done = false;
   };
   void begin_prune();
-  /// `seen`, when given, is called with every live item the call visits and keeps: its key
-  /// and CAS (a pass may show an item twice when the index moved entries meanwhile).
+  /// `seen`, when given, is called with every live item the call visits, before it is
+  /// dropped or kept: its key and CAS (a pass may show an item twice when the index moved
+  /// entries meanwhile).
   prune_progress prune(const std::function<bool(std::string_view key)>& drop,
                        uint32_t untouched_since, size_t max_slots = 4096,
                        const std::function<void(std::string_view key, uint64_t cas)>& seen = {});
