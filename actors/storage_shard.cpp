@@ -16,6 +16,18 @@ using hand_back_wait_atom = caf::atom_constant<caf::atom("hbwait")>;
 constexpr size_t prune_slots_per_turn = 4096;
 constexpr size_t max_hand_back_batches = 4;  // unanswered, per shard: the pass waits for them
 constexpr uint64_t tombstone_tag_bit = uint64_t(1) << 63;  // batches of deleted keys
+
+// A delete handed back to a member alive again (storage::op::hand_back): it removes the
+// member's item only if stored before its return and, with `cas`, not a copy of that item.
+storage::op handed_back_delete(std::string key, uint64_t cas) {
+  storage::op d;
+  d.kind = storage::op_kind::remove;
+  d.key = std::move(key);
+  d.counted = false;
+  d.hand_back = true;
+  d.explicit_cas = cas;
+  return d;
+}
 } // namespace
 
 storage_shard::storage_shard(caf::actor_config& cfg, actor_host* host,
@@ -69,7 +81,6 @@ caf::behavior storage_shard::make_behavior() {
     [this](prune_atom, cluster_view_ptr& v) {
       ++prune_gen_;  // a step still on its way belongs to the pass before
       prune_rings_.clear();
-      pass_ring_.reset();
       hand_back_waits_ = false;
       if (!v || !v->ring || v->ring->empty() || !v->ring->find(v->self_name)) {
         ring_has_dead_ = false;
@@ -90,7 +101,6 @@ caf::behavior storage_shard::make_behavior() {
                                    [](const auto& m) { return !m.alive && m.weight > 0; });
       // Where this pass's hand-backs go: members alive in this ring. One dead again waits
       // (with what it is owed) until it is back; one the ring no longer lists is forgotten.
-      pass_ring_ = v->ring;
       hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
                                        [&](hand_back& h) {
                                          auto id = v->ring->find(h.name);
@@ -133,7 +143,7 @@ void storage_shard::prune_step(uint64_t gen) {
   };
   std::function<void(std::string_view, uint64_t)> hand_back_seen;
   const bool handing_back =
-    pass_ring_ && std::any_of(hand_backs_.begin(), hand_backs_.end(),
+    view_ring_ && std::any_of(hand_backs_.begin(), hand_backs_.end(),
                               [](const hand_back& hb) { return static_cast<bool>(hb.dest); });
   if (handing_back) {
     if (hand_back_unanswered_ >= max_hand_back_batches) {  // wait for the member's answers
@@ -149,15 +159,10 @@ void storage_shard::prune_step(uint64_t gen) {
           continue;
         if (h == 0)
           h = cluster::ring::key_hash(key);
-        if (!owns(*pass_ring_, h, hb.id))
+        if (!owns(*view_ring_, h, hb.id))
           continue;
-        storage::op d;
-        d.kind = storage::op_kind::remove;
-        d.key.assign(key);
-        d.counted = false;
-        d.hand_back = true;
-        d.explicit_cas = cas;  // (the member's copy of this very item stays)
-        hb.batch.push_back(std::move(d));
+        // (The member's copy of this very item stays: its CAS.)
+        hb.batch.push_back(handed_back_delete(std::string(key), cas));
       }
     };
   }
@@ -215,12 +220,12 @@ void storage_shard::note_deletes(const storage::op_batch& ops,
       continue;
     const uint64_t h = cluster::ring::key_hash(o.key);
     cluster::ring::member_id all[cluster_view::max_replicas], live[cluster_view::max_replicas];
-    const size_t n = last_ring_->owner_ids(h, prune_replicas_, all);
-    const size_t l = last_ring_->live_owner_ids(h, prune_replicas_, live);
+    const size_t n = view_ring_->owner_ids(h, prune_replicas_, all);
+    const size_t l = view_ring_->live_owner_ids(h, prune_replicas_, live);
     if (std::find(live, live + l, self_) == live + l)
       continue;  // (not an owner here: a past copy's delete)
     for (size_t j = 0; j < n; ++j) {
-      const auto& m = last_ring_->member(all[j]);
+      const auto& m = view_ring_->member(all[j]);
       if (m.alive)
         continue;
       if (tombstone_count_ >= max_tombstones) {  // the longest list loses its oldest
@@ -260,12 +265,7 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
       batch = storage::op_batch{};
     };
     for (auto& k : t->keys) {
-      storage::op d;
-      d.kind = storage::op_kind::remove;
-      d.key = std::move(k);
-      d.counted = false;
-      d.hand_back = true;
-      batch.push_back(std::move(d));
+      batch.push_back(handed_back_delete(std::move(k), 0));
       if (batch.size() == prune_slots_per_turn)
         flush();
     }
@@ -346,7 +346,7 @@ void storage_shard::note_comebacks(const cluster_view& v) {
                                      return true;
                                    }),
                     tombstones_.end());
-  last_ring_ = v.ring;
+  view_ring_ = v.ring;
 }
 
 } // namespace bifrost::actors

@@ -101,7 +101,8 @@ private:
   // first; at most max_dead_noted.
   static constexpr size_t max_dead_noted = 256;
   std::vector<std::pair<std::string, uint64_t>> dead_since_;
-  std::shared_ptr<const cluster::ring> last_ring_;  // the view's ring (note_deletes)
+  // The ring of the last view that named this node (note_deletes, the hand-back pass).
+  std::shared_ptr<const cluster::ring> view_ring_;
   struct hand_back {
     std::string name;        // the member back from the dead
     uint64_t since_cas = 0;  // items stored here with a higher CAS may be newer than its
@@ -112,7 +113,6 @@ private:
     storage::op_batch batch;
   };
   std::vector<hand_back> hand_backs_;
-  std::shared_ptr<const cluster::ring> pass_ring_;  // the view's ring, for hand-backs
   uint64_t hand_back_tag_ = 0;
   uint64_t tombstone_tag_ = 0;
   size_t hand_back_unanswered_ = 0;  // batches sent, not answered (max_hand_back_batches)
@@ -137,7 +137,7 @@ private:
   size_t tombstone_count_ = 0;
   uint64_t tombstones_dropped_ = 0;
   bool ring_has_dead_ = false;  // the view's ring lists a dead member with points
-  cluster::ring::member_id self_ = 0;  // this node's id in last_ring_
+  cluster::ring::member_id self_ = 0;  // this node's id in view_ring_
 };
 
 } // namespace bifrost::actors

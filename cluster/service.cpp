@@ -330,8 +330,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   uint64_t stalled_ms = 0;
   uint64_t refuted_ms = 0;
   void note_return(const char* why);
-  // Told it was dead (or had left) while it ran, and refuted: the next view warms from the
-  // ring without this node (rebuild), which the others served its keys by meanwhile.
+  // Back while it ran, after the others may have had it dead (note_return): the next view
+  // warms from the ring without this node (rebuild), which they served its keys by meanwhile.
   bool came_back = false;
   bool duplicate_reported = false;  // on_fatal called for a name held by another node
   bool mismatch_reported = false;   // on_fatal called for a peer with another --replicas
@@ -1730,6 +1730,15 @@ void service::impl::rebuild(bool force) {
     publish(std::move(view));
     return;
   }
+  // This view's members with this node dead: the ring the others served its keys by while it
+  // was not among them.
+  auto without_me = [&] {
+    auto without_self = rm;
+    for (auto& m : without_self)
+      if (m.name == cfg.node_name)
+        m.alive = false;
+    return ring::build(std::move(without_self), ++epoch);
+  };
   // The first view with other live members (this node just joined, or restarted): until now
   // the others served this node's keys without it, so the owners to warm from are this view's
   // owners without this node, not the ring of this node alone it held before.
@@ -1740,26 +1749,18 @@ void service::impl::rebuild(bool force) {
       others |= m.alive && m.name != cfg.node_name;
     if (others) {
       seen_others = true;
-      auto without_self = rm;
-      for (auto& m : without_self)
-        if (m.name == cfg.node_name)
-          m.alive = false;
-      joined_from = ring::build(std::move(without_self), ++epoch);
+      joined_from = without_me();
     }
   }
-  // Back from the dead while it ran (a pause, a partition; another member told it so and it
-  // refuted): the others served its keys without it meanwhile, and a write there made its
-  // copy old. Their owners hand this node deletes of the keys they wrote meanwhile
-  // (actors/storage_shard.hpp), so it misses them, and warms them from the ring without it,
-  // as after a join. (Its own ring may not even have changed: it never saw itself dead.)
+  // Back from the dead while it ran (a pause, a partition: it heard of its death, or refuted
+  // a suspicion after a stall of its own; note_return): the others served its keys without it
+  // meanwhile, and a write there made its copy old. Their owners hand this node deletes of
+  // the keys they wrote meanwhile (actors/storage_shard.hpp), so it misses them, and warms
+  // them from the ring without it, as after a join. (Its own ring may not even have changed:
+  // it never saw itself dead.)
   std::shared_ptr<const ring> served_without_me;
-  if (came_back && !joined_from) {
-    auto without_self = rm;
-    for (auto& m : without_self)
-      if (m.name == cfg.node_name)
-        m.alive = false;
-    served_without_me = ring::build(std::move(without_self), ++epoch);
-  }
+  if (came_back && !joined_from)
+    served_without_me = without_me();
   came_back = false;
   auto next = ring::build(std::move(rm), ++epoch);
   auto peers = peers_of(*next);
