@@ -8,6 +8,7 @@
 #include "cli/config.hpp"
 #include "cluster/data_link.hpp"
 #include "cluster/kj_loop.hpp"
+#include "cluster/parked.hpp"
 #include "cluster/service.hpp"
 
 #include <caf/send.hpp>
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
     sc.replicas = cfg.replicas;
     sc.wait_replicas = cfg.wait_replicas;
     sc.tls = cfg.rpc_tls;
+    sc.parked = std::make_shared<bifrost::cluster::parked_values>();
     const auto& t = cfg.timings;
     auto set = [](auto& field, int64_t v) {
       if (v >= 0)
@@ -149,6 +151,7 @@ int main(int argc, char** argv) {
       ls.node_name = sc.node_name;
       ls.rpc_timeout_ms = sc.rpc_timeout_ms;
       ls.wait_replicas = sc.wait_replicas;
+      ls.parked = sc.parked;
       node->set_links([ls](bifrost::actors::io_loop& l, bifrost::actors::loop_context& ctx) {
         return bifrost::cluster::make_loop_links(l, ctx, ls);
       });

@@ -88,6 +88,7 @@ struct Op {
   initial @18 :UInt64;
   keepToken @19 :Bool;  # a read that leaves a stale item's win token (false from old nodes)
   handBack @20 :Bool;   # remove: only an item stored before the node's return (storage/ops.hpp)
+  parked @21 :UInt64;   # a re-read of the result parked under this token (cluster/parked.hpp)
 }
 
 struct Result {
@@ -104,6 +105,8 @@ struct Result {
   number @10 :UInt64;
   value @11 :Data;          # inline when small; empty with `streamed` when sent via a sink
   streamed @12 :Bool;
+  parked @13 :UInt64;       # with `streamed`: the owner keeps the result for a re-read naming
+                            # this token (Op.parked); 0 = it does not (an older node)
 }
 
 # Why a node executes ops on behalf of another.

@@ -117,6 +117,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setRecacheTtl(o.recache_ttl);
   b.setKeepToken(o.keep_token);
   b.setHandBack(o.hand_back);
+  b.setParked(o.parked);
   b.setIncr(o.incr);
   b.setDelta(o.delta);
   b.setInitial(o.initial);
@@ -140,6 +141,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.vivify_ttl = r.getVivifyTtl();
   o.recache = r.getRecache();
   o.hand_back = r.getHandBack();
+  o.parked = r.getParked();
   o.recache_ttl = r.getRecacheTtl();
   o.keep_token = r.getKeepToken();
   o.incr = r.getIncr();
@@ -192,6 +194,7 @@ void to_rpc_meta(const storage::result& r, rpc::Result::Builder b) {
   b.setAlreadyWon(r.already_won);
   b.setValueSize(r.value ? r.value.size() : r.value_size);
   b.setNumber(r.number);
+  b.setParked(r.parked);
 }
 
 storage::result from_rpc(rpc::Result::Reader r) {
@@ -207,6 +210,7 @@ storage::result from_rpc(rpc::Result::Reader r) {
   x.already_won = r.getAlreadyWon();
   x.value_size = r.getValueSize();
   x.number = r.getNumber();
+  x.parked = r.getParked();
   if (r.hasValue())
     x.value = storage::pinned_slice::from_memory(
         std::make_shared<const std::string>(to_string(r.getValue())));

@@ -9,6 +9,7 @@
 #include "actors/socket_writer.hpp"
 #include "cluster/convert.hpp"
 #include "cluster/link_wire.hpp"
+#include "cluster/parked.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/exit_reason.hpp>
@@ -214,10 +215,11 @@ void on_link_events(uv_poll_t* h, int status, int events) {
 // The loop's sessions and links, shared with the actors so that a session can leave it when
 // it ends (the loop_links may be gone by then).
 struct registry {
-  registry(std::string name, uint64_t deadline_ms)
-    : node_name(std::move(name)), frame_deadline_ms(deadline_ms) {}
+  registry(std::string name, uint64_t deadline_ms, std::shared_ptr<parked_values> p)
+    : node_name(std::move(name)), frame_deadline_ms(deadline_ms), parked(std::move(p)) {}
   const std::string node_name;  // this node's: a session's accept line names it
   const uint64_t frame_deadline_ms;  // see link_session::on_timer
+  const std::shared_ptr<parked_values> parked;  // any thread (its own mutex); may be null
   size_t buffered = 0;  // loop thread: input bytes the sessions hold (loop_max_buffered)
   std::vector<uint64_t> budget_waiters;  // loop thread: sessions that stopped reading for it
   size_t output = 0;    // loop thread: reply bytes encoded, not yet written (loop_max_output)
@@ -721,9 +723,15 @@ private:
   // The reply leaves at the end of the loop's drain, after every shard result that was ready:
   // a read often holds several calls, and their replies then share one send (measured on the
   // 3-node bench: one sendmsg per call was the most frequent syscall of a node).
-  void reply(const running_call& r) {
+  void reply(running_call& r) {
     if (!io_.open())
       return;
+    // A value too large for the reply is left out; the member reads it again by RPC. It gets
+    // this read's result from the park, whatever later calls on this link did to the item.
+    if (reg_->parked)
+      for (auto& x : r.results)
+        if (x.value && x.value.size() > inline_value_limit)
+          x.parked = reg_->parked->park(x);
     append_frame(io_.out, link_wire::encode_reply(r.call.id, r.results));
     reply_frames_.emplace_back(out_written_ + io_.out.pending_bytes(), uv_now(loop().uv()));
     queue_flush();
@@ -1240,8 +1248,10 @@ private:
         continue;
       }
       storage::op_batch reads;
-      for (auto i : again)
+      for (auto i : again) {
         reads.push_back(b.ops[i]);
+        reads.back().parked = rs[i].parked;  // the result the member kept for it (or 0)
+      }
       uint64_t t = next_rpc_tag_++;
       size_t s = stream_of(b.origin);
       rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, rs.size(), std::move(rs),
@@ -1403,7 +1413,8 @@ public:
   links_impl(actors::io_loop& loop, actors::loop_context& ctx, link_settings s)
     : loop_(loop), ctx_(ctx), settings_(std::move(s)),
       reg_(std::make_shared<registry>(settings_.node_name,
-                                      uint64_t{4} * std::max<uint32_t>(settings_.rpc_timeout_ms, 1))) {}
+                                      uint64_t{4} * std::max<uint32_t>(settings_.rpc_timeout_ms, 1),
+                                      settings_.parked)) {}
 
   ~links_impl() override { close_all(); }
 

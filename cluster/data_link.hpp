@@ -29,7 +29,9 @@
 //     report an error), as a failed RPC does. A call without progress for rpc_timeout_ms
 //     fails the connection the same way.
 //   - A get result that came back `streamed` (value over the inline limit) is read again
-//     through RPC, with a sink, before the batch is answered.
+//     through RPC, with a sink, before the batch is answered. The member parked the first
+//     read's result for it (cluster/parked.hpp): the re-read names the token and gets that
+//     result, not the effect of a later op of the same pipeline that already ran there.
 //   - (warm_atom, tag, op_batch): write-on-miss warming reads (origin warm), on the link of the
 //     member of a past ring that may hold the key (loop_links::previous_link), with
 //     the same fallback to RPC.
@@ -68,6 +70,8 @@ struct loop_context;
 
 namespace bifrost::cluster {
 
+class parked_values;
+
 struct link_settings {
   std::string node_name;          // sent in the hello
   uint32_t rpc_timeout_ms = 2000; // a call without progress for this long fails its link
@@ -75,6 +79,10 @@ struct link_settings {
   /// A retired link (its member in neither the current ring nor a past one) quits once
   /// nothing was asked of it for this long and nothing is pending.
   uint32_t retire_idle_ms = 10000;
+  /// Where this node's sessions park a read's value too large for a reply, for the reader's
+  /// re-read (cluster/parked.hpp; shared with the service). Null: nothing is parked, and a
+  /// re-read reads afresh (it may then see a later op of the reader's pipeline).
+  std::shared_ptr<parked_values> parked;
 };
 
 /// The data links of one I/O loop (call on that loop's thread; it lives in ctx.links).

@@ -19,6 +19,7 @@
 #include "cluster/convert.hpp"
 #include "cluster/kj_loop.hpp"
 #include "cluster/link_wire.hpp"
+#include "cluster/parked.hpp"
 #include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
 #include "cluster/tls.hpp"
@@ -176,6 +177,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   // -- local execution (bridge) --
   kj::Promise<storage::result_batch> local_execute(storage::op_batch ops);
+  /// local_execute, except for re-reads of parked results (storage::op::parked, from a
+  /// member's data link or peer): those answer from cfg.parked, without running. A token
+  /// not found (expired) runs as a plain read.
+  kj::Promise<storage::result_batch> parked_or_local(storage::op_batch ops);
   /// This node's stats from the stats callback into `out`, without blocking the loop (left
   /// empty if no answer came within 1 s).
   kj::Promise<void> local_stats(std::shared_ptr<service::stat_list> out);
@@ -506,8 +511,9 @@ private:
   bool finished_ = false;
 };
 
+// `parked`: where a value streamed without a sink is kept for the caller's re-read (or null).
 void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Builder list,
-                  bool can_stream, std::vector<stream_job>* jobs) {
+                  bool can_stream, std::vector<stream_job>* jobs, parked_values* parked) {
   for (size_t i = 0; i < rs.size(); ++i) {
     auto b = list[static_cast<unsigned>(i)];
     to_rpc_meta(rs[i], b);
@@ -522,6 +528,8 @@ void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Bui
       b.setStreamed(true);
       if (can_stream && jobs)
         jobs->push_back({static_cast<uint32_t>(i), v});
+      else if (parked)  // its re-read gets this result, not what later calls did to the item
+        b.setParked(parked->park(rs[i]));
     }
   }
 }
@@ -570,7 +578,7 @@ kj::Promise<void> upload_sink::finish(FinishContext context) {
       })
       .then([context](storage::result_batch rs) mutable {
         auto list = context.getResults(results_size(rs)).initResults(static_cast<unsigned>(rs.size()));
-        fill_results(rs, list, false, nullptr);
+        fill_results(rs, list, false, nullptr, nullptr);
       });
 }
 
@@ -653,19 +661,20 @@ protected:
       keys = std::make_shared<storage::op_batch>(ops);
     auto& core = core_;
     auto results = route ? core_.routed_execute(std::move(ops))
-                         : core_.local_execute(std::move(ops));
+                   : origin == rpc::Origin::WARM ? core_.parked_or_local(std::move(ops))
+                                                 : core_.local_execute(std::move(ops));
     if (keys)
       results = results.then([&core, keys, origin,
                               wait = params.getWaitReplicas()](storage::result_batch rs) {
         return replicate_results(core, *keys, std::move(rs), origin, wait);
       });
     return results
-        .then([context, can_stream,
+        .then([context, can_stream, parked = core_.cfg.parked.get(),
                sink = kj::mv(sink)](storage::result_batch rs) mutable -> kj::Promise<void> {
           auto list =
             context.getResults(results_size(rs)).initResults(static_cast<unsigned>(rs.size()));
           auto jobs = std::make_shared<std::vector<stream_job>>();
-          fill_results(rs, list, can_stream, jobs.get());
+          fill_results(rs, list, can_stream, jobs.get(), parked);
           if (jobs->empty())
             return kj::READY_NOW;
           // Values are streamed before the results return; the slices stay pinned meanwhile.
@@ -1159,8 +1168,10 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         if (again.empty())
           return kj::mv(rs);
         storage::op_batch reads;
-        for (auto i : again)
+        for (auto i : again) {
           reads.push_back((*shared_ops)[i]);
+          reads.back().parked = rs[i].parked;  // the result the member kept for it (or 0)
+        }
         // As a warm read: the member neither counts it nor takes it for an access (the first
         // read was both; merge_reread keeps what that one saw).
         return execute_call(node, reads, rpc::Origin::WARM, wait_replicas, true, progress)
@@ -1288,6 +1299,34 @@ kj::Promise<void> service::impl::local_stats(std::shared_ptr<service::stat_list>
   return paf.promise.then([got, out] { *out = std::move(*got); })
     .exclusiveJoin(timer.afterDelay(1 * kj::SECONDS))
     .catch_([](kj::Exception&&) {});
+}
+
+kj::Promise<storage::result_batch> service::impl::parked_or_local(storage::op_batch ops) {
+  if (!cfg.parked)
+    return local_execute(std::move(ops));
+  storage::result_batch found(ops.size());
+  std::vector<size_t> run;  // indexes of the ops that run at the shards
+  for (size_t i = 0; i < ops.size(); ++i) {
+    auto& o = ops[i];
+    if (o.parked == 0 || o.kind != storage::op_kind::get || !cfg.parked->take(o.parked, found[i]))
+      run.push_back(i);
+    found[i].parked = 0;
+  }
+  if (run.size() == ops.size())
+    return local_execute(std::move(ops));
+  if (run.empty())
+    return kj::mv(found);
+  storage::op_batch rest;
+  rest.reserve(run.size());
+  for (auto i : run)
+    rest.push_back(std::move(ops[i]));
+  return local_execute(std::move(rest))
+      .then([found = std::move(found), run = std::move(run)](storage::result_batch rs) mutable {
+        for (size_t j = 0; j < run.size(); ++j)
+          found[run[j]] = j < rs.size() ? std::move(rs[j])
+                                        : storage::result::of(storage::status::unavailable);
+        return kj::mv(found);
+      });
 }
 
 kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batch ops) {
@@ -1640,6 +1679,8 @@ kj::Promise<void> service::impl::tick_loop() {
           note_return("this node stalled past failure detection and was suspected");
       }
       last_tick_ms = now;
+      if (cfg.parked)
+        cfg.parked->expire();  // values no re-read came for
       handle(members.tick(now));
       end_windows();
     } catch (const std::exception& e) {  // e.g. bad_alloc building a ring: keep probing

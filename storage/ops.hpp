@@ -76,6 +76,8 @@ struct op {
   bool keep_token = false;    // reads a stale item without taking its win token (W), which
                               // stays for a meta reader: text get/gets/gat/gats, me, and the
                               // replicator's reads (as in memcached, only mg hands it out)
+  uint64_t parked = 0;        // cluster: a re-read of the result its owner parked for this
+                              // op's first read (cluster/parked.hpp); shards ignore it
 
   // -- arith --
   bool incr = true;           // false: decr (floors at 0); incr wraps at 2^64
@@ -113,6 +115,8 @@ struct result {
   uint32_t value_size = 0;    // size of the value in bytes (also when get_value is false)
   uint64_t number = 0;        // arith: the new value
   pinned_slice value;         // get with get_value: the value bytes
+  uint64_t parked = 0;        // cluster: the value was left out of the reply and parked at
+                              // its owner under this token (cluster/parked.hpp); 0 = not
 
   /// A result with status `s` and nothing else (an op that failed or did not run).
   static result of(status s) {

@@ -28,6 +28,7 @@ storage::op_batch sample_ops() {
   ops[0].kind = storage::op_kind::get;
   ops[0].key = "alpha";
   ops[0].get_value = true;
+  ops[0].parked = 77;  // a re-read of a parked result
   ops[1].kind = storage::op_kind::store;
   ops[1].key = "beta";
   ops[1].value = std::string(1000, 'b');
@@ -41,6 +42,7 @@ storage::op_batch sample_ops() {
   ops[2].delta = 9;
   ops[3].kind = storage::op_kind::remove;
   ops[3].key = std::string(250, 'k');
+  ops[3].hand_back = true;
   return ops;
 }
 
@@ -57,6 +59,8 @@ void check_same_ops(const storage::op_batch& a, const storage::op_batch& b) {
     BOOST_CHECK_EQUAL(a[i].get_value, b[i].get_value);
     BOOST_CHECK_EQUAL(a[i].incr, b[i].incr);
     BOOST_CHECK_EQUAL(a[i].delta, b[i].delta);
+    BOOST_CHECK_EQUAL(a[i].hand_back, b[i].hand_back);
+    BOOST_CHECK_EQUAL(a[i].parked, b[i].parked);
   }
 }
 
@@ -201,6 +205,7 @@ BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
   rs[1].st = storage::status::hit;  // too large to inline: streamed, empty, size kept
   rs[1].value = storage::pinned_slice::from_memory(
     std::make_shared<const std::string>(std::string(inline_value_limit + 1, 'z')));
+  rs[1].parked = 1234;  // the owner keeps it for the re-read
   rs[2].st = storage::status::not_found;
   auto reply = lw::encode_reply(7, rs);
   uint64_t id = 0;
@@ -217,6 +222,8 @@ BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
   BOOST_CHECK(streamed[1]);
   BOOST_CHECK(!got[1].value);
   BOOST_CHECK_EQUAL(got[1].value_size, inline_value_limit + 1);
+  BOOST_CHECK_EQUAL(got[1].parked, 1234u);
+  BOOST_CHECK_EQUAL(got[0].parked, 0u);
   BOOST_CHECK(got[2].st == storage::status::not_found);
 
   // A reply is not a call (and garbage is neither): refused with a reason, no throw.
