@@ -40,6 +40,7 @@
 #include <chrono>
 #include <cstdio>
 #include <future>
+#include <iterator>
 #include <map>
 #include <thread>
 #include <unordered_map>
@@ -198,9 +199,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// A client's op does this through its connection (actors/connection.cpp): inside a
   /// warming window, a read that missed at its owner asks the key's past owners in turn
   /// (warm_source; the first hit answers, nothing is copied), and a write that changed its
-  /// item, or any delete, deletes the key at past_holders (a delete found there answers
-  /// DELETED), so that the value it replaced does not come back when the key's owners change
-  /// back (or from a later miss's warming). Not when the ring changed meanwhile.
+  /// item deletes the key at past_holders, so that the value it replaced does not come back
+  /// when the key's owners change back (or from a later miss's warming). A delete goes
+  /// there too, and along its erase chain (warm_source with erase: each past ring's first
+  /// erase_ranks owners, a current owner among them — a delete that found nothing at the
+  /// primary is not replicated); one found on the way answers DELETED. Not when the ring
+  /// changed meanwhile.
   kj::Promise<void> in_window(std::shared_ptr<routed_ops> r);
   kj::Promise<void> warm_read(std::shared_ptr<const actors::cluster_view> view,
                               std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
@@ -1470,8 +1474,27 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
     }
     if (o.kind != storage::op_kind::remove && !storage::changed_item(o, st))
       continue;
-    actors::past_holder holders[actors::max_past_holders];
-    const size_t h = actors::past_holders(*view, hash, now, holders);
+    actors::past_holder holders[actors::max_past_holders * 2];
+    size_t h = actors::past_holders(*view, hash, now, holders);
+    if (o.kind == storage::op_kind::remove) {
+      // The erase chain's nodes, as the client's connection walks it (each once, by name).
+      actors::op_route rt;
+      rt.epoch = r->epoch;
+      rt.owner = r->owners[i];
+      rt.local = r->owners[i] == view->self;
+      const size_t first = h;
+      for (auto from = actors::warm_source(*view, hash, rt, now, true);
+           from.where != actors::placement::unavailable && h < std::size(holders);
+           from = actors::warm_source(*view, hash, rt, now, true)) {
+        rt.warm_next = from.next;
+        const auto& name = view->past[from.depth].ring->member(from.id).name;
+        bool named = false;
+        for (size_t k = 0; k < first && !named; ++k)
+          named = view->past[holders[k].depth].ring->member(holders[k].id).name == name;
+        if (!named)
+          holders[h++] = actors::past_holder{from.depth, from.id};
+      }
+    }
     for (size_t k = 0; k < h; ++k) {
       storage::op d;
       d.kind = storage::op_kind::remove;

@@ -1684,6 +1684,30 @@ BOOST_AUTO_TEST_CASE(bifrostctl_inside_the_window_acts_as_a_client) {
            " keys set by bifrostctl read as their older value");
     BOOST_CHECK_EQUAL(r.hits, 0u);
   }
+
+  // R = 2: a key whose primary is now n3 (it has no copy yet) and whose second owner held it
+  // before. The delete finds nothing at n3, so nothing replicates it: the past owners on its
+  // erase chain, the second owner among them, must delete too (24 of 40 came back before).
+  cluster c2;
+  logs_on_failure guard2{c2};
+  auto keys = make_keys("ctl2-", 400);
+  auto ms = r2_pair_joined_by_n3(c2, keys);
+  auto owners = owners_of(*ms[0], keys);
+  auto at_n3 = with_primary(keys, owners, "n3");
+  BOOST_REQUIRE_GE(at_n3.size(), 40u);
+  at_n3.resize(40);
+  size_t deleted2 = 0;
+  for (auto& k : at_n3) {
+    auto r = run_ctl({"--node", ms[1]->rpc(), "delete", k});
+    deleted2 += r.exit_code == 0 && r.out == "DELETED\n";
+  }
+  BOOST_CHECK_EQUAL(deleted2, at_n3.size());
+  for (node* via : ms) {
+    auto r = read_all(via->port, at_n3);
+    report("R=2, keys deleted by bifrostctl, read through " + via->name + ": " +
+           std::to_string(r.hits + r.wrong) + " of " + std::to_string(at_n3.size()) + " back");
+    BOOST_CHECK_EQUAL(r.hits + r.wrong, 0u);
+  }
 }
 
 // --------------------------------------------------------------------------------------------
