@@ -706,7 +706,8 @@ struct shard::impl {
         item_spec s;
         s.key = o.key;
         s.hash = h;
-        s.exptime = absolute_exptime(o.vivify_ttl, now);
+        // mg N<ttl> T<ttl>: the item is made with N's TTL, then touched to T's (memcached).
+        s.exptime = absolute_exptime(touch ? o.ttl : o.vivify_ttl, now);
         s.cas = cas_for(o);
         s.token = true;
         s.atime = now;
@@ -969,6 +970,12 @@ struct shard::impl {
     }
     const entry e = idx.at(pos);
     const record_header* r = hdr(e);
+    // An empty value is no number whatever the CAS says; any other is compared first (the
+    // order of memcached's do_add_delta: `ma K C<other>` on "abc" answers EX).
+    if (r->value_view().empty()) {
+      res.st = status::non_numeric;
+      return res;
+    }
     if (o.compare_cas != 0 && o.compare_cas != r->cas) {
       res.st = status::exists;
       return res;
@@ -989,7 +996,7 @@ struct shard::impl {
     s.flags = r->flags;
     s.exptime = o.get_touch ? absolute_exptime(o.ttl, now) : r->exptime;  // ma T
     s.cas = cas_for(o);
-    s.fetched = true;
+    s.fetched = e.fetched();  // not a fetch (memcached: incr then mg h answers h0)
     s.atime = now;
     const size_t p = commit(s);
     if (p == npos) {

@@ -101,6 +101,24 @@ class MetaTest(ServerTestCase):
         self.assertEqual(self.ms(c, k, b"filled"), b"HD\r\n")
         self.assertEqual(c.call(b"mg %s v\r\n" % k, b"filled\r\n"), b"VA 6\r\nfilled\r\n")
 
+    def test_mg_N_with_T_takes_the_T_ttl(self):
+        c = self.client()
+        for n in (b"N30", b"N0"):
+            k = self.key(n.decode())
+            code, flags = self.split_head(c.call(b"mg %s %s T1000 t\r\n" % (k, n)))
+            self.assertEqual((code, flags[-1]), (b"HD", b"W"), flags)
+            self.ttl_ok(flags[0], 1000)
+            code, flags = self.split_head(c.call(b"mg %s t\r\n" % k))
+            self.ttl_ok(flags[0], 1000)
+
+    def test_an_incr_is_not_a_fetch(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"set %s 0 0 1\r\n5\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"6\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h0\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1\r\n")
+
     def test_mg_R_recache(self):
         c = self.client()
         k = self.key()
@@ -451,6 +469,13 @@ class MetaTest(ServerTestCase):
         self.ms(c, k, b"abc")
         self.assertEqual(
             c.call(b"ma %s v\r\n" % k), b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        )
+        # an empty value is no number before the CAS is compared; "abc"'s CAS goes first
+        self.assertEqual(c.call(b"ma %s C999999 v\r\n" % k), b"EX\r\n")
+        self.ms(c, k, b"")
+        self.assertEqual(
+            c.call(b"ma %s C999999\r\n" % k),
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
         )
 
     # ----------------------------------------------------------------- mixed

@@ -300,6 +300,19 @@ BOOST_AUTO_TEST_CASE(arithmetic) {
   BOOST_CHECK_EQUAL(s->execute(o).st, status::exists);
   o.compare_cas = c;
   BOOST_CHECK_EQUAL(s->execute(o).number, 2u);
+  // memcached's order: an empty value is no number before any CAS is compared; another
+  // value's CAS is compared before its digits are read.
+  o.compare_cas = do_set(*s, "n", "").cas + 1;
+  BOOST_CHECK_EQUAL(s->execute(o).st, status::non_numeric);
+  o.compare_cas = do_set(*s, "n", "abc").cas + 1;
+  BOOST_CHECK_EQUAL(s->execute(o).st, status::exists);
+  o.compare_cas = 0;
+  // an incr is no fetch: it keeps the item's fetched flag as it was (mg h after it)
+  do_set(*s, "n", "1");
+  BOOST_CHECK_EQUAL(s->execute(o).number, 2u);
+  BOOST_CHECK(!do_get(*s, "n").fetched);
+  BOOST_CHECK_EQUAL(s->execute(o).number, 3u);
+  BOOST_CHECK(do_get(*s, "n").fetched);  // (the get before it fetched it)
   const shard_stats& st = s->stats();
   BOOST_CHECK_EQUAL(st.incr_misses, 1u);
   BOOST_CHECK_EQUAL(st.decr_misses, 1u);
@@ -741,6 +754,26 @@ BOOST_AUTO_TEST_CASE(meta_vivify_win_and_already_won) {
   BOOST_CHECK(!r.win);
   BOOST_CHECK(!r.already_won);
   BOOST_CHECK_EQUAL(r.value.view(), "data");
+}
+
+BOOST_AUTO_TEST_CASE(meta_vivify_with_touch_takes_the_touch_ttl) {
+  // mg K N30 T1000: the item made is touched to T's TTL (memcached answers t1000 both times).
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  op o;
+  o.kind = op_kind::get;
+  o.key = "viv";
+  o.vivify = true;
+  o.vivify_ttl = 30;
+  o.get_touch = true;
+  o.ttl = 1000;
+  result r = s->execute(o);
+  BOOST_CHECK_EQUAL(r.st, status::stored);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 1000);
+  BOOST_CHECK_EQUAL(do_get(*s, "viv").exptime, k_t0 + 1000);
+  o.key = "viv0";
+  o.vivify_ttl = 0;  // N0: would never expire, T still sets it
+  BOOST_CHECK_EQUAL(s->execute(o).exptime, k_t0 + 1000);
 }
 
 BOOST_AUTO_TEST_CASE(meta_recache) {
