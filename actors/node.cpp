@@ -154,6 +154,10 @@ std::vector<caf::actor> node::shards() const {
   return impl_->shards;
 }
 
+std::shared_ptr<storage::parked_values> node::parked() const {
+  return impl_->shared->parked;
+}
+
 caf::actor node::route_table() const {
   return impl_->routes;
 }

@@ -23,6 +23,10 @@
 #include <vector>
 #include <string>
 
+namespace bifrost::storage {
+class parked_values;
+}
+
 namespace bifrost::actors {
 
 class io_loop;
@@ -54,6 +58,8 @@ public:
   caf::actor_system& system();
   /// The storage shard actors (a key lives on shards()[key_hash(key) % size]).
   std::vector<caf::actor> shards() const;
+  /// Where the cluster parks values left out of its replies (storage/parked.hpp).
+  std::shared_ptr<storage::parked_values> parked() const;
   caf::actor route_table() const;
   /// memcached's general stats of this node as name/value pairs, without waiting: asks every
   /// shard (bounded by `timeout`) and calls `done` with the sum, on a scheduler thread. Any

@@ -111,6 +111,10 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("cluster_pruned_items", sh.pruned);
   counter("cluster_handed_back_deletes", sh.handed_back);
   counter("cluster_handed_back_dropped", sh.hand_back_dropped);
+  const auto parked = node.parked->stats();
+  stat(out, "cluster_parked_values", parked.entries);
+  stat(out, "cluster_parked_bytes", parked.pinned_bytes);
+  counter("cluster_parked_dropped", parked.dropped);
   counter("cluster_past_copy_deletes", sum(node, &loop_counters::past_copy_deletes));
   counter("cluster_past_copy_deletes_skipped",
           sum(node, &loop_counters::past_copy_deletes_skipped));

@@ -5,10 +5,13 @@
 #pragma once
 
 #include "actors/node_config.hpp"
+#include "storage/parked.hpp"
 #include "storage/shard.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <cstdint>
 #include <string>
@@ -64,8 +67,20 @@ struct node_shared {
   mutable std::mutex reset_mu;
   mutable std::map<std::string, uint64_t, std::less<>> reset_base;  // guarded by reset_mu
 
+  /// Results whose values a reply left out, kept for their readers' re-reads (the cluster's
+  /// data links and RPC: storage/parked.hpp). Pins at most a quarter of -m (16 MiB at
+  /// least). Any thread.
+  const std::shared_ptr<storage::parked_values> parked;
+
   explicit node_shared(node_config c, size_t nloops)
-    : cfg(std::move(c)), loops(nloops) {}
+    : cfg(std::move(c)), loops(nloops),
+      parked(std::make_shared<storage::parked_values>(parked_limits(cfg))) {}
+
+  static storage::parked_values::limits parked_limits(const node_config& c) {
+    storage::parked_values::limits l;
+    l.max_pinned_bytes = std::max<uint64_t>(16ull << 20, c.memory_limit / 4);
+    return l;
+  }
 };
 
 /// Appends memcached's `stats` (general) response, "STAT name value\r\n"... "END\r\n".

@@ -8,7 +8,7 @@
 #include "cli/config.hpp"
 #include "cluster/data_link.hpp"
 #include "cluster/kj_loop.hpp"
-#include "cluster/parked.hpp"
+#include "storage/parked.hpp"
 #include "cluster/service.hpp"
 
 #include <caf/send.hpp>
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
     sc.replicas = cfg.replicas;
     sc.wait_replicas = cfg.wait_replicas;
     sc.tls = cfg.rpc_tls;
-    sc.parked = std::make_shared<bifrost::cluster::parked_values>();
+    sc.parked = node->parked();
     const auto& t = cfg.timings;
     auto set = [](auto& field, int64_t v) {
       if (v >= 0)

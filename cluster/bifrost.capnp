@@ -106,7 +106,8 @@ struct Result {
   value @11 :Data;          # inline when small; empty with `streamed` when sent via a sink
   streamed @12 :Bool;
   parked @13 :UInt64;       # with `streamed`: the owner keeps the result for a re-read naming
-                            # this token (Op.parked); 0 = it does not (an older node)
+                            # this token (Op.parked); 0 = it does not (not asked to, an older
+                            # node, or a caller it does not know as a member)
 }
 
 # Why a node executes ops on behalf of another.
@@ -127,6 +128,7 @@ struct LinkCall {
   id @0 :UInt64;
   origin @1 :Origin;
   ops @2 :List(Op);
+  park @3 :Bool;  # the caller re-reads a `streamed` value by its token (Result.parked): keep it
 }
 
 struct LinkReply {
@@ -182,7 +184,9 @@ interface Node {
   # `waitReplicas` (origin client only): answer a write after every live owner of its key has
   # stored it, not after the primary alone; a write some owner did not acknowledge answers
   # `unavailable` (it is stored on the primary and on the owners that did acknowledge).
-  execute @2 (ops :List(Op), origin :Origin, sink :ValueSink, waitReplicas :Bool)
+  # `park` (members only): a value streamed without a sink is kept for the caller's re-read
+  # (Result.parked; storage/parked.hpp).
+  execute @2 (ops :List(Op), origin :Origin, sink :ValueSink, waitReplicas :Bool, park :Bool)
       -> (results :List(Result));
   upload @3 (ops :List(Op), origin :Origin, waitReplicas :Bool) -> (sink :ValueSink);
 

@@ -9,7 +9,7 @@
 #include "actors/socket_writer.hpp"
 #include "cluster/convert.hpp"
 #include "cluster/link_wire.hpp"
-#include "cluster/parked.hpp"
+#include "storage/parked.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/exit_reason.hpp>
@@ -215,11 +215,11 @@ void on_link_events(uv_poll_t* h, int status, int events) {
 // The loop's sessions and links, shared with the actors so that a session can leave it when
 // it ends (the loop_links may be gone by then).
 struct registry {
-  registry(std::string name, uint64_t deadline_ms, std::shared_ptr<parked_values> p)
+  registry(std::string name, uint64_t deadline_ms, std::shared_ptr<storage::parked_values> p)
     : node_name(std::move(name)), frame_deadline_ms(deadline_ms), parked(std::move(p)) {}
   const std::string node_name;  // this node's: a session's accept line names it
   const uint64_t frame_deadline_ms;  // see link_session::on_timer
-  const std::shared_ptr<parked_values> parked;  // any thread (its own mutex); may be null
+  const std::shared_ptr<storage::parked_values> parked;  // any thread (its own mutex); may be null
   size_t buffered = 0;  // loop thread: input bytes the sessions hold (loop_max_buffered)
   std::vector<uint64_t> budget_waiters;  // loop thread: sessions that stopped reading for it
   size_t output = 0;    // loop thread: reply bytes encoded, not yet written (loop_max_output)
@@ -723,12 +723,19 @@ private:
   // The reply leaves at the end of the loop's drain, after every shard result that was ready:
   // a read often holds several calls, and their replies then share one send (measured on the
   // 3-node bench: one sendmsg per call was the most frequent syscall of a node).
+  // The hello named a member of this node's current ring.
+  bool peer_is_member() const {
+    const auto* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
+    return cv && cv->ring && cv->ring->find(peer_).has_value();
+  }
+
   void reply(running_call& r) {
     if (!io_.open())
       return;
     // A value too large for the reply is left out; the member reads it again by RPC. It gets
     // this read's result from the park, whatever later calls on this link did to the item.
-    if (reg_->parked)
+    // (Only for a caller that asks, and names a member of the ring: nobody else re-reads.)
+    if (reg_->parked && r.call.park && peer_is_member())
       for (auto& x : r.results)
         if (x.value && x.value.size() > inline_value_limit)
           x.parked = reg_->parked->park(x);
@@ -1046,7 +1053,7 @@ private:
     c.add(c.link_calls_sent);
     c.add(c.link_ops_sent, b.ops.size());
     b.frame_at = written_ + io_.out.pending_bytes();
-    append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops));
+    append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops, true));
     b.sent_at = now();
     sent_.emplace(id, std::move(b));
     queue_flush();  // batches of the replicator and the dispatcher, in one drain: one send

@@ -30,7 +30,7 @@
 //     fails the connection the same way.
 //   - A get result that came back `streamed` (value over the inline limit) is read again
 //     through RPC, with a sink, before the batch is answered. The member parked the first
-//     read's result for it (cluster/parked.hpp): the re-read names the token and gets that
+//     read's result for it (storage/parked.hpp): the re-read names the token and gets that
 //     result, not the effect of a later op of the same pipeline that already ran there.
 //   - (warm_atom, tag, op_batch): write-on-miss warming reads (origin warm), on the link of the
 //     member of a past ring that may hold the key (loop_links::previous_link), with
@@ -68,9 +68,12 @@ class io_loop;
 struct loop_context;
 } // namespace bifrost::actors
 
+namespace bifrost::storage {
+class parked_values;
+}
+
 namespace bifrost::cluster {
 
-class parked_values;
 
 struct link_settings {
   std::string node_name;          // sent in the hello
@@ -80,9 +83,9 @@ struct link_settings {
   /// nothing was asked of it for this long and nothing is pending.
   uint32_t retire_idle_ms = 10000;
   /// Where this node's sessions park a read's value too large for a reply, for the reader's
-  /// re-read (cluster/parked.hpp; shared with the service). Null: nothing is parked, and a
+  /// re-read (storage/parked.hpp; shared with the service). Null: nothing is parked, and a
   /// re-read reads afresh (it may then see a later op of the reader's pipeline).
-  std::shared_ptr<parked_values> parked;
+  std::shared_ptr<storage::parked_values> parked;
 };
 
 /// The data links of one I/O loop (call on that loop's thread; it lives in ctx.links).

@@ -206,11 +206,12 @@ kj::ArrayPtr<const capnp::word> frame_buffer::frame(size_t size) {
 // -- messages -----------------------------------------------------------------------------------
 
 kj::Array<capnp::word> encode_call(uint64_t id, rpc::Origin origin,
-                                   const storage::op_batch& ops) {
+                                   const storage::op_batch& ops, bool park) {
   capnp::MallocMessageBuilder mb(ops_size(ops).wordCount);
   auto c = mb.initRoot<rpc::LinkCall>();
   c.setId(id);
   c.setOrigin(origin);
+  c.setPark(park);
   auto list = c.initOps(static_cast<unsigned>(ops.size()));
   for (size_t i = 0; i < ops.size(); ++i)
     to_rpc(ops[i], list[static_cast<unsigned>(i)]);
@@ -241,6 +242,7 @@ bool decode_call(kj::ArrayPtr<const capnp::word> frame, call& out, std::string& 
                  auto c = reader.getRoot<rpc::LinkCall>();
                  out.id = c.getId();
                  out.origin = c.getOrigin();
+                 out.park = c.getPark();
                  out.ops = from_rpc(c.getOps());  // at most call_max_ops (throws)
                })) {
     error = e->getDescription().cStr();

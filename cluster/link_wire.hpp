@@ -125,11 +125,14 @@ struct call {
   uint64_t id = 0;
   rpc::Origin origin = rpc::Origin::CLIENT;
   storage::op_batch ops;
+  bool park = false;  // LinkCall.park
 };
 
 /// Encodes a call / a reply as one frame. A result's value travels inline up to
 /// inline_value_limit; a larger one is left out and the result marked streamed.
-kj::Array<capnp::word> encode_call(uint64_t id, rpc::Origin origin, const storage::op_batch& ops);
+/// `park`: ask the member to keep a streamed value for the re-read (LinkCall.park).
+kj::Array<capnp::word> encode_call(uint64_t id, rpc::Origin origin, const storage::op_batch& ops,
+                                   bool park = false);
 kj::Array<capnp::word> encode_reply(uint64_t id, const storage::result_batch& rs);
 
 /// Decodes one frame; false with `error` when it is not a valid message of that type.

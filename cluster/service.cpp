@@ -19,7 +19,7 @@
 #include "cluster/convert.hpp"
 #include "cluster/kj_loop.hpp"
 #include "cluster/link_wire.hpp"
-#include "cluster/parked.hpp"
+#include "storage/parked.hpp"
 #include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
 #include "cluster/tls.hpp"
@@ -200,11 +200,13 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// warming window, a read that missed at its owner asks the key's past owners in turn
   /// (warm_source; the first hit answers, nothing is copied), and a write that changed its
   /// item deletes the key at past_holders, so that the value it replaced does not come back
-  /// when the key's owners change back (or from a later miss's warming). A delete goes
-  /// there too, and along its erase chain (warm_source with erase: each past ring's first
-  /// erase_ranks owners, a current owner among them — a delete that found nothing at the
-  /// primary is not replicated); one found on the way answers DELETED. Not when the ring
-  /// changed meanwhile.
+  /// when the key's owners change back (or from a later miss's warming). A delete that ran
+  /// at the primary (deleted or not found) goes along its erase chain as a client's does
+  /// (warm_source with erase: each past ring's first erase_ranks owners, a current owner
+  /// among them — a delete that found nothing at the primary is not replicated), and to
+  /// past_holders too (a client's erase chain ends inside the window; these are also
+  /// asked up to copies_kept_ms after it); one found on the way answers DELETED. Not when
+  /// the ring changed meanwhile.
   kj::Promise<void> in_window(std::shared_ptr<routed_ops> r);
   kj::Promise<void> warm_read(std::shared_ptr<const actors::cluster_view> view,
                               std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
@@ -517,7 +519,7 @@ private:
 
 // `parked`: where a value streamed without a sink is kept for the caller's re-read (or null).
 void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Builder list,
-                  bool can_stream, std::vector<stream_job>* jobs, parked_values* parked) {
+                  bool can_stream, std::vector<stream_job>* jobs, storage::parked_values* parked) {
   for (size_t i = 0; i < rs.size(); ++i) {
     auto b = list[static_cast<unsigned>(i)];
     to_rpc_meta(rs[i], b);
@@ -665,7 +667,7 @@ protected:
       keys = std::make_shared<storage::op_batch>(ops);
     auto& core = core_;
     auto results = route ? core_.routed_execute(std::move(ops))
-                   : origin == rpc::Origin::WARM ? core_.parked_or_local(std::move(ops))
+                   : origin == rpc::Origin::WARM && member_ ? core_.parked_or_local(std::move(ops))
                                                  : core_.local_execute(std::move(ops));
     if (keys)
       results = results.then([&core, keys, origin,
@@ -673,7 +675,8 @@ protected:
         return replicate_results(core, *keys, std::move(rs), origin, wait);
       });
     return results
-        .then([context, can_stream, parked = core_.cfg.parked.get(),
+        .then([context, can_stream,
+               parked = params.getPark() && member_ ? core_.cfg.parked.get() : nullptr,
                sink = kj::mv(sink)](storage::result_batch rs) mutable -> kj::Promise<void> {
           auto list =
             context.getResults(results_size(rs)).initResults(static_cast<unsigned>(rs.size()));
@@ -1002,6 +1005,7 @@ kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
     to_rpc(ops[i], list[static_cast<unsigned>(i)]);
   req.setOrigin(origin);
   req.setWaitReplicas(wait_replicas);
+  req.setPark(!with_sink);  // a value streamed without a sink is read again (send_execute)
   auto st = std::make_shared<collect_state>();
   st->progress = progress;
   if (with_sink)
@@ -1472,8 +1476,10 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       work.add(warm_read(view, r, i, rt));
       continue;
     }
-    if (o.kind != storage::op_kind::remove && !storage::changed_item(o, st))
-      continue;
+    if (o.kind == storage::op_kind::remove
+          ? st != storage::status::deleted && st != storage::status::not_found
+          : !storage::changed_item(o, st))
+      continue;  // (a delete that failed at the primary — unavailable — deletes no copy)
     actors::past_holder holders[actors::max_past_holders * 2];
     size_t h = actors::past_holders(*view, hash, now, holders);
     if (o.kind == storage::op_kind::remove) {

@@ -38,7 +38,7 @@
 // A peer attaches a sink only to a batch with a get that must not run twice (touch, vivify,
 // recache): a plain read whose value is too large to inline comes back `streamed` and empty
 // and is asked again with a sink (a sink per call costs messages: bench/RESULTS.md). The
-// server parks the first read's result for that re-read (cluster/parked.hpp), so a later
+// server parks the first read's result for that re-read (storage/parked.hpp), so a later
 // call of the same caller that already ran does not show in it.
 //
 // Thread affinity: start/stop/accessors from any one owning thread. stop() must run before the
@@ -62,11 +62,13 @@
 namespace bifrost::actors {
 class actor_host;
 }
+namespace bifrost::storage {
+class parked_values;
+}
 
 namespace bifrost::cluster {
 
 class kj_loop;
-class parked_values;
 
 struct service_config {
   std::string node_name;            ///< unique in the cluster; default derived by the caller
@@ -86,8 +88,8 @@ struct service_config {
   uint32_t rpc_timeout_ms = 2000;   ///< an RPC without progress for this long fails
   uint32_t warm_window_ms = 30000;  ///< write-on-miss warming window after a ring change
   /// Where a read's value too large for an execute without a sink is kept for the caller's
-  /// re-read (cluster/parked.hpp; shared with the data links' sessions). Null: not kept.
-  std::shared_ptr<parked_values> parked;
+  /// re-read (storage/parked.hpp; shared with the data links' sessions). Null: not kept.
+  std::shared_ptr<storage::parked_values> parked;
   /// The data link (cluster/data_link.hpp) to member `id` of `view`'s ring, or null: the
   /// replicator sends replicated state through it (apply_atom), to the RPC peer actor when it
   /// is null. Called on the replicator's host thread.

@@ -77,7 +77,7 @@ struct op {
                               // stays for a meta reader: text get/gets/gat/gats, me, and the
                               // replicator's reads (as in memcached, only mg hands it out)
   uint64_t parked = 0;        // cluster: a re-read of the result its owner parked for this
-                              // op's first read (cluster/parked.hpp); shards ignore it
+                              // op's first read (storage/parked.hpp); shards ignore it
 
   // -- arith --
   bool incr = true;           // false: decr (floors at 0); incr wraps at 2^64
@@ -116,7 +116,7 @@ struct result {
   uint64_t number = 0;        // arith: the new value
   pinned_slice value;         // get with get_value: the value bytes
   uint64_t parked = 0;        // cluster: the value was left out of the reply and parked at
-                              // its owner under this token (cluster/parked.hpp); 0 = not
+                              // its owner under this token (storage/parked.hpp); 0 = not
 
   /// A result with status `s` and nothing else (an op that failed or did not run).
   static result of(status s) {

@@ -189,12 +189,13 @@ BOOST_AUTO_TEST_CASE(dial_address_replaces_wildcard_hosts) {
 
 BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
   auto ops = sample_ops();
-  auto frame = lw::encode_call(42, rpc::Origin::WARM, ops);
+  auto frame = lw::encode_call(42, rpc::Origin::WARM, ops, true);
   lw::call c;
   std::string error;
   BOOST_REQUIRE(lw::decode_call(frame.asPtr(), c, error));
   BOOST_CHECK_EQUAL(c.id, 42u);
   BOOST_CHECK(c.origin == rpc::Origin::WARM);
+  BOOST_CHECK(c.park);
   check_same_ops(ops, c.ops);
 
   storage::result_batch rs(3);
