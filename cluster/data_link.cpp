@@ -1248,7 +1248,8 @@ private:
       // Values too large to travel inline: read again through RPC (with a sink).
       std::vector<size_t> again;
       for (size_t i = 0; i < rs.size(); ++i)
-        if (streamed[i] && rs[i].st == storage::status::hit && b.ops[i].get_value)
+        if (streamed[i] && rs[i].st == storage::status::hit && b.ops[i].get_value &&
+            b.ops[i].kind == storage::op_kind::get)  // (only a read is run again)
           again.push_back(i);
       if (again.empty()) {
         send_result(b.sender, b.tag, std::move(rs));
