@@ -68,17 +68,20 @@ struct node_shared {
   mutable std::map<std::string, uint64_t, std::less<>> reset_base;  // guarded by reset_mu
 
   /// Results whose values a reply left out, kept for their readers' re-reads (the cluster's
-  /// data links and RPC: storage/parked.hpp). Pins at most a quarter of -m (16 MiB at
-  /// least). Any thread.
+  /// data links and RPC: storage/parked.hpp). Any thread.
   const std::shared_ptr<storage::parked_values> parked;
 
   explicit node_shared(node_config c, size_t nloops)
     : cfg(std::move(c)), loops(nloops),
       parked(std::make_shared<storage::parked_values>(parked_limits(cfg))) {}
 
+  /// The park pins at most a quarter of -m and half of one shard's share of it (a segment
+  /// its shard retired still counts in that shard's memory, and the pins may all be one
+  /// shard's), 1 MiB at least (the newest entry stays whatever its size).
   static storage::parked_values::limits parked_limits(const node_config& c) {
     storage::parked_values::limits l;
-    l.max_pinned_bytes = std::max<uint64_t>(16ull << 20, c.memory_limit / 4);
+    const uint64_t per_shard = c.memory_limit / std::max<uint32_t>(c.shards, 1);
+    l.max_pinned_bytes = std::max<uint64_t>(1ull << 20, std::min(c.memory_limit / 4, per_shard / 2));
     return l;
   }
 };

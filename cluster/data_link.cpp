@@ -723,10 +723,19 @@ private:
   // The reply leaves at the end of the loop's drain, after every shard result that was ready:
   // a read often holds several calls, and their replies then share one send (measured on the
   // 3-node bench: one sendmsg per call was the most frequent syscall of a node).
-  // The hello named a member of this node's current ring.
+  // The hello named a member of this node's current ring or of a past one it still warms
+  // from. (A node that joined but is in no ring here yet gets no parking: its re-reads
+  // read afresh, as before parking.)
   bool peer_is_member() const {
     const auto* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
-    return cv && cv->ring && cv->ring->find(peer_).has_value();
+    if (!cv || !cv->ring)
+      return false;
+    if (cv->ring->find(peer_))
+      return true;
+    for (const auto& p : cv->past)
+      if (p.ring && p.ring->find(peer_))
+        return true;
+    return false;
   }
 
   void reply(running_call& r) {
@@ -735,10 +744,13 @@ private:
     // A value too large for the reply is left out; the member reads it again by RPC. It gets
     // this read's result from the park, whatever later calls on this link did to the item.
     // (Only for a caller that asks, and names a member of the ring: nobody else re-reads.)
-    if (reg_->parked && r.call.park && peer_is_member())
+    if (reg_->parked && r.call.park) {
+      int member = -1;  // looked up at the first large value
       for (auto& x : r.results)
-        if (x.value && x.value.size() > inline_value_limit)
+        if (x.value && x.value.size() > inline_value_limit &&
+            (member < 0 ? (member = peer_is_member()) : member))
           x.parked = reg_->parked->park(x);
+    }
     append_frame(io_.out, link_wire::encode_reply(r.call.id, r.results));
     reply_frames_.emplace_back(out_written_ + io_.out.pending_bytes(), uv_now(loop().uv()));
     queue_flush();

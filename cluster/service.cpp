@@ -1160,9 +1160,10 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
       // may be larger than the inline limit AND the op may not simply be sent again (a get
       // that writes: touch, vivify, recache). Plain reads go without; a value too large to
       // inline then comes back `streamed` and empty, and those reads are repeated with a sink.
-      bool need_sink = false;
+      bool need_sink = false;  // (and a re-read of a parked value: its value comes now)
       for (auto& o : ops)
-        need_sink |= o.kind == storage::op_kind::get && o.get_value && storage::changes_item(o);
+        need_sink |= o.kind == storage::op_kind::get && o.get_value &&
+                     (storage::changes_item(o) || o.parked != 0);
       auto first = execute_call(node, ops, origin, wait_replicas, need_sink, progress);
       if (need_sink)
         return first;

@@ -35,11 +35,12 @@
 // Connections: one multiplexed RPC connection per remote RPC address, shared by membership
 // and the peer actors; `hello` first. Values up to 64 KiB travel inline; larger get
 // results are streamed through the caller's ValueSink, larger stores go through Node.upload.
-// A peer attaches a sink only to a batch with a get that must not run twice (touch, vivify,
-// recache): a plain read whose value is too large to inline comes back `streamed` and empty
-// and is asked again with a sink (a sink per call costs messages: bench/RESULTS.md). The
-// server parks the first read's result for that re-read (storage/parked.hpp), so a later
-// call of the same caller that already ran does not show in it.
+// A peer attaches a sink only to a batch with a get that must not run twice (gat, vivify,
+// recache) or that re-reads a parked value: a plain read whose value is too large to inline
+// comes back `streamed` and empty and is asked again with a sink (a sink per call costs
+// messages: bench/RESULTS.md). The server parks the first read's result for that re-read
+// (storage/parked.hpp), so a later call of the same caller that already ran does not show
+// in it.
 //
 // Thread affinity: start/stop/accessors from any one owning thread. stop() must run before the
 // actor system is destroyed (the hosted actors must quit first).

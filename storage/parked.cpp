@@ -1,6 +1,8 @@
 #include "storage/parked.hpp"
 
 #include <chrono>
+#include <exception>
+#include <unistd.h>
 #include <random>
 #include <utility>
 #include <vector>
@@ -9,8 +11,14 @@ namespace bifrost::storage {
 
 namespace {
 uint64_t random_start() {
-  std::random_device rd;
-  uint64_t t = (uint64_t{rd()} << 32) ^ rd();
+  uint64_t t = 0;
+  try {
+    std::random_device rd;
+    t = (uint64_t{rd()} << 32) ^ rd();
+  } catch (const std::exception&) {  // no entropy source: the clock and the pid will do
+    t = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+        (static_cast<uint64_t>(::getpid()) << 40);
+  }
   t &= ~(uint64_t{1} << 63);  // room to grow without wrapping to 0
   return t == 0 ? 1 : t;
 }
