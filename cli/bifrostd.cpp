@@ -8,8 +8,8 @@
 #include "cli/config.hpp"
 #include "cluster/data_link.hpp"
 #include "cluster/kj_loop.hpp"
-#include "storage/parked.hpp"
 #include "cluster/service.hpp"
+#include "storage/parked.hpp"
 
 #include <caf/send.hpp>
 #ifdef BIFROST_TCMALLOC

@@ -19,10 +19,10 @@
 #include "cluster/convert.hpp"
 #include "cluster/kj_loop.hpp"
 #include "cluster/link_wire.hpp"
-#include "storage/parked.hpp"
 #include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
 #include "cluster/tls.hpp"
+#include "storage/parked.hpp"
 #include "storage/shard.hpp"
 
 #include <caf/actor_cast.hpp>
