@@ -109,6 +109,7 @@ struct meta_opts {
   std::string_view err;  // non-empty: the error line to answer
   bool b = false, q = false, v = false, u = false;
   bool has_T = false, has_N = false, has_R = false, has_C = false, has_E = false, has_I = false;
+  bool T_after_N = false;  // both given, T later: memcached makes a vivified item with T's TTL
   int32_t T = 0, N = 0, R = 0;
   uint32_t F = 0;
   uint64_t C = 0, J = 0, D = 1, E = 0;
@@ -162,6 +163,7 @@ meta_opts parse_meta(command cmd, std::string_view raw, std::string_view key_tok
         break;
       case 'T':
         m.has_T = true;
+        m.T_after_N = m.has_N;
         if (!safe_strtol(arg, m.T)) {
           errstr = err_bad_token;
           has_error = true;
@@ -311,9 +313,9 @@ plan_result plan_meta(const proto::request& req, std::vector<storage::op>& ops) 
         o.get_touch = true;
         o.ttl = m.T;
       }
-      if (m.has_N) {
+      if (m.has_N) {  // the item made on a miss takes the TTL of N or T, whichever came later
         o.vivify = true;
-        o.vivify_ttl = m.N;
+        o.vivify_ttl = m.T_after_N ? m.T : m.N;
       }
       if (m.has_R) {
         o.recache = true;
@@ -355,10 +357,10 @@ plan_result plan_meta(const proto::request& req, std::vector<storage::op>& ops) 
       o.delta = m.D;
       o.initial = m.J;
       o.compare_cas = m.has_C ? m.C : 0;
-      if (m.has_N) {
+      if (m.has_N) {  // the counter made on a miss: N's TTL or T's, whichever came later
         o.vivify = true;
-        o.vivify_ttl = m.N;
-        o.ttl = m.N;  // ops.hpp: arith(vivify) reads `ttl` too
+        o.vivify_ttl = m.T_after_N ? m.T : m.N;
+        o.ttl = o.vivify_ttl;  // (an older node makes the counter with `ttl`)
       }
       if (m.has_T) {  // update the TTL of the item
         o.get_touch = true;

@@ -55,7 +55,7 @@ struct op {
   // -- store --
   store_mode mode = store_mode::set;
   uint32_t flags = 0;
-  int64_t ttl = 0;            // store/touch/flush/arith(vivify): raw memcached exptime
+  int64_t ttl = 0;            // store/touch/flush, ma T, gat/mg T: raw memcached exptime
   uint64_t compare_cas = 0;   // store(cas)/remove/arith: 0 = no CAS check
   bool invalidate = false;    // meta I flag: ms → if CAS older, store as stale; md → mark stale
   uint64_t explicit_cas = 0;  // meta E flag: use this CAS value instead of a new one (0 = new)

@@ -706,16 +706,17 @@ struct shard::impl {
         item_spec s;
         s.key = o.key;
         s.hash = h;
-        // mg N<ttl> T<ttl>: the item is made with N's TTL, then touched to T's (memcached).
-        s.exptime = absolute_exptime(touch ? o.ttl : o.vivify_ttl, now);
+        s.exptime = absolute_exptime(o.vivify_ttl, now);  // (N's or a later T's: the parser)
         s.cas = cas_for(o);
         s.token = true;
+        s.fetched = true;  // memcached: the next mg answers h1 (this one h0: fill_meta below)
         s.atime = now;
         const size_t p = commit(s);
         if (p != npos) {
           const entry& e = idx.at(p);
           const record_header* r = hdr(e);
           fill_meta(res, e, r);
+          res.fetched = false;  // (nobody had it before this request)
           res.win = true;
           res.st = status::stored;
           if (o.get_value) res.value = value_slice(e, r);
@@ -954,7 +955,7 @@ struct shard::impl {
       s.key = o.key;
       s.hash = h;
       s.value = v;
-      s.exptime = absolute_exptime(o.vivify_ttl != 0 ? o.vivify_ttl : o.ttl, now);
+      s.exptime = absolute_exptime(o.vivify_ttl, now);  // N's, or a later T's (the parser)
       s.cas = cas_for(o);
       s.atime = now;
       const size_t p = commit(s);
@@ -996,7 +997,9 @@ struct shard::impl {
     s.flags = r->flags;
     s.exptime = o.get_touch ? absolute_exptime(o.ttl, now) : r->exptime;  // ma T
     s.cas = cas_for(o);
-    s.fetched = e.fetched();  // not a fetch (memcached: incr then mg h answers h0)
+    // Not a fetch. memcached changes a counter in place while the result is no longer
+    // (the item keeps its fetched flag) and else makes a new item (not fetched).
+    s.fetched = e.fetched() && nv.size() <= r->value_view().size();
     s.atime = now;
     const size_t p = commit(s);
     if (p == npos) {

@@ -368,6 +368,11 @@ BOOST_AUTO_TEST_CASE(mg_plan) {
   BOOST_CHECK_EQUAL(ops[0].recache_ttl, 50);
   BOOST_CHECK(!ops[0].get_bump);
   BOOST_CHECK_EQUAL(ops[0].explicit_cas, 99u);
+  // N and T: an item made on a miss takes the later one's TTL (mc: "mg k N30 T1000 t" ->
+  // t1000, "mg k T1000 N30 t" -> t30); a hit is touched to T's either way.
+  ops = plan_ok(meta(command::mg, "foo", "N40 T30"));
+  BOOST_CHECK_EQUAL(ops[0].vivify_ttl, 30);
+  BOOST_CHECK_EQUAL(ops[0].ttl, 30);
 
   // mc: "mg foo T-5 t" expired the item; "T+5" parses; "T99999999999" is accepted by
   // 1.6.18 (strtol without range check, truncated to 32 bits).
@@ -720,12 +725,16 @@ BOOST_AUTO_TEST_CASE(ma_plan) {
   BOOST_CHECK_EQUAL(ops[0].initial, 10u);
   BOOST_CHECK_EQUAL(ops[0].compare_cas, 4u);
 
+  // mc: "ma k N30 T1000 t" -> t1000, "ma k T1000 N0 t" -> t-1: the later flag's TTL.
   ops = plan_ok(meta(command::ma, "cnt", "N30 T60"));
-  BOOST_CHECK_EQUAL(ops[0].vivify_ttl, 30);
+  BOOST_CHECK_EQUAL(ops[0].vivify_ttl, 60);
   BOOST_CHECK(ops[0].get_touch);
   BOOST_CHECK_EQUAL(ops[0].ttl, 60);
+  ops = plan_ok(meta(command::ma, "cnt", "T60 N0"));
+  BOOST_CHECK_EQUAL(ops[0].vivify_ttl, 0);
+  BOOST_CHECK_EQUAL(ops[0].ttl, 60);
   ops = plan_ok(meta(command::ma, "cnt", "N30"));
-  BOOST_CHECK_EQUAL(ops[0].ttl, 30);  // vivify TTL mirrored into ttl (ops.hpp: arith(vivify))
+  BOOST_CHECK_EQUAL(ops[0].ttl, 30);  // vivify TTL mirrored into ttl (for older nodes)
 
   // mc: modes I + D - (uppercase only in 1.6.18: "Mi"/"Md" are invalid)
   BOOST_CHECK(plan_ok(meta(command::ma, "c", "MI"))[0].incr);

@@ -101,15 +101,26 @@ class MetaTest(ServerTestCase):
         self.assertEqual(self.ms(c, k, b"filled"), b"HD\r\n")
         self.assertEqual(c.call(b"mg %s v\r\n" % k, b"filled\r\n"), b"VA 6\r\nfilled\r\n")
 
-    def test_mg_N_with_T_takes_the_T_ttl(self):
+    def test_mg_and_ma_vivify_take_the_later_of_N_and_T(self):
         c = self.client()
-        for n in (b"N30", b"N0"):
-            k = self.key(n.decode())
-            code, flags = self.split_head(c.call(b"mg %s %s T1000 t\r\n" % (k, n)))
+        for flags_in, want in ((b"N30 T1000", 1000), (b"N0 T1000", 1000), (b"T1000 N30", 30)):
+            k = self.key(flags_in.decode().replace(" ", ""))
+            code, flags = self.split_head(c.call(b"mg %s %s t\r\n" % (k, flags_in)))
             self.assertEqual((code, flags[-1]), (b"HD", b"W"), flags)
-            self.ttl_ok(flags[0], 1000)
+            self.ttl_ok(flags[0], want)
             code, flags = self.split_head(c.call(b"mg %s t\r\n" % k))
-            self.ttl_ok(flags[0], 1000)
+            self.ttl_ok(flags[0], want)
+        for flags_in, want in ((b"N30 T1000", 1000), (b"T1000 N30", 30)):
+            k = self.key("ma" + flags_in.decode().replace(" ", ""))
+            self.assertEqual(c.call(b"ma %s %s\r\n" % (k, flags_in)), b"HD\r\n")
+            code, flags = self.split_head(c.call(b"mg %s t\r\n" % k))
+            self.ttl_ok(flags[0], want)
+
+    def test_a_vivified_item_is_fetched_for_the_next_reader(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"mg %s N30 h\r\n" % k), b"HD h0 W\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1 Z\r\n")
 
     def test_an_incr_is_not_a_fetch(self):
         c = self.client()
@@ -118,6 +129,11 @@ class MetaTest(ServerTestCase):
         self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"6\r\n")
         self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h0\r\n")
         self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1\r\n")
+        # in place (no longer): still fetched; a longer number is a new item (memcached)
+        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"7\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1\r\n")
+        self.assertEqual(c.call(b"incr %s 3\r\n" % k), b"10\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h0\r\n")
 
     def test_mg_R_recache(self):
         c = self.client()

@@ -307,12 +307,17 @@ BOOST_AUTO_TEST_CASE(arithmetic) {
   o.compare_cas = do_set(*s, "n", "abc").cas + 1;
   BOOST_CHECK_EQUAL(s->execute(o).st, status::exists);
   o.compare_cas = 0;
-  // an incr is no fetch: it keeps the item's fetched flag as it was (mg h after it)
+  // an incr is no fetch: it keeps the item's fetched flag as it was while the number does
+  // not grow (memcached changes it in place), and a longer one is a new item, not fetched
   do_set(*s, "n", "1");
   BOOST_CHECK_EQUAL(s->execute(o).number, 2u);
   BOOST_CHECK(!do_get(*s, "n").fetched);
   BOOST_CHECK_EQUAL(s->execute(o).number, 3u);
   BOOST_CHECK(do_get(*s, "n").fetched);  // (the get before it fetched it)
+  do_set(*s, "n", "9");
+  do_get(*s, "n");
+  BOOST_CHECK_EQUAL(s->execute(o).number, 10u);
+  BOOST_CHECK(!do_get(*s, "n").fetched);
   const shard_stats& st = s->stats();
   BOOST_CHECK_EQUAL(st.incr_misses, 1u);
   BOOST_CHECK_EQUAL(st.decr_misses, 1u);
@@ -756,8 +761,9 @@ BOOST_AUTO_TEST_CASE(meta_vivify_win_and_already_won) {
   BOOST_CHECK_EQUAL(r.value.view(), "data");
 }
 
-BOOST_AUTO_TEST_CASE(meta_vivify_with_touch_takes_the_touch_ttl) {
-  // mg K N30 T1000: the item made is touched to T's TTL (memcached answers t1000 both times).
+BOOST_AUTO_TEST_CASE(meta_vivify_with_touch_and_the_fetched_flag) {
+  // mg K T1000 N30: the item made takes vivify_ttl (the parser gives it the later flag's
+  // TTL), not the touch's; it counts as fetched for the next read, not for this one.
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
   op o;
@@ -769,11 +775,19 @@ BOOST_AUTO_TEST_CASE(meta_vivify_with_touch_takes_the_touch_ttl) {
   o.ttl = 1000;
   result r = s->execute(o);
   BOOST_CHECK_EQUAL(r.st, status::stored);
-  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 1000);
-  BOOST_CHECK_EQUAL(do_get(*s, "viv").exptime, k_t0 + 1000);
-  o.key = "viv0";
-  o.vivify_ttl = 0;  // N0: would never expire, T still sets it
-  BOOST_CHECK_EQUAL(s->execute(o).exptime, k_t0 + 1000);
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 30);
+  BOOST_CHECK(!r.fetched);  // mc: "mg k N30 h" -> h0, the next "mg k h" -> h1
+  r = do_get(*s, "viv");
+  BOOST_CHECK_EQUAL(r.exptime, k_t0 + 30);
+  BOOST_CHECK(r.fetched);
+  // A counter made by ma N is not fetched (mc: "ma k N30" then "mg k h" -> h0).
+  op a;
+  a.kind = op_kind::arith;
+  a.key = "ctr";
+  a.vivify = true;
+  a.vivify_ttl = 30;
+  BOOST_CHECK_EQUAL(s->execute(a).st, status::stored);
+  BOOST_CHECK(!do_get(*s, "ctr").fetched);
 }
 
 BOOST_AUTO_TEST_CASE(meta_recache) {
