@@ -720,9 +720,6 @@ private:
       send(cv->replicator, actors::replicate_atom::value, std::move(keys));
   }
 
-  // The reply leaves at the end of the loop's drain, after every shard result that was ready:
-  // a read often holds several calls, and their replies then share one send (measured on the
-  // 3-node bench: one sendmsg per call was the most frequent syscall of a node).
   // The hello named a member of this node's current ring or of a past one it still warms
   // from. (A node that joined but is in no ring here yet gets no parking: its re-reads
   // read afresh, as before parking.)
@@ -738,6 +735,9 @@ private:
     return false;
   }
 
+  // The reply leaves at the end of the loop's drain, after every shard result that was ready:
+  // a read often holds several calls, and their replies then share one send (measured on the
+  // 3-node bench: one sendmsg per call was the most frequent syscall of a node).
   void reply(running_call& r) {
     if (!io_.open())
       return;
