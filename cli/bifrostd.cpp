@@ -9,7 +9,6 @@
 #include "cluster/data_link.hpp"
 #include "cluster/kj_loop.hpp"
 #include "cluster/service.hpp"
-#include "storage/parked.hpp"
 
 #include <caf/send.hpp>
 #ifdef BIFROST_TCMALLOC

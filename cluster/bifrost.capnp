@@ -88,7 +88,7 @@ struct Op {
   initial @18 :UInt64;
   keepToken @19 :Bool;  # a read that leaves a stale item's win token (false from old nodes)
   handBack @20 :Bool;   # remove: only an item stored before the node's return (storage/ops.hpp)
-  parked @21 :UInt64;   # a re-read of the result parked under this token (cluster/parked.hpp)
+  parked @21 :UInt64;   # a re-read of the result parked under this token (storage/parked.hpp)
 }
 
 struct Result {

@@ -42,6 +42,28 @@ inline size_t inline_bytes_of(const storage::op& o) {
   return o.key.size() + (o.value.size() > inline_value_limit ? 0 : o.value.size());
 }
 
+/// The reads of `ops` whose results `rs` came back without their value (over the inline
+/// limit, no sink): their indexes in `again`, and the ops that read them again, each naming
+/// the token its owner parked the first result under (0: none; storage/parked.hpp). Only
+/// a read counts: a touch or an arith answers `hit` with the item's size and no value
+/// (get_value is their default), and running it again would be a second write.
+inline storage::op_batch rereads_of(const storage::op_batch& ops, const storage::result_batch& rs,
+                                    std::vector<size_t>& again) {
+  storage::op_batch reads;
+  again.clear();
+  for (size_t i = 0; i < rs.size() && i < ops.size(); ++i) {
+    const auto& o = ops[i];
+    const auto& r = rs[i];
+    if (o.kind == storage::op_kind::get && o.get_value && r.st == storage::status::hit &&
+        r.value_size > inline_value_limit && !r.value) {
+      again.push_back(i);
+      reads.push_back(o);
+      reads.back().parked = r.parked;
+    }
+  }
+  return reads;
+}
+
 /// Where `ops` is cut into data calls: the end index of each part, in order. Every part holds
 /// at least one op, at most call_max_ops ops and at most call_max_bytes inline bytes (unless a
 /// single op is larger).

@@ -745,11 +745,13 @@ private:
     // this read's result from the park, whatever later calls on this link did to the item.
     // (Only for a caller that asks, and names a member of the ring: nobody else re-reads.)
     if (reg_->parked && r.call.park) {
-      int member = -1;  // looked up at the first large value
-      for (auto& x : r.results)
-        if (x.value && x.value.size() > inline_value_limit &&
-            (member < 0 ? (member = peer_is_member()) : member))
-          x.parked = reg_->parked->park(x);
+      auto left_out = [](const storage::result& x) {
+        return x.value && x.value.size() > inline_value_limit;
+      };
+      if (std::any_of(r.results.begin(), r.results.end(), left_out) && peer_is_member())
+        for (auto& x : r.results)
+          if (left_out(x))
+            x.parked = reg_->parked->park(x);
     }
     append_frame(io_.out, link_wire::encode_reply(r.call.id, r.results));
     reply_frames_.emplace_back(out_written_ + io_.out.pending_bytes(), uv_now(loop().uv()));
@@ -1240,7 +1242,7 @@ private:
         break;  // then pump(): a batch for the RPC may have waited for these replies
       uint64_t id = 0;
       storage::result_batch rs;
-      std::vector<bool> streamed;
+      std::vector<bool> streamed;  // (a streamed hit has no value and its size: rereads_of)
       std::string error;
       if (st == link_wire::frame_status::bad ||
           !link_wire::decode_reply(io_.in.frame(size), id, rs, streamed, error)) {
@@ -1257,20 +1259,12 @@ private:
         send_result(b.sender, b.tag, unavailable(b.ops.size()));
         continue;
       }
-      // Values too large to travel inline: read again through RPC (with a sink).
+      // Values too large to travel inline (`streamed`): read again through RPC (with a sink).
       std::vector<size_t> again;
-      for (size_t i = 0; i < rs.size(); ++i)
-        if (streamed[i] && rs[i].st == storage::status::hit && b.ops[i].get_value &&
-            b.ops[i].kind == storage::op_kind::get)  // (only a read is run again)
-          again.push_back(i);
+      storage::op_batch reads = rereads_of(b.ops, rs, again);
       if (again.empty()) {
         send_result(b.sender, b.tag, std::move(rs));
         continue;
-      }
-      storage::op_batch reads;
-      for (auto i : again) {
-        reads.push_back(b.ops[i]);
-        reads.back().parked = rs[i].parked;  // the result the member kept for it (or 0)
       }
       uint64_t t = next_rpc_tag_++;
       size_t s = stream_of(b.origin);

@@ -1169,22 +1169,10 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         return first;
       return first.then([node, shared_ops, origin, wait_replicas, progress](
                             storage::result_batch rs) mutable -> kj::Promise<storage::result_batch> {
-        // Only reads: a touch or an arith answers `hit` with the item's size and no value
-        // (get_value is their default), and running it again would be a second write — a
-        // touch repeated after a later flush_all of the same batch answered NOT_FOUND.
         std::vector<size_t> again;
-        for (size_t i = 0; i < rs.size(); ++i)
-          if (rs[i].st == storage::status::hit && (*shared_ops)[i].get_value &&
-              (*shared_ops)[i].kind == storage::op_kind::get &&
-              rs[i].value_size > inline_value_limit && !rs[i].value)
-            again.push_back(i);
+        storage::op_batch reads = rereads_of(*shared_ops, rs, again);
         if (again.empty())
           return kj::mv(rs);
-        storage::op_batch reads;
-        for (auto i : again) {
-          reads.push_back((*shared_ops)[i]);
-          reads.back().parked = rs[i].parked;  // the result the member kept for it (or 0)
-        }
         // As a warm read: the member neither counts it nor takes it for an access (the first
         // read was both; merge_reread keeps what that one saw).
         return execute_call(node, reads, rpc::Origin::WARM, wait_replicas, true, progress)

@@ -402,3 +402,34 @@ BOOST_AUTO_TEST_CASE(a_swim_message_with_an_amplified_member_list_is_dropped) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// The reads a reply left a value out of are read again, naming the owner's parked token;
+// a touch or an arith that answers `hit` with a large size and no value is no read.
+BOOST_AUTO_TEST_CASE(rereads_are_the_reads_whose_value_was_left_out) {
+  storage::op_batch ops(5);
+  ops[0].kind = storage::op_kind::get;    // streamed: read again
+  ops[1].kind = storage::op_kind::touch;  // hit, large, no value: not a read
+  ops[2].kind = storage::op_kind::get;    // value inline
+  ops[3].kind = storage::op_kind::get;    // metadata only (mg without v)
+  ops[3].get_value = false;
+  ops[4].kind = storage::op_kind::arith;
+  for (size_t i = 0; i < ops.size(); ++i)
+    ops[i].key = "k" + std::to_string(i);
+  storage::result_batch rs(5);
+  for (auto& r : rs) {
+    r.st = storage::status::hit;
+    r.value_size = inline_value_limit + 1;
+  }
+  rs[0].parked = 77;
+  rs[2].value = storage::pinned_slice::from_memory(
+    std::make_shared<const std::string>(std::string(inline_value_limit + 1, 'v')));
+  std::vector<size_t> again{9};
+  auto reads = rereads_of(ops, rs, again);
+  BOOST_REQUIRE_EQUAL(again.size(), 1u);
+  BOOST_CHECK_EQUAL(again[0], 0u);
+  BOOST_REQUIRE_EQUAL(reads.size(), 1u);
+  BOOST_CHECK_EQUAL(reads[0].key, "k0");
+  BOOST_CHECK_EQUAL(reads[0].parked, 77u);
+  rs[0].st = storage::status::miss;
+  BOOST_CHECK(rereads_of(ops, rs, again).empty() && again.empty());
+}
