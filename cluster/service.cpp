@@ -267,10 +267,28 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
                  caf::actor sender, caf::actor self);
   void finish_call(uint64_t id, storage::result_batch&& r);
 
+  /// `p`, or `fallback()` once the call made no progress (`progress` did not move) for
+  /// rpc_timeout_ms while its connection brought nothing either (`heard`, the reads with
+  /// bytes on any connection to its address: a call that waits behind other calls' values
+  /// on the connection waits on), or once it made none for queued_limit_ms however busy the
+  /// connection is. Or p's failure.
   template <typename T>
   kj::Promise<T> bounded(kj::Promise<T> p, std::shared_ptr<uint64_t> progress,
-                         kj::Function<T()> fallback);
-  kj::Promise<void> watchdog(std::shared_ptr<uint64_t> progress, uint64_t seen);
+                         std::shared_ptr<uint64_t> heard, kj::Function<T()> fallback);
+  kj::Promise<void> watchdog(std::shared_ptr<uint64_t> progress, uint64_t seen,
+                             std::shared_ptr<uint64_t> heard, uint64_t heard_seen,
+                             uint64_t since, bool last_look);
+  uint64_t queued_limit_ms() const { return uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms; }
+  static constexpr uint32_t queued_limit_factor = 15;
+  /// Reads with bytes from each member address's RPC connections (buffered_stream counts
+  /// them), for `bounded`. KJ thread. One counter per address ever dialled (as `backoff`).
+  std::map<std::string, std::shared_ptr<uint64_t>> heard_from;
+  std::shared_ptr<uint64_t> heard_counter(const std::string& address) {
+    auto& h = heard_from[address];
+    if (!h)
+      h = std::make_shared<uint64_t>(0);
+    return h;
+  }
 
   // -- membership --
   void handle(output&& out);
@@ -882,7 +900,7 @@ struct service::impl::client_conn {
               return kj::mv(s);
             })
             .then([this, self](kj::Own<kj::AsyncIoStream> s) {
-              stream = buffered(kj::mv(s));
+              stream = buffered(kj::mv(s), 32 * 1024, core.heard_counter(address));
               net = kj::heap<capnp::TwoPartyVatNetwork>(
                   *stream, capnp::rpc::twoparty::Side::CLIENT, rpc_reader_options());
               sys = kj::heap<capnp::RpcSystem<VatId>>(capnp::makeRpcClient(*net));
@@ -971,22 +989,35 @@ kj::Promise<rpc::Node::Client> service::impl::get_conn(const std::string& addr) 
   return kj::mv(paf.promise);
 }
 
-kj::Promise<void> service::impl::watchdog(std::shared_ptr<uint64_t> progress, uint64_t seen) {
-  return timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS)
-      .then([this, progress, seen]() -> kj::Promise<void> {
+kj::Promise<void> service::impl::watchdog(std::shared_ptr<uint64_t> progress, uint64_t seen,
+                                          std::shared_ptr<uint64_t> heard, uint64_t heard_seen,
+                                          uint64_t since, bool last_look) {
+  // The last look comes 1 ms after a timeout would fire: after a stall of this thread the
+  // timer may run before the reads that waited meanwhile, which are taken first now.
+  auto delay = last_look ? 1 * kj::MILLISECONDS : cfg.rpc_timeout_ms * kj::MILLISECONDS;
+  return timer.afterDelay(delay).then(
+      [this, progress, seen, heard, heard_seen, since, last_look]() -> kj::Promise<void> {
+        uint64_t now = now_ms();
         if (*progress != seen)
-          return watchdog(progress, *progress);
+          return watchdog(progress, *progress, heard, *heard, now, false);
+        if (*heard != heard_seen && now - since < queued_limit_ms())
+          return watchdog(progress, seen, heard, *heard, since, false);
+        if (!last_look)
+          return watchdog(progress, seen, heard, heard_seen, since, true);
         return kj::READY_NOW;
       });
 }
 
 template <typename T>
 kj::Promise<T> service::impl::bounded(kj::Promise<T> p, std::shared_ptr<uint64_t> progress,
+                                      std::shared_ptr<uint64_t> heard,
                                       kj::Function<T()> fallback) {
   auto fb = kj::heap<kj::Function<T()>>(kj::mv(fallback));
   auto& f = *fb;
+  uint64_t heard_seen = *heard;
   return p.catch_([&f](kj::Exception&&) { return f(); })
-      .exclusiveJoin(watchdog(progress, *progress).then([&f]() { return f(); }))
+      .exclusiveJoin(watchdog(progress, *progress, std::move(heard), heard_seen, now_ms(), false)
+                         .then([&f]() { return f(); }))
       .attach(kj::mv(fb));
 }
 
@@ -1208,7 +1239,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         .attach(kj::mv(sent));
   });
   return bounded<storage::result_batch>(
-             kj::mv(call), progress, [n]() { return unavailable(n); })
+             kj::mv(call), progress, heard_counter(addr), [n]() { return unavailable(n); })
       .then([n](storage::result_batch rs) { return rs.size() == n ? kj::mv(rs) : unavailable(n); });
 }
 

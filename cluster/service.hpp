@@ -15,7 +15,9 @@
 //   - Peer actors (one per remote member, hosted on the KJ thread, reused across rebuilds):
 //     behave like a storage shard — (exec_atom | warm_atom, tag, op_batch) -> the sender gets
 //     (result_atom, tag, result_batch). Every RPC is bounded (`rpc_timeout_ms` without
-//     progress); an unreachable node gives status::unavailable for every op of the batch.
+//     progress of its own while its connection brings nothing either; 15 times that without
+//     progress of its own however busy the connection is); an unreachable node gives
+//     status::unavailable for every op of the batch.
 //   - Bridge actor (hosted): sends exec_atom to the local shards for the RPC server and
 //     receives their result_atom on the KJ thread, where it fulfils a kj::PromiseFulfiller.
 //   - Peer actors also take (apply_atom, tag, op_batch): replicated state, sent with origin
