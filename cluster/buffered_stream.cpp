@@ -13,10 +13,8 @@ namespace {
 
 class buffered_stream final : public kj::AsyncIoStream {
 public:
-  buffered_stream(kj::Own<kj::AsyncIoStream> inner, size_t capacity,
-                  std::shared_ptr<uint64_t> heard)
-    : inner_(kj::mv(inner)), buf_(kj::heapArray<kj::byte>(std::max<size_t>(capacity, 64))),
-      heard_(std::move(heard)) {}
+  buffered_stream(kj::Own<kj::AsyncIoStream> inner, size_t capacity)
+    : inner_(kj::mv(inner)), buf_(kj::heapArray<kj::byte>(std::max<size_t>(capacity, 64))) {}
 
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
     auto* out = static_cast<kj::byte*>(buffer);
@@ -190,18 +188,12 @@ private:
     if (maxBytes - have >= buf_.size()) {
       // A big read (a large message body): straight into the caller's buffer.
       return inner_->tryRead(out + have, minBytes - have, maxBytes - have)
-        .then([this, have](size_t n) {
-          if (n > 0 && heard_)
-            ++*heard_;
-          return have + n;
-        });
+        .then([have](size_t n) { return have + n; });
     }
     return inner_->tryRead(buf_.begin(), 1, buf_.size())
       .then([this, out, have, minBytes, maxBytes](size_t n) -> kj::Promise<size_t> {
         if (n == 0)
           return have;  // end of stream
-        if (heard_)
-          ++*heard_;
         pos_ = 0;
         end_ = n;
         size_t got = have + take(out + have, maxBytes - have);
@@ -215,7 +207,6 @@ private:
   kj::Array<kj::byte> buf_;
   size_t pos_ = 0;  // next unread byte
   size_t end_ = 0;  // end of the buffered bytes
-  std::shared_ptr<uint64_t> heard_;  // reads that brought bytes (may be null)
 
   kj::Vector<kj::byte> copied_;   // small pieces queued since the last flush
   kj::Vector<kj::byte> sending_;  // the copied pieces of the write under way
@@ -234,9 +225,8 @@ private:
 
 } // namespace
 
-kj::Own<kj::AsyncIoStream> buffered(kj::Own<kj::AsyncIoStream> inner, size_t capacity,
-                                    std::shared_ptr<uint64_t> heard) {
-  return kj::heap<buffered_stream>(kj::mv(inner), capacity, std::move(heard));
+kj::Own<kj::AsyncIoStream> buffered(kj::Own<kj::AsyncIoStream> inner, size_t capacity) {
+  return kj::heap<buffered_stream>(kj::mv(inner), capacity);
 }
 
 } // namespace bifrost::cluster

@@ -18,26 +18,18 @@
 // does after its Abort message). A caller that drops the promise of a large write must keep
 // its bytes until the stream is destroyed (Cap'n Proto does: its network owns both).
 //
-// Progress: with `heard`, every read that brings bytes from the inner stream adds one to it
-// (an RPC call waiting behind other calls' data on the same connection is not failed while
-// the connection moves; see service.cpp, `bounded`).
-//
 // Thread affinity: a KJ object — created, used and destroyed on its KJ loop's thread.
 #pragma once
 
 #include <kj/async-io.h>
 
 #include <cstddef>
-#include <cstdint>
-#include <memory>
 
 namespace bifrost::cluster {
 
 /// Wraps `inner` (a socket, or a TLS stream over one) with a read buffer of `capacity` bytes
-/// and a write queue; counts the reads that brought bytes in `heard` (if given; shared with
-/// the caller, same thread).
+/// and a write queue.
 kj::Own<kj::AsyncIoStream> buffered(kj::Own<kj::AsyncIoStream> inner,
-                                    size_t capacity = 32 * 1024,
-                                    std::shared_ptr<uint64_t> heard = nullptr);
+                                         size_t capacity = 32 * 1024);
 
 } // namespace bifrost::cluster

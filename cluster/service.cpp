@@ -75,6 +75,19 @@ uint64_t stat_u64(const std::vector<std::pair<std::string, std::string>>& stats,
   return 0;
 }
 
+// A data call's progress (chunks of its values streamed either way, its answer), and its
+// peer's: each bump counts for every call to the same member address too (`peer`), so that a
+// call waiting behind other calls' values on a busy connection sees its peer at work
+// (service::impl::bounded). KJ thread.
+struct call_progress {
+  uint64_t own = 0;
+  std::shared_ptr<uint64_t> peer;  // shared by the calls to one address; never null
+  void bump() {
+    ++own;
+    ++*peer;
+  }
+};
+
 // One value (or part of a batch) to stream through a ValueSink: chunk after chunk, each write
 // waiting for the stream's flow control.
 struct stream_job {
@@ -84,7 +97,7 @@ struct stream_job {
 
 kj::Promise<void> stream_out(rpc::ValueSink::Client sink, std::shared_ptr<void> keepalive,
                              std::shared_ptr<std::vector<stream_job>> jobs, size_t job,
-                             size_t offset, std::shared_ptr<uint64_t> progress) {
+                             size_t offset, std::shared_ptr<call_progress> progress) {
   while (job < jobs->size() && offset >= (*jobs)[job].bytes.size()) {
     ++job;
     offset = 0;
@@ -99,7 +112,7 @@ kj::Promise<void> stream_out(rpc::ValueSink::Client sink, std::shared_ptr<void> 
   return req.send().then([sink, keepalive = std::move(keepalive), jobs = std::move(jobs), job,
                           offset, n, progress = std::move(progress)]() mutable {
     if (progress)
-      ++*progress;
+      progress->bump();
     return stream_out(std::move(sink), std::move(keepalive), std::move(jobs), job, offset + n,
                       std::move(progress));
   });
@@ -109,7 +122,7 @@ kj::Promise<void> stream_out(rpc::ValueSink::Client sink, std::shared_ptr<void> 
 struct collect_state {
   std::map<uint32_t, std::string> values;
   std::map<uint32_t, uint64_t> expected;  // set once execute returned
-  std::shared_ptr<uint64_t> progress;
+  std::shared_ptr<call_progress> progress;
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> waiter;
 
   bool complete() const {
@@ -140,7 +153,7 @@ protected:
     auto chunk = p.getChunk();
     st_->values[p.getIndex()].append(reinterpret_cast<const char*>(chunk.begin()), chunk.size());
     if (st_->progress)
-      ++*st_->progress;
+      st_->progress->bump();
     st_->check();
     return kj::READY_NOW;
   }
@@ -267,24 +280,22 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
                  caf::actor sender, caf::actor self);
   void finish_call(uint64_t id, storage::result_batch&& r);
 
-  /// `p`, or `fallback()` once the call made no progress (`progress` did not move) for
-  /// rpc_timeout_ms while its connection brought nothing either (`heard`, the reads with
-  /// bytes on any connection to its address: a call that waits behind other calls' values
-  /// on the connection waits on), or once it made none for queued_limit_ms however busy the
-  /// connection is. Or p's failure.
+  /// `p`, or `fallback()` once the call made no progress of its own (`progress->own` did not
+  /// move) for rpc_timeout_ms while no other call to its peer made any either
+  /// (`progress->peer`: a call that waits behind other calls' values on a busy connection
+  /// waits on), or once it made none of its own for queued_limit_factor × rpc_timeout_ms
+  /// (checked every rpc_timeout_ms) however busy the peer is. Or p's failure.
   template <typename T>
-  kj::Promise<T> bounded(kj::Promise<T> p, std::shared_ptr<uint64_t> progress,
-                         std::shared_ptr<uint64_t> heard, kj::Function<T()> fallback);
-  kj::Promise<void> watchdog(std::shared_ptr<uint64_t> progress, uint64_t seen,
-                             std::shared_ptr<uint64_t> heard, uint64_t heard_seen,
-                             uint64_t since, bool last_look);
-  uint64_t queued_limit_ms() const { return uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms; }
+  kj::Promise<T> bounded(kj::Promise<T> p, std::shared_ptr<call_progress> progress,
+                         kj::Function<T()> fallback);
+  kj::Promise<void> watchdog(std::shared_ptr<call_progress> progress, uint64_t seen,
+                             uint64_t peer_seen, uint64_t since, bool last_look);
   static constexpr uint32_t queued_limit_factor = 15;
-  /// Reads with bytes from each member address's RPC connections (buffered_stream counts
-  /// them), for `bounded`. KJ thread. One counter per address ever dialled (as `backoff`).
-  std::map<std::string, std::shared_ptr<uint64_t>> heard_from;
-  std::shared_ptr<uint64_t> heard_counter(const std::string& address) {
-    auto& h = heard_from[address];
+  /// Progress of every data call to each member address (call_progress::peer). KJ thread.
+  /// One counter per address ever called (as `backoff`).
+  std::map<std::string, std::shared_ptr<uint64_t>> peer_progress_of;
+  std::shared_ptr<uint64_t> peer_progress(const std::string& address) {
+    auto& h = peer_progress_of[address];
     if (!h)
       h = std::make_shared<uint64_t>(0);
     return h;
@@ -900,7 +911,7 @@ struct service::impl::client_conn {
               return kj::mv(s);
             })
             .then([this, self](kj::Own<kj::AsyncIoStream> s) {
-              stream = buffered(kj::mv(s), 32 * 1024, core.heard_counter(address));
+              stream = buffered(kj::mv(s));
               net = kj::heap<capnp::TwoPartyVatNetwork>(
                   *stream, capnp::rpc::twoparty::Side::CLIENT, rpc_reader_options());
               sys = kj::heap<capnp::RpcSystem<VatId>>(capnp::makeRpcClient(*net));
@@ -989,34 +1000,34 @@ kj::Promise<rpc::Node::Client> service::impl::get_conn(const std::string& addr) 
   return kj::mv(paf.promise);
 }
 
-kj::Promise<void> service::impl::watchdog(std::shared_ptr<uint64_t> progress, uint64_t seen,
-                                          std::shared_ptr<uint64_t> heard, uint64_t heard_seen,
-                                          uint64_t since, bool last_look) {
+kj::Promise<void> service::impl::watchdog(std::shared_ptr<call_progress> progress,
+                                          uint64_t seen, uint64_t peer_seen, uint64_t since,
+                                          bool last_look) {
   // The last look comes 1 ms after a timeout would fire: after a stall of this thread the
-  // timer may run before the reads that waited meanwhile, which are taken first now.
+  // timer may run before the messages that came meanwhile, which are taken first now.
   auto delay = last_look ? 1 * kj::MILLISECONDS : cfg.rpc_timeout_ms * kj::MILLISECONDS;
   return timer.afterDelay(delay).then(
-      [this, progress, seen, heard, heard_seen, since, last_look]() -> kj::Promise<void> {
+      [this, progress, seen, peer_seen, since, last_look]() -> kj::Promise<void> {
         uint64_t now = now_ms();
-        if (*progress != seen)
-          return watchdog(progress, *progress, heard, *heard, now, false);
-        if (*heard != heard_seen && now - since < queued_limit_ms())
-          return watchdog(progress, seen, heard, *heard, since, false);
+        uint64_t peer = *progress->peer;
+        if (progress->own != seen)
+          return watchdog(progress, progress->own, peer, now, false);
+        if (peer != peer_seen && now - since < uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms)
+          return watchdog(progress, seen, peer, since, false);
         if (!last_look)
-          return watchdog(progress, seen, heard, heard_seen, since, true);
+          return watchdog(progress, seen, peer_seen, since, true);
         return kj::READY_NOW;
       });
 }
 
 template <typename T>
-kj::Promise<T> service::impl::bounded(kj::Promise<T> p, std::shared_ptr<uint64_t> progress,
-                                      std::shared_ptr<uint64_t> heard,
+kj::Promise<T> service::impl::bounded(kj::Promise<T> p, std::shared_ptr<call_progress> progress,
                                       kj::Function<T()> fallback) {
   auto fb = kj::heap<kj::Function<T()>>(kj::mv(fallback));
   auto& f = *fb;
-  uint64_t heard_seen = *heard;
+  uint64_t seen = progress->own, peer_seen = *progress->peer;
   return p.catch_([&f](kj::Exception&&) { return f(); })
-      .exclusiveJoin(watchdog(progress, *progress, std::move(heard), heard_seen, now_ms(), false)
+      .exclusiveJoin(watchdog(std::move(progress), seen, peer_seen, now_ms(), false)
                          .then([&f]() { return f(); }))
       .attach(kj::mv(fb));
 }
@@ -1029,7 +1040,7 @@ namespace {
 kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
                                                 const storage::op_batch& ops, rpc::Origin origin,
                                                 bool wait_replicas, bool with_sink,
-                                                std::shared_ptr<uint64_t> progress) {
+                                                std::shared_ptr<call_progress> progress) {
   auto req = node.executeRequest(ops_size(ops));
   auto list = req.initOps(static_cast<unsigned>(ops.size()));
   for (size_t i = 0; i < ops.size(); ++i)
@@ -1044,6 +1055,7 @@ kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
   size_t ops_n = ops.size();
   return req.send().then([st, with_sink, ops_n](capnp::Response<rpc::Node::ExecuteResults>&& r)
                              -> kj::Promise<storage::result_batch> {
+    st->progress->bump();  // (an answer: the peer is at work, for the calls behind this one)
     auto list = r.getResults();
     KJ_REQUIRE(list.size() == ops_n, "a data call's results do not match its ops", list.size(),
                ops_n);
@@ -1180,7 +1192,8 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
       return all;
     });
   }
-  auto progress = std::make_shared<uint64_t>(0);
+  auto progress = std::make_shared<call_progress>();
+  progress->peer = peer_progress(addr);
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
   auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
@@ -1230,7 +1243,8 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     rpc::ValueSink::Client sink = sent.getSink();
     return stream_out(sink, shared_ops, jobs, 0, 0, progress)
         .then([sink]() mutable { return sink.finishRequest().send(); })
-        .then([](capnp::Response<rpc::ValueSink::FinishResults>&& r) {
+        .then([progress](capnp::Response<rpc::ValueSink::FinishResults>&& r) {
+          progress->bump();
           storage::result_batch rs;
           for (auto x : r.getResults())
             rs.push_back(from_rpc(x));
@@ -1239,7 +1253,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         .attach(kj::mv(sent));
   });
   return bounded<storage::result_batch>(
-             kj::mv(call), progress, heard_counter(addr), [n]() { return unavailable(n); })
+             kj::mv(call), progress, [n]() { return unavailable(n); })
       .then([n](storage::result_batch rs) { return rs.size() == n ? kj::mv(rs) : unavailable(n); });
 }
 

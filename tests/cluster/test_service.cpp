@@ -31,6 +31,7 @@
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <optional>
 #include <memory>
 #include <mutex>
@@ -87,7 +88,8 @@ struct test_node {
                      uint32_t replicas = 1, bool wait_replicas = false,
                      cluster::tls_options tls = {}, uint16_t rpc_port = 0,
                      std::string client_address = "127.0.0.1:11211",
-                     std::optional<cluster::membership_config> swim = std::nullopt) {
+                     std::optional<cluster::membership_config> swim = std::nullopt,
+                     uint32_t rpc_timeout_ms = 2000) {
     sys = std::make_unique<caf::actor_system>(cfg);
     for (uint32_t i = 0; i < 2; ++i) {
       storage::shard_config sc;
@@ -107,6 +109,7 @@ struct test_node {
     sc.client_address = std::move(client_address);
     if (swim)
       sc.swim = *swim;
+    sc.rpc_timeout_ms = rpc_timeout_ms;
     sc.join = std::move(seeds);
     sc.replicas = replicas;
     sc.wait_replicas = wait_replicas;
@@ -807,6 +810,199 @@ BOOST_AUTO_TEST_CASE(hung_peer_times_out) {
   BOOST_TEST_MESSAGE("exec to a hung peer answered unavailable in " << r.seconds << " s");
   // Failure detection declares it dead (it never acks).
   BOOST_TEST(wait_until([&] { return live_names(n.view()).size() == 1; }, 4000ms));
+}
+
+// A member played by the test, on its own KJ thread: it answers hello, drops SWIM messages,
+// and runs each execute call by the first op's key: "slow..." streams `chunks` chunks to the
+// call's sink, one every `every`, then answers hit; "behind..." answers hit once every slow
+// call before it has answered; anything else is never answered.
+class scripted_peer {
+public:
+  scripted_peer(int chunks, std::chrono::milliseconds every) {
+    std::promise<std::string> ready;
+    auto addr = ready.get_future();
+    thread_ = std::thread([this, &ready, chunks, every] {
+      auto io = kj::setupAsyncIo();
+      auto& exec = kj::getCurrentThreadExecutor();
+      auto stop = kj::newPromiseAndFulfiller<void>();
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        executor_ = &exec;
+        stop_ = kj::mv(stop.fulfiller);
+      }
+      auto listener = io.provider->getNetwork()
+                          .parseAddress("127.0.0.1", 0)
+                          .wait(io.waitScope)
+                          ->listen();
+      ready.set_value("127.0.0.1:" + std::to_string(listener->getPort()));
+      capnp::TwoPartyServer server(
+          kj::heap<node_impl>(io.provider->getTimer(), chunks, every.count() * kj::MILLISECONDS));
+      auto serving = server.listen(*listener);
+      stop.promise.exclusiveJoin(kj::mv(serving)).wait(io.waitScope);
+      std::lock_guard<std::mutex> g(mu_);
+      executor_ = nullptr;
+    });
+    address_ = addr.get();
+  }
+  ~scripted_peer() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (executor_)
+        executor_->executeSync([this] { stop_->fulfill(); });
+    }
+    thread_.join();
+  }
+  const std::string& address() const { return address_; }
+
+private:
+  class node_impl final : public rpc::Node::Server {
+  public:
+    node_impl(kj::Timer& timer, int chunks, kj::Duration every)
+      : timer_(timer), chunks_(chunks), every_(every) {}
+
+  protected:
+    kj::Promise<void> hello(HelloContext context) override {
+      auto r = context.getResults();
+      r.setVersion(rpc::SCHEMA_VERSION);
+      r.initSelf().setName("ghost");
+      return kj::READY_NOW;
+    }
+    kj::Promise<void> swim(SwimContext) override { return kj::READY_NOW; }
+    kj::Promise<void> execute(ExecuteContext context) override {
+      auto params = context.getParams();
+      auto ops = params.getOps();
+      std::string key(reinterpret_cast<const char*>(ops[0].getKey().begin()),
+                      ops[0].getKey().size());
+      unsigned n = ops.size();
+      auto answer = [context, n]() mutable {
+        auto rs = context.getResults().initResults(n);
+        for (unsigned i = 0; i < n; ++i) {
+          rs[i].setStatus(rpc::Status::HIT);
+          rs[i].setValue(kj::StringPtr("v").asBytes());
+          rs[i].setValueSize(1);
+        }
+      };
+      if (key.rfind("slow", 0) == 0) {
+        ++slow_running_;
+        return stream(params.getSink(), 0).then([this, answer]() mutable {
+          answer();
+          if (--slow_running_ == 0)
+            for (auto& f : behind_)
+              f->fulfill();
+          behind_.clear();
+        });
+      }
+      if (key.rfind("behind", 0) == 0) {
+        if (slow_running_ == 0) {
+          answer();
+          return kj::READY_NOW;
+        }
+        auto paf = kj::newPromiseAndFulfiller<void>();
+        behind_.push_back(kj::mv(paf.fulfiller));
+        return paf.promise.then(kj::mv(answer));
+      }
+      return kj::NEVER_DONE;
+    }
+
+  private:
+    kj::Promise<void> stream(rpc::ValueSink::Client sink, int sent) {
+      if (sent == chunks_)
+        return kj::READY_NOW;
+      return timer_.afterDelay(every_).then([this, sink, sent]() mutable {
+        auto req = sink.writeRequest();
+        req.setIndex(0);
+        req.setChunk(kj::StringPtr("chunk").asBytes());
+        return req.send().then([this, sink, sent]() mutable { return stream(sink, sent + 1); });
+      });
+    }
+    kj::Timer& timer_;
+    int chunks_;
+    kj::Duration every_;
+    int slow_running_ = 0;
+    std::vector<kj::Own<kj::PromiseFulfiller<void>>> behind_;
+  };
+
+  std::thread thread_;
+  std::mutex mu_;
+  const kj::Executor* executor_ = nullptr;
+  kj::Own<kj::PromiseFulfiller<void>> stop_;
+  std::string address_;
+};
+
+// A data call that waits behind another call's values on a busy member is not failed while
+// that member streams them (the member is at work), and still fails once the member does
+// nothing more for it: rpc_timeout_ms after the member's last progress, or after
+// 15 x rpc_timeout_ms without progress of its own however busy the member is. (Before, each
+// call failed after rpc_timeout_ms without progress of its own, busy member or not.)
+BOOST_AUTO_TEST_CASE(a_call_behind_a_busy_members_values_waits_for_them) {
+  cluster::membership_config swim;
+  swim.suspicion_timeout_ms = 60000;  // the scripted member never acks: it stays suspect (live)
+  const uint32_t timeout_ms = 400;
+  auto run = [&](int chunks) {
+    struct outcome {
+      exec_outcome slow, behind, stuck;
+    };
+    scripted_peer ghost(chunks, 200ms);
+    test_node n("n1", {}, 1, false, {}, 0, "127.0.0.1:11211", swim, timeout_ms);
+    raw_client cl(n.address());
+    auto req = cl.node.swimRequest();
+    auto m = req.initMsg();
+    m.setKind(rpc::SwimMessage::Kind::JOIN);
+    m.setFrom("ghost");
+    m.setFromAddress(ghost.address());
+    auto me = m.initMembers(1)[0];
+    me.setName("ghost");
+    me.setRpcAddress(ghost.address());
+    me.setState(rpc::MemberState::ALIVE);
+    me.setWeight(1);
+    req.send().wait(cl.io.waitScope);
+    BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
+    auto peer = peer_of(n, "ghost");
+    storage::op slow = get_op("slow");
+    slow.get_value = true;
+    slow.get_touch = true;  // a get that writes goes with a sink at once
+    storage::op behind = get_op("behind"), stuck = get_op("stuck");
+    behind.get_value = stuck.get_value = true;
+    outcome o;
+    std::thread a([&] { o.slow = exec(*n.sys, peer, {slow}, false, 20000ms); });
+    std::this_thread::sleep_for(100ms);  // separate calls, in this order
+    std::thread b([&] { o.behind = exec(*n.sys, peer, {behind}, false, 20000ms); });
+    std::this_thread::sleep_for(50ms);
+    std::thread c([&] { o.stuck = exec(*n.sys, peer, {stuck}, false, 20000ms); });
+    a.join();
+    b.join();
+    c.join();
+    BOOST_TEST_MESSAGE(chunks << " chunks: answered after slow " << o.slow.seconds
+                              << " s, behind " << o.behind.seconds << " s, stuck "
+                              << o.stuck.seconds << " s (each from its own start)");
+    return o;
+  };
+  auto st = [](const exec_outcome& e) {
+    return e.answered && e.results.size() == 1 ? static_cast<int>(e.results[0].st) : -1;
+  };
+  const int hit = static_cast<int>(storage::status::hit);
+  const int unavailable = static_cast<int>(storage::status::unavailable);
+  {
+    // The slow call streams for 2 s (5 timeouts): the call behind it waits and is answered;
+    // the one never answered fails about one timeout after the last chunk.
+    auto o = run(10);
+    BOOST_TEST(st(o.slow) == hit);
+    BOOST_TEST(st(o.behind) == hit);
+    BOOST_TEST(o.behind.seconds > 1.7);
+    BOOST_TEST(st(o.stuck) == unavailable);
+    BOOST_TEST(o.stuck.seconds > 1.7);
+    BOOST_TEST(o.stuck.seconds < 3.5);
+  }
+  {
+    // Streaming for 8 s: the call never answered fails at 15 timeouts (6 s), busy member or
+    // not; the call behind the stream waits for it.
+    auto o = run(40);
+    BOOST_TEST(st(o.slow) == hit);
+    BOOST_TEST(st(o.stuck) == unavailable);
+    BOOST_TEST(o.stuck.seconds > 5.5);
+    BOOST_TEST(o.stuck.seconds < 7.6);
+    BOOST_TEST(st(o.behind) == unavailable);  // it made no progress of its own for 6 s either
+  }
 }
 
 BOOST_AUTO_TEST_CASE(tool_requests_are_routed_to_owners) {
