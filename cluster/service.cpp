@@ -75,13 +75,16 @@ uint64_t stat_u64(const std::vector<std::pair<std::string, std::string>>& stats,
   return 0;
 }
 
-// A data call's progress (chunks of its values streamed either way, its answer), and its
-// peer's: each bump counts for every call to the same member address too (`peer`), so that a
-// call waiting behind other calls' values on a busy connection sees its peer at work
-// (service::impl::bounded). KJ thread.
+// A data call's progress (chunks of its values that came, chunks it uploaded, its answer),
+// and its member's: what the member sent (chunks, answers) counts for every call to the same
+// member address too (`peer`), so that a call waiting behind other calls' values on a busy
+// connection sees its member at work (service::impl::bounded). An uploaded chunk counts only
+// for its own call: it is taken into the stream's flow-control window before the member
+// reads it, even by a member that stopped. KJ thread.
 struct call_progress {
   uint64_t own = 0;
   std::shared_ptr<uint64_t> peer;  // shared by the calls to one address; never null
+  bool waits_for_peer = true;      // false: only `own` keeps the call waiting (replication)
   void bump() {
     ++own;
     ++*peer;
@@ -112,7 +115,7 @@ kj::Promise<void> stream_out(rpc::ValueSink::Client sink, std::shared_ptr<void> 
   return req.send().then([sink, keepalive = std::move(keepalive), jobs = std::move(jobs), job,
                           offset, n, progress = std::move(progress)]() mutable {
     if (progress)
-      progress->bump();
+      ++progress->own;  // (the member answers the upload at its finish: that bumps `peer`)
     return stream_out(std::move(sink), std::move(keepalive), std::move(jobs), job, offset + n,
                       std::move(progress));
   });
@@ -281,10 +284,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void finish_call(uint64_t id, storage::result_batch&& r);
 
   /// `p`, or `fallback()` once the call made no progress of its own (`progress->own` did not
-  /// move) for rpc_timeout_ms while no other call to its peer made any either
+  /// move) for rpc_timeout_ms while its member sent nothing for any other call either
   /// (`progress->peer`: a call that waits behind other calls' values on a busy connection
-  /// waits on), or once it made none of its own for queued_limit_factor × rpc_timeout_ms
-  /// (checked every rpc_timeout_ms) however busy the peer is. Or p's failure.
+  /// waits on; not replicated state, `waits_for_peer`), or once it made none of its own for
+  /// queued_limit_factor × rpc_timeout_ms however busy the member is. Checked every
+  /// rpc_timeout_ms, so it fails one to two timeouts after the last progress that counts
+  /// (15 to 16 after its own, while the member is busy). Or p's failure.
   template <typename T>
   kj::Promise<T> bounded(kj::Promise<T> p, std::shared_ptr<call_progress> progress,
                          kj::Function<T()> fallback);
@@ -1012,7 +1017,8 @@ kj::Promise<void> service::impl::watchdog(std::shared_ptr<call_progress> progres
         uint64_t peer = *progress->peer;
         if (progress->own != seen)
           return watchdog(progress, progress->own, peer, now, false);
-        if (peer != peer_seen && now - since < uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms)
+        if (progress->waits_for_peer && peer != peer_seen &&
+            now - since < uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms)
           return watchdog(progress, seen, peer, since, false);
         if (!last_look)
           return watchdog(progress, seen, peer_seen, since, true);
@@ -1194,6 +1200,10 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
   }
   auto progress = std::make_shared<call_progress>();
   progress->peer = peer_progress(addr);
+  // Replicated state keeps the bound of one timeout without progress of its own: the
+  // replicator gives up on a copy after its phase's deadline (timeout + 1 s, replicator.hpp),
+  // and a copy in flight longer could land after newer state sent once it was given up on.
+  progress->waits_for_peer = origin != rpc::Origin::REPLICA;
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
   auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {

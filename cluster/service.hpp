@@ -15,9 +15,10 @@
 //   - Peer actors (one per remote member, hosted on the KJ thread, reused across rebuilds):
 //     behave like a storage shard — (exec_atom | warm_atom, tag, op_batch) -> the sender gets
 //     (result_atom, tag, result_batch). Every RPC is bounded: `rpc_timeout_ms` without
-//     progress of its own while no other data call to the same member makes any either, 15
-//     times that without progress of its own however busy the member is (service.cpp,
-//     `bounded`); an unreachable node gives status::unavailable for every op of the batch.
+//     progress of its own while its member sends nothing for other data calls either, 15
+//     times that without progress of its own however busy the member is, replicated state
+//     without the extension (service.cpp, `bounded`); an unreachable node gives
+//     status::unavailable for every op of the batch.
 //   - Bridge actor (hosted): sends exec_atom to the local shards for the RPC server and
 //     receives their result_atom on the KJ thread, where it fulfils a kj::PromiseFulfiller.
 //   - Peer actors also take (apply_atom, tag, op_batch): replicated state, sent with origin
@@ -88,8 +89,9 @@ struct service_config {
   tls_options tls;
   uint32_t weight = 1;              ///< ring weight
   membership_config swim;
-  uint32_t rpc_timeout_ms = 2000;   ///< a data RPC without progress (its own or its member's
-                                    ///< other data calls') for this long fails
+  uint32_t rpc_timeout_ms = 2000;   ///< an RPC without progress for this long fails (a
+                                    ///< forwarded data call: up to 15 × this while its
+                                    ///< member sends other calls' values; see `bounded`)
   uint32_t warm_window_ms = 30000;  ///< write-on-miss warming window after a ring change
   /// Where a read's value too large for an execute without a sink is kept for the caller's
   /// re-read (storage/parked.hpp; shared with the data links' sessions). Null: not kept.
