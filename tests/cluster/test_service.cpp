@@ -327,25 +327,27 @@ struct silent_listener {
   uint16_t port = 0;
 };
 
-// bifrostctl's sink: collects streamed chunks.
-// A "ghost" member joins `n` through a raw client, advertising `ghost`'s address, which
-// accepts connections and never answers. True when `n` answered the join with its member list.
-bool join_ghost(test_node& n, silent_listener& ghost) {
+// A "ghost" member joins `n` through a raw client, advertising `ghost_address` (a
+// silent_listener, which accepts connections and never answers, or a scripted_peer). True
+// when `n` answered the join with its member list.
+bool join_ghost(test_node& n, const std::string& ghost_address) {
   raw_client cl(n.address());
   auto req = cl.node.swimRequest();
   auto m = req.initMsg();
   m.setKind(rpc::SwimMessage::Kind::JOIN);
   m.setFrom("ghost");
-  m.setFromAddress(ghost.address());
+  m.setFromAddress(ghost_address);
   auto me = m.initMembers(1)[0];
   me.setName("ghost");
-  me.setRpcAddress(ghost.address());
+  me.setRpcAddress(ghost_address);
   me.setState(rpc::MemberState::ALIVE);
   me.setWeight(1);
   auto r = req.send().wait(cl.io.waitScope);
   return r.hasReply() && r.getReply().getKind() == rpc::SwimMessage::Kind::JOIN_REPLY;
 }
+bool join_ghost(test_node& n, silent_listener& ghost) { return join_ghost(n, ghost.address()); }
 
+// bifrostctl's sink: collects streamed chunks.
 struct sink_data {
   std::string bytes;
   uint32_t writes = 0;
@@ -964,18 +966,7 @@ BOOST_AUTO_TEST_CASE(a_call_behind_a_busy_members_values_waits_for_them) {
     };
     scripted_peer ghost(chunks, 100ms);
     test_node n("n1", {}, 1, false, {}, 0, "127.0.0.1:11211", swim, timeout_ms);
-    raw_client cl(n.address());
-    auto req = cl.node.swimRequest();
-    auto m = req.initMsg();
-    m.setKind(rpc::SwimMessage::Kind::JOIN);
-    m.setFrom("ghost");
-    m.setFromAddress(ghost.address());
-    auto me = m.initMembers(1)[0];
-    me.setName("ghost");
-    me.setRpcAddress(ghost.address());
-    me.setState(rpc::MemberState::ALIVE);
-    me.setWeight(1);
-    req.send().wait(cl.io.waitScope);
+    BOOST_REQUIRE(join_ghost(n, ghost.address()));
     BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
     auto peer = peer_of(n, "ghost");
     storage::op slow = get_op("slow");
