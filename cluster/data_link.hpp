@@ -26,8 +26,10 @@
 //     or answers with another node's name (another node listens where the member's
 //     memcached port was: a stale address; cluster/link_wire.hpp). A connection lost with
 //     calls in flight answers them `unavailable` (they may have run: reads fail over, writes
-//     report an error), as a failed RPC does. A call without progress for rpc_timeout_ms
-//     fails the connection the same way.
+//     report an error), as a failed RPC does. A call unanswered rpc_timeout_ms after it was
+//     sent (or a connect or hello without progress for as long) fails the connection the
+//     same way. (An RPC data call waits longer while its member answers others: service.cpp,
+//     `bounded`.)
 //   - A get result that came back `streamed` (value over the inline limit) is read again
 //     through RPC, with a sink, before the batch is answered. The member parked the first
 //     read's result for it (storage/parked.hpp): the re-read names the token and gets that
@@ -77,7 +79,7 @@ namespace bifrost::cluster {
 
 struct link_settings {
   std::string node_name;          // sent in the hello
-  uint32_t rpc_timeout_ms = 2000; // a call without progress for this long fails its link
+  uint32_t rpc_timeout_ms = 2000; // a call unanswered this long after it was sent fails its link
   bool wait_replicas = false;     // writes wait for every replica: they go through RPC
   /// A retired link (its member in neither the current ring nor a past one) quits once
   /// nothing was asked of it for this long and nothing is pending.
