@@ -122,19 +122,6 @@ class MetaTest(ServerTestCase):
         self.assertEqual(c.call(b"mg %s N30 h\r\n" % k), b"HD h0 W\r\n")
         self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1 Z\r\n")
 
-    def test_an_incr_is_not_a_fetch(self):
-        c = self.client()
-        k = self.key()
-        self.assertEqual(c.call(b"set %s 0 0 1\r\n5\r\n" % k), b"STORED\r\n")
-        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"6\r\n")
-        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h0\r\n")
-        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1\r\n")
-        # in place (no longer): still fetched; a longer number is a new item (memcached)
-        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"7\r\n")
-        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1\r\n")
-        self.assertEqual(c.call(b"incr %s 3\r\n" % k), b"10\r\n")
-        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h0\r\n")
-
     def test_mg_R_recache(self):
         c = self.client()
         k = self.key()
@@ -554,6 +541,32 @@ class MetaTest(ServerTestCase):
         c.send(b"ms %s %d\r\n" % (k, len(v)) + v + b"\r\nmg %s v\r\n" % k)
         self.assertEqual(c.line(timeout=10), b"SERVER_ERROR object too large for cache\r\n")
         self.assertEqual(c.line(), b"EN\r\n")
+
+
+class IncrFetchTest(ServerTestCase):
+    """memcached changes a counter in place (the item keeps its fetched flag) only while no
+    other thread holds the item. Its LRU maintainer, which moves fresh items between LRU
+    segments, sometimes holds it right after it was made, and the incr then makes a new,
+    unfetched item (`mg h` answered h0 in about 1 run of 3). The reference memcached runs
+    without it here, so that its in-place case is deterministic."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.extra = ("-o", "no_lru_maintainer") if harness.is_memcached() else ()
+        super().setUpClass()
+
+    def test_an_incr_is_not_a_fetch(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"set %s 0 0 1\r\n5\r\n" % k), b"STORED\r\n")
+        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"6\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h0\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1\r\n")
+        # in place (no longer): still fetched; a longer number is a new item (memcached)
+        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"7\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1\r\n")
+        self.assertEqual(c.call(b"incr %s 3\r\n" % k), b"10\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h0\r\n")
 
 
 if __name__ == "__main__":
