@@ -125,7 +125,7 @@ kj::Promise<void> stream_out(rpc::ValueSink::Client sink, std::shared_ptr<void> 
 struct collect_state {
   std::map<uint32_t, std::string> values;
   std::map<uint32_t, uint64_t> expected;  // set once execute returned
-  std::shared_ptr<call_progress> progress;
+  std::shared_ptr<call_progress> progress;  // never null
   kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> waiter;
 
   bool complete() const {
@@ -155,8 +155,7 @@ protected:
     auto p = context.getParams();
     auto chunk = p.getChunk();
     st_->values[p.getIndex()].append(reinterpret_cast<const char*>(chunk.begin()), chunk.size());
-    if (st_->progress)
-      st_->progress->bump();
+    st_->progress->bump();  // (execute_call always sets it)
     st_->check();
     return kj::READY_NOW;
   }

@@ -8,6 +8,7 @@ client whose every read is bounded in time (no loop here can spin forever).
 """
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
@@ -80,13 +81,21 @@ def server_command(port, item_size=None, conns=None, extra=()):
     return cmd
 
 
-class Server:
-    """One server process started by this test run; stopped by its own pid only."""
+def die_with_parent():
+    """In a started server, before exec: SIGKILL when this test process dies (a runner's
+    timeout kills it without its tearDown)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
-    def __init__(self, item_size=None, conns=None, extra=()):
+
+class Server:
+    """One server process started by this test run; stopped by its own pid only.
+    `command(port)`, if given, is its command line instead of server_command's."""
+
+    def __init__(self, item_size=None, conns=None, extra=(), command=None):
         self.item_size = item_size
         self.conns = conns
         self.extra = tuple(extra)
+        self.command = command
         self.proc = None
         self.port = None
         self.log = None
@@ -100,9 +109,13 @@ class Server:
         for _attempt in range(3):  # a free port can be taken by someone else in between
             self.port = free_port()
             self.log = tempfile.TemporaryFile()
-            cmd = server_command(self.port, self.item_size, self.conns, self.extra)
+            if self.command:
+                cmd = self.command(self.port)
+            else:
+                cmd = server_command(self.port, self.item_size, self.conns, self.extra)
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT
+                cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
             ok, last_error = self._wait_ready()
             if ok:

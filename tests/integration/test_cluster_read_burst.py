@@ -15,15 +15,12 @@ Run as the other integration scripts:
     python3 tests/integration/test_cluster_read_burst.py --against bifrost --bifrostd build/bin/bifrostd
 """
 
-import ctypes
 import hashlib
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
@@ -41,47 +38,10 @@ def value_of(key):
     return (hashlib.sha256(key).hexdigest().encode() * (SIZE // 64 + 1))[:SIZE]
 
 
-def die_with_parent():
-    """In the child before exec: SIGKILL when this test process dies (ctest's timeout kills
-    it without tearDown)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class Process:
-    """One server process started here; stopped by its own pid only."""
-
-    def __init__(self, cmd):
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read()[-3000:].decode("utf-8", "replace")
-
-
-def wait_port(port, limit=10.0):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 def round_trip(port, data, limit=30.0):
-    """Sends `data` and a meta no-op; the reply up to the no-op's MN (bounded in time)."""
+    """Sends `data` and a meta no-op; the reply up to the no-op's MN (bounded in time).
+    (Not harness.RawClient: it grows its buffer by concatenation and searches all of it after
+    every read, quadratic in a 10 MiB reply.)"""
     with socket.create_connection(("127.0.0.1", port), timeout=limit) as s:
         s.sendall(data + b"mn\r\n")
         buf = bytearray()
@@ -96,17 +56,19 @@ def round_trip(port, data, limit=30.0):
 
 class ReadBurst(unittest.TestCase):
     def setUp(self):
-        self.procs = []
+        self.servers = []
 
     def tearDown(self):
-        for p in self.procs:
-            p.stop()
-            p.log.close()
+        for server in self.servers:
+            server.stop()
+            server.close_log()
 
-    def start(self, cmd):
-        p = Process(cmd)
-        self.procs.append(p)
-        return p
+    def start(self, command):
+        """A server (harness.Server) on a free port, started with `command(port)`; waits until
+        it answers `version`."""
+        server = harness.Server(command=command)
+        self.servers.append(server)
+        return server.start()
 
     def ctl(self, rpc_port, *args):
         ctl = os.path.join(os.path.dirname(harness.BIFROSTD), "bifrostctl")
@@ -117,15 +79,13 @@ class ReadBurst(unittest.TestCase):
     def start_cluster(self, links):
         nodes = []
         for name in ("n1", "n2", "n3"):
-            port, rpc = harness.free_port(), harness.free_port()
-            cmd = [harness.BIFROSTD, "-l", "127.0.0.1", "-p", str(port), "--rpc-port", str(rpc),
-                   "--node-name", name, "-t", "1", "-m", "256", "-I", "8m",
-                   "--warm-window", "1000", "--cluster-links", links]
-            if nodes:
-                cmd += ["--join", "127.0.0.1:%d" % nodes[0]["rpc"]]
-            p = self.start(cmd)
-            self.assertTrue(wait_port(port), "%s did not listen: %s" % (name, p.output()))
-            nodes.append({"name": name, "port": port, "rpc": rpc, "proc": p})
+            rpc = harness.free_port()
+            join = ["--join", "127.0.0.1:%d" % nodes[0]["rpc"]] if nodes else []
+            server = self.start(lambda port, name=name, rpc=rpc, join=join: [
+                harness.BIFROSTD, "-l", "127.0.0.1", "-p", str(port), "--rpc-port", str(rpc),
+                "--node-name", name, "-t", "1", "-m", "256", "-I", "8m", "--warm-window", "1000",
+                "--cluster-links", links] + join)
+            nodes.append({"name": name, "port": server.port, "rpc": rpc, "server": server})
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             views = [self.ctl(n["rpc"], "--json", "members") for n in nodes]
@@ -207,13 +167,10 @@ class ReadBurst(unittest.TestCase):
 
     def test_every_read_of_a_burst_answers_its_value(self):
         if harness.is_memcached():
-            port = harness.free_port()
-            cmd = [harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
-                   "-m", "256", "-I", "8m"]
-            if os.geteuid() == 0:
-                cmd += ["-u", "root"]
-            p = self.start(cmd)
-            self.assertTrue(wait_port(port), p.output())
+            user = ["-u", "root"] if os.geteuid() == 0 else []
+            port = self.start(lambda port: [
+                harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
+                "-m", "256", "-I", "8m"] + user).port
             keys = [b"burst-%d" % i for i in range(KEYS)]
             self.load(port, keys)
             self.check(self.burst(port, keys), "memcached")
@@ -225,10 +182,10 @@ class ReadBurst(unittest.TestCase):
             time.sleep(1.5)  # past the joins' warming windows: a failed read then misses
             counts = self.burst(nodes[0]["port"], keys)
             for n in nodes:
-                self.assertIsNone(n["proc"].proc.poll(), "%s died: %s" % (n["name"], n["proc"].output()))
+                self.assertTrue(n["server"].alive(), "%s died: %s" % (n["name"], n["server"].output()))
             self.check(counts, "bifrost, 3 nodes, links " + links)
             for n in nodes:
-                n["proc"].stop()
+                n["server"].stop()
 
 
 if __name__ == "__main__":
