@@ -22,6 +22,14 @@ namespace {
 constexpr size_t read_chunk = 16 * 1024;       // minimum free space before a read
 constexpr size_t max_pending = 4096;           // requests waiting for replies: pause input
 constexpr size_t max_output = 8u << 20;        // bytes queued for the socket: pause input
+// Ops sent to other members whose requests are not written yet: pause input. A member's
+// answer is a copy, held by this node until the client reads it (a local value is only a
+// pinned slice of the shard's segment); and every connection's ops to a member share one
+// link, in order. Without this, a client that pipelines gets of remote 60 KiB values and
+// does not read made its node ask for and hold about 1000 of them (60 MiB) per connection,
+// and 20 such clients queued 1.2 GB on the links: other clients' reads behind them were
+// not answered within --rpc-timeout and missed.
+constexpr size_t max_remote_pending = 256;
 constexpr size_t max_get_line = 1u << 20;      // a get-family line may be long, not endless
 
 bool is_get_family(proto::command c) {
@@ -127,6 +135,7 @@ void connection::pending::reset() noexcept {
   else
     results.clear();
   outstanding = 0;
+  remote_ops = 0;
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
   close_after = false;
   replicated = false;
@@ -235,7 +244,8 @@ void connection::process_input() {
       swallow_ -= take;
       continue;
     }
-    if (pending_.size() >= max_pending || out_.pending_bytes() >= max_output) {
+    if (pending_.size() >= max_pending || remote_pending_ >= max_remote_pending ||
+        out_.pending_bytes() >= max_output) {
       input_paused_ = true;
       break;
     }
@@ -422,6 +432,9 @@ void connection::handle_request(size_t consumed) {
     p.routing.assign(p.ops.size(), op_route{});
   for (uint32_t i = 0; i < p.ops.size(); ++i)
     route_key_op(seq, i);
+  for (const auto& rt : p.routing)
+    p.remote_ops += rt.local ? 0 : 1;
+  remote_pending_ += p.remote_ops;
 }
 
 namespace {
@@ -1118,10 +1131,12 @@ void connection::complete_ready() {
         break;
     }
     bool close_after = p.close_after;
+    remote_pending_ -= p.remote_ops;
     pending_.pop_front();
     ++base_seq_;
     if (close_after) {
       pending_.clear();
+      remote_pending_ = 0;
       read_closed_ = true;
       break;
     }
@@ -1153,7 +1168,8 @@ void connection::write_out() {
     close_now();
     return;
   }
-  if (input_paused_ && pending_.size() < max_pending / 2 && out_.pending_bytes() < max_output / 2) {
+  if (input_paused_ && pending_.size() < max_pending / 2 &&
+      remote_pending_ <= max_remote_pending / 2 && out_.pending_bytes() < max_output / 2) {
     input_paused_ = false;
     process_input();  // bytes already buffered may hold more requests
     if (closing_)
@@ -1210,6 +1226,7 @@ void connection::close_now() {
   ctx_.counters->add(ctx_.counters->curr_connections, static_cast<uint64_t>(-1));
   ctx_.node->connections.fetch_sub(1, std::memory_order_relaxed);
   pending_.clear();
+  remote_pending_ = 0;
   if (poll_open_) {
     uv_poll_stop(&poll_);
     uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &connection::on_closed);

@@ -7,8 +7,9 @@
 // batch per shard per loop iteration for all connections of the loop. Responses are written strictly in request order; values
 // arrive as pinned slices and go out by copy or sendfile (actors/socket_writer.hpp).
 //
-// Backpressure: reading pauses while more than `max_pending` requests wait or more than
-// `max_output` bytes are queued, and resumes when they drain.
+// Backpressure: reading pauses while more than `max_pending` requests wait, their ops sent
+// to other members number more than `max_remote_pending`, or more than `max_output` bytes
+// are queued, and resumes when they drain.
 // Ownership: the actor owns the fd and its uv_poll handle; it holds a strong reference to
 // itself until the handle is closed, then quits. Thread affinity: the loop thread only.
 #pragma once
@@ -89,6 +90,7 @@ private:
     std::vector<storage::op> ops;
     std::vector<storage::result> results;
     uint32_t outstanding = 0;
+    uint32_t remote_ops = 0;   // ops routed to other members (counted in remote_pending_)
     std::string reply;         // immediate / error reply bytes
     bool close_after = false;  // quit
     bool replicated = false;   // writes already handed to the replicator (wait_replicas)
@@ -233,6 +235,7 @@ private:
   proto::parser_config pcfg_;
 
   pending_ring pending_;
+  size_t remote_pending_ = 0;  // Σ remote_ops of pending_ (input pauses at a bound)
   uint64_t base_seq_ = 0;      // sequence number of pending_.front()
   uint64_t id_ = 0;            // key in loop_context::by_id
 

@@ -22,6 +22,10 @@ namespace bifrost::cluster {
 constexpr size_t inline_value_limit = 64 * 1024;
 /// Size of one ValueSink.write chunk.
 constexpr size_t stream_chunk_size = 256 * 1024;
+/// A data call (RPC or data link) whose member keeps answering the calls before it waits
+/// for its own answer up to this many RPC timeouts (service.cpp `bounded`, data_link.cpp
+/// `on_timer`); a member that sends nothing fails it after one.
+constexpr uint32_t queued_limit_factor = 15;
 
 /// The largest RPC message a node or bifrostctl reads. Values over inline_value_limit are
 /// streamed in chunks and a data call carries at most 256 ops and 16 MiB inline (the service

@@ -1301,14 +1301,28 @@ private:
 
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<data_link*>(h->data);
-    // Connecting or greeting without progress, or any call unanswered, for the timeout.
-    uint64_t since = self->progress_at_;
-    bool busy = self->state_ == state::connecting || self->state_ == state::greeting;
-    for (auto& [id, b] : self->sent_) {
-      since = busy ? std::min(since, b.sent_at) : b.sent_at;
-      busy = true;
+    // Connecting or greeting without progress for the timeout. Or a call unanswered for the
+    // timeout while the member sent nothing since it was sent. A call queued behind other
+    // calls' replies waits while they come (a reader whose clients asked for much, or a busy
+    // member: the link is one byte stream), as an RPC data call does (service.cpp, `bounded`),
+    // up to queued_limit_factor timeouts. Not replicated state: the replicator gives up on a
+    // copy after the timeout (cluster/replicator.hpp), so its calls keep the plain bound.
+    const uint64_t timeout = self->settings_.rpc_timeout_ms, now = self->now();
+    bool failed = false;
+    if (self->state_ == state::connecting || self->state_ == state::greeting) {
+      failed = now - self->progress_at_ > timeout;
+    } else {
+      for (auto& [id, b] : self->sent_) {
+        const uint64_t waited = now - b.sent_at;
+        if (waited <= timeout)
+          continue;
+        failed = b.origin == rpc::Origin::REPLICA || now - self->progress_at_ > timeout ||
+                 waited > uint64_t{queued_limit_factor} * timeout;
+        if (failed)
+          break;
+      }
     }
-    if (busy && self->now() - since > self->settings_.rpc_timeout_ms)
+    if (failed)
       self->fail("no answer from " + self->peer_ + " within " +
                    std::to_string(self->settings_.rpc_timeout_ms) + " ms",
                  self->backoff_ms_);

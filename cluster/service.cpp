@@ -294,7 +294,6 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
                          kj::Function<T()> fallback);
   kj::Promise<void> watchdog(std::shared_ptr<call_progress> progress, uint64_t seen,
                              uint64_t peer_seen, uint64_t since, bool last_look);
-  static constexpr uint32_t queued_limit_factor = 15;
   /// Progress of every data call to each member address (call_progress::peer). KJ thread.
   /// One counter per address ever called (as `backoff`).
   std::map<std::string, std::shared_ptr<uint64_t>> peer_progress_of;

@@ -3,6 +3,9 @@
 Fifty clients each pipeline twenty `get`s of 512 KiB values (about 500 MiB asked for at once)
 through a node that owns none of the keys. Every read must answer its value: the keys exist.
 
+SlowReaders: clients that pipeline gets of 60 KiB values and never read their replies, while
+the others read through the same node (see its docstring).
+
 Against bifrost: three nodes (R=1), data links on and off; the reads cross to the two owners,
 whose answers queue behind each other on one RPC connection per owner. (Calls that waited
 there for the values before theirs were failed after --rpc-timeout without progress of their
@@ -34,8 +37,8 @@ KEYS = 150
 BURST_LIMIT = 120.0  # seconds: every client's socket reads are bounded by this, too
 
 
-def value_of(key):
-    return (hashlib.sha256(key).hexdigest().encode() * (SIZE // 64 + 1))[:SIZE]
+def value_of(key, size=SIZE):
+    return (hashlib.sha256(key).hexdigest().encode() * (size // 64 + 1))[:size]
 
 
 def round_trip(port, data, limit=30.0):
@@ -54,7 +57,10 @@ def round_trip(port, data, limit=30.0):
         return bytes(buf)
 
 
-class ReadBurst(unittest.TestCase):
+class BurstBase(unittest.TestCase):
+    """A cluster (or a memcached), its keys, their loading and a burst of reads."""
+    size = SIZE  # of every value
+
     def setUp(self):
         self.servers = []
 
@@ -126,7 +132,7 @@ class ReadBurst(unittest.TestCase):
                 return
             pos, hits, misses, bad = 0, 0, 0, 0
             for k in ks:
-                hit = b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (k, SIZE, value_of(k))
+                hit = b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (k, self.size, value_of(k, self.size))
                 if out.startswith(hit, pos):
                     hits += 1
                     pos += len(hit)
@@ -155,16 +161,19 @@ class ReadBurst(unittest.TestCase):
     def load(self, port, keys):
         for i in range(0, len(keys), 20):
             batch = keys[i:i + 20]
-            out = round_trip(port, b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, SIZE, value_of(k))
+            out = round_trip(port, b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, self.size, value_of(k, self.size))
                                             for k in batch))
             self.assertEqual(out.count(b"STORED\r\n"), len(batch), out[:200])
 
     def check(self, counts, what):
         total = CLIENTS * PER_CLIENT
-        print("%s: %d reads of 512 KiB: %r" % (what, total, counts), flush=True)
+        print("%s: %d reads of %d KiB: %r" % (what, total, self.size >> 10, counts), flush=True)
         counts.pop("seconds")
         self.assertEqual(counts, {"hits": total, "misses": 0, "bad": 0, "failed": 0}, what)
 
+
+
+class ReadBurst(BurstBase):
     def test_every_read_of_a_burst_answers_its_value(self):
         if harness.is_memcached():
             user = ["-u", "root"] if os.geteuid() == 0 else []
@@ -184,6 +193,95 @@ class ReadBurst(unittest.TestCase):
             for n in nodes:
                 self.assertTrue(n["server"].alive(), "%s died: %s" % (n["name"], n["server"].output()))
             self.check(counts, "bifrost, 3 nodes, links " + links)
+            for n in nodes:
+                n["server"].stop()
+
+
+def rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+class SlowReaders(BurstBase):
+    """Clients that pipeline gets of remote 60 KiB values and do not read their replies, while
+    the others read the same keys through the same node.
+
+    A node holds a copy of each value a member answered until its client reads it. It asked
+    for up to 4096 requests per connection at once, about 1000 values (60 MiB) each here: 20
+    such clients grew n1 past 1.2 GB, and their calls, queued on the one link to each owner,
+    delayed the other clients' calls past --rpc-timeout; the link was then failed with every
+    call in flight, and the other clients' reads answered END (1000 of 1000, links on and
+    off). A connection now has at most 256 ops at other members unwritten, and a link call
+    behind other calls' replies waits while they come."""
+    size = 60 * 1024
+    SLOW = 20
+    RSS_GROWTH_LIMIT_MIB = 800  # 20 x (8 MiB of output + 256 values) is 460; before: 1200+
+
+    def slow_clients(self, port, keys, seconds):
+        """SLOW connections that each keep sending 200-key pipelines and never read, for
+        `seconds`; returns the thread and the sockets (to close)."""
+        req = b"".join(b"get %s\r\n" % k for k in keys[:200])
+        socks = []
+        for _ in range(self.SLOW):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.setblocking(False)
+            socks.append(s)
+        stop = time.monotonic() + seconds
+
+        def pump():
+            while time.monotonic() < stop:
+                for s in socks:
+                    try:
+                        s.send(req)
+                    except OSError:
+                        pass
+                time.sleep(0.01)
+
+        th = threading.Thread(target=pump, daemon=True)
+        th.start()
+        return th, socks
+
+    def run_with_slow_readers(self, port, pid, keys):
+        before = rss_mib(pid)
+        th, socks = self.slow_clients(port, keys, 6)
+        try:
+            time.sleep(2)  # they have asked for all they may
+            counts = self.burst(port, keys)
+            grown = rss_mib(pid) - before
+            th.join(10)
+        finally:
+            for s in socks:
+                s.close()
+        return counts, grown
+
+    def test_slow_readers_do_not_starve_the_others(self):
+        if harness.is_memcached():
+            user = ["-u", "root"] if os.geteuid() == 0 else []
+            server = self.start(lambda port: [
+                harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
+                "-m", "256"] + user)
+            keys = [b"slow-%d" % i for i in range(KEYS)]
+            self.load(server.port, keys)
+            counts, grown = self.run_with_slow_readers(server.port, server.pid, keys)
+            print("memcached: RSS grew %d MiB" % grown, flush=True)
+            self.check(counts, "memcached, %d slow readers" % self.SLOW)
+            return
+        for links in ("on", "off"):
+            nodes = self.start_cluster(links)
+            n1 = nodes[0]
+            keys = self.keys_not_owned_by_n1(n1)
+            self.load(n1["port"], keys)
+            time.sleep(1.5)  # past the joins' warming windows: a failed read then misses
+            counts, grown = self.run_with_slow_readers(n1["port"], n1["server"].pid, keys)
+            for n in nodes:
+                self.assertTrue(n["server"].alive(), "%s died: %s" % (n["name"], n["server"].output()))
+            print("links %s: n1's RSS grew %d MiB" % (links, grown), flush=True)
+            self.check(counts, "bifrost, 3 nodes, links %s, %d slow readers" % (links, self.SLOW))
+            self.assertLess(grown, self.RSS_GROWTH_LIMIT_MIB, "links " + links)
             for n in nodes:
                 n["server"].stop()
 
