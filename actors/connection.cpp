@@ -432,9 +432,12 @@ void connection::handle_request(size_t consumed) {
     p.routing.assign(p.ops.size(), op_route{});
   for (uint32_t i = 0; i < p.ops.size(); ++i)
     route_key_op(seq, i);
-  for (const auto& rt : p.routing)
-    p.remote_ops += rt.local ? 0 : 1;
-  remote_pending_ += p.remote_ops;
+  const auto& cl = ctx_.routes->cluster;
+  if (cl && cl->ring && !cl->ring->empty()) {  // (else route_key_op placed nothing)
+    for (const auto& rt : p.routing)
+      p.remote_ops += rt.local || rt.done ? 0 : 1;  // (done: no owner could be tried)
+    remote_pending_ += p.remote_ops;
+  }
 }
 
 namespace {

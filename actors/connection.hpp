@@ -7,9 +7,9 @@
 // batch per shard per loop iteration for all connections of the loop. Responses are written strictly in request order; values
 // arrive as pinned slices and go out by copy or sendfile (actors/socket_writer.hpp).
 //
-// Backpressure: reading pauses while more than `max_pending` requests wait, their ops sent
-// to other members number more than `max_remote_pending`, or more than `max_output` bytes
-// are queued, and resumes when they drain.
+// Backpressure: reading pauses once `max_pending` requests wait, their ops placed at other
+// members (when they were parsed; counted until the request is written) reach
+// `max_remote_pending`, or `max_output` bytes are queued, and resumes when they drain.
 // Ownership: the actor owns the fd and its uv_poll handle; it holds a strong reference to
 // itself until the handle is closed, then quits. Thread affinity: the loop thread only.
 #pragma once

@@ -1250,6 +1250,7 @@ private:
         return;
       }
       io_.in.consume(size);
+      reply_at_ = now();  // (whole replies count for on_timer, not bytes trickling in)
       auto it = sent_.find(id);
       if (it == sent_.end())
         continue;  // not ours (cannot happen with a sane peer): ignored
@@ -1302,25 +1303,32 @@ private:
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<data_link*>(h->data);
     // Connecting or greeting without progress for the timeout. Or a call unanswered for the
-    // timeout while the member sent nothing since it was sent. A call queued behind other
-    // calls' replies waits while they come (a reader whose clients asked for much, or a busy
-    // member: the link is one byte stream), as an RPC data call does (service.cpp, `bounded`),
-    // up to queued_limit_factor timeouts. Not replicated state: the replicator gives up on a
-    // copy after the timeout (cluster/replicator.hpp), so its calls keep the plain bound.
+    // timeout while no whole reply came for as long: a call queued behind other calls'
+    // replies waits while they come (a node whose clients asked for much, or a busy member:
+    // the link is one byte stream), as an RPC data call does (service.cpp, `bounded`), up to
+    // queued_limit_factor timeouts. Replicated state too: newer state goes on the same
+    // stream, behind it (and pump() holds it from the RPC meanwhile), and the replicator
+    // gives up on a copy by itself. Silence fails the link at the tick after it was seen, so
+    // that replies that came while this loop was stalled are read first (libuv runs timers
+    // before it polls).
     const uint64_t timeout = self->settings_.rpc_timeout_ms, now = self->now();
     bool failed = false;
     if (self->state_ == state::connecting || self->state_ == state::greeting) {
       failed = now - self->progress_at_ > timeout;
     } else {
+      bool silent = false;
       for (auto& [id, b] : self->sent_) {
         const uint64_t waited = now - b.sent_at;
         if (waited <= timeout)
           continue;
-        failed = b.origin == rpc::Origin::REPLICA || now - self->progress_at_ > timeout ||
-                 waited > uint64_t{queued_limit_factor} * timeout;
-        if (failed)
+        if (waited > uint64_t{queued_limit_factor} * timeout) {
+          failed = true;
           break;
+        }
+        silent |= now - self->reply_at_ > timeout;
       }
+      failed |= silent && self->silent_seen_;
+      self->silent_seen_ = silent && !failed;
     }
     if (failed)
       self->fail("no answer from " + self->peer_ + " within " +
@@ -1428,6 +1436,8 @@ private:
   uint64_t next_id_ = 1;
   uint64_t next_rpc_tag_ = 1;
   uint64_t progress_at_ = 0;
+  uint64_t reply_at_ = 0;     // loop ms the last whole reply was read (on_timer)
+  bool silent_seen_ = false;  // on_timer found the member silent: it fails at the next tick
   uint64_t retry_at_ = 0;
   uint64_t now_cached_ = 0;
   uint64_t backoff_ms_ = backoff_first_ms;

@@ -27,11 +27,10 @@
 //     memcached port was: a stale address; cluster/link_wire.hpp). A connection lost with
 //     calls in flight answers them `unavailable` (they may have run: reads fail over, writes
 //     report an error), as a failed RPC does. A call unanswered rpc_timeout_ms after it was
-//     sent while the member sent nothing on the link for as long (or a connect or hello
-//     without progress for as long) fails the connection the same way; a call behind other
-//     calls' replies waits while they come, up to queued_limit_factor × rpc_timeout_ms
-//     (cluster/convert.hpp), as an RPC data call does (service.cpp, `bounded`). Replicated
-//     state keeps the plain bound: the replicator gives up on it after the timeout.
+//     sent while no whole reply came for as long (or a connect or hello without progress
+//     for as long) fails the connection the same way; a call behind other calls' replies
+//     waits while they come, up to queued_limit_factor × rpc_timeout_ms
+//     (cluster/convert.hpp), as an RPC data call does (service.cpp, `bounded`).
 //   - A get result that came back `streamed` (value over the inline limit) is read again
 //     through RPC, with a sink, before the batch is answered. The member parked the first
 //     read's result for it (storage/parked.hpp): the re-read names the token and gets that
@@ -81,8 +80,8 @@ namespace bifrost::cluster {
 
 struct link_settings {
   std::string node_name;          // sent in the hello
-  uint32_t rpc_timeout_ms = 2000; // a call unanswered this long while the member sent nothing
-                                  // (or queued_limit_factor × this) fails its link
+  uint32_t rpc_timeout_ms = 2000; // a call unanswered this long while no reply came (or
+                                  // queued_limit_factor × this) fails its link
   bool wait_replicas = false;     // writes wait for every replica: they go through RPC
   /// A retired link (its member in neither the current ring nor a past one) quits once
   /// nothing was asked of it for this long and nothing is pending.

@@ -197,6 +197,12 @@ class ReadBurst(BurstBase):
                 n["server"].stop()
 
 
+def sanitized(binary):
+    """True for a bifrostd built with ASan: its quarantine keeps freed memory in the RSS."""
+    with open(binary, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def rss_mib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -281,7 +287,8 @@ class SlowReaders(BurstBase):
                 self.assertTrue(n["server"].alive(), "%s died: %s" % (n["name"], n["server"].output()))
             print("links %s: n1's RSS grew %d MiB" % (links, grown), flush=True)
             self.check(counts, "bifrost, 3 nodes, links %s, %d slow readers" % (links, self.SLOW))
-            self.assertLess(grown, self.RSS_GROWTH_LIMIT_MIB, "links " + links)
+            if not sanitized(harness.BIFROSTD):  # (ASan's quarantine holds what was freed)
+                self.assertLess(grown, self.RSS_GROWTH_LIMIT_MIB, "links " + links)
             for n in nodes:
                 n["server"].stop()
 
