@@ -30,6 +30,8 @@ constexpr size_t max_output = 8u << 20;        // bytes queued for the socket: p
 // and 20 such clients queued 1.2 GB on the links: other clients' reads behind them were
 // not answered within --rpc-timeout and missed.
 constexpr size_t max_remote_pending = 256;
+// A get-family request with more keys goes in parts of this many (cluster; get_rest).
+constexpr size_t get_part_keys = 64;
 constexpr size_t max_get_line = 1u << 20;      // a get-family line may be long, not endless
 
 bool is_get_family(proto::command c) {
@@ -136,6 +138,7 @@ void connection::pending::reset() noexcept {
     results.clear();
   outstanding = 0;
   remote_ops = 0;
+  partial = false;
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
   close_after = false;
   replicated = false;
@@ -221,7 +224,7 @@ void connection::on_readable() {
     // Peer finished sending: answer what was asked, then close.
     read_closed_ = true;
     process_input();
-    if (!closing_ && pending_.empty() && out_.empty())
+    if (!closing_ && pending_.empty() && out_.empty() && !get_rest_)
       close_now();
     else if (!closing_)
       update_poll();
@@ -237,15 +240,22 @@ void connection::on_readable() {
 void connection::process_input() {
   if (!ctx_.routes)
     return;  // no route table yet: keep the bytes
-  while (!closing_ && rpos_ < rend_) {
+  while (!closing_ && (get_rest_ || rpos_ < rend_)) {
+    if (get_rest_) {  // (before anything after it is parsed)
+      if (over_budget()) {
+        input_paused_ = true;
+        break;
+      }
+      push_get_part();
+      continue;
+    }
     if (swallow_ > 0) {
       size_t take = std::min(swallow_, rend_ - rpos_);
       rpos_ += take;
       swallow_ -= take;
       continue;
     }
-    if (pending_.size() >= max_pending || remote_pending_ >= max_remote_pending ||
-        out_.pending_bytes() >= max_output) {
+    if (over_budget()) {
       input_paused_ = true;
       break;
     }
@@ -426,6 +436,38 @@ void connection::handle_request(size_t consumed) {
     case plan_result::kind::ops:
       break;
   }
+  if (ctx_.routes->cluster && is_get_family(p.req.cmd) && p.ops.size() > get_part_keys) {
+    get_rest_.emplace();
+    get_rest_->cmd = p.req.cmd;
+    get_rest_->ops.assign(std::make_move_iterator(p.ops.begin() + get_part_keys),
+                          std::make_move_iterator(p.ops.end()));
+    p.ops.resize(get_part_keys);
+    p.partial = true;
+  }
+  dispatch_ops(seq, p);
+}
+
+bool connection::over_budget() const {
+  return pending_.size() >= max_pending || remote_pending_ >= max_remote_pending ||
+         out_.pending_bytes() >= max_output;
+}
+
+void connection::push_get_part() {
+  auto& rest = *get_rest_;
+  auto& p = push_pending(pending_kind::exec);
+  uint64_t seq = base_seq_ + pending_.size() - 1;
+  p.req.cmd = rest.cmd;  // (compose_get reads only the command, and the ops' keys)
+  const size_t n = std::min(get_part_keys, rest.ops.size() - rest.next);
+  auto from = rest.ops.begin() + static_cast<std::ptrdiff_t>(rest.next);
+  p.ops.assign(std::make_move_iterator(from), std::make_move_iterator(from + static_cast<std::ptrdiff_t>(n)));
+  rest.next += n;
+  p.partial = rest.next < rest.ops.size();
+  if (!p.partial)
+    get_rest_.reset();
+  dispatch_ops(seq, p);
+}
+
+void connection::dispatch_ops(uint64_t seq, pending& p) {
   p.results.resize(p.ops.size());
   p.outstanding = static_cast<uint32_t>(p.ops.size());
   if (ctx_.routes->cluster)
@@ -1103,6 +1145,8 @@ void connection::complete_ready() {
         if (unavailable) {
           if (!p.req.noreply)
             out_.bytes("SERVER_ERROR unavailable\r\n");
+        } else if (p.partial) {
+          compose_get_values(p.req, p.ops, p.results, out_);
         } else {
           compose(p.req, p.ops, p.results, out_);
         }
@@ -1140,6 +1184,7 @@ void connection::complete_ready() {
     if (close_after) {
       pending_.clear();
       remote_pending_ = 0;
+      get_rest_.reset();
       read_closed_ = true;
       break;
     }
@@ -1167,7 +1212,7 @@ void connection::write_out() {
     }
     want_write_ = status == socket_writer::status::blocked;
   }
-  if (read_closed_ && pending_.empty() && out_.empty()) {
+  if (read_closed_ && pending_.empty() && out_.empty() && !get_rest_) {
     close_now();
     return;
   }
@@ -1213,7 +1258,7 @@ bool connection::hand_to_link(std::string_view in) {
 
 void connection::close_when_idle() {
   read_closed_ = true;
-  if (pending_.empty() && out_.empty())
+  if (pending_.empty() && out_.empty() && !get_rest_)
     close_now();
   else
     update_poll();
@@ -1230,6 +1275,7 @@ void connection::close_now() {
   ctx_.node->connections.fetch_sub(1, std::memory_order_relaxed);
   pending_.clear();
   remote_pending_ = 0;
+  get_rest_.reset();
   if (poll_open_) {
     uv_poll_stop(&poll_);
     uv_close(reinterpret_cast<uv_handle_t*>(&poll_), &connection::on_closed);

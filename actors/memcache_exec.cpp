@@ -469,7 +469,7 @@ void put_value(line_buf& l, const storage::result& r, out_queue& out) {
 }
 
 void compose_get(const proto::request& req, const std::vector<storage::op>& ops,
-                 const std::vector<storage::result>& results, out_queue& out) {
+                 const std::vector<storage::result>& results, out_queue& out, bool end = true) {
   const bool with_cas = req.cmd == command::gets || req.cmd == command::gats;
   line_buf l;
   for (size_t i = 0; i < ops.size(); ++i) {
@@ -493,7 +493,8 @@ void compose_get(const proto::request& req, const std::vector<storage::op>& ops,
     put_value(l, *r, out);
     l.put("\r\n");
   }
-  l.put("END\r\n");
+  if (end)
+    l.put("END\r\n");
   l.flush(out);
 }
 
@@ -849,6 +850,11 @@ plan_result plan(const proto::request& req, std::vector<storage::op>& ops) {
 void compose(const proto::request& req, const std::vector<storage::op>& ops,
              const std::vector<storage::result>& results, out_queue& out) {
   compose(req, ops, results, out, static_cast<uint32_t>(std::time(nullptr)));
+}
+
+void compose_get_values(const proto::request& req, const std::vector<storage::op>& ops,
+                        const std::vector<storage::result>& results, out_queue& out) {
+  compose_get(req, ops, results, out, false);
 }
 
 void compose(const proto::request& req, const std::vector<storage::op>& ops,

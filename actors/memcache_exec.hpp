@@ -40,6 +40,11 @@ void compose(const proto::request& req, const std::vector<storage::op>& ops,
 void compose(const proto::request& req, const std::vector<storage::op>& ops,
              const std::vector<storage::result>& results, out_queue& out, uint32_t now);
 
+/// A get-family request's VALUE blocks for its hits, without the END: a part of a long
+/// request that is not its last (actors/connection.hpp, get parts).
+void compose_get_values(const proto::request& req, const std::vector<storage::op>& ops,
+                        const std::vector<storage::result>& results, out_queue& out);
+
 /// Response line for a storage failure status that maps to an error (too_large, no_memory).
 std::string_view error_line(storage::status st) noexcept;
 

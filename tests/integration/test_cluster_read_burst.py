@@ -4,7 +4,8 @@ Fifty clients each pipeline twenty `get`s of 512 KiB values (about 500 MiB asked
 through a node that owns none of the keys. Every read must answer its value: the keys exist.
 
 SlowReaders: clients that pipeline gets of 60 KiB values and never read their replies, while
-the others read through the same node (see its docstring).
+the others read through the same node. LongGet: one get line of 10 000 such keys (see their
+docstrings).
 
 Against bifrost: three nodes (R=1), data links on and off; the reads cross to the two owners,
 whose answers queue behind each other on one RPC connection per owner. (Calls that waited
@@ -291,6 +292,76 @@ class SlowReaders(BurstBase):
                 self.assertLess(grown, self.RSS_GROWTH_LIMIT_MIB, "links " + links)
             for n in nodes:
                 n["server"].stop()
+
+
+class LongGet(BurstBase):
+    """One get line of many keys of 60 KiB values owned elsewhere, through one node.
+
+    A node held every value a member answered until the whole request was answered: one get
+    line of 10 000 keys (95 KB) made n1 hold 650 MiB while the client had not read yet. Such
+    a line now goes in parts of 64 keys, each sent as the backpressure allows; the reply is
+    the same bytes, with one END."""
+    size = 60 * 1024
+    KEYS_PER_LINE = 10000
+    RSS_GROWTH_LIMIT_MIB = 200  # by design a few tens; before: 650
+
+    def expected_reply(self, line_keys, present):
+        out = bytearray()
+        for k in line_keys:
+            if k in present:
+                out += b"VALUE %s 0 %d\r\n%s\r\n" % (k, self.size, value_of(k, self.size))
+        return bytes(out + b"END\r\n")
+
+    def read_reply(self, sock, total):
+        buf = bytearray()
+        deadline = time.monotonic() + 60
+        while len(buf) < total and time.monotonic() < deadline:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+        return bytes(buf)
+
+    def long_get(self, port, pid, keys):
+        # Some keys of the line were never stored: their misses come in the parts too.
+        line_keys = [keys[i % len(keys)] if i % 7 else b"absent-%d" % i
+                     for i in range(self.KEYS_PER_LINE)]
+        expected = self.expected_reply(line_keys, set(keys))
+        before = rss_mib(pid)
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            s.sendall(b"get " + b" ".join(line_keys) + b"\r\n")
+            peak = before
+            for _ in range(20):  # the client reads nothing for 2 s
+                peak = max(peak, rss_mib(pid))
+                time.sleep(0.1)
+            reply = self.read_reply(s, len(expected))
+            s.sendall(b"mn\r\n")  # nothing more came before this
+            after = s.recv(16)
+        self.assertEqual(len(reply), len(expected))
+        self.assertTrue(reply == expected, "the reply differs from memcached's")
+        self.assertEqual(after, b"MN\r\n")
+        return peak - before
+
+    def test_a_long_get_line_is_not_held_whole(self):
+        if harness.is_memcached():
+            user = ["-u", "root"] if os.geteuid() == 0 else []
+            server = self.start(lambda port: [
+                harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
+                "-m", "256"] + user)
+            keys = [b"long-%d" % i for i in range(KEYS)]
+            self.load(server.port, keys)
+            grown = self.long_get(server.port, server.pid, keys)
+            print("memcached: RSS grew %d MiB" % grown, flush=True)
+            return
+        nodes = self.start_cluster("on")
+        n1 = nodes[0]
+        keys = self.keys_not_owned_by_n1(n1)
+        self.load(n1["port"], keys)
+        time.sleep(1.5)  # past the joins' warming windows
+        grown = self.long_get(n1["port"], n1["server"].pid, keys)
+        print("bifrost: n1's RSS grew %d MiB" % grown, flush=True)
+        if not sanitized(harness.BIFROSTD):
+            self.assertLess(grown, self.RSS_GROWTH_LIMIT_MIB)
 
 
 if __name__ == "__main__":
