@@ -30,8 +30,11 @@ constexpr size_t max_output = 8u << 20;        // bytes queued for the socket: p
 // and 20 such clients queued 1.2 GB on the links: other clients' reads behind them were
 // not answered within --rpc-timeout and missed.
 constexpr size_t max_remote_pending = 256;
-// A get-family request with more keys goes in parts of this many (cluster; get_rest).
+// A get-family request with more keys goes in parts of this many (cluster; get_rest), while
+// fewer than max_parts_pending requests wait (so that a long line of local keys, whose
+// values cost nothing to hold, does not put 4096 parts before the warming's scans).
 constexpr size_t get_part_keys = 64;
+constexpr size_t max_parts_pending = 64;
 constexpr size_t max_get_line = 1u << 20;      // a get-family line may be long, not endless
 
 bool is_get_family(proto::command c) {
@@ -139,6 +142,7 @@ void connection::pending::reset() noexcept {
   outstanding = 0;
   remote_ops = 0;
   partial = false;
+  split = false;
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
   close_after = false;
   replicated = false;
@@ -443,20 +447,24 @@ void connection::handle_request(size_t consumed) {
                           std::make_move_iterator(p.ops.end()));
     p.ops.resize(get_part_keys);
     p.partial = true;
+    p.split = true;
   }
   dispatch_ops(seq, p);
 }
 
 bool connection::over_budget() const {
   return pending_.size() >= max_pending || remote_pending_ >= max_remote_pending ||
-         out_.pending_bytes() >= max_output;
+         out_.pending_bytes() >= max_output ||
+         (get_rest_ && pending_.size() >= max_parts_pending);
 }
 
 void connection::push_get_part() {
   auto& rest = *get_rest_;
   auto& p = push_pending(pending_kind::exec);
   uint64_t seq = base_seq_ + pending_.size() - 1;
-  p.req.cmd = rest.cmd;  // (compose_get reads only the command, and the ops' keys)
+  p.req.cmd = rest.cmd;  // (compose_get reads only the command and the ops' keys; the
+                         // rest of p.req is a fresh request's: noreply false)
+  p.split = true;
   const size_t n = std::min(get_part_keys, rest.ops.size() - rest.next);
   auto from = rest.ops.begin() + static_cast<std::ptrdiff_t>(rest.next);
   p.ops.assign(std::make_move_iterator(from), std::make_move_iterator(from + static_cast<std::ptrdiff_t>(n)));
@@ -896,6 +904,8 @@ bool connection::later_request_on(uint64_t seq, const std::string& key) const {
     const auto& p = pending_[s - base_seq_];
     if (p.kind == pending_kind::flush)
       return true;  // every key
+    if (p.req.cmd == proto::command::get || p.req.cmd == proto::command::gets)
+      continue;  // changes nothing (and a long line's parts are many)
     for (const auto& o : p.ops)
       if (o.key == key && storage::changes_item(o))
         return true;
@@ -1137,7 +1147,9 @@ void connection::complete_ready() {
         bool unavailable = false;
         for (size_t i = 0; i < p.results.size(); ++i)
           if (p.results[i].st == storage::status::unavailable) {
-            if (is_read(p.ops[i]))
+            // (A part of a split gat answers a touch that could not run as a miss too: an
+            // error line cannot follow the values its earlier parts wrote.)
+            if (is_read(p.ops[i]) || p.split)
               p.results[i].st = storage::status::miss;  // a read nobody can serve: a miss
             else
               unavailable = true;
@@ -1216,8 +1228,11 @@ void connection::write_out() {
     close_now();
     return;
   }
+  // (Below every bound of over_budget(): process_input, which pauses again at once
+  // otherwise, ends in complete_ready(), which calls this.)
   if (input_paused_ && pending_.size() < max_pending / 2 &&
-      remote_pending_ <= max_remote_pending / 2 && out_.pending_bytes() < max_output / 2) {
+      remote_pending_ <= max_remote_pending / 2 && out_.pending_bytes() < max_output / 2 &&
+      (!get_rest_ || pending_.size() < max_parts_pending / 2)) {
     input_paused_ = false;
     process_input();  // bytes already buffered may hold more requests
     if (closing_)

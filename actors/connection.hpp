@@ -9,7 +9,8 @@
 //
 // Backpressure: reading pauses once `max_pending` requests wait, their ops placed at other
 // members (when they were parsed; counted until the request is written) reach
-// `max_remote_pending`, or `max_output` bytes are queued, and resumes when they drain.
+// `max_remote_pending`, or `max_output` bytes are queued, and resumes when they drain. A long
+// get-family line (cluster) goes in parts under the same bounds (get_rest_).
 // Ownership: the actor owns the fd and its uv_poll handle; it holds a strong reference to
 // itself until the handle is closed, then quits. Thread affinity: the loop thread only.
 #pragma once
@@ -94,6 +95,7 @@ private:
     std::string reply;         // immediate / error reply bytes
     bool close_after = false;  // quit
     bool partial = false;      // a part of a long get that is not its last: no END
+    bool split = false;        // any part of a long get (get_rest)
     bool replicated = false;   // writes already handed to the replicator (wait_replicas)
     uint32_t must_answer = 0;  // flush: results past this many are from members on their
                                // way out (left, lingering): their silence is no error
