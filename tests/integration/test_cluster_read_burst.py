@@ -77,6 +77,13 @@ class BurstBase(unittest.TestCase):
         self.servers.append(server)
         return server.start()
 
+    def start_memcached(self, extra=()):
+        """The real memcached (one thread, 256 MiB) on a free port, for the test's client side."""
+        user = ["-u", "root"] if os.geteuid() == 0 else []
+        return self.start(lambda port: [
+            harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
+            "-m", "256"] + list(extra) + user)
+
     def ctl(self, rpc_port, *args):
         ctl = os.path.join(os.path.dirname(harness.BIFROSTD), "bifrostctl")
         r = subprocess.run([ctl, "--node", "127.0.0.1:%d" % rpc_port] + list(args),
@@ -177,10 +184,7 @@ class BurstBase(unittest.TestCase):
 class ReadBurst(BurstBase):
     def test_every_read_of_a_burst_answers_its_value(self):
         if harness.is_memcached():
-            user = ["-u", "root"] if os.geteuid() == 0 else []
-            port = self.start(lambda port: [
-                harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
-                "-m", "256", "-I", "8m"] + user).port
+            port = self.start_memcached(["-I", "8m"]).port
             keys = [b"burst-%d" % i for i in range(KEYS)]
             self.load(port, keys)
             self.check(self.burst(port, keys), "memcached")
@@ -267,10 +271,7 @@ class SlowReaders(BurstBase):
 
     def test_slow_readers_do_not_starve_the_others(self):
         if harness.is_memcached():
-            user = ["-u", "root"] if os.geteuid() == 0 else []
-            server = self.start(lambda port: [
-                harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
-                "-m", "256"] + user)
+            server = self.start_memcached()
             keys = [b"slow-%d" % i for i in range(KEYS)]
             self.load(server.port, keys)
             counts, grown = self.run_with_slow_readers(server.port, server.pid, keys)
@@ -361,10 +362,7 @@ class LongGet(BurstBase):
 
     def test_a_long_get_line_is_not_held_whole(self):
         if harness.is_memcached():
-            user = ["-u", "root"] if os.geteuid() == 0 else []
-            server = self.start(lambda port: [
-                harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
-                "-m", "256"] + user)
+            server = self.start_memcached()
             keys = [b"long-%d" % i for i in range(KEYS)]
             self.load(server.port, keys)
             grown = self.long_get(server.port, server.pid, keys)
