@@ -443,11 +443,8 @@ void connection::handle_request(size_t consumed) {
   if (ctx_.routes->cluster && is_get_family(p.req.cmd) && p.ops.size() > get_part_keys) {
     get_rest_.emplace();
     get_rest_->cmd = p.req.cmd;
-    get_rest_->ops.assign(std::make_move_iterator(p.ops.begin() + get_part_keys),
-                          std::make_move_iterator(p.ops.end()));
-    p.ops.resize(get_part_keys);
-    p.partial = true;
-    p.split = true;
+    get_rest_->ops = std::move(p.ops);
+    take_get_part(p);
   }
   dispatch_ops(seq, p);
 }
@@ -459,20 +456,25 @@ bool connection::over_budget() const {
 }
 
 void connection::push_get_part() {
-  auto& rest = *get_rest_;
   auto& p = push_pending(pending_kind::exec);
   uint64_t seq = base_seq_ + pending_.size() - 1;
-  p.req.cmd = rest.cmd;  // (compose_get reads only the command and the ops' keys; the
-                         // rest of p.req is a fresh request's: noreply false)
-  p.split = true;
+  p.req.cmd = get_rest_->cmd;  // (compose_get reads only the command and the ops' keys; the
+                               // rest of p.req is a fresh request's: noreply false)
+  take_get_part(p);
+  dispatch_ops(seq, p);
+}
+
+void connection::take_get_part(pending& p) {
+  auto& rest = *get_rest_;
   const size_t n = std::min(get_part_keys, rest.ops.size() - rest.next);
   auto from = rest.ops.begin() + static_cast<std::ptrdiff_t>(rest.next);
-  p.ops.assign(std::make_move_iterator(from), std::make_move_iterator(from + static_cast<std::ptrdiff_t>(n)));
+  p.ops.assign(std::make_move_iterator(from),
+               std::make_move_iterator(from + static_cast<std::ptrdiff_t>(n)));
   rest.next += n;
+  p.split = true;
   p.partial = rest.next < rest.ops.size();
   if (!p.partial)
     get_rest_.reset();
-  dispatch_ops(seq, p);
 }
 
 void connection::dispatch_ops(uint64_t seq, pending& p) {

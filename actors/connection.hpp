@@ -139,6 +139,9 @@ private:
   bool over_budget() const;
   /// Sends the next part of get_rest_ as a pending request.
   void push_get_part();
+  /// Moves the next part of get_rest_ into `p` (its ops, split, partial); get_rest_ ends
+  /// with its last part.
+  void take_get_part(pending& p);
   /// Routes the ops of pending request `seq` (`p`), counting those placed at members.
   void dispatch_ops(uint64_t seq, pending& p);
   /// The removal of the old value a refused too-large set (or `ms`) owes, if any.

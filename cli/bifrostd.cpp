@@ -43,6 +43,8 @@ constexpr int64_t k_leave_grace_ms = 2000;
 std::atomic<int64_t> leave_stop_at_ms{0};
 /// Exit status when the cluster service found that this node cannot take part (1), else 0.
 std::atomic<int> fatal_exit{0};
+/// bifrostctl drain asked (on the KJ thread) that the node take no new clients.
+std::atomic<bool> stop_accepting_asked{false};
 
 /// Gives the allocator's free pages back to the system, at most once a second (called by the
 /// main thread's tick). tcmalloc keeps freed pages mapped by default, so the index's growth
@@ -63,8 +65,6 @@ void release_free_memory(int64_t now_ms) {
   (void)now_ms;
 #endif
 }
-/// bifrostctl drain asked (on the KJ thread) that the node take no new clients.
-std::atomic<bool> stop_accepting_asked{false};
 
 } // namespace
 

@@ -1316,18 +1316,11 @@ private:
     if (self->state_ == state::connecting || self->state_ == state::greeting) {
       failed = now - self->progress_at_ > timeout;
     } else {
-      bool silent = false;
-      for (auto& [id, b] : self->sent_) {
-        const uint64_t waited = now - b.sent_at;
-        if (waited <= timeout)
-          continue;
-        if (waited > uint64_t{queued_limit_factor} * timeout) {
-          failed = true;
-          break;
-        }
-        silent |= now - self->reply_at_ > timeout;
-      }
-      failed |= silent && self->silent_seen_;
+      // The oldest call waited longest: ids are queue order, and sent_at follows them.
+      const uint64_t waited =
+        self->sent_.empty() ? 0 : now - self->sent_.begin()->second.sent_at;
+      const bool silent = waited > timeout && now - self->reply_at_ > timeout;
+      failed = waited > uint64_t{queued_limit_factor} * timeout || (silent && self->silent_seen_);
       self->silent_seen_ = silent && !failed;
     }
     if (failed)
