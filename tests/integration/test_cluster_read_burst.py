@@ -166,10 +166,11 @@ class BurstBase(unittest.TestCase):
         counts["seconds"] = round(time.monotonic() - t0, 1)
         return counts
 
-    def load(self, port, keys):
+    def load(self, port, keys, size=None):
+        size = size or self.size
         for i in range(0, len(keys), 20):
             batch = keys[i:i + 20]
-            out = round_trip(port, b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, self.size, value_of(k, self.size))
+            out = round_trip(port, b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, size, value_of(k, size))
                                             for k in batch))
             self.assertEqual(out.count(b"STORED\r\n"), len(batch), out[:200])
 
@@ -178,7 +179,6 @@ class BurstBase(unittest.TestCase):
         print("%s: %d reads of %d KiB: %r" % (what, total, self.size >> 10, counts), flush=True)
         counts.pop("seconds")
         self.assertEqual(counts, {"hits": total, "misses": 0, "bad": 0, "failed": 0}, what)
-
 
 
 class ReadBurst(BurstBase):
@@ -306,11 +306,13 @@ class LongGet(BurstBase):
     KEYS_PER_LINE = 10000
     RSS_GROWTH_LIMIT_MIB = 200  # by design a few tens; before: 650
 
-    def expected_reply(self, line_keys, present):
+    def expected_reply(self, line_keys, present, size=None):
+        """memcached's reply to a get of line_keys when the keys in `present` hold value_of."""
+        size = size or self.size
         out = bytearray()
         for k in line_keys:
             if k in present:
-                out += b"VALUE %s 0 %d\r\n%s\r\n" % (k, self.size, value_of(k, self.size))
+                out += b"VALUE %s 0 %d\r\n%s\r\n" % (k, size, value_of(k, size))
         return bytes(out + b"END\r\n")
 
     def read_reply(self, sock, total):
@@ -347,14 +349,10 @@ class LongGet(BurstBase):
         """get (1000 keys) and gat (200: a longer gat line is closed, protocol/memcache.hpp) of
         keys on every node, some absent, some repeated, through each port: memcached's bytes."""
         keys = [b"mix-%d" % i for i in range(300)]
-        for i in range(0, len(keys), 50):
-            out = round_trip(ports[0], b"".join(b"set %s 0 0 %d\r\n%s\r\n" % (k, 3000, value_of(k, 3000))
-                                                for k in keys[i:i + 50]))
-            self.assertEqual(out.count(b"STORED\r\n"), 50)
+        self.load(ports[0], keys, 3000)
         for cmd, n in ((b"get", 1000), (b"gat 100", 200)):
             line_keys = [keys[(i * 7) % 300] if i % 5 else b"no-%d" % i for i in range(n)]
-            expected = b"".join(b"VALUE %s 0 3000\r\n%s\r\n" % (k, value_of(k, 3000))
-                                for k in line_keys if k.startswith(b"mix-")) + b"END\r\nMN\r\n"
+            expected = self.expected_reply(line_keys, set(keys), 3000) + b"MN\r\n"
             for port in ports:
                 got = round_trip(port, cmd + b" " + b" ".join(line_keys) + b"\r\n")
                 self.assertTrue(got == expected, "%s of %d keys via port %d: %d bytes, %d expected"
