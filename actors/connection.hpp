@@ -9,8 +9,12 @@
 //
 // Backpressure: reading pauses once `max_pending` requests wait, their ops placed at other
 // members (when they were parsed; counted until the request is written) reach
-// `max_remote_pending`, or `max_output` bytes are queued, and resumes when they drain. A long
-// get-family line (cluster) goes in parts under the same bounds (get_rest_).
+// `max_remote_pending`, or `max_output` bytes are queued, and resumes when they drain. The
+// first two are earned (window()): a connection starts with 1/16 of them and doubles its
+// share each time its output is written whole while the kernel holds little of it; it
+// starts over when its socket blocks, and reads nothing more while the socket is blocked
+// with `blocked_output` queued. A long get-family line (cluster) goes in parts under the
+// same bounds (get_rest_).
 // Ownership: the actor owns the fd and its uv_poll handle; it holds a strong reference to
 // itself until the handle is closed, then quits. Thread affinity: the loop thread only.
 #pragma once
@@ -92,6 +96,7 @@ private:
     std::vector<storage::result> results;
     uint32_t outstanding = 0;
     uint32_t remote_ops = 0;   // ops routed to other members (counted in remote_pending_)
+    uint32_t remote_reads = 0; // of those, reads of values (in remote_reads_pending_)
     std::string reply;         // immediate / error reply bytes
     bool close_after = false;  // quit
     bool partial = false;      // a part of a long get that is not its last: no END
@@ -223,6 +228,10 @@ private:
   void on_replicated(uint64_t seq, bool ok);
   void on_stats(uint64_t seq, const storage::shard_stats& st);
   void write_out();
+  /// The part of `bound` (max_pending, max_remote_pending) this connection may use now.
+  size_t window(size_t bound) const;
+  /// The kernel holds little of what was written to the client (it reads).
+  bool client_reads() const;
   void update_poll();
   pending& push_pending(pending_kind k);
   void adopt_line(pending& p);
@@ -248,6 +257,8 @@ private:
 
   pending_ring pending_;
   size_t remote_pending_ = 0;  // Σ remote_ops of pending_ (input pauses at a bound)
+  size_t remote_reads_pending_ = 0;  // Σ remote_reads of pending_ (pauses at a window)
+  unsigned window_level_ = 0;  // the share of the bounds earned by reading (window())
   /// The keys of a long get-family request (cluster) not sent yet. A member's values are
   /// copies held until the client reads them, and a request is answered whole: one get line
   /// of 10 000 keys of 60 KiB values made a node hold 650 MiB. So such a request goes as

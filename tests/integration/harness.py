@@ -50,6 +50,23 @@ def is_bifrost():
     return AGAINST == "bifrost"
 
 
+def sanitized():
+    """True against a bifrostd built with ASan (its quarantine keeps freed memory in the RSS,
+    so bounds on the RSS do not apply)."""
+    if not is_bifrost():
+        return False
+    with open(BIFROSTD, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return -1
+
+
 # ---------------------------------------------------------------------------------------------
 # ports and processes
 

@@ -202,20 +202,6 @@ class ReadBurst(BurstBase):
                 n["server"].stop()
 
 
-def sanitized(binary):
-    """True for a bifrostd built with ASan: its quarantine keeps freed memory in the RSS."""
-    with open(binary, "rb") as f:
-        return b"__asan_init" in f.read()
-
-
-def rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    return 0
-
-
 class SlowReaders(BurstBase):
     """Clients that pipeline gets of remote 60 KiB values and do not read their replies, while
     the others read the same keys through the same node.
@@ -225,11 +211,14 @@ class SlowReaders(BurstBase):
     such clients grew n1 past 1.2 GB, and their calls, queued on the one link to each owner,
     delayed the other clients' calls past --rpc-timeout; the link was then failed with every
     call in flight, and the other clients' reads answered END (1000 of 1000, links on and
-    off). A connection now has at most 256 ops at other members unwritten, and a link call
-    behind other calls' replies waits while they come."""
+    off). A connection then had at most 256 ops at other members unwritten, and a link call
+    behind other calls' replies waited while they came: 20 such clients grew n1 by 260 MiB,
+    100 by 1.3–2.6 GB. Now a connection starts with 16 such ops and earns more only while the
+    kernel holds little of its output, and stops reading while its socket is blocked with
+    256 KiB queued: 100 clients grow n1 by about 125 MiB."""
     size = 60 * 1024
-    SLOW = 20
-    RSS_GROWTH_LIMIT_MIB = 800  # 20 x (8 MiB of output + 256 values) is 460; before: 1200+
+    SLOW = 100
+    RSS_GROWTH_LIMIT_MIB = 400  # 100 x (256 KiB + 16 values) is 120; with 256 values 1300+
 
     def slow_clients(self, port, keys, seconds):
         """SLOW connections that each keep sending 200-key pipelines and never read, for
@@ -257,12 +246,12 @@ class SlowReaders(BurstBase):
         return th, socks
 
     def run_with_slow_readers(self, port, pid, keys):
-        before = rss_mib(pid)
+        before = harness.rss_mib(pid)
         th, socks = self.slow_clients(port, keys, 6)
         try:
             time.sleep(2)  # they have asked for all they may
             counts = self.burst(port, keys)
-            grown = rss_mib(pid) - before
+            grown = harness.rss_mib(pid) - before
             th.join(10)
         finally:
             for s in socks:
@@ -289,7 +278,7 @@ class SlowReaders(BurstBase):
                 self.assertTrue(n["server"].alive(), "%s died: %s" % (n["name"], n["server"].output()))
             print("links %s: n1's RSS grew %d MiB" % (links, grown), flush=True)
             self.check(counts, "bifrost, 3 nodes, links %s, %d slow readers" % (links, self.SLOW))
-            if not sanitized(harness.BIFROSTD):  # (ASan's quarantine holds what was freed)
+            if not harness.sanitized():  # (ASan's quarantine holds what was freed)
                 self.assertLess(grown, self.RSS_GROWTH_LIMIT_MIB, "links " + links)
             for n in nodes:
                 n["server"].stop()
@@ -330,12 +319,12 @@ class LongGet(BurstBase):
         line_keys = [keys[i % len(keys)] if i % 7 else b"absent-%d" % i
                      for i in range(self.KEYS_PER_LINE)]
         expected = self.expected_reply(line_keys, set(keys))
-        before = rss_mib(pid)
+        before = harness.rss_mib(pid)
         with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             s.sendall(b"get " + b" ".join(line_keys) + b"\r\n")
             peak = before
             for _ in range(20):  # the client reads nothing for 2 s
-                peak = max(peak, rss_mib(pid))
+                peak = max(peak, harness.rss_mib(pid))
                 time.sleep(0.1)
             reply = self.read_reply(s, len(expected))
             s.sendall(b"mn\r\n")  # nothing more came before this
@@ -374,7 +363,7 @@ class LongGet(BurstBase):
         time.sleep(1.5)  # past the joins' warming windows
         grown = self.long_get(n1["port"], n1["server"].pid, keys)
         print("bifrost: n1's RSS grew %d MiB" % grown, flush=True)
-        if not sanitized(harness.BIFROSTD):
+        if not harness.sanitized():
             self.assertLess(grown, self.RSS_GROWTH_LIMIT_MIB)
         self.mixed_lines([n["port"] for n in nodes])
 

@@ -186,14 +186,6 @@ class BadInputTest(ServerTestCase):
         self.assertAlive()
 
 
-def rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    return -1
-
-
 class UnreadRepliesTest(ServerTestCase):
     """A client that asks for far more than it reads must not grow the server: memcached holds
     item references, not copies, and so must the server under test."""
@@ -207,7 +199,7 @@ class UnreadRepliesTest(ServerTestCase):
             for i in range(100):
                 c.send(b"set big%d 0 0 %d noreply\r\n" % (i, size) + os.urandom(size) + b"\r\n")
             self.assertEqual(c.call(b"mn\r\n"), b"MN\r\n")
-        before = rss_mib(self.server.pid)
+        before = harness.rss_mib(self.server.pid)
         # 2000 values of 400 kB (800 MB) asked for in one 20 kB line; a small receive buffer
         # and no reads.
         line = b"get " + b" ".join(b"big%d" % (i % 100) for i in range(2000)) + b"\r\n"
@@ -218,7 +210,7 @@ class UnreadRepliesTest(ServerTestCase):
             s.connect(("127.0.0.1", self.server.port))
             s.sendall(line)
             time.sleep(2)
-            held = rss_mib(self.server.pid)
+            held = harness.rss_mib(self.server.pid)
             # Other clients are served meanwhile.
             with self.server.client() as d:
                 self.assertEqual(d.call(b"set other 0 0 2\r\nok\r\n"), b"STORED\r\n")
@@ -231,6 +223,90 @@ class UnreadRepliesTest(ServerTestCase):
         self.assertAlive()
 
 
+class UnreadPipelinesTest(ServerTestCase):
+    """Many clients that keep pipelining gets and never read, and clients that pipelined deep
+    and then sit idle, must not make the server hold much: memcached stops reading a
+    connection whose replies it cannot write.
+
+    bifrostd parsed up to 4096 requests per connection whatever the client did (each holds
+    about 1.5 KiB while it waits, and its reply's copy of a small value): 100 such clients of
+    1000 B values grew it by 1.8 GB. And a connection kept the room of the deepest pipeline it
+    ever had: 50 idle connections after 4000-deep pipelines held 360 MiB."""
+
+    extra = ("-m", "256")
+    SLOW = 100
+    KEYS = [b"unread-%d" % i for i in range(150)]
+
+    def load(self):
+        with self.server.client() as c:
+            for k in self.KEYS:
+                c.send(b"set %s 0 0 1000 noreply\r\n%s\r\n" % (k, k[-1:] * 1000))
+            self.assertEqual(c.call(b"mn\r\n"), b"MN\r\n")
+
+    def test_pipelines_never_read_keep_memory_bounded(self):
+        self.load()
+        time.sleep(1.5)  # (bifrostd gives free memory back once a second)
+        before = harness.rss_mib(self.server.pid)
+        req = b"".join(b"get %s\r\n" % k for k in self.KEYS)
+        socks, peak = [], before
+        try:
+            for _ in range(self.SLOW):
+                s = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.setblocking(False)
+                socks.append(s)
+            stop = time.monotonic() + 4
+            while time.monotonic() < stop:
+                for s in socks:
+                    try:
+                        s.send(req)
+                    except OSError:
+                        pass
+                time.sleep(0.01)
+                peak = max(peak, harness.rss_mib(self.server.pid))
+            # Other clients are served meanwhile.
+            with self.server.client() as d:
+                self.assertEqual(d.get_value(self.KEYS[7]), b"7" * 1000)
+        finally:
+            for s in socks:
+                s.close()
+        print("\n  RSS %d MiB before, peak %d MiB with %d clients that do not read"
+              % (before, peak, self.SLOW), file=sys.stderr)
+        if not harness.sanitized():
+            self.assertLess(peak - before, 256, "the server held what its clients did not read")
+        self.assertAlive()
+
+    def test_deep_pipelines_then_idle_hold_little(self):
+        self.load()
+        time.sleep(1.5)
+        before = harness.rss_mib(self.server.pid)
+        socks = [socket.create_connection(("127.0.0.1", self.server.port), timeout=20)
+                 for _ in range(50)]
+        try:
+            req = b"get %s\r\n" % self.KEYS[0] * 4000 + b"mn\r\n"
+            for s in socks:
+                s.sendall(req)
+            for s in socks:
+                buf = bytearray()
+                deadline = time.monotonic() + 30
+                while not buf.endswith(b"MN\r\n") and time.monotonic() < deadline:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        break
+                    buf += chunk
+                self.assertEqual(buf.count(b"VALUE "), 4000)
+            time.sleep(2.5)  # idle, every connection still open
+            idle = harness.rss_mib(self.server.pid)
+        finally:
+            for s in socks:
+                s.close()
+        print("\n  RSS %d MiB before, %d MiB with 50 idle connections after 4000-deep pipelines"
+              % (before, idle), file=sys.stderr)
+        if not harness.sanitized():
+            self.assertLess(idle - before, 150, "idle connections kept their deepest pipelines' room")
+        self.assertAlive()
+
+
 class StalledLargeSetTest(ServerTestCase):
     """Headers announcing values of -I whose data never comes must not reserve -I each."""
 
@@ -238,7 +314,7 @@ class StalledLargeSetTest(ServerTestCase):
     extra = ("-m", "1024")
 
     def test_stalled_set_headers_reserve_little(self):
-        before = rss_mib(self.server.pid)
+        before = harness.rss_mib(self.server.pid)
         socks = []
         try:
             for i in range(20):
@@ -246,7 +322,7 @@ class StalledLargeSetTest(ServerTestCase):
                 s.sendall(b"set stalled%d 0 0 %d\r\nx" % (i, 16 * 1024 * 1024))
                 socks.append(s)
             time.sleep(1)
-            held = rss_mib(self.server.pid)
+            held = harness.rss_mib(self.server.pid)
             # A complete large value still goes through, next to them.
             with self.server.client(timeout=10) as c:
                 v = b"v" * (8 * 1024 * 1024)
