@@ -93,9 +93,7 @@ void rebase(proto::request& req, const char* old, size_t len, const char* nu) {
   };
   for (auto& k : req.keys)
     fix(k);
-  for (uint64_t bits = req.meta.present; bits != 0; bits &= bits - 1)
-    fix(req.meta.token[static_cast<size_t>(__builtin_ctzll(bits))]);  // absent tokens are empty
-  fix(req.meta.raw);
+  fix(req.meta.raw);  // (the meta tokens are offsets in it)
   fix(req.stats_arg);
   fix(req.line);
   req.data = {};
@@ -407,8 +405,8 @@ connection::pending& connection::push_pending(pending_kind k) {
 }
 
 void connection::adopt_line(pending& p) {
-  // Field by field rather than std::swap: a request is over 1 KiB, almost all of it the 52
-  // meta tokens, of which only the present ones are set (proto::meta_flags).
+  // Field by field: the keys' buffers are swapped (each side keeps one), and of the 52 meta
+  // token spans only the present ones are set (proto::meta_flags).
   auto& d = p.req;
   const auto& s = req_;
   d.cmd = s.cmd;
@@ -426,7 +424,7 @@ void connection::adopt_line(pending& p) {
   d.meta.present = s.meta.present;
   for (uint64_t bits = s.meta.present; bits != 0; bits &= bits - 1) {
     const auto i = static_cast<size_t>(__builtin_ctzll(bits));
-    d.meta.token[i] = s.meta.token[i];
+    d.meta.at[i] = s.meta.at[i];
   }
   d.meta.raw = s.meta.raw;
   d.line = s.line;

@@ -271,7 +271,7 @@ bool meta_preparse(const token_list& tk, size_t start, request& req, preparse_ou
     }
     int idx = meta_flags::index(static_cast<char>(c));  // every accepted flag is a letter
     m.present |= uint64_t{1} << idx;
-    m.token[static_cast<size_t>(idx)] = arg;
+    m.set(idx, arg);
   }
   return !has_error;
 }
@@ -499,7 +499,7 @@ void meta_flags::clear() noexcept {
   uint64_t bits = present;
   while (bits) {
     int i = __builtin_ctzll(bits);
-    token[static_cast<size_t>(i)] = {};
+    at[static_cast<size_t>(i)] = {};
     bits &= bits - 1;
   }
   present = 0;

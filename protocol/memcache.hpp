@@ -86,9 +86,19 @@ enum class command : uint8_t {
 // actors/connection.cpp (adopt_line) copies meta_flags and request field by field: keep it in
 // step with new fields.
 struct meta_flags {
-  uint64_t present = 0;                    // bit flag_index(c) set when flag c was given
-  std::array<std::string_view, 52> token;  // token after the letter (may be empty); only
-                                           // meaningful when the flag is present
+  uint64_t present = 0;  // bit index(c) set when flag c was given
+  /// The flags in the order they appeared, as written (for echoing O, k, b... back). Every
+  /// token lies in it.
+  std::string_view raw;
+  /// Where each flag's token (after its letter; may be empty) lies in `raw`: an offset and a
+  /// length, not a view (a meta line has at most max_line_length bytes), so that a request
+  /// stays small (52 views made it 1 KiB, held by every request waiting for its reply) and
+  /// moving the line moves the tokens with `raw`. Empty unless the flag is present.
+  struct span {
+    uint16_t off = 0;
+    uint16_t len = 0;
+  };
+  std::array<span, 52> at{};
 
   static constexpr int index(char c) noexcept {
     return (c >= 'A' && c <= 'Z') ? c - 'A' : (c >= 'a' && c <= 'z') ? 26 + (c - 'a') : -1;
@@ -99,13 +109,20 @@ struct meta_flags {
   }
   std::string_view get(char c) const noexcept {
     int i = index(c);
-    return i >= 0 ? token[static_cast<size_t>(i)] : std::string_view{};
+    if (i < 0)
+      return {};
+    const span s = at[static_cast<size_t>(i)];
+    return s.len == 0 ? std::string_view{} : std::string_view(raw.data() + s.off, s.len);
   }
-  /// The flags in the order they appeared, as written (for echoing O, k, b... back).
-  std::string_view raw;
+  /// Records flag `i`'s token `arg`, which lies in `raw`.
+  void set(int i, std::string_view arg) noexcept {
+    at[static_cast<size_t>(i)] = {static_cast<uint16_t>(arg.data() - raw.data()),
+                                  static_cast<uint16_t>(arg.size())};
+  }
 
   void clear() noexcept;
 };
+static_assert(max_line_length < 65536, "meta_flags::span holds offsets in a line");
 
 struct request {
   command cmd = command::none;
