@@ -32,18 +32,24 @@ constexpr size_t max_output = 8u << 20;        // bytes queued for the socket: p
 // and 20 such clients queued 1.2 GB on the links: other clients' reads behind them were
 // not answered within --rpc-timeout and missed.
 constexpr size_t max_remote_pending = 256;
-// A connection earns those two bounds (requests waiting, and of the ops at members the reads
-// of values, whose answers are the copies; writes are not counted there: the client sent
-// their values, and they are sent on): at first it may use 1/16 of each, twice as much each
-// time its output is written whole while the kernel holds little of it (window_level_), and
-// 1/16 again once its socket blocks. A client that pipelines gets and does not read thus
-// makes its node parse 256 requests and fetch 16 remote values, not 4096 and 256: 100 such
-// clients of remote 60 KiB values grew a node by 1.3–2.6 GB with the fixed bounds, of local
-// 1000 B values by 1.8 GB (each waiting request holds about 1.5 KiB); now ~125 MiB.
+// A connection earns two bounds: of max_pending, and of max_remote_pending for the reads of
+// values among those ops (their answers are the copies; writes are not counted there: the
+// client sent their values, and they are sent on). At first it may use 1/16 of each, twice
+// as much each time its output is written whole and its client acknowledged what came
+// before (window_level_, window_grow_queued), and 1/16 again once its socket blocks. A client
+// that pipelines gets and does not read thus makes its node parse a few hundred requests
+// and fetch 16–64 remote values, not 4096 and 256: 100 such clients of remote 60 KiB values
+// grew a node by 1.3–2.6 GB with the fixed bounds, of local 1000 B values by 1.7–2.1 GB
+// (each waiting request held about 1.5 KiB); now 110–180 MiB, with small or default receive
+// buffers. (A read counts where dispatch_ops placed it: a failover or a warm read from a
+// past owner is not counted again; the bound on waiting requests covers them.)
 constexpr unsigned max_window_level = 4;
-// The window grows only while the kernel holds less than this for the client: a socket's send
-// buffer grows to megabytes, so "written whole" alone let a client that never read earn the
-// whole window before its socket blocked.
+// The window grows only while less than this of what was written to the client before the
+// flush is not acknowledged yet (SIOCOUTQ): a socket's send buffer grows to megabytes, so
+// "written whole" alone let a client that never read earn the whole window before its socket
+// blocked. (Acknowledged is not read: the client's kernel acknowledges what fits its receive
+// buffer, which does not grow while it does not read, ~128 KiB; what was just written is not
+// counted, so that a client behind a long round trip still earns its window.)
 constexpr size_t window_grow_queued = 64u << 10;
 // Output queued while the socket is blocked: pause input (as memcached, which reads a
 // connection's next requests only once their replies are written). max_output is for
@@ -1263,7 +1269,7 @@ void connection::write_out() {
     want_write_ = status == socket_writer::status::blocked;
     if (want_write_)
       window_level_ = 0;
-    else if (out_.empty() && window_level_ < max_window_level && client_reads())
+    else if (out_.empty() && window_level_ < max_window_level && client_reads(st.bytes))
       ++window_level_;
   }
   if (read_closed_ && pending_.empty() && out_.empty() && !get_rest_) {
@@ -1289,9 +1295,10 @@ size_t connection::window(size_t bound) const {
   return bound >> (max_window_level - window_level_);
 }
 
-bool connection::client_reads() const {
-  int queued = 0;  // bytes the kernel holds for the client (sent but not acknowledged)
-  return ::ioctl(fd_, SIOCOUTQ, &queued) == 0 && static_cast<size_t>(queued) < window_grow_queued;
+bool connection::client_reads(size_t just_written) const {
+  int queued = 0;  // bytes the kernel holds for the client (not yet acknowledged)
+  return ::ioctl(fd_, SIOCOUTQ, &queued) == 0 &&
+         static_cast<size_t>(queued) < just_written + window_grow_queued;
 }
 
 void connection::update_poll() {

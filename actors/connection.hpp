@@ -9,12 +9,13 @@
 //
 // Backpressure: reading pauses once `max_pending` requests wait, their ops placed at other
 // members (when they were parsed; counted until the request is written) reach
-// `max_remote_pending`, or `max_output` bytes are queued, and resumes when they drain. The
-// first two are earned (window()): a connection starts with 1/16 of them and doubles its
-// share each time its output is written whole while the kernel holds little of it; it
-// starts over when its socket blocks, and reads nothing more while the socket is blocked
-// with `blocked_output` queued. A long get-family line (cluster) goes in parts under the
-// same bounds (get_rest_).
+// `max_remote_pending`, or `max_output` bytes are queued, and resumes when they drain. Two
+// bounds are earned (window()): of `max_pending`, and of `max_remote_pending` for the reads
+// of values among those ops (remote_reads_pending_; all remote ops keep the fixed bound), a
+// connection may use 1/16 at first, twice as much each time its output is written whole
+// and its client acknowledged what came before, and 1/16 again when its socket blocks; it
+// reads nothing more while the socket is blocked with `blocked_output` queued. A long
+// get-family line (cluster) goes in parts under the same bounds (get_rest_).
 // Ownership: the actor owns the fd and its uv_poll handle; it holds a strong reference to
 // itself until the handle is closed, then quits. Thread affinity: the loop thread only.
 #pragma once
@@ -230,8 +231,8 @@ private:
   void write_out();
   /// The part of `bound` (max_pending, max_remote_pending) this connection may use now.
   size_t window(size_t bound) const;
-  /// The kernel holds little of what was written to the client (it reads).
-  bool client_reads() const;
+  /// The client acknowledged what was written to it before the last `just_written` bytes.
+  bool client_reads(size_t just_written) const;
   void update_poll();
   pending& push_pending(pending_kind k);
   void adopt_line(pending& p);
