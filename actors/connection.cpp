@@ -227,6 +227,10 @@ void connection::on_poll(uv_poll_t* h, int status, int events) {
 }
 
 void connection::on_readable() {
+  if (lingering_) {
+    linger_read();
+    return;
+  }
   if (closing_ || read_closed_ || input_paused_)
     return;
   // Make room: compact consumed bytes, then grow when the free space is short. An empty
@@ -1273,7 +1277,7 @@ void connection::write_out() {
       ++window_level_;
   }
   if (read_closed_ && pending_.empty() && out_.empty() && !get_rest_) {
-    close_now();
+    close_answered();
     return;
   }
   // (Below every bound of over_budget(): process_input, which pauses again at once
@@ -1305,7 +1309,7 @@ void connection::update_poll() {
   if (!poll_open_ || closing_)
     return;
   int events = 0;
-  if (!read_closed_ && !input_paused_)
+  if ((!read_closed_ && !input_paused_) || lingering_)
     events |= UV_READABLE;
   if (want_write_)
     events |= UV_WRITABLE;
@@ -1334,9 +1338,41 @@ bool connection::hand_to_link(std::string_view in) {
 void connection::close_when_idle() {
   read_closed_ = true;
   if (pending_.empty() && out_.empty() && !get_rest_)
-    close_now();
+    close_answered();
   else
     update_poll();
+}
+
+void connection::close_answered() {
+  int unread = 0;
+  if (!ctx_.draining || lingering_ || fd_ < 0 ||
+      (rpos_ == rend_ && (::ioctl(fd_, FIONREAD, &unread) != 0 || unread == 0))) {
+    close_now();
+    return;
+  }
+  // Draining, and the client sent more than was answered (a drain stops reading at a request
+  // boundary). Closing a socket with unread input sends a reset, and the client's kernel may
+  // then drop replies it had not read yet (a client with 20 000 gets in flight got
+  // ECONNRESET instead of the 4000 answers written to it): end our side instead, and read
+  // and drop its input until it closes too, or the drain's deadline closes everything. (Not
+  // after quit: memcached closes at once, and nothing would bound the wait.)
+  lingering_ = true;
+  rpos_ = rend_ = 0;
+  ::shutdown(fd_, SHUT_WR);
+  update_poll();
+}
+
+void connection::linger_read() {
+  char sink[16 * 1024];
+  for (int i = 0; i < 64; ++i) {  // (at most 1 MiB per wake-up: other sockets wait)
+    ssize_t n = ::read(fd_, sink, sizeof sink);
+    if (n > 0)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      return;
+    close_now();  // EOF or an error
+    return;
+  }
 }
 
 void connection::close_now() {

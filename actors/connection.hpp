@@ -229,6 +229,11 @@ private:
   void on_replicated(uint64_t seq, bool ok);
   void on_stats(uint64_t seq, const storage::shard_stats& st);
   void write_out();
+  /// Everything read was answered and written, and no more is read: closes, or, if the
+  /// client sent more, ends our side and drops its input until it closes (close_answered).
+  void close_answered();
+  /// Lingering: reads and drops input; closes at EOF or an error.
+  void linger_read();
   /// The part of `bound` (max_pending, max_remote_pending) this connection may use now.
   size_t window(size_t bound) const;
   /// The client acknowledged what was written to it before the last `just_written` bytes.
@@ -246,6 +251,7 @@ private:
   bool first_line_seen_ = false;  // the first bytes were checked for a data link hello
   bool read_closed_ = false;   // EOF, quit, or draining: no more input
   bool input_paused_ = false;
+  bool lingering_ = false;     // our side ended (close_answered): input is dropped until EOF
   caf::actor self_ref_;        // keeps the actor alive until the handle is closed
 
   std::vector<char> rbuf_;

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Connection limit (-c N): the connection over the limit is told so and closed; earlier
-ones keep working; after some close, new connections are accepted again."""
+ones keep working; after some close, new connections are accepted again. And a graceful stop
+(SIGTERM) ends a connection at a reply boundary, without a reset."""
 
 import os
+import signal
+import socket
 import sys
 import time
+import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +77,44 @@ class ConnectionLimitTest(ServerTestCase):
         self.assertGreaterEqual(accepted, 1)
         for c in ok[n_close:]:
             self.assertTrue(c.call(b"version\r\n").startswith(b"VERSION "))
+
+
+class DrainTest(unittest.TestCase):
+    """SIGTERM: bifrostd stops accepting and reading, answers what it read, and closes each
+    connection at a reply boundary (memcached exits at once: bifrost only).
+
+    A client with 20 000 pipelined gets in flight got ECONNRESET: the connection was closed
+    with its unread input in the kernel, which sends a reset, and the client's kernel dropped
+    the replies it had not read yet. Now bifrostd ends its side (FIN) and drops the client's
+    input until the client closes (or the drain's deadline)."""
+
+    def test_sigterm_ends_a_pipelining_connection_cleanly(self):
+        if not harness.is_bifrost():
+            self.skipTest("memcached exits on SIGTERM without a drain")
+        server = harness.Server(extra=("-m", "64"))
+        self.addCleanup(server.close_log)
+        self.addCleanup(server.stop)  # (cleanups run last first)
+        server.start()
+        value = b"d" * 1000
+        reply = b"VALUE drain 0 1000\r\n" + value + b"\r\nEND\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"set drain 0 0 %d\r\n%s\r\n" % (len(value), value))
+            self.assertEqual(s.recv(100), b"STORED\r\n")
+            s.sendall(b"get drain\r\n" * 20000)  # 20 MB of replies, not read yet
+            time.sleep(0.5)
+            os.kill(server.pid, signal.SIGTERM)
+            buf = bytearray()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                chunk = s.recv(1 << 20)  # (ConnectionResetError fails the test)
+                if not chunk:
+                    break
+                buf += chunk
+        answered = len(buf) // len(reply)
+        print("\n  %d of 20000 answered before the end" % answered, file=sys.stderr)
+        self.assertGreater(answered, 0)
+        self.assertEqual(bytes(buf), reply * answered, "a reply was cut")
+        self.assertEqual(server.proc.wait(10), 0)
 
 
 if __name__ == "__main__":
