@@ -55,6 +55,8 @@ constexpr size_t window_grow_queued = 64u << 10;
 // connection's next requests only once their replies are written). max_output is for
 // clients that read.
 constexpr size_t blocked_output = 256u << 10;
+// A draining connection drops at most this much of its client's input before it closes.
+constexpr size_t linger_max = 4u << 20;
 // A get-family request with more keys goes in parts of this many (cluster; get_rest), while
 // fewer than max_parts_pending requests wait (so that a long line of local keys, whose
 // values cost nothing to hold, does not put 4096 parts before the warming's scans).
@@ -193,8 +195,9 @@ void connection::pending_ring::pop_front() noexcept {
   front().reset();
   head_ = (head_ + 1) & (slots_.size() - 1);
   --size_;
-  // Emptied after a deep pipeline: give back the slots past the first window (each holds
-  // about 1.5 KiB; a connection that once had 4096 requests waiting kept 6 MiB while idle).
+  // Emptied after a deep pipeline: give back the slots past the first window (each held about
+  // 1.5 KiB with its buffers; a connection that once had 4096 requests waiting kept 6 MiB
+  // while idle).
   constexpr size_t keep = max_pending >> max_window_level;
   if (size_ == 0 && slots_.size() > keep) {
     slots_.resize(keep);
@@ -316,6 +319,7 @@ void connection::process_input() {
         p.reply = proto::binary_not_supported(in);
         p.close_after = true;
         read_closed_ = true;
+        no_linger_ = true;
         rpos_ = rend_;
         break;
       }
@@ -1087,6 +1091,7 @@ void connection::handle_local(pending& p) {
       // same read.
       p.close_after = true;
       read_closed_ = true;
+      no_linger_ = true;
       rpos_ = rend_;
       break;
     case command::flush_all: {
@@ -1255,7 +1260,7 @@ void connection::complete_ready() {
 // -- output -------------------------------------------------------------------------------------
 
 void connection::write_out() {
-  if (closing_)
+  if (closing_ || lingering_)  // (lingering: our side is shut; a stray result changes nothing)
     return;
   if (!out_.empty() && !want_write_) {
     write_stats st;
@@ -1345,7 +1350,7 @@ void connection::close_when_idle() {
 
 void connection::close_answered() {
   int unread = 0;
-  if (!ctx_.draining || lingering_ || fd_ < 0 ||
+  if (!ctx_.draining || no_linger_ || lingering_ || fd_ < 0 ||
       (rpos_ == rend_ && (::ioctl(fd_, FIONREAD, &unread) != 0 || unread == 0))) {
     close_now();
     return;
@@ -1358,6 +1363,7 @@ void connection::close_answered() {
   // after quit: memcached closes at once, and nothing would bound the wait.)
   lingering_ = true;
   rpos_ = rend_ = 0;
+  std::vector<char>().swap(rbuf_);  // (what was not parsed is dropped)
   ::shutdown(fd_, SHUT_WR);
   update_poll();
 }
@@ -1366,8 +1372,16 @@ void connection::linger_read() {
   char sink[16 * 1024];
   for (int i = 0; i < 64; ++i) {  // (at most 1 MiB per wake-up: other sockets wait)
     ssize_t n = ::read(fd_, sink, sizeof sink);
-    if (n > 0)
+    if (n > 0) {
+      // A client that keeps sending without reading would hold the drain until its deadline:
+      // past linger_max it gets the reset after all.
+      lingered_ += static_cast<size_t>(n);
+      if (lingered_ > linger_max) {
+        close_now();
+        return;
+      }
       continue;
+    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
       return;
     close_now();  // EOF or an error

@@ -112,7 +112,7 @@ private:
   };
 
   /// The requests waiting for their replies, oldest first: a ring of reused `pending`
-  /// objects (a request is over 1 KiB with its meta tokens; std::deque allocated and freed
+  /// objects (a request with its buffers is about 1 KiB; std::deque allocated and freed
   /// one node per request). Elements never move (the ring holds pointers), so views of a
   /// request into its own `line` stay valid, and references stay valid across pushes.
   class pending_ring {
@@ -252,6 +252,8 @@ private:
   bool read_closed_ = false;   // EOF, quit, or draining: no more input
   bool input_paused_ = false;
   bool lingering_ = false;     // our side ended (close_answered): input is dropped until EOF
+  size_t lingered_ = 0;        // bytes dropped while lingering (bounded: linger_max)
+  bool no_linger_ = false;     // quit or a binary request: close at once, as memcached
   caf::actor self_ref_;        // keeps the actor alive until the handle is closed
 
   std::vector<char> rbuf_;

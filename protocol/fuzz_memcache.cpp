@@ -65,8 +65,8 @@ void check_one(std::string_view in, const parser_config& cfg, request& req, requ
           if (r.status == parse_status::ok && k.size() > max_key_length) die("long key accepted");
         }
         for (char c = 'A'; c <= 'z'; ++c)
-          if (meta_flags::index(c) >= 0 && req.meta.has(c) && !inside(used, req.meta.get(c)))
-            die("meta token outside the input");
+          if (meta_flags::index(c) >= 0 && req.meta.has(c) && !inside(req.meta.raw, req.meta.get(c)))
+            die("meta token outside the flags");
         if (r.status == parse_status::error && r.error.empty()) die("error without text");
         if (r.status == parse_status::ok && req.cmd == command::none) die("ok without command");
         if (r.status == parse_status::ok && !req.data.empty() &&

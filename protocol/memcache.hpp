@@ -57,6 +57,7 @@
 #pragma once
 
 #include <array>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -116,6 +117,7 @@ struct meta_flags {
   }
   /// Records flag `i`'s token `arg`, which lies in `raw`.
   void set(int i, std::string_view arg) noexcept {
+    assert(arg.data() >= raw.data() && arg.data() + arg.size() <= raw.data() + raw.size());
     at[static_cast<size_t>(i)] = {static_cast<uint16_t>(arg.data() - raw.data()),
                                   static_cast<uint16_t>(arg.size())};
   }

@@ -200,7 +200,8 @@ class stream_sim {
               inside(used, req_.stats_arg) && inside(used, req_.meta.raw);
     for (auto k : req_.keys) ok = ok && inside(used, k);
     for (char c = 'A'; c <= 'z'; ++c)
-      if (meta_flags::index(c) >= 0 && req_.meta.has(c)) ok = ok && inside(used, req_.meta.get(c));
+      if (meta_flags::index(c) >= 0 && req_.meta.has(c))
+        ok = ok && inside(req_.meta.raw, req_.meta.get(c));  // (raw is inside `used`)
     if (!ok) fail("view outside the consumed input");
     if (r.status == parse_status::error) {
       // The error string must be one of the static strings (valid forever): just make sure
