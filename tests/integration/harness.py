@@ -59,6 +59,32 @@ def sanitized():
         return b"__asan_init" in f.read()
 
 
+def non_reading_clients(port, n):
+    """`n` non-blocking connections with 4 KiB receive buffers, for clients that never read."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        socks.append(s)
+    return socks
+
+
+def keep_sending(socks, data, seconds, each_round=None):
+    """Sends `data` on every socket (what fits) every 10 ms for `seconds` (bounded), calling
+    `each_round()` after each round."""
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        for s in socks:
+            try:
+                s.send(data)
+            except OSError:
+                pass
+        time.sleep(0.01)
+        if each_round:
+            each_round()
+
+
 def rss_mib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

@@ -224,24 +224,8 @@ class SlowReaders(BurstBase):
         """SLOW connections that each keep sending 200-key pipelines and never read, for
         `seconds`; returns the thread and the sockets (to close)."""
         req = b"".join(b"get %s\r\n" % k for k in keys[:200])
-        socks = []
-        for _ in range(self.SLOW):
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.setblocking(False)
-            socks.append(s)
-        stop = time.monotonic() + seconds
-
-        def pump():
-            while time.monotonic() < stop:
-                for s in socks:
-                    try:
-                        s.send(req)
-                    except OSError:
-                        pass
-                time.sleep(0.01)
-
-        th = threading.Thread(target=pump, daemon=True)
+        socks = harness.non_reading_clients(port, self.SLOW)
+        th = threading.Thread(target=harness.keep_sending, args=(socks, req, seconds), daemon=True)
         th.start()
         return th, socks
 

@@ -248,22 +248,15 @@ class UnreadPipelinesTest(ServerTestCase):
         time.sleep(1.5)  # (bifrostd gives free memory back once a second)
         before = harness.rss_mib(self.server.pid)
         req = b"".join(b"get %s\r\n" % k for k in self.KEYS)
-        socks, peak = [], before
+        peak = before
+
+        def sample():
+            nonlocal peak
+            peak = max(peak, harness.rss_mib(self.server.pid))
+
+        socks = harness.non_reading_clients(self.server.port, self.SLOW)
         try:
-            for _ in range(self.SLOW):
-                s = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                s.setblocking(False)
-                socks.append(s)
-            stop = time.monotonic() + 4
-            while time.monotonic() < stop:
-                for s in socks:
-                    try:
-                        s.send(req)
-                    except OSError:
-                        pass
-                time.sleep(0.01)
-                peak = max(peak, harness.rss_mib(self.server.pid))
+            harness.keep_sending(socks, req, 4, sample)
             # Other clients are served meanwhile.
             with self.server.client() as d:
                 self.assertEqual(d.get_value(self.KEYS[7]), b"7" * 1000)
