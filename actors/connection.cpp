@@ -419,8 +419,7 @@ connection::pending& connection::push_pending(pending_kind k) {
 }
 
 void connection::adopt_line(pending& p) {
-  // Field by field: the keys' buffers are swapped (each side keeps one), and of the 52 meta
-  // token spans only the present ones are set (proto::meta_flags).
+  // Field by field: the keys' buffers are swapped (each side keeps one).
   auto& d = p.req;
   const auto& s = req_;
   d.cmd = s.cmd;
@@ -434,13 +433,7 @@ void connection::adopt_line(pending& p) {
   d.has_delay = s.has_delay;
   d.noreply = s.noreply;
   d.stats_arg = s.stats_arg;
-  d.meta.clear();
-  d.meta.present = s.meta.present;
-  for (uint64_t bits = s.meta.present; bits != 0; bits &= bits - 1) {
-    const auto i = static_cast<size_t>(__builtin_ctzll(bits));
-    d.meta.at[i] = s.meta.at[i];
-  }
-  d.meta.raw = s.meta.raw;
+  d.meta = s.meta;  // (208 bytes of token spans: copied whole)
   d.line = s.line;
   p.line.assign(p.req.line.data(), p.req.line.size());
   rebase(p.req, p.req.line.data(), p.req.line.size(), p.line.data());
@@ -1350,7 +1343,7 @@ void connection::close_when_idle() {
 
 void connection::close_answered() {
   int unread = 0;
-  if (!ctx_.draining || no_linger_ || lingering_ || fd_ < 0 ||
+  if (!ctx_.draining || no_linger_ || fd_ < 0 ||
       (rpos_ == rend_ && (::ioctl(fd_, FIONREAD, &unread) != 0 || unread == 0))) {
     close_now();
     return;
@@ -1369,7 +1362,7 @@ void connection::close_answered() {
 }
 
 void connection::linger_read() {
-  char sink[16 * 1024];
+  char sink[read_chunk];
   for (int i = 0; i < 64; ++i) {  // (at most 1 MiB per wake-up: other sockets wait)
     ssize_t n = ::read(fd_, sink, sizeof sink);
     if (n > 0) {

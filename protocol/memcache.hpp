@@ -84,8 +84,8 @@ enum class command : uint8_t {
 };
 
 /// Meta command flags: one bit per flag letter, and the token that followed the letter.
-// actors/connection.cpp (adopt_line) copies meta_flags and request field by field: keep it in
-// step with new fields.
+// actors/connection.cpp (adopt_line) copies request field by field (meta_flags whole): keep it
+// in step with new fields.
 struct meta_flags {
   uint64_t present = 0;  // bit index(c) set when flag c was given
   /// The flags in the order they appeared, as written (for echoing O, k, b... back). Every
