@@ -1,6 +1,7 @@
 // Placement lookups: key -> R distinct owners on 3- and 50-member rings (160 points per
 // member), for 20-byte keys. The hot path (hash + owner_ids) must stay well under ~50 ns;
-// the allocating owners() form is measured alongside for comparison.
+// the allocating owners() form is measured alongside for comparison, and live lookups on a
+// ring where hundreds of members died (they keep their points).
 #include "cluster/ring.hpp"
 
 #include <benchmark/benchmark.h>
@@ -65,6 +66,28 @@ void BM_live_owner_ids_one_dead(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_live_owner_ids_one_dead)->ArgNames({"members", "R"})->Args({3, 2})->Args({50, 2});
+
+// A cluster that has seen many members come and die: 3 live members and `dead` dead ones (a
+// dead member keeps its points). args: dead, R
+void BM_live_owner_ids_many_dead(benchmark::State& state) {
+  std::vector<ring_member> m;
+  const int64_t dead = state.range(0);
+  for (int64_t i = 0; i < dead + 3; ++i)
+    m.push_back({"node-" + std::to_string(i), "h:1", 1, i >= dead});
+  const ring r(std::move(m));
+  const size_t rr = static_cast<size_t>(state.range(1));
+  const auto keys = make_keys();
+  ring::member_id out[8];
+  size_t i = 0;
+  for (auto _ : state) {
+    const std::string& k = keys[i++ & 4095];
+    benchmark::DoNotOptimize(r.live_owner_ids(ring::key_hash(k), rr, out));
+    benchmark::DoNotOptimize(out[0]);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_live_owner_ids_many_dead)->ArgNames({"dead", "R"})->Args({0, 1})->Args({30, 1})
+    ->Args({300, 1})->Args({300, 2});
 
 // The convenience form: allocates the result vector.
 void BM_owners_vector(benchmark::State& state) {

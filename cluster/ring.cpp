@@ -137,40 +137,37 @@ ring::ring(std::vector<ring_member> members, uint64_t epoch, ring_options opts) 
   }
   // Ties (equal positions) are broken by member id, i.e. by name: still order-independent.
   std::sort(pts.begin(), pts.end());
-  point_pos_.reserve(pts.size());
-  point_owner_.reserve(pts.size());
+  all_.pos.reserve(pts.size());
+  all_.owner.reserve(pts.size());
   for (const auto& [pos, m] : pts) {
-    point_pos_.push_back(pos);
-    point_owner_.push_back(m);
+    all_.pos.push_back(pos);
+    all_.owner.push_back(m);
+  }
+  all_.index();
+  if (live_count_ != with_points_ && live_count_ > 0) {
+    for (const auto& [pos, m] : pts) {
+      if (!alive_[m]) continue;
+      live_only_.pos.push_back(pos);
+      live_only_.owner.push_back(m);
+    }
+    live_only_.index();
   }
 
-  const size_t np = point_pos_.size();
+  const auto& point_pos = all_.pos;
+  const auto& point_owner = all_.owner;
+  const size_t np = point_pos.size();
   share_.assign(n, 0.0);
   live_share_.assign(n, 0.0);
   if (np == 0) return;
-
-  // Bucket index: 2^bits buckets with bits = ceil(log2(points)), at least 1.
-  unsigned bits = 1;
-  while ((size_t(1) << bits) < np && bits < 24) ++bits;
-  shift_ = 64 - bits;
-  const size_t nb = size_t(1) << bits;
-  bucket_.resize(nb + 1);
-  size_t p = 0;
-  for (size_t b = 0; b < nb; ++b) {
-    const uint64_t start = uint64_t(b) << shift_;
-    while (p < np && point_pos_[p] < start) ++p;
-    bucket_[b] = static_cast<uint32_t>(p);
-  }
-  bucket_[nb] = static_cast<uint32_t>(np);
 
   // Shares. Point i owns the arc (pos[i-1], pos[i]]; point 0's arc wraps around 2^64.
   constexpr double k_two64 = 18446744073709551616.0;
   auto arc = [&](size_t i) -> double {
     if (np == 1) return k_two64;
-    const uint64_t prev = point_pos_[i == 0 ? np - 1 : i - 1];
-    return static_cast<double>(point_pos_[i] - prev);  // mod 2^64
+    const uint64_t prev = point_pos[i == 0 ? np - 1 : i - 1];
+    return static_cast<double>(point_pos[i] - prev);  // mod 2^64
   };
-  for (size_t i = 0; i < np; ++i) share_[point_owner_[i]] += arc(i) / k_two64;
+  for (size_t i = 0; i < np; ++i) share_[point_owner[i]] += arc(i) / k_two64;
   if (live_count_ > 0) {
     // The live owner of point i's arc is the first alive member at or after point i.
     std::vector<member_id> next_live(np);
@@ -178,8 +175,8 @@ ring::ring(std::vector<ring_member> members, uint64_t epoch, ring_options opts) 
     bool have = false;
     for (size_t k = 2 * np; k-- > 0;) {
       const size_t i = k % np;
-      if (alive_[point_owner_[i]]) {
-        cur = point_owner_[i];
+      if (alive_[point_owner[i]]) {
+        cur = point_owner[i];
         have = true;
       }
       if (k < np && have) next_live[i] = cur;
@@ -200,15 +197,33 @@ std::optional<ring::member_id> ring::find(std::string_view name) const noexcept 
   return static_cast<member_id>(it - members_.begin());
 }
 
-size_t ring::first_point(uint64_t hash) const noexcept {
-  const size_t b = static_cast<size_t>(hash >> shift_);
-  const uint64_t* base = point_pos_.data();
-  const uint64_t* lo = base + bucket_[b];
-  const uint64_t* hi = base + bucket_[b + 1];
+void ring::point_index::index() {
+  const size_t np = pos.size();
+  if (np == 0) return;
+  // 2^bits buckets with bits = ceil(log2(points)), at least 1.
+  unsigned bits = 1;
+  while ((size_t(1) << bits) < np && bits < 24) ++bits;
+  shift = 64 - bits;
+  const size_t nb = size_t(1) << bits;
+  bucket.resize(nb + 1);
+  size_t p = 0;
+  for (size_t b = 0; b < nb; ++b) {
+    const uint64_t start = uint64_t(b) << shift;
+    while (p < np && pos[p] < start) ++p;
+    bucket[b] = static_cast<uint32_t>(p);
+  }
+  bucket[nb] = static_cast<uint32_t>(np);
+}
+
+size_t ring::point_index::first(uint64_t hash) const noexcept {
+  const size_t b = static_cast<size_t>(hash >> shift);
+  const uint64_t* base = pos.data();
+  const uint64_t* lo = base + bucket[b];
+  const uint64_t* hi = base + bucket[b + 1];
   // Usually zero to three points: a linear scan beats a binary search here.
   while (lo < hi && *lo < hash) ++lo;
   const size_t i = static_cast<size_t>(lo - base);
-  return i == point_pos_.size() ? 0 : i;
+  return i == pos.size() ? 0 : i;
 }
 
 template <bool Live>
@@ -216,24 +231,24 @@ size_t ring::walk(uint64_t hash, size_t r, member_id* out) const noexcept {
   const size_t limit = Live ? live_count_ : with_points_;
   if (r > limit) r = limit;
   if (r == 0) return 0;
-  const size_t np = point_pos_.size();
-  size_t i = first_point(hash);
+  // The live walk uses the index of alive members' points only: every point it meets counts.
+  const point_index& idx = Live ? live_index() : all_;
+  const size_t np = idx.pos.size();
+  size_t i = idx.first(hash);
   size_t n = 0;
-  // Terminates: r <= the number of eligible members, and each of them has a point.
+  // Terminates: r <= the number of eligible members, and each of them has a point there.
   for (;;) {
-    const member_id m = point_owner_[i];
-    if (!Live || alive_[m]) {
-      bool seen = false;
-      for (size_t j = 0; j < n; ++j) {
-        if (out[j] == m) {
-          seen = true;
-          break;
-        }
+    const member_id m = idx.owner[i];
+    bool seen = false;
+    for (size_t j = 0; j < n; ++j) {
+      if (out[j] == m) {
+        seen = true;
+        break;
       }
-      if (!seen) {
-        out[n++] = m;
-        if (n == r) return n;
-      }
+    }
+    if (!seen) {
+      out[n++] = m;
+      if (n == r) return n;
     }
     if (++i == np) i = 0;
   }

@@ -76,9 +76,9 @@ public:
   /// Number of alive members with at least one point (the most live owners a key can have).
   size_t live_size() const noexcept { return live_count_; }
   /// Number of virtual nodes.
-  size_t points() const noexcept { return point_pos_.size(); }
+  size_t points() const noexcept { return all_.pos.size(); }
   /// True when no member owns any point: every owner query then returns nothing.
-  bool empty() const noexcept { return point_pos_.empty(); }
+  bool empty() const noexcept { return all_.pos.empty(); }
   std::optional<member_id> find(std::string_view name) const noexcept;
 
   /// The position of a key on the ring (hash64(key), seed 0).
@@ -88,7 +88,8 @@ public:
   /// clockwise from `hash` into out[0..], primary first, dead members included. Returns the
   /// count. `out` must have room for r ids.
   size_t owner_ids(uint64_t hash, size_t r, member_id* out) const noexcept;
-  /// Same, skipping members that are not alive (at most live_size() results).
+  /// Same, skipping members that are not alive (at most live_size() results). Walks an index
+  /// of the alive members' points only: the cost does not grow with the dead members.
   size_t live_owner_ids(uint64_t hash, size_t r, member_id* out) const noexcept;
 
   /// Convenience forms (allocate the result). Pointers stay valid as long as the ring.
@@ -107,21 +108,32 @@ public:
   double live_share(std::string_view name) const noexcept;
 
 private:
+  // Sorted point positions with their owners and a bucket index: bucket[b] = first point
+  // whose position >= b << shift (size 2^bits + 1), so a lookup jumps to its bucket and
+  // searches a couple of points instead of the whole array.
+  struct point_index {
+    std::vector<uint64_t> pos;
+    std::vector<member_id> owner;  // parallel to pos
+    std::vector<uint32_t> bucket;
+    unsigned shift = 64;
+    void index();                  // builds bucket from pos
+    size_t first(uint64_t hash) const noexcept;  // first point at or after hash (wraps to 0)
+  };
   template <bool Live>
   size_t walk(uint64_t hash, size_t r, member_id* out) const noexcept;
-  size_t first_point(uint64_t hash) const noexcept;
 
   uint64_t epoch_;
   std::vector<ring_member> members_;
   std::vector<uint8_t> alive_;         // per member_id, 1 = alive
   size_t with_points_ = 0;             // members with weight > 0
   size_t live_count_ = 0;              // alive members with weight > 0
-  std::vector<uint64_t> point_pos_;    // sorted positions
-  std::vector<member_id> point_owner_; // parallel to point_pos_
-  // bucket_[b] = first point whose position >= b << shift_ (size 2^bits + 1): the lookup
-  // jumps to its bucket and searches a couple of points instead of the whole array.
-  std::vector<uint32_t> bucket_;
-  unsigned shift_ = 64;
+  point_index all_;                    // every member's points
+  // Only the alive members' points, when some member with points is dead (else all_ serves
+  // both): a live lookup then never walks dead points, however many members died.
+  point_index live_only_;
+  const point_index& live_index() const noexcept {
+    return live_count_ == with_points_ ? all_ : live_only_;
+  }
   std::vector<double> share_;          // per member_id
   std::vector<double> live_share_;     // per member_id
 };

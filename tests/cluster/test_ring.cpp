@@ -196,6 +196,42 @@ BOOST_AUTO_TEST_CASE(live_owners_skip_dead_members) {
   BOOST_TEST(std::abs(r.live_share("n1") + r.live_share("n3") + r.live_share("n4") - 1.0) < 1e-9);
 }
 
+// A cluster that saw many members die: live lookups walk only the alive members' points
+// (ring::live_only_), and must name exactly the owners a ring of the alive members alone gives
+// (a point's position depends only on its member's name), for every R and weight mix.
+BOOST_AUTO_TEST_CASE(live_owners_with_many_dead_match_a_ring_of_the_alive) {
+  for (const size_t dead : {1u, 7u, 40u, 300u}) {
+    std::vector<ring_member> all, alive;
+    for (size_t i = 0; i < dead + 4; ++i) {
+      // The alive ones spread among the dead (every (dead/4)-th), weights 1-3.
+      const bool is_alive = i % (dead / 4 + 2) == 0 && alive.size() < 4;
+      ring_member m{"node-" + std::to_string(i), "h:" + std::to_string(i),
+                    static_cast<uint32_t>(1 + i % 3), is_alive};
+      all.push_back(m);
+      if (is_alive) alive.push_back(m);
+    }
+    const ring with_dead(all), only_alive(alive);
+    BOOST_REQUIRE_EQUAL(with_dead.live_size(), alive.size());
+    BOOST_REQUIRE_EQUAL(with_dead.points(), [&] {
+      size_t p = 0;
+      for (auto& m : all) p += 160u * m.weight;
+      return p;
+    }());
+    for (size_t i = 0; i < 3000; ++i) {
+      for (size_t rr = 1; rr <= alive.size() + 1; ++rr) {
+        auto got = with_dead.live_owners(key(i), rr);
+        auto want = only_alive.owners(key(i), rr);
+        BOOST_REQUIRE_EQUAL(got.size(), want.size());
+        for (size_t j = 0; j < got.size(); ++j) BOOST_REQUIRE_EQUAL(got[j]->name, want[j]->name);
+      }
+      // The walk over every point is unchanged: dead members keep theirs.
+      BOOST_REQUIRE_EQUAL(with_dead.owners(key(i), 1).size(), 1u);
+    }
+    for (auto& m : alive)
+      BOOST_TEST(std::abs(with_dead.live_share(m.name) - only_alive.share(m.name)) < 1e-9);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(empty_and_degenerate_rings) {
   ring empty({});
   BOOST_TEST(empty.empty());
