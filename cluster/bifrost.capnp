@@ -22,6 +22,7 @@ struct MemberInfo {
   incarnation @3 :UInt64;
   state @4 :MemberState;
   weight @5 :UInt32;
+  stateAgeMs @6 :UInt64;    # dead, left: how long the sender has held that state (0 = now)
 }
 
 # One SWIM protocol message (cluster/membership.hpp). Updates are piggybacked gossip.

@@ -246,6 +246,7 @@ void to_rpc(const member_update& u, rpc::MemberInfo::Builder b) {
   b.setIncarnation(u.incarnation);
   b.setState(to_rpc(u.state));
   b.setWeight(u.weight);
+  b.setStateAgeMs(u.age_ms);
 }
 
 void to_rpc(const member_info& i, rpc::MemberInfo::Builder b) {
@@ -272,6 +273,7 @@ member_update from_rpc(rpc::MemberInfo::Reader r) {
   u.incarnation = r.getIncarnation();
   u.state = from_rpc(r.getState());
   u.weight = r.getWeight();
+  u.age_ms = r.getStateAgeMs();
   return u;
 }
 

@@ -38,6 +38,7 @@ const char* to_string(event_kind k) noexcept {
     case event_kind::dead: return "dead";
     case event_kind::left: return "left";
     case event_kind::updated: return "updated";
+    case event_kind::forgotten: return "forgotten";
   }
   return "?";
 }
@@ -125,6 +126,12 @@ message membership::make(message_kind k, const std::string& to) const {
 // ---- public calls ---------------------------------------------------------------------------
 
 output membership::join(const std::vector<std::string>& seeds, uint64_t now_ms) {
+  output out = join_(seeds, now_ms);
+  stamp_ages(out, now_ms);
+  return out;
+}
+
+output membership::join_(const std::vector<std::string>& seeds, uint64_t now_ms) {
   output out;
   seeds_.clear();
   for (const auto& s : seeds)
@@ -142,6 +149,12 @@ output membership::join(const std::vector<std::string>& seeds, uint64_t now_ms) 
 }
 
 output membership::leave(uint64_t now_ms) {
+  output out = leave_(now_ms);
+  stamp_ages(out, now_ms);
+  return out;
+}
+
+output membership::leave_(uint64_t now_ms) {
   output out;
   if (leaving_) return out;
   leaving_ = true;
@@ -168,6 +181,12 @@ bool membership::done_leaving() const noexcept {
 }
 
 output membership::tick(uint64_t now_ms) {
+  output out = tick_(now_ms);
+  stamp_ages(out, now_ms);
+  return out;
+}
+
+output membership::tick_(uint64_t now_ms) {
   output out;
   if (leaving_) {
     run_gossip(now_ms, out);
@@ -193,6 +212,7 @@ output membership::tick(uint64_t now_ms) {
   run_suspicion(now_ms, out);
   run_gossip(now_ms, out);
   run_sync(now_ms, out);
+  run_forget(now_ms, out);
   for (auto it = relays_.begin(); it != relays_.end();)
     it = now_ms >= it->second.expires_ms ? relays_.erase(it) : std::next(it);
   return out;
@@ -211,15 +231,25 @@ uint64_t membership::next_tick_ms() const noexcept {
   } else if (!order_.empty()) {
     t = std::min(t, next_probe_ms_);
   }
-  for (const auto& [name, rec] : members_)
+  for (const auto& [name, rec] : members_) {
     if (rec.info.state == member_state::suspect)
       t = std::min(t, rec.info.state_since_ms + cfg_.suspicion_timeout_ms);
+    else if (cfg_.forget_after_ms && name != self_ &&
+             (rec.info.state == member_state::dead || rec.info.state == member_state::left))
+      t = std::min(t, rec.info.state_since_ms + cfg_.forget_after_ms);
+  }
   if (cfg_.sync_interval_ms) t = std::min(t, next_sync_ms_);
   if (cfg_.reconnect_interval_ms) t = std::min(t, next_reconnect_ms_);
   return t;
 }
 
 output membership::on_message(const message& m, uint64_t now_ms) {
+  output out = on_message_(m, now_ms);
+  stamp_ages(out, now_ms);
+  return out;
+}
+
+output membership::on_message_(const message& m, uint64_t now_ms) {
   output out;
   ++stats_.messages_received;
   if (m.from == self_ && !m.from_address.empty() && m.from_address != address_) {
@@ -275,6 +305,22 @@ output membership::on_message(const message& m, uint64_t now_ms) {
     g.updates.push_back(self_update());
     out.send.push_back(envelope{m.from_address, std::move(g)});
     ++stats_.messages_sent;
+  }
+
+  // A member we forgot talks to us (a partition healed after forget_after_ms, or it came back
+  // and joins): tell it it was dead, as its record would have, so that it refutes (and a
+  // restarted one drops what it recovered) and becomes a member again. At most once per probe
+  // interval per name.
+  if (!m.from_address.empty()) {
+    auto g = graveyard_.find(m.from);
+    if (g != graveyard_.end() && now_ms >= g->second.told_ms) {
+      g->second.told_ms = now_ms + cfg_.probe_interval_ms;
+      message t = make(message_kind::gossip, m.from);
+      t.updates.push_back(g->second.last);
+      out.send.push_back(envelope{m.from_address, std::move(t)});
+      ++stats_.messages_sent;
+      ++stats_.told_forgotten;
+    }
   }
 
   switch (m.kind) {
@@ -355,11 +401,30 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
     apply_self(u, now_ms, out);
     return;
   }
+  const bool gone = u.state == member_state::dead || u.state == member_state::left;
+  // Dead and left records take their time from the oldest report (age_ms): every node then
+  // forgets the member at about the same time.
+  const uint64_t since = gone ? since_of(u.age_ms, now_ms) : now_ms;
   auto it = members_.find(u.name);
   if (it == members_.end()) {
+    auto g = graveyard_.find(u.name);
+    if (g != graveyard_.end()) {
+      const member_update& last = g->second.last;
+      if (precedence(u.incarnation, u.state) <= precedence(last.incarnation, last.state))
+        return;  // a stale record of a member we forgot
+      if (gone) {  // it came back and went again elsewhere meanwhile: still forgotten
+        g->second.last = u;
+        g->second.last.age_ms = 0;
+        return;
+      }
+      graveyard_.erase(g);  // back, at a newer incarnation: a member again
+    } else if (gone && cfg_.forget_after_ms && u.age_ms >= cfg_.forget_after_ms) {
+      bury(u, now_ms);  // the others forget it now too: only its name is kept
+      return;
+    }
     record r;
     r.info = member_info{u.name,   u.address,     u.client_address,
-                         u.weight, u.incarnation, u.state, now_ms};
+                         u.weight, u.incarnation, u.state, since};
     it = members_.emplace(u.name, std::move(r)).first;
     if (probe_eligible(u.state)) {
       order_insert(u.name);
@@ -370,14 +435,19 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
     return;
   }
   member_info& c = it->second.info;
-  if (precedence(u.incarnation, u.state) <= precedence(c.incarnation, c.state)) return;
+  if (precedence(u.incarnation, u.state) <= precedence(c.incarnation, c.state)) {
+    // The same death from a node that has known it longer: the oldest report counts.
+    if (gone && u.incarnation == c.incarnation && u.state == c.state && since < c.state_since_ms)
+      c.state_since_ms = since;
+    return;
+  }
   const member_info prev = c;
   c.address = u.address;
   c.client_address = u.client_address;
   c.weight = u.weight;
   c.incarnation = u.incarnation;
   c.state = u.state;
-  c.state_since_ms = now_ms;
+  c.state_since_ms = since;
   enqueue(u);
   if (probe_eligible(prev.state) && !probe_eligible(c.state)) order_remove(c.name);
   if (!probe_eligible(prev.state) && probe_eligible(c.state)) order_insert(c.name);
@@ -653,6 +723,57 @@ void membership::run_sync(uint64_t now_ms, output& out) {
       message m = make(message_kind::join, r->info.name);
       m.members = full_state();
       send(out, r->info.address, std::move(m), r->info.name);
+    }
+  }
+}
+
+void membership::run_forget(uint64_t now_ms, output& out) {
+  if (!cfg_.forget_after_ms) return;
+  for (auto it = members_.begin(); it != members_.end();) {
+    const member_info& i = it->second.info;
+    if (it->first == self_ ||
+        (i.state != member_state::dead && i.state != member_state::left) ||
+        now_ms - i.state_since_ms < cfg_.forget_after_ms || now_ms < i.state_since_ms) {
+      ++it;
+      continue;
+    }
+    bury(to_update(i), now_ms);
+    queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
+                                [&](const pending& p) { return p.update.name == it->first; }),
+                 queue_.end());
+    order_remove(it->first);
+    ++stats_.forgotten;
+    emit(event_kind::forgotten, i, out);
+    it = members_.erase(it);
+  }
+}
+
+void membership::bury(const member_update& u, uint64_t now_ms) {
+  grave& g = graveyard_[u.name];
+  g.last = u;
+  g.last.age_ms = 0;
+  g.buried_ms = now_ms;
+  g.told_ms = 0;
+  while (graveyard_.size() > std::max<size_t>(cfg_.graveyard_max, 1)) {
+    auto oldest = graveyard_.begin();
+    for (auto j = graveyard_.begin(); j != graveyard_.end(); ++j)
+      if (j->second.buried_ms < oldest->second.buried_ms) oldest = j;
+    graveyard_.erase(oldest);
+  }
+}
+
+void membership::stamp_ages(output& out, uint64_t now_ms) const {
+  for (auto& e : out.send) {
+    for (auto* list : {&e.msg.updates, &e.msg.members}) {
+      for (auto& u : *list) {
+        if (u.state != member_state::dead && u.state != member_state::left) continue;
+        auto it = members_.find(u.name);
+        const bool ours = it != members_.end() && it->second.info.incarnation == u.incarnation &&
+                          it->second.info.state == u.state;
+        u.age_ms = ours && now_ms > it->second.info.state_since_ms
+                       ? now_ms - it->second.info.state_since_ms
+                       : 0;
+      }
     }
   }
 }

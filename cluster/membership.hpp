@@ -96,6 +96,10 @@ struct member_update {
   uint32_t weight = 1;         ///< ring weight, set by the member itself
   uint64_t incarnation = 0;
   member_state state = member_state::alive;
+  /// Dead and left records: how long the sender has held this state (ms), so that every node
+  /// forgets the member at about the same time (membership_config::forget_after_ms). Filled
+  /// in when a message leaves (0 from peers that predate it: "just now"). Not compared.
+  uint64_t age_ms = 0;
 
   bool operator==(const member_update& o) const {
     return name == o.name && address == o.address && client_address == o.client_address &&
@@ -164,6 +168,7 @@ enum class event_kind : uint8_t {
   dead,
   left,
   updated,      ///< same state, but its addresses or weight changed
+  forgotten,    ///< dead or left for forget_after_ms: its record is gone (member() is the last)
 };
 const char* to_string(event_kind k) noexcept;
 
@@ -192,6 +197,15 @@ struct membership_config {
   uint32_t join_retry_ms = 500;         ///< re-send join until a seed answers
   uint32_t sync_interval_ms = 5000;     ///< full-state exchange with a random member; 0 = off
   uint32_t reconnect_interval_ms = 1000;  ///< full-state push to a random dead member; 0 = off
+  /// A member dead or left this long (by the oldest report of it: member_update::age_ms) is
+  /// forgotten: its record leaves the member list, the ring and every full-state exchange, and
+  /// nobody seeks it any more (a partition healed later than this stays split until a node
+  /// restarts with --join). Only its name, incarnation and address stay, in a bounded
+  /// graveyard, so that a stale alive still loses and a member that comes back (or was cut off
+  /// meanwhile) is told it was dead and refutes, as before. 0 = never (Serf keeps failed
+  /// members 24 h: its reconnect_timeout).
+  uint64_t forget_after_ms = 24ull * 3600 * 1000;
+  size_t graveyard_max = 10000;         ///< forgotten names kept; the oldest go first
   bool reshuffle_each_round = false;    ///< SWIM's reshuffle after each traversal (see above)
   uint64_t seed = 0;                    ///< mixed with the name into the random generator
 };
@@ -222,6 +236,8 @@ struct membership_stats {
   uint64_t declared_gone_at_start = 0;
   /// Messages from another process that uses our name (a different address).
   uint64_t name_conflicts = 0;
+  uint64_t forgotten = 0;        ///< members forgotten (forget_after_ms)
+  uint64_t told_forgotten = 0;   ///< messages from forgotten members answered with their death
 };
 
 class membership {
@@ -271,6 +287,8 @@ public:
   /// The ring input for this view: alive and suspect members as alive, dead ones as not
   /// alive (they keep their points; live_owners skips them), left ones omitted.
   std::vector<ring_member> ring_members() const;
+  /// Members forgotten and still remembered by name (at most graveyard_max).
+  size_t graveyard_size() const noexcept { return graveyard_.size(); }
 
 private:
   struct record {
@@ -298,6 +316,11 @@ private:
 
   uint64_t rand() noexcept;
   size_t rand_below(size_t n) noexcept;
+  // The bodies of the public calls (which then stamp the ages of what they send).
+  output join_(const std::vector<std::string>& seeds, uint64_t now_ms);
+  output leave_(uint64_t now_ms);
+  output tick_(uint64_t now_ms);
+  output on_message_(const message& msg, uint64_t now_ms);
   member_update self_update() const;
   static member_update to_update(const member_info& i);
 
@@ -326,12 +349,29 @@ private:
   void run_suspicion(uint64_t now_ms, output& out);
   void run_gossip(uint64_t now_ms, output& out);
   void run_sync(uint64_t now_ms, output& out);
+  void run_forget(uint64_t now_ms, output& out);
+  /// Sets age_ms on the dead and left records of every message in `out` (from our records).
+  void stamp_ages(output& out, uint64_t now_ms) const;
+  /// The local time a record of age `age_ms` took its state (never after now).
+  static uint64_t since_of(uint64_t age_ms, uint64_t now_ms) noexcept {
+    return age_ms < now_ms ? now_ms - age_ms : 0;
+  }
 
   std::string self_;
   std::string address_;
   membership_config cfg_;
   uint64_t rng_;
   std::map<std::string, record, std::less<>> members_;  // self included
+  // Forgotten members (run_forget): what a returning one must be told, and what a stale
+  // record of it must beat.
+  struct grave {
+    member_update last;   // its record when forgotten (age_ms unused)
+    uint64_t buried_ms = 0;
+    uint64_t told_ms = 0;  // not told again of its death before this (on_message)
+  };
+  std::map<std::string, grave, std::less<>> graveyard_;
+  void bury(const member_update& u, uint64_t now_ms);
+  uint64_t next_forget_ms_ = 0;
   std::vector<pending> queue_;
   uint64_t queue_order_ = 0;
   std::vector<std::string> order_;  // probe order

@@ -318,6 +318,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// Hands `view` to the replicator and the route table.
   void publish(std::shared_ptr<actors::cluster_view> view);
   caf::actor peer_for(const std::string& name);
+  /// A member forgotten by the membership (dead or left for forget_after_ms): its peer actor
+  /// ends, and what this node kept per its address goes unless a member still uses it.
+  void forget_member(const member_info& m);
   void begin_leave(std::shared_ptr<std::promise<void>> done);
   kj::Promise<void> leave_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
   void quit_actors();
@@ -819,6 +822,13 @@ protected:
       st->emplace_back("cluster_ops_sent", std::to_string(core_.sent.ops));
       st->emplace_back("cluster_calls_served", std::to_string(core_.served.calls));
       st->emplace_back("cluster_ops_served", std::to_string(core_.served.ops));
+      // What this node keeps per member it has known (forget_after_ms bounds it).
+      st->emplace_back("cluster_members_known", std::to_string(core_.members.members().size()));
+      st->emplace_back("cluster_members_forgotten",
+                       std::to_string(core_.members.stats().forgotten));
+      st->emplace_back("cluster_graveyard", std::to_string(core_.members.graveyard_size()));
+      st->emplace_back("cluster_peer_actors", std::to_string(core_.peer_by_name.size()));
+      st->emplace_back("cluster_rpc_connections", std::to_string(core_.pool.size()));
       auto list = context.getResults().initStats(static_cast<unsigned>(st->size()));
       for (size_t i = 0; i < st->size(); ++i) {
         list[static_cast<unsigned>(i)].setName((*st)[i].first);
@@ -1693,6 +1703,9 @@ void service::impl::handle(output&& out) {
   }
   for (auto& e : out.send)
     send_swim(e.to_address, std::move(e.msg));
+  for (const auto& e : out.events)
+    if (e.kind == cluster::event_kind::forgotten)
+      forget_member(e.member);
   if (!out.events.empty() || came_back)
     rebuild(came_back);
 }
@@ -1772,6 +1785,28 @@ caf::actor service::impl::peer_for(const std::string& name) {
   auto a = loop.system().spawn<peer_actor>(loop_ref, this, name);
   peer_by_name.emplace(name, a);
   return a;
+}
+
+void service::impl::forget_member(const member_info& m) {
+  // Views keep a dead member's peer as null; past rings that named it alive ended long ago
+  // (warm windows last seconds, forgetting takes forget_after_ms). A stale handle that still
+  // sends to the ended actor gets request_receiver_down, answered as unavailable.
+  if (auto it = peer_by_name.find(m.name); it != peer_by_name.end()) {
+    caf::anon_send_exit(it->second, caf::exit_reason::user_shutdown);
+    peer_by_name.erase(it);
+  }
+  for (const auto& other : members.members())
+    if (other.address == m.address)
+      return;  // (another member at that address: a node restarted there under a new name)
+  if (auto it = pool.find(m.address);
+      it != pool.end() && it->second->st == client_conn::state::broken) {
+    tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));  // (outside its callbacks)
+    pool.erase(it);
+  }
+  if (!pool.count(m.address)) {
+    backoff.erase(m.address);
+    peer_progress_of.erase(m.address);
+  }
 }
 
 void service::impl::hand_past(rpc::SwimMessage::Builder reply) const {

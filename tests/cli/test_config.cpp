@@ -353,7 +353,8 @@ BOOST_AUTO_TEST_CASE(cluster_timings) {
   node_config cfg;
   auto r = run({"--swim-probe-interval", "500", "--swim-ping-timeout", "100",
                 "--swim-indirect-timeout", "150", "--swim-indirect-probes", "0",
-                "--swim-suspicion-timeout", "3000", "--rpc-timeout", "4000", "--warm-window", "0"},
+                "--swim-suspicion-timeout", "3000", "--rpc-timeout", "4000", "--warm-window", "0",
+                "--forget-after", "3600000"},
                cfg);
   BOOST_REQUIRE(r.what == parse_outcome::action::run);
   BOOST_CHECK_EQUAL(cfg.timings.probe_interval_ms, 500);
@@ -363,6 +364,7 @@ BOOST_AUTO_TEST_CASE(cluster_timings) {
   BOOST_CHECK_EQUAL(cfg.timings.suspicion_timeout_ms, 3000);
   BOOST_CHECK_EQUAL(cfg.timings.rpc_timeout_ms, 4000);
   BOOST_CHECK_EQUAL(cfg.timings.warm_window_ms, 0);
+  BOOST_CHECK_EQUAL(cfg.timings.forget_after_ms, 3600000);
   struct bad {
     std::vector<std::string> args;
     std::string field;
@@ -370,6 +372,8 @@ BOOST_AUTO_TEST_CASE(cluster_timings) {
   for (auto& b : std::vector<bad>{{{"--swim-probe-interval", "5"}, "--swim-probe-interval"},
                                   {{"--swim-indirect-probes", "17"}, "--swim-indirect-probes"},
                                   {{"--rpc-timeout", "x"}, "--rpc-timeout"},
+                                  {{"--forget-after", "-1"}, "--forget-after"},
+                                  {{"--forget-after", "2592000001"}, "--forget-after"},
                                   {{"--swim-probe-interval", "100", "--swim-ping-timeout", "90"},
                                    "ping timeout plus the indirect timeout"}}) {
     node_config c;
@@ -379,7 +383,10 @@ BOOST_AUTO_TEST_CASE(cluster_timings) {
   }
   node_config y;
   BOOST_CHECK_EQUAL(
-    load_yaml_text("swim_suspicion_timeout_ms: 1500\nrpc_timeout_ms: 900\n", "n.yaml", y), "");
+    load_yaml_text("swim_suspicion_timeout_ms: 1500\nrpc_timeout_ms: 900\nforget_after_ms: 0\n",
+                   "n.yaml", y),
+    "");
+  BOOST_CHECK_EQUAL(y.timings.forget_after_ms, 0);
   BOOST_CHECK_EQUAL(y.timings.suspicion_timeout_ms, 1500);
   BOOST_CHECK_EQUAL(y.timings.rpc_timeout_ms, 900);
   node_config ybad;

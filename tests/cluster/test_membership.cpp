@@ -400,6 +400,124 @@ BOOST_AUTO_TEST_CASE(a_restart_is_told_apart_from_a_flap) {
   BOOST_TEST(m.stats().declared_gone_at_start == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(a_dead_member_is_forgotten_by_the_age_of_its_oldest_report) {
+  membership_config cfg;
+  cfg.forget_after_ms = 60000;
+  membership m(local_member{"self", "self:7000", "", 1}, cfg, 0);
+  const uint64_t t0 = 1000000;
+  // Dead for 50 s at the sender: forgotten here 10 s later, not a minute later.
+  auto d = upd("gone", 4, member_state::dead);
+  d.age_ms = 50000;
+  m.on_message(gossip_of({upd("b", 0, member_state::alive), d}), t0);
+  BOOST_REQUIRE(m.find("gone") != nullptr);
+  BOOST_TEST(m.next_tick_ms() <= t0 + 10000);
+  // The same record from a node that has known it longer moves the time earlier.
+  auto older = d;
+  older.age_ms = 55000;
+  m.on_message(gossip_of({older}), t0 + 1000);
+  auto out = m.tick(t0 + 5999);
+  BOOST_TEST(m.find("gone") != nullptr);
+  out = m.tick(t0 + 6000);
+  BOOST_TEST(m.find("gone") == nullptr);
+  BOOST_TEST(m.graveyard_size() == 1u);
+  BOOST_TEST(m.stats().forgotten == 1u);
+  bool forgotten_event = false;
+  for (const auto& e : out.events)
+    forgotten_event |= e.kind == event_kind::forgotten && e.member.name == "gone";
+  BOOST_TEST(forgotten_event);
+  for (const auto& r : m.ring_members()) BOOST_TEST(r.name != "gone");
+  // Stale records of it lose: the same or an older incarnation, dead or alive.
+  m.on_message(gossip_of({upd("gone", 4, member_state::alive), upd("gone", 4, member_state::dead),
+                          upd("gone", 3, member_state::left)}),
+               t0 + 7000);
+  BOOST_TEST(m.find("gone") == nullptr);
+  // A dead record older than forget_after of a member never seen is not taken up at all.
+  auto ancient = upd("ancient", 1, member_state::left);
+  ancient.age_ms = 60000;
+  m.on_message(gossip_of({ancient}), t0 + 8000);
+  BOOST_TEST(m.find("ancient") == nullptr);
+  BOOST_TEST(m.graveyard_size() == 2u);
+  // It comes back at a newer incarnation: a member again.
+  m.on_message(gossip_of({upd("gone", 5, member_state::alive)}), t0 + 9000);
+  BOOST_REQUIRE(m.find("gone") != nullptr);
+  BOOST_TEST(m.find("gone")->state == member_state::alive);
+  BOOST_TEST(m.graveyard_size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(messages_carry_the_age_of_dead_records) {
+  membership_config cfg;
+  cfg.forget_after_ms = 0;  // never: ages are still sent
+  membership m(local_member{"self", "self:7000", "", 1}, cfg, 0);
+  m.on_message(gossip_of({upd("b", 0, member_state::alive), upd("gone", 2, member_state::dead)}),
+               1000);
+  message j = msg(message_kind::join, "b", "self");
+  auto out = m.on_message(j, 8000);
+  const envelope* r = find_send(out, message_kind::join_reply);
+  BOOST_REQUIRE(r != nullptr);
+  bool seen = false;
+  for (const auto& u : r->msg.members) {
+    if (u.name == "gone") {
+      seen = true;
+      BOOST_TEST(u.age_ms == 7000u);
+    } else {
+      BOOST_TEST(u.age_ms == 0u);  // alive records carry none
+    }
+  }
+  BOOST_TEST(seen);
+  out = m.tick(1000000);  // never forgotten with 0
+  BOOST_TEST(m.find("gone") != nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(a_forgotten_member_that_talks_is_told_it_was_dead) {
+  membership_config cfg;
+  cfg.forget_after_ms = 1000;
+  membership m(local_member{"self", "self:7000", "", 1}, cfg, 0);
+  m.on_message(gossip_of({upd("b", 0, member_state::alive), upd("x", 3, member_state::dead)}),
+               100);
+  m.tick(1200);
+  BOOST_REQUIRE(m.find("x") == nullptr);
+  // x restarted (incarnation 0) and joins through us.
+  message j = msg(message_kind::join, "x", "");
+  j.members = {upd("x", 0, member_state::alive)};
+  auto out = m.on_message(j, 2000);
+  BOOST_TEST(m.find("x") == nullptr);  // its incarnation 0 is older than the death we keep
+  BOOST_TEST(m.stats().told_forgotten == 1u);
+  bool told = false;
+  for (const auto& e : out.send)
+    for (const auto& u : e.msg.updates)
+      told |= e.to_address == "x:7000" && u.name == "x" && u.state == member_state::dead &&
+              u.incarnation == 3;
+  BOOST_TEST(told);
+  // Not again within a probe interval.
+  m.on_message(msg(message_kind::ping, "x", "self"), 2010);
+  BOOST_TEST(m.stats().told_forgotten == 1u);
+  // Its refutation makes it a member again.
+  m.on_message(gossip_of({upd("x", 4, member_state::alive)}), 2020);
+  BOOST_REQUIRE(m.find("x") != nullptr);
+  BOOST_TEST(m.find("x")->state == member_state::alive);
+  BOOST_TEST(m.graveyard_size() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(the_graveyard_is_bounded) {
+  membership_config cfg;
+  cfg.forget_after_ms = 1000;
+  cfg.graveyard_max = 5;
+  membership m(local_member{"self", "self:7000", "", 1}, cfg, 0);
+  for (int i = 0; i < 12; ++i) {
+    auto u = upd("gone" + std::to_string(i), 1, member_state::dead);
+    u.age_ms = 5000;  // already past forget_after: buried at once
+    m.on_message(gossip_of({u}), 10000 + uint64_t(i));
+  }
+  BOOST_TEST(m.graveyard_size() == 5u);
+  BOOST_TEST(m.members().size() == 1u);
+  // The newest are kept: a stale alive of one of them still loses.
+  m.on_message(gossip_of({upd("gone11", 1, member_state::alive)}), 20000);
+  BOOST_TEST(m.find("gone11") == nullptr);
+  // The oldest went: its stale alive is taken as news (what every record did before forgetting).
+  m.on_message(gossip_of({upd("gone0", 1, member_state::alive)}), 20000);
+  BOOST_TEST(m.find("gone0") != nullptr);
+}
+
 BOOST_AUTO_TEST_CASE(an_address_change_is_an_event_in_every_state) {
   membership m(local_member{"self", "self:7000", "", 1});
   m.on_message(gossip_of({upd("b", 3, member_state::alive)}), 1);
@@ -814,6 +932,70 @@ BOOST_AUTO_TEST_CASE(a_healed_partition_merges_back) {
     BOOST_TEST(net.views_agree());
     BOOST_TEST_MESSAGE("seed " << seed << ": merged " << agreed - healed << " ms after healing");
     BOOST_TEST(agreed - healed < 5000u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(every_node_forgets_a_dead_member_at_about_the_same_time) {
+  for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+    membership_config cfg;
+    cfg.forget_after_ms = 20000;
+    sim_net net(seed, cfg);
+    start_cluster(net, 5);
+    net.run(3000);
+    BOOST_REQUIRE(net.views_agree());
+    const size_t victim = 1 + seed % 4;
+    const std::string vn = net.name(victim);
+    const uint64_t killed = net.now;
+    net.kill(victim);
+    net.run(killed + 10000, [&] { return net.views_agree(); });
+    BOOST_REQUIRE(net.views_agree());
+    // A node that joins 12 s after the death learns it with its age: it forgets the member
+    // when the others do, not 20 s after it joined.
+    net.run(killed + 12000);
+    const size_t late = net.add("late", {0});
+    net.run(killed + 60000);
+    uint64_t first = 0, last = 0;
+    for (size_t i = 0; i < net.size(); ++i) {
+      if (i == victim) continue;
+      const uint64_t f = net.first_event(i, event_kind::forgotten, vn, killed);
+      if (i == late && f == 0) {
+        // (It may never have heard of the member: nothing to forget.)
+        BOOST_TEST(net.m(i).find(vn) == nullptr);
+        continue;
+      }
+      BOOST_REQUIRE_MESSAGE(f != 0, "seed " << seed << ": node " << i << " never forgot");
+      first = first == 0 ? f : std::min(first, f);
+      last = std::max(last, f);
+      BOOST_TEST(net.m(i).find(vn) == nullptr);
+    }
+    BOOST_TEST_MESSAGE("seed " << seed << ": forgotten " << first - killed << "-" << last - killed
+                               << " ms after the kill");
+    BOOST_TEST(first - killed >= 20000u);
+    BOOST_TEST(last - killed < 23000u);
+    // Nobody learns it again from another and forgets it twice (full-state syncs ran for 37 s
+    // since), and every view still agrees.
+    for (size_t i = 0; i < net.size(); ++i) {
+      size_t n = 0;
+      for (const auto& e : net.events)
+        n += e.observer == i && e.kind == event_kind::forgotten && e.member == vn;
+      BOOST_TEST(n <= 1u, "node " << i << " forgot it " << n << " times");
+    }
+    BOOST_TEST(net.views_agree());
+    // The member restarts: told of its death by whoever it joins, it refutes and is alive
+    // everywhere again.
+    const uint64_t t0 = net.now;
+    net.start(victim, {0});
+    const uint64_t agreed = net.run(t0 + 10000, [&] {
+      if (!net.views_agree()) return false;
+      for (size_t i = 0; i < net.size(); ++i) {
+        const member_info* r = net.m(i).find(vn);
+        if (!r || r->state != member_state::alive) return false;
+      }
+      return true;
+    });
+    BOOST_TEST(agreed - t0 < 3000u, "seed " << seed << ": back after " << agreed - t0);
+    BOOST_TEST(net.m(victim).stats().declared_gone_at_start == 1u);
+    BOOST_TEST(net.m(victim).incarnation() > 0u);
   }
 }
 

@@ -1227,8 +1227,11 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
     return "(missing)";
   };
   auto stats = cl.node.statsRequest().send().wait(ws);
-  BOOST_REQUIRE(stats.getStats().size() == 7u);
+  BOOST_REQUIRE(stats.getStats().size() == 12u);
   BOOST_TEST(std::string(stats.getStats()[2].getValue().cStr()) == "n2");
+  BOOST_TEST(stat("cluster_members_known") == "3");
+  BOOST_TEST(stat("cluster_members_forgotten") == "0");
+  BOOST_TEST(stat("cluster_peer_actors") == "2");
   auto served_calls = std::stoull(stat("cluster_calls_served"));
   auto served_ops = std::stoull(stat("cluster_ops_served"));
   BOOST_TEST(stat("cluster_calls_sent") != "(missing)");

@@ -2219,19 +2219,26 @@ BOOST_AUTO_TEST_CASE(warm_copies_kept_at_a_new_primary_are_replicated) {
 }
 
 // --------------------------------------------------------------------------------------------
-BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_serves_no_stale_values_from_its_data_dir) {
-  // R=1; n3 keeps its items in a data directory. While it is dead, its keys are written and
-  // deleted through n1 (their new owners). When it comes back with its old files, none of its
-  // old values may be served again: the cluster had it dead, so it drops what it recovered and
-  // warms the current values from the owners that served them.
+namespace {
+// R=1; n3 keeps its items in a data directory. While it is dead, its keys are written and
+// deleted through n1 (their new owners). When it comes back with its old files, none of its
+// old values may be served again: the cluster had it dead, so it drops what it recovered and
+// warms the current values from the owners that served them. With `forget` the nodes run
+// with --forget-after 2000 and have forgotten n3 before it comes back: they tell it it was
+// dead when it talks to them, which must have the same effect.
+void back_from_the_dead_with_a_data_dir(bool forget) {
   cluster c;
   logs_on_failure guard{c};
   char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);
-  auto ns = start_cluster(c, 2, 1);
+  std::vector<std::string> extra;
+  if (forget)
+    extra = {"--forget-after", "2000"};
+  auto ns = start_cluster(c, 2, 1, 5000ms, extra);
   node_options o;
   o.join = {ns[0]->rpc_port};
-  o.extra_args = {"--data-dir", dir};
+  o.extra_args = extra;
+  o.extra_args.insert(o.extra_args.end(), {"--data-dir", dir});
   node& n3 = c.start("n3", o);
   ns.push_back(&n3);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
@@ -2257,6 +2264,27 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_serves_no_stale_values_from_its_d
         BOOST_REQUIRE_EQUAL(m.del(keys[i]), "NOT_FOUND");  // its new owner never had it
     }
   }
+  if (forget) {
+    const auto t0 = clock_type::now();
+    BOOST_REQUIRE(wait_until(
+        [&] {
+          auto a = member_states(ns[0]->rpc_port), b = member_states(ns[1]->rpc_port);
+          return !a.count("n3") && !b.count("n3") && a.size() == 2 && b.size() == 2;
+        },
+        8000ms, 50ms));
+    report("n3 forgotten by n1 and n2 " + fmt(seconds_since(t0)) +
+           " s after both had it dead (--forget-after 2000)");
+    for (node* n : {ns[0], ns[1]}) {  // (before: 2 peer actors each, n2 or n1 and n3)
+      auto st = node_stats(n->rpc_port);
+      BOOST_CHECK_EQUAL(st["cluster_members_known"], "2");
+      BOOST_CHECK_EQUAL(st["cluster_members_forgotten"], "1");
+      BOOST_CHECK_EQUAL(st["cluster_graveyard"], "1");
+      BOOST_CHECK_EQUAL(st["cluster_peer_actors"], "1");
+    }
+    mc_client m(ns[0]->port);  // the ring without n3 still serves its keys where they went
+    for (size_t i = 0; i < keys.size(); i += 2)
+      BOOST_REQUIRE(m.get(keys[i]) == std::optional<std::string>("NEW"));
+  }
   c.restart(n3, o);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
   for (node* via : {ns[0], &n3}) {
@@ -2267,12 +2295,22 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_serves_no_stale_values_from_its_d
       const bool ok = i % 2 == 0 ? v == std::optional<std::string>("NEW") : !v.has_value();
       (ok ? right : stale) += 1;
     }
-    report("back from the dead, read through " + via->name + ": " + std::to_string(right) +
-           " current, " + std::to_string(stale) + " stale of " + std::to_string(keys.size()));
+    report(std::string(forget ? "back after being forgotten" : "back from the dead") +
+           ", read through " + via->name + ": " + std::to_string(right) + " current, " +
+           std::to_string(stale) + " stale of " + std::to_string(keys.size()));
     BOOST_CHECK_EQUAL(stale, 0u);
   }
   c.stop(n3);
   std::filesystem::remove_all(dir);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_serves_no_stale_values_from_its_data_dir) {
+  back_from_the_dead_with_a_data_dir(false);
+}
+
+BOOST_AUTO_TEST_CASE(a_forgotten_node_back_with_its_data_dir_serves_no_stale_values) {
+  back_from_the_dead_with_a_data_dir(true);
 }
 
 // --------------------------------------------------------------------------------------------
