@@ -8,7 +8,7 @@ placement place(const cluster_view& cv, uint64_t hash, op_route& rt) noexcept {
   constexpr size_t k_max_tries = 16;  // read failover gives up after this many live nodes
   cluster::ring::member_id owners[k_max_tries];
   rt.epoch = cv.ring ? cv.ring->epoch() : 0;
-  if (rt.tries >= k_max_tries)
+  if (rt.tries >= k_max_tries || cv.joining)
     return placement::unavailable;
   const size_t want = rt.tries + 1u;
   const size_t n = cv.ring ? cv.ring->live_owner_ids(hash, want, owners) : 0;

@@ -61,6 +61,11 @@ struct cluster_view {
   uint32_t replicas = 1;                          // R: owners per key
   caf::actor replicator;                          // replication side-effect actor (may be null)
   bool wait_replicas = false;                     // writes answer after every live owner stored them
+  // Started with --join and not joined yet (no seed answered, no other member seen, for at
+  // most service::join_wait_ms): the ring holds this node alone, so a key placed by it would
+  // land here and be lost (or an older copy at its owner served) once the node joins. Client
+  // ops answer `unavailable` meanwhile (place); ops other members send here still run.
+  bool joining = false;
   // Past placements inside their warming windows, newest first (so their window ends
   // decrease): the previous ring, then the one before it, ...
   std::vector<past_ring> past;

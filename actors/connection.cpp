@@ -587,6 +587,12 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     }
     return;
   }
+  if (snap.awaiting_cluster && index < p.results.size()) {  // (the service has not started yet)
+    p.results[index].st = storage::status::unavailable;
+    if (--p.outstanding == 0)
+      request_done(seq, p);
+    return;
+  }
   route_op(seq, index, snap.lookup(o.key).shard_index(o.key));
 }
 
@@ -1097,7 +1103,9 @@ void connection::handle_local(pending& p) {
       const auto& snap = *ctx_.routes;
       const auto& shards = snap.local_shards();
       std::vector<caf::actor> members;  // null: alive, but no way to reach it
-      size_t must_answer = 0;
+      if (snap.awaiting_cluster)  // (the cluster's members are not known yet)
+        members.push_back(caf::actor());
+      size_t must_answer = members.size();
       if (snap.cluster && snap.cluster->ring) {
         const auto& cv = *snap.cluster;
         for (uint32_t id = 0; id < cv.ring->size(); ++id) {
@@ -1107,6 +1115,8 @@ void connection::handle_local(pending& p) {
           caf::actor link = peer && ctx_.links ? ctx_.links->link_for(cv, id) : caf::actor();
           members.push_back(link ? link : peer);  // the link: in order with ops before
         }
+        if (cv.joining)  // the members are not known yet: the cluster cannot be flushed
+          members.push_back(caf::actor());
         must_answer = members.size();
         const int64_t now_ms = cv.past.empty() ? 0 : steady_ms();
         std::vector<std::string_view> flushed;  // members of past rings, each once

@@ -322,6 +322,7 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
   snap.version = 1;
   snap.fallback.k = route_target::kind::local;
   snap.fallback.shards = p->shards;
+  snap.awaiting_cluster = cfg.rpc_enabled && !cfg.join.empty();
   p->routes = sys.spawn<actors::route_table>(std::move(snap));
 
   // Listening sockets: the first decides the port (when 0), the others share it.

@@ -49,6 +49,7 @@ caf::behavior route_table::make_behavior() {
           send(shard, prune_atom::value, view);
       auto next = std::make_shared<route_snapshot>(*current_);
       next->version = current_->version + 1;
+      next->awaiting_cluster = false;  // (a null view at shutdown: served here while draining)
       next->cluster = std::move(view);
       current_ = std::move(next);
       for (auto& s : subscribers_)

@@ -54,6 +54,9 @@ struct route_snapshot {
   /// In a cluster: keys of the default route are placed by this ring (see cluster_view.hpp);
   /// null for a standalone node.
   cluster_view_ptr cluster;
+  /// Started to join a cluster (--join) and no cluster view came yet: keys are unavailable,
+  /// as with cluster_view::joining (the view's placement would land them here alone).
+  bool awaiting_cluster = false;
 
   const route_target& lookup(std::string_view key) const noexcept;
   /// Every distinct local shard (for broadcasts: flush_all, stats).

@@ -268,6 +268,8 @@ public:
   const std::string& name() const noexcept { return self_; }
   uint64_t incarnation() const noexcept;
   bool joined() const noexcept { return joined_; }
+  /// join() was given seeds (other than ourselves) and none has answered yet.
+  bool joining() const noexcept { return !seeds_.empty() && !joined_ && !leaving_; }
   /// Non-empty once a join found our name held by another live process: its RPC address.
   /// The node must not take part (two processes cannot share a name: they would take the
   /// name from each other by turns and split its keys); the owner stops it.

@@ -311,6 +311,14 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   kj::Promise<void> tick_loop();
   void rebuild(bool force = false);
   void end_windows();
+  // cluster_view::joining: seeds given, none answered, no other member seen, not past
+  // join_deadline_ms. end_joining publishes the view again once that ends without a rebuild.
+  uint64_t join_deadline_ms = 0;
+  bool joining_published = false;
+  bool joining_now() const {
+    return members.joining() && !seen_others && now_ms() < join_deadline_ms;
+  }
+  void end_joining();
   /// By member id of `r`: the memcached address data links dial ("" for self and the dead).
   std::vector<std::string> clients_of(const ring& r);
   /// By member id of `r`: the peer actor of each live member (null for self and the dead).
@@ -1771,6 +1779,7 @@ kj::Promise<void> service::impl::tick_loop() {
         cfg.parked->expire();  // values no re-read came for
       handle(members.tick(now));
       end_windows();
+      end_joining();
     } catch (const std::exception& e) {  // e.g. bad_alloc building a ring: keep probing
       std::fprintf(stderr, "bifrost cluster: membership tick: %s\n", e.what());
     }
@@ -1968,6 +1977,21 @@ void service::impl::rebuild(bool force) {
   ring_ = next;
   view->self = ring_self();
   view->self_name = cfg.node_name;
+  view->joining = joining_published = joining_now();
+  publish(std::move(view));
+}
+
+void service::impl::end_joining() {
+  if (!joining_published || joining_now() || !view_)
+    return;
+  joining_published = false;
+  if (members.joining())
+    std::fprintf(stderr,
+                 "bifrost cluster: no seed answered within %u ms: serving alone; it keeps "
+                 "asking them\n",
+                 cfg.join_wait_ms);
+  auto view = std::make_shared<actors::cluster_view>(*view_);
+  view->joining = false;
   publish(std::move(view));
 }
 
@@ -2100,8 +2124,11 @@ void service::impl::start() {
     }
   }
   tasks->add(accept_loop());
+  // The seeds first: with any, the first view says that this node is joining.
+  auto joined = members.join(cfg.join, now_ms());
+  join_deadline_ms = now_ms() + cfg.join_wait_ms;
   rebuild(true);  // a ring of this node alone
-  handle(members.join(cfg.join, now_ms()));
+  handle(std::move(joined));
   ticking = tick_loop().eagerlyEvaluate(
       [](kj::Exception&& e) {
         std::fprintf(stderr, "bifrost cluster: membership timer: %s\n", e.getDescription().cStr());

@@ -93,6 +93,9 @@ struct service_config {
                                     ///< forwarded data call: up to 15 × this while its
                                     ///< member sends other calls' values; see `bounded`)
   uint32_t warm_window_ms = 30000;  ///< write-on-miss warming window after a ring change
+  /// With seeds: how long client ops answer `unavailable` while no seed has answered
+  /// (cluster_view::joining); then the node serves alone, and keeps asking the seeds.
+  uint32_t join_wait_ms = 5000;
   /// Where a read's value too large for an execute without a sink is kept for the caller's
   /// re-read (storage/parked.hpp; shared with the data links' sessions). Null: not kept.
   std::shared_ptr<storage::parked_values> parked;

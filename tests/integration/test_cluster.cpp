@@ -2314,6 +2314,79 @@ BOOST_AUTO_TEST_CASE(a_forgotten_node_back_with_its_data_dir_serves_no_stale_val
 }
 
 // --------------------------------------------------------------------------------------------
+// A node started with --join serves no client op before it has joined: its ring then holds it
+// alone, so a write would be stored here and, once the node joins, lost to a reader at the
+// key's owner (an older value read back after STORED). Here n3 restarts while its seed is
+// stopped (SIGSTOP): its writes answer SERVER_ERROR unavailable until the seed answers.
+BOOST_AUTO_TEST_CASE(a_joining_node_takes_no_write_before_it_has_joined) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 1);
+  auto keys = keys_owned_by(*ns[0], "n2", "joining-", 10);
+  {
+    mc_client m(ns[0]->port);
+    for (auto& k : keys)
+      BOOST_REQUIRE_EQUAL(m.set(k, "OLD"), "STORED");
+  }
+  BOOST_REQUIRE_EQUAL(c.stop(*ns[2]), 0);
+  BOOST_REQUIRE(stop_node(ns[0]->pid));
+  node_options o;
+  o.join = {ns[0]->rpc_port};
+  c.restart(*ns[2], o);
+  const auto restarted = clock_type::now();
+  size_t refused = 0, stored = 0;
+  {
+    mc_client m(ns[2]->port);
+    for (auto& k : keys) {
+      auto r = m.set(k, "NEW");
+      (r == "SERVER_ERROR unavailable" ? refused : stored) += 1;
+      if (r != "SERVER_ERROR unavailable")
+        report("joining node answered " + r + " at " + fmt(seconds_since(restarted)) + " s");
+    }
+    BOOST_CHECK(!m.get(keys[0]).has_value());  // a read nobody can serve: a miss
+  }
+  ::kill(ns[0]->pid, SIGCONT);
+  report("joining node, seed stopped: " + std::to_string(refused) + " writes refused, " +
+         std::to_string(stored) + " stored");
+  BOOST_CHECK_EQUAL(refused, keys.size());
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  // Every node reads what was acknowledged: the old values (no write was).
+  for (node* via : ns) {
+    mc_client m(via->port);
+    size_t old_values = 0;
+    for (auto& k : keys)
+      old_values += m.get(k) == std::optional<std::string>("OLD");
+    BOOST_CHECK_EQUAL(old_values, keys.size());
+  }
+  // Joined, it takes writes.
+  mc_client m(ns[2]->port);
+  BOOST_CHECK_EQUAL(m.set(keys[0], "NEWER"), "STORED");
+  BOOST_CHECK(mc_client(ns[1]->port).get(keys[0]) == std::optional<std::string>("NEWER"));
+}
+
+// A node whose seeds never answer serves alone after 5 s (and keeps asking them).
+BOOST_AUTO_TEST_CASE(a_node_whose_seeds_never_answer_serves_alone_after_the_join_wait) {
+  cluster c;
+  logs_on_failure guard{c};
+  node_options o;
+  o.join = {free_port()};  // nothing listens there
+  node& n = c.start("n1", o);
+  const auto t0 = clock_type::now();
+  mc_client m(n.port);
+  BOOST_CHECK_EQUAL(m.set("alone", "v"), "SERVER_ERROR unavailable");
+  std::string r;
+  while (seconds_since(t0) < 10 && (r = m.set("alone", "v")) != "STORED")
+    std::this_thread::sleep_for(50ms);
+  const double waited = seconds_since(t0);
+  report("seeds that never answer: the node served alone after " + fmt(waited) + " s");
+  BOOST_CHECK_EQUAL(r, "STORED");
+  BOOST_CHECK_GE(waited, 4.0);
+  BOOST_CHECK_LT(waited, 7.0);
+  BOOST_CHECK(m.get("alone") == std::optional<std::string>("v"));
+  BOOST_CHECK(c.stderr_tail(n).find("no seed answered") != std::string::npos);
+}
+
+// --------------------------------------------------------------------------------------------
 BOOST_AUTO_TEST_CASE(a_second_node_with_a_taken_name_stops) {
   // Two live processes cannot share a name: they would take it from each other by turns and
   // split its keys. The newcomer asks the name's holder, learns it is alive, and exits 1.
