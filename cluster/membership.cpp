@@ -107,6 +107,20 @@ std::vector<member_update> membership::full_state() const {
   return res;
 }
 
+std::vector<member_update> membership::full_state_for(const std::string& to, uint64_t now_ms,
+                                                      bool reply) {
+  auto res = full_state();
+  auto g = graveyard_.find(to);
+  // Its first news from us is that it was dead: always in a join's reply (a retried join may
+  // have lost the first), else at most once per probe interval.
+  if (g != graveyard_.end() && (reply || now_ms >= g->second.told_ms)) {
+    res.push_back(g->second.last);
+    g->second.told_ms = now_ms + cfg_.probe_interval_ms;
+    ++stats_.told_forgotten;
+  }
+  return res;
+}
+
 message membership::ack_of(const message& ping) const {
   message a = make(message_kind::ack, ping.from);
   a.target = self_;
@@ -208,11 +222,11 @@ output membership::tick_(uint64_t now_ms) {
     name_check_.pending.clear();
     for (const auto& u : pending) apply_self(u, now_ms, out);
   }
+  run_forget(now_ms, out);  // (first: no full state of this tick carries what it forgot)
   run_probe(now_ms, out);
   run_suspicion(now_ms, out);
   run_gossip(now_ms, out);
   run_sync(now_ms, out);
-  run_forget(now_ms, out);
   for (auto it = relays_.begin(); it != relays_.end();)
     it = now_ms >= it->second.expires_ms ? relays_.erase(it) : std::next(it);
   return out;
@@ -236,7 +250,9 @@ uint64_t membership::next_tick_ms() const noexcept {
       t = std::min(t, rec.info.state_since_ms + cfg_.suspicion_timeout_ms);
     else if (cfg_.forget_after_ms && name != self_ &&
              (rec.info.state == member_state::dead || rec.info.state == member_state::left))
-      t = std::min(t, rec.info.state_since_ms + cfg_.forget_after_ms);
+      t = std::min(t, rec.info.state_since_ms > k_never - cfg_.forget_after_ms
+                          ? k_never
+                          : rec.info.state_since_ms + cfg_.forget_after_ms);
   }
   if (cfg_.sync_interval_ms) t = std::min(t, next_sync_ms_);
   if (cfg_.reconnect_interval_ms) t = std::min(t, next_reconnect_ms_);
@@ -307,22 +323,6 @@ output membership::on_message_(const message& m, uint64_t now_ms) {
     ++stats_.messages_sent;
   }
 
-  // A member we forgot talks to us (a partition healed after forget_after_ms, or it came back
-  // and joins): tell it it was dead, as its record would have, so that it refutes (and a
-  // restarted one drops what it recovered) and becomes a member again. At most once per probe
-  // interval per name.
-  if (!m.from_address.empty()) {
-    auto g = graveyard_.find(m.from);
-    if (g != graveyard_.end() && now_ms >= g->second.told_ms) {
-      g->second.told_ms = now_ms + cfg_.probe_interval_ms;
-      message t = make(message_kind::gossip, m.from);
-      t.updates.push_back(g->second.last);
-      out.send.push_back(envelope{m.from_address, std::move(t)});
-      ++stats_.messages_sent;
-      ++stats_.told_forgotten;
-    }
-  }
-
   switch (m.kind) {
     case message_kind::ping: {
       send(out, m.from_address, ack_of(m), m.from);
@@ -361,7 +361,7 @@ output membership::on_message_(const message& m, uint64_t now_ms) {
       break;
     case message_kind::join: {
       message r = make(message_kind::join_reply, m.from);
-      r.members = full_state();
+      r.members = full_state_for(m.from, now_ms, true);  // (one we forgot: with its death)
       send(out, m.from_address, std::move(r), m.from);
       break;
     }
@@ -375,11 +375,26 @@ output membership::on_message_(const message& m, uint64_t now_ms) {
         first_contact_ = true;
         break;
       }
+  // A member we forgot talks to us (a partition healed after forget_after_ms): tell it it
+  // was dead, as its record would have, so that it refutes and becomes a member again. (A
+  // join's reply carried it already.) After the answer: the RPC returns the first message
+  // for the caller as its reply.
+  if (!m.from_address.empty() && m.kind != message_kind::join) {
+    auto g = graveyard_.find(m.from);
+    if (g != graveyard_.end() && now_ms >= g->second.told_ms) {
+      g->second.told_ms = now_ms + cfg_.probe_interval_ms;
+      message t = make(message_kind::gossip, m.from);
+      t.updates.push_back(g->second.last);
+      out.send.push_back(envelope{m.from_address, std::move(t)});
+      ++stats_.messages_sent;
+      ++stats_.told_forgotten;
+    }
+  }
   // After the answer (the RPC returns the first message for the caller as its reply).
   if (sender_unknown && now_ms >= next_unknown_sync_ms_) {
     next_unknown_sync_ms_ = now_ms + cfg_.probe_interval_ms;
     message j = make(message_kind::join, m.from);
-    j.members = full_state();
+    j.members = full_state_for(m.from, now_ms, false);
     send(out, m.from_address, std::move(j), m.from);
   }
   return out;
@@ -715,14 +730,17 @@ void membership::run_sync(uint64_t now_ms, output& out) {
   }
   if (cfg_.reconnect_interval_ms && now_ms >= next_reconnect_ms_) {
     next_reconnect_ms_ = now_ms + cfg_.reconnect_interval_ms;
-    std::vector<const record*> dead;
+    // A random dead member, or one we forgot (dead or left): a healed partition, or a node
+    // restarted without seeds, finds its way back (the forgotten one told of its death).
+    std::vector<std::pair<const std::string*, const std::string*>> dead;  // name, address
     for (const auto& [name, rec] : members_)
-      if (rec.info.state == member_state::dead) dead.push_back(&rec);
+      if (rec.info.state == member_state::dead) dead.emplace_back(&name, &rec.info.address);
+    for (const auto& [name, g] : graveyard_) dead.emplace_back(&name, &g.last.address);
     if (!dead.empty()) {
-      const record* r = dead[rand_below(dead.size())];
-      message m = make(message_kind::join, r->info.name);
-      m.members = full_state();
-      send(out, r->info.address, std::move(m), r->info.name);
+      const auto [name, address] = dead[rand_below(dead.size())];
+      message m = make(message_kind::join, *name);
+      m.members = full_state_for(*name, now_ms, false);
+      send(out, *address, std::move(m), *name);
     }
   }
 }

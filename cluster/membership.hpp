@@ -42,8 +42,9 @@
 //     member learns it at the next probe even if gossip was lost.
 //   - Anti-entropy (memberlist push/pull): join is a full-state exchange with the seeds
 //     (join / join_reply); the same exchange runs with one random member every
-//     sync_interval, and with one random dead member every reconnect_interval, so a healed
-//     partition or a restarted node whose seeds were not given finds its way back.
+//     sync_interval, and with one random dead (or forgotten: forget_after_ms) member every
+//     reconnect_interval, so a healed partition or a restarted node whose seeds were not
+//     given finds its way back.
 //   - A message from a member we do not know (we restarted without seeds while the others
 //     still hold us alive) starts that full-state exchange at once (at most once per probe
 //     interval).
@@ -198,12 +199,13 @@ struct membership_config {
   uint32_t sync_interval_ms = 5000;     ///< full-state exchange with a random member; 0 = off
   uint32_t reconnect_interval_ms = 1000;  ///< full-state push to a random dead member; 0 = off
   /// A member dead or left this long (by the oldest report of it: member_update::age_ms) is
-  /// forgotten: its record leaves the member list, the ring and every full-state exchange, and
-  /// nobody seeks it any more (a partition healed later than this stays split until a node
-  /// restarts with --join). Only its name, incarnation and address stay, in a bounded
-  /// graveyard, so that a stale alive still loses and a member that comes back (or was cut off
-  /// meanwhile) is told it was dead and refutes, as before. 0 = never (Serf keeps failed
-  /// members 24 h: its reconnect_timeout).
+  /// forgotten: its record leaves the member list, ring_members() and every full-state
+  /// exchange. Its name, incarnation and address stay in a bounded graveyard: a stale record
+  /// still loses; the reconnect push picks among dead and forgotten members alike (a healed
+  /// partition, a node restarted without seeds); and a forgotten member that talks to us, or
+  /// that a push reaches, is told it was dead (in the join reply, the push's full state, or a
+  /// gossip after our answer) and refutes, as before. 0 = never (Serf keeps failed members
+  /// 24 h: its reconnect_timeout).
   uint64_t forget_after_ms = 24ull * 3600 * 1000;
   size_t graveyard_max = 10000;         ///< forgotten names kept; the oldest go first
   bool reshuffle_each_round = false;    ///< SWIM's reshuffle after each traversal (see above)
@@ -337,6 +339,8 @@ private:
   /// Our ack of a ping addressed to us (or of a ping_req naming us as the target).
   message ack_of(const message& ping) const;
   std::vector<member_update> full_state() const;
+  /// full_state(), and to a member we forgot its own death (counted as told).
+  std::vector<member_update> full_state_for(const std::string& to, uint64_t now_ms, bool reply);
 
   static bool probe_eligible(member_state s) noexcept {
     return s == member_state::alive || s == member_state::suspect;
@@ -373,7 +377,6 @@ private:
   };
   std::map<std::string, grave, std::less<>> graveyard_;
   void bury(const member_update& u, uint64_t now_ms);
-  uint64_t next_forget_ms_ = 0;
   std::vector<pending> queue_;
   uint64_t queue_order_ = 0;
   std::vector<std::string> order_;  // probe order

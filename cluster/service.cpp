@@ -61,11 +61,18 @@ uint64_t wall_ms() {
                                    .count());
 }
 
+// The membership's clock: steady ms plus 30 days, so that a death reported as older than
+// this host's uptime (member_update::age_ms) still has a start time (membership::since_of
+// would clamp it at 0, and the record would be kept, and reported, as younger).
+constexpr uint64_t k_swim_clock_offset_ms = 30ull * 86400000;
+
 uint64_t now_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::steady_clock::now().time_since_epoch())
                                    .count());
 }
+
+uint64_t swim_ms() { return now_ms() + k_swim_clock_offset_ms; }
 
 uint64_t stat_u64(const std::vector<std::pair<std::string, std::string>>& stats,
                   std::string_view name) {
@@ -178,7 +185,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     : loop_ref(std::move(l)), loop(*loop_ref), io(i), timer(i.provider->getTimer()), cfg(c), address(std::move(addr)),
       shards(std::move(sh)), route_table(std::move(rt)), stats(std::move(st)),
       started_ms(now_ms()),
-      members(local_member{c.node_name, address, c.client_address, c.weight}, c.swim, now_ms()),
+      members(local_member{c.node_name, address, c.client_address, c.weight}, c.swim, swim_ms()),
       listener(kj::mv(lis)), tasks(kj::heap<kj::TaskSet>(*this)) {}
 
   ~impl() noexcept(false) = default;
@@ -307,7 +314,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // -- membership --
   void handle(output&& out);
   void send_swim(const std::string& address, message&& m);
-  void on_swim_reply(message&& m) { handle(members.on_message(m, now_ms())); }
+  void on_swim_reply(message&& m) { handle(members.on_message(m, swim_ms())); }
   kj::Promise<void> tick_loop();
   void rebuild(bool force = false);
   void end_windows();
@@ -326,9 +333,11 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// Hands `view` to the replicator and the route table.
   void publish(std::shared_ptr<actors::cluster_view> view);
   caf::actor peer_for(const std::string& name);
-  /// A member forgotten by the membership (dead or left for forget_after_ms): its peer actor
-  /// ends, and what this node kept per its address goes unless a member still uses it.
+  /// A member forgotten by the membership (dead or left for forget_after_ms): what this node
+  /// kept per its address goes unless a member still uses it; its peer actor ends once no
+  /// view refers to it (reap_peers).
   void forget_member(const member_info& m);
+  void reap_peers();
   void begin_leave(std::shared_ptr<std::promise<void>> done);
   kj::Promise<void> leave_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
   void quit_actors();
@@ -678,7 +687,7 @@ protected:
     message m;
     if (refused_ || !from_rpc(context.getParams().getMsg(), m) || core_.stopping)
       return kj::READY_NOW;
-    auto out = core_.members.on_message(m, now_ms());
+    auto out = core_.members.on_message(m, swim_ms());
     // The first answer to the caller travels back as the reply (a join's, with the rings this
     // node still warms from).
     for (auto it = out.send.begin(); it != out.send.end(); ++it) {
@@ -866,7 +875,7 @@ private:
   void begin_leave() {
     if (core_.members.leaving())
       return;
-    core_.handle(core_.members.leave(now_ms()));
+    core_.handle(core_.members.leave(swim_ms()));
     core_.rebuild();  // we are `left`: our keys belong to the others now
   }
 
@@ -1711,10 +1720,16 @@ void service::impl::handle(output&& out) {
   }
   for (auto& e : out.send)
     send_swim(e.to_address, std::move(e.msg));
-  for (const auto& e : out.events)
+  bool changed = came_back;
+  for (const auto& e : out.events) {
     if (e.kind == cluster::event_kind::forgotten)
       forget_member(e.member);
-  if (!out.events.empty() || came_back)
+    else
+      changed = true;
+  }
+  // (A forgotten member was dead or left: no live placement changes, so no new ring and no
+  // warming window for it. Its dead points leave the ring at the next change.)
+  if (changed)
     rebuild(came_back);
 }
 
@@ -1757,7 +1772,7 @@ void service::impl::send_swim(const std::string& addr, message&& m) {
 }
 
 kj::Promise<void> service::impl::tick_loop() {
-  uint64_t now = now_ms();
+  uint64_t now = swim_ms();
   uint64_t next = members.next_tick_ms();
   uint64_t delay = next <= now ? 0 : std::min<uint64_t>(next - now, 10);
   return timer.afterDelay(delay * kj::MILLISECONDS).then([this] {
@@ -1777,9 +1792,10 @@ kj::Promise<void> service::impl::tick_loop() {
       last_tick_ms = now;
       if (cfg.parked)
         cfg.parked->expire();  // values no re-read came for
-      handle(members.tick(now));
+      handle(members.tick(swim_ms()));
       end_windows();
       end_joining();
+      reap_peers();
     } catch (const std::exception& e) {  // e.g. bad_alloc building a ring: keep probing
       std::fprintf(stderr, "bifrost cluster: membership tick: %s\n", e.what());
     }
@@ -1797,13 +1813,6 @@ caf::actor service::impl::peer_for(const std::string& name) {
 }
 
 void service::impl::forget_member(const member_info& m) {
-  // Views keep a dead member's peer as null; past rings that named it alive ended long ago
-  // (warm windows last seconds, forgetting takes forget_after_ms). A stale handle that still
-  // sends to the ended actor gets request_receiver_down, answered as unavailable.
-  if (auto it = peer_by_name.find(m.name); it != peer_by_name.end()) {
-    caf::anon_send_exit(it->second, caf::exit_reason::user_shutdown);
-    peer_by_name.erase(it);
-  }
   for (const auto& other : members.members())
     if (other.address == m.address)
       return;  // (another member at that address: a node restarted there under a new name)
@@ -1815,6 +1824,29 @@ void service::impl::forget_member(const member_info& m) {
   if (!pool.count(m.address)) {
     backoff.erase(m.address);
     peer_progress_of.erase(m.address);
+  }
+}
+
+void service::impl::reap_peers() {
+  // The peer actor of a member the membership forgot ends once no view refers to it: the
+  // current view has it dead (null), and a past ring that had it alive (a member that left
+  // serves warm reads until its window ends) has left the view (end_windows).
+  for (auto it = peer_by_name.begin(); it != peer_by_name.end();) {
+    bool used = members.find(it->first) != nullptr;
+    if (!used && view_) {
+      auto refers = [&](const std::vector<caf::actor>& ps) {
+        return std::find(ps.begin(), ps.end(), it->second) != ps.end();
+      };
+      used = refers(view_->peers);
+      for (const auto& p : view_->past)
+        used = used || refers(p.peers);
+    }
+    if (used) {
+      ++it;
+      continue;
+    }
+    caf::anon_send_exit(it->second, caf::exit_reason::user_shutdown);
+    it = peer_by_name.erase(it);
   }
 }
 
@@ -2047,7 +2079,7 @@ void service::impl::publish(std::shared_ptr<actors::cluster_view> view) {
 }
 
 void service::impl::begin_leave(std::shared_ptr<std::promise<void>> done) {
-  handle(members.leave(now_ms()));
+  handle(members.leave(swim_ms()));
   rebuild();
   tasks->add(leave_watch(std::move(done), now_ms() + 1000));
 }
@@ -2125,7 +2157,7 @@ void service::impl::start() {
   }
   tasks->add(accept_loop());
   // The seeds first: with any, the first view says that this node is joining.
-  auto joined = members.join(cfg.join, now_ms());
+  auto joined = members.join(cfg.join, swim_ms());
   join_deadline_ms = now_ms() + cfg.join_wait_ms;
   rebuild(true);  // a ring of this node alone
   handle(std::move(joined));

@@ -476,26 +476,59 @@ BOOST_AUTO_TEST_CASE(a_forgotten_member_that_talks_is_told_it_was_dead) {
                100);
   m.tick(1200);
   BOOST_REQUIRE(m.find("x") == nullptr);
-  // x restarted (incarnation 0) and joins through us.
+  const uint64_t told0 = m.stats().told_forgotten;  // (a reconnect push may have told it)
+  auto carries_death = [](const std::vector<member_update>& us) {
+    for (const auto& u : us)
+      if (u.name == "x" && u.state == member_state::dead && u.incarnation == 3) return true;
+    return false;
+  };
+  // x restarted (incarnation 0) and joins through us: the reply (its first news) says it
+  // was dead, so it refutes, and drops what it recovered, as when we still knew it.
   message j = msg(message_kind::join, "x", "");
   j.members = {upd("x", 0, member_state::alive)};
   auto out = m.on_message(j, 2000);
   BOOST_TEST(m.find("x") == nullptr);  // its incarnation 0 is older than the death we keep
-  BOOST_TEST(m.stats().told_forgotten == 1u);
+  BOOST_REQUIRE(!out.send.empty());
+  BOOST_TEST((out.send.front().msg.kind == message_kind::join_reply));  // the RPC's answer
+  BOOST_TEST(carries_death(out.send.front().msg.members));
+  BOOST_TEST(m.stats().told_forgotten == told0 + 1);
+  // Not again within a probe interval; then a ping from it is answered first, told after.
+  m.on_message(msg(message_kind::ping, "x", "self"), 2010);
+  BOOST_TEST(m.stats().told_forgotten == told0 + 1);
+  out = m.on_message(msg(message_kind::ping, "x", "self"), 2300);
+  BOOST_TEST(m.stats().told_forgotten == told0 + 2);
+  BOOST_REQUIRE(out.send.size() >= 2u);
+  BOOST_TEST((out.send.front().msg.kind == message_kind::ack));
   bool told = false;
   for (const auto& e : out.send)
-    for (const auto& u : e.msg.updates)
-      told |= e.to_address == "x:7000" && u.name == "x" && u.state == member_state::dead &&
-              u.incarnation == 3;
+    told |= e.to_address == "x:7000" && carries_death(e.msg.updates);
   BOOST_TEST(told);
-  // Not again within a probe interval.
-  m.on_message(msg(message_kind::ping, "x", "self"), 2010);
-  BOOST_TEST(m.stats().told_forgotten == 1u);
   // Its refutation makes it a member again.
-  m.on_message(gossip_of({upd("x", 4, member_state::alive)}), 2020);
+  m.on_message(gossip_of({upd("x", 4, member_state::alive)}), 2320);
   BOOST_REQUIRE(m.find("x") != nullptr);
   BOOST_TEST(m.find("x")->state == member_state::alive);
   BOOST_TEST(m.graveyard_size() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(forgotten_members_are_still_sought_now_and_then) {
+  // A node restarted without seeds, or the other side of a partition, is found again: the
+  // reconnect push goes to dead members and forgotten ones alike, with the forgotten one's death.
+  membership_config cfg;
+  cfg.forget_after_ms = 1000;
+  cfg.reconnect_interval_ms = 1000;
+  membership m(local_member{"self", "self:7000", "", 1}, cfg, 0);
+  m.on_message(gossip_of({upd("x", 3, member_state::dead)}), 100);
+  m.tick(1200);
+  BOOST_REQUIRE(m.find("x") == nullptr);
+  bool pushed = false;
+  for (uint64_t t = 1300; t < 5000 && !pushed; t += 100) {
+    auto out = m.tick(t);
+    for (const auto& e : out.send)
+      if (e.msg.kind == message_kind::join && e.to_address == "x:7000")
+        for (const auto& u : e.msg.members)
+          pushed |= u.name == "x" && u.state == member_state::dead && u.incarnation == 3;
+  }
+  BOOST_TEST(pushed);
 }
 
 BOOST_AUTO_TEST_CASE(the_graveyard_is_bounded) {
@@ -996,6 +1029,49 @@ BOOST_AUTO_TEST_CASE(every_node_forgets_a_dead_member_at_about_the_same_time) {
     BOOST_TEST(agreed - t0 < 3000u, "seed " << seed << ": back after " << agreed - t0);
     BOOST_TEST(net.m(victim).stats().declared_gone_at_start == 1u);
     BOOST_TEST(net.m(victim).incarnation() > 0u);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_forgotten_node_restarted_without_seeds_is_found_again) {
+  for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+    membership_config cfg;
+    cfg.forget_after_ms = 5000;
+    sim_net net(seed, cfg);
+    start_cluster(net, 4);
+    net.run(3000);
+    const size_t victim = 0;  // the first node: started without seeds
+    const std::string vn = net.name(victim);
+    net.kill(victim);
+    net.run(net.now + 8000);
+    for (size_t i = 1; i < 4; ++i) BOOST_REQUIRE(net.m(i).find(vn) == nullptr);
+    const uint64_t t0 = net.now;
+    net.start(victim, {});  // no --join: only the others' reconnect pushes can find it
+    const uint64_t agreed = net.run(t0 + 20000, [&] { return net.views_agree(); });
+    BOOST_TEST(net.views_agree(), "seed " << seed);
+    BOOST_TEST_MESSAGE("seed " << seed << ": found again " << agreed - t0 << " ms after restart");
+    BOOST_TEST(net.m(victim).stats().declared_gone_at_start == 1u);  // (it drops its items)
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_partition_longer_than_forget_after_heals) {
+  for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+    membership_config cfg;
+    cfg.forget_after_ms = 5000;
+    sim_net net(seed, cfg);
+    start_cluster(net, 5);
+    net.run(3000);
+    for (size_t a : {0, 1})
+      for (size_t b : {2, 3, 4}) net.block(a, b);
+    net.run(net.now + 10000);  // each side has forgotten the other
+    BOOST_REQUIRE(net.m(0).find("node3") == nullptr);
+    BOOST_REQUIRE(net.m(4).find("node1") == nullptr);
+    for (size_t a : {0, 1})
+      for (size_t b : {2, 3, 4}) net.block(a, b, false);
+    const uint64_t healed = net.now;
+    const uint64_t agreed = net.run(healed + 30000, [&] { return net.views_agree(); });
+    BOOST_TEST(net.views_agree(), "seed " << seed);
+    BOOST_TEST_MESSAGE("seed " << seed << ": merged " << agreed - healed
+                               << " ms after healing (both sides had forgotten the other)");
   }
 }
 
