@@ -58,7 +58,7 @@ public:
   caf::actor_system& system() noexcept { return sys_; }
   bool on_host_thread() const noexcept { return std::this_thread::get_id() == thread_id_; }
 
-  /// Hosted actors alive (constructed and not yet destroyed).
+  /// Hosted actors alive (constructed and not yet terminated; see ~hosted_actor).
   int hosted() const noexcept { return hosted_.load(std::memory_order_acquire); }
   void hosted_add(int d) noexcept { hosted_.fetch_add(d, std::memory_order_acq_rel); }
   /// Host thread: `l->on_drain_end()` runs once, at the end of the drain that is running (or

@@ -27,9 +27,17 @@ public:
     if (host_)
       host_->hosted_add(1);
   }
-  ~hosted_actor() override {
-    if (host_)
-      host_->hosted_add(-1);
+  // The host counts its actors until they terminate, not until they are destroyed: a
+  // terminated actor may be destroyed much later on another thread (CAF's clock thread drops
+  // a pending delayed_send to it at system shutdown, after the node freed its loops), so the
+  // destructor must not touch a host that may be gone. Only an actor that never ran
+  // (constructed, never launched) leaves it in its destructor.
+  ~hosted_actor() override { leave_host(); }
+
+  bool cleanup(caf::error&& fail_state, caf::execution_unit* eu) override {
+    const bool r = caf::event_based_actor::cleanup(std::move(fail_state), eu);
+    leave_host();
+    return r;
   }
 
   using caf::event_based_actor::enqueue;
@@ -45,7 +53,14 @@ public:
   actor_host* host() noexcept { return host_; }
 
 private:
+  void leave_host() noexcept {
+    if (host_ && !left_host_) {
+      left_host_ = true;
+      host_->hosted_add(-1);
+    }
+  }
   actor_host* host_;
+  bool left_host_ = false;  // actor thread (cleanup), or the destructor after it
 };
 
 /// An actor hosted on a libuv I/O loop: may own uv handles of that loop.

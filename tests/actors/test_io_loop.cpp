@@ -133,6 +133,35 @@ BOOST_FIXTURE_TEST_CASE(loop_actor_runs_on_its_loop_thread, fixture) {
   loop.stop();
 }
 
+// A loop actor with a delayed message pending (a shard's next prune pass, seconds away) that
+// exits: it counts as gone at once, so the node's shutdown does not wait for it, and frees
+// its loop; the message, dropped later by CAF's clock thread, destroys the actor without
+// touching the loop (before: the count stayed 1 until then, the node waited 3 s, freed the
+// loop, and the clock thread's destructor call used the freed loop: ASan, in a chaos run).
+class delayed_on_loop : public loop_actor {
+public:
+  delayed_on_loop(caf::actor_config& cfg, io_loop& l) : loop_actor(cfg, l) {}
+  caf::behavior make_behavior() override {
+    delayed_send(this, std::chrono::seconds(30), note_atom::value, 1);
+    return {[](note_atom, int) {}};
+  }
+};
+
+BOOST_FIXTURE_TEST_CASE(an_exited_loop_actor_with_a_delayed_message_leaves_its_loop, fixture) {
+  auto loop = std::make_unique<io_loop>(*sys, 0);
+  loop->start();
+  {
+    auto a = sys->spawn<delayed_on_loop>(*loop);
+    caf::scoped_actor self{*sys};
+    self->send_exit(a, caf::exit_reason::user_shutdown);
+  }
+  for (int i = 0; i < 500 && loop->hosted() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  BOOST_CHECK_EQUAL(loop->hosted(), 0);
+  loop->stop();
+  loop.reset();  // the actor object still lives (the clock holds the message); ASan: no use
+}
+
 BOOST_FIXTURE_TEST_CASE(scheduler_actor_woken_by_loop_actor_stays_off_the_loop, fixture) {
   io_loop loop(*sys, 0);
   loop.start();
