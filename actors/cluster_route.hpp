@@ -75,7 +75,7 @@ bool may_run_again(const cluster_view& cv, const op_route& rt, const storage::op
 enum class placement : uint8_t {
   local,        // this node's shards
   peer,         // cv.peers[rt.owner]
-  unavailable,  // every live owner was tried: the key cannot be served right now
+  unavailable,  // every live owner was tried, or the node is joining: not served right now
 };
 
 /// Places the op's next attempt in cv's ring: its `rt.tries`-th live owner (primary first).

@@ -96,8 +96,9 @@ const timing_setting timing_settings[] = {
    "ms after a ring change during which a miss asks the owners before it and a write deletes "
    "their older copies; then a node drops the keys it no longer owns (default 30000)"},
   {"forget_after_ms", "--forget-after", &timings::forget_after_ms, 0, 30ll * 86400000,
-   "ms a member stays dead or left before every node forgets it (its record, ring points and "
-   "peer actor go; its name stays in a bounded graveyard); 0 = never (default 86400000, a day)"},
+   "ms a member stays dead or left before every node forgets it (its record and peer actor "
+   "go, its ring points at the next change; its name stays in a bounded graveyard); 0 = never "
+   "(default 86400000, a day)"},
 };
 
 // The probe period must leave room for a direct and an indirect round (SWIM's protocol period).

@@ -730,12 +730,18 @@ void membership::run_sync(uint64_t now_ms, output& out) {
   }
   if (cfg_.reconnect_interval_ms && now_ms >= next_reconnect_ms_) {
     next_reconnect_ms_ = now_ms + cfg_.reconnect_interval_ms;
-    // A random dead member, or one we forgot (dead or left): a healed partition, or a node
-    // restarted without seeds, finds its way back (the forgotten one told of its death).
+    // A random dead member: a healed partition, or a node restarted without seeds, finds its
+    // way back. Every k_grave_push_every-th interval the push goes to one we forgot dead
+    // instead (told of its death): slower, so that many forgotten names do not crowd out the
+    // dead members; not to those that left (they come back with --join).
+    const bool grave_turn = ++reconnects_ % k_grave_push_every == 0;
     std::vector<std::pair<const std::string*, const std::string*>> dead;  // name, address
-    for (const auto& [name, rec] : members_)
-      if (rec.info.state == member_state::dead) dead.emplace_back(&name, &rec.info.address);
-    for (const auto& [name, g] : graveyard_) dead.emplace_back(&name, &g.last.address);
+    if (grave_turn)
+      for (const auto& [name, g] : graveyard_)
+        if (g.last.state == member_state::dead) dead.emplace_back(&name, &g.last.address);
+    if (dead.empty())
+      for (const auto& [name, rec] : members_)
+        if (rec.info.state == member_state::dead) dead.emplace_back(&name, &rec.info.address);
     if (!dead.empty()) {
       const auto [name, address] = dead[rand_below(dead.size())];
       message m = make(message_kind::join, *name);

@@ -239,7 +239,7 @@ struct membership_stats {
   /// Messages from another process that uses our name (a different address).
   uint64_t name_conflicts = 0;
   uint64_t forgotten = 0;        ///< members forgotten (forget_after_ms)
-  uint64_t told_forgotten = 0;   ///< messages from forgotten members answered with their death
+  uint64_t told_forgotten = 0;   ///< messages to forgotten members carrying their death
 };
 
 class membership {
@@ -270,6 +270,8 @@ public:
   const std::string& name() const noexcept { return self_; }
   uint64_t incarnation() const noexcept;
   bool joined() const noexcept { return joined_; }
+  /// join() was given seeds other than ourselves.
+  bool has_seeds() const noexcept { return !seeds_.empty(); }
   /// join() was given seeds (other than ourselves) and none has answered yet.
   bool joining() const noexcept { return !seeds_.empty() && !joined_ && !leaving_; }
   /// Non-empty once a join found our name held by another live process: its RPC address.
@@ -377,6 +379,8 @@ private:
   };
   std::map<std::string, grave, std::less<>> graveyard_;
   void bury(const member_update& u, uint64_t now_ms);
+  uint64_t reconnects_ = 0;  // reconnect intervals so far (run_sync)
+  static constexpr uint64_t k_grave_push_every = 10;
   std::vector<pending> queue_;
   uint64_t queue_order_ = 0;
   std::vector<std::string> order_;  // probe order

@@ -338,6 +338,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// view refers to it (reap_peers).
   void forget_member(const member_info& m);
   void reap_peers();
+  bool address_known(const std::string& address) const;  // a member's RPC address
+  static constexpr uint64_t k_reap_grace_ms = 2000;
+  std::map<std::string, uint64_t> unreferenced_since;  // peer_by_name names, now_ms()
   void begin_leave(std::shared_ptr<std::promise<void>> done);
   kj::Promise<void> leave_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
   void quit_actors();
@@ -1482,7 +1485,7 @@ kj::Promise<bool> service::impl::replicate_once(std::vector<std::string> keys) {
 
 kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_batch ops) {
   size_t n = ops.size();
-  if (n == 0 || stopping)
+  if (n == 0 || stopping || (view_ && view_->joining))  // (joining: as for a client)
     return unavailable(n);
   uint32_t self = ring_self();
   struct group {
@@ -1646,8 +1649,12 @@ void service::impl::replicas_conflict(const std::string& name, const std::string
                "bifrost cluster: refusing '%s' at %s: it keeps --replicas %u, this node %u; "
                "every member needs the same --replicas\n",
                name.c_str(), address.c_str(), theirs, cfg.replicas);
+  // A node given no seeds asked to join nobody: it refuses and keeps serving (a member's
+  // reconnect push may reach it at an address a member it forgot once had).
   bool stop;
-  if (seen_others != their_cluster)
+  if (!members.has_seeds())
+    stop = false;
+  else if (seen_others != their_cluster)
     stop = !seen_others;
   else if (seen_others)
     stop = false;
@@ -1813,9 +1820,8 @@ caf::actor service::impl::peer_for(const std::string& name) {
 }
 
 void service::impl::forget_member(const member_info& m) {
-  for (const auto& other : members.members())
-    if (other.address == m.address)
-      return;  // (another member at that address: a node restarted there under a new name)
+  if (address_known(m.address))
+    return;  // (another member at that address: a node restarted there under a new name)
   if (auto it = pool.find(m.address);
       it != pool.end() && it->second->st == client_conn::state::broken) {
     tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));  // (outside its callbacks)
@@ -1828,9 +1834,12 @@ void service::impl::forget_member(const member_info& m) {
 }
 
 void service::impl::reap_peers() {
-  // The peer actor of a member the membership forgot ends once no view refers to it: the
-  // current view has it dead (null), and a past ring that had it alive (a member that left
-  // serves warm reads until its window ends) has left the view (end_windows).
+  // The peer actor of a member the membership forgot ends once no view has referred to it for
+  // k_reap_grace_ms: the current view has it dead (null), and a past ring that had it alive
+  // (a member that left serves warm reads until its window ends) has left the view
+  // (end_windows), and connections have taken the route snapshot without it since (an op sent
+  // to an ended peer would be dropped, not answered).
+  const uint64_t now = now_ms();
   for (auto it = peer_by_name.begin(); it != peer_by_name.end();) {
     bool used = members.find(it->first) != nullptr;
     if (!used && view_) {
@@ -1842,12 +1851,39 @@ void service::impl::reap_peers() {
         used = used || refers(p.peers);
     }
     if (used) {
+      unreferenced_since.erase(it->first);
       ++it;
       continue;
     }
+    auto [since, fresh] = unreferenced_since.try_emplace(it->first, now);
+    if (fresh || now - since->second < k_reap_grace_ms) {
+      ++it;
+      continue;
+    }
+    unreferenced_since.erase(since);
     caf::anon_send_exit(it->second, caf::exit_reason::user_shutdown);
     it = peer_by_name.erase(it);
   }
+  // Broken outgoing connections to addresses no member has (a reconnect push to a member we
+  // forgot): gone, with their backoff (else one per address ever pushed to stays).
+  for (auto it = pool.begin(); it != pool.end();) {
+    if (it->second->st != client_conn::state::broken || !it->second->waiters.empty() ||
+        address_known(it->first)) {
+      ++it;
+      continue;
+    }
+    backoff.erase(it->first);
+    peer_progress_of.erase(it->first);
+    tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));  // (outside its callbacks)
+    it = pool.erase(it);
+  }
+}
+
+bool service::impl::address_known(const std::string& address) const {
+  for (const auto& m : members.members())
+    if (m.address == address)
+      return true;
+  return false;
 }
 
 void service::impl::hand_past(rpc::SwimMessage::Builder reply) const {

@@ -2477,6 +2477,41 @@ BOOST_AUTO_TEST_CASE(a_node_with_another_replicas_is_refused) {
   BOOST_CHECK_EQUAL(r, "STORED");
 }
 
+// A node given no --join asked to join nobody: when a cluster's reconnect push reaches it (it
+// took the address of a member the cluster has dead) with another --replicas, it refuses and
+// keeps serving. (Before, it took itself for the newcomer and exited 1.)
+BOOST_AUTO_TEST_CASE(a_node_without_seeds_is_not_stopped_by_a_clusters_push) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 2);
+  node_options xo;
+  xo.join = {ns[0]->rpc_port};
+  xo.replicas = 2;
+  node& x = c.start("x", xo);
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive({ns[0], ns[1], &x}, {"n1", "n2", "x"}); },
+                           5000ms, 50ms));
+  const int rpc = x.rpc_port;
+  c.kill9(x);
+  BOOST_REQUIRE(wait_until([&] { return member_states(ns[0]->rpc_port)["x"] == "dead"; }, 5000ms,
+                           50ms));
+  node_options ao;
+  ao.rpc_port = rpc;  // where the cluster's reconnect pushes for x go
+  ao.replicas = 1;
+  node& alone = c.start("alone", ao);
+  // The pushes (one dead member: about one a second from each) reach it within a few seconds.
+  const bool refused = wait_until(
+      [&] { return c.stderr_tail(alone).find("refusing") != std::string::npos; }, 8000ms, 100ms);
+  std::this_thread::sleep_for(500ms);
+  report(std::string("a seedless R=1 node at a dead R=2 member's address: ") +
+         (refused ? "refused the cluster's push" : "no push seen") + ", " +
+         (c.reap(alone) ? "exited" : "still serving"));
+  BOOST_CHECK(refused);
+  BOOST_REQUIRE(!c.reap(alone));
+  mc_client m(alone.port);
+  BOOST_CHECK_EQUAL(m.set("mine", "1"), "STORED");
+  BOOST_CHECK(all_see_alive(ns, {"n1", "n2"}));
+}
+
 // --------------------------------------------------------------------------------------------
 BOOST_AUTO_TEST_CASE(graceful_leave_and_drain_lose_no_request) {
   cluster c;
