@@ -33,18 +33,23 @@ ring make_ring(size_t members) {
 }
 
 // args: members, R
-void BM_owner_ids(benchmark::State& state) {
-  const ring r = make_ring(static_cast<size_t>(state.range(0)));
+// The hot path over 4096 keys: hash + owner_ids (Live: live_owner_ids); state.range(1) is R.
+template <bool Live>
+void run_lookups(benchmark::State& state, const ring& r) {
   const size_t rr = static_cast<size_t>(state.range(1));
   const auto keys = make_keys();
   ring::member_id out[8];
   size_t i = 0;
   for (auto _ : state) {
-    const std::string& k = keys[i++ & 4095];
-    benchmark::DoNotOptimize(r.owner_ids(ring::key_hash(k), rr, out));
+    const uint64_t h = ring::key_hash(keys[i++ & 4095]);
+    benchmark::DoNotOptimize(Live ? r.live_owner_ids(h, rr, out) : r.owner_ids(h, rr, out));
     benchmark::DoNotOptimize(out[0]);
   }
   state.SetItemsProcessed(state.iterations());
+}
+
+void BM_owner_ids(benchmark::State& state) {
+  run_lookups<false>(state, make_ring(static_cast<size_t>(state.range(0))));
 }
 BENCHMARK(BM_owner_ids)->ArgNames({"members", "R"})->Args({3, 1})->Args({3, 2})
     ->Args({50, 1})->Args({50, 2});
@@ -54,16 +59,7 @@ void BM_live_owner_ids_one_dead(benchmark::State& state) {
   for (int64_t i = 0; i < state.range(0); ++i)
     m.push_back({"node-" + std::to_string(i), "h:1", 1, i != 1});
   const ring r(std::move(m));
-  const size_t rr = static_cast<size_t>(state.range(1));
-  const auto keys = make_keys();
-  ring::member_id out[8];
-  size_t i = 0;
-  for (auto _ : state) {
-    const std::string& k = keys[i++ & 4095];
-    benchmark::DoNotOptimize(r.live_owner_ids(ring::key_hash(k), rr, out));
-    benchmark::DoNotOptimize(out[0]);
-  }
-  state.SetItemsProcessed(state.iterations());
+  run_lookups<true>(state, r);
 }
 BENCHMARK(BM_live_owner_ids_one_dead)->ArgNames({"members", "R"})->Args({3, 2})->Args({50, 2});
 
@@ -75,16 +71,7 @@ void BM_live_owner_ids_many_dead(benchmark::State& state) {
   for (int64_t i = 0; i < dead + 3; ++i)
     m.push_back({"node-" + std::to_string(i), "h:1", 1, i >= dead});
   const ring r(std::move(m));
-  const size_t rr = static_cast<size_t>(state.range(1));
-  const auto keys = make_keys();
-  ring::member_id out[8];
-  size_t i = 0;
-  for (auto _ : state) {
-    const std::string& k = keys[i++ & 4095];
-    benchmark::DoNotOptimize(r.live_owner_ids(ring::key_hash(k), rr, out));
-    benchmark::DoNotOptimize(out[0]);
-  }
-  state.SetItemsProcessed(state.iterations());
+  run_lookups<true>(state, r);
 }
 BENCHMARK(BM_live_owner_ids_many_dead)->ArgNames({"dead", "R"})->Args({0, 1})->Args({30, 1})
     ->Args({300, 1})->Args({300, 2});

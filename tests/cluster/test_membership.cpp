@@ -223,6 +223,16 @@ void start_cluster(sim_net& net, size_t n) {
   for (size_t i = 1; i < n; ++i) net.add("node" + std::to_string(i), {0});
 }
 
+// n nodes that forget a member dead or left for forget_ms, settled for 3 s.
+sim_net forgetting_cluster(uint64_t seed, uint64_t forget_ms, size_t n) {
+  membership_config cfg;
+  cfg.forget_after_ms = forget_ms;
+  sim_net net(seed, cfg);
+  start_cluster(net, n);
+  net.run(3000);
+  return net;
+}
+
 // ---- helpers for the handler tests ----------------------------------------------------------
 
 message msg(message_kind k, const std::string& from, const std::string& to) {
@@ -970,11 +980,7 @@ BOOST_AUTO_TEST_CASE(a_healed_partition_merges_back) {
 
 BOOST_AUTO_TEST_CASE(every_node_forgets_a_dead_member_at_about_the_same_time) {
   for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
-    membership_config cfg;
-    cfg.forget_after_ms = 20000;
-    sim_net net(seed, cfg);
-    start_cluster(net, 5);
-    net.run(3000);
+    sim_net net = forgetting_cluster(seed, 20000, 5);
     BOOST_REQUIRE(net.views_agree());
     const size_t victim = 1 + seed % 4;
     const std::string vn = net.name(victim);
@@ -1034,11 +1040,7 @@ BOOST_AUTO_TEST_CASE(every_node_forgets_a_dead_member_at_about_the_same_time) {
 
 BOOST_AUTO_TEST_CASE(a_forgotten_node_restarted_without_seeds_is_found_again) {
   for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
-    membership_config cfg;
-    cfg.forget_after_ms = 5000;
-    sim_net net(seed, cfg);
-    start_cluster(net, 4);
-    net.run(3000);
+    sim_net net = forgetting_cluster(seed, 5000, 4);
     const size_t victim = 0;  // the first node: started without seeds
     const std::string vn = net.name(victim);
     net.kill(victim);
@@ -1055,11 +1057,7 @@ BOOST_AUTO_TEST_CASE(a_forgotten_node_restarted_without_seeds_is_found_again) {
 
 BOOST_AUTO_TEST_CASE(a_partition_longer_than_forget_after_heals) {
   for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
-    membership_config cfg;
-    cfg.forget_after_ms = 5000;
-    sim_net net(seed, cfg);
-    start_cluster(net, 5);
-    net.run(3000);
+    sim_net net = forgetting_cluster(seed, 5000, 5);
     for (size_t a : {0, 1})
       for (size_t b : {2, 3, 4}) net.block(a, b);
     net.run(net.now + 10000);  // each side has forgotten the other
