@@ -1103,7 +1103,7 @@ void connection::handle_local(pending& p) {
       const auto& snap = *ctx_.routes;
       const auto& shards = snap.local_shards();
       std::vector<caf::actor> members;  // null: alive, but no way to reach it
-      if (snap.awaiting_cluster)  // (the cluster's members are not known yet)
+      if (snap.joining())  // the members are not known yet: the cluster cannot be flushed
         members.push_back(caf::actor());
       size_t must_answer = members.size();
       if (snap.cluster && snap.cluster->ring) {
@@ -1115,8 +1115,6 @@ void connection::handle_local(pending& p) {
           caf::actor link = peer && ctx_.links ? ctx_.links->link_for(cv, id) : caf::actor();
           members.push_back(link ? link : peer);  // the link: in order with ops before
         }
-        if (cv.joining)  // the members are not known yet: the cluster cannot be flushed
-          members.push_back(caf::actor());
         must_answer = members.size();
         const int64_t now_ms = cv.past.empty() ? 0 : steady_ms();
         std::vector<std::string_view> flushed;  // members of past rings, each once

@@ -57,6 +57,8 @@ struct route_snapshot {
   /// Started to join a cluster (--join) and no cluster view came yet: keys are unavailable,
   /// as with cluster_view::joining (the view's placement would land them here alone).
   bool awaiting_cluster = false;
+  /// The node's cluster members are not known yet (awaiting_cluster, cluster_view::joining).
+  bool joining() const noexcept { return awaiting_cluster || (cluster && cluster->joining); }
 
   const route_target& lookup(std::string_view key) const noexcept;
   /// Every distinct local shard (for broadcasts: flush_all, stats).

@@ -110,15 +110,19 @@ std::vector<member_update> membership::full_state() const {
 std::vector<member_update> membership::full_state_for(const std::string& to, uint64_t now_ms,
                                                       bool reply) {
   auto res = full_state();
-  auto g = graveyard_.find(to);
   // Its first news from us is that it was dead: always in a join's reply (a retried join may
   // have lost the first), else at most once per probe interval.
-  if (g != graveyard_.end() && (reply || now_ms >= g->second.told_ms)) {
-    res.push_back(g->second.last);
-    g->second.told_ms = now_ms + cfg_.probe_interval_ms;
-    ++stats_.told_forgotten;
-  }
+  if (const member_update* d = death_to_tell(to, now_ms, reply)) res.push_back(*d);
   return res;
+}
+
+const member_update* membership::death_to_tell(const std::string& name, uint64_t now_ms,
+                                               bool always) {
+  auto g = graveyard_.find(name);
+  if (g == graveyard_.end() || (!always && now_ms < g->second.told_ms)) return nullptr;
+  g->second.told_ms = now_ms + cfg_.probe_interval_ms;
+  ++stats_.told_forgotten;
+  return &g->second.last;
 }
 
 message membership::ack_of(const message& ping) const {
@@ -248,8 +252,7 @@ uint64_t membership::next_tick_ms() const noexcept {
   for (const auto& [name, rec] : members_) {
     if (rec.info.state == member_state::suspect)
       t = std::min(t, rec.info.state_since_ms + cfg_.suspicion_timeout_ms);
-    else if (cfg_.forget_after_ms && name != self_ &&
-             (rec.info.state == member_state::dead || rec.info.state == member_state::left))
+    else if (cfg_.forget_after_ms && name != self_ && is_gone(rec.info.state))
       t = std::min(t, rec.info.state_since_ms > k_never - cfg_.forget_after_ms
                           ? k_never
                           : rec.info.state_since_ms + cfg_.forget_after_ms);
@@ -380,14 +383,11 @@ output membership::on_message_(const message& m, uint64_t now_ms) {
   // join's reply carried it already.) After the answer: the RPC returns the first message
   // for the caller as its reply.
   if (!m.from_address.empty() && m.kind != message_kind::join) {
-    auto g = graveyard_.find(m.from);
-    if (g != graveyard_.end() && now_ms >= g->second.told_ms) {
-      g->second.told_ms = now_ms + cfg_.probe_interval_ms;
+    if (const member_update* d = death_to_tell(m.from, now_ms, false)) {
       message t = make(message_kind::gossip, m.from);
-      t.updates.push_back(g->second.last);
+      t.updates.push_back(*d);
       out.send.push_back(envelope{m.from_address, std::move(t)});
       ++stats_.messages_sent;
-      ++stats_.told_forgotten;
     }
   }
   // After the answer (the RPC returns the first message for the caller as its reply).
@@ -416,7 +416,7 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
     apply_self(u, now_ms, out);
     return;
   }
-  const bool gone = u.state == member_state::dead || u.state == member_state::left;
+  const bool gone = is_gone(u.state);
   // Dead and left records take their time from the oldest report (age_ms): every node then
   // forgets the member at about the same time.
   const uint64_t since = gone ? since_of(u.age_ms, now_ms) : now_ms;
@@ -510,7 +510,7 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
   }
   // Someone holds a worse (suspect/dead/left) or foreign (other address: a previous instance)
   // record of us at >= our incarnation: refute with a higher one.
-  if (u.state == member_state::dead || u.state == member_state::left) {
+  if (is_gone(u.state)) {
     ++stats_.declared_gone;
     // Just started: in the first message that told us of other members (however late it
     // came: seeds down, no --join), or within the first seconds.
@@ -755,9 +755,8 @@ void membership::run_forget(uint64_t now_ms, output& out) {
   if (!cfg_.forget_after_ms) return;
   for (auto it = members_.begin(); it != members_.end();) {
     const member_info& i = it->second.info;
-    if (it->first == self_ ||
-        (i.state != member_state::dead && i.state != member_state::left) ||
-        now_ms - i.state_since_ms < cfg_.forget_after_ms || now_ms < i.state_since_ms) {
+    if (it->first == self_ || !is_gone(i.state) || now_ms - i.state_since_ms < cfg_.forget_after_ms ||
+        now_ms < i.state_since_ms) {
       ++it;
       continue;
     }
@@ -790,7 +789,7 @@ void membership::stamp_ages(output& out, uint64_t now_ms) const {
   for (auto& e : out.send) {
     for (auto* list : {&e.msg.updates, &e.msg.members}) {
       for (auto& u : *list) {
-        if (u.state != member_state::dead && u.state != member_state::left) continue;
+        if (!is_gone(u.state)) continue;
         auto it = members_.find(u.name);
         const bool ours = it != members_.end() && it->second.info.incarnation == u.incarnation &&
                           it->second.info.state == u.state;
@@ -816,6 +815,12 @@ std::vector<std::string> membership::alive_names() const {
   for (const auto& [name, rec] : members_)
     if (rec.info.state == member_state::alive) res.push_back(name);
   return res;
+}
+
+bool membership::has_address(std::string_view address) const {
+  for (const auto& [name, rec] : members_)
+    if (rec.info.address == address) return true;
+  return false;
 }
 
 const member_info* membership::find(std::string_view name) const {

@@ -288,6 +288,8 @@ public:
   std::vector<member_info> members() const;
   /// Names of the members in state alive (self included unless leaving), sorted.
   std::vector<std::string> alive_names() const;
+  /// True if a record (self included) has this RPC address.
+  bool has_address(std::string_view address) const;
   /// The record for `name`, or nullptr.
   const member_info* find(std::string_view name) const;
   /// The ring input for this view: alive and suspect members as alive, dead ones as not
@@ -343,9 +345,16 @@ private:
   std::vector<member_update> full_state() const;
   /// full_state(), and to a member we forgot its own death (counted as told).
   std::vector<member_update> full_state_for(const std::string& to, uint64_t now_ms, bool reply);
+  /// The record of `name` if we forgot it and it is due to be told so (always, or at most once
+  /// per probe interval): counted as told. Else null.
+  const member_update* death_to_tell(const std::string& name, uint64_t now_ms, bool always);
 
   static bool probe_eligible(member_state s) noexcept {
     return s == member_state::alive || s == member_state::suspect;
+  }
+  /// Dead or left: a record that ages toward forget_after_ms.
+  static bool is_gone(member_state s) noexcept {
+    return s == member_state::dead || s == member_state::left;
   }
   void order_insert(const std::string& name);
   void order_remove(const std::string& name);

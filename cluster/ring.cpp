@@ -153,35 +153,22 @@ ring::ring(std::vector<ring_member> members, uint64_t epoch, ring_options opts) 
     live_only_.index();
   }
 
-  const auto& point_pos = all_.pos;
-  const auto& point_owner = all_.owner;
-  const size_t np = point_pos.size();
   share_.assign(n, 0.0);
   live_share_.assign(n, 0.0);
-  if (np == 0) return;
+  all_.add_shares(share_);
+  // An alive member's live arcs are those of its points among the alive members' points
+  // (live_index(): all points when no member with points is dead; none when none is alive).
+  live_index().add_shares(live_share_);
+}
 
-  // Shares. Point i owns the arc (pos[i-1], pos[i]]; point 0's arc wraps around 2^64.
+void ring::point_index::add_shares(std::vector<double>& share) const {
+  // Point i owns the arc (pos[i-1], pos[i]]; point 0's arc wraps around 2^64.
   constexpr double k_two64 = 18446744073709551616.0;
-  auto arc = [&](size_t i) -> double {
-    if (np == 1) return k_two64;
-    const uint64_t prev = point_pos[i == 0 ? np - 1 : i - 1];
-    return static_cast<double>(point_pos[i] - prev);  // mod 2^64
-  };
-  for (size_t i = 0; i < np; ++i) share_[point_owner[i]] += arc(i) / k_two64;
-  if (live_count_ > 0) {
-    // The live owner of point i's arc is the first alive member at or after point i.
-    std::vector<member_id> next_live(np);
-    member_id cur = 0;
-    bool have = false;
-    for (size_t k = 2 * np; k-- > 0;) {
-      const size_t i = k % np;
-      if (alive_[point_owner[i]]) {
-        cur = point_owner[i];
-        have = true;
-      }
-      if (k < np && have) next_live[i] = cur;
-    }
-    for (size_t i = 0; i < np; ++i) live_share_[next_live[i]] += arc(i) / k_two64;
+  const size_t np = pos.size();
+  for (size_t i = 0; i < np; ++i) {
+    const double arc =
+      np == 1 ? k_two64 : static_cast<double>(pos[i] - pos[i == 0 ? np - 1 : i - 1]);  // mod 2^64
+    share[owner[i]] += arc / k_two64;
   }
 }
 

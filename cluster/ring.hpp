@@ -118,6 +118,7 @@ private:
     unsigned shift = 64;
     void index();                  // builds bucket from pos
     size_t first(uint64_t hash) const noexcept;  // first point at or after hash (wraps to 0)
+    void add_shares(std::vector<double>& share) const;  // each owner's arcs, of 2^64
   };
   template <bool Live>
   size_t walk(uint64_t hash, size_t r, member_id* out) const noexcept;

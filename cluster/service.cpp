@@ -321,7 +321,6 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // cluster_view::joining: seeds given, none answered, no other member seen, not past
   // join_deadline_ms. end_joining publishes the view again once that ends without a rebuild.
   uint64_t join_deadline_ms = 0;
-  bool joining_published = false;
   bool joining_now() const {
     return members.joining() && !seen_others && now_ms() < join_deadline_ms;
   }
@@ -333,12 +332,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// Hands `view` to the replicator and the route table.
   void publish(std::shared_ptr<actors::cluster_view> view);
   caf::actor peer_for(const std::string& name);
-  /// A member forgotten by the membership (dead or left for forget_after_ms): what this node
-  /// kept per its address goes unless a member still uses it; its peer actor ends once no
-  /// view refers to it (reap_peers).
-  void forget_member(const member_info& m);
+  /// What this node keeps per member the membership forgot (dead or left for
+  /// forget_after_ms): its peer actor ends once no view has named it for k_reap_grace_ms, and
+  /// broken RPC connections to addresses no member has go with their backoff. Every tick.
   void reap_peers();
-  bool address_known(const std::string& address) const;  // a member's RPC address
   static constexpr uint64_t k_reap_grace_ms = 2000;
   std::map<std::string, uint64_t> unreferenced_since;  // peer_by_name names, now_ms()
   void begin_leave(std::shared_ptr<std::promise<void>> done);
@@ -1727,16 +1724,13 @@ void service::impl::handle(output&& out) {
   }
   for (auto& e : out.send)
     send_swim(e.to_address, std::move(e.msg));
-  bool changed = came_back;
-  for (const auto& e : out.events) {
-    if (e.kind == cluster::event_kind::forgotten)
-      forget_member(e.member);
-    else
-      changed = true;
-  }
   // (A forgotten member was dead or left: no live placement changes, so no new ring and no
-  // warming window for it. Its dead points leave the ring at the next change.)
-  if (changed)
+  // warming window for it. Its dead points leave the ring at the next change; reap_peers
+  // drops what this node kept for it.)
+  const bool changed = std::any_of(out.events.begin(), out.events.end(), [](const auto& e) {
+    return e.kind != cluster::event_kind::forgotten;
+  });
+  if (changed || came_back)
     rebuild(came_back);
 }
 
@@ -1819,20 +1813,6 @@ caf::actor service::impl::peer_for(const std::string& name) {
   return a;
 }
 
-void service::impl::forget_member(const member_info& m) {
-  if (address_known(m.address))
-    return;  // (another member at that address: a node restarted there under a new name)
-  if (auto it = pool.find(m.address);
-      it != pool.end() && it->second->st == client_conn::state::broken) {
-    tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));  // (outside its callbacks)
-    pool.erase(it);
-  }
-  if (!pool.count(m.address)) {
-    backoff.erase(m.address);
-    peer_progress_of.erase(m.address);
-  }
-}
-
 void service::impl::reap_peers() {
   // The peer actor of a member the membership forgot ends once no view has referred to it for
   // k_reap_grace_ms: the current view has it dead (null), and a past ring that had it alive
@@ -1868,7 +1848,7 @@ void service::impl::reap_peers() {
   // forgot): gone, with their backoff (else one per address ever pushed to stays).
   for (auto it = pool.begin(); it != pool.end();) {
     if (it->second->st != client_conn::state::broken || !it->second->waiters.empty() ||
-        address_known(it->first)) {
+        members.has_address(it->first)) {
       ++it;
       continue;
     }
@@ -1877,13 +1857,6 @@ void service::impl::reap_peers() {
     tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));  // (outside its callbacks)
     it = pool.erase(it);
   }
-}
-
-bool service::impl::address_known(const std::string& address) const {
-  for (const auto& m : members.members())
-    if (m.address == address)
-      return true;
-  return false;
 }
 
 void service::impl::hand_past(rpc::SwimMessage::Builder reply) const {
@@ -2045,14 +2018,13 @@ void service::impl::rebuild(bool force) {
   ring_ = next;
   view->self = ring_self();
   view->self_name = cfg.node_name;
-  view->joining = joining_published = joining_now();
+  view->joining = joining_now();
   publish(std::move(view));
 }
 
 void service::impl::end_joining() {
-  if (!joining_published || joining_now() || !view_)
+  if (!view_ || !view_->joining || joining_now())
     return;
-  joining_published = false;
   if (members.joining())
     std::fprintf(stderr,
                  "bifrost cluster: no seed answered within %u ms: serving alone; it keeps "
