@@ -207,4 +207,28 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
   return n;
 }
 
+bool placed_by_replaced_ring(const cluster_view& cv, uint64_t sender_ring) noexcept {
+  if (sender_ring == 0 || !cv.ring || cv.joining || cv.ring->placement() == sender_ring)
+    return false;
+  for (const auto& p : cv.past)
+    if (p.ring && p.ring->placement() == sender_ring)
+      return true;
+  return false;
+}
+
+bool place_again(const cluster_view& cv, const storage::op& o) noexcept {
+  if (o.routed || o.parked != 0 || o.kind == storage::op_kind::flush || !cv.ring)
+    return false;
+  cluster::ring::member_id owners[cluster_view::max_replicas];
+  const size_t r = std::clamp<uint32_t>(cv.replicas, 1, cluster_view::max_replicas);
+  const size_t n = cv.ring->live_owner_ids(cluster::ring::key_hash(o.key), r, owners);
+  if (n == 0)
+    return false;
+  const bool in_ring = cv.self < cv.ring->size() && cv.ring->member(cv.self).name == cv.self_name;
+  for (size_t i = 0; i < n; ++i)
+    if (in_ring && owners[i] == cv.self)
+      return false;
+  return true;
+}
+
 } // namespace bifrost::actors

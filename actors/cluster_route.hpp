@@ -152,6 +152,28 @@ struct past_holder {
 size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
                     past_holder* out) noexcept;
 
+// -- stale placements -------------------------------------------------------------------------
+// A member forwards a client op to the owner *its* ring names. Right after a ring change its
+// view may lag (gossip has not reached it): it then sends an op to a node that owned the key
+// in the ring before, which stored it locally — where the key's new owner, which may have
+// warmed the older value already, never looks (with R = 1 the write was lost for every reader;
+// a leaver that took it exited with it). The caller says which ring it placed by
+// (cluster::ring::placement: LinkCall.ring, execute's `ring`). When that is one this node has
+// replaced (one of cv.past) and this node is none of the key's live owners in its current
+// ring, the op is placed again by the current ring, as this node would place a client's, and
+// marked `routed`, so that whatever the next node's ring says it runs there: one more hop at
+// most, never a cycle. A caller's ring this node does not know may be newer than its own (its
+// own view lags): the op runs here, as before.
+
+/// True when `sender_ring` is the placement of one of cv's past rings and not its current
+/// one: the sender placed by a ring this node replaced.
+bool placed_by_replaced_ring(const cluster_view& cv, uint64_t sender_ring) noexcept;
+
+/// For a client op of a caller placed_by_replaced_ring() holds for: true when it must be
+/// placed again (not `routed` already, not a flush nor a re-read of a parked result, and this
+/// node is not among its key's live owners in cv's ring while some other member is).
+bool place_again(const cluster_view& cv, const storage::op& o) noexcept;
+
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).
 inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {
   return cv.ring && cv.ring->epoch() == rt.epoch;

@@ -60,6 +60,8 @@ struct cluster_view {
   std::vector<std::string> clients;               // by member id: memcached "host:port" (links)
   uint32_t replicas = 1;                          // R: owners per key
   caf::actor replicator;                          // replication side-effect actor (may be null)
+  caf::actor router;  // places again a member's ops placed by a ring this node replaced (a data
+                      // link session's: actors/cluster_route.hpp, stale placements); may be null
   bool wait_replicas = false;                     // writes answer after every live owner stored them
   // Started with --join and not joined yet (no seed answered, no other member seen, for at
   // most service::join_wait_ms): the ring holds this node alone, so a key placed by it would

@@ -90,6 +90,9 @@ struct Op {
   keepToken @19 :Bool;  # a read that leaves a stale item's win token (false from old nodes)
   handBack @20 :Bool;   # remove: only an item stored before the node's return (storage/ops.hpp)
   parked @21 :UInt64;   # a re-read of the result parked under this token (storage/parked.hpp)
+  routed @22 :Bool;     # origin client: a member placed this op again by its own ring (it
+                        # found the sender's ring older than its own): run it here, whatever
+                        # this node's ring says (one such hop, never more)
 }
 
 struct Result {
@@ -130,6 +133,8 @@ struct LinkCall {
   origin @1 :Origin;
   ops @2 :List(Op);
   park @3 :Bool;  # the caller re-reads a `streamed` value by its token (Result.parked): keep it
+  ring @4 :UInt64;  # origin client: the placement the caller placed these ops by
+                    # (cluster::ring::placement); 0 = not said (an older node)
 }
 
 struct LinkReply {
@@ -187,7 +192,11 @@ interface Node {
   # `unavailable` (it is stored on the primary and on the owners that did acknowledge).
   # `park` (members only): a value streamed without a sink is kept for the caller's re-read
   # (Result.parked; storage/parked.hpp).
-  execute @2 (ops :List(Op), origin :Origin, sink :ValueSink, waitReplicas :Bool, park :Bool)
+  # `ring` (origin client): as LinkCall.ring. A member placed by a ring the receiver has
+  # replaced (its view lags a ring change): ops of keys the receiver no longer owns are
+  # placed again by the receiver's ring (cluster/service.hpp, stale placements).
+  execute @2 (ops :List(Op), origin :Origin, sink :ValueSink, waitReplicas :Bool, park :Bool,
+              ring :UInt64)
       -> (results :List(Result));
   upload @3 (ops :List(Op), origin :Origin, waitReplicas :Bool) -> (sink :ValueSink);
 

@@ -118,6 +118,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setKeepToken(o.keep_token);
   b.setHandBack(o.hand_back);
   b.setParked(o.parked);
+  b.setRouted(o.routed);
   b.setIncr(o.incr);
   b.setDelta(o.delta);
   b.setInitial(o.initial);
@@ -142,6 +143,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.recache = r.getRecache();
   o.hand_back = r.getHandBack();
   o.parked = r.getParked();
+  o.routed = r.getRouted();
   o.recache_ttl = r.getRecacheTtl();
   o.keep_token = r.getKeepToken();
   o.incr = r.getIncr();

@@ -1,5 +1,6 @@
 #include "cluster/data_link.hpp"
 
+#include "actors/cluster_route.hpp"
 #include "actors/connection.hpp"
 #include "actors/loop_actor.hpp"
 #include "actors/messages.hpp"
@@ -355,6 +356,8 @@ private:
     size_t outstanding = 0;  // shard groups not answered yet
     size_t reserve = 0;      // reply_reserve(call), counted in reserved_ until its reply
     bool kept = false;       // call.ops still hold the ops (replicates(origin) at execute)
+    std::vector<bool> again; // by op (empty: none): placed again through the router (its
+                             // owner replicates it; its op here was moved out)
   };
   struct group {
     uint64_t call = 0;             // key of calls_
@@ -632,10 +635,22 @@ private:
       copy.value = std::move(value);
       return copy;
     };
+    // Placed by a ring this node has replaced (the member's view lags a ring change): the ops
+    // of keys this node no longer owns are placed again by its ring (cluster_route.hpp).
+    std::vector<bool> again;
+    const actors::cluster_view* cv = ctx_.routes->cluster.get();
+    if (rc.call.origin == rpc::Origin::CLIENT && cv && cv->router &&
+        actors::placed_by_replaced_ring(*cv, rc.call.ring)) {
+      for (uint32_t i = 0; i < n; ++i)
+        if (actors::place_again(*cv, rc.call.ops[i])) {
+          again.resize(n);
+          again[i] = true;
+        }
+    }
     auto& shards = ctx_.routes->local_shards();
     auto& r = calls_[key];
     r = std::move(rc);
-    if (shards.size() == 1) {  // the whole call is one batch, in op order
+    if (shards.size() == 1 && again.empty()) {  // the whole call is one batch, in op order
       storage::op_batch ops;
       if (!r.kept) {
         ops = std::move(r.call.ops);
@@ -650,14 +665,21 @@ private:
       send(shards[0], exec_atom::value, tag, std::move(ops));
       return;
     }
-    // One batch per local shard, in op order (a shard runs a batch in order).
-    std::vector<std::pair<storage::op_batch, std::vector<uint32_t>>> by_shard(shards.size());
+    // One batch per local shard, in op order (a shard runs a batch in order), and one of the
+    // ops placed again, to the router.
+    std::vector<std::pair<storage::op_batch, std::vector<uint32_t>>> by_shard(shards.size() + 1);
     for (uint32_t i = 0; i < n; ++i) {
       auto& o = r.call.ops[i];
+      if (!again.empty() && again[i]) {
+        by_shard.back().first.push_back(std::move(o));  // (not replicated from here)
+        by_shard.back().second.push_back(i);
+        continue;
+      }
       auto& g = by_shard[ctx_.routes->lookup(o.key).shard_index(o.key)];
       g.first.push_back(take(o));
       g.second.push_back(i);
     }
+    r.again = std::move(again);
     r.outstanding = 0;
     for (size_t s = 0; s < by_shard.size(); ++s) {
       auto& g = by_shard[s];
@@ -666,7 +688,7 @@ private:
       ++r.outstanding;
       uint64_t tag = next_tag_++;
       groups_.emplace(tag, group{key, std::move(g.second)});
-      send(shards[s], exec_atom::value, tag, std::move(g.first));
+      send(s < shards.size() ? shards[s] : cv->router, exec_atom::value, tag, std::move(g.first));
     }
   }
 
@@ -714,7 +736,7 @@ private:
     const auto* cv = actors::replicating_view(ctx_.routes);
     std::vector<std::string> keys;
     for (size_t i = 0; i < r.call.ops.size(); ++i)
-      if (storage::changed_item(r.call.ops[i], r.results[i].st))
+      if ((r.again.empty() || !r.again[i]) && storage::changed_item(r.call.ops[i], r.results[i].st))
         keys.push_back(r.call.ops[i].key);
     if (!keys.empty())
       send(cv->replicator, actors::replicate_atom::value, std::move(keys));
@@ -1067,7 +1089,12 @@ private:
     c.add(c.link_calls_sent);
     c.add(c.link_ops_sent, b.ops.size());
     b.frame_at = written_ + io_.out.pending_bytes();
-    append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops, true));
+    // Client ops: the placement they were placed by, so that a member whose ring is newer
+    // places them again (actors/cluster_route.hpp, stale placements).
+    const auto* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
+    uint64_t placed_by =
+      b.origin == rpc::Origin::CLIENT && cv && cv->ring ? cv->ring->placement() : 0;
+    append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops, true, placed_by));
     b.sent_at = now();
     sent_.emplace(id, std::move(b));
     queue_flush();  // batches of the replicator and the dispatcher, in one drain: one send

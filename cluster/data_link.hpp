@@ -50,7 +50,10 @@
 // port whose first bytes are a link hello is handed over (actors/connection.cpp). It executes
 // each call's ops on the local shards and answers with a LinkReply; writes of origin client
 // are handed to the replicator (R > 1), as Node.execute does; origin replica is applied
-// without replicating further. Sessions are not client connections: a drain leaves them open
+// without replicating further. A client call placed by a ring this node replaced (LinkCall.ring:
+// the caller's view lags) sends the ops of keys this node no longer owns to the view's router
+// (on the KJ loop), which places them again (actors/cluster_route.hpp, stale placements); the
+// rest run here. The data_link stamps each client call with its loop's current ring. Sessions are not client connections: a drain leaves them open
 // (members still forward until this node has left); node shutdown closes them (close_all).
 //
 // Not used when the RPC runs over TLS: links would carry values in clear text (--cluster-links

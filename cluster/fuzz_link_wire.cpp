@@ -30,10 +30,12 @@ namespace {
 
 std::string describe(const lw::call& c) {
   std::string s = "call " + std::to_string(c.id) + " " +
-                  std::to_string(static_cast<int>(c.origin)) + " " + std::to_string(c.ops.size());
+                  std::to_string(static_cast<int>(c.origin)) + " " + std::to_string(c.ops.size()) +
+                  " " + std::to_string(c.park) + " " + std::to_string(c.ring);
   for (auto& o : c.ops)
     s += "|" + std::to_string(static_cast<int>(o.kind)) + ":" + o.key + ":" + o.value + ":" +
-         std::to_string(o.flags) + ":" + std::to_string(o.ttl) + ":" + std::to_string(o.delta);
+         std::to_string(o.flags) + ":" + std::to_string(o.ttl) + ":" + std::to_string(o.delta) +
+         ":" + std::to_string(o.routed);
   return s;
 }
 
@@ -88,7 +90,7 @@ std::vector<std::string> read_stream(std::string_view in, size_t step) {
         stop = true;
         break;
       }
-      auto again = lw::encode_call(c.id, c.origin, c.ops);
+      auto again = lw::encode_call(c.id, c.origin, c.ops, c.park, c.ring);
       lw::call c2;
       if (!lw::decode_call(again.asPtr(), c2, error) || describe(c) != describe(c2))
         die("a decoded call does not survive re-encoding");

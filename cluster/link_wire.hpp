@@ -126,13 +126,15 @@ struct call {
   rpc::Origin origin = rpc::Origin::CLIENT;
   storage::op_batch ops;
   bool park = false;  // LinkCall.park
+  uint64_t ring = 0;  // LinkCall.ring: the placement the caller placed the ops by (0: not said)
 };
 
 /// Encodes a call / a reply as one frame. A result's value travels inline up to
 /// inline_value_limit; a larger one is left out and the result marked streamed.
-/// `park`: ask the member to keep a streamed value for the re-read (LinkCall.park).
+/// `park`: ask the member to keep a streamed value for the re-read (LinkCall.park); `ring`:
+/// LinkCall.ring.
 kj::Array<capnp::word> encode_call(uint64_t id, rpc::Origin origin, const storage::op_batch& ops,
-                                   bool park = false);
+                                   bool park = false, uint64_t ring = 0);
 kj::Array<capnp::word> encode_reply(uint64_t id, const storage::result_batch& rs);
 
 /// Decodes one frame; false with `error` when it is not a valid message of that type.

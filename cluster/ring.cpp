@@ -121,6 +121,19 @@ ring::ring(std::vector<ring_member> members, uint64_t epoch, ring_options opts) 
     total_points += size_t(opts.points_per_weight) * members_[m].weight;
   }
   if (opts.points_per_weight == 0) with_points_ = live_count_ = 0;
+  {
+    std::string id = std::to_string(opts.points_per_weight);
+    for (size_t m = 0; m < n && opts.points_per_weight > 0; ++m)
+      if (members_[m].alive && members_[m].weight > 0) {
+        id += '\0';
+        id += members_[m].name;
+        id += '\0';
+        id += std::to_string(members_[m].weight);
+      }
+    placement_ = hash64(id);
+    if (placement_ == 0)
+      placement_ = 1;
+  }
 
   // Place the points: member m's point i at hash64("<name>-<i>").
   std::vector<std::pair<uint64_t, member_id>> pts;

@@ -69,6 +69,12 @@ public:
                                            ring_options opts = {});
 
   uint64_t epoch() const noexcept { return epoch_; }
+  /// What the live placement is a function of — the alive members with points, their weights
+  /// and points_per_weight — hashed (never 0). Two rings with the same value place every key
+  /// on the same live owners, whichever node built them and whatever their dead members: a
+  /// member tells another which ring it placed a forwarded op by (cluster/service.hpp,
+  /// stale placements).
+  uint64_t placement() const noexcept { return placement_; }
   /// Members, sorted by name (dead ones included).
   const std::vector<ring_member>& members() const noexcept { return members_; }
   const ring_member& member(member_id id) const noexcept { return members_[id]; }
@@ -124,6 +130,7 @@ private:
   size_t walk(uint64_t hash, size_t r, member_id* out) const noexcept;
 
   uint64_t epoch_;
+  uint64_t placement_ = 1;
   std::vector<ring_member> members_;
   std::vector<uint8_t> alive_;         // per member_id, 1 = alive
   size_t with_points_ = 0;             // members with weight > 0

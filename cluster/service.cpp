@@ -211,6 +211,16 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// local shards or a peer over RPC (origin client); local writes are replicated. Inside a
   /// warming window, the results go through in_window() before they answer.
   kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops);
+  /// A member's client ops (origin client): run here as their keys' primary (writes then go
+  /// to the other owners), except, when the member placed them by a ring this node has
+  /// replaced (`sender_ring`: actors/cluster_route.hpp, stale placements), those of keys this
+  /// node no longer owns: routed_execute() places them again, marked `routed`.
+  kj::Promise<storage::result_batch> primary_execute(storage::op_batch ops, uint64_t sender_ring,
+                                                     bool wait);
+  /// The router actor's (a data link session's ops placed again): routed_execute(), answered
+  /// to `sender` as (result_atom, tag, results).
+  void route_call(uint64_t tag, storage::op_batch ops, caf::actor sender, caf::actor self);
+  uint64_t placed_again = 0;  // ops placed again (Node.stats: cluster_ops_placed_again)
   /// What routed_execute's ops looked like, and where the current ring placed them.
   struct routed_ops {
     uint64_t epoch = 0;               // of ring_ when they were placed
@@ -404,6 +414,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   std::map<std::string, caf::actor> peer_by_name;
   caf::actor bridge;
   caf::actor replicator;
+  caf::actor router;  // router_actor: a data link session's ops placed again
   std::atomic<int> actors_running{0};
 
   // local execution
@@ -520,6 +531,34 @@ private:
   }
 
   std::string name_;
+};
+
+// Places again the client ops that a data link session found placed by a ring this node has
+// replaced (actors/cluster_route.hpp, stale placements): routed_execute, as for bifrostctl.
+class router_actor final : public core_actor {
+public:
+  using core_actor::core_actor;
+  const char* name() const override { return "cluster_router"; }
+  caf::behavior make_behavior() override {
+    return {
+      [this](actors::exec_atom, uint64_t tag, storage::op_batch& ops) {
+        auto sender = caf::actor_cast<caf::actor>(current_sender());
+        auto self = caf::actor_cast<caf::actor>(this);
+        size_t n = ops.size();
+        if (core_) {
+          KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                         core_->route_call(tag, std::move(ops), sender, self);
+                       })) {
+            (void) e;
+          } else {
+            return;
+          }
+        }
+        if (sender)
+          send(sender, actors::result_atom::value, tag, unavailable(n));
+      },
+    };
+  }
 };
 
 // Sends the RPC server's ops to the local shards and receives their results on the KJ thread;
@@ -714,18 +753,12 @@ protected:
     // A member sent these ops to us as their owner; a tool (bifrostctl) sends any key to any
     // node, so its ops are routed to their owners.
     bool route = !member_ && origin == rpc::Origin::CLIENT;
-    std::shared_ptr<storage::op_batch> keys;
-    if (!route && origin == rpc::Origin::CLIENT && core_.cfg.replicas > 1)
-      keys = std::make_shared<storage::op_batch>(ops);
-    auto& core = core_;
-    auto results = route ? core_.routed_execute(std::move(ops))
-                   : origin == rpc::Origin::WARM && member_ ? core_.parked_or_local(std::move(ops))
-                                                 : core_.local_execute(std::move(ops));
-    if (keys)
-      results = results.then([&core, keys, origin,
-                              wait = params.getWaitReplicas()](storage::result_batch rs) {
-        return replicate_results(core, *keys, std::move(rs), origin, wait);
-      });
+    auto results =
+      route ? core_.routed_execute(std::move(ops))
+      : origin == rpc::Origin::CLIENT
+        ? core_.primary_execute(std::move(ops), params.getRing(), params.getWaitReplicas())
+      : origin == rpc::Origin::WARM && member_ ? core_.parked_or_local(std::move(ops))
+                                               : core_.local_execute(std::move(ops));
     return results
         .then([context, can_stream,
                parked = params.getPark() && member_ ? core_.cfg.parked.get() : nullptr,
@@ -839,6 +872,7 @@ protected:
       st->emplace_back("cluster_ops_sent", std::to_string(core_.sent.ops));
       st->emplace_back("cluster_calls_served", std::to_string(core_.served.calls));
       st->emplace_back("cluster_ops_served", std::to_string(core_.served.ops));
+      st->emplace_back("cluster_ops_placed_again", std::to_string(core_.placed_again));
       // What this node keeps per member it has known (forget_after_ms bounds it).
       st->emplace_back("cluster_members_known", std::to_string(core_.members.members().size()));
       st->emplace_back("cluster_members_forgotten",
@@ -1071,7 +1105,8 @@ namespace {
 kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
                                                 const storage::op_batch& ops, rpc::Origin origin,
                                                 bool wait_replicas, bool with_sink,
-                                                std::shared_ptr<call_progress> progress) {
+                                                std::shared_ptr<call_progress> progress,
+                                                uint64_t ring = 0) {
   auto req = node.executeRequest(ops_size(ops));
   auto list = req.initOps(static_cast<unsigned>(ops.size()));
   for (size_t i = 0; i < ops.size(); ++i)
@@ -1079,6 +1114,7 @@ kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
   req.setOrigin(origin);
   req.setWaitReplicas(wait_replicas);
   req.setPark(!with_sink);  // a value streamed without a sink is read again (send_execute)
+  req.setRing(ring);
   auto st = std::make_shared<collect_state>();
   st->progress = progress;
   if (with_sink)
@@ -1243,7 +1279,9 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
       for (auto& o : ops)
         need_sink |= o.kind == storage::op_kind::get && o.get_value &&
                      (storage::changes_item(o) || o.parked != 0);
-      auto first = execute_call(node, ops, origin, wait_replicas, need_sink, progress);
+      // (The placement these client ops were placed by: the member tells a lagging view.)
+      uint64_t placed_by = origin == rpc::Origin::CLIENT && ring_ ? ring_->placement() : 0;
+      auto first = execute_call(node, ops, origin, wait_replicas, need_sink, progress, placed_by);
       if (need_sink)
         return first;
       return first.then([node, shared_ops, origin, wait_replicas, progress](
@@ -1501,6 +1539,7 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
     placed->probes.push_back(storage::change_probe(ops[i]));
     placed->probes.back().get_value = ops[i].get_value;
     placed->owners.push_back(id);
+    ops[i].routed = id != self;  // the owner runs it, whatever its ring says (stale placements)
     groups[id].idx.push_back(i);
     groups[id].ops.push_back(std::move(ops[i]));
   }
@@ -1524,6 +1563,49 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
         placed->results = scatter_results(n, *idx, parts);
         return in_window(placed).then([placed] { return std::move(placed->results); });
       });
+}
+
+kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_batch ops,
+                                                                  uint64_t sender_ring,
+                                                                  bool wait) {
+  auto here = [this, wait](storage::op_batch ops) -> kj::Promise<storage::result_batch> {
+    if (cfg.replicas <= 1)
+      return local_execute(std::move(ops));
+    auto keys = std::make_shared<storage::op_batch>(ops);
+    return local_execute(std::move(ops)).then([this, keys, wait](storage::result_batch rs) {
+      return replicate_results(*this, *keys, std::move(rs), rpc::Origin::CLIENT, wait);
+    });
+  };
+  std::shared_ptr<const actors::cluster_view> view = view_;
+  if (!view || !actors::placed_by_replaced_ring(*view, sender_ring))
+    return here(std::move(ops));  // the common case: the member's ring is this node's
+  const size_t n = ops.size();
+  auto idx = std::make_shared<std::vector<std::vector<size_t>>>(2);  // [0] here, [1] again
+  storage::op_batch parts[2];
+  for (size_t i = 0; i < n; ++i) {
+    int g = actors::place_again(*view, ops[i]) ? 1 : 0;
+    (*idx)[g].push_back(i);
+    parts[g].push_back(std::move(ops[i]));
+  }
+  if (parts[1].empty())
+    return here(std::move(parts[0]));
+  placed_again += parts[1].size();
+  auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(2);
+  promises.add(parts[0].empty() ? kj::Promise<storage::result_batch>(storage::result_batch{})
+                                : here(std::move(parts[0])));
+  promises.add(routed_execute(std::move(parts[1])));
+  return kj::joinPromises(promises.finish())
+      .then([n, idx](kj::Array<storage::result_batch> rs) { return scatter_results(n, *idx, rs); });
+}
+
+void service::impl::route_call(uint64_t tag, storage::op_batch ops, caf::actor sender,
+                               caf::actor self) {
+  placed_again += ops.size();
+  uint64_t id = next_call++;
+  calls.emplace(id, call_info{std::move(sender), std::move(self), tag, ops.size()});
+  tasks->add(routed_execute(std::move(ops)).then([this, id](storage::result_batch rs) {
+    finish_call(id, std::move(rs));
+  }));
 }
 
 kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
@@ -1971,6 +2053,7 @@ void service::impl::rebuild(bool force) {
   view->clients = clients_of(*next);
   view->replicas = std::max<uint32_t>(1, cfg.replicas);
   view->replicator = replicator;
+  view->router = router;
   view->wait_replicas = cfg.wait_replicas;
   // The ring replaced now is warmed from for a window; so are the past rings whose windows
   // still run (newest first), so that keys moved by several changes in a row (a rolling
@@ -2110,6 +2193,8 @@ void service::impl::quit_actors() {
     caf::anon_send_exit(bridge, caf::exit_reason::user_shutdown);
   if (replicator)
     caf::anon_send_exit(replicator, caf::exit_reason::user_shutdown);
+  if (router)
+    caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
 }
 
 // -- lifecycle ----------------------------------------------------------------------------------
@@ -2151,6 +2236,7 @@ void service::impl::start() {
   // the others wrote meanwhile: deletes they hand back remove it (storage::return_mark).
   storage::mark_return();
   bridge = loop.system().spawn<bridge_actor>(loop_ref, this);
+  router = loop.system().spawn<router_actor>(loop_ref, this);
   if (cfg.replicas > 1) {
     replicator_config rc;
     rc.shards = shards;
@@ -2195,6 +2281,7 @@ void service::impl::shutdown() {
   view_.reset();  // drops the peer actor handles
   bridge = nullptr;
   replicator = nullptr;
+  router = nullptr;
   route_table = nullptr;
   shards.clear();
 }

@@ -78,6 +78,8 @@ struct op {
                               // replicator's reads (as in memcached, only mg hands it out)
   uint64_t parked = 0;        // cluster: a re-read of the result its owner parked for this
                               // op's first read (storage/parked.hpp); shards ignore it
+  bool routed = false;        // cluster: a member placed this client op again by its own
+                              // ring (Op.routed): it runs where it arrives; shards ignore it
 
   // -- arith --
   bool incr = true;           // false: decr (floors at 0); incr wraps at 2^64

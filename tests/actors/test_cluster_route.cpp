@@ -495,6 +495,75 @@ BOOST_AUTO_TEST_CASE(a_node_that_left_routes_everything_to_the_others) {
   BOOST_CHECK(w.where == placement::local);
 }
 
+BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again_only_off_their_owners) {
+  // n4 joins n1..n3, as seen from n2 (R = 2). A member whose view lags still places by the
+  // ring without n4 and sends n2 a key that n4 and n1 own now (n2 owned it before).
+  views vs;
+  auto v1 = vs.make("n2", {"n1", "n2", "n3"}, 1);
+  auto v2 = vs.make("n2", {"n1", "n2", "n3", "n4"}, 2, v1, 1000);
+  const uint64_t old_ring = v1->ring->placement(), new_ring = v2->ring->placement();
+  BOOST_CHECK_NE(old_ring, new_ring);
+  BOOST_CHECK(placed_by_replaced_ring(*v2, old_ring));
+  BOOST_CHECK(!placed_by_replaced_ring(*v2, new_ring));  // the member's ring is ours
+  BOOST_CHECK(!placed_by_replaced_ring(*v2, 0));         // an older node says nothing
+  BOOST_CHECK(!placed_by_replaced_ring(*v2, 12345));     // a ring we never had: maybe newer
+  BOOST_CHECK(!placed_by_replaced_ring(*v1, old_ring));  // no past ring at all
+  // A ring built elsewhere from the same live members is the same placement, whatever its
+  // dead members and epoch.
+  auto other = cluster::ring::build({{"n3", "x:1", 1, true}, {"n1", "y:2", 1, true},
+                                     {"n2", "z:3", 1, true}, {"n9", "w:4", 1, false}}, 77);
+  BOOST_CHECK_EQUAL(other->placement(), old_ring);
+
+  storage::op o;
+  o.kind = storage::op_kind::store;
+  o.key = key_with_primaries({{v1.get(), "n2"}, {v2.get(), "n4"}});
+  bool n2_still_owner = owners(*v2, o.key).back() == "n2";
+  BOOST_CHECK_EQUAL(place_again(*v2, o), !n2_still_owner);
+  // A key n2 still owns runs here.
+  storage::op mine = o;
+  mine.key = key_owned_by(*v2, {"n2", "n1"});
+  BOOST_CHECK(!place_again(*v2, mine));
+  mine.key = key_owned_by(*v2, {"n1", "n2"});  // a replica here: runs here, replicated on
+  BOOST_CHECK(!place_again(*v2, mine));
+  // Neither owner: placed again, reads too; never an op already placed again, a flush or a
+  // re-read of a parked result.
+  storage::op away = o;
+  away.key = key_owned_by(*v2, {"n4", "n3"});
+  BOOST_CHECK(place_again(*v2, away));
+  away.kind = storage::op_kind::get;
+  BOOST_CHECK(place_again(*v2, away));
+  storage::op routed = away;
+  routed.routed = true;
+  BOOST_CHECK(!place_again(*v2, routed));
+  storage::op parked = away;
+  parked.parked = 5;
+  BOOST_CHECK(!place_again(*v2, parked));
+  storage::op flush = away;
+  flush.kind = storage::op_kind::flush;
+  BOOST_CHECK(!place_again(*v2, flush));
+  // With R = 1 only the primary counts.
+  v2->replicas = 1;
+  mine.key = key_owned_by(*v2, {"n1", "n2"});
+  BOOST_CHECK(place_again(*v2, mine));
+  // A joining node places nothing again (its ring is itself alone).
+  v2->joining = true;
+  BOOST_CHECK(!placed_by_replaced_ring(*v2, old_ring));
+}
+
+BOOST_AUTO_TEST_CASE(a_node_that_left_places_every_key_again) {
+  // n3 left: out of its own ring, it owns nothing, and a lagging member's ops for it go on.
+  views vs;
+  auto v1 = vs.make("n3", {"n1", "n2", "n3"}, 1);
+  auto v2 = vs.make("n3", {"n1", "n2"}, 2, v1, 1000);
+  BOOST_CHECK(placed_by_replaced_ring(*v2, v1->ring->placement()));
+  storage::op o;
+  o.kind = storage::op_kind::remove;
+  o.key = key_owned_by(*v1, {"n3", "n1"});
+  BOOST_CHECK(place_again(*v2, o));
+  o.key = key_owned_by(*v2, {"n1", "n2"});  // (n3's self id names no member of this ring)
+  BOOST_CHECK(place_again(*v2, o));
+}
+
 BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   using storage::op_kind;
   using storage::store_mode;

@@ -43,6 +43,7 @@ storage::op_batch sample_ops() {
   ops[3].kind = storage::op_kind::remove;
   ops[3].key = std::string(250, 'k');
   ops[3].hand_back = true;
+  ops[2].routed = true;  // placed again by a member whose ring is newer than the caller's
   return ops;
 }
 
@@ -61,6 +62,7 @@ void check_same_ops(const storage::op_batch& a, const storage::op_batch& b) {
     BOOST_CHECK_EQUAL(a[i].delta, b[i].delta);
     BOOST_CHECK_EQUAL(a[i].hand_back, b[i].hand_back);
     BOOST_CHECK_EQUAL(a[i].parked, b[i].parked);
+    BOOST_CHECK_EQUAL(a[i].routed, b[i].routed);
   }
 }
 
@@ -189,16 +191,18 @@ BOOST_AUTO_TEST_CASE(dial_address_replaces_wildcard_hosts) {
 
 BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
   auto ops = sample_ops();
-  auto frame = lw::encode_call(42, rpc::Origin::WARM, ops, true);
+  auto frame = lw::encode_call(42, rpc::Origin::WARM, ops, true, 0xfeedULL);
   lw::call c;
   std::string error;
   BOOST_REQUIRE(lw::decode_call(frame.asPtr(), c, error));
   BOOST_CHECK_EQUAL(c.id, 42u);
   BOOST_CHECK(c.origin == rpc::Origin::WARM);
   BOOST_CHECK(c.park);
+  BOOST_CHECK_EQUAL(c.ring, 0xfeedULL);
   lw::call plain;  // not asked (an older member's call decodes so too)
   BOOST_REQUIRE(lw::decode_call(lw::encode_call(43, rpc::Origin::CLIENT, ops).asPtr(), plain, error));
   BOOST_CHECK(!plain.park);
+  BOOST_CHECK_EQUAL(plain.ring, 0u);
   check_same_ops(ops, c.ops);
 
   storage::result_batch rs(3);

@@ -59,6 +59,28 @@ BOOST_AUTO_TEST_CASE(placement_is_frozen_across_builds) {
   BOOST_TEST(got == "cbabbccabbcc");
 }
 
+BOOST_AUTO_TEST_CASE(the_placement_id_names_the_live_placement) {
+  auto id = [](std::vector<ring_member> ms, uint64_t epoch = 0) {
+    return ring(std::move(ms), epoch).placement();
+  };
+  const uint64_t abc = id({{"a", "h:1", 1, true}, {"b", "h:2", 1, true}, {"c", "h:3", 1, true}});
+  BOOST_CHECK_NE(abc, 0u);
+  // Order, addresses, epoch and dead members do not change where keys live: the same id.
+  BOOST_CHECK_EQUAL(abc, id({{"c", "x:9", 1, true}, {"a", "y:8", 1, true}, {"b", "z:7", 1, true},
+                             {"d", "h:4", 1, false}}, 42));
+  // Another live member, a member dead, or another weight: another id.
+  BOOST_CHECK_NE(abc, id({{"a", "h:1", 1, true}, {"b", "h:2", 1, true}, {"c", "h:3", 1, true},
+                          {"d", "h:4", 1, true}}));
+  BOOST_CHECK_NE(abc, id({{"a", "h:1", 1, true}, {"b", "h:2", 1, true}, {"c", "h:3", 1, false}}));
+  BOOST_CHECK_NE(abc, id({{"a", "h:1", 1, true}, {"b", "h:2", 2, true}, {"c", "h:3", 1, true}}));
+  // A member of weight 0 owns nothing: as if it were not there.
+  BOOST_CHECK_EQUAL(abc, id({{"a", "h:1", 1, true}, {"b", "h:2", 1, true}, {"c", "h:3", 1, true},
+                             {"z", "h:5", 0, true}}));
+  // Names are delimited: "ab"+"c" is not "a"+"bc".
+  BOOST_CHECK_NE(id({{"ab", "h:1", 1, true}, {"c", "h:2", 1, true}}),
+                 id({{"a", "h:1", 1, true}, {"bc", "h:2", 1, true}}));
+}
+
 BOOST_AUTO_TEST_CASE(same_members_in_any_order_give_the_same_owners) {
   auto a = nodes({"n1", "n2", "n3", "n4", "n5"});
   auto b = a;

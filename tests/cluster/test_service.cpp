@@ -1227,10 +1227,11 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
     return "(missing)";
   };
   auto stats = cl.node.statsRequest().send().wait(ws);
-  BOOST_REQUIRE(stats.getStats().size() == 12u);
+  BOOST_REQUIRE(stats.getStats().size() == 13u);
   BOOST_TEST(std::string(stats.getStats()[2].getValue().cStr()) == "n2");
   BOOST_TEST(stat("cluster_members_known") == "3");
   BOOST_TEST(stat("cluster_members_forgotten") == "0");
+  BOOST_TEST(stat("cluster_ops_placed_again") == "0");
   BOOST_TEST(stat("cluster_peer_actors") == "2");
   auto served_calls = std::stoull(stat("cluster_calls_served"));
   auto served_ops = std::stoull(stat("cluster_ops_served"));
@@ -1340,6 +1341,92 @@ BOOST_AUTO_TEST_CASE(a_member_that_left_still_serves_until_it_exits) {
   BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::stored));
   BOOST_TEST(static_cast<int>(r.results[1].st) == static_cast<int>(storage::status::hit));
   BOOST_TEST(r.results[1].value.view() == "still here");
+}
+
+// A member whose view lags a ring change places by the ring before it: n3 joined n1 and n2,
+// and the member (a raw client that says it is one) still sends n1 the keys n1 owned before.
+// n1 places those it no longer owns again by its own ring (execute's `ring` names the ring
+// the member placed by); an op already placed again (`routed`), and a call that names no ring
+// (an older node) or n1's own, run at n1 as before.
+BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
+  std::vector<std::unique_ptr<test_node>> nodes;
+  nodes.push_back(std::make_unique<test_node>("n1"));
+  const auto seed = nodes[0]->address();
+  nodes.push_back(std::make_unique<test_node>("n2", std::vector<std::string>{seed}));
+  BOOST_REQUIRE(wait_until([&] { return converged({nodes[0].get(), nodes[1].get()}, 2); },
+                           5000ms));
+  const auto old_view = nodes[0]->view();
+  nodes.push_back(std::make_unique<test_node>("n3", std::vector<std::string>{seed}));
+  std::vector<test_node*> all{nodes[0].get(), nodes[1].get(), nodes[2].get()};
+  BOOST_REQUIRE(wait_until([&] { return converged(all, 3); }, 5000ms));
+  auto& n1 = *nodes[0];
+  auto& n3 = *nodes[2];
+  const auto v = n1.view();
+  BOOST_REQUIRE(!v->past.empty());
+  const uint64_t before = old_view->ring->placement();
+  BOOST_REQUIRE_EQUAL(v->past.front().ring->placement(), before);
+  // Keys n1 owned and n3 owns now; one n1 still owns.
+  std::vector<std::string> moved;
+  std::string kept;
+  for (int i = 0; i < 100000 && (moved.size() < 4 || kept.empty()); ++i) {
+    std::string k = "lag-" + std::to_string(i);
+    if (old_view->ring->live_primary(k)->name != "n1")
+      continue;
+    if (v->ring->live_primary(k)->name == "n3" && moved.size() < 4)
+      moved.push_back(k);
+    else if (v->ring->live_primary(k)->name == "n1" && kept.empty())
+      kept = k;
+  }
+  BOOST_REQUIRE(moved.size() == 4 && !kept.empty());
+
+  raw_client cl(n1.address());
+  {
+    auto req = cl.node.helloRequest();
+    req.setVersion(rpc::SCHEMA_VERSION);
+    auto from = req.initFrom();
+    from.setName("lagger");
+    from.setRpcAddress("127.0.0.1:1");
+    req.setReplicas(1);
+    req.send().wait(cl.io.waitScope);
+  }
+  auto execute = [&](storage::op_batch ops, uint64_t ring) {
+    auto req = cl.node.executeRequest();
+    auto list = req.initOps(static_cast<unsigned>(ops.size()));
+    for (size_t i = 0; i < ops.size(); ++i)
+      cluster::to_rpc(ops[i], list[static_cast<unsigned>(i)]);
+    req.setOrigin(rpc::Origin::CLIENT);
+    req.setRing(ring);
+    auto r = req.send().wait(cl.io.waitScope);
+    BOOST_REQUIRE_EQUAL(r.getResults().size(), ops.size());
+    for (auto x : r.getResults())
+      BOOST_TEST((x.getStatus() == rpc::Status::STORED));
+  };
+  auto routed = set_op(moved[1], "ran here");
+  routed.routed = true;
+  execute({set_op(moved[0], "placed again"), set_op(kept, "mine"), routed}, before);
+  execute({set_op(moved[2], "no ring said")}, 0);
+  execute({set_op(moved[3], "n1's own ring")}, v->ring->placement());
+
+  auto held = [](test_node& n, const std::string& k) -> std::string {
+    auto r = exec(*n.sys, n.shards[actors::key_hash(k) % n.shards.size()], {get_op(k)});
+    BOOST_REQUIRE(r.answered);
+    return r.results[0].st == storage::status::hit ? std::string(r.results[0].value.view())
+                                                     : std::string("(miss)");
+  };
+  BOOST_TEST(held(n3, moved[0]) == "placed again");
+  BOOST_TEST(held(n1, moved[0]) == "(miss)");
+  BOOST_TEST(held(n1, kept) == "mine");
+  BOOST_TEST(held(n1, moved[1]) == "ran here");
+  BOOST_TEST(held(n3, moved[1]) == "(miss)");
+  BOOST_TEST(held(n1, moved[2]) == "no ring said");
+  BOOST_TEST(held(n1, moved[3]) == "n1's own ring");
+  BOOST_TEST(held(n3, moved[3]) == "(miss)");
+  auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
+  std::string again;
+  for (auto st : stats.getStats())
+    if (st.getName() == "cluster_ops_placed_again")
+      again = st.getValue().cStr();
+  BOOST_TEST(again == "1");
 }
 
 BOOST_AUTO_TEST_CASE(teardown_is_bounded) {

@@ -2916,6 +2916,142 @@ BOOST_AUTO_TEST_CASE(data_links_carry_forwarded_ops_and_fall_back_to_rpc) {
   }
 }
 
+// A member whose view lags a ring change forwards by the ring before it: writes for keys that
+// moved reach their old owner. n1 held them as before, where the keys' new owner (which may
+// have warmed the older value already) never looks: with R = 1 every reader then got the
+// older value. The member's link call names the ring it placed by; n1 finds it one it
+// replaced and places those ops again by its own ring.
+BOOST_AUTO_TEST_CASE(writes_placed_by_a_replaced_ring_reach_the_current_owner) {
+  namespace lw = bifrost::cluster::link_wire;
+  using bifrost::cluster::ring;
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 1, 5000ms, long_warm_window);
+  join_node(c, ns, "n3", *ns[0], long_warm_window);
+  // (n1's loop has the ring with n3, and the one before it to warm from)
+  BOOST_REQUIRE(wait_until([&] { return stat_of(*ns[0], "cluster_warm_rings") >= 1; }, 3000ms,
+                           20ms));
+  const ring before({{"n1", "", 1, true}, {"n2", "", 1, true}});
+  const ring now({{"n1", "", 1, true}, {"n2", "", 1, true}, {"n3", "", 1, true}});
+  std::vector<std::string> moved;  // n1's keys before n3 joined, n3's now
+  for (int i = 0; moved.size() < 4 && i < 100000; ++i) {
+    std::string k = "lag-" + std::to_string(i);
+    if (before.primary(k)->name == "n1" && now.primary(k)->name == "n3")
+      moved.push_back(k);
+  }
+  BOOST_REQUIRE_EQUAL(moved.size(), 4u);
+  // n3 holds older values (as when it warmed them from n1 after the join).
+  mc_client m3(ns[2]->port);
+  for (auto& k : moved)
+    BOOST_REQUIRE_EQUAL(m3.set(k, "older"), "STORED");
+
+  // The lagging member: a set and a delete of moved keys, placed by the ring before.
+  bifrost::storage::op_batch ops(2);
+  ops[0].kind = bifrost::storage::op_kind::store;
+  ops[0].key = moved[0];
+  ops[0].value = "newer";
+  ops[1].kind = bifrost::storage::op_kind::remove;
+  ops[1].key = moved[1];
+  auto frame = [](uint64_t id, const bifrost::storage::op_batch& ops, uint64_t ring) {
+    auto f = lw::encode_call(id, bifrost::cluster::rpc::Origin::CLIENT, ops, false, ring);
+    return std::string(f.asChars().begin(), f.asChars().size());
+  };
+  mc_client link(ns[0]->port);
+  link.send_all("bifrost-link 1 lagger\r\n" + frame(1, ops, before.placement()));
+  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 1 n1");
+  auto rs = read_link_reply(link);
+  BOOST_REQUIRE(rs && rs->size() == 2);
+  BOOST_CHECK((*rs)[0].st == bifrost::storage::status::stored);
+  BOOST_CHECK((*rs)[1].st == bifrost::storage::status::deleted);
+  // Every node reads what the member wrote.
+  for (auto* n : ns) {
+    mc_client m(n->port);
+    auto v = m.get(moved[0]);
+    BOOST_CHECK_MESSAGE(v && *v == "newer", "through " << n->name << ": "
+                                                       << (v ? *v : std::string("(miss)")));
+    BOOST_CHECK_MESSAGE(!m.get(moved[1]), "a deleted key read back through " << n->name);
+  }
+  BOOST_CHECK_EQUAL(node_stats(ns[0]->rpc_port)["cluster_ops_placed_again"], "2");
+
+  // A call that names no ring (an older node's) runs at n1, as before; so does an op already
+  // placed again by another member (`routed`), whatever ring its call names.
+  bifrost::storage::op_batch plain(1);
+  plain[0].kind = bifrost::storage::op_kind::store;
+  plain[0].key = moved[2];
+  plain[0].value = "at n1";
+  link.send_all(frame(2, plain, 0));
+  rs = read_link_reply(link);
+  BOOST_REQUIRE(rs && rs->size() == 1);
+  BOOST_CHECK((*rs)[0].st == bifrost::storage::status::stored);
+  bifrost::storage::op_batch reread(1);
+  reread[0].kind = bifrost::storage::op_kind::get;
+  reread[0].key = moved[2];
+  reread[0].routed = true;
+  link.send_all(frame(3, reread, before.placement()));
+  rs = read_link_reply(link);
+  BOOST_REQUIRE(rs && rs->size() == 1);
+  BOOST_CHECK((*rs)[0].st == bifrost::storage::status::hit);
+  BOOST_CHECK_EQUAL(std::string((*rs)[0].value.view()), "at n1");
+  mc_client m2(ns[1]->port);
+  auto v = m2.get(moved[2]);  // its owner, n3, still has its own value
+  BOOST_CHECK(v && *v == "older");
+  BOOST_CHECK_EQUAL(node_stats(ns[0]->rpc_port)["cluster_ops_placed_again"], "2");
+}
+
+// The same at a member that left (R = 1): it lingers to serve warm reads, and a member whose
+// view still has it forwards writes to it. It places them again by its new ring, so they
+// outlive it (before, it stored them and exited with them).
+BOOST_AUTO_TEST_CASE(writes_forwarded_to_a_member_that_left_outlive_it) {
+  namespace lw = bifrost::cluster::link_wire;
+  using bifrost::cluster::ring;
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 1, 5000ms, {"--warm-window", "3000"});
+  const ring with_n3({{"n1", "", 1, true}, {"n2", "", 1, true}, {"n3", "", 1, true}});
+  std::vector<std::string> keys;  // n3's
+  for (int i = 0; keys.size() < 20 && i < 100000; ++i) {
+    std::string k = "leave-lag-" + std::to_string(i);
+    if (with_n3.primary(k)->name == "n3")
+      keys.push_back(k);
+  }
+  mc_client link(ns[2]->port);  // opened before the leave: the lagging member's link
+  link.send_all("bifrost-link 1 lagger\r\n");
+  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 1 n3");
+  mc_client stats3(ns[2]->port);  // (opened before the leave too)
+  auto warm_rings = [&] {
+    stats3.send_all("stats\r\n");
+    long rings = -1;
+    for (std::string line; (line = stats3.read_line()) != "END";)
+      if (line.rfind("STAT cluster_warm_rings ", 0) == 0)
+        rings = std::stol(line.substr(24));
+    return rings;
+  };
+  const long rings_before = warm_rings();
+  BOOST_REQUIRE_EQUAL(run_ctl({"--node", ns[2]->rpc(), "leave"}).exit_code, 0);
+  // (n3's loop has its ring without itself, and the one before to serve warm reads from)
+  BOOST_REQUIRE(wait_until([&] { return warm_rings() > rings_before; }, 2000ms, 10ms));
+  bifrost::storage::op_batch ops(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ops[i].kind = bifrost::storage::op_kind::store;
+    ops[i].key = keys[i];
+    ops[i].value = value_for(keys[i]);
+  }
+  auto f = lw::encode_call(1, bifrost::cluster::rpc::Origin::CLIENT, ops, false,
+                           with_n3.placement());
+  link.send_all(std::string(f.asChars().begin(), f.asChars().size()));
+  auto rs = read_link_reply(link);
+  BOOST_REQUIRE(rs && rs->size() == keys.size());
+  for (auto& r : *rs)
+    BOOST_CHECK(r.st == bifrost::storage::status::stored);
+  // n3 exits at the end of its window; the writes are at their owners.
+  BOOST_REQUIRE(wait_until([&] { return c.reap(*ns[2]); }, 10000ms, 50ms));
+  for (auto* n : {ns[0], ns[1]}) {
+    auto r = read_all(n->port, keys);
+    BOOST_CHECK_MESSAGE(r.hits == keys.size(),
+                        r.hits << " of " << keys.size() << " read back through " << n->name);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
   cluster c;
   logs_on_failure guard{c};
