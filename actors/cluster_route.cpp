@@ -216,19 +216,38 @@ bool placed_by_replaced_ring(const cluster_view& cv, uint64_t sender_ring) noexc
   return false;
 }
 
-bool place_again(const cluster_view& cv, const storage::op& o) noexcept {
-  if (o.routed || o.parked != 0 || o.kind == storage::op_kind::flush || !cv.ring)
-    return false;
+bool owns(const cluster_view& cv, std::string_view key) noexcept {
+  if (!cv.ring)
+    return true;
   cluster::ring::member_id owners[cluster_view::max_replicas];
   const size_t r = std::clamp<uint32_t>(cv.replicas, 1, cluster_view::max_replicas);
-  const size_t n = cv.ring->live_owner_ids(cluster::ring::key_hash(o.key), r, owners);
+  const size_t n = cv.ring->live_owner_ids(cluster::ring::key_hash(key), r, owners);
   if (n == 0)
-    return false;
+    return true;
+  // (A node that left is not in its own ring: its id then names no member, or another.)
   const bool in_ring = cv.self < cv.ring->size() && cv.ring->member(cv.self).name == cv.self_name;
   for (size_t i = 0; i < n; ++i)
     if (in_ring && owners[i] == cv.self)
-      return false;
-  return true;
+      return true;
+  return false;
+}
+
+bool place_again(const cluster_view& cv, const storage::op& o) noexcept {
+  if (o.routed >= max_routed || o.parked != 0 || o.kind == storage::op_kind::flush)
+    return false;
+  return !owns(cv, o.key);
+}
+
+storage::op warm_copy(const std::string& key, const storage::result& r) {
+  storage::op keep;
+  keep.kind = storage::op_kind::store;
+  keep.mode = storage::store_mode::add;  // never over a write that got there first
+  keep.key = key;
+  keep.value.assign(r.value.view().data(), r.value.view().size());
+  keep.flags = r.flags;
+  keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
+  keep.explicit_cas = r.cas;
+  return keep;
 }
 
 } // namespace bifrost::actors

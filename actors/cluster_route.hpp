@@ -160,19 +160,32 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
 // a leaver that took it exited with it). The caller says which ring it placed by
 // (cluster::ring::placement: LinkCall.ring, execute's `ring`). When that is one this node has
 // replaced (one of cv.past) and this node is none of the key's live owners in its current
-// ring, the op is placed again by the current ring, as this node would place a client's, and
-// marked `routed`, so that whatever the next node's ring says it runs there: one more hop at
-// most, never a cycle. A caller's ring this node does not know may be newer than its own (its
-// own view lags): the op runs here, as before.
+// ring, the op is placed again by the current ring, as this node would place a client's
+// (cluster/service.cpp: the item an update or an add needs goes first, as a warm copy), and
+// its `routed` count goes up. An op placed max_routed times runs where it arrives, whatever
+// that node's ring says: a bound on the hops (rings that flap, A -> B -> A, cannot make it
+// cycle). A caller's ring this node does not know may be newer than its own (its own view
+// lags): the op runs here, as before.
 
 /// True when `sender_ring` is the placement of one of cv's past rings and not its current
 /// one: the sender placed by a ring this node replaced.
 bool placed_by_replaced_ring(const cluster_view& cv, uint64_t sender_ring) noexcept;
 
+/// True when this node is among the key's live owners in cv's ring, or no member is.
+bool owns(const cluster_view& cv, std::string_view key) noexcept;
+
+/// Times an op may be placed by a node's own ring on its way (storage::op::routed).
+constexpr uint8_t max_routed = 2;
+
 /// For a client op of a caller placed_by_replaced_ring() holds for: true when it must be
-/// placed again (not `routed` already, not a flush nor a re-read of a parked result, and this
-/// node is not among its key's live owners in cv's ring while some other member is).
+/// placed again (placed fewer than max_routed times, not a flush nor a re-read of a parked
+/// result, and its key not owned here).
 bool place_again(const cluster_view& cv, const storage::op& o) noexcept;
+
+/// The store that adds `r` (a hit read of `key`, with its value) where the key is missing:
+/// mode add (never over a write that got there first), the same flags, absolute expiry and
+/// CAS. How write-on-miss warming copies an item to its new owner.
+storage::op warm_copy(const std::string& key, const storage::result& r);
 
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).
 inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {

@@ -936,18 +936,6 @@ bool connection::keepable(const cluster_view& cv, const op_route& rt,
          (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]));
 }
 
-storage::op connection::warm_copy(const std::string& key, const storage::result& r) {
-  storage::op keep;
-  keep.kind = storage::op_kind::store;
-  keep.mode = storage::store_mode::add;  // never over a write that got there first
-  keep.key = key;
-  keep.value.assign(r.value.view().data(), r.value.view().size());
-  keep.flags = r.flags;
-  keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
-  keep.explicit_cas = r.cas;
-  return keep;
-}
-
 bool connection::later_request_on(uint64_t seq, const std::string& key) const {
   for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];

@@ -191,9 +191,6 @@ private:
   // client's read `o` asked, or `quiet`ly (an update's or an add's look at the item).
   void send_warm_read(uint64_t seq, uint32_t index, const cluster_view& cv,
                       const warm_from& from, const storage::op& o, bool quiet);
-  // The store that keeps a warm read's hit `r` at the owner: an add, with its flags, expiry
-  // and CAS.
-  static storage::op warm_copy(const std::string& key, const storage::result& r);
   // True when a request after `seq` changes `key` or is a flush_all (it was routed when it
   // was parsed, so what is sent for `seq` now would land after it). Later reads do not
   // count: they saw the state before, as they would have a moment earlier.

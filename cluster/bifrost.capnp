@@ -90,9 +90,10 @@ struct Op {
   keepToken @19 :Bool;  # a read that leaves a stale item's win token (false from old nodes)
   handBack @20 :Bool;   # remove: only an item stored before the node's return (storage/ops.hpp)
   parked @21 :UInt64;   # a re-read of the result parked under this token (storage/parked.hpp)
-  routed @22 :Bool;     # origin client: a member placed this op again by its own ring (it
-                        # found the sender's ring older than its own): run it here, whatever
-                        # this node's ring says (one such hop, never more)
+  routed @22 :UInt8;    # origin client: how many times a node placed this op by its own ring
+                        # on the way (bifrostctl's node, or one that found the sender's ring
+                        # older than its own); from 2 on it runs where it arrives, whatever
+                        # that node's ring says (actors/cluster_route.hpp, max_routed)
 }
 
 struct Result {

@@ -773,7 +773,7 @@ private:
       if (std::any_of(r.results.begin(), r.results.end(), left_out) && peer_is_member())
         for (auto& x : r.results)
           if (left_out(x))
-            x.parked = reg_->parked->park(x);
+            x.parked = x.placed_again ? reg_->parked->park_strict(x) : reg_->parked->park(x);
     }
     append_frame(io_.out, link_wire::encode_reply(r.call.id, r.results));
     reply_frames_.emplace_back(out_written_ + io_.out.pending_bytes(), uv_now(loop().uv()));

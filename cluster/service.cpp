@@ -220,6 +220,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// The router actor's (a data link session's ops placed again): routed_execute(), answered
   /// to `sender` as (result_atom, tag, results).
   void route_call(uint64_t tag, storage::op_batch ops, caf::actor sender, caf::actor self);
+  /// routed_execute() of ops a member placed by a ring this node replaced (both callers
+  /// above): the item an update or an add needs goes first, from this node's shards to the
+  /// key's owner, as an add; the results are marked placed_again (parked strictly).
+  kj::Promise<storage::result_batch> execute_again(storage::op_batch ops);
   uint64_t placed_again = 0;  // ops placed again (Node.stats: cluster_ops_placed_again)
   /// What routed_execute's ops looked like, and where the current ring placed them.
   struct routed_ops {
@@ -626,7 +630,7 @@ void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Bui
       if (can_stream && jobs)
         jobs->push_back({static_cast<uint32_t>(i), v});
       else if (parked)  // its re-read gets this result, not what later calls did to the item
-        b.setParked(parked->park(rs[i]));
+        b.setParked(rs[i].placed_again ? parked->park_strict(rs[i]) : parked->park(rs[i]));
     }
   }
 }
@@ -1421,13 +1425,16 @@ kj::Promise<void> service::impl::local_stats(std::shared_ptr<service::stat_list>
 }
 
 kj::Promise<storage::result_batch> service::impl::parked_or_local(storage::op_batch ops) {
-  if (!cfg.parked)
-    return local_execute(std::move(ops));
   storage::result_batch found(ops.size());
   std::vector<size_t> run;  // indexes of the ops that run at the shards
   for (size_t i = 0; i < ops.size(); ++i) {
     auto& o = ops[i];
-    if (o.parked == 0 || o.kind != storage::op_kind::get || !cfg.parked->take(o.parked, found[i]))
+    const bool reread = o.parked != 0 && o.kind == storage::op_kind::get;
+    if (reread && cfg.parked && cfg.parked->take(o.parked, found[i]))
+      ;  // the result it re-reads
+    else if (reread && storage::parked_values::strict(o.parked))
+      found[i] = storage::result::of(storage::status::unavailable);  // not our copy to read
+    else
       run.push_back(i);
     found[i].parked = 0;
   }
@@ -1539,7 +1546,8 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
     placed->probes.push_back(storage::change_probe(ops[i]));
     placed->probes.back().get_value = ops[i].get_value;
     placed->owners.push_back(id);
-    ops[i].routed = id != self;  // the owner runs it, whatever its ring says (stale placements)
+    if (id != self && ops[i].routed < 255)  // (stale placements: a bound on the hops)
+      ++ops[i].routed;
     groups[id].idx.push_back(i);
     groups[id].ops.push_back(std::move(ops[i]));
   }
@@ -1589,23 +1597,71 @@ kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_ba
   }
   if (parts[1].empty())
     return here(std::move(parts[0]));
-  placed_again += parts[1].size();
   auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(2);
   promises.add(parts[0].empty() ? kj::Promise<storage::result_batch>(storage::result_batch{})
                                 : here(std::move(parts[0])));
-  promises.add(routed_execute(std::move(parts[1])));
+  promises.add(execute_again(std::move(parts[1])));
   return kj::joinPromises(promises.finish())
       .then([n, idx](kj::Array<storage::result_batch> rs) { return scatter_results(n, *idx, rs); });
 }
 
+kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batch ops) {
+  placed_again += ops.size();
+  auto mark = [](storage::result_batch rs) {
+    for (auto& r : rs)
+      r.placed_again = true;
+    return rs;
+  };
+  // An update or an add acts on the item the member's client knew, which this node held
+  // before the ring change and the key's owner may not have warmed yet: its copy goes first,
+  // as an add (never over a write that got there first), as a connection's warming does.
+  storage::op_batch reads;
+  for (const auto& o : ops) {
+    auto cls = actors::classify(o);
+    if (cls != actors::warm_class::update && cls != actors::warm_class::insert)
+      continue;
+    storage::op r;
+    r.kind = storage::op_kind::get;
+    r.key = o.key;
+    r.get_bump = false;   // not an access
+    r.counted = false;
+    r.keep_token = true;  // nor a reader of a win token
+    reads.push_back(std::move(r));
+  }
+  if (reads.empty())
+    return routed_execute(std::move(ops)).then(mark);
+  auto held = std::make_shared<storage::op_batch>(std::move(ops));
+  auto keys = std::make_shared<std::vector<std::string>>();
+  for (const auto& r : reads)
+    keys->push_back(r.key);
+  return local_execute(std::move(reads))
+      .then([this, held, keys](storage::result_batch rs) {
+        storage::op_batch all;
+        for (size_t j = 0; j < rs.size() && j < keys->size(); ++j)
+          if (rs[j].st == storage::status::hit && rs[j].value)
+            all.push_back(actors::warm_copy((*keys)[j], rs[j]));
+        const size_t copies = all.size();
+        for (auto& o : *held)
+          all.push_back(std::move(o));
+        // One batch: each copy reaches its key's owner before the op (routed_execute sends
+        // an owner's ops in order).
+        return routed_execute(std::move(all)).then([copies](storage::result_batch rs) {
+          rs.erase(rs.begin(), rs.begin() + static_cast<long>(std::min(copies, rs.size())));
+          return rs;
+        });
+      })
+      .then(mark);
+}
+
 void service::impl::route_call(uint64_t tag, storage::op_batch ops, caf::actor sender,
                                caf::actor self) {
-  placed_again += ops.size();
   uint64_t id = next_call++;
-  calls.emplace(id, call_info{std::move(sender), std::move(self), tag, ops.size()});
-  tasks->add(routed_execute(std::move(ops)).then([this, id](storage::result_batch rs) {
-    finish_call(id, std::move(rs));
-  }));
+  const size_t n = ops.size();
+  auto done = execute_again(std::move(ops))
+                .catch_([n](kj::Exception&&) { return unavailable(n); })
+                .then([this, id](storage::result_batch rs) { finish_call(id, std::move(rs)); });
+  calls.emplace(id, call_info{std::move(sender), std::move(self), tag, n});
+  tasks->add(kj::mv(done));
 }
 
 kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {

@@ -78,8 +78,8 @@ struct op {
                               // replicator's reads (as in memcached, only mg hands it out)
   uint64_t parked = 0;        // cluster: a re-read of the result its owner parked for this
                               // op's first read (storage/parked.hpp); shards ignore it
-  bool routed = false;        // cluster: a member placed this client op again by its own
-                              // ring (Op.routed): it runs where it arrives; shards ignore it
+  uint8_t routed = 0;         // cluster: times a node placed this client op by its own ring
+                              // on the way (Op.routed, actors/cluster_route.hpp); shards ignore it
 
   // -- arith --
   bool incr = true;           // false: decr (floors at 0); incr wraps at 2^64
@@ -119,6 +119,8 @@ struct result {
   pinned_slice value;         // get with get_value: the value bytes
   uint64_t parked = 0;        // cluster: the value was left out of the reply and parked at
                               // its owner under this token (storage/parked.hpp); 0 = not
+  bool placed_again = false;  // cluster: the key's owner answered it after this node placed
+                              // the op again (actors/cluster_route.hpp): parked strictly
 
   /// A result with status `s` and nothing else (an op that failed or did not run).
   static result of(status s) {

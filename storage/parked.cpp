@@ -20,7 +20,8 @@ uint64_t random_start() {
         (static_cast<uint64_t>(::getpid()) << 40);
   }
   t &= ~(uint64_t{1} << 63);  // room to grow without wrapping to 0
-  return t == 0 ? 1 : t;
+  t &= ~uint64_t{1};          // even: the low bit tells strict entries
+  return t == 0 ? 2 : t;
 }
 } // namespace
 
@@ -60,10 +61,11 @@ void parked_values::drop_front(std::vector<result>& gone) {
   ++dropped_;
 }
 
-uint64_t parked_values::park(result r, uint64_t now_ms) {
+uint64_t parked_values::park(result r, uint64_t now_ms, bool strict) {
   std::vector<result> gone;  // destroyed after the lock: a last pin unmaps its segment
   std::lock_guard<std::mutex> guard(mu_);
-  uint64_t token = next_token_++;
+  uint64_t token = next_token_ | (strict ? 1 : 0);
+  next_token_ += 2;
   hold(r.value);
   entries_.emplace(token, entry{std::move(r), now_ms});
   while (entries_.size() > 1 &&

@@ -16,10 +16,13 @@
 // segment counted once, at its whole size, since a pinned segment that its shard retired
 // still counts in the shard's memory). The newest entry always stays. A re-read whose entry
 // is gone runs as a plain read, as before parking existed: its result may then show a later
-// op of the pipeline (stats: cluster_parked_dropped counts them).
+// op of the pipeline (stats: cluster_parked_dropped counts them) — except a strict entry's
+// (park_strict: a result this node got from the key's owner after it placed the op again,
+// actors/cluster_route.hpp: a plain read here would read an older copy), which answers
+// `unavailable` instead.
 //
-// Tokens start at a random point (a restarted owner does not hand out the tokens its
-// previous process did) and grow by one.
+// Tokens start at a random even point (a restarted owner does not hand out the tokens its
+// previous process did) and grow by two; a strict entry's token is odd.
 //
 // Thread affinity: any thread (one mutex). The I/O loops' link sessions park; the KJ thread
 // parks (Node.execute), takes (re-reads) and expires (membership tick). Entries dropped are
@@ -51,6 +54,10 @@ public:
 
   /// Keeps `r` (a hit with its value) and returns its token (never 0).
   uint64_t park(result r) { return park(std::move(r), clock_ms()); }
+  /// The same for a strict entry (see above): its token is odd.
+  uint64_t park_strict(result r) { return park(std::move(r), clock_ms(), true); }
+  /// True for a strict entry's token: a re-read that finds it gone must not read afresh.
+  static bool strict(uint64_t token) noexcept { return (token & 1) != 0; }
   /// The result parked under `token`, removed; false when there is none (taken, expired or
   /// pushed out).
   bool take(uint64_t token, result& out);
@@ -58,7 +65,7 @@ public:
   void expire() { expire(clock_ms()); }
 
   /// The same with the time given (tests): milliseconds of clock_ms()'s clock.
-  uint64_t park(result r, uint64_t now_ms);
+  uint64_t park(result r, uint64_t now_ms, bool strict = false);
   void expire(uint64_t now_ms);
   static uint64_t clock_ms();  // std::chrono::steady_clock
 

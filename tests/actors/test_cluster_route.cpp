@@ -533,7 +533,9 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again_only_off_the
   away.kind = storage::op_kind::get;
   BOOST_CHECK(place_again(*v2, away));
   storage::op routed = away;
-  routed.routed = true;
+  routed.routed = 1;  // placed once on its way (by bifrostctl's node, or a node like this one)
+  BOOST_CHECK(place_again(*v2, routed));
+  routed.routed = max_routed;  // the bound: it runs where it arrives
   BOOST_CHECK(!place_again(*v2, routed));
   storage::op parked = away;
   parked.parked = 5;

@@ -43,7 +43,7 @@ storage::op_batch sample_ops() {
   ops[3].kind = storage::op_kind::remove;
   ops[3].key = std::string(250, 'k');
   ops[3].hand_back = true;
-  ops[2].routed = true;  // placed again by a member whose ring is newer than the caller's
+  ops[2].routed = 2;  // placed by two nodes' own rings on its way
   return ops;
 }
 

@@ -2926,24 +2926,31 @@ BOOST_AUTO_TEST_CASE(writes_placed_by_a_replaced_ring_reach_the_current_owner) {
   using bifrost::cluster::ring;
   cluster c;
   logs_on_failure guard{c};
-  auto ns = start_cluster(c, 2, 1, 5000ms, long_warm_window);
-  join_node(c, ns, "n3", *ns[0], long_warm_window);
-  // (n1's loop has the ring with n3, and the one before it to warm from)
-  BOOST_REQUIRE(wait_until([&] { return stat_of(*ns[0], "cluster_warm_rings") >= 1; }, 3000ms,
-                           20ms));
   const ring before({{"n1", "", 1, true}, {"n2", "", 1, true}});
   const ring now({{"n1", "", 1, true}, {"n2", "", 1, true}, {"n3", "", 1, true}});
   std::vector<std::string> moved;  // n1's keys before n3 joined, n3's now
-  for (int i = 0; moved.size() < 4 && i < 100000; ++i) {
+  for (int i = 0; moved.size() < 7 && i < 100000; ++i) {
     std::string k = "lag-" + std::to_string(i);
     if (before.primary(k)->name == "n1" && now.primary(k)->name == "n3")
       moved.push_back(k);
   }
-  BOOST_REQUIRE_EQUAL(moved.size(), 4u);
+  BOOST_REQUIRE_EQUAL(moved.size(), 7u);
+  auto ns = start_cluster(c, 2, 1, 5000ms, long_warm_window);
+  {  // items at n1 that n3 will not have warmed: a counter, a value to append to, a key to add
+    mc_client m2(ns[1]->port);
+    BOOST_REQUIRE_EQUAL(m2.set(moved[4], "41"), "STORED");
+    BOOST_REQUIRE_EQUAL(m2.set(moved[5], "abc"), "STORED");
+    BOOST_REQUIRE_EQUAL(m2.set(moved[6], "first"), "STORED");
+  }
+  const long rings_before = stat_of(*ns[0], "cluster_warm_rings");
+  join_node(c, ns, "n3", *ns[0], long_warm_window);
+  // (n1's loop has the ring with n3, and the one before it to warm from)
+  BOOST_REQUIRE(wait_until(
+    [&] { return stat_of(*ns[0], "cluster_warm_rings") > rings_before; }, 3000ms, 20ms));
   // n3 holds older values (as when it warmed them from n1 after the join).
   mc_client m3(ns[2]->port);
-  for (auto& k : moved)
-    BOOST_REQUIRE_EQUAL(m3.set(k, "older"), "STORED");
+  for (size_t i = 0; i < 4; ++i)
+    BOOST_REQUIRE_EQUAL(m3.set(moved[i], "older"), "STORED");
 
   // The lagging member: a set and a delete of moved keys, placed by the ring before.
   bifrost::storage::op_batch ops(2);
@@ -2973,21 +2980,51 @@ BOOST_AUTO_TEST_CASE(writes_placed_by_a_replaced_ring_reach_the_current_owner) {
   }
   BOOST_CHECK_EQUAL(node_stats(ns[0]->rpc_port)["cluster_ops_placed_again"], "2");
 
-  // A call that names no ring (an older node's) runs at n1, as before; so does an op already
-  // placed again by another member (`routed`), whatever ring its call names.
+  // Updates and an add act on the items n1 held (n3 had not warmed them): an incr, an append
+  // and an add that finds its key.
+  bifrost::storage::op_batch updates(3);
+  updates[0].kind = bifrost::storage::op_kind::arith;
+  updates[0].key = moved[4];
+  updates[0].delta = 1;
+  updates[1].kind = bifrost::storage::op_kind::store;
+  updates[1].mode = bifrost::storage::store_mode::append;
+  updates[1].key = moved[5];
+  updates[1].value = "def";
+  updates[2].kind = bifrost::storage::op_kind::store;
+  updates[2].mode = bifrost::storage::store_mode::add;
+  updates[2].key = moved[6];
+  updates[2].value = "second";
+  link.send_all(frame(4, updates, before.placement()));
+  rs = read_link_reply(link);
+  BOOST_REQUIRE(rs && rs->size() == 3);
+  BOOST_CHECK((*rs)[0].st == bifrost::storage::status::hit);
+  BOOST_CHECK_EQUAL((*rs)[0].number, 42u);
+  BOOST_CHECK((*rs)[1].st == bifrost::storage::status::stored);
+  BOOST_CHECK((*rs)[2].st == bifrost::storage::status::not_stored);
+  for (auto* n : ns) {
+    mc_client m(n->port);
+    auto a = m.get(moved[4]), b = m.get(moved[5]), d = m.get(moved[6]);
+    BOOST_CHECK_MESSAGE(a && *a == "42", "counter through " << n->name);
+    BOOST_CHECK_MESSAGE(b && *b == "abcdef", "append through " << n->name);
+    BOOST_CHECK_MESSAGE(d && *d == "first", "add through " << n->name);
+  }
+  BOOST_CHECK_EQUAL(node_stats(ns[0]->rpc_port)["cluster_ops_placed_again"], "5");
+
+  // A call that names no ring (an older node's) runs at n1, as before; so does an op placed
+  // by nodes' own rings twice on its way (`routed`), whatever ring its call names.
   bifrost::storage::op_batch plain(1);
   plain[0].kind = bifrost::storage::op_kind::store;
   plain[0].key = moved[2];
   plain[0].value = "at n1";
-  link.send_all(frame(2, plain, 0));
+  link.send_all(frame(5, plain, 0));
   rs = read_link_reply(link);
   BOOST_REQUIRE(rs && rs->size() == 1);
   BOOST_CHECK((*rs)[0].st == bifrost::storage::status::stored);
   bifrost::storage::op_batch reread(1);
   reread[0].kind = bifrost::storage::op_kind::get;
   reread[0].key = moved[2];
-  reread[0].routed = true;
-  link.send_all(frame(3, reread, before.placement()));
+  reread[0].routed = 2;  // (actors::max_routed)
+  link.send_all(frame(6, reread, before.placement()));
   rs = read_link_reply(link);
   BOOST_REQUIRE(rs && rs->size() == 1);
   BOOST_CHECK((*rs)[0].st == bifrost::storage::status::hit);
@@ -2995,7 +3032,7 @@ BOOST_AUTO_TEST_CASE(writes_placed_by_a_replaced_ring_reach_the_current_owner) {
   mc_client m2(ns[1]->port);
   auto v = m2.get(moved[2]);  // its owner, n3, still has its own value
   BOOST_CHECK(v && *v == "older");
-  BOOST_CHECK_EQUAL(node_stats(ns[0]->rpc_port)["cluster_ops_placed_again"], "2");
+  BOOST_CHECK_EQUAL(node_stats(ns[0]->rpc_port)["cluster_ops_placed_again"], "5");
 }
 
 // The same at a member that left (R = 1): it lingers to serve warm reads, and a member whose

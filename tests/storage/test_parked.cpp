@@ -45,7 +45,16 @@ BOOST_AUTO_TEST_CASE(a_parked_result_is_taken_once_as_it_was_after_its_item_chan
   const uint64_t t2 = p.park(do_get(*s, "k"), 1000);
   BOOST_REQUIRE_EQUAL(do_delete(*s, "k").st, status::deleted);
   BOOST_CHECK_NE(t1, 0u);
-  BOOST_CHECK_EQUAL(t2, t1 + 1);
+  BOOST_CHECK_EQUAL(t2, t1 + 2);
+  // A strict entry (a result another node answered): an odd token, in the same order.
+  const uint64_t t3 = p.park(do_get(*s, "k"), 1000, true);
+  BOOST_CHECK_EQUAL(t3, t2 + 3);
+  BOOST_CHECK(parked_values::strict(t3));
+  BOOST_CHECK(!parked_values::strict(t1) && !parked_values::strict(t2));
+  {
+    result r3;
+    BOOST_REQUIRE(p.take(t3, r3));
+  }
   BOOST_CHECK_EQUAL(p.stats().entries, 2u);
   result r;
   BOOST_REQUIRE(p.take(t1, r));
