@@ -491,6 +491,24 @@ public:
   }
 
 protected:
+  /// Starts a call of the service's that answers the current sender (result_atom, tag, ...)
+  /// later: `start(sender, self)`. Answers `n` results `unavailable` at once instead when the
+  /// service is gone or the start throws.
+  template <class Start>
+  void start_call(uint64_t tag, size_t n, Start&& start) {
+    auto sender = caf::actor_cast<caf::actor>(current_sender());
+    auto self = caf::actor_cast<caf::actor>(this);
+    if (core_) {
+      KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] { start(sender, self); })) {
+        (void) e;
+      } else {
+        return;
+      }
+    }
+    if (sender)
+      send(sender, actors::result_atom::value, tag, unavailable(n));
+  }
+
   service::impl* core_;
 };
 
@@ -518,20 +536,9 @@ public:
 
 private:
   void call(rpc::Origin origin, uint64_t tag, storage::op_batch&& ops) {
-    auto sender = caf::actor_cast<caf::actor>(current_sender());
-    auto self = caf::actor_cast<caf::actor>(this);
-    size_t n = ops.size();
-    if (core_) {
-      KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                     core_->peer_call(name_, origin, tag, std::move(ops), sender, self);
-                   })) {
-        (void) e;
-      } else {
-        return;
-      }
-    }
-    if (sender)
-      send(sender, actors::result_atom::value, tag, unavailable(n));
+    start_call(tag, ops.size(), [&](const caf::actor& sender, const caf::actor& self) {
+      core_->peer_call(name_, origin, tag, std::move(ops), sender, self);
+    });
   }
 
   std::string name_;
@@ -546,20 +553,9 @@ public:
   caf::behavior make_behavior() override {
     return {
       [this](actors::exec_atom, uint64_t tag, storage::op_batch& ops) {
-        auto sender = caf::actor_cast<caf::actor>(current_sender());
-        auto self = caf::actor_cast<caf::actor>(this);
-        size_t n = ops.size();
-        if (core_) {
-          KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                         core_->route_call(tag, std::move(ops), sender, self);
-                       })) {
-            (void) e;
-          } else {
-            return;
-          }
-        }
-        if (sender)
-          send(sender, actors::result_atom::value, tag, unavailable(n));
+        start_call(tag, ops.size(), [&](const caf::actor& sender, const caf::actor& self) {
+          core_->route_call(tag, std::move(ops), sender, self);
+        });
       },
     };
   }
