@@ -3035,15 +3035,15 @@ BOOST_AUTO_TEST_CASE(writes_placed_by_a_replaced_ring_reach_the_current_owner) {
   BOOST_CHECK_EQUAL(node_stats(ns[0]->rpc_port)["cluster_ops_placed_again"], "5");
 }
 
-// The same at a member that left (R = 1): it lingers to serve warm reads, and a member whose
-// view still has it forwards writes to it. It places them again by its new ring, so they
-// outlive it (before, it stored them and exited with them).
+// The same at a member that left (R = 1): it lingers to serve warm reads (5 s here), and a
+// member whose view still has it forwards writes to it. It places them again by its new
+// ring, so they outlive it (before, it stored them and exited with them).
 BOOST_AUTO_TEST_CASE(writes_forwarded_to_a_member_that_left_outlive_it) {
   namespace lw = bifrost::cluster::link_wire;
   using bifrost::cluster::ring;
   cluster c;
   logs_on_failure guard{c};
-  auto ns = start_cluster(c, 3, 1, 5000ms, {"--warm-window", "3000"});
+  auto ns = start_cluster(c, 3, 1, 5000ms, {"--warm-window", "5000"});
   const ring with_n3({{"n1", "", 1, true}, {"n2", "", 1, true}, {"n3", "", 1, true}});
   std::vector<std::string> keys;  // n3's
   for (int i = 0; keys.size() < 20 && i < 100000; ++i) {
@@ -3081,7 +3081,7 @@ BOOST_AUTO_TEST_CASE(writes_forwarded_to_a_member_that_left_outlive_it) {
   for (auto& r : *rs)
     BOOST_CHECK(r.st == bifrost::storage::status::stored);
   // n3 exits at the end of its window; the writes are at their owners.
-  BOOST_REQUIRE(wait_until([&] { return c.reap(*ns[2]); }, 10000ms, 50ms));
+  BOOST_REQUIRE(wait_until([&] { return c.reap(*ns[2]); }, 15000ms, 50ms));
   for (auto* n : {ns[0], ns[1]}) {
     auto r = read_all(n->port, keys);
     BOOST_CHECK_MESSAGE(r.hits == keys.size(),
