@@ -200,6 +200,11 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   // -- local execution (bridge) --
   kj::Promise<storage::result_batch> local_execute(storage::op_batch ops);
+  /// local_execute as the keys' primary: with origin client, the writes that changed their
+  /// item then go to the keys' other owners (replicate_results; with `wait`, before the
+  /// results answer).
+  kj::Promise<storage::result_batch> local_primary(storage::op_batch ops, rpc::Origin origin,
+                                                   bool wait);
   /// local_execute, except for re-reads of parked results (storage::op::parked, from a
   /// member's data link or peer): those answer from cfg.parked, without running. A token
   /// not found (expired) runs as a plain read.
@@ -668,11 +673,7 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
 kj::Promise<void> upload_sink::finish(FinishContext context) {
   KJ_REQUIRE(!finished_, "upload already finished");
   finished_ = true;
-  auto ops = std::make_shared<storage::op_batch>(ops_);  // keys for replication
-  return core_.local_execute(std::move(ops_))
-      .then([this, ops](storage::result_batch rs) {
-        return replicate_results(core_, *ops, std::move(rs), origin_, wait_);
-      })
+  return core_.local_primary(std::move(ops_), origin_, wait_)
       .then([context](storage::result_batch rs) mutable {
         auto list = context.getResults(results_size(rs)).initResults(static_cast<unsigned>(rs.size()));
         fill_results(rs, list, false, nullptr, nullptr);
@@ -1451,6 +1452,20 @@ kj::Promise<storage::result_batch> service::impl::parked_or_local(storage::op_ba
       });
 }
 
+kj::Promise<storage::result_batch> service::impl::local_primary(storage::op_batch ops,
+                                                                rpc::Origin origin, bool wait) {
+  if (origin != rpc::Origin::CLIENT || cfg.replicas <= 1 || !replicator)
+    return local_execute(std::move(ops));  // (nothing to replicate: no probes kept)
+  // What replicate_results reads of each op once its result comes, without its value.
+  auto probes = std::make_shared<storage::op_batch>();
+  probes->reserve(ops.size());
+  for (const auto& o : ops)
+    probes->push_back(storage::change_probe(o));
+  return local_execute(std::move(ops)).then([this, probes, origin, wait](storage::result_batch rs) {
+    return replicate_results(*this, *probes, std::move(rs), origin, wait);
+  });
+}
+
 kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batch ops) {
   size_t n = ops.size();
   if (n == 0)
@@ -1552,11 +1567,7 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
   for (auto& [id, g] : groups) {
     idx->push_back(std::move(g.idx));
     if (id == self) {
-      auto local = std::make_shared<storage::op_batch>(g.ops);
-      promises.add(local_execute(std::move(g.ops)).then([this, local](storage::result_batch rs) {
-        return replicate_results(*this, *local, std::move(rs), rpc::Origin::CLIENT,
-                                 cfg.wait_replicas);
-      }));
+      promises.add(local_primary(std::move(g.ops), rpc::Origin::CLIENT, cfg.wait_replicas));
     } else {
       promises.add(remote_execute(ring_->member(id).address, std::move(g.ops),
                                   rpc::Origin::CLIENT, cfg.wait_replicas));
@@ -1572,17 +1583,9 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
 kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_batch ops,
                                                                   uint64_t sender_ring,
                                                                   bool wait) {
-  auto here = [this, wait](storage::op_batch ops) -> kj::Promise<storage::result_batch> {
-    if (cfg.replicas <= 1)
-      return local_execute(std::move(ops));
-    auto keys = std::make_shared<storage::op_batch>(ops);
-    return local_execute(std::move(ops)).then([this, keys, wait](storage::result_batch rs) {
-      return replicate_results(*this, *keys, std::move(rs), rpc::Origin::CLIENT, wait);
-    });
-  };
   std::shared_ptr<const actors::cluster_view> view = view_;
-  if (!view || !actors::placed_by_replaced_ring(*view, sender_ring))
-    return here(std::move(ops));  // the common case: the member's ring is this node's
+  if (!view || !actors::placed_by_replaced_ring(*view, sender_ring))  // the common case
+    return local_primary(std::move(ops), rpc::Origin::CLIENT, wait);
   const size_t n = ops.size();
   auto idx = std::make_shared<std::vector<std::vector<size_t>>>(2);  // [0] here, [1] again
   storage::op_batch parts[2];
@@ -1592,10 +1595,9 @@ kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_ba
     parts[g].push_back(std::move(ops[i]));
   }
   if (parts[1].empty())
-    return here(std::move(parts[0]));
+    return local_primary(std::move(parts[0]), rpc::Origin::CLIENT, wait);
   auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(2);
-  promises.add(parts[0].empty() ? kj::Promise<storage::result_batch>(storage::result_batch{})
-                                : here(std::move(parts[0])));
+  promises.add(local_primary(std::move(parts[0]), rpc::Origin::CLIENT, wait));  // (maybe none)
   promises.add(execute_again(std::move(parts[1])));
   return kj::joinPromises(promises.finish())
       .then([n, idx](kj::Array<storage::result_batch> rs) { return scatter_results(n, *idx, rs); });
@@ -1612,7 +1614,9 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
   // before the ring change and the key's owner may not have warmed yet: its copy goes first,
   // as an add (never over a write that got there first), as a connection's warming does.
   storage::op_batch reads;
-  for (const auto& o : ops) {
+  std::vector<size_t> read_of;  // the op each read is for
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const auto& o = ops[i];
     auto cls = actors::classify(o);
     if (cls != actors::warm_class::update && cls != actors::warm_class::insert)
       continue;
@@ -1623,19 +1627,17 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
     r.counted = false;
     r.keep_token = true;  // nor a reader of a win token
     reads.push_back(std::move(r));
+    read_of.push_back(i);
   }
   if (reads.empty())
     return routed_execute(std::move(ops)).then(mark);
   auto held = std::make_shared<storage::op_batch>(std::move(ops));
-  auto keys = std::make_shared<std::vector<std::string>>();
-  for (const auto& r : reads)
-    keys->push_back(r.key);
   return local_execute(std::move(reads))
-      .then([this, held, keys](storage::result_batch rs) {
+      .then([this, held, read_of = std::move(read_of)](storage::result_batch rs) {
         storage::op_batch all;
-        for (size_t j = 0; j < rs.size() && j < keys->size(); ++j)
+        for (size_t j = 0; j < rs.size() && j < read_of.size(); ++j)
           if (rs[j].st == storage::status::hit && rs[j].value)
-            all.push_back(actors::warm_copy((*keys)[j], rs[j]));
+            all.push_back(actors::warm_copy((*held)[read_of[j]].key, rs[j]));
         const size_t copies = all.size();
         for (auto& o : *held)
           all.push_back(std::move(o));
