@@ -108,6 +108,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   stat(out, "storage_segment_bytes", sh.segment_bytes);
   stat(out, "recovered_items", sh.recovered_items);
   stat(out, "recovery_skipped", sh.recovery_skipped);
+  counter("storage_disk_full_evictions", sh.disk_full_evictions);
   counter("cluster_pruned_items", sh.pruned);
   counter("cluster_handed_back_deletes", sh.handed_back);
   counter("cluster_handed_back_dropped", sh.hand_back_dropped);

@@ -38,7 +38,8 @@ segment::~segment() {
 
 std::shared_ptr<segment> segment::create(uint64_t seq, uint64_t size, const std::string& path,
                                          std::shared_ptr<segment_accounting> acct,
-                                         std::string& error) noexcept {
+                                         std::string& error, bool* no_space) noexcept {
+  if (no_space) *no_space = false;
   int fd;
   if (path.empty()) {
     fd = ::memfd_create("bifrost-segment", MFD_CLOEXEC);
@@ -49,17 +50,29 @@ std::shared_ptr<segment> segment::create(uint64_t seq, uint64_t size, const std:
   } else {
     fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
+      if (no_space) *no_space = errno == ENOSPC || errno == EDQUOT;  // no inode left
       error = sys_error("open", path);
       return nullptr;
     }
   }
   auto fail = [&](const char* what) -> std::shared_ptr<segment> {
+    if (no_space) *no_space = errno == ENOSPC || errno == EDQUOT;
     error = sys_error(what, path);
     ::close(fd);
     if (!path.empty()) ::unlink(path.c_str());
     return nullptr;
   };
   if (::ftruncate(fd, static_cast<off_t>(size)) != 0) return fail("ftruncate");
+  if (!path.empty()) {
+    // The blocks now: a sparse file's first write to a page of a full file system raises
+    // SIGBUS in whichever thread touches the mapping. (glibc falls back to writing a byte per
+    // block where the file system has no fallocate.)
+    const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+    if (rc != 0) {
+      errno = rc;
+      return fail("posix_fallocate");
+    }
+  }
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return fail("mmap");
   try {

@@ -2,7 +2,10 @@
 //
 // Backing: a memfd (memfd_create, MFD_CLOEXEC) by default, or the file
 // `<data_dir>/shard-<id>/seg-<seq>.dat` when the shard has a data directory. The file is sized
-// with ftruncate and mapped MAP_SHARED read/write; its fd is what sendfile(2) reads from.
+// with ftruncate and mapped MAP_SHARED read/write; its fd is what sendfile(2) reads from. A
+// file's blocks are allocated when it is created (posix_fallocate), not when a store first
+// writes a page of the mapping: on a full disk that write would raise SIGBUS, while create()
+// can fail with ENOSPC, which the shard answers by evicting (storage/shard.hpp).
 //
 // Ownership: a segment owns its fd and its mapping (move-free, non-copyable; the destructor
 // munmaps and closes). It is always held by std::shared_ptr: the shard holds one reference
@@ -36,10 +39,12 @@ struct segment_accounting {
 class segment {
 public:
   /// Creates a new zero-filled segment of `size` bytes: a memfd when `path` is empty, else a
-  /// new file at `path` (must not exist). Returns nullptr and sets `error` on failure.
+  /// new file at `path` (must not exist) with its blocks allocated. Returns nullptr and sets
+  /// `error` on failure; `no_space`, if given, says whether the file system was full (ENOSPC,
+  /// EDQUOT: room may be made by removing other segments' files).
   static std::shared_ptr<segment> create(uint64_t seq, uint64_t size, const std::string& path,
                                          std::shared_ptr<segment_accounting> acct,
-                                         std::string& error) noexcept;
+                                         std::string& error, bool* no_space = nullptr) noexcept;
 
   /// Maps an existing segment file (recovery). Its size is the file's size (must be > 0).
   /// On failure `unusable` tells the file's fault (not a regular file, empty) from the

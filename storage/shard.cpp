@@ -157,6 +157,7 @@ shard_stats& shard_stats::operator+=(const shard_stats& o) {
   evicted_unfetched += o.evicted_unfetched;
   reclaimed += o.reclaimed;
   pruned += o.pruned;
+  disk_full_evictions += o.disk_full_evictions;
   handed_back += o.handed_back;
   hand_back_dropped += o.hand_back_dropped;
   segments += o.segments;
@@ -502,7 +503,16 @@ struct shard::impl {
     std::shared_ptr<segment> seg = std::move(reuse);
     if (!seg) {
       std::string err;
-      seg = segment::create(next_seq, size, segment_path(next_seq), acct, err);
+      bool no_space = false;
+      seg = segment::create(next_seq, size, segment_path(next_seq), acct, err, &no_space);
+      // A full file system (the data directory's, or a quota) limits the shard as its memory
+      // limit does: the oldest segments go until the new one fits. An evicted file's blocks
+      // come back when its last pinned_slice drops (a send in flight keeps them until then).
+      while (!seg && no_space && !fifo.empty()) {
+        ++st.disk_full_evictions;
+        evict_oldest(rescue ? &keep : nullptr, rescue_budget);
+        seg = segment::create(next_seq, size, segment_path(next_seq), acct, err, &no_space);
+      }
       if (!seg) {
         free_slots.push_back(slot);
         st.evictions += keep.size();

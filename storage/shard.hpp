@@ -100,6 +100,7 @@ struct shard_stats {
   uint64_t cas_hits = 0, cas_misses = 0, cas_badval = 0;
   uint64_t recovered_items = 0;   // items rebuilt from the data directory at open()
   uint64_t recovery_skipped = 0;  // torn or corrupt records skipped at open()
+  uint64_t disk_full_evictions = 0;  // segments evicted because the data directory was full
   uint64_t pruned = 0;            // items prune() dropped (keys a cluster node no longer owns)
   /// Deletes handed back to members alive again (counted by actors/storage_shard, not here).
   uint64_t handed_back = 0;

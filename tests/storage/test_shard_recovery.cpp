@@ -9,6 +9,9 @@
 #include <fcntl.h>
 #include <fstream>
 #include <random>
+#include <sched.h>
+#include <sstream>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -344,6 +347,91 @@ BOOST_AUTO_TEST_CASE(a_file_the_system_cannot_open_now_is_kept) {
   auto again = open_shard(cfg, clk);  // with file descriptors to spare, all comes back
   BOOST_CHECK_EQUAL(value_of(*again, key(0)), std::string(1000, 'v'));
   BOOST_CHECK_EQUAL(again->stats().recovery_skipped, 0u);
+}
+
+// A data directory on a full file system: a segment file's blocks are allocated when it is
+// made (once, the first store into a page of a sparse file raised SIGBUS and the node died).
+// The shard evicts its oldest segments to make room, as for its memory limit, and answers
+// no_memory when evicting everything does not make room. The file system is a tmpfs mount of
+// 512 KiB in a mount namespace of a child process (root only).
+BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
+  temp_dir tmp;
+  const std::string big = tmp.path + "/big";
+  fs::create_directories(big);
+  int fds[2];
+  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::signal(SIGBUS, SIG_DFL);  // (Boost.Test's handler would turn it into an exit code)
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("bifrost-test", big.c_str(), "tmpfs", 0, "size=512k") != 0)
+      ::_exit(77);
+    fake_clock clk;
+    std::ostringstream out;
+    shard_config cfg = disk_config(big);  // 64 KiB segments, 16 MiB of memory: the disk binds
+    int stored = 0, last_ok = 0;
+    {
+      std::string err;
+      auto s = shard::open(cfg, clk.fn(), err);
+      if (!s) ::_exit(2);
+      for (int i = 0; i < 1000; ++i) {  // 2 MB of values through 512 KiB
+        if (do_set(*s, key(i), std::string(2000, char('a' + i % 26))).st == status::stored) ++stored;
+      }
+      for (int i = 999; i >= 0 && value_of(*s, key(i)) == std::string(2000, char('a' + i % 26)); --i)
+        ++last_ok;
+      out << stored << ' ' << last_ok << ' ' << s->stats().disk_full_evictions << ' '
+          << s->stats().evictions << ' ';
+    }
+    {
+      std::string err;
+      auto s = shard::open(cfg, clk.fn(), err);  // what the full disk holds comes back
+      if (!s) ::_exit(3);
+      out << s->stats().recovered_items << ' '
+          << (value_of(*s, key(999)) == std::string(2000, char('a' + 999 % 26))) << ' ';
+    }
+    {
+      std::string err;  // a value larger than the whole disk: nothing to evict makes room
+      auto s = shard::open(cfg, clk.fn(), err);
+      if (!s) ::_exit(4);
+      out << int(do_set(*s, "huge", std::string(900000, 'x')).st) << ' '
+          << (value_of(*s, "huge") == "<miss>") << ' '
+          << (do_set(*s, "after", "v").st == status::stored && value_of(*s, "after") == "v");
+    }
+    const std::string line = out.str();
+    if (::write(fds[1], line.data(), line.size()) != ssize_t(line.size())) ::_exit(5);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string line;
+  char buf[256];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) line.append(buf, size_t(n));
+  ::close(fds[0]);
+  int wst = 0;
+  BOOST_REQUIRE_EQUAL(::waitpid(pid, &wst, 0), pid);
+  BOOST_REQUIRE_MESSAGE(!WIFSIGNALED(wst), "the child died of signal " << WTERMSIG(wst));
+  if (WEXITSTATUS(wst) == 77) {
+    BOOST_WARN_MESSAGE(false, "not run: cannot mount a tmpfs in a new mount namespace (not root?)");
+    return;
+  }
+  BOOST_REQUIRE_EQUAL(WEXITSTATUS(wst), 0);
+  std::istringstream in(line);
+  int stored = -1, last_ok = -1, full_evictions = -1, evictions = -1, recovered = -1, recovered_last = -1;
+  int huge_status = -1, huge_missed = -1, after_ok = -1;
+  in >> stored >> last_ok >> full_evictions >> evictions >> recovered >> recovered_last >> huge_status >>
+      huge_missed >> after_ok;
+  BOOST_TEST_MESSAGE("full disk: " << line);
+  BOOST_CHECK_EQUAL(stored, 1000);       // every store made room by evicting
+  BOOST_CHECK_GE(last_ok, 100);          // the newest items read back
+  BOOST_CHECK_LT(last_ok, 1000);         // (the oldest went: 512 KiB hold about 230)
+  BOOST_CHECK_GT(full_evictions, 0);
+  BOOST_CHECK_GT(evictions, 0);
+  BOOST_CHECK_GE(recovered, 100);        // the files on the full disk are whole
+  BOOST_CHECK_EQUAL(recovered_last, 1);
+  BOOST_CHECK_EQUAL(huge_status, int(status::no_memory));
+  BOOST_CHECK_EQUAL(huge_missed, 1);
+  BOOST_CHECK_EQUAL(after_ok, 1);  // the shard goes on
 }
 
 BOOST_AUTO_TEST_CASE(garbage_files_are_skipped) {
