@@ -3,6 +3,8 @@
 // 1.6.18 (see tests/actors/test_memcache_exec.cpp for the transcripts).
 #include "actors/memcache_exec.hpp"
 
+#include "storage/shard.hpp"
+
 #include <charconv>
 #include <cstring>
 #include <ctime>
@@ -110,6 +112,7 @@ struct meta_opts {
   bool b = false, q = false, v = false, u = false;
   bool has_T = false, has_N = false, has_R = false, has_C = false, has_E = false, has_I = false;
   bool T_after_N = false;  // both given, T later: memcached makes a vivified item with T's TTL
+  bool R_after_T = false;  // both given, R later: R compares the TTL T set
   int32_t T = 0, N = 0, R = 0;
   uint32_t F = 0;
   uint64_t C = 0, J = 0, D = 1, E = 0;
@@ -171,6 +174,7 @@ meta_opts parse_meta(command cmd, std::string_view raw, std::string_view key_tok
         break;
       case 'R':
         m.has_R = true;
+        m.R_after_T = m.has_T;
         if (!safe_strtol(arg, m.R)) {
           errstr = err_bad_token;
           has_error = true;
@@ -320,6 +324,7 @@ plan_result plan_meta(const proto::request& req, std::vector<storage::op>& ops) 
       if (m.has_R) {
         o.recache = true;
         o.recache_ttl = m.R;
+        o.recache_before_touch = m.has_T && !m.R_after_T;
       }
       break;
     case command::ms:
@@ -404,6 +409,29 @@ void put_ttl(line_buf& l, uint32_t exptime, uint32_t now) {
     l.put("-1");
   else
     l.num(exptime > now ? exptime - now : 0);
+}
+
+/// Meta `t` as memcached shows it: mg and ma apply T, and N to an item N made (`created`),
+/// where they stand among the flags, so a `t` left of them shows the TTL before. Walks the
+/// flags of `raw`, calling put(token, exptime there) for each.
+template <class Put>
+void each_flag_with_ttl(std::string_view raw, const storage::result& r, bool created, uint32_t now,
+                        Put&& put) {
+  const char* last = nullptr;  // the last T or N that applies: its TTL is the item's (r.exptime)
+  each_token(raw, [&](std::string_view t) {
+    if (t[0] == 'T' || (t[0] == 'N' && created))
+      last = t.data();
+  });
+  uint32_t exptime = r.exptime_before;
+  each_token(raw, [&](std::string_view t) {
+    if (t[0] == 'T' || (t[0] == 'N' && created)) {
+      int32_t ttl = 0;
+      exptime = t.data() == last ? r.exptime
+                                 : (safe_strtol(t.substr(1), ttl) ? storage::absolute_exptime(ttl, now)
+                                                                  : r.exptime);
+    }
+    put(t, exptime);
+  });
 }
 
 void end_line(line_buf& l, out_queue& out) {
@@ -571,10 +599,10 @@ void compose_mg(const proto::request& req, const storage::op& o, const storage::
   } else {
     l.put("HD");
   }
-  each_token(raw, [&](std::string_view t) {
+  each_flag_with_ttl(raw, r, r.st == status::stored, now, [&](std::string_view t, uint32_t exptime) {
     switch (t[0]) {
       case 's': l.put(" s"); l.num(r.value_size); break;
-      case 't': l.put(" t"); put_ttl(l, r.exptime, now); break;
+      case 't': l.put(" t"); put_ttl(l, exptime, now); break;
       case 'c': l.put(" c"); l.num(r.cas); break;
       case 'f': l.put(" f"); l.num(r.flags); break;
       case 'l': l.put(" l"); l.num(now > r.last_access ? now - r.last_access : 0); break;
@@ -678,10 +706,10 @@ void compose_ma(const proto::request& req, const storage::op& o, const storage::
       } else {
         l.put("HD");
       }
-      each_token(raw, [&](std::string_view t) {
+      each_flag_with_ttl(raw, r, r.st == status::stored, now, [&](std::string_view t, uint32_t exptime) {
         switch (t[0]) {
           case 'c': l.put(" c"); l.num(r.cas); break;
-          case 't': l.put(" t"); put_ttl(l, r.exptime, now); break;
+          case 't': l.put(" t"); put_ttl(l, exptime, now); break;
           case 'O': l.put(' '); l.put(t); break;
           case 'k': put_key(l, o.key, b); break;
           default: break;

@@ -94,6 +94,7 @@ struct Op {
                         # on the way (bifrostctl's node, or one that found the sender's ring
                         # older than its own); from 2 on it runs where it arrives, whatever
                         # that node's ring says (actors/cluster_route.hpp, max_routed)
+  recacheBeforeTouch @23 :Bool;  # mg R left of T: R compares the TTL before the touch
 }
 
 struct Result {
@@ -113,6 +114,8 @@ struct Result {
   parked @13 :UInt64;       # with `streamed`: the owner keeps the result for a re-read naming
                             # this token (Op.parked); 0 = it does not (not asked to, an older
                             # node, or a caller it does not know as a member)
+  exptimeBefore @14 :UInt32;  # the item's exptime before the op's T (or N): a meta `t` left of
+  exptimeBeforeSet @15 :Bool; # them shows it; unset (an older node): `exptime`
 }
 
 # Why a node executes ops on behalf of another.

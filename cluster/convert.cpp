@@ -115,6 +115,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setVivifyTtl(o.vivify_ttl);
   b.setRecache(o.recache);
   b.setRecacheTtl(o.recache_ttl);
+  b.setRecacheBeforeTouch(o.recache_before_touch);
   b.setKeepToken(o.keep_token);
   b.setHandBack(o.hand_back);
   b.setParked(o.parked);
@@ -145,6 +146,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.parked = r.getParked();
   o.routed = r.getRouted();
   o.recache_ttl = r.getRecacheTtl();
+  o.recache_before_touch = r.getRecacheBeforeTouch();
   o.keep_token = r.getKeepToken();
   o.incr = r.getIncr();
   o.delta = r.getDelta();
@@ -189,6 +191,8 @@ void to_rpc_meta(const storage::result& r, rpc::Result::Builder b) {
   b.setFlags(r.flags);
   b.setCas(r.cas);
   b.setExptime(r.exptime);
+  b.setExptimeBefore(r.exptime_before);
+  b.setExptimeBeforeSet(true);
   b.setLastAccess(r.last_access);
   b.setFetched(r.fetched);
   b.setWin(r.win);
@@ -205,6 +209,7 @@ storage::result from_rpc(rpc::Result::Reader r) {
   x.flags = r.getFlags();
   x.cas = r.getCas();
   x.exptime = r.getExptime();
+  x.exptime_before = r.getExptimeBeforeSet() ? r.getExptimeBefore() : x.exptime;
   x.last_access = r.getLastAccess();
   x.fetched = r.getFetched();
   x.win = r.getWin();

@@ -35,7 +35,7 @@ std::string describe(const lw::call& c) {
   for (auto& o : c.ops)
     s += "|" + std::to_string(static_cast<int>(o.kind)) + ":" + o.key + ":" + o.value + ":" +
          std::to_string(o.flags) + ":" + std::to_string(o.ttl) + ":" + std::to_string(o.delta) +
-         ":" + std::to_string(o.routed);
+         ":" + std::to_string(o.routed) + ":" + std::to_string(o.recache_before_touch);
   return s;
 }
 

@@ -71,6 +71,8 @@ struct op {
   int64_t vivify_ttl = 0;
   bool recache = false;       // mg R: if remaining TTL < `recache_ttl`, hand out a win token
   int64_t recache_ttl = 0;
+  bool recache_before_touch = false;  // mg R before T: R compares the TTL the item had before
+                                      // this op's touch (memcached applies flags in order)
   bool counted = true;        // counts in get_hits / get_misses; false for the cluster's own
                               // reads (warming, replication), which a client did not ask for
   bool keep_token = false;    // reads a stale item without taking its win token (W), which
@@ -109,6 +111,8 @@ struct result {
   uint32_t flags = 0;
   uint64_t cas = 0;
   uint32_t exptime = 0;       // absolute unix seconds, 0 = never
+  uint32_t exptime_before = 0;  // the item's exptime before this op's mg/ma T (0 for an item
+                                // N made): what a meta `t` left of T or N shows
   uint32_t last_access = 0;   // absolute unix seconds of the previous access
   bool fetched = false;       // the item had been read before this op (mg h)
   bool win = false;           // meta W: this client won the right to recache
@@ -166,13 +170,14 @@ inline op change_probe(const op& o) {
 /// before it (mg h, l: the repeat finds the first's access).
 inline void merge_reread(result& first, result&& again) {
   const bool win = first.win, already_won = first.already_won, fetched = first.fetched;
-  const uint32_t last_access = first.last_access;
+  const uint32_t last_access = first.last_access, exptime_before = first.exptime_before;
   first = std::move(again);
   if (first.st == status::hit) {
     first.win = win;
     first.already_won = already_won;
     first.fetched = fetched;
     first.last_access = last_access;
+    first.exptime_before = exptime_before;  // (the first read's T, if any, came before)
   }
 }
 

@@ -332,6 +332,7 @@ struct shard::impl {
     res.flags = r->flags;
     res.cas = r->cas;
     res.exptime = r->exptime;
+    res.exptime_before = r->exptime;
     res.value_size = r->value_len;
     res.stale = r->stale();
     res.last_access = e.atime;
@@ -726,6 +727,7 @@ struct shard::impl {
           const entry& e = idx.at(p);
           const record_header* r = hdr(e);
           fill_meta(res, e, r);
+          res.exptime_before = 0;  // (memcached makes it without a TTL, then applies N's)
           res.fetched = false;  // (nobody had it before this request)
           res.win = true;
           res.st = status::stored;
@@ -739,6 +741,7 @@ struct shard::impl {
     }
     entry& e = idx.at(pos);
     record_header* r = hdr(e);
+    const uint32_t before = r->exptime;
     if (touch) {
       r->exptime = absolute_exptime(o.ttl, now);
       ++st.touch_hits;
@@ -746,11 +749,13 @@ struct shard::impl {
       ++st.get_hits;
     }
     fill_meta(res, e, r);  // last_access / fetched: as before this access
+    res.exptime_before = before;
     res.st = status::hit;
     bool won = false;
-    if (o.recache && !e.token() && r->exptime != 0) {
+    const uint32_t recache_exptime = o.recache_before_touch ? before : r->exptime;
+    if (o.recache && !e.token() && recache_exptime != 0) {
       const uint32_t threshold = absolute_exptime(o.recache_ttl, now);
-      if (r->exptime < threshold) won = true;
+      if (recache_exptime < threshold) won = true;
     }
     if (e.token()) res.already_won = true;
     if (r->stale() && !e.token() && !o.keep_token) won = true;
@@ -975,6 +980,7 @@ struct shard::impl {
       }
       const entry& ne = idx.at(p);
       fill_meta(res, ne, hdr(ne));
+      res.exptime_before = 0;  // (memcached makes it without a TTL, then applies N's)
       res.number = o.initial;
       res.st = status::stored;  // created, not counted: meta q still answers (as memcached)
       return res;
@@ -1005,6 +1011,7 @@ struct shard::impl {
     s.hash = h;
     s.value = nv;
     s.flags = r->flags;
+    const uint32_t before = r->exptime;
     s.exptime = o.get_touch ? absolute_exptime(o.ttl, now) : r->exptime;  // ma T
     s.cas = cas_for(o);
     // Not a fetch. memcached changes a counter in place while the result is no longer
@@ -1020,6 +1027,7 @@ struct shard::impl {
     ++hits;
     const entry& ne = idx.at(p);
     fill_meta(res, ne, hdr(ne));
+    res.exptime_before = before;
     res.last_access = e.atime;
     res.fetched = e.fetched();
     res.number = v;

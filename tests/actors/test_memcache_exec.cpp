@@ -366,6 +366,9 @@ BOOST_AUTO_TEST_CASE(mg_plan) {
   BOOST_CHECK_EQUAL(ops[0].vivify_ttl, 40);
   BOOST_CHECK(ops[0].recache);
   BOOST_CHECK_EQUAL(ops[0].recache_ttl, 50);
+  BOOST_CHECK(!ops[0].recache_before_touch);  // R right of T: compares T's TTL
+  BOOST_CHECK(plan_ok(meta(command::mg, "foo", "R50 T30"))[0].recache_before_touch);
+  BOOST_CHECK(!plan_ok(meta(command::mg, "foo", "R50"))[0].recache_before_touch);
   BOOST_CHECK(!ops[0].get_bump);
   BOOST_CHECK_EQUAL(ops[0].explicit_cas, 99u);
   // N and T: an item made on a miss takes the later one's TTL (mc: "mg k N30 T1000 t" ->
@@ -436,16 +439,22 @@ BOOST_AUTO_TEST_CASE(mg_win_stale_flags) {
   // mc: "mg viv N30 v c t s f k q" (creates) -> "VA 0 c35 t30 s0 f0 kviv W\r\n\r\n";
   // again -> "VA 0 c35 t30 Z\r\n\r\n"
   auto r = hit("", 0, 35);
+  r.st = status::stored;  // (a shard's answer when N made the item: its TTL before N is none)
   r.exptime = now + 30;
+  r.exptime_before = 0;
   r.win = true;
   BOOST_CHECK_EQUAL(run(meta(command::mg, "viv", "N30 v c t s f k q"), r),
                     "VA 0 c35 t30 s0 f0 kviv W\r\n\r\n");
+  // mc: a t left of the N that made the item shows none ("mg viv t N30" -> "HD t-1 W")
+  BOOST_CHECK_EQUAL(run(meta(command::mg, "viv", "t N30"), r), "HD t-1 W\r\n");
+  r.st = status::hit;  // the next reader's: N made nothing
+  r.exptime_before = r.exptime;
   r.win = false;
   r.already_won = true;
   BOOST_CHECK_EQUAL(run(meta(command::mg, "viv", "N30 v c t q"), r), "VA 0 c35 t30 Z\r\n\r\n");
   // mc: after "md a I T30": "mg a v c t" -> "VA 1 c21 t30 X W", then "VA 1 c21 t30 Z X"
   auto s = hit("1", 0, 21);
-  s.exptime = now + 30;
+  s.exptime = s.exptime_before = now + 30;
   s.stale = true;
   s.win = true;
   BOOST_CHECK_EQUAL(run(meta(command::mg, "a", "v c t"), s), "VA 1 c21 t30 X W\r\n1\r\n");
@@ -454,7 +463,7 @@ BOOST_AUTO_TEST_CASE(mg_win_stale_flags) {
   BOOST_CHECK_EQUAL(run(meta(command::mg, "a", "v c t"), s), "VA 1 c21 t30 Z X\r\n1\r\n");
   // mc: "mg r R200 v t" (TTL 100 < 200) -> "VA 1 t100 W\r\nx\r\n"
   auto w = hit("x");
-  w.exptime = now + 100;
+  w.exptime = w.exptime_before = now + 100;
   w.win = true;
   BOOST_CHECK_EQUAL(run(meta(command::mg, "r", "R200 v t"), w), "VA 1 t100 W\r\nx\r\n");
 }
@@ -773,8 +782,16 @@ BOOST_AUTO_TEST_CASE(ma_replies) {
   BOOST_CHECK_EQUAL(run(meta(command::ma, "c1", "q v"), number(6)), "");
   // mc: "ma x N30 t v" (created) -> "VA 1 t30\r\n0"
   auto viv = number(0);
+  viv.st = status::stored;  // (made by N: no TTL before it)
   viv.exptime = now + 30;
   BOOST_CHECK_EQUAL(run(meta(command::ma, "x", "N30 t v"), viv), "VA 1 t30\r\n0\r\n");
+  // mc: "ma y t N30" (created) -> "HD t-1"; "ma c t T30 v" on 5 without TTL -> "VA 1 t-1"
+  BOOST_CHECK_EQUAL(run(meta(command::ma, "y", "t N30"), viv), "HD t-1\r\n");
+  auto touched = number(6);
+  touched.exptime = now + 30;
+  touched.exptime_before = 0;
+  BOOST_CHECK_EQUAL(run(meta(command::ma, "c", "t T30 v"), touched), "VA 1 t-1\r\n6\r\n");
+  BOOST_CHECK_EQUAL(run(meta(command::ma, "c", "T30 t v"), touched), "VA 1 t30\r\n6\r\n");
   // CAS mismatch (C): EX with O/k.
   BOOST_CHECK_EQUAL(run(meta(command::ma, "x", "C1 k"), res(status::exists)), "EX kx\r\n");
   // mc: "ma s" on "a" -> non-numeric error, also with q

@@ -29,6 +29,8 @@ storage::op_batch sample_ops() {
   ops[0].key = "alpha";
   ops[0].get_value = true;
   ops[0].parked = 77;  // a re-read of a parked result
+  ops[0].recache = true;
+  ops[0].recache_before_touch = true;  // mg R left of T
   ops[1].kind = storage::op_kind::store;
   ops[1].key = "beta";
   ops[1].value = std::string(1000, 'b');
@@ -63,6 +65,8 @@ void check_same_ops(const storage::op_batch& a, const storage::op_batch& b) {
     BOOST_CHECK_EQUAL(a[i].hand_back, b[i].hand_back);
     BOOST_CHECK_EQUAL(a[i].parked, b[i].parked);
     BOOST_CHECK_EQUAL(a[i].routed, b[i].routed);
+    BOOST_CHECK_EQUAL(a[i].recache, b[i].recache);
+    BOOST_CHECK_EQUAL(a[i].recache_before_touch, b[i].recache_before_touch);
   }
 }
 
@@ -209,6 +213,8 @@ BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
   rs[0].st = storage::status::hit;
   rs[0].flags = 5;
   rs[0].cas = 99;
+  rs[0].exptime = 1700000100;
+  rs[0].exptime_before = 1700000030;  // mg T changed it (a meta t left of T shows this one)
   rs[0].value = storage::pinned_slice::from_memory(std::make_shared<const std::string>("v0"));
   rs[1].st = storage::status::hit;  // too large to inline: streamed, empty, size kept
   rs[1].value = storage::pinned_slice::from_memory(
@@ -225,6 +231,8 @@ BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
   BOOST_CHECK(got[0].st == storage::status::hit);
   BOOST_CHECK_EQUAL(got[0].flags, 5u);
   BOOST_CHECK_EQUAL(got[0].cas, 99u);
+  BOOST_CHECK_EQUAL(got[0].exptime, 1700000100u);
+  BOOST_CHECK_EQUAL(got[0].exptime_before, 1700000030u);
   BOOST_CHECK_EQUAL(std::string(got[0].value.view()), "v0");
   BOOST_CHECK(!streamed[0]);
   BOOST_CHECK(streamed[1]);

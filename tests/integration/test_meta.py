@@ -116,6 +116,45 @@ class MetaTest(ServerTestCase):
             code, flags = self.split_head(c.call(b"mg %s t\r\n" % k))
             self.ttl_ok(flags[0], want)
 
+    def test_t_and_R_see_the_ttl_where_they_stand_among_T_and_N(self):
+        # memcached applies T, and N to an item N made, in flag order: a t left of them shows
+        # the TTL before (-1 for an item N made), an R left of T compares the TTL before.
+        c = self.client()
+        k = self.key("tT")
+        self.ms(c, k, b"x")
+        self.assertEqual(c.call(b"mg %s t T30\r\n" % k), b"HD t-1\r\n")
+        code, flags = self.split_head(c.call(b"mg %s t T60 s\r\n" % k))
+        self.ttl_ok(flags[0], 30)
+        code, flags = self.split_head(c.call(b"mg %s t\r\n" % k))
+        self.ttl_ok(flags[0], 60)
+        self.assertEqual(c.call(b"mg %s t N30\r\n" % self.key("tN")), b"HD t-1 W\r\n")
+        code, flags = self.split_head(c.call(b"mg %s N30 t\r\n" % self.key("Nt")))
+        self.ttl_ok(flags[0], 30)
+        # made by N, then T: a t between them shows N's TTL; the item keeps T's
+        knt = self.key("NtT")
+        code, flags = self.split_head(c.call(b"mg %s N30 t T100\r\n" % knt))
+        self.assertEqual(flags[-1], b"W", flags)
+        self.ttl_ok(flags[0], 30)
+        code, flags = self.split_head(c.call(b"mg %s t\r\n" % knt))
+        self.ttl_ok(flags[0], 100)
+        self.assertEqual(c.call(b"ma %s t N30\r\n" % self.key("matN")), b"HD t-1\r\n")
+        kc = self.key("matT")
+        self.ms(c, kc, b"5")
+        self.assertEqual(c.call(b"ma %s t T30 v\r\n" % kc, b"6\r\n"), b"VA 1 t-1\r\n6\r\n")
+        code, flags = self.split_head(c.call(b"ma %s T90 t\r\n" % kc))
+        self.ttl_ok(flags[0], 90)
+        # R left of T: 10 s left < 30, a win; R right of T: 100 s left, none
+        kr = self.key("RT")
+        self.ms(c, kr, b"x", b"T10")
+        code, flags = self.split_head(c.call(b"mg %s R30 T100 t\r\n" % kr))
+        self.assertEqual(flags[-1], b"W", flags)
+        self.ttl_ok(flags[0], 100)
+        kr2 = self.key("TR")
+        self.ms(c, kr2, b"x", b"T10")
+        code, flags = self.split_head(c.call(b"mg %s T100 R30 t\r\n" % kr2))
+        self.assertEqual(len(flags), 1, flags)
+        self.ttl_ok(flags[0], 100)
+
     def test_a_vivified_item_is_fetched_for_the_next_reader(self):
         c = self.client()
         k = self.key()

@@ -822,6 +822,48 @@ BOOST_AUTO_TEST_CASE(meta_recache) {
   BOOST_CHECK(!r.win && !r.already_won);
 }
 
+// mg R T: R compares the TTL before the touch when it stands left of T, the touched one when
+// right of it; the result reports the TTL before the touch for a meta `t` left of T.
+BOOST_AUTO_TEST_CASE(meta_recache_and_ttl_before_a_touch) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  op o;
+  o.kind = op_kind::get;
+  o.recache = true;
+  o.recache_ttl = 30;
+  o.get_touch = true;
+  o.ttl = 100;
+  for (bool before : {true, false}) {
+    o.key = before ? "RT" : "TR";
+    do_set(*s, o.key, "v", 10);
+    o.recache_before_touch = before;
+    const result r = s->execute(o);
+    BOOST_CHECK_EQUAL(r.win, before);  // 10 s left < 30; after the touch 100 s
+    BOOST_CHECK_EQUAL(r.exptime_before, clk.now() + 10);
+    BOOST_CHECK_EQUAL(r.exptime, clk.now() + 100);
+  }
+  op v;  // a vivified item had no TTL before N
+  v.kind = op_kind::get;
+  v.key = "made";
+  v.vivify = true;
+  v.vivify_ttl = 30;
+  const result made = s->execute(v);
+  BOOST_CHECK(made.st == status::stored);
+  BOOST_CHECK_EQUAL(made.exptime_before, 0u);
+  BOOST_CHECK_EQUAL(made.exptime, clk.now() + 30);
+  op a;  // ma T on a counter without TTL
+  a.kind = op_kind::arith;
+  a.key = "ctr";
+  a.delta = 1;
+  a.get_touch = true;
+  a.ttl = 50;
+  do_set(*s, "ctr", "5");
+  const result ar = s->execute(a);
+  BOOST_CHECK_EQUAL(ar.number, 6u);
+  BOOST_CHECK_EQUAL(ar.exptime_before, 0u);
+  BOOST_CHECK_EQUAL(ar.exptime, clk.now() + 50);
+}
+
 BOOST_AUTO_TEST_CASE(meta_stale_via_invalidate) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
