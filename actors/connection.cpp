@@ -283,7 +283,7 @@ void connection::on_readable() {
 void connection::process_input() {
   if (!ctx_.routes)
     return;  // no route table yet: keep the bytes
-  while (!closing_ && (get_rest_ || rpos_ < rend_)) {
+  while (!closing_ && !stats_barrier_ && (get_rest_ || rpos_ < rend_)) {
     if (get_rest_) {  // (before anything after it is parsed)
       if (over_budget()) {
         input_paused_ = true;
@@ -1147,11 +1147,20 @@ void connection::handle_local(pending& p) {
     }
     case command::stats:
       if (req.stats_arg.empty() || req.stats_arg == "reset") {
-        const auto& shards = ctx_.routes->local_shards();
         p.kind = pending_kind::stats;
-        p.outstanding = static_cast<uint32_t>(shards.size());
-        for (auto& s : shards)
-          send(s, stats_atom::value, seq);
+        p.outstanding = static_cast<uint32_t>(ctx_.routes->local_shards().size());
+        stats_barrier_ = true;
+        input_paused_ = true;  // (no reading either: complete_ready lifts both)
+        // The ops of the requests before it may still be on their way to the shards (the
+        // dispatcher sends at the end of the loop iteration), or running: ask once they are
+        // answered, so the shards have counted them.
+        bool earlier_running = false;
+        for (size_t i = 0; i + 1 < pending_.size(); ++i)
+          earlier_running |= pending_[i].outstanding > 0;
+        if (earlier_running)
+          stats_unsent_ = true;
+        else
+          send_stats(seq);
       } else if (req.stats_arg == "settings") {
         compose_stats_settings(*ctx_.node, p.reply);
       } else {
@@ -1163,6 +1172,11 @@ void connection::handle_local(pending& p) {
       p.reply = "ERROR\r\n";
       break;
   }
+}
+
+void connection::send_stats(uint64_t seq) {
+  for (auto& s : ctx_.routes->local_shards())
+    send(s, stats_atom::value, seq);
 }
 
 void connection::on_stats(uint64_t seq, const storage::shard_stats& st) {
@@ -1215,6 +1229,7 @@ void connection::complete_ready() {
         break;
       }
       case pending_kind::stats: {
+        stats_barrier_ = false;  // (write_out resumes the input)
         if (p.req.stats_arg == "reset") {
           reset_stats(*ctx_.node, p.stats);
           out_.bytes("RESET\r\n");
@@ -1242,6 +1257,10 @@ void connection::complete_ready() {
       read_closed_ = true;
       break;
     }
+  }
+  if (stats_unsent_ && !pending_.empty() && pending_.front().kind == pending_kind::stats) {
+    stats_unsent_ = false;  // everything before it is answered
+    send_stats(base_seq_);
   }
   write_out();
 }
@@ -1276,7 +1295,7 @@ void connection::write_out() {
   }
   // (Below every bound of over_budget(): process_input, which pauses again at once
   // otherwise, ends in complete_ready(), which calls this.)
-  if (input_paused_ && pending_.size() < window(max_pending) / 2 &&
+  if (input_paused_ && !stats_barrier_ && pending_.size() < window(max_pending) / 2 &&
       remote_pending_ <= max_remote_pending / 2 &&
       remote_reads_pending_ <= window(max_remote_pending) / 2 &&
       out_.pending_bytes() < (want_write_ ? blocked_output : max_output) / 2 &&

@@ -225,6 +225,8 @@ private:
   void replicate(std::vector<std::string> keys);
   void on_replicated(uint64_t seq, bool ok);
   void on_stats(uint64_t seq, const storage::shard_stats& st);
+  /// Asks the local shards for the stats of pending request `seq` (see stats_barrier_).
+  void send_stats(uint64_t seq);
   void write_out();
   /// Everything read was answered and written, and no more is read: closes, or, if the
   /// client sent more, ends our side and drops its input until it closes (close_answered).
@@ -248,6 +250,12 @@ private:
   bool first_line_seen_ = false;  // the first bytes were checked for a data link hello
   bool read_closed_ = false;   // EOF, quit, or draining: no more input
   bool input_paused_ = false;
+  /// A `stats` (or `stats reset`) is waiting for its reply: nothing after it is parsed until
+  /// then, and its shards are asked only once every request before it is answered (as
+  /// memcached, which runs a connection's requests one after another: the counters show the
+  /// requests before it, none after). `stats_unsent_`: its request to the shards waits.
+  bool stats_barrier_ = false;
+  bool stats_unsent_ = false;
   bool lingering_ = false;     // our side ended (close_answered): input is dropped until EOF
   size_t lingered_ = 0;        // bytes dropped while lingering (bounded: linger_max)
   bool no_linger_ = false;     // quit or a binary request: close at once, as memcached

@@ -443,6 +443,38 @@ class StatsTest(ServerTestCase):
         self.assertEqual((int(st["get_hits"]), int(st["cmd_get"]), int(st["get_misses"])),
                          (1, 1, 0))
 
+    def test_pipelined_stats_count_the_requests_before_them(self):
+        # One write: each stats answers for the requests before it and none after it (once,
+        # a stats read the shards before the ops ahead of it had reached them).
+        c = self.client()
+        a = self.key("pipe")
+
+        def read_stats():
+            out = {}
+            for _ in range(10000):
+                line = c.line()
+                if line == b"END\r\n":
+                    return out
+                parts = line.decode().split(" ", 2)
+                self.assertEqual(parts[0], "STAT", line)
+                out[parts[1]] = parts[2].rstrip("\r\n")
+            self.fail("stats did not end")
+
+        value = b"VALUE %s 0 1\r\nx\r\nEND\r\n" % a
+        c.send(b"stats reset\r\nset %s 0 0 1\r\nx\r\nget %s\r\nstats\r\nget %s\r\n"
+               b"stats reset\r\nget %s\r\nstats\r\n" % (a, a, a, a))
+        self.assertEqual(c.line(), b"RESET\r\n")
+        self.assertEqual(c.line(), b"STORED\r\n")
+        self.assertEqual(c.recv_until(b"END\r\n"), value)
+        first = read_stats()
+        self.assertEqual(c.recv_until(b"END\r\n"), value)
+        self.assertEqual(c.line(), b"RESET\r\n")
+        self.assertEqual(c.recv_until(b"END\r\n"), value)
+        second = read_stats()
+        got = lambda st: tuple(int(st[n]) for n in ("cmd_set", "total_items", "cmd_get", "get_hits"))
+        self.assertEqual(got(first), (1, 1, 1, 1))
+        self.assertEqual(got(second), (0, 0, 1, 1))
+
     def test_unknown_stats_group(self):
         c = self.client()
         self.assertEqual(c.call(b"stats nonsense_group\r\n"), b"ERROR\r\n")
