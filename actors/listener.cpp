@@ -7,6 +7,7 @@
 #include <caf/send.hpp>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -28,11 +30,14 @@ listener::listener(caf::actor_config& cfg, io_loop& loop, loop_context& ctx, int
                    caf::actor route_table)
   : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), route_table_(std::move(route_table)) {
   poll_.data = this;
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 listener::~listener() {
   if (fd_ >= 0)
     ::close(fd_);
+  if (reserve_fd_ >= 0)
+    ::close(reserve_fd_);
 }
 
 int listener::bind_socket(const std::string& host, uint16_t port, std::string& error) {
@@ -113,6 +118,12 @@ caf::behavior listener::make_behavior() {
       else
         stop();
     },
+    [this](accept_atom) {
+      if (!paused_ || stopped_ || !polling_)
+        return;
+      paused_ = false;
+      uv_poll_start(&poll_, UV_READABLE, &listener::on_accept);
+    },
     [this](close_atom, bool keep_connections) {
       if (stopped_)
         return;
@@ -132,8 +143,11 @@ void listener::accept_all() {
   auto& node = *ctx_.node;
   for (int i = 0; i < max_accepts_per_wakeup && !stopped_; ++i) {
     int cfd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (cfd < 0)
-      return;  // EAGAIN, or a transient error (EMFILE, ECONNABORTED): try on the next wakeup
+    if (cfd < 0) {
+      if ((errno == EMFILE || errno == ENFILE) && refuse_without_fds())
+        continue;
+      return;  // EAGAIN, or a transient error (ECONNABORTED): try on the next wakeup
+    }
     int one = 1;
     ::setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (node.connections.load(std::memory_order_relaxed) >= node.cfg.max_connections) {
@@ -149,6 +163,35 @@ void listener::accept_all() {
     ctx_.counters->add(ctx_.counters->total_connections);
     system().spawn<connection>(loop(), ctx_, cfd);
   }
+}
+
+bool listener::refuse_without_fds() {
+  if (reserve_fd_ >= 0) {
+    ::close(reserve_fd_);
+    int cfd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const int accept_errno = errno;
+    if (cfd >= 0) {
+      ssize_t ignored = ::send(cfd, too_many.data(), too_many.size(), MSG_NOSIGNAL);
+      (void) ignored;
+      ::close(cfd);
+      ctx_.counters->add(ctx_.counters->rejected_connections);
+    }
+    reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (reserve_fd_ >= 0) {
+      if (cfd >= 0)
+        return true;  // more may wait
+      if (accept_errno == EAGAIN || accept_errno == EWOULDBLOCK)
+        return false;  // nobody waits (any more)
+    }
+  }
+  // No descriptor to give up, or another thread took the one just freed: stop polling for a
+  // while (connections that close meanwhile free some).
+  if (polling_ && !paused_) {
+    paused_ = true;
+    uv_poll_stop(&poll_);
+    delayed_send(this, std::chrono::milliseconds(100), accept_atom::value);
+  }
+  return false;
 }
 
 void listener::stop(bool close_connections) {

@@ -8,7 +8,11 @@
 // It subscribes to the route table and publishes each snapshot to its loop's connections
 // (loop_context::routes); it starts accepting once the first snapshot is there. Beyond
 // `max_connections` open connections (node-wide) a new client is told
-// "ERROR Too many open connections" and closed, as memcached does.
+// "ERROR Too many open connections" and closed, as memcached does. So is a client that comes
+// when the process has no file descriptor left (EMFILE, ENFILE): the listener keeps one in
+// reserve (/dev/null), gives it up to accept the client, answers, closes it and takes the
+// reserve back. Should another thread take the freed descriptor first, it stops polling for
+// 100 ms (a level-triggered poll would otherwise wake it at once, over and over).
 //
 // Interface: (routes_atom, route_snapshot_ptr) from the route table; (close_atom) stops
 // accepting and closes the loop's connections once their pending replies are written;
@@ -45,10 +49,15 @@ private:
   static void on_accept(uv_poll_t* h, int status, int events);
   static void on_closed(uv_handle_t* h);
   void accept_all();
+  /// accept4 failed for want of file descriptors: turns the waiting client away (see above).
+  /// False: no descriptor could be freed; polling is paused.
+  bool refuse_without_fds();
   void stop(bool close_connections = true);
 
   loop_context& ctx_;
   int fd_;
+  int reserve_fd_ = -1;  // /dev/null, given up to refuse a client when descriptors run out
+  bool paused_ = false;  // polling stopped until an accept_atom (descriptors ran out)
   uv_poll_t poll_;
   bool polling_ = false;
   bool stopped_ = false;

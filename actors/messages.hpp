@@ -62,6 +62,8 @@ using replicated_atom = caf::atom_constant<caf::atom("replicated")>;
 // -- connections and listeners (actors/connection.hpp, actors/listener.hpp) -------------------
 /// (close_atom): a loop-hosted actor finishes (socket closed, or node shutting down)
 using close_atom = caf::atom_constant<caf::atom("close")>;
+/// (accept_atom) to itself: a listener that paused on a file descriptor shortage accepts again
+using accept_atom = caf::atom_constant<caf::atom("accept")>;
 
 } // namespace bifrost::actors
 

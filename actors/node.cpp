@@ -259,6 +259,18 @@ void node::stats_async(std::chrono::milliseconds timeout, std::function<void(sta
                                        std::move(done));
 }
 
+uint64_t node::descriptors_wanted(node_config cfg) {
+  if (cfg.threads == 0)
+    cfg.threads = cores();
+  if (cfg.shards == 0)
+    cfg.shards = default_shards(cfg);
+  const uint64_t per_shard = std::max<uint64_t>(cfg.memory_limit / cfg.shards, 1);
+  const uint64_t seg = std::clamp<uint64_t>(per_shard / 16, 64 * 1024,
+                                            std::max<uint32_t>(cfg.segment_size, 64 * 1024));
+  const uint64_t segments = cfg.shards * (per_shard / seg + 2);
+  return cfg.max_connections + 2 * segments + 256 + 8ull * cfg.threads;
+}
+
 std::unique_ptr<node> node::start(const node_config& given, std::string& error,
                                   std::function<void(io_loop&)> before_first_loop) {
   auto p = std::make_unique<impl>();

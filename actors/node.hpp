@@ -44,6 +44,12 @@ public:
                                      std::function<void(io_loop&)> before_first_loop = {});
   ~node();
 
+  /// File descriptors a node with `cfg` may hold at once: every client connection (-c), every
+  /// storage segment (a memfd or file each, twice over for retired ones a send still pins),
+  /// and room for the rest (listeners, loops, cluster connections). The daemon raises its
+  /// RLIMIT_NOFILE to this, as memcached does from -c.
+  static uint64_t descriptors_wanted(node_config cfg);
+
   /// The port the memcached listener is bound to (useful with port 0).
   uint16_t port() const;
   /// Stops accepting new clients; open connections go on being served (until drain()).

@@ -15,6 +15,8 @@
 #include <gperftools/malloc_extension.h>
 #endif
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -68,6 +70,34 @@ void release_free_memory(int64_t now_ms) {
 
 } // namespace
 
+namespace {
+
+// Raises the open files limit to what the node may hold (client connections, segments), as
+// memcached does from -c; where the hard limit is lower and cannot be raised (no
+// CAP_SYS_RESOURCE), as far as it goes, with a warning. A node out of descriptors turns new
+// clients away with "ERROR Too many open connections" (actors/listener.hpp).
+void raise_open_files_limit(const bifrost::actors::node_config& cfg) {
+  const rlim_t want = static_cast<rlim_t>(bifrost::actors::node::descriptors_wanted(cfg));
+  rlimit now{};
+  if (::getrlimit(RLIMIT_NOFILE, &now) != 0 || now.rlim_cur == RLIM_INFINITY || now.rlim_cur >= want)
+    return;
+  rlimit up = now;
+  up.rlim_cur = want;
+  if (up.rlim_max != RLIM_INFINITY && up.rlim_max < want)
+    up.rlim_max = want;
+  if (::setrlimit(RLIMIT_NOFILE, &up) == 0)
+    return;
+  up = now;
+  up.rlim_cur = now.rlim_max;
+  if (up.rlim_cur > now.rlim_cur && ::setrlimit(RLIMIT_NOFILE, &up) != 0)
+    up.rlim_cur = now.rlim_cur;
+  std::cerr << "bifrostd: warning: the open files limit is " << up.rlim_cur << ", below the "
+            << want << " that -c " << cfg.max_connections
+            << " and -m may need: clients beyond it are told ERROR Too many open connections\n";
+}
+
+} // namespace
+
 int main(int argc, char** argv) {
   bifrost::actors::node_config cfg;
   auto outcome = bifrost::cli::parse_args(argc, argv, cfg);
@@ -82,6 +112,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  raise_open_files_limit(cfg);
 
   std::string error;
   // The cluster RPC's KJ loop runs on a thread of its own, or with --rpc-thread loop on the

@@ -132,13 +132,15 @@ def die_with_parent():
 
 class Server:
     """One server process started by this test run; stopped by its own pid only.
-    `command(port)`, if given, is its command line instead of server_command's."""
+    `command(port)`, if given, is its command line instead of server_command's; `preexec`, if
+    given, runs in the child before exec (after die_with_parent)."""
 
-    def __init__(self, item_size=None, conns=None, extra=(), command=None):
+    def __init__(self, item_size=None, conns=None, extra=(), command=None, preexec=None):
         self.item_size = item_size
         self.conns = conns
         self.extra = tuple(extra)
         self.command = command
+        self.preexec = preexec
         self.proc = None
         self.port = None
         self.log = None
@@ -158,7 +160,7 @@ class Server:
                 cmd = server_command(self.port, self.item_size, self.conns, self.extra)
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
+                preexec_fn=self._preexec,
             )
             ok, last_error = self._wait_ready()
             if ok:
@@ -170,6 +172,11 @@ class Server:
             "server %s did not become ready: %s\ncommand: %s\noutput:\n%s"
             % (AGAINST, last_error, " ".join(cmd), output)
         )
+
+    def _preexec(self):
+        die_with_parent()
+        if self.preexec:
+            self.preexec()
 
     def _wait_ready(self):
         deadline = time.monotonic() + READY_TIMEOUT

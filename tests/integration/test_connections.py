@@ -79,6 +79,79 @@ class ConnectionLimitTest(ServerTestCase):
             self.assertTrue(c.call(b"version\r\n").startswith(b"VERSION "))
 
 
+class DescriptorShortageTest(unittest.TestCase):
+    """A node whose process runs out of file descriptors (a low hard limit it cannot raise)
+    tells the clients it cannot take so and closes them, and takes clients again once some
+    close. Once, accept4 failed with EMFILE at every wakeup of the level-triggered poll: the
+    loop spun at 100 % CPU and waiting clients got no answer at all. (bifrost only: memcached
+    refuses to start below the limit -c needs.)"""
+
+    FDS = 48
+
+    @staticmethod
+    def low_fd_limit():
+        import ctypes
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (DescriptorShortageTest.FDS, DescriptorShortageTest.FDS))
+        # PR_CAPBSET_DROP CAP_SYS_RESOURCE: root could raise the hard limit again (not root:
+        # this fails, and the limit binds anyway)
+        ctypes.CDLL(None, use_errno=True).prctl(24, 24, 0, 0, 0)
+
+    @staticmethod
+    def cpu_seconds(pid):
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def test_clients_beyond_the_descriptors_are_refused_without_a_spin(self):
+        if not harness.is_bifrost():
+            self.skipTest("memcached does not start below the limit -c needs")
+        server = harness.Server(conns=1000, preexec=self.low_fd_limit)
+        self.addCleanup(server.close_log)
+        self.addCleanup(server.stop)
+        server.start()
+        with open("/proc/%d/limits" % server.pid) as f:
+            limits = f.read()
+        self.assertRegex(limits, r"Max open files\s+%d\s+%d" % (self.FDS, self.FDS))
+        ok, refused = [], None
+        for _ in range(self.FDS + 5):
+            c = server.client(timeout=3)
+            self.addCleanup(c.close)
+            r = c.call(b"version\r\n")  # (a timeout here: no answer, the old behaviour)
+            if r == TOO_MANY:
+                refused = c
+                break
+            self.assertTrue(r.startswith(b"VERSION "), r)
+            ok.append(c)
+        self.assertIsNotNone(refused, "no refusal within %d connections" % (self.FDS + 5))
+        self.assertEqual(refused.expect_closed(timeout=5), b"")
+        # more clients meanwhile: each told so at once
+        for _ in range(5):
+            with server.client(timeout=3) as c:
+                self.assertEqual(c.call(b"version\r\n"), TOO_MANY)
+        # no spin: the loop sleeps while nobody asks anything
+        before = self.cpu_seconds(server.pid)
+        time.sleep(1.0)
+        self.assertLess(self.cpu_seconds(server.pid) - before, 0.3)
+        # earlier clients are served; after some close, new ones are taken again
+        self.assertEqual(ok[0].call(b"set fd 0 0 1\r\nx\r\n"), b"STORED\r\n")
+        for c in ok[:4]:
+            c.close()
+        deadline = time.monotonic() + 5
+        accepted = False
+        while not accepted and time.monotonic() < deadline:
+            with server.client(timeout=3) as c:
+                r = c.call(b"version\r\n")
+                accepted = r.startswith(b"VERSION ")
+                if accepted:
+                    self.assertEqual(c.get_value(b"fd"), b"x")
+                else:
+                    self.assertEqual(r, TOO_MANY)
+                    time.sleep(0.05)
+        self.assertTrue(accepted)
+        self.assertIn("the open files limit is 48", server.output())
+
+
 class DrainTest(unittest.TestCase):
     """SIGTERM: bifrostd stops accepting and reading, answers what it read, and closes each
     connection at a reply boundary (memcached exits at once: bifrost only).
