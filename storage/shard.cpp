@@ -17,6 +17,7 @@
 #include <ctime>
 #include <deque>
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <filesystem>
 #include <new>
@@ -686,8 +687,56 @@ struct shard::impl {
 
   void apply_pending_flush() noexcept {
     if (flush_at != 0 && now >= flush_at) {
-      flush_at = 0;
+      flush_now();  // (the segment files go first: a crash in between flushes again)
+      set_flush_at(0);
+    }
+  }
+
+  /// A delayed flush_all lives in the data directory too (`flush_at`, its deadline in unix
+  /// seconds), so that a restart before its deadline keeps it, and one after flushes what it
+  /// recovers: else a delayed flush that the node did not live to apply would be lost and the
+  /// items it flushed would come back for good. Written whole (a temporary file renamed).
+  std::string flush_path() const { return dir + "/flush_at"; }
+  void set_flush_at(uint32_t at) noexcept {
+    flush_at = at;
+    if (dir.empty()) return;
+    const std::string path = flush_path();
+    if (at == 0) {
+      ::unlink(path.c_str());
+      return;
+    }
+    const std::string tmp = path + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      last_error = "cannot write " + tmp + ": " + std::strerror(errno);
+      return;
+    }
+    char text[16];
+    const int n = std::snprintf(text, sizeof text, "%" PRIu32 "\n", at);
+    const bool ok = ::write(fd, text, size_t(n)) == n;
+    ::close(fd);
+    if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+      last_error = "cannot write " + path;
+      ::unlink(tmp.c_str());
+    }
+  }
+
+  /// At recovery: the delayed flush the directory holds, if any (see set_flush_at).
+  void recover_flush_at(uint32_t t) {
+    FILE* f = std::fopen(flush_path().c_str(), "re");
+    if (!f) return;
+    unsigned long at = 0;
+    const bool ok = std::fscanf(f, "%lu", &at) == 1 && at > 0 && at <= UINT32_MAX;
+    std::fclose(f);
+    if (!ok) {
+      ::unlink(flush_path().c_str());  // (not ours, or torn: no flush)
+      return;
+    }
+    if (t >= at) {  // its deadline passed while the node was down: every item predates it
       flush_now();
+      set_flush_at(0);
+    } else {
+      flush_at = uint32_t(at);
     }
   }
 
@@ -1059,10 +1108,10 @@ struct shard::impl {
     result res;
     const uint32_t at = o.ttl > 0 ? absolute_exptime(o.ttl, now) : 0;
     if (at == 0 || at <= now) {
-      flush_at = 0;
       flush_now();
+      set_flush_at(0);
     } else {
-      flush_at = at;  // replaces an earlier pending flush, like memcached's oldest_live
+      set_flush_at(at);  // replaces an earlier pending flush, like memcached's oldest_live
     }
     res.st = status::ok;
     return res;
@@ -1186,6 +1235,7 @@ struct shard::impl {
       if (segs[slot].live_items == 0) empty.push_back(slot);
     for (uint32_t slot : empty) release(slot);
     observe_cas(max_cas);
+    recover_flush_at(clock());
     // Honor the memory limit (it may have shrunk since the files were written).
     uint64_t no_budget = 0;
     while (acct->bytes.load(std::memory_order_relaxed) + seg_size > limit && !fifo.empty())

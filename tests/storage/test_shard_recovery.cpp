@@ -434,6 +434,73 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
   BOOST_CHECK_EQUAL(after_ok, 1);  // the shard goes on
 }
 
+// A delayed flush_all outlives a restart: before its deadline it is still pending (and
+// flushes what was recovered and what came since), after it the recovered items are gone.
+// Once, it lived only in memory: a restart before the deadline brought the items back for good.
+BOOST_AUTO_TEST_CASE(a_delayed_flush_survives_a_restart) {
+  temp_dir tmp;
+  fake_clock clk;
+  const shard_config cfg = disk_config(tmp.path);
+  const std::string flag = shard_dir(cfg) + "/flush_at";
+  {
+    auto s = open_shard(cfg, clk);
+    for (int i = 0; i < 50; ++i) do_set(*s, key(i), val(i));
+    BOOST_CHECK(do_flush(*s, 600).st == status::ok);
+    BOOST_CHECK(fs::exists(flag));
+  }
+  {  // restarted before the deadline: pending still
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(s->stats().recovered_items, 50u);
+    BOOST_CHECK_EQUAL(value_of(*s, key(7)), val(7));
+    do_set(*s, "since", "v");  // stored before the deadline: flushed too (memcached)
+    clk.advance(601);
+    BOOST_CHECK_EQUAL(value_of(*s, key(7)), "<miss>");
+    BOOST_CHECK_EQUAL(value_of(*s, "since"), "<miss>");
+    BOOST_CHECK(!fs::exists(flag));
+    do_set(*s, "after", "v");  // after the deadline: stays
+  }
+  {
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(s->stats().recovered_items, 1u);
+    BOOST_CHECK_EQUAL(value_of(*s, "after"), "v");
+    BOOST_CHECK(do_flush(*s, 600).st == status::ok);
+  }
+  clk.advance(700);
+  {  // restarted after the deadline: what it recovers predates it
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(s->stats().recovered_items, 0u);
+    BOOST_CHECK_EQUAL(value_of(*s, "after"), "<miss>");
+    BOOST_CHECK(!fs::exists(flag));
+    do_set(*s, "new", "v");
+  }
+  {  // applied once only
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(value_of(*s, "new"), "v");
+    // a later flush replaces a pending one; an immediate one cancels it
+    BOOST_CHECK(do_flush(*s, 600).st == status::ok);
+    BOOST_CHECK(do_flush(*s, 1200).st == status::ok);
+  }
+  clk.advance(700);
+  {
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(value_of(*s, "new"), "v");  // 700 < 1200
+    do_flush(*s, 0);
+    BOOST_CHECK(!fs::exists(flag));
+    do_set(*s, "kept", "v");
+  }
+  clk.advance(600);
+  {
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(value_of(*s, "kept"), "v");
+  }
+  write_file(flag, "garbage");  // not a deadline: no flush, and the file goes
+  {
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(value_of(*s, "kept"), "v");
+    BOOST_CHECK(!fs::exists(flag));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(garbage_files_are_skipped) {
   temp_dir tmp;
   fake_clock clk;
