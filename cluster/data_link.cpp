@@ -330,8 +330,10 @@ public:
         write_out();  // replies computed before the close (best effort: never blocks)
         // Calls still running in the shards may change items: stay for their results, so
         // that what they changed is replicated (the replies have nowhere to go) — for at
-        // most a second: at shutdown a shard may be gone and never answer.
+        // most a second: at shutdown a shard may be gone and never answer. Those still
+        // running then have their writes' keys replicated all the same (replicate_unfinished).
         if (calls_.empty() || quit_when_done_) {
+          replicate_unfinished();
           quit();
         } else {
           quit_when_done_ = true;
@@ -738,6 +740,27 @@ private:
     for (size_t i = 0; i < r.call.ops.size(); ++i)
       if ((r.again.empty() || !r.again[i]) && storage::changed_item(r.call.ops[i], r.results[i].st))
         keys.push_back(r.call.ops[i].key);
+    if (!keys.empty())
+      send(cv->replicator, actors::replicate_atom::value, std::move(keys));
+  }
+
+  // The calls whose results did not all come before this session ends (a shard slower than
+  // the session's last second): the keys of their writes go to the replicator anyway. Its
+  // reads of them queue behind those writes in the same shard mailboxes, so it copies what
+  // they left (an unchanged item's copy does no harm); else the keys' other owners would keep
+  // the older values until their next writes.
+  void replicate_unfinished() {
+    const auto* cv = actors::replicating_view(ctx_.routes);
+    if (!cv)
+      return;
+    std::vector<std::string> keys;
+    for (const auto& [id, r] : calls_) {
+      if (!r.kept || !replicates(r.call.origin))
+        continue;
+      for (size_t i = 0; i < r.call.ops.size(); ++i)
+        if ((r.again.empty() || !r.again[i]) && storage::changes_item(r.call.ops[i]))
+          keys.push_back(r.call.ops[i].key);
+    }
     if (!keys.empty())
       send(cv->replicator, actors::replicate_atom::value, std::move(keys));
   }

@@ -230,6 +230,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// key's owner, as an add; the results are marked placed_again (parked strictly).
   kj::Promise<storage::result_batch> execute_again(storage::op_batch ops);
   uint64_t placed_again = 0;  // ops placed again (Node.stats: cluster_ops_placed_again)
+  /// Writes handed to the replicator although their local result came too late
+  /// (replicate_results; Node.stats: cluster_late_writes_replicated).
+  uint64_t late_writes_replicated = 0;
   /// What routed_execute's ops looked like, and where the current ring placed them.
   struct routed_ops {
     uint64_t epoch = 0;               // of ring_ when they were placed
@@ -640,19 +643,30 @@ void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Bui
 // changed go to their other owners: in the background (the replicator actor), or with `wait`
 // before the results return — a write some live owner did not acknowledge then answers
 // `unavailable` (it stays stored on the primary and on the owners that took it).
+// A write whose local result did not come in time (`unavailable`: the shard was slower than
+// --rpc-timeout) may still run: its key goes to the replicator in the background all the
+// same. The replicator reads the key's state through the same shard mailbox, behind the late
+// write, and copies whatever it left (a copy of an unchanged item does no harm); else the
+// key's other owners would keep the older value until its next write.
 kj::Promise<storage::result_batch> replicate_results(service::impl& core,
                                                      const storage::op_batch& ops,
                                                      storage::result_batch rs,
                                                      rpc::Origin origin, bool wait) {
   if (origin != rpc::Origin::CLIENT || core.cfg.replicas <= 1 || !core.replicator)
     return kj::mv(rs);
-  std::vector<std::string> keys;
+  std::vector<std::string> keys, late;
   std::vector<size_t> idx;
   for (size_t i = 0; i < ops.size() && i < rs.size(); ++i)
     if (storage::changed_item(ops[i], rs[i].st)) {
       keys.push_back(ops[i].key);
       idx.push_back(i);
+    } else if (rs[i].st == storage::status::unavailable && storage::changes_item(ops[i])) {
+      late.push_back(ops[i].key);
     }
+  if (!late.empty() && !core.stopping) {
+    core.late_writes_replicated += late.size();
+    caf::anon_send(core.replicator, actors::replicate_atom::value, std::move(late));
+  }
   if (keys.empty())
     return kj::mv(rs);
   if (!wait) {
@@ -874,6 +888,8 @@ protected:
       st->emplace_back("cluster_calls_served", std::to_string(core_.served.calls));
       st->emplace_back("cluster_ops_served", std::to_string(core_.served.ops));
       st->emplace_back("cluster_ops_placed_again", std::to_string(core_.placed_again));
+      st->emplace_back("cluster_late_writes_replicated",
+                       std::to_string(core_.late_writes_replicated));
       // What this node keeps per member it has known (forget_after_ms bounds it).
       st->emplace_back("cluster_members_known", std::to_string(core_.members.members().size()));
       st->emplace_back("cluster_members_forgotten",

@@ -7,6 +7,7 @@
 #include "actors/io_loop.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_stats.hpp"
+#include "actors/route_table.hpp"
 #include "cluster/convert.hpp"
 #include "cluster/data_link.hpp"
 #include "cluster/link_wire.hpp"
@@ -844,6 +845,58 @@ BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_to_the_peer_as_repli
   auto [tag4, rs4] = result();
   BOOST_CHECK_EQUAL(tag4, 23u);
   BOOST_CHECK(rs4[0].st == storage::status::stored);
+}
+
+
+// The server side: a session whose socket closes while a client call still runs at a shard
+// waits a second for its results, then ends. Once, the writes of a call still running then
+// were never replicated (their results came to nobody), and the key's other owners kept the
+// older value. Now their keys go to the replicator when the session ends; its reads queue
+// behind those writes at the shard.
+BOOST_AUTO_TEST_CASE(a_closed_session_replicates_the_writes_still_running) {
+  // A shard that takes everything and answers nothing (far slower than the last second).
+  auto shard = sys->spawn([](caf::event_based_actor* a) -> caf::behavior {
+    a->set_default_handler(caf::drop);
+    return {[](actors::close_atom) {}};
+  });
+  auto cv = std::make_shared<actors::cluster_view>(view_with(1));
+  cv->replicas = 2;
+  cv->replicator = caf::actor_cast<caf::actor>(*self);  // the test takes replicate_atom
+  auto snap = std::make_shared<actors::route_snapshot>();
+  snap->fallback.shards = {shard};
+  snap->cluster = cv;
+  int sv[2];
+  BOOST_REQUIRE_EQUAL(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  const std::string hello = lw::hello_line(cluster::rpc::SCHEMA_VERSION, "peer");
+  on_loop([&] {
+    cluster::link_settings ls;
+    ls.node_name = "self";
+    ctx.routes = snap;
+    ctx.links = cluster::make_loop_links(*loop, ctx, ls);
+    ctx.links->serve(sv[1], hello);
+  });
+  storage::op_batch ops(2);
+  ops[0].kind = storage::op_kind::store;
+  ops[0].key = "written-late";
+  ops[0].value = "v";
+  ops[1].kind = storage::op_kind::get;  // a plain read changes nothing: not replicated
+  ops[1].key = "read-late";
+  auto frame = lw::encode_call(1, cluster::rpc::Origin::CLIENT, ops);
+  auto bytes = frame.asChars();
+  BOOST_REQUIRE_EQUAL(::send(sv[0], bytes.begin(), bytes.size(), MSG_NOSIGNAL), ssize_t(bytes.size()));
+  pollfd p{sv[0], POLLIN, 0};
+  BOOST_REQUIRE_EQUAL(::poll(&p, 1, 3000), 1);  // the accept line: the call was read after it
+  char line[256];
+  BOOST_REQUIRE_GT(::read(sv[0], line, sizeof line), 0);
+  std::this_thread::sleep_for(100ms);  // (the call reaches the shard)
+  ::close(sv[0]);
+  std::vector<std::string> keys;
+  (*self)->receive(
+    [&](actors::replicate_atom, std::vector<std::string>& k) { keys = std::move(k); },
+    caf::after(std::chrono::milliseconds(4000)) >> [] {});
+  BOOST_CHECK(keys == std::vector<std::string>{"written-late"});
+  on_loop([&] { ctx.routes = nullptr; });
+  (*self)->send_exit(shard, caf::exit_reason::user_shutdown);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

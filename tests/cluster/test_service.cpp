@@ -30,6 +30,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <deque>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -84,14 +85,51 @@ struct sys_config : caf::actor_system_config {
   }
 };
 
+using release_atom = caf::atom_constant<caf::atom("release")>;
+
+// Stands in front of a shard and hands it every message as is (sender and message id kept),
+// after `delay_ms` when that is set, in the order they came: a shard slower than the RPC
+// timeout, which still runs everything it was sent.
+caf::behavior delay_proxy(caf::event_based_actor* self, caf::actor target,
+                          std::shared_ptr<std::atomic<int>> delay_ms) {
+  struct held {
+    caf::strong_actor_ptr sender;
+    caf::message_id mid;
+    caf::message msg;
+  };
+  auto queue = std::make_shared<std::deque<held>>();
+  self->set_default_handler(
+      [=](caf::scheduled_actor* s, caf::message_view& x) -> caf::result<caf::message> {
+        held h{s->current_sender(), s->take_current_message_id(), x.move_content_to_message()};
+        const int d = delay_ms->load();
+        if (d <= 0 && queue->empty()) {
+          target->enqueue(std::move(h.sender), h.mid, std::move(h.msg), s->context());
+        } else {
+          queue->push_back(std::move(h));
+          self->delayed_send(self, std::chrono::milliseconds(std::max(d, 1)), release_atom::value);
+        }
+        return caf::delegated<caf::message>{};
+      });
+  return {
+    [=](release_atom) {
+      if (queue->empty())
+        return;
+      held h = std::move(queue->front());
+      queue->pop_front();
+      target->enqueue(std::move(h.sender), h.mid, std::move(h.msg), self->context());
+    },
+  };
+}
+
 // One simulated node: an actor system, two storage shards, a recorder and the service.
+// `delayable`: the service reaches its shards through delay proxies (shard_delay_ms).
 struct test_node {
   explicit test_node(const std::string& name, std::vector<std::string> seeds = {},
                      uint32_t replicas = 1, bool wait_replicas = false,
                      cluster::tls_options tls = {}, uint16_t rpc_port = 0,
                      std::string client_address = "127.0.0.1:11211",
                      std::optional<cluster::membership_config> swim = std::nullopt,
-                     uint32_t rpc_timeout_ms = 2000) {
+                     uint32_t rpc_timeout_ms = 2000, bool delayable = false) {
     sys = std::make_unique<caf::actor_system>(cfg);
     for (uint32_t i = 0; i < 2; ++i) {
       storage::shard_config sc;
@@ -102,6 +140,10 @@ struct test_node {
       auto sh = storage::shard::open(sc, storage::system_clock_seconds, err);
       BOOST_REQUIRE_MESSAGE(sh, err);
       shards.push_back(sys->spawn<actors::storage_shard>(nullptr, std::move(sh), 1000ms));
+      if (delayable) {
+        real_shards.push_back(shards.back());
+        shards.back() = sys->spawn(delay_proxy, shards.back(), shard_delay_ms);
+      }
     }
     rec = std::make_shared<recorder_state>();
     route_table = sys->spawn(recorder, rec);
@@ -136,8 +178,11 @@ struct test_node {
     }
     for (auto& s : shards)
       caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+    for (auto& s : real_shards)
+      caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(route_table, caf::exit_reason::user_shutdown);
     shards.clear();
+    real_shards.clear();
     route_table = nullptr;
     sys.reset();
   }
@@ -155,6 +200,8 @@ struct test_node {
   sys_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   std::vector<caf::actor> shards;
+  std::vector<caf::actor> real_shards;  // behind delay proxies (`delayable`)
+  std::shared_ptr<std::atomic<int>> shard_delay_ms = std::make_shared<std::atomic<int>>(0);
   caf::actor route_table;
   std::shared_ptr<recorder_state> rec;
   std::unique_ptr<cluster::service> svc;
@@ -526,6 +573,50 @@ BOOST_AUTO_TEST_CASE(replication_to_second_owner) {
     }, 3000ms);
   }
   BOOST_TEST(copied);
+}
+
+// A client write whose primary's shard answers after the RPC timeout: the caller is told
+// unavailable, the write then lands on the primary, and its key is replicated all the same
+// (once, its late result was dropped and the other owner kept the older value for good).
+BOOST_AUTO_TEST_CASE(a_write_that_ends_after_the_timeout_is_still_replicated) {
+  test_node n1("n1", {}, 2, false, {}, 0, "127.0.0.1:11211", std::nullopt, 500, true);
+  test_node n2("n2", {n1.address()}, 2);
+  BOOST_REQUIRE(wait_until([&] { return converged({&n1, &n2}, 2); }, 5000ms));
+  auto v2 = n2.view();
+  const auto n1_id = v2->ring->find("n1");
+  BOOST_REQUIRE(n1_id);
+  std::string key;
+  for (int i = 0; key.empty(); ++i) {  // a key n1 is primary of
+    const std::string k = "late-" + std::to_string(i);
+    cluster::ring::member_id id;
+    BOOST_REQUIRE(v2->ring->live_owner_ids(cluster::ring::key_hash(k), 1, &id) == 1);
+    if (id == *n1_id)
+      key = k;
+  }
+  auto on_n2 = [&] {
+    return exec(*n2.sys, n2.shards[actors::key_hash(key) % n2.shards.size()], {get_op(key)});
+  };
+  auto r = exec(*n2.sys, v2->peers[*n1_id], {set_op(key, "v1")});
+  BOOST_REQUIRE(r.answered && r.results[0].st == storage::status::stored);
+  BOOST_REQUIRE(wait_until([&] {
+    auto x = on_n2();
+    return x.answered && x.results[0].st == storage::status::hit &&
+           std::string(x.results[0].value.view()) == "v1";
+  }, 5000ms));
+  n1.shard_delay_ms->store(1500);  // n1's shards now answer after its 500 ms RPC timeout
+  r = exec(*n2.sys, v2->peers[*n1_id], {set_op(key, "v2")});
+  BOOST_REQUIRE(r.answered);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::unavailable));
+  n1.shard_delay_ms->store(0);
+  const bool copied = wait_until([&] {
+    auto x = on_n2();
+    return x.answered && x.results[0].st == storage::status::hit &&
+           std::string(x.results[0].value.view()) == "v2";
+  }, 6000ms);
+  BOOST_TEST(copied);  // the write stored on n1 (late) reached its other owner
+  auto x = exec(*n1.sys, n1.real_shards[actors::key_hash(key) % n1.real_shards.size()], {get_op(key)});
+  BOOST_REQUIRE(x.answered && x.results[0].st == storage::status::hit);
+  BOOST_TEST(std::string(x.results[0].value.view()) == "v2");
 }
 
 // Reads `key` on ring member `id` of n1's view without counting an access: the local shard
@@ -1228,11 +1319,12 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
     return "(missing)";
   };
   auto stats = cl.node.statsRequest().send().wait(ws);
-  BOOST_REQUIRE(stats.getStats().size() == 13u);
+  BOOST_REQUIRE(stats.getStats().size() == 14u);
   BOOST_TEST(std::string(stats.getStats()[2].getValue().cStr()) == "n2");
   BOOST_TEST(stat("cluster_members_known") == "3");
   BOOST_TEST(stat("cluster_members_forgotten") == "0");
   BOOST_TEST(stat("cluster_ops_placed_again") == "0");
+  BOOST_TEST(stat("cluster_late_writes_replicated") == "0");
   BOOST_TEST(stat("cluster_peer_actors") == "2");
   auto served_calls = std::stoull(stat("cluster_calls_served"));
   auto served_ops = std::stoull(stat("cluster_ops_served"));
