@@ -122,6 +122,8 @@ caf::behavior listener::make_behavior() {
       if (!paused_ || stopped_ || !polling_)
         return;
       paused_ = false;
+      if (reserve_fd_ < 0)
+        reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
       uv_poll_start(&poll_, UV_READABLE, &listener::on_accept);
     },
     [this](close_atom, bool keep_connections) {
@@ -166,6 +168,8 @@ void listener::accept_all() {
 }
 
 bool listener::refuse_without_fds() {
+  if (reserve_fd_ < 0)  // lost to another thread last time (or never had): try again
+    reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (reserve_fd_ >= 0) {
     ::close(reserve_fd_);
     int cfd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);

@@ -12,7 +12,8 @@
 // when the process has no file descriptor left (EMFILE, ENFILE): the listener keeps one in
 // reserve (/dev/null), gives it up to accept the client, answers, closes it and takes the
 // reserve back. Should another thread take the freed descriptor first, it stops polling for
-// 100 ms (a level-triggered poll would otherwise wake it at once, over and over).
+// 100 ms (a level-triggered poll would otherwise wake it at once, over and over) and takes
+// a reserve again when one is free.
 //
 // Interface: (routes_atom, route_snapshot_ptr) from the route table; (close_atom) stops
 // accepting and closes the loop's connections once their pending replies are written;

@@ -329,14 +329,15 @@ public:
       [this](close_atom) {
         write_out();  // replies computed before the close (best effort: never blocks)
         // Calls still running in the shards may change items: stay for their results, so
-        // that what they changed is replicated (the replies have nowhere to go) — for at
-        // most a second: at shutdown a shard may be gone and never answer. Those still
-        // running then have their writes' keys replicated all the same (replicate_unfinished).
-        if (calls_.empty() || quit_when_done_) {
-          replicate_unfinished();
+        // that what they changed is replicated (the replies have nowhere to go): a second at
+        // a time while the node runs (a shard slower than that still answers; once, its
+        // late writes were never replicated), up to max_close_wait_s; one second at
+        // shutdown, when a shard may be gone and never answer.
+        if (calls_.empty() || (quit_when_done_ && (reg_->closed || close_waits_ >= max_close_wait_s))) {
           quit();
         } else {
           quit_when_done_ = true;
+          ++close_waits_;
           delayed_send(this, std::chrono::seconds(1), close_atom::value);
         }
       },
@@ -744,27 +745,6 @@ private:
       send(cv->replicator, actors::replicate_atom::value, std::move(keys));
   }
 
-  // The calls whose results did not all come before this session ends (a shard slower than
-  // the session's last second): the keys of their writes go to the replicator anyway. Its
-  // reads of them queue behind those writes in the same shard mailboxes, so it copies what
-  // they left (an unchanged item's copy does no harm); else the keys' other owners would keep
-  // the older values until their next writes.
-  void replicate_unfinished() {
-    const auto* cv = actors::replicating_view(ctx_.routes);
-    if (!cv)
-      return;
-    std::vector<std::string> keys;
-    for (const auto& [id, r] : calls_) {
-      if (!r.kept || !replicates(r.call.origin))
-        continue;
-      for (size_t i = 0; i < r.call.ops.size(); ++i)
-        if ((r.again.empty() || !r.again[i]) && storage::changes_item(r.call.ops[i]))
-          keys.push_back(r.call.ops[i].key);
-    }
-    if (!keys.empty())
-      send(cv->replicator, actors::replicate_atom::value, std::move(keys));
-  }
-
   // The hello named a member of this node's current ring or of a past one it still warms
   // from. (A node that joined but is in no ring here yet gets no parking: its re-reads
   // read afresh, as before parking.)
@@ -868,6 +848,8 @@ private:
 
   actors::loop_context& ctx_;
   int fd_;
+  static constexpr uint32_t max_close_wait_s = 60;
+  uint32_t close_waits_ = 0;  // seconds waited for running calls since the socket closed
   std::string rest_;
   std::shared_ptr<registry> reg_;
   uint64_t id_ = 0;

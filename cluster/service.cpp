@@ -199,7 +199,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void shutdown();
 
   // -- local execution (bridge) --
-  kj::Promise<storage::result_batch> local_execute(storage::op_batch ops);
+  /// Runs `ops` at the local shards. After --rpc-timeout an op's result is `unavailable`
+  /// although the op still runs (a slow shard). `primary_writes`: they run as their keys'
+  /// primary with replication (local_primary): the writes among such late ones that change
+  /// their item still go to the replicator when their results come (late_probes).
+  kj::Promise<storage::result_batch> local_execute(storage::op_batch ops,
+                                                   bool primary_writes = false);
   /// local_execute as the keys' primary: with origin client, the writes that changed their
   /// item then go to the keys' other owners (replicate_results; with `wait`, before the
   /// results answer).
@@ -276,8 +281,26 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// live owner took them.
   kj::Promise<bool> replicate_once(std::vector<std::string> keys);
   void on_local_result(uint64_t tag, storage::result_batch&& r) {
-    answer(pending, tag, kj::mv(r));
+    if (pending.count(tag) != 0) {
+      answer(pending, tag, kj::mv(r));
+      return;
+    }
+    auto late = late_probes.find(tag);
+    if (late == late_probes.end())
+      return;
+    std::vector<std::string> keys;
+    for (size_t i = 0; i < late->second.size() && i < r.size(); ++i)
+      if (storage::changed_item(late->second[i], r[i].st))
+        keys.push_back(std::move(late->second[i].key));
+    late_probes.erase(late);
+    if (!keys.empty() && replicator && !stopping) {
+      late_writes_replicated += keys.size();
+      caf::anon_send(replicator, actors::replicate_atom::value, std::move(keys));
+    }
   }
+  /// local_execute's groups (tag) whose results came too late, for primary_writes: each op's
+  /// change probe, to replicate what the late results say changed (on_local_result).
+  std::unordered_map<uint64_t, storage::op_batch> late_probes;
 
   // -- remote execution (peer actors, replicator) --
   kj::Promise<rpc::Node::Client> get_conn(const std::string& address);
@@ -643,30 +666,20 @@ void fill_results(const storage::result_batch& rs, capnp::List<rpc::Result>::Bui
 // changed go to their other owners: in the background (the replicator actor), or with `wait`
 // before the results return — a write some live owner did not acknowledge then answers
 // `unavailable` (it stays stored on the primary and on the owners that took it).
-// A write whose local result did not come in time (`unavailable`: the shard was slower than
-// --rpc-timeout) may still run: its key goes to the replicator in the background all the
-// same. The replicator reads the key's state through the same shard mailbox, behind the late
-// write, and copies whatever it left (a copy of an unchanged item does no harm); else the
-// key's other owners would keep the older value until its next write.
+// (A write whose local result came too late is replicated when it comes: local_execute.)
 kj::Promise<storage::result_batch> replicate_results(service::impl& core,
                                                      const storage::op_batch& ops,
                                                      storage::result_batch rs,
                                                      rpc::Origin origin, bool wait) {
   if (origin != rpc::Origin::CLIENT || core.cfg.replicas <= 1 || !core.replicator)
     return kj::mv(rs);
-  std::vector<std::string> keys, late;
+  std::vector<std::string> keys;
   std::vector<size_t> idx;
   for (size_t i = 0; i < ops.size() && i < rs.size(); ++i)
     if (storage::changed_item(ops[i], rs[i].st)) {
       keys.push_back(ops[i].key);
       idx.push_back(i);
-    } else if (rs[i].st == storage::status::unavailable && storage::changes_item(ops[i])) {
-      late.push_back(ops[i].key);
     }
-  if (!late.empty() && !core.stopping) {
-    core.late_writes_replicated += late.size();
-    caf::anon_send(core.replicator, actors::replicate_atom::value, std::move(late));
-  }
   if (keys.empty())
     return kj::mv(rs);
   if (!wait) {
@@ -1477,12 +1490,13 @@ kj::Promise<storage::result_batch> service::impl::local_primary(storage::op_batc
   probes->reserve(ops.size());
   for (const auto& o : ops)
     probes->push_back(storage::change_probe(o));
-  return local_execute(std::move(ops)).then([this, probes, origin, wait](storage::result_batch rs) {
+  return local_execute(std::move(ops), true).then([this, probes, origin, wait](storage::result_batch rs) {
     return replicate_results(*this, *probes, std::move(rs), origin, wait);
   });
 }
 
-kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batch ops) {
+kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batch ops,
+                                                                bool primary_writes) {
   size_t n = ops.size();
   if (n == 0)
     return storage::result_batch{};
@@ -1519,10 +1533,19 @@ kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batc
     size_t m = groups[s].ops.size();
     auto paf = kj::newPromiseAndFulfiller<storage::result_batch>();
     pending.emplace(tag, kj::mv(paf.fulfiller));
+    std::shared_ptr<storage::op_batch> probes;  // primary_writes: kept for a late result
+    if (primary_writes) {
+      probes = std::make_shared<storage::op_batch>();
+      probes->reserve(m);
+      for (const auto& o : groups[s].ops)
+        probes->push_back(storage::change_probe(o));
+    }
     caf::send_as(bridge, shards[s], actors::exec_atom::value, tag, std::move(groups[s].ops));
     idx->push_back(std::move(groups[s].idx));
-    auto limit = timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS).then([this, tag, m] {
+    auto limit = timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS).then([this, tag, m, probes] {
       pending.erase(tag);
+      if (probes && !stopping)
+        late_probes.emplace(tag, std::move(*probes));
       return unavailable(m);
     });
     promises.add(paf.promise.exclusiveJoin(kj::mv(limit)));
@@ -2345,6 +2368,7 @@ void service::impl::shutdown() {
   calls.clear();
   repl_pending.clear();
   pending.clear();
+  late_probes.clear();
   listener = nullptr;
   serving = false;
   peer_by_name.clear();

@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <filesystem>
 #include <new>
 #include <string_view>
@@ -509,7 +510,10 @@ struct shard::impl {
       seg = segment::create(next_seq, size, segment_path(next_seq), acct, err, &no_space);
       // A full file system (the data directory's, or a quota) limits the shard as its memory
       // limit does: the oldest segments go until the new one fits. An evicted file's blocks
-      // come back when its last pinned_slice drops (a send in flight keeps them until then).
+      // come back when its last pinned_slice drops (a send in flight keeps them until then):
+      // when the free space and every unpinned segment together cannot hold it, nothing is
+      // evicted for it.
+      if (!seg && no_space && !disk_room_by_evicting(size)) no_space = false;
       while (!seg && no_space && !fifo.empty()) {
         ++st.disk_full_evictions;
         evict_oldest(rescue ? &keep : nullptr, rescue_budget);
@@ -547,6 +551,17 @@ struct shard::impl {
         prune_cursor = at;  // an item a prune pass has not looked at yet may land behind it
     }
     return slot;
+  }
+
+  /// Could evicting this shard's unpinned segments free room for a new segment of `size`
+  /// bytes in the data directory's file system (with what is free there now)?
+  bool disk_room_by_evicting(uint64_t size) const {
+    struct statvfs fs{};
+    if (::statvfs(dir.c_str(), &fs) != 0) return true;  // (unknown: try)
+    uint64_t room = uint64_t(fs.f_bavail) * fs.f_frsize;
+    for (uint32_t slot : fifo)
+      if (segs[slot].seg.use_count() == 1) room += segs[slot].seg->size();
+    return room >= size;
   }
 
   /// Recycles the sparsest sealed segment in place instead of taking a new one: when its live
@@ -692,52 +707,54 @@ struct shard::impl {
     }
   }
 
-  /// A delayed flush_all lives in the data directory too (`flush_at`, its deadline in unix
-  /// seconds), so that a restart before its deadline keeps it, and one after flushes what it
-  /// recovers: else a delayed flush that the node did not live to apply would be lost and the
-  /// items it flushed would come back for good. Written whole (a temporary file renamed).
+  /// A delayed flush_all lives in the data directory too (`flush_at`: its deadline in unix
+  /// seconds as 10 digits and a newline, 0 = none), so that a restart before its deadline
+  /// keeps it, and one after flushes what it recovers: else a delayed flush that the node did
+  /// not live to apply would be lost and the items it flushed would come back for good. The
+  /// file is made at recovery and then rewritten in place, 11 bytes at offset 0 (no new
+  /// blocks: it is written even on a full disk; one page, so a crash leaves one whole value).
   std::string flush_path() const { return dir + "/flush_at"; }
+  struct fd_holder {
+    int fd = -1;
+    ~fd_holder() {
+      if (fd >= 0) ::close(fd);
+    }
+  } flush_file;
+  static constexpr size_t k_flush_text = 11;
   void set_flush_at(uint32_t at) noexcept {
     flush_at = at;
-    if (dir.empty()) return;
-    const std::string path = flush_path();
-    if (at == 0) {
-      ::unlink(path.c_str());
-      return;
-    }
-    const std::string tmp = path + ".tmp";
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      last_error = "cannot write " + tmp + ": " + std::strerror(errno);
-      return;
-    }
-    char text[16];
-    const int n = std::snprintf(text, sizeof text, "%" PRIu32 "\n", at);
-    const bool ok = ::write(fd, text, size_t(n)) == n;
-    ::close(fd);
-    if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-      last_error = "cannot write " + path;
-      ::unlink(tmp.c_str());
-    }
+    if (flush_file.fd < 0) return;
+    char text[k_flush_text + 1];
+    std::snprintf(text, sizeof text, "%010" PRIu32 "\n", at);
+    if (::pwrite(flush_file.fd, text, k_flush_text, 0) != ssize_t(k_flush_text))
+      last_error = "cannot write " + flush_path() + ": " + std::strerror(errno);
   }
 
   /// At recovery: the delayed flush the directory holds, if any (see set_flush_at).
   void recover_flush_at(uint32_t t) {
-    FILE* f = std::fopen(flush_path().c_str(), "re");
-    if (!f) return;
-    unsigned long at = 0;
-    const bool ok = std::fscanf(f, "%lu", &at) == 1 && at > 0 && at <= UINT32_MAX;
-    std::fclose(f);
-    if (!ok) {
-      ::unlink(flush_path().c_str());  // (not ours, or torn: no flush)
+    flush_file.fd = ::open(flush_path().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (flush_file.fd < 0) {
+      last_error = "cannot open " + flush_path() + ": " + std::strerror(errno);
       return;
     }
-    if (t >= at) {  // its deadline passed while the node was down: every item predates it
-      flush_now();
-      set_flush_at(0);
-    } else {
-      flush_at = uint32_t(at);
+    char text[k_flush_text + 1] = {};
+    const ssize_t n = ::pread(flush_file.fd, text, k_flush_text, 0);
+    uint64_t at = 0;
+    bool ok = n == ssize_t(k_flush_text) && text[k_flush_text - 1] == '\n';
+    for (size_t i = 0; ok && i + 1 < k_flush_text; ++i) {
+      ok = std::isdigit(static_cast<unsigned char>(text[i])) != 0;
+      at = at * 10 + uint64_t(text[i] - '0');
     }
+    if (!ok || at > UINT32_MAX) at = 0;  // new, torn or not ours: no flush
+    if (at != 0 && t >= at) {  // its deadline passed while the node was down: all predates it
+      flush_now();
+      at = 0;
+    }
+    struct stat fst{};
+    if ((::fstat(flush_file.fd, &fst) != 0 || fst.st_size != off_t(k_flush_text)) &&
+        ::ftruncate(flush_file.fd, k_flush_text) != 0)
+      last_error = "cannot size " + flush_path() + ": " + std::strerror(errno);
+    set_flush_at(uint32_t(at));  // (also gives a new file its bytes, while there is room)
   }
 
   // -- ops -------------------------------------------------------------------------------------

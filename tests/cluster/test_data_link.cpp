@@ -849,15 +849,20 @@ BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_to_the_peer_as_repli
 
 
 // The server side: a session whose socket closes while a client call still runs at a shard
-// waits a second for its results, then ends. Once, the writes of a call still running then
-// were never replicated (their results came to nobody), and the key's other owners kept the
-// older value. Now their keys go to the replicator when the session ends; its reads queue
-// behind those writes at the shard.
-BOOST_AUTO_TEST_CASE(a_closed_session_replicates_the_writes_still_running) {
-  // A shard that takes everything and answers nothing (far slower than the last second).
+// stays for the call's results and replicates what they changed. Once, it waited a second
+// and ended: the writes of a shard slower than that were never replicated (their results
+// came to nobody), and the keys' other owners kept the older values.
+BOOST_AUTO_TEST_CASE(a_closed_session_replicates_the_writes_a_slow_shard_ran) {
+  // A shard that answers after 1.5 s: a set stored, anything else a miss.
   auto shard = sys->spawn([](caf::event_based_actor* a) -> caf::behavior {
-    a->set_default_handler(caf::drop);
-    return {[](actors::close_atom) {}};
+    return {[a](exec_atom, uint64_t tag, storage::op_batch& ops) {
+      storage::result_batch rs(ops.size());
+      for (size_t i = 0; i < ops.size(); ++i)
+        rs[i].st = ops[i].kind == storage::op_kind::store ? storage::status::stored
+                                                           : storage::status::miss;
+      a->delayed_send(caf::actor_cast<caf::actor>(a->current_sender()), 1500ms, result_atom::value,
+                      tag, std::move(rs));
+    }};
   });
   auto cv = std::make_shared<actors::cluster_view>(view_with(1));
   cv->replicas = 2;
@@ -881,6 +886,9 @@ BOOST_AUTO_TEST_CASE(a_closed_session_replicates_the_writes_still_running) {
   ops[0].value = "v";
   ops[1].kind = storage::op_kind::get;  // a plain read changes nothing: not replicated
   ops[1].key = "read-late";
+  ops.emplace_back();
+  ops[2].kind = storage::op_kind::remove;  // a delete of nothing (miss): not replicated
+  ops[2].key = "deleted-late";
   auto frame = lw::encode_call(1, cluster::rpc::Origin::CLIENT, ops);
   auto bytes = frame.asChars();
   BOOST_REQUIRE_EQUAL(::send(sv[0], bytes.begin(), bytes.size(), MSG_NOSIGNAL), ssize_t(bytes.size()));

@@ -2,6 +2,7 @@
 #include "storage_test_util.hpp"
 
 #include "storage/record.hpp"
+#include "storage/segment.hpp"
 
 #include <algorithm>
 #include <csignal>
@@ -383,13 +384,26 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
         ++last_ok;
       out << stored << ' ' << last_ok << ' ' << s->stats().disk_full_evictions << ' '
           << s->stats().evictions << ' ';
+      {  // the rest of the disk, to the last block
+        std::ofstream junk(big + "/junk", std::ios::binary);
+        const std::string block(4096, 'j');
+        for (int i = 0; i < 1024 && junk.write(block.data(), std::streamsize(block.size())); ++i)
+          junk.flush();
+      }
+      std::string err2;
+      out << (segment::create(1, 4096, big + "/probe", nullptr, err2) == nullptr) << ' ';
+      // a delayed flush on the full disk still outlives the restart below (kept in place)
+      do_flush(*s, 600);
     }
+    fs::remove(big + "/junk");
+    clk.advance(601);
     {
       std::string err;
-      auto s = shard::open(cfg, clk.fn(), err);  // what the full disk holds comes back
+      auto s = shard::open(cfg, clk.fn(), err);  // after the flush's deadline: nothing back
       if (!s) ::_exit(3);
-      out << s->stats().recovered_items << ' '
-          << (value_of(*s, key(999)) == std::string(2000, char('a' + 999 % 26))) << ' ';
+      out << s->stats().recovered_items << ' ';
+      for (int i = 0; i < 300; ++i)  // fill it again for the test below
+        do_set(*s, key(i + 700), std::string(2000, char('a' + (i + 700) % 26)));
     }
     {
       std::string err;  // a value larger than the whole disk: nothing to evict makes room
@@ -397,6 +411,7 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
       if (!s) ::_exit(4);
       out << int(do_set(*s, "huge", std::string(900000, 'x')).st) << ' '
           << (value_of(*s, "huge") == "<miss>") << ' '
+          << (value_of(*s, key(999)) == std::string(2000, char('a' + 999 % 26))) << ' '
           << (do_set(*s, "after", "v").st == status::stored && value_of(*s, "after") == "v");
     }
     const std::string line = out.str();
@@ -417,20 +432,21 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
   }
   BOOST_REQUIRE_EQUAL(WEXITSTATUS(wst), 0);
   std::istringstream in(line);
-  int stored = -1, last_ok = -1, full_evictions = -1, evictions = -1, recovered = -1, recovered_last = -1;
-  int huge_status = -1, huge_missed = -1, after_ok = -1;
-  in >> stored >> last_ok >> full_evictions >> evictions >> recovered >> recovered_last >> huge_status >>
-      huge_missed >> after_ok;
+  int stored = -1, last_ok = -1, full_evictions = -1, evictions = -1, disk_was_full = -1, recovered = -1;
+  int huge_status = -1, huge_missed = -1, kept = -1, after_ok = -1;
+  in >> stored >> last_ok >> full_evictions >> evictions >> disk_was_full >> recovered >> huge_status >>
+      huge_missed >> kept >> after_ok;
   BOOST_TEST_MESSAGE("full disk: " << line);
   BOOST_CHECK_EQUAL(stored, 1000);       // every store made room by evicting
   BOOST_CHECK_GE(last_ok, 100);          // the newest items read back
   BOOST_CHECK_LT(last_ok, 1000);         // (the oldest went: 512 KiB hold about 230)
   BOOST_CHECK_GT(full_evictions, 0);
   BOOST_CHECK_GT(evictions, 0);
-  BOOST_CHECK_GE(recovered, 100);        // the files on the full disk are whole
-  BOOST_CHECK_EQUAL(recovered_last, 1);
+  BOOST_CHECK_EQUAL(disk_was_full, 1);   // (not even a page left)
+  BOOST_CHECK_EQUAL(recovered, 0);       // the flush given on the full disk was kept
   BOOST_CHECK_EQUAL(huge_status, int(status::no_memory));
   BOOST_CHECK_EQUAL(huge_missed, 1);
+  BOOST_CHECK_EQUAL(kept, 1);      // nothing was evicted for a value the disk cannot hold
   BOOST_CHECK_EQUAL(after_ok, 1);  // the shard goes on
 }
 
@@ -442,11 +458,13 @@ BOOST_AUTO_TEST_CASE(a_delayed_flush_survives_a_restart) {
   fake_clock clk;
   const shard_config cfg = disk_config(tmp.path);
   const std::string flag = shard_dir(cfg) + "/flush_at";
+  auto pending_at = [&] { return read_file(flag); };  // the deadline kept, 0 = none
+  const std::string none = "0000000000\n";
   {
     auto s = open_shard(cfg, clk);
     for (int i = 0; i < 50; ++i) do_set(*s, key(i), val(i));
     BOOST_CHECK(do_flush(*s, 600).st == status::ok);
-    BOOST_CHECK(fs::exists(flag));
+    BOOST_CHECK_EQUAL(pending_at(), std::to_string(clk.now() + 600) + "\n");
   }
   {  // restarted before the deadline: pending still
     auto s = open_shard(cfg, clk);
@@ -456,7 +474,7 @@ BOOST_AUTO_TEST_CASE(a_delayed_flush_survives_a_restart) {
     clk.advance(601);
     BOOST_CHECK_EQUAL(value_of(*s, key(7)), "<miss>");
     BOOST_CHECK_EQUAL(value_of(*s, "since"), "<miss>");
-    BOOST_CHECK(!fs::exists(flag));
+    BOOST_CHECK_EQUAL(pending_at(), none);
     do_set(*s, "after", "v");  // after the deadline: stays
   }
   {
@@ -470,7 +488,7 @@ BOOST_AUTO_TEST_CASE(a_delayed_flush_survives_a_restart) {
     auto s = open_shard(cfg, clk);
     BOOST_CHECK_EQUAL(s->stats().recovered_items, 0u);
     BOOST_CHECK_EQUAL(value_of(*s, "after"), "<miss>");
-    BOOST_CHECK(!fs::exists(flag));
+    BOOST_CHECK_EQUAL(pending_at(), none);
     do_set(*s, "new", "v");
   }
   {  // applied once only
@@ -485,7 +503,7 @@ BOOST_AUTO_TEST_CASE(a_delayed_flush_survives_a_restart) {
     auto s = open_shard(cfg, clk);
     BOOST_CHECK_EQUAL(value_of(*s, "new"), "v");  // 700 < 1200
     do_flush(*s, 0);
-    BOOST_CHECK(!fs::exists(flag));
+    BOOST_CHECK_EQUAL(pending_at(), none);
     do_set(*s, "kept", "v");
   }
   clk.advance(600);
@@ -493,11 +511,11 @@ BOOST_AUTO_TEST_CASE(a_delayed_flush_survives_a_restart) {
     auto s = open_shard(cfg, clk);
     BOOST_CHECK_EQUAL(value_of(*s, "kept"), "v");
   }
-  write_file(flag, "garbage");  // not a deadline: no flush, and the file goes
-  {
+  for (const char* garbage : {"garbage", "", "12345", "99999999999\n"}) {  // no deadline
+    write_file(flag, garbage);
     auto s = open_shard(cfg, clk);
     BOOST_CHECK_EQUAL(value_of(*s, "kept"), "v");
-    BOOST_CHECK(!fs::exists(flag));
+    BOOST_CHECK_EQUAL(pending_at(), none);
   }
 }
 
