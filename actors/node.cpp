@@ -268,7 +268,8 @@ uint64_t node::descriptors_wanted(node_config cfg) {
   const uint64_t seg = std::clamp<uint64_t>(per_shard / 16, 64 * 1024,
                                             std::max<uint32_t>(cfg.segment_size, 64 * 1024));
   const uint64_t segments = cfg.shards * (per_shard / seg + 2);
-  return cfg.max_connections + 2 * segments + 256 + 8ull * cfg.threads;
+  // (data links: up to 256 sessions served per loop, and a link per member dialled)
+  return cfg.max_connections + 2 * segments + 256 + (8ull + 2 * 256) * cfg.threads;
 }
 
 std::unique_ptr<node> node::start(const node_config& given, std::string& error,

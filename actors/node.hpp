@@ -46,7 +46,7 @@ public:
 
   /// File descriptors a node with `cfg` may hold at once: every client connection (-c), every
   /// storage segment (a memfd or file each, twice over for retired ones a send still pins),
-  /// and room for the rest (listeners, loops, cluster connections). The daemon raises its
+  /// and room for the rest (listeners, loops, data links, RPC connections). The daemon raises its
   /// RLIMIT_NOFILE to this, as memcached does from -c.
   static uint64_t descriptors_wanted(node_config cfg);
 

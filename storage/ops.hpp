@@ -170,14 +170,18 @@ inline op change_probe(const op& o) {
 /// before it (mg h, l: the repeat finds the first's access).
 inline void merge_reread(result& first, result&& again) {
   const bool win = first.win, already_won = first.already_won, fetched = first.fetched;
-  const uint32_t last_access = first.last_access, exptime_before = first.exptime_before;
+  const uint32_t last_access = first.last_access;
+  // The TTL before the first read's T, when it changed it (a re-read's is the TTL it found).
+  const bool touched = first.exptime_before != first.exptime;
+  const uint32_t exptime_before = first.exptime_before;
   first = std::move(again);
   if (first.st == status::hit) {
     first.win = win;
     first.already_won = already_won;
     first.fetched = fetched;
     first.last_access = last_access;
-    first.exptime_before = exptime_before;  // (the first read's T, if any, came before)
+    if (touched)
+      first.exptime_before = exptime_before;
   }
 }
 

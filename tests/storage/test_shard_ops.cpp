@@ -864,6 +864,25 @@ BOOST_AUTO_TEST_CASE(meta_recache_and_ttl_before_a_touch) {
   BOOST_CHECK_EQUAL(ar.exptime, clk.now() + 50);
 }
 
+// A re-read (a value too large to travel inline, read again) keeps the first read's TTL
+// from before its T; without a T, the TTL the re-read found (the item may have changed).
+BOOST_AUTO_TEST_CASE(a_reread_keeps_the_ttl_before_the_first_reads_touch) {
+  result first, again;
+  first.st = again.st = status::hit;
+  first.exptime_before = 100;
+  first.exptime = again.exptime = again.exptime_before = 200;  // mg T set 200
+  merge_reread(first, std::move(again));
+  BOOST_CHECK_EQUAL(first.exptime_before, 100u);
+  BOOST_CHECK_EQUAL(first.exptime, 200u);
+  result plain, changed;
+  plain.st = changed.st = status::hit;
+  plain.exptime = plain.exptime_before = 100;
+  changed.exptime = changed.exptime_before = 300;  // set again, with a new TTL, in between
+  merge_reread(plain, std::move(changed));
+  BOOST_CHECK_EQUAL(plain.exptime_before, 300u);
+  BOOST_CHECK_EQUAL(plain.exptime, 300u);
+}
+
 BOOST_AUTO_TEST_CASE(meta_stale_via_invalidate) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
