@@ -106,6 +106,10 @@ class DescriptorShortageTest(unittest.TestCase):
     def test_clients_beyond_the_descriptors_are_refused_without_a_spin(self):
         if not harness.is_bifrost():
             self.skipTest("memcached does not start below the limit -c needs")
+        if harness.sanitized():
+            # UBSan's vptr check tests memory through a pipe of its own: out of descriptors,
+            # every check fails and reports an invalid object (a false report, then a close).
+            self.skipTest("sanitizer runtimes need descriptors of their own")
         server = harness.Server(conns=1000, preexec=self.low_fd_limit)
         self.addCleanup(server.close_log)
         self.addCleanup(server.stop)
