@@ -380,6 +380,11 @@ class RawClient:
 def raw_stats(client, arg=b""):
     """`stats [arg]` over a RawClient: dict name -> value (bytes -> str)."""
     client.send(b"stats" + ((b" " + arg) if arg else b"") + b"\r\n")
+    return read_stats(client)
+
+
+def read_stats(client):
+    """The next stats reply (STAT lines, then END) on a RawClient: dict name -> value."""
     out = {}
     for _ in range(10000):
         line = client.line()

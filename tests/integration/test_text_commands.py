@@ -8,7 +8,7 @@ import time
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import ServerTestCase, raw_stats  # noqa: E402
+from harness import ServerTestCase, raw_stats, read_stats  # noqa: E402
 
 from pymemcache.exceptions import MemcacheClientError  # noqa: E402
 
@@ -449,28 +449,17 @@ class StatsTest(ServerTestCase):
         c = self.client()
         a = self.key("pipe")
 
-        def read_stats():
-            out = {}
-            for _ in range(10000):
-                line = c.line()
-                if line == b"END\r\n":
-                    return out
-                parts = line.decode().split(" ", 2)
-                self.assertEqual(parts[0], "STAT", line)
-                out[parts[1]] = parts[2].rstrip("\r\n")
-            self.fail("stats did not end")
-
         value = b"VALUE %s 0 1\r\nx\r\nEND\r\n" % a
         c.send(b"stats reset\r\nset %s 0 0 1\r\nx\r\nget %s\r\nstats\r\nget %s\r\n"
                b"stats reset\r\nget %s\r\nstats\r\n" % (a, a, a, a))
         self.assertEqual(c.line(), b"RESET\r\n")
         self.assertEqual(c.line(), b"STORED\r\n")
         self.assertEqual(c.recv_until(b"END\r\n"), value)
-        first = read_stats()
+        first = read_stats(c)
         self.assertEqual(c.recv_until(b"END\r\n"), value)
         self.assertEqual(c.line(), b"RESET\r\n")
         self.assertEqual(c.recv_until(b"END\r\n"), value)
-        second = read_stats()
+        second = read_stats(c)
         got = lambda st: tuple(int(st[n]) for n in ("cmd_set", "total_items", "cmd_get", "get_hits"))
         self.assertEqual(got(first), (1, 1, 1, 1))
         self.assertEqual(got(second), (0, 0, 1, 1))

@@ -88,25 +88,34 @@ std::string record_image(std::string_view key, std::string_view value, uint64_t 
   return buf;
 }
 
-// Forks a child (an earlier run of the node) that opens `cfg`'s shard and runs
-// `body(shard, fd)`, fd being the write end of a pipe; it exits 2 if the shard does not open,
-// else 0 when body returns. Returns the child's pid and the pipe's read end.
+// Forks a child that runs `body(fd)`, fd being the write end of a pipe, and exits with what
+// it returns. Returns the child's pid and the pipe's read end.
 template <class Body>
-std::pair<pid_t, int> fork_shard_child(const shard_config& cfg, const fake_clock& clk, Body body) {
+std::pair<pid_t, int> fork_child(Body body) {
   int fds[2];
   BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
   const pid_t pid = ::fork();
   BOOST_REQUIRE(pid >= 0);
   if (pid == 0) {
     ::close(fds[0]);
-    std::string err;
-    auto s = shard::open(cfg, clk.fn(), err);
-    if (!s) ::_exit(2);
-    body(*s, fds[1]);
-    ::_exit(0);
+    ::_exit(body(fds[1]));
   }
   ::close(fds[1]);
   return {pid, fds[0]};
+}
+
+// Forks a child (an earlier run of the node) that opens `cfg`'s shard and runs
+// `body(shard, fd)` (see fork_child); it exits 2 if the shard does not open, else 0 when
+// body returns.
+template <class Body>
+std::pair<pid_t, int> fork_shard_child(const shard_config& cfg, const fake_clock& clk, Body body) {
+  return fork_child([&](int fd) {
+    std::string err;
+    auto s = shard::open(cfg, clk.fn(), err);
+    if (!s) return 2;
+    body(*s, fd);
+    return 0;
+  });
 }
 
 std::string val(int i) { return "value-" + std::to_string(i) + std::string(size_t(i % 300), '.'); }
@@ -359,16 +368,11 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
   temp_dir tmp;
   const std::string big = tmp.path + "/big";
   fs::create_directories(big);
-  int fds[2];
-  BOOST_REQUIRE_EQUAL(::pipe(fds), 0);
-  const pid_t pid = ::fork();
-  BOOST_REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
+  const auto [pid, from_child] = fork_child([&](int to_parent) {
     std::signal(SIGBUS, SIG_DFL);  // (Boost.Test's handler would turn it into an exit code)
     if (::unshare(CLONE_NEWNS) != 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
         ::mount("bifrost-test", big.c_str(), "tmpfs", 0, "size=512k") != 0)
-      ::_exit(77);
+      return 77;
     fake_clock clk;
     std::ostringstream out;
     shard_config cfg = disk_config(big);  // 64 KiB segments, 16 MiB of memory: the disk binds
@@ -376,7 +380,7 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
     {
       std::string err;
       auto s = shard::open(cfg, clk.fn(), err);
-      if (!s) ::_exit(2);
+      if (!s) return 2;
       for (int i = 0; i < 1000; ++i) {  // 2 MB of values through 512 KiB
         if (do_set(*s, key(i), std::string(2000, char('a' + i % 26))).st == status::stored) ++stored;
       }
@@ -400,7 +404,7 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
     {
       std::string err;
       auto s = shard::open(cfg, clk.fn(), err);  // after the flush's deadline: nothing back
-      if (!s) ::_exit(3);
+      if (!s) return 3;
       out << s->stats().recovered_items << ' ';
       for (int i = 0; i < 300; ++i)  // fill it again for the test below
         do_set(*s, key(i + 700), std::string(2000, char('a' + (i + 700) % 26)));
@@ -408,21 +412,19 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
     {
       std::string err;  // a value larger than the whole disk: nothing to evict makes room
       auto s = shard::open(cfg, clk.fn(), err);
-      if (!s) ::_exit(4);
+      if (!s) return 4;
       out << int(do_set(*s, "huge", std::string(900000, 'x')).st) << ' '
           << (value_of(*s, "huge") == "<miss>") << ' '
           << (value_of(*s, key(999)) == std::string(2000, char('a' + 999 % 26))) << ' '
           << (do_set(*s, "after", "v").st == status::stored && value_of(*s, "after") == "v");
     }
     const std::string line = out.str();
-    if (::write(fds[1], line.data(), line.size()) != ssize_t(line.size())) ::_exit(5);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
+    return ::write(to_parent, line.data(), line.size()) == ssize_t(line.size()) ? 0 : 5;
+  });
   std::string line;
   char buf[256];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) line.append(buf, size_t(n));
-  ::close(fds[0]);
+  for (ssize_t n; (n = ::read(from_child, buf, sizeof buf)) > 0;) line.append(buf, size_t(n));
+  ::close(from_child);
   int wst = 0;
   BOOST_REQUIRE_EQUAL(::waitpid(pid, &wst, 0), pid);
   BOOST_REQUIRE_MESSAGE(!WIFSIGNALED(wst), "the child died of signal " << WTERMSIG(wst));
