@@ -235,8 +235,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// key's owner, as an add; the results are marked placed_again (parked strictly).
   kj::Promise<storage::result_batch> execute_again(storage::op_batch ops);
   uint64_t placed_again = 0;  // ops placed again (Node.stats: cluster_ops_placed_again)
-  /// Writes handed to the replicator although their local result came too late
-  /// (replicate_results; Node.stats: cluster_late_writes_replicated).
+  /// Writes whose local result came too late, handed to the replicator when it came because
+  /// it said they changed their item (on_local_result; Node.stats:
+  /// cluster_late_writes_replicated).
   uint64_t late_writes_replicated = 0;
   /// What routed_execute's ops looked like, and where the current ring placed them.
   struct routed_ops {
