@@ -200,11 +200,11 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   // -- local execution (bridge) --
   /// Runs `ops` at the local shards. After --rpc-timeout an op's result is `unavailable`
-  /// although the op still runs (a slow shard). `primary_writes`: they run as their keys'
-  /// primary with replication (local_primary): the writes among such late ones that change
+  /// although the op still runs (a slow shard). `probes` (by op, local_primary's): they run
+  /// as their keys' primary with replication, and the writes among such late ones that change
   /// their item still go to the replicator when their results come (late_probes).
-  kj::Promise<storage::result_batch> local_execute(storage::op_batch ops,
-                                                   bool primary_writes = false);
+  kj::Promise<storage::result_batch> local_execute(
+    storage::op_batch ops, std::shared_ptr<const storage::op_batch> probes = nullptr);
   /// local_execute as the keys' primary: with origin client, the writes that changed their
   /// item then go to the keys' other owners (replicate_results; with `wait`, before the
   /// results answer).
@@ -299,7 +299,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
       caf::anon_send(replicator, actors::replicate_atom::value, std::move(keys));
     }
   }
-  /// local_execute's groups (tag) whose results came too late, for primary_writes: each op's
+  /// local_execute's groups (tag) whose results came too late, when it had probes: each op's
   /// change probe, to replicate what the late results say changed (on_local_result).
   std::unordered_map<uint64_t, storage::op_batch> late_probes;
 
@@ -1491,13 +1491,13 @@ kj::Promise<storage::result_batch> service::impl::local_primary(storage::op_batc
   probes->reserve(ops.size());
   for (const auto& o : ops)
     probes->push_back(storage::change_probe(o));
-  return local_execute(std::move(ops), true).then([this, probes, origin, wait](storage::result_batch rs) {
+  return local_execute(std::move(ops), probes).then([this, probes, origin, wait](storage::result_batch rs) {
     return replicate_results(*this, *probes, std::move(rs), origin, wait);
   });
 }
 
-kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batch ops,
-                                                                bool primary_writes) {
+kj::Promise<storage::result_batch> service::impl::local_execute(
+  storage::op_batch ops, std::shared_ptr<const storage::op_batch> probes) {
   size_t n = ops.size();
   if (n == 0)
     return storage::result_batch{};
@@ -1534,19 +1534,19 @@ kj::Promise<storage::result_batch> service::impl::local_execute(storage::op_batc
     size_t m = groups[s].ops.size();
     auto paf = kj::newPromiseAndFulfiller<storage::result_batch>();
     pending.emplace(tag, kj::mv(paf.fulfiller));
-    std::shared_ptr<storage::op_batch> probes;  // primary_writes: kept for a late result
-    if (primary_writes) {
-      probes = std::make_shared<storage::op_batch>();
-      probes->reserve(m);
-      for (const auto& o : groups[s].ops)
-        probes->push_back(storage::change_probe(o));
-    }
     caf::send_as(bridge, shards[s], actors::exec_atom::value, tag, std::move(groups[s].ops));
+    const size_t group = idx->size();
     idx->push_back(std::move(groups[s].idx));
-    auto limit = timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS).then([this, tag, m, probes] {
+    auto limit = timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS)
+                   .then([this, tag, m, probes, idx, group] {
       pending.erase(tag);
-      if (probes && !stopping)
-        late_probes.emplace(tag, std::move(*probes));
+      if (probes && !stopping) {  // this group's probes wait for its late result
+        storage::op_batch late;
+        late.reserve(m);
+        for (size_t i : (*idx)[group])
+          late.push_back((*probes)[i]);
+        late_probes.emplace(tag, std::move(late));
+      }
       return unavailable(m);
     });
     promises.add(paf.promise.exclusiveJoin(kj::mv(limit)));
