@@ -24,13 +24,15 @@ namespace bifrost::actors {
 namespace {
 constexpr int max_accepts_per_wakeup = 64;
 constexpr std::string_view too_many = "ERROR Too many open connections\r\n";
+
+int open_reserve() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 } // namespace
 
 listener::listener(caf::actor_config& cfg, io_loop& loop, loop_context& ctx, int fd,
                    caf::actor route_table)
   : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), route_table_(std::move(route_table)) {
   poll_.data = this;
-  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  reserve_fd_ = open_reserve();
 }
 
 listener::~listener() {
@@ -123,7 +125,7 @@ caf::behavior listener::make_behavior() {
         return;
       paused_ = false;
       if (reserve_fd_ < 0)
-        reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        reserve_fd_ = open_reserve();
       uv_poll_start(&poll_, UV_READABLE, &listener::on_accept);
     },
     [this](close_atom, bool keep_connections) {
@@ -169,7 +171,7 @@ void listener::accept_all() {
 
 bool listener::refuse_without_fds() {
   if (reserve_fd_ < 0)  // lost to another thread last time (or never had): try again
-    reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    reserve_fd_ = open_reserve();
   if (reserve_fd_ >= 0) {
     ::close(reserve_fd_);
     int cfd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -180,7 +182,7 @@ bool listener::refuse_without_fds() {
       ::close(cfd);
       ctx_.counters->add(ctx_.counters->rejected_connections);
     }
-    reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    reserve_fd_ = open_reserve();
     if (reserve_fd_ >= 0) {
       if (cfd >= 0)
         return true;  // more may wait

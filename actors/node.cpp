@@ -32,6 +32,28 @@ uint32_t cores() {
   return n == 0 ? 1 : n;
 }
 
+// `cfg` with the defaults it leaves open (0: threads, scheduler threads, shards) filled in.
+void fill_defaults(node_config& cfg) {
+  if (cfg.threads == 0)
+    cfg.threads = cores();
+  if (cfg.scheduler_threads == 0)
+    cfg.scheduler_threads = cores();
+  if (cfg.shards == 0)
+    cfg.shards = default_shards(cfg);
+}
+
+// Each storage shard's share of -m, and its segment size (a 16th of it, within 64 KiB and
+// the configured segment size).
+struct shard_sizes {
+  uint64_t memory;
+  uint32_t segment;
+};
+shard_sizes sizes_of_shards(const node_config& cfg) {
+  const uint64_t per_shard = std::max<uint64_t>(cfg.memory_limit / cfg.shards, 1);
+  return {per_shard, static_cast<uint32_t>(std::clamp<uint64_t>(
+                       per_shard / 16, 64 * 1024, std::max<uint32_t>(cfg.segment_size, 64 * 1024)))};
+}
+
 // Waits until `done()` or `timeout`; returns done().
 template <class F>
 bool wait_for(F done, std::chrono::milliseconds timeout) {
@@ -260,14 +282,9 @@ void node::stats_async(std::chrono::milliseconds timeout, std::function<void(sta
 }
 
 uint64_t node::descriptors_wanted(node_config cfg) {
-  if (cfg.threads == 0)
-    cfg.threads = cores();
-  if (cfg.shards == 0)
-    cfg.shards = default_shards(cfg);
-  const uint64_t per_shard = std::max<uint64_t>(cfg.memory_limit / cfg.shards, 1);
-  const uint64_t seg = std::clamp<uint64_t>(per_shard / 16, 64 * 1024,
-                                            std::max<uint32_t>(cfg.segment_size, 64 * 1024));
-  const uint64_t segments = cfg.shards * (per_shard / seg + 2);
+  fill_defaults(cfg);
+  const auto sizes = sizes_of_shards(cfg);
+  const uint64_t segments = cfg.shards * (sizes.memory / sizes.segment + 2);
   // (data links: up to 256 sessions served per loop, and a link per member dialled)
   return cfg.max_connections + 2 * segments + 256 + (8ull + 2 * 256) * cfg.threads;
 }
@@ -277,12 +294,7 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
   auto p = std::make_unique<impl>();
   auto& cfg = p->cfg;
   cfg = given;
-  if (cfg.threads == 0)
-    cfg.threads = cores();
-  if (cfg.scheduler_threads == 0)
-    cfg.scheduler_threads = cores();
-  if (cfg.shards == 0)
-    cfg.shards = default_shards(cfg);
+  fill_defaults(cfg);
 
   // Measured in the prototype: without this, idle workers sleep ~50 us between polls and a
   // loop<->scheduler round trip costs 110-160 us; with it ~5 us.
@@ -315,14 +327,12 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
   }
 
   // Storage shards, round robin over the loops (or on the scheduler).
-  uint64_t per_shard = std::max<uint64_t>(cfg.memory_limit / cfg.shards, 1);
-  uint32_t seg = static_cast<uint32_t>(
-    std::clamp<uint64_t>(per_shard / 16, 64 * 1024, std::max<uint32_t>(cfg.segment_size, 64 * 1024)));
+  const auto sizes = sizes_of_shards(cfg);
   for (uint32_t i = 0; i < cfg.shards; ++i) {
     storage::shard_config sc;
     sc.id = i;
-    sc.memory_limit = per_shard;
-    sc.segment_size = seg;
+    sc.memory_limit = sizes.memory;
+    sc.segment_size = sizes.segment;
     sc.max_item_size = cfg.max_item_size;
     sc.data_dir = cfg.data_dir;
     auto sh = storage::shard::open(sc, storage::system_clock_seconds, error);

@@ -68,10 +68,6 @@ void release_free_memory(int64_t now_ms) {
 #endif
 }
 
-} // namespace
-
-namespace {
-
 // Raises the open files limit to what the node may hold (client connections, segments), as
 // memcached does from -c; where the hard limit is lower and cannot be raised (no
 // CAP_SYS_RESOURCE), as far as it goes, with a warning. A node out of descriptors turns new
