@@ -1294,12 +1294,9 @@ void connection::write_out() {
     else if (out_.empty() && window_level_ < max_window_level && client_reads(st.bytes))
       ++window_level_;
   }
-  if (read_closed_ && pending_.empty() && out_.empty() && !get_rest_) {
-    close_answered();
-    return;
-  }
   // (Below every bound of over_budget(): process_input, which pauses again at once
-  // otherwise, ends in complete_ready(), which calls this.)
+  // otherwise, ends in complete_ready(), which calls this.) Before the close below: requests
+  // already read are answered before a drain closes, also those a `stats` held back.
   if (input_paused_ && !stats_barrier_ && pending_.size() < window(max_pending) / 2 &&
       remote_pending_ <= max_remote_pending / 2 &&
       remote_reads_pending_ <= window(max_remote_pending) / 2 &&
@@ -1307,8 +1304,12 @@ void connection::write_out() {
       (!get_rest_ || pending_.size() < max_parts_pending / 2)) {
     input_paused_ = false;
     process_input();  // bytes already buffered may hold more requests
-    if (closing_)
+    if (closing_ || lingering_)
       return;
+  }
+  if (read_closed_ && pending_.empty() && out_.empty() && !get_rest_) {
+    close_answered();
+    return;
   }
   update_poll();
 }

@@ -132,6 +132,18 @@ class BadInputTest(ServerTestCase):
         c.sock.shutdown(socket.SHUT_WR)
         self.assertEqual(c.expect_closed(), b"STORED\r\nVALUE %s 0 1\r\nA\r\nEND\r\n" % k)
 
+    def test_half_close_after_a_pipelined_stats_answers_what_follows(self):
+        # Nothing after a stats is parsed until it is answered; the requests behind it that
+        # arrived with the end of input must still run and be answered before the close.
+        c = self.client()
+        k = self.key()
+        c.send(b"stats\r\nset %s 0 0 1\r\nB\r\nget %s\r\nstats reset\r\nversion\r\n" % (k, k))
+        c.sock.shutdown(socket.SHUT_WR)
+        out = c.expect_closed()
+        self.assertIn(b"\r\nEND\r\nSTORED\r\nVALUE %s 0 1\r\nB\r\nEND\r\nRESET\r\nVERSION " % k, out)
+        with self.server.client() as d:
+            self.assertEqual(d.get_value(k), b"B")
+
     def test_abrupt_close_mid_value(self):
         c = self.server.client()
         k = self.key()
