@@ -42,7 +42,8 @@ listener::~listener() {
     ::close(reserve_fd_);
 }
 
-int listener::bind_socket(const std::string& host, uint16_t port, std::string& error) {
+int listener::bind_socket(const std::string& host, uint16_t port, std::string& error,
+                          bool first) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -64,6 +65,24 @@ int listener::bind_socket(const std::string& host, uint16_t port, std::string& e
     }
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (first && port != 0) {
+      // A bind without SO_REUSEPORT fails while anyone listens on the port (as memcached's
+      // does): only then may ours share it with the node's other loops. (A process binding
+      // between the two calls is not caught.)
+      if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        last = std::strerror(errno);
+        ::close(fd);
+        fd = -1;
+        continue;
+      }
+      ::close(fd);
+      fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        last = std::strerror(errno);
+        continue;
+      }
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    }
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 1024) == 0)
       break;

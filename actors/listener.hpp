@@ -40,9 +40,13 @@ public:
   caf::behavior make_behavior() override;
   const char* name() const override { return "listener"; }
 
-  /// Creates a non-blocking TCP socket bound to host:port with SO_REUSEPORT and listening.
+  /// Creates a non-blocking TCP socket bound to host:port with SO_REUSEPORT and listening
+  /// (one per I/O loop, all on the port). `first`: the node's first socket, which must not
+  /// join another process's: SO_REUSEPORT lets any process of the same user bind a port
+  /// already listened on, and the kernel would then split new clients between two caches.
   /// Returns the fd, or -1 with `error` set (names the address and the errno text).
-  static int bind_socket(const std::string& host, uint16_t port, std::string& error);
+  static int bind_socket(const std::string& host, uint16_t port, std::string& error,
+                         bool first = true);
   /// The port a bound socket listens on.
   static uint16_t local_port(int fd);
 

@@ -15,9 +15,14 @@
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <chrono>
 #include <ctime>
 #include <future>
@@ -66,9 +71,55 @@ bool wait_for(F done, std::chrono::milliseconds timeout) {
   return true;
 }
 
+// An exclusive lock on `<data dir>/lock` for as long as the node runs: two nodes on one data
+// directory would recover the same segment files, and each one's evictions would unlink
+// files the other still serves. The file holds the pid of the node that has it (for the
+// error); the kernel drops the lock when that process ends, even by kill -9.
+struct data_dir_lock {
+  int fd = -1;
+  data_dir_lock() = default;
+  data_dir_lock(const data_dir_lock&) = delete;
+  data_dir_lock& operator=(const data_dir_lock&) = delete;
+  ~data_dir_lock() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+
+  bool take(const std::string& dir, std::string& error) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    const std::string path = dir + "/" + storage::data_dir_lock_name;
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      error = "cannot open " + path + ": " + std::strerror(errno);
+      return false;
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      char held[24] = {};
+      const ssize_t n = ::pread(fd, held, sizeof held - 1, 0);
+      std::string pid(held, n > 0 ? static_cast<size_t>(n) : 0);
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' '))
+        pid.pop_back();
+      error = err == EWOULDBLOCK
+                  ? "the data directory " + dir + " is in use by another bifrostd" +
+                        (pid.empty() ? std::string() : " (pid " + pid + ")") +
+                        ": each node needs a directory of its own"
+                  : "cannot lock " + path + ": " + std::strerror(err);
+      return false;
+    }
+    const std::string mine = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, mine.data(), mine.size(), 0) < 0) {
+      // (the lock holds without the pid: the message would only lack it)
+    }
+    return true;
+  }
+};
+
 } // namespace
 
 struct node::impl {
+  data_dir_lock dir_lock;  // (first: released after everything else is gone)
   node_config cfg;
   caf::actor_system_config sys_cfg;
   std::unique_ptr<caf::actor_system> system;
@@ -295,6 +346,8 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
   auto& cfg = p->cfg;
   cfg = given;
   fill_defaults(cfg);
+  if (!cfg.data_dir.empty() && !p->dir_lock.take(cfg.data_dir, error))
+    return nullptr;
 
   // Measured in the prototype: without this, idle workers sleep ~50 us between polls and a
   // loop<->scheduler round trip costs 110-160 us; with it ~5 us.
@@ -351,7 +404,7 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
   // Listening sockets: the first decides the port (when 0), the others share it.
   std::vector<int> fds;
   for (uint32_t i = 0; i < cfg.threads; ++i) {
-    int fd = listener::bind_socket(cfg.listen, i == 0 ? cfg.port : p->port, error);
+    int fd = listener::bind_socket(cfg.listen, i == 0 ? cfg.port : p->port, error, i == 0);
     if (fd < 0) {
       for (int f : fds)
         ::close(f);

@@ -1,5 +1,7 @@
 #include "cli/config.hpp"
 
+#include "cli/decimal.hpp"
+
 #include "cluster/membership.hpp"
 #include "protocol/memcache.hpp"
 #include "storage/shard.hpp"
@@ -39,6 +41,8 @@ std::string lower(std::string_view s) {
 }
 
 // Validation shared by flags and file; returns "" or the problem.
+constexpr int64_t max_memory_mb = int64_t(1) << 20;  // -m / memory_mb: 1 TiB
+
 std::string check_port(int64_t v) {
   return v < 0 || v > 65535 ? "must be a port number 0..65535" : "";
 }
@@ -111,6 +115,34 @@ std::string check_timings(const timings& t) {
   return "";
 }
 
+// A --join seed, "host:port" or "[v6 address]:port", with blanks around it trimmed: what
+// is wrong with it ("" = nothing). Caught here, a typo is a config error, not a node that
+// waits for a seed it can never dial and then serves alone.
+std::string check_seed(std::string& seed) {
+  const auto first = seed.find_first_not_of(" \t");
+  const auto last = seed.find_last_not_of(" \t");
+  seed = first == std::string::npos ? std::string() : seed.substr(first, last - first + 1);
+  const auto colon = seed.rfind(':');
+  const std::string bad = "'" + seed + "' is not host:port (port 1..65535)";
+  if (colon == std::string::npos || colon == 0 || colon + 1 == seed.size() ||
+      colon + 6 < seed.size())
+    return bad;
+  const std::string host = seed.substr(0, colon);
+  if (host.find(':') != std::string::npos &&
+      (host.front() != '[' || host.back() != ']' || host.size() < 3))
+    return "'" + seed + "': an IPv6 address goes in brackets, as [::1]:22001";
+  if (host.find_first_of(" \t,") != std::string::npos)
+    return bad;
+  uint32_t port = 0;
+  for (size_t i = colon + 1; i < seed.size(); ++i) {
+    if (seed[i] < '0' || seed[i] > '9')
+      return bad;
+    port = port * 10 + uint32_t(seed[i] - '0');
+  }
+  return port >= 1 && port <= 65535 ? "" : bad;
+}
+
+
 } // namespace
 
 std::optional<uint64_t> parse_size(std::string_view s) {
@@ -160,7 +192,7 @@ std::string describe_defaults() {
 }
 
 std::string load_yaml_text(const std::string& text, const std::string& origin,
-                           actors::node_config& cfg) {
+                           actors::node_config& cfg, std::map<std::string, int>* lines) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -235,9 +267,9 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
         return where(range(0, storage::k_max_shards));
       cfg.shards = static_cast<uint32_t>(*n);
     } else if (key == "memory_mb") {
-      auto n = integer(1, 1 << 20);
+      auto n = integer(1, max_memory_mb);
       if (!n)
-        return where(range(1, 1 << 20));
+        return where(range(1, max_memory_mb));
       cfg.memory_limit = static_cast<uint64_t>(*n) << 20;
     } else if (key == "max_connections") {
       auto n = integer(1, 1 << 20);
@@ -327,14 +359,14 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
         std::stringstream ss(*s);
         std::string item;
         while (std::getline(ss, item, ','))
-          if (!item.empty())
+          if (item.find_first_not_of(" \t") != std::string::npos)
             seeds.push_back(item);
       } else {
         return where("must be host:port[,host:port...] or a list");
       }
       for (auto& seed : seeds)
-        if (seed.rfind(':') == std::string::npos)
-          return where("'" + seed + "' is not host:port");
+        if (auto problem = check_seed(seed); !problem.empty())
+          return where(problem);
       cfg.join = std::move(seeds);
     } else if (key == "verbosity") {
       auto n = integer(0, 3);
@@ -346,10 +378,13 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
              ": unknown field '" + key + "'";
     }
   }
+  if (lines)
+    *lines = std::move(first_line);
   return "";
 }
 
-std::string load_yaml_file(const std::string& path, actors::node_config& cfg) {
+std::string load_yaml_file(const std::string& path, actors::node_config& cfg,
+                           std::map<std::string, int>* lines) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     return "config error: field 'config': '" + path + "' is a directory, not a file";
@@ -358,7 +393,7 @@ std::string load_yaml_file(const std::string& path, actors::node_config& cfg) {
     return "config error: field 'config': cannot read file '" + path + "'";
   std::stringstream ss;
   ss << in.rdbuf();
-  return load_yaml_text(ss.str(), path, cfg);
+  return load_yaml_text(ss.str(), path, cfg, lines);
 }
 
 std::string default_node_name(const std::string& listen, uint16_t port, const std::string& host) {
@@ -380,31 +415,31 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   // As in memcached, a flag given twice takes its last value.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--config", config_file, "YAML config file (flags override it)");
-  app.add_option("-p,--port", port, "TCP port to listen on (default 11211; 0 = any free port)");
+  app.add_option("-p,--port", port, "TCP port to listen on (default 11211; 0 = any free port)")->transform(decimal());
   app.add_option("-l,--listen", listen, "interface to listen on (default 127.0.0.1)");
   app.add_option("-m,--memory-limit", memory, "item memory in megabytes (default 64)");
-  app.add_option("-t,--threads", threads, "I/O threads (default: one per core)");
-  app.add_option("-c,--conn-limit", conns, "max simultaneous connections (default 1024)");
+  app.add_option("-t,--threads", threads, "I/O threads (default: one per core)")->transform(decimal());
+  app.add_option("-c,--conn-limit", conns, "max simultaneous connections (default 1024)")->transform(decimal());
   app.add_option("-I,--max-item-size", item_size,
                  "max value size, 1k..1024m (default 1m)");
   auto* verbose = app.add_flag("-v,--verbose", "verbose logging (repeat for more)");
   app.add_option("--data-dir", data_dir, "keep segments as files here: a restart keeps the cache");
   app.add_option("--sendfile-threshold", sendfile_threshold,
                  "values of at least this size are sent with sendfile(2) (default 1m)");
-  app.add_option("--shards", shards, "storage shards (default: one per I/O thread)");
+  app.add_option("--shards", shards, "storage shards (default: one per I/O thread)")->transform(decimal());
   app.add_option("--shard-placement", placement,
                  "where shard actors run: loop (on the I/O threads, default) or scheduler");
-  app.add_option("--scheduler-threads", sched, "CAF scheduler threads (default: one per core)");
+  app.add_option("--scheduler-threads", sched, "CAF scheduler threads (default: one per core)")->transform(decimal());
   app.add_option("--rpc-port", rpc_port,
-                 "cluster/bifrostctl RPC port (default: memcached port + 1000; 0 = any)");
+                 "cluster/bifrostctl RPC port (default: memcached port + 1000; 0 = any)")->transform(decimal());
   app.add_option("--rpc-listen", rpc_listen, "RPC listen address (default: -l)");
   auto* no_rpc = app.add_flag("--no-rpc", "do not serve the RPC port (no cluster, no bifrostctl)");
   app.add_option("--node-name", node_name, "unique node name (default: <listen>:<port>, or <host name>:<port> with a wildcard -l)");
   app.add_option("--join", join, "seed nodes' RPC addresses, host:port[,host:port...]");
-  app.add_option("--replicas", replicas, "owners per key in the cluster, 1..16 (default 1)");
+  app.add_option("--replicas", replicas, "owners per key in the cluster, 1..16 (default 1)")->transform(decimal());
   timings flag_timings;
   for (auto& t : timing_settings)
-    app.add_option(t.flag, flag_timings.*(t.field), t.help);
+    app.add_option(t.flag, flag_timings.*(t.field), t.help)->transform(decimal());
   cluster::tls_options tls;
   app.add_option("--rpc-tls-cert", tls.cert_file,
                  "mutual TLS on the RPC port: this node's certificate (PEM)");
@@ -430,11 +465,27 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     return parse_outcome{parse_outcome::action::exit, 2,
                          "bifrostd: invalid value for " + field + ": " + problem + "\n"};
   };
+  std::map<std::string, int> yaml_lines;  // field -> line, of the --config file
   if (!config_file.empty()) {
-    auto err = load_yaml_file(config_file, cfg);
+    auto err = load_yaml_file(config_file, cfg, &yaml_lines);
     if (!err.empty())
       return {parse_outcome::action::exit, 2, "bifrostd: " + err + "\n"};
   }
+  // A check across settings names the first of `sources` the command line gave, else the
+  // first the file gave (with its line), else the first flag.
+  auto blame = [&](std::initializer_list<std::pair<const char*, const char*>> sources,
+                   const std::string& problem) {
+    for (auto [flag, yaml] : sources)  // ("-I/--max-item-size": counted by its long name)
+      if (app.count(std::string(flag).substr(std::string(flag).rfind('/') + 1)))
+        return fail(flag, problem);
+    for (auto [flag, yaml] : sources)
+      if (auto at = yaml_lines.find(yaml); at != yaml_lines.end())
+        return parse_outcome{parse_outcome::action::exit, 2,
+                             "bifrostd: config error: " + config_file + ":" +
+                               std::to_string(at->second) + ": field '" + yaml + "': " +
+                               problem + "\n"};
+    return fail(sources.begin()->first, problem);
+  };
   if (app.count("--port")) {
     if (!check_port(port).empty())
       return fail("-p/--port", check_port(port));
@@ -450,9 +501,14 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     if (!n || *n == 0)
       return fail("-m/--memory-limit", "must be a positive number of megabytes");
     bool has_unit = std::isalpha(static_cast<unsigned char>(memory.back()));
+    if (!has_unit && *n > max_memory_mb)
+      return fail("-m/--memory-limit", "must be at most " + std::to_string(max_memory_mb) +
+                                           " megabytes (1 TiB)");
     cfg.memory_limit = has_unit ? *n : (*n << 20);
     if (cfg.memory_limit < (1u << 20))
       return fail("-m/--memory-limit", "must be at least 1 megabyte");
+    if (cfg.memory_limit > (max_memory_mb << 20))
+      return fail("-m/--memory-limit", "must be at most 1 TiB");
   }
   if (app.count("--threads")) {
     if (threads < 1 || threads > 256)
@@ -513,11 +569,10 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     std::stringstream ss(join);
     std::string item;
     while (std::getline(ss, item, ',')) {
-      if (item.empty())
+      if (item.find_first_not_of(" \t") == std::string::npos)
         continue;
-      auto colon = item.rfind(':');
-      if (colon == std::string::npos || colon + 1 == item.size())
-        return fail("--join", "'" + item + "' is not host:port");
+      if (auto problem = check_seed(item); !problem.empty())
+        return fail("--join", problem);
       cfg.join.push_back(item);
     }
   }
@@ -533,7 +588,9 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     *field = *value;
   }
   if (auto problem = cluster::check_tls_options(cfg.rpc_tls); !problem.empty())
-    return fail("--rpc-tls-cert/--rpc-tls-key/--rpc-tls-ca", problem);
+    return blame({{"--rpc-tls-cert", "rpc_tls_cert"}, {"--rpc-tls-key", "rpc_tls_key"},
+                  {"--rpc-tls-ca", "rpc_tls_ca"}, {"--rpc-tls-name", "rpc_tls_name"}},
+                 problem);
   for (auto& t : timing_settings) {
     if (!app.count(t.flag))
       continue;
@@ -543,7 +600,10 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     cfg.timings.*(t.field) = v;
   }
   if (auto problem = check_timings(cfg.timings); !problem.empty())
-    return fail("--swim-probe-interval", problem);
+    return blame({{"--swim-probe-interval", "swim_probe_interval_ms"},
+                  {"--swim-ping-timeout", "swim_ping_timeout_ms"},
+                  {"--swim-indirect-timeout", "swim_indirect_timeout_ms"}},
+                 problem);
   for (size_t i = 0; i < choices.size(); ++i) {
     auto& c = choice_settings[i];
     if (!app.count(c.flag))
@@ -557,21 +617,33 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
       return fail("--replicas", "must be 1..16");
     cfg.replicas = static_cast<uint32_t>(replicas);
   }
+  if (no_rpc->count() > 0) {
+    // Settings of the RPC next to --no-rpc: one of the two is a mistake, and ignoring one
+    // would hide which.
+    for (const char* flag : {"--rpc-port", "--rpc-listen", "--node-name", "--join", "--replicas",
+                             "--rpc-tls-cert", "--rpc-tls-key", "--rpc-tls-ca", "--rpc-tls-name",
+                             "--rpc-thread", "--replication-ack", "--cluster-links"})
+      if (app.count(flag))
+        return fail(flag, "cannot go with --no-rpc (which turns the cluster off)");
+  }
   if (!cfg.rpc_enabled && !cfg.join.empty())
-    return fail("--join", "needs the RPC port (drop --no-rpc)");
+    return blame({{"--join", "join"}, {"--no-rpc", "rpc"}}, "needs the RPC port (drop --no-rpc)");
   if (app.count("--data-dir"))
     cfg.data_dir = data_dir;
   if (verbose->count() > 0)
     cfg.verbosity = static_cast<int>(verbose->count());
   if (cfg.max_item_size * 2 > cfg.memory_limit)  // memcached: "higher than 1/2 of memory max"
-    return fail("-I/--max-item-size", "must be at most half the memory limit (-m), as in "
-                                      "memcached: an item of -I could not be stored otherwise");
+    return blame({{"-I/--max-item-size", "max_item_size"}, {"-m/--memory-limit", "memory_mb"}},
+                 "the max item size (-I) must be at most half the memory limit (-m), as in "
+                 "memcached: an item of -I could not be stored otherwise");
   // Shard count given (flag or YAML): each must get min_shard_memory (one shard takes all of
   // -m, at least twice -I). A count adopted from a data directory is not checked: the
   // directory decides.
   if (cfg.shards > 1 && cfg.memory_limit / cfg.shards < actors::min_shard_memory(cfg)) {
     const uint64_t most = std::max<uint64_t>(1, cfg.memory_limit / actors::min_shard_memory(cfg));
-    return fail("--shards", std::to_string(cfg.shards) + " shards leave each less than twice "
+    return blame({{"--shards", "shards"}, {"-m/--memory-limit", "memory_mb"},
+                  {"-I/--max-item-size", "max_item_size"}},
+                 std::to_string(cfg.shards) + " shards leave each less than twice "
                                 "the max item size (-I, and at least 128 KiB) of the memory "
                                 "limit (-m): use at most " + std::to_string(most) +
                                 " shards, or a larger -m");

@@ -8,6 +8,7 @@
 #include "actors/node_config.hpp"
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,11 +31,13 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
 std::string default_node_name(const std::string& listen, uint16_t port, const std::string& host);
 
 /// Applies a YAML config file to `cfg`. Returns an error message naming file, line and field,
-/// or an empty string.
-std::string load_yaml_file(const std::string& path, actors::node_config& cfg);
+/// or an empty string. `lines`: where each field given stands (for errors found later, in
+/// checks across fields).
+std::string load_yaml_file(const std::string& path, actors::node_config& cfg,
+                           std::map<std::string, int>* lines = nullptr);
 /// Same, from YAML text (`origin` names it in messages).
 std::string load_yaml_text(const std::string& text, const std::string& origin,
-                           actors::node_config& cfg);
+                           actors::node_config& cfg, std::map<std::string, int>* lines = nullptr);
 
 /// Parses a size with an optional unit: "1048576", "512k", "1m", "1g" (binary units,
 /// case-insensitive, optional trailing 'b'). nullopt when malformed or overflowing.

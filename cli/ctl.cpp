@@ -2,6 +2,8 @@
 // See cli/ctl.hpp for the contract.
 #include "cli/ctl.hpp"
 
+#include "cli/decimal.hpp"
+
 #include "cluster/convert.hpp"
 #include "cluster/tls.hpp"
 #include "protocol/memcache.hpp"
@@ -609,7 +611,15 @@ void build_app(CLI::App& app, options& opts) {
                  "of --node)");
   app.add_option("--timeout", opts.timeout_s,
                  "seconds to wait for the node (per step, without progress)")
-      ->check(CLI::PositiveNumber)
+      ->check(
+        [](const std::string& text) -> std::string {
+          double v = 0;
+          // (CLI::Range lets NaN through: every comparison with it is false)
+          if (!CLI::detail::lexical_cast(text, v) || !(v >= 0.001 && v <= 86400.0))
+            return "'" + text + "' is not a number of seconds 0.001..86400";
+          return "";
+        },
+        "0.001..86400")
       ->capture_default_str();
   for (auto& cmd : commands) {
     auto* sub = app.add_subcommand(cmd.name, cmd.help);
@@ -626,9 +636,12 @@ void build_app(CLI::App& app, options& opts) {
       sub->add_option("key", opts.key, "the key")->required()->check(check_key);
       sub->add_option("value", opts.value, "the value")->required();
       sub->add_option("--ttl", opts.ttl, "memcached exptime: 0 never, seconds, or unix time")
+          ->transform(bifrost::cli::decimal())
           ->check(CLI::Range(int64_t(INT32_MIN), int64_t(INT32_MAX)))  // memcached's range
           ->capture_default_str();
-      sub->add_option("--flags", opts.flags, "client flags (uint32)")->capture_default_str();
+      sub->add_option("--flags", opts.flags, "client flags (uint32)")
+          ->transform(bifrost::cli::decimal())
+          ->capture_default_str();
     }
   }
 }

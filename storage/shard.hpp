@@ -114,6 +114,10 @@ struct shard_stats {
 /// directory may hold.
 inline constexpr uint32_t k_max_shards = 1024;
 
+/// The file in a data directory (beside the shard directories) that the node using it
+/// holds an exclusive flock on (actors/node.cpp).
+inline constexpr const char* data_dir_lock_name = "lock";
+
 /// Shards of a data directory (`<dir>/shard-<id>`, one per shard, made at open): their
 /// number, or 0 when there are none (or `dir` does not exist). Keys are hashed over the
 /// shards, so a node must reopen a data directory with the same count: with another, the

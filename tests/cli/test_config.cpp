@@ -394,6 +394,126 @@ BOOST_AUTO_TEST_CASE(cluster_timings) {
   BOOST_CHECK_MESSAGE(contains(err, ":2: field 'swim_probe_interval_ms'"), err);
 }
 
+// CLI11 reads integers with base 0; memcached (and the YAML file) with base 10.
+BOOST_AUTO_TEST_CASE(integer_flags_are_decimal) {
+  node_config cfg;
+  BOOST_REQUIRE(run({"-p", "011211", "-c", "01024", "--replicas", "010", "-t", "+2"}, cfg).what ==
+                parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(cfg.port, 11211);  // not 4745 (octal)
+  BOOST_CHECK_EQUAL(cfg.max_connections, 1024u);
+  BOOST_CHECK_EQUAL(cfg.replicas, 10u);
+  BOOST_CHECK_EQUAL(cfg.threads, 2u);
+  node_config zero;
+  BOOST_REQUIRE(run({"-p", "0", "--rpc-port", "000"}, zero).what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(zero.port, 0);
+  BOOST_CHECK_EQUAL(zero.rpc_port, 0);
+  for (auto& args : std::vector<std::vector<std::string>>{{"-p", "0x2BCB"},
+                                                          {"-p", "08080x"},
+                                                          {"--swim-probe-interval", "0x100"},
+                                                          {"-t", "-"},
+                                                          {"-c", "1e3"}}) {
+    node_config c;
+    auto r = run(args, c);
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK_MESSAGE(contains(r.message, "is not a decimal integer"), r.message);
+  }
+  node_config octal_looking;  // (strtol base 0 refused 08080 as a bad octal number)
+  BOOST_REQUIRE(run({"-p", "08080"}, octal_looking).what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(octal_looking.port, 8080);
+}
+
+BOOST_AUTO_TEST_CASE(memory_limit_bounds) {
+  for (auto& m : {"17592186044480", "17592186044416", "1048577", "2048g"}) {
+    node_config c;
+    auto r = run({"-m", m}, c);  // (1 << 44 MB wrapped to 64 MiB, and 1 << 44 + 64 to 0)
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK_MESSAGE(contains(r.message, "-m/--memory-limit") && contains(r.message, "at most"),
+                        r.message);
+  }
+  node_config big;
+  BOOST_REQUIRE(run({"-m", "1048576"}, big).what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(big.memory_limit, 1ull << 40);
+  node_config unit;
+  BOOST_REQUIRE(run({"-m", "1536m"}, unit).what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(unit.memory_limit, 1536ull << 20);
+}
+
+BOOST_AUTO_TEST_CASE(join_seeds_are_host_and_port) {
+  node_config cfg;
+  BOOST_REQUIRE(run({"--join", " a:22001 ,b.example:1,, [::1]:65535 "}, cfg).what ==
+                parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(cfg.join.size(), 3u);
+  BOOST_CHECK_EQUAL(cfg.join.at(0), "a:22001");  // blanks trimmed
+  BOOST_CHECK_EQUAL(cfg.join.at(1), "b.example:1");
+  BOOST_CHECK_EQUAL(cfg.join.at(2), "[::1]:65535");
+  for (auto& seed : {"10.0.0.1:2200l", "a:99999", "a:0", "a:", ":22001", "a", "::1:22001",
+                     "[::1]", "a b:1", "a:-1", "a:1234567"}) {
+    node_config c;
+    auto r = run({"--join", seed}, c);
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK_MESSAGE(contains(r.message, "--join"), seed << ": " << r.message);
+    node_config y;
+    auto err = load_yaml_text("port: 1\njoin: \"" + std::string(seed) + "\"\n", "n.yaml", y);
+    BOOST_CHECK_MESSAGE(contains(err, ":2: field 'join'"), seed << ": " << err);
+  }
+  node_config list;
+  BOOST_CHECK_EQUAL(load_yaml_text("join:\n  - \" a:1\"\n  - \"[fe80::1]:2\"\n", "n.yaml", list),
+                    "");
+  BOOST_CHECK_EQUAL(list.join.at(0), "a:1");
+  node_config badlist;
+  auto err = load_yaml_text("join:\n  - a:1\n  - b:x\n", "n.yaml", badlist);
+  BOOST_CHECK_MESSAGE(contains(err, "field 'join'") && contains(err, "'b:x'"), err);
+}
+
+// A check across settings names what was given: the flag, else the file's field and line.
+BOOST_AUTO_TEST_CASE(checks_across_settings_name_where_the_value_came_from) {
+  auto path = temp_file("port: 23000\nmemory_mb: 1\n");
+  node_config cfg;
+  auto r = run({"--config", path}, cfg);  // -I's default 1m is more than half of 1 MB
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, path + ":2: field 'memory_mb'"), r.message);
+  node_config flag;
+  r = run({"--config", path, "-I", "1m"}, flag);
+  BOOST_CHECK_MESSAGE(contains(r.message, "-I/--max-item-size") && !contains(r.message, path),
+                      r.message);
+  std::remove(path.c_str());
+  path = temp_file("# timings\nswim_ping_timeout_ms: 150\n");
+  node_config t;
+  r = run({"--config", path}, t);
+  BOOST_CHECK_MESSAGE(contains(r.message, path + ":2: field 'swim_ping_timeout_ms'"), r.message);
+  std::remove(path.c_str());
+  path = temp_file("shards: 64\n");
+  node_config s;
+  r = run({"--config", path}, s);
+  BOOST_CHECK_MESSAGE(contains(r.message, path + ":1: field 'shards'"), r.message);
+  std::remove(path.c_str());
+  path = temp_file("rpc: off\njoin: a:1\n");
+  node_config j;
+  r = run({"--config", path}, j);
+  BOOST_CHECK_MESSAGE(contains(r.message, path + ":2: field 'join'"), r.message);
+  std::remove(path.c_str());
+}
+
+BOOST_AUTO_TEST_CASE(no_rpc_refuses_cluster_settings) {
+  for (auto& args : std::vector<std::vector<std::string>>{{"--rpc-port", "1"},
+                                                          {"--node-name", "n1"},
+                                                          {"--replicas", "2"},
+                                                          {"--rpc-listen", "127.0.0.1"},
+                                                          {"--replication-ack", "all"},
+                                                          {"--join", "a:1"}}) {
+    node_config c;
+    auto with = args;
+    with.push_back("--no-rpc");
+    auto r = run(with, c);
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK_MESSAGE(contains(r.message, args[0]) && contains(r.message, "--no-rpc"),
+                        r.message);
+  }
+  node_config alone;
+  BOOST_CHECK(run({"--no-rpc", "-p", "0"}, alone).what == parse_outcome::action::run);
+  BOOST_CHECK(!alone.rpc_enabled);
+}
+
 BOOST_AUTO_TEST_CASE(help_exits_0) {
   node_config cfg;
   auto r = run({"--help"}, cfg);

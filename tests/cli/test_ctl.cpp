@@ -343,8 +343,17 @@ BOOST_AUTO_TEST_CASE(usage_errors_exit_2_and_help_exits_0) {
   BOOST_TEST(contains(no_node.err, "--node"));
   auto missing_value = ctl_run({"--node", "127.0.0.1:1", "set", "k"});
   BOOST_TEST(missing_value.code == 2);
-  auto bad_timeout = ctl_run({"--node", "127.0.0.1:1", "--timeout", "-1", "status"});
-  BOOST_TEST(bad_timeout.code == 2);
+  // (NaN passed CLI::PositiveNumber, and 1e10 s overflowed KJ's nanoseconds: every call then
+  // timed out at once)
+  for (const char* t : {"-1", "0", "nan", "1e10", "inf", "x"}) {
+    auto bad_timeout = ctl_run({"--node", "127.0.0.1:1", "--timeout", t, "status"});
+    BOOST_TEST(bad_timeout.code == 2, t);
+    BOOST_TEST(contains(bad_timeout.err, "--timeout"), bad_timeout.err);
+  }
+  // Integers are decimal, as in memcached (CLI11 alone reads 0600 as octal, 0x10 as hex).
+  auto hex_flags = ctl_run({"--node", "127.0.0.1:1", "set", "k", "v", "--flags", "0x10"});
+  BOOST_TEST(hex_flags.code == 2);
+  BOOST_TEST(contains(hex_flags.err, "decimal"), hex_flags.err);
   // Keys the memcached text protocol could not address are usage errors, before any connect.
   for (const std::string& key : {std::string(), std::string(251, 'k'), std::string("a b"),
                                  std::string("a\nb"), std::string("a\x01")}) {
@@ -529,12 +538,12 @@ BOOST_AUTO_TEST_CASE(stats_all_sums_over_alive_members) {
 BOOST_AUTO_TEST_CASE(set_get_delete) {
   fake_server a;
   set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
-  auto s = ctl_run({"--node", a.address(), "set", "k", "hello world", "--ttl", "60", "--flags",
-                    "7"});
+  auto s = ctl_run({"--node", a.address(), "set", "k", "hello world", "--ttl", "060", "--flags",
+                    "010"});
   BOOST_TEST(s.code == 0, s.err);
   BOOST_TEST(s.out == "STORED\n");
   BOOST_TEST(a.cfg.store["k"] == "hello world");
-  BOOST_TEST(a.cfg.flags["k"] == 7u);
+  BOOST_TEST(a.cfg.flags["k"] == 10u);  // decimal, not octal 8
   BOOST_TEST(a.cfg.ttls["k"] == 60);
 
   auto g = ctl_run({"--node", a.address(), "get", "k"});

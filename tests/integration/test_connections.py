@@ -4,9 +4,12 @@ ones keep working; after some close, new connections are accepted again. And a g
 (SIGTERM) ends a connection at a reply boundary, without a reset."""
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -154,6 +157,63 @@ class DescriptorShortageTest(unittest.TestCase):
                     time.sleep(0.05)
         self.assertTrue(accepted)
         self.assertIn("the open files limit is 48", server.output())
+
+
+class StartRefusalTest(unittest.TestCase):
+    """A second server on a port another one listens on exits with an error (memcached: "Address
+    already in use"); bifrostd's SO_REUSEPORT once let it bind beside the first, and the kernel
+    split new clients between two caches. With bifrost also: a data directory another node
+    uses (both would recover the same files, and each one's evictions unlink the other's), and
+    cluster settings whose RPC cannot start (it served alone, saying so only on stdout)."""
+
+    def first(self, extra=()):
+        server = harness.Server(extra=extra)
+        self.addCleanup(server.close_log)
+        self.addCleanup(server.stop)
+        server.start()
+        return server
+
+    def second(self, port, extra=(), cmd=None):
+        """Runs another server; it must exit by itself (a TimeoutExpired fails the test)."""
+        cmd = cmd or harness.server_command(port, extra=extra)
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=10, preexec_fn=harness.die_with_parent)
+        return p.returncode, p.stdout.decode("utf-8", "replace")
+
+    def test_a_port_in_use_is_refused(self):
+        server = self.first()
+        rc, out = self.second(server.port)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("Address already in use", out)
+        with server.client() as c:  # the first one is untouched
+            self.assertEqual(c.call(b"set k 0 0 1\r\nx\r\n"), b"STORED\r\n")
+
+    def test_a_data_directory_in_use_is_refused(self):
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no data directory")
+        d = tempfile.mkdtemp(prefix="bifrost-lock-")
+        self.addCleanup(shutil.rmtree, d, True)
+        server = self.first(("--data-dir", d))
+        rc, out = self.second(harness.free_port(), ("--data-dir", d))
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("in use by another bifrostd (pid %d)" % server.pid, out)
+        server.stop()  # the lock goes with the process: the directory opens again
+        again = self.first(("--data-dir", d))
+        with again.client() as c:
+            self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
+
+    def test_cluster_settings_whose_rpc_cannot_start_are_refused(self):
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no cluster")
+        # Without --rpc-port (which always made a failed RPC fatal): only a node that asked for
+        # nothing of the cluster may run on without it (its default RPC port taken).
+        missing = ["--rpc-tls-cert", "/nonexistent/n.pem", "--rpc-tls-key", "/nonexistent/n.key",
+                   "--rpc-tls-ca", "/nonexistent/ca.pem"]
+        port = harness.free_port()
+        rc, out = self.second(port, cmd=[harness.BIFROSTD, "-l", "127.0.0.1", "-p", str(port),
+                                         "-t", "1"] + missing)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("cannot start the cluster RPC", out)
 
 
 class DrainTest(unittest.TestCase):
