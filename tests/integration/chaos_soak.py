@@ -89,6 +89,28 @@ def seed_of(exclude):
     return None
 
 
+def stop_all():
+    """SIGTERMs every node we started that still runs (also when this script fails)."""
+    for n in nodes:
+        if n.proc is not None and n.proc.poll() is None:
+            n.proc.send_signal(signal.SIGCONT)
+            n.proc.terminate()
+    for n in nodes:
+        if n.proc is None:
+            continue
+        try:
+            rc = n.proc.wait(40)
+            if rc != 0:
+                print(f"{n.name} exited {rc} at the end")
+        except subprocess.TimeoutExpired:
+            print(f"{n.name} did not exit at the end: killed")
+            n.proc.kill()
+            n.proc.wait()
+
+
+import atexit  # noqa: E402
+atexit.register(stop_all)
+
 nodes[0].start(None)
 for n in nodes[1:]:
     n.start(f"127.0.0.1:{nodes[0].rpc}")
@@ -207,6 +229,14 @@ def client(t):
 
 
 def chaos():
+    try:
+        chaos_rounds()
+    except Exception as e:  # (a node that cannot start again: reported, the run goes on)
+        crashes.append(f"chaos thread: {e!r}")
+        event(f"CHAOS THREAD FAILED: {e!r}")
+
+
+def chaos_rounds():
     r = random.Random(SEED * 7)
     while not stop.is_set():
         time.sleep(r.uniform(3, 7))
@@ -284,7 +314,12 @@ time.sleep(12)
 final = collections.Counter()
 lost = []
 for n in nodes:
-    c = Conn(n.port)
+    try:
+        c = Conn(n.port)
+    except OSError as e:
+        final["exc"] += len(acked)
+        print(f"final check: cannot reach {n.name}: {e}")
+        continue
     for k, (want, at) in list(acked.items()):
         try:
             v = c.get(k)
@@ -316,17 +351,6 @@ far = sum(c for s, c in errors_by_second.items() if all(abs(s - t) > 6 for t in 
 print("errors more than 6 s from any chaos event:", far)
 print("crashes:", crashes)
 print("rss peak MiB:", dict(rss_peak))
-for n in nodes:
-    if n.stopped:
-        n.proc.send_signal(signal.SIGCONT)
-    n.proc.terminate()
-for n in nodes:
-    try:
-        rc = n.proc.wait(40)
-        if rc != 0:
-            print(f"{n.name} exited {rc} at the end")
-    except subprocess.TimeoutExpired:
-        print(f"{n.name} did not exit at the end: killed")
-        n.proc.kill()
+stop_all()
 print("logs in", TMP)
 sys.exit(1 if crashes or final["bad"] or final["exc"] or far else 0)
