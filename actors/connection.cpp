@@ -57,9 +57,9 @@ constexpr size_t window_grow_queued = 64u << 10;
 constexpr size_t blocked_output = 256u << 10;
 // A draining connection drops at most this much of its client's input before it closes.
 constexpr size_t linger_max = 4u << 20;
-// A get-family request with more keys goes in parts of this many (cluster; get_rest), while
-// fewer than max_parts_pending requests wait (so that a long line of local keys, whose
-// values cost nothing to hold, does not put 4096 parts before the warming's scans).
+// A get-family request with more keys goes in parts of this many (get_rest), while fewer
+// than max_parts_pending requests wait (so that a long line of keys does not put 4096 parts
+// before the warming's scans).
 constexpr size_t get_part_keys = 64;
 constexpr size_t max_parts_pending = 64;
 constexpr size_t max_get_line = 1u << 20;      // a get-family line may be long, not endless
@@ -170,6 +170,9 @@ void connection::pending::reset() noexcept {
   partial = false;
   split = false;
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
+  // (a long get line's copy and its key list: kept, every slot would end up holding one)
+  if (line.capacity() > 4096) std::string().swap(line);
+  if (req.keys.capacity() > keep) std::vector<std::string_view>().swap(req.keys);
   close_after = false;
   replicated = false;
   must_answer = 0;
@@ -456,6 +459,21 @@ void connection::handle_request(size_t consumed) {
 
   auto& p = push_pending(pending_kind::exec);
   uint64_t seq = base_seq_ + pending_.size() - 1;
+  if (is_get_family(cmd) && req_.keys.size() > get_part_keys) {
+    // The first part now, the rest as the backpressure allows (get_rest).
+    get_rest_.emplace();
+    get_rest_->req.cmd = cmd;
+    get_rest_->req.exptime = req_.exptime;
+    size_t bytes = 0;
+    for (size_t i = get_part_keys; i < req_.keys.size(); ++i)
+      bytes += req_.keys[i].size() + 1;
+    get_rest_->keys.reserve(bytes);
+    for (size_t i = get_part_keys; i < req_.keys.size(); ++i)
+      get_rest_->keys.append(req_.keys[i]).push_back(' ');
+    req_.keys.resize(get_part_keys);
+    p.split = true;
+    p.partial = true;
+  }
   auto pr = plan(req_, p.ops);  // copies keys and the data block out of the read buffer
   rpos_ += consumed;
   adopt_line(p);
@@ -473,12 +491,6 @@ void connection::handle_request(size_t consumed) {
     case plan_result::kind::ops:
       break;
   }
-  if (ctx_.routes->cluster && is_get_family(p.req.cmd) && p.ops.size() > get_part_keys) {
-    get_rest_.emplace();
-    get_rest_->cmd = p.req.cmd;
-    get_rest_->ops = std::move(p.ops);
-    take_get_part(p);
-  }
   dispatch_ops(seq, p);
 }
 
@@ -493,21 +505,23 @@ bool connection::over_budget() const {
 void connection::push_get_part() {
   auto& p = push_pending(pending_kind::exec);
   uint64_t seq = base_seq_ + pending_.size() - 1;
-  p.req.cmd = get_rest_->cmd;  // (compose_get reads only the command and the ops' keys; the
-                               // rest of p.req is a fresh request's: noreply false)
+  p.req.cmd = get_rest_->req.cmd;  // (compose_get reads only the command and the ops' keys;
+                                   // the rest of p.req is a fresh request's: noreply false)
   take_get_part(p);
   dispatch_ops(seq, p);
 }
 
 void connection::take_get_part(pending& p) {
   auto& rest = *get_rest_;
-  const size_t n = std::min(get_part_keys, rest.ops.size() - rest.next);
-  auto from = rest.ops.begin() + static_cast<std::ptrdiff_t>(rest.next);
-  p.ops.assign(std::make_move_iterator(from),
-               std::make_move_iterator(from + static_cast<std::ptrdiff_t>(n)));
-  rest.next += n;
+  rest.req.keys.clear();
+  while (rest.req.keys.size() < get_part_keys && rest.next < rest.keys.size()) {
+    const size_t end = rest.keys.find(' ', rest.next);
+    rest.req.keys.emplace_back(rest.keys.data() + rest.next, end - rest.next);
+    rest.next = end + 1;
+  }
+  plan(rest.req, p.ops);  // (the line's keys were checked when it was parsed)
   p.split = true;
-  p.partial = rest.next < rest.ops.size();
+  p.partial = rest.next < rest.keys.size();
   if (!p.partial)
     get_rest_.reset();
 }

@@ -15,7 +15,7 @@
 // connection may use 1/16 at first, twice as much each time its output is written whole
 // and its client acknowledged what came before, and 1/16 again when its socket blocks; it
 // reads nothing more while the socket is blocked with `blocked_output` queued. A long
-// get-family line (cluster) goes in parts under the same bounds (get_rest_).
+// get-family line goes in parts under the same bounds (get_rest_).
 // Ownership: the actor owns the fd and its uv_poll handle; it holds a strong reference to
 // itself until the handle is closed, then quits. Thread affinity: the loop thread only.
 #pragma once
@@ -273,15 +273,18 @@ private:
   size_t remote_pending_ = 0;  // Σ remote_ops of pending_ (input pauses at a bound)
   size_t remote_reads_pending_ = 0;  // Σ remote_reads of pending_ (pauses at a window)
   unsigned window_level_ = 0;  // the share of the bounds earned by reading (window())
-  /// The keys of a long get-family request (cluster) not sent yet. A member's values are
+  /// The keys of a long get-family request not sent yet. A member's values are
   /// copies held until the client reads them, and a request is answered whole: one get line
   /// of 10 000 keys of 60 KiB values made a node hold 650 MiB. So such a request goes as
   /// parts of at most get_part_keys keys, each a pending request (only the last answers
   /// END), sent as the backpressure allows, before any request after it is parsed.
+  /// Also a long line of local keys: each key planned at once made an op of ~184 bytes, so
+  /// one 1 MiB line of one-byte keys held ~96 MB (keys are planned one part at a time now:
+  /// at most the line's bytes wait here).
   struct get_rest {
-    proto::command cmd{};
-    std::vector<storage::op> ops;  // planned, in key order
-    size_t next = 0;               // the first not sent
+    proto::request req;  // cmd and exptime of the line; `keys` of the part being planned
+    std::string keys;    // the keys not sent yet, each followed by one space
+    size_t next = 0;     // offset of the first of them in `keys`
   };
   std::optional<get_rest> get_rest_;
   uint64_t base_seq_ = 0;      // sequence number of pending_.front()
