@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
     sc.wait_replicas = cfg.wait_replicas;
     sc.tls = cfg.rpc_tls;
     sc.parked = node->parked();
+    sc.max_value = cfg.max_item_size;
     const auto& t = cfg.timings;
     auto set = [](auto& field, int64_t v) {
       if (v >= 0)

@@ -626,7 +626,14 @@ protected:
     auto p = context.getParams();
     KJ_REQUIRE(p.getIndex() < ops_.size(), "chunk for an op index out of range", p.getIndex());
     auto chunk = p.getChunk();
-    ops_[p.getIndex()].value.append(reinterpret_cast<const char*>(chunk.begin()), chunk.size());
+    // A value past this node's max item size is kept only to one byte more (the shard then
+    // refuses it as too large and drops the old value, as for a client's set): a peer that
+    // streams more is not buffered without end.
+    auto& value = ops_[p.getIndex()].value;
+    const uint64_t most = core_.cfg.max_value + 1;
+    const uint64_t room = most - std::min<uint64_t>(value.size(), most);
+    value.append(reinterpret_cast<const char*>(chunk.begin()),
+                 static_cast<size_t>(std::min<uint64_t>(room, chunk.size())));
     return kj::READY_NOW;
   }
 

@@ -158,6 +158,7 @@ struct test_node {
     sc.replicas = replicas;
     sc.wait_replicas = wait_replicas;
     sc.tls = std::move(tls);
+    sc.max_value = 8ull << 20;  // (the shards' max item size)
     std::string err;
     svc = cluster::service::start(
         *sys, sc, shards, route_table,
@@ -536,6 +537,18 @@ BOOST_AUTO_TEST_CASE(exec_through_peer_actors) {
   BOOST_TEST((r.results[0].value.view() == big));
   BOOST_TEST(std::string(r.results[1].value.view()) == "hello world");
   BOOST_TEST_MESSAGE("5 MiB set+get: " << seconds_since(t) * 1000 << " ms");
+
+  // An upload past the owner's max item size (8 MiB here) is buffered only to one byte more
+  // (it was buffered whole, however large): refused as too large, the old value dropped as
+  // for a client's set, and the owner goes on.
+  r = exec(*n1.sys, v->peers[owner], {set_op(bkey, pattern(24u << 20, 'c'), 7)});
+  BOOST_REQUIRE(r.answered);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::too_large));
+  r = exec(*n1.sys, v->peers[owner], {get_op(bkey)});
+  BOOST_REQUIRE(r.answered);
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::miss));
+  r = exec(*n1.sys, v->peers[owner], {set_op(bkey, big, 7)});
+  BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::stored));
 
   // warm_atom: a get that does not count as an access still hits.
   r = exec(*n1.sys, v->peers[owner], {get_op(key)}, true);
