@@ -35,6 +35,8 @@ struct node_config {
   // Cluster (started by bifrostd next to the node: cluster/service.hpp).
   bool rpc_enabled = true;                // serve the Node RPC (cluster and bifrostctl)
   std::string rpc_listen;                 // --rpc-listen: default = `listen`
+  std::string rpc_advertise;              // --rpc-advertise host:port: default = listen host
+                                          // (a wildcard one: the host name) and the RPC port
   int32_t rpc_port = -1;                  // --rpc-port: -1 = memcached port + 1000 (0 if port 0)
   std::string node_name;                  // --node-name: default "<listen>:<port>"
   std::vector<std::string> join;          // --join host:port[,host:port...] (RPC addresses)

@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
     std::cerr << "bifrostd: " << error << "\n";
     return 1;
   }
-  std::string listen = cfg.listen + ":" + std::to_string(node->port());
+  std::string listen = bifrost::cluster::advertised_address(cfg.listen, node->port(), "");
 
   std::unique_ptr<bifrost::cluster::service> cluster;
   if (cfg.rpc_enabled) {
@@ -138,13 +138,13 @@ int main(int argc, char** argv) {
       sc.rpc_port = node->port() == 0 || node->port() > 64535
                       ? 0
                       : static_cast<uint16_t>(node->port() + 1000);
-    char host[256] = {};
-    if (::gethostname(host, sizeof host - 1) != 0)
-      host[0] = '\0';
     sc.node_name = cfg.node_name.empty()
-                     ? bifrost::cli::default_node_name(cfg.listen, node->port(), host)
+                     ? bifrost::cli::default_node_name(cfg.listen, node->port(),
+                                                       bifrost::cluster::host_name())
                      : cfg.node_name;
-    sc.client_address = listen;
+    sc.rpc_advertise = cfg.rpc_advertise;
+    // (a wildcard host stays: members dial this node's data links at its RPC address's host)
+    sc.client_address = bifrost::cluster::advertised_address(cfg.listen, node->port(), "");
     sc.join = cfg.join;
     sc.replicas = cfg.replicas;
     sc.wait_replicas = cfg.wait_replicas;
@@ -215,7 +215,8 @@ int main(int argc, char** argv) {
     // port taken by another node on this host): a cluster setting, or TLS files that do
     // not load, is an error to stop on, not a node that silently serves alone.
     const bool cluster_asked = cfg.rpc_port >= 0 || !cfg.join.empty() ||
-                               !cfg.rpc_listen.empty() || !cfg.node_name.empty() ||
+                               !cfg.rpc_listen.empty() || !cfg.rpc_advertise.empty() ||
+                               !cfg.node_name.empty() ||
                                cfg.replicas != 1 || cfg.wait_replicas || cfg.rpc_tls.enabled();
     if (!cluster && cluster_asked) {
       std::cerr << "bifrostd: cannot start the cluster RPC: " << error << "\n";

@@ -303,6 +303,14 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       if (!n)
         return where(range(0, 65535));
       cfg.rpc_port = static_cast<int32_t>(*n);
+    } else if (key == "rpc_advertise") {
+      auto s = scalar();
+      if (!s)
+        return where("must be host:port");
+      std::string a = *s;
+      if (auto problem = check_seed(a); !problem.empty())
+        return where(problem);
+      cfg.rpc_advertise = a;
     } else if (key == "rpc_listen") {
       auto s = scalar();
       if (!s || s->empty())
@@ -409,7 +417,7 @@ std::string default_node_name(const std::string& listen, uint16_t port, const st
 parse_outcome parse_args(int argc, const char* const* argv, actors::node_config& cfg) {
   CLI::App app{"bifrostd: a Bifrost cache node (memcached text and meta protocol)", "bifrostd"};
   std::string config_file, listen, memory, item_size, sendfile_threshold, data_dir, placement;
-  std::string rpc_listen, node_name, join;
+  std::string rpc_listen, rpc_advertise, node_name, join;
   int64_t port = 0, threads = 0, conns = 0, shards = 0, sched = 0, rpc_port = 0, replicas = 0;
   app.set_version_flag("--version", "bifrostd 0.1.0");
   // As in memcached, a flag given twice takes its last value.
@@ -433,6 +441,9 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("--rpc-port", rpc_port,
                  "cluster/bifrostctl RPC port (default: memcached port + 1000; 0 = any)")->transform(decimal());
   app.add_option("--rpc-listen", rpc_listen, "RPC listen address (default: -l)");
+  app.add_option("--rpc-advertise", rpc_advertise,
+                 "host:port other nodes dial for this node's RPC (default: the RPC listen "
+                 "address, the host name for a wildcard one, and the RPC port)");
   auto* no_rpc = app.add_flag("--no-rpc", "do not serve the RPC port (no cluster, no bifrostctl)");
   app.add_option("--node-name", node_name, "unique node name (default: <listen>:<port>, or <host name>:<port> with a wildcard -l)");
   app.add_option("--join", join, "seed nodes' RPC addresses, host:port[,host:port...]");
@@ -557,6 +568,11 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
       return fail("--rpc-listen", "must be an address such as 127.0.0.1");
     cfg.rpc_listen = rpc_listen;
   }
+  if (app.count("--rpc-advertise")) {
+    if (auto problem = check_seed(rpc_advertise); !problem.empty())
+      return fail("--rpc-advertise", problem);
+    cfg.rpc_advertise = rpc_advertise;
+  }
   if (no_rpc->count() > 0)
     cfg.rpc_enabled = false;
   if (app.count("--node-name")) {
@@ -620,7 +636,8 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   if (no_rpc->count() > 0) {
     // Settings of the RPC next to --no-rpc: one of the two is a mistake, and ignoring one
     // would hide which.
-    for (const char* flag : {"--rpc-port", "--rpc-listen", "--node-name", "--join", "--replicas",
+    for (const char* flag : {"--rpc-port", "--rpc-listen", "--rpc-advertise", "--node-name",
+                             "--join", "--replicas",
                              "--rpc-tls-cert", "--rpc-tls-key", "--rpc-tls-ca", "--rpc-tls-name",
                              "--rpc-thread", "--replication-ack", "--cluster-links"})
       if (app.count(flag))

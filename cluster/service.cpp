@@ -2417,7 +2417,7 @@ std::unique_ptr<service> service::start(caf::actor_system& sys, const service_co
     auto addr = io.provider->getNetwork().parseAddress(cfg.rpc_host, cfg.rpc_port).wait(io.waitScope);
     auto listener = addr->listen();
     s->port_ = static_cast<uint16_t>(listener->getPort());
-    s->address_ = cfg.rpc_advertise.empty() ? cfg.rpc_host + ":" + std::to_string(s->port_)
+    s->address_ = cfg.rpc_advertise.empty() ? advertised_address(cfg.rpc_host, s->port_, host_name())
                                             : cfg.rpc_advertise;
     s->impl_ = new impl(s->loop_, io, cfg, s->address_, std::move(local_shards),
                         std::move(route_table), std::move(stats), kj::mv(listener));
@@ -2435,6 +2435,21 @@ std::unique_ptr<service> service::start(caf::actor_system& sys, const service_co
 }
 
 uint16_t service::rpc_port() const { return port_; }
+std::string advertised_address(std::string host, uint16_t port, const std::string& machine) {
+  if ((host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]") && !machine.empty())
+    host = machine;
+  if (host.find(':') != std::string::npos && host.front() != '[')
+    host = "[" + host + "]";
+  return host + ":" + std::to_string(port);
+}
+
+std::string host_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0)
+    return {};
+  return host;
+}
+
 std::string service::node_name() const { return name_; }
 std::string service::rpc_address() const { return address_; }
 

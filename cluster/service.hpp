@@ -74,11 +74,20 @@ namespace bifrost::cluster {
 
 class kj_loop;
 
+/// "host:port" as other hosts dial it: a wildcard host (empty, 0.0.0.0, ::) becomes
+/// `machine` (this host's name; kept when that is empty: it works on one host only), and an
+/// IPv6 literal goes in brackets (KJ reads "::1:22001" as an address without a port).
+std::string advertised_address(std::string host, uint16_t port, const std::string& machine);
+
+/// This host's name (gethostname), or "" when it has none.
+std::string host_name();
+
 struct service_config {
   std::string node_name;            ///< unique in the cluster; default derived by the caller
   std::string rpc_host = "127.0.0.1";
   uint16_t rpc_port = 0;            ///< 0 = any free port
-  std::string rpc_advertise;        ///< "host:port" others reach us at; empty = host:bound port
+  std::string rpc_advertise;        ///< "host:port" others reach us at; empty =
+                                    ///< advertised_address(rpc_host, bound port, host_name())
   std::string client_address;       ///< host:port of this node's memcached listener (advertised)
   std::vector<std::string> join;    ///< seeds, "host:port" of their RPC listeners
   uint32_t replicas = 1;            ///< R: owners per key

@@ -494,6 +494,22 @@ BOOST_AUTO_TEST_CASE(checks_across_settings_name_where_the_value_came_from) {
   std::remove(path.c_str());
 }
 
+BOOST_AUTO_TEST_CASE(rpc_advertise) {
+  node_config cfg;
+  BOOST_REQUIRE(run({"--rpc-advertise", "cache-1.example:22001"}, cfg).what ==
+                parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(cfg.rpc_advertise, "cache-1.example:22001");
+  node_config bad;
+  auto r = run({"--rpc-advertise", "cache-1.example"}, bad);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "--rpc-advertise"), r.message);
+  node_config y;
+  BOOST_CHECK_EQUAL(load_yaml_text("rpc_advertise: \"[fd00::1]:22001\"\n", "n.yaml", y), "");
+  BOOST_CHECK_EQUAL(y.rpc_advertise, "[fd00::1]:22001");
+  auto err = load_yaml_text("port: 1\nrpc_advertise: x\n", "n.yaml", y);
+  BOOST_CHECK_MESSAGE(contains(err, ":2: field 'rpc_advertise'"), err);
+}
+
 BOOST_AUTO_TEST_CASE(no_rpc_refuses_cluster_settings) {
   for (auto& args : std::vector<std::vector<std::string>>{{"--rpc-port", "1"},
                                                           {"--node-name", "n1"},

@@ -427,6 +427,20 @@ private:
 
 BOOST_AUTO_TEST_SUITE(service)
 
+// Members dial the RPC address a node advertises: never a wildcard (another host would dial
+// itself), and an IPv6 literal in brackets (KJ reads "::1:22001" as an address without port).
+BOOST_AUTO_TEST_CASE(advertised_addresses_can_be_dialled) {
+  BOOST_TEST(cluster::advertised_address("127.0.0.1", 22001, "cache-1") == "127.0.0.1:22001");
+  BOOST_TEST(cluster::advertised_address("0.0.0.0", 22001, "cache-1") == "cache-1:22001");
+  BOOST_TEST(cluster::advertised_address("::", 22001, "cache-1") == "cache-1:22001");
+  BOOST_TEST(cluster::advertised_address("", 22001, "cache-1") == "cache-1:22001");
+  BOOST_TEST(cluster::advertised_address("0.0.0.0", 22001, "") == "0.0.0.0:22001");
+  BOOST_TEST(cluster::advertised_address("::1", 22001, "cache-1") == "[::1]:22001");
+  BOOST_TEST(cluster::advertised_address("[::1]", 22001, "cache-1") == "[::1]:22001");
+  BOOST_TEST(cluster::advertised_address("::", 22001, "") == "[::]:22001");
+  BOOST_TEST(cluster::advertised_address("node.example", 1, "x") == "node.example:1");
+}
+
 BOOST_AUTO_TEST_CASE(single_node_publishes_its_own_ring) {
   test_node n("solo");
   BOOST_REQUIRE(wait_until([&] { return n.view() != nullptr; }, 2000ms));
