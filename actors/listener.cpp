@@ -96,6 +96,36 @@ int listener::bind_socket(const std::string& host, uint16_t port, std::string& e
   return fd;
 }
 
+int listener::bind_beside(int first, std::string& error) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(first, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    error = std::string("getsockname: ") + std::strerror(errno);
+    return -1;
+  }
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    error = std::string("socket: ") + std::strerror(errno);
+    return -1;
+  }
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (ss.ss_family == AF_INET6) {  // as the first (a v6 wildcard may take v4 clients too)
+    int v6only = 0;
+    socklen_t n = sizeof(v6only);
+    if (::getsockopt(first, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &n) == 0)
+      ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd, 1024) != 0) {
+    error = "cannot listen beside the first socket on port " + std::to_string(local_port(first)) +
+            ": " + std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 uint16_t listener::local_port(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);

@@ -47,6 +47,10 @@ public:
   /// Returns the fd, or -1 with `error` set (names the address and the errno text).
   static int bind_socket(const std::string& host, uint16_t port, std::string& error,
                          bool first = true);
+  /// Another listening socket on exactly the address `first` (from bind_socket) is bound to,
+  /// with SO_REUSEPORT: for the node's other loops (a host name may resolve to several
+  /// addresses, and a later loop must not join another process's socket on one of them).
+  static int bind_beside(int first, std::string& error);
   /// The port a bound socket listens on.
   static uint16_t local_port(int fd);
 

@@ -404,7 +404,8 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
   // Listening sockets: the first decides the port (when 0), the others share it.
   std::vector<int> fds;
   for (uint32_t i = 0; i < cfg.threads; ++i) {
-    int fd = listener::bind_socket(cfg.listen, i == 0 ? cfg.port : p->port, error, i == 0);
+    int fd = i == 0 ? listener::bind_socket(cfg.listen, cfg.port, error)
+                    : listener::bind_beside(fds[0], error);
     if (fd < 0) {
       for (int f : fds)
         ::close(f);

@@ -214,11 +214,7 @@ int main(int argc, char** argv) {
     // Only a node that asked for nothing of the cluster runs on without it (the default RPC
     // port taken by another node on this host): a cluster setting, or TLS files that do
     // not load, is an error to stop on, not a node that silently serves alone.
-    const bool cluster_asked = cfg.rpc_port >= 0 || !cfg.join.empty() ||
-                               !cfg.rpc_listen.empty() || !cfg.rpc_advertise.empty() ||
-                               !cfg.node_name.empty() ||
-                               cfg.replicas != 1 || cfg.wait_replicas || cfg.rpc_tls.enabled();
-    if (!cluster && cluster_asked) {
+    if (!cluster && !bifrost::cli::cluster_settings_of(cfg).empty()) {
       std::cerr << "bifrostd: cannot start the cluster RPC: " << error << "\n";
       node->stop();
       return 1;

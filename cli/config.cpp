@@ -145,6 +145,31 @@ std::string check_seed(std::string& seed) {
 
 } // namespace
 
+std::vector<std::pair<const char*, const char*>> cluster_settings_of(const actors::node_config& c) {
+  const actors::node_config d;
+  std::vector<std::pair<const char*, const char*>> out;
+  auto note = [&](bool given, const char* flag, const char* yaml) {
+    if (given)
+      out.emplace_back(flag, yaml);
+  };
+  note(c.rpc_port >= 0, "--rpc-port", "rpc_port");
+  note(!c.rpc_listen.empty(), "--rpc-listen", "rpc_listen");
+  note(!c.rpc_advertise.empty(), "--rpc-advertise", "rpc_advertise");
+  note(!c.node_name.empty(), "--node-name", "node_name");
+  note(!c.join.empty(), "--join", "join");
+  note(c.replicas != d.replicas, "--replicas", "replicas");
+  note(c.wait_replicas != d.wait_replicas, "--replication-ack", "replication_ack");
+  note(c.rpc_on_loop != d.rpc_on_loop, "--rpc-thread", "rpc_thread");
+  note(c.cluster_links != d.cluster_links, "--cluster-links", "cluster_links");
+  note(!c.rpc_tls.cert_file.empty(), "--rpc-tls-cert", "rpc_tls_cert");
+  note(!c.rpc_tls.key_file.empty(), "--rpc-tls-key", "rpc_tls_key");
+  note(!c.rpc_tls.ca_file.empty(), "--rpc-tls-ca", "rpc_tls_ca");
+  note(!c.rpc_tls.peer_name.empty(), "--rpc-tls-name", "rpc_tls_name");
+  for (auto& t : timing_settings)
+    note(c.timings.*(t.field) >= 0, t.flag, t.yaml);
+  return out;
+}
+
 std::optional<uint64_t> parse_size(std::string_view s) {
   if (s.empty())
     return std::nullopt;
@@ -633,18 +658,23 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
       return fail("--replicas", "must be 1..16");
     cfg.replicas = static_cast<uint32_t>(replicas);
   }
-  if (no_rpc->count() > 0) {
-    // Settings of the RPC next to --no-rpc: one of the two is a mistake, and ignoring one
-    // would hide which.
+  if (!cfg.rpc_enabled) {
+    // A cluster setting next to --no-rpc (or `rpc: off`): one of the two is a mistake, and
+    // ignoring one would hide which.
+    auto given = cluster_settings_of(cfg);
     for (const char* flag : {"--rpc-port", "--rpc-listen", "--rpc-advertise", "--node-name",
-                             "--join", "--replicas",
-                             "--rpc-tls-cert", "--rpc-tls-key", "--rpc-tls-ca", "--rpc-tls-name",
-                             "--rpc-thread", "--replication-ack", "--cluster-links"})
-      if (app.count(flag))
-        return fail(flag, "cannot go with --no-rpc (which turns the cluster off)");
+                             "--join", "--replicas", "--rpc-tls-cert", "--rpc-tls-key",
+                             "--rpc-tls-ca", "--rpc-tls-name", "--rpc-thread",
+                             "--replication-ack", "--cluster-links"})
+      if (app.count(flag))  // (also one given with its default value)
+        given.emplace_back(flag, "");
+    for (auto& t : timing_settings)
+      if (app.count(t.flag))
+        given.emplace_back(t.flag, t.yaml);
+    if (!given.empty())
+      return blame({given.front(), {"--no-rpc", "rpc"}},
+                   "is a cluster setting, and the RPC is off (--no-rpc or rpc: off): drop one");
   }
-  if (!cfg.rpc_enabled && !cfg.join.empty())
-    return blame({{"--join", "join"}, {"--no-rpc", "rpc"}}, "needs the RPC port (drop --no-rpc)");
   if (app.count("--data-dir"))
     cfg.data_dir = data_dir;
   if (verbose->count() > 0)

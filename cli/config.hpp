@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace bifrost::cli {
 
@@ -42,6 +44,11 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
 /// Parses a size with an optional unit: "1048576", "512k", "1m", "1g" (binary units,
 /// case-insensitive, optional trailing 'b'). nullopt when malformed or overflowing.
 std::optional<uint64_t> parse_size(std::string_view s);
+
+/// The cluster settings (RPC, membership, replication, TLS, timings) `cfg` holds with other
+/// values than the defaults, as (flag, YAML field) pairs: empty for a node that asked for
+/// nothing of the cluster.
+std::vector<std::pair<const char*, const char*>> cluster_settings_of(const actors::node_config& cfg);
 
 /// Every option with its default, one per line (bifrostd --help lists the same).
 std::string describe_defaults();

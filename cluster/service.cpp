@@ -626,14 +626,20 @@ protected:
     auto p = context.getParams();
     KJ_REQUIRE(p.getIndex() < ops_.size(), "chunk for an op index out of range", p.getIndex());
     auto chunk = p.getChunk();
-    // A value past this node's max item size is kept only to one byte more (the shard then
-    // refuses it as too large and drops the old value, as for a client's set): a peer that
-    // streams more is not buffered without end.
-    auto& value = ops_[p.getIndex()].value;
-    const uint64_t most = core_.cfg.max_value + 1;
-    const uint64_t room = most - std::min<uint64_t>(value.size(), most);
-    value.append(reinterpret_cast<const char*>(chunk.begin()),
-                 static_cast<size_t>(std::min<uint64_t>(room, chunk.size())));
+    // A value past this node's max item size is not buffered on (a peer could stream any
+    // amount into one): dropped at once, the op is refused as too large at finish().
+    const uint32_t i = p.getIndex();
+    if (too_large_.empty())
+      too_large_.resize(ops_.size());
+    if (too_large_[i])
+      return kj::READY_NOW;
+    auto& value = ops_[i].value;
+    if (value.size() + chunk.size() > core_.cfg.max_value) {
+      too_large_[i] = true;
+      std::string().swap(value);
+      return kj::READY_NOW;
+    }
+    value.append(reinterpret_cast<const char*>(chunk.begin()), chunk.size());
     return kj::READY_NOW;
   }
 
@@ -645,6 +651,7 @@ private:
   rpc::Origin origin_;
   bool wait_;  // answer after every replica stored the writes
   bool finished_ = false;
+  std::vector<bool> too_large_;  // per op (empty until a chunk came): its value was too large
 };
 
 // `parked`: where a value streamed without a sink is kept for the caller's re-read (or null).
@@ -708,8 +715,20 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
 kj::Promise<void> upload_sink::finish(FinishContext context) {
   KJ_REQUIRE(!finished_, "upload already finished");
   finished_ = true;
+  // A value refused as too large removes the old one, as a client's set does (memcached: a
+  // stale value must not outlive a failed write); the remove is replicated like any.
+  for (size_t i = 0; i < too_large_.size(); ++i)
+    if (too_large_[i]) {
+      ops_[i].kind = storage::op_kind::remove;
+      ops_[i].compare_cas = 0;
+    }
   return core_.local_primary(std::move(ops_), origin_, wait_)
-      .then([context](storage::result_batch rs) mutable {
+      .then([context, too_large = std::move(too_large_)](storage::result_batch rs) mutable {
+        for (size_t i = 0; i < too_large.size() && i < rs.size(); ++i)
+          if (too_large[i]) {
+            rs[i] = storage::result{};
+            rs[i].st = storage::status::too_large;
+          }
         auto list = context.getResults(results_size(rs)).initResults(static_cast<unsigned>(rs.size()));
         fill_results(rs, list, false, nullptr, nullptr);
       });

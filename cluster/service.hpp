@@ -108,8 +108,8 @@ struct service_config {
   /// Where a read's value too large for an execute without a sink is kept for the caller's
   /// re-read (storage/parked.hpp; shared with the data links' sessions). Null: not kept.
   std::shared_ptr<storage::parked_values> parked;
-  /// The largest value this node stores (its -I): an `upload` buffers at most one byte more
-  /// of an op's value (refused as too large), however much a peer streams.
+  /// The largest value this node stores (its -I): an `upload` of a larger value is refused as
+  /// too large as soon as it passes this, whatever a peer streams.
   uint64_t max_value = uint64_t(1) << 30;
   /// The data link (cluster/data_link.hpp) to member `id` of `view`'s ring, or null: the
   /// replicator sends replicated state through it (apply_atom), to the RPC peer actor when it

@@ -516,6 +516,9 @@ BOOST_AUTO_TEST_CASE(no_rpc_refuses_cluster_settings) {
                                                           {"--replicas", "2"},
                                                           {"--rpc-listen", "127.0.0.1"},
                                                           {"--replication-ack", "all"},
+                                                          {"--replicas", "1"},
+                                                          {"--warm-window", "1000"},
+                                                          {"--rpc-advertise", "a:1"},
                                                           {"--join", "a:1"}}) {
     node_config c;
     auto with = args;
@@ -528,6 +531,18 @@ BOOST_AUTO_TEST_CASE(no_rpc_refuses_cluster_settings) {
   node_config alone;
   BOOST_CHECK(run({"--no-rpc", "-p", "0"}, alone).what == parse_outcome::action::run);
   BOOST_CHECK(!alone.rpc_enabled);
+  BOOST_CHECK(cluster_settings_of(alone).empty());
+  auto path = temp_file("rpc: off\nreplicas: 2\n");
+  node_config y;
+  auto r = run({"--config", path}, y);
+  BOOST_CHECK_MESSAGE(contains(r.message, path + ":2: field 'replicas'"), r.message);
+  node_config yf;
+  r = run({"--config", path, "--replicas", "1", "--swim-probe-interval", "300"}, yf);
+  BOOST_CHECK_MESSAGE(contains(r.message, "--swim-probe-interval"), r.message);
+  std::remove(path.c_str());
+  node_config timed;  // what bifrostd checks before it runs on without its RPC
+  BOOST_REQUIRE(run({"--warm-window", "1000"}, timed).what == parse_outcome::action::run);
+  BOOST_CHECK(!cluster_settings_of(timed).empty());
 }
 
 BOOST_AUTO_TEST_CASE(help_exits_0) {

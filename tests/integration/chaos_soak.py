@@ -91,6 +91,9 @@ def seed_of(exclude):
 
 def stop_all():
     """SIGTERMs every node we started that still runs (also when this script fails)."""
+    if getattr(stop_all, "done", False):
+        return
+    stop_all.done = True
     for n in nodes:
         if n.proc is not None and n.proc.poll() is None:
             n.proc.send_signal(signal.SIGCONT)
@@ -229,61 +232,61 @@ def client(t):
 
 
 def chaos():
-    try:
-        chaos_rounds()
-    except Exception as e:  # (a node that cannot start again: reported, the run goes on)
-        crashes.append(f"chaos thread: {e!r}")
-        event(f"CHAOS THREAD FAILED: {e!r}")
-
-
-def chaos_rounds():
     r = random.Random(SEED * 7)
     while not stop.is_set():
         time.sleep(r.uniform(3, 7))
         if stop.is_set():
             break
-        victim = r.choice(nodes[1:] if r.random() < 0.7 else nodes)
-        action = r.choice(os.environ.get("ACTIONS", "kill,kill,stop,term").split(","))
-        if action == "kill":
-            event(f"kill -9 {victim.name}")
+        try:
+            chaos_round(r)
+        except Exception as e:  # (a node that cannot start again: reported, the run goes on)
+            crashes.append(f"chaos round: {e!r}")
+            event(f"CHAOS ROUND FAILED: {e!r}")
+
+
+def chaos_round(r):
+    victim = r.choice(nodes[1:] if r.random() < 0.7 else nodes)
+    action = r.choice(os.environ.get("ACTIONS", "kill,kill,stop,term").split(","))
+    if action == "kill":
+        event(f"kill -9 {victim.name}")
+        victim.proc.kill()
+        victim.proc.wait()
+        time.sleep(r.uniform(2, 6))
+        j = seed_of(victim)
+        event(f"restart {victim.name} join {j}")
+        victim.start(j)
+    elif action == "stop":
+        d = r.uniform(1.0, 3.0)
+        event(f"SIGSTOP {victim.name} {d:.1f}s")
+        victim.stopped = True
+        victim.proc.send_signal(signal.SIGSTOP)
+        time.sleep(d)
+        victim.proc.send_signal(signal.SIGCONT)
+        victim.stopped = False
+        event(f"SIGCONT {victim.name}")
+    else:
+        event(f"SIGTERM {victim.name}")
+        victim.proc.terminate()
+        try:
+            rc = victim.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            event(f"HANG: {victim.name} did not exit 40 s after SIGTERM")
+            crashes.append(f"{victim.name} SIGTERM hang")
             victim.proc.kill()
             victim.proc.wait()
-            time.sleep(r.uniform(2, 6))
-            j = seed_of(victim)
-            event(f"restart {victim.name} join {j}")
-            victim.start(j)
-        elif action == "stop":
-            d = r.uniform(1.0, 3.0)
-            event(f"SIGSTOP {victim.name} {d:.1f}s")
-            victim.stopped = True
-            victim.proc.send_signal(signal.SIGSTOP)
-            time.sleep(d)
-            victim.proc.send_signal(signal.SIGCONT)
-            victim.stopped = False
-            event(f"SIGCONT {victim.name}")
-        else:
-            event(f"SIGTERM {victim.name}")
-            victim.proc.terminate()
-            try:
-                rc = victim.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                event(f"HANG: {victim.name} did not exit 40 s after SIGTERM")
-                crashes.append(f"{victim.name} SIGTERM hang")
-                victim.proc.kill()
-                victim.proc.wait()
-                rc = "killed"
-            if rc not in (0, "killed"):
-                crashes.append(f"{victim.name} exited {rc} after SIGTERM")
-                event(f"{victim.name} exited {rc} after SIGTERM")
-            time.sleep(r.uniform(1, 3))
-            j = seed_of(victim)
-            event(f"restart {victim.name} join {j}")
-            victim.start(j)
-        for n in nodes:  # anyone that died by itself?
-            if n.proc.poll() is not None and n is not victim:
-                crashes.append(f"{n.name} exited {n.proc.returncode} by itself")
-                event(f"CRASH {n.name} exited {n.proc.returncode}")
-                n.start(seed_of(n))
+            rc = "killed"
+        if rc not in (0, "killed"):
+            crashes.append(f"{victim.name} exited {rc} after SIGTERM")
+            event(f"{victim.name} exited {rc} after SIGTERM")
+        time.sleep(r.uniform(1, 3))
+        j = seed_of(victim)
+        event(f"restart {victim.name} join {j}")
+        victim.start(j)
+    for n in nodes:  # anyone that died by itself?
+        if n.proc.poll() is not None and n is not victim:
+            crashes.append(f"{n.name} exited {n.proc.returncode} by itself")
+            event(f"CRASH {n.name} exited {n.proc.returncode}")
+            n.start(seed_of(n))
 
 
 threads = [threading.Thread(target=client, args=(t,)) for t in range(3)]
