@@ -477,21 +477,16 @@ BOOST_AUTO_TEST_CASE(checks_across_settings_name_where_the_value_came_from) {
   BOOST_CHECK_MESSAGE(contains(r.message, "-I/--max-item-size") && !contains(r.message, path),
                       r.message);
   std::remove(path.c_str());
-  path = temp_file("# timings\nswim_ping_timeout_ms: 150\n");
-  node_config t;
-  r = run({"--config", path}, t);
-  BOOST_CHECK_MESSAGE(contains(r.message, path + ":2: field 'swim_ping_timeout_ms'"), r.message);
-  std::remove(path.c_str());
-  path = temp_file("shards: 64\n");
-  node_config s;
-  r = run({"--config", path}, s);
-  BOOST_CHECK_MESSAGE(contains(r.message, path + ":1: field 'shards'"), r.message);
-  std::remove(path.c_str());
-  path = temp_file("rpc: off\njoin: a:1\n");
-  node_config j;
-  r = run({"--config", path}, j);
-  BOOST_CHECK_MESSAGE(contains(r.message, path + ":2: field 'join'"), r.message);
-  std::remove(path.c_str());
+  for (auto [text, where] : {std::pair{"# timings\nswim_ping_timeout_ms: 150\n",
+                                       ":2: field 'swim_ping_timeout_ms'"},
+                             std::pair{"shards: 64\n", ":1: field 'shards'"},
+                             std::pair{"rpc: off\njoin: a:1\n", ":2: field 'join'"}}) {
+    const auto file = temp_file(text);
+    node_config c;
+    auto e = run({"--config", file}, c);
+    BOOST_CHECK_MESSAGE(contains(e.message, file + where), e.message);
+    std::remove(file.c_str());
+  }
 }
 
 BOOST_AUTO_TEST_CASE(rpc_advertise) {

@@ -85,10 +85,11 @@ def keep_sending(socks, data, seconds, each_round=None):
             each_round()
 
 
-def rss_mib(pid):
+def rss_mib(pid, field="VmRSS"):
+    """A process's resident memory in MiB: now (VmRSS), or the most it ever held (VmHWM)."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) // 1024
     return -1
 

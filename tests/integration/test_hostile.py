@@ -235,15 +235,6 @@ class UnreadRepliesTest(ServerTestCase):
         self.assertAlive()
 
 
-def peak_rss_mib(pid):
-    """VmHWM: the most the process ever held."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) // 1024
-    return -1
-
-
 class LongGetLineTest(ServerTestCase):
     """A get line may be long (a 1 MiB line holds 500 000 one-byte keys). bifrostd planned an
     op of ~184 bytes for every key of it at once, and kept the line's key list in the request's
@@ -258,7 +249,7 @@ class LongGetLineTest(ServerTestCase):
         with self.server.client() as c:
             self.assertEqual(c.call(b"set a 0 0 1\r\nx\r\n"), b"STORED\r\n")
         time.sleep(1.2)
-        before = peak_rss_mib(self.server.pid)
+        before = harness.rss_mib(self.server.pid, "VmHWM")
         line = b"get " + b"a b " * self.PAIRS + b"\r\n"
         want = b"VALUE a 0 1\r\nx\r\n" * self.PAIRS + b"END\r\n"
         clients = [self.client() for _ in range(self.CONNS)]
@@ -267,7 +258,7 @@ class LongGetLineTest(ServerTestCase):
         for c in clients:  # every key answered, in order (the b's miss)
             self.assertEqual(c.recv_until(b"END\r\n", timeout=60), want)
             self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
-        grown = peak_rss_mib(self.server.pid) - before
+        grown = harness.rss_mib(self.server.pid, "VmHWM") - before
         print("\n  peak RSS grew by %d MiB for %d lines of %d keys"
               % (grown, self.CONNS, 2 * self.PAIRS), file=sys.stderr)
         if not harness.sanitized():
