@@ -21,10 +21,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
-#include <filesystem>
 #include <chrono>
+#include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <future>
 #include <thread>
 

@@ -448,23 +448,29 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   // As in memcached, a flag given twice takes its last value.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--config", config_file, "YAML config file (flags override it)");
-  app.add_option("-p,--port", port, "TCP port to listen on (default 11211; 0 = any free port)")->transform(decimal());
+  app.add_option("-p,--port", port, "TCP port to listen on (default 11211; 0 = any free port)")
+      ->transform(decimal());
   app.add_option("-l,--listen", listen, "interface to listen on (default 127.0.0.1)");
   app.add_option("-m,--memory-limit", memory, "item memory in megabytes (default 64)");
-  app.add_option("-t,--threads", threads, "I/O threads (default: one per core)")->transform(decimal());
-  app.add_option("-c,--conn-limit", conns, "max simultaneous connections (default 1024)")->transform(decimal());
+  app.add_option("-t,--threads", threads, "I/O threads (default: one per core)")
+      ->transform(decimal());
+  app.add_option("-c,--conn-limit", conns, "max simultaneous connections (default 1024)")
+      ->transform(decimal());
   app.add_option("-I,--max-item-size", item_size,
                  "max value size, 1k..1024m (default 1m)");
   auto* verbose = app.add_flag("-v,--verbose", "verbose logging (repeat for more)");
   app.add_option("--data-dir", data_dir, "keep segments as files here: a restart keeps the cache");
   app.add_option("--sendfile-threshold", sendfile_threshold,
                  "values of at least this size are sent with sendfile(2) (default 1m)");
-  app.add_option("--shards", shards, "storage shards (default: one per I/O thread)")->transform(decimal());
+  app.add_option("--shards", shards, "storage shards (default: one per I/O thread)")
+      ->transform(decimal());
   app.add_option("--shard-placement", placement,
                  "where shard actors run: loop (on the I/O threads, default) or scheduler");
-  app.add_option("--scheduler-threads", sched, "CAF scheduler threads (default: one per core)")->transform(decimal());
+  app.add_option("--scheduler-threads", sched, "CAF scheduler threads (default: one per core)")
+      ->transform(decimal());
   app.add_option("--rpc-port", rpc_port,
-                 "cluster/bifrostctl RPC port (default: memcached port + 1000; 0 = any)")->transform(decimal());
+                 "cluster/bifrostctl RPC port (default: memcached port + 1000; 0 = any)")
+      ->transform(decimal());
   app.add_option("--rpc-listen", rpc_listen, "RPC listen address (default: -l)");
   app.add_option("--rpc-advertise", rpc_advertise,
                  "host:port other nodes dial for this node's RPC (default: the RPC listen "
@@ -472,7 +478,8 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   auto* no_rpc = app.add_flag("--no-rpc", "do not serve the RPC port (no cluster, no bifrostctl)");
   app.add_option("--node-name", node_name, "unique node name (default: <listen>:<port>, or <host name>:<port> with a wildcard -l)");
   app.add_option("--join", join, "seed nodes' RPC addresses, host:port[,host:port...]");
-  app.add_option("--replicas", replicas, "owners per key in the cluster, 1..16 (default 1)")->transform(decimal());
+  app.add_option("--replicas", replicas, "owners per key in the cluster, 1..16 (default 1)")
+      ->transform(decimal());
   timings flag_timings;
   for (auto& t : timing_settings)
     app.add_option(t.flag, flag_timings.*(t.field), t.help)->transform(decimal());

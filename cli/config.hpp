@@ -48,7 +48,8 @@ std::optional<uint64_t> parse_size(std::string_view s);
 /// The cluster settings (RPC, membership, replication, TLS, timings) `cfg` holds with other
 /// values than the defaults, as (flag, YAML field) pairs: empty for a node that asked for
 /// nothing of the cluster.
-std::vector<std::pair<const char*, const char*>> cluster_settings_of(const actors::node_config& cfg);
+std::vector<std::pair<const char*, const char*>> cluster_settings_of(
+  const actors::node_config& cfg);
 
 /// Every option with its default, one per line (bifrostd --help lists the same).
 std::string describe_defaults();

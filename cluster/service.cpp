@@ -2436,8 +2436,9 @@ std::unique_ptr<service> service::start(caf::actor_system& sys, const service_co
     auto addr = io.provider->getNetwork().parseAddress(cfg.rpc_host, cfg.rpc_port).wait(io.waitScope);
     auto listener = addr->listen();
     s->port_ = static_cast<uint16_t>(listener->getPort());
-    s->address_ = cfg.rpc_advertise.empty() ? advertised_address(cfg.rpc_host, s->port_, host_name())
-                                            : cfg.rpc_advertise;
+    s->address_ = cfg.rpc_advertise.empty()
+                    ? advertised_address(cfg.rpc_host, s->port_, host_name())
+                    : cfg.rpc_advertise;
     s->impl_ = new impl(s->loop_, io, cfg, s->address_, std::move(local_shards),
                         std::move(route_table), std::move(stats), kj::mv(listener));
     s->impl_->tls = std::move(tls);
