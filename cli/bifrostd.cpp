@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
                      : cfg.node_name;
     sc.rpc_advertise = cfg.rpc_advertise;
     // (a wildcard host stays: members dial this node's data links at its RPC address's host)
-    sc.client_address = bifrost::cluster::advertised_address(cfg.listen, node->port(), "");
+    sc.client_address = listen;
     sc.join = cfg.join;
     sc.replicas = cfg.replicas;
     sc.wait_replicas = cfg.wait_replicas;

@@ -40,9 +40,9 @@ std::string lower(std::string_view s) {
   return r;
 }
 
-// Validation shared by flags and file; returns "" or the problem.
 constexpr int64_t max_memory_mb = int64_t(1) << 20;  // -m / memory_mb: 1 TiB
 
+// Validation shared by flags and file; returns "" or the problem.
 std::string check_port(int64_t v) {
   return v < 0 || v > 65535 ? "must be a port number 0..65535" : "";
 }
@@ -142,16 +142,29 @@ std::string check_seed(std::string& seed) {
   return port >= 1 && port <= 65535 ? "" : bad;
 }
 
+// A comma list of seeds ("a:1, b:2"; blank items skipped) into `out`, each checked
+// (check_seed): "" or the first problem.
+std::string split_seeds(const std::string& text, std::vector<std::string>& out) {
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.find_first_not_of(" \t") == std::string::npos)
+      continue;
+    if (auto problem = check_seed(item); !problem.empty())
+      return problem;
+    out.push_back(std::move(item));
+  }
+  return "";
+}
 
 } // namespace
 
-std::vector<std::pair<const char*, const char*>> cluster_settings_of(const actors::node_config& c) {
+namespace {
+// Calls note(whether `c` differs from the default, flag, YAML field) for every cluster
+// setting (RPC, membership, replication, TLS, timings).
+template <class F>
+void each_cluster_setting(const actors::node_config& c, F note) {
   const actors::node_config d;
-  std::vector<std::pair<const char*, const char*>> out;
-  auto note = [&](bool given, const char* flag, const char* yaml) {
-    if (given)
-      out.emplace_back(flag, yaml);
-  };
   note(c.rpc_port >= 0, "--rpc-port", "rpc_port");
   note(!c.rpc_listen.empty(), "--rpc-listen", "rpc_listen");
   note(!c.rpc_advertise.empty(), "--rpc-advertise", "rpc_advertise");
@@ -167,6 +180,16 @@ std::vector<std::pair<const char*, const char*>> cluster_settings_of(const actor
   note(!c.rpc_tls.peer_name.empty(), "--rpc-tls-name", "rpc_tls_name");
   for (auto& t : timing_settings)
     note(c.timings.*(t.field) >= 0, t.flag, t.yaml);
+}
+} // namespace
+
+std::vector<std::pair<const char*, const char*>> cluster_settings_of(
+  const actors::node_config& c) {
+  std::vector<std::pair<const char*, const char*>> out;
+  each_cluster_setting(c, [&](bool given, const char* flag, const char* yaml) {
+    if (given)
+      out.emplace_back(flag, yaml);
+  });
   return out;
 }
 
@@ -387,19 +410,15 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
           if (!e.IsScalar() || e.Scalar().empty())
             return where("must be a list of host:port");
           seeds.push_back(e.Scalar());
+          if (auto problem = check_seed(seeds.back()); !problem.empty())
+            return where(problem);
         }
       } else if (auto s = scalar()) {
-        std::stringstream ss(*s);
-        std::string item;
-        while (std::getline(ss, item, ','))
-          if (item.find_first_not_of(" \t") != std::string::npos)
-            seeds.push_back(item);
+        if (auto problem = split_seeds(*s, seeds); !problem.empty())
+          return where(problem);
       } else {
         return where("must be host:port[,host:port...] or a list");
       }
-      for (auto& seed : seeds)
-        if (auto problem = check_seed(seed); !problem.empty())
-          return where(problem);
       cfg.join = std::move(seeds);
     } else if (key == "verbosity") {
       auto n = integer(0, 3);
@@ -544,14 +563,13 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     if (!n || *n == 0)
       return fail("-m/--memory-limit", "must be a positive number of megabytes");
     bool has_unit = std::isalpha(static_cast<unsigned char>(memory.back()));
-    if (!has_unit && *n > max_memory_mb)
+    // (checked before the shift: `<< 20` of a large count wraps)
+    if (*n > (has_unit ? uint64_t(max_memory_mb) << 20 : uint64_t(max_memory_mb)))
       return fail("-m/--memory-limit", "must be at most " + std::to_string(max_memory_mb) +
                                            " megabytes (1 TiB)");
     cfg.memory_limit = has_unit ? *n : (*n << 20);
     if (cfg.memory_limit < (1u << 20))
       return fail("-m/--memory-limit", "must be at least 1 megabyte");
-    if (cfg.memory_limit > (max_memory_mb << 20))
-      return fail("-m/--memory-limit", "must be at most 1 TiB");
   }
   if (app.count("--threads")) {
     if (threads < 1 || threads > 256)
@@ -614,15 +632,8 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   }
   if (app.count("--join")) {
     cfg.join.clear();
-    std::stringstream ss(join);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      if (item.find_first_not_of(" \t") == std::string::npos)
-        continue;
-      if (auto problem = check_seed(item); !problem.empty())
-        return fail("--join", problem);
-      cfg.join.push_back(item);
-    }
+    if (auto problem = split_seeds(join, cfg.join); !problem.empty())
+      return fail("--join", problem);
   }
   for (auto [flag, field, value] :
        {std::tuple{"--rpc-tls-cert", &cfg.rpc_tls.cert_file, &tls.cert_file},
@@ -669,15 +680,11 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     // A cluster setting next to --no-rpc (or `rpc: off`): one of the two is a mistake, and
     // ignoring one would hide which.
     auto given = cluster_settings_of(cfg);
-    for (const char* flag : {"--rpc-port", "--rpc-listen", "--rpc-advertise", "--node-name",
-                             "--join", "--replicas", "--rpc-tls-cert", "--rpc-tls-key",
-                             "--rpc-tls-ca", "--rpc-tls-name", "--rpc-thread",
-                             "--replication-ack", "--cluster-links"})
-      if (app.count(flag))  // (also one given with its default value)
-        given.emplace_back(flag, "");
-    for (auto& t : timing_settings)
-      if (app.count(t.flag))
-        given.emplace_back(t.flag, t.yaml);
+    if (no_rpc->count() > 0)  // (also a flag given with its default value)
+      each_cluster_setting(cfg, [&](bool, const char* flag, const char* yaml) {
+        if (app.count(flag))
+          given.emplace_back(flag, yaml);
+      });
     if (!given.empty())
       return blame({given.front(), {"--no-rpc", "rpc"}},
                    "is a cluster setting, and the RPC is off (--no-rpc or rpc: off): drop one");

@@ -618,7 +618,7 @@ public:
 class upload_sink final : public rpc::ValueSink::Server {
 public:
   upload_sink(service::impl& core, storage::op_batch ops, rpc::Origin origin, bool wait)
-    : core_(core), ops_(std::move(ops)), origin_(origin), wait_(wait) {}
+    : core_(core), ops_(std::move(ops)), origin_(origin), wait_(wait), too_large_(ops_.size()) {}
 
 protected:
   kj::Promise<void> write(WriteContext context) override {
@@ -629,8 +629,6 @@ protected:
     // A value past this node's max item size is not buffered on (a peer could stream any
     // amount into one): dropped at once, the op is refused as too large at finish().
     const uint32_t i = p.getIndex();
-    if (too_large_.empty())
-      too_large_.resize(ops_.size());
     if (too_large_[i])
       return kj::READY_NOW;
     auto& value = ops_[i].value;
@@ -651,7 +649,7 @@ private:
   rpc::Origin origin_;
   bool wait_;  // answer after every replica stored the writes
   bool finished_ = false;
-  std::vector<bool> too_large_;  // per op (empty until a chunk came): its value was too large
+  std::vector<bool> too_large_;  // per op: its value was too large (dropped)
 };
 
 // `parked`: where a value streamed without a sink is kept for the caller's re-read (or null).
