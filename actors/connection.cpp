@@ -1220,9 +1220,10 @@ void connection::complete_ready() {
         bool unavailable = false;
         for (size_t i = 0; i < p.results.size(); ++i)
           if (p.results[i].st == storage::status::unavailable) {
-            // (A part of a split gat answers a touch that could not run as a miss too: an
-            // error line cannot follow the values its earlier parts wrote.)
-            if (is_read(p.ops[i]) || p.split)
+            // gat and gats answer a touch that could not run as a miss too, as mcrouter does:
+            // an error line would take the other keys' values with it, and could not follow
+            // those the earlier parts of a split request wrote.
+            if (is_read(p.ops[i]) || is_get_family(p.req.cmd))
               p.results[i].st = storage::status::miss;  // a read nobody can serve: a miss
             else
               unavailable = true;

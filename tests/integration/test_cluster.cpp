@@ -2352,6 +2352,13 @@ BOOST_AUTO_TEST_CASE(a_joining_node_takes_no_write_before_it_has_joined) {
         report("joining node answered " + r + " at " + fmt(seconds_since(restarted)) + " s");
     }
     BOOST_CHECK(!m.get(keys[0]).has_value());  // a read nobody can serve: a miss
+    // gat and gats answer a touch nobody can run as a miss too (as mcrouter does: an error
+    // line would take the other keys' values with it); a touch answers the error.
+    m.send_all("gat 100 " + keys[0] + "\r\ngats 100 " + keys[1] + " " + keys[2] + "\r\ntouch " +
+               keys[0] + " 100\r\n");
+    BOOST_CHECK_EQUAL(m.read_line(), "END");
+    BOOST_CHECK_EQUAL(m.read_line(), "END");
+    BOOST_CHECK_EQUAL(m.read_line(), "SERVER_ERROR unavailable");
   }
   ::kill(ns[0]->pid, SIGCONT);
   report("joining node, seed stopped: " + std::to_string(refused) + " writes refused, " +
