@@ -2,6 +2,7 @@
 
 #include "cli/decimal.hpp"
 
+#include "cluster/address.hpp"
 #include "cluster/membership.hpp"
 #include "protocol/memcache.hpp"
 #include "storage/shard.hpp"
@@ -450,7 +451,7 @@ std::string load_yaml_file(const std::string& path, actors::node_config& cfg,
 
 std::string default_node_name(const std::string& listen, uint16_t port, const std::string& host) {
   const std::string p = ":" + std::to_string(port);
-  if ((listen.empty() || listen == "0.0.0.0" || listen == "::") && !host.empty() &&
+  if (cluster::is_wildcard_host(listen) && !host.empty() &&
       valid_node_name(host + p))
     return host + p;
   if (listen.find(':') != std::string::npos)

@@ -1,5 +1,6 @@
 #include "cluster/link_wire.hpp"
 
+#include "cluster/address.hpp"
 #include "cluster/convert.hpp"
 
 #include <capnp/message.h>
@@ -52,7 +53,7 @@ std::string dial_address(std::string_view client, std::string_view rpc) {
   std::string_view host = client.substr(0, c);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
-  if (host.empty() || host == "0.0.0.0" || host == "::") {
+  if (is_wildcard_host(host)) {
     auto r = rpc.rfind(':');
     if (r == std::string_view::npos || r == 0)
       return {};

@@ -14,6 +14,7 @@
 #include "actors/loop_actor.hpp"
 #include "actors/messages.hpp"
 #include "actors/route_table.hpp"
+#include "cluster/address.hpp"
 #include "cluster/bifrost.capnp.h"
 #include "cluster/buffered_stream.hpp"
 #include "cluster/convert.hpp"
@@ -2454,7 +2455,7 @@ std::unique_ptr<service> service::start(caf::actor_system& sys, const service_co
 
 uint16_t service::rpc_port() const { return port_; }
 std::string advertised_address(std::string host, uint16_t port, const std::string& machine) {
-  if ((host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]") && !machine.empty())
+  if (is_wildcard_host(host) && !machine.empty())
     host = machine;
   if (host.find(':') != std::string::npos && host.front() != '[')
     host = "[" + host + "]";
