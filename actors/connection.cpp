@@ -445,8 +445,8 @@ void connection::adopt_line(pending& p) {
 void connection::handle_request(size_t consumed) {
   auto& counters = *ctx_.counters;
   auto cmd = req_.cmd;
-  if (is_get_family(cmd))
-    counters.add(counters.cmd_get, req_.keys.size());
+  if (is_get_family(cmd))  // (a split line's other keys count as their parts are planned)
+    counters.add(counters.cmd_get, std::min(req_.keys.size(), get_part_keys));
   else if (is_storage(cmd))
     counters.add(counters.cmd_set);
   else if (cmd == proto::command::touch)
@@ -520,6 +520,7 @@ void connection::take_get_part(pending& p) {
     rest.next = end + 1;
   }
   plan(rest.req, p.ops);  // (the line's keys were checked when it was parsed)
+  ctx_.counters->add(ctx_.counters->cmd_get, rest.req.keys.size());
   p.split = true;
   p.partial = rest.next < rest.keys.size();
   if (!p.partial)

@@ -5,6 +5,7 @@ After each, the server must still serve other connections (and must not crash)."
 import os
 import random
 import socket
+import struct
 import sys
 import time
 
@@ -263,6 +264,35 @@ class LongGetLineTest(ServerTestCase):
               % (grown, self.CONNS, 2 * self.PAIRS), file=sys.stderr)
         if not harness.sanitized():
             self.assertLess(grown, 96, "a long get line held more than its bytes' worth")
+        self.assertAlive()
+
+    def test_a_long_get_line_its_client_drops_counts_only_the_keys_looked_up(self):
+        # bifrostd counted every key of a long line in cmd_get when it was read, and the keys
+        # of parts never planned (the client left first) stayed counted, never hit nor missed.
+        with self.server.client() as c:
+            self.assertEqual(c.call(b"set big 0 0 16384\r\n" + b"v" * 16384 + b"\r\n"),
+                             b"STORED\r\n")
+            base = harness.raw_stats(c)
+        (s,) = harness.non_reading_clients(self.server.port, 1)
+        line = b"get" + b" big" * 20000 + b"\r\n"  # 320 MB of replies, never read
+        s.settimeout(5)
+        s.sendall(line)
+        time.sleep(1.0)  # the replies fill the socket's buffers; the node waits
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # a reset: whatever was not sent yet is dropped
+        with self.server.client() as c:
+            for _ in range(100):  # until the node saw the reset and planned no more parts
+                st = harness.raw_stats(c)
+                if st["curr_connections"] == base["curr_connections"]:
+                    break
+                time.sleep(0.05)
+            st = harness.raw_stats(c)
+        delta = {k: int(st[k]) - int(base[k]) for k in ("cmd_get", "get_hits", "get_misses")}
+        print("\n  a dropped 20 000-key line: %s" % delta, file=sys.stderr)
+        self.assertGreater(delta["cmd_get"], 0)
+        if harness.is_bifrost():  # (memcached looks every key of the line up at once)
+            self.assertLess(delta["cmd_get"], 20000, "every key was planned: none was dropped")
+        self.assertEqual(delta["cmd_get"], delta["get_hits"] + delta["get_misses"])
         self.assertAlive()
 
 
