@@ -138,6 +138,13 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
     return {};
   const uint32_t at = rt.local ? cv.self : rt.owner;
   const std::string* missed = at < cv.ring->size() ? &cv.ring->member(at).name : nullptr;
+  // A delete's owners now (the replicas too) are no past copies: replication brings them the
+  // key's state (md I's stale item, not a delete).
+  cluster::ring::member_id owners[cluster_view::max_replicas];
+  const size_t n_owners =
+    erase ? cv.ring->live_owner_ids(
+              hash, std::clamp<size_t>(cv.replicas, 1, cluster_view::max_replicas), owners)
+          : 0;
   const size_t end = std::min(cv.past.size(), cluster_view::max_past) * ranks;
   for (size_t pos = rt.warm_next; pos < end; ++pos) {
     const size_t d = pos / ranks;
@@ -148,6 +155,9 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
     const std::string* source = source_at(cv, hash, pos, erase, &id);
     if (!source || (missed && *source == *missed))
       continue;  // the node that missed is the one that owned it then
+    if (auto now_id = cv.ring->find(*source);
+        now_id && std::find(owners, owners + n_owners, *now_id) != owners + n_owners)
+      continue;  // (erase only: an owner now)
     bool named = false;  // asked already (or about to be)
     for (size_t e = 0; e < pos && !named; ++e) {
       cluster::ring::member_id unused = 0;
@@ -247,6 +257,7 @@ storage::op warm_copy(const std::string& key, const storage::result& r) {
   keep.flags = r.flags;
   keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
   keep.explicit_cas = r.cas;
+  keep.as_stale = r.stale;  // (md I's mark: the new owner serves it stale too)
   return keep;
 }
 

@@ -117,6 +117,8 @@ struct warm_from {
 /// also the next erase_ranks - 1 owners clockwise); from rt.warm_next on, inside the ring's
 /// window, the first whose node
 ///  - is not the node that missed (rt.owner),
+///  - for a delete, is no owner now either (replication brings the replicas the key's state:
+///    after md I a stale item, which a delete there would have removed),
 ///  - and was not named at an earlier position (asked already, or about to be).
 /// A node dead in the current ring or a newer past one (declared dead since: it lost what it
 /// held, or missed the writes meanwhile) ends a read's search (an older owner's copy may be
@@ -183,8 +185,8 @@ constexpr uint8_t max_routed = 2;
 bool place_again(const cluster_view& cv, const storage::op& o) noexcept;
 
 /// The store that adds `r` (a hit read of `key`, with its value) where the key is missing:
-/// mode add (never over a write that got there first), the same flags, absolute expiry and
-/// CAS. How write-on-miss warming copies an item to its new owner.
+/// mode add (never over a write that got there first), the same flags, absolute expiry, CAS
+/// and stale mark. How write-on-miss warming copies an item to its new owner.
 storage::op warm_copy(const std::string& key, const storage::result& r);
 
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).

@@ -749,8 +749,9 @@ bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_vi
     send_warm_read(seq, index, cv, from, o, classify(o) != warm_class::read);
     return true;
   }
-  // The previous copy goes (md I's stale mark would not survive a warm copy). Once a
-  // delete removed the item somewhere, the answer is that one: nothing left to compare.
+  // The previous copy goes (md I's too: a miss there serves a reader as well as a stale
+  // copy would). Once a delete removed the item somewhere, the answer is that one: nothing
+  // left to compare.
   storage::op w = o;
   w.invalidate = false;
   if (p.results[index].st == storage::status::deleted)

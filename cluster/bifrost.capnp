@@ -95,6 +95,7 @@ struct Op {
                         # older than its own); from 2 on it runs where it arrives, whatever
                         # that node's ring says (actors/cluster_route.hpp, max_routed)
   recacheBeforeTouch @23 :Bool;  # mg R left of T: R compares the TTL before the touch
+  asStale @24 :Bool;    # store: a copy of a stale item, stored stale (false from old nodes)
 }
 
 struct Result {

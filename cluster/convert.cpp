@@ -108,6 +108,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setCompareCas(o.compare_cas);
   b.setInvalidate(o.invalidate);
   b.setExplicitCas(o.explicit_cas);
+  b.setAsStale(o.as_stale);
   b.setGetValue(o.get_value);
   b.setGetTouch(o.get_touch);
   b.setGetBump(o.get_bump);
@@ -136,6 +137,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.compare_cas = r.getCompareCas();
   o.invalidate = r.getInvalidate();
   o.explicit_cas = r.getExplicitCas();
+  o.as_stale = r.getAsStale();
   o.get_value = r.getGetValue();
   o.get_touch = r.getGetTouch();
   o.get_bump = r.getGetBump();

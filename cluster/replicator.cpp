@@ -392,6 +392,7 @@ private:
         o.flags = r.flags;
         o.ttl = r.exptime;  // absolute unix time (or 0 = never)
         o.explicit_cas = r.cas;
+        o.as_stale = r.stale;  // (md I, ms I: the replica serves it stale too)
       } else {
         o.kind = storage::op_kind::remove;
       }

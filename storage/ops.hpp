@@ -59,6 +59,8 @@ struct op {
   uint64_t compare_cas = 0;   // store(cas)/remove/arith: 0 = no CAS check
   bool invalidate = false;    // meta I flag: ms → if CAS older, store as stale; md → mark stale
   uint64_t explicit_cas = 0;  // meta E flag: use this CAS value instead of a new one (0 = new)
+  bool as_stale = false;      // store: the item is stored stale (meta X), with no win token
+                              // handed out: a copy of a stale item (replication, warming)
   bool hand_back = false;     // remove: only an item stored before this node's last return
                               // to its cluster (storage::return_mark) and, with explicit_cas,
                               // not a copy of the sender's item (that CAS), else `exists`

@@ -871,6 +871,8 @@ struct shard::impl {
     s.exptime = absolute_exptime(o.ttl, now);
     s.cas = cas_for(o);
     s.atime = now;
+    if (o.as_stale)
+      s.state = k_state_stale;
     std::string combined;
 
     switch (mode) {

@@ -426,6 +426,7 @@ BOOST_AUTO_TEST_CASE(a_read_does_not_look_past_a_newer_owner_that_died) {
   for (auto& m : ms)
     m.alive = m.name != "n3";
   v4->ring = cluster::ring::build(ms, 4);
+  v4->replicas = 1;  // (with R = 2 a delete skips the current replica)
   auto k = key_with_primaries(
       {{v1.get(), "n1"}, {v2.get(), "n3"}, {v3.get(), "n4"}, {v4.get(), "n4"}});
   op_route rt;
@@ -452,6 +453,7 @@ BOOST_AUTO_TEST_CASE(a_joining_node_deletes_at_the_next_owners_of_its_first_ring
   auto before = vs.make("n4", {"n1", "n2"}, 1);
   auto joined = vs.make("n4", {"n1", "n2", "n3"}, 2);
   auto now = vs.make("n4", {"n1", "n2", "n3", "n4"}, 3);
+  now->replicas = 1;  // (with R = 2 a delete skips the current replica: the next test)
   now->past.push_back({joined->ring, joined->peers, joined->clients, 1000,
                        past_ring::max_erase_ranks});
   auto k = key_with_primaries({{before.get(), "n1"}, {joined.get(), "n3"}, {now.get(), "n4"}});
@@ -477,6 +479,32 @@ BOOST_AUTO_TEST_CASE(a_joining_node_deletes_at_the_next_owners_of_its_first_ring
   BOOST_CHECK_EQUAL(erased[0], "n3");
   BOOST_CHECK_EQUAL(erased[1], "n1");
   BOOST_CHECK_EQUAL(erased[2], "n2");
+}
+
+// R = 2: a delete inside the window does not delete at a past owner that is an owner now
+// (the replica): replication brings it the key's state, which after md I is a stale item
+// that a delete there would have removed.
+BOOST_AUTO_TEST_CASE(a_delete_leaves_the_past_owner_that_is_a_replica_now_to_replication) {
+  views vs;
+  auto v1 = vs.make("n3", {"n1", "n2"}, 1);
+  auto v2 = vs.make("n3", {"n1", "n2", "n3"}, 2, v1, 1000);
+  std::string k;
+  for (int i = 0; i < 100000 && k.empty(); ++i) {
+    std::string c = "key-" + std::to_string(i);
+    if (owners(*v2, c) == std::vector<std::string>{"n3", "n1"} && owners(*v1, c).front() == "n1")
+      k = c;
+  }
+  BOOST_REQUIRE(!k.empty());
+  op_route rt;
+  BOOST_REQUIRE(place(*v2, h(k), rt) == placement::local);
+  auto w = warm_source(*v2, h(k), rt, 500);  // a read that missed asks n1
+  BOOST_REQUIRE(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(v2->past[w.depth].ring->member(w.id).name, "n1");
+  BOOST_CHECK(warm_source(*v2, h(k), rt, 500, true).where == placement::unavailable);
+  v2->replicas = 1;  // n1 is no owner now: the delete goes there
+  w = warm_source(*v2, h(k), rt, 500, true);
+  BOOST_REQUIRE(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(v2->past[w.depth].ring->member(w.id).name, "n1");
 }
 
 BOOST_AUTO_TEST_CASE(a_node_that_left_routes_everything_to_the_others) {
@@ -642,6 +670,26 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   BOOST_CHECK(after_result(*v2, rt, s, warm_class::update, true, 999) == next_step::accept);
   BOOST_CHECK(!may_run_again(*v2, rt, append, 999));
   BOOST_CHECK(!warm_first(*v2, rt, add, 999));
+}
+
+// A warm copy is the item as the previous owner holds it: value, flags, absolute expiry, CAS
+// and md I's stale mark, added only where the key is missing.
+BOOST_AUTO_TEST_CASE(a_warm_copy_keeps_the_item_as_it_was) {
+  storage::result r;
+  r.st = status::hit;
+  r.flags = 7;
+  r.exptime = 1900000000;
+  r.cas = 99;
+  r.stale = true;
+  auto o = warm_copy("k", r);
+  BOOST_CHECK(o.kind == storage::op_kind::store && o.mode == storage::store_mode::add);
+  BOOST_CHECK_EQUAL(o.key, "k");
+  BOOST_CHECK_EQUAL(o.flags, 7u);
+  BOOST_CHECK_EQUAL(o.ttl, 1900000000);
+  BOOST_CHECK_EQUAL(o.explicit_cas, 99u);
+  BOOST_CHECK(o.as_stale);
+  r.stale = false;
+  BOOST_CHECK(!warm_copy("k", r).as_stale);
 }
 
 // A write inside the window deletes the key at past_holders(): the past owners that may hold

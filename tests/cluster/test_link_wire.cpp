@@ -38,6 +38,7 @@ storage::op_batch sample_ops() {
   ops[1].flags = 77;
   ops[1].ttl = 3600;
   ops[1].compare_cas = 12345;
+  ops[1].as_stale = true;
   ops[2].kind = storage::op_kind::arith;
   ops[2].key = "counter";
   ops[2].incr = false;
@@ -67,6 +68,7 @@ void check_same_ops(const storage::op_batch& a, const storage::op_batch& b) {
     BOOST_CHECK_EQUAL(a[i].routed, b[i].routed);
     BOOST_CHECK_EQUAL(a[i].recache, b[i].recache);
     BOOST_CHECK_EQUAL(a[i].recache_before_touch, b[i].recache_before_touch);
+    BOOST_CHECK_EQUAL(a[i].as_stale, b[i].as_stale);
   }
 }
 

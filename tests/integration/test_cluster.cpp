@@ -703,6 +703,28 @@ BOOST_AUTO_TEST_CASE(replication_ack_all_waits_for_every_owner) {
 }
 
 // --------------------------------------------------------------------------------------------
+// md I marks an item stale (meta X; its first meta reader is told to refill, W). The replica's
+// copy was fresh: once the primary died, every reader got the invalidated value as current.
+// Copies now carry the mark, as warm copies do. (Inside the warming window of the cluster's
+// joins, md I also deleted the item at its past owner, here the replica.)
+BOOST_AUTO_TEST_CASE(an_invalidated_item_stays_stale_on_its_replica) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 2, 5000ms, {"--replication-ack", "all"});
+  const auto k = keys_owned_by(*ns[0], "n2", "stale-", 1)[0];
+  mc_client m(ns[0]->port, 5s);
+  BOOST_REQUIRE_EQUAL(m.set(k, "old"), "STORED");
+  m.send_all("md " + k + " I T30\r\n");
+  BOOST_REQUIRE_EQUAL(m.read_line(), "HD");  // (acknowledged once n1's copy took it too)
+  kill9_until_dead(c, *ns[1], {ns[0]});
+  m.send_all("mg " + k + " v\r\nmg " + k + " v\r\n");
+  BOOST_CHECK_EQUAL(m.read_line(), "VA 3 X W");  // the first reader refills (memcached's order)
+  BOOST_CHECK_EQUAL(m.read_line(), "old");
+  BOOST_CHECK_EQUAL(m.read_line(), "VA 3 Z X");  // the others see it stale
+  BOOST_CHECK_EQUAL(m.read_line(), "old");
+}
+
+// --------------------------------------------------------------------------------------------
 // A write applied at its primary is replicated even when its client resets the connection
 // while an earlier request of the same pipeline still waits (here for a stopped member):
 // replication went out only when the write's reply had its turn, which never came, and the

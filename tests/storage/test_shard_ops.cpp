@@ -941,6 +941,36 @@ BOOST_AUTO_TEST_CASE(meta_stale_via_invalidate) {
   BOOST_CHECK_EQUAL(s->execute(md).st, status::not_found);
 }
 
+// A copy of a stale item (what replication and warming send: a set or an add with the item's
+// CAS) is stored stale, with no win token out: its first meta reader there wins, as after md I.
+BOOST_AUTO_TEST_CASE(a_copy_of_a_stale_item_stays_stale) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  for (auto mode : {store_mode::set, store_mode::add}) {
+    op copy;
+    copy.kind = op_kind::store;
+    copy.mode = mode;
+    copy.key = mode == store_mode::set ? "replica" : "warmed";
+    copy.value = "old";
+    copy.ttl = k_t0 + 30;  // absolute, as copies carry it
+    copy.explicit_cas = 4242;
+    copy.as_stale = true;
+    BOOST_CHECK_EQUAL(s->execute(copy).st, status::stored);
+    result r = do_get(*s, copy.key);
+    BOOST_CHECK(r.stale && r.win && !r.already_won);
+    BOOST_CHECK_EQUAL(r.cas, 4242u);
+    BOOST_CHECK_EQUAL(r.exptime, k_t0 + 30);
+    r = do_get(*s, copy.key);
+    BOOST_CHECK(r.stale && !r.win && r.already_won);
+    // A plain copy is fresh.
+    copy.as_stale = false;
+    copy.mode = store_mode::set;
+    BOOST_CHECK_EQUAL(s->execute(copy).st, status::stored);
+    r = do_get(*s, copy.key);
+    BOOST_CHECK(!r.stale && !r.win && !r.already_won);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(stats_sum) {
   shard_stats a, b;
   a.curr_items = 1;
