@@ -138,11 +138,12 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
     return {};
   const uint32_t at = rt.local ? cv.self : rt.owner;
   const std::string* missed = at < cv.ring->size() ? &cv.ring->member(at).name : nullptr;
-  // A delete's owners now (the replicas too) are no past copies: replication brings them the
-  // key's state (md I's stale item, not a delete).
+  // After md I that found the item, the owners now (the replicas) get the stale item by
+  // replication: no copies to delete. (A delete that found nothing replicates nothing: they
+  // are deleted at as past owners.)
   cluster::ring::member_id owners[cluster_view::max_replicas];
   const size_t n_owners =
-    erase ? cv.ring->live_owner_ids(
+    erase && rt.owners_replicated ? cv.ring->live_owner_ids(
               hash, std::clamp<size_t>(cv.replicas, 1, cluster_view::max_replicas), owners)
           : 0;
   const size_t end = std::min(cv.past.size(), cluster_view::max_past) * ranks;
@@ -157,7 +158,7 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
       continue;  // the node that missed is the one that owned it then
     if (auto now_id = cv.ring->find(*source);
         now_id && std::find(owners, owners + n_owners, *now_id) != owners + n_owners)
-      continue;  // (erase only: an owner now)
+      continue;  // (rt.owners_replicated only: an owner now)
     bool named = false;  // asked already (or about to be)
     for (size_t e = 0; e < pos && !named; ++e) {
       cluster::ring::member_id unused = 0;

@@ -40,6 +40,7 @@ struct op_route {
   bool warmed = false;   // warming was started for this op (at most once)
   uint8_t warm_next = 0; // warm_source positions before this one were asked (or skipped)
   bool kept = false;     // a store whose value was copied, not moved: it can run again
+  bool owners_replicated = false;  // a delete's erase skips the owners now (warm_source)
   bool done = false;     // its final result is in the request's results
 };
 
@@ -117,8 +118,8 @@ struct warm_from {
 /// also the next erase_ranks - 1 owners clockwise); from rt.warm_next on, inside the ring's
 /// window, the first whose node
 ///  - is not the node that missed (rt.owner),
-///  - for a delete, is no owner now either (replication brings the replicas the key's state:
-///    after md I a stale item, which a delete there would have removed),
+///  - for a delete with rt.owners_replicated (md I made the item stale at rt.owner), is no
+///    owner now either: replication brings them the stale item, a delete would remove it,
 ///  - and was not named at an earlier position (asked already, or about to be).
 /// A node dead in the current ring or a newer past one (declared dead since: it lost what it
 /// held, or missed the writes meanwhile) ends a read's search (an older owner's copy may be

@@ -911,6 +911,9 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             // Write-on-miss warming: the key may still live on its owner before the ring
             // changed. The op's own result waits in its slot.
             rt.warmed = true;
+            // md I that marked the item stale here: its owners now get the stale item by
+            // replication, and a delete at one of them would remove it.
+            rt.owners_replicated = o.invalidate && r.st == storage::status::deleted;
             p.results[index] = std::move(r);
             if (warm_next_source(seq, index, cv,
                                  cls == warm_class::remove ? warm_phase::erase

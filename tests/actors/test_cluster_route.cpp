@@ -426,7 +426,6 @@ BOOST_AUTO_TEST_CASE(a_read_does_not_look_past_a_newer_owner_that_died) {
   for (auto& m : ms)
     m.alive = m.name != "n3";
   v4->ring = cluster::ring::build(ms, 4);
-  v4->replicas = 1;  // (with R = 2 a delete skips the current replica)
   auto k = key_with_primaries(
       {{v1.get(), "n1"}, {v2.get(), "n3"}, {v3.get(), "n4"}, {v4.get(), "n4"}});
   op_route rt;
@@ -453,7 +452,6 @@ BOOST_AUTO_TEST_CASE(a_joining_node_deletes_at_the_next_owners_of_its_first_ring
   auto before = vs.make("n4", {"n1", "n2"}, 1);
   auto joined = vs.make("n4", {"n1", "n2", "n3"}, 2);
   auto now = vs.make("n4", {"n1", "n2", "n3", "n4"}, 3);
-  now->replicas = 1;  // (with R = 2 a delete skips the current replica: the next test)
   now->past.push_back({joined->ring, joined->peers, joined->clients, 1000,
                        past_ring::max_erase_ranks});
   auto k = key_with_primaries({{before.get(), "n1"}, {joined.get(), "n3"}, {now.get(), "n4"}});
@@ -481,10 +479,11 @@ BOOST_AUTO_TEST_CASE(a_joining_node_deletes_at_the_next_owners_of_its_first_ring
   BOOST_CHECK_EQUAL(erased[2], "n2");
 }
 
-// R = 2: a delete inside the window does not delete at a past owner that is an owner now
-// (the replica): replication brings it the key's state, which after md I is a stale item
-// that a delete there would have removed.
-BOOST_AUTO_TEST_CASE(a_delete_leaves_the_past_owner_that_is_a_replica_now_to_replication) {
+// R = 2: after md I marked the item stale at its primary, the erase inside the window does
+// not delete at a past owner that is an owner now (the replica): replication brings it the
+// stale item, which a delete there would remove. A delete that found nothing (replicating
+// nothing) still deletes there.
+BOOST_AUTO_TEST_CASE(md_i_leaves_the_past_owner_that_is_a_replica_now_to_replication) {
   views vs;
   auto v1 = vs.make("n3", {"n1", "n2"}, 1);
   auto v2 = vs.make("n3", {"n1", "n2", "n3"}, 2, v1, 1000);
@@ -500,8 +499,12 @@ BOOST_AUTO_TEST_CASE(a_delete_leaves_the_past_owner_that_is_a_replica_now_to_rep
   auto w = warm_source(*v2, h(k), rt, 500);  // a read that missed asks n1
   BOOST_REQUIRE(w.where == placement::peer);
   BOOST_CHECK_EQUAL(v2->past[w.depth].ring->member(w.id).name, "n1");
+  w = warm_source(*v2, h(k), rt, 500, true);  // a delete: n1 too
+  BOOST_REQUIRE(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(v2->past[w.depth].ring->member(w.id).name, "n1");
+  rt.owners_replicated = true;  // md I that found the item
   BOOST_CHECK(warm_source(*v2, h(k), rt, 500, true).where == placement::unavailable);
-  v2->replicas = 1;  // n1 is no owner now: the delete goes there
+  v2->replicas = 1;  // n1 is no owner now: the erase goes there
   w = warm_source(*v2, h(k), rt, 500, true);
   BOOST_REQUIRE(w.where == placement::peer);
   BOOST_CHECK_EQUAL(v2->past[w.depth].ring->member(w.id).name, "n1");
