@@ -913,6 +913,16 @@ public:
     set_error_handler([](caf::error&) {});
     uint64_t every = std::clamp<uint64_t>(settings_.rpc_timeout_ms / 4, 10, 1000);
     timer_ = loop_timer::start(loop().uv(), every, this, &data_link::on_timer);
+    // The member's RPC peer actor ends once the member is forgotten (cluster/service.cpp,
+    // reap_peers): what it was asked is dropped with it, so its calls answer unavailable
+    // here, and later ones at once; a member back under its name has a new peer actor, and a
+    // new link (links_impl keys links by the peer actor too).
+    if (rpc_peer_)
+      monitor(rpc_peer_);
+    set_down_handler([this](caf::down_msg& m) {
+      if (m.source == rpc_peer_.address())
+        on_rpc_peer_down();
+    });
     return {
       [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
         take(tag, ops, rpc::Origin::CLIENT);
@@ -951,17 +961,7 @@ public:
         send_result(b.sender, b.tag, unavailable(b.ops.size()));
       q.clear();
     }
-    for (auto& [t, c] : rpc_calls_) {
-      if (c.rereads.empty()) {
-        send_result(c.sender, c.tag, unavailable(c.n));
-        continue;
-      }
-      for (auto i : c.rereads)  // a hit whose value never came is no hit
-        c.results[i] = storage::result::of(storage::status::unavailable);
-      send_result(c.sender, c.tag, std::move(c.results));
-    }
-    rpc_calls_.clear();
-    rpc_in_flight_[0] = rpc_in_flight_[1] = 0;
+    fail_rpc_calls();
   }
 
 private:
@@ -986,6 +986,29 @@ private:
 
   actors::loop_counters& counters() { return *ctx_.counters; }
   uint64_t now() { return uv_now(loop().uv()); }
+
+  // Every call through RPC answers unavailable.
+  void fail_rpc_calls() {
+    for (auto& [t, c] : rpc_calls_) {
+      if (c.rereads.empty()) {
+        send_result(c.sender, c.tag, unavailable(c.n));
+        continue;
+      }
+      for (auto i : c.rereads)  // a hit whose value never came is no hit
+        c.results[i] = storage::result::of(storage::status::unavailable);
+      send_result(c.sender, c.tag, std::move(c.results));
+    }
+    rpc_calls_.clear();
+    rpc_in_flight_[0] = rpc_in_flight_[1] = 0;
+  }
+
+  void on_rpc_peer_down() {
+    rpc_gone_ = true;
+    fail_rpc_calls();
+    retiring_ = true;  // (no lookup finds this link any more: it quits once idle)
+    used_at_ = now();
+    pump();  // batches held behind those calls
+  }
 
   void take(uint64_t tag, storage::op_batch& ops, rpc::Origin origin) {
     used_at_ = now();
@@ -1061,6 +1084,10 @@ private:
   bool queued() const { return !queue_[0].empty() || !queue_[1].empty(); }
 
   void issue_rpc(batch b) {
+    if (rpc_gone_) {
+      send_result(b.sender, b.tag, unavailable(b.ops.size()));
+      return;
+    }
     uint64_t t = next_rpc_tag_++;
     size_t s = stream_of(b.origin);
     rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, b.ops.size(), {}, {}, s});
@@ -1299,6 +1326,12 @@ private:
         send_result(b.sender, b.tag, std::move(rs));
         continue;
       }
+      if (rpc_gone_) {
+        for (auto i : again)  // (as fail_rpc_calls: the value cannot come)
+          rs[i] = storage::result::of(storage::status::unavailable);
+        send_result(b.sender, b.tag, std::move(rs));
+        continue;
+      }
       uint64_t t = next_rpc_tag_++;
       size_t s = stream_of(b.origin);
       rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, rs.size(), std::move(rs),
@@ -1447,6 +1480,7 @@ private:
   link_io io_;
   lookup* lookup_ = nullptr;  // a host-name lookup in flight (connecting)
   bool retiring_ = false;     // link_retire_atom came: quit once retirable()
+  bool rpc_gone_ = false;     // the RPC peer actor ended: what would go by RPC is unavailable
   bool quit_sent_ = false;
   uint64_t used_at_ = 0;      // loop ms of the last batch asked of this link
   loop_timer* timer_ = nullptr;
@@ -1493,9 +1527,10 @@ public:
     // The same ring may come with a member's new address (a view with only the addresses
     // changed, cluster/service.cpp): the link to the old one is not that member's any more.
     auto& c = by_id_[id];
-    if (!c.link || c.address != cv.clients[id]) {
+    if (!c.link || c.address != cv.clients[id] || c.peer != cv.peers[id]) {
       c.link = find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
       c.address = cv.clients[id];
+      c.peer = cv.peers[id];
     }
     return c.link;
   }
@@ -1571,7 +1606,7 @@ private:
       if (r)
         for (uint32_t id = 0; id < r->size(); ++id)
           if (linkable(r, peers, clients, id))
-            keep.insert(r->member(id).name + "\n" + clients[id]);
+            keep.insert(link_key(r->member(id).name, clients[id], peers[id]));
     };
     add(cv.ring.get(), cv.peers, cv.clients);
     for (const auto& past : cv.past)
@@ -1599,6 +1634,13 @@ private:
   // fail; only two ring changes without the member retire its link (retire_absent), and a
   // retired link quits only when idle. Member `id` of `ring` has a peer actor and a memcached
   // address to dial.
+  // A link is to a member (name) at an address through its RPC peer actor: a member forgotten
+  // and back under its name has a new peer actor, and the old link's would drop its calls.
+  static std::string link_key(const std::string& name, const std::string& address,
+                              const caf::actor& peer) {
+    return name + "\n" + address + "\n" + std::to_string(peer.id());
+  }
+
   static bool linkable(const cluster::ring* ring, const std::vector<caf::actor>& peers,
                        const std::vector<std::string>& clients, uint32_t id) {
     return ring && id < ring->size() && id < peers.size() && peers[id] && id < clients.size() &&
@@ -1611,7 +1653,7 @@ private:
     if (closed_)
       return {};  // close_all() ran: no link may start after it
     const auto& name = ring.member(id).name;
-    std::string key = name + "\n" + clients[id];
+    std::string key = link_key(name, clients[id], peers[id]);
     auto it = links_.find(key);
     if (it != links_.end())
       return it->second;
@@ -1625,11 +1667,12 @@ private:
   link_settings settings_;
   std::shared_ptr<registry> reg_;
   std::mutex links_mutex_;
-  std::unordered_map<std::string, caf::actor> links_;  // by name + "\n" + address (mutex)
+  std::unordered_map<std::string, caf::actor> links_;  // by link_key (mutex)
   std::vector<caf::actor_addr> retired_;  // retired links, until they quit (mutex)
   struct cached {
     caf::actor link;
     std::string address;  // what it dials
+    caf::actor peer;      // the member's RPC peer actor it falls back to
   };
   std::vector<cached> by_id_;  // by member id of the ring of epoch_
   uint64_t epoch_ = 0;

@@ -530,6 +530,39 @@ BOOST_AUTO_TEST_CASE(a_new_address_on_the_same_ring_gets_a_link_of_its_own) {
   BOOST_CHECK(again == moved);
 }
 
+// Member "peer" was forgotten (its RPC peer actor ended: cluster/service.cpp, reap_peers) and
+// came back under its name and address, with a new peer actor. The link kept the ended one:
+// a batch it sent by RPC (here a value too large for the link) was dropped, never answered,
+// and every later batch waited behind it. Now a lookup with the new peer actor gets a link of
+// its own, and the old link answers what it sends by RPC unavailable at once.
+BOOST_AUTO_TEST_CASE(a_member_back_with_a_new_rpc_peer_actor_gets_a_new_link) {
+  fake_link_server server;
+  auto old_link = link_to(server.port);
+  auto b = call_through(server, old_link, 1, gets({"k"}));
+  server.reply(b->id, hits(1, "v"));
+  BOOST_CHECK_EQUAL(std::string(result().second[0].value.view()), "v");
+  (*self)->send_exit(rpc_peer, caf::exit_reason::user_shutdown);  // reaped
+  // The old link, still asked (a lookup by an older view): its RPC batch answers at once.
+  send(old_link, 2, big_store("big"));
+  auto [tag, rs] = result(1000ms);
+  BOOST_CHECK_EQUAL(tag, 2u);
+  BOOST_REQUIRE_EQUAL(rs.size(), 1u);
+  BOOST_CHECK(rs[0].st == storage::status::unavailable);
+  // Back: a new peer actor in the view.
+  rpc_peer = sys->spawn<fake_rpc_peer>(&rpc_log);
+  auto cv = view_with(server.port);
+  caf::actor fresh;
+  on_loop([&] { fresh = ctx.links->link_for(cv, peer_id); });
+  BOOST_REQUIRE(fresh);
+  BOOST_CHECK(fresh != old_link);
+  send(fresh, 3, big_store("big"));  // by RPC, to the new peer actor
+  auto r = rpc_log.take();
+  BOOST_REQUIRE(r);
+  BOOST_CHECK_EQUAL(r->ops[0].key, "big");
+  caf::anon_send(r->sender, result_atom::value, r->tag, storage::result_batch(1));
+  BOOST_CHECK_EQUAL(result().first, 3u);
+}
+
 // Member "peer" leaves: one ring later its link stays (warming may still dial the previous
 // ring's owners); two rings later it is retired (noticed by link_for, then by shared_link),
 // and quits once it has been idle for retire_idle_ms, not while a call is unanswered. A
