@@ -219,6 +219,10 @@ void node::drain() {
   impl_->drain();
 }
 
+void node::refuse_member_writes() {
+  impl_->shared->member_writes_refused.store(true);
+}
+
 caf::actor_system& node::system() {
   return *impl_->system;
 }

@@ -57,6 +57,9 @@ public:
   /// Stops accepting and waits (bounded by drain_timeout) for open connections to finish;
   /// closes what remains. Idempotent; stop() calls it first.
   void drain();
+  /// From now on, a write another member sends over a data link answers unavailable (the
+  /// node is leaving its cluster: node_shared::member_writes_refused). Any thread.
+  void refuse_member_writes();
   /// Graceful stop (idempotent): drain, then tear down in order.
   void stop();
 

@@ -253,7 +253,9 @@ int main(int argc, char** argv) {
   }
   node->drain();
   if (cluster) {
-    // Connections route no more keys through the cluster; then leave and tear down.
+    // Members' writes are refused (they would be neither replicated nor kept), connections
+    // route no more keys through the cluster; then leave and tear down.
+    node->refuse_member_writes();
     caf::anon_send(node->route_table(), bifrost::actors::ring_atom::value,
                    bifrost::actors::cluster_view_ptr{});
     cluster->stop();

@@ -612,8 +612,8 @@ private:
     c.add(c.link_ops_served, rc.call.ops.size());
     size_t n = rc.call.ops.size();
     rc.results.resize(n);
-    if (!ctx_.routes || n == 0) {  // shutting down (or an empty call): nothing runs here
-      if (n > 0)
+    if (!ctx_.routes || n == 0 || refused(rc.call)) {  // shutting down (or an empty call):
+      if (n > 0)                                      // nothing runs here
         rc.results = unavailable(n);
       reply(rc);
       return;
@@ -726,6 +726,15 @@ private:
     if (io_.open() && !closing_ && !input_paused())
       process();  // input paused at the bound may continue
     update_poll();
+  }
+
+  // A member's client call with a write, once this node leaves for good: the write would be
+  // neither replicated (the loops forget the cluster view, the replicator ends) nor kept.
+  bool refused(const link_wire::call& call) const {
+    return call.origin == rpc::Origin::CLIENT && ctx_.node &&
+           ctx_.node->member_writes_refused.load(std::memory_order_relaxed) &&
+           std::any_of(call.ops.begin(), call.ops.end(),
+                       [](const storage::op& o) { return storage::changes_item(o); });
   }
 
   // Origin client: this node is the keys' primary; their other owners get the change in the

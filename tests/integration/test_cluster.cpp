@@ -3118,6 +3118,40 @@ BOOST_AUTO_TEST_CASE(writes_forwarded_to_a_member_that_left_outlive_it) {
   }
 }
 
+// A node stopping for good (SIGTERM) answers a write a member sends over a data link
+// unavailable. It took it before: its loops had dropped the cluster view (so nothing was
+// replicated) and it exited with the only copy, after answering STORED — with R = 2 an
+// acknowledged write was lost. n1 is stopped so that n2's leave waits for it (up to 1 s).
+BOOST_AUTO_TEST_CASE(a_node_stopping_for_good_refuses_writes_its_members_send) {
+  namespace lw = bifrost::cluster::link_wire;
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 2);
+  mc_client link(ns[1]->port, 5s);
+  link.send_all("bifrost-link 1 n1\r\n");
+  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 1 n2");
+  BOOST_REQUIRE(stop_node(ns[0]->pid));
+  BOOST_REQUIRE_EQUAL(::kill(ns[1]->pid, SIGTERM), 0);
+  std::this_thread::sleep_for(300ms);  // drained (no clients); leaving
+  bifrost::storage::op_batch ops(2);
+  ops[0].kind = bifrost::storage::op_kind::store;
+  ops[0].key = "late-write";
+  ops[0].value = "v";
+  ops[1].kind = bifrost::storage::op_kind::get;  // (a read in the same call: failed over)
+  ops[1].key = "late-write";
+  auto f = lw::encode_call(1, bifrost::cluster::rpc::Origin::CLIENT, ops);
+  link.send_all(std::string(f.asChars().begin(), f.asChars().size()));
+  auto rs = read_link_reply(link);
+  ::kill(ns[0]->pid, SIGCONT);
+  BOOST_REQUIRE(rs && rs->size() == 2);
+  BOOST_CHECK((*rs)[0].st == bifrost::storage::status::unavailable);
+  BOOST_REQUIRE(wait_until([&] { return c.reap(*ns[1]); }, 10000ms, 50ms));
+  // What n2 acknowledged is readable where the key lives now.
+  if ((*rs)[0].st == bifrost::storage::status::stored)
+    BOOST_CHECK_MESSAGE(mc_client(ns[0]->port).get("late-write").has_value(),
+                        "a write n2 answered stored while stopping was lost");
+}
+
 BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
   cluster c;
   logs_on_failure guard{c};
