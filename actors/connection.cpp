@@ -139,6 +139,10 @@ caf::behavior connection::make_behavior() {
   poll_.data = this;
   poll_open_ = true;
   update_poll();
+  // Accepted just before the drain began, launched after the listener's walk of by_id: it
+  // closes when idle like the others, not at the drain's deadline.
+  if (ctx_.draining)
+    close_when_idle();
   // A stray message must never cost the sender its life (CAF would answer it with an error
   // that quits a shard): drop anything unexpected.
   set_default_handler(caf::drop);
