@@ -188,6 +188,11 @@ output membership::leave_(uint64_t now_ms) {
     if (name == self_ || !probe_eligible(rec.info.state)) continue;
     send(out, rec.info.address, make(message_kind::leave, name), self_);
   }
+  // A join not answered yet may still be taken (a paused seed reads it later): tell the
+  // seeds too, or a seed that admits us then declares us dead rather than left.
+  if (!joined_)
+    for (const auto& s : seeds_)
+      send(out, s, make(message_kind::leave, {}), self_);
   return out;
 }
 

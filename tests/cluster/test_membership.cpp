@@ -924,6 +924,30 @@ BOOST_AUTO_TEST_CASE(a_graceful_leave_spreads_as_left) {
   }
 }
 
+// A node that leaves (SIGTERM) before its join was answered: its seed reads the join later
+// (it was paused), admits it, and must then find it left, not declare it dead (a dead record
+// lasts --forget-after, and its keys answer unavailable until the death is declared).
+BOOST_AUTO_TEST_CASE(a_node_that_leaves_before_its_join_is_answered_is_left_at_its_seed) {
+  for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+    sim_net net(seed);
+    start_cluster(net, 2);
+    net.run(3000);
+    BOOST_REQUIRE(net.views_agree());
+    const size_t late = net.add("late", {0});  // its join is on the way
+    BOOST_TEST(!net.m(late).joined());
+    net.leave(late);
+    net.run(net.now + 5);  // (what it sent arrives; before anyone pings it, it exits)
+    net.kill(late);
+    net.run(net.now + 10000);
+    for (size_t i = 0; i < 2; ++i) {
+      const member_info* r = net.m(i).find("late");
+      BOOST_REQUIRE_MESSAGE(r, "seed " << seed << ": node " << i << " never heard of it");
+      BOOST_TEST(r->state == member_state::left);
+    }
+    BOOST_TEST(net.count_events(event_kind::dead) == 0u);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_restarted_node_rejoins_with_a_higher_incarnation) {
   for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
     for (bool new_address : {false, true}) {
