@@ -259,6 +259,7 @@ storage::op warm_copy(const std::string& key, const storage::result& r) {
   keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
   keep.explicit_cas = r.cas;
   keep.as_stale = r.stale;  // (md I's mark: the new owner serves it stale too)
+  keep.token_out = r.win || r.already_won;  // (the warming reader took it, or one before)
   return keep;
 }
 

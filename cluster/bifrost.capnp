@@ -96,6 +96,7 @@ struct Op {
                         # that node's ring says (actors/cluster_route.hpp, max_routed)
   recacheBeforeTouch @23 :Bool;  # mg R left of T: R compares the TTL before the touch
   asStale @24 :Bool;    # store: a copy of a stale item, stored stale (false from old nodes)
+  tokenOut @25 :Bool;   # store: a copy whose win token is out already (false from old nodes)
 }
 
 struct Result {

@@ -109,6 +109,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setInvalidate(o.invalidate);
   b.setExplicitCas(o.explicit_cas);
   b.setAsStale(o.as_stale);
+  b.setTokenOut(o.token_out);
   b.setGetValue(o.get_value);
   b.setGetTouch(o.get_touch);
   b.setGetBump(o.get_bump);
@@ -138,6 +139,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.invalidate = r.getInvalidate();
   o.explicit_cas = r.getExplicitCas();
   o.as_stale = r.getAsStale();
+  o.token_out = r.getTokenOut();
   o.get_value = r.getGetValue();
   o.get_touch = r.getGetTouch();
   o.get_bump = r.getGetBump();

@@ -393,6 +393,7 @@ private:
         o.ttl = r.exptime;  // absolute unix time (or 0 = never)
         o.explicit_cas = r.cas;
         o.as_stale = r.stale;  // (md I, ms I: the replica serves it stale too)
+        o.token_out = r.already_won;  // (its read keeps the token: it only sees it out)
       } else {
         o.kind = storage::op_kind::remove;
       }

@@ -59,8 +59,9 @@ struct op {
   uint64_t compare_cas = 0;   // store(cas)/remove/arith: 0 = no CAS check
   bool invalidate = false;    // meta I flag: ms → if CAS older, store as stale; md → mark stale
   uint64_t explicit_cas = 0;  // meta E flag: use this CAS value instead of a new one (0 = new)
-  bool as_stale = false;      // store: the item is stored stale (meta X), with no win token
-                              // handed out: a copy of a stale item (replication, warming)
+  bool as_stale = false;      // store: the item is stored stale (meta X): a copy of a stale
+                              // item (replication, warming)
+  bool token_out = false;     // store (a copy): its win token is out already (meta Z)
   bool hand_back = false;     // remove: only an item stored before this node's last return
                               // to its cluster (storage::return_mark) and, with explicit_cas,
                               // not a copy of the sender's item (that CAS), else `exists`
@@ -163,6 +164,7 @@ inline op change_probe(const op& o) {
   p.get_touch = o.get_touch;
   p.vivify = o.vivify;
   p.recache = o.recache;
+  p.invalidate = o.invalidate;  // (md I's erase: cluster_route.hpp, owners_replicated)
   return p;
 }
 

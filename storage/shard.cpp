@@ -873,6 +873,7 @@ struct shard::impl {
     s.atime = now;
     if (o.as_stale)
       s.state = k_state_stale;
+    s.token = o.token_out;
     std::string combined;
 
     switch (mode) {

@@ -691,6 +691,12 @@ BOOST_AUTO_TEST_CASE(a_warm_copy_keeps_the_item_as_it_was) {
   BOOST_CHECK_EQUAL(o.ttl, 1900000000);
   BOOST_CHECK_EQUAL(o.explicit_cas, 99u);
   BOOST_CHECK(o.as_stale);
+  BOOST_CHECK(!o.token_out);
+  r.win = true;  // the warming reader took the token there: nobody wins it again here
+  BOOST_CHECK(warm_copy("k", r).token_out);
+  r.win = false;
+  r.already_won = true;  // a reader before it took it
+  BOOST_CHECK(warm_copy("k", r).token_out);
   r.stale = false;
   BOOST_CHECK(!warm_copy("k", r).as_stale);
 }

@@ -39,6 +39,7 @@ storage::op_batch sample_ops() {
   ops[1].ttl = 3600;
   ops[1].compare_cas = 12345;
   ops[1].as_stale = true;
+  ops[1].token_out = true;
   ops[2].kind = storage::op_kind::arith;
   ops[2].key = "counter";
   ops[2].incr = false;
@@ -69,6 +70,7 @@ void check_same_ops(const storage::op_batch& a, const storage::op_batch& b) {
     BOOST_CHECK_EQUAL(a[i].recache, b[i].recache);
     BOOST_CHECK_EQUAL(a[i].recache_before_touch, b[i].recache_before_touch);
     BOOST_CHECK_EQUAL(a[i].as_stale, b[i].as_stale);
+    BOOST_CHECK_EQUAL(a[i].token_out, b[i].token_out);
   }
 }
 

@@ -942,7 +942,8 @@ BOOST_AUTO_TEST_CASE(meta_stale_via_invalidate) {
 }
 
 // A copy of a stale item (what replication and warming send: a set or an add with the item's
-// CAS) is stored stale, with no win token out: its first meta reader there wins, as after md I.
+// CAS) is stored stale: its first meta reader there wins, as after md I, unless the copy says
+// the token is out already.
 BOOST_AUTO_TEST_CASE(a_copy_of_a_stale_item_stays_stale) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
@@ -962,7 +963,16 @@ BOOST_AUTO_TEST_CASE(a_copy_of_a_stale_item_stays_stale) {
     BOOST_CHECK_EQUAL(r.exptime, k_t0 + 30);
     r = do_get(*s, copy.key);
     BOOST_CHECK(r.stale && !r.win && r.already_won);
+    // A copy whose token is out (a reader took it where the copy came from): nobody wins here.
+    copy.token_out = true;
+    BOOST_CHECK_EQUAL(s->execute(copy).st, mode == store_mode::set ? status::stored
+                                                                   : status::not_stored);
+    if (mode == store_mode::set) {
+      r = do_get(*s, copy.key);
+      BOOST_CHECK(r.stale && !r.win && r.already_won);
+    }
     // A plain copy is fresh.
+    copy.token_out = false;
     copy.as_stale = false;
     copy.mode = store_mode::set;
     BOOST_CHECK_EQUAL(s->execute(copy).st, status::stored);
