@@ -172,7 +172,6 @@ void connection::pending::reset() noexcept {
   remote_ops = 0;
   remote_reads = 0;
   partial = false;
-  split = false;
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
   // (a long get line's copy and its key list: kept, every slot would end up holding one)
   if (line.capacity() > 4096) std::string().swap(line);
@@ -475,7 +474,6 @@ void connection::handle_request(size_t consumed) {
     for (size_t i = get_part_keys; i < req_.keys.size(); ++i)
       get_rest_->keys.append(req_.keys[i]).push_back(' ');
     req_.keys.resize(get_part_keys);
-    p.split = true;
     p.partial = true;
   }
   auto pr = plan(req_, p.ops);  // copies keys and the data block out of the read buffer
@@ -525,7 +523,6 @@ void connection::take_get_part(pending& p) {
   }
   plan(rest.req, p.ops);  // (the line's keys were checked when it was parsed)
   ctx_.counters->add(ctx_.counters->cmd_get, rest.req.keys.size());
-  p.split = true;
   p.partial = rest.next < rest.keys.size();
   if (!p.partial)
     get_rest_.reset();

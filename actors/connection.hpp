@@ -101,7 +101,6 @@ private:
     std::string reply;         // immediate / error reply bytes
     bool close_after = false;  // quit
     bool partial = false;      // a part of a long get that is not its last: no END
-    bool split = false;        // any part of a long get (get_rest)
     bool replicated = false;   // writes already handed to the replicator (wait_replicas)
     uint32_t must_answer = 0;  // flush: results past this many are from members on their
                                // way out (left, lingering): their silence is no error
@@ -145,7 +144,7 @@ private:
   bool over_budget() const;
   /// Sends the next part of get_rest_ as a pending request.
   void push_get_part();
-  /// Moves the next part of get_rest_ into `p` (its ops, split, partial); get_rest_ ends
+  /// Moves the next part of get_rest_ into `p` (its ops, partial); get_rest_ ends
   /// with its last part.
   void take_get_part(pending& p);
   /// Routes the ops of pending request `seq` (`p`), counting those placed at members.

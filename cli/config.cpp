@@ -454,7 +454,7 @@ std::string default_node_name(const std::string& listen, uint16_t port, const st
   if (cluster::is_wildcard_host(listen) && !host.empty() &&
       valid_node_name(host + p))
     return host + p;
-  if (listen.find(':') != std::string::npos)
+  if (listen.find(':') != std::string::npos && listen.front() != '[')
     return "[" + listen + "]" + p;
   return listen + p;
 }

@@ -359,6 +359,9 @@ private:
     size_t outstanding = 0;  // shard groups not answered yet
     size_t reserve = 0;      // reply_reserve(call), counted in reserved_ until its reply
     bool kept = false;       // call.ops still hold the ops (replicates(origin) at execute)
+    caf::actor replicator;   // kept: the view's replicator at execute, which replicate() uses
+                             // (the loops drop the view as the node stops, with the write
+                             // still at its shard: it is replicated all the same)
     std::vector<bool> again; // by op (empty: none): placed again through the router (its
                              // owner replicates it; its op here was moved out)
   };
@@ -630,6 +633,8 @@ private:
     // The call keeps its ops (without values) only when their changes are replicated
     // afterwards; otherwise the shards take them whole.
     rc.kept = replicates(rc.call.origin);
+    if (rc.kept)
+      rc.replicator = actors::replicating_view(ctx_.routes)->replicator;
     auto take = [kept = rc.kept](storage::op& o) {
       if (!kept)
         return std::move(o);
@@ -743,15 +748,14 @@ private:
     return origin == rpc::Origin::CLIENT && actors::replicating_view(ctx_.routes) != nullptr;
   }
   void replicate(const running_call& r) {
-    if (!r.kept || !replicates(r.call.origin))
+    if (!r.kept || !r.replicator)
       return;
-    const auto* cv = actors::replicating_view(ctx_.routes);
     std::vector<std::string> keys;
     for (size_t i = 0; i < r.call.ops.size(); ++i)
       if ((r.again.empty() || !r.again[i]) && storage::changed_item(r.call.ops[i], r.results[i].st))
         keys.push_back(r.call.ops[i].key);
     if (!keys.empty())
-      send(cv->replicator, actors::replicate_atom::value, std::move(keys));
+      send(r.replicator, actors::replicate_atom::value, std::move(keys));
   }
 
   // The hello named a member of this node's current ring or of a past one it still warms
@@ -925,7 +929,7 @@ public:
     // The member's RPC peer actor ends once the member is forgotten (cluster/service.cpp,
     // reap_peers): what it was asked is dropped with it, so its calls answer unavailable
     // here, and later ones at once; a member back under its name has a new peer actor, and a
-    // new link (links_impl keys links by the peer actor too).
+    // new link (links_impl keys links by the peer actor too: link_key).
     if (rpc_peer_)
       monitor(rpc_peer_);
     set_down_handler([this](caf::down_msg& m) {
@@ -1011,11 +1015,12 @@ private:
     rpc_in_flight_[0] = rpc_in_flight_[1] = 0;
   }
 
+  // (The link stays registered and alive, answering what would go by RPC at once, until a
+  // ring without the member retires it: a view that still names the ended peer actor finds
+  // a live link, never a quit one that would drop its batches.)
   void on_rpc_peer_down() {
     rpc_gone_ = true;
     fail_rpc_calls();
-    retiring_ = true;  // (no lookup finds this link any more: it quits once idle)
-    used_at_ = now();
     pump();  // batches held behind those calls
   }
 

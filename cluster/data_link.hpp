@@ -45,7 +45,9 @@
 //     the new ring nor a past one still warmed from (cluster_view::past) is retired: it
 //     quits once it has had nothing to do for retire_idle_ms (10 s) — so a cluster whose
 //     members come and go under new names or addresses does not keep one link per member it
-//     ever saw. A later lookup spawns anew.
+//     ever saw. A later lookup spawns anew. A link is to a member at an address through its
+//     RPC peer actor: a member forgotten and back under its name (a new peer actor) gets a
+//     new link; the old one answers what would go by RPC unavailable until it is retired.
 // Server side — `link_session`, a loop actor per accepted link: a connection on the memcached
 // port whose first bytes are a link hello is handed over (actors/connection.cpp). It executes
 // each call's ops on the local shards and answers with a LinkReply; writes of origin client

@@ -190,6 +190,7 @@ BOOST_AUTO_TEST_CASE(default_node_names) {
   BOOST_CHECK_EQUAL(default_node_name("0.0.0.0", 11211, "cache-3"), "cache-3:11211");
   BOOST_CHECK_EQUAL(default_node_name("::", 22122, "cache-3"), "cache-3:22122");
   BOOST_CHECK_EQUAL(default_node_name("[::]", 22122, "cache-3"), "cache-3:22122");
+  BOOST_CHECK_EQUAL(default_node_name("[::]", 22122, ""), "[::]:22122");  // (no host name)
   BOOST_CHECK_EQUAL(default_node_name("0.0.0.0", 11211, ""), "0.0.0.0:11211");  // no host name
   BOOST_CHECK_EQUAL(default_node_name("::1", 11211, "cache-3"), "[::1]:11211");
 }
