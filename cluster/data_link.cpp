@@ -712,8 +712,8 @@ private:
       for (size_t j = 0; j < answers; ++j)
         r.results[idx.empty() ? j : idx[j]] =
           j < rs.size() ? std::move(rs[j]) : storage::result::of(storage::status::unavailable);
+      replicate(r, idx);
       if (--r.outstanding == 0) {
-        replicate(r);
         // Its reply goes out now if there is room, else waits (results pinned) for it.
         if (!io_.open() || room_for(r.results)) {
           finish(it);
@@ -747,13 +747,19 @@ private:
   bool replicates(rpc::Origin origin) const {
     return origin == rpc::Origin::CLIENT && actors::replicating_view(ctx_.routes) != nullptr;
   }
-  void replicate(const running_call& r) {
+  // The changes of the ops `idx` names (empty: all of them) go to the replicator, once their
+  // shard answered: not when the whole call did, which the router's part (ops placed again,
+  // replicated by their owners) can hold past the session's end.
+  void replicate(const running_call& r, const std::vector<uint32_t>& idx) {
     if (!r.kept || !r.replicator)
       return;
     std::vector<std::string> keys;
-    for (size_t i = 0; i < r.call.ops.size(); ++i)
+    const size_t n = idx.empty() ? r.call.ops.size() : idx.size();
+    for (size_t j = 0; j < n; ++j) {
+      const size_t i = idx.empty() ? j : idx[j];
       if ((r.again.empty() || !r.again[i]) && storage::changed_item(r.call.ops[i], r.results[i].st))
         keys.push_back(r.call.ops[i].key);
+    }
     if (!keys.empty())
       send(r.replicator, actors::replicate_atom::value, std::move(keys));
   }
