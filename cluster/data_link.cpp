@@ -1649,11 +1649,6 @@ private:
     }
   }
 
-  // A member's link, by name and address, spawned on first use. A ring change does not end
-  // links: a member that left still serves until it exits, and calls in flight to it must not
-  // fail; only two ring changes without the member retire its link (retire_absent), and a
-  // retired link quits only when idle. Member `id` of `ring` has a peer actor and a memcached
-  // address to dial.
   // A link is to a member (name) at an address through its RPC peer actor: a member forgotten
   // and back under its name has a new peer actor, and the old link's would drop its calls.
   static std::string link_key(const std::string& name, const std::string& address,
@@ -1661,6 +1656,11 @@ private:
     return name + "\n" + address + "\n" + std::to_string(peer.id());
   }
 
+  // A member's link, by link_key, spawned on first use. A ring change does not end
+  // links: a member that left still serves until it exits, and calls in flight to it must not
+  // fail; only two ring changes without the member retire its link (retire_absent), and a
+  // retired link quits only when idle. Member `id` of `ring` has a peer actor and a memcached
+  // address to dial.
   static bool linkable(const cluster::ring* ring, const std::vector<caf::actor>& peers,
                        const std::vector<std::string>& clients, uint32_t id) {
     return ring && id < ring->size() && id < peers.size() && peers[id] && id < clients.size() &&
