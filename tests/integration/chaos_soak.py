@@ -6,7 +6,9 @@ SIGSTOPs for 1-3 s, or SIGTERMs and restarts one node (ACTIONS=kill,stop,term pi
 Bounded by DURATION; every process is started here and stopped by its pid.
 
 It reports: reads that did not return the last acknowledged value (with the chaos event
-before them), a final read of every key through every node after 12 s of calm, errors more
+before them), a final read of every key through every node after 12 s of calm (a key that
+holds what a later write answered with an error would have written counts apart, as
+unacknowledged_write_ran: an error does not say the write did not run), errors more
 than 6 s away from any event, nodes that exited by themselves or not 0 after SIGTERM, and peak
 RSS. Exit status 1 on a crash, a final mismatch or an error far from any event. Reads at a
 node that is still joining answer misses by design; async replication (R=2, ack after the
@@ -176,6 +178,9 @@ stop = threading.Event()
 stats = collections.Counter()
 # per key: the last acknowledged state (value or None for deleted) and when
 acked = {}
+# per key: the states of writes after that one that answered an error or lost their
+# connection: an error does not say the write did not run (as with a memcached timeout)
+unsure = collections.defaultdict(list)
 errors_by_second = collections.Counter()
 wrong = []
 
@@ -190,6 +195,7 @@ def client(t):
         if not n.up() or n.stopped:
             continue
         k = r.choice(keys)
+        trying = None  # (key, state) of a write on the wire
         try:
             c = conns.get(n.i)
             if c is None:
@@ -198,19 +204,27 @@ def client(t):
             if op < 0.45:
                 seq += 1
                 v = b"v%d-%d" % (seq, r.randrange(10**6)) * r.choice([1, 1, 1, 50, 2000])
+                trying = (k, v)
                 res = c.set(k, v)
+                trying = None
                 if res == b"STORED":
                     acked[k] = (v, time.time())
+                    unsure.pop(k, None)
                     stats["set_ok"] += 1
                 else:
+                    unsure[k].append(v)
                     stats["set_" + res.decode()[:30]] += 1
                     errors_by_second[int(time.time())] += 1
             elif op < 0.5:
+                trying = (k, None)
                 res = c.delete(k)
+                trying = None
                 if res in (b"DELETED", b"NOT_FOUND"):
                     acked[k] = (None, time.time())
+                    unsure.pop(k, None)
                     stats["del_ok"] += 1
                 else:
+                    unsure[k].append(None)
                     stats["del_" + res.decode()[:30]] += 1
                     errors_by_second[int(time.time())] += 1
             else:
@@ -223,6 +237,8 @@ def client(t):
                         with lock:
                             wrong.append((time.time(), n.name, k, (v or b"")[:20], (want or b"")[:20]))
         except (OSError, ConnectionError, RuntimeError) as e:
+            if trying:
+                unsure[trying[0]].append(trying[1])
             stats["exc_" + type(e).__name__] += 1
             errors_by_second[int(time.time())] += 1
             c = conns.pop(n.i, None)
@@ -331,6 +347,8 @@ for n in nodes:
             continue
         if v == want:
             final["ok"] += 1
+        elif v in unsure.get(k, []):  # a later write that answered an error ran after all
+            final["unacknowledged_write_ran"] += 1
         else:
             final["bad"] += 1
             lost.append((n.name, k, at - last_event, (v or b"")[:16], (want or b"")[:16]))
