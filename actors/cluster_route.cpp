@@ -95,6 +95,29 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
 namespace {
 constexpr size_t ranks = past_ring::max_erase_ranks;
 
+// R: how many owners a key has (cv.replicas, within the bounds of a view).
+size_t replicas_of(const cluster_view& cv) noexcept {
+  return std::clamp<size_t>(cv.replicas, 1, cluster_view::max_replicas);
+}
+
+// The owners of a key in cv's current ring (its first R live nodes), or none.
+struct owners_now {
+  cluster::ring::member_id ids[cluster_view::max_replicas];
+  size_t n = 0;
+
+  owners_now() = default;
+  owners_now(const cluster_view& cv, uint64_t hash) noexcept
+    : n(cv.ring->live_owner_ids(hash, replicas_of(cv), ids)) {}
+
+  // Member `name` is one of them.
+  bool named(const cluster_view& cv, const std::string& name) const noexcept {
+    if (n == 0)
+      return false;
+    auto id = cv.ring->find(name);
+    return id && std::find(ids, ids + n, *id) != ids + n;
+  }
+};
+
 // The name (and id) of `r`'s live owner number `rank` (0: the primary) for `hash`, or null.
 const std::string* owner_name(const cluster::ring& r, uint64_t hash, size_t rank,
                               cluster::ring::member_id* id) noexcept {
@@ -141,11 +164,7 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
   // After md I that found the item, the owners now (the replicas) get the stale item by
   // replication: no copies to delete. (A delete that found nothing replicates nothing: they
   // are deleted at as past owners.)
-  cluster::ring::member_id owners[cluster_view::max_replicas];
-  const size_t n_owners =
-    erase && rt.owners_replicated ? cv.ring->live_owner_ids(
-              hash, std::clamp<size_t>(cv.replicas, 1, cluster_view::max_replicas), owners)
-          : 0;
+  const owners_now skipped = erase && rt.owners_replicated ? owners_now(cv, hash) : owners_now();
   const size_t end = std::min(cv.past.size(), cluster_view::max_past) * ranks;
   for (size_t pos = rt.warm_next; pos < end; ++pos) {
     const size_t d = pos / ranks;
@@ -156,8 +175,7 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
     const std::string* source = source_at(cv, hash, pos, erase, &id);
     if (!source || (missed && *source == *missed))
       continue;  // the node that missed is the one that owned it then
-    if (auto now_id = cv.ring->find(*source);
-        now_id && std::find(owners, owners + n_owners, *now_id) != owners + n_owners)
+    if (skipped.named(cv, *source))
       continue;  // (rt.owners_replicated only: an owner now)
     bool named = false;  // asked already (or about to be)
     for (size_t e = 0; e < pos && !named; ++e) {
@@ -192,9 +210,8 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
                     past_holder* out) noexcept {
   if (!cv.ring || cv.past.empty())
     return 0;
-  cluster::ring::member_id owners[cluster_view::max_replicas];
-  const size_t r = std::clamp<size_t>(cv.replicas, 1, cluster_view::max_replicas);
-  const size_t n_owners = cv.ring->live_owner_ids(hash, r, owners);
+  const owners_now owners(cv, hash);
+  const size_t r = replicas_of(cv);
   size_t n = 0;
   for (size_t d = 0; d < cv.past.size() && d < cluster_view::max_past; ++d) {
     const auto& p = cv.past[d];
@@ -204,9 +221,7 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
     const size_t k = p.ring->live_owner_ids(hash, std::min(r, ranks), was);
     for (size_t i = 0; i < k && n < max_past_holders; ++i) {
       const auto& name = p.ring->member(was[i]).name;
-      if (auto id = cv.ring->find(name);
-          (id && std::find(owners, owners + n_owners, *id) != owners + n_owners) ||
-          dead_since(cv, d, name))
+      if (owners.named(cv, name) || dead_since(cv, d, name))
         continue;  // an owner (it has the write), or dead since (nothing to reach)
       bool named = false;
       for (size_t j = 0; j < n && !named; ++j)
@@ -250,17 +265,7 @@ bool place_again(const cluster_view& cv, const storage::op& o) noexcept {
 }
 
 storage::op warm_copy(const std::string& key, const storage::result& r) {
-  storage::op keep;
-  keep.kind = storage::op_kind::store;
-  keep.mode = storage::store_mode::add;  // never over a write that got there first
-  keep.key = key;
-  keep.value.assign(r.value.view().data(), r.value.view().size());
-  keep.flags = r.flags;
-  keep.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
-  keep.explicit_cas = r.cas;
-  keep.as_stale = r.stale;  // (md I's mark: the new owner serves it stale too)
-  keep.token_out = r.win || r.already_won;  // (the warming reader took it, or one before)
-  return keep;
+  return storage::item_copy(key, r, storage::store_mode::add);
 }
 
 } // namespace bifrost::actors

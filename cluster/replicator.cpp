@@ -383,19 +383,11 @@ private:
       }
       size_t k = v->ring->live_owner_ids(ring::key_hash(j.keys[i]), v->replicas, owners.data());
       storage::op o;
-      o.key = j.keys[i];
       if (r.st == storage::status::hit) {
-        o.kind = storage::op_kind::store;
-        o.mode = storage::store_mode::set;
-        auto val = r.value.view();
-        o.value.assign(val.data(), val.size());
-        o.flags = r.flags;
-        o.ttl = r.exptime;  // absolute unix time (or 0 = never)
-        o.explicit_cas = r.cas;
-        o.as_stale = r.stale;  // (md I, ms I: the replica serves it stale too)
-        o.token_out = r.already_won;  // (its read keeps the token: it only sees it out)
+        o = storage::item_copy(j.keys[i], r, storage::store_mode::set);
       } else {
         o.kind = storage::op_kind::remove;
+        o.key = j.keys[i];
       }
       r = {};  // the value is copied: release the pinned slice now
       for (size_t m = 0; m < k; ++m)

@@ -189,6 +189,24 @@ inline void merge_reread(result& first, result&& again) {
   }
 }
 
+/// The store that puts the item a read found (`r`, a hit with its value) on another node as
+/// it is here: value, flags, absolute expiry, CAS, stale mark (md I), and whether its win
+/// token is out (taken by this read, or before it). `mode`: set (replication: an owner takes
+/// the primary's state) or add (warming: never over a write that got there first).
+inline op item_copy(const std::string& key, const result& r, store_mode mode) {
+  op o;
+  o.kind = op_kind::store;
+  o.mode = mode;
+  o.key = key;
+  o.value.assign(r.value.view().data(), r.value.view().size());
+  o.flags = r.flags;
+  o.ttl = r.exptime;  // absolute unix time (or 0): memcached's exptime convention
+  o.explicit_cas = r.cas;
+  o.as_stale = r.stale;
+  o.token_out = r.win || r.already_won;
+  return o;
+}
+
 /// A batch of ops for one shard; results come back in the same order.
 using op_batch = std::vector<op>;
 using result_batch = std::vector<result>;
