@@ -42,8 +42,7 @@ listener::~listener() {
     ::close(reserve_fd_);
 }
 
-int listener::bind_socket(const std::string& host, uint16_t port, std::string& error,
-                          bool first) {
+int listener::bind_socket(const std::string& host, uint16_t port, std::string& error) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -65,7 +64,7 @@ int listener::bind_socket(const std::string& host, uint16_t port, std::string& e
     }
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (first && port != 0) {
+    if (port != 0) {
       // A bind without SO_REUSEPORT fails while anyone listens on the port (as memcached's
       // does): only then may ours share it with the node's other loops. (A process binding
       // between the two calls is not caught.)

@@ -40,13 +40,13 @@ public:
   caf::behavior make_behavior() override;
   const char* name() const override { return "listener"; }
 
-  /// Creates a non-blocking TCP socket bound to host:port with SO_REUSEPORT and listening
-  /// (one per I/O loop, all on the port). `first`: the node's first socket, which must not
-  /// join another process's: SO_REUSEPORT lets any process of the same user bind a port
-  /// already listened on, and the kernel would then split new clients between two caches.
+  /// Creates the node's first listening socket, non-blocking, bound to host:port with
+  /// SO_REUSEPORT (the other loops' join it: bind_beside). It must not join another
+  /// process's: SO_REUSEPORT lets any process of the same user bind a port already listened
+  /// on, and the kernel would then split new clients between two caches; so a port other
+  /// than 0 is first bound without it, which fails while anyone listens there.
   /// Returns the fd, or -1 with `error` set (names the address and the errno text).
-  static int bind_socket(const std::string& host, uint16_t port, std::string& error,
-                         bool first = true);
+  static int bind_socket(const std::string& host, uint16_t port, std::string& error);
   /// Another listening socket on exactly the address `first` (from bind_socket) is bound to,
   /// with SO_REUSEPORT: for the node's other loops (a host name may resolve to several
   /// addresses, and a later loop must not join another process's socket on one of them).
