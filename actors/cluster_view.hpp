@@ -63,6 +63,9 @@ struct cluster_view {
   caf::actor router;  // places again a member's ops placed by a ring this node replaced (a data
                       // link session's: actors/cluster_route.hpp, stale placements); may be null
   bool wait_replicas = false;                     // writes answer after every live owner stored them
+  // R > 1: after a ring change the shards copy their items to the keys' new owners
+  // (actors/storage_shard.hpp, re-replication); off: new owners only warm on a miss.
+  bool rereplicate = true;
   // Started with --join and not joined yet (no seed answered, no other member seen, for at
   // most service::join_wait_ms): the ring holds this node alone, so a key placed by it would
   // land here and be lost (or an older copy at its owner served) once the node joins. Client

@@ -44,6 +44,7 @@ struct node_config {
   bool wait_replicas = false;             // --replication-ack all (default primary)
   bool rpc_on_loop = false;               // --rpc-thread loop | own (default): where KJ runs
   bool cluster_links = true;              // --cluster-links on (default) | off: data links
+  bool rereplicate = true;                // --rereplicate on (default) | off: copies to new owners
   cluster::tls_options rpc_tls;           // --rpc-tls-cert/-key/-ca/-name: mutual TLS
   // Cluster timings; -1 = the built-in default (cluster/membership.hpp, cluster/service.hpp).
   struct cluster_timings {

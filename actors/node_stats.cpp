@@ -112,6 +112,9 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("cluster_pruned_items", sh.pruned);
   counter("cluster_handed_back_deletes", sh.handed_back);
   counter("cluster_handed_back_dropped", sh.hand_back_dropped);
+  counter("cluster_rereplicated_items", sh.rereplicated);
+  counter("cluster_rereplicate_redone", sh.rereplicate_redone);
+  counter("cluster_copies_refused", sh.copies_refused);
   const auto parked = node.parked->stats();
   stat(out, "cluster_parked_values", parked.entries);
   stat(out, "cluster_parked_bytes", parked.pinned_bytes);

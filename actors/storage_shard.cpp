@@ -6,6 +6,7 @@
 #include <caf/actor_cast.hpp>
 
 #include <algorithm>
+#include <iterator>
 
 namespace bifrost::actors {
 
@@ -13,9 +14,12 @@ namespace {
 using prune_step_atom = caf::atom_constant<caf::atom("prunestep")>;
 using prune_again_atom = caf::atom_constant<caf::atom("pruneagain")>;
 using hand_back_wait_atom = caf::atom_constant<caf::atom("hbwait")>;
+using copy_wait_atom = caf::atom_constant<caf::atom("copywait")>;
 constexpr size_t prune_slots_per_turn = 4096;
 constexpr size_t max_hand_back_batches = 4;  // unanswered, per shard: the pass waits for them
 constexpr uint64_t tombstone_tag_bit = uint64_t(1) << 63;  // batches of deleted keys
+constexpr uint64_t copy_tag_bit = uint64_t(1) << 62;       // batches of copies to new owners
+constexpr auto answer_wait = std::chrono::seconds(10);      // for a member's answers
 
 // A delete handed back to a member alive again (storage::op::hand_back): it removes the
 // member's item only if stored before its return and, with `cas`, not a copy of that item.
@@ -60,8 +64,29 @@ caf::behavior storage_shard::make_behavior() {
       sample_cas();
       delayed_send(this, sweep_interval_, sweep_atom::value);
     },
-    // A member's answer to a batch of handed-back deletes (the only calls a shard makes).
-    [this](result_atom, uint64_t tag, storage::result_batch&) {
+    // A member's answer to a batch of handed-back deletes or of copies (the only calls a
+    // shard makes).
+    [this](result_atom, uint64_t tag, storage::result_batch& rs) {
+      if ((tag & copy_tag_bit) != 0) {
+        const uint64_t n = tag & ~copy_tag_bit;
+        if (n <= copy_.first_tag || n > copy_tag_ || copy_unanswered_ == 0)
+          return;  // (a batch of a pass restarted since)
+        --copy_unanswered_;
+        auto sent = std::find_if(copy_sent_.begin(), copy_sent_.end(),
+                                 [&](const sent_copies& b) { return b.tag == n; });
+        if (sent != copy_sent_.end()) {
+          for (size_t i = 0; i < sent->keys.size(); ++i)
+            if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
+                rs[i].st == storage::status::not_sent)
+              retry_copy(std::move(sent->keys[i]), sent->to);
+          copy_sent_.erase(sent);
+        }
+        if (copy_waits_) {
+          copy_waits_ = false;
+          send(this, prune_step_atom::value, prune_gen_);
+        }
+        return;
+      }
       if ((tag & tombstone_tag_bit) != 0 || tag > hand_back_tag_ || hand_back_unanswered_ == 0)
         return;  // (deleted keys' batches are not paced)
       --hand_back_unanswered_;
@@ -78,12 +103,32 @@ caf::behavior storage_shard::make_behavior() {
       hand_back_waits_ = false;
       send(this, prune_step_atom::value, prune_gen_);
     },
+    [this](copy_wait_atom, uint64_t gen, uint64_t tag) {
+      // Answers that never came (a member gone meanwhile): the pass goes on, and is redone.
+      if (gen != prune_gen_ || !copy_waits_ || tag != copy_tag_)
+        return;
+      for (auto& b : copy_sent_)
+        for (auto& k : b.keys)
+          retry_copy(std::move(k), b.to);
+      copy_sent_.clear();
+      copy_unanswered_ = 0;
+      copy_waits_ = false;
+      send(this, prune_step_atom::value, prune_gen_);
+    },
     [this](prune_atom, cluster_view_ptr& v) {
       ++prune_gen_;  // a step still on its way belongs to the pass before
       prune_rings_.clear();
       hand_back_waits_ = false;
+      copy_waits_ = false;
+      copy_.to.reset();
+      // Copies (warming's, re-replication's) read elsewhere before a delete here must not
+      // land after it: a member notes its deletes (storage::shard::guard_copies).
+      shard_->guard_copies(v && v->ring && v->ring->size() > 1 ? copy_guard_s : 0);
       if (!v || !v->ring || v->ring->empty() || !v->ring->find(v->self_name)) {
         ring_has_dead_ = false;
+        copied_ring_.reset();  // (a view that names it again starts from that one)
+        placed_now_.reset();
+        placed_before_.reset();
         return;  // (not a member: nothing to go by)
       }
       note_comebacks(*v);
@@ -116,6 +161,7 @@ caf::behavior storage_shard::make_behavior() {
                                          return false;
                                        }),
                         hand_backs_.end());
+      plan_copies(*v);
       start_prune();
     },
     [this](prune_step_atom, uint64_t gen) { prune_step(gen); },
@@ -128,6 +174,15 @@ caf::behavior storage_shard::make_behavior() {
 
 void storage_shard::start_prune() {
   prune_recent_ = 0;
+  copy_queue_.clear();
+  copy_unanswered_ = 0;  // (answers to batches sent before are not waited for)
+  copy_sent_.clear();
+  copy_retry_.clear();
+  copy_retry_round_ = 0;
+  copy_waits_ = false;
+  copy_.failed = false;
+  copy_.scanned = false;
+  copy_.first_tag = copy_tag_;
   prune_since_ = storage::system_clock_seconds() - prune_untouched_s;
   shard_->begin_prune();
   send(this, prune_step_atom::value, prune_gen_);
@@ -136,6 +191,38 @@ void storage_shard::start_prune() {
 void storage_shard::prune_step(uint64_t gen) {
   if (gen != prune_gen_ || prune_rings_.empty())
     return;
+  // The copies the last turns queued go first: bounded reads, paced by the owners' answers;
+  // once the scan is done, the pass ends when every copy is answered, those an owner could
+  // not take (unreachable for a moment: a node just back) tried again a few times.
+  auto wait_for_answers = [&] {
+    copy_waits_ = true;
+    delayed_send(this, answer_wait, copy_wait_atom::value, gen, copy_tag_);
+  };
+  if (copy_.to && !copy_queue_.empty()) {
+    if (copy_unanswered_ >= max_copy_batches)
+      return wait_for_answers();
+    send_copies();
+    send(this, prune_step_atom::value, gen);
+    return;
+  }
+  if (copy_.to && copy_.scanned) {
+    if (copy_unanswered_ > 0)
+      return wait_for_answers();
+    if (!copy_retry_.empty()) {
+      if (copy_retry_round_ < copy_retries) {
+        ++copy_retry_round_;
+        std::move(copy_retry_.begin(), copy_retry_.end(), std::back_inserter(copy_queue_));
+        copy_retry_.clear();
+        delayed_send(this, std::chrono::milliseconds(copy_retry_ms << copy_retry_round_),
+                     prune_step_atom::value, gen);
+        return;
+      }
+      copy_.failed = true;  // (the pass is done again later)
+      copy_retry_.clear();
+    }
+    end_pass(gen);
+    return;
+  }
   auto owns = [this](const cluster::ring& r, uint64_t h, cluster::ring::member_id who) {
     cluster::ring::member_id owners[cluster_view::max_replicas];
     size_t n = r.live_owner_ids(h, prune_replicas_, owners);
@@ -148,8 +235,7 @@ void storage_shard::prune_step(uint64_t gen) {
   if (handing_back) {
     if (hand_back_unanswered_ >= max_hand_back_batches) {  // wait for the member's answers
       hand_back_waits_ = true;
-      delayed_send(this, std::chrono::seconds(10), hand_back_wait_atom::value, gen,
-                   hand_back_tag_);
+      delayed_send(this, answer_wait, hand_back_wait_atom::value, gen, hand_back_tag_);
       return;
     }
     hand_back_seen = [&](std::string_view key, uint64_t cas) {
@@ -166,15 +252,22 @@ void storage_shard::prune_step(uint64_t gen) {
       }
     };
   }
+  size_t kept_for_copy = 0;
   auto progress = shard_->prune(
     [&](std::string_view key) {
       const uint64_t h = cluster::ring::key_hash(key);
+      const bool copying = copy_.to && want_copy(key, h);
       for (const auto& [ring, self] : prune_rings_)
         if (owns(*ring, h, self))
           return false;  // an owner there
+      if (copying) {  // kept until it is copied, and looked at again later
+        ++kept_for_copy;
+        return false;
+      }
       return true;
     },
     prune_since_, prune_slots_per_turn, hand_back_seen);
+  prune_recent_ += kept_for_copy;
   for (auto& hb : hand_backs_)
     if (!hb.batch.empty()) {
       handed_back_ += hb.batch.size();
@@ -182,24 +275,34 @@ void storage_shard::prune_step(uint64_t gen) {
       send(hb.dest, warm_atom::value, ++hand_back_tag_, std::move(hb.batch));
       hb.batch = storage::op_batch{};
     }
+  prune_recent_ += progress.recent;
+  if (!progress.done || !copy_queue_.empty()) {
+    send(this, prune_step_atom::value, gen);  // after the mail already here
+    return;
+  }
+  if (copy_.to) {  // the copies' answers end the pass
+    copy_.scanned = true;
+    send(this, prune_step_atom::value, gen);
+    return;
+  }
+  end_pass(gen);
+}
+
+void storage_shard::end_pass(uint64_t gen) {
   // A hand-back takes two passes, the second prune_untouched_s after the first: members
   // whose views still had the member dead wrote here for it meanwhile. (Those waiting for
   // their member's return stay.)
-  bool again = false;
-  if (progress.done) {
-    for (auto& hb : hand_backs_)
-      if (hb.dest)
-        ++hb.passes;
-    hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
-                                     [](const hand_back& hb) { return hb.passes >= 2; }),
-                      hand_backs_.end());
-    again = std::any_of(hand_backs_.begin(), hand_backs_.end(),
-                        [](const hand_back& hb) { return static_cast<bool>(hb.dest); });
-  }
-  prune_recent_ += progress.recent;
-  if (!progress.done) {
-    send(this, prune_step_atom::value, gen);  // after the mail already here
-    return;
+  for (auto& hb : hand_backs_)
+    if (hb.dest)
+      ++hb.passes;
+  hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
+                                   [](const hand_back& hb) { return hb.passes >= 2; }),
+                    hand_backs_.end());
+  bool again = std::any_of(hand_backs_.begin(), hand_backs_.end(),
+                           [](const hand_back& hb) { return static_cast<bool>(hb.dest); });
+  if (copy_.to) {
+    finish_copies();
+    again = again || copy_.to;  // (a copy not taken: the pass is done again)
   }
   // Items it would have dropped but were written or read lately (by a member whose view may
   // be ahead of this node's) are looked at again once they are old enough.
@@ -208,6 +311,147 @@ void storage_shard::prune_step(uint64_t gen) {
   else
     prune_rings_.clear();
   prune_recent_ = 0;
+}
+
+void storage_shard::plan_copies(const cluster_view& v) {
+  copy_ = copy_pass{};
+  // The placement before the current one: this node held its keys as their owner until now.
+  if (!placed_now_ || placed_now_->placement() != v.ring->placement())
+    placed_before_ = placed_now_;
+  placed_now_ = v.ring;
+  const uint32_t r = std::clamp<uint32_t>(v.replicas, 1, cluster_view::max_replicas);
+  if (r < 2 || !v.rereplicate)
+    return;  // (R = 1: a new owner warms on a miss; no copies are kept)
+  if (!copied_ring_ || !placed_before_) {  // the first ring with this node: nothing before it
+    copied_ring_ = v.ring;
+    return;
+  }
+  if (copied_ring_->placement() == v.ring->placement()) {
+    copied_ring_ = v.ring;  // (the same owners: its copies are made)
+    return;
+  }
+  auto before_self = placed_before_->find(v.self_name);
+  if (!before_self)
+    return;  // (not a member before: it holds nothing to copy; copied_ring_ stays)
+  auto ids_in_now = [&](const cluster::ring& r) {
+    std::vector<int64_t> ids(r.size(), -1);
+    for (size_t i = 0; i < r.size(); ++i)
+      if (auto id = v.ring->find(r.member(static_cast<cluster::ring::member_id>(i)).name))
+        ids[i] = *id;
+    return ids;
+  };
+  copy_.copied = copied_ring_;
+  copy_.before = placed_before_;
+  copy_.to = v.ring;
+  copy_.before_self = *before_self;
+  copy_.copied_id = ids_in_now(*copied_ring_);
+  copy_.before_id = ids_in_now(*placed_before_);
+  copy_.dests.assign(v.ring->size(), caf::actor());
+  for (cluster::ring::member_id id = 0; id < v.ring->size(); ++id)
+    if (id != self_ && v.ring->member(id).alive && id < v.peers.size())
+      copy_.dests[id] = v.peers[id];
+}
+
+bool storage_shard::want_copy(std::string_view key, uint64_t h) {
+  using id_t = cluster::ring::member_id;
+  id_t before[cluster_view::max_replicas], copied[cluster_view::max_replicas],
+    now[cluster_view::max_replicas];
+  // Only a node that owned the key in the placement before this one sends it: it took the
+  // key's writes until now, where a node that owned it earlier may hold an older value.
+  const size_t nb = copy_.before->live_owner_ids(h, prune_replicas_, before);
+  if (std::find(before, before + nb, copy_.before_self) == before + nb)
+    return false;
+  const size_t nn = copy_.to->live_owner_ids(h, prune_replicas_, now);
+  const size_t nc = copy_.copied->live_owner_ids(h, prune_replicas_, copied);
+  auto among = [](const id_t* ids, size_t n, const std::vector<int64_t>& in_now, id_t who) {
+    for (size_t i = 0; i < n; ++i)
+      if (ids[i] < in_now.size() && in_now[ids[i]] == int64_t(who))
+        return true;
+    return false;
+  };
+  bool stays = false;  // an owner before is an owner now
+  for (size_t i = 0; i < nn && !stays; ++i)
+    stays = among(before, nb, copy_.before_id, now[i]);
+  if (stays && std::find(now, now + nn, self_) == now + nn)
+    return false;  // (an owner that stays one sends it)
+  // To each owner now that was not one before, or not one in the placement whose copies were
+  // last all made (a pass a newer view cut short may not have reached it).
+  copy_job j;
+  for (size_t i = 0; i < nn; ++i) {
+    const id_t t = now[i];
+    if (t == self_ || t >= copy_.dests.size() || !copy_.dests[t])
+      continue;
+    if (!among(before, nb, copy_.before_id, t) || !among(copied, nc, copy_.copied_id, t))
+      j.to[j.n++] = t;
+  }
+  if (j.n == 0)
+    return false;
+  j.key.assign(key.data(), key.size());
+  copy_queue_.push_back(std::move(j));
+  return true;
+}
+
+void storage_shard::send_copies() {
+  std::vector<std::pair<cluster::ring::member_id, storage::op_batch>> out;
+  size_t keys = 0, bytes = 0;
+  while (!copy_queue_.empty() && keys < copy_batch_keys && bytes < copy_batch_bytes) {
+    copy_job j = std::move(copy_queue_.front());
+    copy_queue_.pop_front();
+    ++keys;
+    storage::op g;
+    g.kind = storage::op_kind::get;
+    g.key = std::move(j.key);
+    g.get_bump = false;
+    g.counted = false;
+    g.keep_token = true;
+    const auto r = shard_->execute(g);
+    if (r.st != storage::status::hit)
+      continue;  // (gone since the pass saw it)
+    bytes += r.value.view().size() + g.key.size();
+    for (uint8_t i = 0; i < j.n; ++i) {
+      auto dest = std::find_if(out.begin(), out.end(),
+                               [&](const auto& d) { return d.first == j.to[i]; });
+      if (dest == out.end()) {
+        out.emplace_back(j.to[i], storage::op_batch{});
+        dest = std::prev(out.end());
+      }
+      dest->second.push_back(storage::item_copy(g.key, r, storage::store_mode::add));
+    }
+  }
+  for (auto& [id, batch] : out) {
+    copied_ += batch.size();
+    ++copy_unanswered_;
+    sent_copies sent{++copy_tag_, id, {}};
+    sent.keys.reserve(batch.size());
+    for (const auto& o : batch)
+      sent.keys.push_back(o.key);
+    copy_sent_.push_back(std::move(sent));
+    send(copy_.dests[id], warm_atom::value, copy_tag_bit | copy_tag_, std::move(batch));
+  }
+}
+
+void storage_shard::retry_copy(std::string key, cluster::ring::member_id to) {
+  if (copy_.failed)
+    return;
+  if (copy_retry_.size() >= max_copy_retries) {  // (an owner long unreachable: redo it all)
+    copy_.failed = true;
+    copy_retry_.clear();
+    return;
+  }
+  copy_job j;
+  j.key = std::move(key);
+  j.n = 1;
+  j.to[0] = to;
+  copy_retry_.push_back(std::move(j));
+}
+
+void storage_shard::finish_copies() {
+  if (copy_.failed) {
+    ++copy_failed_;
+    return;  // (copy_.to stays: the pass is done again)
+  }
+  copied_ring_ = copy_.to;
+  copy_.to.reset();
 }
 
 void storage_shard::note_deletes(const storage::op_batch& ops,
@@ -280,6 +524,8 @@ storage::shard_stats storage_shard::stats() const {
   auto st = shard_->stats();
   st.handed_back = handed_back_;
   st.hand_back_dropped = tombstones_dropped_;
+  st.rereplicated = copied_;
+  st.rereplicate_redone = copy_failed_;
   return st;
 }
 

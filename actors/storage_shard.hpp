@@ -36,6 +36,26 @@
 //                               here meanwhile (no item left) are kept for it from the delete
 //                               on (note_deletes) and sent when it is back. A hand-back whose
 //                               member dies again before the pass is done waits for it.
+//                               With R > 1 the same pass also copies items to their new
+//                               owners (re-replication, unless --rereplicate off): for every
+//                               item whose live owners in the view's ring include members
+//                               that were not its live owners in the placement before it
+//                               (a member died, left, joined or came back), or in the one whose
+//                               copies were last all made (copied_ring_), a node that owned
+//                               the key in the placement before (it took the key's writes
+//                               until now; a node that owned it earlier may hold an older
+//                               value) and owns it now (or, when no owner before is one now,
+//                               every owner before) sends each such owner a copy as a warm op
+//                               (an add: never over what the owner holds, a write that got
+//                               there first) to its peer actor, at most max_copy_batches
+//                               unanswered (the pass waits) and copy_batch_bytes of values
+//                               per batch; a copy answered unavailable is sent again a few
+//                               times. So after a kill -9 the survivors restore R copies of
+//                               the dead node's keys, and a node back from a restart gets the
+//                               keys it owns again, read or not. Not covered: a delete that
+//                               reaches the new owner (or its replica) before a copy read just
+//                               before it (the copy brings the key back there); a node whose
+//                               copy is older than the owner's does not replace it (an add).
 // Ownership: the actor owns the shard; pinned slices in results keep segments alive on
 // whatever thread holds them.
 #pragma once
@@ -71,6 +91,9 @@ private:
                 "writes delete past copies until the prune may drop them");
   void start_prune();
   void prune_step(uint64_t gen);
+  /// The pass visited every slot (and its copies were answered): hand-backs count a pass,
+  /// and what was kept for later is looked at again prune_untouched_s later.
+  void end_pass(uint64_t gen);
 
   std::unique_ptr<storage::shard> shard_;
   std::chrono::milliseconds sweep_interval_;
@@ -137,6 +160,66 @@ private:
   size_t tombstone_count_ = 0;
   uint64_t tombstones_dropped_ = 0;
   bool ring_has_dead_ = false;  // the view's ring lists a dead member with points
+
+  // -- re-replication (R > 1): copies of items to the owners a ring change gave them ----
+  static constexpr size_t max_copy_batches = 4;          // unanswered, per shard
+  static constexpr size_t copy_batch_bytes = 4u << 20;   // values per read of the queue
+  static constexpr size_t copy_batch_keys = 512;         // keys per read of the queue
+  /// A copy an owner did not take (unavailable) is sent again after 0.2, 0.4, 0.8, 1.6 and
+  /// 3.2 s (the pass's other copies go on meanwhile); past that, or past max_copy_retries
+  /// keys waiting for that, the pass is done again prune_untouched_s later.
+  static constexpr unsigned copy_retries = 5;
+  static constexpr uint64_t copy_retry_ms = 100;
+  static constexpr size_t max_copy_retries = 65536;
+  /// How long a delete here refuses copies of its key (storage::shard::guard_copies): a copy
+  /// lands at most an RPC timeout (default 2 s) after the read it carries.
+  static constexpr uint32_t copy_guard_s = 10;
+  /// The placement whose new owners got their copies: the first ring this node was in, then
+  /// the ring of each pass that sent every copy and had every one answered.
+  std::shared_ptr<const cluster::ring> copied_ring_;
+  /// The ring of the current placement, and of the one before it (views that change no
+  /// owner, a warming window's end, leave both).
+  std::shared_ptr<const cluster::ring> placed_now_, placed_before_;
+  struct copy_pass {
+    std::shared_ptr<const cluster::ring> copied, before, to;  // to null: no copies this pass
+    cluster::ring::member_id before_self = 0;
+    std::vector<int64_t> copied_id, before_id;  // by member id there: the id in `to`, or -1
+    std::vector<caf::actor> dests;  // by member id of `to`: peer actors of live members
+    bool failed = false;            // a copy not taken after its retries
+    bool scanned = false;           // the prune pass visited every slot
+    uint64_t first_tag = 0;         // this pass's batches have higher tags
+  };
+  copy_pass copy_;
+  struct copy_job {
+    std::string key;
+    uint8_t n = 0;  // new owners (ids in copy_.to)
+    cluster::ring::member_id to[cluster_view::max_replicas];
+  };
+  std::deque<copy_job> copy_queue_;
+  struct sent_copies {  // a batch not answered yet: its keys, in op order
+    uint64_t tag = 0;
+    cluster::ring::member_id to = 0;
+    std::vector<std::string> keys;
+  };
+  std::vector<sent_copies> copy_sent_;
+  std::deque<copy_job> copy_retry_;
+  unsigned copy_retry_round_ = 0;
+  uint64_t copy_tag_ = 0;
+  size_t copy_unanswered_ = 0;
+  bool copy_waits_ = false;
+  uint64_t copied_ = 0;        // copies sent (stat cluster_rereplicated_items)
+  uint64_t copy_failed_ = 0;   // passes redone for a copy not taken (cluster_rereplicate_redone)
+  /// Starts the copy part of a pass for the view `v` (after prune_rings_ are set).
+  void plan_copies(const cluster_view& v);
+  /// Queues `key` if this node sends its copies (called by the pass for every live item);
+  /// true if it did.
+  bool want_copy(std::string_view key, uint64_t hash);
+  /// Reads up to copy_batch_keys / copy_batch_bytes of the queue and sends the copies.
+  void send_copies();
+  /// A copy to `to` was not taken: it is tried again once the scan is done.
+  void retry_copy(std::string key, cluster::ring::member_id to);
+  /// The pass visited every slot and every copy was answered: the view's ring is copied.
+  void finish_copies();
   cluster::ring::member_id self_ = 0;  // this node's id in view_ring_
 };
 

@@ -148,6 +148,7 @@ int main(int argc, char** argv) {
     sc.join = cfg.join;
     sc.replicas = cfg.replicas;
     sc.wait_replicas = cfg.wait_replicas;
+    sc.rereplicate = cfg.rereplicate;
     sc.tls = cfg.rpc_tls;
     sc.parked = node->parked();
     sc.max_value = cfg.max_item_size;

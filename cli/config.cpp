@@ -73,6 +73,10 @@ const choice_setting choice_settings[] = {
   {"cluster_links", "--cluster-links", "on", "off", &actors::node_config::cluster_links,
    "forwarded ops travel on data links to the members' memcached ports (on, default) or only "
    "by RPC (off); never with --rpc-tls-*"},
+  {"rereplicate", "--rereplicate", "on", "off", &actors::node_config::rereplicate,
+   "with --replicas 2 or more: after a member dies, leaves, joins or comes back, keys are "
+   "copied to their new owners so that each keeps R copies (on, default), or new owners only "
+   "warm keys when they are read (off)"},
 };
 
 // Cluster timings: YAML key, flag, the field, its bounds, help.
@@ -175,6 +179,7 @@ void each_cluster_setting(const actors::node_config& c, F note) {
   note(c.wait_replicas != d.wait_replicas, "--replication-ack", "replication_ack");
   note(c.rpc_on_loop != d.rpc_on_loop, "--rpc-thread", "rpc_thread");
   note(c.cluster_links != d.cluster_links, "--cluster-links", "cluster_links");
+  note(c.rereplicate != d.rereplicate, "--rereplicate", "rereplicate");
   note(!c.rpc_tls.cert_file.empty(), "--rpc-tls-cert", "rpc_tls_cert");
   note(!c.rpc_tls.key_file.empty(), "--rpc-tls-key", "rpc_tls_key");
   note(!c.rpc_tls.ca_file.empty(), "--rpc-tls-ca", "rpc_tls_ca");

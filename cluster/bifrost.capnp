@@ -97,6 +97,8 @@ struct Op {
   recacheBeforeTouch @23 :Bool;  # mg R left of T: R compares the TTL before the touch
   asStale @24 :Bool;    # store: a copy of a stale item, stored stale (false from old nodes)
   tokenOut @25 :Bool;   # store: a copy whose win token is out already (false from old nodes)
+  copy @26 :Bool;       # store: a copy of another node's item (warming, re-replication); as an
+                        # add, refused for a key deleted there lately (false from old nodes)
 }
 
 struct Result {

@@ -110,6 +110,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setExplicitCas(o.explicit_cas);
   b.setAsStale(o.as_stale);
   b.setTokenOut(o.token_out);
+  b.setCopy(o.copy);
   b.setGetValue(o.get_value);
   b.setGetTouch(o.get_touch);
   b.setGetBump(o.get_bump);
@@ -140,6 +141,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.explicit_cas = r.getExplicitCas();
   o.as_stale = r.getAsStale();
   o.token_out = r.getTokenOut();
+  o.copy = r.getCopy();
   o.get_value = r.getGetValue();
   o.get_touch = r.getGetTouch();
   o.get_bump = r.getGetBump();
@@ -179,6 +181,14 @@ capnp::MessageSize ops_size(const storage::op_batch& ops) {
   for (auto& o : ops)
     w += capnp::sizeInWords<rpc::Op>() + words(o.key.size()) + words(o.value.size()) + 1;
   return {w, 1};
+}
+
+void mark_warm(storage::op_batch& ops) {
+  for (auto& o : ops) {
+    o.counted = false;
+    if (o.kind == storage::op_kind::get)
+      o.get_bump = false;
+  }
 }
 
 storage::op_batch from_rpc(capnp::List<rpc::Op>::Reader list) {

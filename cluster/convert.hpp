@@ -126,6 +126,10 @@ storage::op from_rpc(rpc::Op::Reader r);
 /// call_max_ops: a list of empty structs costs its sender nothing per element and passes the
 /// traversal limit, so it is refused before anything is allocated for its elements.
 storage::op_batch from_rpc(capnp::List<rpc::Op>::Reader list);
+/// Ops that arrived with origin warm are the cluster's own (warm reads, copies, a past owner's
+/// copy dropped, hand-backs), no client's: reads are no access, and nothing counts as a
+/// client's (gets in get_hits / get_misses, removes in storage::shard::guard_copies).
+void mark_warm(storage::op_batch& ops);
 
 /// A SWIM message listing more members than this (updates or the full list) is dropped.
 constexpr size_t max_swim_members = 65536;

@@ -625,11 +625,7 @@ private:
     rc.reserve = reply_reserve(rc.call);
     reserved_ += rc.reserve;
     if (rc.call.origin == rpc::Origin::WARM)
-      for (auto& o : rc.call.ops)
-        if (o.kind == storage::op_kind::get) {
-          o.get_bump = false;
-          o.counted = false;
-        }
+      mark_warm(rc.call.ops);
     // The call keeps its ops (without values) only when their changes are replicated
     // afterwards; otherwise the shards take them whole.
     rc.kept = replicates(rc.call.origin);

@@ -736,11 +736,7 @@ kj::Promise<void> upload_sink::finish(FinishContext context) {
 storage::op_batch read_ops(capnp::List<rpc::Op>::Reader list, rpc::Origin origin) {
   auto ops = from_rpc(list);  // at most call_max_ops (throws: the call fails)
   if (origin == rpc::Origin::WARM)
-    for (auto& o : ops)
-      if (o.kind == storage::op_kind::get) {
-        o.get_bump = false;
-        o.counted = false;
-      }
+    mark_warm(ops);
   return ops;
 }
 
@@ -2175,6 +2171,7 @@ void service::impl::rebuild(bool force) {
   view->replicator = replicator;
   view->router = router;
   view->wait_replicas = cfg.wait_replicas;
+  view->rereplicate = cfg.rereplicate;
   // The ring replaced now is warmed from for a window; so are the past rings whose windows
   // still run (newest first), so that keys moved by several changes in a row (a rolling
   // restart, two joins) are still found where they were.

@@ -94,6 +94,7 @@ struct service_config {
   /// Writes answer after every live owner stored them (else after the primary; the other
   /// owners are written in the background, with retries).
   bool wait_replicas = false;
+  bool rereplicate = true;  // --rereplicate: copies to keys' new owners (cluster_view)
   /// Mutual TLS on every RPC connection, in and out (cluster/tls.hpp); off when empty.
   tls_options tls;
   uint32_t weight = 1;              ///< ring weight

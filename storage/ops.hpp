@@ -62,6 +62,8 @@ struct op {
   bool as_stale = false;      // store: the item is stored stale (meta X): a copy of a stale
                               // item (replication, warming)
   bool token_out = false;     // store (a copy): its win token is out already (meta Z)
+  bool copy = false;          // store: a copy of another node's item (storage::item_copy); as
+                              // an add, refused for a key deleted lately (shard::guard_copies)
   bool hand_back = false;     // remove: only an item stored before this node's last return
                               // to its cluster (storage::return_mark) and, with explicit_cas,
                               // not a copy of the sender's item (that CAS), else `exists`
@@ -204,6 +206,7 @@ inline op item_copy(const std::string& key, const result& r, store_mode mode) {
   o.explicit_cas = r.cas;
   o.as_stale = r.stale;
   o.token_out = r.win || r.already_won;
+  o.copy = true;
   return o;
 }
 

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <unordered_map>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -162,6 +163,9 @@ shard_stats& shard_stats::operator+=(const shard_stats& o) {
   disk_full_evictions += o.disk_full_evictions;
   handed_back += o.handed_back;
   hand_back_dropped += o.hand_back_dropped;
+  copies_refused += o.copies_refused;
+  rereplicated += o.rereplicated;
+  rereplicate_redone += o.rereplicate_redone;
   segments += o.segments;
   segment_bytes += o.segment_bytes;
   index_bytes += o.index_bytes;
@@ -309,6 +313,39 @@ struct shard::impl {
   const char* memo_key = nullptr;  // the op's key the batch loop hashed already, and its hash
   size_t memo_len = 0;
   uint32_t memo_hash = 0;
+
+  // -- deletes lately (shard::guard_copies) ----------------------------------------------------
+  uint32_t guard_s = 0;           // 0: off
+  uint32_t guard_flushed_at = 0;  // the last flush_all that took effect while on
+  std::unordered_map<uint64_t, uint32_t> deleted_at;    // keyed 64-bit hash -> unix second
+  std::deque<std::pair<uint64_t, uint32_t>> deletions;  // the same, oldest first
+  static constexpr size_t max_deletions = 65536;
+
+  uint64_t guard_hash(std::string_view key) const noexcept {
+    return siphash<1, 3>(key, index_key);
+  }
+  void forget_deletions(uint32_t until) {
+    while (!deletions.empty() &&
+           (deletions.front().second + guard_s < until || deletions.size() > max_deletions)) {
+      auto it = deleted_at.find(deletions.front().first);
+      if (it != deleted_at.end() && it->second == deletions.front().second)
+        deleted_at.erase(it);
+      deletions.pop_front();
+    }
+  }
+  void note_delete(std::string_view key) {
+    const uint64_t h = guard_hash(key);
+    deleted_at[h] = now;
+    deletions.emplace_back(h, now);
+    forget_deletions(now);
+  }
+  bool deleted_lately(std::string_view key) {
+    if (guard_flushed_at != 0 && now < guard_flushed_at + guard_s)
+      return true;
+    forget_deletions(now);
+    auto it = deleted_at.find(guard_hash(key));
+    return it != deleted_at.end() && now < it->second + guard_s + 1;
+  }
 
   // -- record access ---------------------------------------------------------------------------
 
@@ -694,6 +731,8 @@ struct shard::impl {
   /// are released at once (files unlinked, so a restart does not resurrect them) and the index
   /// is emptied; items stored afterwards go to fresh segments.
   void flush_now() noexcept {
+    if (guard_s != 0)
+      guard_flushed_at = now;
     while (!fifo.empty()) release(fifo.front());
     active = -1;
     idx.clear();
@@ -848,6 +887,11 @@ struct shard::impl {
       res.st = status::not_stored;
       return res;
     }
+    if (o.copy && o.mode == store_mode::add && guard_s != 0 && deleted_lately(o.key)) {
+      ++st.copies_refused;  // (read before a delete or flush here, landing after it)
+      res.st = status::not_stored;
+      return res;
+    }
     const uint32_t h = key_hash(o.key);
     store_mode mode = o.mode;
     // meta ms: a CAS value upgrades set and replace to a CAS store (memcached process_mset).
@@ -965,6 +1009,11 @@ struct shard::impl {
       res.st = status::not_found;
       return res;
     }
+    // A client's delete, or its replication (also when it finds nothing: the key is to be
+    // absent); not the cluster's own removes (uncounted: a past owner's copy dropped after a
+    // write elsewhere, a hand-back), after which a copy of the current item is welcome.
+    if (guard_s != 0 && o.counted && !o.hand_back && !o.invalidate)
+      note_delete(o.key);
     const uint32_t h = key_hash(o.key);
     const size_t pos = lookup(o.key, h);
     if (pos == npos) {
@@ -1429,5 +1478,15 @@ const shard_stats& shard::stats() const {
 }
 
 const shard_config& shard::config() const { return impl_->cfg; }
+
+void shard::guard_copies(uint32_t seconds) {
+  impl& m = *impl_;
+  m.guard_s = seconds;
+  if (seconds == 0) {
+    m.deleted_at.clear();
+    m.deletions.clear();
+    m.guard_flushed_at = 0;
+  }
+}
 
 } // namespace bifrost::storage

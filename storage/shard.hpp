@@ -106,6 +106,12 @@ struct shard_stats {
   uint64_t handed_back = 0;
   /// Deleted keys not kept for that, over the bound (actors/storage_shard).
   uint64_t hand_back_dropped = 0;
+  /// Copies refused for a key deleted here lately (shard::guard_copies).
+  uint64_t copies_refused = 0;
+  /// Copies sent to keys' new owners after ring changes (R > 1, actors/storage_shard), and
+  /// passes done again because a copy was not taken.
+  uint64_t rereplicated = 0;
+  uint64_t rereplicate_redone = 0;
 
   shard_stats& operator+=(const shard_stats& o);
 };
@@ -206,6 +212,15 @@ public:
   prune_progress prune(const std::function<bool(std::string_view key)>& drop,
                        uint32_t untouched_since, size_t max_slots = 4096,
                        const std::function<void(std::string_view key, uint64_t cas)>& seen = {});
+
+  /// Copies that land after a delete: while on (`seconds` > 0), every counted remove (a
+  /// client's or its replication; not md I, not the cluster's own) notes its key (at most 65,536, the oldest forgotten first), and an
+  /// add that is a copy of another node's item (op::copy: warming, re-replication) is refused
+  /// (not_stored, stat copies_refused) for a key removed here in the last `seconds`, or for
+  /// any key in the `seconds` after a flush_all took effect here: such a copy was read before
+  /// the delete reached the node it came from, and would bring the key back. A cluster node
+  /// turns it on (actors/storage_shard.hpp); 0 turns it off and forgets what was noted.
+  void guard_copies(uint32_t seconds);
 
   const shard_stats& stats() const;
   const shard_config& config() const;

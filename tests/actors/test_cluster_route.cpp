@@ -692,6 +692,7 @@ BOOST_AUTO_TEST_CASE(a_warm_copy_keeps_the_item_as_it_was) {
   BOOST_CHECK_EQUAL(o.explicit_cas, 99u);
   BOOST_CHECK(o.as_stale);
   BOOST_CHECK(!o.token_out);
+  BOOST_CHECK(o.copy);  // (refused after a delete there lately: storage::shard::guard_copies)
   r.win = true;  // the warming reader took the token there: nobody wins it again here
   BOOST_CHECK(warm_copy("k", r).token_out);
   r.win = false;

@@ -289,6 +289,8 @@ BOOST_AUTO_TEST_CASE(two_valued_switches) {
                 false},  // default: the RPC runs on a thread of its own
          choice{"--cluster-links", "cluster_links", "on", "off", &node_config::cluster_links,
                 true},  // default: forwarded ops travel on data links
+         choice{"--rereplicate", "rereplicate", "on", "off", &node_config::rereplicate,
+                true},  // default: keys are copied to their new owners
        }) {
     BOOST_TEST_CONTEXT(c.flag) {
       BOOST_CHECK_EQUAL(node_config{}.*(c.field), c.by_default);

@@ -240,15 +240,17 @@ node& join_node(cluster& c, std::vector<node*>& ns, const std::string& name, con
 }
 
 // n1 and n2 with R = 2 and a long warming window (long_warm_window), `keys` set through
-// n1 and stored on both, then n3 joins (the same flags): the three nodes.
-std::vector<node*> r2_pair_joined_by_n3(cluster& c, const std::vector<std::string>& keys) {
-  auto ns = start_cluster(c, 2, 2, 5000ms, long_warm_window);
+// n1 and stored on both, then n3 joins (the same flags, and `extra`): the three nodes.
+std::vector<node*> r2_pair_joined_by_n3(cluster& c, const std::vector<std::string>& keys,
+                                        std::vector<std::string> extra = {}) {
+  extra.insert(extra.begin(), long_warm_window.begin(), long_warm_window.end());
+  auto ns = start_cluster(c, 2, 2, 5000ms, extra);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   const long n = static_cast<long>(keys.size());
   BOOST_REQUIRE(wait_until(
     [&] { return stat_of(*ns[0], "curr_items") == n && stat_of(*ns[1], "curr_items") == n; },
     3000ms, 50ms));
-  join_node(c, ns, "n3", *ns[0], long_warm_window, 2);
+  join_node(c, ns, "n3", *ns[0], extra, 2);
   return ns;
 }
 
@@ -614,6 +616,93 @@ BOOST_AUTO_TEST_CASE(kill9_detected_and_replicated_writes_survive) {
            " hits, " + std::to_string(r.misses) + " misses, " + std::to_string(r.wrong) +
            " wrong" + (r.missed.empty() ? "" : " (e.g. " + r.missed.front() + ")"));
     BOOST_CHECK_EQUAL(r.hits, keys.size());
+  }
+}
+
+// --------------------------------------------------------------------------------------------
+// Re-replication: after a kill -9 the survivors copy the dead node's keys to their new second
+// owners (R=2 is restored), so a second kill -9 loses nothing. Without it the keys the dead
+// node shared with the second victim would be on no node at all.
+BOOST_AUTO_TEST_CASE(a_dead_nodes_keys_get_their_second_copy_back) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 2);
+  auto keys = make_keys("again-", 3000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return sum_items(ns) >= 6000; }, 5000ms, 50ms),
+                        "3000 keys with R=2 did not reach 6000 items");
+
+  std::vector<node*> survivors{ns[0], ns[1]};
+  const long before = sum_items(survivors);  // (the keys n3 shared with one of them: 2000)
+  c.kill9(*ns[2]);
+  auto t_kill = clock_type::now();
+  BOOST_REQUIRE(wait_until(
+    [&] { return member_states(ns[0]->rpc_port)["n3"] == "dead" &&
+                 member_states(ns[1]->rpc_port)["n3"] == "dead"; },
+    5000ms, 20ms));
+  const double detected = seconds_since(t_kill);
+  const bool copied = wait_until([&] { return sum_items(survivors) >= 6000; }, 10000ms, 50ms);
+  report("kill -9 n3: dead everywhere after " + fmt(detected) + " s; n1 + n2 hold " +
+         std::to_string(sum_items(survivors)) + " items (want 6000) after " +
+         fmt(seconds_since(t_kill)) + " s; copies sent: n1 " +
+         std::to_string(stat_of(*ns[0], "cluster_rereplicated_items")) + ", n2 " +
+         std::to_string(stat_of(*ns[1], "cluster_rereplicated_items")) + " (refused: " +
+         std::to_string(stat_of(*ns[0], "cluster_copies_refused") +
+                        stat_of(*ns[1], "cluster_copies_refused")) +
+         ")");
+  BOOST_CHECK_MESSAGE(copied, "the survivors did not get back to two copies of every key");
+  // Each key n3 held got one copy (more only if a view change restarted a pass).
+  BOOST_CHECK_GE(stat_of(*ns[0], "cluster_rereplicated_items") +
+                   stat_of(*ns[1], "cluster_rereplicated_items"),
+                 6000 - before);
+
+  // A second kill -9: n1 alone holds every key.
+  c.kill9(*ns[1]);
+  BOOST_REQUIRE(
+    wait_until([&] { return member_states(ns[0]->rpc_port)["n2"] == "dead"; }, 5000ms, 20ms));
+  auto r = read_all(ns[0]->port, keys);
+  report("after a second kill -9 (n2), read through n1: " + std::to_string(r.hits) + " hits, " +
+         std::to_string(r.misses) + " misses, " + std::to_string(r.wrong) + " wrong");
+  BOOST_CHECK_EQUAL(r.hits, keys.size());
+  BOOST_CHECK_EQUAL(r.wrong, 0u);
+}
+
+// A node restarted empty gets back the keys it owns from the node that kept them, read or not
+// (warming alone brings only the keys read through it), so the node that kept them can die.
+BOOST_AUTO_TEST_CASE(a_restarted_node_gets_its_keys_back_before_they_are_read) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 2);
+  auto keys = make_keys("back-", 3000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[1]->port, keys), keys.size());
+  BOOST_REQUIRE(wait_until([&] { return sum_items(ns) >= 6000; }, 5000ms, 50ms));
+
+  c.kill9(*ns[0]);
+  BOOST_REQUIRE(
+    wait_until([&] { return member_states(ns[1]->rpc_port)["n1"] == "dead"; }, 5000ms, 20ms));
+  // Written while n1 is away: n2 alone holds these.
+  auto later = make_keys("back-later-", 500);
+  BOOST_REQUIRE_EQUAL(set_all(ns[1]->port, later), later.size());
+  c.restart(*ns[0], {ns[1]->rpc_port}, 2);
+  auto t_back = clock_type::now();
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2"}); }, 5000ms, 20ms));
+  const bool copied =
+    wait_until([&] { return stat_of(*ns[0], "curr_items") >= 3500; }, 10000ms, 50ms);
+  report("n1 restarted empty: it holds " + std::to_string(stat_of(*ns[0], "curr_items")) +
+         " items (want 3500) after " + fmt(seconds_since(t_back)) + " s; n2 sent " +
+         std::to_string(stat_of(*ns[1], "cluster_rereplicated_items")) + " copies");
+  BOOST_CHECK_MESSAGE(copied, "n1 did not get the keys it owns back");
+  BOOST_CHECK_EQUAL(stat_of(*ns[0], "get_hits") + stat_of(*ns[0], "get_misses"), 0);
+
+  c.kill9(*ns[1]);
+  BOOST_REQUIRE(
+    wait_until([&] { return member_states(ns[0]->rpc_port)["n2"] == "dead"; }, 5000ms, 20ms));
+  for (const auto* set : {&keys, &later}) {
+    auto r = read_all(ns[0]->port, *set);
+    report("n2 killed too: read " + std::to_string(set->size()) + " keys through n1: " +
+           std::to_string(r.hits) + " hits, " + std::to_string(r.wrong) + " wrong");
+    BOOST_CHECK_EQUAL(r.hits, set->size());
+    BOOST_CHECK_EQUAL(r.wrong, 0u);
   }
 }
 
@@ -2223,11 +2312,12 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
 // A warm copy kept at its key's new primary goes to the key's other owners too (R = 2): each
 // read through a joined node that warms a key stores it once more at the key's second owner
 // (replicated state). It stayed at the primary alone: the others' total_items did not move.
+// (--rereplicate off: else n1 and n2 copy n3 its keys before they are read.)
 BOOST_AUTO_TEST_CASE(warm_copies_kept_at_a_new_primary_are_replicated) {
   cluster c;
   logs_on_failure guard{c};
   auto keys = make_keys("wrep-", 300);
-  auto ns = r2_pair_joined_by_n3(c, keys);
+  auto ns = r2_pair_joined_by_n3(c, keys, {"--rereplicate", "off"});
   auto& n3 = *ns[2];
   auto moved = keys_owned_by(n3, "n3", "wrep-", 40);
   auto stores = [&] { return stat_of(*ns[0], "total_items") + stat_of(*ns[1], "total_items"); };

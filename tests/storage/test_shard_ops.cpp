@@ -592,6 +592,102 @@ BOOST_AUTO_TEST_CASE(a_handed_back_delete_spares_what_was_stored_since_the_retur
   BOOST_CHECK(do_delete(*s, "after").st == status::deleted);
 }
 
+// A copy of another node's item (warming, re-replication) read there before a delete here
+// lands after it: while the guard is on, the add is refused for a key deleted here lately,
+// and for every key just after a flush_all; a client's add, and replication's set, are not.
+BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "src", "old");
+  const result src = do_get(*s, "src");
+  auto copy_of = [&](const std::string& k, store_mode mode) {
+    op o = item_copy(k, src, mode);
+    return s->execute(o).st;
+  };
+  // Off (a node alone): nothing is noted.
+  BOOST_CHECK(do_delete(*s, "a").st == status::not_found);
+  BOOST_CHECK(copy_of("a", store_mode::add) == status::stored);
+
+  s->guard_copies(10);
+  BOOST_CHECK(do_delete(*s, "a").st == status::deleted);
+  BOOST_CHECK(do_delete(*s, "b").st == status::not_found);  // (absent: still to stay absent)
+  BOOST_CHECK(copy_of("a", store_mode::add) == status::not_stored);
+  BOOST_CHECK(copy_of("b", store_mode::add) == status::not_stored);
+  BOOST_CHECK(copy_of("c", store_mode::add) == status::stored);  // never deleted
+  BOOST_CHECK_EQUAL(s->stats().copies_refused, 2u);
+  BOOST_CHECK_EQUAL(value_of(*s, "a"), "<miss>");
+  {  // a client's add is no copy
+    op o;
+    o.kind = op_kind::store;
+    o.mode = store_mode::add;
+    o.key = "b";
+    o.value = "client";
+    BOOST_CHECK(s->execute(o).st == status::stored);
+  }
+  BOOST_CHECK(do_delete(*s, "b").st == status::deleted);
+  BOOST_CHECK(copy_of("b", store_mode::set) == status::stored);  // replication: newer state
+  // The cluster's own removes (uncounted: a past owner's copy dropped after a write
+  // elsewhere) note nothing: a copy of the current item is welcome after them.
+  {
+    op o;
+    o.kind = op_kind::remove;
+    o.key = "u";
+    o.counted = false;
+    BOOST_CHECK(s->execute(o).st == status::not_found);
+  }
+  BOOST_CHECK(copy_of("u", store_mode::add) == status::stored);
+  // md I keeps the item (stale): no delete noted.
+  do_set(*s, "i", "v");
+  {
+    op o;
+    o.kind = op_kind::remove;
+    o.key = "i";
+    o.invalidate = true;
+    BOOST_CHECK(s->execute(o).st == status::deleted);
+  }
+  BOOST_CHECK(do_delete(*s, "x").st == status::not_found);
+  clk.advance(10);
+  BOOST_CHECK(copy_of("x", store_mode::add) == status::not_stored);  // (10 s: still)
+  clk.advance(1);
+  BOOST_CHECK(copy_of("x", store_mode::add) == status::stored);  // forgotten
+  BOOST_CHECK(copy_of("a", store_mode::add) == status::stored);
+  BOOST_CHECK(copy_of("i", store_mode::add) == status::not_stored);  // (it is there, stale)
+
+  // flush_all: every key, for the guard's time.
+  {
+    op f;
+    f.kind = op_kind::flush;
+    BOOST_CHECK(s->execute(f).st == status::ok);
+  }
+  BOOST_CHECK(copy_of("never-deleted", store_mode::add) == status::not_stored);
+  clk.advance(11);
+  BOOST_CHECK(copy_of("never-deleted", store_mode::add) == status::stored);
+
+  // Off again: forgotten at once.
+  BOOST_CHECK(do_delete(*s, "y").st == status::not_found);
+  s->guard_copies(0);
+  BOOST_CHECK(copy_of("y", store_mode::add) == status::stored);
+}
+
+// At most 65,536 deletes are noted: the oldest go first, the newest still refuse copies.
+BOOST_AUTO_TEST_CASE(the_deletes_a_guard_notes_are_bounded) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  s->guard_copies(10);
+  do_set(*s, "src", "v");
+  const result src = do_get(*s, "src");
+  for (int i = 0; i < 70000; ++i)
+    do_delete(*s, "d" + std::to_string(i));
+  auto copy = [&](const std::string& k) {
+    op o = item_copy(k, src, store_mode::add);
+    return s->execute(o).st;
+  };
+  BOOST_CHECK(copy("d69999") == status::not_stored);
+  BOOST_CHECK(copy("d4464") == status::not_stored);  // the oldest of the 65,536 kept
+  BOOST_CHECK(copy("d4463") == status::stored);      // (forgotten: over the bound)
+  BOOST_CHECK(copy("d10") == status::stored);
+}
+
 // Other erasures between two steps (deletes, expiry, eviction) shift entries back across the
 // cursor: none may escape the pass. Many shards (each keys its index hash afresh), the index
 // near its 80 % load (long runs of entries); without the cursor's step back 8 of 50 rounds'
