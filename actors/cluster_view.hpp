@@ -66,6 +66,9 @@ struct cluster_view {
   // R > 1: after a ring change the shards copy their items to the keys' new owners
   // (actors/storage_shard.hpp, re-replication); off: new owners only warm on a miss.
   bool rereplicate = true;
+  // The longest a call between members may take (queued_limit_factor RPC timeouts): a copy
+  // (warming's, re-replication's) lands at most this long after its read.
+  uint64_t call_limit_ms = 30000;
   // Started with --join and not joined yet (no seed answered, no other member seen, for at
   // most service::join_wait_ms): the ring holds this node alone, so a key placed by it would
   // land here and be lost (or an older copy at its owner served) once the node joins. Client

@@ -69,18 +69,15 @@ caf::behavior storage_shard::make_behavior() {
     [this](result_atom, uint64_t tag, storage::result_batch& rs) {
       if ((tag & copy_tag_bit) != 0) {
         const uint64_t n = tag & ~copy_tag_bit;
-        if (n <= copy_.first_tag || n > copy_tag_ || copy_unanswered_ == 0)
-          return;  // (a batch of a pass restarted since)
-        --copy_unanswered_;
         auto sent = std::find_if(copy_sent_.begin(), copy_sent_.end(),
                                  [&](const sent_copies& b) { return b.tag == n; });
-        if (sent != copy_sent_.end()) {
-          for (size_t i = 0; i < sent->keys.size(); ++i)
-            if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
-                rs[i].st == storage::status::not_sent)
-              retry_copy(std::move(sent->keys[i]), sent->to);
-          copy_sent_.erase(sent);
-        }
+        if (sent == copy_sent_.end())
+          return;  // (a batch of a pass restarted since, or given up on at its wait)
+        for (size_t i = 0; i < sent->keys.size(); ++i)
+          if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
+              rs[i].st == storage::status::not_sent)
+            retry_copy(std::move(sent->keys[i]), sent->to);
+        copy_sent_.erase(sent);
         if (copy_waits_) {
           copy_waits_ = false;
           send(this, prune_step_atom::value, prune_gen_);
@@ -110,8 +107,7 @@ caf::behavior storage_shard::make_behavior() {
       for (auto& b : copy_sent_)
         for (auto& k : b.keys)
           retry_copy(std::move(k), b.to);
-      copy_sent_.clear();
-      copy_unanswered_ = 0;
+      copy_sent_.clear();  // (their answers, if they still come, are not looked at)
       copy_waits_ = false;
       send(this, prune_step_atom::value, prune_gen_);
     },
@@ -123,12 +119,15 @@ caf::behavior storage_shard::make_behavior() {
       copy_.to.reset();
       // Copies (warming's, re-replication's) read elsewhere before a delete here must not
       // land after it: a member notes its deletes (storage::shard::guard_copies).
-      shard_->guard_copies(v && v->ring && v->ring->size() > 1 ? copy_guard_s : 0);
+      shard_->guard_copies(v && v->ring && v->ring->size() > 1 ? copy_guard_s(*v) : 0);
       if (!v || !v->ring || v->ring->empty() || !v->ring->find(v->self_name)) {
         ring_has_dead_ = false;
         copied_ring_.reset();  // (a view that names it again starts from that one)
         placed_now_.reset();
         placed_before_.reset();
+        copy_queue_.clear();
+        copy_sent_.clear();
+        copy_retry_.clear();
         return;  // (not a member: nothing to go by)
       }
       note_comebacks(*v);
@@ -175,8 +174,7 @@ caf::behavior storage_shard::make_behavior() {
 void storage_shard::start_prune() {
   prune_recent_ = 0;
   copy_queue_.clear();
-  copy_unanswered_ = 0;  // (answers to batches sent before are not waited for)
-  copy_sent_.clear();
+  copy_sent_.clear();  // (answers to batches sent before are not waited for)
   copy_retry_.clear();
   copy_retry_round_ = 0;
   copy_waits_ = false;
@@ -199,14 +197,14 @@ void storage_shard::prune_step(uint64_t gen) {
     delayed_send(this, answer_wait, copy_wait_atom::value, gen, copy_tag_);
   };
   if (copy_.to && !copy_queue_.empty()) {
-    if (copy_unanswered_ >= max_copy_batches)
+    if (copy_sent_.size() >= max_copy_batches)
       return wait_for_answers();
     send_copies();
     send(this, prune_step_atom::value, gen);
     return;
   }
   if (copy_.to && copy_.scanned) {
-    if (copy_unanswered_ > 0)
+    if (!copy_sent_.empty())
       return wait_for_answers();
     if (!copy_retry_.empty()) {
       if (copy_retry_round_ < copy_retries) {
@@ -315,6 +313,20 @@ void storage_shard::end_pass(uint64_t gen) {
 
 void storage_shard::plan_copies(const cluster_view& v) {
   copy_ = copy_pass{};
+  // A node joining (its ring of itself alone until a seed answers) owns nothing it may copy:
+  // it may hold, from --data-dir, old copies of keys deleted at their owners meanwhile.
+  if (v.joining)
+    return;
+  // Back from the dead (a pause, a partition: the view warms from a ring without it that is
+  // not its join's): the others served its keys meanwhile, and what it holds may be older
+  // than their copies, or deleted there, so it sends nothing from before; they send to it.
+  for (const auto& p : v.past)
+    if (auto id = p.ring ? p.ring->find(v.self_name) : std::nullopt;
+        (!id || !p.ring->member(*id).alive) && p.joining != v.self_name) {
+      placed_now_ = copied_ring_ = v.ring;
+      placed_before_.reset();
+      return;
+    }
   // The placement before the current one: this node held its keys as their owner until now.
   if (!placed_now_ || placed_now_->placement() != v.ring->placement())
     placed_before_ = placed_now_;
@@ -420,7 +432,6 @@ void storage_shard::send_copies() {
   }
   for (auto& [id, batch] : out) {
     copied_ += batch.size();
-    ++copy_unanswered_;
     sent_copies sent{++copy_tag_, id, {}};
     sent.keys.reserve(batch.size());
     for (const auto& o : batch)

@@ -52,10 +52,13 @@
 //                               per batch; a copy answered unavailable is sent again a few
 //                               times. So after a kill -9 the survivors restore R copies of
 //                               the dead node's keys, and a node back from a restart gets the
-//                               keys it owns again, read or not. Not covered: a delete that
-//                               reaches the new owner (or its replica) before a copy read just
-//                               before it (the copy brings the key back there); a node whose
-//                               copy is older than the owner's does not replace it (an add).
+//                               keys it owns again, read or not. A node joining, or back
+//                               from the dead (a pause, a partition), sends nothing it held
+//                               before (its items may be older than the owners'). A copy is refused at
+//                               a node that deleted its key lately (storage::shard::
+//                               guard_copies, on for members: copy_guard_s). A view that
+//                               changes no owner still restarts the pass, which then sends
+//                               its copies again (adds: no harm, but traffic).
 // Ownership: the actor owns the shard; pinned slices in results keep segments alive on
 // whatever thread holds them.
 #pragma once
@@ -66,6 +69,7 @@
 #include "actors/loop_actor.hpp"
 #include "cluster/ring.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -162,7 +166,9 @@ private:
   bool ring_has_dead_ = false;  // the view's ring lists a dead member with points
 
   // -- re-replication (R > 1): copies of items to the owners a ring change gave them ----
-  static constexpr size_t max_copy_batches = 4;          // unanswered, per shard
+  /// Batches sent and not answered, per shard: the pass waits at this many (one read of the
+  /// queue sends a batch per owner, so up to this + R - 2).
+  static constexpr size_t max_copy_batches = 4;
   static constexpr size_t copy_batch_bytes = 4u << 20;   // values per read of the queue
   static constexpr size_t copy_batch_keys = 512;         // keys per read of the queue
   /// A copy an owner did not take (unavailable) is sent again after 0.2, 0.4, 0.8, 1.6 and
@@ -172,8 +178,11 @@ private:
   static constexpr uint64_t copy_retry_ms = 100;
   static constexpr size_t max_copy_retries = 65536;
   /// How long a delete here refuses copies of its key (storage::shard::guard_copies): a copy
-  /// lands at most an RPC timeout (default 2 s) after the read it carries.
-  static constexpr uint32_t copy_guard_s = 10;
+  /// lands at most cluster_view::call_limit_ms (30 s by default) after the read it carries;
+  /// at least 10 s, at most a day.
+  static uint32_t copy_guard_s(const cluster_view& v) {
+    return static_cast<uint32_t>(std::clamp<uint64_t>((v.call_limit_ms + 999) / 1000, 10, 86400));
+  }
   /// The placement whose new owners got their copies: the first ring this node was in, then
   /// the ring of each pass that sent every copy and had every one answered.
   std::shared_ptr<const cluster::ring> copied_ring_;
@@ -201,11 +210,10 @@ private:
     cluster::ring::member_id to = 0;
     std::vector<std::string> keys;
   };
-  std::vector<sent_copies> copy_sent_;
+  std::vector<sent_copies> copy_sent_;  // the batches not answered yet
   std::deque<copy_job> copy_retry_;
   unsigned copy_retry_round_ = 0;
   uint64_t copy_tag_ = 0;
-  size_t copy_unanswered_ = 0;
   bool copy_waits_ = false;
   uint64_t copied_ = 0;        // copies sent (stat cluster_rereplicated_items)
   uint64_t copy_failed_ = 0;   // passes redone for a copy not taken (cluster_rereplicate_redone)

@@ -2172,6 +2172,7 @@ void service::impl::rebuild(bool force) {
   view->router = router;
   view->wait_replicas = cfg.wait_replicas;
   view->rereplicate = cfg.rereplicate;
+  view->call_limit_ms = uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms;
   // The ring replaced now is warmed from for a window; so are the past rings whose windows
   // still run (newest first), so that keys moved by several changes in a row (a rolling
   // restart, two joins) are still found where they were.

@@ -340,8 +340,8 @@ struct shard::impl {
     forget_deletions(now);
   }
   bool deleted_lately(std::string_view key) {
-    if (guard_flushed_at != 0 && now < guard_flushed_at + guard_s)
-      return true;
+    if (guard_flushed_at != 0 && now < guard_flushed_at + guard_s + 1)
+      return true;  // (+ 1: whole seconds; a moment before the next one counts as this one)
     forget_deletions(now);
     auto it = deleted_at.find(guard_hash(key));
     return it != deleted_at.end() && now < it->second + guard_s + 1;
