@@ -634,12 +634,8 @@ BOOST_AUTO_TEST_CASE(a_dead_nodes_keys_get_their_second_copy_back) {
 
   std::vector<node*> survivors{ns[0], ns[1]};
   const long before = sum_items(survivors);  // (the keys n3 shared with one of them: 2000)
-  c.kill9(*ns[2]);
   auto t_kill = clock_type::now();
-  BOOST_REQUIRE(wait_until(
-    [&] { return member_states(ns[0]->rpc_port)["n3"] == "dead" &&
-                 member_states(ns[1]->rpc_port)["n3"] == "dead"; },
-    5000ms, 20ms));
+  kill9_until_dead(c, *ns[2], survivors);
   const double detected = seconds_since(t_kill);
   const bool copied = wait_until([&] { return sum_items(survivors) >= 6000; }, 10000ms, 50ms);
   report("kill -9 n3: dead everywhere after " + fmt(detected) + " s; n1 + n2 hold " +
@@ -657,9 +653,7 @@ BOOST_AUTO_TEST_CASE(a_dead_nodes_keys_get_their_second_copy_back) {
                  6000 - before);
 
   // A second kill -9: n1 alone holds every key.
-  c.kill9(*ns[1]);
-  BOOST_REQUIRE(
-    wait_until([&] { return member_states(ns[0]->rpc_port)["n2"] == "dead"; }, 5000ms, 20ms));
+  kill9_until_dead(c, *ns[1], {ns[0]});
   auto r = read_all(ns[0]->port, keys);
   report("after a second kill -9 (n2), read through n1: " + std::to_string(r.hits) + " hits, " +
          std::to_string(r.misses) + " misses, " + std::to_string(r.wrong) + " wrong");
@@ -677,9 +671,7 @@ BOOST_AUTO_TEST_CASE(a_restarted_node_gets_its_keys_back_before_they_are_read) {
   BOOST_REQUIRE_EQUAL(set_all(ns[1]->port, keys), keys.size());
   BOOST_REQUIRE(wait_until([&] { return sum_items(ns) >= 6000; }, 5000ms, 50ms));
 
-  c.kill9(*ns[0]);
-  BOOST_REQUIRE(
-    wait_until([&] { return member_states(ns[1]->rpc_port)["n1"] == "dead"; }, 5000ms, 20ms));
+  kill9_until_dead(c, *ns[0], {ns[1]});
   // Written while n1 is away: n2 alone holds these.
   auto later = make_keys("back-later-", 500);
   BOOST_REQUIRE_EQUAL(set_all(ns[1]->port, later), later.size());
@@ -694,9 +686,7 @@ BOOST_AUTO_TEST_CASE(a_restarted_node_gets_its_keys_back_before_they_are_read) {
   BOOST_CHECK_MESSAGE(copied, "n1 did not get the keys it owns back");
   BOOST_CHECK_EQUAL(stat_of(*ns[0], "get_hits") + stat_of(*ns[0], "get_misses"), 0);
 
-  c.kill9(*ns[1]);
-  BOOST_REQUIRE(
-    wait_until([&] { return member_states(ns[0]->rpc_port)["n2"] == "dead"; }, 5000ms, 20ms));
+  kill9_until_dead(c, *ns[1], {ns[0]});
   for (const auto* set : {&keys, &later}) {
     auto r = read_all(ns[0]->port, *set);
     report("n2 killed too: read " + std::to_string(set->size()) + " keys through n1: " +
