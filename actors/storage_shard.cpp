@@ -180,7 +180,6 @@ void storage_shard::start_prune() {
   copy_waits_ = false;
   copy_.failed = false;
   copy_.scanned = false;
-  copy_.first_tag = copy_tag_;
   prune_since_ = storage::system_clock_seconds() - prune_untouched_s;
   shard_->begin_prune();
   send(this, prune_step_atom::value, prune_gen_);

@@ -196,7 +196,6 @@ private:
     std::vector<caf::actor> dests;  // by member id of `to`: peer actors of live members
     bool failed = false;            // a copy not taken after its retries
     bool scanned = false;           // the prune pass visited every slot
-    uint64_t first_tag = 0;         // this pass's batches have higher tags
   };
   copy_pass copy_;
   struct copy_job {
