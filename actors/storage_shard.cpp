@@ -351,8 +351,6 @@ void storage_shard::plan_copies(const cluster_view& v) {
         ids[i] = *id;
     return ids;
   };
-  copy_.copied = copied_ring_;
-  copy_.before = placed_before_;
   copy_.to = v.ring;
   copy_.before_self = *before_self;
   copy_.copied_id = ids_in_now(*copied_ring_);
@@ -369,11 +367,11 @@ bool storage_shard::want_copy(std::string_view key, uint64_t h) {
     now[cluster_view::max_replicas];
   // Only a node that owned the key in the placement before this one sends it: it took the
   // key's writes until now, where a node that owned it earlier may hold an older value.
-  const size_t nb = copy_.before->live_owner_ids(h, prune_replicas_, before);
+  const size_t nb = placed_before_->live_owner_ids(h, prune_replicas_, before);
   if (std::find(before, before + nb, copy_.before_self) == before + nb)
     return false;
   const size_t nn = copy_.to->live_owner_ids(h, prune_replicas_, now);
-  const size_t nc = copy_.copied->live_owner_ids(h, prune_replicas_, copied);
+  const size_t nc = copied_ring_->live_owner_ids(h, prune_replicas_, copied);
   auto among = [](const id_t* ids, size_t n, const std::vector<int64_t>& in_now, id_t who) {
     for (size_t i = 0; i < n; ++i)
       if (ids[i] < in_now.size() && in_now[ids[i]] == int64_t(who))

@@ -190,7 +190,9 @@ private:
   /// owner, a warming window's end, leave both).
   std::shared_ptr<const cluster::ring> placed_now_, placed_before_;
   struct copy_pass {
-    std::shared_ptr<const cluster::ring> copied, before, to;  // to null: no copies this pass
+    // The ring copied to (null: no copies this pass); copied from: copied_ring_ and
+    // placed_before_, which change only when a view plans a new pass.
+    std::shared_ptr<const cluster::ring> to;
     cluster::ring::member_id before_self = 0;
     std::vector<int64_t> copied_id, before_id;  // by member id there: the id in `to`, or -1
     std::vector<caf::actor> dests;  // by member id of `to`: peer actors of live members
