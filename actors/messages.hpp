@@ -56,6 +56,11 @@ using apply_atom = caf::atom_constant<caf::atom("apply")>;
 /// (replicated_atom, tag, bool all_acknowledged) — for writes that wait for every replica.
 using replicate_atom = caf::atom_constant<caf::atom("replicate")>;
 using replicated_atom = caf::atom_constant<caf::atom("replicated")>;
+/// (settle_atom, uint64_t tag) to the replicator: the sender receives (replicated_atom, tag,
+/// true) once the replicator has nothing queued, in flight or waiting for a retry (at once
+/// when idle), or (replicated_atom, tag, false) if it quits first. How a stopping node hands
+/// its writes to their other owners before it leaves.
+using settle_atom = caf::atom_constant<caf::atom("settle")>;
 /// A peer actor receives (exec_atom, tag, op_batch) exactly like a storage shard and answers
 /// (result_atom, tag, result_batch); results of an unreachable node have status unavailable.
 

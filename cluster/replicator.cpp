@@ -70,7 +70,12 @@ public:
         start(std::move(keys), 0, caf::actor_cast<caf::actor>(current_sender()), tag);
       },
       [this](retry_atom, std::vector<std::string>& keys, uint32_t retries) {
+        --retries_waiting_;
         start(std::move(keys), retries, {}, 0);
+      },
+      [this](actors::settle_atom, uint64_t tag) {
+        settle_waiters_.emplace_back(caf::actor_cast<caf::actor>(current_sender()), tag);
+        settle_check();
       },
       [this](actors::result_atom, uint64_t tag, storage::result_batch& rs) {
         on_result(tag, rs);
@@ -83,6 +88,9 @@ public:
     for (auto& [id, j] : jobs_)
       if (j.waiter)
         send(j.waiter, actors::replicated_atom::value, j.waiter_tag, false);
+    for (auto& [waiter, tag] : settle_waiters_)
+      send(waiter, actors::replicated_atom::value, tag, false);
+    settle_waiters_.clear();
     jobs_.clear();
     tags_.clear();
     routes_.clear();
@@ -136,11 +144,13 @@ private:
     if (keys.empty() || !v || !v->ring || v->replicas <= 1) {
       if (waiter)
         send(waiter, actors::replicated_atom::value, tag, true);  // no other owner to wait for
+      settle_check();
       return;
     }
     if (cfg_.shards.empty()) {
       if (waiter)
         send(waiter, actors::replicated_atom::value, tag, false);
+      settle_check();
       return;
     }
     uint64_t id = next_job_++;
@@ -433,10 +443,22 @@ private:
       uint64_t delay = replicate_backoff_ms;
       for (unsigned a = j.retries; a < replicate_retries; ++a)
         delay *= 3;
+      ++retries_waiting_;
       delayed_send(this, std::chrono::milliseconds(delay), retry_atom::value, std::move(again),
                    j.retries - 1);
     }
     jobs_.erase(id);
+    settle_check();
+  }
+
+  // Answers the settle waiters once nothing is queued, in flight or waiting for a retry.
+  void settle_check() {
+    if (settle_waiters_.empty() || !queue_.empty() || flush_sent_ || !jobs_.empty() ||
+        retries_waiting_ != 0)
+      return;
+    for (auto& [waiter, tag] : settle_waiters_)
+      send(waiter, actors::replicated_atom::value, tag, true);
+    settle_waiters_.clear();
   }
 
   replicator_config cfg_;
@@ -444,6 +466,8 @@ private:
   std::vector<std::string> queue_;  // background keys not yet started
   bool flush_sent_ = false;
   bool ticking_ = false;  // a tick_atom is on its way
+  size_t retries_waiting_ = 0;  // retry_atoms on their way (their backoff runs)
+  std::vector<std::pair<caf::actor, uint64_t>> settle_waiters_;  // (settle_atom) senders, tags
   uint64_t next_job_ = 1;
   uint64_t next_tag_ = 1;
   std::map<uint64_t, job> jobs_;  // by id: the order they started (and read) in

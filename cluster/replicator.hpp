@@ -12,6 +12,10 @@
 //     again after 0.2, 0.6 and 1.8 s, with its state and its owners read again.
 //   - (replicate_atom, keys, tag): the same, once; the sender then gets
 //     (replicated_atom, tag, bool all_acknowledged) — how a write waits for every replica.
+//   - (settle_atom, tag): the sender gets (replicated_atom, tag, true) once nothing is queued,
+//     in flight or waiting out a retry's backoff (at once when idle); false if the replicator
+//     quits first. A stopping node waits for it before it leaves (service::stop), so that the
+//     writes it acknowledged reach their other owners.
 //   - (result_atom, tag, result_batch): answers of the shards, links and peers.
 // What an owner gets is the key's state as this node holds it now (a set with the value,
 // flags, absolute expiry and CAS, or a delete for an absent key), origin replica: the owner

@@ -385,6 +385,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void reap_peers();
   static constexpr uint64_t k_reap_grace_ms = 2000;
   std::map<std::string, uint64_t> unreferenced_since;  // peer_by_name names, now_ms()
+  /// Waits (at most replicate_bound_ms) until the replicator has nothing queued, in flight or
+  /// waiting for a retry, then sets `done`: what this node acknowledged reaches the key's
+  /// other owners before it leaves (stop()).
+  void settle_replication(std::shared_ptr<std::promise<void>> done);
   void begin_leave(std::shared_ptr<std::promise<void>> done);
   kj::Promise<void> leave_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
   void quit_actors();
@@ -2287,6 +2291,24 @@ void service::impl::publish(std::shared_ptr<actors::cluster_view> view) {
                    actors::cluster_view_ptr(std::move(view)));
 }
 
+void service::impl::settle_replication(std::shared_ptr<std::promise<void>> done) {
+  if (!replicator || cfg.replicas <= 1) {
+    done->set_value();
+    return;
+  }
+  uint64_t tag = next_repl_tag++;
+  auto paf = kj::newPromiseAndFulfiller<bool>();
+  repl_pending.emplace(tag, kj::mv(paf.fulfiller));
+  caf::send_as(bridge, replicator, actors::settle_atom::value, tag);
+  uint64_t bound = replicate_bound_ms(cfg.rpc_timeout_ms);
+  tasks->add(paf.promise
+               .exclusiveJoin(timer.afterDelay(bound * kj::MILLISECONDS).then([this, tag] {
+                 repl_pending.erase(tag);
+                 return false;
+               }))
+               .then([done](bool) { done->set_value(); }));
+}
+
 void service::impl::begin_leave(std::shared_ptr<std::promise<void>> done) {
   handle(members.leave(swim_ms()));
   rebuild();
@@ -2483,6 +2505,13 @@ void service::shutdown(bool announce) {
     return;
   using namespace std::chrono_literals;
   if (announce) {
+    // Writes acknowledged here reach their other owners first, while this node is still a
+    // member they take replicated state from (the node has drained its clients by now).
+    auto settled = std::make_shared<std::promise<void>>();
+    auto settled_fut = settled->get_future();
+    loop_->post([core, settled] { core->settle_replication(settled); });
+    settled_fut.wait_for(std::chrono::milliseconds(
+      replicate_bound_ms(core->cfg.rpc_timeout_ms) + 1000));
     auto done = std::make_shared<std::promise<void>>();
     auto fut = done->get_future();
     loop_->post([core, done] { core->begin_leave(done); });

@@ -156,9 +156,10 @@ public:
   /// "host:port" advertised to the other members.
   std::string rpc_address() const;
 
-  /// Graceful: announce leave (bounded ~1 s), quit the hosted actors, then tear down on the
-  /// KJ thread (cancel task sets, destroy the RPC systems, drain the loop) and join the
-  /// thread. Idempotent.
+  /// Graceful: wait until the replicator has handed the writes acknowledged here to their
+  /// other owners (bounded by replicate_bound_ms; at once when it is idle), announce leave
+  /// (bounded ~1 s), quit the hosted actors, then tear down on the KJ thread (cancel task
+  /// sets, destroy the RPC systems, drain the loop) and join the thread. Idempotent.
   void stop();
   /// Like stop() without the leave announcement: the others find out by failure detection
   /// (a crash, as far as the cluster can tell). For tests and fatal errors.

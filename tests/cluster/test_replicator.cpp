@@ -520,4 +520,58 @@ BOOST_AUTO_TEST_CASE(a_writer_still_waiting_when_the_replicator_stops_is_told_fa
   BOOST_CHECK(!*ok);
 }
 
+// How a stopping node waits for its replication (service::stop): settle is answered at once
+// when nothing is pending, else only once every job, and every retry after its backoff, ended.
+BOOST_AUTO_TEST_CASE(settle_is_answered_once_nothing_is_queued_in_flight_or_to_be_retried) {
+  start();
+  (*self)->send(repl, actors::settle_atom::value, uint64_t(1));
+  auto idle = replicated(1, 1000ms);
+  BOOST_REQUIRE(idle);
+  BOOST_CHECK(*idle);
+  (*self)->send(repl, actors::replicate_atom::value, strings{"k1", "k2"});
+  (*self)->send(repl, actors::settle_atom::value, uint64_t(2));
+  auto read = shard_log.take();
+  BOOST_REQUIRE(read);
+  BOOST_CHECK_MESSAGE(!replicated(2, 100ms), "settled while reading");
+  caf::anon_send(read->sender, result_atom::value, read->tag,
+                 storage::result_batch{hit("v1"), hit("v2")});
+  auto at_a = link_log.take();
+  auto at_b = peer_log.take();
+  BOOST_REQUIRE(at_a && at_b);
+  BOOST_CHECK_MESSAGE(!replicated(2, 100ms), "settled while sending");
+  caf::anon_send(at_a->sender, result_atom::value, at_a->tag,
+                 storage::result_batch{status_of(storage::status::stored),
+                                       status_of(storage::status::unavailable)});
+  caf::anon_send(at_b->sender, result_atom::value, at_b->tag,
+                 storage::result_batch(2, status_of(storage::status::stored)));
+  BOOST_CHECK_MESSAGE(!replicated(2, 100ms), "settled with k2 waiting for its retry");
+  auto again = shard_log.take(5000ms);
+  BOOST_REQUIRE(again);
+  BOOST_CHECK((keys_of(again->ops) == strings{"k2"}));
+  caf::anon_send(again->sender, result_atom::value, again->tag,
+                 storage::result_batch{hit("v2")});
+  for (auto* log : {&link_log, &peer_log}) {
+    auto got = log->take();
+    BOOST_REQUIRE(got);
+    BOOST_CHECK_MESSAGE(!replicated(2, 50ms), "settled before every owner answered the retry");
+    caf::anon_send(got->sender, result_atom::value, got->tag,
+                   storage::result_batch(1, status_of(storage::status::stored)));
+  }
+  auto done = replicated(2, 2000ms);
+  BOOST_REQUIRE(done);
+  BOOST_CHECK(*done);
+  BOOST_CHECK(!shard_log.take(300ms));
+}
+
+BOOST_AUTO_TEST_CASE(a_settle_still_waiting_when_the_replicator_stops_is_told_false) {
+  start();
+  (*self)->send(repl, actors::replicate_atom::value, strings{"w"});
+  (*self)->send(repl, actors::settle_atom::value, uint64_t(5));
+  BOOST_REQUIRE(shard_log.take());  // the read is never answered
+  (*self)->send_exit(repl, caf::exit_reason::user_shutdown);
+  auto ok = replicated(5, 2000ms);
+  BOOST_REQUIRE(ok);
+  BOOST_CHECK(!*ok);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -33,6 +33,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace bifrost::it;
@@ -3230,6 +3231,49 @@ BOOST_AUTO_TEST_CASE(a_node_stopping_for_good_refuses_writes_its_members_send) {
   if ((*rs)[0].st == bifrost::storage::status::stored)
     BOOST_CHECK_MESSAGE(mc_client(ns[0]->port).get("late-write").has_value(),
                         "a write n2 answered stored while stopping was lost");
+}
+
+// A node stopping for good (SIGTERM) first hands the writes it acknowledged to their other
+// owners. Its replicator's queue used to go with it: n1 answered STORED (R = 2, acknowledged
+// after the primary), left and exited with copies to n2 still unsent, and n2, the one owner
+// left, never got them. n2 is stopped (SIGSTOP) during the writes and n1's SIGTERM, and
+// continued once n1's leave would have ended (it waits up to 1 s), so no copy can get there
+// before n1 decides to exit. 150 values of 64 KiB: more than the sockets between them buffer.
+BOOST_AUTO_TEST_CASE(a_stopping_primary_hands_its_writes_to_the_other_owners_first) {
+  cluster c;
+  logs_on_failure guard{c};
+  // n2 is neither declared dead while stopped nor are n1's calls to it given up on.
+  auto ns = start_cluster(c, 2, 2, 5000ms,
+                          {"--swim-suspicion-timeout", "10000", "--rpc-timeout", "5000"});
+  auto keys = keys_owned_by(*ns[0], "n1", "handover-", 150);
+  std::vector<std::pair<std::string, std::string>> kv;
+  for (const auto& k : keys)
+    kv.emplace_back(k, value_for(k) + std::string(64 * 1024, 'h'));
+  BOOST_REQUIRE(stop_node(ns[1]->pid));
+  {
+    mc_client m(ns[0]->port, 10s);
+    auto replies = m.set_pipelined(kv);
+    BOOST_REQUIRE_EQUAL(std::count(replies.begin(), replies.end(), "STORED"),
+                        static_cast<long>(kv.size()));
+  }
+  auto t0 = clock_type::now();
+  BOOST_REQUIRE_EQUAL(::kill(ns[0]->pid, SIGTERM), 0);
+  std::this_thread::sleep_for(1800ms);
+  ::kill(ns[1]->pid, SIGCONT);
+  BOOST_REQUIRE_MESSAGE(wait_until([&] { return c.reap(*ns[0]); }, 15000ms, 20ms),
+                        "n1 did not exit within 15 s of its SIGTERM");
+  report("n1 exited " + fmt(seconds_since(t0)) + " s after its SIGTERM (n2 continued at 1.8 s)");
+  BOOST_CHECK(WIFEXITED(ns[0]->exit_status) && WEXITSTATUS(ns[0]->exit_status) == 0);
+  BOOST_REQUIRE(wait_until([&] { return member_states(ns[1]->rpc_port)["n1"] != "alive"; },
+                           5000ms, 50ms));
+  mc_client m(ns[1]->port, 10s);
+  size_t held = 0;
+  for (size_t i = 0; i < kv.size(); ++i) {
+    auto v = m.get(kv[i].first);
+    held += v && *v == kv[i].second;
+  }
+  BOOST_CHECK_MESSAGE(held == kv.size(), "n2 holds " << held << " of the " << kv.size()
+                                                     << " writes n1 acknowledged");
 }
 
 BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
