@@ -327,8 +327,18 @@ void storage_shard::plan_copies(const cluster_view& v) {
       return;
     }
   // The placement before the current one: this node held its keys as their owner until now.
-  if (!placed_now_ || placed_now_->placement() != v.ring->placement())
+  // Members that restarted unnoticed (restarted_from: that placement with them dead) hold none
+  // of their copies: as after their death and return, the owners that stay send them. (And
+  // the copies made for that placement were made for them too.)
+  if (v.restarted_from && v.restarted_from != restart_seen_ && placed_now_ &&
+      v.restarted_from->find(v.self_name)) {
+    restart_seen_ = v.restarted_from;
+    if (copied_ring_ && copied_ring_->placement() == placed_now_->placement())
+      copied_ring_ = v.restarted_from;
+    placed_before_ = v.restarted_from;
+  } else if (!placed_now_ || placed_now_->placement() != v.ring->placement()) {
     placed_before_ = placed_now_;
+  }
   placed_now_ = v.ring;
   const uint32_t r = std::clamp<uint32_t>(v.replicas, 1, cluster_view::max_replicas);
   if (r < 2 || !v.rereplicate)

@@ -52,7 +52,10 @@
 //                               per batch; a copy answered unavailable is sent again a few
 //                               times. So after a kill -9 the survivors restore R copies of
 //                               the dead node's keys, and a node back from a restart gets the
-//                               keys it owns again, read or not. A node joining, or back
+//                               keys it owns again, read or not; also one that restarted
+//                               before anyone had it dead (no owner changed): the view names
+//                               the ring before with it dead (cluster_view::restarted_from),
+//                               which then counts as the placement before. A node joining, or back
 //                               from the dead (a pause, a partition), sends nothing it held
 //                               before (its items may be older than the owners'). A copy is refused at
 //                               a node that deleted its key lately (storage::shard::
@@ -189,6 +192,8 @@ private:
   /// The ring of the current placement, and of the one before it (views that change no
   /// owner, a warming window's end, leave both).
   std::shared_ptr<const cluster::ring> placed_now_, placed_before_;
+  /// The last cluster_view::restarted_from acted on (views copied from it still carry it).
+  std::shared_ptr<const cluster::ring> restart_seen_;
   struct copy_pass {
     // The ring copied to (null: no copies this pass); copied from: copied_ring_ and
     // placed_before_, which change only when a view plans a new pass.

@@ -23,6 +23,8 @@ struct MemberInfo {
   state @4 :MemberState;
   weight @5 :UInt32;
   stateAgeMs @6 :UInt64;    # dead, left: how long the sender has held that state (0 = now)
+  instance @7 :UInt64;      # drawn by the member's process at start: another one under the
+                            # same name is a restart (0 = not known)
 }
 
 # One SWIM protocol message (cluster/membership.hpp). Updates are piggybacked gossip.

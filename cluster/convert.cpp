@@ -268,6 +268,7 @@ void to_rpc(const member_update& u, rpc::MemberInfo::Builder b) {
   b.setState(to_rpc(u.state));
   b.setWeight(u.weight);
   b.setStateAgeMs(u.age_ms);
+  b.setInstance(u.instance);
 }
 
 void to_rpc(const member_info& i, rpc::MemberInfo::Builder b) {
@@ -277,6 +278,7 @@ void to_rpc(const member_info& i, rpc::MemberInfo::Builder b) {
   b.setIncarnation(i.incarnation);
   b.setState(to_rpc(i.state));
   b.setWeight(i.weight);
+  b.setInstance(i.instance);
 }
 
 void to_rpc(const ring_member& m, rpc::MemberInfo::Builder b) {
@@ -295,6 +297,7 @@ member_update from_rpc(rpc::MemberInfo::Reader r) {
   u.state = from_rpc(r.getState());
   u.weight = r.getWeight();
   u.age_ms = r.getStateAgeMs();
+  u.instance = r.getInstance();
   return u;
 }
 

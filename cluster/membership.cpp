@@ -38,6 +38,7 @@ const char* to_string(event_kind k) noexcept {
     case event_kind::dead: return "dead";
     case event_kind::left: return "left";
     case event_kind::updated: return "updated";
+    case event_kind::restarted: return "restarted";
     case event_kind::forgotten: return "forgotten";
   }
   return "?";
@@ -69,7 +70,7 @@ membership::membership(local_member self, membership_config cfg, uint64_t now_ms
   if (cfg_.gossip_interval_ms == 0) cfg_.gossip_interval_ms = 1;
   record me;
   me.info = member_info{self_, address_, std::move(self.client_address), self.weight, 0,
-                        member_state::alive, now_ms};
+                        member_state::alive, now_ms, self.instance};
   members_.emplace(self_, std::move(me));
   // A random phase so that nodes started together do not probe in lockstep.
   next_probe_ms_ = now_ms + rand_below(cfg_.probe_interval_ms);
@@ -93,7 +94,9 @@ uint64_t membership::incarnation() const noexcept {
 }
 
 member_update membership::to_update(const member_info& i) {
-  return member_update{i.name, i.address, i.client_address, i.weight, i.incarnation, i.state};
+  member_update u{i.name, i.address, i.client_address, i.weight, i.incarnation, i.state};
+  u.instance = i.instance;
+  return u;
 }
 
 member_update membership::self_update() const {
@@ -443,8 +446,8 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
       return;
     }
     record r;
-    r.info = member_info{u.name,   u.address,     u.client_address,
-                         u.weight, u.incarnation, u.state, since};
+    r.info = member_info{u.name,   u.address,     u.client_address, u.weight,
+                         u.incarnation, u.state, since,         u.instance};
     it = members_.emplace(u.name, std::move(r)).first;
     if (probe_eligible(u.state)) {
       order_insert(u.name);
@@ -468,10 +471,19 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
   c.incarnation = u.incarnation;
   c.state = u.state;
   c.state_since_ms = since;
+  // Another process under its name, while we had it alive (or suspect): it restarted before
+  // failure detection noticed. (From dead or left, its return is a change of state anyway.)
+  const bool restarted = u.instance != 0 && prev.instance != 0 && u.instance != prev.instance &&
+                         u.state == member_state::alive &&
+                         (prev.state == member_state::alive || prev.state == member_state::suspect);
+  if (u.instance != 0)
+    c.instance = u.instance;
   enqueue(u);
   if (probe_eligible(prev.state) && !probe_eligible(c.state)) order_remove(c.name);
   if (!probe_eligible(prev.state) && probe_eligible(c.state)) order_insert(c.name);
-  if (c.state != prev.state) {
+  if (restarted) {
+    emit(event_kind::restarted, c, out);
+  } else if (c.state != prev.state) {
     switch (c.state) {
       case member_state::alive: emit(event_kind::alive_again, c, out); break;
       case member_state::suspect: emit(event_kind::suspect, c, out); break;
@@ -491,7 +503,8 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
   member_info& me = members_.find(self_)->second.info;
   if (u.incarnation < me.incarnation) return;  // stale: our newer alive will win everywhere
   if (u.state == member_state::alive && u.incarnation == me.incarnation &&
-      u.address == me.address && u.client_address == me.client_address && u.weight == me.weight)
+      u.address == me.address && u.client_address == me.client_address &&
+      u.weight == me.weight && (u.instance == 0 || u.instance == me.instance))
     return;  // agrees with us
   if (!name_checked_ && now_ms < name_check_until_ms_ && u.address != address_ &&
       !u.address.empty() &&
@@ -513,8 +526,8 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
       name_check_.pending.push_back(u);
     return;
   }
-  // Someone holds a worse (suspect/dead/left) or foreign (other address: a previous instance)
-  // record of us at >= our incarnation: refute with a higher one.
+  // Someone holds a worse (suspect/dead/left) or foreign (other address or instance: a
+  // process before us) record of us at >= our incarnation: refute with a higher one.
   if (is_gone(u.state)) {
     ++stats_.declared_gone;
     // Just started: in the first message that told us of other members (however late it

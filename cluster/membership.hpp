@@ -101,10 +101,13 @@ struct member_update {
   /// forgets the member at about the same time (membership_config::forget_after_ms). Filled
   /// in when a message leaves (0 from peers that predate it: "just now"). Not compared.
   uint64_t age_ms = 0;
+  /// The process the record is of (local_member::instance; 0 from peers that predate it).
+  uint64_t instance = 0;
 
   bool operator==(const member_update& o) const {
     return name == o.name && address == o.address && client_address == o.client_address &&
-           weight == o.weight && incarnation == o.incarnation && state == o.state;
+           weight == o.weight && incarnation == o.incarnation && state == o.state &&
+           instance == o.instance;
   }
 };
 
@@ -127,6 +130,7 @@ struct member_info {
   uint64_t incarnation = 0;
   member_state state = member_state::alive;
   uint64_t state_since_ms = 0;  ///< local time this record last changed state or incarnation
+  uint64_t instance = 0;        ///< local_member::instance of its process (0: not known)
 };
 
 enum class message_kind : uint8_t {
@@ -169,6 +173,8 @@ enum class event_kind : uint8_t {
   dead,
   left,
   updated,      ///< same state, but its addresses or weight changed
+  restarted,    ///< was alive or suspect, alive now as another process (its instance): a
+                ///< restart before anyone had it dead; it holds none of what it held
   forgotten,    ///< dead or left for forget_after_ms: its record is gone (member() is the last)
 };
 const char* to_string(event_kind k) noexcept;
@@ -218,6 +224,10 @@ struct local_member {
   std::string address;         ///< "host:port" where its RPC server listens
   std::string client_address;  ///< "host:port" of its memcached listener (data links dial it)
   uint32_t weight = 1;         ///< ring weight
+  /// Drawn by each process at start (nonzero): a record of its name with another instance
+  /// is of a process before it. A restart quicker than failure detection changes no state,
+  /// only this (event_kind::restarted). 0: not told (as from peers that predate it).
+  uint64_t instance = 0;
 };
 
 /// Counters for metrics and tests.

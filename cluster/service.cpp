@@ -43,8 +43,12 @@
 #include <future>
 #include <iterator>
 #include <map>
+#include <random>
+#include <set>
 #include <thread>
 #include <unordered_map>
+
+#include <unistd.h>
 
 namespace bifrost::cluster {
 
@@ -55,6 +59,19 @@ using VatId = capnp::rpc::twoparty::VatId;
 // The words that name a refused hello between members whose --replicas differ (in the log
 // and in the exception that breaks the connection).
 constexpr const char* replicas_mismatch = "replicas mismatch";
+
+// A membership instance for this process (local_member::instance): nonzero, and another one
+// at every start (the random device, the clock and the pid, mixed).
+uint64_t draw_instance() {
+  std::random_device rd;
+  uint64_t z = (uint64_t{rd()} << 32) ^ rd() ^
+               static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+               (static_cast<uint64_t>(::getpid()) << 17);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;  // splitmix64's finaliser
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return z != 0 ? z : 1;
+}
 
 uint64_t wall_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -186,7 +203,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     : loop_ref(std::move(l)), loop(*loop_ref), io(i), timer(i.provider->getTimer()), cfg(c), address(std::move(addr)),
       shards(std::move(sh)), route_table(std::move(rt)), stats(std::move(st)),
       started_ms(now_ms()),
-      members(local_member{c.node_name, address, c.client_address, c.weight}, c.swim, swim_ms()),
+      members(local_member{c.node_name, address, c.client_address, c.weight,
+                           c.instance != 0 ? c.instance : draw_instance()},
+              c.swim, swim_ms()),
       listener(kj::mv(lis)), tasks(kj::heap<kj::TaskSet>(*this)) {}
 
   ~impl() noexcept(false) = default;
@@ -447,6 +466,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // Back while it ran, after the others may have had it dead (note_return): the next view
   // warms from the ring without this node (rebuild), which they served its keys by meanwhile.
   bool came_back = false;
+  // Members that restarted before anyone had them dead (event_kind::restarted) since the last
+  // view: the next one names them (cluster_view::restarted_from).
+  std::set<std::string> restarted;
+  std::shared_ptr<const ring> restarted_ring();
   bool duplicate_reported = false;  // on_fatal called for a name held by another node
   bool mismatch_reported = false;   // on_fatal called for a peer with another --replicas
   const uint64_t started_at_ms = wall_ms();  // for replicas_conflict
@@ -1929,6 +1952,15 @@ void service::impl::handle(output&& out) {
   // (A forgotten member was dead or left: no live placement changes, so no new ring and no
   // warming window for it. Its dead points leave the ring at the next change; reap_peers
   // drops what this node kept for it.)
+  for (const auto& e : out.events)
+    if (e.kind == cluster::event_kind::restarted) {
+      restarted.insert(e.member.name);
+      std::fprintf(stderr,
+                   "bifrost cluster: member '%s' restarted before it was found dead (a new "
+                   "process under its name): it holds none of its copies; they are sent to it "
+                   "again\n",
+                   e.member.name.c_str());
+    }
   const bool changed = std::any_of(out.events.begin(), out.events.end(), [](const auto& e) {
     return e.kind != cluster::event_kind::forgotten;
   });
@@ -2119,14 +2151,17 @@ void service::impl::rebuild(bool force) {
   auto rm = members.ring_members();
   std::sort(rm.begin(), rm.end(),
             [](const ring_member& a, const ring_member& b) { return a.name < b.name; });
+  auto restarted_from = restarted_ring();
   if (!force && ring_ && rm == ring_->members()) {
     // The placement stands, but a member may now advertise another memcached address (it
     // restarted with another -p before anyone declared it dead): the data links must dial
-    // the new one. Same ring, same warming window; only the addresses change.
+    // the new one; and one that restarted holds none of its copies (restarted_from). Same
+    // ring, same warming window.
     auto clients = clients_of(*ring_);
-    if (!view_ || clients == view_->clients)
+    if (!view_ || (clients == view_->clients && !restarted_from))
       return;
     auto view = std::make_shared<actors::cluster_view>(*view_);
+    view->restarted_from = std::move(restarted_from);
     view->clients = std::move(clients);
     for (auto& past : view->past)  // warming reads dial the past owners: by name, anew too
       past.clients = clients_of(*past.ring);
@@ -2177,6 +2212,7 @@ void service::impl::rebuild(bool force) {
   view->wait_replicas = cfg.wait_replicas;
   view->rereplicate = cfg.rereplicate;
   view->call_limit_ms = uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms;
+  view->restarted_from = std::move(restarted_from);
   // The ring replaced now is warmed from for a window; so are the past rings whose windows
   // still run (newest first), so that keys moved by several changes in a row (a rolling
   // restart, two joins) are still found where they were.
@@ -2227,6 +2263,29 @@ void service::impl::rebuild(bool force) {
   publish(std::move(view));
 }
 
+// The ring before this view (ring_) with the members that restarted since (and are still
+// members now) dead: the placement their copies were made for, less what they lost. Null when
+// there are none. Forgets them.
+std::shared_ptr<const ring> service::impl::restarted_ring() {
+  if (restarted.empty())
+    return nullptr;
+  auto names = std::move(restarted);
+  restarted.clear();
+  if (!ring_)
+    return nullptr;
+  auto before = ring_->members();
+  bool any = false;
+  for (auto& m : before)
+    if (m.alive && m.name != cfg.node_name && names.count(m.name) != 0) {
+      auto now = members.find(m.name);
+      if (now && now->state != member_state::dead && now->state != member_state::left) {
+        m.alive = false;
+        any = true;
+      }
+    }
+  return any ? ring::build(std::move(before), ++epoch) : nullptr;
+}
+
 void service::impl::end_joining() {
   if (!view_ || !view_->joining || joining_now())
     return;
@@ -2236,6 +2295,7 @@ void service::impl::end_joining() {
                  "asking them\n",
                  cfg.join_wait_ms);
   auto view = std::make_shared<actors::cluster_view>(*view_);
+  view->restarted_from = nullptr;  // (acted on in the view that named it)
   view->joining = false;
   publish(std::move(view));
 }
@@ -2257,6 +2317,7 @@ void service::impl::end_windows() {
   if (first == view_->past.end())
     return;
   auto view = std::make_shared<actors::cluster_view>(*view_);
+  view->restarted_from = nullptr;  // (acted on in the view that named it)
   view->past.resize(static_cast<size_t>(first - view_->past.begin()));
   publish(std::move(view));
 }

@@ -98,6 +98,8 @@ struct service_config {
   /// Mutual TLS on every RPC connection, in and out (cluster/tls.hpp); off when empty.
   tls_options tls;
   uint32_t weight = 1;              ///< ring weight
+  /// This process's membership instance (local_member::instance); 0: drawn at start.
+  uint64_t instance = 0;
   membership_config swim;
   uint32_t rpc_timeout_ms = 2000;   ///< an RPC without progress for this long fails (a
                                     ///< forwarded data call: up to 15 × this while its

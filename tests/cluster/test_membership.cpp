@@ -64,12 +64,13 @@ public:
     start(nodes_.size() - 1, seeds);
     return nodes_.size() - 1;
   }
-  // (Re)starts node i as a fresh instance (incarnation 0), optionally at a new address.
+  // (Re)starts node i as a fresh process (incarnation 0, a new instance), optionally at a new
+  // address.
   void start(size_t i, const std::vector<size_t>& seeds, std::string address = {}) {
     node& n = nodes_[i];
     if (!address.empty()) n.address = address;
-    n.m = std::make_unique<membership>(local_member{n.name, n.address, n.name + ":11211", 1},
-                                       cfg_, now);
+    n.m = std::make_unique<membership>(
+      local_member{n.name, n.address, n.name + ":11211", 1, ++instances_}, cfg_, now);
     n.up = true;
     std::vector<std::string> seed_addresses;
     for (size_t s : seeds) seed_addresses.push_back(nodes_[s].address);
@@ -207,6 +208,7 @@ private:
   std::vector<node> nodes_;
   std::priority_queue<flight, std::vector<flight>, std::greater<flight>> queue_;
   uint64_t order_ = 0;
+  uint64_t instances_ = 0;
   std::set<std::pair<size_t, size_t>> blocked_;
 };
 
@@ -392,6 +394,53 @@ BOOST_AUTO_TEST_CASE(updates_out_of_bounds_are_ignored) {
   out = m.on_message(p, 9);
   BOOST_TEST(out.send.empty());
   BOOST_TEST(m.stats().invalid_updates == 6u);
+}
+
+// A record of a member from another process (instance) than the one we had alive is a
+// restart; one without an instance (a peer that predates it) tells nothing.
+BOOST_AUTO_TEST_CASE(a_record_from_another_instance_of_a_live_member_is_a_restart) {
+  membership m(local_member{"self", "self:7000", "", 1, 11}, membership_config{}, 0);
+  auto b = [](uint64_t inc, member_state s, uint64_t instance) {
+    member_update u = upd("b", inc, s);
+    u.instance = instance;
+    return u;
+  };
+  auto kinds = [](const output& o) {
+    std::vector<event_kind> k;
+    for (const auto& e : o.events) k.push_back(e.kind);
+    return k;
+  };
+  using ev = std::vector<event_kind>;
+  BOOST_TEST((kinds(m.on_message(gossip_of({b(0, member_state::alive, 5)}), 10)) ==
+              ev{event_kind::joined}));
+  BOOST_TEST(kinds(m.on_message(gossip_of({b(1, member_state::suspect, 5)}), 20)).size() == 1u);
+  BOOST_TEST((kinds(m.on_message(gossip_of({b(2, member_state::alive, 6)}), 30)) ==
+              ev{event_kind::restarted}));
+  BOOST_TEST(m.find("b")->instance == 6u);
+  BOOST_TEST(kinds(m.on_message(gossip_of({b(3, member_state::alive, 0)}), 40)).empty());
+  BOOST_TEST(m.find("b")->instance == 6u);
+  BOOST_TEST(kinds(m.on_message(gossip_of({b(4, member_state::alive, 6)}), 50)).empty());
+  // Back from the dead as another process: its return, as before.
+  BOOST_TEST(kinds(m.on_message(gossip_of({b(4, member_state::dead, 6)}), 60)).size() == 1u);
+  BOOST_TEST((kinds(m.on_message(gossip_of({b(5, member_state::alive, 7)}), 70)) ==
+              ev{event_kind::alive_again}));
+}
+
+// A new process under our name hears its predecessor's record, alive at our incarnation and
+// address: it refutes, so that the others learn of the restart.
+BOOST_AUTO_TEST_CASE(a_record_of_us_from_another_instance_is_refuted) {
+  membership m(local_member{"self", "self:7000", "", 1, 11}, membership_config{}, 0);
+  member_update old = upd("self", 0, member_state::alive);
+  old.instance = 10;
+  auto out = m.on_message(gossip_of({old}), 10);
+  BOOST_TEST(m.incarnation() == 1u);
+  BOOST_TEST(m.stats().refutations == 1u);
+  member_update same = upd("self", 1, member_state::alive);
+  same.instance = 11;
+  m.on_message(gossip_of({same}), 20);
+  same.instance = 0;  // (from a peer that predates instances)
+  m.on_message(gossip_of({same}), 30);
+  BOOST_TEST(m.incarnation() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(a_restart_is_told_apart_from_a_flap) {
@@ -978,6 +1027,37 @@ BOOST_AUTO_TEST_CASE(a_restarted_node_rejoins_with_a_higher_incarnation) {
       }
       net.run(net.now + 5000);
       BOOST_TEST(net.views_agree());
+    }
+  }
+}
+
+// Restarted at once (a supervisor), before any probe found it gone: no member has it dead at
+// any time, and every other one learns of the restart.
+BOOST_AUTO_TEST_CASE(a_restart_quicker_than_failure_detection_is_seen_everywhere) {
+  for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
+    sim_net net(seed);
+    start_cluster(net, 5);
+    net.run(3000);
+    BOOST_REQUIRE(net.views_agree());
+    const size_t x = 1 + seed % 4;
+    const std::string xn = net.name(x);
+    const uint64_t t0 = net.now;
+    net.start(x, {0});
+    const uint64_t seen = net.run(t0 + 5000, [&] {
+      return net.count_events(event_kind::restarted, t0) == 4u;
+    });
+    BOOST_TEST_MESSAGE("seed " << seed << ": every member saw the restart " << seen - t0
+                               << " ms after it");
+    BOOST_TEST(seen - t0 < 1000u);
+    net.run(net.now + 3000);
+    BOOST_TEST(net.views_agree());
+    BOOST_TEST(net.count_events(event_kind::restarted, t0) == 4u);
+    for (size_t i = 0; i < 5; ++i) {
+      BOOST_TEST(net.m(i).find(xn)->state == member_state::alive);
+      if (i != x) {
+        BOOST_TEST(net.first_event(i, event_kind::restarted, xn, t0) != 0u);
+        BOOST_TEST(net.first_event(i, event_kind::dead, xn, t0) == 0u);
+      }
     }
   }
 }

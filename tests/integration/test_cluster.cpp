@@ -697,6 +697,47 @@ BOOST_AUTO_TEST_CASE(a_restarted_node_gets_its_keys_back_before_they_are_read) {
   }
 }
 
+// kill -9 and started again at once (a supervisor), before failure detection found it gone:
+// no owner changed, so nothing told the others its copies were gone. They see another process
+// under its name (membership's instance) and copy its keys to it as after a death and a
+// return: with R = 2 every key has two copies again, and a second failure loses none.
+// (Suspicion lasts 3 s here so that the restart beats detection also on a loaded machine.)
+BOOST_AUTO_TEST_CASE(a_node_restarted_before_it_was_found_dead_gets_its_keys_back) {
+  cluster c;
+  logs_on_failure guard{c};
+  const std::vector<std::string> slow_detection = {"--swim-suspicion-timeout", "3000"};
+  auto ns = start_cluster(c, 2, 2, 5000ms, slow_detection);
+  auto keys = make_keys("quick-", 3000);
+  BOOST_REQUIRE_EQUAL(set_all(ns[1]->port, keys), keys.size());
+  BOOST_REQUIRE(wait_until([&] { return sum_items(ns) >= 6000; }, 5000ms, 50ms));
+
+  c.kill9(*ns[0]);
+  node_options o;
+  o.join = {ns[1]->rpc_port};
+  o.replicas = 2;
+  o.extra_args = slow_detection;
+  c.restart(*ns[0], o);
+  auto t_back = clock_type::now();
+  const bool copied =
+    wait_until([&] { return stat_of(*ns[0], "curr_items") >= 3000; }, 10000ms, 50ms);
+  report("n1 restarted empty before n2 found it dead: it holds " +
+         std::to_string(stat_of(*ns[0], "curr_items")) + " items (want 3000) after " +
+         fmt(seconds_since(t_back)) + " s; n2 sent " +
+         std::to_string(stat_of(*ns[1], "cluster_rereplicated_items")) + " copies");
+  BOOST_CHECK_MESSAGE(copied, "n1 did not get the keys it owns back");
+  BOOST_CHECK_EQUAL(stat_of(*ns[0], "get_hits") + stat_of(*ns[0], "get_misses"), 0);
+  BOOST_CHECK_MESSAGE(c.stderr_tail(*ns[1], 20000).find("member 'n1' restarted before it was "
+                                                        "found dead") != std::string::npos,
+                      "n2 did not see n1's restart as such (it had n1 dead first?)");
+
+  kill9_until_dead(c, *ns[1], {ns[0]});
+  auto r = read_all(ns[0]->port, keys);
+  report("n2 killed too: read " + std::to_string(keys.size()) + " keys through n1: " +
+         std::to_string(r.hits) + " hits, " + std::to_string(r.wrong) + " wrong");
+  BOOST_CHECK_EQUAL(r.hits, keys.size());
+  BOOST_CHECK_EQUAL(r.wrong, 0u);
+}
+
 // --------------------------------------------------------------------------------------------
 // --replication-ack all: a STORED write is on every live owner when it is answered, and a write
 // an owner cannot take (it was just killed, not yet declared dead) is not acknowledged.
