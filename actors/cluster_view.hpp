@@ -68,10 +68,10 @@ struct cluster_view {
   bool rereplicate = true;
   // Set in the first view after members restarted before anyone had them dead (a process
   // back under its name within the failure detection window: membership's
-  // event_kind::restarted): the ring before, with them dead. They hold none of the copies
-  // they held; the shards copy to them as after a death and a return (placed_before_ =
-  // this). Null otherwise; a shard acts on each such ring once.
-  std::shared_ptr<const cluster::ring> restarted_from;
+  // event_kind::restarted): their names. They lost the copies they held in memory; the
+  // shards count the copies made without them, so the owners that stay copy to them again.
+  // Null otherwise; a shard acts on each such list once.
+  std::shared_ptr<const std::vector<std::string>> restarted;
   // The longest a call between members may take (queued_limit_factor RPC timeouts): a copy
   // (warming's, re-replication's) lands at most this long after its read.
   uint64_t call_limit_ms = 30000;

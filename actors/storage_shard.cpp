@@ -319,26 +319,41 @@ void storage_shard::plan_copies(const cluster_view& v) {
   // Back from the dead (a pause, a partition: the view warms from a ring without it that is
   // not its join's): the others served its keys meanwhile, and what it holds may be older
   // than their copies, or deleted there, so it sends nothing from before; they send to it.
-  for (const auto& p : v.past)
+  // (The rings after its join's, newest first, are from before it joined: its seed's, which
+  // it warms from too. They lack it without saying anything of its death.)
+  for (const auto& p : v.past) {
+    if (p.joining == v.self_name)
+      break;
     if (auto id = p.ring ? p.ring->find(v.self_name) : std::nullopt;
-        (!id || !p.ring->member(*id).alive) && p.joining != v.self_name) {
+        !id || !p.ring->member(*id).alive) {
       placed_now_ = copied_ring_ = v.ring;
       placed_before_.reset();
       return;
     }
-  // The placement before the current one: this node held its keys as their owner until now.
-  // Members that restarted unnoticed (restarted_from: that placement with them dead) hold none
-  // of their copies: as after their death and return, the owners that stay send them. (And
-  // the copies made for that placement were made for them too.)
-  if (v.restarted_from && v.restarted_from != restart_seen_ && placed_now_ &&
-      v.restarted_from->find(v.self_name)) {
-    restart_seen_ = v.restarted_from;
-    if (copied_ring_ && copied_ring_->placement() == placed_now_->placement())
-      copied_ring_ = v.restarted_from;
-    placed_before_ = v.restarted_from;
-  } else if (!placed_now_ || placed_now_->placement() != v.ring->placement()) {
-    placed_before_ = placed_now_;
   }
+  // Members that restarted unnoticed (v.restarted) lost the copies they held in memory: the
+  // copies made count without them, and when no owner changed, the owners that took the
+  // writes are the current ones, so they send (as after a death and a return).
+  if (v.restarted && v.restarted != restart_seen_ && placed_now_) {
+    restart_seen_ = v.restarted;
+    auto made = copied_ring_ ? copied_ring_ : placed_now_;
+    auto ms = made->members();
+    bool any = false;
+    for (auto& m : ms)
+      if (m.alive && m.name != v.self_name &&
+          std::find(v.restarted->begin(), v.restarted->end(), m.name) != v.restarted->end()) {
+        m.alive = false;
+        any = true;
+      }
+    if (any) {
+      copied_ring_ = cluster::ring::build(std::move(ms), made->epoch());
+      if (placed_now_->placement() == v.ring->placement())
+        placed_before_ = placed_now_;
+    }
+  }
+  // The placement before the current one: this node held its keys as their owner until now.
+  if (!placed_now_ || placed_now_->placement() != v.ring->placement())
+    placed_before_ = placed_now_;
   placed_now_ = v.ring;
   const uint32_t r = std::clamp<uint32_t>(v.replicas, 1, cluster_view::max_replicas);
   if (r < 2 || !v.rereplicate)

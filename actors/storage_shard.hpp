@@ -53,9 +53,10 @@
 //                               times. So after a kill -9 the survivors restore R copies of
 //                               the dead node's keys, and a node back from a restart gets the
 //                               keys it owns again, read or not; also one that restarted
-//                               before anyone had it dead (no owner changed): the view names
-//                               the ring before with it dead (cluster_view::restarted_from),
-//                               which then counts as the placement before. A node joining, or back
+//                               before anyone had it dead (the view names it: cluster_view::
+//                               restarted): the copies made count without it from then on,
+//                               and when no owner changed, the current placement counts as
+//                               the one before (its owners took the writes). A node joining, or back
 //                               from the dead (a pause, a partition), sends nothing it held
 //                               before (its items may be older than the owners'). A copy is refused at
 //                               a node that deleted its key lately (storage::shard::
@@ -192,8 +193,8 @@ private:
   /// The ring of the current placement, and of the one before it (views that change no
   /// owner, a warming window's end, leave both).
   std::shared_ptr<const cluster::ring> placed_now_, placed_before_;
-  /// The last cluster_view::restarted_from acted on (views copied from it still carry it).
-  std::shared_ptr<const cluster::ring> restart_seen_;
+  /// The last cluster_view::restarted acted on (views copied from it may still carry it).
+  std::shared_ptr<const std::vector<std::string>> restart_seen_;
   struct copy_pass {
     // The ring copied to (null: no copies this pass); copied from: copied_ring_ and
     // placed_before_, which change only when a view plans a new pass.

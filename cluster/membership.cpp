@@ -471,27 +471,31 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
   c.incarnation = u.incarnation;
   c.state = u.state;
   c.state_since_ms = since;
-  // Another process under its name, while we had it alive (or suspect): it restarted before
-  // failure detection noticed. (From dead or left, its return is a change of state anyway.)
-  const bool restarted = u.instance != 0 && prev.instance != 0 && u.instance != prev.instance &&
-                         u.state == member_state::alive &&
-                         (prev.state == member_state::alive || prev.state == member_state::suspect);
-  if (u.instance != 0)
+  // Another process under its name, while we had it alive (or suspect), and still is: it
+  // restarted before failure detection noticed. (From dead or left, its return is a change of
+  // state anyway.) News of the process it replaced (gossip still on its way) changes nothing.
+  auto live = [](member_state s) { return s == member_state::alive || s == member_state::suspect; };
+  const bool news = u.instance != 0 && u.instance != prev.instance &&
+                    u.instance != prev.replaced_instance;
+  const bool restarted = news && prev.instance != 0 && live(prev.state) && live(u.state);
+  if (news) {
+    c.replaced_instance = prev.instance;
     c.instance = u.instance;
+  }
   enqueue(u);
   if (probe_eligible(prev.state) && !probe_eligible(c.state)) order_remove(c.name);
   if (!probe_eligible(prev.state) && probe_eligible(c.state)) order_insert(c.name);
-  if (restarted) {
+  if (restarted)
     emit(event_kind::restarted, c, out);
-  } else if (c.state != prev.state) {
+  if (c.state != prev.state) {
     switch (c.state) {
       case member_state::alive: emit(event_kind::alive_again, c, out); break;
       case member_state::suspect: emit(event_kind::suspect, c, out); break;
       case member_state::dead: emit(event_kind::dead, c, out); break;
       case member_state::left: emit(event_kind::left, c, out); break;
     }
-  } else if (c.address != prev.address || c.client_address != prev.client_address ||
-             c.weight != prev.weight) {
+  } else if (!restarted && (c.address != prev.address ||
+                            c.client_address != prev.client_address || c.weight != prev.weight)) {
     // Also for a suspect or dead record: the ring and the data links take addresses from the
     // view, so a member that came back elsewhere must not stay at its old address.
     emit(event_kind::updated, c, out);

@@ -131,6 +131,7 @@ struct member_info {
   member_state state = member_state::alive;
   uint64_t state_since_ms = 0;  ///< local time this record last changed state or incarnation
   uint64_t instance = 0;        ///< local_member::instance of its process (0: not known)
+  uint64_t replaced_instance = 0;  ///< the instance before it: a record of it is stale news
 };
 
 enum class message_kind : uint8_t {
@@ -173,8 +174,9 @@ enum class event_kind : uint8_t {
   dead,
   left,
   updated,      ///< same state, but its addresses or weight changed
-  restarted,    ///< was alive or suspect, alive now as another process (its instance): a
-                ///< restart before anyone had it dead; it holds none of what it held
+  restarted,    ///< was alive or suspect, and still is, as another process (its instance):
+                ///< a restart before anyone had it dead (it lost what it held in memory).
+                ///< Followed by the state's event when that changed too
   forgotten,    ///< dead or left for forget_after_ms: its record is gone (member() is the last)
 };
 const char* to_string(event_kind k) noexcept;

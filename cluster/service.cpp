@@ -467,9 +467,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // warms from the ring without this node (rebuild), which they served its keys by meanwhile.
   bool came_back = false;
   // Members that restarted before anyone had them dead (event_kind::restarted) since the last
-  // view: the next one names them (cluster_view::restarted_from).
+  // view: the next one names them (cluster_view::restarted).
   std::set<std::string> restarted;
-  std::shared_ptr<const ring> restarted_ring();
+  std::shared_ptr<const std::vector<std::string>> restarted_members();
   bool duplicate_reported = false;  // on_fatal called for a name held by another node
   bool mismatch_reported = false;   // on_fatal called for a peer with another --replicas
   const uint64_t started_at_ms = wall_ms();  // for replicas_conflict
@@ -2151,17 +2151,17 @@ void service::impl::rebuild(bool force) {
   auto rm = members.ring_members();
   std::sort(rm.begin(), rm.end(),
             [](const ring_member& a, const ring_member& b) { return a.name < b.name; });
-  auto restarted_from = restarted_ring();
+  auto restarted_now = restarted_members();
   if (!force && ring_ && rm == ring_->members()) {
     // The placement stands, but a member may now advertise another memcached address (it
     // restarted with another -p before anyone declared it dead): the data links must dial
-    // the new one; and one that restarted holds none of its copies (restarted_from). Same
-    // ring, same warming window.
+    // the new one; and one that restarted lost the copies it held (cluster_view::restarted).
+    // Same ring, same warming window.
     auto clients = clients_of(*ring_);
-    if (!view_ || (clients == view_->clients && !restarted_from))
+    if (!view_ || (clients == view_->clients && !restarted_now))
       return;
     auto view = std::make_shared<actors::cluster_view>(*view_);
-    view->restarted_from = std::move(restarted_from);
+    view->restarted = std::move(restarted_now);
     view->clients = std::move(clients);
     for (auto& past : view->past)  // warming reads dial the past owners: by name, anew too
       past.clients = clients_of(*past.ring);
@@ -2212,7 +2212,7 @@ void service::impl::rebuild(bool force) {
   view->wait_replicas = cfg.wait_replicas;
   view->rereplicate = cfg.rereplicate;
   view->call_limit_ms = uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms;
-  view->restarted_from = std::move(restarted_from);
+  view->restarted = std::move(restarted_now);
   // The ring replaced now is warmed from for a window; so are the past rings whose windows
   // still run (newest first), so that keys moved by several changes in a row (a rolling
   // restart, two joins) are still found where they were.
@@ -2263,27 +2263,21 @@ void service::impl::rebuild(bool force) {
   publish(std::move(view));
 }
 
-// The ring before this view (ring_) with the members that restarted since (and are still
-// members now) dead: the placement their copies were made for, less what they lost. Null when
-// there are none. Forgets them.
-std::shared_ptr<const ring> service::impl::restarted_ring() {
+// The members that restarted since the last view (and are still members), for the next one
+// (cluster_view::restarted); null when there are none. Forgets them.
+std::shared_ptr<const std::vector<std::string>> service::impl::restarted_members() {
   if (restarted.empty())
     return nullptr;
-  auto names = std::move(restarted);
+  auto names = std::make_shared<std::vector<std::string>>();
+  for (const auto& name : restarted)
+    if (auto m = members.find(name); m && name != cfg.node_name &&
+                                     m->state != member_state::dead &&
+                                     m->state != member_state::left)
+      names->push_back(name);
   restarted.clear();
-  if (!ring_)
+  if (names->empty())
     return nullptr;
-  auto before = ring_->members();
-  bool any = false;
-  for (auto& m : before)
-    if (m.alive && m.name != cfg.node_name && names.count(m.name) != 0) {
-      auto now = members.find(m.name);
-      if (now && now->state != member_state::dead && now->state != member_state::left) {
-        m.alive = false;
-        any = true;
-      }
-    }
-  return any ? ring::build(std::move(before), ++epoch) : nullptr;
+  return names;
 }
 
 void service::impl::end_joining() {
@@ -2295,7 +2289,7 @@ void service::impl::end_joining() {
                  "asking them\n",
                  cfg.join_wait_ms);
   auto view = std::make_shared<actors::cluster_view>(*view_);
-  view->restarted_from = nullptr;  // (acted on in the view that named it)
+  view->restarted = nullptr;  // (acted on in the view that named them)
   view->joining = false;
   publish(std::move(view));
 }
@@ -2317,7 +2311,7 @@ void service::impl::end_windows() {
   if (first == view_->past.end())
     return;
   auto view = std::make_shared<actors::cluster_view>(*view_);
-  view->restarted_from = nullptr;  // (acted on in the view that named it)
+  view->restarted = nullptr;  // (acted on in the view that named them)
   view->past.resize(static_cast<size_t>(first - view_->past.begin()));
   publish(std::move(view));
 }
@@ -2367,7 +2361,15 @@ void service::impl::settle_replication(std::shared_ptr<std::promise<void>> done)
                  repl_pending.erase(tag);
                  return false;
                }))
-               .then([done](bool) { done->set_value(); }));
+               .then([done, bound](bool settled) {
+                 if (!settled)
+                   std::fprintf(stderr,
+                                "bifrost cluster: stopping: replication to the other owners "
+                                "did not finish within %llu ms (an owner unreachable?); "
+                                "leaving anyway\n",
+                                static_cast<unsigned long long>(bound));
+                 done->set_value();
+               }));
 }
 
 void service::impl::begin_leave(std::shared_ptr<std::promise<void>> done) {
