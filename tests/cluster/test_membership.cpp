@@ -225,6 +225,15 @@ void start_cluster(sim_net& net, size_t n) {
   for (size_t i = 1; i < n; ++i) net.add("node" + std::to_string(i), {0});
 }
 
+// n nodes started together and settled for 3 s, every view agreeing.
+sim_net settled_cluster(uint64_t seed, size_t n) {
+  sim_net net(seed);
+  start_cluster(net, n);
+  net.run(3000);
+  BOOST_REQUIRE(net.views_agree());
+  return net;
+}
+
 // n nodes that forget a member dead or left for forget_ms, settled for 3 s.
 sim_net forgetting_cluster(uint64_t seed, uint64_t forget_ms, size_t n) {
   membership_config cfg;
@@ -1042,10 +1051,7 @@ BOOST_AUTO_TEST_CASE(a_restarted_node_rejoins_with_a_higher_incarnation) {
 // any time, and every other one learns of the restart.
 BOOST_AUTO_TEST_CASE(a_restart_quicker_than_failure_detection_is_seen_everywhere) {
   for (uint64_t seed = 1; seed <= sim_seeds(5); ++seed) {
-    sim_net net(seed);
-    start_cluster(net, 5);
-    net.run(3000);
-    BOOST_REQUIRE(net.views_agree());
+    sim_net net = settled_cluster(seed, 5);
     const size_t x = 1 + seed % 4;
     const std::string xn = net.name(x);
     const uint64_t t0 = net.now;
