@@ -337,6 +337,8 @@ void storage_shard::plan_copies(const cluster_view& v) {
   if (v.restarted && v.restarted != restart_seen_ && placed_now_) {
     restart_seen_ = v.restarted;
     auto made = copied_ring_ ? copied_ring_ : placed_now_;
+    // (A pass for the current placement cut short: its placement before keeps its senders.)
+    const bool all_made = made->placement() == placed_now_->placement();
     auto ms = made->members();
     bool any = false;
     for (auto& m : ms)
@@ -347,7 +349,7 @@ void storage_shard::plan_copies(const cluster_view& v) {
       }
     if (any) {
       copied_ring_ = cluster::ring::build(std::move(ms), made->epoch());
-      if (placed_now_->placement() == v.ring->placement())
+      if (all_made && placed_now_->placement() == v.ring->placement())
         placed_before_ = placed_now_;
     }
   }
@@ -403,9 +405,12 @@ bool storage_shard::want_copy(std::string_view key, uint64_t h) {
         return true;
     return false;
   };
-  bool stays = false;  // an owner before is an owner now
+  // An owner before that holds the copies (one in the placement they were last all made for:
+  // not a member that restarted since) is an owner now.
+  bool stays = false;
   for (size_t i = 0; i < nn && !stays; ++i)
-    stays = among(before, nb, copy_.before_id, now[i]);
+    stays = among(before, nb, copy_.before_id, now[i]) &&
+            among(copied, nc, copy_.copied_id, now[i]);
   if (stays && std::find(now, now + nn, self_) == now + nn)
     return false;  // (an owner that stays one sends it)
   // To each owner now that was not one before, or not one in the placement whose copies were

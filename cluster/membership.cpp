@@ -465,24 +465,33 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
     return;
   }
   const member_info prev = c;
-  c.address = u.address;
-  c.client_address = u.client_address;
-  c.weight = u.weight;
+  // A record of the process a restart replaced (gossip still on its way, at an incarnation the
+  // new one has not passed yet): its incarnation and state count, but the addresses and
+  // weight are the new process's, and it travels on as the new one's.
+  member_update fwd = u;
+  if (u.instance != 0 && u.instance == prev.replaced_instance) {
+    fwd.address = prev.address;
+    fwd.client_address = prev.client_address;
+    fwd.weight = prev.weight;
+    fwd.instance = prev.instance;
+  }
+  c.address = fwd.address;
+  c.client_address = fwd.client_address;
+  c.weight = fwd.weight;
   c.incarnation = u.incarnation;
   c.state = u.state;
   c.state_since_ms = since;
   // Another process under its name, while we had it alive (or suspect), and still is: it
   // restarted before failure detection noticed. (From dead or left, its return is a change of
-  // state anyway.) News of the process it replaced (gossip still on its way) changes nothing.
+  // state anyway.)
   auto live = [](member_state s) { return s == member_state::alive || s == member_state::suspect; };
-  const bool news = u.instance != 0 && u.instance != prev.instance &&
-                    u.instance != prev.replaced_instance;
+  const bool news = fwd.instance != 0 && fwd.instance != prev.instance;
   const bool restarted = news && prev.instance != 0 && live(prev.state) && live(u.state);
   if (news) {
     c.replaced_instance = prev.instance;
-    c.instance = u.instance;
+    c.instance = fwd.instance;
   }
-  enqueue(u);
+  enqueue(fwd);
   if (probe_eligible(prev.state) && !probe_eligible(c.state)) order_remove(c.name);
   if (!probe_eligible(prev.state) && probe_eligible(c.state)) order_insert(c.name);
   if (restarted)

@@ -429,9 +429,22 @@ BOOST_AUTO_TEST_CASE(a_record_from_another_instance_of_a_live_member_is_a_restar
   BOOST_TEST(kinds(m.on_message(gossip_of({b(3, member_state::alive, 0)}), 40)).empty());
   BOOST_TEST(m.find("b")->instance == 6u);
   BOOST_TEST(kinds(m.on_message(gossip_of({b(4, member_state::alive, 6)}), 50)).empty());
-  // Gossip of the process it replaced, still on its way at a higher incarnation: stale news.
-  BOOST_TEST(kinds(m.on_message(gossip_of({b(5, member_state::alive, 5)}), 55)).empty());
+  // Gossip of the process it replaced, still on its way at a higher incarnation (and its
+  // address): stale news, passed on as the new process's.
+  member_update stale = b(5, member_state::alive, 5);
+  stale.address = "b-before:7000";
+  BOOST_TEST(kinds(m.on_message(gossip_of({stale}), 55)).empty());
   BOOST_TEST(m.find("b")->instance == 6u);
+  BOOST_TEST(m.find("b")->address == "b:7000");
+  bool passed_on = false;
+  for (const auto& env : m.tick(1000).send)  // (gossip and probes carry the pending updates)
+    for (const auto& u : env.msg.updates)
+      if (u.name == "b" && u.incarnation == 5) {
+        passed_on = true;
+        BOOST_TEST(u.instance == 6u);
+        BOOST_TEST(u.address == "b:7000");
+      }
+  BOOST_TEST(passed_on);
   // A new process first heard of in a suspicion of it is a restart too.
   BOOST_TEST((kinds(m.on_message(gossip_of({b(6, member_state::suspect, 7)}), 60)) ==
               ev{event_kind::restarted, event_kind::suspect}));
