@@ -1957,8 +1957,8 @@ void service::impl::handle(output&& out) {
       restarted.insert(e.member.name);
       std::fprintf(stderr,
                    "bifrost cluster: member '%s' restarted before it was found dead (a new "
-                   "process under its name): it holds none of its copies; they are sent to it "
-                   "again\n",
+                   "process under its name): what it held in memory is gone; with --replicas "
+                   "2 or more its keys are copied to it again\n",
                    e.member.name.c_str());
     }
   const bool changed = std::any_of(out.events.begin(), out.events.end(), [](const auto& e) {
