@@ -56,11 +56,12 @@
 //                               before anyone had it dead (the view names it: cluster_view::
 //                               restarted): the copies made count without it from then on,
 //                               and when no owner changed, the current placement counts as
-//                               the one before (its owners took the writes). A node joining, or back
-//                               from the dead (a pause, a partition), sends nothing it held
-//                               before (its items may be older than the owners'). A copy is refused at
-//                               a node that deleted its key lately (storage::shard::
-//                               guard_copies, on for members: copy_guard_s). A view that
+//                               the one before (its owners took the writes). A node joining,
+//                               or back from the dead (a pause, a partition), sends nothing
+//                               it held before (its items may be older than the owners'). A
+//                               copy is refused at a node that deleted its key lately
+//                               (storage::shard::guard_copies, on for members:
+//                               copy_guard_s). A view that
 //                               changes no owner still restarts the pass, which then sends
 //                               its copies again (adds: no harm, but traffic).
 // Ownership: the actor owns the shard; pinned slices in results keep segments alive on

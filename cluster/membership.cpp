@@ -484,9 +484,9 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
   // Another process under its name, while we had it alive (or suspect), and still is: it
   // restarted before failure detection noticed. (From dead or left, its return is a change of
   // state anyway.)
-  auto live = [](member_state s) { return s == member_state::alive || s == member_state::suspect; };
   const bool news = fwd.instance != 0 && fwd.instance != prev.instance;
-  const bool restarted = news && prev.instance != 0 && live(prev.state) && live(u.state);
+  const bool restarted =
+    news && prev.instance != 0 && probe_eligible(prev.state) && probe_eligible(u.state);
   if (news) {
     c.replaced_instance = prev.instance;
     c.instance = fwd.instance;

@@ -23,6 +23,7 @@
 #include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
 #include "cluster/tls.hpp"
+#include "storage/keyed_hash.hpp"
 #include "storage/parked.hpp"
 #include "storage/shard.hpp"
 
@@ -43,12 +44,9 @@
 #include <future>
 #include <iterator>
 #include <map>
-#include <random>
 #include <set>
 #include <thread>
 #include <unordered_map>
-
-#include <unistd.h>
 
 namespace bifrost::cluster {
 
@@ -61,16 +59,10 @@ using VatId = capnp::rpc::twoparty::VatId;
 constexpr const char* replicas_mismatch = "replicas mismatch";
 
 // A membership instance for this process (local_member::instance): nonzero, and another one
-// at every start (the random device, the clock and the pid, mixed).
+// at every start (the kernel's random bits, storage::hash_key::random, which never throws).
 uint64_t draw_instance() {
-  std::random_device rd;
-  uint64_t z = (uint64_t{rd()} << 32) ^ rd() ^
-               static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-               (static_cast<uint64_t>(::getpid()) << 17);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;  // splitmix64's finaliser
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  z ^= z >> 31;
-  return z != 0 ? z : 1;
+  const auto k = storage::hash_key::random();
+  return k.k0 != 0 ? k.k0 : (k.k1 != 0 ? k.k1 : 1);
 }
 
 uint64_t wall_ms() {
@@ -301,6 +293,20 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// Replicates `keys` once through the replicator (cluster/replicator.hpp); true when every
   /// live owner took them.
   kj::Promise<bool> replicate_once(std::vector<std::string> keys);
+  /// Sends the replicator (msg..., tag) under a new tag; resolves to its (replicated_atom, tag,
+  /// ok) answer, or to false after `bound_ms` (an answer lost).
+  template <class... Ts>
+  kj::Promise<bool> ask_replicator(uint64_t bound_ms, Ts&&... msg) {
+    uint64_t tag = next_repl_tag++;
+    auto paf = kj::newPromiseAndFulfiller<bool>();
+    repl_pending.emplace(tag, kj::mv(paf.fulfiller));
+    caf::send_as(bridge, replicator, std::forward<Ts>(msg)..., tag);
+    return paf.promise.exclusiveJoin(
+      timer.afterDelay(bound_ms * kj::MILLISECONDS).then([this, tag] {
+        repl_pending.erase(tag);
+        return false;
+      }));
+  }
   void on_local_result(uint64_t tag, storage::result_batch&& r) {
     if (pending.count(tag) != 0) {
       answer(pending, tag, kj::mv(r));
@@ -1610,18 +1616,10 @@ kj::Promise<storage::result_batch> service::impl::local_execute(
 kj::Promise<bool> service::impl::replicate_once(std::vector<std::string> keys) {
   if (stopping || !replicator)
     return false;
-  uint64_t tag = next_repl_tag++;
-  auto paf = kj::newPromiseAndFulfiller<bool>();
-  repl_pending.emplace(tag, kj::mv(paf.fulfiller));
-  caf::send_as(bridge, replicator, actors::replicate_atom::value, std::move(keys), tag);
   // The replicator answers within two bounded phases; this only guards against a lost answer
   // (a second more than the replicator's own bound, so that it never fires first).
-  uint64_t bound = replicate_bound_ms(cfg.rpc_timeout_ms) + 1000;
-  return paf.promise.exclusiveJoin(
-    timer.afterDelay(bound * kj::MILLISECONDS).then([this, tag] {
-      repl_pending.erase(tag);
-      return false;
-    }));
+  return ask_replicator(replicate_bound_ms(cfg.rpc_timeout_ms) + 1000,
+                        actors::replicate_atom::value, std::move(keys));
 }
 
 kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_batch ops) {
@@ -2351,16 +2349,8 @@ void service::impl::settle_replication(std::shared_ptr<std::promise<void>> done)
     done->set_value();
     return;
   }
-  uint64_t tag = next_repl_tag++;
-  auto paf = kj::newPromiseAndFulfiller<bool>();
-  repl_pending.emplace(tag, kj::mv(paf.fulfiller));
-  caf::send_as(bridge, replicator, actors::settle_atom::value, tag);
-  uint64_t bound = replicate_bound_ms(cfg.rpc_timeout_ms);
-  tasks->add(paf.promise
-               .exclusiveJoin(timer.afterDelay(bound * kj::MILLISECONDS).then([this, tag] {
-                 repl_pending.erase(tag);
-                 return false;
-               }))
+  const uint64_t bound = replicate_bound_ms(cfg.rpc_timeout_ms);
+  tasks->add(ask_replicator(bound, actors::settle_atom::value)
                .then([done, bound](bool settled) {
                  if (!settled)
                    std::fprintf(stderr,
@@ -2568,17 +2558,20 @@ void service::shutdown(bool announce) {
     return;
   using namespace std::chrono_literals;
   if (announce) {
+    // Starts `step` on the KJ thread and waits until it sets its promise, at most `limit`.
+    auto on_loop_until_done = [&](void (impl::*step)(std::shared_ptr<std::promise<void>>),
+                                  std::chrono::milliseconds limit) {
+      auto done = std::make_shared<std::promise<void>>();
+      auto fut = done->get_future();
+      loop_->post([core, done, step] { (core->*step)(done); });
+      fut.wait_for(limit);
+    };
     // Writes acknowledged here reach their other owners first, while this node is still a
     // member they take replicated state from (the node has drained its clients by now).
-    auto settled = std::make_shared<std::promise<void>>();
-    auto settled_fut = settled->get_future();
-    loop_->post([core, settled] { core->settle_replication(settled); });
-    settled_fut.wait_for(std::chrono::milliseconds(
-      replicate_bound_ms(core->cfg.rpc_timeout_ms) + 1000));
-    auto done = std::make_shared<std::promise<void>>();
-    auto fut = done->get_future();
-    loop_->post([core, done] { core->begin_leave(done); });
-    fut.wait_for(1500ms);
+    const auto settle_limit =
+      std::chrono::milliseconds(replicate_bound_ms(core->cfg.rpc_timeout_ms) + 1000);
+    on_loop_until_done(&impl::settle_replication, settle_limit);
+    on_loop_until_done(&impl::begin_leave, 1500ms);
   }
   loop_->post([core] { core->quit_actors(); });
   auto deadline = std::chrono::steady_clock::now() + 1s;
