@@ -458,18 +458,27 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
     return;
   }
   member_info& c = it->second.info;
-  if (precedence(u.incarnation, u.state) <= precedence(c.incarnation, c.state)) {
+  // Instances are ordered (local_member::instance): a record of an earlier process is stale
+  // news, one of a later process is news even at the same incarnation and state (its
+  // refutation of its predecessor's record met that record's incarnation).
+  const bool earlier_process = u.instance != 0 && c.instance != 0 && u.instance < c.instance;
+  const bool later_process = u.instance != 0 && c.instance != 0 && u.instance > c.instance;
+  const auto pu = precedence(u.incarnation, u.state), pc = precedence(c.incarnation, c.state);
+  if (pu < pc || (pu == pc && !later_process)) {
     // The same death from a node that has known it longer: the oldest report counts.
     if (gone && u.incarnation == c.incarnation && u.state == c.state && since < c.state_since_ms)
       c.state_since_ms = since;
     return;
   }
   const member_info prev = c;
-  // A record of the process a restart replaced (gossip still on its way, at an incarnation the
-  // new one has not passed yet): its incarnation and state count, but the addresses and
-  // weight are the new process's, and it travels on as the new one's.
+  // A record of a process before the one we know (gossip still on its way, at an incarnation
+  // the new one has not passed yet): its incarnation and state count, but the addresses and
+  // weight are the new process's, and it travels on as the new one's (which refutes it if
+  // it is a suspicion, and at worst raises its incarnation once for an alive one). Never the
+  // other way round: one that took an earlier process for the current one would rewrite the
+  // current one's refutations onto it, and they would never end.
   member_update fwd = u;
-  if (u.instance != 0 && u.instance == prev.replaced_instance) {
+  if (earlier_process) {
     fwd.address = prev.address;
     fwd.client_address = prev.client_address;
     fwd.weight = prev.weight;
@@ -487,10 +496,8 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
   const bool news = fwd.instance != 0 && fwd.instance != prev.instance;
   const bool restarted =
     news && prev.instance != 0 && probe_eligible(prev.state) && probe_eligible(u.state);
-  if (news) {
-    c.replaced_instance = prev.instance;
+  if (news)
     c.instance = fwd.instance;
-  }
   enqueue(fwd);
   if (probe_eligible(prev.state) && !probe_eligible(c.state)) order_remove(c.name);
   if (!probe_eligible(prev.state) && probe_eligible(c.state)) order_insert(c.name);
@@ -515,6 +522,11 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
   if (leaving_ || !duplicate_name_.empty()) return;
   member_info& me = members_.find(self_)->second.info;
   if (u.incarnation < me.incarnation) return;  // stale: our newer alive will win everywhere
+  // A record of our name from a later process than ours: our clock went back since an
+  // earlier start (or another live node has our name: the name check below, and the log,
+  // tell of it). We take an instance above it, or our refutations would count as stale.
+  if (u.instance > me.instance && u.instance < UINT64_MAX)
+    me.instance = u.instance + 1;
   if (u.state == member_state::alive && u.incarnation == me.incarnation &&
       u.address == me.address && u.client_address == me.client_address &&
       u.weight == me.weight && (u.instance == 0 || u.instance == me.instance))

@@ -131,7 +131,6 @@ struct member_info {
   member_state state = member_state::alive;
   uint64_t state_since_ms = 0;  ///< local time this record last changed state or incarnation
   uint64_t instance = 0;        ///< local_member::instance of its process (0: not known)
-  uint64_t replaced_instance = 0;  ///< the instance before it: a record of it is stale news
 };
 
 enum class message_kind : uint8_t {
@@ -226,9 +225,11 @@ struct local_member {
   std::string address;         ///< "host:port" where its RPC server listens
   std::string client_address;  ///< "host:port" of its memcached listener (data links dial it)
   uint32_t weight = 1;         ///< ring weight
-  /// Drawn by each process at start (nonzero): a record of its name with another instance
-  /// is of a process before it. A restart quicker than failure detection changes no state,
-  /// only this (event_kind::restarted). 0: not told (as from peers that predate it).
+  /// Drawn by each process at start (nonzero), larger at every start (the service puts the
+  /// start time in its high bits): a record of its name with a smaller instance is of a
+  /// process before it (stale, whatever its incarnation says), one with a larger one is of
+  /// a process after it. A restart quicker than failure detection changes no state, only
+  /// this (event_kind::restarted). 0: not told (as from peers that predate it).
   uint64_t instance = 0;
 };
 

@@ -58,17 +58,20 @@ using VatId = capnp::rpc::twoparty::VatId;
 // and in the exception that breaks the connection).
 constexpr const char* replicas_mismatch = "replicas mismatch";
 
-// A membership instance for this process (local_member::instance): nonzero, and another one
-// at every start (the kernel's random bits, storage::hash_key::random, which never throws).
-uint64_t draw_instance() {
-  const auto k = storage::hash_key::random();
-  return k.k0 != 0 ? k.k0 : (k.k1 != 0 ? k.k1 : 1);
-}
-
 uint64_t wall_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
                                    .count());
+}
+
+// A membership instance for this process (local_member::instance): nonzero and larger at
+// every start: the wall clock's ms in the high bits (44 bits: until the year 2527), 20 of
+// the kernel's random bits below (storage::hash_key::random, which never throws) for two
+// starts in one ms. A clock set back between two starts is mended by the membership (a
+// process that hears of a later instance of its name takes one above it).
+uint64_t draw_instance() {
+  const auto k = storage::hash_key::random();
+  return (wall_ms() << 20) | (k.k0 & 0xfffff) | 1;
 }
 
 // The membership's clock: steady ms plus 30 days, so that a death reported as older than

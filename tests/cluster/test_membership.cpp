@@ -455,6 +455,85 @@ BOOST_AUTO_TEST_CASE(a_record_from_another_instance_of_a_live_member_is_a_restar
               ev{event_kind::alive_again}));
 }
 
+// Instances are ordered. A node that first heard of a member from its current process (a
+// node that joined after the restart) and then hears its predecessor's gossip at a higher
+// incarnation takes it as stale: the current process's, at that incarnation. It used to take
+// it as news (it had no "replaced" instance to tell it by), then rewrote every refutation of
+// the current process onto the earlier one, and the refutations never ended.
+BOOST_AUTO_TEST_CASE(a_record_of_an_earlier_process_never_replaces_the_current_one) {
+  membership m(local_member{"self", "self:7000", "", 1, 100}, membership_config{}, 0);
+  auto b = [](uint64_t inc, member_state s, uint64_t instance, std::string address) {
+    member_update u = upd("b", inc, s);
+    u.instance = instance;
+    u.address = std::move(address);
+    return u;
+  };
+  auto kinds = [](const output& o) {
+    std::vector<event_kind> k;
+    for (const auto& e : o.events) k.push_back(e.kind);
+    return k;
+  };
+  using ev = std::vector<event_kind>;
+  // Known first as process 20 (incarnation 4: it refuted its predecessor's record at 3).
+  BOOST_TEST((kinds(m.on_message(gossip_of({b(4, member_state::alive, 20, "b2:7000")}), 10)) ==
+              ev{event_kind::joined}));
+  // Its predecessor (process 10) refuted a suspicion up to 5 before it died: stale.
+  BOOST_TEST(kinds(m.on_message(gossip_of({b(5, member_state::alive, 10, "b1:7000")}), 20))
+               .empty());
+  BOOST_TEST(m.find("b")->instance == 20u);
+  BOOST_TEST(m.find("b")->address == "b2:7000");
+  BOOST_TEST(m.find("b")->incarnation == 5u);
+  // Process 20 refutes (6): taken as it is, and passed on as it is.
+  BOOST_TEST(kinds(m.on_message(gossip_of({b(6, member_state::alive, 20, "b2:7000")}), 30))
+               .empty());
+  BOOST_TEST(m.find("b")->instance == 20u);
+  BOOST_TEST(m.find("b")->incarnation == 6u);
+  bool passed_on = false;
+  for (const auto& env : m.tick(1000).send)
+    for (const auto& u : env.msg.updates)
+      if (u.name == "b") {
+        passed_on = passed_on || u.incarnation == 6;
+        BOOST_TEST(u.instance == 20u);
+        BOOST_TEST(u.address == "b2:7000");
+      }
+  BOOST_TEST(passed_on);
+  // A suspicion of the earlier process: the current one's to refute.
+  BOOST_TEST((kinds(m.on_message(gossip_of({b(7, member_state::suspect, 10, "b1:7000")}), 40)) ==
+              ev{event_kind::suspect}));
+  BOOST_TEST(m.find("b")->instance == 20u);
+  BOOST_TEST(m.find("b")->address == "b2:7000");
+  // A later process at the very incarnation and state we hold: news (a restart).
+  BOOST_TEST((kinds(m.on_message(gossip_of({b(7, member_state::suspect, 30, "b3:7000")}), 50)) ==
+              ev{event_kind::restarted}));
+  BOOST_TEST(m.find("b")->instance == 30u);
+  BOOST_TEST(m.find("b")->address == "b3:7000");
+  // ...but not an earlier one at it.
+  BOOST_TEST(kinds(m.on_message(gossip_of({b(7, member_state::suspect, 20, "b2:7000")}), 60))
+               .empty());
+  BOOST_TEST(m.find("b")->instance == 30u);
+}
+
+// A process whose clock went back since an earlier start hears of that start's (larger)
+// instance under its name: it takes one above it, so its refutation is not stale news.
+BOOST_AUTO_TEST_CASE(a_process_that_hears_of_a_later_instance_of_itself_takes_one_above) {
+  membership m(local_member{"self", "self:7000", "", 1, 50}, membership_config{}, 0);
+  member_update later = upd("self", 2, member_state::alive);
+  later.instance = 90;
+  m.on_message(gossip_of({later}), 10);
+  BOOST_TEST(m.incarnation() == 3u);
+  const auto me = m.find("self");
+  BOOST_REQUIRE(me != nullptr);
+  BOOST_TEST(me->instance == 91u);
+  // Another node, which held the record of 90, takes the refutation as news.
+  membership other(local_member{"other", "other:7000", "", 1, 7}, membership_config{}, 0);
+  other.on_message(gossip_of({later}), 10);
+  member_update refuted = upd("self", 3, member_state::alive);
+  refuted.instance = me->instance;
+  other.on_message(gossip_of({refuted}), 20);
+  BOOST_TEST(other.find("self")->instance == 91u);
+  BOOST_TEST(other.find("self")->incarnation == 3u);
+}
+
 // A new process under our name hears its predecessor's record, alive at our incarnation and
 // address: it refutes, so that the others learn of the restart.
 BOOST_AUTO_TEST_CASE(a_record_of_us_from_another_instance_is_refuted) {
