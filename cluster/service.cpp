@@ -415,8 +415,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   std::map<std::string, uint64_t> unreferenced_since;  // peer_by_name names, now_ms()
   /// Waits (at most replicate_bound_ms) until the replicator has nothing queued, in flight or
   /// waiting for a retry, then sets `done`: what this node acknowledged reaches the key's
-  /// other owners before it leaves (stop()).
+  /// other owners before it leaves (stop()). `settled` says whether it got there (read by
+  /// stop() after `done` is set or its wait for it ran out: false then).
   void settle_replication(std::shared_ptr<std::promise<void>> done);
+  std::atomic<bool> settled{false};
   void begin_leave(std::shared_ptr<std::promise<void>> done);
   kj::Promise<void> leave_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
   void quit_actors();
@@ -2348,14 +2350,17 @@ void service::impl::publish(std::shared_ptr<actors::cluster_view> view) {
 }
 
 void service::impl::settle_replication(std::shared_ptr<std::promise<void>> done) {
+  settled = false;
   if (!replicator || cfg.replicas <= 1) {
+    settled = true;
     done->set_value();
     return;
   }
   const uint64_t bound = replicate_bound_ms(cfg.rpc_timeout_ms);
   tasks->add(ask_replicator(bound, actors::settle_atom::value)
-               .then([done, bound](bool settled) {
-                 if (!settled)
+               .then([this, done, bound](bool ok) {
+                 settled = ok;
+                 if (!ok)
                    std::fprintf(stderr,
                                 "bifrost cluster: stopping: replication to the other owners "
                                 "did not finish within %llu ms (an owner unreachable?); "
@@ -2574,7 +2579,13 @@ void service::shutdown(bool announce) {
     const auto settle_limit =
       std::chrono::milliseconds(replicate_bound_ms(core->cfg.rpc_timeout_ms) + 1000);
     on_loop_until_done(&impl::settle_replication, settle_limit);
+    const bool settled_once = core->settled;  // (the promise was set after it, or timed out)
     on_loop_until_done(&impl::begin_leave, 1500ms);
+    // And what it acknowledged until the others knew it left: a member's call that found it
+    // still an owner (an upload runs where it was sent; an execute placed before the leave).
+    // Skipped when the first wait gave up (an owner unreachable: it would wait again).
+    if (settled_once)
+      on_loop_until_done(&impl::settle_replication, settle_limit);
   }
   loop_->post([core] { core->quit_actors(); });
   auto deadline = std::chrono::steady_clock::now() + 1s;
