@@ -459,12 +459,10 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
   }
   member_info& c = it->second.info;
   // Instances are ordered (local_member::instance): a record of an earlier process is stale
-  // news, one of a later process is news even at the same incarnation and state (its
-  // refutation of its predecessor's record met that record's incarnation).
+  // news (below). A later process still needs a higher incarnation: a second live process
+  // given a taken name (it joins at 0) must not take the record before its name check.
   const bool earlier_process = u.instance != 0 && c.instance != 0 && u.instance < c.instance;
-  const bool later_process = u.instance != 0 && c.instance != 0 && u.instance > c.instance;
-  const auto pu = precedence(u.incarnation, u.state), pc = precedence(c.incarnation, c.state);
-  if (pu < pc || (pu == pc && !later_process)) {
+  if (precedence(u.incarnation, u.state) <= precedence(c.incarnation, c.state)) {
     // The same death from a node that has known it longer: the oldest report counts.
     if (gone && u.incarnation == c.incarnation && u.state == c.state && since < c.state_since_ms)
       c.state_since_ms = since;
@@ -522,10 +520,11 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
   if (leaving_ || !duplicate_name_.empty()) return;
   member_info& me = members_.find(self_)->second.info;
   if (u.incarnation < me.incarnation) return;  // stale: our newer alive will win everywhere
-  // A record of our name from a later process than ours: our clock went back since an
-  // earlier start (or another live node has our name: the name check below, and the log,
-  // tell of it). We take an instance above it, or our refutations would count as stale.
-  if (u.instance > me.instance && u.instance < UINT64_MAX)
+  // A record of our name and address from a later process than ours: our clock went back
+  // since an earlier start here. We take an instance above it, or our refutations would
+  // count as stale. (At another address: another live node given our name, which the name
+  // check below and the refutation deal with as before.)
+  if (u.instance > me.instance && u.instance < UINT64_MAX && u.address == me.address)
     me.instance = u.instance + 1;
   if (u.state == member_state::alive && u.incarnation == me.incarnation &&
       u.address == me.address && u.client_address == me.client_address &&

@@ -502,15 +502,21 @@ BOOST_AUTO_TEST_CASE(a_record_of_an_earlier_process_never_replaces_the_current_o
               ev{event_kind::suspect}));
   BOOST_TEST(m.find("b")->instance == 20u);
   BOOST_TEST(m.find("b")->address == "b2:7000");
-  // A later process at the very incarnation and state we hold: news (a restart).
-  BOOST_TEST((kinds(m.on_message(gossip_of({b(7, member_state::suspect, 30, "b3:7000")}), 50)) ==
-              ev{event_kind::restarted}));
+  // A later process needs a higher incarnation, as any record (a second live process given
+  // the name joins at 0 and must not take the record before its name check)...
+  BOOST_TEST(kinds(m.on_message(gossip_of({b(7, member_state::suspect, 30, "b3:7000")}), 50))
+               .empty());
+  BOOST_TEST(m.find("b")->instance == 20u);
+  // ...and with one, it is a restart.
+  BOOST_TEST((kinds(m.on_message(gossip_of({b(8, member_state::alive, 30, "b3:7000")}), 60)) ==
+              ev{event_kind::restarted, event_kind::alive_again}));
   BOOST_TEST(m.find("b")->instance == 30u);
   BOOST_TEST(m.find("b")->address == "b3:7000");
-  // ...but not an earlier one at it.
-  BOOST_TEST(kinds(m.on_message(gossip_of({b(7, member_state::suspect, 20, "b2:7000")}), 60))
+  // The earlier process, even at a higher incarnation, is stale from now on.
+  BOOST_TEST(kinds(m.on_message(gossip_of({b(9, member_state::alive, 20, "b2:7000")}), 70))
                .empty());
   BOOST_TEST(m.find("b")->instance == 30u);
+  BOOST_TEST(m.find("b")->address == "b3:7000");
 }
 
 // A process whose clock went back since an earlier start hears of that start's (larger)
@@ -519,6 +525,7 @@ BOOST_AUTO_TEST_CASE(a_process_that_hears_of_a_later_instance_of_itself_takes_on
   membership m(local_member{"self", "self:7000", "", 1, 50}, membership_config{}, 0);
   member_update later = upd("self", 2, member_state::alive);
   later.instance = 90;
+  later.address = "self:7000";
   m.on_message(gossip_of({later}), 10);
   BOOST_TEST(m.incarnation() == 3u);
   const auto me = m.find("self");
@@ -532,6 +539,12 @@ BOOST_AUTO_TEST_CASE(a_process_that_hears_of_a_later_instance_of_itself_takes_on
   other.on_message(gossip_of({refuted}), 20);
   BOOST_TEST(other.find("self")->instance == 91u);
   BOOST_TEST(other.find("self")->incarnation == 3u);
+  // One at another address is another live node given our name: no instance taken from it.
+  member_update elsewhere = upd("self", 3, member_state::alive);
+  elsewhere.instance = 500;
+  elsewhere.address = "elsewhere:7000";
+  m.on_message(gossip_of({elsewhere}), 30);
+  BOOST_TEST(m.find("self")->instance == 91u);
 }
 
 // A new process under our name hears its predecessor's record, alive at our incarnation and
