@@ -405,21 +405,24 @@ BOOST_AUTO_TEST_CASE(updates_out_of_bounds_are_ignored) {
   BOOST_TEST(m.stats().invalid_updates == 6u);
 }
 
+member_update of_instance(member_update u, uint64_t instance) {
+  u.instance = instance;
+  return u;
+}
+std::vector<event_kind> kinds(const output& o) {
+  std::vector<event_kind> k;
+  for (const auto& e : o.events) k.push_back(e.kind);
+  return k;
+}
+using ev = std::vector<event_kind>;
+
 // A record of a member from another process (instance) than the one we had alive is a
 // restart; one without an instance (a peer that predates it) tells nothing.
 BOOST_AUTO_TEST_CASE(a_record_from_another_instance_of_a_live_member_is_a_restart) {
   membership m(local_member{"self", "self:7000", "", 1, 11}, membership_config{}, 0);
   auto b = [](uint64_t inc, member_state s, uint64_t instance) {
-    member_update u = upd("b", inc, s);
-    u.instance = instance;
-    return u;
+    return of_instance(upd("b", inc, s), instance);
   };
-  auto kinds = [](const output& o) {
-    std::vector<event_kind> k;
-    for (const auto& e : o.events) k.push_back(e.kind);
-    return k;
-  };
-  using ev = std::vector<event_kind>;
   BOOST_TEST((kinds(m.on_message(gossip_of({b(0, member_state::alive, 5)}), 10)) ==
               ev{event_kind::joined}));
   BOOST_TEST(kinds(m.on_message(gossip_of({b(1, member_state::suspect, 5)}), 20)).size() == 1u);
@@ -463,17 +466,10 @@ BOOST_AUTO_TEST_CASE(a_record_from_another_instance_of_a_live_member_is_a_restar
 BOOST_AUTO_TEST_CASE(a_record_of_an_earlier_process_never_replaces_the_current_one) {
   membership m(local_member{"self", "self:7000", "", 1, 100}, membership_config{}, 0);
   auto b = [](uint64_t inc, member_state s, uint64_t instance, std::string address) {
-    member_update u = upd("b", inc, s);
-    u.instance = instance;
+    member_update u = of_instance(upd("b", inc, s), instance);
     u.address = std::move(address);
     return u;
   };
-  auto kinds = [](const output& o) {
-    std::vector<event_kind> k;
-    for (const auto& e : o.events) k.push_back(e.kind);
-    return k;
-  };
-  using ev = std::vector<event_kind>;
   // Known first as process 20 (incarnation 4: it refuted its predecessor's record at 3).
   BOOST_TEST((kinds(m.on_message(gossip_of({b(4, member_state::alive, 20, "b2:7000")}), 10)) ==
               ev{event_kind::joined}));
