@@ -152,8 +152,23 @@ struct node::impl {
     for (auto& l : listeners)
       caf::anon_send(l, close_atom::value);
     listeners.clear();
-    if (shared)
-      wait_for([&] { return shared->connections.load() == 0; }, cfg.drain_timeout);
+    if (!shared ||
+        wait_for([&] { return shared->connections.load() == 0; }, cfg.drain_timeout))
+      return;
+    // 2. What is still open (a client that does not read its answers) is closed now, before
+    // the daemon takes the cluster view away: its loop would go on running the requests it
+    // has read, each answered as stored here alone, neither replicated nor kept.
+    for (size_t i = 0; i < loops.size(); ++i) {
+      auto* ctx = contexts[i].get();
+      loops[i]->post([ctx] {
+        std::vector<connection*> conns;
+        for (auto& kv : ctx->by_id)
+          conns.push_back(kv.second);
+        for (auto* c : conns)
+          c->close_now();
+      });
+    }
+    wait_for([&] { return shared->connections.load() == 0; }, std::chrono::milliseconds(1000));
   }
 
   void stop() {

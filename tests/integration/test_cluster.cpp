@@ -3253,6 +3253,79 @@ BOOST_AUTO_TEST_CASE(writes_forwarded_to_a_member_that_left_outlive_it) {
   }
 }
 
+// A client that does not read its answers outlasts the drain (5 s). Its connection used to
+// stay open after it until the teardown: the daemon meanwhile took the cluster view away
+// (the node was leaving), so a write the connection still had to run would have been
+// answered STORED and stored at the stopping node alone (a review finding; this test did
+// not get the old build that far: the connection sent no more answers after the drain).
+// Now the drain closes what is left before the view goes: every STORED is kept.
+BOOST_AUTO_TEST_CASE(a_client_that_outlasts_the_drain_gets_no_answer_it_cannot_keep) {
+  cluster c;
+  logs_on_failure guard{c};
+  // n2 is stopped from before the drain ends until n1 has exited, so that n1's leave waits
+  // for it (up to 1 s) while the client reads: neither declared dead nor given up on.
+  auto ns = start_cluster(c, 2, 2, 5000ms,
+                          {"--swim-suspicion-timeout", "10000", "--rpc-timeout", "5000"});
+  const std::string big(100 * 1024, 'b');
+  BOOST_REQUIRE_EQUAL(mc_client(ns[0]->port).set("outlast-big", big), "STORED");
+  // 300 gets of 100 KiB (30 MiB of answers: the socket blocks, and the connection stops
+  // parsing after its first 256 requests), then 100 sets: all in one read's worth of bytes.
+  std::string pipeline;
+  for (int i = 0; i < 300; ++i)
+    pipeline += "get outlast-big\r\n";
+  std::vector<std::string> set_keys;
+  for (int i = 0; i < 100; ++i) {
+    set_keys.push_back("outlast-" + std::to_string(i));
+    pipeline += "set " + set_keys.back() + " 0 0 1\r\nx\r\n";
+  }
+  BOOST_REQUIRE_LT(pipeline.size(), 16u * 1024);
+  mc_client stalled(ns[0]->port, 5s);
+  stalled.send_all(pipeline);
+  std::this_thread::sleep_for(300ms);
+  auto t_term = clock_type::now();
+  BOOST_REQUIRE_EQUAL(::kill(ns[0]->pid, SIGTERM), 0);
+  std::this_thread::sleep_for(4500ms);
+  BOOST_REQUIRE(stop_node(ns[1]->pid));
+  std::this_thread::sleep_for(700ms);  // past the drain's 5 s
+  // Read on: every answer until the connection ends.
+  size_t gets = 0, other = 0;
+  std::vector<std::string> stored;
+  try {
+    for (;;) {
+      std::string line = stalled.read_line();
+      if (line.rfind("VALUE ", 0) == 0) {
+        (void)stalled.read_exact(big.size() + 2);
+      } else if (line == "END") {
+        ++gets;
+      } else {
+        const size_t i = stored.size() + other;
+        if (line == "STORED" && i < set_keys.size())
+          stored.push_back(set_keys[i]);
+        else
+          ++other;
+      }
+    }
+  } catch (const std::exception&) {  // (the end: closed, reset or timed out)
+  }
+  const double ended = seconds_since(t_term);
+  report("a client that read after the drain: its connection ended " + fmt(ended) +
+         " s after SIGTERM; " + std::to_string(gets) + " gets answered, " +
+         std::to_string(stored.size()) + " sets answered STORED, " + std::to_string(other) +
+         " other answers");
+  // Closed by the drain (5 s), not by the teardown after the leave, which waits a second
+  // for the stopped n2.
+  BOOST_CHECK_LT(ended, 5.8);
+  const bool exited = wait_until([&] { return c.reap(*ns[0]); }, 10000ms, 20ms);
+  ::kill(ns[1]->pid, SIGCONT);
+  BOOST_REQUIRE(exited);
+  mc_client m(ns[1]->port, 5s);
+  size_t kept = 0;
+  for (const auto& k : stored)
+    kept += m.get(k) == std::optional<std::string>("x");
+  BOOST_CHECK_MESSAGE(kept == stored.size(), "n2 holds " << kept << " of the " << stored.size()
+                                                        << " writes n1 answered STORED");
+}
+
 // A node stopping for good (SIGTERM) answers a write a member sends over a data link
 // unavailable. It took it before: its loops had dropped the cluster view (so nothing was
 // replicated) and it exited with the only copy, after answering STORED — with R = 2 an
