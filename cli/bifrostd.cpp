@@ -254,8 +254,15 @@ int main(int argc, char** argv) {
   }
   node->drain();
   if (cluster) {
-    // Members' writes are refused (they would be neither replicated nor kept), connections
-    // route no more keys through the cluster; then leave and tear down.
+    // With R >= 2, leave first (the writes acknowledged here handed on, the others told):
+    // members place their writes on the owners without this node from then on, and what they
+    // sent before they knew still runs here and is replicated to those owners. (With R = 1
+    // nothing is replicated: such a write would be answered STORED and go with the process,
+    // so members' writes are refused from the start, as below.) Then members' writes are
+    // refused (they would be neither replicated nor kept), connections route no more keys
+    // through the cluster, and the service hands on what came meanwhile and tears down.
+    if (cfg.replicas >= 2)
+      cluster->leave();
     node->refuse_member_writes();
     caf::anon_send(node->route_table(), bifrost::actors::ring_atom::value,
                    bifrost::actors::cluster_view_ptr{});

@@ -2557,35 +2557,46 @@ std::string service::rpc_address() const { return address_; }
 void service::stop() { shutdown(true); }
 void service::halt() { shutdown(false); }
 
+void service::on_loop_until_done(void (impl::*step)(std::shared_ptr<std::promise<void>>),
+                                 std::chrono::milliseconds limit) {
+  auto* core = impl_;
+  auto done = std::make_shared<std::promise<void>>();
+  auto fut = done->get_future();
+  loop_->post([core, done, step] { (core->*step)(done); });
+  fut.wait_for(limit);
+}
+
+void service::leave() {
+  if (stopped_ || left_ || !impl_)
+    return;
+  left_ = true;
+  // Writes acknowledged here reach their other owners first, while this node is still a
+  // member they take replicated state from (the node has drained its clients by now).
+  const auto settle_limit =
+    std::chrono::milliseconds(replicate_bound_ms(impl_->cfg.rpc_timeout_ms) + 1000);
+  on_loop_until_done(&impl::settle_replication, settle_limit);
+  settled_before_leave_ = impl_->settled;  // (set before the promise, or false if timed out)
+  on_loop_until_done(&impl::begin_leave, std::chrono::milliseconds(1500));
+}
+
 void service::shutdown(bool announce) {
   if (stopped_)
     return;
+  if (announce)
+    leave();
   stopped_ = true;
   auto* core = impl_;
   if (!core)
     return;
   using namespace std::chrono_literals;
-  if (announce) {
-    // Starts `step` on the KJ thread and waits until it sets its promise, at most `limit`.
-    auto on_loop_until_done = [&](void (impl::*step)(std::shared_ptr<std::promise<void>>),
-                                  std::chrono::milliseconds limit) {
-      auto done = std::make_shared<std::promise<void>>();
-      auto fut = done->get_future();
-      loop_->post([core, done, step] { (core->*step)(done); });
-      fut.wait_for(limit);
-    };
-    // Writes acknowledged here reach their other owners first, while this node is still a
-    // member they take replicated state from (the node has drained its clients by now).
+  // And what it acknowledged until the others knew it left: a member's call that found it
+  // still an owner (an upload runs where it was sent; an execute placed before the leave; a
+  // data link's call). Skipped when the first wait gave up (an owner unreachable: it would
+  // wait again).
+  if (announce && settled_before_leave_) {
     const auto settle_limit =
       std::chrono::milliseconds(replicate_bound_ms(core->cfg.rpc_timeout_ms) + 1000);
     on_loop_until_done(&impl::settle_replication, settle_limit);
-    const bool settled_once = core->settled;  // (the promise was set after it, or timed out)
-    on_loop_until_done(&impl::begin_leave, 1500ms);
-    // And what it acknowledged until the others knew it left: a member's call that found it
-    // still an owner (an upload runs where it was sent; an execute placed before the leave).
-    // Skipped when the first wait gave up (an owner unreachable: it would wait again).
-    if (settled_once)
-      on_loop_until_done(&impl::settle_replication, settle_limit);
   }
   loop_->post([core] { core->quit_actors(); });
   auto deadline = std::chrono::steady_clock::now() + 1s;

@@ -56,8 +56,10 @@
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <utility>
@@ -158,10 +160,16 @@ public:
   /// "host:port" advertised to the other members.
   std::string rpc_address() const;
 
-  /// Graceful: wait until the replicator has handed the writes acknowledged here to their
-  /// other owners (bounded by replicate_bound_ms; at once when it is idle), announce leave
-  /// (bounded ~1 s), quit the hosted actors, then tear down on the KJ thread (cancel task
-  /// sets, destroy the RPC systems, drain the loop) and join the thread. Idempotent.
+  /// The first half of stop(): wait until the replicator has handed the writes acknowledged
+  /// here to their other owners (bounded by replicate_bound_ms; at once when it is idle),
+  /// then announce leave and wait (bounded ~1 s) until the others know. The node goes on
+  /// serving meanwhile: what members still send it (they placed it before they knew) runs
+  /// here and is replicated to the owners without it. Idempotent; stop() does it if not done.
+  void leave();
+  /// Graceful: leave() if not done, wait again until the replicator has handed on what was
+  /// acknowledged meanwhile (unless the first wait gave up), quit the hosted actors, then
+  /// tear down on the KJ thread (cancel task sets, destroy the RPC systems, drain the loop)
+  /// and join the thread. Idempotent.
   void stop();
   /// Like stop() without the leave announcement: the others find out by failure detection
   /// (a crash, as far as the cluster can tell). For tests and fatal errors.
@@ -172,6 +180,9 @@ public:
 private:
   service();
   void shutdown(bool announce);
+  /// Starts `step` on the KJ thread and waits until it sets its promise, at most `limit`.
+  void on_loop_until_done(void (impl::*step)(std::shared_ptr<std::promise<void>>),
+                          std::chrono::milliseconds limit);
 
   std::shared_ptr<kj_loop> loop_;  // co-owned by the hosted actors (their host must outlive them)
   impl* impl_ = nullptr;  // lives on the KJ thread; destroyed by the teardown
@@ -179,6 +190,8 @@ private:
   std::string address_;
   uint16_t port_ = 0;
   bool stopped_ = false;
+  bool left_ = false;
+  bool settled_before_leave_ = false;  // leave()'s wait for the replicator got there
 };
 
 } // namespace bifrost::cluster
