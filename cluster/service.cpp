@@ -421,6 +421,11 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   std::atomic<bool> settled{false};
   void begin_leave(std::shared_ptr<std::promise<void>> done);
   kj::Promise<void> leave_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
+  /// Sets `done` once no peer call is in flight (`calls`: ops this node placed on other
+  /// members, as for a member's write it placed again after its leave), at most
+  /// cfg.rpc_timeout_ms: the teardown answers those still waiting unavailable.
+  void settle_calls(std::shared_ptr<std::promise<void>> done);
+  kj::Promise<void> calls_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
   void quit_actors();
 
   kj::Promise<void> accept_loop();
@@ -2387,6 +2392,21 @@ kj::Promise<void> service::impl::leave_watch(std::shared_ptr<std::promise<void>>
   });
 }
 
+void service::impl::settle_calls(std::shared_ptr<std::promise<void>> done) {
+  tasks->add(calls_watch(std::move(done), now_ms() + cfg.rpc_timeout_ms));
+}
+
+kj::Promise<void> service::impl::calls_watch(std::shared_ptr<std::promise<void>> done,
+                                             uint64_t deadline) {
+  if (calls.empty() || now_ms() >= deadline) {
+    done->set_value();
+    return kj::READY_NOW;
+  }
+  return timer.afterDelay(10 * kj::MILLISECONDS).then([this, done, deadline]() mutable {
+    return calls_watch(std::move(done), deadline);
+  });
+}
+
 void service::impl::quit_actors() {
   for (auto& [name, a] : peer_by_name)
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
@@ -2570,13 +2590,16 @@ void service::leave() {
   if (stopped_ || left_ || !impl_)
     return;
   left_ = true;
-  // Writes acknowledged here reach their other owners first, while this node is still a
-  // member they take replicated state from (the node has drained its clients by now).
+  on_loop_until_done(&impl::begin_leave, std::chrono::milliseconds(1500));
+  // Then the writes acknowledged here reach the keys' owners (the replicator's view has the
+  // ring without this node: each key's R owners there). After the leave, not before: until
+  // the others know, members send their writes here, and a replicator that is never idle
+  // would hold the wait to its bound; once they know, the writes they placed by the ring
+  // before go on to the owners (cluster_view::router), not to the replicator.
   const auto settle_limit =
     std::chrono::milliseconds(replicate_bound_ms(impl_->cfg.rpc_timeout_ms) + 1000);
   on_loop_until_done(&impl::settle_replication, settle_limit);
-  settled_before_leave_ = impl_->settled;  // (set before the promise, or false if timed out)
-  on_loop_until_done(&impl::begin_leave, std::chrono::milliseconds(1500));
+  first_settle_ok_ = impl_->settled;  // (set before the promise, or false if timed out)
 }
 
 void service::shutdown(bool announce) {
@@ -2589,14 +2612,18 @@ void service::shutdown(bool announce) {
   if (!core)
     return;
   using namespace std::chrono_literals;
-  // And what it acknowledged until the others knew it left: a member's call that found it
-  // still an owner (an upload runs where it was sent; an execute placed before the leave; a
-  // data link's call). Skipped when the first wait gave up (an owner unreachable: it would
-  // wait again).
-  if (announce && settled_before_leave_) {
-    const auto settle_limit =
-      std::chrono::milliseconds(replicate_bound_ms(core->cfg.rpc_timeout_ms) + 1000);
-    on_loop_until_done(&impl::settle_replication, settle_limit);
+  if (announce) {
+    // Members' writes this node placed again on their owners are answered first (bounded).
+    on_loop_until_done(&impl::settle_calls,
+                       std::chrono::milliseconds(core->cfg.rpc_timeout_ms + 500));
+    // And what it acknowledged since leave()'s wait: a member's call that found it still an
+    // owner (an upload runs where it was sent; a data link's call that ran here). Skipped
+    // when the first wait gave up (an owner unreachable: it would wait again).
+    if (first_settle_ok_) {
+      const auto settle_limit =
+        std::chrono::milliseconds(replicate_bound_ms(core->cfg.rpc_timeout_ms) + 1000);
+      on_loop_until_done(&impl::settle_replication, settle_limit);
+    }
   }
   loop_->post([core] { core->quit_actors(); });
   auto deadline = std::chrono::steady_clock::now() + 1s;

@@ -160,16 +160,18 @@ public:
   /// "host:port" advertised to the other members.
   std::string rpc_address() const;
 
-  /// The first half of stop(): wait until the replicator has handed the writes acknowledged
-  /// here to their other owners (bounded by replicate_bound_ms; at once when it is idle),
-  /// then announce leave and wait (bounded ~1 s) until the others know. The node goes on
-  /// serving meanwhile: what members still send it (they placed it before they knew) runs
-  /// here and is replicated to the owners without it. Idempotent; stop() does it if not done.
+  /// The first half of stop(): announce leave and wait (bounded ~1 s) until the others
+  /// know, then wait until the replicator has handed the writes acknowledged here to the
+  /// keys' owners (bounded by replicate_bound_ms; at once when it is idle). The node goes on
+  /// serving meanwhile: what members still send it (placed before they knew) runs here and
+  /// is replicated to the owners without it, or is placed again on them. Idempotent; stop()
+  /// does it if not done.
   void leave();
-  /// Graceful: leave() if not done, wait again until the replicator has handed on what was
-  /// acknowledged meanwhile (unless the first wait gave up), quit the hosted actors, then
-  /// tear down on the KJ thread (cancel task sets, destroy the RPC systems, drain the loop)
-  /// and join the thread. Idempotent.
+  /// Graceful: leave() if not done, wait (bounded) until the calls it placed on other
+  /// members are answered and again until the replicator has handed on what was acknowledged
+  /// meanwhile (unless the first wait gave up), quit the hosted actors, then tear down on the
+  /// KJ thread (cancel task sets, destroy the RPC systems, drain the loop) and join the
+  /// thread. Idempotent.
   void stop();
   /// Like stop() without the leave announcement: the others find out by failure detection
   /// (a crash, as far as the cluster can tell). For tests and fatal errors.
@@ -191,7 +193,7 @@ private:
   uint16_t port_ = 0;
   bool stopped_ = false;
   bool left_ = false;
-  bool settled_before_leave_ = false;  // leave()'s wait for the replicator got there
+  bool first_settle_ok_ = false;  // leave()'s wait for the replicator got there
 };
 
 } // namespace bifrost::cluster
