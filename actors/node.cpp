@@ -160,15 +160,18 @@ struct node::impl {
     // has read, each answered as stored here alone, neither replicated nor kept.
     for (size_t i = 0; i < loops.size(); ++i) {
       auto* ctx = contexts[i].get();
-      loops[i]->post([ctx] {
-        std::vector<connection*> conns;
-        for (auto& kv : ctx->by_id)
-          conns.push_back(kv.second);
-        for (auto* c : conns)
-          c->close_now();
-      });
+      loops[i]->post([ctx] { close_connections(*ctx); });
     }
     wait_for([&] { return shared->connections.load() == 0; }, std::chrono::milliseconds(1000));
+  }
+
+  // Closes every connection of a loop (on its thread; closing one takes it out of by_id).
+  static void close_connections(loop_context& ctx) {
+    std::vector<connection*> conns;
+    for (auto& kv : ctx.by_id)
+      conns.push_back(kv.second);
+    for (auto* c : conns)
+      c->close_now();
   }
 
   void stop() {
@@ -184,11 +187,7 @@ struct node::impl {
           ctx->links->close_all();  // data links and sessions: their actors quit
           ctx->links.reset();
         }
-        std::vector<connection*> conns;
-        for (auto& kv : ctx->by_id)
-          conns.push_back(kv.second);
-        for (auto* c : conns)
-          c->close_now();
+        close_connections(*ctx);
         ctx->routes = nullptr;
       });
     }

@@ -420,12 +420,13 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void settle_replication(std::shared_ptr<std::promise<void>> done);
   std::atomic<bool> settled{false};
   void begin_leave(std::shared_ptr<std::promise<void>> done);
-  kj::Promise<void> leave_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
   /// Sets `done` once no peer call is in flight (`calls`: ops this node placed on other
   /// members, as for a member's write it placed again after its leave), at most
   /// cfg.rpc_timeout_ms: the teardown answers those still waiting unavailable.
   void settle_calls(std::shared_ptr<std::promise<void>> done);
-  kj::Promise<void> calls_watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline);
+  /// Checks `over` every 10 ms and sets `done` once it holds or `deadline` (now_ms) passed.
+  kj::Promise<void> watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline,
+                          std::function<bool()> over);
   void quit_actors();
 
   kj::Promise<void> accept_loop();
@@ -2378,33 +2379,25 @@ void service::impl::settle_replication(std::shared_ptr<std::promise<void>> done)
 void service::impl::begin_leave(std::shared_ptr<std::promise<void>> done) {
   handle(members.leave(swim_ms()));
   rebuild();
-  tasks->add(leave_watch(std::move(done), now_ms() + 1000));
+  tasks->add(watch(std::move(done), now_ms() + 1000,
+                   [this] { return members.done_leaving() && swim_in_flight == 0; }));
 }
 
-kj::Promise<void> service::impl::leave_watch(std::shared_ptr<std::promise<void>> done,
-                                             uint64_t deadline) {
-  if ((members.done_leaving() && swim_in_flight == 0) || now_ms() >= deadline) {
+kj::Promise<void> service::impl::watch(std::shared_ptr<std::promise<void>> done,
+                                       uint64_t deadline, std::function<bool()> over) {
+  if (over() || now_ms() >= deadline) {
     done->set_value();
     return kj::READY_NOW;
   }
-  return timer.afterDelay(10 * kj::MILLISECONDS).then([this, done, deadline]() mutable {
-    return leave_watch(std::move(done), deadline);
-  });
+  return timer.afterDelay(10 * kj::MILLISECONDS)
+    .then([this, done, deadline, over = std::move(over)]() mutable {
+      return watch(std::move(done), deadline, std::move(over));
+    });
 }
 
 void service::impl::settle_calls(std::shared_ptr<std::promise<void>> done) {
-  tasks->add(calls_watch(std::move(done), now_ms() + cfg.rpc_timeout_ms));
-}
-
-kj::Promise<void> service::impl::calls_watch(std::shared_ptr<std::promise<void>> done,
-                                             uint64_t deadline) {
-  if (calls.empty() || now_ms() >= deadline) {
-    done->set_value();
-    return kj::READY_NOW;
-  }
-  return timer.afterDelay(10 * kj::MILLISECONDS).then([this, done, deadline]() mutable {
-    return calls_watch(std::move(done), deadline);
-  });
+  tasks->add(watch(std::move(done), now_ms() + cfg.rpc_timeout_ms,
+                   [this] { return calls.empty(); }));
 }
 
 void service::impl::quit_actors() {
@@ -2586,6 +2579,10 @@ void service::on_loop_until_done(void (impl::*step)(std::shared_ptr<std::promise
   fut.wait_for(limit);
 }
 
+std::chrono::milliseconds service::settle_limit() const {
+  return std::chrono::milliseconds(replicate_bound_ms(impl_->cfg.rpc_timeout_ms) + 1000);
+}
+
 void service::leave() {
   if (stopped_ || left_ || !impl_)
     return;
@@ -2596,9 +2593,7 @@ void service::leave() {
   // the others know, members send their writes here, and a replicator that is never idle
   // would hold the wait to its bound; once they know, the writes they placed by the ring
   // before go on to the owners (cluster_view::router), not to the replicator.
-  const auto settle_limit =
-    std::chrono::milliseconds(replicate_bound_ms(impl_->cfg.rpc_timeout_ms) + 1000);
-  on_loop_until_done(&impl::settle_replication, settle_limit);
+  on_loop_until_done(&impl::settle_replication, settle_limit());
   first_settle_ok_ = impl_->settled;  // (set before the promise, or false if timed out)
 }
 
@@ -2619,11 +2614,8 @@ void service::shutdown(bool announce) {
     // And what it acknowledged since leave()'s wait: a member's call that found it still an
     // owner (an upload runs where it was sent; a data link's call that ran here). Skipped
     // when the first wait gave up (an owner unreachable: it would wait again).
-    if (first_settle_ok_) {
-      const auto settle_limit =
-        std::chrono::milliseconds(replicate_bound_ms(core->cfg.rpc_timeout_ms) + 1000);
-      on_loop_until_done(&impl::settle_replication, settle_limit);
-    }
+    if (first_settle_ok_)
+      on_loop_until_done(&impl::settle_replication, settle_limit());
   }
   loop_->post([core] { core->quit_actors(); });
   auto deadline = std::chrono::steady_clock::now() + 1s;

@@ -185,6 +185,9 @@ private:
   /// Starts `step` on the KJ thread and waits until it sets its promise, at most `limit`.
   void on_loop_until_done(void (impl::*step)(std::shared_ptr<std::promise<void>>),
                           std::chrono::milliseconds limit);
+  /// How long a wait for the replicator (impl::settle_replication) may take: its own bound
+  /// and a second.
+  std::chrono::milliseconds settle_limit() const;
 
   std::shared_ptr<kj_loop> loop_;  // co-owned by the hosted actors (their host must outlive them)
   impl* impl_ = nullptr;  // lives on the KJ thread; destroyed by the teardown
