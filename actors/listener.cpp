@@ -142,6 +142,8 @@ caf::behavior listener::make_behavior() {
   send(route_table_, subscribe_atom::value, caf::actor_cast<caf::actor>(this));
   return {
     [this](routes_atom, route_snapshot_ptr& snap) {
+      if (ending_)
+        return;  // (the node's teardown takes the loop's routes away)
       ctx_.routes = std::move(snap);
       ctx_.counters->warm_rings.store(ctx_.routes && ctx_.routes->cluster
                                           ? ctx_.routes->cluster->past.size()
@@ -154,19 +156,16 @@ caf::behavior listener::make_behavior() {
       // Connections waiting for their first snapshot may hold complete requests.
     },
     [this](close_atom) {
-      if (connections_kept_) {  // accepting stopped earlier: now close the connections too
-        connections_kept_ = false;
-        stop();
-        if (fd_ < 0) {  // else on_closed will
-          self_ref_ = nullptr;
-          quit();
-        }
-        return;
+      stop();  // (accepting may have stopped earlier: now the connections close too)
+    },
+    [this](finish_atom) {
+      ending_ = true;
+      if (!stopped_) {
+        stop(false);  // on_closed finishes it
+      } else if (fd_ < 0) {  // the listening handle is closed (see on_closed)
+        self_ref_ = nullptr;
+        quit();
       }
-      if (stopped_ && fd_ < 0)
-        quit();  // the listening handle is closed (see on_closed)
-      else
-        stop();
     },
     [this](accept_atom) {
       if (!paused_ || stopped_ || !polling_)
@@ -177,9 +176,6 @@ caf::behavior listener::make_behavior() {
       uv_poll_start(&poll_, UV_READABLE, &listener::on_accept);
     },
     [this](close_atom, bool keep_connections) {
-      if (stopped_)
-        return;
-      connections_kept_ = keep_connections;
       stop(!keep_connections);
     },
   };
@@ -276,10 +272,10 @@ void listener::on_closed(uv_handle_t* h) {
     self->fd_ = -1;
   }
   self->route_table_ = nullptr;
-  if (self->connections_kept_)
-    return;  // the node's close_atom ends it (and its connections) later
+  if (!self->ending_)
+    return;  // it goes on publishing the routes to its loop until the node's finish_atom
   auto me = std::move(self->self_ref_);
-  caf::anon_send(me, close_atom::value);
+  caf::anon_send(me, finish_atom::value);
 }
 
 } // namespace bifrost::actors

@@ -18,7 +18,11 @@
 // Interface: (routes_atom, route_snapshot_ptr) from the route table; (close_atom) stops
 // accepting and closes the loop's connections once their pending replies are written;
 // (close_atom, true) only stops accepting (a node that drains out of a cluster keeps serving
-// its open connections meanwhile).
+// its open connections meanwhile); (finish_atom) ends it (node::stop). Until then, with its
+// socket closed, it still publishes each snapshot to its loop: the data link sessions there
+// serve members' calls while the node leaves its cluster, and must place a write by the ring
+// without this node (an actor that ended at the drain froze the loop's routes: a member's
+// write was then run on the leaving node, or refused, instead of placed again).
 // Thread affinity: its loop thread only. Owns the listening fd.
 #pragma once
 
@@ -70,7 +74,7 @@ private:
   uv_poll_t poll_;
   bool polling_ = false;
   bool stopped_ = false;
-  bool connections_kept_ = false;  // stopped by (close_atom, true): connections stay open
+  bool ending_ = false;  // finish_atom came: it quits once its handle is closed
   caf::actor route_table_;
   caf::actor self_ref_;
 };

@@ -67,6 +67,9 @@ using settle_atom = caf::atom_constant<caf::atom("settle")>;
 // -- connections and listeners (actors/connection.hpp, actors/listener.hpp) -------------------
 /// (close_atom): a loop-hosted actor finishes (socket closed, or node shutting down)
 using close_atom = caf::atom_constant<caf::atom("close")>;
+/// (finish_atom): a listener ends (the node stops: nothing on its loop needs the routes
+/// it published there any more)
+using finish_atom = caf::atom_constant<caf::atom("finish")>;
 /// (accept_atom) to itself: a listener that paused on a file descriptor shortage accepts again
 using accept_atom = caf::atom_constant<caf::atom("accept")>;
 

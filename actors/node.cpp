@@ -150,8 +150,7 @@ struct node::impl {
     drained = true;
     // 1. Stop accepting; connections finish what they were asked, then close.
     for (auto& l : listeners)
-      caf::anon_send(l, close_atom::value);
-    listeners.clear();
+      caf::anon_send(l, close_atom::value);  // (they go on publishing routes until stop())
     if (!shared ||
         wait_for([&] { return shared->connections.load() == 0; }, cfg.drain_timeout))
       return;
@@ -179,6 +178,9 @@ struct node::impl {
       return;
     drain();
     stopped = true;
+    for (auto& l : listeners)
+      caf::anon_send(l, finish_atom::value);
+    listeners.clear();
     // 2. Whatever is still open after the drain timeout is closed now; loops forget routes.
     for (size_t i = 0; i < loops.size(); ++i) {
       auto* ctx = contexts[i].get();

@@ -254,15 +254,17 @@ int main(int argc, char** argv) {
   }
   node->drain();
   if (cluster) {
-    // With R >= 2, leave first (the writes acknowledged here handed on, the others told):
-    // members place their writes on the owners without this node from then on, and what they
-    // sent before they knew still runs here and is replicated to those owners. (With R = 1
-    // nothing is replicated: such a write would be answered STORED and go with the process,
-    // so members' writes are refused from the start, as below.) Then members' writes are
-    // refused (they would be neither replicated nor kept), connections route no more keys
-    // through the cluster, and the service hands on what came meanwhile and tears down.
-    if (cfg.replicas >= 2)
-      cluster->leave();
+    // Leave first (the others told, the writes acknowledged here handed on): members place
+    // their writes on the owners without this node from then on, and what they sent before
+    // they knew is placed again on those owners (this node's ring has it no more) or, with
+    // R >= 2, runs here and is replicated to them. (With R = 1 nothing is replicated: a write
+    // that would run here is refused from the start, or it would be answered STORED and go
+    // with the process.) Then members' writes that would run here are refused (they would be
+    // neither replicated nor kept), connections route no more keys through the cluster, and
+    // the service hands on what came meanwhile and tears down.
+    if (cfg.replicas < 2)
+      node->refuse_member_writes();
+    cluster->leave();
     node->refuse_member_writes();
     caf::anon_send(node->route_table(), bifrost::actors::ring_atom::value,
                    bifrost::actors::cluster_view_ptr{});

@@ -615,8 +615,20 @@ private:
     c.add(c.link_ops_served, rc.call.ops.size());
     size_t n = rc.call.ops.size();
     rc.results.resize(n);
-    if (!ctx_.routes || n == 0 || refused(rc.call)) {  // shutting down (or an empty call):
-      if (n > 0)                                      // nothing runs here
+    // Placed by a ring this node has replaced (the member's view lags a ring change): the ops
+    // of keys this node no longer owns are placed again by its ring (cluster_route.hpp).
+    std::vector<bool> again;
+    const actors::cluster_view* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
+    if (rc.call.origin == rpc::Origin::CLIENT && cv && cv->router &&
+        actors::placed_by_replaced_ring(*cv, rc.call.ring)) {
+      for (uint32_t i = 0; i < n; ++i)
+        if (actors::place_again(*cv, rc.call.ops[i])) {
+          again.resize(n);
+          again[i] = true;
+        }
+    }
+    if (!ctx_.routes || n == 0 || refused(rc.call, again)) {  // shutting down (or an empty
+      if (n > 0)                                              // call): nothing runs here
         rc.results = unavailable(n);
       reply(rc);
       return;
@@ -639,18 +651,6 @@ private:
       copy.value = std::move(value);
       return copy;
     };
-    // Placed by a ring this node has replaced (the member's view lags a ring change): the ops
-    // of keys this node no longer owns are placed again by its ring (cluster_route.hpp).
-    std::vector<bool> again;
-    const actors::cluster_view* cv = ctx_.routes->cluster.get();
-    if (rc.call.origin == rpc::Origin::CLIENT && cv && cv->router &&
-        actors::placed_by_replaced_ring(*cv, rc.call.ring)) {
-      for (uint32_t i = 0; i < n; ++i)
-        if (actors::place_again(*cv, rc.call.ops[i])) {
-          again.resize(n);
-          again[i] = true;
-        }
-    }
     auto& shards = ctx_.routes->local_shards();
     auto& r = calls_[key];
     r = std::move(rc);
@@ -729,13 +729,19 @@ private:
     update_poll();
   }
 
-  // A member's client call with a write, once this node leaves for good: the write would be
-  // neither replicated (the loops forget the cluster view, the replicator ends) nor kept.
-  bool refused(const link_wire::call& call) const {
-    return call.origin == rpc::Origin::CLIENT && ctx_.node &&
-           ctx_.node->member_writes_refused.load(std::memory_order_relaxed) &&
-           std::any_of(call.ops.begin(), call.ops.end(),
-                       [](const storage::op& o) { return storage::changes_item(o); });
+  // A member's client call is refused while this node stops for good (node_shared::
+  // member_writes_refused) when a write of it would run here: it would be neither replicated
+  // (R = 1; or the loops are about to forget the cluster view, the replicator ends) nor kept.
+  // Writes placed again (`again`: keys this node no longer owns, by a ring the member has not
+  // caught up with) go to their owners and are not refused.
+  bool refused(const link_wire::call& call, const std::vector<bool>& again) const {
+    if (call.origin != rpc::Origin::CLIENT || !ctx_.node ||
+        !ctx_.node->member_writes_refused.load(std::memory_order_relaxed))
+      return false;
+    for (size_t i = 0; i < call.ops.size(); ++i)
+      if (storage::changes_item(call.ops[i]) && (again.empty() || !again[i]))
+        return true;
+    return false;
   }
 
   // Origin client: this node is the keys' primary; their other owners get the change in the
