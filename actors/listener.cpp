@@ -143,7 +143,7 @@ caf::behavior listener::make_behavior() {
   return {
     [this](routes_atom, route_snapshot_ptr& snap) {
       if (ending_)
-        return;  // (the node's teardown takes the loop's routes away)
+        return;  // (the node's teardown took the loop's routes away)
       ctx_.routes = std::move(snap);
       ctx_.counters->warm_rings.store(ctx_.routes && ctx_.routes->cluster
                                           ? ctx_.routes->cluster->past.size()
@@ -159,6 +159,10 @@ caf::behavior listener::make_behavior() {
       stop();  // (accepting may have stopped earlier: now the connections close too)
     },
     [this](finish_atom) {
+      // (A snapshot queued before this one may have come after node::stop's teardown took
+      // the loop's routes away: they go again.)
+      ctx_.routes = nullptr;
+      ctx_.counters->warm_rings.store(0, std::memory_order_relaxed);
       ending_ = true;
       if (!stopped_) {
         stop(false);  // on_closed finishes it

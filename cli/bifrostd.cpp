@@ -266,8 +266,7 @@ int main(int argc, char** argv) {
       node->refuse_member_writes();
     cluster->leave();
     node->refuse_member_writes();
-    caf::anon_send(node->route_table(), bifrost::actors::ring_atom::value,
-                   bifrost::actors::cluster_view_ptr{});
+    cluster->forget_routes();
     cluster->stop();
     cluster.reset();
   }

@@ -424,6 +424,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// members, as for a member's write it placed again after its leave), at most
   /// cfg.rpc_timeout_ms: the teardown answers those still waiting unavailable.
   void settle_calls(std::shared_ptr<std::promise<void>> done);
+  /// service::forget_routes on the KJ thread.
+  void forget_routes(std::shared_ptr<std::promise<void>> done);
   /// Checks `over` every 10 ms and sets `done` once it holds or `deadline` (now_ms) passed.
   kj::Promise<void> watch(std::shared_ptr<std::promise<void>> done, uint64_t deadline,
                           std::function<bool()> over);
@@ -2355,6 +2357,13 @@ void service::impl::publish(std::shared_ptr<actors::cluster_view> view) {
                    actors::cluster_view_ptr(std::move(view)));
 }
 
+void service::impl::forget_routes(std::shared_ptr<std::promise<void>> done) {
+  if (route_table)
+    caf::anon_send(route_table, actors::ring_atom::value, actors::cluster_view_ptr{});
+  route_table = nullptr;  // (publish() no longer reaches the loops)
+  done->set_value();
+}
+
 void service::impl::settle_replication(std::shared_ptr<std::promise<void>> done) {
   settled = false;
   if (!replicator || cfg.replicas <= 1) {
@@ -2595,6 +2604,12 @@ void service::leave() {
   // before go on to the owners (cluster_view::router), not to the replicator.
   on_loop_until_done(&impl::settle_replication, settle_limit());
   first_settle_ok_ = impl_->settled;  // (set before the promise, or false if timed out)
+}
+
+void service::forget_routes() {
+  if (stopped_ || !impl_)
+    return;
+  on_loop_until_done(&impl::forget_routes, std::chrono::milliseconds(1000));
 }
 
 void service::shutdown(bool announce) {

@@ -167,6 +167,10 @@ public:
   /// is replicated to the owners without it, or is placed again on them. Idempotent; stop()
   /// does it if not done.
   void leave();
+  /// The node's loops route no more keys through the cluster: the route table gets a null
+  /// view, and no later view (a membership change while stop() waits) is published to it.
+  /// Idempotent.
+  void forget_routes();
   /// Graceful: leave() if not done, wait (bounded) until the calls it placed on other
   /// members are answered and again until the replicator has handed on what was acknowledged
   /// meanwhile (unless the first wait gave up), quit the hosted actors, then tear down on the
