@@ -242,13 +242,6 @@ bool placed_by_replaced_ring(const cluster_view& cv, uint64_t sender_ring) noexc
   return false;
 }
 
-namespace {
-// (A node that left is not in its own ring: its id then names no member, or another.)
-bool in_own_ring(const cluster_view& cv) noexcept {
-  return cv.ring && cv.self < cv.ring->size() && cv.ring->member(cv.self).name == cv.self_name;
-}
-} // namespace
-
 bool owns(const cluster_view& cv, std::string_view key) noexcept {
   if (!cv.ring)
     return true;
@@ -257,7 +250,8 @@ bool owns(const cluster_view& cv, std::string_view key) noexcept {
   const size_t n = cv.ring->live_owner_ids(cluster::ring::key_hash(key), r, owners);
   if (n == 0)
     return true;
-  const bool in_ring = in_own_ring(cv);
+  // (A node that left is not in its own ring: its id then names no member, or another.)
+  const bool in_ring = cv.self < cv.ring->size() && cv.ring->member(cv.self).name == cv.self_name;
   for (size_t i = 0; i < n; ++i)
     if (in_ring && owners[i] == cv.self)
       return true;
@@ -266,13 +260,6 @@ bool owns(const cluster_view& cv, std::string_view key) noexcept {
 
 bool place_again(const cluster_view& cv, const storage::op& o) noexcept {
   if (o.routed >= max_routed || o.parked != 0 || o.kind == storage::op_kind::flush)
-    return false;
-  // Leaving, with R >= 2: what a member sent runs here, and the replicator hands each key's
-  // state on to the owners without this node in the order it was written here. A write
-  // placed again straight on an owner could be overwritten there by the replicated state of
-  // an earlier write of the key that ran here (the two are not ordered), and a read there
-  // could miss what the member's client just wrote here.
-  if (cv.ring && cv.replicating() && !in_own_ring(cv))
     return false;
   return !owns(cv, o.key);
 }

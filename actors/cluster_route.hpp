@@ -182,8 +182,7 @@ constexpr uint8_t max_routed = 2;
 
 /// For a client op of a caller placed_by_replaced_ring() holds for: true when it must be
 /// placed again (placed fewer than max_routed times, not a flush nor a re-read of a parked
-/// result, and its key not owned here). Never on a node that is leaving (its own ring lacks
-/// it) with R >= 2: its replicator hands what runs there on to the owners, in order.
+/// result, and its key not owned here).
 bool place_again(const cluster_view& cv, const storage::op& o) noexcept;
 
 /// The store that adds `r` (a hit read of `key`, with its value) where the key is missing:
