@@ -115,6 +115,8 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("cluster_rereplicated_items", sh.rereplicated);
   counter("cluster_rereplicate_redone", sh.rereplicate_redone);
   counter("cluster_copies_refused", sh.copies_refused);
+  counter("cluster_copies_superseded", sh.copies_superseded);
+  counter("cluster_copies_replaced", sh.copies_replaced);
   const auto parked = node.parked->stats();
   stat(out, "cluster_parked_values", parked.entries);
   stat(out, "cluster_parked_bytes", parked.pinned_bytes);

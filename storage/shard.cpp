@@ -36,17 +36,31 @@ namespace bifrost::storage {
 namespace {
 std::atomic<uint64_t> g_cas{0};
 constexpr int64_t k_relative_exptime_max = 60 * 60 * 24 * 30;  // memcached REALTIME_MAXDELTA
+constexpr uint64_t k_cas_observe_max = 1ull << 62;
 } // namespace
 
 uint64_t next_cas() {
-  uint64_t c = g_cas.fetch_add(1, std::memory_order_relaxed) + 1;
-  while (c == 0)  // wrapped (cannot happen from observe_cas's values): 0 is "no CAS"
-    c = g_cas.fetch_add(1, std::memory_order_relaxed) + 1;
-  return c;
+  // A hybrid clock: above every value handed out or observed (observe_cas), and at least the
+  // wall clock in microseconds times 256 (restart_cas_floor), so that of two writes of a key
+  // on two nodes the later one has the higher CAS (cas_clock_newer), as long as their clocks
+  // agree better than the writes are apart.
+  const uint64_t clock = restart_cas_floor();
+  uint64_t cur = g_cas.load(std::memory_order_relaxed);
+  for (;;) {
+    uint64_t c = std::max(cur + 1, clock);
+    if (c == 0)  // wrapped (cannot happen from observe_cas's values): 0 is "no CAS"
+      c = 1;
+    if (g_cas.compare_exchange_weak(cur, c, std::memory_order_relaxed))
+      return c;
+  }
+}
+
+bool cas_clock_newer(uint64_t a, uint64_t b) noexcept {
+  auto clocked = [](uint64_t c) { return c >= k_cas_clock_min && c < k_cas_observe_max; };
+  return clocked(a) && clocked(b) && a > b;
 }
 
 namespace {
-constexpr uint64_t k_cas_observe_max = 1ull << 62;
 
 void raise_cas(uint64_t seen) {
   uint64_t cur = g_cas.load(std::memory_order_relaxed);
@@ -164,6 +178,8 @@ shard_stats& shard_stats::operator+=(const shard_stats& o) {
   handed_back += o.handed_back;
   hand_back_dropped += o.hand_back_dropped;
   copies_refused += o.copies_refused;
+  copies_superseded += o.copies_superseded;
+  copies_replaced += o.copies_replaced;
   rereplicated += o.rereplicated;
   rereplicate_redone += o.rereplicate_redone;
   segments += o.segments;
@@ -922,12 +938,27 @@ struct shard::impl {
 
     switch (mode) {
       case store_mode::set:
+        // A copy of another node's state (replication) never replaces a later write: with two
+        // nodes briefly acting as the key's primary (their views of the ring differ), each
+        // one's copies would otherwise land over the other's newer write. The owner holds
+        // something newer: nothing to do, and nothing to try again.
+        if (o.copy && old && cas_clock_newer(old->cas, o.explicit_cas)) {
+          ++st.copies_superseded;
+          res.st = status::stored;
+          res.cas = old->cas;
+          return res;
+        }
         break;
       case store_mode::add:
-        if (old) {
+        // A copy (warming, re-replication) replaces an older item (a node warmed the key
+        // from an owner that took a write after; it recovered the item from --data-dir):
+        // the later write wins, as its CAS says; otherwise an add stores nothing over an item.
+        if (old && !(o.copy && cas_clock_newer(o.explicit_cas, old->cas))) {
           res.st = status::not_stored;
           return res;
         }
+        if (old)
+          ++st.copies_replaced;
         break;
       case store_mode::replace:
         if (!old) {

@@ -108,6 +108,10 @@ struct shard_stats {
   uint64_t hand_back_dropped = 0;
   /// Copies refused for a key deleted here lately (shard::guard_copies).
   uint64_t copies_refused = 0;
+  /// Copies of another node's state older than the item here (not applied), and copies
+  /// (warming, re-replication) that replaced an older item (shard::execute, cas_clock_newer).
+  uint64_t copies_superseded = 0;
+  uint64_t copies_replaced = 0;
   /// Copies sent to keys' new owners after ring changes (R > 1, actors/storage_shard), and
   /// passes done again because a copy was not taken.
   uint64_t rereplicated = 0;
@@ -138,7 +142,17 @@ using clock_fn = std::function<uint32_t()>;
 uint32_t system_clock_seconds();
 
 /// CAS values are unique across all shards of a process, and never 0 (0 means "no CAS").
+/// They follow a hybrid clock: each is above every CAS handed out or observed, and at least
+/// the wall clock in microseconds times 256 (restart_cas_floor), so CAS values of different
+/// nodes order their writes in time (to within the nodes' clock offset).
 uint64_t next_cas();
+/// CAS values from this clock are at least this (2020-01-01 in microseconds, times 256);
+/// values below it, or of 2^62 and more, were chosen by a client (meta E) and order nothing.
+inline constexpr uint64_t k_cas_clock_min = uint64_t{1577836800} * 1000000u << 8;
+/// True when CAS `a` says a later write than `b`: both from a node's clock, a above b. How
+/// copies between nodes are ordered (shard::execute: a copy's store never replaces a later
+/// write, and an add that is a copy replaces an earlier one).
+bool cas_clock_newer(uint64_t a, uint64_t b) noexcept;
 /// After recovery: make sure next_cas() returns values above `seen`. Values of 2^62 and more
 /// are ignored: the counter never gets there, so they were chosen by a client (meta `E`), and
 /// following them could wrap the counter.
