@@ -186,7 +186,8 @@ constexpr uint8_t max_routed = 2;
 bool place_again(const cluster_view& cv, const storage::op& o) noexcept;
 
 /// The store that adds `r` (a hit read of `key`, with its value) where the key is missing:
-/// mode add (never over a write that got there first), the same flags, absolute expiry, CAS,
+/// mode add (never over a later write: storage::cas_clock_newer), the same flags, absolute
+/// expiry, CAS,
 /// stale mark and win token (taken by the read, or before it). How write-on-miss warming
 /// copies an item to its new owner.
 storage::op warm_copy(const std::string& key, const storage::result& r);

@@ -1711,7 +1711,7 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
   };
   // An update or an add acts on the item the member's client knew, which this node held
   // before the ring change and the key's owner may not have warmed yet: its copy goes first,
-  // as an add (never over a write that got there first), as a connection's warming does.
+  // as an add (never over a later write), as a connection's warming does.
   storage::op_batch reads;
   std::vector<size_t> read_of;  // the op each read is for
   for (size_t i = 0; i < ops.size(); ++i) {

@@ -56,8 +56,11 @@ uint64_t next_cas() {
 }
 
 bool cas_clock_newer(uint64_t a, uint64_t b) noexcept {
-  auto clocked = [](uint64_t c) { return c >= k_cas_clock_min && c < k_cas_observe_max; };
-  return clocked(a) && clocked(b) && a > b;
+  // (A value ahead of this node's clock by more than the slack is not one: a client's meta E,
+  // or a counter such a value pushed. Ordering by it would let it win over later writes.)
+  const uint64_t ceiling = std::min(restart_cas_floor() + k_cas_clock_slack, k_cas_observe_max);
+  auto clocked = [ceiling](uint64_t c) { return c >= k_cas_clock_min && c < ceiling; };
+  return a > b && clocked(a) && clocked(b);
 }
 
 namespace {
@@ -957,8 +960,6 @@ struct shard::impl {
           res.st = status::not_stored;
           return res;
         }
-        if (old)
-          ++st.copies_replaced;
         break;
       case store_mode::replace:
         if (!old) {
@@ -1027,6 +1028,8 @@ struct shard::impl {
       if (mode == store_mode::set) remove_key(o.key, h);
       return res;
     }
+    if (old && mode == store_mode::add)
+      ++st.copies_replaced;  // (a copy of a later write: see above)
     const entry& ne = idx.at(p);
     fill_meta(res, ne, hdr(ne));
     res.st = status::stored;
@@ -1055,8 +1058,8 @@ struct shard::impl {
     const entry e = idx.at(pos);
     const record_header* r = hdr(e);
     // A hand-back spares an item stored since this node came back, and a copy of the
-    // sender's very item (its CAS, explicit_cas; CAS values of two nodes do not say which
-    // is newer: each started its counter at its own start time).
+    // sender's very item (its CAS, explicit_cas; the deletes a hand-back sends carry the CAS
+    // of the sender's item, not of the delete, so it is matched, not ordered).
     if ((o.compare_cas != 0 && o.compare_cas != r->cas) ||
         (o.hand_back &&
          (r->cas > return_mark() || (o.explicit_cas != 0 && r->cas == o.explicit_cas)))) {

@@ -146,12 +146,16 @@ uint32_t system_clock_seconds();
 /// the wall clock in microseconds times 256 (restart_cas_floor), so CAS values of different
 /// nodes order their writes in time (to within the nodes' clock offset).
 uint64_t next_cas();
-/// CAS values from this clock are at least this (2020-01-01 in microseconds, times 256);
-/// values below it, or of 2^62 and more, were chosen by a client (meta E) and order nothing.
+/// CAS values from this clock are at least this (2020-01-01 in microseconds, times 256), and
+/// at most an hour ahead of this node's clock (k_cas_clock_slack). Others (a client's meta E
+/// such as a memcached counter value, or one far in the future) order nothing. A client's E
+/// inside that range is taken as a clock value.
 inline constexpr uint64_t k_cas_clock_min = uint64_t{1577836800} * 1000000u << 8;
-/// True when CAS `a` says a later write than `b`: both from a node's clock, a above b. How
-/// copies between nodes are ordered (shard::execute: a copy's store never replaces a later
-/// write, and an add that is a copy replaces an earlier one).
+inline constexpr uint64_t k_cas_clock_slack = uint64_t{3600} * 1000000u << 8;
+/// True when CAS `a` says a later write than `b`: both clock values (above), a above b. How
+/// copies of stored items between nodes are ordered (shard::execute: replicated state never
+/// replaces a later write, and an add that is a copy replaces an earlier one). Deletes carry
+/// no CAS and are not ordered. Reads the clock.
 bool cas_clock_newer(uint64_t a, uint64_t b) noexcept;
 /// After recovery: make sure next_cas() returns values above `seen`. Values of 2^62 and more
 /// are ignored: the counter never gets there, so they were chosen by a client (meta `E`), and

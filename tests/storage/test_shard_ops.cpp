@@ -280,6 +280,12 @@ BOOST_AUTO_TEST_CASE(copies_never_replace_a_later_write_and_replace_an_earlier_o
     BOOST_CHECK_EQUAL(do_get(*s, "k").value.view(), "client chose E");
     op later = copy("k", "after E", next_cas(), store_mode::add);
     BOOST_CHECK(s->execute(later).st == status::not_stored);
+    // nor one far ahead of the clock (a nanosecond timestamp). (Checked without storing it:
+    // the process's counter would follow it, for the tests after this one too.)
+    const uint64_t now = restart_cas_floor();
+    BOOST_CHECK(cas_clock_newer(now + 1, now));
+    BOOST_CHECK(!cas_clock_newer(now + 2 * k_cas_clock_slack, now));
+    BOOST_CHECK(!cas_clock_newer(now, 777));
   }
   const auto st = s->stats();
   BOOST_CHECK_EQUAL(st.copies_superseded, 1u);
