@@ -301,7 +301,22 @@ node& cluster::start(const std::string& name, node_options opt) {
   n->rpc_port = opt.rpc_port ? opt.rpc_port : free_port();
   n->stderr_path = dir_ + "/" + name + ".stderr";
   nodes_.push_back(std::move(n));
-  return spawn(*nodes_.back(), opt);
+  node& added = *nodes_.back();
+  // A port free_port() found free can be taken before bifrostd binds it (another test's
+  // outgoing connection gets it as its local port): with ports of our choosing, try others.
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return spawn(added, opt);
+    } catch (const std::runtime_error& e) {
+      if (attempt >= 3 || (opt.port && opt.rpc_port) ||
+          std::string(e.what()).find("Address already in use") == std::string::npos)
+        throw;
+      if (!opt.port)
+        added.port = free_port();
+      if (!opt.rpc_port)
+        added.rpc_port = free_port();
+    }
+  }
 }
 
 node& cluster::start(const std::string& name, std::vector<int> join, int replicas) {
