@@ -66,14 +66,20 @@ inline std::unique_ptr<shard> open_shard(const shard_config& cfg, const fake_clo
   return s;
 }
 
-inline result do_store(shard& s, const std::string& key, const std::string& value,
-                       store_mode mode = store_mode::set, int64_t ttl = 0, uint32_t flags = 0,
-                       uint64_t compare_cas = 0) {
+inline op store_op(const std::string& key, const std::string& value,
+                   store_mode mode = store_mode::set) {
   op o;
   o.kind = op_kind::store;
   o.key = key;
   o.value = value;
   o.mode = mode;
+  return o;
+}
+
+inline result do_store(shard& s, const std::string& key, const std::string& value,
+                       store_mode mode = store_mode::set, int64_t ttl = 0, uint32_t flags = 0,
+                       uint64_t compare_cas = 0) {
+  op o = store_op(key, value, mode);
   o.ttl = ttl;
   o.flags = flags;
   o.compare_cas = compare_cas;

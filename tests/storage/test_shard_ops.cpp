@@ -228,12 +228,8 @@ BOOST_AUTO_TEST_CASE(copies_never_replace_a_later_write_and_replace_an_earlier_o
   auto s = open_shard(small_config(), clk);
   auto copy = [](const std::string& key, const std::string& value, uint64_t cas,
                  store_mode mode) {
-    op o;
-    o.kind = op_kind::store;
-    o.key = key;
-    o.value = value;
+    op o = store_op(key, value, mode);
     o.explicit_cas = cas;
-    o.mode = mode;
     o.copy = true;
     return o;
   };
