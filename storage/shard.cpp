@@ -37,6 +37,12 @@ namespace {
 std::atomic<uint64_t> g_cas{0};
 constexpr int64_t k_relative_exptime_max = 60 * 60 * 24 * 30;  // memcached REALTIME_MAXDELTA
 constexpr uint64_t k_cas_observe_max = 1ull << 62;
+
+void raise_cas(uint64_t seen) {
+  uint64_t cur = g_cas.load(std::memory_order_relaxed);
+  while (cur < seen && !g_cas.compare_exchange_weak(cur, seen, std::memory_order_relaxed)) {
+  }
+}
 } // namespace
 
 uint64_t next_cas() {
@@ -44,15 +50,11 @@ uint64_t next_cas() {
   // wall clock in microseconds times 256 (restart_cas_floor), so that of two writes of a key
   // on two nodes the later one has the higher CAS (cas_clock_newer), as long as their clocks
   // agree better than the writes are apart.
-  const uint64_t clock = restart_cas_floor();
-  uint64_t cur = g_cas.load(std::memory_order_relaxed);
-  for (;;) {
-    uint64_t c = std::max(cur + 1, clock);
-    if (c == 0)  // wrapped (cannot happen from observe_cas's values): 0 is "no CAS"
-      c = 1;
-    if (g_cas.compare_exchange_weak(cur, c, std::memory_order_relaxed))
-      return c;
-  }
+  raise_cas(restart_cas_floor() - 1);
+  uint64_t c = g_cas.fetch_add(1, std::memory_order_relaxed) + 1;
+  while (c == 0)  // wrapped (cannot happen from observe_cas's values): 0 is "no CAS"
+    c = g_cas.fetch_add(1, std::memory_order_relaxed) + 1;
+  return c;
 }
 
 bool cas_clock_newer(uint64_t a, uint64_t b) noexcept {
@@ -62,15 +64,6 @@ bool cas_clock_newer(uint64_t a, uint64_t b) noexcept {
   auto clocked = [ceiling](uint64_t c) { return c >= k_cas_clock_min && c < ceiling; };
   return a > b && clocked(a) && clocked(b);
 }
-
-namespace {
-
-void raise_cas(uint64_t seen) {
-  uint64_t cur = g_cas.load(std::memory_order_relaxed);
-  while (cur < seen && !g_cas.compare_exchange_weak(cur, seen, std::memory_order_relaxed)) {
-  }
-}
-} // namespace
 
 void observe_cas(uint64_t seen) {
   if (seen < k_cas_observe_max) raise_cas(seen);
