@@ -239,6 +239,10 @@ void node::refuse_member_writes() {
   impl_->shared->member_writes_refused.store(true);
 }
 
+bool node::member_writes_refused() const {
+  return impl_->shared->member_writes_refused.load(std::memory_order_relaxed);
+}
+
 caf::actor_system& node::system() {
   return *impl_->system;
 }

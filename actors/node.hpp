@@ -57,11 +57,13 @@ public:
   /// Stops accepting and waits (bounded by drain_timeout) for open connections to finish;
   /// closes what remains. Idempotent; stop() calls it first.
   void drain();
-  /// From now on, a write another member sends over a data link answers unavailable when it
-  /// would run here (the node is leaving its cluster: node_shared::member_writes_refused);
+  /// From now on, a write another member sends over a data link (or over the RPC, which
+  /// asks member_writes_refused()) answers unavailable when it would run here (the node is leaving its cluster: node_shared::member_writes_refused);
   /// one this node places again on the key's owners (the member placed it by a ring this
   /// node has replaced) still goes there. Any thread.
   void refuse_member_writes();
+  /// Whether refuse_member_writes() was called (for the RPC's member calls). Any thread.
+  bool member_writes_refused() const;
   /// Graceful stop (idempotent): drain, then tear down in order.
   void stop();
 

@@ -60,9 +60,9 @@ struct node_shared {
   std::vector<loop_counters> loops;     // one per I/O loop (indexed by io_loop::index())
   std::atomic<uint64_t> connections{0}; // open client connections, all loops (for -c)
   /// Set once the node leaves its cluster for good (node::refuse_member_writes): a write a
-  /// member sends it over a data link that would run here answers unavailable, as it could
-  /// neither be replicated any more nor outlive the exit (one placed again on its owners
-  /// goes there). Any thread.
+  /// member sends it over a data link (or the RPC) that would run here answers unavailable,
+  /// as it could neither be replicated any more nor outlive the exit (one placed again on
+  /// its owners goes there). Any thread.
   std::atomic<bool> member_writes_refused{false};
   uint32_t started_at = 0;              // unix seconds
   std::string version = "1.6.21-bifrost-0.1.0";

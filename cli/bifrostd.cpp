@@ -152,6 +152,7 @@ int main(int argc, char** argv) {
     sc.tls = cfg.rpc_tls;
     sc.parked = node->parked();
     sc.max_value = cfg.max_item_size;
+    sc.member_writes_refused = [n = node.get()] { return n->member_writes_refused(); };
     const auto& t = cfg.timings;
     auto set = [](auto& field, int64_t v) {
       if (v >= 0)

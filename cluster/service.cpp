@@ -242,6 +242,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// node no longer owns: routed_execute() places them again, marked `routed`.
   kj::Promise<storage::result_batch> primary_execute(storage::op_batch ops, uint64_t sender_ring,
                                                      bool wait);
+  /// Whether `ops`, a client's that would run here, are refused (cfg.member_writes_refused):
+  /// while this node leaves for good, when one of them is a write. The whole call then
+  /// answers `unavailable`, as a data link refuses it (cluster/data_link.cpp).
+  bool refuses(const storage::op_batch& ops) const;
   /// The router actor's (a data link session's ops placed again): routed_execute(), answered
   /// to `sender` as (result_atom, tag, results).
   void route_call(uint64_t tag, storage::op_batch ops, caf::actor sender, caf::actor self);
@@ -767,9 +771,14 @@ kj::Promise<void> upload_sink::finish(FinishContext context) {
       ops_[i].kind = storage::op_kind::remove;
       ops_[i].compare_cas = 0;
     }
-  return core_.local_primary(std::move(ops_), origin_, wait_)
-      .then([context, too_large = std::move(too_large_)](storage::result_batch rs) mutable {
-        for (size_t i = 0; i < too_large.size() && i < rs.size(); ++i)
+  // (Stores all: refused while this node leaves for good, by the time the values are in.)
+  const bool refused = origin_ == rpc::Origin::CLIENT && core_.refuses(ops_);
+  auto done = refused ? kj::Promise<storage::result_batch>(unavailable(ops_.size()))
+                      : core_.local_primary(std::move(ops_), origin_, wait_);
+  return done
+      .then([context, refused, too_large = std::move(too_large_)](
+              storage::result_batch rs) mutable {
+        for (size_t i = 0; i < too_large.size() && i < rs.size() && !refused; ++i)
           if (too_large[i]) {
             rs[i] = storage::result{};
             rs[i].st = storage::status::too_large;
@@ -1683,9 +1692,12 @@ kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_ba
                                                                   uint64_t sender_ring,
                                                                   bool wait) {
   std::shared_ptr<const actors::cluster_view> view = view_;
-  if (!view || !actors::placed_by_replaced_ring(*view, sender_ring))  // the common case
-    return local_primary(std::move(ops), rpc::Origin::CLIENT, wait);
   const size_t n = ops.size();
+  if (!view || !actors::placed_by_replaced_ring(*view, sender_ring)) {  // the common case
+    if (refuses(ops))
+      return unavailable(n);
+    return local_primary(std::move(ops), rpc::Origin::CLIENT, wait);
+  }
   auto idx = std::make_shared<std::vector<std::vector<size_t>>>(2);  // [0] here, [1] again
   storage::op_batch parts[2];
   for (size_t i = 0; i < n; ++i) {
@@ -1693,6 +1705,8 @@ kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_ba
     (*idx)[g].push_back(i);
     parts[g].push_back(std::move(ops[i]));
   }
+  if (refuses(parts[0]))
+    return unavailable(n);
   if (parts[1].empty())
     return local_primary(std::move(parts[0]), rpc::Origin::CLIENT, wait);
   auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(2);
@@ -1700,6 +1714,14 @@ kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_ba
   promises.add(execute_again(std::move(parts[1])));
   return kj::joinPromises(promises.finish())
       .then([n, idx](kj::Array<storage::result_batch> rs) { return scatter_results(n, *idx, rs); });
+}
+
+bool service::impl::refuses(const storage::op_batch& ops) const {
+  if (!cfg.member_writes_refused)
+    return false;
+  const bool writes = std::any_of(ops.begin(), ops.end(),
+                                  [](const storage::op& o) { return storage::changes_item(o); });
+  return writes && cfg.member_writes_refused();
 }
 
 kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batch ops) {

@@ -123,6 +123,11 @@ struct service_config {
   /// Where the replicator runs (cluster/replicator.hpp): an I/O loop that outlives the
   /// service, or null for the KJ loop.
   actors::actor_host* replicator_host = nullptr;
+  /// True once this node leaves its cluster for good (actors::node::refuse_member_writes,
+  /// read on the KJ thread): a write that would run here for a member's client (Node.execute,
+  /// Node.upload) answers `unavailable` instead, as over a data link: it would be neither
+  /// replicated nor kept. Writes placed again on their owners still go there. Empty: never.
+  std::function<bool()> member_writes_refused;
   std::function<void()> on_drain;   ///< Node.drain was called (run on the KJ thread)
   std::function<void()> on_leave;   ///< Node.leave was called (run on the KJ thread)
   /// The node cannot take part (its name is held by another live node): the message says

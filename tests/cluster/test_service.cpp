@@ -159,6 +159,7 @@ struct test_node {
     sc.wait_replicas = wait_replicas;
     sc.tls = std::move(tls);
     sc.max_value = 6ull << 20;  // (below the shards' 8 MiB: what refuses is the upload's bound)
+    sc.member_writes_refused = [r = refusing] { return r->load(); };
     std::string err;
     svc = cluster::service::start(
         *sys, sc, shards, route_table,
@@ -203,6 +204,8 @@ struct test_node {
   std::vector<caf::actor> shards;
   std::vector<caf::actor> real_shards;  // behind delay proxies (`delayable`)
   std::shared_ptr<std::atomic<int>> shard_delay_ms = std::make_shared<std::atomic<int>>(0);
+  /// service_config::member_writes_refused (node::refuse_member_writes in bifrostd).
+  std::shared_ptr<std::atomic<bool>> refusing = std::make_shared<std::atomic<bool>>(false);
   caf::actor route_table;
   std::shared_ptr<recorder_state> rec;
   std::unique_ptr<cluster::service> svc;
@@ -1486,18 +1489,17 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   const uint64_t before = old_view->ring->placement();
   BOOST_REQUIRE_EQUAL(v->past.front().ring->placement(), before);
   // Keys n1 owned and n3 owns now; one n1 still owns.
-  std::vector<std::string> moved;
-  std::string kept;
-  for (int i = 0; i < 100000 && (moved.size() < 4 || kept.empty()); ++i) {
+  std::vector<std::string> moved, kept;
+  for (int i = 0; i < 100000 && (moved.size() < 5 || kept.size() < 3); ++i) {
     std::string k = "lag-" + std::to_string(i);
     if (old_view->ring->live_primary(k)->name != "n1")
       continue;
-    if (v->ring->live_primary(k)->name == "n3" && moved.size() < 4)
+    if (v->ring->live_primary(k)->name == "n3" && moved.size() < 5)
       moved.push_back(k);
-    else if (v->ring->live_primary(k)->name == "n1" && kept.empty())
-      kept = k;
+    else if (v->ring->live_primary(k)->name == "n1" && kept.size() < 3)
+      kept.push_back(k);
   }
-  BOOST_REQUIRE(moved.size() == 4 && !kept.empty());
+  BOOST_REQUIRE(moved.size() == 5 && kept.size() == 3);
 
   raw_client cl(n1.address());
   {
@@ -1509,7 +1511,7 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
     req.setReplicas(1);
     req.send().wait(cl.io.waitScope);
   }
-  auto execute = [&](storage::op_batch ops, uint64_t ring) {
+  auto run = [&](storage::op_batch ops, uint64_t ring) {
     auto req = cl.node.executeRequest();
     auto list = req.initOps(static_cast<unsigned>(ops.size()));
     for (size_t i = 0; i < ops.size(); ++i)
@@ -1518,12 +1520,18 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
     req.setRing(ring);
     auto r = req.send().wait(cl.io.waitScope);
     BOOST_REQUIRE_EQUAL(r.getResults().size(), ops.size());
+    std::vector<rpc::Status> st;
     for (auto x : r.getResults())
-      BOOST_TEST((x.getStatus() == rpc::Status::STORED));
+      st.push_back(x.getStatus());
+    return st;
+  };
+  auto execute = [&](storage::op_batch ops, uint64_t ring) {
+    for (auto st : run(std::move(ops), ring))
+      BOOST_TEST((st == rpc::Status::STORED));
   };
   auto routed = set_op(moved[1], "ran here");
   routed.routed = actors::max_routed;
-  execute({set_op(moved[0], "placed again"), set_op(kept, "mine"), routed}, before);
+  execute({set_op(moved[0], "placed again"), set_op(kept[0], "mine"), routed}, before);
   execute({set_op(moved[2], "no ring said")}, 0);
   execute({set_op(moved[3], "n1's own ring")}, v->ring->placement());
 
@@ -1535,7 +1543,7 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   };
   BOOST_TEST(held(n3, moved[0]) == "placed again");
   BOOST_TEST(held(n1, moved[0]) == "(miss)");
-  BOOST_TEST(held(n1, kept) == "mine");
+  BOOST_TEST(held(n1, kept[0]) == "mine");
   BOOST_TEST(held(n1, moved[1]) == "ran here");
   BOOST_TEST(held(n3, moved[1]) == "(miss)");
   BOOST_TEST(held(n1, moved[2]) == "no ring said");
@@ -1553,7 +1561,7 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   // placed the op again), whose re-read here would read an older copy: unavailable.
   auto reread = [&](uint64_t token) {
     auto req = cl.node.executeRequest();
-    auto op = get_op(kept);
+    auto op = get_op(kept[0]);
     op.parked = token;
     cluster::to_rpc(op, req.initOps(1)[0]);
     req.setOrigin(rpc::Origin::WARM);
@@ -1563,6 +1571,39 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   };
   BOOST_TEST((reread(1000000000002ULL) == rpc::Status::HIT));
   BOOST_TEST((reread(1000000000003ULL) == rpc::Status::UNAVAILABLE));
+
+  // n1 leaves for good (bifrostd: node::refuse_member_writes): a member's call with a write
+  // that would run here is refused, over the RPC as over a data link; one whose writes are
+  // all placed again on their owners, and reads, are not. (Both used to run here: the
+  // process would have exited with the only copy after answering STORED.)
+  n1.refusing->store(true);
+  auto refused = run({set_op(kept[1], "refused"), get_op(kept[0])}, 0);
+  BOOST_TEST((refused == std::vector<rpc::Status>(2, rpc::Status::UNAVAILABLE)));
+  refused = run({set_op(kept[1], "refused"), set_op(moved[4], "placed again")}, before);
+  BOOST_TEST((refused == std::vector<rpc::Status>(2, rpc::Status::UNAVAILABLE)));
+  BOOST_TEST((run({set_op(moved[4], "placed again")}, before) ==
+              std::vector<rpc::Status>{rpc::Status::STORED}));
+  BOOST_TEST((run({get_op(kept[0])}, 0) == std::vector<rpc::Status>{rpc::Status::HIT}));
+  {  // a large value's store (Node.upload, whose sink gets the value in chunks)
+    auto req = cl.node.uploadRequest();
+    auto big = set_op(kept[2], pattern(cluster::inline_value_limit + 10, 'u'));
+    cluster::to_rpc(big, req.initOps(1)[0], false);
+    req.setOrigin(rpc::Origin::CLIENT);
+    auto sent = req.send();
+    auto sink = sent.getSink();
+    auto w = sink.writeRequest();
+    w.setIndex(0);
+    w.setChunk(kj::arrayPtr(reinterpret_cast<const kj::byte*>(big.value.data()),
+                            big.value.size()));
+    w.send().wait(cl.io.waitScope);
+    auto r = sink.finishRequest().send().wait(cl.io.waitScope);
+    BOOST_REQUIRE_EQUAL(r.getResults().size(), 1u);
+    BOOST_TEST((r.getResults()[0].getStatus() == rpc::Status::UNAVAILABLE));
+  }
+  BOOST_TEST(held(n1, kept[1]) == "(miss)");
+  BOOST_TEST(held(n1, kept[2]) == "(miss)");
+  BOOST_TEST(held(n3, moved[4]) == "placed again");
+  BOOST_TEST(held(n1, moved[4]) == "(miss)");
 }
 
 BOOST_AUTO_TEST_CASE(teardown_is_bounded) {
