@@ -204,11 +204,13 @@ interface Node {
   # (Result.parked; storage/parked.hpp).
   # `ring` (origin client): as LinkCall.ring. A member placed by a ring the receiver has
   # replaced (its view lags a ring change): ops of keys the receiver no longer owns are
-  # placed again by the receiver's ring (cluster/service.hpp, stale placements).
+  # placed again by the receiver's ring (cluster/service.hpp, stale placements); the same
+  # for an upload's stores (0 from older nodes: they run at the receiver).
   execute @2 (ops :List(Op), origin :Origin, sink :ValueSink, waitReplicas :Bool, park :Bool,
               ring :UInt64)
       -> (results :List(Result));
-  upload @3 (ops :List(Op), origin :Origin, waitReplicas :Bool) -> (sink :ValueSink);
+  upload @3 (ops :List(Op), origin :Origin, waitReplicas :Bool, ring :UInt64)
+      -> (sink :ValueSink);
 
   # Queries (bifrostctl and peers).
   status @4 () -> (self :MemberStatus, version :Text, uptime :UInt64);

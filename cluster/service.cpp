@@ -44,6 +44,7 @@
 #include <future>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -668,8 +669,12 @@ public:
 
 class upload_sink final : public rpc::ValueSink::Server {
 public:
-  upload_sink(service::impl& core, storage::op_batch ops, rpc::Origin origin, bool wait)
-    : core_(core), ops_(std::move(ops)), origin_(origin), wait_(wait), too_large_(ops_.size()) {}
+  /// `placed_by`: a member's ring (Node.upload's `ring`), its stores then run as
+  /// primary_execute's; nullopt (a tool, or another origin): here, as local_primary's.
+  upload_sink(service::impl& core, storage::op_batch ops, rpc::Origin origin, bool wait,
+              std::optional<uint64_t> placed_by)
+    : core_(core), ops_(std::move(ops)), origin_(origin), wait_(wait), placed_by_(placed_by),
+      too_large_(ops_.size()) {}
 
 protected:
   kj::Promise<void> write(WriteContext context) override {
@@ -699,6 +704,7 @@ private:
   storage::op_batch ops_;
   rpc::Origin origin_;
   bool wait_;  // answer after every replica stored the writes
+  std::optional<uint64_t> placed_by_;
   bool finished_ = false;
   std::vector<bool> too_large_;  // per op: its value was too large (dropped)
 };
@@ -771,10 +777,12 @@ kj::Promise<void> upload_sink::finish(FinishContext context) {
       ops_[i].kind = storage::op_kind::remove;
       ops_[i].compare_cas = 0;
     }
-  // (Stores all: refused while this node leaves for good, by the time the values are in.)
-  const bool refused = origin_ == rpc::Origin::CLIENT && core_.refuses(ops_);
-  auto done = refused ? kj::Promise<storage::result_batch>(unavailable(ops_.size()))
-                      : core_.local_primary(std::move(ops_), origin_, wait_);
+  // (Stores all: a member's are placed again when it placed them by a ring this node has
+  // replaced, and refused while this node leaves for good, by the time the values are in.)
+  const bool refused = origin_ == rpc::Origin::CLIENT && !placed_by_ && core_.refuses(ops_);
+  auto done = refused      ? kj::Promise<storage::result_batch>(unavailable(ops_.size()))
+              : placed_by_ ? core_.primary_execute(std::move(ops_), *placed_by_, wait_)
+                           : core_.local_primary(std::move(ops_), origin_, wait_);
   return done
       .then([context, refused, too_large = std::move(too_large_)](
               storage::result_batch rs) mutable {
@@ -885,8 +893,11 @@ protected:
     auto origin = params.getOrigin();
     auto ops = read_ops(params.getOps(), origin);
     core_.served.add(ops.size());
-    context.getResults().setSink(
-      kj::heap<upload_sink>(core_, std::move(ops), origin, params.getWaitReplicas()));
+    std::optional<uint64_t> placed_by;
+    if (member_ && origin == rpc::Origin::CLIENT)
+      placed_by = params.getRing();
+    context.getResults().setSink(kj::heap<upload_sink>(core_, std::move(ops), origin,
+                                                       params.getWaitReplicas(), placed_by));
     return kj::READY_NOW;
   }
 
@@ -1409,6 +1420,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     }
     // Large stores: the values that do not fit inline go through the upload sink.
     auto req = node.uploadRequest();
+    req.setRing(origin == rpc::Origin::CLIENT && ring_ ? ring_->placement() : 0);
     auto list = req.initOps(static_cast<unsigned>(ops.size()));
     auto jobs = std::make_shared<std::vector<stream_job>>();
     for (size_t i = 0; i < ops.size(); ++i) {

@@ -1490,16 +1490,16 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   BOOST_REQUIRE_EQUAL(v->past.front().ring->placement(), before);
   // Keys n1 owned and n3 owns now; one n1 still owns.
   std::vector<std::string> moved, kept;
-  for (int i = 0; i < 100000 && (moved.size() < 5 || kept.size() < 3); ++i) {
+  for (int i = 0; i < 100000 && (moved.size() < 7 || kept.size() < 3); ++i) {
     std::string k = "lag-" + std::to_string(i);
     if (old_view->ring->live_primary(k)->name != "n1")
       continue;
-    if (v->ring->live_primary(k)->name == "n3" && moved.size() < 5)
+    if (v->ring->live_primary(k)->name == "n3" && moved.size() < 7)
       moved.push_back(k);
     else if (v->ring->live_primary(k)->name == "n1" && kept.size() < 3)
       kept.push_back(k);
   }
-  BOOST_REQUIRE(moved.size() == 5 && kept.size() == 3);
+  BOOST_REQUIRE(moved.size() == 7 && kept.size() == 3);
 
   raw_client cl(n1.address());
   {
@@ -1529,6 +1529,24 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
     for (auto st : run(std::move(ops), ring))
       BOOST_TEST((st == rpc::Status::STORED));
   };
+  // A store of a value too large to travel inline (Node.upload: its sink gets the value).
+  const std::string large = pattern(cluster::inline_value_limit + 10, 'u');
+  auto upload = [&](const std::string& key, uint64_t ring) {
+    auto req = cl.node.uploadRequest();
+    auto op = set_op(key, large);
+    cluster::to_rpc(op, req.initOps(1)[0], false);
+    req.setOrigin(rpc::Origin::CLIENT);
+    req.setRing(ring);
+    auto sent = req.send();
+    auto sink = sent.getSink();
+    auto w = sink.writeRequest();
+    w.setIndex(0);
+    w.setChunk(kj::arrayPtr(reinterpret_cast<const kj::byte*>(large.data()), large.size()));
+    w.send().wait(cl.io.waitScope);
+    auto r = sink.finishRequest().send().wait(cl.io.waitScope);
+    BOOST_REQUIRE_EQUAL(r.getResults().size(), 1u);
+    return r.getResults()[0].getStatus();
+  };
   auto routed = set_op(moved[1], "ran here");
   routed.routed = actors::max_routed;
   execute({set_op(moved[0], "placed again"), set_op(kept[0], "mine"), routed}, before);
@@ -1549,12 +1567,16 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   BOOST_TEST(held(n1, moved[2]) == "no ring said");
   BOOST_TEST(held(n1, moved[3]) == "n1's own ring");
   BOOST_TEST(held(n3, moved[3]) == "(miss)");
+  // An upload's stores too (before, they ran here whatever ring the member placed them by).
+  BOOST_TEST((upload(moved[5], before) == rpc::Status::STORED));
+  BOOST_TEST(held(n3, moved[5]) == large);
+  BOOST_TEST(held(n1, moved[5]) == "(miss)");
   auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
   std::string again;
   for (auto st : stats.getStats())
     if (st.getName() == "cluster_ops_placed_again")
       again = st.getValue().cStr();
-  BOOST_TEST(again == "1");
+  BOOST_TEST(again == "2");  // moved[0] and moved[5]
 
   // A member's re-read of a value left out of a reply whose entry is gone reads afresh here,
   // except a strict entry's (odd token: a result the key's owner answered after this node
@@ -1584,26 +1606,13 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   BOOST_TEST((run({set_op(moved[4], "placed again")}, before) ==
               std::vector<rpc::Status>{rpc::Status::STORED}));
   BOOST_TEST((run({get_op(kept[0])}, 0) == std::vector<rpc::Status>{rpc::Status::HIT}));
-  {  // a large value's store (Node.upload, whose sink gets the value in chunks)
-    auto req = cl.node.uploadRequest();
-    auto big = set_op(kept[2], pattern(cluster::inline_value_limit + 10, 'u'));
-    cluster::to_rpc(big, req.initOps(1)[0], false);
-    req.setOrigin(rpc::Origin::CLIENT);
-    auto sent = req.send();
-    auto sink = sent.getSink();
-    auto w = sink.writeRequest();
-    w.setIndex(0);
-    w.setChunk(kj::arrayPtr(reinterpret_cast<const kj::byte*>(big.value.data()),
-                            big.value.size()));
-    w.send().wait(cl.io.waitScope);
-    auto r = sink.finishRequest().send().wait(cl.io.waitScope);
-    BOOST_REQUIRE_EQUAL(r.getResults().size(), 1u);
-    BOOST_TEST((r.getResults()[0].getStatus() == rpc::Status::UNAVAILABLE));
-  }
+  BOOST_TEST((upload(kept[2], 0) == rpc::Status::UNAVAILABLE));
+  BOOST_TEST((upload(moved[6], before) == rpc::Status::STORED));
   BOOST_TEST(held(n1, kept[1]) == "(miss)");
   BOOST_TEST(held(n1, kept[2]) == "(miss)");
   BOOST_TEST(held(n3, moved[4]) == "placed again");
   BOOST_TEST(held(n1, moved[4]) == "(miss)");
+  BOOST_TEST(held(n3, moved[6]) == large);
 }
 
 BOOST_AUTO_TEST_CASE(teardown_is_bounded) {
