@@ -161,11 +161,11 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
 // in the ring before, which stored it locally — where the key's new owner, which may have
 // warmed the older value already, never looks (with R = 1 the write was lost for every reader;
 // a leaver that took it exited with it). The caller says which ring it placed by
-// (cluster::ring::placement: LinkCall.ring, execute's `ring`). When that is one this node has
-// replaced (one of cv.past) and this node is none of the key's live owners in its current
-// ring, the op is placed again by the current ring, as this node would place a client's
-// (cluster/service.cpp: the item an update or an add needs goes first, as a warm copy), and
-// its `routed` count goes up. An op placed max_routed times runs where it arrives, whatever
+// (cluster::ring::placement: LinkCall.ring, execute's and upload's `ring`). When that is one
+// this node has replaced (one of cv.past) and this node is none of the key's live owners in
+// its current ring, the op is placed again by the current ring, as this node would place a
+// client's (cluster/service.cpp: the item an update or an add needs goes first, as a warm
+// copy), and its `routed` count goes up. An op placed max_routed times runs where it arrives, whatever
 // that node's ring says: a bound on the hops (rings that flap, A -> B -> A, cannot make it
 // cycle). A caller's ring this node does not know may be newer than its own (its own view
 // lags): the op runs here, as before.

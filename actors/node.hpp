@@ -58,9 +58,10 @@ public:
   /// closes what remains. Idempotent; stop() calls it first.
   void drain();
   /// From now on, a write another member sends over a data link (or over the RPC, which
-  /// asks member_writes_refused()) answers unavailable when it would run here (the node is leaving its cluster: node_shared::member_writes_refused);
-  /// one this node places again on the key's owners (the member placed it by a ring this
-  /// node has replaced) still goes there. Any thread.
+  /// asks member_writes_refused()) answers unavailable when it would run here (the node is
+  /// leaving its cluster: node_shared::member_writes_refused); one this node places again on
+  /// the key's owners (the member placed it by a ring this node has replaced) still goes
+  /// there. Any thread.
   void refuse_member_writes();
   /// Whether refuse_member_writes() was called (for the RPC's member calls). Any thread.
   bool member_writes_refused() const;

@@ -784,10 +784,10 @@ kj::Promise<void> upload_sink::finish(FinishContext context) {
               : placed_by_ ? core_.primary_execute(std::move(ops_), *placed_by_, wait_)
                            : core_.local_primary(std::move(ops_), origin_, wait_);
   return done
-      .then([context, refused, too_large = std::move(too_large_)](
-              storage::result_batch rs) mutable {
-        for (size_t i = 0; i < too_large.size() && i < rs.size() && !refused; ++i)
-          if (too_large[i]) {
+      .then([context, too_large = std::move(too_large_)](storage::result_batch rs) mutable {
+        // (Not over `unavailable`: a refused call, or a remove that did not run.)
+        for (size_t i = 0; i < too_large.size() && i < rs.size(); ++i)
+          if (too_large[i] && rs[i].st != storage::status::unavailable) {
             rs[i] = storage::result{};
             rs[i].st = storage::status::too_large;
           }
@@ -2661,7 +2661,7 @@ void service::shutdown(bool announce) {
     on_loop_until_done(&impl::settle_calls,
                        std::chrono::milliseconds(core->cfg.rpc_timeout_ms + 500));
     // And what it acknowledged since leave()'s wait: a member's call that found it still an
-    // owner (an upload runs where it was sent; a data link's call that ran here). Skipped
+    // owner (by RPC or data link, placed by a ring this node did not replace). Skipped
     // when the first wait gave up (an owner unreachable: it would wait again).
     if (first_settle_ok_)
       on_loop_until_done(&impl::settle_replication, settle_limit());
