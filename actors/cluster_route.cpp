@@ -206,6 +206,18 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
   return {};
 }
 
+warm_from check_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
+                       int64_t now_ms) noexcept {
+  if (cv.past.empty() || now_ms >= cv.past.front().check_until_ms)
+    return {};  // (the common case: no change that recent)
+  op_route first = rt;
+  first.warm_next = 0;
+  const warm_from from = warm_source(cv, hash, first, now_ms);
+  if (from.where == placement::unavailable || now_ms >= cv.past[from.depth].check_until_ms)
+    return {};
+  return from;
+}
+
 size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
                     past_holder* out) noexcept {
   if (!cv.ring || cv.past.empty())

@@ -28,6 +28,7 @@ enum class warm_phase : uint8_t {
   restore,  // the previous owner's item being added at the owner; the op runs again after it
   erase,    // a delete's copy at the previous owner
   ahead,    // a warm read before the op runs (add): a hit is added at the owner first
+  check,    // a read's hit at the owner, read again at the previous owner (check_source)
 };
 
 /// Where one op went (owned by the connection, one per op of a pending request).
@@ -131,6 +132,16 @@ struct warm_from {
 warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
                       int64_t now_ms, bool erase = false) noexcept;
 
+/// Where a plain read that hit at rt.owner (in cv's ring) is read again, or `unavailable`:
+/// the warm_source() of a miss, when the ring it names was replaced less than
+/// --read-check-window ago (past_ring::check_until_ms). That node may not have heard of the
+/// change yet and still take the key's writes (its members' too: they place them by the same
+/// ring), while readers that heard read the older copy the new owner holds (warmed, or
+/// written before). The connection answers with the later write of the two (by CAS:
+/// storage::cas_clock_newer) and adds it at the owner, where it replaces the older item.
+warm_from check_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
+                       int64_t now_ms) noexcept;
+
 /// Most nodes past_holders() names (each past ring's first R owners, R up to max_erase_ranks).
 constexpr size_t max_past_holders = cluster_view::max_past * past_ring::max_erase_ranks;
 
@@ -165,9 +176,9 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
 // this node has replaced (one of cv.past) and this node is none of the key's live owners in
 // its current ring, the op is placed again by the current ring, as this node would place a
 // client's (cluster/service.cpp: the item an update or an add needs goes first, as a warm
-// copy), and its `routed` count goes up. An op placed max_routed times runs where it arrives, whatever
-// that node's ring says: a bound on the hops (rings that flap, A -> B -> A, cannot make it
-// cycle). A caller's ring this node does not know may be newer than its own (its own view
+// copy), and its `routed` count goes up. An op placed max_routed times runs where it
+// arrives, whatever that node's ring says: a bound on the hops (rings that flap, A -> B -> A,
+// cannot make it cycle). A caller's ring this node does not know may be newer than its own (its own view
 // lags): the op runs here, as before.
 
 /// True when `sender_ring` is the placement of one of cv's past rings and not its current

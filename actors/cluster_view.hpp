@@ -44,6 +44,14 @@ struct past_ring {
   /// A member this ring has dead only because it was joining (a node's first ring with others
   /// is the others' without itself): not taken for dead when an older ring names it.
   std::string joining = {};
+  /// Steady-clock ms: until then a plain read that hits at its key's owner is also read at
+  /// the key's owner in this ring when that is another node (actors::check_source), and the
+  /// later write of the two answers (by CAS: storage::cas_clock_newer). Such a node may not
+  /// have heard of the change yet and take writes as the key's primary (a member that lags
+  /// places them there; placing again needs the node itself to know). --read-check-window
+  /// after the change; 0 for the rings a join reply hands over, and once copied into a later
+  /// view the value stays (the window is per change).
+  int64_t check_until_ms = 0;
 };
 
 struct cluster_view {

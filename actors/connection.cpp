@@ -761,6 +761,34 @@ bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_vi
   return true;
 }
 
+void connection::keep_at_owner(const cluster_view& cv, const op_route& rt, storage::op&& copy) {
+  // Sent as the client's writes to that owner are, so they stay in order with it. Kept here
+  // as the key's primary, it is replicated once stored (the replicator reads the key after
+  // the copy ran); a remote primary replicates what it stores.
+  if (rt.local) {
+    caf::actor shard = local_shard_for(copy.key);
+    ctx_.dispatch->add_own_write(shard, std::move(copy));
+  } else {
+    caf::actor owner = owner_actor(cv, rt, copy.key);
+    send_side_effect(owner, std::move(copy));
+  }
+}
+
+bool connection::check_at_previous(uint64_t seq, uint32_t index, const cluster_view& cv,
+                                   storage::result& r) {
+  auto& p = pending_[seq - base_seq_];
+  auto& rt = p.routing[index];
+  const auto& o = p.ops[index];
+  const auto from = check_source(cv, cluster::ring::key_hash(o.key), rt, steady_ms());
+  if (from.where == placement::unavailable || earlier_request_on(seq, o.key, true))
+    return false;
+  rt.phase = warm_phase::check;
+  p.results[index] = std::move(r);
+  send_warm_read(seq, index, cv, from, o, false);
+  ctx_.counters->add(ctx_.counters->read_checks);
+  return true;
+}
+
 void connection::send_warm_read(uint64_t seq, uint32_t index, const cluster_view& cv,
                                 const warm_from& from, const storage::op& o, bool quiet) {
   storage::op w;
@@ -819,13 +847,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             send_to_owner(seq, index, cv, rt, std::move(keep));
             return;
           }
-          // Sent as the client's writes to that owner are, so they stay in order with it.
-          // Kept here as the key's primary, it is replicated once stored (the replicator
-          // reads the key after the copy ran); a remote primary replicates what it stores.
-          if (rt.local)
-            ctx_.dispatch->add_own_write(local_shard_for(o.key), std::move(keep));
-          else
-            send_side_effect(owner_actor(cv, rt, o.key), std::move(keep));
+          keep_at_owner(cv, rt, std::move(keep));
         } else if (cls == warm_class::read) {
           if (r.st != storage::status::hit || !r.value)
             r.st = storage::status::miss;
@@ -871,6 +893,23 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         }
         route_key_op(seq, index);
         return;
+      case warm_phase::check: {
+        // The owner's hit waits in its slot. The previous owner's item answers instead when
+        // it is a later write (taken before that node heard of the change), and is added at
+        // the owner, where it replaces the older item (a copy: storage::cas_clock_newer);
+        // not when a later request of this connection on the key went out meanwhile (the
+        // add would land after it; the later write still answers this read).
+        auto& own = p.results[index];
+        if (r.st == storage::status::hit && r.value && own.st == storage::status::hit &&
+            storage::cas_clock_newer(r.cas, own.cas)) {
+          ctx_.counters->add(ctx_.counters->read_checks_newer);
+          if (keepable(cv, rt, r) && !later_request_on(seq, o.key))
+            keep_at_owner(cv, rt, warm_copy(o.key, r));
+        } else {
+          r = std::move(own);  // (no later write there, or no answer: the owner's hit)
+        }
+        break;
+      }
       case warm_phase::erase: {
         // A delete at the owner and at each previous owner in turn, newest first: the first
         // that held the item answers (deleted, or EXISTS for a CAS that does not match it,
@@ -897,6 +936,9 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         const auto first = r.st;
         switch (after_result(cv, rt, r.st, cls, intact, steady_ms())) {
           case next_step::accept:
+            if (r.st == storage::status::hit && cls == warm_class::read &&
+                !storage::changes_item(o) && check_at_previous(seq, index, cv, r))
+              return;
             break;
           case next_step::place:
             // A write that never left is placed in the new ring, unless a later request of

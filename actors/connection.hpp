@@ -186,6 +186,16 @@ private:
   // A warm read's answer `r` can be kept at rt's owner: a hit with its value, in the ring
   // the op was placed in, at an owner this node can reach.
   static bool keepable(const cluster_view& cv, const op_route& rt, const storage::result& r);
+  // Stores `copy` (warm_copy of a previous owner's item) at rt's owner, in order with the
+  // client's writes to it, not waited for: local (as the key's primary: replicated once
+  // stored) or a side effect sent to the owner.
+  void keep_at_owner(const cluster_view& cv, const op_route& rt, storage::op&& copy);
+  // The hit `r` of plain read `index` of request `seq` inside a recent ring change's check
+  // window (check_source): it waits in its slot while the key's owner before the change is
+  // read too (phase check). False, `r` untouched: no such owner, or an earlier write of this
+  // connection on the key is still at work; the hit answers.
+  bool check_at_previous(uint64_t seq, uint32_t index, const cluster_view& cv,
+                         storage::result& r);
   // Asks the previous owner `from` for o's key (a warm read, no access, not counted): as the
   // client's read `o` asked, or `quiet`ly (an update's or an add's look at the item).
   void send_warm_read(uint64_t seq, uint32_t index, const cluster_view& cv,

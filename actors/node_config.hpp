@@ -55,6 +55,7 @@ struct node_config {
     int64_t suspicion_timeout_ms = -1;  // --swim-suspicion-timeout
     int64_t rpc_timeout_ms = -1;        // --rpc-timeout
     int64_t warm_window_ms = -1;        // --warm-window
+    int64_t read_check_window_ms = -1;  // --read-check-window
     int64_t forget_after_ms = -1;       // --forget-after (0 = never)
   } timings;
 };

@@ -124,6 +124,8 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("cluster_past_copy_deletes", sum(node, &loop_counters::past_copy_deletes));
   counter("cluster_past_copy_deletes_skipped",
           sum(node, &loop_counters::past_copy_deletes_skipped));
+  counter("cluster_read_checks", sum(node, &loop_counters::read_checks));
+  counter("cluster_read_checks_newer", sum(node, &loop_counters::read_checks_newer));
   // (The loops take a new view one after another: the largest count, not their sum.)
   uint64_t warm_rings = 0;
   for (const auto& l : node.loops)

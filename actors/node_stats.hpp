@@ -48,6 +48,10 @@ struct loop_counters {
   std::atomic<uint64_t> warm_rings{0};
   std::atomic<uint64_t> past_copy_deletes{0};
   std::atomic<uint64_t> past_copy_deletes_skipped{0};  // too many unanswered (dispatcher)
+  // Reads of moved keys checked at their owner before a recent ring change (check_source),
+  // and those that found a later write there (it answered).
+  std::atomic<uint64_t> read_checks{0};
+  std::atomic<uint64_t> read_checks_newer{0};
 
   void add(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

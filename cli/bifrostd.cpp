@@ -165,6 +165,7 @@ int main(int argc, char** argv) {
     set(sc.swim.suspicion_timeout_ms, t.suspicion_timeout_ms);
     set(sc.rpc_timeout_ms, t.rpc_timeout_ms);
     set(sc.warm_window_ms, t.warm_window_ms);
+    set(sc.read_check_window_ms, t.read_check_window_ms);
     set(sc.swim.forget_after_ms, t.forget_after_ms);
     // bifrostctl leave: the node has announced that it left and stops following the cluster.
     // It keeps answering for the linger (members that have not heard yet still route to it,

@@ -104,6 +104,9 @@ const timing_setting timing_settings[] = {
   {"warm_window_ms", "--warm-window", &timings::warm_window_ms, 0, 86400000,
    "ms after a ring change during which a miss asks the owners before it and a write deletes "
    "their older copies; then a node drops the keys it no longer owns (default 30000)"},
+  {"read_check_window_ms", "--read-check-window", &timings::read_check_window_ms, 0, 600000,
+   "ms after a ring change during which a read that finds a moved key at its new owner also "
+   "reads it at the owner before, and the later write (by CAS) answers; 0 = off (default 2000)"},
   {"forget_after_ms", "--forget-after", &timings::forget_after_ms, 0, 30ll * 86400000,
    "ms a member stays dead or left before every node forgets it (its record and peer actor "
    "go, its ring points at the next change; its name stays in a bounded graveyard); 0 = never "

@@ -2301,6 +2301,12 @@ void service::impl::rebuild(bool force) {
       if (now < past.warm_until_ms && view->past.size() < actors::cluster_view::max_past)
         view->past.push_back(past);
   }
+  // The ring replaced now (with served_without_me, the one the others served by meanwhile):
+  // reads that hit at a key's owner are checked at its owner there for a while.
+  const int64_t check = std::min(cfg.read_check_window_ms, cfg.warm_window_ms);
+  for (size_t i = 0; i < view->past.size() && i < (served_without_me ? 2u : 1u) && check > 0;
+       ++i)
+    view->past[i].check_until_ms = now + check;
   ring_ = next;
   view->self = ring_self();
   view->self_name = cfg.node_name;

@@ -107,6 +107,10 @@ struct service_config {
                                     ///< forwarded data call: up to 15 × this while its
                                     ///< member sends other calls' values; see `bounded`)
   uint32_t warm_window_ms = 30000;  ///< write-on-miss warming window after a ring change
+  /// After a ring change, this long (at most the warming window) a read that hits at a key's
+  /// owner is checked at the key's owner in the ring replaced (actors::past_ring::
+  /// check_until_ms): while that node has not heard of the change it may take writes.
+  uint32_t read_check_window_ms = 2000;
   /// With seeds: how long client ops answer `unavailable` while no seed has answered
   /// (cluster_view::joining); then the node serves alone, and keeps asking the seeds.
   uint32_t join_wait_ms = 5000;

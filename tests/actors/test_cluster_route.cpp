@@ -290,6 +290,38 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999) == next_step::accept);
 }
 
+BOOST_AUTO_TEST_CASE(a_hit_inside_the_check_window_is_read_at_the_previous_owner_too) {
+  // n4 joined (warming until 1000, reads checked until 300): a hit at n4 of a key n2 owned
+  // is read at n2 too, with the first past owner whatever warm_next says; after 300, or for
+  // a key that did not move, not.
+  n4_joined j;
+  j.v2->past[0].check_until_ms = 300;
+  auto &v1 = j.v1, &v2 = j.v2;
+  auto& rt = j.rt;
+  BOOST_REQUIRE(place(*v2, h(j.k), rt) == placement::peer);
+  rt.warm_next = 3;
+  auto w = check_source(*v2, h(j.k), rt, 299);
+  BOOST_CHECK(w.where == placement::peer);
+  BOOST_CHECK_EQUAL(v1->ring->member(w.id).name, "n2");
+  BOOST_CHECK_EQUAL(w.depth, 0u);
+  BOOST_CHECK(check_source(*v2, h(j.k), rt, 300).where == placement::unavailable);
+  rt.warm_next = 0;  // (a miss still warms from n2 until 1000)
+  BOOST_CHECK(warm_source(*v2, h(j.k), rt, 300).where == placement::peer);
+  auto same = key_owned_by(*v2, {"n2", "n3"});
+  BOOST_REQUIRE(owners(*v1, same).front() == "n2");
+  op_route rs;
+  place(*v2, h(same), rs);
+  BOOST_CHECK(check_source(*v2, h(same), rs, 0).where == placement::unavailable);
+  // Without a check window (a view made before it, or --read-check-window 0): never.
+  j.v2->past[0].check_until_ms = 0;
+  BOOST_CHECK(check_source(*v2, h(j.k), rt, 0).where == placement::unavailable);
+  // A result from an older ring is not checked.
+  j.v2->past[0].check_until_ms = 300;
+  op_route old;
+  place(*v1, h(j.k), old);
+  BOOST_CHECK(check_source(*v2, h(j.k), old, 0).where == placement::unavailable);
+}
+
 BOOST_AUTO_TEST_CASE(warming_sources) {
   views vs;
   auto v1 = vs.make("n1", {"n1", "n2", "n3"}, 1);
