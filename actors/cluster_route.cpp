@@ -208,7 +208,7 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
 
 warm_from check_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
                        int64_t now_ms) noexcept {
-  if (cv.past.empty() || now_ms >= cv.past.front().check_until_ms)
+  if (now_ms >= cv.check_until_ms)
     return {};  // (the common case: no change that recent)
   op_route first = rt;
   first.warm_next = 0;

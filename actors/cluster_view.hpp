@@ -91,6 +91,8 @@ struct cluster_view {
   // Past placements inside their warming windows, newest first (so their window ends
   // decrease): the previous ring, then the one before it, ...
   std::vector<past_ring> past;
+  // The latest past_ring::check_until_ms of `past` (0: none): reads look no further after it.
+  int64_t check_until_ms = 0;
 
   /// A past ring stays in the view this long after its window ended (warm reads stop at the
   /// window's end): writes still delete the older copies its owners hold until the shards'

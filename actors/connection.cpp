@@ -776,6 +776,8 @@ void connection::keep_at_owner(const cluster_view& cv, const op_route& rt, stora
 
 bool connection::check_at_previous(uint64_t seq, uint32_t index, const cluster_view& cv,
                                    storage::result& r) {
+  if (cv.check_until_ms == 0)
+    return false;  // (no change checked: the key is not even hashed)
   auto& p = pending_[seq - base_seq_];
   auto& rt = p.routing[index];
   const auto& o = p.ops[index];
@@ -784,7 +786,11 @@ bool connection::check_at_previous(uint64_t seq, uint32_t index, const cluster_v
     return false;
   rt.phase = warm_phase::check;
   p.results[index] = std::move(r);
-  send_warm_read(seq, index, cv, from, o, false);
+  // As the client asked, except that it takes no win token there (md N, R: a stale item's):
+  // the owner's answer may stand.
+  storage::op w = o;
+  w.keep_token = true;
+  send_warm_read(seq, index, cv, from, w, false);
   ctx_.counters->add(ctx_.counters->read_checks);
   return true;
 }
@@ -818,6 +824,11 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
   auto& p = pending_[seq - base_seq_];
   if (index >= p.results.size() || p.outstanding == 0)
     return;
+  if (index < p.routing.size() && p.routing[index].phase == warm_phase::check &&
+      !(ctx_.routes && ctx_.routes->cluster)) {
+    p.routing[index].phase = warm_phase::none;  // (the node left its cluster view meanwhile:
+    r = std::move(p.results[index]);            // the owner's hit answers)
+  }
   if (index < p.routing.size() && ctx_.routes && ctx_.routes->cluster) {
     const auto& cv = *ctx_.routes->cluster;
     auto& rt = p.routing[index];

@@ -2267,9 +2267,14 @@ void service::impl::rebuild(bool force) {
   // and in a joining node's first ring more (actors::past_ring::erase_ranks).
   const auto copies = static_cast<uint8_t>(
       std::min<uint32_t>(std::max<uint32_t>(cfg.replicas, 1), actors::past_ring::max_erase_ranks));
+  // The rings replaced now (by index in view->past), whose keys' reads are checked at their
+  // owners there for a while: the ring the members served by before.
+  std::vector<size_t> replaced_now;
   if (joined_from) {  // same members, same ids: the same peers and links
     view->past.push_back({joined_from, view->peers, view->clients, until,
                           actors::past_ring::max_erase_ranks, cfg.node_name});
+    if (!cfg.join.empty())
+      replaced_now.push_back(0);  // (on the first node, the ring of itself alone: below)
     // The rings the seed still warms from (its join reply): the nodes that joined just before
     // this one may not have warmed their keys yet, and their previous owners are named there.
     for (auto& h : handed_past) {
@@ -2288,25 +2293,32 @@ void service::impl::rebuild(bool force) {
     // ring of itself alone it held before: the keys the newcomer took are in its own shards.
     // (Not on a node that joins: a restarted one may hold, from --data-dir, old copies of
     // keys it does not own, which deletes at their owners never reached.)
-    if (cfg.join.empty() && view_ && view_->ring)  // (window: no later than the one before)
+    if (cfg.join.empty() && view_ && view_->ring) {  // (window: no later than the one before)
       view->past.push_back({view_->ring, view_->peers, view_->clients,
                             std::min(until, view->past.back().warm_until_ms), copies});
+      replaced_now.push_back(view->past.size() - 1);
+    }
   } else if (view_) {
     // (The ring before first: ops in flight were placed in it, connection::delete_past_copies.
     // For a return it is this ring again; a miss here skips this node in it.)
     view->past.push_back({view_->ring, view_->peers, view_->clients, until, copies});
-    if (served_without_me)  // (same members, same ids: the same peers and links)
+    replaced_now.push_back(0);
+    if (served_without_me) {  // (same members, same ids: the same peers and links)
       view->past.push_back({served_without_me, view->peers, view->clients, until, copies});
+      replaced_now.push_back(1);
+    }
     for (const auto& past : view_->past)
       if (now < past.warm_until_ms && view->past.size() < actors::cluster_view::max_past)
         view->past.push_back(past);
   }
-  // The ring replaced now (with served_without_me, the one the others served by meanwhile):
-  // reads that hit at a key's owner are checked at its owner there for a while.
+  // (With served_without_me also the ring the others served by meanwhile. Not a joining
+  // node's own ring before, nor the rings a join reply handed: older changes.)
   const int64_t check = std::min(cfg.read_check_window_ms, cfg.warm_window_ms);
-  for (size_t i = 0; i < view->past.size() && i < (served_without_me ? 2u : 1u) && check > 0;
-       ++i)
-    view->past[i].check_until_ms = now + check;
+  for (size_t i : replaced_now)
+    if (check > 0)
+      view->past[i].check_until_ms = now + check;
+  for (const auto& past : view->past)
+    view->check_until_ms = std::max(view->check_until_ms, past.check_until_ms);
   ring_ = next;
   view->self = ring_self();
   view->self_name = cfg.node_name;

@@ -295,7 +295,7 @@ BOOST_AUTO_TEST_CASE(a_hit_inside_the_check_window_is_read_at_the_previous_owner
   // is read at n2 too, with the first past owner whatever warm_next says; after 300, or for
   // a key that did not move, not.
   n4_joined j;
-  j.v2->past[0].check_until_ms = 300;
+  j.v2->past[0].check_until_ms = j.v2->check_until_ms = 300;
   auto &v1 = j.v1, &v2 = j.v2;
   auto& rt = j.rt;
   BOOST_REQUIRE(place(*v2, h(j.k), rt) == placement::peer);
@@ -312,8 +312,13 @@ BOOST_AUTO_TEST_CASE(a_hit_inside_the_check_window_is_read_at_the_previous_owner
   op_route rs;
   place(*v2, h(same), rs);
   BOOST_CHECK(check_source(*v2, h(same), rs, 0).where == placement::unavailable);
-  // Without a check window (a view made before it, or --read-check-window 0): never.
-  j.v2->past[0].check_until_ms = 0;
+  // Without a check window (a view made before it, or --read-check-window 0): never; nor
+  // when the window is another past ring's (the first node's ring of itself alone, when the
+  // first member joins: the ring before is the joiner's view of the others, not one it
+  // served by).
+  j.v2->past[0].check_until_ms = j.v2->check_until_ms = 0;
+  BOOST_CHECK(check_source(*v2, h(j.k), rt, 0).where == placement::unavailable);
+  j.v2->check_until_ms = 300;
   BOOST_CHECK(check_source(*v2, h(j.k), rt, 0).where == placement::unavailable);
   // A result from an older ring is not checked.
   j.v2->past[0].check_until_ms = 300;

@@ -494,6 +494,26 @@ BOOST_AUTO_TEST_CASE(three_nodes_converge) {
     for (size_t d = 1; d < v->past.size(); ++d)
       BOOST_TEST((v->past[d].ring == before->past[d - 1].ring));
   }
+  // Reads are checked at the owners of the ring each change replaced (--read-check-window):
+  // on n1, the first node, its ring of itself alone when n2 joined (not the ring the first
+  // view with others warms from first: n2's view of the others); later, the ring before.
+  for (size_t i = 1; i < rec.views.size(); ++i) {
+    auto& before = rec.views[i - 1];
+    auto& v = rec.views[i];
+    if (v->ring == before->ring)
+      continue;
+    int64_t latest = 0;
+    for (const auto& p : v->past)
+      latest = std::max(latest, p.check_until_ms);
+    BOOST_TEST(v->check_until_ms == latest);
+    if (v->past.front().ring == before->ring) {
+      BOOST_TEST(v->past.front().check_until_ms > 0);
+    } else {
+      BOOST_TEST(v->past.front().check_until_ms == 0);
+      BOOST_TEST((v->past.back().ring == before->ring));
+      BOOST_TEST(v->past.back().check_until_ms > 0);
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(exec_through_peer_actors) {
