@@ -255,6 +255,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// key's owner, as an add; the results are marked placed_again (parked strictly).
   kj::Promise<storage::result_batch> execute_again(storage::op_batch ops);
   uint64_t placed_again = 0;  // ops placed again (Node.stats: cluster_ops_placed_again)
+  /// execute_again() calls not answered yet (a data link's through the router, an RPC
+  /// execute's or upload's directly): a stopping node waits for them (settle_calls), as their
+  /// writes may have been stored at the owners already. Shared with each call's promise,
+  /// which counts down when it is destroyed: the RPC system may drop a cancelled one after
+  /// this object is gone.
+  std::shared_ptr<size_t> again_in_flight = std::make_shared<size_t>(0);
   /// Writes whose local result came too late, handed to the replicator when it came because
   /// it said they changed their item (on_local_result; Node.stats:
   /// cluster_late_writes_replicated).
@@ -425,8 +431,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void settle_replication(std::shared_ptr<std::promise<void>> done);
   std::atomic<bool> settled{false};
   void begin_leave(std::shared_ptr<std::promise<void>> done);
-  /// Sets `done` once no peer call is in flight (`calls`: ops this node placed on other
-  /// members, as for a member's write it placed again after its leave), at most
+  /// Sets `done` once no peer call is in flight (`calls`, again_in_flight: ops this node
+  /// placed on other members, as for a member's write it placed again after its leave), at most
   /// cfg.rpc_timeout_ms: the teardown answers those still waiting unavailable.
   void settle_calls(std::shared_ptr<std::promise<void>> done);
   /// service::forget_routes on the KJ thread.
@@ -1738,6 +1744,8 @@ bool service::impl::refuses(const storage::op_batch& ops) const {
 
 kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batch ops) {
   placed_again += ops.size();
+  ++*again_in_flight;
+  auto done = kj::defer([count = again_in_flight] { --*count; });  // answered, or dropped
   auto mark = [](storage::result_batch rs) {
     for (auto& r : rs)
       r.placed_again = true;
@@ -1763,7 +1771,7 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
     read_of.push_back(i);
   }
   if (reads.empty())
-    return routed_execute(std::move(ops)).then(mark);
+    return routed_execute(std::move(ops)).then(mark).attach(kj::mv(done));
   auto held = std::make_shared<storage::op_batch>(std::move(ops));
   return local_execute(std::move(reads))
       .then([this, held, read_of = std::move(read_of)](storage::result_batch rs) {
@@ -1781,7 +1789,8 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
           return rs;
         });
       })
-      .then(mark);
+      .then(mark)
+      .attach(kj::mv(done));
 }
 
 void service::impl::route_call(uint64_t tag, storage::op_batch ops, caf::actor sender,
@@ -2458,7 +2467,7 @@ kj::Promise<void> service::impl::watch(std::shared_ptr<std::promise<void>> done,
 
 void service::impl::settle_calls(std::shared_ptr<std::promise<void>> done) {
   tasks->add(watch(std::move(done), now_ms() + cfg.rpc_timeout_ms,
-                   [this] { return calls.empty(); }));
+                   [this] { return calls.empty() && *again_in_flight == 0; }));
 }
 
 void service::impl::quit_actors() {

@@ -1635,6 +1635,78 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   BOOST_TEST(held(n3, moved[6]) == large);
 }
 
+// A member's write that a node placed again on the key's owner is answered before that node
+// stops for good (stop waits for such calls, at most the RPC timeout): the teardown used to
+// cancel it in flight, and the member saw a failure for a write the owner then stored.
+BOOST_AUTO_TEST_CASE(a_stopping_node_answers_the_writes_it_placed_again_first) {
+  std::vector<std::unique_ptr<test_node>> nodes;
+  nodes.push_back(std::make_unique<test_node>("n1"));
+  const auto seed = nodes[0]->address();
+  nodes.push_back(std::make_unique<test_node>("n2", std::vector<std::string>{seed}));
+  BOOST_REQUIRE(wait_until([&] { return converged({nodes[0].get(), nodes[1].get()}, 2); },
+                           5000ms));
+  const auto old_view = nodes[0]->view();
+  nodes.push_back(std::make_unique<test_node>("n3", std::vector<std::string>{seed}, 1, false,
+                                              cluster::tls_options{}, 0, "127.0.0.1:11211",
+                                              std::nullopt, 2000, true));
+  std::vector<test_node*> all{nodes[0].get(), nodes[1].get(), nodes[2].get()};
+  BOOST_REQUIRE(wait_until([&] { return converged(all, 3); }, 5000ms));
+  auto& n1 = *nodes[0];
+  auto& n3 = *nodes[2];
+  const auto v = n1.view();
+  std::string moved;  // n1's before n3 joined, n3's now
+  for (int i = 0; i < 100000 && moved.empty(); ++i) {
+    std::string k = "stop-again-" + std::to_string(i);
+    if (old_view->ring->live_primary(k)->name == "n1" && v->ring->live_primary(k)->name == "n3")
+      moved = k;
+  }
+  BOOST_REQUIRE(!moved.empty());
+  raw_client cl(n1.address());
+  {
+    auto req = cl.node.helloRequest();
+    req.setVersion(rpc::SCHEMA_VERSION);
+    auto from = req.initFrom();
+    from.setName("lagger");
+    from.setRpcAddress("127.0.0.1:1");
+    req.setReplicas(1);
+    req.send().wait(cl.io.waitScope);
+  }
+  n3.shard_delay_ms->store(700);  // n3's shards answer after 0.7 s (its RPC timeout: 2 s)
+  auto req = cl.node.executeRequest();
+  cluster::to_rpc(set_op(moved, "placed again"), req.initOps(1)[0]);
+  req.setOrigin(rpc::Origin::CLIENT);
+  req.setRing(old_view->ring->placement());
+  auto answer = req.send();
+  auto placed_again = [&] {  // (the wait also sends the execute)
+    auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
+    for (auto st : stats.getStats())
+      if (st.getName() == "cluster_ops_placed_again")
+        return std::string(st.getValue().cStr());
+    return std::string();
+  };
+  BOOST_REQUIRE(wait_until([&] { return placed_again() == "1"; }, 3000ms));
+  n1.svc->stop();  // leaves, then waits for the call it placed on n3
+  bool answered = false, stored = false;
+  auto got = answer
+               .then(
+                 [&](capnp::Response<rpc::Node::ExecuteResults>&& r) {
+                   answered = true;
+                   stored = r.getResults().size() == 1 &&
+                            r.getResults()[0].getStatus() == rpc::Status::STORED;
+                 },
+                 [&](kj::Exception&&) { answered = true; })
+               .eagerlyEvaluate(nullptr);
+  // (Bounded: should the teardown cancel it, the member sees a failure, as a client would.)
+  BOOST_CHECK(wait_until(
+    [&] {
+      cl.io.waitScope.poll();
+      return answered;
+    },
+    5000ms));
+  BOOST_TEST(stored);
+  n3.shard_delay_ms->store(0);
+}
+
 BOOST_AUTO_TEST_CASE(teardown_is_bounded) {
   auto t = clock_type::now();
   {
