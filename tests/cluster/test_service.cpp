@@ -356,6 +356,18 @@ struct raw_client {
   capnp::TwoPartyVatNetwork net;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> sys;
   rpc::Node::Client node{nullptr};
+
+  /// Greets the node as member `name` (at an address nobody dials, --replicas 1): its calls
+  /// are then a member's.
+  void hello_as_member(const std::string& name) {
+    auto req = node.helloRequest();
+    req.setVersion(rpc::SCHEMA_VERSION);
+    auto from = req.initFrom();
+    from.setName(name);
+    from.setRpcAddress("127.0.0.1:1");
+    req.setReplicas(1);
+    req.send().wait(io.waitScope);
+  }
 };
 
 // A TCP socket listening on 127.0.0.1:<free port> that never accepts: connections complete in
@@ -1486,6 +1498,24 @@ BOOST_AUTO_TEST_CASE(a_member_that_left_still_serves_until_it_exits) {
   BOOST_TEST(r.results[1].value.view() == "still here");
 }
 
+// n1 and n2, then n3 (its shards behind delay proxies with `delayable`) into `nodes`,
+// converged; n1's view from before n3 joined.
+actors::cluster_view_ptr pair_joined_by_n3(std::vector<std::unique_ptr<test_node>>& nodes,
+                                           bool delayable = false) {
+  nodes.push_back(std::make_unique<test_node>("n1"));
+  const auto seed = nodes[0]->address();
+  nodes.push_back(std::make_unique<test_node>("n2", std::vector<std::string>{seed}));
+  BOOST_REQUIRE(wait_until([&] { return converged({nodes[0].get(), nodes[1].get()}, 2); },
+                           5000ms));
+  auto before = nodes[0]->view();
+  nodes.push_back(std::make_unique<test_node>("n3", std::vector<std::string>{seed}, 1, false,
+                                              cluster::tls_options{}, 0, "127.0.0.1:11211",
+                                              std::nullopt, 2000, delayable));
+  BOOST_REQUIRE(wait_until(
+    [&] { return converged({nodes[0].get(), nodes[1].get(), nodes[2].get()}, 3); }, 5000ms));
+  return before;
+}
+
 // A member whose view lags a ring change places by the ring before it: n3 joined n1 and n2,
 // and the member (a raw client that says it is one) still sends n1 the keys n1 owned before.
 // n1 places those it no longer owns again by its own ring (execute's `ring` names the ring
@@ -1493,15 +1523,7 @@ BOOST_AUTO_TEST_CASE(a_member_that_left_still_serves_until_it_exits) {
 // that names no ring (an older node) or n1's own, run at n1 as before.
 BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   std::vector<std::unique_ptr<test_node>> nodes;
-  nodes.push_back(std::make_unique<test_node>("n1"));
-  const auto seed = nodes[0]->address();
-  nodes.push_back(std::make_unique<test_node>("n2", std::vector<std::string>{seed}));
-  BOOST_REQUIRE(wait_until([&] { return converged({nodes[0].get(), nodes[1].get()}, 2); },
-                           5000ms));
-  const auto old_view = nodes[0]->view();
-  nodes.push_back(std::make_unique<test_node>("n3", std::vector<std::string>{seed}));
-  std::vector<test_node*> all{nodes[0].get(), nodes[1].get(), nodes[2].get()};
-  BOOST_REQUIRE(wait_until([&] { return converged(all, 3); }, 5000ms));
+  const auto old_view = pair_joined_by_n3(nodes);
   auto& n1 = *nodes[0];
   auto& n3 = *nodes[2];
   const auto v = n1.view();
@@ -1522,15 +1544,7 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   BOOST_REQUIRE(moved.size() == 7 && kept.size() == 3);
 
   raw_client cl(n1.address());
-  {
-    auto req = cl.node.helloRequest();
-    req.setVersion(rpc::SCHEMA_VERSION);
-    auto from = req.initFrom();
-    from.setName("lagger");
-    from.setRpcAddress("127.0.0.1:1");
-    req.setReplicas(1);
-    req.send().wait(cl.io.waitScope);
-  }
+  cl.hello_as_member("lagger");
   auto run = [&](storage::op_batch ops, uint64_t ring) {
     auto req = cl.node.executeRequest();
     auto list = req.initOps(static_cast<unsigned>(ops.size()));
@@ -1640,17 +1654,7 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
 // cancel it in flight, and the member saw a failure for a write the owner then stored.
 BOOST_AUTO_TEST_CASE(a_stopping_node_answers_the_writes_it_placed_again_first) {
   std::vector<std::unique_ptr<test_node>> nodes;
-  nodes.push_back(std::make_unique<test_node>("n1"));
-  const auto seed = nodes[0]->address();
-  nodes.push_back(std::make_unique<test_node>("n2", std::vector<std::string>{seed}));
-  BOOST_REQUIRE(wait_until([&] { return converged({nodes[0].get(), nodes[1].get()}, 2); },
-                           5000ms));
-  const auto old_view = nodes[0]->view();
-  nodes.push_back(std::make_unique<test_node>("n3", std::vector<std::string>{seed}, 1, false,
-                                              cluster::tls_options{}, 0, "127.0.0.1:11211",
-                                              std::nullopt, 2000, true));
-  std::vector<test_node*> all{nodes[0].get(), nodes[1].get(), nodes[2].get()};
-  BOOST_REQUIRE(wait_until([&] { return converged(all, 3); }, 5000ms));
+  const auto old_view = pair_joined_by_n3(nodes, true);
   auto& n1 = *nodes[0];
   auto& n3 = *nodes[2];
   const auto v = n1.view();
@@ -1662,15 +1666,7 @@ BOOST_AUTO_TEST_CASE(a_stopping_node_answers_the_writes_it_placed_again_first) {
   }
   BOOST_REQUIRE(!moved.empty());
   raw_client cl(n1.address());
-  {
-    auto req = cl.node.helloRequest();
-    req.setVersion(rpc::SCHEMA_VERSION);
-    auto from = req.initFrom();
-    from.setName("lagger");
-    from.setRpcAddress("127.0.0.1:1");
-    req.setReplicas(1);
-    req.send().wait(cl.io.waitScope);
-  }
+  cl.hello_as_member("lagger");
   n3.shard_delay_ms->store(700);  // n3's shards answer after 0.7 s (its RPC timeout: 2 s)
   auto req = cl.node.executeRequest();
   cluster::to_rpc(set_op(moved, "placed again"), req.initOps(1)[0]);
