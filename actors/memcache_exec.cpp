@@ -350,6 +350,7 @@ plan_result plan_meta(const proto::request& req, std::vector<storage::op>& ops) 
     case command::md:
       o.kind = op_kind::remove;
       o.compare_cas = m.has_C ? m.C : 0;
+      o.cas_given = m.has_C;
       o.invalidate = m.has_I;
       if (m.has_T) {  // only used with I: the stale item's new TTL
         o.get_touch = true;

@@ -101,6 +101,7 @@ struct Op {
   tokenOut @25 :Bool;   # store: a copy whose win token is out already (false from old nodes)
   copy @26 :Bool;       # store: a copy of another node's item (warming, re-replication); as an
                         # add, refused for a key deleted there lately (false from old nodes)
+  casGiven @27 :Bool;   # remove: compareCas was given, also as 0, which no item has (md C0)
 }
 
 struct Result {

@@ -106,6 +106,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setFlags(o.flags);
   b.setTtl(o.ttl);
   b.setCompareCas(o.compare_cas);
+  b.setCasGiven(o.cas_given);
   b.setInvalidate(o.invalidate);
   b.setExplicitCas(o.explicit_cas);
   b.setAsStale(o.as_stale);
@@ -137,6 +138,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.flags = r.getFlags();
   o.ttl = r.getTtl();
   o.compare_cas = r.getCompareCas();
+  o.cas_given = r.getCasGiven();
   o.invalidate = r.getInvalidate();
   o.explicit_cas = r.getExplicitCas();
   o.as_stale = r.getAsStale();

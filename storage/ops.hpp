@@ -57,6 +57,8 @@ struct op {
   uint32_t flags = 0;
   int64_t ttl = 0;            // store/touch/flush, ma T, gat/mg T: raw memcached exptime
   uint64_t compare_cas = 0;   // store(cas)/remove/arith: 0 = no CAS check
+  bool cas_given = false;     // remove: compare_cas was given, also as 0 (meta md C0, which
+                              // no item matches: EX, as memcached)
   bool invalidate = false;    // meta I flag: ms → if CAS older, store as stale; md → mark stale
   uint64_t explicit_cas = 0;  // meta E flag: use this CAS value instead of a new one (0 = new)
   bool as_stale = false;      // store: the item is stored stale (meta X): a copy of a stale
@@ -155,6 +157,14 @@ inline bool changed_item(const op& o, status st) noexcept {
     default:
       return false;
   }
+}
+
+/// `o` sets its item's expiry in the past (a negative exptime, or an absolute one before
+/// `now_unix`): once it ran there is no item, as after a delete.
+inline bool expires_now(const op& o, int64_t now_unix) noexcept {
+  const bool sets_ttl = o.kind == op_kind::store || o.kind == op_kind::touch ||
+                        (o.kind == op_kind::get && o.get_touch);
+  return sets_ttl && (o.ttl < 0 || (o.ttl > 2592000 && o.ttl <= now_unix));
 }
 
 /// What changed_item reads of `o` (kind, key, flags), without its value: kept to tell, once

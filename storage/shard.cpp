@@ -329,6 +329,7 @@ struct shard::impl {
   // -- deletes lately (shard::guard_copies) ----------------------------------------------------
   uint32_t guard_s = 0;           // 0: off
   uint32_t guard_flushed_at = 0;  // the last flush_all that took effect while on
+  uint64_t guard_flushed_cas = 0;  // a CAS taken then: the clock's value at that flush
   std::unordered_map<uint64_t, uint32_t> deleted_at;    // keyed 64-bit hash -> unix second
   std::deque<std::pair<uint64_t, uint32_t>> deletions;  // the same, oldest first
   static constexpr size_t max_deletions = 65536;
@@ -351,6 +352,14 @@ struct shard::impl {
     deletions.emplace_back(h, now);
     forget_deletions(now);
   }
+  /// A copy that is no warm add (replication's): the flush_all that took effect here in the
+  /// last guard_s seconds came after the write it copies, by the CAS clock (a copy the
+  /// primary sent before the flush reached this node: R > 1, a write then flush_all).
+  bool written_before_flush(const op& o) const {
+    return guard_flushed_at != 0 && now < guard_flushed_at + guard_s + 1 &&
+           cas_clock_newer(guard_flushed_cas, o.explicit_cas);
+  }
+
   bool deleted_lately(std::string_view key) {
     if (guard_flushed_at != 0 && now < guard_flushed_at + guard_s + 1)
       return true;  // (+ 1: whole seconds; a moment before the next one counts as this one)
@@ -743,8 +752,10 @@ struct shard::impl {
   /// are released at once (files unlinked, so a restart does not resurrect them) and the index
   /// is emptied; items stored afterwards go to fresh segments.
   void flush_now() noexcept {
-    if (guard_s != 0)
+    if (guard_s != 0) {
       guard_flushed_at = now;
+      guard_flushed_cas = next_cas();
+    }
     while (!fifo.empty()) release(fifo.front());
     active = -1;
     idx.clear();
@@ -837,7 +848,9 @@ struct shard::impl {
         s.exptime = absolute_exptime(o.vivify_ttl, now);  // (N's or a later T's: the parser)
         s.cas = cas_for(o);
         s.token = true;
-        s.fetched = true;  // memcached: the next mg answers h1 (this one h0: fill_meta below)
+        // memcached: the next mg answers h1 (this one h0: fill_meta below), unless this one
+        // asked for no bump (u): then h0 still.
+        s.fetched = o.get_bump;
         s.atime = now;
         const size_t p = commit(s);
         if (p != npos) {
@@ -899,7 +912,8 @@ struct shard::impl {
       res.st = status::not_stored;
       return res;
     }
-    if (o.copy && o.mode == store_mode::add && guard_s != 0 && deleted_lately(o.key)) {
+    if (o.copy && guard_s != 0 &&
+        (o.mode == store_mode::add ? deleted_lately(o.key) : written_before_flush(o))) {
       ++st.copies_refused;  // (read before a delete or flush here, landing after it)
       res.st = status::not_stored;
       return res;
@@ -1036,15 +1050,19 @@ struct shard::impl {
       res.st = status::not_found;
       return res;
     }
-    // A client's delete, or its replication (also when it finds nothing: the key is to be
-    // absent); not the cluster's own removes (uncounted: a past owner's copy dropped after a
-    // write elsewhere, a hand-back), after which a copy of the current item is welcome.
-    if (guard_s != 0 && o.counted && !o.hand_back && !o.invalidate)
-      note_delete(o.key);
+    // A client's delete, or its replication, that removes the item, or finds none and has no
+    // CAS to match (the key is to be absent); not the cluster's own removes (uncounted: a past
+    // owner's copy dropped after a write elsewhere, a hand-back), after which a copy of the
+    // current item is welcome. Not a delete whose CAS did not match: the item stays, here or
+    // (none here, inside a ring change's window) at the key's previous owner, whose copy is
+    // then the item the client knows (md C that answers EX, then cas: EXISTS, not NOT_FOUND).
+    const bool noted = guard_s != 0 && o.counted && !o.hand_back && !o.invalidate;
     const uint32_t h = key_hash(o.key);
     const size_t pos = lookup(o.key, h);
     if (pos == npos) {
       ++st.delete_misses;
+      if (noted && o.compare_cas == 0 && !o.cas_given)
+        note_delete(o.key);
       res.st = status::not_found;
       return res;
     }
@@ -1053,12 +1071,14 @@ struct shard::impl {
     // A hand-back spares an item stored since this node came back, and a copy of the
     // sender's very item (its CAS, explicit_cas; the deletes a hand-back sends carry the CAS
     // of the sender's item, not of the delete, so it is matched, not ordered).
-    if ((o.compare_cas != 0 && o.compare_cas != r->cas) ||
+    if (((o.compare_cas != 0 || o.cas_given) && o.compare_cas != r->cas) ||
         (o.hand_back &&
          (r->cas > return_mark() || (o.explicit_cas != 0 && r->cas == o.explicit_cas)))) {
       res.st = status::exists;
       return res;
     }
+    if (noted)
+      note_delete(o.key);
     if (o.invalidate) {
       // md I: keep the item but mark it stale with a new CAS (a new record, since the CAS is
       // checksummed); the token is cleared so the next reader wins. md T (get_touch, or a
@@ -1513,6 +1533,7 @@ void shard::guard_copies(uint32_t seconds) {
     m.deleted_at.clear();
     m.deletions.clear();
     m.guard_flushed_at = 0;
+    m.guard_flushed_cas = 0;
   }
 }
 

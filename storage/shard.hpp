@@ -236,7 +236,10 @@ public:
   /// add that is a copy of another node's item (op::copy: warming, re-replication) is refused
   /// (not_stored, stat copies_refused) for a key removed here in the last `seconds`, or for
   /// any key in the `seconds` after a flush_all took effect here: such a copy was read before
-  /// the delete reached the node it came from, and would bring the key back. A cluster node
+  /// the delete reached the node it came from, and would bring the key back. In those
+  /// `seconds` after a flush_all, a copy that is no add (replication's) is refused too when
+  /// the write it copies came before the flush by the CAS clock (cas_clock_newer): R > 1, a
+  /// write then a flush_all, the write's copy still on its way to this replica. A cluster node
   /// turns it on (actors/storage_shard.hpp); 0 turns it off and forgets what was noted.
   void guard_copies(uint32_t seconds);
 

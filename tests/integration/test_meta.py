@@ -161,6 +161,22 @@ class MetaTest(ServerTestCase):
         self.assertEqual(c.call(b"mg %s N30 h\r\n" % k), b"HD h0 W\r\n")
         self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1 Z\r\n")
 
+    def test_a_vivified_item_made_without_a_bump_is_not_fetched(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"mg %s N30 u h\r\n" % k), b"HD h0 W\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h0 Z\r\n")
+        self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1 Z\r\n")
+
+    def test_md_C0_matches_no_item(self):
+        c = self.client()
+        k = self.key()
+        self.assertEqual(c.call(b"md %s C0\r\n" % k), b"NF\r\n")
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"md %s C0\r\n" % k), b"EX\r\n")
+        self.assertEqual(c.call(b"mg %s v\r\n" % k, b"hi\r\n"), b"VA 2\r\nhi\r\n")
+        self.assertEqual(c.call(b"md %s C%d\r\n" % (k, self.cas_of(c, k))), b"HD\r\n")
+
     def test_mg_R_recache(self):
         c = self.client()
         k = self.key()

@@ -716,6 +716,21 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
     BOOST_CHECK(s->execute(o).st == status::not_found);
   }
   BOOST_CHECK(copy_of("u", store_mode::add) == status::stored);
+  // A delete whose CAS does not match removes nothing (here the item stays; with none here,
+  // inside a ring change's window, the previous owner's may, and that is the one to copy).
+  {
+    do_set(*s, "kept", "v");
+    op o;
+    o.kind = op_kind::remove;
+    o.key = "kept";
+    o.compare_cas = 1;
+    BOOST_CHECK(s->execute(o).st == status::exists);
+    o.key = "absent";
+    BOOST_CHECK(s->execute(o).st == status::not_found);
+  }
+  BOOST_CHECK(copy_of("absent", store_mode::add) == status::stored);
+  BOOST_CHECK(do_delete(*s, "kept").st == status::deleted);  // (a copy would be refused now)
+  BOOST_CHECK(copy_of("kept", store_mode::add) == status::not_stored);
   // md I keeps the item (stale): no delete noted.
   do_set(*s, "i", "v");
   {
@@ -740,8 +755,24 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
     BOOST_CHECK(s->execute(f).st == status::ok);
   }
   BOOST_CHECK(copy_of("never-deleted", store_mode::add) == status::not_stored);
+  // Replication's copies (set) of writes before the flush, by the CAS clock, are refused
+  // too (a write then flush_all: its copy still on its way); a later write's copy is not.
+  BOOST_CHECK(copy_of("replicated", store_mode::set) == status::not_stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "replicated"), "<miss>");
+  do_set(*s, "later-src", "new");
+  const result later = do_get(*s, "later-src");
+  op newer = item_copy("replicated", later, store_mode::set);
+  BOOST_CHECK(s->execute(newer).st == status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "replicated"), "new");
+  {  // a CAS that is no clock value (a client's meta E) orders nothing: taken
+    result e = src;
+    e.cas = 12345;
+    op o = item_copy("e-cas", e, store_mode::set);
+    BOOST_CHECK(s->execute(o).st == status::stored);
+  }
   clk.advance(11);
   BOOST_CHECK(copy_of("never-deleted", store_mode::add) == status::stored);
+  BOOST_CHECK(copy_of("replicated-late", store_mode::set) == status::stored);  // (guard over)
 
   // Off again: forgotten at once.
   BOOST_CHECK(do_delete(*s, "y").st == status::not_found);
