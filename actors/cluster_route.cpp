@@ -219,7 +219,7 @@ warm_from check_source(const cluster_view& cv, uint64_t hash, const op_route& rt
 }
 
 size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
-                    past_holder* out) noexcept {
+                    past_holder* out, bool replicas_too) noexcept {
   if (!cv.ring || cv.past.empty())
     return 0;
   const owners_now owners(cv, hash);
@@ -233,7 +233,10 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
     const size_t k = p.ring->live_owner_ids(hash, std::min(r, ranks), was);
     for (size_t i = 0; i < k && n < max_past_holders; ++i) {
       const auto& name = p.ring->member(was[i]).name;
-      if (owners.named(cv, name) || dead_since(cv, d, name))
+      const auto now_id = cv.ring->find(name);
+      const bool owner = owners.named(cv, name);
+      if ((owner && !(replicas_too && owners.n > 0 && now_id && *now_id != owners.ids[0])) ||
+          dead_since(cv, d, name))
         continue;  // an owner (it has the write), or dead since (nothing to reach)
       bool named = false;
       for (size_t j = 0; j < n && !named; ++j)

@@ -43,6 +43,8 @@ struct op_route {
   bool kept = false;     // a store whose value was copied, not moved: it can run again
   bool owners_replicated = false;  // a delete's erase skips the owners now (warm_source)
   bool done = false;     // its final result is in the request's results
+  bool held = false;     // not sent yet: an earlier write of its connection on the key is at
+                         // work (connection::hold_behind_writes)
 };
 
 /// How warming treats an op after a ring change, while the owner may not hold a key its
@@ -162,9 +164,13 @@ struct past_holder {
 /// eviction, an expiry) warms from them, the value the write replaced does not come back.
 /// (Not the further owners a past ring's deletes reach, erase_ranks: copies left from before
 /// the rings in the view are dropped by the shards' prune, actors/storage_shard.hpp.)
+/// `replicas_too`: also the past owners that are the key's other owners now (not its
+/// primary), for a write that left no item (expires_now): replication removes their copy
+/// too, but after the write answered, and a read behind it that misses at the primary warms
+/// from them meanwhile.
 /// Writes `out` (room for max_past_holders); returns the count.
 size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
-                    past_holder* out) noexcept;
+                    past_holder* out, bool replicas_too = false) noexcept;
 
 // -- stale placements -------------------------------------------------------------------------
 // A member forwards a client op to the owner *its* ring names. Right after a ring change its

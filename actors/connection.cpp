@@ -7,6 +7,8 @@
 #include <caf/actor_cast.hpp>
 #include <caf/send.hpp>
 
+#include <ctime>
+
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -289,7 +291,7 @@ void connection::on_readable() {
 void connection::process_input() {
   if (!ctx_.routes)
     return;  // no route table yet: keep the bytes
-  while (!closing_ && !stats_barrier_ && (get_rest_ || rpos_ < rend_)) {
+  while (!closing_ && !stats_barrier_ && !flush_unsent_ && (get_rest_ || rpos_ < rend_)) {
     if (get_rest_) {  // (before anything after it is parsed)
       if (over_budget()) {
         input_paused_ = true;
@@ -375,7 +377,7 @@ void connection::process_input() {
         p.outstanding = 1;
         if (ctx_.routes->cluster)
           p.routing.assign(1, op_route{});
-        route_key_op(base_seq_ + pending_.size() - 1, 0);
+        route_new_op(base_seq_ + pending_.size() - 1, 0);
       } else if (!req_.noreply) {
         auto& p = push_pending(pending_kind::immediate);
         p.reply.assign(r.error.data(), r.error.size());
@@ -534,7 +536,7 @@ void connection::dispatch_ops(uint64_t seq, pending& p) {
   if (ctx_.routes->cluster)
     p.routing.assign(p.ops.size(), op_route{});
   for (uint32_t i = 0; i < p.ops.size(); ++i)
-    route_key_op(seq, i);
+    route_new_op(seq, i);
   const auto& cl = ctx_.routes->cluster;
   if (cl && cl->ring && !cl->ring->empty()) {  // (else route_key_op placed nothing)
     for (uint32_t i = 0; i < p.routing.size(); ++i) {
@@ -563,6 +565,48 @@ int64_t steady_ms() {
 
 } // namespace
 
+void connection::route_new_op(uint64_t seq, uint32_t index) {
+  auto& p = pending_[seq - base_seq_];
+  const auto& cl = ctx_.routes->cluster;
+  if (cl && !cl->past.empty() && index < p.routing.size() &&
+      hold_behind_writes(seq, p.ops[index].key)) {
+    p.routing[index].held = true;
+    ++held_;
+    return;
+  }
+  route_key_op(seq, index);
+}
+
+bool connection::hold_behind_writes(uint64_t seq, const std::string& key) const {
+  for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
+    const auto& p = pending_[s - base_seq_];
+    if (p.outstanding == 0)
+      continue;
+    for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
+      if (!p.routing[i].done && p.ops[i].key == key && storage::changes_item(p.ops[i]))
+        return true;
+  }
+  return false;
+}
+
+void connection::release_held(uint64_t seq, uint32_t index) {
+  if (held_ == 0 || !storage::changes_item(pending_[seq - base_seq_].ops[index]))
+    return;  // (only writes hold)
+  const std::string key = pending_[seq - base_seq_].ops[index].key;
+  for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s) {
+    auto& p = pending_[s - base_seq_];
+    for (uint32_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i) {
+      if (!p.routing[i].held || p.ops[i].key != key)
+        continue;
+      if (hold_behind_writes(s, key))
+        return;  // (a write released before it is at work: it holds the rest)
+      p.routing[i].held = false;
+      --held_;
+      route_key_op(s, i);
+    }
+  }
+}
+
 void connection::route_key_op(uint64_t seq, uint32_t index) {
   auto& p = pending_[seq - base_seq_];
   auto& o = p.ops[index];
@@ -577,6 +621,7 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
         rt.done = true;
         if (--p.outstanding == 0)
           request_done(seq, p);  // (placed again from deliver(): its other writes ran)
+        release_held(seq, index);
         return;
       case placement::peer:
       case placement::local:
@@ -657,7 +702,7 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
                                   const storage::op& o, storage::status st) {
   if (cv.past.empty() || o.kind == storage::op_kind::remove || !storage::changed_item(o, st))
     return;
-  delete_past_copies(cv, rt, o.key);
+  delete_past_copies(cv, rt, o.key, storage::expires_now(o, std::time(nullptr)));
 }
 
 // A client that closes (or resets) its connection while its requests are at work gets no
@@ -679,8 +724,8 @@ void connection::drop_past_copies_of_unfinished() {
     for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i) {
       const auto& rt = p.routing[i];
       const auto& o = p.ops[i];
-      if (rt.done)
-        continue;  // (its result came: deliver() did this)
+      if (rt.done || rt.held)
+        continue;  // (its result came: deliver() did this; or it was never sent)
       // (Not an update that may find nothing at the owner, which has not warmed the key
       // yet: it changes nothing, and the past owner's copy is the current item.)
       if ((rt.phase == warm_phase::none && storage::changes_item(o) &&
@@ -692,7 +737,7 @@ void connection::drop_past_copies_of_unfinished() {
 }
 
 void connection::delete_past_copies(const cluster_view& cv, const op_route& rt,
-                                    const std::string& key) {
+                                    const std::string& key, bool gone) {
   const int64_t now = steady_ms();
   // The node the write ran at holds the new value: never one to delete at. In the ring it
   // was placed in it is an owner; when the ring changed since, it may be a past owner now.
@@ -707,7 +752,8 @@ void connection::delete_past_copies(const cluster_view& cv, const op_route& rt,
       return;  // (several changes since: where it ran is not known here)
   }
   past_holder holders[max_past_holders];
-  const size_t n = past_holders(cv, cluster::ring::key_hash(key), now, holders);
+  const size_t n =
+    past_holders(cv, cluster::ring::key_hash(key), now, holders, gone && ran_at == nullptr);
   for (size_t i = 0; i < n; ++i) {
     const auto& [depth, id] = holders[i];
     const auto& past = cv.past[depth];
@@ -744,6 +790,11 @@ bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_vi
     return false;
   if (!erase && rt.warm_next > 0 && earlier_request_on(seq, o.key, true))
     return false;
+  // A client's read with a later write of this connection on the key gone out: a previous
+  // owner that is an owner now (R > 1) may have that write's copy already, which this read
+  // must not see. Its miss at the owner answers.
+  if (phase == warm_phase::read && is_read(o) && later_request_on(seq, o.key))
+    return false;
   rt.warm_next = from.next;
   rt.phase = phase;
   if (phase != warm_phase::erase) {
@@ -755,8 +806,10 @@ bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_vi
   // left to compare.
   storage::op w = o;
   w.invalidate = false;
-  if (p.results[index].st == storage::status::deleted)
+  if (p.results[index].st == storage::status::deleted) {
     w.compare_cas = 0;
+    w.cas_given = false;
+  }
   send_to_previous(seq, index, cv, from, std::move(w));
   return true;
 }
@@ -782,7 +835,8 @@ bool connection::check_at_previous(uint64_t seq, uint32_t index, const cluster_v
   auto& rt = p.routing[index];
   const auto& o = p.ops[index];
   const auto from = check_source(cv, cluster::ring::key_hash(o.key), rt, steady_ms());
-  if (from.where == placement::unavailable || earlier_request_on(seq, o.key, true))
+  if (from.where == placement::unavailable || earlier_request_on(seq, o.key, true) ||
+      later_request_on(seq, o.key))  // (that node may hold the later write: warm_next_source)
     return false;
   rt.phase = warm_phase::check;
   p.results[index] = std::move(r);
@@ -860,8 +914,9 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           }
           keep_at_owner(cv, rt, std::move(keep));
         } else if (cls == warm_class::read) {
-          if (r.st != storage::status::hit || !r.value)
-            r.st = storage::status::miss;
+          // (A later write of this connection went out meanwhile: the hit may be its copy.)
+          if (r.st != storage::status::hit || !r.value || later_request_on(seq, o.key))
+            r = std::move(p.results[index]);  // the owner's miss
         } else if (r.st == storage::status::hit && !same_ring(cv, rt) &&
                    !later_request_on(seq, o.key)) {
           route_key_op(seq, index);  // the ring changed meanwhile: run it where it goes now
@@ -912,7 +967,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // add would land after it; the later write still answers this read).
         auto& own = p.results[index];
         if (r.st == storage::status::hit && r.value && own.st == storage::status::hit &&
-            storage::cas_clock_newer(r.cas, own.cas)) {
+            storage::cas_clock_newer(r.cas, own.cas) && !later_request_on(seq, o.key)) {
           ctx_.counters->add(ctx_.counters->read_checks_newer);
           if (keepable(cv, rt, r) && !later_request_on(seq, o.key))
             keep_at_owner(cv, rt, warm_copy(o.key, r));
@@ -992,6 +1047,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
   }
   if (--p.outstanding == 0)
     request_done(seq, p);
+  release_held(seq, index);
 }
 
 void connection::request_done(uint64_t seq, pending& p) {
@@ -1013,11 +1069,12 @@ bool connection::later_request_on(uint64_t seq, const std::string& key) const {
   for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];
     if (p.kind == pending_kind::flush)
-      return true;  // every key
+      return flush_unsent_ != s;  // every key (an unsent flush waits for `seq`)
     if (p.req.cmd == proto::command::get || p.req.cmd == proto::command::gets)
       continue;  // changes nothing (and a long line's parts are many)
-    for (const auto& o : p.ops)
-      if (o.key == key && storage::changes_item(o))
+    for (size_t i = 0; i < p.ops.size(); ++i)
+      if (p.ops[i].key == key && storage::changes_item(p.ops[i]) &&
+          !(i < p.routing.size() && p.routing[i].held))  // (not sent yet: it waits for `seq`)
         return true;
   }
   return false;
@@ -1155,67 +1212,23 @@ void connection::handle_local(pending& p) {
       rpos_ = rend_;
       break;
     case command::flush_all: {
-      // Every shard of this node, and in a cluster every other live member (each flushes
-      // all of its shards: a flush op carries no key), as one flush_all on a single node.
-      // Inside the warming window also the previous ring's members that are no longer in
-      // the ring but still answer (a node that left lingers, serving warm reads): else
-      // their items would warm back after the flush. They may have exited: no error.
       ctx_.counters->add(ctx_.counters->cmd_flush);
-      const auto& snap = *ctx_.routes;
-      const auto& shards = snap.local_shards();
-      std::vector<caf::actor> members;  // null: alive, but no way to reach it
-      if (snap.joining())  // the members are not known yet: the cluster cannot be flushed
-        members.push_back(caf::actor());
-      size_t must_answer = members.size();
-      if (snap.cluster && snap.cluster->ring) {
-        const auto& cv = *snap.cluster;
-        for (uint32_t id = 0; id < cv.ring->size(); ++id) {
-          if (id == cv.self || !cv.ring->member(id).alive)
-            continue;
-          caf::actor peer = id < cv.peers.size() ? cv.peers[id] : caf::actor();
-          caf::actor link = peer && ctx_.links ? ctx_.links->link_for(cv, id) : caf::actor();
-          members.push_back(link ? link : peer);  // the link: in order with ops before
-        }
-        must_answer = members.size();
-        const int64_t now_ms = cv.past.empty() ? 0 : steady_ms();
-        std::vector<std::string_view> flushed;  // members of past rings, each once
-        for (size_t d = 0; d < cv.past.size() && now_ms < cv.past[d].warm_until_ms; ++d) {
-          const auto& past = cv.past[d];
-          for (uint32_t id = 0; id < past.ring->size() && id < past.peers.size(); ++id) {
-            const auto& name = past.ring->member(id).name;
-            auto now = cv.ring->find(name);
-            if (name != cv.self_name && past.peers[id] && past.ring->member(id).alive &&
-                (!now || !cv.ring->member(*now).alive) &&
-                std::find(flushed.begin(), flushed.end(), name) == flushed.end()) {
-              // The way warm reads go to it, so that one behind this flush finds it flushed.
-              flushed.push_back(name);
-              members.push_back(past_member_actor(cv, d, id));
-            }
-          }
-        }
-      }
-      const size_t n = shards.size() + members.size();
       p.kind = pending_kind::flush;
-      p.must_answer = static_cast<uint32_t>(shards.size() + must_answer);
-      p.ops.clear();
-      p.ops.resize(n);
-      p.results.resize(n);
-      p.outstanding = static_cast<uint32_t>(n);
-      for (auto& o : p.ops) {
-        o.kind = storage::op_kind::flush;
-        o.ttl = req.has_delay ? req.delay : 0;
+      const auto& cl = ctx_.routes->cluster;
+      bool earlier_running = false;
+      for (size_t i = 0; cl && !cl->past.empty() && i + 1 < pending_.size(); ++i)
+        earlier_running |= pending_[i].outstanding > 0;
+      if (earlier_running) {
+        // Inside a ring change's window a request before it may be several steps from done
+        // (a look at the previous owner, an op held behind a write, an item warmed and the
+        // op run again), and its later steps would land after the flush: it waits until
+        // they are answered, and nothing after it is read meanwhile (as `stats`).
+        p.outstanding = 1;  // (until it is sent)
+        flush_unsent_ = seq;
+        input_paused_ = true;
+        break;
       }
-      for (uint32_t i = 0; i < shards.size(); ++i)
-        route_op(seq, i, i);
-      for (size_t j = 0; j < members.size(); ++j) {
-        const auto i = static_cast<uint32_t>(shards.size() + j);
-        if (members[j]) {
-          ctx_.dispatch->add(members[j], id_, seq, i, storage::op(p.ops[i]));
-        } else {
-          p.results[i].st = storage::status::unavailable;
-          --p.outstanding;
-        }
-      }
+      send_flush(seq);
       break;
     }
     case command::stats:
@@ -1249,6 +1262,71 @@ void connection::handle_local(pending& p) {
     default:
       p.reply = "ERROR\r\n";
       break;
+  }
+}
+
+void connection::send_flush(uint64_t seq) {
+  // Every shard of this node, and in a cluster every other live member (each flushes all of
+  // its shards: a flush op carries no key), as one flush_all on a single node. Inside the
+  // warming window also the previous ring's members that are no longer in the ring but still
+  // answer (a node that left lingers, serving warm reads): else their items would warm back
+  // after the flush. They may have exited: no error.
+  auto& p = pending_[seq - base_seq_];
+  const auto& req = p.req;
+  const auto& snap = *ctx_.routes;
+  const auto& shards = snap.local_shards();
+  std::vector<caf::actor> members;  // null: alive, but no way to reach it
+  if (snap.joining())  // the members are not known yet: the cluster cannot be flushed
+    members.push_back(caf::actor());
+  size_t must_answer = members.size();
+  if (snap.cluster && snap.cluster->ring) {
+    const auto& cv = *snap.cluster;
+    for (uint32_t id = 0; id < cv.ring->size(); ++id) {
+      if (id == cv.self || !cv.ring->member(id).alive)
+        continue;
+      caf::actor peer = id < cv.peers.size() ? cv.peers[id] : caf::actor();
+      caf::actor link = peer && ctx_.links ? ctx_.links->link_for(cv, id) : caf::actor();
+      members.push_back(link ? link : peer);  // the link: in order with ops before
+    }
+    must_answer = members.size();
+    const int64_t now_ms = cv.past.empty() ? 0 : steady_ms();
+    std::vector<std::string_view> flushed;  // members of past rings, each once
+    for (size_t d = 0; d < cv.past.size() && now_ms < cv.past[d].warm_until_ms; ++d) {
+      const auto& past = cv.past[d];
+      for (uint32_t id = 0; id < past.ring->size() && id < past.peers.size(); ++id) {
+        const auto& name = past.ring->member(id).name;
+        auto now = cv.ring->find(name);
+        if (name != cv.self_name && past.peers[id] && past.ring->member(id).alive &&
+            (!now || !cv.ring->member(*now).alive) &&
+            std::find(flushed.begin(), flushed.end(), name) == flushed.end()) {
+          // The way warm reads go to it, so that one behind this flush finds it flushed.
+          flushed.push_back(name);
+          members.push_back(past_member_actor(cv, d, id));
+        }
+      }
+    }
+  }
+  const size_t n = shards.size() + members.size();
+  p.kind = pending_kind::flush;
+  p.must_answer = static_cast<uint32_t>(shards.size() + must_answer);
+  p.ops.clear();
+  p.ops.resize(n);
+  p.results.resize(n);
+  p.outstanding = static_cast<uint32_t>(n);
+  for (auto& o : p.ops) {
+    o.kind = storage::op_kind::flush;
+    o.ttl = req.has_delay ? req.delay : 0;
+  }
+  for (uint32_t i = 0; i < shards.size(); ++i)
+    route_op(seq, i, i);
+  for (size_t j = 0; j < members.size(); ++j) {
+    const auto i = static_cast<uint32_t>(shards.size() + j);
+    if (members[j]) {
+      ctx_.dispatch->add(members[j], id_, seq, i, storage::op(p.ops[i]));
+    } else {
+      p.results[i].st = storage::status::unavailable;
+      --p.outstanding;
+    }
   }
 }
 
@@ -1341,6 +1419,14 @@ void connection::complete_ready() {
     stats_unsent_ = false;  // everything before it is answered
     send_stats(base_seq_);
   }
+  if (flush_unsent_ && *flush_unsent_ == base_seq_ && !pending_.empty()) {
+    flush_unsent_.reset();  // everything before it is answered (write_out resumes the input)
+    send_flush(base_seq_);
+    if (pending_.front().outstanding == 0) {  // (nothing to flush: no shard, no member)
+      complete_ready();
+      return;
+    }
+  }
   write_out();
 }
 
@@ -1371,7 +1457,8 @@ void connection::write_out() {
   // (Below every bound of over_budget(): process_input, which pauses again at once
   // otherwise, ends in complete_ready(), which calls this.) Before the close below: requests
   // already read are answered before a drain closes, also those a `stats` held back.
-  if (input_paused_ && !stats_barrier_ && pending_.size() < window(max_pending) / 2 &&
+  if (input_paused_ && !stats_barrier_ && !flush_unsent_ &&
+      pending_.size() < window(max_pending) / 2 &&
       remote_pending_ <= max_remote_pending / 2 &&
       remote_reads_pending_ <= window(max_remote_pending) / 2 &&
       out_.pending_bytes() < (want_write_ ? blocked_output : max_output) / 2 &&

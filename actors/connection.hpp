@@ -149,6 +149,22 @@ private:
   void take_get_part(pending& p);
   /// Routes the ops of pending request `seq` (`p`), counting those placed at members.
   void dispatch_ops(uint64_t seq, pending& p);
+  /// Routes op `index` of request `seq`, the first time, unless it must wait behind an earlier
+  /// write of this connection on its key (hold_behind_writes): then it is held (op_route::held)
+  /// until that write's result came (release_held).
+  void route_new_op(uint64_t seq, uint32_t index);
+  /// Inside a ring change's window (the view has past rings), an op waits while a request
+  /// before `seq` has an op on `key` that changes the item and whose result has not come. Such
+  /// a write may take several steps (an add looks at the previous owner first; an update that
+  /// finds nothing there warms the item and runs again; a delete goes to the previous owners
+  /// too), and an op sent meanwhile overtook it: a pipelined `get` after an `add` missed the
+  /// value just stored, a read after an `incr` answered the value before it, and the add
+  /// answered SERVER_ERROR (it would have landed after the later op). Outside windows every
+  /// op is one step to its owner, in order on the way there, and nothing is held.
+  bool hold_behind_writes(uint64_t seq, const std::string& key) const;
+  /// Op `index` of request `seq` is done: the ops held behind it on its key that no earlier
+  /// write holds any longer are routed now, in request order.
+  void release_held(uint64_t seq, uint32_t index);
   /// The removal of the old value a refused too-large set (or `ms`) owes, if any.
   std::optional<storage::op> refused_value_removal() const;
   /// The local storage shard actor that holds `key`.
@@ -160,8 +176,11 @@ private:
   /// in actors/cluster_route.hpp), fire and forget, batched with the loop's other ops.
   void drop_past_copies(const cluster_view& cv, const op_route& rt, const storage::op& o,
                         storage::status st);
-  /// The deletes of drop_past_copies for `key`, placed by `rt` (the node it ran at is spared).
-  void delete_past_copies(const cluster_view& cv, const op_route& rt, const std::string& key);
+  /// The deletes of drop_past_copies for `key`, placed by `rt` (the node it ran at is spared);
+  /// `gone`: the write left no item (storage::expires_now), so in the ring it was placed in
+  /// the key's other owners that were past owners too (past_holders' replicas_too).
+  void delete_past_copies(const cluster_view& cv, const op_route& rt, const std::string& key,
+                          bool gone = false);
   /// At close: the same for every op still at work that may change its item (or a delete's
   /// erase chain under way), whose result deliver() will never see.
   void drop_past_copies_of_unfinished();
@@ -236,6 +255,9 @@ private:
   void on_stats(uint64_t seq, const storage::shard_stats& st);
   /// Asks the local shards for the stats of pending request `seq` (see stats_barrier_).
   void send_stats(uint64_t seq);
+  /// Sends the flush ops of pending flush_all request `seq` to this node's shards and the
+  /// cluster's members (see flush_unsent_).
+  void send_flush(uint64_t seq);
   void write_out();
   /// Everything read was answered and written, and no more is read: closes, or, if the
   /// client sent more, ends our side and drops its input until it closes (close_answered).
@@ -265,6 +287,10 @@ private:
   /// requests before it, none after). `stats_unsent_`: its request to the shards waits.
   bool stats_barrier_ = false;
   bool stats_unsent_ = false;
+  /// Inside a ring change's window, a `flush_all` waits until every request before it is
+  /// answered (handle_local): its ops are not sent yet, and nothing after it is parsed. Its
+  /// sequence number.
+  std::optional<uint64_t> flush_unsent_;
   bool lingering_ = false;     // our side ended (close_answered): input is dropped until EOF
   size_t lingered_ = 0;        // bytes dropped while lingering (bounded: linger_max)
   bool no_linger_ = false;     // quit or a binary request: close at once, as memcached
@@ -281,6 +307,7 @@ private:
   pending_ring pending_;
   size_t remote_pending_ = 0;  // Σ remote_ops of pending_ (input pauses at a bound)
   size_t remote_reads_pending_ = 0;  // Σ remote_reads of pending_ (pauses at a window)
+  size_t held_ = 0;            // ops of pending_ held behind an earlier write (op_route::held)
   unsigned window_level_ = 0;  // the share of the bounds earned by reading (window())
   /// The keys of a long get-family request not sent yet. A member's values are
   /// copies held until the client reads them, and a request is answered whole: one get line
