@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""Differential test: the same random command stream, pipelined, to two servers; their replies
+must be the same, byte for byte once normalized.
+
+A seeded generator writes text and meta commands (storage, cas, get/gets/gat/gats, incr/decr,
+touch, delete, mg/ms/md/ma/mn, flush_all) over a few keys, with bad numbers, bad flags, bad
+data blocks, too-long keys and unknown commands mixed in; three in ten sends carry 2–10
+commands at once (pipelining). Each send ends with `mn` and is read up to its MN.
+
+Pairs compared:
+  - against memcached: memcached with memcached (proves the normalization, no false alarms),
+    and memcached with the server under test (bifrost: its single node);
+  - against bifrost only: a lone bifrostd with a 3-node cluster reached through one node, the
+    cluster inside its ring change's warming window (the joins are seconds old and the window
+    is long), keys loaded on the first node before the others joined, so that the moved keys'
+    ops take the window's extra steps (a look at the previous owner, warm copies, an update run
+    again, a delete at the previous owners). R=1 with one I/O thread; R=2 with two; R=2 with the
+    members reached by RPC only (no data links).
+
+Normalized: CAS values (each server numbers its own: they map to the order they first appear
+in), the meta `t` of an item with a TTL (seconds left: timing) and `l` (seconds since last
+access), `me`'s CAS and times. Against memcached, the stream leaves out what makes two
+memcached disagree with each other: numbers that get shorter (decr, incr past 2^64, "007" or
+" 5" incremented: memcached may keep the old length padded with spaces, as protocol.txt
+allows, depending on the item's references, and what follows on that item differs from then
+on), and a get line with a key over 250 bytes (memcached then drops the replies of the
+requests before it in the same read, seen with 1.6.18). memcached prints a
+TTL already past (mg T-1 t) as a negative number cast to unsigned; bifrost prints t0.
+
+Run as the other integration scripts:
+    python3 tests/integration/test_differential.py --against bifrost --bifrostd build/bin/bifrostd
+"""
+
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+KEYS = [b"k%d" % i for i in range(8)]
+LONG_KEYS = [b"x" * 250, b"y" * 251]  # the longest key, and one byte too long
+BOGUS_CAS = b"18000000000000000007"  # neither server hands this out
+SEND_LIMIT = 3.0  # seconds for one send's replies (a send that hangs fails the test)
+TEST_LIMIT = 240.0  # seconds for one stream, whatever its length
+
+
+# ---------------------------------------------------------------------------------------------
+# the command stream
+
+
+def rand_value(r, quirks):
+    if r.random() < 0.3:
+        return r.choice([b"0", b"1", b"9", b"10", b"99", b"100", b"12a", b"-1", b"4294967296"] +
+                        ([b"18446744073709551615", b"18446744073709551614", b" 5", b"007"]
+                         if quirks else []))
+    n = r.choice([0, 1, 3, 10, 20, 100, 1500])
+    return bytes(r.choice(b"abcdefghij") for _ in range(n))
+
+
+def rand_flags(r):
+    return r.choice([b"0", b"1", b"42", b"4294967295", b"4294967296", b"-1", b"x", b"01"])
+
+
+def rand_exptime(r):
+    return r.choice([b"0", b"0", b"1000", b"-1", b"99999999", b"x", b"2592000"])
+
+
+def rand_delta(r, quirks):
+    return r.choice([b"1", b"0", b"7", b"100", b"18446744073709551616", b"-1", b"abc", b"5x",
+                     b"00"] + ([b"18446744073709551615"] if quirks else []))
+
+
+def cas_of(key):
+    """A placeholder each server's stream fills with the CAS it last showed for `key`."""
+    return b"{CAS:" + key + b"}"
+
+
+def command(r, quirks):
+    """One command (bytes, with CAS placeholders). Without `quirks`, none that make two
+    memcached answer differently (see the module's docstring)."""
+    c = r.random()
+    key = r.choice(KEYS) if r.random() < 0.95 else r.choice(KEYS + LONG_KEYS)
+    nr = b" noreply" if r.random() < 0.1 else b""
+    if c < 0.25:
+        cmd = r.choice([b"set", b"add", b"replace", b"append", b"prepend", b"cas"])
+        v = rand_value(r, quirks)
+        n = len(v)
+        if r.random() < 0.03 and n > 0:
+            n -= 1  # a data block longer than its length says (shorter: the server waits)
+        line = b"%s %s %s %s %d" % (cmd, key, rand_flags(r) if r.random() < 0.2 else
+                                    r.choice([b"0", b"3"]),
+                                    rand_exptime(r) if r.random() < 0.2 else b"0", n)
+        if cmd == b"cas":
+            line += b" " + (cas_of(key) if r.random() < 0.7 else
+                            r.choice([BOGUS_CAS, b"0", b"x"]))
+        return line + nr + b"\r\n" + v + b"\r\n"
+    if c < 0.45:
+        cmd = r.choice([b"get", b"gets", b"gat", b"gats"])
+        ks = b" ".join(r.choice(KEYS) for _ in range(r.randint(1, 4)))
+        if r.random() < 0.05:
+            ks = r.choice([b"", LONG_KEYS[1], b"k1 " + LONG_KEYS[1]] if quirks else [b""])
+        if cmd in (b"gat", b"gats"):
+            return b"%s %s %s\r\n" % (cmd, r.choice([b"0", b"1000", b"-1", b"x"]), ks)
+        return b"%s %s\r\n" % (cmd, ks)
+    if c < 0.55:
+        cmd = r.choice([b"incr", b"decr"]) if quirks else b"incr"
+        return b"%s %s %s%s\r\n" % (cmd, key, rand_delta(r, quirks), nr)
+    if c < 0.6:
+        return b"touch %s %s%s\r\n" % (key, rand_exptime(r), nr)
+    if c < 0.66:
+        return b"delete %s%s\r\n" % (key, r.choice([b"", b"", b" 0", b" 5", b" noreply", b" x y"]))
+    if c < 0.76:
+        flags = r.sample([b"v", b"k", b"c", b"f", b"s", b"t", b"Oab", b"q", b"T500", b"N30",
+                          b"R30", b"h", b"l", b"E123", b"u", b"Ix", b"T-1", b"zz"],
+                         r.randint(0, 5))
+        return b"mg %s %s\r\n" % (key, b" ".join(flags))
+    if c < 0.86:
+        v = rand_value(r, quirks)
+        flags = r.sample([b"F7", b"T0", b"T-1", b"T100", b"I", b"q", b"Oxy", b"k", b"c", b"MS",
+                          b"ME", b"MA", b"MP", b"MR", b"MX", b"C" + cas_of(key),
+                          b"C" + BOGUS_CAS, b"F-1", b"Fx", b"b", b"E55"], r.randint(0, 4))
+        n = len(v) - (1 if r.random() < 0.03 and v else 0)
+        size = b"%d" % n if r.random() > 0.03 else r.choice([b"x", b"-1", b""])
+        return b"ms %s %s %s\r\n%s\r\n" % (key, size, b" ".join(flags), v)
+    if c < 0.9:
+        flags = r.sample([b"q", b"C" + cas_of(key), b"C1", b"I", b"T30", b"Oz", b"k", b"x"],
+                         r.randint(0, 3))
+        return b"md %s %s\r\n" % (key, b" ".join(flags))
+    if c < 0.96:
+        more = [b"MD", b"M-", b"J18446744073709551615"] if quirks else []
+        flags = r.sample([b"N0", b"N100", b"J5", b"D3", b"D0", b"q", b"Ow", b"k", b"t", b"c",
+                          b"v", b"Dx", b"C" + cas_of(key), b"C7", b"MI", b"M+", b"MX"] + more,
+                         r.randint(0, 4))
+        return b"ma %s %s\r\n" % (key, b" ".join(flags))
+    if c < 0.97:
+        return r.choice([b"flush_all\r\n", b"flush_all noreply\r\n", b"flush_all x\r\n"])
+    return r.choice([b"\r\n", b"foo bar\r\n", b"get\r\n", b"GET k1\r\n", b"set k1\r\n",
+                     b"set k1 0 0\r\n", b"incr k1\r\n", b"touch k1\r\n", b"mg\r\n", b"ms k1\r\n",
+                     b"md\r\n", b"ma\r\n", b"me k1\r\n", b"verbosity 1\r\n", b"verbosity\r\n",
+                     b"cas k1 0 0 1\r\nx\r\n", b"mn\r\n", b"quit2\r\n",
+                     b"set k1 0 0 1 2 3\r\nx\r\n", b"get " + b"k1 " * 30 + b"\r\n"])
+
+
+def stream(seed, count, quirks=True):
+    """`count` sends, each one command or (three in ten) 2-10 of them."""
+    r = random.Random(seed)
+    for _ in range(count):
+        send = command(r, quirks)
+        if r.random() < 0.3:
+            send += b"".join(command(r, quirks) for _ in range(r.randint(1, 9)))
+        yield send
+
+
+# ---------------------------------------------------------------------------------------------
+# one server's side
+
+CAS_SLOT = re.compile(rb"\{CAS:([^}]*)\}")
+PADDED = re.compile(rb"^(\d+) +$")
+
+
+class Side:
+    """A connection to one server, the CAS values it showed, and its reply normalization."""
+
+    def __init__(self, port):
+        self.port = port
+        self.cas = {}  # key -> the CAS this server last showed for it
+        self.order = {}  # CAS -> the order it first appeared in
+        self.connect()
+
+    def connect(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=SEND_LIMIT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def close(self):
+        self.sock.close()
+
+    def run(self, template):
+        data = CAS_SLOT.sub(lambda m: self.cas.get(m.group(1), BOGUS_CAS), template)
+        reply = self.exchange(data)
+        self.learn(data, reply)
+        return self.normalize(reply)
+
+    def exchange(self, data):
+        """Sends `data` and `mn`; the replies up to the MN of that `mn` (or what came before
+        the connection closed, or the time ran out: then `<closed>` or `<timeout>`, and a new
+        connection)."""
+        want = data.count(b"\r\nmn\r\n") + data.startswith(b"mn\r\n") + 1
+        try:
+            self.sock.sendall(data + b"mn\r\n")
+        except OSError:
+            self.close()
+            self.connect()
+            return b"<send failed>"
+        buf = b""
+        deadline = time.monotonic() + SEND_LIMIT
+        for _ in range(10000):  # bounded in count and time
+            if buf.endswith(b"MN\r\n") and buf.count(b"MN\r\n") >= want:
+                return buf
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.close()
+                self.connect()
+                return buf + b"<closed>"
+            buf += chunk
+        self.close()
+        self.connect()
+        return buf + b"<timeout>"
+
+    def learn(self, data, reply):
+        for m in re.finditer(rb"^VALUE (\S+) \d+ \d+ (\d+)\r\n", reply, re.M):
+            self.cas[m.group(1)] = m.group(2)
+        parts = data.split(b" ", 2)
+        if len(parts) > 1 and parts[0] in (b"mg", b"ms", b"ma", b"md"):
+            key = parts[1].split(b"\r\n")[0]
+            m = re.search(rb"^(?:VA \d+|HD|EX|NS|NF|EN)((?: \S+)*)\r\n", reply, re.M)
+            if m:
+                for tok in m.group(1).split():
+                    if tok[:1] == b"c" and tok[1:].isdigit():
+                        self.cas[key] = tok[1:]
+
+    def cas_name(self, value):
+        return b"#%d" % self.order.setdefault(value, len(self.order))
+
+    def normalize(self, reply):
+        reply = unpad(reply)
+
+        def value_line(m):
+            return b"VALUE %s %s %s %s\r\n" % (m.group(1), m.group(2), m.group(3),
+                                              self.cas_name(m.group(4)))
+        reply = re.sub(rb"^VALUE (\S+) (\d+) (\d+) (\d+)\r\n", value_line, reply, flags=re.M)
+
+        def meta_line(m):
+            out = []
+            for t in m.group(2).split(b" "):
+                if t[:1] == b"c" and t[1:].isdigit():
+                    t = b"c" + self.cas_name(t[1:])
+                elif t[:1] == b"t" and t[1:].isdigit():
+                    n = int(t[1:])
+                    t = b"t0" if n >= 1 << 31 else (b"t+" if n > 0 else t)
+                elif t[:1] == b"l" and t[1:].isdigit():
+                    t = b"l*"
+                out.append(t)
+            return m.group(1) + b" ".join(out) + b"\r\n"
+        reply = re.sub(rb"^((?:VA \d+|HD|EX|NS|NF|EN) )([^\r\n]*)\r\n", meta_line, reply,
+                       flags=re.M)
+
+        def me_line(m):
+            line = re.sub(rb"cas=(\d+)", lambda c: b"cas=" + self.cas_name(c.group(1)),
+                          m.group(0))
+            line = re.sub(rb"la=\d+", b"la=*", line)
+            return re.sub(rb"exp=(\d+)", b"exp=+", line)
+        return re.sub(rb"^ME \S+ [^\r\n]*", me_line, reply, flags=re.M)
+
+
+def unpad(reply):
+    """A number memcached's decr left padded with spaces (`VALUE`/`VA` blocks): unpadded."""
+    out = []
+    pos = 0
+    while pos < len(reply):
+        eol = reply.find(b"\r\n", pos)
+        if eol < 0:
+            out.append(reply[pos:])
+            break
+        line = reply[pos:eol]
+        pos = eol + 2
+        parts = line.split(b" ")
+        n = at = None
+        if parts[0] == b"VALUE" and len(parts) >= 4 and parts[3].isdigit():
+            n, at = int(parts[3]), 3
+        elif parts[0] == b"VA" and len(parts) >= 2 and parts[1].isdigit():
+            n, at = int(parts[1]), 1
+        if n is None or pos + n + 2 > len(reply):
+            out.append(line + b"\r\n")
+            continue
+        data = reply[pos:pos + n]
+        pos += n + 2
+        m = PADDED.match(data)
+        if m:
+            data = m.group(1)
+            parts[at] = b"%d" % len(data)
+        out.append(b" ".join(parts) + b"\r\n" + data + b"\r\n")
+    return b"".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+
+
+class Base(unittest.TestCase):
+    """Servers started by the test (stopped by pid), and the comparison of two of them."""
+
+    def setUp(self):
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            alive = s.alive()
+            s.stop()
+            output = s.output()
+            s.close_log()
+            if not alive:
+                self.fail("a server died during the test:\n" + output)
+
+    def start(self, command):
+        server = harness.Server(command=command)
+        self.servers.append(server)
+        return server.start()
+
+    def memcached(self):
+        user = ["-u", "root"] if os.geteuid() == 0 else []
+        return self.start(lambda port: [harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port),
+                                        "-U", "0", "-t", "2", "-m", "64"] + user)
+
+    def bifrostd(self, *args):
+        return self.start(lambda port: [harness.BIFROSTD, "-l", "127.0.0.1", "-p", str(port),
+                                        "-m", "64", "--rpc-port", "0"] + list(args))
+
+    def compare(self, reference, subject, seed, count, quirks=True, what=""):
+        a, b = Side(reference.port), Side(subject.port)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        deadline = time.monotonic() + TEST_LIMIT
+        before = []  # the last sends and their replies (reference, subject)
+        for i, send in enumerate(stream(seed, count, quirks)):
+            self.assertLess(time.monotonic(), deadline, "the stream took too long")
+            want, got = a.run(send), b.run(send)
+            if want != got:
+                history = "".join("  #%d %r\n    -> %r\n    -> %r\n" % (j, s[:200], w[:200], g[:200])
+                                  for j, s, w, g in before)
+                self.fail("%s seed %d, send #%d differs:\n  sent:     %r\n  expected: %r\n"
+                          "  got:      %r\nthe sends before it:\n%s"
+                          % (what, seed, i, send[:400], want[:600], got[:600], history))
+            before = (before + [(i, send, want, got)])[-12:]
+
+    @staticmethod
+    def flush(server):
+        side = Side(server.port)
+        try:
+            side.exchange(b"flush_all\r\n")
+        finally:
+            side.close()
+
+
+class SingleNode(Base):
+    def test_memcached_answers_as_memcached(self):
+        if not harness.is_memcached():
+            self.skipTest("the normalization's own check runs against memcached")
+        for seed in (1, 2):
+            self.compare(self.memcached(), self.memcached(), seed, 1500, quirks=False,
+                         what="memcached pair")
+
+    def test_the_server_answers_as_memcached(self):
+        reference = self.memcached()
+        subject = self.memcached() if harness.is_memcached() else self.bifrostd("-t", "2")
+        for seed in (3, 4, 5):
+            self.flush(reference)
+            self.flush(subject)
+            self.compare(reference, subject, seed, 2000, quirks=False, what="vs memcached")
+
+
+class Cluster(Base):
+    """A lone bifrostd against a 3-node cluster inside its warming window."""
+
+    def setUp(self):
+        super().setUp()
+        if not harness.is_bifrost():
+            self.skipTest("a cluster of bifrost nodes")
+
+    def ctl(self, rpc, *args):
+        ctl = os.path.join(os.path.dirname(harness.BIFROSTD), "bifrostctl")
+        r = subprocess.run([ctl, "--node", "127.0.0.1:%d" % rpc] + list(args),
+                           capture_output=True, timeout=20)
+        return r.returncode, r.stdout.decode("utf-8", "replace")
+
+    def preload(self, server):
+        c = Side(server.port)
+        try:
+            for i, k in enumerate(KEYS):
+                set_k = b"set %s %d 0 %d\r\n%s\r\n" % (k, i, 3 + i, b"9" * (3 + i))
+                self.assertEqual(c.exchange(set_k), b"STORED\r\nMN\r\n")
+        finally:
+            c.close()
+
+    def cluster(self, *args):
+        """n1 alone with the keys loaded, then n2 and n3 join; returns the three servers once
+        every node has all three alive."""
+        nodes = []
+        for name in ("n1", "n2", "n3"):
+            rpc = harness.free_port()
+            join = ["--join", "127.0.0.1:%d" % nodes[0][1]] if nodes else []
+            server = self.start(lambda port, name=name, rpc=rpc, join=join: [
+                harness.BIFROSTD, "-l", "127.0.0.1", "-p", str(port), "--rpc-port", str(rpc),
+                "--node-name", name, "-m", "64", "--warm-window", "600000"] + list(args) + join)
+            nodes.append((server, rpc))
+            if name == "n1":
+                self.preload(server)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            views = [self.ctl(rpc, "--json", "members") for _, rpc in nodes]
+            if all(rc == 0 and sum(m["state"] == "alive" for m in json.loads(out)) == 3
+                   for rc, out in views):
+                break
+            time.sleep(0.2)
+        else:
+            self.fail("membership did not converge")
+        return [s for s, _ in nodes]
+
+    def check(self, args, through, seeds):
+        lone = self.bifrostd("-t", "1")
+        self.preload(lone)
+        nodes = self.cluster(*args)
+        for seed in seeds:
+            self.compare(lone, nodes[through], seed, 1500, what="cluster %s" % " ".join(args))
+
+    def test_one_replica_one_thread(self):
+        self.check(["-t", "1"], 1, (21, 22, 25))
+
+    def test_two_replicas_two_threads(self):
+        self.check(["-t", "2", "--replicas", "2"], 0, (23, 24, 26))
+
+    def test_members_reached_by_rpc_only(self):
+        self.check(["-t", "2", "--cluster-links", "off", "--replicas", "2"], 2, (27, 28))
+
+
+if __name__ == "__main__":
+    harness.main()
