@@ -206,6 +206,17 @@ warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
   return {};
 }
 
+bool owns_now(const cluster_view& cv, uint64_t hash, const warm_from& from) noexcept {
+  if (from.where == placement::unavailable || !cv.ring)
+    return false;
+  if (from.where == placement::local)
+    return owners_now(cv, hash).named(cv, cv.self_name);
+  if (from.depth >= cv.past.size() || !cv.past[from.depth].ring ||
+      from.id >= cv.past[from.depth].ring->size())
+    return false;
+  return owners_now(cv, hash).named(cv, cv.past[from.depth].ring->member(from.id).name);
+}
+
 warm_from check_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
                        int64_t now_ms) noexcept {
   if (now_ms >= cv.check_until_ms)

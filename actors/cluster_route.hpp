@@ -45,6 +45,8 @@ struct op_route {
   bool done = false;     // its final result is in the request's results
   bool held = false;     // not sent yet: an earlier write of its connection on the key is at
                          // work (connection::hold_behind_writes)
+  bool asked_owner = false;  // its warm or check read went to a node that owns the key now
+                             // (owns_now): it may hold a later write's copy already
 };
 
 /// How warming treats an op after a ring change, while the owner may not hold a key its
@@ -133,6 +135,10 @@ struct warm_from {
 /// the op was placed.
 warm_from warm_source(const cluster_view& cv, uint64_t hash, const op_route& rt,
                       int64_t now_ms, bool erase = false) noexcept;
+
+/// The node `from` names (a warm or check source for `hash`) is one of the key's live owners in
+/// cv's current ring (with R > 1, the new primary's replica: it gets the primary's writes).
+bool owns_now(const cluster_view& cv, uint64_t hash, const warm_from& from) noexcept;
 
 /// Where a plain read that hit at rt.owner (in cv's ring) is read again, or `unavailable`:
 /// the warm_source() of a miss, when the ring it names was replaced less than

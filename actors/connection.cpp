@@ -568,7 +568,8 @@ int64_t steady_ms() {
 void connection::route_new_op(uint64_t seq, uint32_t index) {
   auto& p = pending_[seq - base_seq_];
   const auto& cl = ctx_.routes->cluster;
-  if (cl && !cl->past.empty() && index < p.routing.size() &&
+  // (Also once the window ended while ops are held: a later one must not overtake them.)
+  if (cl && (!cl->past.empty() || held_ > 0) && index < p.routing.size() &&
       hold_behind_writes(seq, p.ops[index].key)) {
     p.routing[index].held = true;
     ++held_;
@@ -785,7 +786,8 @@ bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_vi
   auto& rt = p.routing[index];
   const auto& o = p.ops[index];
   const bool erase = phase == warm_phase::erase;
-  auto from = warm_source(cv, cluster::ring::key_hash(o.key), rt, steady_ms(), erase);
+  const uint64_t hash = cluster::ring::key_hash(o.key);
+  auto from = warm_source(cv, hash, rt, steady_ms(), erase);
   if (from.where == placement::unavailable)
     return false;
   if (!erase && rt.warm_next > 0 && earlier_request_on(seq, o.key, true))
@@ -793,7 +795,8 @@ bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_vi
   // A client's read with a later write of this connection on the key gone out: a previous
   // owner that is an owner now (R > 1) may have that write's copy already, which this read
   // must not see. Its miss at the owner answers.
-  if (phase == warm_phase::read && is_read(o) && later_request_on(seq, o.key))
+  rt.asked_owner = phase == warm_phase::read && is_read(o) && owns_now(cv, hash, from);
+  if (rt.asked_owner && later_request_on(seq, o.key))
     return false;
   rt.warm_next = from.next;
   rt.phase = phase;
@@ -834,10 +837,13 @@ bool connection::check_at_previous(uint64_t seq, uint32_t index, const cluster_v
   auto& p = pending_[seq - base_seq_];
   auto& rt = p.routing[index];
   const auto& o = p.ops[index];
-  const auto from = check_source(cv, cluster::ring::key_hash(o.key), rt, steady_ms());
-  if (from.where == placement::unavailable || earlier_request_on(seq, o.key, true) ||
-      later_request_on(seq, o.key))  // (that node may hold the later write: warm_next_source)
+  const uint64_t hash = cluster::ring::key_hash(o.key);
+  const auto from = check_source(cv, hash, rt, steady_ms());
+  if (from.where == placement::unavailable || earlier_request_on(seq, o.key, true))
     return false;
+  rt.asked_owner = owns_now(cv, hash, from);
+  if (rt.asked_owner && later_request_on(seq, o.key))
+    return false;  // (that node may hold the later write's copy: warm_next_source)
   rt.phase = warm_phase::check;
   p.results[index] = std::move(r);
   // As the client asked, except that it takes no win token there (md N, R: a stale item's):
@@ -914,8 +920,10 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           }
           keep_at_owner(cv, rt, std::move(keep));
         } else if (cls == warm_class::read) {
-          // (A later write of this connection went out meanwhile: the hit may be its copy.)
-          if (r.st != storage::status::hit || !r.value || later_request_on(seq, o.key))
+          // (A later write of this connection went out meanwhile, and the node asked owns
+          // the key now: the hit may be that write's copy.)
+          if (r.st != storage::status::hit || !r.value ||
+              (rt.asked_owner && later_request_on(seq, o.key)))
             r = std::move(p.results[index]);  // the owner's miss
         } else if (r.st == storage::status::hit && !same_ring(cv, rt) &&
                    !later_request_on(seq, o.key)) {
@@ -967,7 +975,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // add would land after it; the later write still answers this read).
         auto& own = p.results[index];
         if (r.st == storage::status::hit && r.value && own.st == storage::status::hit &&
-            storage::cas_clock_newer(r.cas, own.cas) && !later_request_on(seq, o.key)) {
+            storage::cas_clock_newer(r.cas, own.cas) &&
+            !(rt.asked_owner && later_request_on(seq, o.key))) {
           ctx_.counters->add(ctx_.counters->read_checks_newer);
           if (keepable(cv, rt, r) && !later_request_on(seq, o.key))
             keep_at_owner(cv, rt, warm_copy(o.key, r));
@@ -1069,12 +1078,12 @@ bool connection::later_request_on(uint64_t seq, const std::string& key) const {
   for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];
     if (p.kind == pending_kind::flush)
-      return flush_unsent_ != s;  // every key (an unsent flush waits for `seq`)
+      return flush_unsent_ != s;  // every key (an unsent flush waits for every request before it)
     if (p.req.cmd == proto::command::get || p.req.cmd == proto::command::gets)
       continue;  // changes nothing (and a long line's parts are many)
     for (size_t i = 0; i < p.ops.size(); ++i)
       if (p.ops[i].key == key && storage::changes_item(p.ops[i]) &&
-          !(i < p.routing.size() && p.routing[i].held))  // (not sent yet: it waits for `seq`)
+          !(i < p.routing.size() && p.routing[i].held))  // (not sent: it goes after `seq`)
         return true;
   }
   return false;
@@ -1216,7 +1225,7 @@ void connection::handle_local(pending& p) {
       p.kind = pending_kind::flush;
       const auto& cl = ctx_.routes->cluster;
       bool earlier_running = false;
-      for (size_t i = 0; cl && !cl->past.empty() && i + 1 < pending_.size(); ++i)
+      for (size_t i = 0; cl && (!cl->past.empty() || held_ > 0) && i + 1 < pending_.size(); ++i)
         earlier_running |= pending_[i].outstanding > 0;
       if (earlier_running) {
         // Inside a ring change's window a request before it may be several steps from done
@@ -1313,9 +1322,14 @@ void connection::send_flush(uint64_t seq) {
   p.ops.resize(n);
   p.results.resize(n);
   p.outstanding = static_cast<uint32_t>(n);
+  // One point on the CAS clock for every shard and member: a replica refuses copies of writes
+  // before it for a while (storage::shard::guard_copies); its own clock when the flush
+  // reached it would refuse a write's copy the client made after the flush at the primary.
+  const uint64_t cut = storage::next_cas();
   for (auto& o : p.ops) {
     o.kind = storage::op_kind::flush;
     o.ttl = req.has_delay ? req.delay : 0;
+    o.explicit_cas = cut;
   }
   for (uint32_t i = 0; i < shards.size(); ++i)
     route_op(seq, i, i);

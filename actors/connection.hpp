@@ -219,9 +219,10 @@ private:
   // client's read `o` asked, or `quiet`ly (an update's or an add's look at the item).
   void send_warm_read(uint64_t seq, uint32_t index, const cluster_view& cv,
                       const warm_from& from, const storage::op& o, bool quiet);
-  // True when a request after `seq` changes `key` or is a flush_all (it was routed when it
-  // was parsed, so what is sent for `seq` now would land after it). Later reads do not
-  // count: they saw the state before, as they would have a moment earlier.
+  // True when a request after `seq` changes `key` or is a flush_all that went out (it was
+  // routed when it was parsed, so what is sent for `seq` now would land after it; not an op
+  // held behind an earlier write, nor a flush_all that waits: they go after `seq` is done).
+  // Later reads do not count: they saw the state before, as they would have a moment earlier.
   bool later_request_on(uint64_t seq, const std::string& key) const;
   // True when a request before `seq` on `key` (or a flush_all) is still waiting for results;
   // `changes_only`: counting only its ops on `key` that change the item and are not done.

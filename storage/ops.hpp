@@ -60,7 +60,8 @@ struct op {
   bool cas_given = false;     // remove: compare_cas was given, also as 0 (meta md C0, which
                               // no item matches: EX, as memcached)
   bool invalidate = false;    // meta I flag: ms → if CAS older, store as stale; md → mark stale
-  uint64_t explicit_cas = 0;  // meta E flag: use this CAS value instead of a new one (0 = new)
+  uint64_t explicit_cas = 0;  // meta E flag: use this CAS value instead of a new one (0 = new);
+                              // flush: its point on the CAS clock, taken where it was sent
   bool as_stale = false;      // store: the item is stored stale (meta X): a copy of a stale
                               // item (replication, warming)
   bool token_out = false;     // store (a copy): its win token is out already (meta Z)

@@ -750,11 +750,14 @@ struct shard::impl {
 
   /// flush_all taking effect: every item stored so far becomes invalid. All current segments
   /// are released at once (files unlinked, so a restart does not resurrect them) and the index
-  /// is emptied; items stored afterwards go to fresh segments.
-  void flush_now() noexcept {
+  /// is emptied; items stored afterwards go to fresh segments. `cut`: the flush's point on
+  /// the CAS clock (0: now, here), what the copy guard compares copies with
+  /// (written_before_flush): the connection that sent it takes one for every shard and
+  /// member (op::explicit_cas of the flush), a delayed one its deadline.
+  void flush_now(uint64_t cut = 0) noexcept {
     if (guard_s != 0) {
       guard_flushed_at = now;
-      guard_flushed_cas = next_cas();
+      guard_flushed_cas = cut != 0 ? cut : next_cas();
     }
     while (!fifo.empty()) release(fifo.front());
     active = -1;
@@ -764,7 +767,8 @@ struct shard::impl {
 
   void apply_pending_flush() noexcept {
     if (flush_at != 0 && now >= flush_at) {
-      flush_now();  // (the segment files go first: a crash in between flushes again)
+      // (the segment files go first: a crash in between flushes again)
+      flush_now(uint64_t{flush_at} * 1000000u << 8);  // (its deadline on the CAS clock)
       set_flush_at(0);
     }
   }
@@ -1224,7 +1228,7 @@ struct shard::impl {
     result res;
     const uint32_t at = o.ttl > 0 ? absolute_exptime(o.ttl, now) : 0;
     if (at == 0 || at <= now) {
-      flush_now();
+      flush_now(o.explicit_cas);
       set_flush_at(0);
     } else {
       set_flush_at(at);  // replaces an earlier pending flush, like memcached's oldest_live

@@ -774,6 +774,23 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
   BOOST_CHECK(copy_of("never-deleted", store_mode::add) == status::stored);
   BOOST_CHECK(copy_of("replicated-late", store_mode::set) == status::stored);  // (guard over)
 
+  // The flush's point on the CAS clock is the one its sender took (op::explicit_cas), not
+  // this replica's clock when it arrived: a write the client made at the primary right after
+  // the flush (pipelined), whose copy comes here after the flush did, is kept.
+  const uint64_t cut = next_cas();
+  do_set(*s, "after-src", "after");  // (CAS above the cut: written after the flush)
+  const result after = do_get(*s, "after-src");
+  {
+    op f;
+    f.kind = op_kind::flush;
+    f.explicit_cas = cut;
+    BOOST_CHECK(s->execute(f).st == status::ok);
+  }
+  op after_copy = item_copy("after", after, store_mode::set);
+  BOOST_CHECK(s->execute(after_copy).st == status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "after"), "after");
+  BOOST_CHECK(copy_of("before", store_mode::set) == status::not_stored);  // ("src": before)
+
   // Off again: forgotten at once.
   BOOST_CHECK(do_delete(*s, "y").st == status::not_found);
   s->guard_copies(0);
