@@ -9,6 +9,7 @@ client whose every read is bounded in time (no loop here can spin forever).
 
 import argparse
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -251,6 +252,28 @@ class Server:
         kw.setdefault("connect_timeout", 5)
         kw.setdefault("timeout", 5)
         return Client(("127.0.0.1", self.port), **kw)
+
+
+def bifrostctl(rpc_port, *args):
+    """Runs the bifrostctl next to BIFROSTD against 127.0.0.1:`rpc_port` (at most 20 s):
+    (exit status, stdout)."""
+    ctl = os.path.join(os.path.dirname(BIFROSTD), "bifrostctl")
+    r = subprocess.run([ctl, "--node", "127.0.0.1:%d" % rpc_port] + list(args),
+                       capture_output=True, timeout=20)
+    return r.returncode, r.stdout.decode("utf-8", "replace")
+
+
+def all_alive(rpc_ports, n, limit=20.0):
+    """True once `bifrostctl members` through every one of `rpc_ports` shows `n` members
+    alive; False after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        views = [bifrostctl(p, "--json", "members") for p in rpc_ports]
+        if all(rc == 0 and sum(m["state"] == "alive" for m in json.loads(out)) == n
+               for rc, out in views):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------

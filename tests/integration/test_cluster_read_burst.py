@@ -24,7 +24,6 @@ import json
 import os
 import random
 import socket
-import subprocess
 import threading
 import time
 import unittest
@@ -85,10 +84,7 @@ class BurstBase(unittest.TestCase):
             "-m", "256"] + list(extra) + user)
 
     def ctl(self, rpc_port, *args):
-        ctl = os.path.join(os.path.dirname(harness.BIFROSTD), "bifrostctl")
-        r = subprocess.run([ctl, "--node", "127.0.0.1:%d" % rpc_port] + list(args),
-                           capture_output=True, timeout=20)
-        return r.returncode, r.stdout.decode("utf-8", "replace")
+        return harness.bifrostctl(rpc_port, *args)
 
     def start_cluster(self, links):
         nodes = []
@@ -100,14 +96,7 @@ class BurstBase(unittest.TestCase):
                 "--node-name", name, "-t", "1", "-m", "256", "-I", "8m", "--warm-window", "1000",
                 "--cluster-links", links] + join)
             nodes.append({"name": name, "port": server.port, "rpc": rpc, "server": server})
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            views = [self.ctl(n["rpc"], "--json", "members") for n in nodes]
-            if all(rc == 0 and sum(m["state"] == "alive" for m in json.loads(out)) == 3
-                   for rc, out in views):
-                break
-            time.sleep(0.2)
-        else:
+        if not harness.all_alive([n["rpc"] for n in nodes], 3):
             self.fail("membership did not converge")
         return nodes
 

@@ -31,12 +31,10 @@ Run as the other integration scripts:
     python3 tests/integration/test_differential.py --against bifrost --bifrostd build/bin/bifrostd
 """
 
-import json
 import os
 import random
 import re
 import socket
-import subprocess
 import sys
 import time
 import unittest
@@ -383,12 +381,6 @@ class Cluster(Base):
         if not harness.is_bifrost():
             self.skipTest("a cluster of bifrost nodes")
 
-    def ctl(self, rpc, *args):
-        ctl = os.path.join(os.path.dirname(harness.BIFROSTD), "bifrostctl")
-        r = subprocess.run([ctl, "--node", "127.0.0.1:%d" % rpc] + list(args),
-                           capture_output=True, timeout=20)
-        return r.returncode, r.stdout.decode("utf-8", "replace")
-
     def preload(self, server):
         c = Side(server.port)
         try:
@@ -411,14 +403,7 @@ class Cluster(Base):
             nodes.append((server, rpc))
             if name == "n1":
                 self.preload(server)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            views = [self.ctl(rpc, "--json", "members") for _, rpc in nodes]
-            if all(rc == 0 and sum(m["state"] == "alive" for m in json.loads(out)) == 3
-                   for rc, out in views):
-                break
-            time.sleep(0.2)
-        else:
+        if not harness.all_alive([rpc for _, rpc in nodes], 3):
             self.fail("membership did not converge")
         return [s for s, _ in nodes]
 
