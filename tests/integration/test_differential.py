@@ -18,7 +18,8 @@ Pairs compared:
     members reached by RPC only (no data links).
 
 Normalized: CAS values (each server numbers its own: they map to the order they first appear
-in), the meta `t` of an item with a TTL (seconds left: timing) and `l` (seconds since last
+in among the key's, as a CAS only has to be unique per key; a meta line's without `k`: just
+`#`), the meta `t` of an item with a TTL (seconds left: timing) and `l` (seconds since last
 access), `me`'s CAS and times. Against memcached, the stream leaves out what makes two
 memcached disagree with each other: numbers that get shorter (decr, incr past 2^64, "007" or
 " 5" incremented: memcached may keep the old length padded with spaces, as protocol.txt
@@ -170,7 +171,7 @@ class Side:
     def __init__(self, port):
         self.port = port
         self.cas = {}  # key -> the CAS this server last showed for it
-        self.order = {}  # CAS -> the order it first appeared in
+        self.order = {}  # (key, CAS) -> the order it first appeared in, per key
         self.connect()
 
     def connect(self):
@@ -233,22 +234,30 @@ class Side:
                     if tok[:1] == b"c" and tok[1:].isdigit():
                         self.cas[key] = tok[1:]
 
-    def cas_name(self, value):
-        return b"#%d" % self.order.setdefault(value, len(self.order))
+    def cas_name(self, key, value):
+        """A CAS value as the order it first appeared in among the key's: a CAS only has to be
+        unique per key (two nodes' clocks can give two keys the same one in one microsecond).
+        `key` None (a meta line without `k`): not numbered."""
+        if key is None:
+            return b"#"
+        known = self.order.setdefault(key, {})
+        return b"#%d" % known.setdefault(value, len(known))
 
     def normalize(self, reply):
         reply = unpad(reply)
 
         def value_line(m):
             return b"VALUE %s %s %s %s\r\n" % (m.group(1), m.group(2), m.group(3),
-                                              self.cas_name(m.group(4)))
+                                              self.cas_name(m.group(1), m.group(4)))
         reply = re.sub(rb"^VALUE (\S+) (\d+) (\d+) (\d+)\r\n", value_line, reply, flags=re.M)
 
         def meta_line(m):
             out = []
-            for t in m.group(2).split(b" "):
+            toks = m.group(2).split(b" ")
+            key = next((t[1:] for t in toks if t[:1] == b"k" and len(t) > 1), None)
+            for t in toks:
                 if t[:1] == b"c" and t[1:].isdigit():
-                    t = b"c" + self.cas_name(t[1:])
+                    t = b"c" + self.cas_name(key, t[1:])
                 elif t[:1] == b"t" and t[1:].isdigit():
                     n = int(t[1:])
                     t = b"t0" if n >= 1 << 31 else (b"t+" if n > 0 else t)
@@ -260,7 +269,8 @@ class Side:
                        flags=re.M)
 
         def me_line(m):
-            line = re.sub(rb"cas=(\d+)", lambda c: b"cas=" + self.cas_name(c.group(1)),
+            key = m.group(0).split(b" ")[1]
+            line = re.sub(rb"cas=(\d+)", lambda c: b"cas=" + self.cas_name(key, c.group(1)),
                           m.group(0))
             line = re.sub(rb"la=\d+", b"la=*", line)
             return re.sub(rb"exp=(\d+)", b"exp=+", line)
