@@ -160,14 +160,6 @@ inline bool changed_item(const op& o, status st) noexcept {
   }
 }
 
-/// `o` sets its item's expiry in the past (a negative exptime, or an absolute one before
-/// `now_unix`): once it ran there is no item, as after a delete.
-inline bool expires_now(const op& o, int64_t now_unix) noexcept {
-  const bool sets_ttl = o.kind == op_kind::store || o.kind == op_kind::touch ||
-                        (o.kind == op_kind::get && o.get_touch);
-  return sets_ttl && (o.ttl < 0 || (o.ttl > 2592000 && o.ttl <= now_unix));
-}
-
 /// What changed_item reads of `o` (kind, key, flags), without its value: kept to tell, once
 /// the result of `o` comes, whether it changed the item.
 inline op change_probe(const op& o) {

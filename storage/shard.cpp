@@ -161,6 +161,13 @@ uint32_t absolute_exptime(int64_t raw, uint32_t now) {
   return t > UINT32_MAX ? UINT32_MAX : uint32_t(t);
 }
 
+bool expires_now(const op& o, uint32_t now) {
+  const bool sets_ttl = o.kind == op_kind::store || o.kind == op_kind::touch ||
+                        (o.kind == op_kind::get && o.get_touch);
+  const uint32_t at = sets_ttl ? absolute_exptime(o.ttl, now) : 0;
+  return at != 0 && at <= now;
+}
+
 shard_stats& shard_stats::operator+=(const shard_stats& o) {
   curr_items += o.curr_items;
   total_items += o.total_items;
@@ -356,13 +363,18 @@ struct shard::impl {
   /// last guard_s seconds came after the write it copies, by the CAS clock (a copy the
   /// primary sent before the flush reached this node: R > 1, a write then flush_all).
   bool written_before_flush(const op& o) const {
-    return guard_flushed_at != 0 && now < guard_flushed_at + guard_s + 1 &&
-           cas_clock_newer(guard_flushed_cas, o.explicit_cas);
+    return flushed_lately() && cas_clock_newer(guard_flushed_cas, o.explicit_cas);
+  }
+
+  /// A flush_all took effect here in the last guard_s seconds (+ 1: whole seconds; a moment
+  /// before the next one counts as this one).
+  bool flushed_lately() const {
+    return guard_flushed_at != 0 && now < guard_flushed_at + guard_s + 1;
   }
 
   bool deleted_lately(std::string_view key) {
-    if (guard_flushed_at != 0 && now < guard_flushed_at + guard_s + 1)
-      return true;  // (+ 1: whole seconds; a moment before the next one counts as this one)
+    if (flushed_lately())
+      return true;
     forget_deletions(now);
     auto it = deleted_at.find(guard_hash(key));
     return it != deleted_at.end() && now < it->second + guard_s + 1;
@@ -1061,11 +1073,12 @@ struct shard::impl {
     // (none here, inside a ring change's window) at the key's previous owner, whose copy is
     // then the item the client knows (md C that answers EX, then cas: EXISTS, not NOT_FOUND).
     const bool noted = guard_s != 0 && o.counted && !o.hand_back && !o.invalidate;
+    const bool cas_check = o.compare_cas != 0 || o.cas_given;
     const uint32_t h = key_hash(o.key);
     const size_t pos = lookup(o.key, h);
     if (pos == npos) {
       ++st.delete_misses;
-      if (noted && o.compare_cas == 0 && !o.cas_given)
+      if (noted && !cas_check)
         note_delete(o.key);
       res.st = status::not_found;
       return res;
@@ -1075,7 +1088,7 @@ struct shard::impl {
     // A hand-back spares an item stored since this node came back, and a copy of the
     // sender's very item (its CAS, explicit_cas; the deletes a hand-back sends carry the CAS
     // of the sender's item, not of the delete, so it is matched, not ordered).
-    if (((o.compare_cas != 0 || o.cas_given) && o.compare_cas != r->cas) ||
+    if ((cas_check && o.compare_cas != r->cas) ||
         (o.hand_back &&
          (r->cas > return_mark() || (o.explicit_cas != 0 && r->cas == o.explicit_cas)))) {
       res.st = status::exists;

@@ -254,5 +254,8 @@ private:
 
 /// Converts memcached's raw exptime to absolute unix seconds (0 = never); negative -> 1 (past).
 uint32_t absolute_exptime(int64_t raw, uint32_t now);
+/// `o` sets its item's expiry at or before `now` (absolute_exptime of its ttl): once it ran
+/// there is no item, as after a delete.
+bool expires_now(const op& o, uint32_t now);
 
 } // namespace bifrost::storage
