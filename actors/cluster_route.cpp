@@ -109,12 +109,16 @@ struct owners_now {
   owners_now(const cluster_view& cv, uint64_t hash) noexcept
     : n(cv.ring->live_owner_ids(hash, replicas_of(cv), ids)) {}
 
+  // Member `name`'s position among them (0: the primary), or n when it is none of them.
+  size_t rank(const cluster_view& cv, const std::string& name) const noexcept {
+    if (n == 0)
+      return n;
+    auto id = cv.ring->find(name);
+    return id ? size_t(std::find(ids, ids + n, *id) - ids) : n;
+  }
   // Member `name` is one of them.
   bool named(const cluster_view& cv, const std::string& name) const noexcept {
-    if (n == 0)
-      return false;
-    auto id = cv.ring->find(name);
-    return id && std::find(ids, ids + n, *id) != ids + n;
+    return rank(cv, name) < n;
   }
 };
 
@@ -244,10 +248,8 @@ size_t past_holders(const cluster_view& cv, uint64_t hash, int64_t now_ms,
     const size_t k = p.ring->live_owner_ids(hash, std::min(r, ranks), was);
     for (size_t i = 0; i < k && n < max_past_holders; ++i) {
       const auto& name = p.ring->member(was[i]).name;
-      const auto now_id = cv.ring->find(name);
-      const bool owner = owners.named(cv, name);
-      if ((owner && !(replicas_too && owners.n > 0 && now_id && *now_id != owners.ids[0])) ||
-          dead_since(cv, d, name))
+      const size_t rank = owners.rank(cv, name);
+      if ((rank < owners.n && !(replicas_too && rank > 0)) || dead_since(cv, d, name))
         continue;  // an owner (it has the write), or dead since (nothing to reach)
       bool named = false;
       for (size_t j = 0; j < n && !named; ++j)
