@@ -7,8 +7,6 @@
 #include <caf/actor_cast.hpp>
 #include <caf/send.hpp>
 
-#include <ctime>
-
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -703,7 +701,7 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
                                   const storage::op& o, storage::status st) {
   if (cv.past.empty() || o.kind == storage::op_kind::remove || !storage::changed_item(o, st))
     return;
-  delete_past_copies(cv, rt, o.key, storage::expires_now(o, std::time(nullptr)));
+  delete_past_copies(cv, rt, o.key, storage::expires_now(o, storage::system_clock_seconds()));
 }
 
 // A client that closes (or resets) its connection while its requests are at work gets no
@@ -903,7 +901,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         r.st == storage::status::miss && warm_next_source(seq, index, cv, phase))
       return;
     switch (phase) {
-      case warm_phase::read:
+      case warm_phase::read: {
         // The previous owner's answer. For a read: answer with a hit, and keep it at the
         // owner that missed (a side effect the client does not wait for). For an update:
         // add the item at the owner first, then run the op again; with nothing to add, the
@@ -911,7 +909,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // Not when a later request of this connection on the key went out meanwhile: the
         // copy (and an update run again) would land after it (a delete undone, a set
         // changed). The read still answers with the hit; an update, with its own result.
-        if (keepable(cv, rt, r) && !later_request_on(seq, o.key)) {
+        const bool later = later_request_on(seq, o.key);
+        if (keepable(cv, rt, r) && !later) {
           storage::op keep = warm_copy(o.key, r);
           if (cls != warm_class::read) {
             rt.phase = warm_phase::restore;
@@ -922,17 +921,16 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         } else if (cls == warm_class::read) {
           // (A later write of this connection went out meanwhile, and the node asked owns
           // the key now: the hit may be that write's copy.)
-          if (r.st != storage::status::hit || !r.value ||
-              (rt.asked_owner && later_request_on(seq, o.key)))
+          if (r.st != storage::status::hit || !r.value || (rt.asked_owner && later))
             r = std::move(p.results[index]);  // the owner's miss
-        } else if (r.st == storage::status::hit && !same_ring(cv, rt) &&
-                   !later_request_on(seq, o.key)) {
+        } else if (r.st == storage::status::hit && !same_ring(cv, rt) && !later) {
           route_key_op(seq, index);  // the ring changed meanwhile: run it where it goes now
           return;
         } else {
           r = std::move(p.results[index]);  // nothing to add: the op's own result
         }
         break;
+      }
       case warm_phase::ahead:
         // The previous owner's answer for an add that has not run yet: its item goes to the
         // owner first (the add then finds it), or, with none, the add runs at once. A later
@@ -974,11 +972,11 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // not when a later request of this connection on the key went out meanwhile (the
         // add would land after it; the later write still answers this read).
         auto& own = p.results[index];
+        const bool later = later_request_on(seq, o.key);
         if (r.st == storage::status::hit && r.value && own.st == storage::status::hit &&
-            storage::cas_clock_newer(r.cas, own.cas) &&
-            !(rt.asked_owner && later_request_on(seq, o.key))) {
+            storage::cas_clock_newer(r.cas, own.cas) && !(rt.asked_owner && later)) {
           ctx_.counters->add(ctx_.counters->read_checks_newer);
-          if (keepable(cv, rt, r) && !later_request_on(seq, o.key))
+          if (keepable(cv, rt, r) && !later)
             keep_at_owner(cv, rt, warm_copy(o.key, r));
         } else {
           r = std::move(own);  // (no later write there, or no answer: the owner's hit)
@@ -1224,10 +1222,7 @@ void connection::handle_local(pending& p) {
       ctx_.counters->add(ctx_.counters->cmd_flush);
       p.kind = pending_kind::flush;
       const auto& cl = ctx_.routes->cluster;
-      bool earlier_running = false;
-      for (size_t i = 0; cl && (!cl->past.empty() || held_ > 0) && i + 1 < pending_.size(); ++i)
-        earlier_running |= pending_[i].outstanding > 0;
-      if (earlier_running) {
+      if (cl && (!cl->past.empty() || held_ > 0) && earlier_running()) {
         // Inside a ring change's window a request before it may be several steps from done
         // (a look at the previous owner, an op held behind a write, an item warmed and the
         // op run again), and its later steps would land after the flush: it waits until
@@ -1249,10 +1244,7 @@ void connection::handle_local(pending& p) {
         // The ops of the requests before it may still be on their way to the shards (the
         // dispatcher sends at the end of the loop iteration), or running: ask once they are
         // answered, so the shards have counted them.
-        bool earlier_running = false;
-        for (size_t i = 0; i + 1 < pending_.size(); ++i)
-          earlier_running |= pending_[i].outstanding > 0;
-        if (earlier_running)
+        if (earlier_running())
           stats_unsent_ = true;
         else
           send_stats(seq);
@@ -1272,6 +1264,13 @@ void connection::handle_local(pending& p) {
       p.reply = "ERROR\r\n";
       break;
   }
+}
+
+bool connection::earlier_running() const {
+  for (size_t i = 0; i + 1 < pending_.size(); ++i)
+    if (pending_[i].outstanding > 0)
+      return true;
+  return false;
 }
 
 void connection::send_flush(uint64_t seq) {

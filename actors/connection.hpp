@@ -256,6 +256,8 @@ private:
   void on_stats(uint64_t seq, const storage::shard_stats& st);
   /// Asks the local shards for the stats of pending request `seq` (see stats_barrier_).
   void send_stats(uint64_t seq);
+  /// A request before the newest one (the one being handled) still waits for results.
+  bool earlier_running() const;
   /// Sends the flush ops of pending flush_all request `seq` to this node's shards and the
   /// cluster's members (see flush_unsent_).
   void send_flush(uint64_t seq);
