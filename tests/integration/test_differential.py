@@ -20,7 +20,9 @@ Pairs compared:
 Normalized: CAS values (each server numbers its own: they map to the order they first appear
 in among the key's, as a CAS only has to be unique per key; a meta line's without `k`: just
 `#`), the meta `t` of an item with a TTL (seconds left: timing) and `l` (seconds since last
-access), `me`'s CAS and times. Against memcached, the stream leaves out what makes two
+access), `me`'s CAS and times (its exp: memcached 1.6.18 prints now - exptime, so an item
+with a TTL shows minus the seconds left, counted on each server's own clock tick; -1, no TTL,
+is kept). Against memcached, the stream leaves out what makes two
 memcached disagree with each other: numbers that get shorter (decr, incr past 2^64, "007" or
 " 5" incremented: memcached may keep the old length padded with spaces, as protocol.txt
 allows, depending on the item's references, and what follows on that item differs from then
@@ -273,6 +275,7 @@ class Side:
             line = re.sub(rb"cas=(\d+)", lambda c: b"cas=" + self.cas_name(key, c.group(1)),
                           m.group(0))
             line = re.sub(rb"la=\d+", b"la=*", line)
+            line = re.sub(rb"exp=-(?:[2-9]|\d\d+)\b", b"exp=-*", line)  # seconds left
             return re.sub(rb"exp=(\d+)", b"exp=+", line)
         return re.sub(rb"^ME \S+ [^\r\n]*", me_line, reply, flags=re.M)
 
