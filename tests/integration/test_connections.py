@@ -238,9 +238,10 @@ class DrainTest(unittest.TestCase):
             s.sendall(b"set drain 0 0 %d\r\n%s\r\n" % (len(value), value))
             self.assertEqual(s.recv(100), b"STORED\r\n")
             s.sendall(b"get drain\r\n" * 20000)  # 20 MB of replies, not read yet
-            time.sleep(0.5)
+            # The first reply shows the node is at work on them (not a fixed sleep: a slow
+            # machine may not have read them yet after it).
+            buf = bytearray(s.recv(1 << 20))
             os.kill(server.pid, signal.SIGTERM)
-            buf = bytearray()
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 chunk = s.recv(1 << 20)  # (ConnectionResetError fails the test)
@@ -271,9 +272,8 @@ class DrainTest(unittest.TestCase):
             # as its client reads (more than the sockets hold), then a stats and a version,
             # parsed after it.
             s.sendall(b"get " + b"dk " * 2000 + b"\r\nstats\r\nversion\r\n")
-            time.sleep(0.5)
+            buf = bytearray(s.recv(1 << 20))  # (the first reply: the node read all of it)
             os.kill(server.pid, signal.SIGTERM)
-            buf = bytearray()
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 chunk = s.recv(1 << 20)

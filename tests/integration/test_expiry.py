@@ -65,10 +65,12 @@ class ExpiryTest(ServerTestCase):
         gone_later.append(b"pym_short")
         self.set(c, b"thirty_days", THIRTY_DAYS)  # the largest relative TTL
         kept_later.append(b"thirty_days")
-        self.set(c, b"touched_long", 1)
+        # (2 s, not 1: a 1 s TTL may end at a clock tick before the touch arrives; without the
+        # touch these two would still be gone after the sleep below)
+        self.set(c, b"touched_long", 2)
         self.assertEqual(c.call(b"touch touched_long 0\r\n"), b"TOUCHED\r\n")
         kept_later.append(b"touched_long")
-        self.set(c, b"gat_long", 1)
+        self.set(c, b"gat_long", 2)
         c.call(b"gat 100 gat_long\r\n", b"END\r\n")
         kept_later.append(b"gat_long")
         self.set(c, b"abs_later", now + 100)
