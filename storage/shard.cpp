@@ -1029,9 +1029,9 @@ struct shard::impl {
           return res;
         }
         if (o.compare_cas != old->cas) {
-          if (o.invalidate && o.compare_cas < old->cas) {
+          if (o.invalidate && o.compare_cas != 0 && o.compare_cas < old->cas) {
             // ms I with an older CAS: store, but as stale, keeping TTL and a handed-out token
-            // (memcached CAS_STALE).
+            // (memcached CAS_STALE; `ms k C0 I` answers EX there, as C0 without I).
             s.exptime = old->exptime;
             s.state = k_state_stale;
             s.token = e->token();
@@ -1196,9 +1196,15 @@ struct shard::impl {
     const uint32_t before = r->exptime;
     s.exptime = o.get_touch ? absolute_exptime(o.ttl, now) : r->exptime;  // ma T
     s.cas = cas_for(o);
-    // Not a fetch. memcached changes a counter in place while the result is no longer
-    // (the item keeps its fetched flag) and else makes a new item (not fetched).
-    s.fetched = e.fetched() && nv.size() <= r->value_view().size();
+    // Not a fetch. memcached changes a counter in place while the result is no longer (the
+    // item keeps its fetched flag, and an `md I` item stays stale with its win token handed
+    // out or not) and else makes a new item (not fetched, not stale, no token).
+    const bool in_place = nv.size() <= r->value_view().size();
+    s.fetched = e.fetched() && in_place;
+    if (in_place) {
+      s.state = r->state & k_state_stale;
+      s.token = e.token();
+    }
     s.atime = now;
     const size_t p = commit(s);
     if (p == npos) {

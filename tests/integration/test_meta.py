@@ -177,6 +177,18 @@ class MetaTest(ServerTestCase):
         self.assertEqual(c.call(b"mg %s v\r\n" % k, b"hi\r\n"), b"VA 2\r\nhi\r\n")
         self.assertEqual(c.call(b"md %s C%d\r\n" % (k, self.cas_of(c, k))), b"HD\r\n")
 
+    def test_ms_C0_I_matches_no_item(self):
+        # C0 is no CAS older than the item's: no stale store (memcached 1.6.18 answers EX)
+        c = self.client()
+        k = self.key()
+        self.ms(c, k, b"hi")
+        self.assertEqual(c.call(b"ms %s 2 C0 I\r\nyo\r\n" % k), b"EX\r\n")
+        self.assertEqual(c.call(b"mg %s s v\r\n" % k, b"hi\r\n"), b"VA 2 s2\r\nhi\r\n")
+        self.assertEqual(c.call(b"ms %s 2 C1 I\r\nyo\r\n" % k), b"HD\r\n")
+        code, flags = self.split_head(c.call(b"mg %s s v\r\n" % k))
+        self.assertEqual((code, sorted(flags)), (b"VA", sorted([b"2", b"s2", b"X", b"W"])))
+        self.assertEqual(c.line(), b"yo\r\n")
+
     def test_mg_R_recache(self):
         c = self.client()
         k = self.key()
@@ -622,6 +634,25 @@ class IncrFetchTest(ServerTestCase):
         self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h1\r\n")
         self.assertEqual(c.call(b"incr %s 3\r\n" % k), b"10\r\n")
         self.assertEqual(c.call(b"mg %s h\r\n" % k), b"HD h0\r\n")
+
+    def test_an_incr_in_place_keeps_a_stale_item_stale(self):
+        # md I, then an incr that does not make the number longer: memcached changes the item
+        # in place, so it stays stale and its win token stays as it was; a longer number is a
+        # new item: fresh, no token. (Each step its own round trip: a reply still to send
+        # holds the item in memcached, which then makes a new item.)
+        c = self.client()
+        k, t = self.key("k"), self.key("t")
+        for key in (k, t):
+            self.assertEqual(c.call(b"set %s 0 0 1\r\n5\r\n" % key), b"STORED\r\n")
+            self.assertEqual(c.call(b"md %s I\r\n" % key), b"HD\r\n")
+        self.assertEqual(c.call(b"incr %s 1\r\n" % k), b"6\r\n")
+        self.assertEqual(c.call(b"mg %s s v\r\n" % k, b"\r\n6\r\n"), b"VA 1 s1 X W\r\n6\r\n")
+        self.assertEqual(c.call(b"mg %s s\r\n" % k), b"HD s1 Z X\r\n")
+        self.assertEqual(c.call(b"mg %s s\r\n" % t), b"HD s1 X W\r\n")  # the token goes out
+        self.assertEqual(c.call(b"ma %s\r\n" % t), b"HD\r\n")
+        self.assertEqual(c.call(b"mg %s s\r\n" % t), b"HD s1 Z X\r\n")
+        self.assertEqual(c.call(b"incr %s 4\r\n" % t), b"10\r\n")
+        self.assertEqual(c.call(b"mg %s s v\r\n" % t, b"\r\n10\r\n"), b"VA 2 s2\r\n10\r\n")
 
 
 if __name__ == "__main__":

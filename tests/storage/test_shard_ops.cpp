@@ -1107,6 +1107,37 @@ BOOST_AUTO_TEST_CASE(a_reread_keeps_the_ttl_before_the_first_reads_touch) {
   BOOST_CHECK_EQUAL(plain.exptime, 300u);
 }
 
+// mc: "set n 0 0 1 / 5", "md n I", "incr n 1", "mg n s v" -> "VA 1 s1 X W": the counter
+// changed in place stays stale, with its token as it was; one that grows is a new item.
+BOOST_AUTO_TEST_CASE(an_incr_in_place_keeps_a_stale_item_stale) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  op md;
+  md.kind = op_kind::remove;
+  md.invalidate = true;
+  op incr;
+  incr.kind = op_kind::arith;
+  incr.delta = 1;
+  for (const char* key : {"n", "w"}) {
+    do_set(*s, key, "5");
+    md.key = key;
+    BOOST_CHECK_EQUAL(s->execute(md).st, status::deleted);
+  }
+  do_get(*s, "w");  // w's token goes out
+  for (const char* key : {"n", "w"}) {
+    incr.key = key;
+    BOOST_CHECK_EQUAL(s->execute(incr).number, 6u);
+  }
+  result r = do_get(*s, "n");
+  BOOST_CHECK(r.stale && r.win && !r.already_won);
+  r = do_get(*s, "w");
+  BOOST_CHECK(r.stale && !r.win && r.already_won);
+  incr.delta = 4;  // 6 -> 10: longer, a new item
+  BOOST_CHECK_EQUAL(s->execute(incr).number, 10u);
+  r = do_get(*s, "w");
+  BOOST_CHECK(!r.stale && !r.win && !r.already_won);
+}
+
 BOOST_AUTO_TEST_CASE(meta_stale_via_invalidate) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
@@ -1144,8 +1175,12 @@ BOOST_AUTO_TEST_CASE(meta_stale_via_invalidate) {
   ms.key = "toinv";
   ms.value = "f";
   ms.ttl = 90;
-  ms.compare_cas = 1;
+  ms.mode = store_mode::cas;
   ms.invalidate = true;
+  // (mc: `ms toinv 1 C0 I` answers EX, as C0 without I)
+  BOOST_CHECK_EQUAL(s->execute(ms).st, status::exists);
+  BOOST_CHECK_EQUAL(do_get(*s, "toinv").value.view(), "moo");
+  ms.compare_cas = 1;
   BOOST_CHECK_EQUAL(s->execute(ms).st, status::stored);
   r = do_get(*s, "toinv");
   BOOST_CHECK_EQUAL(r.value.view(), "f");
