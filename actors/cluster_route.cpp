@@ -28,7 +28,9 @@ warm_class classify(const storage::op& o) noexcept {
   using storage::store_mode;
   switch (o.kind) {
     case op_kind::get:
-      return storage::changes_item(o) ? warm_class::update : warm_class::read;
+      return o.vivify                   ? warm_class::insert
+             : storage::changes_item(o) ? warm_class::update
+                                        : warm_class::read;
     case op_kind::store:
       return o.mode == store_mode::set   ? warm_class::blind
              : o.mode == store_mode::add ? warm_class::insert
@@ -36,6 +38,7 @@ warm_class classify(const storage::op& o) noexcept {
     case op_kind::remove:
       return warm_class::remove;
     case op_kind::arith:
+      return o.vivify ? warm_class::insert : warm_class::update;
     case op_kind::touch:
       return warm_class::update;
     default:

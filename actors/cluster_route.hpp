@@ -43,8 +43,8 @@ struct op_route {
   bool kept = false;     // a store whose value was copied, not moved: it can run again
   bool owners_replicated = false;  // a delete's erase skips the owners now (warm_source)
   bool done = false;     // its final result is in the request's results
-  bool held = false;     // not sent yet: an earlier write of its connection on the key is at
-                         // work (connection::hold_behind_writes)
+  bool held = false;     // not sent yet: an earlier op of its connection on the key is at
+                         // work (connection::must_wait)
   bool asked_owner = false;  // its warm or check read went to a node that owns the key now
                              // (owns_now): it may hold a later write's copy already
 };
@@ -53,12 +53,13 @@ struct op_route {
 /// previous owner still does.
 enum class warm_class : uint8_t {
   read,    // a plain get: a miss is answered (and kept) with the previous owner's item
-  update,  // needs the item (touch, gat, mg T/R/N, incr/decr, ma, append, prepend, replace,
+  update,  // needs the item (touch, gat, mg T/R, incr/decr, ma, append, prepend, replace,
            // cas): when it finds none, the previous owner's item is added first and the op
            // runs again, so it acts on the item the client knew
   remove,  // delete: done at the previous owner too, else a later miss warms the item back
-  insert,  // add (and ms in mode E): stores only when there is no item, which it cannot
-           // undo once it did: the previous owner's item is added at the owner before it runs
+  insert,  // add (and ms in mode E), and an mg or ma with N (vivify): makes an item only
+           // when there is none, which it cannot undo once it did: the previous owner's item
+           // is added at the owner before it runs
   blind,   // set, flush: they do not depend on an existing item
 };
 warm_class classify(const storage::op& o) noexcept;

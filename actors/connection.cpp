@@ -568,7 +568,7 @@ void connection::route_new_op(uint64_t seq, uint32_t index) {
   const auto& cl = ctx_.routes->cluster;
   // (Also once the window ended while ops are held: a later one must not overtake them.)
   if (cl && (!cl->past.empty() || held_ > 0) && index < p.routing.size() &&
-      hold_behind_writes(seq, p.ops[index].key)) {
+      must_wait(seq, p.ops[index])) {
     p.routing[index].held = true;
     ++held_;
     return;
@@ -576,29 +576,31 @@ void connection::route_new_op(uint64_t seq, uint32_t index) {
   route_key_op(seq, index);
 }
 
-bool connection::hold_behind_writes(uint64_t seq, const std::string& key) const {
+bool connection::must_wait(uint64_t seq, const storage::op& o) const {
+  const bool behind_any = classify(o) == warm_class::insert;
   for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];
     if (p.outstanding == 0)
       continue;
     for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
-      if (!p.routing[i].done && p.ops[i].key == key && storage::changes_item(p.ops[i]))
+      if (!p.routing[i].done && p.ops[i].key == o.key &&
+          (behind_any || storage::changes_item(p.ops[i])))
         return true;
   }
   return false;
 }
 
 void connection::release_held(uint64_t seq, uint32_t index) {
-  if (held_ == 0 || !storage::changes_item(pending_[seq - base_seq_].ops[index]))
-    return;  // (only writes hold)
+  if (held_ == 0)
+    return;
   const std::string key = pending_[seq - base_seq_].ops[index].key;
   for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s) {
     auto& p = pending_[s - base_seq_];
     for (uint32_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i) {
       if (!p.routing[i].held || p.ops[i].key != key)
         continue;
-      if (hold_behind_writes(s, key))
-        return;  // (a write released before it is at work: it holds the rest)
+      if (must_wait(s, p.ops[i]))
+        return;  // (an op released before it is at work: it holds the rest)
       p.routing[i].held = false;
       --held_;
       route_key_op(s, i);
@@ -627,11 +629,14 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
         break;
     }
     // A store that may have to run again after warming keeps its value (a copy goes out);
-    // an add asks the previous owner first. (No clock read on the common path.)
-    const bool store_in_window = o.kind == storage::op_kind::store && !cv.past.empty();
+    // an add, or an op that vivifies, asks the previous owner first. (No clock read on the
+    // common path.)
+    const bool in_window = !cv.past.empty();
+    const bool store_in_window = o.kind == storage::op_kind::store && in_window;
     // (Not while an earlier request of this connection on the key is still at work: its
-    // own warming, a delete's at the previous owner, would come after this look there.)
-    if (store_in_window && warm_first(cv, rt, o, steady_ms()) &&
+    // own warming, a delete's at the previous owner, would come after this look there.
+    // Inside a window such an op waits for it, must_wait; a flush_all does not hold it.)
+    if (in_window && (store_in_window || o.vivify) && warm_first(cv, rt, o, steady_ms()) &&
         !earlier_request_on(seq, o.key)) {
       rt.warmed = true;
       if (warm_next_source(seq, index, cv, warm_phase::ahead))

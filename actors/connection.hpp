@@ -150,20 +150,24 @@ private:
   /// Routes the ops of pending request `seq` (`p`), counting those placed at members.
   void dispatch_ops(uint64_t seq, pending& p);
   /// Routes op `index` of request `seq`, the first time, unless it must wait behind an earlier
-  /// write of this connection on its key (hold_behind_writes): then it is held (op_route::held)
-  /// until that write's result came (release_held).
+  /// op of this connection on its key (must_wait): then it is held (op_route::held) until
+  /// that op's result came (release_held).
   void route_new_op(uint64_t seq, uint32_t index);
-  /// Inside a ring change's window (the view has past rings), an op waits while a request
-  /// before `seq` has an op on `key` that changes the item and whose result has not come. Such
-  /// a write may take several steps (an add looks at the previous owner first; an update that
-  /// finds nothing there warms the item and runs again; a delete goes to the previous owners
-  /// too), and an op sent meanwhile overtook it: a pipelined `get` after an `add` missed the
-  /// value just stored, a read after an `incr` answered the value before it, and the add
-  /// answered SERVER_ERROR (it would have landed after the later op). Outside windows every
-  /// op is one step to its owner, in order on the way there, and nothing is held.
-  bool hold_behind_writes(uint64_t seq, const std::string& key) const;
+  /// Inside a ring change's window (the view has past rings), op `o` of request `seq` waits
+  /// while a request before it has an op on o's key whose result has not come and that
+  /// changes the item — or, for an op that makes the item when there is none (an add, a
+  /// vivifying mg/ma: warm_class::insert), any op on the key: a read there that misses warms
+  /// the item, a write. Such an op may take several steps (an add looks at the previous owner
+  /// first; an update that finds nothing there warms the item and runs again; a delete goes
+  /// to the previous owners too; a read's warm copy lands after its answer), and an op sent
+  /// meanwhile overtook it: a pipelined `get` after an `add` missed the value just stored, a
+  /// read after an `incr` answered the value before it, the add answered SERVER_ERROR (it
+  /// would have landed after the later op), and an add after a `get` that warmed the item
+  /// stored over it. Outside windows every op is one step to its owner, in order on the way
+  /// there, and nothing is held.
+  bool must_wait(uint64_t seq, const storage::op& o) const;
   /// Op `index` of request `seq` is done: the ops held behind it on its key that no earlier
-  /// write holds any longer are routed now, in request order.
+  /// op holds any longer are routed now, in request order.
   void release_held(uint64_t seq, uint32_t index);
   /// The removal of the old value a refused too-large set (or `ms`) owes, if any.
   std::optional<storage::op> refused_value_removal() const;

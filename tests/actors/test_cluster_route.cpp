@@ -654,6 +654,11 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   BOOST_CHECK(classify(add) == warm_class::insert);
   for (auto* o : {&set, &flush})
     BOOST_CHECK(classify(*o) == warm_class::blind);
+  // mg N and ma N make the item when there is none: warmed first, as an add
+  storage::op mg_n = get, ma_n = incr;
+  mg_n.vivify = ma_n.vivify = true;
+  for (auto* o : {&mg_n, &ma_n})
+    BOOST_CHECK(classify(*o) == warm_class::insert);
 
   n4_joined j;
   auto &v1 = j.v1, &v2 = j.v2;
@@ -669,6 +674,7 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   // inside the window; nothing else does.
   BOOST_CHECK(warm_first(*v2, rt, add, 999));
   BOOST_CHECK(!warm_first(*v2, rt, add, 1000));
+  BOOST_CHECK(warm_first(*v2, rt, ma_n, 999) && warm_first(*v2, rt, mg_n, 999));
   for (auto* o : {&set, &append, &get, &del})
     BOOST_CHECK(!warm_first(*v2, rt, *o, 999));
   for (auto st : {status::not_found, status::not_stored, status::miss}) {
