@@ -635,7 +635,9 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     const bool store_in_window = o.kind == storage::op_kind::store && in_window;
     // (Not while an earlier request of this connection on the key is still at work: its
     // own warming, a delete's at the previous owner, would come after this look there.
-    // Inside a window such an op waits for it, must_wait; a flush_all does not hold it.)
+    // Inside a window such an op waits for it, must_wait. An earlier flush_all still at
+    // work does not hold it, and it skips the look then: the flush empties the previous
+    // owners too.)
     if (in_window && (store_in_window || o.vivify) && warm_first(cv, rt, o, steady_ms()) &&
         !earlier_request_on(seq, o.key)) {
       rt.warmed = true;
@@ -654,8 +656,11 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
   }
   if (snap.awaiting_cluster && index < p.results.size()) {  // (the service has not started yet)
     p.results[index].st = storage::status::unavailable;
+    if (index < p.routing.size())
+      p.routing[index].done = true;
     if (--p.outstanding == 0)
       request_done(seq, p);
+    release_held(seq, index);
     return;
   }
   route_op(seq, index, snap.lookup(o.key).shard_index(o.key));
@@ -887,10 +892,42 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
   auto& p = pending_[seq - base_seq_];
   if (index >= p.results.size() || p.outstanding == 0)
     return;
-  if (index < p.routing.size() && p.routing[index].phase == warm_phase::check &&
+  if (index < p.routing.size() && p.routing[index].phase != warm_phase::none &&
       !(ctx_.routes && ctx_.routes->cluster)) {
-    p.routing[index].phase = warm_phase::none;  // (the node left its cluster view meanwhile:
-    r = std::move(p.results[index]);            // the owner's hit answers)
+    // The node left its cluster view meanwhile (a drain): this is a warming step's answer,
+    // not always the op's own. An op that has not run yet (an add's or a vivifying op's
+    // look ahead, the copy it waited for) runs where a new op would now; otherwise the op's
+    // own result waiting in its slot answers (a read check: the owner's hit; an update: its
+    // first result; a delete: its own, when it removed or refused something there).
+    auto& rt = p.routing[index];
+    const auto phase = std::exchange(rt.phase, warm_phase::none);
+    const auto& own = p.results[index];
+    const bool insert = classify(p.ops[index]) == warm_class::insert;
+    switch (phase) {
+      case warm_phase::ahead:
+        route_key_op(seq, index);
+        return;
+      case warm_phase::restore:
+        if (insert) {
+          route_key_op(seq, index);
+          return;
+        }
+        r = std::move(p.results[index]);
+        break;
+      case warm_phase::check:
+        r = std::move(p.results[index]);
+        break;
+      case warm_phase::read:  // (a read answers with what the previous owner had)
+        if (!is_read(p.ops[index]))
+          r = std::move(p.results[index]);
+        break;
+      case warm_phase::erase:
+        if (own.st == storage::status::deleted || own.st == storage::status::exists)
+          r = std::move(p.results[index]);
+        break;
+      case warm_phase::none:
+        break;
+    }
   }
   if (index < p.routing.size() && ctx_.routes && ctx_.routes->cluster) {
     const auto& cv = *ctx_.routes->cluster;
@@ -922,6 +959,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             send_to_owner(seq, index, cv, rt, std::move(keep));
             return;
           }
+          keep.as_fetched |= o.get_bump;  // (this read is a fetch; the look there was not)
           keep_at_owner(cv, rt, std::move(keep));
         } else if (cls == warm_class::read) {
           // (A later write of this connection went out meanwhile, and the node asked owns
@@ -981,8 +1019,11 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         if (r.st == storage::status::hit && r.value && own.st == storage::status::hit &&
             storage::cas_clock_newer(r.cas, own.cas) && !(rt.asked_owner && later)) {
           ctx_.counters->add(ctx_.counters->read_checks_newer);
-          if (keepable(cv, rt, r) && !later)
-            keep_at_owner(cv, rt, warm_copy(o.key, r));
+          if (keepable(cv, rt, r) && !later) {
+            storage::op keep = warm_copy(o.key, r);
+            keep.as_fetched |= o.get_bump;  // (as a warm read's copy)
+            keep_at_owner(cv, rt, std::move(keep));
+          }
         } else {
           r = std::move(own);  // (no later write there, or no answer: the owner's hit)
         }

@@ -102,6 +102,7 @@ struct Op {
   copy @26 :Bool;       # store: a copy of another node's item (warming, re-replication); as an
                         # add, refused for a key deleted there lately (false from old nodes)
   casGiven @27 :Bool;   # remove: compareCas was given, also as 0, which no item has (md C0)
+  asFetched @28 :Bool;  # store: a copy of an item that was read (meta h1; false from old nodes)
 }
 
 struct Result {

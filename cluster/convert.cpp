@@ -110,6 +110,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setInvalidate(o.invalidate);
   b.setExplicitCas(o.explicit_cas);
   b.setAsStale(o.as_stale);
+  b.setAsFetched(o.as_fetched);
   b.setTokenOut(o.token_out);
   b.setCopy(o.copy);
   b.setGetValue(o.get_value);
@@ -142,6 +143,7 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.invalidate = r.getInvalidate();
   o.explicit_cas = r.getExplicitCas();
   o.as_stale = r.getAsStale();
+  o.as_fetched = r.getAsFetched();
   o.token_out = r.getTokenOut();
   o.copy = r.getCopy();
   o.get_value = r.getGetValue();

@@ -65,6 +65,7 @@ struct op {
   bool as_stale = false;      // store: the item is stored stale (meta X): a copy of a stale
                               // item (replication, warming)
   bool token_out = false;     // store (a copy): its win token is out already (meta Z)
+  bool as_fetched = false;    // store (a copy): the item was read before (meta h1)
   bool copy = false;          // store: a copy of another node's item (storage::item_copy); as
                               // an add, refused for a key deleted lately (shard::guard_copies)
   bool hand_back = false;     // remove: only an item stored before this node's last return
@@ -195,8 +196,8 @@ inline void merge_reread(result& first, result&& again) {
 }
 
 /// The store that puts the item a read found (`r`, a hit with its value) on another node as
-/// it is here: value, flags, absolute expiry, CAS, stale mark (md I), and whether its win
-/// token is out (taken by this read, or before it). `mode`: set (replication: an owner takes
+/// it is here: value, flags, absolute expiry, CAS, stale mark (md I), whether its win token
+/// is out (taken by this read, or before it) and whether it was read before (mg h). `mode`: set (replication: an owner takes
 /// the primary's state, unless the owner holds a later write) or add (warming: never over a
 /// later write; over an earlier one, by CAS: storage::cas_clock_newer).
 inline op item_copy(const std::string& key, const result& r, store_mode mode) {
@@ -210,6 +211,7 @@ inline op item_copy(const std::string& key, const result& r, store_mode mode) {
   o.explicit_cas = r.cas;
   o.as_stale = r.stale;
   o.token_out = r.win || r.already_won;
+  o.as_fetched = r.fetched;
   o.copy = true;
   return o;
 }

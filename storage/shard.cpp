@@ -960,6 +960,7 @@ struct shard::impl {
     if (o.as_stale)
       s.state = k_state_stale;
     s.token = o.token_out;
+    s.fetched = o.as_fetched;
     std::string combined;
 
     switch (mode) {

@@ -40,6 +40,7 @@ storage::op_batch sample_ops() {
   ops[1].compare_cas = 12345;
   ops[1].as_stale = true;
   ops[1].token_out = true;
+  ops[1].as_fetched = true;
   ops[1].copy = true;
   ops[2].kind = storage::op_kind::arith;
   ops[2].key = "counter";
@@ -72,6 +73,7 @@ void check_same_ops(const storage::op_batch& a, const storage::op_batch& b) {
     BOOST_CHECK_EQUAL(a[i].recache_before_touch, b[i].recache_before_touch);
     BOOST_CHECK_EQUAL(a[i].as_stale, b[i].as_stale);
     BOOST_CHECK_EQUAL(a[i].token_out, b[i].token_out);
+    BOOST_CHECK_EQUAL(a[i].as_fetched, b[i].as_fetched);
     BOOST_CHECK_EQUAL(a[i].copy, b[i].copy);
   }
 }

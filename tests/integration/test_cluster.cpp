@@ -2235,6 +2235,12 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
       BOOST_REQUIRE_EQUAL(m.read_line(), "10");
       BOOST_REQUIRE_EQUAL(m.read_line(), "END");
     }
+    std::string sets;  // keys never read
+    for (auto& k : make_keys("wf-", 400))
+      sets += "set " + k + " 0 0 1\r\nf\r\n";
+    m.send_all(sets);
+    for (int i = 0; i < 400; ++i)
+      BOOST_REQUIRE_EQUAL(m.read_line(), "STORED");
   }
   node_options o3;
   o3.join = {ns[0]->rpc_port};
@@ -2244,6 +2250,7 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
   ns.push_back(&n3);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
   auto moved = keys_owned_by(n3, "n3", "wk-", 90);
+  auto unread = keys_owned_by(n3, "n3", "wf-", 5);
   report("moved keys found " + fmt(seconds_since(t_join)) + " s after n3 started");
   BOOST_REQUIRE_MESSAGE(seconds_since(t_join) < 300,
                         "too slow: the warming window may close before the checks are done");
@@ -2331,6 +2338,19 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
     m.send_all("mg " + k + " N100 v f\r\n");
     BOOST_CHECK_EQUAL(m.read_line(), "VA 2 f7");
     BOOST_CHECK_EQUAL(m.read_line(), "10");
+  }
+  for (auto& k : unread) {  // a read that warms is a fetch: its copy says so (mg h1)
+    mc_client m(ns[1]->port, 5s);
+    BOOST_CHECK(m.get(k));
+    std::string me;  // (me does not fetch)
+    BOOST_CHECK_MESSAGE(wait_until(
+                          [&] {
+                            m.send_all("me " + k + "\r\n");
+                            me = m.read_line();
+                            return me.find(" fetch=yes ") != std::string::npos;
+                          },
+                          2000ms, 20ms),
+                        k << ": " << me);
   }
   std::this_thread::sleep_for(100ms);  // the warmed copies' side effects land
   for (auto* n : ns) {

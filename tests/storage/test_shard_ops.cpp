@@ -672,6 +672,30 @@ BOOST_AUTO_TEST_CASE(a_handed_back_delete_spares_what_was_stored_since_the_retur
   BOOST_CHECK(do_delete(*s, "after").st == status::deleted);
 }
 
+// A copy carries whether the item was read before (mg h): a warmed or replicated item
+// answers h1 where its source would.
+BOOST_AUTO_TEST_CASE(a_copy_keeps_the_fetched_flag) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "read", "v");
+  do_get(*s, "read");
+  const result was_read = do_get(*s, "read");
+  BOOST_REQUIRE(was_read.fetched);
+  do_set(*s, "unread", "v");
+  op look;  // (a look that is no fetch: a warm read's, the replicator's)
+  look.kind = op_kind::get;
+  look.key = "unread";
+  look.get_bump = false;
+  const result unread = s->execute(look);
+  BOOST_REQUIRE(!unread.fetched);
+  op copy_read = item_copy("copy-read", was_read, store_mode::add);
+  op copy_unread = item_copy("copy-unread", unread, store_mode::set);
+  BOOST_CHECK(s->execute(copy_read).st == status::stored);
+  BOOST_CHECK(s->execute(copy_unread).st == status::stored);
+  BOOST_CHECK(do_get(*s, "copy-read").fetched);
+  BOOST_CHECK(!do_get(*s, "copy-unread").fetched);
+}
+
 // A copy of another node's item (warming, re-replication) read there before a delete here
 // lands after it: while the guard is on, the add is refused for a key deleted here lately,
 // and for every key just after a flush_all; a client's add, and replication's set, are not.
