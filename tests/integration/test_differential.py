@@ -17,26 +17,26 @@ Pairs compared:
     again, a delete at the previous owners). R=1 with one I/O thread; R=2 with two; R=2 with the
     members reached by RPC only (no data links).
 
-Normalized: CAS values (each server numbers its own: they map to the order they first appear
-in among the key's, as a CAS only has to be unique per key; a meta line's without `k`: just
-`#`), the meta `t` of an item with a TTL (seconds left: timing) and `l` (seconds since last
-access), `me`'s CAS and times (its exp: memcached 1.6.18 prints now - exptime, so an item
-with a TTL shows minus the seconds left, counted on each server's own clock tick; -1, no TTL,
-is kept). Against memcached, the stream leaves out what makes two
-memcached disagree with each other: numbers that get shorter (decr, incr past 2^64, "007" or
-" 5" incremented, or a leading zero appended or prepended: memcached may keep the old length
-padded with spaces, as protocol.txt allows, depending on the item's references, and what
-follows on that item differs from then on), and a get line with a key over 250 bytes (memcached then drops the replies of the
-requests before it in the same read, seen with 1.6.18). memcached prints a
-TTL already past (mg T-1 t) as a negative number cast to unsigned; bifrost prints t0.
-Every relative TTL in the stream is far above `mg R30`'s limit (an item with 30 s left wins R30
-after one clock tick, which each server takes at its own phase), and memcached runs without
-its LRU maintainer (which at random makes an incr build a new, unfetched item: see
-test_meta's IncrFetchTest). Against memcached the stream also leaves out an incr, decr or ma
-of a key that a command before it in the same send names: memcached changes a counter in
-place (it keeps its fetched, stale and token state) unless something holds the item, as the
-earlier command's reply does until it is written; then it makes a new item. bifrostd
-answers as in place (as memcached does for the same commands in separate sends).
+Normalized: CAS values (each server numbers its own: they map to the order they first appear in
+among the key's, as a CAS only has to be unique per key; a meta line's without `k`: just `#`),
+the meta `t` of an item with a TTL (seconds left: timing) and `l` (seconds since last access),
+`me`'s CAS and times (its exp: memcached 1.6.18 prints now - exptime, so an item with a TTL
+shows minus the seconds left, counted on each server's own clock tick; -1, no TTL, is kept).
+Against memcached, the stream leaves out what makes two memcached disagree with each other:
+numbers that get shorter (decr, incr past 2^64, "007" or " 5" incremented, or a leading zero
+appended or prepended: memcached may keep the old length padded with spaces, as protocol.txt
+allows, depending on the item's references, and what follows on that item differs from then
+on), and a get line with a key over 250 bytes (memcached then drops the replies of the requests
+before it in the same read, seen with 1.6.18). memcached prints a TTL already past (mg T-1 t)
+as a negative number cast to unsigned; bifrost prints t0. Every relative TTL in the stream is
+far above `mg R30`'s limit (an item with 30 s left wins R30 after one clock tick, which each
+server takes at its own phase), and memcached runs without its LRU maintainer (which at random
+makes an incr build a new, unfetched item: see test_meta's IncrFetchTest). Against memcached
+the stream also leaves out an incr, decr or ma of a key that a command before it in the same
+send names: memcached changes a counter in place (it keeps its fetched, stale and token state)
+unless something holds the item, as the earlier command's reply does until it is written; then
+it makes a new item. bifrostd answers as in place (as memcached does for the same commands in
+separate sends).
 
 Run as the other integration scripts:
     python3 tests/integration/test_differential.py --against bifrost --bifrostd build/bin/bifrostd
