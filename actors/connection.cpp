@@ -1193,8 +1193,8 @@ void connection::hand_over_writes() {
     for (uint32_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i) {
       const auto& rt = p.routing[i];
       const auto& o = p.ops[i];
-      if (!rt.local)
-        continue;  // a write to another primary is replicated there
+      if (rt.held || !rt.local)
+        continue;  // never sent; or a write to another primary, replicated there
       if (rt.done || rt.phase == warm_phase::erase) {
         // It ran here (a delete's own result waits in its slot while the previous owner
         // deletes too).
