@@ -197,9 +197,10 @@ inline void merge_reread(result& first, result&& again) {
 
 /// The store that puts the item a read found (`r`, a hit with its value) on another node as
 /// it is here: value, flags, absolute expiry, CAS, stale mark (md I), whether its win token
-/// is out (taken by this read, or before it) and whether it was read before (mg h). `mode`: set (replication: an owner takes
-/// the primary's state, unless the owner holds a later write) or add (warming: never over a
-/// later write; over an earlier one, by CAS: storage::cas_clock_newer).
+/// is out (taken by this read, or before it) and whether it was read before (mg h). `mode`:
+/// set (replication: an owner takes the primary's state, unless the owner holds a later
+/// write) or add (warming: never over a later write; over an earlier one, by CAS:
+/// storage::cas_clock_newer).
 inline op item_copy(const std::string& key, const result& r, store_mode mode) {
   op o;
   o.kind = op_kind::store;
