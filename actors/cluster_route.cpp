@@ -299,4 +299,10 @@ storage::op warm_copy(const std::string& key, const storage::result& r) {
   return storage::item_copy(key, r, storage::store_mode::add);
 }
 
+storage::op read_copy(const storage::op& read, const storage::result& r) {
+  storage::op keep = warm_copy(read.key, r);
+  keep.as_fetched |= read.get_bump;
+  return keep;
+}
+
 } // namespace bifrost::actors

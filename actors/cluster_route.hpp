@@ -211,10 +211,13 @@ bool place_again(const cluster_view& cv, const storage::op& o) noexcept;
 
 /// The store that adds `r` (a hit read of `key`, with its value) where the key is missing:
 /// mode add (never over a later write: storage::cas_clock_newer), the same flags, absolute
-/// expiry, CAS,
-/// stale mark and win token (taken by the read, or before it). How write-on-miss warming
-/// copies an item to its new owner.
+/// expiry, CAS, stale mark, win token (taken by the read, or before it) and fetched flag.
+/// How write-on-miss warming copies an item to its new owner.
 storage::op warm_copy(const std::string& key, const storage::result& r);
+/// warm_copy of what a client's `read` found at a previous owner, kept at the key's owner:
+/// read before (mg h) when that read is a fetch, as it would be at the owner (the look at the
+/// previous owner was not one).
+storage::op read_copy(const storage::op& read, const storage::result& r);
 
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).
 inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {

@@ -638,7 +638,7 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     // Inside a window such an op waits for it, must_wait. An earlier flush_all still at
     // work does not hold it, and it skips the look then: the flush empties the previous
     // owners too.)
-    if (in_window && (store_in_window || o.vivify) && warm_first(cv, rt, o, steady_ms()) &&
+    if (in_window && classify(o) == warm_class::insert && warm_first(cv, rt, o, steady_ms()) &&
         !earlier_request_on(seq, o.key)) {
       rt.warmed = true;
       if (warm_next_source(seq, index, cv, warm_phase::ahead))
@@ -899,16 +899,14 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     // look ahead, the copy it waited for) runs where a new op would now; otherwise the op's
     // own result waiting in its slot answers (a read check: the owner's hit; an update: its
     // first result; a delete: its own, when it removed or refused something there).
-    auto& rt = p.routing[index];
-    const auto phase = std::exchange(rt.phase, warm_phase::none);
+    const auto phase = std::exchange(p.routing[index].phase, warm_phase::none);
     const auto& own = p.results[index];
-    const bool insert = classify(p.ops[index]) == warm_class::insert;
     switch (phase) {
       case warm_phase::ahead:
         route_key_op(seq, index);
         return;
       case warm_phase::restore:
-        if (insert) {
+        if (classify(p.ops[index]) == warm_class::insert) {
           route_key_op(seq, index);
           return;
         }
@@ -953,14 +951,12 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // changed). The read still answers with the hit; an update, with its own result.
         const bool later = later_request_on(seq, o.key);
         if (keepable(cv, rt, r) && !later) {
-          storage::op keep = warm_copy(o.key, r);
           if (cls != warm_class::read) {
             rt.phase = warm_phase::restore;
-            send_to_owner(seq, index, cv, rt, std::move(keep));
+            send_to_owner(seq, index, cv, rt, warm_copy(o.key, r));
             return;
           }
-          keep.as_fetched |= o.get_bump;  // (this read is a fetch; the look there was not)
-          keep_at_owner(cv, rt, std::move(keep));
+          keep_at_owner(cv, rt, read_copy(o, r));
         } else if (cls == warm_class::read) {
           // (A later write of this connection went out meanwhile, and the node asked owns
           // the key now: the hit may be that write's copy.)
@@ -975,10 +971,10 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         break;
       }
       case warm_phase::ahead:
-        // The previous owner's answer for an add that has not run yet: its item goes to the
-        // owner first (the add then finds it), or, with none, the add runs at once. A later
-        // request of this connection on the key already went out: the add would land after
-        // it, so it does not run (as a write to an unreachable owner).
+        // The previous owner's answer for an add (or a vivifying mg/ma) that has not run yet:
+        // its item goes to the owner first (the add then finds it), or, with none, the add
+        // runs at once. A later request of this connection on the key already went out: the
+        // add would land after it, so it does not run (as a write to an unreachable owner).
         if (later_request_on(seq, o.key)) {
           r = storage::result::of(storage::status::unavailable);
           break;
@@ -1019,11 +1015,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         if (r.st == storage::status::hit && r.value && own.st == storage::status::hit &&
             storage::cas_clock_newer(r.cas, own.cas) && !(rt.asked_owner && later)) {
           ctx_.counters->add(ctx_.counters->read_checks_newer);
-          if (keepable(cv, rt, r) && !later) {
-            storage::op keep = warm_copy(o.key, r);
-            keep.as_fetched |= o.get_bump;  // (as a warm read's copy)
-            keep_at_owner(cv, rt, std::move(keep));
-          }
+          if (keepable(cv, rt, r) && !later)
+            keep_at_owner(cv, rt, read_copy(o, r));
         } else {
           r = std::move(own);  // (no later write there, or no answer: the owner's hit)
         }
