@@ -83,9 +83,6 @@ class BurstBase(unittest.TestCase):
             harness.MEMCACHED, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
             "-m", "256"] + list(extra) + user)
 
-    def ctl(self, rpc_port, *args):
-        return harness.bifrostctl(rpc_port, *args)
-
     def start_cluster(self, links):
         nodes = []
         for name in ("n1", "n2", "n3"):
@@ -107,7 +104,7 @@ class BurstBase(unittest.TestCase):
             args = ["--json", "ring"]
             for k in candidates[i:i + 100]:
                 args += ["--key", k]
-            rc, out = self.ctl(n1["rpc"], *args)
+            rc, out = harness.bifrostctl(n1["rpc"], *args)
             self.assertEqual(rc, 0, out)
             keys += [e["key"] for e in json.loads(out) if e["owners"][0]["name"] != "n1"]
         self.assertGreaterEqual(len(keys), KEYS)
