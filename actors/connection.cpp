@@ -577,7 +577,8 @@ void connection::route_new_op(uint64_t seq, uint32_t index) {
 }
 
 bool connection::must_wait(uint64_t seq, const storage::op& o) const {
-  const bool behind_any = classify(o) == warm_class::insert;
+  // (Only reads pass each other: neither changes what the other finds.)
+  const bool behind_any = storage::changes_item(o) || classify(o) == warm_class::insert;
   for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];
     if (p.outstanding == 0)

@@ -155,16 +155,19 @@ private:
   void route_new_op(uint64_t seq, uint32_t index);
   /// Inside a ring change's window (the view has past rings), op `o` of request `seq` waits
   /// while a request before it has an op on o's key whose result has not come and that
-  /// changes the item — or, for an op that makes the item when there is none (an add, a
-  /// vivifying mg/ma: warm_class::insert), any op on the key: a read there that misses warms
-  /// the item, a write. Such an op may take several steps (an add looks at the previous owner
+  /// changes the item — or, for an op that changes the item or makes it when there is none
+  /// (an add, a vivifying mg/ma: warm_class::insert), any op on the key: a read there that
+  /// misses warms the item, a write. Only reads pass reads. Such an op may take several
+  /// steps (a read that misses at the owner reads the previous owner; an add looks there
   /// first; an update that finds nothing there warms the item and runs again; a delete goes
   /// to the previous owners too; a read's warm copy lands after its answer), and an op sent
   /// meanwhile overtook it: a pipelined `get` after an `add` missed the value just stored, a
   /// read after an `incr` answered the value before it, the add answered SERVER_ERROR (it
-  /// would have landed after the later op), and an add after a `get` that warmed the item
-  /// stored over it. Outside windows every op is one step to its owner, in order on the way
-  /// there, and nothing is held.
+  /// would have landed after the later op), an add after a `get` that warmed the item
+  /// stored over it, and a `get` before a `delete` missed (R >= 2: the delete reached the
+  /// previous owner, still one of the key's owners, before the read's look there). Outside
+  /// windows every op is one step to its owner, in order on the way there, and nothing is
+  /// held.
   bool must_wait(uint64_t seq, const storage::op& o) const;
   /// Op `index` of request `seq` is done: the ops held behind it on its key that no earlier
   /// op holds any longer are routed now, in request order.

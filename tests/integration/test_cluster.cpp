@@ -2417,6 +2417,56 @@ BOOST_AUTO_TEST_CASE(warm_copies_kept_at_a_new_primary_are_replicated) {
 }
 
 // --------------------------------------------------------------------------------------------
+// R = 2, new owners warm on read (--rereplicate off): a read pipelined before a write of its
+// key answers what was there before the write. A key n3 took is read through n1 and n2 with a
+// delete, a set or an incr right behind it on the same connection. The read misses at n3 and
+// looks at the key's owner before the join, which is still one of its owners: the write,
+// sent at once, got there first (the delete removed the item: the get answered END).
+BOOST_AUTO_TEST_CASE(a_read_that_warms_answers_before_the_write_behind_it) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto keys = make_keys("rbw-", 300);
+  auto ns = r2_pair_joined_by_n3(c, keys, {"--rereplicate", "off"});
+  auto owners = owners_of(*ns[0], keys);
+  auto at_n3 = with_primary(keys, owners, "n3");
+  BOOST_REQUIRE_GE(at_n3.size(), 45u);
+  auto group = [&](int g) {
+    return std::vector<std::string>(at_n3.begin() + g * 15, at_n3.begin() + g * 15 + 15);
+  };
+  size_t early = 0;  // reads that missed what was there
+  auto read_then = [&](node& via, const std::string& k, const std::string& write) {
+    mc_client m(via.port, 5s);
+    m.send_all("get " + k + "\r\n" + write);
+    const auto line = m.read_line();
+    if (line != "VALUE " + k + " 0 " + std::to_string(value_for(k).size())) {
+      ++early;
+      BOOST_CHECK_MESSAGE(false, k << ": the get answered " << line);
+      return m.read_line();
+    }
+    BOOST_CHECK_EQUAL(m.read_line(), value_for(k));
+    BOOST_CHECK_EQUAL(m.read_line(), "END");
+    return m.read_line();
+  };
+  for (auto& k : group(0))
+    BOOST_CHECK_EQUAL(read_then(*ns[0], k, "delete " + k + "\r\n"), "DELETED");
+  for (auto& k : group(1))
+    BOOST_CHECK_EQUAL(read_then(*ns[1], k, "set " + k + " 0 0 3\r\nnew\r\n"), "STORED");
+  for (auto& k : group(2))
+    BOOST_CHECK_EQUAL(read_then(*ns[0], k, "append " + k + " 0 0 1\r\n+\r\n"), "STORED");
+  report("reads that missed the value before the write behind them: " + std::to_string(early));
+  std::this_thread::sleep_for(100ms);  // (replication of the writes lands)
+  for (auto* n : ns) {
+    mc_client m(n->port, 5s);
+    for (auto& k : group(0))
+      BOOST_CHECK_MESSAGE(!m.get(k), k << " was deleted, yet read through " << n->name);
+    for (auto& k : group(1))
+      BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), "new");
+    for (auto& k : group(2))
+      BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), value_for(k) + "+");
+  }
+}
+
+// --------------------------------------------------------------------------------------------
 namespace {
 // R=1; n3 keeps its items in a data directory. While it is dead, its keys are written and
 // deleted through n1 (their new owners). When it comes back with its old files, none of its
