@@ -813,12 +813,14 @@ bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_vi
     send_warm_read(seq, index, cv, from, o, classify(o) != warm_class::read);
     return true;
   }
-  // The previous copy goes (md I's too: a miss there serves a reader as well as a stale
-  // copy would). Once a delete removed the item somewhere, the answer is that one: nothing
-  // left to compare.
+  // Once the item was removed (or made stale: md I) somewhere, the answer is that one and
+  // the older copies go: nothing left to compare. Until then an md I makes the copy it finds
+  // stale, as the owner would have: the item the client knew lives on, stale, where the
+  // key's reads and updates warm from (deleted, md I then incr or touch found nothing, a
+  // read missed instead of winning the recache).
   storage::op w = o;
-  w.invalidate = false;
   if (p.results[index].st == storage::status::deleted) {
+    w.invalidate = false;
     w.compare_cas = 0;
     w.cas_given = false;
   }

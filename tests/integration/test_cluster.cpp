@@ -2249,7 +2249,7 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
   auto& n3 = c.start("n3", o3);
   ns.push_back(&n3);
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
-  auto moved = keys_owned_by(n3, "n3", "wk-", 90);
+  auto moved = keys_owned_by(n3, "n3", "wk-", 100);
   auto unread = keys_owned_by(n3, "n3", "wf-", 5);
   report("moved keys found " + fmt(seconds_since(t_join)) + " s after n3 started");
   BOOST_REQUIRE_MESSAGE(seconds_since(t_join) < 300,
@@ -2339,6 +2339,24 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
     BOOST_CHECK_EQUAL(m.read_line(), "VA 2 f7");
     BOOST_CHECK_EQUAL(m.read_line(), "10");
   }
+  // md I that finds nothing at the owner makes the previous owner's item stale: the reads
+  // and updates after it act on that item, as they would have at the owner (it deleted it:
+  // the read missed, the incr answered NOT_FOUND).
+  for (auto& k : group(18)) {
+    mc_client m(ns[1]->port, 5s);
+    m.send_all("md " + k + " I\r\nmg " + k + " v f\r\n");
+    BOOST_CHECK_EQUAL(m.read_line(), "HD");
+    BOOST_CHECK_EQUAL(m.read_line(), "VA 2 f7 X W");
+    BOOST_CHECK_EQUAL(m.read_line(), "10");
+  }
+  for (auto& k : group(19)) {
+    BOOST_CHECK_EQUAL(one(*ns[0], "md " + k + " I T500"), "HD");
+    BOOST_CHECK_EQUAL(one(*ns[1], "incr " + k + " 5"), "15");
+    const auto line = one(n3, "mg " + k + " t");  // in place: still stale, token not out
+    BOOST_CHECK_MESSAGE(line.rfind("HD t", 0) == 0 && std::stol(line.substr(4)) > 400 &&
+                          line.substr(line.size() - 4) == " X W",
+                        k << ": " << line);
+  }
   for (auto& k : unread) {  // a read that warms is a fetch: its copy says so (mg h1)
     mc_client m(ns[1]->port, 5s);
     BOOST_CHECK(m.get(k));
@@ -2366,7 +2384,8 @@ BOOST_AUTO_TEST_CASE(writes_after_a_join_act_on_the_item_the_client_knew) {
     const std::pair<int, const char*> values[] = {{2, "15"}, {3, "10ZZ"}, {5, "CC"},
                                                   {6, "NW"}, {7, "10"},   {9, "100"},
                                                   {12, "x"}, {13, "10"},  {15, "10"},
-                                                  {16, "11"}, {17, "10"}};
+                                                  {16, "11"}, {17, "10"}, {18, "10"},
+                                                  {19, "15"}};
     for (auto& [g, want] : values)
       for (auto& k : group(g))
         BOOST_CHECK_EQUAL(m.get(k).value_or("(miss)"), want);
