@@ -716,6 +716,14 @@ struct shard::impl {
     uint32_t slot;
     uint64_t off;
     if (!allocate(rs, slot, off)) return npos;
+    // Positions found before allocate() are stale if entries moved (eviction erases, growth
+    // rehashes): then look again.
+    size_t pos = idx.generation() == known_gen ? known_pos : find(it.key, it.hash);
+    // The record replaced is dead on disk before the new one is published: a crash (kill -9)
+    // in between leaves neither (a miss), never both, of which recovery would keep the one in
+    // the later segment: the old one when it is larger than a segment (a segment of its own,
+    // newer than the active one the new record goes to).
+    if (pos != npos) hdr(idx.at(pos))->state |= k_state_dead;
     write_record(segs[slot].seg->data() + off, it.key, it.value, it.flags, it.exptime, it.cas,
                  it.state);
     ++segs[slot].live_items;
@@ -728,9 +736,6 @@ struct shard::impl {
     ne.set_fetched(it.fetched);
     ne.set_token(it.token);
     ne.atime = it.atime;
-    // Positions found before allocate() are stale if entries moved (eviction erases, growth
-    // rehashes): then look again.
-    size_t pos = idx.generation() == known_gen ? known_pos : find(it.key, it.hash);
     if (pos != npos) {
       const entry old = idx.at(pos);
       idx.at(pos) = ne;
