@@ -1253,6 +1253,10 @@ struct shard::impl {
     result res;
     const uint32_t at = o.ttl > 0 ? absolute_exptime(o.ttl, now) : 0;
     if (at == 0 || at <= now) {
+      // Due now in the directory first, as a delayed one that came due: a crash while the
+      // segment files go (one unlink each) flushes again at recovery, instead of bringing
+      // back the part not unlinked yet.
+      set_flush_at(now);
       flush_now(o.explicit_cas);
       set_flush_at(0);
     } else {

@@ -5,6 +5,7 @@
 #include "storage/segment.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
@@ -17,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <thread>
 #include <vector>
 
 using namespace bifrost::storage;
@@ -519,6 +521,74 @@ BOOST_AUTO_TEST_CASE(a_delayed_flush_survives_a_restart) {
     BOOST_CHECK_EQUAL(value_of(*s, "kept"), "v");
     BOOST_CHECK_EQUAL(pending_at(), none);
   }
+}
+
+// An immediate flush_all releases its segments one file at a time; a kill -9 on the way
+// leaves the rest. Recovery flushes them all the same (the flush is due in flush_at until
+// the last file is gone): all the items or none come back, never the part not unlinked yet,
+// as they did before. The kills land at delays spread over one whole flush's duration.
+BOOST_AUTO_TEST_CASE(a_flush_cut_short_by_kill9_is_done_at_recovery) {
+  fake_clock clk;
+  const int n = 3000;  // ~12 MiB in 64 KiB segments: ~190 files to unlink
+  const std::string value(4000, 'f');
+  // One run: fills a fresh shard, says so, flushes, says so again and waits to be killed.
+  auto run = [&](const shard_config& cfg) {
+    return fork_shard_child(cfg, clk, [&](shard& s, int fd) {
+      for (int i = 0; i < n; ++i)
+        if (do_set(s, key(i), value).st != status::stored) return;
+      char c = 'f';
+      if (::write(fd, &c, 1) != 1) return;
+      do_flush(s, 0);
+      if (::write(fd, &c, 1) != 1) return;
+      ::pause();
+    });
+  };
+  auto wait_byte = [](int fd) {
+    char c;
+    return ::read(fd, &c, 1) == 1;
+  };
+  // One whole flush, timed.
+  std::chrono::microseconds whole{0};
+  {
+    temp_dir tmp;
+    const auto [pid, fd] = run(disk_config(tmp.path));
+    BOOST_REQUIRE(wait_byte(fd));
+    const auto t0 = std::chrono::steady_clock::now();
+    BOOST_REQUIRE(wait_byte(fd));
+    whole = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - t0);
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ::close(fd);
+  }
+  BOOST_TEST_MESSAGE("one flush of " << n << " items took " << whole.count() << " us");
+  int none = 0, all = 0;
+  const int trials = 12;
+  for (int t = 0; t < trials; ++t) {
+    temp_dir tmp;
+    const shard_config cfg = disk_config(tmp.path);
+    const auto [pid, fd] = run(cfg);
+    BOOST_REQUIRE(wait_byte(fd));
+    std::this_thread::sleep_for(whole * t / trials);
+    ::kill(pid, SIGKILL);
+    int wstatus = 0;
+    BOOST_REQUIRE_EQUAL(::waitpid(pid, &wstatus, 0), pid);
+    ::close(fd);
+    auto s = open_shard(cfg, clk);
+    const uint64_t back = s->stats().recovered_items;
+    BOOST_CHECK_MESSAGE(back == 0 || back == uint64_t(n),
+                        "killed " << (whole * t / trials).count() << " us into the flush: "
+                                  << back << " of " << n << " items came back");
+    none += back == 0;
+    all += back == uint64_t(n);
+    if (back == 0) {  // done for good: a later restart keeps what came since
+      do_set(*s, "since", "v");
+      s.reset();
+      s = open_shard(cfg, clk);
+      BOOST_CHECK_EQUAL(value_of(*s, "since"), "v");
+    }
+  }
+  BOOST_TEST_MESSAGE("kills that found the flush done: " << none << ", not begun: " << all);
 }
 
 BOOST_AUTO_TEST_CASE(garbage_files_are_skipped) {
