@@ -35,8 +35,8 @@ warm_class classify(const storage::op& o) noexcept {
       return o.mode == store_mode::set   ? warm_class::blind
              : o.mode == store_mode::add ? warm_class::insert
                                          : warm_class::update;
-    case op_kind::remove:
-      return warm_class::remove;
+    case op_kind::remove:  // (md I keeps the item, made stale: it needs the item)
+      return o.invalidate ? warm_class::update : warm_class::remove;
     case op_kind::arith:
       return o.vivify ? warm_class::insert : warm_class::update;
     case op_kind::touch:

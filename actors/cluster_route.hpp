@@ -54,8 +54,8 @@ struct op_route {
 enum class warm_class : uint8_t {
   read,    // a plain get: a miss is answered (and kept) with the previous owner's item
   update,  // needs the item (touch, gat, mg T/R, incr/decr, ma, append, prepend, replace,
-           // cas): when it finds none, the previous owner's item is added first and the op
-           // runs again, so it acts on the item the client knew
+           // cas, md I): when it finds none, the previous owner's item is added first and the
+           // op runs again, so it acts on the item the client knew
   remove,  // delete: done at the previous owner too, else a later miss warms the item back
   insert,  // add (and ms in mode E), and an mg or ma with N (vivify): makes an item only
            // when there is none, which it cannot undo once it did: the previous owner's item

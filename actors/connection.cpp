@@ -710,8 +710,8 @@ void connection::send_to_previous(uint64_t seq, uint32_t index, const cluster_vi
 // ops are some connection's writes, or copies of them).
 void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
                                   const storage::op& o, storage::status st) {
-  if (cv.past.empty() || o.kind == storage::op_kind::remove || !storage::changed_item(o, st))
-    return;
+  if (cv.past.empty() || classify(o) == warm_class::remove || !storage::changed_item(o, st))
+    return;  // (a delete went along its erase chain; md I, which keeps the item, did not)
   delete_past_copies(cv, rt, o.key, storage::expires_now(o, storage::system_clock_seconds()));
 }
 
@@ -813,14 +813,10 @@ bool connection::warm_next_source(uint64_t seq, uint32_t index, const cluster_vi
     send_warm_read(seq, index, cv, from, o, classify(o) != warm_class::read);
     return true;
   }
-  // Once the item was removed (or made stale: md I) somewhere, the answer is that one and
-  // the older copies go: nothing left to compare. Until then an md I makes the copy it finds
-  // stale, as the owner would have: the item the client knew lives on, stale, where the
-  // key's reads and updates warm from (deleted, md I then incr or touch found nothing, a
-  // read missed instead of winning the recache).
+  // The previous copy goes. Once a delete removed the item somewhere, the answer is that
+  // one: nothing left to compare. (Not md I: an update, it warms the item and runs again.)
   storage::op w = o;
   if (p.results[index].st == storage::status::deleted) {
-    w.invalidate = false;
     w.compare_cas = 0;
     w.cas_given = false;
   }
@@ -1069,9 +1065,6 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             // Write-on-miss warming: the key may still live on its owner before the ring
             // changed. The op's own result waits in its slot.
             rt.warmed = true;
-            // md I that marked the item stale here: its owners now get the stale item by
-            // replication, and a delete at one of them would remove it.
-            rt.owners_replicated = o.invalidate && r.st == storage::status::deleted;
             p.results[index] = std::move(r);
             if (warm_next_source(seq, index, cv,
                                  cls == warm_class::remove ? warm_phase::erase

@@ -1839,7 +1839,7 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       rt.epoch = r->epoch;
       rt.owner = r->owners[i];
       rt.local = r->owners[i] == view->self;
-      rt.owners_replicated = o.invalidate && st == storage::status::deleted;  // (as connections)
+      rt.owners_replicated = o.invalidate && st == storage::status::deleted;  // (md I, stale here)
       const size_t first = h;
       for (auto from = actors::warm_source(*view, hash, rt, now, true);
            from.where != actors::placement::unavailable && h < std::size(holders);

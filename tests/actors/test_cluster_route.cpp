@@ -637,18 +637,19 @@ BOOST_AUTO_TEST_CASE(a_node_that_left_places_every_key_again) {
 BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   using storage::op_kind;
   using storage::store_mode;
-  storage::op get, gat, incr, touch, del, set, add, append, cas, flush;
+  storage::op get, gat, incr, touch, del, md_i, set, add, append, cas, flush;
   gat.get_touch = true;
   incr.kind = op_kind::arith;
   touch.kind = op_kind::touch;
-  del.kind = op_kind::remove;
+  del.kind = md_i.kind = op_kind::remove;
+  md_i.invalidate = true;  // md I keeps the item (stale): it needs it, as an update
   set.kind = add.kind = append.kind = cas.kind = op_kind::store;
   add.mode = store_mode::add;
   append.mode = store_mode::append;
   cas.mode = store_mode::cas;
   flush.kind = op_kind::flush;
   BOOST_CHECK(classify(get) == warm_class::read);
-  for (auto* o : {&gat, &incr, &touch, &append, &cas})
+  for (auto* o : {&gat, &incr, &touch, &append, &cas, &md_i})
     BOOST_CHECK(classify(*o) == warm_class::update);
   BOOST_CHECK(classify(del) == warm_class::remove);
   BOOST_CHECK(classify(add) == warm_class::insert);

@@ -2436,6 +2436,45 @@ BOOST_AUTO_TEST_CASE(warm_copies_kept_at_a_new_primary_are_replicated) {
 }
 
 // --------------------------------------------------------------------------------------------
+// R = 2, new owners warm on read (--rereplicate off): md I through n3 of a key n3 took, which
+// n3 does not hold yet, makes the item the client knew stale at its owners. It went along a
+// delete's erase chain (stale at the first previous owner, deleted at the next), and n3
+// replicated the result, its own miss, to the key's other owner: when that was the node that
+// had made it stale, the item was gone (mg answered EN). Now md I warms the item to n3 and
+// runs again there, and n3 replicates the stale item: read through n2, and from the second
+// owner once n3 is dead.
+BOOST_AUTO_TEST_CASE(md_i_after_a_join_makes_the_item_stale_at_its_new_owners) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto keys = make_keys("mdi-", 300);
+  auto ns = r2_pair_joined_by_n3(c, keys, {"--rereplicate", "off"});
+  auto at_n3 = with_primary(keys, owners_of(*ns[0], keys), "n3");
+  BOOST_REQUIRE_GE(at_n3.size(), 20u);
+  at_n3.resize(20);
+  auto va = [](const std::string& k) { return "VA " + std::to_string(value_for(k).size()); };
+  for (auto& k : at_n3)  // (through n3: a local primary replicates what its ops did)
+    BOOST_CHECK_EQUAL(one_line(*ns[2], "md " + k + " I"), "HD");
+  for (auto& k : at_n3) {  // the first reader wins the recache (W), the next sees it taken
+    mc_client m(ns[1]->port, 5s);
+    m.send_all("mg " + k + " v\r\nmg " + k + " v\r\n");
+    BOOST_CHECK_EQUAL(m.read_line(), va(k) + " X W");
+    BOOST_CHECK_EQUAL(m.read_line(), value_for(k));
+    BOOST_CHECK_EQUAL(m.read_line(), va(k) + " Z X");
+    BOOST_CHECK_EQUAL(m.read_line(), value_for(k));
+  }
+  kill9_until_dead(c, *ns[2], {ns[0], ns[1]});
+  for (auto& k : at_n3) {  // the second owner's copy: stale too
+    mc_client m(ns[0]->port, 5s);
+    m.send_all("mg " + k + " v\r\n");
+    const auto line = m.read_line();
+    BOOST_CHECK_MESSAGE(line.rfind(va(k) + " ", 0) == 0 && line.find(" X") != std::string::npos,
+                        k << " after n3 died: " << line);
+    if (line.rfind("VA ", 0) == 0)
+      BOOST_CHECK_EQUAL(m.read_line(), value_for(k));
+  }
+}
+
+// --------------------------------------------------------------------------------------------
 // R = 2, new owners warm on read (--rereplicate off): a read pipelined before a write of its
 // key answers what was there before the write. A key n3 took is read through n1 and n2 with a
 // delete, a set or an incr right behind it on the same connection. The read misses at n3 and
