@@ -120,6 +120,10 @@ caf::behavior storage_shard::make_behavior() {
       // Copies (warming's, re-replication's) read elsewhere before a delete here must not
       // land after it: a member notes its deletes (storage::shard::guard_copies).
       shard_->guard_copies(v && v->ring && v->ring->size() > 1 ? copy_guard_s(*v) : 0);
+      if (v && v->ring && v->ring->epoch() != ring_epoch_) {
+        ring_epoch_ = v->ring->epoch();
+        shard_->ring_changed();
+      }
       if (!v || !v->ring || v->ring->empty() || !v->ring->find(v->self_name)) {
         ring_has_dead_ = false;
         copied_ring_.reset();  // (a view that names it again starts from that one)

@@ -116,6 +116,7 @@ private:
   std::vector<owned_in> prune_rings_;
   uint32_t prune_replicas_ = 1;
   uint64_t prune_gen_ = 0;
+  uint64_t ring_epoch_ = 0;  // of the last view's ring (shard::ring_changed when it moves)
   uint32_t prune_since_ = 0;   // unix seconds: items touched since are kept this pass
   size_t prune_recent_ = 0;    // items of this pass kept for that
 

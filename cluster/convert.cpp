@@ -219,6 +219,7 @@ void to_rpc_meta(const storage::result& r, rpc::Result::Builder b) {
   b.setValueSize(r.value ? r.value.size() : r.value_size);
   b.setNumber(r.number);
   b.setParked(r.parked);
+  b.setDeletedLately(r.deleted_lately);
 }
 
 storage::result from_rpc(rpc::Result::Reader r) {
@@ -236,6 +237,7 @@ storage::result from_rpc(rpc::Result::Reader r) {
   x.value_size = r.getValueSize();
   x.number = r.getNumber();
   x.parked = r.getParked();
+  x.deleted_lately = r.getDeletedLately();
   if (r.hasValue())
     x.value = storage::pinned_slice::from_memory(
         std::make_shared<const std::string>(to_string(r.getValue())));

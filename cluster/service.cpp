@@ -1818,7 +1818,7 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
     const auto st = r->results[i].st;
     const uint64_t hash = ring::key_hash(o.key);
     if (o.kind == storage::op_kind::get && !storage::changes_item(o)) {
-      if (st != storage::status::miss)
+      if (st != storage::status::miss || r->results[i].deleted_lately)
         continue;
       actors::op_route rt;
       rt.epoch = r->epoch;

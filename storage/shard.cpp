@@ -337,8 +337,17 @@ struct shard::impl {
   uint32_t guard_s = 0;           // 0: off
   uint32_t guard_flushed_at = 0;  // the last flush_all that took effect while on
   uint64_t guard_flushed_cas = 0;  // a CAS taken then: the clock's value at that flush
-  std::unordered_map<uint64_t, uint32_t> deleted_at;    // keyed 64-bit hash -> unix second
-  std::deque<std::pair<uint64_t, uint32_t>> deletions;  // the same, oldest first
+  // Deletes and flushes noted are numbered: which came after the node's view last named a new
+  // ring (shard::ring_changed) is known to the op, not to the second.
+  uint64_t noted_seq = 0;        // the last number given
+  uint64_t ring_seq = 0;         // noted_seq when the view named a new ring
+  uint64_t guard_flushed_seq = 0;
+  struct noted {
+    uint32_t at;   // unix second
+    uint64_t seq;  // noted_seq
+  };
+  std::unordered_map<uint64_t, noted> deleted_at;  // keyed 64-bit hash -> the last delete
+  std::deque<std::pair<uint64_t, noted>> deletions;  // every one, oldest first
   static constexpr size_t max_deletions = 65536;
 
   uint64_t guard_hash(std::string_view key) const noexcept {
@@ -346,17 +355,18 @@ struct shard::impl {
   }
   void forget_deletions(uint32_t until) {
     while (!deletions.empty() &&
-           (deletions.front().second + guard_s < until || deletions.size() > max_deletions)) {
+           (deletions.front().second.at + guard_s < until || deletions.size() > max_deletions)) {
       auto it = deleted_at.find(deletions.front().first);
-      if (it != deleted_at.end() && it->second == deletions.front().second)
+      if (it != deleted_at.end() && it->second.seq == deletions.front().second.seq)
         deleted_at.erase(it);
       deletions.pop_front();
     }
   }
   void note_delete(std::string_view key) {
     const uint64_t h = guard_hash(key);
-    deleted_at[h] = now;
-    deletions.emplace_back(h, now);
+    const noted n{now, ++noted_seq};
+    deleted_at[h] = n;
+    deletions.emplace_back(h, n);
     forget_deletions(now);
   }
   /// A copy that is no warm add (replication's): the flush_all that took effect here in the
@@ -372,12 +382,23 @@ struct shard::impl {
     return guard_flushed_at != 0 && now < guard_flushed_at + guard_s + 1;
   }
 
+  /// A client's delete (or its replication) or a flush_all took the key here lately, after
+  /// the node's view named its current ring: the key's past owners had it before that, and
+  /// hold nothing newer than the delete.
+  bool deleted_in_this_ring(std::string_view key) {
+    if (flushed_lately() && guard_flushed_seq > ring_seq)
+      return true;
+    auto it = deleted_at.find(guard_hash(key));
+    return it != deleted_at.end() && it->second.seq > ring_seq &&
+           now < it->second.at + guard_s + 1;
+  }
+
   bool deleted_lately(std::string_view key) {
     if (flushed_lately())
       return true;
     forget_deletions(now);
     auto it = deleted_at.find(guard_hash(key));
-    return it != deleted_at.end() && now < it->second + guard_s + 1;
+    return it != deleted_at.end() && now < it->second.at + guard_s + 1;
   }
 
   // -- record access ---------------------------------------------------------------------------
@@ -774,6 +795,7 @@ struct shard::impl {
   void flush_now(uint64_t cut = 0) noexcept {
     if (guard_s != 0) {
       guard_flushed_at = now;
+      guard_flushed_seq = ++noted_seq;
       guard_flushed_cas = cut != 0 ? cut : next_cas();
     }
     while (!fifo.empty()) release(fifo.front());
@@ -859,6 +881,7 @@ struct shard::impl {
     if (pos == npos) {
       if (was_expired && o.counted) ++st.get_expired;
       res.st = status::miss;
+      res.deleted_lately = guard_s != 0 && deleted_in_this_ring(o.key);
       if (o.vivify) {
         // mg N: create an empty item; this client wins the right to fill it, later readers
         // see it with the token already handed out (Z). memcached answers this like a hit
@@ -1558,6 +1581,10 @@ const shard_stats& shard::stats() const {
 }
 
 const shard_config& shard::config() const { return impl_->cfg; }
+
+void shard::ring_changed() {
+  impl_->ring_seq = impl_->noted_seq;
+}
 
 void shard::guard_copies(uint32_t seconds) {
   impl& m = *impl_;

@@ -242,6 +242,10 @@ public:
   /// write then a flush_all, the write's copy still on its way to this replica. A cluster node
   /// turns it on (actors/storage_shard.hpp); 0 turns it off and forgets what was noted.
   void guard_copies(uint32_t seconds);
+  /// The node's view names a new ring (a member joined, left or died): a read's miss of a
+  /// key deleted here before now warms from the key's past owners again
+  /// (result::deleted_lately counts only the deletes after it).
+  void ring_changed();
 
   const shard_stats& stats() const;
   const shard_config& config() const;

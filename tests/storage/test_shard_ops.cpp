@@ -821,6 +821,38 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
   BOOST_CHECK(copy_of("y", store_mode::add) == status::stored);
 }
 
+// A read's miss tells whether a delete (or flush_all) took the key here since the node's view
+// last named a new ring: the connection then asks no previous owner (their copies are older).
+// Deletes before the ring change, and those older than the guard's seconds, do not count.
+BOOST_AUTO_TEST_CASE(a_miss_says_when_a_delete_took_the_key_in_this_ring) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "a", "v");
+  do_delete(*s, "a");
+  BOOST_CHECK(!do_get(*s, "a").deleted_lately);  // (off: a node alone)
+  s->guard_copies(10);
+  do_set(*s, "a", "v");
+  do_set(*s, "b", "v");
+  do_delete(*s, "a");
+  do_delete(*s, "n");  // (absent: noted all the same)
+  BOOST_CHECK(do_get(*s, "a").st == status::miss);
+  BOOST_CHECK(do_get(*s, "a").deleted_lately);
+  BOOST_CHECK(do_get(*s, "n").deleted_lately);
+  BOOST_CHECK(!do_get(*s, "never").deleted_lately);
+  s->ring_changed();  // the deletes came before the ring: its past owners may hold newer
+  BOOST_CHECK(!do_get(*s, "a").deleted_lately);
+  do_delete(*s, "a");  // the same second, after the change
+  BOOST_CHECK(do_get(*s, "a").deleted_lately);
+  clk.advance(11);
+  BOOST_CHECK(!do_get(*s, "a").deleted_lately);  // the guard's seconds are over
+  do_set(*s, "c", "v");
+  do_flush(*s, 0);
+  BOOST_CHECK(do_get(*s, "b").deleted_lately);  // a flush_all takes every key
+  BOOST_CHECK(do_get(*s, "never").deleted_lately);
+  s->ring_changed();
+  BOOST_CHECK(!do_get(*s, "c").deleted_lately);
+}
+
 // At most 65,536 deletes are noted: the oldest go first, the newest still refuse copies.
 BOOST_AUTO_TEST_CASE(the_deletes_a_guard_notes_are_bounded) {
   fake_clock clk;
