@@ -163,7 +163,9 @@ uint32_t absolute_exptime(int64_t raw, uint32_t now) {
 
 bool expires_now(const op& o, uint32_t now) {
   const bool sets_ttl = o.kind == op_kind::store || o.kind == op_kind::touch ||
-                        (o.kind == op_kind::get && o.get_touch);
+                        (o.kind == op_kind::get && o.get_touch) ||
+                        (o.kind == op_kind::remove && o.invalidate &&  // md I T (do_remove)
+                         (o.get_touch || o.ttl != 0));
   const uint32_t at = sets_ttl ? absolute_exptime(o.ttl, now) : 0;
   return at != 0 && at <= now;
 }

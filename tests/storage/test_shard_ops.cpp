@@ -821,6 +821,28 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
   BOOST_CHECK(copy_of("y", store_mode::add) == status::stored);
 }
 
+// Ops that leave no item once they ran (a TTL already past): their key's past copies go at the
+// key's other owners too (actors/connection.cpp, past_holders' replicas_too). md I with T-1
+// is one (it was not: its replicas' copies could be warmed back before replication came).
+BOOST_AUTO_TEST_CASE(ops_that_expire_their_item_now) {
+  const uint32_t now = 1000000;
+  op set_past, gat_past, touch_past, md_i_past, md_i, md_past, set_later;
+  set_past.kind = set_later.kind = op_kind::store;
+  set_past.ttl = -1;
+  set_later.ttl = 100;
+  gat_past.get_touch = true;
+  gat_past.ttl = -1;
+  touch_past.kind = op_kind::touch;
+  touch_past.ttl = -1;
+  md_i_past.kind = md_i.kind = md_past.kind = op_kind::remove;
+  md_i_past.invalidate = md_i.invalidate = true;
+  md_i_past.ttl = md_past.ttl = -1;
+  for (const op* o : {&set_past, &gat_past, &touch_past, &md_i_past})
+    BOOST_CHECK(expires_now(*o, now));
+  for (const op* o : {&md_i, &md_past, &set_later})  // (md without I: a delete anyway)
+    BOOST_CHECK(!expires_now(*o, now));
+}
+
 // A read's miss tells whether a delete (or flush_all) took the key here since the node's view
 // last named a new ring: the connection then asks no previous owner (their copies are older).
 // Deletes before the ring change, and those older than the guard's seconds, do not count.
