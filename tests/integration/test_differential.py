@@ -15,9 +15,9 @@ Pairs compared:
     is long), keys loaded on the first node before the others joined, so that the moved keys'
     ops take the window's extra steps (a look at the previous owner, warm copies, an update run
     again, a delete at the previous owners). R=1 with one I/O thread; R=2 with two; R=2 with the
-    members reached by RPC only (no data links); R=3 with new owners that warm keys only when
-    they are read (--rereplicate off: a previous owner is an owner still) and the RPC on the
-    I/O loop's thread.
+    members reached by RPC only (no data links); R=2 and R=3 with new owners that warm keys only
+    when they are read (--rereplicate off: a previous owner is an owner still), R=3 with the
+    RPC on the I/O loop's thread.
 
 Normalized: CAS values (each server numbers its own: they map to the order they first appear in
 among the key's, as a CAS only has to be unique per key; a meta line's without `k`: just `#`),
@@ -475,6 +475,9 @@ class Cluster(Base):
 
     def test_members_reached_by_rpc_only(self):
         self.check(["-t", "2", "--cluster-links", "off", "--replicas", "2"], 2, (27, 28))
+
+    def test_two_replicas_whose_new_owners_warm_on_read(self):
+        self.check(["-t", "2", "--replicas", "2", "--rereplicate", "off"], 1, (804, 30))
 
     def test_new_owners_that_warm_on_read(self):
         self.check(["-t", "1", "--replicas", "3", "--rereplicate", "off", "--rpc-thread", "loop"],
