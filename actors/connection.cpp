@@ -1025,10 +1025,14 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // A delete at the owner and at each previous owner in turn, newest first: the first
         // that held the item answers (deleted, or EXISTS for a CAS that does not match it,
         // which ends the chain: the older copies are hidden by the newer one it kept), and
-        // the older copies go too.
+        // the older copies go too. The owner's not_found answers when the item there expired
+        // just now or a delete took it lately (storage::result::deleted_lately): a copy the
+        // chain finds is older (a replica the replication of an earlier write reached after
+        // the expiring write's own erase there: DELETED answered a delete of an expired key).
         auto& own = p.results[index];
         const bool decided =
-            own.st == storage::status::deleted || own.st == storage::status::exists;
+            own.st == storage::status::deleted || own.st == storage::status::exists ||
+            (own.st == storage::status::not_found && own.deleted_lately);
         if (decided || !(r.st == storage::status::deleted || r.st == storage::status::exists))
           r = std::move(own);
         own = std::move(r);
@@ -1045,10 +1049,11 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           intact = true;
         }
         const auto first = r.st;
-        // A read's miss where a delete took the key lately (storage::result::deleted_lately)
-        // stands: the previous owners hold nothing newer, only copies the delete's erase
-        // chain removed, or a replica the replication of the write it deleted reached after
-        // that (R > 1: a pipelined set + delete, then a get, answered the deleted value).
+        // A read's miss where the item expired just now or a delete took the key lately
+        // (storage::result::deleted_lately) stands: the previous owners hold nothing newer,
+        // only copies the delete's erase chain removed, or a replica the replication of the
+        // write it deleted reached after that (R > 1: a pipelined set + delete, then a get,
+        // answered the deleted value).
         const bool gone = cls == warm_class::read && r.st == storage::status::miss &&
                           r.deleted_lately;
         switch (gone ? next_step::accept

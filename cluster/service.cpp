@@ -1865,7 +1865,8 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
                    // A delete that found the item only at a past owner deleted it all the same.
                    auto& own = r->results[i].st;
                    if (r->probes[i].kind == storage::op_kind::remove && !rs.empty() &&
-                       rs[0].st == storage::status::deleted && own == storage::status::not_found)
+                       rs[0].st == storage::status::deleted && own == storage::status::not_found &&
+                       !r->results[i].deleted_lately)  // (a copy older than the owner's state)
                      own = storage::status::deleted;
                  }));
     }

@@ -132,10 +132,12 @@ struct result {
   pinned_slice value;         // get with get_value: the value bytes
   uint64_t parked = 0;        // cluster: the value was left out of the reply and parked at
                               // its owner under this token (storage/parked.hpp); 0 = not
-  bool deleted_lately = false;  // a read's miss: a client's delete (or its replication) or a
-                                // flush_all took the key here lately (the copy guard's
-                                // seconds, cluster only) under the node's current ring: the
-                                // previous owners' copies are older; no warm read asks them
+  bool deleted_lately = false;  // a read's miss or a delete's not_found (cluster only): the
+                                // item here expired just now, or a client's delete (or its
+                                // replication) or a flush_all took the key here lately (the
+                                // copy guard's seconds) under the node's current ring: the
+                                // previous owners' copies are older, no warm read asks them
+                                // and none answers a delete
   bool placed_again = false;  // cluster: the key's owner answered it after this node placed
                               // the op again (actors/cluster_route.hpp): parked strictly
 

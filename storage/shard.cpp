@@ -883,7 +883,7 @@ struct shard::impl {
     if (pos == npos) {
       if (was_expired && o.counted) ++st.get_expired;
       res.st = status::miss;
-      res.deleted_lately = guard_s != 0 && deleted_in_this_ring(o.key);
+      res.deleted_lately = guard_s != 0 && (was_expired || deleted_in_this_ring(o.key));
       if (o.vivify) {
         // mg N: create an empty item; this client wins the right to fill it, later readers
         // see it with the token already handed out (Z). memcached answers this like a hit
@@ -1106,9 +1106,11 @@ struct shard::impl {
     const bool noted = guard_s != 0 && o.counted && !o.hand_back && !o.invalidate;
     const bool cas_check = o.compare_cas != 0 || o.cas_given;
     const uint32_t h = key_hash(o.key);
-    const size_t pos = lookup(o.key, h);
+    bool was_expired = false;
+    const size_t pos = lookup(o.key, h, &was_expired);
     if (pos == npos) {
       ++st.delete_misses;
+      res.deleted_lately = guard_s != 0 && (was_expired || deleted_in_this_ring(o.key));
       if (noted && !cas_check)
         note_delete(o.key);
       res.st = status::not_found;

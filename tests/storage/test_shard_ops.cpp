@@ -843,9 +843,10 @@ BOOST_AUTO_TEST_CASE(ops_that_expire_their_item_now) {
     BOOST_CHECK(!expires_now(*o, now));
 }
 
-// A read's miss tells whether a delete (or flush_all) took the key here since the node's view
-// last named a new ring: the connection then asks no previous owner (their copies are older).
-// Deletes before the ring change, and those older than the guard's seconds, do not count.
+// A read's miss (and a delete's not_found) tells whether the item expired just now or a delete
+// (or flush_all) took the key here since the node's view last named a new ring: the
+// connection then asks no previous owner (their copies are older). Deletes before the ring
+// change, and those older than the guard's seconds, do not count.
 BOOST_AUTO_TEST_CASE(a_miss_says_when_a_delete_took_the_key_in_this_ring) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
@@ -873,6 +874,17 @@ BOOST_AUTO_TEST_CASE(a_miss_says_when_a_delete_took_the_key_in_this_ring) {
   BOOST_CHECK(do_get(*s, "never").deleted_lately);
   s->ring_changed();
   BOOST_CHECK(!do_get(*s, "c").deleted_lately);
+  // An item found expired (and reclaimed) by the op: its key is gone here, as after a delete.
+  do_set(*s, "e", "v", 5);
+  do_set(*s, "f", "v", 5);
+  clk.advance(6);
+  BOOST_CHECK(do_get(*s, "e").deleted_lately);
+  BOOST_CHECK(!do_get(*s, "e").deleted_lately);  // (reclaimed: nothing known any more)
+  const result d = do_delete(*s, "f");
+  BOOST_CHECK(d.st == status::not_found);
+  BOOST_CHECK(d.deleted_lately);
+  BOOST_CHECK(!do_delete(*s, "never").deleted_lately);
+  BOOST_CHECK(do_delete(*s, "never").deleted_lately);  // (the first was noted)
 }
 
 // At most 65,536 deletes are noted: the oldest go first, the newest still refuse copies.
