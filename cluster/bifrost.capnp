@@ -124,7 +124,8 @@ struct Result {
                             # node, or a caller it does not know as a member)
   exptimeBefore @14 :UInt32;  # the item's exptime before the op's T (or N): a meta `t` left of
   exptimeBeforeSet @15 :Bool; # them shows it; unset (an older node): `exptime`
-  deletedLately @16 :Bool;    # a miss where a delete or flush_all took the key lately
+  deletedLately @16 :Bool;    # a miss (or a delete's not_found) where the item expired just
+                              # now or a delete or flush_all took the key lately
                               # (storage::result::deleted_lately); false from older nodes
 }
 
