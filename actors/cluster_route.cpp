@@ -65,7 +65,8 @@ bool warm_first(const cluster_view& cv, const op_route& rt, const storage::op& o
 }
 
 next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,
-                       warm_class cls, bool intact, int64_t now_ms) noexcept {
+                       warm_class cls, bool intact, int64_t now_ms,
+                       bool deleted_lately) noexcept {
   using storage::status;
   const bool read = cls == warm_class::read;
   bool moved = !same_ring(cv, rt);
@@ -80,7 +81,7 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
     rt.tries = moved ? 0 : static_cast<uint8_t>(rt.tries + 1);
     return next_step::place;
   }
-  if (!may_warm(cv, rt, now_ms))
+  if ((read && st == status::miss && deleted_lately) || !may_warm(cv, rt, now_ms))
     return next_step::accept;
   if ((read && st == status::miss) ||
       (cls == warm_class::update && intact && found_nothing(st))) {

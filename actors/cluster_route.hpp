@@ -109,8 +109,14 @@ enum class next_step : uint8_t {
 ///    nothing, is placed again when the ring changed since (the new owner may hold it), else
 ///    `warm`; a delete that ran (deleted or not found) in the same ring is `warm` (the
 ///    connection deletes at the previous owner too).
+///  - a read's miss where the item expired just now or a delete took the key lately
+///    (`deleted_lately`: storage::result::deleted_lately) stands: the previous owners hold
+///    nothing newer, only copies the delete's erase chain removed, or a replica that the
+///    replication of the write it deleted reached after that (R > 1: a pipelined set +
+///    delete, then a get, answered the deleted value).
 next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,
-                       warm_class cls, bool intact, int64_t now_ms) noexcept;
+                       warm_class cls, bool intact, int64_t now_ms,
+                       bool deleted_lately = false) noexcept;
 
 struct warm_from {
   placement where = placement::unavailable;  // peer: cv.past[depth].peers[id]; local: own shards

@@ -1049,15 +1049,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           intact = true;
         }
         const auto first = r.st;
-        // A read's miss where the item expired just now or a delete took the key lately
-        // (storage::result::deleted_lately) stands: the previous owners hold nothing newer,
-        // only copies the delete's erase chain removed, or a replica the replication of the
-        // write it deleted reached after that (R > 1: a pipelined set + delete, then a get,
-        // answered the deleted value).
-        const bool gone = cls == warm_class::read && r.st == storage::status::miss &&
-                          r.deleted_lately;
-        switch (gone ? next_step::accept
-                     : after_result(cv, rt, r.st, cls, intact, steady_ms())) {
+        switch (after_result(cv, rt, r.st, cls, intact, steady_ms(), r.deleted_lately)) {
           case next_step::accept:
             if (r.st == storage::status::hit && cls == warm_class::read &&
                 !storage::changes_item(o) && check_at_previous(seq, index, cv, r))

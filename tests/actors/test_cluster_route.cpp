@@ -284,6 +284,9 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 1000) == next_step::accept);
   st = status::miss;
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::blind, true, 999) == next_step::accept);
+  // A miss where a delete took the key lately (or the item expired just now) stands.
+  st = status::miss;
+  BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999, true) == next_step::accept);
   // Once warmed, never again.
   rt.warmed = true;
   st = status::miss;
