@@ -384,23 +384,30 @@ struct shard::impl {
     return guard_flushed_at != 0 && now < guard_flushed_at + guard_s + 1;
   }
 
-  /// A client's delete (or its replication) or a flush_all took the key here lately, after
-  /// the node's view named its current ring: the key's past owners had it before that, and
-  /// hold nothing newer than the delete.
-  bool deleted_in_this_ring(std::string_view key) {
-    if (flushed_lately() && guard_flushed_seq > ring_seq)
-      return true;
+  /// The note of a delete of `key` in the last guard_s seconds, or null.
+  const noted* noted_lately(std::string_view key) const {
     auto it = deleted_at.find(guard_hash(key));
-    return it != deleted_at.end() && it->second.seq > ring_seq &&
-           now < it->second.at + guard_s + 1;
+    return it != deleted_at.end() && now < it->second.at + guard_s + 1 ? &it->second : nullptr;
   }
 
   bool deleted_lately(std::string_view key) {
     if (flushed_lately())
       return true;
     forget_deletions(now);
-    auto it = deleted_at.find(guard_hash(key));
-    return it != deleted_at.end() && now < it->second.at + guard_s + 1;
+    return noted_lately(key) != nullptr;
+  }
+
+  /// result::deleted_lately of an op that found no item for `key` (`was_expired`: it found
+  /// one expired): the item here expired just now, or a client's delete (or its replication)
+  /// or a flush_all took the key lately, after the node's view named its current ring. The
+  /// key's past owners had it before that, and hold nothing newer.
+  bool gone_here(std::string_view key, bool was_expired) const {
+    if (guard_s == 0)
+      return false;
+    if (was_expired || (flushed_lately() && guard_flushed_seq > ring_seq))
+      return true;
+    const noted* n = noted_lately(key);
+    return n != nullptr && n->seq > ring_seq;
   }
 
   // -- record access ---------------------------------------------------------------------------
@@ -883,7 +890,7 @@ struct shard::impl {
     if (pos == npos) {
       if (was_expired && o.counted) ++st.get_expired;
       res.st = status::miss;
-      res.deleted_lately = guard_s != 0 && (was_expired || deleted_in_this_ring(o.key));
+      res.deleted_lately = gone_here(o.key, was_expired);
       if (o.vivify) {
         // mg N: create an empty item; this client wins the right to fill it, later readers
         // see it with the token already handed out (Z). memcached answers this like a hit
@@ -1110,7 +1117,7 @@ struct shard::impl {
     const size_t pos = lookup(o.key, h, &was_expired);
     if (pos == npos) {
       ++st.delete_misses;
-      res.deleted_lately = guard_s != 0 && (was_expired || deleted_in_this_ring(o.key));
+      res.deleted_lately = gone_here(o.key, was_expired);
       if (noted && !cas_check)
         note_delete(o.key);
       res.st = status::not_found;
