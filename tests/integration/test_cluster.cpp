@@ -2446,11 +2446,8 @@ BOOST_AUTO_TEST_CASE(warm_copies_kept_at_a_new_primary_are_replicated) {
 BOOST_AUTO_TEST_CASE(a_key_deleted_at_its_primary_is_not_warmed_back) {
   cluster c;
   logs_on_failure guard{c};
-  auto keys = make_keys("dnw-", 300);
-  auto ns = r2_pair_joined_by_n3(c, keys, {"--rereplicate", "off", "-t", "2"});
-  auto at_n3 = with_primary(keys, owners_of(*ns[0], keys), "n3");
-  BOOST_REQUIRE_GE(at_n3.size(), 50u);
-  at_n3.resize(50);
+  auto ns = r2_pair_joined_by_n3(c, make_keys("dnw-", 400), {"--rereplicate", "off", "-t", "2"});
+  auto at_n3 = keys_owned_by(*ns[0], "n3", "dnw-", 50);
   mc_client m(ns[2]->port, 5s);
   size_t back = 0;
   for (int round = 0; round < 20; ++round) {
@@ -2500,11 +2497,8 @@ BOOST_AUTO_TEST_CASE(a_key_deleted_at_its_primary_is_not_warmed_back) {
 BOOST_AUTO_TEST_CASE(md_i_after_a_join_makes_the_item_stale_at_its_new_owners) {
   cluster c;
   logs_on_failure guard{c};
-  auto keys = make_keys("mdi-", 300);
-  auto ns = r2_pair_joined_by_n3(c, keys, {"--rereplicate", "off"});
-  auto at_n3 = with_primary(keys, owners_of(*ns[0], keys), "n3");
-  BOOST_REQUIRE_GE(at_n3.size(), 20u);
-  at_n3.resize(20);
+  auto ns = r2_pair_joined_by_n3(c, make_keys("mdi-", 400), {"--rereplicate", "off"});
+  auto at_n3 = keys_owned_by(*ns[0], "n3", "mdi-", 20);
   auto va = [](const std::string& k) { return "VA " + std::to_string(value_for(k).size()); };
   for (auto& k : at_n3)  // (through n3: a local primary replicates what its ops did)
     BOOST_CHECK_EQUAL(one_line(*ns[2], "md " + k + " I"), "HD");
@@ -2537,11 +2531,8 @@ BOOST_AUTO_TEST_CASE(md_i_after_a_join_makes_the_item_stale_at_its_new_owners) {
 BOOST_AUTO_TEST_CASE(a_read_that_warms_answers_before_the_write_behind_it) {
   cluster c;
   logs_on_failure guard{c};
-  auto keys = make_keys("rbw-", 300);
-  auto ns = r2_pair_joined_by_n3(c, keys, {"--rereplicate", "off"});
-  auto owners = owners_of(*ns[0], keys);
-  auto at_n3 = with_primary(keys, owners, "n3");
-  BOOST_REQUIRE_GE(at_n3.size(), 45u);
+  auto ns = r2_pair_joined_by_n3(c, make_keys("rbw-", 400), {"--rereplicate", "off"});
+  auto at_n3 = keys_owned_by(*ns[0], "n3", "rbw-", 45);
   auto group = [&](int g) {
     return std::vector<std::string>(at_n3.begin() + g * 15, at_n3.begin() + g * 15 + 15);
   };
