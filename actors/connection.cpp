@@ -138,6 +138,7 @@ caf::behavior connection::make_behavior() {
   }
   poll_.data = this;
   poll_open_ = true;
+  entry_ = ctx_.node->open_conn(fd_, conn_entry::state::idle, uv_now(loop().uv()));
   update_poll();
   // Accepted just before the drain began, launched after the listener's walk of by_id: it
   // closes when idle like the others, not at the drain's deadline.
@@ -180,6 +181,7 @@ void connection::pending::reset() noexcept {
   replicated = false;
   must_answer = 0;
   stats = storage::shard_stats{};
+  stats_reset = false;
 }
 
 connection::pending& connection::pending_ring::emplace_back() {
@@ -458,7 +460,16 @@ void connection::handle_request(size_t consumed) {
     counters.add(counters.cmd_meta);
     if (cmd == proto::command::mg)
       counters.add(counters.cmd_get);
+  } else if ((is_storage(cmd) || cmd == proto::command::delete_) &&
+             ctx_.node->detail_enabled.load(std::memory_order_relaxed)) {
+    // (memcached counts these before they run, whatever they answer; gets as they answer)
+    ctx_.node->prefixes[ctx_.loop->index()].record(
+        req_.keys[0], ctx_.node->cfg.prefix_delimiter,
+        is_storage(cmd) ? prefix_table::what::set : prefix_table::what::del);
   }
+
+  if (entry_)
+    entry_->last_cmd_ms.store(uv_now(loop().uv()), std::memory_order_relaxed);
 
   auto& p = push_pending(pending_kind::exec);
   uint64_t seq = base_seq_ + pending_.size() - 1;
@@ -1274,35 +1285,72 @@ void connection::handle_local(pending& p) {
       send_flush(seq);
       break;
     }
-    case command::stats:
-      if (req.stats_arg.empty() || req.stats_arg == "reset") {
-        p.kind = pending_kind::stats;
-        p.outstanding = static_cast<uint32_t>(ctx_.routes->local_shards().size());
-        stats_barrier_ = true;
-        input_paused_ = true;  // (no reading either: complete_ready lifts both)
-        // The ops of the requests before it may still be on their way to the shards (the
-        // dispatcher sends at the end of the loop iteration), or running: ask once they are
-        // answered, so the shards have counted them.
-        if (earlier_running())
-          stats_unsent_ = true;
-        else
-          send_stats(seq);
-      } else if (req.stats_arg == "settings") {
-        compose_stats_settings(*ctx_.node, p.reply);
-      } else if (req.stats_arg == "items" || req.stats_arg == "slabs" ||
-                 req.stats_arg == "sizes") {
-        // A segment store has no slab classes: the list memcached gives per class is empty
-        // here (monitoring tools ask for these groups with the others; ERROR would make them
-        // count a failed scrape).
-        p.reply = "END\r\n";
-      } else {
-        p.reply = "ERROR\r\n";
+    case command::stats: {
+      const auto q = proto::classify_stats(req.stats_arg);
+      switch (q.kind) {
+        case proto::stats_kind::general:
+        case proto::stats_kind::reset:
+          p.kind = pending_kind::stats;
+          p.stats_reset = q.kind == proto::stats_kind::reset;
+          p.outstanding = static_cast<uint32_t>(ctx_.routes->local_shards().size());
+          stats_barrier_ = true;
+          input_paused_ = true;  // (no reading either: complete_ready lifts both)
+          // The ops of the requests before it may still be on their way to the shards (the
+          // dispatcher sends at the end of the loop iteration), or running: ask once they
+          // are answered, so the shards have counted them.
+          if (earlier_running())
+            stats_unsent_ = true;
+          else
+            send_stats(seq);
+          break;
+        case proto::stats_kind::settings:
+          compose_stats_settings(*ctx_.node, p.reply);
+          break;
+        case proto::stats_kind::slab_list:
+        case proto::stats_kind::cachedump:
+          // A segment store has no slab classes: the lists memcached gives per class are
+          // empty here (monitoring tools ask for these groups with the others; ERROR would
+          // make them count a failed scrape).
+          p.reply = "END\r\n";
+          break;
+        case proto::stats_kind::detail_on:
+        case proto::stats_kind::detail_off:
+          ctx_.node->detail_enabled.store(q.kind == proto::stats_kind::detail_on,
+                                          std::memory_order_relaxed);
+          p.reply = "OK\r\n";
+          break;
+        case proto::stats_kind::detail_dump: {
+          std::map<std::string, prefix_counts, std::less<>> all;
+          for (const auto& t : ctx_.node->prefixes)
+            t.merge_into(all);
+          compose_prefix_dump(all, p.reply);
+          break;
+        }
+        case proto::stats_kind::conns:
+          compose_stats_conns(*ctx_.node, entry_.get(), uv_now(loop().uv()), p.reply);
+          break;
+        case proto::stats_kind::refused:
+          p.reply.assign(q.error).append("\r\n");
+          break;
+        case proto::stats_kind::unknown:
+          p.reply = "ERROR\r\n";
+          break;
       }
       break;
+    }
     default:
       p.reply = "ERROR\r\n";
       break;
   }
+}
+
+void connection::count_gets(const pending& p) {
+  auto& table = ctx_.node->prefixes[ctx_.loop->index()];
+  const char delimiter = ctx_.node->cfg.prefix_delimiter;
+  for (size_t i = 0; i < p.ops.size() && i < p.results.size(); ++i)
+    table.record(p.ops[i].key, delimiter,
+                 p.results[i].st == storage::status::hit ? prefix_table::what::hit
+                                                         : prefix_table::what::get);
 }
 
 bool connection::earlier_running() const {
@@ -1417,6 +1465,8 @@ void connection::complete_ready() {
             else
               unavailable = true;
           }
+        if (is_get_family(p.req.cmd) && ctx_.node->detail_enabled.load(std::memory_order_relaxed))
+          count_gets(p);
         if (unavailable) {
           if (!p.req.noreply)
             out_.bytes("SERVER_ERROR unavailable\r\n");
@@ -1439,7 +1489,7 @@ void connection::complete_ready() {
       }
       case pending_kind::stats: {
         stats_barrier_ = false;  // (write_out resumes the input)
-        if (p.req.stats_arg == "reset") {
+        if (p.stats_reset) {
           reset_stats(*ctx_.node, p.stats);
           out_.bytes("RESET\r\n");
           break;
@@ -1540,6 +1590,11 @@ bool connection::client_reads(size_t just_written) const {
 void connection::update_poll() {
   if (!poll_open_ || closing_)
     return;
+  if (entry_)
+    entry_->st.store(want_write_        ? conn_entry::state::writing
+                     : pending_.empty() ? conn_entry::state::idle
+                                        : conn_entry::state::working,
+                     std::memory_order_relaxed);
   int events = 0;
   if ((!read_closed_ && !input_paused_) || lingering_)
     events |= UV_READABLE;
@@ -1620,6 +1675,7 @@ void connection::close_now() {
   if (closing_)
     return;
   closing_ = true;
+  ctx_.node->close_conn(entry_);  // (before its fd can be reused)
   hand_over_writes();
   drop_past_copies_of_unfinished();
   ctx_.by_id.erase(id_);

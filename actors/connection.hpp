@@ -105,6 +105,7 @@ private:
     uint32_t must_answer = 0;  // flush: results past this many are from members on their
                                // way out (left, lingering): their silence is no error
     storage::shard_stats stats;
+    bool stats_reset = false;  // stats: `stats reset` (the counters' baseline) vs `stats`
 
     /// Back to a fresh state for reuse; keeps small buffers' capacity, drops pinned values.
     void reset() noexcept;
@@ -265,6 +266,8 @@ private:
   void send_stats(uint64_t seq);
   /// A request before the newest one (the one being handled) still waits for results.
   bool earlier_running() const;
+  /// `stats detail on`: counts each key of get-family request `p` by its result.
+  void count_gets(const pending& p);
   /// Sends the flush ops of pending flush_all request `seq` to this node's shards and the
   /// cluster's members (see flush_unsent_).
   void send_flush(uint64_t seq);
@@ -284,6 +287,7 @@ private:
 
   loop_context& ctx_;
   int fd_;
+  std::shared_ptr<conn_entry> entry_;  // in node_shared::conns from make_behavior to close_now
   uv_poll_t poll_;
   int poll_events_ = 0;
   bool poll_open_ = false;

@@ -152,6 +152,8 @@ caf::behavior listener::make_behavior() {
       if (!polling_ && !stopped_ && uv_poll_init(loop().uv(), &poll_, fd_) == 0) {
         polling_ = true;
         uv_poll_start(&poll_, UV_READABLE, &listener::on_accept);
+        if (!entry_)
+          entry_ = ctx_.node->open_conn(fd_, conn_entry::state::listening, uv_now(loop().uv()));
       }
       // Connections waiting for their first snapshot may hold complete requests.
     },
@@ -271,6 +273,7 @@ void listener::stop(bool close_connections) {
 void listener::on_closed(uv_handle_t* h) {
   auto* self = static_cast<listener*>(h->data);
   self->polling_ = false;
+  self->ctx_.node->close_conn(self->entry_);  // (before its fd can be reused)
   if (self->fd_ >= 0) {
     ::close(self->fd_);
     self->fd_ = -1;

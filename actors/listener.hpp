@@ -73,6 +73,7 @@ private:
   bool paused_ = false;  // polling stopped until an accept_atom (descriptors ran out)
   uv_poll_t poll_;
   bool polling_ = false;
+  std::shared_ptr<conn_entry> entry_;  // in node_shared::conns while the socket is open
   bool stopped_ = false;
   bool ending_ = false;  // finish_atom came: it quits once its handle is closed
   caf::actor route_table_;

@@ -29,6 +29,8 @@ struct node_config {
   uint64_t sendfile_threshold = 1u << 20;
   std::string data_dir;                   // --data-dir: empty = memfd (no persistence)
   int verbosity = 0;                      // -v count
+  char prefix_delimiter = ':';            // -D: per-prefix stats split keys at this byte
+  bool detail_stats = false;              // -D given: `stats detail` counting starts on
   std::chrono::milliseconds sweep_interval{1000};  // expiry sweep period per shard
   std::chrono::milliseconds drain_timeout{5000};   // shutdown: wait for connections to close
 

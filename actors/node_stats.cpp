@@ -1,6 +1,9 @@
 #include "actors/node_stats.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -155,6 +158,8 @@ void reset_stats(const node_shared& node, const storage::shard_stats& sh) {
   std::string unused;
   std::lock_guard<std::mutex> lock(node.reset_mu);
   general_stats(node, sh, unused, node.reset_base, true);
+  for (auto& t : node.prefixes)  // (memcached's stats_reset clears them too)
+    t.clear();
 }
 
 void compose_stats_settings(const node_shared& node, std::string& out) {
@@ -174,6 +179,80 @@ void compose_stats_settings(const node_shared& node, std::string& out) {
   stat(out, "segment_size", c.segment_size);
   stat(out, "sendfile_threshold", c.sendfile_threshold);
   stat(out, "data_dir", c.data_dir.empty() ? std::string_view("(memfd)") : c.data_dir);
+  out.append("END\r\n");
+}
+
+std::string socket_address(int fd, bool peer) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  if ((peer ? ::getpeername(fd, sa, &len) : ::getsockname(fd, sa, &len)) != 0)
+    return {};
+  char ip[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+    return std::string("tcp:") + ip + ":" + std::to_string(ntohs(in->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+    return std::string("tcp6:[") + ip + "]:" + std::to_string(ntohs(in6->sin6_port));
+  }
+  return {};
+}
+
+std::shared_ptr<conn_entry> node_shared::open_conn(int fd, conn_entry::state st,
+                                                   uint64_t now_ms) {
+  auto e = std::make_shared<conn_entry>();
+  e->fd = fd;
+  const bool listening = st == conn_entry::state::listening;
+  e->addr = socket_address(fd, !listening);
+  if (!listening)
+    e->listen_addr = socket_address(fd, false);
+  e->last_cmd_ms.store(now_ms, std::memory_order_relaxed);
+  e->st.store(st, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(conns_mu);
+  conns.insert(e);
+  return e;
+}
+
+void node_shared::close_conn(std::shared_ptr<conn_entry>& entry) {
+  if (!entry)
+    return;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu);
+    conns.erase(entry);
+  }
+  entry.reset();
+}
+
+void compose_stats_conns(const node_shared& node, const conn_entry* asking, uint64_t now_ms,
+                         std::string& out) {
+  std::vector<std::shared_ptr<conn_entry>> all;
+  {
+    std::lock_guard<std::mutex> lock(node.conns_mu);
+    all.assign(node.conns.begin(), node.conns.end());
+  }
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a->fd < b->fd; });
+  for (const auto& e : all) {
+    const std::string p = std::to_string(e->fd) + ":";
+    stat(out, p + "addr", e->addr);
+    if (!e->listen_addr.empty())
+      stat(out, p + "listen_addr", e->listen_addr);
+    std::string_view state = "conn_read";  // (memcached's word for one waiting for input)
+    switch (e->st.load(std::memory_order_relaxed)) {
+      case conn_entry::state::listening: state = "conn_listening"; break;
+      case conn_entry::state::idle: break;
+      case conn_entry::state::working: state = "conn_io_queue"; break;  // (ops at shards)
+      case conn_entry::state::writing: state = "conn_mwrite"; break;
+    }
+    if (e.get() == asking)
+      state = "conn_parse_cmd";
+    stat(out, p + "state", state);
+    const uint64_t last = e->last_cmd_ms.load(std::memory_order_relaxed);
+    stat(out, p + "secs_since_last_cmd", now_ms > last ? (now_ms - last) / 1000 : 0);
+  }
   out.append("END\r\n");
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "actors/node_config.hpp"
+#include "actors/prefix_stats.hpp"
 #include "storage/parked.hpp"
 #include "storage/shard.hpp"
 
@@ -13,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -58,16 +60,39 @@ struct loop_counters {
   }
 };
 
+/// One open socket as `stats conns` shows it (memcached's per-connection lines), registered
+/// by the listener or connection that owns it while it is open. Its text never changes;
+/// `last_cmd_ms` and `st` are written by the owner's loop thread (relaxed) and read by any
+/// `stats conns`.
+struct conn_entry {
+  enum class state : uint8_t { listening, idle, working, writing };
+  int fd = -1;
+  std::string addr;         // "tcp:<ip>:<port>": the peer (a listener: its own address)
+  std::string listen_addr;  // a client connection's local address; empty for a listener
+  std::atomic<uint64_t> last_cmd_ms{0};  // monotonic ms (uv_now) of its last request
+  std::atomic<state> st{state::idle};
+};
+
+/// "tcp:<ip>:<port>" ("tcp6:[<ip>]:<port>") of a socket's peer or local address, as memcached
+/// prints them; empty if the socket has none.
+std::string socket_address(int fd, bool peer);
+
 /// Shared by every actor of a node; outlives them (owned by the node).
 struct node_shared {
   node_config cfg;
   std::vector<loop_counters> loops;     // one per I/O loop (indexed by io_loop::index())
+  /// `stats detail on|off` (on from the start with -D); read relaxed on every request.
+  std::atomic<bool> detail_enabled{false};
+  mutable std::vector<prefix_table> prefixes;  // one per I/O loop, like `loops`
   std::atomic<uint64_t> connections{0}; // open client connections, all loops (for -c)
   /// Set once the node leaves its cluster for good (node::refuse_member_writes): a write a
   /// member sends it over a data link (or the RPC) that would run here answers unavailable,
   /// as it could neither be replicated any more nor outlive the exit (one placed again on
   /// its owners goes there). Any thread.
   std::atomic<bool> member_writes_refused{false};
+  /// Every open client connection and listener (`stats conns`); any thread, under conns_mu.
+  mutable std::mutex conns_mu;
+  std::set<std::shared_ptr<conn_entry>> conns;  // guarded by conns_mu
   uint32_t started_at = 0;              // unix seconds
   std::string version = "1.6.21-bifrost-0.1.0";
   // What `stats reset` zeroed: each cumulative counter's value at the last reset, taken away
@@ -81,8 +106,13 @@ struct node_shared {
   const std::shared_ptr<storage::parked_values> parked;
 
   explicit node_shared(node_config c, size_t nloops)
-    : cfg(std::move(c)), loops(nloops),
+    : cfg(std::move(c)), loops(nloops), detail_enabled(cfg.detail_stats), prefixes(nloops),
       parked(std::make_shared<storage::parked_values>(parked_limits(cfg))) {}
+
+  /// Registers a socket for `stats conns` (its owner's loop thread); `now_ms`: uv_now.
+  std::shared_ptr<conn_entry> open_conn(int fd, conn_entry::state st, uint64_t now_ms);
+  /// Takes it out again, before its socket is closed (its fd may be reused at once).
+  void close_conn(std::shared_ptr<conn_entry>& entry);
 
   /// The park pins at most a quarter of -m and half of one shard's share of it (a segment
   /// its shard retired still counts in that shard's memory, and the pins may all be one
@@ -105,5 +135,10 @@ void compose_stats(const node_shared& node, const storage::shard_stats& shards,
 void reset_stats(const node_shared& node, const storage::shard_stats& shards);
 /// Appends `stats settings`.
 void compose_stats_settings(const node_shared& node, std::string& out);
+/// Appends `stats conns`: per open socket (fd order) its addr, listen_addr (connections),
+/// state and secs_since_last_cmd, then END. `asking`: the connection that asked (memcached
+/// shows it parsing its command); `now_ms` on uv_now's clock.
+void compose_stats_conns(const node_shared& node, const conn_entry* asking, uint64_t now_ms,
+                         std::string& out);
 
 } // namespace bifrost::actors

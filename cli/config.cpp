@@ -230,6 +230,12 @@ std::optional<uint64_t> parse_size(std::string_view s) {
   return v * mult;
 }
 
+// -D: one byte a key can hold (printable, no space), as memcached's prefix_delimiter.
+constexpr const char* delimiter_problem = "must be one printable character, not a space";
+bool delimiter_ok(const std::string& s) {
+  return s.size() == 1 && s[0] > ' ' && s[0] < 0x7f;
+}
+
 std::string describe_defaults() {
   actors::node_config d;
   std::ostringstream o;
@@ -429,6 +435,12 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
         return where("must be host:port[,host:port...] or a list");
       }
       cfg.join = std::move(seeds);
+    } else if (key == "prefix_delimiter") {
+      auto s = scalar();
+      if (!s || !delimiter_ok(*s))
+        return where(delimiter_problem);
+      cfg.prefix_delimiter = (*s)[0];
+      cfg.detail_stats = true;
     } else if (key == "verbosity") {
       auto n = integer(0, 3);
       if (!n)
@@ -470,6 +482,7 @@ std::string default_node_name(const std::string& listen, uint16_t port, const st
 parse_outcome parse_args(int argc, const char* const* argv, actors::node_config& cfg) {
   CLI::App app{"bifrostd: a Bifrost cache node (memcached text and meta protocol)", "bifrostd"};
   std::string config_file, listen, memory, item_size, sendfile_threshold, data_dir, placement;
+  std::string delimiter;
   std::string rpc_listen, rpc_advertise, node_name, join;
   int64_t port = 0, threads = 0, conns = 0, shards = 0, sched = 0, rpc_port = 0, replicas = 0;
   app.set_version_flag("--version", "bifrostd 0.1.0");
@@ -487,6 +500,9 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("-I,--max-item-size", item_size,
                  "max value size, 1k..1024m (default 1m)");
   auto* verbose = app.add_flag("-v,--verbose", "verbose logging (repeat for more)");
+  app.add_option("-D,--prefix-delimiter", delimiter,
+                 "per-prefix stats (`stats detail`) split keys at this character, and count "
+                 "from the start (default ':', counting off until `stats detail on`)");
   app.add_option("--data-dir", data_dir, "keep segments as files here: a restart keeps the cache");
   app.add_option("--sendfile-threshold", sendfile_threshold,
                  "values of at least this size are sent with sendfile(2) (default 1m)");
@@ -589,6 +605,12 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     if (conns < 1 || conns > (1 << 20))
       return fail("-c/--conn-limit", "must be 1..1048576");
     cfg.max_connections = static_cast<uint32_t>(conns);
+  }
+  if (app.count("--prefix-delimiter")) {
+    if (!delimiter_ok(delimiter))
+      return fail("-D/--prefix-delimiter", delimiter_problem);
+    cfg.prefix_delimiter = delimiter[0];
+    cfg.detail_stats = true;
   }
   if (app.count("--max-item-size")) {
     auto n = parse_size(item_size);

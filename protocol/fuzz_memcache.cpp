@@ -7,6 +7,7 @@
 // 2. Feeds the same input split at a few points (derived from the input) and in small
 //    chunks, and requires the identical sequence of results.
 // 3. base64: decode(encode(x)) == x, and decoding arbitrary input never overruns.
+// 4. A stats line's subcommand (classify_stats) gives an error line exactly when it refuses.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -69,6 +70,12 @@ void check_one(std::string_view in, const parser_config& cfg, request& req, requ
             die("meta token outside the flags");
         if (r.status == parse_status::error && r.error.empty()) die("error without text");
         if (r.status == parse_status::ok && req.cmd == command::none) die("ok without command");
+        if (r.status == parse_status::ok && req.cmd == command::stats) {
+          // The stats subcommand's reader: an error line exactly when it refuses.
+          const stats_query q = classify_stats(req.stats_arg);
+          if ((q.kind == stats_kind::refused) != (q.error.rfind("CLIENT_ERROR ", 0) == 0))
+            die("stats refusal without its error", std::string(req.stats_arg));
+        }
         if (r.status == parse_status::ok && !req.data.empty() &&
             (req.data.size() > cfg.max_item_size))
           die("data larger than max_item_size");

@@ -550,6 +550,44 @@ bool safe_strtol(std::string_view tok, int32_t& out) noexcept {
   return true;
 }
 
+stats_query classify_stats(std::string_view arg) noexcept {
+  // memcached's tokens: words split on spaces (runs of spaces make no empty word).
+  std::string_view words[4];
+  size_t n = 0;
+  for (size_t i = 0; i < arg.size() && n < 4;) {
+    if (arg[i] == ' ') {
+      ++i;
+      continue;
+    }
+    size_t end = arg.find(' ', i);
+    if (end == std::string_view::npos) end = arg.size();
+    words[n++] = arg.substr(i, end - i);
+    i = end;
+  }
+  if (n == 0) return {stats_kind::general, {}};
+  const std::string_view sub = words[0];
+  if (sub == "reset") return {stats_kind::reset, {}};
+  if (sub == "settings") return {stats_kind::settings, {}};
+  if (sub == "items" || sub == "slabs" || sub == "sizes") return {stats_kind::slab_list, {}};
+  if (sub == "conns") return {stats_kind::conns, {}};
+  if (sub == "detail") {
+    if (words[1] == "on") return {stats_kind::detail_on, {}};
+    if (words[1] == "off") return {stats_kind::detail_off, {}};
+    if (words[1] == "dump") return {stats_kind::detail_dump, {}};
+    return {stats_kind::refused, "CLIENT_ERROR usage: stats detail on|off|dump"};
+  }
+  if (sub == "cachedump") {
+    if (n < 3) return {stats_kind::refused, "CLIENT_ERROR bad command line"};
+    uint32_t id = 0, limit = 0;
+    if (!safe_strtoul(words[1], id) || !safe_strtoul(words[2], limit))
+      return {stats_kind::refused, "CLIENT_ERROR bad command line format"};
+    if (id >= 64)  // memcached's MAX_NUMBER_OF_SLAB_CLASSES
+      return {stats_kind::refused, "CLIENT_ERROR Illegal slab id"};
+    return {stats_kind::cachedump, {}};
+  }
+  return {stats_kind::unknown, {}};
+}
+
 std::string binary_not_supported(std::string_view in) {
   static constexpr std::string_view body = "binary protocol not supported: use the text or meta protocol";
   std::string r(binary_header_size, '\0');

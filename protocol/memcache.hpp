@@ -149,6 +149,29 @@ struct request {
 
 enum class parse_status : uint8_t { ok, incomplete, error, close };
 
+/// What `stats <arg>` asks for, decided memcached's way (proto_text.c process_stat): by the
+/// first word of `request::stats_arg`, case-sensitive; words after it are ignored unless the
+/// subcommand reads them (detail's on|off|dump, cachedump's class and limit).
+enum class stats_kind : uint8_t {
+  general,      // `stats`
+  reset,        // `stats reset`: RESET
+  settings,     // `stats settings`
+  slab_list,    // `stats items|slabs|sizes`: per slab class (a segment store has none)
+  cachedump,    // `stats cachedump <class> <limit>`, both valid: the class's keys (none)
+  detail_on,    // `stats detail on`: OK
+  detail_off,   // `stats detail off`: OK
+  detail_dump,  // `stats detail dump`: PREFIX lines, END
+  conns,        // `stats conns`
+  refused,      // a known subcommand with bad arguments: `stats_query::error`
+  unknown,      // anything else: ERROR
+};
+struct stats_query {
+  stats_kind kind = stats_kind::general;
+  std::string_view error;  // refused: memcached's reply line, without \r\n
+};
+/// Pure.
+stats_query classify_stats(std::string_view arg) noexcept;
+
 /// The error of a data block over the max item size: the only refusal after which memcached
 /// removes the key's old value (a set, or an ms in any mode), so no stale value outlives it.
 inline constexpr std::string_view too_large_error = "SERVER_ERROR object too large for cache";

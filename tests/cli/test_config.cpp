@@ -81,6 +81,16 @@ BOOST_AUTO_TEST_CASE(memcached_flags) {
   BOOST_CHECK_EQUAL(cfg.verbosity, 2);
   BOOST_CHECK_EQUAL(cfg.data_dir, "/tmp/x");
   BOOST_CHECK_EQUAL(cfg.sendfile_threshold, 64u << 10);
+  BOOST_CHECK(!cfg.detail_stats);  // (no -D: counting per prefix waits for `stats detail on`)
+  BOOST_CHECK_EQUAL(cfg.prefix_delimiter, ':');
+  node_config d;
+  BOOST_REQUIRE(run({"-D", "/"}, d).what == parse_outcome::action::run);
+  BOOST_CHECK(d.detail_stats);
+  BOOST_CHECK_EQUAL(d.prefix_delimiter, '/');
+  node_config y;
+  BOOST_CHECK_EQUAL(load_yaml_text("prefix_delimiter: \"#\"\n", "n.yaml", y), "");
+  BOOST_CHECK(y.detail_stats);
+  BOOST_CHECK_EQUAL(y.prefix_delimiter, '#');
 }
 
 BOOST_AUTO_TEST_CASE(invalid_flags_exit_2_naming_the_field) {
@@ -104,6 +114,9 @@ BOOST_AUTO_TEST_CASE(invalid_flags_exit_2_naming_the_field) {
                                   {{"--node-name", "x\ny"}, "--node-name"},
                                   {{"--node-name", std::string(256, 'n')}, "--node-name"},
                                   {{"--node-name", ""}, "--node-name"},
+                                  {{"-D", ""}, "-D/--prefix-delimiter"},
+                                  {{"-D", "::"}, "-D/--prefix-delimiter"},
+                                  {{"-D", " "}, "-D/--prefix-delimiter"},
                                   {{"--no-such-flag"}, "no-such-flag"}}) {
     node_config cfg;
     auto r = run(b.args, cfg);
@@ -248,6 +261,7 @@ BOOST_AUTO_TEST_CASE(yaml_errors_name_field_and_line) {
          {"port: [1\n", "config error"},
          {"- a\n- b\n", "mapping"},
          {"port: 1\nnode_name: \"x y\"\n", ":2: field 'node_name'"},
+         {"port: 1\nprefix_delimiter: ab\n", ":2: field 'prefix_delimiter'"},
          {"node_name: \"x\\ny\"\n", ":1: field 'node_name'"},
          {"port: 1\nthreads: 2\nport: 2\n", ":3: field 'port' given twice (first on line 1)"},
          {"join: a:1\njoin:\n  - b:2\n", ":2: field 'join' given twice (first on line 1)"},

@@ -3,6 +3,7 @@
 
 import os
 import sys
+import re
 import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -479,6 +480,105 @@ class StatsTest(ServerTestCase):
     def test_unknown_stats_group(self):
         c = self.client()
         self.assertEqual(c.call(b"stats nonsense_group\r\n"), b"ERROR\r\n")
+
+    def test_subcommands_read_only_their_own_words(self):
+        # memcached decides by the first word after `stats`; the others count only where the
+        # subcommand reads them.
+        c = self.client()
+        usage = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+        for send, want in ((b"stats detail", usage), (b"stats detail ON", usage),
+                           (b"stats cachedump 1", b"CLIENT_ERROR bad command line\r\n"),
+                           (b"stats cachedump x 1", b"CLIENT_ERROR bad command line format\r\n"),
+                           (b"stats cachedump 1 -5", b"CLIENT_ERROR bad command line format\r\n"),
+                           (b"stats cachedump 64 1", b"CLIENT_ERROR Illegal slab id\r\n"),
+                           (b"stats Items", b"ERROR\r\n"), (b"STATS", b"ERROR\r\n")):
+            self.assertEqual(c.call(send + b"\r\n"), want, send)
+        for group in (b"items foo", b"slabs x", b"sizes y"):
+            st = raw_stats(c, group)
+            if harness.is_bifrost():
+                self.assertEqual(st, {})
+        # (memcached lists the class's items: ITEM lines; bifrostd has no slab classes)
+        dump = c.call(b"stats cachedump 1 1 more\r\n", b"END\r\n")
+        if harness.is_bifrost():
+            self.assertEqual(dump, b"END\r\n")
+        self.assertIn("maxbytes", raw_stats(c, b"settings x"))
+        self.assertEqual(c.call(b"stats detail off x\r\n"), b"OK\r\n")
+        self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
+
+    def detail_dump(self, c):
+        """`stats detail dump`: prefix -> (get, hit, set, del)."""
+        c.send(b"stats detail dump\r\n")
+        out = {}
+        for _ in range(100000):
+            line = c.line()
+            if line == b"END\r\n":
+                return out
+            m = re.match(rb"PREFIX (.*) get (\d+) hit (\d+) set (\d+) del (\d+)\r\n$", line)
+            self.assertIsNotNone(m, line)
+            out[m.group(1)] = tuple(int(m.group(i)) for i in range(2, 6))
+        self.fail("no END after the PREFIX lines")
+
+    def test_detail_counts_requests_per_key_prefix(self):
+        c = self.client()
+        p = self.key("p")
+        k = lambda s: p + b":" + s
+        self.addCleanup(lambda: c.call(b"stats detail off\r\n"))
+        self.assertNotIn(p, self.detail_dump(c))
+        self.assertEqual(c.call(b"stats detail on\r\n"), b"OK\r\n")
+        self.assertEqual(c.call(b"set %s 0 0 1\r\nx\r\n" % k(b"a")), b"STORED\r\n")
+        c.call(b"get %s %s\r\n" % (k(b"a"), k(b"b")), b"END\r\n")  # a get and a hit; a get
+        c.call(b"gets %s\r\n" % k(b"a"), b"END\r\n")
+        c.call(b"gat 0 %s\r\n" % k(b"a"), b"END\r\n")
+        self.assertEqual(c.call(b"touch %s 0\r\n" % k(b"a")), b"TOUCHED\r\n")  # (not counted)
+        self.assertEqual(c.call(b"add %s 0 0 1\r\ny\r\n" % k(b"a")), b"NOT_STORED\r\n")  # a set
+        self.assertEqual(c.call(b"replace %s 0 0 1\r\ny\r\n" % (p + b"x:z")), b"NOT_STORED\r\n")
+        self.assertEqual(c.call(b"delete %s\r\n" % k(b"a")), b"DELETED\r\n")
+        self.assertEqual(c.call(b"delete %s\r\n" % k(b"zz")), b"NOT_FOUND\r\n")
+        self.assertEqual(c.call(b"mg %s v\r\n" % k(b"a")), b"EN\r\n")  # meta: not counted
+        self.assertEqual(c.call(b"ms %s 1\r\nz\r\n" % k(b"m")), b"HD\r\n")
+        self.assertEqual(c.call(b"md %s\r\n" % k(b"m")), b"HD\r\n")
+        c.call(b"get %s\r\n" % p, b"END\r\n")  # no delimiter: not counted
+        counts = self.detail_dump(c)
+        self.assertEqual(counts[p], (4, 3, 2, 2))
+        self.assertEqual(counts[p + b"x"], (0, 0, 1, 0))
+        self.assertEqual(c.call(b"stats detail off\r\n"), b"OK\r\n")
+        c.call(b"get %s\r\n" % k(b"a"), b"END\r\n")
+        self.assertEqual(self.detail_dump(c)[p], (4, 3, 2, 2))
+        self.assertEqual(c.call(b"stats reset\r\n"), b"RESET\r\n")  # (clears them too)
+        self.assertNotIn(p, self.detail_dump(c))
+
+    def test_conns_shows_the_listener_and_each_connection(self):
+        c, other = self.client(), self.client()
+        self.assertEqual(other.call(b"version\r\n")[:8], b"VERSION ")
+
+        def conns():
+            by_fd = {}
+            for name, value in raw_stats(c, b"conns").items():
+                fd, field = name.split(":", 1)
+                by_fd.setdefault(fd, {})[field] = value
+            return list(by_fd.values())
+
+        def addr(sock):
+            return "tcp:%s:%d" % sock.getsockname()[:2]
+
+        listen = "tcp:127.0.0.1:%d" % self.server.port
+        now = conns()
+        self.assertIn(listen, [e["addr"] for e in now if e["state"] == "conn_listening"])
+        mine = [e for e in now if e["addr"] == addr(c.sock)]
+        self.assertEqual(len(mine), 1, now)
+        self.assertEqual(mine[0]["state"], "conn_parse_cmd")
+        self.assertEqual(mine[0]["listen_addr"], listen)
+        self.assertEqual(mine[0]["secs_since_last_cmd"], "0")
+        theirs = [e for e in now if e["addr"] == addr(other.sock)]
+        self.assertEqual(len(theirs), 1, now)
+        self.assertTrue(theirs[0]["state"].startswith("conn_"), theirs)
+        self.assertNotIn(theirs[0]["state"], ("conn_listening", "conn_parse_cmd"))
+        gone = addr(other.sock)
+        other.close()
+        deadline = time.monotonic() + 5  # (memcached closes it on its next event)
+        while any(e["addr"] == gone for e in conns()):
+            self.assertLess(time.monotonic(), deadline, "a closed connection stays listed")
+            time.sleep(0.05)
 
 
 class FlushTest(ServerTestCase):

@@ -1118,4 +1118,50 @@ BOOST_AUTO_TEST_CASE(binary_not_supported_echoes_opcode_and_opaque) {
   BOOST_CHECK(shortr.substr(12, 4) == std::string(4, '\0'));
 }
 
+// memcached 1.6.18's answers, each checked against it (proto_text.c process_stat): the first
+// word decides, later words count only where the subcommand reads them.
+BOOST_AUTO_TEST_CASE(stats_subcommands_decide_by_their_first_word) {
+  struct want {
+    const char* arg;
+    stats_kind kind;
+    const char* error;
+  };
+  const char* usage = "CLIENT_ERROR usage: stats detail on|off|dump";
+  for (const auto& w : std::vector<want>{
+         {"", stats_kind::general, ""},
+         {"reset", stats_kind::reset, ""},
+         {"reset x", stats_kind::reset, ""},
+         {"settings x", stats_kind::settings, ""},
+         {"items", stats_kind::slab_list, ""},
+         {"items foo", stats_kind::slab_list, ""},
+         {"slabs x", stats_kind::slab_list, ""},
+         {"sizes", stats_kind::slab_list, ""},
+         {"conns x", stats_kind::conns, ""},
+         {"detail on", stats_kind::detail_on, ""},
+         {"detail on extra", stats_kind::detail_on, ""},
+         {"detail off", stats_kind::detail_off, ""},
+         {"detail  dump", stats_kind::detail_dump, ""},
+         {"detail", stats_kind::refused, usage},
+         {"detail ON", stats_kind::refused, usage},
+         {"detail dumps", stats_kind::refused, usage},
+         {"cachedump 1", stats_kind::refused, "CLIENT_ERROR bad command line"},
+         {"cachedump x 1", stats_kind::refused, "CLIENT_ERROR bad command line format"},
+         {"cachedump -1 1", stats_kind::refused, "CLIENT_ERROR bad command line format"},
+         {"cachedump 1 -5", stats_kind::refused, "CLIENT_ERROR bad command line format"},
+         {"cachedump 1 1x", stats_kind::refused, "CLIENT_ERROR bad command line format"},
+         {"cachedump 64 1", stats_kind::refused, "CLIENT_ERROR Illegal slab id"},
+         {"cachedump 63 1", stats_kind::cachedump, ""},
+         {"cachedump 1 0 1", stats_kind::cachedump, ""},
+         {"cachedump 1 99999999999", stats_kind::cachedump, ""},
+         {"cachedump 4294967296 1", stats_kind::cachedump, ""},  // (memcached: id wraps to 0)
+         {"Items", stats_kind::unknown, ""},
+         {"foo", stats_kind::unknown, ""},
+         {"extstore", stats_kind::unknown, ""},
+       }) {
+    const auto q = classify_stats(w.arg);
+    BOOST_TEST((q.kind == w.kind), "stats " << w.arg);
+    BOOST_TEST(q.error == w.error, "stats " << w.arg);
+  }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
