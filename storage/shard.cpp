@@ -347,6 +347,7 @@ struct shard::impl {
   struct noted {
     uint32_t at;   // unix second
     uint64_t seq;  // noted_seq
+    uint64_t cas;  // a CAS taken then: the clock's value at that delete
   };
   std::unordered_map<uint64_t, noted> deleted_at;  // keyed 64-bit hash -> the last delete
   std::deque<std::pair<uint64_t, noted>> deletions;  // every one, oldest first
@@ -366,7 +367,7 @@ struct shard::impl {
   }
   void note_delete(std::string_view key) {
     const uint64_t h = guard_hash(key);
-    const noted n{now, ++noted_seq};
+    const noted n{now, ++noted_seq, next_cas()};
     deleted_at[h] = n;
     deletions.emplace_back(h, n);
     forget_deletions(now);
@@ -390,11 +391,18 @@ struct shard::impl {
     return it != deleted_at.end() && now < it->second.at + guard_s + 1 ? &it->second : nullptr;
   }
 
-  bool deleted_lately(std::string_view key) {
-    if (flushed_lately())
+  /// A warm add (a copy of another node's item): a flush_all or a delete of its key took
+  /// effect here in the last guard_s seconds, and the item it copies was not written after
+  /// it by the CAS clock (or its CAS is no clock value: a client's meta E). Such a copy was
+  /// read before the delete reached the node it came from, and would bring the key back; a
+  /// copy of an item written after it is the key's newest state (a flush_all, then a write,
+  /// then a ring change: refusing it lost the write at the key's new owner).
+  bool copied_before_delete(const op& o) {
+    if (flushed_lately() && !cas_clock_newer(o.explicit_cas, guard_flushed_cas))
       return true;
     forget_deletions(now);
-    return noted_lately(key) != nullptr;
+    const noted* n = noted_lately(o.key);
+    return n != nullptr && !cas_clock_newer(o.explicit_cas, n->cas);
   }
 
   /// result::deleted_lately of an op that found no item for `key` (`was_expired`: it found
@@ -966,7 +974,7 @@ struct shard::impl {
       return res;
     }
     if (o.copy && guard_s != 0 &&
-        (o.mode == store_mode::add ? deleted_lately(o.key) : written_before_flush(o))) {
+        (o.mode == store_mode::add ? copied_before_delete(o) : written_before_flush(o))) {
       ++st.copies_refused;  // (read before a delete or flush here, landing after it)
       res.st = status::not_stored;
       return res;

@@ -232,15 +232,17 @@ public:
                        const std::function<void(std::string_view key, uint64_t cas)>& seen = {});
 
   /// Copies that land after a delete: while on (`seconds` > 0), every counted remove (a
-  /// client's or its replication; not md I, not the cluster's own) notes its key (at most 65,536, the oldest forgotten first), and an
-  /// add that is a copy of another node's item (op::copy: warming, re-replication) is refused
-  /// (not_stored, stat copies_refused) for a key removed here in the last `seconds`, or for
-  /// any key in the `seconds` after a flush_all took effect here: such a copy was read before
-  /// the delete reached the node it came from, and would bring the key back. In those
+  /// client's or its replication; not md I, not the cluster's own) notes its key and the CAS
+  /// clock's value then (at most 65,536, the oldest forgotten first), and an add that is a
+  /// copy of another node's item (op::copy: warming, re-replication) is refused (not_stored,
+  /// stat copies_refused) when a delete of its key or a flush_all took effect here in the
+  /// last `seconds` and the item it copies was not written after it by the CAS clock
+  /// (cas_clock_newer; a CAS that is no clock value counts as older): such a copy was read
+  /// before the delete reached the node it came from, and would bring the key back. In those
   /// `seconds` after a flush_all, a copy that is no add (replication's) is refused too when
-  /// the write it copies came before the flush by the CAS clock (cas_clock_newer): R > 1, a
-  /// write then a flush_all, the write's copy still on its way to this replica. A cluster node
-  /// turns it on (actors/storage_shard.hpp); 0 turns it off and forgets what was noted.
+  /// the write it copies came before the flush by the CAS clock: R > 1, a write then a
+  /// flush_all, the write's copy still on its way to this replica. A cluster node turns it on
+  /// (actors/storage_shard.hpp); 0 turns it off and forgets what was noted.
   void guard_copies(uint32_t seconds);
   /// The node's view names a new ring (a member joined, left or died): a read's miss of a
   /// key deleted here before now warms from the key's past owners again

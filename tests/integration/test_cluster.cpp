@@ -1548,6 +1548,46 @@ BOOST_AUTO_TEST_CASE(a_rolling_restart_warms_across_two_ring_changes) {
 //    before, then served the deleted value again);
 //  - an add is refused and a read hits: n4's seed hands over the rings it warms from in its
 //    join reply (n4 once knew only the ring without itself, which names n3: both missed).
+// R = 1: flush_all, then writes, then n3 drains, inside the copy guard's seconds (at least
+// 10 s after a flush_all or a delete, a copy of another node's item is refused at a node when
+// it could have been read before the flush reached the node it came from). n3's keys are
+// touched through n1: the touch misses at the key's new owner, warms the item there from n3
+// and runs again. The guard refused every copy after a flush_all, so each touch answered
+// NOT_FOUND and the write was lost at its new owner (the differential stream found it with a
+// node draining, seed 500). Now a copy of an item written after the flush, by the CAS clock,
+// is taken.
+BOOST_AUTO_TEST_CASE(writes_after_a_flush_all_warm_to_their_new_owner) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 1, 5000ms, long_warm_window);
+  {
+    mc_client m(ns[0]->port, 5s);
+    m.send_all("flush_all\r\n");
+    BOOST_REQUIRE_EQUAL(m.read_line(), "OK");
+  }
+  auto keys = make_keys("faw-", 400);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  auto at_n3 = keys_owned_by(*ns[0], "n3", "faw-", 30);
+  BOOST_CHECK_EQUAL(run_ctl({"--node", ns[2]->rpc(), "drain"}, 15s).exit_code, 0);
+  BOOST_REQUIRE(wait_until([&] { return member_states(ns[0]->rpc_port)["n3"] == "left"; },
+                           3000ms, 20ms));
+  mc_client m(ns[0]->port, 5s);
+  size_t touched = 0;
+  for (auto& k : at_n3) {
+    m.send_all("touch " + k + " 1000\r\n");
+    const auto line = m.read_line();
+    touched += line == "TOUCHED";
+    if (line != "TOUCHED")
+      BOOST_TEST_MESSAGE("touch " << k << " through n1: " << line);
+  }
+  BOOST_CHECK_EQUAL(touched, at_n3.size());
+  for (int i = 0; i < 2; ++i) {
+    mc_client r(ns[i]->port, 5s);
+    for (auto& k : at_n3)
+      BOOST_CHECK_EQUAL(r.get(k).value_or("(miss)"), value_for(k));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_delete_through_the_second_of_two_joining_nodes_does_not_come_back) {
   cluster c;
   logs_on_failure guard{c};
