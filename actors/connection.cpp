@@ -181,7 +181,7 @@ void connection::pending::reset() noexcept {
   replicated = false;
   must_answer = 0;
   stats = storage::shard_stats{};
-  stats_reset = false;
+  stats_sub = proto::stats_kind::general;
 }
 
 connection::pending& connection::pending_ring::emplace_back() {
@@ -359,6 +359,8 @@ void connection::process_input() {
       close_now();
       return;
     }
+    if (entry_)  // (`stats conns`: every line read counts, an erroneous one too)
+      entry_->last_cmd_ms.store(uv_now(loop().uv()), std::memory_order_relaxed);
     if (r.status == proto::parse_status::error) {
       ctx_.counters->add(ctx_.counters->protocol_errors);
       // Text `noreply` silences even errors (memcached); meta `q` never does.
@@ -460,16 +462,7 @@ void connection::handle_request(size_t consumed) {
     counters.add(counters.cmd_meta);
     if (cmd == proto::command::mg)
       counters.add(counters.cmd_get);
-  } else if ((is_storage(cmd) || cmd == proto::command::delete_) &&
-             ctx_.node->detail_enabled.load(std::memory_order_relaxed)) {
-    // (memcached counts these before they run, whatever they answer; gets as they answer)
-    ctx_.node->prefixes[ctx_.loop->index()].record(
-        req_.keys[0], ctx_.node->cfg.prefix_delimiter,
-        is_storage(cmd) ? prefix_table::what::set : prefix_table::what::del);
   }
-
-  if (entry_)
-    entry_->last_cmd_ms.store(uv_now(loop().uv()), std::memory_order_relaxed);
 
   auto& p = push_pending(pending_kind::exec);
   uint64_t seq = base_seq_ + pending_.size() - 1;
@@ -1291,7 +1284,7 @@ void connection::handle_local(pending& p) {
         case proto::stats_kind::general:
         case proto::stats_kind::reset:
           p.kind = pending_kind::stats;
-          p.stats_reset = q.kind == proto::stats_kind::reset;
+          p.stats_sub = q.kind;
           p.outstanding = static_cast<uint32_t>(ctx_.routes->local_shards().size());
           stats_barrier_ = true;
           input_paused_ = true;  // (no reading either: complete_ready lifts both)
@@ -1315,17 +1308,10 @@ void connection::handle_local(pending& p) {
           break;
         case proto::stats_kind::detail_on:
         case proto::stats_kind::detail_off:
-          ctx_.node->detail_enabled.store(q.kind == proto::stats_kind::detail_on,
-                                          std::memory_order_relaxed);
-          p.reply = "OK\r\n";
+        case proto::stats_kind::detail_dump:
+          p.kind = pending_kind::detail;  // (complete_ready: after the requests before it)
+          p.stats_sub = q.kind;
           break;
-        case proto::stats_kind::detail_dump: {
-          std::map<std::string, prefix_counts, std::less<>> all;
-          for (const auto& t : ctx_.node->prefixes)
-            t.merge_into(all);
-          compose_prefix_dump(all, p.reply);
-          break;
-        }
         case proto::stats_kind::conns:
           compose_stats_conns(*ctx_.node, entry_.get(), uv_now(loop().uv()), p.reply);
           break;
@@ -1344,13 +1330,21 @@ void connection::handle_local(pending& p) {
   }
 }
 
-void connection::count_gets(const pending& p) {
+void connection::count_prefixes(const pending& p) {
   auto& table = ctx_.node->prefixes[ctx_.loop->index()];
   const char delimiter = ctx_.node->cfg.prefix_delimiter;
-  for (size_t i = 0; i < p.ops.size() && i < p.results.size(); ++i)
-    table.record(p.ops[i].key, delimiter,
-                 p.results[i].st == storage::status::hit ? prefix_table::what::hit
-                                                         : prefix_table::what::get);
+  const auto cmd = p.req.cmd;
+  if (is_get_family(cmd)) {
+    for (size_t i = 0; i < p.ops.size() && i < p.results.size(); ++i)
+      table.record(p.ops[i].key, delimiter,
+                   p.results[i].st == storage::status::hit ? prefix_table::what::hit
+                                                           : prefix_table::what::get);
+  } else if ((is_storage(cmd) && !is_meta(cmd)) || cmd == proto::command::delete_) {
+    if (!p.ops.empty())
+      table.record(p.ops[0].key, delimiter,
+                   cmd == proto::command::delete_ ? prefix_table::what::del
+                                                  : prefix_table::what::set);
+  }
 }
 
 bool connection::earlier_running() const {
@@ -1465,8 +1459,8 @@ void connection::complete_ready() {
             else
               unavailable = true;
           }
-        if (is_get_family(p.req.cmd) && ctx_.node->detail_enabled.load(std::memory_order_relaxed))
-          count_gets(p);
+        if (ctx_.node->detail_enabled.load(std::memory_order_relaxed))
+          count_prefixes(p);
         if (unavailable) {
           if (!p.req.noreply)
             out_.bytes("SERVER_ERROR unavailable\r\n");
@@ -1489,7 +1483,7 @@ void connection::complete_ready() {
       }
       case pending_kind::stats: {
         stats_barrier_ = false;  // (write_out resumes the input)
-        if (p.stats_reset) {
+        if (p.stats_sub == proto::stats_kind::reset) {
           reset_stats(*ctx_.node, p.stats);
           out_.bytes("RESET\r\n");
           break;
@@ -1499,6 +1493,20 @@ void connection::complete_ready() {
         out_.bytes(s);
         break;
       }
+      case pending_kind::detail:
+        if (p.stats_sub == proto::stats_kind::detail_dump) {
+          std::map<std::string, prefix_counts, std::less<>> all;
+          for (const auto& t : ctx_.node->prefixes)
+            t.merge_into(all);
+          std::string s;
+          compose_prefix_dump(all, s);
+          out_.bytes(s);
+        } else {
+          ctx_.node->detail_enabled.store(p.stats_sub == proto::stats_kind::detail_on,
+                                          std::memory_order_relaxed);
+          out_.bytes("OK\r\n");
+        }
+        break;
       case pending_kind::immediate:
         out_.bytes(p.reply);
         break;

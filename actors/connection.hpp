@@ -86,7 +86,9 @@ private:
   bool hand_to_link(std::string_view in);
   // refused: a too-large set; its error (`reply`, empty with noreply) goes out once the old
   // value's removal (ops[0]) is done.
-  enum class pending_kind : uint8_t { exec, flush, stats, immediate, refused };
+  // detail: `stats detail on|off|dump`, done when it reaches the head of the queue, so that
+  // it counts (or dumps) exactly the requests before it, as memcached's serial order does.
+  enum class pending_kind : uint8_t { exec, flush, stats, detail, immediate, refused };
 
   struct pending {
     pending_kind kind = pending_kind::immediate;
@@ -105,7 +107,7 @@ private:
     uint32_t must_answer = 0;  // flush: results past this many are from members on their
                                // way out (left, lingering): their silence is no error
     storage::shard_stats stats;
-    bool stats_reset = false;  // stats: `stats reset` (the counters' baseline) vs `stats`
+    proto::stats_kind stats_sub = proto::stats_kind::general;  // stats, detail: which one
 
     /// Back to a fresh state for reuse; keeps small buffers' capacity, drops pinned values.
     void reset() noexcept;
@@ -266,8 +268,9 @@ private:
   void send_stats(uint64_t seq);
   /// A request before the newest one (the one being handled) still waits for results.
   bool earlier_running() const;
-  /// `stats detail on`: counts each key of get-family request `p` by its result.
-  void count_gets(const pending& p);
+  /// `stats detail on`: counts request `p`'s keys by prefix as it is answered (gets by
+  /// result; storage commands and deletes whatever they answered, as memcached).
+  void count_prefixes(const pending& p);
   /// Sends the flush ops of pending flush_all request `seq` to this node's shards and the
   /// cluster's members (see flush_unsent_).
   void send_flush(uint64_t seq);

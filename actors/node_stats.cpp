@@ -179,6 +179,9 @@ void compose_stats_settings(const node_shared& node, std::string& out) {
   stat(out, "segment_size", c.segment_size);
   stat(out, "sendfile_threshold", c.sendfile_threshold);
   stat(out, "data_dir", c.data_dir.empty() ? std::string_view("(memfd)") : c.data_dir);
+  stat(out, "stat_key_prefix", std::string_view(&c.prefix_delimiter, 1));
+  stat(out, "detail_enabled",
+       node.detail_enabled.load(std::memory_order_relaxed) ? "yes" : "no");
   out.append("END\r\n");
 }
 
@@ -206,10 +209,7 @@ std::shared_ptr<conn_entry> node_shared::open_conn(int fd, conn_entry::state st,
                                                    uint64_t now_ms) {
   auto e = std::make_shared<conn_entry>();
   e->fd = fd;
-  const bool listening = st == conn_entry::state::listening;
-  e->addr = socket_address(fd, !listening);
-  if (!listening)
-    e->listen_addr = socket_address(fd, false);
+  e->listening = st == conn_entry::state::listening;
   e->last_cmd_ms.store(now_ms, std::memory_order_relaxed);
   e->st.store(st, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(conns_mu);
@@ -229,17 +229,20 @@ void node_shared::close_conn(std::shared_ptr<conn_entry>& entry) {
 
 void compose_stats_conns(const node_shared& node, const conn_entry* asking, uint64_t now_ms,
                          std::string& out) {
-  std::vector<std::shared_ptr<conn_entry>> all;
-  {
-    std::lock_guard<std::mutex> lock(node.conns_mu);
-    all.assign(node.conns.begin(), node.conns.end());
-  }
-  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a->fd < b->fd; });
-  for (const auto& e : all) {
+  // (The addresses are asked for here, not kept from the accept: every connection would pay
+  // two syscalls and two strings for a listing few ever ask for. Under the mutex no listed
+  // socket can be closed, so its fd names it.)
+  std::lock_guard<std::mutex> lock(node.conns_mu);
+  std::vector<const conn_entry*> all;
+  all.reserve(node.conns.size());
+  for (const auto& e : node.conns)
+    all.push_back(e.get());
+  std::sort(all.begin(), all.end(), [](const auto* a, const auto* b) { return a->fd < b->fd; });
+  for (const auto* e : all) {
     const std::string p = std::to_string(e->fd) + ":";
-    stat(out, p + "addr", e->addr);
-    if (!e->listen_addr.empty())
-      stat(out, p + "listen_addr", e->listen_addr);
+    stat(out, p + "addr", socket_address(e->fd, !e->listening));
+    if (!e->listening)
+      stat(out, p + "listen_addr", socket_address(e->fd, false));
     std::string_view state = "conn_read";  // (memcached's word for one waiting for input)
     switch (e->st.load(std::memory_order_relaxed)) {
       case conn_entry::state::listening: state = "conn_listening"; break;
@@ -247,7 +250,7 @@ void compose_stats_conns(const node_shared& node, const conn_entry* asking, uint
       case conn_entry::state::working: state = "conn_io_queue"; break;  // (ops at shards)
       case conn_entry::state::writing: state = "conn_mwrite"; break;
     }
-    if (e.get() == asking)
+    if (e == asking)
       state = "conn_parse_cmd";
     stat(out, p + "state", state);
     const uint64_t last = e->last_cmd_ms.load(std::memory_order_relaxed);

@@ -61,14 +61,14 @@ struct loop_counters {
 };
 
 /// One open socket as `stats conns` shows it (memcached's per-connection lines), registered
-/// by the listener or connection that owns it while it is open. Its text never changes;
-/// `last_cmd_ms` and `st` are written by the owner's loop thread (relaxed) and read by any
-/// `stats conns`.
+/// by the listener or connection that owns it while it is open (its owner takes it out
+/// before it closes the socket, under node_shared::conns_mu, so a `stats conns` holding that
+/// mutex may ask the socket for its addresses). `last_cmd_ms` and `st` are written by the
+/// owner's loop thread (relaxed) and read by any `stats conns`.
 struct conn_entry {
   enum class state : uint8_t { listening, idle, working, writing };
   int fd = -1;
-  std::string addr;         // "tcp:<ip>:<port>": the peer (a listener: its own address)
-  std::string listen_addr;  // a client connection's local address; empty for a listener
+  bool listening = false;
   std::atomic<uint64_t> last_cmd_ms{0};  // monotonic ms (uv_now) of its last request
   std::atomic<state> st{state::idle};
 };

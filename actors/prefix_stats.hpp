@@ -3,7 +3,9 @@
 // key without one is not counted. What counts is memcached's: each key a get, gets, gat or
 // gats asks for (and whether it hit), each storage command (set, add, replace, append,
 // prepend, cas: whether it stored or not), each delete. Meta commands, touch and incr/decr do
-// not count, as in memcached.
+// not count, as in memcached. A connection counts each request as it answers it, and does
+// `stats detail` when the requests before it are answered, so a pipeline counts as memcached
+// counts it. Not counted (memcached counts it): a set refused as too large.
 //
 // Thread affinity: one `prefix_table` per I/O loop, written only by that loop's connections
 // (its thread) under the table's mutex, which is otherwise free: `dump`/`clear` take it from

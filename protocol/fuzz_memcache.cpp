@@ -7,7 +7,8 @@
 // 2. Feeds the same input split at a few points (derived from the input) and in small
 //    chunks, and requires the identical sequence of results.
 // 3. base64: decode(encode(x)) == x, and decoding arbitrary input never overruns.
-// 4. A stats line's subcommand (classify_stats) gives an error line exactly when it refuses.
+// 4. A stats line's subcommand reader (classify_stats) is pure, and gives an error line
+//    exactly when it refuses.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -71,9 +72,13 @@ void check_one(std::string_view in, const parser_config& cfg, request& req, requ
         if (r.status == parse_status::error && r.error.empty()) die("error without text");
         if (r.status == parse_status::ok && req.cmd == command::none) die("ok without command");
         if (r.status == parse_status::ok && req.cmd == command::stats) {
-          // The stats subcommand's reader: an error line exactly when it refuses.
+          // The stats subcommand's reader (on any words, under the sanitizers): pure, and an
+          // error line exactly when it refuses.
           const stats_query q = classify_stats(req.stats_arg);
-          if ((q.kind == stats_kind::refused) != (q.error.rfind("CLIENT_ERROR ", 0) == 0))
+          const stats_query q2 = classify_stats(req.stats_arg);
+          if (q.kind != q2.kind || q.error != q2.error)
+            die("classify_stats is not pure", std::string(req.stats_arg));
+          if ((q.kind == stats_kind::refused) != !q.error.empty())
             die("stats refusal without its error", std::string(req.stats_arg));
         }
         if (r.status == parse_status::ok && !req.data.empty() &&

@@ -508,6 +508,9 @@ class StatsTest(ServerTestCase):
     def detail_dump(self, c):
         """`stats detail dump`: prefix -> (get, hit, set, del)."""
         c.send(b"stats detail dump\r\n")
+        return self.detail_dump_reply(c)
+
+    def detail_dump_reply(self, c):
         out = {}
         for _ in range(100000):
             line = c.line()
@@ -546,6 +549,31 @@ class StatsTest(ServerTestCase):
         self.assertEqual(self.detail_dump(c)[p], (4, 3, 2, 2))
         self.assertEqual(c.call(b"stats reset\r\n"), b"RESET\r\n")  # (clears them too)
         self.assertNotIn(p, self.detail_dump(c))
+
+    def test_detail_counts_a_pipeline_in_its_order(self):
+        # Each `stats detail` counts exactly the requests before it in the pipeline.
+        c = self.client()
+        p = self.key("q")
+        k = p + b":k"
+        self.addCleanup(lambda: c.call(b"stats detail off\r\n"))
+        self.assertEqual(raw_stats(c, b"settings")["detail_enabled"], "no")
+        c.send(b"get %s\r\nstats detail on\r\nset %s 0 0 1\r\nx\r\nget %s %s\r\n"
+               b"stats detail dump\r\ndelete %s\r\nget %s\r\nstats detail off\r\n"
+               b"get %s\r\nstats detail dump\r\n" % (k, k, k, k, k, k, k))
+        self.assertEqual(c.line(), b"END\r\n")
+        self.assertEqual(c.line(), b"OK\r\n")
+        self.assertEqual(c.line(), b"STORED\r\n")
+        c.recv_until(b"END\r\n")
+        first = self.detail_dump_reply(c)
+        self.assertEqual(c.line(), b"DELETED\r\n")
+        self.assertEqual(c.line(), b"END\r\n")
+        self.assertEqual(c.line(), b"OK\r\n")
+        self.assertEqual(c.line(), b"END\r\n")
+        second = self.detail_dump_reply(c)
+        self.assertEqual(first[p], (2, 2, 1, 0))
+        self.assertEqual(second[p], (3, 2, 1, 1))
+        self.assertEqual(raw_stats(c, b"settings")["detail_enabled"], "no")
+        self.assertEqual(raw_stats(c, b"settings")["stat_key_prefix"], ":")
 
     def test_conns_shows_the_listener_and_each_connection(self):
         c, other = self.client(), self.client()
