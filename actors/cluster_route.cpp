@@ -81,7 +81,8 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
     rt.tries = moved ? 0 : static_cast<uint8_t>(rt.tries + 1);
     return next_step::place;
   }
-  if ((read && st == status::miss && deleted_lately) || !may_warm(cv, rt, now_ms))
+  if (((read || cls == warm_class::update) && found_nothing(st) && deleted_lately) ||
+      !may_warm(cv, rt, now_ms))
     return next_step::accept;
   if ((read && st == status::miss) ||
       (cls == warm_class::update && intact && found_nothing(st))) {

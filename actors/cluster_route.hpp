@@ -109,7 +109,8 @@ enum class next_step : uint8_t {
 ///    nothing, is placed again when the ring changed since (the new owner may hold it), else
 ///    `warm`; a delete that ran (deleted or not found) in the same ring is `warm` (the
 ///    connection deletes at the previous owner too).
-///  - a read's miss where the item expired just now or a delete took the key lately
+///  - a read's miss, or an update's that found nothing, where the item expired just now or a
+///    delete took the key lately
 ///    (`deleted_lately`: storage::result::deleted_lately) stands: the previous owners hold
 ///    nothing newer, only copies the delete's erase chain removed, or a replica that the
 ///    replication of the write it deleted reached after that (R > 1: a pipelined set +

@@ -989,10 +989,17 @@ struct shard::impl {
       if (mode == store_mode::set) remove_key(o.key, h);  // memcached: no stale data on SET
       return res;
     }
-    const size_t pos = lookup(o.key, h);
+    bool was_expired = false;
+    const size_t pos = lookup(o.key, h, &was_expired);
     const uint64_t gen = idx.generation();
     const entry* e = pos != npos ? &idx.at(pos) : nullptr;
     const record_header* old = e ? hdr(*e) : nullptr;
+    // (an op that needs the item and finds none here says whether it went lately)
+    auto nothing_here = [&](status st_none) {
+      res.st = st_none;
+      res.deleted_lately = gone_here(o.key, was_expired);
+      return res;
+    };
 
     item_spec s;
     s.key = o.key;
@@ -1031,10 +1038,8 @@ struct shard::impl {
         }
         break;
       case store_mode::replace:
-        if (!old) {
-          res.st = status::not_stored;
-          return res;
-        }
+        if (!old)
+          return nothing_here(status::not_stored);
         break;
       case store_mode::append:
       case store_mode::prepend:
@@ -1043,8 +1048,7 @@ struct shard::impl {
             s.exptime = absolute_exptime(o.vivify_ttl, now);
             break;
           }
-          res.st = status::not_stored;
-          return res;
+          return nothing_here(status::not_stored);
         }
         if (o.compare_cas != 0 && o.compare_cas != old->cas) {
           res.st = status::exists;
@@ -1071,8 +1075,7 @@ struct shard::impl {
       case store_mode::cas:
         if (!old) {
           ++st.cas_misses;
-          res.st = status::not_found;
-          return res;
+          return nothing_here(status::not_found);
         }
         if (o.compare_cas != old->cas) {
           if (o.invalidate && o.compare_cas != 0 && o.compare_cas < old->cas) {
@@ -1187,11 +1190,13 @@ struct shard::impl {
       return res;
     }
     const uint32_t h = key_hash(o.key);
-    const size_t pos = lookup(o.key, h);
+    bool was_expired = false;
+    const size_t pos = lookup(o.key, h, &was_expired);
     if (pos == npos) {
       ++misses;
       if (!o.vivify) {
         res.st = status::not_found;
+        res.deleted_lately = gone_here(o.key, was_expired);
         return res;
       }
       // ma N: create the counter with `initial` (returned as is, not incremented).
@@ -1274,10 +1279,12 @@ struct shard::impl {
   result do_touch(const op& o) {
     result res;
     ++st.cmd_touch;
-    const size_t pos = valid_key(o.key) ? lookup(o.key, key_hash(o.key)) : npos;
+    bool was_expired = false;
+    const size_t pos = valid_key(o.key) ? lookup(o.key, key_hash(o.key), &was_expired) : npos;
     if (pos == npos) {
       ++st.touch_misses;
       res.st = status::not_found;
+      res.deleted_lately = gone_here(o.key, was_expired);
       return res;
     }
     entry& e = idx.at(pos);

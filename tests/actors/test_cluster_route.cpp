@@ -287,6 +287,14 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
   // A miss where a delete took the key lately (or the item expired just now) stands.
   st = status::miss;
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999, true) == next_step::accept);
+  // So does an update's: a touch, an incr or a replace that found the item expired just now.
+  for (auto none : {status::not_found, status::not_stored}) {
+    st = none;
+    BOOST_CHECK(after_result(*v2, rt, st, warm_class::update, true, 999, true) ==
+                next_step::accept);
+    st = none;
+    BOOST_CHECK(after_result(*v2, rt, st, warm_class::update, true, 999) == next_step::warm);
+  }
   // Once warmed, never again.
   rt.warmed = true;
   st = status::miss;

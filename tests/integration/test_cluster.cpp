@@ -2524,6 +2524,26 @@ BOOST_AUTO_TEST_CASE(a_key_deleted_at_its_primary_is_not_warmed_back) {
   }
   report("deletes of expired keys that found a copy: " + std::to_string(found) + " of " +
          std::to_string(20 * at_n3.size()));
+  // The same for an update after it: a touch that finds the item expired at the primary
+  // answers NOT_FOUND. It warmed that copy back (the differential stream: `gat -1 k`, then
+  // `gat 1000 k` answered the expired value).
+  size_t touched = 0;
+  for (int round = 0; round < 20; ++round) {
+    for (auto& k : at_n3) {
+      m.send_all("set " + k + " 0 0 1\r\na\r\nreplace " + k + " 3 0 1\r\nb\r\ngats -1 " + k +
+                 "\r\n");
+      BOOST_REQUIRE_EQUAL(m.read_line(), "STORED");
+      BOOST_REQUIRE_EQUAL(m.read_line(), "STORED");
+      BOOST_REQUIRE_EQUAL(m.read_line().rfind("VALUE " + k + " 3 1 ", 0), 0u);
+      m.read_line(), m.read_line();  // b, END
+      m.send_all("touch " + k + " 1000\r\n");
+      const auto line = m.read_line();
+      touched += line != "NOT_FOUND";
+      BOOST_CHECK_MESSAGE(line == "NOT_FOUND", k << " round " << round << ": " << line);
+    }
+  }
+  report("touches of expired keys that found a copy: " + std::to_string(touched) + " of " +
+         std::to_string(20 * at_n3.size()));
 }
 
 // --------------------------------------------------------------------------------------------

@@ -913,6 +913,32 @@ BOOST_AUTO_TEST_CASE(a_miss_says_when_a_delete_took_the_key_in_this_ring) {
   BOOST_CHECK(d.deleted_lately);
   BOOST_CHECK(!do_delete(*s, "never").deleted_lately);
   BOOST_CHECK(do_delete(*s, "never").deleted_lately);  // (the first was noted)
+  // Updates that need the item say so too: touch, incr, replace, append, cas.
+  s->ring_changed();
+  op touch, incr, replace, append, cas;
+  touch.kind = op_kind::touch;
+  touch.ttl = 100;
+  incr.kind = op_kind::arith;
+  incr.incr = true;
+  incr.delta = 1;
+  replace.kind = append.kind = cas.kind = op_kind::store;
+  replace.mode = store_mode::replace;
+  append.mode = store_mode::append;
+  cas.mode = store_mode::cas;
+  cas.compare_cas = 1;
+  replace.value = append.value = cas.value = "x";
+  for (op* o : {&touch, &incr, &replace, &append, &cas}) {
+    o->key = "u";
+    do_set(*s, "u", "1", 5);
+    clk.advance(6);  // (expired: found by the op)
+    const result r = s->execute(*o);
+    BOOST_CHECK(r.st == status::not_found || r.st == status::not_stored);
+    BOOST_CHECK(r.deleted_lately);
+    BOOST_CHECK(!s->execute(*o).deleted_lately);  // (reclaimed: nothing known any more)
+  }
+  do_delete(*s, "u");
+  BOOST_CHECK(s->execute(touch).deleted_lately);  // a delete in this ring
+  BOOST_CHECK(s->execute(replace).deleted_lately);
 }
 
 // At most 65,536 deletes are noted: the oldest go first, the newest still refuse copies.
