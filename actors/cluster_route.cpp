@@ -31,10 +31,10 @@ warm_class classify(const storage::op& o) noexcept {
       return o.vivify                   ? warm_class::insert
              : storage::changes_item(o) ? warm_class::update
                                         : warm_class::read;
-    case op_kind::store:
-      return o.mode == store_mode::set   ? warm_class::blind
-             : o.mode == store_mode::add ? warm_class::insert
-                                         : warm_class::update;
+    case op_kind::store:  // (ms MA/MP with N makes the item: warmed first, as an add)
+      return o.mode == store_mode::set                  ? warm_class::blind
+             : o.mode == store_mode::add || o.vivify ? warm_class::insert
+                                                        : warm_class::update;
     case op_kind::remove:  // (md I keeps the item, made stale: it needs the item)
       return o.invalidate ? warm_class::update : warm_class::remove;
     case op_kind::arith:
@@ -81,7 +81,8 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
     rt.tries = moved ? 0 : static_cast<uint8_t>(rt.tries + 1);
     return next_step::place;
   }
-  if (((read || cls == warm_class::update) && found_nothing(st) && deleted_lately) ||
+  // (Placed by a ring since replaced, the op goes to the key's owner now: that one judges.)
+  if (((read || cls == warm_class::update) && found_nothing(st) && deleted_lately && !moved) ||
       !may_warm(cv, rt, now_ms))
     return next_step::accept;
   if ((read && st == status::miss) ||

@@ -124,8 +124,9 @@ struct Result {
                             # node, or a caller it does not know as a member)
   exptimeBefore @14 :UInt32;  # the item's exptime before the op's T (or N): a meta `t` left of
   exptimeBeforeSet @15 :Bool; # them shows it; unset (an older node): `exptime`
-  deletedLately @16 :Bool;    # a miss (or a delete's not_found) where the item expired just
-                              # now or a delete or flush_all took the key lately
+  deletedLately @16 :Bool;    # found no item (a read's miss, a delete's or an update's
+                              # not_found / not_stored) where a delete, a flush_all or the
+                              # expiry of an item written there took the key lately
                               # (storage::result::deleted_lately); false from older nodes
 }
 

@@ -132,10 +132,10 @@ struct result {
   pinned_slice value;         // get with get_value: the value bytes
   uint64_t parked = 0;        // cluster: the value was left out of the reply and parked at
                               // its owner under this token (storage/parked.hpp); 0 = not
-  bool deleted_lately = false;  // a read's miss, a delete's not_found, an update's that found
-                                // no item (touch, arith, replace, append, cas; cluster only): the
-                                // item here expired just now, or a client's delete (or its
-                                // replication) or a flush_all took the key here lately (the
+  bool deleted_lately = false;  // found no item (a read's miss, a delete's not_found, an
+                                // update's not_found / not_stored; cluster only) where a
+                                // client's delete (or its replication), a flush_all or the
+                                // expiry of an item written here took the key lately (the
                                 // copy guard's seconds) under the node's current ring: the
                                 // previous owners' copies are older, no warm read asks them
                                 // and none answers a delete

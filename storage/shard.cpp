@@ -343,6 +343,7 @@ struct shard::impl {
   // ring (shard::ring_changed) is known to the op, not to the second.
   uint64_t noted_seq = 0;        // the last number given
   uint64_t ring_seq = 0;         // noted_seq when the view named a new ring
+  uint64_t ring_cas = 0;         // a CAS taken then (0: none yet)
   uint64_t guard_flushed_seq = 0;
   struct noted {
     uint32_t at;   // unix second
@@ -405,14 +406,14 @@ struct shard::impl {
     return n != nullptr && !cas_clock_newer(o.explicit_cas, n->cas);
   }
 
-  /// result::deleted_lately of an op that found no item for `key` (`was_expired`: it found
-  /// one expired): the item here expired just now, or a client's delete (or its replication)
-  /// or a flush_all took the key lately, after the node's view named its current ring. The
-  /// key's past owners had it before that, and hold nothing newer.
-  bool gone_here(std::string_view key, bool was_expired) const {
+  /// result::deleted_lately of an op that found no item for `key`: a client's delete (or its
+  /// replication), a flush_all, or the expiry of an item written here (lookup) took the key
+  /// lately, after the node's view named its current ring. The key's past owners had it
+  /// before that, and hold nothing newer.
+  bool gone_here(std::string_view key) const {
     if (guard_s == 0)
       return false;
-    if (was_expired || (flushed_lately() && guard_flushed_seq > ring_seq))
+    if (flushed_lately() && guard_flushed_seq > ring_seq)
       return true;
     const noted* n = noted_lately(key);
     return n != nullptr && n->seq > ring_seq;
@@ -785,10 +786,16 @@ struct shard::impl {
   }
 
   /// Position of the live item for `key`, or npos; an expired item is reclaimed on the way.
+  /// In a cluster (the copy guard on) an item written here since the node's view named its
+  /// current ring that expired is noted like a delete: the key went here lately, for this op
+  /// and the next ones (gone_here), and older copies of it are refused (copied_before_delete).
   size_t lookup(std::string_view key, uint32_t h, bool* was_expired = nullptr) {
     const size_t pos = find(key, h);
     if (pos == npos) return npos;
-    if (expired(hdr(idx.at(pos)))) {
+    const record_header* r = hdr(idx.at(pos));
+    if (expired(r)) {
+      if (guard_s != 0 && (ring_cas == 0 || cas_clock_newer(r->cas, ring_cas)))
+        note_delete(key);
       reclaim_expired(pos);
       if (was_expired) *was_expired = true;
       return npos;
@@ -898,7 +905,7 @@ struct shard::impl {
     if (pos == npos) {
       if (was_expired && o.counted) ++st.get_expired;
       res.st = status::miss;
-      res.deleted_lately = gone_here(o.key, was_expired);
+      res.deleted_lately = gone_here(o.key);
       if (o.vivify) {
         // mg N: create an empty item; this client wins the right to fill it, later readers
         // see it with the token already handed out (Z). memcached answers this like a hit
@@ -989,15 +996,14 @@ struct shard::impl {
       if (mode == store_mode::set) remove_key(o.key, h);  // memcached: no stale data on SET
       return res;
     }
-    bool was_expired = false;
-    const size_t pos = lookup(o.key, h, &was_expired);
+    const size_t pos = lookup(o.key, h);
     const uint64_t gen = idx.generation();
     const entry* e = pos != npos ? &idx.at(pos) : nullptr;
     const record_header* old = e ? hdr(*e) : nullptr;
     // (an op that needs the item and finds none here says whether it went lately)
     auto nothing_here = [&](status st_none) {
       res.st = st_none;
-      res.deleted_lately = gone_here(o.key, was_expired);
+      res.deleted_lately = gone_here(o.key);
       return res;
     };
 
@@ -1124,11 +1130,10 @@ struct shard::impl {
     const bool noted = guard_s != 0 && o.counted && !o.hand_back && !o.invalidate;
     const bool cas_check = o.compare_cas != 0 || o.cas_given;
     const uint32_t h = key_hash(o.key);
-    bool was_expired = false;
-    const size_t pos = lookup(o.key, h, &was_expired);
+    const size_t pos = lookup(o.key, h);
     if (pos == npos) {
       ++st.delete_misses;
-      res.deleted_lately = gone_here(o.key, was_expired);
+      res.deleted_lately = gone_here(o.key);
       if (noted && !cas_check)
         note_delete(o.key);
       res.st = status::not_found;
@@ -1190,13 +1195,12 @@ struct shard::impl {
       return res;
     }
     const uint32_t h = key_hash(o.key);
-    bool was_expired = false;
-    const size_t pos = lookup(o.key, h, &was_expired);
+    const size_t pos = lookup(o.key, h);
     if (pos == npos) {
       ++misses;
       if (!o.vivify) {
         res.st = status::not_found;
-        res.deleted_lately = gone_here(o.key, was_expired);
+        res.deleted_lately = gone_here(o.key);
         return res;
       }
       // ma N: create the counter with `initial` (returned as is, not incremented).
@@ -1279,12 +1283,11 @@ struct shard::impl {
   result do_touch(const op& o) {
     result res;
     ++st.cmd_touch;
-    bool was_expired = false;
-    const size_t pos = valid_key(o.key) ? lookup(o.key, key_hash(o.key), &was_expired) : npos;
+    const size_t pos = valid_key(o.key) ? lookup(o.key, key_hash(o.key)) : npos;
     if (pos == npos) {
       ++st.touch_misses;
       res.st = status::not_found;
-      res.deleted_lately = gone_here(o.key, was_expired);
+      res.deleted_lately = gone_here(o.key);
       return res;
     }
     entry& e = idx.at(pos);
@@ -1610,6 +1613,7 @@ const shard_config& shard::config() const { return impl_->cfg; }
 
 void shard::ring_changed() {
   impl_->ring_seq = impl_->noted_seq;
+  impl_->ring_cas = next_cas();
 }
 
 void shard::guard_copies(uint32_t seconds) {

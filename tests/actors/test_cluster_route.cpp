@@ -295,6 +295,13 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
     st = none;
     BOOST_CHECK(after_result(*v2, rt, st, warm_class::update, true, 999) == next_step::warm);
   }
+  {  // ...at the owner it was placed on: placed by the ring before, it goes to the owner now
+    op_route old_rt;
+    place(*v1, h(k), old_rt);
+    st = status::miss;
+    BOOST_CHECK(after_result(*v2, old_rt, st, warm_class::read, true, 999, true) ==
+                next_step::place);
+  }
   // Once warmed, never again.
   rt.warmed = true;
   st = status::miss;
@@ -666,10 +673,10 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   BOOST_CHECK(classify(add) == warm_class::insert);
   for (auto* o : {&set, &flush})
     BOOST_CHECK(classify(*o) == warm_class::blind);
-  // mg N and ma N make the item when there is none: warmed first, as an add
-  storage::op mg_n = get, ma_n = incr;
-  mg_n.vivify = ma_n.vivify = true;
-  for (auto* o : {&mg_n, &ma_n})
+  // mg N, ma N and ms MA/MP N make the item when there is none: warmed first, as an add
+  storage::op mg_n = get, ma_n = incr, ms_append_n = append;
+  mg_n.vivify = ma_n.vivify = ms_append_n.vivify = true;
+  for (auto* o : {&mg_n, &ma_n, &ms_append_n})
     BOOST_CHECK(classify(*o) == warm_class::insert);
 
   n4_joined j;
