@@ -343,7 +343,6 @@ struct shard::impl {
   // ring (shard::ring_changed) is known to the op, not to the second.
   uint64_t noted_seq = 0;        // the last number given
   uint64_t ring_seq = 0;         // noted_seq when the view named a new ring
-  uint64_t ring_cas = 0;         // a CAS taken then (0: none yet)
   uint64_t guard_flushed_seq = 0;
   struct noted {
     uint32_t at;   // unix second
@@ -407,8 +406,8 @@ struct shard::impl {
   }
 
   /// result::deleted_lately of an op that found no item for `key`: a client's delete (or its
-  /// replication), a flush_all, or the expiry of an item written here (lookup) took the key
-  /// lately, after the node's view named its current ring. The key's past owners had it
+  /// replication), a flush_all, or an item's expiry (lookup) took the key lately, after the
+  /// node's view named its current ring. The key's past owners had it
   /// before that, and hold nothing newer.
   bool gone_here(std::string_view key) const {
     if (guard_s == 0)
@@ -786,15 +785,16 @@ struct shard::impl {
   }
 
   /// Position of the live item for `key`, or npos; an expired item is reclaimed on the way.
-  /// In a cluster (the copy guard on) an item written here since the node's view named its
-  /// current ring that expired is noted like a delete: the key went here lately, for this op
-  /// and the next ones (gone_here), and older copies of it are refused (copied_before_delete).
+  /// In a cluster (the copy guard on) an item found expired is noted like a delete: the key
+  /// went here lately, for this op and the next ones (gone_here), and older copies of it are
+  /// refused (copied_before_delete). (Whatever ring it was written in: with R > 1 the owners
+  /// of two rings overlap, and an item written before the change expired at an owner while
+  /// a past ring's owner still held an older version, which an update warmed back.)
   size_t lookup(std::string_view key, uint32_t h, bool* was_expired = nullptr) {
     const size_t pos = find(key, h);
     if (pos == npos) return npos;
-    const record_header* r = hdr(idx.at(pos));
-    if (expired(r)) {
-      if (guard_s != 0 && (ring_cas == 0 || cas_clock_newer(r->cas, ring_cas)))
+    if (expired(hdr(idx.at(pos)))) {
+      if (guard_s != 0)
         note_delete(key);
       reclaim_expired(pos);
       if (was_expired) *was_expired = true;
@@ -1613,7 +1613,6 @@ const shard_config& shard::config() const { return impl_->cfg; }
 
 void shard::ring_changed() {
   impl_->ring_seq = impl_->noted_seq;
-  impl_->ring_cas = next_cas();
 }
 
 void shard::guard_copies(uint32_t seconds) {
