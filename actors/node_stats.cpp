@@ -209,7 +209,6 @@ std::shared_ptr<conn_entry> node_shared::open_conn(int fd, conn_entry::state st,
                                                    uint64_t now_ms) {
   auto e = std::make_shared<conn_entry>();
   e->fd = fd;
-  e->listening = st == conn_entry::state::listening;
   e->last_cmd_ms.store(now_ms, std::memory_order_relaxed);
   e->st.store(st, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(conns_mu);
@@ -240,11 +239,13 @@ void compose_stats_conns(const node_shared& node, const conn_entry* asking, uint
   std::sort(all.begin(), all.end(), [](const auto* a, const auto* b) { return a->fd < b->fd; });
   for (const auto* e : all) {
     const std::string p = std::to_string(e->fd) + ":";
-    stat(out, p + "addr", socket_address(e->fd, !e->listening));
-    if (!e->listening)
+    const auto st = e->st.load(std::memory_order_relaxed);
+    const bool listening = st == conn_entry::state::listening;
+    stat(out, p + "addr", socket_address(e->fd, !listening));
+    if (!listening)
       stat(out, p + "listen_addr", socket_address(e->fd, false));
     std::string_view state = "conn_read";  // (memcached's word for one waiting for input)
-    switch (e->st.load(std::memory_order_relaxed)) {
+    switch (st) {
       case conn_entry::state::listening: state = "conn_listening"; break;
       case conn_entry::state::idle: break;
       case conn_entry::state::working: state = "conn_io_queue"; break;  // (ops at shards)

@@ -68,9 +68,8 @@ struct loop_counters {
 struct conn_entry {
   enum class state : uint8_t { listening, idle, working, writing };
   int fd = -1;
-  bool listening = false;
   std::atomic<uint64_t> last_cmd_ms{0};  // monotonic ms (uv_now) of its last request
-  std::atomic<state> st{state::idle};
+  std::atomic<state> st{state::idle};    // a listener's stays `listening`
 };
 
 /// "tcp:<ip>:<port>" ("tcp6:[<ip>]:<port>") of a socket's peer or local address, as memcached

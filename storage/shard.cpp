@@ -407,8 +407,8 @@ struct shard::impl {
 
   /// result::deleted_lately of an op that found no item for `key`: a client's delete (or its
   /// replication), a flush_all, or an item's expiry (lookup) took the key lately, after the
-  /// node's view named its current ring. The key's past owners had it
-  /// before that, and hold nothing newer.
+  /// node's view named its current ring. The key's past owners had it before that, and hold
+  /// nothing newer.
   bool gone_here(std::string_view key) const {
     if (guard_s == 0)
       return false;
