@@ -383,7 +383,8 @@ class Base(unittest.TestCase):
         return self.start(lambda port: [harness.BIFROSTD, "-l", "127.0.0.1", "-p", str(port),
                                         "-m", "64", "--rpc-port", "0"] + list(args))
 
-    def compare(self, reference, subject, seed, count, quirks=True, what=""):
+    def compare(self, reference, subject, seed, count, quirks=True, what="", event=None):
+        """`event`: (send number, callable), called just before that send."""
         a, b = Side(reference.port), Side(subject.port)
         self.addCleanup(a.close)
         self.addCleanup(b.close)
@@ -391,6 +392,8 @@ class Base(unittest.TestCase):
         before = []  # the last sends and their replies (reference, subject)
         for i, send in enumerate(stream(seed, count, quirks)):
             self.assertLess(time.monotonic(), deadline, "the stream took too long")
+            if event and i == event[0]:
+                event[1]()
             want, got = a.run(send), b.run(send)
             if want != got:
                 history = "".join("  #%d %r\n    -> %r\n    -> %r\n" % (j, s[:200], w[:200], g[:200])
@@ -509,20 +512,14 @@ class RingChange(ClusterNodes):
             self.preload(lone)
             nodes = self.cluster(*args)
             at = random.Random(seed).randrange(20, 1500)
-            a, b = Side(lone.port), Side(nodes[through].port)
-            self.addCleanup(a.close)
-            self.addCleanup(b.close)
-            for i, send in enumerate(stream(seed, 3000)):
-                if i == at:
-                    self.change(mode, nodes, args)
-                want, got = a.run(send), b.run(send)
-                self.assertEqual(want, got, "%s %s seed %d (change at send %d), send #%d: %r"
-                                 % (mode, " ".join(args), seed, at, i, send[:300]))
+            self.compare(lone, nodes[through], seed, 3000,
+                         what="%s at send %d, %s" % (mode, at, " ".join(args)),
+                         event=(at, lambda: self.change(mode, args)))
             for server in self.servers:
                 server.stop()
             self.servers = []
 
-    def change(self, mode, nodes, args):
+    def change(self, mode, args):
         if mode == "join4":
             seed_rpc = self.rpc_ports[0]
             self.start(lambda port, rpc=harness.free_port(): [
