@@ -116,6 +116,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("cluster_handed_back_deletes", sh.handed_back);
   counter("cluster_handed_back_dropped", sh.hand_back_dropped);
   counter("cluster_rereplicated_items", sh.rereplicated);
+  counter("cluster_rereplicated_deletes", sh.rereplicated_deletes);
   counter("cluster_rereplicate_redone", sh.rereplicate_redone);
   counter("cluster_copies_refused", sh.copies_refused);
   counter("cluster_copies_superseded", sh.copies_superseded);

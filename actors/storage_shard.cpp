@@ -186,6 +186,14 @@ void storage_shard::start_prune() {
   copy_.scanned = false;
   prune_since_ = storage::system_clock_seconds() - prune_untouched_s;
   shard_->begin_prune();
+  // Deletes are state to copy too: a key deleted here lately, while a member that heard of
+  // the change first copied its older item to the key's new owner (or one joining with an
+  // old copy from its data directory), would come back there. (Keys whose item goes after
+  // this: send_copies finds their note.)
+  if (copy_.to)
+    shard_->recent_deletes([this](std::string_view key) {
+      want_copy(key, cluster::ring::key_hash(key));
+    });
   send(this, prune_step_atom::value, prune_gen_);
 }
 
@@ -448,8 +456,17 @@ void storage_shard::send_copies() {
     g.counted = false;
     g.keep_token = true;
     const auto r = shard_->execute(g);
-    if (r.st != storage::status::hit)
-      continue;  // (gone since the pass saw it)
+    storage::op gone;  // with no item: the delete's copy, if one was noted lately
+    if (r.st != storage::status::hit) {
+      gone.explicit_cas = shard_->recent_delete(g.key);
+      if (gone.explicit_cas == 0)
+        continue;  // (gone since the pass saw it, and not by a delete noted here)
+      gone.kind = storage::op_kind::remove;
+      gone.key = g.key;
+      gone.copy = true;
+      gone.counted = false;
+      copied_deletes_ += j.n;
+    }
     bytes += r.value.view().size() + g.key.size();
     for (uint8_t i = 0; i < j.n; ++i) {
       auto dest = std::find_if(out.begin(), out.end(),
@@ -458,7 +475,9 @@ void storage_shard::send_copies() {
         out.emplace_back(j.to[i], storage::op_batch{});
         dest = std::prev(out.end());
       }
-      dest->second.push_back(storage::item_copy(g.key, r, storage::store_mode::add));
+      dest->second.push_back(gone.explicit_cas != 0
+                               ? gone
+                               : storage::item_copy(g.key, r, storage::store_mode::add));
     }
   }
   for (auto& [id, batch] : out) {
@@ -567,6 +586,7 @@ storage::shard_stats storage_shard::stats() const {
   st.handed_back = handed_back_;
   st.hand_back_dropped = tombstones_dropped_;
   st.rereplicated = copied_;
+  st.rereplicated_deletes = copied_deletes_;
   st.rereplicate_redone = copy_failed_;
   return st;
 }

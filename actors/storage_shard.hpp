@@ -50,7 +50,13 @@
 //                               there first) to its peer actor, at most max_copy_batches
 //                               unanswered (the pass waits) and copy_batch_bytes of values
 //                               per batch; a copy answered unavailable is sent again a few
-//                               times. So after a kill -9 the survivors restore R copies of
+//                               times. Keys deleted here lately (the copy guard's notes,
+//                               storage::shard::recent_deletes) that have no item are copied
+//                               the same way, as a delete's copy: it removes only an item
+//                               older than the delete by the CAS clock (one a member that
+//                               heard of the change first copied there while this node, its
+//                               owner before, still took the key's writes; one a joining
+//                               node brought from its data directory). So after a kill -9 the survivors restore R copies of
 //                               the dead node's keys, and a node back from a restart gets the
 //                               keys it owns again, read or not; also one that restarted
 //                               before anyone had it dead (the view names it: cluster_view::
@@ -225,6 +231,7 @@ private:
   uint64_t copy_tag_ = 0;
   bool copy_waits_ = false;
   uint64_t copied_ = 0;        // copies sent (stat cluster_rereplicated_items)
+  uint64_t copied_deletes_ = 0;  // of them, deletes' (stat cluster_rereplicated_deletes)
   uint64_t copy_failed_ = 0;   // passes redone for a copy not taken (cluster_rereplicate_redone)
   /// Starts the copy part of a pass for the view `v` (after prune_rings_ are set).
   void plan_copies(const cluster_view& v);

@@ -186,6 +186,7 @@ shard_stats& shard_stats::operator+=(const shard_stats& o) {
   copies_superseded += o.copies_superseded;
   copies_replaced += o.copies_replaced;
   rereplicated += o.rereplicated;
+  rereplicated_deletes += o.rereplicated_deletes;
   rereplicate_redone += o.rereplicate_redone;
   segments += o.segments;
   segment_bytes += o.segment_bytes;
@@ -350,7 +351,12 @@ struct shard::impl {
     uint64_t cas;  // a CAS taken then: the clock's value at that delete
   };
   std::unordered_map<uint64_t, noted> deleted_at;  // keyed 64-bit hash -> the last delete
-  std::deque<std::pair<uint64_t, noted>> deletions;  // every one, oldest first
+  struct deletion {
+    uint64_t hash;  // guard_hash(key)
+    noted n;
+    std::string key;  // (a delete's copy names it: recent_deletes)
+  };
+  std::deque<deletion> deletions;  // every one, oldest first
   static constexpr size_t max_deletions = 65536;
 
   uint64_t guard_hash(std::string_view key) const noexcept {
@@ -358,18 +364,23 @@ struct shard::impl {
   }
   void forget_deletions(uint32_t until) {
     while (!deletions.empty() &&
-           (deletions.front().second.at + guard_s < until || deletions.size() > max_deletions)) {
-      auto it = deleted_at.find(deletions.front().first);
-      if (it != deleted_at.end() && it->second.seq == deletions.front().second.seq)
+           (deletions.front().n.at + guard_s < until || deletions.size() > max_deletions)) {
+      auto it = deleted_at.find(deletions.front().hash);
+      if (it != deleted_at.end() && it->second.seq == deletions.front().n.seq)
         deleted_at.erase(it);
       deletions.pop_front();
     }
   }
-  void note_delete(std::string_view key) {
+  /// `cas`: the delete's point on the CAS clock when it was taken elsewhere (a delete's
+  /// copy), else 0: now, here. A note keeps the later of its point and an earlier note's.
+  void note_delete(std::string_view key, uint64_t cas = 0) {
     const uint64_t h = guard_hash(key);
-    const noted n{now, ++noted_seq, next_cas()};
+    noted n{now, ++noted_seq, cas != 0 ? cas : next_cas()};
+    auto it = deleted_at.find(h);
+    if (it != deleted_at.end() && cas_clock_newer(it->second.cas, n.cas))
+      n.cas = it->second.cas;
     deleted_at[h] = n;
-    deletions.emplace_back(h, n);
+    deletions.push_back(deletion{h, n, std::string(key)});
     forget_deletions(now);
   }
   /// A copy that is no warm add (replication's): the flush_all that took effect here in the
@@ -1127,9 +1138,11 @@ struct shard::impl {
     // current item is welcome. Not a delete whose CAS did not match: the item stays, here or
     // (none here, inside a ring change's window) at the key's previous owner, whose copy is
     // then the item the client knows (md C that answers EX, then cas: EXISTS, not NOT_FOUND).
+    const uint32_t h = key_hash(o.key);
+    if (o.copy)
+      return remove_copy(o, h);
     const bool noted = guard_s != 0 && o.counted && !o.hand_back && !o.invalidate;
     const bool cas_check = o.compare_cas != 0 || o.cas_given;
-    const uint32_t h = key_hash(o.key);
     const size_t pos = lookup(o.key, h);
     if (pos == npos) {
       ++st.delete_misses;
@@ -1181,6 +1194,29 @@ struct shard::impl {
     }
     remove_at(pos);
     ++st.delete_hits;
+    res.st = status::deleted;
+    return res;
+  }
+
+  /// A delete's copy (re-replication of a delete its sender noted, shard::recent_deletes):
+  /// removes only an item it is later than by the CAS clock (a copy of an older write that
+  /// reached this owner first; an item with a CAS that is no clock value stays too), and
+  /// notes the delete with its point, so that copies of older writes are refused after it.
+  /// The cluster's own op: not counted in the delete stats.
+  result remove_copy(const op& o, uint32_t h) {
+    result res;
+    const size_t pos = lookup(o.key, h);
+    if (pos != npos && !cas_clock_newer(o.explicit_cas, hdr(idx.at(pos))->cas)) {
+      res.st = status::exists;
+      return res;
+    }
+    if (guard_s != 0 && o.explicit_cas != 0)
+      note_delete(o.key, o.explicit_cas);
+    if (pos == npos) {
+      res.st = status::not_found;
+      return res;
+    }
+    remove_at(pos);
     res.st = status::deleted;
     return res;
   }
@@ -1613,6 +1649,34 @@ const shard_config& shard::config() const { return impl_->cfg; }
 
 void shard::ring_changed() {
   impl_->ring_seq = impl_->noted_seq;
+}
+
+void shard::recent_deletes(const std::function<void(std::string_view key)>& each) {
+  impl& m = *impl_;
+  if (m.guard_s == 0)
+    return;
+  m.now = m.clock();
+  m.forget_deletions(m.now);
+  for (const auto& d : m.deletions) {
+    auto it = m.deleted_at.find(d.hash);
+    if (it == m.deleted_at.end() || it->second.seq != d.n.seq)
+      continue;  // (a later note of the key comes later)
+    const size_t pos = m.find(d.key, m.key_hash(d.key));
+    if (pos == npos || m.expired(m.hdr(m.idx.at(pos))))
+      each(d.key);
+  }
+}
+
+uint64_t shard::recent_delete(std::string_view key) {
+  impl& m = *impl_;
+  if (m.guard_s == 0 || !valid_key(key))
+    return 0;
+  m.now = m.clock();
+  const size_t pos = m.find(key, m.key_hash(key));
+  if (pos != npos && !m.expired(m.hdr(m.idx.at(pos))))
+    return 0;
+  const auto* n = m.noted_lately(key);
+  return n ? n->cas : 0;
 }
 
 void shard::guard_copies(uint32_t seconds) {

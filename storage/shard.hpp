@@ -112,9 +112,11 @@ struct shard_stats {
   /// (warming, re-replication) that replaced an older item (shard::execute, cas_clock_newer).
   uint64_t copies_superseded = 0;
   uint64_t copies_replaced = 0;
-  /// Copies sent to keys' new owners after ring changes (R > 1, actors/storage_shard), and
-  /// passes done again because a copy was not taken.
+  /// Copies sent to keys' new owners after ring changes (R > 1, actors/storage_shard), of
+  /// them the copies of deletes (shard::recent_deletes), and passes done again because a
+  /// copy was not taken.
   uint64_t rereplicated = 0;
+  uint64_t rereplicated_deletes = 0;
   uint64_t rereplicate_redone = 0;
 
   shard_stats& operator+=(const shard_stats& o);
@@ -244,6 +246,15 @@ public:
   /// flush_all, the write's copy still on its way to this replica. A cluster node turns it on
   /// (actors/storage_shard.hpp); 0 turns it off and forgets what was noted.
   void guard_copies(uint32_t seconds);
+  /// Deletes as state to copy (re-replication, actors/storage_shard.hpp): the keys noted by
+  /// guard_copies in its last seconds (the latest note of each) that have no live item here
+  /// now, oldest first; and for one key, the CAS clock's value its note took (0: none in
+  /// those seconds, or the key has a live item). A delete's copy is a remove with op::copy
+  /// and that value as op::explicit_cas: it removes only an item older than it by the CAS
+  /// clock (else `exists`, the item stays), and is noted here with that value, as a delete
+  /// (older copies of the item are then refused).
+  void recent_deletes(const std::function<void(std::string_view key)>& each);
+  uint64_t recent_delete(std::string_view key);
   /// The node's view names a new ring (a member joined, left or died): a read's miss of a
   /// key deleted here before now warms from the key's past owners again
   /// (result::deleted_lately counts only the deletes after it).

@@ -2719,6 +2719,81 @@ BOOST_AUTO_TEST_CASE(a_forgotten_node_back_with_its_data_dir_serves_no_stale_val
   back_from_the_dead_with_a_data_dir(true);
 }
 
+// R = 2: n3 joins with items from its data directory, written before n1 and n2 deleted
+// those keys (it was never their member: no hand-back reaches it). As an owner of some of
+// them it would serve its old values for good. The owners before send the deletes they noted
+// lately with the rest of the re-replication (stat cluster_rereplicated_deletes), and n3
+// drops every item older than its key's delete. (The same copies reach a new owner that got
+// a member's older item while the key's owner before, whose view lagged, deleted it.)
+BOOST_AUTO_TEST_CASE(a_node_joining_with_old_copies_of_keys_deleted_lately_drops_them) {
+  cluster c;
+  logs_on_failure guard{c};
+  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  using bifrost::cluster::ring;
+  const ring three({{"n1", "", 1, true}, {"n2", "", 1, true}, {"n3", "", 1, true}});
+  std::vector<std::string> deleted, written;  // keys n3 owns once it joined
+  for (int i = 0; (deleted.size() < 40 || written.size() < 40) && i < 100000; ++i) {
+    const std::string k = "old-" + std::to_string(i);
+    ring::member_id ids[2];
+    const size_t n = three.live_owner_ids(ring::key_hash(k), 2, ids);
+    if (std::find_if(ids, ids + n, [&](auto id) { return three.member(id).name == "n3"; }) ==
+        ids + n)
+      continue;
+    (deleted.size() <= written.size() ? deleted : written).push_back(k);
+  }
+  BOOST_REQUIRE_EQUAL(deleted.size() + written.size(), 80u);
+  node_options o;
+  o.replicas = 2;
+  o.extra_args = {"--data-dir", dir};
+  node& alone = c.start("n3", o);  // n3 alone first: its items are older than what follows
+  {
+    mc_client m(alone.port);
+    for (auto* keys : {&deleted, &written})
+      for (auto& k : *keys)
+        BOOST_REQUIRE_EQUAL(m.set(k, "OLD"), "STORED");
+  }
+  BOOST_REQUIRE_EQUAL(c.stop(alone), 0);
+  auto ns = start_cluster(c, 2, 2);
+  {
+    mc_client m(ns[0]->port);
+    for (auto& k : deleted) {
+      BOOST_REQUIRE_EQUAL(m.set(k, "NEWER"), "STORED");
+      BOOST_REQUIRE_EQUAL(m.del(k), "DELETED");
+    }
+    for (auto& k : written)
+      BOOST_REQUIRE_EQUAL(m.set(k, "NEW"), "STORED");
+  }
+  o.join = {ns[0]->rpc_port};
+  ns.push_back(&c.restart(alone, o));
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  // Right after the join n3 may still serve its items; the copies land within moments.
+  size_t stale = 0;
+  const auto t0 = clock_type::now();
+  const bool dropped = wait_until(
+    [&] {
+      stale = 0;
+      for (auto* n : ns) {
+        mc_client m(n->port, 5s);
+        for (auto& k : deleted)
+          stale += m.get(k).has_value();
+        for (auto& k : written)
+          stale += m.get(k) != std::optional<std::string>("NEW");
+      }
+      return stale == 0;
+    },
+    5000ms, 100ms);
+  const long sent = stat_of(*ns[0], "cluster_rereplicated_deletes") +
+                    stat_of(*ns[1], "cluster_rereplicated_deletes");
+  report("old copies at a joining node: " + std::string(dropped ? "gone" : "NOT gone") +
+         " after " + fmt(seconds_since(t0)) + " s (" + std::to_string(stale) +
+         " stale reads left); deletes copied by n1 and n2: " + std::to_string(sent));
+  BOOST_CHECK(dropped);
+  BOOST_CHECK_GE(sent, static_cast<long>(deleted.size()));
+  c.stop(*ns[2]);
+  std::filesystem::remove_all(dir);
+}
+
 // --------------------------------------------------------------------------------------------
 // A node started with --join serves no client op before it has joined: its ring then holds it
 // alone, so a write would be stored here and, once the node joins, lost to a reader at the

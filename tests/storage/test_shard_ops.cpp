@@ -952,6 +952,83 @@ BOOST_AUTO_TEST_CASE(a_miss_says_when_a_delete_took_the_key_in_this_ring) {
   BOOST_CHECK(s->execute(replace).deleted_lately);
 }
 
+// Deletes as state to copy (re-replication): the keys deleted lately that have no item now,
+// each with its note's point on the CAS clock; a delete's copy (remove + op::copy) removes
+// only an item it is later than, and guards against older copies after it.
+BOOST_AUTO_TEST_CASE(a_deletes_copy_removes_only_older_items_and_refuses_older_copies) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  auto listed = [&] {
+    std::vector<std::string> keys;
+    s->recent_deletes([&](std::string_view k) { keys.emplace_back(k); });
+    return keys;
+  };
+  do_delete(*s, "x");
+  BOOST_CHECK(listed().empty());  // (off: a node alone notes nothing)
+  BOOST_CHECK_EQUAL(s->recent_delete("x"), 0u);
+
+  s->guard_copies(10);
+  do_set(*s, "old", "v1");
+  const result old_item = do_get(*s, "old");
+  do_delete(*s, "x");
+  const uint64_t point = s->recent_delete("x");  // a delete's point, after old_item's write
+  BOOST_REQUIRE(cas_clock_newer(point, old_item.cas));
+  do_set(*s, "newer", "v2");  // written after that point
+  do_delete(*s, "back");
+  do_set(*s, "back", "v3");   // deleted, then written again: its item is the state
+  do_delete(*s, "x");         // (noted twice: listed once, at its latest place)
+  auto copy_of_delete = [&](const std::string& k, uint64_t at) {
+    op o;
+    o.kind = op_kind::remove;
+    o.key = k;
+    o.copy = true;
+    o.counted = false;
+    o.explicit_cas = at;
+    return s->execute(o);
+  };
+  const auto hits_before = s->stats().delete_hits;
+  BOOST_CHECK(copy_of_delete("old", point).st == status::deleted);  // older: removed
+  BOOST_CHECK_EQUAL(value_of(*s, "old"), "<miss>");
+  BOOST_CHECK(copy_of_delete("newer", point).st == status::exists);  // later: stays
+  BOOST_CHECK_EQUAL(value_of(*s, "newer"), "v2");
+  BOOST_CHECK(copy_of_delete("absent", point).st == status::not_found);
+  BOOST_CHECK_EQUAL(s->stats().delete_hits, hits_before);  // (the cluster's own: uncounted)
+  // An item whose CAS is no clock value (a client's meta E) is not ordered: it stays.
+  {
+    op e = store_op("e-cas", "v", store_mode::set);
+    e.explicit_cas = 55;
+    BOOST_REQUIRE(s->execute(e).st == status::stored);
+    BOOST_CHECK(copy_of_delete("e-cas", point).st == status::exists);
+    BOOST_CHECK(copy_of_delete("no-point", 0).st == status::not_found);  // (noted nothing)
+  }
+  // Noted with the copy's point: a copy of the older item is refused after it, a miss says
+  // the key went here lately, and the key is listed with that point.
+  auto copy_of = [&](const std::string& k) {
+    op o = item_copy(k, old_item, store_mode::add);
+    return s->execute(o).st;
+  };
+  BOOST_CHECK(copy_of("old") == status::not_stored);
+  BOOST_CHECK(copy_of("absent") == status::not_stored);
+  BOOST_CHECK(do_get(*s, "old").deleted_lately);
+  BOOST_CHECK_EQUAL(s->recent_delete("old"), point);
+  BOOST_CHECK_EQUAL(s->recent_delete("newer"), 0u);  // (a live item)
+  BOOST_CHECK_EQUAL(s->recent_delete("back"), 0u);
+  BOOST_CHECK_EQUAL(s->recent_delete("no-point"), 0u);
+  const std::vector<std::string> want{"x", "old", "absent"};
+  BOOST_CHECK(listed() == want);
+  // An item that expired: its key is listed (lookup noted it), with a later point.
+  do_set(*s, "exp", "v", 5);
+  clk.advance(6);
+  BOOST_CHECK_EQUAL(value_of(*s, "exp"), "<miss>");
+  BOOST_CHECK(cas_clock_newer(s->recent_delete("exp"), point));
+  // A note keeps the later point of two: an older delete's copy does not move it back.
+  BOOST_CHECK(copy_of_delete("exp", point).st == status::not_found);
+  BOOST_CHECK(cas_clock_newer(s->recent_delete("exp"), point));
+  clk.advance(11);  // the guard's seconds are over for all of them
+  BOOST_CHECK(listed().empty());
+  BOOST_CHECK_EQUAL(s->recent_delete("old"), 0u);
+}
+
 // At most 65,536 deletes are noted: the oldest go first, the newest still refuse copies.
 BOOST_AUTO_TEST_CASE(the_deletes_a_guard_notes_are_bounded) {
   fake_clock clk;
