@@ -1012,11 +1012,21 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // it is a later write (taken before that node heard of the change), and is added at
         // the owner, where it replaces the older item (a copy: storage::cas_clock_newer);
         // not when a later request of this connection on the key went out meanwhile (the
-        // add would land after it; the later write still answers this read).
+        // add would land after it; the later write still answers this read). Likewise its
+        // miss, when a delete (an expiry, a flush_all) took the key there after the write
+        // the owner holds (result::deleted_cas): the owner's item goes too (a delete's copy,
+        // which removes only an item older than that delete).
         auto& own = p.results[index];
         const bool later = later_request_on(seq, o.key);
-        if (r.st == storage::status::hit && r.value && own.st == storage::status::hit &&
-            storage::cas_clock_newer(r.cas, own.cas) && !(rt.asked_owner && later)) {
+        const bool newer_delete = r.st == storage::status::miss &&
+                                  own.st == storage::status::hit &&
+                                  storage::cas_clock_newer(r.deleted_cas, own.cas);
+        if (newer_delete && !(rt.asked_owner && later)) {
+          ctx_.counters->add(ctx_.counters->read_checks_newer);
+          if (owner_reachable(cv, rt) && !later)
+            keep_at_owner(cv, rt, storage::delete_copy(o.key, r.deleted_cas));
+        } else if (r.st == storage::status::hit && r.value && own.st == storage::status::hit &&
+                   storage::cas_clock_newer(r.cas, own.cas) && !(rt.asked_owner && later)) {
           ctx_.counters->add(ctx_.counters->read_checks_newer);
           if (keepable(cv, rt, r) && !later)
             keep_at_owner(cv, rt, read_copy(o, r));
@@ -1111,8 +1121,11 @@ void connection::request_done(uint64_t seq, pending& p) {
 
 bool connection::keepable(const cluster_view& cv, const op_route& rt,
                           const storage::result& r) {
-  return r.st == storage::status::hit && r.value && same_ring(cv, rt) &&
-         (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]));
+  return r.st == storage::status::hit && r.value && owner_reachable(cv, rt);
+}
+
+bool connection::owner_reachable(const cluster_view& cv, const op_route& rt) {
+  return same_ring(cv, rt) && (rt.local || (rt.owner < cv.peers.size() && cv.peers[rt.owner]));
 }
 
 bool connection::later_request_on(uint64_t seq, const std::string& key) const {

@@ -213,8 +213,9 @@ private:
   // on the key is still at work (its delete may not have reached that one yet).
   bool warm_next_source(uint64_t seq, uint32_t index, const cluster_view& cv, warm_phase phase);
   // A warm read's answer `r` can be kept at rt's owner: a hit with its value, in the ring
-  // the op was placed in, at an owner this node can reach.
+  // the op was placed in, at an owner this node can reach (owner_reachable).
   static bool keepable(const cluster_view& cv, const op_route& rt, const storage::result& r);
+  static bool owner_reachable(const cluster_view& cv, const op_route& rt);
   // Stores `copy` (warm_copy of a previous owner's item) at rt's owner, in order with the
   // client's writes to it, not waited for: local (as the key's primary: replicated once
   // stored) or a side effect sent to the owner.

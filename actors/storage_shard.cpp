@@ -456,15 +456,11 @@ void storage_shard::send_copies() {
     g.counted = false;
     g.keep_token = true;
     const auto r = shard_->execute(g);
-    storage::op gone;  // with no item: the delete's copy, if one was noted lately
+    uint64_t deleted_at = 0;  // with no item: the delete's copy, if one was noted lately
     if (r.st != storage::status::hit) {
-      gone.explicit_cas = shard_->recent_delete(g.key);
-      if (gone.explicit_cas == 0)
+      deleted_at = shard_->recent_delete(g.key);
+      if (deleted_at == 0)
         continue;  // (gone since the pass saw it, and not by a delete noted here)
-      gone.kind = storage::op_kind::remove;
-      gone.key = g.key;
-      gone.copy = true;
-      gone.counted = false;
       copied_deletes_ += j.n;
     }
     bytes += r.value.view().size() + g.key.size();
@@ -475,8 +471,8 @@ void storage_shard::send_copies() {
         out.emplace_back(j.to[i], storage::op_batch{});
         dest = std::prev(out.end());
       }
-      dest->second.push_back(gone.explicit_cas != 0
-                               ? gone
+      dest->second.push_back(deleted_at != 0
+                               ? storage::delete_copy(g.key, deleted_at)
                                : storage::item_copy(g.key, r, storage::store_mode::add));
     }
   }

@@ -128,6 +128,9 @@ struct Result {
                               # not_found / not_stored) where a delete, a flush_all or the
                               # expiry of an item written there took the key lately
                               # (storage::result::deleted_lately); false from older nodes
+  deletedCas @17 :UInt64;     # found no item where such a delete was noted there lately, in
+                              # this ring or before: its point on the CAS clock
+                              # (storage::result::deleted_cas); 0 = none, or an older node
 }
 
 # Why a node executes ops on behalf of another.

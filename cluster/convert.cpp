@@ -220,6 +220,7 @@ void to_rpc_meta(const storage::result& r, rpc::Result::Builder b) {
   b.setNumber(r.number);
   b.setParked(r.parked);
   b.setDeletedLately(r.deleted_lately);
+  b.setDeletedCas(r.deleted_cas);
 }
 
 storage::result from_rpc(rpc::Result::Reader r) {
@@ -238,6 +239,7 @@ storage::result from_rpc(rpc::Result::Reader r) {
   x.number = r.getNumber();
   x.parked = r.getParked();
   x.deleted_lately = r.getDeletedLately();
+  x.deleted_cas = r.getDeletedCas();
   if (r.hasValue())
     x.value = storage::pinned_slice::from_memory(
         std::make_shared<const std::string>(to_string(r.getValue())));

@@ -139,6 +139,10 @@ struct result {
                                 // copy guard's seconds) under the node's current ring: the
                                 // previous owners' copies are older, no warm read asks them
                                 // and none answers a delete
+  uint64_t deleted_cas = 0;   // found no item where a delete, a flush_all or an expiry was
+                              // noted in the copy guard's seconds (cluster only; in the
+                              // current ring or before it): the note's point on the CAS
+                              // clock, which a read check orders against an item elsewhere
   bool placed_again = false;  // cluster: the key's owner answered it after this node placed
                               // the op again (actors/cluster_route.hpp): parked strictly
 
@@ -221,6 +225,19 @@ inline op item_copy(const std::string& key, const result& r, store_mode mode) {
   o.token_out = r.win || r.already_won;
   o.as_fetched = r.fetched;
   o.copy = true;
+  return o;
+}
+
+/// The remove that puts a delete noted here (its point on the CAS clock, `at`: a note's CAS,
+/// shard::recent_delete, result::deleted_cas) on another node: it removes only an item older
+/// than `at` there, and is noted there with it (the copy guard). Uncounted: the cluster's own.
+inline op delete_copy(const std::string& key, uint64_t at) {
+  op o;
+  o.kind = op_kind::remove;
+  o.key = key;
+  o.explicit_cas = at;
+  o.copy = true;
+  o.counted = false;
   return o;
 }
 

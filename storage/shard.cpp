@@ -429,6 +429,20 @@ struct shard::impl {
     return n != nullptr && n->seq > ring_seq;
   }
 
+  /// An op that found no item for `key`: result::deleted_lately (gone_here) and
+  /// result::deleted_cas (the later point of the key's note and a flush_all's, in the
+  /// guard's seconds, whichever ring they came in).
+  void mark_gone(result& res, std::string_view key) const {
+    if (guard_s == 0)
+      return;
+    res.deleted_lately = gone_here(key);
+    const noted* n = noted_lately(key);
+    res.deleted_cas = n ? n->cas : 0;
+    if (flushed_lately() &&
+        (res.deleted_cas == 0 || cas_clock_newer(guard_flushed_cas, res.deleted_cas)))
+      res.deleted_cas = guard_flushed_cas;
+  }
+
   // -- record access ---------------------------------------------------------------------------
 
   record_header* hdr(uint32_t slot, uint64_t off) const noexcept {
@@ -916,7 +930,7 @@ struct shard::impl {
     if (pos == npos) {
       if (was_expired && o.counted) ++st.get_expired;
       res.st = status::miss;
-      res.deleted_lately = gone_here(o.key);
+      mark_gone(res, o.key);
       if (o.vivify) {
         // mg N: create an empty item; this client wins the right to fill it, later readers
         // see it with the token already handed out (Z). memcached answers this like a hit
@@ -1014,7 +1028,7 @@ struct shard::impl {
     // (an op that needs the item and finds none here says whether it went lately)
     auto nothing_here = [&](status st_none) {
       res.st = st_none;
-      res.deleted_lately = gone_here(o.key);
+      mark_gone(res, o.key);
       return res;
     };
 
@@ -1146,7 +1160,7 @@ struct shard::impl {
     const size_t pos = lookup(o.key, h);
     if (pos == npos) {
       ++st.delete_misses;
-      res.deleted_lately = gone_here(o.key);
+      mark_gone(res, o.key);
       if (noted && !cas_check)
         note_delete(o.key);
       res.st = status::not_found;
@@ -1236,7 +1250,7 @@ struct shard::impl {
       ++misses;
       if (!o.vivify) {
         res.st = status::not_found;
-        res.deleted_lately = gone_here(o.key);
+        mark_gone(res, o.key);
         return res;
       }
       // ma N: create the counter with `initial` (returned as is, not incremented).
@@ -1323,7 +1337,7 @@ struct shard::impl {
     if (pos == npos) {
       ++st.touch_misses;
       res.st = status::not_found;
-      res.deleted_lately = gone_here(o.key);
+      mark_gone(res, o.key);
       return res;
     }
     entry& e = idx.at(pos);

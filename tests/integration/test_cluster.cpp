@@ -2719,24 +2719,22 @@ BOOST_AUTO_TEST_CASE(a_forgotten_node_back_with_its_data_dir_serves_no_stale_val
   back_from_the_dead_with_a_data_dir(true);
 }
 
-// R = 2: n3 joins with items from its data directory, written before n1 and n2 deleted
-// those keys (it was never their member: no hand-back reaches it). As an owner of some of
-// them it would serve its old values for good. The owners before send the deletes they noted
-// lately with the rest of the re-replication (stat cluster_rereplicated_deletes), and n3
-// drops every item older than its key's delete. (The same copies reach a new owner that got
-// a member's older item while the key's owner before, whose view lagged, deleted it.)
-BOOST_AUTO_TEST_CASE(a_node_joining_with_old_copies_of_keys_deleted_lately_drops_them) {
-  cluster c;
-  logs_on_failure guard{c};
-  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
-  const std::string dir = ::mkdtemp(tmpl);
+namespace {
+// n3 joins n1 and n2 (R = `replicas`, flags `extra`) with items from its data directory
+// `dir`: OLD under every key of `deleted` and `written`, keys it owns once joined. It was
+// never their member (no hand-back reaches it), and wrote them alone before n1 and n2 were
+// started; through n1, those keys were then set and deleted (`deleted`) or set to NEW
+// (`written`). Returns the three nodes once every one sees all three alive.
+std::vector<node*> joined_with_old_copies(cluster& c, const std::string& dir, int replicas,
+                                          const std::vector<std::string>& extra,
+                                          std::vector<std::string>& deleted,
+                                          std::vector<std::string>& written) {
   using bifrost::cluster::ring;
   const ring three({{"n1", "", 1, true}, {"n2", "", 1, true}, {"n3", "", 1, true}});
-  std::vector<std::string> deleted, written;  // keys n3 owns once it joined
   for (int i = 0; (deleted.size() < 40 || written.size() < 40) && i < 100000; ++i) {
     const std::string k = "old-" + std::to_string(i);
     ring::member_id ids[2];
-    const size_t n = three.live_owner_ids(ring::key_hash(k), 2, ids);
+    const size_t n = three.live_owner_ids(ring::key_hash(k), replicas, ids);
     if (std::find_if(ids, ids + n, [&](auto id) { return three.member(id).name == "n3"; }) ==
         ids + n)
       continue;
@@ -2744,9 +2742,10 @@ BOOST_AUTO_TEST_CASE(a_node_joining_with_old_copies_of_keys_deleted_lately_drops
   }
   BOOST_REQUIRE_EQUAL(deleted.size() + written.size(), 80u);
   node_options o;
-  o.replicas = 2;
-  o.extra_args = {"--data-dir", dir};
-  node& alone = c.start("n3", o);  // n3 alone first: its items are older than what follows
+  o.replicas = replicas;
+  o.extra_args = extra;
+  o.extra_args.insert(o.extra_args.end(), {"--data-dir", dir});
+  node& alone = c.start("n3", o);  // alone first: its items are older than what follows
   {
     mc_client m(alone.port);
     for (auto* keys : {&deleted, &written})
@@ -2754,7 +2753,7 @@ BOOST_AUTO_TEST_CASE(a_node_joining_with_old_copies_of_keys_deleted_lately_drops
         BOOST_REQUIRE_EQUAL(m.set(k, "OLD"), "STORED");
   }
   BOOST_REQUIRE_EQUAL(c.stop(alone), 0);
-  auto ns = start_cluster(c, 2, 2);
+  auto ns = start_cluster(c, 2, replicas, 5000ms, extra);
   {
     mc_client m(ns[0]->port);
     for (auto& k : deleted) {
@@ -2767,22 +2766,43 @@ BOOST_AUTO_TEST_CASE(a_node_joining_with_old_copies_of_keys_deleted_lately_drops
   o.join = {ns[0]->rpc_port};
   ns.push_back(&c.restart(alone, o));
   BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2", "n3"}); }, 5000ms, 50ms));
+  return ns;
+}
+
+// Reads of `deleted` (a hit) and `written` (anything but NEW) through every node of `ns`.
+size_t stale_reads(const std::vector<node*>& ns, const std::vector<std::string>& deleted,
+                   const std::vector<std::string>& written) {
+  size_t stale = 0;
+  for (auto* n : ns) {
+    mc_client m(n->port, 5s);
+    for (auto& k : deleted)
+      stale += m.get(k).has_value();
+    for (auto& k : written)
+      stale += m.get(k) != std::optional<std::string>("NEW");
+  }
+  return stale;
+}
+}  // namespace
+
+// R = 2: n3 joins with old copies of keys deleted lately (joined_with_old_copies). As an
+// owner of some of them it would serve its old values for good. The owners before send the
+// deletes they noted lately with the rest of the re-replication (stat
+// cluster_rereplicated_deletes), and n3 drops every item older than its key's delete. (The
+// same copies reach a new owner that got a member's older item while the key's owner
+// before, whose view lagged, deleted it.) Reads are not checked at the owners before
+// (--read-check-window 0): the copies alone make it right.
+BOOST_AUTO_TEST_CASE(a_node_joining_with_old_copies_of_keys_deleted_lately_drops_them) {
+  cluster c;
+  logs_on_failure guard{c};
+  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  std::vector<std::string> deleted, written;
+  auto ns = joined_with_old_copies(c, dir, 2, {"--read-check-window", "0"}, deleted, written);
   // Right after the join n3 may still serve its items; the copies land within moments.
   size_t stale = 0;
   const auto t0 = clock_type::now();
   const bool dropped = wait_until(
-    [&] {
-      stale = 0;
-      for (auto* n : ns) {
-        mc_client m(n->port, 5s);
-        for (auto& k : deleted)
-          stale += m.get(k).has_value();
-        for (auto& k : written)
-          stale += m.get(k) != std::optional<std::string>("NEW");
-      }
-      return stale == 0;
-    },
-    5000ms, 100ms);
+    [&] { return (stale = stale_reads(ns, deleted, written)) == 0; }, 5000ms, 100ms);
   const long sent = stat_of(*ns[0], "cluster_rereplicated_deletes") +
                     stat_of(*ns[1], "cluster_rereplicated_deletes");
   report("old copies at a joining node: " + std::string(dropped ? "gone" : "NOT gone") +
@@ -2790,6 +2810,37 @@ BOOST_AUTO_TEST_CASE(a_node_joining_with_old_copies_of_keys_deleted_lately_drops
          " stale reads left); deletes copied by n1 and n2: " + std::to_string(sent));
   BOOST_CHECK(dropped);
   BOOST_CHECK_GE(sent, static_cast<long>(deleted.size()));
+  c.stop(*ns[2]);
+  std::filesystem::remove_all(dir);
+}
+
+// R = 1 (nothing is copied): n3 joins with old copies of keys deleted lately
+// (joined_with_old_copies) and owns them now. Inside the read-check window a read that hits
+// at n3 is checked at the key's owner before, whose miss says a delete took the key there
+// after the write n3 holds (Result.deletedCas): the miss answers, and n3's item is deleted
+// (a delete's copy), so reads after the window miss too.
+BOOST_AUTO_TEST_CASE(a_read_checked_at_the_owner_before_misses_a_key_deleted_there_later) {
+  cluster c;
+  logs_on_failure guard{c};
+  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  std::vector<std::string> deleted, written;
+  auto ns = joined_with_old_copies(c, dir, 1, {"--read-check-window", "2000"}, deleted,
+                                   written);
+  std::vector<std::string> none;
+  const size_t in_window = stale_reads(ns, deleted, none);
+  long newer = 0;
+  for (auto* n : ns)
+    newer += stat_of(*n, "cluster_read_checks_newer");
+  std::this_thread::sleep_for(2500ms);  // (the window is over)
+  const size_t after = stale_reads(ns, deleted, none);
+  report("deleted keys read back from a joining node's old copies: " +
+         std::to_string(in_window) + " inside the check window, " + std::to_string(after) +
+         " after it (of " + std::to_string(3 * deleted.size()) + " reads each; " +
+         std::to_string(newer) + " checks found a later delete)");
+  BOOST_CHECK_EQUAL(in_window, 0u);
+  BOOST_CHECK_EQUAL(after, 0u);
+  BOOST_CHECK_GE(newer, static_cast<long>(deleted.size()));
   c.stop(*ns[2]);
   std::filesystem::remove_all(dir);
 }
