@@ -61,7 +61,10 @@ bool may_run_again(const cluster_view& cv, const op_route& rt, const storage::op
 
 bool warm_first(const cluster_view& cv, const op_route& rt, const storage::op& o,
                 int64_t now_ms) noexcept {
-  return may_warm(cv, rt, now_ms) && classify(o) == warm_class::insert;
+  if (!may_warm(cv, rt, now_ms))
+    return false;
+  const auto cls = classify(o);
+  return cls == warm_class::insert || (cls == warm_class::update && now_ms < cv.check_until_ms);
 }
 
 next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,

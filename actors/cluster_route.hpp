@@ -47,6 +47,11 @@ struct op_route {
                          // work (connection::must_wait)
   bool asked_owner = false;  // its warm or check read went to a node that owns the key now
                              // (owns_now): it may hold a later write's copy already
+  bool ahead = false;    // it looked at the previous owners before it ran (warm_first): it
+                         // has no result of its own yet
+  uint64_t gone_at = 0;  // the latest delete its warm reads met, at the owner or a previous
+                         // owner (storage::result::deleted_cas): an item further back that is
+                         // older by the CAS clock counts as none
 };
 
 /// How warming treats an op after a ring change, while the owner may not hold a key its
@@ -65,7 +70,10 @@ enum class warm_class : uint8_t {
 warm_class classify(const storage::op& o) noexcept;
 
 /// An op of class `insert` placed at rt.owner, inside the window and not yet warmed, asks
-/// warm_source() for its key before it runs.
+/// warm_source() for its key before it runs; so does one of class `update` while a ring
+/// change is inside its read-check window (cluster_view::check_until_ms): the key's owner
+/// may hold an older item than its previous owner, whose view lagged (a later write, or a
+/// delete), and the op would act on that (a read of it is checked instead: check_source).
 bool warm_first(const cluster_view& cv, const op_route& rt, const storage::op& o,
                 int64_t now_ms) noexcept;
 

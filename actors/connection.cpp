@@ -643,11 +643,13 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     // Inside a window such an op waits for it, must_wait. An earlier flush_all still at
     // work does not hold it, and it skips the look then: the flush empties the previous
     // owners too.)
-    if (in_window && classify(o) == warm_class::insert && warm_first(cv, rt, o, steady_ms()) &&
-        !earlier_request_on(seq, o.key)) {
+    if (in_window && (classify(o) == warm_class::insert || classify(o) == warm_class::update) &&
+        warm_first(cv, rt, o, steady_ms()) && !earlier_request_on(seq, o.key)) {
       rt.warmed = true;
+      rt.ahead = true;
       if (warm_next_source(seq, index, cv, warm_phase::ahead))
         return;
+      rt.ahead = false;
     }
     rt.kept = store_in_window && may_run_again(cv, rt, o, steady_ms());
     if (rt.kept) {
@@ -909,7 +911,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         route_key_op(seq, index);
         return;
       case warm_phase::restore:
-        if (classify(p.ops[index]) == warm_class::insert) {
+        if (classify(p.ops[index]) == warm_class::insert || p.routing[index].ahead) {
           route_key_op(seq, index);
           return;
         }
@@ -939,10 +941,20 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     rt.phase = warm_phase::none;
     // A previous owner that answered it has no such item: the one before it (an older past
     // ring) may hold it. (Not after no answer: that one may have held a newer item, and the
-    // older owner the item it replaced.)
-    if ((phase == warm_phase::read || phase == warm_phase::ahead) &&
-        r.st == storage::status::miss && warm_next_source(seq, index, cv, phase))
-      return;
+    // older owner the item it replaced.) One where a delete took the key (an expiry, a
+    // flush_all) says when: an item further back older than that is none (a replica that the
+    // delete's replication had not reached yet).
+    if (phase == warm_phase::read || phase == warm_phase::ahead) {
+      if (r.st == storage::status::miss && r.deleted_cas != 0 &&
+          (rt.gone_at == 0 || storage::cas_clock_newer(r.deleted_cas, rt.gone_at)))
+        rt.gone_at = r.deleted_cas;
+      if (r.st == storage::status::hit && storage::cas_clock_newer(rt.gone_at, r.cas)) {
+        r = storage::result::of(storage::status::miss);
+        r.deleted_cas = rt.gone_at;
+      }
+      if (r.st == storage::status::miss && warm_next_source(seq, index, cv, phase))
+        return;
+    }
     switch (phase) {
       case warm_phase::read: {
         // The previous owner's answer. For a read: answer with a hit, and keep it at the
@@ -974,10 +986,12 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         break;
       }
       case warm_phase::ahead:
-        // The previous owner's answer for an add (or a vivifying mg/ma) that has not run yet:
-        // its item goes to the owner first (the add then finds it), or, with none, the add
-        // runs at once. A later request of this connection on the key already went out: the
-        // add would land after it, so it does not run (as a write to an unreachable owner).
+        // The previous owner's answer for an add (or a vivifying mg/ma, or an update inside
+        // a read-check window) that has not run yet: its item goes to the owner first (the
+        // add then finds it; an older item there is replaced), or its delete's copy when a
+        // delete took the key there (an older item at the owner goes), or, with neither, the
+        // op runs at once. A later request of this connection on the key already went out:
+        // the op would land after it, so it does not run (as a write to an unreachable owner).
         if (later_request_on(seq, o.key)) {
           r = storage::result::of(storage::status::unavailable);
           break;
@@ -987,19 +1001,25 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           send_to_owner(seq, index, cv, rt, warm_copy(o.key, r));
           return;
         }
+        if (rt.gone_at != 0 && r.st == storage::status::miss && owner_reachable(cv, rt)) {
+          rt.phase = warm_phase::restore;
+          send_to_owner(seq, index, cv, rt, storage::delete_copy(o.key, rt.gone_at));
+          return;
+        }
         route_key_op(seq, index);
         return;
       case warm_phase::restore:
-        // A copy of the previous owner's item stored here as the key's primary goes to the
-        // replicas too (the op run again may change nothing: an add, or none at all).
-        if (rt.local && r.st == storage::status::stored)
+        // A copy of the previous owner's item (or of its delete) that changed the item here
+        // as the key's primary goes to the replicas too (the op run again may change
+        // nothing: an add, or none at all).
+        if (rt.local && (r.st == storage::status::stored || r.st == storage::status::deleted))
           replicate({o.key});
         // The previous owner's item is at the owner (or a newer write was): run the op
         // again, wherever the ring places it now — unless a later request on the key went
         // out meanwhile (see above): then an update answers its own first result, an add
         // does not run.
         if (later_request_on(seq, o.key)) {
-          if (cls == warm_class::insert)
+          if (cls == warm_class::insert || rt.ahead)
             r = storage::result::of(storage::status::unavailable);
           else
             r = std::move(p.results[index]);
@@ -1083,6 +1103,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             // Write-on-miss warming: the key may still live on its owner before the ring
             // changed. The op's own result waits in its slot.
             rt.warmed = true;
+            rt.gone_at = r.deleted_cas;  // (a delete here before the ring changed)
             p.results[index] = std::move(r);
             if (warm_next_source(seq, index, cv,
                                  cls == warm_class::remove ? warm_phase::erase

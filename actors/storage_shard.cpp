@@ -188,12 +188,11 @@ void storage_shard::start_prune() {
   shard_->begin_prune();
   // Deletes are state to copy too: a key deleted here lately, while a member that heard of
   // the change first copied its older item to the key's new owner (or one joining with an
-  // old copy from its data directory), would come back there. (Keys whose item goes after
-  // this: send_copies finds their note.)
+  // old copy from its data directory), would come back there. Queued by prune_step, a slice
+  // a turn. (Keys whose item goes after this: send_copies finds their note.)
+  deleted_keys_.clear();
   if (copy_.to)
-    shard_->recent_deletes([this](std::string_view key) {
-      want_copy(key, cluster::ring::key_hash(key));
-    });
+    shard_->recent_deletes([this](std::string_view key) { deleted_keys_.emplace_back(key); });
   send(this, prune_step_atom::value, prune_gen_);
 }
 
@@ -230,6 +229,15 @@ void storage_shard::prune_step(uint64_t gen) {
       copy_retry_.clear();
     }
     end_pass(gen);
+    return;
+  }
+  if (!deleted_keys_.empty()) {  // (the pass's deleted keys first, then its scan)
+    for (size_t n = 0; n < prune_slots_per_turn && !deleted_keys_.empty(); ++n) {
+      if (copy_.to)
+        want_copy(deleted_keys_.front(), cluster::ring::key_hash(deleted_keys_.front()));
+      deleted_keys_.pop_front();
+    }
+    send(this, prune_step_atom::value, gen);
     return;
   }
   auto owns = [this](const cluster::ring& r, uint64_t h, cluster::ring::member_id who) {
@@ -516,7 +524,7 @@ void storage_shard::note_deletes(const storage::op_batch& ops,
   for (size_t i = 0; i < ops.size() && i < results.size(); ++i) {
     const auto& o = ops[i];
     const auto st = results[i].st;
-    if (o.kind != storage::op_kind::remove || o.hand_back ||
+    if (o.kind != storage::op_kind::remove || o.hand_back || o.copy ||
         (st != storage::status::deleted && st != storage::status::not_found))
       continue;
     const uint64_t h = cluster::ring::key_hash(o.key);

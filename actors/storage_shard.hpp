@@ -220,6 +220,9 @@ private:
     cluster::ring::member_id to[cluster_view::max_replicas];
   };
   std::deque<copy_job> copy_queue_;
+  // The keys deleted here lately (storage::shard::recent_deletes) the pass has still to
+  // queue, prune_slots_per_turn a turn: at most 65,536 (the copy guard's bound).
+  std::deque<std::string> deleted_keys_;
   struct sent_copies {  // a batch not answered yet: its keys, in op order
     uint64_t tag = 0;
     cluster::ring::member_id to = 0;

@@ -6,7 +6,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("bifrost::cluster::rpc");
 
-const schemaVersion :UInt32 = 1;
+const schemaVersion :UInt32 = 2;  # 2: deletes copied with their point (Op.copy on a remove)
 
 enum MemberState {
   alive @0;
@@ -100,7 +100,9 @@ struct Op {
   asStale @24 :Bool;    # store: a copy of a stale item, stored stale (false from old nodes)
   tokenOut @25 :Bool;   # store: a copy whose win token is out already (false from old nodes)
   copy @26 :Bool;       # store: a copy of another node's item (warming, re-replication); as an
-                        # add, refused for a key deleted there lately (false from old nodes)
+                        # add, refused for a key deleted there lately (false from old nodes);
+                        # remove: a copy of a delete (storage::delete_copy: explicitCas is its
+                        # point; an item older than it goes; since schema version 2)
   casGiven @27 :Bool;   # remove: compareCas was given, also as 0, which no item has (md C0)
   asFetched @28 :Bool;  # store: a copy of an item that was read (meta h1; false from old nodes)
 }

@@ -395,6 +395,11 @@ private:
       storage::op o;
       if (r.st == storage::status::hit) {
         o = storage::item_copy(j.keys[i], r, storage::store_mode::set);
+      } else if (r.deleted_cas != 0) {
+        // The delete (expiry, flush_all) noted here, with its point on the CAS clock: a
+        // replica notes that point, not the moment the copy reached it, which may come after
+        // a later write here (a read checked there then took that write for deleted).
+        o = storage::delete_copy(j.keys[i], r.deleted_cas);
       } else {
         o.kind = storage::op_kind::remove;
         o.key = j.keys[i];

@@ -1813,8 +1813,8 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
   kj::Vector<kj::Promise<void>> work;
   for (size_t i = 0; i < r->probes.size(); ++i) {
     const auto& o = r->probes[i];
-    if (o.kind == storage::op_kind::flush)
-      continue;
+    if (o.kind == storage::op_kind::flush || (o.kind == storage::op_kind::remove && o.copy))
+      continue;  // (a delete's copy removed an older item only: nothing further to erase)
     const auto st = r->results[i].st;
     const uint64_t hash = ring::key_hash(o.key);
     if (o.kind == storage::op_kind::get && !storage::changes_item(o)) {

@@ -67,7 +67,8 @@ struct op {
   bool token_out = false;     // store (a copy): its win token is out already (meta Z)
   bool as_fetched = false;    // store (a copy): the item was read before (meta h1)
   bool copy = false;          // store: a copy of another node's item (storage::item_copy); as
-                              // an add, refused for a key deleted lately (shard::guard_copies)
+                              // an add, refused for a key deleted lately (shard::guard_copies);
+                              // remove: a copy of another node's delete (storage::delete_copy)
   bool hand_back = false;     // remove: only an item stored before this node's last return
                               // to its cluster (storage::return_mark) and, with explicit_cas,
                               // not a copy of the sender's item (that CAS), else `exists`
@@ -182,6 +183,7 @@ inline op change_probe(const op& o) {
   p.vivify = o.vivify;
   p.recache = o.recache;
   p.invalidate = o.invalidate;  // (md I's erase: cluster_route.hpp, owners_replicated)
+  p.copy = o.copy;  // (a delete's copy erases nothing further: service in_window)
   return p;
 }
 

@@ -819,8 +819,10 @@ struct shard::impl {
     const size_t pos = find(key, h);
     if (pos == npos) return npos;
     if (expired(hdr(idx.at(pos)))) {
+      // (Its point: just after the write that expired, not now: an expiry removes that item
+      // and nothing written after it elsewhere, which a delete's copy must spare.)
       if (guard_s != 0)
-        note_delete(key);
+        note_delete(key, hdr(idx.at(pos))->cas + 1);
       reclaim_expired(pos);
       if (was_expired) *was_expired = true;
       return npos;
@@ -1219,6 +1221,7 @@ struct shard::impl {
   /// The cluster's own op: not counted in the delete stats.
   result remove_copy(const op& o, uint32_t h) {
     result res;
+    observe_cas(o.explicit_cas);  // (as a copy's store: later writes here get a later CAS)
     const size_t pos = lookup(o.key, h);
     if (pos != npos && !cas_clock_newer(o.explicit_cas, hdr(idx.at(pos))->cas)) {
       res.st = status::exists;

@@ -2825,14 +2825,14 @@ BOOST_AUTO_TEST_CASE(a_read_checked_at_the_owner_before_misses_a_key_deleted_the
   char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);
   std::vector<std::string> deleted, written;
-  auto ns = joined_with_old_copies(c, dir, 1, {"--read-check-window", "2000"}, deleted,
+  auto ns = joined_with_old_copies(c, dir, 1, {"--read-check-window", "5000"}, deleted,
                                    written);
   std::vector<std::string> none;
   const size_t in_window = stale_reads(ns, deleted, none);
   long newer = 0;
   for (auto* n : ns)
     newer += stat_of(*n, "cluster_read_checks_newer");
-  std::this_thread::sleep_for(2500ms);  // (the window is over)
+  std::this_thread::sleep_for(5500ms);  // (the window is over)
   const size_t after = stale_reads(ns, deleted, none);
   report("deleted keys read back from a joining node's old copies: " +
          std::to_string(in_window) + " inside the check window, " + std::to_string(after) +
@@ -2841,6 +2841,47 @@ BOOST_AUTO_TEST_CASE(a_read_checked_at_the_owner_before_misses_a_key_deleted_the
   BOOST_CHECK_EQUAL(in_window, 0u);
   BOOST_CHECK_EQUAL(after, 0u);
   BOOST_CHECK_GE(newer, static_cast<long>(deleted.size()));
+  c.stop(*ns[2]);
+  std::filesystem::remove_all(dir);
+}
+
+// R = 1: n3 joins with old copies of keys deleted or written lately (joined_with_old_copies)
+// and owns them now. Inside the read-check window an update looks at the key's owner
+// before first (as an add does): its later item replaces n3's older one, its delete removes
+// it, and the update acts on that state. Before, an append through n1 appended to n3's old
+// values: STORED for a deleted key, OLD+ for a written one.
+BOOST_AUTO_TEST_CASE(an_update_inside_the_check_window_acts_on_the_owner_befores_state) {
+  cluster c;
+  logs_on_failure guard{c};
+  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  std::vector<std::string> deleted, written;
+  auto ns = joined_with_old_copies(c, dir, 1, {"--read-check-window", "5000"}, deleted,
+                                   written);
+  size_t wrong = 0;
+  {
+    mc_client m(ns[0]->port, 5s);
+    for (auto* keys : {&deleted, &written})
+      for (auto& k : *keys) {
+        m.send_all("append " + k + " 0 0 1\r\n+\r\n");
+        const std::string want = keys == &deleted ? "NOT_STORED" : "STORED";
+        const std::string got = m.read_line();
+        wrong += got != want;
+        BOOST_CHECK_MESSAGE(got == want, "append " << k << ": " << got);
+      }
+  }
+  size_t stale = 0;
+  for (auto* n : ns) {
+    mc_client m(n->port, 5s);
+    for (auto& k : deleted)
+      stale += m.get(k).has_value();
+    for (auto& k : written)
+      stale += m.get(k) != std::optional<std::string>("NEW+");
+  }
+  report("appends inside the check window: " + std::to_string(wrong) + " of " +
+         std::to_string(deleted.size() + written.size()) + " answered otherwise than on the "
+         "owner before; reads of the outcome not as expected: " + std::to_string(stale));
+  BOOST_CHECK_EQUAL(stale, 0u);
   c.stop(*ns[2]);
   std::filesystem::remove_all(dir);
 }
@@ -3499,8 +3540,8 @@ BOOST_AUTO_TEST_CASE(writes_placed_by_a_replaced_ring_reach_the_current_owner) {
     return std::string(f.asChars().begin(), f.asChars().size());
   };
   mc_client link(ns[0]->port);
-  link.send_all("bifrost-link 1 lagger\r\n" + frame(1, ops, before.placement()));
-  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 1 n1");
+  link.send_all("bifrost-link 2 lagger\r\n" + frame(1, ops, before.placement()));
+  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 2 n1");
   auto rs = read_link_reply(link);
   BOOST_REQUIRE(rs && rs->size() == 2);
   BOOST_CHECK((*rs)[0].st == bifrost::storage::status::stored);
@@ -3587,8 +3628,8 @@ BOOST_AUTO_TEST_CASE(writes_forwarded_to_a_member_that_left_outlive_it) {
       keys.push_back(k);
   }
   mc_client link(ns[2]->port);  // opened before the leave: the lagging member's link
-  link.send_all("bifrost-link 1 lagger\r\n");
-  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 1 n3");
+  link.send_all("bifrost-link 2 lagger\r\n");
+  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 2 n3");
   mc_client stats3(ns[2]->port);  // (opened before the leave too)
   auto warm_rings = [&] {
     stats3.send_all("stats\r\n");
@@ -3710,8 +3751,8 @@ BOOST_AUTO_TEST_CASE(a_node_stopping_for_good_takes_members_writes_until_they_kn
   auto ns = start_cluster(c, 2, 2, 5000ms,
                           {"--swim-suspicion-timeout", "10000", "--rpc-timeout", "5000"});
   mc_client link(ns[1]->port, 5s);
-  link.send_all("bifrost-link 1 n1\r\n");
-  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 1 n2");
+  link.send_all("bifrost-link 2 n1\r\n");
+  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 2 n2");
   auto write = [&](const std::string& key) {
     bifrost::storage::op_batch ops(2);
     ops[0].kind = bifrost::storage::op_kind::store;
@@ -3779,8 +3820,8 @@ BOOST_AUTO_TEST_CASE(a_node_stopping_for_good_with_one_replica_places_members_wr
                            "--warm-window", "1000"});
   std::this_thread::sleep_for(1200ms);
   mc_client link(ns[1]->port, 5s);
-  link.send_all("bifrost-link 1 n1\r\n");
-  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 1 n2");
+  link.send_all("bifrost-link 2 n1\r\n");
+  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 2 n2");
   auto write = [&](uint64_t id, const std::string& key, uint64_t placed_by) {
     bifrost::storage::op_batch ops(1);
     ops[0].kind = bifrost::storage::op_kind::store;
@@ -3902,8 +3943,8 @@ BOOST_AUTO_TEST_CASE(a_read_right_after_a_ring_change_answers_the_later_of_old_a
   BOOST_REQUIRE_EQUAL(second, value_for(moved[1]));
   // Then n1 holds a later write of the first key, and an earlier one of the second.
   mc_client link(n1.port, 5s);
-  link.send_all("bifrost-link 1 n2\r\n");
-  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 1 n1");
+  link.send_all("bifrost-link 2 n2\r\n");
+  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 2 n1");
   auto copy_of = [](const std::string& key, const std::string& value, uint64_t cas) {
     bifrost::storage::op o;
     o.kind = op_kind::store;
@@ -3950,7 +3991,7 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
     BOOST_CHECK(closed_within(m, 2000ms));
   }
   for (std::string bad : std::vector<std::string>{"bifrost-link 1\r\n", "bifrost-link x y\r\n",
-                          "bifrost-link 1 " + std::string(600, 'n') + "\r\n"}) {
+                          "bifrost-link 2 " + std::string(600, 'n') + "\r\n"}) {
     mc_client m(port);
     m.send_all(bad);
     auto line = m.read_line();
@@ -3962,7 +4003,7 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
     m.send_all("bifrost-linkage 1 x\r\n");
     BOOST_CHECK_EQUAL(m.read_line(), "ERROR");
   }
-  std::string hello = "bifrost-link 1 intruder\r\n";
+  std::string hello = "bifrost-link 2 intruder\r\n";
   for (std::string frame : {std::string("\xff\xff\xff\xff\x01\x00\x00\x00", 8),   // 2^32 segments
                             std::string("\x00\x00\x00\x00\x00\x00\x00\x10", 8),   // 1 GiB
                             // one segment of one word: a far pointer into segment 5
@@ -3971,7 +4012,7 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
     BOOST_REQUIRE(!frame.empty());
     mc_client m(port);
     m.send_all(hello + frame);
-    BOOST_CHECK_EQUAL(m.read_line(), "LINK 1 " + ns[0]->name);  // its name: no stale address
+    BOOST_CHECK_EQUAL(m.read_line(), "LINK 2 " + ns[0]->name);  // its name: no stale address
     BOOST_CHECK_MESSAGE(closed_within(m, 2000ms), "a hostile frame left the link open");
   }
   {  // a valid call is answered with a reply frame, and the link stays open
@@ -3979,7 +4020,7 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
     BOOST_REQUIRE(!call.empty());
     mc_client m(port);
     m.send_all(hello + call);
-    BOOST_CHECK_EQUAL(m.read_line(), "LINK 1 " + ns[0]->name);  // its name: no stale address
+    BOOST_CHECK_EQUAL(m.read_line(), "LINK 2 " + ns[0]->name);  // its name: no stale address
     std::string head = m.read_exact(8);
     uint32_t segs = 0, words = 0;
     std::memcpy(&segs, head.data(), 4);
@@ -4008,7 +4049,7 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
     mc_client m(port, 10000ms);
     m.send_all(burst);
     std::this_thread::sleep_for(500ms);  // replies pile up past the session's output bound
-    BOOST_CHECK_EQUAL(m.read_line(), "LINK 1 " + ns[0]->name);  // its name: no stale address
+    BOOST_CHECK_EQUAL(m.read_line(), "LINK 2 " + ns[0]->name);  // its name: no stale address
     auto answered = read_link_replies(m, calls, 1);
     BOOST_CHECK_EQUAL(answered.size(), calls);
   }
@@ -4030,7 +4071,7 @@ BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
 #ifndef BIFROST_TEST_ASAN  // ASan's quarantine keeps freed replies resident: no bound there
     BOOST_CHECK_LT(rss_held - rss_before, 30 * 1024);
 #endif
-    BOOST_CHECK_EQUAL(m.read_line(), "LINK 1 " + ns[0]->name);
+    BOOST_CHECK_EQUAL(m.read_line(), "LINK 2 " + ns[0]->name);
     auto answered = read_link_replies(m, calls, 16);
     BOOST_CHECK_EQUAL(answered.size(), calls);
   }
@@ -4050,18 +4091,18 @@ BOOST_AUTO_TEST_CASE(stalled_or_piled_up_data_link_input_is_cut_off) {
   logs_on_failure guard{c};
   auto ns = start_cluster(c, 1, 1, 5000ms, {"-t", "1", "--rpc-timeout", "250"});  // 1 s
   const int port = ns[0]->port;
-  const std::string hello = "bifrost-link 1 intruder\r\n";
+  const std::string hello = "bifrost-link 2 intruder\r\n";
   const std::string call = corpus_file("get_one").substr(19);
   BOOST_REQUIRE(!call.empty());
   auto t0 = clock_type::now();
   mc_client half_hello(port, 5000ms), half_frame(port, 5000ms), idle(port, 5000ms);
-  half_hello.send_all("bifrost-link 1 intr");
+  half_hello.send_all("bifrost-link 2 intr");
   // A frame that announces 100 words and sends 40 bytes of them.
   std::string head("\x00\x00\x00\x00\x64\x00\x00\x00", 8);
   half_frame.send_all(hello + head + std::string(40, '\0'));
-  BOOST_CHECK_EQUAL(half_frame.read_line(), "LINK 1 " + ns[0]->name);
+  BOOST_CHECK_EQUAL(half_frame.read_line(), "LINK 2 " + ns[0]->name);
   idle.send_all(hello + call);  // a whole call, answered; then nothing
-  BOOST_CHECK_EQUAL(idle.read_line(), "LINK 1 " + ns[0]->name);
+  BOOST_CHECK_EQUAL(idle.read_line(), "LINK 2 " + ns[0]->name);
   auto answered = read_link_replies(idle, 1, 1);
   BOOST_CHECK_EQUAL(answered.size(), 1u);
   BOOST_CHECK_MESSAGE(closed_within(half_hello, 4000ms), "a half hello was kept");
@@ -4079,7 +4120,7 @@ BOOST_AUTO_TEST_CASE(data_link_input_past_the_loop_budget_waits_for_room) {
   // --rpc-timeout 5000: a 20 s frame deadline, far from this test's few seconds.
   auto ns = start_cluster(c, 1, 1, 5000ms, {"-t", "1", "--rpc-timeout", "5000"});
   const int port = ns[0]->port;
-  const std::string hello = "bifrost-link 1 intruder\r\n";
+  const std::string hello = "bifrost-link 2 intruder\r\n";
   const std::string call = corpus_file("get_one").substr(19);
   BOOST_REQUIRE(!call.empty());
   // Four sessions hold 15 MiB of 16 MiB frames each, a fifth 9 MiB: 69 MiB, past the loop's
@@ -4089,12 +4130,12 @@ BOOST_AUTO_TEST_CASE(data_link_input_past_the_loop_budget_waits_for_room) {
   for (int i = 0; i < 5; ++i) {
     piles.push_back(std::make_unique<mc_client>(port, 10000ms));
     piles.back()->send_all(hello + big_head + std::string(i < 4 ? 15u << 20 : 9u << 20, '\0'));
-    BOOST_CHECK_EQUAL(piles.back()->read_line(), "LINK 1 " + ns[0]->name);
+    BOOST_CHECK_EQUAL(piles.back()->read_line(), "LINK 2 " + ns[0]->name);
   }
   // A member's small call is still answered: sessions holding little go on reading.
   mc_client member(port, 3000ms);
   member.send_all(hello + call);
-  BOOST_CHECK_EQUAL(member.read_line(), "LINK 1 " + ns[0]->name);
+  BOOST_CHECK_EQUAL(member.read_line(), "LINK 2 " + ns[0]->name);
   BOOST_CHECK_EQUAL(read_link_replies(member, 1, 1).size(), 1u);
   // A large call (20 stores of 60 KiB: 1.2 MiB) waits: its session stops reading once it
   // holds 256 KiB while the loop is over budget.
@@ -4108,7 +4149,7 @@ BOOST_AUTO_TEST_CASE(data_link_input_past_the_loop_budget_waits_for_room) {
   auto f = lw::encode_call(7, bifrost::cluster::rpc::Origin::CLIENT, stores);
   mc_client large(port, 1500ms);
   large.send_all(hello);
-  BOOST_CHECK_EQUAL(large.read_line(), "LINK 1 " + ns[0]->name);
+  BOOST_CHECK_EQUAL(large.read_line(), "LINK 2 " + ns[0]->name);
   large.send_all(std::string(f.asChars().begin(), f.asChars().size()));
   std::string waited;
   try {
@@ -4151,7 +4192,7 @@ BOOST_AUTO_TEST_CASE(unread_data_link_replies_are_bounded_and_cut_off) {
     BOOST_REQUIRE_EQUAL(m.set("small", std::string(100, 's')), "STORED");
   }
   const std::string call = link_gets(1, "unread", 256);
-  const std::string hello = "bifrost-link 1 intruder\r\n";
+  const std::string hello = "bifrost-link 2 intruder\r\n";
   const long rss0 = rss_kib(ns[0]->pid);
   const long hits0 = stat_of(*ns[0], "get_hits");
   std::vector<std::unique_ptr<mc_client>> sessions;
@@ -4240,7 +4281,7 @@ BOOST_AUTO_TEST_CASE(unread_data_link_replies_are_bounded_and_cut_off) {
     mc_client member(port, 3000ms);
     auto t = clock_type::now();
     member.send_all(hello + link_gets(9, "absent", 1) + link_gets(10, "small", 8));
-    BOOST_CHECK_EQUAL(member.read_line(), "LINK 1 " + ns[0]->name);
+    BOOST_CHECK_EQUAL(member.read_line(), "LINK 2 " + ns[0]->name);
     BOOST_CHECK_EQUAL(read_link_replies(member, 1, 1).size(), 1u);
     BOOST_CHECK_EQUAL(read_link_replies(member, 1, 8).size(), 1u);
     report("a member's calls answered in " + fmt(seconds_since(t)) + " s");
@@ -4291,7 +4332,7 @@ BOOST_AUTO_TEST_CASE(waiting_data_link_replies_pin_a_bounded_number_of_segments)
     m.send_all("mn\r\n");
     BOOST_REQUIRE_EQUAL(m.read_line(), "MN");
   }
-  const std::string hello = "bifrost-link 1 intruder\r\n";
+  const std::string hello = "bifrost-link 2 intruder\r\n";
   std::vector<std::unique_ptr<mc_client>> holders;
   for (int i = 0; i < 8; ++i) {
     holders.push_back(std::make_unique<mc_client>(port, 3000ms));
@@ -4307,7 +4348,7 @@ BOOST_AUTO_TEST_CASE(waiting_data_link_replies_pin_a_bounded_number_of_segments)
   }
   size_t waited = 0, refused = 0;
   for (auto& r : readers) {
-    BOOST_CHECK_EQUAL(r->read_line(), "LINK 1 " + ns[0]->name);
+    BOOST_CHECK_EQUAL(r->read_line(), "LINK 2 " + ns[0]->name);
     auto rs = read_link_reply(*r);
     if (!rs) {
       ++waited;

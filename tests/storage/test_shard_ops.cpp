@@ -1016,10 +1016,12 @@ BOOST_AUTO_TEST_CASE(a_deletes_copy_removes_only_older_items_and_refuses_older_c
   BOOST_CHECK_EQUAL(s->recent_delete("no-point"), 0u);
   const std::vector<std::string> want{"x", "old", "absent"};
   BOOST_CHECK(listed() == want);
-  // An item that expired: its key is listed (lookup noted it), with a later point.
-  do_set(*s, "exp", "v", 5);
+  // An item that expired: its key is listed (lookup noted it), with the point just after its
+  // write (not the moment the expiry was found: a write elsewhere after it stays newer).
+  const uint64_t exp_cas = do_set(*s, "exp", "v", 5).cas;
   clk.advance(6);
   BOOST_CHECK_EQUAL(value_of(*s, "exp"), "<miss>");
+  BOOST_CHECK_EQUAL(s->recent_delete("exp"), exp_cas + 1);
   BOOST_CHECK(cas_clock_newer(s->recent_delete("exp"), point));
   // A note keeps the later point of two: an older delete's copy does not move it back.
   BOOST_CHECK(copy_of_delete("exp", point).st == status::not_found);
