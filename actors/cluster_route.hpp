@@ -47,8 +47,10 @@ struct op_route {
                          // work (connection::must_wait)
   bool asked_owner = false;  // its warm or check read went to a node that owns the key now
                              // (owns_now): it may hold a later write's copy already
-  bool ahead = false;    // it looked at the previous owners before it ran (warm_first): it
+  bool ahead = false;    // it looks at the previous owners before it runs (warm_first): it
                          // has no result of its own yet
+  bool looked = false;   // that look was made (once; an update whose look had no answer
+                         // warms after it ran, as without it)
   uint64_t gone_at = 0;  // the latest delete its warm reads met, at the owner or a previous
                          // owner (storage::result::deleted_cas): an item further back that is
                          // older by the CAS clock counts as none

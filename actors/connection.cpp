@@ -643,8 +643,10 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     // Inside a window such an op waits for it, must_wait. An earlier flush_all still at
     // work does not hold it, and it skips the look then: the flush empties the previous
     // owners too.)
-    if (in_window && (classify(o) == warm_class::insert || classify(o) == warm_class::update) &&
+    if (in_window && !rt.looked &&
+        (classify(o) == warm_class::insert || classify(o) == warm_class::update) &&
         warm_first(cv, rt, o, steady_ms()) && !earlier_request_on(seq, o.key)) {
+      rt.looked = true;
       rt.warmed = true;
       rt.ahead = true;
       if (warm_next_source(seq, index, cv, warm_phase::ahead))
@@ -946,9 +948,11 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     // delete's replication had not reached yet).
     if (phase == warm_phase::read || phase == warm_phase::ahead) {
       if (r.st == storage::status::miss && r.deleted_cas != 0 &&
-          (rt.gone_at == 0 || storage::cas_clock_newer(r.deleted_cas, rt.gone_at)))
+          (!storage::cas_clocked(rt.gone_at) ||
+           storage::cas_clock_newer(r.deleted_cas, rt.gone_at)))
         rt.gone_at = r.deleted_cas;
-      if (r.st == storage::status::hit && storage::cas_clock_newer(rt.gone_at, r.cas)) {
+      if (r.st == storage::status::hit && rt.gone_at != 0 &&
+          storage::cas_clock_newer(rt.gone_at, r.cas)) {
         r = storage::result::of(storage::status::miss);
         r.deleted_cas = rt.gone_at;
       }
@@ -1001,10 +1005,15 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           send_to_owner(seq, index, cv, rt, warm_copy(o.key, r));
           return;
         }
-        if (rt.gone_at != 0 && r.st == storage::status::miss && owner_reachable(cv, rt)) {
+        if (rt.gone_at != 0 && r.st != storage::status::hit && owner_reachable(cv, rt)) {
           rt.phase = warm_phase::restore;
           send_to_owner(seq, index, cv, rt, storage::delete_copy(o.key, rt.gone_at));
           return;
+        }
+        if (cls == warm_class::update && r.st != storage::status::hit &&
+            r.st != storage::status::miss) {
+          rt.warmed = false;  // (no answer: the update warms as before if it finds nothing)
+          rt.ahead = false;
         }
         route_key_op(seq, index);
         return;

@@ -524,7 +524,7 @@ void storage_shard::note_deletes(const storage::op_batch& ops,
   for (size_t i = 0; i < ops.size() && i < results.size(); ++i) {
     const auto& o = ops[i];
     const auto st = results[i].st;
-    if (o.kind != storage::op_kind::remove || o.hand_back || o.copy ||
+    if (o.kind != storage::op_kind::remove || o.hand_back || (o.copy && !o.counted) ||
         (st != storage::status::deleted && st != storage::status::not_found))
       continue;
     const uint64_t h = cluster::ring::key_hash(o.key);

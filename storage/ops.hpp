@@ -231,15 +231,17 @@ inline op item_copy(const std::string& key, const result& r, store_mode mode) {
 }
 
 /// The remove that puts a delete noted here (its point on the CAS clock, `at`: a note's CAS,
-/// shard::recent_delete, result::deleted_cas) on another node: it removes only an item older
-/// than `at` there, and is noted there with it (the copy guard). Uncounted: the cluster's own.
-inline op delete_copy(const std::string& key, uint64_t at) {
+/// shard::recent_delete, result::deleted_cas) on another node: it spares only an item later
+/// than `at` there, and is noted there with it (the copy guard). `counted`: replication's
+/// (a client's delete, copied: counted in the delete stats, and kept for dead owners'
+/// hand-back as a replicated delete was); false: the cluster's own.
+inline op delete_copy(const std::string& key, uint64_t at, bool counted = false) {
   op o;
   o.kind = op_kind::remove;
   o.key = key;
   o.explicit_cas = at;
   o.copy = true;
-  o.counted = false;
+  o.counted = counted;
   return o;
 }
 

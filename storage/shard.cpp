@@ -65,6 +65,10 @@ bool cas_clock_newer(uint64_t a, uint64_t b) noexcept {
   return a > b && clocked(a) && clocked(b);
 }
 
+bool cas_clocked(uint64_t c) noexcept {
+  return cas_clock_newer(c + 1, c);
+}
+
 void observe_cas(uint64_t seen) {
   if (seen < k_cas_observe_max) raise_cas(seen);
 }
@@ -1215,25 +1219,28 @@ struct shard::impl {
   }
 
   /// A delete's copy (re-replication of a delete its sender noted, shard::recent_deletes):
-  /// removes only an item it is later than by the CAS clock (a copy of an older write that
-  /// reached this owner first; an item with a CAS that is no clock value stays too), and
-  /// notes the delete with its point, so that copies of older writes are refused after it.
-  /// The cluster's own op: not counted in the delete stats.
+  /// spares only an item later than it by the CAS clock (a write that reached this owner
+  /// before the delete's copy); any other goes, also one whose CAS or the delete's point is
+  /// no clock value (unordered: as a plain delete, which replication's used to be). Notes the
+  /// delete with its point, so that copies of older writes are refused after it. Counted in
+  /// the delete stats when `counted` (replication's, as a client delete's replication was).
   result remove_copy(const op& o, uint32_t h) {
     result res;
     observe_cas(o.explicit_cas);  // (as a copy's store: later writes here get a later CAS)
     const size_t pos = lookup(o.key, h);
-    if (pos != npos && !cas_clock_newer(o.explicit_cas, hdr(idx.at(pos))->cas)) {
+    if (pos != npos && cas_clock_newer(hdr(idx.at(pos))->cas, o.explicit_cas)) {
       res.st = status::exists;
       return res;
     }
     if (guard_s != 0 && o.explicit_cas != 0)
       note_delete(o.key, o.explicit_cas);
     if (pos == npos) {
+      if (o.counted) ++st.delete_misses;
       res.st = status::not_found;
       return res;
     }
     remove_at(pos);
+    if (o.counted) ++st.delete_hits;
     res.st = status::deleted;
     return res;
   }

@@ -159,6 +159,8 @@ inline constexpr uint64_t k_cas_clock_slack = uint64_t{3600} * 1000000u << 8;
 /// replaces a later write, and an add that is a copy replaces an earlier one). Deletes carry
 /// no CAS and are not ordered. Reads the clock.
 bool cas_clock_newer(uint64_t a, uint64_t b) noexcept;
+/// `c` is a value on the CAS clock (what cas_clock_newer orders). Reads the clock.
+bool cas_clocked(uint64_t c) noexcept;
 /// After recovery: make sure next_cas() returns values above `seen`. Values of 2^62 and more
 /// are ignored: the counter never gets there, so they were chosen by a client (meta `E`), and
 /// following them could wrap the counter.
@@ -251,9 +253,9 @@ public:
   /// guard_copies in its last seconds (the latest note of each) that have no live item here
   /// now, oldest first; and for one key, the CAS clock's value its note took (0: none in
   /// those seconds, or the key has a live item). A delete's copy is a remove with op::copy
-  /// and that value as op::explicit_cas: it removes only an item older than it by the CAS
-  /// clock (else `exists`, the item stays), and is noted here with that value, as a delete
-  /// (older copies of the item are then refused).
+  /// and that value as op::explicit_cas: it spares only an item later than it by the CAS
+  /// clock (`exists`), and is noted here with that value, as a delete (older copies of the
+  /// item are then refused).
   void recent_deletes(const std::function<void(std::string_view key)>& each);
   uint64_t recent_delete(std::string_view key);
   /// The node's view names a new ring (a member joined, left or died): a read's miss of a

@@ -993,12 +993,13 @@ BOOST_AUTO_TEST_CASE(a_deletes_copy_removes_only_older_items_and_refuses_older_c
   BOOST_CHECK_EQUAL(value_of(*s, "newer"), "v2");
   BOOST_CHECK(copy_of_delete("absent", point).st == status::not_found);
   BOOST_CHECK_EQUAL(s->stats().delete_hits, hits_before);  // (the cluster's own: uncounted)
-  // An item whose CAS is no clock value (a client's meta E) is not ordered: it stays.
+  // An item whose CAS is no clock value (a client's meta E) is not ordered: it goes, as with
+  // a plain delete (a replicated delete must not leave it at a replica).
   {
     op e = store_op("e-cas", "v", store_mode::set);
     e.explicit_cas = 55;
     BOOST_REQUIRE(s->execute(e).st == status::stored);
-    BOOST_CHECK(copy_of_delete("e-cas", point).st == status::exists);
+    BOOST_CHECK(copy_of_delete("e-cas", point).st == status::deleted);
     BOOST_CHECK(copy_of_delete("no-point", 0).st == status::not_found);  // (noted nothing)
   }
   // Noted with the copy's point: a copy of the older item is refused after it, a miss says
@@ -1014,7 +1015,7 @@ BOOST_AUTO_TEST_CASE(a_deletes_copy_removes_only_older_items_and_refuses_older_c
   BOOST_CHECK_EQUAL(s->recent_delete("newer"), 0u);  // (a live item)
   BOOST_CHECK_EQUAL(s->recent_delete("back"), 0u);
   BOOST_CHECK_EQUAL(s->recent_delete("no-point"), 0u);
-  const std::vector<std::string> want{"x", "old", "absent"};
+  const std::vector<std::string> want{"x", "old", "absent", "e-cas"};
   BOOST_CHECK(listed() == want);
   // An item that expired: its key is listed (lookup noted it), with the point just after its
   // write (not the moment the expiry was found: a write elsewhere after it stays newer).
