@@ -2769,19 +2769,38 @@ std::vector<node*> joined_with_old_copies(cluster& c, const std::string& dir, in
   return ns;
 }
 
-// Reads of `deleted` (a hit) and `written` (anything but NEW) through every node of `ns`.
+// Reads of `deleted` (a hit) and `written` (anything but `now`) through every node of `ns`.
 size_t stale_reads(const std::vector<node*>& ns, const std::vector<std::string>& deleted,
-                   const std::vector<std::string>& written) {
+                   const std::vector<std::string>& written, const std::string& now = "NEW") {
   size_t stale = 0;
   for (auto* n : ns) {
     mc_client m(n->port, 5s);
     for (auto& k : deleted)
       stale += m.get(k).has_value();
     for (auto& k : written)
-      stale += m.get(k) != std::optional<std::string>("NEW");
+      stale += m.get(k) != std::optional<std::string>(now);
   }
   return stale;
 }
+
+// joined_with_old_copies in a data directory of its own, removed (after n3 stopped) at the end.
+struct old_copies_join {
+  cluster c;
+  logs_on_failure guard{c};
+  std::string dir;
+  std::vector<std::string> deleted, written;
+  std::vector<node*> ns;
+  old_copies_join(int replicas, const std::vector<std::string>& extra) {
+    char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    ns = joined_with_old_copies(c, dir, replicas, extra, deleted, written);
+  }
+  ~old_copies_join() {
+    if (ns.size() == 3)
+      c.stop(*ns[2]);
+    std::filesystem::remove_all(dir);
+  }
+};
 }  // namespace
 
 // R = 2: n3 joins with old copies of keys deleted lately (joined_with_old_copies). As an
@@ -2792,26 +2811,19 @@ size_t stale_reads(const std::vector<node*>& ns, const std::vector<std::string>&
 // before, whose view lagged, deleted it.) Reads are not checked at the owners before
 // (--read-check-window 0): the copies alone make it right.
 BOOST_AUTO_TEST_CASE(a_node_joining_with_old_copies_of_keys_deleted_lately_drops_them) {
-  cluster c;
-  logs_on_failure guard{c};
-  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
-  const std::string dir = ::mkdtemp(tmpl);
-  std::vector<std::string> deleted, written;
-  auto ns = joined_with_old_copies(c, dir, 2, {"--read-check-window", "0"}, deleted, written);
+  old_copies_join j(2, {"--read-check-window", "0"});
   // Right after the join n3 may still serve its items; the copies land within moments.
   size_t stale = 0;
   const auto t0 = clock_type::now();
   const bool dropped = wait_until(
-    [&] { return (stale = stale_reads(ns, deleted, written)) == 0; }, 5000ms, 100ms);
-  const long sent = stat_of(*ns[0], "cluster_rereplicated_deletes") +
-                    stat_of(*ns[1], "cluster_rereplicated_deletes");
+    [&] { return (stale = stale_reads(j.ns, j.deleted, j.written)) == 0; }, 5000ms, 100ms);
+  const long sent = stat_of(*j.ns[0], "cluster_rereplicated_deletes") +
+                    stat_of(*j.ns[1], "cluster_rereplicated_deletes");
   report("old copies at a joining node: " + std::string(dropped ? "gone" : "NOT gone") +
          " after " + fmt(seconds_since(t0)) + " s (" + std::to_string(stale) +
          " stale reads left); deletes copied by n1 and n2: " + std::to_string(sent));
   BOOST_CHECK(dropped);
-  BOOST_CHECK_GE(sent, static_cast<long>(deleted.size()));
-  c.stop(*ns[2]);
-  std::filesystem::remove_all(dir);
+  BOOST_CHECK_GE(sent, static_cast<long>(j.deleted.size()));
 }
 
 // R = 1 (nothing is copied): n3 joins with old copies of keys deleted lately
@@ -2820,29 +2832,20 @@ BOOST_AUTO_TEST_CASE(a_node_joining_with_old_copies_of_keys_deleted_lately_drops
 // after the write n3 holds (Result.deletedCas): the miss answers, and n3's item is deleted
 // (a delete's copy), so reads after the window miss too.
 BOOST_AUTO_TEST_CASE(a_read_checked_at_the_owner_before_misses_a_key_deleted_there_later) {
-  cluster c;
-  logs_on_failure guard{c};
-  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
-  const std::string dir = ::mkdtemp(tmpl);
-  std::vector<std::string> deleted, written;
-  auto ns = joined_with_old_copies(c, dir, 1, {"--read-check-window", "5000"}, deleted,
-                                   written);
-  std::vector<std::string> none;
-  const size_t in_window = stale_reads(ns, deleted, none);
+  old_copies_join j(1, {"--read-check-window", "5000"});
+  const size_t in_window = stale_reads(j.ns, j.deleted, {});
   long newer = 0;
-  for (auto* n : ns)
+  for (auto* n : j.ns)
     newer += stat_of(*n, "cluster_read_checks_newer");
   std::this_thread::sleep_for(5500ms);  // (the window is over)
-  const size_t after = stale_reads(ns, deleted, none);
+  const size_t after = stale_reads(j.ns, j.deleted, {});
   report("deleted keys read back from a joining node's old copies: " +
          std::to_string(in_window) + " inside the check window, " + std::to_string(after) +
-         " after it (of " + std::to_string(3 * deleted.size()) + " reads each; " +
+         " after it (of " + std::to_string(3 * j.deleted.size()) + " reads each; " +
          std::to_string(newer) + " checks found a later delete)");
   BOOST_CHECK_EQUAL(in_window, 0u);
   BOOST_CHECK_EQUAL(after, 0u);
-  BOOST_CHECK_GE(newer, static_cast<long>(deleted.size()));
-  c.stop(*ns[2]);
-  std::filesystem::remove_all(dir);
+  BOOST_CHECK_GE(newer, static_cast<long>(j.deleted.size()));
 }
 
 // R = 1: n3 joins with old copies of keys deleted or written lately (joined_with_old_copies)
@@ -2851,39 +2854,24 @@ BOOST_AUTO_TEST_CASE(a_read_checked_at_the_owner_before_misses_a_key_deleted_the
 // it, and the update acts on that state. Before, an append through n1 appended to n3's old
 // values: STORED for a deleted key, OLD+ for a written one.
 BOOST_AUTO_TEST_CASE(an_update_inside_the_check_window_acts_on_the_owner_befores_state) {
-  cluster c;
-  logs_on_failure guard{c};
-  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
-  const std::string dir = ::mkdtemp(tmpl);
-  std::vector<std::string> deleted, written;
-  auto ns = joined_with_old_copies(c, dir, 1, {"--read-check-window", "5000"}, deleted,
-                                   written);
+  old_copies_join j(1, {"--read-check-window", "5000"});
   size_t wrong = 0;
   {
-    mc_client m(ns[0]->port, 5s);
-    for (auto* keys : {&deleted, &written})
+    mc_client m(j.ns[0]->port, 5s);
+    for (auto* keys : {&j.deleted, &j.written})
       for (auto& k : *keys) {
         m.send_all("append " + k + " 0 0 1\r\n+\r\n");
-        const std::string want = keys == &deleted ? "NOT_STORED" : "STORED";
+        const std::string want = keys == &j.deleted ? "NOT_STORED" : "STORED";
         const std::string got = m.read_line();
         wrong += got != want;
         BOOST_CHECK_MESSAGE(got == want, "append " << k << ": " << got);
       }
   }
-  size_t stale = 0;
-  for (auto* n : ns) {
-    mc_client m(n->port, 5s);
-    for (auto& k : deleted)
-      stale += m.get(k).has_value();
-    for (auto& k : written)
-      stale += m.get(k) != std::optional<std::string>("NEW+");
-  }
+  const size_t stale = stale_reads(j.ns, j.deleted, j.written, "NEW+");
   report("appends inside the check window: " + std::to_string(wrong) + " of " +
-         std::to_string(deleted.size() + written.size()) + " answered otherwise than on the "
-         "owner before; reads of the outcome not as expected: " + std::to_string(stale));
+         std::to_string(j.deleted.size() + j.written.size()) + " answered otherwise than on "
+         "the owner before; reads of the outcome not as expected: " + std::to_string(stale));
   BOOST_CHECK_EQUAL(stale, 0u);
-  c.stop(*ns[2]);
-  std::filesystem::remove_all(dir);
 }
 
 // --------------------------------------------------------------------------------------------

@@ -978,12 +978,7 @@ BOOST_AUTO_TEST_CASE(a_deletes_copy_removes_only_older_items_and_refuses_older_c
   do_set(*s, "back", "v3");   // deleted, then written again: its item is the state
   do_delete(*s, "x");         // (noted twice: listed once, at its latest place)
   auto copy_of_delete = [&](const std::string& k, uint64_t at) {
-    op o;
-    o.kind = op_kind::remove;
-    o.key = k;
-    o.copy = true;
-    o.counted = false;
-    o.explicit_cas = at;
+    op o = delete_copy(k, at);
     return s->execute(o);
   };
   const auto hits_before = s->stats().delete_hits;
