@@ -52,11 +52,12 @@
 //                               per batch; a copy answered unavailable is sent again a few
 //                               times. Keys deleted here lately (the copy guard's notes,
 //                               storage::shard::recent_deletes) that have no item are copied
-//                               the same way, as a delete's copy: it removes only an item
-//                               older than the delete by the CAS clock (one a member that
-//                               heard of the change first copied there while this node, its
-//                               owner before, still took the key's writes; one a joining
-//                               node brought from its data directory). So after a kill -9 the survivors restore R copies of
+//                               the same way, as a delete's copy: it spares only an item
+//                               later than the delete by the CAS clock (it removes one a
+//                               member that heard of the change first copied there while
+//                               this node, its owner before, still took the key's writes;
+//                               one a joining node brought from its data directory). So
+//                               after a kill -9 the survivors restore R copies of
 //                               the dead node's keys, and a node back from a restart gets the
 //                               keys it owns again, read or not; also one that restarted
 //                               before anyone had it dead (the view names it: cluster_view::

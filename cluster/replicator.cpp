@@ -399,7 +399,7 @@ private:
         // The delete (expiry, flush_all) noted here, with its point on the CAS clock: a
         // replica notes that point, not the moment the copy reached it, which may come after
         // a later write here (a read checked there then took that write for deleted).
-        o = storage::delete_copy(j.keys[i], r.deleted_cas, true);
+        o = storage::delete_copy(j.keys[i], r.deleted_cas);
       } else {
         o.kind = storage::op_kind::remove;
         o.key = j.keys[i];

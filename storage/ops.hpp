@@ -232,16 +232,17 @@ inline op item_copy(const std::string& key, const result& r, store_mode mode) {
 
 /// The remove that puts a delete noted here (its point on the CAS clock, `at`: a note's CAS,
 /// shard::recent_delete, result::deleted_cas) on another node: it spares only an item later
-/// than `at` there, and is noted there with it (the copy guard). `counted`: replication's
-/// (a client's delete, copied: counted in the delete stats, and kept for dead owners'
-/// hand-back as a replicated delete was); false: the cluster's own.
-inline op delete_copy(const std::string& key, uint64_t at, bool counted = false) {
+/// than `at` there, and is noted there with it (the copy guard). Uncounted here (the
+/// cluster's own); another node counts it as its origin says (`counted` does not travel):
+/// replication's as a replicated delete (the delete stats, dead owners' hand-back), a warm
+/// op's (re-replication) not.
+inline op delete_copy(const std::string& key, uint64_t at) {
   op o;
   o.kind = op_kind::remove;
   o.key = key;
   o.explicit_cas = at;
   o.copy = true;
-  o.counted = counted;
+  o.counted = false;
   return o;
 }
 

@@ -57,16 +57,27 @@ uint64_t next_cas() {
   return c;
 }
 
+namespace {
+// The CAS clock's values lie in [k_cas_clock_min, this). (A value ahead of this node's clock
+// by more than the slack is not one: a client's meta E, or a counter such a value pushed.
+// Ordering by it would let it win over later writes.)
+uint64_t cas_clock_ceiling() {
+  return std::min(restart_cas_floor() + k_cas_clock_slack, k_cas_observe_max);
+}
+bool clocked_below(uint64_t c, uint64_t ceiling) noexcept {
+  return c >= k_cas_clock_min && c < ceiling;
+}
+} // namespace
+
 bool cas_clock_newer(uint64_t a, uint64_t b) noexcept {
-  // (A value ahead of this node's clock by more than the slack is not one: a client's meta E,
-  // or a counter such a value pushed. Ordering by it would let it win over later writes.)
-  const uint64_t ceiling = std::min(restart_cas_floor() + k_cas_clock_slack, k_cas_observe_max);
-  auto clocked = [ceiling](uint64_t c) { return c >= k_cas_clock_min && c < ceiling; };
-  return a > b && clocked(a) && clocked(b);
+  if (a <= b)
+    return false;
+  const uint64_t ceiling = cas_clock_ceiling();
+  return clocked_below(a, ceiling) && clocked_below(b, ceiling);
 }
 
 bool cas_clocked(uint64_t c) noexcept {
-  return cas_clock_newer(c + 1, c);
+  return clocked_below(c, cas_clock_ceiling());
 }
 
 void observe_cas(uint64_t seen) {
@@ -424,12 +435,10 @@ struct shard::impl {
   /// replication), a flush_all, or an item's expiry (lookup) took the key lately, after the
   /// node's view named its current ring. The key's past owners had it before that, and hold
   /// nothing newer.
-  bool gone_here(std::string_view key) const {
-    if (guard_s == 0)
-      return false;
+  /// `n`: noted_lately of the key.
+  bool gone_here(const noted* n) const {
     if (flushed_lately() && guard_flushed_seq > ring_seq)
       return true;
-    const noted* n = noted_lately(key);
     return n != nullptr && n->seq > ring_seq;
   }
 
@@ -439,8 +448,8 @@ struct shard::impl {
   void mark_gone(result& res, std::string_view key) const {
     if (guard_s == 0)
       return;
-    res.deleted_lately = gone_here(key);
     const noted* n = noted_lately(key);
+    res.deleted_lately = gone_here(n);
     res.deleted_cas = n ? n->cas : 0;
     if (flushed_lately() &&
         (res.deleted_cas == 0 || cas_clock_newer(guard_flushed_cas, res.deleted_cas)))
@@ -454,7 +463,15 @@ struct shard::impl {
   }
   record_header* hdr(const entry& e) const noexcept { return hdr(e.slot(), e.offset()); }
 
-  bool expired(const record_header* r) const noexcept { return r->exptime != 0 && r->exptime <= now; }
+  bool expired(const record_header* r) const noexcept {
+    return r->exptime != 0 && r->exptime <= now;
+  }
+
+  /// `key` has an item here that has not expired (found, not reclaimed: nothing changes).
+  bool live(std::string_view key) const {
+    const size_t pos = find(key, key_hash(key));
+    return pos != npos && !expired(hdr(idx.at(pos)));
+  }
 
   size_t find(std::string_view key, uint32_t h) const {
     return idx.find(h, [&](const entry& e) {
@@ -1685,8 +1702,7 @@ void shard::recent_deletes(const std::function<void(std::string_view key)>& each
     auto it = m.deleted_at.find(d.hash);
     if (it == m.deleted_at.end() || it->second.seq != d.n.seq)
       continue;  // (a later note of the key comes later)
-    const size_t pos = m.find(d.key, m.key_hash(d.key));
-    if (pos == npos || m.expired(m.hdr(m.idx.at(pos))))
+    if (!m.live(d.key))
       each(d.key);
   }
 }
@@ -1696,8 +1712,7 @@ uint64_t shard::recent_delete(std::string_view key) {
   if (m.guard_s == 0 || !valid_key(key))
     return 0;
   m.now = m.clock();
-  const size_t pos = m.find(key, m.key_hash(key));
-  if (pos != npos && !m.expired(m.hdr(m.idx.at(pos))))
+  if (m.live(key))
     return 0;
   const auto* n = m.noted_lately(key);
   return n ? n->cas : 0;
