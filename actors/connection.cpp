@@ -1060,7 +1060,15 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           if (keepable(cv, rt, r) && !later)
             keep_at_owner(cv, rt, read_copy(o, r));
         } else {
-          r = std::move(own);  // (no later write there, or no answer: the owner's hit)
+          // (No later write there, or no answer: the owner's hit.) Of the same write (the
+          // owner holds a copy of that node's, same CAS and length), what reads did to it
+          // there counts too: replication copies writes, not reads. Not from a node that is
+          // an owner now: it holds the replicator's copy, whose state may already count
+          // this very read (the primary's, replicated after it).
+          if (r.st == storage::status::hit && own.st == storage::status::hit &&
+              r.cas == own.cas && r.value_size == own.value_size && !rt.asked_owner)
+            merge_reads(own, r);
+          r = std::move(own);
         }
         break;
       }

@@ -13,6 +13,7 @@
 
 #include "storage/pinned_slice.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -65,7 +66,9 @@ struct op {
   bool as_stale = false;      // store: the item is stored stale (meta X): a copy of a stale
                               // item (replication, warming)
   bool token_out = false;     // store (a copy): its win token is out already (meta Z)
-  bool as_fetched = false;    // store (a copy): the item was read before (meta h1)
+  bool as_fetched = false;    // store (a copy): the item was read before (meta h1). An add
+                              // copy of the write held (same CAS and length) stores nothing
+                              // but brings both to it
   bool copy = false;          // store: a copy of another node's item (storage::item_copy); as
                               // an add, refused for a key deleted lately (shard::guard_copies);
                               // remove: a copy of another node's delete (storage::delete_copy)
@@ -205,6 +208,19 @@ inline void merge_reread(result& first, result&& again) {
     first.last_access = last_access;
     if (touched)
       first.exptime_before = exptime_before;
+  }
+}
+
+/// `own`, a read's hit, and `there`, a look at another node's copy of the same write (same
+/// CAS and length): the reads that node saw count as this item's too (replication copies
+/// writes, not reads): read before (mg h), the latest access (mg l), and a win token out
+/// there, which this read then did not win (mg Z, not W).
+inline void merge_reads(result& own, const result& there) {
+  own.fetched = own.fetched || there.fetched;
+  own.last_access = std::max(own.last_access, there.last_access);
+  if (there.already_won || there.win) {
+    own.win = false;
+    own.already_won = true;
   }
 }
 

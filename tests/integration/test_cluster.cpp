@@ -2874,6 +2874,55 @@ BOOST_AUTO_TEST_CASE(an_update_inside_the_check_window_acts_on_the_owner_befores
   BOOST_CHECK_EQUAL(stale, 0u);
 }
 
+// R = 2: replication copies writes, not reads, so a replica holds its primary's items as never
+// read. n2, the primary of these keys, has served a read of each (meta h: read before) when
+// it drains. Inside the read-check window a read of one at its new primary is checked at n2:
+// the same write there counts its reads (h1); an update looks at n2 first, whose copy of the
+// same write brings them to the new primary (storage: a copy of the write held). Before, the
+// new primaries answered h0 for every key.
+BOOST_AUTO_TEST_CASE(a_drained_nodes_reads_of_its_keys_count_at_their_new_owners) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 2, 5000ms,
+                          {"--read-check-window", "4000", "--warm-window", "4000"});
+  const auto keys = keys_owned_by(*ns[0], "n2", "fetched-", 40);
+  {
+    mc_client m(ns[0]->port, 5s);
+    for (auto& k : keys)
+      BOOST_REQUIRE_EQUAL(m.set(k, "v"), "STORED");
+  }
+  {
+    mc_client m(ns[1]->port, 5s);  // read once where the key is primary
+    for (auto& k : keys) {
+      m.send_all("mg " + k + " h\r\n");
+      BOOST_REQUIRE_EQUAL(m.read_line(), "HD h0");
+    }
+  }
+  BOOST_REQUIRE_EQUAL(run_ctl({"--node", ns[1]->rpc(), "drain"}, 15s).exit_code, 0);
+  BOOST_REQUIRE(wait_until(
+    [&] {
+      return member_states(ns[0]->rpc_port)["n2"] == "left" &&
+             member_states(ns[2]->rpc_port)["n2"] == "left";
+    },
+    3000ms, 20ms));
+  size_t reads_h0 = 0, touches_h0 = 0;
+  {
+    mc_client m(ns[0]->port, 5s);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const bool touch = i % 2 == 1;
+      m.send_all("mg " + keys[i] + " h" + (touch ? " T100" : "") + "\r\n");
+      const std::string got = m.read_line();
+      BOOST_CHECK_MESSAGE(got == "HD h1", "mg " << keys[i] << (touch ? " h T100: " : " h: ")
+                                                << got);
+      (touch ? touches_h0 : reads_h0) += got != "HD h1";
+    }
+  }
+  report("a drained node's keys read before, at their new owners inside the check window: " +
+         std::to_string(reads_h0) + " reads and " + std::to_string(touches_h0) +
+         " touches of " + std::to_string(keys.size() / 2) + " each answered h0");
+  BOOST_CHECK(wait_until([&] { return c.reap(*ns[1]); }, 10000ms, 20ms));
+}
+
 // --------------------------------------------------------------------------------------------
 // A node started with --join serves no client op before it has joined: its ring then holds it
 // alone, so a write would be stored here and, once the node joins, lost to a reader at the

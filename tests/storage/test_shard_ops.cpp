@@ -696,6 +696,88 @@ BOOST_AUTO_TEST_CASE(a_copy_keeps_the_fetched_flag) {
   BOOST_CHECK(!do_get(*s, "copy-unread").fetched);
 }
 
+// Replication copies writes, not reads: a replica holds the primary's write unread. When the
+// primary hands its items over (drain, re-replication), the copy of that same write (same
+// CAS, same length) brings what reads did to it there: read before (mg h) and its win token
+// out (mg W/Z). A copy of another write brings neither, and none of it stores anything.
+BOOST_AUTO_TEST_CASE(a_copy_of_the_write_held_brings_its_reads) {
+  fake_clock clk;
+  auto primary = open_shard(small_config(), clk);
+  auto replica = open_shard(small_config(), clk);
+  auto look = [](shard& s, const std::string& k) {  // (no access: a warm read's, the replicator's)
+    op o;
+    o.kind = op_kind::get;
+    o.key = k;
+    o.get_bump = false;
+    return s.execute(o);
+  };
+  for (const char* k : {"k", "other"}) {
+    do_set(*primary, k, "value", 100);
+    op copy = item_copy(k, look(*primary, k), store_mode::set);
+    BOOST_REQUIRE(replica->execute(copy).st == status::stored);
+  }
+  // Read at the primary only: 20 s left under a 30 s recache takes the token (and fetches).
+  clk.advance(80);
+  op recache;
+  recache.kind = op_kind::get;
+  recache.key = "k";
+  recache.recache = true;
+  recache.recache_ttl = 30;
+  BOOST_REQUIRE(primary->execute(recache).win);
+  const result handed = look(*primary, "k");
+  BOOST_REQUIRE(handed.fetched && handed.already_won);
+  BOOST_REQUIRE(!look(*replica, "k").fetched && !look(*replica, "k").already_won);
+
+  op copy = item_copy("k", handed, store_mode::add);
+  BOOST_CHECK(replica->execute(copy).st == status::not_stored);
+  const result after = look(*replica, "k");
+  BOOST_CHECK(after.fetched);
+  BOOST_CHECK(after.already_won);
+  BOOST_CHECK_EQUAL(after.cas, handed.cas);
+  BOOST_CHECK_EQUAL(value_of(*replica, "k"), "value");
+
+  // The same CAS on a write of another length is not that write: nothing comes over.
+  do_set(*primary, "other", "value!", 100);
+  do_get(*primary, "other");
+  op other = item_copy("other", look(*primary, "other"), store_mode::add);
+  BOOST_REQUIRE(other.as_fetched);
+  other.explicit_cas = look(*replica, "other").cas;
+  BOOST_CHECK(replica->execute(other).st == status::not_stored);
+  BOOST_CHECK(!look(*replica, "other").fetched);
+  BOOST_CHECK_EQUAL(value_of(*replica, "other"), "value");
+}
+
+// merge_reads: a read's hit with another node's look at the same write (a read check).
+BOOST_AUTO_TEST_CASE(merge_reads_counts_the_reads_of_the_other_copy) {
+  result own;
+  own.st = status::hit;
+  own.last_access = 100;
+  own.win = true;  // (took the token here)
+  result there;
+  there.st = status::hit;
+  there.fetched = true;
+  there.last_access = 150;
+  there.already_won = true;
+  merge_reads(own, there);
+  BOOST_CHECK(own.fetched);
+  BOOST_CHECK_EQUAL(own.last_access, 150u);
+  BOOST_CHECK(!own.win);
+  BOOST_CHECK(own.already_won);
+  result later;  // read here before, and later: nothing comes from a copy read less
+  later.st = status::hit;
+  later.fetched = true;
+  later.last_access = 200;
+  later.win = true;
+  result unread;
+  unread.st = status::hit;
+  unread.last_access = 150;
+  merge_reads(later, unread);
+  BOOST_CHECK(later.fetched);
+  BOOST_CHECK_EQUAL(later.last_access, 200u);
+  BOOST_CHECK(later.win);
+  BOOST_CHECK(!later.already_won);
+}
+
 // A copy of another node's item (warming, re-replication) read there before a delete here
 // lands after it: while the guard is on, the add is refused for a key deleted here lately,
 // and for every key just after a flush_all, unless the item it copies was written after
