@@ -1061,13 +1061,18 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
             keep_at_owner(cv, rt, read_copy(o, r));
         } else {
           // (No later write there, or no answer: the owner's hit.) Of the same write (the
-          // owner holds a copy of that node's, same CAS and length), what reads did to it
-          // there counts too: replication copies writes, not reads. Not from a node that is
-          // an owner now: it holds the replicator's copy, whose state may already count
-          // this very read (the primary's, replicated after it).
+          // owner holds a copy of that node's, same CAS, length and flags), what reads did
+          // to it there counts too, in this answer and at the owner (a copy of the write
+          // held brings them: storage/shard.cpp): replication copies writes, not reads. Not
+          // from a node that is an owner now: it holds the replicator's copy, whose state
+          // may already count this very read (the primary's, replicated after it).
           if (r.st == storage::status::hit && own.st == storage::status::hit &&
-              r.cas == own.cas && r.value_size == own.value_size && !rt.asked_owner)
+              r.cas == own.cas && r.value_size == own.value_size && r.flags == own.flags &&
+              !rt.asked_owner) {
             merge_reads(own, r);
+            if ((r.fetched || r.already_won) && keepable(cv, rt, r) && !later)
+              keep_at_owner(cv, rt, warm_copy(o.key, r));
+          }
           r = std::move(own);
         }
         break;

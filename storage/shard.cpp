@@ -1087,12 +1087,12 @@ struct shard::impl {
         // from an owner that took a write after; it recovered the item from --data-dir):
         // the later write wins, as its CAS says; otherwise an add stores nothing over an item.
         if (old && !(o.copy && cas_clock_newer(o.explicit_cas, old->cas))) {
-          // A copy of the very write held here (same CAS and value length) still carries
+          // A copy of the very write held here (same CAS, length and flags) still carries
           // what reads did to it where it came from, which replication does not send: read
-          // (mg h) and its win token out (W/Z). A drained or moved key's new owner has them
-          // as its owner before had.
+          // (mg h) and its win token out (W/Z): a moved key's new owner gets them from its
+          // owner before (a read check, an update's look ahead: actors/connection.cpp).
           if (o.copy && o.explicit_cas != 0 && o.explicit_cas == old->cas &&
-              o.value.size() == old->value_len) {
+              o.value.size() == old->value_len && o.flags == old->flags) {
             entry& held = idx.at(pos);
             if (o.as_fetched) held.set_fetched(true);
             if (o.token_out) held.set_token(true);

@@ -736,6 +736,21 @@ BOOST_AUTO_TEST_CASE(a_copy_of_the_write_held_brings_its_reads) {
   BOOST_CHECK_EQUAL(after.cas, handed.cas);
   BOOST_CHECK_EQUAL(value_of(*replica, "k"), "value");
 
+  // The same CAS on a write of other flags or another length is not that write, nor is a
+  // client's add with that CAS (meta E): nothing comes over.
+  op other_flags = item_copy("k", handed, store_mode::add);
+  other_flags.flags = 7;
+  op client_add = item_copy("k", handed, store_mode::add);
+  client_add.copy = false;
+  auto fresh = open_shard(small_config(), clk);
+  op unread = item_copy("k", look(*replica, "k"), store_mode::set);
+  unread.as_fetched = false;
+  unread.token_out = false;
+  BOOST_REQUIRE(fresh->execute(unread).st == status::stored);
+  BOOST_CHECK(fresh->execute(other_flags).st == status::not_stored);
+  BOOST_CHECK(fresh->execute(client_add).st == status::not_stored);
+  BOOST_CHECK(!look(*fresh, "k").fetched);
+  BOOST_CHECK(!look(*fresh, "k").already_won);
   // The same CAS on a write of another length is not that write: nothing comes over.
   do_set(*primary, "other", "value!", 100);
   do_get(*primary, "other");
