@@ -840,10 +840,11 @@ struct shard::impl {
     const size_t pos = find(key, h);
     if (pos == npos) return npos;
     if (expired(hdr(idx.at(pos)))) {
-      // (Its point: just after the write that expired, not now: an expiry removes that item
-      // and nothing written after it elsewhere, which a delete's copy must spare.)
+      // (Its point: the write that expired, not now: an expiry removes that item and
+      // nothing written after it elsewhere, which a delete's copy must spare, and an add's
+      // copy must bring: the next CAS, as this node's next write of the key may get, too.)
       if (guard_s != 0)
-        note_delete(key, hdr(idx.at(pos))->cas + 1);
+        note_delete(key, hdr(idx.at(pos))->cas);
       reclaim_expired(pos);
       if (was_expired) *was_expired = true;
       return npos;
@@ -1028,11 +1029,16 @@ struct shard::impl {
       res.st = status::not_stored;
       return res;
     }
-    if (o.copy && guard_s != 0 &&
-        (o.mode == store_mode::add ? copied_before_delete(o) : written_before_flush(o))) {
-      ++st.copies_refused;  // (read before a delete or flush here, landing after it)
-      res.st = status::not_stored;
-      return res;
+    if (o.copy && guard_s != 0) {
+      // An item here that expired is a delete the add must be ordered after: finding it
+      // notes it (lookup), so that a copy of an older write does not bring the key back.
+      if (o.mode == store_mode::add)
+        lookup(o.key, key_hash(o.key));
+      if (o.mode == store_mode::add ? copied_before_delete(o) : written_before_flush(o)) {
+        ++st.copies_refused;  // (read before a delete or flush here, landing after it)
+        res.st = status::not_stored;
+        return res;
+      }
     }
     const uint32_t h = key_hash(o.key);
     store_mode mode = o.mode;

@@ -237,7 +237,7 @@ public:
 
   /// Copies that land after a delete: while on (`seconds` > 0), every counted remove (a
   /// client's or its replication; not md I, not the cluster's own) notes its key and the CAS
-  /// clock's value then (a delete's copy: its own point; an item found expired: its CAS + 1)
+  /// clock's value then (a delete's copy: its own point; an item found expired: its CAS)
   /// (at most 65,536, the oldest forgotten first), and an add that is a
   /// copy of another node's item (op::copy: warming, re-replication) is refused (not_stored,
   /// stat copies_refused) when a delete of its key or a flush_all took effect here in the

@@ -1109,12 +1109,12 @@ BOOST_AUTO_TEST_CASE(a_deletes_copy_removes_only_older_items_and_refuses_older_c
   BOOST_CHECK_EQUAL(s->recent_delete("no-point"), 0u);
   const std::vector<std::string> want{"x", "old", "absent", "e-cas"};
   BOOST_CHECK(listed() == want);
-  // An item that expired: its key is listed (lookup noted it), with the point just after its
-  // write (not the moment the expiry was found: a write elsewhere after it stays newer).
+  // An item that expired: its key is listed (lookup noted it), with its write's point (not
+  // the moment the expiry was found: a write elsewhere after it stays newer).
   const uint64_t exp_cas = do_set(*s, "exp", "v", 5).cas;
   clk.advance(6);
   BOOST_CHECK_EQUAL(value_of(*s, "exp"), "<miss>");
-  BOOST_CHECK_EQUAL(s->recent_delete("exp"), exp_cas + 1);
+  BOOST_CHECK_EQUAL(s->recent_delete("exp"), exp_cas);
   BOOST_CHECK(cas_clock_newer(s->recent_delete("exp"), point));
   // A note keeps the later point of two: an older delete's copy does not move it back.
   BOOST_CHECK(copy_of_delete("exp", point).st == status::not_found);
@@ -1122,6 +1122,32 @@ BOOST_AUTO_TEST_CASE(a_deletes_copy_removes_only_older_items_and_refuses_older_c
   clk.advance(11);  // the guard's seconds are over for all of them
   BOOST_CHECK(listed().empty());
   BOOST_CHECK_EQUAL(s->recent_delete("old"), 0u);
+}
+
+// An item that expired and nothing has looked at since is a delete too: a copy of an older
+// write (an update's look ahead at a previous owner that still holds it) is refused; a copy
+// of a later write is taken. Before, the add found no item (the lookup reclaimed the expired
+// one after the guard had looked for a note) and brought the older value back.
+BOOST_AUTO_TEST_CASE(a_copy_of_an_older_write_is_refused_over_an_item_expired_unseen) {
+  fake_clock clk;
+  auto source = open_shard(small_config(), clk);
+  auto s = open_shard(small_config(), clk);
+  s->guard_copies(10);
+  do_set(*source, "k", "older");
+  const uint64_t expiring = do_set(*s, "k", "newer", 5).cas;  // (gat -1 would do the same)
+  do_set(*s, "k2", "expiring", 5);
+  do_set(*source, "k2", "later");
+  const result older = do_get(*source, "k");
+  const result later = do_get(*source, "k2");
+  BOOST_REQUIRE(cas_clock_newer(expiring, older.cas));
+  clk.advance(6);  // both expired here, unseen
+  op copy = item_copy("k", older, store_mode::add);
+  BOOST_CHECK(s->execute(copy).st == status::not_stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "k"), "<miss>");
+  BOOST_CHECK_EQUAL(s->stats().copies_refused, 1u);
+  op later_copy = item_copy("k2", later, store_mode::add);
+  BOOST_CHECK(s->execute(later_copy).st == status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "k2"), "later");
 }
 
 // At most 65,536 deletes are noted: the oldest go first, the newest still refuse copies.
