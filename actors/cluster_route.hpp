@@ -52,8 +52,9 @@ struct op_route {
   bool looked = false;   // that look was made (once; an update whose look had no answer
                          // warms after it ran, as without it)
   uint64_t gone_at = 0;  // the latest delete its warm reads met, at the owner or a previous
-                         // owner (storage::result::deleted_cas): an item further back that is
-                         // older by the CAS clock counts as none
+                         // owner (storage::result::deleted_cas): an item further back that it
+                         // took by the CAS clock (storage::cas_clock_removed: no later, the
+                         // expired write itself included) counts as none
 };
 
 /// How warming treats an op after a ring change, while the owner may not hold a key its

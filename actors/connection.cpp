@@ -951,8 +951,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           (!storage::cas_clocked(rt.gone_at) ||
            storage::cas_clock_newer(r.deleted_cas, rt.gone_at)))
         rt.gone_at = r.deleted_cas;
-      if (r.st == storage::status::hit && rt.gone_at != 0 &&
-          storage::cas_clock_newer(rt.gone_at, r.cas)) {
+      if (r.st == storage::status::hit && storage::cas_clock_removed(r.cas, rt.gone_at)) {
         r = storage::result::of(storage::status::miss);
         r.deleted_cas = rt.gone_at;
       }
@@ -1049,7 +1048,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         const bool later = later_request_on(seq, o.key);
         const bool newer_delete = r.st == storage::status::miss &&
                                   own.st == storage::status::hit &&
-                                  storage::cas_clock_newer(r.deleted_cas, own.cas);
+                                  storage::cas_clock_removed(own.cas, r.deleted_cas);
         if (newer_delete && !(rt.asked_owner && later)) {
           ctx_.counters->add(ctx_.counters->read_checks_newer);
           if (owner_reachable(cv, rt) && !later)

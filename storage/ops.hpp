@@ -147,6 +147,7 @@ struct result {
                               // noted in the copy guard's seconds (cluster only; in the
                               // current ring or before it): the note's point on the CAS
                               // clock, which a read check orders against an item elsewhere
+                              // (an expiry's: the expired write's CAS; cas_clock_removed)
   bool placed_again = false;  // cluster: the key's owner answered it after this node placed
                               // the op again (actors/cluster_route.hpp): parked strictly
 

@@ -80,6 +80,13 @@ bool cas_clocked(uint64_t c) noexcept {
   return clocked_below(c, cas_clock_ceiling());
 }
 
+bool cas_clock_removed(uint64_t cas, uint64_t point) noexcept {
+  if (cas > point)
+    return false;
+  const uint64_t ceiling = cas_clock_ceiling();
+  return clocked_below(cas, ceiling) && clocked_below(point, ceiling);
+}
+
 void observe_cas(uint64_t seen) {
   if (seen < k_cas_observe_max) raise_cas(seen);
 }
@@ -398,6 +405,20 @@ struct shard::impl {
     deletions.push_back(deletion{h, n, std::string(key)});
     forget_deletions(now);
   }
+  /// An item found expired (by an op, the sweep, an eviction) is a delete to note, at its
+  /// write's point, not now: an expiry removes that item and nothing written after it
+  /// elsewhere, which a delete's copy must spare and an add's copy must bring (not its CAS +
+  /// 1 either: the next CAS this node hands out, which its next write of the key may get).
+  /// Best effort: without memory for the note, the item still goes.
+  void note_expiry(const record_header* r) noexcept {
+    if (guard_s == 0)
+      return;
+    try {
+      note_delete(r->key_view(), r->cas);
+    } catch (...) {
+    }
+  }
+
   /// A copy that is no warm add (replication's): the flush_all that took effect here in the
   /// last guard_s seconds came after the write it copies, by the CAS clock (a copy the
   /// primary sent before the flush reached this node: R > 1, a write then flush_all).
@@ -545,6 +566,7 @@ struct shard::impl {
   }
 
   void reclaim_expired(size_t pos) noexcept {
+    note_expiry(hdr(idx.at(pos)));
     ++st.reclaimed;
     if (!idx.at(pos).fetched()) ++st.expired_unfetched;
     remove_at(pos);
@@ -599,6 +621,7 @@ struct shard::impl {
       if (pos != npos) {
         const entry e = idx.at(pos);
         if (expired(r)) {
+          note_expiry(r);
           ++st.reclaimed;
           if (!e.fetched()) ++st.expired_unfetched;
         } else if (keep && e.fetched() && rs <= budget) {
@@ -840,11 +863,6 @@ struct shard::impl {
     const size_t pos = find(key, h);
     if (pos == npos) return npos;
     if (expired(hdr(idx.at(pos)))) {
-      // (Its point: the write that expired, not now: an expiry removes that item and
-      // nothing written after it elsewhere, which a delete's copy must spare, and an add's
-      // copy must bring: the next CAS, as this node's next write of the key may get, too.)
-      if (guard_s != 0)
-        note_delete(key, hdr(idx.at(pos))->cas);
       reclaim_expired(pos);
       if (was_expired) *was_expired = true;
       return npos;

@@ -161,6 +161,11 @@ inline constexpr uint64_t k_cas_clock_slack = uint64_t{3600} * 1000000u << 8;
 bool cas_clock_newer(uint64_t a, uint64_t b) noexcept;
 /// `c` is a value on the CAS clock (what cas_clock_newer orders). Reads the clock.
 bool cas_clocked(uint64_t c) noexcept;
+/// A delete (an expiry, a flush_all) at `point` on the CAS clock took the write of CAS `cas`:
+/// that write is not later than it (an expiry's point is the CAS of the write it removed,
+/// so equal counts as taken). An unordered value (no clock value, or no point: 0) is not.
+/// Reads the clock.
+bool cas_clock_removed(uint64_t cas, uint64_t point) noexcept;
 /// After recovery: make sure next_cas() returns values above `seen`. Values of 2^62 and more
 /// are ignored: the counter never gets there, so they were chosen by a client (meta `E`), and
 /// following them could wrap the counter.

@@ -1124,10 +1124,12 @@ BOOST_AUTO_TEST_CASE(a_deletes_copy_removes_only_older_items_and_refuses_older_c
   BOOST_CHECK_EQUAL(s->recent_delete("old"), 0u);
 }
 
-// An item that expired and nothing has looked at since is a delete too: a copy of an older
-// write (an update's look ahead at a previous owner that still holds it) is refused; a copy
-// of a later write is taken. Before, the add found no item (the lookup reclaimed the expired
-// one after the guard had looked for a note) and brought the older value back.
+// An item that expired is a delete too, at its write's point, also when nothing looked at it
+// since: a copy of an older write (an update's look ahead at a previous owner that still
+// holds it) or of that write itself is refused; a copy of any later write is taken, even one
+// with the very next CAS. Before, the add found no note (the lookup reclaimed the expired
+// item after the guard had looked) and brought the older value back; and the point was the
+// next CAS, which refused that next write.
 BOOST_AUTO_TEST_CASE(a_copy_of_an_older_write_is_refused_over_an_item_expired_unseen) {
   fake_clock clk;
   auto source = open_shard(small_config(), clk);
@@ -1135,19 +1137,46 @@ BOOST_AUTO_TEST_CASE(a_copy_of_an_older_write_is_refused_over_an_item_expired_un
   s->guard_copies(10);
   do_set(*source, "k", "older");
   const uint64_t expiring = do_set(*s, "k", "newer", 5).cas;  // (gat -1 would do the same)
-  do_set(*s, "k2", "expiring", 5);
-  do_set(*source, "k2", "later");
+  const uint64_t expiring2 = do_set(*s, "k2", "expiring", 5).cas;
   const result older = do_get(*source, "k");
-  const result later = do_get(*source, "k2");
   BOOST_REQUIRE(cas_clock_newer(expiring, older.cas));
   clk.advance(6);  // both expired here, unseen
   op copy = item_copy("k", older, store_mode::add);
   BOOST_CHECK(s->execute(copy).st == status::not_stored);
+  op itself = item_copy("k", older, store_mode::add);
+  itself.explicit_cas = expiring;  // (the expired write's own copy)
+  BOOST_CHECK(s->execute(itself).st == status::not_stored);
   BOOST_CHECK_EQUAL(value_of(*s, "k"), "<miss>");
-  BOOST_CHECK_EQUAL(s->stats().copies_refused, 1u);
-  op later_copy = item_copy("k2", later, store_mode::add);
-  BOOST_CHECK(s->execute(later_copy).st == status::stored);
-  BOOST_CHECK_EQUAL(value_of(*s, "k2"), "later");
+  BOOST_CHECK_EQUAL(s->stats().copies_refused, 2u);
+  op next = item_copy("k2", older, store_mode::add);
+  next.explicit_cas = expiring2 + 1;  // a later write, with the very next CAS
+  BOOST_CHECK(s->execute(next).st == status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "k"), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, "k2"), "older");
+
+  // Reclaimed by the sweep (no op looked at it): noted all the same.
+  const uint64_t swept = do_set(*s, "k3", "newer", 5).cas;
+  clk.advance(6);
+  BOOST_CHECK_GE(s->sweep(), 1u);
+  BOOST_CHECK_EQUAL(s->recent_delete("k3"), swept);
+  op copy3 = item_copy("k3", older, store_mode::add);
+  BOOST_CHECK(s->execute(copy3).st == status::not_stored);
+  // A delete's copy at an expiry's point takes the expired write itself where it lives on
+  // (no later write), and spares a later one.
+  const uint64_t same = do_set(*source, "k4", "v").cas;
+  op at_same = delete_copy("k4", same);
+  BOOST_CHECK(source->execute(at_same).st == status::deleted);
+}
+
+// cas_clock_removed: what the connection asks of a delete's point and an item elsewhere.
+BOOST_AUTO_TEST_CASE(a_delete_point_removes_its_own_write_and_older_ones) {
+  const uint64_t c = next_cas();
+  BOOST_CHECK(cas_clock_removed(c, c));
+  BOOST_CHECK(cas_clock_removed(c - 1, c));
+  BOOST_CHECK(!cas_clock_removed(c + 1, c));
+  BOOST_CHECK(!cas_clock_removed(c, 0));    // no point
+  BOOST_CHECK(!cas_clock_removed(55, c));   // a client's E: unordered
+  BOOST_CHECK(!cas_clock_removed(55, 55));
 }
 
 // At most 65,536 deletes are noted: the oldest go first, the newest still refuse copies.
