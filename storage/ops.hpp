@@ -67,8 +67,8 @@ struct op {
                               // item (replication, warming)
   bool token_out = false;     // store (a copy): its win token is out already (meta Z)
   bool as_fetched = false;    // store (a copy): the item was read before (meta h1). An add
-                              // copy of the write held (same CAS and length) stores nothing
-                              // but brings both to it
+                              // copy of the write held (same CAS, length and flags) stores
+                              // nothing but brings both to it
   bool copy = false;          // store: a copy of another node's item (storage::item_copy); as
                               // an add, refused for a key deleted lately (shard::guard_copies);
                               // remove: a copy of another node's delete (storage::delete_copy)
@@ -213,7 +213,7 @@ inline void merge_reread(result& first, result&& again) {
 }
 
 /// `own`, a read's hit, and `there`, a look at another node's copy of the same write (same
-/// CAS and length): the reads that node saw count as this item's too (replication copies
+/// CAS, length and flags): the reads that node saw count as this item's too (replication copies
 /// writes, not reads): read before (mg h), the latest access (mg l), and a win token out
 /// there, which this read then did not win (mg Z, not W).
 inline void merge_reads(result& own, const result& there) {
