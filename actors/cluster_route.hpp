@@ -38,7 +38,8 @@ struct op_route {
   uint8_t tries = 0;     // live owners of that ring already tried (read failover)
   bool local = false;    // served by this node's shards (this node is the primary)
   warm_phase phase = warm_phase::none;
-  bool warmed = false;   // warming was started for this op (at most once)
+  bool warmed = false;   // warming was started for this op (at most once per ring it is
+                         // placed in: connection::route_key_op resets it in a newer one)
   uint8_t warm_next = 0; // warm_source positions before this one were asked (or skipped)
   bool kept = false;     // a store whose value was copied, not moved: it can run again
   bool owners_replicated = false;  // a delete's erase skips the owners now (warm_source)
@@ -49,8 +50,8 @@ struct op_route {
                              // (owns_now): it may hold a later write's copy already
   bool ahead = false;    // it looks at the previous owners before it runs (warm_first): it
                          // has no result of its own yet
-  bool looked = false;   // that look was made (once; an update whose look had no answer
-                         // warms after it ran, as without it)
+  bool looked = false;   // that look was made (once per ring, as `warmed`; an update whose
+                         // look had no answer warms after it ran, as without it)
   uint64_t gone_at = 0;  // the latest delete its warm reads met, at the owner or a previous
                          // owner (storage::result::deleted_cas): an item further back that it
                          // took by the CAS clock (storage::cas_clock_removed: no later, the
@@ -116,10 +117,10 @@ enum class next_step : uint8_t {
 ///    changed since and the op is intact, else it becomes `unavailable` and is judged as such.
 ///  - unavailable, for a read: the next live owner (of the current ring, from its first owner
 ///    when the ring changed since).
-///  - inside the warming window, once per op: a read's miss, or an intact update that found
-///    nothing, is placed again when the ring changed since (the new owner may hold it), else
-///    `warm`; a delete that ran (deleted or not found) in the same ring is `warm` (the
-///    connection deletes at the previous owner too).
+///  - inside the warming window, once per op and ring it is placed in: a read's miss, or an
+///    intact update that found nothing, is placed again when the ring changed since (the new
+///    owner may hold it), else `warm`; a delete that ran (deleted or not found) in the same
+///    ring is `warm` (the connection deletes at the previous owner too).
 ///  - a read's miss, or an update's that found nothing, where the item expired just now or a
 ///    delete took the key lately
 ///    (`deleted_lately`: storage::result::deleted_lately) stands: the previous owners hold
