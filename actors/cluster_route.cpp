@@ -7,7 +7,19 @@ namespace bifrost::actors {
 placement place(const cluster_view& cv, uint64_t hash, op_route& rt) noexcept {
   constexpr size_t k_max_tries = 16;  // read failover gives up after this many live nodes
   cluster::ring::member_id owners[k_max_tries];
+  const uint64_t placed_in = rt.epoch;
   rt.epoch = cv.ring ? cv.ring->epoch() : 0;
+  if (placed_in != 0 && rt.epoch != placed_in && (rt.looked || rt.warmed)) {
+    // Placed again in a newer ring after its look ahead or its warming (the op runs where
+    // the key goes now): that ring's owner may not hold what the look or the warming put at
+    // the owner before, and its previous owners are others. It looks and warms anew (else
+    // an update found nothing there and could not warm: replace NOT_STORED, gat a miss; the
+    // RingChange sweep, R = 2 join, seeds 318 and 323).
+    rt.looked = false;
+    rt.warmed = false;
+    rt.ahead = false;
+    rt.warm_next = 0;
+  }
   if (rt.tries >= k_max_tries || cv.joining)
     return placement::unavailable;
   const size_t want = rt.tries + 1u;

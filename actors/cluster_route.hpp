@@ -39,7 +39,7 @@ struct op_route {
   bool local = false;    // served by this node's shards (this node is the primary)
   warm_phase phase = warm_phase::none;
   bool warmed = false;   // warming was started for this op (at most once per ring it is
-                         // placed in: connection::route_key_op resets it in a newer one)
+                         // placed in: place() resets it in a newer one)
   uint8_t warm_next = 0; // warm_source positions before this one were asked (or skipped)
   bool kept = false;     // a store whose value was copied, not moved: it can run again
   bool owners_replicated = false;  // a delete's erase skips the owners now (warm_source)
@@ -98,7 +98,9 @@ enum class placement : uint8_t {
 };
 
 /// Places the op's next attempt in cv's ring: its `rt.tries`-th live owner (primary first).
-/// Sets rt.epoch, rt.owner and rt.local. `hash` is cluster::ring::key_hash(key).
+/// Sets rt.epoch, rt.owner and rt.local. `hash` is cluster::ring::key_hash(key). In a newer
+/// ring than its last placement, an op that looked ahead or warmed does so anew (rt.looked,
+/// rt.warmed, rt.ahead and rt.warm_next start over).
 placement place(const cluster_view& cv, uint64_t hash, op_route& rt) noexcept;
 
 /// What the connection does with a result.

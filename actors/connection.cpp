@@ -621,20 +621,7 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
       index < p.routing.size()) {
     const auto& cv = *snap.cluster;
     auto& rt = p.routing[index];
-    const uint64_t placed_in = rt.epoch;
-    const auto placement_now = place(cv, cluster::ring::key_hash(o.key), rt);
-    if (placed_in != 0 && rt.epoch != placed_in && (rt.looked || rt.warmed)) {
-      // Placed again in a newer ring (after its look ahead or its warming, the op runs where
-      // the key goes now): that ring's owner may not hold what the look or the warming put
-      // at the owner before, and its previous owners are others. It looks and warms anew
-      // (else an update found nothing there and could not warm: replace NOT_STORED, gat a
-      // miss, an add STORED over an item; the RingChange sweep, R = 2 join, seeds 318, 323).
-      rt.looked = false;
-      rt.warmed = false;
-      rt.ahead = false;
-      rt.warm_next = 0;
-    }
-    switch (placement_now) {
+    switch (place(cv, cluster::ring::key_hash(o.key), rt)) {
       case placement::unavailable:  // every live owner was tried
         p.results[index].st = storage::status::unavailable;
         rt.done = true;

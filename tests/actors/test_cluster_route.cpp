@@ -308,6 +308,28 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999) == next_step::accept);
 }
 
+// An update that looked ahead (or warmed) and is then placed again in a newer ring (the view
+// changed again within its round trips: a join's two steps) looks and warms anew there: that
+// ring's owner may not hold what was put at the owner before. Before, it found nothing and
+// could not warm (the sweep: replace NOT_STORED, gats a miss). In the same ring it does not.
+BOOST_AUTO_TEST_CASE(an_op_placed_again_in_a_newer_ring_looks_and_warms_anew) {
+  n4_joined j;
+  auto& rt = j.rt;
+  BOOST_REQUIRE(place(*j.v2, h(j.k), rt) == placement::peer);
+  rt.looked = rt.warmed = rt.ahead = true;
+  rt.warm_next = 1;
+  place(*j.v2, h(j.k), rt);  // (the same ring: a restore's second run)
+  BOOST_CHECK(rt.looked && rt.warmed && rt.ahead);
+  auto st = status::not_stored;
+  BOOST_CHECK(after_result(*j.v2, rt, st, warm_class::update, true, 999) == next_step::accept);
+  auto v3 = j.vs.make("n1", {"n1", "n2", "n3", "n4", "n5"}, 3, j.v2, 1000);
+  place(*v3, h(j.k), rt);
+  BOOST_CHECK(!rt.looked && !rt.warmed && !rt.ahead);
+  BOOST_CHECK_EQUAL(rt.warm_next, 0u);
+  st = status::not_stored;
+  BOOST_CHECK(after_result(*v3, rt, st, warm_class::update, true, 999) == next_step::warm);
+}
+
 BOOST_AUTO_TEST_CASE(a_hit_inside_the_check_window_is_read_at_the_previous_owner_too) {
   // n4 joined (warming until 1000, reads checked until 300): a hit at n4 of a key n2 owned
   // is read at n2 too, with the first past owner whatever warm_next says; after 300, or for
