@@ -405,12 +405,15 @@ struct shard::impl {
     deletions.push_back(deletion{h, n, std::string(key)});
     forget_deletions(now);
   }
-  /// An item found expired (by an op, the sweep, an eviction) is a delete to note, at its
-  /// write's point, not now: an expiry removes that item and nothing written after it
-  /// elsewhere, which a delete's copy must spare and an add's copy must bring (not its CAS +
-  /// 1 either: the next CAS this node hands out, which its next write of the key may get).
-  /// Best effort: without memory for the note, the item still goes.
-  void note_expiry(const record_header* r) noexcept {
+  /// An item found expired leaves the index (reclaimed by an op or the sweep, or evicted
+  /// with its segment): counted, and a delete to note, at its write's point, not now: an
+  /// expiry removes that item and nothing written after it elsewhere, which a delete's copy
+  /// must spare and an add's copy must bring (not its CAS + 1 either: the next CAS this node
+  /// hands out, which its next write of the key may get). Best effort: without memory for the
+  /// note, the item still goes.
+  void expired_leaves(const entry& e, const record_header* r) noexcept {
+    ++st.reclaimed;
+    if (!e.fetched()) ++st.expired_unfetched;
     if (guard_s == 0)
       return;
     try {
@@ -566,9 +569,7 @@ struct shard::impl {
   }
 
   void reclaim_expired(size_t pos) noexcept {
-    note_expiry(hdr(idx.at(pos)));
-    ++st.reclaimed;
-    if (!idx.at(pos).fetched()) ++st.expired_unfetched;
+    expired_leaves(idx.at(pos), hdr(idx.at(pos)));
     remove_at(pos);
   }
 
@@ -621,9 +622,7 @@ struct shard::impl {
       if (pos != npos) {
         const entry e = idx.at(pos);
         if (expired(r)) {
-          note_expiry(r);
-          ++st.reclaimed;
-          if (!e.fetched()) ++st.expired_unfetched;
+          expired_leaves(e, r);
         } else if (keep && e.fetched() && rs <= budget) {
           keep->push_back(rescued_record{std::string(base + off, rs), e.atime, e.token()});
           budget -= rs;
@@ -1047,18 +1046,18 @@ struct shard::impl {
       res.st = status::not_stored;
       return res;
     }
+    const uint32_t h = key_hash(o.key);
     if (o.copy && guard_s != 0) {
       // An item here that expired is a delete the add must be ordered after: finding it
       // notes it (lookup), so that a copy of an older write does not bring the key back.
       if (o.mode == store_mode::add)
-        lookup(o.key, key_hash(o.key));
+        lookup(o.key, h);
       if (o.mode == store_mode::add ? copied_before_delete(o) : written_before_flush(o)) {
         ++st.copies_refused;  // (read before a delete or flush here, landing after it)
         res.st = status::not_stored;
         return res;
       }
     }
-    const uint32_t h = key_hash(o.key);
     store_mode mode = o.mode;
     // meta ms: a CAS value upgrades set and replace to a CAS store (memcached process_mset).
     if (o.compare_cas != 0 && (mode == store_mode::set || mode == store_mode::replace))
