@@ -224,7 +224,7 @@ void connection::pending_ring::clear() noexcept {
 void connection::on_poll(uv_poll_t* h, int status, int events) {
   auto* self = static_cast<connection*>(h->data);
   if (status < 0) {
-    self->close_now();
+    self->lose_client();
     return;
   }
   if (events & UV_WRITABLE) {
@@ -268,7 +268,7 @@ void connection::on_readable() {
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
       return;
-    close_now();
+    lose_client();  // (a reset: what was read before it still runs)
     return;
   }
   if (n == 0) {
@@ -723,8 +723,9 @@ void connection::drop_past_copies(const cluster_view& cv, const op_route& rt,
   delete_past_copies(cv, rt, o.key, storage::expires_now(o, storage::system_clock_seconds()));
 }
 
-// A client that closes (or resets) its connection while its requests are at work gets no
-// replies, but its ops run all the same: deliver() never sees their results, so the copies a
+// A connection closed while its requests are at work (a drain's timeout, node stop, a protocol
+// error; a client's reset waits for them, lose_client) sends no replies, but the ops sent run
+// all the same: deliver() never sees their results, so the copies a
 // write (or a delete's erase chain) would have removed go now. An op still at its owner may
 // change nothing (an add that finds an item, a CAS that does not match): its key's past
 // copies go anyway, a later miss instead of a possibly older value. Ops that only looked at
@@ -1234,7 +1235,7 @@ void connection::await_replicas(uint64_t seq, pending& p) {
   send(cv->replicator, replicate_atom::value, std::move(keys), seq);
 }
 
-void connection::hand_over_writes() {
+void connection::hand_over_writes(bool adopt_running) {
   if (ctx_.dispatch == nullptr || replicating_view(ctx_.routes) == nullptr)
     return;
   std::vector<std::string> keys;
@@ -1254,6 +1255,8 @@ void connection::hand_over_writes() {
           keys.push_back(o.key);
         continue;
       }
+      if (!adopt_running)
+        continue;
       storage::op probe;  // the op still running here
       if (rt.phase == warm_phase::none && storage::changes_item(o)) {
         probe = storage::change_probe(o);
@@ -1597,10 +1600,33 @@ void connection::complete_ready() {
 
 // -- output -------------------------------------------------------------------------------------
 
+void connection::lose_client() {
+  if (closing_ || client_lost_)
+    return;
+  if (lingering_ || (pending_.empty() && !get_rest_)) {
+    close_now();  // (lingering: all was answered; the poll libuv stopped would never wake it)
+    return;
+  }
+  if (get_rest_ && (get_rest_->req.cmd == proto::command::get ||
+                    get_rest_->req.cmd == proto::command::gets))
+    get_rest_.reset();  // (reads nobody will see; a gat's parts touch their items: they go)
+  hand_over_writes(false);
+  client_lost_ = true;
+  read_closed_ = true;
+  no_linger_ = true;
+  want_write_ = false;
+  out_.clear();
+  rpos_ = rend_ = 0;
+  update_poll();  // (stops the poll: no events are wanted any more)
+  write_out();    // closes now if nothing is at work; else once the last request is done
+}
+
 void connection::write_out() {
   if (closing_ || lingering_)  // (lingering: our side is shut; a stray result changes nothing)
     return;
-  if (!out_.empty() && !want_write_) {
+  if (client_lost_) {
+    out_.clear();
+  } else if (!out_.empty() && !want_write_) {
     write_stats st;
     auto status = writer_.flush(out_, st);
     auto& c = *ctx_.counters;
@@ -1610,7 +1636,7 @@ void connection::write_out() {
     if (st.fallbacks)
       c.add(c.sendfile_fallbacks, st.fallbacks);
     if (status == socket_writer::status::error) {
-      close_now();
+      lose_client();
       return;
     }
     want_write_ = status == socket_writer::status::blocked;

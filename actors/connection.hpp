@@ -70,7 +70,10 @@ public:
   caf::behavior make_behavior() override;
   const char* name() const override { return "connection"; }
 
-  /// Closes the socket now (loop thread only); pending replies are dropped.
+  /// Closes the socket now (loop thread only); pending replies are dropped, and so is what
+  /// was not sent yet: ops held behind an earlier op on their key or looking at a past owner
+  /// first inside a window, a flush_all waiting for the requests before it, the parts of a
+  /// long get line not planned yet.
   void close_now();
   /// Stops reading; closes once every pending reply is written.
   void close_when_idle();
@@ -256,7 +259,10 @@ private:
   /// On close, for the requests not yet done: the writes this node already applied as their
   /// keys' primary go to the replicator now, and those still running at a local shard are
   /// left to the dispatcher (dispatcher::adopt), which hands their keys on once they ran.
-  void hand_over_writes();
+  /// Without `adopt_running` (lose_client: the requests run on), only the first: a write
+  /// does not wait for the rest of its request, as its reply would have, to be replicated
+  /// (its request_done replicates its keys again, a copy of the same state).
+  void hand_over_writes(bool adopt_running = true);
   /// The last result of cluster request `seq` came: its writes here as their keys' primary
   /// go to the replicator (or its reply waits for them, with wait_replicas).
   void request_done(uint64_t seq, pending& p);
@@ -275,6 +281,15 @@ private:
   /// Sends the flush ops of pending flush_all request `seq` to this node's shards and the
   /// cluster's members (see flush_unsent_).
   void send_flush(uint64_t seq);
+  /// The client is gone (a reset, or another error on its socket) while requests are at
+  /// work: nothing more is read or written (input not parsed yet is dropped), and their
+  /// replies are dropped, but the requests parsed run on to their end, as memcached runs
+  /// every request it read: a write held behind an earlier op on its key or looking at a
+  /// past owner first inside a window, a flush_all waiting for the requests before it, a
+  /// long gat line's parts (a get line's are dropped). close_now dropped them. Closes once
+  /// none is left, as a client that shut its side (EOF) waits for its requests; at once
+  /// when none is, or when lingering (everything was answered).
+  void lose_client();
   void write_out();
   /// Everything read was answered and written, and no more is read: closes, or, if the
   /// client sent more, ends our side and drops its input until it closes (close_answered).
@@ -312,6 +327,7 @@ private:
   bool lingering_ = false;     // our side ended (close_answered): input is dropped until EOF
   size_t lingered_ = 0;        // bytes dropped while lingering (bounded: linger_max)
   bool no_linger_ = false;     // quit or a binary request: close at once, as memcached
+  bool client_lost_ = false;   // lose_client(): requests run on, nothing is read or written
   caf::actor self_ref_;        // keeps the actor alive until the handle is closed
 
   std::vector<char> rbuf_;

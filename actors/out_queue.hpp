@@ -76,6 +76,11 @@ public:
   void advance(size_t n);
   /// Drops the front chunk (an empty slice: nothing to write).
   void pop_front();
+  /// Drops every chunk (nobody will read them), releasing the segments they pin.
+  void clear() {
+    while (!chunks_.empty())
+      pop_front();
+  }
   size_t threshold() const noexcept { return threshold_; }
 
 private:

@@ -1794,9 +1794,12 @@ BOOST_AUTO_TEST_CASE(a_key_whose_new_owner_dies_inside_the_window_does_not_go_ba
 
 // --------------------------------------------------------------------------------------------
 // The same with a client that resets its connection right after sending its writes (sets and
-// deletes): they run at n3, but the connection is gone before their results come, so no reply
+// deletes): they run at n3, but the client is gone before their results come, so no reply
 // is sent. The old copies must go all the same. (Before, every one of them stayed and read
-// back after n3's crash.)
+// back after n3's crash.) The other half ends with a line memcached hangs up on (an HTTP
+// request line): that connection closes at once, with its writes still at work, and the
+// copies they would have removed go as it closes (drop_past_copies_of_unfinished); the reset
+// one stays until its writes are done (lose_client).
 BOOST_AUTO_TEST_CASE(writes_of_a_client_that_resets_still_delete_the_old_copies) {
   cluster c;
   logs_on_failure guard{c};
@@ -1819,13 +1822,19 @@ BOOST_AUTO_TEST_CASE(writes_of_a_client_that_resets_still_delete_the_old_copies)
   }
   // Half through n1, half through n2 (a past owner deletes its own copy, or the other's),
   // while n3 is stopped for a moment (well inside failure detection): the writes wait on the
-  // data links, and each connection is reset before n3 answers.
+  // data links, and each connection is reset (or closed) before n3 answers.
   const size_t half = req.find("\r\nset ", req.size() / 2) + 2;
+  const long conns1 = stat_of(*ns[0], "curr_connections");
+  const long conns2 = stat_of(*ns[1], "curr_connections");
   BOOST_REQUIRE(stop_node(n3.pid));
   send_and_reset(ns[0]->port, req.substr(0, half), 50ms);
-  send_and_reset(ns[1]->port, req.substr(half), 50ms);
-  std::this_thread::sleep_for(50ms);
+  send_and_reset(ns[1]->port, req.substr(half) + "GET / HTTP/1.1\r\n", 50ms);
+  // (n2's connection read up to the HTTP line and closed; n1's waits for its writes.)
+  const long open1 = stat_of(*ns[0], "curr_connections") - conns1;
+  const long open2 = stat_of(*ns[1], "curr_connections") - conns2;
   ::kill(n3.pid, SIGCONT);
+  BOOST_CHECK_EQUAL(open1, 1);
+  BOOST_CHECK_EQUAL(open2, 0);
   // Through `via`: how many of n3's keys read as their new value, and how many as another
   // (an old value, or a deleted key back).
   auto count = [&](node& via) {
@@ -1855,6 +1864,61 @@ BOOST_AUTO_TEST_CASE(writes_of_a_client_that_resets_still_delete_the_old_copies)
            " older values of " + std::to_string(j.at_n3.size()) + " keys set or deleted");
     BOOST_CHECK_EQUAL(older, 0u);
   }
+}
+
+// --------------------------------------------------------------------------------------------
+// Inside the window an op waits behind an earlier op of its connection on its key (a set
+// behind a get that missed at n3 and reads the key's past owner), and an update (append)
+// looks at the past owner before it goes to n3. A client that resets meanwhile gets no
+// replies, but what it sent runs all the same, as memcached runs every request it read.
+// Before, the connection dropped such ops when its socket failed: with n2, a past owner,
+// stopped for a moment, the held sets and the appends of n2's keys were lost.
+BOOST_AUTO_TEST_CASE(a_held_write_of_a_client_that_resets_still_lands) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto j = pair_joined_by_n3(c, "rst-held-", long_warm_window);
+  auto& ns = j.ns;
+  const long conns_before = stat_of(*ns[0], "curr_connections");
+  // 24 keys: a connection reads on while fewer than 16 of its reads wait at members, so
+  // that every request is read before the reset (the kernel drops what is left unread).
+  std::vector<std::string> sets, appends;
+  std::string req;
+  for (size_t i = 0; i < 24; ++i) {
+    const auto& k = j.at_n3[i];
+    if (i % 2 == 0) {
+      const std::string v = "new-" + k;
+      req += "get " + k + "\r\nset " + k + " 0 0 " + std::to_string(v.size()) + "\r\n" + v +
+             "\r\n";
+      sets.push_back(k);
+    } else {
+      req += "append " + k + " 0 0 4\r\n-app\r\n";
+      appends.push_back(k);
+    }
+  }
+  BOOST_REQUIRE(stop_node(ns[1]->pid));
+  send_and_reset(ns[0]->port, req, 50ms);
+  std::this_thread::sleep_for(50ms);
+  ::kill(ns[1]->pid, SIGCONT);
+  // Through n3 (the keys' owner) and n1: every set and every append landed.
+  auto wrong = [&](node& via) {
+    mc_client m(via.port, 10s);
+    size_t bad = 0;
+    auto got = m.get_pipelined(sets);
+    for (size_t i = 0; i < sets.size(); ++i)
+      bad += got[i] != std::optional<std::string>("new-" + sets[i]);
+    got = m.get_pipelined(appends);
+    for (size_t i = 0; i < appends.size(); ++i)
+      bad += got[i] != std::optional<std::string>(value_for(appends[i]) + "-app");
+    return bad;
+  };
+  size_t left = 0;
+  bool landed = wait_until([&] { return (left = wrong(*ns[2])) == 0; }, 5000ms, 100ms);
+  report("writes of the reset client not landed at n3: " + std::to_string(left) + " of 24");
+  BOOST_CHECK(landed);
+  BOOST_CHECK_EQUAL(wrong(*ns[0]), 0u);
+  // The connection closed once its last request was done.
+  BOOST_CHECK(wait_until([&] { return stat_of(*ns[0], "curr_connections") == conns_before; },
+                         5000ms, 50ms));
 }
 
 // --------------------------------------------------------------------------------------------
