@@ -638,8 +638,8 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     // common path.)
     const bool in_window = !cv.past.empty();
     const bool store_in_window = o.kind == storage::op_kind::store && in_window;
-    // (Not while an earlier request of this connection on the key is still at work: its
-    // own warming, a delete's at the previous owner, would come after this look there.
+    // (Not while an earlier op of this connection on the key is still at work: its own
+    // warming, a delete's at the previous owner, would come after this look there.
     // Inside a window such an op waits for it, must_wait. An earlier flush_all still at
     // work does not hold it, and it skips the look then: the flush empties the previous
     // owners too.)
@@ -1195,9 +1195,8 @@ bool connection::earlier_request_on(uint64_t seq, const std::string& key,
     if (p.kind == pending_kind::flush)
       return true;
     for (size_t i = 0; i < p.ops.size(); ++i)
-      if (p.ops[i].key == key &&
-          (!changes_only || (storage::changes_item(p.ops[i]) &&
-                             !(i < p.routing.size() && p.routing[i].done))))
+      if (p.ops[i].key == key && !(i < p.routing.size() && p.routing[i].done) &&
+          (!changes_only || storage::changes_item(p.ops[i])))
         return true;
   }
   return false;

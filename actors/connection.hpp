@@ -238,8 +238,12 @@ private:
   // held behind an earlier write, nor a flush_all that waits: they go after `seq` is done).
   // Later reads do not count: they saw the state before, as they would have a moment earlier.
   bool later_request_on(uint64_t seq, const std::string& key) const;
-  // True when a request before `seq` on `key` (or a flush_all) is still waiting for results;
-  // `changes_only`: counting only its ops on `key` that change the item and are not done.
+  // True when a request before `seq` has an op on `key` that is not done (with its warming:
+  // its result came), or is a flush_all still waiting for results; `changes_only`: counting
+  // only ops on `key` that change the item. (An op that is done counts no more than a request
+  // that is: an add released from behind `gats k x` once k's op was done, while x's was not,
+  // skipped its look at the previous owner, and stored over the item there when the ring had
+  // changed meanwhile: the new owner did not hold it yet.)
   bool earlier_request_on(uint64_t seq, const std::string& key, bool changes_only = false) const;
   // Sends `o` for result `index` of request `seq` to owner_actor().
   void send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv, const op_route& rt,

@@ -1922,6 +1922,69 @@ BOOST_AUTO_TEST_CASE(a_held_write_of_a_client_that_resets_still_lands) {
 }
 
 // --------------------------------------------------------------------------------------------
+// Inside a window an add waits behind an earlier op of its connection on its key, then looks
+// at the key's previous owner before it runs. Here the earlier request is `gets k x`: k's op
+// is done (a hit at n2, stopped until n4 joined and took k) while x's still waits at n3
+// (stopped longer). The add is then placed in the ring with n4, which does not hold k (no
+// re-replication), and must look at n2 first: NOT_STORED. Before, the earlier request still
+// at work on another key made it skip that look, and it stored over the item (sweep seed
+// 1526, with a join's second ring instead of the stops).
+BOOST_AUTO_TEST_CASE(an_add_behind_a_done_op_of_an_unfinished_request_still_looks_back) {
+  cluster c;
+  logs_on_failure guard{c};
+  const std::vector<std::string> args = {"--warm-window", "600000", "--rereplicate", "off",
+                                         "--swim-suspicion-timeout", "8000",
+                                         "--rpc-timeout", "8000"};
+  auto ns = start_cluster(c, 3, 1, 5000ms, args);
+  auto ks = keys_owned_by(*ns[0], "n2", "look-", 60);
+  const std::string x = keys_owned_by(*ns[0], "n3", "look-x-", 1)[0];
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, ks), ks.size());
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, {x}), 1u);
+  // 6 keys per connection: each gets is two reads at members, and a connection reads on
+  // while fewer than 16 of those wait.
+  const size_t per_conn = 6;
+  std::vector<std::unique_ptr<mc_client>> ms;
+  for (size_t i = 0; i < ks.size(); i += per_conn)
+    ms.push_back(std::make_unique<mc_client>(ns[0]->port, 20s));
+  BOOST_REQUIRE(stop_node(ns[1]->pid));
+  BOOST_REQUIRE(stop_node(ns[2]->pid));
+  for (size_t i = 0; i < ks.size(); ++i)
+    ms[i / per_conn]->send_all("gets " + ks[i] + " " + x + "\r\nadd " + ks[i] +
+                               " 0 0 1\r\ny\r\n");
+  node_options o;
+  o.join.push_back(ns[0]->rpc_port);
+  o.extra_args = args;
+  c.start("n4", o);
+  const bool seen =
+    wait_until([&] { return member_states(ns[0]->rpc_port)["n4"] == "alive"; }, 5000ms, 20ms);
+  ::kill(ns[1]->pid, SIGCONT);
+  std::this_thread::sleep_for(300ms);  // (k's ops are done; the adds go in the ring with n4)
+  ::kill(ns[2]->pid, SIGCONT);
+  BOOST_REQUIRE_MESSAGE(seen, "n1 did not see n4 join");
+  size_t moved = 0;
+  for (const auto& owners : owners_of(*ns[0], ks))
+    moved += owners.at(0).at("name") == "n4";
+  size_t stored = 0, not_stored = 0;
+  for (size_t i = 0; i < ks.size(); ++i) {
+    const auto& k = ks[i];
+    auto& m = *ms[i / per_conn];
+    for (std::string line = m.read_line(); line != "END"; line = m.read_line())
+      BOOST_REQUIRE_MESSAGE(line.rfind("VALUE ", 0) == 0 || line == value_for(k) ||
+                              line == value_for(x),
+                            "gets " << k << ": " << line);
+    const std::string add = m.read_line();
+    stored += add == "STORED";
+    not_stored += add == "NOT_STORED";
+  }
+  report("adds behind gets of their key and a key at a stopped node, " + std::to_string(moved) +
+         " of " + std::to_string(ks.size()) + " keys moved to n4: " + std::to_string(stored) +
+         " STORED, " + std::to_string(not_stored) + " NOT_STORED");
+  BOOST_REQUIRE_GT(moved, 0u);
+  BOOST_CHECK_EQUAL(stored, 0u);
+  BOOST_CHECK_EQUAL(not_stored, ks.size());
+}
+
+// --------------------------------------------------------------------------------------------
 // bifrostctl's get, set and delete inside the window act as a client's do: n3 joined and
 // holds none of the keys it took yet. A get through n1 of such a key answers its value from
 // the past owner (before: not found); a delete answers DELETED and the key stays gone (before:
