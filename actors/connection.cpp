@@ -581,8 +581,14 @@ void connection::route_new_op(uint64_t seq, uint32_t index) {
 }
 
 bool connection::must_wait(uint64_t seq, const storage::op& o) const {
-  // (Only reads pass each other: neither changes what the other finds.)
-  const bool behind_any = storage::changes_item(o) || classify(o) == warm_class::insert;
+  // (Only reads pass each other, but for one that reports the reads before it: neither
+  // changes what the other finds.)
+  const auto& req = pending_[seq - base_seq_].req;
+  const bool reports_reads =
+    (req.cmd == proto::command::mg && (req.meta.has('h') || req.meta.has('l'))) ||
+    req.cmd == proto::command::me;
+  const bool behind_any =
+    storage::changes_item(o) || classify(o) == warm_class::insert || reports_reads;
   for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];
     if (p.outstanding == 0)

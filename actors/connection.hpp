@@ -163,7 +163,9 @@ private:
   /// while a request before it has an op on o's key whose result has not come and that
   /// changes the item — or, for an op that changes the item or makes it when there is none
   /// (an add, a vivifying mg/ma: warm_class::insert), any op on the key: a read there that
-  /// misses warms the item, a write. Only reads pass reads. Such an op may take several
+  /// misses warms the item, a write; and for a read that reports the reads before it (mg h
+  /// or l, me), any op on the key too: an earlier read's warming makes the item read (its
+  /// copy lands marked so). Other reads pass reads. Such an op may take several
   /// steps (a read that misses at the owner reads the previous owner; an add looks there
   /// first; an update that finds nothing there warms the item and runs again; a delete goes
   /// to the previous owners too; a read's warm copy lands after its answer), and an op sent
@@ -171,7 +173,9 @@ private:
   /// read after an `incr` answered the value before it, the add answered SERVER_ERROR (it
   /// would have landed after the later op), an add after a `get` that warmed the item
   /// stored over it, and a `get` before a `delete` missed (R >= 2: the delete reached the
-  /// previous owner, still one of the key's owners, before the read's look there). Outside
+  /// previous owner, still one of the key's owners, before the read's look there), and
+  /// `get k` then `mg k h` answered h0 (both missed at the new owner and read the previous
+  /// one, where warm reads count no access). Outside
   /// windows every op is one step to its owner, in order on the way there, and nothing is
   /// held.
   bool must_wait(uint64_t seq, const storage::op& o) const;
