@@ -581,8 +581,10 @@ void connection::route_new_op(uint64_t seq, uint32_t index) {
 }
 
 bool connection::must_wait(uint64_t seq, const storage::op& o) const {
-  // (Only reads pass each other, but for one that reports the reads before it: neither
-  // changes what the other finds.)
+  // (Reads pass each other, since neither changes what the other finds, except one that
+  // reports the reads before it: an earlier read's warm copy lands marked read. Not when
+  // that copy is not kept, e.g. the ring changed meanwhile: the held read then misses at
+  // the owner, reads the previous owner, and answers h0.)
   const auto& req = pending_[seq - base_seq_].req;
   const bool reports_reads =
     (req.cmd == proto::command::mg && (req.meta.has('h') || req.meta.has('l'))) ||

@@ -245,7 +245,7 @@ private:
   // True when a request before `seq` has an op on `key` that is not done (with its warming:
   // its result came), or is a flush_all still waiting for results; `changes_only`: counting
   // only ops on `key` that change the item. (An op that is done counts no more than a request
-  // that is: an add released from behind `gats k x` once k's op was done, while x's was not,
+  // that is: an add released from behind `gets k x` once k's op was done, while x's was not,
   // skipped its look at the previous owner, and stored over the item there when the ring had
   // changed meanwhile: the new owner did not hold it yet.)
   bool earlier_request_on(uint64_t seq, const std::string& key, bool changes_only = false) const;

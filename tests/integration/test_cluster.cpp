@@ -1933,8 +1933,8 @@ BOOST_AUTO_TEST_CASE(an_add_behind_a_done_op_of_an_unfinished_request_still_look
   cluster c;
   logs_on_failure guard{c};
   const std::vector<std::string> args = {"--warm-window", "600000", "--rereplicate", "off",
-                                         "--swim-suspicion-timeout", "8000",
-                                         "--rpc-timeout", "8000"};
+                                         "--swim-suspicion-timeout", "15000",
+                                         "--rpc-timeout", "15000"};
   auto ns = start_cluster(c, 3, 1, 5000ms, args);
   auto ks = keys_owned_by(*ns[0], "n2", "look-", 60);
   const std::string x = keys_owned_by(*ns[0], "n3", "look-x-", 1)[0];
@@ -1958,7 +1958,7 @@ BOOST_AUTO_TEST_CASE(an_add_behind_a_done_op_of_an_unfinished_request_still_look
   const bool seen =
     wait_until([&] { return member_states(ns[0]->rpc_port)["n4"] == "alive"; }, 5000ms, 20ms);
   ::kill(ns[1]->pid, SIGCONT);
-  std::this_thread::sleep_for(300ms);  // (k's ops are done; the adds go in the ring with n4)
+  std::this_thread::sleep_for(500ms);  // (k's ops are done; the adds go in the ring with n4)
   ::kill(ns[2]->pid, SIGCONT);
   BOOST_REQUIRE_MESSAGE(seen, "n1 did not see n4 join");
   size_t moved = 0;
@@ -1988,8 +1988,8 @@ BOOST_AUTO_TEST_CASE(an_add_behind_a_done_op_of_an_unfinished_request_still_look
 // Inside a window a read that reports the reads before it (mg h, l) waits behind an earlier
 // op of its connection on its key. `get k` then `mg k h l` in one send, k not at its new
 // owner n2 yet (no re-replication): both missed at n2 and read n1, where warm reads count no
-// access, so the mg answered h0 and the item's age where memcached answers h1 l0 (the get's
-// copy, marked read, landed after the mg had missed). Sweep seed 1630.
+// access, so the mg answered h0 and the item's age (2 s here) where memcached answers h1 l0
+// (the get's copy, marked read, landed after the mg had missed). Sweep seed 1630.
 BOOST_AUTO_TEST_CASE(a_read_that_reports_earlier_reads_waits_for_them_inside_a_window) {
   cluster c;
   logs_on_failure guard{c};
@@ -2003,7 +2003,7 @@ BOOST_AUTO_TEST_CASE(a_read_that_reports_earlier_reads_waits_for_them_inside_a_w
   join_node(c, ns, "n2", *ns[0], args);
   auto moved = with_primary(keys, owners_of(*ns[0], keys), "n2");
   BOOST_REQUIRE_GE(moved.size(), 40u);
-  std::this_thread::sleep_until(loaded + 1100ms);  // (an access at the load: l1 or more now)
+  std::this_thread::sleep_until(loaded + 2100ms);  // (an access at the load: l2 or more now)
   mc_client m(ns[0]->port, 10s);
   std::string req;
   for (const auto& k : moved)
@@ -2015,14 +2015,14 @@ BOOST_AUTO_TEST_CASE(a_read_that_reports_earlier_reads_waits_for_them_inside_a_w
     BOOST_REQUIRE_EQUAL(m.read_line().rfind("VALUE " + k + " ", 0), 0u);
     BOOST_REQUIRE_EQUAL(m.read_line(), value_for(k));
     BOOST_REQUIRE_EQUAL(m.read_line(), "END");
-    const std::string mg = m.read_line();
-    if (mg != "HD h1 l0") {
+    const std::string mg = m.read_line();  // (l1: the get's copy landed a second before)
+    if (mg != "HD h1 l0" && mg != "HD h1 l1") {
       ++wrong;
       example = mg;
     }
   }
   report("get then mg h l of " + std::to_string(moved.size()) + " keys not at n2 yet: " +
-         std::to_string(wrong) + " answers other than HD h1 l0" +
+         std::to_string(wrong) + " answers other than HD h1 l0 (or l1)" +
          (wrong ? " (" + example + ")" : std::string()));
   BOOST_CHECK_EQUAL(wrong, 0u);
 }
