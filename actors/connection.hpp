@@ -175,9 +175,8 @@ private:
   /// stored over it, and a `get` before a `delete` missed (R >= 2: the delete reached the
   /// previous owner, still one of the key's owners, before the read's look there), and
   /// `get k` then `mg k h` answered h0 (both missed at the new owner and read the previous
-  /// one, where warm reads count no access). Outside
-  /// windows every op is one step to its owner, in order on the way there, and nothing is
-  /// held.
+  /// one, where warm reads count no access). Outside windows every op is one step to its
+  /// owner, in order on the way there, and nothing is held.
   bool must_wait(uint64_t seq, const storage::op& o) const;
   /// Op `index` of request `seq` is done: the ops held behind it on its key that no earlier
   /// op holds any longer are routed now, in request order.
