@@ -1818,12 +1818,19 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
     const auto st = r->results[i].st;
     const uint64_t hash = ring::key_hash(o.key);
     if (o.kind == storage::op_kind::get && !storage::changes_item(o)) {
-      if (st != storage::status::miss || r->results[i].deleted_lately)
+      // (Not by deleted_lately, which the owner judges by its own view: this node placed the
+      // op by its ring, which may be newer, and then a flush_all or delete there that came
+      // before the change counted as lately, and an item the past owner wrote after it was
+      // not warmed: a read right after a drain answered a miss. The walk goes by the CAS
+      // clock instead: an item no later than the owner's delete point, or a later point met
+      // on the way, is none, as a connection's warm read judges it.)
+      if (st != storage::status::miss)
         continue;
       actors::op_route rt;
       rt.epoch = r->epoch;
       rt.owner = r->owners[i];
       rt.local = r->owners[i] == view->self;
+      rt.gone_at = r->results[i].deleted_cas;
       work.add(warm_read(view, r, i, rt));
       continue;
     }
@@ -1890,15 +1897,20 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
   storage::op_batch one;
   one.push_back(std::move(w));
   return execute_at(*view->past[from.depth].ring, from.id, std::move(one))
-    .then([this, view, r, i, rt](storage::result_batch rs) -> kj::Promise<void> {
+    .then([this, view, r, i, rt](storage::result_batch rs) mutable -> kj::Promise<void> {
       if (rs.empty())
         return kj::READY_NOW;
-      if (rs[0].st == storage::status::hit) {
+      const auto st = rs[0].st;
+      if (st == storage::status::hit && !storage::cas_clock_removed(rs[0].cas, rt.gone_at)) {
         r->results[i] = std::move(rs[0]);
         return kj::READY_NOW;
       }
-      if (rs[0].st == storage::status::miss)  // (no answer ends it: see warm_source)
-        return warm_read(view, r, i, rt);
+      if (st == storage::status::miss && rs[0].deleted_cas != 0 &&
+          (!storage::cas_clocked(rt.gone_at) ||
+           storage::cas_clock_newer(rs[0].deleted_cas, rt.gone_at)))
+        rt.gone_at = rs[0].deleted_cas;  // (a delete there: what is further back is older)
+      if (st == storage::status::miss || st == storage::status::hit)  // (a hit it took: none)
+        return warm_read(view, r, i, rt);  // (no answer ends it: see warm_source)
       return kj::READY_NOW;
     });
 }

@@ -1649,6 +1649,63 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   BOOST_TEST(held(n3, moved[6]) == large);
 }
 
+// A read that a node places again (a member placed it by a ring this node replaced) and that
+// misses at the key's owner warms from the past owners by the CAS clock, not by the owner's
+// `deleted_lately`: the owner judges "lately" by its own view, and a flush_all there counted
+// as lately an item the past owner wrote after it was not warmed (the ring-change sweep's
+// seed 1614: right after a drain, `mg k t` answered EN). An item the past owner holds from
+// before the flush counts as gone all the same.
+BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_its_owner) {
+  std::vector<std::unique_ptr<test_node>> nodes;
+  const auto old_view = pair_joined_by_n3(nodes);
+  auto& n1 = *nodes[0];
+  const auto v = n1.view();
+  BOOST_REQUIRE(!v->past.empty());
+  const uint64_t before = old_view->ring->placement();
+  std::vector<std::string> moved;  // n1's before n3 joined, n3's now
+  for (int i = 0; i < 100000 && moved.size() < 2; ++i) {
+    std::string k = "flushed-" + std::to_string(i);
+    if (old_view->ring->live_primary(k)->name == "n1" && v->ring->live_primary(k)->name == "n3")
+      moved.push_back(k);
+  }
+  BOOST_REQUIRE_EQUAL(moved.size(), 2u);
+  // The shards as bifrostd's route table tells them of a view: copy guard on, ring named.
+  for (auto& n : nodes)
+    for (auto& s : n->shards)
+      caf::anon_send(s, actors::prune_atom::value, n->view());
+  raw_client cl(n1.address());
+  cl.hello_as_member("lagger");
+  auto run = [&](storage::op_batch ops) {
+    auto req = cl.node.executeRequest();
+    auto list = req.initOps(static_cast<unsigned>(ops.size()));
+    for (size_t i = 0; i < ops.size(); ++i)
+      cluster::to_rpc(ops[i], list[static_cast<unsigned>(i)]);
+    req.setOrigin(rpc::Origin::CLIENT);
+    req.setRing(before);
+    auto r = req.send().wait(cl.io.waitScope);
+    BOOST_REQUIRE_EQUAL(r.getResults().size(), ops.size());
+    std::vector<rpc::Status> st;
+    for (auto x : r.getResults())
+      st.push_back(x.getStatus());
+    return st;
+  };
+  auto at_n1 = [](const std::string& k, const std::string& value) {
+    auto o = set_op(k, value);
+    o.routed = actors::max_routed;  // (placed as often as allowed: it runs at n1)
+    return o;
+  };
+  BOOST_TEST((run({at_n1(moved[1], "before the flush")})[0] == rpc::Status::STORED));
+  storage::op flush;  // at the owner n3 (and n2), not yet at n1
+  flush.kind = storage::op_kind::flush;
+  for (size_t n = 1; n < nodes.size(); ++n)
+    for (auto& s : nodes[n]->shards)
+      BOOST_REQUIRE(exec(*nodes[n]->sys, s, {flush}).answered);
+  BOOST_TEST((run({at_n1(moved[0], "after the flush")})[0] == rpc::Status::STORED));
+  auto got = run({get_op(moved[0]), get_op(moved[1])});
+  BOOST_TEST((got[0] == rpc::Status::HIT));   // before: MISS
+  BOOST_TEST((got[1] == rpc::Status::MISS));  // (n1's copy is older than the flush at n3)
+}
+
 // A member's write that a node placed again on the key's owner is answered before that node
 // stops for good (stop waits for such calls, at most the RPC timeout): the teardown used to
 // cancel it in flight, and the member saw a failure for a write the owner then stored.
