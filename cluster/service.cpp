@@ -274,7 +274,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   };
   /// A client's op does this through its connection (actors/connection.cpp): inside a
   /// warming window, a read that missed at its owner asks the key's past owners in turn
-  /// (warm_source; the first hit answers, nothing is copied), and a write that changed its
+  /// (warm_source; the first hit the CAS clock does not count as taken answers, see
+  /// warm_read; nothing is copied), and a write that changed its
   /// item deletes the key at past_holders, so that the value it replaced does not come back
   /// when the key's owners change back (or from a later miss's warming). A delete that ran
   /// at the primary (deleted or not found) goes along its erase chain as a client's does
@@ -284,8 +285,13 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// asked up to copies_kept_ms after it); one found on the way answers DELETED. Not when
   /// the ring changed meanwhile.
   kj::Promise<void> in_window(std::shared_ptr<routed_ops> r);
+  /// The walk of in_window's read `i`: a hit at a past owner no later by the CAS clock than
+  /// the latest delete met (rt.gone_at: the owner's, then each miss's) is none; with
+  /// `lately` (the owner's miss said deleted_lately) so is one whose CAS is no clock value
+  /// (a client's meta E), which the clock cannot order after the delete.
   kj::Promise<void> warm_read(std::shared_ptr<const actors::cluster_view> view,
-                              std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
+                              std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt,
+                              bool lately);
   /// Runs `ops` at member `id` of `ring` (this node: the local shards), as a warm op.
   kj::Promise<storage::result_batch> execute_at(const ring& in, uint32_t id,
                                                 storage::op_batch ops);
@@ -1818,20 +1824,23 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
     const auto st = r->results[i].st;
     const uint64_t hash = ring::key_hash(o.key);
     if (o.kind == storage::op_kind::get && !storage::changes_item(o)) {
-      // (Not by deleted_lately, which the owner judges by its own view: this node placed the
-      // op by its ring, which may be newer, and then a flush_all or delete there that came
-      // before the change counted as lately, and an item the past owner wrote after it was
-      // not warmed: a read right after a drain answered a miss. The walk goes by the CAS
-      // clock instead: an item no later than the owner's delete point, or a later point met
-      // on the way, is none, as a connection's warm read judges it.)
-      if (st != storage::status::miss)
+      // (Not by deleted_lately alone, which the owner judges by its own view and ring: this
+      // node placed the op by its ring, which may be newer, or a member whose view lagged
+      // wrote the key at a past owner after the delete; then a flush_all that came before
+      // the change counted as lately, and the item the past owner wrote after it was not
+      // warmed: a read right after a drain answered a miss. The walk goes by the CAS clock
+      // instead, as a connection's warm read does; only a delete point that is no clock
+      // value (an older node's answer) still ends it here.)
+      const auto& own = r->results[i];
+      if (st != storage::status::miss ||
+          (own.deleted_lately && !storage::cas_clocked(own.deleted_cas)))
         continue;
       actors::op_route rt;
       rt.epoch = r->epoch;
       rt.owner = r->owners[i];
       rt.local = r->owners[i] == view->self;
-      rt.gone_at = r->results[i].deleted_cas;
-      work.add(warm_read(view, r, i, rt));
+      rt.gone_at = own.deleted_cas;
+      work.add(warm_read(view, r, i, rt, own.deleted_lately));
       continue;
     }
     if (o.kind == storage::op_kind::remove
@@ -1883,7 +1892,7 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
 
 kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster_view> view,
                                            std::shared_ptr<routed_ops> r, size_t i,
-                                           actors::op_route rt) {
+                                           actors::op_route rt, bool lately) {
   const auto& o = r->probes[i];
   const auto from = actors::warm_source(*view, ring::key_hash(o.key), rt,
                                         static_cast<int64_t>(now_ms()));
@@ -1897,11 +1906,13 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
   storage::op_batch one;
   one.push_back(std::move(w));
   return execute_at(*view->past[from.depth].ring, from.id, std::move(one))
-    .then([this, view, r, i, rt](storage::result_batch rs) mutable -> kj::Promise<void> {
+    .then([this, view, r, i, rt, lately](storage::result_batch rs) mutable
+          -> kj::Promise<void> {
       if (rs.empty())
         return kj::READY_NOW;
       const auto st = rs[0].st;
-      if (st == storage::status::hit && !storage::cas_clock_removed(rs[0].cas, rt.gone_at)) {
+      if (st == storage::status::hit && !storage::cas_clock_removed(rs[0].cas, rt.gone_at) &&
+          !(lately && !storage::cas_clocked(rs[0].cas))) {
         r->results[i] = std::move(rs[0]);
         return kj::READY_NOW;
       }
@@ -1910,7 +1921,7 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
            storage::cas_clock_newer(rs[0].deleted_cas, rt.gone_at)))
         rt.gone_at = rs[0].deleted_cas;  // (a delete there: what is further back is older)
       if (st == storage::status::miss || st == storage::status::hit)  // (a hit it took: none)
-        return warm_read(view, r, i, rt);  // (no answer ends it: see warm_source)
+        return warm_read(view, r, i, rt, lately);  // (no answer ends it: see warm_source)
       return kj::READY_NOW;
     });
 }

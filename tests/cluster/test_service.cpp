@@ -1651,10 +1651,13 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
 
 // A read that a node places again (a member placed it by a ring this node replaced) and that
 // misses at the key's owner warms from the past owners by the CAS clock, not by the owner's
-// `deleted_lately`: the owner judges "lately" by its own view, and a flush_all there counted
-// as lately an item the past owner wrote after it was not warmed (the ring-change sweep's
-// seed 1614: right after a drain, `mg k t` answered EN). An item the past owner holds from
-// before the flush counts as gone all the same.
+// `deleted_lately` alone. That says a flush_all or delete took the key after the owner's view
+// named its ring, so that past owners hold nothing newer; but a member whose view lagged (here
+// a raw one: its write placed as often as allowed runs at n1) wrote the key at a past owner
+// after the flush, and that item was not warmed (the ring-change sweep's seed 1614: right
+// after a drain, `mg k t` answered EN). An item the past owner holds from before the flush
+// counts as gone all the same, and so does one whose CAS is no clock value (meta E), which
+// the clock cannot order after the flush.
 BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_its_owner) {
   std::vector<std::unique_ptr<test_node>> nodes;
   const auto old_view = pair_joined_by_n3(nodes);
@@ -1663,12 +1666,12 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
   BOOST_REQUIRE(!v->past.empty());
   const uint64_t before = old_view->ring->placement();
   std::vector<std::string> moved;  // n1's before n3 joined, n3's now
-  for (int i = 0; i < 100000 && moved.size() < 2; ++i) {
+  for (int i = 0; i < 100000 && moved.size() < 3; ++i) {
     std::string k = "flushed-" + std::to_string(i);
     if (old_view->ring->live_primary(k)->name == "n1" && v->ring->live_primary(k)->name == "n3")
       moved.push_back(k);
   }
-  BOOST_REQUIRE_EQUAL(moved.size(), 2u);
+  BOOST_REQUIRE_EQUAL(moved.size(), 3u);
   // The shards as bifrostd's route table tells them of a view: copy guard on, ring named.
   for (auto& n : nodes)
     for (auto& s : n->shards)
@@ -1701,9 +1704,13 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
     for (auto& s : nodes[n]->shards)
       BOOST_REQUIRE(exec(*nodes[n]->sys, s, {flush}).answered);
   BOOST_TEST((run({at_n1(moved[0], "after the flush")})[0] == rpc::Status::STORED));
-  auto got = run({get_op(moved[0]), get_op(moved[1])});
+  auto unclocked = at_n1(moved[2], "after the flush, CAS 12345");
+  unclocked.explicit_cas = 12345;  // (meta E)
+  BOOST_TEST((run({unclocked})[0] == rpc::Status::STORED));
+  auto got = run({get_op(moved[0]), get_op(moved[1]), get_op(moved[2])});
   BOOST_TEST((got[0] == rpc::Status::HIT));   // before: MISS
   BOOST_TEST((got[1] == rpc::Status::MISS));  // (n1's copy is older than the flush at n3)
+  BOOST_TEST((got[2] == rpc::Status::MISS));  // (not ordered by the clock: taken as older)
 }
 
 // A member's write that a node placed again on the key's owner is answered before that node
