@@ -1,5 +1,7 @@
 #include "actors/cluster_route.hpp"
 
+#include "storage/shard.hpp"
+
 #include <algorithm>
 
 namespace bifrost::actors {
@@ -315,6 +317,13 @@ bool place_again(const cluster_view& cv, const storage::op& o) noexcept {
 
 storage::op warm_copy(const std::string& key, const storage::result& r) {
   return storage::item_copy(key, r, storage::store_mode::add);
+}
+
+bool taken_on_walk(op_route& rt, const storage::result& r) noexcept {
+  if (r.st == storage::status::miss && r.deleted_cas != 0 &&
+      (!storage::cas_clocked(rt.gone_at) || storage::cas_clock_newer(r.deleted_cas, rt.gone_at)))
+    rt.gone_at = r.deleted_cas;
+  return r.st == storage::status::hit && storage::cas_clock_removed(r.cas, rt.gone_at);
 }
 
 storage::op read_copy(const storage::op& read, const storage::result& r) {

@@ -240,6 +240,13 @@ storage::op warm_copy(const std::string& key, const storage::result& r);
 /// previous owner was not one).
 storage::op read_copy(const storage::op& read, const storage::result& r);
 
+/// A warm read's answer `r` from a past owner, on rt's walk (rt.gone_at: the latest delete
+/// met, at the owner or a past owner; a connection's warm read and a routed one's alike): a
+/// miss that names a later delete point raises it; true for a hit the CAS clock counts as
+/// taken by it (storage::cas_clock_removed: an item further back than the delete), which the
+/// walk takes for a miss.
+bool taken_on_walk(op_route& rt, const storage::result& r) noexcept;
+
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).
 inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {
   return cv.ring && cv.ring->epoch() == rt.epoch;

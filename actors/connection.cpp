@@ -956,11 +956,7 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
     // flush_all) says when: an item further back older than that is none (a replica that the
     // delete's replication had not reached yet).
     if (phase == warm_phase::read || phase == warm_phase::ahead) {
-      if (r.st == storage::status::miss && r.deleted_cas != 0 &&
-          (!storage::cas_clocked(rt.gone_at) ||
-           storage::cas_clock_newer(r.deleted_cas, rt.gone_at)))
-        rt.gone_at = r.deleted_cas;
-      if (r.st == storage::status::hit && storage::cas_clock_removed(r.cas, rt.gone_at)) {
+      if (taken_on_walk(rt, r)) {
         r = storage::result::of(storage::status::miss);
         r.deleted_cas = rt.gone_at;
       }

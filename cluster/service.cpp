@@ -1911,15 +1911,11 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
       if (rs.empty())
         return kj::READY_NOW;
       const auto st = rs[0].st;
-      if (st == storage::status::hit && !storage::cas_clock_removed(rs[0].cas, rt.gone_at) &&
-          !(lately && !storage::cas_clocked(rs[0].cas))) {
+      const bool taken = actors::taken_on_walk(rt, rs[0]);  // (a miss may raise rt.gone_at)
+      if (st == storage::status::hit && !taken && !(lately && !storage::cas_clocked(rs[0].cas))) {
         r->results[i] = std::move(rs[0]);
         return kj::READY_NOW;
       }
-      if (st == storage::status::miss && rs[0].deleted_cas != 0 &&
-          (!storage::cas_clocked(rt.gone_at) ||
-           storage::cas_clock_newer(rs[0].deleted_cas, rt.gone_at)))
-        rt.gone_at = rs[0].deleted_cas;  // (a delete there: what is further back is older)
       if (st == storage::status::miss || st == storage::status::hit)  // (a hit it took: none)
         return warm_read(view, r, i, rt, lately);  // (no answer ends it: see warm_source)
       return kj::READY_NOW;

@@ -1,6 +1,7 @@
 // Per-op placement in a cluster (actors/cluster_route.hpp): first placement, read failover,
 // placing again after a ring change, and the write-on-miss warming source.
 #include "actors/cluster_route.hpp"
+#include "storage/shard.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -853,6 +854,37 @@ BOOST_AUTO_TEST_CASE(past_holders_are_the_past_owners_that_are_not_owners_now) {
   auto mine = key_moved(*w1, "n2", *w2, "n4");
   BOOST_CHECK(named(*w2, mine, 0) == names{"n2"});
   BOOST_CHECK(w2->past[out[0].depth].ring->member(out[0].id).name == w2->self_name);
+}
+
+// A warm read's walk keeps the latest delete point it met (a miss's deleted_cas), and a hit
+// no later than it by the CAS clock (the deleted write itself included) counts as taken.
+BOOST_AUTO_TEST_CASE(a_walk_keeps_the_latest_delete_and_takes_older_hits) {
+  const uint64_t t = storage::k_cas_clock_min + (uint64_t{1000} << 8);  // clock values
+  op_route rt;
+  auto miss = [](uint64_t at) {
+    auto r = storage::result::of(storage::status::miss);
+    r.deleted_cas = at;
+    return r;
+  };
+  auto hit = [](uint64_t cas) {
+    auto r = storage::result::of(storage::status::hit);
+    r.cas = cas;
+    return r;
+  };
+  BOOST_CHECK(!taken_on_walk(rt, hit(t)));  // (no delete met)
+  BOOST_CHECK(!taken_on_walk(rt, miss(t + 10)));
+  BOOST_CHECK_EQUAL(rt.gone_at, t + 10);
+  BOOST_CHECK(!taken_on_walk(rt, miss(t + 5)));  // an older point keeps the later one
+  BOOST_CHECK_EQUAL(rt.gone_at, t + 10);
+  BOOST_CHECK(!taken_on_walk(rt, miss(0)));
+  BOOST_CHECK_EQUAL(rt.gone_at, t + 10);
+  BOOST_CHECK(taken_on_walk(rt, hit(t + 9)));
+  BOOST_CHECK(taken_on_walk(rt, hit(t + 10)));  // (an expiry's point: the write's own CAS)
+  BOOST_CHECK(!taken_on_walk(rt, hit(t + 11)));
+  BOOST_CHECK(!taken_on_walk(rt, hit(12345)));  // not on the clock: not ordered
+  BOOST_CHECK(!taken_on_walk(rt, miss(t + 20)));
+  BOOST_CHECK_EQUAL(rt.gone_at, t + 20);
+  BOOST_CHECK(taken_on_walk(rt, hit(t + 11)));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -368,6 +368,23 @@ struct raw_client {
     req.setReplicas(1);
     req.send().wait(io.waitScope);
   }
+
+  /// Node.execute of `ops` as a member's client ops placed by `ring` (0: none said); the
+  /// statuses.
+  std::vector<rpc::Status> execute(const storage::op_batch& ops, uint64_t ring) {
+    auto req = node.executeRequest();
+    auto list = req.initOps(static_cast<unsigned>(ops.size()));
+    for (size_t i = 0; i < ops.size(); ++i)
+      cluster::to_rpc(ops[i], list[static_cast<unsigned>(i)]);
+    req.setOrigin(rpc::Origin::CLIENT);
+    req.setRing(ring);
+    auto r = req.send().wait(io.waitScope);
+    BOOST_REQUIRE_EQUAL(r.getResults().size(), ops.size());
+    std::vector<rpc::Status> st;
+    for (auto x : r.getResults())
+      st.push_back(x.getStatus());
+    return st;
+  }
 };
 
 // A TCP socket listening on 127.0.0.1:<free port> that never accepts: connections complete in
@@ -1545,20 +1562,7 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
 
   raw_client cl(n1.address());
   cl.hello_as_member("lagger");
-  auto run = [&](storage::op_batch ops, uint64_t ring) {
-    auto req = cl.node.executeRequest();
-    auto list = req.initOps(static_cast<unsigned>(ops.size()));
-    for (size_t i = 0; i < ops.size(); ++i)
-      cluster::to_rpc(ops[i], list[static_cast<unsigned>(i)]);
-    req.setOrigin(rpc::Origin::CLIENT);
-    req.setRing(ring);
-    auto r = req.send().wait(cl.io.waitScope);
-    BOOST_REQUIRE_EQUAL(r.getResults().size(), ops.size());
-    std::vector<rpc::Status> st;
-    for (auto x : r.getResults())
-      st.push_back(x.getStatus());
-    return st;
-  };
+  auto run = [&](const storage::op_batch& ops, uint64_t ring) { return cl.execute(ops, ring); };
   auto execute = [&](storage::op_batch ops, uint64_t ring) {
     for (auto st : run(std::move(ops), ring))
       BOOST_TEST((st == rpc::Status::STORED));
@@ -1678,20 +1682,7 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
       caf::anon_send(s, actors::prune_atom::value, n->view());
   raw_client cl(n1.address());
   cl.hello_as_member("lagger");
-  auto run = [&](storage::op_batch ops) {
-    auto req = cl.node.executeRequest();
-    auto list = req.initOps(static_cast<unsigned>(ops.size()));
-    for (size_t i = 0; i < ops.size(); ++i)
-      cluster::to_rpc(ops[i], list[static_cast<unsigned>(i)]);
-    req.setOrigin(rpc::Origin::CLIENT);
-    req.setRing(before);
-    auto r = req.send().wait(cl.io.waitScope);
-    BOOST_REQUIRE_EQUAL(r.getResults().size(), ops.size());
-    std::vector<rpc::Status> st;
-    for (auto x : r.getResults())
-      st.push_back(x.getStatus());
-    return st;
-  };
+  auto run = [&](const storage::op_batch& ops) { return cl.execute(ops, before); };
   auto at_n1 = [](const std::string& k, const std::string& value) {
     auto o = set_op(k, value);
     o.routed = actors::max_routed;  // (placed as often as allowed: it runs at n1)
