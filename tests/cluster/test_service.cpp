@@ -1562,9 +1562,8 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
 
   raw_client cl(n1.address());
   cl.hello_as_member("lagger");
-  auto run = [&](const storage::op_batch& ops, uint64_t ring) { return cl.execute(ops, ring); };
   auto execute = [&](storage::op_batch ops, uint64_t ring) {
-    for (auto st : run(std::move(ops), ring))
+    for (auto st : cl.execute(ops, ring))
       BOOST_TEST((st == rpc::Status::STORED));
   };
   // A store of a value too large to travel inline (Node.upload: its sink gets the value).
@@ -1637,13 +1636,13 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   // all placed again on their owners, and reads, are not. (Both used to run here: the
   // process would have exited with the only copy after answering STORED.)
   n1.refusing->store(true);
-  auto refused = run({set_op(kept[1], "refused"), get_op(kept[0])}, 0);
+  auto refused = cl.execute({set_op(kept[1], "refused"), get_op(kept[0])}, 0);
   BOOST_TEST((refused == std::vector<rpc::Status>(2, rpc::Status::UNAVAILABLE)));
-  refused = run({set_op(kept[1], "refused"), set_op(moved[4], "placed again")}, before);
+  refused = cl.execute({set_op(kept[1], "refused"), set_op(moved[4], "placed again")}, before);
   BOOST_TEST((refused == std::vector<rpc::Status>(2, rpc::Status::UNAVAILABLE)));
-  BOOST_TEST((run({set_op(moved[4], "placed again")}, before) ==
+  BOOST_TEST((cl.execute({set_op(moved[4], "placed again")}, before) ==
               std::vector<rpc::Status>{rpc::Status::STORED}));
-  BOOST_TEST((run({get_op(kept[0])}, 0) == std::vector<rpc::Status>{rpc::Status::HIT}));
+  BOOST_TEST((cl.execute({get_op(kept[0])}, 0) == std::vector<rpc::Status>{rpc::Status::HIT}));
   BOOST_TEST((upload(kept[2], 0) == rpc::Status::UNAVAILABLE));
   BOOST_TEST((upload(moved[6], before) == rpc::Status::STORED));
   BOOST_TEST(held(n1, kept[1]) == "(miss)");
