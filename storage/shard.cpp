@@ -1262,6 +1262,7 @@ struct shard::impl {
       res.st = status::deleted;
       return res;
     }
+    res.cas = r->cas;  // (which a delete at the key's owner orders against: cluster)
     remove_at(pos);
     ++st.delete_hits;
     res.st = status::deleted;

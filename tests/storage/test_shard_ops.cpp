@@ -32,7 +32,10 @@ BOOST_AUTO_TEST_CASE(set_get_delete_and_counters) {
   BOOST_CHECK_EQUAL(r.flags, 42u);
   BOOST_CHECK_EQUAL(r.exptime, 0u);
   BOOST_CHECK_EQUAL(do_get(*s, "nope").st, status::miss);
-  BOOST_CHECK_EQUAL(do_delete(*s, "k").st, status::deleted);
+  const uint64_t written = r.cas;
+  r = do_delete(*s, "k");
+  BOOST_CHECK_EQUAL(r.st, status::deleted);
+  BOOST_CHECK_EQUAL(r.cas, written);  // (the removed item's: the cluster orders it)
   BOOST_CHECK_EQUAL(do_delete(*s, "k").st, status::not_found);
   BOOST_CHECK_EQUAL(do_get(*s, "k").st, status::miss);
   const shard_stats& st = s->stats();
