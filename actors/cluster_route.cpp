@@ -20,6 +20,7 @@ placement place(const cluster_view& cv, uint64_t hash, op_route& rt) noexcept {
     rt.looked = false;
     rt.warmed = false;
     rt.ahead = false;
+    rt.lately = false;
     rt.warm_next = 0;
   }
   if (rt.tries >= k_max_tries || cv.joining)
@@ -83,7 +84,7 @@ bool warm_first(const cluster_view& cv, const op_route& rt, const storage::op& o
 
 next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,
                        warm_class cls, bool intact, int64_t now_ms,
-                       bool deleted_lately) noexcept {
+                       bool deleted_lately, uint64_t deleted_cas) noexcept {
   using storage::status;
   const bool read = cls == warm_class::read;
   bool moved = !same_ring(cv, rt);
@@ -99,8 +100,8 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
     return next_step::place;
   }
   // (Placed by a ring since replaced, the op goes to the key's owner now: that one judges.)
-  if (((read || cls == warm_class::update) && found_nothing(st) && deleted_lately && !moved) ||
-      !may_warm(cv, rt, now_ms))
+  const bool lately = (read || cls == warm_class::update) && found_nothing(st) && deleted_lately;
+  if ((lately && !storage::cas_clocked(deleted_cas) && !moved) || !may_warm(cv, rt, now_ms))
     return next_step::accept;
   if ((read && st == status::miss) ||
       (cls == warm_class::update && intact && found_nothing(st))) {
@@ -108,6 +109,7 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
       rt.tries = 0;
       return next_step::place;
     }
+    rt.lately = lately;
     return next_step::warm;
   }
   if (cls == warm_class::remove && !moved && (st == status::deleted || st == status::not_found))
@@ -323,7 +325,9 @@ bool taken_on_walk(op_route& rt, const storage::result& r) noexcept {
   if (r.st == storage::status::miss && r.deleted_cas != 0 &&
       (!storage::cas_clocked(rt.gone_at) || storage::cas_clock_newer(r.deleted_cas, rt.gone_at)))
     rt.gone_at = r.deleted_cas;
-  return r.st == storage::status::hit && storage::cas_clock_removed(r.cas, rt.gone_at);
+  return r.st == storage::status::hit &&
+         (storage::cas_clock_removed(r.cas, rt.gone_at) ||
+          (rt.lately && !storage::cas_clocked(r.cas)));
 }
 
 storage::op read_copy(const storage::op& read, const storage::result& r) {

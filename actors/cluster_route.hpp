@@ -56,6 +56,8 @@ struct op_route {
                          // owner (storage::result::deleted_cas): an item further back that it
                          // took by the CAS clock (storage::cas_clock_removed: no later, the
                          // expired write itself included) counts as none
+  bool lately = false;   // the owner's miss said deleted_lately (storage::result): an item
+                         // further back whose CAS is no clock value counts as none too
 };
 
 /// How warming treats an op after a ring change, while the owner may not hold a key its
@@ -124,14 +126,17 @@ enum class next_step : uint8_t {
 ///    owner may hold it), else `warm`; a delete that ran (deleted or not found) in the same
 ///    ring is `warm` (the connection deletes at the previous owner too).
 ///  - a read's miss, or an update's that found nothing, where the item expired just now or a
-///    delete took the key lately
-///    (`deleted_lately`: storage::result::deleted_lately) stands: the previous owners hold
-///    nothing newer, only copies the delete's erase chain removed, or a replica that the
-///    replication of the write it deleted reached after that (R > 1: a pipelined set +
-///    delete, then a get, answered the deleted value).
+///    delete took the key lately (`deleted_lately`: storage::result::deleted_lately) warms
+///    only by the CAS clock (`deleted_cas`: storage::result::deleted_cas, which the warm step
+///    takes as rt.gone_at; rt.lately is set): the previous owners hold copies the delete's
+///    erase chain removed, or a replica that the replication of the write it deleted reached
+///    after that (R > 1: a pipelined set + delete, then a get, answered the deleted value),
+///    which taken_on_walk counts as none; and a write there after the delete, by a member
+///    whose view lagged (the owner judges "lately" by its own view), which answers. With a
+///    delete point that is no clock value (0: an older node's answer) the result stands.
 next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,
                        warm_class cls, bool intact, int64_t now_ms,
-                       bool deleted_lately = false) noexcept;
+                       bool deleted_lately = false, uint64_t deleted_cas = 0) noexcept;
 
 struct warm_from {
   placement where = placement::unavailable;  // peer: cv.past[depth].peers[id]; local: own shards
@@ -244,7 +249,8 @@ storage::op read_copy(const storage::op& read, const storage::result& r);
 /// met, at the owner or a past owner; a connection's warm read and a routed one's alike): a
 /// miss that names a later delete point raises it; true for a hit the CAS clock counts as
 /// taken by it (storage::cas_clock_removed: an item further back than the delete), which the
-/// walk takes for a miss.
+/// walk takes for a miss; with rt.lately, also for a hit whose CAS is no clock value (a
+/// client's meta E), which the clock cannot order after the delete.
 bool taken_on_walk(op_route& rt, const storage::result& r) noexcept;
 
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).

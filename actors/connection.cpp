@@ -1088,11 +1088,15 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // the older copies go too. The owner's not_found answers when the item there expired
         // just now or a delete took it lately (storage::result::deleted_lately): a copy the
         // chain finds is older (a replica the replication of an earlier write reached after
-        // the expiring write's own erase there: DELETED answered a delete of an expired key).
+        // the expiring write's own erase there: DELETED answered a delete of an expired key),
+        // unless the CAS clock says the item it removed was written after that (by a member
+        // whose view lagged: the owner judges "lately" by its own view).
         auto& own = p.results[index];
+        const bool later = r.st == storage::status::deleted && !o.invalidate &&
+                           storage::cas_clock_newer(r.cas, own.deleted_cas);
         const bool decided =
             own.st == storage::status::deleted || own.st == storage::status::exists ||
-            (own.st == storage::status::not_found && own.deleted_lately);
+            (own.st == storage::status::not_found && own.deleted_lately && !later);
         if (decided || !(r.st == storage::status::deleted || r.st == storage::status::exists))
           r = std::move(own);
         own = std::move(r);
@@ -1109,7 +1113,8 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
           intact = true;
         }
         const auto first = r.st;
-        switch (after_result(cv, rt, r.st, cls, intact, steady_ms(), r.deleted_lately)) {
+        switch (after_result(cv, rt, r.st, cls, intact, steady_ms(), r.deleted_lately,
+                             r.deleted_cas)) {
           case next_step::accept:
             if (r.st == storage::status::hit && cls == warm_class::read &&
                 !storage::changes_item(o) && check_at_previous(seq, index, cv, r))

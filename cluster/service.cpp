@@ -287,11 +287,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   kj::Promise<void> in_window(std::shared_ptr<routed_ops> r);
   /// The walk of in_window's read `i`: a hit at a past owner no later by the CAS clock than
   /// the latest delete met (rt.gone_at: the owner's, then each miss's) is none; with
-  /// `lately` (the owner's miss said deleted_lately) so is one whose CAS is no clock value
-  /// (a client's meta E), which the clock cannot order after the delete.
+  /// rt.lately (the owner's miss said deleted_lately) so is one whose CAS is no clock value
+  /// (a client's meta E), which the clock cannot order after the delete (taken_on_walk).
   kj::Promise<void> warm_read(std::shared_ptr<const actors::cluster_view> view,
-                              std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt,
-                              bool lately);
+                              std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
   /// Runs `ops` at member `id` of `ring` (this node: the local shards), as a warm op.
   kj::Promise<storage::result_batch> execute_at(const ring& in, uint32_t id,
                                                 storage::op_batch ops);
@@ -1840,7 +1839,8 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       rt.owner = r->owners[i];
       rt.local = r->owners[i] == view->self;
       rt.gone_at = own.deleted_cas;
-      work.add(warm_read(view, r, i, rt, own.deleted_lately));
+      rt.lately = own.deleted_lately;
+      work.add(warm_read(view, r, i, rt));
       continue;
     }
     if (o.kind == storage::op_kind::remove
@@ -1878,12 +1878,15 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       one.push_back(std::move(d));
       work.add(execute_at(*view->past[holders[k].depth].ring, holders[k].id, std::move(one))
                  .then([r, i](storage::result_batch rs) {
-                   // A delete that found the item only at a past owner deleted it all the same.
-                   auto& own = r->results[i].st;
+                   // A delete that found the item only at a past owner deleted it all the same
+                   // (not a copy older than the owner's state: by the CAS clock when a delete
+                   // took the key there lately).
+                   auto& at = r->results[i];
                    if (r->probes[i].kind == storage::op_kind::remove && !rs.empty() &&
-                       rs[0].st == storage::status::deleted && own == storage::status::not_found &&
-                       !r->results[i].deleted_lately)  // (a copy older than the owner's state)
-                     own = storage::status::deleted;
+                       rs[0].st == storage::status::deleted &&
+                       at.st == storage::status::not_found &&
+                       (!at.deleted_lately || storage::cas_clock_newer(rs[0].cas, at.deleted_cas)))
+                     at.st = storage::status::deleted;
                  }));
     }
   }
@@ -1892,7 +1895,7 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
 
 kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster_view> view,
                                            std::shared_ptr<routed_ops> r, size_t i,
-                                           actors::op_route rt, bool lately) {
+                                           actors::op_route rt) {
   const auto& o = r->probes[i];
   const auto from = actors::warm_source(*view, ring::key_hash(o.key), rt,
                                         static_cast<int64_t>(now_ms()));
@@ -1906,18 +1909,18 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
   storage::op_batch one;
   one.push_back(std::move(w));
   return execute_at(*view->past[from.depth].ring, from.id, std::move(one))
-    .then([this, view, r, i, rt, lately](storage::result_batch rs) mutable
+    .then([this, view, r, i, rt](storage::result_batch rs) mutable
           -> kj::Promise<void> {
       if (rs.empty())
         return kj::READY_NOW;
       const auto st = rs[0].st;
       const bool taken = actors::taken_on_walk(rt, rs[0]);  // (a miss may raise rt.gone_at)
-      if (st == storage::status::hit && !taken && !(lately && !storage::cas_clocked(rs[0].cas))) {
+      if (st == storage::status::hit && !taken) {
         r->results[i] = std::move(rs[0]);
         return kj::READY_NOW;
       }
       if (st == storage::status::miss || st == storage::status::hit)  // (a hit it took: none)
-        return warm_read(view, r, i, rt, lately);  // (no answer ends it: see warm_source)
+        return warm_read(view, r, i, rt);  // (no answer ends it: see warm_source)
       return kj::READY_NOW;
     });
 }

@@ -122,7 +122,7 @@ struct result {
   status st = status::miss;
   // Item metadata (valid for hit / stored / deleted when the item exists afterwards).
   uint32_t flags = 0;
-  uint64_t cas = 0;
+  uint64_t cas = 0;           // (also a plain delete's: the CAS of the item it removed)
   uint32_t exptime = 0;       // absolute unix seconds, 0 = never
   uint32_t exptime_before = 0;  // the item's exptime before this op's mg/ma T (0 for an item
                                 // N made): what a meta `t` left of T or N shows
@@ -141,8 +141,9 @@ struct result {
                                 // client's delete (or its replication), a flush_all or the
                                 // expiry of an item written here took the key lately (the
                                 // copy guard's seconds) under the node's current ring: the
-                                // previous owners' copies are older, no warm read asks them
-                                // and none answers a delete
+                                // previous owners' copies are older, unless a member whose
+                                // view lagged wrote there after it (deleted_cas orders them:
+                                // actors/cluster_route.hpp, after_result)
   uint64_t deleted_cas = 0;   // found no item where a delete, a flush_all or an expiry was
                               // noted in the copy guard's seconds (cluster only; in the
                               // current ring or before it): the note's point on the CAS

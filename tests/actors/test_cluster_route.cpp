@@ -285,14 +285,30 @@ BOOST_AUTO_TEST_CASE(a_miss_inside_the_window_warms_from_the_previous_primary) {
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 1000) == next_step::accept);
   st = status::miss;
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::blind, true, 999) == next_step::accept);
-  // A miss where a delete took the key lately (or the item expired just now) stands.
+  // A miss where a delete took the key lately (or the item expired just now) stands when its
+  // point is no clock value (an older node's answer)...
   st = status::miss;
   BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999, true) == next_step::accept);
+  // ...and warms by the CAS clock when it is one: a past owner may hold a later write, by a
+  // member whose view lagged (the owner judges "lately" by its own view).
+  const uint64_t point = storage::next_cas();
+  st = status::miss;
+  BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999, true, point) ==
+              next_step::warm);
+  BOOST_CHECK(rt.lately);
+  st = status::miss;
+  BOOST_CHECK(after_result(*v2, rt, st, warm_class::read, true, 999, false, point) ==
+              next_step::warm);
+  BOOST_CHECK(!rt.lately);
   // So does an update's: a touch, an incr or a replace that found the item expired just now.
   for (auto none : {status::not_found, status::not_stored}) {
     st = none;
     BOOST_CHECK(after_result(*v2, rt, st, warm_class::update, true, 999, true) ==
                 next_step::accept);
+    st = none;
+    BOOST_CHECK(after_result(*v2, rt, st, warm_class::update, true, 999, true, point) ==
+                next_step::warm);
+    BOOST_CHECK(rt.lately);
     st = none;
     BOOST_CHECK(after_result(*v2, rt, st, warm_class::update, true, 999) == next_step::warm);
   }
@@ -885,6 +901,9 @@ BOOST_AUTO_TEST_CASE(a_walk_keeps_the_latest_delete_and_takes_older_hits) {
   BOOST_CHECK(!taken_on_walk(rt, miss(t + 20)));
   BOOST_CHECK_EQUAL(rt.gone_at, t + 20);
   BOOST_CHECK(taken_on_walk(rt, hit(t + 11)));
+  rt.lately = true;  // (the owner's miss said deleted_lately)
+  BOOST_CHECK(taken_on_walk(rt, hit(12345)));  // then an unordered hit counts as older
+  BOOST_CHECK(!taken_on_walk(rt, hit(t + 21)));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1669,12 +1669,12 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
   BOOST_REQUIRE(!v->past.empty());
   const uint64_t before = old_view->ring->placement();
   std::vector<std::string> moved;  // n1's before n3 joined, n3's now
-  for (int i = 0; i < 100000 && moved.size() < 3; ++i) {
+  for (int i = 0; i < 100000 && moved.size() < 4; ++i) {
     std::string k = "flushed-" + std::to_string(i);
     if (old_view->ring->live_primary(k)->name == "n1" && v->ring->live_primary(k)->name == "n3")
       moved.push_back(k);
   }
-  BOOST_REQUIRE_EQUAL(moved.size(), 3u);
+  BOOST_REQUIRE_EQUAL(moved.size(), 4u);
   // The shards as bifrostd's route table tells them of a view: copy guard on, ring named.
   for (auto& n : nodes)
     for (auto& s : n->shards)
@@ -1701,6 +1701,17 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
   BOOST_TEST((got[0] == rpc::Status::HIT));   // before: MISS
   BOOST_TEST((got[1] == rpc::Status::MISS));  // (n1's copy is older than the flush at n3)
   BOOST_TEST((got[2] == rpc::Status::MISS));  // (not ordered by the clock: taken as older)
+  // A delete placed again finds the later write at the past owner and answers for it.
+  BOOST_TEST((run({at_n1(moved[3], "after the flush")})[0] == rpc::Status::STORED));
+  storage::op del;
+  del.kind = storage::op_kind::remove;
+  del.key = moved[3];
+  BOOST_TEST((run({del})[0] == rpc::Status::DELETED));  // before: NOT_FOUND
+  del.key = moved[1];
+  BOOST_TEST((run({del})[0] == rpc::Status::NOT_FOUND));  // (only an older copy there)
+  auto gone = run({get_op(moved[3]), get_op(moved[1])});
+  BOOST_TEST((gone[0] == rpc::Status::MISS));
+  BOOST_TEST((gone[1] == rpc::Status::MISS));
 }
 
 // A member's write that a node placed again on the key's owner is answered before that node

@@ -4125,6 +4125,41 @@ BOOST_AUTO_TEST_CASE(a_stopping_primary_hands_its_writes_to_the_other_owners_fir
                                                      << " writes n1 acknowledged");
 }
 
+// A replica's copy of `key` (`value`, CAS `cas`): a store of a data link call of origin
+// replica, as a node's replication sends it.
+bifrost::storage::op copy_of(const std::string& key, const std::string& value, uint64_t cas) {
+  bifrost::storage::op o;
+  o.kind = bifrost::storage::op_kind::store;
+  o.mode = bifrost::storage::store_mode::set;
+  o.key = key;
+  o.value = value;
+  o.explicit_cas = cas;
+  o.copy = true;
+  return o;
+}
+
+// A data link to `n`'s memcached port, as member `as`: the link's hello answered.
+void link_as(mc_client& link, const node& n, const std::string& as) {
+  link.send_all("bifrost-link 2 " + as + "\r\n");
+  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 2 " + n.name);
+}
+
+// The CAS of `key` read through `n` (gets), and its value.
+std::pair<std::string, uint64_t> gets_at(const node& n, const std::string& key) {
+  mc_client m(n.port);
+  m.send_all("gets " + key + "\r\n");
+  std::istringstream line(m.read_line());
+  std::string word, k;
+  uint32_t flags = 0;
+  size_t bytes = 0;
+  uint64_t cas = 0;
+  line >> word >> k >> flags >> bytes >> cas;
+  BOOST_REQUIRE_EQUAL(word, "VALUE");
+  std::string value = m.read_exact(bytes + 2).substr(0, bytes);
+  BOOST_REQUIRE_EQUAL(m.read_line(), "END");
+  return std::make_pair(value, cas);
+}
+
 // A node that has not heard of a ring change yet still takes writes of the keys it gave up
 // (from its own clients, and from members as far behind as it is: they place them there too),
 // while the nodes that heard read those keys at their new owner, which may have warmed the
@@ -4153,39 +4188,14 @@ BOOST_AUTO_TEST_CASE(a_read_right_after_a_ring_change_answers_the_later_of_old_a
     if (pair.primary(k)->name == "n1" && moved.size() < 2)
       moved.push_back(k);
   BOOST_REQUIRE_EQUAL(moved.size(), 2u);
-  auto gets = [](node& n, const std::string& key) {
-    mc_client m(n.port);
-    m.send_all("gets " + key + "\r\n");
-    std::istringstream line(m.read_line());
-    std::string word, k;
-    uint32_t flags = 0;
-    size_t bytes = 0;
-    uint64_t cas = 0;
-    line >> word >> k >> flags >> bytes >> cas;
-    BOOST_REQUIRE_EQUAL(word, "VALUE");
-    std::string value = m.read_exact(bytes + 2).substr(0, bytes);
-    BOOST_REQUIRE_EQUAL(m.read_line(), "END");
-    return std::make_pair(value, cas);
-  };
   // Read through n3 first: it warms both from n1, with n1's CAS values.
-  const auto [first, first_cas] = gets(n3, moved[0]);
-  const auto [second, second_cas] = gets(n3, moved[1]);
+  const auto [first, first_cas] = gets_at(n3, moved[0]);
+  const auto [second, second_cas] = gets_at(n3, moved[1]);
   BOOST_REQUIRE_EQUAL(first, value_for(moved[0]));
   BOOST_REQUIRE_EQUAL(second, value_for(moved[1]));
   // Then n1 holds a later write of the first key, and an earlier one of the second.
   mc_client link(n1.port, 5s);
-  link.send_all("bifrost-link 2 n2\r\n");
-  BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 2 n1");
-  auto copy_of = [](const std::string& key, const std::string& value, uint64_t cas) {
-    bifrost::storage::op o;
-    o.kind = op_kind::store;
-    o.mode = bifrost::storage::store_mode::set;
-    o.key = key;
-    o.value = value;
-    o.explicit_cas = cas;
-    o.copy = true;
-    return o;
-  };
+  link_as(link, n1, "n2");
   bifrost::storage::op_batch ops(3);
   ops[0] = copy_of(moved[0], "late-at-n1", first_cas + 256);
   ops[1].kind = op_kind::remove;
@@ -4206,7 +4216,88 @@ BOOST_AUTO_TEST_CASE(a_read_right_after_a_ring_change_answers_the_later_of_old_a
   // The later write replaced n3's older copy.
   BOOST_CHECK(wait_until([&] { return stat_of(n3, "cluster_copies_replaced") >= 1; }, 3000ms,
                          20ms));
-  BOOST_CHECK_EQUAL(gets(n3, moved[0]).first, "late-at-n1");
+  BOOST_CHECK_EQUAL(gets_at(n3, moved[0]).first, "late-at-n1");
+}
+
+// A read or an update that finds nothing at a key's owner where a delete took the key lately
+// still warms from the key's previous owner, by the CAS clock: an item there written after
+// the delete answers (a write by a member whose view lagged, which placed it by the ring
+// before), and only an older copy (a replica the delete's replication had not reached yet)
+// or one whose CAS is no clock value counts as none. Before, "deleted lately" alone ended
+// the warming; the owner judges it by its own view, and such a write was lost to readers
+// (the RingChange sweep, seed 1682: an append right after a drain answered NS).
+// Here the lagging member's writes are data link calls of origin replica at n1: plain
+// stores, which take their CAS from n1's clock; the lag itself is not staged.
+BOOST_AUTO_TEST_CASE(a_write_at_the_past_owner_after_a_delete_at_the_owner_is_warmed) {
+  namespace lw = bifrost::cluster::link_wire;
+  using bifrost::cluster::ring;
+  using bifrost::storage::op_kind;
+  cluster c;
+  logs_on_failure guard{c};
+  // (No read-check window: an update then runs first, and warms after it found nothing.)
+  std::vector<std::string> args = long_warm_window;
+  args.insert(args.end(), {"--read-check-window", "0"});
+  auto j = pair_joined_by_n3(c, "gone-", args);
+  node& n1 = *j.ns[0];
+  node& n2 = *j.ns[1];
+  node& n3 = *j.ns[2];
+  const ring pair({{"n1", "", 1, true}, {"n2", "", 1, true}});
+  std::vector<std::string> moved;  // n3's keys that were n1's
+  for (const auto& k : j.at_n3)
+    if (pair.primary(k)->name == "n1" && moved.size() < 8)
+      moved.push_back(k);
+  BOOST_REQUIRE_EQUAL(moved.size(), 8u);
+  // (n1's writes, warmed to n3)
+  const uint64_t older_cas[] = {gets_at(n3, moved[4]).second, gets_at(n3, moved[7]).second};
+  // Deleted through their owner n3 (which notes each delete after it heard of the ring of
+  // three); the erase chain deletes n1's copies too.
+  mc_client m3(n3.port, 5s);
+  for (const auto& k : moved) {
+    m3.send_all("delete " + k + "\r\n");
+    BOOST_REQUIRE_EQUAL(m3.read_line(), "DELETED");
+  }
+  // Then n1 takes the lagging member's writes, an older copy and an unordered one.
+  mc_client link(n1.port, 5s);
+  link_as(link, n1, "n2");
+  bifrost::storage::op_batch ops(8);
+  for (size_t i : {0, 1, 2, 3, 6}) {
+    ops[i].kind = op_kind::store;
+    ops[i].mode = bifrost::storage::store_mode::set;
+    ops[i].key = moved[i];
+    ops[i].value = "after-" + std::to_string(i);
+  }
+  ops[4] = copy_of(moved[4], "older", older_cas[0]);
+  ops[5] = copy_of(moved[5], "unordered", 12345);  // (a client's meta E)
+  ops[7] = copy_of(moved[7], "older", older_cas[1]);
+  auto f = lw::encode_call(1, bifrost::cluster::rpc::Origin::REPLICA, ops);
+  link.send_all(std::string(f.asChars().begin(), f.asChars().size()));
+  auto rs = read_link_reply(link);
+  BOOST_REQUIRE(rs && rs->size() == ops.size());
+  for (const auto& r : *rs)
+    BOOST_REQUIRE(r.st == bifrost::storage::status::stored);
+  // Reads through the owner n3 and through n2 (forwarded to n3: n2 warms), updates and
+  // deletes through each: the writes after the delete are found, the others are not.
+  mc_client m2(n2.port, 5s);
+  BOOST_CHECK_EQUAL(m3.get(moved[0]).value_or("(miss)"), "after-0");  // before: (miss)
+  BOOST_CHECK_EQUAL(m2.get(moved[1]).value_or("(miss)"), "after-1");
+  m3.send_all("append " + moved[2] + " 0 0 2\r\n-3\r\n");
+  BOOST_CHECK_EQUAL(m3.read_line(), "STORED");  // before: NOT_STORED
+  m2.send_all("ms " + moved[3] + " 2 MA\r\n-4\r\n");  // (seed 1682's append)
+  BOOST_CHECK_EQUAL(m2.read_line(), "HD");  // before: NS
+  BOOST_CHECK_EQUAL(m2.get(moved[2]).value_or("(miss)"), "after-2-3");
+  BOOST_CHECK_EQUAL(m3.get(moved[3]).value_or("(miss)"), "after-3-4");
+  for (auto* m : {&m3, &m2}) {
+    BOOST_CHECK_EQUAL(m->get(moved[4]).value_or("(miss)"), "(miss)");
+    BOOST_CHECK_EQUAL(m->get(moved[5]).value_or("(miss)"), "(miss)");
+    m->send_all("touch " + moved[5] + " 100\r\n");
+    BOOST_CHECK_EQUAL(m->read_line(), "NOT_FOUND");
+  }
+  m2.send_all("delete " + moved[6] + "\r\n");
+  BOOST_CHECK_EQUAL(m2.read_line(), "DELETED");  // before: NOT_FOUND
+  m3.send_all("delete " + moved[7] + "\r\n");
+  BOOST_CHECK_EQUAL(m3.read_line(), "NOT_FOUND");
+  for (size_t i : {6, 7})  // (each delete's chain removed n1's copy)
+    BOOST_CHECK_EQUAL(m2.get(moved[i]).value_or("(miss)"), "(miss)");
 }
 
 BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
