@@ -322,12 +322,26 @@ storage::op warm_copy(const std::string& key, const storage::result& r) {
 }
 
 bool taken_on_walk(op_route& rt, const storage::result& r) noexcept {
-  if (r.st == storage::status::miss && r.deleted_cas != 0 &&
+  if ((r.st == storage::status::miss || r.st == storage::status::not_found) &&
+      r.deleted_cas != 0 &&
       (!storage::cas_clocked(rt.gone_at) || storage::cas_clock_newer(r.deleted_cas, rt.gone_at)))
     rt.gone_at = r.deleted_cas;
   return r.st == storage::status::hit &&
          (storage::cas_clock_removed(r.cas, rt.gone_at) ||
           (rt.lately && !storage::cas_clocked(r.cas)));
+}
+
+bool keeps_owner_answer(op_route& rt, const storage::result& own, const storage::result& r,
+                        bool invalidate) noexcept {
+  using storage::status;
+  taken_on_walk(rt, r);  // (r's not_found may raise rt.gone_at for the sources after it)
+  if (own.st == status::deleted || own.st == status::exists)
+    return true;
+  if (own.st != status::not_found || !own.deleted_lately)
+    return false;
+  const bool later = (r.st == status::deleted || r.st == status::exists) && !invalidate &&
+                     storage::cas_clock_newer(r.cas, rt.gone_at);
+  return !later;
 }
 
 storage::op read_copy(const storage::op& read, const storage::result& r) {

@@ -133,7 +133,8 @@ enum class next_step : uint8_t {
 ///    after that (R > 1: a pipelined set + delete, then a get, answered the deleted value),
 ///    which taken_on_walk counts as none; and a write there after the delete, by a member
 ///    whose view lagged (the owner judges "lately" by its own view), which answers. With a
-///    delete point that is no clock value (0: an older node's answer) the result stands.
+///    delete point that is no clock value (0 from an older node, or the expiry of an item
+///    whose CAS a client chose: meta E) the result stands.
 next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st,
                        warm_class cls, bool intact, int64_t now_ms,
                        bool deleted_lately = false, uint64_t deleted_cas = 0) noexcept;
@@ -250,8 +251,21 @@ storage::op read_copy(const storage::op& read, const storage::result& r);
 /// miss that names a later delete point raises it; true for a hit the CAS clock counts as
 /// taken by it (storage::cas_clock_removed: an item further back than the delete), which the
 /// walk takes for a miss; with rt.lately, also for a hit whose CAS is no clock value (a
-/// client's meta E), which the clock cannot order after the delete.
+/// client's meta E), which the clock cannot order after the delete. (A delete's not_found
+/// names its point too, and raises it likewise: keeps_owner_answer.)
 bool taken_on_walk(op_route& rt, const storage::result& r) noexcept;
+
+/// A delete's erase chain (warm_phase::erase): `own` is the answer so far (the owner's, or a
+/// previous owner's that removed or refused the item), `r` the next previous owner's. True
+/// when `own` stays the answer: it removed or refused the item (deleted, exists), or found
+/// none where a delete took the key lately (result::deleted_lately) and `r` is a copy no
+/// later than that by the CAS clock (rt.gone_at: the owner's point, raised by each not_found
+/// on the way, as taken_on_walk does) — a replica that the delete's replication had not
+/// reached yet; an item written there later (a member whose view lagged) answers, removed
+/// (deleted) or refused (exists, for a CAS that does not match it). `invalidate` (md I): its
+/// result's CAS is the one it gave the item, which orders nothing.
+bool keeps_owner_answer(op_route& rt, const storage::result& own, const storage::result& r,
+                        bool invalidate) noexcept;
 
 /// True when rt.owner is an id of cv's current ring (no ring change since the op was placed).
 inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {

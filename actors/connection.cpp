@@ -931,12 +931,13 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
       case warm_phase::check:
         r = std::move(p.results[index]);
         break;
-      case warm_phase::read:  // (a read answers with what the previous owner had)
-        if (!is_read(p.ops[index]))
+      case warm_phase::read:  // (a read answers with what the previous owner had, unless
+                              // the walk takes it: taken_on_walk)
+        if (!is_read(p.ops[index]) || taken_on_walk(p.routing[index], r))
           r = std::move(p.results[index]);
         break;
       case warm_phase::erase:
-        if (own.st == storage::status::deleted || own.st == storage::status::exists)
+        if (keeps_owner_answer(p.routing[index], own, r, p.ops[index].invalidate))
           r = std::move(p.results[index]);
         break;
       case warm_phase::none:
@@ -1089,14 +1090,10 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
         // just now or a delete took it lately (storage::result::deleted_lately): a copy the
         // chain finds is older (a replica the replication of an earlier write reached after
         // the expiring write's own erase there: DELETED answered a delete of an expired key),
-        // unless the CAS clock says the item it removed was written after that (by a member
-        // whose view lagged: the owner judges "lately" by its own view).
+        // unless the CAS clock says the item it found was written after that (by a member
+        // whose view lagged: the owner judges "lately" by its own view): keeps_owner_answer.
         auto& own = p.results[index];
-        const bool later = r.st == storage::status::deleted && !o.invalidate &&
-                           storage::cas_clock_newer(r.cas, own.deleted_cas);
-        const bool decided =
-            own.st == storage::status::deleted || own.st == storage::status::exists ||
-            (own.st == storage::status::not_found && own.deleted_lately && !later);
+        const bool decided = keeps_owner_answer(rt, own, r, o.invalidate);
         if (decided || !(r.st == storage::status::deleted || r.st == storage::status::exists))
           r = std::move(own);
         own = std::move(r);

@@ -110,7 +110,8 @@ struct Op {
 struct Result {
   status @0 :Status;
   flags @1 :UInt32;
-  cas @2 :UInt64;
+  cas @2 :UInt64;           # (a plain delete's: the CAS of the item it removed or refused;
+                            # 0 from older nodes)
   exptime @3 :UInt32;
   lastAccess @4 :UInt32;
   fetched @5 :Bool;

@@ -1880,9 +1880,12 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
                  .then([r, i](storage::result_batch rs) {
                    // A delete that found the item only at a past owner deleted it all the same
                    // (not a copy older than the owner's state: by the CAS clock when a delete
-                   // took the key there lately).
+                   // took the key there lately). Not a delete that compares a CAS, nor md I:
+                   // a plain delete went there, which answers for neither.
                    auto& at = r->results[i];
-                   if (r->probes[i].kind == storage::op_kind::remove && !rs.empty() &&
+                   const auto& probe = r->probes[i];
+                   if (probe.kind == storage::op_kind::remove && probe.compare_cas == 0 &&
+                       !probe.cas_given && !probe.invalidate && !rs.empty() &&
                        rs[0].st == storage::status::deleted &&
                        at.st == storage::status::not_found &&
                        (!at.deleted_lately || storage::cas_clock_newer(rs[0].cas, at.deleted_cas)))

@@ -122,7 +122,8 @@ struct result {
   status st = status::miss;
   // Item metadata (valid for hit / stored / deleted when the item exists afterwards).
   uint32_t flags = 0;
-  uint64_t cas = 0;           // (also a plain delete's: the CAS of the item it removed)
+  uint64_t cas = 0;           // (also a plain delete's: the CAS of the item it removed, or
+                              // refused: exists)
   uint32_t exptime = 0;       // absolute unix seconds, 0 = never
   uint32_t exptime_before = 0;  // the item's exptime before this op's mg/ma T (0 for an item
                                 // N made): what a meta `t` left of T or N shows
@@ -188,6 +189,8 @@ inline op change_probe(const op& o) {
   p.vivify = o.vivify;
   p.recache = o.recache;
   p.invalidate = o.invalidate;  // (md I's erase: cluster_route.hpp, owners_replicated)
+  p.compare_cas = o.compare_cas;  // (a delete's answer: service in_window)
+  p.cas_given = o.cas_given;
   p.copy = o.copy;  // (a delete's copy erases nothing further: service in_window)
   return p;
 }

@@ -1231,6 +1231,7 @@ struct shard::impl {
         (o.hand_back &&
          (r->cas > return_mark() || (o.explicit_cas != 0 && r->cas == o.explicit_cas)))) {
       res.st = status::exists;
+      res.cas = r->cas;  // (as a removal's, below)
       return res;
     }
     if (noted)

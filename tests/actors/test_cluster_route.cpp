@@ -906,4 +906,36 @@ BOOST_AUTO_TEST_CASE(a_walk_keeps_the_latest_delete_and_takes_older_hits) {
   BOOST_CHECK(!taken_on_walk(rt, hit(t + 21)));
 }
 
+BOOST_AUTO_TEST_CASE(a_delete_that_found_nothing_lately_answers_only_for_a_later_item) {
+  const uint64_t t = storage::k_cas_clock_min + (uint64_t{1000} << 8);  // clock values
+  auto of = [](status st, uint64_t cas, uint64_t point = 0) {
+    auto r = storage::result::of(st);
+    r.cas = cas;
+    r.deleted_cas = point;
+    return r;
+  };
+  auto own = of(status::not_found, 0, t + 10);
+  own.deleted_lately = true;
+  op_route rt;
+  rt.gone_at = own.deleted_cas;  // (as the warm step sets it)
+  BOOST_CHECK(keeps_owner_answer(rt, own, of(status::deleted, t + 5), false));  // a replica
+  BOOST_CHECK(keeps_owner_answer(rt, own, of(status::deleted, t + 10), false));
+  BOOST_CHECK(keeps_owner_answer(rt, own, of(status::deleted, 12345), false));  // unordered
+  BOOST_CHECK(!keeps_owner_answer(rt, own, of(status::deleted, t + 11), false));  // later
+  BOOST_CHECK(!keeps_owner_answer(rt, own, of(status::exists, t + 11), false));
+  BOOST_CHECK(keeps_owner_answer(rt, own, of(status::deleted, t + 11), true));  // md I's CAS
+  // A previous owner where a delete took the key later still: an item further back no later
+  // than that is a copy it removed.
+  BOOST_CHECK(keeps_owner_answer(rt, own, of(status::not_found, 0, t + 20), false));
+  BOOST_CHECK_EQUAL(rt.gone_at, t + 20);
+  BOOST_CHECK(keeps_owner_answer(rt, own, of(status::deleted, t + 15), false));
+  BOOST_CHECK(!keeps_owner_answer(rt, own, of(status::deleted, t + 21), false));
+  // Not lately: whatever the chain removes answers; a removal or refusal of its own stands.
+  op_route plain;
+  auto none = of(status::not_found, 0);
+  BOOST_CHECK(!keeps_owner_answer(plain, none, of(status::deleted, t + 5), false));
+  BOOST_CHECK(keeps_owner_answer(plain, of(status::deleted, t), of(status::deleted, t + 5), false));
+  BOOST_CHECK(keeps_owner_answer(plain, of(status::exists, t), of(status::deleted, t + 5), false));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

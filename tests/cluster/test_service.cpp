@@ -1709,6 +1709,12 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
   BOOST_TEST((run({del})[0] == rpc::Status::DELETED));  // before: NOT_FOUND
   del.key = moved[1];
   BOOST_TEST((run({del})[0] == rpc::Status::NOT_FOUND));  // (only an older copy there)
+  // One that compares a CAS does not answer for the plain delete sent there (left: that
+  // delete removes an item the compare would have kept; ARCHITECTURE.md).
+  BOOST_TEST((run({at_n1(moved[2], "after the flush, again")})[0] == rpc::Status::STORED));
+  del.key = moved[2];
+  del.compare_cas = 1;
+  BOOST_TEST((run({del})[0] != rpc::Status::DELETED));
   auto gone = run({get_op(moved[3]), get_op(moved[1])});
   BOOST_TEST((gone[0] == rpc::Status::MISS));
   BOOST_TEST((gone[1] == rpc::Status::MISS));

@@ -4244,9 +4244,9 @@ BOOST_AUTO_TEST_CASE(a_write_at_the_past_owner_after_a_delete_at_the_owner_is_wa
   const ring pair({{"n1", "", 1, true}, {"n2", "", 1, true}});
   std::vector<std::string> moved;  // n3's keys that were n1's
   for (const auto& k : j.at_n3)
-    if (pair.primary(k)->name == "n1" && moved.size() < 8)
+    if (pair.primary(k)->name == "n1" && moved.size() < 9)
       moved.push_back(k);
-  BOOST_REQUIRE_EQUAL(moved.size(), 8u);
+  BOOST_REQUIRE_EQUAL(moved.size(), 9u);
   // (n1's writes, warmed to n3)
   const uint64_t older_cas[] = {gets_at(n3, moved[4]).second, gets_at(n3, moved[7]).second};
   // Deleted through their owner n3 (which notes each delete after it heard of the ring of
@@ -4259,8 +4259,8 @@ BOOST_AUTO_TEST_CASE(a_write_at_the_past_owner_after_a_delete_at_the_owner_is_wa
   // Then n1 takes the lagging member's writes, an older copy and an unordered one.
   mc_client link(n1.port, 5s);
   link_as(link, n1, "n2");
-  bifrost::storage::op_batch ops(8);
-  for (size_t i : {0, 1, 2, 3, 6}) {
+  bifrost::storage::op_batch ops(9);
+  for (size_t i : {0, 1, 2, 3, 6, 8}) {
     ops[i].kind = op_kind::store;
     ops[i].mode = bifrost::storage::store_mode::set;
     ops[i].key = moved[i];
@@ -4298,6 +4298,9 @@ BOOST_AUTO_TEST_CASE(a_write_at_the_past_owner_after_a_delete_at_the_owner_is_wa
   BOOST_CHECK_EQUAL(m3.read_line(), "NOT_FOUND");
   for (size_t i : {6, 7})  // (each delete's chain removed n1's copy)
     BOOST_CHECK_EQUAL(m2.get(moved[i]).value_or("(miss)"), "(miss)");
+  m3.send_all("md " + moved[8] + " C1\r\n");  // (not the item's CAS)
+  BOOST_CHECK_EQUAL(m3.read_line(), "EX");  // before: NF
+  BOOST_CHECK_EQUAL(m2.get(moved[8]).value_or("(miss)"), "after-8");
 }
 
 BOOST_AUTO_TEST_CASE(data_link_hostile_input_on_the_memcached_port) {
