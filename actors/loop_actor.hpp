@@ -23,7 +23,7 @@ namespace bifrost::actors {
 class hosted_actor : public caf::event_based_actor {
 public:
   hosted_actor(caf::actor_config& cfg, actor_host* host)
-    : caf::event_based_actor(cfg), host_(host) {
+    : caf::event_based_actor(cfg), host_(host), home_(host ? &host->home() : nullptr) {
     if (host_)
       host_->hosted_add(1);
   }
@@ -42,12 +42,16 @@ public:
 
   using caf::event_based_actor::enqueue;
 
+  // (By home_, never through host_: CAF's clock thread may ship a delayed message to a
+  // terminated actor after its host was freed. The closed mailbox drops it without using the
+  // unit, but a call through the freed host is one on a destroyed object: UBSan's vptr check
+  // caught it in a stopping bifrostd, under load.)
   void enqueue(caf::mailbox_element_ptr ptr, caf::execution_unit* eu) override {
-    caf::event_based_actor::enqueue(std::move(ptr), host_ ? &host_->home() : eu);
+    caf::event_based_actor::enqueue(std::move(ptr), home_ ? home_ : eu);
   }
 
   void launch(caf::execution_unit* eu, bool lazy, bool hide) override {
-    caf::event_based_actor::launch(host_ ? &host_->home() : eu, lazy, hide);
+    caf::event_based_actor::launch(home_ ? home_ : eu, lazy, hide);
   }
 
   actor_host* host() noexcept { return host_; }
@@ -60,6 +64,7 @@ private:
     }
   }
   actor_host* host_;
+  caf::execution_unit* home_;  // host_->home(), or null with no host
   bool left_host_ = false;  // actor thread (cleanup), or the destructor after it
 };
 
