@@ -4144,6 +4144,24 @@ void link_as(mc_client& link, const node& n, const std::string& as) {
   BOOST_REQUIRE_EQUAL(link.read_line(), "LINK 2 " + n.name);
 }
 
+// long_warm_window, and --read-check-window `ms`.
+std::vector<std::string> read_check_window(const std::string& ms) {
+  std::vector<std::string> args = long_warm_window;
+  args.insert(args.end(), {"--read-check-window", ms});
+  return args;
+}
+
+// Of the keys n3 took (j.at_n3), the first `n` that were n1's in the ring of n1 and n2.
+std::vector<std::string> taken_from_n1(const n3_joined& j, size_t n) {
+  const bifrost::cluster::ring pair({{"n1", "", 1, true}, {"n2", "", 1, true}});
+  std::vector<std::string> moved;
+  for (const auto& k : j.at_n3)
+    if (pair.primary(k)->name == "n1" && moved.size() < n)
+      moved.push_back(k);
+  BOOST_REQUIRE_EQUAL(moved.size(), n);
+  return moved;
+}
+
 // The CAS of `key` read through `n` (gets), and its value.
 std::pair<std::string, uint64_t> gets_at(const node& n, const std::string& key) {
   mc_client m(n.port);
@@ -4172,22 +4190,14 @@ std::pair<std::string, uint64_t> gets_at(const node& n, const std::string& key) 
 // own replication would store it: the lag itself is not staged.
 BOOST_AUTO_TEST_CASE(a_read_right_after_a_ring_change_answers_the_later_of_old_and_new_owner) {
   namespace lw = bifrost::cluster::link_wire;
-  using bifrost::cluster::ring;
   using bifrost::storage::op_kind;
   cluster c;
   logs_on_failure guard{c};
-  std::vector<std::string> args = long_warm_window;
-  args.insert(args.end(), {"--read-check-window", "600000"});
-  auto j = pair_joined_by_n3(c, "check-", args);
+  auto j = pair_joined_by_n3(c, "check-", read_check_window("600000"));
   node& n1 = *j.ns[0];
   node& n2 = *j.ns[1];
   node& n3 = *j.ns[2];
-  const ring pair({{"n1", "", 1, true}, {"n2", "", 1, true}});
-  std::vector<std::string> moved;  // n3's keys that were n1's
-  for (const auto& k : j.at_n3)
-    if (pair.primary(k)->name == "n1" && moved.size() < 2)
-      moved.push_back(k);
-  BOOST_REQUIRE_EQUAL(moved.size(), 2u);
+  const auto moved = taken_from_n1(j, 2);
   // Read through n3 first: it warms both from n1, with n1's CAS values.
   const auto [first, first_cas] = gets_at(n3, moved[0]);
   const auto [second, second_cas] = gets_at(n3, moved[1]);
@@ -4230,23 +4240,15 @@ BOOST_AUTO_TEST_CASE(a_read_right_after_a_ring_change_answers_the_later_of_old_a
 // stores, which take their CAS from n1's clock; the lag itself is not staged.
 BOOST_AUTO_TEST_CASE(a_write_at_the_past_owner_after_a_delete_at_the_owner_is_warmed) {
   namespace lw = bifrost::cluster::link_wire;
-  using bifrost::cluster::ring;
   using bifrost::storage::op_kind;
   cluster c;
   logs_on_failure guard{c};
   // (No read-check window: an update then runs first, and warms after it found nothing.)
-  std::vector<std::string> args = long_warm_window;
-  args.insert(args.end(), {"--read-check-window", "0"});
-  auto j = pair_joined_by_n3(c, "gone-", args);
+  auto j = pair_joined_by_n3(c, "gone-", read_check_window("0"));
   node& n1 = *j.ns[0];
   node& n2 = *j.ns[1];
   node& n3 = *j.ns[2];
-  const ring pair({{"n1", "", 1, true}, {"n2", "", 1, true}});
-  std::vector<std::string> moved;  // n3's keys that were n1's
-  for (const auto& k : j.at_n3)
-    if (pair.primary(k)->name == "n1" && moved.size() < 9)
-      moved.push_back(k);
-  BOOST_REQUIRE_EQUAL(moved.size(), 9u);
+  const auto moved = taken_from_n1(j, 9);
   // (n1's writes, warmed to n3)
   const uint64_t older_cas[] = {gets_at(n3, moved[4]).second, gets_at(n3, moved[7]).second};
   // Deleted through their owner n3 (which notes each delete after it heard of the ring of
