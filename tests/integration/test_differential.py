@@ -398,9 +398,14 @@ class Base(unittest.TestCase):
             if want != got:
                 history = "".join("  #%d %r\n    -> %r\n    -> %r\n" % (j, s[:200], w[:200], g[:200])
                                   for j, s, w, g in before)
+                at = next((k for k in range(min(len(want), len(got))) if want[k] != got[k]),
+                          min(len(want), len(got)))
+                start = want.rfind(b"\r\n", 0, at) + 2 if b"\r\n" in want[:at] else 0  # its line
                 self.fail("%s seed %d, send #%d differs:\n  sent:     %r\n  expected: %r\n"
-                          "  got:      %r\nthe sends before it:\n%s"
-                          % (what, seed, i, send[:400], want[:600], got[:600], history))
+                          "  got:      %r\n  from byte %d: expected %r\n                 got %r\n"
+                          "the sends before it:\n%s"
+                          % (what, seed, i, send[:400], want[:600], got[:600], start,
+                             want[start:start + 200], got[start:start + 200], history))
             before = (before + [(i, send, want, got)])[-12:]
 
     @staticmethod
