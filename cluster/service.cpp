@@ -1829,7 +1829,8 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       // the change counted as lately, and the item the past owner wrote after it was not
       // warmed: a read right after a drain answered a miss. The walk goes by the CAS clock
       // instead, as a connection's warm read does; only a delete point that is no clock
-      // value (an older node's answer) still ends it here.)
+      // value (an older node's answer, or the expiry of an item with a client's CAS) still
+      // ends it here, as in after_result.)
       const auto& own = r->results[i];
       if (st != storage::status::miss ||
           (own.deleted_lately && !storage::cas_clocked(own.deleted_cas)))
@@ -1879,16 +1880,19 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       work.add(execute_at(*view->past[holders[k].depth].ring, holders[k].id, std::move(one))
                  .then([r, i](storage::result_batch rs) {
                    // A delete that found the item only at a past owner deleted it all the same
-                   // (not a copy older than the owner's state: by the CAS clock when a delete
-                   // took the key there lately). Not a delete that compares a CAS, nor md I:
-                   // a plain delete went there, which answers for neither.
+                   // (not a copy older than the owner's state: the erase chain's judgement,
+                   // keeps_owner_answer, against the owner's point). Not a delete that
+                   // compares a CAS, nor md I: a plain delete went there, which answers for
+                   // neither.
                    auto& at = r->results[i];
                    const auto& probe = r->probes[i];
+                   actors::op_route chain;
+                   chain.gone_at = at.deleted_cas;
                    if (probe.kind == storage::op_kind::remove && probe.compare_cas == 0 &&
                        !probe.cas_given && !probe.invalidate && !rs.empty() &&
                        rs[0].st == storage::status::deleted &&
                        at.st == storage::status::not_found &&
-                       (!at.deleted_lately || storage::cas_clock_newer(rs[0].cas, at.deleted_cas)))
+                       !actors::keeps_owner_answer(chain, at, rs[0], false))
                      at.st = storage::status::deleted;
                  }));
     }
