@@ -271,6 +271,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     std::vector<storage::op> probes;  // each op without its value (storage::change_probe)
     std::vector<uint32_t> owners;     // ring member id each op went to
     storage::result_batch results;
+    std::vector<uint8_t> answered_at;  // a delete's: depth of the past ring that answered it
   };
   /// A client's op does this through its connection (actors/connection.cpp): inside a
   /// warming window, a read that missed at its owner asks the key's past owners in turn
@@ -282,8 +283,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// (warm_source with erase: each past ring's first erase_ranks owners, a current owner
   /// among them — a delete that found nothing at the primary is not replicated), and to
   /// past_holders too (a client's erase chain ends inside the window; these are also
-  /// asked up to copies_kept_ms after it); one found on the way answers DELETED. Not when
-  /// the ring changed meanwhile.
+  /// asked up to copies_kept_ms after it); one found on the way answers DELETED. One that
+  /// found nothing at the primary goes there as the client gave it (md C compares its CAS:
+  /// a later item there that it does not match stays, and answers EX, as on the chain), the
+  /// newest past ring's answer first. Not when the ring changed meanwhile.
   kj::Promise<void> in_window(std::shared_ptr<routed_ops> r);
   /// The walk of in_window's read `i`: a hit at a past owner no later by the CAS clock than
   /// the latest delete met (rt.gone_at: the owner's, then each miss's) is none; with
@@ -1870,31 +1873,50 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
           holders[h++] = actors::past_holder{from.depth, from.id};
       }
     }
+    // A delete (not md I, an update: execute_again) that found nothing at the primary, whose
+    // answer may come from a past owner: its CAS compare goes there too. Otherwise the
+    // primary decided, and every older copy goes (the client's CAS matched the primary's
+    // item, not theirs).
+    const bool asks = o.kind == storage::op_kind::remove && !o.invalidate &&
+                      st == storage::status::not_found;
+    if (asks && r->answered_at.empty())
+      r->answered_at.assign(r->probes.size(), UINT8_MAX);
     for (size_t k = 0; k < h; ++k) {
       storage::op d;
       d.kind = storage::op_kind::remove;
       d.key = o.key;
       d.counted = false;
+      if (asks) {
+        d.compare_cas = o.compare_cas;
+        d.cas_given = o.cas_given;
+      }
       storage::op_batch one;
       one.push_back(std::move(d));
-      work.add(execute_at(*view->past[holders[k].depth].ring, holders[k].id, std::move(one))
-                 .then([r, i](storage::result_batch rs) {
-                   // A delete that found the item only at a past owner deleted it all the same
-                   // (not a copy older than the owner's state: the erase chain's judgement,
-                   // keeps_owner_answer, against the owner's point). Not a delete that
-                   // compares a CAS, nor md I: a plain delete went there, which answers for
-                   // neither.
-                   auto& at = r->results[i];
-                   const auto& probe = r->probes[i];
-                   actors::op_route chain;
-                   chain.gone_at = at.deleted_cas;
-                   if (probe.kind == storage::op_kind::remove && probe.compare_cas == 0 &&
-                       !probe.cas_given && !probe.invalidate && !rs.empty() &&
-                       rs[0].st == storage::status::deleted &&
-                       at.st == storage::status::not_found &&
-                       !actors::keeps_owner_answer(chain, at, rs[0], false))
-                     at.st = storage::status::deleted;
-                 }));
+      const uint8_t depth = holders[k].depth;
+      auto done = execute_at(*view->past[depth].ring, holders[k].id, std::move(one));
+      if (!asks) {
+        work.add(done.ignoreResult());
+        continue;
+      }
+      work.add(done.then([r, i, depth](storage::result_batch rs) {
+        // It found the item only at a past owner: it removed it there (deleted) or its CAS
+        // did not match it (exists), and that answers, unless the item is a copy no later
+        // than the owner's delete point (the erase chain's judgement, keeps_owner_answer).
+        // Of several past owners that hold one, the newest past ring's, as on the chain.
+        auto& at = r->results[i];
+        storage::result own;
+        own.st = storage::status::not_found;
+        own.deleted_lately = at.deleted_lately;
+        own.deleted_cas = at.deleted_cas;
+        actors::op_route chain;
+        chain.gone_at = at.deleted_cas;
+        if (!rs.empty() &&
+            (rs[0].st == storage::status::deleted || rs[0].st == storage::status::exists) &&
+            depth < r->answered_at[i] && !actors::keeps_owner_answer(chain, own, rs[0], false)) {
+          at.st = rs[0].st;
+          r->answered_at[i] = depth;
+        }
+      }));
     }
   }
   return kj::joinPromises(work.releaseAsArray());

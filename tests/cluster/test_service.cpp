@@ -1709,12 +1709,31 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
   BOOST_TEST((run({del})[0] == rpc::Status::DELETED));  // before: NOT_FOUND
   del.key = moved[1];
   BOOST_TEST((run({del})[0] == rpc::Status::NOT_FOUND));  // (only an older copy there)
-  // One that compares a CAS does not answer for the plain delete sent there (left: that
-  // delete removes an item the compare would have kept; ARCHITECTURE.md).
+  // One that compares a CAS (md C) compares it there too, as a client's erase chain does: a
+  // CAS that does not match the later item keeps it and answers EX (before: a plain delete
+  // went there, which removed it, and NOT_FOUND answered); the item's own CAS removes it.
   BOOST_TEST((run({at_n1(moved[2], "after the flush, again")})[0] == rpc::Status::STORED));
+  auto at_n1_now = [&](const std::string& k) {
+    auto r = exec(*n1.sys, n1.shards[actors::key_hash(k) % n1.shards.size()], {get_op(k)});
+    BOOST_REQUIRE(r.answered);
+    return r.results[0];
+  };
+  const auto later = at_n1_now(moved[2]);
+  BOOST_REQUIRE((later.st == storage::status::hit));
   del.key = moved[2];
-  del.compare_cas = 1;
-  BOOST_TEST((run({del})[0] != rpc::Status::DELETED));
+  del.compare_cas = later.cas + 1;
+  del.cas_given = true;
+  BOOST_TEST((run({del})[0] == rpc::Status::EXISTS));
+  BOOST_TEST((at_n1_now(moved[2]).st == storage::status::hit));
+  BOOST_TEST(at_n1_now(moved[2]).cas == later.cas);
+  del.compare_cas = later.cas;
+  BOOST_TEST((run({del})[0] == rpc::Status::DELETED));
+  BOOST_TEST((at_n1_now(moved[2]).st == storage::status::miss));
+  // (md C0 matches no item: EX for the later one, as memcached answers.)
+  BOOST_TEST((run({at_n1(moved[2], "once more")})[0] == rpc::Status::STORED));
+  del.compare_cas = 0;
+  BOOST_TEST((run({del})[0] == rpc::Status::EXISTS));
+  BOOST_TEST((at_n1_now(moved[2]).st == storage::status::hit));
   auto gone = run({get_op(moved[3]), get_op(moved[1])});
   BOOST_TEST((gone[0] == rpc::Status::MISS));
   BOOST_TEST((gone[1] == rpc::Status::MISS));
