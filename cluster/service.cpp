@@ -271,7 +271,6 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     std::vector<storage::op> probes;  // each op without its value (storage::change_probe)
     std::vector<uint32_t> owners;     // ring member id each op went to
     storage::result_batch results;
-    std::vector<uint8_t> answered_at;  // a delete's: depth of the past ring that answered it
   };
   /// A client's op does this through its connection (actors/connection.cpp): inside a
   /// warming window, a read that missed at its owner asks the key's past owners in turn
@@ -283,10 +282,11 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// (warm_source with erase: each past ring's first erase_ranks owners, a current owner
   /// among them — a delete that found nothing at the primary is not replicated), and to
   /// past_holders too (a client's erase chain ends inside the window; these are also
-  /// asked up to copies_kept_ms after it); one found on the way answers DELETED. One that
-  /// found nothing at the primary goes there as the client gave it (md C compares its CAS:
-  /// a later item there that it does not match stays, and answers EX, as on the chain), the
-  /// newest past ring's answer first. Not when the ring changed meanwhile.
+  /// asked up to copies_kept_ms after it). One that found nothing at the primary walks the
+  /// chain in turn, as the client gave it (md C compares its CAS: a later item that it does
+  /// not match stays and answers EX, which ends the chain), and the first later item found
+  /// answers (erase_walk); the other past holders get a plain delete. Not when the ring
+  /// changed meanwhile.
   kj::Promise<void> in_window(std::shared_ptr<routed_ops> r);
   /// The walk of in_window's read `i`: a hit at a past owner no later by the CAS clock than
   /// the latest delete met (rt.gone_at: the owner's, then each miss's) is none; with
@@ -294,6 +294,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// (a client's meta E), which the clock cannot order after the delete (taken_on_walk).
   kj::Promise<void> warm_read(std::shared_ptr<const actors::cluster_view> view,
                               std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
+  /// The erase chain of in_window's delete `i` that found nothing at the primary: each past
+  /// owner in turn (warm_source with erase) gets the client's delete, with its CAS compare
+  /// until one removed the item; the first that held a later item than the delete point met
+  /// so far (keeps_owner_answer) answers, and one whose CAS did not match (exists) ends it.
+  kj::Promise<void> erase_walk(std::shared_ptr<const actors::cluster_view> view,
+                               std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
   /// Runs `ops` at member `id` of `ring` (this node: the local shards), as a warm op.
   kj::Promise<storage::result_batch> execute_at(const ring& in, uint32_t id,
                                                 storage::op_batch ops);
@@ -1853,6 +1859,14 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       continue;  // (a delete that failed at the primary — unavailable — deletes no copy)
     actors::past_holder holders[actors::max_past_holders * 2];
     size_t h = actors::past_holders(*view, hash, now, holders);
+    bool on_chain[std::size(holders)] = {};
+    // A delete (not md I, an update: execute_again) that found nothing at the primary: its
+    // answer may come from a past owner, along the erase chain in turn as a client's
+    // connection walks it (erase_walk); the other past holders get a plain delete. One the
+    // primary decided deletes every older copy at once.
+    const bool asks = o.kind == storage::op_kind::remove && !o.invalidate &&
+                      st == storage::status::not_found;
+    actors::op_route chain;
     if (o.kind == storage::op_kind::remove) {
       // The erase chain's nodes, as the client's connection walks it (each once, by name).
       actors::op_route rt;
@@ -1860,6 +1874,8 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       rt.owner = r->owners[i];
       rt.local = r->owners[i] == view->self;
       rt.owners_replicated = o.invalidate && st == storage::status::deleted;  // (md I, stale here)
+      rt.gone_at = r->results[i].deleted_cas;  // (the owner's delete point: keeps_owner_answer)
+      chain = rt;
       const size_t first = h;
       for (auto from = actors::warm_source(*view, hash, rt, now, true);
            from.where != actors::placement::unavailable && h < std::size(holders);
@@ -1868,55 +1884,28 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
         const auto& name = view->past[from.depth].ring->member(from.id).name;
         bool named = false;
         for (size_t k = 0; k < first && !named; ++k)
-          named = view->past[holders[k].depth].ring->member(holders[k].id).name == name;
-        if (!named)
+          if (view->past[holders[k].depth].ring->member(holders[k].id).name == name)
+            named = on_chain[k] = true;
+        if (!named) {
+          on_chain[h] = true;
           holders[h++] = actors::past_holder{from.depth, from.id};
+        }
       }
     }
-    // A delete (not md I, an update: execute_again) that found nothing at the primary, whose
-    // answer may come from a past owner: its CAS compare goes there too. Otherwise the
-    // primary decided, and every older copy goes (the client's CAS matched the primary's
-    // item, not theirs).
-    const bool asks = o.kind == storage::op_kind::remove && !o.invalidate &&
-                      st == storage::status::not_found;
-    if (asks && r->answered_at.empty())
-      r->answered_at.assign(r->probes.size(), UINT8_MAX);
+    if (asks)
+      work.add(erase_walk(view, r, i, chain));
     for (size_t k = 0; k < h; ++k) {
+      if (asks && on_chain[k])
+        continue;
       storage::op d;
       d.kind = storage::op_kind::remove;
       d.key = o.key;
       d.counted = false;
-      if (asks) {
-        d.compare_cas = o.compare_cas;
-        d.cas_given = o.cas_given;
-      }
       storage::op_batch one;
       one.push_back(std::move(d));
-      const uint8_t depth = holders[k].depth;
-      auto done = execute_at(*view->past[depth].ring, holders[k].id, std::move(one));
-      if (!asks) {
-        work.add(done.ignoreResult());
-        continue;
-      }
-      work.add(done.then([r, i, depth](storage::result_batch rs) {
-        // It found the item only at a past owner: it removed it there (deleted) or its CAS
-        // did not match it (exists), and that answers, unless the item is a copy no later
-        // than the owner's delete point (the erase chain's judgement, keeps_owner_answer).
-        // Of several past owners that hold one, the newest past ring's, as on the chain.
-        auto& at = r->results[i];
-        storage::result own;
-        own.st = storage::status::not_found;
-        own.deleted_lately = at.deleted_lately;
-        own.deleted_cas = at.deleted_cas;
-        actors::op_route chain;
-        chain.gone_at = at.deleted_cas;
-        if (!rs.empty() &&
-            (rs[0].st == storage::status::deleted || rs[0].st == storage::status::exists) &&
-            depth < r->answered_at[i] && !actors::keeps_owner_answer(chain, own, rs[0], false)) {
-          at.st = rs[0].st;
-          r->answered_at[i] = depth;
-        }
-      }));
+      work.add(
+        execute_at(*view->past[holders[k].depth].ring, holders[k].id, std::move(one))
+          .ignoreResult());
     }
   }
   return kj::joinPromises(work.releaseAsArray());
@@ -1951,6 +1940,46 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
       if (st == storage::status::miss || st == storage::status::hit)  // (a hit it took: none)
         return warm_read(view, r, i, rt);  // (no answer ends it: see warm_source)
       return kj::READY_NOW;
+    });
+}
+
+kj::Promise<void> service::impl::erase_walk(std::shared_ptr<const actors::cluster_view> view,
+                                            std::shared_ptr<routed_ops> r, size_t i,
+                                            actors::op_route rt) {
+  const auto& o = r->probes[i];
+  const auto from = actors::warm_source(*view, ring::key_hash(o.key), rt,
+                                        static_cast<int64_t>(now_ms()), true);
+  if (from.where == actors::placement::unavailable || stopping)
+    return kj::READY_NOW;
+  rt.warm_next = from.next;
+  // The client's delete, its CAS compare with it (md C), until one removed the item: after
+  // that the answer is that one's, and the older copies just go (connection.cpp:
+  // warm_next_source).
+  storage::op d;
+  d.kind = storage::op_kind::remove;
+  d.key = o.key;
+  d.counted = false;
+  if (r->results[i].st != storage::status::deleted) {
+    d.compare_cas = o.compare_cas;
+    d.cas_given = o.cas_given;
+  }
+  storage::op_batch one;
+  one.push_back(std::move(d));
+  return execute_at(*view->past[from.depth].ring, from.id, std::move(one))
+    .then([this, view, r, i, rt](storage::result_batch rs) mutable -> kj::Promise<void> {
+      storage::result none;
+      none.st = storage::status::unavailable;  // (no answer: the chain goes on)
+      auto& got = rs.empty() ? none : rs[0];
+      // The first that held the item answers (deleted; exists, which ends the chain), unless
+      // it is a copy no later than the delete point met so far (keeps_owner_answer).
+      auto& own = r->results[i];
+      const bool decided = actors::keeps_owner_answer(rt, own, got, false);
+      if (!decided &&
+          (got.st == storage::status::deleted || got.st == storage::status::exists))
+        own = std::move(got);
+      if (own.st == storage::status::exists)
+        return kj::READY_NOW;
+      return erase_walk(view, r, i, rt);
     });
 }
 

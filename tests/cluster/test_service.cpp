@@ -1739,6 +1739,70 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
   BOOST_TEST((gone[1] == rpc::Status::MISS));
 }
 
+// A delete placed again that finds nothing at the key's owner walks the erase chain in turn,
+// newest past ring first, as a client's connection does: the first past owner that holds the
+// item answers, and once one removed it the older copies just go. Here n2 owned the key
+// before n3 joined and holds a later item; n1, its owner while alone (past rings still in
+// n1's window), an older one. md C with the later item's CAS removes both (before: the compare
+// went to every past holder at once, and n1's older copy, which it does not match, stayed and
+// could be warmed back); a CAS that matches neither answers EX for n2's item, and both stay.
+BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
+  std::vector<std::unique_ptr<test_node>> nodes;
+  const auto old_view = pair_joined_by_n3(nodes);
+  auto& n1 = *nodes[0];
+  auto& n2 = *nodes[1];
+  const auto v = n1.view();
+  // (n1's past rings, newest first: n1 and n2, that ring as n2 joined it, n1 alone. The
+  // chain of a key n2 owned: n2, then n1 in an older one.)
+  BOOST_REQUIRE_GE(v->past.size(), 2u);
+  BOOST_REQUIRE_EQUAL(v->past.back().ring->size(), 1u);
+  const uint64_t before = old_view->ring->placement();
+  BOOST_REQUIRE_EQUAL(v->past.front().ring->placement(), before);
+  std::vector<std::string> keys;  // n2's before n3 joined, n3's now
+  for (int i = 0; i < 100000 && keys.size() < 2; ++i) {
+    std::string k = "chain-" + std::to_string(i);
+    if (old_view->ring->live_primary(k)->name == "n2" && v->ring->live_primary(k)->name == "n3")
+      keys.push_back(k);
+  }
+  BOOST_REQUIRE_EQUAL(keys.size(), 2u);
+  auto shard_of = [](test_node& n, const std::string& k) -> const caf::actor& {
+    return n.shards[actors::key_hash(k) % n.shards.size()];
+  };
+  auto at = [&](test_node& n, const std::string& k) {
+    auto r = exec(*n.sys, shard_of(n, k), {get_op(k)});
+    BOOST_REQUIRE(r.answered);
+    return r.results[0];
+  };
+  auto put = [&](test_node& n, const std::string& k, const std::string& value) {
+    auto r = exec(*n.sys, shard_of(n, k), {set_op(k, value)});
+    BOOST_REQUIRE(r.answered);
+    BOOST_REQUIRE((r.results[0].st == storage::status::stored));
+  };
+  raw_client cl(n1.address());
+  cl.hello_as_member("lagger");
+  auto md = [&](const std::string& k, uint64_t cas) {
+    storage::op del;
+    del.kind = storage::op_kind::remove;
+    del.key = k;
+    del.compare_cas = cas;
+    del.cas_given = true;
+    return cl.execute({del}, before)[0];
+  };
+  for (const auto& k : keys) {
+    put(n1, k, "older, at n1");
+    put(n2, k, "later, at n2");
+  }
+  const auto later = at(n2, keys[0]);
+  BOOST_REQUIRE((later.st == storage::status::hit));
+  BOOST_TEST((md(keys[0], later.cas) == rpc::Status::DELETED));
+  BOOST_TEST((at(n2, keys[0]).st == storage::status::miss));
+  BOOST_TEST((at(n1, keys[0]).st == storage::status::miss));  // (before: a hit, EX there)
+  const auto kept = at(n2, keys[1]);
+  BOOST_TEST((md(keys[1], kept.cas + 1) == rpc::Status::EXISTS));
+  BOOST_TEST(at(n2, keys[1]).cas == kept.cas);
+  BOOST_TEST((at(n1, keys[1]).st == storage::status::hit));  // (hidden by n2's, which stays)
+}
+
 // A member's write that a node placed again on the key's owner is answered before that node
 // stops for good (stop waits for such calls, at most the RPC timeout): the teardown used to
 // cancel it in flight, and the member saw a failure for a write the owner then stored.
