@@ -283,10 +283,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// among them — a delete that found nothing at the primary is not replicated), and to
   /// past_holders too (a client's erase chain ends inside the window; these are also
   /// asked up to copies_kept_ms after it). One that found nothing at the primary walks the
-  /// chain in turn, as the client gave it (md C compares its CAS: a later item that it does
-  /// not match stays and answers EX, which ends the chain), and the first later item found
-  /// answers (erase_walk); the other past holders get a plain delete. Not when the ring
-  /// changed meanwhile.
+  /// chain in turn, as the client gave it (md C compares its CAS: an item that it does not
+  /// match stays and answers EX, which ends the chain), and the first item found answers
+  /// (erase_walk); the other past holders get a plain delete. Not when the ring changed
+  /// meanwhile.
   kj::Promise<void> in_window(std::shared_ptr<routed_ops> r);
   /// The walk of in_window's read `i`: a hit at a past owner no later by the CAS clock than
   /// the latest delete met (rt.gone_at: the owner's, then each miss's) is none; with
@@ -296,10 +296,13 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
                               std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
   /// The erase chain of in_window's delete `i` that found nothing at the primary: each past
   /// owner in turn (warm_source with erase) gets the client's delete, with its CAS compare
-  /// until one removed the item; the first that held a later item than the delete point met
-  /// so far (keeps_owner_answer) answers, and one whose CAS did not match (exists) ends it.
-  kj::Promise<void> erase_walk(std::shared_ptr<const actors::cluster_view> view,
-                               std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
+  /// until one removed the item; the first that held the item answers (with the owner's
+  /// not_found deleted_lately, only an item later than the delete point met so far:
+  /// keeps_owner_answer), and one whose CAS did not match (exists) ends it. It stops when
+  /// the ring changes; from `until_ms` on (steady ms) the rest of the chain gets plain
+  /// deletes, not waited for, and the answer stays.
+  kj::Promise<void> erase_walk(std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt,
+                               uint64_t until_ms);
   /// Runs `ops` at member `id` of `ring` (this node: the local shards), as a warm op.
   kj::Promise<storage::result_batch> execute_at(const ring& in, uint32_t id,
                                                 storage::op_batch ops);
@@ -1892,8 +1895,8 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
         }
       }
     }
-    if (asks)
-      work.add(erase_walk(view, r, i, chain));
+    if (asks)  // (half the member's call timeout for the walk: erase_walk)
+      work.add(erase_walk(r, i, chain, now_ms() + cfg.rpc_timeout_ms / 2));
     for (size_t k = 0; k < h; ++k) {
       if (asks && on_chain[k])
         continue;
@@ -1943,22 +1946,42 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
     });
 }
 
-kj::Promise<void> service::impl::erase_walk(std::shared_ptr<const actors::cluster_view> view,
-                                            std::shared_ptr<routed_ops> r, size_t i,
-                                            actors::op_route rt) {
+kj::Promise<void> service::impl::erase_walk(std::shared_ptr<routed_ops> r, size_t i,
+                                            actors::op_route rt, uint64_t until_ms) {
+  // The view now, as a connection's chain reads it at each step; none once the ring changed
+  // (the key's owners are others: a node on the chain may own it now and take writes).
+  std::shared_ptr<const actors::cluster_view> view = view_;
+  if (stopping || !view || !view->ring || view->ring->epoch() != r->epoch)
+    return kj::READY_NOW;
   const auto& o = r->probes[i];
-  const auto from = actors::warm_source(*view, ring::key_hash(o.key), rt,
-                                        static_cast<int64_t>(now_ms()), true);
-  if (from.where == actors::placement::unavailable || stopping)
+  const uint64_t hash = ring::key_hash(o.key);
+  const uint64_t now = now_ms();
+  storage::op d;
+  d.kind = storage::op_kind::remove;
+  d.key = o.key;
+  d.counted = false;
+  if (now >= until_ms) {
+    // Out of time (the member's call waits for this answer): what is left of the chain gets
+    // a plain delete, not waited for, and the answer stays. (A slow past owner per step
+    // would make the member's call time out: its client would see a failure for a delete
+    // that ran.)
+    for (auto from = actors::warm_source(*view, hash, rt, static_cast<int64_t>(now), true);
+         from.where != actors::placement::unavailable;
+         from = actors::warm_source(*view, hash, rt, static_cast<int64_t>(now), true)) {
+      rt.warm_next = from.next;
+      storage::op_batch one;
+      one.push_back(d);
+      tasks->add(execute_at(*view->past[from.depth].ring, from.id, std::move(one)).ignoreResult());
+    }
+    return kj::READY_NOW;
+  }
+  const auto from = actors::warm_source(*view, hash, rt, static_cast<int64_t>(now), true);
+  if (from.where == actors::placement::unavailable)
     return kj::READY_NOW;
   rt.warm_next = from.next;
   // The client's delete, its CAS compare with it (md C), until one removed the item: after
   // that the answer is that one's, and the older copies just go (connection.cpp:
   // warm_next_source).
-  storage::op d;
-  d.kind = storage::op_kind::remove;
-  d.key = o.key;
-  d.counted = false;
   if (r->results[i].st != storage::status::deleted) {
     d.compare_cas = o.compare_cas;
     d.cas_given = o.cas_given;
@@ -1966,7 +1989,7 @@ kj::Promise<void> service::impl::erase_walk(std::shared_ptr<const actors::cluste
   storage::op_batch one;
   one.push_back(std::move(d));
   return execute_at(*view->past[from.depth].ring, from.id, std::move(one))
-    .then([this, view, r, i, rt](storage::result_batch rs) mutable -> kj::Promise<void> {
+    .then([this, r, i, rt, until_ms](storage::result_batch rs) mutable -> kj::Promise<void> {
       storage::result none;
       none.st = storage::status::unavailable;  // (no answer: the chain goes on)
       auto& got = rs.empty() ? none : rs[0];
@@ -1979,7 +2002,7 @@ kj::Promise<void> service::impl::erase_walk(std::shared_ptr<const actors::cluste
         own = std::move(got);
       if (own.st == storage::status::exists)
         return kj::READY_NOW;
-      return erase_walk(view, r, i, rt);
+      return erase_walk(r, i, rt, until_ms);
     });
 }
 

@@ -1518,10 +1518,16 @@ BOOST_AUTO_TEST_CASE(a_member_that_left_still_serves_until_it_exits) {
 // n1 and n2, then n3 (its shards behind delay proxies with `delayable`) into `nodes`,
 // converged; n1's view from before n3 joined.
 actors::cluster_view_ptr pair_joined_by_n3(std::vector<std::unique_ptr<test_node>>& nodes,
-                                           bool delayable = false) {
-  nodes.push_back(std::make_unique<test_node>("n1"));
+                                           bool delayable = false,
+                                           bool pair_delayable = false) {
+  auto pair_node = [&](const std::string& name, std::vector<std::string> seeds) {
+    return std::make_unique<test_node>(name, std::move(seeds), 1, false, cluster::tls_options{},
+                                       0, "127.0.0.1:11211", std::nullopt, 2000,
+                                       pair_delayable);
+  };
+  nodes.push_back(pair_node("n1", {}));
   const auto seed = nodes[0]->address();
-  nodes.push_back(std::make_unique<test_node>("n2", std::vector<std::string>{seed}));
+  nodes.push_back(pair_node("n2", {seed}));
   BOOST_REQUIRE(wait_until([&] { return converged({nodes[0].get(), nodes[1].get()}, 2); },
                            5000ms));
   auto before = nodes[0]->view();
@@ -1748,7 +1754,7 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
 // could be warmed back); a CAS that matches neither answers EX for n2's item, and both stay.
 BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
   std::vector<std::unique_ptr<test_node>> nodes;
-  const auto old_view = pair_joined_by_n3(nodes);
+  const auto old_view = pair_joined_by_n3(nodes, false, true);
   auto& n1 = *nodes[0];
   auto& n2 = *nodes[1];
   const auto v = n1.view();
@@ -1801,6 +1807,27 @@ BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
   BOOST_TEST((md(keys[1], kept.cas + 1) == rpc::Status::EXISTS));
   BOOST_TEST(at(n2, keys[1]).cas == kept.cas);
   BOOST_TEST((at(n1, keys[1]).st == storage::status::hit));  // (hidden by n2's, which stays)
+
+  // Slow past owners: the walk takes at most about half the member's call timeout (2 s)
+  // before the rest of the chain gets plain deletes it does not wait for. n2 and n1 answer
+  // after 1.2 s each: n2's answer comes after the 1 s bound, and n1's older copy goes
+  // without the member waiting 2.4 s (past its call timeout) for it.
+  for (const auto& k : {keys[0]}) {
+    put(n1, k, "older, at n1");
+    put(n2, k, "later, at n2");
+  }
+  const auto again = at(n2, keys[0]);
+  n1.shard_delay_ms->store(1200);
+  n2.shard_delay_ms->store(1200);
+  const auto t0 = clock_type::now();
+  BOOST_TEST((md(keys[0], again.cas) == rpc::Status::DELETED));
+  const auto took_ms =
+    std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0).count();
+  BOOST_TEST(took_ms < 2000);
+  n1.shard_delay_ms->store(0);
+  n2.shard_delay_ms->store(0);
+  BOOST_TEST(wait_until([&] { return at(n1, keys[0]).st == storage::status::miss; }, 3000ms));
+  BOOST_TEST((at(n2, keys[0]).st == storage::status::miss));
 }
 
 // A member's write that a node placed again on the key's owner is answered before that node
