@@ -1769,8 +1769,9 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
     return rs;
   };
   // An update or an add acts on the item the member's client knew, which this node held
-  // before the ring change and the key's owner may not have warmed yet: its copy goes first,
-  // as an add (never over a later write), as a connection's warming does.
+  // before the ring change (or, inside a window, a past owner did) and the key's owner may
+  // not have warmed yet: its copy goes first, as an add (never over a later write), as a
+  // connection's warming does.
   storage::op_batch reads;
   std::vector<size_t> read_of;  // the op each read is for
   for (size_t i = 0; i < ops.size(); ++i) {
@@ -1790,8 +1791,38 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
   if (reads.empty())
     return routed_execute(std::move(ops)).then(mark).attach(kj::mv(done));
   auto held = std::make_shared<storage::op_batch>(std::move(ops));
+  auto looked = std::make_shared<routed_ops>();
+  looked->probes = reads;
   return local_execute(std::move(reads))
-      .then([this, held, read_of = std::move(read_of)](storage::result_batch rs) {
+      .then([this, looked](storage::result_batch rs) {
+        // Not here, inside a warming window: a past owner may hold it (this node did not
+        // warm it, or the member's ring was older still), as a connection's update warms it
+        // from there (warm_read's walk; the key's owner has not been asked, so no delete
+        // point bounds it: the copy goes as an add, which the owner's guard refuses for a
+        // key deleted lately, shard::guard_copies).
+        looked->results = std::move(rs);
+        std::shared_ptr<const actors::cluster_view> view = view_;
+        if (!view || view->past.empty() || !view->ring ||
+            !view->warming(static_cast<int64_t>(now_ms())) ||
+            looked->results.size() != looked->probes.size())
+          return kj::Promise<void>(kj::READY_NOW);
+        looked->epoch = view->ring->epoch();
+        kj::Vector<kj::Promise<void>> walks;
+        for (size_t j = 0; j < looked->results.size(); ++j) {
+          ring::member_id owner;
+          if (looked->results[j].st != storage::status::miss ||
+              view->ring->live_owner_ids(ring::key_hash(looked->probes[j].key), 1, &owner) != 1)
+            continue;
+          actors::op_route rt;
+          rt.epoch = looked->epoch;
+          rt.owner = owner;
+          rt.local = owner == view->self;
+          walks.add(warm_read(view, looked, j, rt));
+        }
+        return kj::joinPromises(walks.releaseAsArray());
+      })
+      .then([this, held, looked, read_of = std::move(read_of)]() {
+        const auto& rs = looked->results;
         storage::op_batch all;
         for (size_t j = 0; j < rs.size() && j < read_of.size(); ++j)
           if (rs[j].st == storage::status::hit && rs[j].value)

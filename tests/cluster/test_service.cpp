@@ -1830,6 +1830,61 @@ BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
   BOOST_TEST((at(n2, keys[0]).st == storage::status::miss));
 }
 
+// An update placed again acts on the item its member's client knew: the node that places it
+// copies the item to the key's owner first, from its own shards or, inside a warming window,
+// from the past owner that holds it, as a connection's update warms (before, only its own:
+// the append below answered NOT_STORED and md I NOT_FOUND, the item at n2 left as it was).
+// Here n2 owned the keys before n3 joined; n1, which places the member's ops again, has none.
+BOOST_AUTO_TEST_CASE(an_update_placed_again_finds_the_item_at_a_past_owner) {
+  std::vector<std::unique_ptr<test_node>> nodes;
+  const auto old_view = pair_joined_by_n3(nodes);
+  auto& n1 = *nodes[0];
+  auto& n2 = *nodes[1];
+  auto& n3 = *nodes[2];
+  const auto v = n1.view();
+  const uint64_t before = old_view->ring->placement();
+  BOOST_REQUIRE(!v->past.empty());
+  BOOST_REQUIRE_EQUAL(v->past.front().ring->placement(), before);
+  std::vector<std::string> keys;  // n2's before n3 joined, n3's now
+  for (int i = 0; i < 100000 && keys.size() < 2; ++i) {
+    std::string k = "update-" + std::to_string(i);
+    if (old_view->ring->live_primary(k)->name == "n2" && v->ring->live_primary(k)->name == "n3")
+      keys.push_back(k);
+  }
+  BOOST_REQUIRE_EQUAL(keys.size(), 2u);
+  auto at = [](test_node& n, const std::string& k) {
+    auto r = exec(*n.sys, n.shards[actors::key_hash(k) % n.shards.size()], {get_op(k)});
+    BOOST_REQUIRE(r.answered);
+    return r.results[0];
+  };
+  for (const auto& k : keys) {
+    auto r = exec(*n2.sys, n2.shards[actors::key_hash(k) % n2.shards.size()],
+                  {set_op(k, "at n2")});
+    BOOST_REQUIRE((r.answered && r.results[0].st == storage::status::stored));
+  }
+  raw_client cl(n1.address());
+  cl.hello_as_member("lagger");
+  auto append = set_op(keys[0], " and more");
+  append.mode = storage::store_mode::append;
+  BOOST_TEST((cl.execute({append}, before)[0] == rpc::Status::STORED));
+  const auto got = at(n3, keys[0]);
+  BOOST_REQUIRE((got.st == storage::status::hit));
+  BOOST_TEST(std::string(got.value.view()) == "at n2 and more");
+  storage::op invalidate;  // md I
+  invalidate.kind = storage::op_kind::remove;
+  invalidate.key = keys[1];
+  invalidate.invalidate = true;
+  BOOST_TEST((cl.execute({invalidate}, before)[0] == rpc::Status::DELETED));
+  const auto stale = at(n3, keys[1]);
+  BOOST_REQUIRE((stale.st == storage::status::hit));
+  BOOST_TEST(stale.stale);
+  BOOST_TEST(std::string(stale.value.view()) == "at n2");
+  // (The past copies go, as after a connection's write.)
+  BOOST_TEST(wait_until([&] { return at(n2, keys[0]).st == storage::status::miss &&
+                                     at(n2, keys[1]).st == storage::status::miss; },
+                        3000ms));
+}
+
 // A member's write that a node placed again on the key's owner is answered before that node
 // stops for good (stop waits for such calls, at most the RPC timeout): the teardown used to
 // cancel it in flight, and the member saw a failure for a write the owner then stored.
