@@ -235,8 +235,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   kj::Promise<void> local_stats(std::shared_ptr<service::stat_list> out);
   /// For callers that are not members (bifrostctl): each op goes to its key's live primary,
   /// local shards or a peer over RPC (origin client); local writes are replicated. Inside a
-  /// warming window, the results go through in_window() before they answer.
-  kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops);
+  /// warming window, the results go through in_window() before they answer; its walks stop
+  /// at `until_ms` (steady ms; 0: half the RPC timeout from now, which callers wait for).
+  kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops,
+                                                    uint64_t until_ms = 0);
   /// A member's client ops (origin client): run here as their keys' primary (writes then go
   /// to the other owners), except, when the member placed them by a ring this node has
   /// replaced (`sender_ring`: actors/cluster_route.hpp, stale placements), those of keys this
@@ -254,6 +256,12 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// above): the item an update or an add needs goes first, from this node's shards to the
   /// key's owner, as an add; the results are marked placed_again (parked strictly).
   kj::Promise<storage::result_batch> execute_again(storage::op_batch ops);
+  /// primary_execute's flush_all from a member that placed its call by `sender_ring`, a ring
+  /// this node replaced: the same flush goes to the live members of this node's ring that are
+  /// not live in that one (the member did not flush them). True once each answered OK (at
+  /// once when none); `here`: the ops run here, `count`: how many are flushes.
+  kj::Promise<bool> relay_flush(const actors::cluster_view& view, uint64_t sender_ring,
+                                const storage::op_batch& here, size_t count);
   uint64_t placed_again = 0;  // ops placed again (Node.stats: cluster_ops_placed_again)
   /// execute_again() calls not answered yet (a data link's through the router, an RPC
   /// execute's or upload's directly): a stopping node waits for them (settle_calls), as their
@@ -271,6 +279,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     std::vector<storage::op> probes;  // each op without its value (storage::change_probe)
     std::vector<uint32_t> owners;     // ring member id each op went to
     storage::result_batch results;
+    uint64_t until_ms = 0;            // (steady ms) in_window's walks stop then
   };
   /// A client's op does this through its connection (actors/connection.cpp): inside a
   /// warming window, a read that missed at its owner asks the key's past owners in turn
@@ -292,8 +301,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// the latest delete met (rt.gone_at: the owner's, then each miss's) is none; with
   /// rt.lately (the owner's miss said deleted_lately) so is one whose CAS is no clock value
   /// (a client's meta E), which the clock cannot order after the delete (taken_on_walk).
-  kj::Promise<void> warm_read(std::shared_ptr<const actors::cluster_view> view,
-                              std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt);
+  /// It stops when the ring changes, and at `until_ms` (steady ms; the member's call waits).
+  kj::Promise<void> warm_read(std::shared_ptr<routed_ops> r, size_t i, actors::op_route rt,
+                              uint64_t until_ms);
   /// The erase chain of in_window's delete `i` that found nothing at the primary: each past
   /// owner in turn (warm_source with erase) gets the client's delete, with its CAS compare
   /// until one removed the item; the first that held the item answers (with the owner's
@@ -1679,7 +1689,8 @@ kj::Promise<bool> service::impl::replicate_once(std::vector<std::string> keys) {
                         actors::replicate_atom::value, std::move(keys));
 }
 
-kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_batch ops) {
+kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_batch ops,
+                                                                 uint64_t until_ms) {
   size_t n = ops.size();
   if (n == 0 || stopping || (view_ && view_->joining))  // (joining: as for a client)
     return unavailable(n);
@@ -1691,6 +1702,7 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
   std::map<uint32_t, group> groups;  // by member id of ring_; `self` = the local shards
   auto placed = std::make_shared<routed_ops>();
   placed->epoch = ring_ ? ring_->epoch() : 0;
+  placed->until_ms = until_ms != 0 ? until_ms : now_ms() + cfg.rpc_timeout_ms / 2;
   for (size_t i = 0; i < n; ++i) {
     uint32_t id = self;
     ring::member_id owner;
@@ -1735,20 +1747,79 @@ kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_ba
   }
   auto idx = std::make_shared<std::vector<std::vector<size_t>>>(2);  // [0] here, [1] again
   storage::op_batch parts[2];
+  std::vector<size_t> flushes;  // (indexes in ops)
   for (size_t i = 0; i < n; ++i) {
     int g = actors::place_again(*view, ops[i]) ? 1 : 0;
+    if (ops[i].kind == storage::op_kind::flush)
+      flushes.push_back(i);
     (*idx)[g].push_back(i);
     parts[g].push_back(std::move(ops[i]));
   }
   if (refuses(parts[0]))
     return unavailable(n);
-  if (parts[1].empty())
-    return local_primary(std::move(parts[0]), rpc::Origin::CLIENT, wait);
+  auto relayed = relay_flush(*view, sender_ring, parts[0], flushes.size());
   auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(2);
   promises.add(local_primary(std::move(parts[0]), rpc::Origin::CLIENT, wait));  // (maybe none)
   promises.add(execute_again(std::move(parts[1])));
   return kj::joinPromises(promises.finish())
-      .then([n, idx](kj::Array<storage::result_batch> rs) { return scatter_results(n, *idx, rs); });
+      .then([n, idx](kj::Array<storage::result_batch> rs) { return scatter_results(n, *idx, rs); })
+      .then([relayed = kj::mv(relayed), flushes = std::move(flushes)](
+              storage::result_batch rs) mutable {
+        return relayed.then([rs = std::move(rs), flushes](bool all) mutable {
+          for (size_t i : flushes)  // (a member it did not reach may still hold what it held)
+            if (!all && i < rs.size())
+              rs[i].st = storage::status::unavailable;
+          return std::move(rs);
+        });
+      });
+}
+
+kj::Promise<bool> service::impl::relay_flush(const actors::cluster_view& view,
+                                             uint64_t sender_ring,
+                                             const storage::op_batch& here, size_t count) {
+  if (count == 0 || !view.ring)
+    return true;
+  const actors::past_ring* theirs = nullptr;
+  for (const auto& p : view.past)
+    if (p.ring && p.ring->placement() == sender_ring)
+      theirs = &p;
+  const storage::op* flush = nullptr;
+  for (const auto& o : here)
+    if (o.kind == storage::op_kind::flush && o.routed < actors::max_routed)
+      flush = &o;
+  if (!theirs || !flush)
+    return true;
+  // The member flushed the members of its ring; those of this node's ring that are not live
+  // there (a node that joined since: the member's view lags) would keep their items, which
+  // this node's ops placed again reach. They get the same flush (its cut), before this
+  // node answers: the member's later ops to this node wait for that answer (a link never
+  // overtakes its call in flight), so they land after it there too.
+  kj::Vector<kj::Promise<bool>> sent;
+  for (ring::member_id id = 0; id < view.ring->size(); ++id) {
+    const auto& m = view.ring->member(id);
+    if (!m.alive || m.name == cfg.node_name)
+      continue;
+    const auto there = theirs->ring->find(m.name);
+    if (there && theirs->ring->member(*there).alive)
+      continue;
+    storage::op o = *flush;
+    ++o.routed;  // (a bound on relays between views that disagree)
+    storage::op_batch one;
+    one.push_back(std::move(o));
+    sent.add(remote_execute(m.address, std::move(one), rpc::Origin::CLIENT)
+               .then([](storage::result_batch rs) {
+                 return !rs.empty() && rs[0].st == storage::status::ok;
+               })
+               .catch_([](kj::Exception&&) { return false; }));
+  }
+  if (sent.empty())
+    return true;
+  return kj::joinPromises(sent.releaseAsArray()).then([](kj::Array<bool> oks) {
+    for (bool ok : oks)
+      if (!ok)
+        return false;
+    return true;
+  });
 }
 
 bool service::impl::refuses(const storage::op_batch& ops) const {
@@ -1792,14 +1863,19 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
     return routed_execute(std::move(ops)).then(mark).attach(kj::mv(done));
   auto held = std::make_shared<storage::op_batch>(std::move(ops));
   auto looked = std::make_shared<routed_ops>();
-  looked->probes = reads;
+  auto walked = std::make_shared<std::vector<bool>>(reads.size(), false);
+  const uint64_t until = now_ms() + cfg.rpc_timeout_ms / 2;  // (the member's call waits)
+  if (view_ && !view_->past.empty())
+    looked->probes = reads;
   return local_execute(std::move(reads))
-      .then([this, looked](storage::result_batch rs) {
+      .then([this, looked, walked, until](storage::result_batch rs) {
         // Not here, inside a warming window: a past owner may hold it (this node did not
         // warm it, or the member's ring was older still), as a connection's update warms it
-        // from there (warm_read's walk; the key's owner has not been asked, so no delete
-        // point bounds it: the copy goes as an add, which the owner's guard refuses for a
-        // key deleted lately, shard::guard_copies).
+        // from there (warm_read's walk, which stops when the ring changes or at `until`;
+        // the key's owner has not been asked, so no delete point bounds it: the copy goes
+        // as an add, which the owner's guard refuses for a key deleted lately,
+        // shard::guard_copies). Left: a past owner's miss that names a later delete point
+        // does not remove an older item at the owner, as a connection's look ahead does.
         looked->results = std::move(rs);
         std::shared_ptr<const actors::cluster_view> view = view_;
         if (!view || view->past.empty() || !view->ring ||
@@ -1817,12 +1893,19 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
           rt.epoch = looked->epoch;
           rt.owner = owner;
           rt.local = owner == view->self;
-          walks.add(warm_read(view, looked, j, rt));
+          (*walked)[j] = true;
+          walks.add(warm_read(looked, j, rt, until));
         }
         return kj::joinPromises(walks.releaseAsArray());
       })
-      .then([this, held, looked, read_of = std::move(read_of)]() {
-        const auto& rs = looked->results;
+      .then([this, held, looked, walked, until, read_of = std::move(read_of)]() {
+        // What a walk found is copied only while the ring it was placed by holds (else the
+        // key's owner is another, which the past owner's item may not be current for).
+        const bool same = ring_ && ring_->epoch() == looked->epoch;
+        auto& rs = looked->results;
+        for (size_t j = 0; j < rs.size() && j < walked->size(); ++j)
+          if ((*walked)[j] && !same)
+            rs[j].st = storage::status::miss;
         storage::op_batch all;
         for (size_t j = 0; j < rs.size() && j < read_of.size(); ++j)
           if (rs[j].st == storage::status::hit && rs[j].value)
@@ -1832,7 +1915,7 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
           all.push_back(std::move(o));
         // One batch: each copy reaches its key's owner before the op (routed_execute sends
         // an owner's ops in order).
-        return routed_execute(std::move(all)).then([copies](storage::result_batch rs) {
+        return routed_execute(std::move(all), until).then([copies](storage::result_batch rs) {
           rs.erase(rs.begin(), rs.begin() + static_cast<long>(std::min(copies, rs.size())));
           return rs;
         });
@@ -1884,7 +1967,7 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       rt.local = r->owners[i] == view->self;
       rt.gone_at = own.deleted_cas;
       rt.lately = own.deleted_lately;
-      work.add(warm_read(view, r, i, rt));
+      work.add(warm_read(r, i, rt, r->until_ms));
       continue;
     }
     if (o.kind == storage::op_kind::remove
@@ -1926,8 +2009,8 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
         }
       }
     }
-    if (asks)  // (half the member's call timeout for the walk: erase_walk)
-      work.add(erase_walk(r, i, chain, now_ms() + cfg.rpc_timeout_ms / 2));
+    if (asks)
+      work.add(erase_walk(r, i, chain, r->until_ms));
     for (size_t k = 0; k < h; ++k) {
       if (asks && on_chain[k])
         continue;
@@ -1945,13 +2028,18 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
   return kj::joinPromises(work.releaseAsArray());
 }
 
-kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster_view> view,
-                                           std::shared_ptr<routed_ops> r, size_t i,
-                                           actors::op_route rt) {
+kj::Promise<void> service::impl::warm_read(std::shared_ptr<routed_ops> r, size_t i,
+                                           actors::op_route rt, uint64_t until_ms) {
+  // The view now, at each step; none once the ring changed (or out of time: the member's
+  // call waits for this answer), and the answer stays.
+  std::shared_ptr<const actors::cluster_view> view = view_;
+  const uint64_t now = now_ms();
+  if (stopping || !view || !view->ring || view->ring->epoch() != r->epoch || now >= until_ms)
+    return kj::READY_NOW;
   const auto& o = r->probes[i];
-  const auto from = actors::warm_source(*view, ring::key_hash(o.key), rt,
-                                        static_cast<int64_t>(now_ms()));
-  if (from.where == actors::placement::unavailable || stopping)
+  const auto from =
+    actors::warm_source(*view, ring::key_hash(o.key), rt, static_cast<int64_t>(now));
+  if (from.where == actors::placement::unavailable)
     return kj::READY_NOW;
   rt.warm_next = from.next;
   storage::op w = o;  // (a look: no access counted there, a stale item's token left)
@@ -1961,8 +2049,7 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
   storage::op_batch one;
   one.push_back(std::move(w));
   return execute_at(*view->past[from.depth].ring, from.id, std::move(one))
-    .then([this, view, r, i, rt](storage::result_batch rs) mutable
-          -> kj::Promise<void> {
+    .then([this, r, i, rt, until_ms](storage::result_batch rs) mutable -> kj::Promise<void> {
       if (rs.empty())
         return kj::READY_NOW;
       const auto st = rs[0].st;
@@ -1972,7 +2059,7 @@ kj::Promise<void> service::impl::warm_read(std::shared_ptr<const actors::cluster
         return kj::READY_NOW;
       }
       if (st == storage::status::miss || st == storage::status::hit)  // (a hit it took: none)
-        return warm_read(view, r, i, rt);  // (no answer ends it: see warm_source)
+        return warm_read(r, i, rt, until_ms);  // (no answer ends it: see warm_source)
       return kj::READY_NOW;
     });
 }

@@ -1833,7 +1833,8 @@ BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
 // An update placed again acts on the item its member's client knew: the node that places it
 // copies the item to the key's owner first, from its own shards or, inside a warming window,
 // from the past owner that holds it, as a connection's update warms (before, only its own:
-// the append below answered NOT_STORED and md I NOT_FOUND, the item at n2 left as it was).
+// the append below answered NOT_STORED, n2's item left as it was, and md I NOT_FOUND,
+// n2's item removed).
 // Here n2 owned the keys before n3 joined; n1, which places the member's ops again, has none.
 BOOST_AUTO_TEST_CASE(an_update_placed_again_finds_the_item_at_a_past_owner) {
   std::vector<std::unique_ptr<test_node>> nodes;
@@ -1883,6 +1884,41 @@ BOOST_AUTO_TEST_CASE(an_update_placed_again_finds_the_item_at_a_past_owner) {
   BOOST_TEST(wait_until([&] { return at(n2, keys[0]).st == storage::status::miss &&
                                      at(n2, keys[1]).st == storage::status::miss; },
                         3000ms));
+}
+
+// A flush_all from a member whose view lags (it placed its call by a ring this node
+// replaced) flushed the members of its ring only: one that joined since kept its items,
+// which ops placed again here reach (the ring-change sweep's seed 3464, traced: right after
+// a fourth node joined, `flush_all noreply` then `delete k2` answered DELETED, the new node
+// never having seen the flush). The node that gets it passes the flush on to them before it
+// answers.
+BOOST_AUTO_TEST_CASE(a_flush_from_a_lagging_member_reaches_the_members_it_did_not_know) {
+  std::vector<std::unique_ptr<test_node>> nodes;
+  const auto old_view = pair_joined_by_n3(nodes);
+  auto& n1 = *nodes[0];
+  auto& n3 = *nodes[2];
+  const uint64_t before = old_view->ring->placement();
+  BOOST_REQUIRE_EQUAL(n1.view()->past.front().ring->placement(), before);
+  auto at_n3 = [&](const std::string& k) {
+    auto r = exec(*n3.sys, n3.shards[actors::key_hash(k) % n3.shards.size()], {get_op(k)});
+    BOOST_REQUIRE(r.answered);
+    return r.results[0].st;
+  };
+  for (const std::string k : {"f1", "f2", "f3"}) {
+    auto r = exec(*n3.sys, n3.shards[actors::key_hash(k) % n3.shards.size()], {set_op(k, "v")});
+    BOOST_REQUIRE(r.answered);
+  }
+  raw_client cl(n1.address());
+  cl.hello_as_member("lagger");
+  storage::op flush;
+  flush.kind = storage::op_kind::flush;
+  // n1's own ring named: n3 is in it, the member flushed it itself: nothing passed on.
+  BOOST_TEST((cl.execute({flush}, n1.view()->ring->placement())[0] == rpc::Status::OK));
+  BOOST_TEST((at_n3("f1") == storage::status::hit));
+  // The ring before n3 joined: n3 gets it from n1 (before: its items stayed).
+  BOOST_TEST((cl.execute({flush, get_op("f2")}, before)[0] == rpc::Status::OK));
+  BOOST_TEST((at_n3("f1") == storage::status::miss));
+  BOOST_TEST((at_n3("f3") == storage::status::miss));
 }
 
 // A member's write that a node placed again on the key's owner is answered before that node
