@@ -235,10 +235,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   kj::Promise<void> local_stats(std::shared_ptr<service::stat_list> out);
   /// For callers that are not members (bifrostctl): each op goes to its key's live primary,
   /// local shards or a peer over RPC (origin client); local writes are replicated. Inside a
-  /// warming window, the results go through in_window() before they answer; its walks stop
-  /// at `until_ms` (steady ms; 0: half the RPC timeout from now, which callers wait for).
-  kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops,
-                                                    uint64_t until_ms = 0);
+  /// warming window, the results go through in_window() before they answer.
+  kj::Promise<storage::result_batch> routed_execute(storage::op_batch ops);
   /// A member's client ops (origin client): run here as their keys' primary (writes then go
   /// to the other owners), except, when the member placed them by a ring this node has
   /// replaced (`sender_ring`: actors/cluster_route.hpp, stale placements), those of keys this
@@ -279,7 +277,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     std::vector<storage::op> probes;  // each op without its value (storage::change_probe)
     std::vector<uint32_t> owners;     // ring member id each op went to
     storage::result_batch results;
-    uint64_t until_ms = 0;            // (steady ms) in_window's walks stop then
+    uint64_t until_ms = 0;            // (steady ms) in_window's walks stop then: half the
+                                      // RPC timeout after it began (the caller waits)
   };
   /// A client's op does this through its connection (actors/connection.cpp): inside a
   /// warming window, a read that missed at its owner asks the key's past owners in turn
@@ -1689,8 +1688,7 @@ kj::Promise<bool> service::impl::replicate_once(std::vector<std::string> keys) {
                         actors::replicate_atom::value, std::move(keys));
 }
 
-kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_batch ops,
-                                                                 uint64_t until_ms) {
+kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_batch ops) {
   size_t n = ops.size();
   if (n == 0 || stopping || (view_ && view_->joining))  // (joining: as for a client)
     return unavailable(n);
@@ -1702,7 +1700,6 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
   std::map<uint32_t, group> groups;  // by member id of ring_; `self` = the local shards
   auto placed = std::make_shared<routed_ops>();
   placed->epoch = ring_ ? ring_->epoch() : 0;
-  placed->until_ms = until_ms != 0 ? until_ms : now_ms() + cfg.rpc_timeout_ms / 2;
   for (size_t i = 0; i < n; ++i) {
     uint32_t id = self;
     ring::member_id owner;
@@ -1783,17 +1780,20 @@ kj::Promise<bool> service::impl::relay_flush(const actors::cluster_view& view,
   for (const auto& p : view.past)
     if (p.ring && p.ring->placement() == sender_ring)
       theirs = &p;
-  const storage::op* flush = nullptr;
+  storage::op_batch flushes;  // (every one, in order: several connections' may share a call)
   for (const auto& o : here)
-    if (o.kind == storage::op_kind::flush && o.routed < actors::max_routed)
-      flush = &o;
-  if (!theirs || !flush)
+    if (o.kind == storage::op_kind::flush && o.routed < actors::max_routed) {
+      flushes.push_back(o);
+      ++flushes.back().routed;  // (a bound on relays between views that disagree)
+    }
+  if (!theirs || flushes.empty())
     return true;
   // The member flushed the members of its ring; those of this node's ring that are not live
   // there (a node that joined since: the member's view lags) would keep their items, which
-  // this node's ops placed again reach. They get the same flush (its cut), before this
-  // node answers: the member's later ops to this node wait for that answer (a link never
-  // overtakes its call in flight), so they land after it there too.
+  // this node's ops placed again reach. They get the same flush (its cut: a shard applies
+  // one flush once, however many members pass it on), before this node answers: the
+  // member's later ops that go to this node by its data link wait for that answer (the link
+  // never overtakes its call in flight), so those placed again land after it there.
   kj::Vector<kj::Promise<bool>> sent;
   for (ring::member_id id = 0; id < view.ring->size(); ++id) {
     const auto& m = view.ring->member(id);
@@ -1802,13 +1802,13 @@ kj::Promise<bool> service::impl::relay_flush(const actors::cluster_view& view,
     const auto there = theirs->ring->find(m.name);
     if (there && theirs->ring->member(*there).alive)
       continue;
-    storage::op o = *flush;
-    ++o.routed;  // (a bound on relays between views that disagree)
-    storage::op_batch one;
-    one.push_back(std::move(o));
-    sent.add(remote_execute(m.address, std::move(one), rpc::Origin::CLIENT)
-               .then([](storage::result_batch rs) {
-                 return !rs.empty() && rs[0].st == storage::status::ok;
+    const size_t count_sent = flushes.size();
+    sent.add(remote_execute(m.address, flushes, rpc::Origin::CLIENT)
+               .then([count_sent](storage::result_batch rs) {
+                 bool ok = rs.size() == count_sent;
+                 for (const auto& r : rs)
+                   ok = ok && r.st == storage::status::ok;
+                 return ok;
                })
                .catch_([](kj::Exception&&) { return false; }));
   }
@@ -1864,7 +1864,9 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
   auto held = std::make_shared<storage::op_batch>(std::move(ops));
   auto looked = std::make_shared<routed_ops>();
   auto walked = std::make_shared<std::vector<bool>>(reads.size(), false);
-  const uint64_t until = now_ms() + cfg.rpc_timeout_ms / 2;  // (the member's call waits)
+  // (The member's call waits for the walk, the op at the owner and its in_window: a quarter
+  // of the RPC timeout for this look.)
+  const uint64_t until = now_ms() + cfg.rpc_timeout_ms / 4;
   if (view_ && !view_->past.empty())
     looked->probes = reads;
   return local_execute(std::move(reads))
@@ -1898,7 +1900,7 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
         }
         return kj::joinPromises(walks.releaseAsArray());
       })
-      .then([this, held, looked, walked, until, read_of = std::move(read_of)]() {
+      .then([this, held, looked, walked, read_of = std::move(read_of)]() {
         // What a walk found is copied only while the ring it was placed by holds (else the
         // key's owner is another, which the past owner's item may not be current for).
         const bool same = ring_ && ring_->epoch() == looked->epoch;
@@ -1915,7 +1917,7 @@ kj::Promise<storage::result_batch> service::impl::execute_again(storage::op_batc
           all.push_back(std::move(o));
         // One batch: each copy reaches its key's owner before the op (routed_execute sends
         // an owner's ops in order).
-        return routed_execute(std::move(all), until).then([copies](storage::result_batch rs) {
+        return routed_execute(std::move(all)).then([copies](storage::result_batch rs) {
           rs.erase(rs.begin(), rs.begin() + static_cast<long>(std::min(copies, rs.size())));
           return rs;
         });
@@ -1941,6 +1943,7 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
       stopping)
     return kj::READY_NOW;
   const auto now = static_cast<int64_t>(now_ms());
+  r->until_ms = static_cast<uint64_t>(now) + cfg.rpc_timeout_ms / 2;
   kj::Vector<kj::Promise<void>> work;
   for (size_t i = 0; i < r->probes.size(); ++i) {
     const auto& o = r->probes[i];

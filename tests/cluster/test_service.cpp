@@ -1908,6 +1908,10 @@ BOOST_AUTO_TEST_CASE(a_flush_from_a_lagging_member_reaches_the_members_it_did_no
     auto r = exec(*n3.sys, n3.shards[actors::key_hash(k) % n3.shards.size()], {set_op(k, "v")});
     BOOST_REQUIRE(r.answered);
   }
+  auto& n2 = *nodes[1];  // (live in both rings: the member flushed it itself)
+  auto kept = exec(*n2.sys, n2.shards[actors::key_hash("f4") % n2.shards.size()],
+                   {set_op("f4", "v")});
+  BOOST_REQUIRE(kept.answered);
   raw_client cl(n1.address());
   cl.hello_as_member("lagger");
   storage::op flush;
@@ -1919,6 +1923,9 @@ BOOST_AUTO_TEST_CASE(a_flush_from_a_lagging_member_reaches_the_members_it_did_no
   BOOST_TEST((cl.execute({flush, get_op("f2")}, before)[0] == rpc::Status::OK));
   BOOST_TEST((at_n3("f1") == storage::status::miss));
   BOOST_TEST((at_n3("f3") == storage::status::miss));
+  auto f4 = exec(*n2.sys, n2.shards[actors::key_hash("f4") % n2.shards.size()], {get_op("f4")});
+  BOOST_REQUIRE(f4.answered);
+  BOOST_TEST((f4.results[0].st == storage::status::hit));
 }
 
 // A member's write that a node placed again on the key's owner is answered before that node

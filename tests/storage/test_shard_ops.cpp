@@ -1246,6 +1246,36 @@ BOOST_AUTO_TEST_CASE(flush_immediate) {
   BOOST_CHECK_EQUAL(s->stats().curr_items, 1u);
 }
 
+// One flush_all that comes again (a member passes on a flush from one whose view lags, and
+// another member did too: each copy carries the cut its sender took) takes effect once: the
+// writes stored after the first copy came after that flush. So does one sent before it (an
+// older cut); a later one flushes.
+BOOST_AUTO_TEST_CASE(a_flush_that_comes_again_takes_effect_once) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  auto flush_at = [&](uint64_t cut) {
+    op f;
+    f.kind = op_kind::flush;
+    f.explicit_cas = cut;
+    return s->execute(f).st;
+  };
+  do_set(*s, "before", "v");
+  const uint64_t cut = next_cas();
+  const uint64_t older = cut - 256;
+  BOOST_CHECK_EQUAL(flush_at(cut), status::ok);
+  BOOST_CHECK_EQUAL(value_of(*s, "before"), "<miss>");
+  do_set(*s, "after", "v");
+  BOOST_CHECK_EQUAL(flush_at(cut), status::ok);  // the same flush again
+  BOOST_CHECK_EQUAL(flush_at(older), status::ok);  // one sent before it
+  BOOST_CHECK_EQUAL(value_of(*s, "after"), "v");  // (before: flushed by the copy)
+  BOOST_CHECK_EQUAL(flush_at(next_cas()), status::ok);  // a later one
+  BOOST_CHECK_EQUAL(value_of(*s, "after"), "<miss>");
+  // A flush with no cut (a tool's, an older node's) always takes effect.
+  do_set(*s, "again", "v");
+  BOOST_CHECK_EQUAL(do_flush(*s, 0).st, status::ok);
+  BOOST_CHECK_EQUAL(value_of(*s, "again"), "<miss>");
+}
+
 BOOST_AUTO_TEST_CASE(a_cluster_read_during_a_flush_delay_carries_the_flush_time) {
   // A warm or replication read copies the item to a node that may not have this pending
   // flush (it joined during the delay): the copy's expiry is the flush time. A client's read
