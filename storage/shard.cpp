@@ -362,7 +362,8 @@ struct shard::impl {
   uint32_t guard_s = 0;           // 0: off
   uint32_t guard_flushed_at = 0;  // the last flush_all that took effect while on
   uint64_t guard_flushed_cas = 0;  // a CAS taken then: the clock's value at that flush
-  uint64_t applied_cut = 0;  // the cut (op::explicit_cas) of the last flush_all applied now
+  uint64_t applied_cuts[4] = {};  // the cuts (op::explicit_cas) of the last flush_alls applied
+  size_t next_cut = 0;            // (round robin)
   // Deletes and flushes noted are numbered: which came after the node's view last named a new
   // ring (shard::ring_changed) is known to the op, not to the second.
   uint64_t noted_seq = 0;        // the last number given
@@ -1418,17 +1419,18 @@ struct shard::impl {
     result res;
     const uint32_t at = o.ttl > 0 ? absolute_exptime(o.ttl, now) : 0;
     if (at == 0 || at <= now) {
-      // The same flush_all again (its cut: taken once where it was sent), or one sent before
-      // the last applied: it came by more than one way (a member passes on a flush from one
-      // whose view lags, cluster/service.cpp relay_flush), and the writes stored since the
-      // first copy came after it. Nothing more to take.
-      if (o.explicit_cas != 0 && applied_cut != 0 && cas_clocked(o.explicit_cas) &&
-          !cas_clock_newer(o.explicit_cas, applied_cut)) {
-        res.st = status::ok;
-        return res;
+      // The same flush_all again (its cut: taken once where it was sent, unique): it came by
+      // more than one way (members pass on a flush from one whose view lags,
+      // cluster/service.cpp relay_flush), and the writes stored since the first copy came
+      // after it. Nothing more to take. (Not by order: cuts from different nodes' clocks.)
+      if (o.explicit_cas != 0) {
+        for (uint64_t c : applied_cuts)
+          if (c == o.explicit_cas) {
+            res.st = status::ok;
+            return res;
+          }
+        applied_cuts[next_cut++ % std::size(applied_cuts)] = o.explicit_cas;
       }
-      if (cas_clocked(o.explicit_cas))
-        applied_cut = o.explicit_cas;
       // Due now in the directory first, as a delayed one that came due: a crash while the
       // segment files go (one unlink each) flushes again at recovery, instead of bringing
       // back the part not unlinked yet.
