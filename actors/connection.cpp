@@ -584,20 +584,23 @@ bool connection::must_wait(uint64_t seq, const storage::op& o) const {
   // (Reads pass each other, since neither changes what the other finds, except one that
   // reports the reads before it: an earlier read's warm copy lands marked read. Not when
   // that copy is not kept, e.g. the ring changed meanwhile: the held read then misses at
-  // the owner, reads the previous owner, and answers h0.)
-  const auto& req = pending_[seq - base_seq_].req;
-  const bool reports_reads =
-    (req.cmd == proto::command::mg && (req.meta.has('h') || req.meta.has('l'))) ||
-    req.cmd == proto::command::me;
-  const bool behind_any =
-    storage::changes_item(o) || classify(o) == warm_class::insert || reports_reads;
+  // the owner, reads the previous owner, and answers h0. Nor does a read that counts as
+  // an access pass one that reports the reads before it: `mg k u`, `mg k h`, `get k` in
+  // one pipeline answered h1, the get having run before the held mg h.)
+  auto reports_reads = [](const proto::request& req) {
+    return (req.cmd == proto::command::mg && (req.meta.has('h') || req.meta.has('l'))) ||
+           req.cmd == proto::command::me;
+  };
+  const bool behind_any = storage::changes_item(o) || classify(o) == warm_class::insert ||
+                          reports_reads(pending_[seq - base_seq_].req);
   for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];
     if (p.outstanding == 0)
       continue;
     for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
       if (!p.routing[i].done && p.ops[i].key == o.key &&
-          (behind_any || storage::changes_item(p.ops[i])))
+          (behind_any || storage::changes_item(p.ops[i]) ||
+           (o.get_bump && reports_reads(p.req))))
         return true;
   }
   return false;
