@@ -585,8 +585,9 @@ bool connection::must_wait(uint64_t seq, const storage::op& o) const {
   // reports the reads before it: an earlier read's warm copy lands marked read. Not when
   // that copy is not kept, e.g. the ring changed meanwhile: the held read then misses at
   // the owner, reads the previous owner, and answers h0. Nor does a read that counts as
-  // an access pass one that reports the reads before it: `mg k u`, `mg k h`, `get k` in
-  // one pipeline answered h1, the get having run before the held mg h.)
+  // an access, or may take a stale item's win token, pass one that reports the reads
+  // before it: `mg k u`, `mg k h`, `get k` in one pipeline answered h1, the get having run
+  // before the held mg h; `me k`, `mg k h`, `mg k u` on a stale item gave the W to mg u.)
   auto reports_reads = [](const proto::request& req) {
     return (req.cmd == proto::command::mg && (req.meta.has('h') || req.meta.has('l'))) ||
            req.cmd == proto::command::me;
@@ -600,7 +601,7 @@ bool connection::must_wait(uint64_t seq, const storage::op& o) const {
     for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
       if (!p.routing[i].done && p.ops[i].key == o.key &&
           (behind_any || storage::changes_item(p.ops[i]) ||
-           (o.get_bump && reports_reads(p.req))))
+           ((o.get_bump || !o.keep_token) && reports_reads(p.req))))
         return true;
   }
   return false;
