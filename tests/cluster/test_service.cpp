@@ -1539,6 +1539,21 @@ actors::cluster_view_ptr pair_joined_by_n3(std::vector<std::unique_ptr<test_node
   return before;
 }
 
+// `count` keys named prefix-N whose primary was `was` in `before` and is `now` in `after`.
+std::vector<std::string> keys_moved(const actors::cluster_view& before,
+                                    const actors::cluster_view& after, const std::string& prefix,
+                                    const std::string& was, const std::string& now,
+                                    size_t count) {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 100000 && keys.size() < count; ++i) {
+    std::string k = prefix + std::to_string(i);
+    if (before.ring->live_primary(k)->name == was && after.ring->live_primary(k)->name == now)
+      keys.push_back(k);
+  }
+  BOOST_REQUIRE_EQUAL(keys.size(), count);
+  return keys;
+}
+
 // A member whose view lags a ring change places by the ring before it: n3 joined n1 and n2,
 // and the member (a raw client that says it is one) still sends n1 the keys n1 owned before.
 // n1 places those it no longer owns again by its own ring (execute's `ring` names the ring
@@ -1764,13 +1779,7 @@ BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
   BOOST_REQUIRE_EQUAL(v->past.back().ring->size(), 1u);
   const uint64_t before = old_view->ring->placement();
   BOOST_REQUIRE_EQUAL(v->past.front().ring->placement(), before);
-  std::vector<std::string> keys;  // n2's before n3 joined, n3's now
-  for (int i = 0; i < 100000 && keys.size() < 2; ++i) {
-    std::string k = "chain-" + std::to_string(i);
-    if (old_view->ring->live_primary(k)->name == "n2" && v->ring->live_primary(k)->name == "n3")
-      keys.push_back(k);
-  }
-  BOOST_REQUIRE_EQUAL(keys.size(), 2u);
+  const auto keys = keys_moved(*old_view, *v, "chain-", "n2", "n3", 2);  // (n2's, n3's now)
   auto shard_of = [](test_node& n, const std::string& k) -> const caf::actor& {
     return n.shards[actors::key_hash(k) % n.shards.size()];
   };
@@ -1846,13 +1855,7 @@ BOOST_AUTO_TEST_CASE(an_update_placed_again_finds_the_item_at_a_past_owner) {
   const uint64_t before = old_view->ring->placement();
   BOOST_REQUIRE(!v->past.empty());
   BOOST_REQUIRE_EQUAL(v->past.front().ring->placement(), before);
-  std::vector<std::string> keys;  // n2's before n3 joined, n3's now
-  for (int i = 0; i < 100000 && keys.size() < 2; ++i) {
-    std::string k = "update-" + std::to_string(i);
-    if (old_view->ring->live_primary(k)->name == "n2" && v->ring->live_primary(k)->name == "n3")
-      keys.push_back(k);
-  }
-  BOOST_REQUIRE_EQUAL(keys.size(), 2u);
+  const auto keys = keys_moved(*old_view, *v, "update-", "n2", "n3", 2);  // (n2's, n3's now)
   auto at = [](test_node& n, const std::string& k) {
     auto r = exec(*n.sys, n.shards[actors::key_hash(k) % n.shards.size()], {get_op(k)});
     BOOST_REQUIRE(r.answered);
