@@ -165,8 +165,8 @@ private:
   /// (an add, a vivifying mg/ma: warm_class::insert), any op on the key: a read there that
   /// misses warms the item, a write; and for a read that reports the reads before it (mg h
   /// or l, me), any op on the key too: an earlier read's warming makes the item read (its
-  /// copy lands marked so); and for a read that counts as an access or may take a stale
-  /// item's win token (not meta u, not a text get), any earlier op whose request reports
+  /// copy lands marked so); and for a read that counts as an access (all but meta u) or may
+  /// take a stale item's win token (mg, meta u too), any earlier op whose request reports
   /// reads (it must not see that access, nor lose the token). Other reads pass reads. Such
   /// an op may take several
   /// steps (a read that misses at the owner reads the previous owner; an add looks there
