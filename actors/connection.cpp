@@ -791,10 +791,7 @@ void connection::delete_past_copies(const cluster_view& cv, const op_route& rt,
     const std::string& name = past.ring->member(id).name;
     if (ran_at && name == *ran_at)
       continue;
-    storage::op d;
-    d.kind = storage::op_kind::remove;
-    d.key = key;
-    d.counted = false;
+    storage::op d = storage::past_copy_delete(key);
     bool sent = false;
     if (name == cv.self_name) {
       sent = ctx_.dispatch->add_side_effect(local_shard_for(key), std::move(d), false);

@@ -257,9 +257,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// primary_execute's flush_all from a member that placed its call by `sender_ring`, a ring
   /// this node replaced: the same flush goes to the live members of this node's ring that are
   /// not live in that one (the member did not flush them). True once each answered OK (at
-  /// once when none); `here`: the ops run here, `count`: how many are flushes.
+  /// once when none); `here`: the ops run here, the flushes among them passed on.
   kj::Promise<bool> relay_flush(const actors::cluster_view& view, uint64_t sender_ring,
-                                const storage::op_batch& here, size_t count);
+                                const storage::op_batch& here);
   uint64_t placed_again = 0;  // ops placed again (Node.stats: cluster_ops_placed_again)
   /// execute_again() calls not answered yet (a data link's through the router, an RPC
   /// execute's or upload's directly): a stopping node waits for them (settle_calls), as their
@@ -1754,27 +1754,36 @@ kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_ba
   }
   if (refuses(parts[0]))
     return unavailable(n);
-  auto relayed = relay_flush(*view, sender_ring, parts[0], flushes.size());
-  auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(2);
-  promises.add(local_primary(std::move(parts[0]), rpc::Origin::CLIENT, wait));  // (maybe none)
-  promises.add(execute_again(std::move(parts[1])));
-  return kj::joinPromises(promises.finish())
-      .then([n, idx](kj::Array<storage::result_batch> rs) { return scatter_results(n, *idx, rs); })
-      .then([relayed = kj::mv(relayed), flushes = std::move(flushes)](
-              storage::result_batch rs) mutable {
-        return relayed.then([rs = std::move(rs), flushes](bool all) mutable {
-          for (size_t i : flushes)  // (a member it did not reach may still hold what it held)
-            if (!all && i < rs.size())
-              rs[i].st = storage::status::unavailable;
-          return std::move(rs);
-        });
-      });
+  auto relayed = flushes.empty() ? kj::Promise<bool>(true)
+                                 : relay_flush(*view, sender_ring, parts[0]);
+  kj::Promise<storage::result_batch> done = nullptr;
+  if (parts[1].empty()) {
+    done = local_primary(std::move(parts[0]), rpc::Origin::CLIENT, wait);
+  } else {
+    auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(2);
+    promises.add(local_primary(std::move(parts[0]), rpc::Origin::CLIENT, wait));  // (maybe none)
+    promises.add(execute_again(std::move(parts[1])));
+    done = kj::joinPromises(promises.finish()).then([n, idx](kj::Array<storage::result_batch> rs) {
+      return scatter_results(n, *idx, rs);
+    });
+  }
+  if (flushes.empty())
+    return done;
+  return done.then([relayed = kj::mv(relayed), flushes = std::move(flushes)](
+                     storage::result_batch rs) mutable {
+    return relayed.then([rs = std::move(rs), flushes](bool all) mutable {
+      for (size_t i : flushes)  // (a member it did not reach may still hold what it held)
+        if (!all && i < rs.size())
+          rs[i].st = storage::status::unavailable;
+      return std::move(rs);
+    });
+  });
 }
 
 kj::Promise<bool> service::impl::relay_flush(const actors::cluster_view& view,
                                              uint64_t sender_ring,
-                                             const storage::op_batch& here, size_t count) {
-  if (count == 0 || !view.ring)
+                                             const storage::op_batch& here) {
+  if (!view.ring)
     return true;
   const actors::past_ring* theirs = nullptr;
   for (const auto& p : view.past)
@@ -1795,6 +1804,7 @@ kj::Promise<bool> service::impl::relay_flush(const actors::cluster_view& view,
   // member's later ops that go to this node by its data link wait for that answer (the link
   // never overtakes its call in flight), so those placed again land after it there.
   kj::Vector<kj::Promise<bool>> sent;
+  const size_t count = flushes.size();
   for (ring::member_id id = 0; id < view.ring->size(); ++id) {
     const auto& m = view.ring->member(id);
     if (!m.alive || m.name == cfg.node_name)
@@ -1802,10 +1812,9 @@ kj::Promise<bool> service::impl::relay_flush(const actors::cluster_view& view,
     const auto there = theirs->ring->find(m.name);
     if (there && theirs->ring->member(*there).alive)
       continue;
-    const size_t count_sent = flushes.size();
     sent.add(remote_execute(m.address, flushes, rpc::Origin::CLIENT)
-               .then([count_sent](storage::result_batch rs) {
-                 bool ok = rs.size() == count_sent;
+               .then([count](storage::result_batch rs) {
+                 bool ok = rs.size() == count;
                  for (const auto& r : rs)
                    ok = ok && r.st == storage::status::ok;
                  return ok;
@@ -2017,12 +2026,8 @@ kj::Promise<void> service::impl::in_window(std::shared_ptr<routed_ops> r) {
     for (size_t k = 0; k < h; ++k) {
       if (asks && on_chain[k])
         continue;
-      storage::op d;
-      d.kind = storage::op_kind::remove;
-      d.key = o.key;
-      d.counted = false;
       storage::op_batch one;
-      one.push_back(std::move(d));
+      one.push_back(storage::past_copy_delete(o.key));
       work.add(
         execute_at(*view->past[holders[k].depth].ring, holders[k].id, std::move(one))
           .ignoreResult());
@@ -2077,10 +2082,7 @@ kj::Promise<void> service::impl::erase_walk(std::shared_ptr<routed_ops> r, size_
   const auto& o = r->probes[i];
   const uint64_t hash = ring::key_hash(o.key);
   const uint64_t now = now_ms();
-  storage::op d;
-  d.kind = storage::op_kind::remove;
-  d.key = o.key;
-  d.counted = false;
+  storage::op d = storage::past_copy_delete(o.key);
   if (now >= until_ms) {
     // Out of time (the member's call waits for this answer): what is left of the chain gets
     // a plain delete, not waited for, and the answer stays. (A slow past owner per step

@@ -251,6 +251,16 @@ inline op item_copy(const std::string& key, const result& r, store_mode mode) {
   return o;
 }
 
+/// The cluster's own remove of whatever item a node holds for `key` (a copy a past ring placed
+/// there, after a write or a delete at the key's owners): uncounted, no CAS compared.
+inline op past_copy_delete(const std::string& key) {
+  op o;
+  o.kind = op_kind::remove;
+  o.key = key;
+  o.counted = false;
+  return o;
+}
+
 /// The remove that puts a delete noted here (its point on the CAS clock, `at`: a note's CAS,
 /// shard::recent_delete, result::deleted_cas) on another node: it spares only an item later
 /// than `at` there, and is noted there with it (the copy guard). Uncounted here (the
