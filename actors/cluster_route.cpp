@@ -68,9 +68,12 @@ bool may_warm(const cluster_view& cv, const op_route& rt, int64_t now_ms) noexce
 }
 } // namespace
 
-bool may_run_again(const cluster_view& cv, const op_route& rt, const storage::op& o,
+bool may_run_again(const cluster_view& cv, const op_route& /*rt*/, const storage::op& o,
                    int64_t now_ms) noexcept {
-  return o.kind == storage::op_kind::store && may_warm(cv, rt, now_ms) &&
+  // (Also once it warmed or looked ahead: when the ring changed before its answer came, what
+  // found nothing goes to the key's owner now, after_result; so inside the window it keeps
+  // its value.)
+  return o.kind == storage::op_kind::store && cv.warming(now_ms) &&
          classify(o) == warm_class::update;
 }
 
@@ -101,7 +104,13 @@ next_step after_result(const cluster_view& cv, op_route& rt, storage::status& st
   }
   // (Placed by a ring since replaced, the op goes to the key's owner now: that one judges.)
   const bool lately = (read || cls == warm_class::update) && found_nothing(st) && deleted_lately;
-  if ((lately && !storage::cas_clocked(deleted_cas) && !moved) || !may_warm(cv, rt, now_ms))
+  // (Warmed or looked ahead already counts in the ring the op was placed in only: placed by
+  // a ring since replaced, the node it ran at may own the key no longer, and the op goes to
+  // the owner now, where it may warm again. Before, an `ma` that had looked ahead, ran at
+  // the key's owner by the ring before and found nothing there answered NF: the sweep,
+  // seed 6953.)
+  if ((lately && !storage::cas_clocked(deleted_cas) && !moved) || !cv.warming(now_ms) ||
+      (rt.warmed && !moved))
     return next_step::accept;
   if ((read && st == status::miss) ||
       (cls == warm_class::update && intact && found_nothing(st))) {
@@ -309,6 +318,15 @@ bool owns(const cluster_view& cv, std::string_view key) noexcept {
     if (in_ring && owners[i] == cv.self)
       return true;
   return false;
+}
+
+uint64_t placement_of(const cluster_view& cv, const op_route& rt) noexcept {
+  if (same_ring(cv, rt))
+    return cv.ring->placement();
+  for (const auto& p : cv.past)
+    if (p.ring && p.ring->epoch() == rt.epoch)
+      return p.ring->placement();
+  return 0;
 }
 
 bool place_again(const cluster_view& cv, const storage::op& o) noexcept {

@@ -89,7 +89,8 @@ inline bool found_nothing(storage::status st) noexcept {
          st == storage::status::not_stored;
 }
 
-/// A store of class `update` must keep its value (send a copy) while it may run again.
+/// A store of class `update` must keep its value (send a copy) while it may run again: inside
+/// the window, warmed already or not (placed again in a newer ring, it may warm there).
 bool may_run_again(const cluster_view& cv, const op_route& rt, const storage::op& o,
                    int64_t now_ms) noexcept;
 
@@ -123,7 +124,8 @@ enum class next_step : uint8_t {
 ///    when the ring changed since).
 ///  - inside the warming window, once per op and ring it is placed in: a read's miss, or an
 ///    intact update that found nothing, is placed again when the ring changed since (the new
-///    owner may hold it), else `warm`; a delete that ran (deleted or not found) in the same
+///    owner may hold it; also after it warmed or looked ahead in the ring it was placed in),
+///    else `warm`; a delete that ran (deleted or not found) in the same
 ///    ring is `warm` (the connection deletes at the previous owner too).
 ///  - a read's miss, or an update's that found nothing, where the item expired just now or a
 ///    delete took the key lately (`deleted_lately`: storage::result::deleted_lately) warms
@@ -271,5 +273,17 @@ bool keeps_owner_answer(op_route& rt, const storage::result& own, const storage:
 inline bool same_ring(const cluster_view& cv, const op_route& rt) noexcept {
   return cv.ring && cv.ring->epoch() == rt.epoch;
 }
+
+/// The placement (cluster::ring::placement) of the ring rt's op was placed in: cv's ring, or
+/// the past one of that epoch; 0 when the view holds neither (no caller meets that today:
+/// each sends in the ring it just placed by, or after keepable/owner_reachable, same_ring;
+/// 0 would let the data link take its loop's ring). A client op sent to a member
+/// carries it (LinkCall.ring, execute's and upload's `ring`), taken when the op is placed, not
+/// when its batch leaves: the loop's view may change in between (the dispatcher sends at the
+/// end of the loop iteration, a data link's batch may wait in its queue), and a member whose
+/// ring is that newer one took the op for placed by it, ran it though it owned the key no
+/// longer, and `ma k0` answered NF for an item at the new owner (the ring-change sweep, seed
+/// 6953, traced).
+uint64_t placement_of(const cluster_view& cv, const op_route& rt) noexcept;
 
 } // namespace bifrost::actors

@@ -398,11 +398,14 @@ const caf::actor& connection::local_shard_for(const std::string& key) const {
   return ctx_.routes->local_shards()[ctx_.routes->lookup(key).shard_index(key)];
 }
 
-void connection::send_side_effect(const caf::actor& dest, storage::op o) {
+void connection::send_side_effect(const caf::actor& dest, storage::op o, uint64_t placed_by) {
   storage::op_batch b;
   b.push_back(std::move(o));
   // Fire and forget: the reply carries tag 0, which no batch uses (and is dropped).
-  send(dest, exec_atom::value, uint64_t{0}, std::move(b));
+  if (placed_by != 0)
+    send(dest, exec_atom::value, uint64_t{0}, std::move(b), placed_by);
+  else
+    send(dest, exec_atom::value, uint64_t{0}, std::move(b));
 }
 
 std::optional<storage::op> connection::refused_value_removal() const {
@@ -703,7 +706,7 @@ void connection::send_to_owner(uint64_t seq, uint32_t index, const cluster_view&
     return;
   }
   auto dest = owner_actor(cv, rt, o.key);
-  ctx_.dispatch->add(dest, id_, seq, index, std::move(o));
+  ctx_.dispatch->add(dest, id_, seq, index, std::move(o), false, placement_of(cv, rt));
 }
 
 caf::actor connection::past_member_actor(const cluster_view& cv, size_t depth, uint32_t id) {
@@ -851,7 +854,7 @@ void connection::keep_at_owner(const cluster_view& cv, const op_route& rt, stora
     ctx_.dispatch->add_own_write(shard, std::move(copy));
   } else {
     caf::actor owner = owner_actor(cv, rt, copy.key);
-    send_side_effect(owner, std::move(copy));
+    send_side_effect(owner, std::move(copy), placement_of(cv, rt));
   }
 }
 
@@ -1119,11 +1122,13 @@ void connection::deliver(uint64_t seq, uint32_t index, storage::result&& r) {
               return;
             break;
           case next_step::place:
-            // A write that never left is placed in the new ring, unless a later request of
-            // this connection on its key went out meanwhile: it would land after that one.
-            if (first == storage::status::not_sent && storage::changes_item(o) &&
-                later_request_on(seq, o.key)) {
-              r.st = storage::status::unavailable;
+            // A write that never left (or an update that found nothing where a ring since
+            // replaced placed it) is placed in the new ring, unless a later request of this
+            // connection on its key went out meanwhile: it would land after that one. (The
+            // update's answer then stands.)
+            if (storage::changes_item(o) && later_request_on(seq, o.key)) {
+              if (first == storage::status::not_sent)
+                r.st = storage::status::unavailable;
               break;
             }
             route_key_op(seq, index);

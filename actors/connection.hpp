@@ -188,8 +188,9 @@ private:
   std::optional<storage::op> refused_value_removal() const;
   /// The local storage shard actor that holds `key`.
   const caf::actor& local_shard_for(const std::string& key) const;
-  /// Sends one op whose reply nobody waits for (a side effect of a request).
-  void send_side_effect(const caf::actor& dest, storage::op o);
+  /// Sends one op whose reply nobody waits for (a side effect of a request); `placed_by` as
+  /// in dispatcher::add (0 for none).
+  void send_side_effect(const caf::actor& dest, storage::op o, uint64_t placed_by = 0);
   /// After op `o`, placed by `rt`, changed its item at the key's owners (result `st`), inside
   /// a warming window: deletes the copies that past rings placed on other nodes (past_holders
   /// in actors/cluster_route.hpp), fire and forget, batched with the loop's other ops.
@@ -251,7 +252,9 @@ private:
   // skipped its look at the previous owner, and stored over the item there when the ring had
   // changed meanwhile: the new owner did not hold it yet.)
   bool earlier_request_on(uint64_t seq, const std::string& key, bool changes_only = false) const;
-  // Sends `o` for result `index` of request `seq` to owner_actor().
+  // Sends `o` for result `index` of request `seq` to owner_actor(); to a member, with the
+  // placement of the ring rt placed it by (placement_of: not the loop's ring when the batch
+  // leaves, which may be newer by then).
   void send_to_owner(uint64_t seq, uint32_t index, const cluster_view& cv, const op_route& rt,
                      storage::op&& o);
   /// Routes a key op: by the ring in a cluster (owner `tries`), else to its local shard.

@@ -67,17 +67,20 @@ bool dispatcher::add_side_effect(const caf::actor& dest, storage::op&& op, bool 
 }
 
 void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index,
-                     storage::op&& op, bool warm) {
+                     storage::op&& op, bool warm, uint64_t placed_by) {
+  // The destination's latest batch, when its ops were placed by the same ring; else a new one
+  // (sent after it: the destination gets its ops in the order they were added).
   outgoing* o = nullptr;
-  for (auto& x : out_)
-    if (x.dest == dest && x.warm == warm) {
-      o = &x;
+  for (auto x = out_.rbegin(); x != out_.rend(); ++x)
+    if (x->dest == dest && x->warm == warm) {
+      if (x->placed_by == placed_by)
+        o = &*x;
       break;
     }
   if (o == nullptr) {
     if (out_.empty())
       loop().keep_awake();  // ops may be added outside the poll phase: flush without blocking
-    out_.push_back(outgoing{dest, warm, {}, {}});
+    out_.push_back(outgoing{dest, warm, placed_by, {}, {}});
     o = &out_.back();
     o->ops.reserve(first_batch_capacity);  // no regrowth (moving whole ops) for most batches
     o->refs.reserve(first_batch_capacity);
@@ -113,6 +116,8 @@ void dispatcher::flush() {
       inflight_.emplace(tag, std::move(refs));
       if (o.warm)
         send(o.dest, warm_atom::value, tag, std::move(ops));
+      else if (o.placed_by != 0)
+        send(o.dest, exec_atom::value, tag, std::move(ops), o.placed_by);
       else
         send(o.dest, exec_atom::value, tag, std::move(ops));
       first = last;

@@ -2,8 +2,9 @@
 //
 // Connections hand each op to their loop's dispatcher with a direct call (same thread). At the
 // end of the loop iteration (io_loop check hook) the dispatcher sends one
-// (exec_atom, tag, op_batch) per destination — a local storage shard, or a peer actor that
-// stands for another node — and scatters each (result_atom, tag, result_batch) back to the
+// (exec_atom, tag, op_batch) per destination — a local storage shard, or a data link or peer
+// actor that stands for another node (then one per ring its client ops were placed by, with
+// that placement: see add()) — and scatters each (result_atom, tag, result_batch) back to the
 // connections that are still open (a closed connection's writes at a local shard are handed to
 // the replicator from here: see adopt()). Under load one message pair serves every request that
 // arrived in the same iteration, instead of one pair per request (docs/ARCHITECTURE.md).
@@ -43,9 +44,13 @@ public:
 
   /// Queues `op` for `dest`; its result goes to connection `conn` (loop_context::by_id) as
   /// result `index` of pending request `seq`. `warm`: send as warm_atom (a read for
-  /// write-on-miss warming from a peer) instead of exec_atom.
+  /// write-on-miss warming from a peer) instead of exec_atom. `placed_by`: for a client op
+  /// sent to a member (its data link or peer actor), the placement of the ring the op was
+  /// placed by (actors/cluster_route.hpp, placement_of), sent along as
+  /// (exec_atom, tag, op_batch, placed_by); ops placed by different rings go in different
+  /// batches. 0: (exec_atom, tag, op_batch), as to a local shard.
   void add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index, storage::op&& op,
-           bool warm = false);
+           bool warm = false, uint64_t placed_by = 0);
 
   /// For a connection that closes while its write `probe` (kind, key and the flags
   /// storage::changed_item reads; no value) is still running at a local shard, as its key's
@@ -76,6 +81,7 @@ private:
   struct outgoing {
     caf::actor dest;
     bool warm;
+    uint64_t placed_by;  // see add()
     storage::op_batch ops;
     std::vector<ref> refs;
   };

@@ -19,6 +19,7 @@ namespace bifrost::actors {
 
 // -- storage shard (actors/storage_shard.hpp) -------------------------------------------------
 /// (exec_atom, uint64_t tag, op_batch) -> sender receives (result_atom, tag, result_batch)
+/// (a member's data link and peer actor also take a trailing uint64_t placed_by: below)
 using exec_atom = caf::atom_constant<caf::atom("exec")>;
 /// reply to exec_atom: (result_atom, uint64_t tag, result_batch)
 using result_atom = caf::atom_constant<caf::atom("result")>;
@@ -63,6 +64,9 @@ using replicated_atom = caf::atom_constant<caf::atom("replicated")>;
 using settle_atom = caf::atom_constant<caf::atom("settle")>;
 /// A peer actor receives (exec_atom, tag, op_batch) exactly like a storage shard and answers
 /// (result_atom, tag, result_batch); results of an unreachable node have status unavailable.
+/// A peer actor and a data link also take (exec_atom, tag, op_batch, uint64_t placed_by):
+/// client ops placed by that ring (cluster::ring::placement), which their call names
+/// (actors/dispatcher.hpp, add). A storage shard never gets that form.
 
 // -- connections and listeners (actors/connection.hpp, actors/listener.hpp) -------------------
 /// (close_atom): a loop-hosted actor finishes (socket closed, or node shutting down)

@@ -948,6 +948,9 @@ public:
       [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
         take(tag, ops, rpc::Origin::CLIENT);
       },
+      [this](exec_atom, uint64_t tag, storage::op_batch& ops, uint64_t placed_by) {
+        take(tag, ops, rpc::Origin::CLIENT, placed_by);
+      },
       [this](actors::apply_atom, uint64_t tag, storage::op_batch& ops) {
         take(tag, ops, rpc::Origin::REPLICA);
       },
@@ -992,6 +995,7 @@ private:
     uint64_t tag = 0;
     storage::op_batch ops;
     rpc::Origin origin = rpc::Origin::CLIENT;  // or warm (warm_atom), replica (apply_atom)
+    uint64_t placed_by = 0;  // client ops: the placement they were placed by (0: unknown)
     uint64_t sent_at = 0;                      // loop ms the call was queued (on the link)
     uint64_t frame_at = 0;  // offset of its frame in the socket's byte stream (see written_)
   };
@@ -1032,10 +1036,19 @@ private:
     pump();  // batches held behind those calls
   }
 
-  void take(uint64_t tag, storage::op_batch& ops, rpc::Origin origin) {
+  // `placed_by`: client ops' placement, as the sender gave it; else the loop's ring now (the
+  // batch may wait here while the ring changes: the call names the ring it was taken in).
+  void take(uint64_t tag, storage::op_batch& ops, rpc::Origin origin, uint64_t placed_by = 0) {
     used_at_ = now();
     auto sender = caf::actor_cast<caf::actor>(current_sender());
-    queue_[stream_of(origin)].push_back(batch{std::move(sender), tag, std::move(ops), origin});
+    if (origin != rpc::Origin::CLIENT) {
+      placed_by = 0;
+    } else if (placed_by == 0) {
+      const auto* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
+      placed_by = cv && cv->ring ? cv->ring->placement() : 0;
+    }
+    queue_[stream_of(origin)].push_back(
+      batch{std::move(sender), tag, std::move(ops), origin, placed_by});
     pump();
   }
 
@@ -1114,15 +1127,18 @@ private:
     size_t s = stream_of(b.origin);
     rpc_calls_.emplace(t, rpc_call{std::move(b.sender), b.tag, b.ops.size(), {}, {}, s});
     ++rpc_in_flight_[s];
-    to_peer(b.origin, t, std::move(b.ops));
+    to_peer(b.origin, t, std::move(b.ops), b.placed_by);
   }
 
-  // To the member's RPC peer actor, with the batch's origin; it answers this link.
-  void to_peer(rpc::Origin origin, uint64_t tag, storage::op_batch ops) {
+  // To the member's RPC peer actor, with the batch's origin (and client ops' placement); it
+  // answers this link.
+  void to_peer(rpc::Origin origin, uint64_t tag, storage::op_batch ops, uint64_t placed_by) {
     if (origin == rpc::Origin::WARM)
       send(rpc_peer_, actors::warm_atom::value, tag, std::move(ops));
     else if (origin == rpc::Origin::REPLICA)
       send(rpc_peer_, actors::apply_atom::value, tag, std::move(ops));
+    else if (placed_by != 0)
+      send(rpc_peer_, exec_atom::value, tag, std::move(ops), placed_by);
     else
       send(rpc_peer_, exec_atom::value, tag, std::move(ops));
   }
@@ -1143,12 +1159,9 @@ private:
     c.add(c.link_calls_sent);
     c.add(c.link_ops_sent, b.ops.size());
     b.frame_at = written_ + io_.out.pending_bytes();
-    // Client ops: the placement they were placed by, so that a member whose ring is newer
-    // places them again (actors/cluster_route.hpp, stale placements).
-    const auto* cv = ctx_.routes ? ctx_.routes->cluster.get() : nullptr;
-    uint64_t placed_by =
-      b.origin == rpc::Origin::CLIENT && cv && cv->ring ? cv->ring->placement() : 0;
-    append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops, true, placed_by));
+    // Client ops: the placement they were placed by (take()), so that a member whose ring is
+    // newer places them again (actors/cluster_route.hpp, stale placements).
+    append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops, true, b.placed_by));
     b.sent_at = now();
     sent_.emplace(id, std::move(b));
     queue_flush();  // batches of the replicator and the dispatcher, in one drain: one send
@@ -1361,7 +1374,7 @@ private:
       ++rpc_in_flight_[s];
       // As a warm read: the member neither counts it nor takes it for an access (the first
       // read was both; merge_reread keeps what that one saw).
-      to_peer(rpc::Origin::WARM, t, std::move(reads));
+      to_peer(rpc::Origin::WARM, t, std::move(reads), 0);
     }
     pump();
   }

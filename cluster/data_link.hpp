@@ -9,6 +9,11 @@
 // Client side — `data_link`, one loop actor per (I/O loop, member), spawned on first use by
 // that loop's loop_links (actors/loop_links.hpp). It behaves like a storage shard:
 // (exec_atom, tag, op_batch) -> the sender gets (result_atom, tag, result_batch).
+//   (exec_atom, tag, op_batch, placed_by) alike, for client ops placed by that ring
+//   (cluster::ring::placement: the sender's placement, actors/dispatcher.hpp); without it the
+//   batch takes the loop's ring as it arrives. The call (LinkCall.ring, or the RPC's `ring`
+//   through the peer actor) names that ring, never the loop's ring when the batch leaves,
+//   which may be newer by then.
 //   - A batch goes over the link when every op fits inline (no value over inline_value_limit,
 //     no get that writes — touch, vivify, recache — and, with wait_replicas, no write), it is
 //     within call_max_ops / call_max_bytes, and the link is not backing off. Any other batch
@@ -55,7 +60,8 @@
 // without replicating further. A client call placed by a ring this node replaced (LinkCall.ring:
 // the caller's view lags) sends the ops of keys this node no longer owns to the view's router
 // (on the KJ loop), which places them again (actors/cluster_route.hpp, stale placements); the
-// rest run here. The data_link stamps each client call with its loop's current ring. Sessions are not client connections: a drain leaves them open
+// rest run here. The data_link stamps each client call with the ring its ops were placed by
+// (above). Sessions are not client connections: a drain leaves them open
 // (members still forward until this node has left); node shutdown closes them (close_all).
 //
 // Not used when the RPC runs over TLS: links would carry values in clear text (--cluster-links

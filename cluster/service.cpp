@@ -375,13 +375,17 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// asked for (Cap'n Proto delivers them in order), except that a batch with a value too
   /// large to inline does not run on arrival (an upload runs at its finish; a split batch
   /// runs part after part): calls asked for after it wait until it has answered.
+  /// `placed_by`: for client ops, the placement of the ring they were placed by (the call
+  /// names it: the member places again what that ring, if it replaced it, no longer gives
+  /// it); 0: this node's ring when asked.
   kj::Promise<storage::result_batch> remote_execute(const std::string& address,
                                                     storage::op_batch ops, rpc::Origin origin,
-                                                    bool wait_replicas = false);
+                                                    bool wait_replicas = false,
+                                                    uint64_t placed_by = 0);
   /// remote_execute without that wait: the call (or the parts of a split batch) goes now.
   kj::Promise<storage::result_batch> send_execute(const std::string& address,
                                                   storage::op_batch ops, rpc::Origin origin,
-                                                  bool wait_replicas);
+                                                  bool wait_replicas, uint64_t placed_by);
   // Per member address, while a batch of remote_execute waits or must be waited for: the
   // point after which the next call may leave, and which call set it (empty when nothing
   // waits, so the common call costs a map lookup). Two order streams, as on a data link:
@@ -396,9 +400,11 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   kj::Promise<storage::result_batch> run_in_order(const std::string& address,
                                                   std::shared_ptr<std::vector<storage::op_batch>> runs,
                                                   size_t i, rpc::Origin origin, bool wait_replicas,
-                                                  storage::result_batch done);
+                                                  uint64_t placed_by, storage::result_batch done);
+  /// `placed_by`: as remote_execute's (a connection's placement, from its loop: the ring this
+  /// node's service holds may differ by the time the batch reaches the peer actor).
   void peer_call(const std::string& name, rpc::Origin origin, uint64_t tag, storage::op_batch ops,
-                 caf::actor sender, caf::actor self);
+                 caf::actor sender, caf::actor self, uint64_t placed_by = 0);
   void finish_call(uint64_t id, storage::result_batch&& r);
 
   /// `p`, or `fallback()` once the call made no progress of its own (`progress->own` did not
@@ -641,6 +647,9 @@ public:
       [this](actors::exec_atom, uint64_t tag, storage::op_batch& ops) {
         call(rpc::Origin::CLIENT, tag, std::move(ops));
       },
+      [this](actors::exec_atom, uint64_t tag, storage::op_batch& ops, uint64_t placed_by) {
+        call(rpc::Origin::CLIENT, tag, std::move(ops), placed_by);
+      },
       [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
         call(rpc::Origin::WARM, tag, std::move(ops));
       },
@@ -651,9 +660,9 @@ public:
   }
 
 private:
-  void call(rpc::Origin origin, uint64_t tag, storage::op_batch&& ops) {
+  void call(rpc::Origin origin, uint64_t tag, storage::op_batch&& ops, uint64_t placed_by = 0) {
     start_call(tag, ops.size(), [&](const caf::actor& sender, const caf::actor& self) {
-      core_->peer_call(name_, origin, tag, std::move(ops), sender, self);
+      core_->peer_call(name_, origin, tag, std::move(ops), sender, self, placed_by);
     });
   }
 
@@ -1305,7 +1314,12 @@ kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
 kj::Promise<storage::result_batch> service::impl::remote_execute(const std::string& addr,
                                                                  storage::op_batch ops,
                                                                  rpc::Origin origin,
-                                                                 bool wait_replicas) {
+                                                                 bool wait_replicas,
+                                                                 uint64_t placed_by) {
+  if (origin != rpc::Origin::CLIENT)
+    placed_by = 0;
+  else if (placed_by == 0 && ring_)
+    placed_by = ring_->placement();  // (now: a call queued below may leave after a change)
   bool barrier = false;
   for (auto& o : ops)
     barrier |= o.value.size() > inline_value_limit;
@@ -1316,7 +1330,7 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   auto& orders = send_orders[origin == rpc::Origin::REPLICA ? 1 : 0];
   auto it = orders.find(addr);
   if (it == orders.end() && !barrier)
-    return send_execute(addr, std::move(ops), origin, wait_replicas);  // the common case
+    return send_execute(addr, std::move(ops), origin, wait_replicas, placed_by);  // common
   auto& order = orders[addr];
   kj::Promise<void> before = kj::READY_NOW;
   kj::Promise<void> barrier_done = kj::READY_NOW;  // the same point, for `next` below
@@ -1326,9 +1340,9 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
   }
   auto sent = kj::newPromiseAndFulfiller<void>();
   kj::Promise<storage::result_batch> call =
-      before.then([this, addr, ops = std::move(ops), origin, wait_replicas,
+      before.then([this, addr, ops = std::move(ops), origin, wait_replicas, placed_by,
                    f = kj::mv(sent.fulfiller)]() mutable {
-        auto p = send_execute(addr, std::move(ops), origin, wait_replicas);
+        auto p = send_execute(addr, std::move(ops), origin, wait_replicas, placed_by);
         f->fulfill();
         return p;
       });
@@ -1361,7 +1375,8 @@ kj::Promise<storage::result_batch> service::impl::remote_execute(const std::stri
 kj::Promise<storage::result_batch> service::impl::send_execute(const std::string& addr,
                                                                storage::op_batch ops,
                                                                rpc::Origin origin,
-                                                               bool wait_replicas) {
+                                                               bool wait_replicas,
+                                                               uint64_t placed_by) {
   size_t n = ops.size();
   if (n == 0)
     return storage::result_batch{};
@@ -1383,7 +1398,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         runs->emplace_back();
       runs->back().push_back(std::move(o));
     }
-    return run_in_order(addr, runs, 0, origin, wait_replicas, {});
+    return run_in_order(addr, runs, 0, origin, wait_replicas, placed_by, {});
   }
   if (n > call_max_ops || inline_bytes > call_max_bytes) {
     // Split, so that no message (the call, or its results: at most call_max_ops values
@@ -1397,10 +1412,10 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
       first = end;
     }
     if (large)
-      return run_in_order(addr, runs, 0, origin, wait_replicas, {});
+      return run_in_order(addr, runs, 0, origin, wait_replicas, placed_by, {});
     kj::Vector<kj::Promise<storage::result_batch>> parts;
     for (auto& part : *runs)
-      parts.add(send_execute(addr, std::move(part), origin, wait_replicas));
+      parts.add(send_execute(addr, std::move(part), origin, wait_replicas, placed_by));
     return kj::joinPromises(parts.releaseAsArray()).then([](kj::Array<storage::result_batch> rss) {
       storage::result_batch all;
       for (auto& rs : rss)
@@ -1416,7 +1431,8 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
   // and a copy in flight longer could land after newer state sent once it was given up on.
   progress->waits_for_peer = origin != rpc::Origin::REPLICA;
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
-  auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas](
+  auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas,
+                                   placed_by](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
     auto& ops = *shared_ops;
     sent.add(ops.size());  // counted once there is a connection to send it on
@@ -1430,7 +1446,6 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         need_sink |= o.kind == storage::op_kind::get && o.get_value &&
                      (storage::changes_item(o) || o.parked != 0);
       // (The placement these client ops were placed by: the member tells a lagging view.)
-      uint64_t placed_by = origin == rpc::Origin::CLIENT && ring_ ? ring_->placement() : 0;
       auto first = execute_call(node, ops, origin, wait_replicas, need_sink, progress, placed_by);
       if (need_sink)
         return first;
@@ -1452,7 +1467,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     }
     // Large stores: the values that do not fit inline go through the upload sink.
     auto req = node.uploadRequest();
-    req.setRing(origin == rpc::Origin::CLIENT && ring_ ? ring_->placement() : 0);
+    req.setRing(placed_by);
     auto list = req.initOps(static_cast<unsigned>(ops.size()));
     auto jobs = std::make_shared<std::vector<stream_job>>();
     for (size_t i = 0; i < ops.size(); ++i) {
@@ -1483,20 +1498,22 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
 
 kj::Promise<storage::result_batch> service::impl::run_in_order(
     const std::string& addr, std::shared_ptr<std::vector<storage::op_batch>> runs, size_t i,
-    rpc::Origin origin, bool wait_replicas, storage::result_batch done) {
+    rpc::Origin origin, bool wait_replicas, uint64_t placed_by, storage::result_batch done) {
   if (i == runs->size())
     return kj::mv(done);
-  return send_execute(addr, std::move((*runs)[i]), origin, wait_replicas)
-      .then([this, addr, runs, i, origin, wait_replicas,
+  return send_execute(addr, std::move((*runs)[i]), origin, wait_replicas, placed_by)
+      .then([this, addr, runs, i, origin, wait_replicas, placed_by,
              done = std::move(done)](storage::result_batch rs) mutable {
         done.insert(done.end(), std::make_move_iterator(rs.begin()),
                     std::make_move_iterator(rs.end()));
-        return run_in_order(addr, runs, i + 1, origin, wait_replicas, std::move(done));
+        return run_in_order(addr, runs, i + 1, origin, wait_replicas, placed_by,
+                            std::move(done));
       });
 }
 
 void service::impl::peer_call(const std::string& name, rpc::Origin origin, uint64_t tag,
-                              storage::op_batch ops, caf::actor sender, caf::actor self) {
+                              storage::op_batch ops, caf::actor sender, caf::actor self,
+                              uint64_t placed_by) {
   size_t n = ops.size();
   auto* m = members.find(name);
   // A member that left gracefully still serves until it exits (a connection may route with
@@ -1519,7 +1536,7 @@ void service::impl::peer_call(const std::string& name, rpc::Origin origin, uint6
   uint64_t id = next_call++;
   calls.emplace(id, call_info{std::move(sender), std::move(self), tag, n});
   tasks->add(remote_execute(m->address, std::move(ops), origin,
-                            origin == rpc::Origin::CLIENT && cfg.wait_replicas)
+                            origin == rpc::Origin::CLIENT && cfg.wait_replicas, placed_by)
                  .then([this, id](storage::result_batch rs) { finish_call(id, std::move(rs)); }));
 }
 
@@ -1700,6 +1717,7 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
   std::map<uint32_t, group> groups;  // by member id of ring_; `self` = the local shards
   auto placed = std::make_shared<routed_ops>();
   placed->epoch = ring_ ? ring_->epoch() : 0;
+  const uint64_t placed_by = ring_ ? ring_->placement() : 0;  // (the calls name this ring)
   for (size_t i = 0; i < n; ++i) {
     uint32_t id = self;
     ring::member_id owner;
@@ -1722,7 +1740,7 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
       promises.add(local_primary(std::move(g.ops), rpc::Origin::CLIENT, cfg.wait_replicas));
     } else {
       promises.add(remote_execute(ring_->member(id).address, std::move(g.ops),
-                                  rpc::Origin::CLIENT, cfg.wait_replicas));
+                                  rpc::Origin::CLIENT, cfg.wait_replicas, placed_by));
     }
   }
   return kj::joinPromises(promises.finish())

@@ -14,7 +14,8 @@
 //     and sends (ring_atom, cluster_view_ptr) to the route table.
 //   - Peer actors (one per remote member, hosted on the KJ thread, reused across rebuilds):
 //     behave like a storage shard — (exec_atom | warm_atom, tag, op_batch) -> the sender gets
-//     (result_atom, tag, result_batch). Every RPC is bounded: `rpc_timeout_ms` without
+//     (result_atom, tag, result_batch); (exec_atom, tag, op_batch, placed_by) names the ring
+//     the client ops were placed by in the call (else the service's ring as it is asked). Every RPC is bounded: `rpc_timeout_ms` without
 //     progress of its own while its member sends nothing for other data calls either, 15
 //     times that without progress of its own however busy the member is, replicated state
 //     without the extension (service.cpp, `bounded`); an unreachable node gives

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <future>
 #include <map>
+#include <mutex>
 #include <thread>
 
 using namespace bifrost;
@@ -77,6 +78,38 @@ private:
     size_t ops;
   };
   std::vector<held> held_;
+};
+
+// Stands in for a member (its data link or peer actor): records each exec batch's keys and
+// the placement it came with (0: none), in order, and answers nothing.
+class recording_member : public caf::event_based_actor {
+public:
+  struct batch {
+    std::vector<std::string> keys;
+    uint64_t placed_by;
+  };
+  recording_member(caf::actor_config& cfg, std::shared_ptr<std::vector<batch>> log,
+                   std::shared_ptr<std::mutex> m)
+    : caf::event_based_actor(cfg), log_(std::move(log)), m_(std::move(m)) {}
+  caf::behavior make_behavior() override {
+    return {
+      [this](exec_atom, uint64_t, storage::op_batch& ops) { record(ops, 0); },
+      [this](exec_atom, uint64_t, storage::op_batch& ops, uint64_t placed_by) {
+        record(ops, placed_by);
+      },
+    };
+  }
+
+private:
+  void record(const storage::op_batch& ops, uint64_t placed_by) {
+    batch b{{}, placed_by};
+    for (const auto& o : ops)
+      b.keys.push_back(o.key);
+    std::lock_guard<std::mutex> lock(*m_);
+    log_->push_back(std::move(b));
+  }
+  std::shared_ptr<std::vector<batch>> log_;
+  std::shared_ptr<std::mutex> m_;
 };
 
 struct fixture {
@@ -258,6 +291,40 @@ BOOST_AUTO_TEST_CASE(side_effects_a_member_does_not_answer_are_bounded) {
   BOOST_CHECK(!replicated(200ms));
   (*replicator)->send_exit(member, caf::exit_reason::user_shutdown);
   (*replicator)->send_exit(other, caf::exit_reason::user_shutdown);
+}
+
+// A member's client ops go with the placement of the ring they were placed by (the data link
+// and the peer actor name it in the call: actors/cluster_route.hpp, placement_of), ops
+// placed by different rings in different batches, in the order they were added.
+BOOST_AUTO_TEST_CASE(a_members_ops_go_with_the_ring_they_were_placed_by) {
+  auto log = std::make_shared<std::vector<recording_member::batch>>();
+  auto m = std::make_shared<std::mutex>();
+  auto member = sys->spawn<recording_member>(log, m);
+  on_loop([&] {
+    auto& d = *ctx.dispatch;
+    d.add(member, 5, 1, 0, op_of(storage::op_kind::get, "a"), false, 11);
+    d.add(member, 5, 1, 1, op_of(storage::op_kind::get, "b"), false, 11);
+    d.add(member, 5, 2, 0, op_of(storage::op_kind::get, "c"), false, 22);
+    d.add(member, 5, 3, 0, op_of(storage::op_kind::get, "d"), false, 11);
+    d.add(member, 5, 4, 0, op_of(storage::op_kind::get, "e"));
+  });
+  for (int i = 0; i < 300; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(*m);
+      if (log->size() >= 4)
+        break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::lock_guard<std::mutex> lock(*m);
+  BOOST_REQUIRE_EQUAL(log->size(), 4u);
+  const std::vector<std::vector<std::string>> keys{{"a", "b"}, {"c"}, {"d"}, {"e"}};
+  const std::vector<uint64_t> placed{11, 22, 11, 0};
+  for (size_t i = 0; i < 4; ++i) {
+    BOOST_TEST((*log)[i].keys == keys[i], "batch " << i);
+    BOOST_TEST((*log)[i].placed_by == placed[i], "batch " << i);
+  }
+  (*replicator)->send_exit(member, caf::exit_reason::user_shutdown);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

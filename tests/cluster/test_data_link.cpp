@@ -53,6 +53,7 @@ struct rpc_batch {
   storage::op_batch ops;
   bool warm;  // came as warm_atom
   bool replica = false;  // came as apply_atom
+  uint64_t placed_by = 0;  // came as (exec_atom, tag, ops, placed_by)
 };
 
 // Stands in for the member's RPC peer actor: records every batch; the test answers.
@@ -64,6 +65,10 @@ public:
     return {
       [this](exec_atom, uint64_t tag, storage::op_batch& ops) {
         log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops), false});
+      },
+      [this](exec_atom, uint64_t tag, storage::op_batch& ops, uint64_t placed_by) {
+        log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops), false,
+                   false, placed_by});
       },
       [this](actors::warm_atom, uint64_t tag, storage::op_batch& ops) {
         log_->put({caf::actor_cast<caf::actor>(current_sender()), tag, std::move(ops), true});
@@ -340,6 +345,48 @@ BOOST_AUTO_TEST_CASE(small_batches_go_over_the_link) {
   BOOST_CHECK_EQUAL(counters.link_calls_sent.load(), 1u);
   BOOST_CHECK_EQUAL(counters.link_ops_sent.load(), 2u);
   BOOST_CHECK_EQUAL(counters.links_open.load(), 1u);
+}
+
+// A client batch names the ring its ops were placed by (the sender's placed_by), on the link
+// and through the peer actor, not the loop's ring when it leaves: the loop's view may have
+// changed in between, and a member whose ring is that newer one ran an op placed by the
+// older ring although it owned the key no longer (`ma k0` answered NF for an item at the new
+// owner: the ring-change sweep, seed 6953). Without placed_by, the loop's ring as the batch
+// came.
+BOOST_AUTO_TEST_CASE(a_call_names_the_ring_its_ops_were_placed_by) {
+  fake_link_server server;
+  auto link = link_to(server.port);
+  auto now_ring = cluster::ring::build(
+    {{"peer", "127.0.0.1:1", 1, true}, {"self", "127.0.0.1:2", 1, true},
+     {"third", "127.0.0.1:3", 1, true}}, 2);
+  BOOST_REQUIRE(now_ring->placement() != ring_->placement());
+  auto cv = std::make_shared<actors::cluster_view>(view_with(server.port));
+  cv->ring = now_ring;  // (the loop's ring now; the ops were placed by ring_)
+  auto snap = std::make_shared<actors::route_snapshot>();
+  snap->cluster = cv;
+  on_loop([&] { ctx.routes = snap; });
+  const uint64_t placed = ring_->placement();
+  (*self)->send(link, exec_atom::value, uint64_t{1}, gets({"a"}), placed);
+  auto call = server.calls.take();
+  BOOST_REQUIRE(call);
+  BOOST_CHECK_EQUAL(call->ring, placed);
+  server.reply(call->id, hits(1, "v"));
+  BOOST_CHECK_EQUAL(result().first, 1u);
+  auto touch = gets({"touched"});  // (a get that writes goes by RPC)
+  touch[0].get_touch = true;
+  (*self)->send(link, exec_atom::value, uint64_t{2}, std::move(touch), placed);
+  auto by_rpc = rpc_log.take();
+  BOOST_REQUIRE(by_rpc);
+  BOOST_CHECK_EQUAL(by_rpc->placed_by, placed);
+  caf::anon_send(by_rpc->sender, result_atom::value, by_rpc->tag, hits(1, "v"));
+  BOOST_CHECK_EQUAL(result().first, 2u);
+  send(link, 3, gets({"b"}));  // no placement given: the loop's ring
+  call = server.calls.take();
+  BOOST_REQUIRE(call);
+  BOOST_CHECK_EQUAL(call->ring, now_ring->placement());
+  server.reply(call->id, hits(1, "v"));
+  BOOST_CHECK_EQUAL(result().first, 3u);
+  on_loop([&] { ctx.routes = nullptr; });
 }
 
 BOOST_AUTO_TEST_CASE(a_host_name_is_resolved_off_the_loop) {

@@ -1760,6 +1760,41 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
   BOOST_TEST((gone[1] == rpc::Status::MISS));
 }
 
+// A node's peer actor names, in its call, the ring a client op was placed by when its loop
+// says so ((exec_atom, tag, ops, placed_by): the dispatcher's and the data link's), not the
+// ring its service holds when the call leaves, which may be newer by then: the member took
+// the op for placed by its own ring and ran it, though it owned the key no longer (the
+// ring-change sweep, seed 6953: `ma k0` answered NF, the item at the new owner). Here n2
+// owned the key before n3 joined; n1 sends n2 a write placed by that ring, which n2 places
+// again: n3 stores it.
+BOOST_AUTO_TEST_CASE(a_peer_call_names_the_ring_its_ops_were_placed_by) {
+  std::vector<std::unique_ptr<test_node>> nodes;
+  const auto old_view = pair_joined_by_n3(nodes);
+  auto& n1 = *nodes[0];
+  auto& n2 = *nodes[1];
+  auto& n3 = *nodes[2];
+  const auto keys = keys_moved(*old_view, *n1.view(), "placed-", "n2", "n3", 1);
+  auto at = [](test_node& n, const std::string& k) {
+    auto r = exec(*n.sys, n.shards[actors::key_hash(k) % n.shards.size()], {get_op(k)});
+    BOOST_REQUIRE(r.answered);
+    return r.results[0].st;
+  };
+  const auto peer = peer_of(n1, "n2");
+  caf::scoped_actor self{*n1.sys};
+  storage::op_batch ops{set_op(keys[0], "placed by the ring before")};
+  self->send(peer, actors::exec_atom::value, uint64_t{1}, std::move(ops),
+             old_view->ring->placement());
+  bool stored = false;
+  self->receive(
+    [&](actors::result_atom, uint64_t, storage::result_batch& rs) {
+      stored = rs.size() == 1 && rs[0].st == storage::status::stored;
+    },
+    caf::after(5000ms) >> [] {});
+  BOOST_TEST(stored);
+  BOOST_TEST((at(n3, keys[0]) == storage::status::hit));  // (before: no answer at all)
+  BOOST_TEST((at(n2, keys[0]) == storage::status::miss));
+}
+
 // A delete placed again that finds nothing at the key's owner walks the erase chain in turn,
 // newest past ring first, as a client's connection does: the first past owner that holds the
 // item answers, and once one removed it the older copies just go. Here n2 owned the key
