@@ -68,8 +68,7 @@ bool may_warm(const cluster_view& cv, const op_route& rt, int64_t now_ms) noexce
 }
 } // namespace
 
-bool may_run_again(const cluster_view& cv, const op_route& /*rt*/, const storage::op& o,
-                   int64_t now_ms) noexcept {
+bool may_run_again(const cluster_view& cv, const storage::op& o, int64_t now_ms) noexcept {
   // (Also once it warmed or looked ahead: when the ring changed before its answer came, what
   // found nothing goes to the key's owner now, after_result; so inside the window it keeps
   // its value.)

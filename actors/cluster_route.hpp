@@ -91,8 +91,7 @@ inline bool found_nothing(storage::status st) noexcept {
 
 /// A store of class `update` must keep its value (send a copy) while it may run again: inside
 /// the window, warmed already or not (placed again in a newer ring, it may warm there).
-bool may_run_again(const cluster_view& cv, const op_route& rt, const storage::op& o,
-                   int64_t now_ms) noexcept;
+bool may_run_again(const cluster_view& cv, const storage::op& o, int64_t now_ms) noexcept;
 
 enum class placement : uint8_t {
   local,        // this node's shards

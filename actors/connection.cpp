@@ -402,10 +402,7 @@ void connection::send_side_effect(const caf::actor& dest, storage::op o, uint64_
   storage::op_batch b;
   b.push_back(std::move(o));
   // Fire and forget: the reply carries tag 0, which no batch uses (and is dropped).
-  if (placed_by != 0)
-    send(dest, exec_atom::value, uint64_t{0}, std::move(b), placed_by);
-  else
-    send(dest, exec_atom::value, uint64_t{0}, std::move(b));
+  send(dest, exec_atom::value, uint64_t{0}, std::move(b), placed_by);
 }
 
 std::optional<storage::op> connection::refused_value_removal() const {
@@ -668,7 +665,7 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
         return;
       rt.ahead = false;
     }
-    rt.kept = store_in_window && may_run_again(cv, rt, o, steady_ms());
+    rt.kept = store_in_window && may_run_again(cv, o, steady_ms());
     if (rt.kept) {
       send_to_owner(seq, index, cv, rt, storage::op(o));
     } else {

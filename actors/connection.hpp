@@ -188,9 +188,9 @@ private:
   std::optional<storage::op> refused_value_removal() const;
   /// The local storage shard actor that holds `key`.
   const caf::actor& local_shard_for(const std::string& key) const;
-  /// Sends one op whose reply nobody waits for (a side effect of a request); `placed_by` as
-  /// in dispatcher::add (0 for none).
-  void send_side_effect(const caf::actor& dest, storage::op o, uint64_t placed_by = 0);
+  /// Sends one op whose reply nobody waits for (a side effect of a request) to a member's data
+  /// link or peer actor; `placed_by` as in dispatcher::add (0: not known, the receiver's ring).
+  void send_side_effect(const caf::actor& dest, storage::op o, uint64_t placed_by);
   /// After op `o`, placed by `rt`, changed its item at the key's owners (result `st`), inside
   /// a warming window: deletes the copies that past rings placed on other nodes (past_holders
   /// in actors/cluster_route.hpp), fire and forget, batched with the loop's other ops.

@@ -1137,10 +1137,8 @@ private:
       send(rpc_peer_, actors::warm_atom::value, tag, std::move(ops));
     else if (origin == rpc::Origin::REPLICA)
       send(rpc_peer_, actors::apply_atom::value, tag, std::move(ops));
-    else if (placed_by != 0)
+    else  // (placed_by 0, no ring known: the peer actor names the service's)
       send(rpc_peer_, exec_atom::value, tag, std::move(ops), placed_by);
-    else
-      send(rpc_peer_, exec_atom::value, tag, std::move(ops));
   }
 
   void issue_link(batch b) {

@@ -1717,7 +1717,6 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
   std::map<uint32_t, group> groups;  // by member id of ring_; `self` = the local shards
   auto placed = std::make_shared<routed_ops>();
   placed->epoch = ring_ ? ring_->epoch() : 0;
-  const uint64_t placed_by = ring_ ? ring_->placement() : 0;  // (the calls name this ring)
   for (size_t i = 0; i < n; ++i) {
     uint32_t id = self;
     ring::member_id owner;
@@ -1740,7 +1739,7 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
       promises.add(local_primary(std::move(g.ops), rpc::Origin::CLIENT, cfg.wait_replicas));
     } else {
       promises.add(remote_execute(ring_->member(id).address, std::move(g.ops),
-                                  rpc::Origin::CLIENT, cfg.wait_replicas, placed_by));
+                                  rpc::Origin::CLIENT, cfg.wait_replicas));  // (ring_ named)
     }
   }
   return kj::joinPromises(promises.finish())

@@ -754,10 +754,10 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   auto& rt = j.rt;
   BOOST_REQUIRE(place(*v2, h(k), rt) == placement::peer);
   // Only an update store keeps its value, and only inside the window, before warming.
-  BOOST_CHECK(may_run_again(*v2, rt, append, 999));
-  BOOST_CHECK(!may_run_again(*v2, rt, append, 1000));
-  BOOST_CHECK(!may_run_again(*v2, rt, set, 999));
-  BOOST_CHECK(!may_run_again(*v2, rt, incr, 999));  // no value: always whole
+  BOOST_CHECK(may_run_again(*v2, append, 999));
+  BOOST_CHECK(!may_run_again(*v2, append, 1000));
+  BOOST_CHECK(!may_run_again(*v2, set, 999));
+  BOOST_CHECK(!may_run_again(*v2, incr, 999));  // no value: always whole
   // An add looks at the previous owner before it runs (it cannot be undone after), once,
   // inside the window; nothing else does.
   BOOST_CHECK(warm_first(*v2, rt, add, 999));
@@ -802,7 +802,7 @@ BOOST_AUTO_TEST_CASE(writes_that_find_nothing_warm_before_they_run_again) {
   rt.warmed = true;
   s = status::not_found;
   BOOST_CHECK(after_result(*v2, rt, s, warm_class::update, true, 999) == next_step::accept);
-  BOOST_CHECK(may_run_again(*v2, rt, append, 999));  // (a newer ring may place it again)
+  BOOST_CHECK(may_run_again(*v2, append, 999));  // (a newer ring may place it again)
   BOOST_CHECK(!warm_first(*v2, rt, add, 999));
 }
 
