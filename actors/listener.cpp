@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@ listener::listener(caf::actor_config& cfg, io_loop& loop, loop_context& ctx, int
   : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), route_table_(std::move(route_table)) {
   poll_.data = this;
   reserve_fd_ = open_reserve();
+  null_fd_ = open_reserve();
 }
 
 listener::~listener() {
@@ -40,6 +42,8 @@ listener::~listener() {
     ::close(fd_);
   if (reserve_fd_ >= 0)
     ::close(reserve_fd_);
+  if (null_fd_ >= 0)
+    ::close(null_fd_);
 }
 
 int listener::bind_socket(const std::string& host, uint16_t port, std::string& error) {
@@ -220,25 +224,36 @@ void listener::accept_all() {
 }
 
 bool listener::refuse_without_fds() {
+  // accept4 fails so whether or not a client waits: give nothing up when nobody does (the
+  // reserve given up and taken back for nothing was a moment another thread could take it).
+  pollfd waiting{fd_, POLLIN, 0};
+  if (::poll(&waiting, 1, 0) != 1 || (waiting.revents & POLLIN) == 0)
+    return false;  // (a client comes: the level-triggered poll wakes the loop again)
   if (reserve_fd_ < 0)  // lost to another thread last time (or never had): try again
     reserve_fd_ = open_reserve();
-  if (reserve_fd_ >= 0) {
+  if (null_fd_ < 0)
+    null_fd_ = open_reserve();
+  if (reserve_fd_ >= 0 && null_fd_ >= 0) {
     ::close(reserve_fd_);
+    reserve_fd_ = -1;
     int cfd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     const int accept_errno = errno;
     if (cfd >= 0) {
       ssize_t ignored = ::send(cfd, too_many.data(), too_many.size(), MSG_NOSIGNAL);
       (void) ignored;
-      ::close(cfd);
+      // The client's socket closes as its descriptor turns into the reserve in one step: the
+      // descriptor is never free, so no other thread (a listener beside this one accepting)
+      // takes it between the client's end and the reserve's return.
+      if (::dup3(null_fd_, cfd, O_CLOEXEC) >= 0)
+        reserve_fd_ = cfd;
+      else
+        ::close(cfd);
       ctx_.counters->add(ctx_.counters->rejected_connections);
+      return true;  // more may wait
     }
     reserve_fd_ = open_reserve();
-    if (reserve_fd_ >= 0) {
-      if (cfd >= 0)
-        return true;  // more may wait
-      if (accept_errno == EAGAIN || accept_errno == EWOULDBLOCK)
-        return false;  // nobody waits (any more)
-    }
+    if (reserve_fd_ >= 0 && (accept_errno == EAGAIN || accept_errno == EWOULDBLOCK))
+      return false;  // nobody waits (any more)
   }
   // No descriptor to give up, or another thread took the one just freed: stop polling for a
   // while (connections that close meanwhile free some).

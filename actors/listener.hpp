@@ -10,10 +10,14 @@
 // `max_connections` open connections (node-wide) a new client is told
 // "ERROR Too many open connections" and closed, as memcached does. So is a client that comes
 // when the process has no file descriptor left (EMFILE, ENFILE): the listener keeps one in
-// reserve (/dev/null), gives it up to accept the client, answers, closes it and takes the
-// reserve back. Should another thread take the freed descriptor first, it stops polling for
-// 100 ms (a level-triggered poll would otherwise wake it at once, over and over) and takes
-// a reserve again when one is free.
+// reserve (/dev/null), gives it up to accept the client (only while one waits: accept4 fails
+// for want of descriptors whether or not one does), answers, and closes the client by copying
+// a second /dev/null descriptor onto the client's (dup3): the client's descriptor is the
+// reserve again, never free for another thread in between. (Once it was: a client that read
+// its refusal and came again could reach the listener beside this one in that moment, and be
+// served.) Only between giving the reserve up and the accept may another thread take it: then
+// the listener stops polling for 100 ms (a level-triggered poll would otherwise wake it at
+// once, over and over) and takes a reserve again when one is free.
 //
 // Interface: (routes_atom, route_snapshot_ptr) from the route table; (close_atom) stops
 // accepting and closes the loop's connections once their pending replies are written;
@@ -63,13 +67,15 @@ private:
   static void on_closed(uv_handle_t* h);
   void accept_all();
   /// accept4 failed for want of file descriptors: turns the waiting client away (see above).
-  /// False: no descriptor could be freed; polling is paused.
+  /// False: nobody waits (the reserve is kept), or no descriptor could be freed (polling is
+  /// paused).
   bool refuse_without_fds();
   void stop(bool close_connections = true);
 
   loop_context& ctx_;
   int fd_;
   int reserve_fd_ = -1;  // /dev/null, given up to refuse a client when descriptors run out
+  int null_fd_ = -1;     // /dev/null, copied onto the refused client's descriptor (the reserve)
   bool paused_ = false;  // polling stopped until an accept_atom (descriptors ran out)
   uv_poll_t poll_;
   bool polling_ = false;

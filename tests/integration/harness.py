@@ -164,7 +164,7 @@ class Server:
                 cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
                 preexec_fn=self._preexec,
             )
-            ok, last_error = self._wait_ready()
+            ok, last_error = self._wait_ready(os.path.basename(cmd[0]) == "bifrostd")
             if ok:
                 return self
             self.stop()
@@ -180,7 +180,17 @@ class Server:
         if self.preexec:
             self.preexec()
 
-    def _wait_ready(self):
+    def _logged(self, text):
+        # (pread: the server writes through the same open file, whose offset a seek would move)
+        try:
+            fd = self.log.fileno()
+            return text in os.pread(fd, os.fstat(fd).st_size, 0)
+        except (OSError, ValueError):
+            return False
+
+    def _wait_ready(self, bifrostd=False):
+        """Ready: the port answers "version", and a bifrostd said it serves (it prints that once
+        its cluster RPC, which takes descriptors of its own, has started too)."""
         deadline = time.monotonic() + READY_TIMEOUT
         last = "timeout"
         for _ in range(1000):  # bounded in count and time
@@ -201,8 +211,11 @@ class Server:
                         if b"\r\n" in buf:
                             break
                     if buf.startswith(b"VERSION "):
-                        return True, ""
-                    last = "answered %r" % buf
+                        if not bifrostd or self._logged(b"bifrostd: serving"):
+                            return True, ""
+                        last = "answered, but printed no 'bifrostd: serving' line"
+                    else:
+                        last = "answered %r" % buf
             except OSError as e:
                 last = str(e)
             time.sleep(0.05)
