@@ -317,6 +317,23 @@ storage::op get_op(const std::string& key) {
   return o;
 }
 
+// The shard of `n` that holds `key` (the one its routes pick).
+const caf::actor& shard_of(const test_node& n, const std::string& key) {
+  return n.shards[actors::key_hash(key) % n.shards.size()];
+}
+
+// Runs `ops` at the shard of `n` that holds `key`: the node itself, no ring involved.
+exec_outcome at_shard(test_node& n, const std::string& key, storage::op_batch ops) {
+  return exec(*n.sys, shard_of(n, key), std::move(ops));
+}
+
+// `key` as the shard of `n` that holds it has it (that shard must answer).
+storage::result held_at(test_node& n, const std::string& key) {
+  auto r = at_shard(n, key, {get_op(key)});
+  BOOST_REQUIRE(r.answered);
+  return r.results[0];
+}
+
 // A key whose primary (in `v`) is not `v->self`; returns the primary's member id.
 std::string remote_key(const actors::cluster_view_ptr& v, const std::string& prefix,
                        uint32_t& owner) {
@@ -640,7 +657,7 @@ BOOST_AUTO_TEST_CASE(replication_to_second_owner) {
   bool copied = false;
   if (owners[1] == v->self) {
     copied = wait_until([&] {
-      auto x = exec(*n1.sys, n1.shards[actors::key_hash(key) % n1.shards.size()], {get_op(key)});
+      auto x = at_shard(n1, key, {get_op(key)});
       return x.answered && x.results[0].st == storage::status::hit &&
              std::string(x.results[0].value.view()) == "replicated";
     }, 3000ms);
@@ -673,7 +690,7 @@ BOOST_AUTO_TEST_CASE(a_write_that_ends_after_the_timeout_is_still_replicated) {
       key = k;
   }
   auto on_n2 = [&] {
-    return exec(*n2.sys, n2.shards[actors::key_hash(key) % n2.shards.size()], {get_op(key)});
+    return at_shard(n2, key, {get_op(key)});
   };
   auto r = exec(*n2.sys, v2->peers[*n1_id], {set_op(key, "v1")});
   BOOST_REQUIRE(r.answered && r.results[0].st == storage::status::stored);
@@ -703,7 +720,7 @@ BOOST_AUTO_TEST_CASE(a_write_that_ends_after_the_timeout_is_still_replicated) {
 exec_outcome read_on(test_node& n1, uint32_t id, const std::string& key) {
   auto v = n1.view();
   if (id == v->self)
-    return exec(*n1.sys, n1.shards[actors::key_hash(key) % n1.shards.size()], {get_op(key)});
+    return at_shard(n1, key, {get_op(key)});
   return exec(*n1.sys, v->peers[id], {get_op(key)}, true);
 }
 
@@ -753,7 +770,7 @@ BOOST_AUTO_TEST_CASE(wait_replicas_answers_after_every_owner) {
     if (owners[0] == v->self)
       break;
   }
-  auto& shard = n1.shards[actors::key_hash(key) % n1.shards.size()];
+  auto& shard = shard_of(n1, key);
   auto w = exec(*n1.sys, shard, {set_op(key, "primary-copy", 4)});
   BOOST_REQUIRE(w.answered);
   auto ok = replicate_and_wait(n1, {key});
@@ -785,7 +802,7 @@ BOOST_AUTO_TEST_CASE(wait_replicas_reports_an_owner_that_did_not_take_it) {
   silent_listener ghost;
   BOOST_REQUIRE(join_ghost(n, ghost));
   BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
-  auto& shard = n.shards[actors::key_hash("k") % n.shards.size()];
+  auto& shard = shard_of(n, "k");
   BOOST_REQUIRE(exec(*n.sys, shard, {set_op("k", "v")}).answered);
   auto t = clock_type::now();
   auto ok = replicate_and_wait(n, {"k"});
@@ -1224,7 +1241,7 @@ BOOST_AUTO_TEST_CASE(tool_requests_are_routed_to_owners) {
       if (x->svc->node_name() == owner)
         n = x;
     BOOST_REQUIRE(n);
-    auto r = exec(*n->sys, n->shards[actors::key_hash(k) % n->shards.size()], {get_op(k)});
+    auto r = at_shard(*n, k, {get_op(k)});
     BOOST_TEST(r.answered);
     BOOST_TEST(static_cast<int>(r.results[0].st) == static_cast<int>(storage::status::hit));
   }
@@ -1612,10 +1629,8 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   execute({set_op(moved[3], "n1's own ring")}, v->ring->placement());
 
   auto held = [](test_node& n, const std::string& k) -> std::string {
-    auto r = exec(*n.sys, n.shards[actors::key_hash(k) % n.shards.size()], {get_op(k)});
-    BOOST_REQUIRE(r.answered);
-    return r.results[0].st == storage::status::hit ? std::string(r.results[0].value.view())
-                                                     : std::string("(miss)");
+    const auto r = held_at(n, k);
+    return r.st == storage::status::hit ? std::string(r.value.view()) : std::string("(miss)");
   };
   BOOST_TEST(held(n3, moved[0]) == "placed again");
   BOOST_TEST(held(n1, moved[0]) == "(miss)");
@@ -1734,27 +1749,22 @@ BOOST_AUTO_TEST_CASE(a_read_placed_again_warms_an_item_written_after_a_flush_at_
   // CAS that does not match the later item keeps it and answers EX (before: a plain delete
   // went there, which removed it, and NOT_FOUND answered); the item's own CAS removes it.
   BOOST_TEST((run({at_n1(moved[2], "after the flush, again")})[0] == rpc::Status::STORED));
-  auto at_n1_now = [&](const std::string& k) {
-    auto r = exec(*n1.sys, n1.shards[actors::key_hash(k) % n1.shards.size()], {get_op(k)});
-    BOOST_REQUIRE(r.answered);
-    return r.results[0];
-  };
-  const auto later = at_n1_now(moved[2]);
+  const auto later = held_at(n1, moved[2]);
   BOOST_REQUIRE((later.st == storage::status::hit));
   del.key = moved[2];
   del.compare_cas = later.cas + 1;
   del.cas_given = true;
   BOOST_TEST((run({del})[0] == rpc::Status::EXISTS));
-  BOOST_TEST((at_n1_now(moved[2]).st == storage::status::hit));
-  BOOST_TEST(at_n1_now(moved[2]).cas == later.cas);
+  BOOST_TEST((held_at(n1, moved[2]).st == storage::status::hit));
+  BOOST_TEST(held_at(n1, moved[2]).cas == later.cas);
   del.compare_cas = later.cas;
   BOOST_TEST((run({del})[0] == rpc::Status::DELETED));
-  BOOST_TEST((at_n1_now(moved[2]).st == storage::status::miss));
+  BOOST_TEST((held_at(n1, moved[2]).st == storage::status::miss));
   // (md C0 matches no item: EX for the later one, as memcached answers.)
   BOOST_TEST((run({at_n1(moved[2], "once more")})[0] == rpc::Status::STORED));
   del.compare_cas = 0;
   BOOST_TEST((run({del})[0] == rpc::Status::EXISTS));
-  BOOST_TEST((at_n1_now(moved[2]).st == storage::status::hit));
+  BOOST_TEST((held_at(n1, moved[2]).st == storage::status::hit));
   auto gone = run({get_op(moved[3]), get_op(moved[1])});
   BOOST_TEST((gone[0] == rpc::Status::MISS));
   BOOST_TEST((gone[1] == rpc::Status::MISS));
@@ -1774,11 +1784,6 @@ BOOST_AUTO_TEST_CASE(a_peer_call_names_the_ring_its_ops_were_placed_by) {
   auto& n2 = *nodes[1];
   auto& n3 = *nodes[2];
   const auto keys = keys_moved(*old_view, *n1.view(), "placed-", "n2", "n3", 1);
-  auto at = [](test_node& n, const std::string& k) {
-    auto r = exec(*n.sys, n.shards[actors::key_hash(k) % n.shards.size()], {get_op(k)});
-    BOOST_REQUIRE(r.answered);
-    return r.results[0].st;
-  };
   const auto peer = peer_of(n1, "n2");
   caf::scoped_actor self{*n1.sys};
   storage::op_batch ops{set_op(keys[0], "placed by the ring before")};
@@ -1791,8 +1796,8 @@ BOOST_AUTO_TEST_CASE(a_peer_call_names_the_ring_its_ops_were_placed_by) {
     },
     caf::after(5000ms) >> [] {});
   BOOST_TEST(stored);
-  BOOST_TEST((at(n3, keys[0]) == storage::status::hit));  // (before: no answer at all)
-  BOOST_TEST((at(n2, keys[0]) == storage::status::miss));
+  BOOST_TEST((held_at(n3, keys[0]).st == storage::status::hit));  // (before: no answer at all)
+  BOOST_TEST((held_at(n2, keys[0]).st == storage::status::miss));
 }
 
 // A delete placed again that finds nothing at the key's owner walks the erase chain in turn,
@@ -1815,16 +1820,8 @@ BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
   const uint64_t before = old_view->ring->placement();
   BOOST_REQUIRE_EQUAL(v->past.front().ring->placement(), before);
   const auto keys = keys_moved(*old_view, *v, "chain-", "n2", "n3", 2);  // (n2's, n3's now)
-  auto shard_of = [](test_node& n, const std::string& k) -> const caf::actor& {
-    return n.shards[actors::key_hash(k) % n.shards.size()];
-  };
-  auto at = [&](test_node& n, const std::string& k) {
-    auto r = exec(*n.sys, shard_of(n, k), {get_op(k)});
-    BOOST_REQUIRE(r.answered);
-    return r.results[0];
-  };
   auto put = [&](test_node& n, const std::string& k, const std::string& value) {
-    auto r = exec(*n.sys, shard_of(n, k), {set_op(k, value)});
+    auto r = at_shard(n, k, {set_op(k, value)});
     BOOST_REQUIRE(r.answered);
     BOOST_REQUIRE((r.results[0].st == storage::status::stored));
   };
@@ -1842,15 +1839,15 @@ BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
     put(n1, k, "older, at n1");
     put(n2, k, "later, at n2");
   }
-  const auto later = at(n2, keys[0]);
+  const auto later = held_at(n2, keys[0]);
   BOOST_REQUIRE((later.st == storage::status::hit));
   BOOST_TEST((md(keys[0], later.cas) == rpc::Status::DELETED));
-  BOOST_TEST((at(n2, keys[0]).st == storage::status::miss));
-  BOOST_TEST((at(n1, keys[0]).st == storage::status::miss));  // (before: a hit, EX there)
-  const auto kept = at(n2, keys[1]);
+  BOOST_TEST((held_at(n2, keys[0]).st == storage::status::miss));
+  BOOST_TEST((held_at(n1, keys[0]).st == storage::status::miss));  // (before: a hit, EX there)
+  const auto kept = held_at(n2, keys[1]);
   BOOST_TEST((md(keys[1], kept.cas + 1) == rpc::Status::EXISTS));
-  BOOST_TEST(at(n2, keys[1]).cas == kept.cas);
-  BOOST_TEST((at(n1, keys[1]).st == storage::status::hit));  // (hidden by n2's, which stays)
+  BOOST_TEST(held_at(n2, keys[1]).cas == kept.cas);
+  BOOST_TEST((held_at(n1, keys[1]).st == storage::status::hit));  // (hidden by n2's, which stays)
 
   // Slow past owners: the walk takes at most about half the member's call timeout (2 s)
   // before the rest of the chain gets plain deletes it does not wait for. n2 and n1 answer
@@ -1860,7 +1857,7 @@ BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
     put(n1, k, "older, at n1");
     put(n2, k, "later, at n2");
   }
-  const auto again = at(n2, keys[0]);
+  const auto again = held_at(n2, keys[0]);
   n1.shard_delay_ms->store(1200);
   n2.shard_delay_ms->store(1200);
   const auto t0 = clock_type::now();
@@ -1870,8 +1867,8 @@ BOOST_AUTO_TEST_CASE(a_delete_placed_again_walks_the_erase_chain_in_turn) {
   BOOST_TEST(took_ms < 2000);
   n1.shard_delay_ms->store(0);
   n2.shard_delay_ms->store(0);
-  BOOST_TEST(wait_until([&] { return at(n1, keys[0]).st == storage::status::miss; }, 3000ms));
-  BOOST_TEST((at(n2, keys[0]).st == storage::status::miss));
+  BOOST_TEST(wait_until([&] { return held_at(n1, keys[0]).st == storage::status::miss; }, 3000ms));
+  BOOST_TEST((held_at(n2, keys[0]).st == storage::status::miss));
 }
 
 // An update placed again acts on the item its member's client knew: the node that places it
@@ -1891,14 +1888,8 @@ BOOST_AUTO_TEST_CASE(an_update_placed_again_finds_the_item_at_a_past_owner) {
   BOOST_REQUIRE(!v->past.empty());
   BOOST_REQUIRE_EQUAL(v->past.front().ring->placement(), before);
   const auto keys = keys_moved(*old_view, *v, "update-", "n2", "n3", 2);  // (n2's, n3's now)
-  auto at = [](test_node& n, const std::string& k) {
-    auto r = exec(*n.sys, n.shards[actors::key_hash(k) % n.shards.size()], {get_op(k)});
-    BOOST_REQUIRE(r.answered);
-    return r.results[0];
-  };
   for (const auto& k : keys) {
-    auto r = exec(*n2.sys, n2.shards[actors::key_hash(k) % n2.shards.size()],
-                  {set_op(k, "at n2")});
+    auto r = at_shard(n2, k, {set_op(k, "at n2")});
     BOOST_REQUIRE((r.answered && r.results[0].st == storage::status::stored));
   }
   raw_client cl(n1.address());
@@ -1906,7 +1897,7 @@ BOOST_AUTO_TEST_CASE(an_update_placed_again_finds_the_item_at_a_past_owner) {
   auto append = set_op(keys[0], " and more");
   append.mode = storage::store_mode::append;
   BOOST_TEST((cl.execute({append}, before)[0] == rpc::Status::STORED));
-  const auto got = at(n3, keys[0]);
+  const auto got = held_at(n3, keys[0]);
   BOOST_REQUIRE((got.st == storage::status::hit));
   BOOST_TEST(std::string(got.value.view()) == "at n2 and more");
   storage::op invalidate;  // md I
@@ -1914,13 +1905,13 @@ BOOST_AUTO_TEST_CASE(an_update_placed_again_finds_the_item_at_a_past_owner) {
   invalidate.key = keys[1];
   invalidate.invalidate = true;
   BOOST_TEST((cl.execute({invalidate}, before)[0] == rpc::Status::DELETED));
-  const auto stale = at(n3, keys[1]);
+  const auto stale = held_at(n3, keys[1]);
   BOOST_REQUIRE((stale.st == storage::status::hit));
   BOOST_TEST(stale.stale);
   BOOST_TEST(std::string(stale.value.view()) == "at n2");
   // (The past copies go, as after a connection's write.)
-  BOOST_TEST(wait_until([&] { return at(n2, keys[0]).st == storage::status::miss &&
-                                     at(n2, keys[1]).st == storage::status::miss; },
+  BOOST_TEST(wait_until([&] { return held_at(n2, keys[0]).st == storage::status::miss &&
+                                     held_at(n2, keys[1]).st == storage::status::miss; },
                         3000ms));
 }
 
@@ -1937,18 +1928,12 @@ BOOST_AUTO_TEST_CASE(a_flush_from_a_lagging_member_reaches_the_members_it_did_no
   auto& n3 = *nodes[2];
   const uint64_t before = old_view->ring->placement();
   BOOST_REQUIRE_EQUAL(n1.view()->past.front().ring->placement(), before);
-  auto at_n3 = [&](const std::string& k) {
-    auto r = exec(*n3.sys, n3.shards[actors::key_hash(k) % n3.shards.size()], {get_op(k)});
-    BOOST_REQUIRE(r.answered);
-    return r.results[0].st;
-  };
   for (const std::string k : {"f1", "f2", "f3"}) {
-    auto r = exec(*n3.sys, n3.shards[actors::key_hash(k) % n3.shards.size()], {set_op(k, "v")});
+    auto r = at_shard(n3, k, {set_op(k, "v")});
     BOOST_REQUIRE(r.answered);
   }
   auto& n2 = *nodes[1];  // (live in both rings: the member flushed it itself)
-  auto kept = exec(*n2.sys, n2.shards[actors::key_hash("f4") % n2.shards.size()],
-                   {set_op("f4", "v")});
+  auto kept = at_shard(n2, "f4", {set_op("f4", "v")});
   BOOST_REQUIRE(kept.answered);
   raw_client cl(n1.address());
   cl.hello_as_member("lagger");
@@ -1956,14 +1941,12 @@ BOOST_AUTO_TEST_CASE(a_flush_from_a_lagging_member_reaches_the_members_it_did_no
   flush.kind = storage::op_kind::flush;
   // n1's own ring named: n3 is in it, the member flushed it itself: nothing passed on.
   BOOST_TEST((cl.execute({flush}, n1.view()->ring->placement())[0] == rpc::Status::OK));
-  BOOST_TEST((at_n3("f1") == storage::status::hit));
+  BOOST_TEST((held_at(n3, "f1").st == storage::status::hit));
   // The ring before n3 joined: n3 gets it from n1 (before: its items stayed).
   BOOST_TEST((cl.execute({flush, get_op("f2")}, before)[0] == rpc::Status::OK));
-  BOOST_TEST((at_n3("f1") == storage::status::miss));
-  BOOST_TEST((at_n3("f3") == storage::status::miss));
-  auto f4 = exec(*n2.sys, n2.shards[actors::key_hash("f4") % n2.shards.size()], {get_op("f4")});
-  BOOST_REQUIRE(f4.answered);
-  BOOST_TEST((f4.results[0].st == storage::status::hit));
+  BOOST_TEST((held_at(n3, "f1").st == storage::status::miss));
+  BOOST_TEST((held_at(n3, "f3").st == storage::status::miss));
+  BOOST_TEST((held_at(n2, "f4").st == storage::status::hit));
 }
 
 // A member's write that a node placed again on the key's owner is answered before that node
