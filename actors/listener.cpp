@@ -181,8 +181,12 @@ caf::behavior listener::make_behavior() {
       if (!paused_ || stopped_ || !polling_)
         return;
       paused_ = false;
-      if (reserve_fd_ < 0)
+      if (reserve_fd_ < 0) {
         reserve_fd_ = open_reserve();
+        reserve_shared_ = false;
+      }
+      if (null_fd_ < 0)
+        null_fd_ = open_reserve();
       uv_poll_start(&poll_, UV_READABLE, &listener::on_accept);
     },
     [this](close_atom, bool keep_connections) {
@@ -202,7 +206,7 @@ void listener::accept_all() {
   for (int i = 0; i < max_accepts_per_wakeup && !stopped_; ++i) {
     int cfd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (cfd < 0) {
-      if ((errno == EMFILE || errno == ENFILE) && refuse_without_fds())
+      if ((errno == EMFILE || errno == ENFILE) && refuse_without_fds(errno))
         continue;
       return;  // EAGAIN, or a transient error (ECONNABORTED): try on the next wakeup
     }
@@ -223,19 +227,28 @@ void listener::accept_all() {
   }
 }
 
-bool listener::refuse_without_fds() {
+bool listener::refuse_without_fds(int why) {
   // accept4 fails so whether or not a client waits: give nothing up when nobody does (the
   // reserve given up and taken back for nothing was a moment another thread could take it).
   pollfd waiting{fd_, POLLIN, 0};
-  if (::poll(&waiting, 1, 0) != 1 || (waiting.revents & POLLIN) == 0)
+  if (::poll(&waiting, 1, 0) == 0)
     return false;  // (a client comes: the level-triggered poll wakes the loop again)
-  if (reserve_fd_ < 0)  // lost to another thread last time (or never had): try again
+  if (reserve_fd_ < 0) {  // lost to another thread last time (or never had): try again
     reserve_fd_ = open_reserve();
+    reserve_shared_ = false;
+  }
   if (null_fd_ < 0)
     null_fd_ = open_reserve();
-  if (reserve_fd_ >= 0 && null_fd_ >= 0) {
+  if (reserve_fd_ >= 0) {
     ::close(reserve_fd_);
     reserve_fd_ = -1;
+    // Out of open files system-wide (ENFILE): a reserve copied from null_fd_ shares its open
+    // file, and only giving up both frees one.
+    const bool whole_file = why == ENFILE;
+    if (whole_file && reserve_shared_ && null_fd_ >= 0) {
+      ::close(null_fd_);
+      null_fd_ = -1;
+    }
     int cfd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     const int accept_errno = errno;
     if (cfd >= 0) {
@@ -243,20 +256,27 @@ bool listener::refuse_without_fds() {
       (void) ignored;
       // The client's socket closes as its descriptor turns into the reserve in one step: the
       // descriptor is never free, so no other thread (a listener beside this one accepting)
-      // takes it between the client's end and the reserve's return.
-      if (::dup3(null_fd_, cfd, O_CLOEXEC) >= 0)
+      // takes it between the client's end and the reserve's return. (For ENFILE, or without
+      // a second /dev/null, the reserve is opened again after the close, as it once always was.)
+      if (!whole_file && null_fd_ >= 0 && ::dup3(null_fd_, cfd, O_CLOEXEC) >= 0) {
         reserve_fd_ = cfd;
-      else
+        reserve_shared_ = true;
+      } else {
         ::close(cfd);
+        reserve_fd_ = open_reserve();
+        reserve_shared_ = false;
+      }
       ctx_.counters->add(ctx_.counters->rejected_connections);
       return true;  // more may wait
     }
     reserve_fd_ = open_reserve();
+    reserve_shared_ = false;
     if (reserve_fd_ >= 0 && (accept_errno == EAGAIN || accept_errno == EWOULDBLOCK))
-      return false;  // nobody waits (any more)
+      return false;  // nobody waits any more (the client went)
   }
-  // No descriptor to give up, or another thread took the one just freed: stop polling for a
-  // while (connections that close meanwhile free some).
+  // No descriptor to give up; another thread took the one just freed; or the accept failed
+  // otherwise (ECONNABORTED: the client went): stop polling for a while (connections that
+  // close meanwhile free descriptors).
   if (polling_ && !paused_) {
     paused_ = true;
     uv_poll_stop(&poll_);

@@ -17,7 +17,9 @@
 // its refusal and came again could reach the listener beside this one in that moment, and be
 // served.) Only between giving the reserve up and the accept may another thread take it: then
 // the listener stops polling for 100 ms (a level-triggered poll would otherwise wake it at
-// once, over and over) and takes a reserve again when one is free.
+// once, over and over) and takes a reserve again when one is free. When the system as a
+// whole is out of open files (ENFILE), a copy frees none: both /dev/null descriptors are given
+// up, and the reserve is opened again after the client's close (a moment it is free).
 //
 // Interface: (routes_atom, route_snapshot_ptr) from the route table; (close_atom) stops
 // accepting and closes the loop's connections once their pending replies are written;
@@ -66,16 +68,18 @@ private:
   static void on_accept(uv_poll_t* h, int status, int events);
   static void on_closed(uv_handle_t* h);
   void accept_all();
-  /// accept4 failed for want of file descriptors: turns the waiting client away (see above).
-  /// False: nobody waits (the reserve is kept), or no descriptor could be freed (polling is
-  /// paused).
-  bool refuse_without_fds();
+  /// accept4 failed for want of file descriptors (`why`: EMFILE or ENFILE): turns the waiting
+  /// client away (see above). True: one was refused, more may wait. False: nobody waits (the
+  /// reserve is kept, or given up and taken back when the client went meanwhile); or no
+  /// descriptor could be freed or the accept failed otherwise (polling is paused for 100 ms).
+  bool refuse_without_fds(int why);
   void stop(bool close_connections = true);
 
   loop_context& ctx_;
   int fd_;
   int reserve_fd_ = -1;  // /dev/null, given up to refuse a client when descriptors run out
   int null_fd_ = -1;     // /dev/null, copied onto the refused client's descriptor (the reserve)
+  bool reserve_shared_ = false;  // the reserve is such a copy: closing it frees no open file
   bool paused_ = false;  // polling stopped until an accept_atom (descriptors ran out)
   uv_poll_t poll_;
   bool polling_ = false;

@@ -37,7 +37,7 @@ HOSTILE_DIR = os.path.join(HERE, "hostile")
 AGAINST = "memcached"
 BIFROSTD = None
 
-READY_TIMEOUT = 10.0  # seconds for a started server to answer "version"
+READY_TIMEOUT = 10.0  # seconds to answer "version" (bifrostd: and to say it serves)
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 IO_TIMEOUT = 5.0  # default bound of one raw-client read
 MAX_READS = 200000  # bound on recv() calls within one raw-client read
@@ -164,7 +164,8 @@ class Server:
                 cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
                 preexec_fn=self._preexec,
             )
-            ok, last_error = self._wait_ready(os.path.basename(cmd[0]) == "bifrostd")
+            is_bifrostd = BIFROSTD is not None and os.path.abspath(cmd[0]) == BIFROSTD
+            ok, last_error = self._wait_ready(is_bifrostd)
             if ok:
                 return self
             self.stop()
