@@ -1434,8 +1434,13 @@ void connection::send_flush(uint64_t seq) {
   if (snap.joining())  // the members are not known yet: the cluster cannot be flushed
     members.push_back(caf::actor());
   size_t must_answer = members.size();
+  // The ring the members were chosen by goes with the flush: a member whose view is newer
+  // passes it on to the nodes that ring lacks (cluster/service.hpp, relay_flush). Not the
+  // loop's ring when the dispatcher sends, which may have changed since.
+  uint64_t placed_by = 0;
   if (snap.cluster && snap.cluster->ring) {
     const auto& cv = *snap.cluster;
+    placed_by = cv.ring->placement();
     for (uint32_t id = 0; id < cv.ring->size(); ++id) {
       if (id == cv.self || !cv.ring->member(id).alive)
         continue;
@@ -1482,7 +1487,7 @@ void connection::send_flush(uint64_t seq) {
   for (size_t j = 0; j < members.size(); ++j) {
     const auto i = static_cast<uint32_t>(shards.size() + j);
     if (members[j]) {
-      ctx_.dispatch->add(members[j], id_, seq, i, storage::op(p.ops[i]));
+      ctx_.dispatch->add(members[j], id_, seq, i, storage::op(p.ops[i]), false, placed_by);
     } else {
       p.results[i].st = storage::status::unavailable;
       --p.outstanding;
