@@ -68,19 +68,21 @@ bool dispatcher::add_side_effect(const caf::actor& dest, storage::op&& op, bool 
 
 void dispatcher::add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index,
                      storage::op&& op, bool warm, uint64_t placed_by) {
-  // The destination's latest batch, when its ops were placed by the same ring; else a new one
-  // (sent after it: the destination gets its ops in the order they were added).
+  // The destination's latest batch, when its ops were placed by the same ring and are flushes
+  // as this one is or is not; else a new one (sent after it: the destination gets its ops in
+  // the order they were added).
+  const bool flush = op.kind == storage::op_kind::flush;
   outgoing* o = nullptr;
   for (auto x = out_.rbegin(); x != out_.rend(); ++x)
     if (x->dest == dest && x->warm == warm) {
-      if (x->placed_by == placed_by)
+      if (x->placed_by == placed_by && x->flushes == flush)
         o = &*x;
       break;
     }
   if (o == nullptr) {
     if (out_.empty())
       loop().keep_awake();  // ops may be added outside the poll phase: flush without blocking
-    out_.push_back(outgoing{dest, warm, placed_by, {}, {}});
+    out_.push_back(outgoing{dest, warm, placed_by, flush, {}, {}});
     o = &out_.back();
     o->ops.reserve(first_batch_capacity);  // no regrowth (moving whole ops) for most batches
     o->refs.reserve(first_batch_capacity);

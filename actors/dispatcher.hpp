@@ -48,7 +48,9 @@ public:
   /// sent to a member (its data link or peer actor), the placement of the ring the op was
   /// placed by (actors/cluster_route.hpp, placement_of), sent along as
   /// (exec_atom, tag, op_batch, placed_by); ops placed by different rings go in different
-  /// batches. 0: (exec_atom, tag, op_batch), as to a local shard.
+  /// batches. 0: (exec_atom, tag, op_batch), as to a local shard. A flush goes in a batch of
+  /// flushes only: a member that passes one on to nodes the ring lacks (cluster/service.hpp)
+  /// answers its call once they have it, and the ops after it, in a later call, land after.
   void add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index, storage::op&& op,
            bool warm = false, uint64_t placed_by = 0);
 
@@ -82,6 +84,7 @@ private:
     caf::actor dest;
     bool warm;
     uint64_t placed_by;  // see add()
+    bool flushes;        // its ops are flush_all's (see add())
     storage::op_batch ops;
     std::vector<ref> refs;
   };
