@@ -180,6 +180,7 @@ void connection::pending::reset() noexcept {
   close_after = false;
   replicated = false;
   must_answer = 0;
+  flush_ring = 0;
   stats = storage::shard_stats{};
   stats_sub = proto::stats_kind::general;
 }
@@ -594,10 +595,14 @@ bool connection::must_wait(uint64_t seq, const storage::op& o) const {
   };
   const bool behind_any = storage::changes_item(o) || classify(o) == warm_class::insert ||
                           reports_reads(pending_[seq - base_seq_].req);
+  const auto& cl = ctx_.routes->cluster;
+  const uint64_t ring_now = cl && cl->ring ? cl->ring->placement() : 0;
   for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];
     if (p.outstanding == 0)
       continue;
+    if (p.kind == pending_kind::flush && p.flush_ring != 0 && p.flush_ring != ring_now)
+      return true;  // (sent by a ring since replaced: see connection.hpp)
     for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
       if (!p.routing[i].done && p.ops[i].key == o.key &&
           (behind_any || storage::changes_item(p.ops[i]) ||
@@ -610,6 +615,11 @@ bool connection::must_wait(uint64_t seq, const storage::op& o) const {
 void connection::release_held(uint64_t seq, uint32_t index) {
   if (held_ == 0)
     return;
+  if (pending_[seq - base_seq_].kind == pending_kind::flush) {
+    if (pending_[seq - base_seq_].outstanding == 0)
+      release_all_held(seq);
+    return;
+  }
   const std::string key = pending_[seq - base_seq_].ops[index].key;
   for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s) {
     auto& p = pending_[s - base_seq_];
@@ -618,6 +628,20 @@ void connection::release_held(uint64_t seq, uint32_t index) {
         continue;
       if (must_wait(s, p.ops[i]))
         return;  // (an op released before it is at work: it holds the rest)
+      p.routing[i].held = false;
+      --held_;
+      route_key_op(s, i);
+    }
+  }
+}
+
+void connection::release_all_held(uint64_t seq) {
+  // (must_wait keeps each key's order: an op still held holds the later ones on its key)
+  for (uint64_t s = seq + 1; held_ > 0 && s - base_seq_ < pending_.size(); ++s) {
+    auto& p = pending_[s - base_seq_];
+    for (uint32_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i) {
+      if (!p.routing[i].held || must_wait(s, p.ops[i]))
+        continue;
       p.routing[i].held = false;
       --held_;
       route_key_op(s, i);
@@ -1468,6 +1492,7 @@ void connection::send_flush(uint64_t seq) {
   }
   const size_t n = shards.size() + members.size();
   p.kind = pending_kind::flush;
+  p.flush_ring = placed_by;
   p.must_answer = static_cast<uint32_t>(shards.size() + must_answer);
   p.ops.clear();
   p.ops.resize(n);

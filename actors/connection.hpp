@@ -109,6 +109,7 @@ private:
     bool replicated = false;   // writes already handed to the replicator (wait_replicas)
     uint32_t must_answer = 0;  // flush: results past this many are from members on their
                                // way out (left, lingering): their silence is no error
+    uint64_t flush_ring = 0;   // flush: the placement of the ring it was sent by (0: none)
     storage::shard_stats stats;
     proto::stats_kind stats_sub = proto::stats_kind::general;  // stats, detail: which one
 
@@ -179,11 +180,19 @@ private:
   /// previous owner, still one of the key's owners, before the read's look there), and
   /// `get k` then `mg k h` answered h0 (both missed at the new owner and read the previous
   /// one, where warm reads count no access). Outside windows every op is one step to its
-  /// owner, in order on the way there, and nothing is held.
+  /// owner, in order on the way there, and nothing is held. Every op waits behind a flush_all
+  /// still at work that was sent by a ring the connection's view has since replaced: the
+  /// nodes that ring lacks get the flush only from a member that passes it on (its second
+  /// hop), and an op sent to one of them directly landed first (a delete found what the
+  /// flush took).
   bool must_wait(uint64_t seq, const storage::op& o) const;
   /// Op `index` of request `seq` is done: the ops held behind it on its key that no earlier
-  /// op holds any longer are routed now, in request order.
+  /// op holds any longer are routed now, in request order. A flush_all's last answer: the
+  /// ops held behind it on every key.
   void release_held(uint64_t seq, uint32_t index);
+  /// The ops held behind request `seq` (a flush_all just answered) that nothing earlier holds
+  /// any longer, every key, in request order.
+  void release_all_held(uint64_t seq);
   /// The removal of the old value a refused too-large set (or `ms`) owes, if any.
   std::optional<storage::op> refused_value_removal() const;
   /// The local storage shard actor that holds `key`.
