@@ -4,7 +4,7 @@
 // end of the loop iteration (io_loop check hook) the dispatcher sends one
 // (exec_atom, tag, op_batch) per destination — a local storage shard, or a data link or peer
 // actor that stands for another node (then one per ring its client ops were placed by, with
-// that placement: see add()) — and scatters each (result_atom, tag, result_batch) back to the
+// that placement, and flush_all's apart: see add()) — and scatters each (result_atom, tag, result_batch) back to the
 // connections that are still open (a closed connection's writes at a local shard are handed to
 // the replicator from here: see adopt()). Under load one message pair serves every request that
 // arrived in the same iteration, instead of one pair per request (docs/ARCHITECTURE.md).
@@ -50,7 +50,9 @@ public:
   /// (exec_atom, tag, op_batch, placed_by); ops placed by different rings go in different
   /// batches. 0: (exec_atom, tag, op_batch), as to a local shard. A flush goes in a batch of
   /// flushes only: a member that passes one on to nodes the ring lacks (cluster/service.hpp)
-  /// answers its call once they have it, and the ops after it, in a later call, land after.
+  /// answers its call once they have it, and the ops after it, in a later call, land after
+  /// it when they go by the member's data link (which holds them behind the call); not when
+  /// they go by RPC too (docs/ARCHITECTURE.md, the relayed flush).
   void add(const caf::actor& dest, uint64_t conn, uint64_t seq, uint32_t index, storage::op&& op,
            bool warm = false, uint64_t placed_by = 0);
 
