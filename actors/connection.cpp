@@ -595,19 +595,29 @@ bool connection::must_wait(uint64_t seq, const storage::op& o) const {
   };
   const bool behind_any = storage::changes_item(o) || classify(o) == warm_class::insert ||
                           reports_reads(pending_[seq - base_seq_].req);
-  const auto& cl = ctx_.routes->cluster;
-  const uint64_t ring_now = cl && cl->ring ? cl->ring->placement() : 0;
+  if (behind_replaced_flush(seq))
+    return true;
   for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
     const auto& p = pending_[s - base_seq_];
     if (p.outstanding == 0)
       continue;
-    if (p.kind == pending_kind::flush && p.flush_ring != 0 && p.flush_ring != ring_now)
-      return true;  // (sent by a ring since replaced: see connection.hpp)
     for (size_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i)
       if (!p.routing[i].done && p.ops[i].key == o.key &&
           (behind_any || storage::changes_item(p.ops[i]) ||
            ((o.get_bump || !o.keep_token) && reports_reads(p.req))))
         return true;
+  }
+  return false;
+}
+
+bool connection::behind_replaced_flush(uint64_t seq) const {
+  const auto& cl = ctx_.routes->cluster;
+  const uint64_t ring_now = cl && cl->ring ? cl->ring->placement() : 0;
+  for (uint64_t s = base_seq_; s < seq && s - base_seq_ < pending_.size(); ++s) {
+    const auto& p = pending_[s - base_seq_];
+    if (p.kind == pending_kind::flush && p.outstanding > 0 && p.flush_ring != 0 &&
+        p.flush_ring != ring_now)
+      return true;
   }
   return false;
 }
@@ -657,6 +667,14 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
       index < p.routing.size()) {
     const auto& cv = *snap.cluster;
     auto& rt = p.routing[index];
+    if (!rt.held && !cv.past.empty() && behind_replaced_flush(seq)) {
+      // An op placed again (its ring was replaced while it was out) waits too, as a new
+      // one would (must_wait): release_all_held routes it once the flush is answered. (A
+      // replaced ring stays in the view's past for the window and more: no look outside.)
+      rt.held = true;
+      ++held_;
+      return;
+    }
     switch (place(cv, cluster::ring::key_hash(o.key), rt)) {
       case placement::unavailable:  // every live owner was tried
         p.results[index].st = storage::status::unavailable;
@@ -677,8 +695,8 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     // (Not while an earlier op of this connection on the key is still at work: its own
     // warming, a delete's at the previous owner, would come after this look there.
     // Inside a window such an op waits for it, must_wait. An earlier flush_all still at
-    // work does not hold it, and it skips the look then: the flush empties the previous
-    // owners too.)
+    // work does not hold it, unless sent by a ring since replaced (must_wait), and it skips
+    // the look then: the flush empties the previous owners too.)
     if (in_window && !rt.looked &&
         (classify(o) == warm_class::insert || classify(o) == warm_class::update) &&
         warm_first(cv, rt, o, steady_ms()) && !earlier_request_on(seq, o.key)) {

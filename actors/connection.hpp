@@ -190,6 +190,9 @@ private:
   /// op holds any longer are routed now, in request order. A flush_all's last answer: the
   /// ops held behind it on every key.
   void release_held(uint64_t seq, uint32_t index);
+  /// A flush_all before request `seq` is still at work, sent by a ring the view has since
+  /// replaced (see must_wait).
+  bool behind_replaced_flush(uint64_t seq) const;
   /// The ops held behind request `seq` (a flush_all just answered) that nothing earlier holds
   /// any longer, every key, in request order.
   void release_all_held(uint64_t seq);
