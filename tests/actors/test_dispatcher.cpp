@@ -112,6 +112,21 @@ private:
   std::shared_ptr<std::mutex> m_;
 };
 
+// The batches in `log` once it holds `n` of them, or after 3 s (fewer then).
+std::vector<recording_member::batch> wait_for_batches(
+    const std::vector<recording_member::batch>& log, std::mutex& m, size_t n) {
+  for (int i = 0; i < 300; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(m);
+      if (log.size() >= n)
+        return log;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::lock_guard<std::mutex> lock(m);
+  return log;
+}
+
 struct fixture {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
@@ -308,21 +323,13 @@ BOOST_AUTO_TEST_CASE(a_members_ops_go_with_the_ring_they_were_placed_by) {
     d.add(member, 5, 3, 0, op_of(storage::op_kind::get, "d"), false, 11);
     d.add(member, 5, 4, 0, op_of(storage::op_kind::get, "e"));
   });
-  for (int i = 0; i < 300; ++i) {
-    {
-      std::lock_guard<std::mutex> lock(*m);
-      if (log->size() >= 4)
-        break;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  std::lock_guard<std::mutex> lock(*m);
-  BOOST_REQUIRE_EQUAL(log->size(), 4u);
+  const auto got = wait_for_batches(*log, *m, 4);
+  BOOST_REQUIRE_EQUAL(got.size(), 4u);
   const std::vector<std::vector<std::string>> keys{{"a", "b"}, {"c"}, {"d"}, {"e"}};
   const std::vector<uint64_t> placed{11, 22, 11, 0};
   for (size_t i = 0; i < 4; ++i) {
-    BOOST_TEST((*log)[i].keys == keys[i], "batch " << i);
-    BOOST_TEST((*log)[i].placed_by == placed[i], "batch " << i);
+    BOOST_TEST(got[i].keys == keys[i], "batch " << i);
+    BOOST_TEST(got[i].placed_by == placed[i], "batch " << i);
   }
   (*replicator)->send_exit(member, caf::exit_reason::user_shutdown);
 }
@@ -342,20 +349,12 @@ BOOST_AUTO_TEST_CASE(a_flush_goes_to_a_member_in_a_batch_of_its_own) {
     d.add(member, 6, 7, 0, op_of(storage::op_kind::flush, ""), false, 11);  // (another's)
     d.add(member, 5, 3, 0, op_of(storage::op_kind::remove, "b"), false, 11);
   });
-  for (int i = 0; i < 300; ++i) {
-    {
-      std::lock_guard<std::mutex> lock(*m);
-      if (log->size() >= 3)
-        break;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  std::lock_guard<std::mutex> lock(*m);
-  BOOST_REQUIRE_EQUAL(log->size(), 3u);
+  const auto got = wait_for_batches(*log, *m, 3);
+  BOOST_REQUIRE_EQUAL(got.size(), 3u);
   const std::vector<std::vector<std::string>> keys{{"a"}, {"", ""}, {"b"}};
   for (size_t i = 0; i < 3; ++i) {
-    BOOST_TEST((*log)[i].keys == keys[i], "batch " << i);
-    BOOST_TEST((*log)[i].placed_by == 11u, "batch " << i);
+    BOOST_TEST(got[i].keys == keys[i], "batch " << i);
+    BOOST_TEST(got[i].placed_by == 11u, "batch " << i);
   }
   (*replicator)->send_exit(member, caf::exit_reason::user_shutdown);
 }
