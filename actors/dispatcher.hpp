@@ -4,10 +4,11 @@
 // end of the loop iteration (io_loop check hook) the dispatcher sends one
 // (exec_atom, tag, op_batch) per destination — a local storage shard, or a data link or peer
 // actor that stands for another node (then one per ring its client ops were placed by, with
-// that placement, and flush_all's apart: see add()) — and scatters each (result_atom, tag, result_batch) back to the
-// connections that are still open (a closed connection's writes at a local shard are handed to
-// the replicator from here: see adopt()). Under load one message pair serves every request that
-// arrived in the same iteration, instead of one pair per request (docs/ARCHITECTURE.md).
+// that placement, and flush_all's apart: see add()) — and scatters each
+// (result_atom, tag, result_batch) back to the connections that are still open (a closed
+// connection's writes at a local shard are handed to the replicator from here: see adopt()).
+// Under load one message pair serves every request that arrived in the same iteration, instead
+// of one pair per request (docs/ARCHITECTURE.md).
 // A batch is cut into messages of at most max_batch_ops ops and max_batch_bytes of keys and
 // values, in order: a data link carries at most 256 ops a call (cluster/convert.hpp,
 // call_max_ops), and a larger batch would otherwise leave the fast path exactly under load.
