@@ -625,33 +625,21 @@ bool connection::behind_replaced_flush(uint64_t seq) const {
 void connection::release_held(uint64_t seq, uint32_t index) {
   if (held_ == 0)
     return;
-  if (pending_[seq - base_seq_].kind == pending_kind::flush) {
-    if (pending_[seq - base_seq_].outstanding == 0)
-      release_all_held(seq);
-    return;
-  }
-  const std::string key = pending_[seq - base_seq_].ops[index].key;
-  for (uint64_t s = seq + 1; s - base_seq_ < pending_.size(); ++s) {
-    auto& p = pending_[s - base_seq_];
-    for (uint32_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i) {
-      if (!p.routing[i].held || p.ops[i].key != key)
-        continue;
-      if (must_wait(s, p.ops[i]))
-        return;  // (an op released before it is at work: it holds the rest)
-      p.routing[i].held = false;
-      --held_;
-      route_key_op(s, i);
-    }
-  }
-}
-
-void connection::release_all_held(uint64_t seq) {
-  // (must_wait keeps each key's order: an op still held holds the later ones on its key)
+  const auto& done = pending_[seq - base_seq_];
+  const bool every_key = done.kind == pending_kind::flush;
+  if (every_key && done.outstanding > 0)
+    return;  // (held behind the flush until its last answer)
+  const std::string key = every_key ? std::string() : done.ops[index].key;
   for (uint64_t s = seq + 1; held_ > 0 && s - base_seq_ < pending_.size(); ++s) {
     auto& p = pending_[s - base_seq_];
     for (uint32_t i = 0; i < p.ops.size() && i < p.routing.size(); ++i) {
-      if (!p.routing[i].held || must_wait(s, p.ops[i]))
+      if (!p.routing[i].held || (!every_key && p.ops[i].key != key))
         continue;
+      if (must_wait(s, p.ops[i])) {
+        if (!every_key)
+          return;  // (an op released before it is at work: it holds the rest)
+        continue;  // (it holds the later ops on its key: must_wait keeps each key's order)
+      }
       p.routing[i].held = false;
       --held_;
       route_key_op(s, i);
@@ -669,7 +657,7 @@ void connection::route_key_op(uint64_t seq, uint32_t index) {
     auto& rt = p.routing[index];
     if (!rt.held && !cv.past.empty() && behind_replaced_flush(seq)) {
       // An op placed again (its ring was replaced while it was out) waits too, as a new
-      // one would (must_wait): release_all_held routes it once the flush is answered. (A
+      // one would (must_wait): release_held routes it once the flush is answered. (A
       // replaced ring stays in the view's past for the window and more: no look outside.)
       rt.held = true;
       ++held_;

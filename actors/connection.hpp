@@ -193,9 +193,6 @@ private:
   /// A flush_all before request `seq` is still at work, sent by a ring the view has since
   /// replaced (see must_wait).
   bool behind_replaced_flush(uint64_t seq) const;
-  /// The ops held behind request `seq` (a flush_all just answered) that nothing earlier holds
-  /// any longer, every key, in request order.
-  void release_all_held(uint64_t seq);
   /// The removal of the old value a refused too-large set (or `ms`) owes, if any.
   std::optional<storage::op> refused_value_removal() const;
   /// The local storage shard actor that holds `key`.
