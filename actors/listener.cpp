@@ -181,12 +181,7 @@ caf::behavior listener::make_behavior() {
       if (!paused_ || stopped_ || !polling_)
         return;
       paused_ = false;
-      if (reserve_fd_ < 0) {
-        reserve_fd_ = open_reserve();
-        reserve_shared_ = false;
-      }
-      if (null_fd_ < 0)
-        null_fd_ = open_reserve();
+      take_spares();
       uv_poll_start(&poll_, UV_READABLE, &listener::on_accept);
     },
     [this](close_atom, bool keep_connections) {
@@ -227,18 +222,25 @@ void listener::accept_all() {
   }
 }
 
+void listener::reopen_reserve() {
+  reserve_fd_ = open_reserve();
+  reserve_shared_ = false;
+}
+
+void listener::take_spares() {
+  if (reserve_fd_ < 0)
+    reopen_reserve();
+  if (null_fd_ < 0)
+    null_fd_ = open_reserve();
+}
+
 bool listener::refuse_without_fds(int why) {
   // accept4 fails so whether or not a client waits: give nothing up when nobody does (the
   // reserve given up and taken back for nothing was a moment another thread could take it).
   pollfd waiting{fd_, POLLIN, 0};
   if (::poll(&waiting, 1, 0) == 0)
     return false;  // (a client comes: the level-triggered poll wakes the loop again)
-  if (reserve_fd_ < 0) {  // lost to another thread last time (or never had): try again
-    reserve_fd_ = open_reserve();
-    reserve_shared_ = false;
-  }
-  if (null_fd_ < 0)
-    null_fd_ = open_reserve();
+  take_spares();  // (the reserve lost to another thread last time, or never had: try again)
   if (reserve_fd_ >= 0) {
     ::close(reserve_fd_);
     reserve_fd_ = -1;
@@ -263,14 +265,12 @@ bool listener::refuse_without_fds(int why) {
         reserve_shared_ = true;
       } else {
         ::close(cfd);
-        reserve_fd_ = open_reserve();
-        reserve_shared_ = false;
+        reopen_reserve();
       }
       ctx_.counters->add(ctx_.counters->rejected_connections);
       return true;  // more may wait
     }
-    reserve_fd_ = open_reserve();
-    reserve_shared_ = false;
+    reopen_reserve();
     if (reserve_fd_ >= 0 && (accept_errno == EAGAIN || accept_errno == EWOULDBLOCK))
       return false;  // nobody waits any more (the client went)
   }

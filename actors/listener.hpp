@@ -73,6 +73,10 @@ private:
   /// reserve is kept, or given up and taken back when the client went meanwhile); or no
   /// descriptor could be freed or the accept failed otherwise (polling is paused for 100 ms).
   bool refuse_without_fds(int why);
+  /// A reserve of its own (not a copy of null_fd_); -1 when no descriptor is free.
+  void reopen_reserve();
+  /// The reserve and null_fd_, each when missing.
+  void take_spares();
   void stop(bool close_connections = true);
 
   loop_context& ctx_;
