@@ -181,13 +181,15 @@ class Server:
         if self.preexec:
             self.preexec()
 
-    def _logged(self, text):
+    def _log_bytes(self):
         # (pread: the server writes through the same open file, whose offset a seek would move)
+        if not self.log:
+            return b""
         try:
             fd = self.log.fileno()
-            return text in os.pread(fd, os.fstat(fd).st_size, 0)
+            return os.pread(fd, os.fstat(fd).st_size, 0)
         except (OSError, ValueError):
-            return False
+            return b""
 
     def _wait_ready(self, bifrostd=False):
         """Ready: the port answers "version", and a bifrostd said it serves (it prints that once
@@ -212,7 +214,7 @@ class Server:
                         if b"\r\n" in buf:
                             break
                     if buf.startswith(b"VERSION "):
-                        if not bifrostd or self._logged(b"bifrostd: serving"):
+                        if not bifrostd or b"bifrostd: serving" in self._log_bytes():
                             return True, ""
                         last = "answered, but printed no 'bifrostd: serving' line"
                     else:
@@ -226,13 +228,7 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def output(self):
-        if not self.log:
-            return ""
-        try:
-            self.log.seek(0)
-            return self.log.read()[-4000:].decode("utf-8", "replace")
-        except (OSError, ValueError):
-            return ""
+        return self._log_bytes()[-4000:].decode("utf-8", "replace")
 
     def stop(self):
         """SIGTERM our own pid, wait at most STOP_TIMEOUT, then SIGKILL it."""
