@@ -431,6 +431,9 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       } else if (auto s = scalar()) {
         if (auto problem = split_seeds(*s, seeds); !problem.empty())
           return where(problem);
+        if (seeds.empty())
+          return where("names no seed: give host:port[,host:port...] (or a list), or leave "
+                       "join out to start a cluster of one");
       } else {
         return where("must be host:port[,host:port...] or a list");
       }
@@ -665,6 +668,9 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     cfg.join.clear();
     if (auto problem = split_seeds(join, cfg.join); !problem.empty())
       return fail("--join", problem);
+    if (cfg.join.empty())  // (`--join ""`: a template's empty variable, most likely)
+      return fail("--join", "names no seed: give host:port[,host:port...], or leave --join out "
+                            "to start a cluster of one");
   }
   for (auto [flag, field, value] :
        {std::tuple{"--rpc-tls-cert", &cfg.rpc_tls.cert_file, &tls.cert_file},
@@ -720,6 +726,15 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
       return blame({given.front(), {"--no-rpc", "rpc"}},
                    "is a cluster setting, and the RPC is off (--no-rpc or rpc: off): drop one");
   }
+  if (cfg.rpc_enabled && cfg.rpc_port < 0 && cfg.port > 64535)
+    return blame({{"-p/--port", "port"}, {"--rpc-port", "rpc_port"}},
+                 "the RPC port defaults to the memcached port + 1000, past 65535 for port " +
+                   std::to_string(cfg.port) + ": give --rpc-port (or --no-rpc)");
+  if (cfg.rpc_enabled && cfg.port != 0 && cfg.rpc_port == int32_t(cfg.port) &&
+      (cfg.rpc_listen.empty() || cfg.rpc_listen == cfg.listen))
+    return blame({{"--rpc-port", "rpc_port"}, {"-p/--port", "port"}},
+                 "the RPC port must differ from the memcached port (" +
+                   std::to_string(cfg.port) + "): both listen on " + cfg.listen);
   if (app.count("--data-dir"))
     cfg.data_dir = data_dir;
   if (verbose->count() > 0)

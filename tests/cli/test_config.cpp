@@ -465,7 +465,7 @@ BOOST_AUTO_TEST_CASE(join_seeds_are_host_and_port) {
   BOOST_CHECK_EQUAL(cfg.join.at(1), "b.example:1");
   BOOST_CHECK_EQUAL(cfg.join.at(2), "[::1]:65535");
   for (auto& seed : {"10.0.0.1:2200l", "a:99999", "a:0", "a:", ":22001", "a", "::1:22001",
-                     "[::1]", "a b:1", "a:-1", "a:1234567"}) {
+                     "[::1]", "a b:1", "a:-1", "a:1234567", "", " , "}) {
     node_config c;
     auto r = run({"--join", seed}, c);
     BOOST_CHECK_EQUAL(r.exit_code, 2);
@@ -504,6 +504,37 @@ BOOST_AUTO_TEST_CASE(checks_across_settings_name_where_the_value_came_from) {
     auto e = run({"--config", file}, c);
     BOOST_CHECK_MESSAGE(contains(e.message, file + where), e.message);
     std::remove(file.c_str());
+  }
+}
+
+// The RPC port must not be the memcached port, nor default past 65535 (it would become any
+// free port: bifrostctl and --join by convention would miss it).
+BOOST_AUTO_TEST_CASE(rpc_port_clashes_are_config_errors) {
+  node_config same;
+  auto r = run({"-p", "23000", "--rpc-port", "23000"}, same);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "--rpc-port") && contains(r.message, "differ"),
+                      r.message);
+  const auto file = temp_file("port: 23000\nrpc_port: 23000\n");
+  node_config y;
+  r = run({"--config", file}, y);
+  BOOST_CHECK_MESSAGE(contains(r.message, file + ":2: field 'rpc_port'"), r.message);
+  std::remove(file.c_str());
+  node_config apart;  // (another RPC address: no clash)
+  BOOST_CHECK(run({"-p", "23000", "--rpc-port", "23000", "--rpc-listen", "127.0.0.2"}, apart)
+                .what == parse_outcome::action::run);
+  node_config high;
+  r = run({"-p", "65000"}, high);
+  BOOST_CHECK_EQUAL(r.exit_code, 2);
+  BOOST_CHECK_MESSAGE(contains(r.message, "-p/--port") && contains(r.message, "--rpc-port"),
+                      r.message);
+  for (auto ok : {std::vector<std::string>{"-p", "65000", "--rpc-port", "1234"},
+                  std::vector<std::string>{"-p", "65000", "--no-rpc"},
+                  std::vector<std::string>{"-p", "64535"},
+                  std::vector<std::string>{"-p", "0", "--rpc-port", "0"}}) {
+    node_config c;
+    auto o = run(ok, c);
+    BOOST_CHECK_MESSAGE(o.what == parse_outcome::action::run, ok.at(1) << ": " << o.message);
   }
 }
 
