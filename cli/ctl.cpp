@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -493,31 +494,68 @@ int cmd_get(context& c) {
                                      std::to_string(state->received) + " of " +
                                      std::to_string(size) + " bytes"};
   }
-  c.out.flush();
-  if (!c.out)
-    throw failure{exit_failed, "get: cannot write the value to the output"};
-  return exit_ok;
+  return exit_ok;  // (main() checks that the value reached the output)
+}
+
+// A value larger than what a node takes inline goes through Node.upload: the op without its
+// value, then the value in chunks through the returned sink (each chunk counts as progress),
+// then the sink's finish, which stores it and answers.
+constexpr size_t inline_value_limit = 64 * 1024;  // cluster/bifrost.capnp
+constexpr size_t upload_chunk = 256 * 1024;
+
+void fill_set(rpc::Op::Builder op, const options& opts, bool with_value) {
+  op.setKind(rpc::OpKind::STORE);
+  op.setMode(rpc::StoreMode::SET);
+  op.setKey(as_data(opts.key));
+  if (with_value)
+    op.setValue(as_data(opts.value));
+  op.setFlags(opts.flags);
+  op.setTtl(opts.ttl);
+}
+
+kj::Promise<void> upload_chunks(rpc::ValueSink::Client sink, const std::string& value,
+                                size_t offset, session& s) {
+  if (offset >= value.size())
+    return kj::READY_NOW;
+  const size_t n = std::min(upload_chunk, value.size() - offset);
+  auto req = sink.writeRequest();
+  req.setIndex(0);
+  req.setChunk(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(value.data() + offset), n));
+  return req.send().then([sink, &value, offset, n, &s]() mutable {
+    s.note_progress();
+    return upload_chunks(kj::mv(sink), value, offset + n, s);
+  });
 }
 
 int cmd_set(context& c) {
-  auto req = c.node.executeRequest();
-  auto op = req.initOps(1)[0];
-  op.setKind(rpc::OpKind::STORE);
-  op.setMode(rpc::StoreMode::SET);
-  op.setKey(as_data(c.opts.key));
-  // TODO(feature): values above the node's inline limit through Node.upload; a command-line
-  // argument is at most 128 KiB (MAX_ARG_STRLEN), so inline is enough for `set K V`.
-  op.setValue(as_data(c.opts.value));
-  op.setFlags(c.opts.flags);
-  op.setTtl(c.opts.ttl);
-  req.setOrigin(rpc::Origin::CLIENT);
-  auto r = c.s.wait(req.send(), c.opts.node, "set");
-  auto res = single_result(r.getResults());
+  rpc::Result::Reader res;
+  kj::Maybe<capnp::Response<rpc::Node::ExecuteResults>> executed;
+  kj::Maybe<capnp::Response<rpc::ValueSink::FinishResults>> finished;
+  if (c.opts.value.size() <= inline_value_limit) {
+    auto req = c.node.executeRequest();
+    fill_set(req.initOps(1)[0], c.opts, true);
+    req.setOrigin(rpc::Origin::CLIENT);
+    res = single_result(executed.emplace(c.s.wait(req.send(), c.opts.node, "set")).getResults());
+  } else {
+    auto req = c.node.uploadRequest();
+    fill_set(req.initOps(1)[0], c.opts, false);
+    req.setOrigin(rpc::Origin::CLIENT);
+    auto sent = req.send();
+    rpc::ValueSink::Client sink = sent.getSink();
+    auto stored = upload_chunks(sink, c.opts.value, 0, c.s)
+                    .then([sink]() mutable { return sink.finishRequest().send(); })
+                    .attach(kj::mv(sent));
+    res = single_result(finished.emplace(c.s.wait(kj::mv(stored), c.opts.node, "set")).getResults());
+  }
   bool stored = res.getStatus() == rpc::Status::STORED;
-  if (c.opts.json)
-    print_json(c.out, {{"status", status_name(res.getStatus())}, {"cas", res.getCas()}});
-  else
+  if (c.opts.json) {
+    json doc{{"status", status_name(res.getStatus())}};
+    if (stored)  // (a failed set has no CAS: README, `{status[, cas]}`)
+      doc["cas"] = res.getCas();
+    print_json(c.out, doc);
+  } else {
     c.out << status_name(res.getStatus()) << "\n";
+  }
   return stored ? exit_ok : exit_failed;
 }
 
@@ -569,7 +607,8 @@ const command commands[] = {
              "each); without --key every member's share", cmd_ring},
     {"stats", "the node's stats (NAME VALUE); --all: summed over every alive member", cmd_stats},
     {"get", "print the value of KEY, raw, on stdout (exit 1 on a miss)", cmd_get},
-    {"set", "store KEY=VALUE; prints STORED or the status", cmd_set},
+    {"set", "store VALUE (or --value-file's bytes) at KEY; prints STORED or the status",
+     cmd_set},
     {"delete", "delete KEY; prints DELETED or NOT_FOUND", cmd_delete},
     {"drain", "leave, take no new clients, let the others warm its keys from it for the warming window, then stop", cmd_drain},
     {"leave", "leave the cluster, serve the warming window out (its keys warm from it), then stop", cmd_leave},
@@ -590,11 +629,38 @@ std::string check_key(const std::string& k) {
   return "";
 }
 
+// The whole of `path` ("-": standard input) into `value`: "" or what went wrong. Bounded by
+// the largest item a node can hold (-I at most 1024m).
+std::string read_value_file(const std::string& path, std::string& value) {
+  constexpr size_t most = size_t(1) << 30;
+  FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (!f)
+    return path + ": " + std::strerror(errno);
+  value.clear();
+  char buf[64 * 1024];
+  size_t n = 0;
+  std::string problem;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+    if (value.size() + n > most) {
+      problem = path + ": larger than any node stores (1 GiB, the largest -I)";
+      break;
+    }
+    value.append(buf, n);
+  }
+  if (problem.empty() && std::ferror(f))
+    problem = path + ": cannot read: " + std::strerror(errno);
+  if (f != stdin)
+    std::fclose(f);
+  return problem;
+}
+
 void build_app(CLI::App& app, options& opts) {
   app.description("bifrostctl: query and administer a Bifrost cluster through one node's RPC "
                   "port.");
   app.footer(exit_status_help);
   app.require_subcommand(1);
+  app.set_version_flag("--version", "bifrostctl 0.1.0 (schema version " +
+                                      std::to_string(rpc::SCHEMA_VERSION) + ")");
   app.fallthrough();  // global flags may also follow the command
   app.add_option("--node", opts.node, "HOST:PORT of a node's RPC listener")
       ->required()
@@ -634,13 +700,18 @@ void build_app(CLI::App& app, options& opts) {
       sub->add_option("key", opts.key, "the key")->required()->check(check_key);
     } else if (name == "set") {
       sub->add_option("key", opts.key, "the key")->required()->check(check_key);
-      sub->add_option("value", opts.value, "the value")->required();
+      auto* value = sub->add_option("value", opts.value, "the value");
+      sub->add_option("--value-file", opts.value_file,
+                      "store this file's bytes ('-': standard input) instead of VALUE: any "
+                      "bytes, any size the node takes (-I)")
+          ->excludes(value);
       sub->add_option("--ttl", opts.ttl, "memcached exptime: 0 never, seconds, or unix time")
           ->transform(bifrost::cli::decimal())
           ->check(CLI::Range(int64_t(INT32_MIN), int64_t(INT32_MAX)))  // memcached's range
           ->capture_default_str();
       sub->add_option("--flags", opts.flags, "client flags (uint32)")
           ->transform(bifrost::cli::decimal())
+          ->check(CLI::Range(uint64_t(0), uint64_t(UINT32_MAX)))
           ->capture_default_str();
     }
   }
@@ -719,12 +790,31 @@ parse_result parse_args(int argc, const char* const* argv, options& opts, std::o
       app.exit(e, out, err);
       return {false, exit_ok};
     }
-    err << "bifrostctl: " << e.what() << "\n";
+    std::string what = e.what();
+    // (CLI11 takes an unknown command for a stray argument and asks for a subcommand)
+    if (app.get_subcommands().empty() && !app.remaining().empty()) {
+      what = "unknown command '" + app.remaining().front() + "'; the commands are";
+      for (auto& cmd : commands)
+        what += std::string(" ") + cmd.name;
+    }
+    err << "bifrostctl: " << what << "\n";
     err << "Run with --help for more information.\n";
     return {false, exit_unreachable};
   }
   auto subs = app.get_subcommands();
   opts.command = subs.front()->get_name();
+  if (opts.command == "set") {
+    if (opts.value_file.empty() && subs.front()->count("value") == 0) {
+      err << "bifrostctl: set needs a VALUE or --value-file\n";
+      return {false, exit_unreachable};
+    }
+    if (!opts.value_file.empty()) {
+      if (auto problem = read_value_file(opts.value_file, opts.value); !problem.empty()) {
+        err << "bifrostctl: --value-file: " << problem << "\n";
+        return {false, exit_unreachable};
+      }
+    }
+  }
   if (opts.command == "ring" && !opts.keys.empty())
     opts.key = opts.keys.front();
   opts.has_key = opts.command != "ring" || !opts.keys.empty();
@@ -873,13 +963,20 @@ int main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   auto parsed = parse_args(argc, argv, opts, out, err);
   if (!parsed.run)
     return parsed.exit_code;
+  int code = exit_failed;
   try {
     auto io = kj::setupAsyncIo();
-    return run(io, opts, out, err);
+    code = run(io, opts, out, err);
   } catch (kj::Exception& e) {
     err << "bifrostctl: " << describe(e) << "\n";
-    return exit_failed;
   }
+  // What was printed must have reached the output (a full disk, a closed pipe): a script
+  // that saves `members --json` must not get a cut file and success.
+  if (!out.flush()) {
+    err << "bifrostctl: cannot write the output\n";
+    code = code == exit_ok ? exit_failed : code;
+  }
+  return code;
 }
 
 } // namespace bifrost::ctl

@@ -11,7 +11,9 @@
 //   stats [--all]               Node.stats; with --all: Node.members, then Node.stats on every
 //                               alive member's rpc address (a connection of its own each)
 //   get K                       Node.execute([get K], client, sink): value bytes raw on stdout
-//   set K V [--ttl N] [--flags F]  Node.execute([store/set K V], client, null)
+//   set K V [--ttl N] [--flags F]  Node.execute([store/set K V], client, null); V from
+//   set K --value-file PATH|-      a file or stdin; above 64 KiB Node.upload([store/set K],
+//                               client), V in 256 KiB chunks through its sink, then finish
 //   delete K                    Node.execute([remove K], client, null)
 //   drain, leave                Node.drain / Node.leave
 //
@@ -64,7 +66,8 @@ struct options {
   std::string key;                // get, set, delete; ring: the first --key
   std::vector<std::string> keys;  // ring: every --key, in order (one RPC each)
   bool has_key = false;           // ring: --key was given
-  std::string value;              // set
+  std::string value;              // set: VALUE, or what --value-file held
+  std::string value_file;         // set: read the value from this file ('-': stdin)
   int64_t ttl = 0;                // set: raw memcached exptime (storage/ops.hpp)
   uint32_t flags = 0;             // set
   bool all = false;               // stats --all

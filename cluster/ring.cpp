@@ -175,14 +175,17 @@ ring::ring(std::vector<ring_member> members, uint64_t epoch, ring_options opts) 
 }
 
 void ring::point_index::add_shares(std::vector<double>& share) const {
-  // Point i owns the arc (pos[i-1], pos[i]]; point 0's arc wraps around 2^64.
+  // Point i owns the arc (pos[i-1], pos[i]]; point 0's arc wraps around 2^64. Arcs are summed
+  // exactly (a sum of arcs converted one by one gave a lone member 1.0000000000000002).
   constexpr double k_two64 = 18446744073709551616.0;
   const size_t np = pos.size();
-  for (size_t i = 0; i < np; ++i) {
-    const double arc =
-      np == 1 ? k_two64 : static_cast<double>(pos[i] - pos[i == 0 ? np - 1 : i - 1]);  // mod 2^64
-    share[owner[i]] += arc / k_two64;
-  }
+  std::vector<unsigned __int128> sum(share.size(), 0);
+  for (size_t i = 0; i < np; ++i)
+    sum[owner[i]] += np == 1 ? (unsigned __int128)1 << 64
+                             : (unsigned __int128)(pos[i] - pos[i == 0 ? np - 1 : i - 1]);
+  for (size_t m = 0; m < share.size(); ++m)
+    if (sum[m] != 0)
+      share[m] += std::min(1.0, static_cast<double>(sum[m]) / k_two64);
 }
 
 std::shared_ptr<const ring> ring::build(std::vector<ring_member> members, uint64_t epoch,

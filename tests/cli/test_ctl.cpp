@@ -53,6 +53,9 @@ struct fake_config {
   std::map<std::string, uint32_t> flags;
   std::map<std::string, int64_t> ttls;
   std::string hello_from, ring_key;
+  int executes = 0, uploads = 0;       // calls of each
+  size_t upload_chunks = 0;            // chunks written to upload sinks
+  bool upload_value_inline = false;    // an upload op carried a value (it must not)
   std::vector<std::string> ring_keys;  // every key asked, in order
   int drains = 0, leaves = 0;
 };
@@ -88,6 +91,40 @@ kj::Promise<void> stream_value(rpc::ValueSink::Client sink, std::shared_ptr<std:
     return stream_value(kj::mv(sink), value, offset + n, index + 1, finish);
   });
 }
+
+// An upload's sink: collects the chunks of op 0's value; finish stores it, as execute would.
+class upload_sink final : public rpc::ValueSink::Server {
+public:
+  upload_sink(fake_config& cfg, std::string key, uint32_t flags, int64_t ttl)
+      : cfg_(cfg), key_(std::move(key)), flags_(flags), ttl_(ttl) {}
+
+protected:
+  kj::Promise<void> write(WriteContext context) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    auto p = context.getParams();
+    if (p.getIndex() == 0)
+      value_ += to_string(p.getChunk());
+    ++cfg_.upload_chunks;
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> finish(FinishContext context) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    cfg_.store[key_] = value_;
+    cfg_.flags[key_] = flags_;
+    cfg_.ttls[key_] = ttl_;
+    auto r = context.getResults().initResults(1)[0];
+    r.setStatus(rpc::Status::STORED);
+    r.setCas(98);
+    return kj::READY_NOW;
+  }
+
+private:
+  fake_config& cfg_;
+  std::string key_, value_;
+  uint32_t flags_;
+  int64_t ttl_;
+};
 
 class fake_node final : public rpc::Node::Server {
 public:
@@ -158,8 +195,20 @@ protected:
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> upload(UploadContext context) override {
+    std::lock_guard<std::mutex> lock(cfg_.mu);
+    ++cfg_.uploads;
+    auto ops = context.getParams().getOps();
+    KJ_REQUIRE(ops.size() == 1 && ops[0].getKind() == rpc::OpKind::STORE, "one store op");
+    cfg_.upload_value_inline = ops[0].hasValue() && ops[0].getValue().size() > 0;
+    context.getResults().setSink(kj::heap<upload_sink>(cfg_, to_string(ops[0].getKey()),
+                                                       ops[0].getFlags(), ops[0].getTtl()));
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> execute(ExecuteContext context) override {
     std::lock_guard<std::mutex> lock(cfg_.mu);
+    ++cfg_.executes;
     auto params = context.getParams();
     auto ops = params.getOps();
     auto results = context.getResults().initResults(ops.size());
@@ -288,16 +337,34 @@ struct outcome {
   double seconds;
 };
 
-outcome ctl_run(std::vector<std::string> args) {
+// An output that takes nothing: what a full disk or a closed pipe does to stdout.
+struct failing_buffer final : std::streambuf {
+  int_type overflow(int_type) override { return traits_type::eof(); }
+  std::streamsize xsputn(const char*, std::streamsize) override { return 0; }
+};
+
+outcome ctl_run(std::vector<std::string> args, bool output_fails = false) {
   args.insert(args.begin(), "bifrostctl");
   std::vector<const char*> argv;
   for (auto& a : args)
     argv.push_back(a.c_str());
   std::ostringstream out, err;
+  failing_buffer nowhere;
+  std::ostream failing(&nowhere);
   auto start = std::chrono::steady_clock::now();
-  int code = ctl::main(static_cast<int>(argv.size()), argv.data(), out, err);
+  int code = ctl::main(static_cast<int>(argv.size()), argv.data(),
+                       output_fails ? failing : static_cast<std::ostream&>(out), err);
   std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
   return {code, out.str(), err.str(), took.count()};
+}
+
+std::string temp_file(const std::string& content) {
+  char path[] = "/tmp/bifrostctl-value-XXXXXX";
+  int fd = mkstemp(path);
+  BOOST_REQUIRE(fd >= 0);
+  BOOST_REQUIRE(::write(fd, content.data(), content.size()) == ssize_t(content.size()));
+  ::close(fd);
+  return path;
 }
 
 bool contains(const std::string& s, const std::string& part) {
@@ -369,6 +436,16 @@ BOOST_AUTO_TEST_CASE(usage_errors_exit_2_and_help_exits_0) {
   BOOST_TEST(ring_key.code == 2);
   auto bad_ttl = ctl_run({"--node", "127.0.0.1:1", "set", "k", "v", "--ttl", "99999999999"});
   BOOST_TEST(bad_ttl.code == 2);
+  auto unknown = ctl_run({"--node", "127.0.0.1:1", "bogus"});
+  BOOST_TEST(unknown.code == 2);
+  BOOST_TEST(contains(unknown.err, "unknown command 'bogus'"), unknown.err);
+  BOOST_TEST(contains(unknown.err, "members"), unknown.err);
+  auto wide_flags = ctl_run({"--node", "127.0.0.1:1", "set", "k", "v", "--flags", "4294967296"});
+  BOOST_TEST(wide_flags.code == 2);
+  BOOST_TEST(contains(wide_flags.err, "4294967295"), wide_flags.err);
+  auto version = ctl_run({"--version"});
+  BOOST_TEST(version.code == 0);
+  BOOST_TEST(contains(version.out, "schema version " + std::to_string(rpc::SCHEMA_VERSION)));
   auto help = ctl_run({"--help"});
   BOOST_TEST(help.code == 0);
   BOOST_TEST(contains(help.out, "Usage"));
@@ -570,6 +647,77 @@ BOOST_AUTO_TEST_CASE(set_get_delete) {
   auto doc = nlohmann::json::parse(sj.out);
   BOOST_TEST(doc["status"] == "STORED");
   BOOST_TEST(doc["cas"] == 99);
+  auto nj = ctl_run({"--node", a.address(), "--json", "set", "readonly", "v"});
+  BOOST_TEST(nj.code == 1);
+  auto not_stored = nlohmann::json::parse(nj.out);
+  BOOST_TEST(not_stored["status"] == "NOT_STORED");
+  BOOST_TEST(!not_stored.contains("cas"), nj.out);  // (no CAS without a store)
+}
+
+// --value-file: any bytes; a small value inline (execute), a large one through upload's sink.
+BOOST_AUTO_TEST_CASE(set_value_file_small_inline_large_uploaded) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  const std::string small("a\0b\r\nc", 7);
+  auto small_file = temp_file(small);
+  auto s = ctl_run({"--node", a.address(), "set", "s", "--value-file", small_file});
+  BOOST_TEST(s.code == 0, s.err);
+  BOOST_TEST(s.out == "STORED\n");
+  BOOST_TEST((a.cfg.store["s"] == small));
+  BOOST_TEST(a.cfg.uploads == 0);
+
+  std::string big(1024 * 1024 + 3, '\0');
+  std::mt19937_64 rng(7);
+  for (auto& c : big)
+    c = static_cast<char>(rng());
+  auto big_file = temp_file(big);
+  auto b = ctl_run({"--node", a.address(), "--json", "set", "big", "--value-file", big_file,
+                    "--flags", "5", "--ttl", "30"});
+  BOOST_TEST(b.code == 0, b.err);
+  BOOST_TEST(nlohmann::json::parse(b.out)["cas"] == 98);
+  BOOST_TEST(a.cfg.uploads == 1);
+  BOOST_TEST(a.cfg.upload_chunks == 5u);  // 256 KiB chunks
+  BOOST_TEST(!a.cfg.upload_value_inline);
+  BOOST_TEST(a.cfg.store["big"].size() == big.size());
+  BOOST_TEST((a.cfg.store["big"] == big));
+  BOOST_TEST(a.cfg.flags["big"] == 5u);
+  BOOST_TEST(a.cfg.ttls["big"] == 30);
+  auto g = ctl_run({"--node", a.address(), "get", "big"});  // (streamed back)
+  BOOST_TEST((g.out == big));
+
+  // A value at exactly the inline limit still goes inline.
+  auto edge_file = temp_file(std::string(inline_limit, 'e'));
+  BOOST_TEST(ctl_run({"--node", a.address(), "set", "e", "--value-file", edge_file}).code == 0);
+  BOOST_TEST(a.cfg.uploads == 1);
+  for (auto* f : {&small_file, &big_file, &edge_file})
+    std::remove(f->c_str());
+
+  auto both = ctl_run({"--node", a.address(), "set", "k", "v", "--value-file", "/dev/null"});
+  BOOST_TEST(both.code == 2);
+  auto neither = ctl_run({"--node", a.address(), "set", "k"});
+  BOOST_TEST(neither.code == 2);
+  BOOST_TEST(contains(neither.err, "VALUE or --value-file"), neither.err);
+  auto missing = ctl_run({"--node", a.address(), "set", "k", "--value-file", "/nonexistent/v"});
+  BOOST_TEST(missing.code == 2);
+  BOOST_TEST(contains(missing.err, "/nonexistent/v: No such file"), missing.err);
+  auto dir = ctl_run({"--node", a.address(), "set", "k", "--value-file", "/tmp"});
+  BOOST_TEST(dir.code == 2, dir.err);
+  BOOST_TEST(a.cfg.executes == 3);  // (s, e and get: none of the refused ones reached it)
+}
+
+// Output that cannot be written (a full disk, a closed pipe) fails the command.
+BOOST_AUTO_TEST_CASE(unwritable_output_exits_1) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  for (std::vector<std::string> cmd : {std::vector<std::string>{"--json", "members"},
+                                       std::vector<std::string>{"status"},
+                                       std::vector<std::string>{"ring", "--key", "k"},
+                                       std::vector<std::string>{"delete", "nothing"}}) {
+    cmd.insert(cmd.begin(), {"--node", a.address()});
+    auto r = ctl_run(cmd, true);
+    BOOST_TEST(r.code == 1, cmd.back() << ": " << r.err);
+    BOOST_TEST(contains(r.err, "cannot write the output"), r.err);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(get_streams_a_5_mib_value_exactly) {

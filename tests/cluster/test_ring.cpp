@@ -100,6 +100,16 @@ BOOST_AUTO_TEST_CASE(same_members_in_any_order_give_the_same_owners) {
   for (const auto& m : ra.members()) BOOST_TEST(ra.share(m.name) == rb.share(m.name));
 }
 
+// A lone member owns exactly all of the space (its arcs summed one by one as doubles gave
+// 1.0000000000000002, which `members --json` printed as a ring share above 1).
+BOOST_AUTO_TEST_CASE(a_lone_member_owns_exactly_the_whole_space) {
+  for (const char* name : {"node-a", "127.0.0.1:11211", "n1"}) {
+    ring r(nodes({name}));
+    BOOST_TEST(r.share(name) == 1.0, name);
+    BOOST_TEST(r.live_share(name) == 1.0, name);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(three_equal_members_share_the_space_evenly) {
   ring r(nodes({"node-a", "node-b", "node-c"}));
   const size_t keys = 100000;
