@@ -424,7 +424,7 @@ int cmd_stats(context& c) {
     std::string error;
     try {
       // The node we are connected to is asked over the existing connection.
-      auto node = t.rpc_address == c.opts.node ? c.node : c.s.connect(t.rpc_address);
+      auto node = t.rpc_address == c.opts.node ? c.node : c.s.connect(t.rpc_address, false);
       auto r = c.s.wait(node.statsRequest().send(), t.rpc_address, "stats");
       sum.add(r.getStats());
       ++answered;
@@ -866,7 +866,7 @@ kj::Promise<void> session::watchdog(uint64_t seen) {
       });
 }
 
-rpc::Node::Client session::connect(const std::string& address) {
+rpc::Node::Client session::connect(const std::string& address, bool hint) {
   if (!valid_address(address))
     throw failure{exit_unreachable,
                   "cannot reach node " + address + ": not a HOST:PORT address"};
@@ -895,8 +895,12 @@ rpc::Node::Client session::connect(const std::string& address) {
                     "schema version mismatch: bifrostctl speaks version " + ours + ", node " +
                         address + " speaks version " + std::to_string(r.getVersion())};
   } catch (failure& f) {
+    // Another protocol's bytes, read as a Cap'n Proto segment table (an HTTP or memcached
+    // port that speaks first): Cap'n Proto's own words ("too many segments") say nothing.
+    if (f.code == exit_unreachable && f.message.find("segment") != std::string::npos)
+      f.message = "cannot reach node " + address + ": it answered, but not in Cap'n Proto RPC";
     // Connected, then dropped before hello's answer: what a TLS node does to a plain client.
-    if (!tls_ && f.code == exit_unreachable)
+    if (hint && !tls_ && f.code == exit_unreachable)
       f.message += " (is " + address + " a node's RPC port? The RPC port is the memcached port "
                    "+ 1000 unless --rpc-port says otherwise; and a node started with "
                    "--rpc-tls-* drops clients without a certificate: pass --tls-cert, --tls-key "

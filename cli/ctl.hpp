@@ -105,7 +105,10 @@ public:
   /// Connects to `address` (HOST:PORT) and says hello. Throws failure: exit_unreachable
   /// (lookup, connect, disconnect, timeout), exit_version_mismatch (refused or answered
   /// another version), exit_failed (any other hello error).
-  rpc::Node::Client connect(const std::string& address);
+  /// `hint`: a failure says what may be wrong with the address (not a node's RPC port, or a
+  /// TLS node); off for the addresses of members a node listed (a paused member is no
+  /// mistaken port).
+  rpc::Node::Client connect(const std::string& address, bool hint = true);
 
   /// Waits for `promise` on the loop, at most `timeout` without progress. A timeout, or a
   /// DISCONNECTED exception, throws failure{exit_unreachable, "cannot reach node <address>:

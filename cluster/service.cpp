@@ -579,6 +579,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   };
   std::map<std::string, kj::Own<client_conn>> pool;
   std::map<std::string, backoff_state> backoff;
+  // Why the last connection to an address failed before its hello was answered (erased once
+  // one is): what the "no seed answered" line names for each seed.
+  std::map<std::string, std::string> connect_errors;
   uint64_t next_conn_id = 1;
   size_t swim_in_flight = 0;
 
@@ -1111,6 +1114,8 @@ struct service::impl::client_conn {
       return;
     bool was_ready = st == state::ready;
     st = state::broken;
+    if (!was_ready)
+      core.connect_errors[address] = e.getDescription().cStr();
     for (auto& w : waiters)
       w->reject(kj::cp(e));
     waiters.clear();
@@ -1134,6 +1139,7 @@ struct service::impl::client_conn {
               return kj::mv(s);
             })
             .then([this, self](kj::Own<kj::AsyncIoStream> s) {
+              connected = true;
               stream = buffered(kj::mv(s));
               net = kj::heap<capnp::TwoPartyVatNetwork>(
                   *stream, capnp::rpc::twoparty::Side::CLIENT, rpc_reader_options());
@@ -1166,12 +1172,16 @@ struct service::impl::client_conn {
             });
     auto limit = core.timer.afterDelay(core.cfg.rpc_timeout_ms * kj::MILLISECONDS)
                      .then([this]() -> kj::Promise<void> {
+                       if (connected)  // (what a memcached port does with the hello's bytes)
+                         return KJ_EXCEPTION(DISCONNECTED, "connected, but hello was not "
+                                                           "answered in time", address);
                        return KJ_EXCEPTION(DISCONNECTED, "connect timed out", address);
                      });
     task = connecting.exclusiveJoin(kj::mv(limit))
                .then([this]() {
                  st = state::ready;
                  core.backoff[address] = backoff_state{};
+                 core.connect_errors.erase(address);
                  for (auto& w : waiters)
                    w->fulfill(rpc::Node::Client(node));
                  waiters.clear();
@@ -1186,6 +1196,7 @@ struct service::impl::client_conn {
   std::string address;
   uint64_t id;
   state st = state::connecting;
+  bool connected = false;  // the TCP connection (and TLS) is up; hello may still be unanswered
   kj::Own<kj::AsyncIoStream> stream;
   kj::Own<capnp::TwoPartyVatNetwork> net;
   kj::Own<capnp::RpcSystem<VatId>> sys;
@@ -2596,14 +2607,34 @@ std::shared_ptr<const std::vector<std::string>> service::impl::restarted_members
   return names;
 }
 
+// What a failed connection's error says to someone who gave --join: a seed that answered in
+// another protocol (Cap'n Proto reads its first bytes as a segment table) is most likely a
+// memcached port given for an RPC port.
+namespace {
+std::string seed_failure(const std::string& error) {
+  const char* hint = "not a node's RPC port? (a memcached port, say: the RPC port is the "
+                     "memcached port + 1000 unless --rpc-port says otherwise)";
+  if (error.find("segment") != std::string::npos || error.find("Message") != std::string::npos)
+    return std::string("answered, but not in Cap'n Proto RPC: ") + hint;
+  if (error.find("hello was not answered") != std::string::npos)
+    return "connected, but hello was not answered: " + std::string(hint);
+  return error;
+}
+} // namespace
+
 void service::impl::end_joining() {
   if (!view_ || !view_->joining || joining_now())
     return;
-  if (members.joining())
+  if (members.joining()) {
+    std::string why;
+    for (const auto& seed : cfg.join)
+      if (auto e = connect_errors.find(seed); e != connect_errors.end())
+        why += "\n  " + seed + ": " + seed_failure(e->second);
     std::fprintf(stderr,
                  "bifrost cluster: no seed answered within %u ms: serving alone; it keeps "
-                 "asking them\n",
-                 cfg.join_wait_ms);
+                 "asking them%s\n",
+                 cfg.join_wait_ms, why.c_str());
+  }
   auto view = std::make_shared<actors::cluster_view>(*view_);
   view->restarted = nullptr;  // (acted on in the view that named them)
   view->joining = false;

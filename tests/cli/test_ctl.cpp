@@ -325,6 +325,7 @@ public:
   }
   ~raw_socket() { ::close(fd_); }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int fd() const { return fd_; }
 
 private:
   int fd_ = -1;
@@ -587,15 +588,17 @@ BOOST_AUTO_TEST_CASE(stats_table_json_and_rpc_error) {
 
 BOOST_AUTO_TEST_CASE(stats_all_sums_over_alive_members) {
   fake_server a, b;
-  raw_socket down(false);
+  raw_socket down(true);  // a paused member: connections complete, nothing answers
   set_members(a.cfg, a.address(), b.address(), down.address());
   set_members(b.cfg, a.address(), b.address(), down.address());
   a.cfg.stats = {{"pid", "100"}, {"curr_items", "10"}, {"rusage_user", "0.5"},
                  {"version", "0.1.0"}, {"only_a", "1"}};
   b.cfg.stats = {{"pid", "200"}, {"curr_items", "5"}, {"rusage_user", "0.25"},
                  {"version", "0.2.0"}, {"only_b", "7"}};
-  auto r = ctl_run({"--node", a.address(), "--timeout", "2", "stats", "--all"});
+  auto r = ctl_run({"--node", a.address(), "--timeout", "1", "stats", "--all"});
   BOOST_TEST(r.code == 0, r.err);
+  // (a member the node listed is no mistaken address: no hint about RPC ports or TLS)
+  BOOST_TEST(!contains(r.err, "RPC port"), r.err);
   BOOST_TEST(contains(r.out, "2 of 3 alive members answered"), r.out);
   BOOST_TEST(contains(r.out, "curr_items   15\n"), r.out);
   BOOST_TEST(contains(r.out, "rusage_user  0.75\n"), r.out);
@@ -604,7 +607,7 @@ BOOST_AUTO_TEST_CASE(stats_all_sums_over_alive_members) {
   BOOST_TEST(contains(r.out, "only_b       7\n"), r.out);
   BOOST_TEST(contains(r.err, "member n3 (" + down.address() + "): cannot reach node"), r.err);
 
-  auto j = ctl_run({"--node", a.address(), "--json", "stats", "--all"});
+  auto j = ctl_run({"--node", a.address(), "--json", "--timeout", "1", "stats", "--all"});
   auto doc = nlohmann::json::parse(j.out);
   BOOST_TEST(doc["nodes_answered"] == 2);
   BOOST_TEST(doc["nodes_alive"] == 3);
@@ -779,6 +782,31 @@ BOOST_AUTO_TEST_CASE(unreachable_port_exits_2_promptly) {
   BOOST_TEST(r.code == 2);
   BOOST_TEST(r.seconds < 2.0);
   BOOST_TEST(contains(r.err, "bifrostctl: cannot reach node " + bound.address() + ": "), r.err);
+}
+
+// A port whose server speaks first in another protocol (HTTP here): said in words, not in
+// Cap'n Proto's ("Message has too many segments"), with the hint about RPC ports.
+BOOST_AUTO_TEST_CASE(a_port_that_speaks_another_protocol_is_named_so) {
+  raw_socket http(true);
+  std::thread server([&] {
+    int c = ::accept(http.fd(), nullptr, nullptr);
+    if (c < 0)
+      return;
+    const char reply[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+    (void)!::write(c, reply, sizeof reply - 1);
+    char buf[256];
+    timeval tv{3, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (::read(c, buf, sizeof buf) > 0) {
+    }
+    ::close(c);
+  });
+  auto r = ctl_run({"--node", http.address(), "--timeout", "2", "status"});
+  server.join();
+  BOOST_TEST(r.code == 2);
+  BOOST_TEST(contains(r.err, "it answered, but not in Cap'n Proto RPC"), r.err);
+  BOOST_TEST(contains(r.err, "RPC port"), r.err);
+  BOOST_TEST(!contains(r.err, "segment"), r.err);
 }
 
 BOOST_AUTO_TEST_CASE(timeout_bounds_a_silent_node) {

@@ -3217,12 +3217,16 @@ BOOST_AUTO_TEST_CASE(a_joining_node_takes_no_write_before_it_has_joined) {
   BOOST_CHECK(mc_client(ns[1]->port).get(keys[0]) == std::optional<std::string>("NEWER"));
 }
 
-// A node whose seeds never answer serves alone after 5 s (and keeps asking them).
+// A node whose seeds never answer serves alone after 5 s (and keeps asking them), and says
+// why for each seed: a memcached port given for an RPC port (the likeliest mistake) is named
+// as such.
 BOOST_AUTO_TEST_CASE(a_node_whose_seeds_never_answer_serves_alone_after_the_join_wait) {
   cluster c;
   logs_on_failure guard{c};
+  node& other = c.start("n0");
   node_options o;
-  o.join = {free_port()};  // nothing listens there
+  const int nothing = free_port();
+  o.join = {nothing, other.port};  // nothing listens there; a memcached port
   node& n = c.start("n1", o);
   const auto t0 = clock_type::now();
   mc_client m(n.port);
@@ -3236,7 +3240,15 @@ BOOST_AUTO_TEST_CASE(a_node_whose_seeds_never_answer_serves_alone_after_the_join
   BOOST_CHECK_GE(waited, 4.0);
   BOOST_CHECK_LT(waited, 7.0);
   BOOST_CHECK(m.get("alone") == std::optional<std::string>("v"));
-  BOOST_CHECK(c.stderr_tail(n).find("no seed answered") != std::string::npos);
+  const auto log = c.stderr_tail(n);
+  BOOST_CHECK(log.find("no seed answered") != std::string::npos);
+  const auto seed_line = [&](int port) {
+    const auto at = log.find("127.0.0.1:" + std::to_string(port) + ": ");
+    return at == std::string::npos ? std::string() : log.substr(at, log.find('\n', at) - at);
+  };
+  BOOST_CHECK_MESSAGE(seed_line(nothing).find("refused") != std::string::npos, log);
+  BOOST_CHECK_MESSAGE(seed_line(other.port).find("not a node's RPC port") != std::string::npos,
+                      log);
 }
 
 // --------------------------------------------------------------------------------------------
