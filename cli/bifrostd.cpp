@@ -146,6 +146,7 @@ int main(int argc, char** argv) {
     // (a wildcard host stays: members dial this node's data links at its RPC address's host)
     sc.client_address = listen;
     sc.join = cfg.join;
+    sc.recovers_items = !cfg.data_dir.empty();
     sc.replicas = cfg.replicas;
     sc.wait_replicas = cfg.wait_replicas;
     sc.rereplicate = cfg.rereplicate;

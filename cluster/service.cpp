@@ -973,7 +973,9 @@ protected:
         }));
         continue;
       }
-      if (m.state != member_state::alive) {
+      // (A member that left still serves its linger, and a suspect may only be slow: asked
+      // too, within the same bound. A dead one is not.)
+      if (m.state == member_state::dead) {
         promises.add(std::make_pair(uint64_t(0), uint64_t(0)));
         continue;
       }
@@ -2251,10 +2253,14 @@ void service::impl::handle(output&& out) {
     storage::op_batch ops;
     ops.push_back(std::move(flush));
     tasks->add(local_execute(std::move(ops)).then([](storage::result_batch) {}));
-    std::fprintf(stderr,
-                 "bifrost cluster: restarted after the cluster had declared this node dead or "
-                 "left: its recovered items were dropped (the other owners' copies are "
-                 "current)\n");
+    std::fprintf(stderr, "%s",
+                 cfg.recovers_items
+                   ? "bifrost cluster: restarted after the cluster had declared this node "
+                     "dead or left: its recovered items were dropped (the other owners' "
+                     "copies are current)\n"
+                   : "bifrost cluster: restarted after the cluster had declared this node "
+                     "dead or left: it rejoins (it started empty; reads warm its keys from "
+                     "the others)\n");
   }
   for (auto& e : out.send)
     send_swim(e.to_address, std::move(e.msg));
@@ -2397,6 +2403,8 @@ void service::impl::reap_peers() {
     }
     backoff.erase(it->first);
     peer_progress_of.erase(it->first);
+    if (std::find(cfg.join.begin(), cfg.join.end(), it->first) == cfg.join.end())
+      connect_errors.erase(it->first);  // (a seed's stays for the "no seed answered" line)
     tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));  // (outside its callbacks)
     it = pool.erase(it);
   }

@@ -115,6 +115,9 @@ struct service_config {
   /// With seeds: how long client ops answer `unavailable` while no seed has answered
   /// (cluster_view::joining); then the node serves alone, and keeps asking the seeds.
   uint32_t join_wait_ms = 5000;
+  /// The local shards recovered items at start (--data-dir): said when they are dropped on
+  /// a restart after the cluster had this node dead or left.
+  bool recovers_items = false;
   /// Where a read's value too large for an execute without a sink is kept for the caller's
   /// re-read (storage/parked.hpp; shared with the data links' sessions). Null: not kept.
   std::shared_ptr<storage::parked_values> parked;
