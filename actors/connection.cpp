@@ -339,9 +339,8 @@ void connection::process_input() {
     if (r.status == proto::parse_status::incomplete) {
       // A get line may legitimately be long, but not endless.
       if (r.need == 0 && in.size() > max_get_line + proto::max_line_length) {
-        ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
-        close_now();
-        return;
+        hang_up_after_answers();
+        break;
       }
       if (r.need > rbuf_.size() - rpos_) {
         // Room for the data block, up to 1 MiB ahead of what has arrived (reading grows the
@@ -356,9 +355,8 @@ void connection::process_input() {
       break;
     }
     if (r.status == proto::parse_status::close) {
-      ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
-      close_now();
-      return;
+      hang_up_after_answers();
+      break;
     }
     if (entry_)  // (`stats conns`: every line read counts, an erroneous one too)
       entry_->last_cmd_ms.store(uv_now(loop().uv()), std::memory_order_relaxed);
@@ -393,6 +391,20 @@ void connection::process_input() {
     handle_request(r.consumed);
   }
   complete_ready();
+}
+
+void connection::hang_up_after_answers() {
+  // memcached hangs up on such a line without a word, but sends what the requests before it
+  // earned first: a client must see that its writes before the line were applied.
+  ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
+  // The client may still be sending the line: closing with its bytes unread would send a
+  // reset, and its kernel could drop those replies. Our side ends with a FIN instead, and
+  // its input is read and dropped until it closes (close_answered, bounded by linger_max).
+  auto& p = push_pending(pending_kind::immediate);
+  p.close_after = true;
+  read_closed_ = true;
+  hung_up_ = true;
+  rpos_ = rend_;
 }
 
 const caf::actor& connection::local_shard_for(const std::string& key) const {
@@ -1765,7 +1777,7 @@ void connection::close_when_idle() {
 
 void connection::close_answered() {
   int unread = 0;
-  if (!ctx_.draining || no_linger_ || fd_ < 0 ||
+  if ((!ctx_.draining && !hung_up_) || no_linger_ || fd_ < 0 ||
       (rpos_ == rend_ && (::ioctl(fd_, FIONREAD, &unread) != 0 || unread == 0))) {
     close_now();
     return;
@@ -1773,7 +1785,8 @@ void connection::close_answered() {
   // Draining, and the client sent more than was answered (a drain stops reading at a request
   // boundary). Closing a socket with unread input sends a reset, and the client's kernel may
   // then drop replies it had not read yet (a client with 20 000 gets in flight got
-  // ECONNRESET instead of the 4000 answers written to it): end our side instead, and read
+  // ECONNRESET instead of the 4000 answers written to it); the same after a line too long
+  // (hang_up_after_answers), which the client may still be sending: end our side, and read
   // and drop its input until it closes too, or the drain's deadline closes everything. (Not
   // after quit: memcached closes at once, and nothing would bound the wait.)
   lingering_ = true;

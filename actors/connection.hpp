@@ -195,6 +195,9 @@ private:
   bool behind_replaced_flush(uint64_t seq) const;
   /// The removal of the old value a refused too-large set (or `ms`) owes, if any.
   std::optional<storage::op> refused_value_removal() const;
+  /// A line too long to take (not a get: 2048 bytes; a get: 1 MiB): reads nothing more,
+  /// answers the requests before it, then closes (as `quit`).
+  void hang_up_after_answers();
   /// The local storage shard actor that holds `key`.
   const caf::actor& local_shard_for(const std::string& key) const;
   /// Sends one op whose reply nobody waits for (a side effect of a request) to a member's data
@@ -347,6 +350,7 @@ private:
   /// sequence number.
   std::optional<uint64_t> flush_unsent_;
   bool lingering_ = false;     // our side ended (close_answered): input is dropped until EOF
+  bool hung_up_ = false;       // a line too long: close once answered, lingering
   size_t lingered_ = 0;        // bytes dropped while lingering (bounded: linger_max)
   bool no_linger_ = false;     // quit or a binary request: close at once, as memcached
   bool client_lost_ = false;   // lose_client(): requests run on, nothing is read or written

@@ -97,6 +97,28 @@ class BadInputTest(ServerTestCase):
         self.assertLess(time.monotonic() - t0, 5)
         self.assertEqual(other.get_value(k), b"A")
 
+    def test_a_line_too_long_closes_after_the_replies_before_it(self):
+        # bifrostd closed at once: the replies already earned by the requests before the line
+        # were dropped, though their writes were applied (memcached sends them, then closes).
+        c = self.client()
+        k = self.key()
+        send_ignoring_close(c, b"set %s 0 0 1\r\nB\r\nget %s\r\n" % (k, k) + b"x" * 3000)
+        self.assertEqual(c.expect_closed(timeout=5),
+                         b"STORED\r\nVALUE %s 0 1\r\nB\r\nEND\r\n" % k)
+        self.assertAlive()
+
+    def test_a_get_line_past_its_limit_closes_after_the_replies_before_it(self):
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no such limit (it answers part of the keys, then END)")
+        c = self.client()
+        k = self.key()
+        # (the limit is checked while the line is incomplete: 3 MB is past it however the
+        # reads cut the line)
+        line = b"get" + b" k%013d" % 0 * 200000 + b"\r\n"
+        send_ignoring_close(c, b"set %s 0 0 1\r\nC\r\n" % k + line + b"version\r\n")
+        self.assertEqual(c.expect_closed(timeout=10), b"STORED\r\n")
+        self.assertAlive()
+
     def test_long_line_trickled_closes(self):
         """The 2048-byte limit counts bytes across reads, not per read."""
         c = self.client()
