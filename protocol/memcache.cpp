@@ -233,7 +233,8 @@ bool meta_preparse(const token_list& tk, size_t start, request& req, preparse_ou
         if (!safe_strtoul(arg, v)) has_error = true;  // errstr left as the default
         break;
       }
-      case 'C': {
+      case 'C':
+      case 'E': {  // (E: newer 1.6, explicit CAS for the item written; 1.6.18: invalid flag)
         uint64_t v;
         if (!safe_strtoull(arg, v)) {
           o.err = k_bad_token;

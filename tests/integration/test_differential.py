@@ -138,15 +138,18 @@ def command(r, quirks):
     if c < 0.66:
         return b"delete %s%s\r\n" % (key, r.choice([b"", b"", b" 0", b" 5", b" noreply", b" x y"]))
     if c < 0.76:
+        # (No E: memcached 1.6.18 has no such flag, newer ones and bifrost do; and in a
+        # cluster's warming window a CAS that is no clock value orders nothing, by design:
+        # docs/ARCHITECTURE.md. test_meta.py covers E on one node.)
         flags = r.sample([b"v", b"k", b"c", b"f", b"s", b"t", b"Oab", b"q", b"T500", b"N300",
-                          b"R30", b"h", b"l", b"E123", b"u", b"Ix", b"T-1", b"zz"],
-                         r.randint(0, 5))
+                          b"R30", b"h", b"l", b"u", b"Ix", b"T-1", b"zz"], r.randint(0, 5))
         return b"mg %s %s\r\n" % (key, b" ".join(flags))
     if c < 0.86:
         v = rand_value(r, quirks)
         flags = r.sample([b"F7", b"T0", b"T-1", b"T100", b"I", b"q", b"Oxy", b"k", b"c", b"MS",
                           b"ME", b"MA", b"MP", b"MR", b"MX", b"C" + cas_of(key),
-                          b"C" + BOGUS_CAS, b"F-1", b"Fx", b"b", b"E55"], r.randint(0, 4))
+                          b"C" + BOGUS_CAS, b"F-1", b"Fx", b"b"]
+                         + ([b"Ex"] if quirks else []), r.randint(0, 4))  # (a bad E token)
         if b"MA" in flags or b"MP" in flags:
             v = concat_data(v, quirks)
         n = len(v) - (1 if r.random() < 0.03 and v else 0)

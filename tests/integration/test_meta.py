@@ -48,6 +48,28 @@ class MetaTest(ServerTestCase):
         # the debug line's fields are implementation specific (see README)
         self.assertTrue(c.call(b"me %s\r\n" % k).startswith(b"ME %s " % k))
 
+    def test_E_sets_the_cas_of_the_item_written(self):
+        # The parser refused E (newer memcached's explicit CAS) as an invalid flag, though the
+        # ops carried it: no client could use it.
+        if not harness.is_bifrost():
+            self.skipTest("memcached 1.6.18 has no E flag (CLIENT_ERROR invalid flag)")
+        c = self.client()
+        k = self.key()
+        self.assertEqual(self.ms(c, k, b"5", b"E12345 c"), b"HD c12345\r\n")
+        self.assertEqual(c.call(b"mg %s c v\r\nmn\r\n" % k, b"MN\r\n"),
+                         b"VA 1 c12345\r\n5\r\nMN\r\n")
+        self.assertEqual(c.call(b"gets %s\r\n" % k, b"END\r\n"),
+                         b"VALUE %s 0 1 12345\r\n5\r\nEND\r\n" % k)
+        self.assertEqual(c.call(b"ma %s E777 c v\r\nmn\r\n" % k, b"MN\r\n"),
+                         b"VA 1 c777\r\n6\r\nMN\r\n")
+        self.assertEqual(self.ms(c, k, b"x", b"C777 E778 c"), b"HD c778\r\n")
+        self.assertEqual(self.ms(c, k, b"y", b"C777 E779"), b"EX\r\n")  # (778 now)
+        self.assertEqual(c.call(b"mg %s E1\r\n" % k), b"HD\r\n")  # (a read changes nothing)
+        self.assertEqual(self.cas_of(c, k), 778)
+        self.assertEqual(c.call(b"ms %s 1 Ex\r\nz\r\n" % k),
+                         b"CLIENT_ERROR bad token in command line format\r\n")
+        self.assertEqual(self.cas_of(c, k), 778)
+
     # ----------------------------------------------------------------- mg
 
     def test_mg_miss_and_hit(self):

@@ -799,7 +799,8 @@ BOOST_AUTO_TEST_CASE(meta_garbage_flags) {
       {"mg a \x01", "CLIENT_ERROR invalid flag"},
       {"mg a \x7f", "CLIENT_ERROR duplicate flag"},
       {"mg a \x80", "CLIENT_ERROR duplicate flag"},
-      {"mg a E", "CLIENT_ERROR invalid flag"},  // not in 1.6.18
+      {"mg a E", "CLIENT_ERROR bad token in command line format"},  // (1.6.18: no E flag)
+      {"mg a Ex", "CLIENT_ERROR bad token in command line format"},
       {"mg a x", "CLIENT_ERROR invalid flag"},
       {"mg a S", "CLIENT_ERROR invalid flag"},
       {"mg a Tx", "CLIENT_ERROR bad token in command line format"},
