@@ -362,6 +362,10 @@ void connection::process_input() {
       entry_->last_cmd_ms.store(uv_now(loop().uv()), std::memory_order_relaxed);
     if (r.status == proto::parse_status::error) {
       ctx_.counters->add(ctx_.counters->protocol_errors);
+      if (r.error == proto::too_large_error)
+        ctx_.counters->add(ctx_.counters->store_too_large);
+      else if (req_.cmd == proto::command::flush_all && r.error.substr(0, 6) == "CLIENT")
+        ctx_.counters->add(ctx_.counters->cmd_flush);  // (memcached counts it, then checks)
       // Text `noreply` silences even errors (memcached); meta `q` never does.
       // Only a value too large is refused with the old one removed; a malformed request
       // (bad flags, a bad token) leaves the item as it was, as in memcached.
@@ -462,11 +466,20 @@ void connection::adopt_line(pending& p) {
   rebase(p.req, p.req.line.data(), p.req.line.size(), p.line.data());
 }
 
+std::atomic<uint64_t>& connection::touch_counter(const proto::request& req) const {
+  auto& c = *ctx_.counters;
+  const bool touches = req.cmd == proto::command::gat || req.cmd == proto::command::gats ||
+                       (req.cmd == proto::command::mg && req.meta.has('T'));
+  return touches ? c.cmd_touch : c.cmd_get;
+}
+
 void connection::handle_request(size_t consumed) {
   auto& counters = *ctx_.counters;
   auto cmd = req_.cmd;
+  // As memcached: gat/gats and mg T count as touches (cmd_touch, with touch_hits/misses at
+  // the shard), get/gets and other mg as gets.
   if (is_get_family(cmd))  // (a split line's other keys count as their parts are planned)
-    counters.add(counters.cmd_get, std::min(req_.keys.size(), get_part_keys));
+    counters.add(touch_counter(req_), std::min(req_.keys.size(), get_part_keys));
   else if (is_storage(cmd))
     counters.add(counters.cmd_set);
   else if (cmd == proto::command::touch)
@@ -474,7 +487,7 @@ void connection::handle_request(size_t consumed) {
   if (is_meta(cmd)) {
     counters.add(counters.cmd_meta);
     if (cmd == proto::command::mg)
-      counters.add(counters.cmd_get);
+      counters.add(touch_counter(req_));
   }
 
   auto& p = push_pending(pending_kind::exec);
@@ -539,7 +552,7 @@ void connection::take_get_part(pending& p) {
     rest.next = end + 1;
   }
   plan(rest.req, p.ops);  // (the line's keys were checked when it was parsed)
-  ctx_.counters->add(ctx_.counters->cmd_get, rest.req.keys.size());
+  ctx_.counters->add(touch_counter(rest.req), rest.req.keys.size());
   p.partial = rest.next < rest.keys.size();
   if (!p.partial)
     get_rest_.reset();

@@ -106,6 +106,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("evicted_unfetched", sh.evicted_unfetched);
   counter("evictions", sh.evictions);
   counter("reclaimed", sh.reclaimed);
+  counter("store_too_large", sum(node, &loop_counters::store_too_large));
   // Bifrost's own counters.
   stat(out, "storage_segments", sh.segments);
   stat(out, "storage_segment_bytes", sh.segment_bytes);

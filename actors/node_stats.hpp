@@ -25,10 +25,11 @@ struct loop_counters {
   std::atomic<uint64_t> curr_connections{0};
   std::atomic<uint64_t> total_connections{0};
   std::atomic<uint64_t> rejected_connections{0};
-  std::atomic<uint64_t> cmd_get{0};       // keys requested by get-family commands
+  std::atomic<uint64_t> cmd_get{0};       // keys of get/gets, mg without T
   std::atomic<uint64_t> cmd_set{0};       // storage commands
   std::atomic<uint64_t> cmd_flush{0};
-  std::atomic<uint64_t> cmd_touch{0};
+  std::atomic<uint64_t> cmd_touch{0};     // touch, and the keys of gat/gats and mg T (memcached)
+  std::atomic<uint64_t> store_too_large{0};  // writes refused as larger than -I
   std::atomic<uint64_t> cmd_meta{0};
   std::atomic<uint64_t> bytes_read{0};
   std::atomic<uint64_t> bytes_written{0};

@@ -400,6 +400,32 @@ class StatsTest(ServerTestCase):
         c.call(b"delete %s\r\n" % a)
         self.assertEqual(int(raw_stats(c)["curr_items"]), after["curr_items"] - 1)
 
+    def test_touch_and_refusal_counters(self):
+        # bifrostd counted the keys of gat/gats and mg T in cmd_get (their hits and misses in
+        # touch_hits/touch_misses), had no store_too_large, and left an invalid flush_all
+        # out of cmd_flush.
+        c = self.client()
+        a, miss = self.key("a"), self.key("miss")
+        c.call(b"set %s 0 0 1\r\n1\r\n" % a)
+        before = {k: int(v) for k, v in raw_stats(c).items() if v.isdigit()}
+        c.call(b"gat 100 %s %s\r\n" % (a, miss), b"END\r\n")
+        c.call(b"gats 100 %s\r\n" % a, b"END\r\n")
+        c.call(b"touch %s 100\r\n" % a)
+        c.call(b"mg %s T100\r\n" % a)
+        self.assertEqual(c.call(b"set %s 0 0 %d\r\n" % (a, 1100000) + b"z" * 1100000 + b"\r\n"),
+                         b"SERVER_ERROR object too large for cache\r\n")
+        self.assertEqual(c.call(b"flush_all abc\r\n"),
+                         b"CLIENT_ERROR invalid exptime argument\r\n")
+        after = {k: int(v) for k, v in raw_stats(c).items() if v.isdigit()}
+        d = {k: after[k] - before[k] for k in before if k in after}
+        self.assertEqual(d["cmd_touch"], 5, d)
+        self.assertEqual(d["touch_hits"], 4, d)
+        self.assertEqual(d["touch_misses"], 1, d)
+        self.assertEqual(d["cmd_get"], 0, d)
+        self.assertEqual(d["get_hits"] + d["get_misses"], 0, d)
+        self.assertEqual(after.get("store_too_large", 0) - before.get("store_too_large", 0), 1)
+        self.assertEqual(d["cmd_flush"], 1, d)
+
     def test_connections_counted(self):
         c = self.client()
         before = raw_stats(c)
