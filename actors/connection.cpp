@@ -239,7 +239,7 @@ void connection::on_poll(uv_poll_t* h, int status, int events) {
 }
 
 void connection::on_readable() {
-  if (lingering_) {
+  if (lingering_ || hung_up_) {  // (hung up: the rest of the line is dropped as it comes)
     linger_read();
     return;
   }
@@ -355,6 +355,13 @@ void connection::process_input() {
       break;
     }
     if (r.status == proto::parse_status::close) {
+      // An HTTP request line (a complete line: memcached's guard against web clients) closes
+      // at once, as before; a line too long closes once the requests before it are answered.
+      if (std::memchr(in.data(), '\n', std::min(in.size(), proto::max_line_length + 1))) {
+        ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
+        close_now();
+        return;
+      }
       hang_up_after_answers();
       break;
     }
@@ -402,8 +409,10 @@ void connection::hang_up_after_answers() {
   // earned first: a client must see that its writes before the line were applied.
   ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
   // The client may still be sending the line: closing with its bytes unread would send a
-  // reset, and its kernel could drop those replies. Our side ends with a FIN instead, and
-  // its input is read and dropped until it closes (close_answered, bounded by linger_max).
+  // reset, and its kernel could drop those replies. Its input is read and dropped from now on
+  // (linger_read: a client that writes the whole line before it reads must not block us
+  // both), and once answered our side ends with a FIN, dropping its input until it closes
+  // (close_answered); past linger_max bytes dropped it gets the reset after all.
   auto& p = push_pending(pending_kind::immediate);
   p.close_after = true;
   read_closed_ = true;
@@ -1754,7 +1763,7 @@ void connection::update_poll() {
                                         : conn_entry::state::working,
                      std::memory_order_relaxed);
   int events = 0;
-  if ((!read_closed_ && !input_paused_) || lingering_)
+  if ((!read_closed_ && !input_paused_) || lingering_ || (hung_up_ && !hung_up_eof_))
     events |= UV_READABLE;
   if (want_write_)
     events |= UV_WRITABLE;
@@ -1825,6 +1834,11 @@ void connection::linger_read() {
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
       return;
+    if (!lingering_) {  // hung up, replies still to write: they go first (a reset loses them)
+      hung_up_eof_ = true;
+      update_poll();
+      return;
+    }
     close_now();  // EOF or an error
     return;
   }

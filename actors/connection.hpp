@@ -322,7 +322,8 @@ private:
   /// Everything read was answered and written, and no more is read: closes, or, if the
   /// client sent more, ends our side and drops its input until it closes (close_answered).
   void close_answered();
-  /// Lingering: reads and drops input; closes at EOF or an error.
+  /// Lingering (or hung up): reads and drops input; closes at EOF or an error (hung up with
+  /// replies still to write: stops reading, and they go first).
   void linger_read();
   /// The part of `bound` (max_pending, max_remote_pending) this connection may use now.
   size_t window(size_t bound) const;
@@ -354,6 +355,7 @@ private:
   std::optional<uint64_t> flush_unsent_;
   bool lingering_ = false;     // our side ended (close_answered): input is dropped until EOF
   bool hung_up_ = false;       // a line too long: close once answered, lingering
+  bool hung_up_eof_ = false;   // hung up, and the client's input ended
   size_t lingered_ = 0;        // bytes dropped while lingering (bounded: linger_max)
   bool no_linger_ = false;     // quit or a binary request: close at once, as memcached
   bool client_lost_ = false;   // lose_client(): requests run on, nothing is read or written

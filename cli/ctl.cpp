@@ -792,7 +792,8 @@ parse_result parse_args(int argc, const char* const* argv, options& opts, std::o
     }
     std::string what = e.what();
     // (CLI11 takes an unknown command for a stray argument and asks for a subcommand)
-    if (app.get_subcommands().empty() && !app.remaining().empty()) {
+    if (app.get_subcommands().empty() && !app.remaining().empty() &&
+        app.remaining().front().rfind("-", 0) != 0) {
       what = "unknown command '" + app.remaining().front() + "'; the commands are";
       for (auto& cmd : commands)
         what += std::string(" ") + cmd.name;
@@ -804,6 +805,10 @@ parse_result parse_args(int argc, const char* const* argv, options& opts, std::o
   auto subs = app.get_subcommands();
   opts.command = subs.front()->get_name();
   if (opts.command == "set") {
+    if (subs.front()->count("--value-file") > 0 && opts.value_file.empty()) {
+      err << "bifrostctl: --value-file: empty path (give a file, or - for stdin)\n";
+      return {false, exit_unreachable};
+    }
     if (opts.value_file.empty() && subs.front()->count("value") == 0) {
       err << "bifrostctl: set needs a VALUE or --value-file\n";
       return {false, exit_unreachable};

@@ -441,6 +441,12 @@ BOOST_AUTO_TEST_CASE(usage_errors_exit_2_and_help_exits_0) {
   BOOST_TEST(unknown.code == 2);
   BOOST_TEST(contains(unknown.err, "unknown command 'bogus'"), unknown.err);
   BOOST_TEST(contains(unknown.err, "members"), unknown.err);
+  auto bad_flag = ctl_run({"--node", "127.0.0.1:1", "--bogus"});  // (a flag: CLI11's words)
+  BOOST_TEST(bad_flag.code == 2);
+  BOOST_TEST(!contains(bad_flag.err, "unknown command"), bad_flag.err);
+  auto empty_file = ctl_run({"--node", "127.0.0.1:1", "set", "k", "--value-file", ""});
+  BOOST_TEST(empty_file.code == 2);
+  BOOST_TEST(contains(empty_file.err, "--value-file: empty path"), empty_file.err);
   auto wide_flags = ctl_run({"--node", "127.0.0.1:1", "set", "k", "v", "--flags", "4294967296"});
   BOOST_TEST(wide_flags.code == 2);
   BOOST_TEST(contains(wide_flags.err, "4294967295"), wide_flags.err);

@@ -2078,6 +2078,42 @@ BOOST_AUTO_TEST_CASE(a_read_that_reports_earlier_reads_waits_for_them_inside_a_w
 }
 
 // --------------------------------------------------------------------------------------------
+// bifrostctl's set of a value above the 64 KiB inline limit (--value-file: Node.upload) goes
+// to the key's owner, as a small one does: it was stored on the node bifrostctl asked, where
+// the owner's readers missed it.
+BOOST_AUTO_TEST_CASE(bifrostctl_large_set_goes_to_the_keys_owner) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 1, 5000ms, {"-I", "2m"});
+  std::string value(300 * 1024, '\0');
+  for (size_t i = 0; i < value.size(); ++i)
+    value[i] = static_cast<char>('a' + (i * 7919) % 26);
+  char path[] = "/tmp/bifrost-ctl-value-XXXXXX";
+  const int fd = mkstemp(path);
+  BOOST_REQUIRE(fd >= 0);
+  BOOST_REQUIRE(::write(fd, value.data(), value.size()) == ssize_t(value.size()));
+  ::close(fd);
+  auto keys = make_keys("ctl-big-", 8);
+  size_t stored = 0;
+  for (auto& k : keys) {
+    auto r = run_ctl({"--node", ns[0]->rpc(), "set", k, "--value-file", path});
+    stored += r.exit_code == 0 && r.out == "STORED\n";
+  }
+  std::remove(path);
+  BOOST_CHECK_EQUAL(stored, keys.size());
+  for (node* via : ns) {
+    mc_client m(via->port);
+    size_t read = 0;
+    for (auto& k : keys)
+      read += m.get(k) == std::optional<std::string>(value);
+    report("bifrostctl's large sets through n1, read through " + via->name + ": " +
+           std::to_string(read) + " of " + std::to_string(keys.size()));
+    BOOST_CHECK_EQUAL(read, keys.size());
+  }
+  BOOST_CHECK_EQUAL(sum_items(ns), long(keys.size()));  // (one copy each, at the owner)
+}
+
+// --------------------------------------------------------------------------------------------
 // bifrostctl's get, set and delete inside the window act as a client's do: n3 joined and
 // holds none of the keys it took yet. A get through n1 of such a key answers its value from
 // the past owner (before: not found); a delete answers DELETED and the key stays gone (before:
