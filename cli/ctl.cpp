@@ -500,9 +500,6 @@ int cmd_get(context& c) {
 // A value larger than what a node takes inline goes through Node.upload: the op without its
 // value, then the value in chunks through the returned sink (each chunk counts as progress),
 // then the sink's finish, which stores it and answers.
-constexpr size_t inline_value_limit = 64 * 1024;  // cluster/bifrost.capnp
-constexpr size_t upload_chunk = 256 * 1024;
-
 void fill_set(rpc::Op::Builder op, const options& opts, bool with_value) {
   op.setKind(rpc::OpKind::STORE);
   op.setMode(rpc::StoreMode::SET);
@@ -517,7 +514,7 @@ kj::Promise<void> upload_chunks(rpc::ValueSink::Client sink, const std::string& 
                                 size_t offset, session& s) {
   if (offset >= value.size())
     return kj::READY_NOW;
-  const size_t n = std::min(upload_chunk, value.size() - offset);
+  const size_t n = std::min(cluster::stream_chunk_size, value.size() - offset);
   auto req = sink.writeRequest();
   req.setIndex(0);
   req.setChunk(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(value.data() + offset), n));
@@ -531,7 +528,7 @@ int cmd_set(context& c) {
   rpc::Result::Reader res;
   kj::Maybe<capnp::Response<rpc::Node::ExecuteResults>> executed;
   kj::Maybe<capnp::Response<rpc::ValueSink::FinishResults>> finished;
-  if (c.opts.value.size() <= inline_value_limit) {
+  if (c.opts.value.size() <= cluster::inline_value_limit) {
     auto req = c.node.executeRequest();
     fill_set(req.initOps(1)[0], c.opts, true);
     req.setOrigin(rpc::Origin::CLIENT);
@@ -902,7 +899,7 @@ rpc::Node::Client session::connect(const std::string& address, bool hint) {
   } catch (failure& f) {
     // Another protocol's bytes, read as a Cap'n Proto segment table (an HTTP or memcached
     // port that speaks first): Cap'n Proto's own words ("too many segments") say nothing.
-    if (f.code == exit_unreachable && f.message.find("segment") != std::string::npos)
+    if (f.code == exit_unreachable && cluster::answered_another_protocol(f.message))
       f.message = "cannot reach node " + address + ": it answered, but not in Cap'n Proto RPC";
     // Connected, then dropped before hello's answer: what a TLS node does to a plain client.
     if (hint && !tls_ && f.code == exit_unreachable)

@@ -34,6 +34,14 @@ constexpr uint32_t queued_limit_factor = 15;
 /// allocated for it.
 constexpr size_t rpc_message_limit = 128ull << 20;
 
+/// True when a failed RPC connection's error says the peer answered in another protocol
+/// (an HTTP or memcached port that speaks first): Cap'n Proto reads its first bytes as a
+/// segment table and refuses it ("Message has too many segments", or one past the limit).
+inline bool answered_another_protocol(std::string_view error) noexcept {
+  return error.find("segment") != std::string_view::npos ||
+         error.find("Message") != std::string_view::npos;
+}
+
 /// Every data call (an RPC execute or a data link's LinkCall) carries at most this many ops and
 /// this many bytes of inline keys and values, so that calls and results stay far below the
 /// readers' message limit: results hold at most call_max_ops values of up to

@@ -183,9 +183,8 @@ void ring::point_index::add_shares(std::vector<double>& share) const {
   for (size_t i = 0; i < np; ++i)
     sum[owner[i]] += np == 1 ? (unsigned __int128)1 << 64
                              : (unsigned __int128)(pos[i] - pos[i == 0 ? np - 1 : i - 1]);
-  for (size_t m = 0; m < share.size(); ++m)
-    if (sum[m] != 0)
-      share[m] += std::min(1.0, static_cast<double>(sum[m]) / k_two64);
+  for (size_t m = 0; m < share.size(); ++m)  // (at most 2^64 each: at most 1.0)
+    share[m] += static_cast<double>(sum[m]) / k_two64;
 }
 
 std::shared_ptr<const ring> ring::build(std::vector<ring_member> members, uint64_t epoch,

@@ -714,13 +714,13 @@ public:
 class upload_sink final : public rpc::ValueSink::Server {
 public:
   /// `placed_by`: a member's ring (Node.upload's `ring`), its stores then run as
-  /// primary_execute's; `routed` (a tool, e.g. bifrostctl's set --value-file: any key to any
-  /// node): at the keys' owners, as routed_execute's (a tool's execute's); else (another
-  /// origin) here, as local_primary's.
+  /// primary_execute's; nullopt with origin client (a tool, e.g. bifrostctl's set
+  /// --value-file: any key to any node): at the keys' owners, as routed_execute's (a tool's
+  /// execute's); another origin: here, as local_primary's.
   upload_sink(service::impl& core, storage::op_batch ops, rpc::Origin origin, bool wait,
-              std::optional<uint64_t> placed_by, bool routed)
+              std::optional<uint64_t> placed_by)
     : core_(core), ops_(std::move(ops)), origin_(origin), wait_(wait), placed_by_(placed_by),
-      routed_(routed), too_large_(ops_.size()) {}
+      too_large_(ops_.size()) {}
 
 protected:
   kj::Promise<void> write(WriteContext context) override {
@@ -751,7 +751,6 @@ private:
   rpc::Origin origin_;
   bool wait_;  // answer after every replica stored the writes
   std::optional<uint64_t> placed_by_;
-  bool routed_ = false;
   bool finished_ = false;
   std::vector<bool> too_large_;  // per op: its value was too large (dropped)
 };
@@ -826,12 +825,9 @@ kj::Promise<void> upload_sink::finish(FinishContext context) {
     }
   // (Stores all: a member's are placed again when it placed them by a ring this node has
   // replaced, and refused while this node leaves for good, by the time the values are in.)
-  const bool refused =
-    !routed_ && origin_ == rpc::Origin::CLIENT && !placed_by_ && core_.refuses(ops_);
-  auto done = routed_      ? core_.routed_execute(std::move(ops_))
-              : refused    ? kj::Promise<storage::result_batch>(unavailable(ops_.size()))
-              : placed_by_ ? core_.primary_execute(std::move(ops_), *placed_by_, wait_)
-                           : core_.local_primary(std::move(ops_), origin_, wait_);
+  auto done = placed_by_ ? core_.primary_execute(std::move(ops_), *placed_by_, wait_)
+              : origin_ == rpc::Origin::CLIENT ? core_.routed_execute(std::move(ops_))
+                                               : core_.local_primary(std::move(ops_), origin_, wait_);
   return done
       .then([context, too_large = std::move(too_large_)](storage::result_batch rs) mutable {
         // (Not over `unavailable`: a refused call, or a remove that did not run.)
@@ -945,10 +941,8 @@ protected:
     std::optional<uint64_t> placed_by;
     if (member_ && origin == rpc::Origin::CLIENT)
       placed_by = params.getRing();
-    const bool routed = !member_ && origin == rpc::Origin::CLIENT;  // (as execute's `route`)
     context.getResults().setSink(kj::heap<upload_sink>(core_, std::move(ops), origin,
-                                                       params.getWaitReplicas(), placed_by,
-                                                       routed));
+                                                       params.getWaitReplicas(), placed_by));
     return kj::READY_NOW;
   }
 
@@ -2629,7 +2623,7 @@ namespace {
 std::string seed_failure(const std::string& error) {
   const char* hint = "not a node's RPC port? (a memcached port, say: the RPC port is the "
                      "memcached port + 1000 unless --rpc-port says otherwise)";
-  if (error.find("segment") != std::string::npos || error.find("Message") != std::string::npos)
+  if (answered_another_protocol(error))
     return std::string("answered, but not in Cap'n Proto RPC: ") + hint;
   if (error.find("hello was not answered") != std::string::npos)
     return "connected, but hello was not answered: a paused or overloaded node, or " +
