@@ -825,9 +825,10 @@ kj::Promise<void> upload_sink::finish(FinishContext context) {
     }
   // (Stores all: a member's are placed again when it placed them by a ring this node has
   // replaced, and refused while this node leaves for good, by the time the values are in.)
-  auto done = placed_by_ ? core_.primary_execute(std::move(ops_), *placed_by_, wait_)
-              : origin_ == rpc::Origin::CLIENT ? core_.routed_execute(std::move(ops_))
-                                               : core_.local_primary(std::move(ops_), origin_, wait_);
+  auto done =
+    placed_by_                       ? core_.primary_execute(std::move(ops_), *placed_by_, wait_)
+    : origin_ == rpc::Origin::CLIENT ? core_.routed_execute(std::move(ops_))
+                                     : core_.local_primary(std::move(ops_), origin_, wait_);
   return done
       .then([context, too_large = std::move(too_large_)](storage::result_batch rs) mutable {
         // (Not over `unavailable`: a refused call, or a remove that did not run.)
