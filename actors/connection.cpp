@@ -354,16 +354,15 @@ void connection::process_input() {
       }
       break;
     }
-    if (r.status == proto::parse_status::close) {
-      // An HTTP request line (a complete line: memcached's guard against web clients) closes
-      // at once, as before; a line too long closes once the requests before it are answered.
-      if (std::memchr(in.data(), '\n', std::min(in.size(), proto::max_line_length + 1))) {
-        ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
-        close_now();
-        return;
-      }
-      hang_up_after_answers();
+    if (r.status == proto::parse_status::too_long) {
+      hang_up_after_answers();  // the requests before it are answered first
       break;
+    }
+    if (r.status == proto::parse_status::close) {
+      // An HTTP request line (memcached's guard against web clients) closes at once.
+      ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
+      close_now();
+      return;
     }
     if (entry_)  // (`stats conns`: every line read counts, an erroneous one too)
       entry_->last_cmd_ms.store(uv_now(loop().uv()), std::memory_order_relaxed);
@@ -475,7 +474,7 @@ void connection::adopt_line(pending& p) {
   rebase(p.req, p.req.line.data(), p.req.line.size(), p.line.data());
 }
 
-std::atomic<uint64_t>& connection::touch_counter(const proto::request& req) const {
+std::atomic<uint64_t>& connection::read_counter(const proto::request& req) const {
   auto& c = *ctx_.counters;
   const bool touches = req.cmd == proto::command::gat || req.cmd == proto::command::gats ||
                        (req.cmd == proto::command::mg && req.meta.has('T'));
@@ -488,7 +487,7 @@ void connection::handle_request(size_t consumed) {
   // As memcached: gat/gats and mg T count as touches (cmd_touch, with touch_hits/misses at
   // the shard), get/gets and other mg as gets.
   if (is_get_family(cmd))  // (a split line's other keys count as their parts are planned)
-    counters.add(touch_counter(req_), std::min(req_.keys.size(), get_part_keys));
+    counters.add(read_counter(req_), std::min(req_.keys.size(), get_part_keys));
   else if (is_storage(cmd))
     counters.add(counters.cmd_set);
   else if (cmd == proto::command::touch)
@@ -496,7 +495,7 @@ void connection::handle_request(size_t consumed) {
   if (is_meta(cmd)) {
     counters.add(counters.cmd_meta);
     if (cmd == proto::command::mg)
-      counters.add(touch_counter(req_));
+      counters.add(read_counter(req_));
   }
 
   auto& p = push_pending(pending_kind::exec);
@@ -561,7 +560,7 @@ void connection::take_get_part(pending& p) {
     rest.next = end + 1;
   }
   plan(rest.req, p.ops);  // (the line's keys were checked when it was parsed)
-  ctx_.counters->add(touch_counter(rest.req), rest.req.keys.size());
+  ctx_.counters->add(read_counter(rest.req), rest.req.keys.size());
   p.partial = rest.next < rest.keys.size();
   if (!p.partial)
     get_rest_.reset();

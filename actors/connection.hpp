@@ -200,7 +200,7 @@ private:
   void hang_up_after_answers();
   /// The counter a get-family or mg request's keys count in: cmd_touch for gat/gats and
   /// mg T, cmd_get for the others (memcached's).
-  std::atomic<uint64_t>& touch_counter(const proto::request& req) const;
+  std::atomic<uint64_t>& read_counter(const proto::request& req) const;
   /// The local storage shard actor that holds `key`.
   const caf::actor& local_shard_for(const std::string& key) const;
   /// Sends one op whose reply nobody waits for (a side effect of a request) to a member's data

@@ -46,11 +46,18 @@ void check_one(std::string_view in, const parser_config& cfg, request& req, requ
         if (r.consumed != 0 || r.swallow != 0) die("incomplete consumed");
         if (r.need != 0 && r.need <= rest.size()) die("need within the input");
         return;
+      case parse_status::too_long: {
+        // Legitimate only for a line of more than 2048 bytes.
+        if (rest.size() <= max_line_length) die("too_long on a short input");
+        return;
+      }
       case parse_status::close: {
-        // Legitimate only for a line of more than 2048 bytes or an HTTP request line.
-        std::string_view first = rest.substr(0, rest.find('\n'));
-        if (rest.size() <= max_line_length && first.find("HTTP/") == std::string_view::npos)
-          die("close on a short input");
+        // Legitimate only for an HTTP request line, complete and within the line limit.
+        const size_t nl = rest.find('\n');
+        if (nl == std::string_view::npos || nl > max_line_length)
+          die("close without a complete line");
+        if (rest.substr(0, nl).find("HTTP/") == std::string_view::npos)
+          die("close on a line that is not HTTP");
         return;
       }
       case parse_status::ok:

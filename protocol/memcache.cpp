@@ -712,7 +712,7 @@ parse_result parse(std::string_view in, request& req, const parser_config& cfg) 
     if (n <= max_line_length) return {};
     if (!long_line_allowed(in)) {
       parse_result r;
-      r.status = parse_status::close;
+      r.status = parse_status::too_long;
       return r;
     }
     nl = static_cast<const char*>(std::memchr(p + window, '\n', n - window));

@@ -18,10 +18,13 @@
 //               (the data block of an oversized item), then continue parsing.
 //               `req.command`/`req.keys` are set when known (a too-large `set` must also
 //               remove the key's old value, as memcached does).
-// - close:      unrecoverable (a line of more than 2048 bytes without a newline that is
-//               not a get-family command): the connection must be closed. Like memcached,
+// - too_long:   unrecoverable: a line of more than 2048 bytes without a newline that is not
+//               a get-family command. Nothing after it can be parsed: the connection must be
+//               closed (memcached: after answering the requests before it). Like memcached,
 //               only "get " / "gets " (after at most 100 spaces) may be longer; "gat"/"gats"
 //               lines are closed too.
+// - close:      an HTTP request line (last token "HTTP/..."): memcached hangs up at once,
+//               its guard against a web client talking to the memcached port.
 // Limits follow memcached 1.6: keys of at most 250 bytes (spaces cannot occur, they separate
 // tokens; control characters are accepted, see below); data length a non-negative 32-bit
 // integer; `max_item_size` bounds the data block.
@@ -147,7 +150,7 @@ struct request {
   void clear() noexcept;
 };
 
-enum class parse_status : uint8_t { ok, incomplete, error, close };
+enum class parse_status : uint8_t { ok, incomplete, error, too_long, close };
 
 /// What `stats <arg>` asks for, decided memcached's way (proto_text.c process_stat): by the
 /// first word of `request::stats_arg`, case-sensitive; words after it are ignored unless the

@@ -70,6 +70,7 @@ inline std::string describe(const parse_result& r, const request& q) {
   switch (r.status) {
     case parse_status::ok: s = "ok"; break;
     case parse_status::incomplete: return "incomplete need=" + std::to_string(r.need);
+    case parse_status::too_long: return "too_long";
     case parse_status::close: return "close";
     case parse_status::error:
       s = "error ";
@@ -144,8 +145,9 @@ class stream_sim {
           if (r.need) last_need_ = r.need;
           compact();
           return;
+        case parse_status::too_long:
         case parse_status::close:
-          events_.push_back("close");
+          events_.push_back(r.status == parse_status::close ? "close" : "too_long");
           closed_ = true;
           return;
         case parse_status::ok:

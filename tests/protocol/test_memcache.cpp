@@ -27,7 +27,7 @@
 namespace bifrost::proto {
 // Printable enums for BOOST_TEST messages.
 inline std::ostream& operator<<(std::ostream& os, parse_status s) {
-  const char* n[] = {"ok", "incomplete", "error", "close"};
+  const char* n[] = {"ok", "incomplete", "error", "too_long", "close"};
   return os << n[static_cast<int>(s)];
 }
 inline std::ostream& operator<<(std::ostream& os, command c) {
@@ -118,12 +118,13 @@ std::string events(const std::string& s, parser_config cfg = {}) {
   return join(T::run_chunks(s, 0, cfg));
 }
 
-// The first result's error string (or "ok"/"incomplete"/"close").
+// The first result's error string (or "ok"/"incomplete"/"too_long"/"close").
 std::string status_of(const std::string& s, parser_config cfg = {}) {
   one o = P(s, cfg);
   switch (o.r.status) {
     case parse_status::ok: return "ok";
     case parse_status::incomplete: return "incomplete";
+    case parse_status::too_long: return "too_long";
     case parse_status::close: return "close";
     case parse_status::error: return std::string(o.r.error);
   }
@@ -524,16 +525,16 @@ BOOST_AUTO_TEST_CASE(control_characters_in_keys) {
 }
 
 BOOST_AUTO_TEST_CASE(long_lines) {
-  // 2048 bytes without a newline: keep waiting; 2049: close (memcached closes the socket).
+  // 2048 bytes without a newline: keep waiting; 2049: too long (memcached closes the socket).
   BOOST_TEST(status_of(std::string(2048, 'x')) == "incomplete");
-  BOOST_TEST(status_of(std::string(2049, 'x')) == "close");
+  BOOST_TEST(status_of(std::string(2049, 'x')) == "too_long");
   // Exactly 2048 bytes, then "\n" => ERROR (memcached, the "\n" sent separately).
   BOOST_TEST(status_of(std::string(2048, 'x') + "\n") == "ERROR");
   // 2049 bytes before the "\n" ("\r" included) close, even if the "\n" came in the same
   // read: memcached would close when the bytes arrive split (=> connection closed), and
   // the parser must not depend on packet boundaries (documented deviation).
-  BOOST_TEST(status_of(std::string(2048, 'x') + "\r\n") == "close");
-  BOOST_TEST(status_of("set " + std::string(2045, 'a') + "\r\n") == "close");
+  BOOST_TEST(status_of(std::string(2048, 'x') + "\r\n") == "too_long");
+  BOOST_TEST(status_of("set " + std::string(2045, 'a') + "\r\n") == "too_long");
 
   // get/gets may be arbitrarily long ("get a a a ... " 3000 bytes => keeps reading).
   std::string keys;
@@ -544,11 +545,11 @@ BOOST_AUTO_TEST_CASE(long_lines) {
   BOOST_TEST(o.r.status == parse_status::ok);
   BOOST_TEST(o.req.keys.size() == 1500u);
   // ... but not gat/gats (memcached only checks "get " and "gets " => closed).
-  BOOST_TEST(status_of("gat 0 " + keys) == "close");
-  BOOST_TEST(status_of("gats 0 " + keys) == "close");
+  BOOST_TEST(status_of("gat 0 " + keys) == "too_long");
+  BOOST_TEST(status_of("gats 0 " + keys) == "too_long");
   // At most 100 leading spaces (100 => still reading; 101 => closed).
   BOOST_TEST(status_of(std::string(100, ' ') + "get " + keys) == "incomplete");
-  BOOST_TEST(status_of(std::string(101, ' ') + "get " + keys) == "close");
+  BOOST_TEST(status_of(std::string(101, ' ') + "get " + keys) == "too_long");
   // A long get with a long key somewhere => CLIENT_ERROR bad command line format.
   BOOST_TEST(status_of("get " + k_key251 + " " + keys + "\r\n") == k_bad_format);
   // A get line of 100 kB.
@@ -1014,6 +1015,7 @@ BOOST_AUTO_TEST_CASE(long_pipeline_all_fragment_sizes) {
   BOOST_TEST_REQUIRE(violation.empty(), violation);
   BOOST_TEST(std::count(whole.begin(), whole.end(), '\n') > 200);
   BOOST_TEST(whole.find("close") == std::string::npos);
+  BOOST_TEST(whole.find("too_long") == std::string::npos);
   for (size_t c = 1; c <= 128; ++c) {
     BOOST_TEST_REQUIRE(join(T::run_chunks(in, c, small, &violation)) == whole, "chunk " << c);
     BOOST_TEST_REQUIRE(violation.empty(), violation);
@@ -1025,10 +1027,16 @@ BOOST_AUTO_TEST_CASE(long_pipeline_all_fragment_sizes) {
   BOOST_TEST(join(T::run_splits(in, at, small)) == whole);
 }
 
-BOOST_AUTO_TEST_CASE(close_stops_the_stream) {
-  // Requests before a too-long line are parsed; the connection then closes.
+BOOST_AUTO_TEST_CASE(too_long_and_close_stop_the_stream) {
+  // Requests before a too-long line are parsed; the connection then closes. The two ends are
+  // told apart: the connection answers the requests before a line too long, not an HTTP one.
   std::string in = "get a\r\n" + std::string(3000, 'z') + "\r\nget b\r\n";
+  BOOST_TEST(events(in) == "ok consumed=7 cmd=get keys=[\"a\"]\ntoo_long\n");
+  in = "get a\r\nGET /a HTTP/1.1\r\nget b\r\n";
   BOOST_TEST(events(in) == "ok consumed=7 cmd=get keys=[\"a\"]\nclose\n");
+  // An HTTP line of more than 2048 bytes is a line too long first (memcached reads no further).
+  in = "GET /" + std::string(2100, 'a') + " HTTP/1.1\r\n";
+  BOOST_TEST(events(in) == "too_long\n");
 }
 
 BOOST_AUTO_TEST_CASE(steady_state_is_allocation_free) {
