@@ -360,7 +360,6 @@ void connection::process_input() {
     }
     if (r.status == proto::parse_status::close) {
       // An HTTP request line (memcached's guard against web clients) closes at once.
-      ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
       close_now();
       return;
     }
@@ -406,7 +405,6 @@ void connection::process_input() {
 void connection::hang_up_after_answers() {
   // memcached hangs up on such a line without a word, but sends what the requests before it
   // earned first: a client must see that its writes before the line were applied.
-  ctx_.counters->add(ctx_.counters->conn_closed_line_too_long);
   // The client may still be sending the line: closing with its bytes unread would send a
   // reset, and its kernel could drop those replies. Its input is read and dropped from now on
   // (linger_read: a client that writes the whole line before it reads must not block us
@@ -1376,6 +1374,9 @@ void connection::handle_local(pending& p) {
       p.reply = "VERSION " + ctx_.node->version + "\r\n";
       break;
     case command::verbosity:
+      // (the parser took a 32-bit number; memcached keeps at most its MAX_VERBOSITY_LEVEL)
+      ctx_.node->verbosity.store(static_cast<int>(std::min<int64_t>(req.delay, 2)),
+                                 std::memory_order_relaxed);
       if (!req.noreply)
         p.reply = "OK\r\n";
       break;

@@ -171,7 +171,7 @@ void compose_stats_settings(const node_shared& node, std::string& out) {
   stat(out, "tcpport", c.port);
   stat(out, "udpport", 0);
   stat(out, "inter", c.listen);
-  stat(out, "verbosity", static_cast<uint64_t>(c.verbosity));
+  stat(out, "verbosity", static_cast<uint64_t>(node.verbosity.load(std::memory_order_relaxed)));
   stat(out, "num_threads", node.loops.size());
   stat(out, "item_size_max", c.max_item_size);
   stat(out, "cas_enabled", "yes");

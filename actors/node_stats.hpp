@@ -36,7 +36,6 @@ struct loop_counters {
   std::atomic<uint64_t> sendfile_bytes{0};  // value bytes sent with sendfile(2)
   std::atomic<uint64_t> sendfile_fallbacks{0};  // sendfile refused (EINVAL/ENOSYS): copied
   std::atomic<uint64_t> protocol_errors{0};
-  std::atomic<uint64_t> conn_closed_line_too_long{0};
   // Data links (cluster/data_link.hpp): calls and ops this loop sent to other members, and
   // served for them; links_open: client links connected and greeted, sessions_open: served.
   std::atomic<uint64_t> link_calls_sent{0};
@@ -83,6 +82,9 @@ struct node_shared {
   std::vector<loop_counters> loops;     // one per I/O loop (indexed by io_loop::index())
   /// `stats detail on|off` (on from the start with -D); read relaxed on every request.
   std::atomic<bool> detail_enabled{false};
+  /// `stats settings` verbosity: -v's count, then what the `verbosity N` command set (at most
+  /// 2, memcached's MAX_VERBOSITY_LEVEL). Any thread, relaxed.
+  std::atomic<int> verbosity{0};
   mutable std::vector<prefix_table> prefixes;  // one per I/O loop, like `loops`
   std::atomic<uint64_t> connections{0}; // open client connections, all loops (for -c)
   /// Set once the node leaves its cluster for good (node::refuse_member_writes): a write a
@@ -106,7 +108,8 @@ struct node_shared {
   const std::shared_ptr<storage::parked_values> parked;
 
   explicit node_shared(node_config c, size_t nloops)
-    : cfg(std::move(c)), loops(nloops), detail_enabled(cfg.detail_stats), prefixes(nloops),
+    : cfg(std::move(c)), loops(nloops), detail_enabled(cfg.detail_stats),
+      verbosity(cfg.verbosity), prefixes(nloops),
       parked(std::make_shared<storage::parked_values>(parked_limits(cfg))) {}
 
   /// Registers a socket for `stats conns` (its owner's loop thread); `now_ms`: uv_now.

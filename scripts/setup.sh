@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake pkg-config
   # libraries (see README "Dependencies")
   libcaf-dev libuv1-dev capnproto libcapnp-dev libssl-dev
-  libboost-test-dev libbenchmark-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+  libboost-test-dev libbenchmark-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
   libgoogle-perftools-dev
   # fuzzing / sanitizers / instruction counts (bench/cg_cluster)
   clang libclang-rt-14-dev valgrind

@@ -315,6 +315,23 @@ class TextExactBytesTest(ServerTestCase):
         c.send(b"verbosity 1 noreply\r\nverbosity 0 noreply\r\n")
         self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
 
+    def test_verbosity_shows_in_stats_settings(self):
+        c = self.client()
+
+        def level():
+            lines = c.call(b"stats settings\r\n", term=b"END\r\n").split(b"\r\n")
+            return [l for l in lines if l.startswith(b"STAT verbosity ")]
+
+        # memcached keeps at most its MAX_VERBOSITY_LEVEL (2); a refused level changes nothing.
+        self.assertEqual(c.call(b"verbosity 7\r\n"), b"OK\r\n")
+        self.assertEqual(level(), [b"STAT verbosity 2"])
+        c.send(b"verbosity 1 noreply\r\n")
+        self.assertEqual(level(), [b"STAT verbosity 1"])
+        self.assertEqual(c.call(b"verbosity x\r\n"), b"CLIENT_ERROR bad command line format\r\n")
+        self.assertEqual(level(), [b"STAT verbosity 1"])
+        self.assertEqual(c.call(b"verbosity 0\r\n"), b"OK\r\n")
+        self.assertEqual(level(), [b"STAT verbosity 0"])
+
     def test_delete_legacy_zero_time(self):
         c = self.client()
         k = self.key()
