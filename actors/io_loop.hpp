@@ -1,5 +1,7 @@
 // An I/O loop: one libuv loop on its own thread, hosting CAF actors (actors/actor_host.hpp)
-// that own sockets of this loop: listeners and connections.
+// on this loop's thread: listeners and connections (which own its sockets), its dispatcher,
+// the storage shards placed on it, a cluster node's data links and link sessions, and on
+// loop 0 the replicator.
 //
 // Wake-up: uv_async_send from other threads; a uv_idle handle for work readied on the loop
 // thread itself (runs in the same iteration, no syscall). Thread affinity: construct and destroy on the owning (main) thread;

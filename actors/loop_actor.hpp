@@ -1,4 +1,7 @@
-// Base class of actors hosted on an I/O loop (listeners, connections).
+// Base class of actors hosted on an I/O loop that use the loop itself (listeners,
+// connections, dispatchers, data links and link sessions); actors that only run there
+// (shards placed on a loop, the replicator) are hosted_actors (below), which may live on any
+// actor_host.
 //
 // A loop_actor is an ordinary CAF event_based_actor (normal mailbox, behaviours, monitors;
 // a request to it after it finished fails at once with request_receiver_down) whose

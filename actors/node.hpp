@@ -1,9 +1,10 @@
 // A Bifrost node: the actor system, the I/O loops and every long-lived actor, wired together.
 //
 // start() builds, in order: the CAF actor system (scheduler tuned: see docs/ARCHITECTURE.md),
-// the storage shards (opened, or recovered from --data-dir) and their actors, the route table
-// actor, the listening sockets (bound before any loop runs, so a busy port is reported at
-// once), the I/O loops and one listener actor per loop.
+// the I/O loops (started) with their dispatchers, the storage shards (opened, or recovered
+// from --data-dir) and their actors (on the loops, or on the scheduler), the route table
+// actor, the listening sockets (a busy port is reported before any client is served), and
+// one listener actor per loop.
 // stop() tears down in reverse, in the only order that cannot hang: listeners stop accepting
 // and connections drain (bounded by drain_timeout, then closed), every loop-hosted actor is
 // gone, the loops stop, the scheduler actors exit, and finally the actor system is destroyed.

@@ -39,7 +39,8 @@ struct node_config {
   std::string rpc_listen;                 // --rpc-listen: default = `listen`
   std::string rpc_advertise;              // --rpc-advertise host:port: default = listen host
                                           // (a wildcard one: the host name) and the RPC port
-  int32_t rpc_port = -1;                  // --rpc-port: -1 = memcached port + 1000 (0 if port 0)
+  int32_t rpc_port = -1;                  // --rpc-port: -1 = memcached port + 1000 (with -p 0
+                                          // the port chosen + 1000)
   std::string node_name;                  // --node-name: default "<listen>:<port>"
   std::vector<std::string> join;          // --join host:port[,host:port...] (RPC addresses)
   uint32_t replicas = 1;                  // --replicas R

@@ -3,8 +3,10 @@
 // The route table actor owns the table and publishes immutable snapshots. Subscribers (one
 // listener per I/O loop) receive every snapshot and hand it to their connections by pointer,
 // so routing a request costs a hash and a lookup, never an extra actor hop.
-// Today the table has one route, "every key -> local storage" (keys hashed over the shard
-// actors); the cluster and proxy issues add targets (ring, memcached pools) as new route kinds.
+// Standalone (and in a cluster until its first view) every key goes to local storage, hashed
+// over the shard actors; in a cluster each snapshot also carries the cluster_view
+// (actors/cluster_view.hpp): the ring names a key's owners, and a connection sends a key owned
+// elsewhere to that member's data link or peer actor.
 //
 // Interface (atoms in actors/messages.hpp):
 //   (subscribe_atom, actor)  the actor receives (routes_atom, route_snapshot_ptr) now and on

@@ -1,7 +1,8 @@
 // bifrostd: wiring only. Parses the configuration, starts a node and (unless --no-rpc) the
 // cluster service next to it, waits for SIGINT/SIGTERM (or a bifrostctl drain), then stops in
 // order: the node drains its clients, the service leaves the cluster and tears down the KJ
-// thread, the node tears down its actors and loops. Exit status 0.
+// thread, the node tears down its actors and loops. Exit status 0; 1 when the node cannot
+// start (a port in use...) or after a fatal cluster error (on_fatal); 2 on a configuration error.
 #include "actors/messages.hpp"
 #include "actors/io_loop.hpp"
 #include "actors/node.hpp"

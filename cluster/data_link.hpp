@@ -4,7 +4,8 @@
 // Why: a forwarded op through Cap'n Proto RPC cost ~45 000 instructions across the two nodes
 // (bench/cg_cluster: 58 % of a 3-node cluster's user time ran in KJ's event loop, capnp-rpc
 // and their allocations). The RPC stays for everything else: membership, admin, queries,
-// replication, warming, values over the inline limit (streamed) and bifrostctl.
+// replication and warm reads when no link can carry them, values over the inline limit
+// (streamed) and bifrostctl.
 //
 // Client side — `data_link`, one loop actor per (I/O loop, member), spawned on first use by
 // that loop's loop_links (actors/loop_links.hpp). It behaves like a storage shard:

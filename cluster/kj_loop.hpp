@@ -1,6 +1,7 @@
 // The KJ loop: one kj event loop (Cap'n Proto RPC, kj-tls) hosting CAF actors
 // (actors/actor_host.hpp) — the peer actors (one per remote node), the bridge to the local
-// shards and the replicator. It runs either on a thread of its own or, attached, on an I/O
+// shards, the router (ops placed again) and, when the service is given no I/O loop for it,
+// the replicator (bifrostd hosts it on loop 0). It runs either on a thread of its own or, attached, on an I/O
 // loop's thread (attach()), which then serves libuv and KJ together.
 //
 // Wake-up: an eventfd "doorbell" observed by KJ's UnixEventPort; any thread may ring it
