@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 #include <thread>
@@ -256,6 +257,18 @@ int main(int argc, char** argv) {
     else
       std::fprintf(stderr, "bifrostd: left the cluster, draining\n");
   }
+  // A second SIGINT/SIGTERM cuts the stop short (an operator's second Ctrl-C, as memcached
+  // stops on it): the process exits at once with status 1, as after kill -9 (replies in flight
+  // are cut off; a data directory recovers what it holds). The thread inherits the blocked
+  // mask, so only it sees the signal from now on.
+  std::thread([stop_signals] {
+    int again = 0;
+    if (sigwait(&stop_signals, &again) == 0) {
+      std::fprintf(stderr, "bifrostd: signal %d again: exiting without finishing the stop\n",
+                   again);
+      std::_Exit(1);
+    }
+  }).detach();
   node->drain();
   if (cluster) {
     // Leave first (the others told, the writes acknowledged here handed on): members place

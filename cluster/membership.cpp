@@ -201,6 +201,11 @@ output membership::leave_(uint64_t now_ms) {
 
 bool membership::done_leaving() const noexcept {
   if (!leaving_) return false;
+  // Nobody alive or suspect to tell (a lone node, or one whose seeds never answered): done.
+  bool anyone = false;
+  for (const auto& [name, r] : members_)
+    anyone = anyone || (name != self_ && probe_eligible(r.info.state));
+  if (!anyone) return true;
   for (const auto& p : queue_)
     if (p.update.name == self_) return false;
   return true;

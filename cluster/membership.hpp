@@ -269,7 +269,8 @@ public:
   /// tick() keeps gossiping it until done_leaving(). Afterwards the node neither probes nor
   /// refutes, and answers any ping, ping_req or join with a `leave` message.
   output leave(uint64_t now_ms);
-  /// True once leave() was called and the announcement has been retransmitted enough.
+  /// True once leave() was called and the announcement has been retransmitted enough (at
+  /// once when no other member is alive or suspect: nobody is left to tell).
   bool done_leaving() const noexcept;
 
   /// Runs the timers: starts probes, sends ping_reqs, declares suspects and dead members,

@@ -308,6 +308,27 @@ BOOST_AUTO_TEST_CASE(updates_follow_incarnation_then_state_precedence) {
   BOOST_TEST(m.alive_names() == std::vector<std::string>{"self"});
 }
 
+// A node with nobody alive or suspect to tell is done leaving at once (bifrostd's stop waited
+// up to 1 s for a lone node's announcement); one with a live member keeps gossiping it.
+BOOST_AUTO_TEST_CASE(leaving_with_nobody_to_tell_is_done_at_once) {
+  membership lone(local_member{"self", "self:7000", "", 1});
+  BOOST_TEST(!lone.done_leaving());
+  lone.leave(10);
+  BOOST_TEST(lone.done_leaving());
+
+  membership gone(local_member{"self", "self:7000", "", 1});
+  gone.on_message(gossip_of({upd("b", 1, member_state::dead), upd("c", 1, member_state::left)}), 10);
+  gone.leave(20);
+  BOOST_TEST(gone.done_leaving());
+
+  for (auto st : {member_state::alive, member_state::suspect}) {
+    membership m(local_member{"self", "self:7000", "", 1});
+    m.on_message(gossip_of({upd("b", 1, st), upd("c", 1, member_state::dead)}), 10);
+    m.leave(20);
+    BOOST_TEST(!m.done_leaving());  // b has to hear of it
+  }
+}
+
 BOOST_AUTO_TEST_CASE(the_order_of_updates_does_not_change_the_result) {
   std::vector<member_update> ups = {
       upd("b", 0, member_state::alive), upd("b", 0, member_state::suspect),

@@ -263,6 +263,31 @@ class DrainTest(unittest.TestCase):
         self.assertEqual(bytes(buf), reply * answered, "a reply was cut")
         self.assertEqual(server.proc.wait(10), 0)
 
+    def test_a_second_sigterm_ends_the_drain_at_once(self):
+        # A client that never reads holds the drain to its 5 s bound; a second SIGTERM (an
+        # operator's second Ctrl-C) exits at once, with status 1 (the first one's stop was not
+        # finished). Before, the second signal did nothing.
+        if not harness.is_bifrost():
+            self.skipTest("memcached exits on SIGTERM without a drain")
+        server = harness.Server(extra=("-m", "64"))
+        self.addCleanup(server.close_log)
+        self.addCleanup(server.stop)
+        server.start()
+        value = b"x" * 100000
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value))
+            self.assertEqual(s.recv(100), b"STORED\r\n")
+            s.sendall(b"get big\r\n" * 1000)  # 100 MB of replies, never read
+            time.sleep(0.3)
+            os.kill(server.pid, signal.SIGTERM)
+            time.sleep(0.5)
+            self.assertIsNone(server.proc.poll(), "the drain should still wait for the client")
+            t0 = time.monotonic()
+            os.kill(server.pid, signal.SIGTERM)
+            self.assertEqual(server.proc.wait(10), 1)
+            took = time.monotonic() - t0
+        self.assertLess(took, 2.0, "the second SIGTERM took %.2f s" % took)
+
     def test_sigterm_answers_what_was_read_behind_a_stats(self):
         # Everything the node read before the drain is answered, also the requests a stats
         # held back (nothing after a stats is parsed until it is answered): the connection was
