@@ -63,6 +63,11 @@ constexpr size_t linger_max = 4u << 20;
 constexpr size_t get_part_keys = 64;
 constexpr size_t max_parts_pending = 64;
 constexpr size_t max_get_line = 1u << 20;      // a get-family line may be long, not endless
+// A new connection's value_estimate_ (at most -I): its first reads may go 32 at a time. Higher
+// would pin more of -m for a client that pipelines large values at once and never reads;
+// lower would make a client that writes its pipeline whole before it reads (small socket
+// buffers, a long line at its end) wait for the node as the node waits for it sooner.
+constexpr uint64_t initial_value_estimate = 256u << 10;
 
 bool is_get_family(proto::command c) {
   using proto::command;
@@ -113,6 +118,7 @@ connection::connection(caf::actor_config& cfg, io_loop& loop, loop_context& ctx,
   : loop_actor(cfg, loop), ctx_(ctx), fd_(fd), writer_(fd) {
   poll_.data = this;
   pcfg_.max_item_size = ctx.node->cfg.max_item_size;
+  value_estimate_ = std::min<uint64_t>(ctx.node->cfg.max_item_size, initial_value_estimate);
   out_ = out_queue(ctx.node->cfg.sendfile_threshold);
 }
 
@@ -172,6 +178,7 @@ void connection::pending::reset() noexcept {
   outstanding = 0;
   remote_ops = 0;
   remote_reads = 0;
+  reads = 0;
   partial = false;
   if (reply.capacity() > 4096) std::string().swap(reply); else reply.clear();
   // (a long get line's copy and its key list: kept, every slot would end up holding one)
@@ -294,7 +301,8 @@ void connection::process_input() {
     return;  // no route table yet: keep the bytes
   while (!closing_ && !stats_barrier_ && !flush_unsent_ && (get_rest_ || rpos_ < rend_)) {
     if (get_rest_) {  // (before anything after it is parsed)
-      if (over_budget()) {
+      if (over_budget() || read_allowance() == 0) {
+        read_gated_ = read_gated_ || read_allowance() == 0;
         input_paused_ = true;
         break;
       }
@@ -335,6 +343,12 @@ void connection::process_input() {
       first_line_seen_ = true;
     }
     auto r = proto::parse(in, req_, pcfg_);
+    if (r.status == proto::parse_status::ok && read_allowance() == 0 &&
+        (is_get_family(req_.cmd) || req_.cmd == proto::command::mg)) {
+      input_paused_ = true;  // parsed again once values went out (parse() is pure)
+      read_gated_ = true;
+      break;
+    }
     want_ = r.status == proto::parse_status::incomplete ? r.need : 0;
     if (r.status == proto::parse_status::incomplete) {
       // A get line may legitimately be long, but not endless.
@@ -484,8 +498,10 @@ void connection::handle_request(size_t consumed) {
   auto cmd = req_.cmd;
   // As memcached: gat/gats and mg T count as touches (cmd_touch, with touch_hits/misses at
   // the shard), get/gets and other mg as gets.
+  // A long get-family line goes in parts (get_rest_), the first one now.
+  const size_t part_keys = std::min(get_part_keys, read_allowance());
   if (is_get_family(cmd))  // (a split line's other keys count as their parts are planned)
-    counters.add(read_counter(req_), std::min(req_.keys.size(), get_part_keys));
+    counters.add(read_counter(req_), std::min(req_.keys.size(), part_keys));
   else if (is_storage(cmd))
     counters.add(counters.cmd_set);
   else if (cmd == proto::command::touch)
@@ -498,18 +514,18 @@ void connection::handle_request(size_t consumed) {
 
   auto& p = push_pending(pending_kind::exec);
   uint64_t seq = base_seq_ + pending_.size() - 1;
-  if (is_get_family(cmd) && req_.keys.size() > get_part_keys) {
+  if (is_get_family(cmd) && req_.keys.size() > part_keys) {
     // The first part now, the rest as the backpressure allows (get_rest).
     get_rest_.emplace();
     get_rest_->req.cmd = cmd;
     get_rest_->req.exptime = req_.exptime;
     size_t bytes = 0;
-    for (size_t i = get_part_keys; i < req_.keys.size(); ++i)
+    for (size_t i = part_keys; i < req_.keys.size(); ++i)
       bytes += req_.keys[i].size() + 1;
     get_rest_->keys.reserve(bytes);
-    for (size_t i = get_part_keys; i < req_.keys.size(); ++i)
+    for (size_t i = part_keys; i < req_.keys.size(); ++i)
       get_rest_->keys.append(req_.keys[i]).push_back(' ');
-    req_.keys.resize(get_part_keys);
+    req_.keys.resize(part_keys);
     p.partial = true;
   }
   auto pr = plan(req_, p.ops);  // copies keys and the data block out of the read buffer
@@ -532,6 +548,15 @@ void connection::handle_request(size_t consumed) {
   dispatch_ops(seq, p);
 }
 
+size_t connection::read_allowance() const {
+  const uint64_t queued = out_.pending_bytes();
+  const uint64_t room =
+    queued < max_output ? (max_output - queued) / std::max<uint64_t>(value_estimate_, 1) : 0;
+  if (reads_pending_ == 0)
+    return static_cast<size_t>(std::max<uint64_t>(room, 1));
+  return room > reads_pending_ ? static_cast<size_t>(room - reads_pending_) : 0;
+}
+
 bool connection::over_budget() const {
   return pending_.size() >= window(max_pending) || remote_pending_ >= max_remote_pending ||
          remote_reads_pending_ >= window(max_remote_pending) ||
@@ -552,7 +577,8 @@ void connection::push_get_part() {
 void connection::take_get_part(pending& p) {
   auto& rest = *get_rest_;
   rest.req.keys.clear();
-  while (rest.req.keys.size() < get_part_keys && rest.next < rest.keys.size()) {
+  const size_t part_keys = std::min(get_part_keys, read_allowance());
+  while (rest.req.keys.size() < part_keys && rest.next < rest.keys.size()) {
     const size_t end = rest.keys.find(' ', rest.next);
     rest.req.keys.emplace_back(rest.keys.data() + rest.next, end - rest.next);
     rest.next = end + 1;
@@ -567,6 +593,9 @@ void connection::take_get_part(pending& p) {
 void connection::dispatch_ops(uint64_t seq, pending& p) {
   p.results.resize(p.ops.size());
   p.outstanding = static_cast<uint32_t>(p.ops.size());
+  for (const auto& o : p.ops)
+    p.reads += o.kind == storage::op_kind::get && o.get_value;
+  reads_pending_ += p.reads;
   if (ctx_.routes->cluster)
     p.routing.assign(p.ops.size(), op_route{});
   for (uint32_t i = 0; i < p.ops.size(); ++i)
@@ -1579,6 +1608,15 @@ void connection::on_stats(uint64_t seq, const storage::shard_stats& st) {
 void connection::complete_ready() {
   while (!pending_.empty() && pending_.front().outstanding == 0) {
     auto& p = pending_.front();
+    if (p.reads > 0) {  // (before the replies take the results' values)
+      for (size_t i = 0; i < p.ops.size() && i < p.results.size(); ++i) {
+        if (p.ops[i].kind != storage::op_kind::get || !p.ops[i].get_value)
+          continue;
+        const auto& r = p.results[i];
+        if (r.st == storage::status::hit)  // (a miss tells nothing of the values' sizes)
+          value_estimate_ = std::max<uint64_t>(r.value_size, value_estimate_ / 2);
+      }
+    }
     switch (p.kind) {
       case pending_kind::refused:  // the old value is gone (or unreachable): the error, if any
         out_.bytes(p.reply);
@@ -1650,12 +1688,14 @@ void connection::complete_ready() {
     bool close_after = p.close_after;
     remote_pending_ -= p.remote_ops;
     remote_reads_pending_ -= p.remote_reads;
+    reads_pending_ -= p.reads;
     pending_.pop_front();
     ++base_seq_;
     if (close_after) {
       pending_.clear();
       remote_pending_ = 0;
       remote_reads_pending_ = 0;
+      reads_pending_ = 0;
       get_rest_.reset();
       read_closed_ = true;
       break;
@@ -1720,8 +1760,11 @@ void connection::write_out() {
     want_write_ = status == socket_writer::status::blocked;
     if (want_write_)
       window_level_ = 0;
-    else if (out_.empty() && window_level_ < max_window_level && client_reads(st.bytes))
+    else if (out_.empty() && window_level_ < max_window_level && !read_gated_ &&
+             client_reads(st.bytes))
       ++window_level_;
+    if (out_.empty())
+      read_gated_ = false;
   }
   // (Below every bound of over_budget(): process_input, which pauses again at once
   // otherwise, ends in complete_ready(), which calls this.) Before the close below: requests
@@ -1729,7 +1772,7 @@ void connection::write_out() {
   if (input_paused_ && !stats_barrier_ && !flush_unsent_ &&
       pending_.size() < window(max_pending) / 2 &&
       remote_pending_ <= max_remote_pending / 2 &&
-      remote_reads_pending_ <= window(max_remote_pending) / 2 &&
+      remote_reads_pending_ <= window(max_remote_pending) / 2 && read_allowance() > 0 &&
       out_.pending_bytes() < (want_write_ ? blocked_output : max_output) / 2 &&
       (!get_rest_ || pending_.size() < max_parts_pending / 2)) {
     input_paused_ = false;
@@ -1857,6 +1900,7 @@ void connection::close_now() {
   pending_.clear();
   remote_pending_ = 0;
   remote_reads_pending_ = 0;
+  reads_pending_ = 0;
   get_rest_.reset();
   if (poll_open_) {
     uv_poll_stop(&poll_);

@@ -9,7 +9,9 @@
 //
 // Backpressure: reading pauses once `max_pending` requests wait, their ops placed at other
 // members (when they were parsed; counted until the request is written) reach
-// `max_remote_pending`, or `max_output` bytes are queued, and resumes when they drain. Two
+// `max_remote_pending`, or `max_output` bytes are queued, and resumes when they drain; a
+// read of values also waits while the values of those pending may fill max_output
+// (read_allowance(): a value queued pins its segment, which counts in -m). Two
 // bounds are earned (window()): of `max_pending`, and of `max_remote_pending` for the reads
 // of values among those ops (remote_reads_pending_; all remote ops keep the fixed bound), a
 // connection may use 1/16 at first, twice as much each time its output is written whole
@@ -103,6 +105,7 @@ private:
     uint32_t outstanding = 0;
     uint32_t remote_ops = 0;   // ops routed to other members (counted in remote_pending_)
     uint32_t remote_reads = 0; // of those, reads of values (in remote_reads_pending_)
+    uint32_t reads = 0;        // reads of values among all its ops (in reads_pending_)
     std::string reply;         // immediate / error reply bytes
     bool close_after = false;  // quit
     bool partial = false;      // a part of a long get that is not its last: no END
@@ -201,6 +204,14 @@ private:
   /// The counter a get-family or mg request's keys count in: cmd_touch for gat/gats and
   /// mg T, cmd_get for the others (memcached's).
   std::atomic<uint64_t>& read_counter(const proto::request& req) const;
+  /// How many more reads of values may go out now: the values their pending requests may
+  /// bring (reads_pending_ × value_estimate_) and the output queued stay within max_output;
+  /// at least 1 when no read waits. At 0 a get-family or mg request waits, parsed again
+  /// once values went out; a long get line's parts are cut to it. A reply's value pins its
+  /// segment, which counts in -m: without this bound one client that pipelined gets of
+  /// large values (or named 80 in one line) and did not read pinned every one of them, and
+  /// the writes of every other client failed `out of memory` while it stayed connected.
+  size_t read_allowance() const;
   /// The local storage shard actor that holds `key`.
   const caf::actor& local_shard_for(const std::string& key) const;
   /// Sends one op whose reply nobody waits for (a side effect of a request) to a member's data
@@ -372,6 +383,15 @@ private:
   pending_ring pending_;
   size_t remote_pending_ = 0;  // Σ remote_ops of pending_ (input pauses at a bound)
   size_t remote_reads_pending_ = 0;  // Σ remote_reads of pending_ (pauses at a window)
+  size_t reads_pending_ = 0;   // Σ reads of pending_ (read_allowance)
+  /// What a value read is expected to hold (read_allowance): initial_value_estimate at
+  /// first (at most -I), then at each hit the larger of its value's size and half the
+  /// estimate before it (misses leave it).
+  uint64_t value_estimate_ = 0;
+  /// The read allowance cut the output flushed next: its being written whole earns no window
+  /// (small bursts are taken by any socket; a client that never reads would otherwise earn
+  /// the window its first bursts did not cut).
+  bool read_gated_ = false;
   size_t held_ = 0;            // ops of pending_ held behind an earlier write (op_route::held)
   unsigned window_level_ = 0;  // the share of the bounds earned by reading (window())
   /// The keys of a long get-family request not sent yet. A member's values are

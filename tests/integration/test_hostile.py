@@ -290,6 +290,51 @@ class UnreadRepliesTest(ServerTestCase):
         self.assertAlive()
 
 
+class UnreadLargeValuesTest(ServerTestCase):
+    """A client that asks for many large values and does not read must not starve the other
+    clients' writes. A reply's value pins its segment, which counts in -m: bifrostd ran every
+    get of such a client at once (80 in one line, or 80 pipelined), pinned nearly all of -m,
+    and about half of another client's sets answered `SERVER_ERROR out of memory storing
+    object` for as long as it stayed connected. memcached stores them all (it holds the
+    items of the replies it is sending, about 20 requests' worth per connection)."""
+
+    item_size = "1m"
+    extra = ("-m", "64")
+    N = 80
+
+    def check_writes_go_on(self, ask):
+        size = 900000
+        with self.server.client(timeout=10) as c:
+            for i in range(self.N):
+                c.send(b"set p%d 0 0 %d noreply\r\n" % (i, size) + b"p" * size + b"\r\n")
+            self.assertEqual(c.call(b"mn\r\n"), b"MN\r\n")
+        # (Default receive buffers: the socket takes a few MB before the node's queue fills.)
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+        try:
+            s.sendall(ask)
+            time.sleep(1)
+            refused = 0
+            with self.server.client(timeout=10) as d:
+                for r in range(3):
+                    for i in range(100):
+                        got = d.call(b"set w%d 0 0 100000\r\n" % i + b"w" * 100000 + b"\r\n")
+                        if got != b"STORED\r\n":
+                            self.assertEqual(got, b"SERVER_ERROR out of memory storing object\r\n")
+                            refused += 1
+            print("\n  %d of 300 sets refused while the client held its replies" % refused,
+                  file=sys.stderr)
+            self.assertEqual(refused, 0)
+        finally:
+            s.close()
+        self.assertAlive()
+
+    def test_a_multiget_of_large_values_never_read(self):
+        self.check_writes_go_on(b"get " + b" ".join(b"p%d" % i for i in range(self.N)) + b"\r\n")
+
+    def test_pipelined_gets_of_large_values_never_read(self):
+        self.check_writes_go_on(b"".join(b"get p%d\r\n" % i for i in range(self.N)))
+
+
 class LongGetLineTest(ServerTestCase):
     """A get line may be long (a 1 MiB line holds 500 000 one-byte keys). bifrostd planned an
     op of ~184 bytes for every key of it at once, and kept the line's key list in the request's
