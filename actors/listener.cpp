@@ -207,7 +207,7 @@ void listener::accept_all() {
     }
     int one = 1;
     ::setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (node.connections.load(std::memory_order_relaxed) >= node.cfg.max_connections) {
+    if (node.connections.load(std::memory_order_relaxed) >= node.client_limit) {
       // Best effort, like memcached: the reply fits any socket buffer.
       ssize_t ignored = ::send(cfd, too_many.data(), too_many.size(), MSG_NOSIGNAL);
       (void) ignored;

@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -364,6 +365,18 @@ uint64_t node::descriptors_wanted(node_config cfg) {
   return cfg.max_connections + 2 * segments + 256 + (8ull + 2 * 256) * cfg.threads;
 }
 
+uint32_t node::client_limit(node_config cfg, uint64_t open_files) {
+  fill_defaults(cfg);
+  const uint64_t rest = descriptors_wanted(cfg) - cfg.max_connections;
+  const uint64_t room = open_files > rest ? open_files - rest : 0;
+  const uint64_t floor = std::min<uint64_t>(cfg.max_connections, open_files / 2);
+  return static_cast<uint32_t>(std::clamp<uint64_t>(room, floor, cfg.max_connections));
+}
+
+uint32_t node::client_limit() const {
+  return impl_->shared->client_limit;
+}
+
 std::unique_ptr<node> node::start(const node_config& given, std::string& error,
                                   std::function<void(io_loop&)> before_first_loop) {
   auto p = std::make_unique<impl>();
@@ -384,6 +397,11 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
 
   p->shared = std::make_unique<node_shared>(cfg, cfg.threads);
   p->shared->started_at = static_cast<uint32_t>(std::time(nullptr));
+  rlimit files{};
+  p->shared->client_limit =
+    ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
+      ? client_limit(cfg, files.rlim_cur)
+      : cfg.max_connections;
 
   // I/O loops first: shard actors may live on them.
   for (uint32_t i = 0; i < cfg.threads; ++i) {

@@ -50,6 +50,13 @@ public:
   /// and room for the rest (listeners, loops, data links, RPC connections). The daemon raises its
   /// RLIMIT_NOFILE to this, as memcached does from -c.
   static uint64_t descriptors_wanted(node_config cfg);
+  /// Clients a node with `cfg` serves at once when its process may open `open_files`
+  /// descriptors: -c, less what the rest of descriptors_wanted does not find room for (a
+  /// client beyond it is refused as beyond -c, instead of its descriptor being one a storage
+  /// segment then lacks: a write failed `out of memory`), but never below half the limit.
+  static uint32_t client_limit(node_config cfg, uint64_t open_files);
+  /// This node's client_limit (set at start from RLIMIT_NOFILE).
+  uint32_t client_limit() const;
 
   /// The port the memcached listener is bound to (useful with port 0).
   uint16_t port() const;

@@ -70,7 +70,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   stat(out, "pointer_size", sizeof(void*) * 8);
   stat(out, "rusage_user", seconds_dot_micros(ru.ru_utime));
   stat(out, "rusage_system", seconds_dot_micros(ru.ru_stime));
-  stat(out, "max_connections", node.cfg.max_connections);
+  stat(out, "max_connections", node.client_limit);
   stat(out, "curr_connections", sum(node, &loop_counters::curr_connections));
   counter("total_connections", sum(node, &loop_counters::total_connections));
   counter("rejected_connections", sum(node, &loop_counters::rejected_connections));
@@ -167,7 +167,7 @@ void reset_stats(const node_shared& node, const storage::shard_stats& sh) {
 void compose_stats_settings(const node_shared& node, std::string& out) {
   const auto& c = node.cfg;
   stat(out, "maxbytes", c.memory_limit);
-  stat(out, "maxconns", c.max_connections);
+  stat(out, "maxconns", node.client_limit);
   stat(out, "tcpport", c.port);
   stat(out, "udpport", 0);
   stat(out, "inter", c.listen);

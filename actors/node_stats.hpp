@@ -87,6 +87,9 @@ struct node_shared {
   std::atomic<int> verbosity{0};
   mutable std::vector<prefix_table> prefixes;  // one per I/O loop, like `loops`
   std::atomic<uint64_t> connections{0}; // open client connections, all loops (for -c)
+  /// Clients served at once (set at start, then read only): -c, or fewer when the open files
+  /// limit cannot hold -c beside what storage segments and the rest need (node::start).
+  uint32_t client_limit = 0;
   /// Set once the node leaves its cluster for good (node::refuse_member_writes): a write a
   /// member sends it over a data link (or the RPC) that would run here answers unavailable,
   /// as it could neither be replicated any more nor outlive the exit (one placed again on

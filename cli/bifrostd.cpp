@@ -90,8 +90,10 @@ void raise_open_files_limit(const bifrost::actors::node_config& cfg) {
   if (up.rlim_cur > now.rlim_cur && ::setrlimit(RLIMIT_NOFILE, &up) != 0)
     up.rlim_cur = now.rlim_cur;
   std::cerr << "bifrostd: warning: the open files limit is " << up.rlim_cur << ", below the "
-            << want << " that -c " << cfg.max_connections
-            << " and -m may need: clients beyond it are told ERROR Too many open connections\n";
+            << want << " that -c " << cfg.max_connections << " and -m may need: at most "
+            << bifrost::actors::node::client_limit(cfg, up.rlim_cur)
+            << " clients are served at once (the others are told ERROR Too many open "
+               "connections), so that storage segments find descriptors\n";
 }
 
 } // namespace

@@ -167,6 +167,59 @@ class DescriptorShortageTest(unittest.TestCase):
         self.assertTrue(accepted)
         self.assertIn("the open files limit is 48", server.output())
 
+    @staticmethod
+    def fd_limit_1024():
+        import ctypes
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+        ctypes.CDLL(None, use_errno=True).prctl(24, 24, 0, 0, 0)  # (as low_fd_limit)
+
+    def test_clients_leave_descriptors_for_the_storage_segments(self):
+        # With an open files limit below what -c and -m need, bifrostd took clients until
+        # accept4 failed, and a storage segment then found no descriptor: with 1000 clients
+        # held, 290 of 300 sets of 200 KB answered "SERVER_ERROR out of memory storing object"
+        # (memcached does not start below the limit -c needs). Now it serves fewer clients at
+        # once (at least half the limit) and says how many at start.
+        if not harness.is_bifrost():
+            self.skipTest("memcached does not start below the limit -c needs")
+        if harness.sanitized():
+            self.skipTest("sanitizer runtimes need descriptors of their own")
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            self.skipTest("this test process needs 1200 descriptors of its own")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        server = harness.Server(conns=1000, preexec=self.fd_limit_1024)
+        self.addCleanup(server.close_log)
+        self.addCleanup(server.stop)
+        server.start()
+        held, refused = [], 0
+        deadline = time.monotonic() + 60
+        while len(held) + refused < 1000 and time.monotonic() < deadline:
+            c = server.client(timeout=5)
+            r = c.call(b"version\r\n")
+            if r == TOO_MANY:
+                refused += 1
+                c.close()
+                if refused >= 20:
+                    break
+                continue
+            self.assertTrue(r.startswith(b"VERSION "), r)
+            held.append(c)
+        self.addCleanup(lambda: [c.close() for c in held])
+        print("\n  %d clients held, then refused" % len(held), file=sys.stderr)
+        self.assertGreaterEqual(len(held), 500)
+        self.assertLess(len(held), 1000)
+        maxconns = harness.raw_stats(held[0])["max_connections"]
+        # (the limit is what stats shows; the readiness probe may have held one a moment)
+        self.assertLessEqual(abs(int(maxconns) - len(held)), 1)
+        value = b"s" * 200000
+        stored = sum(held[i % len(held)].call(b"set fdv%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
+                     == b"STORED\r\n" for i in range(300))
+        self.assertEqual(stored, 300)
+        self.assertIn("at most %d clients are served at once" % int(maxconns), server.output())
+
 
 class StartRefusalTest(unittest.TestCase):
     """A second server on a port another one listens on exits with an error (memcached: "Address
