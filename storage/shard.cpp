@@ -827,11 +827,12 @@ struct shard::impl {
     // Positions found before allocate() are stale if entries moved (eviction erases, growth
     // rehashes): then look again.
     size_t pos = idx.generation() == known_gen ? known_pos : find(it.key, it.hash);
-    // The record replaced is dead on disk before the new one is published: a crash (kill -9)
-    // in between leaves neither (a miss), never both, of which recovery would keep the one in
-    // the later segment: the old one when it is larger than a segment (a segment of its own,
-    // newer than the active one the new record goes to).
-    if (pos != npos) hdr(idx.at(pos))->state |= k_state_dead;
+    // The record replaced dies (kill_record below) only once the new one is written whole: a
+    // crash (kill -9) in between leaves both, of which recovery keeps the one in the later
+    // segment (the new one, or the old one when it has a segment of its own newer than the
+    // active one): the old value or the new one for a write never acknowledged, as a client
+    // may see either. (Marking the old one dead first, as it was, lost the key's acknowledged
+    // value when the crash came while a large new value was being copied: a torn record.)
     write_record(segs[slot].seg->data() + off, it.key, it.value, it.flags, it.exptime, it.cas,
                  it.state);
     ++segs[slot].live_items;
