@@ -299,6 +299,22 @@ void connection::on_readable() {
 void connection::process_input() {
   if (!ctx_.routes)
     return;  // no route table yet: keep the bytes
+  if (in_input_) {  // (from complete_ready's write_out: the pass below goes on instead)
+    input_again_ = true;
+    return;
+  }
+  // Requests that complete at once (a node not in its cluster yet, owners all unreachable)
+  // resume the input from write_out while it is still being parsed: the parse goes on here
+  // rather than in a call nested once per pause (a long get line of misses nested thousands).
+  in_input_ = true;
+  do {
+    input_again_ = false;
+    process_input_pass();
+  } while (input_again_ && !closing_ && !lingering_);
+  in_input_ = false;
+}
+
+void connection::process_input_pass() {
   while (!closing_ && !stats_barrier_ && !flush_unsent_ && (get_rest_ || rpos_ < rend_)) {
     if (get_rest_) {  // (before anything after it is parsed)
       if (over_budget() || read_allowance() == 0) {
@@ -343,8 +359,9 @@ void connection::process_input() {
       first_line_seen_ = true;
     }
     auto r = proto::parse(in, req_, pcfg_);
-    if (r.status == proto::parse_status::ok && read_allowance() == 0 &&
-        (is_get_family(req_.cmd) || req_.cmd == proto::command::mg)) {
+    if (r.status == proto::parse_status::ok &&
+        (is_get_family(req_.cmd) || (req_.cmd == proto::command::mg && req_.meta.has('v'))) &&
+        read_allowance() == 0) {
       input_paused_ = true;  // parsed again once values went out (parse() is pure)
       read_gated_ = true;
       break;
@@ -499,7 +516,8 @@ void connection::handle_request(size_t consumed) {
   // As memcached: gat/gats and mg T count as touches (cmd_touch, with touch_hits/misses at
   // the shard), get/gets and other mg as gets.
   // A long get-family line goes in parts (get_rest_), the first one now.
-  const size_t part_keys = std::min(get_part_keys, read_allowance());
+  const size_t part_keys =
+    is_get_family(cmd) && req_.keys.size() > 1 ? std::min(get_part_keys, read_allowance()) : 1;
   if (is_get_family(cmd))  // (a split line's other keys count as their parts are planned)
     counters.add(read_counter(req_), std::min(req_.keys.size(), part_keys));
   else if (is_storage(cmd))
@@ -1613,8 +1631,8 @@ void connection::complete_ready() {
         if (p.ops[i].kind != storage::op_kind::get || !p.ops[i].get_value)
           continue;
         const auto& r = p.results[i];
-        if (r.st == storage::status::hit)  // (a miss tells nothing of the values' sizes)
-          value_estimate_ = std::max<uint64_t>(r.value_size, value_estimate_ / 2);
+        const uint64_t size = r.st == storage::status::hit ? r.value_size : 0;
+        value_estimate_ = std::max(size, value_estimate_ / 2);
       }
     }
     switch (p.kind) {
@@ -1776,6 +1794,10 @@ void connection::write_out() {
       out_.pending_bytes() < (want_write_ ? blocked_output : max_output) / 2 &&
       (!get_rest_ || pending_.size() < max_parts_pending / 2)) {
     input_paused_ = false;
+    if (in_input_) {  // a pass of process_input is on: it goes on once this returns
+      input_again_ = true;
+      return;
+    }
     process_input();  // bytes already buffered may hold more requests
     if (closing_ || lingering_)
       return;
