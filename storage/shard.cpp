@@ -331,6 +331,11 @@ struct shard::impl {
   std::vector<uint32_t> free_slots;
   std::deque<uint32_t> fifo;  // live segments, oldest first
   int64_t active = -1;        // slot of the segment small records are appended to
+  /// recover(): the newest recovered segment, when records may go on after its last one (a
+  /// regular one whose tail is unwritten, all zero), else -1: open() appends there instead
+  /// of taking a new segment, which at a full -m or a full disk evicted the oldest one at
+  /// every restart (a clean SIGTERM then restart of a full cache lost a 16th of a shard).
+  int64_t resumable = -1;
   uint64_t next_seq = 1;
   uint64_t live_seg_bytes = 0;  // bytes of segments in `segs` (the rest of acct is pinned)
   uint64_t limit = 0;
@@ -1564,10 +1569,20 @@ struct shard::impl {
     for (uint32_t slot : empty) release(slot);
     observe_cas(max_cas);
     recover_flush_at(clock());
-    // Honor the memory limit (it may have shrunk since the files were written).
+    if (!fifo.empty()) {
+      const seg_slot& last = segs[fifo.back()];
+      const uint64_t size = last.seg->size();
+      if (size == seg_size && last.used + k_hdr < size &&
+          all_zero(last.seg->data() + last.used, size - last.used))
+        resumable = fifo.back();
+    }
+    // Honor the memory limit (it may have shrunk since the files were written). Room for the
+    // next records is made by the first write that needs it, as any write at the limit does.
     uint64_t no_budget = 0;
-    while (acct->bytes.load(std::memory_order_relaxed) + seg_size > limit && !fifo.empty())
+    while (acct->bytes.load(std::memory_order_relaxed) > limit && !fifo.empty()) {
+      if (resumable >= 0 && fifo.front() == uint32_t(resumable)) resumable = -1;  // (evicted)
       evict_oldest(nullptr, no_budget);
+    }
     st.recovered_items = idx.size();
     return true;
   }
@@ -1597,10 +1612,18 @@ std::unique_ptr<shard> shard::open(const shard_config& cfg, clock_fn clock, std:
       if (!p->recover(error)) return nullptr;
     }
     raise_cas(restart_cas_floor());
-    const int64_t slot = p->new_segment(p->seg_size, 0);
-    if (slot < 0) {
-      error = "cannot create the first segment: " + p->last_error;
-      return nullptr;
+    // The newest recovered segment goes on when it can; else a new one, unless that would
+    // evict (a full shard recovered): then the first write takes it (active -1, as after a
+    // flush). A fresh shard makes its first segment now, so that an unusable memfd or data
+    // directory is reported at start.
+    int64_t slot = p->resumable;
+    if (slot < 0 && (p->fifo.empty() ||
+                     p->acct->bytes.load(std::memory_order_relaxed) + p->seg_size <= p->limit)) {
+      slot = p->new_segment(p->seg_size, 0);
+      if (slot < 0) {
+        error = "cannot create the first segment: " + p->last_error;
+        return nullptr;
+      }
     }
     p->active = slot;
     return std::unique_ptr<shard>(new shard(std::move(p)));

@@ -324,6 +324,43 @@ BOOST_AUTO_TEST_CASE(kill9_during_an_overwrite_keeps_the_old_or_the_new_value) {
                                                                  << " kills");
 }
 
+// A restart of a full shard keeps every item: recovery made room for a fresh active segment
+// under -m, evicting the oldest segment at every restart (an audit: 60 items before a clean
+// SIGTERM, 40 after the restart on a full disk); now records go on after the newest segment's
+// last one when its tail is unwritten.
+BOOST_AUTO_TEST_CASE(a_restart_of_a_full_shard_evicts_nothing) {
+  temp_dir tmp;
+  fake_clock clk;
+  const shard_config cfg = disk_config(tmp.path);  // 64 KiB segments, 16 MiB
+  std::vector<std::string> held;
+  {
+    auto s = open_shard(cfg, clk);
+    const auto big = [](int i) { return std::string(2000, 'b') + std::to_string(i); };
+    for (int i = 0; i < 12000; ++i)
+      BOOST_REQUIRE(do_set(*s, key(i), big(i)).st == status::stored);
+    BOOST_REQUIRE(s->stats().evictions > 0);  // full
+    for (int i = 0; i < 12000; ++i)
+      if (value_of(*s, key(i)) == big(i)) held.push_back(key(i));
+  }
+  for (int round = 0; round < 3; ++round) {
+    auto s = open_shard(cfg, clk);
+    BOOST_CHECK_EQUAL(s->stats().evictions, 0u);
+    BOOST_CHECK_EQUAL(s->stats().recovered_items, held.size());
+    size_t kept = 0;
+    for (const auto& k : held) kept += value_of(*s, k) != "<miss>";
+    BOOST_CHECK_EQUAL(kept, held.size());
+    // A write goes on after the last recovered record (or takes a segment as any write at
+    // the limit does) and survives the next restart with everything else then present.
+    const std::string after = "after-" + std::to_string(round);
+    BOOST_REQUIRE(do_set(*s, after, "x").st == status::stored);
+    held.push_back(after);
+    std::vector<std::string> present;
+    for (const auto& k : held)
+      if (value_of(*s, k) != "<miss>") present.push_back(k);
+    held = present;
+  }
+}
+
 BOOST_AUTO_TEST_CASE(cas_values_after_a_restart_exceed_those_of_items_gone_from_disk) {
   // A client may still hold the CAS of an item deleted or flushed before a restart; the
   // restarted process must not hand that value to a new item (its `cas` would then succeed
