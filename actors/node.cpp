@@ -357,17 +357,28 @@ void node::stats_async(std::chrono::milliseconds timeout, std::function<void(sta
                                        std::move(done));
 }
 
-uint64_t node::descriptors_wanted(node_config cfg) {
-  fill_defaults(cfg);
+namespace {
+
+// Descriptors a node (defaults filled) holds beside its connections: every storage segment
+// (twice over for retired ones a send still pins), listeners, loops, RPC.
+uint64_t fixed_descriptors(const node_config& cfg) {
   const auto sizes = sizes_of_shards(cfg);
   const uint64_t segments = cfg.shards * (sizes.memory / sizes.segment + 2);
+  return 2 * segments + 256 + 8ull * cfg.threads;
+}
+
+} // namespace
+
+uint64_t node::descriptors_wanted(node_config cfg) {
+  fill_defaults(cfg);
   // (data links: up to 256 sessions served per loop, and a link per member dialled)
-  return cfg.max_connections + 2 * segments + 256 + (8ull + 2 * 256) * cfg.threads;
+  return cfg.max_connections + fixed_descriptors(cfg) + 2ull * 256 * cfg.threads;
 }
 
 uint32_t node::client_limit(node_config cfg, uint64_t open_files) {
   fill_defaults(cfg);
-  const uint64_t rest = descriptors_wanted(cfg) - cfg.max_connections;
+  // (data links come to the memcached port: they count among its connections here)
+  const uint64_t rest = fixed_descriptors(cfg);
   const uint64_t room = open_files > rest ? open_files - rest : 0;
   const uint64_t floor = std::min<uint64_t>(cfg.max_connections, open_files / 2);
   return static_cast<uint32_t>(std::clamp<uint64_t>(room, floor, cfg.max_connections));

@@ -51,9 +51,11 @@ public:
   /// RLIMIT_NOFILE to this, as memcached does from -c.
   static uint64_t descriptors_wanted(node_config cfg);
   /// Clients a node with `cfg` serves at once when its process may open `open_files`
-  /// descriptors: -c, less what the rest of descriptors_wanted does not find room for (a
-  /// client beyond it is refused as beyond -c, instead of its descriptor being one a storage
-  /// segment then lacks: a write failed `out of memory`), but never below half the limit.
+  /// descriptors: -c, less what the storage segments and the node's other descriptors
+  /// (listeners, loops, RPC) would not find room for (a client beyond it is refused as beyond
+  /// -c, instead of its descriptor being one a segment then lacks: a write failed `out of
+  /// memory`), but never below half the limit. Members' data links arrive as connections
+  /// and count among them.
   static uint32_t client_limit(node_config cfg, uint64_t open_files);
   /// This node's client_limit (set at start from RLIMIT_NOFILE).
   uint32_t client_limit() const;

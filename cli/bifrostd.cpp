@@ -259,18 +259,25 @@ int main(int argc, char** argv) {
     else
       std::fprintf(stderr, "bifrostd: left the cluster, draining\n");
   }
-  // A second SIGINT/SIGTERM cuts the stop short (an operator's second Ctrl-C, as memcached
-  // stops on it): the process exits at once with status 1, as after kill -9 (replies in flight
-  // are cut off; a data directory recovers what it holds). The thread inherits the blocked
-  // mask, so only it sees the signal from now on.
-  std::thread([stop_signals] {
-    int again = 0;
-    if (sigwait(&stop_signals, &again) == 0) {
-      std::fprintf(stderr, "bifrostd: signal %d again: exiting without finishing the stop\n",
-                   again);
-      std::_Exit(1);
+  // A second SIGINT/SIGTERM cuts a stop a signal began short (an operator's second Ctrl-C, as
+  // memcached stops on it): the process exits at once with status 1, as after kill -9
+  // (replies in flight are cut off; a data directory recovers what it holds). The thread
+  // inherits the blocked mask, so only it sees the signal from now on. (A stop that a leave
+  // or drain began is not cut short by one signal: it hands on acknowledged writes.)
+  if (sig > 0) {
+    try {
+      std::thread([stop_signals] {
+        int again = 0;
+        if (sigwait(&stop_signals, &again) == 0) {
+          std::fprintf(stderr, "bifrostd: signal %d again: exiting without finishing the stop\n",
+                       again);
+          std::_Exit(1);
+        }
+      }).detach();
+    } catch (const std::exception&) {
+      // no thread (a pids limit): a second signal does nothing, as before
     }
-  }).detach();
+  }
   node->drain();
   if (cluster) {
     // Leave first (the others told, the writes acknowledged here handed on): members place

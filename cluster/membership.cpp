@@ -201,10 +201,17 @@ output membership::leave_(uint64_t now_ms) {
 
 bool membership::done_leaving() const noexcept {
   if (!leaving_) return false;
-  // Nobody alive or suspect to tell (a lone node, or one whose seeds never answered): done.
+  // Nobody to tell (a lone node, or one whose seeds never answered): done. Those told are the
+  // gossip targets at the leave: alive, suspect, or dead for less than gossip_to_dead_ms (a
+  // member just cut off by a partition may be alive and still route keys here).
+  const auto self = members_.find(self_);
+  const uint64_t left_at = self != members_.end() ? self->second.info.state_since_ms : 0;
   bool anyone = false;
   for (const auto& [name, r] : members_)
-    anyone = anyone || (name != self_ && probe_eligible(r.info.state));
+    anyone = anyone ||
+             (name != self_ && (probe_eligible(r.info.state) ||
+                                (r.info.state == member_state::dead &&
+                                 left_at < r.info.state_since_ms + cfg_.gossip_to_dead_ms)));
   if (!anyone) return true;
   for (const auto& p : queue_)
     if (p.update.name == self_) return false;

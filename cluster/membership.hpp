@@ -270,7 +270,8 @@ public:
   /// refutes, and answers any ping, ping_req or join with a `leave` message.
   output leave(uint64_t now_ms);
   /// True once leave() was called and the announcement has been retransmitted enough (at
-  /// once when no other member is alive or suspect: nobody is left to tell).
+  /// once when nobody is left to tell: no member alive, suspect, or dead for less than
+  /// gossip_to_dead_ms when it left).
   bool done_leaving() const noexcept;
 
   /// Runs the timers: starts probes, sends ping_reqs, declares suspects and dead members,

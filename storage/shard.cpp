@@ -1572,8 +1572,11 @@ struct shard::impl {
     if (!fifo.empty()) {
       const seg_slot& last = segs[fifo.back()];
       const uint64_t size = last.seg->size();
+      // (Its tail's blocks are allocated again: a copy of the directory by a sparse-aware tool
+      // leaves a hole there, and a write into a hole of a full disk's mapping is a SIGBUS.)
       if (size == seg_size && last.used + k_hdr < size &&
-          all_zero(last.seg->data() + last.used, size - last.used))
+          all_zero(last.seg->data() + last.used, size - last.used) &&
+          ::posix_fallocate(last.seg->fd(), off_t(last.used), off_t(size - last.used)) == 0)
         resumable = fifo.back();
     }
     // Honor the memory limit (it may have shrunk since the files were written). Room for the

@@ -317,9 +317,13 @@ BOOST_AUTO_TEST_CASE(leaving_with_nobody_to_tell_is_done_at_once) {
   BOOST_TEST(lone.done_leaving());
 
   membership gone(local_member{"self", "self:7000", "", 1});
-  gone.on_message(gossip_of({upd("b", 1, member_state::dead), upd("c", 1, member_state::left)}), 10);
-  gone.leave(20);
+  gone.on_message(gossip_of({upd("b", 1, member_state::alive), upd("c", 1, member_state::left)}), 10);
+  gone.on_message(gossip_of({upd("b", 1, member_state::dead)}), 20);
+  membership gone_now = gone;
+  gone.leave(20 + membership_config{}.gossip_to_dead_ms);  // b dead long enough: not told
   BOOST_TEST(gone.done_leaving());
+  gone_now.leave(30);  // b just died (a partition?): it is still told, as gossip does
+  BOOST_TEST(!gone_now.done_leaving());
 
   for (auto st : {member_state::alive, member_state::suspect}) {
     membership m(local_member{"self", "self:7000", "", 1});
