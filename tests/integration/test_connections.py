@@ -287,13 +287,18 @@ class DrainTest(unittest.TestCase):
     the replies it had not read yet. Now bifrostd ends its side (FIN) and drops the client's
     input until the client closes (or the drain's deadline)."""
 
-    def test_sigterm_ends_a_pipelining_connection_cleanly(self):
+    def start_bifrost(self):
+        """A bifrostd of this test's own (-m 64), stopped by pid at the end."""
         if not harness.is_bifrost():
             self.skipTest("memcached exits on SIGTERM without a drain")
         server = harness.Server(extra=("-m", "64"))
         self.addCleanup(server.close_log)
         self.addCleanup(server.stop)  # (cleanups run last first)
         server.start()
+        return server
+
+    def test_sigterm_ends_a_pipelining_connection_cleanly(self):
+        server = self.start_bifrost()
         value = b"d" * 1000
         reply = b"VALUE drain 0 1000\r\n" + value + b"\r\nEND\r\n"
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
@@ -320,12 +325,7 @@ class DrainTest(unittest.TestCase):
         # A client that never reads holds the drain to its 5 s bound; a second SIGTERM (an
         # operator's second Ctrl-C) exits at once, with status 1 (the first one's stop was not
         # finished). Before, the second signal did nothing.
-        if not harness.is_bifrost():
-            self.skipTest("memcached exits on SIGTERM without a drain")
-        server = harness.Server(extra=("-m", "64"))
-        self.addCleanup(server.close_log)
-        self.addCleanup(server.stop)
-        server.start()
+        server = self.start_bifrost()
         value = b"x" * 100000
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value))
@@ -345,12 +345,7 @@ class DrainTest(unittest.TestCase):
         # Everything the node read before the drain is answered, also the requests a stats
         # held back (nothing after a stats is parsed until it is answered): the connection was
         # closed right after the stats' reply, dropping the version read with it.
-        if not harness.is_bifrost():
-            self.skipTest("memcached exits on SIGTERM without a drain")
-        server = harness.Server(extra=("-m", "64"))
-        self.addCleanup(server.close_log)
-        self.addCleanup(server.stop)
-        server.start()
+        server = self.start_bifrost()
         value = b"s" * 10000
         with server.client() as c:
             self.assertEqual(c.call(b"set dk 0 0 10000\r\n%s\r\n" % value), b"STORED\r\n")
