@@ -37,6 +37,8 @@ inline constexpr uint32_t k_record_magic = 0xB1F7C0DEu;
 inline constexpr uint8_t k_record_version = 1;
 inline constexpr uint8_t k_state_dead = 0x01;
 inline constexpr uint8_t k_state_stale = 0x02;
+/// meta W: the win token was handed out (mutable, as the dead mark: it survives a restart).
+inline constexpr uint8_t k_state_token = 0x04;
 inline constexpr size_t k_max_key_len = 250;
 
 struct record_header {
@@ -57,6 +59,7 @@ struct record_header {
   std::string_view value_view() const noexcept { return {value(), value_len}; }
   bool dead() const noexcept { return (state & k_state_dead) != 0; }
   bool stale() const noexcept { return (state & k_state_stale) != 0; }
+  bool token() const noexcept { return (state & k_state_token) != 0; }
 };
 static_assert(sizeof(record_header) == 32, "record header layout is part of the file format");
 static_assert(offsetof(record_header, cas) == 24, "record header layout is part of the file format");

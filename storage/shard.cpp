@@ -839,7 +839,7 @@ struct shard::impl {
     // may see either. (Marking the old one dead first, as it was, lost the key's acknowledged
     // value when the crash came while a large new value was being copied: a torn record.)
     write_record(segs[slot].seg->data() + off, it.key, it.value, it.flags, it.exptime, it.cas,
-                 it.state);
+                 uint8_t((it.state & ~k_state_token) | (it.token ? k_state_token : 0)));
     ++segs[slot].live_items;
     segs[slot].live_bytes += rs;
     st.bytes += record_bytes(it.key.size(), it.value.size());
@@ -1034,6 +1034,7 @@ struct shard::impl {
     if (won) {
       res.win = true;
       e.set_token(true);
+      r->state |= k_state_token;  // (a restart keeps it handed out)
     }
     if (o.get_bump) {
       e.atime = now;
@@ -1126,7 +1127,10 @@ struct shard::impl {
               o.value.size() == old->value_len && o.flags == old->flags) {
             entry& held = idx.at(pos);
             if (o.as_fetched) held.set_fetched(true);
-            if (o.token_out) held.set_token(true);
+            if (o.token_out) {
+              held.set_token(true);
+              hdr(held)->state |= k_state_token;
+            }
           }
           res.st = status::not_stored;
           return res;
@@ -1496,6 +1500,7 @@ struct shard::impl {
       ne.hash = h;
       ne.set_location(slot, off);
       ne.atime = now;
+      ne.set_token(r->token());
       const size_t pos = find(key, h);
       if (pos != npos) {  // a later record for the same key wins
         const entry old = idx.at(pos);

@@ -34,7 +34,8 @@
 // - Index entry: 16 bytes (storage/index.hpp) holding hash (keyed with a secret drawn per
 //   shard: storage/keyed_hash.hpp, against hash flooding), segment slot, offset, last access
 //   and the "fetched" and "win token handed out" bits. "Stale" is a bit in the record header's
-//   mutable state byte (set when the stale record is written), so it survives a restart.
+//   mutable state byte (set when the stale record is written), so it survives a restart; so
+//   does "win token handed out", set there too when the token goes (k_state_token).
 // - Second chance: when the oldest segment is evicted to make room for a new one, its items
 //   that were read since they were stored are re-appended to the new segment (at most half a
 //   segment per eviction) instead of being evicted; their "fetched" bit is cleared.

@@ -361,6 +361,39 @@ BOOST_AUTO_TEST_CASE(a_restart_of_a_full_shard_evicts_nothing) {
   }
 }
 
+// A win token handed out (meta W) stays handed out across a restart: it lived in the index
+// only, so the next client after a restart won the recache again (a second W for one item).
+BOOST_AUTO_TEST_CASE(a_win_token_handed_out_survives_a_restart) {
+  temp_dir tmp;
+  fake_clock clk;
+  const shard_config cfg = disk_config(tmp.path);
+  auto recache = [](shard& s) {
+    op o;
+    o.kind = op_kind::get;
+    o.key = "k";
+    o.recache = true;
+    o.recache_ttl = 30;
+    return s.execute(o);
+  };
+  {
+    auto s = open_shard(cfg, clk);
+    do_set(*s, "k", "value", 100);
+    do_set(*s, "other", "value", 100);
+    clk.advance(80);  // 20 s left under a 30 s recache: the first asker wins
+    BOOST_REQUIRE(recache(*s).win);
+    BOOST_REQUIRE(!recache(*s).win);
+  }
+  auto s = open_shard(cfg, clk);
+  const result again = recache(*s);
+  BOOST_CHECK(!again.win);
+  BOOST_CHECK(again.already_won);
+  // A new write of the key is a new item: no token out.
+  do_set(*s, "k", "fresh", 10);
+  s.reset();
+  s = open_shard(cfg, clk);
+  BOOST_CHECK(recache(*s).win);
+}
+
 BOOST_AUTO_TEST_CASE(cas_values_after_a_restart_exceed_those_of_items_gone_from_disk) {
   // A client may still hold the CAS of an item deleted or flushed before a restart; the
   // restarted process must not hand that value to a new item (its `cas` would then succeed
