@@ -9,8 +9,8 @@
 // when replicas > 1; with `wait_replicas` the client's reply waits for the replicator's
 // (replicated_atom) answer, else it goes out at once); else the ops go to the loop's data link
 // to owners[0] (loop_context::links) or, when no link can carry them, to peers[owners[0]]:
-// either behaves like a storage shard (exec_atom -> result_atom). A read whose result is `unavailable` is retried on
-// the next owner. Write-on-miss warming: while now < warm_until_ms(), a get that misses at its
+// either behaves like a storage shard (exec_atom -> result_atom). A read whose result is
+// `unavailable` is retried on the next owner. Write-on-miss warming: while now < warm_until_ms(), a get that misses at its
 // primary asks the primaries of the `past` rings in turn, newest first (each once, skipping
 // the node that missed), stores the first hit at the primary, and answers the client with it.
 #pragma once

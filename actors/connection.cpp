@@ -317,8 +317,9 @@ void connection::process_input() {
 void connection::process_input_pass() {
   while (!closing_ && !stats_barrier_ && !flush_unsent_ && (get_rest_ || rpos_ < rend_)) {
     if (get_rest_) {  // (before anything after it is parsed)
-      if (over_budget() || read_allowance() == 0) {
-        read_gated_ = read_gated_ || read_allowance() == 0;
+      const bool gated = read_allowance() == 0;
+      if (over_budget() || gated) {
+        read_gated_ = read_gated_ || gated;
         input_paused_ = true;
         break;
       }
@@ -612,7 +613,7 @@ void connection::dispatch_ops(uint64_t seq, pending& p) {
   p.results.resize(p.ops.size());
   p.outstanding = static_cast<uint32_t>(p.ops.size());
   for (const auto& o : p.ops)
-    p.reads += o.kind == storage::op_kind::get && o.get_value;
+    p.reads += storage::reads_value(o);
   reads_pending_ += p.reads;
   if (ctx_.routes->cluster)
     p.routing.assign(p.ops.size(), op_route{});
@@ -625,7 +626,7 @@ void connection::dispatch_ops(uint64_t seq, pending& p) {
       if (rt.local || rt.done)  // (done: no owner could be tried)
         continue;
       ++p.remote_ops;
-      p.remote_reads += p.ops[i].kind == storage::op_kind::get && p.ops[i].get_value;
+      p.remote_reads += storage::reads_value(p.ops[i]);
     }
     remote_pending_ += p.remote_ops;
     remote_reads_pending_ += p.remote_reads;
@@ -1628,7 +1629,7 @@ void connection::complete_ready() {
     auto& p = pending_.front();
     if (p.reads > 0) {  // (before the replies take the results' values)
       for (size_t i = 0; i < p.ops.size() && i < p.results.size(); ++i) {
-        if (p.ops[i].kind != storage::op_kind::get || !p.ops[i].get_value)
+        if (!storage::reads_value(p.ops[i]))
           continue;
         const auto& r = p.results[i];
         const uint64_t size = r.st == storage::status::hit ? r.value_size : 0;

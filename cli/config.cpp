@@ -509,7 +509,9 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   app.add_option("--data-dir", data_dir, "keep segments as files here: a restart keeps the cache");
   app.add_option("--sendfile-threshold", sendfile_threshold,
                  "values of at least this size are sent with sendfile(2) (default 1m)");
-  app.add_option("--shards", shards, "storage shards (default: one per I/O thread; scheduler placement: two per scheduler thread)")
+  app.add_option("--shards", shards,
+                 "storage shards (default: one per I/O thread; scheduler placement: two per "
+                 "scheduler thread)")
       ->transform(decimal());
   app.add_option("--shard-placement", placement,
                  "where shard actors run: loop (on the I/O threads, default) or scheduler");

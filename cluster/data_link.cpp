@@ -1071,7 +1071,7 @@ private:
     for (auto& o : ops) {
       if (o.value.size() > inline_value_limit || o.kind == storage::op_kind::flush)
         return false;
-      if (o.kind == storage::op_kind::get && o.get_value && storage::changes_item(o))
+      if (storage::reads_value(o) && storage::changes_item(o))
         return false;  // may not run twice: a large value needs the RPC's sink
       if (origin == rpc::Origin::CLIENT && settings_.wait_replicas && storage::changes_item(o))
         return false;

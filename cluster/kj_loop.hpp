@@ -1,8 +1,8 @@
 // The KJ loop: one kj event loop (Cap'n Proto RPC, kj-tls) hosting CAF actors
 // (actors/actor_host.hpp) — the peer actors (one per remote node), the bridge to the local
 // shards, the router (ops placed again) and, when the service is given no I/O loop for it,
-// the replicator (bifrostd hosts it on loop 0). It runs either on a thread of its own or, attached, on an I/O
-// loop's thread (attach()), which then serves libuv and KJ together.
+// the replicator (bifrostd hosts it on loop 0). It runs either on a thread of its own or,
+// attached, on an I/O loop's thread (attach()), which then serves libuv and KJ together.
 //
 // Wake-up: an eventfd "doorbell" observed by KJ's UnixEventPort; any thread may ring it
 // (kj::Executor::executeAsync would need a KJ loop on the calling thread, which CAF workers do

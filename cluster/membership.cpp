@@ -208,10 +208,7 @@ bool membership::done_leaving() const noexcept {
   const uint64_t left_at = self != members_.end() ? self->second.info.state_since_ms : 0;
   bool anyone = false;
   for (const auto& [name, r] : members_)
-    anyone = anyone ||
-             (name != self_ && (probe_eligible(r.info.state) ||
-                                (r.info.state == member_state::dead &&
-                                 left_at < r.info.state_since_ms + cfg_.gossip_to_dead_ms)));
+    anyone = anyone || (name != self_ && gossip_target(r.info, left_at));
   if (!anyone) return true;
   for (const auto& p : queue_)
     if (p.update.name == self_) return false;
@@ -690,12 +687,8 @@ std::vector<const membership::record*> membership::random_members(size_t count,
   std::vector<const record*> cand;
   for (const auto& [name, rec] : members_) {
     if (name == self_ || name == exclude) continue;
-    const member_state s = rec.info.state;
-    const bool ok =
-        s == member_state::alive ||
-        (gossip_targets && s == member_state::suspect) ||
-        (gossip_targets && s == member_state::dead &&
-         now_ms < rec.info.state_since_ms + cfg_.gossip_to_dead_ms);
+    const bool ok = rec.info.state == member_state::alive ||
+                    (gossip_targets && gossip_target(rec.info, now_ms));
     if (ok) cand.push_back(&rec);
   }
   // Partial Fisher-Yates: the first `count` entries become a uniform random sample.

@@ -364,6 +364,11 @@ private:
   /// per probe interval): counted as told. Else null.
   const member_update* death_to_tell(const std::string& name, uint64_t now_ms, bool always);
 
+  /// Whom gossip goes to at `now_ms`: alive, suspect, or dead for less than gossip_to_dead_ms.
+  bool gossip_target(const member_info& m, uint64_t now_ms) const noexcept {
+    return probe_eligible(m.state) ||
+           (m.state == member_state::dead && now_ms < m.state_since_ms + cfg_.gossip_to_dead_ms);
+  }
   static bool probe_eligible(member_state s) noexcept {
     return s == member_state::alive || s == member_state::suspect;
   }

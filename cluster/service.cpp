@@ -1397,10 +1397,9 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     return storage::result_batch{};
   bool large = false, reads = false;
   size_t inline_bytes = 0;
-  auto is_read = [](const storage::op& o) { return o.kind == storage::op_kind::get && o.get_value; };
   for (auto& o : ops) {
     large |= o.value.size() > inline_value_limit;
-    reads |= is_read(o);
+    reads |= storage::reads_value(o);
     inline_bytes += inline_bytes_of(o);
   }
   if (large && reads) {
@@ -1409,7 +1408,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     // calls, each either all value reads or none, one after the other (in order).
     auto runs = std::make_shared<std::vector<storage::op_batch>>();
     for (auto& o : ops) {
-      if (runs->empty() || is_read(runs->back().front()) != is_read(o))
+      if (runs->empty() || storage::reads_value(runs->back().front()) != storage::reads_value(o))
         runs->emplace_back();
       runs->back().push_back(std::move(o));
     }
@@ -1458,8 +1457,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
       // inline then comes back `streamed` and empty, and those reads are repeated with a sink.
       bool need_sink = false;  // (and a re-read of a parked value: its value comes now)
       for (auto& o : ops)
-        need_sink |= o.kind == storage::op_kind::get && o.get_value &&
-                     (storage::changes_item(o) || o.parked != 0);
+        need_sink |= storage::reads_value(o) && (storage::changes_item(o) || o.parked != 0);
       // (The placement these client ops were placed by: the member tells a lagging view.)
       auto first = execute_call(node, ops, origin, wait_replicas, need_sink, progress, placed_by);
       if (need_sink)

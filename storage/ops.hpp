@@ -102,6 +102,11 @@ struct op {
   uint64_t initial = 0;       // ma J: value created by vivify (N)
 };
 
+/// A get whose result carries the value (not an mg without v, nor a look at metadata).
+inline bool reads_value(const op& o) noexcept {
+  return o.kind == op_kind::get && o.get_value;
+}
+
 /// True for an op that changes the item: store, remove, arith, touch, and a get that touches,
 /// vivifies or recaches (a plain get only reads; flush is not about one item).
 inline bool changes_item(const op& o) noexcept {

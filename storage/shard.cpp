@@ -331,11 +331,6 @@ struct shard::impl {
   std::vector<uint32_t> free_slots;
   std::deque<uint32_t> fifo;  // live segments, oldest first
   int64_t active = -1;        // slot of the segment small records are appended to
-  /// recover(): the newest recovered segment, when records may go on after its last one (a
-  /// regular one whose tail is unwritten, all zero), else -1: open() appends there instead
-  /// of taking a new segment, which at a full -m or a full disk evicted the oldest one at
-  /// every restart (a clean SIGTERM then restart of a full cache lost a 16th of a shard).
-  int64_t resumable = -1;
   uint64_t next_seq = 1;
   uint64_t live_seg_bytes = 0;  // bytes of segments in `segs` (the rest of acct is pinned)
   uint64_t limit = 0;
@@ -1033,8 +1028,7 @@ struct shard::impl {
     if (r->stale() && !e.token() && !o.keep_token) won = true;
     if (won) {
       res.win = true;
-      e.set_token(true);
-      r->state |= k_state_token;  // (a restart keeps it handed out)
+      hand_out_token(e);
     }
     if (o.get_bump) {
       e.atime = now;
@@ -1127,10 +1121,7 @@ struct shard::impl {
               o.value.size() == old->value_len && o.flags == old->flags) {
             entry& held = idx.at(pos);
             if (o.as_fetched) held.set_fetched(true);
-            if (o.token_out) {
-              held.set_token(true);
-              hdr(held)->state |= k_state_token;
-            }
+            if (o.token_out) hand_out_token(held);
           }
           res.st = status::not_stored;
           return res;
@@ -1574,25 +1565,37 @@ struct shard::impl {
     for (uint32_t slot : empty) release(slot);
     observe_cas(max_cas);
     recover_flush_at(clock());
-    if (!fifo.empty()) {
-      const seg_slot& last = segs[fifo.back()];
-      const uint64_t size = last.seg->size();
-      // (Its tail's blocks are allocated again: a copy of the directory by a sparse-aware tool
-      // leaves a hole there, and a write into a hole of a full disk's mapping is a SIGBUS.)
-      if (size == seg_size && last.used + k_hdr < size &&
-          all_zero(last.seg->data() + last.used, size - last.used) &&
-          ::posix_fallocate(last.seg->fd(), off_t(last.used), off_t(size - last.used)) == 0)
-        resumable = fifo.back();
-    }
     // Honor the memory limit (it may have shrunk since the files were written). Room for the
     // next records is made by the first write that needs it, as any write at the limit does.
     uint64_t no_budget = 0;
-    while (acct->bytes.load(std::memory_order_relaxed) > limit && !fifo.empty()) {
-      if (resumable >= 0 && fifo.front() == uint32_t(resumable)) resumable = -1;  // (evicted)
+    while (acct->bytes.load(std::memory_order_relaxed) > limit && !fifo.empty())
       evict_oldest(nullptr, no_budget);
-    }
     st.recovered_items = idx.size();
     return true;
+  }
+
+  /// After recover(): the newest segment, when records may go on after its last one (a
+  /// regular one whose tail is unwritten, all zero), else -1. open() appends there instead of
+  /// taking a new segment, which at a full -m or a full disk evicted the oldest one at every
+  /// restart (a clean SIGTERM then restart of a full cache lost a 16th of a shard). (Its
+  /// tail's blocks are allocated again: a copy of the directory by a sparse-aware tool leaves
+  /// a hole there, and a write into a hole of a full disk's mapping is a SIGBUS.)
+  int64_t resumable_segment() const {
+    if (fifo.empty()) return -1;
+    const seg_slot& last = segs[fifo.back()];
+    const uint64_t size = last.seg->size();
+    const bool resumes = size == seg_size && last.used + k_hdr < size &&
+                         all_zero(last.seg->data() + last.used, size - last.used) &&
+                         ::posix_fallocate(last.seg->fd(), off_t(last.used),
+                                           off_t(size - last.used)) == 0;
+    return resumes ? int64_t(fifo.back()) : -1;
+  }
+
+  /// meta W: the item's win token goes out, in its index entry and its record (so that a
+  /// restart keeps it handed out).
+  void hand_out_token(entry& e) noexcept {
+    e.set_token(true);
+    hdr(e)->state |= k_state_token;
   }
 };
 
@@ -1624,7 +1627,7 @@ std::unique_ptr<shard> shard::open(const shard_config& cfg, clock_fn clock, std:
     // evict (a full shard recovered): then the first write takes it (active -1, as after a
     // flush). A fresh shard makes its first segment now, so that an unusable memfd or data
     // directory is reported at start.
-    int64_t slot = p->resumable;
+    int64_t slot = p->resumable_segment();
     if (slot < 0 && (p->fifo.empty() ||
                      p->acct->bytes.load(std::memory_order_relaxed) + p->seg_size <= p->limit)) {
       slot = p->new_segment(p->seg_size, 0);

@@ -317,7 +317,8 @@ BOOST_AUTO_TEST_CASE(leaving_with_nobody_to_tell_is_done_at_once) {
   BOOST_TEST(lone.done_leaving());
 
   membership gone(local_member{"self", "self:7000", "", 1});
-  gone.on_message(gossip_of({upd("b", 1, member_state::alive), upd("c", 1, member_state::left)}), 10);
+  gone.on_message(gossip_of({upd("b", 1, member_state::alive), upd("c", 1, member_state::left)}),
+                  10);
   gone.on_message(gossip_of({upd("b", 1, member_state::dead)}), 20);
   membership gone_now = gone;
   gone.leave(20 + membership_config{}.gossip_to_dead_ms);  // b dead long enough: not told

@@ -215,7 +215,8 @@ class DescriptorShortageTest(unittest.TestCase):
         # (the limit is what stats shows; the readiness probe may have held one a moment)
         self.assertLessEqual(abs(int(maxconns) - len(held)), 1)
         value = b"s" * 200000
-        stored = sum(held[i % len(held)].call(b"set fdv%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
+        stored = sum(held[i % len(held)].call(
+                         b"set fdv%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
                      == b"STORED\r\n" for i in range(300))
         self.assertEqual(stored, 300)
         self.assertIn("at most %d clients are served at once" % int(maxconns), server.output())
