@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -441,6 +442,9 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
     sc.segment_size = sizes.segment;
     sc.max_item_size = cfg.max_item_size;
     sc.data_dir = cfg.data_dir;
+    sc.warn = [i](const std::string& line) {  // (rare: a full disk, once a minute at most)
+      std::fprintf(stderr, "bifrostd: warning: shard %u: %s\n", i, line.c_str());
+    };
     auto sh = storage::shard::open(sc, storage::system_clock_seconds, error);
     if (!sh)
       return nullptr;  // impl's destructor stops what was started so far

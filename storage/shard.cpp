@@ -347,6 +347,22 @@ struct shard::impl {
   size_t prune_capacity = 0;  // the index capacity that cursor refers to
   std::string dir;  // shard directory; empty: memfd segments
   std::string last_error;
+  uint64_t disk_full_unreported = 0;  // disk-full evictions since the last cfg.warn line
+  uint32_t disk_full_warned_at = 0;   // when that line went (shard clock)
+  bool disk_full_warned = false;
+
+  /// `n` segments were evicted because the data directory was full: say so (cfg.warn), at
+  /// most once a minute.
+  void note_disk_full(uint64_t n) {
+    disk_full_unreported += n;
+    if (!cfg.warn || (disk_full_warned && now - disk_full_warned_at < 60)) return;
+    cfg.warn("the data directory " + dir + " is full: " + std::to_string(disk_full_unreported) +
+             " segment(s) evicted early to make room (storage_disk_full_evictions); free disk "
+             "space there or lower -m");
+    disk_full_warned_at = now;
+    disk_full_warned = true;
+    disk_full_unreported = 0;
+  }
 
   /// The index's hash of a key (high 32 bits of its keyed SipHash-1-3).
   uint32_t key_hash(std::string_view key) const noexcept {
@@ -692,10 +708,15 @@ struct shard::impl {
       // when the free space and every unpinned segment together cannot hold it, nothing is
       // evicted for it.
       if (!seg && no_space && !disk_room_by_evicting(size)) no_space = false;
+      uint64_t full_evictions = 0;
       while (!seg && no_space && !fifo.empty()) {
-        ++st.disk_full_evictions;
+        ++full_evictions;
         evict_oldest(rescue ? &keep : nullptr, rescue_budget);
         seg = segment::create(next_seq, size, segment_path(next_seq), acct, err, &no_space);
+      }
+      if (full_evictions > 0) {
+        st.disk_full_evictions += full_evictions;
+        note_disk_full(full_evictions);
       }
       if (!seg) {
         free_slots.push_back(slot);

@@ -80,6 +80,11 @@ struct shard_config {
   uint32_t segment_size = 1u << 20;      // bytes per segment; a larger item gets its own
   uint64_t max_item_size = 1ull << 20;   // max value bytes (memcached -I)
   std::string data_dir;                  // empty: memfd segments, nothing survives a restart
+  /// Called on the shard's thread with one line when a full data directory made the shard
+  /// evict segments early (storage_disk_full_evictions): at the first such eviction, then at
+  /// most once a minute (shard clock) while they go on, with the count since the last line.
+  /// Empty: no lines (the counter still counts).
+  std::function<void(const std::string&)> warn;
 };
 
 /// Per-shard counters; plain struct so that the node can sum shards with +=.

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -495,6 +496,8 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
     fake_clock clk;
     std::ostringstream out;
     shard_config cfg = disk_config(big);  // 64 KiB segments, 16 MiB of memory: the disk binds
+    std::vector<std::string> warnings;
+    cfg.warn = [&](const std::string& line) { warnings.push_back(line); };
     int stored = 0, last_ok = 0;
     {
       std::string err;
@@ -502,11 +505,28 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
       if (!s) return 2;
       for (int i = 0; i < 1000; ++i) {  // 2 MB of values through 512 KiB
         if (do_set(*s, key(i), std::string(2000, char('a' + i % 26))).st == status::stored) ++stored;
+        if (i == 499) clk.advance(59);  // (still within the minute of the first line)
       }
       for (int i = 999; i >= 0 && value_of(*s, key(i)) == std::string(2000, char('a' + i % 26)); --i)
         ++last_ok;
       out << stored << ' ' << last_ok << ' ' << s->stats().disk_full_evictions << ' '
           << s->stats().evictions << ' ';
+      // One line for the first disk-full eviction, none more within the minute; a minute
+      // later the next one brings a line with the count of every one not reported yet.
+      auto count_in = [&](const std::string& line) -> long {
+        const std::string at = " is full: ";  // ("the data directory <big>/<shard's> is ...")
+        const size_t p = line.find(at);
+        if (line.find(big + "/") == std::string::npos || p == std::string::npos) return -1;
+        return std::atol(line.c_str() + p + at.size());
+      };
+      const long before = long(s->stats().disk_full_evictions);
+      const long first = warnings.size() == 1 ? count_in(warnings[0]) : -1;
+      clk.advance(1);
+      for (int i = 0; i < 200; ++i) do_set(*s, key(i), std::string(2000, 'b'));
+      const long total = long(s->stats().disk_full_evictions);
+      const long second = warnings.size() == 2 ? count_in(warnings[1]) : -1;
+      out << (first >= 1 && before > first) << ' '
+          << (second > before - first && first + second <= total) << ' ';
       {  // the rest of the disk, to the last block
         std::ofstream junk(big + "/junk", std::ios::binary);
         const std::string block(4096, 'j');
@@ -554,15 +574,17 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
   BOOST_REQUIRE_EQUAL(WEXITSTATUS(wst), 0);
   std::istringstream in(line);
   int stored = -1, last_ok = -1, full_evictions = -1, evictions = -1, disk_was_full = -1, recovered = -1;
-  int huge_status = -1, huge_missed = -1, kept = -1, after_ok = -1;
-  in >> stored >> last_ok >> full_evictions >> evictions >> disk_was_full >> recovered >> huge_status >>
-      huge_missed >> kept >> after_ok;
+  int huge_status = -1, huge_missed = -1, kept = -1, after_ok = -1, one_line = -1, next_line = -1;
+  in >> stored >> last_ok >> full_evictions >> evictions >> one_line >> next_line >> disk_was_full >>
+      recovered >> huge_status >> huge_missed >> kept >> after_ok;
   BOOST_TEST_MESSAGE("full disk: " << line);
   BOOST_CHECK_EQUAL(stored, 1000);       // every store made room by evicting
   BOOST_CHECK_GE(last_ok, 100);          // the newest items read back
   BOOST_CHECK_LT(last_ok, 1000);         // (the oldest went: 512 KiB hold about 230)
   BOOST_CHECK_GT(full_evictions, 0);
   BOOST_CHECK_GT(evictions, 0);
+  BOOST_CHECK_EQUAL(one_line, 1);   // one warning for many disk-full evictions in a minute
+  BOOST_CHECK_EQUAL(next_line, 1);  // the next, a minute on, counts those not reported
   BOOST_CHECK_EQUAL(disk_was_full, 1);   // (not even a page left)
   BOOST_CHECK_EQUAL(recovered, 0);       // the flush given on the full disk was kept
   BOOST_CHECK_EQUAL(huge_status, int(status::no_memory));
