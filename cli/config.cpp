@@ -123,33 +123,6 @@ std::string check_timings(const timings& t) {
   return "";
 }
 
-// A --join seed or an --rpc-advertise address, "host:port" or "[v6 address]:port", with
-// blanks around it trimmed: what is wrong with it ("" = nothing). Caught here, a typo is a
-// config error, not a node that waits for a seed it can never dial and then serves alone.
-std::string check_host_port(std::string& text) {
-  const auto first = text.find_first_not_of(" \t");
-  const auto last = text.find_last_not_of(" \t");
-  text = first == std::string::npos ? std::string() : text.substr(first, last - first + 1);
-  const auto colon = text.rfind(':');
-  const std::string bad = "'" + text + "' is not host:port (port 1..65535)";
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size() ||
-      colon + 6 < text.size())
-    return bad;
-  const std::string host = text.substr(0, colon);
-  if (host.find(':') != std::string::npos &&
-      (host.front() != '[' || host.back() != ']' || host.size() < 3))
-    return "'" + text + "': an IPv6 address goes in brackets, as [::1]:22001";
-  if (host.find_first_of(" \t,") != std::string::npos)
-    return bad;
-  uint32_t port = 0;
-  for (size_t i = colon + 1; i < text.size(); ++i) {
-    if (text[i] < '0' || text[i] > '9')
-      return bad;
-    port = port * 10 + uint32_t(text[i] - '0');
-  }
-  return port >= 1 && port <= 65535 ? "" : bad;
-}
-
 // A comma list of seeds ("a:1, b:2"; blank items skipped) into `out`, each checked
 // (check_host_port): "" or the first problem.
 std::string split_seeds(const std::string& text, std::vector<std::string>& out) {
@@ -158,7 +131,7 @@ std::string split_seeds(const std::string& text, std::vector<std::string>& out) 
   while (std::getline(ss, item, ',')) {
     if (item.find_first_not_of(" \t") == std::string::npos)
       continue;
-    if (auto problem = check_host_port(item); !problem.empty())
+    if (auto problem = cluster::check_host_port(item); !problem.empty())
       return problem;
     out.push_back(std::move(item));
   }
@@ -371,7 +344,7 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
       if (!s)
         return where("must be host:port");
       std::string a = *s;
-      if (auto problem = check_host_port(a); !problem.empty())
+      if (auto problem = cluster::check_host_port(a); !problem.empty())
         return where(problem);
       cfg.rpc_advertise = a;
     } else if (key == "rpc_listen") {
@@ -425,7 +398,7 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
           if (!e.IsScalar() || e.Scalar().empty())
             return where("must be a list of host:port");
           seeds.push_back(e.Scalar());
-          if (auto problem = check_host_port(seeds.back()); !problem.empty())
+          if (auto problem = cluster::check_host_port(seeds.back()); !problem.empty())
             return where(problem);
         }
       } else if (auto s = scalar()) {
@@ -655,7 +628,7 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
     cfg.rpc_listen = rpc_listen;
   }
   if (app.count("--rpc-advertise")) {
-    if (auto problem = check_host_port(rpc_advertise); !problem.empty())
+    if (auto problem = cluster::check_host_port(rpc_advertise); !problem.empty())
       return fail("--rpc-advertise", problem);
     cfg.rpc_advertise = rpc_advertise;
   }

@@ -4,6 +4,7 @@
 
 #include "cli/decimal.hpp"
 
+#include "cluster/address.hpp"
 #include "cluster/convert.hpp"
 #include "cluster/tls.hpp"
 #include "protocol/memcache.hpp"
@@ -48,17 +49,6 @@ std::string percent(double fraction) {
 }
 
 std::string describe(const kj::Exception& e) { return e.getDescription().cStr(); }
-
-// "HOST:PORT" with a numeric port 1..65535 (HOST may be "[v6]").
-bool valid_address(const std::string& a) {
-  auto colon = a.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == a.size())
-    return false;
-  unsigned port = 0;
-  auto first = a.data() + colon + 1, last = a.data() + a.size();
-  auto [end, ec] = std::from_chars(first, last, port);
-  return ec == std::errc() && end == last && port >= 1 && port <= 65535;
-}
 
 std::string human_uptime(uint64_t s) {
   char buf[64];
@@ -662,7 +652,8 @@ void build_app(CLI::App& app, options& opts) {
   app.add_option("--node", opts.node, "HOST:PORT of a node's RPC listener")
       ->required()
       ->check([](const std::string& a) -> std::string {
-        return valid_address(a) ? "" : "expected HOST:PORT, got '" + a + "'";
+        std::string t = a;
+        return cluster::check_host_port(t);
       });
   app.add_flag("--json", opts.json, "machine-readable output");
   app.add_option("--tls-cert", opts.tls.cert_file,
@@ -869,12 +860,12 @@ kj::Promise<void> session::watchdog(uint64_t seen) {
 }
 
 rpc::Node::Client session::connect(const std::string& address, bool hint) {
-  if (!valid_address(address))
-    throw failure{exit_unreachable,
-                  "cannot reach node " + address + ": not a HOST:PORT address"};
+  std::string dial = address;  // (its port in plain decimal: KJ would read "0123" in octal)
+  if (auto problem = cluster::check_host_port(dial); !problem.empty())
+    throw failure{exit_unreachable, "cannot reach node " + address + ": " + problem};
   kj::Own<kj::AsyncIoStream> stream;
   try {
-    auto addr = wait(io_.provider->getNetwork().parseAddress(address), address,
+    auto addr = wait(io_.provider->getNetwork().parseAddress(dial), address,
                      "the address lookup");
     stream = wait(addr->connect(), address, "connect");
     if (tls_)

@@ -464,6 +464,11 @@ BOOST_AUTO_TEST_CASE(join_seeds_are_host_and_port) {
   BOOST_CHECK_EQUAL(cfg.join.at(0), "a:22001");  // blanks trimmed
   BOOST_CHECK_EQUAL(cfg.join.at(1), "b.example:1");
   BOOST_CHECK_EQUAL(cfg.join.at(2), "[::1]:65535");
+  // A port is decimal, leading zeros dropped (KJ's address parser would read them in octal).
+  node_config zeros;
+  BOOST_REQUIRE(run({"--join", "a:022001,b:02200"}, zeros).what == parse_outcome::action::run);
+  BOOST_CHECK_EQUAL(zeros.join.at(0), "a:22001");
+  BOOST_CHECK_EQUAL(zeros.join.at(1), "b:2200");
   for (auto& seed : {"10.0.0.1:2200l", "a:99999", "a:0", "a:", ":22001", "a", "::1:22001",
                      "[::1]", "a b:1", "a:-1", "a:1234567", "", " , "}) {
     node_config c;
