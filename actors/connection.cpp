@@ -401,6 +401,8 @@ void connection::process_input_pass() {
       ctx_.counters->add(ctx_.counters->protocol_errors);
       if (r.error == proto::too_large_error)
         ctx_.counters->add(ctx_.counters->store_too_large);
+      else if (r.error == proto::bad_chunk_error && is_storage(req_.cmd))
+        ctx_.counters->add(ctx_.counters->cmd_set);  // (memcached counts it, then checks)
       else if (req_.cmd == proto::command::flush_all && r.error.substr(0, 6) == "CLIENT")
         ctx_.counters->add(ctx_.counters->cmd_flush);  // (memcached counts it, then checks)
       // Text `noreply` silences even errors (memcached); meta `q` never does.
@@ -468,6 +470,7 @@ std::optional<storage::op> connection::refused_value_removal() const {
     return std::nullopt;
   storage::op o;
   o.kind = storage::op_kind::remove;
+  o.counts = storage::op::counting::nothing;  // (memcached counts no delete for it)
   if (req_.cmd == proto::command::ms && req_.meta.has('b')) {
     if (!proto::base64_decode(req_.keys[0], o.key))
       return std::nullopt;
@@ -506,16 +509,16 @@ void connection::adopt_line(pending& p) {
 
 std::atomic<uint64_t>& connection::read_counter(const proto::request& req) const {
   auto& c = *ctx_.counters;
-  const bool touches = req.cmd == proto::command::gat || req.cmd == proto::command::gats ||
-                       (req.cmd == proto::command::mg && req.meta.has('T'));
+  const bool touches = req.cmd == proto::command::gat || req.cmd == proto::command::gats;
   return touches ? c.cmd_touch : c.cmd_get;
 }
 
 void connection::handle_request(size_t consumed) {
   auto& counters = *ctx_.counters;
   auto cmd = req_.cmd;
-  // As memcached: gat/gats and mg T count as touches (cmd_touch, with touch_hits/misses at
-  // the shard), get/gets and other mg as gets.
+  // As memcached: gat/gats count as touches (cmd_touch, with touch_hits/misses at the
+  // shard), get/gets and mg as gets, but mg T as a touch when it found the item (counted
+  // when its result comes: complete_ready), and only `me` in cmd_meta.
   // A long get-family line goes in parts (get_rest_), the first one now.
   const size_t part_keys =
     is_get_family(cmd) && req_.keys.size() > 1 ? std::min(get_part_keys, read_allowance()) : 1;
@@ -525,11 +528,10 @@ void connection::handle_request(size_t consumed) {
     counters.add(counters.cmd_set);
   else if (cmd == proto::command::touch)
     counters.add(counters.cmd_touch);
-  if (is_meta(cmd)) {
+  else if (cmd == proto::command::mg && !req_.meta.has('T'))
+    counters.add(counters.cmd_get);
+  else if (cmd == proto::command::me)
     counters.add(counters.cmd_meta);
-    if (cmd == proto::command::mg)
-      counters.add(read_counter(req_));
-  }
 
   auto& p = push_pending(pending_kind::exec);
   uint64_t seq = base_seq_ + pending_.size() - 1;
@@ -1654,6 +1656,12 @@ void connection::complete_ready() {
           }
         if (ctx_.node->detail_enabled.load(std::memory_order_relaxed))
           count_prefixes(p);
+        if (p.req.cmd == proto::command::mg && p.req.meta.has('T') && !p.results.empty()) {
+          const auto st = p.results[0].st;  // (handle_request: a touch if it found the item)
+          ctx_.counters->add(st == storage::status::hit || st == storage::status::stored
+                               ? ctx_.counters->cmd_touch
+                               : ctx_.counters->cmd_get);
+        }
         if (unavailable) {
           if (!p.req.noreply)
             out_.bytes("SERVER_ERROR unavailable\r\n");

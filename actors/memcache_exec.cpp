@@ -316,6 +316,7 @@ plan_result plan_meta(const proto::request& req, std::vector<storage::op>& ops) 
       if (m.has_T) {
         o.get_touch = true;
         o.ttl = m.T;
+        o.counts = storage::op::counting::touch_or_miss;  // (memcached's counters)
       }
       if (m.has_N) {  // the item made on a miss takes the TTL of N or T, whichever came later
         o.vivify = true;
@@ -853,6 +854,7 @@ plan_result plan(const proto::request& req, std::vector<storage::op>& ops) {
       o.get_value = false;
       o.get_bump = false;
       o.keep_token = true;
+      o.counts = storage::op::counting::nothing;  // (memcached counts no hit nor miss for it)
       // memcached's `me` only looks at a "b" right after the key and ignores anything else.
       bool b = false;
       each_token(req.meta.raw, [&, first = true](std::string_view t) mutable {

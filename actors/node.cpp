@@ -257,6 +257,18 @@ std::shared_ptr<storage::parked_values> node::parked() const {
   return impl_->shared->parked;
 }
 
+void node::count_tool_ops(const std::vector<storage::op>& ops) {
+  auto& c = impl_->shared->tools;
+  for (const auto& o : ops) {
+    if (o.kind == storage::op_kind::get)
+      c.add(o.get_touch ? c.cmd_touch : c.cmd_get);
+    else if (o.kind == storage::op_kind::store)
+      c.add(c.cmd_set);
+    else if (o.kind == storage::op_kind::touch)
+      c.add(c.cmd_touch);
+  }
+}
+
 caf::actor node::route_table() const {
   return impl_->routes;
 }

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "actors/node_config.hpp"
+#include "storage/ops.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
@@ -84,6 +85,9 @@ public:
   std::vector<caf::actor> shards() const;
   /// Where the cluster parks values left out of its replies (storage/parked.hpp).
   std::shared_ptr<storage::parked_values> parked() const;
+  /// Counts a tool's (bifrostctl's) get, set and touch ops as a client's commands (cmd_get,
+  /// cmd_set, cmd_touch). Only ever on the thread the cluster RPC runs on.
+  void count_tool_ops(const std::vector<storage::op>& ops);
   caf::actor route_table() const;
   /// memcached's general stats of this node as name/value pairs, without waiting: asks every
   /// shard (bounded by `timeout`) and calls `done` with the sum, on a scheduler thread. Any

@@ -36,7 +36,7 @@ uint64_t sum(const node_shared& n, std::atomic<uint64_t> loop_counters::*field) 
   uint64_t s = 0;
   for (auto& l : n.loops)
     s += (l.*field).load(std::memory_order_relaxed);
-  return s;
+  return s + (n.tools.*field).load(std::memory_order_relaxed);
 }
 
 } // namespace

@@ -25,12 +25,12 @@ struct loop_counters {
   std::atomic<uint64_t> curr_connections{0};
   std::atomic<uint64_t> total_connections{0};
   std::atomic<uint64_t> rejected_connections{0};
-  std::atomic<uint64_t> cmd_get{0};       // keys of get/gets, mg without T
+  std::atomic<uint64_t> cmd_get{0};       // keys of get/gets, mg (mg T: one that missed)
   std::atomic<uint64_t> cmd_set{0};       // storage commands
   std::atomic<uint64_t> cmd_flush{0};
-  std::atomic<uint64_t> cmd_touch{0};     // touch, and the keys of gat/gats and mg T (memcached)
+  std::atomic<uint64_t> cmd_touch{0};     // touch, the keys of gat/gats, an mg T that hit (memcached)
   std::atomic<uint64_t> store_too_large{0};  // writes refused as larger than -I
-  std::atomic<uint64_t> cmd_meta{0};
+  std::atomic<uint64_t> cmd_meta{0};      // `me` (memcached counts no other meta command here)
   std::atomic<uint64_t> bytes_read{0};
   std::atomic<uint64_t> bytes_written{0};
   std::atomic<uint64_t> sendfile_bytes{0};  // value bytes sent with sendfile(2)
@@ -80,6 +80,9 @@ std::string socket_address(int fd, bool peer);
 struct node_shared {
   node_config cfg;
   std::vector<loop_counters> loops;     // one per I/O loop (indexed by io_loop::index())
+  /// The commands tools (bifrostctl, on the RPC port) sent: written only by the thread the
+  /// cluster RPC runs on (node::count_tool_ops), summed with the loops' in `stats`.
+  loop_counters tools;
   /// `stats detail on|off` (on from the start with -D); read relaxed on every request.
   std::atomic<bool> detail_enabled{false};
   /// `stats settings` verbosity: -v's count, then what the `verbosity N` command set (at most

@@ -158,6 +158,9 @@ int main(int argc, char** argv) {
     sc.parked = node->parked();
     sc.max_value = cfg.max_item_size;
     sc.member_writes_refused = [n = node.get()] { return n->member_writes_refused(); };
+    sc.count_tool_ops = [n = node.get()](const bifrost::storage::op_batch& ops) {
+      n->count_tool_ops(ops);
+    };
     const auto& t = cfg.timings;
     auto set = [](auto& field, int64_t v) {
       if (v >= 0)

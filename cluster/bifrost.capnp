@@ -105,6 +105,8 @@ struct Op {
                         # point; an item older than it goes; since schema version 2)
   casGiven @27 :Bool;   # remove: compareCas was given, also as 0, which no item has (md C0)
   asFetched @28 :Bool;  # store: a copy of an item that was read (meta h1; false from old nodes)
+  counts @29 :UInt8;    # storage::op::counting: how a client op counts in the hit and miss
+                        # stats (0, as its kind, from old nodes)
 }
 
 struct Result {

@@ -128,6 +128,7 @@ void to_rpc(const storage::op& o, rpc::Op::Builder b, bool with_value) {
   b.setIncr(o.incr);
   b.setDelta(o.delta);
   b.setInitial(o.initial);
+  b.setCounts(static_cast<uint8_t>(o.counts));
 }
 
 storage::op from_rpc(rpc::Op::Reader r) {
@@ -161,6 +162,10 @@ storage::op from_rpc(rpc::Op::Reader r) {
   o.incr = r.getIncr();
   o.delta = r.getDelta();
   o.initial = r.getInitial();
+  const uint8_t counts = r.getCounts();
+  o.counts = counts <= uint8_t(storage::op::counting::touch_or_miss)
+               ? static_cast<storage::op::counting>(counts)
+               : storage::op::counting::as_kind;
   return o;
 }
 

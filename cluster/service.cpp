@@ -912,6 +912,8 @@ protected:
     // A member sent these ops to us as their owner; a tool (bifrostctl) sends any key to any
     // node, so its ops are routed to their owners.
     bool route = !member_ && origin == rpc::Origin::CLIENT;
+    if (route && core_.cfg.count_tool_ops)
+      core_.cfg.count_tool_ops(ops);
     auto results =
       route ? core_.routed_execute(std::move(ops))
       : origin == rpc::Origin::CLIENT
@@ -942,6 +944,8 @@ protected:
     std::optional<uint64_t> placed_by;
     if (member_ && origin == rpc::Origin::CLIENT)
       placed_by = params.getRing();
+    if (!member_ && origin == rpc::Origin::CLIENT && core_.cfg.count_tool_ops)
+      core_.cfg.count_tool_ops(ops);
     context.getResults().setSink(kj::heap<upload_sink>(core_, std::move(ops), origin,
                                                        params.getWaitReplicas(), placed_by));
     return kj::READY_NOW;

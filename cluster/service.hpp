@@ -53,6 +53,7 @@
 #include "actors/cluster_view.hpp"
 #include "cluster/membership.hpp"
 #include "cluster/tls_options.hpp"
+#include "storage/ops.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
@@ -136,6 +137,9 @@ struct service_config {
   /// Node.upload) answers `unavailable` instead, as over a data link: it would be neither
   /// replicated nor kept. Writes placed again on their owners still go there. Empty: never.
   std::function<bool()> member_writes_refused;
+  /// Called on the KJ thread with the ops a tool (a caller that is no member: bifrostctl)
+  /// sends, before they run: the node counts them as a client's commands. Empty: not counted.
+  std::function<void(const storage::op_batch&)> count_tool_ops;
   std::function<void()> on_drain;   ///< Node.drain was called (run on the KJ thread)
   std::function<void()> on_leave;   ///< Node.leave was called (run on the KJ thread)
   /// The node cannot take part (its name is held by another live node): the message says

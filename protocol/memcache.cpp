@@ -15,7 +15,7 @@ namespace {
 // Error strings (exactly as memcached sends them, without "\r\n").
 constexpr std::string_view k_error = "ERROR";
 constexpr std::string_view k_bad_format = "CLIENT_ERROR bad command line format";
-constexpr std::string_view k_bad_chunk = "CLIENT_ERROR bad data chunk";
+constexpr std::string_view k_bad_chunk = bad_chunk_error;
 constexpr std::string_view k_too_large = too_large_error;
 constexpr std::string_view k_bad_delta = "CLIENT_ERROR invalid numeric delta argument";
 constexpr std::string_view k_bad_exptime = "CLIENT_ERROR invalid exptime argument";

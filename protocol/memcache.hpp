@@ -178,6 +178,8 @@ stats_query classify_stats(std::string_view arg) noexcept;
 /// The error of a data block over the max item size: the only refusal after which memcached
 /// removes the key's old value (a set, or an ms in any mode), so no stale value outlives it.
 inline constexpr std::string_view too_large_error = "SERVER_ERROR object too large for cache";
+/// The error of a data block not followed by "\r\n" (memcached counts the set in cmd_set).
+inline constexpr std::string_view bad_chunk_error = "CLIENT_ERROR bad data chunk";
 
 struct parse_result {
   parse_status status = parse_status::incomplete;

@@ -88,6 +88,14 @@ struct op {
                                       // this op's touch (memcached applies flags in order)
   bool counted = true;        // counts in get_hits / get_misses; false for the cluster's own
                               // reads (warming, replication), which a client did not ask for
+  /// How a client op counts in the hit and miss stats, where memcached does not count it as
+  /// its kind would (crosses nodes, Op.counts; `counted` false counts nothing anyway).
+  enum class counting : uint8_t {
+    as_kind = 0,       // get/gat, delete, incr/decr...: as memcached counts that command
+    nothing = 1,       // `me`, and the removal of a value refused as too large
+    touch_or_miss = 2  // mg T: a hit counts as a touch, a miss as a get's miss
+  };
+  counting counts = counting::as_kind;
   bool keep_token = false;    // reads a stale item without taking its win token (W), which
                               // stays for a meta reader: text get/gets/gat/gats, me, and the
                               // replicator's reads (as in memcached, only mg hands it out)

@@ -429,9 +429,16 @@ struct shard::impl {
   /// must spare and an add's copy must bring (not its CAS + 1 either: the next CAS this node
   /// hands out, which its next write of the key may get). Best effort: without memory for the
   /// note, the item still goes.
-  void expired_leaves(const entry& e, const record_header* r) noexcept {
-    ++st.reclaimed;
-    if (!e.fetched()) ++st.expired_unfetched;
+  /// Counted as memcached counts it: in get_expired when a command found it (`by_op`: its
+  /// do_item_get, whatever the command), else (the sweep, an eviction) in reclaimed and, if
+  /// never read, expired_unfetched.
+  void expired_leaves(const entry& e, const record_header* r, bool by_op) noexcept {
+    if (by_op) {
+      ++st.get_expired;
+    } else {
+      ++st.reclaimed;
+      if (!e.fetched()) ++st.expired_unfetched;
+    }
     if (guard_s == 0)
       return;
     try {
@@ -586,8 +593,8 @@ struct shard::impl {
     kill_record(e);
   }
 
-  void reclaim_expired(size_t pos) noexcept {
-    expired_leaves(idx.at(pos), hdr(idx.at(pos)));
+  void reclaim_expired(size_t pos, bool by_op) noexcept {
+    expired_leaves(idx.at(pos), hdr(idx.at(pos)), by_op);
     remove_at(pos);
   }
 
@@ -640,7 +647,7 @@ struct shard::impl {
       if (pos != npos) {
         const entry e = idx.at(pos);
         if (expired(r)) {
-          expired_leaves(e, r);
+          expired_leaves(e, r, false);
         } else if (keep && e.fetched() && rs <= budget) {
           keep->push_back(rescued_record{std::string(base + off, rs), e.atime, e.token()});
           budget -= rs;
@@ -882,12 +889,11 @@ struct shard::impl {
   /// refused (copied_before_delete). (Whatever ring it was written in: with R > 1 the owners
   /// of two rings overlap, and an item written before the change expired at an owner while
   /// a past ring's owner still held an older version, which an update warmed back.)
-  size_t lookup(std::string_view key, uint32_t h, bool* was_expired = nullptr) {
+  size_t lookup(std::string_view key, uint32_t h) {
     const size_t pos = find(key, h);
     if (pos == npos) return npos;
     if (expired(hdr(idx.at(pos)))) {
-      reclaim_expired(pos);
-      if (was_expired) *was_expired = true;
+      reclaim_expired(pos, true);
       return npos;
     }
     return pos;
@@ -982,18 +988,21 @@ struct shard::impl {
     result res;
     const bool touch = o.get_touch;
     if (touch) ++st.cmd_touch;
+    // As memcached counts them: gat's misses are touches, mg T's are gets' (its touch is
+    // counted only once it found the item); `me` counts in neither.
+    const bool counts = o.counted && o.counts != op::counting::nothing;
     auto count_miss = [&] {
-      if (touch) ++st.touch_misses; else if (o.counted) ++st.get_misses;
+      if (!counts) return;
+      if (touch && o.counts != op::counting::touch_or_miss) ++st.touch_misses;
+      else ++st.get_misses;
     };
     if (!valid_key(o.key)) {
       count_miss();
       return res;
     }
     const uint32_t h = key_hash(o.key);
-    bool was_expired = false;
-    const size_t pos = lookup(o.key, h, &was_expired);
+    const size_t pos = lookup(o.key, h);
     if (pos == npos) {
-      if (was_expired && o.counted) ++st.get_expired;
       res.st = status::miss;
       mark_gone(res, o.key);
       if (o.vivify) {
@@ -1020,7 +1029,9 @@ struct shard::impl {
           res.win = true;
           res.st = status::stored;
           if (o.get_value) res.value = value_slice(e, r);
-          if (touch) ++st.touch_hits; else ++st.get_hits;
+          if (counts) {
+            if (touch) ++st.touch_hits; else ++st.get_hits;
+          }
           return res;
         }
       }
@@ -1033,7 +1044,7 @@ struct shard::impl {
     if (touch) {
       r->exptime = absolute_exptime(o.ttl, now);
       ++st.touch_hits;
-    } else if (o.counted) {
+    } else if (counts) {
       ++st.get_hits;
     }
     fill_meta(res, e, r);  // last_access / fetched: as before this access
@@ -1221,8 +1232,11 @@ struct shard::impl {
 
   result do_remove(const op& o) {
     result res;
+    // A client's delete counts (a hand-back, the cluster's own removes and a too-large set's
+    // removal do not: memcached counts none of them); md I counts a miss, not a hit.
+    const bool counts = o.counted && !o.hand_back && o.counts != op::counting::nothing;
     if (!valid_key(o.key)) {
-      ++st.delete_misses;
+      if (counts) ++st.delete_misses;
       res.st = status::not_found;
       return res;
     }
@@ -1239,7 +1253,7 @@ struct shard::impl {
     const bool cas_check = o.compare_cas != 0 || o.cas_given;
     const size_t pos = lookup(o.key, h);
     if (pos == npos) {
-      ++st.delete_misses;
+      if (counts) ++st.delete_misses;
       mark_gone(res, o.key);
       if (noted && !cas_check)
         note_delete(o.key);
@@ -1281,7 +1295,6 @@ struct shard::impl {
         return res;
       }
       --st.total_items;  // not a new item
-      ++st.delete_hits;
       const entry& ne = idx.at(p);
       fill_meta(res, ne, hdr(ne));
       res.st = status::deleted;
@@ -1289,7 +1302,7 @@ struct shard::impl {
     }
     res.cas = r->cas;  // (which a delete at the key's owner orders against: cluster)
     remove_at(pos);
-    ++st.delete_hits;
+    if (counts) ++st.delete_hits;
     res.st = status::deleted;
     return res;
   }
@@ -1333,8 +1346,8 @@ struct shard::impl {
     const uint32_t h = key_hash(o.key);
     const size_t pos = lookup(o.key, h);
     if (pos == npos) {
-      ++misses;
       if (!o.vivify) {
+        ++misses;
         res.st = status::not_found;
         mark_gone(res, o.key);
         return res;
@@ -1404,7 +1417,7 @@ struct shard::impl {
       res.st = status::no_memory;
       return res;
     }
-    --st.total_items;
+    if (in_place) --st.total_items;  // (memcached links a new item when the number grows)
     ++hits;
     const entry& ne = idx.at(p);
     fill_meta(res, ne, hdr(ne));
@@ -1734,7 +1747,7 @@ size_t shard::sweep(size_t max_items) {
     if (m.sweep_cursor >= m.idx.capacity()) m.sweep_cursor = 0;
     const entry& e = m.idx.at(m.sweep_cursor);
     if (!e.empty() && m.expired(m.hdr(e))) {
-      m.reclaim_expired(m.sweep_cursor);  // a follower may move into this slot: look again
+      m.reclaim_expired(m.sweep_cursor, false);  // a follower may move into this slot: look again
       ++reclaimed;
       continue;
     }

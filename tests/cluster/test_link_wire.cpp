@@ -31,6 +31,7 @@ storage::op_batch sample_ops() {
   ops[0].parked = 77;  // a re-read of a parked result
   ops[0].recache = true;
   ops[0].recache_before_touch = true;  // mg R left of T
+  ops[0].counts = storage::op::counting::touch_or_miss;  // mg T
   ops[1].kind = storage::op_kind::store;
   ops[1].key = "beta";
   ops[1].value = std::string(1000, 'b');
@@ -49,6 +50,7 @@ storage::op_batch sample_ops() {
   ops[3].kind = storage::op_kind::remove;
   ops[3].key = std::string(250, 'k');
   ops[3].hand_back = true;
+  ops[3].counts = storage::op::counting::nothing;  // a too-large set's removal
   ops[2].routed = 2;  // placed by two nodes' own rings on its way
   return ops;
 }
@@ -75,6 +77,7 @@ void check_same_ops(const storage::op_batch& a, const storage::op_batch& b) {
     BOOST_CHECK_EQUAL(a[i].token_out, b[i].token_out);
     BOOST_CHECK_EQUAL(a[i].as_fetched, b[i].as_fetched);
     BOOST_CHECK_EQUAL(a[i].copy, b[i].copy);
+    BOOST_CHECK(a[i].counts == b[i].counts);
   }
 }
 

@@ -2113,6 +2113,39 @@ BOOST_AUTO_TEST_CASE(bifrostctl_large_set_goes_to_the_keys_owner) {
   BOOST_CHECK_EQUAL(sum_items(ns), long(keys.size()));  // (one copy each, at the owner)
 }
 
+// bifrostctl's get, set and touch-free reads count as a client's commands (cmd_get, cmd_set)
+// beside the hits and misses the shards count: before, `stats` showed get_hits 2 and
+// get_misses 1 with cmd_get 0 (a hit ratio above 1 once a client's gets were added). Its
+// deletes count in delete_hits/misses as a client's, and nothing else's deletes do.
+BOOST_AUTO_TEST_CASE(bifrostctl_commands_count_as_a_clients) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 2, 1, 5000ms);
+  auto keys = make_keys("ctl-count-", 4);
+  for (auto& k : keys)
+    BOOST_REQUIRE_EQUAL(run_ctl({"--node", ns[0]->rpc(), "set", k, "v"}).out, "STORED\n");
+  for (int i = 0; i < 2; ++i)
+    BOOST_CHECK_EQUAL(run_ctl({"--node", ns[0]->rpc(), "get", keys[0]}).out, "v");
+  BOOST_CHECK_EQUAL(run_ctl({"--node", ns[0]->rpc(), "get", "ctl-count-none"}).exit_code, 1);
+  BOOST_CHECK_EQUAL(run_ctl({"--node", ns[0]->rpc(), "delete", keys[1]}).out, "DELETED\n");
+  BOOST_CHECK_EQUAL(run_ctl({"--node", ns[0]->rpc(), "delete", keys[1]}).out, "NOT_FOUND\n");
+  auto sum = [&](const std::string& name) {
+    long s = 0;
+    for (node* n : ns) {
+      auto st = node_stats(n->rpc_port);
+      BOOST_REQUIRE_MESSAGE(st.count(name), name << " missing at " << n->name);
+      s += std::stol(st[name]);
+    }
+    return s;
+  };
+  BOOST_CHECK_EQUAL(sum("cmd_set"), 4);
+  BOOST_CHECK_EQUAL(sum("cmd_get"), 3);
+  BOOST_CHECK_EQUAL(sum("get_hits"), 2);
+  BOOST_CHECK_EQUAL(sum("get_misses"), 1);
+  BOOST_CHECK_EQUAL(sum("delete_hits"), 1);
+  BOOST_CHECK_EQUAL(sum("delete_misses"), 1);
+}
+
 // --------------------------------------------------------------------------------------------
 // bifrostctl's get, set and delete inside the window act as a client's do: n3 joined and
 // holds none of the keys it took yet. A get through n1 of such a key answers its value from

@@ -443,6 +443,70 @@ class StatsTest(ServerTestCase):
         self.assertEqual(after.get("store_too_large", 0) - before.get("store_too_large", 0), 1)
         self.assertEqual(d["cmd_flush"], 1, d)
 
+    def delta(self, c, data, reply, until=None):
+        """Sends `data` in one packet, checks the replies are exactly `reply` (or reads them
+        up to `until`), and returns how much each numeric stat moved."""
+        before = {k: int(v) for k, v in raw_stats(c).items() if v.isdigit()}
+        c.send(data)
+        if until is not None:
+            c.recv_until(until)
+        else:
+            self.assertEqual(c.recv_exact(len(reply)), reply)
+        after = {k: int(v) for k, v in raw_stats(c).items() if v.isdigit()}
+        return {k: after[k] - before[k] for k in before if k in after}
+
+    def test_counters_as_memcached_counts_them(self):
+        # An audit against memcached 1.6.18 found bifrostd counting these otherwise.
+        c = self.client()
+        k, n, m = self.key("k"), self.key("n"), self.key("miss")
+        c.call(b"set %s 0 0 2\r\n99\r\n" % n)
+        c.call(b"set %s 0 0 1\r\nx\r\n" % k)
+        # cmd_meta counts `me` only; `me` counts no hit or miss.
+        d = self.delta(c, b"mn\r\nmg %s\r\nmd %s\r\n" % (m, m), b"MN\r\nEN\r\nNF\r\n")
+        self.assertEqual(d["cmd_meta"], 0, d)
+        d = self.delta(c, b"me %s\r\nme %s\r\n" % (k, m), None, until=b"EN\r\n")
+        self.assertEqual((d["cmd_meta"], d["get_hits"], d["get_misses"]), (2, 0, 0), d)
+        # mg T: a hit counts a touch, a miss a get.
+        d = self.delta(c, b"mg %s T30\r\n" % m, b"EN\r\n")
+        self.assertEqual((d["cmd_get"], d["get_misses"], d["cmd_touch"], d["touch_misses"]),
+                         (1, 1, 0, 0), d)
+        d = self.delta(c, b"mg %s T30\r\n" % k, b"HD\r\n")
+        self.assertEqual((d["cmd_get"], d["cmd_touch"], d["touch_hits"]), (0, 1, 1), d)
+        # md I marks stale: no delete hit. ma N makes the counter: no incr miss.
+        d = self.delta(c, b"md %s I\r\n" % k, b"HD\r\n")
+        self.assertEqual(d["delete_hits"], 0, d)
+        d = self.delta(c, b"ma %s N0 J13 v\r\n" % self.key("made"), b"VA 2\r\n13\r\n")
+        self.assertEqual((d["incr_misses"], d["incr_hits"]), (0, 0), d)
+        # A counter whose number grows is a new item (total_items); one that does not is not.
+        d = self.delta(c, b"incr %s 1\r\n" % n, b"100\r\n")
+        self.assertEqual((d["total_items"], d["incr_hits"]), (1, 1), d)
+        d = self.delta(c, b"incr %s 1\r\n" % n, b"101\r\n")
+        self.assertEqual((d["total_items"], d["incr_hits"]), (0, 1), d)
+        # A set with a bad data chunk counts in cmd_set (memcached counts, then checks).
+        d = self.delta(c, b"set %s 0 0 2\r\nabcd\r\n" % m,
+                       b"CLIENT_ERROR bad data chunk\r\nERROR\r\n")
+        self.assertEqual(d["cmd_set"], 1, d)
+        # A set refused as too large removes the old value but counts no delete.
+        big = 1100000
+        for key in (n, m):
+            d = self.delta(c, b"set %s 0 0 %d\r\n" % (key, big) + b"z" * big + b"\r\n",
+                           b"SERVER_ERROR object too large for cache\r\n")
+            self.assertEqual((d["delete_hits"], d["delete_misses"]), (0, 0), d)
+        self.assertEqual(c.call(b"get %s\r\n" % n), b"END\r\n")
+
+    def test_items_found_expired_count_in_get_expired(self):
+        # memcached counts an item any command finds expired in get_expired; reclaimed and
+        # expired_unfetched are its background reclaim's (bifrostd counted them instead).
+        c = self.client()
+        for cmd, reply in ((b"get %s", b"END"), (b"delete %s", b"NOT_FOUND"),
+                           (b"touch %s 10", b"NOT_FOUND"), (b"incr %s 1", b"NOT_FOUND"),
+                           (b"mg %s v", b"EN"), (b"add %s 0 0 1\r\ny", b"STORED")):
+            k = self.key(cmd.split()[0].decode())
+            d = self.delta(c, b"set %s 0 -1 1\r\n5\r\n" % k + (cmd % k) + b"\r\n",
+                           b"STORED\r\n" + reply + b"\r\n")
+            self.assertEqual((d["get_expired"], d.get("reclaimed", 0),
+                              d.get("expired_unfetched", 0)), (1, 0, 0), (cmd, d))
+
     def test_connections_counted(self):
         c = self.client()
         before = raw_stats(c)
