@@ -277,6 +277,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
     std::vector<storage::op> probes;  // each op without its value (storage::change_probe)
     std::vector<uint32_t> owners;     // ring member id each op went to
     storage::result_batch results;
+    /// The plain reads among them (their index, and the op as it went): fail_over_reads.
+    std::vector<std::pair<size_t, storage::op>> reads;
     uint64_t until_ms = 0;            // (steady ms) in_window's walks stop then: half the
                                       // RPC timeout after it began (the caller waits)
   };
@@ -296,6 +298,11 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// (erase_walk); the other past holders get a plain delete. Not when the ring changed
   /// meanwhile.
   kj::Promise<void> in_window(std::shared_ptr<routed_ops> r);
+  /// routed_execute's plain reads that came back `unavailable` (an owner down, not found dead
+  /// yet) go to their key's next live owner, then the next (`tries` owners tried so far), as
+  /// a client's read does through its connection (actors::place): bifrostctl's get of a key
+  /// whose primary was killed answers from the replica, as a memcached client's get does.
+  kj::Promise<void> fail_over_reads(std::shared_ptr<routed_ops> r, size_t tries);
   /// The walk of in_window's read `i`: a hit at a past owner no later by the CAS clock than
   /// the latest delete met (rt.gone_at: the owner's, then each miss's) is none; with
   /// rt.lately (the owner's miss said deleted_lately) so is one whose CAS is no clock value
@@ -1743,6 +1750,8 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
     placed->probes.push_back(storage::change_probe(ops[i]));
     placed->probes.back().get_value = ops[i].get_value;
     placed->owners.push_back(id);
+    if (ops[i].kind == storage::op_kind::get && !storage::changes_item(ops[i]))
+      placed->reads.emplace_back(i, ops[i]);
     if (id != self && ops[i].routed < 255)  // (stale placements: a bound on the hops)
       ++ops[i].routed;
     groups[id].idx.push_back(i);
@@ -1762,8 +1771,48 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
   return kj::joinPromises(promises.finish())
       .then([this, n, idx, placed](kj::Array<storage::result_batch> parts) {
         placed->results = scatter_results(n, *idx, parts);
-        return in_window(placed).then([placed] { return std::move(placed->results); });
+        return fail_over_reads(placed, 1)
+            .then([this, placed] { return in_window(placed); })
+            .then([placed] { return std::move(placed->results); });
       });
+}
+
+kj::Promise<void> service::impl::fail_over_reads(std::shared_ptr<routed_ops> r, size_t tries) {
+  constexpr size_t max_tries = 16;  // (as a connection's: actors::place)
+  if (!ring_ || ring_->epoch() != r->epoch || stopping || tries >= max_tries)
+    return kj::READY_NOW;
+  const uint32_t self = ring_self();
+  std::map<uint32_t, std::pair<std::vector<size_t>, storage::op_batch>> groups;
+  for (const auto& [i, o] : r->reads) {
+    if (i >= r->results.size() || r->results[i].st != storage::status::unavailable)
+      continue;
+    ring::member_id owners[max_tries];
+    if (ring_->live_owner_ids(ring::key_hash(o.key), tries + 1, owners) <= tries)
+      continue;  // no next live owner: unavailable it stays
+    const uint32_t id = owners[tries];
+    r->owners[i] = id;
+    auto& g = groups[id];
+    g.first.push_back(i);
+    g.second.push_back(o);
+    if (id != self && o.routed < 255)
+      ++g.second.back().routed;
+  }
+  if (groups.empty())
+    return kj::READY_NOW;
+  kj::Vector<kj::Promise<void>> work;
+  for (auto& [id, g] : groups) {
+    auto idx = std::make_shared<std::vector<size_t>>(std::move(g.first));
+    auto done = id == self ? local_primary(std::move(g.second), rpc::Origin::CLIENT, false)
+                           : remote_execute(ring_->member(id).address, std::move(g.second),
+                                            rpc::Origin::CLIENT, false);
+    work.add(done.then([r, idx](storage::result_batch rs) {
+      for (size_t k = 0; k < idx->size() && k < rs.size(); ++k)
+        r->results[(*idx)[k]] = std::move(rs[k]);
+    }));
+  }
+  return kj::joinPromises(work.releaseAsArray()).then([this, r, tries] {
+    return fail_over_reads(r, tries + 1);
+  });
 }
 
 kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_batch ops,
