@@ -73,8 +73,13 @@ json info_json(rpc::MemberInfo::Reader i) {
 json member_json(rpc::MemberStatus::Reader m) {
   json j = info_json(m.getInfo());
   j["ring_share"] = m.getRingShare();
-  j["items"] = m.getItems();
-  j["bytes"] = m.getBytes();
+  if (m.getSizeUnknown()) {  // (no answer in time, or dead: not an empty member)
+    j["items"] = nullptr;
+    j["bytes"] = nullptr;
+  } else {
+    j["items"] = m.getItems();
+    j["bytes"] = m.getBytes();
+  }
   return j;
 }
 
@@ -279,12 +284,14 @@ int cmd_members(context& c) {
     return exit_ok;
   }
   std::vector<std::vector<std::string>> rows = {
-      {"NAME", "ADDRESS", "STATE", "INCARNATION", "SHARE%", "ITEMS", "BYTES"}};
+      {"NAME", "ADDRESS", "RPC_ADDRESS", "STATE", "INCARNATION", "SHARE%", "ITEMS", "BYTES"}};
   for (auto m : r.getMembers()) {
     auto i = m.getInfo();
-    rows.push_back({text(i.getName()), text(i.getClientAddress()), state_name(i.getState()),
-                    std::to_string(i.getIncarnation()), percent(m.getRingShare()),
-                    std::to_string(m.getItems()), std::to_string(m.getBytes())});
+    const bool unknown = m.getSizeUnknown();  // "-": it did not answer in time, or is dead
+    rows.push_back({text(i.getName()), text(i.getClientAddress()), text(i.getRpcAddress()),
+                    state_name(i.getState()), std::to_string(i.getIncarnation()),
+                    percent(m.getRingShare()), unknown ? "-" : std::to_string(m.getItems()),
+                    unknown ? "-" : std::to_string(m.getBytes())});
   }
   print_table(c.out, rows);
   return exit_ok;
@@ -331,7 +338,9 @@ int ring_of_keys(context& c) {
 
 int cmd_ring(context& c) {
   if (!c.opts.has_key) {
-    auto r = c.s.wait(c.node.membersRequest().send(), c.opts.node, "members");
+    auto req = c.node.membersRequest();
+    req.setWithoutSizes(true);  // (a member that does not answer would hold it up 0.5 s)
+    auto r = c.s.wait(req.send(), c.opts.node, "members");
     if (c.opts.json) {
       json list = json::array();
       for (auto m : r.getMembers()) {
@@ -400,7 +409,9 @@ int cmd_stats(context& c) {
   struct target { std::string name, rpc_address; };
   std::vector<target> targets;
   {
-    auto r = c.s.wait(c.node.membersRequest().send(), c.opts.node, "members");
+    auto req = c.node.membersRequest();
+    req.setWithoutSizes(true);  // (only who is alive: no wait for one that does not answer)
+    auto r = c.s.wait(req.send(), c.opts.node, "members");
     for (auto m : r.getMembers()) {
       auto i = m.getInfo();
       if (i.getState() == rpc::MemberState::ALIVE)

@@ -192,6 +192,8 @@ struct MemberStatus {
   items @2 :UInt64;
   bytes @3 :UInt64;
   draining @4 :Bool;        # Node.drain was called on this member
+  sizeUnknown @5 :Bool;     # items and bytes are not known: the member did not answer in
+                            # time (hung, or gone but not found dead yet), or is dead
 }
 
 interface Node {
@@ -228,7 +230,9 @@ interface Node {
 
   # Queries (bifrostctl and peers).
   status @4 () -> (self :MemberStatus, version :Text, uptime :UInt64);
-  members @5 () -> (members :List(MemberStatus));
+  members @5 (withoutSizes :Bool) -> (members :List(MemberStatus));
+  # withoutSizes: items and bytes are not asked of the members (sizeUnknown), so a member
+  # that does not answer holds nothing up (bifrostctl ring)
   ring @6 (key :Data) -> (owners :List(MemberInfo), epoch :UInt64);
   stats @7 () -> (stats :List(Stat));
 

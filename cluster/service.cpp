@@ -976,12 +976,21 @@ protected:
 
   kj::Promise<void> members(MembersContext context) override {
     auto all = core_.members.members();
+    const bool without_sizes = context.getParams().getWithoutSizes();
     // Items and bytes: ours from the stats callback, the others' from their status (bounded).
-    auto promises = kj::heapArrayBuilder<kj::Promise<std::pair<uint64_t, uint64_t>>>(all.size());
+    // (A member that did not answer in time, or a dead one: nullopt, sizes unknown.)
+    using sizes = kj::Maybe<std::pair<uint64_t, uint64_t>>;
+    auto promises = kj::heapArrayBuilder<kj::Promise<sizes>>(all.size());
     for (auto& m : all) {
+      if (without_sizes) {
+        promises.add(sizes(nullptr));
+        continue;
+      }
       if (m.name == core_.cfg.node_name) {
         auto st = std::make_shared<service::stat_list>();
-        promises.add(core_.local_stats(st).then([st] {
+        promises.add(core_.local_stats(st).then([st]() -> sizes {
+          if (st->empty())
+            return nullptr;  // (no answer within local_stats' bound)
           return std::make_pair(stat_u64(*st, "curr_items"), stat_u64(*st, "bytes"));
         }));
         continue;
@@ -989,31 +998,34 @@ protected:
       // (A member that left still serves its linger, and a suspect may only be slow: asked
       // too, within the same bound. A dead one is not.)
       if (m.state == member_state::dead) {
-        promises.add(std::make_pair(uint64_t(0), uint64_t(0)));
+        promises.add(sizes(nullptr));
         continue;
       }
       auto p = core_.get_conn(m.address)
                    .then([](rpc::Node::Client node) { return node.statusRequest().send(); })
-                   .then([](capnp::Response<rpc::Node::StatusResults>&& r) {
+                   .then([](capnp::Response<rpc::Node::StatusResults>&& r) -> sizes {
                      auto s = r.getSelf();
                      return std::make_pair(s.getItems(), s.getBytes());
                    })
-                   .catch_([](kj::Exception&&) { return std::make_pair(uint64_t(0), uint64_t(0)); });
-      promises.add(p.exclusiveJoin(core_.timer.afterDelay(500 * kj::MILLISECONDS).then([] {
-        return std::make_pair(uint64_t(0), uint64_t(0));
-      })));
+                   .catch_([](kj::Exception&&) -> sizes { return nullptr; });
+      promises.add(p.exclusiveJoin(
+          core_.timer.afterDelay(500 * kj::MILLISECONDS).then([]() -> sizes { return nullptr; })));
     }
     auto& core = core_;
     return kj::joinPromises(promises.finish())
         .then([context, all = std::move(all), &core](
-                  kj::Array<std::pair<uint64_t, uint64_t>> sizes) mutable {
+                  kj::Array<sizes> known) mutable {
           auto list = context.getResults().initMembers(static_cast<unsigned>(all.size()));
           for (size_t i = 0; i < all.size(); ++i) {
             auto b = list[static_cast<unsigned>(i)];
             to_rpc(all[i], b.initInfo());
             b.setRingShare(core.ring_ ? core.ring_->live_share(all[i].name) : 0.0);
-            b.setItems(sizes[i].first);
-            b.setBytes(sizes[i].second);
+            KJ_IF_MAYBE (s, known[i]) {
+              b.setItems(s->first);
+              b.setBytes(s->second);
+            } else {
+              b.setSizeUnknown(true);
+            }
             if (all[i].name == core.cfg.node_name)
               b.setDraining(core.draining);
           }

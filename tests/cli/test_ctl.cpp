@@ -37,6 +37,7 @@ struct fake_member {
   rpc::MemberState state;
   double share;
   uint64_t items, bytes;
+  bool sizes_unknown = false;  // (MemberStatus.sizeUnknown)
 };
 
 // What a fake node answers; shared between the test thread (setup, checks) and the KJ thread.
@@ -167,6 +168,7 @@ protected:
       list[i].setRingShare(m.share);
       list[i].setItems(m.items);
       list[i].setBytes(m.bytes);
+      list[i].setSizeUnknown(m.sizes_unknown);
     }
     return kj::READY_NOW;
   }
@@ -508,13 +510,26 @@ BOOST_AUTO_TEST_CASE(node_ports_are_decimal_and_v6_hosts_need_brackets) {
 BOOST_AUTO_TEST_CASE(members_table_and_json) {
   fake_server a;
   set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  a.cfg.members[2].sizes_unknown = true;  // (n3 did not answer the node in time)
+  a.cfg.members[4].sizes_unknown = true;  // (n5 is dead)
   auto r = ctl_run({"--node", a.address(), "members"});
   BOOST_TEST(r.code == 0, r.err);
   auto l = lines(r.out);
   BOOST_REQUIRE(l.size() == 7);
-  BOOST_TEST(l[0] == "NAME  ADDRESS          STATE    INCARNATION  SHARE%  ITEMS  BYTES");
-  BOOST_TEST(l[1] == "n1    127.0.0.1:11211  alive    1            50.0    10     1000");
-  BOOST_TEST(l[4] == "n4    127.0.0.1:11214  suspect  4            0.0     1      2");
+  size_t width = std::string("RPC_ADDRESS").size();
+  for (const auto& m : a.cfg.members)
+    width = std::max(width, m.rpc_address.size());
+  const auto pad = [width](std::string s) {
+    s.resize(width + 2, ' ');
+    return s;
+  };
+  BOOST_TEST(l[0] == "NAME  ADDRESS          " + pad("RPC_ADDRESS") +
+                       "STATE    INCARNATION  SHARE%  ITEMS  BYTES");
+  BOOST_TEST(l[1] == "n1    127.0.0.1:11211  " + pad(a.address()) +
+                       "alive    1            50.0    10     1000");
+  BOOST_TEST(l[3].substr(l[3].size() - 16) == "25.0    -      -", l[3]);
+  BOOST_TEST(l[4] == "n4    127.0.0.1:11214  " + pad("127.0.0.1:1") +
+                       "suspect  4            0.0     1      2");
 
   // Global flags may follow the command too.
   auto j = ctl_run({"--node", a.address(), "members", "--json"});
@@ -533,6 +548,9 @@ BOOST_AUTO_TEST_CASE(members_table_and_json) {
   BOOST_TEST(doc[0]["rpc_address"] == a.address());
   BOOST_TEST(doc[0]["ring_share"] == 0.5);
   BOOST_TEST(doc[1]["bytes"] == 500);
+  BOOST_TEST(doc[2]["items"].is_null());  // (not 0: an unknown member is not an empty one)
+  BOOST_TEST(doc[2]["bytes"].is_null());
+  BOOST_TEST(doc[3]["items"] == 1);
   std::vector<std::string> want = {"alive", "alive", "alive", "suspect", "dead", "left"};
   BOOST_TEST(states == want, boost::test_tools::per_element());
 }

@@ -2176,6 +2176,48 @@ BOOST_AUTO_TEST_CASE(bifrostctl_get_fails_over_to_the_replica) {
   BOOST_CHECK_EQUAL(answered, keys.size());
 }
 
+// A member that does not answer (stopped) shows in `members` with its items and bytes
+// unknown ("-", null in --json), not as an empty member (before: 0 and 0, as a member that
+// holds nothing); `ring` and `stats --all` do not wait for it to list the members.
+BOOST_AUTO_TEST_CASE(a_member_that_does_not_answer_has_unknown_sizes) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 3, 1, 5000ms);
+  {
+    mc_client m(ns[0]->port);
+    for (auto& k : make_keys("sizes-", 300))
+      m.set(k, "v");
+  }
+  BOOST_REQUIRE(stop_node(ns[2]->pid));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ring = run_ctl({"--node", ns[0]->rpc(), "--timeout", "0.3", "ring"});
+  auto all = run_ctl({"--node", ns[0]->rpc(), "--timeout", "0.3", "stats", "--all"});
+  const auto ms =
+    std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  auto r = run_ctl({"--node", ns[0]->rpc(), "--json", "members"});
+  auto doc = nlohmann::json::parse(r.out);
+  size_t checked = 0;
+  for (auto& m : doc) {
+    if (m.at("name") == ns[2]->name) {
+      BOOST_CHECK_MESSAGE(m.at("items").is_null() && m.at("bytes").is_null(), m.dump());
+      ++checked;
+    } else if (m.at("state") == "alive") {
+      BOOST_CHECK_MESSAGE(m.at("items").is_number() && m.at("items") > 0, m.dump());
+      ++checked;
+    }
+  }
+  BOOST_CHECK_EQUAL(checked, 3u);
+  auto table = run_ctl({"--node", ns[0]->rpc(), "members"});
+  BOOST_CHECK_MESSAGE(table.out.find(" -      -\n") != std::string::npos, table.out);
+  ::kill(ns[2]->pid, SIGCONT);
+  report("ring and stats --all with n3 stopped: " + std::to_string(ms.count()) + " ms");
+  BOOST_CHECK_EQUAL(ring.exit_code, 0);
+  // (stats --all asks n3 too, which answers nothing within 0.3 s: named, exit 1)
+  BOOST_CHECK_MESSAGE(all.err.find("member " + ns[2]->name) != std::string::npos, all.err);
+  BOOST_CHECK_MESSAGE(all.out.find("2 of 3 alive members answered") != std::string::npos,
+                      all.out);
+}
+
 // --------------------------------------------------------------------------------------------
 // bifrostctl's get, set and delete inside the window act as a client's do: n3 joined and
 // holds none of the keys it took yet. A get through n1 of such a key answers its value from
