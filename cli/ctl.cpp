@@ -476,7 +476,9 @@ int cmd_get(context& c) {
   switch (res.getStatus()) {
     case rpc::Status::HIT: break;
     case rpc::Status::MISS:
-    case rpc::Status::NOT_FOUND: c.err << "not found\n"; return exit_failed;
+    case rpc::Status::NOT_FOUND:
+      c.err << "bifrostctl: get: " << c.opts.key << ": not found\n";
+      return exit_failed;
     default: throw failure{exit_failed, std::string("get: ") + status_name(res.getStatus())};
   }
   if (!res.getStreamed()) {

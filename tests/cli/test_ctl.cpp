@@ -689,7 +689,7 @@ BOOST_AUTO_TEST_CASE(set_get_delete) {
   auto miss = ctl_run({"--node", a.address(), "get", "k"});
   BOOST_TEST(miss.code == 1);
   BOOST_TEST(miss.out.empty());
-  BOOST_TEST(contains(miss.err, "not found"));
+  BOOST_TEST(miss.err == "bifrostctl: get: k: not found\n", miss.err);
 
   auto sj = ctl_run({"--node", a.address(), "--json", "set", "j", "v"});
   auto doc = nlohmann::json::parse(sj.out);
