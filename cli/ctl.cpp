@@ -556,6 +556,9 @@ int cmd_set(context& c) {
   } else {
     c.out << status_name(res.getStatus()) << "\n";
   }
+  if (res.getStatus() == rpc::Status::TOO_LARGE)
+    c.err << "bifrostctl: set: the value (" << c.opts.value.size()
+          << " bytes) is larger than the node's item size limit (its -I)\n";
   return stored ? exit_ok : exit_failed;
 }
 

@@ -243,6 +243,10 @@ protected:
             res.setStatus(rpc::Status::NOT_STORED);
             break;
           }
+          if (key == "toolarge") {
+            res.setStatus(rpc::Status::TOO_LARGE);
+            break;
+          }
           cfg_.store[key] = to_string(op.getValue());
           cfg_.flags[key] = op.getFlags();
           cfg_.ttls[key] = op.getTtl();
@@ -678,6 +682,11 @@ BOOST_AUTO_TEST_CASE(set_get_delete) {
   auto ns = ctl_run({"--node", a.address(), "set", "readonly", "x"});
   BOOST_TEST(ns.code == 1);
   BOOST_TEST(ns.out == "NOT_STORED\n");
+  auto big = ctl_run({"--node", a.address(), "set", "toolarge", "xyz"});
+  BOOST_TEST(big.code == 1);
+  BOOST_TEST(big.out == "TOO_LARGE\n");
+  BOOST_TEST(contains(big.err, "the value (3 bytes) is larger than the node's item size limit"),
+             big.err);
 
   auto d = ctl_run({"--node", a.address(), "delete", "k"});
   BOOST_TEST(d.code == 0);
