@@ -357,6 +357,20 @@ void connection::process_input_pass() {
         rpos_ = rend_;
         break;
       }
+      const auto foreign = proto::foreign_protocol(in);
+      if (foreign == proto::foreign::maybe && !read_closed_)
+        break;  // (the rest of a Cap'n Proto segment table, or of a TLS record's header)
+      if (foreign == proto::foreign::yes) {
+        ctx_.counters->add(ctx_.counters->protocol_errors);
+        auto& p = push_pending(pending_kind::immediate);
+        p.reply.assign(proto::foreign_protocol_error.data(), proto::foreign_protocol_error.size());
+        p.reply.append("\r\n");
+        p.close_after = true;
+        read_closed_ = true;
+        no_linger_ = true;
+        rpos_ = rend_;
+        break;
+      }
       first_line_seen_ = true;
     }
     auto r = proto::parse(in, req_, pcfg_);

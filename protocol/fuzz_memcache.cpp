@@ -126,6 +126,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       die("binary refusal:", "length or opcode");
   }
 
+  // The foreign-protocol check decides once: every longer prefix gets the same answer, and
+  // it waits (maybe) only while no newline came.
+  {
+    foreign first = foreign::maybe;
+    for (size_t n = 0; n <= size && n <= 16; ++n) {
+      const foreign f = foreign_protocol(in.substr(0, n));
+      if (first != foreign::maybe && f != first)
+        die("foreign_protocol:", "changed its answer on more bytes");
+      if (f == foreign::maybe && in.substr(0, n).find('\n') != std::string_view::npos)
+        die("foreign_protocol:", "waits past a newline");
+      first = f;
+    }
+  }
+
   // Split invariance.
   for (const parser_config& cfg : {big, small}) {
     std::string v;

@@ -589,6 +589,26 @@ stats_query classify_stats(std::string_view arg) noexcept {
   return {stats_kind::unknown, {}};
 }
 
+foreign foreign_protocol(std::string_view in) noexcept {
+  const auto at = [&](size_t i) { return static_cast<unsigned char>(in[i]); };
+  if (in.empty())
+    return foreign::maybe;
+  if (at(0) == 0x16) {  // TLS: record type handshake, version 3.x
+    if (in.size() < 3)
+      return in.size() < 2 || at(1) == 0x03 ? foreign::maybe : foreign::no;
+    return at(1) == 0x03 && at(2) <= 0x04 ? foreign::yes : foreign::no;
+  }
+  for (size_t i = 0; i < 4 && i < in.size(); ++i)  // one segment
+    if (at(i) != 0)
+      return foreign::no;
+  if (in.size() < 8)  // (a newline ends a line of NULs: memcached's ERROR)
+    return in.find('\n') == std::string_view::npos ? foreign::maybe : foreign::no;
+  const uint32_t words = uint32_t(at(4)) | uint32_t(at(5)) << 8 | uint32_t(at(6)) << 16 |
+                         uint32_t(at(7)) << 24;
+  return words >= 1 && words <= (1u << 24) && at(4) != '\n' && at(5) != '\n' ? foreign::yes
+                                                                          : foreign::no;
+}
+
 std::string binary_not_supported(std::string_view in) {
   static constexpr std::string_view body = "binary protocol not supported: use the text or meta protocol";
   std::string r(binary_header_size, '\0');

@@ -208,6 +208,18 @@ inline constexpr size_t binary_header_size = 24;
 /// the request's opcode and opaque echoed, the reason as the body. Pure.
 std::string binary_not_supported(std::string_view in);
 
+/// A connection that begins with a Cap'n Proto message (bifrostctl, or a node's RPC, dialled
+/// at the memcached port: a segment table of one segment, four zero bytes, then its size in
+/// words, 1..2^24, little endian) or a TLS handshake record (0x16 0x03 0x00..0x04) is no
+/// memcached client: it is answered with foreign_protocol_error and closed at once. memcached
+/// would wait for a newline that never comes, and bifrostctl for an answer until its
+/// --timeout. (A line of NULs is not such a table: "\0\0\0\r\n" answers ERROR, as memcached.)
+enum class foreign { no, yes, maybe /* too few bytes yet to tell */ };
+foreign foreign_protocol(std::string_view first_bytes) noexcept;
+inline constexpr std::string_view foreign_protocol_error =
+  "SERVER_ERROR this is a memcached port: bifrostctl and cluster nodes use the node's RPC port "
+  "(--rpc-port)";
+
 /// True when `s` is non-empty and has no control character or space (memcached's key bytes;
 /// also what a node name must be).
 bool printable_token(std::string_view s) noexcept;

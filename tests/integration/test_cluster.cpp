@@ -2144,6 +2144,15 @@ BOOST_AUTO_TEST_CASE(bifrostctl_commands_count_as_a_clients) {
   BOOST_CHECK_EQUAL(sum("get_misses"), 1);
   BOOST_CHECK_EQUAL(sum("delete_hits"), 1);
   BOOST_CHECK_EQUAL(sum("delete_misses"), 1);
+
+  // bifrostctl dialled at a node's memcached port is told so at once (it waited for its
+  // --timeout, as memcached leaves a client waiting for a newline).
+  const auto t0 = std::chrono::steady_clock::now();
+  auto wrong = run_ctl({"--node", "127.0.0.1:" + std::to_string(ns[0]->port), "status"});
+  BOOST_CHECK_EQUAL(wrong.exit_code, 2);
+  BOOST_CHECK_MESSAGE(wrong.err.find("not in Cap'n Proto RPC") != std::string::npos, wrong.err);
+  BOOST_CHECK_LT(std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - t0).count(), 4000);
 }
 
 // With R = 2, bifrostctl's get of a key whose primary was just killed (not found dead yet)

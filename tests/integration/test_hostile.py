@@ -246,6 +246,23 @@ class BadInputTest(ServerTestCase):
                 self.assertEqual(status, 0x01)  # key not found
         self.assertAlive()
 
+    def test_an_rpc_client_at_the_memcached_port_is_told_at_once(self):
+        # bifrostctl (Cap'n Proto: its first byte is 0x00) or a TLS client (0x16) dialled at
+        # the memcached port waited for a reply until its timeout, as memcached leaves such a
+        # client waiting for a newline. bifrostd answers them at once and closes.
+        if not is_bifrost():
+            self.skipTest("memcached waits for a newline")
+        for first in (b"\x00\x00\x00\x00\x05\x00\x00\x00", b"\x16\x03\x01\x02\x00\x01"):
+            with self.server.client(timeout=3) as c:
+                c.send(first)
+                self.assertEqual(
+                    c.expect_closed(),
+                    b"SERVER_ERROR this is a memcached port: bifrostctl and cluster nodes use "
+                    b"the node's RPC port (--rpc-port)\r\n")
+        with self.server.client(timeout=3) as c:  # (a NUL later in a line is the line's)
+            self.assertEqual(c.call(b"x\x00y\r\n"), b"ERROR\r\n")
+        self.assertAlive()
+
     def test_many_connections_open_and_close(self):
         for _ in range(50):
             with self.server.client() as c:

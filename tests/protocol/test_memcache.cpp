@@ -1100,6 +1100,36 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(binary_refusal)
 
+// A Cap'n Proto message (bifrostctl at the memcached port) or a TLS handshake is told apart
+// from a text line on its first bytes, fed one byte at a time: undecided while it could still
+// be either, and never once a newline came (a line of NULs answers ERROR, as in memcached).
+BOOST_AUTO_TEST_CASE(foreign_protocols_are_told_apart_from_lines_byte_by_byte) {
+  struct tcase {
+    std::string bytes;
+    foreign want;
+  };
+  const std::vector<tcase> cases = {
+      {std::string("\0\0\0\0\x05\0\0\0\0\0", 10), foreign::yes},  // capnp, 5 words
+      {std::string("\x16\x03\x01\x02\x00", 5), foreign::yes},          // TLS ClientHello
+      {std::string("\0\0\0\r\n", 5), foreign::no},
+      {std::string("\0\0\0\0\n", 5), foreign::no},
+      {std::string("\0\0\0\0\0\0\0\0\r\n", 10), foreign::no},  // 0 words: no message
+      {std::string("\0\0\0\0\0\0\0\x02", 8), foreign::no},      // 2^25 words: too large
+      {std::string("\x16\n", 2), foreign::no},
+      {"get k\r\n", foreign::no},
+      {std::string("\x80\0", 2), foreign::no},  // (binary: its own answer)
+  };
+  for (const auto& c : cases) {
+    foreign last = foreign::maybe;
+    for (size_t n = 1; n <= c.bytes.size(); ++n) {
+      const foreign f = foreign_protocol(std::string_view(c.bytes).substr(0, n));
+      BOOST_TEST((last == foreign::maybe || f == last), "changed at byte " << n);
+      last = f;
+    }
+    BOOST_TEST((last == c.want), "case " << c.bytes.size() << " bytes");
+  }
+}
+
 BOOST_AUTO_TEST_CASE(binary_not_supported_echoes_opcode_and_opaque) {
   using namespace bifrost::proto;
   // A binary "set" header (opcode 1) with opaque 01 02 03 04, then more bytes.
