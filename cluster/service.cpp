@@ -2266,9 +2266,10 @@ void service::impl::replicas_conflict(const std::string& name, const std::string
                           std::string(replicas_mismatch) + ": " + name + " keeps --replicas " +
                           std::to_string(theirs) + ", " + cfg.node_name + " keeps " +
                           std::to_string(cfg.replicas) + "; every member needs the same --replicas";
-  std::fprintf(stderr, "bifrost cluster: %s\n", msg.c_str());
   if (cfg.on_fatal)
-    cfg.on_fatal(msg);
+    cfg.on_fatal(msg);  // (which says it: once)
+  else
+    std::fprintf(stderr, "bifrost cluster: %s\n", msg.c_str());
 }
 
 void service::impl::handle(output&& out) {
@@ -2279,9 +2280,10 @@ void service::impl::handle(output&& out) {
     const std::string msg = "the node name '" + cfg.node_name +
                             "' is in use by a live member at " + members.duplicate_name() +
                             ": give this node another --node-name";
-    std::fprintf(stderr, "bifrost cluster: %s\n", msg.c_str());
     if (cfg.on_fatal)
-      cfg.on_fatal(msg);
+      cfg.on_fatal(msg);  // (which says it: once)
+    else
+      std::fprintf(stderr, "bifrost cluster: %s\n", msg.c_str());
   }
   {
     const auto& st = members.stats();
