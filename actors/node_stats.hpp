@@ -28,7 +28,7 @@ struct loop_counters {
   std::atomic<uint64_t> cmd_get{0};       // keys of get/gets, mg (mg T: one that missed)
   std::atomic<uint64_t> cmd_set{0};       // storage commands
   std::atomic<uint64_t> cmd_flush{0};
-  std::atomic<uint64_t> cmd_touch{0};     // touch, the keys of gat/gats, an mg T that hit (memcached)
+  std::atomic<uint64_t> cmd_touch{0};     // touch, keys of gat/gats, an mg T that hit (memcached)
   std::atomic<uint64_t> store_too_large{0};  // writes refused as larger than -I
   std::atomic<uint64_t> cmd_meta{0};      // `me` (memcached counts no other meta command here)
   std::atomic<uint64_t> bytes_read{0};

@@ -497,7 +497,8 @@ BOOST_AUTO_TEST_CASE(node_ports_are_decimal_and_v6_hosts_need_brackets) {
   fake_server a;
   set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
   const std::string addr = a.address();
-  const std::string zeros = addr.substr(0, addr.rfind(':') + 1) + "00" + addr.substr(addr.rfind(':') + 1);
+  const size_t colon = addr.rfind(':');
+  const std::string zeros = addr.substr(0, colon + 1) + "00" + addr.substr(colon + 1);
   auto r = ctl_run({"--node", zeros, "status"});
   BOOST_TEST(r.code == 0, r.err);
   BOOST_TEST(contains(r.out, "name         n1"));

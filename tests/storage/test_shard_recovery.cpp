@@ -575,8 +575,8 @@ BOOST_AUTO_TEST_CASE(a_full_data_directory_evicts_instead_of_crashing) {
   std::istringstream in(line);
   int stored = -1, last_ok = -1, full_evictions = -1, evictions = -1, disk_was_full = -1, recovered = -1;
   int huge_status = -1, huge_missed = -1, kept = -1, after_ok = -1, one_line = -1, next_line = -1;
-  in >> stored >> last_ok >> full_evictions >> evictions >> one_line >> next_line >> disk_was_full >>
-      recovered >> huge_status >> huge_missed >> kept >> after_ok;
+  in >> stored >> last_ok >> full_evictions >> evictions >> one_line >> next_line >>
+      disk_was_full >> recovered >> huge_status >> huge_missed >> kept >> after_ok;
   BOOST_TEST_MESSAGE("full disk: " << line);
   BOOST_CHECK_EQUAL(stored, 1000);       // every store made room by evicting
   BOOST_CHECK_GE(last_ok, 100);          // the newest items read back
