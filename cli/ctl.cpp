@@ -255,6 +255,7 @@ int cmd_status(context& c) {
     json j = member_json(self);
     j["version"] = text(r.getVersion());
     j["uptime"] = r.getUptime();
+    j["cluster"] = text(r.getCluster());
     print_json(c.out, j);
     return exit_ok;
   }
@@ -266,6 +267,7 @@ int cmd_status(context& c) {
       {"incarnation", std::to_string(info.getIncarnation())},
       {"weight", std::to_string(info.getWeight())},
       {"ring_share", percent(self.getRingShare()) + "%"},
+      {"cluster", r.hasCluster() && r.getCluster().size() > 0 ? text(r.getCluster()) : "-"},
       {"items", std::to_string(self.getItems())},
       {"bytes", std::to_string(self.getBytes())},
       {"version", text(r.getVersion())},

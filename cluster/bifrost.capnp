@@ -229,7 +229,9 @@ interface Node {
       -> (sink :ValueSink);
 
   # Queries (bifrostctl and peers).
-  status @4 () -> (self :MemberStatus, version :Text, uptime :UInt64);
+  status @4 () -> (self :MemberStatus, version :Text, uptime :UInt64, cluster :Text);
+  # cluster: where the node stands ("alone", "joining: ...", "alone: no seed answered ...",
+  # "N live members"; empty from older nodes)
   members @5 (withoutSizes :Bool) -> (members :List(MemberStatus));
   # withoutSizes: items and bytes are not asked of the members (sizeUnknown), so a member
   # that does not answer holds nothing up (bifrostctl ring)

@@ -966,6 +966,18 @@ protected:
     self.setDraining(core_.draining);
     r.setVersion(kj::str("bifrost 0.1.0 (schema ", rpc::SCHEMA_VERSION, ")"));
     r.setUptime((now_ms() - core_.started_ms) / 1000);
+    const size_t live = core_.ring_ ? core_.ring_->live_size() : 1;
+    std::string where;
+    if (core_.joining_now())
+      where = "joining: no seed answered yet (client requests answer unavailable until one "
+              "does, or the join wait ends)";
+    else if (live > 1 || core_.seen_others)
+      where = std::to_string(live) + " live member" + (live == 1 ? "" : "s");
+    else if (core_.members.joining())
+      where = "alone: no seed answered (serving alone, still asking them)";
+    else
+      where = "alone";
+    r.setCluster(where);
     auto st = std::make_shared<service::stat_list>();
     return core_.local_stats(st).then([context, st]() mutable {
       auto self = context.getResults().getSelf();

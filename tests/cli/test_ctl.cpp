@@ -156,6 +156,7 @@ protected:
     self.setBytes(cfg_.members.at(0).bytes);
     r.setVersion("0.1.0-fake");
     r.setUptime(3725);
+    r.setCluster("3 live members");
     return kj::READY_NOW;
   }
 
@@ -479,6 +480,7 @@ BOOST_AUTO_TEST_CASE(hello_names_bifrostctl_and_status_prints_a_table) {
   BOOST_TEST(contains(r.out, "state        alive"));
   BOOST_TEST(contains(r.out, "incarnation  7"));
   BOOST_TEST(contains(r.out, "ring_share   50.0%"));
+  BOOST_TEST(contains(r.out, "cluster      3 live members"), r.out);
   BOOST_TEST(contains(r.out, "version      0.1.0-fake"));
   BOOST_TEST(contains(r.out, "uptime       3725 s (1h02m05s)"));
 
@@ -488,6 +490,7 @@ BOOST_AUTO_TEST_CASE(hello_names_bifrostctl_and_status_prints_a_table) {
   BOOST_TEST(doc["name"] == "n1");
   BOOST_TEST(doc["uptime"] == 3725);
   BOOST_TEST(doc["version"] == "0.1.0-fake");
+  BOOST_TEST(doc["cluster"] == "3 live members");
 }
 
 // A port is decimal with leading zeros too, as bifrostd's -p reads it (KJ's address parser

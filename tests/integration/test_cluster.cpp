@@ -3389,6 +3389,12 @@ BOOST_AUTO_TEST_CASE(a_node_whose_seeds_never_answer_serves_alone_after_the_join
   const auto t0 = clock_type::now();
   mc_client m(n.port);
   BOOST_CHECK_EQUAL(m.set("alone", "v"), "SERVER_ERROR unavailable");
+  const auto cluster_line = [&] {  // (status said "alive, 100%" all along, nothing more)
+    auto s = run_ctl({"--node", n.rpc(), "--json", "status"});
+    return s.exit_code == 0 ? nlohmann::json::parse(s.out).value("cluster", "") : "";
+  };
+  BOOST_CHECK_MESSAGE(cluster_line().rfind("joining: no seed answered yet", 0) == 0,
+                      cluster_line());
   std::string r;
   while (seconds_since(t0) < 10 && (r = m.set("alone", "v")) != "STORED")
     std::this_thread::sleep_for(50ms);
@@ -3398,6 +3404,8 @@ BOOST_AUTO_TEST_CASE(a_node_whose_seeds_never_answer_serves_alone_after_the_join
   BOOST_CHECK_GE(waited, 4.0);
   BOOST_CHECK_LT(waited, 7.0);
   BOOST_CHECK(m.get("alone") == std::optional<std::string>("v"));
+  BOOST_CHECK_MESSAGE(cluster_line().rfind("alone: no seed answered", 0) == 0, cluster_line());
+  BOOST_CHECK_EQUAL(run_ctl({"--node", other.rpc(), "--json", "status"}).exit_code, 0);
   const auto log = c.stderr_tail(n);
   BOOST_CHECK(log.find("no seed answered") != std::string::npos);
   const auto seed_line = [&](int port) {
