@@ -605,8 +605,9 @@ foreign foreign_protocol(std::string_view in) noexcept {
     return in.find('\n') == std::string_view::npos ? foreign::maybe : foreign::no;
   const uint32_t words = uint32_t(at(4)) | uint32_t(at(5)) << 8 | uint32_t(at(6)) << 16 |
                          uint32_t(at(7)) << 24;
-  return words >= 1 && words <= (1u << 24) && at(4) != '\n' && at(5) != '\n' ? foreign::yes
-                                                                          : foreign::no;
+  if (in.substr(0, 8).find('\n') != std::string_view::npos)
+    return foreign::no;  // (as with fewer bytes: a line, whatever the packets)
+  return words >= 1 && words <= (1u << 24) ? foreign::yes : foreign::no;
 }
 
 std::string binary_not_supported(std::string_view in) {

@@ -347,6 +347,10 @@ struct shard::impl {
   size_t prune_capacity = 0;  // the index capacity that cursor refers to
   std::string dir;  // shard directory; empty: memfd segments
   std::string last_error;
+  /// The op running is a client's (execute): an item it finds expired counts in get_expired,
+  /// as memcached's do_item_get counts it; the cluster's own reads and copies count it as
+  /// reclaimed, as the sweep does.
+  bool client_op = false;
   uint64_t disk_full_unreported = 0;  // disk-full evictions since the last cfg.warn line
   uint32_t disk_full_warned_at = 0;   // when that line went (shard clock)
   bool disk_full_warned = false;
@@ -893,7 +897,7 @@ struct shard::impl {
     const size_t pos = find(key, h);
     if (pos == npos) return npos;
     if (expired(hdr(idx.at(pos)))) {
-      reclaim_expired(pos, true);
+      reclaim_expired(pos, client_op);
       return npos;
     }
     return pos;
@@ -1265,6 +1269,8 @@ struct shard::impl {
     // A hand-back spares an item stored since this node came back, and a copy of the
     // sender's very item (its CAS, explicit_cas; the deletes a hand-back sends carry the CAS
     // of the sender's item, not of the delete, so it is matched, not ordered).
+    if (counts && cas_check && o.compare_cas != r->cas)
+      ++st.delete_misses;  // (md C<other>: memcached counts a miss, then answers EX)
     if ((cas_check && o.compare_cas != r->cas) ||
         (o.hand_back &&
          (r->cas > return_mark() || (o.explicit_cas != 0 && r->cas == o.explicit_cas)))) {
@@ -1312,7 +1318,8 @@ struct shard::impl {
   /// before the delete's copy); any other goes, also one whose CAS or the delete's point is
   /// no clock value (unordered: as a plain delete, which replication's used to be). Notes the
   /// delete with its point, so that copies of older writes are refused after it. Counted in
-  /// the delete stats when `counted` (replication's, as a client delete's replication was).
+  /// no delete stat: the client's delete counted at its primary (a replica counting it too
+  /// made one delete two in a cluster's sums).
   result remove_copy(const op& o, uint32_t h) {
     result res;
     observe_cas(o.explicit_cas);  // (as a copy's store: later writes here get a later CAS)
@@ -1324,12 +1331,10 @@ struct shard::impl {
     if (guard_s != 0 && o.explicit_cas != 0)
       note_delete(o.key, o.explicit_cas);
     if (pos == npos) {
-      if (o.counted) ++st.delete_misses;
       res.st = status::not_found;
       return res;
     }
     remove_at(pos);
-    if (o.counted) ++st.delete_hits;
     res.st = status::deleted;
     return res;
   }
@@ -1405,6 +1410,8 @@ struct shard::impl {
     // Not a fetch. memcached changes a counter in place while the result is no longer (the
     // item keeps its fetched flag, and an `md I` item stays stale with its win token handed
     // out or not) and else makes a new item (not fetched, not stale, no token).
+    // (memcached compares with the item's length, which keeps a decr's space padding: after
+    // "100" decr 1 incr 1 it changes in place where this node makes a new item.)
     const bool in_place = nv.size() <= r->value_view().size();
     s.fetched = e.fetched() && in_place;
     if (in_place) {
@@ -1722,6 +1729,7 @@ result shard::execute(op& o) {
   impl& m = *impl_;
   try {
     m.now = m.clock();
+    m.client_op = o.counted && !o.hand_back && !o.copy;
     m.apply_pending_flush();
     switch (o.kind) {
       case op_kind::get: return m.do_get(o);

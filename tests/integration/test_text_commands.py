@@ -475,6 +475,8 @@ class StatsTest(ServerTestCase):
         # md I marks stale: no delete hit. ma N makes the counter: no incr miss.
         d = self.delta(c, b"md %s I\r\n" % k, b"HD\r\n")
         self.assertEqual(d["delete_hits"], 0, d)
+        d = self.delta(c, b"md %s C1\r\n" % k, b"EX\r\n")  # (another CAS: a miss)
+        self.assertEqual((d["delete_hits"], d["delete_misses"]), (0, 1), d)
         d = self.delta(c, b"ma %s N0 J13 v\r\n" % self.key("made"), b"VA 2\r\n13\r\n")
         self.assertEqual((d["incr_misses"], d["incr_hits"]), (0, 0), d)
         # A counter whose number grows is a new item (total_items); one that does not is not.

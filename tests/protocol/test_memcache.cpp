@@ -1113,6 +1113,7 @@ BOOST_AUTO_TEST_CASE(foreign_protocols_are_told_apart_from_lines_byte_by_byte) {
       {std::string("\x16\x03\x01\x02\x00", 5), foreign::yes},          // TLS ClientHello
       {std::string("\0\0\0\r\n", 5), foreign::no},
       {std::string("\0\0\0\0\n", 5), foreign::no},
+      {std::string("\0\0\0\0\x01\0\n\0", 8), foreign::no},  // (a newline at byte 6)
       {std::string("\0\0\0\0\0\0\0\0\r\n", 10), foreign::no},  // 0 words: no message
       {std::string("\0\0\0\0\0\0\0\x02", 8), foreign::no},      // 2^25 words: too large
       {std::string("\x16\n", 2), foreign::no},

@@ -1795,6 +1795,21 @@ BOOST_AUTO_TEST_CASE(hit_and_miss_counters_count_what_memcached_counts) {
   BOOST_CHECK_EQUAL(st.incr_hits, 2u);
   BOOST_CHECK_EQUAL(st.decr_hits, 1u);
   BOOST_CHECK_EQUAL(st.total_items, items + 1);
+
+  // An expired item found by the cluster's own read (warming, replication: not counted) is
+  // reclaimed, not a client's get_expired; md C with another CAS is a delete miss.
+  do_set(*s, "old", "v", 5);
+  clk.advance(6);
+  op look;
+  look.kind = op_kind::get;
+  look.key = "old";
+  look.counted = false;
+  BOOST_CHECK(s->execute(look).st == status::miss);
+  BOOST_CHECK_EQUAL(s->stats().get_expired, 0u);
+  BOOST_CHECK_EQUAL(s->stats().reclaimed, 1u);
+  do_set(*s, "e", "1");
+  BOOST_CHECK(do_delete(*s, "e", 12345).st == status::exists);
+  BOOST_CHECK_EQUAL(s->stats().delete_misses, 2u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
