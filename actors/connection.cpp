@@ -1493,6 +1493,9 @@ void connection::handle_local(pending& p) {
         case proto::stats_kind::settings:
           compose_stats_settings(*ctx_.node, p.reply);
           break;
+        case proto::stats_kind::sizes:  // (memcached's answer without -o track_sizes)
+          p.reply = "STAT sizes_status disabled\r\nEND\r\n";
+          break;
         case proto::stats_kind::slab_list:
         case proto::stats_kind::cachedump:
           // A segment store has no slab classes: the lists memcached gives per class are

@@ -569,7 +569,8 @@ stats_query classify_stats(std::string_view arg) noexcept {
   const std::string_view sub = words[0];
   if (sub == "reset") return {stats_kind::reset, {}};
   if (sub == "settings") return {stats_kind::settings, {}};
-  if (sub == "items" || sub == "slabs" || sub == "sizes") return {stats_kind::slab_list, {}};
+  if (sub == "items" || sub == "slabs") return {stats_kind::slab_list, {}};
+  if (sub == "sizes") return {stats_kind::sizes, {}};
   if (sub == "conns") return {stats_kind::conns, {}};
   if (sub == "detail") {
     if (words[1] == "on") return {stats_kind::detail_on, {}};

@@ -159,7 +159,8 @@ enum class stats_kind : uint8_t {
   general,      // `stats`
   reset,        // `stats reset`: RESET
   settings,     // `stats settings`
-  slab_list,    // `stats items|slabs|sizes`: per slab class (a segment store has none)
+  slab_list,    // `stats items|slabs`: per slab class (a segment store has none)
+  sizes,        // `stats sizes`: "STAT sizes_status disabled" (memcached without track_sizes)
   cachedump,    // `stats cachedump <class> <limit>`, both valid: the class's keys (none)
   detail_on,    // `stats detail on`: OK
   detail_off,   // `stats detail off`: OK

@@ -1175,7 +1175,7 @@ BOOST_AUTO_TEST_CASE(stats_subcommands_decide_by_their_first_word) {
          {"items", stats_kind::slab_list, ""},
          {"items foo", stats_kind::slab_list, ""},
          {"slabs x", stats_kind::slab_list, ""},
-         {"sizes", stats_kind::slab_list, ""},
+         {"sizes", stats_kind::sizes, ""},
          {"conns x", stats_kind::conns, ""},
          {"detail on", stats_kind::detail_on, ""},
          {"detail on extra", stats_kind::detail_on, ""},
