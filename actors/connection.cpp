@@ -536,16 +536,22 @@ void connection::handle_request(size_t consumed) {
   // A long get-family line goes in parts (get_rest_), the first one now.
   const size_t part_keys =
     is_get_family(cmd) && req_.keys.size() > 1 ? std::min(get_part_keys, read_allowance()) : 1;
-  if (is_get_family(cmd))  // (a split line's other keys count as their parts are planned)
-    counters.add(read_counter(req_), std::min(req_.keys.size(), part_keys));
-  else if (is_storage(cmd))
-    counters.add(counters.cmd_set);
-  else if (cmd == proto::command::touch)
-    counters.add(counters.cmd_touch);
-  else if (cmd == proto::command::mg && !req_.meta.has('T'))
-    counters.add(counters.cmd_get);
-  else if (cmd == proto::command::me)
-    counters.add(counters.cmd_meta);
+  // (Counted once the plan took the request: one it refuses, e.g. a bad base64 key, counts
+  // only as a protocol error, as memcached returns before it counts.)
+  std::atomic<uint64_t>* counter = nullptr;
+  size_t count = 1;
+  if (is_get_family(cmd)) {  // (a split line's other keys count as their parts are planned)
+    counter = &read_counter(req_);
+    count = std::min(req_.keys.size(), part_keys);
+  } else if (is_storage(cmd)) {
+    counter = &counters.cmd_set;
+  } else if (cmd == proto::command::touch) {
+    counter = &counters.cmd_touch;
+  } else if (cmd == proto::command::mg && !req_.meta.has('T')) {
+    counter = &counters.cmd_get;
+  } else if (cmd == proto::command::me) {
+    counter = &counters.cmd_meta;
+  }
 
   auto& p = push_pending(pending_kind::exec);
   uint64_t seq = base_seq_ + pending_.size() - 1;
@@ -566,6 +572,8 @@ void connection::handle_request(size_t consumed) {
   auto pr = plan(req_, p.ops);  // copies keys and the data block out of the read buffer
   rpos_ += consumed;
   adopt_line(p);
+  if (counter && pr.k != plan_result::kind::error)
+    counters.add(*counter, count);
   switch (pr.k) {
     case plan_result::kind::error:
       counters.add(counters.protocol_errors);

@@ -466,6 +466,12 @@ class StatsTest(ServerTestCase):
         self.assertEqual(d["cmd_meta"], 0, d)
         d = self.delta(c, b"me %s\r\nme %s\r\n" % (k, m), None, until=b"EN\r\n")
         self.assertEqual((d["cmd_meta"], d["get_hits"], d["get_misses"]), (2, 0, 0), d)
+        # A request refused before it runs counts in no command counter (a bad base64 key, an
+        # opaque too long, too many flags).
+        for bad in (b"mg !!!! b v\r\n", b"me !!!! b\r\n", b"mg %s v O%s\r\n" % (k, b"x" * 40),
+                    b"mg %s v " % k + b"v " * 30 + b"\r\n"):
+            d = self.delta(c, bad, None, until=b"\r\n")
+            self.assertEqual((d["cmd_get"], d["cmd_meta"]), (0, 0), (bad, d))
         # mg T: a hit counts a touch, a miss a get.
         d = self.delta(c, b"mg %s T30\r\n" % m, b"EN\r\n")
         self.assertEqual((d["cmd_get"], d["get_misses"], d["cmd_touch"], d["touch_misses"]),
