@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace bifrost::actors {
@@ -463,6 +464,14 @@ void connection::hang_up_after_answers() {
   read_closed_ = true;
   hung_up_ = true;
   rpos_ = rend_;
+}
+
+void connection::set_memory_limit(uint64_t bytes) {
+  ctx_.node->memory_limit.store(bytes, std::memory_order_relaxed);
+  const auto& shards = ctx_.routes->local_shards();
+  const uint64_t share = std::max<uint64_t>(bytes / std::max<size_t>(shards.size(), 1), 1);
+  for (const auto& s : shards)
+    send(s, memlimit_atom::value, share);
 }
 
 const caf::actor& connection::local_shard_for(const std::string& key) const {
@@ -1452,6 +1461,26 @@ void connection::handle_local(pending& p) {
       if (!req.noreply)
         p.reply = "OK\r\n";
       break;
+    case command::cache_memlimit: {
+      // memcached's answers; a node also refuses to grow past the -m it started with (its
+      // open files limit was sized for that many segments).
+      const uint64_t mb = static_cast<uint64_t>(req.delay);
+      auto& node = *ctx_.node;
+      std::string_view r = "OK";
+      if (mb < 8)
+        r = "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m";
+      else if (mb > 1000000000)
+        r = "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes";
+      else if ((mb << 20) > node.cfg.memory_limit)
+        r = "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust";
+      else
+        set_memory_limit(mb << 20);
+      if (r == "OK" && node.verbosity.load(std::memory_order_relaxed) > 0)
+        std::fprintf(stderr, "maxbytes adjusted to %llum\n", static_cast<unsigned long long>(mb));
+      if (!req.noreply)
+        p.reply.assign(r.data(), r.size()).append("\r\n");
+      break;
+    }
     case command::mn:
       p.reply = "MN\r\n";
       break;

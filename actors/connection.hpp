@@ -232,6 +232,9 @@ private:
   /// erase chain under way), whose result deliver() will never see.
   void drop_past_copies_of_unfinished();
   void handle_local(pending& p);
+  /// `cache_memlimit`: the node's -m is `bytes` from now on (stats), each local shard's share
+  /// of it (as at start: an even split) sent to it.
+  void set_memory_limit(uint64_t bytes);
   void route_op(uint64_t seq, uint32_t index, size_t shard);
   // Where an op for rt's owner in cv's ring goes: this node's shard for `key`, else the
   // member's data link, else its peer actor.

@@ -839,6 +839,7 @@ plan_result plan(const proto::request& req, std::vector<storage::op>& ops) {
       return {};
     }
     case command::flush_all: case command::version: case command::verbosity:
+    case command::cache_memlimit:
     case command::stats: case command::quit: case command::mn: {
       plan_result r;
       r.k = plan_result::kind::local;

@@ -31,6 +31,9 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 /// (prune_atom, cluster_view_ptr) from the route table: drop in the background the items whose
 /// keys this node owns in none of the view's rings (current and past); null: stop dropping
 using prune_atom = caf::atom_constant<caf::atom("prune")>;
+/// (memlimit_atom, uint64_t bytes): `cache_memlimit` changed the node's -m; this shard's share
+/// is `bytes` from now on (storage::shard::set_memory_limit)
+using memlimit_atom = caf::atom_constant<caf::atom("memlimit")>;
 
 // -- route table (actors/route_table.hpp) ------------------------------------------------------
 /// (subscribe_atom, actor) -> the subscriber receives (routes_atom, route_snapshot_ptr) now

@@ -96,7 +96,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("touch_misses", sh.touch_misses);
   counter("bytes_read", sum(node, &loop_counters::bytes_read));
   counter("bytes_written", sum(node, &loop_counters::bytes_written));
-  stat(out, "limit_maxbytes", node.cfg.memory_limit);
+  stat(out, "limit_maxbytes", node.memory_limit.load(std::memory_order_relaxed));
   stat(out, "accepting_conns", 1);
   stat(out, "threads", node.loops.size());
   stat(out, "bytes", sh.bytes);
@@ -166,7 +166,7 @@ void reset_stats(const node_shared& node, const storage::shard_stats& sh) {
 
 void compose_stats_settings(const node_shared& node, std::string& out) {
   const auto& c = node.cfg;
-  stat(out, "maxbytes", c.memory_limit);
+  stat(out, "maxbytes", node.memory_limit.load(std::memory_order_relaxed));
   stat(out, "maxconns", node.client_limit);
   stat(out, "tcpport", c.port);
   stat(out, "udpport", 0);

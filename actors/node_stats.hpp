@@ -88,6 +88,9 @@ struct node_shared {
   /// `stats settings` verbosity: -v's count, then what the `verbosity N` command set (at most
   /// 2, memcached's MAX_VERBOSITY_LEVEL). Any thread, relaxed.
   std::atomic<int> verbosity{0};
+  /// -m in bytes as `stats` shows it (limit_maxbytes, maxbytes): cfg.memory_limit, then what
+  /// `cache_memlimit` set (at most cfg.memory_limit). Any thread, relaxed.
+  std::atomic<uint64_t> memory_limit{0};
   mutable std::vector<prefix_table> prefixes;  // one per I/O loop, like `loops`
   std::atomic<uint64_t> connections{0}; // open client connections, all loops (for -c)
   /// Clients served at once (set at start, then read only): -c, or fewer when the open files
@@ -115,7 +118,7 @@ struct node_shared {
 
   explicit node_shared(node_config c, size_t nloops)
     : cfg(std::move(c)), loops(nloops), detail_enabled(cfg.detail_stats),
-      verbosity(cfg.verbosity), prefixes(nloops),
+      verbosity(cfg.verbosity), memory_limit(cfg.memory_limit), prefixes(nloops),
       parked(std::make_shared<storage::parked_values>(parked_limits(cfg))) {}
 
   /// Registers a socket for `stats conns` (its owner's loop thread); `now_ms`: uv_now.

@@ -56,6 +56,7 @@ caf::behavior storage_shard::make_behavior() {
            std::move(results));
     },
     [this](stats_atom) -> storage::shard_stats { return stats(); },
+    [this](memlimit_atom, uint64_t bytes) { shard_->set_memory_limit(bytes); },
     [this](stats_atom, uint64_t tag) {
       send(caf::actor_cast<caf::actor>(current_sender()), stats_atom::value, tag, stats());
     },

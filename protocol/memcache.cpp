@@ -297,6 +297,7 @@ bool opaque_too_long(const token_list& tk, size_t start) noexcept {
 enum class cmd_id : uint8_t {
   unknown, get, gets, gat, gats, set, add, replace, append, prepend, cas, delete_, incr, decr,
   touch, flush_all, version, verbosity, stats, quit, shutdown, mg, ms, md, ma, mn, me,
+  cache_memlimit,
 };
 
 // process_command_ascii(): the command token must match exactly.
@@ -348,6 +349,9 @@ cmd_id identify(std::string_view c) noexcept {
     case 9:
       if (c == "flush_all") return cmd_id::flush_all;
       if (c == "verbosity") return cmd_id::verbosity;
+      break;
+    case 14:
+      if (c == "cache_memlimit") return cmd_id::cache_memlimit;
       break;
     default:
       break;
@@ -875,6 +879,16 @@ parse_result parse(std::string_view in, request& req, const parser_config& cfg) 
       uint32_t level;
       if (!safe_strtoul(tk.t(1), level)) return make_error(k_bad_format, consumed);
       req.delay = level;
+      return make_ok(consumed);
+    }
+
+    case cmd_id::cache_memlimit: {  // process_memlimit_command(): a bad number is "ERROR"
+      req.cmd = command::cache_memlimit;
+      if (nt != 3 && nt != 4) return make_error(k_error, consumed);
+      req.noreply = last_is_noreply(tk);
+      uint32_t megabytes;
+      if (!safe_strtoul(tk.t(1), megabytes)) return make_error(k_error, consumed);
+      req.delay = megabytes;
       return make_ok(consumed);
     }
 

@@ -81,7 +81,7 @@ enum class command : uint8_t {
   get, gets, gat, gats,
   set, add, replace, append, prepend, cas,
   delete_, incr, decr, touch,
-  flush_all, version, verbosity, stats, quit,
+  flush_all, version, verbosity, stats, quit, cache_memlimit,
   // meta
   mg, ms, md, ma, mn, me,
 };

@@ -36,6 +36,7 @@ inline const char* command_name(command c) {
     case command::flush_all: return "flush_all";
     case command::version: return "version";
     case command::verbosity: return "verbosity";
+    case command::cache_memlimit: return "cache_memlimit";
     case command::stats: return "stats";
     case command::quit: return "quit";
     case command::mg: return "mg";

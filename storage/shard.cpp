@@ -1725,6 +1725,15 @@ void shard::execute(op_batch& ops, result_batch& out) {
   }
 }
 
+void shard::set_memory_limit(uint64_t bytes) {
+  impl& m = *impl_;
+  m.limit = std::max<uint64_t>(bytes, 2 * m.seg_size);
+  m.cfg.memory_limit = bytes;
+  uint64_t no_budget = 0;
+  while (m.live_seg_bytes > m.limit && !m.fifo.empty())
+    m.evict_oldest(nullptr, no_budget);
+}
+
 result shard::execute(op& o) {
   impl& m = *impl_;
   try {

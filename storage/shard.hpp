@@ -275,6 +275,11 @@ public:
   /// (result::deleted_lately counts only the deletes after it).
   void ring_changed();
 
+  /// `cache_memlimit`: the shard may hold `bytes` of segments from now on (at least two
+  /// segments). Shrinking evicts the oldest segments at once, down to it (segments a reply
+  /// pins still count until it is written).
+  void set_memory_limit(uint64_t bytes);
+
   const shard_stats& stats() const;
   const shard_config& config() const;
 

@@ -376,6 +376,53 @@ class TextExactBytesTest(ServerTestCase):
         self.assertAlive()
 
 
+class MemlimitTest(ServerTestCase):
+    """cache_memlimit N: -m changed at run time, in memcached's words."""
+
+    def test_answers_as_memcached(self):
+        c = self.client()
+        small = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"
+        for send, want in ((b"cache_memlimit 7", small),
+                           (b"cache_memlimit 4294967296", small),  # (a 32-bit number: 0)
+                           (b"cache_memlimit 1000000001",
+                            b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"),
+                           (b"cache_memlimit abc", b"ERROR"), (b"cache_memlimit -5", b"ERROR"),
+                           (b"cache_memlimit", b"ERROR"), (b"cache_memlimit 20 x y", b"ERROR"),
+                           (b"cache_memlimit 20 x", b"OK")):
+            self.assertEqual(c.call(send + b"\r\n"), want + b"\r\n", send)
+        self.assertEqual(int(raw_stats(c)["limit_maxbytes"]), 20 << 20)
+        self.assertEqual(c.call(b"cache_memlimit 32 noreply\r\nversion\r\n")[:8], b"VERSION ")
+        self.assertEqual(int(raw_stats(c)["limit_maxbytes"]), 32 << 20)
+        self.assertEqual(int(raw_stats(c, b"settings")["maxbytes"]), 32 << 20)
+        self.assertEqual(c.call(b"cache_memlimit 64\r\n"), b"OK\r\n")
+        # Past the -m it started with: memcached grows, a node refuses (its open files limit
+        # was sized for that many segments).
+        more = c.call(b"cache_memlimit 128\r\n")
+        if harness.is_bifrost():
+            self.assertEqual(more, b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n")
+        else:
+            self.assertEqual(more, b"OK\r\n")
+            c.call(b"cache_memlimit 64\r\n")
+
+    def test_a_lower_limit_holds_less(self):
+        c = self.client()
+        value = b"v" * 100000
+        for i in range(400):  # 40 MB into -m 64
+            c.send(b"set %s 0 0 %d noreply\r\n" % (self.key(str(i)), len(value)) + value + b"\r\n")
+        self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
+        before = raw_stats(c)
+        self.assertEqual(c.call(b"cache_memlimit 16\r\n"), b"OK\r\n")
+        for i in range(400, 600):  # and 20 MB more
+            c.send(b"set %s 0 0 %d noreply\r\n" % (self.key(str(i)), len(value)) + value + b"\r\n")
+        self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
+        after = raw_stats(c)
+        self.assertEqual(c.get_value(self.key("599")), value)  # the newest is there
+        if harness.is_bifrost():  # (memcached keeps the pages it has; it stops growing)
+            self.assertLessEqual(int(after["storage_segment_bytes"]), 17 << 20, after)
+            self.assertLess(int(after["curr_items"]), int(before["curr_items"]))
+        self.assertEqual(c.call(b"cache_memlimit 64\r\n"), b"OK\r\n")
+
+
 class StatsTest(ServerTestCase):
     NAMES = (
         "pid uptime time version curr_connections total_connections cmd_get cmd_set get_hits "

@@ -332,6 +332,17 @@ BOOST_AUTO_TEST_CASE(admin_commands) {
   BOOST_TEST(o.req.noreply);
   BOOST_TEST(status_of("verbosity 1 foo\r\n") == "ok");  // => OK
 
+  o = P("cache_memlimit 100\r\n");
+  BOOST_TEST((o.req.cmd == command::cache_memlimit));
+  BOOST_TEST(o.req.delay == 100);
+  o = P("cache_memlimit 4294967304 noreply\r\n");  // (memcached's 32-bit number: 8)
+  BOOST_TEST(o.req.delay == 8);
+  BOOST_TEST(o.req.noreply);
+  BOOST_TEST(status_of("cache_memlimit 20 x\r\n") == "ok");
+  for (const char* bad : {"cache_memlimit\r\n", "cache_memlimit abc\r\n", "cache_memlimit -5\r\n",
+                          "cache_memlimit 20 x y\r\n", "cache_memlimit 0x10\r\n"})
+    BOOST_TEST(status_of(bad) == "ERROR", bad);  // (memcached's plain ERROR)
+
   o = P("stats\r\n");
   BOOST_TEST((o.req.cmd == command::stats));
   BOOST_TEST(o.req.stats_arg.empty());

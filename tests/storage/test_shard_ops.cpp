@@ -1812,4 +1812,28 @@ BOOST_AUTO_TEST_CASE(hit_and_miss_counters_count_what_memcached_counts) {
   BOOST_CHECK_EQUAL(s->stats().delete_misses, 2u);
 }
 
+// cache_memlimit: a lower limit evicts the oldest segments at once, and the shard stays
+// under it as writes go on; a higher one (up to the start's) lets it grow again.
+BOOST_AUTO_TEST_CASE(a_memory_limit_set_at_run_time_holds) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);  // 16 MiB of 64 KiB segments
+  const std::string value(10000, 'v');
+  for (int i = 0; i < 1500; ++i)  // 15 MB
+    do_set(*s, "k" + std::to_string(i), value);
+  BOOST_CHECK_GT(s->stats().segment_bytes, 12u << 20);
+  const uint64_t before = s->stats().curr_items;
+  s->set_memory_limit(4 << 20);
+  BOOST_CHECK_LE(s->stats().segment_bytes, 4u << 20);
+  BOOST_CHECK_LT(s->stats().curr_items, before);
+  BOOST_CHECK_EQUAL(value_of(*s, "k1499"), value);  // the newest stay
+  for (int i = 1500; i < 2500; ++i)
+    do_set(*s, "k" + std::to_string(i), value);
+  BOOST_CHECK_LE(s->stats().segment_bytes, 4u << 20);
+  BOOST_CHECK_EQUAL(value_of(*s, "k2499"), value);
+  s->set_memory_limit(16 << 20);
+  for (int i = 2500; i < 3500; ++i)
+    do_set(*s, "k" + std::to_string(i), value);
+  BOOST_CHECK_GT(s->stats().segment_bytes, 8u << 20);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
