@@ -467,11 +467,17 @@ void connection::hang_up_after_answers() {
 }
 
 void connection::set_memory_limit(uint64_t bytes) {
-  ctx_.node->memory_limit.store(bytes, std::memory_order_relaxed);
+  auto& node = *ctx_.node;
+  std::lock_guard<std::mutex> lock(node.memlimit_mu);
+  node.memory_limit.store(bytes, std::memory_order_relaxed);
   const auto& shards = ctx_.routes->local_shards();
   const uint64_t share = std::max<uint64_t>(bytes / std::max<size_t>(shards.size(), 1), 1);
-  for (const auto& s : shards)
+  for (const auto& s : shards)  // (enqueued under the lock: in the order of the commands)
     send(s, memlimit_atom::value, share);
+  // The values parked for re-reads pin segments that count in a shard's share: their bound
+  // follows (node_shared::parked_limits).
+  node.parked->set_max_pinned_bytes(
+    node_shared::parked_pin_bound(bytes, static_cast<uint32_t>(shards.size())));
 }
 
 const caf::actor& connection::local_shard_for(const std::string& key) const {
@@ -1471,7 +1477,7 @@ void connection::handle_local(pending& p) {
         r = "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m";
       else if (mb > 1000000000)
         r = "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes";
-      else if ((mb << 20) > node.cfg.memory_limit)
+      else if ((mb << 20) > node.cfg.memory_limit || (mb << 20) < node.least_memory_limit)
         r = "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust";
       else
         set_memory_limit(mb << 20);

@@ -32,7 +32,8 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 /// keys this node owns in none of the view's rings (current and past); null: stop dropping
 using prune_atom = caf::atom_constant<caf::atom("prune")>;
 /// (memlimit_atom, uint64_t bytes): `cache_memlimit` changed the node's -m; this shard's share
-/// is `bytes` from now on (storage::shard::set_memory_limit)
+/// is `bytes` from now on (storage::shard::set_memory_limit); (memlimit_atom): the shard's own
+/// next step of evicting down to it
 using memlimit_atom = caf::atom_constant<caf::atom("memlimit")>;
 
 // -- route table (actors/route_table.hpp) ------------------------------------------------------

@@ -421,6 +421,11 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
 
   p->shared = std::make_unique<node_shared>(cfg, cfg.threads);
   p->shared->started_at = static_cast<uint32_t>(std::time(nullptr));
+  {
+    const auto sizes = sizes_of_shards(cfg);
+    p->shared->least_memory_limit =
+      uint64_t(cfg.shards) * std::max<uint64_t>(min_shard_memory(cfg), 2ull * sizes.segment);
+  }
   rlimit files{};
   p->shared->client_limit =
     ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY

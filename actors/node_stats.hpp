@@ -89,8 +89,14 @@ struct node_shared {
   /// 2, memcached's MAX_VERBOSITY_LEVEL). Any thread, relaxed.
   std::atomic<int> verbosity{0};
   /// -m in bytes as `stats` shows it (limit_maxbytes, maxbytes): cfg.memory_limit, then what
-  /// `cache_memlimit` set (at most cfg.memory_limit). Any thread, relaxed.
+  /// `cache_memlimit` set (at most cfg.memory_limit). Any thread, relaxed; written under
+  /// memlimit_mu, which also orders the shards' messages (two commands at once on two loops
+  /// leave every shard with the later one's share).
   std::atomic<uint64_t> memory_limit{0};
+  std::mutex memlimit_mu;
+  /// The least `cache_memlimit` takes: each shard keeps min_shard_memory and two of its
+  /// segments (set at start).
+  uint64_t least_memory_limit = 0;
   mutable std::vector<prefix_table> prefixes;  // one per I/O loop, like `loops`
   std::atomic<uint64_t> connections{0}; // open client connections, all loops (for -c)
   /// Clients served at once (set at start, then read only): -c, or fewer when the open files
@@ -131,9 +137,12 @@ struct node_shared {
   /// shard's), 1 MiB at least (the newest entry stays whatever its size).
   static storage::parked_values::limits parked_limits(const node_config& c) {
     storage::parked_values::limits l;
-    const uint64_t per_shard = c.memory_limit / std::max<uint32_t>(c.shards, 1);
-    l.max_pinned_bytes = std::max<uint64_t>(1ull << 20, std::min(c.memory_limit / 4, per_shard / 2));
+    l.max_pinned_bytes = parked_pin_bound(c.memory_limit, c.shards);
     return l;
+  }
+  static uint64_t parked_pin_bound(uint64_t memory_limit, uint32_t shards) {
+    const uint64_t per_shard = memory_limit / std::max<uint32_t>(shards, 1);
+    return std::max<uint64_t>(1ull << 20, std::min(memory_limit / 4, per_shard / 2));
   }
 };
 

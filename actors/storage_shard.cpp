@@ -20,6 +20,7 @@ constexpr size_t max_hand_back_batches = 4;  // unanswered, per shard: the pass 
 constexpr uint64_t tombstone_tag_bit = uint64_t(1) << 63;  // batches of deleted keys
 constexpr uint64_t copy_tag_bit = uint64_t(1) << 62;       // batches of copies to new owners
 constexpr auto answer_wait = std::chrono::seconds(10);      // for a member's answers
+constexpr size_t shrink_step = 8;  // segments evicted a turn after cache_memlimit lowers -m
 
 // A delete handed back to a member alive again (storage::op::hand_back): it removes the
 // member's item only if stored before its return and, with `cas`, not a copy of that item.
@@ -56,7 +57,17 @@ caf::behavior storage_shard::make_behavior() {
            std::move(results));
     },
     [this](stats_atom) -> storage::shard_stats { return stats(); },
-    [this](memlimit_atom, uint64_t bytes) { shard_->set_memory_limit(bytes); },
+    // cache_memlimit: a lower limit's evictions go a few segments a turn (the loop hosting
+    // the shard keeps serving in between).
+    [this](memlimit_atom, uint64_t bytes) {
+      shard_->set_memory_limit(bytes);
+      if (shard_->shrink(shrink_step))
+        send(this, memlimit_atom::value);
+    },
+    [this](memlimit_atom) {
+      if (shard_->shrink(shrink_step))
+        send(this, memlimit_atom::value);
+    },
     [this](stats_atom, uint64_t tag) {
       send(caf::actor_cast<caf::actor>(current_sender()), stats_atom::value, tag, stats());
     },

@@ -76,6 +76,14 @@ uint64_t parked_values::park(result r, uint64_t now_ms, bool strict) {
   return token;
 }
 
+void parked_values::set_max_pinned_bytes(uint64_t bytes) {
+  std::vector<result> gone;  // destroyed after the lock: a last pin unmaps its segment
+  std::lock_guard<std::mutex> guard(mu_);
+  limits_.max_pinned_bytes = bytes;
+  while (entries_.size() > 1 && pinned_ > bytes)
+    drop_front(gone);
+}
+
 bool parked_values::take(uint64_t token, result& out) {
   std::lock_guard<std::mutex> guard(mu_);
   auto it = entries_.find(token);

@@ -75,7 +75,9 @@ public:
     uint64_t dropped = 0;       // entries dropped unread (expired or pushed out), cumulative
   };
   counts stats() const;
-  const limits& bounds() const noexcept { return limits_; }
+  /// `cache_memlimit`: a new bound on the bytes the entries pin; entries past it go now,
+  /// oldest first.
+  void set_max_pinned_bytes(uint64_t bytes);
 
 private:
   struct entry {
@@ -87,7 +89,7 @@ private:
   // mu_ held: moves the oldest entry out into `gone` (destroyed by the caller, unlocked).
   void drop_front(std::vector<result>& gone);
 
-  const limits limits_;
+  limits limits_;  // (max_pinned_bytes under mu_: set_max_pinned_bytes)
   mutable std::mutex mu_;
   uint64_t next_token_;
   uint64_t pinned_ = 0;

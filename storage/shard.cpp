@@ -1726,12 +1726,15 @@ void shard::execute(op_batch& ops, result_batch& out) {
 }
 
 void shard::set_memory_limit(uint64_t bytes) {
+  impl_->limit = std::max<uint64_t>(bytes, 2 * impl_->seg_size);
+}
+
+bool shard::shrink(size_t segments) {
   impl& m = *impl_;
-  m.limit = std::max<uint64_t>(bytes, 2 * m.seg_size);
-  m.cfg.memory_limit = bytes;
   uint64_t no_budget = 0;
-  while (m.live_seg_bytes > m.limit && !m.fifo.empty())
+  for (size_t i = 0; i < segments && m.live_seg_bytes > m.limit && !m.fifo.empty(); ++i)
     m.evict_oldest(nullptr, no_budget);
+  return m.live_seg_bytes > m.limit && !m.fifo.empty();
 }
 
 result shard::execute(op& o) {

@@ -276,9 +276,11 @@ public:
   void ring_changed();
 
   /// `cache_memlimit`: the shard may hold `bytes` of segments from now on (at least two
-  /// segments). Shrinking evicts the oldest segments at once, down to it (segments a reply
-  /// pins still count until it is written).
+  /// segments). A write that needs room evicts down to it; shrink() evicts the oldest
+  /// segments beyond it now, at most `segments` a call (segments a reply pins still count
+  /// until it is written): true while more remain beyond it.
   void set_memory_limit(uint64_t bytes);
+  bool shrink(size_t segments);
 
   const shard_stats& stats() const;
   const shard_config& config() const;

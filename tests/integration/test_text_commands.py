@@ -379,6 +379,10 @@ class TextExactBytesTest(ServerTestCase):
 class MemlimitTest(ServerTestCase):
     """cache_memlimit N: -m changed at run time, in memcached's words."""
 
+    def setUp(self):
+        # (both tests share the server: each leaves it at -m 64 even when it fails)
+        self.addCleanup(lambda: self.server.client().call(b"cache_memlimit 64\r\n"))
+
     def test_answers_as_memcached(self):
         c = self.client()
         small = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"
@@ -388,10 +392,16 @@ class MemlimitTest(ServerTestCase):
                             b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"),
                            (b"cache_memlimit abc", b"ERROR"), (b"cache_memlimit -5", b"ERROR"),
                            (b"cache_memlimit", b"ERROR"), (b"cache_memlimit 20 x y", b"ERROR"),
-                           (b"cache_memlimit 20 x", b"OK")):
+                           (b"cache_memlimit 18446744073709551616", b"ERROR"),
+                           (b"cache_memlimit 18446744073709551615",  # (2^32 - 1 megabytes)
+                            b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"),
+                           (b"cache_memlimit 4294967304", b"OK"),  # (8)
+                           (b"cache_memlimit  20", b"OK"), (b"cache_memlimit 20 x", b"OK")):
             self.assertEqual(c.call(send + b"\r\n"), want + b"\r\n", send)
         self.assertEqual(int(raw_stats(c)["limit_maxbytes"]), 20 << 20)
-        self.assertEqual(c.call(b"cache_memlimit 32 noreply\r\nversion\r\n")[:8], b"VERSION ")
+        # noreply silences the answer, an error's too.
+        self.assertEqual(c.call(b"cache_memlimit 7 noreply\r\ncache_memlimit abc noreply\r\n"
+                                b"cache_memlimit 32 noreply\r\nversion\r\n")[:8], b"VERSION ")
         self.assertEqual(int(raw_stats(c)["limit_maxbytes"]), 32 << 20)
         self.assertEqual(int(raw_stats(c, b"settings")["maxbytes"]), 32 << 20)
         self.assertEqual(c.call(b"cache_memlimit 64\r\n"), b"OK\r\n")
@@ -421,6 +431,26 @@ class MemlimitTest(ServerTestCase):
             self.assertLessEqual(int(after["storage_segment_bytes"]), 17 << 20, after)
             self.assertLess(int(after["curr_items"]), int(before["curr_items"]))
         self.assertEqual(c.call(b"cache_memlimit 64\r\n"), b"OK\r\n")
+
+
+class MemlimitLargeItemsTest(ServerTestCase):
+    """cache_memlimit below what a node's shards need for -I 8m (each twice -I) is refused."""
+
+    item_size = "8m"
+
+    def test_a_limit_below_what_the_shards_need(self):
+        c = self.client()
+        self.addCleanup(lambda: self.server.client().call(b"cache_memlimit 64\r\n"))
+        got = c.call(b"cache_memlimit 16\r\n")
+        if harness.is_bifrost():  # (-t 2: two shards of at least 16 MiB each)
+            self.assertEqual(got, b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n")
+            self.assertEqual(int(raw_stats(c)["limit_maxbytes"]), 64 << 20)
+        else:
+            self.assertEqual(got, b"OK\r\n")
+        self.assertEqual(c.call(b"cache_memlimit 32\r\n"), b"OK\r\n")
+        value = b"x" * (7 << 20)  # (a value near -I still goes in)
+        self.assertEqual(c.call(b"set %s 0 0 %d\r\n" % (self.key(), len(value)) + value + b"\r\n"),
+                         b"STORED\r\n")
 
 
 class StatsTest(ServerTestCase):
