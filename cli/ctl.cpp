@@ -605,9 +605,10 @@ struct command {
 };
 
 const command commands[] = {
-    {"status", "this node: name, addresses, state, incarnation, ring share, items, bytes, "
-               "version, uptime", cmd_status},
-    {"members", "every member: NAME ADDRESS STATE INCARNATION SHARE% ITEMS BYTES", cmd_members},
+    {"status", "this node: name, addresses, state, incarnation, ring share, cluster, items, "
+               "bytes, version, uptime", cmd_status},
+    {"members", "every member: NAME ADDRESS RPC_ADDRESS STATE INCARNATION SHARE% ITEMS BYTES "
+                "(ITEMS and BYTES '-' when it did not answer in time)", cmd_members},
     {"ring", "the owners of --key (primary first) and the ring epoch (several --key: one row "
              "each); without --key every member's share", cmd_ring},
     {"stats", "the node's stats (NAME VALUE); --all: summed over every alive member", cmd_stats},

@@ -95,8 +95,9 @@ struct shard_stats {
   uint64_t evictions = 0;         // live items removed to make room
   uint64_t expired_unfetched = 0;
   uint64_t evicted_unfetched = 0;
-  uint64_t reclaimed = 0;         // expired items the sweep or an eviction took (an op that
-                                  // finds one counts it in get_expired, as memcached does)
+  uint64_t reclaimed = 0;         // expired items the sweep, an eviction or the cluster's own
+                                  // ops took (a client's op that finds one counts it in
+                                  // get_expired, as memcached does)
   uint64_t segments = 0;          // segments currently held (active + retired-pinned)
   uint64_t segment_bytes = 0;     // bytes of those segments
   uint64_t index_bytes = 0;       // bytes of the item index (memcached's hash_bytes)
