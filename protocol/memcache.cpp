@@ -606,12 +606,14 @@ foreign foreign_protocol(std::string_view in) noexcept {
   for (size_t i = 0; i < 4 && i < in.size(); ++i)  // one segment
     if (at(i) != 0)
       return foreign::no;
-  if (in.size() < 8)  // (a newline ends a line of NULs: memcached's ERROR)
-    return in.find('\n') == std::string_view::npos ? foreign::maybe : foreign::no;
+  // A newline in the table's 8 bytes ends a line of NULs (memcached's ERROR), however the
+  // bytes arrive.
+  if (in.substr(0, 8).find('\n') != std::string_view::npos)
+    return foreign::no;
+  if (in.size() < 8)
+    return foreign::maybe;
   const uint32_t words = uint32_t(at(4)) | uint32_t(at(5)) << 8 | uint32_t(at(6)) << 16 |
                          uint32_t(at(7)) << 24;
-  if (in.substr(0, 8).find('\n') != std::string_view::npos)
-    return foreign::no;  // (as with fewer bytes: a line, whatever the packets)
   return words >= 1 && words <= (1u << 24) ? foreign::yes : foreign::no;
 }
 

@@ -1269,9 +1269,10 @@ struct shard::impl {
     // A hand-back spares an item stored since this node came back, and a copy of the
     // sender's very item (its CAS, explicit_cas; the deletes a hand-back sends carry the CAS
     // of the sender's item, not of the delete, so it is matched, not ordered).
-    if (counts && cas_check && o.compare_cas != r->cas)
+    const bool cas_differs = cas_check && o.compare_cas != r->cas;
+    if (counts && cas_differs)
       ++st.delete_misses;  // (md C<other>: memcached counts a miss, then answers EX)
-    if ((cas_check && o.compare_cas != r->cas) ||
+    if (cas_differs ||
         (o.hand_back &&
          (r->cas > return_mark() || (o.explicit_cas != 0 && r->cas == o.explicit_cas)))) {
       res.st = status::exists;
