@@ -303,6 +303,19 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// a client's read does through its connection (actors::place): bifrostctl's get of a key
   /// whose primary was killed answers from the replica, as a memcached client's get does.
   kj::Promise<void> fail_over_reads(std::shared_ptr<routed_ops> r, size_t tries);
+  /// A tool's ops by the member of ring_ they go to (`self`: the local shards), with their
+  /// indexes in the call.
+  struct routed_group {
+    std::vector<size_t> idx;
+    storage::op_batch ops;
+  };
+  using routed_groups = std::map<uint32_t, routed_group>;
+  /// Puts op `i` in member `id`'s group (a hop more on its way when that is another node).
+  void add_to_group(routed_groups& groups, uint32_t id, size_t i, storage::op o);
+  /// Sends each group as a client's ops (routed_execute, fail_over_reads); `idx` gets the
+  /// groups' indexes in the order of the results (scatter_results).
+  kj::Promise<kj::Array<storage::result_batch>> run_groups(
+    routed_groups groups, std::shared_ptr<std::vector<std::vector<size_t>>> idx);
   /// The walk of in_window's read `i`: a hit at a past owner no later by the CAS clock than
   /// the latest delete met (rt.gone_at: the owner's, then each miss's) is none; with
   /// rt.lately (the owner's miss said deleted_lately) so is one whose CAS is no clock value
@@ -1758,11 +1771,7 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
   if (n == 0 || stopping || (view_ && view_->joining))  // (joining: as for a client)
     return unavailable(n);
   uint32_t self = ring_self();
-  struct group {
-    std::vector<size_t> idx;
-    storage::op_batch ops;
-  };
-  std::map<uint32_t, group> groups;  // by member id of ring_; `self` = the local shards
+  routed_groups groups;
   auto placed = std::make_shared<routed_ops>();
   placed->epoch = ring_ ? ring_->epoch() : 0;
   for (size_t i = 0; i < n; ++i) {
@@ -1776,23 +1785,10 @@ kj::Promise<storage::result_batch> service::impl::routed_execute(storage::op_bat
     placed->owners.push_back(id);
     if (ops[i].kind == storage::op_kind::get && !storage::changes_item(ops[i]))
       placed->reads.emplace_back(i, ops[i]);
-    if (id != self && ops[i].routed < 255)  // (stale placements: a bound on the hops)
-      ++ops[i].routed;
-    groups[id].idx.push_back(i);
-    groups[id].ops.push_back(std::move(ops[i]));
+    add_to_group(groups, id, i, std::move(ops[i]));
   }
   auto idx = std::make_shared<std::vector<std::vector<size_t>>>();
-  auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(groups.size());
-  for (auto& [id, g] : groups) {
-    idx->push_back(std::move(g.idx));
-    if (id == self) {
-      promises.add(local_primary(std::move(g.ops), rpc::Origin::CLIENT, cfg.wait_replicas));
-    } else {
-      promises.add(remote_execute(ring_->member(id).address, std::move(g.ops),
-                                  rpc::Origin::CLIENT, cfg.wait_replicas));  // (ring_ named)
-    }
-  }
-  return kj::joinPromises(promises.finish())
+  return run_groups(std::move(groups), idx)
       .then([this, n, idx, placed](kj::Array<storage::result_batch> parts) {
         placed->results = scatter_results(n, *idx, parts);
         return fail_over_reads(placed, 1)
@@ -1805,38 +1801,50 @@ kj::Promise<void> service::impl::fail_over_reads(std::shared_ptr<routed_ops> r, 
   constexpr size_t max_tries = 16;  // (as a connection's: actors::place)
   if (!ring_ || ring_->epoch() != r->epoch || stopping || tries >= max_tries)
     return kj::READY_NOW;
-  const uint32_t self = ring_self();
-  std::map<uint32_t, std::pair<std::vector<size_t>, storage::op_batch>> groups;
+  routed_groups groups;
   for (const auto& [i, o] : r->reads) {
     if (i >= r->results.size() || r->results[i].st != storage::status::unavailable)
       continue;
     ring::member_id owners[max_tries];
     if (ring_->live_owner_ids(ring::key_hash(o.key), tries + 1, owners) <= tries)
       continue;  // no next live owner: unavailable it stays
-    const uint32_t id = owners[tries];
-    r->owners[i] = id;
-    auto& g = groups[id];
-    g.first.push_back(i);
-    g.second.push_back(o);
-    if (id != self && o.routed < 255)
-      ++g.second.back().routed;
+    r->owners[i] = owners[tries];
+    add_to_group(groups, owners[tries], i, o);
   }
   if (groups.empty())
     return kj::READY_NOW;
-  kj::Vector<kj::Promise<void>> work;
+  auto idx = std::make_shared<std::vector<std::vector<size_t>>>();
+  return run_groups(std::move(groups), idx)
+      .then([this, r, idx, tries](kj::Array<storage::result_batch> parts) {
+        for (size_t g = 0; g < parts.size(); ++g)
+          for (size_t k = 0; k < (*idx)[g].size() && k < parts[g].size(); ++k)
+            r->results[(*idx)[g][k]] = std::move(parts[g][k]);
+        return fail_over_reads(r, tries + 1);
+      });
+}
+
+void service::impl::add_to_group(routed_groups& groups, uint32_t id, size_t i, storage::op o) {
+  if (id != ring_self() && o.routed < 255)  // (stale placements: a bound on the hops)
+    ++o.routed;
+  auto& g = groups[id];
+  g.idx.push_back(i);
+  g.ops.push_back(std::move(o));
+}
+
+kj::Promise<kj::Array<storage::result_batch>> service::impl::run_groups(
+  routed_groups groups, std::shared_ptr<std::vector<std::vector<size_t>>> idx) {
+  const uint32_t self = ring_self();
+  auto promises = kj::heapArrayBuilder<kj::Promise<storage::result_batch>>(groups.size());
   for (auto& [id, g] : groups) {
-    auto idx = std::make_shared<std::vector<size_t>>(std::move(g.first));
-    auto done = id == self ? local_primary(std::move(g.second), rpc::Origin::CLIENT, false)
-                           : remote_execute(ring_->member(id).address, std::move(g.second),
-                                            rpc::Origin::CLIENT, false);
-    work.add(done.then([r, idx](storage::result_batch rs) {
-      for (size_t k = 0; k < idx->size() && k < rs.size(); ++k)
-        r->results[(*idx)[k]] = std::move(rs[k]);
-    }));
+    idx->push_back(std::move(g.idx));
+    if (id == self) {
+      promises.add(local_primary(std::move(g.ops), rpc::Origin::CLIENT, cfg.wait_replicas));
+    } else {
+      promises.add(remote_execute(ring_->member(id).address, std::move(g.ops),
+                                  rpc::Origin::CLIENT, cfg.wait_replicas));  // (ring_ named)
+    }
   }
-  return kj::joinPromises(work.releaseAsArray()).then([this, r, tries] {
-    return fail_over_reads(r, tries + 1);
-  });
+  return kj::joinPromises(promises.finish());
 }
 
 kj::Promise<storage::result_batch> service::impl::primary_execute(storage::op_batch ops,
