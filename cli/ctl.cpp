@@ -22,6 +22,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <sstream>
 
 namespace bifrost::ctl {
 
@@ -458,9 +459,22 @@ rpc::Result::Reader single_result(capnp::List<rpc::Result>::Reader results) {
   return results[0];
 }
 
+// A value in a JSON document: as text when it is UTF-8, else as base64 (`value_base64`).
+void put_value(json& doc, const std::string& value) {
+  try {
+    (void)json(value).dump(-1, ' ', false, json::error_handler_t::strict);
+    doc["value"] = value;
+  } catch (const json::type_error&) {
+    std::string b64;
+    proto::base64_encode(value, b64);
+    doc["value_base64"] = std::move(b64);
+  }
+}
+
 int cmd_get(context& c) {
   auto state = std::make_shared<sink_state>();
-  state->out = &c.out;
+  std::ostringstream json_value;  // --json: the value is collected, then printed in the document
+  state->out = c.opts.json ? static_cast<std::ostream*>(&json_value) : &c.out;
   state->s = &c.s;
   // The sink may outlive this call (the node holds a reference): cut it off from our streams.
   KJ_DEFER(state->out = nullptr; state->s = nullptr; state->done = nullptr);
@@ -479,13 +493,16 @@ int cmd_get(context& c) {
     case rpc::Status::HIT: break;
     case rpc::Status::MISS:
     case rpc::Status::NOT_FOUND:
+      if (c.opts.json)
+        print_json(c.out, {{"status", "MISS"}, {"key", c.opts.key}});
       c.err << "bifrostctl: get: " << c.opts.key << ": not found\n";
       return exit_failed;
     default: throw failure{exit_failed, std::string("get: ") + status_name(res.getStatus())};
   }
   if (!res.getStreamed()) {
     auto v = res.getValue();
-    c.out.write(reinterpret_cast<const char*>(v.begin()), static_cast<std::streamsize>(v.size()));
+    state->out->write(reinterpret_cast<const char*>(v.begin()),
+                      static_cast<std::streamsize>(v.size()));
   } else {
     uint64_t size = res.getValueSize();
     state->expected = size;
@@ -498,6 +515,14 @@ int cmd_get(context& c) {
       throw failure{exit_failed, "get: the value stream ended after " +
                                      std::to_string(state->received) + " of " +
                                      std::to_string(size) + " bytes"};
+  }
+  if (c.opts.json) {
+    json doc{{"status", "HIT"}, {"key", c.opts.key}, {"flags", res.getFlags()},
+             {"cas", res.getCas()}, {"exptime", res.getExptime()}};
+    const std::string value = json_value.str();
+    doc["size"] = value.size();
+    put_value(doc, value);
+    print_json(c.out, doc);
   }
   return exit_ok;  // (main() checks that the value reached the output)
 }
@@ -612,7 +637,9 @@ const command commands[] = {
     {"ring", "the owners of --key (primary first) and the ring epoch (several --key: one row "
              "each); without --key every member's share", cmd_ring},
     {"stats", "the node's stats (NAME VALUE); --all: summed over every alive member", cmd_stats},
-    {"get", "print the value of KEY, raw, on stdout (exit 1 on a miss)", cmd_get},
+    {"get", "print the value of KEY, raw, on stdout (--json: with its flags, CAS and exptime; "
+            "exit 1 on a miss)",
+     cmd_get},
     {"set", "store VALUE (or --value-file's bytes) at KEY; prints STORED or the status",
      cmd_set},
     {"delete", "delete KEY; prints DELETED or NOT_FOUND", cmd_delete},

@@ -3,6 +3,7 @@
 // served on a real loopback TCP port by a KJ loop on a background thread. The client side is
 // the real entry point (ctl::main) on the test thread, with its own KJ loop.
 #include "cli/ctl.hpp"
+#include "protocol/memcache.hpp"
 
 #include <capnp/rpc-twoparty.h>
 #include <nlohmann/json.hpp>
@@ -229,6 +230,8 @@ protected:
           }
           res.setStatus(rpc::Status::HIT);
           res.setFlags(cfg_.flags[key]);
+          res.setCas(99);
+          res.setExptime(cfg_.ttls[key] == 0 ? 0 : 2000000000u);  // (absolute, as a node's)
           res.setValueSize(it->second.size());
           if (it->second.size() <= inline_limit || !params.hasSink()) {
             res.setValue(as_data(it->second));
@@ -682,6 +685,17 @@ BOOST_AUTO_TEST_CASE(set_get_delete) {
   auto g = ctl_run({"--node", a.address(), "get", "k"});
   BOOST_TEST(g.code == 0, g.err);
   BOOST_TEST(g.out == "hello world");  // raw: no newline added
+  auto gj = ctl_run({"--node", a.address(), "--json", "get", "k"});
+  BOOST_TEST(gj.code == 0, gj.err);
+  auto got = nlohmann::json::parse(gj.out);
+  BOOST_TEST(got["status"] == "HIT");
+  BOOST_TEST(got["key"] == "k");
+  BOOST_TEST(got["value"] == "hello world");
+  BOOST_TEST(!got.contains("value_base64"));
+  BOOST_TEST(got["size"] == 11);
+  BOOST_TEST(got["flags"] == 10);
+  BOOST_TEST(got["cas"] == 99);
+  BOOST_TEST(got["exptime"] == 2000000000u);
 
   auto ns = ctl_run({"--node", a.address(), "set", "readonly", "x"});
   BOOST_TEST(ns.code == 1);
@@ -703,6 +717,9 @@ BOOST_AUTO_TEST_CASE(set_get_delete) {
   BOOST_TEST(miss.code == 1);
   BOOST_TEST(miss.out.empty());
   BOOST_TEST(miss.err == "bifrostctl: get: k: not found\n", miss.err);
+  auto miss_json = ctl_run({"--node", a.address(), "--json", "get", "k"});
+  BOOST_TEST(miss_json.code == 1);
+  BOOST_TEST(nlohmann::json::parse(miss_json.out)["status"] == "MISS", miss_json.out);
 
   auto sj = ctl_run({"--node", a.address(), "--json", "set", "j", "v"});
   auto doc = nlohmann::json::parse(sj.out);
@@ -745,6 +762,18 @@ BOOST_AUTO_TEST_CASE(set_value_file_small_inline_large_uploaded) {
   BOOST_TEST(a.cfg.ttls["big"] == 30);
   auto g = ctl_run({"--node", a.address(), "get", "big"});  // (streamed back)
   BOOST_TEST((g.out == big));
+  // --json: bytes that are not UTF-8 come as base64, streamed ones too; UTF-8 ones as text.
+  auto gj = ctl_run({"--node", a.address(), "--json", "get", "big"});
+  BOOST_TEST(gj.code == 0, gj.err);
+  auto got = nlohmann::json::parse(gj.out);
+  BOOST_TEST(!got.contains("value"));
+  BOOST_TEST(got["size"] == big.size());
+  BOOST_TEST(got["flags"] == 5);
+  std::string decoded;
+  BOOST_TEST(bifrost::proto::base64_decode(got["value_base64"].get<std::string>(), decoded));
+  BOOST_TEST((decoded == big));
+  auto sj = ctl_run({"--node", a.address(), "--json", "get", "s"});
+  BOOST_TEST((nlohmann::json::parse(sj.out)["value"].get<std::string>() == small), sj.out);
 
   // A value at exactly the inline limit still goes inline.
   auto edge_file = temp_file(std::string(inline_limit, 'e'));
@@ -763,7 +792,7 @@ BOOST_AUTO_TEST_CASE(set_value_file_small_inline_large_uploaded) {
   BOOST_TEST(contains(missing.err, "/nonexistent/v: No such file"), missing.err);
   auto dir = ctl_run({"--node", a.address(), "set", "k", "--value-file", "/tmp"});
   BOOST_TEST(dir.code == 2, dir.err);
-  BOOST_TEST(a.cfg.executes == 3);  // (s, e and get: none of the refused ones reached it)
+  BOOST_TEST(a.cfg.executes == 5);  // (s, e and the gets: none of the refused ones reached it)
 }
 
 // Output that cannot be written (a full disk, a closed pipe) fails the command.
