@@ -23,7 +23,7 @@ constexpr auto answer_wait = std::chrono::seconds(10);      // for a member's an
 constexpr size_t shrink_step = 8;  // segments evicted a turn after cache_memlimit lowers -m
 
 // A delete handed back to a member alive again (storage::op::hand_back): it removes the
-// member's item only if stored before its return and, with `cas`, not a copy of that item.
+// member's item only if stored before its return and, with `cas`, older than that item.
 storage::op handed_back_delete(std::string key, uint64_t cas) {
   storage::op d;
   d.kind = storage::op_kind::remove;
@@ -276,7 +276,7 @@ void storage_shard::prune_step(uint64_t gen) {
           h = cluster::ring::key_hash(key);
         if (!owns(*view_ring_, h, hb.id))
           continue;
-        // (The member's copy of this very item stays: its CAS.)
+        // (The member's copy of this very item stays, and a newer item: its CAS.)
         hb.batch.push_back(handed_back_delete(std::string(key), cas));
       }
     };

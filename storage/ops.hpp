@@ -74,7 +74,7 @@ struct op {
                               // remove: a copy of another node's delete (storage::delete_copy)
   bool hand_back = false;     // remove: only an item stored before this node's last return
                               // to its cluster (storage::return_mark) and, with explicit_cas,
-                              // not a copy of the sender's item (that CAS), else `exists`
+                              // older than the sender's item (that CAS), else `exists`
 
   // -- get --
   bool get_value = true;      // false: metadata only (mg without v) - no slice is pinned

@@ -668,6 +668,15 @@ BOOST_AUTO_TEST_CASE(a_handed_back_delete_spares_what_was_stored_since_the_retur
   BOOST_CHECK(hand_back_of("copy", copy_cas) == status::exists);
   BOOST_CHECK(hand_back_of("older", copy_cas) == status::deleted);
   BOOST_CHECK(hand_back_of("copy", copy_cas + 1) == status::deleted);
+  // An item newer than the sender's (written here while the sender had this node dead: the
+  // other side of a partition) stays: the sender's older item must not undo that write.
+  do_set(*s, "sent", "v");
+  const uint64_t sent_cas = do_get(*s, "sent").cas;
+  do_set(*s, "newer", "written-on-this-side");
+  mark_return();
+  BOOST_CHECK(hand_back_of("newer", sent_cas) == status::exists);
+  BOOST_CHECK_EQUAL(value_of(*s, "newer"), "written-on-this-side");
+  BOOST_CHECK(hand_back_of("newer", do_get(*s, "newer").cas + 1) == status::deleted);
   BOOST_CHECK_EQUAL(value_of(*s, "before"), "<miss>");
   BOOST_CHECK_EQUAL(value_of(*s, "rewritten"), "new");
   BOOST_CHECK_EQUAL(value_of(*s, "after"), "v");
