@@ -11,6 +11,10 @@
 
 namespace bifrost::actors {
 
+/// Connections the RPC listener serves at once (members' and bifrostctl's); past it a new one
+/// is closed at once. Counted in the node's open files budget (node::descriptors_wanted).
+constexpr uint32_t max_rpc_connections = 256;
+
 struct node_config {
   std::string listen = "127.0.0.1";       // -l: address of the memcached listener
   uint16_t port = 11211;                  // -p: 0 picks a free port (printed at start)

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -231,6 +232,10 @@ struct registry {
   std::atomic<size_t> serving{0};  // sessions spawned and not destroyed (any thread may
                                    // drop a session's last reference)
   bool closed = false;  // close_all ran: a session that starts now ends at once
+  // loop thread: the last line a session logged, and the lines left out since. What a peer
+  // sends (anyone may open a link) is logged at most once every 10 s per loop.
+  uint64_t logged_ms = 0;
+  uint64_t unlogged = 0;
 };
 
 // Sessions one loop serves at once; more link hellos are refused (a member opens one per
@@ -506,7 +511,7 @@ private:
         self->write_out();
       }
       if (self->reply_late(now)) {
-        std::fprintf(stderr,
+        self->log(now,
                      "bifrost cluster: data link from '%s': a reply not taken for over %llu ms "
                      "(%zu bytes queued, %zu replies waiting for room); closing it\n",
                      self->peer_.c_str(),
@@ -525,7 +530,7 @@ private:
       return;
     if (now - self->frame_started_ <= self->reg_->frame_deadline_ms)
       return;
-    std::fprintf(stderr,
+    self->log(now,
                  "bifrost cluster: data link from '%s': %s unfinished for %llu ms; closing it\n",
                  self->peer_.empty() ? "(no hello yet)" : self->peer_.c_str(),
                  self->greeted_ ? "a call" : "the hello",
@@ -598,8 +603,8 @@ private:
                rc.call.origin != rpc::Origin::REPLICA)
         error = "unknown origin";
       if (!error.empty()) {
-        std::fprintf(stderr, "bifrost cluster: data link from '%s': %s; closing it\n",
-                     peer_.c_str(), error.c_str());
+        log(uv_now(loop().uv()), "bifrost cluster: data link from '%s': %s; closing it\n",
+            peer_.c_str(), error.c_str());
         close_socket();
         return;
       }
@@ -842,6 +847,24 @@ private:
     else if (budget_wait_ || !waiting_replies_.empty())
       ev |= UV_DISCONNECT;  // a holder that hangs up while waiting gives its room back
     io_.sock->watch(ev, &on_link_events<link_session>);
+  }
+
+  /// A line about what the peer did, unless this loop's sessions logged one in the last 10 s
+  /// (then it is counted, and the next line says how many were left out).
+  __attribute__((format(printf, 3, 4))) void log(uint64_t now, const char* fmt, ...) {
+    if (reg_->logged_ms != 0 && now - reg_->logged_ms < 10000) {
+      ++reg_->unlogged;
+      return;
+    }
+    reg_->logged_ms = now;
+    if (reg_->unlogged != 0)
+      std::fprintf(stderr, "bifrost cluster: (%llu data link lines left out in 10 s)\n",
+                   static_cast<unsigned long long>(reg_->unlogged));
+    reg_->unlogged = 0;
+    va_list args;
+    va_start(args, fmt);
+    std::vfprintf(stderr, fmt, args);
+    va_end(args);
   }
 
   void close_socket() {

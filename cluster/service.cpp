@@ -13,6 +13,7 @@
 #include "actors/cluster_view.hpp"
 #include "actors/loop_actor.hpp"
 #include "actors/messages.hpp"
+#include "actors/node_config.hpp"
 #include "actors/route_table.hpp"
 #include "cluster/address.hpp"
 #include "cluster/bifrost.capnp.h"
@@ -36,6 +37,10 @@
 #include <kj/debug.h>
 #include <kj/timer.h>
 #include <kj/vector.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -140,6 +145,25 @@ kj::Promise<void> stream_out(rpc::ValueSink::Client sink, std::shared_ptr<void> 
     return stream_out(std::move(sink), std::move(keepalive), std::move(jobs), job, offset + n,
                       std::move(progress));
   });
+}
+
+// A reader that stops taking a streamed value (a bifrostctl stopped, or writing to a pipe
+// nobody reads) must not pin it here for ever: the stream fails after `ms` without a chunk
+// taken, which frees the value.
+kj::Promise<void> stall_guard(kj::Timer& timer, std::shared_ptr<call_progress> p, uint64_t seen,
+                              uint64_t since_ms, uint64_t ms) {
+  return timer.afterDelay(std::max<uint64_t>(ms / 8, 1) * kj::MILLISECONDS)
+      .then([&timer, p = std::move(p), seen, since_ms, ms]() mutable -> kj::Promise<void> {
+        const uint64_t now = now_ms();
+        if (p->own != seen) {
+          const uint64_t taken = p->own;
+          return stall_guard(timer, std::move(p), taken, now, ms);
+        }
+        if (now - since_ms < ms)
+          return stall_guard(timer, std::move(p), seen, since_ms, ms);
+        return KJ_EXCEPTION(DISCONNECTED, "the reader took no part of the value for too long",
+                            ms);
+      });
 }
 
 // Client side of execute's sink: collects the streamed values by op index.
@@ -495,6 +519,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void quit_actors();
 
   kj::Promise<void> accept_loop();
+  void take(kj::Own<kj::AsyncIoStream> s);
+  void log_refusal(const std::string& what);
   void serve(kj::Own<kj::AsyncIoStream> s);
 
   uint32_t ring_self() const {
@@ -607,6 +633,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   kj::Own<kj::ConnectionReceiver> listener;
   bool serving = false;
+  uint32_t served_connections = 0;  // open server connections (actors::max_rpc_connections)
+  uint64_t refused_logged_ms = 0;   // the last "too many" or accept error line
   kj::Own<kj::TaskSet> tasks;       // accept loop, server connections, calls, sends
   kj::Promise<void> ticking = nullptr;
 };
@@ -941,7 +969,7 @@ protected:
       : origin == rpc::Origin::WARM && member_ ? core_.parked_or_local(std::move(ops))
                                                : core_.local_execute(std::move(ops));
     return results
-        .then([context, can_stream,
+        .then([core = &core_, context, can_stream,
                parked = params.getPark() && member_ ? core_.cfg.parked.get() : nullptr,
                sink = kj::mv(sink)](storage::result_batch rs) mutable -> kj::Promise<void> {
           auto list =
@@ -950,9 +978,14 @@ protected:
           fill_results(rs, list, can_stream, jobs.get(), parked);
           if (jobs->empty())
             return kj::READY_NOW;
-          // Values are streamed before the results return; the slices stay pinned meanwhile.
+          // Values are streamed before the results return; the slices stay pinned meanwhile,
+          // for as long as the reader takes chunks (stall_guard: the queued calls' limit).
           auto hold = std::make_shared<storage::result_batch>(std::move(rs));
-          return stream_out(kj::mv(sink), hold, jobs, 0, 0, nullptr);
+          auto taken = std::make_shared<call_progress>();
+          taken->peer = std::make_shared<uint64_t>(0);
+          return stream_out(kj::mv(sink), hold, jobs, 0, 0, taken)
+              .exclusiveJoin(stall_guard(core->timer, taken, 0, now_ms(),
+                                         uint64_t{queued_limit_factor} * core->cfg.rpc_timeout_ms));
         });
   }
 
@@ -2859,30 +2892,81 @@ void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
     return;
   auto c = kj::heap<server_conn>(buffered(kj::mv(s)), kj::heap<node_server>(*this));
   auto& net = c->net;
-  tasks->add(net.onDisconnect().attach(kj::mv(c)));
+  ++served_connections;
+  tasks->add(net.onDisconnect().attach(kj::mv(c), kj::defer([this] { --served_connections; })));
+}
+
+void service::impl::log_refusal(const std::string& what) {
+  if (refused_logged_ms != 0 && now_ms() - refused_logged_ms < 10000)
+    return;  // (at most a line every 10 s: a client that is refused retries)
+  refused_logged_ms = now_ms();
+  std::fprintf(stderr, "bifrost cluster: %s\n", what.c_str());
+}
+
+namespace {
+
+// A peer that vanished without closing (a host that went down, a killed bifrostctl behind a
+// NAT) is found by TCP keepalive within about a minute, and its connection closes.
+void keep_alive(kj::AsyncIoStream& s) {
+  try {
+    int on = 1, idle = 30, interval = 10, count = 3;
+    s.setsockopt(SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    s.setsockopt(IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    s.setsockopt(IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    s.setsockopt(IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  } catch (const kj::Exception&) {
+    // (not a TCP socket: nothing to set)
+  }
+}
+
+} // namespace
+
+// One accepted RPC connection: served (after the TLS handshake with --rpc-tls-*), or closed
+// when as many as the node serves are open.
+void service::impl::take(kj::Own<kj::AsyncIoStream> s) {
+  if (!serving)
+    return;
+  if (served_connections >= actors::max_rpc_connections) {
+    // (dropping `s` closes it: what a client sees from a node that cannot take it)
+    log_refusal("refused an RPC connection: " + std::to_string(actors::max_rpc_connections) +
+                " are open, the most it serves");
+    return;
+  }
+  keep_alive(*s);
+  if (!tls) {
+    serve(kj::mv(s));
+    return;
+  }
+  // The handshake runs beside the accept loop; a client without a certificate from our CA is
+  // dropped (logged at most every 10 s: a misconfigured peer retries often).
+  tasks->add(tls->wrap_server(kj::mv(s))
+                 .then([this](kj::Own<kj::AsyncIoStream> s) { serve(kj::mv(s)); },
+                       [this](kj::Exception&& e) {
+                         if (now_ms() - tls_refused_logged_ms < 10000)
+                           return;
+                         tls_refused_logged_ms = now_ms();
+                         std::fprintf(stderr,
+                                      "bifrost cluster: refused an RPC connection: TLS "
+                                      "handshake failed: %s\n",
+                                      e.getDescription().cStr());
+                       }));
 }
 
 kj::Promise<void> service::impl::accept_loop() {
-  return listener->accept().then([this](kj::Own<kj::AsyncIoStream> s) {
-    if (serving && tls) {
-      // The handshake runs beside the accept loop; a client without a certificate from our
-      // CA is dropped (logged at most every 10 s: a misconfigured peer retries often).
-      tasks->add(tls->wrap_server(kj::mv(s))
-                     .then([this](kj::Own<kj::AsyncIoStream> s) { serve(kj::mv(s)); },
-                           [this](kj::Exception&& e) {
-                             if (now_ms() - tls_refused_logged_ms < 10000)
-                               return;
-                             tls_refused_logged_ms = now_ms();
-                             std::fprintf(stderr,
-                                          "bifrost cluster: refused an RPC connection: TLS "
-                                          "handshake failed: %s\n",
-                                          e.getDescription().cStr());
-                           }));
-    } else if (serving) {
-      serve(kj::mv(s));
-    }
-    return accept_loop();
-  });
+  // (evalNow: accept() throws at once when the accept4 it tries first fails)
+  auto accepted = kj::evalNow([this]() { return listener->accept(); });
+  return accepted.then(
+    [this](kj::Own<kj::AsyncIoStream> s) {
+      take(kj::mv(s));
+      return accept_loop();
+    },
+    [this](kj::Exception&& e) {
+      // No descriptor left (EMFILE, ENFILE), no memory: the listener stays and is asked
+      // again after a pause, as memcached does, instead of the port going deaf for good.
+      log_refusal(std::string("accepting an RPC connection failed (trying again): ") +
+                  e.getDescription().cStr());
+      return timer.afterDelay(100 * kj::MILLISECONDS).then([this]() { return accept_loop(); });
+    });
 }
 
 void service::impl::start() {

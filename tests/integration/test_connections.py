@@ -3,6 +3,7 @@
 ones keep working; after some close, new connections are accepted again. And a graceful stop
 (SIGTERM) ends a connection at a reply boundary, without a reset."""
 
+import json
 import os
 import shutil
 import signal
@@ -220,6 +221,140 @@ class DescriptorShortageTest(unittest.TestCase):
                      == b"STORED\r\n" for i in range(300))
         self.assertEqual(stored, 300)
         self.assertIn("at most %d clients are served at once" % int(maxconns), server.output())
+
+
+class RpcPortTest(unittest.TestCase):
+    """The RPC port (members, bifrostctl) serves a bounded number of connections and survives
+    running out of descriptors. Once, accept's EMFILE ended its accept loop for good: after the
+    connections that used the descriptors closed, the port took none (bifrostctl: no answer to
+    hello), and connections were unbounded. (bifrost only: memcached has no RPC port.)"""
+
+    FDS = 200
+
+    @staticmethod
+    def fd_limit():
+        import ctypes
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (RpcPortTest.FDS, RpcPortTest.FDS))
+        ctypes.CDLL(None, use_errno=True).prctl(24, 24, 0, 0, 0)  # (as low_fd_limit)
+
+    def start(self, preexec=None):
+        rpc = harness.free_port()
+        server = harness.Server(extra=["--rpc-port", str(rpc)], preexec=preexec)
+        self.addCleanup(server.close_log)
+        self.addCleanup(server.stop)
+        server.start()
+        return server, rpc
+
+    def open_rpc(self, rpc, n):
+        conns = []
+        self.addCleanup(lambda: [c.close() for c in conns])
+        for _ in range(n):
+            conns.append(socket.create_connection(("127.0.0.1", rpc), timeout=5))
+        return conns
+
+    def test_the_rpc_port_takes_connections_again_after_running_out_of_descriptors(self):
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no RPC port")
+        if harness.sanitized():
+            self.skipTest("sanitizer runtimes need descriptors of their own")
+        server, rpc = self.start(preexec=self.fd_limit)
+        conns = self.open_rpc(rpc, self.FDS + 20)  # (the kernel's backlog takes the rest)
+        deadline = time.monotonic() + 10
+        while "accepting an RPC connection failed" not in server.output():
+            self.assertLess(time.monotonic(), deadline, server.output())
+            time.sleep(0.05)
+        for c in conns:
+            c.close()
+        del conns[:]
+        rc, out = harness.bifrostctl(rpc, "--timeout", "5", "--json", "status")
+        self.assertEqual(rc, 0, out + server.output())
+        self.assertEqual(json.loads(out)["state"], "alive")
+        self.assertIn("(trying again)", server.output())
+
+    def test_a_reader_that_stops_taking_a_streamed_value_does_not_hold_it(self):
+        # `bifrostctl get` of a large value whose output nobody reads: the node held the
+        # whole value for as long as the reader lived (4 such readers of 50 MiB: +207 MB).
+        # Now the stream fails after 15 RPC timeouts without a chunk taken (here 7.5 s).
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no RPC port")
+        rpc = harness.free_port()
+        server = harness.Server(item_size="32m", extra=["--rpc-port", str(rpc), "--rpc-timeout",
+                                                        "500", "-m", "256"])
+        self.addCleanup(server.close_log)
+        self.addCleanup(server.stop)
+        server.start()
+        value = os.urandom(1024) * (20 * 1024)  # 20 MiB
+        c = server.client(timeout=10)
+        self.addCleanup(c.close)
+        self.assertEqual(c.call(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value)),
+                         b"STORED\r\n")
+        ctl = os.path.join(os.path.dirname(harness.BIFROSTD), "bifrostctl")
+        reader = subprocess.Popen([ctl, "--node", "127.0.0.1:%d" % rpc, "--timeout", "60",
+                                   "get", "big"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: reader.poll() is None and reader.kill())
+        time.sleep(10)  # the pipe is full after 64 KiB: bifrostctl stops reading its socket
+        out, err = reader.communicate(timeout=30)
+        self.assertNotEqual(reader.returncode, 0, "the whole value came after a 10 s stall")
+        self.assertLess(len(out), len(value))
+        self.assertIn(b"took no part of the value", err)
+        # and the node serves it whole to a reader that reads
+        rc, _ = harness.bifrostctl(rpc, "get", "big")
+        self.assertEqual(rc, 0)
+
+    def test_connections_past_the_most_it_serves_are_closed(self):
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no RPC port")
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 600:
+            self.skipTest("this test process needs 600 descriptors of its own")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 600), hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        server, rpc = self.start()
+        most = 256  # actors::max_rpc_connections
+        conns = self.open_rpc(rpc, most)
+        extra = self.open_rpc(rpc, 3)
+        for c in extra:  # closed at once, not held
+            self.assertEqual(c.recv(16), b"")
+        rc, _ = harness.bifrostctl(rpc, "--timeout", "2", "status")
+        self.assertEqual(rc, 2)
+        self.assertIn("refused an RPC connection: 256 are open", server.output())
+        for c in conns[:10]:
+            c.close()
+        time.sleep(0.2)
+        rc, out = harness.bifrostctl(rpc, "--timeout", "5", "status")
+        self.assertEqual(rc, 0, out + server.output())
+        # the memcached port is not affected
+        c = server.client(timeout=5)
+        self.addCleanup(c.close)
+        self.assertTrue(c.call(b"version\r\n").startswith(b"VERSION "))
+
+
+class LinkLogTest(ServerTestCase):
+    """Anyone may open a data link on the memcached port (`bifrost-link <version> <name>`):
+    what such peers do wrong is logged at most once every 10 s per I/O loop, with a count of
+    the lines left out. Once, each bad frame wrote a line with the peer's name of up to 512
+    bytes (10 000 hellos wrote 1666 lines)."""
+
+    def test_bad_link_frames_are_logged_at_most_once_a_while(self):
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no data links")
+        bad_frame = b"\xff\xff\xff\xff" + b"\x00" * 12  # 2^32 segments: refused
+        for i in range(40):
+            c = self.server.client(timeout=5)
+            try:
+                c.send(b"bifrost-link 2 peer-%d-%s\r\n" % (i, b"x" * 400))
+                self.assertTrue(c.line().startswith(b"LINK 2"))
+                c.send(bad_frame)
+                self.assertEqual(c.expect_closed(timeout=5), b"")
+            finally:
+                c.close()
+        time.sleep(0.2)
+        lines = [l for l in self.server.output().splitlines() if "data link from" in l]
+        # (one line per loop: the node runs two; a third if the 10 s passed meanwhile)
+        self.assertGreaterEqual(len(lines), 1)
+        self.assertLessEqual(len(lines), 4, "\n".join(lines))
 
 
 class StartRefusalTest(unittest.TestCase):
