@@ -161,8 +161,7 @@ kj::Promise<void> stall_guard(kj::Timer& timer, std::shared_ptr<call_progress> p
         }
         if (now - since_ms < ms)
           return stall_guard(timer, std::move(p), seen, since_ms, ms);
-        return KJ_EXCEPTION(DISCONNECTED, "the reader took no part of the value for too long",
-                            ms);
+        return KJ_EXCEPTION(FAILED, "the reader took no part of the value for too long", ms);
       });
 }
 
@@ -900,7 +899,8 @@ storage::op_batch read_ops(capnp::List<rpc::Op>::Reader list, rpc::Origin origin
 // One per server connection: `hello` tells a member (it sends its RPC address) from a tool.
 class node_server final : public rpc::Node::Server {
 public:
-  explicit node_server(service::impl& core) : core_(core) {}
+  node_server(service::impl& core, std::shared_ptr<bool> greeted)
+    : core_(core), greeted_(std::move(greeted)) {}
 
 protected:
   kj::Promise<void> hello(HelloContext context) override {
@@ -910,6 +910,7 @@ protected:
           FAILED, kj::str("schema version mismatch: this node speaks version ",
                           rpc::SCHEMA_VERSION, ", the peer speaks version ", peer)));
     auto from = context.getParams().getFrom();
+    *greeted_ = true;
     member_ = from.getName().size() > 0 && from.getRpcAddress().size() > 0;
     auto r = context.getResults();
     r.setVersion(rpc::SCHEMA_VERSION);
@@ -968,8 +969,12 @@ protected:
         ? core_.primary_execute(std::move(ops), params.getRing(), params.getWaitReplicas())
       : origin == rpc::Origin::WARM && member_ ? core_.parked_or_local(std::move(ops))
                                                : core_.local_execute(std::move(ops));
+    // (The call may outlive the service at shutdown: the continuation keeps the timer, which
+    // is the I/O context's, and no reference to the service.)
+    kj::Timer& timer = core_.timer;
+    const uint64_t stall_ms = uint64_t{queued_limit_factor} * core_.cfg.rpc_timeout_ms;
     return results
-        .then([core = &core_, context, can_stream,
+        .then([&timer, stall_ms, context, can_stream,
                parked = params.getPark() && member_ ? core_.cfg.parked.get() : nullptr,
                sink = kj::mv(sink)](storage::result_batch rs) mutable -> kj::Promise<void> {
           auto list =
@@ -984,8 +989,7 @@ protected:
           auto taken = std::make_shared<call_progress>();
           taken->peer = std::make_shared<uint64_t>(0);
           return stream_out(kj::mv(sink), hold, jobs, 0, 0, taken)
-              .exclusiveJoin(stall_guard(core->timer, taken, 0, now_ms(),
-                                         uint64_t{queued_limit_factor} * core->cfg.rpc_timeout_ms));
+              .exclusiveJoin(stall_guard(timer, taken, 0, now_ms(), stall_ms));
         });
   }
 
@@ -1172,6 +1176,7 @@ private:
   }
 
   service::impl& core_;
+  std::shared_ptr<bool> greeted_;  // set by hello (service::impl::serve's deadline reads it)
   bool member_ = false;  // hello came from a cluster member
   bool refused_ = false;  // ...whose --replicas differ: its membership messages are ignored
 };
@@ -2887,13 +2892,26 @@ void service::impl::quit_actors() {
 
 // -- lifecycle ----------------------------------------------------------------------------------
 
+// A connection counted in served_connections by take(): served until it closes, or until the
+// greeting deadline when it says no hello by then (a client that connects and says nothing
+// must not hold one of the connections the node serves).
 void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
+  auto counted = kj::defer([this] { --served_connections; });
   if (!serving)
     return;
-  auto c = kj::heap<server_conn>(buffered(kj::mv(s)), kj::heap<node_server>(*this));
+  auto greeted = std::make_shared<bool>(false);
+  auto c = kj::heap<server_conn>(buffered(kj::mv(s)), kj::heap<node_server>(*this, greeted));
   auto& net = c->net;
-  ++served_connections;
-  tasks->add(net.onDisconnect().attach(kj::mv(c), kj::defer([this] { --served_connections; })));
+  auto deadline = timer.afterDelay(uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms *
+                                   kj::MILLISECONDS)
+                      .then([greeted]() -> kj::Promise<void> {
+                        if (*greeted)
+                          return kj::NEVER_DONE;
+                        return kj::READY_NOW;  // (the connection closes with its task)
+                      });
+  tasks->add(net.onDisconnect()
+                 .exclusiveJoin(kj::mv(deadline))
+                 .attach(kj::mv(c), kj::mv(counted)));
 }
 
 void service::impl::log_refusal(const std::string& what) {
@@ -2932,6 +2950,7 @@ void service::impl::take(kj::Own<kj::AsyncIoStream> s) {
                 " are open, the most it serves");
     return;
   }
+  ++served_connections;  // (from here on: serve() takes it back when the connection ends)
   keep_alive(*s);
   if (!tls) {
     serve(kj::mv(s));
@@ -2942,6 +2961,7 @@ void service::impl::take(kj::Own<kj::AsyncIoStream> s) {
   tasks->add(tls->wrap_server(kj::mv(s))
                  .then([this](kj::Own<kj::AsyncIoStream> s) { serve(kj::mv(s)); },
                        [this](kj::Exception&& e) {
+                         --served_connections;
                          if (now_ms() - tls_refused_logged_ms < 10000)
                            return;
                          tls_refused_logged_ms = now_ms();

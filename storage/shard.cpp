@@ -1268,15 +1268,17 @@ struct shard::impl {
     const record_header* r = hdr(e);
     // A hand-back spares an item stored since this node came back, a copy of the sender's
     // very item (its CAS, explicit_cas: the deletes a hand-back sends carry the CAS of the
-    // sender's item) and an item newer than it by the CAS clock: a write this node took
-    // while the sender had it dead (the other side of a partition), which the sender's older
-    // item must not undo.
+    // sender's item) and an item newer than it by the CAS clock (cas_clock_newer: a client's
+    // meta E orders nothing): a write this node took while the sender had it dead (the other
+    // side of a partition), which the sender's older item must not undo.
     const bool cas_differs = cas_check && o.compare_cas != r->cas;
     if (counts && cas_differs)
       ++st.delete_misses;  // (md C<other>: memcached counts a miss, then answers EX)
     if (cas_differs ||
         (o.hand_back &&
-         (r->cas > return_mark() || (o.explicit_cas != 0 && r->cas >= o.explicit_cas)))) {
+         (r->cas > return_mark() ||
+          (o.explicit_cas != 0 &&
+           (r->cas == o.explicit_cas || cas_clock_newer(r->cas, o.explicit_cas)))))) {
       res.st = status::exists;
       res.cas = r->cas;  // (as a removal's, below)
       return res;

@@ -677,6 +677,10 @@ BOOST_AUTO_TEST_CASE(a_handed_back_delete_spares_what_was_stored_since_the_retur
   BOOST_CHECK(hand_back_of("newer", sent_cas) == status::exists);
   BOOST_CHECK_EQUAL(value_of(*s, "newer"), "written-on-this-side");
   BOOST_CHECK(hand_back_of("newer", do_get(*s, "newer").cas + 1) == status::deleted);
+  // Not ordered by a CAS that is no clock value (a client's meta E5 at the sender): it goes.
+  do_set(*s, "clocked", "v");
+  mark_return();
+  BOOST_CHECK(hand_back_of("clocked", 5) == status::deleted);
   BOOST_CHECK_EQUAL(value_of(*s, "before"), "<miss>");
   BOOST_CHECK_EQUAL(value_of(*s, "rewritten"), "new");
   BOOST_CHECK_EQUAL(value_of(*s, "after"), "v");
