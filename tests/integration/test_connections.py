@@ -23,6 +23,17 @@ LIMIT = 20
 TOO_MANY = b"ERROR Too many open connections\r\n"
 
 
+def need_descriptors(test, n):
+    """Raises this test process's open files limit to `n` for the test (skips it when the hard
+    limit does not allow that)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n:
+        test.skipTest("this test process needs %d descriptors of its own" % n)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n), hard))
+    test.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+
+
 class ConnectionLimitTest(ServerTestCase):
     conns = LIMIT
 
@@ -185,12 +196,7 @@ class DescriptorShortageTest(unittest.TestCase):
             self.skipTest("memcached does not start below the limit -c needs")
         if harness.sanitized():
             self.skipTest("sanitizer runtimes need descriptors of their own")
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard != resource.RLIM_INFINITY and hard < 1200:
-            self.skipTest("this test process needs 1200 descriptors of its own")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
-        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        need_descriptors(self, 1200)
         server = harness.Server(conns=1000, preexec=self.fd_limit_1024)
         self.addCleanup(server.close_log)
         self.addCleanup(server.stop)
@@ -324,12 +330,7 @@ class RpcPortTest(unittest.TestCase):
     def test_connections_past_the_most_it_serves_are_closed(self):
         if not harness.is_bifrost():
             self.skipTest("memcached has no RPC port")
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard != resource.RLIM_INFINITY and hard < 600:
-            self.skipTest("this test process needs 600 descriptors of its own")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 600), hard))
-        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        need_descriptors(self, 600)
         server, rpc = self.start()
         most = 256  # actors::max_rpc_connections
         conns = self.open_rpc(rpc, most)
