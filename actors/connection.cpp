@@ -1471,16 +1471,17 @@ void connection::handle_local(pending& p) {
       // memcached's answers; a node also refuses to grow past the -m it started with (its
       // open files limit was sized for that many segments).
       const uint64_t mb = static_cast<uint64_t>(req.delay);
+      const uint64_t bytes = mb << 20;
       auto& node = *ctx_.node;
       std::string_view r = "OK";
       if (mb < 8)
         r = "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m";
       else if (mb > 1000000000)
         r = "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes";
-      else if ((mb << 20) > node.cfg.memory_limit || (mb << 20) < node.least_memory_limit)
+      else if (bytes > node.cfg.memory_limit || bytes < node.least_memory_limit)
         r = "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust";
       else
-        set_memory_limit(mb << 20);
+        set_memory_limit(bytes);
       if (r == "OK" && node.verbosity.load(std::memory_order_relaxed) > 0)
         std::fprintf(stderr, "maxbytes adjusted to %llum\n", static_cast<unsigned long long>(mb));
       if (!req.noreply)
