@@ -522,6 +522,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void log_refusal(const std::string& what);
   void serve(kj::Own<kj::AsyncIoStream> s);
 
+  /// The longest a call between members may take: queued_limit_factor RPC timeouts (a call
+  /// behind others' values, an unanswered greeting, a reader that takes no chunk).
+  uint64_t call_limit_ms() const { return uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms; }
+
   uint32_t ring_self() const {
     auto id = ring_ ? ring_->find(cfg.node_name) : std::nullopt;
     return id ? *id : static_cast<uint32_t>(ring_ ? ring_->size() : 0);
@@ -972,7 +976,7 @@ protected:
     // (The call may outlive the service at shutdown: the continuation keeps the timer, which
     // is the I/O context's, and no reference to the service.)
     kj::Timer& timer = core_.timer;
-    const uint64_t stall_ms = uint64_t{queued_limit_factor} * core_.cfg.rpc_timeout_ms;
+    const uint64_t stall_ms = core_.call_limit_ms();
     return results
         .then([&timer, stall_ms, context, can_stream,
                parked = params.getPark() && member_ ? core_.cfg.parked.get() : nullptr,
@@ -1337,7 +1341,7 @@ kj::Promise<void> service::impl::watchdog(std::shared_ptr<call_progress> progres
         if (progress->own != seen)
           return watchdog(progress, progress->own, peer, now, false);
         if (progress->waits_for_peer && peer != peer_seen &&
-            now - since < uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms)
+            now - since < call_limit_ms())
           return watchdog(progress, seen, peer, since, false);
         if (!last_look)
           return watchdog(progress, seen, peer_seen, since, true);
@@ -2653,7 +2657,7 @@ void service::impl::rebuild(bool force) {
   view->router = router;
   view->wait_replicas = cfg.wait_replicas;
   view->rereplicate = cfg.rereplicate;
-  view->call_limit_ms = uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms;
+  view->call_limit_ms = call_limit_ms();
   view->restarted = std::move(restarted_now);
   // The ring replaced now is warmed from for a window; so are the past rings whose windows
   // still run (newest first), so that keys moved by several changes in a row (a rolling
@@ -2902,8 +2906,7 @@ void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
   auto greeted = std::make_shared<bool>(false);
   auto c = kj::heap<server_conn>(buffered(kj::mv(s)), kj::heap<node_server>(*this, greeted));
   auto& net = c->net;
-  auto deadline = timer.afterDelay(uint64_t{queued_limit_factor} * cfg.rpc_timeout_ms *
-                                   kj::MILLISECONDS)
+  auto deadline = timer.afterDelay(call_limit_ms() * kj::MILLISECONDS)
                       .then([greeted]() -> kj::Promise<void> {
                         if (*greeted)
                           return kj::NEVER_DONE;
