@@ -519,7 +519,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   kj::Promise<void> accept_loop();
   void take(kj::Own<kj::AsyncIoStream> s);
-  void log_refusal(const std::string& what);
+  /// Logs `what` unless a line with the same `last_ms` was logged in the last 10 s.
+  void log_rarely(uint64_t& last_ms, const std::string& what);
   void serve(kj::Own<kj::AsyncIoStream> s);
 
   /// The longest a call between members may take: queued_limit_factor RPC timeouts (a call
@@ -2917,10 +2918,10 @@ void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
                  .attach(kj::mv(c), kj::mv(counted)));
 }
 
-void service::impl::log_refusal(const std::string& what) {
-  if (refused_logged_ms != 0 && now_ms() - refused_logged_ms < 10000)
+void service::impl::log_rarely(uint64_t& last_ms, const std::string& what) {
+  if (last_ms != 0 && now_ms() - last_ms < 10000)
     return;  // (at most a line every 10 s: a client that is refused retries)
-  refused_logged_ms = now_ms();
+  last_ms = now_ms();
   std::fprintf(stderr, "bifrost cluster: %s\n", what.c_str());
 }
 
@@ -2949,8 +2950,9 @@ void service::impl::take(kj::Own<kj::AsyncIoStream> s) {
     return;
   if (served_connections >= actors::max_rpc_connections) {
     // (dropping `s` closes it: what a client sees from a node that cannot take it)
-    log_refusal("refused an RPC connection: " + std::to_string(actors::max_rpc_connections) +
-                " are open, the most it serves");
+    log_rarely(refused_logged_ms, "refused an RPC connection: " +
+                                    std::to_string(actors::max_rpc_connections) +
+                                    " are open, the most it serves");
     return;
   }
   ++served_connections;  // (from here on: serve() takes it back when the connection ends)
@@ -2965,12 +2967,9 @@ void service::impl::take(kj::Own<kj::AsyncIoStream> s) {
                  .then([this](kj::Own<kj::AsyncIoStream> s) { serve(kj::mv(s)); },
                        [this](kj::Exception&& e) {
                          --served_connections;
-                         if (now_ms() - tls_refused_logged_ms < 10000)
-                           return;
-                         tls_refused_logged_ms = now_ms();
-                         std::fprintf(stderr,
-                                      "bifrost cluster: refused an RPC connection: TLS "
-                                      "handshake failed: %s\n",
+                         log_rarely(tls_refused_logged_ms,
+                                    std::string("refused an RPC connection: TLS handshake "
+                                                "failed: ") +
                                       e.getDescription().cStr());
                        }));
 }
@@ -2986,8 +2985,9 @@ kj::Promise<void> service::impl::accept_loop() {
     [this](kj::Exception&& e) {
       // No descriptor left (EMFILE, ENFILE), no memory: the listener stays and is asked
       // again after a pause, as memcached does, instead of the port going deaf for good.
-      log_refusal(std::string("accepting an RPC connection failed (trying again): ") +
-                  e.getDescription().cStr());
+      log_rarely(refused_logged_ms,
+                 std::string("accepting an RPC connection failed (trying again): ") +
+                   e.getDescription().cStr());
       return timer.afterDelay(100 * kj::MILLISECONDS).then([this]() { return accept_loop(); });
     });
 }
