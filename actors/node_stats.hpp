@@ -45,6 +45,10 @@ struct loop_counters {
   std::atomic<uint64_t> links_open{0};
   std::atomic<uint64_t> link_sessions_open{0};
   std::atomic<uint64_t> link_reply_bytes{0};  // sessions' replies encoded, not yet written
+  // Links to members found unreachable (silent for a timeout, or a connect or hello timed
+  // out), and the calls they answered unavailable at once meanwhile (cluster/data_link.cpp).
+  std::atomic<uint64_t> links_unreachable{0};
+  std::atomic<uint64_t> link_calls_failed_fast{0};
   // Warming (actors/cluster_view.hpp): past rings of the loop's current view (still warmed
   // from), and deletes of older copies at past owners sent after writes inside a window.
   std::atomic<uint64_t> warm_rings{0};

@@ -75,6 +75,9 @@ size_t reply_reserve(const link_wire::call& c) {
 constexpr uint64_t backoff_first_ms = 100;
 constexpr uint64_t backoff_max_ms = 5000;
 constexpr uint64_t refused_backoff_ms = 30000;
+// An unreachable member is probed (connect and hello) at most this long after the last probe
+// failed (data_link.hpp, "Unreachable"), however long it has been unreachable.
+constexpr uint64_t unreachable_probe_max_ms = 1000;
 
 // A socket watched by a uv_poll on one loop. Heap-allocated: closing it frees it and closes
 // the fd in libuv's close callback, independent of the actor that used it.
@@ -998,6 +1001,7 @@ public:
       timer_->close();
     timer_ = nullptr;
     close_socket();
+    set_unreachable(false);
     // Whatever was asked of this link gets an answer.
     fail_sent();
     for (auto& b : waiting_)
@@ -1034,6 +1038,17 @@ private:
 
   actors::loop_counters& counters() { return *ctx_.counters; }
   uint64_t now() { return uv_now(loop().uv()); }
+
+  void set_unreachable(bool on) {
+    if (on != unreachable_)
+      counters().add(counters().links_unreachable, on ? 1 : static_cast<uint64_t>(-1));
+    unreachable_ = on;
+  }
+
+  void fail_fast(const batch& b) {
+    counters().add(counters().link_calls_failed_fast);
+    send_result(b.sender, b.tag, unavailable(b.ops.size()));
+  }
 
   // Every call through RPC answers unavailable.
   void fail_rpc_calls() {
@@ -1103,7 +1118,9 @@ private:
     return bytes <= call_max_bytes;
   }
 
-  bool link_usable() const { return state_ != state::backoff || now_cached_ >= retry_at_; }
+  bool link_usable() const {
+    return !unreachable_ && (state_ != state::backoff || now_cached_ >= retry_at_);
+  }
 
   // Two order streams share this link: the connections' batches (origin client and warm)
   // and the replicator's copies (origin replica). Each keeps its own order across the two
@@ -1117,6 +1134,16 @@ private:
   // stream in flight on the other transport.
   void pump() {
     now_cached_ = now();
+    if (unreachable_) {
+      // Connections' batches answer at once; replicated state goes by RPC as while backing
+      // off (the replicator's retries span a timeout each, as before). A probe is made on
+      // demand: an idle link to a member gone for good dials nothing.
+      for (auto& b : queue_[0])
+        fail_fast(b);
+      queue_[0].clear();
+      if (state_ == state::backoff && now_cached_ >= retry_at_ && !retiring_ && !rpc_gone_)
+        connect();  // the probe
+    }
     for (size_t s = 0; s < streams; ++s) {
       while (!queue_[s].empty()) {
         auto& b = queue_[s].front();
@@ -1326,6 +1353,7 @@ private:
         case link_wire::answer_status::refused:
           // Refused: an older node, links off there, another version, or another node now
           // listening where this member's memcached port was (a stale address). RPC it is.
+          set_unreachable(false);  // it answers: what it refuses goes by RPC
           fail("refused by " + peer_ + " (" + error + ")", refused_backoff_ms, true);
           return;
         case link_wire::answer_status::ok:
@@ -1334,6 +1362,11 @@ private:
       io_.in.consume(used);
       state_ = state::ready;
       backoff_ms_ = backoff_first_ms;
+      greeted_once_ = true;
+      if (unreachable_)
+        std::fprintf(stderr, "bifrost cluster: data link to '%s': answers again\n",
+                     peer_.c_str());
+      set_unreachable(false);
       counters().add(counters().links_open);
       open_counted_ = true;
       // Queued in order; if the write fails, fail() sends the calls it did not write by RPC,
@@ -1430,24 +1463,30 @@ private:
     // queued_limit_factor timeouts. Replicated state too: newer state goes on the same
     // stream, behind it (and pump() holds it from the RPC meanwhile), and the replicator
     // gives up on a copy by itself. Silence fails the link at the tick after it was seen, so
-    // that replies that came while this loop was stalled are read first (libuv runs timers
-    // before it polls).
+    // that replies (or a connect, or a hello's answer) that came while this loop was stalled
+    // are read first (libuv runs timers before it polls).
     const uint64_t timeout = self->settings_.rpc_timeout_ms, now = self->now();
-    bool failed = false;
+    bool failed = false, silent = false;
     if (self->state_ == state::connecting || self->state_ == state::greeting) {
-      failed = now - self->progress_at_ > timeout;
+      silent = now - self->progress_at_ > timeout;
+      failed = silent && self->silent_seen_;
     } else {
       // The oldest call waited longest: ids are queue order, and sent_at follows them.
       const uint64_t waited =
         self->sent_.empty() ? 0 : now - self->sent_.begin()->second.sent_at;
-      const bool silent = waited > timeout && now - self->reply_at_ > timeout;
+      silent = waited > timeout && now - self->reply_at_ > timeout;
       failed = waited > uint64_t{queued_limit_factor} * timeout || (silent && self->silent_seen_);
-      self->silent_seen_ = silent && !failed;
     }
+    self->silent_seen_ = silent && !failed;
+    // Silent: unreachable (data_link.hpp), once the link was greeted at that address: a
+    // connect that never got through may be a port closed to this node only (a firewall, a
+    // memcached address not reachable from here) while the RPC works. A call unanswered for
+    // queued_limit_factor timeouts while others were answered is the member's own trouble
+    // with it: the RPC may still serve the next.
     if (failed)
       self->fail("no answer from " + self->peer_ + " within " +
                    std::to_string(self->settings_.rpc_timeout_ms) + " ms",
-                 self->backoff_ms_);
+                 self->backoff_ms_, false, silent && self->greeted_once_);
     else if (self->queued())
       self->pump();  // a backoff may have run out
     if (self->retirable() && !self->quit_sent_) {
@@ -1502,24 +1541,40 @@ private:
   }
 
   // The connection failed (or was refused): calls that may have reached the member answer
-  // `unavailable`; calls never written and batches that never left go through RPC, in order;
-  // the link rests for `wait_ms`.
-  void fail(const std::string& why, uint64_t wait_ms, bool always_log = false) {
-    if (always_log || state_ == state::ready)
+  // `unavailable`; calls never written and batches that never left go through RPC, in order
+  // (`unreachable`, the member was silent: they answer unavailable too); the link rests for
+  // `wait_ms`.
+  void fail(const std::string& why, uint64_t wait_ms, bool always_log = false,
+            bool unreachable = false) {
+    if (unreachable && !unreachable_)
+      std::fprintf(stderr,
+                   "bifrost cluster: data link to '%s': %s; unreachable: calls to it fail at "
+                   "once until it answers a probe\n",
+                   peer_.c_str(), why.c_str());
+    else if (!unreachable_ && (always_log || state_ == state::ready))
       std::fprintf(stderr, "bifrost cluster: data link to '%s': %s; using RPC for %.1f s\n",
                    peer_.c_str(), why.c_str(), static_cast<double>(wait_ms) / 1000.0);
+    if (unreachable)
+      set_unreachable(true);
+    if (unreachable_)  // (a probe refused a connect: still unreachable, as often probed)
+      wait_ms = std::min(wait_ms, unreachable_probe_max_ms);
     auto unwritten = take_unwritten();
     close_socket();
     fail_sent();
     state_ = state::backoff;
+    silent_seen_ = false;
     retry_at_ = now() + wait_ms;
     backoff_ms_ = std::min(backoff_max_ms, backoff_ms_ * 2);
-    for (auto& b : unwritten)
-      issue_rpc(std::move(b));
     auto w = std::move(waiting_);
     waiting_.clear();
-    for (auto& b : w)
-      issue_rpc(std::move(b));
+    auto resend = [this](batch& b) {
+      if (unreachable_ && stream_of(b.origin) == 0)
+        fail_fast(b);
+      else
+        issue_rpc(std::move(b));
+    };
+    std::for_each(unwritten.begin(), unwritten.end(), resend);
+    std::for_each(w.begin(), w.end(), resend);
     if (!in_fail_) {
       in_fail_ = true;
       pump();
@@ -1537,6 +1592,8 @@ private:
   lookup* lookup_ = nullptr;  // a host-name lookup in flight (connecting)
   bool retiring_ = false;     // link_retire_atom came: quit once retirable()
   bool rpc_gone_ = false;     // the RPC peer actor ended: what would go by RPC is unavailable
+  bool unreachable_ = false;  // the member was silent: batches answer unavailable (pump())
+  bool greeted_once_ = false;  // a hello was answered at this address (on_timer)
   bool quit_sent_ = false;
   uint64_t used_at_ = 0;      // loop ms of the last batch asked of this link
   loop_timer* timer_ = nullptr;

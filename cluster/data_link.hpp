@@ -27,16 +27,31 @@
 //     each other would each hold the copy the other waits for (a deadlock until rpc_timeout).
 //   - The link connects on first use (hello line, then frames); a host name in the address is
 //     resolved on libuv's thread pool, never on the loop thread. A connection or greeting
-//     failure sends the waiting batches through RPC and backs off (0.1 s doubling to 5 s); a
-//     refused hello backs off 30 s: a member that serves no links, speaks another version,
-//     or answers with another node's name (another node listens where the member's
-//     memcached port was: a stale address; cluster/link_wire.hpp). A connection lost with
+//     failure (but see "Unreachable") sends the waiting batches through RPC and backs off
+//     (0.1 s doubling to 5 s); a refused hello backs off 30 s: a member that serves no
+//     links, speaks another version, or answers with another node's name (another node
+//     listens where the member's memcached port was: a stale address;
+//     cluster/link_wire.hpp). A connection lost with
 //     calls in flight answers them `unavailable` (they may have run: reads fail over, writes
 //     report an error), as a failed RPC does. A call unanswered rpc_timeout_ms after it was
 //     sent while no whole reply came for as long (or a connect or hello without progress
 //     for as long) fails the connection the same way; a call behind other calls' replies
 //     waits while they come, up to queued_limit_factor × rpc_timeout_ms
 //     (cluster/convert.hpp), as an RPC data call does (service.cpp, `bounded`).
+//   - Unreachable (as mcrouter's TKO): a link that failed because its member said nothing
+//     for rpc_timeout_ms (a call unanswered while no reply came, or, once a hello was
+//     answered at that address, a connect or hello without progress; silence is seen at two
+//     timer ticks, so what came while this loop stalled is read first) answers connections'
+//     batches (client, warm) `unavailable` at once — reads fail over to the next owner,
+//     writes report an error — instead of sending them by RPC to wait out the same timeout:
+//     SWIM keeps a member alive that others reach (a cut between two members only), and
+//     each op then stalled 2-5 s. Replicated state goes by RPC as while backing off (the
+//     replicator's retries each span a timeout, as before). A probe (connect and hello) is
+//     made when a batch comes and the last one failed unreachable_probe_max_ms (1 s) ago or
+//     more; it ends the state once greeted (or refused: the member answers, RPC it is).
+//     A link never greeted (a memcached port closed to this node while its RPC port is
+//     open) keeps falling back to RPC. Stats: cluster_links_unreachable,
+//     cluster_link_calls_failed_fast.
 //   - A get result that came back `streamed` (value over the inline limit) is read again
 //     through RPC, with a sink, before the batch is answered. The member parked the first
 //     read's result for it (storage/parked.hpp): the re-read names the token and gets that

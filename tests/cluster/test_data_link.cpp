@@ -128,10 +128,17 @@ public:
   inbox<lw::call> calls;
   std::atomic<int> hellos{0};
   std::atomic<bool> deaf{false};  // reads nothing more: the link's writes back up
+  // Takes no new connection: a connect completes (the listen backlog) but its hello is never
+  // answered, as a member the network cuts off, or one stopped.
+  std::atomic<bool> unanswering{false};
 
 private:
   void run() {
     while (!stop_) {
+      if (unanswering) {
+        std::this_thread::sleep_for(20ms);
+        continue;
+      }
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, 20) <= 0)
         continue;
@@ -700,12 +707,14 @@ BOOST_AUTO_TEST_CASE(a_lost_connection_answers_calls_in_flight_unavailable) {
   BOOST_CHECK_EQUAL(counters.links_open.load(), 0u);
 }
 
-// A member that stops reading: the link's socket fills up. When the call in the socket times
-// out, it answers unavailable (it may have run there), but a call of which not one byte left
-// cannot have run: it goes by RPC.
+// A member that stops reading: the link's socket fills up. When the member closes the
+// connection, the call in the socket answers unavailable (it may have run there), but a call
+// of which not one byte left cannot have run: it goes by RPC. (Had the member been silent
+// for the timeout instead, the link would find it unreachable, and the call would answer
+// unavailable at once: a_silent_member_is_unreachable_until_a_probe_is_greeted.)
 BOOST_AUTO_TEST_CASE(a_call_never_written_goes_by_rpc_when_the_link_fails) {
   fake_link_server server;
-  auto link = link_to(server.port, 300);
+  auto link = link_to(server.port, 2000);
   auto first = call_through(server, link, 1, gets({"a"}));
   server.reply(first->id, hits(1, "v"));
   BOOST_CHECK_EQUAL(result().first, 1u);
@@ -719,6 +728,9 @@ BOOST_AUTO_TEST_CASE(a_call_never_written_goes_by_rpc_when_the_link_fails) {
   }
   send(link, 2, std::move(big));
   send(link, 3, gets({"z"}));
+  std::this_thread::sleep_for(300ms);
+  BOOST_CHECK(!rpc_log.take(0ms));
+  server.drop();
   auto [tag, rs] = result(3000ms);
   BOOST_CHECK_EQUAL(tag, 2u);  // partly written: it may have run, so no second try
   BOOST_REQUIRE_EQUAL(rs.size(), 240u);
@@ -747,6 +759,90 @@ BOOST_AUTO_TEST_CASE(a_call_without_progress_times_out_unavailable) {
   BOOST_CHECK(rs[0].st == storage::status::unavailable);
   BOOST_CHECK(waited >= 150ms);
   BOOST_CHECK(waited < 1500ms);
+}
+
+// A member silent for the timeout (a call unanswered while nothing came) is unreachable, as
+// in mcrouter's TKO: whatever is asked of it meanwhile answers unavailable at once (reads
+// fail over, writes report an error), also what would go by RPC, where it would wait out the
+// same timeout (with only two members of three cut off from each other, SWIM keeps both alive
+// through the third, and each op of a client forwarded to the other stalled 2-5 s).
+// Replicated state still goes by RPC. A probe, a connect and hello made when a batch comes,
+// ends it once greeted; its hello times out as a call does.
+BOOST_AUTO_TEST_CASE(a_silent_member_is_unreachable_until_a_probe_is_greeted) {
+  fake_link_server server;
+  auto link = link_to(server.port, 500);
+  BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
+  server.unanswering = true;  // no reply to call 1, no answer to a probe's hello
+  auto [tag, rs] = result(3000ms);
+  BOOST_CHECK_EQUAL(tag, 1u);
+  BOOST_REQUIRE_EQUAL(rs.size(), 1u);
+  BOOST_CHECK(rs[0].st == storage::status::unavailable);
+  BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 1u);
+  // Over 1.5 s: across probes that time out.
+  for (uint64_t t = 2; t < 8; ++t) {
+    auto t0 = std::chrono::steady_clock::now();
+    send(link, t, t % 2 == 0 ? gets({"b"}) : big_store("big"));  // link-bound, RPC-bound
+    auto [tag2, rs2] = result(3000ms);
+    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t0);
+    BOOST_CHECK_EQUAL(tag2, t);
+    BOOST_REQUIRE_EQUAL(rs2.size(), 1u);
+    BOOST_CHECK(rs2[0].st == storage::status::unavailable);
+    BOOST_CHECK_MESSAGE(waited < 450ms, "batch " << t << " waited " << waited.count() << " ms");
+    std::this_thread::sleep_for(250ms);
+  }
+  BOOST_CHECK(!rpc_log.take(0ms));  // nothing went by RPC
+  storage::op_batch state(1);
+  state[0].kind = storage::op_kind::store;
+  state[0].key = "r";
+  state[0].value = "state";
+  (*self)->send(link, actors::apply_atom::value, uint64_t(9), state);
+  auto copy = rpc_log.take();
+  BOOST_REQUIRE(copy);
+  BOOST_CHECK(copy->replica);
+  caf::anon_send(copy->sender, result_atom::value, copy->tag,
+                 storage::result_batch(1, storage::result::of(storage::status::stored)));
+  BOOST_CHECK_EQUAL(result().first, 9u);
+  BOOST_CHECK_EQUAL(counters.link_calls_failed_fast.load(), 6u);
+  BOOST_CHECK(!server.calls.take(0ms));  // no probe got as far as a call
+  // It answers again: within a probe interval and a hello, calls go over the link again.
+  server.unanswering = false;
+  std::optional<lw::call> back;
+  auto t0 = std::chrono::steady_clock::now();
+  for (uint64_t t = 10; !back && std::chrono::steady_clock::now() - t0 < 5s; ++t) {
+    send(link, t, gets({"c"}));
+    back = server.calls.take(300ms);
+    if (!back) {
+      auto [t3, rs3] = result();
+      BOOST_CHECK_EQUAL(t3, t);
+      BOOST_CHECK(rs3[0].st == storage::status::unavailable);
+    }
+  }
+  BOOST_REQUIRE_MESSAGE(back, "no call over the link within 5 s of the member answering");
+  server.reply(back->id, hits(1, "v"));
+  auto [t4, rs4] = result();
+  BOOST_REQUIRE_EQUAL(rs4.size(), 1u);
+  BOOST_CHECK(rs4[0].st == storage::status::hit);
+  BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 0u);
+  BOOST_CHECK(!rpc_log.take(0ms));
+}
+
+// A member whose hello was never answered at that address is not taken for unreachable: its
+// memcached port may be closed to this node only while its RPC port is open. Batches go by
+// RPC while the link backs off, as after a refusal.
+BOOST_AUTO_TEST_CASE(a_member_never_greeted_is_reached_by_rpc) {
+  fake_link_server server;
+  server.unanswering = true;
+  auto link = link_to(server.port, 300);
+  send(link, 1, gets({"a"}));
+  auto b = rpc_log.take();  // after the hello's timeout
+  BOOST_REQUIRE(b);
+  caf::anon_send(b->sender, result_atom::value, b->tag, hits(1, "by-rpc"));
+  auto [tag, rs] = result();
+  BOOST_CHECK_EQUAL(tag, 1u);
+  BOOST_CHECK(rs[0].st == storage::status::hit);
+  BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 0u);
+  BOOST_CHECK_EQUAL(counters.link_calls_failed_fast.load(), 0u);
 }
 
 // A call behind other calls' replies (a node whose clients asked for much: the link is one

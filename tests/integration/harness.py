@@ -293,9 +293,9 @@ def all_alive(rpc_ports, n, limit=20.0):
 class RawClient:
     """A socket with bounded reads: exactly N bytes, up to a terminator, or until closed."""
 
-    def __init__(self, port, timeout=IO_TIMEOUT):
+    def __init__(self, port, timeout=IO_TIMEOUT, host="127.0.0.1"):
         self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 

@@ -9,35 +9,30 @@ CONFLICT=1 each key is then written again on the other side: the later write mus
 Session 45 (docs/ARCHITECTURE.md, "hand-back"): 34-39 of 60 wrong at +40 s before handed-back
 deletes spared newer items, 0 of 60 after.
 
-Run as root; everything lives in namespaces it creates (nothing outside them is touched):
-    BIN=build/bin unshare -n python3 tests/integration/partition_heal.py [CUT [R [drop|prohibit]]]
+Run as root; it runs itself in a network namespace of its own, where everything lives
+(netns.py; nothing outside is touched):
+    BIN=build/bin python3 tests/integration/partition_heal.py [CUT [R [drop|prohibit]]]
 """
 import json, os, socket, subprocess, sys, tempfile, time
+
+import netns
 
 BIN = os.environ.get("BIN", "build/bin")
 LOGS = tempfile.mkdtemp(prefix="bifrost-partition-")
 CUT = float(sys.argv[1]) if len(sys.argv) > 1 else 12.0
 R = sys.argv[2] if len(sys.argv) > 2 else "2"
 KIND = sys.argv[3] if len(sys.argv) > 3 else "drop"  # drop: tc silent drop; prohibit: EACCES route
-IP = {1: "10.0.0.1", 2: "10.0.0.2", 3: "10.0.0.3"}
-
-
-def sh(c):
-    subprocess.run(c, shell=True, check=True)
-
-
-def ns(h, c):
-    sh(f"nsenter -t {h.pid} -n sh -c '{c}'")
+IP = {i: netns.ip(i) for i in (1, 2, 3)}
 
 
 def ctl(i, *a):
-    r = subprocess.run([BIN + "/bifrostctl", "--node", f"{IP[i]}:22001", "--timeout", "2", "--json"] + list(a),
+    r = subprocess.run([BIN + "/bifrostctl", "--node", f"{IP[i]}:{netns.RPC_PORT}", "--timeout", "2", "--json"] + list(a),
                        capture_output=True, text=True, timeout=5)
     return json.loads(r.stdout) if r.returncode == 0 else None
 
 
 def mc(i, line, data=None):
-    s = socket.create_connection((IP[i], 21001), timeout=5)
+    s = socket.create_connection((IP[i], netns.MEMCACHE_PORT), timeout=5)
     s.sendall(line.encode() + b"\r\n" + (data.encode() + b"\r\n" if data is not None else b""))
     buf = b""
     while not (buf.endswith(b"END\r\n") or (not line.startswith("get") and buf.endswith(b"\r\n"))):
@@ -55,25 +50,13 @@ def put(i, k, v):
     return mc(i, f"set {k} 0 0 {len(v)}", v).strip()
 
 
-holders, nodes = {}, {}
+missing = netns.reexec_in_private_netns()
+if missing:
+    sys.exit("partition_heal: " + missing)
+net = netns.Net(os.path.abspath(BIN + "/bifrostd"), 3, LOGS)
 try:
-    sh("ip link set lo up; ip link add br0 type bridge; ip addr add 10.0.0.254/24 dev br0; ip link set br0 up")
     for i in IP:
-        holders[i] = subprocess.Popen(["unshare", "-n", "sleep", "1000"])
-    time.sleep(0.3)
-    for i, h in holders.items():
-        sh(f"ip link add v{i} type veth peer name p{i}; ip link set p{i} master br0 up; ip link set v{i} netns {h.pid}")
-        ns(h, f"ip link set lo up; ip addr add {IP[i]}/24 dev v{i}; ip link set v{i} up; "
-              f"tc qdisc add dev v{i} root handle 1: htb; tc class add dev v{i} parent 1: classid 1:2 htb rate 10gbit; "
-              f"tc qdisc add dev v{i} parent 1:2 handle 2: pfifo limit 0")
-    time.sleep(1)
-    for i in IP:
-        args = [BIN + "/bifrostd", "-l", IP[i], "-p", "21001", "--node-name", f"n{i}", "--replicas", R, "-t", "2"]
-        if i != 1:
-            args += ["--join", f"{IP[1]}:22001"]
-        nodes[i] = subprocess.Popen(["nsenter", "-t", str(holders[i].pid), "-n"] + args,
-                                    stderr=open(f"{LOGS}/n{i}.stderr", "w"))
-        time.sleep(0.5)
+        net.start(i, ["--replicas", R, "-t", "2"], join=1 if i != 1 else None)
     while not all((m := ctl(i, "members")) and sum(x["state"] == "alive" for x in m) == 3 for i in IP):
         time.sleep(0.2)
     keys = [f"k{j}" for j in range(60)]
@@ -84,8 +67,7 @@ try:
     time.sleep(float(os.environ.get("PRE_WAIT", "1")))  # quiet time between the v1 writes and the cut
     t = time.time()
     for a, b in [(1, 3), (3, 1), (2, 3), (3, 2)]:  # isolate n3: silent drops both ways
-        ns(holders[a], f"tc filter add dev v{a} parent 1: protocol ip prio {10 + b} u32 match ip dst {IP[b]}/32 flowid 1:2"
-           if KIND == "drop" else f"ip route add prohibit {IP[b]}/32")
+        net.cut(a, b, KIND)
     while not ((m1 := ctl(1, "members")) and {x["name"]: x["state"] for x in m1}.get("n3") == "dead" and
                (m3 := ctl(3, "members")) and {x["name"]: x["state"] for x in m3}.get("n1") == "dead"):
         time.sleep(0.1)
@@ -105,7 +87,7 @@ try:
             expect[k] = (f"v3-later-via-n{via}", via)
     time.sleep(max(0, CUT - (time.time() - t)))
     for a, b in [(1, 3), (3, 1), (2, 3), (3, 2)]:
-        ns(holders[a], f"tc filter del dev v{a} parent 1: prio {10 + b}" if KIND == "drop" else f"ip route del prohibit {IP[b]}/32")
+        net.heal(a, b)
     print(f"healed after {time.time() - t:.1f}s; reading every key through every node at +{os.environ.get('READ_AT', '6,40')} s")
     th = time.time()
     for when in [float(x) for x in os.environ.get("READ_AT", "6,40").split(",")]:
@@ -120,14 +102,7 @@ try:
         print(f"+{when}s after heal: {bad} of {len(keys)} keys do not return their last acknowledged write through every node")
     print("members:", [(x["name"], x["state"], x["incarnation"]) for x in ctl(1, "members")])
 finally:
-    for p in nodes.values():
-        p.terminate()
-    for i, p in nodes.items():
-        try:
-            print(f"n{i} exit {p.wait(15)}")
-        except subprocess.TimeoutExpired:
-            p.kill()
-            print(f"n{i} killed (no exit within 15 s of SIGTERM)")
-    for h in holders.values():
-        h.terminate()
-        h.wait()
+    for i in IP:
+        status = net.stop(i)
+        print(f"n{i} exit {status}" if status is not None else f"n{i} killed (no exit within 15 s of SIGTERM)")
+    net.close()
