@@ -420,7 +420,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// runs part after part): calls asked for after it wait until it has answered.
   /// `placed_by`: for client ops, the placement of the ring they were placed by (the call
   /// names it: the member places again what that ring, if it replaced it, no longer gives
-  /// it); 0: this node's ring when asked.
+  /// it); 0: this node's ring when asked. Not replicated state: `unavailable` at once while
+  /// the address is unreachable (see `unreachable`).
   kj::Promise<storage::result_batch> remote_execute(const std::string& address,
                                                     storage::op_batch ops, rpc::Origin origin,
                                                     bool wait_replicas = false,
@@ -457,9 +458,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// queued_limit_factor × rpc_timeout_ms however busy the member is. Checked every
   /// rpc_timeout_ms, so it fails one to two timeouts after the last progress that counts
   /// (15 to 16 after its own, while the member is busy). Or p's failure.
+  /// `fallback(timed_out)`: true when the watchdog ended the call, false on p's failure.
   template <typename T>
   kj::Promise<T> bounded(kj::Promise<T> p, std::shared_ptr<call_progress> progress,
-                         kj::Function<T()> fallback);
+                         kj::Function<T(bool)> fallback);
   kj::Promise<void> watchdog(std::shared_ptr<call_progress> progress, uint64_t seen,
                              uint64_t peer_seen, uint64_t since, bool last_look);
   /// Progress of every data call to each member address (call_progress::peer). KJ thread.
@@ -629,6 +631,25 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   };
   std::map<std::string, kj::Own<client_conn>> pool;
   std::map<std::string, backoff_state> backoff;
+  // Addresses found silent: a data call ended by its watchdog without a word from its member
+  // (nothing of its own, no answer to another data call to the address; not a call that
+  // waits for the member's replicas), or a connect or hello that timed out. As a data link's
+  // "Unreachable" (data_link.hpp, mcrouter's TKO): data calls to it but replicated state
+  // answer `unavailable` at once (send_execute) until a probe is answered: a `ring` query on
+  // its connection (a new one if it has none), made by the first data call once the last
+  // probe failed 1 s ago or more. A probe not answered within the RPC timeout breaks the
+  // connection, so the next one dials anew; any connection to the address that is greeted
+  // ends the state too. Erased with the address's backoff (reap_peers). KJ thread.
+  struct unreachable_state {
+    uint64_t probe_at = 0;
+    bool probing = false;
+  };
+  std::map<std::string, unreachable_state> unreachable;
+  uint64_t calls_failed_fast = 0;
+  void mark_unreachable(const std::string& addr);
+  void heard_from(const std::string& addr);  // (a greeting, a probe's or SWIM's answer)
+  bool failing_fast(const std::string& addr);
+  kj::Promise<void> probe(const std::string& addr);
   // Why the last connection to an address failed before its hello was answered (erased once
   // one is): what the "no seed answered" line names for each seed.
   std::map<std::string, std::string> connect_errors;
@@ -1136,6 +1157,8 @@ protected:
       st->emplace_back("cluster_graveyard", std::to_string(core_.members.graveyard_size()));
       st->emplace_back("cluster_peer_actors", std::to_string(core_.peer_by_name.size()));
       st->emplace_back("cluster_rpc_connections", std::to_string(core_.pool.size()));
+      st->emplace_back("cluster_rpc_unreachable", std::to_string(core_.unreachable.size()));
+      st->emplace_back("cluster_rpc_calls_failed_fast", std::to_string(core_.calls_failed_fast));
       auto list = context.getResults().initStats(static_cast<unsigned>(st->size()));
       for (size_t i = 0; i < st->size(); ++i) {
         list[static_cast<unsigned>(i)].setName((*st)[i].first);
@@ -1267,6 +1290,7 @@ struct service::impl::client_conn {
             });
     auto limit = core.timer.afterDelay(core.cfg.rpc_timeout_ms * kj::MILLISECONDS)
                      .then([this]() -> kj::Promise<void> {
+                       core.mark_unreachable(address);
                        if (connected)  // (what a memcached port does with the hello's bytes)
                          return KJ_EXCEPTION(DISCONNECTED, "connected, but hello was not "
                                                            "answered in time", address);
@@ -1277,6 +1301,7 @@ struct service::impl::client_conn {
                  st = state::ready;
                  core.backoff[address] = backoff_state{};
                  core.connect_errors.erase(address);
+                 core.heard_from(address);
                  for (auto& w : waiters)
                    w->fulfill(rpc::Node::Client(node));
                  waiters.clear();
@@ -1352,13 +1377,13 @@ kj::Promise<void> service::impl::watchdog(std::shared_ptr<call_progress> progres
 
 template <typename T>
 kj::Promise<T> service::impl::bounded(kj::Promise<T> p, std::shared_ptr<call_progress> progress,
-                                      kj::Function<T()> fallback) {
-  auto fb = kj::heap<kj::Function<T()>>(kj::mv(fallback));
+                                      kj::Function<T(bool)> fallback) {
+  auto fb = kj::heap<kj::Function<T(bool)>>(kj::mv(fallback));
   auto& f = *fb;
   uint64_t seen = progress->own, peer_seen = *progress->peer;
-  return p.catch_([&f](kj::Exception&&) { return f(); })
+  return p.catch_([&f](kj::Exception&&) { return f(false); })
       .exclusiveJoin(watchdog(std::move(progress), seen, peer_seen, now_ms(), false)
-                         .then([&f]() { return f(); }))
+                         .then([&f]() { return f(true); }))
       .attach(kj::mv(fb));
 }
 
@@ -1486,6 +1511,10 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
   size_t n = ops.size();
   if (n == 0)
     return storage::result_batch{};
+  // (Here, not before send_orders: a part of a split batch, or a call that waited behind a
+  // barrier, fails at once too.)
+  if (origin != rpc::Origin::REPLICA && failing_fast(addr))
+    return unavailable(n);  // (as a data link's: reads fail over, writes refuse)
   bool large = false, reads = false;
   size_t inline_bytes = 0;
   for (auto& o : ops) {
@@ -1595,9 +1624,65 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         })
         .attach(kj::mv(sent));
   });
+  // The watchdog ended it without a word from the member (of this call or another to it):
+  // silent, unless it waited for the member's replicas.
+  const uint64_t heard = *progress->peer;
   return bounded<storage::result_batch>(
-             kj::mv(call), progress, [n]() { return unavailable(n); })
+             kj::mv(call), progress,
+             [this, n, addr, progress, heard, wait_replicas](bool timed_out) {
+               if (timed_out && !wait_replicas && progress->own == 0 && *progress->peer == heard)
+                 mark_unreachable(addr);
+               return unavailable(n);
+             })
       .then([n](storage::result_batch rs) { return rs.size() == n ? kj::mv(rs) : unavailable(n); });
+}
+
+void service::impl::mark_unreachable(const std::string& addr) {
+  if (stopping || !unreachable.try_emplace(addr).second)
+    return;
+  std::fprintf(stderr,
+               "bifrost cluster: member at %s said nothing for %u ms; unreachable: data calls "
+               "to it fail at once until it answers again\n",
+               addr.c_str(), static_cast<unsigned>(cfg.rpc_timeout_ms));
+}
+
+void service::impl::heard_from(const std::string& addr) {
+  if (unreachable.erase(addr) != 0)
+    std::fprintf(stderr, "bifrost cluster: member at %s answers again\n", addr.c_str());
+}
+
+bool service::impl::failing_fast(const std::string& addr) {
+  auto u = unreachable.find(addr);
+  if (u == unreachable.end())
+    return false;
+  ++calls_failed_fast;
+  if (!u->second.probing && now_ms() >= u->second.probe_at && !stopping) {
+    u->second.probing = true;
+    tasks->add(probe(addr));
+  }
+  return true;
+}
+
+kj::Promise<void> service::impl::probe(const std::string& addr) {
+  auto limit = timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS)
+                 .then([]() -> kj::Promise<void> {
+                   return KJ_EXCEPTION(DISCONNECTED, "probe not answered in time");
+                 });
+  return get_conn(addr)
+    .then([](rpc::Node::Client node) { return node.ringRequest().send().ignoreResult(); })
+    .exclusiveJoin(kj::mv(limit))
+    .then([this, addr]() { heard_from(addr); },
+      [this, addr](kj::Exception&&) {
+        auto v = unreachable.find(addr);
+        if (v == unreachable.end())
+          return;
+        v->second.probing = false;
+        v->second.probe_at = now_ms() + 1000;
+        // Up while nothing crosses (a cut): the next probe dials anew.
+        auto it = pool.find(addr);
+        if (it != pool.end() && it->second->st == client_conn::state::ready)
+          it->second->fail(KJ_EXCEPTION(DISCONNECTED, "member silent for the RPC timeout", addr));
+      });
 }
 
 kj::Promise<storage::result_batch> service::impl::run_in_order(
@@ -2436,7 +2521,8 @@ void service::impl::send_swim(const std::string& addr, message&& m) {
                     to_rpc(*msg, req.initMsg());
                     return req.send();
                   })
-                  .then([this](capnp::Response<rpc::Node::SwimResults>&& r) {
+                  .then([this, addr](capnp::Response<rpc::Node::SwimResults>&& r) {
+                    heard_from(addr);
                     if (!r.hasReply() || stopping)
                       return;
                     message reply;
@@ -2532,6 +2618,7 @@ void service::impl::reap_peers() {
       continue;
     }
     backoff.erase(it->first);
+    unreachable.erase(it->first);
     peer_progress_of.erase(it->first);
     if (std::find(cfg.join.begin(), cfg.join.end(), it->first) == cfg.join.end())
       connect_errors.erase(it->first);  // (a seed's stays for the "no seed answered" line)

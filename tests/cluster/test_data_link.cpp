@@ -140,7 +140,7 @@ private:
         continue;
       }
       pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0)
+      if (::poll(&p, 1, 20) <= 0 || unanswering)  // (set while it waited: not taken)
         continue;
       int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (c < 0)

@@ -1003,10 +1003,11 @@ BOOST_AUTO_TEST_CASE(hung_peer_times_out) {
   BOOST_TEST(wait_until([&] { return live_names(n.view()).size() == 1; }, 4000ms));
 }
 
-// A member played by the test, on its own KJ thread: it answers hello, drops SWIM messages,
-// and runs each execute call by the first op's key: "slow..." streams `chunks` chunks to the
-// call's sink, one every `every`, then answers hit; "behind..." answers hit once every slow
-// call before it has answered; anything else is never answered.
+// A member played by the test, on its own KJ thread: it answers hello, drops SWIM messages
+// (answers them empty; never, once `answer_swim` is false), answers ring queries only while
+// `answer_rings`, and runs each execute call by the first op's key: "slow..." streams
+// `chunks` chunks to the call's sink, one every `every`, then answers hit; "behind..."
+// answers hit once every slow call before it has answered; anything else is never answered.
 class scripted_peer {
 public:
   scripted_peer(int chunks, std::chrono::milliseconds every) {
@@ -1028,7 +1029,8 @@ public:
         told = true;
         capnp::TwoPartyServer server(kj::heap<node_impl>(io.provider->getTimer(), chunks,
                                                          every.count() * kj::MILLISECONDS,
-                                                         executes_));
+                                                         executes_, hellos_, rings_,
+                                                         answer_swim, answer_rings));
         stop.promise.exclusiveJoin(server.listen(*listener)).wait(io.waitScope);
       } catch (...) {
         if (!told)
@@ -1058,23 +1060,37 @@ public:
     thread_.join();
   }
   const std::string& address() const { return address_; }
-  // Execute calls received so far.
+  // Execute calls, hellos and ring queries received so far.
   int executes() const { return executes_.load(); }
+  int hellos() const { return hellos_.load(); }
+  int rings() const { return rings_.load(); }
+  std::atomic<bool> answer_swim{true};
+  std::atomic<bool> answer_rings{false};
 
 private:
   class node_impl final : public rpc::Node::Server {
   public:
-    node_impl(kj::Timer& timer, int chunks, kj::Duration every, std::atomic<int>& executes)
-      : timer_(timer), chunks_(chunks), every_(every), executes_(executes) {}
+    node_impl(kj::Timer& timer, int chunks, kj::Duration every, std::atomic<int>& executes,
+              std::atomic<int>& hellos, std::atomic<int>& rings, std::atomic<bool>& answer_swim,
+              std::atomic<bool>& answer_rings)
+      : timer_(timer), chunks_(chunks), every_(every), executes_(executes), hellos_(hellos),
+        rings_(rings), answer_swim_(answer_swim), answer_rings_(answer_rings) {}
 
   protected:
     kj::Promise<void> hello(HelloContext context) override {
+      ++hellos_;
       auto r = context.getResults();
       r.setVersion(rpc::SCHEMA_VERSION);
       r.initSelf().setName("ghost");
       return kj::READY_NOW;
     }
-    kj::Promise<void> swim(SwimContext) override { return kj::READY_NOW; }
+    kj::Promise<void> swim(SwimContext) override {
+      return answer_swim_ ? kj::Promise<void>(kj::READY_NOW) : kj::Promise<void>(kj::NEVER_DONE);
+    }
+    kj::Promise<void> ring(RingContext) override {
+      ++rings_;
+      return answer_rings_ ? kj::Promise<void>(kj::READY_NOW) : kj::Promise<void>(kj::NEVER_DONE);
+    }
     kj::Promise<void> execute(ExecuteContext context) override {
       ++executes_;
       auto params = context.getParams();
@@ -1127,6 +1143,10 @@ private:
     int chunks_;
     kj::Duration every_;
     std::atomic<int>& executes_;
+    std::atomic<int>& hellos_;
+    std::atomic<int>& rings_;
+    std::atomic<bool>& answer_swim_;
+    std::atomic<bool>& answer_rings_;
     int slow_running_ = 0;
     std::vector<kj::Own<kj::PromiseFulfiller<void>>> behind_;
   };
@@ -1136,8 +1156,76 @@ private:
   kj::Own<const kj::Executor> executor_;  // the KJ thread's, while it runs
   kj::Own<kj::PromiseFulfiller<void>> stop_;
   std::atomic<int> executes_{0};
+  std::atomic<int> hellos_{0};
+  std::atomic<int> rings_{0};
   std::string address_;
 };
+
+// A member that stops answering data calls while its RPC port stays up (a cut that SWIM does
+// not see: test_partition.py): the call that heard nothing from it for the timeout marks it
+// unreachable, and data calls then answer unavailable at once, unsent, instead of each
+// waiting a timeout, until a probe is answered — a ring query on its connection, or, once a
+// probe went unanswered (that connection is broken), a new connection's hello.
+BOOST_AUTO_TEST_CASE(a_silent_member_fails_data_calls_at_once_until_a_probe_is_answered) {
+  cluster::membership_config swim;
+  swim.suspicion_timeout_ms = 60000;  // the scripted member never acks: it stays suspect (live)
+  const uint32_t timeout_ms = 400;
+  scripted_peer ghost(0, 100ms);
+  ghost.answer_swim = false;  // (a SWIM answer is a word from it too)
+  test_node n("n1", {}, 1, false, {}, 0, "127.0.0.1:11211", swim, timeout_ms);
+  BOOST_REQUIRE(join_ghost(n, ghost.address()));
+  BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
+  auto peer = peer_of(n, "ghost");
+  const int hit = static_cast<int>(storage::status::hit);
+  const int unavailable = static_cast<int>(storage::status::unavailable);
+  auto get = [&](const char* key) {
+    storage::op o = get_op(key);
+    o.get_value = true;
+    auto r = exec(*n.sys, peer, {o});
+    BOOST_REQUIRE(r.answered);
+    BOOST_REQUIRE_EQUAL(r.results.size(), 1u);
+    return std::make_pair(static_cast<int>(r.results[0].st), r.seconds);
+  };
+  auto back = [&](const char* key) {  // a hit within 5 s
+    for (auto until = std::chrono::steady_clock::now() + 5s;
+         std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(50ms))
+      if (get(key).first == hit)
+        return true;
+    return false;
+  };
+
+  // The probe is answered on the connection there is.
+  auto [st1, s1] = get("stuck-1");
+  BOOST_TEST(st1 == unavailable);
+  BOOST_TEST(s1 >= 0.3);
+  BOOST_TEST(ghost.executes() == 1);
+  ghost.answer_rings = true;
+  auto [st2, s2] = get("behind-1");
+  BOOST_TEST(st2 == unavailable);  // at once (and it makes the probe)
+  BOOST_TEST(s2 < 0.2);
+  BOOST_TEST(ghost.executes() == 1);
+  BOOST_TEST(wait_until([&] { return ghost.rings() == 1; }, 2000ms));
+  const int hellos = ghost.hellos();
+  BOOST_TEST(back("behind-2"));
+  BOOST_TEST(ghost.hellos() == hellos);  // the same connection
+
+  // The probe is not answered: calls keep failing at once; its connection is broken, and a
+  // new one's hello (answered) ends it.
+  ghost.answer_rings = false;
+  auto [st3, s3] = get("stuck-2");
+  BOOST_TEST(st3 == unavailable);
+  BOOST_TEST(s3 >= 0.3);
+  const int executes = ghost.executes();
+  for (const char* key : {"behind-3", "behind-4", "behind-5"}) {
+    auto [st, secs] = get(key);
+    BOOST_TEST(st == unavailable);
+    BOOST_TEST(secs < 0.2);
+  }
+  BOOST_TEST(ghost.executes() == executes);  // not sent
+  BOOST_TEST(ghost.rings() == 2);             // one probe at a time
+  BOOST_TEST(back("behind-6"));
+  BOOST_TEST(ghost.hellos() > hellos);  // a new connection
+}
 
 // A data call that waits behind another call's values on a busy member is not failed while
 // that member streams them (the member is at work), and still fails once the member does
@@ -1415,13 +1503,15 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
     return "(missing)";
   };
   auto stats = cl.node.statsRequest().send().wait(ws);
-  BOOST_REQUIRE(stats.getStats().size() == 14u);
+  BOOST_REQUIRE(stats.getStats().size() == 16u);
   BOOST_TEST(std::string(stats.getStats()[2].getValue().cStr()) == "n2");
   BOOST_TEST(stat("cluster_members_known") == "3");
   BOOST_TEST(stat("cluster_members_forgotten") == "0");
   BOOST_TEST(stat("cluster_ops_placed_again") == "0");
   BOOST_TEST(stat("cluster_late_writes_replicated") == "0");
   BOOST_TEST(stat("cluster_peer_actors") == "2");
+  BOOST_TEST(stat("cluster_rpc_unreachable") == "0");
+  BOOST_TEST(stat("cluster_rpc_calls_failed_fast") == "0");
   auto served_calls = std::stoull(stat("cluster_calls_served"));
   auto served_ops = std::stoull(stat("cluster_ops_served"));
   BOOST_TEST(stat("cluster_calls_sent") != "(missing)");

@@ -6,9 +6,10 @@ reach n3. SWIM keeps everyone alive through n3's indirect pings, so the ring nev
 and n1 cannot reach the owner of the keys it forwards to n2. A sequential client on n1 reads
 keys owned by n2 and n3 and writes others owned by them for 10 s: after the first op that
 finds n2 silent (one RPC timeout), no op may stall — reads fail over to n3 at once, writes
-answer an error at once (n2's link is unreachable, as mcrouter's TKO) — and after the heal,
+answer an error at once (n2 is unreachable, as in mcrouter's TKO) — and after the heal,
 writes through n1 are stored again within a few seconds. (Before, every op forwarded to n2
-waited for the 2 s RPC timeout or a connect timeout, 2-5 s each, for the whole cut.)
+waited for the 2 s RPC timeout or a connect timeout, 2-5 s each, for the whole cut.) Once over
+data links (the default), once over RPC (`--cluster-links off`, as with `--rpc-tls-*`).
 
 The script runs itself again in a network namespace of its own (`unshare -n`), where it builds
 the bridge: nothing outside it is touched. Without root or namespaces the test is skipped, and
@@ -51,11 +52,13 @@ class AsymmetricCutTest(unittest.TestCase):
             self.skipTest("memcached has no cluster")
         if NETNS_MISSING:
             self.skipTest(NETNS_MISSING)
+
+    def start_cluster(self, extra=()):
         self.logs = tempfile.mkdtemp(prefix="bifrost-partition-")
         print("\nnode logs: " + self.logs)
         self.net = netns.Net(harness.BIFROSTD, 3, self.logs)
         self.addCleanup(self.net.close)
-        common = ["--replicas", "2", "-t", "2", "-m", "64"]
+        common = ["--replicas", "2", "-t", "2", "-m", "64"] + list(extra)
         self.net.start(1, common)
         self.net.start(2, common, join=1)
         self.net.start(3, common, join=1)
@@ -80,8 +83,11 @@ class AsymmetricCutTest(unittest.TestCase):
         self.addCleanup(c.close)
         return c
 
-    def stat(self, client, name):
-        return int(harness.raw_stats(client)[name])
+    def stat(self, client, name, node=1):
+        """Node `node`'s stat `name` (-1: it has none); `client`: a RawClient to it."""
+        if name.startswith("cluster_rpc_"):  # the RPC service's: bifrostctl's stats
+            return int(self.ctl(node, "stats")["stats"].get(name, -1))
+        return int(harness.raw_stats(client).get(name, -1))
 
     def keys_owned_by(self, owners, n):
         """`n` keys whose owners are `owners` (in order), by the ring."""
@@ -98,6 +104,15 @@ class AsymmetricCutTest(unittest.TestCase):
         self.fail("fewer than %d keys owned by %s" % (n, owners))
 
     def test_a_member_cut_off_from_another_stalls_no_op_past_the_first(self):
+        self.cut_between_n1_and_n2("cluster_link_calls_failed_fast", "cluster_links_unreachable")
+
+    def test_the_same_through_rpc(self):
+        """Data links off (as with --rpc-tls-*): the RPC service keeps the state per address."""
+        self.cut_between_n1_and_n2("cluster_rpc_calls_failed_fast", "cluster_rpc_unreachable",
+                                   ["--cluster-links", "off"])
+
+    def cut_between_n1_and_n2(self, failed_fast_stat, unreachable_stat, extra=()):
+        self.start_cluster(extra)
         keys = self.keys_owned_by(["n2", "n3"], 24)
         reads, writes = keys[:16], keys[16:]
         c = self.client(1)
@@ -151,8 +166,8 @@ class AsymmetricCutTest(unittest.TestCase):
         for n1_of_n2, n2_of_n1 in views:
             self.assertIn(n1_of_n2, ("alive", "suspect"), "n1 took n2 for dead: %s" % views)
             self.assertIn(n2_of_n1, ("alive", "suspect"), "n2 took n1 for dead: %s" % views)
-        failed_fast = self.stat(c, "cluster_link_calls_failed_fast")
-        unreachable = self.stat(c, "cluster_links_unreachable")
+        failed_fast = self.stat(c, failed_fast_stat)
+        unreachable = self.stat(c, unreachable_stat)
 
         self.net.heal(1, 2)
         self.net.heal(2, 1)
@@ -171,7 +186,7 @@ class AsymmetricCutTest(unittest.TestCase):
             len(ops), CUT, len(slow), SLOW,
             ", ".join("%s at +%.1f s: %.1f s" % (o[2], o[0], o[1]) for o in slow[:6]),
             len(late), CUT / 2)
-        print("\n" + summary + "; failed fast %d, links unreachable %d; stored again %s after "
+        print("\n" + summary + "; failed fast %d, unreachable %d; stored again %s after "
               "the heal" % (failed_fast, unreachable,
                             "never" if stored_at is None else "%.1f s" % stored_at))
         # One op finds n2 silent (an RPC timeout and the next link tick); none after it.
@@ -180,9 +195,13 @@ class AsymmetricCutTest(unittest.TestCase):
         self.assertGreater(failed_fast, 0)
         self.assertGreaterEqual(unreachable, 1)
         self.assertIsNotNone(stored_at, "no write through n1 stored within 8 s of the heal")
+        # Nothing stays unreachable, at n2 either (which sent n1 no data, only SWIM).
+        c2 = self.client(2)
         deadline = time.monotonic() + 5
-        while self.stat(c, "cluster_links_unreachable") != 0:
-            self.assertLess(time.monotonic(), deadline, "a link stayed unreachable after the heal")
+        while self.stat(c, unreachable_stat) != 0 or self.stat(c2, unreachable_stat, 2) != 0:
+            self.assertLess(time.monotonic(), deadline, "%s: n1 %d, n2 %d 5 s after the heal" % (
+                unreachable_stat, self.stat(c, unreachable_stat),
+                self.stat(c2, unreachable_stat, 2)))
             time.sleep(0.2)
         for k in reads:
             self.assertEqual(c.get_value(k), value_of(k))
