@@ -549,23 +549,33 @@ void storage_shard::note_deletes(const storage::op_batch& ops,
       const auto& m = view_ring_->member(all[j]);
       if (m.alive)
         continue;
+      auto of_member = [&] {
+        return std::find_if(tombstones_.begin(), tombstones_.end(),
+                            [&](const auto& x) { return x->member == m.name; });
+      };
+      if (auto t = of_member(); t != tombstones_.end() && (*t)->noted.count(o.key) != 0)
+        continue;  // noted already
       if (tombstone_count_ >= max_tombstones) {  // the longest list loses its oldest
         auto most = std::max_element(
           tombstones_.begin(), tombstones_.end(),
-          [](const auto& a, const auto& b) { return a.keys.size() < b.keys.size(); });
-        most->keys.pop_front();
+          [](const auto& a, const auto& b) { return a->keys.size() < b->keys.size(); });
+        auto& lost = **most;
+        lost.noted.erase(lost.keys.front());
+        lost.keys.pop_front();
         --tombstone_count_;
         ++tombstones_dropped_;
-        if (most->keys.empty())
+        if (lost.keys.empty())
           tombstones_.erase(most);
       }
-      auto t = std::find_if(tombstones_.begin(), tombstones_.end(),
-                            [&](const auto& x) { return x.member == m.name; });
+      auto t = of_member();
       if (t == tombstones_.end()) {
-        tombstones_.push_back({m.name, {}});
+        tombstones_.push_back(std::make_unique<tombstones>());
         t = std::prev(tombstones_.end());
+        (*t)->member = m.name;
       }
-      t->keys.push_back(o.key);
+      auto& mine = **t;
+      mine.keys.push_back(o.key);
+      mine.noted.insert(mine.keys.back());
       ++tombstone_count_;
     }
   }
@@ -573,9 +583,10 @@ void storage_shard::note_deletes(const storage::op_batch& ops,
 
 void storage_shard::send_tombstones(const cluster_view& v, const std::string& name) {
   auto t = std::find_if(tombstones_.begin(), tombstones_.end(),
-                        [&](const auto& x) { return x.member == name; });
+                        [&](const auto& x) { return x->member == name; });
   if (t == tombstones_.end())
     return;
+  auto& mine = **t;
   auto id = v.ring->find(name);
   caf::actor dest = id && *id < v.peers.size() ? v.peers[*id] : caf::actor();
   if (dest) {
@@ -585,7 +596,7 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
       send(dest, warm_atom::value, tombstone_tag_bit | ++tombstone_tag_, std::move(batch));
       batch = storage::op_batch{};
     };
-    for (auto& k : t->keys) {
+    for (auto& k : mine.keys) {
       batch.push_back(handed_back_delete(std::move(k), 0));
       if (batch.size() == prune_slots_per_turn)
         flush();
@@ -593,7 +604,7 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
     if (!batch.empty())
       flush();
   }
-  tombstone_count_ -= t->keys.size();
+  tombstone_count_ -= mine.keys.size();
   tombstones_.erase(t);
 }
 
@@ -663,10 +674,10 @@ void storage_shard::note_comebacks(const cluster_view& v) {
   }
   // Deleted keys kept for a member the ring no longer lists go (it left, or was dropped).
   tombstones_.erase(std::remove_if(tombstones_.begin(), tombstones_.end(),
-                                   [&](const tombstones& t) {
-                                     if (v.ring->find(t.member))
+                                   [&](const std::unique_ptr<tombstones>& t) {
+                                     if (v.ring->find(t->member))
                                        return false;
-                                     tombstone_count_ -= t.keys.size();
+                                     tombstone_count_ -= t->keys.size();
                                      return true;
                                    }),
                     tombstones_.end());

@@ -85,6 +85,8 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace bifrost::actors {
@@ -97,6 +99,9 @@ public:
 
   caf::behavior make_behavior() override;
   const char* name() const override { return "storage_shard"; }
+
+  /// Deleted keys kept per shard for members that were dead (`tombstones`).
+  static constexpr size_t max_tombstones = 65536;
 
 private:
   /// A prune keeps what was written or read in this many seconds before its pass began (a
@@ -164,16 +169,21 @@ private:
   // Keys deleted here, as one of their live owners, while a member that owns them by the ring
   // with it alive was dead: it kept its copy, and a delete finds no item here to hand back in
   // a pass. They go to it as deletes when it is alive again (send_tombstones, from
-  // note_comebacks). At most max_tombstones per shard: past that, the member with the most
-  // loses its oldest (counted: tombstones_dropped_).
-  static constexpr size_t max_tombstones = 65536;
+  // note_comebacks). Each key once per member, however often it is deleted meanwhile (a key
+  // deleted over and over, a lock or a queue's head, pushed out every other key's, and the
+  // member kept those: deleted values back). At most max_tombstones per shard: past that, the
+  // member with the most loses its oldest (counted: tombstones_dropped_).
   struct tombstones {
     std::string member;
     std::deque<std::string> keys;  // oldest first
+    // Views of `keys`' strings: a deque's elements stay where they are when it grows or
+    // shrinks at its ends, and keys only come and go at the ends (note_deletes), or all at
+    // once (send_tombstones); the struct itself is never moved (held by unique_ptr).
+    std::unordered_set<std::string_view> noted;
   };
   void note_deletes(const storage::op_batch& ops, const storage::result_batch& results);
   void send_tombstones(const cluster_view& v, const std::string& name);
-  std::vector<tombstones> tombstones_;
+  std::vector<std::unique_ptr<tombstones>> tombstones_;
   size_t tombstone_count_ = 0;
   uint64_t tombstones_dropped_ = 0;
   bool ring_has_dead_ = false;  // the view's ring lists a dead member with points

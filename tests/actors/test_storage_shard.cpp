@@ -1,12 +1,20 @@
-// The storage shard actor: executes op batches in order and survives stray messages.
+// The storage shard actor: executes op batches in order, survives stray messages, and hands
+// a member back the keys deleted while it was dead.
+#include "actors/cluster_view.hpp"
 #include "actors/messages.hpp"
 #include "actors/storage_shard.hpp"
+#include "cluster/ring.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/scoped_actor.hpp>
 
 #include <boost/test/unit_test.hpp>
+
+#include <map>
+#include <mutex>
+#include <thread>
 
 using namespace bifrost;
 using namespace bifrost::actors;
@@ -58,6 +66,43 @@ storage::op get_op(std::string key) {
   return o;
 }
 
+storage::op remove_op(std::string key) {
+  storage::op o;
+  o.kind = storage::op_kind::remove;
+  o.key = std::move(key);
+  return o;
+}
+
+// Stands in for a member's peer actor: counts the keys of the handed-back deletes of deleted
+// keys (warm batches whose tag has bit 63 set) it is sent.
+struct handed_back_keys {
+  std::mutex m;
+  std::map<std::string, int> seen;
+  std::map<std::string, int> take() {
+    std::lock_guard<std::mutex> g(m);
+    return seen;
+  }
+};
+
+class recording_member : public caf::event_based_actor {
+public:
+  recording_member(caf::actor_config& cfg, std::shared_ptr<handed_back_keys> out)
+    : caf::event_based_actor(cfg), out_(std::move(out)) {}
+  caf::behavior make_behavior() override {
+    set_default_handler(caf::drop);
+    return {[this](warm_atom, uint64_t tag, storage::op_batch& ops) {
+      if ((tag >> 63) == 0)
+        return;
+      std::lock_guard<std::mutex> g(out_->m);
+      for (auto& o : ops)
+        ++out_->seen[o.key];
+    }};
+  }
+
+private:
+  std::shared_ptr<handed_back_keys> out_;
+};
+
 } // namespace
 
 BOOST_FIXTURE_TEST_SUITE(storage_shard_actor, fixture)
@@ -88,6 +133,55 @@ BOOST_AUTO_TEST_CASE(stray_errors_and_messages_do_not_kill_the_shard) {
   auto r = exec(self, std::move(b), 1);
   BOOST_REQUIRE_EQUAL(r.size(), 1u);
   BOOST_CHECK(r[0].st == storage::status::stored);
+}
+
+// Keys deleted here while a member that owns them was dead go to it as deletes when it is
+// back, each once however often it was deleted meanwhile. (A key deleted over and over, a
+// lock or a queue's head, filled the shard's max_tombstones and pushed every other key's out:
+// the member kept those, deleted values back.)
+BOOST_AUTO_TEST_CASE(keys_deleted_while_a_member_was_dead_are_handed_back_once_each) {
+  auto got = std::make_shared<handed_back_keys>();
+  auto member = sys->spawn<recording_member>(got);
+  auto view = [&](bool alive) {
+    auto v = std::make_shared<cluster_view>();
+    v->ring = cluster::ring::build(
+      {{"self", "127.0.0.1:1", 1, true}, {"m", "127.0.0.1:2", 1, alive}}, alive ? 2 : 1);
+    v->self_name = "self";
+    v->self = *v->ring->find("self");
+    v->peers.resize(2);
+    if (alive)
+      v->peers[*v->ring->find("m")] = member;
+    v->replicas = 2;  // both own every key
+    return cluster_view_ptr(v);
+  };
+  caf::scoped_actor self{*sys};
+  self->send(shard, prune_atom::value, view(false));
+  exec(self, {remove_op("once")}, 1);
+  // More deletes of one key than a shard keeps notes of.
+  const size_t rounds = storage_shard::max_tombstones / 4096 + 1;
+  for (size_t r = 0; r < rounds; ++r) {
+    storage::op_batch hot(4096, remove_op("hot"));
+    exec(self, std::move(hot), 2 + r);
+  }
+  exec(self, {remove_op("last")}, 100);
+  self->send(shard, prune_atom::value, view(true));
+  std::map<std::string, int> seen;
+  for (int i = 0; i < 200 && seen.size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    seen = got->take();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // nothing more comes
+  seen = got->take();
+  BOOST_CHECK_EQUAL(seen.size(), 3u);
+  BOOST_CHECK_EQUAL(seen["once"], 1);
+  BOOST_CHECK_EQUAL(seen["hot"], 1);
+  BOOST_CHECK_EQUAL(seen["last"], 1);
+  storage::shard_stats st;
+  self->request(shard, std::chrono::seconds(5), stats_atom::value)
+    .receive([&](storage::shard_stats& s) { st = s; }, [](caf::error&) { BOOST_FAIL("stats"); });
+  BOOST_CHECK_EQUAL(st.hand_back_dropped, 0u);
+  BOOST_CHECK_EQUAL(st.handed_back, 3u);
+  caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
