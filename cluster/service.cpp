@@ -642,14 +642,15 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // ends the state too. Erased with the address's backoff (reap_peers). KJ thread.
   struct unreachable_state {
     uint64_t probe_at = 0;
-    bool probing = false;
+    uint64_t probe = 0;  // the probe in flight (0: none); a late one's answer is not taken
   };
+  uint64_t next_probe = 1;
   std::map<std::string, unreachable_state> unreachable;
   uint64_t calls_failed_fast = 0;
   void mark_unreachable(const std::string& addr);
   void heard_from(const std::string& addr);  // (a greeting, a probe's or SWIM's answer)
   bool failing_fast(const std::string& addr);
-  kj::Promise<void> probe(const std::string& addr);
+  kj::Promise<void> probe(const std::string& addr, uint64_t id);
   // Why the last connection to an address failed before its hello was answered (erased once
   // one is): what the "no seed answered" line names for each seed.
   std::map<std::string, std::string> connect_errors;
@@ -1638,7 +1639,9 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
 }
 
 void service::impl::mark_unreachable(const std::string& addr) {
-  if (stopping || !unreachable.try_emplace(addr).second)
+  // (Members only: a seed or a forgotten member's address that drops packets is no one's
+  // data calls' concern, and reap_peers would forget it at once, to mark and log it again.)
+  if (stopping || !members.has_address(addr) || !unreachable.try_emplace(addr).second)
     return;
   std::fprintf(stderr,
                "bifrost cluster: member at %s said nothing for %u ms; unreachable: data calls "
@@ -1656,14 +1659,14 @@ bool service::impl::failing_fast(const std::string& addr) {
   if (u == unreachable.end())
     return false;
   ++calls_failed_fast;
-  if (!u->second.probing && now_ms() >= u->second.probe_at && !stopping) {
-    u->second.probing = true;
-    tasks->add(probe(addr));
+  if (u->second.probe == 0 && now_ms() >= u->second.probe_at && !stopping) {
+    u->second.probe = next_probe++;
+    tasks->add(probe(addr, u->second.probe));
   }
   return true;
 }
 
-kj::Promise<void> service::impl::probe(const std::string& addr) {
+kj::Promise<void> service::impl::probe(const std::string& addr, uint64_t id) {
   auto limit = timer.afterDelay(cfg.rpc_timeout_ms * kj::MILLISECONDS)
                  .then([]() -> kj::Promise<void> {
                    return KJ_EXCEPTION(DISCONNECTED, "probe not answered in time");
@@ -1672,11 +1675,11 @@ kj::Promise<void> service::impl::probe(const std::string& addr) {
     .then([](rpc::Node::Client node) { return node.ringRequest().send().ignoreResult(); })
     .exclusiveJoin(kj::mv(limit))
     .then([this, addr]() { heard_from(addr); },
-      [this, addr](kj::Exception&&) {
+      [this, addr, id](kj::Exception&&) {
         auto v = unreachable.find(addr);
-        if (v == unreachable.end())
-          return;
-        v->second.probing = false;
+        if (v == unreachable.end() || v->second.probe != id)
+          return;  // (ended meanwhile; marked again since: another probe's)
+        v->second.probe = 0;
         v->second.probe_at = now_ms() + 1000;
         // Up while nothing crosses (a cut): the next probe dials anew.
         auto it = pool.find(addr);

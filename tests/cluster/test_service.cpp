@@ -1169,7 +1169,7 @@ private:
 BOOST_AUTO_TEST_CASE(a_silent_member_fails_data_calls_at_once_until_a_probe_is_answered) {
   cluster::membership_config swim;
   swim.suspicion_timeout_ms = 60000;  // the scripted member never acks: it stays suspect (live)
-  const uint32_t timeout_ms = 400;
+  const uint32_t timeout_ms = 1000;  // (a probe waits this long: the fast calls fit in it)
   scripted_peer ghost(0, 100ms);
   ghost.answer_swim = false;  // (a SWIM answer is a word from it too)
   test_node n("n1", {}, 1, false, {}, 0, "127.0.0.1:11211", swim, timeout_ms);
@@ -1197,7 +1197,7 @@ BOOST_AUTO_TEST_CASE(a_silent_member_fails_data_calls_at_once_until_a_probe_is_a
   // The probe is answered on the connection there is.
   auto [st1, s1] = get("stuck-1");
   BOOST_TEST(st1 == unavailable);
-  BOOST_TEST(s1 >= 0.3);
+  BOOST_TEST(s1 >= 0.8);
   BOOST_TEST(ghost.executes() == 1);
   ghost.answer_rings = true;
   auto [st2, s2] = get("behind-1");
@@ -1214,15 +1214,17 @@ BOOST_AUTO_TEST_CASE(a_silent_member_fails_data_calls_at_once_until_a_probe_is_a
   ghost.answer_rings = false;
   auto [st3, s3] = get("stuck-2");
   BOOST_TEST(st3 == unavailable);
-  BOOST_TEST(s3 >= 0.3);
+  BOOST_TEST(s3 >= 0.8);
   const int executes = ghost.executes();
-  for (const char* key : {"behind-3", "behind-4", "behind-5"}) {
+  for (const char* key : {"behind-3", "behind-4"}) {
     auto [st, secs] = get(key);
     BOOST_TEST(st == unavailable);
     BOOST_TEST(secs < 0.2);
   }
   BOOST_TEST(ghost.executes() == executes);  // not sent
-  BOOST_TEST(ghost.rings() == 2);             // one probe at a time
+  BOOST_TEST(wait_until([&] { return ghost.rings() == 2; }, 2000ms));
+  std::this_thread::sleep_for(100ms);
+  BOOST_TEST(ghost.rings() == 2);  // one probe at a time
   BOOST_TEST(back("behind-6"));
   BOOST_TEST(ghost.hellos() > hellos);  // a new connection
 }
