@@ -16,6 +16,8 @@ PKGS=(
   memcached libmemcached-tools python3-pymemcache nutcracker
   # the TLS tests make their certificates with the openssl command
   openssl
+  # the partition test (tests/integration/test_partition.py): ip and tc in network namespaces
+  iproute2
 )
 
 missing=()
