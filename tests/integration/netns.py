@@ -11,6 +11,7 @@ this kernel.) Everything started here is stopped by pid in close().
 """
 
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -142,6 +143,14 @@ class Net:
             if self.nodes[i].poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("n%d did not start (exit %s)" % (i, self.nodes[i].poll()))
             time.sleep(0.05)
+
+    def ctl(self, i, *args, timeout=10):
+        """`bifrostctl --json ARGS` (the one beside bifrostd) against node i's RPC port, with
+        `--timeout` `timeout` s: the parsed answer, or None when it exits non-zero."""
+        ctl = os.path.join(os.path.dirname(self.bifrostd), "bifrostctl")
+        r = subprocess.run([ctl, "--node", "%s:%d" % (ip(i), RPC_PORT), "--timeout", str(timeout),
+                            "--json"] + list(args), capture_output=True, timeout=timeout + 5)
+        return json.loads(r.stdout) if r.returncode == 0 else None
 
     def cut(self, a, b, kind="drop"):
         """Traffic from node a to node b is lost (`drop`: silently, by tc) or refused at once

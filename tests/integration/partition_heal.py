@@ -13,7 +13,7 @@ Run as root; it runs itself in a network namespace of its own, where everything 
 (netns.py; nothing outside is touched):
     BIN=build/bin python3 tests/integration/partition_heal.py [CUT [R [drop|prohibit]]]
 """
-import json, os, socket, subprocess, sys, tempfile, time
+import os, socket, sys, tempfile, time
 
 import netns
 
@@ -23,12 +23,6 @@ CUT = float(sys.argv[1]) if len(sys.argv) > 1 else 12.0
 R = sys.argv[2] if len(sys.argv) > 2 else "2"
 KIND = sys.argv[3] if len(sys.argv) > 3 else "drop"  # drop: tc silent drop; prohibit: EACCES route
 IP = {i: netns.ip(i) for i in (1, 2, 3)}
-
-
-def ctl(i, *a):
-    r = subprocess.run([BIN + "/bifrostctl", "--node", f"{IP[i]}:{netns.RPC_PORT}", "--timeout", "2", "--json"] + list(a),
-                       capture_output=True, text=True, timeout=5)
-    return json.loads(r.stdout) if r.returncode == 0 else None
 
 
 def mc(i, line, data=None):
@@ -57,10 +51,10 @@ net = netns.Net(os.path.abspath(BIN + "/bifrostd"), 3, LOGS)
 try:
     for i in IP:
         net.start(i, ["--replicas", R, "-t", "2"], join=1 if i != 1 else None)
-    while not all((m := ctl(i, "members")) and sum(x["state"] == "alive" for x in m) == 3 for i in IP):
+    while not all((m := net.ctl(i, "members", timeout=2)) and sum(x["state"] == "alive" for x in m) == 3 for i in IP):
         time.sleep(0.2)
     keys = [f"k{j}" for j in range(60)]
-    rows = ctl(1, "ring", *sum((["--key", k] for k in keys), []))
+    rows = net.ctl(1, "ring", *sum((["--key", k] for k in keys), []), timeout=2)
     owners = {r["key"]: [o["name"] for o in r["owners"]] for r in rows}
     for k in keys:
         assert put(1, k, "v1-before-cut") == "STORED"
@@ -68,8 +62,8 @@ try:
     t = time.time()
     for a, b in [(1, 3), (3, 1), (2, 3), (3, 2)]:  # isolate n3: silent drops both ways
         net.cut(a, b, KIND)
-    while not ((m1 := ctl(1, "members")) and {x["name"]: x["state"] for x in m1}.get("n3") == "dead" and
-               (m3 := ctl(3, "members")) and {x["name"]: x["state"] for x in m3}.get("n1") == "dead"):
+    while not ((m1 := net.ctl(1, "members", timeout=2)) and {x["name"]: x["state"] for x in m1}.get("n3") == "dead" and
+               (m3 := net.ctl(3, "members", timeout=2)) and {x["name"]: x["state"] for x in m3}.get("n1") == "dead"):
         time.sleep(0.1)
     print(f"both sides have the other dead {time.time() - t:.1f}s after the cut")
     expect = {}
@@ -100,7 +94,7 @@ try:
                 if bad <= int(os.environ.get("SHOW", "12")):
                     print(f"  +{when}s {k} owners={owners[k]} written via n{expect[k][1]} (STORED) expected {expect[k][0]!r} got {got}")
         print(f"+{when}s after heal: {bad} of {len(keys)} keys do not return their last acknowledged write through every node")
-    print("members:", [(x["name"], x["state"], x["incarnation"]) for x in ctl(1, "members")])
+    print("members:", [(x["name"], x["state"], x["incarnation"]) for x in net.ctl(1, "members", timeout=2)])
 finally:
     for i in IP:
         status = net.stop(i)

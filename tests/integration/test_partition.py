@@ -16,9 +16,6 @@ the bridge: nothing outside it is touched. Without root or namespaces the test i
 says why. Against memcached it is skipped (no cluster).
 """
 
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -68,14 +65,8 @@ class AsymmetricCutTest(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, "membership did not converge")
             time.sleep(0.2)
 
-    def ctl(self, i, *args):
-        ctl = os.path.join(os.path.dirname(harness.BIFROSTD), "bifrostctl")
-        r = subprocess.run([ctl, "--node", "%s:%d" % (netns.ip(i), netns.RPC_PORT), "--timeout",
-                            "10", "--json"] + list(args), capture_output=True, timeout=15)
-        return json.loads(r.stdout) if r.returncode == 0 else None
-
     def states(self, i):
-        m = self.ctl(i, "members")
+        m = self.net.ctl(i, "members")
         return {x["name"]: x["state"] for x in m} if m else {}
 
     def client(self, i):
@@ -86,7 +77,7 @@ class AsymmetricCutTest(unittest.TestCase):
     def stat(self, client, name, node=1):
         """Node `node`'s stat `name` (-1: it has none); `client`: a RawClient to it."""
         if name.startswith("cluster_rpc_"):  # the RPC service's: bifrostctl's stats
-            return int(self.ctl(node, "stats")["stats"].get(name, -1))
+            return int(self.net.ctl(node, "stats")["stats"].get(name, -1))
         return int(harness.raw_stats(client).get(name, -1))
 
     def keys_owned_by(self, owners, n):
@@ -96,7 +87,7 @@ class AsymmetricCutTest(unittest.TestCase):
             args = ["ring"]
             for j in range(start, start + 100):
                 args += ["--key", "cut-%d" % j]
-            rows = self.ctl(1, *args)
+            rows = self.net.ctl(1, *args)
             self.assertIsNotNone(rows, "bifrostctl ring failed")
             out += [r["key"] for r in rows if [o["name"] for o in r["owners"]] == owners]
             if len(out) >= n:
@@ -123,7 +114,8 @@ class AsymmetricCutTest(unittest.TestCase):
         # Every copy is at n3 (the replicator acknowledges after the primary): it holds all
         # the cluster's items.
         deadline = time.monotonic() + 10
-        while {m["name"]: m["items"] for m in self.ctl(1, "members") or []}.get("n3") != len(keys):
+        while {m["name"]: m["items"]
+               for m in self.net.ctl(1, "members") or []}.get("n3") != len(keys):
             self.assertLess(time.monotonic(), deadline, "copies did not reach n3")
             time.sleep(0.2)
 
