@@ -244,9 +244,10 @@ class RpcPortTest(unittest.TestCase):
         resource.setrlimit(resource.RLIMIT_NOFILE, (RpcPortTest.FDS, RpcPortTest.FDS))
         ctypes.CDLL(None, use_errno=True).prctl(24, 24, 0, 0, 0)  # (as low_fd_limit)
 
-    def start(self, preexec=None):
+    def start(self, preexec=None, item_size=None, extra=()):
         rpc = harness.free_port()
-        server = harness.Server(extra=["--rpc-port", str(rpc)], preexec=preexec)
+        server = harness.Server(item_size=item_size, extra=["--rpc-port", str(rpc)] + list(extra),
+                                preexec=preexec)
         self.addCleanup(server.close_log)
         self.addCleanup(server.stop)
         server.start()
@@ -284,12 +285,7 @@ class RpcPortTest(unittest.TestCase):
         # Now the stream fails after 15 RPC timeouts without a chunk taken (here 3 s).
         if not harness.is_bifrost():
             self.skipTest("memcached has no RPC port")
-        rpc = harness.free_port()
-        server = harness.Server(item_size="32m", extra=["--rpc-port", str(rpc), "--rpc-timeout",
-                                                        "200", "-m", "256"])
-        self.addCleanup(server.close_log)
-        self.addCleanup(server.stop)
-        server.start()
+        server, rpc = self.start(item_size="32m", extra=["--rpc-timeout", "200", "-m", "256"])
         value = os.urandom(1024) * (20 * 1024)  # 20 MiB
         c = server.client(timeout=10)
         self.addCleanup(c.close)
@@ -313,11 +309,7 @@ class RpcPortTest(unittest.TestCase):
         # now it is closed 15 RPC timeouts (here 1.5 s) after it came.
         if not harness.is_bifrost():
             self.skipTest("memcached has no RPC port")
-        rpc = harness.free_port()
-        server = harness.Server(extra=["--rpc-port", str(rpc), "--rpc-timeout", "100"])
-        self.addCleanup(server.close_log)
-        self.addCleanup(server.stop)
-        server.start()
+        server, rpc = self.start(extra=["--rpc-timeout", "100"])
         silent = socket.create_connection(("127.0.0.1", rpc), timeout=10)
         self.addCleanup(silent.close)
         started = time.monotonic()
