@@ -115,6 +115,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("storage_disk_full_evictions", sh.disk_full_evictions);
   counter("cluster_pruned_items", sh.pruned);
   counter("cluster_handed_back_deletes", sh.handed_back);
+  counter("cluster_handed_back_copies", sh.handed_back_copies);
   counter("cluster_handed_back_dropped", sh.hand_back_dropped);
   counter("cluster_rereplicated_items", sh.rereplicated);
   counter("cluster_rereplicated_deletes", sh.rereplicated_deletes);

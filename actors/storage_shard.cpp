@@ -99,6 +99,17 @@ caf::behavior storage_shard::make_behavior() {
       if ((tag & tombstone_tag_bit) != 0 || tag > hand_back_tag_ || hand_back_unanswered_ == 0)
         return;  // (deleted keys' batches are not paced)
       --hand_back_unanswered_;
+      auto sent = std::find_if(hand_back_sent_.begin(), hand_back_sent_.end(),
+                               [&](const sent_hand_back& b) { return b.tag == tag; });
+      if (sent != hand_back_sent_.end()) {  // copies: those not taken are sent again
+        auto hb = std::find_if(hand_backs_.begin(), hand_backs_.end(),
+                               [&](const hand_back& h) { return h.name == sent->member; });
+        for (size_t i = 0; i < sent->keys.size() && hb != hand_backs_.end(); ++i)
+          if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
+              rs[i].st == storage::status::not_sent)
+            hb->retry.push_back(std::move(sent->keys[i]));
+        hand_back_sent_.erase(sent);
+      }
       if (hand_back_waits_ && hand_back_unanswered_ < max_hand_back_batches) {
         hand_back_waits_ = false;
         send(this, prune_step_atom::value, prune_gen_);
@@ -110,6 +121,13 @@ caf::behavior storage_shard::make_behavior() {
         return;
       hand_back_unanswered_ = 0;
       hand_back_waits_ = false;
+      for (auto& sent : hand_back_sent_) {  // (copies: sent again, as if not taken)
+        auto hb = std::find_if(hand_backs_.begin(), hand_backs_.end(),
+                               [&](const hand_back& h) { return h.name == sent.member; });
+        if (hb != hand_backs_.end())
+          std::move(sent.keys.begin(), sent.keys.end(), std::back_inserter(hb->retry));
+      }
+      hand_back_sent_.clear();
       send(this, prune_step_atom::value, prune_gen_);
     },
     [this](copy_wait_atom, uint64_t gen, uint64_t tag) {
@@ -166,6 +184,10 @@ caf::behavior storage_shard::make_behavior() {
                                          auto id = v->ring->find(h.name);
                                          h.dest = caf::actor();
                                          h.batch.clear();
+                                         h.copies.clear();
+                                         h.retry.clear();
+                                         h.retry_round = 0;
+                                         h.failed = false;
                                          if (!id)
                                            return true;
                                          if (v->ring->member(*id).alive &&
@@ -176,6 +198,7 @@ caf::behavior storage_shard::make_behavior() {
                                          return false;
                                        }),
                         hand_backs_.end());
+      hand_back_sent_.clear();  // (the pass reads its items again)
       plan_copies(*v);
       start_prune();
     },
@@ -211,6 +234,23 @@ void storage_shard::start_prune() {
 void storage_shard::prune_step(uint64_t gen) {
   if (gen != prune_gen_ || prune_rings_.empty())
     return;
+  const bool handing_back =
+    view_ring_ && std::any_of(hand_backs_.begin(), hand_backs_.end(),
+                              [](const hand_back& hb) { return static_cast<bool>(hb.dest); });
+  auto wait_for_hand_backs = [&] {
+    hand_back_waits_ = true;
+    delayed_send(this, answer_wait, hand_back_wait_atom::value, gen, hand_back_tag_);
+  };
+  // Items queued for members alive again go before the scan goes on (bounded reads, paced
+  // by the members' answers).
+  if (handing_back && std::any_of(hand_backs_.begin(), hand_backs_.end(),
+                                  [](const hand_back& hb) { return !hb.copies.empty(); })) {
+    if (hand_back_unanswered_ >= max_hand_back_batches)
+      return wait_for_hand_backs();
+    send_hand_back_copies();
+    send(this, prune_step_atom::value, gen);
+    return;
+  }
   // The copies the last turns queued go first: bounded reads, paced by the owners' answers;
   // once the scan is done, the pass ends when every copy is answered, those an owner could
   // not take (unreachable for a moment: a node just back) tried again a few times.
@@ -228,6 +268,8 @@ void storage_shard::prune_step(uint64_t gen) {
   if (copy_.to && copy_.scanned) {
     if (!copy_sent_.empty())
       return wait_for_answers();
+    if (hand_backs_pending(gen))
+      return;
     if (!copy_retry_.empty()) {
       if (copy_retry_round_ < copy_retries) {
         ++copy_retry_round_;
@@ -258,15 +300,10 @@ void storage_shard::prune_step(uint64_t gen) {
     return std::find(owners, owners + n, who) != owners + n;
   };
   std::function<void(std::string_view, uint64_t)> hand_back_seen;
-  const bool handing_back =
-    view_ring_ && std::any_of(hand_backs_.begin(), hand_backs_.end(),
-                              [](const hand_back& hb) { return static_cast<bool>(hb.dest); });
+  bool held_for_hand_back = false;  // the item seen last goes to a member as a copy
   if (handing_back) {
-    if (hand_back_unanswered_ >= max_hand_back_batches) {  // wait for the member's answers
-      hand_back_waits_ = true;
-      delayed_send(this, answer_wait, hand_back_wait_atom::value, gen, hand_back_tag_);
-      return;
-    }
+    if (hand_back_unanswered_ >= max_hand_back_batches)  // wait for the member's answers
+      return wait_for_hand_backs();
     hand_back_seen = [&](std::string_view key, uint64_t cas) {
       uint64_t h = 0;
       for (auto& hb : hand_backs_) {
@@ -276,14 +313,28 @@ void storage_shard::prune_step(uint64_t gen) {
           h = cluster::ring::key_hash(key);
         if (!owns(*view_ring_, h, hb.id))
           continue;
-        // (The member's copy of this very item stays, and a newer item: its CAS.)
-        hb.batch.push_back(handed_back_delete(std::string(key), cas));
+        if (cas > hb.dead_cas) {
+          // Stored here while this node had the member dead: a write it cannot have (or
+          // one it took on its side of a partition, which the later by the CAS clock wins:
+          // the copy is an add, storage::item_copy). Its value goes, not only a delete: the
+          // member's reads would otherwise miss, or warm an older copy from another node.
+          hb.copies.emplace_back(key);
+          held_for_hand_back = true;
+        } else {
+          // Stored in the moments before (a member whose view was ahead wrote here): the
+          // member most likely has it, or a later write; a delete spares both (its CAS).
+          hb.batch.push_back(handed_back_delete(std::string(key), cas));
+        }
       }
     };
   }
   size_t kept_for_copy = 0;
   auto progress = shard_->prune(
     [&](std::string_view key) {
+      if (std::exchange(held_for_hand_back, false)) {  // kept until it is read and sent
+        ++kept_for_copy;
+        return false;
+      }
       const uint64_t h = cluster::ring::key_hash(key);
       const bool copying = copy_.to && want_copy(key, h);
       for (const auto& [ring, self] : prune_rings_)
@@ -305,7 +356,10 @@ void storage_shard::prune_step(uint64_t gen) {
       hb.batch = storage::op_batch{};
     }
   prune_recent_ += progress.recent;
-  if (!progress.done || !copy_queue_.empty()) {
+  const bool copies_queued =
+    std::any_of(hand_backs_.begin(), hand_backs_.end(),
+                [](const hand_back& hb) { return !hb.copies.empty(); });
+  if (!progress.done || !copy_queue_.empty() || copies_queued) {
     send(this, prune_step_atom::value, gen);  // after the mail already here
     return;
   }
@@ -314,16 +368,88 @@ void storage_shard::prune_step(uint64_t gen) {
     send(this, prune_step_atom::value, gen);
     return;
   }
+  if (hand_backs_pending(gen))
+    return;
   end_pass(gen);
+}
+
+void storage_shard::send_hand_back_copies() {
+  for (auto& hb : hand_backs_) {
+    if (!hb.dest || hb.copies.empty())
+      continue;
+    storage::op_batch batch;
+    sent_hand_back sent{++hand_back_tag_, hb.name, {}};
+    size_t bytes = 0;
+    while (!hb.copies.empty() && batch.size() < copy_batch_keys && bytes < copy_batch_bytes) {
+      storage::op g;
+      g.kind = storage::op_kind::get;
+      g.key = std::move(hb.copies.front());
+      hb.copies.pop_front();
+      g.get_bump = false;
+      g.counted = false;
+      g.keep_token = true;
+      const auto r = shard_->execute(g);
+      if (r.st != storage::status::hit)
+        continue;  // (gone since the scan saw it: a delete here goes by itself)
+      bytes += r.value.view().size() + g.key.size();
+      batch.push_back(storage::item_copy(g.key, r, storage::store_mode::add));
+      sent.keys.push_back(std::move(g.key));
+    }
+    if (batch.empty()) {
+      --hand_back_tag_;
+      continue;
+    }
+    handed_back_copies_ += batch.size();
+    ++hand_back_unanswered_;
+    hand_back_sent_.push_back(std::move(sent));
+    send(hb.dest, warm_atom::value, hand_back_tag_, std::move(batch));
+  }
+}
+
+bool storage_shard::hand_backs_pending(uint64_t gen) {
+  if (hand_back_unanswered_ > 0 && !hand_back_sent_.empty()) {
+    hand_back_waits_ = true;  // (an answer sends the step again)
+    delayed_send(this, answer_wait, hand_back_wait_atom::value, gen, hand_back_tag_);
+    return true;
+  }
+  bool retrying = false;
+  for (auto& hb : hand_backs_) {
+    if (!hb.dest || hb.retry.empty())
+      continue;
+    if (hb.retry_round >= copy_retries) {
+      hb.failed = true;  // (the pass is not counted: it is done again)
+      hb.retry.clear();
+      continue;
+    }
+    ++hb.retry_round;
+    std::move(hb.retry.begin(), hb.retry.end(), std::back_inserter(hb.copies));
+    hb.retry.clear();
+    retrying = true;
+  }
+  if (!retrying)
+    return false;
+  unsigned round = 0;
+  for (const auto& hb : hand_backs_)
+    round = std::max(round, hb.retry_round);
+  delayed_send(this, std::chrono::milliseconds(copy_retry_ms << round), prune_step_atom::value,
+               gen);
+  return true;
 }
 
 void storage_shard::end_pass(uint64_t gen) {
   // A hand-back takes two passes, the second prune_untouched_s after the first: members
   // whose views still had the member dead wrote here for it meanwhile. (Those waiting for
   // their member's return stay.)
-  for (auto& hb : hand_backs_)
-    if (hb.dest)
+  for (auto& hb : hand_backs_) {
+    if (!hb.dest)
+      continue;
+    if (hb.failed && hb.redone < max_hand_back_redone)
+      ++hb.redone;  // (a copy it did not take: the pass is done again)
+    else
       ++hb.passes;
+    hb.failed = false;
+    hb.retry_round = 0;
+  }
   hand_backs_.erase(std::remove_if(hand_backs_.begin(), hand_backs_.end(),
                                    [](const hand_back& hb) { return hb.passes >= 2; }),
                     hand_backs_.end());
@@ -611,6 +737,7 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
 storage::shard_stats storage_shard::stats() const {
   auto st = shard_->stats();
   st.handed_back = handed_back_;
+  st.handed_back_copies = handed_back_copies_;
   st.hand_back_dropped = tombstones_dropped_;
   st.rereplicated = copied_;
   st.rereplicated_deletes = copied_deletes_;
@@ -643,7 +770,7 @@ void storage_shard::note_comebacks(const cluster_view& v) {
     if (m.name == v.self_name)
       continue;
     auto it = std::find_if(dead_since_.begin(), dead_since_.end(),
-                           [&](const auto& d) { return d.first == m.name; });
+                           [&](const auto& d) { return d.name == m.name; });
     if (!m.alive) {
       if (it != dead_since_.end())
         continue;
@@ -651,7 +778,8 @@ void storage_shard::note_comebacks(const cluster_view& v) {
         dead_since_.erase(dead_since_.begin());
       // What was stored here before then stays: a member whose view was ahead of this
       // node's may have written here for it a little earlier (views agree within seconds).
-      dead_since_.emplace_back(m.name, cas_before(now - std::min(now, prune_untouched_s)));
+      dead_since_.push_back({m.name, cas_before(now - std::min(now, prune_untouched_s)),
+                             storage::current_cas()});
       continue;
     }
     if (it == dead_since_.end())
@@ -659,17 +787,19 @@ void storage_shard::note_comebacks(const cluster_view& v) {
     // Alive again: what was stored here since it died, for keys it owns now, may be newer
     // than its copies. (Its earlier hand-back, if it died again before it was done, joins.)
     send_tombstones(v, m.name);
-    const uint64_t since = it->second;
+    const dead_member d = std::move(*it);
     dead_since_.erase(it);
     auto h = std::find_if(hand_backs_.begin(), hand_backs_.end(),
                           [&](const hand_back& x) { return x.name == m.name; });
     if (h != hand_backs_.end()) {
-      h->since_cas = std::min(h->since_cas, since);
+      h->since_cas = std::min(h->since_cas, d.since_cas);
+      h->dead_cas = std::min(h->dead_cas, d.dead_cas);
       continue;
     }
     hand_back nh;
     nh.name = m.name;
-    nh.since_cas = since;
+    nh.since_cas = d.since_cas;
+    nh.dead_cas = d.dead_cas;
     hand_backs_.push_back(std::move(nh));
   }
   // Deleted keys kept for a member the ring no longer lists go (it left, or was dropped).

@@ -8,7 +8,7 @@
 //   (stats_atom, tag)           the sender receives (stats_atom, tag, shard_stats)
 //   (sweep_atom)                internal, every `sweep_interval`: bounded expiry sweep
 //   (result_atom, tag, result_batch), (hbwait): internal, a member's answer to handed-back
-//                               deletes (see below), and the pass's wait for them
+//                               deletes or copies (see below), and the pass's wait for them
 //   (prune_atom, cluster_view_ptr)  with a view: drops the items whose keys this node is not
 //                               among the first R live owners of in the view's ring nor in any
 //                               of its past rings (those it still warms from), 4096 index
@@ -19,20 +19,31 @@
 //                               routed by that view find it; a member whose view is ahead
 //                               may write a key this view does not give this node, which the
 //                               recent-write rule keeps.
-//                               The same pass hands deletes back to a member that is alive
+//                               The same pass hands items back to a member that is alive
 //                               again after this shard's views had it dead (a pause, a
 //                               partition: it kept its items, and missed the writes made
-//                               here meanwhile): for every item the pass visits that was
-//                               stored here since it was seen dead (a CAS above the counter's
-//                               value prune_untouched_s before: sample_cas) whose key the
-//                               member owns now, a delete with `hand_back` set and the item's
-//                               CAS, sent as a warm op to the member's peer actor, a batch per
-//                               turn, at most max_hand_back_batches unanswered (the pass
-//                               waits), in two passes prune_untouched_s apart. The member
-//                               removes only items it stored before it came back
-//                               (storage::return_mark) other than a copy of this one, then
-//                               misses those keys and warms them from here (its view warms
-//                               from the ring without it: cluster/service.cpp). Keys deleted
+//                               here meanwhile): for every item the pass visits whose key the
+//                               member owns now and that was stored here after this node saw
+//                               it dead (a CAS above the counter then), a copy (an add, as
+//                               re-replication's: it replaces only an older item by the CAS
+//                               clock, so of writes on both sides of a partition the later
+//                               stays; refused for a key the member deleted lately); for one
+//                               stored in the prune_untouched_s before that (sample_cas: a
+//                               member whose view was ahead wrote here), a delete with
+//                               `hand_back` set and the item's CAS, which removes only an
+//                               item the member stored before it came back
+//                               (storage::return_mark) other than a copy of this one or a
+//                               newer one (a copy could bring back a key deleted on its
+//                               side). Sent as warm ops to the member's peer actor: deletes a
+//                               batch per turn, copies read when sent (copy_batch_bytes per
+//                               batch), at most max_hand_back_batches unanswered (the pass
+//                               waits), in two passes prune_untouched_s apart; an item
+//                               queued is kept until it is sent, a copy the member did not
+//                               take is sent again as re-replication's are, and a pass with
+//                               one never taken does not count. (Both sides of a partition
+//                               take it that they came back from the dead, and such a node
+//                               sends no re-replication copies: these copies are what
+//                               brings each side the other's writes.) Keys deleted
 //                               here meanwhile (no item left) are kept for it from the delete
 //                               on (note_deletes) and sent when it is back. A hand-back whose
 //                               member dies again before the pass is done waits for it.
@@ -141,28 +152,58 @@ private:
   /// The CAS counter at unix second `t` (the newest sample not after it; 0: none that old).
   uint64_t cas_before(uint32_t t) const;
   std::deque<std::pair<uint32_t, uint64_t>> cas_samples_;
-  // Members the views had dead (not alive in a view since), and the CAS counter when they
-  // died (less prune_untouched_s): what this node stored since has a higher CAS. Oldest
-  // first; at most max_dead_noted.
+  // Members the views had dead (not alive in a view since), the CAS counter when they died
+  // less prune_untouched_s (what this node stored since has a higher CAS) and when this node
+  // saw them dead. Oldest first; at most max_dead_noted.
   static constexpr size_t max_dead_noted = 256;
-  std::vector<std::pair<std::string, uint64_t>> dead_since_;
+  struct dead_member {
+    std::string name;
+    uint64_t since_cas;
+    uint64_t dead_cas;
+  };
+  std::vector<dead_member> dead_since_;
   // The ring of the last view that named this node (note_deletes, the hand-back pass).
   std::shared_ptr<const cluster::ring> view_ring_;
   struct hand_back {
     std::string name;        // the member back from the dead
     uint64_t since_cas = 0;  // items stored here with a higher CAS may be newer than its
+    uint64_t dead_cas = 0;   // the counter when this node saw it dead: items above it go as
+                             // copies, those between since_cas and it as deletes
     uint8_t passes = 0;      // passes done while it was alive (two: see prune_step)
+    uint8_t redone = 0;      // passes not counted: a copy it did not take (unavailable)
+    bool failed = false;     // this pass: a copy it did not take, after copy_retries
     // Resolved for the running pass (null dest: the member is dead again, it waits).
     cluster::ring::member_id id = 0;
     caf::actor dest;
-    storage::op_batch batch;
+    storage::op_batch batch;          // this turn's deletes
+    std::deque<std::string> copies;   // keys whose items go to it as copies (read when sent)
+    std::deque<std::string> retry;    // copies it did not take, sent again after a while
+    unsigned retry_round = 0;
   };
+  /// Items the member alive again did not take (it answered unavailable: a link just back)
+  /// are sent again after copy_retry_ms << round, copy_retries times; past that the pass is
+  /// not counted (done again prune_untouched_s later), at most max_hand_back_redone times.
+  static constexpr uint8_t max_hand_back_redone = 4;
+  /// Sends a batch of queued copies to each member alive again (reads the items now: one
+  /// written or gone since the scan goes as it is, or not at all).
+  void send_hand_back_copies();
+  /// The scan is done: true while hand-backs' answers or retries are still due (the step is
+  /// sent again when they are), false once the pass may end.
+  bool hand_backs_pending(uint64_t gen);
   std::vector<hand_back> hand_backs_;
   uint64_t hand_back_tag_ = 0;
   uint64_t tombstone_tag_ = 0;
   size_t hand_back_unanswered_ = 0;  // batches sent, not answered (max_hand_back_batches)
   bool hand_back_waits_ = false;     // the pass waits for answers
-  uint64_t handed_back_ = 0;  // deletes sent (stat cluster_handed_back_deletes)
+  // Batches of copies sent and not answered: (tag, member name, keys).
+  struct sent_hand_back {
+    uint64_t tag;
+    std::string member;
+    std::vector<std::string> keys;
+  };
+  std::deque<sent_hand_back> hand_back_sent_;
+  uint64_t handed_back_ = 0;         // deletes sent (stat cluster_handed_back_deletes)
+  uint64_t handed_back_copies_ = 0;  // copies sent (stat cluster_handed_back_copies)
 
   storage::shard_stats stats() const;
 

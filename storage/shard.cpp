@@ -203,6 +203,7 @@ shard_stats& shard_stats::operator+=(const shard_stats& o) {
   pruned += o.pruned;
   disk_full_evictions += o.disk_full_evictions;
   handed_back += o.handed_back;
+  handed_back_copies += o.handed_back_copies;
   hand_back_dropped += o.hand_back_dropped;
   copies_refused += o.copies_refused;
   copies_superseded += o.copies_superseded;

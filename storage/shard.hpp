@@ -110,8 +110,10 @@ struct shard_stats {
   uint64_t recovery_skipped = 0;  // torn or corrupt records skipped at open()
   uint64_t disk_full_evictions = 0;  // segments evicted because the data directory was full
   uint64_t pruned = 0;            // items prune() dropped (keys a cluster node no longer owns)
-  /// Deletes handed back to members alive again (counted by actors/storage_shard, not here).
+  /// Deletes and copies of items handed back to members alive again (counted by
+  /// actors/storage_shard, not here).
   uint64_t handed_back = 0;
+  uint64_t handed_back_copies = 0;
   /// Deleted keys not kept for that, over the bound (actors/storage_shard).
   uint64_t hand_back_dropped = 0;
   /// Copies refused for a key deleted here lately (shard::guard_copies).

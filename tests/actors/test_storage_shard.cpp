@@ -103,6 +103,64 @@ private:
   std::shared_ptr<handed_back_keys> out_;
 };
 
+// Stands in for a member's peer actor that answers: records every op of the paced hand-back
+// batches (tags without bit 63 or 62), and answers the first `refuse` batches of copies
+// unavailable (a link just back), the rest as taken.
+struct handed_back_ops {
+  std::mutex m;
+  std::vector<storage::op> ops;
+  int batches = 0;
+  std::vector<storage::op> take() {
+    std::lock_guard<std::mutex> g(m);
+    return ops;
+  }
+};
+
+class answering_member : public caf::event_based_actor {
+public:
+  answering_member(caf::actor_config& cfg, std::shared_ptr<handed_back_ops> out, int refuse)
+    : caf::event_based_actor(cfg), out_(std::move(out)), refuse_(refuse) {}
+  caf::behavior make_behavior() override {
+    set_default_handler(caf::drop);
+    return {[this](warm_atom, uint64_t tag, storage::op_batch& ops) {
+      if ((tag >> 62) != 0)
+        return;
+      storage::result_batch rs(ops.size());
+      {
+        std::lock_guard<std::mutex> g(out_->m);
+        const bool copies = !ops.empty() && ops[0].kind == storage::op_kind::store;
+        const bool refused = copies && out_->batches++ < refuse_;
+        for (size_t i = 0; i < ops.size(); ++i) {
+          rs[i].st = refused ? storage::status::unavailable : storage::status::stored;
+          if (!refused)
+            out_->ops.push_back(ops[i]);
+        }
+      }
+      send(caf::actor_cast<caf::actor>(current_sender()), result_atom::value, tag,
+           std::move(rs));
+    }};
+  }
+
+private:
+  std::shared_ptr<handed_back_ops> out_;
+  int refuse_;
+};
+
+cluster_view_ptr two_member_view(const caf::actor& member, bool alive,
+                                 bool rereplicate = true) {
+  auto v = std::make_shared<cluster_view>();
+  v->ring = cluster::ring::build(
+    {{"self", "127.0.0.1:1", 1, true}, {"m", "127.0.0.1:2", 1, alive}}, alive ? 2 : 1);
+  v->self_name = "self";
+  v->self = *v->ring->find("self");
+  v->peers.resize(2);
+  if (alive)
+    v->peers[*v->ring->find("m")] = member;
+  v->replicas = 2;  // both own every key
+  v->rereplicate = rereplicate;
+  return cluster_view_ptr(v);
+}
+
 } // namespace
 
 BOOST_FIXTURE_TEST_SUITE(storage_shard_actor, fixture)
@@ -142,18 +200,7 @@ BOOST_AUTO_TEST_CASE(stray_errors_and_messages_do_not_kill_the_shard) {
 BOOST_AUTO_TEST_CASE(keys_deleted_while_a_member_was_dead_are_handed_back_once_each) {
   auto got = std::make_shared<handed_back_keys>();
   auto member = sys->spawn<recording_member>(got);
-  auto view = [&](bool alive) {
-    auto v = std::make_shared<cluster_view>();
-    v->ring = cluster::ring::build(
-      {{"self", "127.0.0.1:1", 1, true}, {"m", "127.0.0.1:2", 1, alive}}, alive ? 2 : 1);
-    v->self_name = "self";
-    v->self = *v->ring->find("self");
-    v->peers.resize(2);
-    if (alive)
-      v->peers[*v->ring->find("m")] = member;
-    v->replicas = 2;  // both own every key
-    return cluster_view_ptr(v);
-  };
+  auto view = [&](bool alive) { return two_member_view(member, alive); };
   caf::scoped_actor self{*sys};
   self->send(shard, prune_atom::value, view(false));
   exec(self, {remove_op("once")}, 1);
@@ -181,6 +228,54 @@ BOOST_AUTO_TEST_CASE(keys_deleted_while_a_member_was_dead_are_handed_back_once_e
     .receive([&](storage::shard_stats& s) { st = s; }, [](caf::error&) { BOOST_FAIL("stats"); });
   BOOST_CHECK_EQUAL(st.hand_back_dropped, 0u);
   BOOST_CHECK_EQUAL(st.handed_back, 3u);
+  caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
+}
+
+// Items stored here while a member was dead go to it, when it is back, as copies with their
+// values (an add: the later write by the CAS clock wins there), not as deletes: the member
+// would read those keys as misses, or warm them from another node that still held the value
+// before (a partition's other side: 17 to 23 of 60 keys old after the heal, some for good).
+// Items stored before this node saw it dead go as deletes, as before (it most likely has
+// them, or later writes; a copy could bring back a key deleted on its side). A copy the member
+// does not take (unavailable: its link just back) is sent again.
+BOOST_AUTO_TEST_CASE(items_written_while_a_member_was_dead_are_handed_back_as_copies) {
+  auto got = std::make_shared<handed_back_ops>();
+  auto member = sys->spawn<answering_member>(got, 1);
+  caf::scoped_actor self{*sys};
+  exec(self, {set_op("before", "b")}, 1);
+  // (Without re-replication, which would copy the items too: after a partition, each side
+  // takes it that it came back from the dead, and such a node sends no copies.)
+  self->send(shard, prune_atom::value, two_member_view(member, false, false));
+  exec(self, {set_op("during", "written-while-m-was-dead")}, 2);
+  const auto during = exec(self, {get_op("during")}, 3);
+  BOOST_REQUIRE_EQUAL(during.size(), 1u);
+  self->send(shard, prune_atom::value, two_member_view(member, true, false));
+  std::vector<storage::op> ops;
+  for (int i = 0; i < 300; ++i) {  // (the copy is sent again 0.2 s after it was refused)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ops = got->take();
+    if (ops.size() >= 2)
+      break;
+  }
+  BOOST_REQUIRE_EQUAL(ops.size(), 2u);
+  const storage::op* copy = nullptr;
+  const storage::op* del = nullptr;
+  for (const auto& o : ops)
+    (o.key == "during" ? copy : del) = &o;
+  BOOST_REQUIRE(copy && del);
+  BOOST_CHECK(copy->kind == storage::op_kind::store);
+  BOOST_CHECK(copy->mode == storage::store_mode::add);
+  BOOST_CHECK(copy->copy);
+  BOOST_CHECK_EQUAL(copy->value, "written-while-m-was-dead");
+  BOOST_CHECK_EQUAL(copy->explicit_cas, during[0].cas);
+  BOOST_CHECK_EQUAL(del->key, "before");
+  BOOST_CHECK(del->kind == storage::op_kind::remove);
+  BOOST_CHECK(del->hand_back);
+  storage::shard_stats st;
+  self->request(shard, std::chrono::seconds(5), stats_atom::value)
+    .receive([&](storage::shard_stats& s) { st = s; }, [](caf::error&) { BOOST_FAIL("stats"); });
+  BOOST_CHECK_EQUAL(st.handed_back, 1u);
+  BOOST_CHECK_EQUAL(st.handed_back_copies, 2u);  // (refused once, then taken)
   caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
 }
 
