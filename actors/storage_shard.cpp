@@ -96,36 +96,36 @@ caf::behavior storage_shard::make_behavior() {
         }
         return;
       }
-      if ((tag & tombstone_tag_bit) != 0 || tag > hand_back_tag_ || hand_back_unanswered_ == 0)
+      if ((tag & tombstone_tag_bit) != 0)
         return;  // (deleted keys' batches are not paced)
-      --hand_back_unanswered_;
       auto sent = std::find_if(hand_back_sent_.begin(), hand_back_sent_.end(),
                                [&](const sent_hand_back& b) { return b.tag == tag; });
-      if (sent != hand_back_sent_.end()) {  // copies: those not taken are sent again
-        auto hb = std::find_if(hand_backs_.begin(), hand_backs_.end(),
-                               [&](const hand_back& h) { return h.name == sent->member; });
-        for (size_t i = 0; i < sent->keys.size() && hb != hand_backs_.end(); ++i)
-          if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
-              rs[i].st == storage::status::not_sent)
-            hb->retry.push_back(std::move(sent->keys[i]));
-        hand_back_sent_.erase(sent);
-      }
-      if (hand_back_waits_ && hand_back_unanswered_ < max_hand_back_batches) {
+      if (sent == hand_back_sent_.end())
+        return;  // (a batch of a pass restarted since, or given up on at its wait)
+      auto hb = std::find_if(hand_backs_.begin(), hand_backs_.end(),
+                             [&](const hand_back& h) { return h.name == sent->member; });
+      for (size_t i = 0; i < sent->keys.size() && hb != hand_backs_.end(); ++i)
+        if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
+            rs[i].st == storage::status::not_sent)
+          retry_hand_back(*hb, std::move(sent->keys[i]));  // (not taken: sent again)
+      hand_back_sent_.erase(sent);
+      if (hand_back_waits_ && hand_back_sent_.size() < max_hand_back_batches) {
         hand_back_waits_ = false;
         send(this, prune_step_atom::value, prune_gen_);
       }
     },
-    [this](hand_back_wait_atom, uint64_t gen, uint64_t tag) {
-      // Answers that never came (a member gone meanwhile): the pass goes on.
-      if (gen != prune_gen_ || !hand_back_waits_ || tag != hand_back_tag_)
+    [this](hand_back_wait_atom, uint64_t gen, uint64_t wait) {
+      // Answers that never came (a member gone meanwhile): the pass goes on, and those
+      // copies are sent again, as if not taken.
+      if (gen != prune_gen_ || !hand_back_waits_ || wait != hand_back_wait_)
         return;
-      hand_back_unanswered_ = 0;
       hand_back_waits_ = false;
-      for (auto& sent : hand_back_sent_) {  // (copies: sent again, as if not taken)
+      for (auto& sent : hand_back_sent_) {
         auto hb = std::find_if(hand_backs_.begin(), hand_backs_.end(),
                                [&](const hand_back& h) { return h.name == sent.member; });
-        if (hb != hand_backs_.end())
-          std::move(sent.keys.begin(), sent.keys.end(), std::back_inserter(hb->retry));
+        for (auto& q : sent.keys)
+          if (hb != hand_backs_.end())
+            retry_hand_back(*hb, std::move(q));
       }
       hand_back_sent_.clear();
       send(this, prune_step_atom::value, prune_gen_);
@@ -183,7 +183,6 @@ caf::behavior storage_shard::make_behavior() {
                                        [&](hand_back& h) {
                                          auto id = v->ring->find(h.name);
                                          h.dest = caf::actor();
-                                         h.batch.clear();
                                          h.copies.clear();
                                          h.retry.clear();
                                          h.retry_round = 0;
@@ -212,6 +211,8 @@ caf::behavior storage_shard::make_behavior() {
 
 void storage_shard::start_prune() {
   prune_recent_ = 0;
+  for (auto& hb : hand_backs_)
+    hb.pass_cas = storage::current_cas();
   copy_queue_.clear();
   copy_sent_.clear();  // (answers to batches sent before are not waited for)
   copy_retry_.clear();
@@ -237,16 +238,12 @@ void storage_shard::prune_step(uint64_t gen) {
   const bool handing_back =
     view_ring_ && std::any_of(hand_backs_.begin(), hand_backs_.end(),
                               [](const hand_back& hb) { return static_cast<bool>(hb.dest); });
-  auto wait_for_hand_backs = [&] {
-    hand_back_waits_ = true;
-    delayed_send(this, answer_wait, hand_back_wait_atom::value, gen, hand_back_tag_);
-  };
   // Items queued for members alive again go before the scan goes on (bounded reads, paced
   // by the members' answers).
   if (handing_back && std::any_of(hand_backs_.begin(), hand_backs_.end(),
                                   [](const hand_back& hb) { return !hb.copies.empty(); })) {
-    if (hand_back_unanswered_ >= max_hand_back_batches)
-      return wait_for_hand_backs();
+    if (hand_back_sent_.size() >= max_hand_back_batches)
+      return wait_for_hand_backs(gen);
     send_hand_back_copies();
     send(this, prune_step_atom::value, gen);
     return;
@@ -302,45 +299,38 @@ void storage_shard::prune_step(uint64_t gen) {
   std::function<void(std::string_view, uint64_t)> hand_back_seen;
   bool held_for_hand_back = false;  // the item seen last goes to a member as a copy
   if (handing_back) {
-    if (hand_back_unanswered_ >= max_hand_back_batches)  // wait for the member's answers
-      return wait_for_hand_backs();
     hand_back_seen = [&](std::string_view key, uint64_t cas) {
       uint64_t h = 0;
       for (auto& hb : hand_backs_) {
-        if (!hb.dest || cas <= hb.since_cas)
+        // (Not an item a pass whose copies were all taken sent it already: a delete there
+        // since must not meet it again.)
+        if (!hb.dest || cas <= hb.since_cas || cas <= hb.copied_cas)
           continue;
         if (h == 0)
           h = cluster::ring::key_hash(key);
         if (!owns(*view_ring_, h, hb.id))
           continue;
-        if (cas > hb.dead_cas) {
-          // Stored here while this node had the member dead: a write it cannot have (or
-          // one it took on its side of a partition, which the later by the CAS clock wins:
-          // the copy is an add, storage::item_copy). Its value goes, not only a delete: the
-          // member's reads would otherwise miss, or warm an older copy from another node.
-          hb.copies.emplace_back(key);
-          held_for_hand_back = true;
-        } else {
-          // Stored in the moments before (a member whose view was ahead wrote here): the
-          // member most likely has it, or a later write; a delete spares both (its CAS).
-          hb.batch.push_back(handed_back_delete(std::string(key), cas));
-        }
+        // Its value goes, not a delete: the member's reads would otherwise miss, or warm a
+        // value from before from another node. Stored here while this node had the member
+        // dead: an add (a write it cannot have, or one it took on its side of a partition:
+        // the later by the CAS clock stays). Stored in the seconds before (a member whose
+        // view was ahead wrote here): a replace (the member has it, a later write, an older
+        // one to replace, or none: a key it deleted meanwhile must not come back).
+        hb.copies.push_back({std::string(key), cas <= hb.dead_cas});
+        held_for_hand_back = true;
       }
     };
   }
   size_t kept_for_copy = 0;
   auto progress = shard_->prune(
     [&](std::string_view key) {
-      if (std::exchange(held_for_hand_back, false)) {  // kept until it is read and sent
-        ++kept_for_copy;
-        return false;
-      }
+      const bool held = std::exchange(held_for_hand_back, false);
       const uint64_t h = cluster::ring::key_hash(key);
       const bool copying = copy_.to && want_copy(key, h);
       for (const auto& [ring, self] : prune_rings_)
         if (owns(*ring, h, self))
           return false;  // an owner there
-      if (copying) {  // kept until it is copied, and looked at again later
+      if (copying || held) {  // kept until it is copied, and looked at again later
         ++kept_for_copy;
         return false;
       }
@@ -348,13 +338,6 @@ void storage_shard::prune_step(uint64_t gen) {
     },
     prune_since_, prune_slots_per_turn, hand_back_seen);
   prune_recent_ += kept_for_copy;
-  for (auto& hb : hand_backs_)
-    if (!hb.batch.empty()) {
-      handed_back_ += hb.batch.size();
-      ++hand_back_unanswered_;
-      send(hb.dest, warm_atom::value, ++hand_back_tag_, std::move(hb.batch));
-      hb.batch = storage::op_batch{};
-    }
   prune_recent_ += progress.recent;
   const bool copies_queued =
     std::any_of(hand_backs_.begin(), hand_backs_.end(),
@@ -375,44 +358,65 @@ void storage_shard::prune_step(uint64_t gen) {
 
 void storage_shard::send_hand_back_copies() {
   for (auto& hb : hand_backs_) {
+    if (hand_back_sent_.size() >= max_hand_back_batches)
+      return;
     if (!hb.dest || hb.copies.empty())
       continue;
     storage::op_batch batch;
-    sent_hand_back sent{++hand_back_tag_, hb.name, {}};
+    sent_hand_back sent{0, hb.name, {}};
     size_t bytes = 0;
     while (!hb.copies.empty() && batch.size() < copy_batch_keys && bytes < copy_batch_bytes) {
+      queued_copy q = std::move(hb.copies.front());
+      hb.copies.pop_front();
       storage::op g;
       g.kind = storage::op_kind::get;
-      g.key = std::move(hb.copies.front());
-      hb.copies.pop_front();
+      g.key = q.key;
       g.get_bump = false;
       g.counted = false;
       g.keep_token = true;
       const auto r = shard_->execute(g);
       if (r.st != storage::status::hit)
-        continue;  // (gone since the scan saw it: a delete here goes by itself)
+        continue;  // (gone since the scan saw it)
       bytes += r.value.view().size() + g.key.size();
-      batch.push_back(storage::item_copy(g.key, r, storage::store_mode::add));
-      sent.keys.push_back(std::move(g.key));
+      auto o = storage::item_copy(g.key, r,
+                                  q.replace ? storage::store_mode::replace
+                                            : storage::store_mode::add);
+      o.hand_back = true;  // (never over a write the member took since its return)
+      batch.push_back(std::move(o));
+      sent.keys.push_back(std::move(q));
     }
-    if (batch.empty()) {
-      --hand_back_tag_;
+    if (batch.empty())
       continue;
-    }
+    sent.tag = ++hand_back_tag_;
     handed_back_copies_ += batch.size();
-    ++hand_back_unanswered_;
     hand_back_sent_.push_back(std::move(sent));
     send(hb.dest, warm_atom::value, hand_back_tag_, std::move(batch));
   }
 }
 
+void storage_shard::wait_for_hand_backs(uint64_t gen) {
+  hand_back_waits_ = true;  // (an answer sends the step again)
+  delayed_send(this, answer_wait, hand_back_wait_atom::value, gen, ++hand_back_wait_);
+}
+
+void storage_shard::retry_hand_back(hand_back& hb, queued_copy q) {
+  if (hb.failed)
+    return;
+  if (hb.retry.size() >= max_copy_retries) {  // (a member long unreachable: redo it all)
+    hb.failed = true;
+    hb.retry.clear();
+    return;
+  }
+  hb.retry.push_back(std::move(q));
+}
+
 bool storage_shard::hand_backs_pending(uint64_t gen) {
-  if (hand_back_unanswered_ > 0 && !hand_back_sent_.empty()) {
-    hand_back_waits_ = true;  // (an answer sends the step again)
-    delayed_send(this, answer_wait, hand_back_wait_atom::value, gen, hand_back_tag_);
+  if (!hand_back_sent_.empty()) {
+    wait_for_hand_backs(gen);
     return true;
   }
   bool retrying = false;
+  unsigned round = 0;
   for (auto& hb : hand_backs_) {
     if (!hb.dest || hb.retry.empty())
       continue;
@@ -422,15 +426,13 @@ bool storage_shard::hand_backs_pending(uint64_t gen) {
       continue;
     }
     ++hb.retry_round;
+    round = std::max(round, hb.retry_round);
     std::move(hb.retry.begin(), hb.retry.end(), std::back_inserter(hb.copies));
     hb.retry.clear();
     retrying = true;
   }
   if (!retrying)
     return false;
-  unsigned round = 0;
-  for (const auto& hb : hand_backs_)
-    round = std::max(round, hb.retry_round);
   delayed_send(this, std::chrono::milliseconds(copy_retry_ms << round), prune_step_atom::value,
                gen);
   return true;
@@ -443,10 +445,13 @@ void storage_shard::end_pass(uint64_t gen) {
   for (auto& hb : hand_backs_) {
     if (!hb.dest)
       continue;
-    if (hb.failed && hb.redone < max_hand_back_redone)
+    if (hb.failed && hb.redone < max_hand_back_redone) {
       ++hb.redone;  // (a copy it did not take: the pass is done again)
-    else
+    } else {
       ++hb.passes;
+      if (!hb.failed)  // (what this pass sent was taken: the next sends what came since)
+        hb.copied_cas = std::max(hb.copied_cas, hb.pass_cas);
+    }
     hb.failed = false;
     hb.retry_round = 0;
   }

@@ -22,30 +22,31 @@
 //                               The same pass hands items back to a member that is alive
 //                               again after this shard's views had it dead (a pause, a
 //                               partition: it kept its items, and missed the writes made
-//                               here meanwhile): for every item the pass visits whose key the
-//                               member owns now and that was stored here after this node saw
-//                               it dead (a CAS above the counter then), a copy (an add, as
-//                               re-replication's: it replaces only an older item by the CAS
-//                               clock, so of writes on both sides of a partition the later
-//                               stays; refused for a key the member deleted lately); for one
-//                               stored in the prune_untouched_s before that (sample_cas: a
-//                               member whose view was ahead wrote here), a delete with
-//                               `hand_back` set and the item's CAS, which removes only an
-//                               item the member stored before it came back
-//                               (storage::return_mark) other than a copy of this one or a
-//                               newer one (a copy could bring back a key deleted on its
-//                               side). Sent as warm ops to the member's peer actor: deletes a
-//                               batch per turn, copies read when sent (copy_batch_bytes per
-//                               batch), at most max_hand_back_batches unanswered (the pass
-//                               waits), in two passes prune_untouched_s apart; an item
+//                               here meanwhile): every item the pass visits whose key the
+//                               member owns now and that was stored here since it was seen
+//                               dead (a CAS above the counter's value prune_untouched_s
+//                               before: sample_cas), and not sent in a pass whose copies
+//                               were all taken, goes to it as a copy with `hand_back` set
+//                               (never over an item it stored since its return:
+//                               storage::return_mark): an add if stored after this node saw
+//                               it dead (it replaces only an older item by the CAS clock, so
+//                               of writes on both sides of a partition the later stays;
+//                               refused for a key the member deleted lately), a replace if
+//                               stored in the seconds before (a member whose view was ahead
+//                               wrote here: it only replaces an older item, so a key the
+//                               member deleted meanwhile does not come back). Read when sent
+//                               (copy_batch_bytes per batch) as warm ops to the member's
+//                               peer actor, at most max_hand_back_batches unanswered (the
+//                               pass waits), in two passes prune_untouched_s apart; an item
 //                               queued is kept until it is sent, a copy the member did not
 //                               take is sent again as re-replication's are, and a pass with
-//                               one never taken does not count. (Both sides of a partition
-//                               take it that they came back from the dead, and such a node
-//                               sends no re-replication copies: these copies are what
-//                               brings each side the other's writes.) Keys deleted
-//                               here meanwhile (no item left) are kept for it from the delete
-//                               on (note_deletes) and sent when it is back. A hand-back whose
+//                               one never taken does not count (max_hand_back_redone). (Both
+//                               sides of a partition take it that they came back from the
+//                               dead, and such a node sends no re-replication copies: these
+//                               copies are what brings each side the other's writes.) Keys
+//                               deleted here meanwhile (no item left) are kept for it from
+//                               the delete on (note_deletes) and sent as deletes with
+//                               `hand_back` when it is back. A hand-back whose
 //                               member dies again before the pass is done waits for it.
 //                               With R > 1 the same pass also copies items to their new
 //                               owners (re-replication, unless --rereplicate off): for every
@@ -164,45 +165,59 @@ private:
   std::vector<dead_member> dead_since_;
   // The ring of the last view that named this node (note_deletes, the hand-back pass).
   std::shared_ptr<const cluster::ring> view_ring_;
+  // A key whose item goes to a member alive again: as an add (stored after this node saw it
+  // dead) or as a replace (stored in the seconds before: it brings no key back).
+  struct queued_copy {
+    std::string key;
+    bool replace = false;
+  };
   struct hand_back {
-    std::string name;        // the member back from the dead
-    uint64_t since_cas = 0;  // items stored here with a higher CAS may be newer than its
-    uint64_t dead_cas = 0;   // the counter when this node saw it dead: items above it go as
-                             // copies, those between since_cas and it as deletes
-    uint8_t passes = 0;      // passes done while it was alive (two: see prune_step)
-    uint8_t redone = 0;      // passes not counted: a copy it did not take (unavailable)
-    bool failed = false;     // this pass: a copy it did not take, after copy_retries
+    std::string name;         // the member back from the dead
+    uint64_t since_cas = 0;   // items stored here with a higher CAS may be newer than its
+    uint64_t dead_cas = 0;    // the counter when this node saw it dead (add above, replace
+                              // at or below)
+    uint64_t copied_cas = 0;  // items up to this went in a pass whose copies were all taken
+    uint64_t pass_cas = 0;    // the counter when the running pass began
+    uint8_t passes = 0;       // passes done while it was alive (two: see prune_step)
+    uint8_t redone = 0;       // passes not counted: a copy it did not take (unavailable)
+    bool failed = false;      // this pass: a copy it did not take, after copy_retries
     // Resolved for the running pass (null dest: the member is dead again, it waits).
     cluster::ring::member_id id = 0;
     caf::actor dest;
-    storage::op_batch batch;          // this turn's deletes
-    std::deque<std::string> copies;   // keys whose items go to it as copies (read when sent)
-    std::deque<std::string> retry;    // copies it did not take, sent again after a while
+    std::deque<queued_copy> copies;  // items to send it (read when sent)
+    std::deque<queued_copy> retry;   // copies it did not take, sent again after a while
     unsigned retry_round = 0;
   };
   /// Items the member alive again did not take (it answered unavailable: a link just back)
-  /// are sent again after copy_retry_ms << round, copy_retries times; past that the pass is
-  /// not counted (done again prune_untouched_s later), at most max_hand_back_redone times.
+  /// are sent again after copy_retry_ms << round, copy_retries times (at most
+  /// max_copy_retries keys); past that the pass is not counted (done again
+  /// prune_untouched_s later), at most max_hand_back_redone times.
   static constexpr uint8_t max_hand_back_redone = 4;
-  /// Sends a batch of queued copies to each member alive again (reads the items now: one
-  /// written or gone since the scan goes as it is, or not at all).
+  /// Sends batches of queued copies to members alive again while fewer than
+  /// max_hand_back_batches are unanswered (reads the items now: one written since the scan
+  /// goes as it is now, one gone not at all).
   void send_hand_back_copies();
   /// The scan is done: true while hand-backs' answers or retries are still due (the step is
   /// sent again when they are), false once the pass may end.
   bool hand_backs_pending(uint64_t gen);
+  /// Waits for an answer (or answer_wait: then every copy unanswered is sent again).
+  void wait_for_hand_backs(uint64_t gen);
+  /// A copy `q` that member `hb` did not take: sent again later (bounded).
+  void retry_hand_back(hand_back& hb, queued_copy q);
   std::vector<hand_back> hand_backs_;
   uint64_t hand_back_tag_ = 0;
   uint64_t tombstone_tag_ = 0;
-  size_t hand_back_unanswered_ = 0;  // batches sent, not answered (max_hand_back_batches)
-  bool hand_back_waits_ = false;     // the pass waits for answers
-  // Batches of copies sent and not answered: (tag, member name, keys).
+  bool hand_back_waits_ = false;  // the pass waits for answers
+  uint64_t hand_back_wait_ = 0;   // which wait (a timer of an earlier one does not end it)
+  // Batches of copies sent and not answered (at most max_hand_back_batches): their tags,
+  // members and keys.
   struct sent_hand_back {
     uint64_t tag;
     std::string member;
-    std::vector<std::string> keys;
+    std::vector<queued_copy> keys;
   };
   std::deque<sent_hand_back> hand_back_sent_;
-  uint64_t handed_back_ = 0;         // deletes sent (stat cluster_handed_back_deletes)
+  uint64_t handed_back_ = 0;         // deleted keys sent (stat cluster_handed_back_deletes)
   uint64_t handed_back_copies_ = 0;  // copies sent (stat cluster_handed_back_copies)
 
   storage::shard_stats stats() const;

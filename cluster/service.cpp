@@ -2462,8 +2462,8 @@ void service::impl::handle(output&& out) {
     // the owners that served them (the first view with others, see rebuild). A node that was
     // declared dead while it ran (a pause, a partition) keeps its items: dropping them would
     // lose its share of the cache on every flap, with nobody to warm them from. The others
-    // hand it deletes of what they wrote meanwhile (actors/storage_shard.hpp), and it warms
-    // those keys from them (came_back).
+    // hand it copies of what they wrote meanwhile and deletes of what they deleted
+    // (actors/storage_shard.hpp); it warms what it misses before they come (came_back).
     declared_gone_seen = members.stats().declared_gone_at_start;
     storage::clear_return_mark();  // (nothing from before is left for a hand-back to remove)
     storage::op flush;
@@ -2508,8 +2508,8 @@ void service::impl::note_return(const char* why) {
   stalled_ms = 0;
   refuted_ms = 0;
   std::fprintf(stderr,
-               "bifrost cluster: %s: it refuted, keeps its items, takes the deletes the others "
-               "hand back for what they wrote meanwhile, and warms those keys from them\n",
+               "bifrost cluster: %s: it refuted, keeps its items, and takes the copies and "
+               "deletes the others hand back of what they wrote or deleted meanwhile\n",
                why);
 }
 
@@ -2729,10 +2729,10 @@ void service::impl::rebuild(bool force) {
   }
   // Back from the dead while it ran (a pause, a partition: it heard of its death, or refuted
   // a suspicion after a stall of its own; note_return): the others served its keys without it
-  // meanwhile, and a write there made its copy old. Their owners hand this node deletes of
-  // the keys they wrote meanwhile (actors/storage_shard.hpp), so it misses them, and warms
-  // them from the ring without it, as after a join. (Its own ring may not even have changed:
-  // it never saw itself dead.)
+  // meanwhile, and a write there made its copy old. The nodes that took those writes hand
+  // this node copies of them (actors/storage_shard.hpp); until they come, what it misses it
+  // warms from the ring without it, as after a join. (Its own ring may not even have
+  // changed: it never saw itself dead.)
   std::shared_ptr<const ring> served_without_me;
   if (came_back && !joined_from)
     served_without_me = without_me();

@@ -74,7 +74,8 @@ struct op {
                               // remove: a copy of another node's delete (storage::delete_copy)
   bool hand_back = false;     // remove: only an item stored before this node's last return
                               // to its cluster (storage::return_mark) and, with explicit_cas,
-                              // older than the sender's item (that CAS), else `exists`
+                              // older than the sender's item (that CAS), else `exists`;
+                              // store (a copy): never over an item stored since that return
 
   // -- get --
   bool get_value = true;      // false: metadata only (mg without v) - no slice is pinned

@@ -1118,6 +1118,16 @@ struct shard::impl {
       return res;
     };
 
+    // A hand-back's copy (an item another node stored while it had this one dead, sent once
+    // this one is back) never replaces a write this node took since it came back
+    // (storage::return_mark): it is the later one, whatever the two clocks say.
+    if (o.copy && o.hand_back && old && old->cas > return_mark()) {
+      ++st.copies_superseded;
+      res.st = status::not_stored;
+      res.cas = old->cas;
+      return res;
+    }
+
     item_spec s;
     s.key = o.key;
     s.hash = h;
@@ -1167,6 +1177,14 @@ struct shard::impl {
       case store_mode::replace:
         if (!old)
           return nothing_here(status::not_stored);
+        // A copy (a hand-back's, of a write its sender took just before it saw this node
+        // dead) replaces only an older item by the CAS clock: it brings no key back.
+        if (o.copy && !cas_clock_newer(o.explicit_cas, old->cas)) {
+          ++st.copies_superseded;
+          res.st = status::not_stored;
+          res.cas = old->cas;
+          return res;
+        }
         break;
       case store_mode::append:
       case store_mode::prepend:
@@ -1227,7 +1245,7 @@ struct shard::impl {
       if (mode == store_mode::set) remove_key(o.key, h);
       return res;
     }
-    if (old && mode == store_mode::add)
+    if (old && o.copy && (mode == store_mode::add || mode == store_mode::replace))
       ++st.copies_replaced;  // (a copy of a later write: see above)
     const entry& ne = idx.at(p);
     fill_meta(res, ne, hdr(ne));

@@ -688,6 +688,53 @@ BOOST_AUTO_TEST_CASE(a_handed_back_delete_spares_what_was_stored_since_the_retur
   BOOST_CHECK(do_delete(*s, "after").st == status::deleted);
 }
 
+// A copy handed back by another node (an item it stored while it had this one dead): an add
+// or a replace with `hand_back` set never lands over an item stored since this node's return,
+// and a replace copy (a write stored just before its sender saw this one dead) replaces only
+// an older item by the CAS clock, so it brings back no key deleted here.
+BOOST_AUTO_TEST_CASE(a_handed_back_copy_spares_what_was_stored_since_the_return) {
+  fake_clock clk;
+  auto s = open_shard(small_config(), clk);
+  do_set(*s, "older", "here-before");
+  do_set(*s, "sender", "theirs");
+  const result theirs = do_get(*s, "sender");  // (an item as the sender holds it)
+  do_set(*s, "newer", "here-later");
+  do_set(*s, "deleted", "v");
+  BOOST_CHECK(do_delete(*s, "deleted").st == status::deleted);
+  mark_return();
+  do_set(*s, "since", "written-after-the-return");
+  auto copy_of = [&](const std::string& k, store_mode mode) {
+    op o = item_copy(k, theirs, mode);
+    o.hand_back = true;
+    return s->execute(o).st;
+  };
+  // Replace: over an older item only; never where there is none.
+  BOOST_CHECK(copy_of("older", store_mode::replace) == status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "older"), "theirs");
+  BOOST_CHECK(copy_of("newer", store_mode::replace) == status::not_stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "newer"), "here-later");
+  BOOST_CHECK(copy_of("deleted", store_mode::replace) == status::not_stored);
+  BOOST_CHECK(copy_of("absent", store_mode::replace) == status::not_stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "deleted"), "<miss>");
+  BOOST_CHECK_EQUAL(value_of(*s, "absent"), "<miss>");
+  // Add: where there is none, or over an older item.
+  BOOST_CHECK(copy_of("absent", store_mode::add) == status::stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "absent"), "theirs");
+  // Neither over a write taken since the return, though the copy's CAS is older here only
+  // because both run on one clock: it is the later write.
+  op later = item_copy("since", theirs, store_mode::add);
+  later.explicit_cas = do_get(*s, "since").cas + 1;
+  later.hand_back = true;
+  BOOST_CHECK(s->execute(later).st == status::not_stored);
+  later.mode = store_mode::replace;
+  BOOST_CHECK(s->execute(later).st == status::not_stored);
+  BOOST_CHECK_EQUAL(value_of(*s, "since"), "written-after-the-return");
+  // Without hand_back (warming's copies) the CAS clock alone decides.
+  later.mode = store_mode::add;
+  later.hand_back = false;
+  BOOST_CHECK(s->execute(later).st == status::stored);
+}
+
 // A copy carries whether the item was read before (mg h): a warmed or replicated item
 // answers h1 where its source would.
 BOOST_AUTO_TEST_CASE(a_copy_keeps_the_fetched_flag) {
