@@ -381,7 +381,7 @@ void storage_shard::send_hand_back_copies() {
       auto o = storage::item_copy(g.key, r,
                                   q.replace ? storage::store_mode::replace
                                             : storage::store_mode::add);
-      o.hand_back = true;  // (never over a write the member took since its return)
+      o.hand_back = true;
       batch.push_back(std::move(o));
       sent.keys.push_back(std::move(q));
     }
@@ -797,8 +797,12 @@ void storage_shard::note_comebacks(const cluster_view& v) {
     auto h = std::find_if(hand_backs_.begin(), hand_backs_.end(),
                           [&](const hand_back& x) { return x.name == m.name; });
     if (h != hand_backs_.end()) {
+      // (Dead again before its hand-back was done: both passes anew, from the first death;
+      // what went in a pass whose copies were all taken stays a replace.)
       h->since_cas = std::min(h->since_cas, d.since_cas);
-      h->dead_cas = std::min(h->dead_cas, d.dead_cas);
+      h->dead_cas = std::max(std::min(h->dead_cas, d.dead_cas), h->copied_cas);
+      h->passes = 0;
+      h->redone = 0;
       continue;
     }
     hand_back nh;

@@ -27,9 +27,8 @@
 //                               dead (a CAS above the counter's value prune_untouched_s
 //                               before: sample_cas), and not sent in a pass whose copies
 //                               were all taken, goes to it as a copy with `hand_back` set
-//                               (never over an item it stored since its return:
-//                               storage::return_mark): an add if stored after this node saw
-//                               it dead (it replaces only an older item by the CAS clock, so
+//                               (ordered as any copy by the CAS clock): an add if stored
+//                               after this node saw it dead (it replaces only an older item, so
 //                               of writes on both sides of a partition the later stays;
 //                               refused for a key the member deleted lately), a replace if
 //                               stored in the seconds before (a member whose view was ahead
@@ -124,8 +123,9 @@ private:
                 "writes delete past copies until the prune may drop them");
   void start_prune();
   void prune_step(uint64_t gen);
-  /// The pass visited every slot (and its copies were answered): hand-backs count a pass,
-  /// and what was kept for later is looked at again prune_untouched_s later.
+  /// The pass visited every slot (and its copies were answered): hand-backs count a pass
+  /// (one with a copy never taken is redone instead, max_hand_back_redone times), and what
+  /// was kept for later is looked at again prune_untouched_s later.
   void end_pass(uint64_t gen);
 
   std::unique_ptr<storage::shard> shard_;

@@ -75,7 +75,8 @@ struct op {
   bool hand_back = false;     // remove: only an item stored before this node's last return
                               // to its cluster (storage::return_mark) and, with explicit_cas,
                               // older than the sender's item (that CAS), else `exists`;
-                              // store (a copy): never over an item stored since that return
+                              // store: a hand-back's copy (counted as such, ordered as any
+                              // copy by the CAS clock)
 
   // -- get --
   bool get_value = true;      // false: metadata only (mg without v) - no slice is pinned

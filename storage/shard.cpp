@@ -1118,16 +1118,6 @@ struct shard::impl {
       return res;
     };
 
-    // A hand-back's copy (an item another node stored while it had this one dead, sent once
-    // this one is back) never replaces a write this node took since it came back
-    // (storage::return_mark): it is the later one, whatever the two clocks say.
-    if (o.copy && o.hand_back && old && old->cas > return_mark()) {
-      ++st.copies_superseded;
-      res.st = status::not_stored;
-      res.cas = old->cas;
-      return res;
-    }
-
     item_spec s;
     s.key = o.key;
     s.hash = h;

@@ -110,8 +110,8 @@ struct shard_stats {
   uint64_t recovery_skipped = 0;  // torn or corrupt records skipped at open()
   uint64_t disk_full_evictions = 0;  // segments evicted because the data directory was full
   uint64_t pruned = 0;            // items prune() dropped (keys a cluster node no longer owns)
-  /// Deletes and copies of items handed back to members alive again (counted by
-  /// actors/storage_shard, not here).
+  /// Deleted keys (as deletes) and items (as copies) handed back to members alive again
+  /// (counted by actors/storage_shard, not here).
   uint64_t handed_back = 0;
   uint64_t handed_back_copies = 0;
   /// Deleted keys not kept for that, over the bound (actors/storage_shard).
@@ -119,7 +119,8 @@ struct shard_stats {
   /// Copies refused for a key deleted here lately (shard::guard_copies).
   uint64_t copies_refused = 0;
   /// Copies of another node's state older than the item here (not applied), and copies
-  /// (warming, re-replication) that replaced an older item (shard::execute, cas_clock_newer).
+  /// (warming, re-replication, hand-backs) that replaced an older item (shard::execute,
+  /// cas_clock_newer).
   uint64_t copies_superseded = 0;
   uint64_t copies_replaced = 0;
   /// Copies sent to keys' new owners after ring changes (R > 1, actors/storage_shard), of

@@ -227,7 +227,8 @@ class PartitionHealTest(NetnsClusterTest):
             self.net.cut(a, b)
         cut_at = time.monotonic()
         deadline = cut_at + 10
-        while self.states(1).get("n3") != "dead" or self.states(3).get("n1") != "dead":
+        while (self.states(1).get("n3") != "dead" or self.states(2).get("n3") != "dead" or
+               self.states(3).get("n1") != "dead" or self.states(3).get("n2") != "dead"):
             self.assertLess(time.monotonic(), deadline, "the sides did not take each other "
                             "for dead")
             time.sleep(0.1)
