@@ -15,6 +15,7 @@ using prune_step_atom = caf::atom_constant<caf::atom("prunestep")>;
 using prune_again_atom = caf::atom_constant<caf::atom("pruneagain")>;
 using hand_back_wait_atom = caf::atom_constant<caf::atom("hbwait")>;
 using copy_wait_atom = caf::atom_constant<caf::atom("copywait")>;
+using tombstone_retry_atom = caf::atom_constant<caf::atom("tombretry")>;
 constexpr size_t prune_slots_per_turn = 4096;
 constexpr size_t max_hand_back_batches = 4;  // unanswered, per shard: the pass waits for them
 constexpr uint64_t tombstone_tag_bit = uint64_t(1) << 63;  // batches of deleted keys
@@ -96,8 +97,34 @@ caf::behavior storage_shard::make_behavior() {
         }
         return;
       }
-      if ((tag & tombstone_tag_bit) != 0)
-        return;  // (deleted keys' batches are not paced)
+      if ((tag & tombstone_tag_bit) != 0) {  // (deleted keys' batches are not paced)
+        auto sent = std::find_if(tombstone_sent_.begin(), tombstone_sent_.end(),
+                                 [&](const sent_tombstones& b) { return b.tag == tag; });
+        if (sent == tombstone_sent_.end())
+          return;
+        sent_tombstones again;
+        for (size_t i = 0; i < sent->keys.size(); ++i)
+          if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
+              rs[i].st == storage::status::not_sent)
+            again.keys.push_back(std::move(sent->keys[i]));
+        again.member = std::move(sent->member);
+        again.dest = std::move(sent->dest);
+        again.round = sent->round + 1;
+        tombstone_sent_.erase(sent);
+        if (again.keys.empty())
+          return;
+        if (again.round > copy_retries) {  // (kept for its next return, if still a member)
+          if (view_ring_ && view_ring_->find(again.member))
+            for (const auto& k : again.keys)
+              keep_tombstone(again.member, k);
+          return;
+        }
+        const auto wait = std::chrono::milliseconds(copy_retry_ms << again.round);
+        again.due = std::chrono::steady_clock::now() + wait;
+        tombstone_retry_.push_back(std::move(again));
+        delayed_send(this, wait, tombstone_retry_atom::value);
+        return;
+      }
       auto sent = std::find_if(hand_back_sent_.begin(), hand_back_sent_.end(),
                                [&](const sent_hand_back& b) { return b.tag == tag; });
       if (sent == hand_back_sent_.end())
@@ -129,6 +156,17 @@ caf::behavior storage_shard::make_behavior() {
       }
       hand_back_sent_.clear();
       send(this, prune_step_atom::value, prune_gen_);
+    },
+    [this](tombstone_retry_atom) {
+      const auto now = std::chrono::steady_clock::now();
+      for (auto it = tombstone_retry_.begin(); it != tombstone_retry_.end();) {
+        if (it->due > now) {
+          ++it;
+          continue;
+        }
+        send_tombstone_batch(std::move(*it));
+        it = tombstone_retry_.erase(it);
+      }
     },
     [this](copy_wait_atom, uint64_t gen, uint64_t tag) {
       // Answers that never came (a member gone meanwhile): the pass goes on, and is redone.
@@ -680,36 +718,53 @@ void storage_shard::note_deletes(const storage::op_batch& ops,
       const auto& m = view_ring_->member(all[j]);
       if (m.alive)
         continue;
-      auto of_member = [&] {
-        return std::find_if(tombstones_.begin(), tombstones_.end(),
-                            [&](const auto& x) { return x->member == m.name; });
-      };
-      if (auto t = of_member(); t != tombstones_.end() && (*t)->noted.count(o.key) != 0)
-        continue;  // noted already
-      if (tombstone_count_ >= max_tombstones) {  // the longest list loses its oldest
-        auto most = std::max_element(
-          tombstones_.begin(), tombstones_.end(),
-          [](const auto& a, const auto& b) { return a->keys.size() < b->keys.size(); });
-        auto& lost = **most;
-        lost.noted.erase(lost.keys.front());
-        lost.keys.pop_front();
-        --tombstone_count_;
-        ++tombstones_dropped_;
-        if (lost.keys.empty())
-          tombstones_.erase(most);
-      }
-      auto t = of_member();
-      if (t == tombstones_.end()) {
-        tombstones_.push_back(std::make_unique<tombstones>());
-        t = std::prev(tombstones_.end());
-        (*t)->member = m.name;
-      }
-      auto& mine = **t;
-      mine.keys.push_back(o.key);
-      mine.noted.insert(mine.keys.back());
-      ++tombstone_count_;
+      keep_tombstone(m.name, o.key);
     }
   }
+}
+
+void storage_shard::keep_tombstone(const std::string& member, const std::string& key) {
+  auto of_member = [&] {
+    return std::find_if(tombstones_.begin(), tombstones_.end(),
+                        [&](const auto& x) { return x->member == member; });
+  };
+  if (auto t = of_member(); t != tombstones_.end() && (*t)->noted.count(key) != 0)
+    return;  // noted already
+  if (tombstone_count_ >= max_tombstones) {  // the longest list loses its oldest
+    auto most = std::max_element(
+      tombstones_.begin(), tombstones_.end(),
+      [](const auto& a, const auto& b) { return a->keys.size() < b->keys.size(); });
+    auto& lost = **most;
+    lost.noted.erase(lost.keys.front());
+    lost.keys.pop_front();
+    --tombstone_count_;
+    ++tombstones_dropped_;
+    if (lost.keys.empty())
+      tombstones_.erase(most);
+  }
+  auto t = of_member();
+  if (t == tombstones_.end()) {
+    tombstones_.push_back(std::make_unique<tombstones>());
+    t = std::prev(tombstones_.end());
+    (*t)->member = member;
+  }
+  auto& mine = **t;
+  mine.keys.push_back(key);
+  mine.noted.insert(mine.keys.back());
+  ++tombstone_count_;
+}
+
+void storage_shard::send_tombstone_batch(sent_tombstones b) {
+  storage::op_batch batch;
+  batch.reserve(b.keys.size());
+  for (const auto& k : b.keys)
+    batch.push_back(handed_back_delete(k, 0));
+  handed_back_ += batch.size();
+  b.tag = tombstone_tag_bit | ++tombstone_tag_;
+  send(b.dest, warm_atom::value, b.tag, std::move(batch));
+  if (tombstone_sent_.size() >= max_tombstone_batches)
+    tombstone_sent_.pop_front();  // (its answer is not looked at)
+  tombstone_sent_.push_back(std::move(b));
 }
 
 void storage_shard::send_tombstones(const cluster_view& v, const std::string& name) {
@@ -721,18 +776,19 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
   auto id = v.ring->find(name);
   caf::actor dest = id && *id < v.peers.size() ? v.peers[*id] : caf::actor();
   if (dest) {
-    storage::op_batch batch;
+    sent_tombstones b;
     auto flush = [&] {
-      handed_back_ += batch.size();
-      send(dest, warm_atom::value, tombstone_tag_bit | ++tombstone_tag_, std::move(batch));
-      batch = storage::op_batch{};
+      b.member = name;
+      b.dest = dest;
+      send_tombstone_batch(std::move(b));
+      b = sent_tombstones{};
     };
     for (auto& k : mine.keys) {
-      batch.push_back(handed_back_delete(std::move(k), 0));
-      if (batch.size() == prune_slots_per_turn)
+      b.keys.push_back(std::move(k));
+      if (b.keys.size() == prune_slots_per_turn)
         flush();
     }
-    if (!batch.empty())
+    if (!b.keys.empty())
       flush();
   }
   tombstone_count_ -= mine.keys.size();

@@ -238,7 +238,24 @@ private:
     std::unordered_set<std::string_view> noted;
   };
   void note_deletes(const storage::op_batch& ops, const storage::result_batch& results);
+  /// Keeps `key` for `member` (once; past max_tombstones the longest list loses its oldest).
+  void keep_tombstone(const std::string& member, const std::string& key);
   void send_tombstones(const cluster_view& v, const std::string& name);
+  // Batches of deleted keys sent and not answered (the newest max_tombstone_batches). A key
+  // its member did not take (unavailable: its link just back, the first batch failing fast
+  // while a probe goes out) is sent again after copy_retry_ms << round, copy_retries times;
+  // then it is kept for the member's next return.
+  struct sent_tombstones {
+    uint64_t tag = 0;
+    std::string member;
+    caf::actor dest;
+    std::vector<std::string> keys;
+    unsigned round = 0;
+    std::chrono::steady_clock::time_point due{};  // (tombstone_retry_: when it goes again)
+  };
+  static constexpr size_t max_tombstone_batches = 64;
+  void send_tombstone_batch(sent_tombstones b);
+  std::deque<sent_tombstones> tombstone_sent_, tombstone_retry_;
   std::vector<std::unique_ptr<tombstones>> tombstones_;
   size_t tombstone_count_ = 0;
   uint64_t tombstones_dropped_ = 0;

@@ -103,13 +103,15 @@ private:
   std::shared_ptr<handed_back_keys> out_;
 };
 
-// Stands in for a member's peer actor that answers: records every op of the paced hand-back
-// batches (tags without bit 63 or 62), and answers the first `refuse` batches of copies
-// unavailable (a link just back), the rest as taken.
+// Stands in for a member's peer actor that answers: records every op of the hand-back
+// batches (not re-replication's: tag bit 62 alone), and answers the first `refuse` batches of
+// copies and the first `refuse_deletes` of deleted keys unavailable (a link just back), the
+// rest as taken.
 struct handed_back_ops {
   std::mutex m;
   std::vector<storage::op> ops;
   int batches = 0;
+  int delete_batches = 0;
   std::vector<storage::op> take() {
     std::lock_guard<std::mutex> g(m);
     return ops;
@@ -118,18 +120,21 @@ struct handed_back_ops {
 
 class answering_member : public caf::event_based_actor {
 public:
-  answering_member(caf::actor_config& cfg, std::shared_ptr<handed_back_ops> out, int refuse)
-    : caf::event_based_actor(cfg), out_(std::move(out)), refuse_(refuse) {}
+  answering_member(caf::actor_config& cfg, std::shared_ptr<handed_back_ops> out, int refuse,
+                   int refuse_deletes = 0)
+    : caf::event_based_actor(cfg), out_(std::move(out)), refuse_(refuse),
+      refuse_deletes_(refuse_deletes) {}
   caf::behavior make_behavior() override {
     set_default_handler(caf::drop);
     return {[this](warm_atom, uint64_t tag, storage::op_batch& ops) {
-      if ((tag >> 62) != 0)
+      if ((tag >> 62) == 1)
         return;
       storage::result_batch rs(ops.size());
       {
         std::lock_guard<std::mutex> g(out_->m);
         const bool copies = !ops.empty() && ops[0].kind == storage::op_kind::store;
-        const bool refused = copies && out_->batches++ < refuse_;
+        const bool refused = copies ? out_->batches++ < refuse_
+                                    : out_->delete_batches++ < refuse_deletes_;
         for (size_t i = 0; i < ops.size(); ++i) {
           rs[i].st = refused ? storage::status::unavailable : storage::status::stored;
           if (!refused)
@@ -144,6 +149,7 @@ public:
 private:
   std::shared_ptr<handed_back_ops> out_;
   int refuse_;
+  int refuse_deletes_;
 };
 
 cluster_view_ptr two_member_view(const caf::actor& member, bool alive,
@@ -280,6 +286,34 @@ BOOST_AUTO_TEST_CASE(items_written_while_a_member_was_dead_are_handed_back_as_co
     .receive([&](storage::shard_stats& s) { st = s; }, [](caf::error&) { BOOST_FAIL("stats"); });
   BOOST_CHECK_EQUAL(st.handed_back, 0u);         // (no deleted keys)
   BOOST_CHECK_EQUAL(st.handed_back_copies, 4u);  // (both refused once, then taken)
+  caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
+}
+
+// A deleted key its member did not take when it came back (unavailable: the first batch to
+// a member whose link was marked unreachable fails at once while a probe goes out) is sent
+// again; before, it was sent once, and the member kept serving the deleted value.
+BOOST_AUTO_TEST_CASE(a_deleted_key_the_member_did_not_take_is_sent_again) {
+  auto got = std::make_shared<handed_back_ops>();
+  auto member = sys->spawn<answering_member>(got, 0, 2);
+  caf::scoped_actor self{*sys};
+  self->send(shard, prune_atom::value, two_member_view(member, false, false));
+  exec(self, {remove_op("gone")}, 1);
+  self->send(shard, prune_atom::value, two_member_view(member, true, false));
+  std::vector<storage::op> ops;
+  for (int i = 0; i < 300 && ops.empty(); ++i) {  // (0.2 s, then 0.4 s after refusals)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ops = got->take();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // nothing more comes
+  ops = got->take();
+  BOOST_REQUIRE_EQUAL(ops.size(), 1u);
+  BOOST_CHECK_EQUAL(ops[0].key, "gone");
+  BOOST_CHECK(ops[0].kind == storage::op_kind::remove);
+  BOOST_CHECK(ops[0].hand_back);
+  storage::shard_stats st;
+  self->request(shard, std::chrono::seconds(5), stats_atom::value)
+    .receive([&](storage::shard_stats& s) { st = s; }, [](caf::error&) { BOOST_FAIL("stats"); });
+  BOOST_CHECK_EQUAL(st.handed_back, 3u);  // (refused twice, then taken)
   caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
 }
 
