@@ -45,7 +45,8 @@
 //                               copies are what brings each side the other's writes.) Keys
 //                               deleted here meanwhile (no item left) are kept for it from
 //                               the delete on (note_deletes) and sent as deletes with
-//                               `hand_back` when it is back. A hand-back whose
+//                               `hand_back` when it is back (those it did not take again a
+//                               few times: tombstone_sent_). A hand-back whose
 //                               member dies again before the pass is done waits for it.
 //                               With R > 1 the same pass also copies items to their new
 //                               owners (re-replication, unless --rereplicate off): for every
