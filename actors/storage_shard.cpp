@@ -23,16 +23,22 @@ constexpr uint64_t copy_tag_bit = uint64_t(1) << 62;       // batches of copies 
 constexpr auto answer_wait = std::chrono::seconds(10);      // for a member's answers
 constexpr size_t shrink_step = 8;  // segments evicted a turn after cache_memlimit lowers -m
 
-// A delete handed back to a member alive again (storage::op::hand_back): it removes the
-// member's item only if stored before its return and, with `cas`, older than that item.
-storage::op handed_back_delete(std::string key, uint64_t cas) {
+// A key deleted here handed back to a member alive again (storage::op::hand_back): it removes
+// the member's item only if stored before its return.
+storage::op handed_back_delete(std::string key) {
   storage::op d;
   d.kind = storage::op_kind::remove;
   d.key = std::move(key);
   d.counted = false;
   d.hand_back = true;
-  d.explicit_cas = cas;
   return d;
+}
+
+// An op of a batch a member answered that it did not take (unavailable: a link just back;
+// not sent), or that it did not answer at all: sent again.
+bool not_taken(const storage::result_batch& rs, size_t i) {
+  return i >= rs.size() || rs[i].st == storage::status::unavailable ||
+         rs[i].st == storage::status::not_sent;
 }
 } // namespace
 
@@ -87,8 +93,7 @@ caf::behavior storage_shard::make_behavior() {
         if (sent == copy_sent_.end())
           return;  // (a batch of a pass restarted since, or given up on at its wait)
         for (size_t i = 0; i < sent->keys.size(); ++i)
-          if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
-              rs[i].st == storage::status::not_sent)
+          if (not_taken(rs, i))
             retry_copy(std::move(sent->keys[i]), sent->to);
         copy_sent_.erase(sent);
         if (copy_waits_) {
@@ -104,8 +109,7 @@ caf::behavior storage_shard::make_behavior() {
           return;
         sent_tombstones again;
         for (size_t i = 0; i < sent->keys.size(); ++i)
-          if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
-              rs[i].st == storage::status::not_sent)
+          if (not_taken(rs, i))
             again.keys.push_back(std::move(sent->keys[i]));
         again.member = std::move(sent->member);
         again.dest = std::move(sent->dest);
@@ -132,8 +136,7 @@ caf::behavior storage_shard::make_behavior() {
       auto hb = std::find_if(hand_backs_.begin(), hand_backs_.end(),
                              [&](const hand_back& h) { return h.name == sent->member; });
       for (size_t i = 0; i < sent->keys.size() && hb != hand_backs_.end(); ++i)
-        if (i >= rs.size() || rs[i].st == storage::status::unavailable ||
-            rs[i].st == storage::status::not_sent)
+        if (not_taken(rs, i))
           retry_hand_back(*hb, std::move(sent->keys[i]));  // (not taken: sent again)
       hand_back_sent_.erase(sent);
       if (hand_back_waits_ && hand_back_sent_.size() < max_hand_back_batches) {
@@ -150,8 +153,8 @@ caf::behavior storage_shard::make_behavior() {
       for (auto& sent : hand_back_sent_) {
         auto hb = std::find_if(hand_backs_.begin(), hand_backs_.end(),
                                [&](const hand_back& h) { return h.name == sent.member; });
-        for (auto& q : sent.keys)
-          if (hb != hand_backs_.end())
+        if (hb != hand_backs_.end())
+          for (auto& q : sent.keys)
             retry_hand_back(*hb, std::move(q));
       }
       hand_back_sent_.clear();
@@ -278,8 +281,7 @@ void storage_shard::prune_step(uint64_t gen) {
                               [](const hand_back& hb) { return static_cast<bool>(hb.dest); });
   // Items queued for members alive again go before the scan goes on (bounded reads, paced
   // by the members' answers).
-  if (handing_back && std::any_of(hand_backs_.begin(), hand_backs_.end(),
-                                  [](const hand_back& hb) { return !hb.copies.empty(); })) {
+  if (handing_back && hand_back_copies_queued()) {
     if (hand_back_sent_.size() >= max_hand_back_batches)
       return wait_for_hand_backs(gen);
     send_hand_back_copies();
@@ -377,10 +379,7 @@ void storage_shard::prune_step(uint64_t gen) {
     prune_since_, prune_slots_per_turn, hand_back_seen);
   prune_recent_ += kept_for_copy;
   prune_recent_ += progress.recent;
-  const bool copies_queued =
-    std::any_of(hand_backs_.begin(), hand_backs_.end(),
-                [](const hand_back& hb) { return !hb.copies.empty(); });
-  if (!progress.done || !copy_queue_.empty() || copies_queued) {
+  if (!progress.done || !copy_queue_.empty() || hand_back_copies_queued()) {
     send(this, prune_step_atom::value, gen);  // after the mail already here
     return;
   }
@@ -392,6 +391,21 @@ void storage_shard::prune_step(uint64_t gen) {
   if (hand_backs_pending(gen))
     return;
   end_pass(gen);
+}
+
+storage::result storage_shard::read_for_copy(const std::string& key) {
+  storage::op g;
+  g.kind = storage::op_kind::get;
+  g.key = key;
+  g.get_bump = false;
+  g.counted = false;
+  g.keep_token = true;
+  return shard_->execute(g);
+}
+
+bool storage_shard::hand_back_copies_queued() const {
+  return std::any_of(hand_backs_.begin(), hand_backs_.end(),
+                     [](const hand_back& hb) { return !hb.copies.empty(); });
 }
 
 void storage_shard::send_hand_back_copies() {
@@ -406,17 +420,11 @@ void storage_shard::send_hand_back_copies() {
     while (!hb.copies.empty() && batch.size() < copy_batch_keys && bytes < copy_batch_bytes) {
       queued_copy q = std::move(hb.copies.front());
       hb.copies.pop_front();
-      storage::op g;
-      g.kind = storage::op_kind::get;
-      g.key = q.key;
-      g.get_bump = false;
-      g.counted = false;
-      g.keep_token = true;
-      const auto r = shard_->execute(g);
+      const auto r = read_for_copy(q.key);
       if (r.st != storage::status::hit)
         continue;  // (gone since the scan saw it)
-      bytes += r.value.view().size() + g.key.size();
-      auto o = storage::item_copy(g.key, r,
+      bytes += r.value.view().size() + q.key.size();
+      auto o = storage::item_copy(q.key, r,
                                   q.replace ? storage::store_mode::replace
                                             : storage::store_mode::add);
       o.hand_back = true;
@@ -638,21 +646,16 @@ void storage_shard::send_copies() {
     copy_job j = std::move(copy_queue_.front());
     copy_queue_.pop_front();
     ++keys;
-    storage::op g;
-    g.kind = storage::op_kind::get;
-    g.key = std::move(j.key);
-    g.get_bump = false;
-    g.counted = false;
-    g.keep_token = true;
-    const auto r = shard_->execute(g);
+    const std::string& key = j.key;
+    const auto r = read_for_copy(key);
     uint64_t deleted_at = 0;  // with no item: the delete's copy, if one was noted lately
     if (r.st != storage::status::hit) {
-      deleted_at = shard_->recent_delete(g.key);
+      deleted_at = shard_->recent_delete(key);
       if (deleted_at == 0)
         continue;  // (gone since the pass saw it, and not by a delete noted here)
       copied_deletes_ += j.n;
     }
-    bytes += r.value.view().size() + g.key.size();
+    bytes += r.value.view().size() + key.size();
     for (uint8_t i = 0; i < j.n; ++i) {
       auto dest = std::find_if(out.begin(), out.end(),
                                [&](const auto& d) { return d.first == j.to[i]; });
@@ -661,8 +664,8 @@ void storage_shard::send_copies() {
         dest = std::prev(out.end());
       }
       dest->second.push_back(deleted_at != 0
-                               ? storage::delete_copy(g.key, deleted_at)
-                               : storage::item_copy(g.key, r, storage::store_mode::add));
+                               ? storage::delete_copy(key, deleted_at)
+                               : storage::item_copy(key, r, storage::store_mode::add));
     }
   }
   for (auto& [id, batch] : out) {
@@ -758,7 +761,7 @@ void storage_shard::send_tombstone_batch(sent_tombstones b) {
   storage::op_batch batch;
   batch.reserve(b.keys.size());
   for (const auto& k : b.keys)
-    batch.push_back(handed_back_delete(k, 0));
+    batch.push_back(handed_back_delete(k));
   handed_back_ += batch.size();
   b.tag = tombstone_tag_bit | ++tombstone_tag_;
   send(b.dest, warm_atom::value, b.tag, std::move(batch));

@@ -194,6 +194,10 @@ private:
   /// max_copy_retries keys); past that the pass is not counted (done again
   /// prune_untouched_s later), at most max_hand_back_redone times.
   static constexpr uint8_t max_hand_back_redone = 4;
+  /// Reads `key`'s item as a copy to another node takes it (no access counted, its win token
+  /// left as it is): re-replication's and hand-backs' reads.
+  storage::result read_for_copy(const std::string& key);
+  bool hand_back_copies_queued() const;
   /// Sends batches of queued copies to members alive again while fewer than
   /// max_hand_back_batches are unanswered (reads the items now: one written since the scan
   /// goes as it is now, one gone not at all).

@@ -73,36 +73,6 @@ storage::op remove_op(std::string key) {
   return o;
 }
 
-// Stands in for a member's peer actor: counts the keys of the handed-back deletes of deleted
-// keys (warm batches whose tag has bit 63 set) it is sent.
-struct handed_back_keys {
-  std::mutex m;
-  std::map<std::string, int> seen;
-  std::map<std::string, int> take() {
-    std::lock_guard<std::mutex> g(m);
-    return seen;
-  }
-};
-
-class recording_member : public caf::event_based_actor {
-public:
-  recording_member(caf::actor_config& cfg, std::shared_ptr<handed_back_keys> out)
-    : caf::event_based_actor(cfg), out_(std::move(out)) {}
-  caf::behavior make_behavior() override {
-    set_default_handler(caf::drop);
-    return {[this](warm_atom, uint64_t tag, storage::op_batch& ops) {
-      if ((tag >> 63) == 0)
-        return;
-      std::lock_guard<std::mutex> g(out_->m);
-      for (auto& o : ops)
-        ++out_->seen[o.key];
-    }};
-  }
-
-private:
-  std::shared_ptr<handed_back_keys> out_;
-};
-
 // Stands in for a member's peer actor that answers: records every op of the hand-back
 // batches (not re-replication's: tag bit 62 alone), and answers the first `refuse` batches of
 // copies and the first `refuse_deletes` of deleted keys unavailable (a link just back), the
@@ -204,9 +174,15 @@ BOOST_AUTO_TEST_CASE(stray_errors_and_messages_do_not_kill_the_shard) {
 // lock or a queue's head, filled the shard's max_tombstones and pushed every other key's out:
 // the member kept those, deleted values back.)
 BOOST_AUTO_TEST_CASE(keys_deleted_while_a_member_was_dead_are_handed_back_once_each) {
-  auto got = std::make_shared<handed_back_keys>();
-  auto member = sys->spawn<recording_member>(got);
+  auto got = std::make_shared<handed_back_ops>();
+  auto member = sys->spawn<answering_member>(got, 0);
   auto view = [&](bool alive) { return two_member_view(member, alive); };
+  auto keys_seen = [&] {
+    std::map<std::string, int> seen;
+    for (const auto& o : got->take())
+      ++seen[o.key];
+    return seen;
+  };
   caf::scoped_actor self{*sys};
   self->send(shard, prune_atom::value, view(false));
   exec(self, {remove_op("once")}, 1);
@@ -221,10 +197,10 @@ BOOST_AUTO_TEST_CASE(keys_deleted_while_a_member_was_dead_are_handed_back_once_e
   std::map<std::string, int> seen;
   for (int i = 0; i < 200 && seen.size() < 3; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    seen = got->take();
+    seen = keys_seen();
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // nothing more comes
-  seen = got->take();
+  seen = keys_seen();
   BOOST_CHECK_EQUAL(seen.size(), 3u);
   BOOST_CHECK_EQUAL(seen["once"], 1);
   BOOST_CHECK_EQUAL(seen["hot"], 1);
