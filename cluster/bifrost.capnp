@@ -90,7 +90,8 @@ struct Op {
   delta @17 :UInt64;
   initial @18 :UInt64;
   keepToken @19 :Bool;  # a read that leaves a stale item's win token (false from old nodes)
-  handBack @20 :Bool;   # remove: only an item stored before the node's return (storage/ops.hpp)
+  handBack @20 :Bool;   # remove: only an item stored before the node's return; store: a
+                        # hand-back's copy, ordered by the CAS clock (storage/ops.hpp)
   parked @21 :UInt64;   # a re-read of the result parked under this token (storage/parked.hpp)
   routed @22 :UInt8;    # origin client: how many times a node placed this op by its own ring
                         # on the way (bifrostctl's node, or one that found the sender's ring
