@@ -20,10 +20,11 @@ wrong through every node for good (+15 s: the value from before the cut; in anot
 +1 s, 0 at +5 s); session 48's head: 0 of 40 from +1.5 s on in every run (CUT=2, 4, 10; R=1;
 KIND=prohibit; CYCLES=3..5 at random; DEL=1; MODE=kill with CUT=3..5, R=1 and 2). Before that
 each side still serves what it held (32 to 40 of 40 wrong at +0.5..1 s, n3 reading the value
-it held when it was cut off): a window of 1 to 1.5 s after a heal. In a run that also read the views (READ_AT
-0.3,0.8,1.3,2) every wrong read came while each side still had the other dead (40 of 40 at
-+0.3 and +0.8 s), none once they had merged (+1.3 s): a heal is found by a node's state push
-to a random dead member once a second (docs/ARCHITECTURE.md, "Not covered").
+it held when it was cut off): a window of 1 to 1.5 s after a heal. In a run that also read
+the views (READ_AT=0.3,0.8,1.3,2) every wrong read came while each side still had the other
+dead (40 of 40 at +0.3 and +0.8 s), none once they had merged (+1.3 s): a heal is found by a
+node's state push to a random dead member once a second (docs/ARCHITECTURE.md, "Not
+covered").
 
     BIN=build/bin [MODE=cut|kill] [CUT=10] [CYCLES=1] [SEED=1] [R=2] [KIND=drop|prohibit] \\
       [DEL=1] [POST=4] [READ_AT=1,5,15] [NKEYS=40] python3 tests/integration/partition_churn.py
