@@ -123,6 +123,116 @@ std::string check_timings(const timings& t) {
   return "";
 }
 
+// The YAML fields load_yaml_text() reads outside the two tables above, each with its flag (long
+// form), for unknown_field_hint(). test_config checks that every one is a field it reads.
+struct plain_field {
+  const char* yaml;
+  const char* flag;
+};
+const plain_field plain_fields[] = {
+  {"listen", "--listen"}, {"port", "--port"}, {"threads", "--threads"},
+  {"scheduler_threads", "--scheduler-threads"}, {"shards", "--shards"},
+  {"shard_placement", "--shard-placement"}, {"memory_mb", "--memory-limit"},
+  {"max_connections", "--conn-limit"}, {"max_item_size", "--max-item-size"},
+  {"sendfile_threshold", "--sendfile-threshold"}, {"data_dir", "--data-dir"},
+  {"prefix_delimiter", "--prefix-delimiter"}, {"verbosity", "--verbose"},
+  {"rpc_port", "--rpc-port"}, {"rpc_listen", "--rpc-listen"},
+  {"rpc_advertise", "--rpc-advertise"}, {"rpc", "--no-rpc"}, {"node_name", "--node-name"},
+  {"join", "--join"}, {"replicas", "--replicas"}, {"rpc_tls_cert", "--rpc-tls-cert"},
+  {"rpc_tls_key", "--rpc-tls-key"}, {"rpc_tls_ca", "--rpc-tls-ca"},
+  {"rpc_tls_name", "--rpc-tls-name"},
+};
+
+// A flag or field name as a YAML key: lower case, '_' for '-', no leading dashes.
+std::string as_yaml_key(std::string_view s) {
+  s.remove_prefix(std::min(s.find_first_not_of('-'), s.size()));
+  std::string r = lower(s);
+  std::replace(r.begin(), r.end(), '-', '_');
+  return r;
+}
+
+// Edits (insert, delete, replace, swap two neighbours) from a to b.
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i)
+    d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j)
+    d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i)
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+}  // namespace
+
+namespace {
+// Every YAML field with its flag (long form): (yaml, flag).
+std::vector<std::pair<std::string, std::string>> fields_and_flags() {
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (const auto& f : plain_fields)
+    fields.emplace_back(f.yaml, f.flag);
+  for (const auto& t : timing_settings)
+    fields.emplace_back(t.yaml, t.flag);
+  for (const auto& c : choice_settings)
+    fields.emplace_back(c.yaml, c.flag);
+  return fields;
+}
+}  // namespace
+
+std::string unknown_flag_hint(const std::string& flag) {
+  auto yaml = unknown_field_hint(flag);
+  for (const auto& [y, f] : fields_and_flags())
+    if (y == yaml)
+      return f;
+  return "";
+}
+
+std::vector<std::string> yaml_fields() {
+  std::vector<std::string> out;
+  for (auto& f : fields_and_flags())
+    out.push_back(f.first);
+  return out;
+}
+
+std::string unknown_field_hint(const std::string& key) {
+  const auto fields = fields_and_flags();
+  const std::string k = as_yaml_key(key);
+  if (k.empty() || k.size() > 64)
+    return "";
+  // The flag's name (`memory-limit`, `--conn-limit`), or the field in other case or with '-'.
+  for (const auto& [yaml, flag] : fields)
+    if (k == as_yaml_key(flag) || k == yaml)
+      return yaml;
+  // A few letters off, or a field with a word more or less: `memory` for `memory_mb`,
+  // `port_number` for `port`, `name` for `node_name`.
+  auto word_more = [](std::string_view longer, std::string_view w) {
+    return w.size() >= 4 && longer.size() > w.size() + 1 &&
+           ((longer.substr(0, w.size()) == w && longer[w.size()] == '_') ||
+            (longer.substr(longer.size() - w.size()) == w &&
+             longer[longer.size() - w.size() - 1] == '_'));
+  };
+  std::string best;
+  size_t best_d = std::max<size_t>(1, k.size() / 3) + 1;
+  for (const auto& [yaml, flag] : fields) {
+    const std::string_view y(yaml);
+    size_t d = std::min(edit_distance(k, y), edit_distance(k, as_yaml_key(flag)));
+    if (word_more(y, k) || word_more(k, y))
+      d = std::min<size_t>(d, 1);
+    if (d < best_d) {
+      best = yaml;
+      best_d = d;
+    }
+  }
+  return best;
+}
+
+namespace {
+
 // A comma list of seeds ("a:1, b:2"; blank items skipped) into `out`, each checked
 // (check_host_port): "" or the first problem.
 std::string split_seeds(const std::string& text, std::vector<std::string>& out) {
@@ -423,8 +533,10 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
         return where(range(0, 3));
       cfg.verbosity = static_cast<int>(*n);
     } else {
+      auto hint = unknown_field_hint(key);
       return "config error: " + origin + ":" + std::to_string(it->first.Mark().line + 1) +
-             ": unknown field '" + key + "'";
+             ": unknown field '" + key + "'" +
+             (hint.empty() ? "" : " (did you mean '" + hint + "'?)");
     }
   }
   if (lines)
@@ -524,7 +636,16 @@ parse_outcome parse_args(int argc, const char* const* argv, actors::node_config&
   } catch (const CLI::CallForVersion&) {
     return {parse_outcome::action::exit, 0, "bifrostd 0.1.0\n"};
   } catch (const CLI::ParseError& e) {
-    return {parse_outcome::action::exit, 2, std::string("bifrostd: ") + e.what() + "\n"};
+    std::string msg = std::string("bifrostd: ") + e.what() + "\n";
+    for (int i = 1; i < argc; ++i) {  // a flag it does not know: the one it likely meant
+      std::string a = argv[i];
+      a = a.substr(0, a.find('='));
+      if (a.size() < 3 || a.compare(0, 2, "--") != 0 || app.get_option_no_throw(a))
+        continue;
+      if (auto hint = unknown_flag_hint(a); !hint.empty())
+        msg += "bifrostd: unknown flag '" + a + "' (did you mean '" + hint + "'?)\n";
+    }
+    return {parse_outcome::action::exit, 2, msg};
   }
   auto fail = [](const std::string& field, const std::string& problem) {
     return parse_outcome{parse_outcome::action::exit, 2,

@@ -41,6 +41,15 @@ std::string load_yaml_file(const std::string& path, actors::node_config& cfg,
 std::string load_yaml_text(const std::string& text, const std::string& origin,
                            actors::node_config& cfg, std::map<std::string, int>* lines = nullptr);
 
+/// The YAML field an unknown `key` most likely meant, or "": the field of a flag's name
+/// (`memory-limit`, `--conn-limit`), a field spelt a few letters off, or one without its unit
+/// (`memory` for `memory_mb`). load_yaml_text()'s "unknown field" error names it.
+std::string unknown_field_hint(const std::string& key);
+/// The same for a flag bifrostd does not know (`--memory`): the flag it likely meant, or "".
+std::string unknown_flag_hint(const std::string& flag);
+/// Every YAML field unknown_field_hint() may name.
+std::vector<std::string> yaml_fields();
+
 /// Parses a size with an optional unit: "1048576", "512k", "1m", "1g" (binary units,
 /// case-insensitive, optional trailing 'b'). nullopt when malformed or overflowing.
 std::optional<uint64_t> parse_size(std::string_view s);

@@ -285,6 +285,66 @@ BOOST_AUTO_TEST_CASE(yaml_errors_name_field_and_line) {
   BOOST_CHECK_EQUAL(named.node_name, "cache-3.internal:11211");
 }
 
+// An unknown field names the one it most likely meant: a flag's name, a typo, a missing unit.
+BOOST_AUTO_TEST_CASE(unknown_yaml_field_names_the_likely_one) {
+  struct typo {
+    std::string text;
+    std::string hint;  // "" = no hint
+  };
+  for (auto& t : std::vector<typo>{
+         {"memory: 64\n", "memory_mb"},
+         {"memory-limit: 64\n", "memory_mb"},
+         {"memory_limit: 64\n", "memory_mb"},
+         {"conn-limit: 10\n", "max_connections"},
+         {"max_item_sise: 1m\n", "max_item_size"},
+         {"Port: 11211\n", "port"},
+         {"verbose: 1\n", "verbosity"},
+         {"swim_probe_interval: 100\n", "swim_probe_interval_ms"},
+         {"replication-ack: all\n", "replication_ack"},
+         {"no-rpc: true\n", "rpc"},
+         {"thraeds: 2\n", "threads"},
+         {"port_number: 1\n", "port"},
+         {"name: n1\n", "node_name"},
+         {"data: /tmp\n", "data_dir"},
+         {"colour: blue\n", ""},
+         {"x: 1\n", ""},
+         {"abcdefghijklmnopqrstuvwxyz: 1\n", ""},
+       }) {
+    node_config cfg;
+    auto err = load_yaml_text(t.text, "node.yaml", cfg);
+    BOOST_CHECK_MESSAGE(contains(err, ":1: unknown field '"), err);
+    if (t.hint.empty())
+      BOOST_CHECK_MESSAGE(!contains(err, "did you mean"), err);
+    else
+      BOOST_CHECK_MESSAGE(contains(err, "(did you mean '" + t.hint + "'?)"), err);
+  }
+  // A flag the same way, by its own name.
+  for (auto [args, hint] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+         {{"--memory", "64"}, "--memory-limit"},
+         {{"--threds=2"}, "--threads"},
+         {{"--swim-probe-interval-ms", "100"}, "--swim-probe-interval"},
+         {{"-p", "1", "--colour", "blue"}, ""},
+       }) {
+    node_config cfg;
+    auto r = run(args, cfg);
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    if (hint.empty())
+      BOOST_CHECK_MESSAGE(!contains(r.message, "did you mean"), r.message);
+    else
+      BOOST_CHECK_MESSAGE(contains(r.message, "(did you mean '" + hint + "'?)"), r.message);
+  }
+  // Every field a hint may name is one the file reads (a bad value names the field instead).
+  const auto fields = bifrost::cli::yaml_fields();
+  BOOST_CHECK_GE(fields.size(), 30u);
+  for (const auto& f : fields) {
+    node_config cfg;
+    auto err = load_yaml_text(f + ": [1, 2]\n", "node.yaml", cfg);
+    BOOST_CHECK_MESSAGE(contains(err, "field '" + f + "'") && !contains(err, "unknown"),
+                        f << ": " << err);
+    BOOST_CHECK_EQUAL(bifrost::cli::unknown_field_hint(f), f);
+  }
+}
+
 // The two-valued cluster switches: default, both words by flag (the last one wins) and by YAML,
 // and a clear error naming the flag, or the field and line.
 BOOST_AUTO_TEST_CASE(two_valued_switches) {
