@@ -510,6 +510,15 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
   if (!probe_eligible(prev.state) && probe_eligible(c.state)) order_insert(c.name);
   if (restarted)
     emit(event_kind::restarted, c, out);
+  if (is_gone(prev.state) && probe_eligible(c.state) && !c.address.empty()) {
+    // Back from the dead at a higher incarnation: it may have refuted only a suspicion (one
+    // of our messages from before its death, delivered late) and not know that we had it
+    // dead. Tell it (membership::apply_self counts it), as its return means hand-backs.
+    message t = make(message_kind::gossip, c.name);
+    t.updates.push_back(to_update(prev));
+    out.send.push_back(envelope{c.address, std::move(t)});
+    ++stats_.messages_sent;
+  }
   if (c.state != prev.state) {
     switch (c.state) {
       case member_state::alive: emit(event_kind::alive_again, c, out); break;
@@ -528,7 +537,14 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
 void membership::apply_self(const member_update& u, uint64_t now_ms, output& out) {
   if (leaving_ || !duplicate_name_.empty()) return;
   member_info& me = members_.find(self_)->second.info;
-  if (u.incarnation < me.incarnation) return;  // stale: our newer alive will win everywhere
+  if (u.incarnation < me.incarnation) {  // stale: our newer alive will win everywhere
+    // Unless it is a death at an incarnation we left by refuting only a suspicion: those
+    // that had us dead take our alive as a return (and hand back what changed meanwhile),
+    // so it counts as one (stats::declared_gone).
+    if (is_gone(u.state) && u.incarnation >= gone_counted_below_)
+      count_gone(u.incarnation, now_ms);
+    return;
+  }
   // A record of our name and address from a later process than ours: our clock went back
   // since an earlier start here. We take an instance above it, or our refutations would
   // count as stale. (At another address: another live node given our name, which the name
@@ -561,12 +577,8 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
   }
   // Someone holds a worse (suspect/dead/left) or foreign (other address or instance: a
   // process before us) record of us at >= our incarnation: refute with a higher one.
-  if (is_gone(u.state)) {
-    ++stats_.declared_gone;
-    // Just started: in the first message that told us of other members (however late it
-    // came: seeds down, no --join), or within the first seconds.
-    if (!first_contact_ || now_ms < name_check_until_ms_) ++stats_.declared_gone_at_start;
-  }
+  if (is_gone(u.state))
+    count_gone(u.incarnation, now_ms);
   // At the bound the refutation stays there (the others accept it; it cannot beat a hostile
   // dead record at the bound itself, which no member issues: incarnations grow by one).
   me.incarnation = std::min(u.incarnation + 1, k_max_incarnation);
@@ -583,6 +595,14 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
     out.send.push_back(envelope{rec.info.address, std::move(g)});
     ++stats_.messages_sent;
   }
+}
+
+void membership::count_gone(uint64_t inc, uint64_t now_ms) {
+  ++stats_.declared_gone;
+  // Just started: in the first message that told us of other members (however late it
+  // came: seeds down, no --join), or within the first seconds.
+  if (!first_contact_ || now_ms < name_check_until_ms_) ++stats_.declared_gone_at_start;
+  gone_counted_below_ = std::max(gone_counted_below_, inc + 1);
 }
 
 // ---- dissemination --------------------------------------------------------------------------

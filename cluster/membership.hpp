@@ -244,6 +244,10 @@ struct membership_stats {
   uint64_t invalid_updates = 0;  ///< updates and messages ignored for breaking the bounds above
   /// Times a member told us we were dead or had left (which we then refuted): the others
   /// took our keys over meanwhile, so what this node still holds of them may be stale.
+  /// Counted once per incarnation, also for a death that comes after we refuted only a
+  /// suspicion at its incarnation (the suspicion arrived first: a message sent before the
+  /// death and delivered late, as TCP retransmits after a partition heals): the others that
+  /// had us dead take our alive as a return all the same.
   uint64_t declared_gone = 0;
   /// The same, while this node had just started (the first message that told it of other
   /// members, or its first k_name_check_window_ms): it restarted after the cluster had
@@ -349,6 +353,9 @@ private:
 
   void apply(const member_update& u, uint64_t now_ms, output& out);
   void apply_self(const member_update& u, uint64_t now_ms, output& out);
+  /// A death of us at incarnation `inc` (declared_gone, and declared_gone_at_start when we
+  /// have just started).
+  void count_gone(uint64_t inc, uint64_t now_ms);
   void emit(event_kind k, const member_info& i, output& out);
   void enqueue(const member_update& u);
   uint32_t retransmit_limit() const noexcept;
@@ -436,6 +443,7 @@ private:
   static constexpr uint64_t k_name_check_window_ms = 10000;
   uint64_t name_check_until_ms_ = 0;
   bool first_contact_ = false;  // a message has told us of another live member
+  uint64_t gone_counted_below_ = 0;  // deaths of us at incarnations below this were counted
   std::string duplicate_name_;
   std::vector<std::string> seeds_;
   bool joined_ = false;

@@ -386,6 +386,57 @@ BOOST_AUTO_TEST_CASE(a_suspected_member_refutes_with_a_higher_incarnation) {
   BOOST_TEST(carried);
 }
 
+// After a partition heals, TCP may deliver a member's suspicion of us, sent as the cut began,
+// before its later messages: we refute the suspicion, and its death of us at the same
+// incarnation arrives stale. The others took our alive as a return from the dead all the same
+// (and hand us back what changed meanwhile: the service marks our return on declared_gone),
+// so that death counts, once; and one who had us dead tells us when we come back.
+BOOST_AUTO_TEST_CASE(a_death_heard_after_its_suspicion_was_refuted_counts) {
+  membership m(local_member{"self", "self:7000", "", 1}, membership_config{}, 0);
+  m.on_message(gossip_of({upd("b", 0, member_state::alive)}), 20000);
+  m.on_message(gossip_of({upd("self", 0, member_state::suspect)}), 20001);
+  BOOST_TEST(m.incarnation() == 1u);
+  BOOST_TEST(m.stats().declared_gone == 0u);
+  m.on_message(gossip_of({upd("self", 0, member_state::dead)}), 20002);  // stale, but a death
+  BOOST_TEST(m.incarnation() == 1u);  // (no second refutation: our alive at 1 wins)
+  BOOST_TEST(m.stats().refutations == 1u);
+  BOOST_TEST(m.stats().declared_gone == 1u);
+  BOOST_TEST(m.stats().declared_gone_at_start == 0u);  // (a flap, not a restart)
+  m.on_message(gossip_of({upd("self", 0, member_state::dead)}), 20003);  // the same again
+  m.on_message(gossip_of({upd("self", 0, member_state::left)}), 20004);
+  BOOST_TEST(m.stats().declared_gone == 1u);
+  m.on_message(gossip_of({upd("self", 1, member_state::dead)}), 20005);  // a new death
+  BOOST_TEST(m.incarnation() == 2u);
+  BOOST_TEST(m.stats().declared_gone == 2u);
+
+  // The member that had us dead hears our alive and tells us: "self" refuted only the
+  // suspicion; "a" had it dead at 0.
+  membership a(local_member{"a", "a:7000", "", 1}, membership_config{}, 0);
+  membership self(local_member{"self", "self:7000", "", 1}, membership_config{}, 0);
+  a.on_message(gossip_of({upd("self", 0, member_state::dead)}), 20000);
+  self.on_message(gossip_of({upd("a", 0, member_state::alive)}), 20000);
+  self.on_message(gossip_of({upd("self", 0, member_state::suspect)}), 20001);
+  BOOST_TEST(self.stats().declared_gone == 0u);
+  auto out = a.on_message(gossip_of({upd("self", 1, member_state::alive)}), 20002);
+  BOOST_TEST(a.find("self")->state == member_state::alive);
+  size_t told = 0;
+  for (const auto& e : out.send) {
+    if (e.to_address != "self:7000")
+      continue;
+    for (const auto& u : e.msg.updates)
+      told += u.name == "self" && u.state == member_state::dead && u.incarnation == 0;
+    self.on_message(e.msg, 20003);
+  }
+  BOOST_TEST(told == 1u);
+  BOOST_TEST(self.stats().declared_gone == 1u);
+  BOOST_TEST(self.incarnation() == 1u);
+  // An alive record that was alive before tells nothing.
+  out = a.on_message(gossip_of({upd("self", 2, member_state::alive)}), 20004);
+  for (const auto& e : out.send)
+    for (const auto& u : e.msg.updates)
+      BOOST_TEST(!(u.name == "self" && u.state == member_state::dead));
+}
+
 BOOST_AUTO_TEST_CASE(updates_out_of_bounds_are_ignored) {
   membership m(local_member{"self", "self:7000", "", 1});
   m.on_message(gossip_of({upd("b", 0, member_state::alive)}), 1);
