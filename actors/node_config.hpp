@@ -64,6 +64,7 @@ struct node_config {
     int64_t warm_window_ms = -1;        // --warm-window
     int64_t read_check_window_ms = -1;  // --read-check-window
     int64_t forget_after_ms = -1;       // --forget-after (0 = never)
+    int64_t reconnect_interval_ms = -1; // --swim-reconnect-interval
   } timings;
 };
 

@@ -175,6 +175,7 @@ int main(int argc, char** argv) {
     set(sc.warm_window_ms, t.warm_window_ms);
     set(sc.read_check_window_ms, t.read_check_window_ms);
     set(sc.swim.forget_after_ms, t.forget_after_ms);
+    set(sc.swim.reconnect_interval_ms, t.reconnect_interval_ms);
     // bifrostctl leave: the node has announced that it left and stops following the cluster.
     // It keeps answering for the linger (members that have not heard yet still route to it,
     // and the new owners of its keys warm them from it as they are read), then stops as on

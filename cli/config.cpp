@@ -107,6 +107,10 @@ const timing_setting timing_settings[] = {
   {"read_check_window_ms", "--read-check-window", &timings::read_check_window_ms, 0, 600000,
    "ms after a ring change during which a read that finds a moved key at its new owner also "
    "reads it at the owner before, and the later write (by CAS) answers; 0 = off (default 2000)"},
+  {"swim_reconnect_interval_ms", "--swim-reconnect-interval", &timings::reconnect_interval_ms,
+   50, 600000,
+   "ms between pushes of this node's state to a random dead member: how soon a healed "
+   "partition, or a member that missed its own death, is found (default 1000)"},
   {"forget_after_ms", "--forget-after", &timings::forget_after_ms, 0, 30ll * 86400000,
    "ms a member stays dead or left before every node forgets it (its record and peer actor "
    "go, its ring points at the next change; its name stays in a bounded graveyard); 0 = never "

@@ -432,7 +432,7 @@ BOOST_AUTO_TEST_CASE(cluster_timings) {
   auto r = run({"--swim-probe-interval", "500", "--swim-ping-timeout", "100",
                 "--swim-indirect-timeout", "150", "--swim-indirect-probes", "0",
                 "--swim-suspicion-timeout", "3000", "--rpc-timeout", "4000", "--warm-window", "0",
-                "--forget-after", "3600000"},
+                "--forget-after", "3600000", "--swim-reconnect-interval", "250"},
                cfg);
   BOOST_REQUIRE(r.what == parse_outcome::action::run);
   BOOST_CHECK_EQUAL(cfg.timings.probe_interval_ms, 500);
@@ -443,6 +443,7 @@ BOOST_AUTO_TEST_CASE(cluster_timings) {
   BOOST_CHECK_EQUAL(cfg.timings.rpc_timeout_ms, 4000);
   BOOST_CHECK_EQUAL(cfg.timings.warm_window_ms, 0);
   BOOST_CHECK_EQUAL(cfg.timings.forget_after_ms, 3600000);
+  BOOST_CHECK_EQUAL(cfg.timings.reconnect_interval_ms, 250);
   struct bad {
     std::vector<std::string> args;
     std::string field;
@@ -452,6 +453,8 @@ BOOST_AUTO_TEST_CASE(cluster_timings) {
                                   {{"--rpc-timeout", "x"}, "--rpc-timeout"},
                                   {{"--forget-after", "-1"}, "--forget-after"},
                                   {{"--forget-after", "2592000001"}, "--forget-after"},
+                                  {{"--swim-reconnect-interval", "0"},
+                                   "--swim-reconnect-interval"},
                                   {{"--swim-probe-interval", "100", "--swim-ping-timeout", "90"},
                                    "ping timeout plus the indirect timeout"}}) {
     node_config c;

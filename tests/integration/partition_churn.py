@@ -27,7 +27,8 @@ node's state push to a random dead member once a second (docs/ARCHITECTURE.md, "
 covered").
 
     BIN=build/bin [MODE=cut|kill] [CUT=10] [CYCLES=1] [SEED=1] [R=2] [KIND=drop|prohibit] \\
-      [DEL=1] [POST=4] [READ_AT=1,5,15] [NKEYS=40] python3 tests/integration/partition_churn.py
+      [DEL=1] [POST=4] [READ_AT=1,5,15] [NKEYS=40] [EXTRA="bifrostd flags"] \\
+      python3 tests/integration/partition_churn.py
 """
 import os
 import random
@@ -118,7 +119,7 @@ net = netns.Net(os.path.abspath(BIN + "/bifrostd"), 3, logs)
 stop = threading.Event()
 wrong_at_end = 0
 try:
-    common = ["--replicas", R, "-t", "2"]
+    common = ["--replicas", R, "-t", "2"] + os.environ.get("EXTRA", "").split()
     for i in IP:
         net.start(i, common, join=1 if i != 1 else None)
     while not all((m := net.ctl(i, "members", timeout=2)) and
