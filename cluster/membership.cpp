@@ -217,6 +217,7 @@ bool membership::done_leaving() const noexcept {
 
 output membership::tick(uint64_t now_ms) {
   output out = tick_(now_ms);
+  flush_tells(out);  // (none expected: a timer never brings a member back)
   stamp_ages(out, now_ms);
   return out;
 }
@@ -407,6 +408,8 @@ output membership::on_message_(const message& m, uint64_t now_ms) {
       ++stats_.messages_sent;
     }
   }
+  // Deaths told to members back from the dead (apply), after the answer too.
+  flush_tells(out);
   // After the answer (the RPC returns the first message for the caller as its reply).
   if (sender_unknown && now_ms >= next_unknown_sync_ms_) {
     next_unknown_sync_ms_ = now_ms + cfg_.probe_interval_ms;
@@ -514,9 +517,10 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
     // Back from the dead at a higher incarnation: it may have refuted only a suspicion (one
     // of our messages from before its death, delivered late) and not know that we had it
     // dead. Tell it (membership::apply_self counts it), as its return means hand-backs.
+    // (Queued after the answer to the message being handled: on_message_.)
     message t = make(message_kind::gossip, c.name);
     t.updates.push_back(to_update(prev));
-    out.send.push_back(envelope{c.address, std::move(t)});
+    tells_.push_back(envelope{c.address, std::move(t)});
     ++stats_.messages_sent;
   }
   if (c.state != prev.state) {
@@ -595,6 +599,12 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
     out.send.push_back(envelope{rec.info.address, std::move(g)});
     ++stats_.messages_sent;
   }
+}
+
+void membership::flush_tells(output& out) {
+  for (auto& e : tells_)
+    out.send.push_back(std::move(e));
+  tells_.clear();
 }
 
 void membership::count_gone(uint64_t inc, uint64_t now_ms) {

@@ -356,6 +356,8 @@ private:
   /// A death of us at incarnation `inc` (declared_gone, and declared_gone_at_start when we
   /// have just started).
   void count_gone(uint64_t inc, uint64_t now_ms);
+  /// Moves the deaths apply() queued for members back from the dead into `out`.
+  void flush_tells(output& out);
   void emit(event_kind k, const member_info& i, output& out);
   void enqueue(const member_update& u);
   uint32_t retransmit_limit() const noexcept;
@@ -444,6 +446,7 @@ private:
   uint64_t name_check_until_ms_ = 0;
   bool first_contact_ = false;  // a message has told us of another live member
   uint64_t gone_counted_below_ = 0;  // deaths of us at incarnations below this were counted
+  std::vector<envelope> tells_;      // apply(): deaths to tell members back from them
   std::string duplicate_name_;
   std::vector<std::string> seeds_;
   bool joined_ = false;

@@ -576,6 +576,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   uint64_t last_tick_ms = 0;
   uint64_t stalled_ms = 0;
   uint64_t refuted_ms = 0;
+  uint64_t returned_ms = 0;  // when the return mark was last set (storage::mark_return)
   void note_return(const char* why);
   // Back while it ran, after the others may have had it dead (note_return): the next view
   // warms from the ring without this node (rebuild), which they served its keys by meanwhile.
@@ -2447,9 +2448,20 @@ void service::impl::handle(output&& out) {
     if (st.declared_gone_at_start == declared_gone_seen) {  // (a restart: its items go, below)
       if (gone) {
         // From now on what this node stores is newer than the deletes the others hand back
-        // (storage::return_mark; the mark is also set when its ticks stall: tick_loop).
-        storage::mark_return();
-        note_return("the cluster had this node dead or left while it ran (a pause, a partition)");
+        // (storage::return_mark; the mark is also set when its ticks stall: tick_loop). A
+        // death told moments after a return marked already (a member that had it dead tells
+        // it when it sees it alive again: membership::apply) is that return: moving the mark
+        // would put the writes taken since below it, and it was noted unless only the stall
+        // marked it (note_return clears stalled_ms).
+        const uint64_t now = now_ms();
+        const bool fresh = returned_ms == 0 || now - returned_ms >= k_return_match_ms;
+        if (fresh) {
+          storage::mark_return();
+          returned_ms = now;
+        }
+        if (fresh || stalled_ms != 0)
+          note_return("the cluster had this node dead or left while it ran (a pause, a "
+                      "partition)");
       } else if (refuted && stalled_ms != 0 && refuted_ms - stalled_ms < k_return_match_ms) {
         note_return("this node stalled past failure detection and was suspected");
       }
@@ -2555,6 +2567,7 @@ kj::Promise<void> service::impl::tick_loop() {
         // than the deletes they may hand back.
         stalled_ms = now;
         storage::mark_return();
+        returned_ms = now;
         if (refuted_ms >= last_tick_ms)  // (refuted on waking, before this tick)
           note_return("this node stalled past failure detection and was suspected");
       }

@@ -417,8 +417,14 @@ BOOST_AUTO_TEST_CASE(a_death_heard_after_its_suspicion_was_refuted_counts) {
   self.on_message(gossip_of({upd("a", 0, member_state::alive)}), 20000);
   self.on_message(gossip_of({upd("self", 0, member_state::suspect)}), 20001);
   BOOST_TEST(self.stats().declared_gone == 0u);
-  auto out = a.on_message(gossip_of({upd("self", 1, member_state::alive)}), 20002);
+  // Its alive rides on a ping: the ack comes first (the RPC answers the caller with the
+  // first message to it), the death after.
+  message ping = msg(message_kind::ping, "self", "a");
+  ping.updates = {upd("self", 1, member_state::alive)};
+  auto out = a.on_message(ping, 20002);
   BOOST_TEST(a.find("self")->state == member_state::alive);
+  BOOST_REQUIRE(!out.send.empty());
+  BOOST_TEST((out.send.front().msg.kind == message_kind::ack));
   size_t told = 0;
   for (const auto& e : out.send) {
     if (e.to_address != "self:7000")
