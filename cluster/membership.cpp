@@ -546,7 +546,7 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
     // that had us dead take our alive as a return (and hand back what changed meanwhile),
     // so it counts as one (stats::declared_gone).
     if (is_gone(u.state) && u.incarnation >= gone_counted_below_)
-      count_gone(u.incarnation, now_ms);
+      count_gone(u, now_ms);
     return;
   }
   // A record of our name and address from a later process than ours: our clock went back
@@ -582,7 +582,7 @@ void membership::apply_self(const member_update& u, uint64_t now_ms, output& out
   // Someone holds a worse (suspect/dead/left) or foreign (other address or instance: a
   // process before us) record of us at >= our incarnation: refute with a higher one.
   if (is_gone(u.state))
-    count_gone(u.incarnation, now_ms);
+    count_gone(u, now_ms);
   // At the bound the refutation stays there (the others accept it; it cannot beat a hostile
   // dead record at the bound itself, which no member issues: incarnations grow by one).
   me.incarnation = std::min(u.incarnation + 1, k_max_incarnation);
@@ -607,12 +607,17 @@ void membership::flush_tells(output& out) {
   tells_.clear();
 }
 
-void membership::count_gone(uint64_t inc, uint64_t now_ms) {
+void membership::count_gone(const member_update& u, uint64_t now_ms) {
   ++stats_.declared_gone;
   // Just started: in the first message that told us of other members (however late it
-  // came: seeds down, no --join), or within the first seconds.
-  if (!first_contact_ || now_ms < name_check_until_ms_) ++stats_.declared_gone_at_start;
-  gone_counted_below_ = std::max(gone_counted_below_, inc + 1);
+  // came: seeds down, no --join), or within the first seconds — unless the record names
+  // this very process (its instance): then the cluster had it dead while it ran (a partition
+  // or a pause in its first seconds), not a process before it.
+  const uint64_t mine = members_.find(self_)->second.info.instance;
+  const bool this_process = u.instance != 0 && u.instance == mine;
+  if ((!first_contact_ || now_ms < name_check_until_ms_) && !this_process)
+    ++stats_.declared_gone_at_start;
+  gone_counted_below_ = std::max(gone_counted_below_, u.incarnation + 1);
 }
 
 // ---- dissemination --------------------------------------------------------------------------

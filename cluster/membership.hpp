@@ -250,8 +250,8 @@ struct membership_stats {
   /// had us dead take our alive as a return all the same.
   uint64_t declared_gone = 0;
   /// The same, while this node had just started (the first message that told it of other
-  /// members, or its first k_name_check_window_ms): it restarted after the cluster had
-  /// declared it dead or left.
+  /// members, or its first k_name_check_window_ms), for a record not of this process (its
+  /// instance: 0 or another): it restarted after the cluster had declared it dead or left.
   uint64_t declared_gone_at_start = 0;
   /// Messages from another process that uses our name (a different address).
   uint64_t name_conflicts = 0;
@@ -353,9 +353,9 @@ private:
 
   void apply(const member_update& u, uint64_t now_ms, output& out);
   void apply_self(const member_update& u, uint64_t now_ms, output& out);
-  /// A death of us at incarnation `inc` (declared_gone, and declared_gone_at_start when we
-  /// have just started).
-  void count_gone(uint64_t inc, uint64_t now_ms);
+  /// A death of us, `u` (declared_gone, and declared_gone_at_start when we have just started
+  /// and it is not of this process).
+  void count_gone(const member_update& u, uint64_t now_ms);
   /// Moves the deaths apply() queued for members back from the dead into `out`.
   void flush_tells(output& out);
   void emit(event_kind k, const member_info& i, output& out);

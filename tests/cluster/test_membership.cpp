@@ -659,6 +659,28 @@ BOOST_AUTO_TEST_CASE(a_restart_is_told_apart_from_a_flap) {
   BOOST_TEST(m.stats().declared_gone_at_start == 1u);
 }
 
+// In its first seconds a node takes a death of its name for one of the process before it (a
+// restart: the service drops what it recovered) — unless the record names this process's
+// instance: then it was cut off or paused while it ran, and keeps its items.
+BOOST_AUTO_TEST_CASE(a_death_of_this_very_process_in_its_first_seconds_is_no_restart) {
+  membership m(local_member{"self", "self:7000", "", 1, 500}, membership_config{}, 0);
+  m.on_message(gossip_of({upd("b", 0, member_state::alive)}), 1000);
+  member_update mine = upd("self", 0, member_state::dead);
+  mine.instance = 500;
+  m.on_message(gossip_of({mine}), 3000);  // inside the first 10 s
+  BOOST_TEST(m.stats().declared_gone == 1u);
+  BOOST_TEST(m.stats().declared_gone_at_start == 0u);
+  BOOST_TEST(m.incarnation() == 1u);
+  member_update before = upd("self", 1, member_state::dead);
+  before.instance = 400;  // an earlier process's record: a restart
+  m.on_message(gossip_of({before}), 3500);
+  BOOST_TEST(m.stats().declared_gone == 2u);
+  BOOST_TEST(m.stats().declared_gone_at_start == 1u);
+  member_update unknown = upd("self", 2, member_state::dead);  // instance 0: as before
+  m.on_message(gossip_of({unknown}), 4000);
+  BOOST_TEST(m.stats().declared_gone_at_start == 2u);
+}
+
 BOOST_AUTO_TEST_CASE(a_dead_member_is_forgotten_by_the_age_of_its_oldest_report) {
   membership_config cfg;
   cfg.forget_after_ms = 60000;

@@ -126,8 +126,9 @@ try:
     while not all((m := net.ctl(i, "members", timeout=2)) and
                   sum(x["state"] == "alive" for x in m) == 3 for i in IP):
         time.sleep(0.2)
-    # Past a node's first 10 s: one told it was dead within them takes it that it restarted
-    # and drops its items (cluster/membership.hpp, k_name_check_window_ms).
+    # Past a node's first 10 s: one told it was dead within them by a record that does not
+    # name its own process takes it that it restarted and drops its items
+    # (cluster/membership.hpp, k_name_check_window_ms).
     time.sleep(11)
     keys = ["churn-%d" % j for j in range(NKEYS)]
     writers = [Writer(1, keys[0::2], stop), Writer(3, keys[1::2], stop)]
