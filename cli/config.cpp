@@ -127,8 +127,9 @@ std::string check_timings(const timings& t) {
   return "";
 }
 
-// The YAML fields load_yaml_text() reads outside the two tables above, each with its flag (long
-// form), for unknown_field_hint(). test_config checks that every one is a field it reads.
+// The YAML fields load_yaml_text() reads besides each_cluster_setting()'s (below), each with
+// its flag (long form), for unknown_field_hint(). test_config checks that every one is a
+// field it reads.
 struct plain_field {
   const char* yaml;
   const char* flag;
@@ -139,12 +140,7 @@ const plain_field plain_fields[] = {
   {"shard_placement", "--shard-placement"}, {"memory_mb", "--memory-limit"},
   {"max_connections", "--conn-limit"}, {"max_item_size", "--max-item-size"},
   {"sendfile_threshold", "--sendfile-threshold"}, {"data_dir", "--data-dir"},
-  {"prefix_delimiter", "--prefix-delimiter"}, {"verbosity", "--verbose"},
-  {"rpc_port", "--rpc-port"}, {"rpc_listen", "--rpc-listen"},
-  {"rpc_advertise", "--rpc-advertise"}, {"rpc", "--no-rpc"}, {"node_name", "--node-name"},
-  {"join", "--join"}, {"replicas", "--replicas"}, {"rpc_tls_cert", "--rpc-tls-cert"},
-  {"rpc_tls_key", "--rpc-tls-key"}, {"rpc_tls_ca", "--rpc-tls-ca"},
-  {"rpc_tls_name", "--rpc-tls-name"},
+  {"prefix_delimiter", "--prefix-delimiter"}, {"verbosity", "--verbose"}, {"rpc", "--no-rpc"},
 };
 
 // A flag or field name as a YAML key: lower case, '_' for '-', no leading dashes.
@@ -171,71 +167,6 @@ size_t edit_distance(std::string_view a, std::string_view b) {
     }
   return d[a.size()][b.size()];
 }
-
-}  // namespace
-
-namespace {
-// Every YAML field with its flag (long form): (yaml, flag).
-std::vector<std::pair<std::string, std::string>> fields_and_flags() {
-  std::vector<std::pair<std::string, std::string>> fields;
-  for (const auto& f : plain_fields)
-    fields.emplace_back(f.yaml, f.flag);
-  for (const auto& t : timing_settings)
-    fields.emplace_back(t.yaml, t.flag);
-  for (const auto& c : choice_settings)
-    fields.emplace_back(c.yaml, c.flag);
-  return fields;
-}
-}  // namespace
-
-std::string unknown_flag_hint(const std::string& flag) {
-  auto yaml = unknown_field_hint(flag);
-  for (const auto& [y, f] : fields_and_flags())
-    if (y == yaml)
-      return f;
-  return "";
-}
-
-std::vector<std::string> yaml_fields() {
-  std::vector<std::string> out;
-  for (auto& f : fields_and_flags())
-    out.push_back(f.first);
-  return out;
-}
-
-std::string unknown_field_hint(const std::string& key) {
-  const auto fields = fields_and_flags();
-  const std::string k = as_yaml_key(key);
-  if (k.empty() || k.size() > 64)
-    return "";
-  // The flag's name (`memory-limit`, `--conn-limit`), or the field in other case or with '-'.
-  for (const auto& [yaml, flag] : fields)
-    if (k == as_yaml_key(flag) || k == yaml)
-      return yaml;
-  // A few letters off, or a field with a word more or less: `memory` for `memory_mb`,
-  // `port_number` for `port`, `name` for `node_name`.
-  auto word_more = [](std::string_view longer, std::string_view w) {
-    return w.size() >= 4 && longer.size() > w.size() + 1 &&
-           ((longer.substr(0, w.size()) == w && longer[w.size()] == '_') ||
-            (longer.substr(longer.size() - w.size()) == w &&
-             longer[longer.size() - w.size() - 1] == '_'));
-  };
-  std::string best;
-  size_t best_d = std::max<size_t>(1, k.size() / 3) + 1;
-  for (const auto& [yaml, flag] : fields) {
-    const std::string_view y(yaml);
-    size_t d = std::min(edit_distance(k, y), edit_distance(k, as_yaml_key(flag)));
-    if (word_more(y, k) || word_more(k, y))
-      d = std::min<size_t>(d, 1);
-    if (d < best_d) {
-      best = yaml;
-      best_d = d;
-    }
-  }
-  return best;
-}
-
-namespace {
 
 // A comma list of seeds ("a:1, b:2"; blank items skipped) into `out`, each checked
 // (check_host_port): "" or the first problem.
@@ -287,6 +218,66 @@ std::vector<std::pair<const char*, const char*>> cluster_settings_of(
       out.emplace_back(flag, yaml);
   });
   return out;
+}
+
+namespace {
+// Every YAML field with its flag (long form): (yaml, flag).
+std::vector<std::pair<std::string, std::string>> fields_and_flags() {
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (const auto& f : plain_fields)
+    fields.emplace_back(f.yaml, f.flag);
+  each_cluster_setting(actors::node_config{}, [&](bool, const char* flag, const char* yaml) {
+    fields.emplace_back(yaml, flag);
+  });
+  return fields;
+}
+}  // namespace
+
+std::string unknown_flag_hint(const std::string& flag) {
+  auto yaml = unknown_field_hint(flag);
+  for (const auto& [y, f] : fields_and_flags())
+    if (y == yaml)
+      return f;
+  return "";
+}
+
+std::vector<std::string> yaml_fields() {
+  std::vector<std::string> out;
+  for (auto& f : fields_and_flags())
+    out.push_back(f.first);
+  return out;
+}
+
+std::string unknown_field_hint(const std::string& key) {
+  const auto fields = fields_and_flags();
+  const std::string k = as_yaml_key(key);
+  if (k.empty() || k.size() > 64)
+    return "";
+  // The flag's name (`memory-limit`, `--conn-limit`), or the field in other case or with '-'.
+  for (const auto& [yaml, flag] : fields)
+    if (k == as_yaml_key(flag) || k == yaml)
+      return yaml;
+  // A few letters off, or a field with a word more or less: `memory` for `memory_mb`,
+  // `port_number` for `port`, `name` for `node_name`.
+  auto word_more = [](std::string_view longer, std::string_view w) {
+    return w.size() >= 4 && longer.size() > w.size() + 1 &&
+           ((longer.substr(0, w.size()) == w && longer[w.size()] == '_') ||
+            (longer.substr(longer.size() - w.size()) == w &&
+             longer[longer.size() - w.size() - 1] == '_'));
+  };
+  std::string best;
+  size_t best_d = std::max<size_t>(1, k.size() / 3) + 1;
+  for (const auto& [yaml, flag] : fields) {
+    const std::string_view y(yaml);
+    size_t d = std::min(edit_distance(k, y), edit_distance(k, as_yaml_key(flag)));
+    if (word_more(y, k) || word_more(k, y))
+      d = std::min<size_t>(d, 1);
+    if (d < best_d) {
+      best = yaml;
+      best_d = d;
+    }
+  }
+  return best;
 }
 
 std::optional<uint64_t> parse_size(std::string_view s) {
