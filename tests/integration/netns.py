@@ -1,5 +1,5 @@
 """Bifrost nodes in network namespaces of their own, joined by a bridge, and cuts between them
-(root only). Used by test_partition.py and partition_heal.py.
+(root only). Used by test_partition.py, partition_heal.py and partition_churn.py.
 
 The process that uses it must itself run in a network namespace it made (`unshare -n`; see
 reexec_in_private_netns): the bridge is created there, so nothing outside is touched. Node i
@@ -26,6 +26,23 @@ RPC_PORT = 22001
 
 def ip(i):
     return "10.0.0.%d" % i
+
+
+def mc(i, line, data=None, timeout=5.0):
+    """One memcached op on a fresh connection to node i (a text line, and a value for a
+    store): its reply line, or a get's whole reply up to END (at most 64 KiB; less when the
+    node closes the connection)."""
+    with socket.create_connection((ip(i), MEMCACHE_PORT), timeout=timeout) as s:
+        s.sendall(line.encode() + b"\r\n" + (data.encode() + b"\r\n" if data is not None else b""))
+        buf = b""
+        done = (lambda b: b.endswith(b"END\r\n")) if line.startswith("get") else \
+            (lambda b: b.endswith(b"\r\n"))
+        while not done(buf) and len(buf) < 65536:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+        return buf.decode("utf-8", "replace")
 
 
 def sh(cmd):

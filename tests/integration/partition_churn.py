@@ -33,7 +33,6 @@ covered"). With EXTRA="--swim-reconnect-interval 200", in the same conditions: 0
 """
 import os
 import random
-import socket
 import sys
 import tempfile
 import threading
@@ -56,24 +55,9 @@ IP = {i: netns.ip(i) for i in (1, 2, 3)}
 SIDES = [(1, 3), (3, 1), (2, 3), (3, 2)]  # n3 cut off both ways
 
 
-def mc(i, line, data=None, timeout=3.0):
-    """One op on a fresh connection to node i: its reply line (or the get's reply)."""
-    with socket.create_connection((IP[i], netns.MEMCACHE_PORT), timeout=timeout) as s:
-        s.sendall(line.encode() + b"\r\n" + (data.encode() + b"\r\n" if data is not None else b""))
-        buf = b""
-        done = (lambda b: b.endswith(b"END\r\n")) if line.startswith("get") else \
-            (lambda b: b.endswith(b"\r\n"))
-        while not done(buf) and len(buf) < 65536:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-        return buf.decode("utf-8", "replace")
-
-
 def get(i, k):
     try:
-        r = mc(i, "get " + k)
+        r = netns.mc(i, "get " + k, timeout=3.0)
     except OSError:
         return "(no answer)"
     return r.split("\r\n")[1] if r.startswith("VALUE") else None
@@ -98,8 +82,9 @@ class Writer(threading.Thread):
                 v = None if delete else "s%d" % seq
                 self.allowed[k][seq] = v
                 try:
-                    r = (mc(self.via, "delete " + k) if delete else
-                         mc(self.via, "set %s 0 0 %d" % (k, len(v)), v)).strip()
+                    r = (netns.mc(self.via, "delete " + k, timeout=3.0) if delete else
+                         netns.mc(self.via, "set %s 0 0 %d" % (k, len(v)), v,
+                                  timeout=3.0)).strip()
                 except OSError:
                     r = "(no answer)"
                 if r in ("STORED", "DELETED", "NOT_FOUND"):

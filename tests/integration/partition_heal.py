@@ -15,7 +15,7 @@ Run as root; it runs itself in a network namespace of its own, where everything 
 (netns.py; nothing outside is touched):
     BIN=build/bin python3 tests/integration/partition_heal.py [CUT [R [drop|prohibit]]]
 """
-import os, socket, sys, tempfile, time
+import os, sys, tempfile, time
 
 import netns
 
@@ -27,23 +27,13 @@ KIND = sys.argv[3] if len(sys.argv) > 3 else "drop"  # drop: tc silent drop; pro
 IP = {i: netns.ip(i) for i in (1, 2, 3)}
 
 
-def mc(i, line, data=None):
-    s = socket.create_connection((IP[i], netns.MEMCACHE_PORT), timeout=5)
-    s.sendall(line.encode() + b"\r\n" + (data.encode() + b"\r\n" if data is not None else b""))
-    buf = b""
-    while not (buf.endswith(b"END\r\n") or (not line.startswith("get") and buf.endswith(b"\r\n"))):
-        buf += s.recv(4096)
-    s.close()
-    return buf.decode()
-
-
 def get(i, k):
-    r = mc(i, f"get {k}")
+    r = netns.mc(i, f"get {k}")
     return r.split("\r\n")[1] if r.startswith("VALUE") else None
 
 
 def put(i, k, v):
-    return mc(i, f"set {k} 0 0 {len(v)}", v).strip()
+    return netns.mc(i, f"set {k} 0 0 {len(v)}", v).strip()
 
 
 missing = netns.reexec_in_private_netns()
