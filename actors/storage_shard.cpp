@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <optional>
 
 namespace bifrost::actors {
 
@@ -23,13 +24,22 @@ constexpr uint64_t copy_tag_bit = uint64_t(1) << 62;       // batches of copies 
 constexpr auto answer_wait = std::chrono::seconds(10);      // for a member's answers
 constexpr size_t shrink_step = 8;  // segments evicted a turn after cache_memlimit lowers -m
 
-// A key deleted here handed back to a member alive again (storage::op::hand_back): it removes
+// A key deleted here handed back to a member alive again (storage::op::hand_back). With the
+// delete's point on the CAS clock (`at`), a copy of the delete (storage::delete_copy): the
+// member removes an item older than it and notes the delete, so that no copy of an older
+// write (a past owner's, warmed on a miss; another hand-back's) brings the key back there,
+// and keeps an item newer than it (written on its side of a partition after the delete).
+// Without (the guard off, or the key written again here in the delete's batch): it removes
 // the member's item only if stored before its return.
-storage::op handed_back_delete(std::string key) {
+storage::op handed_back_delete(std::string key, uint64_t at) {
   storage::op d;
-  d.kind = storage::op_kind::remove;
-  d.key = std::move(key);
-  d.counted = false;
+  if (at != 0) {
+    d = storage::delete_copy(key, at);
+  } else {
+    d.kind = storage::op_kind::remove;
+    d.key = std::move(key);
+    d.counted = false;
+  }
   d.hand_back = true;
   return d;
 }
@@ -109,8 +119,10 @@ caf::behavior storage_shard::make_behavior() {
           return;
         sent_tombstones again;
         for (size_t i = 0; i < sent->keys.size(); ++i)
-          if (not_taken(rs, i))
+          if (not_taken(rs, i)) {
             again.keys.push_back(std::move(sent->keys[i]));
+            again.points.push_back(sent->points[i]);
+          }
         again.member = std::move(sent->member);
         again.dest = std::move(sent->dest);
         again.round = sent->round + 1;
@@ -119,8 +131,8 @@ caf::behavior storage_shard::make_behavior() {
           return;
         if (again.round > copy_retries) {  // (kept for its next return, if still a member)
           if (view_ring_ && view_ring_->find(again.member))
-            for (const auto& k : again.keys)
-              keep_tombstone(again.member, k);
+            for (size_t i = 0; i < again.keys.size(); ++i)
+              keep_tombstone(again.member, again.keys[i], again.points[i]);
           return;
         }
         const auto wait = std::chrono::milliseconds(copy_retry_ms << again.round);
@@ -717,22 +729,32 @@ void storage_shard::note_deletes(const storage::op_batch& ops,
     const size_t l = view_ring_->live_owner_ids(h, prune_replicas_, live);
     if (std::find(live, live + l, self_) == live + l)
       continue;  // (not an owner here: a past copy's delete)
+    std::optional<uint64_t> at;  // (looked up once, for the first dead owner)
     for (size_t j = 0; j < n; ++j) {
       const auto& m = view_ring_->member(all[j]);
       if (m.alive)
         continue;
-      keep_tombstone(m.name, o.key);
+      if (!at)
+        at = shard_->recent_delete(o.key);
+      keep_tombstone(m.name, o.key, *at);
     }
   }
 }
 
-void storage_shard::keep_tombstone(const std::string& member, const std::string& key) {
+void storage_shard::keep_tombstone(const std::string& member, const std::string& key,
+                                   uint64_t at) {
   auto of_member = [&] {
     return std::find_if(tombstones_.begin(), tombstones_.end(),
                         [&](const auto& x) { return x->member == member; });
   };
-  if (auto t = of_member(); t != tombstones_.end() && (*t)->noted.count(key) != 0)
-    return;  // noted already
+  if (auto t = of_member(); t != tombstones_.end()) {
+    if (auto it = (*t)->noted.find(key); it != (*t)->noted.end()) {  // noted already
+      // (The later delete's point; none if either had none: the key was written again.)
+      it->second = at == 0 || it->second == 0 ? 0
+                   : storage::cas_clock_newer(at, it->second) ? at : it->second;
+      return;
+    }
+  }
   if (tombstone_count_ >= max_tombstones) {  // the longest list loses its oldest
     auto most = std::max_element(
       tombstones_.begin(), tombstones_.end(),
@@ -753,15 +775,15 @@ void storage_shard::keep_tombstone(const std::string& member, const std::string&
   }
   auto& mine = **t;
   mine.keys.push_back(key);
-  mine.noted.insert(mine.keys.back());
+  mine.noted.emplace(mine.keys.back(), at);
   ++tombstone_count_;
 }
 
 void storage_shard::send_tombstone_batch(sent_tombstones b) {
   storage::op_batch batch;
   batch.reserve(b.keys.size());
-  for (const auto& k : b.keys)
-    batch.push_back(handed_back_delete(k));
+  for (size_t i = 0; i < b.keys.size(); ++i)
+    batch.push_back(handed_back_delete(b.keys[i], b.points[i]));
   handed_back_ += batch.size();
   b.tag = tombstone_tag_bit | ++tombstone_tag_;
   send(b.dest, warm_atom::value, b.tag, std::move(batch));
@@ -786,8 +808,15 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
       send_tombstone_batch(std::move(b));
       b = sent_tombstones{};
     };
-    for (auto& k : mine.keys) {
-      b.keys.push_back(std::move(k));
+    // (Each key's point read before any key moves: `noted` views the keys' strings.)
+    std::vector<uint64_t> points;
+    points.reserve(mine.keys.size());
+    for (const auto& k : mine.keys)
+      points.push_back(mine.noted.at(k));
+    mine.noted.clear();
+    for (size_t i = 0; i < mine.keys.size(); ++i) {
+      b.keys.push_back(std::move(mine.keys[i]));
+      b.points.push_back(points[i]);
       if (b.keys.size() == prune_slots_per_turn)
         flush();
     }

@@ -98,7 +98,7 @@
 #include <deque>
 #include <memory>
 #include <string_view>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 namespace bifrost::actors {
@@ -234,17 +234,24 @@ private:
   // deleted over and over, a lock or a queue's head, pushed out every other key's, and the
   // member kept those: deleted values back). At most max_tombstones per shard: past that, the
   // member with the most loses its oldest (counted: tombstones_dropped_).
+  // Each key keeps the point on the CAS clock of its latest delete here (the note the copy
+  // guard took, storage::shard::recent_delete; 0: none, the guard off or the key written
+  // again in the same batch): the delete goes as a copy of it (storage::delete_copy), which
+  // the member orders against its item and notes, so that copies of older writes (a past
+  // owner's, warmed on a miss; a hand-back's) do not bring the key back there.
   struct tombstones {
     std::string member;
     std::deque<std::string> keys;  // oldest first
-    // Views of `keys`' strings: a deque's elements stay where they are when it grows or
-    // shrinks at its ends, and keys only come and go at the ends (note_deletes), or all at
-    // once (send_tombstones); the struct itself is never moved (held by unique_ptr).
-    std::unordered_set<std::string_view> noted;
+    // Views of `keys`' strings, with each one's point: a deque's elements stay where they
+    // are when it grows or shrinks at its ends, and keys only come and go at the ends
+    // (note_deletes), or all at once (send_tombstones); the struct itself is never moved
+    // (held by unique_ptr).
+    std::unordered_map<std::string_view, uint64_t> noted;
   };
   void note_deletes(const storage::op_batch& ops, const storage::result_batch& results);
-  /// Keeps `key` for `member` (once; past max_tombstones the longest list loses its oldest).
-  void keep_tombstone(const std::string& member, const std::string& key);
+  /// Keeps `key` for `member` with the point of its delete, `at` (once, at the later point;
+  /// past max_tombstones the longest list loses its oldest).
+  void keep_tombstone(const std::string& member, const std::string& key, uint64_t at);
   void send_tombstones(const cluster_view& v, const std::string& name);
   // Batches of deleted keys sent and not answered (the newest max_tombstone_batches). A key
   // its member did not take (unavailable: its link just back, the first batch failing fast
@@ -255,6 +262,7 @@ private:
     std::string member;
     caf::actor dest;
     std::vector<std::string> keys;
+    std::vector<uint64_t> points;  // each key's delete point (tombstones::noted)
     unsigned round = 0;
     std::chrono::steady_clock::time_point due{};  // (tombstone_retry_: when it goes again)
   };

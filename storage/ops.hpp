@@ -74,7 +74,8 @@ struct op {
                               // remove: a copy of another node's delete (storage::delete_copy)
   bool hand_back = false;     // remove: only an item stored before this node's last return
                               // to its cluster (storage::return_mark) and, with explicit_cas,
-                              // older than the sender's item (that CAS), else `exists`;
+                              // older than the sender's item (that CAS), else `exists`; with
+                              // `copy`, a delete's copy (its point) as any;
                               // store: a hand-back's copy (counted as such, ordered as any
                               // copy by the CAS clock)
 

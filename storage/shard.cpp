@@ -1276,10 +1276,12 @@ struct shard::impl {
     const entry e = idx.at(pos);
     const record_header* r = hdr(e);
     // A hand-back spares an item stored since this node came back, a copy of the sender's
-    // very item (its CAS, explicit_cas: the deletes a hand-back sends carry the CAS of the
-    // sender's item) and an item newer than it by the CAS clock (cas_clock_newer: a client's
-    // meta E orders nothing): a write this node took while the sender had it dead (the other
-    // side of a partition), which the sender's older item must not undo.
+    // very item (its CAS, explicit_cas: the deletes nodes before session 47 handed back
+    // carried the CAS of the sender's item; a hand-back of a delete with its point on the CAS
+    // clock is a delete's copy, remove_copy) and an item newer than it by the CAS clock
+    // (cas_clock_newer: a client's meta E orders nothing): a write this node took while the
+    // sender had it dead (the other side of a partition), which the sender's older item must
+    // not undo.
     const bool cas_differs = cas_check && o.compare_cas != r->cas;
     if (counts && cas_differs)
       ++st.delete_misses;  // (md C<other>: memcached counts a miss, then answers EX)
@@ -1327,7 +1329,9 @@ struct shard::impl {
     return res;
   }
 
-  /// A delete's copy (re-replication of a delete its sender noted, shard::recent_deletes):
+  /// A delete's copy (re-replication of a delete its sender noted, shard::recent_deletes;
+  /// replication's, when the primary noted it; a hand-back's, of a delete made while this
+  /// node was dead to its sender: op::hand_back):
   /// spares only an item later than it by the CAS clock (a write that reached this owner
   /// before the delete's copy); any other goes, also one whose CAS or the delete's point is
   /// no clock value (unordered: as a plain delete, which replication's used to be). Notes the

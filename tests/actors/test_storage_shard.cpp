@@ -265,6 +265,78 @@ BOOST_AUTO_TEST_CASE(items_written_while_a_member_was_dead_are_handed_back_as_co
   caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
 }
 
+// A deleted key goes back with its delete's point on the CAS clock, as a delete's copy: the
+// member removes its older item and notes the delete, so that a copy of that older item
+// (a past owner's, warmed on a miss after the member's return; another node's hand-back)
+// is refused there, and keeps an item written after the delete (its side of a partition).
+// Before, the delete went without a point and was not noted: seen under ASan in
+// PartitionHealTest, the member warmed the deleted value back from a node that held it as a
+// replica of the ring without the deleting node, and replicated it to the deleting node.
+BOOST_AUTO_TEST_CASE(a_deleted_key_goes_back_with_its_delete_point) {
+  storage::shard_config sc;
+  sc.memory_limit = 8u << 20;
+  sc.segment_size = 1u << 20;
+  std::string err;
+  auto there = storage::shard::open(sc, storage::system_clock_seconds, err);  // the member
+  BOOST_REQUIRE_MESSAGE(there, err);
+  there->guard_copies(30);
+  storage::op old_write = set_op("gone", "before");
+  BOOST_REQUIRE(there->execute(old_write).st == storage::status::stored);
+  const storage::result older = [&] {
+    storage::op g = get_op("gone");
+    return there->execute(g);
+  }();
+  BOOST_REQUIRE(older.st == storage::status::hit);
+
+  auto got = std::make_shared<handed_back_ops>();
+  auto member = sys->spawn<answering_member>(got, 0);
+  caf::scoped_actor self{*sys};
+  self->send(shard, prune_atom::value, two_member_view(member, false));
+  exec(self, {set_op("gone", "before"), remove_op("gone"), remove_op("again"),
+              set_op("again", "v")}, 1);
+  const uint64_t at = exec(self, {get_op("gone")}, 2).at(0).deleted_cas;
+  BOOST_REQUIRE(at != 0);
+  exec(self, {remove_op("later")}, 3);  // (its point: before the member's write)
+  storage::op later = set_op("later", "written-there-after-the-delete");
+  BOOST_REQUIRE(there->execute(later).st == storage::status::stored);
+  self->send(shard, prune_atom::value, two_member_view(member, true));
+  std::vector<storage::op> ops;
+  for (int i = 0; i < 200 && ops.size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ops = got->take();
+  }
+  std::map<std::string, storage::op> by_key;
+  for (const auto& o : ops)
+    if (o.kind == storage::op_kind::remove)
+      by_key[o.key] = o;
+  BOOST_REQUIRE_EQUAL(by_key.count("gone"), 1u);
+  const storage::op& gone = by_key["gone"];
+  BOOST_CHECK(gone.hand_back && gone.copy);
+  BOOST_CHECK_EQUAL(gone.explicit_cas, at);
+  // Written again in the delete's batch: no point (a plain hand-back delete).
+  BOOST_REQUIRE_EQUAL(by_key.count("again"), 1u);
+  BOOST_CHECK(by_key["again"].hand_back && !by_key["again"].copy);
+  BOOST_CHECK_EQUAL(by_key["again"].explicit_cas, 0u);
+  BOOST_REQUIRE_EQUAL(by_key.count("later"), 1u);
+
+  // At the member: the older item goes, and a copy of it (a warm add) is refused after.
+  storage::op d = gone;
+  d.counted = false;  // (as a warm op arrives: cluster::mark_warm)
+  BOOST_CHECK(there->execute(d).st == storage::status::deleted);
+  storage::op warm = storage::item_copy("gone", older, storage::store_mode::add);
+  BOOST_CHECK(there->execute(warm).st == storage::status::not_stored);
+  storage::op g = get_op("gone");
+  const storage::result miss = there->execute(g);
+  BOOST_CHECK(miss.st == storage::status::miss);
+  BOOST_CHECK_EQUAL(miss.deleted_cas, at);
+  // The item written there after the delete stays.
+  storage::op l = by_key["later"];
+  BOOST_CHECK(there->execute(l).st == storage::status::exists);
+  storage::op gl = get_op("later");
+  BOOST_CHECK_EQUAL(there->execute(gl).value.view(), "written-there-after-the-delete");
+  caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
+}
+
 // A deleted key its member did not take when it came back (unavailable: the first batch to
 // a member whose link was marked unreachable fails at once while a probe goes out) is sent
 // again; before, it was sent once, and the member kept serving the deleted value.
