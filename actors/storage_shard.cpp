@@ -798,6 +798,23 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
   if (t == tombstones_.end())
     return;
   auto& mine = **t;
+  // Each key's point, read before any key moves (`noted` views the keys' strings); and each
+  // delete noted here again at its point: a cut longer than the copy guard's seconds forgot
+  // the note it took, and the member's copy of an older write (handed back: it held the key
+  // on its side), or a read here that misses and, no longer "deleted lately", warms the key
+  // from a past owner, would bring the key back here while the delete removes it there. (An
+  // item here newer than the point, a write since, stays; an older one, a copy that landed
+  // after the guard's seconds, goes.)
+  std::vector<uint64_t> points;
+  points.reserve(mine.keys.size());
+  for (const auto& k : mine.keys) {
+    points.push_back(mine.noted.at(k));
+    if (points.back() != 0) {
+      storage::op again = storage::delete_copy(k, points.back());
+      shard_->execute(again);
+    }
+  }
+  mine.noted.clear();
   auto id = v.ring->find(name);
   caf::actor dest = id && *id < v.peers.size() ? v.peers[*id] : caf::actor();
   if (dest) {
@@ -808,12 +825,6 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
       send_tombstone_batch(std::move(b));
       b = sent_tombstones{};
     };
-    // (Each key's point read before any key moves: `noted` views the keys' strings.)
-    std::vector<uint64_t> points;
-    points.reserve(mine.keys.size());
-    for (const auto& k : mine.keys)
-      points.push_back(mine.noted.at(k));
-    mine.noted.clear();
     for (size_t i = 0; i < mine.keys.size(); ++i) {
       b.keys.push_back(std::move(mine.keys[i]));
       b.points.push_back(points[i]);

@@ -12,6 +12,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -335,6 +336,56 @@ BOOST_AUTO_TEST_CASE(a_deleted_key_goes_back_with_its_delete_point) {
   storage::op gl = get_op("later");
   BOOST_CHECK_EQUAL(there->execute(gl).value.view(), "written-there-after-the-delete");
   caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
+}
+
+// A cut longer than the copy guard's seconds: the note the delete took here is forgotten by
+// the time the member is back. Handing the delete back notes it here again at its point, so
+// that the member's copy of the older write it held on its side (a hand-back's add), or a
+// miss here warming it from a past owner, does not bring the key back here while the delete
+// removes it there. (Before, the copy was stored here and the owners disagreed for good.)
+BOOST_AUTO_TEST_CASE(a_delete_handed_back_after_a_long_cut_is_noted_again) {
+  auto later = std::make_shared<std::atomic<uint32_t>>(0);  // seconds added to the clock
+  storage::shard_config sc;
+  sc.memory_limit = 8u << 20;
+  sc.segment_size = 1u << 20;
+  std::string err;
+  auto sh = storage::shard::open(
+    sc, [later] { return storage::system_clock_seconds() + later->load(); }, err);
+  BOOST_REQUIRE_MESSAGE(sh, err);
+  auto here = sys->spawn<storage_shard>(nullptr, std::move(sh), std::chrono::milliseconds(0));
+  auto got = std::make_shared<handed_back_ops>();
+  auto member = sys->spawn<answering_member>(got, 0);
+  caf::scoped_actor self{*sys};
+  auto run = [&](storage::op_batch ops) {
+    self->send(here, exec_atom::value, uint64_t{1}, std::move(ops));
+    storage::result_batch out;
+    self->receive([&](result_atom, uint64_t, storage::result_batch& r) { out = std::move(r); },
+                  caf::after(std::chrono::seconds(5)) >> [] { BOOST_FAIL("no answer"); });
+    return out;
+  };
+  self->send(here, prune_atom::value, two_member_view(member, false));
+  const storage::result older = run({set_op("gone", "before"), get_op("gone")}).at(1);
+  BOOST_REQUIRE(run({remove_op("gone")}).at(0).st == storage::status::deleted);
+  const uint64_t at = run({get_op("gone")}).at(0).deleted_cas;
+  BOOST_REQUIRE(at != 0);
+  later->store(3600);  // (an hour: the guard's 30 s are long over)
+  BOOST_REQUIRE_EQUAL(run({get_op("gone")}).at(0).deleted_cas, 0u);
+  self->send(here, prune_atom::value, two_member_view(member, true));
+  std::vector<storage::op> ops;
+  for (int i = 0; i < 200 && ops.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ops = got->take();
+  }
+  BOOST_REQUIRE_EQUAL(ops.size(), 1u);
+  BOOST_CHECK_EQUAL(ops[0].explicit_cas, at);
+  storage::op copy = storage::item_copy("gone", older, storage::store_mode::add);
+  copy.hand_back = true;  // (the member's hand-back of the value it held)
+  BOOST_CHECK(run({copy}).at(0).st == storage::status::not_stored);
+  const storage::result miss = run({get_op("gone")}).at(0);
+  BOOST_CHECK(miss.st == storage::status::miss);
+  BOOST_CHECK_EQUAL(miss.deleted_cas, at);
+  caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(here, caf::exit_reason::user_shutdown);
 }
 
 // A deleted key its member did not take when it came back (unavailable: the first batch to
