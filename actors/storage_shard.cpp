@@ -749,9 +749,10 @@ void storage_shard::keep_tombstone(const std::string& member, const std::string&
   };
   if (auto t = of_member(); t != tombstones_.end()) {
     if (auto it = (*t)->noted.find(key); it != (*t)->noted.end()) {  // noted already
-      // (The later delete's point; none if either had none: the key was written again.)
-      it->second = at == 0 || it->second == 0 ? 0
-                   : storage::cas_clock_newer(at, it->second) ? at : it->second;
+      // (The later delete's point: none if this one has none — the key was written again in
+      // its batch —, this one's if the kept one had none, else the later of the two.)
+      if (at == 0 || it->second == 0 || storage::cas_clock_newer(at, it->second))
+        it->second = at;
       return;
     }
   }
@@ -798,18 +799,22 @@ void storage_shard::send_tombstones(const cluster_view& v, const std::string& na
   if (t == tombstones_.end())
     return;
   auto& mine = **t;
-  // Each key's point, read before any key moves (`noted` views the keys' strings); and each
-  // delete noted here again at its point: a cut longer than the copy guard's seconds forgot
-  // the note it took, and the member's copy of an older write (handed back: it held the key
-  // on its side), or a read here that misses and, no longer "deleted lately", warms the key
-  // from a past owner, would bring the key back here while the delete removes it there. (An
-  // item here newer than the point, a write since, stays; an older one, a copy that landed
-  // after the guard's seconds, goes.)
+  // Each key's point, read before any key moves (`noted` views the keys' strings); and a
+  // delete whose note here the copy guard forgot (a cut longer than its seconds) noted here
+  // again at its point: else the member's copy of an older write (handed back: it held the
+  // key on its side), or a read here that misses and, no longer "deleted lately", warms the
+  // key from a past owner, would bring the key back here while the delete removes it there.
+  // Only a key with no item here (a write since stays as it is, whatever its CAS: a client's
+  // meta E orders nothing) and no note (one still noted needs nothing: no extra work, and
+  // the guard's other notes are not pushed out, after a short cut).
   std::vector<uint64_t> points;
   points.reserve(mine.keys.size());
   for (const auto& k : mine.keys) {
     points.push_back(mine.noted.at(k));
-    if (points.back() != 0) {
+    if (points.back() == 0 || !storage::cas_clocked(points.back()))
+      continue;
+    const auto r = read_for_copy(k);
+    if (r.st == storage::status::miss && r.deleted_cas == 0) {
       storage::op again = storage::delete_copy(k, points.back());
       shard_->execute(again);
     }

@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 using namespace bifrost;
 using namespace bifrost::actors;
@@ -121,6 +122,16 @@ private:
   std::shared_ptr<handed_back_ops> out_;
   int refuse_;
   int refuse_deletes_;
+};
+
+// Stops its actors when it goes out of scope, also when a failed check ends a test early
+// (the actor system's destructor waits for every actor).
+struct stop_on_exit {
+  std::vector<caf::actor> actors;
+  ~stop_on_exit() {
+    for (auto& a : actors)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  }
 };
 
 cluster_view_ptr two_member_view(const caf::actor& member, bool alive,
@@ -291,10 +302,12 @@ BOOST_AUTO_TEST_CASE(a_deleted_key_goes_back_with_its_delete_point) {
 
   auto got = std::make_shared<handed_back_ops>();
   auto member = sys->spawn<answering_member>(got, 0);
+  stop_on_exit stop{{member}};
   caf::scoped_actor self{*sys};
   self->send(shard, prune_atom::value, two_member_view(member, false));
   exec(self, {set_op("gone", "before"), remove_op("gone"), remove_op("again"),
-              set_op("again", "v")}, 1);
+              set_op("again", "v"), remove_op("last"), set_op("last", "v")}, 1);
+  exec(self, {remove_op("last")}, 4);  // (deleted for good after all: its point goes)
   const uint64_t at = exec(self, {get_op("gone")}, 2).at(0).deleted_cas;
   BOOST_REQUIRE(at != 0);
   exec(self, {remove_op("later")}, 3);  // (its point: before the member's write)
@@ -302,7 +315,7 @@ BOOST_AUTO_TEST_CASE(a_deleted_key_goes_back_with_its_delete_point) {
   BOOST_REQUIRE(there->execute(later).st == storage::status::stored);
   self->send(shard, prune_atom::value, two_member_view(member, true));
   std::vector<storage::op> ops;
-  for (int i = 0; i < 200 && ops.size() < 3; ++i) {
+  for (int i = 0; i < 200 && ops.size() < 4; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ops = got->take();
   }
@@ -319,6 +332,9 @@ BOOST_AUTO_TEST_CASE(a_deleted_key_goes_back_with_its_delete_point) {
   BOOST_CHECK(by_key["again"].hand_back && !by_key["again"].copy);
   BOOST_CHECK_EQUAL(by_key["again"].explicit_cas, 0u);
   BOOST_REQUIRE_EQUAL(by_key.count("later"), 1u);
+  BOOST_REQUIRE_EQUAL(by_key.count("last"), 1u);
+  BOOST_CHECK(by_key["last"].hand_back && by_key["last"].copy);
+  BOOST_CHECK(by_key["last"].explicit_cas != 0);
 
   // At the member: the older item goes, and a copy of it (a warm add) is refused after.
   storage::op d = gone;
@@ -335,7 +351,6 @@ BOOST_AUTO_TEST_CASE(a_deleted_key_goes_back_with_its_delete_point) {
   BOOST_CHECK(there->execute(l).st == storage::status::exists);
   storage::op gl = get_op("later");
   BOOST_CHECK_EQUAL(there->execute(gl).value.view(), "written-there-after-the-delete");
-  caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
 }
 
 // A cut longer than the copy guard's seconds: the note the delete took here is forgotten by
@@ -355,6 +370,7 @@ BOOST_AUTO_TEST_CASE(a_delete_handed_back_after_a_long_cut_is_noted_again) {
   auto here = sys->spawn<storage_shard>(nullptr, std::move(sh), std::chrono::milliseconds(0));
   auto got = std::make_shared<handed_back_ops>();
   auto member = sys->spawn<answering_member>(got, 0);
+  stop_on_exit stop{{member, here}};
   caf::scoped_actor self{*sys};
   auto run = [&](storage::op_batch ops) {
     self->send(here, exec_atom::value, uint64_t{1}, std::move(ops));
@@ -366,6 +382,12 @@ BOOST_AUTO_TEST_CASE(a_delete_handed_back_after_a_long_cut_is_noted_again) {
   self->send(here, prune_atom::value, two_member_view(member, false));
   const storage::result older = run({set_op("gone", "before"), get_op("gone")}).at(1);
   BOOST_REQUIRE(run({remove_op("gone")}).at(0).st == storage::status::deleted);
+  // Deleted, then written again here with a client's CAS (meta E: no clock value, so no
+  // delete's copy would spare it): the write stays.
+  BOOST_REQUIRE(run({remove_op("rewritten")}).at(0).st == storage::status::not_found);
+  storage::op e = set_op("rewritten", "client-cas");
+  e.explicit_cas = 5;
+  BOOST_REQUIRE(run({e}).at(0).st == storage::status::stored);
   const uint64_t at = run({get_op("gone")}).at(0).deleted_cas;
   BOOST_REQUIRE(at != 0);
   later->store(3600);  // (an hour: the guard's 30 s are long over)
@@ -376,16 +398,23 @@ BOOST_AUTO_TEST_CASE(a_delete_handed_back_after_a_long_cut_is_noted_again) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ops = got->take();
   }
-  BOOST_REQUIRE_EQUAL(ops.size(), 1u);
-  BOOST_CHECK_EQUAL(ops[0].explicit_cas, at);
+  std::map<std::string, storage::op> removes;  // (the rewritten key's item goes as a copy)
+  for (int i = 0; i < 200 && removes.size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (const auto& o : got->take())
+      if (o.kind == storage::op_kind::remove)
+        removes[o.key] = o;
+  }
+  BOOST_CHECK_EQUAL(removes.size(), 2u);
+  BOOST_CHECK(removes["gone"].hand_back && removes["gone"].copy);
+  BOOST_CHECK_EQUAL(removes["gone"].explicit_cas, at);
+  BOOST_CHECK_EQUAL(run({get_op("rewritten")}).at(0).value.view(), "client-cas");
   storage::op copy = storage::item_copy("gone", older, storage::store_mode::add);
   copy.hand_back = true;  // (the member's hand-back of the value it held)
   BOOST_CHECK(run({copy}).at(0).st == storage::status::not_stored);
   const storage::result miss = run({get_op("gone")}).at(0);
   BOOST_CHECK(miss.st == storage::status::miss);
   BOOST_CHECK_EQUAL(miss.deleted_cas, at);
-  caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(here, caf::exit_reason::user_shutdown);
 }
 
 // A deleted key its member did not take when it came back (unavailable: the first batch to
