@@ -23,19 +23,25 @@ using namespace bifrost::actors;
 
 namespace {
 
+// A small shard (8 MiB, 1 MiB segments) on `clock`.
+std::unique_ptr<storage::shard> small_shard(storage::clock_fn clock) {
+  storage::shard_config sc;
+  sc.memory_limit = 8u << 20;
+  sc.segment_size = 1u << 20;
+  std::string err;
+  auto sh = storage::shard::open(sc, std::move(clock), err);
+  BOOST_REQUIRE_MESSAGE(sh, err);
+  return sh;
+}
+
 struct fixture {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor shard;
   fixture() {
     sys = std::make_unique<caf::actor_system>(cfg);
-    storage::shard_config sc;
-    sc.memory_limit = 8u << 20;
-    sc.segment_size = 1u << 20;
-    std::string err;
-    auto sh = storage::shard::open(sc, storage::system_clock_seconds, err);
-    BOOST_REQUIRE_MESSAGE(sh, err);
-    shard = sys->spawn<storage_shard>(nullptr, std::move(sh), std::chrono::milliseconds(0));
+    shard = sys->spawn<storage_shard>(nullptr, small_shard(storage::system_clock_seconds),
+                                      std::chrono::milliseconds(0));
   }
   ~fixture() {
     caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
@@ -43,7 +49,11 @@ struct fixture {
   }
 
   storage::result_batch exec(caf::scoped_actor& self, storage::op_batch ops, uint64_t tag) {
-    self->send(shard, exec_atom::value, tag, std::move(ops));
+    return exec(self, shard, std::move(ops), tag);
+  }
+  storage::result_batch exec(caf::scoped_actor& self, const caf::actor& to,
+                             storage::op_batch ops, uint64_t tag) {
+    self->send(to, exec_atom::value, tag, std::move(ops));
     storage::result_batch out;
     self->receive([&](result_atom, uint64_t t, storage::result_batch& r) {
       BOOST_CHECK_EQUAL(t, tag);
@@ -285,12 +295,7 @@ BOOST_AUTO_TEST_CASE(items_written_while_a_member_was_dead_are_handed_back_as_co
 // PartitionHealTest, the member warmed the deleted value back from a node that held it as a
 // replica of the ring without the deleting node, and replicated it to the deleting node.
 BOOST_AUTO_TEST_CASE(a_deleted_key_goes_back_with_its_delete_point) {
-  storage::shard_config sc;
-  sc.memory_limit = 8u << 20;
-  sc.segment_size = 1u << 20;
-  std::string err;
-  auto there = storage::shard::open(sc, storage::system_clock_seconds, err);  // the member
-  BOOST_REQUIRE_MESSAGE(there, err);
+  auto there = small_shard(storage::system_clock_seconds);  // the member
   there->guard_copies(30);
   storage::op old_write = set_op("gone", "before");
   BOOST_REQUIRE(there->execute(old_write).st == storage::status::stored);
@@ -360,25 +365,14 @@ BOOST_AUTO_TEST_CASE(a_deleted_key_goes_back_with_its_delete_point) {
 // removes it there. (Before, the copy was stored here and the owners disagreed for good.)
 BOOST_AUTO_TEST_CASE(a_delete_handed_back_after_a_long_cut_is_noted_again) {
   auto later = std::make_shared<std::atomic<uint32_t>>(0);  // seconds added to the clock
-  storage::shard_config sc;
-  sc.memory_limit = 8u << 20;
-  sc.segment_size = 1u << 20;
-  std::string err;
-  auto sh = storage::shard::open(
-    sc, [later] { return storage::system_clock_seconds() + later->load(); }, err);
-  BOOST_REQUIRE_MESSAGE(sh, err);
-  auto here = sys->spawn<storage_shard>(nullptr, std::move(sh), std::chrono::milliseconds(0));
+  auto here = sys->spawn<storage_shard>(
+    nullptr, small_shard([later] { return storage::system_clock_seconds() + later->load(); }),
+    std::chrono::milliseconds(0));
   auto got = std::make_shared<handed_back_ops>();
   auto member = sys->spawn<answering_member>(got, 0);
   stop_on_exit stop{{member, here}};
   caf::scoped_actor self{*sys};
-  auto run = [&](storage::op_batch ops) {
-    self->send(here, exec_atom::value, uint64_t{1}, std::move(ops));
-    storage::result_batch out;
-    self->receive([&](result_atom, uint64_t, storage::result_batch& r) { out = std::move(r); },
-                  caf::after(std::chrono::seconds(5)) >> [] { BOOST_FAIL("no answer"); });
-    return out;
-  };
+  auto run = [&](storage::op_batch ops) { return exec(self, here, std::move(ops), 1); };
   self->send(here, prune_atom::value, two_member_view(member, false));
   const storage::result older = run({set_op("gone", "before"), get_op("gone")}).at(1);
   BOOST_REQUIRE(run({remove_op("gone")}).at(0).st == storage::status::deleted);
