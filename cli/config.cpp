@@ -183,9 +183,6 @@ std::string split_seeds(const std::string& text, std::vector<std::string>& out) 
   return "";
 }
 
-} // namespace
-
-namespace {
 // Calls note(whether `c` differs from the default, flag, YAML field) for every cluster
 // setting (RPC, membership, replication, TLS, timings).
 template <class F>

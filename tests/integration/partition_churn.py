@@ -30,7 +30,7 @@ Session 49: a cut of 40 s read 39 of 40 keys wrong at every time, "no answer" th
 n3 — the tool's own fault: every op connects afresh, and the writers ran out of ephemeral
 ports (28,232 in TIME_WAIT; connect failed, EADDRNOTAVAIL). netns.py now widens the range and
 reuses TIME_WAIT ports in the tool's namespace; errors are counted by kind. DEL=1 CUT=50
-POST=0: 0 of 40 at +1, 3 and 15 s, with session 49's head and with session 48's (2a287d3).
+POST=0: 0 of 40 at +1, 3 and 15 s, with session 49's build (732e2f8) and session 48's (2a287d3).
 
     BIN=build/bin [MODE=cut|kill] [CUT=10] [CYCLES=1] [SEED=1] [R=2] [KIND=drop|prohibit] \\
       [DEL=1] [POST=4] [READ_AT=1,5,15] [NKEYS=40] [EXTRA="bifrostd flags"] \\
@@ -60,11 +60,17 @@ IP = {i: netns.ip(i) for i in (1, 2, 3)}
 SIDES = [(1, 3), (3, 1), (2, 3), (3, 2)]  # n3 cut off both ways
 
 
+def no_answer(e):
+    """An op's socket error, as the tool reports it (its name: e.g. a timeout, or
+    EADDRNOTAVAIL when the namespace's ephemeral ports ran out)."""
+    return "(no answer: %s)" % (e.strerror or type(e).__name__)
+
+
 def get(i, k):
     try:
         r = netns.mc(i, "get " + k, timeout=3.0)
     except OSError as e:
-        return "(no answer: %s)" % (e.strerror or type(e).__name__)
+        return no_answer(e)
     return r.split("\r\n")[1] if r.startswith("VALUE") else None
 
 
@@ -92,7 +98,7 @@ class Writer(threading.Thread):
                          netns.mc(self.via, "set %s 0 0 %d" % (k, len(v)), v,
                                   timeout=3.0)).strip()
                 except OSError as e:
-                    r = "(no answer: %s)" % (e.strerror or type(e).__name__)
+                    r = no_answer(e)
                 if r in ("STORED", "DELETED", "NOT_FOUND"):
                     self.acks += 1
                     self.allowed[k] = {seq: v}
