@@ -249,6 +249,7 @@ output membership::tick_(uint64_t now_ms) {
   run_suspicion(now_ms, out);
   run_gossip(now_ms, out);
   run_sync(now_ms, out);
+  run_retells(now_ms, out);
   for (auto it = relays_.begin(); it != relays_.end();)
     it = now_ms >= it->second.expires_ms ? relays_.erase(it) : std::next(it);
   return out;
@@ -277,6 +278,7 @@ uint64_t membership::next_tick_ms() const noexcept {
   }
   if (cfg_.sync_interval_ms) t = std::min(t, next_sync_ms_);
   if (cfg_.reconnect_interval_ms) t = std::min(t, next_reconnect_ms_);
+  for (const auto& [name, r] : retells_) t = std::min(t, r.next_ms);
   return t;
 }
 
@@ -522,6 +524,8 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
     t.updates.push_back(to_update(prev));
     tells_.push_back(envelope{c.address, std::move(t)});
     ++stats_.messages_sent;
+    retells_[c.name] =
+      retell{to_update(prev), c.instance, now_ms + cfg_.probe_interval_ms, k_tell_repeats};
   }
   if (c.state != prev.state) {
     switch (c.state) {
@@ -605,6 +609,32 @@ void membership::flush_tells(output& out) {
   for (auto& e : tells_)
     out.send.push_back(std::move(e));
   tells_.clear();
+}
+
+void membership::run_retells(uint64_t now_ms, output& out) {
+  for (auto it = retells_.begin(); it != retells_.end();) {
+    retell& r = it->second;
+    auto m = members_.find(it->first);
+    const bool same = m != members_.end() && probe_eligible(m->second.info.state) &&
+                      (r.instance == 0 || m->second.info.instance == r.instance);
+    if (!same || r.left == 0) {
+      it = retells_.erase(it);
+      continue;
+    }
+    if (now_ms >= r.next_ms) {
+      message t = make(message_kind::gossip, it->first);
+      t.updates.push_back(r.death);
+      out.send.push_back(envelope{m->second.info.address, std::move(t)});
+      ++stats_.messages_sent;
+      ++stats_.deaths_told_again;
+      r.next_ms = now_ms + cfg_.probe_interval_ms;
+      if (--r.left == 0) {
+        it = retells_.erase(it);
+        continue;
+      }
+    }
+    ++it;
+  }
 }
 
 void membership::count_gone(const member_update& u, uint64_t now_ms) {

@@ -257,6 +257,8 @@ struct membership_stats {
   uint64_t name_conflicts = 0;
   uint64_t forgotten = 0;        ///< members forgotten (forget_after_ms)
   uint64_t told_forgotten = 0;   ///< messages to forgotten members carrying their death
+  /// Repeats of a death told to a member back from it (run_retells; the first is not counted).
+  uint64_t deaths_told_again = 0;
 };
 
 class membership {
@@ -447,6 +449,21 @@ private:
   bool first_contact_ = false;  // a message has told us of another live member
   uint64_t gone_counted_below_ = 0;  // deaths of us at incarnations below this were counted
   std::vector<envelope> tells_;      // apply(): deaths to tell members back from them
+  // apply(): each death told to a member back from it is told again once per probe interval,
+  // k_tell_repeats times (run_retells): the first message may be lost as the member's
+  // connection comes back, and its death then goes uncounted there (no return marked, no
+  // came-back view). The member counts a death once (gone_counted_below_), so repeats that
+  // follow a delivered tell do nothing. Dropped when the member is no longer alive or
+  // suspect, or another process (instance) took its name.
+  struct retell {
+    member_update death;
+    uint64_t instance = 0;
+    uint64_t next_ms = 0;
+    uint32_t left = 0;
+  };
+  std::map<std::string, retell, std::less<>> retells_;
+  static constexpr uint32_t k_tell_repeats = 5;
+  void run_retells(uint64_t now_ms, output& out);
   std::string duplicate_name_;
   std::vector<std::string> seeds_;
   bool joined_ = false;

@@ -443,6 +443,72 @@ BOOST_AUTO_TEST_CASE(a_death_heard_after_its_suspicion_was_refuted_counts) {
       BOOST_TEST(!(u.name == "self" && u.state == member_state::dead));
 }
 
+// The death told to a member back from it may be lost (its connection comes back as the
+// tell leaves): it is told again once per probe interval, a bounded number of times; the
+// member counts it once however many arrive. A member that goes again, or whose name another
+// process took, is told no more.
+BOOST_AUTO_TEST_CASE(a_death_told_to_a_member_back_from_it_is_told_again) {
+  // How many messages in `out` carry "self"'s death at incarnation 0 to self's address.
+  const auto deaths_to_self = [](const output& out) {
+    size_t n = 0;
+    for (const auto& e : out.send)
+      if (e.to_address == "self:7000")
+        for (const auto& u : e.msg.updates)
+          n += u.name == "self" && u.state == member_state::dead && u.incarnation == 0;
+    return n;
+  };
+  membership_config cfg;  // (probe interval 200 ms)
+  membership a(local_member{"a", "a:7000", "", 1}, cfg, 0);
+  membership self(local_member{"self", "self:7000", "", 1}, cfg, 0);
+  a.on_message(gossip_of({upd("self", 0, member_state::dead)}), 20000);
+  self.on_message(gossip_of({upd("a", 0, member_state::alive)}), 20000);
+  self.on_message(gossip_of({upd("self", 0, member_state::suspect)}), 20001);
+  BOOST_TEST(self.incarnation() == 1u);
+  auto out = a.on_message(gossip_of({upd("self", 1, member_state::alive)}), 20002);
+  BOOST_TEST(deaths_to_self(out) == 1u);  // the tell, lost
+  // a's tick at `t`, delivered to self, and self's answers to a (a's probes of self succeed).
+  const auto exchange = [&](uint64_t t) {
+    out = a.tick(t);
+    for (const auto& e : out.send)
+      if (e.to_address == "self:7000")
+        for (const auto& back : self.on_message(e.msg, t).send)
+          if (back.to_address == "a:7000") a.on_message(back.msg, t);
+    return deaths_to_self(out);
+  };
+  BOOST_TEST(a.next_tick_ms() <= 20202u);
+  BOOST_TEST(exchange(20201) == 0u);  // not before a probe interval
+  size_t told = 0;
+  for (uint64_t t = 20202; t <= 23000; t += 50) told += exchange(t);
+  BOOST_TEST(told == 5u);
+  BOOST_TEST(a.stats().deaths_told_again == 5u);
+  BOOST_TEST(self.stats().declared_gone == 1u);  // counted at the first repeat, once
+  BOOST_TEST(self.incarnation() == 1u);
+
+  // Gone again after its return: the repeats stop.
+  membership b(local_member{"b", "b:7000", "", 1}, cfg, 0);
+  b.on_message(gossip_of({upd("self", 0, member_state::dead)}), 20000);
+  b.on_message(gossip_of({upd("self", 1, member_state::alive)}), 20002);
+  b.on_message(gossip_of({upd("self", 1, member_state::dead)}), 20100);
+  told = 0;
+  for (uint64_t t = 20202; t <= 23000; t += 50) told += deaths_to_self(b.tick(t));
+  BOOST_TEST(told == 0u);
+  BOOST_TEST(b.stats().deaths_told_again == 0u);
+
+  // Another process took the name (its instance): the repeats stop.
+  membership c(local_member{"c", "c:7000", "", 1}, cfg, 0);
+  member_update first = upd("self", 1, member_state::alive);
+  first.instance = 11;
+  member_update other = upd("self", 2, member_state::alive);
+  other.instance = 12;
+  c.on_message(gossip_of({upd("self", 0, member_state::dead)}), 20000);
+  c.on_message(gossip_of({first}), 20002);
+  c.on_message(gossip_of({other}), 20100);
+  BOOST_TEST(c.find("self")->instance == 12u);
+  told = 0;
+  for (uint64_t t = 20202; t <= 23000; t += 50) told += deaths_to_self(c.tick(t));
+  BOOST_TEST(told == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(updates_out_of_bounds_are_ignored) {
   membership m(local_member{"self", "self:7000", "", 1});
   m.on_message(gossip_of({upd("b", 0, member_state::alive)}), 1);
