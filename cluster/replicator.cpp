@@ -401,8 +401,12 @@ private:
         // a later write here (a read checked there then took that write for deleted).
         o = storage::delete_copy(j.keys[i], r.deleted_cas);
       } else {
-        o.kind = storage::op_kind::remove;
-        o.key = j.keys[i];
+        // Absent with no delete noted here (a delete whose CAS matched nothing, a removal
+        // of a value refused as too large, a note pushed out): a delete's copy without a
+        // point, which removes any item there and notes nothing, as nothing was noted here.
+        // (A plain remove was noted at the replica's own clock, which may be later than this
+        // node's next write of the key: its copy would have been refused there.)
+        o = storage::delete_copy(j.keys[i], 0);
       }
       r = {};  // the value is copied: release the pinned slice now
       for (size_t m = 0; m < k; ++m)

@@ -459,6 +459,18 @@ struct shard::impl {
     return flushed_lately() && cas_clock_newer(guard_flushed_cas, o.explicit_cas);
   }
 
+  /// A replication's copy (a set): a delete of its key noted here in the last guard_s
+  /// seconds has a point on the CAS clock later than the write it copies (a delete's copy
+  /// brings its sender's point; a delete made here, this node's clock then; an expiry, the
+  /// expired write's CAS). The copy was read before the delete where it came from, and
+  /// arrives after it (a retried job, or the other side of a partition that heals): stored,
+  /// it would bring the key back here. Unordered values (a client's meta E) are taken.
+  bool written_before_delete(const op& o) {
+    forget_deletions(now);
+    const noted* n = noted_lately(o.key);
+    return n != nullptr && cas_clock_newer(n->cas, o.explicit_cas);
+  }
+
   /// A flush_all took effect here in the last guard_s seconds (+ 1: whole seconds; a moment
   /// before the next one counts as this one).
   bool flushed_lately() const {
@@ -1092,7 +1104,9 @@ struct shard::impl {
       // notes it (lookup), so that a copy of an older write does not bring the key back.
       if (o.mode == store_mode::add)
         lookup(o.key, h);
-      if (o.mode == store_mode::add ? copied_before_delete(o) : written_before_flush(o)) {
+      if (o.mode == store_mode::add   ? copied_before_delete(o)
+          : o.mode == store_mode::set ? written_before_flush(o) || written_before_delete(o)
+                                      : written_before_flush(o)) {
         ++st.copies_refused;  // (read before a delete or flush here, landing after it)
         res.st = status::not_stored;
         return res;

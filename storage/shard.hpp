@@ -262,7 +262,11 @@ public:
   /// before the delete reached the node it came from, and would bring the key back. In those
   /// `seconds` after a flush_all, a copy that is no add (replication's) is refused too when
   /// the write it copies came before the flush by the CAS clock: R > 1, a write then a
-  /// flush_all, the write's copy still on its way to this replica. A cluster node turns it on
+  /// flush_all, the write's copy still on its way to this replica; and a replication's set
+  /// copy when a delete of its key noted here has a point later than that write by the CAS
+  /// clock (cas_clock_newer: unordered values, a client's meta E, are taken): a retried
+  /// copy, or one from the other side of a healed partition, read before the delete where
+  /// it came from. A cluster node turns it on
   /// (actors/storage_shard.hpp); 0 turns it off and forgets what was noted.
   void guard_copies(uint32_t seconds);
   /// Deletes as state to copy (re-replication, actors/storage_shard.hpp): the keys noted by

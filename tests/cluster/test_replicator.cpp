@@ -219,7 +219,9 @@ BOOST_AUTO_TEST_CASE(background_keys_are_read_once_and_sent_to_each_owner_as_sta
     BOOST_CHECK_EQUAL(o[0].value, "one");
     BOOST_CHECK_EQUAL(o[0].flags, 5u);
     BOOST_CHECK_EQUAL(o[0].explicit_cas, 77u);
-    BOOST_CHECK(o[1].kind == storage::op_kind::remove);  // the absence is replicated too
+    BOOST_CHECK(o[1].kind == storage::op_kind::remove);  // the absence is replicated too,
+    BOOST_CHECK(o[1].copy);  // as a delete's copy: no delete was noted here, so without a
+    BOOST_CHECK_EQUAL(o[1].explicit_cas, 0u);  // point (the replica notes none either)
     BOOST_CHECK_EQUAL(o[2].value, "three");
     BOOST_CHECK_EQUAL(o[2].ttl, 2000000000);  // absolute expiry, as read
     caf::anon_send(got->sender, result_atom::value, got->tag,

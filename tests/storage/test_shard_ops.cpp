@@ -855,7 +855,8 @@ BOOST_AUTO_TEST_CASE(merge_reads_counts_the_reads_of_the_other_copy) {
 // A copy of another node's item (warming, re-replication) read there before a delete here
 // lands after it: while the guard is on, the add is refused for a key deleted here lately,
 // and for every key just after a flush_all, unless the item it copies was written after
-// them by the CAS clock; a client's add, and replication's set, are not.
+// them by the CAS clock; a client's add is not, and replication's set only when the write it
+// copies came before the delete by the CAS clock.
 BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) {
   fake_clock clk;
   auto s = open_shard(small_config(), clk);
@@ -886,7 +887,46 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
     BOOST_CHECK(s->execute(o).st == status::stored);
   }
   BOOST_CHECK(do_delete(*s, "b").st == status::deleted);
-  BOOST_CHECK(copy_of("b", store_mode::set) == status::stored);  // replication: newer state
+  // Replication's set: the primary's state, taken when written after the delete by the CAS
+  // clock; one written before it (a retried copy, the other side of a healed partition)
+  // would bring the key back.
+  BOOST_CHECK(copy_of("b", store_mode::set) == status::not_stored);
+  BOOST_CHECK_EQUAL(s->stats().copies_refused, 3u);
+  BOOST_CHECK_EQUAL(value_of(*s, "b"), "<miss>");
+  {
+    auto run = [&](op o) { return s->execute(o).st; };
+    do_set(*s, "after", "newer");  // (a write after the delete, by this process's clock)
+    BOOST_CHECK(run(item_copy("b", do_get(*s, "after"), store_mode::set)) == status::stored);
+    BOOST_CHECK_EQUAL(value_of(*s, "b"), "newer");
+    BOOST_CHECK(do_delete(*s, "b").st == status::deleted);
+    result e = src;  // a client's meta E: no clock value, orders nothing, taken
+    e.cas = 12345;
+    BOOST_CHECK(run(item_copy("b", e, store_mode::set)) == status::stored);
+    BOOST_CHECK_EQUAL(value_of(*s, "b"), "old");
+    BOOST_CHECK(do_delete(*s, "b").st == status::deleted);
+    // A delete's copy with no point (the primary noted none) notes nothing here: a set
+    // copy of any write is taken after it.
+    BOOST_CHECK(do_delete(*s, "nopoint").st == status::not_found);  // (noted: a client's)
+    BOOST_CHECK(copy_of("nopoint", store_mode::set) == status::not_stored);
+    BOOST_CHECK(run(delete_copy("np2", 0)) == status::not_found);
+    BOOST_CHECK(copy_of("np2", store_mode::set) == status::stored);
+    BOOST_CHECK(run(delete_copy("np2", 0)) == status::deleted);
+    BOOST_CHECK(copy_of("np2", store_mode::set) == status::stored);
+    // A delete's copy with its point: set copies of writes before it are refused.
+    BOOST_CHECK(run(delete_copy("p", next_cas())) == status::not_found);
+    BOOST_CHECK(copy_of("p", store_mode::set) == status::not_stored);
+    BOOST_CHECK_EQUAL(s->stats().copies_refused, 5u);
+    // An expiry is noted at the expired write's CAS: a set copy of that very write (a touch
+    // at the primary before it expired there, replicated) is taken.
+    do_set(*s, "ttl", "v", 1);
+    result touched = do_get(*s, "ttl");
+    clk.advance(2);
+    BOOST_CHECK_EQUAL(value_of(*s, "ttl"), "<miss>");
+    touched.exptime = 0;
+    BOOST_CHECK(run(item_copy("ttl", touched, store_mode::set)) == status::stored);
+    BOOST_CHECK_EQUAL(value_of(*s, "ttl"), "v");
+    BOOST_CHECK_EQUAL(s->stats().copies_refused, 5u);
+  }
   // The cluster's own removes (uncounted: a past owner's copy dropped after a write
   // elsewhere) note nothing: a copy of the current item is welcome after them.
   {
