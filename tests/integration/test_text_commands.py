@@ -838,6 +838,20 @@ class FlushTest(ServerTestCase):
         self.assertTrue(mc.flush_all())
         self.assertIsNone(mc.get(self.key()))
 
+    def test_flush_all_absolute_time_past(self):
+        # An absolute time already past (over 30 days: a unix time) takes effect now here, as
+        # such an exptime expires an item at once. memcached 1.6 flushes nothing: its
+        # realtime() maps a past absolute time to 1, which leaves its oldest-live mark at 0
+        # ("off"). A documented difference (README).
+        c = self.client()
+        keys = self._fill(c, 2)
+        self.assertEqual(c.call(b"flush_all 1000000000\r\n"), b"OK\r\n")
+        got = c.call(b"get " + b" ".join(keys) + b"\r\n", term=b"END\r\n")
+        if harness.is_bifrost():
+            self.assertEqual(got, b"END\r\n")
+        else:
+            self.assertEqual(got, b"".join(b"VALUE %s 0 1\r\nx\r\n" % k for k in keys) + b"END\r\n")
+
     def test_flush_all_bad_delay(self):
         c = self.client()
         self.assertEqual(c.call(b"flush_all abc\r\n"), b"CLIENT_ERROR invalid exptime argument\r\n")
