@@ -403,12 +403,8 @@ output membership::on_message_(const message& m, uint64_t now_ms) {
   // join's reply carried it already.) After the answer: the RPC returns the first message
   // for the caller as its reply.
   if (!m.from_address.empty() && m.kind != message_kind::join) {
-    if (const member_update* d = death_to_tell(m.from, now_ms, false)) {
-      message t = make(message_kind::gossip, m.from);
-      t.updates.push_back(*d);
-      out.send.push_back(envelope{m.from_address, std::move(t)});
-      ++stats_.messages_sent;
-    }
+    if (const member_update* d = death_to_tell(m.from, now_ms, false))
+      out.send.push_back(death_message(m.from, m.from_address, *d));
   }
   // Deaths told to members back from the dead (apply), after the answer too.
   flush_tells(out);
@@ -520,12 +516,10 @@ void membership::apply(const member_update& u, uint64_t now_ms, output& out) {
     // of our messages from before its death, delivered late) and not know that we had it
     // dead. Tell it (membership::apply_self counts it), as its return means hand-backs.
     // (Queued after the answer to the message being handled: on_message_.)
-    message t = make(message_kind::gossip, c.name);
-    t.updates.push_back(to_update(prev));
-    tells_.push_back(envelope{c.address, std::move(t)});
-    ++stats_.messages_sent;
+    member_update death = to_update(prev);
+    tells_.push_back(death_message(c.name, c.address, death));
     retells_[c.name] =
-      retell{to_update(prev), c.instance, now_ms + cfg_.probe_interval_ms, k_tell_repeats};
+      retell{std::move(death), c.instance, now_ms + cfg_.probe_interval_ms, k_tell_repeats};
   }
   if (c.state != prev.state) {
     switch (c.state) {
@@ -611,21 +605,26 @@ void membership::flush_tells(output& out) {
   tells_.clear();
 }
 
+envelope membership::death_message(const std::string& name, const std::string& address,
+                                   const member_update& death) {
+  message t = make(message_kind::gossip, name);
+  t.updates.push_back(death);
+  ++stats_.messages_sent;
+  return envelope{address, std::move(t)};
+}
+
 void membership::run_retells(uint64_t now_ms, output& out) {
   for (auto it = retells_.begin(); it != retells_.end();) {
     retell& r = it->second;
     auto m = members_.find(it->first);
     const bool same = m != members_.end() && probe_eligible(m->second.info.state) &&
                       (r.instance == 0 || m->second.info.instance == r.instance);
-    if (!same || r.left == 0) {
+    if (!same) {
       it = retells_.erase(it);
       continue;
     }
     if (now_ms >= r.next_ms) {
-      message t = make(message_kind::gossip, it->first);
-      t.updates.push_back(r.death);
-      out.send.push_back(envelope{m->second.info.address, std::move(t)});
-      ++stats_.messages_sent;
+      out.send.push_back(death_message(it->first, m->second.info.address, r.death));
       ++stats_.deaths_told_again;
       r.next_ms = now_ms + cfg_.probe_interval_ms;
       if (--r.left == 0) {

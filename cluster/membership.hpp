@@ -360,6 +360,9 @@ private:
   void count_gone(const member_update& u, uint64_t now_ms);
   /// Moves the deaths apply() queued for members back from the dead into `out`.
   void flush_tells(output& out);
+  /// A gossip to member `name` at `address` carrying its own `death` (counted as sent).
+  envelope death_message(const std::string& name, const std::string& address,
+                         const member_update& death);
   void emit(event_kind k, const member_info& i, output& out);
   void enqueue(const member_update& u);
   uint32_t retransmit_limit() const noexcept;

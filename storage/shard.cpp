@@ -465,9 +465,8 @@ struct shard::impl {
   /// expired write's CAS). The copy was read before the delete where it came from, and
   /// arrives after it (a retried job, or the other side of a partition that heals): stored,
   /// it would bring the key back here. Unordered values (a client's meta E) are taken.
-  bool written_before_delete(const op& o) {
-    forget_deletions(now);
-    const noted* n = noted_lately(o.key);
+  bool written_before_delete(const op& o) const {
+    const noted* n = noted_lately(o.key);  // (judges the guard's seconds itself)
     return n != nullptr && cas_clock_newer(n->cas, o.explicit_cas);
   }
 
@@ -1104,9 +1103,9 @@ struct shard::impl {
       // notes it (lookup), so that a copy of an older write does not bring the key back.
       if (o.mode == store_mode::add)
         lookup(o.key, h);
-      if (o.mode == store_mode::add   ? copied_before_delete(o)
-          : o.mode == store_mode::set ? written_before_flush(o) || written_before_delete(o)
-                                      : written_before_flush(o)) {
+      if (o.mode == store_mode::add ? copied_before_delete(o)
+                                    : written_before_flush(o) ||
+                                        (o.mode == store_mode::set && written_before_delete(o))) {
         ++st.copies_refused;  // (read before a delete or flush here, landing after it)
         res.st = status::not_stored;
         return res;

@@ -387,13 +387,8 @@ BOOST_AUTO_TEST_CASE(a_delete_handed_back_after_a_long_cut_is_noted_again) {
   later->store(3600);  // (an hour: the guard's 30 s are long over)
   BOOST_REQUIRE_EQUAL(run({get_op("gone")}).at(0).deleted_cas, 0u);
   self->send(here, prune_atom::value, two_member_view(member, true));
-  std::vector<storage::op> ops;
-  for (int i = 0; i < 200 && ops.empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    ops = got->take();
-  }
   std::map<std::string, storage::op> removes;  // (the rewritten key's item goes as a copy)
-  for (int i = 0; i < 200 && removes.size() < 2; ++i) {
+  for (int i = 0; i < 400 && removes.size() < 2; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     for (const auto& o : got->take())
       if (o.kind == storage::op_kind::remove)
