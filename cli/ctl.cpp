@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cerrno>
 #include <cmath>
@@ -23,6 +24,8 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <system_error>
+#include <thread>
 
 namespace bifrost::ctl {
 
@@ -148,14 +151,24 @@ bool per_node_stat(const std::string& name) {
   return names.count(name) != 0;
 }
 
+// One node's stats (NAME, VALUE), copied out of its RPC answer.
+using stat_list = std::vector<std::pair<std::string, std::string>>;
+
+stat_list copy_stats(capnp::List<rpc::Stat>::Reader stats) {
+  stat_list out;
+  out.reserve(stats.size());
+  for (auto st : stats)
+    out.emplace_back(text(st.getName()), text(st.getValue()));
+  return out;
+}
+
 // Sums stats across nodes, in the first node's order (names first seen later are appended).
 class stat_sum {
 public:
-  void add(capnp::List<rpc::Stat>::Reader stats) {
+  void add(const stat_list& stats) {
     ++nodes_;
-    for (auto st : stats) {
-      auto name = text(st.getName());
-      auto v = classify(text(st.getValue()));
+    for (auto& [name, value] : stats) {
+      auto v = classify(value);
       auto it = index_.find(name);
       if (it == index_.end()) {
         index_.emplace(name, entries_.size());
@@ -401,11 +414,59 @@ void print_stats(context& c, const stat_sum& sum, json extra) {
   print_table(c.out, rows);
 }
 
+// What one member answered `stats --all`: its stats, or why not.
+struct member_answer {
+  bool answered = false;
+  stat_list stats;
+  std::string error;
+};
+
+// Asks for stats over `s`: the node `node` when given, else a new connection to `address`.
+// Never throws.
+member_answer ask_stats(session& s, const std::string& address,
+                        rpc::Node::Client* node) noexcept {
+  member_answer a;
+  try {
+    auto client = node ? *node : s.connect(address, false);
+    auto r = s.wait(client.statsRequest().send(), address, "stats");
+    a.stats = copy_stats(r.getStats());
+    a.answered = true;
+  } catch (failure& f) {
+    a.error = f.message;
+  } catch (kj::Exception& e) {
+    a.error = describe(e);
+  } catch (std::exception& e) {
+    a.error = e.what();
+  }
+  return a;
+}
+
+// The same from a worker thread of `stats --all`: with a KJ loop and a session of its own.
+member_answer ask_stats_on_own_loop(const options& opts, std::chrono::milliseconds timeout,
+                                    const std::string& address) noexcept {
+  member_answer a;
+  try {
+    auto io = kj::setupAsyncIo();
+    session s(io, timeout, opts.tls);
+    return ask_stats(s, address, nullptr);
+  } catch (failure& f) {
+    a.error = f.message;
+  } catch (kj::Exception& e) {
+    a.error = describe(e);
+  } catch (std::exception& e) {
+    a.error = e.what();
+  }
+  return a;
+}
+
+// At most this many members are asked at once by `stats --all` (a thread each, this one too).
+constexpr size_t stats_all_workers = 16;
+
 int cmd_stats(context& c) {
   if (!c.opts.all) {
     auto r = c.s.wait(c.node.statsRequest().send(), c.opts.node, "stats");
     stat_sum one;
-    one.add(r.getStats());
+    one.add(copy_stats(r.getStats()));
     print_stats(c, one, json{{"node", c.opts.node}});
     return exit_ok;
   }
@@ -421,25 +482,54 @@ int cmd_stats(context& c) {
         targets.push_back({text(i.getName()), text(i.getRpcAddress())});
     }
   }
+  // The node we are connected to is asked over the existing connection, on this thread; the
+  // other members from worker threads (a connection, session and KJ loop each), so members
+  // that accept and never answer cost one --timeout together, not one each. This thread
+  // then takes members from the same queue (asking over its own session), so the command
+  // works with no worker at all. An answer is written by the thread that took its member
+  // and read after the joins.
+  std::vector<member_answer> answers(targets.size());
+  std::vector<size_t> queue;
+  for (size_t i = 0; i < targets.size(); ++i)
+    if (targets[i].rpc_address != c.opts.node)
+      queue.push_back(i);
+  std::atomic<size_t> next{0};
+  const auto timeout = c.s.timeout();
+  std::vector<std::thread> workers;
+  KJ_DEFER(for (auto& t : workers) t.join());
+  try {
+    while (workers.size() < std::min(queue.size(), stats_all_workers - 1))
+      workers.emplace_back([&] {
+        for (size_t k; (k = next.fetch_add(1)) < queue.size();) {
+          auto i = queue[k];
+          answers[i] = ask_stats_on_own_loop(c.opts, timeout, targets[i].rpc_address);
+        }
+      });
+  } catch (std::system_error&) {
+    // (no more threads: those started and this one ask the rest)
+  }
+  for (size_t i = 0; i < targets.size(); ++i)
+    if (targets[i].rpc_address == c.opts.node)
+      answers[i] = ask_stats(c.s, c.opts.node, &c.node);
+  for (size_t k; (k = next.fetch_add(1)) < queue.size();)
+    answers[queue[k]] = ask_stats(c.s, targets[queue[k]].rpc_address, nullptr);
+  for (auto& t : workers)
+    t.join();
+  workers.clear();
+
   stat_sum sum;
   json failed = json::array();
   int answered = 0;
-  for (auto& t : targets) {
-    std::string error;
-    try {
-      // The node we are connected to is asked over the existing connection.
-      auto node = t.rpc_address == c.opts.node ? c.node : c.s.connect(t.rpc_address, false);
-      auto r = c.s.wait(node.statsRequest().send(), t.rpc_address, "stats");
-      sum.add(r.getStats());
+  for (size_t i = 0; i < targets.size(); ++i) {
+    auto& [name, address] = targets[i];
+    if (answers[i].answered) {
+      sum.add(answers[i].stats);
       ++answered;
       continue;
-    } catch (failure& f) {
-      error = f.message;
-    } catch (kj::Exception& e) {
-      error = describe(e);
     }
-    c.err << "bifrostctl: member " << t.name << " (" << t.rpc_address << "): " << error << "\n";
-    failed.push_back({{"name", t.name}, {"rpc_address", t.rpc_address}, {"error", error}});
+    auto& error = answers[i].error;
+    c.err << "bifrostctl: member " << name << " (" << address << "): " << error << "\n";
+    failed.push_back({{"name", name}, {"rpc_address", address}, {"error", error}});
   }
   if (!c.opts.json)
     c.out << answered << " of " << targets.size() << " alive members answered\n";

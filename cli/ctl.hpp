@@ -9,7 +9,8 @@
 //   members                     Node.members
 //   ring [--key K]              Node.ring(K) with --key; Node.members without
 //   stats [--all]               Node.stats; with --all: Node.members, then Node.stats on every
-//                               alive member's rpc address (a connection of its own each)
+//                               alive member's rpc address (a connection of its own each,
+//                               at most 16 members asked at once)
 //   get K                       Node.execute([get K], client, sink): value bytes raw on stdout
 //   set K V [--ttl N] [--flags F]  Node.execute([store/set K V], client, null); V from
 //   set K --value-file PATH|-      a file or stdin; above 64 KiB Node.upload([store/set K],
@@ -26,8 +27,12 @@
 // without progress. A streamed value counts as progress chunk by chunk, so a 1 GiB `get` is
 // bounded by stalls, not by its total transfer time.
 //
-// Threading: single-threaded. Everything runs on the calling thread's KJ event loop; a
-// `session` and the clients it hands out belong to that thread and to that loop.
+// Threading: everything runs on the calling thread's KJ event loop; a `session` and the
+// clients it hands out belong to that thread and to that loop. One exception: `stats --all`
+// asks the other members from up to 15 worker threads, each with a KJ loop, a session and
+// connections of its own (nothing of theirs is shared; each writes the answers of the
+// members it took, read after the joins), so members that never answer cost one --timeout
+// together.
 #pragma once
 
 #include "cluster/bifrost.capnp.h"

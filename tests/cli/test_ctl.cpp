@@ -671,6 +671,41 @@ BOOST_AUTO_TEST_CASE(stats_all_sums_over_alive_members) {
   BOOST_TEST(doc["stats"]["curr_items"] == 15);
 }
 
+// Members that accept and never answer are asked at once, so together they cost one
+// --timeout (before: one each, here 4 s of 1 s timeouts in a row). Each is still named, in
+// the members' order, and the others' stats are summed.
+BOOST_AUTO_TEST_CASE(stats_all_asks_members_at_once) {
+  fake_server a, b;
+  std::vector<std::unique_ptr<raw_socket>> paused;
+  for (int i = 0; i < 4; ++i)
+    paused.push_back(std::make_unique<raw_socket>(true));
+  for (auto* cfg : {&a.cfg, &b.cfg}) {
+    set_members(*cfg, a.address(), b.address(), paused[0]->address());
+    std::lock_guard<std::mutex> lock(cfg->mu);
+    auto extra = cfg->members[2];
+    for (int i = 1; i < 4; ++i) {
+      extra.name = "p" + std::to_string(i);
+      extra.rpc_address = paused[i]->address();
+      cfg->members.push_back(extra);
+    }
+  }
+  a.cfg.stats = {{"curr_items", "10"}};
+  b.cfg.stats = {{"curr_items", "5"}};
+  auto r = ctl_run({"--node", a.address(), "--timeout", "1", "stats", "--all"});
+  BOOST_TEST(r.code == 0, r.err);
+  BOOST_TEST(contains(r.out, "2 of 6 alive members answered"), r.out);
+  BOOST_TEST(contains(r.out, "curr_items  15\n"), r.out);
+  BOOST_TEST(r.seconds < 2.5, r.seconds << " s");
+  auto errs = lines(r.err);
+  BOOST_REQUIRE(errs.size() == 4);
+  BOOST_TEST(contains(errs[0], "member n3 (" + paused[0]->address() + "): cannot reach node"),
+             errs[0]);
+  for (int i = 1; i < 4; ++i)
+    BOOST_TEST(contains(errs[i], "member p" + std::to_string(i) + " (" + paused[i]->address() +
+                                     "): cannot reach node"),
+               errs[i]);
+}
+
 BOOST_AUTO_TEST_CASE(set_get_delete) {
   fake_server a;
   set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
