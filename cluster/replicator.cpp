@@ -387,8 +387,10 @@ private:
     std::vector<ring::member_id> owners(v->replicas);
     for (size_t i = 0; i < j.keys.size(); ++i) {
       auto& r = j.state[i];
-      if (r.st == storage::status::unavailable) {
-        j.failed[i] = 1;  // never mistake an unread state for an absence (that would delete)
+      if (r.st != storage::status::hit && r.st != storage::status::miss) {
+        // Never mistake an unread state (unavailable, a read that failed for want of memory)
+        // for an absence: that would delete the replicas' copies of an item held here.
+        j.failed[i] = 1;
         continue;
       }
       size_t k = v->ring->live_owner_ids(ring::key_hash(j.keys[i]), v->replicas, owners.data());

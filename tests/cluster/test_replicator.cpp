@@ -426,23 +426,26 @@ BOOST_AUTO_TEST_CASE(a_job_sent_when_the_one_before_it_expired_gets_its_own_dead
   BOOST_CHECK(*ok);  // both owners took it within its own deadline
 }
 
+// Neither a read that did not answer (unavailable) nor one that failed (no_memory: the
+// shard's answer when an allocation fails) is an absence: no delete's copy goes for it.
 BOOST_AUTO_TEST_CASE(an_unreadable_state_is_never_sent_as_an_absence) {
   start();
-  (*self)->send(repl, actors::replicate_atom::value, strings{"k1", "k2"});
+  (*self)->send(repl, actors::replicate_atom::value, strings{"k1", "k2", "k3"});
   auto read = shard_log.take();
   BOOST_REQUIRE(read);
   caf::anon_send(read->sender, result_atom::value, read->tag,
-                 storage::result_batch{hit("v1"), status_of(storage::status::unavailable)});
+                 storage::result_batch{hit("v1"), status_of(storage::status::unavailable),
+                                       status_of(storage::status::no_memory)});
   for (auto* log : {&link_log, &peer_log}) {
     auto got = log->take();
     BOOST_REQUIRE(got);
-    BOOST_CHECK((keys_of(got->ops) == strings{"k1"}));  // no delete for k2
+    BOOST_CHECK((keys_of(got->ops) == strings{"k1"}));  // no delete for k2 or k3
     caf::anon_send(got->sender, result_atom::value, got->tag,
                    storage::result_batch(1, status_of(storage::status::stored)));
   }
-  auto again = shard_log.take(5000ms);  // k2 is read again later
+  auto again = shard_log.take(5000ms);  // k2 and k3 are read again later
   BOOST_REQUIRE(again);
-  BOOST_CHECK((keys_of(again->ops) == strings{"k2"}));
+  BOOST_CHECK((keys_of(again->ops) == strings{"k2", "k3"}));
 }
 
 BOOST_AUTO_TEST_CASE(a_waiting_write_is_told_whether_every_owner_took_it_and_not_retried) {
