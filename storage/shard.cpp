@@ -417,12 +417,17 @@ struct shard::impl {
     }
   }
   /// `cas`: the delete's point on the CAS clock when it was taken elsewhere (a delete's
-  /// copy), else 0: now, here. A note keeps the later of its point and an earlier note's.
+  /// copy), else 0: now, here. A note keeps the later of its point and an earlier note's,
+  /// and an earlier note's point on the clock over one that orders nothing (the expiry of a
+  /// client's meta E write taken after the earlier delete: copies of writes before that
+  /// delete stay refused).
   void note_delete(std::string_view key, uint64_t cas = 0) {
     const uint64_t h = guard_hash(key);
     noted n{now, ++noted_seq, cas != 0 ? cas : next_cas()};
     auto it = deleted_at.find(h);
-    if (it != deleted_at.end() && cas_clock_newer(it->second.cas, n.cas))
+    if (it != deleted_at.end() &&
+        (cas_clock_newer(it->second.cas, n.cas) ||
+         (!cas_clocked(n.cas) && cas_clocked(it->second.cas))))
       n.cas = it->second.cas;
     deleted_at[h] = n;
     deletions.push_back(deletion{h, n, std::string(key)});

@@ -926,6 +926,19 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
     BOOST_CHECK(run(item_copy("ttl", touched, store_mode::set)) == status::stored);
     BOOST_CHECK_EQUAL(value_of(*s, "ttl"), "v");
     BOOST_CHECK_EQUAL(s->stats().copies_refused, 5u);
+    // The expiry of an item whose CAS orders nothing (a client's meta E, taken after a
+    // delete) does not replace the delete's point: a copy of a write before that delete is
+    // still refused.
+    BOOST_CHECK(do_delete(*s, "ue").st == status::not_found);
+    do_set(*s, "ue-src", "e", 1);
+    result unordered = do_get(*s, "ue-src");
+    unordered.cas = 12345;
+    BOOST_CHECK(run(item_copy("ue", unordered, store_mode::set)) == status::stored);
+    clk.advance(2);
+    BOOST_CHECK_EQUAL(value_of(*s, "ue"), "<miss>");  // (expired: noted at CAS 12345)
+    BOOST_CHECK(copy_of("ue", store_mode::set) == status::not_stored);
+    BOOST_CHECK_EQUAL(value_of(*s, "ue"), "<miss>");
+    BOOST_CHECK_EQUAL(s->stats().copies_refused, 6u);
   }
   // The cluster's own removes (uncounted: a past owner's copy dropped after a write
   // elsewhere) note nothing: a copy of the current item is welcome after them.
