@@ -75,9 +75,11 @@
 //                               before anyone had it dead (the view names it: cluster_view::
 //                               restarted): the copies made count without it from then on,
 //                               and when no owner changed, the current placement counts as
-//                               the one before (its owners took the writes). A node joining,
-//                               or back from the dead (a pause, a partition), sends nothing
-//                               it held before (its items may be older than the owners'). A
+//                               the one before (its owners took the writes). A node joining
+//                               sends nothing it held before; one back from the dead (a pause,
+//                               a partition) only what it stored since its return
+//                               (storage::return_mark): what it held may be older than the
+//                               owners' copies. A
 //                               copy is refused at a node that deleted its key lately
 //                               (storage::shard::guard_copies, on for members:
 //                               copy_guard_s). A view that
@@ -309,8 +311,12 @@ private:
     std::vector<caf::actor> dests;  // by member id of `to`: peer actors of live members
     bool failed = false;            // a copy not taken after its retries
     bool scanned = false;           // the prune pass visited every slot
+    uint64_t since = 0;             // back from the dead: only items (and deletes) above this
   };
   copy_pass copy_;
+  /// Back from the dead in the current view: its return mark (storage::return_mark, at least
+  /// 1), else 0.
+  uint64_t copy_since_ = 0;
   struct copy_job {
     std::string key;
     uint8_t n = 0;  // new owners (ids in copy_.to)
