@@ -24,6 +24,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <system_error>
 #include <thread>
 
@@ -53,6 +54,19 @@ std::string percent(double fraction) {
 }
 
 std::string describe(const kj::Exception& e) { return e.getDescription().cStr(); }
+
+// KJ's description of a failed lookup or connect, said in words: KJ appends its debug
+// parameters ("DNS lookup failed.; params.host = h; ...; gai_strerror(status) = Name or
+// service not known"), of which the system's own message is the part worth reading.
+std::string plain_words(const kj::Exception& e) {
+  std::string d = describe(e);
+  constexpr std::string_view dns = "DNS lookup failed.";
+  constexpr std::string_view gai = "gai_strerror(status) = ";
+  if (d.compare(0, dns.size(), dns) == 0)
+    if (auto at = d.find(gai); at != std::string::npos)
+      return "DNS lookup failed: " + d.substr(at + gai.size());
+  return d;
+}
 
 std::string human_uptime(uint64_t s) {
   char buf[64];
@@ -915,13 +929,20 @@ parse_result parse_args(int argc, const char* const* argv, options& opts, std::o
       return {false, exit_ok};
     }
     std::string what = e.what();
+    auto command_list = [&] {
+      std::string l;
+      for (auto& cmd : commands)
+        l += std::string(" ") + cmd.name;
+      return l;
+    };
     // (CLI11 takes an unknown command for a stray argument and asks for a subcommand)
     if (app.get_subcommands().empty() && !app.remaining().empty() &&
-        app.remaining().front().rfind("-", 0) != 0) {
-      what = "unknown command '" + app.remaining().front() + "'; the commands are";
-      for (auto& cmd : commands)
-        what += std::string(" ") + cmd.name;
-    }
+        app.remaining().front().rfind("-", 0) != 0)
+      what = "unknown command '" + app.remaining().front() + "'; the commands are" +
+             command_list();
+    else if (app.get_subcommands().empty() && app.remaining().empty() &&
+             dynamic_cast<const CLI::RequiredError*>(&e) != nullptr)
+      what = "no command given; the commands are" + command_list();
     err << "bifrostctl: " << what << "\n";
     err << "Run with --help for more information.\n";
     return {false, exit_unreachable};
@@ -1007,7 +1028,7 @@ rpc::Node::Client session::connect(const std::string& address, bool hint) {
     if (tls_)
       stream = wait(tls_->wrap_client(kj::mv(stream), address), address, "the TLS handshake");
   } catch (kj::Exception& e) {
-    throw failure{exit_unreachable, "cannot reach node " + address + ": " + describe(e)};
+    throw failure{exit_unreachable, "cannot reach node " + address + ": " + plain_words(e)};
   }
   auto conn = kj::heap<connection>(kj::mv(stream));
   auto node = conn->bootstrap();
