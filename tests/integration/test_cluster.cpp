@@ -1324,6 +1324,11 @@ BOOST_AUTO_TEST_CASE(mutual_tls_cluster_and_bifrostctl) {
   auto ok = ctl(n2, ctl_tls, {"get", "tls-7"});
   BOOST_CHECK_EQUAL(ok.exit_code, 0);
   BOOST_CHECK(ok.out.find(value_for("tls-7")) != std::string::npos);
+  // stats --all asks n1 from a worker thread, with a TLS context of its own.
+  auto all = ctl(n2, ctl_tls, {"stats", "--all"});
+  BOOST_CHECK_EQUAL(all.exit_code, 0);
+  BOOST_CHECK_MESSAGE(all.out.find("2 of 2 alive members answered") != std::string::npos,
+                      all.out << all.err);
   auto plain = ctl(n1, {}, {"status"});
   BOOST_CHECK_EQUAL(plain.exit_code, 2);
   BOOST_CHECK_MESSAGE(plain.err.find("--tls-cert") != std::string::npos, plain.err);
