@@ -435,15 +435,19 @@ struct member_answer {
   std::string error;
 };
 
-// Asks for stats over `s`: the node `node` when given, else a new connection to `address`.
-// Never throws.
-member_answer ask_stats(session& s, const std::string& address,
-                        rpc::Node::Client* node) noexcept {
+// The stats of the node `node` when given, else of a new connection to `address`, over `s`.
+stat_list fetch_stats(session& s, const std::string& address, rpc::Node::Client* node) {
+  auto client = node ? *node : s.connect(address, false);
+  auto r = s.wait(client.statsRequest().send(), address, "stats");
+  return copy_stats(r.getStats());
+}
+
+// Runs `fetch` (a stat_list), turning what it throws into the answer's error.
+template <typename Fetch>
+member_answer answer_of(Fetch&& fetch) noexcept {
   member_answer a;
   try {
-    auto client = node ? *node : s.connect(address, false);
-    auto r = s.wait(client.statsRequest().send(), address, "stats");
-    a.stats = copy_stats(r.getStats());
+    a.stats = fetch();
     a.answered = true;
   } catch (failure& f) {
     a.error = f.message;
@@ -455,22 +459,18 @@ member_answer ask_stats(session& s, const std::string& address,
   return a;
 }
 
+member_answer ask_stats(session& s, const std::string& address, rpc::Node::Client* node) {
+  return answer_of([&] { return fetch_stats(s, address, node); });
+}
+
 // The same from a worker thread of `stats --all`: with a KJ loop and a session of its own.
 member_answer ask_stats_on_own_loop(const options& opts, std::chrono::milliseconds timeout,
-                                    const std::string& address) noexcept {
-  member_answer a;
-  try {
+                                    const std::string& address) {
+  return answer_of([&] {
     auto io = kj::setupAsyncIo();
     session s(io, timeout, opts.tls);
-    return ask_stats(s, address, nullptr);
-  } catch (failure& f) {
-    a.error = f.message;
-  } catch (kj::Exception& e) {
-    a.error = describe(e);
-  } catch (std::exception& e) {
-    a.error = e.what();
-  }
-  return a;
+    return fetch_stats(s, address, nullptr);
+  });
 }
 
 // At most this many members are asked at once by `stats --all` (a thread each, this one too).

@@ -289,6 +289,15 @@ n3_joined pair_joined_by_n3(cluster& c, const std::string& prefix,
 }
 
 // Sets each of `keys` to "new-<key>" through `via`, pipelined; every one must be STORED.
+// Every node of `ns` has every member alive.
+bool all_alive(const std::vector<node*>& ns) {
+  for (auto* n : ns)
+    for (auto& [name, state] : member_states(n->rpc_port))
+      if (state != "alive")
+        return false;
+  return true;
+}
+
 void set_new_values(const node& via, const std::vector<std::string>& keys) {
   mc_client m(via.port, 5s);
   std::vector<std::pair<std::string, std::string>> kv;
@@ -2358,15 +2367,7 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_does_not_serve_what_was_overwritt
       }
     }
     ::kill(n3.pid, SIGCONT);
-    BOOST_REQUIRE(wait_until(
-      [&] {
-        for (auto* n : ns)
-          for (auto& [name, state] : member_states(n->rpc_port))
-            if (state != "alive")
-              return false;
-        return true;
-      },
-      10000ms, 50ms));
+    BOOST_REQUIRE(wait_until([&] { return all_alive(ns); }, 10000ms, 50ms));
     // Written again at once, through n3 and n1, while the hand-backs may still be on their
     // way: they must not remove these later writes.
     {
@@ -2464,15 +2465,7 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_copies_what_it_took_since_when_an
     },
     10000ms, 50ms));
   ::kill(n2.pid, SIGCONT);
-  BOOST_REQUIRE(wait_until(
-    [&] {
-      for (auto* n : ns)
-        for (auto& [name, state] : member_states(n->rpc_port))
-          if (state != "alive")
-            return false;
-      return true;
-    },
-    10000ms, 50ms));
+  BOOST_REQUIRE(wait_until([&] { return all_alive(ns); }, 10000ms, 50ms));
   set_new_values(n2, keys);
   BOOST_REQUIRE_EQUAL(::kill(ns[0]->pid, SIGTERM), 0);
   BOOST_REQUIRE_MESSAGE(wait_until([&] { return c.reap(*ns[0]); }, 15000ms, 20ms),
