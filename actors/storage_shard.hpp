@@ -79,7 +79,8 @@
 //                               sends nothing it held before; one back from the dead (a pause,
 //                               a partition) only what it stored since its return
 //                               (storage::return_mark): what it held may be older than the
-//                               owners' copies. A
+//                               owners' copies; so such a member is no owner that stays
+//                               and holds the copies, and the other old owners send too. A
 //                               copy is refused at a node that deleted its key lately
 //                               (storage::shard::guard_copies, on for members:
 //                               copy_guard_s). A view that
@@ -312,6 +313,7 @@ private:
     bool failed = false;            // a copy not taken after its retries
     bool scanned = false;           // the prune pass visited every slot
     uint64_t since = 0;             // back from the dead: only items (and deletes) above this
+    std::vector<char> back;         // by member id of `to`: back from the dead (plan_copies)
   };
   copy_pass copy_;
   /// Back from the dead in the current view: its return mark (storage::return_mark, at least
