@@ -2234,10 +2234,13 @@ BOOST_AUTO_TEST_CASE(a_member_that_does_not_answer_has_unknown_sizes) {
   ::kill(ns[2]->pid, SIGCONT);
   report("ring and stats --all with n3 stopped: " + std::to_string(ms.count()) + " ms");
   BOOST_CHECK_EQUAL(ring.exit_code, 0);
-  // (stats --all asks n3 too, which answers nothing within 0.3 s: named, exit 1)
-  BOOST_CHECK_MESSAGE(all.err.find("member " + ns[2]->name) != std::string::npos, all.err);
-  BOOST_CHECK_MESSAGE(all.out.find("2 of 3 alive members answered") != std::string::npos,
-                      all.out);
+  // (stats --all asks n3 too while n1 lists it alive, and n3 answers nothing within 0.3 s:
+  // named. A slow build may reach it once n1 has n3 suspect, not alive: then not asked.)
+  const bool asked = all.out.find("2 of 3 alive members answered") != std::string::npos;
+  BOOST_CHECK_MESSAGE(
+    asked || all.out.find("2 of 2 alive members answered") != std::string::npos, all.out);
+  if (asked)
+    BOOST_CHECK_MESSAGE(all.err.find("member " + ns[2]->name) != std::string::npos, all.err);
 }
 
 // --------------------------------------------------------------------------------------------
