@@ -693,7 +693,7 @@ void storage_shard::send_copies() {
       if (deleted_at == 0 || deleted_at <= copy_.since)
         continue;  // (gone since the pass saw it, and not by a delete noted here)
       copied_deletes_ += j.n;
-    } else if (r.cas <= copy_.since) {
+    } else if (copy_.since != 0 && r.cas <= copy_.since) {
       continue;  // (back from the dead: stored before its return)
     }
     bytes += r.value.view().size() + key.size();
