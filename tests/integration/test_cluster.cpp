@@ -289,6 +289,20 @@ n3_joined pair_joined_by_n3(cluster& c, const std::string& prefix,
 }
 
 // Sets each of `keys` to "new-<key>" through `via`, pipelined; every one must be STORED.
+// Stops `victim` (SIGSTOP) until every other node of `ns` has it dead, then continues it.
+void pause_past_detection(const std::vector<node*>& ns, node& victim) {
+  BOOST_REQUIRE(stop_node(victim.pid));
+  BOOST_REQUIRE(wait_until(
+    [&] {
+      for (auto* n : ns)
+        if (n != &victim && member_states(n->rpc_port)[victim.name] != "dead")
+          return false;
+      return true;
+    },
+    10000ms, 50ms));
+  ::kill(victim.pid, SIGCONT);
+}
+
 // Every node of `ns` sees exactly the nodes of `ns` alive.
 bool all_alive(const std::vector<node*>& ns) {
   std::vector<std::string> names;
@@ -2447,14 +2461,7 @@ BOOST_AUTO_TEST_CASE(a_join_right_after_a_return_gets_the_keys_from_their_other_
   auto keys = make_keys("rejoin-", 300);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   std::this_thread::sleep_until(paused_after);
-  BOOST_REQUIRE(stop_node(n2.pid));
-  BOOST_REQUIRE(wait_until(
-    [&] {
-      return member_states(ns[0]->rpc_port)["n2"] == "dead" &&
-             member_states(ns[2]->rpc_port)["n2"] == "dead";
-    },
-    10000ms, 50ms));
-  ::kill(n2.pid, SIGCONT);
+  pause_past_detection(ns, n2);
   auto& n4 = join_node(c, ns, "n4", *ns[2], {}, 2);
   size_t owned = 0;  // keys n4 owns now
   for (auto& owners : owners_of(*ns[0], keys))
@@ -2509,14 +2516,7 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_copies_what_it_took_since_when_an
   BOOST_REQUIRE_GE(keys.size(), 100u);
   BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
   std::this_thread::sleep_until(paused_after);
-  BOOST_REQUIRE(stop_node(n2.pid));
-  BOOST_REQUIRE(wait_until(
-    [&] {
-      return member_states(ns[0]->rpc_port)["n2"] == "dead" &&
-             member_states(ns[2]->rpc_port)["n2"] == "dead";
-    },
-    10000ms, 50ms));
-  ::kill(n2.pid, SIGCONT);
+  pause_past_detection(ns, n2);
   BOOST_REQUIRE(wait_until([&] { return all_alive(ns); }, 10000ms, 50ms));
   set_new_values(n2, keys);
   BOOST_REQUIRE_EQUAL(::kill(ns[0]->pid, SIGTERM), 0);
