@@ -546,13 +546,13 @@ void storage_shard::plan_copies(const cluster_view& v) {
   // (before, 350 of 1,000 keys written through it then were on no other node). (The rings
   // after its join's, newest first, are from before it joined: its seed's, which it warms
   // from too. They lack it without saying anything of its death.)
-  copy_since_ = 0;
+  uint64_t since = 0;  // back from the dead: its return mark (at least 1)
   for (const auto& p : v.past) {
     if (p.joining == v.self_name)
       break;
     if (auto id = p.ring ? p.ring->find(v.self_name) : std::nullopt;
         !id || !p.ring->member(*id).alive) {
-      copy_since_ = std::max<uint64_t>(storage::return_mark(), 1);
+      since = std::max<uint64_t>(storage::return_mark(), 1);
       break;
     }
   }
@@ -604,7 +604,7 @@ void storage_shard::plan_copies(const cluster_view& v) {
     return ids;
   };
   copy_.to = v.ring;
-  copy_.since = copy_since_;
+  copy_.since = since;
   copy_.before_self = *before_self;
   copy_.copied_id = ids_in_now(*copied_ring_);
   copy_.before_id = ids_in_now(*placed_before_);
@@ -624,7 +624,7 @@ void storage_shard::plan_copies(const cluster_view& v) {
     if (!m.alive)
       continue;
     if (id == self_) {
-      copy_.back[id] = copy_since_ != 0;
+      copy_.back[id] = since != 0;
       continue;
     }
     for (const auto& p : v.past)

@@ -316,9 +316,6 @@ private:
     std::vector<char> back;         // by member id of `to`: back from the dead (plan_copies)
   };
   copy_pass copy_;
-  /// Back from the dead in the current view: its return mark (storage::return_mark, at least
-  /// 1), else 0.
-  uint64_t copy_since_ = 0;
   struct copy_job {
     std::string key;
     uint8_t n = 0;  // new owners (ids in copy_.to)
