@@ -394,6 +394,11 @@ struct shard::impl {
     uint32_t at;   // unix second
     uint64_t seq;  // noted_seq
     uint64_t cas;  // a CAS taken then: the clock's value at that delete
+    // The latest point on the clock of this note and the earlier ones it follows, 0: none.
+    // Equals `cas` when that is on the clock; when it orders nothing (the expiry of a client's
+    // meta E write, a delete while a client's E pushed the counter past the clock), the
+    // earlier note's: what a replication's copy is still ordered against.
+    uint64_t ordered;
   };
   std::unordered_map<uint64_t, noted> deleted_at;  // keyed 64-bit hash -> the last delete
   struct deletion {
@@ -417,18 +422,24 @@ struct shard::impl {
     }
   }
   /// `cas`: the delete's point on the CAS clock when it was taken elsewhere (a delete's
-  /// copy), else 0: now, here. A note keeps the later of its point and an earlier note's,
-  /// and an earlier note's point on the clock over one that orders nothing (the expiry of a
-  /// client's meta E write taken after the earlier delete: copies of writes before that
-  /// delete stay refused).
+  /// copy), else 0: now, here. A note keeps the later of its point and an earlier note's (in
+  /// the guard's seconds); a point that orders nothing stays the note's point (a warm add is
+  /// then refused whatever it copies: its write may have come after the earlier delete and
+  /// before this one), and the earlier note's point on the clock stays its `ordered` (a
+  /// replication's copy of a write before that delete stays refused).
   void note_delete(std::string_view key, uint64_t cas = 0) {
+    forget_deletions(now);  // (an earlier note lends its point only inside the guard's seconds)
     const uint64_t h = guard_hash(key);
-    noted n{now, ++noted_seq, cas != 0 ? cas : next_cas()};
+    noted n{now, ++noted_seq, cas != 0 ? cas : next_cas(), 0};
+    n.ordered = cas_clocked(n.cas) ? n.cas : 0;
     auto it = deleted_at.find(h);
-    if (it != deleted_at.end() &&
-        (cas_clock_newer(it->second.cas, n.cas) ||
-         (!cas_clocked(n.cas) && cas_clocked(it->second.cas))))
-      n.cas = it->second.cas;
+    if (it != deleted_at.end()) {
+      if (cas_clock_newer(it->second.cas, n.cas))
+        n.cas = it->second.cas;
+      if (it->second.ordered != 0 &&
+          (n.ordered == 0 || cas_clock_newer(it->second.ordered, n.ordered)))
+        n.ordered = it->second.ordered;
+    }
     deleted_at[h] = n;
     deletions.push_back(deletion{h, n, std::string(key)});
     forget_deletions(now);
@@ -472,7 +483,7 @@ struct shard::impl {
   /// it would bring the key back here. Unordered values (a client's meta E) are taken.
   bool written_before_delete(const op& o) const {
     const noted* n = noted_lately(o.key);  // (judges the guard's seconds itself)
-    return n != nullptr && cas_clock_newer(n->cas, o.explicit_cas);
+    return n != nullptr && cas_clock_newer(n->ordered, o.explicit_cas);
   }
 
   /// A flush_all took effect here in the last guard_s seconds (+ 1: whole seconds; a moment

@@ -939,6 +939,35 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
     BOOST_CHECK(copy_of("ue", store_mode::set) == status::not_stored);
     BOOST_CHECK_EQUAL(value_of(*s, "ue"), "<miss>");
     BOOST_CHECK_EQUAL(s->stats().copies_refused, 6u);
+    // ... and a warm add after that expiry is refused whatever it copies: a write after the
+    // delete (by the clock) may have been overwritten by the client's E write.
+    BOOST_CHECK(do_delete(*s, "ue2").st == status::not_found);
+    do_set(*s, "ue2-w1", "w1");
+    const result w1 = do_get(*s, "ue2-w1");  // (written after the delete)
+    BOOST_CHECK(run(item_copy("ue2", w1, store_mode::set)) == status::stored);
+    do_set(*s, "ue2-src", "e", 1);
+    result over = do_get(*s, "ue2-src");
+    over.cas = 12345;
+    BOOST_CHECK(run(item_copy("ue2", over, store_mode::set)) == status::stored);  // over w1
+    clk.advance(2);
+    BOOST_CHECK_EQUAL(value_of(*s, "ue2"), "<miss>");
+    BOOST_CHECK(run(item_copy("ue2", w1, store_mode::add)) == status::not_stored);
+    BOOST_CHECK_EQUAL(value_of(*s, "ue2"), "<miss>");
+    BOOST_CHECK(run(item_copy("ue2", w1, store_mode::set)) == status::stored);  // (ordered)
+    BOOST_CHECK_EQUAL(s->stats().copies_refused, 7u);
+    // A note past the guard's seconds lends its point to nothing: once forgotten, a later
+    // note that orders nothing orders no copy either.
+    BOOST_CHECK(do_delete(*s, "ue3").st == status::not_found);
+    clk.advance(11);
+    do_set(*s, "ue3-src", "e", 1);
+    result late = do_get(*s, "ue3-src");
+    late.cas = 12345;
+    BOOST_CHECK(run(item_copy("ue3", late, store_mode::set)) == status::stored);
+    clk.advance(2);
+    BOOST_CHECK_EQUAL(value_of(*s, "ue3"), "<miss>");
+    BOOST_CHECK(copy_of("ue3", store_mode::set) == status::stored);
+    BOOST_CHECK_EQUAL(value_of(*s, "ue3"), "old");
+    BOOST_CHECK_EQUAL(s->stats().copies_refused, 7u);
   }
   // The cluster's own removes (uncounted: a past owner's copy dropped after a write
   // elsewhere) note nothing: a copy of the current item is welcome after them.
