@@ -556,6 +556,14 @@ void storage_shard::plan_copies(const cluster_view& v) {
       break;
     }
   }
+  // The mark moves on every later return or stall (the others may have had it dead again,
+  // and hand-backs must spare what it stores from then on); while the view still warms from
+  // a ring without it, what it stored since the first of those returns is what it may hold
+  // alone (a second stall inside the window moved the mark above writes whose other owner
+  // then left: they went nowhere).
+  if (since != 0 && back_since_ != 0)
+    since = std::min(since, back_since_);
+  back_since_ = since;
   // Members that restarted unnoticed (v.restarted) lost the copies they held in memory: the
   // copies made count without them, and when no owner changed, the owners that took the
   // writes are the current ones, so they send (as after a death and a return).

@@ -78,7 +78,8 @@
 //                               the one before (its owners took the writes). A node joining
 //                               sends nothing it held before; one back from the dead (a pause,
 //                               a partition) only what it stored since its return
-//                               (storage::return_mark): what it held may be older than the
+//                               (storage::return_mark; the lowest while the view warms
+//                               from a ring without it): what it held may be older than the
 //                               owners' copies; so such a member is no owner that stays
 //                               and holds the copies, and the other old owners send too. A
 //                               copy is refused at a node that deleted its key lately
@@ -316,6 +317,9 @@ private:
     std::vector<char> back;         // by member id of `to`: back from the dead (plan_copies)
   };
   copy_pass copy_;
+  /// Back from the dead: the lowest return mark of the views since the return whose past still
+  /// holds a ring without this node (plan_copies), else 0.
+  uint64_t back_since_ = 0;
   struct copy_job {
     std::string key;
     uint8_t n = 0;  // new owners (ids in copy_.to)

@@ -2496,7 +2496,10 @@ BOOST_AUTO_TEST_CASE(a_join_right_after_a_return_gets_the_keys_from_their_other_
 // back from a pause, took new values of the keys it shares with n1 (their write deleted
 // n3's older copies, held since n2's death), n1 left (SIGTERM), and n3, now their other
 // owner, never got them; a kill -9 of n2 lost them (a user's report: 350 of 1,000 keys).
-BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_copies_what_it_took_since_when_an_owner_leaves) {
+// n2 paused past detection and continued, the keys of n1 and n2 written through it, then
+// (`stall_again`) paused once more past its own stall limit (its ticks' gap: ping + indirect
+// + suspicion timeouts, 0.96 s), n1 stopped with SIGTERM and n2 killed: n3 must hold them.
+void back_from_the_dead_then_an_owner_leaves(bool stall_again) {
   cluster c;
   logs_on_failure guard{c};
   auto ns = start_cluster(c, 3, 2, 5000ms);
@@ -2519,6 +2522,12 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_copies_what_it_took_since_when_an
   pause_past_detection(ns, n2);
   BOOST_REQUIRE(wait_until([&] { return all_alive(ns); }, 10000ms, 50ms));
   set_new_values(n2, keys);
+  if (stall_again) {  // (declared dead again or not: either moves its return mark)
+    BOOST_REQUIRE(stop_node(n2.pid));
+    std::this_thread::sleep_for(1200ms);
+    ::kill(n2.pid, SIGCONT);
+    BOOST_REQUIRE(wait_until([&] { return all_alive(ns); }, 10000ms, 50ms));
+  }
   BOOST_REQUIRE_EQUAL(::kill(ns[0]->pid, SIGTERM), 0);
   BOOST_REQUIRE_MESSAGE(wait_until([&] { return c.reap(*ns[0]); }, 15000ms, 20ms),
                         "n1 did not exit within 15 s of its SIGTERM");
@@ -2536,11 +2545,22 @@ BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_copies_what_it_took_since_when_an
   size_t held = 0;
   for (size_t i = 0; i < keys.size(); ++i)
     held += got[i] && *got[i] == "new-" + keys[i];
-  report("keys of n1 and n2 written through n2 after its return, held by n3 after n1 left "
-         "and n2 was killed: " + std::to_string(held) + " of " + std::to_string(keys.size()) +
-         " (n2 sent " + std::to_string(sent) + " copies)");
+  report("keys of n1 and n2 written through n2 after its return" +
+         std::string(stall_again ? ", then n2 stalled again," : "") +
+         " held by n3 after n1 left and n2 was killed: " + std::to_string(held) + " of " +
+         std::to_string(keys.size()) + " (n2 sent " + std::to_string(sent) + " copies)");
   BOOST_CHECK(copied);
   BOOST_CHECK_EQUAL(held, keys.size());
+}
+
+BOOST_AUTO_TEST_CASE(a_node_back_from_the_dead_copies_what_it_took_since_when_an_owner_leaves) {
+  back_from_the_dead_then_an_owner_leaves(false);
+}
+
+// A later stall inside the window moves the node's return mark; what it took since its first
+// return still goes (before, n2 copied none of the keys written between the two).
+BOOST_AUTO_TEST_CASE(a_second_stall_keeps_what_was_taken_since_the_first_return) {
+  back_from_the_dead_then_an_owner_leaves(true);
 }
 
 // --------------------------------------------------------------------------------------------
