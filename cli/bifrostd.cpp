@@ -1,8 +1,9 @@
 // bifrostd: wiring only. Parses the configuration, starts a node and (unless --no-rpc) the
-// cluster service next to it, waits for SIGINT/SIGTERM (or a bifrostctl drain), then stops in
-// order: the node drains its clients, the service leaves the cluster and tears down the KJ
-// thread, the node tears down its actors and loops. Exit status 0; 1 when the node cannot
-// start (a port in use...) or after a fatal cluster error (on_fatal); 2 on a configuration error.
+// cluster service next to it, waits for SIGINT/SIGTERM/SIGUSR1 (or a bifrostctl drain; SIGHUP
+// is ignored), then stops in order: the node drains its clients, the service leaves the
+// cluster and tears down the KJ thread, the node tears down its actors and loops. Exit status
+// 0; 1 when the node cannot start (a port in use...) or after a fatal cluster error
+// (on_fatal); 2 on a configuration error.
 #include "actors/messages.hpp"
 #include "actors/io_loop.hpp"
 #include "actors/node.hpp"
@@ -106,11 +107,18 @@ int main(int argc, char** argv) {
     return outcome.exit_code;
   }
   // Block the stop signals before any thread starts, so that only sigwait() below sees them.
+  // SIGUSR1 stops as SIGTERM does (memcached 1.6's graceful stop). SIGHUP (a closed terminal,
+  // a logrotate's kill -HUP) is waited for too, and ignored: its default would end the node
+  // as kill -9 does, without a drain or a leave. (Nothing to reload: logs go to stderr, the
+  // configuration is read once.)
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  sigaddset(&stop_signals, SIGUSR1);
+  sigset_t waited = stop_signals;
+  sigaddset(&waited, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &waited, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   raise_open_files_limit(cfg);
 
@@ -245,7 +253,11 @@ int main(int argc, char** argv) {
   int sig = 0;
   for (;;) {  // a stop signal, or the end of a leave's grace period
     const timespec tick{0, 100 * 1000 * 1000};
-    sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    sig = sigtimedwait(&waited, nullptr, &tick);
+    if (sig == SIGHUP) {
+      std::fprintf(stderr, "bifrostd: SIGHUP ignored (nothing to reload); SIGTERM stops\n");
+      continue;
+    }
     if (sig > 0)
       break;
     if (stop_accepting_asked.exchange(false))
@@ -263,7 +275,7 @@ int main(int argc, char** argv) {
     else
       std::fprintf(stderr, "bifrostd: left the cluster, draining\n");
   }
-  // A second SIGINT/SIGTERM cuts a stop a signal began short (an operator's second Ctrl-C, as
+  // A second SIGINT/SIGTERM/SIGUSR1 cuts a stop a signal began short (an operator's second Ctrl-C, as
   // memcached stops on it): the process exits at once with status 1, as after kill -9
   // (replies in flight are cut off; a data directory recovers what it holds). The thread
   // inherits the blocked mask, so only it sees the signal from now on. (A stop that a leave

@@ -373,6 +373,38 @@ class LinkLogTest(ServerTestCase):
         self.assertLessEqual(len(lines), 4, "\n".join(lines))
 
 
+class SignalTest(unittest.TestCase):
+    """The signals an operator's tools send, as memcached 1.6 takes them: SIGHUP (a closed
+    terminal, logrotate's kill -HUP) leaves the server serving what it holds (bifrostd ended
+    at once, as after kill -9: in a cluster without a leave); SIGUSR1 is a graceful stop,
+    exit 0."""
+
+    def start(self):
+        server = harness.Server()
+        self.addCleanup(server.close_log)
+        self.addCleanup(server.stop)
+        server.start()
+        return server
+
+    def test_sighup_leaves_the_server_serving(self):
+        server = self.start()
+        with server.client() as c:
+            self.assertEqual(c.call(b"set hup 0 0 1\r\nv\r\n"), b"STORED\r\n")
+            for _ in range(3):
+                os.kill(server.pid, signal.SIGHUP)
+                time.sleep(0.2)
+            self.assertTrue(server.alive(), server.output())
+            self.assertEqual(c.call(b"get hup\r\n", term=b"END\r\n"),
+                             b"VALUE hup 0 1\r\nv\r\nEND\r\n")
+
+    def test_sigusr1_stops_gracefully(self):
+        server = self.start()
+        with server.client() as c:
+            self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
+        os.kill(server.pid, signal.SIGUSR1)
+        self.assertEqual(server.proc.wait(10), 0, server.output())
+
+
 class StartRefusalTest(unittest.TestCase):
     """A second server on a port another one listens on exits with an error (memcached: "Address
     already in use"); bifrostd's SO_REUSEPORT once let it bind beside the first, and the kernel
