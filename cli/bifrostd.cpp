@@ -275,8 +275,8 @@ int main(int argc, char** argv) {
     else
       std::fprintf(stderr, "bifrostd: left the cluster, draining\n");
   }
-  // A second SIGINT/SIGTERM/SIGUSR1 cuts a stop a signal began short (an operator's second Ctrl-C, as
-  // memcached stops on it): the process exits at once with status 1, as after kill -9
+  // A second SIGINT/SIGTERM/SIGUSR1 cuts a stop a signal began short (an operator's second
+  // Ctrl-C, as memcached stops on it): the process exits at once with status 1, as kill -9
   // (replies in flight are cut off; a data directory recovers what it holds). The thread
   // inherits the blocked mask, so only it sees the signal from now on. (A stop that a leave
   // or drain began is not cut short by one signal: it hands on acknowledged writes.)
