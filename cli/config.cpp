@@ -348,9 +348,13 @@ std::string load_yaml_text(const std::string& text, const std::string& origin,
   for (auto it = root.begin(); it != root.end(); ++it) {
     std::string key = it->first.as<std::string>("");
     const YAML::Node v = it->second;  // a handle: it->second is a temporary proxy
+    // (A field with no value, `memory_mb:`, is null; yaml-cpp marks it where the next token
+    // starts, lines further down: the field's own line names it.)
     auto where = [&](const std::string& problem) {
-      return "config error: " + origin + ":" + std::to_string(v.Mark().line + 1) + ": field '" +
-             key + "': " + problem;
+      const bool empty = v.IsNull();
+      return "config error: " + origin + ":" +
+             std::to_string((empty ? it->first.Mark() : v.Mark()).line + 1) + ": field '" + key +
+             "': " + (empty ? "no value given; " : "") + problem;
     };
     auto [seen, fresh] = first_line.emplace(key, it->first.Mark().line + 1);
     if (!fresh)

@@ -265,6 +265,11 @@ BOOST_AUTO_TEST_CASE(yaml_errors_name_field_and_line) {
          {"node_name: \"x\\ny\"\n", ":1: field 'node_name'"},
          {"port: 1\nthreads: 2\nport: 2\n", ":3: field 'port' given twice (first on line 1)"},
          {"join: a:1\njoin:\n  - b:2\n", ":2: field 'join' given twice (first on line 1)"},
+         // A field left empty: its own line (yaml-cpp marks the token after it).
+         {"port: 1\nmemory_mb:\n", ":2: field 'memory_mb': no value given; must be"},
+         {"port: 1\nmemory_mb:\n\n\n# c\nthreads: 1\n", ":2: field 'memory_mb': no value"},
+         {"memory_mb: ~\nport: 1\n", ":1: field 'memory_mb': no value given"},
+         {"port: 1\nlisten:\n", ":2: field 'listen': no value given"},
        }) {
     node_config cfg;
     auto err = load_yaml_text(b.text, "node.yaml", cfg);
