@@ -406,9 +406,11 @@ void connection::process_input_pass() {
       break;
     }
     if (r.status == proto::parse_status::close) {
-      // An HTTP request line (memcached's guard against web clients) closes at once.
-      close_now();
-      return;
+      // An HTTP request line (memcached's guard against web clients) ends the connection
+      // without a word, after the answers of the requests before it (as memcached: a client
+      // must see that its writes before the line were applied; before, they were dropped).
+      hang_up_after_answers();
+      break;
     }
     if (entry_)  // (`stats conns`: every line read counts, an erroneous one too)
       entry_->last_cmd_ms.store(uv_now(loop().uv()), std::memory_order_relaxed);

@@ -107,6 +107,17 @@ class BadInputTest(ServerTestCase):
                          b"STORED\r\nVALUE %s 0 1\r\nB\r\nEND\r\n" % k)
         self.assertAlive()
 
+    def test_an_http_request_line_closes_after_the_replies_before_it(self):
+        # As a line too long: bifrostd closed at once, dropping the replies of the requests
+        # before the line (whose writes were applied); memcached sends them, then closes.
+        c = self.client()
+        k = self.key()
+        send_ignoring_close(c, b"set %s 0 0 1\r\nH\r\nget %s\r\nmn\r\nGET / HTTP/1.1\r\n"
+                            b"Host: x\r\n\r\nget %s\r\n" % (k, k, k))
+        self.assertEqual(c.expect_closed(timeout=5),
+                         b"STORED\r\nVALUE %s 0 1\r\nH\r\nEND\r\nMN\r\n" % k)
+        self.assertAlive()
+
     def test_a_client_that_sends_a_long_line_before_it_reads_gets_its_replies(self):
         # After a line too long, bifrostd stopped reading until the replies before it were
         # written; a client that sends the whole line before it reads (small buffers, a large
