@@ -1040,7 +1040,7 @@ BOOST_AUTO_TEST_CASE(long_pipeline_all_fragment_sizes) {
 
 BOOST_AUTO_TEST_CASE(too_long_and_close_stop_the_stream) {
   // Requests before a too-long line or an HTTP one are parsed; the connection answers them,
-  // then closes. The two ends are told apart (a too-long line counts as a protocol error).
+  // then closes. The parser tells the two ends apart (too_long, close).
   std::string in = "get a\r\n" + std::string(3000, 'z') + "\r\nget b\r\n";
   BOOST_TEST(events(in) == "ok consumed=7 cmd=get keys=[\"a\"]\ntoo_long\n");
   in = "get a\r\nGET /a HTTP/1.1\r\nget b\r\n";
