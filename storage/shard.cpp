@@ -140,7 +140,13 @@ std::optional<uint64_t> name_number(std::string_view name, std::string_view pref
 uint32_t data_dir_shards(const std::string& dir, std::string& error) {
   error.clear();
   DIR* d = ::opendir(dir.c_str());
-  if (!d) return 0;
+  if (!d) {
+    // Absent: made at start. Anything else (a file, no permission) is the operator's to fix.
+    if (errno != ENOENT)
+      error = "cannot open " + dir + ": " + std::strerror(errno) +
+              " (give a directory this user may read and write, or a path to create)";
+    return 0;
+  }
   std::vector<uint64_t> ids;
   std::string stray;
   while (dirent* de = ::readdir(d)) {

@@ -153,6 +153,21 @@ BOOST_AUTO_TEST_CASE(a_data_directory_keeps_its_shard_count) {
   std::filesystem::remove_all(dir);
 }
 
+BOOST_AUTO_TEST_CASE(a_data_directory_that_is_a_file_is_a_config_error) {
+  // (It was an exit 1 at start: "cannot open .../lock: Not a directory".)
+  const std::string file = temp_file("not a directory\n");
+  for (const std::string& dir : {file, file + "/sub"}) {
+    node_config cfg;
+    auto r = run({"--data-dir", dir}, cfg);
+    BOOST_CHECK(r.what == parse_outcome::action::exit);
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK_MESSAGE(contains(r.message, "--data-dir") &&
+                          contains(r.message, "Not a directory"),
+                        r.message);
+  }
+  std::remove(file.c_str());
+}
+
 BOOST_AUTO_TEST_CASE(stray_shard_entries_in_a_data_directory_are_refused) {
   // A gap (shard-5 beside shard-0..1) used to raise the count to 6 and strand most items; a
   // huge id made the node create every directory up to it. Each is a config error naming it.
