@@ -107,6 +107,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   counter("evictions", sh.evictions);
   counter("reclaimed", sh.reclaimed);
   counter("store_too_large", sum(node, &loop_counters::store_too_large));
+  counter("store_no_memory", sh.store_no_memory);
   // Bifrost's own counters.
   stat(out, "storage_segments", sh.segments);
   stat(out, "storage_segment_bytes", sh.segment_bytes);

@@ -237,6 +237,7 @@ shard_stats& shard_stats::operator+=(const shard_stats& o) {
   cas_hits += o.cas_hits;
   cas_misses += o.cas_misses;
   cas_badval += o.cas_badval;
+  store_no_memory += o.store_no_memory;
   recovered_items += o.recovered_items;
   recovery_skipped += o.recovery_skipped;
   return *this;
@@ -1798,7 +1799,12 @@ result shard::execute(op& o) {
     m.apply_pending_flush();
     switch (o.kind) {
       case op_kind::get: return m.do_get(o);
-      case op_kind::store: return m.do_store(o);
+      case op_kind::store: {
+        result r = m.do_store(o);
+        if (r.st == status::no_memory && m.client_op)
+          ++m.st.store_no_memory;  // (memcached's: a client's write refused for want of room)
+        return r;
+      }
       case op_kind::remove: return m.do_remove(o);
       case op_kind::arith: return m.do_arith(o);
       case op_kind::touch: return m.do_touch(o);
@@ -1808,6 +1814,8 @@ result shard::execute(op& o) {
   }
   result res;
   res.st = status::no_memory;
+  if (o.kind == op_kind::store && m.client_op)
+    ++m.st.store_no_memory;
   return res;
 }
 

@@ -106,6 +106,7 @@ struct shard_stats {
   uint64_t delete_hits = 0, delete_misses = 0;
   uint64_t incr_hits = 0, incr_misses = 0, decr_hits = 0, decr_misses = 0;
   uint64_t cas_hits = 0, cas_misses = 0, cas_badval = 0;
+  uint64_t store_no_memory = 0;   // clients' storage commands refused for want of room
   uint64_t recovered_items = 0;   // items rebuilt from the data directory at open()
   uint64_t recovery_skipped = 0;  // torn or corrupt records skipped at open()
   uint64_t disk_full_evictions = 0;  // segments evicted because the data directory was full

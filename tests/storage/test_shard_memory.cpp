@@ -205,6 +205,7 @@ BOOST_AUTO_TEST_CASE(no_memory_when_pins_hold_the_limit) {
   for (int j = 0; j < 200 && last == status::stored; ++j)
     last = do_set(*s, "g" + std::to_string(j), std::string(1000, 'g')).st;
   BOOST_CHECK_EQUAL(last, status::no_memory);
+  BOOST_CHECK_EQUAL(s->stats().store_no_memory, 1u);  // (memcached's stat of that name)
   BOOST_CHECK_LE(s->stats().segment_bytes, limit);
   BOOST_CHECK(pin_a.value.view() == std::string(1000, 'a'));
   BOOST_CHECK(pin_b.value.view() == std::string(1000, 'b'));
@@ -212,6 +213,7 @@ BOOST_AUTO_TEST_CASE(no_memory_when_pins_hold_the_limit) {
   pin_b = result{};
   BOOST_CHECK_EQUAL(do_set(*s, "after", "x").st, status::stored);
   BOOST_CHECK_EQUAL(value_of(*s, "after"), "x");
+  BOOST_CHECK_EQUAL(s->stats().store_no_memory, 1u);
 }
 
 BOOST_AUTO_TEST_CASE(a_segment_sendfile_read_from_is_never_rewritten_in_place) {
