@@ -22,6 +22,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 #include <type_traits>
@@ -122,6 +123,11 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   raise_open_files_limit(cfg);
 
+  // A --data-dir that does not exist yet is made at start (parents too): said once, so that a
+  // mistyped path is seen to start an empty cache rather than to reopen one.
+  std::error_code dir_ec;
+  const bool new_data_dir =
+    !cfg.data_dir.empty() && !std::filesystem::exists(cfg.data_dir, dir_ec) && !dir_ec;
   std::string error;
   // The cluster RPC's KJ loop runs on a thread of its own, or with --rpc-thread loop on the
   // first I/O loop's thread (docs/ARCHITECTURE.md, "RPC on the I/O loop").
@@ -248,6 +254,10 @@ int main(int argc, char** argv) {
   } else {
     std::printf("bifrostd: serving memcached on %s\n", listen.c_str());
   }
+  if (new_data_dir)
+    std::printf("bifrostd: made the data directory %s (it did not exist: the cache starts "
+                "empty)\n",
+                cfg.data_dir.c_str());
   std::fflush(stdout);
 
   int sig = 0;

@@ -448,6 +448,21 @@ class StartRefusalTest(unittest.TestCase):
         with again.client() as c:
             self.assertEqual(c.call(b"version\r\n")[:8], b"VERSION ")
 
+    def test_a_new_data_directory_is_said_to_start_empty(self):
+        # A mistyped --data-dir (made at start, parents too) starts an empty cache: said on
+        # stdout, so that it is not taken for a reopened one. A reopened one is not said so.
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no data directory")
+        d = tempfile.mkdtemp(prefix="bifrost-newdir-")
+        self.addCleanup(shutil.rmtree, d, True)
+        path = os.path.join(d, "typo", "cache")
+        made = "made the data directory %s (it did not exist" % path
+        server = self.first(("--data-dir", path))
+        self.assertIn(made, server.output())
+        server.stop()
+        again = self.first(("--data-dir", path))
+        self.assertNotIn("made the data directory", again.output())
+
     def test_cluster_settings_whose_rpc_cannot_start_are_refused(self):
         if not harness.is_bifrost():
             self.skipTest("memcached has no cluster")
