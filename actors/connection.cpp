@@ -69,6 +69,14 @@ constexpr size_t max_get_line = 1u << 20;      // a get-family line may be long,
 // lower would make a client that writes its pipeline whole before it reads (small socket
 // buffers, a long line at its end) wait for the node as the node waits for it sooner.
 constexpr uint64_t initial_value_estimate = 256u << 10;
+// In a cluster, the values asked of other members that a connection's pending requests may
+// bring (remote_reads_pending_ × remote_estimate_): a member's answer is a copy in this
+// node's memory until the client reads it, outside -m. remote_estimate_ starts at -I, so a
+// new connection's first remote reads of up to -I each go 16 at a time with the default -I
+// (1 MiB; as the window allowed before) and one at a time with -I 16m or more. Before, a
+// client that pipelined 20 gets of 128 MiB values through a node that owns none of them, and
+// did not read, made that node hold 2.1–2.5 GB per connection (-I 128m, a user's trial).
+constexpr uint64_t remote_read_bytes = 16u << 20;
 
 bool is_get_family(proto::command c) {
   using proto::command;
@@ -120,6 +128,7 @@ connection::connection(caf::actor_config& cfg, io_loop& loop, loop_context& ctx,
   poll_.data = this;
   pcfg_.max_item_size = ctx.node->cfg.max_item_size;
   value_estimate_ = std::min<uint64_t>(ctx.node->cfg.max_item_size, initial_value_estimate);
+  remote_estimate_ = std::max<uint64_t>(ctx.node->cfg.max_item_size, 1);
   out_ = out_queue(ctx.node->cfg.sendfile_threshold);
 }
 
@@ -612,9 +621,20 @@ size_t connection::read_allowance() const {
   const uint64_t queued = out_.pending_bytes();
   const uint64_t room =
     queued < max_output ? (max_output - queued) / std::max<uint64_t>(value_estimate_, 1) : 0;
-  if (reads_pending_ == 0)
-    return static_cast<size_t>(std::max<uint64_t>(room, 1));
-  return room > reads_pending_ ? static_cast<size_t>(room - reads_pending_) : 0;
+  size_t allowed = reads_pending_ == 0 ? static_cast<size_t>(std::max<uint64_t>(room, 1))
+                   : room > reads_pending_ ? static_cast<size_t>(room - reads_pending_)
+                                           : 0;
+  const auto& cl = ctx_.routes->cluster;
+  if (cl && cl->ring && cl->ring->size() > 1) {  // (any of them may be placed at a member)
+    const uint64_t remote_room = remote_read_bytes / remote_estimate_;
+    const size_t remote_allowed =
+      remote_reads_pending_ == 0 ? static_cast<size_t>(std::max<uint64_t>(remote_room, 1))
+      : remote_room > remote_reads_pending_
+        ? static_cast<size_t>(remote_room - remote_reads_pending_)
+        : 0;
+    allowed = std::min(allowed, remote_allowed);
+  }
+  return allowed;
 }
 
 bool connection::over_budget() const {
@@ -1699,6 +1719,7 @@ void connection::complete_ready() {
         const auto& r = p.results[i];
         const uint64_t size = r.st == storage::status::hit ? r.value_size : 0;
         value_estimate_ = std::max(size, value_estimate_ / 2);
+        remote_estimate_ = std::max<uint64_t>({size, remote_estimate_ / 2, 1});
       }
     }
     switch (p.kind) {

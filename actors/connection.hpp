@@ -17,7 +17,9 @@
 // connection may use 1/16 at first, twice as much each time its output is written whole
 // and its client acknowledged what came before, and 1/16 again when its socket blocks; it
 // reads nothing more while the socket is blocked with `blocked_output` queued. A long
-// get-family line goes in parts under the same bounds (get_rest_).
+// get-family line goes in parts under the same bounds (get_rest_). In a cluster the reads of
+// values at members are also cut to an estimate of their bytes (remote_read_bytes): their
+// answers are copies in this node's memory.
 // Ownership: the actor owns the fd and its uv_poll handle; it holds a strong reference to
 // itself until the handle is closed, then quits. Thread affinity: the loop thread only.
 #pragma once
@@ -212,6 +214,8 @@ private:
   /// segment, which counts in -m: without this bound one client that pipelined gets of
   /// large values (or named 80 in one line) and did not read pinned every one of them, and
   /// the writes of every other client failed `out of memory` while it stayed connected.
+  /// In a cluster also: the values asked of members (remote_reads_pending_ ×
+  /// remote_estimate_) stay within remote_read_bytes; at least 1 when none is asked.
   size_t read_allowance() const;
   /// The local storage shard actor that holds `key`.
   const caf::actor& local_shard_for(const std::string& key) const;
@@ -393,6 +397,9 @@ private:
   /// half the estimate before it. (Misses that left it as it was made a long get line of
   /// misses go 32 keys per round trip: 7 times slower.)
   uint64_t value_estimate_ = 0;
+  /// The same for a read a member answers (remote_read_bytes in connection.cpp): -I at
+  /// first, then as value_estimate_ (the client's values, wherever they are).
+  uint64_t remote_estimate_ = 1;
   /// The read allowance cut the output flushed next: its being written whole earns no window
   /// (small bursts are taken by any socket; a client that never reads would otherwise earn
   /// the window its first bursts did not cut).
