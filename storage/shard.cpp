@@ -1793,29 +1793,24 @@ bool shard::shrink(size_t segments) {
 
 result shard::execute(op& o) {
   impl& m = *impl_;
+  result res;
+  res.st = status::no_memory;  // (what a throw answers: std::bad_alloc of index growth...)
   try {
     m.now = m.clock();
     m.client_op = o.counted && !o.hand_back && !o.copy;
     m.apply_pending_flush();
     switch (o.kind) {
       case op_kind::get: return m.do_get(o);
-      case op_kind::store: {
-        result r = m.do_store(o);
-        if (r.st == status::no_memory && m.client_op)
-          ++m.st.store_no_memory;  // (memcached's: a client's write refused for want of room)
-        return r;
-      }
+      case op_kind::store: res = m.do_store(o); break;
       case op_kind::remove: return m.do_remove(o);
       case op_kind::arith: return m.do_arith(o);
       case op_kind::touch: return m.do_touch(o);
       case op_kind::flush: return m.do_flush(o);
     }
-  } catch (...) {  // std::bad_alloc (index growth, temporary strings)
+  } catch (...) {
   }
-  result res;
-  res.st = status::no_memory;
-  if (o.kind == op_kind::store && m.client_op)
-    ++m.st.store_no_memory;
+  if (o.kind == op_kind::store && res.st == status::no_memory && m.client_op)
+    ++m.st.store_no_memory;  // (memcached's: a client's write refused for want of room)
   return res;
 }
 
