@@ -618,22 +618,19 @@ void connection::handle_request(size_t consumed) {
 }
 
 size_t connection::read_allowance() const {
+  // The reads that fit `room` beside the `pending` ones; at least 1 when none is pending.
+  auto fits = [](uint64_t room, size_t pending) -> size_t {
+    if (pending == 0)
+      return static_cast<size_t>(std::max<uint64_t>(room, 1));
+    return room > pending ? static_cast<size_t>(room - pending) : 0;
+  };
   const uint64_t queued = out_.pending_bytes();
   const uint64_t room =
     queued < max_output ? (max_output - queued) / std::max<uint64_t>(value_estimate_, 1) : 0;
-  size_t allowed = reads_pending_ == 0 ? static_cast<size_t>(std::max<uint64_t>(room, 1))
-                   : room > reads_pending_ ? static_cast<size_t>(room - reads_pending_)
-                                           : 0;
+  size_t allowed = fits(room, reads_pending_);
   const auto& cl = ctx_.routes->cluster;
-  if (cl && cl->ring && cl->ring->size() > 1) {  // (any of them may be placed at a member)
-    const uint64_t remote_room = remote_read_bytes / remote_estimate_;
-    const size_t remote_allowed =
-      remote_reads_pending_ == 0 ? static_cast<size_t>(std::max<uint64_t>(remote_room, 1))
-      : remote_room > remote_reads_pending_
-        ? static_cast<size_t>(remote_room - remote_reads_pending_)
-        : 0;
-    allowed = std::min(allowed, remote_allowed);
-  }
+  if (cl && cl->ring && cl->ring->size() > 1)  // (any of them may be placed at a member)
+    allowed = std::min(allowed, fits(remote_read_bytes / remote_estimate_, remote_reads_pending_));
   return allowed;
 }
 
