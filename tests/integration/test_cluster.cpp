@@ -320,10 +320,11 @@ void set_new_values(const node& via, const std::vector<std::string>& keys) {
     BOOST_REQUIRE_EQUAL(r, "STORED");
 }
 
-// Connects to `port`, sends `bytes` and, after `wait`, closes with a reset (SO_LINGER 0),
-// reading no reply.
+// Connects to `port`, sends `bytes`, then `junk` more bytes (until the server cuts the
+// connection) and, after `wait`, closes with a reset (SO_LINGER 0), reading no reply.
 void send_and_reset(int port, const std::string& bytes,
-                    std::chrono::milliseconds wait = std::chrono::milliseconds(0)) {
+                    std::chrono::milliseconds wait = std::chrono::milliseconds(0),
+                    size_t junk = 0) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   BOOST_REQUIRE(fd >= 0);
   sockaddr_in a{};
@@ -337,30 +338,7 @@ void send_and_reset(int port, const std::string& bytes,
     BOOST_REQUIRE(n > 0);
     off += static_cast<size_t>(n);
   }
-  std::this_thread::sleep_for(wait);
-  linger lg{1, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-  ::close(fd);  // RST
-}
-
-// As send_and_reset, then `junk` more bytes (sent until the server cuts the connection), then
-// the reset after `wait`.
-void send_junk_and_reset(int port, const std::string& bytes, size_t junk,
-                         std::chrono::milliseconds wait) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  BOOST_REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  BOOST_REQUIRE_EQUAL(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-    BOOST_REQUIRE(n > 0);
-    off += static_cast<size_t>(n);
-  }
-  const std::string chunk(64 * 1024, 'j');
+  const std::string chunk(junk > 0 ? 64 * 1024 : 0, 'j');
   for (size_t sent = 0; sent < junk;) {
     ssize_t n = ::send(fd, chunk.data(), std::min(chunk.size(), junk - sent), MSG_NOSIGNAL);
     if (n <= 0)
@@ -1937,7 +1915,7 @@ BOOST_AUTO_TEST_CASE(writes_of_a_client_that_resets_still_delete_the_old_copies)
   const long conns2 = stat_of(*ns[1], "curr_connections");
   BOOST_REQUIRE(stop_node(n3.pid));
   send_and_reset(ns[0]->port, req.substr(0, half), 50ms);
-  send_junk_and_reset(ns[1]->port, req.substr(half) + "GET / HTTP/1.1\r\n", 6u << 20, 50ms);
+  send_and_reset(ns[1]->port, req.substr(half) + "GET / HTTP/1.1\r\n", 50ms, 6u << 20);
   // (n2's connection read up to the HTTP line, dropped 4 MiB after it and closed; n1's waits
   // for its writes.)
   const long open1 = stat_of(*ns[0], "curr_connections") - conns1;
