@@ -13,8 +13,14 @@ namespace {
 
 class buffered_stream final : public kj::AsyncIoStream {
 public:
-  buffered_stream(kj::Own<kj::AsyncIoStream> inner, size_t capacity)
-    : inner_(kj::mv(inner)), buf_(kj::heapArray<kj::byte>(std::max<size_t>(capacity, 64))) {}
+  buffered_stream(kj::Own<kj::AsyncIoStream> inner, size_t capacity,
+                  kj::ArrayPtr<const kj::byte> read_ahead)
+    : inner_(kj::mv(inner)),
+      buf_(kj::heapArray<kj::byte>(std::max<size_t>({capacity, read_ahead.size(), 64}))) {
+    if (read_ahead.size() > 0)
+      std::memcpy(buf_.begin(), read_ahead.begin(), read_ahead.size());
+    end_ = read_ahead.size();
+  }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
     auto* out = static_cast<kj::byte*>(buffer);
@@ -225,8 +231,9 @@ private:
 
 } // namespace
 
-kj::Own<kj::AsyncIoStream> buffered(kj::Own<kj::AsyncIoStream> inner, size_t capacity) {
-  return kj::heap<buffered_stream>(kj::mv(inner), capacity);
+kj::Own<kj::AsyncIoStream> buffered(kj::Own<kj::AsyncIoStream> inner, size_t capacity,
+                                    kj::ArrayPtr<const kj::byte> read_ahead) {
+  return kj::heap<buffered_stream>(kj::mv(inner), capacity, read_ahead);
 }
 
 } // namespace bifrost::cluster

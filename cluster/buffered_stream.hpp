@@ -28,8 +28,10 @@
 namespace bifrost::cluster {
 
 /// Wraps `inner` (a socket, or a TLS stream over one) with a read buffer of `capacity` bytes
-/// and a write queue.
+/// and a write queue. `read_ahead`: bytes already read from `inner` (the greeting check's),
+/// read first.
 kj::Own<kj::AsyncIoStream> buffered(kj::Own<kj::AsyncIoStream> inner,
-                                         size_t capacity = 32 * 1024);
+                                         size_t capacity = 32 * 1024,
+                                         kj::ArrayPtr<const kj::byte> read_ahead = nullptr);
 
 } // namespace bifrost::cluster

@@ -24,6 +24,7 @@
 #include "cluster/replicator.hpp"
 #include "cluster/ring.hpp"
 #include "cluster/tls.hpp"
+#include "protocol/memcache.hpp"
 #include "storage/keyed_hash.hpp"
 #include "storage/parked.hpp"
 #include "storage/shard.hpp"
@@ -524,6 +525,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// Logs `what` unless a line with the same `last_ms` was logged in the last 10 s.
   void log_rarely(uint64_t& last_ms, const std::string& what);
   void serve(kj::Own<kj::AsyncIoStream> s);
+  struct served_slot;
+  void serve_rpc(kj::Own<kj::AsyncIoStream> s, kj::ArrayPtr<const kj::byte> read_ahead,
+                 kj::Own<served_slot> slot);
 
   /// The longest a call between members may take: queued_limit_factor RPC timeouts (a call
   /// behind others' values, an unanswered greeting, a reader that takes no chunk).
@@ -3000,15 +3004,104 @@ void service::impl::quit_actors() {
 
 // -- lifecycle ----------------------------------------------------------------------------------
 
-// A connection counted in served_connections by take(): served until it closes, or until the
-// greeting deadline when it says no hello by then (a client that connects and says nothing
-// must not hold one of the connections the node serves).
+// One of the connections counted in served_connections (take()): given back when destroyed.
+struct service::impl::served_slot {
+  explicit served_slot(uint32_t& n) : count(n) {}
+  ~served_slot() { --count; }
+  KJ_DISALLOW_COPY(served_slot);
+  uint32_t& count;
+};
+
+namespace {
+
+// The first bytes of an accepted connection, read until proto::rpc_greeting_of can tell what
+// they are (`maybe`: the client closed first).
+struct greeting {
+  kj::byte bytes[proto::rpc_greeting_max];
+  size_t size = 0;
+  std::string_view view() const { return {reinterpret_cast<const char*>(bytes), size}; }
+};
+
+kj::Promise<proto::rpc_greeting> read_greeting(kj::AsyncIoStream& s, greeting& g) {
+  return s.tryRead(g.bytes + g.size, 1, sizeof g.bytes - g.size)
+    .then([&s, &g](size_t n) -> kj::Promise<proto::rpc_greeting> {
+      g.size += n;
+      const proto::rpc_greeting kind = proto::rpc_greeting_of(g.view());
+      if (kind != proto::rpc_greeting::maybe || n == 0)
+        return kind;
+      return read_greeting(s, g);  // (rpc_greeting_of decides by sizeof g.bytes)
+    });
+}
+
+// Reads and drops what a client sends after the answer it was given, for at most a second and
+// 1 MiB, so that closing with its bytes unread does not reset the connection before it read
+// the answer.
+kj::Promise<void> drain(kj::AsyncIoStream& s, kj::Timer& timer) {
+  auto sink = kj::heapArray<kj::byte>(16 * 1024);
+  auto left = kj::heap<size_t>(1024 * 1024);
+  struct reader {
+    static kj::Promise<void> next(kj::AsyncIoStream& s, kj::ArrayPtr<kj::byte> b, size_t& left) {
+      return s.tryRead(b.begin(), 1, b.size()).then([&s, b, &left](size_t n) -> kj::Promise<void> {
+        if (n == 0 || n >= left)
+          return kj::READY_NOW;
+        left -= n;
+        return next(s, b, left);
+      });
+    }
+  };
+  return reader::next(s, sink.asPtr(), *left)
+    .exclusiveJoin(timer.afterDelay(1 * kj::SECONDS))
+    .attach(kj::mv(sink), kj::mv(left));
+}
+
+} // namespace
+
+// A connection counted in served_connections by take(). Its first bytes tell Cap'n Proto
+// (served by serve_rpc) from a person or memcached client (a line of text) or a web client
+// (an HTTP request line) at the wrong port: those are answered in their own protocol and
+// closed, where Cap'n Proto would answer in binary or wait for more bytes. One that says too
+// little to tell by the greeting deadline is closed.
 void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
-  auto counted = kj::defer([this] { --served_connections; });
+  auto slot = kj::heap<served_slot>(served_connections);
   if (!serving)
     return;
+  auto first = kj::heap<greeting>();
+  auto& stream = *s;
+  auto& got = *first;
+  auto told = read_greeting(stream, got).exclusiveJoin(
+    timer.afterDelay(call_limit_ms() * kj::MILLISECONDS).then([] {
+      return proto::rpc_greeting::maybe;
+    }));
+  tasks->add(told.then(
+    [this, s = kj::mv(s), first = kj::mv(first),
+     slot = kj::mv(slot)](proto::rpc_greeting kind) mutable -> kj::Promise<void> {
+      using proto::rpc_greeting;
+      if (kind == rpc_greeting::maybe || !serving)
+        return kj::READY_NOW;  // (closed: the client left or said too little)
+      if (kind == rpc_greeting::rpc || kind == rpc_greeting::other) {
+        serve_rpc(kj::mv(s), kj::arrayPtr(first->bytes, first->size), kj::mv(slot));
+        return kj::READY_NOW;
+      }
+      auto answer = kj::heapString(proto::rpc_port_answer(kind, cfg.client_address));
+      auto& stream = *s;
+      return stream.write(answer.begin(), answer.size())
+        .then([this, &stream]() {
+          stream.shutdownWrite();
+          return drain(stream, timer);
+        })
+        .attach(kj::mv(s), kj::mv(answer), kj::mv(first), kj::mv(slot));
+    }));
+}
+
+// A Cap'n Proto connection: served until it closes, or until the greeting deadline when it
+// says no hello by then (a client that connects and says nothing must not hold one of the
+// connections the node serves).
+void service::impl::serve_rpc(kj::Own<kj::AsyncIoStream> s,
+                              kj::ArrayPtr<const kj::byte> read_ahead,
+                              kj::Own<served_slot> slot) {
   auto greeted = std::make_shared<bool>(false);
-  auto c = kj::heap<server_conn>(buffered(kj::mv(s)), kj::heap<node_server>(*this, greeted));
+  auto c = kj::heap<server_conn>(buffered(kj::mv(s), 32 * 1024, read_ahead),
+                                 kj::heap<node_server>(*this, greeted));
   auto& net = c->net;
   auto deadline = timer.afterDelay(call_limit_ms() * kj::MILLISECONDS)
                       .then([greeted]() -> kj::Promise<void> {
@@ -3018,7 +3111,7 @@ void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
                       });
   tasks->add(net.onDisconnect()
                  .exclusiveJoin(kj::mv(deadline))
-                 .attach(kj::mv(c), kj::mv(counted)));
+                 .attach(kj::mv(c), kj::mv(slot)));
 }
 
 void service::impl::log_rarely(uint64_t& last_ms, const std::string& what) {
@@ -3058,7 +3151,7 @@ void service::impl::take(kj::Own<kj::AsyncIoStream> s) {
                                     " are open, the most it serves");
     return;
   }
-  ++served_connections;  // (from here on: serve() takes it back when the connection ends)
+  ++served_connections;  // (from here on: serve()'s served_slot gives it back)
   keep_alive(*s);
   if (!tls) {
     serve(kj::mv(s));

@@ -140,6 +140,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
+  // The RPC port's greeting check likewise decides once, waits only while no newline came in
+  // its first rpc_greeting_max bytes (or while they could be a segment table).
+  {
+    rpc_greeting first = rpc_greeting::maybe;
+    for (size_t n = 0; n <= size && n <= rpc_greeting_max + 1; ++n) {
+      const std::string_view prefix = in.substr(0, n);
+      const rpc_greeting g = rpc_greeting_of(prefix);
+      if (first != rpc_greeting::maybe && g != first)
+        die("rpc_greeting_of:", "changed its answer on more bytes");
+      if (g == rpc_greeting::maybe && (n > rpc_greeting_max ||
+                                       (n >= 4 && prefix.find('\n') != std::string_view::npos)))
+        die("rpc_greeting_of:", "waits past a newline or its most bytes");
+      first = g;
+    }
+  }
+
   // Split invariance.
   for (const parser_config& cfg : {big, small}) {
     std::string v;

@@ -617,6 +617,56 @@ foreign foreign_protocol(std::string_view in) noexcept {
   return words >= 1 && words <= (1u << 24) ? foreign::yes : foreign::no;
 }
 
+rpc_greeting rpc_greeting_of(std::string_view in) noexcept {
+  const auto at = [&](size_t i) { return static_cast<unsigned char>(in[i]); };
+  // Cap'n Proto's segment count: bytes 1..3 of at most 0x000001ff.
+  bool table = true;
+  for (size_t i = 1; i < 4 && i < in.size(); ++i)
+    table = table && at(i) <= (i == 1 ? 1 : 0);
+  if (table)
+    return in.size() < 4 ? rpc_greeting::maybe : rpc_greeting::rpc;
+  // The first line, up to a newline in the first rpc_greeting_max bytes, or those bytes
+  // (fixed once they arrived: later bytes change nothing): printable ASCII and tabs, and a CR
+  // right before the newline.
+  const std::string_view head = in.substr(0, rpc_greeting_max);
+  const size_t newline = head.find('\n');
+  const bool whole = newline != std::string_view::npos || head.size() == rpc_greeting_max;
+  const std::string_view line = head.substr(0, newline);
+  for (size_t i = 0; i < line.size(); ++i) {
+    const unsigned char c = at(i);
+    if (c == '\r' && i + 1 == line.size()) {
+      if (newline != std::string_view::npos)
+        continue;  // the line's CR LF
+      if (!whole)
+        return rpc_greeting::maybe;  // its newline may come next
+    }
+    if ((c < ' ' && c != '\t') || c >= 0x7f)
+      return rpc_greeting::other;
+  }
+  if (!whole)
+    return rpc_greeting::maybe;
+  std::string_view words = line;
+  while (!words.empty() && (words.back() == '\r' || words.back() == ' '))
+    words.remove_suffix(1);
+  const size_t space = words.find_last_of(' ');
+  const std::string_view last = space == std::string_view::npos ? words : words.substr(space + 1);
+  return last.substr(0, 5) == "HTTP/" ? rpc_greeting::http : rpc_greeting::text;
+}
+
+std::string rpc_port_answer(rpc_greeting kind, std::string_view memcached_address) {
+  std::string use = "memcached clients use the node's memcached port";
+  if (!memcached_address.empty())
+    use.append(" (").append(memcached_address).append(")");
+  if (kind == rpc_greeting::http) {
+    const std::string body = "this is a bifrost node's RPC port (Cap'n Proto, for bifrostctl "
+                             "and cluster nodes), not HTTP; " + use + "\n";
+    return "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  }
+  return "SERVER_ERROR this is a bifrost node's RPC port (Cap'n Proto, for bifrostctl and "
+         "cluster nodes): " + use + "\r\n";
+}
+
 std::string binary_not_supported(std::string_view in) {
   static constexpr std::string_view body = "binary protocol not supported: use the text or meta protocol";
   std::string r(binary_header_size, '\0');

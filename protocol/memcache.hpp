@@ -221,6 +221,24 @@ inline constexpr std::string_view foreign_protocol_error =
   "SERVER_ERROR this is a memcached port: bifrostctl and cluster nodes use the node's RPC port "
   "(--rpc-port)";
 
+/// What the first bytes of a connection to a node's RPC port (--rpc-port) are. Cap'n Proto
+/// begins every message with its segment count less one, 0..511, as 4 bytes little endian:
+/// such a start is `rpc`, and so is anything neither text nor HTTP (`other`: Cap'n Proto
+/// refuses it in its own way). A first line of printable ASCII is a person or a memcached
+/// client at the wrong port (`text`), or a web client (`http`: its last token "HTTP/…", as
+/// the memcached parser's `close`); it is answered with rpc_port_answer and closed, where
+/// Cap'n Proto would answer in binary (or wait for the 8 bytes of a segment table). `maybe`:
+/// too few bytes yet to tell, at most rpc_greeting_max of them. Once not `maybe`, every longer
+/// prefix gets the same answer.
+enum class rpc_greeting { maybe, rpc, text, http, other };
+rpc_greeting rpc_greeting_of(std::string_view first_bytes) noexcept;
+/// The most bytes rpc_greeting_of waits for: a text line longer than this without a newline is
+/// `text`.
+inline constexpr size_t rpc_greeting_max = 1024;
+/// The answer to a `text` or `http` greeting (an HTTP 400 for `http`, a SERVER_ERROR line for
+/// `text`), naming the node's memcached address when it is known (not empty).
+std::string rpc_port_answer(rpc_greeting kind, std::string_view memcached_address);
+
 /// True when `s` is non-empty and has no control character or space (memcached's key bytes;
 /// also what a node name must be).
 bool printable_token(std::string_view s) noexcept;

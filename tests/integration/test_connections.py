@@ -279,6 +279,49 @@ class RpcPortTest(unittest.TestCase):
         self.assertEqual(json.loads(out)["state"], "alive")
         self.assertIn("(trying again)", server.output())
 
+    def read_until_closed(self, rpc, data):
+        with socket.create_connection(("127.0.0.1", rpc), timeout=5) as c:
+            c.sendall(data)
+            got = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return got
+                got += chunk
+
+    def test_a_memcached_or_web_client_at_the_rpc_port_is_told_in_its_own_words(self):
+        # A line of text (telnet, a memcached client given the wrong port) or an HTTP request
+        # at the RPC port was answered by Cap'n Proto's abort message (binary, "Message has
+        # too many segments"), and a line shorter than 8 bytes ("stats") waited for the rest
+        # of a segment table. Both now get their own protocol's answer at once, then a close.
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no RPC port")
+        server, rpc = self.start()
+        where = b"memcached clients use the node's memcached port (127.0.0.1:%d)" % server.port
+        for line in (b"get foo\r\n", b"stats\r\n", b"\r\n", b"version\n"):
+            start = time.monotonic()
+            self.assertEqual(
+                self.read_until_closed(rpc, line),
+                b"SERVER_ERROR this is a bifrost node's RPC port (Cap'n Proto, for bifrostctl and "
+                b"cluster nodes): " + where + b"\r\n", line)
+            self.assertLess(time.monotonic() - start, 2, line)
+        # (a request with a body the node never reads is not reset before its answer)
+        got = self.read_until_closed(
+            rpc, b"POST /k HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" +
+            b"v" * 100000)
+        head, _, body = got.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), got)
+        self.assertIn(b"\r\nContent-Length: %d\r\n" % len(body), head + b"\r\n")
+        self.assertIn(where, body)
+        # Cap'n Proto still answers what is neither (a TLS hello to a port without TLS), and
+        # bifrostctl is served as before.
+        self.assertIn(b"Message has too many segments",
+                      self.read_until_closed(rpc, b"\x16\x03\x01\x00\x10" + b"x" * 16))
+        rc, out = harness.bifrostctl(rpc, "--timeout", "5", "--json", "status")
+        self.assertEqual(rc, 0, out + server.output())
+        self.assertEqual(json.loads(out)["state"], "alive")
+        self.assertEqual(server.client().call(b"version\r\n")[:8], b"VERSION ")
+
     def test_a_reader_that_stops_taking_a_streamed_value_does_not_hold_it(self):
         # `bifrostctl get` of a large value whose output nobody reads: the node held the
         # whole value for as long as the reader lived (4 such readers of 50 MiB: +207 MB).

@@ -1142,6 +1142,60 @@ BOOST_AUTO_TEST_CASE(foreign_protocols_are_told_apart_from_lines_byte_by_byte) {
   }
 }
 
+// The RPC port's side of the same mistake: a person or memcached client (a line of text) or a
+// web client (an HTTP request line) at a node's RPC port is told apart from Cap'n Proto (a
+// segment count under 512 first) byte by byte, and answered in its own protocol.
+BOOST_AUTO_TEST_CASE(text_and_http_at_the_rpc_port_are_told_apart_byte_by_byte) {
+  struct tcase {
+    std::string bytes;
+    rpc_greeting want;
+  };
+  const std::string long_line(rpc_greeting_max, 'x');
+  const std::vector<tcase> cases = {
+      {std::string("\0\0\0\0\x05\0\0\0", 8), rpc_greeting::rpc},  // one segment
+      {std::string("\x01\x01\0\0", 4), rpc_greeting::rpc},          // 258 segments
+      {std::string("\n\0\0\0", 4), rpc_greeting::rpc},              // (11 segments)
+      {"get foo\r\n", rpc_greeting::text},
+      {"stats\r\n", rpc_greeting::text},  // shorter than a segment table
+      {"\r\n", rpc_greeting::text},
+      {"ab\n", rpc_greeting::text},
+      {"set k\t0 0 1\r\n", rpc_greeting::text},
+      {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", rpc_greeting::http},
+      {"OPTIONS * HTTP/1.0  \r\n", rpc_greeting::http},
+      {"HTTP/1.1\n", rpc_greeting::http},
+      {long_line + "HTTP/1.1\r\n", rpc_greeting::text},  // no newline in the first 1 KiB
+      {"ab\rc\r\n", rpc_greeting::other},                // a CR inside the line
+      {std::string("\x16\x03\x01\x02\x00", 5), rpc_greeting::other},  // TLS ClientHello
+      {std::string("\x80\x01\0\x03", 4), rpc_greeting::other},  // memcached binary
+      {"caf\xc3\xa9\r\n", rpc_greeting::other},
+  };
+  for (const auto& c : cases) {
+    rpc_greeting last = rpc_greeting::maybe;
+    for (size_t n = 0; n <= c.bytes.size(); ++n) {
+      const rpc_greeting g = rpc_greeting_of(std::string_view(c.bytes).substr(0, n));
+      BOOST_TEST((last == rpc_greeting::maybe || g == last), "changed at byte " << n);
+      last = g;
+    }
+    BOOST_TEST((last == c.want), "case " << c.bytes.substr(0, 20));
+  }
+  BOOST_TEST((rpc_greeting_of(long_line) == rpc_greeting::text));
+  BOOST_TEST((rpc_greeting_of(long_line.substr(1)) == rpc_greeting::maybe));
+  BOOST_TEST((rpc_greeting_of("get foo\r") == rpc_greeting::maybe));
+
+  const std::string text = rpc_port_answer(rpc_greeting::text, "127.0.0.1:11211");
+  BOOST_TEST(text ==
+             "SERVER_ERROR this is a bifrost node's RPC port (Cap'n Proto, for bifrostctl and "
+             "cluster nodes): memcached clients use the node's memcached port "
+             "(127.0.0.1:11211)\r\n");
+  const std::string http = rpc_port_answer(rpc_greeting::http, "");
+  const size_t head_end = http.find("\r\n\r\n");
+  BOOST_TEST_REQUIRE(head_end != std::string::npos);
+  BOOST_TEST(http.substr(0, 26) == "HTTP/1.1 400 Bad Request\r\n");
+  BOOST_TEST(http.find("Content-Length: " + std::to_string(http.size() - head_end - 4) +
+                       "\r\n") < head_end);
+  BOOST_TEST(http.find("memcached clients use the node's memcached port\n") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(binary_not_supported_echoes_opcode_and_opaque) {
   using namespace bifrost::proto;
   // A binary "set" header (opcode 1) with opaque 01 02 03 04, then more bytes.
