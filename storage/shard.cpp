@@ -432,8 +432,10 @@ struct shard::impl {
   /// copy), else 0: now, here. A note keeps the later of its point and an earlier note's (in
   /// the guard's seconds); a point that orders nothing stays the note's point (a warm add is
   /// then refused whatever it copies: its write may have come after the earlier delete and
-  /// before this one), and the earlier note's point on the clock stays its `ordered` (a
-  /// replication's copy of a write before that delete stays refused).
+  /// before this one), also past a later copy of a delete with its point (which may be older
+  /// than that write: another owner's copy of the earlier delete), until a delete here, now;
+  /// and the earlier note's point on the clock stays its `ordered` (a replication's copy of a
+  /// write before that delete stays refused).
   void note_delete(std::string_view key, uint64_t cas = 0) {
     forget_deletions(now);  // (an earlier note lends its point only inside the guard's seconds)
     const uint64_t h = guard_hash(key);
@@ -441,7 +443,7 @@ struct shard::impl {
     n.ordered = cas_clocked(n.cas) ? n.cas : 0;
     auto it = deleted_at.find(h);
     if (it != deleted_at.end()) {
-      if (cas_clock_newer(it->second.cas, n.cas))
+      if (cas_clock_newer(it->second.cas, n.cas) || (cas != 0 && !cas_clocked(it->second.cas)))
         n.cas = it->second.cas;
       if (it->second.ordered != 0 &&
           (n.ordered == 0 || cas_clock_newer(it->second.ordered, n.ordered)))

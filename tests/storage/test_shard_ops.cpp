@@ -955,6 +955,28 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
     BOOST_CHECK_EQUAL(value_of(*s, "ue2"), "<miss>");
     BOOST_CHECK(run(item_copy("ue2", w1, store_mode::set)) == status::stored);  // (ordered)
     BOOST_CHECK_EQUAL(s->stats().copies_refused, 7u);
+    // ... and still after a late copy of a delete with an older point (another owner's copy
+    // of the first delete): it does not order the adds again (w1 came back).
+    const uint64_t first_delete = next_cas();
+    BOOST_CHECK(do_delete(*s, "ue4").st == status::not_found);
+    do_set(*s, "ue4-w1", "w1");
+    const result w1b = do_get(*s, "ue4-w1");
+    BOOST_CHECK(run(item_copy("ue4", w1b, store_mode::set)) == status::stored);
+    do_set(*s, "ue4-src", "e", 1);
+    result over4 = do_get(*s, "ue4-src");
+    over4.cas = 12345;
+    BOOST_CHECK(run(item_copy("ue4", over4, store_mode::set)) == status::stored);  // over w1
+    clk.advance(2);
+    BOOST_CHECK_EQUAL(value_of(*s, "ue4"), "<miss>");
+    BOOST_CHECK(run(delete_copy("ue4", first_delete)) == status::not_found);
+    BOOST_CHECK(run(item_copy("ue4", w1b, store_mode::add)) == status::not_stored);
+    BOOST_CHECK_EQUAL(value_of(*s, "ue4"), "<miss>");
+    // A delete made here later orders them again: a copy of a write after it is taken.
+    BOOST_CHECK(do_delete(*s, "ue4").st == status::not_found);
+    do_set(*s, "ue4-w2", "w2");
+    BOOST_CHECK(run(item_copy("ue4", do_get(*s, "ue4-w2"), store_mode::add)) == status::stored);
+    BOOST_CHECK_EQUAL(value_of(*s, "ue4"), "w2");
+    BOOST_CHECK_EQUAL(s->stats().copies_refused, 8u);
     // A note past the guard's seconds lends its point to nothing: once forgotten, a later
     // note that orders nothing orders no copy either.
     BOOST_CHECK(do_delete(*s, "ue3").st == status::not_found);
@@ -967,7 +989,7 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
     BOOST_CHECK_EQUAL(value_of(*s, "ue3"), "<miss>");
     BOOST_CHECK(copy_of("ue3", store_mode::set) == status::stored);
     BOOST_CHECK_EQUAL(value_of(*s, "ue3"), "old");
-    BOOST_CHECK_EQUAL(s->stats().copies_refused, 7u);
+    BOOST_CHECK_EQUAL(s->stats().copies_refused, 8u);
   }
   // The cluster's own removes (uncounted: a past owner's copy dropped after a write
   // elsewhere) note nothing: a copy of the current item is welcome after them.
