@@ -73,7 +73,8 @@ constexpr uint64_t initial_value_estimate = 256u << 10;
 // bring (remote_reads_pending_ × remote_estimate_): a member's answer is a copy in this
 // node's memory until the client reads it, outside -m. remote_estimate_ starts at -I, so a
 // new connection's first remote reads of up to -I each go 16 at a time with the default -I
-// (1 MiB; as the window allowed before) and one at a time with -I 16m or more. Before, a
+// (1 MiB; as the window allowed before) and one at a time with -I 16m or more; hits lower it
+// as they do value_estimate_, misses do not. Before, a
 // client that pipelined 20 gets of 128 MiB values through a node that owns none of them, and
 // did not read, made that node hold 2.1–2.5 GB per connection (-I 128m, a user's trial).
 constexpr uint64_t remote_read_bytes = 16u << 20;
@@ -1716,7 +1717,8 @@ void connection::complete_ready() {
         const auto& r = p.results[i];
         const uint64_t size = r.st == storage::status::hit ? r.value_size : 0;
         value_estimate_ = std::max(size, value_estimate_ / 2);
-        remote_estimate_ = std::max<uint64_t>({size, remote_estimate_ / 2, 1});
+        if (r.st == storage::status::hit)  // (a miss says nothing of the values' sizes)
+          remote_estimate_ = std::max<uint64_t>({size, remote_estimate_ / 2, 1});
       }
     }
     switch (p.kind) {
