@@ -440,6 +440,30 @@ class SignalTest(unittest.TestCase):
             self.assertEqual(c.call(b"get hup\r\n", term=b"END\r\n"),
                              b"VALUE hup 0 1\r\nv\r\nEND\r\n")
 
+    def test_a_stream_of_sighups_neither_floods_the_log_nor_holds_a_leave(self):
+        # Each SIGHUP logged a line and skipped the main loop's tick: one every 20 ms kept a
+        # leave from ever ending (its deadline is checked on the tick), and logged 50 lines a
+        # second.
+        if not harness.is_bifrost():
+            self.skipTest("memcached has no leave")
+        rpc = harness.free_port()
+        server = harness.Server(extra=["--rpc-port", str(rpc), "--warm-window", "1000"])
+        self.addCleanup(server.close_log)
+        self.addCleanup(server.stop)
+        server.start()
+        for _ in range(100):  # 2 s of them while serving
+            os.kill(server.pid, signal.SIGHUP)
+            time.sleep(0.02)
+        self.assertTrue(server.alive(), server.output())
+        rc, out = harness.bifrostctl(rpc, "--timeout", "5", "leave")
+        self.assertEqual(rc, 0, out + server.output())
+        deadline = time.monotonic() + 10
+        while server.proc.poll() is None and time.monotonic() < deadline:
+            os.kill(server.pid, signal.SIGHUP)
+            time.sleep(0.02)
+        self.assertEqual(server.proc.wait(5), 0, server.output())
+        self.assertEqual(server.output().count("SIGHUP ignored"), 1, server.output())
+
     def test_sigusr1_stops_gracefully(self):
         server = self.start()
         with server.client() as c:
