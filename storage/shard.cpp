@@ -139,12 +139,31 @@ std::optional<uint64_t> name_number(std::string_view name, std::string_view pref
 
 uint32_t data_dir_shards(const std::string& dir, std::string& error) {
   error.clear();
+  const char* fix = " (give a directory this user may read and write, or a path to create)";
   DIR* d = ::opendir(dir.c_str());
   if (!d) {
-    // Absent: made at start. Anything else (a file, no permission) is the operator's to fix.
-    if (errno != ENOENT)
-      error = "cannot open " + dir + ": " + std::strerror(errno) +
-              " (give a directory this user may read and write, or a path to create)";
+    // Absent: made at start, with its parents, unless the path or one of them is a symbolic
+    // link to nothing (mkdir cannot make it). Anything else (a file, no permission) is the
+    // operator's to fix.
+    if (errno != ENOENT) {
+      error = "cannot open " + dir + ": " + std::strerror(errno) + fix;
+      return 0;
+    }
+    for (size_t end = dir.find('/', 1);; end = dir.find('/', end + 1)) {
+      const std::string part = dir.substr(0, end);
+      struct stat st{};
+      if (::lstat(part.c_str(), &st) == 0 && S_ISLNK(st.st_mode) && ::stat(part.c_str(), &st) != 0) {
+        error = "cannot make " + dir + ": " + part + " is a symbolic link to a path that does "
+                "not exist" + fix;
+        return 0;
+      }
+      if (end == std::string::npos)
+        return 0;
+    }
+  }
+  if (::access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+    error = "cannot write in " + dir + ": " + std::strerror(errno) + fix;
+    ::closedir(d);
     return 0;
   }
   std::vector<uint64_t> ids;

@@ -166,6 +166,28 @@ BOOST_AUTO_TEST_CASE(a_data_directory_that_is_a_file_is_a_config_error) {
                         r.message);
   }
   std::remove(file.c_str());
+  // A symbolic link to nothing, or a path under one, passed the check and failed at start
+  // ("cannot open .../lock: No such file or directory", exit 1): mkdir cannot make it.
+  char tmpl[] = "/tmp/bifrost-config-link-XXXXXX";
+  const std::string base = ::mkdtemp(tmpl);
+  const std::string link = base + "/dangling";
+  BOOST_REQUIRE(::symlink((base + "/nowhere").c_str(), link.c_str()) == 0);
+  for (const std::string& dir : {link, link + "/sub/more"}) {
+    node_config cfg;
+    auto r = run({"--data-dir", dir}, cfg);
+    BOOST_CHECK(r.what == parse_outcome::action::exit);
+    BOOST_CHECK_EQUAL(r.exit_code, 2);
+    BOOST_CHECK_MESSAGE(contains(r.message, "--data-dir") &&
+                          contains(r.message, link + " is a symbolic link to a path that does "
+                                                     "not exist"),
+                        r.message);
+  }
+  {  // (a path still to make, beside it, is not refused)
+    node_config cfg;
+    auto r = run({"--data-dir", base + "/new/sub"}, cfg);
+    BOOST_CHECK(r.what != parse_outcome::action::exit);
+  }
+  std::filesystem::remove_all(base);
 }
 
 BOOST_AUTO_TEST_CASE(stray_shard_entries_in_a_data_directory_are_refused) {
