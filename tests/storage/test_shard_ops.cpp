@@ -941,16 +941,21 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
     BOOST_CHECK_EQUAL(s->stats().copies_refused, 6u);
     // ... and a warm add after that expiry is refused whatever it copies: a write after the
     // delete (by the clock) may have been overwritten by the client's E write.
-    BOOST_CHECK(do_delete(*s, "ue2").st == status::not_found);
-    do_set(*s, "ue2-w1", "w1");
-    const result w1 = do_get(*s, "ue2-w1");  // (written after the delete)
-    BOOST_CHECK(run(item_copy("ue2", w1, store_mode::set)) == status::stored);
-    do_set(*s, "ue2-src", "e", 1);
-    result over = do_get(*s, "ue2-src");
-    over.cas = 12345;
-    BOOST_CHECK(run(item_copy("ue2", over, store_mode::set)) == status::stored);  // over w1
-    clk.advance(2);
-    BOOST_CHECK_EQUAL(value_of(*s, "ue2"), "<miss>");
+    // (`key` deleted, then w1 written, copied, and overwritten by an E write that expired.)
+    auto overwritten_by_e = [&](const std::string& key) {
+      BOOST_CHECK(do_delete(*s, key).st == status::not_found);
+      do_set(*s, key + "-w1", "w1");
+      const result w1 = do_get(*s, key + "-w1");  // (written after the delete)
+      BOOST_CHECK(run(item_copy(key, w1, store_mode::set)) == status::stored);
+      do_set(*s, key + "-src", "e", 1);
+      result over = do_get(*s, key + "-src");
+      over.cas = 12345;
+      BOOST_CHECK(run(item_copy(key, over, store_mode::set)) == status::stored);  // over w1
+      clk.advance(2);
+      BOOST_CHECK_EQUAL(value_of(*s, key), "<miss>");
+      return w1;
+    };
+    const result w1 = overwritten_by_e("ue2");
     BOOST_CHECK(run(item_copy("ue2", w1, store_mode::add)) == status::not_stored);
     BOOST_CHECK_EQUAL(value_of(*s, "ue2"), "<miss>");
     BOOST_CHECK(run(item_copy("ue2", w1, store_mode::set)) == status::stored);  // (ordered)
@@ -958,16 +963,7 @@ BOOST_AUTO_TEST_CASE(a_copy_that_lands_after_a_delete_is_refused_while_guarded) 
     // ... and still after a late copy of a delete with an older point (another owner's copy
     // of the first delete): it does not order the adds again (w1 came back).
     const uint64_t first_delete = next_cas();
-    BOOST_CHECK(do_delete(*s, "ue4").st == status::not_found);
-    do_set(*s, "ue4-w1", "w1");
-    const result w1b = do_get(*s, "ue4-w1");
-    BOOST_CHECK(run(item_copy("ue4", w1b, store_mode::set)) == status::stored);
-    do_set(*s, "ue4-src", "e", 1);
-    result over4 = do_get(*s, "ue4-src");
-    over4.cas = 12345;
-    BOOST_CHECK(run(item_copy("ue4", over4, store_mode::set)) == status::stored);  // over w1
-    clk.advance(2);
-    BOOST_CHECK_EQUAL(value_of(*s, "ue4"), "<miss>");
+    const result w1b = overwritten_by_e("ue4");
     BOOST_CHECK(run(delete_copy("ue4", first_delete)) == status::not_found);
     BOOST_CHECK(run(item_copy("ue4", w1b, store_mode::add)) == status::not_stored);
     BOOST_CHECK_EQUAL(value_of(*s, "ue4"), "<miss>");
