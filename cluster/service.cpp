@@ -527,7 +527,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void serve(kj::Own<kj::AsyncIoStream> s);
   struct served_slot;
   void serve_rpc(kj::Own<kj::AsyncIoStream> s, kj::ArrayPtr<const kj::byte> read_ahead,
-                 kj::Own<served_slot> slot);
+                 kj::Own<served_slot> slot, kj::TimePoint hello_by);
 
   /// The longest a call between members may take: queued_limit_factor RPC timeouts (a call
   /// behind others' values, an unanswered greeting, a reader that takes no chunk).
@@ -1210,7 +1210,7 @@ private:
   }
 
   service::impl& core_;
-  std::shared_ptr<bool> greeted_;  // set by hello (service::impl::serve's deadline reads it)
+  std::shared_ptr<bool> greeted_;  // set by hello (service::impl::serve_rpc's deadline reads it)
   bool member_ = false;  // hello came from a cluster member
   bool refused_ = false;  // ...whose --replicas differ: its membership messages are ignored
 };
@@ -3068,18 +3068,19 @@ void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
   auto first = kj::heap<greeting>();
   auto& stream = *s;
   auto& got = *first;
-  auto told = read_greeting(stream, got).exclusiveJoin(
-    timer.afterDelay(call_limit_ms() * kj::MILLISECONDS).then([] {
-      return proto::rpc_greeting::maybe;
-    }));
+  // One deadline for the first bytes and the hello together.
+  const kj::TimePoint hello_by = timer.now() + call_limit_ms() * kj::MILLISECONDS;
+  // (evalNow: a socket's read runs at once, and throws at once on a reset connection)
+  auto told = kj::evalNow([&] { return read_greeting(stream, got); }).exclusiveJoin(
+    timer.atTime(hello_by).then([] { return proto::rpc_greeting::maybe; }));
   tasks->add(told.then(
-    [this, s = kj::mv(s), first = kj::mv(first),
-     slot = kj::mv(slot)](proto::rpc_greeting kind) mutable -> kj::Promise<void> {
+    [this, s = kj::mv(s), first = kj::mv(first), slot = kj::mv(slot),
+     hello_by](proto::rpc_greeting kind) mutable -> kj::Promise<void> {
       using proto::rpc_greeting;
       if (kind == rpc_greeting::maybe || !serving)
         return kj::READY_NOW;  // (closed: the client left or said too little)
       if (kind == rpc_greeting::rpc || kind == rpc_greeting::other) {
-        serve_rpc(kj::mv(s), kj::arrayPtr(first->bytes, first->size), kj::mv(slot));
+        serve_rpc(kj::mv(s), kj::arrayPtr(first->bytes, first->size), kj::mv(slot), hello_by);
         return kj::READY_NOW;
       }
       auto answer = kj::heapString(proto::rpc_port_answer(kind, cfg.client_address));
@@ -3093,17 +3094,17 @@ void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
     }));
 }
 
-// A Cap'n Proto connection: served until it closes, or until the greeting deadline when it
-// says no hello by then (a client that connects and says nothing must not hold one of the
-// connections the node serves).
+// A Cap'n Proto connection: served until it closes, or until `hello_by` when it says no hello
+// by then (a client that connects and says nothing must not hold one of the connections the
+// node serves).
 void service::impl::serve_rpc(kj::Own<kj::AsyncIoStream> s,
                               kj::ArrayPtr<const kj::byte> read_ahead,
-                              kj::Own<served_slot> slot) {
+                              kj::Own<served_slot> slot, kj::TimePoint hello_by) {
   auto greeted = std::make_shared<bool>(false);
   auto c = kj::heap<server_conn>(buffered(kj::mv(s), 32 * 1024, read_ahead),
                                  kj::heap<node_server>(*this, greeted));
   auto& net = c->net;
-  auto deadline = timer.afterDelay(call_limit_ms() * kj::MILLISECONDS)
+  auto deadline = timer.atTime(hello_by)
                       .then([greeted]() -> kj::Promise<void> {
                         if (*greeted)
                           return kj::NEVER_DONE;
@@ -3175,7 +3176,13 @@ kj::Promise<void> service::impl::accept_loop() {
   auto accepted = kj::evalNow([this]() { return listener->accept(); });
   return accepted.then(
     [this](kj::Own<kj::AsyncIoStream> s) {
-      take(kj::mv(s));
+      // One connection's failure (a client that reset before its first byte) is its own,
+      // never the accept loop's: that left the port deaf for good.
+      KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] { take(kj::mv(s)); })) {
+        if (e->getType() != kj::Exception::Type::DISCONNECTED)
+          log_rarely(refused_logged_ms, std::string("an RPC connection failed at once: ") +
+                                          e->getDescription().cStr());
+      }
       return accept_loop();
     },
     [this](kj::Exception&& e) {

@@ -143,12 +143,14 @@ uint32_t data_dir_shards(const std::string& dir, std::string& error) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) {
     // Absent: made at start, with its parents, unless the path or one of them is a symbolic
-    // link to nothing (mkdir cannot make it). Anything else (a file, no permission) is the
-    // operator's to fix.
+    // link to nothing (mkdir cannot make it), or the deepest directory of it that exists is
+    // not this user's to write in. Anything else (a file, no permission) is the operator's
+    // to fix.
     if (errno != ENOENT) {
       error = "cannot open " + dir + ": " + std::strerror(errno) + fix;
       return 0;
     }
+    std::string parent = dir[0] == '/' ? "/" : ".";  // (the deepest one that exists)
     for (size_t end = dir.find('/', 1);; end = dir.find('/', end + 1)) {
       const std::string part = dir.substr(0, end);
       struct stat st{};
@@ -157,9 +159,15 @@ uint32_t data_dir_shards(const std::string& dir, std::string& error) {
                 "not exist" + fix;
         return 0;
       }
+      if (::stat(part.c_str(), &st) == 0)
+        parent = part;
       if (end == std::string::npos)
-        return 0;
+        break;
     }
+    if (::access(parent.c_str(), W_OK | X_OK) != 0)
+      error = "cannot make " + dir + ": cannot write in " + parent + ": " +
+              std::strerror(errno) + fix;
+    return 0;
   }
   if (::access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
     error = "cannot write in " + dir + ": " + std::strerror(errno) + fix;

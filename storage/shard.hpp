@@ -148,7 +148,9 @@ inline constexpr const char* data_dir_lock_name = "lock";
 /// recovered items sit in shards their keys no longer hash to (misses, and old values back
 /// once the count is restored). The directories must be exactly shard-0 .. shard-<n-1>: an
 /// entry named shard-* that is not one of them (a gap, a file, another spelling, an id past
-/// the limit) sets `error` (naming it) and returns 0, rather than change the count.
+/// the limit) sets `error` (naming it) and returns 0, rather than change the count. So does
+/// a `dir` this user cannot read and write, or could not make (a file on its path, a symbolic
+/// link to nothing, a parent it may not write in).
 uint32_t data_dir_shards(const std::string& dir, std::string& error);
 
 /// Clock in unix seconds; injectable so tests control expiry.
