@@ -2501,7 +2501,22 @@ void service::impl::handle(output&& out) {
   // (A forgotten member was dead or left: no live placement changes, so no new ring and no
   // warming window for it. Its dead points leave the ring at the next change; reap_peers
   // drops what this node kept for it.)
-  for (const auto& e : out.events)
+  for (const auto& e : out.events) {
+    // A member alive (again) is dialled at once: the backoff of the calls that failed while
+    // it was away (up to 1 s) refused the writes other nodes forwarded to it right after it
+    // rejoined (50–250 per restart at 700 writes a second).
+    using cluster::event_kind;
+    if (e.kind == event_kind::joined || e.kind == event_kind::alive_again ||
+        e.kind == event_kind::restarted)
+      backoff.erase(e.member.address);
+    const char* said = e.kind == event_kind::joined        ? "is alive (new to this node)"
+                       : e.kind == event_kind::alive_again ? "is alive again"
+                       : e.kind == event_kind::dead        ? "is dead: its keys go to the next owners"
+                       : e.kind == event_kind::left        ? "left the cluster"
+                                                           : nullptr;
+    if (said && e.member.name != cfg.node_name)
+      std::fprintf(stderr, "bifrost cluster: member '%s' (rpc %s) %s\n", e.member.name.c_str(),
+                   e.member.address.c_str(), said);
     if (e.kind == cluster::event_kind::restarted) {
       restarted.insert(e.member.name);
       std::fprintf(stderr,
@@ -2510,6 +2525,7 @@ void service::impl::handle(output&& out) {
                    "2 or more its keys are copied to it again\n",
                    e.member.name.c_str());
     }
+  }
   const bool changed = std::any_of(out.events.begin(), out.events.end(), [](const auto& e) {
     return e.kind != cluster::event_kind::forgotten;
   });

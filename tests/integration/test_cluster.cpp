@@ -737,6 +737,48 @@ BOOST_AUTO_TEST_CASE(a_dead_nodes_keys_get_their_second_copy_back) {
   BOOST_CHECK_EQUAL(r.wrong, 0u);
 }
 
+// A member that left and comes back takes the writes the others forward to it as soon as they
+// see it alive: they dial it at once. The calls that failed while it was away had backed its
+// address off (up to 1 s), and writes of its keys through the others answered `SERVER_ERROR
+// unavailable` for ~0.5 s after all had it alive again (a user's rolling restart: 200 per
+// restart at 700 writes a second).
+BOOST_AUTO_TEST_CASE(a_member_back_from_a_leave_takes_forwarded_writes_at_once) {
+  cluster c;
+  logs_on_failure guard{c};
+  auto ns = start_cluster(c, 4, 2);
+  auto keys = keys_owned_by(*ns[0], "n3", "back-at-once-", 30);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+  BOOST_REQUIRE_EQUAL(c.stop(*ns[2]), 0);
+  const std::vector<node*> others = {ns[0], ns[1], ns[3]};
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(others, {"n1", "n2", "n4"}); }, 5000ms));
+  // Writes while it is away (their replication to it fails and backs its address off).
+  const auto away = clock_type::now();
+  size_t written = 0;
+  while (seconds_since(away) < 3)
+    for (auto* n : others)
+      written += set_all(n->port, keys) == keys.size();
+  BOOST_REQUIRE_GT(written, 0u);
+  c.restart(*ns[2], {ns[0]->rpc_port}, 2);
+  // From its start on, for 2 s: before the others have it alive its keys go to their other
+  // owners, after that to it.
+  size_t refused = 0, stored = 0;
+  std::vector<std::unique_ptr<mc_client>> clients;
+  for (auto* n : others)
+    clients.push_back(std::make_unique<mc_client>(n->port, 5s));
+  const auto back = clock_type::now();
+  for (int round = 0; seconds_since(back) < 2; ++round)
+    for (auto& m : clients)
+      for (const auto& k : keys) {
+        const std::string r = m->set(k, "v" + std::to_string(round));
+        stored += r == "STORED";
+        refused += r != "STORED";
+      }
+  BOOST_CHECK(all_see_alive(ns, {"n1", "n2", "n3", "n4"}));
+  report("writes of n3's keys through the others in the 2 s after n3 came back: " +
+         std::to_string(stored) + " stored, " + std::to_string(refused) + " refused");
+  BOOST_CHECK_EQUAL(refused, 0u);
+}
+
 // A node restarted empty gets back the keys it owns from the node that kept them, read or not
 // (warming alone brings only the keys read through it), so the node that kept them can die.
 BOOST_AUTO_TEST_CASE(a_restarted_node_gets_its_keys_back_before_they_are_read) {
