@@ -654,6 +654,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   uint64_t calls_failed_fast = 0;
   void mark_unreachable(const std::string& addr);
   void heard_from(const std::string& addr);  // (a greeting, a probe's or SWIM's answer)
+  void dial_now(const std::string& addr);
   bool failing_fast(const std::string& addr);
   kj::Promise<void> probe(const std::string& addr, uint64_t id);
   // Why the last connection to an address failed before its hello was answered (erased once
@@ -2501,20 +2502,27 @@ void service::impl::handle(output&& out) {
   // (A forgotten member was dead or left: no live placement changes, so no new ring and no
   // warming window for it. Its dead points leave the ring at the next change; reap_peers
   // drops what this node kept for it.)
+  std::string joined;  // (said in one line: a node that joins learns of every member at once)
+  size_t joined_count = 0;
   for (const auto& e : out.events) {
-    // A member alive (again) is dialled at once: the backoff of the calls that failed while
-    // it was away (up to 1 s) refused the writes other nodes forwarded to it right after it
-    // rejoined (50–250 per restart at 700 writes a second).
     using cluster::event_kind;
     if (e.kind == event_kind::joined || e.kind == event_kind::alive_again ||
         e.kind == event_kind::restarted)
-      backoff.erase(e.member.address);
-    const char* said = e.kind == event_kind::joined        ? "is alive (new to this node)"
-                       : e.kind == event_kind::alive_again ? "is alive again"
-                       : e.kind == event_kind::dead        ? "is dead: its keys go to the next owners"
-                       : e.kind == event_kind::left        ? "left the cluster"
-                                                           : nullptr;
-    if (said && e.member.name != cfg.node_name)
+      dial_now(e.member.address);
+    if (e.member.name == cfg.node_name)
+      continue;
+    if (e.kind == event_kind::joined) {
+      if (++joined_count <= 8)
+        joined += (joined.empty() ? "'" : ", '") + e.member.name + "' (rpc " + e.member.address +
+                  ")";
+      continue;
+    }
+    const char* said = e.kind == event_kind::alive_again ? "is alive again"
+                       : e.kind == event_kind::suspect   ? "is suspected (no answer to pings)"
+                       : e.kind == event_kind::dead      ? "is dead: its keys go to the next owners"
+                       : e.kind == event_kind::left      ? "left the cluster"
+                                                         : nullptr;
+    if (said)
       std::fprintf(stderr, "bifrost cluster: member '%s' (rpc %s) %s\n", e.member.name.c_str(),
                    e.member.address.c_str(), said);
     if (e.kind == cluster::event_kind::restarted) {
@@ -2526,11 +2534,31 @@ void service::impl::handle(output&& out) {
                    e.member.name.c_str());
     }
   }
+  if (joined_count > 0)
+    std::fprintf(stderr, "bifrost cluster: %s %s %s alive (new to this node)%s\n",
+                 joined_count == 1 ? "member" : "members", joined.c_str(),
+                 joined_count == 1 ? "is" : "are",
+                 joined_count > 8
+                   ? (" and " + std::to_string(joined_count - 8) + " more").c_str()
+                   : "");
   const bool changed = std::any_of(out.events.begin(), out.events.end(), [](const auto& e) {
     return e.kind != cluster::event_kind::forgotten;
   });
   if (changed || came_back)
     rebuild(came_back);
+}
+
+// A member seen alive (new, again, or as another process) is dialled at once: the backoff of
+// the calls that failed while it was away (up to 1 s) refused the writes the others forwarded
+// to it right after it rejoined (50–250 per restart at 700 writes a second), and one that was
+// unreachable (its calls timed out) is probed now rather than at the next call a second on.
+void service::impl::dial_now(const std::string& addr) {
+  backoff.erase(addr);
+  auto u = unreachable.find(addr);
+  if (u != unreachable.end() && u->second.probe == 0 && !stopping) {
+    u->second.probe = next_probe++;
+    tasks->add(probe(addr, u->second.probe));
+  }
 }
 
 void service::impl::note_return(const char* why) {
@@ -3176,7 +3204,9 @@ void service::impl::take(kj::Own<kj::AsyncIoStream> s) {
   }
   // The handshake runs beside the accept loop; a client without a certificate from our CA is
   // dropped (logged at most every 10 s: a misconfigured peer retries often).
-  tasks->add(tls->wrap_server(kj::mv(s))
+  // (evalNow: what the handshake throws at once goes to the error branch, which gives the
+  // count back)
+  tasks->add(kj::evalNow([&] { return tls->wrap_server(kj::mv(s)); })
                  .then([this](kj::Own<kj::AsyncIoStream> s) { serve(kj::mv(s)); },
                        [this](kj::Exception&& e) {
                          --served_connections;
