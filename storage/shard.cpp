@@ -154,7 +154,8 @@ uint32_t data_dir_shards(const std::string& dir, std::string& error) {
     for (size_t end = dir.find('/', 1);; end = dir.find('/', end + 1)) {
       const std::string part = dir.substr(0, end);
       struct stat st{};
-      if (::lstat(part.c_str(), &st) == 0 && S_ISLNK(st.st_mode) && ::stat(part.c_str(), &st) != 0) {
+      if (::lstat(part.c_str(), &st) == 0 && S_ISLNK(st.st_mode) &&
+          ::stat(part.c_str(), &st) != 0) {
         error = "cannot make " + dir + ": " + part + " is a symbolic link to a path that does "
                 "not exist" + fix;
         return 0;
