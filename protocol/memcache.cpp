@@ -36,6 +36,13 @@ constexpr std::string_view k_invalid_or_dup = "CLIENT_ERROR invalid or duplicate
 constexpr std::string_view k_ms_mode = "CLIENT_ERROR invalid mode for ms M token";
 constexpr std::string_view k_ma_mode = "CLIENT_ERROR invalid mode for ma M token";
 
+// An HTTP request line ("GET / HTTP/1.1"): its last token, trailing spaces aside, begins with
+// "HTTP/". `line` is without its CR LF.
+bool http_request_line(std::string_view line) {
+  line = line.substr(0, line.find_last_not_of(' ') + 1);  // (npos + 1: empty)
+  return line.substr(line.find_last_of(' ') + 1).substr(0, 5) == "HTTP/";
+}
+
 constexpr size_t k_long_get_max_spaces = 100;  // try_read_command_ascii
 
 // ---------------------------------------------------------------------------------------
@@ -645,12 +652,9 @@ rpc_greeting rpc_greeting_of(std::string_view in) noexcept {
   }
   if (!whole)
     return rpc_greeting::maybe;
-  std::string_view words = line;
-  while (!words.empty() && (words.back() == '\r' || words.back() == ' '))
-    words.remove_suffix(1);
-  const size_t space = words.find_last_of(' ');
-  const std::string_view last = space == std::string_view::npos ? words : words.substr(space + 1);
-  return last.substr(0, 5) == "HTTP/" ? rpc_greeting::http : rpc_greeting::text;
+  const bool cr = !line.empty() && line.back() == '\r';
+  return http_request_line(line.substr(0, line.size() - cr)) ? rpc_greeting::http
+                                                             : rpc_greeting::text;
 }
 
 std::string rpc_port_answer(rpc_greeting kind, std::string_view memcached_address) {
@@ -843,15 +847,10 @@ parse_result parse(std::string_view in, request& req, const parser_config& cfg) 
     case cmd_id::unknown: {
       // memcached hangs up on an HTTP request line (last token "HTTP/x.y") instead of
       // answering ERROR to each of its lines.
-      size_t e = line.find_last_not_of(' ');
-      if (e != std::string_view::npos) {
-        size_t b = line.find_last_of(' ', e);
-        std::string_view last = line.substr(b == std::string_view::npos ? 0 : b + 1, e + 1 - (b == std::string_view::npos ? 0 : b + 1));
-        if (last.size() >= 5 && last.substr(0, 5) == "HTTP/") {
-          parse_result r;
-          r.status = parse_status::close;
-          return r;
-        }
+      if (http_request_line(line)) {
+        parse_result r;
+        r.status = parse_status::close;
+        return r;
       }
       return make_error(k_error, consumed);
     }
