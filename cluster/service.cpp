@@ -656,6 +656,8 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void heard_from(const std::string& addr);  // (a greeting, a probe's or SWIM's answer)
   void dial_now(const std::string& addr);
   bool failing_fast(const std::string& addr);
+  /// Probes `addr` (unreachable) now unless a probe of it is under way.
+  void probe_now(const std::string& addr, unreachable_state& u);
   kj::Promise<void> probe(const std::string& addr, uint64_t id);
   // Why the last connection to an address failed before its hello was answered (erased once
   // one is): what the "no seed answered" line names for each seed.
@@ -1665,11 +1667,16 @@ bool service::impl::failing_fast(const std::string& addr) {
   if (u == unreachable.end())
     return false;
   ++calls_failed_fast;
-  if (u->second.probe == 0 && now_ms() >= u->second.probe_at && !stopping) {
-    u->second.probe = next_probe++;
-    tasks->add(probe(addr, u->second.probe));
-  }
+  if (now_ms() >= u->second.probe_at)
+    probe_now(addr, u->second);
   return true;
+}
+
+void service::impl::probe_now(const std::string& addr, unreachable_state& u) {
+  if (u.probe != 0 || stopping)
+    return;
+  u.probe = next_probe++;
+  tasks->add(probe(addr, u.probe));
 }
 
 kj::Promise<void> service::impl::probe(const std::string& addr, uint64_t id) {
@@ -2554,11 +2561,8 @@ void service::impl::handle(output&& out) {
 // unreachable (its calls timed out) is probed now rather than at the next call a second on.
 void service::impl::dial_now(const std::string& addr) {
   backoff.erase(addr);
-  auto u = unreachable.find(addr);
-  if (u != unreachable.end() && u->second.probe == 0 && !stopping) {
-    u->second.probe = next_probe++;
-    tasks->add(probe(addr, u->second.probe));
-  }
+  if (auto u = unreachable.find(addr); u != unreachable.end())
+    probe_now(addr, u->second);
 }
 
 void service::impl::note_return(const char* why) {
