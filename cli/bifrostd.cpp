@@ -273,7 +273,6 @@ int main(int argc, char** argv) {
       hup_said_ms = steady_ms();
       std::fprintf(stderr, "bifrostd: SIGHUP ignored (nothing to reload); SIGTERM stops\n");
     }
-    sig = 0;
     if (stop_accepting_asked.exchange(false))
       node->stop_accepting();
     release_free_memory(steady_ms());

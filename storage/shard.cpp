@@ -154,14 +154,13 @@ uint32_t data_dir_shards(const std::string& dir, std::string& error) {
     for (size_t end = dir.find('/', 1);; end = dir.find('/', end + 1)) {
       const std::string part = dir.substr(0, end);
       struct stat st{};
-      if (::lstat(part.c_str(), &st) == 0 && S_ISLNK(st.st_mode) &&
-          ::stat(part.c_str(), &st) != 0) {
+      if (::stat(part.c_str(), &st) == 0) {
+        parent = part;
+      } else if (::lstat(part.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
         error = "cannot make " + dir + ": " + part + " is a symbolic link to a path that does "
                 "not exist" + fix;
         return 0;
       }
-      if (::stat(part.c_str(), &st) == 0)
-        parent = part;
       if (end == std::string::npos)
         break;
     }
