@@ -17,6 +17,7 @@
 #include <gperftools/malloc_extension.h>
 #endif
 
+#include <fcntl.h>
 #include <sys/resource.h>
 
 #include <csignal>
@@ -51,6 +52,23 @@ std::atomic<int64_t> leave_stop_at_ms{0};
 std::atomic<int> fatal_exit{0};
 /// bifrostctl drain asked (on the KJ thread) that the node take no new clients.
 std::atomic<bool> stop_accepting_asked{false};
+
+/// bifrostctl drain/leave --wait: duplicates of the waiters' sockets, never closed. The process
+/// ending closes them, so a waiter sees its connection close when the node has stopped: the
+/// data directory's lock and the ports are free then (the service closes its own end of the
+/// connection earlier, when it stops). At most k_held_most are held; a waiter past those sees
+/// the close the service makes. Written on the KJ thread only.
+constexpr int k_held_most = 16;
+int held_fds[k_held_most];
+int held_count = 0;
+
+void hold_until_exit(int fd) {
+  if (held_count >= k_held_most)
+    return;
+  const int kept = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (kept >= 0)
+    held_fds[held_count++] = kept;
+}
 
 /// Gives the allocator's free pages back to the system, at most once a second (called by the
 /// main thread's tick). tcmalloc keeps freed pages mapped by default, so the index's growth
@@ -206,6 +224,7 @@ int main(int argc, char** argv) {
       int64_t none = 0;
       leave_stop_at_ms.compare_exchange_strong(none, steady_ms());
     };
+    sc.hold_until_exit = hold_until_exit;
     sc.on_drain = [linger_ms] {
       stop_accepting_asked = true;  // the main thread closes the listeners (it owns the node)
       int64_t none = 0;

@@ -716,15 +716,56 @@ int print_ok(context& c) {
   return exit_ok;
 }
 
-int cmd_drain(context& c) {
-  c.s.wait(c.node.drainRequest().send(), c.opts.node, "drain");
-  return print_ok(c);
+// Asks `status` every 200 ms until the connection closes; each answer counts as progress.
+kj::Promise<void> until_closed(context& c) {
+  return c.node.statusRequest().send().then(
+    [&c](capnp::Response<rpc::Node::StatusResults>&&) {
+      c.s.note_progress();
+      return c.s.io().provider->getTimer().afterDelay(200 * kj::MILLISECONDS).then([&c] {
+        return until_closed(c);
+      });
+    },
+    [](kj::Exception&& e) -> kj::Promise<void> {
+      if (e.getType() == kj::Exception::Type::DISCONNECTED)
+        return kj::READY_NOW;  // (the node has stopped)
+      return kj::mv(e);
+    });
 }
 
-int cmd_leave(context& c) {
-  c.s.wait(c.node.leaveRequest().send(), c.opts.node, "leave");
-  return print_ok(c);
+// drain, leave. With --wait the node holds the connection open until its process ends
+// (holdUntilExit) and the command returns then: "ok" at once, "stopped after S s" at the end
+// (JSON: one object at the end). The wait lasts the node's linger: it answers `status`
+// meanwhile, and one that answers nothing for --timeout without closing (paused) ends it.
+template <typename Request>
+int stop_node(context& c, Request&& request, const char* what) {
+  request.setHoldUntilExit(c.opts.wait);
+  c.s.wait(request.send(), c.opts.node, what);
+  if (!c.opts.wait)
+    return print_ok(c);
+  if (!c.opts.json)
+    c.out << "ok" << std::endl;  // (flushed: the stop takes the warming window)
+  const auto began = std::chrono::steady_clock::now();
+  try {
+    c.s.wait(until_closed(c).then([] { return true; }), c.opts.node, what);
+  } catch (failure& f) {
+    if (f.code == exit_unreachable)
+      f.message += " (it took the " + std::string(what) + " but has not stopped: it neither "
+                   "answers nor closes the connection)";
+    throw;
+  }
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+    std::chrono::steady_clock::now() - began);
+  if (c.opts.json)
+    print_json(c.out,
+               {{"ok", true}, {"stopped", true}, {"seconds", double(took.count()) / 1000.0}});
+  else
+    c.out << "stopped after " << format_seconds(took) << "\n";
+  return exit_ok;
 }
+
+int cmd_drain(context& c) { return stop_node(c, c.node.drainRequest(), "drain"); }
+
+int cmd_leave(context& c) { return stop_node(c, c.node.leaveRequest(), "leave"); }
 
 // One entry per command: a new command is an entry, a handler and a test.
 struct command {
@@ -834,6 +875,11 @@ void build_app(CLI::App& app, options& opts) {
           ->check(check_key);
     } else if (name == "stats") {
       sub->add_flag("--all", opts.all, "sum over every alive member");
+    } else if (name == "drain" || name == "leave") {
+      sub->add_flag("--wait", opts.wait,
+                    "return once the node has stopped (its process ended: the warming window, "
+                    "30 s by default, then its clients' drain); exit 2 if it stops answering "
+                    "for --timeout before");
     } else if (name == "get" || name == "delete") {
       sub->add_option("key", opts.key, "the key")->required()->check(check_key);
     } else if (name == "set") {

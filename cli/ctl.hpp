@@ -16,7 +16,8 @@
 //   set K --value-file PATH|-      a file or stdin; above 64 KiB Node.upload([store/set K],
 //                               client), V in 256 KiB chunks through its sink, then finish
 //   delete K                    Node.execute([remove K], client, null)
-//   drain, leave                Node.drain / Node.leave
+//   drain, leave [--wait]       Node.drain / Node.leave (holdUntilExit with --wait, then
+//                               Node.status every 200 ms until the connection closes)
 //
 // Exit statuses (`exit_code`): 0 success; 1 an RPC error, a miss (get), a store that did not
 // store (set), NOT_FOUND (delete), or no node answered (stats --all); 2 bad usage, or the node
@@ -25,7 +26,8 @@
 //
 // Time bounds: every wait (address lookup, connect, each call) ends after --timeout seconds
 // without progress. A streamed value counts as progress chunk by chunk, so a 1 GiB `get` is
-// bounded by stalls, not by its total transfer time.
+// bounded by stalls, not by its total transfer time, and each `status` answer during a
+// `drain --wait` counts too, so the wait lasts the node's linger.
 //
 // Threading: everything runs on the calling thread's KJ event loop; a `session` and the
 // clients it hands out belong to that thread and to that loop. One exception: `stats --all`
@@ -76,6 +78,7 @@ struct options {
   int64_t ttl = 0;                // set: raw memcached exptime (storage/ops.hpp)
   uint32_t flags = 0;             // set
   bool all = false;               // stats --all
+  bool wait = false;              // drain/leave --wait: until the node has stopped
   cluster::tls_options tls;       // --tls-cert/--tls-key/--tls-ca/--tls-name: mutual TLS
 };
 

@@ -240,6 +240,10 @@ interface Node {
   stats @7 () -> (stats :List(Stat));
 
   # Admin.
-  drain @8 () -> ();
-  leave @9 () -> ();
+  drain @8 (holdUntilExit :Bool) -> ();
+  leave @9 (holdUntilExit :Bool) -> ();
+  # holdUntilExit (bifrostctl drain/leave --wait): the node keeps this connection's socket
+  # open until its process ends, so the caller sees it close once the node has stopped (its
+  # data directory and ports free). Older nodes ignore it: theirs closes when their RPC
+  # service stops, a moment before the process ends.
 }

@@ -524,10 +524,11 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   void take(kj::Own<kj::AsyncIoStream> s);
   /// Logs `what` unless a line with the same `last_ms` was logged in the last 10 s.
   void log_rarely(uint64_t& last_ms, const std::string& what);
-  void serve(kj::Own<kj::AsyncIoStream> s);
+  /// `fd`: the connection's socket under any TLS (-1 if unknown), for holdUntilExit.
+  void serve(kj::Own<kj::AsyncIoStream> s, int fd);
   struct served_slot;
   void serve_rpc(kj::Own<kj::AsyncIoStream> s, kj::ArrayPtr<const kj::byte> read_ahead,
-                 kj::Own<served_slot> slot, kj::TimePoint hello_by);
+                 kj::Own<served_slot> slot, kj::TimePoint hello_by, int fd);
 
   /// The longest a call between members may take: queued_limit_factor RPC timeouts (a call
   /// behind others' values, an unanswered greeting, a reader that takes no chunk).
@@ -934,8 +935,9 @@ storage::op_batch read_ops(capnp::List<rpc::Op>::Reader list, rpc::Origin origin
 // One per server connection: `hello` tells a member (it sends its RPC address) from a tool.
 class node_server final : public rpc::Node::Server {
 public:
-  node_server(service::impl& core, std::shared_ptr<bool> greeted)
-    : core_(core), greeted_(std::move(greeted)) {}
+  /// `fd`: the connection's socket (owned by its stream), or -1.
+  node_server(service::impl& core, std::shared_ptr<bool> greeted, int fd)
+    : core_(core), greeted_(std::move(greeted)), fd_(fd) {}
 
 protected:
   kj::Promise<void> hello(HelloContext context) override {
@@ -1176,24 +1178,34 @@ protected:
     });
   }
 
-  kj::Promise<void> drain(DrainContext) override {
+  kj::Promise<void> drain(DrainContext context) override {
     // Leave at once (the others take our keys and warm them from us), then the daemon stops
     // taking clients and ends after its linger (cli/bifrostd.cpp).
     core_.draining = true;
     begin_leave();
     if (core_.cfg.on_drain)
       core_.cfg.on_drain();
+    if (context.getParams().getHoldUntilExit())
+      hold_until_exit();
     return kj::READY_NOW;
   }
 
-  kj::Promise<void> leave(LeaveContext) override {
+  kj::Promise<void> leave(LeaveContext context) override {
     begin_leave();
     if (core_.cfg.on_leave)
       core_.cfg.on_leave();
+    if (context.getParams().getHoldUntilExit())
+      hold_until_exit();
     return kj::READY_NOW;
   }
 
 private:
+  // bifrostctl drain/leave --wait: the caller's socket stays open until the process ends.
+  void hold_until_exit() {
+    if (fd_ >= 0 && core_.cfg.hold_until_exit)
+      core_.cfg.hold_until_exit(fd_);
+  }
+
   void begin_leave() {
     if (core_.members.leaving())
       return;
@@ -1216,6 +1228,7 @@ private:
   std::shared_ptr<bool> greeted_;  // set by hello (service::impl::serve_rpc's deadline reads it)
   bool member_ = false;  // hello came from a cluster member
   bool refused_ = false;  // ...whose --replicas differ: its membership messages are ignored
+  int fd_;  // the connection's socket, or -1 (hold_until_exit)
 };
 
 struct server_conn {
@@ -3109,7 +3122,7 @@ kj::Promise<void> drain(kj::AsyncIoStream& s, kj::Timer& timer) {
 // (an HTTP request line) at the wrong port: those are answered in their own protocol and
 // closed, where Cap'n Proto would answer in binary or wait for more bytes. One that says too
 // little to tell by the greeting deadline is closed.
-void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
+void service::impl::serve(kj::Own<kj::AsyncIoStream> s, int fd) {
   auto slot = kj::heap<served_slot>(served_connections);
   if (!serving)
     return;
@@ -3122,13 +3135,14 @@ void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
   auto told = kj::evalNow([&] { return read_greeting(stream, got); }).exclusiveJoin(
     timer.atTime(hello_by).then([] { return proto::rpc_greeting::maybe; }));
   tasks->add(told.then(
-    [this, s = kj::mv(s), first = kj::mv(first), slot = kj::mv(slot),
-     hello_by](proto::rpc_greeting kind) mutable -> kj::Promise<void> {
+    [this, s = kj::mv(s), first = kj::mv(first), slot = kj::mv(slot), hello_by,
+     fd](proto::rpc_greeting kind) mutable -> kj::Promise<void> {
       using proto::rpc_greeting;
       if (kind == rpc_greeting::maybe || !serving)
         return kj::READY_NOW;  // (closed: the client left or said too little)
       if (kind == rpc_greeting::rpc || kind == rpc_greeting::other) {
-        serve_rpc(kj::mv(s), kj::arrayPtr(first->bytes, first->size), kj::mv(slot), hello_by);
+        serve_rpc(kj::mv(s), kj::arrayPtr(first->bytes, first->size), kj::mv(slot), hello_by,
+                  fd);
         return kj::READY_NOW;
       }
       auto answer = kj::heapString(proto::rpc_port_answer(kind, cfg.client_address));
@@ -3147,10 +3161,10 @@ void service::impl::serve(kj::Own<kj::AsyncIoStream> s) {
 // node serves).
 void service::impl::serve_rpc(kj::Own<kj::AsyncIoStream> s,
                               kj::ArrayPtr<const kj::byte> read_ahead,
-                              kj::Own<served_slot> slot, kj::TimePoint hello_by) {
+                              kj::Own<served_slot> slot, kj::TimePoint hello_by, int fd) {
   auto greeted = std::make_shared<bool>(false);
   auto c = kj::heap<server_conn>(buffered(kj::mv(s), 32 * 1024, read_ahead),
-                                 kj::heap<node_server>(*this, greeted));
+                                 kj::heap<node_server>(*this, greeted, fd));
   auto& net = c->net;
   auto deadline = timer.atTime(hello_by)
                       .then([greeted]() -> kj::Promise<void> {
@@ -3202,8 +3216,10 @@ void service::impl::take(kj::Own<kj::AsyncIoStream> s) {
   }
   ++served_connections;  // (from here on: serve()'s served_slot gives it back)
   keep_alive(*s);
+  int fd = -1;
+  KJ_IF_MAYBE(f, s->getFd()) { fd = *f; }
   if (!tls) {
-    serve(kj::mv(s));
+    serve(kj::mv(s), fd);
     return;
   }
   // The handshake runs beside the accept loop; a client without a certificate from our CA is
@@ -3211,7 +3227,7 @@ void service::impl::take(kj::Own<kj::AsyncIoStream> s) {
   // (evalNow: what the handshake throws at once goes to the error branch, which gives the
   // count back)
   tasks->add(kj::evalNow([&] { return tls->wrap_server(kj::mv(s)); })
-                 .then([this](kj::Own<kj::AsyncIoStream> s) { serve(kj::mv(s)); },
+                 .then([this, fd](kj::Own<kj::AsyncIoStream> s) { serve(kj::mv(s), fd); },
                        [this](kj::Exception&& e) {
                          --served_connections;
                          log_rarely(tls_refused_logged_ms,

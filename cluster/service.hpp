@@ -142,6 +142,11 @@ struct service_config {
   std::function<void(const storage::op_batch&)> count_tool_ops;
   std::function<void()> on_drain;   ///< Node.drain was called (run on the KJ thread)
   std::function<void()> on_leave;   ///< Node.leave was called (run on the KJ thread)
+  /// Node.drain or Node.leave with holdUntilExit: called on the KJ thread with the socket of
+  /// the caller's connection (borrowed: dup it to keep it), so that the process holds it open
+  /// until it ends (cli/bifrostd.cpp) and the caller sees the node stop. Empty: not held (the
+  /// connection closes with the service).
+  std::function<void(int fd)> hold_until_exit;
   /// The node cannot take part (its name is held by another live node): the message says
   /// why. Run once, on the KJ thread; the owner should stop the node.
   std::function<void(const std::string&)> on_fatal;

@@ -27,6 +27,7 @@
 
 namespace rpc = bifrost::cluster::rpc;
 namespace ctl = bifrost::ctl;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -60,6 +61,9 @@ struct fake_config {
   bool upload_value_inline = false;    // an upload op carried a value (it must not)
   std::vector<std::string> ring_keys;  // every key asked, in order
   int drains = 0, leaves = 0;
+  std::vector<bool> held;         // holdUntilExit of each drain and leave, in order
+  int statuses = 0;               // status calls answered
+  bool status_hangs = false;      // status never answers (a paused node)
 };
 
 std::string to_string(capnp::Data::Reader d) {
@@ -149,6 +153,9 @@ protected:
 
   kj::Promise<void> status(StatusContext context) override {
     std::lock_guard<std::mutex> lock(cfg_.mu);
+    if (cfg_.status_hangs)
+      return kj::NEVER_DONE;
+    ++cfg_.statuses;
     auto r = context.getResults();
     auto self = r.initSelf();
     fill_info(self.initInfo(), cfg_.members.at(0), 7);
@@ -268,15 +275,17 @@ protected:
     return streaming;
   }
 
-  kj::Promise<void> drain(DrainContext) override {
+  kj::Promise<void> drain(DrainContext context) override {
     std::lock_guard<std::mutex> lock(cfg_.mu);
     ++cfg_.drains;
+    cfg_.held.push_back(context.getParams().getHoldUntilExit());
     return kj::READY_NOW;
   }
 
-  kj::Promise<void> leave(LeaveContext) override {
+  kj::Promise<void> leave(LeaveContext context) override {
     std::lock_guard<std::mutex> lock(cfg_.mu);
     ++cfg_.leaves;
+    cfg_.held.push_back(context.getParams().getHoldUntilExit());
     return kj::READY_NOW;
   }
 
@@ -877,6 +886,59 @@ BOOST_AUTO_TEST_CASE(drain_and_leave_print_ok) {
   BOOST_TEST(l.out == "ok\n");
   BOOST_TEST(a.cfg.drains == 1);
   BOOST_TEST(a.cfg.leaves == 1);
+  BOOST_TEST((a.cfg.held == std::vector<bool>{false, false}));  // (no --wait: nothing held)
+}
+
+// --wait asks the node to hold the connection open until its process ends (holdUntilExit),
+// then asks `status` until the connection closes: it returns when the node is gone, however
+// long past --timeout it lingers while it answers.
+BOOST_AUTO_TEST_CASE(drain_and_leave_wait_returns_when_the_node_closes_the_connection) {
+  for (const std::string json : {"", "--json"}) {
+    for (const std::string command : {"drain", "leave"}) {
+      BOOST_TEST_CONTEXT(command << " " << json) {
+        auto a = std::make_unique<fake_server>();
+        set_members(a->cfg, a->address(), "127.0.0.1:2", "127.0.0.1:3");
+        std::vector<std::string> args{"--node", a->address(), "--timeout", "1", command,
+                                      "--wait"};
+        if (!json.empty())
+          args.push_back(json);
+        auto waiting = std::async(std::launch::async, [args] { return ctl_run(args); });
+        BOOST_TEST((waiting.wait_for(2500ms) == std::future_status::timeout));
+        {
+          std::lock_guard<std::mutex> lock(a->cfg.mu);
+          BOOST_TEST((a->cfg.held == std::vector<bool>{true}));
+          BOOST_TEST(a->cfg.statuses >= 5);  // (every 200 ms)
+        }
+        a.reset();  // the node's process ends: its connections close
+        BOOST_REQUIRE((waiting.wait_for(5s) == std::future_status::ready));
+        auto r = waiting.get();
+        BOOST_TEST(r.code == 0, r.err);
+        BOOST_TEST(r.err == "");
+        if (json.empty()) {
+          BOOST_TEST(r.out.rfind("ok\nstopped after ", 0) == 0, r.out);
+        } else {
+          auto doc = nlohmann::json::parse(r.out);
+          BOOST_TEST(doc["ok"] == true);
+          BOOST_TEST(doc["stopped"] == true);
+          BOOST_TEST(doc["seconds"].get<double>() >= 2.0);
+        }
+      }
+    }
+  }
+}
+
+// A node that took the drain but then neither answers nor closes (paused, or hung in its
+// stop) ends the wait after --timeout with exit 2, saying so.
+BOOST_AUTO_TEST_CASE(drain_wait_ends_with_exit_2_when_the_node_stops_answering) {
+  fake_server a;
+  set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+  a.cfg.status_hangs = true;
+  auto r = ctl_run({"--node", a.address(), "--timeout", "1", "drain", "--wait"});
+  BOOST_TEST(r.code == 2);
+  BOOST_TEST(r.out == "ok\n");
+  BOOST_TEST(r.err.find("no answer to drain within 1 s") != std::string::npos, r.err);
+  BOOST_TEST(r.err.find("it took the drain but has not stopped") != std::string::npos, r.err);
+  BOOST_TEST(r.seconds < 4.0);
 }
 
 BOOST_AUTO_TEST_CASE(schema_version_mismatch_exits_3_naming_both_versions) {

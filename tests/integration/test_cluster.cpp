@@ -18,6 +18,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -3909,6 +3910,54 @@ BOOST_AUTO_TEST_CASE(drain_hands_its_keys_over_and_stops) {
   back = read_all(ns[1]->port, keys);
   BOOST_CHECK_EQUAL(back.hits, keys.size());
   BOOST_CHECK(mc_client(ns[0]->port).get("drain-open-1") == std::optional<std::string>("y"));
+}
+
+// --------------------------------------------------------------------------------------------
+// `drain --wait`, an operator's rolling restart: the command lasts the linger (the others warm
+// the node's keys from it meanwhile) and returns once the process has ended, so the node
+// starts again at once on the same ports and data directory (whose lock the old process held
+// to its end).
+BOOST_AUTO_TEST_CASE(drain_wait_returns_once_the_node_has_stopped) {
+  cluster c;
+  logs_on_failure guard{c};
+  char tmpl[] = "/tmp/bifrost-it-dir-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  auto ns = start_cluster(c, 1, 1, 5000ms, {"--warm-window", "3000"});
+  node_options o;
+  o.join = {ns[0]->rpc_port};
+  o.extra_args = {"--warm-window", "3000", "--data-dir", dir};
+  node& n2 = c.start("n2", o);
+  ns.push_back(&n2);
+  BOOST_REQUIRE(wait_until([&] { return all_see_alive(ns, {"n1", "n2"}); }, 5000ms, 50ms));
+  auto keys = keys_owned_by(*ns[0], "n2", "wait-", 40);
+  BOOST_REQUIRE_EQUAL(set_all(ns[0]->port, keys), keys.size());
+
+  const auto t0 = clock_type::now();
+  auto waiting = std::async(std::launch::async, [&] {
+    return run_ctl({"--node", n2.rpc(), "--timeout", "2", "drain", "--wait"}, 20000ms);
+  });
+  // While it waits, n2's keys read through n1: warmed from n2, which lingers.
+  BOOST_REQUIRE(wait_until([&] { return member_states(ns[0]->rpc_port)["n2"] == "left"; },
+                           3000ms, 20ms));
+  auto back = read_all(ns[0]->port, keys);
+  BOOST_CHECK_EQUAL(back.hits, keys.size());
+  BOOST_CHECK((waiting.wait_for(0ms) == std::future_status::timeout));  // (still lingering)
+  auto r = waiting.get();
+  const double took = seconds_since(t0);
+  report("drain --wait returned after " + fmt(took) + " s: " + r.out);
+  BOOST_CHECK_EQUAL(r.exit_code, 0);
+  BOOST_CHECK_MESSAGE(r.out.rfind("ok\nstopped after ", 0) == 0, r.out + r.err);
+  BOOST_CHECK_GE(took, 3.0);  // (the warming window)
+  // The process has ended: reaped at once (a moment's grace for its exit to finish).
+  BOOST_CHECK(wait_until([&] { return c.reap(n2); }, 200ms, 5ms));
+  BOOST_CHECK_EQUAL(c.stop(n2), 0);
+  // And starts again at once, on the same ports and data directory.
+  node& again = c.restart(n2, o);
+  BOOST_CHECK(wait_until([&] { return all_see_alive(ns, {"n1", "n2"}); }, 5000ms, 50ms));
+  back = read_all(again.port, keys);
+  BOOST_CHECK_EQUAL(back.hits, keys.size());
+  BOOST_CHECK_EQUAL(back.wrong, 0u);
+  std::filesystem::remove_all(dir);
 }
 
 // --------------------------------------------------------------------------------------------
