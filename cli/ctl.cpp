@@ -755,6 +755,20 @@ int stop_node(context& c, Request&& request, const char* what) {
   }
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
     std::chrono::steady_clock::now() - began);
+  // The connection also ends when the network drops it: stopped means the port takes no
+  // connection now, or the process that answers there is another one.
+  const uint64_t was = c.s.started_at_ms(c.opts.node);
+  bool again = false;
+  try {
+    c.s.connect(c.opts.node, false);
+    again = true;
+  } catch (failure&) {
+    // (refused, or nothing answers: stopped)
+  }
+  if (again && c.s.started_at_ms(c.opts.node) == was)
+    throw failure{exit_failed, "lost the connection to node " + c.opts.node + " during the " +
+                                 what + " --wait, but it still runs (the same process "
+                                 "answers): it has not stopped"};
   if (c.opts.json)
     print_json(c.out,
                {{"ok", true}, {"stopped", true}, {"seconds", double(took.count()) / 1000.0}});
@@ -1090,6 +1104,7 @@ rpc::Node::Client session::connect(const std::string& address, bool hint) {
       throw failure{exit_version_mismatch,
                     "schema version mismatch: bifrostctl speaks version " + ours + ", node " +
                         address + " speaks version " + std::to_string(r.getVersion())};
+    started_at_[address] = r.getStartedAtMs();
   } catch (failure& f) {
     // Another protocol's bytes, read as a Cap'n Proto segment table (an HTTP or memcached
     // port that speaks first): Cap'n Proto's own words ("too many segments") say nothing.

@@ -17,7 +17,9 @@
 //                               client), V in 256 KiB chunks through its sink, then finish
 //   delete K                    Node.execute([remove K], client, null)
 //   drain, leave [--wait]       Node.drain / Node.leave (holdUntilExit with --wait, then
-//                               Node.status every 200 ms until the connection closes)
+//                               Node.status every 200 ms until the connection closes, then
+//                               a new connection's hello: the same startedAtMs answering
+//                               means the node has not stopped)
 //
 // Exit statuses (`exit_code`): 0 success; 1 an RPC error, a miss (get), a store that did not
 // store (set), NOT_FOUND (delete), or no node answered (stats --all); 2 bad usage, or the node
@@ -45,6 +47,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -124,6 +127,13 @@ public:
   template <typename T>
   T wait(kj::Promise<T>&& promise, const std::string& address, const char* what);
 
+  /// When the node at `address` started (ms since the epoch, from its last hello here; 0
+  /// if never greeted, or an older node): tells a restarted process from the same one.
+  uint64_t started_at_ms(const std::string& address) const {
+    auto it = started_at_.find(address);
+    return it == started_at_.end() ? 0 : it->second;
+  }
+
   /// Counts progress (a received chunk): restarts the current wait's timeout.
   void note_progress() noexcept { ++progress_; }
 
@@ -139,6 +149,7 @@ private:
   std::unique_ptr<cluster::tls_context> tls_;
   uint64_t progress_ = 0;
   std::vector<kj::Own<connection>> connections_;
+  std::map<std::string, uint64_t> started_at_;  // address -> hello's startedAtMs
 };
 
 /// An error that ends the command with `code`; `message` has no "bifrostctl: " prefix.

@@ -64,6 +64,9 @@ struct fake_config {
   std::vector<bool> held;         // holdUntilExit of each drain and leave, in order
   int statuses = 0;               // status calls answered
   bool status_hangs = false;      // status never answers (a paused node)
+  int statuses_until_lost = -1;   // status throws DISCONNECTED once this many were answered
+  uint64_t started_at_ms = 1700000000000;  // hello's startedAtMs
+  uint64_t started_at_when_lost = 0;       // ...becomes this then (nonzero: "a new process")
 };
 
 std::string to_string(capnp::Data::Reader d) {
@@ -147,6 +150,7 @@ protected:
                                                            ", the peer speaks version ", peer)));
     auto r = context.getResults();
     r.setVersion(cfg_.version);
+    r.setStartedAtMs(cfg_.started_at_ms);
     r.initSelf().setName(cfg_.name);
     return kj::READY_NOW;
   }
@@ -155,6 +159,11 @@ protected:
     std::lock_guard<std::mutex> lock(cfg_.mu);
     if (cfg_.status_hangs)
       return kj::NEVER_DONE;
+    if (cfg_.statuses == cfg_.statuses_until_lost) {
+      if (cfg_.started_at_when_lost != 0)
+        cfg_.started_at_ms = cfg_.started_at_when_lost;
+      kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "connection lost"));
+    }
     ++cfg_.statuses;
     auto r = context.getResults();
     auto self = r.initSelf();
@@ -924,6 +933,32 @@ BOOST_AUTO_TEST_CASE(drain_and_leave_wait_returns_when_the_node_closes_the_conne
         }
       }
     }
+  }
+}
+
+// The connection ends while the node still runs (the network dropped it): said, exit 1. When
+// another process answers at the address by then (a supervisor restarted the node), it did
+// stop.
+BOOST_AUTO_TEST_CASE(drain_wait_tells_a_lost_connection_from_a_stop) {
+  {
+    fake_server a;
+    set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+    a.cfg.statuses_until_lost = 3;
+    auto r = ctl_run({"--node", a.address(), "--timeout", "2", "drain", "--wait"});
+    BOOST_TEST(r.code == 1);
+    BOOST_TEST(r.out == "ok\n");
+    BOOST_TEST(r.err.find("but it still runs (the same process answers): it has not stopped") !=
+                 std::string::npos,
+               r.err);
+  }
+  {
+    fake_server a;
+    set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+    a.cfg.statuses_until_lost = 3;
+    a.cfg.started_at_when_lost = 1700000005000;
+    auto r = ctl_run({"--node", a.address(), "--timeout", "2", "leave", "--wait"});
+    BOOST_TEST(r.code == 0, r.err);
+    BOOST_TEST(r.out.rfind("ok\nstopped after ", 0) == 0, r.out);
   }
 }
 
