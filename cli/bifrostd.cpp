@@ -18,6 +18,7 @@
 #endif
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/resource.h>
 
 #include <csignal>
@@ -27,6 +28,7 @@
 #include <iostream>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include <algorithm>
 #include <atomic>
@@ -53,21 +55,32 @@ std::atomic<int> fatal_exit{0};
 /// bifrostctl drain asked (on the KJ thread) that the node take no new clients.
 std::atomic<bool> stop_accepting_asked{false};
 
-/// bifrostctl drain/leave --wait: duplicates of the waiters' sockets, never closed. The process
-/// ending closes them, so a waiter sees its connection close when the node has stopped: the
-/// data directory's lock and the ports are free then (the service closes its own end of the
-/// connection earlier, when it stops). At most k_held_most are held; a waiter past those sees
-/// the close the service makes. Written on the KJ thread only.
-constexpr int k_held_most = 16;
-int held_fds[k_held_most];
-int held_count = 0;
+/// bifrostctl drain/leave --wait: duplicates of the waiters' sockets, closed only by the
+/// process's end, so a waiter sees its connection close when the node has stopped: the data
+/// directory's lock and the ports are free then (the service closes its own end of the
+/// connection earlier, when it stops). As many as the RPC connections the node serves; when
+/// that many are held, those whose waiter has gone (a killed bifrostctl) make room. The KJ
+/// thread's only.
+std::vector<int> held_fds;
 
-void hold_until_exit(int fd) {
-  if (held_count >= k_held_most)
-    return;
+bool hold_until_exit(int fd) {
+  if (held_fds.size() >= bifrost::actors::max_rpc_connections) {
+    auto gone = [](int h) {
+      pollfd p{h, POLLRDHUP, 0};
+      if (::poll(&p, 1, 0) != 1 || (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0)
+        return false;
+      ::close(h);
+      return true;
+    };
+    held_fds.erase(std::remove_if(held_fds.begin(), held_fds.end(), gone), held_fds.end());
+    if (held_fds.size() >= bifrost::actors::max_rpc_connections)
+      return false;
+  }
   const int kept = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (kept >= 0)
-    held_fds[held_count++] = kept;
+  if (kept < 0)
+    return false;  // (out of fds: the waiter sees the service's close)
+  held_fds.push_back(kept);
+  return true;
 }
 
 /// Gives the allocator's free pages back to the system, at most once a second (called by the
@@ -225,6 +238,10 @@ int main(int argc, char** argv) {
       leave_stop_at_ms.compare_exchange_strong(none, steady_ms());
     };
     sc.hold_until_exit = hold_until_exit;
+    sc.stops_in_ms = [] {
+      const int64_t at = leave_stop_at_ms.load();
+      return at == 0 ? 0u : static_cast<uint32_t>(std::max<int64_t>(0, at - steady_ms()));
+    };
     sc.on_drain = [linger_ms] {
       stop_accepting_asked = true;  // the main thread closes the listeners (it owns the node)
       int64_t none = 0;

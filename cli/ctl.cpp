@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -716,70 +717,119 @@ int print_ok(context& c) {
   return exit_ok;
 }
 
-// Asks `status` every 200 ms until the connection closes; each answer counts as progress.
-kj::Promise<void> until_closed(context& c) {
-  return c.node.statusRequest().send().then(
-    [&c](capnp::Response<rpc::Node::StatusResults>&&) {
-      c.s.note_progress();
-      return c.s.io().provider->getTimer().afterDelay(200 * kj::MILLISECONDS).then([&c] {
-        return until_closed(c);
-      });
+// Asks `status` every `every` until the connection closes; each answer counts as progress.
+kj::Promise<void> until_closed(session& s, rpc::Node::Client node, kj::Duration every) {
+  return node.statusRequest().send().then(
+    [&s, node, every](capnp::Response<rpc::Node::StatusResults>&&) mutable {
+      s.note_progress();
+      return s.io().provider->getTimer().afterDelay(every).then(
+        [&s, node = kj::mv(node), every]() mutable {
+          return until_closed(s, kj::mv(node), every);
+        });
     },
     [](kj::Exception&& e) -> kj::Promise<void> {
       if (e.getType() == kj::Exception::Type::DISCONNECTED)
-        return kj::READY_NOW;  // (the node has stopped)
+        return kj::READY_NOW;  // (closed: the node has stopped, or the connection was lost)
       return kj::mv(e);
     });
+}
+
+// What a drain or leave answered.
+struct stop_answer {
+  bool held = false;       // the node holds the connection open to its process's end
+  uint32_t stops_in_ms = 0;  // its linger from the answer on (0: unknown)
+};
+
+stop_answer ask_stop(context& c, rpc::Node::Client& node, bool drain) {
+  auto take = [](auto&& r) { return stop_answer{r.getHeld(), r.getStopsInMs()}; };
+  if (drain) {
+    auto req = node.drainRequest();
+    req.setHoldUntilExit(c.opts.wait);
+    return take(c.s.wait(req.send(), c.opts.node, "drain"));
+  }
+  auto req = node.leaveRequest();
+  req.setHoldUntilExit(c.opts.wait);
+  return take(c.s.wait(req.send(), c.opts.node, "leave"));
 }
 
 // drain, leave. With --wait the node holds the connection open until its process ends
 // (holdUntilExit) and the command returns then: "ok" at once, "stopped after S s" at the end
 // (JSON: one object at the end). The wait lasts the node's linger: it answers `status`
-// meanwhile, and one that answers nothing for --timeout without closing (paused) ends it.
-template <typename Request>
-int stop_node(context& c, Request&& request, const char* what) {
-  request.setHoldUntilExit(c.opts.wait);
-  c.s.wait(request.send(), c.opts.node, what);
+// meanwhile, and one that answers nothing for --timeout without closing (paused) ends it
+// (exit 2). A connection lost while the same process still answers at the address is asked
+// again (a few times); a process that ends before its linger is over was cut short (exit 1).
+int stop_node(context& c, bool drain) {
+  const char* what = drain ? "drain" : "leave";
+  rpc::Node::Client node = c.node;
+  stop_answer answer = ask_stop(c, node, drain);
   if (!c.opts.wait)
     return print_ok(c);
   if (!c.opts.json)
     c.out << "ok" << std::endl;  // (flushed: the stop takes the warming window)
   const auto began = std::chrono::steady_clock::now();
-  try {
-    c.s.wait(until_closed(c).then([] { return true; }), c.opts.node, what);
-  } catch (failure& f) {
-    if (f.code == exit_unreachable)
-      f.message += " (it took the " + std::string(what) + " but has not stopped: it neither "
-                   "answers nor closes the connection)";
-    throw;
+  auto elapsed = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - began);
+  };
+  uint32_t lingers_ms = answer.stops_in_ms;  // (from `began`: the first answer's)
+  // (polled at least twice per --timeout: an answer every poll is the progress it waits for)
+  const auto every =
+    std::min<int64_t>(200, std::max<int64_t>(1, c.s.timeout().count() / 2)) * kj::MILLISECONDS;
+  for (int lost = 0;; ++lost) {
+    try {
+      c.s.wait(until_closed(c.s, node, every).then([] { return true; }), c.opts.node,
+               "status");
+    } catch (failure& f) {
+      if (f.code == exit_unreachable)
+        f.message += " (it took the " + std::string(what) + " but has not stopped: it neither "
+                     "answers nor closes the connection)";
+      throw;
+    }
+    // The connection also ends when the network drops it: stopped means the port takes no
+    // connection now, or the process that answers there is another one.
+    const uint64_t was = c.s.started_at_ms(c.opts.node);
+    std::optional<rpc::Node::Client> again;
+    try {
+      again = c.s.connect(c.opts.node, false);
+    } catch (failure&) {
+      // (refused, or nothing answers: stopped)
+    }
+    if (!again || c.s.started_at_ms(c.opts.node) != was)
+      break;
+    if (lost == 3)
+      throw failure{exit_failed, "lost the connection to node " + c.opts.node + " " +
+                                   std::to_string(lost + 1) + " times during the " + what +
+                                   " --wait, but it still runs (the same process answers): "
+                                   "it has not stopped"};
+    node = kj::mv(*again);
+    answer = ask_stop(c, node, drain);  // (again: the node holds the new connection)
   }
-  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-    std::chrono::steady_clock::now() - began);
-  // The connection also ends when the network drops it: stopped means the port takes no
-  // connection now, or the process that answers there is another one.
-  const uint64_t was = c.s.started_at_ms(c.opts.node);
-  bool again = false;
-  try {
-    c.s.connect(c.opts.node, false);
-    again = true;
-  } catch (failure&) {
-    // (refused, or nothing answers: stopped)
-  }
-  if (again && c.s.started_at_ms(c.opts.node) == was)
-    throw failure{exit_failed, "lost the connection to node " + c.opts.node + " during the " +
-                                 what + " --wait, but it still runs (the same process "
-                                 "answers): it has not stopped"};
-  if (c.opts.json)
-    print_json(c.out,
-               {{"ok", true}, {"stopped", true}, {"seconds", double(took.count()) / 1000.0}});
-  else
+  const auto took = elapsed();
+  const bool cut_short = lingers_ms > 0 && took.count() + 100 < int64_t(lingers_ms);
+  if (c.opts.json) {
+    json doc{{"ok", !cut_short}, {"stopped", true}, {"seconds", double(took.count()) / 1000.0}};
+    if (cut_short)
+      doc["linger_seconds"] = double(lingers_ms) / 1000.0;
+    print_json(c.out, doc);
+  } else {
     c.out << "stopped after " << format_seconds(took) << "\n";
+  }
+  if (cut_short) {
+    c.err << "bifrostctl: node " << c.opts.node << " stopped before the end of its linger ("
+          << format_seconds(std::chrono::milliseconds(lingers_ms)) << "): a signal, a crash "
+          << "or kill -9 cut the hand-over of its keys short\n";
+    return exit_failed;
+  }
+  if (!answer.held)
+    c.err << "bifrostctl: node " << c.opts.node << " closed the connection without holding "
+          << "it to its process's end (an older node, or out of file descriptors): the "
+          << "process may take a moment more to exit\n";
   return exit_ok;
 }
 
-int cmd_drain(context& c) { return stop_node(c, c.node.drainRequest(), "drain"); }
+int cmd_drain(context& c) { return stop_node(c, true); }
 
-int cmd_leave(context& c) { return stop_node(c, c.node.leaveRequest(), "leave"); }
+int cmd_leave(context& c) { return stop_node(c, false); }
 
 // One entry per command: a new command is an entry, a handler and a test.
 struct command {
@@ -892,8 +942,8 @@ void build_app(CLI::App& app, options& opts) {
     } else if (name == "drain" || name == "leave") {
       sub->add_flag("--wait", opts.wait,
                     "return once the node has stopped (its process ended: the warming window, "
-                    "30 s by default, then its clients' drain); exit 2 if it stops answering "
-                    "for --timeout before");
+                    "30 s by default, then its clients' drain); exit 1 if it ended before its "
+                    "linger was over, 2 if it stops answering for --timeout before");
     } else if (name == "get" || name == "delete") {
       sub->add_option("key", opts.key, "the key")->required()->check(check_key);
     } else if (name == "set") {

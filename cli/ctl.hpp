@@ -17,9 +17,10 @@
 //                               client), V in 256 KiB chunks through its sink, then finish
 //   delete K                    Node.execute([remove K], client, null)
 //   drain, leave [--wait]       Node.drain / Node.leave (holdUntilExit with --wait, then
-//                               Node.status every 200 ms until the connection closes, then
-//                               a new connection's hello: the same startedAtMs answering
-//                               means the node has not stopped)
+//                               Node.status every 200 ms (at most --timeout / 2) until the
+//                               connection closes, then a new connection's hello: the same
+//                               startedAtMs answering means the connection was lost, and
+//                               the drain or leave is asked again on the new one)
 //
 // Exit statuses (`exit_code`): 0 success; 1 an RPC error, a miss (get), a store that did not
 // store (set), NOT_FOUND (delete), or no node answered (stats --all); 2 bad usage, or the node

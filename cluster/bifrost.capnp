@@ -240,10 +240,12 @@ interface Node {
   stats @7 () -> (stats :List(Stat));
 
   # Admin.
-  drain @8 (holdUntilExit :Bool) -> ();
-  leave @9 (holdUntilExit :Bool) -> ();
+  drain @8 (holdUntilExit :Bool) -> (held :Bool, stopsInMs :UInt32);
+  leave @9 (holdUntilExit :Bool) -> (held :Bool, stopsInMs :UInt32);
   # holdUntilExit (bifrostctl drain/leave --wait): the node keeps this connection's socket
   # open until its process ends, so the caller sees it close once the node has stopped (its
-  # data directory and ports free). Older nodes ignore it: theirs closes when their RPC
-  # service stops, a moment before the process ends.
+  # data directory and ports free); held says it does. Otherwise (older nodes, no fd left)
+  # the connection closes when the RPC service stops, a moment before the process ends.
+  # stopsInMs: how long the node lingers from now before its stop begins (0: unknown); a
+  # process that ends sooner was cut short (a signal, a crash).
 }

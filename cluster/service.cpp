@@ -1185,8 +1185,7 @@ protected:
     begin_leave();
     if (core_.cfg.on_drain)
       core_.cfg.on_drain();
-    if (context.getParams().getHoldUntilExit())
-      hold_until_exit();
+    answer_stop(context.getParams().getHoldUntilExit(), context.getResults());
     return kj::READY_NOW;
   }
 
@@ -1194,16 +1193,16 @@ protected:
     begin_leave();
     if (core_.cfg.on_leave)
       core_.cfg.on_leave();
-    if (context.getParams().getHoldUntilExit())
-      hold_until_exit();
+    answer_stop(context.getParams().getHoldUntilExit(), context.getResults());
     return kj::READY_NOW;
   }
 
 private:
   // bifrostctl drain/leave --wait: the caller's socket stays open until the process ends.
-  void hold_until_exit() {
-    if (fd_ >= 0 && core_.cfg.hold_until_exit)
-      core_.cfg.hold_until_exit(fd_);
+  template <typename Results>
+  void answer_stop(bool hold, Results r) {
+    r.setHeld(hold && fd_ >= 0 && core_.cfg.hold_until_exit && core_.cfg.hold_until_exit(fd_));
+    r.setStopsInMs(core_.cfg.stops_in_ms ? core_.cfg.stops_in_ms() : 0);
   }
 
   void begin_leave() {

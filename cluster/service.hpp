@@ -144,9 +144,12 @@ struct service_config {
   std::function<void()> on_leave;   ///< Node.leave was called (run on the KJ thread)
   /// Node.drain or Node.leave with holdUntilExit: called on the KJ thread with the socket of
   /// the caller's connection (borrowed: dup it to keep it), so that the process holds it open
-  /// until it ends (cli/bifrostd.cpp) and the caller sees the node stop. Empty: not held (the
-  /// connection closes with the service).
-  std::function<void(int fd)> hold_until_exit;
+  /// until it ends (cli/bifrostd.cpp) and the caller sees the node stop. Returns whether it
+  /// holds it. Empty: not held (the connection closes with the service).
+  std::function<bool(int fd)> hold_until_exit;
+  /// After on_drain or on_leave: ms until the linger ends and the stop begins (KJ thread).
+  /// Empty: unknown (0 in the answer).
+  std::function<uint32_t()> stops_in_ms;
   /// The node cannot take part (its name is held by another live node): the message says
   /// why. Run once, on the KJ thread; the owner should stop the node.
   std::function<void(const std::string&)> on_fatal;

@@ -64,9 +64,13 @@ struct fake_config {
   std::vector<bool> held;         // holdUntilExit of each drain and leave, in order
   int statuses = 0;               // status calls answered
   bool status_hangs = false;      // status never answers (a paused node)
-  int statuses_until_lost = -1;   // status throws DISCONNECTED once this many were answered
+  int lose_after = 0;             // nonzero: the lose_after-th status since the last loss
+  int losses = 0;                 // ...throws DISCONNECTED, so many times (-1: always)
   uint64_t started_at_ms = 1700000000000;  // hello's startedAtMs
   uint64_t started_at_when_lost = 0;       // ...becomes this then (nonzero: "a new process")
+  bool hold = true;               // drain/leave answer held = holdUntilExit (false: never)
+  uint32_t stops_in_ms = 0;       // drain/leave answer stopsInMs
+  int since_loss = 0;
 };
 
 std::string to_string(capnp::Data::Reader d) {
@@ -159,7 +163,10 @@ protected:
     std::lock_guard<std::mutex> lock(cfg_.mu);
     if (cfg_.status_hangs)
       return kj::NEVER_DONE;
-    if (cfg_.statuses == cfg_.statuses_until_lost) {
+    if (cfg_.lose_after != 0 && cfg_.losses != 0 && ++cfg_.since_loss == cfg_.lose_after) {
+      cfg_.since_loss = 0;
+      if (cfg_.losses > 0)
+        --cfg_.losses;
       if (cfg_.started_at_when_lost != 0)
         cfg_.started_at_ms = cfg_.started_at_when_lost;
       kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "connection lost"));
@@ -288,6 +295,8 @@ protected:
     std::lock_guard<std::mutex> lock(cfg_.mu);
     ++cfg_.drains;
     cfg_.held.push_back(context.getParams().getHoldUntilExit());
+    context.getResults().setHeld(cfg_.hold && context.getParams().getHoldUntilExit());
+    context.getResults().setStopsInMs(cfg_.stops_in_ms);
     return kj::READY_NOW;
   }
 
@@ -295,6 +304,8 @@ protected:
     std::lock_guard<std::mutex> lock(cfg_.mu);
     ++cfg_.leaves;
     cfg_.held.push_back(context.getParams().getHoldUntilExit());
+    context.getResults().setHeld(cfg_.hold && context.getParams().getHoldUntilExit());
+    context.getResults().setStopsInMs(cfg_.stops_in_ms);
     return kj::READY_NOW;
   }
 
@@ -936,30 +947,102 @@ BOOST_AUTO_TEST_CASE(drain_and_leave_wait_returns_when_the_node_closes_the_conne
   }
 }
 
-// The connection ends while the node still runs (the network dropped it): said, exit 1. When
-// another process answers at the address by then (a supervisor restarted the node), it did
-// stop.
+// Runs bifrostctl with `args` on its own thread; the fake node it talks to goes away (its
+// process ends: its connections close) after `stop_after`.
+outcome run_until_stopped(std::unique_ptr<fake_server> a, std::vector<std::string> args,
+                          std::chrono::milliseconds stop_after) {
+  args.at(1) = a->address();  // (args: "--node", "", ...)
+  auto waiting = std::async(std::launch::async, [args] { return ctl_run(args); });
+  if (waiting.wait_for(stop_after) == std::future_status::ready)
+    return waiting.get();  // (returned before the node went away)
+  a.reset();
+  BOOST_REQUIRE((waiting.wait_for(5s) == std::future_status::ready));
+  return waiting.get();
+}
+
+// The connection ends while the node still runs (the network dropped it): the same process
+// answering at the address is asked again and waited for; lost over and over, exit 1. When
+// another process answers there by then (a supervisor restarted the node), it did stop.
 BOOST_AUTO_TEST_CASE(drain_wait_tells_a_lost_connection_from_a_stop) {
-  {
+  {  // lost every third status
     fake_server a;
     set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
-    a.cfg.statuses_until_lost = 3;
+    a.cfg.lose_after = 3;
+    a.cfg.losses = -1;
     auto r = ctl_run({"--node", a.address(), "--timeout", "2", "drain", "--wait"});
     BOOST_TEST(r.code == 1);
     BOOST_TEST(r.out == "ok\n");
-    BOOST_TEST(r.err.find("but it still runs (the same process answers): it has not stopped") !=
-                 std::string::npos,
+    BOOST_TEST(r.err.find("lost the connection to node " + a.address() + " 4 times during the "
+                          "drain --wait, but it still runs (the same process answers): it "
+                          "has not stopped") != std::string::npos,
                r.err);
+    BOOST_TEST(a.cfg.drains == 4);  // (asked again on each new connection)
   }
-  {
+  {  // lost once, then the node stops: the wait goes on, on a new connection
+    auto a = std::make_unique<fake_server>();
+    set_members(a->cfg, a->address(), "127.0.0.1:2", "127.0.0.1:3");
+    a->cfg.lose_after = 3;
+    a->cfg.losses = 1;
+    const std::string address = a->address();
+    auto waiting = std::async(std::launch::async, [address] {
+      return ctl_run({"--node", address, "--timeout", "2", "drain", "--wait"});
+    });
+    BOOST_TEST((waiting.wait_for(2000ms) == std::future_status::timeout));
+    {
+      std::lock_guard<std::mutex> lock(a->cfg.mu);
+      BOOST_TEST(a->cfg.drains == 2);
+      BOOST_TEST((a->cfg.held == std::vector<bool>{true, true}));
+    }
+    a.reset();
+    BOOST_REQUIRE((waiting.wait_for(5s) == std::future_status::ready));
+    auto r = waiting.get();
+    BOOST_TEST(r.code == 0, r.err);
+    BOOST_TEST(r.out.rfind("ok\nstopped after ", 0) == 0, r.out);
+  }
+  {  // another process answers: stopped
     fake_server a;
     set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
-    a.cfg.statuses_until_lost = 3;
+    a.cfg.lose_after = 3;
+    a.cfg.losses = 1;
     a.cfg.started_at_when_lost = 1700000005000;
     auto r = ctl_run({"--node", a.address(), "--timeout", "2", "leave", "--wait"});
     BOOST_TEST(r.code == 0, r.err);
     BOOST_TEST(r.out.rfind("ok\nstopped after ", 0) == 0, r.out);
+    BOOST_TEST(a.cfg.leaves == 1);
   }
+}
+
+// A process that ends before the linger the node announced (stopsInMs) was cut short (a
+// signal, a crash, kill -9): its keys' hand-over did not finish. Exit 1, said.
+BOOST_AUTO_TEST_CASE(drain_wait_says_when_the_node_stopped_before_its_linger) {
+  auto a = std::make_unique<fake_server>();
+  set_members(a->cfg, a->address(), "127.0.0.1:2", "127.0.0.1:3");
+  a->cfg.stops_in_ms = 30000;
+  auto r = run_until_stopped(std::move(a), {"--node", "", "--json", "drain", "--wait"}, 1000ms);
+  BOOST_TEST(r.code == 1);
+  BOOST_TEST(r.err.find("stopped before the end of its linger (30 s): a signal, a crash or "
+                        "kill -9 cut the hand-over of its keys short") != std::string::npos,
+             r.err);
+  auto doc = nlohmann::json::parse(r.out);
+  BOOST_TEST(doc["ok"] == false);
+  BOOST_TEST(doc["stopped"] == true);
+  BOOST_TEST(doc["linger_seconds"].get<double>() == 30.0);
+}
+
+// A node that could not hold the connection (an older node, out of fds): stopped, said with a
+// caveat. A --timeout shorter than the 200 ms poll still waits (polled at half of it).
+BOOST_AUTO_TEST_CASE(drain_wait_on_a_node_that_does_not_hold_the_connection) {
+  auto a = std::make_unique<fake_server>();
+  set_members(a->cfg, a->address(), "127.0.0.1:2", "127.0.0.1:3");
+  a->cfg.hold = false;
+  a->cfg.stops_in_ms = 500;
+  auto r = run_until_stopped(std::move(a), {"--node", "", "--timeout", "0.1", "leave", "--wait"},
+                             1000ms);
+  BOOST_TEST(r.code == 0, r.err);
+  BOOST_TEST(r.out.rfind("ok\nstopped after ", 0) == 0, r.out);
+  BOOST_TEST(r.err.find("closed the connection without holding it to its process's end") !=
+               std::string::npos,
+             r.err);
 }
 
 // A node that took the drain but then neither answers nor closes (paused, or hung in its
@@ -971,7 +1054,7 @@ BOOST_AUTO_TEST_CASE(drain_wait_ends_with_exit_2_when_the_node_stops_answering) 
   auto r = ctl_run({"--node", a.address(), "--timeout", "1", "drain", "--wait"});
   BOOST_TEST(r.code == 2);
   BOOST_TEST(r.out == "ok\n");
-  BOOST_TEST(r.err.find("no answer to drain within 1 s") != std::string::npos, r.err);
+  BOOST_TEST(r.err.find("no answer to status within 1 s") != std::string::npos, r.err);
   BOOST_TEST(r.err.find("it took the drain but has not stopped") != std::string::npos, r.err);
   BOOST_TEST(r.seconds < 4.0);
 }
