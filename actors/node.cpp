@@ -373,11 +373,12 @@ void node::stats_async(std::chrono::milliseconds timeout, std::function<void(sta
 namespace {
 
 // Descriptors a node (defaults filled) holds beside its connections: every storage segment
-// (twice over for retired ones a send still pins), listeners, loops, the RPC's connections.
+// (twice over for retired ones a send still pins), listeners, loops, the RPC's connections
+// and as many held for `drain --wait` callers (cli/bifrostd.cpp, hold_until_exit).
 uint64_t fixed_descriptors(const node_config& cfg) {
   const auto sizes = sizes_of_shards(cfg);
   const uint64_t segments = cfg.shards * (sizes.memory / sizes.segment + 2);
-  return 2 * segments + 256 + max_rpc_connections + 8ull * cfg.threads;
+  return 2 * segments + 256 + 2 * max_rpc_connections + 8ull * cfg.threads;
 }
 
 } // namespace

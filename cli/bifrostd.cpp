@@ -76,7 +76,7 @@ bool hold_until_exit(int fd) {
     if (held_fds.size() >= bifrost::actors::max_rpc_connections)
       return false;
   }
-  const int kept = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  const int kept = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (kept < 0)
     return false;  // (out of fds: the waiter sees the service's close)
   held_fds.push_back(kept);

@@ -752,26 +752,58 @@ stop_answer ask_stop(context& c, rpc::Node::Client& node, bool drain) {
   return take(c.s.wait(req.send(), c.opts.node, "leave"));
 }
 
+// After the connection closed during a --wait: connects again. Refused (nothing listens), or
+// another process answering (a restart, another version), is a stop: false. The same process
+// answering is a lost connection: true, and the drain or leave is asked again on the new one
+// (unless `ask` is false).
+// Anything else (a timeout, a connection dropped before hello: a cut, the node's 256
+// connections) tells nothing: tried again every 200 ms until --timeout passes, then exit 2.
+bool ask_again(context& c, rpc::Node::Client& node, bool drain, stop_answer& answer,
+               bool ask) {
+  const uint64_t was = c.s.started_at_ms(c.opts.node);
+  const auto give_up = std::chrono::steady_clock::now() + c.s.timeout();
+  for (;;) {
+    std::string why;
+    try {
+      auto again = c.s.connect(c.opts.node, false);
+      if (c.s.started_at_ms(c.opts.node) != was)
+        return false;
+      if (!ask)
+        return true;
+      answer = ask_stop(c, again, drain);  // (the node holds the new connection)
+      node = kj::mv(again);
+      return true;
+    } catch (failure& f) {
+      if (f.refused || f.code == exit_version_mismatch)
+        return false;
+      why = f.message;
+    }
+    if (std::chrono::steady_clock::now() >= give_up)
+      throw failure{exit_unreachable, "lost the connection to node " + c.opts.node +
+                                        " during the " + (drain ? "drain" : "leave") +
+                                        " --wait and cannot tell whether it stopped: " + why};
+    c.s.io().provider->getTimer().afterDelay(200 * kj::MILLISECONDS).wait(c.s.io().waitScope);
+  }
+}
+
 // drain, leave. With --wait the node holds the connection open until its process ends
 // (holdUntilExit) and the command returns then: "ok" at once, "stopped after S s" at the end
 // (JSON: one object at the end). The wait lasts the node's linger: it answers `status`
 // meanwhile, and one that answers nothing for --timeout without closing (paused) ends it
 // (exit 2). A connection lost while the same process still answers at the address is asked
-// again (a few times); a process that ends before its linger is over was cut short (exit 1).
+// again (up to 3 times, then exit 1); a process that ends before its linger is over was cut
+// short (exit 1).
 int stop_node(context& c, bool drain) {
   const char* what = drain ? "drain" : "leave";
   rpc::Node::Client node = c.node;
+  const auto sent = std::chrono::steady_clock::now();  // (the linger runs from a later moment)
   stop_answer answer = ask_stop(c, node, drain);
   if (!c.opts.wait)
     return print_ok(c);
   if (!c.opts.json)
     c.out << "ok" << std::endl;  // (flushed: the stop takes the warming window)
   const auto began = std::chrono::steady_clock::now();
-  auto elapsed = [&] {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - began);
-  };
-  uint32_t lingers_ms = answer.stops_in_ms;  // (from `began`: the first answer's)
+  const uint32_t lingers_ms = answer.stops_in_ms;  // (the first answer's)
   // (polled at least twice per --timeout: an answer every poll is the progress it waits for)
   const auto every =
     std::min<int64_t>(200, std::max<int64_t>(1, c.s.timeout().count() / 2)) * kj::MILLISECONDS;
@@ -785,29 +817,25 @@ int stop_node(context& c, bool drain) {
                      "answers nor closes the connection)";
       throw;
     }
-    // The connection also ends when the network drops it: stopped means the port takes no
-    // connection now, or the process that answers there is another one.
-    const uint64_t was = c.s.started_at_ms(c.opts.node);
-    std::optional<rpc::Node::Client> again;
-    try {
-      again = c.s.connect(c.opts.node, false);
-    } catch (failure&) {
-      // (refused, or nothing answers: stopped)
-    }
-    if (!again || c.s.started_at_ms(c.opts.node) != was)
+    const bool last = lost == 3;
+    if (!ask_again(c, node, drain, answer, !last))
       break;
-    if (lost == 3)
+    if (last)
       throw failure{exit_failed, "lost the connection to node " + c.opts.node + " " +
                                    std::to_string(lost + 1) + " times during the " + what +
                                    " --wait, but it still runs (the same process answers): "
                                    "it has not stopped"};
-    node = kj::mv(*again);
-    answer = ask_stop(c, node, drain);  // (again: the node holds the new connection)
   }
-  const auto took = elapsed();
-  const bool cut_short = lingers_ms > 0 && took.count() + 100 < int64_t(lingers_ms);
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t);
+  };
+  const auto took = since(began);
+  // (a clean stop comes at least stopsInMs after the answer, which came after `sent`)
+  const bool cut_short = lingers_ms > 0 && since(sent).count() + 10 < int64_t(lingers_ms);
   if (c.opts.json) {
-    json doc{{"ok", !cut_short}, {"stopped", true}, {"seconds", double(took.count()) / 1000.0}};
+    json doc{{"ok", !cut_short}, {"stopped", true}, {"held", answer.held},
+             {"seconds", double(took.count()) / 1000.0}};
     if (cut_short)
       doc["linger_seconds"] = double(lingers_ms) / 1000.0;
     print_json(c.out, doc);
@@ -1137,8 +1165,13 @@ rpc::Node::Client session::connect(const std::string& address, bool hint) {
     stream = wait(addr->connect(), address, "connect");
     if (tls_)
       stream = wait(tls_->wrap_client(kj::mv(stream), address), address, "the TLS handshake");
+  } catch (failure& f) {  // (wait's: a timeout, or a DISCONNECTED exception in KJ's words)
+    f.refused = f.message.find(std::strerror(ECONNREFUSED)) != std::string::npos;
+    throw;
   } catch (kj::Exception& e) {
-    throw failure{exit_unreachable, "cannot reach node " + address + ": " + plain_words(e)};
+    failure f{exit_unreachable, "cannot reach node " + address + ": " + plain_words(e)};
+    f.refused = describe(e).find(std::strerror(ECONNREFUSED)) != std::string::npos;
+    throw f;
   }
   auto conn = kj::heap<connection>(kj::mv(stream));
   auto node = conn->bootstrap();

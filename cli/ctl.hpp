@@ -23,9 +23,11 @@
 //                               the drain or leave is asked again on the new one)
 //
 // Exit statuses (`exit_code`): 0 success; 1 an RPC error, a miss (get), a store that did not
-// store (set), NOT_FOUND (delete), or no node answered (stats --all); 2 bad usage, or the node
-// cannot be reached (bad address, DNS failure, connection refused or lost, no answer within
-// --timeout); 3 the node speaks another schema version (the message names both).
+// store (set), NOT_FOUND (delete), no node answered (stats --all), or a --wait whose node
+// stopped before its linger was over or whose connection was lost 4 times while the node ran;
+// 2 bad usage, or the node cannot be reached (bad address, DNS failure, connection refused or
+// lost, no answer within --timeout); 3 the node speaks another schema version (the message
+// names both).
 //
 // Time bounds: every wait (address lookup, connect, each call) ends after --timeout seconds
 // without progress. A streamed value counts as progress chunk by chunk, so a 1 GiB `get` is
@@ -157,6 +159,7 @@ private:
 struct failure {
   int code;
   std::string message;
+  bool refused = false;  // session::connect: the connection was refused (nothing listens)
 };
 
 /// Runs `opts.command` against `node` (connected to `opts.node`, already greeted). Results go

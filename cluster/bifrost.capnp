@@ -244,8 +244,9 @@ interface Node {
   leave @9 (holdUntilExit :Bool) -> (held :Bool, stopsInMs :UInt32);
   # holdUntilExit (bifrostctl drain/leave --wait): the node keeps this connection's socket
   # open until its process ends, so the caller sees it close once the node has stopped (its
-  # data directory and ports free); held says it does. Otherwise (older nodes, no fd left)
-  # the connection closes when the RPC service stops, a moment before the process ends.
+  # data directory and ports free); held says it does (once per connection). Otherwise
+  # (older nodes, no fd left, 256 waiters held) the connection closes when the RPC service
+  # stops, a moment before the process ends.
   # stopsInMs: how long the node lingers from now before its stop begins (0: unknown); a
   # process that ends sooner was cut short (a signal, a crash).
 }

@@ -1199,9 +1199,12 @@ protected:
 
 private:
   // bifrostctl drain/leave --wait: the caller's socket stays open until the process ends.
+  // (Once per connection: asked again on it, it is held already.)
   template <typename Results>
   void answer_stop(bool hold, Results r) {
-    r.setHeld(hold && fd_ >= 0 && core_.cfg.hold_until_exit && core_.cfg.hold_until_exit(fd_));
+    if (hold && !held_ && fd_ >= 0 && core_.cfg.hold_until_exit)
+      held_ = core_.cfg.hold_until_exit(fd_);
+    r.setHeld(hold && held_);
     r.setStopsInMs(core_.cfg.stops_in_ms ? core_.cfg.stops_in_ms() : 0);
   }
 
@@ -1228,6 +1231,7 @@ private:
   bool member_ = false;  // hello came from a cluster member
   bool refused_ = false;  // ...whose --replicas differ: its membership messages are ignored
   int fd_;  // the connection's socket, or -1 (hold_until_exit)
+  bool held_ = false;  // ...held until the process ends
 };
 
 struct server_conn {

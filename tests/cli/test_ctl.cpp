@@ -71,6 +71,8 @@ struct fake_config {
   bool hold = true;               // drain/leave answer held = holdUntilExit (false: never)
   uint32_t stops_in_ms = 0;       // drain/leave answer stopsInMs
   int since_loss = 0;
+  bool lost = false;              // a status threw DISCONNECTED
+  bool hello_drops_after_loss = false;  // then hello throws DISCONNECTED (a cut, a full node)
 };
 
 std::string to_string(capnp::Data::Reader d) {
@@ -148,6 +150,8 @@ protected:
     std::lock_guard<std::mutex> lock(cfg_.mu);
     auto peer = context.getParams().getVersion();
     cfg_.hello_from = context.getParams().getFrom().getName();
+    if (cfg_.hello_drops_after_loss && cfg_.lost)
+      kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "dropped"));
     if (cfg_.refuse_hello)
       kj::throwFatalException(KJ_EXCEPTION(FAILED, kj::str("schema version mismatch: this node "
                                                            "speaks version ", cfg_.version,
@@ -169,6 +173,7 @@ protected:
         --cfg_.losses;
       if (cfg_.started_at_when_lost != 0)
         cfg_.started_at_ms = cfg_.started_at_when_lost;
+      cfg_.lost = true;
       kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "connection lost"));
     }
     ++cfg_.statuses;
@@ -998,6 +1003,19 @@ BOOST_AUTO_TEST_CASE(drain_wait_tells_a_lost_connection_from_a_stop) {
     auto r = waiting.get();
     BOOST_TEST(r.code == 0, r.err);
     BOOST_TEST(r.out.rfind("ok\nstopped after ", 0) == 0, r.out);
+  }
+  {  // nothing tells: the node cannot be greeted again (a cut, its connections full)
+    fake_server a;
+    set_members(a.cfg, a.address(), "127.0.0.1:2", "127.0.0.1:3");
+    a.cfg.lose_after = 3;
+    a.cfg.losses = 1;
+    a.cfg.hello_drops_after_loss = true;
+    auto r = ctl_run({"--node", a.address(), "--timeout", "1", "drain", "--wait"});
+    BOOST_TEST(r.code == 2);
+    BOOST_TEST(r.err.find("lost the connection to node " + a.address() + " during the drain "
+                          "--wait and cannot tell whether it stopped") != std::string::npos,
+               r.err);
+    BOOST_TEST(r.seconds < 4.0);
   }
   {  // another process answers: stopped
     fake_server a;
