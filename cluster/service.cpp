@@ -2575,10 +2575,33 @@ void service::impl::handle(output&& out) {
 // the calls that failed while it was away (up to 1 s) refused the writes the others forwarded
 // to it right after it rejoined (50–250 per restart at 700 writes a second), and one that was
 // unreachable (its calls timed out) is probed now rather than at the next call a second on.
+//
+// A connection to an unreachable member still being made then was dialled while it was away
+// (a cut: the SYN was dropped, and the next try comes a second on, past the connect's limit):
+// it is dialled anew, and what waited for the old one (a probe, SWIM's pings, calls) waits
+// for the new one. (It took 92–451 ms after the member was seen alive again, writes of its
+// keys refused meanwhile, in every trial of a 3 s cut with --cluster-links off.)
 void service::impl::dial_now(const std::string& addr) {
   backoff.erase(addr);
-  if (auto u = unreachable.find(addr); u != unreachable.end())
-    probe_now(addr, u->second);
+  auto u = unreachable.find(addr);
+  if (u == unreachable.end())
+    return;
+  auto it = pool.find(addr);
+  if (it != pool.end() && it->second->st == client_conn::state::connecting) {
+    auto waiters = kj::mv(it->second->waiters);
+    it->second->waiters.clear();
+    // (destroyed outside of whatever callback runs now; its connect is cancelled with it)
+    tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));
+    pool.erase(it);
+    auto c = kj::heap<client_conn>(*this, addr, next_conn_id++);
+    c->waiters = kj::mv(waiters);
+    auto& ref = *c;
+    pool.emplace(addr, kj::mv(c));
+    ref.start();
+    u->second.probe = 0;  // (a fresh probe, with a limit of its own; the old one's end is
+                          // not taken)
+  }
+  probe_now(addr, u->second);
 }
 
 void service::impl::note_return(const char* why) {
