@@ -660,6 +660,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// Probes `addr` (unreachable) now unless a probe of it is under way.
   void probe_now(const std::string& addr, unreachable_state& u);
   kj::Promise<void> probe(const std::string& addr, uint64_t id);
+  /// A new connection to `addr` for `waiters`, in place of the pool's (destroyed, a connect
+  /// of its cancelled).
+  void dial(const std::string& addr,
+            std::vector<kj::Own<kj::PromiseFulfiller<rpc::Node::Client>>> waiters);
   // Why the last connection to an address failed before its hello was answered (erased once
   // one is): what the "no seed answered" line names for each seed.
   std::map<std::string, std::string> connect_errors;
@@ -1366,17 +1370,27 @@ kj::Promise<rpc::Node::Client> service::impl::get_conn(const std::string& addr) 
     auto b = backoff.find(addr);
     if (b != backoff.end() && now_ms() < b->second.retry_at)
       return KJ_EXCEPTION(DISCONNECTED, "peer unreachable (reconnect backing off)", addr);
-    // Destroy the broken connection outside of its own callbacks.
+  }
+  auto paf = kj::newPromiseAndFulfiller<rpc::Node::Client>();
+  std::vector<kj::Own<kj::PromiseFulfiller<rpc::Node::Client>>> waiters;
+  waiters.push_back(kj::mv(paf.fulfiller));
+  dial(addr, kj::mv(waiters));
+  return kj::mv(paf.promise);
+}
+
+void service::impl::dial(const std::string& addr,
+                         std::vector<kj::Own<kj::PromiseFulfiller<rpc::Node::Client>>> waiters) {
+  if (auto it = pool.find(addr); it != pool.end()) {
+    // Destroyed outside of its own callbacks (and of whatever callback runs now); a connect
+    // still under way is cancelled with it.
     tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));
     pool.erase(it);
   }
   auto c = kj::heap<client_conn>(*this, addr, next_conn_id++);
+  c->waiters = kj::mv(waiters);
   auto& ref = *c;
   pool.emplace(addr, kj::mv(c));
-  auto paf = kj::newPromiseAndFulfiller<rpc::Node::Client>();
-  ref.waiters.push_back(kj::mv(paf.fulfiller));
   ref.start();
-  return kj::mv(paf.promise);
 }
 
 kj::Promise<void> service::impl::watchdog(std::shared_ptr<call_progress> progress,
@@ -2588,16 +2602,7 @@ void service::impl::dial_now(const std::string& addr) {
     return;
   auto it = pool.find(addr);
   if (it != pool.end() && it->second->st == client_conn::state::connecting) {
-    auto waiters = kj::mv(it->second->waiters);
-    it->second->waiters.clear();
-    // (destroyed outside of whatever callback runs now; its connect is cancelled with it)
-    tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));
-    pool.erase(it);
-    auto c = kj::heap<client_conn>(*this, addr, next_conn_id++);
-    c->waiters = kj::mv(waiters);
-    auto& ref = *c;
-    pool.emplace(addr, kj::mv(c));
-    ref.start();
+    dial(addr, kj::mv(it->second->waiters));
     u->second.probe = 0;  // (a fresh probe, with a limit of its own; the old one's end is
                           // not taken)
   }
