@@ -740,16 +740,15 @@ struct stop_answer {
   uint32_t stops_in_ms = 0;  // its linger from the answer on (0: unknown)
 };
 
+const char* stop_name(bool drain) { return drain ? "drain" : "leave"; }
+
 stop_answer ask_stop(context& c, rpc::Node::Client& node, bool drain) {
-  auto take = [](auto&& r) { return stop_answer{r.getHeld(), r.getStopsInMs()}; };
-  if (drain) {
-    auto req = node.drainRequest();
-    req.setHoldUntilExit(c.opts.wait);
-    return take(c.s.wait(req.send(), c.opts.node, "drain"));
-  }
-  auto req = node.leaveRequest();
-  req.setHoldUntilExit(c.opts.wait);
-  return take(c.s.wait(req.send(), c.opts.node, "leave"));
+  auto ask = [&](auto request) {
+    request.setHoldUntilExit(c.opts.wait);
+    auto r = c.s.wait(request.send(), c.opts.node, stop_name(drain));
+    return stop_answer{r.getHeld(), r.getStopsInMs()};
+  };
+  return drain ? ask(node.drainRequest()) : ask(node.leaveRequest());
 }
 
 // After the connection closed during a --wait: connects again. Refused (nothing listens), or
@@ -780,7 +779,7 @@ bool ask_again(context& c, rpc::Node::Client& node, bool drain, stop_answer& ans
     }
     if (std::chrono::steady_clock::now() >= give_up)
       throw failure{exit_unreachable, "lost the connection to node " + c.opts.node +
-                                        " during the " + (drain ? "drain" : "leave") +
+                                        " during the " + stop_name(drain) +
                                         " --wait and cannot tell whether it stopped: " + why};
     c.s.io().provider->getTimer().afterDelay(200 * kj::MILLISECONDS).wait(c.s.io().waitScope);
   }
@@ -794,7 +793,7 @@ bool ask_again(context& c, rpc::Node::Client& node, bool drain, stop_answer& ans
 // again (up to 3 times, then exit 1); a process that ends before its linger is over was cut
 // short (exit 1).
 int stop_node(context& c, bool drain) {
-  const char* what = drain ? "drain" : "leave";
+  const char* what = stop_name(drain);
   rpc::Node::Client node = c.node;
   const auto sent = std::chrono::steady_clock::now();  // (the linger runs from a later moment)
   stop_answer answer = ask_stop(c, node, drain);
@@ -1168,10 +1167,8 @@ rpc::Node::Client session::connect(const std::string& address, bool hint) {
   } catch (failure& f) {  // (wait's: a timeout, or a DISCONNECTED exception in KJ's words)
     f.refused = f.message.find(std::strerror(ECONNREFUSED)) != std::string::npos;
     throw;
-  } catch (kj::Exception& e) {
-    failure f{exit_unreachable, "cannot reach node " + address + ": " + plain_words(e)};
-    f.refused = describe(e).find(std::strerror(ECONNREFUSED)) != std::string::npos;
-    throw f;
+  } catch (kj::Exception& e) {  // (not DISCONNECTED, so never a refusal: KJ's type for it)
+    throw failure{exit_unreachable, "cannot reach node " + address + ": " + plain_words(e)};
   }
   auto conn = kj::heap<connection>(kj::mv(stream));
   auto node = conn->bootstrap();
