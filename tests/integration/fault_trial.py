@@ -23,6 +23,9 @@ Output: a JSON summary on stdout's last line and a human summary; raw records in
 """
 import argparse, json, os, signal, socket, subprocess, sys, threading, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
 p = argparse.ArgumentParser()
 p.add_argument("--mode", default="pause", choices=["pause", "netns"])
 p.add_argument("--cut", default="iso", choices=["iso", "asym"])
@@ -56,7 +59,6 @@ NAMES = ["n%d" % i for i in range(1, N + 1)]
 VICTIM = "n3"
 
 if a.mode == "netns":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import netns
     why = netns.reexec_in_private_netns()
     if why:
@@ -161,61 +163,37 @@ def stop_nodes():
 
 # ---- memcached client ------------------------------------------------------------------
 class Conn:
+    """A memcached connection (harness.RawClient), opened on first use and again after an
+    error."""
+
     def __init__(self, addr, timeout=15.0):
         self.addr, self.timeout = addr, timeout
-        self.s = None
-        self.buf = b""
-
-    def _open(self):
-        self.s = socket.create_connection(self.addr, timeout=self.timeout)
-        self.buf = b""
+        self.c = None
 
     def close(self):
-        if self.s:
-            try:
-                self.s.close()
-            except OSError:
-                pass
-        self.s = None
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            c = self.s.recv(65536)
-            if not c:
-                raise OSError("closed")
-            self.buf += c
-        l, self.buf = self.buf.split(b"\r\n", 1)
-        return l.decode("utf-8", "replace")
-
-    def _exact(self, n):
-        while len(self.buf) < n + 2:
-            c = self.s.recv(65536)
-            if not c:
-                raise OSError("closed")
-            self.buf += c
-        d, self.buf = self.buf[:n], self.buf[n + 2:]
-        return d.decode()
+        if self.c:
+            self.c.close()
+        self.c = None
 
     def op(self, kind, key, val=None):
         """-> reply string: STORED, DELETED, NOT_FOUND, MISS, VAL:<v>, SERVER_ERROR..., ERR:..."""
         try:
-            if self.s is None:
-                self._open()
+            if self.c is None:
+                self.c = harness.RawClient(self.addr[1], timeout=self.timeout, host=self.addr[0])
+            line = lambda: self.c.line()[:-2].decode("utf-8", "replace")
             if kind == "set":
-                self.s.sendall(b"set %s 0 0 %d\r\n%s\r\n" % (key.encode(), len(val), val.encode()))
-                return self._line()
+                self.c.send(b"set %s 0 0 %d\r\n%s\r\n" % (key.encode(), len(val), val.encode()))
+                return line()
             if kind == "delete":
-                self.s.sendall(b"delete %s\r\n" % key.encode())
-                return self._line()
-            self.s.sendall(b"get %s\r\n" % key.encode())
-            l = self._line()
+                self.c.send(b"delete %s\r\n" % key.encode())
+                return line()
+            self.c.send(b"get %s\r\n" % key.encode())
+            l = line()
             if l == "END":
                 return "MISS"
             if l.startswith("VALUE"):
-                n = int(l.split()[3])
-                v = self._exact(n)
-                e = self._line()
-                return "VAL:" + v if e == "END" else "ERR:noend"
+                v = self.c.recv_exact(int(l.split()[3]) + 2)[:-2].decode()
+                return "VAL:" + v if line() == "END" else "ERR:noend"
             return l
         except (OSError, ValueError, IndexError) as e:
             self.close()
