@@ -49,6 +49,9 @@ struct loop_counters {
   // out), and the calls they answered unavailable at once meanwhile (cluster/data_link.cpp).
   std::atomic<uint64_t> links_unreachable{0};
   std::atomic<uint64_t> link_calls_failed_fast{0};
+  // Members' client calls a session refused as later than their sender's RPC timeout
+  // (cluster/arrival_clock.hpp).
+  std::atomic<uint64_t> link_late_calls_refused{0};
   // Warming (actors/cluster_view.hpp): past rings of the loop's current view (still warmed
   // from), and deletes of older copies at past owners sent after writes inside a window.
   std::atomic<uint64_t> warm_rings{0};

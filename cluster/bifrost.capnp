@@ -160,6 +160,9 @@ struct LinkCall {
   park @3 :Bool;  # the caller re-reads a `streamed` value by its token (Result.parked): keep it
   ring @4 :UInt64;  # origin client: the placement the caller placed these ops by
                     # (cluster::ring::placement); 0 = not said (an older node)
+  sentAtMs @5 :UInt64;   # the caller's steady clock when it sent the call, and its RPC
+  timeoutMs @6 :UInt32;  # timeout: a client call arriving later than that after the quickest
+                         # arrival lately is refused (cluster/arrival_clock.hpp); 0 = not said
 }
 
 struct LinkReply {
@@ -223,10 +226,12 @@ interface Node {
   # replaced (its view lags a ring change): ops of keys the receiver no longer owns are
   # placed again by the receiver's ring (cluster/service.hpp, stale placements); the same
   # for an upload's stores (0 from older nodes: they run at the receiver).
+  # `sentAtMs`, `timeoutMs` (origin client, members): as LinkCall's.
   execute @2 (ops :List(Op), origin :Origin, sink :ValueSink, waitReplicas :Bool, park :Bool,
-              ring :UInt64)
+              ring :UInt64, sentAtMs :UInt64, timeoutMs :UInt32)
       -> (results :List(Result));
-  upload @3 (ops :List(Op), origin :Origin, waitReplicas :Bool, ring :UInt64)
+  upload @3 (ops :List(Op), origin :Origin, waitReplicas :Bool, ring :UInt64,
+             sentAtMs :UInt64, timeoutMs :UInt32)
       -> (sink :ValueSink);
 
   # Queries (bifrostctl and peers).

@@ -8,6 +8,7 @@
 #include "actors/out_queue.hpp"
 #include "actors/route_table.hpp"
 #include "actors/socket_writer.hpp"
+#include "cluster/arrival_clock.hpp"
 #include "cluster/convert.hpp"
 #include "cluster/link_wire.hpp"
 #include "storage/parked.hpp"
@@ -623,6 +624,11 @@ private:
     c.add(c.link_ops_served, rc.call.ops.size());
     size_t n = rc.call.ops.size();
     rc.results.resize(n);
+    if (arrived_late(rc.call)) {  // its caller has answered its client: nothing runs here
+      rc.results = unavailable(n);
+      reply(rc);
+      return;
+    }
     // Placed by a ring this node has replaced (the member's view lags a ring change): the ops
     // of keys this node no longer owns are placed again by its ring (cluster_route.hpp).
     std::vector<bool> again;
@@ -737,6 +743,29 @@ private:
     update_poll();
   }
 
+  // A member's client call that reaches this node later than the member's RPC timeout after it
+  // was sent (cluster/arrival_clock.hpp: this node was stopped, or a cut held the bytes): the
+  // member has answered its client `unavailable`, and the call, run now, would be stamped now
+  // and win over the writes the key's other owners acknowledged meanwhile. Unless this session
+  // stopped reading for its own replies since (held_back_since): the member saw it at work and
+  // waits up to queued_limit_factor timeouts.
+  bool arrived_late(const link_wire::call& call) {
+    if (call.origin != rpc::Origin::CLIENT || call.stamp.sent_ms == 0)
+      return false;
+    const uint64_t now = steady_now_ms();
+    const uint64_t late = arrivals_.late_ms(call.stamp.sent_ms, now);
+    if (late == 0 ||
+        !refuse_late(late, call.stamp.timeout_ms, held_back_since(now - late), queued_limit_factor))
+      return false;
+    counters().add(counters().link_late_calls_refused);
+    log(uv_now(loop().uv()),
+        "bifrost cluster: data link from '%s': refused a call that came %llu ms later than the "
+        "quickest (its RPC timeout: %u ms; this node stopped, or the network held it)\n",
+        peer_.c_str(), static_cast<unsigned long long>(late), call.stamp.timeout_ms);
+    return true;
+  }
+  bool held_back_since(uint64_t t) const { return held_since_ != 0 || held_until_ >= t; }
+
   // A member's client call is refused while this node stops for good (node_shared::
   // member_writes_refused) when a write of it would run here: it would be neither replicated
   // (R = 1; or the loops are about to forget the cluster view, the replicator ends) nor kept.
@@ -845,7 +874,13 @@ private:
     if (!io_.open())
       return;
     int ev = io_.want_write ? UV_WRITABLE : 0;
-    if (!closing_ && !input_paused() && !budget_wait_)
+    const bool reading = !closing_ && !input_paused() && !budget_wait_;
+    if (reading != (held_since_ == 0)) {  // (transitions only: arrived_late's held_back_since)
+      if (reading)
+        held_until_ = steady_now_ms();
+      held_since_ = reading ? 0 : std::max<uint64_t>(steady_now_ms(), 1);
+    }
+    if (reading)
       ev |= UV_READABLE;
     else if (budget_wait_ || !waiting_replies_.empty())
       ev |= UV_DISCONNECT;  // a holder that hangs up while waiting gives its room back
@@ -912,6 +947,9 @@ private:
   bool budget_wait_ = false;     // in reg_->budget_waiters: reads nothing until told
   size_t out_held_ = 0;          // unwritten reply bytes counted in reg_->output
   bool output_wait_ = false;     // in reg_->output_waiters: waiting_replies_ wait for room
+  arrival_clock arrivals_;       // how late members' calls come (arrived_late)
+  uint64_t held_since_ = 0;      // steady ms this session stopped reading for itself (0: reads)
+  uint64_t held_until_ = 0;      // steady ms it last read again after that
   // Finished calls whose replies wait for room (results pinned), oldest first.
   struct waiting_reply {
     uint64_t call;    // calls_ key
@@ -1209,7 +1247,10 @@ private:
     b.frame_at = written_ + io_.out.pending_bytes();
     // Client ops: the placement they were placed by (take()), so that a member whose ring is
     // newer places them again (actors/cluster_route.hpp, stale placements).
-    append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops, true, b.placed_by));
+    // Stamped (cluster/arrival_clock.hpp): a member that reads a client call later than this
+    // node waits for its answer refuses it.
+    append_frame(io_.out, link_wire::encode_call(id, b.origin, b.ops, true, b.placed_by,
+                                                 {steady_now_ms(), settings_.rpc_timeout_ms}));
     b.sent_at = now();
     sent_.emplace(id, std::move(b));
     queue_flush();  // batches of the replicator and the dispatcher, in one drain: one send

@@ -207,13 +207,16 @@ kj::ArrayPtr<const capnp::word> frame_buffer::frame(size_t size) {
 // -- messages -----------------------------------------------------------------------------------
 
 kj::Array<capnp::word> encode_call(uint64_t id, rpc::Origin origin,
-                                   const storage::op_batch& ops, bool park, uint64_t ring) {
+                                   const storage::op_batch& ops, bool park, uint64_t ring,
+                                   call_stamp stamp) {
   capnp::MallocMessageBuilder mb(ops_size(ops).wordCount);
   auto c = mb.initRoot<rpc::LinkCall>();
   c.setId(id);
   c.setOrigin(origin);
   c.setPark(park);
   c.setRing(ring);
+  c.setSentAtMs(stamp.sent_ms);
+  c.setTimeoutMs(stamp.timeout_ms);
   auto list = c.initOps(static_cast<unsigned>(ops.size()));
   for (size_t i = 0; i < ops.size(); ++i)
     to_rpc(ops[i], list[static_cast<unsigned>(i)]);
@@ -246,6 +249,7 @@ bool decode_call(kj::ArrayPtr<const capnp::word> frame, call& out, std::string& 
                  out.origin = c.getOrigin();
                  out.park = c.getPark();
                  out.ring = c.getRing();
+                 out.stamp = {c.getSentAtMs(), c.getTimeoutMs()};
                  out.ops = from_rpc(c.getOps());  // at most call_max_ops (throws)
                })) {
     error = e->getDescription().cStr();

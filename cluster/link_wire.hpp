@@ -21,6 +21,7 @@
 #pragma once
 
 #include "actors/loop_links.hpp"
+#include "cluster/arrival_clock.hpp"
 #include "cluster/bifrost.capnp.h"
 #include "cluster/convert.hpp"
 #include "storage/ops.hpp"
@@ -127,14 +128,15 @@ struct call {
   storage::op_batch ops;
   bool park = false;  // LinkCall.park
   uint64_t ring = 0;  // LinkCall.ring: the placement the caller placed the ops by (0: not said)
+  call_stamp stamp;  // LinkCall.sentAtMs and timeoutMs
 };
 
 /// Encodes a call / a reply as one frame. A result's value travels inline up to
 /// inline_value_limit; a larger one is left out and the result marked streamed.
 /// `park`: ask the member to keep a streamed value for the re-read (LinkCall.park); `ring`:
-/// LinkCall.ring.
+/// LinkCall.ring; `stamp`: LinkCall.sentAtMs and timeoutMs.
 kj::Array<capnp::word> encode_call(uint64_t id, rpc::Origin origin, const storage::op_batch& ops,
-                                   bool park = false, uint64_t ring = 0);
+                                   bool park = false, uint64_t ring = 0, call_stamp stamp = {});
 kj::Array<capnp::word> encode_reply(uint64_t id, const storage::result_batch& rs);
 
 /// Decodes one frame; false with `error` when it is not a valid message of that type.

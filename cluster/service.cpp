@@ -16,6 +16,7 @@
 #include "actors/node_config.hpp"
 #include "actors/route_table.hpp"
 #include "cluster/address.hpp"
+#include "cluster/arrival_clock.hpp"
 #include "cluster/bifrost.capnp.h"
 #include "cluster/buffered_stream.hpp"
 #include "cluster/convert.hpp"
@@ -86,11 +87,7 @@ uint64_t draw_instance() {
 // would clamp it at 0, and the record would be kept, and reported, as younger).
 constexpr uint64_t k_swim_clock_offset_ms = 30ull * 86400000;
 
-uint64_t now_ms() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
+uint64_t now_ms() { return steady_now_ms(); }  // (the clock data calls are stamped with)
 
 uint64_t swim_ms() { return now_ms() + k_swim_clock_offset_ms; }
 
@@ -653,6 +650,11 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   uint64_t next_probe = 1;
   std::map<std::string, unreachable_state> unreachable;
   uint64_t calls_failed_fast = 0;
+  // Members' client calls refused as later than their sender waits (node_server::
+  // arrived_late), and when the last was logged (one line per 10 s, with the count between).
+  uint64_t late_calls_refused = 0;
+  uint64_t late_logged_ms = 0, late_unlogged = 0;
+  void refused_late(const std::string& member, uint64_t late, uint32_t timeout_ms);
   void mark_unreachable(const std::string& addr);
   void heard_from(const std::string& addr);  // (a greeting, a probe's or SWIM's answer)
   void dial_now(const std::string& addr);
@@ -814,6 +816,8 @@ protected:
     KJ_REQUIRE(!finished_, "upload already finished");
     auto p = context.getParams();
     KJ_REQUIRE(p.getIndex() < ops_.size(), "chunk for an op index out of range", p.getIndex());
+    if (refused_)
+      return kj::READY_NOW;
     auto chunk = p.getChunk();
     // A value past this node's max item size is not buffered on (a peer could stream any
     // amount into one): dropped at once, the op is refused as too large at finish().
@@ -832,7 +836,13 @@ protected:
 
   kj::Promise<void> finish(FinishContext context) override;
 
+public:
+  /// The call came too late (node_server::arrived_late): its chunks are dropped, and finish
+  /// answers every op `unavailable` without running one.
+  void refuse() { refused_ = true; }
+
 private:
+  bool refused_ = false;
   service::impl& core_;
   storage::op_batch ops_;
   rpc::Origin origin_;
@@ -903,6 +913,12 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
 kj::Promise<void> upload_sink::finish(FinishContext context) {
   KJ_REQUIRE(!finished_, "upload already finished");
   finished_ = true;
+  if (refused_) {
+    storage::result_batch rs = unavailable(ops_.size());
+    fill_results(rs, context.getResults(results_size(rs)).initResults(
+                       static_cast<unsigned>(rs.size())), false, nullptr, nullptr);
+    return kj::READY_NOW;
+  }
   // A value refused as too large removes the old one, as a client's set does (memcached: a
   // stale value must not outlive a failed write); the remove is replicated like any.
   for (size_t i = 0; i < too_large_.size(); ++i)
@@ -953,6 +969,7 @@ protected:
     auto from = context.getParams().getFrom();
     *greeted_ = true;
     member_ = from.getName().size() > 0 && from.getRpcAddress().size() > 0;
+    member_name_ = from.getName().cStr();
     auto r = context.getResults();
     r.setVersion(rpc::SCHEMA_VERSION);
     r.setReplicas(core_.cfg.replicas);
@@ -1004,8 +1021,10 @@ protected:
     bool route = !member_ && origin == rpc::Origin::CLIENT;
     if (route && core_.cfg.count_tool_ops)
       core_.cfg.count_tool_ops(ops);
+    const bool late = arrived_late(origin, params.getSentAtMs(), params.getTimeoutMs());
     auto results =
-      route ? core_.routed_execute(std::move(ops))
+      late ? kj::Promise<storage::result_batch>(unavailable(ops.size()))  // nothing runs here
+      : route ? core_.routed_execute(std::move(ops))
       : origin == rpc::Origin::CLIENT
         ? core_.primary_execute(std::move(ops), params.getRing(), params.getWaitReplicas())
       : origin == rpc::Origin::WARM && member_ ? core_.parked_or_local(std::move(ops))
@@ -1044,9 +1063,28 @@ protected:
       placed_by = params.getRing();
     if (!member_ && origin == rpc::Origin::CLIENT && core_.cfg.count_tool_ops)
       core_.cfg.count_tool_ops(ops);
-    context.getResults().setSink(kj::heap<upload_sink>(core_, std::move(ops), origin,
-                                                       params.getWaitReplicas(), placed_by));
+    auto sink = kj::heap<upload_sink>(core_, std::move(ops), origin, params.getWaitReplicas(),
+                                      placed_by);
+    if (arrived_late(origin, params.getSentAtMs(), params.getTimeoutMs()))
+      sink->refuse();
+    context.getResults().setSink(kj::mv(sink));
     return kj::READY_NOW;
+  }
+
+  // A member's client call that reaches this node later than the member's timeout for it
+  // after it was sent (cluster/arrival_clock.hpp: this node was stopped, or a cut held the
+  // bytes): the member has answered its client `unavailable`, and the call, run now, would be
+  // stamped now and win over the writes the key's other owners acknowledged meanwhile. (This
+  // connection is read as messages come: a call is never held back here by this node's own
+  // replies, as a data link's may be.)
+  bool arrived_late(rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms) {
+    if (!member_ || origin != rpc::Origin::CLIENT || sent_ms == 0)
+      return false;
+    const uint64_t late = arrivals_.late_ms(sent_ms, now_ms());
+    if (!refuse_late(late, timeout_ms, false, queued_limit_factor))
+      return false;
+    core_.refused_late(member_name_, late, timeout_ms);
+    return true;
   }
 
   kj::Promise<void> status(StatusContext context) override {
@@ -1174,6 +1212,8 @@ protected:
       st->emplace_back("cluster_rpc_connections", std::to_string(core_.pool.size()));
       st->emplace_back("cluster_rpc_unreachable", std::to_string(core_.unreachable.size()));
       st->emplace_back("cluster_rpc_calls_failed_fast", std::to_string(core_.calls_failed_fast));
+      st->emplace_back("cluster_rpc_late_calls_refused",
+                       std::to_string(core_.late_calls_refused));
       auto list = context.getResults().initStats(static_cast<unsigned>(st->size()));
       for (size_t i = 0; i < st->size(); ++i) {
         list[static_cast<unsigned>(i)].setName((*st)[i].first);
@@ -1233,6 +1273,8 @@ private:
   service::impl& core_;
   std::shared_ptr<bool> greeted_;  // set by hello (service::impl::serve_rpc's deadline reads it)
   bool member_ = false;  // hello came from a cluster member
+  std::string member_name_;  // its name (hello)
+  arrival_clock arrivals_;   // how late its calls come (arrived_late)
   bool refused_ = false;  // ...whose --replicas differ: its membership messages are ignored
   int fd_;  // the connection's socket, or -1 (hold_until_exit)
   bool held_ = false;  // ...held until the process ends
@@ -1435,7 +1477,7 @@ kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
                                                 const storage::op_batch& ops, rpc::Origin origin,
                                                 bool wait_replicas, bool with_sink,
                                                 std::shared_ptr<call_progress> progress,
-                                                uint64_t ring = 0) {
+                                                uint64_t ring = 0, call_stamp stamp = {}) {
   auto req = node.executeRequest(ops_size(ops));
   auto list = req.initOps(static_cast<unsigned>(ops.size()));
   for (size_t i = 0; i < ops.size(); ++i)
@@ -1444,6 +1486,8 @@ kj::Promise<storage::result_batch> execute_call(rpc::Node::Client& node,
   req.setWaitReplicas(wait_replicas);
   req.setPark(!with_sink);  // a value streamed without a sink is read again (send_execute)
   req.setRing(ring);
+  req.setSentAtMs(stamp.sent_ms);
+  req.setTimeoutMs(stamp.timeout_ms);
   auto st = std::make_shared<collect_state>();
   st->progress = progress;
   if (with_sink)
@@ -1604,11 +1648,20 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
   // and a copy in flight longer could land after newer state sent once it was given up on.
   progress->waits_for_peer = origin != rpc::Origin::REPLICA;
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
+  const uint64_t started = now_ms();  // (the watchdog's start: bounded, below)
   auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas,
-                                   placed_by](
+                                   placed_by, started](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
     auto& ops = *shared_ops;
     sent.add(ops.size());  // counted once there is a connection to send it on
+    // Stamped (cluster/arrival_clock.hpp) with what is left of the timeout after the connect:
+    // a member that reads it later than that refuses it (client ops: this node may have
+    // answered its client meanwhile).
+    const uint64_t now = now_ms();
+    const call_stamp stamp{now, static_cast<uint32_t>(std::max<uint64_t>(
+                                  cfg.rpc_timeout_ms - std::min<uint64_t>(now - started,
+                                                                          cfg.rpc_timeout_ms),
+                                  1))};
     if (!large) {
       // A sink costs a capability per call (its own messages): attach one only when a value
       // may be larger than the inline limit AND the op may not simply be sent again (a get
@@ -1618,7 +1671,8 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
       for (auto& o : ops)
         need_sink |= storage::reads_value(o) && (storage::changes_item(o) || o.parked != 0);
       // (The placement these client ops were placed by: the member tells a lagging view.)
-      auto first = execute_call(node, ops, origin, wait_replicas, need_sink, progress, placed_by);
+      auto first =
+        execute_call(node, ops, origin, wait_replicas, need_sink, progress, placed_by, stamp);
       if (need_sink)
         return first;
       return first.then([node, shared_ops, origin, wait_replicas, progress](
@@ -1640,6 +1694,8 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     // Large stores: the values that do not fit inline go through the upload sink.
     auto req = node.uploadRequest();
     req.setRing(placed_by);
+    req.setSentAtMs(stamp.sent_ms);
+    req.setTimeoutMs(stamp.timeout_ms);
     auto list = req.initOps(static_cast<unsigned>(ops.size()));
     auto jobs = std::make_shared<std::vector<stream_job>>();
     for (size_t i = 0; i < ops.size(); ++i) {
@@ -1674,6 +1730,26 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
                return unavailable(n);
              })
       .then([n](storage::result_batch rs) { return rs.size() == n ? kj::mv(rs) : unavailable(n); });
+}
+
+void service::impl::refused_late(const std::string& member, uint64_t late,
+                                 uint32_t timeout_ms) {
+  ++late_calls_refused;
+  const uint64_t now = now_ms();
+  if (late_logged_ms != 0 && now - late_logged_ms < 10000) {
+    ++late_unlogged;
+    return;
+  }
+  std::fprintf(stderr,
+               "bifrost cluster: refused a data call from %s that came %llu ms later than the "
+               "quickest (its RPC timeout: %u ms; this node stopped, or the network held it)"
+               "%s\n",
+               member.c_str(), static_cast<unsigned long long>(late), timeout_ms,
+               late_unlogged == 0
+                 ? ""
+                 : (" (and " + std::to_string(late_unlogged) + " more in the 10 s before)").c_str());
+  late_logged_ms = now;
+  late_unlogged = 0;
 }
 
 void service::impl::mark_unreachable(const std::string& addr) {

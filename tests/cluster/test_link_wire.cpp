@@ -206,7 +206,8 @@ BOOST_AUTO_TEST_CASE(dial_address_replaces_wildcard_hosts) {
 
 BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
   auto ops = sample_ops();
-  auto frame = lw::encode_call(42, rpc::Origin::WARM, ops, true, 0xfeedULL);
+  auto frame = lw::encode_call(42, rpc::Origin::WARM, ops, true, 0xfeedULL,
+                               {0x123456789abULL, 1500});
   lw::call c;
   std::string error;
   BOOST_REQUIRE(lw::decode_call(frame.asPtr(), c, error));
@@ -214,10 +215,14 @@ BOOST_AUTO_TEST_CASE(calls_and_replies_round_trip) {
   BOOST_CHECK(c.origin == rpc::Origin::WARM);
   BOOST_CHECK(c.park);
   BOOST_CHECK_EQUAL(c.ring, 0xfeedULL);
+  BOOST_CHECK_EQUAL(c.stamp.sent_ms, 0x123456789abULL);
+  BOOST_CHECK_EQUAL(c.stamp.timeout_ms, 1500u);
   lw::call plain;  // not asked (an older member's call decodes so too)
   BOOST_REQUIRE(lw::decode_call(lw::encode_call(43, rpc::Origin::CLIENT, ops).asPtr(), plain, error));
   BOOST_CHECK(!plain.park);
   BOOST_CHECK_EQUAL(plain.ring, 0u);
+  BOOST_CHECK_EQUAL(plain.stamp.sent_ms, 0u);
+  BOOST_CHECK_EQUAL(plain.stamp.timeout_ms, 0u);
   check_same_ops(ops, c.ops);
 
   storage::result_batch rs(3);

@@ -1505,7 +1505,7 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
     return "(missing)";
   };
   auto stats = cl.node.statsRequest().send().wait(ws);
-  BOOST_REQUIRE(stats.getStats().size() == 16u);
+  BOOST_REQUIRE(stats.getStats().size() == 17u);
   BOOST_TEST(std::string(stats.getStats()[2].getValue().cStr()) == "n2");
   BOOST_TEST(stat("cluster_members_known") == "3");
   BOOST_TEST(stat("cluster_members_forgotten") == "0");
@@ -1514,6 +1514,7 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
   BOOST_TEST(stat("cluster_peer_actors") == "2");
   BOOST_TEST(stat("cluster_rpc_unreachable") == "0");
   BOOST_TEST(stat("cluster_rpc_calls_failed_fast") == "0");
+  BOOST_TEST(stat("cluster_rpc_late_calls_refused") == "0");
   auto served_calls = std::stoull(stat("cluster_calls_served"));
   auto served_ops = std::stoull(stat("cluster_ops_served"));
   BOOST_TEST(stat("cluster_calls_sent") != "(missing)");

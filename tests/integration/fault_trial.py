@@ -2,11 +2,12 @@
 """Fault trial of a cluster under a pause or a network cut (written for session 54's trial of
 the unreachable / dial_now / probe_now recovery; a tool, not a test: ctest does not run it).
 Run from the repository: `python3 tests/integration/fault_trial.py --bin build/bin ...`.
-It found the cases the session 54 note and docs/ARCHITECTURE.md list as not covered: an op
-answered `unavailable` that runs later on the paused owner (`--mode pause --nodes 3 --R 2
---links on --rpc-timeout 1000 --fault-at 4 --fault-ms 3000 --duration 12 --readonly-from 0`),
-and acknowledged writes lost when a 4-node cluster heals an isolated member (`--mode netns
---cut iso --nodes 4 --R 2 --rate 60 ...`).
+It found an op answered `unavailable` that ran later on the paused owner (`--mode pause
+--nodes 3 --R 2 --links on --rpc-timeout 1000 --fault-at 4 --fault-ms 3000 --duration 12
+--readonly-from 0`: a bad read in each run before session 55, whose late-call refusal fixed
+it), and acknowledged writes lost when a 4-node cluster heals an isolated member (`--mode
+netns --cut iso --nodes 4 --R 2 --rate 60 ...`), which docs/ARCHITECTURE.md lists as not
+covered.
 
 Pause mode (127.0.0.1, ports 27xxx/28xxx): SIGSTOP n3 for --fault-ms, then SIGCONT.
 Netns mode (root; runs itself inside `unshare -n`, uses netns.py
