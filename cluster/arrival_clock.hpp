@@ -14,9 +14,10 @@
 // sender's timeout came later than the sender waited. The smallest difference is kept over
 // the last one to two buckets of bucket_ms (a bucket turns over only when a call arrives, so
 // a stop of this node keeps the one before it), and the clocks may drift apart by up to
-// drift_ppm over the age of the older bucket, which is added to the allowance. The first call
-// on a connection sets the baseline: it is never late (a connection's first data call follows
-// its greeting, which needs this node to answer).
+// drift_ppm over the age of the older bucket, which is added to the allowance. Every stamped
+// message on the connection feeds the baseline (replicated state and warm reads as well as
+// client calls, and an RPC connection's hello); the first sets it and is never late (a
+// connection's first data call follows its greeting, which needs this node to answer).
 //
 // arrival_clock is pure (no clock of its own, no I/O): the caller passes both times, read
 // with steady_now_ms() on either side. Thread affinity: one per connection, used by the thread

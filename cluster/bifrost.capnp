@@ -205,9 +205,10 @@ interface Node {
   # Members also say their --replicas (0: not said, as by bifrostctl), whether they are in a
   # cluster (have seen another live member) and when they started (unix ms): between members
   # whose --replicas differ nothing more is exchanged, and the same rule on both sides picks
-  # the one that stops (cluster/service.cpp, replicas_conflict).
+  # the one that stops (cluster/service.cpp, replicas_conflict). `sentAtMs`: as a data call's
+  # (LinkCall.sentAtMs), the first arrival the connection's later calls are measured against.
   hello @0 (version :UInt32, from :MemberInfo, replicas :UInt32, inCluster :Bool,
-            startedAtMs :UInt64)
+            startedAtMs :UInt64, sentAtMs :UInt64)
       -> (version :UInt32, self :MemberInfo, replicas :UInt32, inCluster :Bool,
           startedAtMs :UInt64);
 

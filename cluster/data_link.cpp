@@ -749,12 +749,13 @@ private:
   // and win over the writes the key's other owners acknowledged meanwhile. Unless this session
   // stopped reading for its own replies since (held_back_since): the member saw it at work and
   // waits up to queued_limit_factor timeouts.
+  // (Every stamped call sets the baseline: replicated state and warm reads too.)
   bool arrived_late(const link_wire::call& call) {
-    if (call.origin != rpc::Origin::CLIENT || call.stamp.sent_ms == 0)
+    if (call.stamp.sent_ms == 0)
       return false;
     const uint64_t now = steady_now_ms();
     const uint64_t late = arrivals_.late_ms(call.stamp.sent_ms, now);
-    if (late == 0 ||
+    if (late == 0 || call.origin != rpc::Origin::CLIENT ||
         !refuse_late(late, call.stamp.timeout_ms, held_back_since(now - late), queued_limit_factor))
       return false;
     counters().add(counters().link_late_calls_refused);

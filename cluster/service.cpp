@@ -970,6 +970,8 @@ protected:
     *greeted_ = true;
     member_ = from.getName().size() > 0 && from.getRpcAddress().size() > 0;
     member_name_ = from.getName().cStr();
+    if (member_ && context.getParams().getSentAtMs() != 0)
+      arrivals_.late_ms(context.getParams().getSentAtMs(), now_ms());  // (the baseline's first)
     auto r = context.getResults();
     r.setVersion(rpc::SCHEMA_VERSION);
     r.setReplicas(core_.cfg.replicas);
@@ -1077,11 +1079,13 @@ protected:
   // stamped now and win over the writes the key's other owners acknowledged meanwhile. (This
   // connection is read as messages come: a call is never held back here by this node's own
   // replies, as a data link's may be.)
+  // (Every stamped call sets the baseline: replicated state and warm reads too.)
   bool arrived_late(rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms) {
-    if (!member_ || origin != rpc::Origin::CLIENT || sent_ms == 0)
+    if (!member_ || sent_ms == 0)
       return false;
     const uint64_t late = arrivals_.late_ms(sent_ms, now_ms());
-    if (!refuse_late(late, timeout_ms, false, queued_limit_factor))
+    if (origin != rpc::Origin::CLIENT ||
+        !refuse_late(late, timeout_ms, false, queued_limit_factor))
       return false;
     core_.refused_late(member_name_, late, timeout_ms);
     return true;
@@ -1342,6 +1346,7 @@ struct service::impl::client_conn {
               req.setReplicas(core.cfg.replicas);
               req.setInCluster(core.seen_others);
               req.setStartedAtMs(core.started_at_ms);
+              req.setSentAtMs(now_ms());  // (node_server::hello: the calls' first arrival)
               to_rpc(self, req.initFrom());
               return req.send();
             })
