@@ -757,7 +757,12 @@ void storage_shard::note_deletes(const storage::op_batch& ops,
   for (size_t i = 0; i < ops.size() && i < results.size(); ++i) {
     const auto& o = ops[i];
     const auto st = results[i].st;
-    if (o.kind != storage::op_kind::remove || o.hand_back || (o.copy && !o.counted) ||
+    // The cluster's own removes (uncounted: a past copy's delete, a warm op, a delete's copy
+    // re-replication made) are no deletes of the key to hand back: one that ran while this
+    // node's view had the key's owners dead (a past-copy delete held by a cut, run at the
+    // heal) went back to them without a point and removed what they took meanwhile. A
+    // replicated delete arrives counted (its origin says so).
+    if (o.kind != storage::op_kind::remove || o.hand_back || !o.counted ||
         (st != storage::status::deleted && st != storage::status::not_found))
       continue;
     const uint64_t h = cluster::ring::key_hash(o.key);

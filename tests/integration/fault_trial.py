@@ -6,8 +6,9 @@ It found an op answered `unavailable` that ran later on the paused owner (`--mod
 --nodes 3 --R 2 --links on --rpc-timeout 1000 --fault-at 4 --fault-ms 3000 --duration 12
 --readonly-from 0`: a bad read in each run before session 55, whose late-call refusal fixed
 it), and acknowledged writes lost when a 4-node cluster heals an isolated member (`--mode
-netns --cut iso --nodes 4 --R 2 --rate 60 ...`), which docs/ARCHITECTURE.md lists as not
-covered.
+netns --cut iso --nodes 4 --R 2 --links off --rate 60 --rpc-timeout 2000 --fault-at 4
+--fault-ms 5000 --duration 15 --readonly-after-heal`: 1-11 keys in about half the runs
+before session 55, whose fix keeps the cluster's own removes out of the hand-back deletes).
 
 Pause mode (127.0.0.1, ports 27xxx/28xxx): SIGSTOP n3 for --fault-ms, then SIGCONT.
 Netns mode (root; runs itself inside `unshare -n`, uses netns.py
