@@ -24,8 +24,9 @@
 // that reads it.
 #pragma once
 
+#include <time.h>
+
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 
 namespace bifrost::cluster {
@@ -37,11 +38,13 @@ struct call_stamp {
   uint32_t timeout_ms = 0;
 };
 
-/// The clock both sides of a data call stamp and compare with: steady, in milliseconds.
+/// The clock both sides of a data call stamp and compare with, in milliseconds:
+/// CLOCK_MONOTONIC_RAW, which NTP does not slew (chrony slews the monotonic clock by up to
+/// 8 % while it corrects an offset: a host doing so would see every call late for a while).
 inline uint64_t steady_now_ms() noexcept {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 std::chrono::steady_clock::now().time_since_epoch())
-                                 .count());
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_RAW, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
 class arrival_clock {

@@ -182,7 +182,8 @@ struct LinkReply {
 #   without one, then calls `finish`, which executes the batch and returns its results.
 interface ValueSink {
   write @0 (index :UInt32, chunk :Data) -> stream;
-  finish @1 () -> (results :List(Result));
+  finish @1 (sentAtMs :UInt64, timeoutMs :UInt32) -> (results :List(Result));
+  # `sentAtMs`, `timeoutMs`: as LinkCall's (an upload's stores run at finish).
 }
 
 struct Stat {

@@ -314,7 +314,7 @@ public:
     frame_started_ = uv_now(loop().uv());
     io_.in.append(rest_);
     std::string().swap(rest_);
-    timer_ = loop_timer::start(loop().uv(), std::max<uint64_t>(reg_->frame_deadline_ms / 16, 50),
+    timer_ = loop_timer::start(loop().uv(), tick_ms(),
                                this, &link_session::on_timer);
     process();
     update_poll();
@@ -502,9 +502,17 @@ private:
   // session: the member that sends it has failed the call long before (its data_link gives up
   // after one RPC timeout without an answer), so only a stalled or hostile peer is cut off.
   // A session that stopped reading (input_paused) waits for its own calls, not for its peer.
+  uint64_t tick_ms() const { return std::max<uint64_t>(reg_->frame_deadline_ms / 16, 50); }
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<link_session*>(h->data);
     uint64_t now = uv_now(self->loop().uv());
+    // A tick this late: the loop stood still (the process was stopped, or something held
+    // the loop), and its member heard nothing meanwhile (arrived_late). libuv runs timers
+    // before it reads, so this is seen before the calls that waited.
+    const uint64_t steady = steady_now_ms();
+    if (self->ticked_at_ != 0 && steady - self->ticked_at_ > 2 * self->tick_ms() + 200)
+      self->stalled_at_ = steady;
+    self->ticked_at_ = steady;
     // A reply the peer has not taken whole for as long (queued, or waiting for room): a member
     // reads replies as they come (and gave up on the call long before), so only a stalled,
     // hostile or trickling peer holds one that long. (The oldest reply's age, not the last
@@ -756,7 +764,8 @@ private:
     const uint64_t now = steady_now_ms();
     const uint64_t late = arrivals_.late_ms(call.stamp.sent_ms, now);
     if (late == 0 || call.origin != rpc::Origin::CLIENT ||
-        !refuse_late(late, call.stamp.timeout_ms, held_back_since(now - late), queued_limit_factor))
+        !refuse_late(late, call.stamp.timeout_ms,
+                     held_back(now - late, call.stamp.timeout_ms), queued_limit_factor))
       return false;
     counters().add(counters().link_late_calls_refused);
     log(uv_now(loop().uv()),
@@ -765,7 +774,16 @@ private:
         peer_.c_str(), static_cast<unsigned long long>(late), call.stamp.timeout_ms);
     return true;
   }
-  bool held_back_since(uint64_t t) const { return held_since_ != 0 || held_until_ >= t; }
+  // Whether this session held a call sent at `t` (steady ms, here) back itself while its
+  // member, which waits `timeout` without a word, saw it at work: it stopped reading for its
+  // own replies at some time from before the call until after it was sent, beginning within
+  // the timeout, and the loop did not stand still since (a stop: the member heard nothing,
+  // and the backlog read on waking holds the session too).
+  bool held_back(uint64_t t, uint64_t timeout) const {
+    if (stalled_at_ >= t || hold_began_ == 0 || hold_began_ > t + timeout)
+      return false;
+    return held_since_ != 0 || held_until_ >= t;
+  }
 
   // A member's client call is refused while this node stops for good (node_shared::
   // member_writes_refused) when a write of it would run here: it would be neither replicated
@@ -876,10 +894,13 @@ private:
       return;
     int ev = io_.want_write ? UV_WRITABLE : 0;
     const bool reading = !closing_ && !input_paused() && !budget_wait_;
-    if (reading != (held_since_ == 0)) {  // (transitions only: arrived_late's held_back_since)
+    if (reading != (held_since_ == 0)) {  // (transitions only: arrived_late's held_back)
+      const uint64_t now = std::max<uint64_t>(steady_now_ms(), 1);
       if (reading)
-        held_until_ = steady_now_ms();
-      held_since_ = reading ? 0 : std::max<uint64_t>(steady_now_ms(), 1);
+        held_until_ = now;
+      else
+        hold_began_ = now;
+      held_since_ = reading ? 0 : now;
     }
     if (reading)
       ev |= UV_READABLE;
@@ -950,7 +971,10 @@ private:
   bool output_wait_ = false;     // in reg_->output_waiters: waiting_replies_ wait for room
   arrival_clock arrivals_;       // how late members' calls come (arrived_late)
   uint64_t held_since_ = 0;      // steady ms this session stopped reading for itself (0: reads)
+  uint64_t hold_began_ = 0;      // steady ms the last such hold began (0: never)
   uint64_t held_until_ = 0;      // steady ms it last read again after that
+  uint64_t ticked_at_ = 0;       // steady ms of on_timer's last tick
+  uint64_t stalled_at_ = 0;      // steady ms on_timer last found the loop had stood still
   // Finished calls whose replies wait for room (results pinned), oldest first.
   struct waiting_reply {
     uint64_t call;    // calls_ key

@@ -87,7 +87,11 @@ uint64_t draw_instance() {
 // would clamp it at 0, and the record would be kept, and reported, as younger).
 constexpr uint64_t k_swim_clock_offset_ms = 30ull * 86400000;
 
-uint64_t now_ms() { return steady_now_ms(); }  // (the clock data calls are stamped with)
+uint64_t now_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
 
 uint64_t swim_ms() { return now_ms() + k_swim_clock_offset_ms; }
 
@@ -840,9 +844,16 @@ public:
   /// The call came too late (node_server::arrived_late): its chunks are dropped, and finish
   /// answers every op `unavailable` without running one.
   void refuse() { refused_ = true; }
+  /// A member's client upload: its finish (when the stores run) is checked as a call is.
+  void check_finish(std::shared_ptr<arrival_clock> clock, std::string member) {
+    clock_ = std::move(clock);
+    member_ = std::move(member);
+  }
 
 private:
   bool refused_ = false;
+  std::shared_ptr<arrival_clock> clock_;  // (null: not checked)
+  std::string member_;
   service::impl& core_;
   storage::op_batch ops_;
   rpc::Origin origin_;
@@ -913,6 +924,13 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
 kj::Promise<void> upload_sink::finish(FinishContext context) {
   KJ_REQUIRE(!finished_, "upload already finished");
   finished_ = true;
+  if (const auto p = context.getParams(); clock_ && p.getSentAtMs() != 0) {
+    const uint64_t late = clock_->late_ms(p.getSentAtMs(), steady_now_ms());
+    if (refuse_late(late, p.getTimeoutMs(), false, queued_limit_factor)) {
+      core_.refused_late(member_, late, p.getTimeoutMs());
+      refused_ = true;
+    }
+  }
   if (refused_) {
     storage::result_batch rs = unavailable(ops_.size());
     fill_results(rs, context.getResults(results_size(rs)).initResults(
@@ -971,7 +989,7 @@ protected:
     member_ = from.getName().size() > 0 && from.getRpcAddress().size() > 0;
     member_name_ = from.getName().cStr();
     if (member_ && context.getParams().getSentAtMs() != 0)
-      arrivals_.late_ms(context.getParams().getSentAtMs(), now_ms());  // (the baseline's first)
+      arrivals_->late_ms(context.getParams().getSentAtMs(), steady_now_ms());  // (the first)
     auto r = context.getResults();
     r.setVersion(rpc::SCHEMA_VERSION);
     r.setReplicas(core_.cfg.replicas);
@@ -1069,6 +1087,8 @@ protected:
                                       placed_by);
     if (arrived_late(origin, params.getSentAtMs(), params.getTimeoutMs()))
       sink->refuse();
+    else if (member_ && origin == rpc::Origin::CLIENT)
+      sink->check_finish(arrivals_, member_name_);
     context.getResults().setSink(kj::mv(sink));
     return kj::READY_NOW;
   }
@@ -1083,7 +1103,7 @@ protected:
   bool arrived_late(rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms) {
     if (!member_ || sent_ms == 0)
       return false;
-    const uint64_t late = arrivals_.late_ms(sent_ms, now_ms());
+    const uint64_t late = arrivals_->late_ms(sent_ms, steady_now_ms());
     if (origin != rpc::Origin::CLIENT ||
         !refuse_late(late, timeout_ms, false, queued_limit_factor))
       return false;
@@ -1278,7 +1298,9 @@ private:
   std::shared_ptr<bool> greeted_;  // set by hello (service::impl::serve_rpc's deadline reads it)
   bool member_ = false;  // hello came from a cluster member
   std::string member_name_;  // its name (hello)
-  arrival_clock arrivals_;   // how late its calls come (arrived_late)
+  // How late its calls come (arrived_late; shared with its uploads' sinks, which check their
+  // finish). KJ thread.
+  std::shared_ptr<arrival_clock> arrivals_ = std::make_shared<arrival_clock>();
   bool refused_ = false;  // ...whose --replicas differ: its membership messages are ignored
   int fd_;  // the connection's socket, or -1 (hold_until_exit)
   bool held_ = false;  // ...held until the process ends
@@ -1346,7 +1368,7 @@ struct service::impl::client_conn {
               req.setReplicas(core.cfg.replicas);
               req.setInCluster(core.seen_others);
               req.setStartedAtMs(core.started_at_ms);
-              req.setSentAtMs(now_ms());  // (node_server::hello: the calls' first arrival)
+              req.setSentAtMs(steady_now_ms());  // (node_server::hello: the first arrival)
               to_rpc(self, req.initFrom());
               return req.send();
             })
@@ -1663,7 +1685,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     // a member that reads it later than that refuses it (client ops: this node may have
     // answered its client meanwhile).
     const uint64_t now = now_ms();
-    const call_stamp stamp{now, static_cast<uint32_t>(std::max<uint64_t>(
+    const call_stamp stamp{steady_now_ms(), static_cast<uint32_t>(std::max<uint64_t>(
                                   cfg.rpc_timeout_ms - std::min<uint64_t>(now - started,
                                                                           cfg.rpc_timeout_ms),
                                   1))};
@@ -1714,7 +1736,12 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     auto sent = req.send();
     rpc::ValueSink::Client sink = sent.getSink();
     return stream_out(sink, shared_ops, jobs, 0, 0, progress)
-        .then([sink]() mutable { return sink.finishRequest().send(); })
+        .then([this, sink]() mutable {
+          auto fin = sink.finishRequest();
+          fin.setSentAtMs(steady_now_ms());  // (the stores run at finish: checked there too)
+          fin.setTimeoutMs(cfg.rpc_timeout_ms);
+          return fin.send();
+        })
         .then([progress](capnp::Response<rpc::ValueSink::FinishResults>&& r) {
           progress->bump();
           storage::result_batch rs;

@@ -374,8 +374,11 @@ BOOST_AUTO_TEST_CASE(the_clusters_own_removes_are_not_handed_back) {
   self->send(shard, prune_atom::value, two_member_view(member, false));
   storage::op warm = remove_op("warm");
   warm.counted = false;  // (a member's warm op: cluster::mark_warm)
-  exec(self, {set_op("past", "v"), set_op("warm", "v"), set_op("client", "v")}, 1);
-  exec(self, {storage::past_copy_delete("past"), warm, remove_op("client")}, 2);
+  storage::op replicated = storage::delete_copy("replicated", 0);
+  replicated.counted = true;  // (as a replicated delete arrives at a replica: origin replica)
+  exec(self, {set_op("past", "v"), set_op("warm", "v"), set_op("client", "v"),
+              set_op("replicated", "v")}, 1);
+  exec(self, {storage::past_copy_delete("past"), warm, remove_op("client"), replicated}, 2);
   self->send(shard, prune_atom::value, two_member_view(member, true));
   std::vector<storage::op> ops;
   for (int i = 0; i < 200 && ops.empty(); ++i) {
@@ -388,6 +391,7 @@ BOOST_AUTO_TEST_CASE(the_clusters_own_removes_are_not_handed_back) {
     if (o.kind == storage::op_kind::remove)
       removed.insert(o.key);
   BOOST_CHECK_EQUAL(removed.count("client"), 1u);  // the client's delete goes back
+  BOOST_CHECK_EQUAL(removed.count("replicated"), 1u);  // and a replicated one
   BOOST_CHECK_EQUAL(removed.count("past"), 0u);
   BOOST_CHECK_EQUAL(removed.count("warm"), 0u);
 }
