@@ -755,8 +755,8 @@ private:
   // was sent (cluster/arrival_clock.hpp: this node was stopped, or a cut held the bytes): the
   // member has answered its client `unavailable`, and the call, run now, would be stamped now
   // and win over the writes the key's other owners acknowledged meanwhile. Unless this session
-  // stopped reading for its own replies since (held_back_since): the member saw it at work and
-  // waits up to queued_limit_factor timeouts.
+  // held it back itself (held_back): the member saw it at work and waits up to
+  // queued_limit_factor timeouts.
   // (Every stamped call sets the baseline: replicated state and warm reads too.)
   bool arrived_late(const link_wire::call& call) {
     if (call.stamp.sent_ms == 0)
