@@ -160,7 +160,7 @@ struct LinkCall {
   park @3 :Bool;  # the caller re-reads a `streamed` value by its token (Result.parked): keep it
   ring @4 :UInt64;  # origin client: the placement the caller placed these ops by
                     # (cluster::ring::placement); 0 = not said (an older node)
-  sentAtMs @5 :UInt64;   # the caller's steady clock when it sent the call, and its RPC
+  sentAtMs @5 :UInt64;   # the caller's CLOCK_MONOTONIC_RAW (ms) when it sent the call, and its RPC
   timeoutMs @6 :UInt32;  # timeout: a client call arriving later than that after the quickest
                          # arrival lately is refused (cluster/arrival_clock.hpp); 0 = not said
 }

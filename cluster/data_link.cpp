@@ -502,7 +502,6 @@ private:
   // session: the member that sends it has failed the call long before (its data_link gives up
   // after one RPC timeout without an answer), so only a stalled or hostile peer is cut off.
   // A session that stopped reading (input_paused) waits for its own calls, not for its peer.
-  uint64_t tick_ms() const { return std::max<uint64_t>(reg_->frame_deadline_ms / 16, 50); }
   static void on_timer(uv_timer_t* h) {
     auto* self = static_cast<link_session*>(h->data);
     uint64_t now = uv_now(self->loop().uv());
@@ -549,6 +548,8 @@ private:
                  static_cast<unsigned long long>(now - self->frame_started_));
     self->close_socket();
   }
+
+  uint64_t tick_ms() const { return std::max<uint64_t>(reg_->frame_deadline_ms / 16, 50); }
 
   // Refuses the link with one line (the peer reads it as the answer to its hello), then closes.
   void refuse(const std::string& line) {
@@ -782,7 +783,7 @@ private:
   bool held_back(uint64_t t, uint64_t timeout) const {
     if (stalled_at_ >= t || hold_began_ == 0 || hold_began_ > t + timeout)
       return false;
-    return held_since_ != 0 || held_until_ >= t;
+    return holding_ || held_until_ >= t;
   }
 
   // A member's client call is refused while this node stops for good (node_shared::
@@ -894,13 +895,10 @@ private:
       return;
     int ev = io_.want_write ? UV_WRITABLE : 0;
     const bool reading = !closing_ && !input_paused() && !budget_wait_;
-    if (reading != (held_since_ == 0)) {  // (transitions only: arrived_late's held_back)
+    if (reading == holding_) {  // (transitions only: arrived_late's held_back)
       const uint64_t now = std::max<uint64_t>(steady_now_ms(), 1);
-      if (reading)
-        held_until_ = now;
-      else
-        hold_began_ = now;
-      held_since_ = reading ? 0 : now;
+      (reading ? held_until_ : hold_began_) = now;
+      holding_ = !reading;
     }
     if (reading)
       ev |= UV_READABLE;
@@ -970,7 +968,7 @@ private:
   size_t out_held_ = 0;          // unwritten reply bytes counted in reg_->output
   bool output_wait_ = false;     // in reg_->output_waiters: waiting_replies_ wait for room
   arrival_clock arrivals_;       // how late members' calls come (arrived_late)
-  uint64_t held_since_ = 0;      // steady ms this session stopped reading for itself (0: reads)
+  bool holding_ = false;         // it stopped reading for itself (its replies, the loop's budget)
   uint64_t hold_began_ = 0;      // steady ms the last such hold began (0: never)
   uint64_t held_until_ = 0;      // steady ms it last read again after that
   uint64_t ticked_at_ = 0;       // steady ms of on_timer's last tick

@@ -654,11 +654,17 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   uint64_t next_probe = 1;
   std::map<std::string, unreachable_state> unreachable;
   uint64_t calls_failed_fast = 0;
-  // Members' client calls refused as later than their sender waits (node_server::
-  // arrived_late), and when the last was logged (one line per 10 s, with the count between).
+  // Members' client calls refused as later than their sender waits (late_call), and when the
+  // last was logged (one line per 10 s, with the count between).
   uint64_t late_calls_refused = 0;
   uint64_t late_logged_ms = 0, late_unlogged = 0;
-  void refused_late(const std::string& member, uint64_t late, uint32_t timeout_ms);
+  /// A member's data call stamped `sent_ms` (0: not said) that came on the connection whose
+  /// arrivals `clock` measures: true (counted, logged) when it is a client call later than its
+  /// sender's `timeout_ms`, which must not run (cluster/arrival_clock.hpp). Every stamped call
+  /// feeds the baseline. (An RPC connection is read as messages come: a call is never held
+  /// back here by this node's own replies, as a data link's may be.)
+  bool late_call(arrival_clock& clock, const std::string& member, rpc::Origin origin,
+                 uint64_t sent_ms, uint32_t timeout_ms);
   void mark_unreachable(const std::string& addr);
   void heard_from(const std::string& addr);  // (a greeting, a probe's or SWIM's answer)
   void dial_now(const std::string& addr);
@@ -924,13 +930,10 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
 kj::Promise<void> upload_sink::finish(FinishContext context) {
   KJ_REQUIRE(!finished_, "upload already finished");
   finished_ = true;
-  if (const auto p = context.getParams(); clock_ && p.getSentAtMs() != 0) {
-    const uint64_t late = clock_->late_ms(p.getSentAtMs(), steady_now_ms());
-    if (refuse_late(late, p.getTimeoutMs(), false, queued_limit_factor)) {
-      core_.refused_late(member_, late, p.getTimeoutMs());
-      refused_ = true;
-    }
-  }
+  if (const auto p = context.getParams();
+      clock_ && core_.late_call(*clock_, member_, rpc::Origin::CLIENT, p.getSentAtMs(),
+                                p.getTimeoutMs()))
+    refused_ = true;
   if (refused_) {
     storage::result_batch rs = unavailable(ops_.size());
     fill_results(rs, context.getResults(results_size(rs)).initResults(
@@ -1094,21 +1097,11 @@ protected:
   }
 
   // A member's client call that reaches this node later than the member's timeout for it
-  // after it was sent (cluster/arrival_clock.hpp: this node was stopped, or a cut held the
-  // bytes): the member has answered its client `unavailable`, and the call, run now, would be
-  // stamped now and win over the writes the key's other owners acknowledged meanwhile. (This
-  // connection is read as messages come: a call is never held back here by this node's own
-  // replies, as a data link's may be.)
-  // (Every stamped call sets the baseline: replicated state and warm reads too.)
+  // after it was sent (this node was stopped, or a cut held the bytes): the member has
+  // answered its client `unavailable`, and the call, run now, would be stamped now and win
+  // over the writes the key's other owners acknowledged meanwhile (service::impl::late_call).
   bool arrived_late(rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms) {
-    if (!member_ || sent_ms == 0)
-      return false;
-    const uint64_t late = arrivals_->late_ms(sent_ms, steady_now_ms());
-    if (origin != rpc::Origin::CLIENT ||
-        !refuse_late(late, timeout_ms, false, queued_limit_factor))
-      return false;
-    core_.refused_late(member_name_, late, timeout_ms);
-    return true;
+    return member_ && core_.late_call(*arrivals_, member_name_, origin, sent_ms, timeout_ms);
   }
 
   kj::Promise<void> status(StatusContext context) override {
@@ -1675,7 +1668,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
   // and a copy in flight longer could land after newer state sent once it was given up on.
   progress->waits_for_peer = origin != rpc::Origin::REPLICA;
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
-  const uint64_t started = now_ms();  // (the watchdog's start: bounded, below)
+  const uint64_t started = steady_now_ms();  // (about the watchdog's start: bounded, below)
   auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas,
                                    placed_by, started](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
@@ -1684,8 +1677,8 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     // Stamped (cluster/arrival_clock.hpp) with what is left of the timeout after the connect:
     // a member that reads it later than that refuses it (client ops: this node may have
     // answered its client meanwhile).
-    const uint64_t now = now_ms();
-    const call_stamp stamp{steady_now_ms(), static_cast<uint32_t>(std::max<uint64_t>(
+    const uint64_t now = steady_now_ms();
+    const call_stamp stamp{now, static_cast<uint32_t>(std::max<uint64_t>(
                                   cfg.rpc_timeout_ms - std::min<uint64_t>(now - started,
                                                                           cfg.rpc_timeout_ms),
                                   1))};
@@ -1764,13 +1757,18 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
       .then([n](storage::result_batch rs) { return rs.size() == n ? kj::mv(rs) : unavailable(n); });
 }
 
-void service::impl::refused_late(const std::string& member, uint64_t late,
-                                 uint32_t timeout_ms) {
+bool service::impl::late_call(arrival_clock& clock, const std::string& member,
+                              rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms) {
+  if (sent_ms == 0)
+    return false;
+  const uint64_t late = clock.late_ms(sent_ms, steady_now_ms());
+  if (origin != rpc::Origin::CLIENT || !refuse_late(late, timeout_ms, false, queued_limit_factor))
+    return false;
   ++late_calls_refused;
   const uint64_t now = now_ms();
   if (late_logged_ms != 0 && now - late_logged_ms < 10000) {
     ++late_unlogged;
-    return;
+    return true;
   }
   std::fprintf(stderr,
                "bifrost cluster: refused a data call from %s that came %llu ms later than the "
@@ -1782,6 +1780,7 @@ void service::impl::refused_late(const std::string& member, uint64_t late,
                  : (" (and " + std::to_string(late_unlogged) + " more in the 10 s before)").c_str());
   late_logged_ms = now;
   late_unlogged = 0;
+  return true;
 }
 
 void service::impl::mark_unreachable(const std::string& addr) {
