@@ -20,6 +20,7 @@
 #include <caf/actor.hpp>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -81,6 +82,12 @@ struct cluster_view {
   // shards count the copies made without them, so the owners that stay copy to them again.
   // Null otherwise; a shard acts on each such list once.
   std::shared_ptr<const std::vector<std::string>> restarted;
+  // Members this node saw come back (alive again after a suspicion, a death or a leave, or a
+  // new process under the name: membership's alive_again and restarted events), each with the
+  // number of its latest return (rising across all members; cluster/service.cpp). A loop's
+  // data link to one dials it at once (cluster/data_link.cpp, on_member_back) instead of
+  // waiting out what it learnt while the member was away. Null before any return.
+  std::shared_ptr<const std::map<std::string, uint64_t>> returns;
   // The longest a call between members may take (queued_limit_factor RPC timeouts): a copy
   // (warming's, re-replication's) lands at most this long after its read.
   uint64_t call_limit_ms = 30000;

@@ -49,6 +49,9 @@ using actors::close_atom;
 /// (data_link::retirable). (link_quit_atom) to itself: the timer found it retirable.
 using link_retire_atom = caf::atom_constant<caf::atom("lretire")>;
 using link_quit_atom = caf::atom_constant<caf::atom("lquit")>;
+/// (link_wake_atom) from the loop's links: this link's member is back (cluster_view::returns):
+/// data_link::on_member_back.
+using link_wake_atom = caf::atom_constant<caf::atom("lwake")>;
 /// (link_budget_atom, bool output) to a session waiting for the loop's input budget (false) or
 /// output budget (true): there is room again.
 using link_budget_atom = caf::atom_constant<caf::atom("lbudget")>;
@@ -1048,6 +1051,7 @@ public:
         retiring_ = true;
         used_at_ = now();
       },
+      [this](link_wake_atom) { on_member_back(); },
       [this](link_quit_atom) {
         quit_sent_ = false;
         if (retirable())
@@ -1133,6 +1137,31 @@ private:
     rpc_gone_ = true;
     fail_rpc_calls();
     pump();  // batches held behind those calls
+  }
+
+  // The member is back (SWIM has it alive again, or a new process under its name): what this
+  // link learnt while it was away goes. A backoff ends (the next batch dials); an unreachable
+  // link is probed now, not when a batch comes a second after its last probe failed; and a
+  // probe still connecting or greeting was made while the member was away — its SYN or hello
+  // may have been dropped by a cut, the kernel's next try a second or more on, and the
+  // probe's own limit a timeout — so it is dialled anew. Batches that come meanwhile still
+  // answer unavailable, for one round trip: SWIM may have heard of the member through a third
+  // node (it refuted a suspicion by gossip) while the way from here is still cut. (Before,
+  // writes forwarded to a member back from a cut or a pause were refused for up to a second
+  // after it was seen alive again: test_partition.py, ComebackTest.)
+  void on_member_back() {
+    backoff_ms_ = backoff_first_ms;
+    if (retiring_ || rpc_gone_)
+      return;
+    if (state_ == state::backoff) {
+      retry_at_ = now();
+      if (unreachable_)
+        connect();  // the probe
+    } else if (unreachable_ && (state_ == state::connecting || state_ == state::greeting)) {
+      close_socket();
+      silent_seen_ = false;
+      connect();
+    }
   }
 
   // `placed_by`: client ops' placement, as the sender gave it; else the loop's ring now (the
@@ -1696,6 +1725,8 @@ public:
     if (closed_ || !cv.ring)
       return {};
     note_ring(cv);
+    if (cv.returns != returns_)
+      note_returns(cv);
     uint64_t epoch = cv.ring->epoch();
     if (!linkable(cv.ring.get(), cv.peers, cv.clients, id))
       return {};
@@ -1713,16 +1744,22 @@ public:
   }
 
   caf::actor shared_link(const actors::cluster_view& cv, uint32_t id) override {
-    if (!closed_ && cv.ring && loop_.on_loop_thread())
+    if (!closed_ && cv.ring && loop_.on_loop_thread()) {
       note_ring(cv);  // a loop whose only lookups are the replicator's retires links too
+      if (cv.returns != returns_)
+        note_returns(cv);
+    }
     if (closed_ || !linkable(cv.ring.get(), cv.peers, cv.clients, id))
       return {};
     return find_or_spawn(*cv.ring, cv.peers, cv.clients, id);
   }
 
   caf::actor previous_link(const actors::cluster_view& cv, size_t depth, uint32_t id) override {
-    if (!closed_ && cv.ring)
+    if (!closed_ && cv.ring) {
       note_ring(cv);
+      if (cv.returns != returns_)
+        note_returns(cv);
+    }
     if (closed_ || depth >= cv.past.size())
       return {};
     const auto& past = cv.past[depth];
@@ -1771,6 +1808,29 @@ private:
     epoch_ = epoch;
     by_id_.assign(cv.ring->size(), cached{});
     retire_absent(cv);
+  }
+
+  // Loop thread: cv names members back since the returns seen here (cluster_view::returns):
+  // their links (any address, any peer actor: a lookup may still use an older view) dial at
+  // once. Views may be skipped (only the newest is looked at): a return's number stays in
+  // the views that follow, so none is missed.
+  void note_returns(const actors::cluster_view& cv) {
+    returns_ = cv.returns;
+    if (!returns_)
+      return;
+    uint64_t newest = returns_seen_;
+    std::vector<std::string> back;
+    for (const auto& [name, n] : *returns_)
+      if (n > returns_seen_) {
+        back.push_back(name + "\n");
+        newest = std::max(newest, n);
+      }
+    returns_seen_ = newest;
+    std::lock_guard<std::mutex> guard(links_mutex_);
+    for (const auto& [key, a] : links_)
+      for (const auto& prefix : back)
+        if (key.compare(0, prefix.size(), prefix) == 0)
+          caf::anon_send(a, link_wake_atom::value);
   }
 
   // Links to a member (at an address) in neither this ring nor a past one (cv.past: the
@@ -1853,6 +1913,8 @@ private:
   };
   std::vector<cached> by_id_;  // by member id of the ring of epoch_
   uint64_t epoch_ = 0;
+  std::shared_ptr<const std::map<std::string, uint64_t>> returns_;  // the last view's (loop)
+  uint64_t returns_seen_ = 0;  // the number of the latest return acted on (note_returns)
   std::atomic<bool> closed_{false};
 };
 

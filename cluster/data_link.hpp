@@ -49,6 +49,9 @@
 //     replicator's retries each span a timeout, as before). A probe (connect and hello) is
 //     made when a batch comes and the last one failed unreachable_probe_max_ms (1 s) ago or
 //     more; it ends the state once greeted (or refused: the member answers, RPC it is).
+//     A member seen back (cluster_view::returns: SWIM has it alive again, or a new process
+//     under its name) is probed at once, and a probe still connecting then is dialled anew
+//     (its SYN may have been dropped by a cut); a backoff ends.
 //     A link never greeted (a memcached port closed to this node while its RPC port is
 //     open) keeps falling back to RPC. Stats: cluster_links_unreachable,
 //     cluster_link_calls_failed_fast.

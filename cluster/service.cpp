@@ -591,6 +591,14 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   // view: the next one names them (cluster_view::restarted).
   std::set<std::string> restarted;
   std::shared_ptr<const std::vector<std::string>> restarted_members();
+  // Members seen back (alive_again, restarted), by name, with the number of their latest
+  // return; the views carry it (cluster_view::returns) so that the loops' data links to them
+  // dial at once. A forgotten member's entry goes (its peer actor and links go too).
+  std::map<std::string, uint64_t> returns;
+  uint64_t returns_counted = 0;  // the number of the latest return
+  bool returns_new = false;      // a return since the last view: the next one must carry it
+  std::shared_ptr<const std::map<std::string, uint64_t>> returns_shared;  // (of the last view)
+  std::shared_ptr<const std::map<std::string, uint64_t>> returns_for_view();
   bool duplicate_reported = false;  // on_fatal called for a name held by another node
   bool mismatch_reported = false;   // on_fatal called for a peer with another --replicas
   const uint64_t started_at_ms = wall_ms();  // for replicas_conflict
@@ -2653,6 +2661,13 @@ void service::impl::handle(output&& out) {
     if (e.kind == event_kind::joined || e.kind == event_kind::alive_again ||
         e.kind == event_kind::restarted)
       dial_now(e.member.address);
+    if ((e.kind == event_kind::alive_again || e.kind == event_kind::restarted) &&
+        e.member.name != cfg.node_name) {
+      returns[e.member.name] = ++returns_counted;
+      returns_new = true;
+    } else if (e.kind == event_kind::forgotten && returns.erase(e.member.name) > 0) {
+      returns_shared = nullptr;  // (the next view drops it; none is built for it alone)
+    }
     if (e.member.name == cfg.node_name)
       continue;
     if (e.kind == event_kind::joined) {
@@ -2910,11 +2925,14 @@ void service::impl::rebuild(bool force) {
     // restarted with another -p before anyone declared it dead): the data links must dial
     // the new one; and one that restarted lost the copies it held (cluster_view::restarted).
     // Same ring, same warming window.
+    // And a member back from a suspicion keeps its place in the ring: only the view's
+    // returns tell the data links to dial it.
     auto clients = clients_of(*ring_);
-    if (!view_ || (clients == view_->clients && !restarted_now))
+    if (!view_ || (clients == view_->clients && !restarted_now && !returns_new))
       return;
     auto view = std::make_shared<actors::cluster_view>(*view_);
     view->restarted = std::move(restarted_now);
+    view->returns = returns_for_view();
     view->clients = std::move(clients);
     for (auto& past : view->past)  // warming reads dial the past owners: by name, anew too
       past.clients = clients_of(*past.ring);
@@ -2966,6 +2984,7 @@ void service::impl::rebuild(bool force) {
   view->rereplicate = cfg.rereplicate;
   view->call_limit_ms = call_limit_ms();
   view->restarted = std::move(restarted_now);
+  view->returns = returns_for_view();
   // The ring replaced now is warmed from for a window; so are the past rings whose windows
   // still run (newest first), so that keys moved by several changes in a row (a rolling
   // restart, two joins) are still found where they were.
@@ -3049,6 +3068,17 @@ std::shared_ptr<const std::vector<std::string>> service::impl::restarted_members
   if (names->empty())
     return nullptr;
   return names;
+}
+
+// The members seen back, for the next view (cluster_view::returns); shared by the views until
+// one comes back or is forgotten.
+std::shared_ptr<const std::map<std::string, uint64_t>> service::impl::returns_for_view() {
+  if (returns_new || !returns_shared)
+    returns_shared = returns.empty()
+                       ? nullptr
+                       : std::make_shared<const std::map<std::string, uint64_t>>(returns);
+  returns_new = false;
+  return returns_shared;
 }
 
 // What a failed connection's error says to someone who gave --join: a seed that answered in

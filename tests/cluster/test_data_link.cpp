@@ -32,6 +32,7 @@
 #include <condition_variable>
 #include <deque>
 #include <future>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -825,6 +826,55 @@ BOOST_AUTO_TEST_CASE(a_silent_member_is_unreachable_until_a_probe_is_greeted) {
   BOOST_CHECK(rs4[0].st == storage::status::hit);
   BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 0u);
   BOOST_CHECK(!rpc_log.take(0ms));
+}
+
+// A member seen back (cluster_view::returns: SWIM has it alive again, or a new process under
+// its name) is probed at once by a link that found it unreachable, so that the next batch goes
+// over the link. (Before, a probe was made only when a batch came a second after the last one
+// failed: the first batches after the member's return answered unavailable, and with a cut's
+// dropped SYN for up to a second.) A link that is fine is left alone.
+BOOST_AUTO_TEST_CASE(a_member_seen_back_is_probed_at_once) {
+  fake_link_server server;
+  auto link = link_to(server.port, 300);
+  BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
+  server.unanswering = true;  // no reply to call 1, no answer to a probe's hello
+  auto [tag, rs] = result(3000ms);
+  BOOST_CHECK_EQUAL(tag, 1u);
+  BOOST_CHECK(rs[0].st == storage::status::unavailable);
+  BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 1u);
+  send(link, 2, gets({"b"}));  // away: answered at once, and its probe goes unanswered
+  BOOST_CHECK(result().second[0].st == storage::status::unavailable);
+  std::this_thread::sleep_for(1000ms);  // the probe's hello times out
+  BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 1u);
+  BOOST_CHECK_EQUAL(counters.link_calls_failed_fast.load(), 1u);
+
+  server.unanswering = false;
+  auto back = [&](uint64_t n) {
+    auto cv = view_with(server.port);
+    cv.returns = std::make_shared<const std::map<std::string, uint64_t>>(
+      std::map<std::string, uint64_t>{{"peer", n}, {"self", 1}});
+    on_loop([&] { ctx.links->link_for(cv, peer_id); });
+  };
+  back(1);
+  for (int i = 0; i < 100 && counters.links_unreachable.load() != 0; ++i)
+    std::this_thread::sleep_for(5ms);
+  BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 0u);
+  auto call = call_through(server, link, 3, gets({"c"}));
+  server.reply(call->id, hits(1, "v"));
+  auto [tag3, rs3] = result();
+  BOOST_CHECK_EQUAL(tag3, 3u);
+  BOOST_CHECK(rs3[0].st == storage::status::hit);
+  BOOST_CHECK_EQUAL(counters.link_calls_failed_fast.load(), 1u);
+  BOOST_CHECK(!rpc_log.take(0ms));
+
+  // Back again (a later return) while the link is ready: the same connection goes on.
+  const int hellos = server.hellos.load();
+  back(2);
+  std::this_thread::sleep_for(100ms);
+  call = call_through(server, link, 4, gets({"d"}));
+  server.reply(call->id, hits(1, "w"));
+  BOOST_CHECK(result().second[0].st == storage::status::hit);
+  BOOST_CHECK_EQUAL(server.hellos.load(), hellos);
 }
 
 // A member whose hello was never answered at that address is not taken for unreachable: its
