@@ -475,6 +475,16 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
       h = std::make_shared<uint64_t>(0);
     return h;
   }
+  /// Answers heard from each address data calls went to (heard_from: a greeting, a probe's
+  /// or SWIM's answer), so that a call sent before one and timed out after it does not take
+  /// the member for silent (send_execute). Not progress for the watchdog: a member that
+  /// answers SWIM may still leave a data call unanswered. KJ thread; kept and dropped with
+  /// peer_progress_of.
+  std::map<std::string, uint64_t> answers_heard;
+  uint64_t answers_from(const std::string& address) const {
+    auto it = answers_heard.find(address);
+    return it == answers_heard.end() ? 0 : it->second;
+  }
 
   // -- membership --
   void handle(output&& out);
@@ -1677,9 +1687,13 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
   progress->waits_for_peer = origin != rpc::Origin::REPLICA;
   auto shared_ops = std::make_shared<storage::op_batch>(std::move(ops));
   const uint64_t started = steady_now_ms();  // (about the watchdog's start: bounded, below)
+  // The member's answers heard when the call left (answers_heard: the greeting of the
+  // connection it waited for came before it).
+  auto answers = std::make_shared<uint64_t>(answers_from(addr));
   auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas,
-                                   placed_by, started](
+                                   placed_by, started, answers, addr](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
+    *answers = answers_from(addr);
     auto& ops = *shared_ops;
     sent.add(ops.size());  // counted once there is a connection to send it on
     // Stamped (cluster/arrival_clock.hpp) with what is left of the timeout after the connect:
@@ -1752,13 +1766,16 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
         })
         .attach(kj::mv(sent));
   });
-  // The watchdog ended it without a word from the member (of this call or another to it):
-  // silent, unless it waited for the member's replicas.
+  // The watchdog ended it without a word from the member (of this call or another to it, or
+  // any answer since it was sent: a call from before a pause that times out once the member
+  // answered a probe would mark it again, and the calls of the next probe's round trip would
+  // fail): silent, unless it waited for the member's replicas.
   const uint64_t heard = *progress->peer;
   return bounded<storage::result_batch>(
              kj::mv(call), progress,
-             [this, n, addr, progress, heard, wait_replicas](bool timed_out) {
-               if (timed_out && !wait_replicas && progress->own == 0 && *progress->peer == heard)
+             [this, n, addr, progress, heard, answers, wait_replicas](bool timed_out) {
+               if (timed_out && !wait_replicas && progress->own == 0 &&
+                   *progress->peer == heard && answers_from(addr) == *answers)
                  mark_unreachable(addr);
                return unavailable(n);
              })
@@ -1803,6 +1820,8 @@ void service::impl::mark_unreachable(const std::string& addr) {
 }
 
 void service::impl::heard_from(const std::string& addr) {
+  if (peer_progress_of.count(addr) != 0)
+    ++answers_heard[addr];
   if (unreachable.erase(addr) != 0)
     std::fprintf(stderr, "bifrost cluster: member at %s answers again\n", addr.c_str());
 }
@@ -2854,6 +2873,7 @@ void service::impl::reap_peers() {
     backoff.erase(it->first);
     unreachable.erase(it->first);
     peer_progress_of.erase(it->first);
+    answers_heard.erase(it->first);
     if (std::find(cfg.join.begin(), cfg.join.end(), it->first) == cfg.join.end())
       connect_errors.erase(it->first);  // (a seed's stays for the "no seed answered" line)
     tasks->add(kj::evalLater([] {}).attach(kj::mv(it->second)));  // (outside its callbacks)

@@ -1229,6 +1229,56 @@ BOOST_AUTO_TEST_CASE(a_silent_member_fails_data_calls_at_once_until_a_probe_is_a
   BOOST_TEST(ghost.hellos() > hellos);  // a new connection
 }
 
+// A data call sent before a silent member answered again (a probe's answer), and timed out
+// after that answer, does not mark the member unreachable again: the word it waited for in
+// vain was due before the member came back. (Before, a call sent before a pause re-marked the
+// member right after it answered a probe, and the calls of the next probe's round trip failed
+// at once: 0-10 ms in session 54's trial.)
+BOOST_AUTO_TEST_CASE(a_call_older_than_a_members_answer_does_not_mark_it_again) {
+  cluster::membership_config swim;
+  swim.suspicion_timeout_ms = 60000;
+  const uint32_t timeout_ms = 1000;
+  scripted_peer ghost(0, 100ms);
+  ghost.answer_swim = false;
+  ghost.answer_rings = true;
+  test_node n("n1", {}, 1, false, {}, 0, "127.0.0.1:11211", swim, timeout_ms);
+  BOOST_REQUIRE(join_ghost(n, ghost.address()));
+  BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
+  auto peer = peer_of(n, "ghost");
+  const int hit = static_cast<int>(storage::status::hit);
+  const int unavailable = static_cast<int>(storage::status::unavailable);
+  auto get = [&](const std::string& key) {
+    storage::op o = get_op(key);
+    o.get_value = true;
+    auto r = exec(*n.sys, peer, {o});
+    BOOST_REQUIRE(r.answered);
+    BOOST_REQUIRE_EQUAL(r.results.size(), 1u);
+    return std::make_pair(static_cast<int>(r.results[0].st), r.seconds);
+  };
+  std::pair<int, double> first, older;
+  std::thread a([&] { first = get("stuck-1"); });  // unanswered: marks it after a timeout
+  BOOST_REQUIRE(wait_until([&] { return ghost.executes() == 1; }, 2000ms));
+  std::this_thread::sleep_for(400ms);
+  std::thread c([&] { older = get("stuck-2"); });  // sent before the member answers again
+  BOOST_REQUIRE(wait_until([&] { return ghost.executes() == 2; }, 2000ms));
+  a.join();
+  BOOST_TEST(first.first == unavailable);
+  BOOST_TEST(first.second >= 0.8);
+  auto [st, secs] = get("behind-1");  // at once, and it makes the probe, which is answered
+  BOOST_TEST(st == unavailable);
+  BOOST_TEST(secs < 0.2);
+  BOOST_TEST(wait_until([&] { return ghost.rings() == 1; }, 300ms));
+  std::this_thread::sleep_for(50ms);  // (its answer is taken; no data call answered since)
+  c.join();  // timed out, after the answer
+  BOOST_TEST(older.first == unavailable);
+  BOOST_TEST(older.second >= 0.8);
+  for (int i = 2; i < 5; ++i) {
+    auto [st3, secs3] = get("behind-" + std::to_string(i));
+    BOOST_TEST(st3 == hit, "behind-" << i << " after the older call timed out");
+    BOOST_TEST(secs3 < 0.2);
+  }
+}
+
 // A data call that waits behind another call's values on a busy member is not failed while
 // that member streams them (the member is at work), and still fails once the member does
 // nothing more for it: one or two timeouts after the member's last progress, or 15 to 16
