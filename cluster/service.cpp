@@ -1765,6 +1765,12 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
           return rs;
         })
         .attach(kj::mv(sent));
+  }).then([this, addr](storage::result_batch rs) {
+    // An answer is a word from the member: it ends an unreachable mark as a probe's does
+    // (replicated state still goes there meanwhile; the mark stayed until the next client
+    // call a second on made a probe).
+    heard_from(addr);
+    return rs;
   });
   // The watchdog ended it without a word from the member (of this call or another to it, or
   // any answer since it was sent: a call from before a pause that times out once the member

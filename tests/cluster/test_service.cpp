@@ -1279,6 +1279,54 @@ BOOST_AUTO_TEST_CASE(a_call_older_than_a_members_answer_does_not_mark_it_again) 
   }
 }
 
+// Replicated state still goes to a member marked unreachable; its answer is a word from the
+// member, and ends the mark as a probe's answer does. (Before, the mark stayed until a client
+// call made a probe that was answered: here the member answers no probe, and every client
+// call failed at once.)
+BOOST_AUTO_TEST_CASE(an_answered_copy_ends_an_unreachable_mark) {
+  cluster::membership_config swim;
+  swim.suspicion_timeout_ms = 60000;
+  const uint32_t timeout_ms = 1000;
+  scripted_peer ghost(0, 100ms);
+  ghost.answer_swim = false;  // and no ring query is answered (probes)
+  test_node n("n1", {}, 1, false, {}, 0, "127.0.0.1:11211", swim, timeout_ms);
+  BOOST_REQUIRE(join_ghost(n, ghost.address()));
+  BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
+  auto peer = peer_of(n, "ghost");
+  const int hit = static_cast<int>(storage::status::hit);
+  const int unavailable = static_cast<int>(storage::status::unavailable);
+  auto get = [&](const std::string& key) {
+    storage::op o = get_op(key);
+    o.get_value = true;
+    auto r = exec(*n.sys, peer, {o});
+    BOOST_REQUIRE(r.answered);
+    BOOST_REQUIRE_EQUAL(r.results.size(), 1u);
+    return std::make_pair(static_cast<int>(r.results[0].st), r.seconds);
+  };
+  auto [st1, s1] = get("stuck-1");  // marks it
+  BOOST_TEST(st1 == unavailable);
+  BOOST_TEST(s1 >= 0.8);
+  auto [st2, s2] = get("behind-1");  // at once (its probe is not answered)
+  BOOST_TEST(st2 == unavailable);
+  BOOST_TEST(s2 < 0.2);
+  const int executes = ghost.executes();
+  {
+    caf::scoped_actor self{*n.sys};
+    self->send(peer, actors::apply_atom::value, uint64_t{7}, storage::op_batch{get_op("behind-copy")});
+    bool answered = false;
+    self->receive([&](actors::result_atom, uint64_t tag, storage::result_batch& rs) {
+                    answered = tag == 7 && rs.size() == 1 && rs[0].st == storage::status::hit;
+                  },
+                  caf::after(3000ms) >> [] {});
+    BOOST_TEST(answered);
+  }
+  BOOST_TEST(ghost.executes() == executes + 1);
+  auto [st3, s3] = get("behind-2");
+  BOOST_TEST(st3 == hit);
+  BOOST_TEST(s3 < 0.2);
+  BOOST_TEST(ghost.rings() == 1);  // (the one probe, never answered)
+}
+
 // A data call that waits behind another call's values on a busy member is not failed while
 // that member streams them (the member is at work), and still fails once the member does
 // nothing more for it: one or two timeouts after the member's last progress, or 15 to 16
