@@ -94,4 +94,17 @@ inline bool refuse_late(uint64_t late, uint32_t timeout_ms, bool held_back,
   return late > (held_back ? uint64_t{queued_factor} * timeout_ms : uint64_t{timeout_ms});
 }
 
+/// How much longer the sender of a call that refuse_late did not refuse still waits for it
+/// (ms, at least 1): what a call that places its ops again on another member may be given
+/// (storage::op::answer_by_ms), so that the op is refused there too once its sender gave up.
+/// 0: the sender said no timeout.
+inline uint64_t budget_left(uint64_t late, uint32_t timeout_ms, bool held_back,
+                            uint32_t queued_factor) noexcept {
+  if (timeout_ms == 0)
+    return 0;
+  const uint64_t limit =
+    held_back ? uint64_t{queued_factor} * timeout_ms : uint64_t{timeout_ms};
+  return late >= limit ? 1 : limit - late;
+}
+
 }  // namespace bifrost::cluster

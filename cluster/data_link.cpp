@@ -376,6 +376,8 @@ private:
                              // still at its shard: it is replicated all the same)
     std::vector<bool> again; // by op (empty: none): placed again through the router (its
                              // owner replicates it; its op here was moved out)
+    uint64_t answer_by = 0;  // steady ms its member gives up on it (0: not said): ops placed
+                             // again carry it (storage::op::answer_by_ms)
   };
   struct group {
     uint64_t call = 0;             // key of calls_
@@ -636,7 +638,8 @@ private:
     c.add(c.link_ops_served, rc.call.ops.size());
     size_t n = rc.call.ops.size();
     rc.results.resize(n);
-    if (arrived_late(rc.call)) {  // its caller has answered its client: nothing runs here
+    uint64_t left = 0;
+    if (arrived_late(rc.call, left)) {  // its caller has answered its client: nothing runs here
       rc.results = unavailable(n);
       reply(rc);
       return;
@@ -660,6 +663,8 @@ private:
       return;
     }
     uint64_t key = next_call_++;
+    if (left != 0)
+      rc.answer_by = steady_now_ms() + left;
     rc.reserve = reply_reserve(rc.call);
     reserved_ += rc.reserve;
     if (rc.call.origin == rpc::Origin::WARM)
@@ -701,6 +706,7 @@ private:
     for (uint32_t i = 0; i < n; ++i) {
       auto& o = r.call.ops[i];
       if (!again.empty() && again[i]) {
+        o.answer_by_ms = r.answer_by;  // (the call placing it again says what is left)
         by_shard.back().first.push_back(std::move(o));  // (not replicated from here)
         by_shard.back().second.push_back(i);
         continue;
@@ -761,16 +767,21 @@ private:
   // and win over the writes the key's other owners acknowledged meanwhile. Unless this session
   // held it back itself (held_back): the member saw it at work and waits up to
   // queued_limit_factor timeouts.
-  // (Every stamped call sets the baseline: replicated state and warm reads too.)
-  bool arrived_late(const link_wire::call& call) {
+  // (Every stamped call sets the baseline: replicated state and warm reads too.) `left`: how
+  // much longer the member waits for a client call that is run (0: not said).
+  bool arrived_late(const link_wire::call& call, uint64_t& left) {
+    left = 0;
     if (call.stamp.sent_ms == 0)
       return false;
     const uint64_t now = steady_now_ms();
     const uint64_t late = arrivals_.late_ms(call.stamp.sent_ms, now);
-    if (late == 0 || call.origin != rpc::Origin::CLIENT ||
-        !refuse_late(late, call.stamp.timeout_ms,
-                     held_back(now - late, call.stamp.timeout_ms), queued_limit_factor))
+    if (call.origin != rpc::Origin::CLIENT)
       return false;
+    const bool held = late != 0 && held_back(now - late, call.stamp.timeout_ms);
+    if (!refuse_late(late, call.stamp.timeout_ms, held, queued_limit_factor)) {
+      left = budget_left(late, call.stamp.timeout_ms, held, queued_limit_factor);
+      return false;
+    }
     counters().add(counters().link_late_calls_refused);
     log(uv_now(loop().uv()),
         "bifrost cluster: data link from '%s': refused a call that came %llu ms later than the "

@@ -680,9 +680,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// arrivals `clock` measures: true (counted, logged) when it is a client call later than its
   /// sender's `timeout_ms`, which must not run (cluster/arrival_clock.hpp). Every stamped call
   /// feeds the baseline. (An RPC connection is read as messages come: a call is never held
-  /// back here by this node's own replies, as a data link's may be.)
+  /// back here by this node's own replies, as a data link's may be.) `left`, if given, gets
+  /// how much longer the sender waits for a client call that is run (0: not said).
   bool late_call(arrival_clock& clock, const std::string& member, rpc::Origin origin,
-                 uint64_t sent_ms, uint32_t timeout_ms);
+                 uint64_t sent_ms, uint32_t timeout_ms, uint64_t* left = nullptr);
   void mark_unreachable(const std::string& addr);
   void heard_from(const std::string& addr);  // (a greeting, a probe's or SWIM's answer)
   void dial_now(const std::string& addr);
@@ -1062,7 +1063,14 @@ protected:
     bool route = !member_ && origin == rpc::Origin::CLIENT;
     if (route && core_.cfg.count_tool_ops)
       core_.cfg.count_tool_ops(ops);
-    const bool late = arrived_late(origin, params.getSentAtMs(), params.getTimeoutMs());
+    uint64_t left = 0;
+    const bool late = arrived_late(origin, params.getSentAtMs(), params.getTimeoutMs(), &left);
+    if (left != 0 && member_ && origin == rpc::Origin::CLIENT) {
+      // What this node places again on another member goes with what is left of it.
+      const uint64_t by = steady_now_ms() + left;
+      for (auto& o : ops)
+        o.answer_by_ms = by;
+    }
     auto results =
       late ? kj::Promise<storage::result_batch>(unavailable(ops.size()))  // nothing runs here
       : route ? core_.routed_execute(std::move(ops))
@@ -1118,8 +1126,12 @@ protected:
   // after it was sent (this node was stopped, or a cut held the bytes): the member has
   // answered its client `unavailable`, and the call, run now, would be stamped now and win
   // over the writes the key's other owners acknowledged meanwhile (service::impl::late_call).
-  bool arrived_late(rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms) {
-    return member_ && core_.late_call(*arrivals_, member_name_, origin, sent_ms, timeout_ms);
+  bool arrived_late(rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms,
+                    uint64_t* left = nullptr) {
+    if (left)
+      *left = 0;
+    return member_ &&
+           core_.late_call(*arrivals_, member_name_, origin, sent_ms, timeout_ms, left);
   }
 
   kj::Promise<void> status(StatusContext context) override {
@@ -1690,8 +1702,15 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
   // The member's answers heard when the call left (answers_heard: the greeting of the
   // connection it waited for came before it).
   auto answers = std::make_shared<uint64_t>(answers_from(addr));
+  // A member's client ops this node places again: the member gives up on them at answer_by_ms
+  // (the earliest of the batch), and the call may take no longer.
+  uint64_t answer_by = 0;
+  if (origin == rpc::Origin::CLIENT)
+    for (const auto& o : *shared_ops)
+      if (o.answer_by_ms != 0 && (answer_by == 0 || o.answer_by_ms < answer_by))
+        answer_by = o.answer_by_ms;
   auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas,
-                                   placed_by, started, answers, addr](
+                                   placed_by, started, answers, addr, answer_by, n](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
     *answers = answers_from(addr);
     auto& ops = *shared_ops;
@@ -1700,10 +1719,16 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
     // a member that reads it later than that refuses it (client ops: this node may have
     // answered its client meanwhile).
     const uint64_t now = steady_now_ms();
-    const call_stamp stamp{now, static_cast<uint32_t>(std::max<uint64_t>(
-                                  cfg.rpc_timeout_ms - std::min<uint64_t>(now - started,
-                                                                          cfg.rpc_timeout_ms),
-                                  1))};
+    uint64_t budget = std::max<uint64_t>(
+      cfg.rpc_timeout_ms - std::min<uint64_t>(now - started, cfg.rpc_timeout_ms), 1);
+    if (answer_by != 0) {
+      if (now >= answer_by) {  // its sender gave up on it: it must not run now
+        ++late_calls_refused;
+        return unavailable(n);
+      }
+      budget = std::min(budget, answer_by - now);
+    }
+    const call_stamp stamp{now, static_cast<uint32_t>(budget)};
     if (!large) {
       // A sink costs a capability per call (its own messages): attach one only when a value
       // may be larger than the inline limit AND the op may not simply be sent again (a get
@@ -1789,12 +1814,20 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
 }
 
 bool service::impl::late_call(arrival_clock& clock, const std::string& member,
-                              rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms) {
+                              rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms,
+                              uint64_t* left) {
+  if (left)
+    *left = 0;
   if (sent_ms == 0)
     return false;
   const uint64_t late = clock.late_ms(sent_ms, steady_now_ms());
-  if (origin != rpc::Origin::CLIENT || !refuse_late(late, timeout_ms, false, queued_limit_factor))
+  if (origin != rpc::Origin::CLIENT)
     return false;
+  if (!refuse_late(late, timeout_ms, false, queued_limit_factor)) {
+    if (left)
+      *left = budget_left(late, timeout_ms, false, queued_limit_factor);
+    return false;
+  }
   ++late_calls_refused;
   const uint64_t now = now_ms();
   if (late_logged_ms != 0 && now - late_logged_ms < 10000) {

@@ -106,6 +106,10 @@ struct op {
                               // op's first read (storage/parked.hpp); shards ignore it
   uint8_t routed = 0;         // cluster: times a node placed this client op by its own ring
                               // on the way (Op.routed, actors/cluster_route.hpp); shards ignore it
+  uint64_t answer_by_ms = 0;  // cluster: a member's client op this node places again: when its
+                              // sender gives up on it (this host's cluster::steady_now_ms);
+                              // the call that places it again is stamped with what is left.
+                              // 0: no such bound. Not on the wire; shards ignore it
 
   // -- arith --
   bool incr = true;           // false: decr (floors at 0); incr wraps at 2^64

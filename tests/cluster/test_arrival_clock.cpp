@@ -9,6 +9,7 @@
 #include <initializer_list>
 
 using bifrost::cluster::arrival_clock;
+using bifrost::cluster::budget_left;
 using bifrost::cluster::refuse_late;
 
 BOOST_AUTO_TEST_SUITE(arrival_clock_tests)
@@ -74,6 +75,16 @@ BOOST_AUTO_TEST_CASE(calls_are_refused_past_the_senders_timeout) {
   BOOST_CHECK(!refuse_late(14'000, 1000, true, 15));
   BOOST_CHECK(!refuse_late(15'000, 1000, true, 15));
   BOOST_CHECK(refuse_late(15'001, 1000, true, 15));
+}
+
+// What a call that is run still has of its sender's wait: what a call placing its ops again
+// on another member may take (storage::op::answer_by_ms).
+BOOST_AUTO_TEST_CASE(a_call_that_runs_keeps_what_is_left_of_its_senders_wait) {
+  BOOST_CHECK_EQUAL(budget_left(0, 1000, false, 15), 1000u);
+  BOOST_CHECK_EQUAL(budget_left(400, 1000, false, 15), 600u);
+  BOOST_CHECK_EQUAL(budget_left(1000, 1000, false, 15), 1u);  // not refused: at least 1 ms
+  BOOST_CHECK_EQUAL(budget_left(400, 1000, true, 15), 14'600u);
+  BOOST_CHECK_EQUAL(budget_left(400, 0, false, 15), 0u);  // not said: no bound
 }
 
 BOOST_AUTO_TEST_SUITE_END()

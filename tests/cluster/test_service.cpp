@@ -12,6 +12,7 @@
 #include "actors/route_table.hpp"
 #include "actors/storage_shard.hpp"
 #include "cluster/bifrost.capnp.h"
+#include "cluster/arrival_clock.hpp"
 #include "cluster/convert.hpp"
 
 #include <caf/actor_system.hpp>
@@ -2192,6 +2193,45 @@ BOOST_AUTO_TEST_CASE(a_stopping_node_answers_the_writes_it_placed_again_first) {
     5000ms));
   BOOST_TEST(stored);
   n3.shard_delay_ms->store(0);
+}
+
+// An op a node places again (its member placed it by a ring this node replaced) goes on with
+// what is left of the member's timeout, not a fresh one: once the member gave up on it (it
+// answered its client `unavailable`), it must not run anywhere, or it would win over the
+// writes acknowledged meanwhile (session 55's late calls). Here n1's own look at the key
+// before it places an add again takes longer than the member waits: nothing reaches n3.
+// (Before, the call to n3 left with n1's whole RPC timeout and n3 stored the add.)
+BOOST_AUTO_TEST_CASE(an_op_placed_again_keeps_its_senders_deadline) {
+  std::vector<std::unique_ptr<test_node>> nodes;
+  const auto old_view = pair_joined_by_n3(nodes, false, true);
+  auto& n1 = *nodes[0];
+  auto& n3 = *nodes[2];
+  const auto keys = keys_moved(*old_view, *n1.view(), "deadline-", "n1", "n3", 2);
+  raw_client cl(n1.address());
+  cl.hello_as_member("lagger");
+  auto add = [&](const std::string& key, uint32_t timeout_ms) {
+    storage::op o = set_op(key, "placed again");
+    o.mode = storage::store_mode::add;  // (an add: n1 looks for the key's item first)
+    auto req = cl.node.executeRequest();
+    cluster::to_rpc(o, req.initOps(1)[0]);
+    req.setOrigin(rpc::Origin::CLIENT);
+    req.setRing(old_view->ring->placement());
+    req.setSentAtMs(cluster::steady_now_ms());
+    req.setTimeoutMs(timeout_ms);
+    auto r = req.send().wait(cl.io.waitScope);
+    BOOST_REQUIRE_EQUAL(r.getResults().size(), 1u);
+    return r.getResults()[0].getStatus();
+  };
+  // The member waits long enough: placed again, stored at n3.
+  n1.shard_delay_ms->store(100);
+  BOOST_TEST((add(keys[0], 2000) == rpc::Status::STORED));
+  BOOST_TEST((held_at(n3, keys[0]).st == storage::status::hit));
+  // It waits 300 ms, and n1's look takes 600: unavailable, and n3 never saw it.
+  n1.shard_delay_ms->store(600);
+  BOOST_TEST((add(keys[1], 300) == rpc::Status::UNAVAILABLE));
+  n1.shard_delay_ms->store(0);
+  std::this_thread::sleep_for(200ms);
+  BOOST_TEST((held_at(n3, keys[1]).st == storage::status::miss));
 }
 
 BOOST_AUTO_TEST_CASE(teardown_is_bounded) {
