@@ -949,10 +949,16 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
 kj::Promise<void> upload_sink::finish(FinishContext context) {
   KJ_REQUIRE(!finished_, "upload already finished");
   finished_ = true;
+  uint64_t left = 0;
   if (const auto p = context.getParams();
       clock_ && core_.late_call(*clock_, member_, rpc::Origin::CLIENT, p.getSentAtMs(),
-                                p.getTimeoutMs()))
+                                p.getTimeoutMs(), &left))
     refused_ = true;
+  if (left != 0 && placed_by_) {  // (what is placed again goes with what is left of it)
+    const uint64_t by = steady_now_ms() + left;
+    for (auto& o : ops_)
+      o.answer_by_ms = by;
+  }
   if (refused_) {
     storage::result_batch rs = unavailable(ops_.size());
     fill_results(rs, context.getResults(results_size(rs)).initResults(
