@@ -88,6 +88,9 @@ struct cluster_view {
   // data link to one dials it at once (cluster/data_link.cpp, on_member_back) instead of
   // waiting out what it learnt while the member was away. Null before any return.
   std::shared_ptr<const std::map<std::string, uint64_t>> returns;
+  // Only `returns` changed since the view before (a member back from a suspicion keeps its
+  // place in the ring): the route table does not restart the shards' prune for it.
+  bool returns_only = false;
   // The longest a call between members may take (queued_limit_factor RPC timeouts): a copy
   // (warming's, re-replication's) lands at most this long after its read.
   uint64_t call_limit_ms = 30000;

@@ -149,6 +149,8 @@ caf::behavior listener::make_behavior() {
       if (ending_)
         return;  // (the node's teardown took the loop's routes away)
       ctx_.routes = std::move(snap);
+      if (ctx_.links && ctx_.routes && ctx_.routes->cluster)
+        ctx_.links->note_view(*ctx_.routes->cluster);  // (a member back is dialled now)
       ctx_.counters->warm_rings.store(ctx_.routes && ctx_.routes->cluster
                                           ? ctx_.routes->cluster->past.size()
                                           : 0,

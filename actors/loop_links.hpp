@@ -31,6 +31,10 @@ public:
   /// The link to member `id` of cv.past[depth].ring, a past ring (write-on-miss warming), or
   /// null (then cv.past[depth].peers[id]).
   virtual caf::actor previous_link(const cluster_view& cv, size_t depth, uint32_t id) = 0;
+  /// A new view came to this loop (its listener's snapshot): links of members it names back
+  /// (cluster_view::returns) dial them now, not at the next lookup; links of members gone
+  /// from its rings are retired, as a lookup would.
+  virtual void note_view(const cluster_view& cv) = 0;
   /// A connection on the memcached port opened with a link hello (cluster/link_wire.hpp):
   /// serve it. Takes `fd`; `rest` is everything read so far, the hello line included.
   virtual void serve(int fd, std::string_view rest) = 0;

@@ -43,8 +43,8 @@ caf::behavior route_table::make_behavior() {
       // owners may change back to this node later, and an old copy would then be served as
       // current). Each view restarts that with its rings (a ring change keeps more, the end of
       // a window fewer). Sent before the snapshot, so the node's ops routed by it find the
-      // shards told.
-      if (view && view->ring)
+      // shards told. (Not for a view that only names a member back: its rings are the same.)
+      if (view && view->ring && !view->returns_only)
         for (auto& shard : current_->local_shards())
           send(shard, prune_atom::value, view);
       auto next = std::make_shared<route_snapshot>(*current_);

@@ -1151,24 +1151,26 @@ private:
   }
 
   // The member is back (SWIM has it alive again, or a new process under its name): what this
-  // link learnt while it was away goes. A backoff ends (the next batch dials); an unreachable
-  // link is probed now, not when a batch comes a second after its last probe failed; and a
-  // probe still connecting or greeting was made while the member was away — its SYN or hello
-  // may have been dropped by a cut, the kernel's next try a second or more on, and the
-  // probe's own limit a timeout — so it is dialled anew. Batches that come meanwhile still
-  // answer unavailable, for one round trip: SWIM may have heard of the member through a third
-  // node (it refuted a suspicion by gossip) while the way from here is still cut. (Before,
-  // writes forwarded to a member back from a cut or a pause were refused for up to a second
-  // after it was seen alive again: test_partition.py, ComebackTest.)
+  // link learnt while it was away goes. A backoff ends (the next batch dials), but not a
+  // refused hello's (a member that serves no links would refuse again at every return); an
+  // unreachable link is probed now, not when a batch comes a second after its last probe
+  // failed; and a probe still connecting may have been dialled while the member was away —
+  // its SYN dropped by a cut, the kernel's next try a second on, the probe's own limit a
+  // timeout — so it is dialled anew (one connected, its hello sent, is left: a stopped
+  // member answers it on waking). Batches that come meanwhile still answer unavailable, for
+  // one round trip: SWIM may have heard of the member through a third node (it refuted a
+  // suspicion by gossip) while the way from here is still cut. (Before, writes forwarded to
+  // a member back from a cut or a pause were refused until the next probe, up to a second
+  // or more after it was seen alive again: test_partition.py, ComebackTest.)
   void on_member_back() {
-    backoff_ms_ = backoff_first_ms;
-    if (retiring_ || rpc_gone_)
+    if (retiring_ || rpc_gone_ || refused_)
       return;
+    backoff_ms_ = backoff_first_ms;
     if (state_ == state::backoff) {
       retry_at_ = now();
       if (unreachable_)
         connect();  // the probe
-    } else if (unreachable_ && (state_ == state::connecting || state_ == state::greeting)) {
+    } else if (unreachable_ && state_ == state::connecting) {
       close_socket();
       silent_seen_ = false;
       connect();
@@ -1459,12 +1461,14 @@ private:
           // listening where this member's memcached port was (a stale address). RPC it is.
           set_unreachable(false);  // it answers: what it refuses goes by RPC
           fail("refused by " + peer_ + " (" + error + ")", refused_backoff_ms, true);
+          refused_ = true;
           return;
         case link_wire::answer_status::ok:
           break;
       }
       io_.in.consume(used);
       state_ = state::ready;
+      refused_ = false;
       backoff_ms_ = backoff_first_ms;
       greeted_once_ = true;
       if (unreachable_)
@@ -1698,6 +1702,7 @@ private:
   bool rpc_gone_ = false;     // the RPC peer actor ended: what would go by RPC is unavailable
   bool unreachable_ = false;  // the member was silent: batches answer unavailable (pump())
   bool greeted_once_ = false;  // a hello was answered at this address (on_timer)
+  bool refused_ = false;       // the last hello was refused (until one is answered)
   bool quit_sent_ = false;
   uint64_t used_at_ = 0;      // loop ms of the last batch asked of this link
   loop_timer* timer_ = nullptr;
@@ -1779,6 +1784,14 @@ public:
     return find_or_spawn(*past.ring, past.peers, past.clients, id);
   }
 
+  void note_view(const actors::cluster_view& cv) override {
+    if (closed_ || !cv.ring)
+      return;
+    note_ring(cv);
+    if (cv.returns != returns_)
+      note_returns(cv);
+  }
+
   void serve(int fd, std::string_view rest) override {
     if (closed_) {
       ::close(fd);
@@ -1837,6 +1850,8 @@ private:
         newest = std::max(newest, n);
       }
     returns_seen_ = newest;
+    if (back.empty())
+      return;  // (an older view's map again: connections may hold the one before a while)
     std::lock_guard<std::mutex> guard(links_mutex_);
     for (const auto& [key, a] : links_)
       for (const auto& prefix : back)

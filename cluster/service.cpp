@@ -113,6 +113,8 @@ struct call_progress {
   uint64_t own = 0;
   std::shared_ptr<uint64_t> peer;  // shared by the calls to one address; never null
   bool waits_for_peer = true;      // false: only `own` keeps the call waiting (replication)
+  bool sent = false;               // it left (send_execute: not refused before it did)
+  uint64_t answers = 0;            // the member's answers_heard when it left
   void bump() {
     ++own;
     ++*peer;
@@ -657,14 +659,16 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   std::map<std::string, kj::Own<client_conn>> pool;
   std::map<std::string, backoff_state> backoff;
   // Addresses found silent: a data call ended by its watchdog without a word from its member
-  // (nothing of its own, no answer to another data call to the address; not a call that
-  // waits for the member's replicas), or a connect or hello that timed out. As a data link's
+  // (nothing of its own, no answer to another data call to the address, no answer heard from
+  // it since the call left: answers_heard; not a call that waits for the member's replicas),
+  // or a connect or hello that timed out. As a data link's
   // "Unreachable" (data_link.hpp, mcrouter's TKO): data calls to it but replicated state
   // answer `unavailable` at once (send_execute) until a probe is answered: a `ring` query on
   // its connection (a new one if it has none), made by the first data call once the last
   // probe failed 1 s ago or more. A probe not answered within the RPC timeout breaks the
-  // connection, so the next one dials anew; any connection to the address that is greeted
-  // ends the state too. Erased with the address's backoff (reap_peers). KJ thread.
+  // connection, so the next one dials anew; any connection to the address that is greeted,
+  // any SWIM answer from it and any answered data call (replicated state still goes) end the
+  // state too (heard_from). Erased with the address's backoff (reap_peers). KJ thread.
   struct unreachable_state {
     uint64_t probe_at = 0;
     uint64_t probe = 0;  // the probe in flight (0: none); a late one's answer is not taken
@@ -1707,7 +1711,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
   const uint64_t started = steady_now_ms();  // (about the watchdog's start: bounded, below)
   // The member's answers heard when the call left (answers_heard: the greeting of the
   // connection it waited for came before it).
-  auto answers = std::make_shared<uint64_t>(answers_from(addr));
+  progress->answers = answers_from(addr);
   // A member's client ops this node places again: the member gives up on them at answer_by_ms
   // (the earliest of the batch), and the call may take no longer.
   uint64_t answer_by = 0;
@@ -1716,9 +1720,9 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
       if (o.answer_by_ms != 0 && (answer_by == 0 || o.answer_by_ms < answer_by))
         answer_by = o.answer_by_ms;
   auto call = get_conn(addr).then([this, shared_ops, origin, large, progress, wait_replicas,
-                                   placed_by, started, answers, addr, answer_by, n](
+                                   placed_by, started, addr, answer_by, n](
                                       rpc::Node::Client node) -> kj::Promise<storage::result_batch> {
-    *answers = answers_from(addr);
+    progress->answers = answers_from(addr);
     auto& ops = *shared_ops;
     sent.add(ops.size());  // counted once there is a connection to send it on
     // Stamped (cluster/arrival_clock.hpp) with what is left of the timeout after the connect:
@@ -1734,6 +1738,7 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
       }
       budget = std::min(budget, answer_by - now);
     }
+    progress->sent = true;
     const call_stamp stamp{now, static_cast<uint32_t>(budget)};
     if (!large) {
       // A sink costs a capability per call (its own messages): attach one only when a value
@@ -1796,11 +1801,12 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
           return rs;
         })
         .attach(kj::mv(sent));
-  }).then([this, addr](storage::result_batch rs) {
+  }).then([this, addr, progress](storage::result_batch rs) {
     // An answer is a word from the member: it ends an unreachable mark as a probe's does
     // (replicated state still goes there meanwhile; the mark stayed until the next client
-    // call a second on made a probe).
-    heard_from(addr);
+    // call a second on made a probe). (Its own progress counts for the others' watchdogs.)
+    if (progress->sent && !unreachable.empty())
+      heard_from(addr);
     return rs;
   });
   // The watchdog ended it without a word from the member (of this call or another to it, or
@@ -1810,9 +1816,9 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
   const uint64_t heard = *progress->peer;
   return bounded<storage::result_batch>(
              kj::mv(call), progress,
-             [this, n, addr, progress, heard, answers, wait_replicas](bool timed_out) {
+             [this, n, addr, progress, heard, wait_replicas](bool timed_out) {
                if (timed_out && !wait_replicas && progress->own == 0 &&
-                   *progress->peer == heard && answers_from(addr) == *answers)
+                   *progress->peer == heard && answers_from(addr) == progress->answers)
                  mark_unreachable(addr);
                return unavailable(n);
              })
@@ -2262,6 +2268,7 @@ kj::Promise<bool> service::impl::relay_flush(const actors::cluster_view& view,
     if (o.kind == storage::op_kind::flush && o.routed < actors::max_routed) {
       flushes.push_back(o);
       ++flushes.back().routed;  // (a bound on relays between views that disagree)
+      flushes.back().answer_by_ms = 0;  // (this node's own duty: it flushed here already)
     }
   if (!theirs || flushes.empty())
     return true;
@@ -2996,6 +3003,7 @@ void service::impl::rebuild(bool force) {
     if (!view_ || (clients == view_->clients && !restarted_now && !returns_new))
       return;
     auto view = std::make_shared<actors::cluster_view>(*view_);
+    view->returns_only = clients == view_->clients && !restarted_now;
     view->restarted = std::move(restarted_now);
     view->returns = returns_for_view();
     view->clients = std::move(clients);

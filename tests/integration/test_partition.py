@@ -236,7 +236,7 @@ class ComebackTest(NetnsClusterTest):
         (cluster_view::returns) tell the link. Before, it waited for its probe: writes of n3's
         keys through n1 were refused up to 77 ms after n1 was seen with n3 alive again, and
         2 of 6 runs failed (up to a second is possible: the probe's SYN was dropped by the
-        cut, and the kernel sends the next a second on); after, only at 0.0 s."""
+        cut, and the kernel sends the next a second on); after, none."""
         self.comeback([], "cluster_links_unreachable")
 
     def comeback(self, extra, unreachable_stat):
