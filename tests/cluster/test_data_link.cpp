@@ -323,6 +323,20 @@ struct fixture {
     return call;
   }
 
+  // A link to `server` that found its member silent: call 1 unanswered for `timeout_ms`, and
+  // the server answers nothing more (no reply, no probe's hello) until told.
+  caf::actor unreachable_link(fake_link_server& server, uint32_t timeout_ms) {
+    auto link = link_to(server.port, timeout_ms);
+    BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
+    server.unanswering = true;
+    auto [tag, rs] = result(3000ms);
+    BOOST_CHECK_EQUAL(tag, 1u);
+    BOOST_REQUIRE_EQUAL(rs.size(), 1u);
+    BOOST_CHECK(rs[0].st == storage::status::unavailable);
+    BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 1u);
+    return link;
+  }
+
   // The next result message to the test's sender.
   std::pair<uint64_t, storage::result_batch> result(std::chrono::milliseconds limit = 3000ms) {
     std::pair<uint64_t, storage::result_batch> out{0, {}};
@@ -771,14 +785,7 @@ BOOST_AUTO_TEST_CASE(a_call_without_progress_times_out_unavailable) {
 // ends it once greeted; its hello times out as a call does.
 BOOST_AUTO_TEST_CASE(a_silent_member_is_unreachable_until_a_probe_is_greeted) {
   fake_link_server server;
-  auto link = link_to(server.port, 500);
-  BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
-  server.unanswering = true;  // no reply to call 1, no answer to a probe's hello
-  auto [tag, rs] = result(3000ms);
-  BOOST_CHECK_EQUAL(tag, 1u);
-  BOOST_REQUIRE_EQUAL(rs.size(), 1u);
-  BOOST_CHECK(rs[0].st == storage::status::unavailable);
-  BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 1u);
+  auto link = unreachable_link(server, 500);
   // Over 1.5 s: across probes that time out.
   for (uint64_t t = 2; t < 8; ++t) {
     auto t0 = std::chrono::steady_clock::now();
@@ -835,13 +842,7 @@ BOOST_AUTO_TEST_CASE(a_silent_member_is_unreachable_until_a_probe_is_greeted) {
 // dropped SYN for up to a second.) A link that is fine is left alone.
 BOOST_AUTO_TEST_CASE(a_member_seen_back_is_probed_at_once) {
   fake_link_server server;
-  auto link = link_to(server.port, 300);
-  BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
-  server.unanswering = true;  // no reply to call 1, no answer to a probe's hello
-  auto [tag, rs] = result(3000ms);
-  BOOST_CHECK_EQUAL(tag, 1u);
-  BOOST_CHECK(rs[0].st == storage::status::unavailable);
-  BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 1u);
+  auto link = unreachable_link(server, 300);
   std::this_thread::sleep_for(200ms);  // (past the first backoff: the next batch probes)
   send(link, 2, gets({"b"}));  // away: answered at once, and its probe goes unanswered
   BOOST_CHECK(result().second[0].st == storage::status::unavailable);

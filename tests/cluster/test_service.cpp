@@ -1162,31 +1162,47 @@ private:
   std::string address_;
 };
 
+// n1, with a 1 s RPC timeout (a probe waits this long: the fast calls fit in it), joined by a
+// scripted member `ghost` that answers no SWIM (a SWIM answer is a word from it too; it stays
+// suspect, so live) and no ring query until told. get(key): a read of the key at the ghost
+// through n1's peer actor, its status and how long it took.
+struct silent_ghost {
+  scripted_peer ghost{0, 100ms};
+  std::unique_ptr<test_node> n;
+  caf::actor peer;
+  static constexpr int hit = static_cast<int>(storage::status::hit);
+  static constexpr int unavailable = static_cast<int>(storage::status::unavailable);
+
+  silent_ghost() {
+    ghost.answer_swim = false;
+    cluster::membership_config swim;
+    swim.suspicion_timeout_ms = 60000;
+    n = std::make_unique<test_node>("n1", std::vector<std::string>{}, 1, false,
+                                    cluster::tls_options{}, 0, "127.0.0.1:11211", swim, 1000);
+    BOOST_REQUIRE(join_ghost(*n, ghost.address()));
+    BOOST_REQUIRE(wait_until([&] { return live_names(n->view()).size() == 2; }, 2000ms));
+    peer = peer_of(*n, "ghost");
+  }
+  std::pair<int, double> get(const std::string& key) {
+    storage::op o = get_op(key);
+    o.get_value = true;
+    auto r = exec(*n->sys, peer, {o});
+    BOOST_REQUIRE(r.answered);
+    BOOST_REQUIRE_EQUAL(r.results.size(), 1u);
+    return std::make_pair(static_cast<int>(r.results[0].st), r.seconds);
+  }
+};
+
 // A member that stops answering data calls while its RPC port stays up (a cut that SWIM does
 // not see: test_partition.py): the call that heard nothing from it for the timeout marks it
 // unreachable, and data calls then answer unavailable at once, unsent, instead of each
 // waiting a timeout, until a probe is answered — a ring query on its connection, or, once a
 // probe went unanswered (that connection is broken), a new connection's hello.
 BOOST_AUTO_TEST_CASE(a_silent_member_fails_data_calls_at_once_until_a_probe_is_answered) {
-  cluster::membership_config swim;
-  swim.suspicion_timeout_ms = 60000;  // the scripted member never acks: it stays suspect (live)
-  const uint32_t timeout_ms = 1000;  // (a probe waits this long: the fast calls fit in it)
-  scripted_peer ghost(0, 100ms);
-  ghost.answer_swim = false;  // (a SWIM answer is a word from it too)
-  test_node n("n1", {}, 1, false, {}, 0, "127.0.0.1:11211", swim, timeout_ms);
-  BOOST_REQUIRE(join_ghost(n, ghost.address()));
-  BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
-  auto peer = peer_of(n, "ghost");
-  const int hit = static_cast<int>(storage::status::hit);
-  const int unavailable = static_cast<int>(storage::status::unavailable);
-  auto get = [&](const char* key) {
-    storage::op o = get_op(key);
-    o.get_value = true;
-    auto r = exec(*n.sys, peer, {o});
-    BOOST_REQUIRE(r.answered);
-    BOOST_REQUIRE_EQUAL(r.results.size(), 1u);
-    return std::make_pair(static_cast<int>(r.results[0].st), r.seconds);
-  };
+  silent_ghost g;
+  auto& ghost = g.ghost;
+  const int hit = g.hit, unavailable = g.unavailable;
+  auto get = [&](const char* key) { return g.get(key); };
   auto back = [&](const char* key) {  // a hit within 5 s
     for (auto until = std::chrono::steady_clock::now() + 5s;
          std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(50ms))
@@ -1236,26 +1252,11 @@ BOOST_AUTO_TEST_CASE(a_silent_member_fails_data_calls_at_once_until_a_probe_is_a
 // member right after it answered a probe, and the calls of the next probe's round trip failed
 // at once: 0-10 ms in session 54's trial.)
 BOOST_AUTO_TEST_CASE(a_call_older_than_a_members_answer_does_not_mark_it_again) {
-  cluster::membership_config swim;
-  swim.suspicion_timeout_ms = 60000;
-  const uint32_t timeout_ms = 1000;
-  scripted_peer ghost(0, 100ms);
-  ghost.answer_swim = false;
+  silent_ghost g;
+  auto& ghost = g.ghost;
   ghost.answer_rings = true;
-  test_node n("n1", {}, 1, false, {}, 0, "127.0.0.1:11211", swim, timeout_ms);
-  BOOST_REQUIRE(join_ghost(n, ghost.address()));
-  BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
-  auto peer = peer_of(n, "ghost");
-  const int hit = static_cast<int>(storage::status::hit);
-  const int unavailable = static_cast<int>(storage::status::unavailable);
-  auto get = [&](const std::string& key) {
-    storage::op o = get_op(key);
-    o.get_value = true;
-    auto r = exec(*n.sys, peer, {o});
-    BOOST_REQUIRE(r.answered);
-    BOOST_REQUIRE_EQUAL(r.results.size(), 1u);
-    return std::make_pair(static_cast<int>(r.results[0].st), r.seconds);
-  };
+  const int hit = g.hit, unavailable = g.unavailable;
+  auto get = [&](const std::string& key) { return g.get(key); };
   std::pair<int, double> first, older;
   std::thread a([&] { first = get("stuck-1"); });  // unanswered: marks it after a timeout
   BOOST_REQUIRE(wait_until([&] { return ghost.executes() == 1; }, 2000ms));
@@ -1285,25 +1286,10 @@ BOOST_AUTO_TEST_CASE(a_call_older_than_a_members_answer_does_not_mark_it_again) 
 // call made a probe that was answered: here the member answers no probe, and every client
 // call failed at once.)
 BOOST_AUTO_TEST_CASE(an_answered_copy_ends_an_unreachable_mark) {
-  cluster::membership_config swim;
-  swim.suspicion_timeout_ms = 60000;
-  const uint32_t timeout_ms = 1000;
-  scripted_peer ghost(0, 100ms);
-  ghost.answer_swim = false;  // and no ring query is answered (probes)
-  test_node n("n1", {}, 1, false, {}, 0, "127.0.0.1:11211", swim, timeout_ms);
-  BOOST_REQUIRE(join_ghost(n, ghost.address()));
-  BOOST_REQUIRE(wait_until([&] { return live_names(n.view()).size() == 2; }, 2000ms));
-  auto peer = peer_of(n, "ghost");
-  const int hit = static_cast<int>(storage::status::hit);
-  const int unavailable = static_cast<int>(storage::status::unavailable);
-  auto get = [&](const std::string& key) {
-    storage::op o = get_op(key);
-    o.get_value = true;
-    auto r = exec(*n.sys, peer, {o});
-    BOOST_REQUIRE(r.answered);
-    BOOST_REQUIRE_EQUAL(r.results.size(), 1u);
-    return std::make_pair(static_cast<int>(r.results[0].st), r.seconds);
-  };
+  silent_ghost g;  // (no ring query is answered: probes)
+  auto& ghost = g.ghost;
+  const int hit = g.hit, unavailable = g.unavailable;
+  auto get = [&](const std::string& key) { return g.get(key); };
   auto [st1, s1] = get("stuck-1");  // marks it
   BOOST_TEST(st1 == unavailable);
   BOOST_TEST(s1 >= 0.8);
@@ -1312,8 +1298,9 @@ BOOST_AUTO_TEST_CASE(an_answered_copy_ends_an_unreachable_mark) {
   BOOST_TEST(s2 < 0.2);
   const int executes = ghost.executes();
   {
-    caf::scoped_actor self{*n.sys};
-    self->send(peer, actors::apply_atom::value, uint64_t{7}, storage::op_batch{get_op("behind-copy")});
+    caf::scoped_actor self{*g.n->sys};
+    self->send(g.peer, actors::apply_atom::value, uint64_t{7},
+               storage::op_batch{get_op("behind-copy")});
     bool answered = false;
     self->receive([&](actors::result_atom, uint64_t tag, storage::result_batch& rs) {
                     answered = tag == 7 && rs.size() == 1 && rs[0].st == storage::status::hit;
