@@ -689,7 +689,9 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   bool late_call(arrival_clock& clock, const std::string& member, rpc::Origin origin,
                  uint64_t sent_ms, uint32_t timeout_ms, uint64_t* left = nullptr);
   void mark_unreachable(const std::string& addr);
-  void heard_from(const std::string& addr);  // (a greeting, a probe's or SWIM's answer)
+  // A word from the member at `addr` (a greeting, a probe's or SWIM's answer, an answered data
+  // call while some address is unreachable): counted (answers_heard), and it ends the mark.
+  void heard_from(const std::string& addr);
   void dial_now(const std::string& addr);
   bool failing_fast(const std::string& addr);
   /// Probes `addr` (unreachable) now unless a probe of it is under way.
