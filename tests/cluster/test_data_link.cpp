@@ -8,6 +8,7 @@
 #include "actors/messages.hpp"
 #include "actors/node_stats.hpp"
 #include "actors/route_table.hpp"
+#include "cluster/arrival_clock.hpp"
 #include "cluster/convert.hpp"
 #include "cluster/data_link.hpp"
 #include "cluster/link_wire.hpp"
@@ -1075,6 +1076,65 @@ BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_to_the_peer_as_repli
   BOOST_CHECK(rs4[0].st == storage::status::stored);
 }
 
+
+// A member's client call placed by a ring this node replaced: the ops of keys this node no
+// longer owns go to the router, which places them again on their owners, each op with what
+// is left of its sender's wait (storage::op::answer_by_ms; the RPC service stamps the call
+// that places it again with it, or answers unavailable once it passed: test_service.cpp,
+// an_op_placed_again_keeps_its_senders_deadline). Before, they went without it, and the
+// call placing them again had a whole timeout of its own.
+BOOST_AUTO_TEST_CASE(ops_placed_again_from_a_session_keep_their_senders_deadline) {
+  caf::actor test = caf::actor_cast<caf::actor>(*self);
+  auto router = sys->spawn([test](caf::event_based_actor* a) -> caf::behavior {
+    return {[a, test](exec_atom, uint64_t tag, storage::op_batch& ops) {
+      for (const auto& o : ops)
+        a->send(test, o.key, o.answer_by_ms);
+      return caf::make_message(result_atom::value, tag,
+                               storage::result_batch(ops.size(), storage::result::of(
+                                                                   storage::status::stored)));
+    }};
+  });
+  auto cv = std::make_shared<actors::cluster_view>(view_with(1));
+  cv->router = router;
+  cv->self_name = "self";
+  auto alone = cluster::ring::build({{"self", "127.0.0.1:2", 1, true}}, 2);  // the member's
+  cv->past.push_back({alone, {caf::actor()}, {""}, 0});
+  std::string key;  // one "peer" owns now
+  for (int i = 0; key.empty(); ++i)
+    if (cv->ring->live_primary("again-" + std::to_string(i))->name == "peer")
+      key = "again-" + std::to_string(i);
+  auto snap = std::make_shared<actors::route_snapshot>();
+  snap->cluster = cv;
+  int sv[2];
+  BOOST_REQUIRE_EQUAL(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  on_loop([&] {
+    cluster::link_settings ls;
+    ls.node_name = "self";
+    ctx.routes = snap;
+    ctx.links = cluster::make_loop_links(*loop, ctx, ls);
+    ctx.links->serve(sv[1], lw::hello_line(cluster::rpc::SCHEMA_VERSION, "peer"));
+  });
+  storage::op_batch ops(1);
+  ops[0].kind = storage::op_kind::store;
+  ops[0].key = key;
+  ops[0].value = "v";
+  const uint64_t sent = cluster::steady_now_ms();
+  auto frame = lw::encode_call(1, cluster::rpc::Origin::CLIENT, ops, true,
+                               alone->placement(), {sent, 300});
+  auto bytes = frame.asChars();
+  BOOST_REQUIRE_EQUAL(::send(sv[0], bytes.begin(), bytes.size(), MSG_NOSIGNAL),
+                      ssize_t(bytes.size()));
+  std::string got;
+  uint64_t by = 0;
+  (*self)->receive([&](std::string& k, uint64_t answer_by) { got = k, by = answer_by; },
+                   caf::after(std::chrono::milliseconds(3000)) >> [] {});
+  BOOST_CHECK_EQUAL(got, key);
+  BOOST_CHECK_GT(by, sent);  // (the first call on the session is on time: 300 ms are left)
+  BOOST_CHECK_LE(by, cluster::steady_now_ms() + 300);
+  ::close(sv[0]);
+  on_loop([&] { ctx.routes = nullptr; });
+  (*self)->send_exit(router, caf::exit_reason::user_shutdown);
+}
 
 // The server side: a session whose socket closes while a client call still runs at a shard
 // stays for the call's results and replicates what they changed. Once, it waited a second
