@@ -1085,7 +1085,8 @@ BOOST_AUTO_TEST_CASE(replicated_state_goes_over_the_link_or_to_the_peer_as_repli
 // call placing them again had a whole timeout of its own.
 BOOST_AUTO_TEST_CASE(ops_placed_again_from_a_session_keep_their_senders_deadline) {
   caf::actor test = caf::actor_cast<caf::actor>(*self);
-  auto router = sys->spawn([test](caf::event_based_actor* a) -> caf::behavior {
+  // (`test` an argument: see a_closed_session_replicates_the_writes_a_slow_shard_ran.)
+  auto router = sys->spawn([](caf::event_based_actor* a, caf::actor test) -> caf::behavior {
     return {[a, test](exec_atom, uint64_t tag, storage::op_batch& ops) {
       for (const auto& o : ops)
         a->send(test, o.key, o.answer_by_ms);
@@ -1093,7 +1094,7 @@ BOOST_AUTO_TEST_CASE(ops_placed_again_from_a_session_keep_their_senders_deadline
                                storage::result_batch(ops.size(), storage::result::of(
                                                                    storage::status::stored)));
     }};
-  });
+  }, test);
   auto cv = std::make_shared<actors::cluster_view>(view_with(1));
   cv->router = router;
   cv->self_name = "self";
