@@ -107,4 +107,12 @@ inline uint64_t budget_left(uint64_t late, uint32_t timeout_ms, bool held_back,
   return late >= limit ? 1 : limit - late;
 }
 
+/// The same as a time: when the sender gives up on a call that `arrived` (steady_now_ms)
+/// `late` ms late and was not refused. 0: the sender said no timeout.
+inline uint64_t answer_deadline(uint64_t arrived, uint64_t late, uint32_t timeout_ms,
+                                bool held_back, uint32_t queued_factor) noexcept {
+  const uint64_t left = budget_left(late, timeout_ms, held_back, queued_factor);
+  return left == 0 ? 0 : arrived + left;
+}
+
 }  // namespace bifrost::cluster

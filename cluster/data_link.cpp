@@ -638,8 +638,8 @@ private:
     c.add(c.link_ops_served, rc.call.ops.size());
     size_t n = rc.call.ops.size();
     rc.results.resize(n);
-    uint64_t left = 0;
-    if (arrived_late(rc.call, left)) {  // its caller has answered its client: nothing runs here
+    // (Late: its caller has answered its client, and nothing runs here.)
+    if (arrived_late(rc.call, rc.answer_by)) {
       rc.results = unavailable(n);
       reply(rc);
       return;
@@ -663,8 +663,6 @@ private:
       return;
     }
     uint64_t key = next_call_++;
-    if (left != 0)
-      rc.answer_by = steady_now_ms() + left;
     rc.reserve = reply_reserve(rc.call);
     reserved_ += rc.reserve;
     if (rc.call.origin == rpc::Origin::WARM)
@@ -767,10 +765,10 @@ private:
   // and win over the writes the key's other owners acknowledged meanwhile. Unless this session
   // held it back itself (held_back): the member saw it at work and waits up to
   // queued_limit_factor timeouts.
-  // (Every stamped call sets the baseline: replicated state and warm reads too.) `left`: how
-  // much longer the member waits for a client call that is run (0: not said).
-  bool arrived_late(const link_wire::call& call, uint64_t& left) {
-    left = 0;
+  // (Every stamped call sets the baseline: replicated state and warm reads too.) `answer_by`:
+  // when the member gives up on a client call that is run (steady_now_ms; 0: not said).
+  bool arrived_late(const link_wire::call& call, uint64_t& answer_by) {
+    answer_by = 0;
     if (call.stamp.sent_ms == 0)
       return false;
     const uint64_t now = steady_now_ms();
@@ -779,7 +777,7 @@ private:
       return false;
     const bool held = late != 0 && held_back(now - late, call.stamp.timeout_ms);
     if (!refuse_late(late, call.stamp.timeout_ms, held, queued_limit_factor)) {
-      left = budget_left(late, call.stamp.timeout_ms, held, queued_limit_factor);
+      answer_by = answer_deadline(now, late, call.stamp.timeout_ms, held, queued_limit_factor);
       return false;
     }
     counters().add(counters().link_late_calls_refused);
@@ -1741,8 +1739,6 @@ public:
     if (closed_ || !cv.ring)
       return {};
     note_ring(cv);
-    if (cv.returns != returns_)
-      note_returns(cv);
     uint64_t epoch = cv.ring->epoch();
     if (!linkable(cv.ring.get(), cv.peers, cv.clients, id))
       return {};
@@ -1762,8 +1758,7 @@ public:
   caf::actor shared_link(const actors::cluster_view& cv, uint32_t id) override {
     if (!closed_ && cv.ring && loop_.on_loop_thread()) {
       note_ring(cv);  // a loop whose only lookups are the replicator's retires links too
-      if (cv.returns != returns_)
-        note_returns(cv);
+      note_returns(cv);  // (the replicator's view may come before the listener's)
     }
     if (closed_ || !linkable(cv.ring.get(), cv.peers, cv.clients, id))
       return {};
@@ -1771,11 +1766,8 @@ public:
   }
 
   caf::actor previous_link(const actors::cluster_view& cv, size_t depth, uint32_t id) override {
-    if (!closed_ && cv.ring) {
+    if (!closed_ && cv.ring)
       note_ring(cv);
-      if (cv.returns != returns_)
-        note_returns(cv);
-    }
     if (closed_ || depth >= cv.past.size())
       return {};
     const auto& past = cv.past[depth];
@@ -1788,8 +1780,7 @@ public:
     if (closed_ || !cv.ring)
       return;
     note_ring(cv);
-    if (cv.returns != returns_)
-      note_returns(cv);
+    note_returns(cv);
   }
 
   void serve(int fd, std::string_view rest) override {
@@ -1837,8 +1828,11 @@ private:
   // Loop thread: cv names members back since the returns seen here (cluster_view::returns):
   // their links (any address, any peer actor: a lookup may still use an older view) dial at
   // once. Views may be skipped (only the newest is looked at): a return's number stays in
-  // the views that follow, so none is missed.
+  // the views that follow, so none is missed. (From note_view, as the loop's listener takes
+  // a snapshot, before any connection of the loop can look up by it; and from shared_link.)
   void note_returns(const actors::cluster_view& cv) {
+    if (cv.returns == returns_)
+      return;
     returns_ = cv.returns;
     if (!returns_)
       return;

@@ -684,10 +684,10 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
   /// arrivals `clock` measures: true (counted, logged) when it is a client call later than its
   /// sender's `timeout_ms`, which must not run (cluster/arrival_clock.hpp). Every stamped call
   /// feeds the baseline. (An RPC connection is read as messages come: a call is never held
-  /// back here by this node's own replies, as a data link's may be.) `left`, if given, gets
-  /// how much longer the sender waits for a client call that is run (0: not said).
+  /// back here by this node's own replies, as a data link's may be.) `answer_by`, if given,
+  /// gets when the sender gives up on a client call that is run (steady_now_ms; 0: not said).
   bool late_call(arrival_clock& clock, const std::string& member, rpc::Origin origin,
-                 uint64_t sent_ms, uint32_t timeout_ms, uint64_t* left = nullptr);
+                 uint64_t sent_ms, uint32_t timeout_ms, uint64_t* answer_by = nullptr);
   void mark_unreachable(const std::string& addr);
   // A word from the member at `addr` (a greeting, a probe's or SWIM's answer, an answered data
   // call while some address is unreachable): counted (answers_heard), and it ends the mark.
@@ -952,19 +952,24 @@ kj::Promise<storage::result_batch> replicate_results(service::impl& core,
       });
 }
 
+// A member's client ops that run here: what this node places again on another member goes
+// with the member's deadline for them (storage::op::answer_by_ms; 0: none said).
+void keep_deadline(storage::op_batch& ops, uint64_t answer_by) {
+  if (answer_by != 0)
+    for (auto& o : ops)
+      o.answer_by_ms = answer_by;
+}
+
 kj::Promise<void> upload_sink::finish(FinishContext context) {
   KJ_REQUIRE(!finished_, "upload already finished");
   finished_ = true;
-  uint64_t left = 0;
+  uint64_t answer_by = 0;
   if (const auto p = context.getParams();
       clock_ && core_.late_call(*clock_, member_, rpc::Origin::CLIENT, p.getSentAtMs(),
-                                p.getTimeoutMs(), &left))
+                                p.getTimeoutMs(), &answer_by))
     refused_ = true;
-  if (left != 0 && placed_by_) {  // (what is placed again goes with what is left of it)
-    const uint64_t by = steady_now_ms() + left;
-    for (auto& o : ops_)
-      o.answer_by_ms = by;
-  }
+  if (placed_by_)
+    keep_deadline(ops_, answer_by);
   if (refused_) {
     storage::result_batch rs = unavailable(ops_.size());
     fill_results(rs, context.getResults(results_size(rs)).initResults(
@@ -1075,14 +1080,10 @@ protected:
     bool route = !member_ && origin == rpc::Origin::CLIENT;
     if (route && core_.cfg.count_tool_ops)
       core_.cfg.count_tool_ops(ops);
-    uint64_t left = 0;
-    const bool late = arrived_late(origin, params.getSentAtMs(), params.getTimeoutMs(), &left);
-    if (left != 0 && member_ && origin == rpc::Origin::CLIENT) {
-      // What this node places again on another member goes with what is left of it.
-      const uint64_t by = steady_now_ms() + left;
-      for (auto& o : ops)
-        o.answer_by_ms = by;
-    }
+    uint64_t answer_by = 0;  // (0 unless a member's client call)
+    const bool late =
+      arrived_late(origin, params.getSentAtMs(), params.getTimeoutMs(), &answer_by);
+    keep_deadline(ops, answer_by);
     auto results =
       late ? kj::Promise<storage::result_batch>(unavailable(ops.size()))  // nothing runs here
       : route ? core_.routed_execute(std::move(ops))
@@ -1139,11 +1140,11 @@ protected:
   // answered its client `unavailable`, and the call, run now, would be stamped now and win
   // over the writes the key's other owners acknowledged meanwhile (service::impl::late_call).
   bool arrived_late(rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms,
-                    uint64_t* left = nullptr) {
-    if (left)
-      *left = 0;
+                    uint64_t* answer_by = nullptr) {
+    if (answer_by)
+      *answer_by = 0;
     return member_ &&
-           core_.late_call(*arrivals_, member_name_, origin, sent_ms, timeout_ms, left);
+           core_.late_call(*arrivals_, member_name_, origin, sent_ms, timeout_ms, answer_by);
   }
 
   kj::Promise<void> status(StatusContext context) override {
@@ -1829,17 +1830,18 @@ kj::Promise<storage::result_batch> service::impl::send_execute(const std::string
 
 bool service::impl::late_call(arrival_clock& clock, const std::string& member,
                               rpc::Origin origin, uint64_t sent_ms, uint32_t timeout_ms,
-                              uint64_t* left) {
-  if (left)
-    *left = 0;
+                              uint64_t* answer_by) {
+  if (answer_by)
+    *answer_by = 0;
   if (sent_ms == 0)
     return false;
-  const uint64_t late = clock.late_ms(sent_ms, steady_now_ms());
+  const uint64_t arrived = steady_now_ms();
+  const uint64_t late = clock.late_ms(sent_ms, arrived);
   if (origin != rpc::Origin::CLIENT)
     return false;
   if (!refuse_late(late, timeout_ms, false, queued_limit_factor)) {
-    if (left)
-      *left = budget_left(late, timeout_ms, false, queued_limit_factor);
+    if (answer_by)
+      *answer_by = answer_deadline(arrived, late, timeout_ms, false, queued_limit_factor);
     return false;
   }
   ++late_calls_refused;

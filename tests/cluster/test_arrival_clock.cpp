@@ -9,6 +9,7 @@
 #include <initializer_list>
 
 using bifrost::cluster::arrival_clock;
+using bifrost::cluster::answer_deadline;
 using bifrost::cluster::budget_left;
 using bifrost::cluster::refuse_late;
 
@@ -85,6 +86,8 @@ BOOST_AUTO_TEST_CASE(a_call_that_runs_keeps_what_is_left_of_its_senders_wait) {
   BOOST_CHECK_EQUAL(budget_left(1000, 1000, false, 15), 1u);  // not refused: at least 1 ms
   BOOST_CHECK_EQUAL(budget_left(400, 1000, true, 15), 14'600u);
   BOOST_CHECK_EQUAL(budget_left(400, 0, false, 15), 0u);  // not said: no bound
+  BOOST_CHECK_EQUAL(answer_deadline(5000, 400, 1000, false, 15), 5600u);  // (as a time)
+  BOOST_CHECK_EQUAL(answer_deadline(5000, 400, 0, false, 15), 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

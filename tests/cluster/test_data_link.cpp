@@ -856,7 +856,7 @@ BOOST_AUTO_TEST_CASE(a_member_seen_back_is_probed_at_once) {
     auto cv = view_with(server.port);
     cv.returns = std::make_shared<const std::map<std::string, uint64_t>>(
       std::map<std::string, uint64_t>{{"peer", n}, {"self", 1}});
-    on_loop([&] { ctx.links->link_for(cv, peer_id); });
+    on_loop([&] { ctx.links->note_view(cv); });  // (as the loop's listener takes it)
   };
   back(1);
   for (int i = 0; i < 100 && counters.links_unreachable.load() != 0; ++i)
