@@ -148,6 +148,7 @@ void general_stats(const node_shared& node, const storage::shard_stats& sh, std:
   stat(out, "cluster_link_reply_bytes", sum(node, &loop_counters::link_reply_bytes));
   stat(out, "cluster_links_unreachable", sum(node, &loop_counters::links_unreachable));
   counter("cluster_link_calls_failed_fast", sum(node, &loop_counters::link_calls_failed_fast));
+  counter("cluster_link_probe_redials", sum(node, &loop_counters::link_redials));
   counter("cluster_link_late_calls_refused", sum(node, &loop_counters::link_late_calls_refused));
   counter("sendfile_fallbacks", sum(node, &loop_counters::sendfile_fallbacks));
   counter("protocol_errors", sum(node, &loop_counters::protocol_errors));

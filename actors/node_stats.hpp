@@ -49,6 +49,7 @@ struct loop_counters {
   // out), and the calls they answered unavailable at once meanwhile (cluster/data_link.cpp).
   std::atomic<uint64_t> links_unreachable{0};
   std::atomic<uint64_t> link_calls_failed_fast{0};
+  std::atomic<uint64_t> link_redials{0};  // probes' connects dialled anew (no SYN-ACK in time)
   // Members' client calls a session refused as later than their sender's RPC timeout
   // (cluster/arrival_clock.hpp).
   std::atomic<uint64_t> link_late_calls_refused{0};

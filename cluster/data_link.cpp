@@ -80,8 +80,12 @@ constexpr uint64_t backoff_first_ms = 100;
 constexpr uint64_t backoff_max_ms = 5000;
 constexpr uint64_t refused_backoff_ms = 30000;
 // An unreachable member is probed (connect and hello) at most this long after the last probe
-// failed (data_link.hpp, "Unreachable"), however long it has been unreachable.
+// started (and failed: data_link.hpp, "Unreachable"), however long it has been unreachable.
 constexpr uint64_t unreachable_probe_max_ms = 1000;
+// A probe's connect not through after this long (or 4 times the longest connect seen at the
+// address, if more) is dialled anew: its SYN may have been dropped by a cut that has healed
+// since, and the kernel would try again only a second after it, then after three.
+constexpr uint64_t probe_redial_min_ms = 200;
 
 // A socket watched by a uv_poll on one loop. Heap-allocated: closing it frees it and closes
 // the fd in libuv's close callback, independent of the actor that used it.
@@ -133,13 +137,24 @@ struct watched_socket {
 // A repeating timer of a loop actor; heap-allocated and freed by its close callback.
 struct loop_timer {
   uv_timer_t timer;
+  uv_timer_cb cb = nullptr;
+  uint64_t every_ms = 0;
   static loop_timer* start(uv_loop_t* loop, uint64_t every_ms, void* owner, uv_timer_cb cb) {
     auto* t = new loop_timer;
     uv_timer_init(loop, &t->timer);
     t->timer.data = owner;
+    t->cb = cb;
+    t->every_ms = every_ms;
     uv_timer_start(&t->timer, cb, every_ms, every_ms);
     uv_unref(reinterpret_cast<uv_handle_t*>(&t->timer));  // never keeps a stopping loop alive
     return t;
+  }
+  // Ticks every `ms` from now on (the next tick `ms` from now), if that is a change.
+  void every(uint64_t ms) {
+    if (ms == every_ms)
+      return;
+    every_ms = ms;
+    uv_timer_start(&timer, cb, ms, ms);
   }
   void close() {
     uv_timer_stop(&timer);
@@ -1031,8 +1046,7 @@ public:
   caf::behavior make_behavior() override {
     set_default_handler(caf::drop);
     set_error_handler([](caf::error&) {});
-    uint64_t every = std::clamp<uint64_t>(settings_.rpc_timeout_ms / 4, 10, 1000);
-    timer_ = loop_timer::start(loop().uv(), every, this, &data_link::on_timer);
+    timer_ = loop_timer::start(loop().uv(), tick_ms(), this, &data_link::on_timer);
     // The member's RPC peer actor ends once the member is forgotten (cluster/service.cpp,
     // reap_peers): what it was asked is dropped with it, so its calls answer unavailable
     // here, and later ones at once; a member back under its name has a new peer actor, and a
@@ -1324,9 +1338,16 @@ private:
 
   // -- connection -------------------------------------------------------------------------
 
-  void connect() {
+  // `redial`: the probe's connect again (on_timer), within the probe's limit from its first
+  // dial; else a new connect, whose limit starts now.
+  void connect(bool redial = false) {
     state_ = state::connecting;
-    progress_at_ = now();
+    dialled_at_ = now();
+    if (!redial) {
+      progress_at_ = dialled_at_;
+      probe_at_ = dialled_at_;
+    }
+    tune_timer();
     auto c = address_.rfind(':');
     if (c == std::string::npos) {
       fail("connect " + address_ + ": not host:port", backoff_ms_);
@@ -1431,6 +1452,7 @@ private:
     }
     state_ = state::greeting;
     progress_at_ = now();
+    connect_ms_ = std::max(connect_ms_, progress_at_ - dialled_at_);
     io_.out.bytes(link_wire::hello_line(rpc::SCHEMA_VERSION, settings_.node_name));
     write_out();
   }
@@ -1593,12 +1615,46 @@ private:
       self->fail("no answer from " + self->peer_ + " within " +
                    std::to_string(self->settings_.rpc_timeout_ms) + " ms",
                  self->backoff_ms_, false, silent && self->greeted_once_);
+    else if (self->probe_stuck(now))
+      self->redial();
     else if (self->queued())
       self->pump();  // a backoff may have run out
+    self->tune_timer();
     if (self->retirable() && !self->quit_sent_) {
       self->quit_sent_ = true;  // a socket callback may not quit(): the handler does
       self->send(self, link_quit_atom::value);
     }
+  }
+
+  // How often on_timer ticks: a quarter of the timeout (so silence is seen at two ticks soon
+  // after it passed); while a probe connects, often enough to dial it anew in time.
+  uint64_t tick_ms() const {
+    uint64_t every = std::clamp<uint64_t>(settings_.rpc_timeout_ms / 4, 10, 1000);
+    if (unreachable_ && state_ == state::connecting)
+      every = std::min(every, redial_ms() / 2);
+    return every;
+  }
+  void tune_timer() {
+    if (timer_)
+      timer_->every(tick_ms());
+  }
+  uint64_t redial_ms() const { return std::max(probe_redial_min_ms, 4 * connect_ms_); }
+
+  // A probe's connect (an unreachable link's) not through after redial_ms: a cut that dropped
+  // its SYN may have healed since, and the kernel would send the next one only a second
+  // after the first (then three): a member back from a one-way cut, which SWIM never saw
+  // go (no return to wake the link: on_member_back), waited for it or for the probe's
+  // limit and the next probe, up to 2.5 s at the default timeout. A SYN every 200 ms, while
+  // batches come for a member they cannot reach, costs nothing. The probe keeps its limit
+  // (a timeout from its first dial); a host-name lookup is not repeated.
+  bool probe_stuck(uint64_t now) const {
+    return unreachable_ && state_ == state::connecting && io_.open() &&
+           now - dialled_at_ >= redial_ms();
+  }
+  void redial() {
+    close_socket();
+    counters().add(counters().link_redials);
+    connect(true);
   }
 
   // -- output -----------------------------------------------------------------------------
@@ -1649,9 +1705,12 @@ private:
   // The connection failed (or was refused): calls that may have reached the member answer
   // `unavailable`; calls never written and batches that never left go through RPC, in order
   // (`unreachable`, the member was silent: they answer unavailable too); the link rests for
-  // `wait_ms`.
+  // `wait_ms` — a failed probe's rest counts from when it started: one that waited out its
+  // limit (a cut dropping its SYNs) is followed by the next at once when a batch comes, so
+  // that a cut that healed between two probes is found by the next batch, not a second on.
   void fail(const std::string& why, uint64_t wait_ms, bool always_log = false,
             bool unreachable = false) {
+    const bool probe = unreachable_ && (state_ == state::connecting || state_ == state::greeting);
     if (unreachable && !unreachable_)
       std::fprintf(stderr,
                    "bifrost cluster: data link to '%s': %s; unreachable: calls to it fail at "
@@ -1669,7 +1728,7 @@ private:
     fail_sent();
     state_ = state::backoff;
     silent_seen_ = false;
-    retry_at_ = now() + wait_ms;
+    retry_at_ = probe ? std::max(now(), probe_at_ + wait_ms) : now() + wait_ms;
     backoff_ms_ = std::min(backoff_max_ms, backoff_ms_ * 2);
     auto w = std::move(waiting_);
     waiting_.clear();
@@ -1715,6 +1774,9 @@ private:
   uint64_t next_id_ = 1;
   uint64_t next_rpc_tag_ = 1;
   uint64_t progress_at_ = 0;
+  uint64_t dialled_at_ = 0;  // loop ms of the last dial (a probe's redial too)
+  uint64_t probe_at_ = 0;    // loop ms the last connect began (a probe: fail())
+  uint64_t connect_ms_ = 0;  // the longest connect that got through at this address
   uint64_t reply_at_ = 0;     // loop ms the last whole reply was read (on_timer)
   bool silent_seen_ = false;  // on_timer found the member silent: it fails at the next tick
   uint64_t retry_at_ = 0;
