@@ -370,7 +370,7 @@ struct fixture {
     auto link = link_to(server.port, timeout_ms);
     BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
     server.unanswering = true;
-    auto [tag, rs] = result(3000ms);
+    auto [tag, rs] = result(std::chrono::milliseconds(2 * timeout_ms + 1000));  // (2 ticks on)
     BOOST_CHECK_EQUAL(tag, 1u);
     BOOST_REQUIRE_EQUAL(rs.size(), 1u);
     BOOST_CHECK(rs[0].st == storage::status::unavailable);
@@ -953,6 +953,36 @@ BOOST_AUTO_TEST_CASE(a_probe_whose_syn_was_dropped_is_dialled_anew) {
   server.reply(back->id, hits(1, "v"));
   BOOST_CHECK(result().second[0].st == storage::status::hit);
   BOOST_CHECK(!rpc_log.take(0ms));
+}
+
+// A member seen back while a probe's connect waits (its SYN dropped by the cut) has that
+// connect dialled anew at once, not when the probe's own redial comes (200 ms after it was
+// dialled) or the kernel's next SYN (a second).
+BOOST_AUTO_TEST_CASE(a_member_seen_back_while_a_probe_connects_is_dialled_anew) {
+  fake_link_server server;
+  auto link = unreachable_link(server, 2000);
+  server.cut();
+  std::this_thread::sleep_for(200ms);  // (past the first backoff: the next batch probes)
+  send(link, 2, gets({"b"}));  // answered at once; its probe's SYN is dropped
+  BOOST_CHECK(result().second[0].st == storage::status::unavailable);
+  std::this_thread::sleep_for(20ms);
+  server.heal();
+  std::this_thread::sleep_for(20ms);  // (the server takes the connections that filled it)
+  auto cv = view_with(server.port);
+  cv.returns = std::make_shared<const std::map<std::string, uint64_t>>(
+    std::map<std::string, uint64_t>{{"peer", 1}, {"self", 1}});
+  auto seen_back = std::chrono::steady_clock::now();
+  on_loop([&] { ctx.links->note_view(cv); });
+  while (counters.links_unreachable.load() != 0 &&
+         std::chrono::steady_clock::now() - seen_back < 2s)
+    std::this_thread::sleep_for(2ms);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+    std::chrono::steady_clock::now() - seen_back);
+  BOOST_CHECK_MESSAGE(took < 120ms, "greeted " << took.count() << " ms after it was seen back");
+  BOOST_CHECK_EQUAL(counters.link_redials.load(), 0u);  // (not the probe's own redial)
+  auto call = call_through(server, link, 3, gets({"c"}));
+  server.reply(call->id, hits(1, "v"));
+  BOOST_CHECK(result().second[0].st == storage::status::hit);
 }
 
 // A probe that waited out its limit (the member's kernel took the connection, the member
