@@ -2,6 +2,7 @@
 
 #include "actors/cluster_view.hpp"
 #include "actors/dispatcher.hpp"
+#include "actors/log.hpp"
 #include "actors/route_table.hpp"
 
 #include <caf/actor_cast.hpp>
@@ -1503,7 +1504,7 @@ void connection::handle_local(pending& p) {
       else
         set_memory_limit(bytes);
       if (r == "OK" && node.verbosity.load(std::memory_order_relaxed) > 0)
-        std::fprintf(stderr, "maxbytes adjusted to %llum\n", static_cast<unsigned long long>(mb));
+        log_line("maxbytes adjusted to %llum\n", static_cast<unsigned long long>(mb));
       if (!req.noreply)
         p.reply.assign(r.data(), r.size()).append("\r\n");
       break;

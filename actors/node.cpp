@@ -4,6 +4,7 @@
 #include "actors/dispatcher.hpp"
 #include "actors/io_loop.hpp"
 #include "actors/listener.hpp"
+#include "actors/log.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_stats.hpp"
 #include "actors/route_table.hpp"
@@ -461,7 +462,7 @@ std::unique_ptr<node> node::start(const node_config& given, std::string& error,
     sc.max_item_size = cfg.max_item_size;
     sc.data_dir = cfg.data_dir;
     sc.warn = [i](const std::string& line) {  // (rare: a full disk, once a minute at most)
-      std::fprintf(stderr, "bifrostd: warning: shard %u: %s\n", i, line.c_str());
+      log_line("bifrostd: warning: shard %u: %s\n", i, line.c_str());
     };
     auto sh = storage::shard::open(sc, storage::system_clock_seconds, error);
     if (!sh)

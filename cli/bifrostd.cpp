@@ -4,6 +4,7 @@
 // cluster and tears down the KJ thread, the node tears down its actors and loops. Exit status
 // 0; 1 when the node cannot start (a port in use...) or after a fatal cluster error
 // (on_fatal); 2 on a configuration error.
+#include "actors/log.hpp"
 #include "actors/messages.hpp"
 #include "actors/io_loop.hpp"
 #include "actors/node.hpp"
@@ -232,7 +233,7 @@ int main(int argc, char** argv) {
       leave_stop_at_ms.compare_exchange_strong(none, steady_ms() + linger_ms);
     };
     sc.on_fatal = [](const std::string& why) {
-      std::fprintf(stderr, "bifrostd: %s\n", why.c_str());
+      bifrost::log_line("bifrostd: %s\n", why.c_str());
       fatal_exit = 1;
       int64_t none = 0;
       leave_stop_at_ms.compare_exchange_strong(none, steady_ms());
@@ -307,7 +308,7 @@ int main(int argc, char** argv) {
     // one per 20 ms, kept a leave from ever ending).
     if (sig == SIGHUP && (hup_said_ms < 0 || steady_ms() - hup_said_ms >= 10000)) {
       hup_said_ms = steady_ms();
-      std::fprintf(stderr, "bifrostd: SIGHUP ignored (nothing to reload); SIGTERM stops\n");
+      bifrost::log_line("bifrostd: SIGHUP ignored (nothing to reload); SIGTERM stops\n");
     }
     if (stop_accepting_asked.exchange(false))
       node->stop_accepting();
@@ -320,9 +321,9 @@ int main(int argc, char** argv) {
   }
   if (cfg.verbosity > 0) {
     if (sig > 0)
-      std::fprintf(stderr, "bifrostd: signal %d, draining\n", sig);
+      bifrost::log_line("bifrostd: signal %d, draining\n", sig);
     else
-      std::fprintf(stderr, "bifrostd: left the cluster, draining\n");
+      bifrost::log_line("bifrostd: left the cluster, draining\n");
   }
   // A second SIGINT/SIGTERM/SIGUSR1 cuts a stop a signal began short (an operator's second
   // Ctrl-C, as memcached stops on it): the process exits at once with status 1, as kill -9
@@ -334,8 +335,8 @@ int main(int argc, char** argv) {
       std::thread([stop_signals] {
         int again = 0;
         if (sigwait(&stop_signals, &again) == 0) {
-          std::fprintf(stderr, "bifrostd: signal %d again: exiting without finishing the stop\n",
-                       again);
+          bifrost::log_line("bifrostd: signal %d again: exiting without finishing the stop\n",
+                            again);
           std::_Exit(1);
         }
       }).detach();

@@ -2,6 +2,7 @@
 
 #include "actors/cluster_route.hpp"
 #include "actors/connection.hpp"
+#include "actors/log.hpp"
 #include "actors/loop_actor.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_stats.hpp"
@@ -943,12 +944,12 @@ private:
     }
     reg_->logged_ms = now;
     if (reg_->unlogged != 0)
-      std::fprintf(stderr, "bifrost cluster: (%llu data link lines left out in 10 s)\n",
-                   static_cast<unsigned long long>(reg_->unlogged));
+      log_line("bifrost cluster: (%llu data link lines left out in 10 s)\n",
+               static_cast<unsigned long long>(reg_->unlogged));
     reg_->unlogged = 0;
     va_list args;
     va_start(args, fmt);
-    std::vfprintf(stderr, fmt, args);
+    log_linev(fmt, args);
     va_end(args);
   }
 
@@ -1492,8 +1493,8 @@ private:
       backoff_ms_ = backoff_first_ms;
       greeted_once_ = true;
       if (unreachable_)
-        std::fprintf(stderr, "bifrost cluster: data link to '%s': answers again\n",
-                     peer_.c_str());
+        log_line("bifrost cluster: data link to '%s': answers again\n",
+                 peer_.c_str());
       set_unreachable(false);
       counters().add(counters().links_open);
       open_counted_ = true;
@@ -1712,13 +1713,12 @@ private:
             bool unreachable = false) {
     const bool probe = unreachable_ && (state_ == state::connecting || state_ == state::greeting);
     if (unreachable && !unreachable_)
-      std::fprintf(stderr,
-                   "bifrost cluster: data link to '%s': %s; unreachable: calls to it fail at "
-                   "once until it answers a probe\n",
-                   peer_.c_str(), why.c_str());
+      log_line("bifrost cluster: data link to '%s': %s; unreachable: calls to it fail at "
+               "once until it answers a probe\n",
+               peer_.c_str(), why.c_str());
     else if (!unreachable_ && (always_log || state_ == state::ready))
-      std::fprintf(stderr, "bifrost cluster: data link to '%s': %s; using RPC for %.1f s\n",
-                   peer_.c_str(), why.c_str(), static_cast<double>(wait_ms) / 1000.0);
+      log_line("bifrost cluster: data link to '%s': %s; using RPC for %.1f s\n",
+               peer_.c_str(), why.c_str(), static_cast<double>(wait_ms) / 1000.0);
     if (unreachable)
       set_unreachable(true);
     if (unreachable_)  // (a probe refused a connect: still unreachable, as often probed)

@@ -1,6 +1,7 @@
 #include "cluster/kj_loop.hpp"
 
 #include "actors/io_loop.hpp"
+#include "actors/log.hpp"
 
 #include <kj/async-unix.h>
 #include <kj/debug.h>
@@ -47,7 +48,7 @@ struct kj_loop::waker : kj::TaskSet::ErrorHandler {
     }
   }
   void taskFailed(kj::Exception&& e) override {
-    std::fprintf(stderr, "bifrost: KJ loop watcher: %s\n", e.getDescription().cStr());
+    log_line("bifrost: KJ loop watcher: %s\n", e.getDescription().cStr());
   }
 
   watched bell, uv;
@@ -226,7 +227,7 @@ void kj_loop::finish(kj::AsyncIoContext& io) {
                  for (int i = 0; i < 8; ++i)
                    io.waitScope.poll();
                })) {
-    std::fprintf(stderr, "bifrost: KJ teardown: %s\n", e->getDescription().cStr());
+    log_line("bifrost: KJ teardown: %s\n", e->getDescription().cStr());
   }
   io_ = nullptr;
 }

@@ -11,6 +11,7 @@
 
 #include "actors/cluster_route.hpp"
 #include "actors/cluster_view.hpp"
+#include "actors/log.hpp"
 #include "actors/loop_actor.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_config.hpp"
@@ -235,7 +236,7 @@ struct service::impl final : public kj::TaskSet::ErrorHandler {
 
   void taskFailed(kj::Exception&& e) override {
     if (e.getType() != kj::Exception::Type::DISCONNECTED)
-      std::fprintf(stderr, "bifrost cluster: task failed: %s\n", e.getDescription().cStr());
+      log_line("bifrost cluster: task failed: %s\n", e.getDescription().cStr());
   }
 
   void start();
@@ -1850,14 +1851,13 @@ bool service::impl::late_call(arrival_clock& clock, const std::string& member,
     ++late_unlogged;
     return true;
   }
-  std::fprintf(stderr,
-               "bifrost cluster: refused a data call from %s that came %llu ms later than the "
-               "quickest (its RPC timeout: %u ms; this node stopped, or the network held it)"
-               "%s\n",
-               member.c_str(), static_cast<unsigned long long>(late), timeout_ms,
-               late_unlogged == 0
-                 ? ""
-                 : (" (and " + std::to_string(late_unlogged) + " more in the 10 s before)").c_str());
+  log_line("bifrost cluster: refused a data call from %s that came %llu ms later than the "
+           "quickest (its RPC timeout: %u ms; this node stopped, or the network held it)"
+           "%s\n",
+           member.c_str(), static_cast<unsigned long long>(late), timeout_ms,
+           late_unlogged == 0
+             ? ""
+             : (" (and " + std::to_string(late_unlogged) + " more in the 10 s before)").c_str());
   late_logged_ms = now;
   late_unlogged = 0;
   return true;
@@ -1868,17 +1868,16 @@ void service::impl::mark_unreachable(const std::string& addr) {
   // data calls' concern, and reap_peers would forget it at once, to mark and log it again.)
   if (stopping || !members.has_address(addr) || !unreachable.try_emplace(addr).second)
     return;
-  std::fprintf(stderr,
-               "bifrost cluster: member at %s said nothing for %u ms; unreachable: data calls "
-               "to it fail at once until it answers again\n",
-               addr.c_str(), static_cast<unsigned>(cfg.rpc_timeout_ms));
+  log_line("bifrost cluster: member at %s said nothing for %u ms; unreachable: data calls "
+           "to it fail at once until it answers again\n",
+           addr.c_str(), static_cast<unsigned>(cfg.rpc_timeout_ms));
 }
 
 void service::impl::heard_from(const std::string& addr) {
   if (peer_progress_of.count(addr) != 0)
     ++answers_heard[addr];
   if (unreachable.erase(addr) != 0)
-    std::fprintf(stderr, "bifrost cluster: member at %s answers again\n", addr.c_str());
+    log_line("bifrost cluster: member at %s answers again\n", addr.c_str());
 }
 
 bool service::impl::failing_fast(const std::string& addr) {
@@ -2627,10 +2626,9 @@ void service::impl::replicas_conflict(const std::string& name, const std::string
   // this rule to the same facts, so one of them stops, or neither: a node in a cluster keeps
   // running against one that is not (the newcomer stops); two nodes alone: the later started
   // stops (by name on a tie); two clusters: both keep running, apart.
-  std::fprintf(stderr,
-               "bifrost cluster: refusing '%s' at %s: it keeps --replicas %u, this node %u; "
-               "every member needs the same --replicas\n",
-               name.c_str(), address.c_str(), theirs, cfg.replicas);
+  log_line("bifrost cluster: refusing '%s' at %s: it keeps --replicas %u, this node %u; "
+           "every member needs the same --replicas\n",
+           name.c_str(), address.c_str(), theirs, cfg.replicas);
   // A node given no seeds asked to join nobody: it refuses and keeps serving (a member's
   // reconnect push may reach it at an address a member it forgot once had).
   bool stop;
@@ -2653,7 +2651,7 @@ void service::impl::replicas_conflict(const std::string& name, const std::string
   if (cfg.on_fatal)
     cfg.on_fatal(msg);  // (which says it: once)
   else
-    std::fprintf(stderr, "bifrost cluster: %s\n", msg.c_str());
+    log_line("bifrost cluster: %s\n", msg.c_str());
 }
 
 void service::impl::handle(output&& out) {
@@ -2667,7 +2665,7 @@ void service::impl::handle(output&& out) {
     if (cfg.on_fatal)
       cfg.on_fatal(msg);  // (which says it: once)
     else
-      std::fprintf(stderr, "bifrost cluster: %s\n", msg.c_str());
+      log_line("bifrost cluster: %s\n", msg.c_str());
   }
   {
     const auto& st = members.stats();
@@ -2715,14 +2713,14 @@ void service::impl::handle(output&& out) {
     storage::op_batch ops;
     ops.push_back(std::move(flush));
     tasks->add(local_execute(std::move(ops)).then([](storage::result_batch) {}));
-    std::fprintf(stderr, "%s",
-                 cfg.recovers_items
-                   ? "bifrost cluster: restarted after the cluster had declared this node "
-                     "dead or left: its recovered items were dropped (the other owners' "
-                     "copies are current)\n"
-                   : "bifrost cluster: restarted after the cluster had declared this node "
-                     "dead or left: it rejoins (it started empty; reads warm its keys from "
-                     "the others)\n");
+    log_line("%s",
+             cfg.recovers_items
+               ? "bifrost cluster: restarted after the cluster had declared this node "
+                 "dead or left: its recovered items were dropped (the other owners' "
+                 "copies are current)\n"
+               : "bifrost cluster: restarted after the cluster had declared this node "
+                 "dead or left: it rejoins (it started empty; reads warm its keys from "
+                 "the others)\n");
   }
   for (auto& e : out.send)
     send_swim(e.to_address, std::move(e.msg));
@@ -2757,24 +2755,23 @@ void service::impl::handle(output&& out) {
                        : e.kind == event_kind::left      ? "left the cluster"
                                                          : nullptr;
     if (said)
-      std::fprintf(stderr, "bifrost cluster: member '%s' (rpc %s) %s\n", e.member.name.c_str(),
-                   e.member.address.c_str(), said);
+      log_line("bifrost cluster: member '%s' (rpc %s) %s\n", e.member.name.c_str(),
+               e.member.address.c_str(), said);
     if (e.kind == cluster::event_kind::restarted) {
       restarted.insert(e.member.name);
-      std::fprintf(stderr,
-                   "bifrost cluster: member '%s' restarted before it was found dead (a new "
-                   "process under its name): what it held in memory is gone; with --replicas "
-                   "2 or more its keys are copied to it again\n",
-                   e.member.name.c_str());
+      log_line("bifrost cluster: member '%s' restarted before it was found dead (a new "
+               "process under its name): what it held in memory is gone; with --replicas "
+               "2 or more its keys are copied to it again\n",
+               e.member.name.c_str());
     }
   }
   if (joined_count > 0)
-    std::fprintf(stderr, "bifrost cluster: %s %s %s alive (new to this node)%s\n",
-                 joined_count == 1 ? "member" : "members", joined.c_str(),
-                 joined_count == 1 ? "is" : "are",
-                 joined_count > 8
-                   ? (" and " + std::to_string(joined_count - 8) + " more").c_str()
-                   : "");
+    log_line("bifrost cluster: %s %s %s alive (new to this node)%s\n",
+             joined_count == 1 ? "member" : "members", joined.c_str(),
+             joined_count == 1 ? "is" : "are",
+             joined_count > 8
+               ? (" and " + std::to_string(joined_count - 8) + " more").c_str()
+               : "");
   const bool changed = std::any_of(out.events.begin(), out.events.end(), [](const auto& e) {
     return e.kind != cluster::event_kind::forgotten;
   });
@@ -2812,10 +2809,9 @@ void service::impl::note_return(const char* why) {
   came_back = true;
   stalled_ms = 0;
   refuted_ms = 0;
-  std::fprintf(stderr,
-               "bifrost cluster: %s: it refuted, keeps its items, and takes the copies and "
-               "deletes the others hand back of what they wrote or deleted meanwhile\n",
-               why);
+  log_line("bifrost cluster: %s: it refuted, keeps its items, and takes the copies and "
+           "deletes the others hand back of what they wrote or deleted meanwhile\n",
+           why);
 }
 
 void service::impl::send_swim(const std::string& addr, message&& m) {
@@ -2872,7 +2868,7 @@ kj::Promise<void> service::impl::tick_loop() {
       end_joining();
       reap_peers();
     } catch (const std::exception& e) {  // e.g. bad_alloc building a ring: keep probing
-      std::fprintf(stderr, "bifrost cluster: membership tick: %s\n", e.what());
+      log_line("bifrost cluster: membership tick: %s\n", e.what());
     }
     return tick_loop();
   });
@@ -3182,10 +3178,9 @@ void service::impl::end_joining() {
     for (const auto& seed : cfg.join)
       if (auto e = connect_errors.find(seed); e != connect_errors.end())
         why += "\n  " + seed + ": " + seed_failure(e->second);
-    std::fprintf(stderr,
-                 "bifrost cluster: no seed answered within %u ms: serving alone; it keeps "
-                 "asking them%s\n",
-                 cfg.join_wait_ms, why.c_str());
+    log_line("bifrost cluster: no seed answered within %u ms: serving alone; it keeps "
+             "asking them%s\n",
+             cfg.join_wait_ms, why.c_str());
   }
   auto view = std::make_shared<actors::cluster_view>(*view_);
   view->restarted = nullptr;  // (acted on in the view that named them)
@@ -3264,11 +3259,10 @@ void service::impl::settle_replication(std::shared_ptr<std::promise<void>> done)
                .then([this, done, bound](bool ok) {
                  settled = ok;
                  if (!ok)
-                   std::fprintf(stderr,
-                                "bifrost cluster: stopping: replication to the other owners "
-                                "did not finish within %llu ms (an owner unreachable?); "
-                                "leaving anyway\n",
-                                static_cast<unsigned long long>(bound));
+                   log_line("bifrost cluster: stopping: replication to the other owners "
+                            "did not finish within %llu ms (an owner unreachable?); "
+                            "leaving anyway\n",
+                            static_cast<unsigned long long>(bound));
                  done->set_value();
                }));
 }
@@ -3426,7 +3420,7 @@ void service::impl::log_rarely(uint64_t& last_ms, const std::string& what) {
   if (last_ms != 0 && now_ms() - last_ms < 10000)
     return;  // (at most a line every 10 s: a client that is refused retries)
   last_ms = now_ms();
-  std::fprintf(stderr, "bifrost cluster: %s\n", what.c_str());
+  log_line("bifrost cluster: %s\n", what.c_str());
 }
 
 namespace {
@@ -3533,7 +3527,7 @@ void service::impl::start() {
   handle(std::move(joined));
   ticking = tick_loop().eagerlyEvaluate(
       [](kj::Exception&& e) {
-        std::fprintf(stderr, "bifrost cluster: membership timer: %s\n", e.getDescription().cStr());
+        log_line("bifrost cluster: membership timer: %s\n", e.getDescription().cStr());
       });
 }
 
