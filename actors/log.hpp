@@ -16,7 +16,7 @@
 namespace bifrost {
 
 /// vprintf-style: log_line's body, for a logger of its own (`fmt` ends with a newline).
-inline void log_linev(const char* fmt, va_list ap) {
+[[gnu::format(printf, 1, 0)]] inline void log_linev(const char* fmt, va_list ap) {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   tm t{};
@@ -33,6 +33,8 @@ inline void log_linev(const char* fmt, va_list ap) {
     line.resize(at + static_cast<size_t>(len) + 1);
     std::vsnprintf(&line[at], static_cast<size_t>(len) + 1, fmt, again);
     line.resize(at + static_cast<size_t>(len));
+  } else if (len < 0) {
+    line += "(a log line that could not be formatted)\n";
   }
   va_end(again);
   std::fwrite(line.data(), 1, line.size(), stderr);

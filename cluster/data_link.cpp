@@ -1253,11 +1253,14 @@ private:
     if (unreachable_) {
       // Connections' batches answer at once; replicated state goes by RPC as while backing
       // off (the replicator's retries span a timeout each, as before). A probe is made on
-      // demand: an idle link to a member gone for good dials nothing.
+      // demand, for a batch that came: an idle link to a member gone for good (or behind a
+      // cut) dials nothing, and a probe's failure (fail() pumps) starts no next one itself.
+      const bool demand = queued();
       for (auto& b : queue_[0])
         fail_fast(b);
       queue_[0].clear();
-      if (state_ == state::backoff && now_cached_ >= retry_at_ && !retiring_ && !rpc_gone_)
+      if (demand && state_ == state::backoff && now_cached_ >= retry_at_ && !retiring_ &&
+          !rpc_gone_)
         connect();  // the probe
     }
     for (size_t s = 0; s < streams; ++s) {
@@ -1339,15 +1342,10 @@ private:
 
   // -- connection -------------------------------------------------------------------------
 
-  // `redial`: the probe's connect again (on_timer), within the probe's limit from its first
-  // dial; else a new connect, whose limit starts now.
-  void connect(bool redial = false) {
+  void connect() {
     state_ = state::connecting;
-    dialled_at_ = now();
-    if (!redial) {
-      progress_at_ = dialled_at_;
-      probe_at_ = dialled_at_;
-    }
+    progress_at_ = now();
+    probe_at_ = progress_at_;
     tune_timer();
     auto c = address_.rfind(':');
     if (c == std::string::npos) {
@@ -1410,16 +1408,27 @@ private:
     lookup_ = nullptr;
   }
 
-  // Opens a non-blocking connection to the first address of `res`.
+  // Opens a non-blocking connection to the first address of `res` (kept for redial()).
   void dial(const addrinfo* res) {
-    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (res->ai_addrlen > sizeof dialled_addr_) {
+      fail("connect " + address_ + ": address too long", backoff_ms_);
+      return;
+    }
+    std::memcpy(&dialled_addr_, res->ai_addr, res->ai_addrlen);
+    dialled_len_ = res->ai_addrlen;
+    dial_to();
+  }
+  void dial_to() {
+    dialled_at_ = now();
+    const auto* to = reinterpret_cast<const sockaddr*>(&dialled_addr_);
+    int fd = ::socket(to->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       fail("connect " + address_ + ": " + std::strerror(errno), backoff_ms_);
       return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (::connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) {
+    if (::connect(fd, to, dialled_len_) != 0 && errno != EINPROGRESS) {
       int err = errno;
       ::close(fd);
       fail("connect " + address_ + ": " + std::strerror(err), backoff_ms_);
@@ -1453,7 +1462,7 @@ private:
     }
     state_ = state::greeting;
     progress_at_ = now();
-    connect_ms_ = std::max(connect_ms_, progress_at_ - dialled_at_);
+    connect_ms_ = progress_at_ - dialled_at_;
     io_.out.bytes(link_wire::hello_line(rpc::SCHEMA_VERSION, settings_.node_name));
     write_out();
   }
@@ -1639,23 +1648,28 @@ private:
     if (timer_)
       timer_->every(tick_ms());
   }
-  uint64_t redial_ms() const { return std::max(probe_redial_min_ms, 4 * connect_ms_); }
+  // Never more than half the probe's limit (a connect that took long once — a kernel's SYN
+  // retry, a stalled loop — does not turn redials off).
+  uint64_t redial_ms() const {
+    return std::min(std::max(probe_redial_min_ms, 4 * connect_ms_),
+                    std::max<uint64_t>(settings_.rpc_timeout_ms / 2, 50));
+  }
 
   // A probe's connect (an unreachable link's) not through after redial_ms: a cut that dropped
   // its SYN may have healed since, and the kernel would send the next one only a second
   // after the first (then three): a member back from a one-way cut, which SWIM never saw
   // go (no return to wake the link: on_member_back), waited for it or for the probe's
-  // limit and the next probe, up to 2.5 s at the default timeout. A SYN every 200 ms, while
-  // batches come for a member they cannot reach, costs nothing. The probe keeps its limit
-  // (a timeout from its first dial); a host-name lookup is not repeated.
+  // limit and the next probe, up to 2.5 s at the default timeout. A SYN every 200 ms while
+  // a probe lasts (one made for a batch that came) costs nothing. The probe keeps its limit
+  // (a timeout from its first dial) and the address it dialled (no new host-name lookup).
   bool probe_stuck(uint64_t now) const {
-    return unreachable_ && state_ == state::connecting && io_.open() &&
-           now - dialled_at_ >= redial_ms();
+    return unreachable_ && state_ == state::connecting && io_.open() && !retiring_ &&
+           !rpc_gone_ && now - dialled_at_ >= redial_ms();
   }
   void redial() {
     close_socket();
     counters().add(counters().link_redials);
-    connect(true);
+    dial_to();
   }
 
   // -- output -----------------------------------------------------------------------------
@@ -1776,7 +1790,9 @@ private:
   uint64_t progress_at_ = 0;
   uint64_t dialled_at_ = 0;  // loop ms of the last dial (a probe's redial too)
   uint64_t probe_at_ = 0;    // loop ms the last connect began (a probe: fail())
-  uint64_t connect_ms_ = 0;  // the longest connect that got through at this address
+  uint64_t connect_ms_ = 0;  // how long the last connect that got through took (redial_ms)
+  sockaddr_storage dialled_addr_{};  // the address the last dial went to (redial())
+  socklen_t dialled_len_ = 0;
   uint64_t reply_at_ = 0;     // loop ms the last whole reply was read (on_timer)
   bool silent_seen_ = false;  // on_timer found the member silent: it fails at the next tick
   uint64_t retry_at_ = 0;

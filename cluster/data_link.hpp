@@ -49,11 +49,13 @@
 //     replicator's retries each span a timeout, as before). A probe (connect and hello) is
 //     made when a batch comes and the last one, failed, started unreachable_probe_max_ms
 //     (1 s, less while the backoff is shorter) ago or more; it ends the state once greeted
-//     (or refused: the member answers, RPC it is). A probe's connect not through after
-//     200 ms (or 4 × the longest connect seen at the address) is dialled anew, within the
-//     probe's limit: a cut dropped its SYN, and the kernel's next try comes a second later.
-//     So a one-way cut SWIM never saw (nothing to wake the link, below) is found healed by
-//     the next batch within about 200 ms (stat cluster_link_probe_redials).
+//     (or refused: the member answers, RPC it is). Nothing but a batch starts a probe (a
+//     failed one does not start the next). A probe's connect not through after 200 ms (or
+//     4 × the last connect's time at the address, at most half the timeout) is dialled
+//     anew, within the probe's limit: a cut dropped its SYN, and the kernel's next try comes
+//     a second later. So a one-way cut SWIM never saw (nothing to wake the link, below) is
+//     found healed within 200-300 ms and a hello while batches come (stat
+//     cluster_link_probe_redials).
 //     A member seen back (cluster_view::returns: SWIM has it alive again, or a new process
 //     under its name) is probed at once, and a probe still connecting then is dialled anew
 //     (its SYN may have been dropped by a cut); a backoff ends.

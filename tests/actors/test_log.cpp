@@ -45,10 +45,15 @@ std::string captured_stderr(F fn) {
 BOOST_AUTO_TEST_SUITE(log_tests)
 
 BOOST_AUTO_TEST_CASE(a_line_starts_with_the_utc_time_to_the_millisecond) {
-  const std::time_t before = std::time(nullptr);
+  auto realtime = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);  // (log_line's clock: time() may lag it by a tick)
+    return ts.tv_sec;
+  };
+  const std::time_t before = realtime();
   auto out =
     captured_stderr([] { bifrost::log_line("bifrost cluster: member '%s' %d\n", "n2", 7); });
-  const std::time_t after = std::time(nullptr);
+  const std::time_t after = realtime();
   std::smatch m;
   BOOST_REQUIRE_MESSAGE(
     std::regex_match(out, m,
@@ -82,11 +87,13 @@ BOOST_AUTO_TEST_CASE(long_lines_stay_whole_and_threads_do_not_interleave) {
   std::istringstream in(out);
   std::string line;
   int lines = 0;
-  const std::regex shape(
-    R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z thread [0-3] line \d+ x{5000})");
+  const std::regex shape(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z thread [0-3] line \d+ )");
   while (std::getline(in, line)) {
     ++lines;
-    BOOST_TEST(std::regex_match(line, shape), "line " << lines << " is mixed");
+    const size_t head = line.size() >= long_text.size() ? line.size() - long_text.size() : 0;
+    BOOST_TEST((std::regex_match(line.substr(0, head), shape) &&
+                line.compare(head, std::string::npos, long_text) == 0),
+               "line " << lines << " is mixed");
   }
   BOOST_TEST(lines == 200);
 }

@@ -231,7 +231,7 @@ class ComebackTest(NetnsClusterTest):
 
     def test_the_same_over_data_links(self):
         """The same with data links (the default): n1's link to n3 finds it silent, answers
-        writes at once and probes when one comes a second after the last probe failed. A
+        writes at once and probes when one comes (probes start at most a second apart). A
         member back from a suspicion keeps its place in the ring, so only the view's returns
         (cluster_view::returns) tell the link. Before, it waited for its probe: writes of n3's
         keys through n1 were refused up to 77 ms after n1 was seen with n3 alive again, and
