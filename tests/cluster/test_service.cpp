@@ -2221,6 +2221,49 @@ BOOST_AUTO_TEST_CASE(an_op_placed_again_keeps_its_senders_deadline) {
   BOOST_TEST((held_at(n3, keys[1]).st == storage::status::miss));
 }
 
+// An upload whose stores run at its finish: a finish that comes later than its sender waits
+// (it was sent before this node stopped, or a cut held its bytes) is refused even though the
+// upload itself came in time — every op `unavailable`, nothing stored. (The check at the
+// finish had no test that failed without it: the integration test's upload is refused at its
+// start, which came as late.)
+BOOST_AUTO_TEST_CASE(an_uploads_late_finish_stores_nothing) {
+  test_node n1("n1");
+  raw_client cl(n1.address());
+  cl.hello_as_member("lagger");
+  const std::string large = pattern(cluster::inline_value_limit + 10, 'f');
+  auto upload = [&](const std::string& key, uint64_t finish_sent_ms_ago) {
+    auto req = cl.node.uploadRequest();
+    auto op = set_op(key, large);
+    cluster::to_rpc(op, req.initOps(1)[0], false);
+    req.setOrigin(rpc::Origin::CLIENT);
+    req.setSentAtMs(cluster::steady_now_ms());
+    req.setTimeoutMs(1000);
+    auto sent = req.send();
+    auto sink = sent.getSink();
+    auto w = sink.writeRequest();
+    w.setIndex(0);
+    w.setChunk(kj::arrayPtr(reinterpret_cast<const kj::byte*>(large.data()), large.size()));
+    w.send().wait(cl.io.waitScope);
+    auto fin = sink.finishRequest();
+    fin.setSentAtMs(cluster::steady_now_ms() - finish_sent_ms_ago);
+    fin.setTimeoutMs(1000);
+    auto r = fin.send().wait(cl.io.waitScope);
+    BOOST_REQUIRE_EQUAL(r.getResults().size(), 1u);
+    return r.getResults()[0].getStatus();
+  };
+  BOOST_TEST((upload("in-time", 0) == rpc::Status::STORED));
+  BOOST_TEST(std::string(held_at(n1, "in-time").value.view()) == large);
+  // Its finish sent 3 s ago (three times its sender's wait): the sender has given up.
+  BOOST_TEST((upload("late-finish", 3000) == rpc::Status::UNAVAILABLE));
+  BOOST_TEST((held_at(n1, "late-finish").st == storage::status::miss));
+  auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
+  std::string refused;
+  for (auto st : stats.getStats())
+    if (st.getName() == "cluster_rpc_late_calls_refused")
+      refused = st.getValue().cStr();
+  BOOST_TEST(refused == "1");
+}
+
 BOOST_AUTO_TEST_CASE(teardown_is_bounded) {
   auto t = clock_type::now();
   {
