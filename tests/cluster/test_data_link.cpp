@@ -426,6 +426,36 @@ struct fixture {
     return std::nullopt;
   }
 
+  // `back` (first_call_over's) came within `within` of `since` (`what`: a heal, the member
+  // answering again); answered, it gives a hit, and nothing went by RPC.
+  void back_over_the_link(fake_link_server& server, const std::optional<lw::call>& back,
+                          std::chrono::steady_clock::time_point since,
+                          std::chrono::milliseconds within, const char* what) {
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - since);
+    BOOST_REQUIRE_MESSAGE(back, "no call over the link within 4 s of " << what);
+    BOOST_CHECK_MESSAGE(took < within,
+                        "a call went over the link " << took.count() << " ms after " << what);
+    BOOST_TEST_MESSAGE("over the link " << took.count() << " ms after " << what);
+    server.reply(back->id, hits(1, "v"));
+    BOOST_CHECK(result().second[0].st == storage::status::hit);
+    BOOST_CHECK(!rpc_log.take(0ms));
+  }
+
+  // A link to `server` that found its member silent (call 1 unanswered for `timeout_ms`)
+  // while the server takes connections but answers no hello (`holding`: a probe's connect
+  // goes through, its hello waits out its limit); the connection of call 1 has ended.
+  caf::actor held_link(fake_link_server& server, uint32_t timeout_ms) {
+    auto link = link_to(server.port, timeout_ms);
+    BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
+    server.holding = true;
+    BOOST_CHECK(result(std::chrono::milliseconds(2 * timeout_ms + 1000)).second[0].st ==
+                storage::status::unavailable);
+    BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 1u);
+    BOOST_REQUIRE(server.closed.take());
+    return link;
+  }
+
   // The next result message to the test's sender.
   std::pair<uint64_t, storage::result_batch> result(std::chrono::milliseconds limit = 3000ms) {
     std::pair<uint64_t, storage::result_batch> out{0, {}};
@@ -987,15 +1017,7 @@ BOOST_AUTO_TEST_CASE(a_probe_whose_syn_was_dropped_is_dialled_anew) {
   auto healed = std::chrono::steady_clock::now();
   uint64_t t = 3;
   auto back = first_call_over(server, link, t, 50ms, 4s);
-  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-    std::chrono::steady_clock::now() - healed);
-  BOOST_REQUIRE_MESSAGE(back, "no call over the link within 4 s of the heal");
-  BOOST_CHECK_MESSAGE(took < 700ms, "a call went over the link " << took.count()
-                                                                   << " ms after the heal");
-  BOOST_TEST_MESSAGE("over the link " << took.count() << " ms after the heal");
-  server.reply(back->id, hits(1, "v"));
-  BOOST_CHECK(result().second[0].st == storage::status::hit);
-  BOOST_CHECK(!rpc_log.take(0ms));
+  back_over_the_link(server, back, healed, 700ms, "the heal");
 }
 
 // A probe is made for a batch that came, and for nothing else: one that waited out its limit
@@ -1004,11 +1026,7 @@ BOOST_AUTO_TEST_CASE(a_probe_whose_syn_was_dropped_is_dialled_anew) {
 // from its start: the next probe must still wait for a batch.)
 BOOST_AUTO_TEST_CASE(a_probe_that_failed_starts_no_next_one_without_a_batch) {
   fake_link_server server;
-  auto link = link_to(server.port, 300);
-  BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
-  server.holding = true;  // call 1 goes unanswered, and so do the probes' hellos
-  BOOST_CHECK(result().second[0].st == storage::status::unavailable);
-  BOOST_REQUIRE(server.closed.take());  // the connection of call 1
+  auto link = held_link(server, 300);
   std::this_thread::sleep_for(200ms);   // (past the first backoff: the next batch probes)
   send(link, 2, gets({"b"}));
   BOOST_CHECK(result().second[0].st == storage::status::unavailable);
@@ -1059,12 +1077,7 @@ BOOST_AUTO_TEST_CASE(a_member_seen_back_while_a_probe_connects_is_dialled_anew) 
 // a second after the member answered again, here 800 ms.)
 BOOST_AUTO_TEST_CASE(a_probe_that_waited_out_its_limit_is_followed_at_once) {
   fake_link_server server;
-  auto link = link_to(server.port, 1000);
-  BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
-  server.holding = true;  // call 1 goes unanswered, and so do the probes' hellos
-  BOOST_CHECK(result().second[0].st == storage::status::unavailable);
-  BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 1u);
-  BOOST_REQUIRE(server.closed.take());  // the connection of call 1
+  auto link = held_link(server, 1000);
   // Batches come, each answered at once, until three probes have waited out their limit.
   uint64_t t = 2;
   auto batch_fails_fast = [&] {
@@ -1082,15 +1095,7 @@ BOOST_AUTO_TEST_CASE(a_probe_that_waited_out_its_limit_is_followed_at_once) {
   server.holding = false;  // the member answers again
   auto back_at = std::chrono::steady_clock::now();
   auto back = first_call_over(server, link, t, 20ms, 4s);
-  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-    std::chrono::steady_clock::now() - back_at);
-  BOOST_REQUIRE_MESSAGE(back, "no call over the link within 4 s of the member answering");
-  BOOST_CHECK_MESSAGE(took < 400ms,
-                      "a call went over the link " << took.count() << " ms after it answered");
-  BOOST_TEST_MESSAGE("over the link " << took.count() << " ms after the member answered");
-  server.reply(back->id, hits(1, "v"));
-  BOOST_CHECK(result().second[0].st == storage::status::hit);
-  BOOST_CHECK(!rpc_log.take(0ms));
+  back_over_the_link(server, back, back_at, 400ms, "the member answered");
 }
 
 // A member whose hello was never answered at that address is not taken for unreachable: its

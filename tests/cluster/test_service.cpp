@@ -387,6 +387,12 @@ struct raw_client {
     req.send().wait(io.waitScope);
   }
 
+  /// Node.upload of a store of `value` at `key` (sent whole in one chunk) as a member's
+  /// client op placed by `ring` (0: none said); the upload and its finish stamped with
+  /// `sent_ms` and `finish_sent_ms` and the sender's `timeout_ms` (0: not said); the status.
+  rpc::Status upload(const std::string& key, const std::string& value, uint64_t ring,
+                     uint64_t sent_ms = 0, uint64_t finish_sent_ms = 0, uint32_t timeout_ms = 0);
+
   /// Node.execute of `ops` as a member's client ops placed by `ring` (0: none said); the
   /// statuses.
   std::vector<rpc::Status> execute(const storage::op_batch& ops, uint64_t ring) {
@@ -404,6 +410,28 @@ struct raw_client {
     return st;
   }
 };
+
+rpc::Status raw_client::upload(const std::string& key, const std::string& value, uint64_t ring,
+                               uint64_t sent_ms, uint64_t finish_sent_ms, uint32_t timeout_ms) {
+  auto req = node.uploadRequest();
+  cluster::to_rpc(set_op(key, value), req.initOps(1)[0], false);
+  req.setOrigin(rpc::Origin::CLIENT);
+  req.setRing(ring);
+  req.setSentAtMs(sent_ms);
+  req.setTimeoutMs(timeout_ms);
+  auto sent = req.send();
+  auto sink = sent.getSink();
+  auto w = sink.writeRequest();
+  w.setIndex(0);
+  w.setChunk(kj::arrayPtr(reinterpret_cast<const kj::byte*>(value.data()), value.size()));
+  w.send().wait(io.waitScope);
+  auto fin = sink.finishRequest();
+  fin.setSentAtMs(finish_sent_ms);
+  fin.setTimeoutMs(timeout_ms);
+  auto r = fin.send().wait(io.waitScope);
+  BOOST_REQUIRE_EQUAL(r.getResults().size(), 1u);
+  return r.getResults()[0].getStatus();
+}
 
 // A TCP socket listening on 127.0.0.1:<free port> that never accepts: connections complete in
 // the backlog and are never answered (a hung node).
@@ -1786,20 +1814,7 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   // A store of a value too large to travel inline (Node.upload: its sink gets the value).
   const std::string large = pattern(cluster::inline_value_limit + 10, 'u');
   auto upload = [&](const std::string& key, uint64_t ring) {
-    auto req = cl.node.uploadRequest();
-    auto op = set_op(key, large);
-    cluster::to_rpc(op, req.initOps(1)[0], false);
-    req.setOrigin(rpc::Origin::CLIENT);
-    req.setRing(ring);
-    auto sent = req.send();
-    auto sink = sent.getSink();
-    auto w = sink.writeRequest();
-    w.setIndex(0);
-    w.setChunk(kj::arrayPtr(reinterpret_cast<const kj::byte*>(large.data()), large.size()));
-    w.send().wait(cl.io.waitScope);
-    auto r = sink.finishRequest().send().wait(cl.io.waitScope);
-    BOOST_REQUIRE_EQUAL(r.getResults().size(), 1u);
-    return r.getResults()[0].getStatus();
+    return cl.upload(key, large, ring);
   };
   auto routed = set_op(moved[1], "ran here");
   routed.routed = actors::max_routed;
@@ -2232,24 +2247,8 @@ BOOST_AUTO_TEST_CASE(an_uploads_late_finish_stores_nothing) {
   cl.hello_as_member("lagger");
   const std::string large = pattern(cluster::inline_value_limit + 10, 'f');
   auto upload = [&](const std::string& key, uint64_t finish_sent_ms_ago) {
-    auto req = cl.node.uploadRequest();
-    auto op = set_op(key, large);
-    cluster::to_rpc(op, req.initOps(1)[0], false);
-    req.setOrigin(rpc::Origin::CLIENT);
-    req.setSentAtMs(cluster::steady_now_ms());
-    req.setTimeoutMs(1000);
-    auto sent = req.send();
-    auto sink = sent.getSink();
-    auto w = sink.writeRequest();
-    w.setIndex(0);
-    w.setChunk(kj::arrayPtr(reinterpret_cast<const kj::byte*>(large.data()), large.size()));
-    w.send().wait(cl.io.waitScope);
-    auto fin = sink.finishRequest();
-    fin.setSentAtMs(cluster::steady_now_ms() - finish_sent_ms_ago);
-    fin.setTimeoutMs(1000);
-    auto r = fin.send().wait(cl.io.waitScope);
-    BOOST_REQUIRE_EQUAL(r.getResults().size(), 1u);
-    return r.getResults()[0].getStatus();
+    const uint64_t now = cluster::steady_now_ms();
+    return cl.upload(key, large, 0, now, now - finish_sent_ms_ago, 1000);
   };
   BOOST_TEST((upload("in-time", 0) == rpc::Status::STORED));
   BOOST_TEST(std::string(held_at(n1, "in-time").value.view()) == large);
