@@ -83,9 +83,10 @@ constexpr uint64_t refused_backoff_ms = 30000;
 // An unreachable member is probed (connect and hello) at most this long after the last probe
 // started (and failed: data_link.hpp, "Unreachable"), however long it has been unreachable.
 constexpr uint64_t unreachable_probe_max_ms = 1000;
-// A probe's connect not through after this long (or 4 times the longest connect seen at the
-// address, if more) is dialled anew: its SYN may have been dropped by a cut that has healed
-// since, and the kernel would try again only a second after it, then after three.
+// A probe's connect not through after this long (or 4 times the last connect's time at the
+// address, if more; at most half the timeout: redial_ms) is dialled anew: its SYN may have
+// been dropped by a cut that has healed since, and the kernel would try again only a second
+// after it, then after three.
 constexpr uint64_t probe_redial_min_ms = 200;
 
 // A socket watched by a uv_poll on one loop. Heap-allocated: closing it frees it and closes
@@ -1502,8 +1503,7 @@ private:
       backoff_ms_ = backoff_first_ms;
       greeted_once_ = true;
       if (unreachable_)
-        log_line("bifrost cluster: data link to '%s': answers again\n",
-                 peer_.c_str());
+        log_line("bifrost cluster: data link to '%s': answers again\n", peer_.c_str());
       set_unreachable(false);
       counters().add(counters().links_open);
       open_counted_ = true;
