@@ -1,8 +1,8 @@
 // What a running node says on stderr (membership, links, signals, warnings): one line per
 // call, stamped with the UTC time to the millisecond (RFC 3339, as `2026-12-07T23:12:01.123Z`),
 // so that an operator can line a member's death up with a client's errors without journald.
-// Errors in the command line or the configuration, printed before the node serves, are not
-// stamped (bifrostd.cpp): they answer the one who started it.
+// Errors in the command line or the configuration and failures to start, printed before the
+// node serves, are not stamped (bifrostd.cpp): they answer the one who started it.
 //
 // Thread affinity: any thread. Each line is formatted first and handed to stderr in one
 // write, so lines of different threads never interleave.
