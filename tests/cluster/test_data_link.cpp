@@ -384,10 +384,13 @@ struct fixture {
 
   // A link to `server` that found its member silent: call 1 unanswered for `timeout_ms`, and
   // the server answers nothing more (no reply, no probe's hello) until told.
-  caf::actor unreachable_link(fake_link_server& server, uint32_t timeout_ms) {
+  // `silence`: how the server stops answering (unanswering: takes no connection; holding).
+  caf::actor unreachable_link(
+    fake_link_server& server, uint32_t timeout_ms,
+    std::atomic<bool> fake_link_server::*silence = &fake_link_server::unanswering) {
     auto link = link_to(server.port, timeout_ms);
     BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
-    server.unanswering = true;
+    server.*silence = true;
     auto [tag, rs] = result(std::chrono::milliseconds(2 * timeout_ms + 1000));  // (2 ticks on)
     BOOST_CHECK_EQUAL(tag, 1u);
     BOOST_REQUIRE_EQUAL(rs.size(), 1u);
@@ -446,12 +449,7 @@ struct fixture {
   // while the server takes connections but answers no hello (`holding`: a probe's connect
   // goes through, its hello waits out its limit); the connection of call 1 has ended.
   caf::actor held_link(fake_link_server& server, uint32_t timeout_ms) {
-    auto link = link_to(server.port, timeout_ms);
-    BOOST_REQUIRE(call_through(server, link, 1, gets({"a"})));
-    server.holding = true;
-    BOOST_CHECK(result(std::chrono::milliseconds(2 * timeout_ms + 1000)).second[0].st ==
-                storage::status::unavailable);
-    BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 1u);
+    auto link = unreachable_link(server, timeout_ms, &fake_link_server::holding);
     BOOST_REQUIRE(server.closed.take());
     return link;
   }
@@ -934,17 +932,8 @@ BOOST_AUTO_TEST_CASE(a_silent_member_is_unreachable_until_a_probe_is_greeted) {
   BOOST_CHECK(!server.calls.take(0ms));  // no probe got as far as a call
   // It answers again: within a probe interval and a hello, calls go over the link again.
   server.unanswering = false;
-  std::optional<lw::call> back;
-  auto t0 = std::chrono::steady_clock::now();
-  for (uint64_t t = 10; !back && std::chrono::steady_clock::now() - t0 < 5s; ++t) {
-    send(link, t, gets({"c"}));
-    back = server.calls.take(300ms);
-    if (!back) {
-      auto [t3, rs3] = result();
-      BOOST_CHECK_EQUAL(t3, t);
-      BOOST_CHECK(rs3[0].st == storage::status::unavailable);
-    }
-  }
+  uint64_t t = 10;
+  auto back = first_call_over(server, link, t, 300ms, 5s);
   BOOST_REQUIRE_MESSAGE(back, "no call over the link within 5 s of the member answering");
   server.reply(back->id, hits(1, "v"));
   auto [t4, rs4] = result();

@@ -393,6 +393,15 @@ struct raw_client {
   rpc::Status upload(const std::string& key, const std::string& value, uint64_t ring,
                      uint64_t sent_ms = 0, uint64_t finish_sent_ms = 0, uint32_t timeout_ms = 0);
 
+  /// The node's stat `name` (Node.stats), "(missing)" if it has none.
+  std::string stat(const std::string& name) {
+    auto stats = node.statsRequest().send().wait(io.waitScope);
+    for (auto s : stats.getStats())
+      if (name == s.getName().cStr())
+        return s.getValue().cStr();
+    return "(missing)";
+  }
+
   /// Node.execute of `ops` as a member's client ops placed by `ring` (0: none said); the
   /// statuses.
   std::vector<rpc::Status> execute(const storage::op_batch& ops, uint64_t ring) {
@@ -1611,13 +1620,7 @@ BOOST_AUTO_TEST_CASE(queries_answer) {
   BOOST_TEST(rg.getEpoch() == c.nodes[1]->view()->ring->epoch());
 
   // The node's own stats, then its data-call counters.
-  auto stat = [&](const std::string& name) -> std::string {
-    auto stats = cl.node.statsRequest().send().wait(ws);
-    for (auto s : stats.getStats())
-      if (name == s.getName().cStr())
-        return s.getValue().cStr();
-    return "(missing)";
-  };
+  auto stat = [&](const std::string& name) { return cl.stat(name); };
   auto stats = cl.node.statsRequest().send().wait(ws);
   BOOST_REQUIRE(stats.getStats().size() == 17u);
   BOOST_TEST(std::string(stats.getStats()[2].getValue().cStr()) == "n2");
@@ -1679,11 +1682,8 @@ BOOST_AUTO_TEST_CASE(large_batches_are_split_into_bounded_calls) {
   auto peer2 = peer_of(n1, "n2");
   raw_client cl(n1.address());
   auto calls_sent = [&] {
-    auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
-    for (auto st : stats.getStats())
-      if (std::string(st.getName().cStr()) == "cluster_calls_sent")
-        return std::stoull(st.getValue().cStr());
-    return 0ull;
+    const auto v = cl.stat("cluster_calls_sent");
+    return v == "(missing)" ? 0ull : std::stoull(v);
   };
   auto before = calls_sent();
   storage::op_batch sets, gets;
@@ -1838,12 +1838,7 @@ BOOST_AUTO_TEST_CASE(ops_placed_by_a_replaced_ring_are_placed_again) {
   BOOST_TEST((upload(moved[5], before) == rpc::Status::STORED));
   BOOST_TEST(held(n3, moved[5]) == large);
   BOOST_TEST(held(n1, moved[5]) == "(miss)");
-  auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
-  std::string again;
-  for (auto st : stats.getStats())
-    if (st.getName() == "cluster_ops_placed_again")
-      again = st.getValue().cStr();
-  BOOST_TEST(again == "2");  // moved[0] and moved[5]
+  BOOST_TEST(cl.stat("cluster_ops_placed_again") == "2");  // moved[0] and moved[5]
 
   // A member's re-read of a value left out of a reply whose entry is gone reads afresh here,
   // except a strict entry's (odd token: a result the key's owner answered after this node
@@ -2168,11 +2163,7 @@ BOOST_AUTO_TEST_CASE(a_stopping_node_answers_the_writes_it_placed_again_first) {
   req.setRing(old_view->ring->placement());
   auto answer = req.send();
   auto placed_again = [&] {  // (the wait also sends the execute)
-    auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
-    for (auto st : stats.getStats())
-      if (st.getName() == "cluster_ops_placed_again")
-        return std::string(st.getValue().cStr());
-    return std::string();
+    return cl.stat("cluster_ops_placed_again");
   };
   BOOST_REQUIRE(wait_until([&] { return placed_again() == "1"; }, 3000ms));
   n1.svc->stop();  // leaves, then waits for the call it placed on n3
@@ -2255,12 +2246,7 @@ BOOST_AUTO_TEST_CASE(an_uploads_late_finish_stores_nothing) {
   // Its finish sent 3 s ago (three times its sender's wait): the sender has given up.
   BOOST_TEST((upload("late-finish", 3000) == rpc::Status::UNAVAILABLE));
   BOOST_TEST((held_at(n1, "late-finish").st == storage::status::miss));
-  auto stats = cl.node.statsRequest().send().wait(cl.io.waitScope);
-  std::string refused;
-  for (auto st : stats.getStats())
-    if (st.getName() == "cluster_rpc_late_calls_refused")
-      refused = st.getValue().cStr();
-  BOOST_TEST(refused == "1");
+  BOOST_TEST(cl.stat("cluster_rpc_late_calls_refused") == "1");
 }
 
 BOOST_AUTO_TEST_CASE(teardown_is_bounded) {
