@@ -46,8 +46,10 @@ def mc(i, line, data=None, timeout=5.0):
 
 
 def sh(cmd):
-    subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE, timeout=20)
+    r = subprocess.run(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, timeout=20)
+    if r.returncode != 0:
+        raise RuntimeError("`%s` failed (exit %d): %s" % (cmd, r.returncode, r.stderr.strip()))
 
 
 def reexec_in_private_netns():
@@ -108,6 +110,7 @@ class Net:
                 except OSError:
                     pass
             for i in range(1, n + 1):
+                self.remove_veth(i)
                 self.holders[i] = subprocess.Popen(["unshare", "-n", "sleep", "3600"],
                                                    preexec_fn=_die_with_parent)
             deadline = time.monotonic() + 5
@@ -211,9 +214,19 @@ class Net:
             if log not in (None, subprocess.DEVNULL):
                 log.close()
 
+    @staticmethod
+    def remove_veth(i):
+        """Deletes the pair `p<i>`/`v<i>` if it is still here. Deleting a namespace (its holder
+        gone) frees its veth, and so this side's end, only later, in the kernel's own time (a
+        CI run found `p2` still there when the next test made its own: "File exists"). Deleting
+        it here removes both ends at once."""
+        subprocess.run("ip link del p%d" % i, shell=True, stderr=subprocess.DEVNULL)
+
     def close(self):
         for i in list(self.nodes):
             self.stop(i, 5.0)
+        for i in self.holders:
+            self.remove_veth(i)
         for h in self.holders.values():
             h.terminate()
             h.wait()
