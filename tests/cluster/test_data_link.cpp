@@ -1050,9 +1050,11 @@ BOOST_AUTO_TEST_CASE(a_member_seen_back_while_a_probe_connects_is_dialled_anew) 
     std::this_thread::sleep_for(2ms);
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
     std::chrono::steady_clock::now() - seen_back);
-  BOOST_CHECK_MESSAGE(took < 120ms, "greeted " << took.count() << " ms after it was seen back");
-  if (seen_back - probed < 150ms)  // (else the machine was too slow to tell the two apart)
-    BOOST_CHECK_EQUAL(counters.link_redials.load(), 0u);  // not the probe's own redial
+  // Before the kernel's next SYN (a second after the dial), and, unless the machine was too
+  // slow to tell the two apart, before the probe's own redial (which counts): by the wake.
+  BOOST_CHECK_MESSAGE(took < 500ms, "greeted " << took.count() << " ms after it was seen back");
+  if (seen_back - probed < 150ms)
+    BOOST_CHECK_EQUAL(counters.link_redials.load(), 0u);
   auto call = call_through(server, link, 3, gets({"c"}));
   server.reply(call->id, hits(1, "v"));
   BOOST_CHECK(result().second[0].st == storage::status::hit);

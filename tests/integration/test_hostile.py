@@ -466,7 +466,10 @@ class UnreadPipelinesTest(ServerTestCase):
         print("\n  RSS %d MiB before, peak %d MiB with %d clients that do not read"
               % (before, peak, self.SLOW), file=sys.stderr)
         if not harness.sanitized():
-            self.assertLess(peak - before, 256, "the server held what its clients did not read")
+            # (110–240 MiB measured, 267 - 31 in a session 57 run: the windows grow as the
+            # connections get their output written, so the peak varies; the fixed bounds of
+            # before grew it by 1.7–2.1 GB)
+            self.assertLess(peak - before, 400, "the server held what its clients did not read")
         self.assertAlive()
 
     def test_deep_pipelines_then_idle_hold_little(self):

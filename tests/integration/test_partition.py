@@ -274,8 +274,14 @@ class ComebackTest(NetnsClusterTest):
         print("\nalive at n1 %.2f s after the heal; %d writes in 1.5 s, %d refused, the last "
               "at %s s: %s" % (alive_at - healed_at, len(replies), len(refused),
                                refused[-1][0] if refused else None, refused[:3]))
-        # (members is read through bifrostctl every 20 ms: n1 knew up to ~50 ms earlier)
-        self.assertEqual([x for x in refused if x[0] >= 0.05], [],
+        # (members is read through bifrostctl every 20 ms: n1 knew up to ~50 ms earlier, and
+        # later than that on a loaded machine, where the link's wake and dial may come after
+        # bifrostctl's answer: so a refusal is allowed in the first 0.1 s, before any write was
+        # stored, and none after. The data link's wake itself has a unit test that tells it from
+        # the probe's own redial: a_member_seen_back_while_a_probe_connects_is_dialled_anew.)
+        first_stored = next((t for t, r in replies if r == b"STORED\r\n"), None)
+        self.assertIsNotNone(first_stored, "no write of n3's keys stored after the heal")
+        self.assertEqual([x for x in refused if x[0] >= min(first_stored, 0.1)], [],
                          "writes of n3's keys refused after n1 saw it alive again")
         for k in keys:
             self.assertEqual(c.get_value(k), b"back", k)
