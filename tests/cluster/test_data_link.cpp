@@ -429,8 +429,17 @@ struct fixture {
     return std::nullopt;
   }
 
+  // `back`, a call that went over the link, answered: it gives a hit, and nothing went by RPC.
+  void answered_over_the_link(fake_link_server& server, const lw::call& back) {
+    server.reply(back.id, hits(1, "v"));
+    auto rs = result().second;
+    BOOST_REQUIRE_EQUAL(rs.size(), 1u);
+    BOOST_CHECK(rs[0].st == storage::status::hit);
+    BOOST_CHECK(!rpc_log.take(0ms));
+  }
+
   // `back` (first_call_over's) came within `within` of `since` (`what`: a heal, the member
-  // answering again); answered, it gives a hit, and nothing went by RPC.
+  // answering again), and is answered over the link.
   void back_over_the_link(fake_link_server& server, const std::optional<lw::call>& back,
                           std::chrono::steady_clock::time_point since,
                           std::chrono::milliseconds within, const char* what) {
@@ -440,9 +449,7 @@ struct fixture {
     BOOST_CHECK_MESSAGE(took < within,
                         "a call went over the link " << took.count() << " ms after " << what);
     BOOST_TEST_MESSAGE("over the link " << took.count() << " ms after " << what);
-    server.reply(back->id, hits(1, "v"));
-    BOOST_CHECK(result().second[0].st == storage::status::hit);
-    BOOST_CHECK(!rpc_log.take(0ms));
+    answered_over_the_link(server, *back);
   }
 
   // A link to `server` that found its member silent (call 1 unanswered for `timeout_ms`)
@@ -935,12 +942,8 @@ BOOST_AUTO_TEST_CASE(a_silent_member_is_unreachable_until_a_probe_is_greeted) {
   uint64_t t = 10;
   auto back = first_call_over(server, link, t, 300ms, 5s);
   BOOST_REQUIRE_MESSAGE(back, "no call over the link within 5 s of the member answering");
-  server.reply(back->id, hits(1, "v"));
-  auto [t4, rs4] = result();
-  BOOST_REQUIRE_EQUAL(rs4.size(), 1u);
-  BOOST_CHECK(rs4[0].st == storage::status::hit);
+  answered_over_the_link(server, *back);
   BOOST_CHECK_EQUAL(counters.links_unreachable.load(), 0u);
-  BOOST_CHECK(!rpc_log.take(0ms));
 }
 
 // A member seen back (cluster_view::returns: SWIM has it alive again, or a new process under
